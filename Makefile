@@ -1,0 +1,42 @@
+# Two entry points: `make demo` (the main job, offline) and `make test` (lint, types, tests).
+# Both build .venv from nothing. torch/torchvision are pinned here (not in the package
+# metadata) because these exact wheels are the CPU-compatible pair this project is tested with.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+TORCH_PIN = torch==2.14.1 torchvision==0.29.1
+
+.PHONY: demo test install lint typecheck pytest browser clean
+
+demo: $(VENV)/.installed
+	HF_HUB_OFFLINE=1 $(BIN)/inquire demo
+
+test: $(VENV)/.installed browser lint typecheck pytest
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet $(TORCH_PIN)
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+# A headless Chromium for the web-page tests (Debian's package; the tests skip without it).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+		|| echo "chromium not installed: browser tests will be skipped"; }
+
+lint:
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+typecheck:
+	$(BIN)/mypy
+
+pytest:
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/pytest -q
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,123 @@
+"""Relevance judgments (qrels): which images are relevant to which query.
+
+INQUIRE's annotations are binary: a listed (query_id, image_id) pair is relevant, everything
+else is not. ``Qrels`` maps ``query_id -> frozenset of image ids`` (ints).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from inquire.errors import InputError
+
+ANNOTATION_COLUMNS = ["query_id", "image_id"]
+
+
+class Qrels(Mapping[int, frozenset[int]]):
+    """Binary relevance judgments: ``qrels[query_id]`` is the set of relevant image ids.
+
+    ``paths`` optionally maps image_id -> image path (as in the annotations CSV).
+    """
+
+    def __init__(
+        self,
+        relevant: Mapping[int, Iterable[int]],
+        paths: Mapping[int, str] | None = None,
+    ) -> None:
+        self._rel: dict[int, frozenset[int]] = {
+            int(q): frozenset(int(i) for i in ids) for q, ids in relevant.items()
+        }
+        self.paths: dict[int, str] = dict(paths or {})
+
+    @classmethod
+    def from_pairs(
+        cls, query_ids: Iterable[int], image_ids: Iterable[int], paths: Iterable[str] | None = None
+    ) -> Qrels:
+        """Build from parallel sequences of relevant (query_id, image_id) pairs."""
+        rel: dict[int, set[int]] = {}
+        qs, ims = list(query_ids), list(image_ids)
+        for q, i in zip(qs, ims, strict=True):
+            rel.setdefault(int(q), set()).add(int(i))
+        path_map = (
+            {int(i): str(p) for i, p in zip(ims, paths, strict=True)} if paths is not None else None
+        )
+        return cls(rel, path_map)
+
+    @classmethod
+    def from_dataframe(cls, df: pd.DataFrame) -> Qrels:
+        """Build from a frame with ``query_id, image_id`` (and optionally ``image_path``)."""
+        missing = [c for c in ANNOTATION_COLUMNS if c not in df.columns]
+        if missing:
+            raise InputError(
+                f"annotations lack column(s) {missing}; expected {ANNOTATION_COLUMNS} "
+                f"(+ image_path), found {list(df.columns)}"
+            )
+        paths = df["image_path"].astype(str) if "image_path" in df.columns else None
+        return cls.from_pairs(df["query_id"], df["image_id"], paths)
+
+    def __getitem__(self, query_id: int) -> frozenset[int]:
+        return self._rel[int(query_id)]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._rel)
+
+    def __len__(self) -> int:
+        return len(self._rel)
+
+    def n_relevant(self, query_id: int) -> int:
+        """R: the number of relevant images for ``query_id`` in the whole collection."""
+        try:
+            return len(self._rel[int(query_id)])
+        except KeyError:
+            raise InputError(
+                f"query {query_id} has no relevance annotations; check that the run and the "
+                f"annotations belong to the same benchmark split"
+            ) from None
+
+    def restrict(self, query_ids: Iterable[int]) -> Qrels:
+        """Only the judgments of ``query_ids`` (queries without judgments are skipped)."""
+        keep = {int(q) for q in query_ids}
+        return Qrels({q: s for q, s in self._rel.items() if q in keep}, self.paths)
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """One row per relevant pair: ``query_id, image_id`` (+ ``image_path`` where known)."""
+        rows = [(q, i) for q in sorted(self._rel) for i in sorted(self._rel[q])]
+        df = pd.DataFrame(rows, columns=ANNOTATION_COLUMNS, dtype=np.int64)
+        if self.paths:
+            df["image_path"] = [self.paths.get(int(i), "") for i in df["image_id"]]
+        return df
+
+    def __repr__(self) -> str:
+        n = sum(len(s) for s in self._rel.values())
+        return f"Qrels({len(self)} queries, {n} relevant pairs)"
+
+
+def read_qrels(path: str | os.PathLike[str]) -> Qrels:
+    """Read an annotations CSV (``query_id, image_id[, image_path]``) into ``Qrels``."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"annotations file {str(path)!r} does not exist")
+    try:
+        df = pd.read_csv(path)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        raise InputError(f"annotations file {str(path)!r} is not a readable CSV: {exc}") from exc
+    df = df.drop(columns=[c for c in df.columns if str(c).startswith("Unnamed:")])
+    for col in ANNOTATION_COLUMNS:
+        if col in df.columns and not pd.api.types.is_integer_dtype(df[col]):
+            raise InputError(
+                f"annotations file {str(path)!r}: column {col!r} must hold integers "
+                f"(found {df[col].dtype}); first value {df[col].iloc[0]!r}"
+            )
+    return Qrels.from_dataframe(df)
+
+
+def load_qrels() -> Qrels:
+    """INQUIRE's relevance annotations (both splits), downloaded into the cache."""
+    from inquire.data.download import fetch
+
+    return read_qrels(fetch("annotations"))

@@ -1,0 +1,194 @@
+"""A small synthetic benchmark in INQUIRE's formats, generated in code.
+
+Used by the offline demo and the tests. Everything is random but structured so that retrieval
+is neither trivial nor hopeless: each query has a direction in embedding space; its relevant
+images lie near that direction with a per-query difficulty, some near-miss distractors lie
+close to it too, and the query's text embedding is the direction plus noise.
+
+Layout written to ``out_dir``::
+
+    SYNTHETIC.txt                       says that these data are synthetic
+    inquire_queries_val.csv             INQUIRE's query format (with its unnamed index column)
+    inquire_queries_test.csv
+    inquire_annotations.csv             query_id, image_id, image_path
+    embeddings/img_emb/img_emb_{i}.npy  float16, L2-normalised (clip-retrieval layout)
+    embeddings/metadata/metadata_{i}.parquet   image_path (no .jpg, as INQUIRE's), image_id
+    text_embeddings.parquet             query_text, embedding (float32 list), model_id
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from inquire._io import atomic_open, atomic_path
+from inquire.errors import InputError
+
+SYNTHETIC_MODEL_ID = "synthetic"
+
+# (supercategory, category, iconic_group, text template) rows in INQUIRE's taxonomy.
+_TEMPLATES = [
+    ("Appearance", "Sex identification", "Birds", "a male {taxon} in breeding plumage"),
+    ("Appearance", "Health and Disease", "Mammals", "a {taxon} with mange"),
+    ("Appearance", "Life Cycle and Development", "Insects", "a {taxon} caterpillar"),
+    ("Appearance", "Tracking and Identification", "Reptiles", "a {taxon} with a radio tag"),
+    ("Behavior", "Feeding and Hydration", "Birds", "a {taxon} carrying food"),
+    ("Behavior", "Defensive and Survival Behaviors", "Mammals", "a {taxon} standing alert"),
+    ("Behavior", "Cooperative and Social Behaviors", "Amphibians", "{taxon}s in amplexus"),
+    ("Behavior", "Reproductive Behavior", "Fish", "a {taxon} guarding eggs"),
+    ("Context", "Human Impact", "Mammals", "a {taxon} crossing a road"),
+    ("Context", "Habitat and Environment", "Plants", "a {taxon} growing on a rock face"),
+    ("Context", "Interactions with Other Species", "Fungi", "a {taxon} on a dead tree"),
+    ("Species", "Species Identification", "Arachnids", "a {taxon} on its web"),
+    ("Species", "Species Identification", "Mollusks", "a {taxon} in a tide pool"),
+]
+_TAXA = [
+    "meadowlark",
+    "mongoose",
+    "puffin",
+    "pheasant",
+    "grouse",
+    "darner",
+    "tortoise",
+    "newt",
+    "cichlid",
+    "fox",
+    "lichen",
+    "bracket fungus",
+    "orb weaver",
+    "sea slug",
+    "heron",
+    "marmot",
+    "swallowtail",
+    "gecko",
+    "toad",
+    "trout",
+    "saxifrage",
+    "morel",
+    "jumping spider",
+    "limpet",
+]
+
+
+@dataclass(frozen=True)
+class SyntheticBenchmark:
+    """Paths of a generated synthetic benchmark."""
+
+    root: Path
+    queries_val: Path
+    queries_test: Path
+    annotations: Path
+    embeddings: Path
+    text_embeddings: Path
+
+
+def make_synthetic_benchmark(
+    out_dir: str | os.PathLike[str],
+    n_images: int = 10000,
+    dim: int = 128,
+    n_val: int = 10,
+    n_test: int = 40,
+    n_shards: int = 2,
+    seed: int = 0,
+) -> SyntheticBenchmark:
+    """Write a synthetic benchmark to ``out_dir`` (see module docs); return its paths."""
+    rng = np.random.default_rng(seed)
+    if n_images < 200 * (n_val + n_test):
+        raise InputError(
+            f"n_images={n_images} is too small for {n_val + n_test} queries; use at least "
+            f"{200 * (n_val + n_test)} (each query takes up to 180 relevant and near-miss images)"
+        )
+    root = Path(out_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    n_queries = n_val + n_test
+
+    # Queries: INQUIRE-style ids (not contiguous), texts and categories.
+    query_ids = np.sort(rng.choice(np.arange(1, 10 * n_queries + 1), n_queries, replace=False))
+    rows = []
+    for i, qid in enumerate(query_ids):
+        sup, cat, group, template = _TEMPLATES[i % len(_TEMPLATES)]
+        text = template.format(taxon=_TAXA[(i * 7) % len(_TAXA)]) + f" (synthetic {qid})"
+        rows.append((int(qid), text, sup, cat, group))
+    queries = pd.DataFrame(
+        rows, columns=["query_id", "query_text", "supercategory", "category", "iconic_group"]
+    )
+    order = rng.permutation(n_queries)
+    val, test = queries.iloc[order[:n_val]], queries.iloc[order[n_val:]]
+
+    # Embeddings: background noise, then each query's relevant and near-miss images.
+    directions = rng.standard_normal((n_queries, dim)).astype(np.float32)
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    emb = rng.standard_normal((n_images, dim)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    image_ids = rng.permutation(np.arange(1_000_000, 1_000_000 + 3 * n_images))[:n_images]
+    free = rng.permutation(n_images)
+    pos = 0
+    pairs: list[tuple[int, int]] = []
+    for qi, qid in enumerate(query_ids):
+        n_rel = int(rng.integers(5, 80))
+        n_near = int(rng.integers(20, 100))
+        strength = float(rng.uniform(0.25, 0.9))  # per-query difficulty
+        near = float(rng.uniform(0.6, 1.0))  # how close the near misses come
+        rel_rows = free[pos : pos + n_rel]
+        near_rows = free[pos + n_rel : pos + n_rel + n_near]
+        pos += n_rel + n_near
+        emb[rel_rows] += strength * directions[qi]
+        emb[near_rows] += near * strength * directions[qi]
+        pairs.extend((int(qid), int(image_ids[r])) for r in rel_rows)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    text = directions + 0.25 * rng.standard_normal(directions.shape).astype(np.float32) / np.sqrt(
+        dim
+    )
+    text /= np.linalg.norm(text, axis=1, keepdims=True)
+
+    paths = [f"train/synthetic_{int(i)}" for i in image_ids]  # no .jpg, as INQUIRE's metadata
+    emb_root = root / "embeddings"
+    (emb_root / "img_emb").mkdir(parents=True, exist_ok=True)
+    (emb_root / "metadata").mkdir(parents=True, exist_ok=True)
+    bounds = np.linspace(0, n_images, n_shards + 1).astype(int)
+    for s in range(n_shards):
+        lo, hi = bounds[s], bounds[s + 1]
+        with atomic_open(emb_root / "img_emb" / f"img_emb_{s}.npy", "wb") as fh:
+            np.save(fh, emb[lo:hi].astype(np.float16))
+        meta = pa.table({"image_path": paths[lo:hi], "image_id": image_ids[lo:hi].astype(np.int64)})
+        with atomic_path(emb_root / "metadata" / f"metadata_{s}.parquet") as tmp:
+            pq.write_table(meta, tmp)
+
+    bench = SyntheticBenchmark(
+        root=root,
+        queries_val=root / "inquire_queries_val.csv",
+        queries_test=root / "inquire_queries_test.csv",
+        annotations=root / "inquire_annotations.csv",
+        embeddings=emb_root,
+        text_embeddings=root / "text_embeddings.parquet",
+    )
+    for frame, path in ((val, bench.queries_val), (test, bench.queries_test)):
+        with atomic_open(path, "w", encoding="utf-8", newline="") as fh:
+            frame.to_csv(fh, index=True)  # upstream files carry the unnamed index column
+    ann = pd.DataFrame(pairs, columns=["query_id", "image_id"])
+    path_of = dict(zip(image_ids.tolist(), paths, strict=True))
+    ann["image_path"] = [path_of[i] + ".jpg" for i in ann["image_id"]]
+    with atomic_open(bench.annotations, "w", encoding="utf-8", newline="") as fh:
+        ann.to_csv(fh, index=False)
+    text_table = pa.table(
+        {
+            "query_text": queries["query_text"].tolist(),
+            "embedding": list(text.astype(np.float32)),
+            "model_id": [SYNTHETIC_MODEL_ID] * n_queries,
+        }
+    )
+    with atomic_path(bench.text_embeddings) as tmp:
+        pq.write_table(text_table, tmp)
+    with atomic_open(root / "SYNTHETIC.txt", "w", encoding="utf-8") as fh:
+        fh.write(
+            "These data are SYNTHETIC: random embeddings and made-up queries in INQUIRE's file\n"
+            f"formats (seed={seed}, n_images={n_images}, dim={dim}). Their metrics say nothing\n"
+            "about any real model.\n"
+        )
+    return bench

@@ -1,0 +1,8 @@
+"""Embedding models (CLIP-style), the embedding pipeline and the embedding store."""
+
+from __future__ import annotations
+
+from inquire.embed.base import Encoder
+from inquire.embed.store import EmbeddingStore
+
+__all__ = ["EmbeddingStore", "Encoder"]

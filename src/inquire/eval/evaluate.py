@@ -1,0 +1,184 @@
+"""Evaluate a :class:`~inquire.run.Run` against :class:`~inquire.data.Qrels`.
+
+A result holds one row per query (``query_id``, the metrics as fractions, ``supercategory``,
+``category``, ``iconic_group``) plus the configuration that produced it, and aggregates by
+plain means over queries: overall and per group.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from inquire import __version__
+from inquire._io import atomic_open, write_json
+from inquire.data.qrels import Qrels
+from inquire.data.queries import QUERY_COLUMNS
+from inquire.errors import InputError
+from inquire.metrics import DEFAULT_METRICS, compute_metrics, relevance_matrix, scale
+from inquire.run import Run
+
+log = logging.getLogger(__name__)
+
+GROUP_COLUMNS = ("supercategory", "category", "iconic_group")
+PER_QUERY_FILE = "per_query.csv"
+SUMMARY_FILE = "summary.json"
+RUN_FILE = "run.parquet"
+
+
+@dataclass
+class EvalResult:
+    """Per-query metrics (fractions in [0, 1]) plus the configuration that produced them."""
+
+    per_query: pd.DataFrame
+    k: int
+    metrics: tuple[str, ...] = DEFAULT_METRICS
+    config: dict[str, Any] = field(default_factory=dict)
+    name: str = "run"
+
+    def aggregate(self, by: str | None = None, scaled: bool = False) -> pd.DataFrame:
+        """Mean of each metric overall (``by=None``, one row 'all') or per ``by`` group.
+
+        Columns: ``group, n_queries`` + metrics. ``scaled`` multiplies as tables report.
+        """
+        cols = list(self.metrics)
+        if by is None:
+            df = pd.DataFrame([self.per_query[cols].mean()], columns=cols)
+            df.insert(0, "n_queries", len(self.per_query))
+            df.insert(0, "group", "all")
+        else:
+            if by not in GROUP_COLUMNS:
+                raise InputError(f"cannot group by {by!r}; choose one of {GROUP_COLUMNS}")
+            grouped = self.per_query.groupby(by, sort=True)
+            df = grouped[cols].mean()
+            df.insert(0, "n_queries", grouped.size())
+            df = df.reset_index().rename(columns={by: "group"})
+        if scaled:
+            for m in cols:
+                df[m] = df[m] * scale(m)
+        return df
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-ready summary: config, overall means and per-group means (fractions)."""
+
+        def records(df: pd.DataFrame) -> dict[str, dict[str, float]]:
+            return {
+                str(r["group"]): {"n_queries": int(r["n_queries"])}
+                | {m: float(r[m]) for m in self.metrics}
+                for _, r in df.iterrows()
+            }
+
+        return {
+            "name": self.name,
+            "k": self.k,
+            "metrics": list(self.metrics),
+            "n_queries": len(self.per_query),
+            "overall": records(self.aggregate())["all"],
+            "by": {g: records(self.aggregate(g)) for g in GROUP_COLUMNS},
+            "config": self.config,
+        }
+
+    def save(self, out_dir: str | os.PathLike[str], run: Run | None = None) -> Path:
+        """Write ``per_query.csv`` and ``summary.json`` (and the run, if given) atomically."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_open(out / PER_QUERY_FILE, "w", encoding="utf-8", newline="") as fh:
+            self.per_query.to_csv(fh, index=False, float_format="%.10g")
+        if run is not None:
+            run.save_parquet(out / RUN_FILE)
+        write_json(out / SUMMARY_FILE, self.summary())
+        return out
+
+    @classmethod
+    def load(cls, out_dir: str | os.PathLike[str]) -> EvalResult:
+        """Read a folder written by :meth:`save`."""
+        out = Path(out_dir)
+        summary_path, pq_path = out / SUMMARY_FILE, out / PER_QUERY_FILE
+        if not summary_path.is_file() or not pq_path.is_file():
+            raise InputError(
+                f"{str(out)!r} is not an evaluation result folder: it needs {SUMMARY_FILE} and "
+                f"{PER_QUERY_FILE} (written by `inquire evaluate --out` or `inquire eval ...`)"
+            )
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+        per_query = pd.read_csv(pq_path, keep_default_na=False)
+        return cls(
+            per_query=per_query,
+            k=int(summary["k"]),
+            metrics=tuple(summary["metrics"]),
+            config=summary.get("config", {}),
+            name=summary.get("name", out.name),
+        )
+
+
+def provenance() -> dict[str, Any]:
+    """Package version, Python version and (when run from a checkout) the git revision."""
+    info: dict[str, Any] = {"inquire_version": __version__, "python": platform.python_version()}
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+        if rev.returncode == 0:
+            info["git_revision"] = rev.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return info
+
+
+def evaluate(
+    run: Run,
+    qrels: Qrels,
+    queries: pd.DataFrame,
+    k: int,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    config: dict[str, Any] | None = None,
+    n_relevant: dict[int, int] | None = None,
+) -> EvalResult:
+    """Evaluate the top ``k`` of ``run`` for every query in ``queries``.
+
+    A query the run does not cover counts as an empty list (all metrics 0). Run queries not in
+    ``queries`` are ignored with a warning. ``n_relevant`` overrides R per query (the Rerank
+    task uses the relevant candidates in the pool); by default R = ``qrels.n_relevant``.
+    """
+    missing_cols = [c for c in QUERY_COLUMNS if c not in queries.columns]
+    if missing_cols:
+        raise InputError(f"query table lacks column(s) {missing_cols}")
+    qids = queries["query_id"].to_numpy(np.int64)
+    extra = sorted(set(run) - set(qids.tolist()))
+    if extra:
+        log.warning(
+            "run has %d queries not in the query set (ignored), e.g. %s", len(extra), extra[:5]
+        )
+    uncovered = [int(q) for q in qids if int(q) not in run]
+    if uncovered:
+        log.warning(
+            "run has no results for %d queries (scored 0), e.g. %s", len(uncovered), uncovered[:5]
+        )
+    empty = np.empty(0, np.int64)
+    ranked = [run[int(q)][0] if int(q) in run else empty for q in qids]
+    relevant = [qrels.get(int(q), frozenset()) for q in qids]
+    if n_relevant is None:
+        n_rel = np.array([len(s) for s in relevant], dtype=np.int64)
+    else:
+        n_rel = np.array([n_relevant.get(int(q), 0) for q in qids], dtype=np.int64)
+    rel = relevance_matrix(ranked, relevant, k)
+    values = compute_metrics(rel, n_rel, metrics, query_ids=qids)
+    per_query = pd.DataFrame({"query_id": qids} | values)
+    for col in GROUP_COLUMNS:
+        per_query[col] = queries[col].to_numpy()
+    cfg = {"k": k, "run": run.name, **(config or {}), **provenance()}
+    return EvalResult(per_query=per_query, k=k, metrics=tuple(metrics), config=cfg, name=run.name)

@@ -1,0 +1,72 @@
+"""Retrieval metrics exactly as INQUIRE defines them, vectorised over queries.
+
+Every metric takes ``rel (nq, k)`` 0/1 float64 (see :mod:`inquire.metrics._matrix`) and
+``n_rel (nq,)`` int64 (R per query) and returns ``(nq,)`` float64 fractions in [0, 1].
+
+Table scaling (as INQUIRE reports): AP, nDCG, precision and recall x100; MRR as a fraction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from inquire.errors import UnknownNameError
+from inquire.metrics._matrix import check, relevance_matrix
+from inquire.metrics.ap import ap_at_k, trec_ap_at_k
+from inquire.metrics.mrr import reciprocal_rank
+from inquire.metrics.ndcg import ndcg_at_k
+from inquire.metrics.precision import precision_at_k
+from inquire.metrics.recall import recall_at_k
+
+MetricFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+# name -> (function, scale for tables). The first five are INQUIRE's; trec_ap is trec_eval's.
+METRICS: dict[str, tuple[MetricFn, float]] = {
+    "ap": (ap_at_k, 100.0),
+    "ndcg": (ndcg_at_k, 100.0),
+    "mrr": (reciprocal_rank, 1.0),
+    "precision": (precision_at_k, 100.0),
+    "recall": (recall_at_k, 100.0),
+    "trec_ap": (trec_ap_at_k, 100.0),
+}
+DEFAULT_METRICS = ("ap", "ndcg", "mrr", "precision", "recall")
+
+
+def compute_metrics(
+    rel: np.ndarray,
+    n_rel: np.ndarray,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    query_ids: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """Per-query values of ``metrics`` as fractions: ``{name: (nq,) float64}``."""
+    rel = np.asarray(rel, dtype=np.float64)
+    n_rel = np.asarray(n_rel, dtype=np.int64)
+    for name in metrics:
+        if name not in METRICS:
+            raise UnknownNameError("metric", name, METRICS)
+    check(rel, n_rel, query_ids)
+    return {name: METRICS[name][0](rel, n_rel) for name in metrics}
+
+
+def scale(metric: str) -> float:
+    """The factor a table multiplies ``metric`` by (100 or 1)."""
+    if metric not in METRICS:
+        raise UnknownNameError("metric", metric, METRICS)
+    return METRICS[metric][1]
+
+
+__all__ = [
+    "DEFAULT_METRICS",
+    "METRICS",
+    "ap_at_k",
+    "compute_metrics",
+    "ndcg_at_k",
+    "precision_at_k",
+    "recall_at_k",
+    "reciprocal_rank",
+    "relevance_matrix",
+    "scale",
+    "trec_ap_at_k",
+]

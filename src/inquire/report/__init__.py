@@ -1,0 +1,1 @@
+"""Reports over evaluation results: tables, statistics and plots."""

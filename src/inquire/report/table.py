@@ -1,0 +1,27 @@
+"""Terminal tables of evaluation results (rich)."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from inquire.eval.evaluate import EvalResult
+from inquire.metrics import scale
+
+_LABELS = {"ap": "AP", "ndcg": "nDCG", "mrr": "MRR", "precision": "P", "recall": "R"}
+
+
+def metrics_table(result: EvalResult, by: str = "supercategory", title: str | None = None) -> Table:
+    """Overall row plus one row per ``by`` group; AP/nDCG/P/R x100, MRR as a fraction."""
+    k = result.k
+    table = Table(title=title or f"{result.name} (k={k})")
+    table.add_column(by.replace("_", " "), style="bold")
+    table.add_column("queries", justify="right")
+    for m in result.metrics:
+        label = _LABELS.get(m, m)
+        table.add_column(label if m == "mrr" else f"{label}@{k}", justify="right")
+    overall = result.aggregate(scaled=True)
+    groups = result.aggregate(by, scaled=True)
+    for i, (_, row) in enumerate([*overall.iterrows(), *groups.iterrows()]):
+        cells = [f"{row[m]:.3f}" if scale(m) == 1.0 else f"{row[m]:.1f}" for m in result.metrics]
+        table.add_row(str(row["group"]), str(int(row["n_queries"])), *cells, end_section=i == 0)
+    return table

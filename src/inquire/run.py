@@ -1,0 +1,204 @@
+"""Runs: for each query, a ranked list of image ids with scores.
+
+The ranking rule used everywhere in inquire (metrics, reports, the web page):
+
+    **score descending; items with equal scores keep their input order (stable sort).**
+
+A ``Run`` stores each query's list already in that order. Searches produce their lists with
+ties broken by image id ascending, so a run saved and read back ranks identically.
+
+Formats:
+- parquet: columns ``query_id (int64), image_id (int64), rank (int32, 1-based), score (float64)``
+- TREC run file: ``qid Q0 docid rank score tag``, whitespace separated, one line per item.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from inquire._io import atomic_open, atomic_path
+from inquire.errors import InputError
+
+RUN_COLUMNS = ["query_id", "image_id", "rank", "score"]
+
+
+def rank_order(scores: np.ndarray) -> np.ndarray:
+    """Indices that sort ``scores`` by the ranking rule: descending, stable on ties."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if np.isnan(scores).any():
+        raise InputError("scores contain NaN; a ranking needs a real-valued score for every item")
+    return np.argsort(-scores, kind="stable")
+
+
+class Run(Mapping[int, tuple[np.ndarray, np.ndarray]]):
+    """``run[query_id] -> (image_ids int64 (n,), scores float64 (n,))``, ranked.
+
+    Lists are re-ordered on construction by :func:`rank_order`; an image id may appear only
+    once per query.
+    """
+
+    def __init__(
+        self,
+        results: Mapping[int, tuple[Iterable[int], Iterable[float]]],
+        name: str = "run",
+    ) -> None:
+        self.name = name
+        self._res: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for q, (ids, scores) in results.items():
+            ids_a = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, np.int64)
+            sc_a = np.asarray(
+                list(scores) if not isinstance(scores, np.ndarray) else scores, np.float64
+            )
+            if ids_a.shape != sc_a.shape or ids_a.ndim != 1:
+                raise InputError(
+                    f"query {q}: image ids {ids_a.shape} and scores {sc_a.shape} must be "
+                    f"1-d arrays of the same length"
+                )
+            order = rank_order(sc_a)
+            ids_a, sc_a = ids_a[order], sc_a[order]
+            if len(np.unique(ids_a)) != len(ids_a):
+                uniq, counts = np.unique(ids_a, return_counts=True)
+                raise InputError(
+                    f"query {q}: image id {int(uniq[counts > 1][0])} is ranked more than once"
+                )
+            self._res[int(q)] = (ids_a, sc_a)
+
+    # Mapping protocol
+    def __getitem__(self, query_id: int) -> tuple[np.ndarray, np.ndarray]:
+        return self._res[int(query_id)]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._res)
+
+    def __len__(self) -> int:
+        return len(self._res)
+
+    def __repr__(self) -> str:
+        return f"Run({self.name!r}, {len(self)} queries)"
+
+    @classmethod
+    def from_arrays(
+        cls, query_ids: Iterable[int], ids: np.ndarray, scores: np.ndarray, name: str = "run"
+    ) -> Run:
+        """From search output: ``ids``/``scores`` of shape (nq, k); ids < 0 are padding."""
+        ids, scores = np.asarray(ids), np.asarray(scores)
+        res = {}
+        for row, q in enumerate(query_ids):
+            keep = ids[row] >= 0
+            res[int(q)] = (ids[row][keep], scores[row][keep])
+        return cls(res, name=name)
+
+    def truncate(self, k: int) -> Run:
+        """The top ``k`` of every list."""
+        return Run({q: (i[:k], s[:k]) for q, (i, s) in self._res.items()}, name=self.name)
+
+    # I/O
+    def to_dataframe(self) -> pd.DataFrame:
+        """Long format: ``query_id, image_id, rank (1-based), score``."""
+        frames = []
+        for q, (ids, sc) in self._res.items():
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "query_id": np.full(len(ids), q, np.int64),
+                        "image_id": ids,
+                        "rank": np.arange(1, len(ids) + 1, dtype=np.int32),
+                        "score": sc,
+                    }
+                )
+            )
+        if not frames:
+            return pd.DataFrame({c: pd.Series(dtype="int64") for c in RUN_COLUMNS})
+        return pd.concat(frames, ignore_index=True)
+
+    @classmethod
+    def from_dataframe(cls, df: pd.DataFrame, name: str = "run") -> Run:
+        """From a long frame with ``query_id, image_id, score`` (``rank`` breaks score ties)."""
+        missing = [c for c in ("query_id", "image_id", "score") if c not in df.columns]
+        if missing:
+            raise InputError(
+                f"run lacks column(s) {missing}; expected {RUN_COLUMNS}, found {list(df.columns)}"
+            )
+        if "rank" in df.columns:
+            df = df.sort_values(["query_id", "rank"], kind="stable")
+        res = {
+            int(q): (g["image_id"].to_numpy(np.int64), g["score"].to_numpy(np.float64))  # type: ignore[arg-type]
+            for q, g in df.groupby("query_id", sort=False)
+        }
+        return cls(res, name=name)
+
+    def save_parquet(self, path: str | os.PathLike[str]) -> None:
+        """Write the run as parquet (atomically), with its name in the file metadata."""
+        table = pa.Table.from_pandas(self.to_dataframe(), preserve_index=False)
+        table = table.replace_schema_metadata(
+            {**(table.schema.metadata or {}), b"inquire.run_name": self.name.encode()}
+        )
+        with atomic_path(path) as tmp:
+            pq.write_table(table, tmp)
+
+    @classmethod
+    def read_parquet(cls, path: str | os.PathLike[str]) -> Run:
+        path = Path(path)
+        try:
+            table = pq.read_table(path)
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise InputError(
+                f"run file {str(path)!r} is not a readable parquet file: {exc}"
+            ) from exc
+        meta = table.schema.metadata or {}
+        name = meta.get(b"inquire.run_name", path.stem.encode()).decode()
+        return cls.from_dataframe(table.to_pandas(), name=name)
+
+    def save_trec(self, path: str | os.PathLike[str], tag: str | None = None) -> None:
+        """Write a TREC run file ``qid Q0 docid rank score tag`` (atomically)."""
+        tag = (tag or self.name).replace(" ", "_")
+        with atomic_open(path, "w", encoding="utf-8") as fh:
+            for q, (ids, sc) in self._res.items():
+                for r, (i, s) in enumerate(zip(ids, sc, strict=True), start=1):
+                    fh.write(f"{q} Q0 {i} {r} {s!r} {tag}\n")
+
+    @classmethod
+    def read_trec(cls, path: str | os.PathLike[str]) -> Run:
+        """Read a TREC run file; docids must be integer image ids."""
+        path = Path(path)
+        rows: list[tuple[int, int, int, float]] = []
+        tag = path.stem
+        with open(path, encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, start=1):
+                parts = line.split()
+                if not parts:
+                    continue
+                if len(parts) != 6:
+                    raise InputError(
+                        f"{str(path)!r} line {lineno}: expected 6 fields "
+                        f"'qid Q0 docid rank score tag', got {len(parts)}: {line.strip()!r}"
+                    )
+                try:
+                    rows.append((int(parts[0]), int(parts[2]), int(parts[3]), float(parts[4])))
+                except ValueError:
+                    raise InputError(
+                        f"{str(path)!r} line {lineno}: qid, docid and rank must be integers and "
+                        f"score a number: {line.strip()!r}"
+                    ) from None
+                tag = parts[5]
+        df = pd.DataFrame(rows, columns=RUN_COLUMNS)
+        return cls.from_dataframe(df, name=tag)
+
+    @classmethod
+    def read(cls, path: str | os.PathLike[str]) -> Run:
+        """Read a run: parquet (``.parquet``) or a TREC run file (anything else)."""
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"run file {str(path)!r} does not exist")
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+        if magic == b"PAR1":
+            return cls.read_parquet(path)
+        return cls.read_trec(path)
