@@ -5,15 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
-import pyarrow.parquet as pq
 from rich.console import Console
 from rich.panel import Panel
 
 from inquire.data.qrels import read_qrels
 from inquire.data.queries import read_queries
 from inquire.data.synthetic import make_synthetic_benchmark
-from inquire.embed.store import EmbeddingStore
+from inquire.embed import EmbeddingStore, load_encoder
 from inquire.eval import evaluate
 from inquire.index.exact import search
 from inquire.report.table import metrics_table
@@ -38,8 +36,8 @@ def run_demo(
     queries = read_queries(bench.queries_test)
     qrels = read_qrels(bench.annotations)
     store = EmbeddingStore(bench.embeddings)
-    text = pq.read_table(bench.text_embeddings).to_pandas().set_index("query_text")
-    q_emb = np.stack([text.loc[t, "embedding"] for t in queries["query_text"]]).astype(np.float32)
+    encoder = load_encoder(f"precomputed:{bench.text_embeddings}")
+    q_emb = encoder.encode_text(queries["query_text"].tolist())
     k = 50
     scores, ids = search(store, q_emb, k=k)
     run = Run.from_arrays(queries["query_id"], ids, scores, name="synthetic-fullrank")

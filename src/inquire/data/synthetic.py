@@ -86,6 +86,7 @@ class SyntheticBenchmark:
     annotations: Path
     embeddings: Path
     text_embeddings: Path
+    images: Path | None  # root of the image tree (paths in the annotations are relative to it)
 
 
 def make_synthetic_benchmark(
@@ -96,6 +97,8 @@ def make_synthetic_benchmark(
     n_test: int = 40,
     n_shards: int = 2,
     seed: int = 0,
+    write_images: bool = False,
+    image_size: int = 64,
 ) -> SyntheticBenchmark:
     """Write a synthetic benchmark to ``out_dir`` (see module docs); return its paths."""
     rng = np.random.default_rng(seed)
@@ -130,6 +133,7 @@ def make_synthetic_benchmark(
     free = rng.permutation(n_images)
     pos = 0
     pairs: list[tuple[int, int]] = []
+    owner = np.full(n_images, -1, np.int64)  # query index an image was placed near, or -1
     for qi, qid in enumerate(query_ids):
         n_rel = int(rng.integers(5, 80))
         n_near = int(rng.integers(20, 100))
@@ -141,6 +145,8 @@ def make_synthetic_benchmark(
         emb[rel_rows] += strength * directions[qi]
         emb[near_rows] += near * strength * directions[qi]
         pairs.extend((int(qid), int(image_ids[r])) for r in rel_rows)
+        owner[rel_rows] = qi
+        owner[near_rows] = qi
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     text = directions + 0.25 * rng.standard_normal(directions.shape).astype(np.float32) / np.sqrt(
         dim
@@ -167,7 +173,10 @@ def make_synthetic_benchmark(
         annotations=root / "inquire_annotations.csv",
         embeddings=emb_root,
         text_embeddings=root / "text_embeddings.parquet",
+        images=root / "images" if write_images else None,
     )
+    if bench.images is not None:
+        _write_images(bench.images, paths, owner, image_size, rng)
     for frame, path in ((val, bench.queries_val), (test, bench.queries_test)):
         with atomic_open(path, "w", encoding="utf-8", newline="") as fh:
             frame.to_csv(fh, index=True)  # upstream files carry the unnamed index column
@@ -192,3 +201,27 @@ def make_synthetic_benchmark(
             "about any real model.\n"
         )
     return bench
+
+
+def _write_images(
+    root: Path, paths: list[str], owner: np.ndarray, size: int, rng: np.random.Generator
+) -> None:
+    """One small JPEG per image: a colour per owning query, random shapes on top."""
+    from PIL import Image, ImageDraw
+
+    palette = rng.integers(40, 216, size=(int(owner.max()) + 2, 3))
+    for rel_path, who in zip(paths, owner, strict=True):
+        target = root / f"{rel_path}.jpg"
+        if target.is_file():
+            continue
+        base = tuple(int(c) for c in (palette[who] if who >= 0 else rng.integers(90, 160, 3)))
+        img = Image.new("RGB", (size, size), base)
+        draw = ImageDraw.Draw(img)
+        for _ in range(3):
+            x0, y0 = (int(v) for v in rng.integers(0, size - 8, 2))
+            x1, y1 = x0 + int(rng.integers(6, size // 2)), y0 + int(rng.integers(6, size // 2))
+            fill = tuple(int(v) for v in rng.integers(0, 256, 3))
+            draw.ellipse((x0, y0, x1, y1), fill=fill)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(target) as tmp:
+            img.save(tmp, format="JPEG", quality=85)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from inquire.embed.base import Encoder
+from inquire.embed.models import load_encoder
 from inquire.embed.store import EmbeddingStore
 
-__all__ = ["EmbeddingStore", "Encoder"]
+__all__ = ["EmbeddingStore", "Encoder", "load_encoder"]
