@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 GROUP_COLUMNS = ("supercategory", "category", "iconic_group")
 PER_QUERY_FILE = "per_query.csv"
+AGGREGATES_FILE = "aggregates.csv"
 SUMMARY_FILE = "summary.json"
 RUN_FILE = "run.parquet"
 
@@ -68,6 +69,20 @@ class EvalResult:
                 df[m] = df[m] * scale(m)
         return df
 
+    def aggregates(self, scaled: bool = False) -> pd.DataFrame:
+        """Every aggregate in one frame: ``by, group, n_queries`` + metrics.
+
+        The first row is ``by="all", group="all"``; then one row per value of each of
+        ``supercategory``, ``category`` and ``iconic_group`` (sorted within each).
+        """
+        frames = [self.aggregate(None, scaled)]
+        frames[0].insert(0, "by", "all")
+        for col in GROUP_COLUMNS:
+            part = self.aggregate(col, scaled)
+            part.insert(0, "by", col)
+            frames.append(part)
+        return pd.concat(frames, ignore_index=True)
+
     def summary(self) -> dict[str, Any]:
         """A JSON-ready summary: config, overall means and per-group means (fractions)."""
 
@@ -80,6 +95,7 @@ class EvalResult:
 
         return {
             "name": self.name,
+            "inquire_version": __version__,
             "k": self.k,
             "metrics": list(self.metrics),
             "n_queries": len(self.per_query),
@@ -89,11 +105,19 @@ class EvalResult:
         }
 
     def save(self, out_dir: str | os.PathLike[str], run: Run | None = None) -> Path:
-        """Write ``per_query.csv`` and ``summary.json`` (and the run, if given) atomically."""
+        """Write the result folder atomically, file by file; return it.
+
+        - ``per_query.csv``: ``query_id``, the metrics (fractions), the three group columns
+        - ``aggregates.csv``: :meth:`aggregates` (fractions)
+        - ``summary.json``: :meth:`summary` (config, package version, overall and per group)
+        - ``run.parquet``: the run, when given
+        """
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         with atomic_open(out / PER_QUERY_FILE, "w", encoding="utf-8", newline="") as fh:
-            self.per_query.to_csv(fh, index=False, float_format="%.10g")
+            self.per_query.to_csv(fh, index=False)
+        with atomic_open(out / AGGREGATES_FILE, "w", encoding="utf-8", newline="") as fh:
+            self.aggregates().to_csv(fh, index=False)
         if run is not None:
             run.save_parquet(out / RUN_FILE)
         write_json(out / SUMMARY_FILE, self.summary())
