@@ -73,16 +73,19 @@ def fetch(
     force: bool = False,
     progress: bool = True,
     rehash: bool = False,
-    retries: int = RETRIES,
-    backoff_s: float = BACKOFF_S,
+    retries: int | None = None,
+    backoff_s: float | None = None,
 ) -> Path:
     """Return the local path of artifact ``name``, downloading it only when needed.
 
     ``force`` downloads again even if a verified copy exists. ``rehash`` recomputes the
     sha256 of a cached file even when its size and mtime match the manifest. ``retries`` and
-    ``backoff_s`` control retrying connection errors (waits ``backoff_s * 2**i`` seconds).
+    ``backoff_s`` control retrying connection errors (waits ``backoff_s * 2**i`` seconds;
+    defaults: the module's ``RETRIES`` and ``BACKOFF_S``).
     Raises :class:`DownloadError` (unreachable, HTTP error) or :class:`ChecksumError`.
     """
+    retries = RETRIES if retries is None else retries
+    backoff_s = BACKOFF_S if backoff_s is None else backoff_s
     art = _resolve(name)
     dest = local_path(art)
     if not force and dest.is_file():
