@@ -56,10 +56,14 @@ def test_registry_has_the_required_artifacts() -> None:
     assert ARTIFACTS["queries-test"].url == base + "inquire_queries_test.csv"
     assert ARTIFACTS["annotations"].url == base + "inquire_annotations.csv"
     inat = ARTIFACTS["inat24-train-json"]
-    assert inat.url == "https://ml-inat-competition-datasets.s3.amazonaws.com/2024/train.json.tar.gz"
+    assert (
+        inat.url == "https://ml-inat-competition-datasets.s3.amazonaws.com/2024/train.json.tar.gz"
+    )
     assert inat.extract_member == "train.json"
     # Mirror paths are the URL without its scheme, so `wget -x` builds a valid mirror.
-    assert inat.mirror_path == "ml-inat-competition-datasets.s3.amazonaws.com/2024/train.json.tar.gz"
+    assert (
+        inat.mirror_path == "ml-inat-competition-datasets.s3.amazonaws.com/2024/train.json.tar.gz"
+    )
     hf = "https://huggingface.co/datasets/evendrow/INQUIRE-Rerank/resolve/main/data/"
     val = [ARTIFACTS[n].url for n in GROUPS["rerank-val"]]
     assert val == [hf + "validation-00000-of-00001.parquet"]

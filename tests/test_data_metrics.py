@@ -200,16 +200,16 @@ def test_against_ir_measures() -> None:
     ir_measures = pytest.importorskip("ir_measures")
     k = 10
     ranked, scores, relevant = _random_run(11)
-    qrels = [
-        ir_measures.Qrel(f"q{q}", f"d{d}", 1) for q, rel in enumerate(relevant) for d in rel
-    ]
+    qrels = [ir_measures.Qrel(f"q{q}", f"d{d}", 1) for q, rel in enumerate(relevant) for d in rel]
     run = [
         ir_measures.ScoredDoc(f"q{q}", f"d{int(d)}", float(s))
         for q in range(len(ranked))
         for d, s in zip(ranked[q], scores[q], strict=True)
     ]
     ap, rr = ir_measures.AP @ k, ir_measures.RR @ k
-    got = {(m.query_id, str(m.measure)): m.value for m in ir_measures.iter_calc([ap, rr], qrels, run)}
+    got = {
+        (m.query_id, str(m.measure)): m.value for m in ir_measures.iter_calc([ap, rr], qrels, run)
+    }
     rel = relevance_matrix(ranked, relevant, k)
     ours = compute_metrics(rel, np.array([len(s) for s in relevant]), ["trec_ap", "mrr"])
     for q in range(len(ranked)):

@@ -70,7 +70,9 @@ def test_parquet_round_trip(tmp_path: Path) -> None:
     assert back.name == "rand run"
     df = pd.read_parquet(tmp_path / "run.parquet")
     assert list(df.columns) == ["query_id", "image_id", "rank", "score"]
-    assert df.groupby("query_id")["rank"].apply(lambda r: list(r) == list(range(1, len(r) + 1))).all()
+    assert (
+        df.groupby("query_id")["rank"].apply(lambda r: list(r) == list(range(1, len(r) + 1))).all()
+    )
 
 
 def test_trec_round_trip_is_exact(tmp_path: Path) -> None:

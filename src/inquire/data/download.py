@@ -93,7 +93,9 @@ def fetch(
         if problem is None:
             log.debug("%s: using cached %s", art.name, dest)
             return dest
-        log.warning("%s: cached file %s is unusable (%s); fetching it again", art.name, dest, problem)
+        log.warning(
+            "%s: cached file %s is unusable (%s); fetching it again", art.name, dest, problem
+        )
     url = source_url(art)
     part = dest.with_name(dest.name + ".part")
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -157,9 +159,13 @@ def extract(
         )
     out = config.cache_dir("extracted", art.name) / member
     stamp = out.with_name(out.name + ".size")
-    if not force and out.is_file() and stamp.is_file():
-        if stamp.read_text().strip() == str(out.stat().st_size):
-            return out
+    if (
+        not force
+        and out.is_file()
+        and stamp.is_file()
+        and stamp.read_text().strip() == str(out.stat().st_size)
+    ):
+        return out
     archive = fetch(art, force=force, progress=progress)
     try:
         with tarfile.open(archive, mode="r|gz") as tar:
@@ -322,8 +328,7 @@ def _download_once(art: Artifact, url: str, part: Path, session: Any, progress: 
             raise _Retryable(f"HTTP {status} {resp.reason}")
         if status not in (200, 206):
             hint = (
-                "INQUIRE_BASE_URL is set: check that the mirror has this file at "
-                f"{art.mirror_path}"
+                f"INQUIRE_BASE_URL is set: check that the mirror has this file at {art.mirror_path}"
                 if config.base_url()
                 else "set INQUIRE_BASE_URL to a mirror that has it"
             )
@@ -341,9 +346,10 @@ def _download_once(art: Artifact, url: str, part: Path, session: Any, progress: 
         expected = int(length) if length is not None and length.isdigit() else None
         total = offset + expected if expected is not None else art.size
         written = 0
-        with _progress_bar(art.name, total, offset, progress) as update, open(
-            part, "ab" if offset else "wb"
-        ) as fh:
+        with (
+            _progress_bar(art.name, total, offset, progress) as update,
+            open(part, "ab" if offset else "wb") as fh,
+        ):
             for chunk in resp.iter_content(NET_CHUNK):
                 fh.write(chunk)
                 written += len(chunk)
