@@ -312,3 +312,29 @@ def test_cli_download_errors_exit_2() -> None:
     assert res.exit_code == 2 and "Did you mean 'annotations'" in res.output
     res = runner.invoke(app, ["download"])
     assert res.exit_code == 2 and "--list" in res.output
+
+
+# ------------------------------------------------------------------ local mirrors, concurrency
+
+
+@pytest.mark.parametrize("as_uri", [False, True])
+def test_local_folder_mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, as_uri: bool) -> None:
+    art = _artifact()
+    root = write_mirror(tmp_path / "disk mirror", {art: PAYLOAD})  # a space: URL-quoted
+    monkeypatch.setenv("INQUIRE_BASE_URL", root.as_uri() if as_uri else str(root))
+    assert source_url(art).startswith("file://")
+    assert fetch(art, **FAST).read_bytes() == PAYLOAD
+    with pytest.raises(DownloadError, match=r"local mirror has no file"):
+        fetch(_artifact("absent"), **FAST)
+
+
+def test_concurrent_fetches_download_once(mirror: FixtureServer) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    art = _artifact()
+    with ThreadPoolExecutor(4) as pool:
+        paths = list(pool.map(lambda _: fetch(art, **FAST), range(4)))
+    assert len(set(paths)) == 1 and paths[0].read_bytes() == PAYLOAD
+    assert len(mirror.gets()) == 1
+    manifest = json.loads((download.download_dir() / "manifest.json").read_text())
+    assert list(manifest) == [art.mirror_path]

@@ -183,3 +183,13 @@ def test_cli_evaluate_unknown_split(tmp_path: Path) -> None:
         app, ["evaluate", "--run", str(run), "--annotations", str(ann), "--split", "tets"]
     )
     assert res.exit_code == 2 and "Did you mean 'test'" in res.output
+
+
+def test_missing_group_values_become_unknown_not_dropped() -> None:
+    queries = QUERIES.copy()
+    queries["iconic_group"] = queries["iconic_group"].astype(object)
+    queries.loc[0, "iconic_group"] = None
+    res = evaluate(RUN, QRELS, queries, k=2)
+    icon = res.aggregate("iconic_group")
+    assert icon["n_queries"].sum() == 4
+    assert icon.set_index("group").loc["Unknown", "n_queries"] == 2

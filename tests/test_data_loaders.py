@@ -113,3 +113,31 @@ def test_read_qrels_errors(tmp_path: Path) -> None:
     ok = tmp_path / "ok.csv"
     ok.write_text(",query_id,image_id,image_path\n0,5,100,train/x.jpg\n1,5,101,train/y.jpg\n")
     assert read_qrels(ok)[5] == frozenset({100, 101})  # unnamed index column ignored
+
+
+def test_cli_evaluate_with_downloaded_split(
+    inquire_mirror: tuple[FixtureServer, bytes], tmp_path: Path
+) -> None:
+    """`inquire evaluate --run RUN --split val` fetches the queries and annotations itself."""
+    from typer.testing import CliRunner
+
+    from inquire.cli import app
+    from inquire.run import Run
+
+    _, ann = inquire_mirror
+    (tmp_path / "ann.csv").write_bytes(ann)
+    qrels = read_qrels(tmp_path / "ann.csv")
+    val = load_queries("val")
+    # A perfect run for the val queries: every relevant image first.
+    run = Run(
+        {int(q): (sorted(qrels[int(q)]), [1.0] * qrels.n_relevant(int(q))) for q in val["query_id"]}
+    )
+    run.save_trec(tmp_path / "run.trec")
+    out = tmp_path / "res"
+    res = CliRunner().invoke(
+        app, ["evaluate", "--run", str(tmp_path / "run.trec"), "--split", "val", "--out", str(out)]
+    )
+    assert res.exit_code == 0, res.output
+    per_query = pd.read_csv(out / "per_query.csv")
+    assert len(per_query) == 50
+    assert per_query[["ap", "ndcg", "mrr", "recall"]].eq(1.0).all().all()

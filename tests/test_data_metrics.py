@@ -215,3 +215,16 @@ def test_against_ir_measures() -> None:
     for q in range(len(ranked)):
         assert ours["trec_ap"][q] == pytest.approx(got[(f"q{q}", str(ap))], abs=1e-4)
         assert ours["mrr"][q] == pytest.approx(got[(f"q{q}", str(rr))], abs=1e-4)
+
+
+def test_perfect_rankings_score_exactly_one() -> None:
+    # R = 3 <= k = 5: the three relevant first; R = 9 > k: all five relevant.
+    rel = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=np.float64)
+    out = compute_metrics(rel, np.array([3, 9]), ["ap", "ndcg", "mrr"])
+    for name in ("ap", "ndcg", "mrr"):
+        assert out[name].tolist() == [1.0, 1.0], name
+
+
+def test_non_binary_labels_are_an_error() -> None:
+    with pytest.raises(InputError, match=r"query 8: relevance values must be 0 or 1.*\[2\.0\]"):
+        compute_metrics(np.array([[1.0, 2.0]]), np.array([3]), query_ids=np.array([8]))

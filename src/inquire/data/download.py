@@ -61,10 +61,18 @@ def local_path(artifact: str | Artifact) -> Path:
 
 
 def source_url(artifact: str | Artifact) -> str:
-    """The URL ``artifact`` is fetched from: the mirror's when ``INQUIRE_BASE_URL`` is set."""
+    """The URL ``artifact`` is fetched from: the mirror's when ``INQUIRE_BASE_URL`` is set.
+
+    ``INQUIRE_BASE_URL`` may be an ``http(s)://`` URL, a ``file://`` URL or a plain local
+    folder (for machines without network access that share a mirror on disk).
+    """
     art = _resolve(artifact)
     base = config.base_url()
-    return f"{base}/{art.mirror_path}" if base else art.url
+    if not base:
+        return art.url
+    if "://" not in base:
+        base = Path(base).expanduser().resolve().as_uri()
+    return f"{base}/{art.mirror_path}"
 
 
 def fetch(
@@ -88,14 +96,25 @@ def fetch(
     backoff_s = BACKOFF_S if backoff_s is None else backoff_s
     art = _resolve(name)
     dest = local_path(art)
-    if not force and dest.is_file():
-        problem = _verify_cached(art, dest, rehash=rehash)
-        if problem is None:
-            log.debug("%s: using cached %s", art.name, dest)
-            return dest
-        log.warning(
-            "%s: cached file %s is unusable (%s); fetching it again", art.name, dest, problem
-        )
+    if not force and dest.is_file() and _verify_cached(art, dest, rehash=rehash) is None:
+        log.debug("%s: using cached %s", art.name, dest)
+        return dest
+    # One downloader per file: a second process waits here, then finds the file cached.
+    with _lock(f"file-{art.mirror_path}"):
+        if not force and dest.is_file():
+            problem = _verify_cached(art, dest, rehash=rehash)
+            if problem is None:
+                return dest
+            log.warning(
+                "%s: cached file %s is unusable (%s); fetching it again", art.name, dest, problem
+            )
+        return _download_verified(art, dest, force, progress, retries, backoff_s)
+
+
+def _download_verified(
+    art: Artifact, dest: Path, force: bool, progress: bool, retries: int, backoff_s: float
+) -> Path:
+    """Download ``art`` to ``dest`` via ``.part``, verify, rename; the caller holds the lock."""
     url = source_url(art)
     part = dest.with_name(dest.name + ".part")
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -228,17 +247,40 @@ def _read_manifest() -> dict[str, Any]:
 
 
 def _record(art: Artifact, dest: Path, size: int, digest: str, url: str) -> None:
-    manifest = _read_manifest()
     stat = dest.stat()
-    manifest[art.mirror_path] = {
-        "name": art.name,
-        "url": url,
-        "size": size,
-        "sha256": digest,
-        "mtime_ns": stat.st_mtime_ns,
-        "verified_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    write_json(download_dir() / MANIFEST, manifest)
+    with _lock("manifest"):  # read-modify-write: concurrent fetches must not drop entries
+        manifest = _read_manifest()
+        manifest[art.mirror_path] = {
+            "name": art.name,
+            "url": url,
+            "size": size,
+            "sha256": digest,
+            "mtime_ns": stat.st_mtime_ns,
+            "verified_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        write_json(download_dir() / MANIFEST, manifest)
+
+
+@contextmanager
+def _lock(key: str) -> Iterator[None]:
+    """An exclusive inter-process lock (``fcntl.flock``) named by ``key``.
+
+    Lock files live in ``cache_dir("locks")``, away from the downloads. Where ``fcntl`` is
+    missing (Windows) this is a no-op: one process per cache is then assumed.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on POSIX
+        yield
+        return
+    digest = hashlib.sha1(key.encode(), usedforsecurity=False).hexdigest()[:16]
+    path = config.cache_dir("locks") / f"{digest}.lock"
+    with open(path, "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def _verify_cached(art: Artifact, dest: Path, rehash: bool) -> str | None:
@@ -271,6 +313,9 @@ class _Retryable(Exception):
 def _download_with_retries(
     art: Artifact, url: str, part: Path, *, progress: bool, retries: int, backoff_s: float
 ) -> None:
+    if url.startswith("file://"):
+        _copy_local(art, url, part)
+        return
     import requests
 
     session = requests.Session()
@@ -307,6 +352,22 @@ def _download_with_retries(
                 ) from exc
     finally:
         session.close()
+
+
+def _copy_local(art: Artifact, url: str, part: Path) -> None:
+    """Copy from a ``file://`` mirror into ``part`` (no resume: local copies are quick)."""
+    from urllib.parse import urlsplit
+    from urllib.request import url2pathname
+
+    src = Path(url2pathname(urlsplit(url).path))
+    if not src.is_file():
+        raise DownloadError(
+            f"could not download artifact {art.name!r}: the local mirror has no file {src} "
+            f"(INQUIRE_BASE_URL={config.base_url()}); put the file there, or at "
+            f"{part.with_suffix('')}"
+        )
+    with open(src, "rb") as fin, open(part, "wb") as fout:
+        shutil.copyfileobj(fin, fout, CHUNK)
 
 
 def _download_once(art: Artifact, url: str, part: Path, session: Any, progress: bool) -> None:

@@ -23,7 +23,7 @@ import pandas as pd
 from inquire import __version__
 from inquire._io import atomic_open, write_json
 from inquire.data.qrels import Qrels
-from inquire.data.queries import QUERY_COLUMNS
+from inquire.data.queries import QUERY_COLUMNS, UNKNOWN_GROUP
 from inquire.errors import InputError
 from inquire.metrics import DEFAULT_METRICS, compute_metrics, relevance_matrix, scale
 from inquire.run import Run
@@ -203,6 +203,8 @@ def evaluate(
     values = compute_metrics(rel, n_rel, metrics, query_ids=qids)
     per_query = pd.DataFrame({"query_id": qids} | values)
     for col in GROUP_COLUMNS:
-        per_query[col] = queries[col].to_numpy()
+        # A missing group is a named value (as read_queries makes it): groupby would
+        # silently drop NaN rows from the per-group aggregates.
+        per_query[col] = queries[col].fillna(UNKNOWN_GROUP).to_numpy()
     cfg = {"k": k, "run": run.name, **(config or {}), **provenance()}
     return EvalResult(per_query=per_query, k=k, metrics=tuple(metrics), config=cfg, name=run.name)
