@@ -338,3 +338,19 @@ def test_concurrent_fetches_download_once(mirror: FixtureServer) -> None:
     assert len(mirror.gets()) == 1
     manifest = json.loads((download.download_dir() / "manifest.json").read_text())
     assert list(manifest) == [art.mirror_path]
+
+
+def test_cli_download_extract(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    archive = tar_gz({"train.json": b'{"images": []}'})
+    with FixtureServer(write_mirror(tmp_path / "m", {"inat24-train-json": archive})) as server:
+        monkeypatch.setenv("INQUIRE_BASE_URL", server.url)
+        runner = CliRunner()
+        res = runner.invoke(app, ["download", "inat24-train-json", "--extract", "--no-progress"])
+        assert res.exit_code == 0, res.output
+        archive_path, json_path = map(Path, res.output.strip().splitlines()[-2:])
+        assert archive_path.read_bytes() == archive
+        assert json_path.name == "train.json" and json_path.read_bytes() == b'{"images": []}'
+        res = runner.invoke(app, ["download", "rerank-val", "--extract"])
+        assert res.exit_code == 2 and "--extract needs a single archive" in res.output
+    res = CliRunner().invoke(app, ["download", "annotations", "--extract"])
+    assert res.exit_code == 2 and "archives: ['inat24-train-json']" in res.output

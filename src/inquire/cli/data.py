@@ -27,7 +27,7 @@ def download_cmd(
     from rich.console import Console
 
     from inquire.data import download
-    from inquire.data.registry import GROUPS, group_members
+    from inquire.data.registry import ARTIFACTS, GROUPS, get_artifact, group_members
     from inquire.errors import InputError
 
     console = Console()
@@ -39,13 +39,15 @@ def download_cmd(
             "name an artifact or group to download (see `inquire download --list`), e.g. "
             "`inquire download annotations`"
         )
-    paths = download.fetch_dataset(name, force=force, progress=progress)
-    for path in paths:
+    members = group_members(name)  # unknown names fail here, before any download
+    if extract_ and (name in GROUPS or not get_artifact(name).extract_member):
+        archives = [a.name for a in ARTIFACTS.values() if a.extract_member]
+        raise InputError(
+            f"--extract needs a single archive artifact, not {name!r}; archives: {archives}"
+        )
+    for path in download.fetch_dataset(name, force=force, progress=progress):
         typer.echo(str(path))
     if extract_:
-        members = group_members(name)
-        if name in GROUPS or len(members) != 1:
-            raise InputError(f"--extract needs a single archive artifact, not the group {name!r}")
         typer.echo(str(download.extract(members[0], force=force, progress=progress)))
 
 
