@@ -354,3 +354,37 @@ def test_cli_download_extract(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         assert res.exit_code == 2 and "--extract needs a single archive" in res.output
     res = CliRunner().invoke(app, ["download", "annotations", "--extract"])
     assert res.exit_code == 2 and "archives: ['inat24-train-json']" in res.output
+
+
+def test_complete_part_of_unknown_size_is_not_downloaded_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A crash between the last byte and the rename leaves a complete .part behind.
+    art = _artifact(size=None, sha256=None)
+    with FixtureServer(write_mirror(tmp_path / "m", {art: PAYLOAD})) as server:
+        monkeypatch.setenv("INQUIRE_BASE_URL", server.url)
+        part = local_path(art).with_name(local_path(art).name + ".part")
+        part.parent.mkdir(parents=True, exist_ok=True)
+        part.write_bytes(PAYLOAD)
+        assert fetch(art, **FAST).read_bytes() == PAYLOAD
+        assert [(r.range, r.status) for r in server.gets()] == [(f"bytes={len(PAYLOAD)}-", 416)]
+
+
+def test_part_longer_than_the_file_restarts(mirror: FixtureServer) -> None:
+    art = _artifact()
+    part = local_path(art).with_name(local_path(art).name + ".part")
+    part.parent.mkdir(parents=True, exist_ok=True)
+    part.write_bytes(PAYLOAD + b"junk")
+    assert fetch(art, **FAST).read_bytes() == PAYLOAD
+    assert [r.range for r in mirror.gets()] == [None]
+
+
+def test_stale_part_that_fails_verification_restarts_once(mirror: FixtureServer) -> None:
+    # A .part left by an older version of the file: resuming gives wrong bytes, so the
+    # download starts over from byte 0 once before giving up.
+    art = _artifact()
+    part = local_path(art).with_name(local_path(art).name + ".part")
+    part.parent.mkdir(parents=True, exist_ok=True)
+    part.write_bytes(b"X" * 1000)
+    assert fetch(art, **FAST).read_bytes() == PAYLOAD
+    assert [r.range for r in mirror.gets()] == ["bytes=1000-", None]

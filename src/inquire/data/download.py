@@ -378,10 +378,16 @@ def _download_once(art: Artifact, url: str, part: Path, session: Any, progress: 
         offset = 0
     if art.size is not None and offset == art.size:
         return  # complete already; the caller verifies it
-    headers = {"Range": f"bytes={offset}-"} if offset else {}
+    # identity encoding: Range offsets and Content-Length then count the file's own bytes
+    # (a gzip-encoded answer would count compressed ones).
+    headers = {"Accept-Encoding": "identity"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
     with session.get(url, headers=headers, stream=True, timeout=TIMEOUT_S) as resp:
         status = resp.status_code
         if status == 416 and offset:
+            if resp.headers.get("Content-Range", "") == f"bytes */{offset}":
+                return  # the .part already holds the whole file; the caller verifies it
             # The .part is not a prefix the server can continue: start over.
             part.unlink()
             raise _Retryable(f"server refused to resume at byte {offset} (HTTP 416)")
