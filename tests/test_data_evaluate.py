@@ -193,3 +193,8 @@ def test_missing_group_values_become_unknown_not_dropped() -> None:
     icon = res.aggregate("iconic_group")
     assert icon["n_queries"].sum() == 4
     assert icon.set_index("group").loc["Unknown", "n_queries"] == 2
+
+
+def test_empty_query_table_is_an_error() -> None:
+    with pytest.raises(InputError, match=r"query table is empty"):
+        evaluate(RUN, QRELS, QUERIES.iloc[:0], k=2)

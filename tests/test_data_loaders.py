@@ -104,8 +104,11 @@ def test_read_qrels_errors(tmp_path: Path) -> None:
     bad.write_text("query_id,img\n1,2\n")
     with pytest.raises(InputError, match=r"lack column.*'image_id'"):
         read_qrels(bad)
-    bad.write_text("query_id,image_id\n1,abc\n")
-    with pytest.raises(InputError, match=r"'image_id' must hold integers.*'abc'"):
+    bad.write_text("query_id,image_id\n1,5\n1,6\n2,abc\n")
+    with pytest.raises(InputError, match=r"'image_id' must hold integers; found 'abc' on row 4"):
+        read_qrels(bad)
+    bad.write_text("query_id,image_id\n1,5\n,6\n")
+    with pytest.raises(InputError, match=r"'query_id' must hold integers; found an empty cell on row 3"):
         read_qrels(bad)
     bad.write_text("")
     with pytest.raises(InputError, match=r"not a readable CSV"):

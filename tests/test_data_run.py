@@ -60,6 +60,8 @@ def test_from_arrays_drops_padding_and_truncate() -> None:
     np.testing.assert_array_equal(run[10][0], [5, 6])
     np.testing.assert_array_equal(run[20][0], [7])
     np.testing.assert_array_equal(run.truncate(1)[10][0], [5])
+    with pytest.raises(InputError, match=r"nq = 3 query ids; got ids \(2, 3\)"):
+        Run.from_arrays([10, 20, 30], ids, scores)
 
 
 def test_parquet_round_trip(tmp_path: Path) -> None:

@@ -94,8 +94,14 @@ class Run(Mapping[int, tuple[np.ndarray, np.ndarray]]):
     ) -> Run:
         """From search output: ``ids``/``scores`` of shape (nq, k); ids < 0 are padding."""
         ids, scores = np.asarray(ids), np.asarray(scores)
+        qids = list(query_ids)
+        if ids.ndim != 2 or ids.shape != scores.shape or ids.shape[0] != len(qids):
+            raise InputError(
+                f"expected ids and scores of shape (nq, k) with nq = {len(qids)} query ids; "
+                f"got ids {ids.shape} and scores {scores.shape}"
+            )
         res = {}
-        for row, q in enumerate(query_ids):
+        for row, q in enumerate(qids):
             keep = ids[row] >= 0
             res[int(q)] = (ids[row][keep], scores[row][keep])
         return cls(res, name=name)

@@ -181,6 +181,8 @@ def evaluate(
     missing_cols = [c for c in QUERY_COLUMNS if c not in queries.columns]
     if missing_cols:
         raise InputError(f"query table lacks column(s) {missing_cols}")
+    if len(queries) == 0:
+        raise InputError("the query table is empty; evaluate needs at least one query")
     qids = queries["query_id"].to_numpy(np.int64)
     extra = sorted(set(run) - set(qids.tolist()))
     if extra:
