@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from inquire.errors import InputError
+from inquire.errors import InquireError, InputError
 
 MODES = ("normal", "drop", "corrupt", "ignore-range", "error")
 
@@ -84,7 +84,7 @@ class FixtureServer:
     @property
     def port(self) -> int:
         if self._httpd is None:
-            raise RuntimeError("server is not running; call start() first")
+            raise InquireError("the fixture server is not running; call start() first")
         return int(self._httpd.server_address[1])
 
     @property
