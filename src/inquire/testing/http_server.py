@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from inquire.errors import InquireError, InputError
+from inquire.errors import InputError, InquireError
 
 MODES = ("normal", "drop", "corrupt", "ignore-range", "error")
 
