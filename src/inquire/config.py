@@ -2,7 +2,8 @@
 
 - ``INQUIRE_HOME``: the cache folder (default: the user's cache dir, e.g. ``~/.cache/inquire``).
 - ``INQUIRE_BASE_URL``: a mirror; every artifact URL is rewritten to
-  ``{INQUIRE_BASE_URL}/{artifact.mirror_path}``.
+  ``{INQUIRE_BASE_URL}/{artifact.mirror_path}`` (an ``http(s)://`` or ``file://`` URL, or a
+  local folder; see :mod:`inquire.data.download`).
 """
 
 from __future__ import annotations

@@ -29,11 +29,16 @@ from inquire.errors import InputError
 RUN_COLUMNS = ["query_id", "image_id", "rank", "score"]
 
 
-def rank_order(scores: np.ndarray) -> np.ndarray:
+def rank_order(scores: np.ndarray, query_id: int | None = None) -> np.ndarray:
     """Indices that sort ``scores`` by the ranking rule: descending, stable on ties."""
     scores = np.asarray(scores, dtype=np.float64)
     if np.isnan(scores).any():
-        raise InputError("scores contain NaN; a ranking needs a real-valued score for every item")
+        where = f"query {query_id}: " if query_id is not None else ""
+        raise InputError(
+            f"{where}scores contain NaN at position {int(np.flatnonzero(np.isnan(scores))[0])}; "
+            f"a ranking needs a real-valued score for every item"
+        )
+    # Negating keeps the sort stable for ties; -(-inf) = inf keeps padding last.
     return np.argsort(-scores, kind="stable")
 
 
@@ -61,7 +66,7 @@ class Run(Mapping[int, tuple[np.ndarray, np.ndarray]]):
                     f"query {q}: image ids {ids_a.shape} and scores {sc_a.shape} must be "
                     f"1-d arrays of the same length"
                 )
-            order = rank_order(sc_a)
+            order = rank_order(sc_a, int(q))
             ids_a, sc_a = ids_a[order], sc_a[order]
             if len(np.unique(ids_a)) != len(ids_a):
                 uniq, counts = np.unique(ids_a, return_counts=True)
@@ -89,8 +94,14 @@ class Run(Mapping[int, tuple[np.ndarray, np.ndarray]]):
     ) -> Run:
         """From search output: ``ids``/``scores`` of shape (nq, k); ids < 0 are padding."""
         ids, scores = np.asarray(ids), np.asarray(scores)
+        qids = list(query_ids)
+        if ids.ndim != 2 or ids.shape != scores.shape or ids.shape[0] != len(qids):
+            raise InputError(
+                f"expected ids and scores of shape (nq, k) with nq = {len(qids)} query ids; "
+                f"got ids {ids.shape} and scores {scores.shape}"
+            )
         res = {}
-        for row, q in enumerate(query_ids):
+        for row, q in enumerate(qids):
             keep = ids[row] >= 0
             res[int(q)] = (ids[row][keep], scores[row][keep])
         return cls(res, name=name)
@@ -162,7 +173,9 @@ class Run(Mapping[int, tuple[np.ndarray, np.ndarray]]):
         with atomic_open(path, "w", encoding="utf-8") as fh:
             for q, (ids, sc) in self._res.items():
                 for r, (i, s) in enumerate(zip(ids, sc, strict=True), start=1):
-                    fh.write(f"{q} Q0 {i} {r} {s!r} {tag}\n")
+                    # repr of a Python float is the shortest text that reads back exactly
+                    # (a numpy scalar's repr would be "np.float64(...)").
+                    fh.write(f"{q} Q0 {int(i)} {r} {float(s)!r} {tag}\n")
 
     @classmethod
     def read_trec(cls, path: str | os.PathLike[str]) -> Run:
@@ -170,7 +183,7 @@ class Run(Mapping[int, tuple[np.ndarray, np.ndarray]]):
         path = Path(path)
         rows: list[tuple[int, int, int, float]] = []
         tag = path.stem
-        with open(path, encoding="utf-8") as fh:
+        with open(path, encoding="utf-8", errors="replace") as fh:
             for lineno, line in enumerate(fh, start=1):
                 parts = line.split()
                 if not parts:
@@ -188,6 +201,11 @@ class Run(Mapping[int, tuple[np.ndarray, np.ndarray]]):
                         f"score a number: {line.strip()!r}"
                     ) from None
                 tag = parts[5]
+        if not rows:
+            raise InputError(
+                f"run file {str(path)!r} has no result lines; expected TREC lines "
+                f"'qid Q0 docid rank score tag' or an inquire run parquet"
+            )
         df = pd.DataFrame(rows, columns=RUN_COLUMNS)
         return cls.from_dataframe(df, name=tag)
 

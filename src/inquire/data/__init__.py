@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from inquire.data.download import extract, fetch, fetch_dataset
 from inquire.data.qrels import Qrels, load_qrels
 from inquire.data.queries import QUERY_COLUMNS, SPLITS, UNKNOWN_GROUP, load_queries, read_queries
 
@@ -10,6 +11,9 @@ __all__ = [
     "SPLITS",
     "UNKNOWN_GROUP",
     "Qrels",
+    "extract",
+    "fetch",
+    "fetch_dataset",
     "load_qrels",
     "load_queries",
     "read_queries",

@@ -109,9 +109,14 @@ def read_qrels(path: str | os.PathLike[str]) -> Qrels:
     df = df.drop(columns=[c for c in df.columns if str(c).startswith("Unnamed:")])
     for col in ANNOTATION_COLUMNS:
         if col in df.columns and not pd.api.types.is_integer_dtype(df[col]):
+            text = df[col].astype(str).str.strip()
+            bad = np.flatnonzero(~text.str.fullmatch(r"-?\d+(\.0)?").to_numpy(bool))
+            row = int(bad[0]) if len(bad) else 0
+            value = df[col].iloc[row]
+            shown = "an empty cell" if pd.isna(value) else repr(str(value))
             raise InputError(
-                f"annotations file {str(path)!r}: column {col!r} must hold integers "
-                f"(found {df[col].dtype}); first value {df[col].iloc[0]!r}"
+                f"annotations file {str(path)!r}: column {col!r} must hold integers; "
+                f"found {shown} on row {row + 2}"
             )
     return Qrels.from_dataframe(df)
 

@@ -14,6 +14,9 @@ Layout written to ``out_dir``::
     embeddings/img_emb/img_emb_{i}.npy  float16, L2-normalised (clip-retrieval layout)
     embeddings/metadata/metadata_{i}.parquet   image_path (no .jpg, as INQUIRE's), image_id
     text_embeddings.parquet             query_text, embedding (float32 list), model_id
+    images/train/synthetic_{id}.jpg     small JPEGs, only with ``write_images=True``
+
+Deterministic: the same arguments (``seed`` included) write the same files.
 """
 
 from __future__ import annotations
@@ -212,16 +215,21 @@ def _write_images(
     palette = rng.integers(40, 216, size=(int(owner.max()) + 2, 3))
     for rel_path, who in zip(paths, owner, strict=True):
         target = root / f"{rel_path}.jpg"
-        if target.is_file():
-            continue
+        # Draw every image's random numbers even when it exists, so a resumed run writes
+        # the same pictures as a fresh one.
         base = tuple(int(c) for c in (palette[who] if who >= 0 else rng.integers(90, 160, 3)))
-        img = Image.new("RGB", (size, size), base)
-        draw = ImageDraw.Draw(img)
+        shapes = []
         for _ in range(3):
             x0, y0 = (int(v) for v in rng.integers(0, size - 8, 2))
             x1, y1 = x0 + int(rng.integers(6, size // 2)), y0 + int(rng.integers(6, size // 2))
             fill = tuple(int(v) for v in rng.integers(0, 256, 3))
-            draw.ellipse((x0, y0, x1, y1), fill=fill)
+            shapes.append(((x0, y0, x1, y1), fill))
+        if target.is_file():
+            continue
+        img = Image.new("RGB", (size, size), base)
+        draw = ImageDraw.Draw(img)
+        for box, fill in shapes:
+            draw.ellipse(box, fill=fill)
         target.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(target) as tmp:
             img.save(tmp, format="JPEG", quality=85)

@@ -23,7 +23,7 @@ import pandas as pd
 from inquire import __version__
 from inquire._io import atomic_open, write_json
 from inquire.data.qrels import Qrels
-from inquire.data.queries import QUERY_COLUMNS
+from inquire.data.queries import QUERY_COLUMNS, UNKNOWN_GROUP
 from inquire.errors import InputError
 from inquire.metrics import DEFAULT_METRICS, compute_metrics, relevance_matrix, scale
 from inquire.run import Run
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 GROUP_COLUMNS = ("supercategory", "category", "iconic_group")
 PER_QUERY_FILE = "per_query.csv"
+AGGREGATES_FILE = "aggregates.csv"
 SUMMARY_FILE = "summary.json"
 RUN_FILE = "run.parquet"
 
@@ -68,6 +69,20 @@ class EvalResult:
                 df[m] = df[m] * scale(m)
         return df
 
+    def aggregates(self, scaled: bool = False) -> pd.DataFrame:
+        """Every aggregate in one frame: ``by, group, n_queries`` + metrics.
+
+        The first row is ``by="all", group="all"``; then one row per value of each of
+        ``supercategory``, ``category`` and ``iconic_group`` (sorted within each).
+        """
+        frames = [self.aggregate(None, scaled)]
+        frames[0].insert(0, "by", "all")
+        for col in GROUP_COLUMNS:
+            part = self.aggregate(col, scaled)
+            part.insert(0, "by", col)
+            frames.append(part)
+        return pd.concat(frames, ignore_index=True)
+
     def summary(self) -> dict[str, Any]:
         """A JSON-ready summary: config, overall means and per-group means (fractions)."""
 
@@ -80,6 +95,7 @@ class EvalResult:
 
         return {
             "name": self.name,
+            "inquire_version": __version__,
             "k": self.k,
             "metrics": list(self.metrics),
             "n_queries": len(self.per_query),
@@ -89,11 +105,19 @@ class EvalResult:
         }
 
     def save(self, out_dir: str | os.PathLike[str], run: Run | None = None) -> Path:
-        """Write ``per_query.csv`` and ``summary.json`` (and the run, if given) atomically."""
+        """Write the result folder atomically, file by file; return it.
+
+        - ``per_query.csv``: ``query_id``, the metrics (fractions), the three group columns
+        - ``aggregates.csv``: :meth:`aggregates` (fractions)
+        - ``summary.json``: :meth:`summary` (config, package version, overall and per group)
+        - ``run.parquet``: the run, when given
+        """
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         with atomic_open(out / PER_QUERY_FILE, "w", encoding="utf-8", newline="") as fh:
-            self.per_query.to_csv(fh, index=False, float_format="%.10g")
+            self.per_query.to_csv(fh, index=False)
+        with atomic_open(out / AGGREGATES_FILE, "w", encoding="utf-8", newline="") as fh:
+            self.aggregates().to_csv(fh, index=False)
         if run is not None:
             run.save_parquet(out / RUN_FILE)
         write_json(out / SUMMARY_FILE, self.summary())
@@ -157,6 +181,8 @@ def evaluate(
     missing_cols = [c for c in QUERY_COLUMNS if c not in queries.columns]
     if missing_cols:
         raise InputError(f"query table lacks column(s) {missing_cols}")
+    if len(queries) == 0:
+        raise InputError("the query table is empty; evaluate needs at least one query")
     qids = queries["query_id"].to_numpy(np.int64)
     extra = sorted(set(run) - set(qids.tolist()))
     if extra:
@@ -179,6 +205,8 @@ def evaluate(
     values = compute_metrics(rel, n_rel, metrics, query_ids=qids)
     per_query = pd.DataFrame({"query_id": qids} | values)
     for col in GROUP_COLUMNS:
-        per_query[col] = queries[col].to_numpy()
+        # A missing group is a named value (as read_queries makes it): groupby would
+        # silently drop NaN rows from the per-group aggregates.
+        per_query[col] = queries[col].fillna(UNKNOWN_GROUP).to_numpy()
     cfg = {"k": k, "run": run.name, **(config or {}), **provenance()}
     return EvalResult(per_query=per_query, k=k, metrics=tuple(metrics), config=cfg, name=run.name)

@@ -14,10 +14,16 @@ from inquire.errors import InputError
 
 
 def check(rel: np.ndarray, n_rel: np.ndarray, query_ids: np.ndarray | None = None) -> None:
-    """Refuse R = 0 and R smaller than the hits in a list, naming the query."""
+    """Refuse non-binary labels, R = 0 and R smaller than the hits in a list, naming the query."""
     if rel.ndim != 2 or n_rel.shape != (rel.shape[0],):
         raise InputError(f"relevance matrix {rel.shape} and R {n_rel.shape} do not match")
     qids = query_ids if query_ids is not None else np.arange(rel.shape[0])
+    bad = np.flatnonzero(((rel != 0) & (rel != 1)).any(axis=1))
+    if len(bad):
+        raise InputError(
+            f"query {int(qids[bad[0]])}: relevance values must be 0 or 1 (binary labels), "
+            f"got {sorted(set(rel[bad[0]].tolist()) - {0.0, 1.0})[:3]}"
+        )
     zero = np.flatnonzero(n_rel <= 0)
     if len(zero):
         raise InputError(

@@ -1,0 +1,390 @@
+"""Downloads against a local fixture server: resume, retries, checksums, offline use."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from inquire.cli import app
+from inquire.data import download
+from inquire.data.download import extract, fetch, fetch_dataset, local_path, source_url
+from inquire.data.registry import ARTIFACTS, GROUPS, RERANK_SHARDS, Artifact, get_artifact
+from inquire.errors import ChecksumError, DownloadError, InputError, UnknownNameError
+from inquire.testing.data_mirror import tar_gz, write_mirror
+from inquire.testing.http_server import FixtureServer
+
+# 300 kB of non-repeating bytes: several read chunks, so "half-way" is mid-stream.
+PAYLOAD = hashlib.sha256(b"seed").digest() * (300_000 // 32)
+FAST = {"progress": False, "backoff_s": 0.0}
+
+
+def _artifact(name: str = "fixture-blob", data: bytes = PAYLOAD, **kw: object) -> Artifact:
+    """A test artifact with a known size and checksum, mirrored under example.org."""
+    fields: dict[str, object] = {
+        "name": name,
+        "url": f"https://example.org/files/{name}.bin",
+        "license": "test",
+        "description": "fixture",
+        "size": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
+    fields.update(kw)
+    return Artifact(**fields)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FixtureServer]:
+    """A running fixture server with PAYLOAD as ``fixture-blob``; INQUIRE_BASE_URL set."""
+    root = write_mirror(tmp_path / "mirror", {_artifact(): PAYLOAD})
+    with FixtureServer(root) as server:
+        monkeypatch.setenv("INQUIRE_BASE_URL", server.url + "/")
+        yield server
+
+
+# ------------------------------------------------------------------ registry
+
+
+def test_registry_has_the_required_artifacts() -> None:
+    base = "https://raw.githubusercontent.com/inquire-benchmark/INQUIRE/main/data/inquire/"
+    assert ARTIFACTS["queries-val"].url == base + "inquire_queries_val.csv"
+    assert ARTIFACTS["queries-test"].url == base + "inquire_queries_test.csv"
+    assert ARTIFACTS["annotations"].url == base + "inquire_annotations.csv"
+    inat = ARTIFACTS["inat24-train-json"]
+    assert (
+        inat.url == "https://ml-inat-competition-datasets.s3.amazonaws.com/2024/train.json.tar.gz"
+    )
+    assert inat.extract_member == "train.json"
+    # Mirror paths are the URL without its scheme, so `wget -x` builds a valid mirror.
+    assert (
+        inat.mirror_path == "ml-inat-competition-datasets.s3.amazonaws.com/2024/train.json.tar.gz"
+    )
+    hf = "https://huggingface.co/datasets/evendrow/INQUIRE-Rerank/resolve/main/data/"
+    val = [ARTIFACTS[n].url for n in GROUPS["rerank-val"]]
+    assert val == [hf + "validation-00000-of-00001.parquet"]
+    n_test = RERANK_SHARDS["test"][1]
+    test = [ARTIFACTS[n].url for n in GROUPS["rerank-test"]]
+    assert test == [hf + f"test-{i:05d}-of-{n_test:05d}.parquet" for i in range(n_test)]
+    for art in ARTIFACTS.values():
+        assert art.license and art.description
+        assert art.sha256 is None or len(art.sha256) == 64
+
+
+def test_unknown_artifact_suggests_close_names() -> None:
+    with pytest.raises(UnknownNameError, match=r"Did you mean 'annotations'"):
+        get_artifact("anotations")
+    with pytest.raises(UnknownNameError, match=r"'rerank-test'"):
+        fetch_dataset("rerank-tset")
+    with pytest.raises(UnknownNameError, match=r"'queries-val'"):
+        fetch("queries-vla")
+
+
+def test_mirror_override_rewrites_every_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    art = ARTIFACTS["annotations"]
+    assert source_url(art) == art.url
+    monkeypatch.setenv("INQUIRE_BASE_URL", "http://mirror.local/base/")
+    for a in ARTIFACTS.values():
+        assert source_url(a) == f"http://mirror.local/base/{a.mirror_path}"
+
+
+# ------------------------------------------------------------------ download
+
+
+def test_happy_path_through_the_mirror(mirror: FixtureServer) -> None:
+    art = _artifact()
+    path = fetch(art, **FAST)
+    assert path == local_path(art)
+    assert path.read_bytes() == PAYLOAD
+    assert not path.with_name(path.name + ".part").exists()
+    [req] = mirror.gets()
+    assert req.path == "/" + art.mirror_path and req.range is None and req.status == 200
+    manifest = json.loads((download.download_dir() / "manifest.json").read_text())
+    assert manifest[art.mirror_path]["sha256"] == art.sha256
+    # Second call: cached, no request at all.
+    assert fetch(art, **FAST) == path
+    assert len(mirror.requests) == 1
+    # force: downloads again.
+    fetch(art, force=True, **FAST)
+    assert len(mirror.gets()) == 2
+
+
+def test_resume_of_a_partial_part_file(mirror: FixtureServer) -> None:
+    art = _artifact()
+    part = local_path(art).with_name(local_path(art).name + ".part")
+    part.parent.mkdir(parents=True, exist_ok=True)
+    part.write_bytes(PAYLOAD[:123_457])
+    path = fetch(art, **FAST)
+    assert path.read_bytes() == PAYLOAD
+    [req] = mirror.gets()
+    assert req.range == "bytes=123457-" and req.status == 206
+
+
+def test_server_ignoring_range_restarts_from_zero(mirror: FixtureServer) -> None:
+    art = _artifact()
+    part = local_path(art).with_name(local_path(art).name + ".part")
+    part.parent.mkdir(parents=True, exist_ok=True)
+    part.write_bytes(PAYLOAD[:1000])
+    mirror.mode = "ignore-range"
+    assert fetch(art, **FAST).read_bytes() == PAYLOAD  # not 1000 bytes too many
+    [req] = mirror.gets()
+    assert req.range == "bytes=1000-" and req.status == 200
+
+
+def test_connection_dropped_half_way_is_resumed(mirror: FixtureServer) -> None:
+    art = _artifact()
+    mirror.mode, mirror.fail_times = "drop", 2
+    path = fetch(art, **FAST)
+    assert path.read_bytes() == PAYLOAD
+    reqs = mirror.gets()
+    assert len(reqs) == 3 and reqs[0].range is None
+    # Each retry resumes after the bytes that arrived (whole network reads before the cut).
+    starts = [int(r.range[len("bytes=") : -1]) for r in reqs[1:] if r.range]
+    assert len(starts) == 2 and 0 < starts[0] < starts[1] < len(PAYLOAD)
+    assert starts[0] <= len(PAYLOAD) // 2
+    assert [r.status for r in reqs] == [200, 206, 206]
+
+
+def test_retries_run_out_with_a_clear_error(mirror: FixtureServer) -> None:
+    art = _artifact()
+    mirror.mode = "error"  # 503 on every request
+    with pytest.raises(DownloadError, match=r"fixture-blob.*after 3 attempts.*INQUIRE_BASE_URL"):
+        fetch(art, retries=2, **FAST)
+    assert len(mirror.gets()) == 3
+    assert not local_path(art).exists()
+
+
+def test_wrong_bytes_raise_checksum_error_and_leave_nothing(mirror: FixtureServer) -> None:
+    art = _artifact()
+    mirror.mode = "corrupt"
+    with pytest.raises(ChecksumError, match=r"'fixture-blob'.*sha256.*expected") as info:
+        fetch(art, **FAST)
+    assert source_url(art) in str(info.value)
+    folder = local_path(art).parent
+    assert list(folder.iterdir()) == []  # neither the file nor a .part
+    assert not (download.download_dir() / "manifest.json").exists()
+
+
+def test_wrong_size_is_a_checksum_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    art = _artifact(sha256=None, size=len(PAYLOAD) + 5)
+    with FixtureServer(write_mirror(tmp_path / "m", {art: PAYLOAD})) as server:
+        monkeypatch.setenv("INQUIRE_BASE_URL", server.url)
+        with pytest.raises(ChecksumError, match=rf"size {len(PAYLOAD)} bytes, expected"):
+            fetch(art, **FAST)
+    assert not local_path(art).exists()
+
+
+def test_missing_file_names_the_artifact_url_and_fix(mirror: FixtureServer) -> None:
+    art = _artifact("not-on-the-mirror")
+    with pytest.raises(DownloadError, match=r"'not-on-the-mirror'.*HTTP 404") as info:
+        fetch(art, **FAST)
+    msg = str(info.value)
+    assert source_url(art) in msg and "INQUIRE_BASE_URL" in msg and str(local_path(art)) in msg
+    assert len(mirror.gets()) == 1  # a 404 is not retried
+
+
+def test_unreachable_server_is_a_download_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    with FixtureServer(Path(".")) as server:
+        url = server.url  # a port that is free again once the server stops
+    monkeypatch.setenv("INQUIRE_BASE_URL", url)
+    with pytest.raises(DownloadError, match=r"after 2 attempts"):
+        fetch(_artifact(), retries=1, **FAST)
+
+
+def test_corrupt_cached_file_is_fetched_again(mirror: FixtureServer) -> None:
+    art = _artifact()
+    path = fetch(art, **FAST)
+    data = bytearray(path.read_bytes())
+    data[1000] ^= 0x01  # same size, one bit wrong
+    path.write_bytes(bytes(data))
+    assert fetch(art, **FAST).read_bytes() == PAYLOAD
+    assert len(mirror.gets()) == 2
+
+
+def test_truncated_cached_file_is_fetched_again(mirror: FixtureServer) -> None:
+    art = _artifact()
+    path = fetch(art, **FAST)
+    path.write_bytes(PAYLOAD[:5000])
+    assert fetch(art, **FAST).read_bytes() == PAYLOAD
+    assert len(mirror.gets()) == 2
+
+
+def test_unknown_checksum_is_recorded_then_enforced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    art = _artifact(size=None, sha256=None)
+    with FixtureServer(write_mirror(tmp_path / "m", {art: PAYLOAD})) as server:
+        monkeypatch.setenv("INQUIRE_BASE_URL", server.url)
+        path = fetch(art, **FAST)
+        record = json.loads((download.download_dir() / "manifest.json").read_text())
+        assert record[art.mirror_path]["sha256"] == hashlib.sha256(PAYLOAD).hexdigest()
+        assert record[art.mirror_path]["size"] == len(PAYLOAD)
+        # Flip a byte without changing the size: the recorded sha256 catches it.
+        data = bytearray(PAYLOAD)
+        data[7] ^= 0xFF
+        path.write_bytes(bytes(data))
+        os.utime(path, ns=(1, 1))
+        assert fetch(art, **FAST).read_bytes() == PAYLOAD
+        assert len(server.gets()) == 2
+
+
+def test_offline_with_a_filled_cache_makes_no_request(mirror: FixtureServer) -> None:
+    art = _artifact()
+    fetch(art, **FAST)
+    n = len(mirror.requests)
+    mirror.stop()
+    # Even with a full re-hash, a good cached file needs no network at all.
+    assert fetch(art, rehash=True, retries=0, progress=False).read_bytes() == PAYLOAD
+    assert len(mirror.requests) == n
+
+
+def test_hand_placed_file_is_verified_and_used(mirror: FixtureServer) -> None:
+    art = _artifact()
+    target = local_path(art)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(PAYLOAD)
+    assert fetch(art, **FAST) == target
+    assert mirror.requests == []
+
+
+def test_fetch_dataset_returns_shards_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    members = GROUPS["rerank-test"]
+    files = {n: f"shard {n}".encode() for n in members}
+    with FixtureServer(write_mirror(tmp_path / "m", files)) as server:
+        monkeypatch.setenv("INQUIRE_BASE_URL", server.url)
+        paths = fetch_dataset("rerank-test", progress=False)
+    assert [p.read_bytes() for p in paths] == [files[n] for n in members]
+    assert [p.name for p in paths] == [ARTIFACTS[n].filename for n in members]
+
+
+def test_extract_streams_the_member_into_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    train_json = json.dumps({"images": [{"id": 1, "file_name": "train/x/1.jpg"}]}).encode()
+    archive = tar_gz({"train.json": train_json, "README.txt": b"other member"})
+    art = _artifact("inat-fixture", archive, extract_member="train.json")
+    with FixtureServer(write_mirror(tmp_path / "m", {art: archive})) as server:
+        monkeypatch.setenv("INQUIRE_BASE_URL", server.url)
+        out = extract(art, progress=False)
+        assert out.read_bytes() == train_json and out.name == "train.json"
+        # A second call reuses the extraction (no request, no re-read).
+        server.stop()
+        assert extract(art, progress=False) == out
+    with pytest.raises(InputError, match=r"no member named 'nope.json'"):
+        extract(art, "nope.json", progress=False)
+
+
+def test_extract_of_a_non_archive_is_a_clear_error(mirror: FixtureServer) -> None:
+    art = _artifact(extract_member="train.json")
+    with pytest.raises(DownloadError, match=r"not a readable \.tar\.gz.*--force"):
+        extract(art, progress=False)
+
+
+# ------------------------------------------------------------------ CLI
+
+
+def test_cli_download_and_list(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with FixtureServer(write_mirror(tmp_path / "m", {"queries-val": b"a,b\n1,2\n"})) as server:
+        monkeypatch.setenv("INQUIRE_BASE_URL", server.url)
+        runner = CliRunner()
+        res = runner.invoke(app, ["download", "queries-val", "--no-progress"])
+        assert res.exit_code == 0, res.output
+        path = Path(res.output.strip().splitlines()[-1])
+        assert path.read_bytes() == b"a,b\n1,2\n"
+        res = runner.invoke(app, ["download", "queries-val", "--force", "--no-progress"])
+        assert res.exit_code == 0 and len(server.gets()) == 2
+    res = CliRunner().invoke(app, ["download", "--list"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0
+    for name in (*ARTIFACTS, *GROUPS):
+        assert name in res.output
+    assert "438 MB" in res.output and "CC BY-NC 4.0" in res.output
+
+
+def test_cli_download_errors_exit_2() -> None:
+    runner = CliRunner()
+    res = runner.invoke(app, ["download", "anotations"])
+    assert res.exit_code == 2 and "Did you mean 'annotations'" in res.output
+    res = runner.invoke(app, ["download"])
+    assert res.exit_code == 2 and "--list" in res.output
+
+
+# ------------------------------------------------------------------ local mirrors, concurrency
+
+
+@pytest.mark.parametrize("as_uri", [False, True])
+def test_local_folder_mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, as_uri: bool) -> None:
+    art = _artifact()
+    root = write_mirror(tmp_path / "disk mirror", {art: PAYLOAD})  # a space: URL-quoted
+    monkeypatch.setenv("INQUIRE_BASE_URL", root.as_uri() if as_uri else str(root))
+    assert source_url(art).startswith("file://")
+    assert fetch(art, **FAST).read_bytes() == PAYLOAD
+    with pytest.raises(DownloadError, match=r"local mirror has no file"):
+        fetch(_artifact("absent"), **FAST)
+
+
+def test_concurrent_fetches_download_once(mirror: FixtureServer) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    art = _artifact()
+    with ThreadPoolExecutor(4) as pool:
+        paths = list(pool.map(lambda _: fetch(art, **FAST), range(4)))
+    assert len(set(paths)) == 1 and paths[0].read_bytes() == PAYLOAD
+    assert len(mirror.gets()) == 1
+    manifest = json.loads((download.download_dir() / "manifest.json").read_text())
+    assert list(manifest) == [art.mirror_path]
+
+
+def test_cli_download_extract(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    archive = tar_gz({"train.json": b'{"images": []}'})
+    with FixtureServer(write_mirror(tmp_path / "m", {"inat24-train-json": archive})) as server:
+        monkeypatch.setenv("INQUIRE_BASE_URL", server.url)
+        runner = CliRunner()
+        res = runner.invoke(app, ["download", "inat24-train-json", "--extract", "--no-progress"])
+        assert res.exit_code == 0, res.output
+        archive_path, json_path = map(Path, res.output.strip().splitlines()[-2:])
+        assert archive_path.read_bytes() == archive
+        assert json_path.name == "train.json" and json_path.read_bytes() == b'{"images": []}'
+        res = runner.invoke(app, ["download", "rerank-val", "--extract"])
+        assert res.exit_code == 2 and "--extract needs a single archive" in res.output
+    res = CliRunner().invoke(app, ["download", "annotations", "--extract"])
+    assert res.exit_code == 2 and "archives: ['inat24-train-json']" in res.output
+
+
+def test_complete_part_of_unknown_size_is_not_downloaded_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A crash between the last byte and the rename leaves a complete .part behind.
+    art = _artifact(size=None, sha256=None)
+    with FixtureServer(write_mirror(tmp_path / "m", {art: PAYLOAD})) as server:
+        monkeypatch.setenv("INQUIRE_BASE_URL", server.url)
+        part = local_path(art).with_name(local_path(art).name + ".part")
+        part.parent.mkdir(parents=True, exist_ok=True)
+        part.write_bytes(PAYLOAD)
+        assert fetch(art, **FAST).read_bytes() == PAYLOAD
+        assert [(r.range, r.status) for r in server.gets()] == [(f"bytes={len(PAYLOAD)}-", 416)]
+
+
+def test_part_longer_than_the_file_restarts(mirror: FixtureServer) -> None:
+    art = _artifact()
+    part = local_path(art).with_name(local_path(art).name + ".part")
+    part.parent.mkdir(parents=True, exist_ok=True)
+    part.write_bytes(PAYLOAD + b"junk")
+    assert fetch(art, **FAST).read_bytes() == PAYLOAD
+    assert [r.range for r in mirror.gets()] == [None]
+
+
+def test_stale_part_that_fails_verification_restarts_once(mirror: FixtureServer) -> None:
+    # A .part left by an older version of the file: resuming gives wrong bytes, so the
+    # download starts over from byte 0 once before giving up.
+    art = _artifact()
+    part = local_path(art).with_name(local_path(art).name + ".part")
+    part.parent.mkdir(parents=True, exist_ok=True)
+    part.write_bytes(b"X" * 1000)
+    assert fetch(art, **FAST).read_bytes() == PAYLOAD
+    assert [r.range for r in mirror.gets()] == ["bytes=1000-", None]
