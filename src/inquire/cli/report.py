@@ -29,17 +29,27 @@ def _write(text: str, out: Path | None) -> None:
 
 @friendly_errors
 def report_cmd(
-    results: list[Path] = typer.Argument(..., help="Result folders (per_query.csv + summary.json)."),
-    fmt: str = typer.Option("terminal", "--format", "-f", help="terminal, markdown, csv, latex or html."),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Write to this file instead of stdout."),
+    results: list[Path] = typer.Argument(
+        ..., help="Result folders (per_query.csv + summary.json)."
+    ),
+    fmt: str = typer.Option(
+        "terminal", "--format", "-f", help="terminal, markdown, csv, latex or html."
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Write to this file instead of stdout."
+    ),
     by: str = typer.Option(
         "supercategory,category,iconic_group",
         "--by",
         help="Comma-separated groupings after the overall row ('none' for overall only).",
     ),
-    bootstrap: int = typer.Option(10000, "--bootstrap", help="Bootstrap resamples (0: no intervals)."),
+    bootstrap: int = typer.Option(
+        10000, "--bootstrap", help="Bootstrap resamples (0: no intervals)."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap and the randomization test."),
-    metrics: str | None = typer.Option(None, "--metrics", help="Comma-separated subset, e.g. ap,ndcg."),
+    metrics: str | None = typer.Option(
+        None, "--metrics", help="Comma-separated subset, e.g. ap,ndcg."
+    ),
     reference: str | None = typer.Option(
         None, "--reference", help="Show published INQUIRE numbers: fullrank or rerank."
     ),
@@ -118,7 +128,9 @@ def compare_cmd(
     queries: Path | None = typer.Option(None, "--queries", help="Query CSV for query texts."),
     top: int = typer.Option(5, "--top", help="How many most-different queries to list per pair."),
     fmt: str = typer.Option("terminal", "--format", "-f", help="terminal, markdown, csv or json."),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Write to this file instead of stdout."),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Write to this file instead of stdout."
+    ),
 ) -> None:
     """Paired tests (randomization and t-test, Holm-corrected) between runs on the same queries."""
     from inquire.errors import UnknownNameError
@@ -138,7 +150,9 @@ def compare_cmd(
     )
     if fmt == "json":
         if out is None:
-            raise UnknownNameError("comparison format without --out", fmt, ("terminal", "markdown", "csv"))
+            raise UnknownNameError(
+                "comparison format without --out", fmt, ("terminal", "markdown", "csv")
+            )
         comparison.to_json(out)
         typer.echo(f"wrote {out}", err=True)
     elif fmt == "terminal" and out is None:

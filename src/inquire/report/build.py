@@ -214,7 +214,9 @@ def _row(
     values = sub[list(metrics)].to_numpy(np.float64)
     row: dict[str, object] = {"level": level, "group": group, "run": run, "n_queries": len(sub)}
     if n_resamples > 0:
-        mean, lo, hi = bootstrap_ci(values, n_resamples=n_resamples, seed=seed, confidence=confidence)
+        mean, lo, hi = bootstrap_ci(
+            values, n_resamples=n_resamples, seed=seed, confidence=confidence
+        )
     else:
         mean = values.mean(axis=0)
         lo = hi = np.full(len(metrics), np.nan)

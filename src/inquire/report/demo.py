@@ -82,7 +82,9 @@ def _noisy_run(bench: SyntheticBenchmark, k: int, seed: int, out_dir: Path) -> P
     return result.save(out_dir / "results" / "fullrank-noisy-text", run=run)
 
 
-def demo_report(results_dirs: Sequence[Path], out_dir: Path, console: Console | None = None) -> Path:
+def demo_report(
+    results_dirs: Sequence[Path], out_dir: Path, console: Console | None = None
+) -> Path:
     """Write ``out_dir/report.html`` (+ ``report.md`` and ``plots/``) over the demo's results
     and print a paired comparison of the first two runs; return the HTML path.
 

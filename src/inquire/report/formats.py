@@ -82,9 +82,16 @@ def reference_table(report: Report) -> pd.DataFrame | None:
         t = report.table
         for run in report.runs:
             sub = t[(t["run"] == run) & t["level"].isin(["overall", "supercategory"])]
-            vals = {("overall" if g == "all" else g): v for g, v in zip(sub["group"], sub[ref.metric], strict=True)}
-            rows.append({"source": "this report", "method": run} | {c: vals.get(c, math.nan) for c in cols})
-    return pd.concat([pub, pd.DataFrame(rows, columns=["source", "method", *cols])], ignore_index=True)
+            vals = {
+                ("overall" if g == "all" else g): v
+                for g, v in zip(sub["group"], sub[ref.metric], strict=True)
+            }
+            rows.append(
+                {"source": "this report", "method": run} | {c: vals.get(c, math.nan) for c in cols}
+            )
+    return pd.concat(
+        [pub, pd.DataFrame(rows, columns=["source", "method", *cols])], ignore_index=True
+    )
 
 
 def _reference_title(report: Report, ref: Leaderboard) -> str:
@@ -107,7 +114,9 @@ def terminal_renderables(report: Report) -> list[RenderableType]:
     for level in report.levels:
         table = Table(title=f"{LEVEL_TITLES[level]} (k={report.k})", title_justify="left")
         for i, h in enumerate(_header(report)):
-            table.add_column(h, justify="left" if i < 2 else "right", style="bold" if i == 0 else None)
+            table.add_column(
+                h, justify="left" if i < 2 else "right", style="bold" if i == 0 else None
+            )
         prev = None
         for row in _cells(report, level):
             table.add_row(*([row[0] if row[0] != prev else "", *row[1:]]))
@@ -121,7 +130,8 @@ def terminal_renderables(report: Report) -> list[RenderableType]:
         for _, r in ref.iterrows():
             style = "bold cyan" if r["source"] == "this report" else None
             table.add_row(
-                r["source"], r["method"],
+                r["source"],
+                r["method"],
                 *[fmt_value("ap", r[c]) for c in ref.columns[2:]],
                 style=style,
             )
@@ -163,10 +173,15 @@ def render_markdown(report: Report, comparison: Comparison | None = None) -> str
     lines += [f"> Note: {n}" for n in report.notes] + ([""] if report.notes else [])
     for level in report.levels:
         lines += [f"## {LEVEL_TITLES[level]}", ""]
-        lines += _md_table(_header(report), _cells(report, level), right_from=2) + [""]
+        lines += [*_md_table(_header(report), _cells(report, level), right_from=2), ""]
     ref = reference_table(report)
     if ref is not None and report.reference is not None:
-        lines += ["## Published reference numbers", "", _reference_title(report, report.reference), ""]
+        lines += [
+            "## Published reference numbers",
+            "",
+            _reference_title(report, report.reference),
+            "",
+        ]
         rows = [
             [r["source"], r["method"], *[fmt_value("ap", r[c]) for c in ref.columns[2:]]]
             for _, r in ref.iterrows()
@@ -196,8 +211,12 @@ def render_csv(report: Report) -> str:
                 if not math.isnan(r[c]):
                     group = "all" if c == "overall" else c
                     extra.append(
-                        {"level": f"published:{ref.task}", "group": group, "run": r["method"],
-                         ref.metric: r[c]}
+                        {
+                            "level": f"published:{ref.task}",
+                            "group": group,
+                            "run": r["method"],
+                            ref.metric: r[c],
+                        }
                     )
         t = pd.concat([t, pd.DataFrame(extra)], ignore_index=True)
     buf = io.StringIO()
@@ -243,7 +262,9 @@ def render_latex(report: Report) -> str:
     ]
     for level in report.levels:
         lines.append("\\midrule")
-        lines.append(f"\\multicolumn{{{n}}}{{l}}{{\\textit{{{latex_escape(LEVEL_TITLES[level])}}}}} \\\\")
+        lines.append(
+            f"\\multicolumn{{{n}}}{{l}}{{\\textit{{{latex_escape(LEVEL_TITLES[level])}}}}} \\\\"
+        )
         for row in _cells(report, level):
             lines.append(" & ".join(latex_escape(c) for c in row) + " \\\\")
     lines.append("\\bottomrule")
@@ -266,13 +287,16 @@ def render_latex(report: Report) -> str:
             " & ".join(latex_escape(c) for c in cols) + " \\\\",
             "\\midrule",
         ]
+        ref_caption = (
+            f"{_reference_title(report, report.reference)} Source: {report.reference.source}."
+        )
         for _, r in ref.iterrows():
             cells = [r["source"], r["method"], *[fmt_value("ap", r[c]) for c in cols[2:]]]
             lines.append(" & ".join(latex_escape(str(c)) for c in cells) + " \\\\")
         lines += [
             "\\bottomrule",
             "\\end{tabular}",
-            f"\\caption{{{latex_escape(_reference_title(report, report.reference) + ' Source: ' + report.reference.source + '.')}}}",
+            f"\\caption{{{latex_escape(ref_caption)}}}",
             "\\end{table}",
         ]
     return "\n".join(lines) + "\n"
@@ -296,13 +320,21 @@ figcaption{font-size:.85rem;color:#5b6575}
 """
 
 
-def _html_table(header: list[str], rows: list[list[str]], left: int, classes: list[str] | None = None) -> str:
+def _html_table(
+    header: list[str], rows: list[list[str]], left: int, classes: list[str] | None = None
+) -> str:
     e = html.escape
-    head = "".join(f'<th class="l">{e(h)}</th>' if i < left else f"<th>{e(h)}</th>" for i, h in enumerate(header))
+    head = "".join(
+        f'<th class="l">{e(h)}</th>' if i < left else f"<th>{e(h)}</th>"
+        for i, h in enumerate(header)
+    )
     body = []
     for j, row in enumerate(rows):
         cls = f' class="{classes[j]}"' if classes and classes[j] else ""
-        tds = "".join(f'<td class="l">{e(c)}</td>' if i < left else f"<td>{e(c)}</td>" for i, c in enumerate(row))
+        tds = "".join(
+            f'<td class="l">{e(c)}</td>' if i < left else f"<td>{e(c)}</td>"
+            for i, c in enumerate(row)
+        )
         body.append(f"<tr{cls}>{tds}</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
@@ -358,27 +390,48 @@ def render_html(
 
 def _pair_rows(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
     header = [
-        "metric", "A", "B", "queries", "mean A", "mean B", "A - B", "wins/losses/ties",
-        "p (rand.)", "p (rand., Holm)", "t", "p (t)", "p (t, Holm)",
+        "metric",
+        "A",
+        "B",
+        "queries",
+        "mean A",
+        "mean B",
+        "A - B",
+        "wins/losses/ties",
+        "p (rand.)",
+        "p (rand., Holm)",
+        "t",
+        "p (t)",
+        "p (t, Holm)",
     ]
     rows = []
     for _, r in comparison.pairs.iterrows():
         m = r["metric"]
         label = metric_label(m, comparison.k)
         rand = fmt_p(r["perm_p"]) + ("" if r["perm_exact"] else "*")
-        rows.append([
-            label, r["run_a"], r["run_b"], str(int(r["n_queries"])),
-            fmt_value(m, r["mean_a"]), fmt_value(m, r["mean_b"]),
-            ("+" if r["diff"] > 0 else "") + fmt_value(m, r["diff"]),
-            f"{int(r['wins'])}/{int(r['losses'])}/{int(r['ties'])}",
-            rand, fmt_p(r["perm_p_holm"]),
-            "-" if math.isnan(r["t"]) else f"{r['t']:.2f}",
-            fmt_p(r["t_p"]), fmt_p(r["t_p_holm"]),
-        ])
+        rows.append(
+            [
+                label,
+                r["run_a"],
+                r["run_b"],
+                str(int(r["n_queries"])),
+                fmt_value(m, r["mean_a"]),
+                fmt_value(m, r["mean_b"]),
+                ("+" if r["diff"] > 0 else "") + fmt_value(m, r["diff"]),
+                f"{int(r['wins'])}/{int(r['losses'])}/{int(r['ties'])}",
+                rand,
+                fmt_p(r["perm_p_holm"]),
+                "-" if math.isnan(r["t"]) else f"{r['t']:.2f}",
+                fmt_p(r["t_p"]),
+                fmt_p(r["t_p_holm"]),
+            ]
+        )
     return header, rows
 
 
-def _top_rows(comparison: Comparison, key: tuple[str, str, str]) -> tuple[list[str], list[list[str]]]:
+def _top_rows(
+    comparison: Comparison, key: tuple[str, str, str]
+) -> tuple[list[str], list[list[str]]]:
     m, a, b = key
     df = comparison.top[key]
     header = ["query", *(["text"] if "query_text" in df else []), "supercategory", a, b, "A - B"]
@@ -387,10 +440,18 @@ def _top_rows(comparison: Comparison, key: tuple[str, str, str]) -> tuple[list[s
         rows.append(
             [str(int(r["query_id"]))]
             + ([str(r["query_text"])] if "query_text" in df else [])
-            + [str(r.get("supercategory", "")), fmt_value(m, r[a]), fmt_value(m, r[b]),
-               ("+" if r["diff"] > 0 else "") + fmt_value(m, r["diff"])]
+            + [
+                str(r.get("supercategory", "")),
+                fmt_value(m, r[a]),
+                fmt_value(m, r[b]),
+                ("+" if r["diff"] > 0 else "") + fmt_value(m, r["diff"]),
+            ]
         )
     return header, rows
+
+
+def _top_title(comparison: Comparison, key: tuple[str, str, str]) -> str:
+    return f"Largest differences in {metric_label(key[0], comparison.k)}: {key[1]} vs {key[2]}"
 
 
 def _method_lines(comparison: Comparison) -> list[str]:
@@ -417,12 +478,16 @@ def comparison_renderables(comparison: Comparison) -> list[RenderableType]:
     for key in comparison.top:
         header, rows = _top_rows(comparison, key)
         t = Table(
-            title=f"Largest differences in {metric_label(key[0], comparison.k)}: {key[1]} vs {key[2]}",
+            title=_top_title(comparison, key),
             title_justify="left",
         )
         for i, h in enumerate(header):
-            t.add_column(h, justify="right" if i >= len(header) - 3 or i == 0 else "left",
-                         overflow="fold", max_width=60 if h == "text" else None)
+            t.add_column(
+                h,
+                justify="right" if i >= len(header) - 3 or i == 0 else "left",
+                overflow="fold",
+                max_width=60 if h == "text" else None,
+            )
         for row in rows:
             t.add_row(*row)
         out.append(t)
@@ -433,12 +498,15 @@ def comparison_markdown(comparison: Comparison) -> str:
     """The comparison as Markdown sections."""
     header, rows = _pair_rows(comparison)
     lines = ["## Paired comparison", ""]
-    lines += _md_table(header, rows, right_from=3) + [""]
+    lines += [*_md_table(header, rows, right_from=3), ""]
     lines += [f"{line}  " for line in _method_lines(comparison)] + [""]
     for key in comparison.top:
-        lines += [f"### Largest differences in {metric_label(key[0], comparison.k)}: {key[1]} vs {key[2]}", ""]
+        lines += [
+            f"### {_top_title(comparison, key)}",
+            "",
+        ]
         h, r = _top_rows(comparison, key)
-        lines += _md_table(h, r, right_from=len(h) - 3) + [""]
+        lines += [*_md_table(h, r, right_from=len(h) - 3), ""]
     return "\n".join(lines)
 
 

@@ -11,6 +11,7 @@ backend), so plotting works in threads and on machines without a display.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import logging
 import os
@@ -77,8 +78,16 @@ def supercategory_bars(report: Report, metric: str = "ap") -> Figure:
         yerr = None
         if report.n_resamples > 0:
             yerr = np.vstack([np.clip(means - lo, 0, None), np.clip(hi - means, 0, None)])
-        ax.bar(pos, means, width * 0.92, label=run, color=_color(i), yerr=yerr, capsize=3,
-               error_kw={"elinewidth": 1.0, "ecolor": "#333333"})
+        ax.bar(
+            pos,
+            means,
+            width * 0.92,
+            label=run,
+            color=_color(i),
+            yerr=yerr,
+            capsize=3,
+            error_kw={"elinewidth": 1.0, "ecolor": "#333333"},
+        )
     ax.set_xticks(x, ["Overall" if g == "all" else g for g in groups])
     ax.set_ylabel(metric_label(metric, report.k) + (" (x100)" if scale(metric) != 1 else ""))
     whisk = (
@@ -102,8 +111,13 @@ def metric_distribution(report: Report, metric: str = "ap") -> Figure:
     data = [r.per_query[metric].to_numpy(np.float64) * s for r in report.results]
     fig = _figure(max(6.0, 1.6 * len(data) + 2.5), 4.4)
     ax = fig.add_subplot()
-    ax.boxplot(data, showmeans=True, widths=0.5, medianprops={"color": "#222222"},
-               meanprops={"marker": "D", "markerfacecolor": "white", "markeredgecolor": "#222222"})
+    ax.boxplot(
+        data,
+        showmeans=True,
+        widths=0.5,
+        medianprops={"color": "#222222"},
+        meanprops={"marker": "D", "markerfacecolor": "white", "markeredgecolor": "#222222"},
+    )
     rng = np.random.default_rng(0)  # jitter only; fixed so figures are reproducible
     for i, vals in enumerate(data):
         xs = i + 1 + rng.uniform(-0.15, 0.15, size=len(vals))
@@ -127,26 +141,24 @@ def mean_pr_curve(
 
     For each query ``q`` and rank ``i = 1..k``: ``P_q(i) = hits_q(i) / i`` and
     ``R_q(i) = hits_q(i) / R_q`` (``R_q`` relevant images in ``qrels``; a missing item is
-    not relevant). The curve is ``(mean_q R_q(i), mean_q P_q(i))`` for ``i = 1..k``: the
+    not relevant; queries without relevant images in ``qrels`` are skipped). The curve is ``(mean_q R_q(i), mean_q P_q(i))`` for ``i = 1..k``: the
     average operating point of the system after ``i`` results, not an interpolated curve.
     Returns ``(recall (k,), precision (k,))`` float64 fractions.
     """
-    qids = [int(q) for q in query_ids if qrels.n_relevant(int(q)) > 0]
+    qids = [int(q) for q in query_ids if qrels.get(int(q))]
     if not qids:
         raise InputError("no query with relevant images to draw a precision-recall curve")
     empty = np.empty(0, np.int64)
     ranked = [run[q][0] if q in run else empty for q in qids]
     rel = relevance_matrix(ranked, [qrels[q] for q in qids], k)
     hits = np.cumsum(rel, axis=1)
-    n_rel = np.array([qrels.n_relevant(q) for q in qids], dtype=np.float64)
+    n_rel = np.array([len(qrels[q]) for q in qids], dtype=np.float64)
     precision = hits / np.arange(1, k + 1, dtype=np.float64)
     recall = hits / n_rel[:, None]
     return recall.mean(axis=0), precision.mean(axis=0)
 
 
-def pr_curves(
-    curves: Mapping[str, tuple[np.ndarray, np.ndarray]], k: int
-) -> Figure:
+def pr_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], k: int) -> Figure:
     """Plot ``{run: (recall, precision)}`` curves from :func:`mean_pr_curve`."""
     fig = _figure(6.0, 4.2)
     ax = fig.add_subplot()
@@ -176,7 +188,9 @@ def report_pr_curves(report: Report, qrels: Qrels) -> dict[str, tuple[np.ndarray
     return curves
 
 
-def report_figures(report: Report, qrels: Qrels | None = None, metric: str = "ap") -> dict[str, Figure]:
+def report_figures(
+    report: Report, qrels: Qrels | None = None, metric: str = "ap"
+) -> dict[str, Figure]:
     """All figures of a report by file stem; the PR curves only with ``qrels`` and runs."""
     use = metric if metric in report.metrics else report.metrics[0]
     figs: dict[str, Figure] = {
@@ -190,17 +204,26 @@ def report_figures(report: Report, qrels: Qrels | None = None, metric: str = "ap
     return figs
 
 
-def save_figure(fig: Figure, stem: str | os.PathLike[str], formats: Sequence[str] = PLOT_FORMATS) -> list[Path]:
+def save_figure(
+    fig: Figure, stem: str | os.PathLike[str], formats: Sequence[str] = PLOT_FORMATS
+) -> list[Path]:
     """Write ``fig`` as ``stem.png`` / ``stem.svg`` (atomically); return the paths."""
     out = []
     for fmt in formats:
         if fmt not in PLOT_FORMATS:
             raise InputError(f"plot format {fmt!r} is not supported; use one of {PLOT_FORMATS}")
         path = Path(f"{stem}.{fmt}")
-        with atomic_path(path) as tmp:
+        with atomic_path(path) as tmp, _stable_ids():
             fig.savefig(tmp, format=fmt, dpi=_DPI, metadata=_metadata(fmt))
         out.append(path)
     return out
+
+
+def _stable_ids() -> contextlib.AbstractContextManager[None]:
+    import matplotlib
+
+    # SVG element ids are random unless salted; a fixed salt makes files reproducible.
+    return matplotlib.rc_context({"svg.hashsalt": "inquire"})
 
 
 def _metadata(fmt: str) -> dict[str, str | None]:

@@ -126,7 +126,9 @@ def paired_permutation_test(
     x = np.asarray(a, dtype=np.float64)
     y = np.asarray(b, dtype=np.float64)
     if x.shape != y.shape or x.ndim != 1:
-        raise InputError(f"paired values must be two 1-d arrays of equal length: {x.shape}, {y.shape}")
+        raise InputError(
+            f"paired values must be two 1-d arrays of equal length: {x.shape}, {y.shape}"
+        )
     if len(x) == 0:
         raise InputError("cannot test over zero queries")
     d_all = x - y
@@ -180,7 +182,9 @@ def paired_t_test(a: np.ndarray | Sequence[float], b: np.ndarray | Sequence[floa
     x = np.asarray(a, dtype=np.float64)
     y = np.asarray(b, dtype=np.float64)
     if x.shape != y.shape or x.ndim != 1:
-        raise InputError(f"paired values must be two 1-d arrays of equal length: {x.shape}, {y.shape}")
+        raise InputError(
+            f"paired values must be two 1-d arrays of equal length: {x.shape}, {y.shape}"
+        )
     n = len(x)
     if n < 2:
         raise InputError(f"a paired t-test needs at least 2 queries, got {n}")
