@@ -69,9 +69,7 @@ def test_cells_show_the_interval() -> None:
 
 def test_csv_values_are_per_query_means_times_100() -> None:
     rng = np.random.default_rng(3)
-    r = make_result(
-        "x", {m: rng.random(30) for m in ("ap", "ndcg", "mrr", "precision", "recall")}
-    )
+    r = make_result("x", {m: rng.random(30) for m in ("ap", "ndcg", "mrr", "precision", "recall")})
     rep = build_report([r], n_resamples=200, seed=1)
     df = pd.read_csv(io.StringIO(render_csv(rep)), keep_default_na=False)
     overall = df[df["level"] == "overall"].iloc[0]

@@ -83,7 +83,7 @@ def test_bad_inputs(tmp_path: Path) -> None:
     a, b, _ = _runs()
     with pytest.raises(InputError, match="at least two"):
         compare([a])
-    with pytest.raises(InputError, match="k=50.*k=20"):
+    with pytest.raises(InputError, match=r"k=50.*k=20"):
         compare([a, make_result("x", {"ap": A}, k=20)])
     with pytest.raises(UnknownNameError, match="ndcg"):
         compare([a, b], metrics=["ndgc"])

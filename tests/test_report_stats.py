@@ -55,9 +55,7 @@ def test_bootstrap_of_constant_values_is_a_point() -> None:
     assert (mean[0], lo[0], hi[0]) == (0.25, 0.25, 0.25)
 
 
-@pytest.mark.parametrize(
-    "bad", [[], [[[1.0]]], [0.1, float("nan")]], ids=["empty", "3d", "nan"]
-)
+@pytest.mark.parametrize("bad", [[], [[[1.0]]], [0.1, float("nan")]], ids=["empty", "3d", "nan"])
 def test_bootstrap_rejects_bad_values(bad: list) -> None:
     with pytest.raises(InputError):
         bootstrap_ci(bad)

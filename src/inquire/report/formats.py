@@ -115,11 +115,17 @@ def terminal_renderables(report: Report) -> list[RenderableType]:
         table = Table(title=f"{LEVEL_TITLES[level]} (k={report.k})", title_justify="left")
         for i, h in enumerate(_header(report)):
             table.add_column(
-                h, justify="left" if i < 2 else "right", style="bold" if i == 0 else None
+                h,
+                justify="left" if i < 2 else "right",
+                style="bold" if i == 0 else None,
+                overflow="fold",
+                min_width=8 if i < 2 else None,
             )
         prev = None
         for row in _cells(report, level):
-            table.add_row(*([row[0] if row[0] != prev else "", *row[1:]]))
+            # Interval on a second line keeps the table narrow enough for a terminal.
+            cells = [c.replace(" [", "\n[", 1) for c in row[3:]]
+            table.add_row(row[0] if row[0] != prev else "", row[1], row[2], *cells)
             prev = row[0]
         out.append(table)
     ref = reference_table(report)
@@ -470,7 +476,7 @@ def comparison_renderables(comparison: Comparison) -> list[RenderableType]:
     header, rows = _pair_rows(comparison)
     table = Table(title="Paired comparison", title_justify="left")
     for i, h in enumerate(header):
-        table.add_column(h, justify="left" if i < 3 else "right")
+        table.add_column(h, justify="left" if i < 3 else "right", overflow="fold")
     for row in rows:
         table.add_row(*row)
     out: list[RenderableType] = [table]

@@ -141,8 +141,9 @@ def mean_pr_curve(
 
     For each query ``q`` and rank ``i = 1..k``: ``P_q(i) = hits_q(i) / i`` and
     ``R_q(i) = hits_q(i) / R_q`` (``R_q`` relevant images in ``qrels``; a missing item is
-    not relevant; queries without relevant images in ``qrels`` are skipped). The curve is ``(mean_q R_q(i), mean_q P_q(i))`` for ``i = 1..k``: the
-    average operating point of the system after ``i`` results, not an interpolated curve.
+    not relevant; queries without relevant images in ``qrels`` are skipped). The curve is
+    ``(mean_q R_q(i), mean_q P_q(i))`` for ``i = 1..k``: the average operating point of the
+    system after ``i`` results, not an interpolated curve.
     Returns ``(recall (k,), precision (k,))`` float64 fractions.
     """
     qids = [int(q) for q in query_ids if qrels.get(int(q))]
