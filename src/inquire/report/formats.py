@@ -317,7 +317,8 @@ h1{font-size:1.6rem;margin-bottom:.2rem}h2{font-size:1.2rem;margin-top:2rem;
 border-bottom:1px solid #d9dee7;padding-bottom:.2rem}
 table{border-collapse:collapse;margin:.6rem 0 1rem;font-size:.88rem}
 th,td{padding:.25rem .6rem;border-bottom:1px solid #e6e9ef;text-align:right;white-space:nowrap}
-th{background:#f3f5f9;position:sticky;top:0}td.l,th.l{text-align:left}
+th{background:#f3f5f9}td.l,th.l{text-align:left;white-space:normal}
+.scroll{overflow-x:auto}
 tr.mine td{background:#eef6ff;font-weight:600}.muted{color:#5b6575;font-size:.88rem}
 .note{background:#fff7e0;border-left:4px solid #e6a700;padding:.4rem .7rem;margin:.4rem 0}
 .published{border-left:4px solid #5b6575;padding-left:.7rem}
@@ -342,7 +343,10 @@ def _html_table(
             for i, c in enumerate(row)
         )
         body.append(f"<tr{cls}>{tds}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return (
+        f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+    )
 
 
 def render_html(
@@ -366,14 +370,17 @@ def render_html(
         f"AP, nDCG, P and R x100; MRR as a fraction. {e(report.ci_description)}</p>",
     ]
     parts += [f'<p class="note">{e(n)}</p>' for n in report.notes]
+    # Figures right after the overall and supercategory tables, before the long ones.
+    fig_after = "supercategory" if "supercategory" in report.levels else report.levels[0]
     for level in report.levels:
         parts.append(f"<h2>{e(LEVEL_TITLES[level])}</h2>")
         parts.append(_html_table(_header(report), _cells(report, level), left=2))
-    for caption, b64 in (figures or {}).items():
-        parts.append(
-            f'<figure><img alt="{e(caption)}" src="data:image/png;base64,{b64}">'
-            f"<figcaption>{e(caption)}</figcaption></figure>"
-        )
+        if level == fig_after:
+            for caption, b64 in (figures or {}).items():
+                parts.append(
+                    f'<figure><img alt="{e(caption)}" src="data:image/png;base64,{b64}">'
+                    f"<figcaption>{e(caption)}</figcaption></figure>"
+                )
     ref = reference_table(report)
     if ref is not None and report.reference is not None:
         parts.append('<h2>Published reference numbers</h2><div class="published">')
