@@ -58,7 +58,12 @@ def bootstrap_means(
     out = np.empty((n_resamples, x.shape[1]), dtype=np.float64)
     for start in range(0, n_resamples, _CHUNK_ROWS):
         block = idx[start : start + _CHUNK_ROWS]
-        out[start : start + len(block)] = x[block].mean(axis=1)
+        rows = len(block)
+        # How often each query is drawn in each resample, then one matrix product: this
+        # reads the (rows, n) indices once instead of gathering (rows, n, m) values.
+        flat_idx = (block + n * np.arange(rows)[:, None]).ravel()
+        counts = np.bincount(flat_idx, minlength=rows * n).reshape(rows, n)
+        out[start : start + rows] = counts @ x / n
     return out[:, 0] if flat else out
 
 
