@@ -95,6 +95,8 @@ def test_cli_errors_are_one_line(synth, tmp_path: Path) -> None:
     assert res.exit_code == 2 and "unknown report format 'pdf'" in res.output
     res = runner.invoke(app, ["report", str(dirs[0]), "--reference", "fulrank"])
     assert res.exit_code == 2 and "fullrank" in res.output
+    res = runner.invoke(app, ["compare", str(dirs[0]), str(dirs[1]), "-f", "json"])
+    assert res.exit_code == 2 and "--out" in res.output
     res = runner.invoke(app, ["compare", str(dirs[0])])
     assert res.exit_code == 2 and "at least two runs" in res.output
     # Same queries but a different k: refused with both values named.

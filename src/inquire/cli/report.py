@@ -150,9 +150,9 @@ def compare_cmd(
     )
     if fmt == "json":
         if out is None:
-            raise UnknownNameError(
-                "comparison format without --out", fmt, ("terminal", "markdown", "csv")
-            )
+            from inquire.errors import InputError
+
+            raise InputError("--format json writes a file; add --out FILE.json")
         comparison.to_json(out)
         typer.echo(f"wrote {out}", err=True)
     elif fmt == "terminal" and out is None:
