@@ -72,6 +72,10 @@ def test_report_formats(synth, tmp_path: Path) -> None:
     assert "Paired comparison" in page and "Published reference numbers" in page
     assert {p.name for p in plots.iterdir()} >= {"precision_recall.png", "precision_recall.svg"}
 
+    # The annotations file named in the results' config is found without --annotations.
+    res = runner.invoke(app, ["report", *args, "-f", "html", "-o", str(html), "--bootstrap", "50"])
+    assert res.exit_code == 0 and html.read_text().count("data:image/png;base64,") == 3
+
     for fmt, marker in (("markdown", "## Supercategory"), ("latex", r"\toprule")):
         res = runner.invoke(app, ["report", *args, "-f", fmt, "--bootstrap", "100"])
         assert res.exit_code == 0 and marker in res.output

@@ -87,7 +87,16 @@ def report_cmd(
     if plots is not None or fmt == "html":
         from inquire.data.qrels import read_qrels
 
-        qrels = read_qrels(annotations) if annotations else None
+        # Without --annotations, use a relevance file named in a result's config if it exists.
+        found = annotations or next(
+            (
+                Path(a)
+                for r in report.results
+                if isinstance(a := r.config.get("annotations"), str) and Path(a).is_file()
+            ),
+            None,
+        )
+        qrels = read_qrels(found) if found else None
         figures = report_figures(report, qrels)
         if plots is not None:
             plots.mkdir(parents=True, exist_ok=True)

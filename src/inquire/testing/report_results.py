@@ -85,6 +85,12 @@ def synthetic_results(
         enc = load_encoder(f"precomputed:{path}")
         scores, ids = search(store, enc.encode_text(queries["query_text"].tolist()), k=50)
         run = Run.from_arrays(queries["query_id"], ids, scores, name=f"noise-{sigma:g}")
-        result = evaluate(run, qrels, queries, k=50, config={"text_noise": sigma})
+        result = evaluate(
+            run,
+            qrels,
+            queries,
+            k=50,
+            config={"text_noise": sigma, "annotations": str(bench.annotations)},
+        )
         dirs.append(result.save(out / "results" / f"noise-{i}", run=run))
     return dirs, bench.annotations, bench.queries_test
