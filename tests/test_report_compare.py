@@ -110,3 +110,28 @@ def test_monte_carlo_used_for_many_queries() -> None:
     row = cmp.pairs.iloc[0]
     assert not row["perm_exact"] and row["perm_resamples"] == 2000
     assert row["perm_p"] < 0.01 and row["t_p"] < 0.01
+
+
+def test_real_query_texts_and_supercategories(real_queries_dir: Path) -> None:
+    from inquire.data.queries import read_queries
+    from inquire.report import build_report
+    from inquire.report.formats import reference_table
+
+    qs = read_queries(real_queries_dir / "inquire_queries_test.csv")
+    rng = np.random.default_rng(0)
+    kw = {c: qs[c].tolist() for c in ("supercategory", "category", "iconic_group")}
+    a = make_result("a", {"ap": rng.random(len(qs))}, query_ids=qs["query_id"].tolist(), **kw)
+    b = make_result("b", {"ap": rng.random(len(qs))}, query_ids=qs["query_id"].tolist(), **kw)
+    cmp = compare([a, b], queries=real_queries_dir / "inquire_queries_test.csv", top_n=3)
+    top = cmp.top[("ap", "a", "b")]
+    texts = dict(zip(qs["query_id"], qs["query_text"], strict=True))
+    assert [texts[q] for q in top["query_id"]] == top["query_text"].tolist()
+    assert cmp.pairs.iloc[0]["n_queries"] == len(qs) == 200
+    # The published table's supercategory columns are the benchmark's own group names.
+    ref = reference_table(build_report([a], n_resamples=0, reference="fullrank"))
+    assert ref is not None
+    mine = ref[ref["source"] == "this report"].iloc[0]
+    for sc in ("Appearance", "Behavior", "Context", "Species"):
+        assert mine[sc] == pytest.approx(
+            a.per_query.loc[qs["supercategory"] == sc, "ap"].mean() * 100
+        )
