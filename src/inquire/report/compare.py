@@ -28,6 +28,7 @@ from inquire.eval.evaluate import GROUP_COLUMNS, EvalResult
 from inquire.metrics import scale
 from inquire.report.build import check_same_k, common_metrics, load_results, unique_names
 from inquire.report.stats import (
+    EXACT_MAX_N,
     holm,
     paired_permutation_test,
     paired_t_test,
@@ -68,7 +69,7 @@ class Comparison:
         """What the p-values are."""
         return (
             "Two-sided paired tests over queries: randomization test by sign-flipping the "
-            f"per-query differences (exact enumeration up to 20 non-tied queries, else "
+            f"per-query differences (exact enumeration up to {EXACT_MAX_N} non-tied queries, else "
             f"{self.n_resamples:,} seeded Monte Carlo sign patterns, seed {self.seed}) and "
             "paired t-test; p-values Holm-adjusted across all pairs of runs per metric."
         )

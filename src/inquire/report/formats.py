@@ -27,8 +27,6 @@ if TYPE_CHECKING:
 
     from inquire.report.compare import Comparison
 
-SUPERCATEGORIES = ("Appearance", "Behavior", "Context", "Species")
-
 
 def fmt_value(metric: str, value: float) -> str:
     """One number on the table scale: x100 metrics with 1 decimal, fractions with 3."""
