@@ -1,9 +1,191 @@
-"""Commands of this area (registered by ``register``)."""
+"""``inquire report`` and ``inquire compare``: tables, intervals, tests and plots of results."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+from inquire.cli._common import friendly_errors
+
+_FORMATS = ("terminal", "markdown", "csv", "latex", "html")
+_COMPARE_FORMATS = ("terminal", "markdown", "csv", "json")
+
+
+def _split(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip() and v.strip() != "none"]
+
+
+def _write(text: str, out: Path | None) -> None:
+    from inquire._io import atomic_open
+
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        with atomic_open(out, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        typer.echo(f"wrote {out}", err=True)
+
+
+@friendly_errors
+def report_cmd(
+    results: list[Path] = typer.Argument(
+        ..., help="Result folders (per_query.csv + summary.json)."
+    ),
+    fmt: str = typer.Option(
+        "terminal", "--format", "-f", help="terminal, markdown, csv, latex or html."
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Write to this file instead of stdout."
+    ),
+    by: str = typer.Option(
+        "supercategory,category,iconic_group",
+        "--by",
+        help="Comma-separated groupings after the overall row ('none' for overall only).",
+    ),
+    bootstrap: int = typer.Option(
+        10000, "--bootstrap", help="Bootstrap resamples (0: no intervals)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap and the randomization test."),
+    metrics: str | None = typer.Option(
+        None, "--metrics", help="Comma-separated subset, e.g. ap,ndcg."
+    ),
+    reference: str | None = typer.Option(
+        None, "--reference", help="Show published INQUIRE numbers: fullrank or rerank."
+    ),
+    plots: Path | None = typer.Option(None, "--plots", help="Also write PNG and SVG figures here."),
+    annotations: Path | None = typer.Option(
+        None, "--annotations", help="Relevance CSV, for precision-recall curves from run.parquet."
+    ),
+    with_compare: bool = typer.Option(
+        False, "--compare", help="Add paired tests of the runs (AP) to the report."
+    ),
+    queries: Path | None = typer.Option(None, "--queries", help="Query CSV for query texts."),
+) -> None:
+    """Tabulate RESULTS overall and per group, with bootstrap confidence intervals."""
+    from inquire.errors import UnknownNameError
+    from inquire.report import build_report, compare
+    from inquire.report import formats as F
+    from inquire.report.plots import png_base64, report_figures, save_figure
+
+    if fmt not in _FORMATS:
+        raise UnknownNameError("report format", fmt, _FORMATS)
+    report = build_report(
+        results,
+        by=_split(by),
+        n_resamples=bootstrap,
+        seed=seed,
+        metrics=_split(metrics) if metrics else None,
+        reference=reference,
+    )
+    comparison = (
+        compare(results, n_resamples=bootstrap or 10000, seed=seed, queries=queries)
+        if with_compare and len(results) > 1
+        else None
+    )
+    figures = {}
+    if plots is not None or fmt == "html":
+        from inquire.data.qrels import read_qrels
+
+        # Without --annotations, use a relevance file named in a result's config if it exists.
+        found = annotations or next(
+            (
+                Path(a)
+                for r in report.results
+                if isinstance(a := r.config.get("annotations"), str) and Path(a).is_file()
+            ),
+            None,
+        )
+        qrels = read_qrels(found) if found else None
+        figures = report_figures(report, qrels)
+        if plots is not None:
+            plots.mkdir(parents=True, exist_ok=True)
+            for stem, fig in figures.items():
+                save_figure(fig, plots / stem)
+            typer.echo(f"wrote {len(figures)} figures (PNG + SVG) to {plots}", err=True)
+    if fmt == "terminal" and out is None:
+        from rich.console import Console
+
+        console = Console()
+        for r in F.terminal_renderables(report):
+            console.print(r)
+        if comparison is not None:
+            for r in F.comparison_renderables(comparison):
+                console.print(r)
+        return
+    if fmt == "html":
+        embedded = {stem.replace("_", " "): png_base64(fig) for stem, fig in figures.items()}
+        text = F.render_html(report, comparison=comparison, figures=embedded)
+    elif fmt == "markdown":
+        text = F.render_markdown(report, comparison)
+    else:
+        text = F.render(report, fmt)
+    _write(text, out)
+
+
+@friendly_errors
+def compare_cmd(
+    results: list[Path] = typer.Argument(..., help="Two or more result folders."),
+    metric: str = typer.Option("ap", "--metric", help="Comma-separated metrics to test."),
+    permutations: int = typer.Option(
+        10000, "--permutations", help="Monte Carlo sign patterns when > 20 queries differ."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the randomization test."),
+    intersect: bool = typer.Option(
+        False, "--intersect", help="Compare on shared queries instead of refusing different sets."
+    ),
+    queries: Path | None = typer.Option(None, "--queries", help="Query CSV for query texts."),
+    top: int = typer.Option(5, "--top", help="How many most-different queries to list per pair."),
+    fmt: str = typer.Option("terminal", "--format", "-f", help="terminal, markdown, csv or json."),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Write to this file instead of stdout."
+    ),
+) -> None:
+    """Paired tests (randomization and t-test, Holm-corrected) between runs on the same queries."""
+    from inquire.errors import UnknownNameError
+    from inquire.report import compare
+    from inquire.report import formats as F
+
+    if fmt not in _COMPARE_FORMATS:
+        raise UnknownNameError("comparison format", fmt, _COMPARE_FORMATS)
+    comparison = compare(
+        results,
+        metrics=_split(metric),
+        n_resamples=permutations,
+        seed=seed,
+        on_mismatch="intersect" if intersect else "error",
+        queries=queries,
+        top_n=top,
+    )
+    if fmt == "json":
+        if out is None:
+            from inquire.errors import InputError
+
+            raise InputError("--format json writes a file; add --out FILE.json")
+        comparison.to_json(out)
+        typer.echo(f"wrote {out}", err=True)
+    elif fmt == "terminal" and out is None:
+        from rich.console import Console
+
+        console = Console()
+        for r in F.comparison_renderables(comparison):
+            console.print(r)
+    elif fmt == "terminal":
+        import io
+
+        from rich.console import Console
+
+        console = Console(file=io.StringIO(), width=160, record=True, color_system=None)
+        for r in F.comparison_renderables(comparison):
+            console.print(r)
+        _write(console.export_text(), out)
+    elif fmt == "markdown":
+        _write(F.comparison_markdown(comparison) + "\n", out)
+    else:
+        _write(F.comparison_csv(comparison), out)
 
 
 def register(app: typer.Typer) -> None:
-    """No commands in this area yet."""
+    """Add ``report`` and ``compare``."""
+    app.command("report")(report_cmd)
+    app.command("compare")(compare_cmd)

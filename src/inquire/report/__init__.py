@@ -1,1 +1,13 @@
-"""Reports over evaluation results: tables, statistics and plots."""
+"""Reports over evaluation results: tables, statistics, comparisons and plots.
+
+``build_report(results)`` tabulates runs overall and per group with bootstrap intervals;
+``compare(results)`` tests pairs of runs over the same queries; :mod:`.formats` renders both
+as terminal, Markdown, CSV, LaTeX or HTML; :mod:`.plots` draws the figures;
+:mod:`.leaderboard` holds the published INQUIRE numbers.
+"""
+
+from inquire.report.build import Report, build_report
+from inquire.report.compare import Comparison, compare
+from inquire.report.leaderboard import load_leaderboard
+
+__all__ = ["Comparison", "Report", "build_report", "compare", "load_leaderboard"]

@@ -1,4 +1,4 @@
-"""inquire's own test kit: fake servers, fixture data and tiny models, usable without pytest.
+"""Builders for tests and demos: fixture servers, tiny models, synthetic results.
 
-Nothing here is imported by the library itself.
+None of this imports pytest; every area's tests may use any of it.
 """

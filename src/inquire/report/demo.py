@@ -1,0 +1,141 @@
+"""The report step of the offline demo: an HTML report and a paired comparison of two runs."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from rich.console import Console
+
+from inquire._io import atomic_open, atomic_path
+from inquire.data.qrels import Qrels, read_qrels
+from inquire.data.queries import read_queries
+from inquire.data.synthetic import SyntheticBenchmark, make_synthetic_benchmark
+from inquire.errors import InputError
+from inquire.eval.evaluate import EvalResult
+
+log = logging.getLogger(__name__)
+
+# Standard deviation of the Gaussian noise added to each text-embedding component before
+# re-normalising (components of a unit 128-d vector are ~0.09): enough to cost a few AP
+# points on the synthetic benchmark, so the comparison has something to find.
+TEXT_NOISE = 0.06
+NOISY_RUN = "synthetic-fullrank-noisy-text"
+
+
+def _benchmark_for(result_dir: Path, result: EvalResult, out_dir: Path) -> SyntheticBenchmark:
+    """The synthetic benchmark behind a demo result: the demo's own, or regenerated."""
+    seed = int(result.config.get("seed", 0))
+    # run_demo writes OUT/benchmark and OUT/results/fullrank; reuse that benchmark if present.
+    candidate = result_dir.resolve().parents[1] / "benchmark"
+    root = candidate if (candidate / "SYNTHETIC.txt").is_file() else out_dir / "benchmark"
+    # Generation is deterministic in the seed, so rewriting an existing one is harmless.
+    return make_synthetic_benchmark(root, seed=seed)
+
+
+def _noisy_run(bench: SyntheticBenchmark, k: int, seed: int, out_dir: Path) -> Path:
+    """Evaluate the benchmark again with noisier text embeddings; return the result folder."""
+    from inquire.embed import EmbeddingStore, load_encoder
+    from inquire.eval import evaluate
+    from inquire.index.exact import search
+    from inquire.run import Run
+
+    table = pq.read_table(bench.text_embeddings).to_pandas()
+    emb = np.stack(table["embedding"].to_numpy()).astype(np.float64)
+    rng = np.random.default_rng(seed + 1)
+    noisy = emb + rng.normal(0.0, TEXT_NOISE, size=emb.shape)
+    noisy /= np.linalg.norm(noisy, axis=1, keepdims=True)
+    noisy_path = out_dir / "noisy_text_embeddings.parquet"
+    out_table = pa.table(
+        {
+            "query_text": table["query_text"].tolist(),
+            "embedding": [row.astype(np.float32).tolist() for row in noisy],
+            "model_id": ["synthetic-noisy"] * len(table),
+        }
+    )
+    with atomic_path(noisy_path) as tmp:
+        pq.write_table(out_table, tmp)
+    queries = read_queries(bench.queries_test)
+    qrels = read_qrels(bench.annotations)
+    store = EmbeddingStore(bench.embeddings)
+    encoder = load_encoder(f"precomputed:{noisy_path}")
+    scores, ids = search(store, encoder.encode_text(queries["query_text"].tolist()), k=k)
+    run = Run.from_arrays(queries["query_id"], ids, scores, name=NOISY_RUN)
+    result = evaluate(
+        run,
+        qrels,
+        queries,
+        k=k,
+        config={
+            "task": "fullrank",
+            "data": "synthetic",
+            "seed": seed,
+            "text_noise": TEXT_NOISE,
+            "queries": str(bench.queries_test),
+        },
+    )
+    return result.save(out_dir / "results" / "fullrank-noisy-text", run=run)
+
+
+def demo_report(
+    results_dirs: Sequence[Path], out_dir: Path, console: Console | None = None
+) -> Path:
+    """Write ``out_dir/report.html`` (+ ``report.md`` and ``plots/``) over the demo's results
+    and print a paired comparison of the first two runs; return the HTML path.
+
+    With a single result folder (``run_demo``'s), a second run is made first: the same
+    synthetic benchmark searched with noisier text embeddings (:data:`TEXT_NOISE`).
+    """
+    from inquire.report import build_report, compare
+    from inquire.report.formats import comparison_renderables, render_html, render_markdown
+    from inquire.report.plots import png_base64, report_figures, save_figure
+
+    console = console or Console()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dirs = [Path(d) for d in results_dirs]
+    if not dirs:
+        raise InputError("demo_report needs at least one result folder")
+    first = EvalResult.load(dirs[0])
+    bench = _benchmark_for(dirs[0], first, out)
+    if len(dirs) == 1:
+        bench_ids = set(read_queries(bench.queries_test)["query_id"].tolist())
+        if bench_ids != set(first.per_query["query_id"].tolist()):
+            raise InputError(
+                f"{str(dirs[0])!r} is not a synthetic demo result (its queries differ from the "
+                f"benchmark's); pass two result folders to compare instead"
+            )
+        console.print("Second run for the comparison: the same search with noisier text embeddings")
+        dirs.append(_noisy_run(bench, first.k, int(first.config.get("seed", 0)), out))
+    qrels: Qrels = read_qrels(bench.annotations)
+    queries: pd.DataFrame = read_queries(bench.queries_test)
+
+    report = build_report(dirs, reference="fullrank")
+    comparison = compare(dirs[:2], metrics=("ap", "ndcg"), queries=queries, top_n=5)
+    figures = report_figures(report, qrels)
+    plot_dir = out / "plots"
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    captions = {
+        "supercategory_ap": "AP@k per supercategory with 95% bootstrap intervals",
+        "distribution_ap": "AP@k over queries",
+        "precision_recall": "Precision-recall over ranks, averaged over queries",
+    }
+    embedded = {}
+    for stem, fig in figures.items():
+        save_figure(fig, plot_dir / stem)
+        embedded[captions.get(stem, stem)] = png_base64(fig)
+    title = "inquire demo report (SYNTHETIC data)"
+    with atomic_open(out / "report.md", "w", encoding="utf-8") as fh:
+        fh.write(render_markdown(report, comparison))
+    html_path = out / "report.html"
+    with atomic_open(html_path, "w", encoding="utf-8") as fh:
+        fh.write(render_html(report, comparison=comparison, figures=embedded, title=title))
+    for renderable in comparison_renderables(comparison):
+        console.print(renderable)
+    console.print(f"report: {html_path}")
+    return html_path
