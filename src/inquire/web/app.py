@@ -230,8 +230,15 @@ def _pages_router() -> APIRouter:
     def search_page(request: Request, q: str = "", k: str | None = None) -> Any:
         ctx = get_context(request)
         kk = parse_k(k, ctx.config.search_k, ctx.config.max_k)
-        results = ctx.catalog.search(q, kk) if q.strip() and ctx.catalog.can_search else None
-        return ctx.render(request, "search.html", q=q, k=kk, results=results)
+        results, error, status = None, None, 200
+        if q.strip() and ctx.catalog.can_search:
+            try:
+                results = ctx.catalog.search(q, kk)
+            except InputError as exc:  # shown above the form, so the user can fix the text
+                error, status = str(exc), 400
+        examples = sorted(ctx.catalog.query_text.values())[:500]
+        return ctx.render(request, "search.html", status_code=status, q=q, k=kk,
+                          results=results, error=error, examples=examples)
 
     return router
 

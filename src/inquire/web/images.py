@@ -198,7 +198,8 @@ def image_format(path: Path) -> str:
         with Image.open(path) as img:
             fmt = img.format
     except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise NotAnImage(f"{path.name!r} is not a readable image: {exc}") from None
+        # Pillow's message holds the absolute path; the client gets the file name only.
+        raise NotAnImage(f"{path.name!r} is not a readable image ({type(exc).__name__})") from None
     if fmt not in MEDIA_TYPES:
         raise NotAnImage(f"{path.name!r} is a {fmt} image, which the page does not show")
     return MEDIA_TYPES[fmt]
@@ -253,7 +254,9 @@ class ThumbnailCache:
                 img.thumbnail((size, size), Image.Resampling.LANCZOS)
                 with atomic_path(target) as tmp:
                     img.save(tmp, format="JPEG", quality=85)
-        except Image.DecompressionBombError as exc:
-            raise NotAnImage(f"{path.name!r} is too large to thumbnail: {exc}") from None
+        except Image.DecompressionBombError:
+            raise NotAnImage(f"{path.name!r} has too many pixels to thumbnail safely") from None
         except (UnidentifiedImageError, OSError, ValueError) as exc:
-            raise NotAnImage(f"{path.name!r} is not a readable image: {exc}") from None
+            raise NotAnImage(
+                f"{path.name!r} is not a readable image ({type(exc).__name__})"
+            ) from None
