@@ -124,3 +124,22 @@ def build_web_fixture(
         result = evaluate(run, qrels, queries, k=k, config=cfg)
         results.append(result.save(out / "results" / name, run=run))
     return WebFixture(bench, results, BagOfWordsEncoder(bench.text_embeddings))
+
+
+def serve_fixture(
+    results: list[str], images: str, embeddings: str, text_emb: str, thumbs: str, port: int
+) -> None:
+    """Serve the web app over a :func:`build_web_fixture` world on 127.0.0.1:``port`` with the
+    bag-of-words encoder (blocks; run it in a child process)."""
+    from inquire.web.app import create_app
+    from inquire.web.config import WebConfig
+    from inquire.web.server import serve
+
+    config = WebConfig(
+        results=[Path(r) for r in results],
+        image_roots=[Path(images)],
+        embeddings=Path(embeddings),
+        model=BagOfWordsEncoder(text_emb),
+        thumb_cache=Path(thumbs),
+    )
+    serve(create_app(config), port=port, log_level="warning")

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from inquire.data.qrels import Qrels, read_qrels
 from inquire.data.queries import read_queries
@@ -76,10 +75,33 @@ class RunEntry:
             for q, (ids, _) in run.items()
         }
 
-    def overall(self) -> dict[str, float]:
-        """Mean of each metric over all queries (fractions)."""
+    @cached_property
+    def _overall(self) -> dict[str, float]:
         row = self.result.aggregate().iloc[0]
         return {m: float(row[m]) for m in self.result.metrics}
+
+    def overall(self) -> dict[str, float]:
+        """Mean of each metric over all queries (fractions)."""
+        return dict(self._overall)
+
+    @cached_property
+    def records(self) -> list[dict[str, Any]]:
+        """``per_query`` as plain dicts (query_id int, groups str, metrics float), file order;
+        read on every page view, so converted from pandas once."""
+        out = []
+        for rec in self.result.per_query.to_dict("records"):
+            out.append(
+                {
+                    "query_id": int(rec["query_id"]),
+                    **{g: str(rec.get(g, "")) for g in GROUP_COLUMNS},
+                    "metrics": {m: float(rec[m]) for m in self.result.metrics},
+                }
+            )
+        return out
+
+    @cached_property
+    def record_of(self) -> dict[int, dict[str, Any]]:
+        return {r["query_id"]: r for r in self.records}
 
 
 class Catalog:
@@ -181,10 +203,7 @@ class Catalog:
 
     def group_values(self, entry: RunEntry) -> dict[str, list[str]]:
         """The values of each group column present in ``entry``'s queries, sorted."""
-        pq = entry.result.per_query
-        return {
-            g: sorted(pq[g].astype(str).unique().tolist()) for g in GROUP_COLUMNS if g in pq.columns
-        }
+        return {g: sorted({r[g] for r in entry.records}) for g in GROUP_COLUMNS}
 
     def queries_table(
         self, entry: RunEntry, filters: dict[str, str | None] | None = None
@@ -193,25 +212,21 @@ class Catalog:
 
         ``filters``: group column -> required value (None or '' = any).
         """
-        df: pd.DataFrame = entry.result.per_query
+        wanted = {}
         for col, value in (filters or {}).items():
             if col not in GROUP_COLUMNS:
                 raise InputError(f"cannot filter by {col!r}; choose one of {GROUP_COLUMNS}")
             if value:
-                df = df[df[col].astype(str) == value]
-        rows = []
-        for rec in df.to_dict("records"):
-            qid = int(rec["query_id"])
-            rows.append(
-                {
-                    "query_id": qid,
-                    "text": self.query_text.get(qid, ""),
-                    **{g: str(rec.get(g, "")) for g in GROUP_COLUMNS},
-                    "metrics": {m: float(rec[m]) for m in entry.result.metrics},
-                    "n_relevant": self.n_relevant(qid),
-                }
-            )
-        return rows
+                wanted[col] = value
+        return [
+            rec
+            | {
+                "text": self.query_text.get(rec["query_id"], ""),
+                "n_relevant": self.n_relevant(rec["query_id"]),
+            }
+            for rec in entry.records
+            if all(rec[c] == v for c, v in wanted.items())
+        ]
 
     def n_relevant(self, query_id: int) -> int | None:
         if self.qrels is None or query_id not in self.qrels:
@@ -233,9 +248,8 @@ class Catalog:
                 f"with its run (EvalResult.save(dir, run=run)) to see its images"
             )
         if query_id not in run:
-            known = entry.result.per_query["query_id"].astype(int).tolist()
-            if query_id not in known:
-                raise UnknownNameError("query id", str(query_id), [str(q) for q in known])
+            if query_id not in entry.record_of:
+                raise UnknownNameError("query id", str(query_id), [str(q) for q in entry.record_of])
             ids, scores = np.empty(0, np.int64), np.empty(0, np.float64)
         else:
             ids, scores = run[query_id]
@@ -254,12 +268,9 @@ class Catalog:
                     "other_rank": other_ranks.get(int(i)) if other is not None else None,
                 }
             )
-        pq = entry.result.per_query
-        row = pq[pq["query_id"].astype(int) == query_id]
-        metrics = (
-            {m: float(row.iloc[0][m]) for m in entry.result.metrics} if len(row) else {}
-        )
-        groups = {g: str(row.iloc[0][g]) for g in GROUP_COLUMNS if len(row) and g in row}
+        rec = entry.record_of.get(query_id)
+        metrics = dict(rec["metrics"]) if rec else {}
+        groups = {g: rec[g] for g in GROUP_COLUMNS} if rec else {}
         return {
             "run": entry.slug,
             "query_id": query_id,
