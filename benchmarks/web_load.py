@@ -55,8 +55,9 @@ class LoadResult:
         return float(np.percentile(values, q)) if values else float("nan")
 
 
-def request_plan(n: int, query_ids: list[int], image_ids: list[int], groups: dict[str, list[str]],
-                 seed: int) -> list[tuple[str, str]]:
+def request_plan(
+    n: int, query_ids: list[int], image_ids: list[int], groups: dict[str, list[str]], seed: int
+) -> list[tuple[str, str]]:
     """``n`` (kind, url path) pairs drawn from :data:`MIX` with a fixed seed."""
     rng = random.Random(seed)
     kinds = [k for k, _ in MIX]
@@ -120,8 +121,9 @@ async def _drive(base_url: str, plan: list[tuple[str, str]], clients: int) -> Lo
     return result
 
 
-def run_load(clients: int = 50, requests: int = 2000, seed: int = 0,
-             workdir: Path | None = None) -> LoadResult:
+def run_load(
+    clients: int = 50, requests: int = 2000, seed: int = 0, workdir: Path | None = None
+) -> LoadResult:
     """Build the fixture, start the server process, drive the load, stop the server."""
     import httpx
     import pandas as pd
@@ -134,16 +136,25 @@ def run_load(clients: int = 50, requests: int = 2000, seed: int = 0,
         work = Path(workdir or tmp)
         fx = build_web_fixture(work / "fixture", seed=seed)
         per_query = pd.read_csv(fx.results[0] / "per_query.csv", keep_default_na=False)
-        groups = {c: sorted(per_query[c].astype(str).unique()) for c in
-                  ("supercategory", "category", "iconic_group")}
+        groups = {
+            c: sorted(per_query[c].astype(str).unique())
+            for c in ("supercategory", "category", "iconic_group")
+        }
         image_ids = EmbeddingStore(fx.bench.embeddings).ids.tolist()
-        plan = request_plan(requests, per_query["query_id"].astype(int).tolist(), image_ids,
-                            groups, seed)
+        plan = request_plan(
+            requests, per_query["query_id"].astype(int).tolist(), image_ids, groups, seed
+        )
         port = free_port()
         proc = mp.get_context("spawn").Process(
             target=serve_fixture,
-            args=([str(r) for r in fx.results], str(fx.images), str(fx.bench.embeddings),
-                  str(fx.bench.text_embeddings), str(work / "thumbs"), port),
+            args=(
+                [str(r) for r in fx.results],
+                str(fx.images),
+                str(fx.bench.embeddings),
+                str(fx.bench.text_embeddings),
+                str(work / "thumbs"),
+                port,
+            ),
             daemon=True,
         )
         proc.start()
@@ -172,15 +183,21 @@ def main(argv: list[str] | None = None) -> LoadResult:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     res = run_load(args.clients, args.requests, args.seed)
-    print(f"{args.clients} concurrent clients, {res.n} requests in {res.wall_s:.1f} s "
-          f"({res.n / res.wall_s:.0f} req/s) on 127.0.0.1")
+    print(
+        f"{args.clients} concurrent clients, {res.n} requests in {res.wall_s:.1f} s "
+        f"({res.n / res.wall_s:.0f} req/s) on 127.0.0.1"
+    )
     print(f"{'kind':<20}{'n':>6}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}")
     for kind, _ in MIX:
         n = len(res.by_kind.get(kind, []))
-        print(f"{kind:<20}{n:>6}{res.percentile(50, kind):>10.1f}"
-              f"{res.percentile(95, kind):>10.1f}{res.percentile(99, kind):>10.1f}")
-    print(f"{'all':<20}{res.n:>6}{res.percentile(50):>10.1f}{res.percentile(95):>10.1f}"
-          f"{res.percentile(99):>10.1f}")
+        print(
+            f"{kind:<20}{n:>6}{res.percentile(50, kind):>10.1f}"
+            f"{res.percentile(95, kind):>10.1f}{res.percentile(99, kind):>10.1f}"
+        )
+    print(
+        f"{'all':<20}{res.n:>6}{res.percentile(50):>10.1f}{res.percentile(95):>10.1f}"
+        f"{res.percentile(99):>10.1f}"
+    )
     for cause, count in res.errors.most_common():
         print(f"error: {cause} x{count}")
     print(f"requests={res.n} errors={res.n_errors} p99_ms={res.percentile(99):.1f}")

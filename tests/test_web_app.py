@@ -142,7 +142,9 @@ def test_bad_requests_get_specific_errors(client: TestClient, fx: WebFixture) ->
     assert r.status_code == 404 and "123456789" in r.json()["error"]
     assert client.get(f"/api/runs/exact/queries/{qid}", params={"k": "0"}).status_code == 400
     assert client.get(f"/api/runs/exact/queries/{qid}", params={"k": "x"}).status_code == 400
-    assert client.get(f"/api/runs/exact/queries/{qid}", params={"compare": "nop"}).status_code == 404
+    assert (
+        client.get(f"/api/runs/exact/queries/{qid}", params={"compare": "nop"}).status_code == 404
+    )
     assert client.get("/api/search", params={"q": "   "}).status_code == 400
     assert client.get("/api/search", params={"q": "x" * 2000}).status_code == 400
     r = client.get("/search", params={"q": "y" * 2000})
@@ -173,8 +175,13 @@ def test_extra_routers_and_templates_plug_in(fx: WebFixture, tmp_path: Path) -> 
     def extra(request: __import__("fastapi").Request, ctx: WebContext = Depends(get_context)):
         return ctx.render(request, "extra.html", n=len(ctx.catalog.runs))
 
-    cfg = WebConfig(results=fx.results, routers=[router], template_dirs=[tpl],
-                    nav_links=[("Extra", "/extra")], thumb_cache=tmp_path / "th")
+    cfg = WebConfig(
+        results=fx.results,
+        routers=[router],
+        template_dirs=[tpl],
+        nav_links=[("Extra", "/extra")],
+        thumb_cache=tmp_path / "th",
+    )
     with TestClient(create_app(cfg)) as c:
         html = c.get("/extra").text
         assert '<p id="x">2 runs</p>' in html and 'href="/extra">Extra</a>' in html
@@ -199,8 +206,9 @@ def test_duplicate_run_names_get_distinct_slugs(fx: WebFixture) -> None:
 
 
 def test_model_id_string_is_loaded_on_first_search(fx: WebFixture) -> None:
-    cat = Catalog(WebConfig(embeddings=fx.bench.embeddings,
-                            model=f"precomputed:{fx.bench.text_embeddings}"))
+    cat = Catalog(
+        WebConfig(embeddings=fx.bench.embeddings, model=f"precomputed:{fx.bench.text_embeddings}")
+    )
     text = pd.read_csv(fx.bench.queries_test)["query_text"].iloc[0]
     assert len(cat.search(str(text), 5)) == 5
     with pytest.raises(InputError, match="no precomputed embedding"):
@@ -237,12 +245,28 @@ def test_demo_step_prints_a_serve_command_that_works(fx: WebFixture) -> None:
     for flag, value in zip(args[len(results) :: 2], args[len(results) + 1 :: 2], strict=True):
         flag_values.setdefault(flag, []).append(value)
     cfg = WebConfig(
-        results=results, image_roots=[Path(p) for p in flag_values["--images"]],
+        results=results,
+        image_roots=[Path(p) for p in flag_values["--images"]],
         annotations=[Path(p) for p in flag_values["--annotations"]],
         queries=[Path(p) for p in flag_values["--queries"]],
-        embeddings=Path(flag_values["--embeddings"][0]), model=flag_values["--model"][0],
+        embeddings=Path(flag_values["--embeddings"][0]),
+        model=flag_values["--model"][0],
     )
     cat = Catalog(cfg)
     assert cat.can_search and cat.qrels is not None
     assert cat.store is not None
     assert all(cat.images.resolve_id(int(i)).is_file() for i in cat.store.ids[:5])
+
+
+def test_result_without_run_file_shows_metrics_only(fx: WebFixture, tmp_path: Path) -> None:
+    import shutil
+
+    bare = tmp_path / "bare"
+    shutil.copytree(fx.results[0], bare)
+    (bare / "run.parquet").unlink()
+    qid = int(_per_query(fx)["query_id"].iloc[0])
+    with TestClient(create_app(WebConfig(results=[bare], thumb_cache=tmp_path / "th"))) as c:
+        assert "no run file" in c.get("/").text
+        assert c.get("/runs/exact").status_code == 200
+        r = c.get(f"/api/runs/exact/queries/{qid}")
+        assert r.status_code == 400 and "run.parquet" in r.json()["error"]

@@ -59,16 +59,32 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def roots(world: dict[str, Path]) -> ImageRoots:
     return ImageRoots(
         [world["root"]],
-        {1: "train/a.jpg", 2: "train/noext_target", 3: "escape.jpg", 4: "../outside/secret.jpg",
-         5: "notes.txt", 6: "fake.jpg"},
+        {
+            1: "train/a.jpg",
+            2: "train/noext_target",
+            3: "escape.jpg",
+            4: "../outside/secret.jpg",
+            5: "notes.txt",
+            6: "fake.jpg",
+        },
     )
 
 
 # --- the resolver on its own ---------------------------------------------------------------
 @pytest.mark.parametrize(
     "rel",
-    ["../outside/secret.jpg", "train/../../outside/secret.jpg", "/etc/passwd", "", "a//b.jpg",
-     "./train/a.jpg", "train\\a.jpg", "train/a.jpg\x00.png", "C:/Windows/win.ini", ".."],
+    [
+        "../outside/secret.jpg",
+        "train/../../outside/secret.jpg",
+        "/etc/passwd",
+        "",
+        "a//b.jpg",
+        "./train/a.jpg",
+        "train\\a.jpg",
+        "train/a.jpg\x00.png",
+        "C:/Windows/win.ini",
+        "..",
+    ],
 )
 def test_check_relative_rejects_unsafe_paths(rel: str) -> None:
     with pytest.raises(BadImagePath):

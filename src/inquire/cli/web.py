@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import typer
@@ -52,6 +53,12 @@ def serve_cmd(
         thumb_cache=thumb_cache,
     )
     app = create_app(config)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        logging.getLogger("inquire.web").warning(
+            "serving on %s: the page has no login, so anyone who can reach this address can "
+            "see the results and images",
+            host,
+        )
     Console(stderr=True).print(f"inquire web page: [bold]http://{host}:{port}/[/] (Ctrl+C stops)")
     serve(app, host=host, port=port)
 

@@ -102,7 +102,12 @@ def build_web_fixture(
 
     out = Path(out_dir)
     bench = make_synthetic_benchmark(
-        out / "benchmark", n_images=n_images, dim=dim, n_val=2, n_test=n_test, seed=seed,
+        out / "benchmark",
+        n_images=n_images,
+        dim=dim,
+        n_val=2,
+        n_test=n_test,
+        seed=seed,
         write_images=True,
     )
     queries = read_queries(bench.queries_test)
@@ -119,8 +124,12 @@ def build_web_fixture(
     ):
         scores, ids = search(store, emb, k=k)
         run = Run.from_arrays(queries["query_id"], ids, scores, name=name)
-        cfg = {"task": "fullrank", "data": "synthetic", "queries": str(bench.queries_test),
-               "annotations": str(bench.annotations)}
+        cfg = {
+            "task": "fullrank",
+            "data": "synthetic",
+            "queries": str(bench.queries_test),
+            "annotations": str(bench.annotations),
+        }
         result = evaluate(run, qrels, queries, k=k, config=cfg)
         results.append(result.save(out / "results" / name, run=run))
     return WebFixture(bench, results, BagOfWordsEncoder(bench.text_embeddings))

@@ -96,9 +96,7 @@ class WebContext:
             "nav_links": list(self.config.nav_links),
             "can_search": self.catalog.can_search,
         }
-        return self.templates.TemplateResponse(
-            request, name, base | ctx, status_code=status_code
-        )
+        return self.templates.TemplateResponse(request, name, base | ctx, status_code=status_code)
 
 
 def get_context(request: Request) -> WebContext:
@@ -125,8 +123,10 @@ def _make_templates(config: WebConfig) -> Any:
     from fastapi.templating import Jinja2Templates
 
     loader = jinja2.ChoiceLoader(
-        [jinja2.FileSystemLoader([str(p) for p in config.template_dirs]),
-         jinja2.FileSystemLoader(str(TEMPLATES))]
+        [
+            jinja2.FileSystemLoader([str(p) for p in config.template_dirs]),
+            jinja2.FileSystemLoader(str(TEMPLATES)),
+        ]
     )
     env = jinja2.Environment(loader=loader, autoescape=jinja2.select_autoescape(["html"]))
     env.globals.update(metric_label=metric_label, format_metric=format_metric, thumb_url=thumb_url)
@@ -138,8 +138,9 @@ def create_app(config: WebConfig) -> FastAPI:
     catalog = Catalog(config)
     thumbs = ThumbnailCache(config.thumb_cache or cache_dir("web", "thumbs"))
     ctx = WebContext(config, catalog, thumbs, _make_templates(config))
-    app = FastAPI(title=config.title, docs_url="/api/docs", redoc_url=None,
-                  openapi_url="/api/openapi.json")
+    app = FastAPI(
+        title=config.title, docs_url="/api/docs", redoc_url=None, openapi_url="/api/openapi.json"
+    )
     app.state.inquire = ctx
     app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
@@ -150,8 +151,9 @@ def create_app(config: WebConfig) -> FastAPI:
         path = request.url.path
         if path.startswith(("/api/", "/images/", "/files/")):
             return JSONResponse({"error": str(exc)}, status_code=status)
-        return ctx.render(request, "error.html", status_code=status, message=str(exc),
-                          status=status)
+        return ctx.render(
+            request, "error.html", status_code=status, message=str(exc), status=status
+        )
 
     app.include_router(_pages_router())
     app.include_router(_api_router(), prefix="/api")
@@ -197,8 +199,9 @@ def _pages_router() -> APIRouter:
         ks = {r["k"] for r in runs}
         for entry in ctx.catalog.runs.values():
             metrics.extend(m for m in entry.result.metrics if m not in metrics)
-        return ctx.render(request, "runs.html", runs=runs, metrics=metrics,
-                          k=ks.pop() if len(ks) == 1 else None)
+        return ctx.render(
+            request, "runs.html", runs=runs, metrics=metrics, k=ks.pop() if len(ks) == 1 else None
+        )
 
     @router.get("/runs/{slug}", response_class=HTMLResponse)
     def run_page(request: Request, slug: str) -> Any:
@@ -207,14 +210,23 @@ def _pages_router() -> APIRouter:
         filters = _filters(request)
         rows = ctx.catalog.queries_table(entry, filters)
         return ctx.render(
-            request, "run.html", entry=entry, rows=rows, filters=filters,
-            groups=ctx.catalog.group_values(entry), metrics=list(entry.result.metrics),
-            k=entry.result.k, n_total=len(entry.result.per_query),
+            request,
+            "run.html",
+            entry=entry,
+            rows=rows,
+            filters=filters,
+            groups=ctx.catalog.group_values(entry),
+            metrics=list(entry.result.metrics),
+            k=entry.result.k,
+            n_total=len(entry.result.per_query),
         )
 
     @router.get("/runs/{slug}/queries/{query_id}", response_class=HTMLResponse)
     def query_page(
-        request: Request, slug: str, query_id: str, k: str | None = None,
+        request: Request,
+        slug: str,
+        query_id: str,
+        k: str | None = None,
         compare: str | None = None,
     ) -> Any:
         ctx = get_context(request)
@@ -223,8 +235,15 @@ def _pages_router() -> APIRouter:
         kk = parse_k(k, entry.result.k, ctx.config.max_k)
         data = ctx.catalog.query_results(entry, _query_id(query_id), kk, other)
         others = [e for e in ctx.catalog.runs.values() if e.slug != slug]
-        return ctx.render(request, "query.html", entry=entry, data=data, others=others,
-                          other=other, metrics=list(entry.result.metrics))
+        return ctx.render(
+            request,
+            "query.html",
+            entry=entry,
+            data=data,
+            others=others,
+            other=other,
+            metrics=list(entry.result.metrics),
+        )
 
     @router.get("/search", response_class=HTMLResponse)
     def search_page(request: Request, q: str = "", k: str | None = None) -> Any:
@@ -237,8 +256,16 @@ def _pages_router() -> APIRouter:
             except InputError as exc:  # shown above the form, so the user can fix the text
                 error, status = str(exc), 400
         examples = sorted(ctx.catalog.query_text.values())[:500]
-        return ctx.render(request, "search.html", status_code=status, q=q, k=kk,
-                          results=results, error=error, examples=examples)
+        return ctx.render(
+            request,
+            "search.html",
+            status_code=status,
+            q=q,
+            k=kk,
+            results=results,
+            error=error,
+            examples=examples,
+        )
 
     return router
 
@@ -250,8 +277,12 @@ def _api_router() -> APIRouter:
     @router.get("/health")
     def health(request: Request) -> dict[str, Any]:
         ctx = get_context(request)
-        return {"status": "ok", "runs": len(ctx.catalog.runs), "search": ctx.catalog.can_search,
-                "images": len(ctx.catalog.images)}
+        return {
+            "status": "ok",
+            "runs": len(ctx.catalog.runs),
+            "search": ctx.catalog.can_search,
+            "images": len(ctx.catalog.images),
+        }
 
     @router.get("/runs")
     def api_runs(request: Request) -> list[dict[str, Any]]:
@@ -264,7 +295,10 @@ def _api_router() -> APIRouter:
 
     @router.get("/runs/{slug}/queries/{query_id}")
     def api_query(
-        request: Request, slug: str, query_id: str, k: str | None = None,
+        request: Request,
+        slug: str,
+        query_id: str,
+        k: str | None = None,
         compare: str | None = None,
     ) -> dict[str, Any]:
         ctx = get_context(request)
@@ -282,29 +316,36 @@ def _api_router() -> APIRouter:
         ctx = get_context(request)
         kk = parse_k(k, ctx.config.search_k, ctx.config.max_k)
         items = ctx.catalog.search(q, kk)
-        return {"q": q, "k": kk,
-                "results": [it | {"thumb_url": thumb_url(it["image_id"])} for it in items]}
+        return {
+            "q": q,
+            "k": kk,
+            "results": [it | {"thumb_url": thumb_url(it["image_id"])} for it in items],
+        }
 
     return router
 
 
 # --- images --------------------------------------------------------------------------------
-def _parse_size(value: str | None) -> int | None:
+def parse_size(value: str | None) -> int | None:
+    """A thumbnail size from a query parameter (None = the full image), or 422."""
     if value is None:
         return None
     try:
         size = int(value)
     except ValueError:
-        raise BadThumbSize(f"thumbnail size must be a whole number of pixels, got {value!r}") from None
+        raise BadThumbSize(
+            f"thumbnail size must be a whole number of pixels, got {value!r}"
+        ) from None
     return check_thumb_size(size)
 
 
-def _send(ctx: WebContext, path: Path, size: int | None) -> FileResponse:
+def image_response(thumbs: ThumbnailCache, path: Path, size: int | None) -> FileResponse:
+    """The image at ``path`` (already resolved under a root), or its cached thumbnail with
+    longest side ``size`` px. Extra routers serving their own collections use this too."""
     headers = {"Cache-Control": "public, max-age=3600"}
     if size is None:
         return FileResponse(path, media_type=image_format(path), headers=headers)
-    thumb = ctx.thumbs.get(path, size)
-    return FileResponse(thumb, media_type="image/jpeg", headers=headers)
+    return FileResponse(thumbs.get(path, size), media_type="image/jpeg", headers=headers)
 
 
 def _images_router() -> APIRouter:
@@ -317,15 +358,15 @@ def _images_router() -> APIRouter:
             iid = int(image_id)
         except ValueError:
             raise InputError(f"image id must be a whole number, got {image_id!r}") from None
-        px = _parse_size(size)
-        return _send(ctx, ctx.catalog.images.resolve_id(iid), px)
+        px = parse_size(size)
+        return image_response(ctx.thumbs, ctx.catalog.images.resolve_id(iid), px)
 
     @router.get("/files/{root}/{path:path}")
     def image_by_path(
         request: Request, root: int, path: str, size: str | None = None
     ) -> FileResponse:
         ctx = get_context(request)
-        px = _parse_size(size)
-        return _send(ctx, ctx.catalog.images.resolve(path, root_index=root), px)
+        px = parse_size(size)
+        return image_response(ctx.thumbs, ctx.catalog.images.resolve(path, root_index=root), px)
 
     return router

@@ -130,7 +130,7 @@ class ImageRoots:
 
     def path_of(self, image_id: int) -> str | None:
         """The relative path recorded for ``image_id``, or None."""
-        pos = self._ids.get_indexer([int(image_id)])[0]
+        pos = self._ids.get_indexer(pd.Index([int(image_id)]))[0]
         return None if pos < 0 else str(self._paths[pos])
 
     def resolve_id(self, image_id: int) -> Path:
@@ -158,7 +158,8 @@ class ImageRoots:
             roots = [self.roots[root_index]]
         else:
             raise ImageNotFound(
-                f"image root {root_index} does not exist; roots are numbered 0..{len(self.roots) - 1}"
+                f"image root {root_index} does not exist; "
+                f"roots are numbered 0..{len(self.roots) - 1}"
             )
         candidates = [parts]
         if Path(parts[-1]).suffix.lower() not in IMAGE_SUFFIXES:

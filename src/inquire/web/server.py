@@ -37,14 +37,16 @@ class BackgroundServer:
     """``with BackgroundServer(app) as srv: httpx.get(srv.url + "/")`` -- uvicorn in a thread on
     a free loopback port, stopped and joined on exit."""
 
-    def __init__(self, app: Any, host: str = LOOPBACK, port: int | None = None,
-                 timeout_s: float = 20.0) -> None:
+    def __init__(
+        self, app: Any, host: str = LOOPBACK, port: int | None = None, timeout_s: float = 20.0
+    ) -> None:
         import uvicorn
 
         self.host = host
         self.port = port or free_port(host)
-        config = uvicorn.Config(app, host=host, port=self.port, log_level="warning",
-                                access_log=False, lifespan="on")
+        config = uvicorn.Config(
+            app, host=host, port=self.port, log_level="warning", access_log=False, lifespan="on"
+        )
         self.server = uvicorn.Server(config)
         self.timeout_s = timeout_s
         self._thread = threading.Thread(target=self.server.run, name="inquire-web", daemon=True)
@@ -61,8 +63,9 @@ class BackgroundServer:
                 raise InputError(f"the web server could not start on {self.url}")
             if time.monotonic() > deadline:
                 self.stop()
-                raise InputError(f"the web server did not start on {self.url} within "
-                                 f"{self.timeout_s:.0f} s")
+                raise InputError(
+                    f"the web server did not start on {self.url} within {self.timeout_s:.0f} s"
+                )
             time.sleep(0.02)
         return self
 
