@@ -48,10 +48,12 @@ def demo_web(results_dirs: list[Path], bench_root: Path, console: Console) -> st
         )
     console.print(
         Panel(
-            f"Look at the results in your browser:\n\n  [bold]{cmd}[/]\n\nthen open "
-            f"[bold]{url}[/]. Free-text search accepts the synthetic query texts "
-            f"(the precomputed text model knows only those).{note}",
+            f"Look at the results in your browser: run the command below, then open "
+            f"[bold]{url}[/]. Free-text search accepts the synthetic query texts (the "
+            f"precomputed text model knows only those; the search box suggests them).{note}",
             title="web page",
         )
     )
+    # Outside the panel and unwrapped, so it can be copied as one line.
+    console.print(cmd, soft_wrap=True, markup=False, highlight=False)
     return cmd
