@@ -270,3 +270,29 @@ def test_result_without_run_file_shows_metrics_only(fx: WebFixture, tmp_path: Pa
         assert c.get("/runs/exact").status_code == 200
         r = c.get(f"/api/runs/exact/queries/{qid}")
         assert r.status_code == 400 and "run.parquet" in r.json()["error"]
+
+
+def test_sorting_matches_pandas_and_pager_walks_file_order(
+    client: TestClient, fx: WebFixture
+) -> None:
+    pq = _per_query(fx)
+    got = client.get("/api/runs/exact/queries", params={"sort": "ap"}).json()
+    want = pq.sort_values(["ap", "query_id"], ascending=[False, True])["query_id"].tolist()
+    assert [r["query_id"] for r in got] == want
+    html = client.get("/runs/exact", params={"sort": "ndcg"}).text
+    linked = [
+        int(q) for q in re.findall(r'<td class="num"><a href="/runs/exact/queries/(\d+)"', html)
+    ]
+    assert (
+        linked == pq.sort_values(["ndcg", "query_id"], ascending=[False, True])["query_id"].tolist()
+    )
+    r = client.get("/api/runs/exact/queries", params={"sort": "app"})
+    assert r.status_code == 404 and "Did you mean 'ap'" in r.json()["error"]
+
+    ids = pq["query_id"].tolist()
+    first = client.get(f"/runs/exact/queries/{ids[0]}").text
+    assert 'id="prev"' not in first
+    assert f'href="/runs/exact/queries/{ids[1]}?k=50&amp;compare=noisy"' in first
+    last = client.get(f"/runs/exact/queries/{ids[-1]}", params={"compare": ""}).text
+    assert 'id="next"' not in last
+    assert f'href="/runs/exact/queries/{ids[-2]}?k=50&amp;compare="' in last

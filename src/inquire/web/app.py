@@ -20,6 +20,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
@@ -208,13 +209,21 @@ def _pages_router() -> APIRouter:
         ctx = get_context(request)
         entry = ctx.catalog.get_run(slug)
         filters = _filters(request)
-        rows = ctx.catalog.queries_table(entry, filters)
+        sort = request.query_params.get("sort") or None
+        rows = ctx.catalog.queries_table(entry, filters, sort)
+        keep = {g: v for g, v in filters.items() if v}
+        sort_urls = {
+            col: f"/runs/{slug}?" + urlencode(keep | {"sort": col})
+            for col in ["query_id", *entry.result.metrics]
+        }
         return ctx.render(
             request,
             "run.html",
             entry=entry,
             rows=rows,
             filters=filters,
+            sort=sort,
+            sort_urls=sort_urls,
             groups=ctx.catalog.group_values(entry),
             metrics=list(entry.result.metrics),
             k=entry.result.k,
@@ -233,7 +242,10 @@ def _pages_router() -> APIRouter:
         entry = ctx.catalog.get_run(slug)
         other = _other(ctx.catalog, entry, compare)
         kk = parse_k(k, entry.result.k, ctx.config.max_k)
-        data = ctx.catalog.query_results(entry, _query_id(query_id), kk, other)
+        qid = _query_id(query_id)
+        data = ctx.catalog.query_results(entry, qid, kk, other)
+        prev_q, next_q = ctx.catalog.neighbours(entry, qid)
+        keep = urlencode({"k": kk, "compare": other.slug if other is not None else ""})
         others = [e for e in ctx.catalog.runs.values() if e.slug != slug]
         return ctx.render(
             request,
@@ -243,6 +255,8 @@ def _pages_router() -> APIRouter:
             others=others,
             other=other,
             metrics=list(entry.result.metrics),
+            prev_url=f"/runs/{slug}/queries/{prev_q}?{keep}" if prev_q is not None else None,
+            next_url=f"/runs/{slug}/queries/{next_q}?{keep}" if next_q is not None else None,
         )
 
     @router.get("/search", response_class=HTMLResponse)
@@ -291,7 +305,9 @@ def _api_router() -> APIRouter:
     @router.get("/runs/{slug}/queries")
     def api_queries(request: Request, slug: str) -> list[dict[str, Any]]:
         ctx = get_context(request)
-        return ctx.catalog.queries_table(ctx.catalog.get_run(slug), _filters(request))
+        return ctx.catalog.queries_table(
+            ctx.catalog.get_run(slug), _filters(request), request.query_params.get("sort") or None
+        )
 
     @router.get("/runs/{slug}/queries/{query_id}")
     def api_query(

@@ -206,11 +206,15 @@ class Catalog:
         return {g: sorted({r[g] for r in entry.records}) for g in GROUP_COLUMNS}
 
     def queries_table(
-        self, entry: RunEntry, filters: dict[str, str | None] | None = None
+        self,
+        entry: RunEntry,
+        filters: dict[str, str | None] | None = None,
+        sort: str | None = None,
     ) -> list[dict[str, Any]]:
         """Per-query rows of ``entry`` (metrics as fractions), filtered by group values.
 
-        ``filters``: group column -> required value (None or '' = any).
+        ``filters``: group column -> required value (None or '' = any). ``sort``: None (file
+        order), ``query_id`` (ascending) or a metric name (descending, ties by query id).
         """
         wanted = {}
         for col, value in (filters or {}).items():
@@ -218,7 +222,7 @@ class Catalog:
                 raise InputError(f"cannot filter by {col!r}; choose one of {GROUP_COLUMNS}")
             if value:
                 wanted[col] = value
-        return [
+        rows = [
             rec
             | {
                 "text": self.query_text.get(rec["query_id"], ""),
@@ -227,6 +231,22 @@ class Catalog:
             for rec in entry.records
             if all(rec[c] == v for c, v in wanted.items())
         ]
+        if sort == "query_id":
+            rows.sort(key=lambda r: r["query_id"])
+        elif sort in entry.result.metrics:
+            rows.sort(key=lambda r: (-r["metrics"][sort], r["query_id"]))
+        elif sort:
+            raise UnknownNameError("sort column", sort, ["query_id", *entry.result.metrics])
+        return rows
+
+    @staticmethod
+    def neighbours(entry: RunEntry, query_id: int) -> tuple[int | None, int | None]:
+        """The query ids before and after ``query_id`` in ``entry``'s file order."""
+        ids = [r["query_id"] for r in entry.records]
+        if query_id not in ids:
+            return None, None
+        i = ids.index(query_id)
+        return (ids[i - 1] if i > 0 else None), (ids[i + 1] if i + 1 < len(ids) else None)
 
     def n_relevant(self, query_id: int) -> int | None:
         if self.qrels is None or query_id not in self.qrels:
