@@ -296,3 +296,18 @@ def test_sorting_matches_pandas_and_pager_walks_file_order(
     last = client.get(f"/runs/exact/queries/{ids[-1]}", params={"compare": ""}).text
     assert 'id="next"' not in last
     assert f'href="/runs/exact/queries/{ids[-2]}?k=50&amp;compare="' in last
+
+
+def test_real_inquire_query_file_gives_query_texts(real_queries_dir: Path) -> None:
+    from inquire.data.queries import read_queries
+
+    path = real_queries_dir / "inquire_queries_test.csv"
+    cat = Catalog(WebConfig(queries=[path]))
+    df = read_queries(path)
+    assert len(cat.query_text) == len(df)
+    assert cat.query_text[int(df["query_id"].iloc[0])] == df["query_text"].iloc[0]
+
+
+def test_no_swagger_ui_from_a_cdn(client: TestClient) -> None:
+    assert client.get("/api/docs").status_code == 404
+    assert client.get("/api/openapi.json").json()["paths"]

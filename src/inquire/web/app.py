@@ -139,8 +139,9 @@ def create_app(config: WebConfig) -> FastAPI:
     catalog = Catalog(config)
     thumbs = ThumbnailCache(config.thumb_cache or cache_dir("web", "thumbs"))
     ctx = WebContext(config, catalog, thumbs, _make_templates(config))
+    # No Swagger UI: it loads its scripts from a CDN, which the page never does.
     app = FastAPI(
-        title=config.title, docs_url="/api/docs", redoc_url=None, openapi_url="/api/openapi.json"
+        title=config.title, docs_url=None, redoc_url=None, openapi_url="/api/openapi.json"
     )
     app.state.inquire = ctx
     app.add_middleware(SecurityHeaders)

@@ -146,7 +146,9 @@ class Catalog:
         if self.store is not None and config.image_roots:
             meta = self.store.metadata
             if "image_path" in meta.columns:
-                self.images.add_paths(meta["image_id"].tolist(), meta["image_path"].astype(str))
+                self.images.add_paths(
+                    meta["image_id"].to_numpy(np.int64), meta["image_path"].astype(str)
+                )
         if paths:
             self.images.add_paths(paths.keys(), paths.values())
         self._encoder: Encoder | None = None

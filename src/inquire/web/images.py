@@ -113,7 +113,10 @@ class ImageRoots:
 
     def add_paths(self, image_ids: Iterable[int], rel_paths: Iterable[str]) -> None:
         """Add id -> relative path entries (later entries do not override earlier ones)."""
-        ids = np.fromiter((int(i) for i in image_ids), np.int64)
+        if isinstance(image_ids, np.ndarray):  # millions of rows: skip the Python loop
+            ids = image_ids.astype(np.int64, copy=False)
+        else:
+            ids = np.fromiter((int(i) for i in image_ids), np.int64)
         paths = np.asarray([str(p) for p in rel_paths], dtype=object)
         if len(ids) != len(paths):
             raise InputError(f"{len(ids)} image ids but {len(paths)} paths")
