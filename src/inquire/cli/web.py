@@ -1,9 +1,67 @@
-"""Commands of this area (registered by ``register``)."""
+"""``inquire serve``: the web page over evaluation results and an embedded collection."""
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import typer
+
+from inquire.cli._common import friendly_errors
+
+
+@friendly_errors
+def serve_cmd(
+    results: list[Path] = typer.Argument(
+        None, help="Evaluation result folders (summary.json, per_query.csv, run.parquet)."
+    ),
+    images: list[Path] = typer.Option(
+        [], "--images", help="Image root folder (repeatable); images are served only from these."
+    ),
+    annotations: list[Path] = typer.Option(
+        [], "--annotations", help="Annotation CSV marking results relevant (repeatable)."
+    ),
+    queries: list[Path] = typer.Option(
+        [], "--queries", help="Query CSV giving each query its text (repeatable)."
+    ),
+    embeddings: Path | None = typer.Option(
+        None, "--embeddings", help="Embedding folder: image ids -> paths, and free-text search."
+    ),
+    model: str | None = typer.Option(
+        None, "--model", help="Text model id for free-text search (needs --embeddings)."
+    ),
+    thumb_cache: Path | None = typer.Option(
+        None, "--thumb-cache", help="Thumbnail cache folder (default: <cache>/web/thumbs)."
+    ),
+    host: str = typer.Option("127.0.0.1", help="Address to bind; the default is loopback only."),
+    port: int = typer.Option(8000, help="TCP port."),
+) -> None:
+    """Serve a web page over RESULTS: metrics, each query's top-k images, free-text search."""
+    from rich.console import Console
+
+    from inquire.web.app import create_app
+    from inquire.web.config import WebConfig
+    from inquire.web.server import serve
+
+    config = WebConfig(
+        results=list(results or []),
+        image_roots=images,
+        annotations=annotations,
+        queries=queries,
+        embeddings=embeddings,
+        model=model,
+        thumb_cache=thumb_cache,
+    )
+    app = create_app(config)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        logging.getLogger("inquire.web").warning(
+            "serving on %s: the page has no login, so anyone who can reach this address can "
+            "see the results and images",
+            host,
+        )
+    Console(stderr=True).print(f"inquire web page: [bold]http://{host}:{port}/[/] (Ctrl+C stops)")
+    serve(app, host=host, port=port)
 
 
 def register(app: typer.Typer) -> None:
-    """No commands in this area yet."""
+    app.command("serve")(serve_cmd)

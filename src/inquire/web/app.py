@@ -1,0 +1,389 @@
+"""The FastAPI app: server-side rendered pages, a JSON API and the image routes.
+
+Routes (``create_app`` includes ``config.routers`` after these):
+
+- ``/``: the runs with their overall metrics; ``/runs/{run}``: its queries, filterable by
+  supercategory / category / iconic group; ``/runs/{run}/queries/{query_id}``: the top-k as an
+  image grid (relevant / not relevant, score, rank in another run); ``/search``: free text.
+- ``/api/...``: the same data as JSON (``/api/runs``, ``/api/runs/{run}/queries``,
+  ``/api/runs/{run}/queries/{query_id}``, ``/api/search``, ``/api/health``).
+- ``/images/{image_id}[?size=N]`` and ``/files/{root}/{path}[?size=N]``: an image (or its
+  thumbnail, longest side N px) from the configured roots only; see :mod:`inquire.web.images`.
+
+Other routers get the shared state with :func:`get_context` and render pages that extend
+``base.html`` with :meth:`WebContext.render`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from inquire.config import cache_dir
+from inquire.errors import InputError, InquireError, UnknownNameError
+from inquire.eval.evaluate import GROUP_COLUMNS
+from inquire.web.catalog import Catalog, RunEntry, format_metric, metric_label, parse_k
+from inquire.web.config import DEFAULT_THUMB_SIZE, WebConfig
+from inquire.web.images import (
+    BadThumbSize,
+    ImageError,
+    ThumbnailCache,
+    check_thumb_size,
+    image_format,
+)
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).resolve().parent
+TEMPLATES = HERE / "templates"
+STATIC = HERE / "static"
+GRID_THUMB = DEFAULT_THUMB_SIZE
+
+# Same-origin only: no CDN, no inline script, no framing.
+SECURITY_HEADERS = [
+    (
+        b"content-security-policy",
+        b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        b"frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    ),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+]
+
+
+class SecurityHeaders:
+    """ASGI middleware adding :data:`SECURITY_HEADERS` to every HTTP response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {k.lower() for k, _ in headers}
+                headers.extend(h for h in SECURITY_HEADERS if h[0] not in present)
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+@dataclass
+class WebContext:
+    """State shared by all routes: the config, the catalog, thumbnails and templates."""
+
+    config: WebConfig
+    catalog: Catalog
+    thumbs: ThumbnailCache
+    templates: Any  # starlette Jinja2Templates
+
+    def render(self, request: Request, name: str, status_code: int = 200, **ctx: Any) -> Any:
+        """Render template ``name`` with the navigation and helpers every page needs."""
+        base = {
+            "title": self.config.title,
+            "nav_links": list(self.config.nav_links),
+            "can_search": self.catalog.can_search,
+        }
+        return self.templates.TemplateResponse(request, name, base | ctx, status_code=status_code)
+
+
+def get_context(request: Request) -> WebContext:
+    """The app's :class:`WebContext` (use as a FastAPI dependency in extra routers)."""
+    ctx: WebContext = request.app.state.inquire
+    return ctx
+
+
+def thumb_url(image_id: int, size: int = GRID_THUMB) -> str:
+    """URL of the thumbnail of ``image_id``."""
+    return f"/images/{int(image_id)}?size={int(size)}"
+
+
+def _status_of(exc: InquireError) -> int:
+    if isinstance(exc, ImageError):
+        return exc.status
+    if isinstance(exc, UnknownNameError):
+        return 404
+    return 400
+
+
+def _make_templates(config: WebConfig) -> Any:
+    import jinja2
+    from fastapi.templating import Jinja2Templates
+
+    loader = jinja2.ChoiceLoader(
+        [
+            jinja2.FileSystemLoader([str(p) for p in config.template_dirs]),
+            jinja2.FileSystemLoader(str(TEMPLATES)),
+        ]
+    )
+    env = jinja2.Environment(loader=loader, autoescape=jinja2.select_autoescape(["html"]))
+    env.globals.update(metric_label=metric_label, format_metric=format_metric, thumb_url=thumb_url)
+    return Jinja2Templates(env=env)
+
+
+def create_app(config: WebConfig) -> FastAPI:
+    """Build the web app over ``config``; bad folders or files fail here, not on a request."""
+    catalog = Catalog(config)
+    thumbs = ThumbnailCache(config.thumb_cache or cache_dir("web", "thumbs"))
+    ctx = WebContext(config, catalog, thumbs, _make_templates(config))
+    # No Swagger UI: it loads its scripts from a CDN, which the page never does.
+    app = FastAPI(
+        title=config.title, docs_url=None, redoc_url=None, openapi_url="/api/openapi.json"
+    )
+    app.state.inquire = ctx
+    app.add_middleware(SecurityHeaders)
+    app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+
+    @app.exception_handler(InquireError)
+    async def _inquire_error(request: Request, exc: InquireError) -> Response:
+        status = _status_of(exc)
+        path = request.url.path
+        if path.startswith(("/api/", "/images/", "/files/")):
+            return JSONResponse({"error": str(exc)}, status_code=status)
+        return ctx.render(
+            request, "error.html", status_code=status, message=str(exc), status=status
+        )
+
+    app.include_router(_pages_router())
+    app.include_router(_api_router(), prefix="/api")
+    app.include_router(_images_router())
+    for router in config.routers:
+        app.include_router(router)
+    return app
+
+
+# --- shared request parsing ----------------------------------------------------------------
+def _filters(request: Request) -> dict[str, str | None]:
+    return {g: (request.query_params.get(g) or None) for g in GROUP_COLUMNS}
+
+
+def _other(catalog: Catalog, entry: RunEntry, compare: str | None) -> RunEntry | None:
+    """The run to compare with: the named one, else the first other run that has a run file."""
+    if compare == "":
+        return None
+    if compare is not None:
+        return catalog.get_run(compare)
+    for other in catalog.runs.values():
+        if other.slug != entry.slug and other.run is not None:
+            return other
+    return None
+
+
+def _query_id(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise InputError(f"query id must be a whole number, got {value!r}") from None
+
+
+# --- pages ---------------------------------------------------------------------------------
+def _pages_router() -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/", response_class=HTMLResponse)
+    def runs_page(request: Request) -> Any:
+        ctx = get_context(request)
+        runs = ctx.catalog.runs_table()
+        metrics: list[str] = []
+        ks = {r["k"] for r in runs}
+        for entry in ctx.catalog.runs.values():
+            metrics.extend(m for m in entry.result.metrics if m not in metrics)
+        return ctx.render(
+            request, "runs.html", runs=runs, metrics=metrics, k=ks.pop() if len(ks) == 1 else None
+        )
+
+    @router.get("/runs/{slug}", response_class=HTMLResponse)
+    def run_page(request: Request, slug: str) -> Any:
+        ctx = get_context(request)
+        entry = ctx.catalog.get_run(slug)
+        filters = _filters(request)
+        sort = request.query_params.get("sort") or None
+        rows = ctx.catalog.queries_table(entry, filters, sort)
+        keep = {g: v for g, v in filters.items() if v}
+        sort_urls = {
+            col: f"/runs/{slug}?" + urlencode(keep | {"sort": col})
+            for col in ["query_id", *entry.result.metrics]
+        }
+        return ctx.render(
+            request,
+            "run.html",
+            entry=entry,
+            rows=rows,
+            filters=filters,
+            sort=sort,
+            sort_urls=sort_urls,
+            groups=ctx.catalog.group_values(entry),
+            metrics=list(entry.result.metrics),
+            k=entry.result.k,
+            n_total=len(entry.result.per_query),
+        )
+
+    @router.get("/runs/{slug}/queries/{query_id}", response_class=HTMLResponse)
+    def query_page(
+        request: Request,
+        slug: str,
+        query_id: str,
+        k: str | None = None,
+        compare: str | None = None,
+    ) -> Any:
+        ctx = get_context(request)
+        entry = ctx.catalog.get_run(slug)
+        other = _other(ctx.catalog, entry, compare)
+        kk = parse_k(k, entry.result.k, ctx.config.max_k)
+        qid = _query_id(query_id)
+        data = ctx.catalog.query_results(entry, qid, kk, other)
+        prev_q, next_q = ctx.catalog.neighbours(entry, qid)
+        keep = urlencode({"k": kk, "compare": other.slug if other is not None else ""})
+        others = [e for e in ctx.catalog.runs.values() if e.slug != slug]
+        return ctx.render(
+            request,
+            "query.html",
+            entry=entry,
+            data=data,
+            others=others,
+            other=other,
+            metrics=list(entry.result.metrics),
+            prev_url=f"/runs/{slug}/queries/{prev_q}?{keep}" if prev_q is not None else None,
+            next_url=f"/runs/{slug}/queries/{next_q}?{keep}" if next_q is not None else None,
+        )
+
+    @router.get("/search", response_class=HTMLResponse)
+    def search_page(request: Request, q: str = "", k: str | None = None) -> Any:
+        ctx = get_context(request)
+        kk = parse_k(k, ctx.config.search_k, ctx.config.max_k)
+        results, error, status = None, None, 200
+        if q.strip() and ctx.catalog.can_search:
+            try:
+                results = ctx.catalog.search(q, kk)
+            except InputError as exc:  # shown above the form, so the user can fix the text
+                error, status = str(exc), 400
+        examples = sorted(ctx.catalog.query_text.values())[:500]
+        return ctx.render(
+            request,
+            "search.html",
+            status_code=status,
+            q=q,
+            k=kk,
+            results=results,
+            error=error,
+            examples=examples,
+        )
+
+    return router
+
+
+# --- JSON API ------------------------------------------------------------------------------
+def _api_router() -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/health")
+    def health(request: Request) -> dict[str, Any]:
+        ctx = get_context(request)
+        return {
+            "status": "ok",
+            "runs": len(ctx.catalog.runs),
+            "search": ctx.catalog.can_search,
+            "images": len(ctx.catalog.images),
+        }
+
+    @router.get("/runs")
+    def api_runs(request: Request) -> list[dict[str, Any]]:
+        return get_context(request).catalog.runs_table()
+
+    @router.get("/runs/{slug}/queries")
+    def api_queries(request: Request, slug: str) -> list[dict[str, Any]]:
+        ctx = get_context(request)
+        return ctx.catalog.queries_table(
+            ctx.catalog.get_run(slug), _filters(request), request.query_params.get("sort") or None
+        )
+
+    @router.get("/runs/{slug}/queries/{query_id}")
+    def api_query(
+        request: Request,
+        slug: str,
+        query_id: str,
+        k: str | None = None,
+        compare: str | None = None,
+    ) -> dict[str, Any]:
+        ctx = get_context(request)
+        entry = ctx.catalog.get_run(slug)
+        kk = parse_k(k, entry.result.k, ctx.config.max_k)
+        data = ctx.catalog.query_results(
+            entry, _query_id(query_id), kk, _other(ctx.catalog, entry, compare)
+        )
+        for item in data["results"]:
+            item["thumb_url"] = thumb_url(item["image_id"])
+        return data
+
+    @router.get("/search")
+    def api_search(request: Request, q: str = "", k: str | None = None) -> dict[str, Any]:
+        ctx = get_context(request)
+        kk = parse_k(k, ctx.config.search_k, ctx.config.max_k)
+        items = ctx.catalog.search(q, kk)
+        return {
+            "q": q,
+            "k": kk,
+            "results": [it | {"thumb_url": thumb_url(it["image_id"])} for it in items],
+        }
+
+    return router
+
+
+# --- images --------------------------------------------------------------------------------
+def parse_size(value: str | None) -> int | None:
+    """A thumbnail size from a query parameter (None = the full image), or 422."""
+    if value is None:
+        return None
+    try:
+        size = int(value)
+    except ValueError:
+        raise BadThumbSize(
+            f"thumbnail size must be a whole number of pixels, got {value!r}"
+        ) from None
+    return check_thumb_size(size)
+
+
+def image_response(thumbs: ThumbnailCache, path: Path, size: int | None) -> FileResponse:
+    """The image at ``path`` (already resolved under a root), or its cached thumbnail with
+    longest side ``size`` px. Extra routers serving their own collections use this too."""
+    headers = {"Cache-Control": "public, max-age=3600"}
+    if size is None:
+        return FileResponse(path, media_type=image_format(path), headers=headers)
+    return FileResponse(thumbs.get(path, size), media_type="image/jpeg", headers=headers)
+
+
+def _images_router() -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/images/{image_id}")
+    def image_by_id(request: Request, image_id: str, size: str | None = None) -> FileResponse:
+        ctx = get_context(request)
+        try:
+            iid = int(image_id)
+        except ValueError:
+            raise InputError(f"image id must be a whole number, got {image_id!r}") from None
+        px = parse_size(size)
+        return image_response(ctx.thumbs, ctx.catalog.images.resolve_id(iid), px)
+
+    @router.get("/files/{root}/{path:path}")
+    def image_by_path(
+        request: Request, root: int, path: str, size: str | None = None
+    ) -> FileResponse:
+        ctx = get_context(request)
+        px = parse_size(size)
+        return image_response(ctx.thumbs, ctx.catalog.images.resolve(path, root_index=root), px)
+
+    return router

@@ -1,0 +1,54 @@
+"""What the web app shows: result folders, image roots, annotations, an embedded collection."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from inquire.embed.base import Encoder
+
+# Longest side, in pixels, a thumbnail may be asked for; larger requests get 422.
+MIN_THUMB_SIZE = 16
+MAX_THUMB_SIZE = 1024
+DEFAULT_THUMB_SIZE = 256
+
+
+@dataclass
+class WebConfig:
+    """Configuration of :func:`inquire.web.app.create_app`.
+
+    - ``results``: evaluation result folders (``EvalResult.save`` layout: ``summary.json``,
+      ``per_query.csv`` and, for the image grid, ``run.parquet``).
+    - ``image_roots``: the only folders images are ever served from. Image paths (from the
+      embedding metadata or the annotations) are relative to one of them.
+    - ``annotations``: annotation CSVs (``query_id, image_id[, image_path]``) that mark
+      results relevant / not relevant. A result whose ``config`` names an existing
+      ``annotations`` file adds it too.
+    - ``queries``: query CSVs (INQUIRE format) that give each ``query_id`` its text (also taken
+      from a result's ``config["queries"]`` when that names an existing file).
+    - ``embeddings``: a clip-retrieval embedding folder; maps image ids to paths and, with
+      ``model``, enables free-text search.
+    - ``model``: a model id for :func:`inquire.embed.load_encoder` or an ``Encoder`` object;
+      it must embed text into the space of ``embeddings``.
+    - ``thumb_cache``: folder of cached thumbnails (default: ``<cache>/web/thumbs``).
+    - ``routers``: extra FastAPI ``APIRouter`` objects included into the app.
+    - ``template_dirs``: extra Jinja2 template folders searched before the built-in ones, so
+      an extra router can render pages that extend ``base.html``.
+    - ``nav_links``: extra ``(label, url)`` entries of the navigation bar.
+    """
+
+    results: Sequence[Path] = ()
+    image_roots: Sequence[Path] = ()
+    annotations: Sequence[Path] = ()
+    queries: Sequence[Path] = ()
+    embeddings: Path | None = None
+    model: str | Encoder | None = None
+    thumb_cache: Path | None = None
+    search_k: int = 50
+    max_k: int = 500
+    routers: Sequence[Any] = ()
+    template_dirs: Sequence[Path] = ()
+    nav_links: Sequence[tuple[str, str]] = field(default_factory=tuple)
+    title: str = "inquire"

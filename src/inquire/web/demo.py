@@ -1,0 +1,59 @@
+"""The demo's last step: say how to look at its results in the web page (never starts a server)."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+from rich.console import Console
+from rich.panel import Panel
+
+DEMO_PORT = 8000
+
+
+def serve_command(results_dirs: list[Path], bench_root: Path, port: int = DEMO_PORT) -> str:
+    """The ``inquire serve ...`` command line over ``results_dirs`` and the synthetic benchmark
+    at ``bench_root`` (its images, annotations, query texts, embeddings and text model)."""
+    args = ["inquire", "serve", *(str(p) for p in results_dirs)]
+    images = bench_root / "images"
+    if images.is_dir():
+        args += ["--images", str(images)]
+    for name, flag in (
+        ("inquire_annotations.csv", "--annotations"),
+        ("inquire_queries_val.csv", "--queries"),
+        ("inquire_queries_test.csv", "--queries"),
+    ):
+        if (bench_root / name).is_file():
+            args += [flag, str(bench_root / name)]
+    if (bench_root / "embeddings" / "img_emb").is_dir():
+        args += ["--embeddings", str(bench_root / "embeddings")]
+        if (bench_root / "text_embeddings.parquet").is_file():
+            args += ["--model", f"precomputed:{bench_root / 'text_embeddings.parquet'}"]
+    args += ["--port", str(port)]
+    return shlex.join(args)
+
+
+def demo_web(results_dirs: list[Path], bench_root: Path, console: Console) -> str:
+    """Print the command (and URL) that serves the demo's results; return the command.
+
+    Runs in milliseconds: it only checks which of the benchmark's files exist.
+    """
+    cmd = serve_command([Path(p) for p in results_dirs], Path(bench_root))
+    url = f"http://127.0.0.1:{DEMO_PORT}/"
+    note = ""
+    if not (Path(bench_root) / "images").is_dir():
+        note = (
+            "\n[dim]This benchmark has no image files (make_synthetic_benchmark(..., "
+            "write_images=True) writes them); the grid then shows image ids only.[/]"
+        )
+    console.print(
+        Panel(
+            f"Look at the results in your browser: run the command below, then open "
+            f"[bold]{url}[/]. Free-text search accepts the synthetic query texts (the "
+            f"precomputed text model knows only those; the search box suggests them).{note}",
+            title="web page",
+        )
+    )
+    # Outside the panel and unwrapped, so it can be copied as one line.
+    console.print(cmd, soft_wrap=True, markup=False, highlight=False)
+    return cmd

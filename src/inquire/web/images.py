@@ -1,0 +1,266 @@
+"""Serving images safely: resolve ids and relative paths under the configured roots only,
+and cache thumbnails on disk.
+
+Every file the web app sends goes through :meth:`ImageRoots.resolve`, which
+
+1. rejects a relative path that is absolute, has a ``..``, ``.`` or empty component, a
+   backslash, a NUL byte or a drive letter (:class:`BadImagePath`, HTTP 400);
+2. resolves symlinks and rejects a real path outside the root's real path
+   (:class:`OutsideRoot`, HTTP 403) -- a symlink inside the root may point elsewhere inside it;
+3. accepts only regular files with an image suffix whose header Pillow recognises as an image
+   format (:class:`NotAnImage`, HTTP 415); a missing file is :class:`ImageNotFound` (404).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from inquire._io import atomic_path
+from inquire.errors import InputError
+from inquire.web.config import MAX_THUMB_SIZE, MIN_THUMB_SIZE
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+# Pillow format name -> media type sent to the browser.
+MEDIA_TYPES = {
+    "JPEG": "image/jpeg",
+    "PNG": "image/png",
+    "WEBP": "image/webp",
+    "GIF": "image/gif",
+    "BMP": "image/bmp",
+    "TIFF": "image/tiff",
+    "MPO": "image/jpeg",  # multi-picture JPEG from phones
+}
+# Bump when the thumbnail recipe changes so old cache entries are not reused.
+THUMB_VERSION = "1"
+_DRIVE_RE = re.compile(r"^[A-Za-z]:")
+
+
+class ImageError(InputError):
+    """An image request that must be refused; ``status`` is the HTTP status to answer."""
+
+    status = 400
+
+
+class BadImagePath(ImageError):
+    status = 400
+
+
+class OutsideRoot(ImageError):
+    status = 403
+
+
+class ImageNotFound(ImageError):
+    status = 404
+
+
+class NotAnImage(ImageError):
+    status = 415
+
+
+class BadThumbSize(ImageError):
+    status = 422
+
+
+def check_relative(rel: str) -> tuple[str, ...]:
+    """The components of ``rel`` if it is a plain relative path, else :class:`BadImagePath`."""
+    if not rel or "\x00" in rel or "\\" in rel or rel.startswith("/") or _DRIVE_RE.match(rel):
+        raise BadImagePath(
+            f"image path {rel!r} is not a plain relative path; give a path relative to an "
+            f"image root, with '/' separators and no '..'"
+        )
+    parts = tuple(rel.split("/"))
+    if any(p in ("", ".", "..") for p in parts):
+        raise BadImagePath(
+            f"image path {rel!r} has an empty, '.' or '..' component; give a path relative to "
+            f"an image root without them"
+        )
+    return parts
+
+
+class ImageRoots:
+    """The configured collection roots and the image-id -> relative-path table.
+
+    ``paths``: image id -> path relative to a root, with or without an image suffix
+    (INQUIRE's embedding metadata has none; ``.jpg`` is then tried).
+    """
+
+    def __init__(self, roots: Sequence[Path], paths: Mapping[int, str] | None = None) -> None:
+        self.roots: list[Path] = []
+        for r in roots:
+            real = Path(os.path.realpath(Path(r).expanduser()))
+            if not real.is_dir():
+                raise InputError(
+                    f"image root {str(r)!r} is not a folder; pass --images with the folder that "
+                    f"holds the collection's images"
+                )
+            self.roots.append(real)
+        self._ids = pd.Index(np.empty(0, np.int64))
+        self._paths = np.empty(0, object)
+        self._lock = threading.Lock()
+        if paths:
+            self.add_paths(paths.keys(), paths.values())
+
+    def add_paths(self, image_ids: Iterable[int], rel_paths: Iterable[str]) -> None:
+        """Add id -> relative path entries (later entries do not override earlier ones)."""
+        if isinstance(image_ids, np.ndarray):  # millions of rows: skip the Python loop
+            ids = image_ids.astype(np.int64, copy=False)
+        else:
+            ids = np.fromiter((int(i) for i in image_ids), np.int64)
+        paths = np.asarray([str(p) for p in rel_paths], dtype=object)
+        if len(ids) != len(paths):
+            raise InputError(f"{len(ids)} image ids but {len(paths)} paths")
+        with self._lock:
+            all_ids = np.concatenate([self._ids.to_numpy(np.int64), ids])
+            all_paths = np.concatenate([self._paths, paths])
+            _, first = np.unique(all_ids, return_index=True)
+            first.sort()
+            self._ids = pd.Index(all_ids[first])
+            self._paths = all_paths[first]
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def path_of(self, image_id: int) -> str | None:
+        """The relative path recorded for ``image_id``, or None."""
+        pos = self._ids.get_indexer(pd.Index([int(image_id)]))[0]
+        return None if pos < 0 else str(self._paths[pos])
+
+    def resolve_id(self, image_id: int) -> Path:
+        """The real path of image ``image_id`` under a root (see :meth:`resolve`)."""
+        rel = self.path_of(image_id)
+        if rel is None:
+            raise ImageNotFound(
+                f"image id {image_id} is unknown: it is in neither the embedding metadata nor the "
+                f"annotations given to the server"
+            )
+        return self.resolve(rel)
+
+    def resolve(self, rel: str, root_index: int | None = None) -> Path:
+        """The real path of ``rel`` under the roots (or only root ``root_index``).
+
+        A path without an image suffix is tried with ``.jpg`` appended as well. Raises an
+        :class:`ImageError` subclass; never returns a path outside a root.
+        """
+        parts = check_relative(rel)
+        if not self.roots:
+            raise ImageNotFound("no image roots are configured; start the server with --images")
+        if root_index is None:
+            roots = self.roots
+        elif 0 <= root_index < len(self.roots):
+            roots = [self.roots[root_index]]
+        else:
+            raise ImageNotFound(
+                f"image root {root_index} does not exist; "
+                f"roots are numbered 0..{len(self.roots) - 1}"
+            )
+        candidates = [parts]
+        if Path(parts[-1]).suffix.lower() not in IMAGE_SUFFIXES:
+            candidates.append((*parts[:-1], parts[-1] + ".jpg"))
+        outside: Path | None = None
+        for root in roots:
+            for cand in candidates:
+                joined = root.joinpath(*cand)
+                if not os.path.lexists(joined):
+                    continue
+                real = Path(os.path.realpath(joined))
+                if not real.is_relative_to(root):
+                    outside = joined
+                    continue
+                if not real.is_file():
+                    continue
+                return self._check_image(real, rel)
+        if outside is not None:
+            log.warning("refused %s: it resolves outside its image root", outside)
+            raise OutsideRoot(f"image path {rel!r} resolves outside the configured image roots")
+        raise ImageNotFound(f"image {rel!r} is not under any configured image root")
+
+    @staticmethod
+    def _check_image(real: Path, rel: str) -> Path:
+        if real.suffix.lower() not in IMAGE_SUFFIXES:
+            raise NotAnImage(
+                f"{rel!r} is not an image file; allowed suffixes: {sorted(IMAGE_SUFFIXES)}"
+            )
+        return real
+
+
+def image_format(path: Path) -> str:
+    """The media type of the image at ``path`` from its header, or :class:`NotAnImage`."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            fmt = img.format
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        # Pillow's message holds the absolute path; the client gets the file name only.
+        raise NotAnImage(f"{path.name!r} is not a readable image ({type(exc).__name__})") from None
+    if fmt not in MEDIA_TYPES:
+        raise NotAnImage(f"{path.name!r} is a {fmt} image, which the page does not show")
+    return MEDIA_TYPES[fmt]
+
+
+def check_thumb_size(size: int) -> int:
+    """``size`` if it is an allowed thumbnail edge length, else :class:`BadThumbSize`."""
+    if not MIN_THUMB_SIZE <= size <= MAX_THUMB_SIZE:
+        raise BadThumbSize(
+            f"thumbnail size {size} is out of range; use {MIN_THUMB_SIZE}..{MAX_THUMB_SIZE} pixels"
+        )
+    return size
+
+
+class ThumbnailCache:
+    """JPEG thumbnails on disk, keyed by the image's real path, mtime, byte size and the edge
+    length, so a changed image gets a new thumbnail.
+
+    Layout: ``root/<key[:2]>/<key>.jpg``; each file is written atomically (temp + rename), so
+    concurrent requests for one thumbnail at worst both render it.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def key(self, path: Path, size: int) -> str:
+        """The cache key of ``path`` at edge length ``size`` (hex sha256)."""
+        st = path.stat()
+        raw = f"{THUMB_VERSION}|{path}|{st.st_mtime_ns}|{st.st_size}|{size}"
+        return hashlib.sha256(raw.encode("utf-8")).hexdigest()
+
+    def get(self, path: Path, size: int) -> Path:
+        """The cached thumbnail of ``path`` (longest side at most ``size`` px), made if needed."""
+        check_thumb_size(size)
+        key = self.key(path, size)
+        target = self.root / key[:2] / f"{key}.jpg"
+        if target.is_file():
+            return target
+        self._render(path, size, target)
+        return target
+
+    @staticmethod
+    def _render(path: Path, size: int, target: Path) -> None:
+        from PIL import Image, ImageOps, UnidentifiedImageError
+
+        try:
+            with Image.open(path) as img:
+                img.draft("RGB", (size, size))  # JPEG: decode at reduced scale when possible
+                img = ImageOps.exif_transpose(img)
+                img = img.convert("RGB")
+                img.thumbnail((size, size), Image.Resampling.LANCZOS)
+                with atomic_path(target) as tmp:
+                    img.save(tmp, format="JPEG", quality=85)
+        except Image.DecompressionBombError:
+            raise NotAnImage(f"{path.name!r} has too many pixels to thumbnail safely") from None
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            raise NotAnImage(
+                f"{path.name!r} is not a readable image ({type(exc).__name__})"
+            ) from None

@@ -1,0 +1,149 @@
+"""The web page in a real headless Chromium (Debian's), driven by Playwright.
+
+Loads the runs page, runs a free-text search, opens a query and checks its image grid; the
+screenshots go to test-artifacts/. Nothing is downloaded: the browser is the system's.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from inquire.testing.web_fixtures import WebFixture, build_web_fixture
+from inquire.web.config import WebConfig
+
+CHROMIUM = Path(os.environ.get("INQUIRE_CHROMIUM", "/usr/bin/chromium"))
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not CHROMIUM.is_file(),
+        reason=f"no Chromium at {CHROMIUM} (install Debian's chromium or set INQUIRE_CHROMIUM)",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def fx(tmp_path_factory: pytest.TempPathFactory) -> WebFixture:
+    return build_web_fixture(tmp_path_factory.mktemp("browserfx"))
+
+
+@pytest.fixture(scope="module")
+def base_url(fx: WebFixture, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from inquire.web.app import create_app
+    from inquire.web.server import BackgroundServer
+
+    config = WebConfig(
+        results=fx.results,
+        image_roots=[fx.images],
+        embeddings=fx.bench.embeddings,
+        model=fx.encoder,
+        thumb_cache=tmp_path_factory.mktemp("thumbs"),
+    )
+    with BackgroundServer(create_app(config)) as srv:
+        yield srv.url
+
+
+@pytest.fixture(scope="module")
+def page(base_url: str) -> Iterator[object]:
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    with playwright_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        # Only the app itself may be contacted: a request anywhere else fails the test.
+        outside: list[str] = []
+
+        def guard(route: object) -> None:
+            url = route.request.url  # type: ignore[attr-defined]
+            if url.startswith(base_url):
+                route.continue_()  # type: ignore[attr-defined]
+            else:
+                outside.append(url)
+                route.abort()  # type: ignore[attr-defined]
+
+        context.route("**/*", guard)
+        pg = context.new_page()
+        errors: list[str] = []
+        pg.on("pageerror", lambda exc: errors.append(str(exc)))
+        pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        yield pg
+        context.close()
+        browser.close()
+        assert outside == [], f"the page contacted other hosts: {outside}"
+        assert errors == [], f"browser errors: {errors}"
+
+
+def _images_loaded(page: object) -> tuple[int, int]:
+    """(number of grid images, how many decoded with naturalWidth > 0) after scrolling all in."""
+    pg = page
+    pg.evaluate(  # type: ignore[attr-defined]
+        "() => document.querySelectorAll('#grid img').forEach(i => i.loading = 'eager')"
+    )
+    pg.wait_for_function(  # type: ignore[attr-defined]
+        "() => [...document.querySelectorAll('#grid img')].every(i => i.complete)", timeout=20000
+    )
+    return tuple(
+        pg.evaluate(  # type: ignore[attr-defined]
+            "() => { const im = [...document.querySelectorAll('#grid img')];"
+            " return [im.length, im.filter(i => i.naturalWidth > 0).length]; }"
+        )
+    )
+
+
+def test_runs_search_and_query_grid(page: object, base_url: str, fx: WebFixture) -> None:
+    import pandas as pd
+
+    pg = page
+    ARTIFACTS.mkdir(exist_ok=True)
+    pg.goto(base_url + "/")  # type: ignore[attr-defined]
+    rows = pg.locator("#runs tbody tr")  # type: ignore[attr-defined]
+    assert rows.count() == 2
+    assert "exact" in rows.nth(0).inner_text() and "noisy" in rows.nth(1).inner_text()
+    pg.screenshot(path=str(ARTIFACTS / "web_runs.png"))  # type: ignore[attr-defined]
+
+    # Free-text search from the home page's form.
+    pg.fill("#home-search", "a puffin carrying food")  # type: ignore[attr-defined]
+    pg.press("#home-search", "Enter")  # type: ignore[attr-defined]
+    pg.wait_for_selector("#grid")  # type: ignore[attr-defined]
+    assert "q=a+puffin+carrying+food" in pg.url  # type: ignore[attr-defined]
+    n, loaded = _images_loaded(pg)
+    assert n == 50 and loaded == n
+    pg.screenshot(path=str(ARTIFACTS / "web_search.png"), full_page=False)  # type: ignore[attr-defined]
+
+    # Filter the run's queries with a select (auto-submitted by app.js), then open one.
+    per_query = pd.read_csv(fx.results[0] / "per_query.csv", keep_default_na=False)
+    group = str(per_query["supercategory"].iloc[0])
+    want = (per_query["supercategory"] == group).sum()
+    pg.goto(base_url + "/runs/exact")  # type: ignore[attr-defined]
+    with pg.expect_navigation():  # type: ignore[attr-defined]
+        pg.select_option("select[name=supercategory]", group)  # type: ignore[attr-defined]
+    assert pg.locator("#queries tbody tr").count() == want  # type: ignore[attr-defined]
+    pg.locator("#queries tbody tr a").first.click()  # type: ignore[attr-defined]
+    pg.wait_for_selector("#grid")  # type: ignore[attr-defined]
+    assert "/runs/exact/queries/" in pg.url  # type: ignore[attr-defined]
+
+    n, loaded = _images_loaded(pg)
+    assert n == 50 and loaded == n
+    n_rel = pg.locator("#grid .cell.relevant").count()  # type: ignore[attr-defined]
+    n_not = pg.locator("#grid .cell.not-relevant").count()  # type: ignore[attr-defined]
+    assert n_rel > 0 and n_not > 0 and n_rel + n_not == n
+    assert pg.locator("#grid .mark-relevant").count() == n_rel  # type: ignore[attr-defined]
+    assert pg.locator("#grid .other").first.inner_text().startswith("noisy")  # type: ignore[attr-defined]
+    pg.screenshot(path=str(ARTIFACTS / "web_query.png"))  # type: ignore[attr-defined]
+
+    # Switching the comparison off via the select reloads the grid without the other ranks.
+    with pg.expect_navigation():  # type: ignore[attr-defined]
+        pg.select_option("#compare", "")  # type: ignore[attr-defined]
+    assert "compare=" in pg.url  # type: ignore[attr-defined]
+    assert pg.locator("#grid .other").count() == 0  # type: ignore[attr-defined]
