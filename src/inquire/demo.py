@@ -32,7 +32,7 @@ def run_demo(
             title="inquire demo",
         )
     )
-    bench = make_synthetic_benchmark(out / "benchmark", seed=seed)
+    bench = make_synthetic_benchmark(out / "benchmark", seed=seed, write_images=True)
     queries = read_queries(bench.queries_test)
     qrels = read_qrels(bench.annotations)
     store = EmbeddingStore(bench.embeddings)
@@ -52,4 +52,14 @@ def run_demo(
     )
     res_dir = result.save(out / "results" / "fullrank", run=run)
     console.print(f"results: {res_dir}")
+    _later_steps(out, res_dir, bench.root, console)
     return res_dir
+
+
+def _later_steps(out: Path, res_dir: Path, bench_root: Path, console: Console) -> None:
+    """Report, statistics and the web page over the demo's results."""
+    from inquire.report.demo import demo_report
+    from inquire.web.demo import demo_web
+
+    demo_report([res_dir], out / "report", console)
+    demo_web([res_dir], bench_root, console)

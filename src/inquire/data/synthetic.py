@@ -51,32 +51,19 @@ _TEMPLATES = [
     ("Species", "Species Identification", "Arachnids", "a {taxon} on its web"),
     ("Species", "Species Identification", "Mollusks", "a {taxon} in a tide pool"),
 ]
-_TAXA = [
-    "meadowlark",
-    "mongoose",
-    "puffin",
-    "pheasant",
-    "grouse",
-    "darner",
-    "tortoise",
-    "newt",
-    "cichlid",
-    "fox",
-    "lichen",
-    "bracket fungus",
-    "orb weaver",
-    "sea slug",
-    "heron",
-    "marmot",
-    "swallowtail",
-    "gecko",
-    "toad",
-    "trout",
-    "saxifrage",
-    "morel",
-    "jumping spider",
-    "limpet",
-]
+# Taxa per iconic group, so that a query reads like one an ecologist could ask.
+_TAXA = {
+    "Birds": ["meadowlark", "puffin", "pheasant", "grouse", "heron", "swallow"],
+    "Mammals": ["mongoose", "fox", "marmot", "coyote", "raccoon", "deer"],
+    "Insects": ["swallowtail", "darner", "monarch", "hawk moth", "sphinx moth"],
+    "Reptiles": ["tortoise", "gecko", "box turtle", "rattlesnake"],
+    "Amphibians": ["toad", "wood frog", "tree frog", "spring peeper"],
+    "Fish": ["cichlid", "stickleback", "bluegill", "trout"],
+    "Plants": ["saxifrage", "fern", "stonecrop", "columbine"],
+    "Fungi": ["bracket fungus", "turkey tail", "oyster mushroom", "shelf fungus"],
+    "Arachnids": ["orb weaver", "garden spider", "jumping spider"],
+    "Mollusks": ["sea slug", "limpet", "periwinkle", "sea hare"],
+}
 
 
 @dataclass(frozen=True)
@@ -119,7 +106,9 @@ def make_synthetic_benchmark(
     rows = []
     for i, qid in enumerate(query_ids):
         sup, cat, group, template = _TEMPLATES[i % len(_TEMPLATES)]
-        text = template.format(taxon=_TAXA[(i * 7) % len(_TAXA)]) + f" (synthetic {qid})"
+        taxa = _TAXA[group]
+        text = template.format(taxon=taxa[(i // len(_TEMPLATES)) % len(taxa)])
+        text += f" (synthetic {qid})"
         rows.append((int(qid), text, sup, cat, group))
     queries = pd.DataFrame(
         rows, columns=["query_id", "query_text", "supercategory", "category", "iconic_group"]
