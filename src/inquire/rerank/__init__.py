@@ -1,0 +1,1 @@
+"""Reranking: CLIP, vision-language models and API models behind one interface."""

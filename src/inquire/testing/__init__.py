@@ -1,0 +1,1 @@
+"""Builders for tests and demos: tiny models, fake servers, synthetic files."""
