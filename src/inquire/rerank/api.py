@@ -230,7 +230,9 @@ class APIReranker:
         for i, res in enumerate(results):
             if isinstance(res, _Failed):
                 self.failures.append(Failure(query_text, i, str(res)))
-                log.warning("%s: request failed for query %r: %s", self.reranker_id, query_text, res)
+                log.warning(
+                    "%s: request failed for query %r: %s", self.reranker_id, query_text, res
+                )
             elif isinstance(res, BaseException):
                 raise res
             else:

@@ -15,13 +15,14 @@ import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, Union, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from inquire.errors import InputError
 
-ImageLike = Union[str, os.PathLike, bytes, Any]  # PIL.Image.Image is Any (lazy import)
+# A PIL image, a path (str or os.PathLike) or encoded bytes; PIL is imported lazily.
+ImageLike = Any
 
 
 @runtime_checkable

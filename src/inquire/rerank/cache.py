@@ -169,17 +169,19 @@ def score_candidates(
     else:
         todo = list(range(n))
     for start in range(0, len(todo), chunk):
-        pos = todo[start : start + chunk]
-        imgs = images(pos) if callable(images) else [images[p] for p in pos]
+        batch = todo[start : start + chunk]
+        imgs = images(batch) if callable(images) else [images[p] for p in batch]
         scores = np.asarray(reranker.score(query_text, imgs), dtype=np.float64)
-        if scores.shape != (len(pos),):
+        if scores.shape != (len(batch),):
             raise InputError(
                 f"reranker {reranker.reranker_id!r} returned {scores.shape} scores for "
-                f"{len(pos)} images; expected one score per image"
+                f"{len(batch)} images; expected one score per image"
             )
-        out[pos] = scores
+        out[batch] = scores
         if use_cache and cache is not None:
-            cache.put(key, query_text, {image_ids[p]: s for p, s in zip(pos, scores, strict=True)})
+            cache.put(
+                key, query_text, {image_ids[p]: s for p, s in zip(batch, scores, strict=True)}
+            )
     return out
 
 

@@ -87,7 +87,10 @@ KINDS: dict[str, RerankerKind] = {
     for k in (
         RerankerKind("clip", _clip, "clip:open_clip:ViT-B-32/openai", "CLIP cosine similarity"),
         RerankerKind(
-            "vlm", _vlm, "vlm:llava-1.5/llava-hf/llava-1.5-7b-hf", "local VLM, P(Yes)/(P(Yes)+P(No))"
+            "vlm",
+            _vlm,
+            "vlm:llava-1.5/llava-hf/llava-1.5-7b-hf",
+            "local VLM, P(Yes)/(P(Yes)+P(No))",
         ),
         RerankerKind("api", _api, "api:gpt-4o", "OpenAI-compatible chat API, P(Yes) from logprobs"),
         RerankerKind("cached", _cached, "cached:llava-34b", "scores imported with --trust-pickle"),

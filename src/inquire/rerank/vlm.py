@@ -299,9 +299,7 @@ class VLMReranker:
         )
         # Some processors add training labels; scoring never computes a loss.
         return {
-            k: v.to(self.device) if hasattr(v, "to") else v
-            for k, v in enc.items()
-            if k != "labels"
+            k: v.to(self.device) if hasattr(v, "to") else v for k, v in enc.items() if k != "labels"
         }
 
     def next_token_logits(self, inputs: dict[str, Any]) -> Any:

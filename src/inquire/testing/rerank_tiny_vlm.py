@@ -93,7 +93,9 @@ def _llama(tok: Any, **kw: Any) -> Any:
 def _clip_image_processor(size: int) -> Any:
     from transformers import CLIPImageProcessor
 
-    return CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+    return CLIPImageProcessor(
+        size={"shortest_edge": size}, crop_size={"height": size, "width": size}
+    )
 
 
 def _save(model: Any, processor: Any, out: Path) -> Path:
@@ -113,7 +115,7 @@ def build_llava(out: Path) -> Path:
     cfg = LlavaConfig(
         vision_config=_vision_clip(),
         text_config=_llama(tok),
-        image_token_id=tok.convert_tokens_to_ids("<image>"),
+        image_token_index=tok.convert_tokens_to_ids("<image>"),
         vision_feature_layer=-1,
         vision_feature_select_strategy="default",
     )
@@ -144,7 +146,7 @@ def build_llava_next(out: Path) -> Path:
     cfg = LlavaNextConfig(
         vision_config=_vision_clip(),
         text_config=_llama(tok),
-        image_token_id=tok.convert_tokens_to_ids("<image>"),
+        image_token_index=tok.convert_tokens_to_ids("<image>"),
         image_grid_pinpoints=pinpoints,
         vision_feature_layer=-1,
         vision_feature_select_strategy="default",
@@ -185,7 +187,6 @@ def build_paligemma(out: Path) -> Path:
         num_attention_heads=2,
         image_size=32,
         patch_size=8,
-        projection_dim=32,
     )
     tc = GemmaConfig(
         vocab_size=len(tok),
@@ -203,12 +204,13 @@ def build_paligemma(out: Path) -> Path:
     cfg = PaliGemmaConfig(
         vision_config=vc,
         text_config=tc,
-        image_token_id=tok.convert_tokens_to_ids("<image>"),
+        image_token_index=tok.convert_tokens_to_ids("<image>"),
         projection_dim=32,
         hidden_size=32,
     )
     ip = SiglipImageProcessor(size={"height": 32, "width": 32})
-    ip.image_seq_length = 16
+    # the processor reads the number of image tokens from its image processor
+    ip.image_seq_length = 16  # type: ignore[attr-defined]
     proc = PaliGemmaProcessor(image_processor=ip, tokenizer=tok)
     return _save(PaliGemmaForConditionalGeneration(cfg).eval(), proc, out)
 
@@ -257,7 +259,6 @@ def build_idefics3(out: Path) -> Path:
         text_config=_llama(tok),
         image_token_id=tok.convert_tokens_to_ids("<image>"),
         scale_factor=2,
-        pad_token_id=tok.pad_token_id,
     )
     ip = Idefics3ImageProcessor(
         size={"longest_edge": 32},
@@ -272,6 +273,10 @@ def build_idefics3(out: Path) -> Path:
 def _t5_config(tok: Any) -> Any:
     from transformers import T5Config
 
+    kwargs: dict[str, Any] = {
+        "decoder_start_token_id": tok.pad_token_id,
+        "tie_word_embeddings": False,
+    }
     return T5Config(
         vocab_size=len(tok),
         d_model=32,
@@ -283,20 +288,19 @@ def _t5_config(tok: Any) -> Any:
         feed_forward_proj="gated-gelu",
         pad_token_id=tok.pad_token_id,
         eos_token_id=tok.eos_token_id,
-        decoder_start_token_id=tok.pad_token_id,
-        tie_word_embeddings=False,
+        **kwargs,
     )
 
 
 def build_blip2(out: Path) -> Path:
     """BLIP-2 (FLAN-T5) layout: BLIP vision tower + Q-Former + T5 encoder-decoder."""
     from transformers import (
-        BlipImageProcessor,
         Blip2Config,
         Blip2ForConditionalGeneration,
         Blip2Processor,
         Blip2QFormerConfig,
         Blip2VisionConfig,
+        BlipImageProcessor,
     )
 
     tok = tiny_tokenizer(["<pad>", "<s>", "</s>", "<unk>"])
