@@ -45,10 +45,13 @@ class FakeOpenAI:
     #: Fraction of the top-token mass the fake model puts on Yes + No.
     YES_NO_MASS = 0.9
 
-    def __init__(self, delay_s: float = 2.0) -> None:
+    def __init__(self, delay_s: float = 2.0, latency_s: float = 0.0) -> None:
         self.delay_s = delay_s
+        self.latency_s = latency_s  # added to every reply (to observe concurrency)
         self.requests: list[dict[str, Any]] = []  # {"body": ..., "headers": ..., "reply": ...}
         self._script: deque[str] = deque()
+        self.in_flight = 0
+        self.max_in_flight = 0  # the most requests handled at once
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -86,6 +89,16 @@ class FakeOpenAI:
                 self.wfile.write(payload)
 
             def do_POST(self) -> None:
+                with fake._lock:
+                    fake.in_flight += 1
+                    fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
+                try:
+                    self._post()
+                finally:
+                    with fake._lock:
+                        fake.in_flight -= 1
+
+            def _post(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
                 raw = self.rfile.read(length)
                 reply = fake._next_reply()
@@ -101,6 +114,8 @@ class FakeOpenAI:
                 if not self.path.endswith("/chat/completions"):
                     self._send(404, b'{"error": "not found"}')
                     return
+                if fake.latency_s:
+                    time.sleep(fake.latency_s)
                 if reply == "timeout":
                     time.sleep(fake.delay_s)
                     reply = "ok"
