@@ -227,7 +227,8 @@ def import_inquire_cache(
         raise InputError(f"score cache {str(path)!r} does not exist")
     try:
         obj = np.load(path, allow_pickle=True)
-        data = obj.item() if isinstance(obj, np.ndarray) else obj
+        # np.save of a dict stores a 0-d object array around it
+        data = obj.item() if isinstance(obj, np.ndarray) and obj.shape == () else obj
     except (OSError, ValueError, EOFError) as exc:
         raise InputError(f"{str(path)!r} is not a readable .npy score cache: {exc}") from exc
     if not isinstance(data, dict):
