@@ -131,7 +131,7 @@ def test_revision_is_a_fingerprint_of_the_local_weights(tmp_path: Path) -> None:
 
 
 def test_bad_ids_are_refused() -> None:
-    with pytest.raises(UnknownNameError, match="llava-1.5"):
+    with pytest.raises(UnknownNameError, match=r"llava-1\.5"):
         parse_vlm_id("llava15/x")
     with pytest.raises(InputError, match="names no model"):
         parse_vlm_id("llava-1.5")
