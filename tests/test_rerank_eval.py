@@ -334,15 +334,33 @@ def test_cli_imported_scores_evaluate_without_a_model(
     runner = CliRunner()
     imp = runner.invoke(
         app,
-        ["rerank", "import-cache", str(npy), "--name", "released", "--trust-pickle"]
-        + ["--data", data, "--prompt-template", template],
+        [
+            "rerank",
+            "import-cache",
+            str(npy),
+            "--name",
+            "released",
+            "--trust-pickle",
+            "--data",
+            data,
+            "--prompt-template",
+            template,
+        ],
     )
     assert imp.exit_code == 0, imp.output
     assert f"imported {len(entries)} scores" in imp.output
     res = runner.invoke(
         app,
-        ["eval", "rerank", "--reranker", "cached:released", "--data", data]
-        + ["--out", str(tmp_path / "res")],
+        [
+            "eval",
+            "rerank",
+            "--reranker",
+            "cached:released",
+            "--data",
+            data,
+            "--out",
+            str(tmp_path / "res"),
+        ],
     )
     assert res.exit_code == 0, res.output
     per_query = pd.read_csv(tmp_path / "res" / "per_query.csv")
