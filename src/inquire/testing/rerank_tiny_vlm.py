@@ -378,6 +378,82 @@ def build_instructblip(out: Path) -> Path:
     return _save(InstructBlipForConditionalGeneration(cfg).eval(), proc, out)
 
 
+def build_qwen2_vl(out: Path) -> Path:
+    """Qwen2-VL layout: ViT with 2-D rotary positions + patch merger + Qwen2 with M-RoPE."""
+    from transformers import (
+        Qwen2VLConfig,
+        Qwen2VLForConditionalGeneration,
+        Qwen2VLImageProcessor,
+        Qwen2VLProcessor,
+        Qwen2VLVideoProcessor,
+    )
+
+    specials = [
+        "<|endoftext|>",
+        "<|im_start|>",
+        "<|im_end|>",
+        "<unk>",
+        "<|image_pad|>",
+        "<|video_pad|>",
+        "<|vision_start|>",
+        "<|vision_end|>",
+    ]
+    tok = tiny_tokenizer(
+        specials,
+        extra={
+            "image_token": "<|image_pad|>",
+            "video_token": "<|video_pad|>",
+            "vision_start_token": "<|vision_start|>",
+            "vision_end_token": "<|vision_end|>",
+        },
+    )
+    ids = {t: tok.convert_tokens_to_ids(t) for t in specials}
+    vision = {
+        "depth": 2,
+        "embed_dim": 32,
+        "hidden_size": 32,
+        "num_heads": 2,
+        "mlp_ratio": 2,
+        "patch_size": 8,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+    }
+    text = {
+        "vocab_size": len(tok),
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 512,
+        # M-RoPE: (temporal, height, width) sections of the 16/2 rotary frequencies
+        "rope_parameters": {
+            "rope_type": "default",
+            "rope_theta": 10000.0,
+            "mrope_section": [2, 2, 4],
+        },
+        "pad_token_id": tok.pad_token_id,
+        "bos_token_id": tok.bos_token_id,
+        "eos_token_id": tok.eos_token_id,
+    }
+    cfg = Qwen2VLConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )
+    pixels = {"min_pixels": 32 * 32, "max_pixels": 64 * 64, "patch_size": 8}
+    pixels |= {"temporal_patch_size": 2, "merge_size": 2}
+    proc = Qwen2VLProcessor(
+        image_processor=Qwen2VLImageProcessor(**pixels),
+        tokenizer=tok,
+        video_processor=Qwen2VLVideoProcessor(**pixels),
+    )
+    return _save(Qwen2VLForConditionalGeneration(cfg).eval(), proc, out)
+
+
 # family name (as in inquire.rerank.vlm.FAMILIES) -> builder
 BUILDERS: dict[str, Callable[[Path], Path]] = {
     "llava-1.5": build_llava,
@@ -387,6 +463,7 @@ BUILDERS: dict[str, Callable[[Path], Path]] = {
     "idefics3": build_idefics3,
     "blip2": build_blip2,
     "instructblip": build_instructblip,
+    "qwen2-vl": build_qwen2_vl,
 }
 
 
