@@ -25,6 +25,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
     import logging
@@ -46,7 +47,9 @@ def main() -> None:
     query = "a male meadowlark in breeding plumage"
     with tempfile.TemporaryDirectory() as tmp:
         folder = build_tiny_vlm(args.family, Path(tmp) / args.family)
-        reranker = load_reranker(f"vlm:{args.family}/{folder}", batch_size=args.batch_size)
+        reranker = load_reranker(
+            f"vlm:{args.family}/{folder}", batch_size=args.batch_size, device=args.device
+        )
 
         def batched() -> np.ndarray:
             return reranker.score(query, images)
@@ -66,7 +69,10 @@ def main() -> None:
         t_fast, fast = best(batched)
         t_slow, slow = best(per_image)
     n = args.images
-    print(f"family={args.family} images={n} batch_size={args.batch_size} threads={args.threads}")
+    print(
+        f"family={args.family} images={n} batch_size={args.batch_size} threads={args.threads} "
+        f"device={args.device}"
+    )
     print(f"batched_forward: {t_fast:.4f} s ({1000 * t_fast / n:.2f} ms/image)")
     print(f"generate_per_image: {t_slow:.4f} s ({1000 * t_slow / n:.2f} ms/image)")
     diff = float(np.max(np.abs(np.asarray(fast) - np.asarray(slow))))
