@@ -196,10 +196,14 @@ def test_import_maps_paths_and_prompts(tmp_path: Path, template: str | None) -> 
         )
         assert (report.imported, report.skipped_image, report.skipped_query) == (3, 1, 1)
         assert report.skipped_value == 1
+
         # "a red fox" contains "a fox": the longest known query wins
-        out = score_candidates(target, "a fox", [11, 22], [None, None], cache=cache)
+        def no_images(pos: Sequence[int]) -> list[Any]:
+            raise AssertionError("scores of an imported cache need no images")
+
+        out = score_candidates(target, "a fox", [11, 22], no_images, cache=cache)
         np.testing.assert_allclose(out, [0.9, 0.1])
-        red = score_candidates(target, "a red fox", [22, 11], [None, None], cache=cache)
+        red = score_candidates(target, "a red fox", [22, 11], no_images, cache=cache)
         assert red[0] == pytest.approx(0.7) and np.isnan(red[1])  # a miss is a failure
 
 

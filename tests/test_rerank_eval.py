@@ -368,3 +368,27 @@ def test_cli_imported_scores_evaluate_without_a_model(
     # a model that was never imported: every candidate is a failure, and evaluation stops
     missing = runner.invoke(app, ["eval", "rerank", "--reranker", "cached:other", "--data", data])
     assert missing.exit_code == 2 and "could not be scored" in missing.output
+
+
+def test_cli_api_failures_stop_then_a_rerun_retries_only_them(
+    synthetic: dict[str, list[Path]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from inquire.cli import app
+    from inquire.testing.rerank_fake_openai import FakeOpenAI
+
+    monkeypatch.setenv("FAKE_KEY", "sk-fake")
+    data = str(synthetic["test"][0])
+    n_candidates = len(read_rerank_set([data]).candidates)
+    runner = CliRunner()
+    with FakeOpenAI() as server:
+        args = ["eval", "rerank", "--reranker", "api:fake", "--data", data]
+        args += ["--base-url", server.base_url, "--api-key-env", "FAKE_KEY", "--concurrency", "4"]
+        server.script(["401"] * 3)  # three requests fail for good (client errors: no retry)
+        first = runner.invoke(app, args)
+        assert first.exit_code == 2 and "3 of" in first.output, first.output
+        assert len(server.requests) == n_candidates
+        second = runner.invoke(app, [*args, "--out", str(tmp_path / "api")])
+        assert second.exit_code == 0, second.output
+        assert len(server.requests) == n_candidates + 3  # only the failures were asked again
+    summary = (tmp_path / "api" / "summary.json").read_text()
+    assert '"failures": 0' in summary and "sk-fake" not in summary

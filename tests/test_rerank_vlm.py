@@ -153,3 +153,15 @@ def test_answer_tokens_missing_from_vocabulary_is_refused(model_dirs: dict[str, 
     )
     with pytest.raises(InputError, match="single token"):
         VLMReranker(row, str(model_dirs["llava-1.5"]))
+
+
+def test_bf16_runs_and_stays_close_to_fp32(model_dirs: dict[str, Path]) -> None:
+    images = _images()
+    fp32 = VLMReranker(FAMILIES["llava-1.5"], str(model_dirs["llava-1.5"]))
+    bf16 = VLMReranker(FAMILIES["llava-1.5"], str(model_dirs["llava-1.5"]), precision="bf16")
+    assert bf16.model.dtype == torch.bfloat16
+    assert bf16.inputs(QUERY, images[:1])["pixel_values"].dtype == torch.bfloat16
+    low = bf16.score(QUERY, images)
+    np.testing.assert_allclose(low, fp32.score(QUERY, images), atol=0.02)
+    reference = [bf16.generate_score(QUERY, im) for im in images]
+    np.testing.assert_allclose(low, reference, atol=1e-2)

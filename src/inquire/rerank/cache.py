@@ -170,7 +170,13 @@ def score_candidates(
         todo = list(range(n))
     for start in range(0, len(todo), chunk):
         batch = todo[start : start + chunk]
-        imgs = images(batch) if callable(images) else [images[p] for p in batch]
+        imgs: Sequence[Any]
+        if not getattr(reranker, "needs_images", True):
+            imgs = [None] * len(batch)
+        elif callable(images):
+            imgs = images(batch)
+        else:
+            imgs = [images[p] for p in batch]
         scores = np.asarray(reranker.score(query_text, imgs), dtype=np.float64)
         if scores.shape != (len(batch),):
             raise InputError(
@@ -282,12 +288,12 @@ class CachedReranker:
     """
 
     cacheable = True
+    needs_images = False  # a miss is a failure whatever the image; never read one
 
-    def __init__(self, name: str, cache: ScoreCache | None = None) -> None:
+    def __init__(self, name: str) -> None:
         self.reranker_id = f"cached:{name}"
         self.revision = "imported"
         self.prompt_version = "imported"
-        self._cache = cache
 
     def score(self, query_text: str, images: Sequence[ImageLike]) -> np.ndarray:
         """Every call means the cache had no entry: all NaN (recorded failures)."""

@@ -297,10 +297,18 @@ class VLMReranker:
             padding=True,
             **self.family.processor_kwargs,
         )
-        # Some processors add training labels; scoring never computes a loss.
-        return {
-            k: v.to(self.device) if hasattr(v, "to") else v for k, v in enc.items() if k != "labels"
-        }
+        import torch
+
+        dtype = self.model.dtype
+        out: dict[str, Any] = {}
+        for k, v in enc.items():
+            if k == "labels":  # some processors add training labels; scoring has no loss
+                continue
+            if isinstance(v, torch.Tensor):
+                # pixel values follow the model's precision (bf16/fp16), ids stay integers
+                v = v.to(self.device, dtype=dtype) if v.is_floating_point() else v.to(self.device)
+            out[k] = v
+        return out
 
     def next_token_logits(self, inputs: dict[str, Any]) -> Any:
         """``(n, V)`` float logits of the first answer token, from one forward pass."""
