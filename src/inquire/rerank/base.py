@@ -7,6 +7,10 @@ A reranker scores candidate images for one query text::
 ``images`` are PIL images, file paths or raw encoded bytes. A score of NaN marks a recorded
 failure (e.g. an API request that kept failing): it is never a silent 0, it is never cached,
 and evaluations count and report it.
+
+Optional attributes the scoring loop reads (:func:`inquire.rerank.cache.score_candidates`):
+``cacheable`` (default True; False for non-deterministic scorers, whose outputs are never
+cached) and ``needs_images`` (default True; False for scorers that never look at pixels).
 """
 
 from __future__ import annotations
