@@ -392,3 +392,21 @@ def test_cli_api_failures_stop_then_a_rerun_retries_only_them(
         assert len(server.requests) == n_candidates + 3  # only the failures were asked again
     summary = (tmp_path / "api" / "summary.json").read_text()
     assert '"failures": 0' in summary and "sk-fake" not in summary
+
+
+def test_queries_without_relevant_candidates_are_left_out(
+    synthetic: dict[str, list[Path]], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    table = pq.read_table(synthetic["test"][0])
+    df = table.to_pandas()
+    gone = int(df["query_id"].iloc[0])
+    df.loc[df["query_id"] == gone, "relevant"] = 0
+    path = tmp_path / "no-relevant.parquet"
+    pq.write_table(pa.Table.from_pandas(df, schema=table.schema, preserve_index=False), path)
+    rs = read_rerank_set([path])
+    with caplog.at_level("WARNING"):
+        res = evaluate_rerank(rs, "clip_score", progress=False)
+    assert gone not in res.result.per_query["query_id"].tolist()
+    assert len(res.result.per_query) == len(rs.query_ids) - 1
+    assert res.result.config["excluded_queries_no_relevant"] == [gone]
+    assert "no relevant candidate" in caplog.text

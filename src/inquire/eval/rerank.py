@@ -177,6 +177,18 @@ def evaluate_rerank(
     run = Run(results, name=name)
     n_rel = rerank_set.n_relevant()
     qrels = rerank_set.qrels()
+    # AP is undefined for a pool without relevant candidates (R = 0): such queries cannot be
+    # scored, so they are left out, named in the config and logged.
+    empty = [q for q in qids if n_rel[q] == 0]
+    queries = rerank_set.queries
+    if empty:
+        log.warning(
+            "%d queries have no relevant candidate in their pool and are not evaluated: %s",
+            len(empty),
+            empty[:10],
+        )
+        queries = queries[~queries["query_id"].isin(empty)].reset_index(drop=True)
+        qids = [q for q in qids if q not in set(empty)]
     expected = None
     if baseline is not None and baseline.name == "random":
         sizes = {q: len(rerank_set.pool(q)) for q in qids}
@@ -188,15 +200,17 @@ def evaluate_rerank(
         "files": [str(p) for p in rerank_set.paths],
         "R": "relevant candidates in the pool",
         "failures": len(fail_df),
+        "excluded_queries_no_relevant": empty,
         **({"expected_random_ap": expected} if expected is not None else {}),
         **(config or {}),
     }
     if baseline is None:
         cfg["revision"] = str(reranker.revision)
         cfg["prompt_version"] = str(reranker.prompt_version)
-    res = evaluate(run, qrels, rerank_set.queries, k=POOL_K, config=cfg, n_relevant=n_rel)
+    kept = Run({q: run[q] for q in qids}, name=name)
+    res = evaluate(kept, qrels, queries, k=POOL_K, config=cfg, n_relevant=n_rel)
     res50 = evaluate(
-        run, qrels, rerank_set.queries, k=SHORT_K, config={**cfg, "k": SHORT_K}, n_relevant=n_rel
+        kept, qrels, queries, k=SHORT_K, config={**cfg, "k": SHORT_K}, n_relevant=n_rel
     )
     if len(fail_df):
         log.warning("%d candidates failed and were ranked last; result flagged", len(fail_df))
