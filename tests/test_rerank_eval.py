@@ -17,8 +17,9 @@ import pytest
 from typer.testing import CliRunner
 
 from inquire.data.qrels import Qrels
+from inquire.data.queries import read_queries
 from inquire.data.rerank_set import (
-    RERANK_COLUMNS,
+    UPSTREAM_COLUMNS,
     load_rerank_set,
     read_rerank_set,
     write_synthetic_rerank_set,
@@ -63,16 +64,20 @@ class OracleReranker:
 
 def test_synthetic_set_has_the_upstream_layout(synthetic: dict[str, list[Path]]) -> None:
     path = synthetic["test"][0]
+    assert path.name == "test-00000-of-00001.parquet"
+    assert synthetic["val"][0].name == "validation-00000-of-00001.parquet"
     schema = pq.read_schema(path)
-    assert schema.names == list(RERANK_COLUMNS)
+    assert schema.names == list(UPSTREAM_COLUMNS)  # the published card: no query_id column
     assert schema.field("image").type == pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    assert schema.field("relevant").type == pa.int64()
     assert b"huggingface" in (schema.metadata or {})
     table = pq.read_table(path).to_pandas()
-    assert (table.groupby("query_id").size() == 100).all()
+    assert (table.groupby("query").size() == 100).all()
     first = table["image"].iloc[0]
     assert first["bytes"][:3] == b"\xff\xd8\xff" and first["path"].endswith(".jpg")
     rs = read_rerank_set(synthetic["test"])
-    assert len(rs.queries) == table["query_id"].nunique()
+    assert len(rs.queries) == table["query"].nunique()
+    assert rs.query_ids == list(range(1, len(rs.queries) + 1))  # numbered in file order
     assert list(rs.queries.columns) == [
         "query_id",
         "query_text",
@@ -82,9 +87,29 @@ def test_synthetic_set_has_the_upstream_layout(synthetic: dict[str, list[Path]])
     ]
     q = rs.query_ids[1]
     imgs = rs.images(q, [0, 5])
-    pool = table[table["query_id"] == q]
+    pool = table[table["query"] == rs.queries["query_text"].iloc[1]]
     assert imgs == [pool["image"].iloc[0]["bytes"], pool["image"].iloc[5]["bytes"]]
     assert all(v >= 1 for v in rs.n_relevant().values())
+
+
+def test_query_ids_come_from_the_query_table_or_a_column(
+    synthetic: dict[str, list[Path]], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    bench = synthetic["test"][0].parent.parent / "benchmark"
+    table = read_queries(bench / "inquire_queries_test.csv")
+    rs = read_rerank_set(synthetic["test"], queries=table)
+    ids = dict(zip(table["query_text"], table["query_id"], strict=True))
+    assert [ids[t] for t in rs.queries["query_text"]] == rs.query_ids
+    assert rs.query_ids != list(range(1, len(rs.queries) + 1))
+    # a table that misses some texts: numbered instead, with a warning
+    with caplog.at_level("WARNING"):
+        partial = read_rerank_set(synthetic["test"], queries=table.iloc[:1])
+    assert partial.query_ids == list(range(1, len(rs.queries) + 1))
+    assert "not in the given query table" in caplog.text
+    # files with a query_id column (include_query_id=True) use it
+    with_ids = write_synthetic_rerank_set(tmp_path, n_val=1, n_test=3, include_query_id=True)
+    assert "query_id" in pq.read_schema(with_ids["test"][0]).names
+    assert read_rerank_set(with_ids["test"]).query_ids == rs.query_ids
 
 
 def test_reader_rejects_bad_files(tmp_path: Path, synthetic: dict[str, list[Path]]) -> None:
@@ -103,15 +128,23 @@ def test_load_rerank_set_downloads_through_the_data_registry(
 ) -> None:
     asked: list[str] = []
     fake = types.ModuleType("inquire.data.download")
+    bench = synthetic["test"][0].parent.parent / "benchmark"
 
     def fetch_dataset(name: str) -> list[Path]:
         asked.append(name)
         return synthetic["val"]
 
+    def fetch(name: str) -> Path:
+        asked.append(name)
+        return bench / f"inquire_{name.replace('-', '_')}.csv"
+
     fake.fetch_dataset = fetch_dataset  # type: ignore[attr-defined]
+    fake.fetch = fetch  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "inquire.data.download", fake)
     rs = load_rerank_set("val")
-    assert asked == ["rerank-val"] and len(rs.queries) >= 1
+    assert asked == ["rerank-val", "queries-val", "queries-test"]
+    val = read_queries(bench / "inquire_queries_val.csv")
+    assert set(rs.query_ids) <= set(val["query_id"].tolist())  # INQUIRE's ids, joined by text
     with pytest.raises(UnknownNameError, match="test"):
         load_rerank_set("tset")
 
@@ -298,6 +331,25 @@ def test_cli_eval_rerank(synthetic: dict[str, list[Path]], tmp_path: Path) -> No
     )
     assert res.exit_code == 0, res.output
     assert "AP@50" in res.output and (tmp_path / "summary.json").is_file()
+    qcsv = synthetic["test"][0].parent.parent / "benchmark" / "inquire_queries_test.csv"
+    res = runner.invoke(
+        app,
+        [
+            "eval",
+            "rerank",
+            "--reranker",
+            "clip_score",
+            "--data",
+            data,
+            "--queries",
+            str(qcsv),
+            "--out",
+            str(tmp_path / "ids"),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    ids = pd.read_csv(tmp_path / "ids" / "per_query.csv")["query_id"]
+    assert set(ids) <= set(read_queries(qcsv)["query_id"])
     res = runner.invoke(app, ["eval", "rerank", "--reranker", "random", "--data", data])
     assert res.exit_code == 0 and "expected AP of a random order" in res.output
     bad = runner.invoke(app, ["eval", "rerank", "--reranker", "vml:x", "--data", data])
@@ -399,11 +451,11 @@ def test_queries_without_relevant_candidates_are_left_out(
 ) -> None:
     table = pq.read_table(synthetic["test"][0])
     df = table.to_pandas()
-    gone = int(df["query_id"].iloc[0])
-    df.loc[df["query_id"] == gone, "relevant"] = 0
+    df.loc[df["query"] == df["query"].iloc[0], "relevant"] = 0
     path = tmp_path / "no-relevant.parquet"
     pq.write_table(pa.Table.from_pandas(df, schema=table.schema, preserve_index=False), path)
     rs = read_rerank_set([path])
+    gone = rs.query_ids[0]
     with caplog.at_level("WARNING"):
         res = evaluate_rerank(rs, "clip_score", progress=False)
     assert gone not in res.result.per_query["query_id"].tolist()

@@ -42,6 +42,17 @@ def rerank_table(result: Any, title: str) -> Any:
     return table
 
 
+def _rerank_set(split: str, data: list[Path], queries: list[Path]) -> Any:
+    """The local files (``--data``, ids from ``--queries``) or the downloaded split."""
+    import pandas as pd
+
+    from inquire.data.queries import read_queries
+    from inquire.data.rerank_set import load_rerank_set, read_rerank_set
+
+    table = pd.concat([read_queries(q) for q in queries], ignore_index=True) if queries else None
+    return read_rerank_set(data, queries=table) if data else load_rerank_set(split, table)
+
+
 @friendly_errors
 def eval_rerank_cmd(
     reranker: str = typer.Option(
@@ -53,6 +64,9 @@ def eval_rerank_cmd(
     split: str = typer.Option("test", help="INQUIRE-Rerank split: val or test."),
     data: list[Path] = typer.Option(
         [], "--data", help="Local INQUIRE-Rerank parquet file(s) instead of downloading."
+    ),
+    queries: list[Path] = typer.Option(
+        [], "--queries", help="INQUIRE query CSV(s) giving --data files their query ids."
     ),
     out: Path | None = typer.Option(None, help="Write the results folder here."),
     seed: int = typer.Option(0, help="Seed of the random baseline."),
@@ -72,12 +86,11 @@ def eval_rerank_cmd(
     relevant candidates, plus AP@50)."""
     from rich.console import Console
 
-    from inquire.data.rerank_set import load_rerank_set, read_rerank_set
     from inquire.eval.rerank import BASELINES, evaluate_rerank
     from inquire.rerank import RerankOptions, load_reranker
     from inquire.rerank.cache import ScoreCache
 
-    rs = read_rerank_set(data) if data else load_rerank_set(split)
+    rs = _rerank_set(split, data, queries)
     ranker: Any = reranker
     cache = None
     if reranker not in BASELINES:
@@ -138,12 +151,14 @@ def import_cache_cmd(
     ),
     split: str = typer.Option("test", help="INQUIRE-Rerank split whose candidates to map."),
     data: list[Path] = typer.Option([], "--data", help="Local INQUIRE-Rerank parquet file(s)."),
+    queries: list[Path] = typer.Option(
+        [], "--queries", help="INQUIRE query CSV(s) giving --data files their query ids."
+    ),
     prompt_template: str | None = typer.Option(
         None, help="The cache's prompt, with {query} where the query text goes."
     ),
 ) -> None:
     """Import INQUIRE's released scores into the cache, to evaluate them as cached:NAME."""
-    from inquire.data.rerank_set import load_rerank_set, read_rerank_set
     from inquire.rerank.cache import (
         PICKLE_REFUSAL,
         CachedReranker,
@@ -156,7 +171,7 @@ def import_cache_cmd(
         from inquire.errors import InputError
 
         raise InputError(PICKLE_REFUSAL.format(path=str(npy)))
-    rs = read_rerank_set(data) if data else load_rerank_set(split)
+    rs = _rerank_set(split, data, queries)
     target = CachedReranker(name)
     with ScoreCache() as cache:
         report = import_inquire_cache(

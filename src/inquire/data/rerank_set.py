@@ -1,20 +1,29 @@
 """INQUIRE-Rerank: 100 CLIP-retrieved candidates per query, each labelled relevant or not.
 
-The upstream data (HF dataset ``evendrow/INQUIRE-Rerank``) are parquet shards with one row per
-(query, candidate):
+The upstream data (HF dataset ``evendrow/INQUIRE-Rerank``, splits ``validation`` with 40
+queries and ``test`` with 160) are parquet shards with one row per (query, candidate). The
+columns this package reads:
 
 ==================  ===================================================================
 column              meaning
 ==================  ===================================================================
 image               HF ``Image`` feature: struct {bytes: binary, path: string}
 query               query text
-query_id            int
-relevant            0/1 (or bool): is the candidate relevant to the query
+relevant            0/1 (int64; bool accepted): is the candidate relevant to the query
 clip_score          the first-stage CLIP similarity (ViT-H-14-378) that selected it
 inat24_image_id     int image id in iNat24
 inat24_file_name    the image's path in iNat24 (``train/<taxon dir>/<uuid>.jpg``)
 supercategory, category, iconic_group   the query's groups
+query_id            optional: the published card has no such column (see below)
 ==================  ===================================================================
+
+Upstream shards also carry ``inat24_species_id, inat24_species_name, latitude, longitude,
+location_uncertainty, date, license, rights_holder`` (ignored here).
+
+Query ids: a ``query_id`` column is used when present. Otherwise each query text is matched to
+INQUIRE's query tables (``queries``: the columns of :func:`inquire.data.queries.read_queries`)
+so per-query results join with full-rank ones; without a table, or when a text does not
+match, queries are numbered 1, 2, ... in order of first appearance (logged).
 
 :class:`RerankSet` keeps everything but the images in memory and reads each query's image
 bytes from its parquet row groups only when asked (:meth:`RerankSet.images`).
@@ -23,6 +32,7 @@ bytes from its parquet row groups only when asked (:meth:`RerankSet.images`).
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,10 +47,11 @@ from inquire._io import atomic_open, atomic_path
 from inquire.data.qrels import Qrels
 from inquire.errors import InputError, UnknownNameError
 
+log = logging.getLogger(__name__)
+
 RERANK_COLUMNS = (
     "image",
     "query",
-    "query_id",
     "relevant",
     "clip_score",
     "inat24_image_id",
@@ -48,6 +59,18 @@ RERANK_COLUMNS = (
     "supercategory",
     "category",
     "iconic_group",
+)
+# every column of the published shards, in their order
+UPSTREAM_COLUMNS = (
+    *RERANK_COLUMNS,
+    "inat24_species_id",
+    "inat24_species_name",
+    "latitude",
+    "longitude",
+    "location_uncertainty",
+    "date",
+    "license",
+    "rights_holder",
 )
 SPLITS = {"val": "rerank-val", "test": "rerank-test"}
 CANDIDATES_PER_QUERY = 100
@@ -135,12 +158,17 @@ class RerankSet:
         return bytes(data)
 
 
-def read_rerank_set(paths: Sequence[str | os.PathLike[str]]) -> RerankSet:
-    """Read INQUIRE-Rerank parquet shards (upstream layout, see module docs)."""
+def read_rerank_set(
+    paths: Sequence[str | os.PathLike[str]], queries: pd.DataFrame | None = None
+) -> RerankSet:
+    """Read INQUIRE-Rerank parquet shards (upstream layout, see module docs).
+
+    ``queries`` (optional, ``query_id, query_text, ...``): INQUIRE's query table(s), used to
+    give each query its INQUIRE id when the files carry no ``query_id`` column.
+    """
     if not paths:
         raise InputError("no INQUIRE-Rerank parquet files given")
     frames = []
-    needed = [c for c in RERANK_COLUMNS if c != "image"]
     resolved = tuple(Path(p) for p in paths)
     for shard, path in enumerate(resolved):
         if not path.is_file():
@@ -155,14 +183,21 @@ def read_rerank_set(paths: Sequence[str | os.PathLike[str]]) -> RerankSet:
                 f"{str(path)!r} lacks column(s) {missing}; an INQUIRE-Rerank shard has "
                 f"{list(RERANK_COLUMNS)}"
             )
+        needed = [c for c in RERANK_COLUMNS if c != "image"]
+        if "query_id" in schema.names:
+            needed.append("query_id")
         df = pq.read_table(path, columns=needed).to_pandas()
         df["shard"] = shard
         df["row"] = np.arange(len(df))
         frames.append(df)
     raw = pd.concat(frames, ignore_index=True)
+    if "query_id" in raw.columns and raw["query_id"].notna().all():
+        qid = raw["query_id"].astype(np.int64)
+    else:
+        qid = raw["query"].map(_query_ids(raw["query"].drop_duplicates().tolist(), queries))
     candidates = pd.DataFrame(
         {
-            "query_id": raw["query_id"].astype(np.int64),
+            "query_id": qid.astype(np.int64),
             "image_id": raw["inat24_image_id"].astype(np.int64),
             "relevant": raw["relevant"].astype(bool),
             "clip_score": raw["clip_score"].astype(np.float64),
@@ -178,56 +213,100 @@ def read_rerank_set(paths: Sequence[str | os.PathLike[str]]) -> RerankSet:
             f"image {int(first['image_id'])} is a candidate of query {int(first['query_id'])} "
             f"more than once; each pool lists an image once"
         )
-    queries = (
+    raw["query_id"] = candidates["query_id"]
+    qtable = (
         raw.drop_duplicates("query_id")[
             ["query_id", "query", "supercategory", "category", "iconic_group"]
         ]
         .rename(columns={"query": "query_text"})
         .reset_index(drop=True)
     )
-    queries["query_id"] = queries["query_id"].astype(np.int64)
+    qtable["query_id"] = qtable["query_id"].astype(np.int64)
     for col in ("supercategory", "category", "iconic_group"):
-        queries[col] = queries[col].fillna("Unknown").replace("", "Unknown").astype(str)
-    return RerankSet(candidates=candidates, queries=queries, paths=resolved)
+        qtable[col] = qtable[col].fillna("Unknown").replace("", "Unknown").astype(str)
+    return RerankSet(candidates=candidates, queries=qtable, paths=resolved)
 
 
-def load_rerank_set(split: str) -> RerankSet:
-    """Download (once, via the data registry) and read INQUIRE-Rerank ``split`` (val/test)."""
+def _query_ids(texts: list[str], queries: pd.DataFrame | None) -> dict[str, int]:
+    """Query text -> id: INQUIRE's ids when every text is in ``queries``, else 1, 2, ..."""
+    if queries is not None:
+        by_text = {
+            str(t).strip(): int(q)
+            for q, t in zip(queries["query_id"], queries["query_text"], strict=True)
+        }
+        found = {t: by_text.get(str(t).strip()) for t in texts}
+        unmatched = [t for t, q in found.items() if q is None]
+        if not unmatched:
+            return {t: int(q) for t, q in found.items() if q is not None}
+        log.warning(
+            "%d of %d rerank queries are not in the given query table (e.g. %r); numbering "
+            "queries 1..%d in file order instead",
+            len(unmatched),
+            len(texts),
+            unmatched[0],
+            len(texts),
+        )
+    else:
+        log.info("INQUIRE-Rerank files carry no query_id; numbering queries in file order")
+    return {t: i for i, t in enumerate(texts, start=1)}
+
+
+def load_rerank_set(split: str, queries: pd.DataFrame | None = None) -> RerankSet:
+    """Download (once, via the data registry) and read INQUIRE-Rerank ``split`` (val/test).
+
+    Query ids come from ``queries`` when given, else from INQUIRE's query tables (downloaded
+    via :func:`inquire.data.queries.load_queries`; when that fails, queries are numbered in
+    file order and a warning says so).
+    """
     if split not in SPLITS:
         raise UnknownNameError("INQUIRE-Rerank split", split, SPLITS)
     from inquire.data.download import fetch_dataset  # the data registry (lazy)
 
-    return read_rerank_set(fetch_dataset(SPLITS[split]))
+    paths = fetch_dataset(SPLITS[split])
+    if queries is None:
+        from inquire.data.queries import load_queries
+        from inquire.errors import InquireError
+
+        try:
+            queries = pd.concat([load_queries("val"), load_queries("test")], ignore_index=True)
+        except (InquireError, ImportError) as exc:
+            log.warning("cannot load INQUIRE's query tables (%s); numbering queries", exc)
+    return read_rerank_set(paths, queries=queries)
 
 
 # --- a synthetic INQUIRE-Rerank set in the upstream layout ---------------------------------
 
-_HF_FEATURES = {
-    "image": {"_type": "Image"},
-    "query": {"dtype": "string", "_type": "Value"},
-    "query_id": {"dtype": "int64", "_type": "Value"},
-    "relevant": {"dtype": "int64", "_type": "Value"},
-    "clip_score": {"dtype": "float64", "_type": "Value"},
-    "inat24_image_id": {"dtype": "int64", "_type": "Value"},
-    "inat24_file_name": {"dtype": "string", "_type": "Value"},
-    "supercategory": {"dtype": "string", "_type": "Value"},
-    "category": {"dtype": "string", "_type": "Value"},
-    "iconic_group": {"dtype": "string", "_type": "Value"},
+# Arrow types of the published columns (HF "Image" is a struct of bytes and path).
+_TYPES: dict[str, pa.DataType] = {
+    "image": pa.struct([("bytes", pa.binary()), ("path", pa.string())]),
+    "query": pa.string(),
+    "relevant": pa.int64(),
+    "clip_score": pa.float64(),
+    "inat24_image_id": pa.int64(),
+    "inat24_file_name": pa.string(),
+    "supercategory": pa.string(),
+    "category": pa.string(),
+    "iconic_group": pa.string(),
+    "inat24_species_id": pa.int64(),
+    "inat24_species_name": pa.string(),
+    "latitude": pa.float64(),
+    "longitude": pa.float64(),
+    "location_uncertainty": pa.float64(),
+    "date": pa.string(),
+    "license": pa.string(),
+    "rights_holder": pa.string(),
+    "query_id": pa.int64(),
 }
-_SCHEMA = pa.schema(
-    [
-        ("image", pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
-        ("query", pa.string()),
-        ("query_id", pa.int64()),
-        ("relevant", pa.int64()),
-        ("clip_score", pa.float64()),
-        ("inat24_image_id", pa.int64()),
-        ("inat24_file_name", pa.string()),
-        ("supercategory", pa.string()),
-        ("category", pa.string()),
-        ("iconic_group", pa.string()),
-    ]
-)
+
+
+def _hf_features(names: Sequence[str]) -> dict[str, dict[str, str]]:
+    def feature(t: pa.DataType) -> dict[str, str]:
+        if pa.types.is_struct(t):
+            return {"_type": "Image"}
+        dtype = {pa.int64(): "int64", pa.float64(): "float64", pa.string(): "string"}[t]
+        return {"dtype": dtype, "_type": "Value"}
+
+    return {n: feature(_TYPES[n]) for n in names}
 
 
 def write_synthetic_rerank_set(
@@ -238,8 +317,15 @@ def write_synthetic_rerank_set(
     pool: int = CANDIDATES_PER_QUERY,
     dim: int = 64,
     image_size: int = 32,
+    include_query_id: bool = False,
 ) -> dict[str, list[Path]]:
     """Write a SYNTHETIC INQUIRE-Rerank set (upstream parquet layout) under ``out_dir``.
+
+    Columns and types are those of the published shards (:data:`UPSTREAM_COLUMNS`;
+    ``data/validation-00000-of-00001.parquet`` and ``data/test-...``); ``include_query_id``
+    adds a ``query_id`` column, which the published card does not have. The synthetic query
+    tables are written beside them (``benchmark/inquire_queries_{val,test}.csv``) so the
+    reader can give queries their ids.
 
     Built from :func:`inquire.data.synthetic.make_synthetic_benchmark` with images: each
     query's pool is its top ``pool`` images by the synthetic text-image cosine (as upstream
@@ -277,7 +363,8 @@ def write_synthetic_rerank_set(
         queries = read_queries(qfile)
         q_emb = encoder.encode_text(queries["query_text"].tolist())
         scores, ids = search(store, q_emb, k=pool)
-        rows: dict[str, list[object]] = {name: [] for name in _SCHEMA.names}
+        names = [*UPSTREAM_COLUMNS, *(["query_id"] if include_query_id else [])]
+        rows: dict[str, list[object]] = {name: [] for name in names}
         for qi, q in enumerate(queries.to_dict("records")):
             qid = int(q["query_id"])
             rel = qrels.get(qid, frozenset())
@@ -289,7 +376,6 @@ def write_synthetic_rerank_set(
                 data = (images_root / file_name).read_bytes()
                 rows["image"].append({"bytes": data, "path": Path(file_name).name})
                 rows["query"].append(q["query_text"])
-                rows["query_id"].append(qid)
                 rows["relevant"].append(int(int(image_id) in rel))
                 rows["clip_score"].append(float(score))
                 rows["inat24_image_id"].append(int(image_id))
@@ -297,10 +383,22 @@ def write_synthetic_rerank_set(
                 rows["supercategory"].append(q["supercategory"])
                 rows["category"].append(q["category"])
                 rows["iconic_group"].append(q["iconic_group"])
-        table = pa.table(rows, schema=_SCHEMA).replace_schema_metadata(
-            {b"huggingface": json.dumps({"info": {"features": _HF_FEATURES}}).encode()}
+                rows["inat24_species_id"].append(-1)
+                rows["inat24_species_name"].append("synthetic")
+                rows["latitude"].append(float("nan"))
+                rows["longitude"].append(float("nan"))
+                rows["location_uncertainty"].append(float("nan"))
+                rows["date"].append("")
+                rows["license"].append("synthetic")
+                rows["rights_holder"].append("synthetic")
+                if include_query_id:
+                    rows["query_id"].append(qid)
+        schema = pa.schema([(n, _TYPES[n]) for n in names])
+        table = pa.table(rows, schema=schema).replace_schema_metadata(
+            {b"huggingface": json.dumps({"info": {"features": _hf_features(names)}}).encode()}
         )
-        path = out / "data" / f"{split}-00000-of-00001.parquet"
+        upstream_split = {"val": "validation", "test": "test"}[split]
+        path = out / "data" / f"{upstream_split}-00000-of-00001.parquet"
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
             # small row groups, as the upstream shards, so images are read a group at a time

@@ -48,7 +48,9 @@ def demo_rerank(out_dir: str | os.PathLike[str], console: Any = None, seed: int 
         )
     )
     paths = write_synthetic_rerank_set(out / "rerank-set", n_val=1, n_test=3, seed=seed)
-    rs = read_rerank_set(paths["test"])
+    bench = out / "rerank-set" / "benchmark"
+    queries = read_queries(bench / "inquire_queries_test.csv")
+    rs = read_rerank_set(paths["test"], queries=queries)
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     model_dir = build_tiny_vlm(TINY_FAMILY, out / "tiny-vlm" / TINY_FAMILY, seed=seed)
     reranker = load_reranker(f"vlm:{TINY_FAMILY}/{model_dir}", batch_size=25)
@@ -74,8 +76,6 @@ def demo_rerank(out_dir: str | os.PathLike[str], console: Any = None, seed: int 
                 res.save(results / name)
 
             # Two-stage: full-rank top-20 by the synthetic embeddings, reranked.
-            bench = out / "rerank-set" / "benchmark"
-            queries = read_queries(bench / "inquire_queries_test.csv")
             store = EmbeddingStore(bench / "embeddings")
             enc = load_encoder(f"precomputed:{bench / 'text_embeddings.parquet'}")
             scores, ids = search(store, enc.encode_text(queries["query_text"].tolist()), k=20)
