@@ -165,6 +165,24 @@ def _write_inquire_cache(path: Path) -> None:
         f"/elsewhere/ccc.jpg--{TEMPLATE.format(query='a fox')}": 0.5,  # not a candidate
         f"/data/inat24/train/x/aaa.jpg--{TEMPLATE.format(query='an owl')}": 0.5,  # no such query
         f"/data/inat24/train/x/aaa.jpg--{TEMPLATE.format(query='a red fox')}": "n/a",
+        # an API reply, as INQUIRE stored them for GPT-4 models: 0.2 / (0.2 + 0.6)
+        f"train/00002_Animalia/ddd.jpg--{TEMPLATE.format(query='a fox')}": {
+            "choices": [
+                {
+                    "logprobs": {
+                        "content": [
+                            {
+                                "top_logprobs": [
+                                    {"token": "No", "logprob": float(np.log(0.6))},
+                                    {"token": "Yes", "logprob": float(np.log(0.2))},
+                                    {"token": " yes", "logprob": float(np.log(0.1))},
+                                ]
+                            }
+                        ]
+                    }
+                }
+            ]
+        },
     }
     np.save(path, np.array(data, dtype=object), allow_pickle=True)
 
@@ -182,7 +200,11 @@ def test_import_refuses_pickles_unless_trusted(tmp_path: Path) -> None:
 def test_import_maps_paths_and_prompts(tmp_path: Path, template: str | None) -> None:
     npy = tmp_path / "llava.npy"
     _write_inquire_cache(npy)
-    files = {"train/00001_Animalia/aaa.jpg": 11, "train/00002_Animalia/bbb.jpg": 22}
+    files = {
+        "train/00001_Animalia/aaa.jpg": 11,
+        "train/00002_Animalia/bbb.jpg": 22,
+        "train/00002_Animalia/ddd.jpg": 33,
+    }
     target = CachedReranker("llava")
     with ScoreCache(tmp_path / "c.sqlite") as cache:
         report = import_inquire_cache(
@@ -194,15 +216,15 @@ def test_import_maps_paths_and_prompts(tmp_path: Path, template: str | None) -> 
             trust_pickle=True,
             prompt_template=template,
         )
-        assert (report.imported, report.skipped_image, report.skipped_query) == (3, 1, 1)
+        assert (report.imported, report.skipped_image, report.skipped_query) == (4, 1, 1)
         assert report.skipped_value == 1
 
         # "a red fox" contains "a fox": the longest known query wins
         def no_images(pos: Sequence[int]) -> list[Any]:
             raise AssertionError("scores of an imported cache need no images")
 
-        out = score_candidates(target, "a fox", [11, 22], no_images, cache=cache)
-        np.testing.assert_allclose(out, [0.9, 0.1])
+        out = score_candidates(target, "a fox", [11, 22, 33], no_images, cache=cache)
+        np.testing.assert_allclose(out, [0.9, 0.1, 0.25])  # exact tokens: " yes" not counted
         red = score_candidates(target, "a red fox", [22, 11], no_images, cache=cache)
         assert red[0] == pytest.approx(0.7) and np.isnan(red[1])  # a miss is a failure
 

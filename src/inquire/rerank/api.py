@@ -57,14 +57,19 @@ class _Retryable(Exception):
     pass
 
 
-def score_from_top_logprobs(top: Sequence[dict[str, Any]]) -> tuple[float, float]:
+def score_from_top_logprobs(
+    top: Sequence[dict[str, Any]], exact: bool = False
+) -> tuple[float, float]:
     """``(score, P(Yes)+P(No))`` from one position's ``top_logprobs`` list.
 
-    All-Yes (no "No" token listed) gives 1, no "Yes" listed gives 0.
+    All-Yes (no "No" token listed) gives 1, no "Yes" listed gives 0. Tokens count as an
+    answer whatever their case and surrounding spaces; ``exact`` counts only the tokens
+    ``Yes`` and ``No`` themselves (how INQUIRE scored its released API outputs).
     """
     p_yes = p_no = 0.0
     for item in top:
-        word = str(item.get("token", "")).strip().lower()
+        token = str(item.get("token", ""))
+        word = {"Yes": "yes", "No": "no"}.get(token, "") if exact else token.strip().lower()
         p = math.exp(float(item["logprob"]))
         if word == "yes":
             p_yes += p

@@ -221,6 +221,10 @@ def import_inquire_cache(
 ) -> ImportReport:
     """Copy INQUIRE's ``{"{image_path}--{prompt}": score}`` cache into ``cache`` under ``key``.
 
+    INQUIRE keys are ``inat24_file_name + "--" + the full model-specific prompt``; values are
+    P(Yes)/(P(Yes)+P(No)) floats for open models and raw chat-completions replies for API
+    models (scored here from their ``top_logprobs``).
+
     The prompt is mapped to a query text with ``prompt_template`` (``{query}`` marks the
     query) when given and matching, else to the longest known query text it contains. The
     image path is mapped by its file name (the last path component) through
@@ -265,9 +269,8 @@ def import_inquire_cache(
         if query is None:
             skipped_query += 1
             continue
-        try:
-            score = float(value)
-        except (TypeError, ValueError):
+        score = _released_score(value)
+        if score is None:
             skipped_value += 1
             continue
         if not math.isfinite(score):
@@ -278,6 +281,24 @@ def import_inquire_cache(
     report = ImportReport(imported, skipped_image, skipped_query, skipped_value)
     log.info("imported %s from %s", report, path)
     return report
+
+
+def _released_score(value: Any) -> float | None:
+    """A released cache value as a score: a number (open models) or a chat-completions reply
+    with ``top_logprobs`` (API models, scored as INQUIRE did: exact ``Yes``/``No`` tokens).
+    Anything else (e.g. a stored failed HTTP response) is None."""
+    if isinstance(value, dict):
+        from inquire.rerank.api import score_from_top_logprobs
+
+        try:
+            top = value["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
+            return score_from_top_logprobs(top, exact=True)[0]
+        except (KeyError, IndexError, TypeError, ValueError):
+            return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 class CachedReranker:
