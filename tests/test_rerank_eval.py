@@ -26,7 +26,7 @@ from inquire.data.rerank_set import (
 )
 from inquire.errors import InputError, UnknownNameError
 from inquire.eval.rerank import RerankFailuresError, evaluate_rerank, expected_random_ap
-from inquire.eval.two_stage import evaluate_two_stage
+from inquire.eval.two_stage import evaluate_two_stage, image_resolver
 from inquire.rerank.cache import ScoreCache
 from inquire.rerank.clip import ClipReranker
 from inquire.rerank.registry import parse_reranker_id
@@ -462,3 +462,14 @@ def test_queries_without_relevant_candidates_are_left_out(
     assert len(res.result.per_query) == len(rs.query_ids) - 1
     assert res.result.config["excluded_queries_no_relevant"] == [gone]
     assert "no relevant candidate" in caplog.text
+
+
+def test_image_resolver(tmp_path: Path) -> None:
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "a.jpg").write_bytes(b"x")
+    resolve = image_resolver({1: "train/a", 2: "train/a.jpg", 3: "train/missing"}, tmp_path)
+    assert resolve(1) == resolve(2) == tmp_path / "train" / "a.jpg"
+    with pytest.raises(InputError, match="does not exist"):
+        resolve(3)
+    with pytest.raises(InputError, match="image id 4"):
+        resolve(4)

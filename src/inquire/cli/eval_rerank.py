@@ -192,6 +192,7 @@ def import_cache_cmd(
 
 
 def register(app: typer.Typer) -> None:
+    """Add ``inquire eval rerank`` and the ``inquire rerank`` group."""
     from inquire.cli.evalcmd import eval_app
 
     eval_app.command("rerank")(eval_rerank_cmd)

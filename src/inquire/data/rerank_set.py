@@ -100,6 +100,7 @@ class RerankSet:
 
     @property
     def query_ids(self) -> list[int]:
+        """The query ids, in file order."""
         return [int(q) for q in self.queries["query_id"]]
 
     def pool(self, query_id: int) -> pd.DataFrame:

@@ -53,6 +53,8 @@ def _random(rs: RerankSet, query_id: int, seed: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Baseline:
+    """A ranking that needs no model: ``scores(rerank_set, query_id, seed) -> (n,)``."""
+
     name: str
     scores: Callable[[RerankSet, int, int], np.ndarray]
     help: str

@@ -4,10 +4,12 @@
     from inquire.rerank import load_reranker
 
     first = fullrank_topk(...)                       # a Run, e.g. CLIP top-100 per query
+    meta = store.metadata                            # the collection's EmbeddingStore
+    resolve = image_resolver(dict(zip(meta.image_id, meta.image_path)), images_dir)
     result = evaluate_two_stage(
         first, load_reranker("vlm:llava-1.5/llava-hf/llava-1.5-7b-hf"),
-        resolve_image=lambda image_id: images_dir / paths[image_id],   # id -> path/PIL/bytes
-        qrels=qrels, queries=queries, k=50, from_k=100,
+        resolve_image=resolve,                       # image id -> path / PIL image / bytes
+        qrels=qrels, queries=queries, k=50, from_k=100, cache=ScoreCache(),
     )
     result.result.aggregate(scaled=True)
 
@@ -18,8 +20,10 @@ full-rank definition), so the reranker can only recover what the first stage fou
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -95,6 +99,36 @@ def _resolver(
         return [resolve_image(int(ids[p])) for p in positions]
 
     return images
+
+
+def image_resolver(
+    image_paths: dict[int, str], images_root: str | os.PathLike[str], suffix: str = ".jpg"
+) -> Callable[[int], Path]:
+    """``image_id -> images_root / (path + suffix)`` for :func:`evaluate_two_stage`.
+
+    ``image_paths`` maps ids to paths relative to ``images_root``, e.g. from an embedding
+    store's metadata (``dict(zip(store.metadata.image_id, store.metadata.image_path))``);
+    INQUIRE's metadata paths carry no ``.jpg``, hence ``suffix`` (added only when missing).
+    An id without a path, or a missing file, is an :class:`InputError` naming both.
+    """
+    root = Path(images_root)
+
+    def resolve(image_id: int) -> Path:
+        rel = image_paths.get(int(image_id))
+        if rel is None:
+            raise InputError(
+                f"image id {image_id} has no path in the image table; the first stage ranked "
+                f"an image the collection's metadata does not list"
+            )
+        path = root / (rel if rel.endswith(suffix) else rel + suffix)
+        if not path.is_file():
+            raise InputError(
+                f"image {image_id}: {str(path)!r} does not exist; point the images folder at "
+                f"the root the metadata paths are relative to"
+            )
+        return path
+
+    return resolve
 
 
 def evaluate_two_stage(

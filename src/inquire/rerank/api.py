@@ -140,6 +140,7 @@ class APIReranker:
         return f"APIReranker({self.model!r}, base_url={self.base_url!r})"
 
     def prompt(self, query_text: str) -> str:
+        """The text sent with each image."""
         return API_QUESTION.format(query=query_text)
 
     def _body(self, query_text: str, image: ImageLike) -> dict[str, Any]:

@@ -38,7 +38,9 @@ class Reranker(Protocol):
     revision: str
     prompt_version: str
 
-    def score(self, query_text: str, images: Sequence[ImageLike]) -> np.ndarray: ...
+    def score(self, query_text: str, images: Sequence[ImageLike]) -> np.ndarray:
+        """``(len(images),) float64`` scores, higher = more relevant; NaN = failure."""
+        ...
 
 
 def load_image(image: ImageLike) -> Any:

@@ -57,6 +57,7 @@ class ModelKey:
 
     @classmethod
     def of(cls, reranker: Reranker) -> ModelKey:
+        """The key part of ``reranker`` (its id, revision and prompt version)."""
         return cls(reranker.reranker_id, reranker.revision, reranker.prompt_version)
 
 
@@ -83,6 +84,7 @@ class ScoreCache:
             ) from exc
 
     def close(self) -> None:
+        """Close the database connection."""
         self._db.close()
 
     def __enter__(self) -> ScoreCache:

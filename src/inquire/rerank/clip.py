@@ -30,6 +30,7 @@ class ClipReranker:
         self.prompt_version = PROMPT_VERSION
 
     def score(self, query_text: str, images: Sequence[ImageLike]) -> np.ndarray:
+        """``(n,) float64`` cosine similarity of each image with the query."""
         if len(images) == 0:
             return np.empty(0, np.float64)
         text = np.asarray(self.encoder.encode_text([query_text]), np.float32)

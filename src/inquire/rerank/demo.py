@@ -28,7 +28,7 @@ def demo_rerank(out_dir: str | os.PathLike[str], console: Any = None, seed: int 
     from inquire.data.rerank_set import read_rerank_set, write_synthetic_rerank_set
     from inquire.embed import EmbeddingStore, load_encoder
     from inquire.eval.rerank import evaluate_rerank
-    from inquire.eval.two_stage import evaluate_two_stage
+    from inquire.eval.two_stage import evaluate_two_stage, image_resolver
     from inquire.index.exact import search
     from inquire.report.table import metrics_table
     from inquire.rerank import load_reranker
@@ -85,7 +85,7 @@ def demo_rerank(out_dir: str | os.PathLike[str], console: Any = None, seed: int 
             two = evaluate_two_stage(
                 first,
                 reranker,
-                lambda image_id: bench / "images" / f"{path_of[image_id]}.jpg",
+                image_resolver(path_of, bench / "images"),
                 read_qrels(bench / "inquire_annotations.csv"),
                 queries,
                 k=10,

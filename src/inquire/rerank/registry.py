@@ -76,6 +76,8 @@ def _cached(rest: str, o: RerankOptions) -> Reranker:
 
 @dataclass(frozen=True)
 class RerankerKind:
+    """One row of the registry: a kind of reranker and how to load it."""
+
     name: str
     loader: Callable[[str, RerankOptions], Reranker]
     example: str

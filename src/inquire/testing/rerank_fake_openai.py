@@ -58,6 +58,7 @@ class FakeOpenAI:
 
     @property
     def base_url(self) -> str:
+        """``http://127.0.0.1:<port>/v1``, for ``base_url=`` / ``--base-url``."""
         if self._server is None:
             raise RuntimeError("the fake server is not running; call start() first")
         host, port = self._server.server_address[:2]
@@ -73,6 +74,7 @@ class FakeOpenAI:
             return self._script.popleft() if self._script else "ok"
 
     def start(self) -> FakeOpenAI:
+        """Start serving on a random free port in a daemon thread."""
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -179,6 +181,7 @@ class FakeOpenAI:
         return self
 
     def stop(self) -> None:
+        """Stop serving and free the port."""
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
