@@ -126,9 +126,10 @@ def test_wrong_number_of_scores_is_refused(tmp_path: Path) -> None:
         score_candidates(Short(), "q", [1, 2], [1, 2])
 
 
-def _writer(path: str, worker: int, n: int) -> None:
+def _writer(path: str, worker: int, n: int, start: Any) -> None:
     with ScoreCache(path, timeout_s=60) as cache:
         key = ModelKey("m", "r", "p")
+        start.wait(60)  # both processes write at the same time
         for i in range(n):
             # small transactions interleave with the other process's
             cache.put(key, f"query {i % 3}", {f"{worker}-{i}": i / n, "shared": float(worker)})
@@ -138,7 +139,8 @@ def test_two_processes_write_at_once(tmp_path: Path) -> None:
     path = str(tmp_path / "shared.sqlite")
     ScoreCache(path).close()
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_writer, args=(path, w, 400)) for w in range(2)]
+    start = ctx.Barrier(2)
+    procs = [ctx.Process(target=_writer, args=(path, w, 400, start)) for w in range(2)]
     for p in procs:
         p.start()
     for p in procs:

@@ -473,3 +473,23 @@ def test_image_resolver(tmp_path: Path) -> None:
         resolve(3)
     with pytest.raises(InputError, match="image id 4"):
         resolve(4)
+
+
+def test_images_and_options_are_checked(tmp_path: Path) -> None:
+    from inquire.rerank import load_image, load_reranker
+    from inquire.rerank.base import image_bytes
+
+    with pytest.raises(InputError, match="does not exist"):
+        load_image(tmp_path / "missing.jpg")
+    with pytest.raises(InputError, match="cannot read image"):
+        load_image(b"not an image at all")
+    with pytest.raises(InputError, match="cannot use a int"):
+        load_image(3)
+    png = tmp_path / "a.png"
+    from PIL import Image
+
+    Image.new("RGBA", (4, 4)).save(png)
+    assert load_image(png).mode == "RGB"
+    assert image_bytes(png)[1] == "image/png"
+    with pytest.raises(InputError, match="unknown reranker option"):
+        load_reranker("cached:x", devcie="cuda")
