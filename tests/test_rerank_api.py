@@ -136,6 +136,11 @@ def test_concurrency_is_limited(key: str) -> None:
     with FakeOpenAI(latency_s=0.05) as slow:
         _reranker(slow, concurrency=3).score(QUERY, [_jpeg(i) for i in range(12)])
         assert 2 <= slow.max_in_flight <= 3
+    # through the scoring loop, chunks are large enough to keep every slot busy
+    with FakeOpenAI(latency_s=0.3) as slow:
+        many = _reranker(slow, concurrency=40)
+        score_candidates(many, QUERY, list(range(80)), [_jpeg(i) for i in range(80)])
+        assert slow.max_in_flight > 32
 
 
 def test_key_is_never_logged_shown_or_cached(

@@ -124,6 +124,8 @@ class APIReranker:
         self.revision = f"{parsed.netloc}{parsed.path}"
         self.prompt_version = f"{PROMPT_VERSION}-top{top_logprobs}" if logprobs else PROMPT_VERSION
         self.concurrency = concurrency
+        # images per score() call from the scoring loop: enough to keep every slot busy
+        self.chunk_size = 4 * concurrency
         self.top_logprobs = top_logprobs
         self.logprobs = logprobs and top_logprobs > 0
         self.temperature = temperature

@@ -10,7 +10,8 @@ and evaluations count and report it.
 
 Optional attributes the scoring loop reads (:func:`inquire.rerank.cache.score_candidates`):
 ``cacheable`` (default True; False for non-deterministic scorers, whose outputs are never
-cached) and ``needs_images`` (default True; False for scorers that never look at pixels).
+cached), ``needs_images`` (default True; False for scorers that never look at pixels) and
+``chunk_size`` (images per ``score`` call the loop should use at least).
 """
 
 from __future__ import annotations

@@ -170,6 +170,8 @@ def score_candidates(
         todo = [pos for pos, i in enumerate(image_ids) if str(i) not in hit]
     else:
         todo = list(range(n))
+    # A scorer may ask for larger chunks (an API reranker keeps `concurrency` requests busy).
+    chunk = max(chunk, int(getattr(reranker, "chunk_size", 0)))
     for start in range(0, len(todo), chunk):
         batch = todo[start : start + chunk]
         imgs: Sequence[Any]
