@@ -136,11 +136,23 @@ def test_concurrency_is_limited(key: str) -> None:
     with FakeOpenAI(latency_s=0.05) as slow:
         _reranker(slow, concurrency=3).score(QUERY, [_jpeg(i) for i in range(12)])
         assert 2 <= slow.max_in_flight <= 3
-    # through the scoring loop, chunks are large enough to keep every slot busy
-    with FakeOpenAI(latency_s=0.3) as slow:
-        many = _reranker(slow, concurrency=40)
-        score_candidates(many, QUERY, list(range(80)), [_jpeg(i) for i in range(80)])
-        assert slow.max_in_flight > 32
+
+
+def test_scoring_loop_gives_the_api_chunks_that_fill_every_slot(
+    server: FakeOpenAI, key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    many = _reranker(server, concurrency=40)
+    sizes: list[int] = []
+    original = many.score
+
+    def recording(query_text: str, images: list) -> np.ndarray:
+        sizes.append(len(images))
+        return original(query_text, images)
+
+    monkeypatch.setattr(many, "score", recording)
+    out = score_candidates(many, QUERY, list(range(200)), [_jpeg(i % 7) for i in range(200)])
+    assert sizes == [160, 40]  # 4 x concurrency per call, not the loop's default of 32
+    assert not np.isnan(out).any()
 
 
 def test_key_is_never_logged_shown_or_cached(
