@@ -133,7 +133,7 @@ def test_client_errors_are_not_retried(server: FakeOpenAI, key: str) -> None:
 
 
 def test_concurrency_is_limited(key: str) -> None:
-    with FakeOpenAI(latency_s=0.05) as slow:
+    with FakeOpenAI(latency_s=0.2) as slow:
         _reranker(slow, concurrency=3).score(QUERY, [_jpeg(i) for i in range(12)])
         assert 2 <= slow.max_in_flight <= 3
 
