@@ -1,9 +1,201 @@
-"""Commands of this area (registered by ``register``)."""
+"""``inquire eval rerank`` (the INQUIRE-Rerank task) and ``inquire rerank ...`` (the cache)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import typer
+
+from inquire.cli._common import friendly_errors
+
+rerank_app = typer.Typer(help="Reranker scores: list rerankers, import score caches.")
+
+
+def rerank_table(result: Any, title: str) -> Any:
+    """A rich table of a RerankResult: overall row + one per supercategory."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("group", style="bold")
+    table.add_column("queries", justify="right")
+    for label in ("AP (pool)", "AP@50", "nDCG", "MRR", "P@100", "R@100"):
+        table.add_column(label, justify="right")
+    overall = result.result.aggregate(scaled=True)
+    at50 = result.result_at_50.aggregate(scaled=True)
+    groups = result.result.aggregate("supercategory", scaled=True)
+    groups50 = result.result_at_50.aggregate("supercategory", scaled=True)
+    rows = [(overall.iloc[0], at50.iloc[0])]
+    rows += [(groups.iloc[i], groups50.iloc[i]) for i in range(len(groups))]
+    for i, (row, row50) in enumerate(rows):
+        table.add_row(
+            str(row["group"]),
+            str(int(row["n_queries"])),
+            f"{row['ap']:.1f}",
+            f"{row50['ap']:.1f}",
+            f"{row['ndcg']:.1f}",
+            f"{row['mrr']:.3f}",
+            f"{row['precision']:.1f}",
+            f"{row['recall']:.1f}",
+            end_section=i == 0,
+        )
+    return table
+
+
+def _rerank_set(split: str, data: list[Path], queries: list[Path]) -> Any:
+    """The local files (``--data``, ids from ``--queries``) or the downloaded split."""
+    import pandas as pd
+
+    from inquire.data.queries import read_queries
+    from inquire.data.rerank_set import load_rerank_set, read_rerank_set
+
+    table = pd.concat([read_queries(q) for q in queries], ignore_index=True) if queries else None
+    return read_rerank_set(data, queries=table) if data else load_rerank_set(split, table)
+
+
+@friendly_errors
+def eval_rerank_cmd(
+    reranker: str = typer.Option(
+        ...,
+        "--reranker",
+        help="clip_score | random | clip:<model> | vlm:<family>/<model> | api:<model> | "
+        "cached:<name>",
+    ),
+    split: str = typer.Option("test", help="INQUIRE-Rerank split: val or test."),
+    data: list[Path] = typer.Option(
+        [], "--data", help="Local INQUIRE-Rerank parquet file(s) instead of downloading."
+    ),
+    queries: list[Path] = typer.Option(
+        [], "--queries", help="INQUIRE query CSV(s) giving --data files their query ids."
+    ),
+    out: Path | None = typer.Option(None, help="Write the results folder here."),
+    seed: int = typer.Option(0, help="Seed of the random baseline."),
+    device: str = typer.Option("cpu", help="torch device for local models."),
+    precision: str = typer.Option("fp32", help="fp32, bf16 or fp16 for local models."),
+    batch_size: int = typer.Option(8, help="Images per forward pass (local models)."),
+    base_url: str | None = typer.Option(None, help="OpenAI-compatible server (api: rerankers)."),
+    api_key_env: str = typer.Option("OPENAI_API_KEY", help="Environment variable with the key."),
+    concurrency: int = typer.Option(8, help="Concurrent API requests."),
+    top_logprobs: int = typer.Option(20, help="top_logprobs asked of the API (0..20)."),
+    allow_failures: bool = typer.Option(
+        False, help="Rank candidates that could not be scored last instead of stopping."
+    ),
+    no_cache: bool = typer.Option(False, help="Neither read nor write the score cache."),
+) -> None:
+    """Rerank INQUIRE-Rerank's 100 candidates per query and evaluate (AP over the pool, R =
+    relevant candidates, plus AP@50)."""
+    from rich.console import Console
+
+    from inquire.eval.rerank import BASELINES, evaluate_rerank
+    from inquire.rerank import RerankOptions, load_reranker
+    from inquire.rerank.cache import ScoreCache
+
+    rs = _rerank_set(split, data, queries)
+    ranker: Any = reranker
+    cache = None
+    if reranker not in BASELINES:
+        opts = RerankOptions(
+            device=device,
+            precision=precision,
+            batch_size=batch_size,
+            base_url=base_url,
+            api_key_env=api_key_env,
+            concurrency=concurrency,
+            top_logprobs=top_logprobs,
+        )
+        ranker = load_reranker(reranker, opts)
+        cache = None if no_cache else ScoreCache()
+    cfg = {"split": None if data else split}
+    result = evaluate_rerank(
+        rs, ranker, seed=seed, cache=cache, allow_failures=allow_failures, config=cfg
+    )
+    console = Console()
+    console.print(rerank_table(result, f"INQUIRE-Rerank ({split}): {result.run.name}"))
+    if result.expected_random is not None:
+        console.print(f"expected AP of a random order: {100 * result.expected_random:.1f}")
+    if len(result.failures):
+        console.print(f"[red]{len(result.failures)} candidates failed and were ranked last[/]")
+    if out is not None:
+        result.save(out)
+        typer.echo(f"results: {out}")
+
+
+@friendly_errors
+def list_cmd() -> None:
+    """List reranker kinds, VLM families and baselines."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from inquire.eval.rerank import BASELINES
+    from inquire.rerank.registry import KINDS
+    from inquire.rerank.vlm import FAMILIES
+
+    table = Table(title="rerankers")
+    for col in ("id", "what", "example"):
+        table.add_column(col)
+    for b in BASELINES.values():
+        table.add_row(b.name, b.help, b.name)
+    for k in KINDS.values():
+        table.add_row(f"{k.name}:...", k.help, k.example)
+    for f in FAMILIES.values():
+        table.add_row(f"vlm:{f.name}/...", f.model_class, f"vlm:{f.name}/{f.example}")
+    Console().print(table)
+
+
+@friendly_errors
+def import_cache_cmd(
+    npy: Path = typer.Argument(..., help="An INQUIRE LMM score cache (.npy, pickled dict)."),
+    name: str = typer.Option(..., help="Store as reranker cached:NAME."),
+    trust_pickle: bool = typer.Option(
+        False, "--trust-pickle", help="Allow loading the pickle (it can run code: trust it)."
+    ),
+    split: str = typer.Option("test", help="INQUIRE-Rerank split whose candidates to map."),
+    data: list[Path] = typer.Option([], "--data", help="Local INQUIRE-Rerank parquet file(s)."),
+    queries: list[Path] = typer.Option(
+        [], "--queries", help="INQUIRE query CSV(s) giving --data files their query ids."
+    ),
+    prompt_template: str | None = typer.Option(
+        None, help="The cache's prompt, with {query} where the query text goes."
+    ),
+) -> None:
+    """Import INQUIRE's released scores into the cache, to evaluate them as cached:NAME."""
+    from inquire.rerank.cache import (
+        PICKLE_REFUSAL,
+        CachedReranker,
+        ModelKey,
+        ScoreCache,
+        import_inquire_cache,
+    )
+
+    if not trust_pickle:  # refuse before downloading anything
+        from inquire.errors import InputError
+
+        raise InputError(PICKLE_REFUSAL.format(path=str(npy)))
+    rs = _rerank_set(split, data, queries)
+    target = CachedReranker(name)
+    with ScoreCache() as cache:
+        report = import_inquire_cache(
+            npy,
+            cache,
+            ModelKey.of(target),
+            rs.queries["query_text"].tolist(),
+            rs.file_names(),
+            trust_pickle=trust_pickle,
+            prompt_template=prompt_template,
+        )
+    typer.echo(
+        f"imported {report.imported} scores as {target.reranker_id} (skipped: "
+        f"{report.skipped_image} unknown images, {report.skipped_query} unknown prompts, "
+        f"{report.skipped_value} non-numeric values); evaluate with "
+        f"`inquire eval rerank --reranker {target.reranker_id}`"
+    )
 
 
 def register(app: typer.Typer) -> None:
-    """No commands in this area yet."""
+    """Add ``inquire eval rerank`` and the ``inquire rerank`` group."""
+    from inquire.cli.evalcmd import eval_app
+
+    eval_app.command("rerank")(eval_rerank_cmd)
+    rerank_app.command("list")(list_cmd)
+    rerank_app.command("import-cache")(import_cache_cmd)
+    app.add_typer(rerank_app, name="rerank")

@@ -1,0 +1,233 @@
+"""The INQUIRE-Rerank task: re-order each query's 100 fixed candidates.
+
+Metrics are computed over the candidate pool exactly as INQUIRE does: the ranked list is the
+whole pool (k = 100) and R is the number of relevant candidates *in the pool* (not all
+relevant images in iNat24). AP@50 over the same ranking (normalised by min(R, 50)) is
+reported beside it.
+
+Rankers are a reranker id (see :mod:`inquire.rerank.registry`) or a baseline row of
+:data:`BASELINES`: ``clip_score`` (the given first-stage order) and ``random`` (seeded). The
+expected AP of a uniformly random order is known in closed form
+(:func:`expected_random_ap`) and reported with the random baseline; INQUIRE reports ~23 on
+the real test split.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from inquire._io import write_json
+from inquire.data.rerank_set import RerankSet
+from inquire.errors import InquireError, UnknownNameError
+from inquire.eval.evaluate import EvalResult, evaluate
+from inquire.run import Run
+
+log = logging.getLogger(__name__)
+
+POOL_K = 100
+SHORT_K = 50
+FAILURES_FILE = "failures.csv"
+
+
+class RerankFailuresError(InquireError):
+    """Some candidates could not be scored (e.g. API requests kept failing)."""
+
+
+def _clip_score(rs: RerankSet, query_id: int, seed: int) -> np.ndarray:
+    return rs.pool(query_id)["clip_score"].to_numpy(np.float64)
+
+
+def _random(rs: RerankSet, query_id: int, seed: int) -> np.ndarray:
+    # One generator per (seed, query): a query's order does not depend on the others.
+    rng = np.random.default_rng([seed, int(query_id)])
+    return rng.random(len(rs.pool(query_id)))
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A ranking that needs no model: ``scores(rerank_set, query_id, seed) -> (n,)``."""
+
+    name: str
+    scores: Callable[[RerankSet, int, int], np.ndarray]
+    help: str
+
+
+BASELINES: dict[str, Baseline] = {
+    b.name: b
+    for b in (
+        Baseline("clip_score", _clip_score, "the first-stage CLIP order given with the set"),
+        Baseline("random", _random, "a uniformly random order (seeded)"),
+    )
+}
+
+
+def expected_random_ap(n: int, r: int, k: int) -> float:
+    """Exact expected INQUIRE AP@k of a uniformly random order of ``n`` items, ``r`` relevant.
+
+    E[sum_{i<=k} rel_i P@i] = sum_{i<=k} (1/i) (P(rel_i) + (i-1) P(rel_i and rel_j))
+                            = sum_{i<=k} (1/i) (r/n + (i-1) r(r-1) / (n(n-1))),
+    divided by min(r, k).
+    """
+    if r <= 0 or n <= 0:
+        return 0.0
+    k = min(k, n)
+    i = np.arange(1, k + 1, dtype=np.float64)
+    pair = r * (r - 1) / (n * (n - 1)) if n > 1 else 0.0
+    total = float(np.sum((r / n + (i - 1) * pair) / i))
+    return total / min(r, k)
+
+
+@dataclass
+class RerankResult:
+    """Metrics at k = 100 over the pool (``result``), AP@50 (``result_at_50``), the run, and
+    the failures (one row per candidate that could not be scored)."""
+
+    result: EvalResult
+    result_at_50: EvalResult
+    run: Run
+    failures: pd.DataFrame = field(default_factory=pd.DataFrame)
+    expected_random: float | None = None
+
+    def table(self, scaled: bool = True) -> pd.DataFrame:
+        """Overall row: AP (pool, k=100), AP@50, nDCG, MRR, ... (scaled as tables report)."""
+        df = self.result.aggregate(scaled=scaled)
+        ap50 = self.result_at_50.aggregate(scaled=scaled)["ap"].iloc[0]
+        df.insert(list(df.columns).index("ap") + 1, "ap@50", ap50)
+        return df
+
+    def save(self, out_dir: str | os.PathLike[str]) -> Path:
+        """``out_dir/{per_query.csv, summary.json, run.parquet}`` (k = 100) plus
+        ``out_dir/at50/`` and ``failures.csv`` when there were failures."""
+        out = Path(out_dir)
+        self.result.save(out, run=self.run)
+        self.result_at_50.save(out / "at50")
+        if len(self.failures):
+            self.failures.to_csv(out / FAILURES_FILE, index=False)
+        return out
+
+
+def evaluate_rerank(
+    rerank_set: RerankSet,
+    ranker: str | Any,
+    seed: int = 0,
+    cache: Any = None,
+    allow_failures: bool = False,
+    progress: bool = True,
+    config: dict[str, Any] | None = None,
+) -> RerankResult:
+    """Rerank every query's pool with ``ranker`` and evaluate it INQUIRE-Rerank's way.
+
+    ``ranker``: a baseline name (``clip_score``, ``random``) or a loaded
+    :class:`~inquire.rerank.base.Reranker`. ``cache``: a :class:`~inquire.rerank.cache.ScoreCache`
+    (or None: no caching). Candidates that could not be scored (NaN) raise
+    :class:`RerankFailuresError` unless ``allow_failures``: then they are ranked last and the
+    result is flagged (``config['failures']``) and the failures are listed.
+    """
+    from inquire.rerank.cache import score_candidates
+
+    baseline: Baseline | None = None
+    reranker: Any = None
+    if isinstance(ranker, str):
+        if ranker not in BASELINES:
+            raise UnknownNameError("baseline", ranker, BASELINES)
+        baseline = BASELINES[ranker]
+        name = baseline.name
+    else:
+        reranker = ranker
+        name = str(reranker.reranker_id)
+    results: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    failures: list[dict[str, Any]] = []
+    qids = rerank_set.query_ids
+    texts = dict(zip(rerank_set.queries["query_id"], rerank_set.queries["query_text"], strict=True))
+    iterator: Any = qids
+    if progress and baseline is None:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(qids, desc=f"rerank {name}", unit="query")
+    for q in iterator:
+        pool = rerank_set.pool(q)
+        ids = pool["image_id"].to_numpy(np.int64)
+        if baseline is not None:
+            scores = baseline.scores(rerank_set, q, seed)
+        else:
+            scores = score_candidates(
+                reranker, texts[q], ids.tolist(), _pool_images(rerank_set, q), cache=cache
+            )
+        bad = np.isnan(scores)
+        for i in ids[bad]:
+            failures.append({"query_id": q, "image_id": int(i), "query_text": texts[q]})
+        # Failed candidates rank below every scored one (only reached with allow_failures).
+        scores = np.where(bad, -np.inf, scores)
+        results[q] = (ids, scores)
+    fail_df = pd.DataFrame(failures, columns=["query_id", "image_id", "query_text"])
+    if len(fail_df) and not allow_failures:
+        raise RerankFailuresError(
+            f"{len(fail_df)} of {len(rerank_set.candidates)} candidates could not be scored by "
+            f"{name!r} (in {fail_df['query_id'].nunique()} queries, e.g. query "
+            f"{int(fail_df['query_id'].iloc[0])}); run again to retry only those (scored "
+            f"candidates are cached), or pass --allow-failures to rank them last and flag the "
+            f"result"
+        )
+    run = Run(results, name=name)
+    n_rel = rerank_set.n_relevant()
+    qrels = rerank_set.qrels()
+    # AP is undefined for a pool without relevant candidates (R = 0): such queries cannot be
+    # scored, so they are left out, named in the config and logged.
+    empty = [q for q in qids if n_rel[q] == 0]
+    queries = rerank_set.queries
+    if empty:
+        log.warning(
+            "%d queries have no relevant candidate in their pool and are not evaluated: %s",
+            len(empty),
+            empty[:10],
+        )
+        queries = queries[~queries["query_id"].isin(empty)].reset_index(drop=True)
+        qids = [q for q in qids if q not in set(empty)]
+    expected = None
+    if baseline is not None and baseline.name == "random":
+        sizes = {q: len(rerank_set.pool(q)) for q in qids}
+        expected = float(np.mean([expected_random_ap(sizes[q], n_rel[q], POOL_K) for q in qids]))
+    cfg = {
+        "task": "rerank",
+        "ranker": name,
+        "seed": seed,
+        "files": [str(p) for p in rerank_set.paths],
+        "R": "relevant candidates in the pool",
+        "failures": len(fail_df),
+        "excluded_queries_no_relevant": empty,
+        **({"expected_random_ap": expected} if expected is not None else {}),
+        **(config or {}),
+    }
+    if baseline is None:
+        cfg["revision"] = str(reranker.revision)
+        cfg["prompt_version"] = str(reranker.prompt_version)
+    kept = Run({q: run[q] for q in qids}, name=name)
+    res = evaluate(kept, qrels, queries, k=POOL_K, config=cfg, n_relevant=n_rel)
+    res50 = evaluate(
+        kept, qrels, queries, k=SHORT_K, config={**cfg, "k": SHORT_K}, n_relevant=n_rel
+    )
+    if len(fail_df):
+        log.warning("%d candidates failed and were ranked last; result flagged", len(fail_df))
+    return RerankResult(res, res50, run, fail_df, expected)
+
+
+def _pool_images(rerank_set: RerankSet, query_id: int) -> Callable[[Sequence[int]], list[bytes]]:
+    def images(positions: Sequence[int]) -> list[bytes]:
+        return rerank_set.images(query_id, positions)
+
+    return images
+
+
+def save_rerank_summary(result: RerankResult, out_dir: str | os.PathLike[str]) -> Path:
+    """Save the result and a ``table.json`` with the overall row (scaled)."""
+    out = result.save(out_dir)
+    write_json(out / "table.json", result.table().to_dict(orient="records"))
+    return out

@@ -1,0 +1,180 @@
+"""Two-stage retrieval: rerank the top ``from_k`` of a full-rank run, evaluate the top ``k``.
+
+    from inquire.eval.two_stage import evaluate_two_stage
+    from inquire.rerank import load_reranker
+
+    first = fullrank_topk(...)                       # a Run, e.g. CLIP top-100 per query
+    meta = store.metadata                            # the collection's EmbeddingStore
+    resolve = image_resolver(dict(zip(meta.image_id, meta.image_path)), images_dir)
+    result = evaluate_two_stage(
+        first, load_reranker("vlm:llava-1.5/llava-hf/llava-1.5-7b-hf"),
+        resolve_image=resolve,                       # image id -> path / PIL image / bytes
+        qrels=qrels, queries=queries, k=50, from_k=100, cache=ScoreCache(),
+    )
+    result.result.aggregate(scaled=True)
+
+Unlike INQUIRE-Rerank, R here is every relevant image of the query in the collection (the
+full-rank definition), so the reranker can only recover what the first stage found.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from inquire.data.qrels import Qrels
+from inquire.errors import InputError
+from inquire.eval.evaluate import EvalResult, evaluate
+from inquire.eval.rerank import RerankFailuresError
+from inquire.rerank.base import ImageLike, Reranker
+from inquire.run import Run
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TwoStageResult:
+    """The evaluation of the reranked top ``k``, the reranked run (top ``from_k``) and the
+    candidates that could not be scored."""
+
+    result: EvalResult
+    run: Run
+    failures: pd.DataFrame
+
+
+def rerank_run(
+    run: Run,
+    reranker: Reranker,
+    resolve_image: Callable[[int], ImageLike],
+    query_texts: dict[int, str],
+    from_k: int = 100,
+    cache: Any = None,
+    progress: bool = True,
+) -> tuple[Run, pd.DataFrame]:
+    """Rerank each query's top ``from_k`` of ``run``; return the new run and the failures.
+
+    Failed candidates (NaN scores) are ranked below the scored ones.
+    """
+    from inquire.rerank.cache import score_candidates
+
+    if from_k < 1:
+        raise InputError(f"from_k must be >= 1, got {from_k}")
+    missing = [q for q in run if q not in query_texts]
+    if missing:
+        raise InputError(f"run has queries without text, e.g. {missing[:5]}; pass their texts")
+    results: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    failures: list[dict[str, Any]] = []
+    iterator: Any = list(run)
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(iterator, desc=f"rerank {reranker.reranker_id}", unit="query")
+    for q in iterator:
+        ids = run[q][0][:from_k]
+        scores = score_candidates(
+            reranker,
+            query_texts[q],
+            ids.tolist(),
+            _resolver(resolve_image, ids),
+            cache=cache,
+        )
+        bad = np.isnan(scores)
+        failures.extend({"query_id": q, "image_id": int(i)} for i in ids[bad])
+        results[q] = (ids, np.where(bad, -np.inf, scores))
+    name = f"{run.name}+{reranker.reranker_id}@{from_k}"
+    return Run(results, name=name), pd.DataFrame(failures, columns=["query_id", "image_id"])
+
+
+def _resolver(
+    resolve_image: Callable[[int], ImageLike], ids: np.ndarray
+) -> Callable[[Sequence[int]], list[ImageLike]]:
+    def images(positions: Sequence[int]) -> list[ImageLike]:
+        return [resolve_image(int(ids[p])) for p in positions]
+
+    return images
+
+
+def image_resolver(
+    image_paths: dict[int, str], images_root: str | os.PathLike[str], suffix: str = ".jpg"
+) -> Callable[[int], Path]:
+    """``image_id -> images_root / (path + suffix)`` for :func:`evaluate_two_stage`.
+
+    ``image_paths`` maps ids to paths relative to ``images_root``, e.g. from an embedding
+    store's metadata (``dict(zip(store.metadata.image_id, store.metadata.image_path))``);
+    INQUIRE's metadata paths carry no ``.jpg``, hence ``suffix`` (added only when missing).
+    An id without a path, or a missing file, is an :class:`InputError` naming both.
+    """
+    root = Path(images_root)
+
+    def resolve(image_id: int) -> Path:
+        rel = image_paths.get(int(image_id))
+        if rel is None:
+            raise InputError(
+                f"image id {image_id} has no path in the image table; the first stage ranked "
+                f"an image the collection's metadata does not list"
+            )
+        path = root / (rel if rel.endswith(suffix) else rel + suffix)
+        if not path.is_file():
+            raise InputError(
+                f"image {image_id}: {str(path)!r} does not exist; point the images folder at "
+                f"the root the metadata paths are relative to"
+            )
+        return path
+
+    return resolve
+
+
+def evaluate_two_stage(
+    run: Run,
+    reranker: Reranker,
+    resolve_image: Callable[[int], ImageLike],
+    qrels: Qrels,
+    queries: pd.DataFrame,
+    k: int = 50,
+    from_k: int = 100,
+    cache: Any = None,
+    allow_failures: bool = False,
+    progress: bool = True,
+) -> TwoStageResult:
+    """Rerank the top ``from_k`` of the first-stage ``run`` with ``reranker`` and evaluate the
+    top ``k`` (R = all relevant images of the query, as in full-rank evaluation).
+
+    ``resolve_image(image_id) -> path | PIL image | bytes`` is called only for candidates not
+    in ``cache`` (a :class:`~inquire.rerank.cache.ScoreCache`). ``queries`` has the columns
+    :func:`~inquire.eval.evaluate` needs (``query_id, query_text`` + groups). Candidates that
+    could not be scored raise :class:`RerankFailuresError` unless ``allow_failures``.
+    """
+    if k > from_k:
+        raise InputError(
+            f"k={k} is larger than from_k={from_k}: only the top from_k are reranked; use "
+            f"--from-k >= --k"
+        )
+    texts = {
+        int(q): str(t) for q, t in zip(queries["query_id"], queries["query_text"], strict=True)
+    }
+    reranked, failures = rerank_run(
+        run, reranker, resolve_image, texts, from_k=from_k, cache=cache, progress=progress
+    )
+    if len(failures) and not allow_failures:
+        raise RerankFailuresError(
+            f"{len(failures)} candidates could not be scored by {reranker.reranker_id!r}; run "
+            f"again to retry them (the rest is cached) or allow failures to rank them last"
+        )
+    cfg = {
+        "task": "fullrank-two-stage",
+        "first_stage": run.name,
+        "reranker": reranker.reranker_id,
+        "revision": reranker.revision,
+        "prompt_version": reranker.prompt_version,
+        "from_k": from_k,
+        "failures": len(failures),
+    }
+    result = evaluate(reranked, qrels, queries, k=k, config=cfg)
+    return TwoStageResult(result, reranked, failures)

@@ -1,0 +1,331 @@
+"""A persistent cache of reranker outputs (SQLite), and import of INQUIRE's released caches.
+
+Key: ``model id + revision + prompt template version + query text + image id``; value: the
+score (float). The database runs in WAL mode with a busy timeout, so several processes can
+read and write one cache at once; every batch is committed as soon as it is scored, so an
+interrupted run resumes where it stopped. Failures (NaN) are never stored, and neither are
+outputs of non-deterministic scorers (``reranker.cacheable`` false, e.g. sampled API calls).
+API keys are never part of a key or a value.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inquire import config
+from inquire.errors import InputError
+from inquire.rerank.base import ImageLike, Reranker
+
+log = logging.getLogger(__name__)
+
+CACHE_FILE = "scores.sqlite"
+SCHEMA_VERSION = "1"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS scores (
+    model TEXT NOT NULL,
+    revision TEXT NOT NULL,
+    prompt_version TEXT NOT NULL,
+    query TEXT NOT NULL,
+    image_id TEXT NOT NULL,
+    score REAL NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (model, revision, prompt_version, query, image_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class ModelKey:
+    """The model's part of a cache key."""
+
+    model: str
+    revision: str
+    prompt_version: str
+
+    @classmethod
+    def of(cls, reranker: Reranker) -> ModelKey:
+        """The key part of ``reranker`` (its id, revision and prompt version)."""
+        return cls(reranker.reranker_id, reranker.revision, reranker.prompt_version)
+
+
+class ScoreCache:
+    """Scores in one SQLite file (default ``config.cache_dir('rerank')/scores.sqlite``)."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None, timeout_s: float = 60.0):
+        self.path = Path(path) if path is not None else config.cache_dir("rerank") / CACHE_FILE
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(self.path, timeout=timeout_s, isolation_level=None)
+            self._db.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = NORMAL")
+            self._db.executescript(_SCHEMA)
+            self._db.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
+                (SCHEMA_VERSION,),
+            )
+        except sqlite3.DatabaseError as exc:
+            raise InputError(
+                f"rerank cache {str(self.path)!r} is not a usable SQLite database ({exc}); "
+                f"move it away to start a new cache"
+            ) from exc
+
+    def close(self) -> None:
+        """Close the database connection."""
+        self._db.close()
+
+    def __enter__(self) -> ScoreCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def get(self, key: ModelKey, query: str, image_ids: Sequence[Any]) -> dict[str, float]:
+        """Cached scores for ``image_ids`` (keys are the ids as strings); misses are absent."""
+        ids = [str(i) for i in image_ids]
+        found: dict[str, float] = {}
+        # SQLite limits bound parameters per statement; query in chunks.
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                "SELECT image_id, score FROM scores WHERE model = ? AND revision = ? AND "
+                f"prompt_version = ? AND query = ? AND image_id IN ({marks})",
+                (key.model, key.revision, key.prompt_version, query, *chunk),
+            ).fetchall()
+            found.update({str(i): float(s) for i, s in rows})
+        return found
+
+    def put(self, key: ModelKey, query: str, scores: Mapping[Any, float]) -> int:
+        """Store finite ``scores`` (image id -> score) in one transaction; return how many."""
+        now = time.time()
+        rows = [
+            (key.model, key.revision, key.prompt_version, query, str(i), float(s), now)
+            for i, s in scores.items()
+            if math.isfinite(float(s))
+        ]
+        if not rows:
+            return 0
+        with self._db:  # BEGIN ... COMMIT (retried by the busy timeout when locked)
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany(
+                "INSERT OR REPLACE INTO scores "
+                "(model, revision, prompt_version, query, image_id, score, created) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+        return len(rows)
+
+    def count(self, key: ModelKey | None = None) -> int:
+        """Number of stored scores (for one model key, or all)."""
+        if key is None:
+            return int(self._db.execute("SELECT COUNT(*) FROM scores").fetchone()[0])
+        return int(
+            self._db.execute(
+                "SELECT COUNT(*) FROM scores WHERE model = ? AND revision = ? AND "
+                "prompt_version = ?",
+                (key.model, key.revision, key.prompt_version),
+            ).fetchone()[0]
+        )
+
+
+def score_candidates(
+    reranker: Reranker,
+    query_text: str,
+    image_ids: Sequence[Any],
+    images: Sequence[ImageLike] | Callable[[Sequence[int]], Sequence[ImageLike]],
+    cache: ScoreCache | None = None,
+    chunk: int = 32,
+) -> np.ndarray:
+    """Scores ``(n,) float64`` of the candidates ``image_ids`` for ``query_text``.
+
+    Cached scores are read first; the rest are scored ``chunk`` at a time and each chunk is
+    stored as soon as it is done (so an interrupted run resumes). ``images`` is either the
+    images in ``image_ids`` order or a function from positions to images, called only for the
+    positions that must be scored (so a fully cached run never reads an image). NaN marks a
+    failure; failures are not cached.
+    """
+    n = len(image_ids)
+    out = np.full(n, np.nan, np.float64)
+    use_cache = cache is not None and bool(getattr(reranker, "cacheable", True))
+    key = ModelKey.of(reranker)
+    if use_cache and cache is not None:
+        hit = cache.get(key, query_text, image_ids)
+        for pos, i in enumerate(image_ids):
+            if str(i) in hit:
+                out[pos] = hit[str(i)]
+        todo = [pos for pos, i in enumerate(image_ids) if str(i) not in hit]
+    else:
+        todo = list(range(n))
+    # A scorer may ask for larger chunks (an API reranker keeps `concurrency` requests busy).
+    chunk = max(chunk, int(getattr(reranker, "chunk_size", 0)))
+    for start in range(0, len(todo), chunk):
+        batch = todo[start : start + chunk]
+        imgs: Sequence[Any]
+        if not getattr(reranker, "needs_images", True):
+            imgs = [None] * len(batch)
+        elif callable(images):
+            imgs = images(batch)
+        else:
+            imgs = [images[p] for p in batch]
+        scores = np.asarray(reranker.score(query_text, imgs), dtype=np.float64)
+        if scores.shape != (len(batch),):
+            raise InputError(
+                f"reranker {reranker.reranker_id!r} returned {scores.shape} scores for "
+                f"{len(batch)} images; expected one score per image"
+            )
+        out[batch] = scores
+        if use_cache and cache is not None:
+            cache.put(
+                key, query_text, {image_ids[p]: s for p, s in zip(batch, scores, strict=True)}
+            )
+    return out
+
+
+# --- INQUIRE's released LMM caches -----------------------------------------------------------
+
+PICKLE_REFUSAL = (
+    "{path!r} is a pickled Python object (INQUIRE's released score caches are .npy files "
+    "holding a pickled dict). Loading a pickle runs whatever code the file contains, so it is "
+    "only safe for files you trust; pass --trust-pickle (trust_pickle=True) to load it"
+)
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """What :func:`import_inquire_cache` did."""
+
+    imported: int
+    skipped_image: int  # image path not in the candidate set
+    skipped_query: int  # prompt names no known query
+    skipped_value: int  # value is not a number
+
+
+def import_inquire_cache(
+    npy_path: str | os.PathLike[str],
+    cache: ScoreCache,
+    key: ModelKey,
+    queries: Iterable[str],
+    image_ids_by_file: Mapping[str, int],
+    trust_pickle: bool = False,
+    prompt_template: str | None = None,
+) -> ImportReport:
+    """Copy INQUIRE's ``{"{image_path}--{prompt}": score}`` cache into ``cache`` under ``key``.
+
+    INQUIRE keys are ``inat24_file_name + "--" + the full model-specific prompt``; values are
+    P(Yes)/(P(Yes)+P(No)) floats for open models and raw chat-completions replies for API
+    models (scored here from their ``top_logprobs``).
+
+    The prompt is mapped to a query text with ``prompt_template`` (``{query}`` marks the
+    query) when given and matching, else to the longest known query text it contains. The
+    image path is mapped by its file name (the last path component) through
+    ``image_ids_by_file`` (file name -> image id; e.g. from :class:`RerankSet`).
+    """
+    path = Path(npy_path)
+    if not trust_pickle:
+        raise InputError(PICKLE_REFUSAL.format(path=str(path)))
+    if not path.is_file():
+        raise InputError(f"score cache {str(path)!r} does not exist")
+    try:
+        obj = np.load(path, allow_pickle=True)
+        # np.save of a dict stores a 0-d object array around it
+        data = obj.item() if isinstance(obj, np.ndarray) and obj.shape == () else obj
+    except (OSError, ValueError, EOFError) as exc:
+        raise InputError(f"{str(path)!r} is not a readable .npy score cache: {exc}") from exc
+    if not isinstance(data, dict):
+        raise InputError(
+            f"{str(path)!r} holds a {type(data).__name__}; expected a dict keyed "
+            f"'{{image_path}}--{{prompt}}'"
+        )
+    known = sorted({str(q) for q in queries}, key=len, reverse=True)
+    pattern = None
+    if prompt_template:
+        before, _, after = prompt_template.partition("{query}")
+        pattern = re.compile(re.escape(before) + "(.*)" + re.escape(after), re.DOTALL)
+    by_file = {Path(str(f)).name: int(i) for f, i in image_ids_by_file.items()}
+    grouped: dict[str, dict[int, float]] = {}
+    skipped_image = skipped_query = skipped_value = 0
+    for raw_key, value in data.items():
+        image_path, sep, prompt = str(raw_key).partition("--")
+        image_id = by_file.get(Path(image_path).name) if sep else None
+        if image_id is None:
+            skipped_image += 1
+            continue
+        query = None
+        match = pattern.fullmatch(prompt) if pattern else None
+        if match and match.group(1) in known:
+            query = match.group(1)
+        else:
+            query = next((q for q in known if q in prompt), None)
+        if query is None:
+            skipped_query += 1
+            continue
+        score = _released_score(value)
+        if score is None:
+            skipped_value += 1
+            continue
+        if not math.isfinite(score):
+            skipped_value += 1
+            continue
+        grouped.setdefault(query, {})[image_id] = score
+    imported = sum(cache.put(key, q, scores) for q, scores in grouped.items())
+    report = ImportReport(imported, skipped_image, skipped_query, skipped_value)
+    log.info("imported %s from %s", report, path)
+    return report
+
+
+def _released_score(value: Any) -> float | None:
+    """A released cache value as a score: a number (open models) or a chat-completions reply
+    with ``top_logprobs`` (API models, scored as INQUIRE did: exact ``Yes``/``No`` tokens).
+    Anything else (e.g. a stored failed HTTP response) is None."""
+    if isinstance(value, dict):
+        from inquire.rerank.api import score_from_top_logprobs
+
+        try:
+            top = value["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
+            return score_from_top_logprobs(top, exact=True)[0]
+        except (KeyError, IndexError, TypeError, ValueError):
+            return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+class CachedReranker:
+    """Scores only from the cache (e.g. imported INQUIRE outputs); a miss is a failure (NaN).
+
+    Id ``cached:<name>``; entries are stored under revision ``imported`` and prompt version
+    ``imported``.
+    """
+
+    cacheable = True
+    needs_images = False  # a miss is a failure whatever the image; never read one
+
+    def __init__(self, name: str) -> None:
+        self.reranker_id = f"cached:{name}"
+        self.revision = "imported"
+        self.prompt_version = "imported"
+
+    def score(self, query_text: str, images: Sequence[ImageLike]) -> np.ndarray:
+        """Every call means the cache had no entry: all NaN (recorded failures)."""
+        log.warning(
+            "%s: %d images for query %r are not in the imported cache",
+            self.reranker_id,
+            len(images),
+            query_text,
+        )
+        return np.full(len(images), np.nan, np.float64)

@@ -1,0 +1,200 @@
+"""The API reranker against a local fake OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("httpx")
+
+from PIL import Image
+
+from inquire.errors import InputError
+from inquire.rerank import load_reranker
+from inquire.rerank.api import API_QUESTION, APIReranker, score_from_top_logprobs
+from inquire.rerank.cache import ScoreCache, score_candidates
+from inquire.testing.rerank_fake_openai import FakeOpenAI, fake_p_yes
+
+KEY_ENV = "INQUIRE_TEST_API_KEY"
+SECRET = "sk-test-SECRET-1234567890"
+QUERY = "a mongoose standing upright alert"
+
+
+def _jpeg(seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def server():
+    with FakeOpenAI(delay_s=1.0) as fake:
+        yield fake
+
+
+@pytest.fixture
+def key(monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    return SECRET
+
+
+def _reranker(server: FakeOpenAI, **kw) -> APIReranker:
+    opts = {"api_key_env": KEY_ENV, "backoff_s": 0.001, "max_retries": 3, "timeout_s": 5.0}
+    return APIReranker("fake-model", base_url=server.base_url, **{**opts, **kw})
+
+
+def test_scores_are_p_yes_from_logprobs(server: FakeOpenAI, key: str) -> None:
+    images = [_jpeg(i) for i in range(5)]
+    scores = _reranker(server).score(QUERY, images)
+    prompt = API_QUESTION.format(query=QUERY)
+    expected = [fake_p_yes(im, prompt) for im in images]
+    np.testing.assert_allclose(scores, expected, atol=1e-12)
+    body = server.requests[0]["body"]
+    assert body["logprobs"] is True and body["top_logprobs"] == 20
+    assert body["max_tokens"] == 1 and body["temperature"] == 0.0
+    content = body["messages"][0]["content"]
+    assert content[0]["text"] == f'Does this picture show exactly "{QUERY}"? ' + (
+        'Answer the question with either "Yes" or "No" and nothing else.'
+    )
+    assert content[1]["image_url"]["url"].startswith("data:image/jpeg;base64,")
+    assert server.requests[0]["headers"]["Authorization"] == f"Bearer {SECRET}"
+
+
+def test_pil_images_and_paths_are_sent_too(server: FakeOpenAI, key: str, tmp_path: Path) -> None:
+    path = tmp_path / "im.jpg"
+    path.write_bytes(_jpeg(1))
+    pil = Image.open(io.BytesIO(_jpeg(2)))
+    scores = _reranker(server).score(QUERY, [path, pil])
+    prompt = API_QUESTION.format(query=QUERY)
+    assert scores[0] == pytest.approx(fake_p_yes(_jpeg(1), prompt))
+    assert 0 < scores[1] < 1
+
+
+def test_all_yes_is_one_and_no_yes_is_zero(server: FakeOpenAI, key: str) -> None:
+    server.script(["all-yes"])
+    assert _reranker(server, concurrency=1).score(QUERY, [_jpeg(0)])[0] == 1.0
+    server.script(["no-yes"])
+    assert _reranker(server, concurrency=1).score(QUERY, [_jpeg(0)])[0] == 0.0
+
+
+def test_top_logprob_arithmetic() -> None:
+    lp = np.log
+    top = [
+        {"token": "Yes", "logprob": lp(0.3)},
+        {"token": " yes", "logprob": lp(0.1)},
+        {"token": "NO", "logprob": lp(0.2)},
+        {"token": "Maybe", "logprob": lp(0.4)},
+    ]
+    score, mass = score_from_top_logprobs(top)
+    assert score == pytest.approx(0.4 / 0.6) and mass == pytest.approx(0.6)
+    assert score_from_top_logprobs(top[:2])[0] == 1.0
+    assert score_from_top_logprobs(top[2:])[0] == 0.0
+
+
+@pytest.mark.parametrize("fault", ["429", "500", "malformed", "bad-shape", "timeout"])
+def test_transient_faults_are_retried(server: FakeOpenAI, key: str, fault: str) -> None:
+    server.script([fault, fault])
+    timeout = 0.3 if fault == "timeout" else 5.0
+    reranker = _reranker(server, concurrency=1, timeout_s=timeout)
+    score = reranker.score(QUERY, [_jpeg(3)])
+    assert score[0] == pytest.approx(fake_p_yes(_jpeg(3), API_QUESTION.format(query=QUERY)))
+    assert len(server.requests) == 3 and reranker.failures == []
+
+
+def test_a_request_that_keeps_failing_is_a_recorded_failure(server: FakeOpenAI, key: str) -> None:
+    server.script(["500"] * 4)  # max_retries=3: four attempts, all fail
+    reranker = _reranker(server, concurrency=1)
+    scores = reranker.score(QUERY, [_jpeg(0)])
+    assert np.isnan(scores[0]) and len(server.requests) == 4
+    assert len(reranker.failures) == 1
+    assert reranker.failures[0].index == 0 and "HTTP 500" in reranker.failures[0].reason
+    # and a failure is never cached: the next run asks again
+    with ScoreCache() as cache:
+        server.script(["500"] * 4)
+        out = score_candidates(reranker, QUERY, [10], [_jpeg(0)], cache=cache)
+        assert np.isnan(out[0]) and cache.count() == 0
+        ok = score_candidates(reranker, QUERY, [11], [_jpeg(1)], cache=cache)
+        assert not np.isnan(ok[0]) and cache.count() == 1
+        n = len(server.requests)
+        again = score_candidates(reranker, QUERY, [10, 11], [_jpeg(0), _jpeg(1)], cache=cache)
+        assert len(server.requests) == n + 1 and not np.isnan(again).any()
+
+
+def test_client_errors_are_not_retried(server: FakeOpenAI, key: str) -> None:
+    server.script(["401"])
+    reranker = _reranker(server, concurrency=1)
+    assert np.isnan(reranker.score(QUERY, [_jpeg(0)])[0])
+    assert len(server.requests) == 1 and "HTTP 401" in reranker.failures[0].reason
+
+
+def test_concurrency_is_limited(key: str) -> None:
+    with FakeOpenAI(latency_s=0.2) as slow:
+        _reranker(slow, concurrency=3).score(QUERY, [_jpeg(i) for i in range(12)])
+        assert 2 <= slow.max_in_flight <= 3
+
+
+def test_scoring_loop_gives_the_api_chunks_that_fill_every_slot(
+    server: FakeOpenAI, key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    many = _reranker(server, concurrency=40)
+    sizes: list[int] = []
+    original = many.score
+
+    def recording(query_text: str, images: list) -> np.ndarray:
+        sizes.append(len(images))
+        return original(query_text, images)
+
+    monkeypatch.setattr(many, "score", recording)
+    out = score_candidates(many, QUERY, list(range(200)), [_jpeg(i % 7) for i in range(200)])
+    assert sizes == [160, 40]  # 4 x concurrency per call, not the loop's default of 32
+    assert not np.isnan(out).any()
+
+
+def test_key_is_never_logged_shown_or_cached(
+    server: FakeOpenAI, key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.script(["500"] * 4)
+    with caplog.at_level(logging.DEBUG):
+        reranker = _reranker(server, concurrency=1)
+        with ScoreCache() as cache:
+            score_candidates(reranker, QUERY, [1, 2], [_jpeg(0), _jpeg(1)], cache=cache)
+            db = cache.path
+    assert SECRET not in caplog.text
+    assert SECRET not in repr(reranker)
+    assert SECRET not in reranker.reranker_id + reranker.revision + reranker.prompt_version
+    for f in db.parent.iterdir():
+        assert SECRET.encode() not in f.read_bytes()
+
+
+def test_sampled_outputs_are_not_cached(server: FakeOpenAI, key: str) -> None:
+    hot = _reranker(server, temperature=0.7)
+    no_logprobs = _reranker(server, top_logprobs=0)
+    assert not hot.cacheable and not no_logprobs.cacheable
+    with ScoreCache() as cache:
+        score_candidates(hot, QUERY, [1], [_jpeg(0)], cache=cache)
+        out = score_candidates(no_logprobs, QUERY, [1], [_jpeg(0)], cache=cache)
+        assert cache.count() == 0
+    assert out[0] in (0.0, 1.0)  # scored from the answer text
+    assert "logprobs" not in server.requests[-1]["body"]
+
+
+def test_missing_key_and_bad_url_are_clear_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(InputError, match="OPENAI_API_KEY"):
+        load_reranker("api:gpt-4o")
+    with pytest.raises(InputError, match="base-url"):
+        APIReranker("m", base_url="127.0.0.1:8000")
+    with pytest.raises(InputError, match="top_logprobs"):
+        APIReranker("m", base_url="http://127.0.0.1:1/v1", top_logprobs=50)
+
+
+def test_registry_builds_an_api_reranker(server: FakeOpenAI, key: str) -> None:
+    reranker = load_reranker("api:fake-model", base_url=server.base_url, api_key_env=KEY_ENV)
+    assert reranker.reranker_id == "api:fake-model"
+    assert reranker.revision.startswith("127.0.0.1:")
+    assert reranker.score(QUERY, [_jpeg(5)]).shape == (1,)

@@ -1,0 +1,247 @@
+"""The SQLite score cache: hits cost nothing, interrupted runs resume, two processes may write
+at once, failures and sampled outputs are never stored; importing INQUIRE's pickled caches."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import pickle
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from inquire.errors import InputError
+from inquire.rerank.cache import (
+    CachedReranker,
+    ModelKey,
+    ScoreCache,
+    import_inquire_cache,
+    score_candidates,
+)
+
+
+class CountingReranker:
+    """Scores = image value / 100; counts how many images it was asked to score."""
+
+    def __init__(self, fail_after: int | None = None, cacheable: bool = True) -> None:
+        self.reranker_id = "test:counting"
+        self.revision = "r1"
+        self.prompt_version = "p1"
+        self.cacheable = cacheable
+        self.calls: list[int] = []
+        self.fail_after = fail_after
+
+    def score(self, query_text: str, images: Sequence[Any]) -> np.ndarray:
+        if self.fail_after is not None and sum(self.calls) >= self.fail_after:
+            raise KeyboardInterrupt  # an interruption mid-run
+        self.calls.append(len(images))
+        return np.array([float(im) / 100 for im in images])
+
+
+def test_put_get_round_trip_and_key_parts(tmp_path: Path) -> None:
+    with ScoreCache(tmp_path / "c.sqlite") as cache:
+        key = ModelKey("m", "rev1", "v1")
+        assert cache.put(key, "a fox", {1: 0.5, 2: 0.25, 3: float("nan")}) == 2
+        assert cache.get(key, "a fox", [1, 2, 3]) == {"1": 0.5, "2": 0.25}
+        # every key part matters
+        assert cache.get(ModelKey("m", "rev2", "v1"), "a fox", [1]) == {}
+        assert cache.get(ModelKey("m", "rev1", "v2"), "a fox", [1]) == {}
+        assert cache.get(ModelKey("m2", "rev1", "v1"), "a fox", [1]) == {}
+        assert cache.get(key, "a fox ", [1]) == {}
+        assert cache.count() == 2 and cache.count(key) == 2
+    # persistent, in WAL mode
+    with ScoreCache(tmp_path / "c.sqlite") as again:
+        assert again.get(key, "a fox", [2]) == {"2": 0.25}
+        assert again._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_default_location_is_under_the_cache_dir() -> None:
+    from inquire import config
+
+    with ScoreCache() as cache:
+        assert cache.path.parent == config.cache_dir("rerank")
+
+
+def test_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.sqlite"
+    bad.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(InputError, match="not a usable SQLite"):
+        ScoreCache(bad)
+
+
+def test_second_run_costs_nothing(tmp_path: Path) -> None:
+    ids = list(range(10))
+    with ScoreCache(tmp_path / "c.sqlite") as cache:
+        r = CountingReranker()
+        first = score_candidates(r, "q", ids, list(range(10)), cache=cache, chunk=4)
+        assert r.calls == [4, 4, 2]
+        np.testing.assert_array_equal(first, np.arange(10) / 100)
+        r2 = CountingReranker()
+
+        def no_images(pos: Sequence[int]) -> list[Any]:
+            raise AssertionError("a fully cached run must not read images")
+
+        second = score_candidates(r2, "q", ids, no_images, cache=cache)
+        assert r2.calls == []
+        np.testing.assert_array_equal(second, first)
+
+
+def test_interrupted_run_resumes(tmp_path: Path) -> None:
+    ids = list(range(10))
+    with ScoreCache(tmp_path / "c.sqlite") as cache:
+        with pytest.raises(KeyboardInterrupt):
+            score_candidates(CountingReranker(fail_after=4), "q", ids, ids, cache=cache, chunk=4)
+        assert cache.count() == 4  # the finished chunk was committed
+        r = CountingReranker()
+        out = score_candidates(r, "q", ids, ids, cache=cache, chunk=4)
+        assert sum(r.calls) == 6
+        np.testing.assert_array_equal(out, np.arange(10) / 100)
+
+
+def test_failures_and_non_deterministic_outputs_are_not_cached(tmp_path: Path) -> None:
+    class Flaky(CountingReranker):
+        def score(self, query_text: str, images: Sequence[Any]) -> np.ndarray:
+            out = super().score(query_text, images)
+            out[0] = np.nan
+            return out
+
+    with ScoreCache(tmp_path / "c.sqlite") as cache:
+        out = score_candidates(Flaky(), "q", [1, 2, 3], [1, 2, 3], cache=cache)
+        assert np.isnan(out[0]) and out[1] == 0.02
+        assert cache.count() == 2
+        sampled = CountingReranker(cacheable=False)
+        score_candidates(sampled, "other", [1, 2], [1, 2], cache=cache)
+        score_candidates(sampled, "other", [1, 2], [1, 2], cache=cache)
+        assert cache.count() == 2 and sampled.calls == [2, 2]
+
+
+def test_wrong_number_of_scores_is_refused(tmp_path: Path) -> None:
+    class Short(CountingReranker):
+        def score(self, query_text: str, images: Sequence[Any]) -> np.ndarray:
+            return np.zeros(len(images) - 1)
+
+    with pytest.raises(InputError, match="one score per image"):
+        score_candidates(Short(), "q", [1, 2], [1, 2])
+
+
+def _writer(path: str, worker: int, n: int, start: Any) -> None:
+    with ScoreCache(path, timeout_s=60) as cache:
+        key = ModelKey("m", "r", "p")
+        start.wait(60)  # both processes write at the same time
+        for i in range(n):
+            # small transactions interleave with the other process's
+            cache.put(key, f"query {i % 3}", {f"{worker}-{i}": i / n, "shared": float(worker)})
+
+
+def test_two_processes_write_at_once(tmp_path: Path) -> None:
+    path = str(tmp_path / "shared.sqlite")
+    ScoreCache(path).close()
+    ctx = mp.get_context("spawn")
+    start = ctx.Barrier(2)
+    procs = [ctx.Process(target=_writer, args=(path, w, 400, start)) for w in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    with ScoreCache(path) as cache:
+        # 400 distinct ids per worker, plus one "shared" id per query text
+        assert cache.count() == 2 * 400 + 3
+        key = ModelKey("m", "r", "p")
+        got = cache.get(key, "query 0", [f"0-{i}" for i in range(0, 400, 3)])
+        assert len(got) == 134
+
+
+# --- INQUIRE's released pickled caches ------------------------------------------------------
+
+TEMPLATE = 'Does this image show "{query}"? Answer yes or no.'
+
+
+def _write_inquire_cache(path: Path) -> None:
+    data = {
+        f"/data/inat24/train/00001_Animalia/aaa.jpg--{TEMPLATE.format(query='a fox')}": 0.9,
+        f"/data/inat24/train/00002_Animalia/bbb.jpg--{TEMPLATE.format(query='a fox')}": 0.1,
+        f"/data/inat24/train/00002_Animalia/bbb.jpg--{TEMPLATE.format(query='a red fox')}": 0.7,
+        f"/elsewhere/ccc.jpg--{TEMPLATE.format(query='a fox')}": 0.5,  # not a candidate
+        f"/data/inat24/train/x/aaa.jpg--{TEMPLATE.format(query='an owl')}": 0.5,  # no such query
+        f"/data/inat24/train/x/aaa.jpg--{TEMPLATE.format(query='a red fox')}": "n/a",
+        # an API reply, as INQUIRE stored them for GPT-4 models: 0.2 / (0.2 + 0.6)
+        f"train/00002_Animalia/ddd.jpg--{TEMPLATE.format(query='a fox')}": {
+            "choices": [
+                {
+                    "logprobs": {
+                        "content": [
+                            {
+                                "top_logprobs": [
+                                    {"token": "No", "logprob": float(np.log(0.6))},
+                                    {"token": "Yes", "logprob": float(np.log(0.2))},
+                                    {"token": " yes", "logprob": float(np.log(0.1))},
+                                ]
+                            }
+                        ]
+                    }
+                }
+            ]
+        },
+    }
+    np.save(path, np.array(data, dtype=object), allow_pickle=True)
+
+
+def test_import_refuses_pickles_unless_trusted(tmp_path: Path) -> None:
+    npy = tmp_path / "llava.npy"
+    _write_inquire_cache(npy)
+    with ScoreCache(tmp_path / "c.sqlite") as cache:
+        with pytest.raises(InputError, match="--trust-pickle"):
+            import_inquire_cache(npy, cache, ModelKey("cached:x", "imported", "imported"), [], {})
+        assert cache.count() == 0
+
+
+@pytest.mark.parametrize("template", [TEMPLATE, None])
+def test_import_maps_paths_and_prompts(tmp_path: Path, template: str | None) -> None:
+    npy = tmp_path / "llava.npy"
+    _write_inquire_cache(npy)
+    files = {
+        "train/00001_Animalia/aaa.jpg": 11,
+        "train/00002_Animalia/bbb.jpg": 22,
+        "train/00002_Animalia/ddd.jpg": 33,
+    }
+    target = CachedReranker("llava")
+    with ScoreCache(tmp_path / "c.sqlite") as cache:
+        report = import_inquire_cache(
+            npy,
+            cache,
+            ModelKey.of(target),
+            ["a fox", "a red fox"],
+            files,
+            trust_pickle=True,
+            prompt_template=template,
+        )
+        assert (report.imported, report.skipped_image, report.skipped_query) == (4, 1, 1)
+        assert report.skipped_value == 1
+
+        # "a red fox" contains "a fox": the longest known query wins
+        def no_images(pos: Sequence[int]) -> list[Any]:
+            raise AssertionError("scores of an imported cache need no images")
+
+        out = score_candidates(target, "a fox", [11, 22, 33], no_images, cache=cache)
+        np.testing.assert_allclose(out, [0.9, 0.1, 0.25])  # exact tokens: " yes" not counted
+        red = score_candidates(target, "a red fox", [22, 11], no_images, cache=cache)
+        assert red[0] == pytest.approx(0.7) and np.isnan(red[1])  # a miss is a failure
+
+
+def test_import_rejects_a_file_that_is_not_a_dict(tmp_path: Path) -> None:
+    npy = tmp_path / "list.npy"
+    np.save(npy, np.array([1, 2, 3]))
+    with ScoreCache(tmp_path / "c.sqlite") as cache, pytest.raises(InputError, match="dict"):
+        import_inquire_cache(npy, cache, ModelKey("a", "b", "c"), [], {}, trust_pickle=True)
+
+
+def test_cache_files_are_never_pickles(tmp_path: Path) -> None:
+    with ScoreCache(tmp_path / "c.sqlite") as cache:
+        cache.put(ModelKey("m", "r", "p"), "q", {1: 0.5})
+    raw = (tmp_path / "c.sqlite").read_bytes()
+    assert raw.startswith(b"SQLite format 3\x00")
+    with pytest.raises(pickle.UnpicklingError):
+        pickle.loads(raw)
