@@ -23,7 +23,11 @@ def run_demo(
 ) -> Path:
     """Generate the synthetic benchmark under ``out_dir``, evaluate full-rank retrieval on it,
     print the tables and return the results folder."""
-    console = console or Console()
+    if console is None:
+        console = Console()
+        if not console.is_terminal:  # piped or logged: keep wide tables readable
+            console = Console(width=150)
+    _quiet_model_progress()
     out = Path(out_dir)
     console.print(
         Panel(
@@ -56,10 +60,22 @@ def run_demo(
     return res_dir
 
 
+def _quiet_model_progress() -> None:
+    """Hide the hub's and transformers' per-file progress bars (tiny local models)."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        return
+    hf_logging.disable_progress_bar()
+
+
 def _later_steps(out: Path, res_dir: Path, bench_root: Path, console: Console) -> None:
     """Report, statistics and the web page over the demo's results."""
     from inquire.report.demo import demo_report
+    from inquire.rerank.demo import demo_rerank
     from inquire.web.demo import demo_web
 
+    demo_rerank(out / "rerank", console)
     demo_report([res_dir], out / "report", console)
     demo_web([res_dir], bench_root, console)
