@@ -1,0 +1,1 @@
+"""Builders for tests: tiny stores, models and servers (no pytest imports)."""
