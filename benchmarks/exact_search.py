@@ -221,7 +221,9 @@ def main() -> None:
     p.add_argument("--k", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeats", type=int, default=2, help="timed runs of ours/faiss (best)")
-    p.add_argument("--reference-queries", type=int, default=3, help="queries timed for the reference")
+    p.add_argument(
+        "--reference-queries", type=int, default=3, help="queries timed for the reference"
+    )
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--data-dir", type=Path, default=None, help="reuse/keep the store here")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -240,38 +242,53 @@ def main() -> None:
         print(f"queries: {args.queries}, k: {args.k}, threads: {args.threads}")
         tmpd = Path(tmp)
         ours = run_worker("ours", args, store, tmpd / "ours.npy")
-        print(f"ours:      {ours['seconds']:8.2f} s  peak RSS {ours['peak_rss_mb']:8.0f} MiB  "
-              f"(runs {', '.join(f'{t:.2f}' for t in ours['all_seconds'])} s; "
-              f"read blocks of {ours['block_rows']} rows)")
+        print(
+            f"ours:      {ours['seconds']:8.2f} s  peak RSS {ours['peak_rss_mb']:8.0f} MiB  "
+            f"(runs {', '.join(f'{t:.2f}' for t in ours['all_seconds'])} s; "
+            f"read blocks of {ours['block_rows']} rows)"
+        )
         gemm = run_worker("gemm", args, store, tmpd / "gemm.npy")
         bound = 2.0 * args.n * args.d * args.queries / gemm["flops"]
-        print(f"gemm:      {gemm['flops'] / 1e9:8.1f} GFLOP/s float32 -> compute bound "
-              f"{bound:.2f} s")
+        print(
+            f"gemm:      {gemm['flops'] / 1e9:8.1f} GFLOP/s float32 -> compute bound {bound:.2f} s"
+        )
         fa = run_worker("faiss", args, store, tmpd / "faiss.npy")
-        print(f"faiss:     {fa['seconds']:8.2f} s  peak RSS {fa['peak_rss_mb']:8.0f} MiB  "
-              f"(float32 copy built in {fa['copy_seconds']:.1f} s, not counted)")
+        print(
+            f"faiss:     {fa['seconds']:8.2f} s  peak RSS {fa['peak_rss_mb']:8.0f} MiB  "
+            f"(float32 copy built in {fa['copy_seconds']:.1f} s, not counted)"
+        )
         ref = run_worker("reference", args, store, tmpd / "ref.npy")
-        print(f"reference: {ref['seconds']:8.1f} s  peak RSS {ref['peak_rss_mb']:8.0f} MiB  "
-              f"(extrapolated linearly from {args.reference_queries} timed queries: "
-              f"{', '.join(f'{t:.2f}' for t in ref['per_query'])} s each)")
+        print(
+            f"reference: {ref['seconds']:8.1f} s  peak RSS {ref['peak_rss_mb']:8.0f} MiB  "
+            f"(extrapolated linearly from {args.reference_queries} timed queries: "
+            f"{', '.join(f'{t:.2f}' for t in ref['per_query'])} s each)"
+        )
 
         ids_ours = np.load(tmpd / "ours.npy")
         ids_faiss = np.load(tmpd / "faiss.npy")
         ids_ref = np.load(tmpd / "ref.npy")
         n_ref = len(ids_ref)
-        same_ref = np.mean([len(set(a) & set(b)) / args.k for a, b in zip(ids_ours[:n_ref], ids_ref, strict=True)])
-        same_faiss = np.mean([len(set(a) & set(b)) / args.k for a, b in zip(ids_ours, ids_faiss, strict=True)])
+        same_ref = np.mean(
+            [len(set(a) & set(b)) / args.k for a, b in zip(ids_ours[:n_ref], ids_ref, strict=True)]
+        )
+        same_faiss = np.mean(
+            [len(set(a) & set(b)) / args.k for a, b in zip(ids_ours, ids_faiss, strict=True)]
+        )
         print(f"top-{args.k} overlap with reference {same_ref:.4f}, with faiss {same_faiss:.4f}")
 
         speedup = ref["seconds"] / ours["seconds"]
         ratio_faiss = ours["seconds"] / fa["seconds"]
         ratio_bound = ours["seconds"] / bound
         print(f"1. speed-up vs the original approach: {speedup:.1f}x (target >= 20x)")
-        print(f"2. ours / faiss IndexFlatIP: {ratio_faiss:.2f} (target <= 1.0), peak RSS "
-              f"{ours['peak_rss_mb']:.0f} vs {fa['peak_rss_mb']:.0f} MiB")
+        print(
+            f"2. ours / faiss IndexFlatIP: {ratio_faiss:.2f} (target <= 1.0), peak RSS "
+            f"{ours['peak_rss_mb']:.0f} vs {fa['peak_rss_mb']:.0f} MiB"
+        )
         print(f"3. ours / GEMM compute bound: {ratio_bound:.2f} (target <= 1.5)")
-        print(f"4. peak RSS MiB: ours {ours['peak_rss_mb']:.0f}, faiss {fa['peak_rss_mb']:.0f}, "
-              f"reference {ref['peak_rss_mb']:.0f}, gemm probe {gemm['peak_rss_mb']:.0f}")
+        print(
+            f"4. peak RSS MiB: ours {ours['peak_rss_mb']:.0f}, faiss {fa['peak_rss_mb']:.0f}, "
+            f"reference {ref['peak_rss_mb']:.0f}, gemm probe {gemm['peak_rss_mb']:.0f}"
+        )
         print(
             f"speedup_vs_reference={speedup:.1f} ratio_vs_faiss={ratio_faiss:.2f} "
             f"ratio_to_gemm_bound={ratio_bound:.2f} peak_rss_mb={ours['peak_rss_mb']:.0f}"

@@ -73,9 +73,7 @@ def test_small_integer_data_is_identical_with_ties(tmp_path, prefetch, dtype, k)
     n, d = 2500, 8
     x = small_integer_vectors(n, d, seed=4, levels=1)
     ids = np.random.default_rng(5).permutation(n).astype(np.int64) * 3 + 7
-    store = EmbeddingStore(
-        write_store(tmp_path / "s", x, [1000, 777, 723], ids=ids, dtype=dtype)
-    )
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [1000, 777, 723], ids=ids, dtype=dtype))
     q = np.random.default_rng(6).integers(-2, 3, size=(9, d)).astype(np.float32)
     ref_s, ref_i = reference(x, ids, q, k)
     s, i = search(store, q, k, block_rows=600, chunk_rows=128, prefetch=prefetch)
@@ -107,7 +105,9 @@ def test_k_larger_than_store_pads(tmp_path):
     assert s.shape == i.shape == (3, 15)
     assert (i[:, 10:] == -1).all() and np.isneginf(s[:, 10:]).all()
     assert sorted(i[0, :10].tolist()) == list(range(10))
-    check_close(s, i, x.astype(np.float16).astype(np.float32), np.arange(10), random_unit(3, 8, seed=10), 15)
+    check_close(
+        s, i, x.astype(np.float16).astype(np.float32), np.arange(10), random_unit(3, 8, seed=10), 15
+    )
 
 
 def test_ids_beyond_32_bits(tmp_path):
@@ -117,8 +117,8 @@ def test_ids_beyond_32_bits(tmp_path):
     ids = np.random.default_rng(12).permutation(n).astype(np.int64) * (1 << 33) - (1 << 40)
     store = EmbeddingStore(write_store(tmp_path / "s", x, [250, 250], ids=ids))
     q = np.ones((2, 4), np.float32)
-    ref_s, ref_i = reference(x, ids, q, 60)
-    s, i = search(store, q, 60, block_rows=128, chunk_rows=64)
+    _ref_s, ref_i = reference(x, ids, q, 60)
+    _s, i = search(store, q, 60, block_rows=128, chunk_rows=64)
     np.testing.assert_array_equal(i, ref_i)
 
 
@@ -129,7 +129,7 @@ def test_sorted_data_many_candidates_per_block(tmp_path):
     x[:, 0] = np.linspace(-1, 1, n)
     store = EmbeddingStore(write_store(tmp_path / "s", x, dtype=np.float32))
     q = np.array([[1, 0, 0, 0]], np.float32)
-    s, i = search(store, q, 100, block_rows=512, chunk_rows=256)
+    _s, i = search(store, q, 100, block_rows=512, chunk_rows=256)
     assert i[0].tolist() == list(range(n - 1, n - 101, -1))
 
 

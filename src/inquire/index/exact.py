@@ -139,7 +139,7 @@ def _iter_blocks(store: EmbeddingStore, block_rows: int, prefetch: bool = True) 
         if fd is None:
             fd = fds[s_idx] = os.open(src[0], os.O_RDONLY)
         want, done = buf.nbytes, 0
-        view = memoryview(buf).cast("B")
+        view = memoryview(buf).cast("B")  # type: ignore[arg-type]
         while done < want:  # preadv may return short counts on large reads
             got = os.preadv(fd, [view[done:]], src[1] + lo * d * buf.itemsize + done)
             if got <= 0:
@@ -161,9 +161,7 @@ def _iter_blocks(store: EmbeddingStore, block_rows: int, prefetch: bool = True) 
             os.close(fd)
 
 
-def _prefetched(
-    plan: list[tuple[int, int, int, int]], load: Any, n_slots: int
-) -> Iterator[_Block]:
+def _prefetched(plan: list[tuple[int, int, int, int]], load: Any, n_slots: int) -> Iterator[_Block]:
     free: Queue[int] = Queue()
     ready: Queue[_Block | BaseException | None] = Queue()
     for slot in range(n_slots):
