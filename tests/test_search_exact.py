@@ -44,6 +44,7 @@ def check_close(got_s, got_i, vectors, ids, q, k, tol=1e-5):
         assert np.all(np.diff(got_s[r][valid]) <= 0)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("k", [1, 50, 1000])
 @pytest.mark.parametrize(
     "sizes,block_rows,chunk_rows",
@@ -53,21 +54,22 @@ def check_close(got_s, got_i, vectors, ids, q, k, tol=1e-5):
         ([1500, 1501], None, 8192),  # defaults
     ],
 )
-def test_random_data_matches_reference(tmp_path, k, sizes, block_rows, chunk_rows):
+def test_random_data_matches_reference(tmp_path, k, sizes, block_rows, chunk_rows, threads):
     n, d = sum(sizes), 24
     x = random_unit(n, d, seed=1)
     ids = np.random.default_rng(2).permutation(10 * n)[:n].astype(np.int64)
     store = EmbeddingStore(write_store(tmp_path / "s", x, sizes, ids=ids))
     q = random_unit(7, d, seed=3)
     vectors = x.astype(np.float16).astype(np.float32)
-    s, i = search(store, q, k, block_rows=block_rows, chunk_rows=chunk_rows)
+    s, i = search(store, q, k, block_rows=block_rows, chunk_rows=chunk_rows, threads=threads)
     check_close(s, i, vectors, ids, q, k)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("prefetch", [True, False])
 @pytest.mark.parametrize("dtype", [np.float16, np.float32])
 @pytest.mark.parametrize("k", [1, 50, 1000])
-def test_small_integer_data_is_identical_with_ties(tmp_path, prefetch, dtype, k):
+def test_small_integer_data_is_identical_with_ties(tmp_path, prefetch, dtype, k, threads):
     """Scores exact in float32: ids and scores equal the reference bit for bit, ties included
     (many equal scores, ordered by id across chunks, blocks and shards)."""
     n, d = 2500, 8
@@ -76,7 +78,7 @@ def test_small_integer_data_is_identical_with_ties(tmp_path, prefetch, dtype, k)
     store = EmbeddingStore(write_store(tmp_path / "s", x, [1000, 777, 723], ids=ids, dtype=dtype))
     q = np.random.default_rng(6).integers(-2, 3, size=(9, d)).astype(np.float32)
     ref_s, ref_i = reference(x, ids, q, k)
-    s, i = search(store, q, k, block_rows=600, chunk_rows=128, prefetch=prefetch)
+    s, i = search(store, q, k, block_rows=600, chunk_rows=128, prefetch=prefetch, threads=threads)
     np.testing.assert_array_equal(i, ref_i)
     np.testing.assert_array_equal(s, ref_s.astype(np.float32))
 
@@ -145,11 +147,22 @@ def test_bad_input(tmp_path):
         search(store, np.zeros((1, 8), np.float32), 3, block_rows=0)
 
 
-def test_truncated_shard_is_reported(tmp_path):
+def test_threads_restore_torch_settings(tmp_path):
+    torch = pytest.importorskip("torch")
+    store = EmbeddingStore(write_store(tmp_path / "s", random_unit(3000, 8), [1000, 2000]))
+    before = torch.get_num_threads()
+    a = search(store, random_unit(4, 8), 20, threads=2, block_rows=512, chunk_rows=100)
+    assert torch.get_num_threads() == before
+    b = search(store, random_unit(4, 8), 20, threads=1, block_rows=512, chunk_rows=100)
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_truncated_shard_is_reported(tmp_path, threads):
     root = write_store(tmp_path / "s", random_unit(5000, 8), [2000, 3000])
     store = EmbeddingStore(root)
     shard = root / "img_emb" / "img_emb_1.npy"
     with open(shard, "r+b") as fh:  # cut the file after the store mapped it
         fh.truncate(shard.stat().st_size - 4096)
     with pytest.raises(InputError, match="truncated"):
-        search(store, random_unit(1, 8), 3)
+        search(store, random_unit(1, 8), 3, block_rows=1024, threads=threads)

@@ -2,37 +2,38 @@
 
 How it works (all queries at once, one pass over the store):
 
-1. The store is streamed in blocks of rows that never cross a shard boundary. A reader
-   thread reads the next block's float16 bytes straight from the shard file (``os.preadv``
-   into a reused buffer, so the pages stay in the OS cache and out of this process's resident
-   memory) and converts them to float32 into a second reused buffer (torch's ``copy_`` when
-   torch is installed: ~10x faster than numpy's ``astype``), while the main thread works on
-   the previous block.
-2. Scores of the block: one float32 GEMM ``queries @ block.T -> (nq, b)`` by the BLAS that
-   numpy links (OpenBLAS, multi-threaded), written into a reused output buffer. Float32
-   accumulation, no reduced precision: results equal a float32 brute force.
+1. The store is read in blocks of rows that never cross a shard boundary. A reader thread
+   reads the next block's bytes straight from the shard file (``os.preadv`` into one of two
+   reused buffers: the pages stay in the OS cache and out of this process's resident memory)
+   while the caller's thread scores the current one.
+2. Each block is scored in chunks of ``chunk_rows`` rows: float16 -> float32 into one reused
+   buffer (torch's ``copy_`` when torch is installed, ~10x faster than numpy's ``astype``),
+   then one float32 GEMM ``queries @ chunk.T -> (nq, chunk_rows)`` into a reused output,
+   using both cores. Float32 inputs and accumulation: no reduced precision anywhere.
 3. Selection without sorting: each query keeps its best ``k`` so far and their ``k``-th score
-   ``t``. Only block scores ``>= t`` can enter the top ``k``; after the first blocks this is a
-   tiny fraction, found by one vectorised comparison. While a query holds fewer than ``k``
-   items (or a block beats an unusual number of them) the block's own ``k``-th largest score
-   (``np.partition``, linear time) bounds the candidates instead. Candidates accumulate and
-   are merged into the running top ``k`` only when they outnumber it, with one
-   ``lexsort`` on (score desc, id asc): ties are exact across blocks and shards.
+   ``t``. Only chunk scores ``>= t`` can enter the top ``k``; after the first chunks this is
+   a tiny fraction, found by one vectorised comparison. While a query holds fewer than ``k``
+   items (or a chunk beats an unusual number of them) the chunk's own ``k``-th largest score
+   (``np.partition``, linear time) bounds the candidates instead. Candidates are packed into
+   one uint64 key each (score order in the high half, image-id order in the low half), so a
+   single integer partition applies the whole ranking rule, ties included; they are merged
+   into the running top ``k`` only when they outnumber it.
 
-Memory: two float32 blocks, two float16 blocks, one ``(nq, b)`` score block and the results;
-independent of N. ``block_rows`` (default: sized from ``memory_mb``) sets the trade-off.
+Memory: two read buffers (``block_rows`` rows in the store's dtype), one float32 chunk, one
+``(nq, chunk_rows)`` score chunk and the results; independent of N.
 
 Result contract: ``scores (nq, k) float32`` descending, ``ids (nq, k) int64`` image ids,
 equal scores ordered by image id ascending. When ``k > N`` the rows are padded with id ``-1``
-and score ``-inf`` (``Run.from_arrays`` drops the padding). Scores that are NaN never match.
+and score ``-inf`` (``Run.from_arrays`` drops the padding). NaN scores never match.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from queue import Queue
 from typing import Any
@@ -75,7 +76,7 @@ class _Block:
     start: int  # global row of the first row
     rows: int
     data: np.ndarray  # (rows, d) float16/float32 view into a reused staging buffer
-    slot: int  # which staging buffer; handed back to the reader when the consumer is done
+    release: Callable[[], None]  # hands the buffer back to the reader; call when done
 
 
 def _file_source(shard: np.ndarray) -> tuple[str, int] | None:
@@ -93,8 +94,14 @@ def _file_source(shard: np.ndarray) -> tuple[str, int] | None:
     return str(filename), int(offset)
 
 
-class _Converter:
-    """float16/float32 rows -> a float32 buffer, via torch when available."""
+class _Kernels:
+    """float16 -> float32 conversion and the float32 GEMM, via torch when available.
+
+    torch's ``copy_`` converts ~10x faster than numpy's ``astype``, and running the GEMM in
+    torch's thread pool too keeps conversion and GEMM from fighting over the two cores with a
+    second (OpenBLAS) pool. The GEMM stays float32: torch is used only while its float32
+    matmul precision is "highest" (other settings may round inputs to bfloat16).
+    """
 
     def __init__(self) -> None:
         try:
@@ -103,23 +110,57 @@ class _Converter:
             self._torch: Any = None
         else:
             self._torch = torch
+        self._gemm_torch = (
+            self._torch is not None and self._torch.get_float32_matmul_precision() == "highest"
+        )
 
-    def __call__(self, src: np.ndarray, dst: np.ndarray) -> None:
+    def workers(self, requested: int | None) -> int:
+        """Scoring threads: one per core when torch runs the kernels, else one (numpy's
+        OpenBLAS then threads each GEMM itself)."""
+        if not self._gemm_torch:
+            return 1
+        if requested is None:
+            requested = min(os.cpu_count() or 1, self._torch.get_num_threads())
+        return max(1, int(requested))
+
+    @contextlib.contextmanager
+    def single_threaded(self) -> Iterator[None]:
+        """Each scoring thread owns one core: torch's kernels run in the calling thread."""
+        old = self._torch.get_num_threads()
+        self._torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            self._torch.set_num_threads(old)
+
+    def convert(self, src: np.ndarray, dst: np.ndarray) -> None:
+        """Write ``src`` rows into the float32 buffer ``dst`` of the same shape."""
         if self._torch is not None and src.flags.writeable and src.dtype == np.float16:
             self._torch.from_numpy(dst).copy_(self._torch.from_numpy(src))
         else:
             np.copyto(dst, src, casting="unsafe")
 
+    def scores(self, q: np.ndarray, data: np.ndarray, out: np.ndarray) -> None:
+        """``out (nq, b) = q (nq, d) @ data (b, d).T`` in float32."""
+        if self._gemm_torch and data.flags.writeable:
+            t = self._torch
+            t.matmul(t.from_numpy(q), t.from_numpy(data).T, out=t.from_numpy(out))
+        else:
+            np.matmul(q, data.T, out=out)
 
-def _iter_blocks(store: EmbeddingStore, block_rows: int, prefetch: bool = True) -> Iterator[_Block]:
-    """Yield every block of ``store`` in its stored dtype, read one block ahead.
 
-    Blocks never cross a shard boundary. The reader thread only moves bytes (``preadv`` into
-    a reused buffer, or a copy for in-memory shards): compute stays on the caller's thread,
-    where it cannot fight the BLAS threads for the cores.
+def _iter_blocks(
+    store: EmbeddingStore, block_rows: int, prefetch: bool = True, n_slots: int = 2
+) -> Iterator[_Block]:
+    """Yield every block of ``store`` in its stored dtype; the consumer calls ``release``.
+
+    Blocks never cross a shard boundary. With ``prefetch`` a reader thread fills up to
+    ``n_slots`` buffers ahead; it only moves bytes (``preadv`` into a reused buffer, or a copy
+    for in-memory shards), so compute stays on the scoring threads. Without ``prefetch`` one
+    buffer is reused: each block must be finished before the next is requested.
     """
     d = store.dim
-    n_slots = 2 if prefetch else 1
+    n_slots = max(2, n_slots) if prefetch else 1
     stage = [np.empty((block_rows, d), store.dtype) for _ in range(n_slots)]
     plan = [
         (int(base + lo), s_idx, lo, min(block_rows, len(shard) - lo))
@@ -153,12 +194,16 @@ def _iter_blocks(store: EmbeddingStore, block_rows: int, prefetch: bool = True) 
     try:
         if not prefetch:
             for start, s_idx, lo, rows in plan:
-                yield _Block(start, rows, load(0, s_idx, lo, rows), 0)
+                yield _Block(start, rows, load(0, s_idx, lo, rows), lambda: None)
             return
         yield from _prefetched(plan, load, n_slots)
     finally:
         for fd in fds.values():
             os.close(fd)
+
+
+def _releaser(free: Queue[int], slot: int) -> Callable[[], None]:
+    return lambda: free.put(slot)
 
 
 def _prefetched(plan: list[tuple[int, int, int, int]], load: Any, n_slots: int) -> Iterator[_Block]:
@@ -174,7 +219,8 @@ def _prefetched(plan: list[tuple[int, int, int, int]], load: Any, n_slots: int) 
                 slot = free.get()
                 if stop.is_set():
                     return
-                ready.put(_Block(start, rows, load(slot, s_idx, lo, rows), slot))
+                data = load(slot, s_idx, lo, rows)
+                ready.put(_Block(start, rows, data, _releaser(free, slot)))
             ready.put(None)
         except BaseException as exc:  # handed to the consumer, which re-raises it
             ready.put(exc)
@@ -189,7 +235,6 @@ def _prefetched(plan: list[tuple[int, int, int, int]], load: Any, n_slots: int) 
             if isinstance(item, BaseException):
                 raise item
             yield item
-            free.put(item.slot)
     finally:
         stop.set()
         free.put(0)  # wake a reader waiting for a slot so it sees `stop`
@@ -288,6 +333,13 @@ class _TopK:
         self.keys = np.partition(keys, self.k - 1, axis=1)[:, : self.k]
         self.threshold = _decode_scores(self.keys[:, -1])
 
+    def absorb(self, other: _TopK) -> None:
+        """Fold another running top k (over other rows) into this one."""
+        other.merge()
+        self._pending.append(other.keys)
+        self._pending_width += other.k
+        self.merge()
+
     def result(self) -> tuple[np.ndarray, np.ndarray]:
         """``scores (nq, k) float32`` ranked, and the id keys ``(nq, k) int64`` (-1: none)."""
         self.merge()
@@ -319,6 +371,103 @@ def _id_keys(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     return ranks, ids[order]
 
 
+class _Scorer:
+    """One scoring thread's buffers and running top k."""
+
+    def __init__(
+        self,
+        q: np.ndarray,
+        k: int,
+        chunk_rows: int,
+        dim: int,
+        id_keys: np.ndarray,
+        kernels: _Kernels,
+    ) -> None:
+        self.q, self.id_keys, self.kernels = q, id_keys, kernels
+        self.top = _TopK(q.shape[0], k)
+        self.f32 = np.empty((chunk_rows, dim), np.float32)
+        self.out = np.empty((q.shape[0], chunk_rows), np.float32)
+
+    def score(self, block: _Block, lo: int, rows: int) -> None:
+        """Score ``rows`` rows of ``block`` from ``lo`` and offer them to the top k."""
+        src = block.data[lo : lo + rows]
+        if src.dtype == np.float32:
+            data = src
+        else:
+            data = self.f32[:rows]
+            self.kernels.convert(src, data)
+        # A contiguous output: numpy hands strided `out=` arrays to BLAS via a temporary.
+        s = self.out if rows == len(self.f32) else np.empty((len(self.q), rows), np.float32)
+        self.kernels.scores(self.q, data, s)
+        first = block.start + lo
+        self.top.add_block(s, self.id_keys[first : first + rows])
+
+
+def _score_in_threads(
+    store: EmbeddingStore,
+    block_rows: int,
+    chunk_rows: int,
+    prefetch: bool,
+    scorers: list[_Scorer],
+) -> None:
+    """Chunks of every block go to the scorers' threads through one queue; a block's buffer
+    goes back to the reader when its last chunk is done."""
+    tasks: Queue[tuple[_Block, int, int, Callable[[], None]] | None] = Queue()
+    errors: list[BaseException] = []
+
+    def work(scorer: _Scorer) -> None:
+        while (task := tasks.get()) is not None:
+            block, lo, rows, done = task
+            try:
+                if not errors:
+                    scorer.score(block, lo, rows)
+            except BaseException as exc:  # re-raised by the caller once all threads stop
+                errors.append(exc)
+            finally:
+                done()
+
+    threads = [
+        threading.Thread(target=work, args=(sc,), name=f"inquire-scorer-{i}", daemon=True)
+        for i, sc in enumerate(scorers)
+    ]
+    for t in threads:
+        t.start()
+    try:
+        # Three buffers: one being read while the threads finish one block and start the next.
+        for block in _iter_blocks(store, block_rows, prefetch=prefetch, n_slots=3):
+            starts = range(0, block.rows, chunk_rows)
+            finished = threading.Semaphore(0)
+            left = [len(starts)]
+            lock = threading.Lock()
+
+            def done(
+                block: _Block = block,
+                left: list[int] = left,
+                lock: Any = lock,
+                finished: Any = finished,
+            ) -> None:
+                with lock:
+                    left[0] -= 1
+                    last = left[0] == 0
+                if last:
+                    block.release()
+                    finished.release()
+
+            for lo in starts:
+                tasks.put((block, lo, min(chunk_rows, block.rows - lo), done))
+            if not prefetch:
+                finished.acquire()  # one buffer only: finish this block before reading on
+            if errors:
+                break
+    finally:
+        for _ in threads:
+            tasks.put(None)
+        for t in threads:
+            t.join()
+    if errors:
+        raise errors[0]
+
+
 # --------------------------------------------------------------------------------------------
 # Public API
 # --------------------------------------------------------------------------------------------
@@ -345,6 +494,7 @@ def search(
     memory_mb: int = DEFAULT_MEMORY_MB,
     prefetch: bool = True,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    threads: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top ``k`` rows of ``store`` by inner product with each query, exactly.
 
@@ -352,6 +502,9 @@ def search(
     ``block_rows``: rows read at a time (default: two staging buffers of ~``memory_mb`` MiB).
     ``chunk_rows``: rows converted to float32 and scored by one GEMM.
     ``prefetch``: read the next block on a second thread while scoring this one.
+    ``threads``: scoring threads, each owning a core with single-threaded kernels and its
+    own top k (default: one per core, at most ``torch.get_num_threads()``; 1 without torch).
+    torch's thread count is set to 1 while they run and restored afterwards.
 
     Returns ``scores (nq, k) float32`` descending and ``ids (nq, k) int64`` image ids; equal
     scores are ordered by image id ascending. When ``k > len(store)`` every row is padded
@@ -361,31 +514,26 @@ def search(
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise InputError(f"k must be a positive integer, got {k!r}")
     k = int(k)
-    nq = q.shape[0]
     if block_rows is None:
         block_rows = auto_block_rows(store.dim, store.dtype.itemsize, memory_mb)
     if block_rows < 1 or chunk_rows < 1:
         raise InputError(f"block_rows and chunk_rows must be >= 1, got {block_rows}, {chunk_rows}")
     chunk_rows = min(chunk_rows, block_rows)
     id_keys, sorted_ids = _id_keys(store.ids)
-    top = _TopK(nq, k)
-    convert = _Converter()
-    f32 = np.empty((chunk_rows, store.dim), np.float32)
-    out = np.empty((nq, chunk_rows), np.float32)
-    for block in _iter_blocks(store, block_rows, prefetch=prefetch):
-        for lo in range(0, block.rows, chunk_rows):
-            rows = min(chunk_rows, block.rows - lo)
-            src = block.data[lo : lo + rows]
-            if src.dtype == np.float32:
-                data = src
-            else:
-                data = f32[:rows]
-                convert(src, data)
-            # A contiguous output: numpy hands strided `out=` arrays to BLAS via a temporary.
-            s = out if rows == chunk_rows else np.empty((nq, rows), np.float32)
-            np.matmul(q, data.T, out=s)
-            first = block.start + lo
-            top.add_block(s, id_keys[first : first + rows])
+    kernels = _Kernels()
+    n_workers = kernels.workers(threads)
+    scorers = [_Scorer(q, k, chunk_rows, store.dim, id_keys, kernels) for _ in range(n_workers)]
+    if n_workers == 1:
+        for block in _iter_blocks(store, block_rows, prefetch=prefetch):
+            for lo in range(0, block.rows, chunk_rows):
+                scorers[0].score(block, lo, min(chunk_rows, block.rows - lo))
+            block.release()
+    else:
+        with kernels.single_threaded():
+            _score_in_threads(store, block_rows, chunk_rows, prefetch, scorers)
+    top = scorers[0].top
+    for other in scorers[1:]:
+        top.absorb(other.top)
     scores, keys = top.result()
     if sorted_ids is None:
         return scores, keys
