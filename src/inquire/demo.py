@@ -41,6 +41,7 @@ def run_demo(
         bench.embeddings,
         k=k,
         out_dir=out / "results" / "fullrank",
+        cache=False,  # regenerated data every run: caching it would only fill the cache
         config_extra={"data": "synthetic", "seed": seed},
     )
     store = EmbeddingStore(bench.embeddings)
