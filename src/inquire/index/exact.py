@@ -45,7 +45,7 @@ from inquire.errors import InputError
 
 log = logging.getLogger(__name__)
 
-#: Budget of the reader's two staging buffers when ``block_rows`` is not given (MiB).
+#: Budget of two of the reader's staging buffers when ``block_rows`` is not given (MiB).
 DEFAULT_MEMORY_MB = 256
 # Kept for callers that passed the old constant; ``None`` means "size from the budget".
 DEFAULT_BLOCK_ROWS: int | None = None
@@ -60,7 +60,10 @@ _HEAVY_FACTOR = 4
 
 
 def auto_block_rows(dim: int, itemsize: int = 2, memory_mb: int = DEFAULT_MEMORY_MB) -> int:
-    """Rows per read block so that the two staging buffers take about ``memory_mb`` MiB."""
+    """Rows per read block so that two staging buffers take about ``memory_mb`` MiB.
+
+    (With several scoring threads the reader keeps three buffers in flight: 1.5x that.)
+    """
     rows = (memory_mb << 20) // (2 * itemsize * max(dim, 1))
     rows = max(_MIN_BLOCK_ROWS, min(_MAX_BLOCK_ROWS, int(rows)))
     return rows - rows % _MIN_BLOCK_ROWS
