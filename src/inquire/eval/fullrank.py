@@ -1,0 +1,384 @@
+"""INQUIRE-Fullrank: embed the queries, search all images, evaluate.
+
+``fullrank_topk`` is the retrieval stage (text embeddings -> exact or approximate search ->
+a :class:`~inquire.run.Run` of the top ``k_max``), with a parquet cache so repeated
+evaluations and the reranking stage reuse earlier searches. ``evaluate_fullrank`` adds
+loading queries and annotations, mapping store ids to the benchmark's image ids, the metrics
+and the saved results.
+
+Image ids: a store whose metadata carries ``image_id`` is used as is. INQUIRE's published
+embeddings carry only ``image_path`` (no ``.jpg``); their rows are then matched to the
+annotations' ``image_path`` (``.jpg`` removed) and get the annotated image id. Rows not in
+the annotations are relevant to no query; they get ``UNANNOTATED_ID_BASE + row`` so that every
+ranked image keeps a distinct id.
+
+Top-k cache: ``config.cache_dir("topk")/<key>.parquet`` with columns
+``query_text, k_max, rank, image_id, score`` plus ``<key>.json`` describing the key. The key
+hashes the model id and revision, the embedding folder's identity (resolved path, row count,
+fingerprint of sizes, mtimes and manifest) and the searcher (exact, or index name + its build
+fingerprint + search parameters). An exact search cached for a larger ``k_max`` serves smaller
+ones (the ranking rule is deterministic).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from inquire import config
+from inquire._io import atomic_path, write_json
+from inquire.data.qrels import Qrels
+from inquire.embed.base import Encoder
+from inquire.embed.store import EmbeddingStore
+from inquire.errors import InputError
+from inquire.eval.evaluate import EvalResult, evaluate
+from inquire.run import Run
+
+log = logging.getLogger(__name__)
+
+UNANNOTATED_ID_BASE = 10**12
+CACHE_COLUMNS = ["query_text", "k_max", "rank", "image_id", "score"]
+CACHE_VERSION = 1
+
+
+# --------------------------------------------------------------------------------------------
+# Image ids of store rows
+# --------------------------------------------------------------------------------------------
+
+
+def store_has_image_ids(store: EmbeddingStore) -> bool:
+    """Whether the store's metadata files carry an ``image_id`` column."""
+    first = store.root / "metadata" / f"metadata_{store.shard_indices[0]}.parquet"
+    if not first.is_file():
+        raise InputError(
+            f"embedding shard {store.shard_indices[0]} has no metadata file {str(first)!r}"
+        )
+    return "image_id" in pq.read_schema(first).names
+
+
+def _path_key(path: str) -> str:
+    p = str(path).strip().replace("\\", "/")
+    if p.startswith("./"):
+        p = p[2:]
+    return p[:-4] if p.lower().endswith(".jpg") else p
+
+
+def image_ids_by_path(store: EmbeddingStore, paths: Mapping[int, str]) -> np.ndarray:
+    """``(N,) int64`` benchmark image id of every store row, by matching image paths.
+
+    ``paths``: image id -> image path as in INQUIRE's annotations (``train/.../x.jpg``).
+    Store paths are compared without ``.jpg``. Unmatched rows get
+    ``UNANNOTATED_ID_BASE + row``. Raises when no annotated path is found in the store.
+    """
+    if not paths:
+        raise InputError(
+            f"the embeddings in {str(store.root)!r} carry no image_id column, so their rows "
+            f"must be matched to the annotations by image_path, but the annotations have no "
+            f"image_path column; use INQUIRE's annotations CSV (query_id, image_id, image_path)"
+        )
+    store_paths = store.metadata["image_path"].astype(str).map(_path_key)
+    wanted = pd.Series(
+        np.fromiter(paths.keys(), np.int64, len(paths)),
+        index=[_path_key(p) for p in paths.values()],
+    )
+    wanted = wanted[~wanted.index.duplicated()]
+    matched = store_paths.map(wanted)
+    hit = matched.notna().to_numpy()
+    if not hit.any():
+        raise InputError(
+            f"none of the {len(paths)} annotated image paths (e.g. {next(iter(paths.values()))!r}) "
+            f"occurs in the embeddings' metadata (e.g. {store_paths.iloc[0]!r}); the embeddings "
+            f"and the annotations belong to different collections"
+        )
+    n_missing = len(wanted) - int(hit.sum())
+    if n_missing > 0:
+        log.warning(
+            "%d of %d annotated images are not in the embeddings at %s; they cannot be retrieved",
+            n_missing,
+            len(wanted),
+            store.root,
+        )
+    rows = np.arange(len(store), dtype=np.int64)
+    ids = np.where(hit, matched.fillna(-1).to_numpy(np.int64), UNANNOTATED_ID_BASE + rows)
+    return ids.astype(np.int64)
+
+
+def map_run_ids(run: Run, store_ids: np.ndarray, image_ids: np.ndarray) -> Run:
+    """``run`` with every store id replaced by ``image_ids[row of that store id]``."""
+    order = np.argsort(store_ids, kind="stable")
+    sorted_ids = store_ids[order]
+    out = {}
+    for q, (ids, scores) in run.items():
+        pos = np.searchsorted(sorted_ids, ids)
+        pos = np.minimum(pos, len(sorted_ids) - 1)
+        if len(ids) and not np.array_equal(sorted_ids[pos], ids):
+            raise InputError(f"query {q}: the run holds ids that are not in the embedding store")
+        out[q] = (image_ids[order[pos]], scores)
+    return Run(out, name=run.name)
+
+
+# --------------------------------------------------------------------------------------------
+# The top-k cache
+# --------------------------------------------------------------------------------------------
+
+
+def store_identity(store: EmbeddingStore) -> dict[str, Any]:
+    """What identifies an embedding folder's contents for caching."""
+    from inquire.index.ann import store_fingerprint
+
+    return {
+        "path": str(store.root.resolve()),
+        "count": len(store),
+        "dim": store.dim,
+        "fingerprint": store_fingerprint(store),
+    }
+
+
+def _searcher_identity(index: Any, params: Mapping[str, float] | None) -> dict[str, Any]:
+    if index is None:
+        return {"kind": "exact"}
+    return {
+        "kind": "index",
+        "name": index.name,
+        "factory": index.info.get("factory"),
+        "built_at": index.info.get("built_at"),
+        "params": dict(sorted((params or {}).items())),
+    }
+
+
+class TopKCache:
+    """Cached top-k lists of one (model, revision, store, searcher), one parquet file."""
+
+    def __init__(self, key: dict[str, Any], root: Path | None = None) -> None:
+        self.key = {"version": CACHE_VERSION, **key}
+        digest = hashlib.sha256(json.dumps(self.key, sort_keys=True).encode()).hexdigest()[:24]
+        folder = root or config.cache_dir("topk")
+        self.path = folder / f"{digest}.parquet"
+        self._frame: pd.DataFrame | None = None
+
+    def _load(self) -> pd.DataFrame:
+        if self._frame is None:
+            if self.path.is_file():
+                try:
+                    self._frame = pq.read_table(self.path).to_pandas()
+                except (OSError, pa.ArrowInvalid) as exc:
+                    log.warning("ignoring unreadable top-k cache %s: %s", self.path, exc)
+                    self._frame = None
+            if self._frame is None:
+                self._frame = pd.DataFrame({c: pd.Series(dtype="object") for c in CACHE_COLUMNS})
+        return self._frame
+
+    def get(
+        self, texts: list[str], k_max: int, allow_larger: bool
+    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Cached ``text -> (ids, scores)`` (top ``k_max``) for the texts found."""
+        frame = self._load()
+        if frame.empty:
+            return {}
+        sub = frame[frame["query_text"].isin(texts)]
+        sub = sub[(sub["k_max"] >= k_max) if allow_larger else (sub["k_max"] == k_max)]
+        out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for text, g in sub.groupby("query_text", sort=False):
+            g = g[g["k_max"] == g["k_max"].min()].sort_values("rank")
+            out[str(text)] = (
+                g["image_id"].to_numpy(np.int64)[:k_max],
+                g["score"].to_numpy(np.float64)[:k_max],
+            )
+        return out
+
+    def put(self, entries: dict[str, tuple[np.ndarray, np.ndarray]], k_max: int) -> None:
+        """Add ``text -> (ids, scores)`` lists for ``k_max``; rewrites the file atomically."""
+        if not entries:
+            return
+        frames = [
+            pd.DataFrame(
+                {
+                    "query_text": [text] * len(ids),
+                    "k_max": np.full(len(ids), k_max, np.int64),
+                    "rank": np.arange(1, len(ids) + 1, dtype=np.int64),
+                    "image_id": np.asarray(ids, np.int64),
+                    "score": np.asarray(scores, np.float64),
+                }
+            )
+            for text, (ids, scores) in entries.items()
+        ]
+        old = self._load()
+        keep = old[~(old["query_text"].isin(list(entries)) & (old["k_max"] == k_max))]
+        frame = pd.concat([keep, *frames], ignore_index=True) if len(keep) else pd.concat(frames)
+        frame = frame.astype({"k_max": "int64", "rank": "int64", "image_id": "int64"})
+        with atomic_path(self.path) as tmp:
+            pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
+        write_json(self.path.with_suffix(".json"), self.key)
+        self._frame = frame.reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Retrieval stage
+# --------------------------------------------------------------------------------------------
+
+
+def check_dims(encoder: Encoder, store: EmbeddingStore) -> None:
+    """Raise when the encoder's embedding size differs from the store's."""
+    if int(encoder.dim) != store.dim:
+        raise InputError(
+            f"model {encoder.model_id!r} embeds texts in {encoder.dim} dimensions but the "
+            f"embeddings in {str(store.root)!r} have {store.dim}; use the model that made them "
+            f"(see their manifest.json) or embed the images with this model"
+        )
+
+
+def fullrank_topk(
+    encoder: Encoder,
+    queries: pd.DataFrame,
+    store: EmbeddingStore,
+    k_max: int,
+    index: Any = None,
+    index_params: Mapping[str, float] | None = None,
+    cache: bool = True,
+    image_ids: np.ndarray | None = None,
+    name: str | None = None,
+) -> Run:
+    """Top ``k_max`` images of ``store`` for every query, as a :class:`Run`.
+
+    ``queries``: a frame with ``query_id`` and ``query_text``. ``index``: an
+    :class:`~inquire.index.ann.AnnIndex` (with ``index_params``), or ``None`` for exact search.
+    Ids in the run are the store's ids, or ``image_ids[row]`` when ``image_ids (N,)`` is
+    given. Only texts missing from the cache are embedded and searched.
+    """
+    from inquire.index.exact import search
+
+    missing_cols = {"query_id", "query_text"} - set(queries.columns)
+    if missing_cols:
+        raise InputError(f"query table lacks column(s) {sorted(missing_cols)}")
+    if isinstance(k_max, bool) or not isinstance(k_max, (int, np.integer)) or k_max < 1:
+        raise InputError(f"k_max must be a positive integer, got {k_max!r}")
+    k_max = int(k_max)
+    check_dims(encoder, store)
+    texts = [str(t) for t in queries["query_text"]]
+    unique = list(dict.fromkeys(texts))
+    store_cache = None
+    found: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    if cache:
+        store_cache = TopKCache(
+            {
+                "model_id": encoder.model_id,
+                "revision": getattr(encoder, "revision", ""),
+                "store": store_identity(store),
+                "searcher": _searcher_identity(index, index_params),
+            }
+        )
+        found = store_cache.get(unique, k_max, allow_larger=index is None)
+    todo = [t for t in unique if t not in found]
+    log.info("top-%d: %d cached, %d to search", k_max, len(found), len(todo))
+    if todo:
+        q = np.asarray(encoder.encode_text(todo), dtype=np.float32)
+        if q.shape != (len(todo), store.dim):
+            raise InputError(
+                f"model {encoder.model_id!r} returned embeddings of shape {q.shape} for "
+                f"{len(todo)} texts; expected ({len(todo)}, {store.dim})"
+            )
+        if index is None:
+            scores, ids = search(store, q, k_max)
+        else:
+            scores, ids = index.search(q, k_max, index_params)
+        fresh = {}
+        for row, text in enumerate(todo):
+            keep = ids[row] >= 0
+            fresh[text] = (ids[row][keep], scores[row][keep].astype(np.float64))
+        if store_cache is not None:
+            store_cache.put(fresh, k_max)
+        found.update(fresh)
+    results = {}
+    for qid, text in zip(queries["query_id"], texts, strict=True):
+        ids_q, sc_q = found[text]
+        results[int(qid)] = (ids_q, sc_q)
+    run = Run(results, name=name or f"fullrank:{encoder.model_id}")
+    if image_ids is not None:
+        run = map_run_ids(run, store.ids, image_ids)
+    return run
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------------------------
+
+
+def evaluate_fullrank(
+    model_id: str,
+    queries: str | pd.DataFrame,
+    qrels: Qrels | None,
+    embeddings: str | os.PathLike[str],
+    k: int = 50,
+    k_max: int | None = None,
+    index: str | None = None,
+    index_params: Mapping[str, float] | None = None,
+    out_dir: str | os.PathLike[str] | None = None,
+    cache: bool = True,
+    encoder: Encoder | None = None,
+    device: str = "cpu",
+    batch_size: int = 32,
+    config_extra: Mapping[str, Any] | None = None,
+) -> tuple[EvalResult, Run]:
+    """INQUIRE-Fullrank for ``model_id`` over the embeddings in ``embeddings``.
+
+    ``queries``: a split name (``"val"``/``"test"``, downloaded) or a query table.
+    ``qrels``: the annotations (``None``: INQUIRE's, downloaded). Retrieves the top
+    ``k_max`` (default ``k``) per query, exactly or with the faiss ``index`` of that name,
+    evaluates the top ``k`` and, when ``out_dir`` is given, writes ``per_query.csv``,
+    ``summary.json`` and ``run.parquet`` there. Returns the result and the run.
+    """
+    from inquire.data.qrels import load_qrels
+    from inquire.data.queries import load_queries
+    from inquire.embed.models import load_encoder
+    from inquire.index.ann import AnnIndex
+
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise InputError(f"k must be a positive integer, got {k!r}")
+    k_max = int(k_max) if k_max is not None else int(k)
+    if k_max < k:
+        raise InputError(f"k_max ({k_max}) must be at least k ({k}) to evaluate the top {k}")
+    split = queries if isinstance(queries, str) else None
+    query_df = load_queries(queries) if isinstance(queries, str) else queries
+    qrels = qrels if qrels is not None else load_qrels()
+    store = EmbeddingStore(embeddings)
+    enc = encoder or load_encoder(model_id, device=device, batch_size=batch_size)
+    ann = AnnIndex.load(store, index) if index else None
+    image_ids = None if store_has_image_ids(store) else image_ids_by_path(store, qrels.paths)
+    run = fullrank_topk(
+        enc,
+        query_df,
+        store,
+        k_max,
+        index=ann,
+        index_params=index_params,
+        cache=cache,
+        image_ids=image_ids,
+        name=f"fullrank:{model_id}",
+    )
+    cfg = {
+        "task": "fullrank",
+        "model_id": model_id,
+        "model_revision": getattr(enc, "revision", ""),
+        "split": split,
+        "embeddings": str(Path(embeddings).resolve()),
+        "n_images": len(store),
+        "k_max": k_max,
+        "search": "exact" if ann is None else f"index:{ann.name} ({ann.info.get('factory')})",
+        "index_params": dict(index_params or {}),
+        "image_ids": "metadata" if image_ids is None else "joined on image_path",
+        **dict(config_extra or {}),
+    }
+    result = evaluate(run, qrels, query_df, k=k, config=cfg)
+    if out_dir is not None:
+        result.save(out_dir, run=run)
+    return result, run
