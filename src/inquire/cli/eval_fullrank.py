@@ -28,12 +28,25 @@ def fullrank_cmd(
     annotations: Path | None = typer.Option(None, help="Local annotations CSV."),
     out: Path | None = typer.Option(None, help="Write per_query.csv, summary.json, run.parquet."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Search again; ignore the cache."),
+    rerank: str | None = typer.Option(
+        None,
+        "--rerank",
+        help="Two-stage: rerank the top --from-k with this reranker (see `inquire rerank list`).",
+    ),
+    from_k: int = typer.Option(100, "--from-k", help="Two-stage: first-stage images reranked."),
+    images: Path | None = typer.Option(
+        None, "--images", help="Two-stage: root folder the embeddings' image paths are under."
+    ),
+    device: str = typer.Option("cpu", help="Two-stage: device of a local reranker."),
+    allow_failures: bool = typer.Option(
+        False, "--allow-failures", help="Two-stage: rank candidates the reranker failed on last."
+    ),
 ) -> None:
     """INQUIRE-Fullrank: embed the queries, search every image, print the metrics."""
     from rich.console import Console
 
-    from inquire.data.qrels import read_qrels
-    from inquire.data.queries import read_queries
+    from inquire.data.qrels import load_qrels, read_qrels
+    from inquire.data.queries import load_queries, read_queries
     from inquire.errors import InputError
     from inquire.eval.fullrank import evaluate_fullrank
     from inquire.index.ann import parse_params
@@ -44,20 +57,57 @@ def fullrank_cmd(
             "pass --embeddings DIR: a folder of image embeddings in the clip-retrieval layout "
             "(INQUIRE's published iNat24 embeddings or `inquire embed` output) for this model"
         )
-    result, _ = evaluate_fullrank(
+    if rerank is not None and images is None:
+        raise InputError(
+            "--rerank needs --images ROOT: the folder the embeddings' image paths are relative "
+            "to (for iNat24, the folder that holds train/)"
+        )
+    query_df = read_queries(queries) if queries else load_queries(split)
+    qrels = read_qrels(annotations) if annotations else load_qrels()
+    first_k = max(k_max or k, from_k) if rerank is not None else k_max
+    result, run = evaluate_fullrank(
         model,
-        read_queries(queries) if queries else split,
-        read_qrels(annotations) if annotations else None,
+        query_df,
+        qrels,
         embeddings,
         k=k,
-        k_max=k_max,
+        k_max=first_k,
         index=index,
         index_params=parse_params(param),
         out_dir=out,
         cache=not no_cache,
-        config_extra={"queries": str(queries) if queries else f"inquire:{split}"},
+        config_extra={
+            "queries": str(queries) if queries else f"inquire:{split}",
+            "split": None if queries else split,
+        },
     )
-    Console().print(metrics_table(result, title=f"INQUIRE-Fullrank, {model}, k={k}"))
+    console = Console()
+    console.print(metrics_table(result, title=f"INQUIRE-Fullrank, {model}, k={k}"))
+    if rerank is not None and images is not None:
+        from inquire.embed.store import EmbeddingStore
+        from inquire.eval.fullrank import run_image_paths
+        from inquire.eval.two_stage import evaluate_two_stage, image_resolver
+        from inquire.rerank import load_reranker
+        from inquire.rerank.cache import ScoreCache
+
+        resolve = image_resolver(run_image_paths(EmbeddingStore(embeddings), qrels), images)
+        two = evaluate_two_stage(
+            run,
+            load_reranker(rerank, device=device),
+            resolve,
+            qrels,
+            query_df,
+            k=k,
+            from_k=from_k,
+            cache=ScoreCache(),
+            allow_failures=allow_failures,
+        )
+        two.result.config["first_stage_model"] = model
+        console.print(
+            metrics_table(two.result, title=f"Two-stage: {model} top-{from_k} -> {rerank}, k={k}")
+        )
+        if out is not None:
+            two.result.save(out / "two_stage", run=two.run)
     if out is not None:
         typer.echo(f"wrote {out}")
 

@@ -313,6 +313,18 @@ def fullrank_topk(
 # --------------------------------------------------------------------------------------------
 
 
+def run_image_paths(store: EmbeddingStore, qrels: Qrels) -> dict[int, str]:
+    """``image id -> image_path`` for the ids a full-rank run over ``store`` holds.
+
+    The ids are the store's own when its metadata has ``image_id``, else the ids joined on
+    ``image_path`` from the annotations (see :func:`image_ids_by_path`). Used to find the image
+    files of first-stage candidates for reranking.
+    """
+    meta_paths = store.metadata["image_path"].astype(str).tolist()
+    ids = store.ids if store_has_image_ids(store) else image_ids_by_path(store, qrels.paths)
+    return {int(i): p for i, p in zip(ids.tolist(), meta_paths, strict=True)}
+
+
 def evaluate_fullrank(
     model_id: str,
     queries: str | pd.DataFrame,
