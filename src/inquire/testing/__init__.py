@@ -1,0 +1,1 @@
+"""The package's own mock kit: tiny deterministic models and data builders for tests and demos."""

@@ -1,0 +1,1 @@
+"""The web pages (FastAPI). Imported only by ``inquire web`` and the page tests."""
