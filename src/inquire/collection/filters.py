@@ -53,8 +53,9 @@ class Filters:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Filters:
-        return parse_filters(d.get("taxa") or (), d.get("date_from"), d.get("date_to"),
-                             d.get("bbox"))  # fmt: skip
+        return parse_filters(
+            d.get("taxa") or (), d.get("date_from"), d.get("date_to"), d.get("bbox")
+        )
 
     def mask(self, index: CollectionIndex) -> np.ndarray:
         """``(N,) bool``: valid rows of ``index`` that pass every filter."""

@@ -25,15 +25,24 @@ log = logging.getLogger(__name__)
 
 RANKS = ("kingdom", "phylum", "class", "order", "family", "genus")
 FIELDS = (
-    "source_id", "date", "date_source", "lat", "lon", "taxon_id", "taxon", *RANKS,
+    "source_id",
+    "date",
+    "date_source",
+    "lat",
+    "lon",
+    "taxon_id",
+    "taxon",
+    *RANKS,
     "taxon_source",
-)  # fmt: skip
+)
 
 _EXIF_IFD, _GPS_IFD = 0x8769, 0x8825
 _DATETIME_ORIGINAL, _DATETIME = 36867, 306
 # iNat24 class folders: 00000_Animalia_Chordata_Aves_Passeriformes_Corvidae_Corvus_corax
-_INAT_DIR = re.compile(r"^(\d{5})_([A-Z][a-z]+)_([A-Za-z]+)_([A-Za-z]+)_([A-Za-z]+)_([A-Za-z]+)_"
-                       r"([A-Z][a-z-]+)_([a-z][a-z-]*)$")  # fmt: skip
+_INAT_DIR = re.compile(
+    r"^(\d{5})_([A-Z][a-z]+)_([A-Za-z]+)_([A-Za-z]+)_([A-Za-z]+)_([A-Za-z]+)_"
+    r"([A-Z][a-z-]+)_([a-z][a-z-]*)$"
+)
 
 
 def empty_record() -> dict[str, Any]:
@@ -104,8 +113,12 @@ def _key(file_name: str) -> str:
 def _iso(text: str) -> str | None:
     """``2021-04-05 10:11:12+00:00`` / ``2021:04:05 10:11:12`` / ``2021-04-05`` -> ISO."""
     text = text.strip()
-    for fmt, n in (("%Y-%m-%d %H:%M:%S", 19), ("%Y:%m:%d %H:%M:%S", 19), ("%Y-%m-%dT%H:%M:%S", 19),
-                   ("%Y-%m-%d", 10)):  # fmt: skip
+    for fmt, n in (
+        ("%Y-%m-%d %H:%M:%S", 19),
+        ("%Y:%m:%d %H:%M:%S", 19),
+        ("%Y-%m-%dT%H:%M:%S", 19),
+        ("%Y-%m-%d", 10),
+    ):
         try:
             dt = datetime.strptime(text[:n], fmt)
         except ValueError:

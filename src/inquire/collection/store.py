@@ -68,8 +68,16 @@ CREATE TABLE IF NOT EXISTS images (
 CREATE INDEX IF NOT EXISTS images_sha1 ON images (sha1);
 """
 _META_FIELDS = (
-    "source_id", "date", "date_source", "lat", "lon", "taxon_id", "taxon", *RANKS, "taxon_source",
-)  # fmt: skip
+    "source_id",
+    "date",
+    "date_source",
+    "lat",
+    "lon",
+    "taxon_id",
+    "taxon",
+    *RANKS,
+    "taxon_source",
+)
 
 
 @dataclass
@@ -351,10 +359,15 @@ class CollectionIndex:
             df = pd.read_parquet(coll.rows_path)
         taxa = {c: pd.Categorical(df[c]) for c in TAXON_COLUMNS}
         return cls(
-            coll, store, df["image_id"].to_numpy(np.int64), df["days"].to_numpy(np.int32),
-            df["lat"].to_numpy(np.float32), df["lon"].to_numpy(np.float32), taxa,
+            coll,
+            store,
+            df["image_id"].to_numpy(np.int64),
+            df["days"].to_numpy(np.int32),
+            df["lat"].to_numpy(np.float32),
+            df["lon"].to_numpy(np.float32),
+            taxa,
             coll.generation,
-        )  # fmt: skip
+        )
 
     @property
     def valid(self) -> np.ndarray:
@@ -654,13 +667,30 @@ def _sync(
                 status = rec.get("status") or "ok"
                 loc = (shard, pos_in_shard[i]) if status == "ok" else (None, None)
                 params.append(
-                    (rec["image_id"], rel, rec["size"], rec["mtime_ns"], rec["sha1"], status, *loc,
-                     *(rec[f] for f in _META_FIELDS))
-                )  # fmt: skip
+                    (
+                        rec["image_id"],
+                        rel,
+                        rec["size"],
+                        rec["mtime_ns"],
+                        rec["sha1"],
+                        status,
+                        *loc,
+                        *(rec[f] for f in _META_FIELDS),
+                    )
+                )
                 if status == "ok":
                     by_hash[rec["sha1"]] = (shard, pos_in_shard[i])
-            cols = ("image_id", "path", "size", "mtime_ns", "sha1", "status", "shard", "row",
-                    *_META_FIELDS)  # fmt: skip
+            cols = (
+                "image_id",
+                "path",
+                "size",
+                "mtime_ns",
+                "sha1",
+                "status",
+                "shard",
+                "row",
+                *_META_FIELDS,
+            )
             quoted = ", ".join(f'"{c}"' for c in cols)
             updates = ", ".join(f'"{c}" = excluded."{c}"' for c in cols if c != "image_id")
             conn.executemany(
@@ -705,8 +735,9 @@ def compact(name: str, root: str | os.PathLike[str] | None = None) -> int:
     for s, lo in enumerate(range(0, len(rows), per_shard)):
         part = rows[lo : lo + per_shard]
         pid = ids[lo : lo + per_shard]
-        _write_shard(new_dir, s, index.vectors(part), [int(i) for i in pid],
-                     [paths[int(i)] for i in pid])  # fmt: skip
+        _write_shard(
+            new_dir, s, index.vectors(part), [int(i) for i in pid], [paths[int(i)] for i in pid]
+        )
         locs += [(s, r, int(i)) for r, i in enumerate(pid)]
     old_dir = coll.folder / "embeddings.old"
     with transaction(coll.conn) as conn:

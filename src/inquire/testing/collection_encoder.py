@@ -194,9 +194,12 @@ def make_photo_folder(root: str | os.PathLike[str], n: int = 40, seed: int = 0) 
         date = None
         if i % 11 != 5:
             date = datetime(
-                int(rng.integers(2019, 2023)), int(rng.integers(1, 13)), int(rng.integers(1, 29)),
-                int(rng.integers(0, 24)), int(rng.integers(0, 60)),
-            )  # fmt: skip
+                int(rng.integers(2019, 2023)),
+                int(rng.integers(1, 13)),
+                int(rng.integers(1, 29)),
+                int(rng.integers(0, 24)),
+                int(rng.integers(0, 60)),
+            )
         lat = lon = None
         if i % 7 != 3:
             lat = round(float(rng.uniform(-60, 70)), 4)
@@ -210,17 +213,48 @@ def make_photo_folder(root: str | os.PathLike[str], n: int = 40, seed: int = 0) 
 
 # (kingdom, phylum, class, order, family, genus, specific epithet, colour of its photos)
 INAT_TAXA = [
-    ("Animalia", "Chordata", "Aves", "Passeriformes", "Cardinalidae", "Cardinalis", "cardinalis",
-     "red"),
-    ("Animalia", "Chordata", "Aves", "Passeriformes", "Corvidae", "Cyanocitta", "cristata",
-     "blue"),
-    ("Plantae", "Tracheophyta", "Magnoliopsida", "Asterales", "Asteraceae", "Helianthus",
-     "annuus", "yellow"),
-    ("Animalia", "Arthropoda", "Insecta", "Lepidoptera", "Nymphalidae", "Danaus", "plexippus",
-     "orange"),
-    ("Plantae", "Tracheophyta", "Polypodiopsida", "Polypodiales", "Pteridaceae", "Adiantum",
-     "capillus-veneris", "green"),
-]  # fmt: skip
+    (
+        "Animalia",
+        "Chordata",
+        "Aves",
+        "Passeriformes",
+        "Cardinalidae",
+        "Cardinalis",
+        "cardinalis",
+        "red",
+    ),
+    ("Animalia", "Chordata", "Aves", "Passeriformes", "Corvidae", "Cyanocitta", "cristata", "blue"),
+    (
+        "Plantae",
+        "Tracheophyta",
+        "Magnoliopsida",
+        "Asterales",
+        "Asteraceae",
+        "Helianthus",
+        "annuus",
+        "yellow",
+    ),
+    (
+        "Animalia",
+        "Arthropoda",
+        "Insecta",
+        "Lepidoptera",
+        "Nymphalidae",
+        "Danaus",
+        "plexippus",
+        "orange",
+    ),
+    (
+        "Plantae",
+        "Tracheophyta",
+        "Polypodiopsida",
+        "Polypodiales",
+        "Pteridaceae",
+        "Adiantum",
+        "capillus-veneris",
+        "green",
+    ),
+]
 
 
 def make_inat_tree(
@@ -238,11 +272,20 @@ def make_inat_tree(
         dir_name = f"{cat_id:05d}_{k}_{p}_{c}_{o}_{f}_{g}_{s}"
         categories.append(
             {
-                "id": cat_id, "name": f"{g} {s}", "common_name": "", "supercategory": c,
-                "kingdom": k, "phylum": p, "class": c, "order": o, "family": f, "genus": g,
-                "specific_epithet": s, "image_dir_name": dir_name,
+                "id": cat_id,
+                "name": f"{g} {s}",
+                "common_name": "",
+                "supercategory": c,
+                "kingdom": k,
+                "phylum": p,
+                "class": c,
+                "order": o,
+                "family": f,
+                "genus": g,
+                "specific_epithet": s,
+                "image_dir_name": dir_name,
             }
-        )  # fmt: skip
+        )
         for j in range(per_taxon):
             uuid = f"{int(rng.integers(1 << 62)):016x}-{cat_id}-{j}"
             file_name = f"train/{dir_name}/{uuid}.jpg"
@@ -250,13 +293,16 @@ def make_inat_tree(
             month = 1 + (j * 2 + cat_id) % 12
             images.append(
                 {
-                    "id": image_id, "file_name": file_name, "width": 48, "height": 36,
+                    "id": image_id,
+                    "file_name": file_name,
+                    "width": 48,
+                    "height": 36,
                     "date": f"{2018 + j % 4}-{month:02d}-{1 + j:02d} 10:30:00+00:00",
                     "latitude": round(float(rng.uniform(-40, 60)), 4),
                     "longitude": round(float(rng.uniform(-120, 150)), 4),
                     "location_uncertainty": 10,
                 }
-            )  # fmt: skip
+            )
             annotations.append({"id": image_id, "image_id": image_id, "category_id": cat_id})
             image_id += 1
     meta = root / "train.json"
