@@ -76,6 +76,12 @@ class Filters:
                     valid_names = {
                         str(c) for col in TAXON_COLUMNS for c in index.taxa[col].categories
                     }
+                    if not valid_names:
+                        raise InputError(
+                            f"--taxon {name!r}: collection {index.collection.name!r} records no "
+                            "taxon names (they come from an iNat24 train.json or iNat24 class "
+                            "folders); search without --taxon"
+                        )
                     raise UnknownNameError("taxon", name, valid_names)
             m &= hit
         if self.date_from is not None:
