@@ -28,6 +28,8 @@ def results_table(df: Any, images_root: Path | None = None, title: str = "") -> 
 
     from rich.table import Table
 
+    from inquire.collection.store import records
+
     table = Table(title=title or None)
     for col, just in (
         ("rank", "right"),
@@ -40,23 +42,21 @@ def results_table(df: Any, images_root: Path | None = None, title: str = "") -> 
         ("lon", "right"),
     ):
         table.add_column(col, justify=just)  # type: ignore[arg-type]
-    for r in df.itertuples():
-        path = str(r.path)
+    for r in records(df):
+        path = str(r["path"])
         if images_root is not None:
             with contextlib.suppress(ValueError):  # outside the root: keep it absolute
                 path = str(Path(path).relative_to(images_root))
-        score = f"{r.score:.4f}" + (
-            f" → {r.rerank_score:.3f}" if hasattr(r, "rerank_score") else ""
-        )
+        score = f"{r['score']:.4f}" + (f" → {r['rerank_score']:.3f}" if "rerank_score" in r else "")
         table.add_row(
-            str(r.rank),
+            str(r["rank"]),
             score,
-            str(r.image_id),
+            str(r["image_id"]),
             path,
-            str(r.taxon or ""),
-            str(r.date or "")[:10],
-            "" if r.lat is None or math.isnan(r.lat) else f"{r.lat:.4f}",
-            "" if r.lon is None or math.isnan(r.lon) else f"{r.lon:.4f}",
+            str(r["taxon"] or ""),
+            str(r["date"] or "")[:10],
+            "" if r["lat"] is None or math.isnan(r["lat"]) else f"{r['lat']:.4f}",
+            "" if r["lon"] is None or math.isnan(r["lon"]) else f"{r['lon']:.4f}",
         )
     return table
 
@@ -225,6 +225,7 @@ def search_cmd(
     import shutil
 
     from inquire.collection import SearchRequest, open_collection, parse_filters, search
+    from inquire.collection.store import records
 
     coll = open_collection(name)
     req = SearchRequest(
@@ -244,8 +245,10 @@ def search_cmd(
         _console().print(results_table(df, coll.images_root, f"{name}: {text or '(by example)'}"))
     if copy_to is not None:
         copy_to.mkdir(parents=True, exist_ok=True)
-        for r in df.itertuples():
-            shutil.copy2(r.path, copy_to / f"{r.rank:04d}_{r.image_id}{Path(r.path).suffix}")
+        for r in records(df):
+            shutil.copy2(
+                r["path"], copy_to / f"{r['rank']:04d}_{r['image_id']}{Path(r['path']).suffix}"
+            )
         df.to_csv(copy_to / "results.csv", index=False)
         typer.echo(f"copied {len(df)} images to {copy_to}", err=True)
 
@@ -268,19 +271,20 @@ def trend_cmd(
 
     from inquire.collection import open_collection
     from inquire.collection.charts import trend_png
+    from inquire.collection.store import records
     from inquire.collection.verify import Verification
 
     v = Verification(open_collection(name))
     req = v.request(search_id)
     t = v.trend(search_id, by, who)
     table = Table(by, "inspected", "positives", "share", "95% CI", title=f"{name}: {req.text}")
-    for r in t.itertuples():
+    for r in records(t):
         table.add_row(
-            str(r.group),
-            str(r.inspected),
-            str(r.positives),
-            f"{r.share:.1%}",
-            f"{r.ci_low:.1%} - {r.ci_high:.1%}",
+            str(r["group"]),
+            str(r["inspected"]),
+            str(r["positives"]),
+            f"{r['share']:.1%}",
+            f"{r['ci_low']:.1%} - {r['ci_high']:.1%}",
         )
     console = _console()
     console.print(table)

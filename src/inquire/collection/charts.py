@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from inquire._io import atomic_path
+from inquire.collection.store import records
 
 
 def trend_svg(trend: pd.DataFrame, title: str = "", width: int = 720, height: int = 300) -> str:
@@ -40,16 +41,16 @@ def trend_svg(trend: pd.DataFrame, title: str = "", width: int = 720, height: in
             f'<text x="{left + pw + 6}" y="{y + 4:.1f}">{tick:.0%}</text>'
             f'<line x1="{left}" y1="{y:.1f}" x2="{left + pw}" y2="{y:.1f}" stroke="#ddd"/>'
         )
-    for i, r in enumerate(trend.itertuples()):
+    for i, r in enumerate(records(trend)):
         x = left + i * slot + (slot - bw) / 2
-        h = ph * r.positives / ymax
+        h = ph * r["positives"] / ymax
         cx = left + (i + 0.5) * slot
-        label = escape(str(r.group))
+        label = escape(str(r["group"]))
         tip = (
-            f"{label}: {r.positives} of {r.inspected} inspected ({r.share:.0%}, "
-            f"95% CI {r.ci_low:.0%}-{r.ci_high:.0%})"
+            f"{label}: {r['positives']} of {r['inspected']} inspected ({r['share']:.0%}, "
+            f"95% CI {r['ci_low']:.0%}-{r['ci_high']:.0%})"
         )
-        y_lo, y_hi, y_p = (top + ph - v * ph for v in (r.ci_low, r.ci_high, r.share))
+        y_lo, y_hi, y_p = (top + ph - v * ph for v in (r["ci_low"], r["ci_high"], r["share"]))
         parts.append(
             f'<g class="bar"><title>{tip}</title>'
             f'<rect x="{x:.1f}" y="{top + ph - h:.1f}" width="{bw:.1f}" height="{h:.1f}" '

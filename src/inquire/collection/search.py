@@ -40,7 +40,7 @@ def _scores_dense(index: CollectionIndex, q: np.ndarray) -> np.ndarray:
     store = index.store
     n = len(store)
     out = np.empty((q.shape[0], n), np.float32)
-    torch = None
+    torch: Any = None
     if n >= TORCH_FROM_ROWS:
         try:
             import torch

@@ -98,6 +98,11 @@ class UpdateStats:
         return asdict(self)
 
 
+def records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows of ``df`` as dicts (column name -> value)."""
+    return [{str(k): v for k, v in row.items()} for row in df.to_dict("records")]
+
+
 def collections_root(root: str | os.PathLike[str] | None = None) -> Path:
     """The folder holding all collections (``cache_dir("collections")`` by default)."""
     if root is None:

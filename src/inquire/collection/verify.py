@@ -31,7 +31,7 @@ import pandas as pd
 
 from inquire.collection.filters import Filters
 from inquire.collection.search import SearchRequest, search
-from inquire.collection.store import Collection, CollectionIndex, connect, transaction
+from inquire.collection.store import Collection, CollectionIndex, connect, records, transaction
 from inquire.embed.base import Encoder
 from inquire.errors import InputError, UnknownNameError
 
@@ -218,8 +218,8 @@ class Verification:
             self.conn.executemany(
                 "INSERT INTO results (search_id, rank, image_id, score) VALUES (?, ?, ?, ?)",
                 [
-                    (search_id, n + i + 1, int(r.image_id), float(r.score))
-                    for i, r in enumerate(new.itertuples())
+                    (search_id, n + i + 1, int(r["image_id"]), float(r["score"]))
+                    for i, r in enumerate(records(new))
                 ],
             )
             return n + len(new)
