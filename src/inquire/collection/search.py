@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +52,10 @@ def _scores_dense(index: CollectionIndex, q: np.ndarray) -> np.ndarray:
         qt = torch.from_numpy(np.ascontiguousarray(q.T))
         for start, block in store.iter_blocks(BLOCK_ROWS):
             b = len(block)
-            buf[:b].copy_(torch.from_numpy(np.ascontiguousarray(block)))
+            with warnings.catch_warnings():  # the memory map is read-only; torch only reads it
+                warnings.simplefilter("ignore", UserWarning)
+                src = torch.from_numpy(np.ascontiguousarray(block))
+            buf[:b].copy_(src)
             out[:, start : start + b] = torch.mm(buf[:b], qt).numpy().T
         return out
     for start, block in store.iter_blocks(BLOCK_ROWS):

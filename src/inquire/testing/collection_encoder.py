@@ -328,3 +328,28 @@ def make_camera_trap_tree(
                 path = Path(root) / f"site_{s}" / f"cam_{c}" / f"RCNX{n:04d}.JPG"
                 photos.append(write_photo(path, colour, date, None, None, seed + 97 * s + c + n))
     return photos
+
+
+class PixelHashEncoder:
+    """Random-looking but deterministic vectors: each image's vector is seeded by a hash of
+    its pixels, each text's by a hash of the text. No two images tie, which makes exact
+    ranking comparisons strict. ``(n, dim) float32`` L2-normalised."""
+
+    def __init__(self, dim: int = 16) -> None:
+        self.model_id = f"test:pixelhash-{dim}"
+        self.revision = "1"
+        self.dim = dim
+        self.n_images_encoded = 0
+
+    def _vec(self, data: bytes) -> np.ndarray:
+        import hashlib
+
+        seed = int.from_bytes(hashlib.sha1(data).digest()[:8], "little")
+        return np.random.default_rng(seed).standard_normal(self.dim).astype(np.float32)
+
+    def encode_text(self, texts: Sequence[str]) -> np.ndarray:
+        return l2_normalize(np.stack([self._vec(t.encode()) for t in texts]))
+
+    def encode_images(self, images: Sequence[Any]) -> np.ndarray:
+        self.n_images_encoded += len(images)
+        return l2_normalize(np.stack([self._vec(_pixels(im).tobytes()) for im in images]))
