@@ -90,6 +90,7 @@ def test_filtered_search_matches_brute_force(mixed, monkeypatch, path: str) -> N
     monkeypatch.setattr(search_mod, "GATHER_BELOW", 1.01 if path == "gather" else 0.0)
     monkeypatch.setattr(search_mod, "TORCH_FROM_ROWS", 0 if path == "dense-torch" else 10**12)
     monkeypatch.setattr(search_mod, "BLOCK_ROWS", 7)  # many blocks, uneven last block
+    monkeypatch.setattr(search_mod, "DENSE_BLOCK_ROWS", 5)
     index = coll.index()
     rng = np.random.default_rng(0)
     for f in FILTERS:
