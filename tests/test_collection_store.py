@@ -198,3 +198,20 @@ def test_collection_errors_say_what_to_do(tmp_path: Path) -> None:
         open_collection("xx")
     with pytest.raises(UnknownNameError, match="unknown model backend"):
         create_collection("y", tmp_path / "p", "nosuch:model")
+
+
+def test_update_with_a_train_json_adds_metadata_without_re_embedding(tmp_path: Path) -> None:
+    meta = make_inat_tree(tmp_path / "inat", per_taxon=2)
+    enc = ColourEncoder()
+    coll, _ = create_collection("late", tmp_path / "inat", "toy:colour", encoder=enc)
+    before = coll.images()
+    # Without the JSON: taxonomy from the iNat24 class folder names, dates from the file time.
+    assert set(before["date_source"]) == {"mtime"} and before["taxon"].notna().all()
+    _, st = update_collection("late", metadata=meta, encoder=enc)
+    assert (st.unchanged, st.embedded, enc.n_images_encoded) == (10, 0, 10)
+    after = coll.images()
+    assert set(after["date_source"]) == {"inat"} and after["lat"].notna().all()
+    jan = search(
+        coll, SearchRequest("red", k=50, filters=parse_filters([], "2018-01-01", "2018-01-31"))
+    )
+    assert len(jan) == 1

@@ -583,6 +583,8 @@ def _sync(
                 [(p,) for p in gone],
             )
         stats.removed = len(gone)
+    if inat is not None:
+        _refresh_json_metadata(coll, inat, [p for p in files if p in known and p not in todo])
     # Identical bytes elsewhere in the collection (a moved file, a duplicated frame) reuse
     # that row's vector instead of calling the encoder.
     by_hash = {
@@ -712,6 +714,21 @@ def _sync(
     coll.write_rows_snapshot()
     log.info("collection %s: %s", coll.name, stats.as_dict())
     return stats
+
+
+def _refresh_json_metadata(coll: Collection, inat: InatMetadata, paths: list[str]) -> None:
+    """Apply a new or changed train.json to files that are otherwise unchanged (no embedding
+    work): fields the JSON has replace the stored ones, fields it lacks are kept."""
+    stamp = f"{inat.path}:{inat.path.stat().st_mtime_ns}"
+    if coll.meta().get("metadata_stamp") == stamp:
+        return
+    sets = ", ".join(f'"{f}" = COALESCE(?, "{f}")' for f in _META_FIELDS)
+    params = [
+        (*(rec[f] for f in _META_FIELDS), p) for p in paths if (rec := inat.get(p)) is not None
+    ]
+    with transaction(coll.conn) as conn:
+        conn.executemany(f"UPDATE images SET {sets} WHERE path = ?", params)
+        coll.set_meta(conn, metadata_stamp=stamp)
 
 
 def compact(name: str, root: str | os.PathLike[str] | None = None) -> int:
