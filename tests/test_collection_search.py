@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import importlib
+import io
 import json
 from datetime import date
 from pathlib import Path
@@ -191,7 +192,7 @@ def test_cli_search_outputs(tmp_path: Path) -> None:
     res = runner.invoke(
         app, ["search", "cli", "red", "-k", "4", "--csv", "--bbox", "-180,0,180,90"]
     )
-    df = pd.read_csv(__import__("io").StringIO(res.stdout))
+    df = pd.read_csv(io.StringIO(res.stdout))
     assert len(df) <= 4 and (df["lat"] >= 0).all()
     res = runner.invoke(app, ["search", "cli", "blue", "-k", "2", "--copy-to", str(tmp_path / "o")])
     assert res.exit_code == 0, res.output
@@ -206,3 +207,33 @@ def test_cli_search_outputs(tmp_path: Path) -> None:
     res = runner.invoke(app, ["search", "cli", "red", "--rerank", "vlm"])
     assert res.exit_code == 2 and "no reranking module" in res.output
     assert len(photos) == 20
+
+
+def test_rerank_reorders_the_first_stage_top(tmp_path: Path, monkeypatch) -> None:
+    import sys
+    import types
+
+    make_photo_folder(tmp_path / "p", n=30, seed=9)
+    coll, _ = create_collection("rr", tmp_path / "p", "toy:colour")
+    calls: list[tuple[str, int]] = []
+
+    class BlueFirst:
+        def score(self, text: str, images) -> list[float]:
+            calls.append((text, len(images)))
+            return [float(np.asarray(im)[..., 2].mean()) for im in images]
+
+    fake = types.ModuleType("inquire.rerank")
+    fake.load_reranker = lambda rid: BlueFirst()  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "inquire.rerank", fake)
+    first = search(coll, SearchRequest("red", k=12))
+    out = search(coll, SearchRequest("red", k=5, rerank="blue-first", from_k=12))
+    assert calls == [("red", 12)]
+    assert len(out) == 5 and out["rank"].tolist() == [1, 2, 3, 4, 5]
+    assert (np.diff(out["rerank_score"]) <= 0).all()
+    assert set(out["image_id"]) <= set(first["image_id"])
+    from PIL import Image
+
+    blue = [float(np.asarray(Image.open(p))[..., 2].mean()) for p in first["path"]]
+    best = first.assign(b=blue)
+    expected = best.sort_values(["b", "rank"], ascending=[False, True])["image_id"].head(5)
+    assert out["image_id"].tolist() == expected.tolist()
