@@ -37,7 +37,7 @@ def trend_svg(trend: pd.DataFrame, title: str = "", width: int = 720, height: in
     for tick in (0, 0.5, 1.0):
         y = top + ph - tick * ph
         parts.append(
-            f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{round(tick * ymax)}</text>'
+            f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{tick * ymax:g}</text>'
             f'<text x="{left + pw + 6}" y="{y + 4:.1f}">{tick:.0%}</text>'
             f'<line x1="{left}" y1="{y:.1f}" x2="{left + pw}" y2="{y:.1f}" stroke="#ddd"/>'
         )
