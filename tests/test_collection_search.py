@@ -39,7 +39,7 @@ def mixed(tmp_path: Path):
     return coll, enc
 
 
-def brute_force(coll, q: np.ndarray, k: int, taxa=(), d0=None, d1=None, bbox=None):
+def brute_force(coll, q: np.ndarray, k: int, taxa=(), d0=None, d1=None, bbox=None, under=()):
     """The obvious way: every current image, filtered row by row in Python, fully sorted."""
     imgs = coll.images()
     imgs = imgs[imgs["status"] == "ok"]
@@ -62,6 +62,8 @@ def brute_force(coll, q: np.ndarray, k: int, taxa=(), d0=None, d1=None, bbox=Non
                 continue
             if not ((w <= lon <= e) if w <= e else (lon >= w or lon <= e)):
                 continue
+        if under and not any(r["path"].startswith(u + "/") for u in under):
+            continue
         shard, row = loc[r["image_id"]]
         if shard not in shards:
             shards[shard] = np.load(coll.emb_dir / "img_emb" / f"img_emb_{shard}.npy")
@@ -82,6 +84,9 @@ FILTERS = [
     dict(bbox=(150.0, -60.0, -150.0, 70.0)),  # across the antimeridian
     dict(taxa=("Animalia",), d0=date(2019, 1, 1), bbox=(-180.0, 0.0, 180.0, 90.0)),
     dict(d0=date(2030, 1, 1)),  # nothing matches
+    dict(under=("extra",)),
+    dict(under=("extra/trip_1", "extra/trip_3"), d0=date(2020, 1, 1)),
+    dict(under=("train",), taxa=("Aves",)),
 ]
 
 
@@ -95,7 +100,9 @@ def test_filtered_search_matches_brute_force(mixed, monkeypatch, path: str) -> N
     index = coll.index()
     rng = np.random.default_rng(0)
     for f in FILTERS:
-        filters = parse_filters(f.get("taxa", ()), f.get("d0"), f.get("d1"), f.get("bbox"))
+        filters = parse_filters(
+            f.get("taxa", ()), f.get("d0"), f.get("d1"), f.get("bbox"), f.get("under", ())
+        )
         for k in (1, 5, 200):
             q = rng.standard_normal(16).astype(np.float32)
             q /= np.linalg.norm(q)
@@ -164,6 +171,10 @@ def test_search_errors(mixed) -> None:
         parse_filters([], bbox="1,2,3")
     with pytest.raises(InputError, match="out of range"):
         parse_filters([], bbox="-200,0,10,10")
+    with pytest.raises(UnknownNameError, match=r"Did you mean .*'extra/trip_1'"):
+        search(index, SearchRequest("x", filters=parse_filters(under="extra/trip_9")), enc)
+    with pytest.raises(InputError, match="leaves the images folder"):
+        parse_filters(under="../elsewhere")
     with pytest.raises(InputError, match="k must be at least 1"):
         masked_search(index, enc.encode_text(["a"]), 0)
 

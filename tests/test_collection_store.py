@@ -89,6 +89,10 @@ def test_inat_tree_and_camera_trap_folders(tmp_path: Path) -> None:
         trap, SearchRequest("brown", k=50, filters=parse_filters([], "2021-06-01", "2021-06-30"))
     )
     assert len(june) == 8 and june["path"].str.startswith(str(tmp_path / "traps" / "site_0")).all()
+    site1 = search(trap, SearchRequest("grey", k=50, filters=parse_filters(under="site_1")))
+    assert len(site1) == 8 and site1["path"].str.contains("/site_1/cam_").all()
+    cam = search(trap, SearchRequest("grey", k=50, filters=parse_filters(under="site_1/cam_0/")))
+    assert len(cam) == 4
 
 
 def test_update_embeds_only_new_and_changed_files(tmp_path: Path) -> None:

@@ -212,6 +212,7 @@ def search_cmd(
     date_from: str | None = typer.Option(None, "--from", help="First day, YYYY-MM-DD."),
     date_to: str | None = typer.Option(None, "--to", help="Last day, YYYY-MM-DD."),
     bbox: str | None = typer.Option(None, "--bbox", help="W,S,E,N in degrees."),
+    under: list[str] = typer.Option([], "--under", help="Only this sub-folder; repeatable."),
     like: list[str] = typer.Option([], "--like", help="Example image: id or path; repeatable."),
     rerank: str | None = typer.Option(None, "--rerank", help="Reranker id."),
     from_k: int = typer.Option(200, "--from-k", help="Results the reranker re-orders."),
@@ -229,7 +230,12 @@ def search_cmd(
 
     coll = open_collection(name)
     req = SearchRequest(
-        text, tuple(like), parse_filters(taxon, date_from, date_to, bbox), k, rerank, from_k
+        text,
+        tuple(like),
+        parse_filters(taxon, date_from, date_to, bbox, under),
+        k,
+        rerank,
+        from_k,
     )
     df = search(coll, req)
     if save:

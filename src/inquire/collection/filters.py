@@ -26,12 +26,15 @@ class Filters:
     - ``date_from`` / ``date_to``: inclusive calendar days; images without a date fail.
     - ``bbox``: ``(west, south, east, north)`` in degrees; ``west > east`` crosses the
       antimeridian. Images without coordinates fail.
+    - ``under``: folders relative to the images root (``site_2``, ``site_2/cam_1``); an image
+      passes if it lies in ANY of them or their sub-folders (camera-trap sites, trips).
     """
 
     taxa: tuple[str, ...] = ()
     date_from: date | None = None
     date_to: date | None = None
     bbox: tuple[float, float, float, float] | None = None
+    under: tuple[str, ...] = ()
 
     @property
     def active(self) -> bool:
@@ -40,6 +43,7 @@ class Filters:
             or self.date_from is not None
             or self.date_to is not None
             or (self.bbox is not None)
+            or bool(self.under)
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -49,12 +53,17 @@ class Filters:
             "date_from": self.date_from.isoformat() if self.date_from else None,
             "date_to": self.date_to.isoformat() if self.date_to else None,
             "bbox": list(self.bbox) if self.bbox else None,
+            "under": list(self.under),
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Filters:
         return parse_filters(
-            d.get("taxa") or (), d.get("date_from"), d.get("date_to"), d.get("bbox")
+            d.get("taxa") or (),
+            d.get("date_from"),
+            d.get("date_to"),
+            d.get("bbox"),
+            d.get("under") or (),
         )
 
     def mask(self, index: CollectionIndex) -> np.ndarray:
@@ -93,6 +102,19 @@ class Filters:
             lat, lon = index.lat, index.lon
             in_lon = (lon >= w) & (lon <= e) if w <= e else (lon >= w) | (lon <= e)
             m &= in_lon & (lat >= s) & (lat <= n)  # NaN compares False: no coordinates fail
+        if self.under:
+            cats = [str(c) for c in index.folder.categories]
+            codes = [
+                i
+                for i, c in enumerate(cats)
+                if any(c == u or c.startswith(u + "/") for u in self.under)
+            ]
+            if not codes:
+                parents = {
+                    "/".join(c.split("/")[:i]) for c in cats for i in range(1, c.count("/") + 2)
+                }
+                raise UnknownNameError("folder", self.under[0], parents - {""} or ["(none)"])
+            m &= np.isin(index.folder.codes, codes)
         return m
 
 
@@ -138,6 +160,7 @@ def parse_filters(
     date_from: str | date | None = None,
     date_to: str | date | None = None,
     bbox: str | Sequence[float] | None = None,
+    under: Sequence[str] | str = (),
 ) -> Filters:
     """Build :class:`Filters` from command-line or form values, with clear errors."""
     if isinstance(taxa, str):
@@ -146,4 +169,13 @@ def parse_filters(
     d0, d1 = _parse_date(date_from, "--from"), _parse_date(date_to, "--to")
     if d0 and d1 and d0 > d1:
         raise InputError(f"--from {d0} is after --to {d1}; swap them")
-    return Filters(names, d0, d1, parse_bbox(bbox))
+    if isinstance(under, str):
+        under = [under]
+    folders = []
+    for u in under:
+        f = str(u).replace("\\", "/").strip().strip("/")
+        if f == ".." or f.startswith("../") or "/../" in f"/{f}/":
+            raise InputError(f"--under {u!r} leaves the images folder; give a sub-folder path")
+        if f and f != ".":
+            folders.append(f)
+    return Filters(names, d0, d1, parse_bbox(bbox), tuple(folders))

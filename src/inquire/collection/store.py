@@ -286,7 +286,8 @@ class Collection:
             shard_pos = {s: int(offsets[j]) for j, s in enumerate(store.shard_indices)}
         cols = ", ".join(f'"{c}"' for c in TAXON_COLUMNS)
         df = pd.read_sql_query(
-            f"SELECT image_id, shard, row, date, lat, lon, {cols} FROM images WHERE status = 'ok'",
+            f"SELECT image_id, path, shard, row, date, lat, lon, {cols} FROM images "
+            "WHERE status = 'ok'",
             self.conn,
         )
         image_id = np.full(n, -1, np.int64)
@@ -307,6 +308,9 @@ class Collection:
             col = np.full(n, None, object)
             col[pos] = df[c].to_numpy(object)
             out[c] = pd.Categorical(col)
+        folder = np.full(n, None, object)
+        folder[pos] = [p.rpartition("/")[0] for p in df["path"]]
+        out["folder"] = pd.Categorical(folder)
         with atomic_path(self.rows_path) as tmp:
             out.to_parquet(tmp, index=False)
         write_json(
@@ -343,7 +347,8 @@ class CollectionIndex:
     All arrays have one entry per embedding row (N): ``image_id (N,) int64`` (-1 for invalid
     rows), ``days (N,) int32`` days since 1970-01-01 (``NO_DAY`` if unknown), ``lat``/``lon``
     ``(N,) float32`` degrees (NaN if unknown), ``taxa[col]`` a pandas Categorical per
-    taxonomy column.
+    taxonomy column, ``folder`` a Categorical of each file's folder relative to the images
+    root (``""`` for files at the top).
     """
 
     collection: Collection
@@ -353,13 +358,14 @@ class CollectionIndex:
     lat: np.ndarray
     lon: np.ndarray
     taxa: dict[str, pd.Categorical]
+    folder: pd.Categorical
     generation: int
 
     @classmethod
     def load(cls, coll: Collection) -> CollectionIndex:
         store = coll.store()
         df = pd.read_parquet(coll.rows_path)
-        if len(df) != len(store):
+        if len(df) != len(store) or "folder" not in df.columns:
             coll.write_rows_snapshot()
             df = pd.read_parquet(coll.rows_path)
         taxa = {c: pd.Categorical(df[c]) for c in TAXON_COLUMNS}
@@ -371,6 +377,7 @@ class CollectionIndex:
             df["lat"].to_numpy(np.float32),
             df["lon"].to_numpy(np.float32),
             taxa,
+            pd.Categorical(df["folder"]),
             coll.generation,
         )
 

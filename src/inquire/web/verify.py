@@ -150,7 +150,11 @@ def make_router(
         like = body.get("like") or []
         like = [like] if isinstance(like, (str, int)) else like
         filters = parse_filters(
-            body.get("taxa") or [], body.get("date_from"), body.get("date_to"), body.get("bbox")
+            body.get("taxa") or [],
+            body.get("date_from"),
+            body.get("date_to"),
+            body.get("bbox"),
+            body.get("under") or [],
         )
         req = SearchRequest(
             str(body.get("text") or ""), tuple(str(x).strip() for x in like), filters
