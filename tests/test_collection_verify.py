@@ -254,3 +254,17 @@ def test_http_errors_name_the_problem(coll) -> None:
         json={"image_id": first["image_id"], "mark": "unsure"},
     )
     assert r.status_code == 200 and r.json()["who"] == "dee"
+
+
+def test_router_serves_collections_from_any_folder(tmp_path: Path) -> None:
+    from fastapi import FastAPI
+
+    from inquire.web.verify import make_router
+
+    make_photo_folder(tmp_path / "p", n=5)
+    create_collection("elsewhere", tmp_path / "p", "toy:colour", root=tmp_path / "cols")
+    app = FastAPI()
+    app.include_router(make_router(tmp_path / "cols"))
+    client = TestClient(app)
+    assert [c["name"] for c in client.get("/verify/api/collections").json()] == ["elsewhere"]
+    assert TestClient(make_app()).get("/verify/api/collections").json() == []  # the cache

@@ -177,8 +177,7 @@ def export_cmd(
     who: str | None = typer.Option(None, "--who", help="Only this person's marks."),
     only_relevant: bool = typer.Option(False, "--relevant", help="Only marks 'relevant'."),
 ) -> None:
-    """Export verified observations: image id, path, taxon, date, lat, lon, score, rank, mark,
-    who, when."""
+    """Export verified marks (image id, path, taxon, date, lat, lon, score, rank, mark, who, when)."""
     from inquire.collection import open_collection
     from inquire.collection.verify import Verification, write_table
 
@@ -271,8 +270,7 @@ def trend_cmd(
     who: str | None = typer.Option(None, "--who", help="Only this person's marks."),
     out: Path | None = typer.Option(None, "--out", help="Write the chart as PNG here."),
 ) -> None:
-    """Verified positives per month/taxon/region with the share of inspected images (95%
-    Wilson interval), and the search effort."""
+    """Verified positives per group with their share of inspected images and a 95% CI."""
     from rich.table import Table
 
     from inquire.collection import open_collection
