@@ -177,7 +177,7 @@ def export_cmd(
     who: str | None = typer.Option(None, "--who", help="Only this person's marks."),
     only_relevant: bool = typer.Option(False, "--relevant", help="Only marks 'relevant'."),
 ) -> None:
-    """Export verified marks (image id, path, taxon, date, lat, lon, score, rank, mark, who, when)."""
+    """Export verified marks: image id, path, taxon, date, place, score, rank, mark, who, when."""
     from inquire.collection import open_collection
     from inquire.collection.verify import Verification, write_table
 
