@@ -122,9 +122,16 @@ def test_update_embeds_only_new_and_changed_files(tmp_path: Path) -> None:
     photos[3].path.unlink()
     photos[4].path.unlink()
     shutil.copy2(photos[5].path, root / "copy_of_5.jpg")
+    # Two byte-identical new frames (a camera-trap burst) arrive together: one is embedded.
+    write_photo(root / "new" / "B0.jpg", "green", seed=555)
+    shutil.copy2(root / "new" / "B0.jpg", root / "new" / "B1.jpg")
     _, st = update_collection("c", encoder=enc)
-    assert (st.added, st.changed, st.removed, st.reused, st.embedded) == (4, 2, 2, 1, 5)
-    assert enc.n_images_encoded == 12 + 5
+    assert (st.added, st.changed, st.removed, st.reused, st.embedded) == (6, 2, 2, 2, 6)
+    assert enc.n_images_encoded == 12 + 6
+    (root / "new" / "B0.jpg").unlink()
+    (root / "new" / "B1.jpg").unlink()
+    _, st = update_collection("c", encoder=enc)
+    assert (st.removed, st.embedded) == (2, 0)
 
     after = coll.images().set_index("path")
     # A changed file keeps its id; a deleted one stays in the table (for marks) as deleted.
@@ -139,9 +146,9 @@ def test_update_embeds_only_new_and_changed_files(tmp_path: Path) -> None:
 
     # Stale rows stay in the shards behind the validity mask until compaction.
     index = coll.index()
-    assert len(index) == 12 + 3 + 1 + 2 and int(index.valid.sum()) == 14
+    assert len(index) == 12 + 3 + 1 + 2 + 2 and int(index.valid.sum()) == 14
     ranked = search(coll, SearchRequest("pink", k=20))
-    assert compact("c") == 4
+    assert compact("c") == 6
     assert len(coll.index()) == 14
     again = search(coll, SearchRequest("pink", k=20))
     assert again["image_id"].tolist() == ranked["image_id"].tolist()

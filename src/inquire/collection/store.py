@@ -617,6 +617,8 @@ def _sync(
         vec_rows: list[np.ndarray] = []
         to_encode: list[int] = []  # positions in rows_out
         touched: list[tuple[int, int, str]] = []
+        first_in_chunk: dict[str, int] = {}  # sha1 -> position in rows_out
+        copies: list[tuple[int, int]] = []  # (duplicate, original) positions in rows_out
         for rel in chunk:
             size, mtime = files[rel]
             full = root / rel
@@ -650,9 +652,13 @@ def _sync(
             if sha in by_hash:
                 vec_rows.append(old_vector(by_hash[sha]))
                 stats.reused += 1
+            elif sha in first_in_chunk:  # a duplicate of a file embedded in this same chunk
+                vec_rows.append(np.zeros(enc.dim, np.float32))
+                copies.append((len(rows_out) - 1, first_in_chunk[sha]))
             else:
                 vec_rows.append(np.zeros(enc.dim, np.float32))
                 to_encode.append(len(rows_out) - 1)
+                first_in_chunk[sha] = len(rows_out) - 1
         if to_encode:
             vecs, ok = embed_files(enc, [root / rows_out[i][0] for i in to_encode], batch_size)
             for j, i in enumerate(to_encode):
@@ -661,6 +667,13 @@ def _sync(
                     rows_out[i][1]["status"] = "unreadable"
             stats.embedded += int(ok.sum())
             stats.unreadable += int((~ok).sum())
+        for dup, src in copies:
+            vec_rows[dup] = vec_rows[src]
+            if rows_out[src][1].get("status") == "unreadable":
+                rows_out[dup][1]["status"] = "unreadable"
+                stats.unreadable += 1
+            else:
+                stats.reused += 1
         keep = [i for i, (_, r) in enumerate(rows_out) if r.get("status") != "unreadable"]
         shard = -1
         if keep:
