@@ -566,18 +566,11 @@ def _sync(
             "SELECT image_id, path, size, mtime_ns, sha1, status, shard, row FROM images"
         )
     }
-    todo: list[str] = []
-    for rel, (size, mtime) in files.items():
+    todo: list[str] = []  # new, changed or returning files, in path order
+    for rel, stat in files.items():
         old = known.get(rel)
-        if (
-            old is not None
-            and old["status"] != "deleted"
-            and (old["size"], old["mtime_ns"])
-            == (
-                size,
-                mtime,
-            )
-        ):
+        same_stat = old is not None and (old["size"], old["mtime_ns"]) == stat
+        if same_stat and old is not None and old["status"] != "deleted":
             stats.unchanged += 1
         else:
             todo.append(rel)
@@ -591,7 +584,8 @@ def _sync(
             )
         stats.removed = len(gone)
     if inat is not None:
-        _refresh_json_metadata(coll, inat, [p for p in files if p in known and p not in todo])
+        todo_set = set(todo)
+        _refresh_json_metadata(coll, inat, [p for p in files if p in known and p not in todo_set])
     # Identical bytes elsewhere in the collection (a moved file, a duplicated frame) reuse
     # that row's vector instead of calling the encoder.
     by_hash = {
