@@ -171,6 +171,30 @@ def main() -> None:
                 raise SystemExit(f"MISMATCH for {label!r}: exact search != naive reference")
         tn = statistics.median(naive_times)
         print(f"{label:28s} {kept:10,d} {t:10.3f} {tn:10.3f} {tn / t:6.1f}x")
+    dense_settings(index, queries)
+
+
+def dense_settings(index, queries: np.ndarray) -> None:
+    """The unfiltered dense pass with other block sizes and torch thread counts, side by side."""
+    import importlib
+
+    sm = importlib.import_module("inquire.collection.search")
+    chosen = (sm.DENSE_BLOCK_ROWS, sm.DENSE_THREADS)
+    print("\nunfiltered dense pass, median of 5 (block rows x torch threads)")
+    base = None
+    try:
+        for rows, threads in [chosen, (65536, 1), (4096, 2), (65536, 2)]:
+            sm.DENSE_BLOCK_ROWS, sm.DENSE_THREADS = rows, threads
+            times = []
+            for q in queries[:5]:
+                t0 = time.perf_counter()
+                sm.masked_search(index, q[None], 100)
+                times.append(time.perf_counter() - t0)
+            t = statistics.median(times)
+            base = base or t
+            print(f"  {rows:6d} x {threads}: {t:.3f} s ({t / base:.1f}x the chosen setting)")
+    finally:
+        sm.DENSE_BLOCK_ROWS, sm.DENSE_THREADS = chosen
 
 
 if __name__ == "__main__":
