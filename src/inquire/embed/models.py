@@ -30,12 +30,21 @@ def _precomputed() -> Loader:
     return PrecomputedEncoder
 
 
+def _toy() -> Loader:
+    from inquire.testing.collection_encoder import load_toy
+
+    return load_toy
+
+
 BACKENDS: dict[str, Backend] = {
     "precomputed": Backend(
         "precomputed",
         _precomputed,
         "text embeddings looked up in a parquet file (query_text, embedding): "
         "precomputed:PATH.parquet",
+    ),
+    "toy": Backend(
+        "toy", _toy, "deterministic colour-histogram encoder for tests and demos: toy:colour"
     ),
 }
 

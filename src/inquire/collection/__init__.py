@@ -1,0 +1,34 @@
+"""Your own collections: create, update, search with filters, verify, export, analyse."""
+
+from __future__ import annotations
+
+from inquire.collection.filters import Filters, parse_filters
+from inquire.collection.search import SearchRequest, masked_search, search
+from inquire.collection.store import (
+    Collection,
+    CollectionIndex,
+    UpdateStats,
+    compact,
+    create_collection,
+    delete_collection,
+    list_collections,
+    open_collection,
+    update_collection,
+)
+
+__all__ = [
+    "Collection",
+    "CollectionIndex",
+    "Filters",
+    "SearchRequest",
+    "UpdateStats",
+    "compact",
+    "create_collection",
+    "delete_collection",
+    "list_collections",
+    "masked_search",
+    "open_collection",
+    "parse_filters",
+    "search",
+    "update_collection",
+]

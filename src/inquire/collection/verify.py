@@ -1,0 +1,396 @@
+"""Verification of search results: marks per person, export, search effort and trends.
+
+``verify.db`` (SQLite, WAL) in the collection folder holds
+
+- ``searches``: a search request (text, examples, filters) keyed by a hash of the request and
+  the model, so everyone who runs the same search verifies the same ranking;
+- ``results``: the ranking as it was shown (rank, image id, score), extended on demand as
+  people go further down (existing ranks never move, even after a collection update);
+- ``marks``: one mark per (search, image, person): ``relevant``, ``not_relevant`` or
+  ``unsure``, with the time it was made (UTC). A new mark by the same person replaces theirs.
+
+Consensus of several people on one image: ``relevant`` if more of them said relevant than not
+relevant, ``not_relevant`` if fewer, otherwise ``unsure``. An image is INSPECTED once anyone
+marked it; the share of positives is positives / inspected, with a Wilson score interval.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from inquire.collection.filters import Filters
+from inquire.collection.search import SearchRequest, search
+from inquire.collection.store import Collection, CollectionIndex, connect, records, transaction
+from inquire.embed.base import Encoder
+from inquire.errors import InputError, UnknownNameError
+
+MARKS = ("relevant", "not_relevant", "unsure")
+EXPORT_COLUMNS = [
+    "image_id",
+    "path",
+    "taxon",
+    "date",
+    "lat",
+    "lon",
+    "score",
+    "rank",
+    "mark",
+    "who",
+    "when",
+]
+Z95 = 1.959963984540054
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS searches (
+    search_id TEXT PRIMARY KEY,
+    request TEXT NOT NULL,             -- JSON: text, like, filters
+    model_id TEXT NOT NULL, revision TEXT NOT NULL,
+    created TEXT NOT NULL, created_by TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS results (
+    search_id TEXT NOT NULL, rank INTEGER NOT NULL, image_id INTEGER NOT NULL, score REAL NOT NULL,
+    PRIMARY KEY (search_id, rank), UNIQUE (search_id, image_id)
+);
+CREATE TABLE IF NOT EXISTS marks (
+    search_id TEXT NOT NULL, image_id INTEGER NOT NULL, who TEXT NOT NULL,
+    mark TEXT NOT NULL, at TEXT NOT NULL,
+    PRIMARY KEY (search_id, image_id, who)
+);
+"""
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def check_who(who: str) -> str:
+    """A person's name as stored with their marks (1-64 printable characters)."""
+    who = (who or "").strip()
+    if not who or len(who) > 64 or not who.isprintable():
+        raise InputError(
+            f"user name {who!r} is not usable; give 1-64 printable characters (e.g. your initials)"
+        )
+    return who
+
+
+def wilson_interval(k: Any, n: Any, z: float = Z95) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score interval of a binomial proportion ``k / n`` (arrays or scalars).
+
+    ``centre = (p + z²/2n) / (1 + z²/n)``, ``half = z sqrt(p(1-p)/n + z²/4n²) / (1 + z²/n)``;
+    ``n = 0`` gives ``(0, 1)``.
+    """
+    k = np.asarray(k, np.float64)
+    n = np.asarray(n, np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = np.where(n > 0, k / n, 0.0)
+        denom = 1 + z * z / n
+        centre = (p + z * z / (2 * n)) / denom
+        half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+        lo = np.where(n > 0, np.clip(centre - half, 0, 1), 0.0)
+        hi = np.where(n > 0, np.clip(centre + half, 0, 1), 1.0)
+    return lo, hi
+
+
+def _region(df: pd.DataFrame, deg: int = 10) -> pd.Series:
+    lat0 = np.floor(df["lat"].astype(float) / deg) * deg
+    lon0 = np.floor(df["lon"].astype(float) / deg) * deg
+    out = [
+        "unknown"
+        if math.isnan(a) or math.isnan(b)
+        else f"lat {a:+.0f}..{a + deg:+.0f}, lon {b:+.0f}..{b + deg:+.0f}"
+        for a, b in zip(lat0, lon0, strict=True)
+    ]
+    return pd.Series(out, index=df.index)
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """How ``inquire trend --by NAME`` groups images, and whether groups sort by name (time)
+    or by number of positives."""
+
+    key: Callable[[pd.DataFrame], pd.Series]
+    chronological: bool
+    help: str
+
+
+GROUPINGS: dict[str, Grouping] = {
+    "month": Grouping(lambda d: d["date"].str.slice(0, 7), True, "calendar month YYYY-MM"),
+    "year": Grouping(lambda d: d["date"].str.slice(0, 4), True, "year"),
+    "month-of-year": Grouping(
+        lambda d: d["date"].str.slice(5, 7), True, "month 01-12 pooled over years (phenology)"
+    ),
+    "taxon": Grouping(lambda d: d["taxon"], False, "species name"),
+    "genus": Grouping(lambda d: d["genus"], False, "genus"),
+    "family": Grouping(lambda d: d["family"], False, "family"),
+    "order": Grouping(lambda d: d["order"], False, "order"),
+    "class": Grouping(lambda d: d["class"], False, "class"),
+    "region": Grouping(_region, False, "10x10 degree cell of latitude/longitude"),
+}
+
+
+class Verification:
+    """Saved searches, rankings and marks of one collection (``verify.db`` in its folder).
+
+    Each instance holds its own SQLite connection; make one per thread or request.
+    """
+
+    def __init__(self, coll: Collection) -> None:
+        self.coll = coll
+        self.path = coll.folder / "verify.db"
+        self.conn: sqlite3.Connection = connect(self.path)
+        self.conn.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- searches ------------------------------------------------------------------------------
+    def save_search(self, request: SearchRequest, who: str = "") -> str:
+        """Record ``request`` and return its id (the same request always gets the same id)."""
+        meta = self.coll.meta()
+        body = json.dumps(request.as_dict(), sort_keys=True)
+        key = f"{body}|{meta['model_id']}|{meta['revision']}"
+        search_id = hashlib.sha1(key.encode()).hexdigest()[:12]
+        self.conn.execute(
+            "INSERT OR IGNORE INTO searches (search_id, request, model_id, revision, created, "
+            "created_by) VALUES (?, ?, ?, ?, ?, ?)",
+            (search_id, body, meta["model_id"], meta["revision"], _now(), who),
+        )
+        return search_id
+
+    def request(self, search_id: str) -> SearchRequest:
+        row = self.conn.execute(
+            "SELECT request FROM searches WHERE search_id = ?", (search_id,)
+        ).fetchone()
+        if row is None:
+            known = [r[0] for r in self.conn.execute("SELECT search_id FROM searches")]
+            raise UnknownNameError(f"search of collection {self.coll.name!r}", search_id, known)
+        d = json.loads(row["request"])
+        return SearchRequest(d["text"], tuple(d["like"]), Filters.from_dict(d["filters"]))
+
+    def searches(self) -> pd.DataFrame:
+        """All saved searches with their number of ranked results and marks."""
+        return pd.read_sql_query(
+            "SELECT s.search_id, s.request, s.created, s.created_by, "
+            "(SELECT COUNT(*) FROM results r WHERE r.search_id = s.search_id) AS n_results, "
+            "(SELECT COUNT(*) FROM marks m WHERE m.search_id = s.search_id) AS n_marks "
+            "FROM searches s ORDER BY s.created",
+            self.conn,
+        )
+
+    def extend(
+        self, search_id: str, upto: int, index: CollectionIndex, encoder: Encoder | None = None
+    ) -> int:
+        """Make sure the ranking of ``search_id`` has at least ``upto`` results (if the
+        collection has that many matches). Returns the number of ranked results."""
+        req = self.request(search_id)
+        with transaction(self.conn):  # IMMEDIATE: two people extending do not interleave
+            n = self.conn.execute(
+                "SELECT COUNT(*) FROM results WHERE search_id = ?", (search_id,)
+            ).fetchone()[0]
+            if n >= upto:
+                return int(n)
+            have = {
+                int(r[0])
+                for r in self.conn.execute(
+                    "SELECT image_id FROM results WHERE search_id = ?", (search_id,)
+                )
+            }
+            k = upto
+            while True:
+                req.k = k
+                df = search(index, req, encoder)
+                new = df[~df["image_id"].isin(have)]
+                if n + len(new) >= upto or len(df) < k:
+                    break
+                k *= 2  # earlier results left the collection: look deeper
+            new = new.head(upto - n)
+            self.conn.executemany(
+                "INSERT INTO results (search_id, rank, image_id, score) VALUES (?, ?, ?, ?)",
+                [
+                    (search_id, n + i + 1, int(r["image_id"]), float(r["score"]))
+                    for i, r in enumerate(records(new))
+                ],
+            )
+            return n + len(new)
+
+    def results(self, search_id: str, offset: int = 0, limit: int = 50) -> pd.DataFrame:
+        """Ranked results ``offset .. offset+limit`` with image metadata (no extension)."""
+        df = pd.read_sql_query(
+            "SELECT rank, image_id, score FROM results WHERE search_id = ? AND rank > ? "
+            "ORDER BY rank LIMIT ?",
+            self.conn,
+            params=(search_id, int(offset), int(limit)),
+        )
+        info = self.coll.images(df["image_id"].tolist())
+        for c in ("path", "abspath", "status", "taxon", "date", "lat", "lon"):
+            df[c] = info[c].to_numpy()
+        return df
+
+    # -- marks ---------------------------------------------------------------------------------
+    def mark(self, search_id: str, image_id: int, who: str, mark: str) -> str:
+        """Save ``who``'s ``mark`` on ``image_id`` (``clear`` removes it). Returns the time."""
+        who = check_who(who)
+        if mark not in (*MARKS, "clear"):
+            raise InputError(f"mark {mark!r} is not one of {', '.join(MARKS)} or clear")
+        ranked = self.conn.execute(
+            "SELECT 1 FROM results WHERE search_id = ? AND image_id = ?", (search_id, image_id)
+        ).fetchone()
+        if ranked is None:
+            self.request(search_id)  # unknown search -> its own error
+            raise InputError(
+                f"image {image_id} is not among the shown results of search {search_id!r}; "
+                "only ranked results can be marked"
+            )
+        at = _now()
+        if mark == "clear":
+            self.conn.execute(
+                "DELETE FROM marks WHERE search_id = ? AND image_id = ? AND who = ?",
+                (search_id, image_id, who),
+            )
+        else:
+            self.conn.execute(
+                "INSERT INTO marks (search_id, image_id, who, mark, at) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (search_id, image_id, who) DO UPDATE SET mark = excluded.mark, "
+                "at = excluded.at",
+                (search_id, int(image_id), who, mark, at),
+            )
+        return at
+
+    def marks(self, search_id: str, who: str | None = None) -> pd.DataFrame:
+        """``image_id, who, mark, at`` of a search (all people, or one)."""
+        q = "SELECT image_id, who, mark, at FROM marks WHERE search_id = ?"
+        params: tuple[Any, ...] = (search_id,)
+        if who:
+            q += " AND who = ?"
+            params += (who,)
+        return pd.read_sql_query(q + " ORDER BY image_id, who", self.conn, params=params)
+
+    def export(self, search_id: str, who: str | None = None) -> pd.DataFrame:
+        """Every mark of the search joined with its image and ranking: one row per (image,
+        person), columns :data:`EXPORT_COLUMNS` + ``search_id``, ``query``, ordered by rank."""
+        self.request(search_id)
+        marks = self.marks(search_id, who)
+        ranks = pd.read_sql_query(
+            "SELECT image_id, rank, score FROM results WHERE search_id = ?",
+            self.conn,
+            params=(search_id,),
+        )
+        df = marks.merge(ranks, on="image_id", how="left")
+        info = self.coll.images(df["image_id"].tolist())
+        df["path"] = info["abspath"].to_numpy()
+        for c in ("taxon", "date", "lat", "lon"):
+            df[c] = info[c].to_numpy()
+        df = df.rename(columns={"at": "when"}).sort_values(["rank", "who"], kind="stable")
+        req = self.request(search_id)
+        df["search_id"] = search_id
+        df["query"] = req.text
+        return df[[*EXPORT_COLUMNS, "search_id", "query"]].reset_index(drop=True)
+
+    def consensus(self, search_id: str, who: str | None = None) -> pd.DataFrame:
+        """One row per inspected image: rank, score, counts of each mark and the consensus
+        ``label`` (see the module docstring), with the image's metadata."""
+        m = self.marks(search_id, who)
+        cols = ["image_id", "rank", "score", "n_relevant", "n_not_relevant", "n_unsure", "label"]
+        if m.empty:
+            return pd.DataFrame(columns=[*cols, "date", "lat", "lon", "taxon"])
+        counts = (
+            pd.crosstab(m["image_id"], m["mark"]).reindex(columns=list(MARKS), fill_value=0)
+        ).rename(columns={k: f"n_{k}" for k in MARKS})
+        counts = counts.reset_index()
+        rel, nrel = counts["n_relevant"], counts["n_not_relevant"]
+        counts["label"] = np.where(
+            rel > nrel, "relevant", np.where(rel < nrel, "not_relevant", "unsure")
+        )
+        ranks = pd.read_sql_query(
+            "SELECT image_id, rank, score FROM results WHERE search_id = ?",
+            self.conn,
+            params=(search_id,),
+        )
+        df = counts.merge(ranks, on="image_id", how="left")[cols].sort_values("rank")
+        info = self.coll.images(df["image_id"].tolist())
+        for c in ("date", "lat", "lon", "taxon", "genus", "family", "order", "class"):
+            df[c] = info[c].to_numpy()
+        return df.reset_index(drop=True)
+
+    def efficiency(self, search_id: str, who: str | None = None) -> dict[str, Any]:
+        """Search effort: images inspected, positives found, their ratio, the deepest rank
+        inspected, and the curve ``(inspected, positives)`` in rank order."""
+        c = self.consensus(search_id, who)
+        pos = (c["label"] == "relevant").to_numpy()
+        n, k = len(c), int(pos.sum())
+        lo, hi = wilson_interval(k, n)
+        return {
+            "inspected": n,
+            "positives": k,
+            "precision": k / n if n else None,
+            "ci_low": float(lo),
+            "ci_high": float(hi),
+            "deepest_rank": int(c["rank"].max()) if n else 0,
+            "curve": list(zip(range(1, n + 1), np.cumsum(pos).tolist(), strict=True)),
+        }
+
+    def agreement(self, search_id: str) -> dict[str, Any]:
+        """Marks per person, and on images marked by two or more people the share where all
+        gave the same mark."""
+        m = self.marks(search_id)
+        per_user = m.groupby("who")["mark"].value_counts().unstack(fill_value=0)
+        multi = m.groupby("image_id")["mark"].agg(["count", "nunique"])
+        multi = multi[multi["count"] >= 2]
+        same = int((multi["nunique"] == 1).sum())
+        return {
+            "people": {
+                str(w): {k: int(per_user.loc[w].get(k, 0)) for k in MARKS} for w in per_user.index
+            },
+            "images_marked_by_several": len(multi),
+            "images_all_agree": same,
+            "agreement": same / len(multi) if len(multi) else None,
+        }
+
+    def trend(self, search_id: str, by: str = "month", who: str | None = None) -> pd.DataFrame:
+        """Verified positives per group (``GROUPINGS``): ``group, inspected, positives, share,
+        ci_low, ci_high`` (95% Wilson interval of positives / inspected)."""
+        if by not in GROUPINGS:
+            raise UnknownNameError("trend grouping", by, GROUPINGS)
+        c = self.consensus(search_id, who)
+        cols = ["group", "inspected", "positives", "share", "ci_low", "ci_high"]
+        if c.empty:
+            return pd.DataFrame(columns=cols)
+        g = GROUPINGS[by]
+        c["group"] = g.key(c).fillna("unknown").astype(str)
+        c["pos"] = (c["label"] == "relevant").astype(int)
+        t = c.groupby("group").agg(inspected=("pos", "size"), positives=("pos", "sum"))
+        t = t.reset_index()
+        t["share"] = t["positives"] / t["inspected"]
+        t["ci_low"], t["ci_high"] = wilson_interval(t["positives"], t["inspected"])
+        if g.chronological:
+            t = t.sort_values("group")
+        else:
+            t = t.sort_values(["positives", "group"], ascending=[False, True])
+        return t[cols].reset_index(drop=True)
+
+
+def write_table(df: pd.DataFrame, out: str | Path) -> Path:
+    """Write ``df`` as CSV or parquet (by the suffix of ``out``), atomically."""
+    from inquire._io import atomic_path
+
+    out = Path(out)
+    writers = {
+        ".csv": lambda p: df.to_csv(p, index=False),
+        ".parquet": lambda p: df.to_parquet(p, index=False),
+    }
+    if out.suffix.lower() not in writers:
+        raise InputError(f"cannot write {str(out)!r}: use a .csv or .parquet file name")
+    with atomic_path(out) as tmp:
+        writers[out.suffix.lower()](tmp)
+    return out
