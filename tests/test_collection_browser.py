@@ -26,8 +26,17 @@ ARGS = [
 pytestmark = pytest.mark.browser
 
 
-@pytest.fixture
-def server(tmp_path: Path):
+def _inquire_serve_app():
+    """The page inside the main web app (`inquire serve`), under its strict CSP."""
+    from inquire.web.app import create_app
+    from inquire.web.config import WebConfig
+    from inquire.web.verify import make_router
+
+    return create_app(WebConfig(routers=[make_router()], nav_links=[("Verify", "/verify")]))
+
+
+@pytest.fixture(params=["verify-only", "inquire-serve"])
+def server(tmp_path: Path, request: pytest.FixtureRequest):
     import uvicorn
 
     from inquire.web.verify import make_app
@@ -38,7 +47,12 @@ def server(tmp_path: Path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     srv = uvicorn.Server(
-        uvicorn.Config(make_app(), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.Config(
+            make_app() if request.param == "verify-only" else _inquire_serve_app(),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+        )
     )
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
@@ -58,6 +72,16 @@ def test_mark_reload_and_export_in_a_browser(server: str) -> None:
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
         page = browser.new_page()
+        errors: list[str] = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on(
+            "response",
+            lambda r: (
+                errors.append(f"{r.status} {r.url}")
+                if r.status >= 400 and not r.url.endswith("/favicon.ico")
+                else None
+            ),
+        )
         page.goto(f"{server}/verify")
         page.fill("#who", "ana")
         page.press("#who", "Tab")
@@ -76,14 +100,15 @@ def test_mark_reload_and_export_in_a_browser(server: str) -> None:
         page.keyboard.press("k")
         assert page.get_attribute("#r0", "class").endswith("current")
         page.wait_for_function(
-            "(document.getElementById('effort') || {}).textContent?.includes('2 images inspected')"
+            "() => (document.getElementById('effort') || {}).textContent"
+            "?.includes('2 images inspected')"
         )
         assert page.locator("#trend svg").count() == 1
         # Going down the ranking loads more results.
         n0 = page.locator(".result").count()
         for _ in range(n0):
             page.keyboard.press("j")
-        page.wait_for_function(f"document.querySelectorAll('.result').length > {n0}")
+        page.wait_for_function(f"() => document.querySelectorAll('.result').length > {n0}")
 
         page.reload()  # the URL keeps the search; marks come back from the server
         page.wait_for_selector("#r1[data-mark='not_relevant']")
@@ -97,3 +122,5 @@ def test_mark_reload_and_export_in_a_browser(server: str) -> None:
         assert marks == {first: "relevant", second: "not_relevant"}
         assert set(df["who"]) == {"ana"}
         browser.close()
+    errors = [e for e in errors if not e.startswith("Failed to load resource")]
+    assert not errors, errors  # e.g. a script or style refused by the content policy

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from inquire.cli import app
@@ -161,7 +162,7 @@ def test_search_errors(mixed) -> None:
         search(index, SearchRequest("", like=(999999,)), enc)
     with pytest.raises(UnknownNameError, match="Did you mean 'Aves'"):
         search(index, SearchRequest("x", filters=parse_filters(["Avez"])), enc)
-    with pytest.raises(InputError, match="no reranking module"):
+    with pytest.raises(UnknownNameError, match="unknown reranker"):
         search(index, SearchRequest("x", rerank="some-reranker"), enc)
     with pytest.raises(InputError, match="YYYY-MM-DD"):
         parse_filters([], "2020-13-01")
@@ -216,33 +217,37 @@ def test_cli_search_outputs(tmp_path: Path) -> None:
     res = runner.invoke(app, ["search", "nope", "red"])
     assert res.exit_code == 2 and "unknown collection 'nope'" in res.output
     res = runner.invoke(app, ["search", "cli", "red", "--rerank", "vlm"])
-    assert res.exit_code == 2 and "no reranking module" in res.output
+    assert res.exit_code == 2 and "unknown reranker" in res.output
     assert len(photos) == 20
 
 
 def test_rerank_reorders_the_first_stage_top(tmp_path: Path, monkeypatch) -> None:
-    import sys
-    import types
+    import inquire.rerank
+    from inquire.rerank.cache import ScoreCache
 
     make_photo_folder(tmp_path / "p", n=30, seed=9)
     coll, _ = create_collection("rr", tmp_path / "p", "toy:colour")
     calls: list[tuple[str, int]] = []
 
     class BlueFirst:
-        def score(self, text: str, images) -> list[float]:
-            calls.append((text, len(images)))
-            return [float(np.asarray(im)[..., 2].mean()) for im in images]
+        reranker_id, revision, prompt_version = "test:blue-first", "1", "1"
 
-    fake = types.ModuleType("inquire.rerank")
-    fake.load_reranker = lambda rid: BlueFirst()  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "inquire.rerank", fake)
+        def score(self, text: str, images) -> np.ndarray:
+            calls.append((text, len(images)))
+            return np.array([float(np.asarray(Image.open(im))[..., 2].mean()) for im in images])
+
+    monkeypatch.setattr(inquire.rerank, "load_reranker", lambda rid: BlueFirst())
     first = search(coll, SearchRequest("red", k=12))
     out = search(coll, SearchRequest("red", k=5, rerank="blue-first", from_k=12))
     assert calls == [("red", 12)]
+    # Scores are cached: the same search again scores nothing.
+    again = search(coll, SearchRequest("red", k=5, rerank="blue-first", from_k=12))
+    assert calls == [("red", 12)] and again["image_id"].tolist() == out["image_id"].tolist()
+    with ScoreCache() as cache:
+        assert cache.count() == 12
     assert len(out) == 5 and out["rank"].tolist() == [1, 2, 3, 4, 5]
     assert (np.diff(out["rerank_score"]) <= 0).all()
     assert set(out["image_id"]) <= set(first["image_id"])
-    from PIL import Image
 
     blue = [float(np.asarray(Image.open(p))[..., 2].mean()) for p in first["path"]]
     best = first.assign(b=blue)

@@ -47,6 +47,7 @@ def run_demo(
         out_dir=out / "results" / "fullrank",
         cache=False,  # regenerated data every run: caching it would only fill the cache
         config_extra={"data": "synthetic", "seed": seed},
+        name="synthetic-fullrank",
     )
     store = EmbeddingStore(bench.embeddings)
     console.print(
@@ -73,10 +74,12 @@ def _quiet_model_progress() -> None:
 
 def _later_steps(out: Path, res_dir: Path, bench_root: Path, console: Console) -> None:
     """Report, statistics and the web page over the demo's results."""
+    from inquire.collection.demo import demo_collection
     from inquire.report.demo import demo_report
     from inquire.rerank.demo import demo_rerank
     from inquire.web.demo import demo_web
 
     demo_rerank(out / "rerank", console)
     demo_report([res_dir], out / "report", console)
-    demo_web([res_dir], bench_root, console)
+    collection = demo_collection(out / "collection", console)
+    demo_web([res_dir], bench_root, console, collections=collection.parent)

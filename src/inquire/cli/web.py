@@ -33,15 +33,22 @@ def serve_cmd(
     thumb_cache: Path | None = typer.Option(
         None, "--thumb-cache", help="Thumbnail cache folder (default: <cache>/web/thumbs)."
     ),
+    collections: Path | None = typer.Option(
+        None,
+        "--collections",
+        help="Folder of collections for the Verify page (default: the cache's collections).",
+    ),
     host: str = typer.Option("127.0.0.1", help="Address to bind; the default is loopback only."),
     port: int = typer.Option(8000, help="TCP port."),
 ) -> None:
-    """Serve a web page over RESULTS: metrics, each query's top-k images, free-text search."""
+    """Serve a web page over RESULTS: metrics, each query's top-k images, free-text search,
+    and the Verify page over your collections."""
     from rich.console import Console
 
     from inquire.web.app import create_app
     from inquire.web.config import WebConfig
     from inquire.web.server import serve
+    from inquire.web.verify import make_router
 
     config = WebConfig(
         results=list(results or []),
@@ -51,6 +58,8 @@ def serve_cmd(
         embeddings=embeddings,
         model=model,
         thumb_cache=thumb_cache,
+        routers=[make_router(collections)],
+        nav_links=[("Verify", "/verify")],
     )
     app = create_app(config)
     if host not in ("127.0.0.1", "localhost", "::1"):

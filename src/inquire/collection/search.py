@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -24,6 +24,9 @@ from inquire.collection.filters import Filters
 from inquire.collection.store import TAXON_COLUMNS, Collection, CollectionIndex
 from inquire.embed.base import Encoder, l2_normalize
 from inquire.errors import InputError
+
+if TYPE_CHECKING:
+    from inquire.rerank.cache import ScoreCache
 
 log = logging.getLogger(__name__)
 
@@ -217,31 +220,40 @@ def results_frame(index: CollectionIndex, ids: np.ndarray, scores: np.ndarray) -
     return df
 
 
-def rerank_results(df: pd.DataFrame, text: str, reranker_id: str) -> pd.DataFrame:
+def rerank_results(
+    df: pd.DataFrame, text: str, reranker_id: str, cache: ScoreCache | None = None
+) -> pd.DataFrame:
     """Re-order ``df`` by ``load_reranker(reranker_id).score(text, images)`` (desc, ties by
-    the first-stage rank); adds ``rerank_score`` and keeps the first-stage ``score``."""
-    try:
-        from inquire import rerank as rerank_mod
-    except ImportError:
-        rerank_mod = None  # type: ignore[assignment]
-    load = getattr(rerank_mod, "load_reranker", None)
-    if load is None:
-        raise InputError(
-            f"--rerank {reranker_id!r}: this installation has no reranking module "
-            "(inquire.rerank.load_reranker); search without --rerank"
-        )
+    the first-stage rank); adds ``rerank_score`` and keeps the first-stage ``score``.
+
+    Scores are cached (default: the shared :class:`~inquire.rerank.cache.ScoreCache`) under
+    the file's path, size and modification time, so a changed photo is scored again and two
+    collections never share an entry. Images the reranker failed on rank last.
+    """
+    from inquire.rerank import load_reranker
+    from inquire.rerank.cache import ScoreCache, score_candidates
+
     if not text.strip():
         raise InputError("--rerank needs a text query to score the images against")
-    from PIL import Image
-
-    images = []
-    for p in df["path"]:
-        with Image.open(p) as im:
-            images.append(im.convert("RGB"))
-    scores = np.asarray(load(reranker_id).score(text, images), np.float64).reshape(-1)
-    if len(scores) != len(df):
-        raise InputError(f"reranker {reranker_id!r} returned {len(scores)} scores for {len(df)}")
-    out = df.assign(rerank_score=scores, first_rank=df["rank"])
+    reranker = load_reranker(reranker_id)
+    paths = [Path(p) for p in df["path"]]
+    keys = []
+    for p in paths:
+        st = p.stat()
+        keys.append(f"file:{p.resolve()}@{st.st_size}:{st.st_mtime_ns}")
+    scores = score_candidates(
+        reranker,
+        text,
+        keys,
+        lambda positions: [paths[i] for i in positions],
+        cache=cache if cache is not None else ScoreCache(),
+    )
+    failed = int(np.isnan(scores).sum())
+    if failed:
+        log.warning(
+            "reranker %s failed on %d of %d images; ranked last", reranker_id, failed, len(df)
+        )
+    out = df.assign(rerank_score=np.where(np.isnan(scores), -np.inf, scores), first_rank=df["rank"])
     out = out.sort_values(["rerank_score", "first_rank"], ascending=[False, True], kind="stable")
     out["rank"] = np.arange(1, len(out) + 1)
     return out.reset_index(drop=True)

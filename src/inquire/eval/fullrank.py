@@ -340,6 +340,7 @@ def evaluate_fullrank(
     device: str = "cpu",
     batch_size: int = 32,
     config_extra: Mapping[str, Any] | None = None,
+    name: str | None = None,
 ) -> tuple[EvalResult, Run]:
     """INQUIRE-Fullrank for ``model_id`` over the embeddings in ``embeddings``.
 
@@ -347,7 +348,8 @@ def evaluate_fullrank(
     ``qrels``: the annotations (``None``: INQUIRE's, downloaded). Retrieves the top
     ``k_max`` (default ``k``) per query, exactly or with the faiss ``index`` of that name,
     evaluates the top ``k`` and, when ``out_dir`` is given, writes ``per_query.csv``,
-    ``summary.json`` and ``run.parquet`` there. Returns the result and the run.
+    ``summary.json`` and ``run.parquet`` there. ``name`` names the run (default
+    ``fullrank:MODEL_ID``). Returns the result and the run.
     """
     from inquire.data.qrels import load_qrels
     from inquire.data.queries import load_queries
@@ -375,7 +377,7 @@ def evaluate_fullrank(
         index_params=index_params,
         cache=cache,
         image_ids=image_ids,
-        name=f"fullrank:{model_id}",
+        name=name or f"fullrank:{model_id}",
     )
     cfg = {
         "task": "fullrank",

@@ -11,9 +11,15 @@ from rich.panel import Panel
 DEMO_PORT = 8000
 
 
-def serve_command(results_dirs: list[Path], bench_root: Path, port: int = DEMO_PORT) -> str:
+def serve_command(
+    results_dirs: list[Path],
+    bench_root: Path,
+    port: int = DEMO_PORT,
+    collections: Path | None = None,
+) -> str:
     """The ``inquire serve ...`` command line over ``results_dirs`` and the synthetic benchmark
-    at ``bench_root`` (its images, annotations, query texts, embeddings and text model)."""
+    at ``bench_root`` (its images, annotations, query texts, embeddings and text model), with
+    the Verify page over ``collections`` when given."""
     args = ["inquire", "serve", *(str(p) for p in results_dirs)]
     images = bench_root / "images"
     if images.is_dir():
@@ -29,16 +35,23 @@ def serve_command(results_dirs: list[Path], bench_root: Path, port: int = DEMO_P
         args += ["--embeddings", str(bench_root / "embeddings")]
         if (bench_root / "text_embeddings.parquet").is_file():
             args += ["--model", f"precomputed:{bench_root / 'text_embeddings.parquet'}"]
+    if collections is not None:
+        args += ["--collections", str(collections)]
     args += ["--port", str(port)]
     return shlex.join(args)
 
 
-def demo_web(results_dirs: list[Path], bench_root: Path, console: Console) -> str:
+def demo_web(
+    results_dirs: list[Path],
+    bench_root: Path,
+    console: Console,
+    collections: Path | None = None,
+) -> str:
     """Print the command (and URL) that serves the demo's results; return the command.
 
     Runs in milliseconds: it only checks which of the benchmark's files exist.
     """
-    cmd = serve_command([Path(p) for p in results_dirs], Path(bench_root))
+    cmd = serve_command([Path(p) for p in results_dirs], Path(bench_root), collections=collections)
     url = f"http://127.0.0.1:{DEMO_PORT}/"
     note = ""
     if not (Path(bench_root) / "images").is_dir():
@@ -50,7 +63,13 @@ def demo_web(results_dirs: list[Path], bench_root: Path, console: Console) -> st
         Panel(
             f"Look at the results in your browser: run the command below, then open "
             f"[bold]{url}[/]. Free-text search accepts the synthetic query texts (the "
-            f"precomputed text model knows only those; the search box suggests them).{note}",
+            f"precomputed text model knows only those; the search box suggests them)."
+            + (
+                " The Verify page (/verify) holds the demo's photo collection."
+                if collections
+                else ""
+            )
+            + f"{note}",
             title="web page",
         )
     )

@@ -122,7 +122,17 @@ def make_router(
     @r.get("", response_class=HTMLResponse, include_in_schema=False)
     @r.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> str:
-        return _page()
+        return _page(prefix)
+
+    @r.get("/assets/{name}", include_in_schema=False)
+    def asset(name: str) -> Response:
+        # Script and style are files, not inline, so the pages work under a strict CSP.
+        if name not in _ASSETS:
+            raise HTTPException(404, f"no asset {name!r}")
+        from importlib.resources import files
+
+        body = (files("inquire.web") / "static" / name).read_bytes()
+        return Response(body, media_type=_ASSETS[name])
 
     @r.get("/api/collections")
     @_http_errors
@@ -280,10 +290,14 @@ def make_router(
     return r
 
 
-def _page() -> str:
+_ASSETS = {"verify.js": "text/javascript", "verify.css": "text/css"}
+
+
+def _page(prefix: str) -> str:
     from importlib.resources import files
 
-    return (files("inquire.web") / "templates" / "collection_verify.html").read_text("utf-8")
+    html = (files("inquire.web") / "templates" / "collection_verify.html").read_text("utf-8")
+    return html.replace("{{ASSETS}}", f"{prefix}/assets")
 
 
 def _media(path: str) -> str:
