@@ -38,7 +38,7 @@ import pandas as pd
 from inquire import config
 from inquire._io import atomic_open, atomic_path, write_json
 from inquire.collection.embedding import embed_files
-from inquire.collection.metadata import RANKS, InatMetadata, describe
+from inquire.collection.metadata import FIELDS, RANKS, InatMetadata, describe
 from inquire.embed.base import Encoder
 from inquire.errors import InputError, UnknownNameError
 
@@ -67,17 +67,7 @@ CREATE TABLE IF NOT EXISTS images (
 );
 CREATE INDEX IF NOT EXISTS images_sha1 ON images (sha1);
 """
-_META_FIELDS = (
-    "source_id",
-    "date",
-    "date_source",
-    "lat",
-    "lon",
-    "taxon_id",
-    "taxon",
-    *RANKS,
-    "taxon_source",
-)
+_META_FIELDS = FIELDS  # the metadata columns of the images table
 
 
 @dataclass
