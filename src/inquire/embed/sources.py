@@ -149,7 +149,8 @@ def _open_tar(path: Path) -> ImageSource:
 
 def _open_folder(path: Path) -> ImageSource:
     paths = []
-    for dirpath, dirnames, filenames in os.walk(path):
+    # Symlinked sub-folders are followed: image trees are often assembled from links.
+    for dirpath, dirnames, filenames in os.walk(path, followlinks=True):
         dirnames.sort()
         rel = Path(dirpath).relative_to(path)
         paths.extend((rel / f).as_posix() for f in sorted(filenames) if _is_image(f))
