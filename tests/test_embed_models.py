@@ -60,13 +60,13 @@ def test_aliases_cover_inquire_models_and_resolve():
 
 
 def test_unknown_model_suggests_close_names():
-    with pytest.raises(UnknownNameError, match="Did you mean.*'vit-h-14-378'"):
+    with pytest.raises(UnknownNameError, match=r"Did you mean.*'vit-h-14-378'"):
         load_encoder("vit-h-14-37")
     with pytest.raises(UnknownNameError, match="open_clip:"):
         load_encoder("openclip:ViT-B-32/openai")
     with pytest.raises(UnknownNameError, match="ViT-B-32"):
         load_encoder("open_clip:ViT-B-33/openai")
-    with pytest.raises(UnknownNameError, match="pretrained tag.*random"):
+    with pytest.raises(UnknownNameError, match=r"pretrained tag.*random"):
         load_encoder("open_clip:ViT-B-32/no-such-tag")
 
 
@@ -159,7 +159,7 @@ def test_local_checkpoint_forms(tiny, tmp_path):
     import open_clip
 
     folder = tiny.removeprefix("open_clip:local-dir:")
-    with pytest.raises(InputError, match="no open_clip_config.json"):
+    with pytest.raises(InputError, match=r"no open_clip_config.json"):
         load_encoder(f"open_clip:local-dir:{tmp_path}")
     # ARCH@CHECKPOINT: a registered architecture with weights from a file.
     import json
@@ -197,7 +197,9 @@ def test_text_embeddings_cached_by_model_revision_and_text(tiny, tmp_path, monke
     enc = load_encoder(tiny)
     calls: list[list[str]] = []
     encode = enc.encode_text
-    monkeypatch.setattr(enc, "encode_text", lambda texts: calls.append(list(texts)) or encode(texts))
+    monkeypatch.setattr(
+        enc, "encode_text", lambda texts: calls.append(list(texts)) or encode(texts)
+    )
     db = tmp_path / "cache.sqlite"
     first = text_embeddings(enc, ["a", "b", "a"], path=db)
     again = text_embeddings(enc, ["b", "c"], path=db)

@@ -120,9 +120,10 @@ def test_resume_after_kill_equals_uninterrupted_run(model_id, jpegs, tmp_path, m
     ref_emb, ref_meta = _read(ref_out)
     np.testing.assert_array_equal(emb, ref_emb)
     pd.testing.assert_frame_equal(meta, ref_meta)
-    assert json.loads((out / "manifest.json").read_text())["shards"] == json.loads(
-        (ref_out / "manifest.json").read_text()
-    )["shards"]
+    assert (
+        json.loads((out / "manifest.json").read_text())["shards"]
+        == json.loads((ref_out / "manifest.json").read_text())["shards"]
+    )
     # Nothing left to do; a different run into the same folder is refused.
     assert embed_images(model_id, jpegs, out, shard_size=7, progress=False).new_images == 0
     with pytest.raises(InputError, match="shard_size: 7 there, 5 now"):

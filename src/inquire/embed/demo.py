@@ -21,6 +21,7 @@ def demo_embed(
     from rich.console import Console
     from rich.panel import Panel
 
+    from inquire.embed.base import ImageEncoder
     from inquire.embed.models import load_encoder
     from inquire.embed.pipeline import embed_images
     from inquire.embed.store import EmbeddingStore
@@ -47,6 +48,8 @@ def demo_embed(
         write_jpegs(images, n_images, seed=seed)
         model_id = make_tiny_open_clip(out / "tiny-open-clip", seed=seed)
         encoder = load_encoder(model_id, batch_size=32)
+        if not isinstance(encoder, ImageEncoder):
+            raise TypeError(f"{model_id} does not embed images")
         emb_dir = out / "embeddings"
         shard = -(-n_images // 2)
         summary = embed_images(

@@ -37,9 +37,7 @@ def _from_hub(m: re.Match[str]) -> Path:
     try:
         snap = Path(snapshot_download(repo, revision=rev, allow_patterns=_WEIGHT_PATTERNS))
         if not any(snap.glob("*.safetensors")):
-            snap = Path(
-                snapshot_download(repo, revision=rev, allow_patterns=["pytorch_model.bin"])
-            )
+            snap = Path(snapshot_download(repo, revision=rev, allow_patterns=["pytorch_model.bin"]))
     except Exception as exc:
         raise DownloadError(
             f"could not get hf_clip:{repo}{'@' + rev if rev else ''}: {exc}{_offline_hint()}"

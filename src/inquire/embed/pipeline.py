@@ -135,18 +135,23 @@ class ShardWriter:
                     f"--out folder, or --overwrite to replace them"
                 )
             for sh in old["shards"]:
-                if not (self.out / sh["img_emb"]).is_file() or not (
-                    self.out / sh["metadata"]
-                ).is_file():
+                if (
+                    not (self.out / sh["img_emb"]).is_file()
+                    or not (self.out / sh["metadata"]).is_file()
+                ):
                     raise InputError(
                         f"shard {sh['index']} listed in {str(man_path)!r} is missing its files; "
                         f"pass --overwrite to start {str(self.out)!r} again"
                     )
-            log.info("resuming %s: %d of %d shards done", self.out, len(old["shards"]), old["n_shards"])
+            log.info(
+                "resuming %s: %d of %d shards done", self.out, len(old["shards"]), old["n_shards"]
+            )
             manifest = {**old, **header, "shards": old["shards"]}
         else:
-            if not overwrite and (self.out / "img_emb").is_dir() and any(
-                (self.out / "img_emb").iterdir()
+            if (
+                not overwrite
+                and (self.out / "img_emb").is_dir()
+                and any((self.out / "img_emb").iterdir())
             ):
                 raise InputError(
                     f"{str(self.out)!r} already holds img_emb/ shards but no manifest.json of "
@@ -335,7 +340,7 @@ def _run_local(
 
     if address is not None:
         raise InputError("--address joins a Ray cluster; use it with --engine ray")
-    loader = DataLoader(
+    loader: Any = DataLoader(
         _DecodeDataset(source, encoder.preprocess),  # type: ignore[arg-type]
         batch_sampler=list(_shard_batches(writer, writer.todo(), batch_size)),
         num_workers=workers,
@@ -377,7 +382,9 @@ def _as_image_encoder(
 ) -> ImageEncoder:
     from inquire.embed.models import load_encoder
 
-    encoder = load_encoder(model, device, precision, batch_size) if isinstance(model, str) else model
+    encoder = (
+        load_encoder(model, device, precision, batch_size) if isinstance(model, str) else model
+    )
     if not isinstance(encoder, ImageEncoder):
         raise InputError(
             f"{getattr(encoder, 'model_id', encoder)!r} cannot embed images in the pipeline "

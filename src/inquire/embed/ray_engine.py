@@ -26,7 +26,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Environment the workers need to find the same model files as the driver.
-_FORWARDED_ENV = ("HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "INQUIRE_HOME")
+_FORWARDED_ENV = (
+    "HF_HOME",
+    "HF_HUB_CACHE",
+    "HF_HUB_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+    "INQUIRE_HOME",
+)
 
 
 def _decode_batch(
@@ -98,7 +104,7 @@ def run_ray(
         ds = (
             ray.data.from_items([{"item": i} for i in items])
             .map_batches(
-                _decode_batch,
+                _decode_batch,  # type: ignore[arg-type]
                 fn_kwargs={"source": source, "preprocess": encoder.preprocess, "shape": shape},
                 batch_size=batch_size,
                 batch_format="numpy",
@@ -118,11 +124,13 @@ def run_ray(
             )
         )
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            ok = batch["ok"].astype(bool)
+            ok = np.asarray(batch["ok"], bool)
             errors = [
-                (int(i), str(r)) for i, r in zip(batch["item"][~ok], batch["reason"][~ok], strict=True)
+                (int(i), str(r))
+                for i, r in zip(batch["item"][~ok], batch["reason"][~ok], strict=True)
             ]
-            writer.add(batch["item"][ok].astype(np.int64), batch["emb"][ok], errors)
+            got, emb = np.asarray(batch["item"], np.int64), np.asarray(batch["emb"], np.float32)
+            writer.add(got[ok], emb[ok], errors)
             advance(len(ok))
     finally:
         if started:

@@ -148,7 +148,7 @@ def _open_tar(path: Path) -> ImageSource:
 
 
 def _open_folder(path: Path) -> ImageSource:
-    paths = []
+    paths: list[str] = []
     # Symlinked sub-folders are followed: image trees are often assembled from links.
     for dirpath, dirnames, filenames in os.walk(path, followlinks=True):
         dirnames.sort()

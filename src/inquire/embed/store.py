@@ -175,7 +175,9 @@ class EmbeddingStore:
             # Duplicate paths (one image listed twice) resolve to their first row.
             self._path_index = pd.Index(keys[~keys.duplicated()].to_numpy())
             self._path_rows = np.flatnonzero(~keys.duplicated().to_numpy())
-        pos = self._path_index.get_indexer(_path_key(pd.Series(list(paths), dtype=object)))
+        pos = self._path_index.get_indexer(
+            pd.Index(_path_key(pd.Series(list(paths), dtype=object)))
+        )
         pos = np.where(pos >= 0, self._path_rows[np.maximum(pos, 0)], -1)
         if missing == "raise" and (pos < 0).any():
             bad = [str(p) for p, q in zip(paths, pos, strict=True) if q < 0]
@@ -231,4 +233,5 @@ def check_unit_norm(x: np.ndarray, what: str, tol: float = 1e-2) -> None:
 def _path_key(paths: pd.Series) -> np.ndarray:
     """Paths compared without image extension and leading ``./``, with ``/`` separators."""
     s = paths.astype(str).str.replace("\\", "/", regex=False).str.removeprefix("./")
-    return s.str.replace(r"\.(?:jpe?g|png|webp|tiff?|bmp|gif)$", "", regex=True, case=False)
+    out = s.str.replace(r"\.(?:jpe?g|png|webp|tiff?|bmp|gif)$", "", regex=True, case=False)
+    return out.to_numpy(dtype=object)

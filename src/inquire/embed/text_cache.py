@@ -80,7 +80,9 @@ def text_embeddings(
                 ],
             )
             found.update(zip(missing, emb, strict=True))
-        log.info("text embeddings: %d cached, %d computed", len(unique) - len(missing), len(missing))
+        log.info(
+            "text embeddings: %d cached, %d computed", len(unique) - len(missing), len(missing)
+        )
     if not texts:
         return np.zeros((0, encoder.dim), np.float32)
     return np.stack([found[t] for t in texts]).astype(np.float32)

@@ -42,7 +42,9 @@ def random_rgb(seed: int, size: tuple[int, int] = (48, 40)) -> np.ndarray:
     return out.clip(0, 255).astype(np.uint8)
 
 
-def write_jpegs(folder: str | os.PathLike[str], n: int, seed: int = 0, size: int = 48) -> list[Path]:
+def write_jpegs(
+    folder: str | os.PathLike[str], n: int, seed: int = 0, size: int = 48
+) -> list[Path]:
     """Write ``n`` small JPEGs ``img_{i:04d}.jpg`` into ``folder``; return their paths."""
     from PIL import Image
 

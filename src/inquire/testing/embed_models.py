@@ -121,14 +121,15 @@ def clip_tokenizer() -> Any:
     from transformers import CLIPTokenizer
 
     bpe = Path(open_clip.__file__).parent / "bpe_simple_vocab_16e6.txt.gz"
-    lines = gzip.open(bpe).read().decode("utf-8").split("\n")
+    with gzip.open(bpe) as fh:
+        lines = fh.read().decode("utf-8").split("\n")
     # CLIP's vocabulary: 256 byte symbols, the same with an end-of-word mark, 48894 merges and
     # two special tokens = 49408 entries.
     merges = [tuple(line.split()) for line in lines[1 : 49152 - 256 - 2 + 1]]
     symbols = list(bytes_to_unicode().values())
     vocab = [*symbols, *(s + "</w>" for s in symbols), *("".join(m) for m in merges)]
     vocab += ["<|startoftext|>", "<|endoftext|>"]
-    return CLIPTokenizer(vocab={v: i for i, v in enumerate(vocab)}, merges=merges)
+    return CLIPTokenizer(vocab={v: i for i, v in enumerate(vocab)}, merges=merges)  # type: ignore[arg-type]
 
 
 def make_tiny_hf_clip(
