@@ -7,11 +7,12 @@ weights: the speed does not depend on the weights) and the same batch size:
 - pipeline: ``embed_images`` on the files (reading, decoding in worker processes,
   preprocessing, forward, float16 shards + parquet + manifest written atomically).
 
-The two are measured alternately for ``--rounds`` rounds and each side keeps its best round
-(the one least disturbed by other work on the machine). The last line reads
+Each round times the model, the pipeline, then the model again; the round's ratio compares
+the pipeline with the mean of the model runs around it, so that load changes on a shared
+machine cancel out, and the script reports the median over rounds. The last line reads
 ``pipeline_over_model=X`` (pipeline images/s over model images/s).
 
-    python benchmarks/embed_pipeline.py [--n-images 128] [--batch-size 32] [--workers 2]
+    python benchmarks/embed_pipeline.py [--n-images 64] [--rounds 5] [--batch-size 32] [--workers 2]
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="open_clip:ViT-B-32/random")
-    parser.add_argument("--n-images", type=int, default=128)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--n-images", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--image-size", type=int, default=400, help="JPEG width in pixels")
@@ -52,14 +55,14 @@ def main() -> None:
         pixels = torch.stack([encoder.preprocess(open_image(p)) for p in files])
         encoder.encode_pixels(pixels[: args.batch_size])  # warm-up
 
-        model_rate = pipe_rate = 0.0
-        for r in range(args.rounds):
+        def model_rate() -> float:
             start = time.perf_counter()
             encoder.encode_pixels(pixels)
-            rate = args.n_images / (time.perf_counter() - start)
-            print(f"round {r}: model forward on pre-decoded tensors: {rate:.2f} images/s")
-            model_rate = max(model_rate, rate)
+            return args.n_images / (time.perf_counter() - start)
 
+        ratios = []
+        for r in range(args.rounds):
+            before = model_rate()
             start = time.perf_counter()
             summary = embed_images(
                 encoder,
@@ -70,13 +73,19 @@ def main() -> None:
                 workers=args.workers,
                 progress=False,
             )
-            rate = summary.count / (time.perf_counter() - start)
+            pipe = summary.count / (time.perf_counter() - start)
+            after = model_rate()
+            # The pipeline is compared with the mean model time of the runs just before and
+            # just after it, so that load changes on a shared machine cancel out.
+            model = 2 / (1 / before + 1 / after)
+            ratios.append(pipe / model)
             print(
-                f"round {r}: pipeline (files -> shards, {args.workers} workers): {rate:.2f} img/s"
+                f"round {r}: model {before:.2f} / {after:.2f} images/s, "
+                f"pipeline {pipe:.2f} images/s, ratio {ratios[-1]:.3f}"
             )
-            pipe_rate = max(pipe_rate, rate)
-        print(f"best: model {model_rate:.2f} images/s, pipeline {pipe_rate:.2f} images/s")
-    print(f"pipeline_over_model={pipe_rate / model_rate:.3f}")
+        ratio = float(np.median(ratios))
+        print(f"median of {args.rounds} paired ratios")
+    print(f"pipeline_over_model={ratio:.3f}")
 
 
 if __name__ == "__main__":

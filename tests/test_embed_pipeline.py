@@ -254,3 +254,74 @@ def test_ray_engine_equals_local(model_id, jpegs, tmp_path):
     ml_man = json.loads((local / "manifest.json").read_text())
     mr_man = json.loads((remote / "manifest.json").read_text())
     assert [sh["count"] for sh in ml_man["shards"]] == [sh["count"] for sh in mr_man["shards"]]
+
+
+def test_bad_arguments_fail_with_specific_errors(model_id, jpegs, tmp_path):
+    from inquire.errors import DownloadError, UnknownNameError
+    from inquire.testing.embed_models import use_hf_home
+
+    out = tmp_path / "out"
+    with pytest.raises(InputError, match="does not exist"):
+        embed_images(model_id, tmp_path / "nowhere", out, progress=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="holds no images"):
+        embed_images(model_id, tmp_path / "empty", out, progress=False)
+    (tmp_path / "bad.json").write_text('{"images": [{"file_name": "a.jpg"}]}')
+    with pytest.raises(InputError, match="COCO-style"):
+        embed_images(model_id, tmp_path / "bad.json", out, progress=False)
+    with pytest.raises(InputError, match="--engine ray"):
+        embed_images(model_id, jpegs, out, address="ray://10.0.0.1:10001", progress=False)
+    with pytest.raises(UnknownNameError, match="engine"):
+        embed_images(model_id, jpegs, out, engine="dask", progress=False)
+    with pytest.raises(InputError, match="workers"):
+        embed_images(model_id, jpegs, out, workers=-1, progress=False)
+    with pytest.raises(InputError, match="shard_size"):
+        embed_images(model_id, jpegs, out, shard_size=0, progress=False)
+    with pytest.raises(InputError, match="cannot embed images"):
+        text_only = tmp_path / "t.parquet"
+        pd.DataFrame({"query_text": ["a"], "embedding": [[1.0, 0.0]]}).to_parquet(text_only)
+        embed_images(f"precomputed:{text_only}", jpegs, out, progress=False)
+    foreign = tmp_path / "foreign"
+    (foreign / "img_emb").mkdir(parents=True)
+    np.save(foreign / "img_emb" / "img_emb_0.npy", np.zeros((1, 4), np.float16))
+    with pytest.raises(InputError, match=r"no manifest\.json"):
+        embed_images(model_id, jpegs, foreign, progress=False)
+    # Weights that are not in the (empty) cache while downloads are off: a clear error, fast.
+    with use_hf_home(tmp_path / "hf"), pytest.raises(DownloadError, match="HF_HUB_OFFLINE"):
+        load_encoder("vit-b-32")
+
+
+@pytest.mark.slow
+def test_sigkill_then_rerun_equals_uninterrupted_run(model_id, tmp_path):
+    """The real thing: ``inquire embed`` killed with SIGKILL mid-run, then run again."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    images = tmp_path / "images"
+    write_jpegs(images, 300, size=32)
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    embed_images(model_id, images, ref, batch_size=2, shard_size=10, workers=0, progress=False)
+    cmd = [sys.executable, "-m", "inquire", "embed", "--model", model_id, "--images", str(images)]
+    cmd += ["--out", str(out), "--batch-size", "2", "--shard-size", "10", "--workers", "0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    manifest = out / "manifest.json"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if manifest.is_file() and len(json.loads(manifest.read_text())["shards"]) >= 3:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.005)
+    assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed"
+    done = len(json.loads(manifest.read_text())["shards"])
+    assert 3 <= done < 30
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    assert "300 embeddings in 30 shard(s)" in res.stderr
+    emb, meta = _read(out)
+    ref_emb, ref_meta = _read(ref)
+    np.testing.assert_array_equal(emb, ref_emb)
+    pd.testing.assert_frame_equal(meta, ref_meta)
+    assert not list(out.rglob(".*.tmp"))
