@@ -325,3 +325,23 @@ def test_sigkill_then_rerun_equals_uninterrupted_run(model_id, tmp_path):
     np.testing.assert_array_equal(emb, ref_emb)
     pd.testing.assert_frame_equal(meta, ref_meta)
     assert not list(out.rglob(".*.tmp"))
+
+
+def test_hf_clip_model_through_the_pipeline(jpegs, tmp_path):
+    from inquire.testing.embed_models import make_tiny_hf_clip, use_hf_home
+
+    home = tmp_path / "hf"
+    hf_id = make_tiny_hf_clip(home)
+    with use_hf_home(home):
+        enc = load_encoder(hf_id, precision="bf16", batch_size=3)
+        with pytest.raises(InputError, match="precision='fp32' asked for"):
+            embed_images(enc, jpegs, tmp_path / "x", precision="fp32", progress=False)
+        out = tmp_path / "out"
+        s = embed_images(enc, jpegs, out, batch_size=8, shard_size=16, workers=2, progress=False)
+    assert s.count == 25
+    man = json.loads((out / "manifest.json").read_text())
+    assert (man["model_id"], man["revision"], man["precision"]) == (hf_id, "2" * 40, "bf16")
+    assert man["preprocessing"]["processor"]["crop_size"] == {"height": 32, "width": 32}
+    emb, meta = _read(out)
+    ref = enc.encode_images([jpegs / p for p in meta["image_path"]])
+    np.testing.assert_allclose(emb.astype(np.float32), ref, atol=2e-3)

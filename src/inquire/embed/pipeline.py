@@ -378,13 +378,21 @@ ENGINES: dict[str, Engine] = {"local": _run_local, "ray": _run_ray}
 
 
 def _as_image_encoder(
-    model: str | ImageEncoder, device: str, precision: str, batch_size: int
+    model: str | ImageEncoder, device: str | None, precision: str | None, batch_size: int
 ) -> ImageEncoder:
     from inquire.embed.models import load_encoder
 
-    encoder = (
-        load_encoder(model, device, precision, batch_size) if isinstance(model, str) else model
-    )
+    if isinstance(model, str):
+        encoder: Any = load_encoder(model, device or "cpu", precision or "fp32", batch_size)
+    else:
+        encoder = model
+        for name, asked in (("device", device), ("precision", precision)):
+            have = getattr(encoder, name, None)
+            if asked is not None and asked != have:
+                raise InputError(
+                    f"{name}={asked!r} asked for, but the encoder passed in was loaded with "
+                    f"{name}={have!r}; load it with {name}={asked!r} or pass the model id"
+                )
     if not isinstance(encoder, ImageEncoder):
         raise InputError(
             f"{getattr(encoder, 'model_id', encoder)!r} cannot embed images in the pipeline "
@@ -402,16 +410,18 @@ def embed_images(
     workers: int = 2,
     engine: str = "local",
     address: str | None = None,
-    device: str = "cpu",
-    precision: str = "fp32",
+    device: str | None = None,
+    precision: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
     console: Any = None,
 ) -> EmbedSummary:
     """Embed every image of ``images`` with ``model`` into ``out`` (see the module docs).
 
-    ``model``: a model id (loaded with ``device``, ``precision``, ``batch_size``) or a loaded
-    image encoder (its own settings are used). ``images``: a folder tree, an uncompressed tar
+    ``model``: a model id (loaded with ``device`` (default cpu), ``precision`` (default fp32)
+    and ``batch_size``) or a loaded image encoder, which keeps its own device and precision
+    (passing different ones is an error) and splits each batch of ``batch_size`` decoded
+    images by its own batch size. ``images``: a folder tree, an uncompressed tar
     archive, or a COCO-style JSON / iNat24 ``train/`` tree. ``workers``: decoding processes
     (0 decodes in this process); with ``engine="ray"``, the number of encoder actors.
     ``address``: a Ray cluster to join (``engine="ray"`` only). Rerunning the same call
