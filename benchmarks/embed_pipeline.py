@@ -12,7 +12,7 @@ the pipeline with the mean of the model runs around it, so that load changes on 
 machine cancel out, and the script reports the median over rounds. The last line reads
 ``pipeline_over_model=X`` (pipeline images/s over model images/s).
 
-    python benchmarks/embed_pipeline.py [--n-images 64] [--rounds 5] [--batch-size 32] [--workers 2]
+    python benchmarks/embed_pipeline.py [--n-images 128] [--rounds 5] [--batch-size 32] [--workers 2]
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import numpy as np
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="open_clip:ViT-B-32/random")
-    parser.add_argument("--n-images", type=int, default=64)
+    parser.add_argument("--n-images", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
