@@ -12,7 +12,7 @@ the pipeline with the mean of the model runs around it, so that load changes on 
 machine cancel out, and the script reports the median over rounds. The last line reads
 ``pipeline_over_model=X`` (pipeline images/s over model images/s).
 
-    python benchmarks/embed_pipeline.py [--n-images 128] [--rounds 5] [--batch-size 32] [--workers 2]
+    python benchmarks/embed_pipeline.py [--n-images 128] [--rounds 5] [--workers 2]
 """
 
 from __future__ import annotations

@@ -126,7 +126,7 @@ def test_resume_after_kill_equals_uninterrupted_run(model_id, jpegs, tmp_path, m
     )
     # Nothing left to do; a different run into the same folder is refused.
     assert embed_images(model_id, jpegs, out, shard_size=7, progress=False).new_images == 0
-    with pytest.raises(InputError, match="shard_size: 7 there, 5 now"):
+    with pytest.raises(InputError, match="shard_size: '7' there, '5' now"):
         embed_images(model_id, jpegs, out, shard_size=5, progress=False)
     s = embed_images(model_id, jpegs, out, shard_size=5, overwrite=True, progress=False)
     assert s.n_shards == 5 and len(EmbeddingStore(out)) == 25

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import os
 import time
@@ -48,7 +49,15 @@ log = logging.getLogger(__name__)
 
 MANIFEST_FORMAT = "inquire-embeddings/1"
 # Manifest fields that must match for a rerun to continue an existing output folder.
-_RESUME_KEYS = ("model_id", "revision", "precision", "dim", "shard_size", "source_fingerprint")
+_RESUME_KEYS = (
+    "model_id",
+    "revision",
+    "precision",
+    "dim",
+    "preprocessing",
+    "shard_size",
+    "source_fingerprint",
+)
 
 
 @dataclass(frozen=True)
@@ -127,9 +136,13 @@ class ShardWriter:
         man_path = self.out / "manifest.json"
         if man_path.is_file() and not overwrite:
             old = _read_manifest(man_path)
-            diff = [k for k in _RESUME_KEYS if old.get(k) != header[k]]
+            # Compared as JSON values (the manifest turned tuples into lists).
+            new = json.loads(json.dumps(header, default=str))
+            diff = [k for k in _RESUME_KEYS if old.get(k) != new[k]]
             if diff:
-                shown = "; ".join(f"{k}: {old.get(k)!r} there, {header[k]!r} now" for k in diff)
+                shown = "; ".join(
+                    f"{k}: {str(old.get(k))[:80]!r} there, {str(new[k])[:80]!r} now" for k in diff
+                )
                 raise InputError(
                     f"{str(self.out)!r} holds embeddings of another run ({shown}); pass another "
                     f"--out folder, or --overwrite to replace them"
@@ -266,8 +279,6 @@ def _schema(with_ids: bool) -> pa.Schema:
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
-    import json
-
     try:
         man: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as exc:
