@@ -475,9 +475,11 @@ def embed_images(
     ) as bar:
         task = bar.add_task("embed", total=len(source), completed=len(source) - n_todo, rate="")
 
+        processed = [0]  # items handled by this run (the bar also counts earlier runs)
+
         def advance(n: int) -> None:
-            done = bar.tasks[task].completed - (len(source) - n_todo) + n
-            rate = done / max(time.perf_counter() - start, 1e-9)
+            processed[0] += n
+            rate = processed[0] / max(time.perf_counter() - start, 1e-9)
             bar.update(task, advance=n, rate=f"{rate:,.1f} img/s")
 
         if todo:
