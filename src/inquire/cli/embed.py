@@ -1,9 +1,90 @@
-"""Commands of this area (registered by ``register``)."""
+"""``inquire embed`` (images -> embedding shards) and ``inquire models`` (the registry)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+from inquire.cli._common import friendly_errors
+
+
+@friendly_errors
+def embed_cmd(
+    model: str = typer.Option(..., "--model", "-m", help="Model id or alias (see inquire models)."),
+    images: Path = typer.Option(
+        ..., "--images", help="Folder of images, uncompressed .tar, or iNat-style train.json/tree."
+    ),
+    out: Path = typer.Option(..., "--out", help="Output folder (clip-retrieval layout)."),
+    batch_size: int = typer.Option(64, help="Images per forward pass."),
+    shard_size: int = typer.Option(100_000, help="Images per output shard."),
+    workers: int = typer.Option(
+        2, help="Decoding processes (local engine) or encoder actors (ray engine)."
+    ),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or mps."),
+    precision: str = typer.Option("fp32", help="fp32, fp16 or bf16."),
+    engine: str = typer.Option("local", help="local or ray."),
+    address: str | None = typer.Option(None, help="Ray cluster address to join (engine ray)."),
+    overwrite: bool = typer.Option(False, help="Replace an existing output instead of resuming."),
+) -> None:
+    """Embed every image under IMAGES into OUT; rerun the same command to resume."""
+    from rich.console import Console
+
+    from inquire.embed.pipeline import embed_images
+
+    console = Console(stderr=True)
+    summary = embed_images(
+        model,
+        images,
+        out,
+        batch_size=batch_size,
+        shard_size=shard_size,
+        workers=workers,
+        engine=engine,
+        address=address,
+        device=device,
+        precision=precision,
+        overwrite=overwrite,
+        console=console,
+    )
+    msg = (
+        f"{summary.count:,} embeddings in {summary.n_shards} shard(s) at {summary.out}"
+        f" ({summary.new_images:,} images this run"
+        + (f", {summary.images_per_s:,.1f} img/s)" if summary.new_images else ")")
+    )
+    console.print(msg)
+    if summary.n_errors:
+        console.print(
+            f"[yellow]{summary.n_errors} image(s) could not be decoded; see "
+            f"{summary.out / 'errors.csv'}[/]"
+        )
+
+
+@friendly_errors
+def models_cmd() -> None:
+    """List the model backends and INQUIRE's model aliases."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from inquire.embed.models import ALIAS_TABLE, BACKENDS
+
+    console = Console()
+    backends = Table(title="Model backends (model id = BACKEND:REST)")
+    backends.add_column("backend", style="bold")
+    backends.add_column("forms")
+    for b in BACKENDS.values():
+        backends.add_row(b.name, b.help)
+    console.print(backends)
+    aliases = Table(title="INQUIRE's models (aliases)")
+    aliases.add_column("alias", style="bold")
+    aliases.add_column("model id", no_wrap=True)
+    aliases.add_column("dim", justify="right")
+    aliases.add_column("model")
+    for a in ALIAS_TABLE:
+        aliases.add_row(a.name, a.model_id, str(a.dim), a.note)
+    console.print(aliases)
 
 
 def register(app: typer.Typer) -> None:
-    """No commands in this area yet."""
+    app.command("embed")(embed_cmd)
+    app.command("models")(models_cmd)

@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
-from inquire.embed.base import Encoder
+from inquire.embed.base import Encoder, ImageEncoder
 from inquire.embed.models import load_encoder
+from inquire.embed.pipeline import EmbedSummary, embed_images
 from inquire.embed.store import EmbeddingStore
+from inquire.embed.text_cache import text_embeddings
 
-__all__ = ["EmbeddingStore", "Encoder", "load_encoder"]
+__all__ = [
+    "EmbedSummary",
+    "EmbeddingStore",
+    "Encoder",
+    "ImageEncoder",
+    "embed_images",
+    "load_encoder",
+    "text_embeddings",
+]

@@ -12,6 +12,7 @@ and :meth:`EmbeddingStore.ids_for_paths` maps paths to them.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from collections.abc import Iterator
@@ -23,6 +24,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from inquire.errors import InputError
+
+log = logging.getLogger(__name__)
 
 _SHARD_RE = re.compile(r"img_emb_(\d+)\.npy$")
 
@@ -44,6 +47,21 @@ class EmbeddingStore:
         found = sorted(
             (int(m.group(1)), p) for p in emb_dir.iterdir() if (m := _SHARD_RE.search(p.name))
         )
+        self.manifest: dict[str, Any] = {}
+        man = self.root / "manifest.json"
+        if man.is_file():
+            self.manifest = json.loads(man.read_text(encoding="utf-8"))
+        if "shards" in self.manifest:
+            # Written by ``inquire embed``: the manifest is the commit record, so a shard file
+            # of an interrupted run that the manifest does not list yet is not part of the store.
+            done = {int(sh["index"]) for sh in self.manifest["shards"]}
+            missing = done - {i for i, _ in found}
+            if missing:
+                raise InputError(
+                    f"{str(man)!r} lists shard(s) {sorted(missing)} whose img_emb files are "
+                    f"missing; re-run inquire embed on this folder to rebuild them"
+                )
+            found = [(i, p) for i, p in found if i in done]
         if not found:
             raise InputError(f"{str(emb_dir)!r} holds no img_emb_{{i}}.npy shards")
         self.shard_paths = [p for _, p in found]
@@ -55,12 +73,11 @@ class EmbeddingStore:
             raise InputError(f"shards of {str(self.root)!r} differ in dimension or rank: {shapes}")
         self.dim = int(dims.pop())
         self.offsets = np.cumsum([0] + [len(s) for s in self.shards])
-        self.manifest: dict[str, Any] = {}
-        man = self.root / "manifest.json"
-        if man.is_file():
-            self.manifest = json.loads(man.read_text(encoding="utf-8"))
         self._meta: pd.DataFrame | None = None
         self._ids: np.ndarray | None = None
+        self._row_index: tuple[np.ndarray, np.ndarray] | None = None
+        self._path_index: pd.Index | None = None
+        self._path_rows = np.zeros(0, np.int64)
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
@@ -103,3 +120,118 @@ class EmbeddingStore:
         for shard, start in zip(self.shards, self.offsets[:-1], strict=True):
             for lo in range(0, len(shard), block_rows):
                 yield int(start + lo), shard[lo : lo + block_rows]
+
+    def row(self, i: int) -> np.ndarray:
+        """Row ``i`` (global row order) as a ``(d,)`` view of its shard."""
+        if not 0 <= i < len(self):
+            raise InputError(f"row {i} is out of range for a store of {len(self)} rows")
+        s = int(np.searchsorted(self.offsets, i, side="right") - 1)
+        return self.shards[s][i - int(self.offsets[s])]
+
+    def rows(self, rows: np.ndarray | list[int]) -> np.ndarray:
+        """``(n, d) float32`` embeddings of global ``rows`` (in the order given)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.empty((len(rows), self.dim), np.float32)
+        for j, r in enumerate(rows):
+            out[j] = self.row(int(r))
+        return out
+
+    def row_of(self, ids: np.ndarray | list[int], missing: str = "raise") -> np.ndarray:
+        """``(n,) int64`` global row of each image id.
+
+        ``missing="raise"`` (default) fails naming the ids not in the store;
+        ``missing="ignore"`` gives -1 for them. Duplicate ids in the store map to their
+        first row.
+        """
+        if missing not in ("raise", "ignore"):
+            raise InputError(f"missing must be 'raise' or 'ignore', got {missing!r}")
+        if self._row_index is None:
+            uniq, first = np.unique(self.ids, return_index=True)
+            self._row_index = (uniq, first.astype(np.int64))
+        uniq, first = self._row_index
+        query = np.asarray(ids, dtype=np.int64).reshape(-1)
+        at = np.minimum(np.searchsorted(uniq, query), max(len(uniq) - 1, 0))
+        pos = np.where(uniq[at] == query, first[at], -1)
+        if missing == "raise" and (pos < 0).any():
+            bad = query[pos < 0]
+            raise InputError(
+                f"{len(bad)} image id(s) are not in the embedding store {str(self.root)!r}, "
+                f"e.g. {bad[:5].tolist()}; check that the ids and the store come from the same "
+                f"collection"
+            )
+        return pos.astype(np.int64)
+
+    def ids_for_paths(self, paths: list[str] | pd.Series, missing: str = "raise") -> np.ndarray:
+        """``(n,) int64`` image ids of ``paths``, matched with or without a file extension.
+
+        INQUIRE's published metadata stores ``image_path`` without ``.jpg`` (and no
+        ``image_id``), while its annotations carry the extension; both sides are compared
+        with the extension removed. ``missing="ignore"`` gives -1 for unknown paths.
+        """
+        if missing not in ("raise", "ignore"):
+            raise InputError(f"missing must be 'raise' or 'ignore', got {missing!r}")
+        if self._path_index is None:
+            keys = pd.Series(_path_key(self.metadata["image_path"]))
+            # Duplicate paths (one image listed twice) resolve to their first row.
+            self._path_index = pd.Index(keys[~keys.duplicated()].to_numpy())
+            self._path_rows = np.flatnonzero(~keys.duplicated().to_numpy())
+        pos = self._path_index.get_indexer(
+            pd.Index(_path_key(pd.Series(list(paths), dtype=object)))
+        )
+        pos = np.where(pos >= 0, self._path_rows[np.maximum(pos, 0)], -1)
+        if missing == "raise" and (pos < 0).any():
+            bad = [str(p) for p, q in zip(paths, pos, strict=True) if q < 0]
+            raise InputError(
+                f"{len(bad)} image path(s) are not in the embedding store {str(self.root)!r}, "
+                f"e.g. {bad[:3]}; paths are compared without extension, relative to the "
+                f"collection root (like {self.metadata['image_path'].iloc[0]!r})"
+            )
+        return np.where(pos >= 0, self.ids[np.maximum(pos, 0)], -1).astype(np.int64)
+
+    def check_dim(self, dim: int, what: str = "text embeddings") -> None:
+        """Fail, naming both dimensions, when ``dim`` differs from the store's."""
+        if int(dim) != self.dim:
+            model = self.manifest.get("model_id")
+            origin = f" (model {model})" if model else ""
+            raise InputError(
+                f"{what} have dimension {int(dim)} but the image embeddings in "
+                f"{str(self.root)!r}{origin} have dimension {self.dim}; embed the texts with the "
+                f"model that embedded the images"
+            )
+
+    def check_queries(self, queries: np.ndarray, what: str = "text embeddings") -> np.ndarray:
+        """Check ``(nq, d)`` query embeddings against the store; return them as float32."""
+        q = np.asarray(queries, dtype=np.float32)
+        if q.ndim != 2:
+            raise InputError(f"{what} must be a (n, d) matrix, got shape {q.shape}")
+        self.check_dim(q.shape[1], what)
+        check_unit_norm(q, what)
+        return q
+
+    def check_normalized(self, sample: int = 1024, tol: float = 1e-2) -> None:
+        """Fail when sampled rows (spread over all shards) are not unit-norm within ``tol``.
+
+        float16 storage keeps norms within ~1e-3 of 1, so ``tol`` defaults to 1e-2.
+        """
+        n = len(self)
+        rows = np.unique(np.linspace(0, n - 1, min(sample, n)).astype(np.int64))
+        check_unit_norm(self.rows(rows), f"image embeddings in {str(self.root)!r}", tol)
+
+
+def check_unit_norm(x: np.ndarray, what: str, tol: float = 1e-2) -> None:
+    """Fail with the measured norms when rows of ``x (n, d)`` are not L2-normalised."""
+    norms = np.linalg.norm(np.asarray(x, dtype=np.float32), axis=1)
+    bad = np.abs(norms - 1.0) > tol
+    if bad.any():
+        raise InputError(
+            f"{what} are not L2-normalised: {int(bad.sum())} of {len(norms)} checked rows have "
+            f"norms outside 1 ± {tol} (measured min {norms.min():.4g}, max {norms.max():.4g}); "
+            f"normalise them (inquire.embed.base.l2_normalize) before searching"
+        )
+
+
+def _path_key(paths: pd.Series) -> np.ndarray:
+    """Paths compared without image extension and leading ``./``, with ``/`` separators."""
+    s = paths.astype(str).str.replace("\\", "/", regex=False).str.removeprefix("./")
+    out = s.str.replace(r"\.(?:jpe?g|png|webp|tiff?|bmp|gif)$", "", regex=True, case=False)
+    return out.to_numpy(dtype=object)

@@ -1,0 +1,137 @@
+"""The ``hf_clip`` backend: CLIP-style models of Hugging Face ``transformers``.
+
+Forms of the part after ``hf_clip:`` (one row each in ``ID_FORMS``):
+
+- ``ORG/NAME`` or ``ORG/NAME@REVISION``: a hub repository (``CLIPModel``, ``SiglipModel``,
+  ... through ``AutoModel``), e.g. ``openai/clip-vit-large-patch14``. Files come through the
+  Hugging Face cache, so ``HF_HUB_OFFLINE=1`` works once they are there.
+- ``/PATH`` (or ``./PATH``, ``~/PATH``): a folder written by ``save_pretrained``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from inquire.embed._torch import TorchEncoder, revision_of
+from inquire.embed.open_clip_backend import _offline_hint
+from inquire.errors import DownloadError, InputError
+
+log = logging.getLogger(__name__)
+
+# model_type -> how texts are padded. SigLIP models were trained on fixed-length padded
+# texts and give different embeddings otherwise; CLIP pools at the end token, so padding to
+# the longest text in the batch is exact and cheaper.
+TEXT_PADDING: dict[str, str] = {"clip": "longest", "siglip": "max_length", "siglip2": "max_length"}
+
+_WEIGHT_PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors"]
+
+
+def _from_hub(m: re.Match[str]) -> Path:
+    from huggingface_hub import snapshot_download
+
+    repo, rev = m.group("repo"), m.group("rev")
+    try:
+        snap = Path(snapshot_download(repo, revision=rev, allow_patterns=_WEIGHT_PATTERNS))
+        if not any(snap.glob("*.safetensors")):
+            snap = Path(snapshot_download(repo, revision=rev, allow_patterns=["pytorch_model.bin"]))
+    except Exception as exc:
+        raise DownloadError(
+            f"could not get hf_clip:{repo}{'@' + rev if rev else ''}: {exc}{_offline_hint()}"
+        ) from exc
+    return snap
+
+
+def _from_folder(m: re.Match[str]) -> Path:
+    folder = Path(m.group("dir")).expanduser()
+    if not (folder / "config.json").is_file():
+        raise InputError(
+            f"{str(folder)!r} is not a transformers model folder: it has no config.json "
+            f"(write one with model.save_pretrained)"
+        )
+    return folder
+
+
+# (form, pattern of the id after "hf_clip:", resolver -> model folder). First match wins.
+ID_FORMS: list[tuple[str, re.Pattern[str], Callable[[re.Match[str]], Path]]] = [
+    ("/PATH", re.compile(r"^(?P<dir>[/.~].*)$"), _from_folder),
+    (
+        "ORG/NAME[@REVISION]",
+        re.compile(r"^(?P<repo>[\w.-]+/[\w.-]+)(?:@(?P<rev>[\w.-]+))?$"),
+        _from_hub,
+    ),
+]
+
+
+class HFPreprocess:
+    """A picklable ``PIL RGB image -> (3, H, W) float32 tensor`` around an image processor."""
+
+    def __init__(self, processor: Any) -> None:
+        self.processor = processor
+
+    def __call__(self, image: Any) -> Any:
+        return self.processor(images=image, return_tensors="pt")["pixel_values"][0]
+
+    def __repr__(self) -> str:
+        return f"HFPreprocess({self.processor!r})"
+
+
+def _features(out: Any) -> Any:
+    # transformers v5 returns an output object whose pooler_output is the projected
+    # embedding; v4 returned the tensor itself.
+    return getattr(out, "pooler_output", out)
+
+
+class HFClipEncoder(TorchEncoder):
+    """A transformers CLIP-style model behind the ImageEncoder interface."""
+
+    def __init__(
+        self, rest: str, device: str = "cpu", precision: str = "fp32", batch_size: int = 32
+    ) -> None:
+        super().__init__(device, precision, batch_size)
+        import torch
+        from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
+
+        for _, pattern, fn in ID_FORMS:
+            if m := pattern.match(rest):
+                folder = fn(m)
+                break
+        else:
+            forms = ", ".join(f"hf_clip:{f}" for f, _, _ in ID_FORMS)
+            raise InputError(f"hf_clip model id {rest!r} matches none of the forms {forms}")
+        weights = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
+        if not weights:
+            raise InputError(f"{str(folder)!r} holds no model weights (*.safetensors, *.bin)")
+        model = AutoModel.from_pretrained(folder, dtype=self._dtype, local_files_only=True)
+        if not hasattr(model, "get_image_features") or not hasattr(model, "get_text_features"):
+            raise InputError(
+                f"hf_clip:{rest} is a {type(model).__name__}, not a two-tower image-text model "
+                f"(CLIPModel, SiglipModel, ...)"
+            )
+        self._model = model.to(self._device).eval()
+        self._tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        processor = AutoImageProcessor.from_pretrained(folder, local_files_only=True)
+        model_type = str(getattr(model.config, "model_type", "clip"))
+        self._padding = TEXT_PADDING.get(model_type, "longest")
+        self.model_id = f"hf_clip:{rest}"
+        self.revision = revision_of(weights[0])
+        self.preprocess = HFPreprocess(processor)
+        self.preprocess_info = {
+            "library": "transformers",
+            "model_type": model_type,
+            "processor": processor.to_dict(),
+        }
+        with torch.inference_mode():
+            self.dim = int(self._text_batch([""]).shape[-1])
+
+    def _text_batch(self, texts: list[str]) -> Any:
+        tok = self._tokenizer(
+            texts, padding=self._padding, truncation=True, return_tensors="pt"
+        ).to(self._device)
+        return _features(self._model.get_text_features(**tok))
+
+    def _pixel_batch(self, pixels: Any) -> Any:
+        return _features(self._model.get_image_features(pixel_values=pixels))

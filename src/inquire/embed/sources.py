@@ -1,0 +1,185 @@
+"""Where the pipeline's images come from: a folder tree, a tar archive, or an iNat-style tree.
+
+Every source is a fixed, ordered list of items (a relative ``image_path`` each, and an
+``image_id`` where the source knows one) plus ``read(i) -> bytes``. The order is
+deterministic, so shard ``k`` of a run always covers the same items and a resumed run can
+skip whole shards. Sources are picklable and open their files lazily in each worker.
+
+Kinds (rows of ``SOURCE_KINDS``, tried in order):
+
+- ``inat``: a COCO-style JSON (``images: [{id, file_name}, ...]``), e.g. iNat24's
+  ``train.json``. PATH is the JSON file, a ``train/`` folder with ``train.json`` beside it,
+  or a folder holding ``train.json``/``val.json``. ``file_name`` is relative to the JSON's
+  folder; ids come from the JSON.
+- ``tar``: an uncompressed ``.tar`` archive; members with an image extension, archive order.
+- ``folder``: every file with an image extension under PATH, sorted by relative path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tarfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from inquire.errors import InputError
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".jfif"}
+)
+_COCO_NAMES = ("train.json", "val.json")
+
+
+@dataclass
+class ImageSource:
+    """An ordered list of images and how to read their bytes.
+
+    ``paths``: relative image paths (what the metadata's ``image_path`` records);
+    ``image_ids``: ``(n,) int64`` or None when the source has no ids;
+    ``spans``: ``(n, 2) int64`` byte offset and size of each member (tar sources only).
+    """
+
+    kind: str
+    root: Path
+    paths: list[str]
+    image_ids: np.ndarray | None = None
+    spans: np.ndarray | None = None
+    _fh: IO[bytes] | None = field(default=None, repr=False, compare=False)
+    _pid: int = field(default=-1, repr=False, compare=False)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_fh"], state["_pid"] = None, -1  # file handles do not cross processes
+        return state
+
+    def read(self, i: int) -> bytes:
+        """The bytes of item ``i`` (raises ``OSError`` when it cannot be read)."""
+        if self.spans is None:
+            return (self.root / self.paths[i]).read_bytes()
+        if self._fh is None or self._pid != os.getpid():
+            self._fh, self._pid = open(self.root, "rb"), os.getpid()  # noqa: SIM115
+        offset, size = (int(v) for v in self.spans[i])
+        self._fh.seek(offset)
+        data = self._fh.read(size)
+        if len(data) != size:
+            raise OSError(f"archive ended after {len(data)} of {size} bytes")
+        return data
+
+    def fingerprint(self) -> str:
+        """SHA-256 over the item list (paths and ids): a resumed run must see the same list."""
+        h = hashlib.sha256()
+        h.update(self.kind.encode())
+        for p in self.paths:
+            h.update(p.encode("utf-8", "surrogateescape") + b"\0")
+        if self.image_ids is not None:
+            h.update(np.ascontiguousarray(self.image_ids, dtype=np.int64).tobytes())
+        return h.hexdigest()
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able summary for the manifest."""
+        return {
+            "kind": self.kind,
+            "path": str(self.root),
+            "n_items": len(self),
+            "fingerprint": self.fingerprint(),
+        }
+
+
+def _is_image(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def _coco_json(path: Path) -> Path | None:
+    if path.is_file() and path.suffix.lower() == ".json":
+        return path
+    if path.is_dir():
+        beside = path.with_name(path.name + ".json")
+        if beside.is_file():
+            return beside
+        inside = [path / n for n in _COCO_NAMES if (path / n).is_file()]
+        if len(inside) > 1:
+            raise InputError(
+                f"{str(path)!r} holds both {' and '.join(p.name for p in inside)}; pass the JSON "
+                f"file of the split to embed"
+            )
+        return inside[0] if inside else None
+    return None
+
+
+def _open_inat(path: Path) -> ImageSource:
+    js = _coco_json(path)
+    if js is None:
+        raise InputError(f"no COCO-style JSON for {str(path)!r}")
+    try:
+        doc = json.loads(js.read_text(encoding="utf-8"))
+        images = doc["images"]
+        ids = np.array([int(im["id"]) for im in images], dtype=np.int64)
+        paths = [str(im["file_name"]) for im in images]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(
+            f"{str(js)!r} is not a COCO-style image list: expected "
+            f'{{"images": [{{"id": int, "file_name": str}}, ...]}} ({exc!r})'
+        ) from exc
+    if len(np.unique(ids)) != len(ids):
+        raise InputError(f"{str(js)!r} lists some image ids more than once")
+    return ImageSource("inat", js.parent, paths, ids)
+
+
+def _open_tar(path: Path) -> ImageSource:
+    try:
+        with tarfile.open(path, "r:") as tf:
+            members = [m for m in tf.getmembers() if m.isfile() and _is_image(m.name)]
+    except tarfile.ReadError as exc:
+        raise InputError(
+            f"{str(path)!r} is not an uncompressed tar archive ({exc}); images are read by "
+            f"byte offset, so decompress it first (e.g. gunzip)"
+        ) from exc
+    spans = np.array([(m.offset_data, m.size) for m in members], dtype=np.int64).reshape(-1, 2)
+    return ImageSource("tar", path, [m.name for m in members], None, spans)
+
+
+def _open_folder(path: Path) -> ImageSource:
+    paths: list[str] = []
+    # Symlinked sub-folders are followed: image trees are often assembled from links.
+    for dirpath, dirnames, filenames in os.walk(path, followlinks=True):
+        dirnames.sort()
+        rel = Path(dirpath).relative_to(path)
+        paths.extend((rel / f).as_posix() for f in sorted(filenames) if _is_image(f))
+    return ImageSource("folder", path, sorted(paths))
+
+
+# (kind, detect(path), open(path)); the first kind whose detector accepts PATH is used.
+SOURCE_KINDS: list[tuple[str, Callable[[Path], bool], Callable[[Path], ImageSource]]] = [
+    ("inat", lambda p: _coco_json(p) is not None, _open_inat),
+    ("tar", lambda p: p.is_file() and tarfile.is_tarfile(p), _open_tar),
+    ("folder", lambda p: p.is_dir(), _open_folder),
+]
+
+
+def open_source(path: str | os.PathLike[str]) -> ImageSource:
+    """The :class:`ImageSource` for ``path`` (see the module docs for the kinds)."""
+    p = Path(path).expanduser().resolve()
+    if not p.exists():
+        raise InputError(f"image source {str(p)!r} does not exist")
+    for _, detect, opener in SOURCE_KINDS:
+        if detect(p):
+            source = opener(p)
+            if not len(source):
+                raise InputError(
+                    f"{str(p)!r} ({source.kind}) holds no images with extensions "
+                    f"{sorted(IMAGE_EXTENSIONS)}"
+                )
+            return source
+    raise InputError(
+        f"{str(p)!r} is not an image source: expected a folder of images, an uncompressed .tar "
+        f"archive, or a COCO-style JSON such as iNat24's train.json"
+    )
