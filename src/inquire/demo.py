@@ -73,12 +73,14 @@ def _quiet_model_progress() -> None:
 
 
 def _later_steps(out: Path, res_dir: Path, bench_root: Path, console: Console) -> None:
-    """Report, statistics and the web page over the demo's results."""
+    """Embedding, reranking, report and statistics, a photo collection, and the web page."""
     from inquire.collection.demo import demo_collection
+    from inquire.embed.demo import demo_embed
     from inquire.report.demo import demo_report
     from inquire.rerank.demo import demo_rerank
     from inquire.web.demo import demo_web
 
+    demo_embed(out / "embed", console)
     demo_rerank(out / "rerank", console)
     demo_report([res_dir], out / "report", console)
     collection = demo_collection(out / "collection", console)
