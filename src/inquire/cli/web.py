@@ -41,8 +41,7 @@ def serve_cmd(
     host: str = typer.Option("127.0.0.1", help="Address to bind; the default is loopback only."),
     port: int = typer.Option(8000, help="TCP port."),
 ) -> None:
-    """Serve a web page over RESULTS: metrics, each query's top-k images, free-text search,
-    and the Verify page over your collections."""
+    """Serve a web page over RESULTS (metrics, top-k images, search) and the Verify page."""
     from rich.console import Console
 
     from inquire.web.app import create_app
