@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -235,10 +236,13 @@ def test_demo_step_prints_a_serve_command_that_works(fx: WebFixture) -> None:
     console = Console(record=True, width=400)
     cmd = demo_web(fx.results, fx.bench.root, console)
     out = console.export_text()
-    assert "http://127.0.0.1:8000/" in out and cmd.split()[:2] == ["inquire", "serve"]
+    parts = cmd.split()
+    serve_at = parts.index("serve")
+    assert "http://127.0.0.1:8000/" in out
+    assert parts[:serve_at] in (["inquire"], [sys.executable, "-m", "inquire"])
     assert f"--images {fx.images}" in cmd and "--embeddings" in cmd and "--model" in cmd
     # The printed command builds a working app (parse it the way the CLI would).
-    args = cmd.split()[2:]
+    args = parts[serve_at + 1 :]
     results = [Path(a) for a in args[: args.index("--images")]]
     assert results == fx.results
     flag_values: dict[str, list[str]] = {}

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import shlex
+import shutil
+import sys
 from pathlib import Path
 
 from rich.console import Console
 from rich.panel import Panel
 
 DEMO_PORT = 8000
+
+
+def _program() -> list[str]:
+    """How to run inquire from a shell: ``inquire`` when it is on PATH (an activated
+    environment), else this interpreter with ``-m inquire`` (e.g. after ``make demo``)."""
+    if shutil.which("inquire"):
+        return ["inquire"]
+    return [sys.executable, "-m", "inquire"]
 
 
 def serve_command(
@@ -20,7 +30,7 @@ def serve_command(
     """The ``inquire serve ...`` command line over ``results_dirs`` and the synthetic benchmark
     at ``bench_root`` (its images, annotations, query texts, embeddings and text model), with
     the Verify page over ``collections`` when given."""
-    args = ["inquire", "serve", *(str(p) for p in results_dirs)]
+    args = [*_program(), "serve", *(str(p) for p in results_dirs)]
     images = bench_root / "images"
     if images.is_dir():
         args += ["--images", str(images)]
