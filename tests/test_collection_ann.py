@@ -202,5 +202,7 @@ def test_cli_index_exact_and_nprobe(tmp_path: Path):
         assert res.exit_code == 0, res.output
         out[opts[0]] = [r["image_id"] for r in json.loads(res.stdout)]
     assert out["--nprobe"] == out["--exact"] and len(out["--exact"]) == 60
+    res = runner.invoke(app, ["collection", "info", "cl"])
+    assert res.exit_code == 0 and "IVF4,Flat (60 rows" in res.output
     res = runner.invoke(app, ["collection", "update", "cl", "--index", "HNSW-nope"])
     assert res.exit_code == 2 and "not a faiss factory string" in res.output

@@ -165,11 +165,16 @@ def list_cmd() -> None:
 def info_cmd(name: str = typer.Argument(..., help="Collection.")) -> None:
     """Show a collection's model, counts and saved searches."""
     from inquire.collection import open_collection
+    from inquire.collection.ann import index_info
     from inquire.collection.verify import Verification
 
     c = open_collection(name)
     console = _console()
-    console.print({**c.meta(), "counts": c.counts(), "folder": str(c.folder)})
+    ann = index_info(c)
+    faiss_index = f"{ann['factory']} ({ann['count']} rows, {ann['built_at']})" if ann else "none"
+    console.print(
+        {**c.meta(), "counts": c.counts(), "folder": str(c.folder), "faiss_index": faiss_index}
+    )
     searches = Verification(c).searches()
     if len(searches):
         console.print(searches.to_string(index=False))

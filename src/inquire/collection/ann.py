@@ -118,6 +118,11 @@ def _sidecar(coll: Collection) -> dict[str, Any] | None:
     return info
 
 
+def index_info(coll: Collection) -> dict[str, Any] | None:
+    """The sidecar of the collection's faiss index (factory, count, built_at, ...) or None."""
+    return _sidecar(coll)
+
+
 def ensure_index(
     coll: Collection, progress: Callable[[int, int], None] | None = None, seed: int = 0
 ) -> str:
