@@ -168,6 +168,15 @@ def test_index_settings_and_errors(tmp_path):
     assert coll.index().ann is None  # too few rows for 1024 lists: searches stay exact
     _, st = update_collection("small", encoder=enc, index="Flat")
     assert st.index == "built Flat" and coll.index().ann is not None
+    # Other index types carry the selector too (HNSW and a pre-transformed IVF).
+    for factory in ("HNSW16", "PCA8,IVF2,Flat"):
+        _, st = update_collection("small", encoder=enc, index=factory)
+        assert st.index == f"built {factory}"
+        index = coll.index()
+        mask = np.zeros(len(index), bool)
+        mask[::3] = True
+        for ids, _ in masked_search(index, _queries(3), 6, mask):
+            assert len(ids) == 6 and mask[index.rows_of(ids)].all()
     with pytest.raises(InputError, match="nprobe must be at least 1"):
         masked_search(coll.index(), _queries(1), 5, nprobe=0)
     assert coll_ann.auto_factory(coll_ann.AUTO_INDEX_ROWS - 1) is None
