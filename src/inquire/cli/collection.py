@@ -61,6 +61,11 @@ def results_table(df: Any, images_root: Path | None = None, title: str = "") -> 
     return table
 
 
+_INDEX_HELP = (
+    '"auto" (an IVF index from 2M images), "none", or a faiss factory string, e.g. "IVF4096,Flat".'
+)
+
+
 def _stats_line(stats: Any) -> str:
     d = stats.as_dict()
     return ", ".join(f"{k} {v}" for k, v in d.items() if k != "shards_written")
@@ -78,12 +83,25 @@ def create_cmd(
     ),
     metadata: Path | None = typer.Option(None, "--metadata", help="iNat24-style train.json."),
     batch_size: int = typer.Option(32, help="Images per encoder call."),
+    workers: int = typer.Option(2, help="Processes decoding images (0: this process)."),
+    index: str = typer.Option(
+        "auto",
+        "--index",
+        help=_INDEX_HELP,
+    ),
 ) -> None:
     """Scan a folder of photos, embed them, record metadata (train.json, EXIF, file time)."""
     from inquire.collection import create_collection
 
     coll, stats = create_collection(
-        name, images, model, metadata, batch_size=batch_size, progress=True
+        name,
+        images,
+        model,
+        metadata,
+        batch_size=batch_size,
+        progress=True,
+        workers=workers,
+        index=index,
     )
     _console().print(
         f"[green]created[/] collection {name!r} at {coll.folder}: {_stats_line(stats)}"
@@ -97,12 +115,24 @@ def update_cmd(
     images: Path | None = typer.Option(None, "--images", help="New location of the photos."),
     metadata: Path | None = typer.Option(None, "--metadata", help="New train.json."),
     batch_size: int = typer.Option(32, help="Images per encoder call."),
+    workers: int = typer.Option(2, help="Processes decoding images (0: this process)."),
+    index: str | None = typer.Option(
+        None,
+        "--index",
+        help="Change the index setting: " + _INDEX_HELP,
+    ),
 ) -> None:
     """Pick up new, changed and deleted files; unchanged images are never re-embedded."""
     from inquire.collection import update_collection
 
     _, stats = update_collection(
-        name, images=images, metadata=metadata, batch_size=batch_size, progress=True
+        name,
+        images=images,
+        metadata=metadata,
+        batch_size=batch_size,
+        progress=True,
+        workers=workers,
+        index=index,
     )
     _console().print(f"[green]updated[/] {name!r}: {_stats_line(stats)}")
 
@@ -135,11 +165,16 @@ def list_cmd() -> None:
 def info_cmd(name: str = typer.Argument(..., help="Collection.")) -> None:
     """Show a collection's model, counts and saved searches."""
     from inquire.collection import open_collection
+    from inquire.collection.ann import index_info
     from inquire.collection.verify import Verification
 
     c = open_collection(name)
     console = _console()
-    console.print({**c.meta(), "counts": c.counts(), "folder": str(c.folder)})
+    ann = index_info(c)
+    faiss_index = f"{ann['factory']} ({ann['count']} rows, {ann['built_at']})" if ann else "none"
+    console.print(
+        {**c.meta(), "counts": c.counts(), "folder": str(c.folder), "faiss_index": faiss_index}
+    )
     searches = Verification(c).searches()
     if len(searches):
         console.print(searches.to_string(index=False))
@@ -219,6 +254,10 @@ def search_cmd(
     as_csv: bool = typer.Option(False, "--csv", help="Print results as CSV."),
     copy_to: Path | None = typer.Option(None, "--copy-to", help="Copy result images here."),
     save: bool = typer.Option(False, "--save", help="Save the search for verification."),
+    exact: bool = typer.Option(False, "--exact", help="Exact search even if a faiss index exists."),
+    nprobe: int | None = typer.Option(
+        None, "--nprobe", help="IVF lists probed per query (faiss index only; default 64)."
+    ),
 ) -> None:
     """Search a collection by text and/or example images, filters applied inside the search."""
     import json
@@ -235,6 +274,8 @@ def search_cmd(
         k,
         rerank,
         from_k,
+        exact=exact,
+        nprobe=nprobe,
     )
     df = search(coll, req)
     if save:

@@ -92,13 +92,23 @@ def _topk(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.n
 
 
 def masked_search(
-    index: CollectionIndex, queries: np.ndarray, k: int, mask: np.ndarray | None = None
+    index: CollectionIndex,
+    queries: np.ndarray,
+    k: int,
+    mask: np.ndarray | None = None,
+    exact: bool = False,
+    nprobe: int | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Exact top-``k`` rows among those where ``mask`` is True.
+    """Top-``k`` rows among those where ``mask`` is True.
 
     ``queries``: ``(nq, d) float32``; ``mask``: ``(N,) bool`` (None: all valid rows).
     Returns one ``(image_ids (k_i,) int64, scores (k_i,) float32)`` per query, where
-    ``k_i = min(k, rows passing the mask)``.
+    ``k_i = min(k, rows passing the mask)``, ordered by the ranking rule.
+
+    When the collection has a faiss index (``index.ann``) and ``exact`` is False, faiss
+    searches with the mask as its ID selector (``nprobe`` lists per query for IVF indexes);
+    a query for which the probed lists hold fewer than ``k_i`` selected rows is answered
+    exactly instead. Otherwise the search is exact.
     """
     q = np.asarray(queries, np.float32)
     if q.ndim != 2 or q.shape[1] != index.store.dim:
@@ -108,10 +118,35 @@ def masked_search(
         )
     if k < 1:
         raise InputError(f"k must be at least 1, got {k}")
+    if nprobe is not None and nprobe < 1:
+        raise InputError(f"nprobe must be at least 1, got {nprobe}")
     mask = index.valid if mask is None else mask & index.valid
     rows = np.flatnonzero(mask)
     if len(rows) == 0:
         return [(np.zeros(0, np.int64), np.zeros(0, np.float32)) for _ in range(len(q))]
+    if index.ann is None or exact:
+        return _exact_search(index, q, k, rows)
+    from inquire.collection.ann import filtered_search
+
+    res = filtered_search(index.ann, q, k, mask, nprobe)
+    want = min(k, len(rows))
+    out: list[tuple[np.ndarray, np.ndarray]] = []
+    for r in range(len(q)):
+        hit = res.rows[r] >= 0
+        if int(hit.sum()) < want:
+            # Too few selected rows in the probed lists: a rare filter, cheap to do exactly.
+            out.append(_exact_search(index, q[r : r + 1], k, rows)[0])
+            continue
+        ids, scores = index.image_id[res.rows[r][hit]], res.scores[r][hit]
+        order = np.lexsort((ids, -scores))  # faiss orders ties arbitrarily
+        out.append((ids[order], scores[order]))
+    return out
+
+
+def _exact_search(
+    index: CollectionIndex, q: np.ndarray, k: int, rows: np.ndarray
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Exact top-``k`` of ``q (nq, d)`` among embedding ``rows`` (ascending, all valid)."""
     if len(rows) < GATHER_BELOW * len(index):
         scores = np.empty((len(q), len(rows)), np.float32)
         for lo in range(0, len(rows), BLOCK_ROWS):
@@ -137,6 +172,8 @@ class SearchRequest:
     k: int = 100
     rerank: str | None = None
     from_k: int = 200
+    exact: bool = False  # ignore the collection's faiss index
+    nprobe: int | None = None  # IVF lists probed per query (faiss path only)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -181,9 +218,12 @@ def query_vector(
             raise InputError("an example image outside the collection needs the encoder")
         from inquire.collection.embedding import embed_files
 
-        vec, ok = embed_files(encoder, [path], batch_size=1)
+        vec, ok, reasons = embed_files(encoder, [path], batch_size=1, workers=0)
         if not ok[0]:
-            raise InputError(f"--like {str(path)!r} is not an image Pillow can read")
+            raise InputError(
+                f"--like {str(path)!r} is not an image that can be read ({reasons[0]}); "
+                "pass a JPEG/PNG photo or an image id of the collection"
+            )
         parts.append(l2_normalize(vec)[0])
     if not parts:
         raise InputError("nothing to search for: give a text query, --like, or both")
@@ -277,7 +317,9 @@ def search(
         encoder = load_encoder(index.collection.model_id)
     q = query_vector(index, encoder, request.text, request.like)
     depth = max(request.k, request.from_k) if request.rerank else request.k
-    ids, scores = masked_search(index, q[None, :], depth, request.filters.mask(index))[0]
+    ids, scores = masked_search(
+        index, q[None, :], depth, request.filters.mask(index), request.exact, request.nprobe
+    )[0]
     df = results_frame(index, ids, scores)
     if request.rerank:
         df = rerank_results(df, request.text, request.rerank)

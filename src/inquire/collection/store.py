@@ -37,6 +37,7 @@ import pandas as pd
 
 from inquire import config
 from inquire._io import atomic_open, atomic_path, write_json
+from inquire.collection.ann import check_setting, ensure_index, load_index
 from inquire.collection.embedding import embed_files
 from inquire.collection.metadata import FIELDS, RANKS, InatMetadata, describe
 from inquire.embed.base import Encoder
@@ -83,6 +84,7 @@ class UpdateStats:
     embedded: int = 0  # images sent to the encoder
     unreadable: int = 0
     shards_written: list[int] = field(default_factory=list)
+    index: str = "none"  # what happened to the faiss index (inquire.collection.ann)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -350,6 +352,7 @@ class CollectionIndex:
     taxa: dict[str, pd.Categorical]
     folder: pd.Categorical
     generation: int
+    ann: Any = None  # the collection's faiss index (inquire.index.ann.AnnIndex) if current
 
     @classmethod
     def load(cls, coll: Collection) -> CollectionIndex:
@@ -369,6 +372,7 @@ class CollectionIndex:
             taxa,
             pd.Categorical(df["folder"]),
             coll.generation,
+            load_index(coll, store),
         )
 
     @property
@@ -429,13 +433,17 @@ def create_collection(
     batch_size: int = 32,
     chunk_size: int = 2048,
     progress: bool = False,
+    workers: int = 2,
+    index: str = "auto",
 ) -> tuple[Collection, UpdateStats]:
     """Create collection ``name`` from the image files under ``images`` and embed them.
 
     ``metadata``: an iNat24-style ``train.json`` (else EXIF and file times are used).
     ``encoder``: an already-loaded encoder (else ``load_encoder(model_id)``).
-    The work is committed every ``chunk_size`` images, so an interrupted run is resumed by
-    :func:`update_collection`.
+    Images are decoded in ``workers`` processes (the embedding pipeline's reader) and encoded
+    ``batch_size`` at a time. ``index``: ``"auto"``, ``"none"`` or a faiss factory string
+    (see :mod:`inquire.collection.ann`). The work is committed every ``chunk_size`` images,
+    so an interrupted run is resumed by :func:`update_collection`.
     """
     folder = _collection_folder(name, root)
     images_root = Path(images).expanduser().resolve()
@@ -452,6 +460,7 @@ def create_collection(
     meta_path = Path(metadata).expanduser().resolve() if metadata is not None else None
     inat = InatMetadata(meta_path) if meta_path is not None else None
     enc = encoder or _load_encoder(model_id, batch_size)
+    index_setting = check_setting(index, enc.dim)
     folder.mkdir(parents=True, exist_ok=True)
     coll = Collection(folder)
     with transaction(coll.conn) as conn:
@@ -463,8 +472,9 @@ def create_collection(
             images_root=str(images_root),
             metadata=str(meta_path) if meta_path else "",
             generation=0,
+            index=index_setting,
         )
-    stats = _sync(coll, enc, inat, batch_size, chunk_size, progress)
+    stats = _sync(coll, enc, inat, batch_size, chunk_size, progress, workers)
     return coll, stats
 
 
@@ -478,16 +488,23 @@ def update_collection(
     batch_size: int = 32,
     chunk_size: int = 2048,
     progress: bool = False,
+    workers: int = 2,
+    index: str | None = None,
 ) -> tuple[Collection, UpdateStats]:
     """Bring collection ``name`` up to date with its images folder.
 
     New files are embedded; files whose size or mtime changed are hashed and re-embedded only
     if their content changed; deleted files leave the results. An unchanged file is never
-    sent to the encoder. ``images``/``metadata`` re-point the folder or train.json.
+    sent to the encoder. ``images``/``metadata`` re-point the folder or train.json;
+    ``index`` changes the index setting (None keeps it). The faiss index, if any, is rebuilt
+    when the embeddings changed.
     """
     coll = open_collection(name, root)
     meta = coll.meta()
+    index_setting = check_setting(index, int(meta["dim"])) if index is not None else None
     with transaction(coll.conn) as conn:
+        if index_setting is not None:
+            coll.set_meta(conn, index=index_setting)
         if images is not None:
             new_root = Path(images).expanduser().resolve()
             if not new_root.is_dir():
@@ -509,7 +526,7 @@ def update_collection(
             f"{meta['revision']!r}) but the encoder is {enc.model_id} (revision {enc.revision!r}); "
             "vectors of two models cannot be mixed: create a new collection for the new model"
         )
-    stats = _sync(coll, enc, inat, batch_size, chunk_size, progress)
+    stats = _sync(coll, enc, inat, batch_size, chunk_size, progress, workers)
     return coll, stats
 
 
@@ -543,8 +560,11 @@ def _sync(
     batch_size: int,
     chunk_size: int,
     progress: bool,
+    workers: int,
 ) -> UpdateStats:
-    from tqdm.auto import tqdm
+    import time
+
+    from inquire.embed.pipeline import progress_bar
 
     root = coll.images_root
     stats = UpdateStats()
@@ -594,128 +614,145 @@ def _sync(
             )
         return np.asarray(shard_cache[loc[0]][loc[1]], np.float32)
 
-    bar = tqdm(total=len(todo), desc=f"collection {coll.name}", unit="img", disable=not progress)
-    for lo in range(0, len(todo), chunk_size):
-        chunk = todo[lo : lo + chunk_size]
-        rows_out: list[tuple[str, dict[str, Any]]] = []  # (rel, record) for the db
-        vec_rows: list[np.ndarray] = []
-        to_encode: list[int] = []  # positions in rows_out
-        touched: list[tuple[int, int, str]] = []
-        first_in_chunk: dict[str, int] = {}  # sha1 -> position in rows_out
-        copies: list[tuple[int, int]] = []  # (duplicate, original) positions in rows_out
-        for rel in chunk:
-            size, mtime = files[rel]
-            full = root / rel
-            try:
-                sha = file_sha1(full)
-            except OSError as exc:
-                log.warning("cannot read %s (%s); skipped", full, exc)
-                continue
-            old = known.get(rel)
-            if old is not None and old["status"] == "ok" and old["sha1"] == sha:
-                touched.append((size, mtime, rel))
-                continue
-            rec = describe(full, rel, mtime, inat)
-            if old is not None:
-                image_id = int(old["image_id"])
-                if old["status"] == "deleted":
+    bar = progress_bar(disable=not progress, label=f"collection {coll.name}")
+    task = bar.add_task("sync", total=len(todo), rate="")
+    start = time.perf_counter()
+    done = [0]  # files handled by this run: the rate counts encoder work and cheap files alike
+
+    def advance(n: int) -> None:
+        done[0] += n
+        rate = done[0] / max(time.perf_counter() - start, 1e-9)
+        bar.update(task, advance=n, rate=f"{rate:,.1f} img/s")
+
+    with bar:
+        for lo in range(0, len(todo), chunk_size):
+            chunk = todo[lo : lo + chunk_size]
+            rows_out: list[tuple[str, dict[str, Any]]] = []  # (rel, record) for the db
+            vec_rows: list[np.ndarray] = []
+            to_encode: list[int] = []  # positions in rows_out
+            touched: list[tuple[int, int, str]] = []
+            first_in_chunk: dict[str, int] = {}  # sha1 -> position in rows_out
+            copies: list[tuple[int, int]] = []  # (duplicate, original) positions in rows_out
+            for rel in chunk:
+                size, mtime = files[rel]
+                full = root / rel
+                try:
+                    sha = file_sha1(full)
+                except OSError as exc:
+                    log.warning("cannot read %s (%s); skipped", full, exc)
+                    continue
+                old = known.get(rel)
+                if old is not None and old["status"] == "ok" and old["sha1"] == sha:
+                    touched.append((size, mtime, rel))
+                    continue
+                rec = describe(full, rel, mtime, inat)
+                if old is not None:
+                    image_id = int(old["image_id"])
+                    if old["status"] == "deleted":
+                        stats.added += 1
+                    else:
+                        stats.changed += 1
+                else:
+                    src = rec.get("source_id")
+                    if src is not None and int(src) not in ids_taken:
+                        image_id = int(src)
+                    else:
+                        image_id = next_id
+                        next_id += 1
+                    ids_taken.add(image_id)
                     stats.added += 1
+                rec.update(image_id=image_id, size=size, mtime_ns=mtime, sha1=sha)
+                rows_out.append((rel, rec))
+                if sha in by_hash:
+                    vec_rows.append(old_vector(by_hash[sha]))
+                    stats.reused += 1
+                elif sha in first_in_chunk:  # a duplicate of a file embedded in this same chunk
+                    vec_rows.append(np.zeros(enc.dim, np.float32))
+                    copies.append((len(rows_out) - 1, first_in_chunk[sha]))
                 else:
-                    stats.changed += 1
-            else:
-                src = rec.get("source_id")
-                if src is not None and int(src) not in ids_taken:
-                    image_id = int(src)
-                else:
-                    image_id = next_id
-                    next_id += 1
-                ids_taken.add(image_id)
-                stats.added += 1
-            rec.update(image_id=image_id, size=size, mtime_ns=mtime, sha1=sha)
-            rows_out.append((rel, rec))
-            if sha in by_hash:
-                vec_rows.append(old_vector(by_hash[sha]))
-                stats.reused += 1
-            elif sha in first_in_chunk:  # a duplicate of a file embedded in this same chunk
-                vec_rows.append(np.zeros(enc.dim, np.float32))
-                copies.append((len(rows_out) - 1, first_in_chunk[sha]))
-            else:
-                vec_rows.append(np.zeros(enc.dim, np.float32))
-                to_encode.append(len(rows_out) - 1)
-                first_in_chunk[sha] = len(rows_out) - 1
-        if to_encode:
-            vecs, ok = embed_files(enc, [root / rows_out[i][0] for i in to_encode], batch_size)
-            for j, i in enumerate(to_encode):
-                vec_rows[i] = vecs[j]
-                if not ok[j]:
-                    rows_out[i][1]["status"] = "unreadable"
-            stats.embedded += int(ok.sum())
-            stats.unreadable += int((~ok).sum())
-        for dup, src in copies:
-            vec_rows[dup] = vec_rows[src]
-            if rows_out[src][1].get("status") == "unreadable":
-                rows_out[dup][1]["status"] = "unreadable"
-                stats.unreadable += 1
-            else:
-                stats.reused += 1
-        keep = [i for i, (_, r) in enumerate(rows_out) if r.get("status") != "unreadable"]
-        shard = -1
-        if keep:
-            shard = _next_shard(coll)
-            _write_shard(
-                coll.emb_dir,
-                shard,
-                np.stack([vec_rows[i] for i in keep]),
-                [rows_out[i][1]["image_id"] for i in keep],
-                [rows_out[i][0] for i in keep],
-            )
-            stats.shards_written.append(shard)
-        with transaction(conn):
-            conn.executemany("UPDATE images SET size = ?, mtime_ns = ? WHERE path = ?", touched)
-            pos_in_shard = {i: r for r, i in enumerate(keep)}
-            params = []
-            for i, (rel, rec) in enumerate(rows_out):
-                status = rec.get("status") or "ok"
-                loc = (shard, pos_in_shard[i]) if status == "ok" else (None, None)
-                params.append(
-                    (
-                        rec["image_id"],
-                        rel,
-                        rec["size"],
-                        rec["mtime_ns"],
-                        rec["sha1"],
-                        status,
-                        *loc,
-                        *(rec[f] for f in _META_FIELDS),
-                    )
+                    vec_rows.append(np.zeros(enc.dim, np.float32))
+                    to_encode.append(len(rows_out) - 1)
+                    first_in_chunk[sha] = len(rows_out) - 1
+            if to_encode:
+                vecs, ok, _ = embed_files(
+                    enc,
+                    [rows_out[i][0] for i in to_encode],
+                    batch_size,
+                    workers,
+                    root=root,
+                    advance=advance,
                 )
-                if status == "ok":
-                    by_hash[rec["sha1"]] = (shard, pos_in_shard[i])
-            cols = (
-                "image_id",
-                "path",
-                "size",
-                "mtime_ns",
-                "sha1",
-                "status",
-                "shard",
-                "row",
-                *_META_FIELDS,
-            )
-            quoted = ", ".join(f'"{c}"' for c in cols)
-            updates = ", ".join(f'"{c}" = excluded."{c}"' for c in cols if c != "image_id")
-            conn.executemany(
-                f"INSERT INTO images ({quoted}) VALUES ({', '.join('?' * len(cols))}) "
-                f"ON CONFLICT(image_id) DO UPDATE SET {updates}, "
-                "updated = strftime('%Y-%m-%dT%H:%M:%SZ', 'now')",
-                params,
-            )
-        stats.touched += len(touched)
-        bar.update(len(chunk))
-    bar.close()
+                for j, i in enumerate(to_encode):
+                    vec_rows[i] = vecs[j]
+                    if not ok[j]:
+                        rows_out[i][1]["status"] = "unreadable"
+                stats.embedded += int(ok.sum())
+                stats.unreadable += int((~ok).sum())
+            for dup, src in copies:
+                vec_rows[dup] = vec_rows[src]
+                if rows_out[src][1].get("status") == "unreadable":
+                    rows_out[dup][1]["status"] = "unreadable"
+                    stats.unreadable += 1
+                else:
+                    stats.reused += 1
+            keep = [i for i, (_, r) in enumerate(rows_out) if r.get("status") != "unreadable"]
+            shard = -1
+            if keep:
+                shard = _next_shard(coll)
+                _write_shard(
+                    coll.emb_dir,
+                    shard,
+                    np.stack([vec_rows[i] for i in keep]),
+                    [rows_out[i][1]["image_id"] for i in keep],
+                    [rows_out[i][0] for i in keep],
+                )
+                stats.shards_written.append(shard)
+            with transaction(conn):
+                conn.executemany("UPDATE images SET size = ?, mtime_ns = ? WHERE path = ?", touched)
+                pos_in_shard = {i: r for r, i in enumerate(keep)}
+                params = []
+                for i, (rel, rec) in enumerate(rows_out):
+                    status = rec.get("status") or "ok"
+                    loc = (shard, pos_in_shard[i]) if status == "ok" else (None, None)
+                    params.append(
+                        (
+                            rec["image_id"],
+                            rel,
+                            rec["size"],
+                            rec["mtime_ns"],
+                            rec["sha1"],
+                            status,
+                            *loc,
+                            *(rec[f] for f in _META_FIELDS),
+                        )
+                    )
+                    if status == "ok":
+                        by_hash[rec["sha1"]] = (shard, pos_in_shard[i])
+                cols = (
+                    "image_id",
+                    "path",
+                    "size",
+                    "mtime_ns",
+                    "sha1",
+                    "status",
+                    "shard",
+                    "row",
+                    *_META_FIELDS,
+                )
+                quoted = ", ".join(f'"{c}"' for c in cols)
+                updates = ", ".join(f'"{c}" = excluded."{c}"' for c in cols if c != "image_id")
+                conn.executemany(
+                    f"INSERT INTO images ({quoted}) VALUES ({', '.join('?' * len(cols))}) "
+                    f"ON CONFLICT(image_id) DO UPDATE SET {updates}, "
+                    "updated = strftime('%Y-%m-%dT%H:%M:%SZ', 'now')",
+                    params,
+                )
+            stats.touched += len(touched)
+            advance(len(chunk) - len(to_encode))  # files that needed no encoder work
     with transaction(conn):
         coll.set_meta(conn, generation=coll.generation + 1)
     coll.write_rows_snapshot()
+    stats.index = ensure_index(coll)
     log.info("collection %s: %s", coll.name, stats.as_dict())
     return stats
 
@@ -773,6 +810,7 @@ def compact(name: str, root: str | os.PathLike[str] | None = None) -> int:
         os.replace(new_dir, coll.emb_dir)
     shutil.rmtree(old_dir)
     coll.write_rows_snapshot()
+    ensure_index(coll)  # the old index went with the old shards
     return dropped
 
 

@@ -24,12 +24,13 @@ cluster (:mod:`inquire.embed.ray_engine`).
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -307,6 +308,11 @@ def _now() -> str:
 # The local engine: DataLoader workers decode, this process encodes and writes.
 
 
+def _keep_image(image: Any) -> Any:
+    """The identity ``preprocess``: hand the decoded RGB PIL image on as it is."""
+    return image
+
+
 class _DecodeDataset:
     """Map-style dataset: item index -> (index, pixels or None, failure reason)."""
 
@@ -321,13 +327,88 @@ class _DecodeDataset:
         return i, pixels, reason
 
 
-def _collate(batch: list[tuple[int, Any, str]]) -> tuple[np.ndarray, Any, list[tuple[int, str]]]:
-    import torch
+DecodedBatch = tuple[np.ndarray, Any, list[tuple[int, str]]]
 
+
+def _collate(batch: list[tuple[int, Any, str]], stack: bool = True) -> DecodedBatch:
     ok = [(i, px) for i, px, _ in batch if px is not None]
     items = np.array([i for i, _ in ok], dtype=np.int64)
-    pixels = torch.stack([px for _, px in ok]) if ok else None
+    pixels: Any = None
+    if ok and stack:
+        import torch
+
+        pixels = torch.stack([px for _, px in ok])
+    elif ok:
+        pixels = [px for _, px in ok]
     return items, pixels, [(i, r) for i, px, r in batch if px is None]
+
+
+def decode_batches(
+    source: ImageSource,
+    batches: Sequence[Sequence[int]],
+    preprocess: Any = None,
+    workers: int = 2,
+    stack: bool = True,
+) -> Iterator[DecodedBatch]:
+    """Read, decode and preprocess the items of ``source`` in parallel, batch by batch.
+
+    ``batches``: lists of item indices, yielded in this order. Each item is opened with
+    :func:`~inquire.embed.base.open_image` (EXIF orientation, 16-bit, alpha, CMYK handled)
+    and passed through ``preprocess`` (None: keep the RGB PIL image). ``workers``: torch
+    DataLoader worker processes (0 decodes in this process, without torch when
+    ``stack=False``).
+
+    Yields ``(items (b,) int64, pixels, errors)`` per batch: ``items`` the indices that
+    decoded, ``pixels`` a ``(b, 3, H, W)`` tensor when ``stack`` (else a list of ``b``
+    preprocessed images; None when ``b == 0``), ``errors`` ``[(item, reason), ...]`` for the
+    items that could not be decoded (a bad image never stops the run).
+    """
+    prep = preprocess if preprocess is not None else _keep_image
+    collate = functools.partial(_collate, stack=stack)
+    if workers == 0:
+        # Same work as a DataLoader without workers, but needs torch only to stack.
+        for batch in batches:
+            yield collate([(i, *decode_item(source, prep, i)) for i in batch])
+        return
+    from torch.utils.data import DataLoader
+
+    loader: Any = DataLoader(
+        _DecodeDataset(source, prep),  # type: ignore[arg-type]
+        batch_sampler=[list(b) for b in batches],
+        num_workers=workers,
+        collate_fn=collate,
+        prefetch_factor=4,
+    )
+    yield from loader
+
+
+def progress_bar(console: Any = None, disable: bool = False, label: str = "embedding") -> Any:
+    """A rich ``Progress`` with count, percentage, rate and ETA columns (on stderr).
+
+    Tasks take a ``rate`` field (e.g. ``"12.3 img/s"``), updated by the caller.
+    """
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn(f"[bold]{label}[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console or Console(stderr=True),
+        disable=disable,
+    )
 
 
 def _shard_batches(writer: ShardWriter, shards: list[int], batch_size: int) -> Iterator[list[int]]:
@@ -347,18 +428,10 @@ def _run_local(
     address: str | None,
     advance: Callable[[int], None],
 ) -> None:
-    from torch.utils.data import DataLoader
-
     if address is not None:
         raise InputError("--address joins a Ray cluster; use it with --engine ray")
-    loader: Any = DataLoader(
-        _DecodeDataset(source, encoder.preprocess),  # type: ignore[arg-type]
-        batch_sampler=list(_shard_batches(writer, writer.todo(), batch_size)),
-        num_workers=workers,
-        collate_fn=_collate,
-        prefetch_factor=4 if workers > 0 else None,
-    )
-    for items, pixels, errors in loader:
+    batches = list(_shard_batches(writer, writer.todo(), batch_size))
+    for items, pixels, errors in decode_batches(source, batches, encoder.preprocess, workers):
         emb = (
             encoder.encode_pixels(pixels)
             if pixels is not None
@@ -438,17 +511,6 @@ def embed_images(
     ``address``: a Ray cluster to join (``engine="ray"`` only). Rerunning the same call
     continues an interrupted run; ``overwrite=True`` starts over.
     """
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TaskProgressColumn,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
     if engine not in ENGINES:
         raise UnknownNameError("engine", engine, ENGINES)
     if workers < 0:
@@ -462,17 +524,7 @@ def embed_images(
     todo = writer.todo()
     n_todo = sum(hi - lo for lo, hi in map(writer.bounds, todo))
     start = time.perf_counter()
-    with Progress(
-        TextColumn("[bold]embedding[/]"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TaskProgressColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console or Console(stderr=True),
-        disable=not progress,
-    ) as bar:
+    with progress_bar(console, disable=not progress) as bar:
         task = bar.add_task("embed", total=len(source), completed=len(source) - n_todo, rate="")
 
         processed = [0]  # items handled by this run (the bar also counts earlier runs)

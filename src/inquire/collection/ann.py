@@ -1,0 +1,246 @@
+"""An optional faiss index over a collection's embeddings, searched with the filters inside.
+
+The index is built with :func:`inquire.index.ann.build_index` over the collection's embedding
+store (faiss row ``i`` = embedding row ``i``, valid or not) and lives beside the shards as
+``embeddings/index/collection.faiss`` + ``collection.json``. Which index a collection keeps is
+its ``index`` setting (collection meta), one of:
+
+- ``"auto"`` (default): an ``IVF{nlist},Flat`` index once the store holds at least
+  ``AUTO_INDEX_ROWS`` rows (``nlist`` the power of two nearest ``4 * sqrt(rows)``), none below;
+- ``"none"``: never an index (exact search only);
+- a faiss factory string such as ``"IVF4096,Flat"`` or ``"HNSW32"``.
+
+Every create/update/compact that changes the store rebuilds the index (the sidecar's store
+fingerprint says whether it still matches); deletions only change the row-validity mask and
+keep it. A search loads the index only when it matches the store, so an interrupted update
+falls back to exact search until the next update rebuilds it.
+
+Filters are applied inside faiss: the rows passing the filters (and the validity mask) become
+an ``IDSelectorBitmap`` in the ``SearchParameters`` of the call, so faiss only ever scores
+selected rows and returns the top k among them, never a top k that is filtered afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from inquire.errors import InputError
+
+if TYPE_CHECKING:
+    from inquire.collection.store import Collection
+    from inquire.index.ann import AnnIndex
+
+log = logging.getLogger(__name__)
+
+INDEX_NAME = "collection"
+# Below this many rows exact filtered search answers in well under a second on two cores
+# (see benchmarks/collection_search.py); "auto" builds no index there.
+AUTO_INDEX_ROWS = 2_000_000
+# Probes per query when the caller gives none (capped at the index's list count).
+DEFAULT_NPROBE = 64
+# k-means training sample (faiss wants >= 39 points per list; more buys little).
+TRAIN_PER_LIST = 64
+SETTINGS = ("auto", "none")
+
+
+def check_setting(value: str, dim: int | None = None) -> str:
+    """Validate an ``index`` setting: ``"auto"``, ``"none"`` or a faiss factory string.
+
+    A factory string is tried with faiss (for ``dim``-d vectors when known), so a typo fails
+    before any image is embedded.
+    """
+    setting = str(value).strip()
+    if setting.lower() in SETTINGS:
+        return setting.lower()
+    if not setting:
+        raise InputError("--index needs 'auto', 'none' or a faiss factory string like IVF4096,Flat")
+    from inquire.index.ann import _faiss
+
+    faiss = _faiss()
+    try:
+        faiss.index_factory(int(dim or 64), setting, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as exc:
+        last = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
+        raise InputError(
+            f"--index {setting!r} is not a faiss factory string faiss can build ({last}); use "
+            "'auto', 'none' or e.g. 'IVF4096,Flat', 'IVF1024,PQ32', 'HNSW32'"
+        ) from None
+    return setting
+
+
+def auto_factory(n_rows: int) -> str | None:
+    """The factory ``"auto"`` picks for ``n_rows`` rows (None: too small for an index)."""
+    if n_rows < AUTO_INDEX_ROWS:
+        return None
+    nlist = 2 ** round(math.log2(4 * math.sqrt(n_rows)))
+    return f"IVF{nlist},Flat"
+
+
+def wanted_factory(setting: str, n_rows: int) -> str | None:
+    """The factory string the collection should have for ``setting`` and ``n_rows``."""
+    if setting == "none":
+        return None
+    if setting == "auto":
+        return auto_factory(n_rows)
+    return setting
+
+
+def _paths(coll: Collection) -> tuple[Any, Any]:
+    from inquire.index.ann import INDEX_SUFFIX, SIDECAR_SUFFIX, index_dir
+
+    folder = index_dir(coll.emb_dir)
+    return folder / f"{INDEX_NAME}{INDEX_SUFFIX}", folder / f"{INDEX_NAME}{SIDECAR_SUFFIX}"
+
+
+def remove_index(coll: Collection) -> bool:
+    """Delete the collection's index files; True if there were any."""
+    found = False
+    for p in _paths(coll):
+        if p.exists():
+            p.unlink()
+            found = True
+    return found
+
+
+def _sidecar(coll: Collection) -> dict[str, Any] | None:
+    import json
+
+    path, side = _paths(coll)
+    if not path.is_file() or not side.is_file():
+        return None
+    info: dict[str, Any] = json.loads(side.read_text(encoding="utf-8"))
+    return info
+
+
+def index_info(coll: Collection) -> dict[str, Any] | None:
+    """The sidecar of the collection's faiss index (factory, count, built_at, ...) or None."""
+    return _sidecar(coll)
+
+
+def ensure_index(
+    coll: Collection, progress: Callable[[int, int], None] | None = None, seed: int = 0
+) -> str:
+    """Build, keep or remove the collection's index so that it matches its setting and store.
+
+    Returns what happened, for the command's summary: ``"none"``, ``"kept FACTORY"``,
+    ``"built FACTORY"``, ``"removed"`` or ``"not built: REASON"`` (e.g. fewer rows than an
+    IVF index has lists; searches are then exact).
+    """
+    setting = coll.meta().get("index", "auto")
+    if not (coll.emb_dir / "img_emb").is_dir():
+        return "removed" if remove_index(coll) else "none"
+    store = coll.store()
+    factory = wanted_factory(setting, len(store))
+    if factory is None:
+        return "removed" if remove_index(coll) else "none"
+    from inquire.index.ann import build_index, store_fingerprint
+
+    info = _sidecar(coll)
+    if (
+        info is not None
+        and info.get("factory") == factory
+        and info.get("count") == len(store)
+        and info.get("store_fingerprint") == store_fingerprint(store)
+    ):
+        return f"kept {factory}"
+    train = min(len(store), max(TRAIN_PER_LIST * _nlist(factory), 10_000))
+    log.info("building index %s over %d rows of collection %s", factory, len(store), coll.name)
+    try:
+        build_index(
+            store,
+            factory,
+            name=INDEX_NAME,
+            train_size=train,
+            seed=seed,
+            overwrite=True,
+            progress=progress,
+        )
+    except InputError as exc:
+        remove_index(coll)
+        log.warning("collection %s: index %s not built (%s)", coll.name, factory, exc)
+        return f"not built: {exc}"
+    return f"built {factory}"
+
+
+def _nlist(factory: str) -> int:
+    import re
+
+    m = re.search(r"IVF(\d+)", factory)
+    return int(m.group(1)) if m else 1
+
+
+def load_index(coll: Collection, store: Any) -> AnnIndex | None:
+    """The collection's faiss index if it has one matching ``store``, else None.
+
+    A stale index (the store changed since it was built, e.g. an interrupted update) is not
+    used: searches are exact until ``inquire collection update`` rebuilds it.
+    """
+    if _sidecar(coll) is None:
+        return None
+    from inquire.index.ann import AnnIndex, StaleIndexError
+
+    try:
+        return AnnIndex.load(store, INDEX_NAME)
+    except StaleIndexError as exc:
+        log.warning(
+            "collection %s: its faiss index does not match the embeddings (%s); searching "
+            "exactly until `inquire collection update %s` rebuilds it",
+            coll.name,
+            str(exc).split(";")[0],
+            coll.name,
+        )
+        return None
+
+
+@dataclass(frozen=True)
+class AnnResult:
+    """Rows (``(nq, k) int64``, -1 padding) and scores (``(nq, k) float32``) from faiss."""
+
+    rows: np.ndarray
+    scores: np.ndarray
+
+
+def _search_params(faiss: Any, index: Any, sel: Any, nprobe: int, k: int) -> Any:
+    """faiss ``SearchParameters`` carrying the selector, for the index type at hand."""
+    if isinstance(index, faiss.IndexPreTransform):
+        return faiss.SearchParametersPreTransform(
+            index_params=_search_params(faiss, faiss.downcast_index(index.index), sel, nprobe, k)
+        )
+    if isinstance(index, faiss.IndexIVF):
+        return faiss.SearchParametersIVF(sel=sel, nprobe=max(1, min(nprobe, index.nlist)))
+    if isinstance(index, faiss.IndexHNSW):
+        return faiss.SearchParametersHNSW(sel=sel, efSearch=max(k, index.hnsw.efSearch))
+    return faiss.SearchParameters(sel=sel)
+
+
+def filtered_search(
+    ann: AnnIndex, queries: np.ndarray, k: int, mask: np.ndarray, nprobe: int | None = None
+) -> AnnResult:
+    """Top ``k`` store rows among those where ``mask (N,) bool`` is True, by faiss.
+
+    The mask travels into faiss as an ``IDSelectorBitmap``: unselected rows are never scored
+    or returned. ``queries``: ``(nq, d) float32``. ``nprobe``: lists probed per query for IVF
+    indexes (default ``DEFAULT_NPROBE``; ``nlist`` probes every list, i.e. exact).
+    """
+    from inquire.index.ann import _faiss
+
+    faiss = _faiss()
+    n = ann.index.ntotal
+    if len(mask) != n:
+        raise InputError(
+            f"the filter mask has {len(mask)} rows but the index holds {n}; run "
+            "`inquire collection update` to rebuild the index"
+        )
+    bitmap = np.packbits(np.asarray(mask, bool), bitorder="little")  # bit i%8 of byte i//8
+    sel = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))
+    params = _search_params(faiss, ann.index, sel, int(nprobe or DEFAULT_NPROBE), k)
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    scores, rows = ann.index.search(q, int(k), params=params)
+    del sel, bitmap  # kept alive until faiss returned
+    return AnnResult(np.asarray(rows, np.int64), np.asarray(scores, np.float32))
