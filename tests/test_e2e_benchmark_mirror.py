@@ -171,7 +171,16 @@ def test_rerank_benchmark_through_a_mirror_then_offline(
 
         res = runner.invoke(
             app,
-            ["eval", "rerank", "--reranker", "clip_score", "--split", "val", "--out", str(clip_dir)],
+            [
+                "eval",
+                "rerank",
+                "--reranker",
+                "clip_score",
+                "--split",
+                "val",
+                "--out",
+                str(clip_dir),
+            ],
             env=WIDE,
         )
         assert res.exit_code == 0, res.output
@@ -183,8 +192,18 @@ def test_rerank_benchmark_through_a_mirror_then_offline(
 
         res = runner.invoke(
             app,
-            ["eval", "rerank", "--reranker", "random", "--seed", "7", "--split", "val"]
-            + ["--out", str(random_dir)],
+            [
+                "eval",
+                "rerank",
+                "--reranker",
+                "random",
+                "--seed",
+                "7",
+                "--split",
+                "val",
+                "--out",
+                str(random_dir),
+            ],
             env=WIDE,
         )
         assert res.exit_code == 0, res.output
@@ -194,8 +213,16 @@ def test_rerank_benchmark_through_a_mirror_then_offline(
         # the test split: four shards in the registry's order
         res = runner.invoke(
             app,
-            ["eval", "rerank", "--reranker", "clip_score", "--split", "test"]
-            + ["--out", str(test_dir)],
+            [
+                "eval",
+                "rerank",
+                "--reranker",
+                "clip_score",
+                "--split",
+                "test",
+                "--out",
+                str(test_dir),
+            ],
             env=WIDE,
         )
         assert res.exit_code == 0, res.output
@@ -268,3 +295,105 @@ def test_rerank_benchmark_through_a_mirror_then_offline(
     assert res.exit_code == 0, res.output
     assert len(server.requests) == n_requests
     pd.testing.assert_frame_equal(_per_query(again), _per_query(clip_dir))
+
+
+def _published_store(root: Path, annotations: pd.DataFrame, text: dict[str, np.ndarray]) -> None:
+    """Embeddings in the layout of INQUIRE's published ones: two shards, metadata with only
+    ``image_path`` (no ``.jpg``, no ids). Relevant images lie near their query's text."""
+    rng = np.random.default_rng(5)
+    paths, vecs = [], []
+    for row in annotations.itertuples():
+        t = text.get(str(row.query_text))
+        v = rng.normal(size=16) if t is None else t + rng.normal(scale=0.08, size=16)
+        paths.append(str(row.image_path).removesuffix(".jpg"))
+        vecs.append(v)
+    for i in range(300):  # images no query is about
+        paths.append(f"train/99999_Fixture_distractor/{i:05d}-none")
+        vecs.append(rng.normal(size=16))
+    order = rng.permutation(len(paths))
+    emb = np.asarray(vecs)[order]
+    emb = (emb / np.linalg.norm(emb, axis=1, keepdims=True)).astype(np.float16)
+    meta = pd.DataFrame({"image_path": np.asarray(paths)[order]})
+    (root / "img_emb").mkdir(parents=True)
+    (root / "metadata").mkdir()
+    half = len(emb) // 2
+    for i, sl in enumerate((slice(0, half), slice(half, None))):
+        np.save(root / "img_emb" / f"img_emb_{i}.npy", emb[sl])
+        meta.iloc[sl].to_parquet(root / "metadata" / f"metadata_{i}.parquet", index=False)
+
+
+def test_fullrank_on_published_layout_through_the_mirror(
+    mirror_root: dict[str, object], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    root = mirror_root["root"]
+    queries = mirror_root["queries"]
+    assert isinstance(root, Path) and isinstance(queries, pd.DataFrame)
+    ann = pd.read_csv(root / get_artifact("annotations").mirror_path)
+    val_q = read_queries(root / get_artifact("queries-val").mirror_path)
+    rng = np.random.default_rng(9)
+    text = {t: rng.normal(size=16) for t in val_q["query_text"]}
+    text = {t: v / np.linalg.norm(v) for t, v in text.items()}
+    pd.DataFrame(
+        {"query_text": list(text), "embedding": [v.tolist() for v in text.values()]}
+    ).to_parquet(tmp_path / "text.parquet")
+    ann_q = ann.merge(queries[["query_id", "query_text"]], on="query_id")
+    emb_dir = tmp_path / "emb"
+    _published_store(emb_dir, ann_q, text)
+    model = f"precomputed:{tmp_path / 'text.parquet'}"
+    out, again = tmp_path / "fullrank", tmp_path / "evaluated"
+
+    with FixtureServer(root) as server:
+        monkeypatch.setenv("INQUIRE_BASE_URL", server.url)
+        res = runner.invoke(
+            app,
+            [
+                *("eval", "fullrank", "--model", model, "--split", "val"),
+                *("--embeddings", str(emb_dir), "--k", "50", "--out", str(out)),
+            ],
+            env=WIDE,
+        )
+        assert res.exit_code == 0, res.output
+        assert server.gets(get_artifact("annotations").mirror_path)
+        # the saved run evaluates to the same numbers through `inquire evaluate`
+        res = runner.invoke(
+            app,
+            [
+                "evaluate",
+                "--run",
+                str(out / "run.parquet"),
+                "--split",
+                "val",
+                "--k",
+                "50",
+                "--out",
+                str(again),
+            ],
+            env=WIDE,
+        )
+        assert res.exit_code == 0, res.output
+
+    # brute force over the shards; rows take the annotated id of their path, others 10**12 + row
+    vecs = np.concatenate([np.load(emb_dir / "img_emb" / f"img_emb_{i}.npy") for i in (0, 1)])
+    paths = pd.concat(
+        [pd.read_parquet(emb_dir / "metadata" / f"metadata_{i}.parquet") for i in (0, 1)]
+    )["image_path"].tolist()
+    id_of_path = dict(
+        zip(ann["image_path"].str.removesuffix(".jpg"), ann["image_id"], strict=False)
+    )
+    ids = np.array([id_of_path.get(p, 10**12 + r) for r, p in enumerate(paths)], np.int64)
+    got = pd.read_csv(out / "per_query.csv").set_index("query_id")
+    assert len(got) == 50
+    for qid, t in zip(val_q["query_id"], val_q["query_text"], strict=True):
+        scores = vecs.astype(np.float64) @ text[t]
+        ranked = ids[np.lexsort((np.arange(len(ids)), -scores))[:50]]
+        relevant = set(ann.loc[ann["query_id"] == qid, "image_id"])
+        rel = np.array([i in relevant for i in ranked])
+        hits = np.cumsum(rel)
+        ap = float(np.sum(rel * hits / np.arange(1, 51))) / min(len(relevant), 50)
+        assert got.loc[qid, "ap"] == pytest.approx(ap, abs=1e-12), qid
+        assert got.loc[qid, "recall"] == pytest.approx(hits[-1] / len(relevant))
+    assert got["ap"].mean() > 0.5  # relevant images lie near their queries: the join worked
+    pd.testing.assert_frame_equal(
+        pd.read_csv(again / "per_query.csv")[["query_id", "ap", "ndcg", "mrr"]],
+        pd.read_csv(out / "per_query.csv")[["query_id", "ap", "ndcg", "mrr"]],
+    )
