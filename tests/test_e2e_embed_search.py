@@ -337,3 +337,63 @@ def test_path_join_never_matches_ambiguous_names(tmp_path: Path) -> None:
     assert ids.tolist() == [UNANNOTATED_ID_BASE, 3]
     with pytest.raises(InputError, match="different collections"):
         image_ids_by_path(_store(tmp_path / "b", ["q.jpg"]), ann)
+
+
+def test_web_shows_the_right_images_of_a_run_over_a_store_without_ids(
+    world: World, home: Path, tmp_path: Path
+) -> None:
+    """A run over a store without image ids speaks the annotations' ids (joined on paths);
+    the page must show each id's own image, mark relevance by the annotations, and search
+    must name images the same way."""
+    from fastapi.testclient import TestClient
+
+    from inquire.web import WebConfig
+    from inquire.web.app import create_app
+
+    out = tmp_path / "R"
+    res = runner.invoke(
+        app,
+        [
+            *("eval", "fullrank", "--model", world.model, "--embeddings", str(world.emb)),
+            *("--queries", str(world.bench.queries_val)),
+            *("--annotations", str(world.bench.annotations), "--k", "600", "--out", str(out)),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    qrels = read_qrels(world.bench.annotations)
+    _, paths = _shards(world.emb)
+    config = WebConfig(
+        results=[out],
+        embeddings=world.emb,
+        model=world.model,
+        annotations=[world.bench.annotations],
+        queries=[world.bench.queries_val],
+        image_roots=[world.images],
+        max_k=600,
+    )
+    qid = int(read_queries(world.bench.queries_val)["query_id"].iloc[0])
+    with TestClient(create_app(config)) as client:
+        (run,) = client.get("/api/runs").json()
+        grid = client.get(f"/api/runs/{run['slug']}/queries/{qid}", params={"k": 600})
+        assert grid.status_code == 200, grid.text
+        items = grid.json()["results"]
+        assert [it["relevant"] for it in items] == [it["image_id"] in qrels[qid] for it in items]
+        assert sum(it["relevant"] for it in items) == len(qrels[qid])
+        shown = [it for it in items if it["relevant"]][:3] + [it for it in items[:3]]
+        for it in shown:
+            img = client.get(f"/images/{it['image_id']}")
+            assert img.status_code == 200, (it, img.text)
+            assert img.content == (world.images / _file_of(it["image_id"], paths)).read_bytes()
+            assert client.get(it["thumb_url"]).status_code == 200
+        # free-text search names the same images with the same ids as the run
+        text = "a bird perched on a branch"
+        enc = load_encoder(world.model)
+        _, rows = search(EmbeddingStore(world.emb), enc.encode_text([text]), 600)
+        found = client.get("/api/search", params={"q": text, "k": 600}).json()["results"]
+        want = [
+            _synthetic_id(paths[r])
+            if _synthetic_id(paths[r]) in qrels.paths
+            else UNANNOTATED_ID_BASE + int(r)
+            for r in rows[0]
+        ]
+        assert [it["image_id"] for it in found] == want
