@@ -15,6 +15,7 @@ The images are embedded from ``images/train`` itself, so the embeddings record
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -397,3 +398,60 @@ def test_web_shows_the_right_images_of_a_run_over_a_store_without_ids(
             for r in rows[0]
         ]
         assert [it["image_id"] for it in found] == want
+
+
+def _json_list(output: str) -> list[dict[str, Any]]:
+    """The JSON array a command printed (progress lines may come before it)."""
+    import json
+
+    return list(json.loads(output[output.index("[\n") :]))
+
+
+def test_collection_search_with_a_real_model_id(world: World, home: Path) -> None:
+    """``inquire collection create`` + ``inquire search`` with the tiny open_clip model: the
+    ranking is a brute-force cosine ranking of the model's own embeddings of the files, and
+    ``--rerank clip:<same model>`` scores are exactly those cosines."""
+    res = runner.invoke(
+        app, ["collection", "create", "e2e", "--images", str(world.images), "--model", world.model]
+    )
+    assert res.exit_code == 0, res.output
+    text = "a bird perched on a branch"
+    res = runner.invoke(app, ["search", "e2e", text, "-k", "10", "--json"])
+    assert res.exit_code == 0, res.output
+    hits = _json_list(res.output)
+
+    enc = load_encoder(world.model)
+    files = sorted(world.images.glob("*.jpg"))
+    cos = enc.encode_images(files).astype(np.float64) @ enc.encode_text([text])[0]
+    score_of = {f.name: float(c) for f, c in zip(files, cos, strict=True)}
+    order = np.lexsort((np.arange(len(files)), -cos))[:10]
+    got_names = [Path(str(h["path"])).name for h in hits]
+    got_scores = np.array([float(h["score"]) for h in hits])
+    # stored float16 embeddings: scores within fp16 error, the order up to near-ties
+    _assert_same_ranking(
+        np.array(got_names), got_scores, np.array([files[i].name for i in order]), cos[order], 2e-3
+    )
+
+    res = runner.invoke(
+        app,
+        [
+            "search",
+            "e2e",
+            text,
+            "-k",
+            "5",
+            "--rerank",
+            f"clip:{world.model}",
+            "--from-k",
+            "20",
+            "--json",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    reranked = _json_list(res.output)
+    assert len(reranked) == 5
+    for h in reranked:
+        name = Path(str(h["path"])).name
+        assert float(h["rerank_score"]) == pytest.approx(score_of[name], abs=1e-5)
+    best20 = sorted(score_of.values(), reverse=True)[:20]
+    assert min(float(h["rerank_score"]) for h in reranked) >= best20[4] - 4e-3
