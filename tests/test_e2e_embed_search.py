@@ -455,3 +455,70 @@ def test_collection_search_with_a_real_model_id(world: World, home: Path) -> Non
         assert float(h["rerank_score"]) == pytest.approx(score_of[name], abs=1e-5)
     best20 = sorted(score_of.values(), reverse=True)[:20]
     assert min(float(h["rerank_score"]) for h in reranked) >= best20[4] - 4e-3
+
+
+def test_two_stage_over_a_folder_of_png_and_jpeg_files(
+    world: World, home: Path, tmp_path: Path
+) -> None:
+    """``inquire embed`` records every image file with its own extension; reranking the
+    first stage must find those files (not only ``.jpg`` ones)."""
+    from PIL import Image
+
+    train = tmp_path / "photos" / "train"
+    (train / "sub").mkdir(parents=True)
+    names = ["a.png", "b.jpeg", "c.JPG", "sub/d.png", "e.jpg", "f.webp"]
+    rng = np.random.default_rng(0)
+    for name in names:
+        pixels = rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(train / name)
+    queries = tmp_path / "q.csv"
+    pd.DataFrame(
+        {
+            "query_id": [1],
+            "query_text": ["a striped lizard"],
+            "supercategory": ["Appearance"],
+            "category": ["Color"],
+            "iconic_group": ["Reptiles"],
+        }
+    ).to_csv(queries)
+    annotations = tmp_path / "a.csv"
+    pd.DataFrame(
+        {"query_id": [1, 1], "image_id": [7, 8], "image_path": ["train/a.png", "train/sub/d.png"]}
+    ).to_csv(annotations, index=False)
+    emb = tmp_path / "emb"
+    res = runner.invoke(
+        app,
+        [
+            "embed",
+            "--model",
+            world.model,
+            "--images",
+            str(train),
+            "--out",
+            str(emb),
+            "--workers",
+            "0",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "R"
+    res = runner.invoke(
+        app,
+        [
+            *("eval", "fullrank", "--model", world.model, "--embeddings", str(emb)),
+            *("--queries", str(queries), "--annotations", str(annotations), "--k", "3"),
+            *("--rerank", f"clip:{world.model}", "--from-k", "6", "--images", str(train)),
+            *("--out", str(out)),
+        ],
+        env=WIDE,
+    )
+    assert res.exit_code == 0, res.output
+    ids, scores = Run.read(out / "two_stage" / "run.parquet")[1]
+    assert len(ids) == len(names) and {7, 8} <= set(ids.tolist())
+    _, paths = _shards(emb)
+    enc = load_encoder(world.model)
+    by_id = {7: "a.png", 8: "sub/d.png"}
+    rel = [by_id[i] if i in by_id else paths[i - UNANNOTATED_ID_BASE] for i in ids.tolist()]
+    files = [train / r for r in rel]
+    cos = enc.encode_images(files).astype(np.float64) @ enc.encode_text(["a striped lizard"])[0]
+    np.testing.assert_allclose(scores, cos, atol=1e-5)
