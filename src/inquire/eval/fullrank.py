@@ -73,11 +73,29 @@ def _path_key(path: str) -> str:
     return p[:-4] if p.lower().endswith(".jpg") else p
 
 
+def _drop_leading(keys: pd.Series, n: int) -> pd.Series:
+    """``a/b/c`` -> ``b/c`` for ``n = 1``; keys with no more than ``n`` components -> NaN."""
+    if n == 0:
+        return keys
+    parts = keys.str.split("/", n=n)
+    return parts.map(lambda p: p[n] if len(p) > n else None)
+
+
+def _unique_keys(keys: pd.Series) -> pd.Series:
+    """``keys`` with every key that occurs more than once replaced by NaN (ambiguous)."""
+    return keys.where(~keys.duplicated(keep=False))
+
+
 def image_ids_by_path(store: EmbeddingStore, paths: Mapping[int, str]) -> np.ndarray:
     """``(N,) int64`` benchmark image id of every store row, by matching image paths.
 
     ``paths``: image id -> image path as in INQUIRE's annotations (``train/.../x.jpg``).
-    Store paths are compared without ``.jpg``. Unmatched rows get
+    Store paths are compared without ``.jpg``. When no path matches as it is, the paths are
+    aligned on their last components: an embedding of the ``train/`` folder itself records
+    ``<taxon dir>/x.jpg`` where the annotations say ``train/<taxon dir>/x.jpg`` (and an
+    embedding of the folder above it records one component more). The number of leading
+    components dropped (from the annotations' or the store's paths) is the one that matches
+    most rows; paths that become ambiguous are not matched. Unmatched rows get
     ``UNANNOTATED_ID_BASE + row``. Raises when no annotated path is found in the store.
     """
     if not paths:
@@ -87,25 +105,53 @@ def image_ids_by_path(store: EmbeddingStore, paths: Mapping[int, str]) -> np.nda
             f"image_path column; use INQUIRE's annotations CSV (query_id, image_id, image_path)"
         )
     store_paths = store.metadata["image_path"].astype(str).map(_path_key)
-    wanted = pd.Series(
-        np.fromiter(paths.keys(), np.int64, len(paths)),
-        index=[_path_key(p) for p in paths.values()],
-    )
-    wanted = wanted[~wanted.index.duplicated()]
-    matched = store_paths.map(wanted)
+    ann_ids = np.fromiter(paths.keys(), np.int64, len(paths))
+    ann_paths = pd.Series([_path_key(p) for p in paths.values()], dtype=object)
+
+    def attempt(drop_ann: int, drop_store: int) -> pd.Series:
+        ann_keys = _drop_leading(ann_paths, drop_ann)
+        keys = ann_keys if drop_ann == 0 else _unique_keys(ann_keys)
+        ok = keys.notna().to_numpy()
+        wanted = pd.Series(ann_ids[ok], index=pd.Index(keys[ok]))
+        wanted = wanted[~wanted.index.duplicated()]
+        mine = _drop_leading(store_paths, drop_store)
+        mine = mine if drop_store == 0 else _unique_keys(mine)
+        return mine.map(wanted)
+
+    matched = attempt(0, 0)
+    if not matched.notna().any():
+        # Align on trailing components (bounded by the deepest path; a few string passes).
+        depth = int(ann_paths.str.count("/").max())
+        store_depth = int(store_paths.str.count("/").max())
+        best, how = matched, (0, 0)
+        for drop_ann, drop_store in [
+            *((d, 0) for d in range(1, depth + 1)),
+            *((0, d) for d in range(1, store_depth + 1)),
+        ]:
+            trial = attempt(drop_ann, drop_store)
+            if int(trial.notna().sum()) > int(best.notna().sum()):
+                best, how = trial, (drop_ann, drop_store)
+        if best.notna().any():
+            log.info(
+                "matched embedding paths to annotated paths after dropping %d leading "
+                "component(s) of the annotations' paths and %d of the embeddings' paths",
+                *how,
+            )
+        matched = best
     hit = matched.notna().to_numpy()
     if not hit.any():
         raise InputError(
             f"none of the {len(paths)} annotated image paths (e.g. {next(iter(paths.values()))!r}) "
-            f"occurs in the embeddings' metadata (e.g. {store_paths.iloc[0]!r}); the embeddings "
-            f"and the annotations belong to different collections"
+            f"occurs in the embeddings' metadata (e.g. {store_paths.iloc[0]!r}), not even when "
+            f"aligned on their last path components; the embeddings and the annotations belong "
+            f"to different collections"
         )
-    n_missing = len(wanted) - int(hit.sum())
+    n_missing = len(set(ann_ids.tolist())) - int(hit.sum())
     if n_missing > 0:
         log.warning(
             "%d of %d annotated images are not in the embeddings at %s; they cannot be retrieved",
             n_missing,
-            len(wanted),
+            len(paths),
             store.root,
         )
     rows = np.arange(len(store), dtype=np.int64)

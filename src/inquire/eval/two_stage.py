@@ -108,8 +108,10 @@ def image_resolver(
 
     ``image_paths`` maps ids to paths relative to ``images_root``, e.g. from an embedding
     store's metadata (``dict(zip(store.metadata.image_id, store.metadata.image_path))``);
-    INQUIRE's metadata paths carry no ``.jpg``, hence ``suffix`` (added only when missing).
-    An id without a path, or a missing file, is an :class:`InputError` naming both.
+    INQUIRE's metadata paths carry no ``.jpg``, hence ``suffix``: added when the path as
+    recorded is not a file (``inquire embed`` records any image file, ``.png`` or ``.jpeg``
+    included, with its own extension). An id without a path, or a missing file, is an
+    :class:`InputError` naming both.
     """
     root = Path(images_root)
 
@@ -120,7 +122,9 @@ def image_resolver(
                 f"image id {image_id} has no path in the image table; the first stage ranked "
                 f"an image the collection's metadata does not list"
             )
-        path = root / (rel if rel.endswith(suffix) else rel + suffix)
+        path = root / rel
+        if not path.is_file() and not rel.endswith(suffix):
+            path = root / (rel + suffix)
         if not path.is_file():
             raise InputError(
                 f"image {image_id}: {str(path)!r} does not exist; point the images folder at "

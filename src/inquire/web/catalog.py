@@ -137,18 +137,20 @@ class Catalog:
             self.qrels = Qrels(rel, paths)
 
         self.store = None
+        # Image id of every store row as the runs know it (None: the store's own ids).
+        self.row_ids: np.ndarray | None = None
         if config.embeddings is not None:
             from inquire.embed.store import EmbeddingStore
 
             self.store = EmbeddingStore(config.embeddings)
+            self.row_ids = self._row_ids(self.store, paths)
         self.images = ImageRoots(list(config.image_roots))
         # Embedding metadata first (it covers the whole collection), then the annotations.
         if self.store is not None and config.image_roots:
             meta = self.store.metadata
             if "image_path" in meta.columns:
-                self.images.add_paths(
-                    meta["image_id"].to_numpy(np.int64), meta["image_path"].astype(str)
-                )
+                row_ids = self.store.ids if self.row_ids is None else self.row_ids
+                self.images.add_paths(row_ids, meta["image_path"].astype(str))
         if paths:
             self.images.add_paths(paths.keys(), paths.values())
         self._encoder: Encoder | None = None
@@ -164,6 +166,22 @@ class Catalog:
                 "a text model was given but no embeddings folder; pass --embeddings DIR with "
                 "the collection embedded by that model"
             )
+
+    @staticmethod
+    def _row_ids(store: Any, paths: dict[int, str]) -> np.ndarray | None:
+        """Row -> image id the way full-rank evaluation assigns them, for a store without
+        ``image_id`` (INQUIRE's published embeddings, a plain folder): rows are joined to the
+        annotations' paths (:func:`inquire.eval.fullrank.image_ids_by_path`), so a run's ids,
+        the annotations' ids and the search's ids name the same images."""
+        from inquire.eval.fullrank import image_ids_by_path, store_has_image_ids
+
+        if not paths or store_has_image_ids(store):
+            return None
+        try:
+            return image_ids_by_path(store, paths)
+        except InputError as exc:
+            log.warning("image ids of the embeddings stay their row numbers: %s", exc)
+            return None
 
     def _config_files(self, key: str) -> list[Path]:
         """Existing files named by ``config[key]`` in the results (relative to the folder)."""
@@ -358,6 +376,10 @@ class Catalog:
                 f"embedded the collection"
             )
         scores, ids = search(self.store, emb, k=k)
+        if self.row_ids is not None:
+            # a store without image ids searches by row; name rows as the runs do
+            rows = self.store.row_of(ids.ravel(), missing="ignore").reshape(ids.shape)
+            ids = np.where(rows >= 0, self.row_ids[np.maximum(rows, 0)], -1)
         items = [
             {"rank": r, "image_id": int(i), "score": float(s)}
             for r, (i, s) in enumerate(zip(ids[0].tolist(), scores[0].tolist(), strict=True), 1)
