@@ -45,3 +45,45 @@ def test_text_cache_closes_its_sqlite_connection(tmp_path: Path, monkeypatch) ->
     for con in opened:
         with pytest.raises(sqlite3.ProgrammingError):  # closed, not merely committed
             con.execute("SELECT 1")
+
+
+def _eval_result(k: int):
+    import pandas as pd
+
+    from inquire.eval.evaluate import EvalResult
+
+    per_query = pd.DataFrame(
+        {"query_id": [1], "ap": [0.5], "ndcg": [0.5], "mrr": [1.0], "precision": [0.1]}
+        | {"recall": [0.5], "supercategory": ["A"], "category": ["B"], "iconic_group": ["C"]}
+    )
+    return EvalResult(per_query=per_query, k=k)
+
+
+def test_rerank_failures_file_is_written_atomically(tmp_path: Path, monkeypatch) -> None:
+    import pandas as pd
+
+    from inquire.eval.rerank import FAILURES_FILE, RerankResult
+    from inquire.run import Run
+
+    failures = pd.DataFrame({"query_id": [1], "image_id": [7], "query_text": ["q"]})
+    res = RerankResult(_eval_result(100), _eval_result(50), Run({1: ([7], [0.1])}), failures)
+    out = tmp_path / "res"
+    res.save(out)
+    before = (out / FAILURES_FILE).read_text()
+    assert "7" in before
+
+    real_to_csv = pd.DataFrame.to_csv
+
+    def broken_to_csv(self, path_or_buf=None, *args, **kwargs):
+        if "query_text" not in self.columns:
+            return real_to_csv(self, path_or_buf, *args, **kwargs)
+        if hasattr(path_or_buf, "write"):
+            path_or_buf.write("query_id,ima")
+        else:
+            Path(path_or_buf).write_text("query_id,ima")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", broken_to_csv)
+    with pytest.raises(OSError, match="disk full"):
+        res.save(out)
+    assert (out / FAILURES_FILE).read_text() == before  # never half-written

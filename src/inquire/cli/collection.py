@@ -224,6 +224,7 @@ def search_cmd(
     import json
     import shutil
 
+    from inquire._io import atomic_open
     from inquire.collection import SearchRequest, open_collection, parse_filters, search
     from inquire.collection.store import records
 
@@ -254,7 +255,8 @@ def search_cmd(
             shutil.copy2(
                 r["path"], copy_to / f"{r['rank']:04d}_{r['image_id']}{Path(r['path']).suffix}"
             )
-        df.to_csv(copy_to / "results.csv", index=False)
+        with atomic_open(copy_to / "results.csv", "w", encoding="utf-8", newline="") as fh:
+            df.to_csv(fh, index=False)
         typer.echo(f"copied {len(df)} images to {copy_to}", err=True)
 
 
