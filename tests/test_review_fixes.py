@@ -109,3 +109,25 @@ def test_atomic_writes_get_the_permissions_of_a_plain_open(tmp_path: Path, mask:
     assert want == 0o666 & ~mask
     for name in ("a.csv", "b.json"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == want, name
+
+
+def test_fullrank_joins_paths_with_the_stores_own_rule(tmp_path: Path) -> None:
+    """Annotations and embedding metadata join on one path key everywhere (any image
+    extension, leading ./, backslashes), as EmbeddingStore.ids_for_paths does."""
+    from inquire.embed.store import EmbeddingStore
+    from inquire.eval.fullrank import UNANNOTATED_ID_BASE, image_ids_by_path
+    from inquire.testing.search_stores import random_unit, write_store
+
+    root = write_store(
+        tmp_path / "emb",
+        random_unit(3, 8),
+        paths=["train/a/1", "train/a/2", "train/b/3"],
+        with_image_id=False,
+    )
+    store = EmbeddingStore(root)
+    annotated = {101: "train/a/1.JPEG", 102: "./train\\a\\2.png"}
+    ids = image_ids_by_path(store, annotated)
+    assert ids.tolist() == [101, 102, UNANNOTATED_ID_BASE + 2]
+    # The store's own lookup agrees with the full-rank join.
+    by_store = store.ids_for_paths(list(annotated.values()))
+    assert [int(ids[i]) for i in by_store] == [101, 102]

@@ -39,7 +39,7 @@ from inquire import config
 from inquire._io import atomic_path, write_json
 from inquire.data.qrels import Qrels
 from inquire.embed.base import Encoder
-from inquire.embed.store import EmbeddingStore
+from inquire.embed.store import EmbeddingStore, path_key
 from inquire.errors import InputError
 from inquire.eval.evaluate import EvalResult, evaluate
 from inquire.run import Run
@@ -66,19 +66,13 @@ def store_has_image_ids(store: EmbeddingStore) -> bool:
     return "image_id" in pq.read_schema(first).names
 
 
-def _path_key(path: str) -> str:
-    p = str(path).strip().replace("\\", "/")
-    if p.startswith("./"):
-        p = p[2:]
-    return p[:-4] if p.lower().endswith(".jpg") else p
-
-
 def image_ids_by_path(store: EmbeddingStore, paths: Mapping[int, str]) -> np.ndarray:
     """``(N,) int64`` benchmark image id of every store row, by matching image paths.
 
     ``paths``: image id -> image path as in INQUIRE's annotations (``train/.../x.jpg``).
-    Store paths are compared without ``.jpg``. Unmatched rows get
-    ``UNANNOTATED_ID_BASE + row``. Raises when no annotated path is found in the store.
+    Paths are compared as :func:`~inquire.embed.store.path_key` keys (no extension).
+    Unmatched rows get ``UNANNOTATED_ID_BASE + row``. Raises when no annotated path is in
+    the store.
     """
     if not paths:
         raise InputError(
@@ -86,10 +80,10 @@ def image_ids_by_path(store: EmbeddingStore, paths: Mapping[int, str]) -> np.nda
             f"must be matched to the annotations by image_path, but the annotations have no "
             f"image_path column; use INQUIRE's annotations CSV (query_id, image_id, image_path)"
         )
-    store_paths = store.metadata["image_path"].astype(str).map(_path_key)
+    store_paths = pd.Series(path_key(store.metadata["image_path"]))
     wanted = pd.Series(
         np.fromiter(paths.keys(), np.int64, len(paths)),
-        index=[_path_key(p) for p in paths.values()],
+        index=path_key(pd.Series(list(paths.values()), dtype=object)),
     )
     wanted = wanted[~wanted.index.duplicated()]
     matched = store_paths.map(wanted)
