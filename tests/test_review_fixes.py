@@ -147,3 +147,16 @@ def test_annotations_with_whole_float_ids_load(tmp_path: Path) -> None:
     path.write_text("query_id,image_id\n1,5\n2,\n")
     with pytest.raises(InputError, match="an empty cell on row 3"):
         read_qrels(path)
+
+
+def test_vlm_reranker_checks_device_before_loading() -> None:
+    """A device that does not exist fails clearly (not as a torch error after loading)."""
+    import torch
+
+    from inquire.errors import InputError
+    from inquire.rerank.vlm import FAMILIES, VLMReranker
+
+    missing_gpu = f"cuda:{torch.cuda.device_count()}"
+    for device in ("gpu0", missing_gpu):
+        with pytest.raises(InputError, match="device"):
+            VLMReranker(FAMILIES["llava-1.5"], "no/such-model", device=device)
