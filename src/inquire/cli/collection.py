@@ -74,7 +74,7 @@ def create_cmd(
         ..., "--images", help="Folder with the photos (searched recursively)."
     ),
     model: str = typer.Option(
-        ..., "--model", help="Encoder id, e.g. toy:colour or an open_clip id."
+        ..., "--model", "-m", help="Encoder id, e.g. toy:colour or an open_clip id."
     ),
     metadata: Path | None = typer.Option(None, "--metadata", help="iNat24-style train.json."),
     batch_size: int = typer.Option(32, help="Images per encoder call."),
@@ -173,7 +173,7 @@ def delete_cmd(
 def export_cmd(
     name: str = typer.Argument(..., help="Collection."),
     search_id: str = typer.Option(..., "--search-id", help="Saved search (see `collection info`)."),
-    out: Path = typer.Option(..., "--out", help="Output .csv or .parquet file."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output .csv or .parquet file."),
     who: str | None = typer.Option(None, "--who", help="Only this person's marks."),
     only_relevant: bool = typer.Option(False, "--relevant", help="Only marks 'relevant'."),
 ) -> None:
@@ -270,7 +270,7 @@ def trend_cmd(
         help="month, year, month-of-year, taxon, genus, family, order, class or region.",
     ),
     who: str | None = typer.Option(None, "--who", help="Only this person's marks."),
-    out: Path | None = typer.Option(None, "--out", help="Write the chart as PNG here."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write the chart as PNG here."),
 ) -> None:
     """Verified positives per group with their share of inspected images and a 95% CI."""
     from rich.table import Table

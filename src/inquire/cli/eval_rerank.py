@@ -68,7 +68,7 @@ def eval_rerank_cmd(
     queries: list[Path] = typer.Option(
         [], "--queries", help="INQUIRE query CSV(s) giving --data files their query ids."
     ),
-    out: Path | None = typer.Option(None, help="Write the results folder here."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write the results folder here."),
     seed: int = typer.Option(0, help="Seed of the random baseline."),
     device: str = typer.Option("cpu", help="torch device for local models."),
     precision: str = typer.Option("fp32", help="fp32, bf16 or fp16 for local models."),

@@ -333,6 +333,7 @@ def evaluate_fullrank(
     encoder: Encoder | None = None,
     device: str = "cpu",
     batch_size: int = 32,
+    precision: str = "fp32",
     config_extra: Mapping[str, Any] | None = None,
     name: str | None = None,
 ) -> tuple[EvalResult, Run]:
@@ -343,7 +344,8 @@ def evaluate_fullrank(
     ``k_max`` (default ``k``) per query, exactly or with the faiss ``index`` of that name,
     evaluates the top ``k`` and, when ``out_dir`` is given, writes ``per_query.csv``,
     ``summary.json`` and ``run.parquet`` there. ``name`` names the run (default
-    ``fullrank:MODEL_ID``). Returns the result and the run.
+    ``fullrank:MODEL_ID``). ``device``, ``precision`` and ``batch_size`` load the text model
+    (unused when ``encoder`` is given). Returns the result and the run.
     """
     from inquire.data.qrels import load_qrels
     from inquire.data.queries import load_queries
@@ -359,7 +361,9 @@ def evaluate_fullrank(
     query_df = load_queries(queries) if isinstance(queries, str) else queries
     qrels = qrels if qrels is not None else load_qrels()
     store = EmbeddingStore(embeddings)
-    enc = encoder or load_encoder(model_id, device=device, batch_size=batch_size)
+    enc = encoder or load_encoder(
+        model_id, device=device, precision=precision, batch_size=batch_size
+    )
     ann = AnnIndex.load(store, index) if index else None
     image_ids = None if store_has_image_ids(store) else image_ids_by_path(store, qrels.paths)
     run = fullrank_topk(
