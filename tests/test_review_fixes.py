@@ -256,3 +256,34 @@ def test_one_metric_label_table_serves_tables_plots_and_the_web_page() -> None:
     headers = [c.header for c in metrics_table(result).columns][2:]
     assert headers == [metric_label(m, 20) for m in result.metrics]
     assert set(result.metrics) <= set(METRICS)
+
+
+def test_verify_page_images_stay_under_the_collection_folder(tmp_path: Path) -> None:
+    """The verify page's image route resolves files like every other image route: a photo
+    replaced by a symlink out of the collection folder, or by a non-image, is refused."""
+    from fastapi.testclient import TestClient
+
+    from inquire.collection import create_collection
+    from inquire.testing.collection_encoder import make_photo_folder
+    from inquire.web.verify import make_app
+
+    photos = tmp_path / "photos"
+    make_photo_folder(photos, n=4, seed=1)
+    coll, _ = create_collection("sym", photos, "toy:colour", root=tmp_path / "cols")
+    images = coll.images()
+    coll.close()
+    client = TestClient(make_app(tmp_path / "cols"))
+    first, second = (int(i) for i in images["image_id"][:2])
+    ok = client.get(f"/verify/api/c/sym/images/{first}")
+    assert ok.status_code == 200 and ok.headers["content-type"] == "image/jpeg"
+    assert client.get(f"/verify/api/c/sym/images/{first}?size=32").status_code == 200
+
+    outside = tmp_path / "outside.jpg"
+    outside.write_bytes(Path(images["abspath"][0]).read_bytes())
+    target = Path(images["abspath"][0])
+    target.unlink()
+    target.symlink_to(outside)
+    assert client.get(f"/verify/api/c/sym/images/{first}").status_code == 403
+
+    Path(images["abspath"][1]).write_text("not an image")
+    assert client.get(f"/verify/api/c/sym/images/{second}").status_code == 415

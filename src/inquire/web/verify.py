@@ -47,6 +47,7 @@ from inquire.collection.store import (
 from inquire.collection.verify import Verification, write_table
 from inquire.embed.base import Encoder
 from inquire.errors import InquireError, UnknownNameError
+from inquire.web.images import ImageError, ImageRoots, image_format
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -271,13 +272,23 @@ def make_router(
     @_http_errors
     def image(name: str, image_id: int, size: int = Query(0, ge=0, le=2048)) -> Response:
         coll = res.collection(name)
-        info = coll.images([image_id])
-        coll.close()
-        path = info["abspath"].iloc[0]
-        if not isinstance(path, str) or not Path(path).is_file():
+        try:
+            info = coll.images([image_id])
+            root = coll.images_root
+        finally:
+            coll.close()
+        rel = info["path"].iloc[0]
+        if not isinstance(rel, str):
             raise HTTPException(404, f"image {image_id} of collection {name!r} has no file")
+        try:
+            # The same checks as every other image route: the real path (symlinks resolved)
+            # must lie under the collection's folder and the file must be an image.
+            path = ImageRoots([root]).resolve(rel)
+            media = image_format(path)
+        except ImageError as exc:
+            raise HTTPException(exc.status, str(exc)) from None
         if not size:
-            return Response(Path(path).read_bytes(), media_type=_media(path))
+            return Response(path.read_bytes(), media_type=media)
         from PIL import Image
 
         with Image.open(path) as im:
@@ -298,17 +309,6 @@ def _page(prefix: str) -> str:
 
     html = (files("inquire.web") / "templates" / "collection_verify.html").read_text("utf-8")
     return html.replace("{{ASSETS}}", f"{prefix}/assets")
-
-
-def _media(path: str) -> str:
-    ext = Path(path).suffix.lower()
-    return {
-        ".png": "image/png",
-        ".webp": "image/webp",
-        ".tif": "image/tiff",
-        ".tiff": "image/tiff",
-        ".bmp": "image/bmp",
-    }.get(ext, "image/jpeg")
 
 
 def make_app(collections_root: str | os.PathLike[str] | None = None) -> FastAPI:
