@@ -134,13 +134,15 @@ class Catalog:
 
             self.store = EmbeddingStore(config.embeddings)
         self.images = ImageRoots(list(config.image_roots))
+        # The image id of each store row, as full-rank runs over this store name it.
+        self.store_ids: np.ndarray | None = None
+        if self.store is not None:
+            self.store_ids = _run_ids(self.store, paths)
         # Embedding metadata first (it covers the whole collection), then the annotations.
-        if self.store is not None and config.image_roots:
+        if self.store is not None and self.store_ids is not None and config.image_roots:
             meta = self.store.metadata
             if "image_path" in meta.columns:
-                self.images.add_paths(
-                    meta["image_id"].to_numpy(np.int64), meta["image_path"].astype(str)
-                )
+                self.images.add_paths(self.store_ids, meta["image_path"].astype(str))
         if paths:
             self.images.add_paths(paths.keys(), paths.values())
         self._encoder: Encoder | None = None
@@ -350,6 +352,9 @@ class Catalog:
                 f"embedded the collection"
             )
         scores, ids = search(self.store, emb, k=k)
+        if self.store_ids is not None:  # store ids -> the ids runs and image URLs use
+            rows = self.store.row_of(np.maximum(ids[0], 0), missing="ignore")
+            ids = np.where((ids >= 0) & (rows >= 0), self.store_ids[np.maximum(rows, 0)], -1)
         items = [
             {"rank": r, "image_id": int(i), "score": float(s)}
             for r, (i, s) in enumerate(zip(ids[0].tolist(), scores[0].tolist(), strict=True), 1)
@@ -360,6 +365,25 @@ class Catalog:
             while len(self._search_cache) > 256:
                 self._search_cache.popitem(last=False)
         return items
+
+
+def _run_ids(store: Any, paths: dict[int, str]) -> np.ndarray:
+    """``(N,) int64`` image id of each store row, the ids a full-rank run over ``store`` uses.
+
+    A store without an ``image_id`` column (INQUIRE's published embeddings) numbers its rows
+    0..N-1; full-rank evaluation names them by the annotations' ids instead, joined on
+    ``image_path`` (:func:`inquire.eval.fullrank.image_ids_by_path`). Using the row numbers
+    here would show the image of row X for annotated image X.
+    """
+    from inquire.eval.fullrank import image_ids_by_path, store_has_image_ids
+
+    if store_has_image_ids(store) or not paths:
+        return np.asarray(store.ids, np.int64)
+    try:
+        return image_ids_by_path(store, paths)
+    except InputError as exc:  # annotations of another collection: keep the row numbers
+        log.warning("image ids of %s stay row numbers: %s", store.root, exc)
+        return np.asarray(store.ids, np.int64)
 
 
 def parse_k(value: str | int | None, default: int, max_k: int) -> int:
