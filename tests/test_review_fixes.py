@@ -331,14 +331,10 @@ def test_web_page_names_published_embedding_rows_by_their_annotated_ids(tmp_path
     assert {r["image_id"] for r in top} == {0, 7, 10**12 + 1}  # row 1 is not annotated
 
 
-def test_rerank_set_groups_follow_the_query_table_rule(tmp_path: Path) -> None:
-    """Blank or missing groups in INQUIRE-Rerank shards become UNKNOWN_GROUP, as they do in
-    the query CSVs (a blank string used to stay a group of its own)."""
+def _tiny_rerank_shard(path: Path) -> Path:
+    """Two queries of two candidates in the upstream INQUIRE-Rerank columns."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-
-    from inquire.data.queries import UNKNOWN_GROUP
-    from inquire.data.rerank_set import read_rerank_set
 
     n = 4
     table = pa.table(
@@ -354,10 +350,42 @@ def test_rerank_set_groups_follow_the_query_table_rule(tmp_path: Path) -> None:
             "iconic_group": [" ", " ", None, None],
         }
     )
-    path = tmp_path / "test-00000-of-00001.parquet"
     pq.write_table(table, path)
+    return path
+
+
+def test_rerank_set_groups_follow_the_query_table_rule(tmp_path: Path) -> None:
+    """Blank or missing groups in INQUIRE-Rerank shards become UNKNOWN_GROUP, as they do in
+    the query CSVs (a blank string used to stay a group of its own)."""
+    from inquire.data.queries import UNKNOWN_GROUP
+    from inquire.data.rerank_set import read_rerank_set
+
+    path = _tiny_rerank_shard(tmp_path / "test-00000-of-00001.parquet")
     queries = read_rerank_set([path]).queries.set_index("query_text")
     assert queries.loc["a fox", "iconic_group"] == UNKNOWN_GROUP
     assert queries.loc["a toad", "iconic_group"] == UNKNOWN_GROUP
     assert queries.loc["a toad", "category"] == UNKNOWN_GROUP
     assert queries.loc["a toad", "supercategory"] == "Context"
+
+
+def test_eval_rerank_closes_its_score_cache(tmp_path: Path, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from inquire.cli import app
+    from inquire.rerank import cache as cache_mod
+
+    closed: list[bool] = []
+
+    class Spy(cache_mod.ScoreCache):
+        def close(self) -> None:
+            closed.append(True)
+            super().close()
+
+    monkeypatch.setattr(cache_mod, "ScoreCache", Spy)
+    path = _tiny_rerank_shard(tmp_path / "test-00000-of-00001.parquet")
+    args = ["eval", "rerank", "--reranker", "cached:none", "--data", str(path)]
+    res = CliRunner().invoke(app, [*args, "--allow-failures"])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(app, args)  # every candidate fails: the error path closes it too
+    assert res.exit_code == 2 and "--allow-failures" in res.output
+    assert closed == [True, True]

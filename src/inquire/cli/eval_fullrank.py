@@ -42,7 +42,9 @@ def fullrank_cmd(
     device: str = typer.Option(
         "cpu", help="Device of the text model and of a local reranker: cpu, cuda, cuda:N, mps."
     ),
-    precision: str = typer.Option("fp32", help="Text model precision: fp32, fp16 or bf16."),
+    precision: str = typer.Option(
+        "fp32", help="Precision of the text model and of a local reranker: fp32, fp16, bf16."
+    ),
     batch_size: int = typer.Option(32, "--batch-size", help="Texts per text-model forward pass."),
     allow_failures: bool = typer.Option(
         False, "--allow-failures", help="Two-stage: rank candidates the reranker failed on last."
@@ -100,17 +102,18 @@ def fullrank_cmd(
         from inquire.rerank.cache import ScoreCache
 
         resolve = image_resolver(run_image_paths(EmbeddingStore(embeddings), qrels), images)
-        two = evaluate_two_stage(
-            run,
-            load_reranker(rerank, device=device),
-            resolve,
-            qrels,
-            query_df,
-            k=k,
-            from_k=from_k,
-            cache=ScoreCache(),
-            allow_failures=allow_failures,
-        )
+        with ScoreCache() as cache:
+            two = evaluate_two_stage(
+                run,
+                load_reranker(rerank, device=device, precision=precision),
+                resolve,
+                qrels,
+                query_df,
+                k=k,
+                from_k=from_k,
+                cache=cache,
+                allow_failures=allow_failures,
+            )
         two.result.config["first_stage_model"] = model
         console.print(
             metrics_table(two.result, title=f"Two-stage: {model} top-{from_k} -> {rerank}, k={k}")

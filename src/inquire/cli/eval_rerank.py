@@ -106,9 +106,13 @@ def eval_rerank_cmd(
         ranker = load_reranker(reranker, opts)
         cache = None if no_cache else ScoreCache()
     cfg = {"split": None if data else split}
-    result = evaluate_rerank(
-        rs, ranker, seed=seed, cache=cache, allow_failures=allow_failures, config=cfg
-    )
+    try:
+        result = evaluate_rerank(
+            rs, ranker, seed=seed, cache=cache, allow_failures=allow_failures, config=cfg
+        )
+    finally:
+        if cache is not None:
+            cache.close()
     console = Console()
     console.print(rerank_table(result, f"INQUIRE-Rerank ({split}): {result.run.name}"))
     if result.expected_random is not None:
