@@ -236,6 +236,7 @@ class VLMReranker:
         self.batch_size = batch_size
         self.min_mass = min_mass
         self.device = device
+        self.precision = precision  # part of the cache key (rerank.cache.ModelKey)
         local = Path(model).expanduser()
         kwargs: dict[str, Any] = {}
         if local.is_dir():
