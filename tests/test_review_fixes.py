@@ -418,3 +418,24 @@ def test_reranker_scores_are_cached_per_precision(tmp_path: Path) -> None:
         ]  # fmt: skip
         again = score_candidates(Scorer("fp32", 9.0), "q", [1, 2], [None, None], cache=cache)
     assert again.tolist() == [0.25, 0.25] and full.calls == half.calls == 1
+
+
+def test_topk_cache_is_keyed_by_text_model_precision(tmp_path: Path) -> None:
+    from inquire.data.queries import read_queries
+    from inquire.data.synthetic import make_synthetic_benchmark
+    from inquire.embed import EmbeddingStore, load_encoder
+    from inquire.eval.fullrank import fullrank_topk
+
+    bench = make_synthetic_benchmark(tmp_path / "b", n_images=1200, dim=16, n_val=2, n_test=4)
+    queries = read_queries(bench.queries_test)
+    store = EmbeddingStore(bench.embeddings)
+    enc = load_encoder(f"precomputed:{bench.text_embeddings}")
+    enc.revision = "pinned"
+    calls: list[int] = []
+    real = enc.encode_text
+    enc.encode_text = lambda texts: calls.append(len(texts)) or real(texts)  # type: ignore[method-assign]
+    fullrank_topk(enc, queries, store, 10)
+    fullrank_topk(enc, queries, store, 10)  # cached
+    enc.precision = "fp16"
+    fullrank_topk(enc, queries, store, 10)  # another precision: searched again
+    assert calls == [4, 4]

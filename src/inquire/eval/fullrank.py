@@ -14,10 +14,10 @@ ranked image keeps a distinct id.
 
 Top-k cache: ``config.cache_dir("topk")/<key>.parquet`` with columns
 ``query_text, k_max, rank, image_id, score`` plus ``<key>.json`` describing the key. The key
-hashes the model id and revision, the embedding folder's identity (resolved path, row count,
-fingerprint of sizes, mtimes and manifest) and the searcher (exact, or index name + its build
-fingerprint + search parameters). An exact search cached for a larger ``k_max`` serves smaller
-ones (the ranking rule is deterministic).
+hashes the model id, revision and precision, the embedding folder's identity (resolved path,
+row count, fingerprint of sizes, mtimes and manifest) and the searcher (exact, or index name +
+its build fingerprint + search parameters). An exact search cached for a larger ``k_max``
+serves smaller ones (the ranking rule is deterministic).
 """
 
 from __future__ import annotations
@@ -267,6 +267,8 @@ def fullrank_topk(
             {
                 "model_id": encoder.model_id,
                 "revision": getattr(encoder, "revision", ""),
+                # fp16/bf16 text embeddings rank slightly differently from fp32 ones
+                "precision": str(getattr(encoder, "precision", "fp32")),
                 "store": store_identity(store),
                 "searcher": _searcher_identity(index, index_params),
             }
