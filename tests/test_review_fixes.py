@@ -196,12 +196,13 @@ def test_eval_fullrank_passes_device_precision_batch_size_and_short_options(
 
 
 def test_cli_spells_shared_options_alike() -> None:
-    """Every --k/--out/--model option also answers to -k/-o/-m (where the command has it)."""
+    """Every --k/--out/--model option also answers to -k/-o/-m (where the command has it),
+    and a reranker id is --rerank everywhere."""
     import typer
 
     from inquire.cli import app
 
-    short = {"--k": "-k", "--out": "-o", "--model": "-m"}
+    short = {"--k": "-k", "--out": "-o", "--model": "-m", "--reranker": "--rerank"}
     missing = []
 
     def walk(cmd, path):
@@ -383,7 +384,7 @@ def test_eval_rerank_closes_its_score_cache(tmp_path: Path, monkeypatch) -> None
 
     monkeypatch.setattr(cache_mod, "ScoreCache", Spy)
     path = _tiny_rerank_shard(tmp_path / "test-00000-of-00001.parquet")
-    args = ["eval", "rerank", "--reranker", "cached:none", "--data", str(path)]
+    args = ["eval", "rerank", "--rerank", "cached:none", "--data", str(path)]
     res = CliRunner().invoke(app, [*args, "--allow-failures"])
     assert res.exit_code == 0, res.output
     res = CliRunner().invoke(app, args)  # every candidate fails: the error path closes it too

@@ -58,6 +58,7 @@ def eval_rerank_cmd(
     reranker: str = typer.Option(
         ...,
         "--reranker",
+        "--rerank",  # the spelling of `eval fullrank --rerank` and `search --rerank`
         help="clip_score | random | clip:<model> | vlm:<family>/<model> | api:<model> | "
         "cached:<name>",
     ),
