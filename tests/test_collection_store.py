@@ -207,7 +207,7 @@ def test_collection_errors_say_what_to_do(tmp_path: Path) -> None:
         update_collection("x", encoder=PixelHashEncoder())
     with pytest.raises(UnknownNameError, match="Did you mean 'x'"):
         open_collection("xx")
-    with pytest.raises(UnknownNameError, match="unknown model .nosuch:model"):
+    with pytest.raises(UnknownNameError, match=r"unknown model .nosuch:model"):
         create_collection("y", tmp_path / "p", "nosuch:model")
 
 
