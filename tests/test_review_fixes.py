@@ -458,3 +458,21 @@ def test_rerankers_see_images_decoded_like_the_embedding_models(tmp_path: Path) 
         assert load_image(source).size == open_image(path).size == (20, 40)
     clear = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
     assert load_image(clear).getpixel((0, 0)) == (255, 255, 255)
+
+
+# uvicorn ends its thread with SystemExit when it cannot bind; that is the case under test.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_web_server_on_a_busy_port_says_how_to_fix_it() -> None:
+    import socket
+
+    from fastapi import FastAPI
+
+    from inquire.errors import InputError
+    from inquire.web.server import BackgroundServer
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(InputError, match="another --port"):
+            BackgroundServer(FastAPI(), port=port, timeout_s=10).start()
