@@ -476,3 +476,30 @@ def test_web_server_on_a_busy_port_says_how_to_fix_it() -> None:
         port = busy.getsockname()[1]
         with pytest.raises(InputError, match="another --port"):
             BackgroundServer(FastAPI(), port=port, timeout_s=10).start()
+
+
+def test_topk_cache_keys_the_index_parameters_really_in_use(tmp_path: Path) -> None:
+    """faiss keeps search parameters on the index: a later search without parameters still
+    uses them, so the cache must not file its lists under "no parameters"."""
+    from inquire.data.queries import read_queries
+    from inquire.data.synthetic import make_synthetic_benchmark
+    from inquire.embed import EmbeddingStore, load_encoder
+    from inquire.eval.fullrank import fullrank_topk
+    from inquire.index.ann import AnnIndex, build_index
+
+    bench = make_synthetic_benchmark(tmp_path / "b", n_images=1200, dim=16, n_val=2, n_test=4)
+    queries = read_queries(bench.queries_test)
+    store = EmbeddingStore(bench.embeddings)
+    build_index(store, "IVF8,Flat", name="ivf")
+    enc = load_encoder(f"precomputed:{bench.text_embeddings}")
+    enc.revision = "pinned"
+    calls: list[int] = []
+    real = enc.encode_text
+    enc.encode_text = lambda texts: calls.append(len(texts)) or real(texts)  # type: ignore[method-assign]
+    ix = AnnIndex.load(store, "ivf")
+    fullrank_topk(enc, queries, store, 10, index=ix, index_params={"nprobe": 1})
+    fullrank_topk(enc, queries, store, 10, index=ix)  # still nprobe=1: the same cached lists
+    assert len(calls) == 1 and ix.params == {"nprobe": 1.0}
+    fresh = AnnIndex.load(store, "ivf")  # faiss defaults: another searcher, searched again
+    fullrank_topk(enc, queries, store, 10, index=fresh)
+    assert len(calls) == 2

@@ -146,7 +146,11 @@ def _searcher_identity(index: Any, params: Mapping[str, float] | None) -> dict[s
         "name": index.name,
         "factory": index.info.get("factory"),
         "built_at": index.info.get("built_at"),
-        "params": dict(sorted((params or {}).items())),
+        # what the search will really use: parameters set earlier stay on a faiss index
+        "params": {
+            str(k): float(v)
+            for k, v in sorted({**getattr(index, "params", {}), **(params or {})}.items())
+        },
     }
 
 
