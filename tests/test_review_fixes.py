@@ -503,3 +503,30 @@ def test_topk_cache_keys_the_index_parameters_really_in_use(tmp_path: Path) -> N
     fresh = AnnIndex.load(store, "ivf")  # faiss defaults: another searcher, searched again
     fullrank_topk(enc, queries, store, 10, index=fresh)
     assert len(calls) == 2
+
+
+def test_verify_page_thumbnails_are_upright_and_cached(tmp_path: Path) -> None:
+    import io
+
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    from inquire.collection import create_collection
+    from inquire.config import cache_dir
+    from inquire.web.verify import make_app
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    img = Image.new("RGB", (64, 32), "green")
+    exif = img.getexif()
+    exif[0x0112] = 6  # a phone photo taken upright, stored sideways
+    img.save(photos / "phone.jpg", exif=exif.tobytes())
+    coll, _ = create_collection("rot", photos, "toy:colour", root=tmp_path / "cols")
+    image_id = int(coll.images()["image_id"].iloc[0])
+    coll.close()
+    client = TestClient(make_app(tmp_path / "cols"))
+    res = client.get(f"/verify/api/c/rot/images/{image_id}?size=32")
+    assert res.status_code == 200
+    assert Image.open(io.BytesIO(res.content)).size == (16, 32)  # upright, longest side 32
+    assert any(cache_dir("web", "thumbs").rglob("*.jpg"))
+    assert client.get(f"/verify/api/c/rot/images/{image_id}?size=4").status_code == 422
