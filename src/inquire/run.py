@@ -156,6 +156,8 @@ class Run(Mapping[int, tuple[np.ndarray, np.ndarray]]):
 
     @classmethod
     def read_parquet(cls, path: str | os.PathLike[str]) -> Run:
+        """Read a run written by :meth:`save_parquet` (its name from the file metadata, else
+        the file stem)."""
         path = Path(path)
         try:
             table = pq.read_table(path)
@@ -211,7 +213,8 @@ class Run(Mapping[int, tuple[np.ndarray, np.ndarray]]):
 
     @classmethod
     def read(cls, path: str | os.PathLike[str]) -> Run:
-        """Read a run: parquet (``.parquet``) or a TREC run file (anything else)."""
+        """Read a run: parquet (recognised by its magic bytes, whatever the file name) or
+        else a TREC run file."""
         path = Path(path)
         if not path.is_file():
             raise InputError(f"run file {str(path)!r} does not exist")

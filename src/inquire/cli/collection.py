@@ -79,7 +79,7 @@ def create_cmd(
         ..., "--images", help="Folder with the photos (searched recursively)."
     ),
     model: str = typer.Option(
-        ..., "--model", help="Encoder id, e.g. toy:colour or an open_clip id."
+        ..., "--model", "-m", help="Encoder id, e.g. toy:colour or an open_clip id."
     ),
     metadata: Path | None = typer.Option(None, "--metadata", help="iNat24-style train.json."),
     batch_size: int = typer.Option(32, help="Images per encoder call."),
@@ -208,7 +208,7 @@ def delete_cmd(
 def export_cmd(
     name: str = typer.Argument(..., help="Collection."),
     search_id: str = typer.Option(..., "--search-id", help="Saved search (see `collection info`)."),
-    out: Path = typer.Option(..., "--out", help="Output .csv or .parquet file."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output .csv or .parquet file."),
     who: str | None = typer.Option(None, "--who", help="Only this person's marks."),
     only_relevant: bool = typer.Option(False, "--relevant", help="Only marks 'relevant'."),
 ) -> None:
@@ -263,6 +263,7 @@ def search_cmd(
     import json
     import shutil
 
+    from inquire._io import atomic_open
     from inquire.collection import SearchRequest, open_collection, parse_filters, search
     from inquire.collection.store import records
 
@@ -295,7 +296,8 @@ def search_cmd(
             shutil.copy2(
                 r["path"], copy_to / f"{r['rank']:04d}_{r['image_id']}{Path(r['path']).suffix}"
             )
-        df.to_csv(copy_to / "results.csv", index=False)
+        with atomic_open(copy_to / "results.csv", "w", encoding="utf-8", newline="") as fh:
+            df.to_csv(fh, index=False)
         typer.echo(f"copied {len(df)} images to {copy_to}", err=True)
 
 
@@ -309,7 +311,7 @@ def trend_cmd(
         help="month, year, month-of-year, taxon, genus, family, order, class or region.",
     ),
     who: str | None = typer.Option(None, "--who", help="Only this person's marks."),
-    out: Path | None = typer.Option(None, "--out", help="Write the chart as PNG here."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write the chart as PNG here."),
 ) -> None:
     """Verified positives per group with their share of inspected images and a 95% CI."""
     from rich.table import Table

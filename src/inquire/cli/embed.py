@@ -15,7 +15,7 @@ def embed_cmd(
     images: Path = typer.Option(
         ..., "--images", help="Folder of images, uncompressed .tar, or iNat-style train.json/tree."
     ),
-    out: Path = typer.Option(..., "--out", help="Output folder (clip-retrieval layout)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (clip-retrieval layout)."),
     batch_size: int = typer.Option(64, help="Images per forward pass."),
     shard_size: int = typer.Option(100_000, help="Images per output shard."),
     workers: int = typer.Option(

@@ -11,9 +11,9 @@ from inquire.cli._common import friendly_errors
 
 @friendly_errors
 def fullrank_cmd(
-    model: str = typer.Option(..., "--model", help="Text model id, e.g. precomputed:FILE."),
+    model: str = typer.Option(..., "--model", "-m", help="Text model id, e.g. precomputed:FILE."),
     split: str = typer.Option("test", help="Benchmark split: val or test."),
-    k: int = typer.Option(50, "--k", help="Cut-off for the metrics."),
+    k: int = typer.Option(50, "--k", "-k", help="Cut-off for the metrics."),
     k_max: int | None = typer.Option(
         None, "--k-max", help="Images retrieved (and cached) per query; default k."
     ),
@@ -26,7 +26,9 @@ def fullrank_cmd(
     param: list[str] = typer.Option([], "--param", help="Index search parameter NAME=VALUE."),
     queries: Path | None = typer.Option(None, help="Local query CSV instead of the split's."),
     annotations: Path | None = typer.Option(None, help="Local annotations CSV."),
-    out: Path | None = typer.Option(None, help="Write per_query.csv, summary.json, run.parquet."),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Write per_query.csv, summary.json, run.parquet."
+    ),
     no_cache: bool = typer.Option(False, "--no-cache", help="Search again; ignore the cache."),
     rerank: str | None = typer.Option(
         None,
@@ -37,7 +39,13 @@ def fullrank_cmd(
     images: Path | None = typer.Option(
         None, "--images", help="Two-stage: root folder the embeddings' image paths are under."
     ),
-    device: str = typer.Option("cpu", help="Two-stage: device of a local reranker."),
+    device: str = typer.Option(
+        "cpu", help="Device of the text model and of a local reranker: cpu, cuda, cuda:N, mps."
+    ),
+    precision: str = typer.Option(
+        "fp32", help="Precision of the text model and of a local reranker: fp32, fp16, bf16."
+    ),
+    batch_size: int = typer.Option(32, "--batch-size", help="Texts per text-model forward pass."),
     allow_failures: bool = typer.Option(
         False, "--allow-failures", help="Two-stage: rank candidates the reranker failed on last."
     ),
@@ -76,6 +84,9 @@ def fullrank_cmd(
         index_params=parse_params(param),
         out_dir=out,
         cache=not no_cache,
+        device=device,
+        precision=precision,
+        batch_size=batch_size,
         config_extra={
             "queries": str(queries) if queries else f"inquire:{split}",
             "split": None if queries else split,
@@ -91,17 +102,18 @@ def fullrank_cmd(
         from inquire.rerank.cache import ScoreCache
 
         resolve = image_resolver(run_image_paths(EmbeddingStore(embeddings), qrels), images)
-        two = evaluate_two_stage(
-            run,
-            load_reranker(rerank, device=device),
-            resolve,
-            qrels,
-            query_df,
-            k=k,
-            from_k=from_k,
-            cache=ScoreCache(),
-            allow_failures=allow_failures,
-        )
+        with ScoreCache() as cache:
+            two = evaluate_two_stage(
+                run,
+                load_reranker(rerank, device=device, precision=precision),
+                resolve,
+                qrels,
+                query_df,
+                k=k,
+                from_k=from_k,
+                cache=cache,
+                allow_failures=allow_failures,
+            )
         two.result.config["first_stage_model"] = model
         console.print(
             metrics_table(two.result, title=f"Two-stage: {model} top-{from_k} -> {rerank}, k={k}")

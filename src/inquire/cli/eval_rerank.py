@@ -58,6 +58,7 @@ def eval_rerank_cmd(
     reranker: str = typer.Option(
         ...,
         "--reranker",
+        "--rerank",  # the spelling of `eval fullrank --rerank` and `search --rerank`
         help="clip_score | random | clip:<model> | vlm:<family>/<model> | api:<model> | "
         "cached:<name>",
     ),
@@ -68,7 +69,7 @@ def eval_rerank_cmd(
     queries: list[Path] = typer.Option(
         [], "--queries", help="INQUIRE query CSV(s) giving --data files their query ids."
     ),
-    out: Path | None = typer.Option(None, help="Write the results folder here."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write the results folder here."),
     seed: int = typer.Option(0, help="Seed of the random baseline."),
     device: str = typer.Option("cpu", help="torch device for local models."),
     precision: str = typer.Option("fp32", help="fp32, bf16 or fp16 for local models."),
@@ -106,9 +107,13 @@ def eval_rerank_cmd(
         ranker = load_reranker(reranker, opts)
         cache = None if no_cache else ScoreCache()
     cfg = {"split": None if data else split}
-    result = evaluate_rerank(
-        rs, ranker, seed=seed, cache=cache, allow_failures=allow_failures, config=cfg
-    )
+    try:
+        result = evaluate_rerank(
+            rs, ranker, seed=seed, cache=cache, allow_failures=allow_failures, config=cfg
+        )
+    finally:
+        if cache is not None:
+            cache.close()
     console = Console()
     console.print(rerank_table(result, f"INQUIRE-Rerank ({split}): {result.run.name}"))
     if result.expected_random is not None:

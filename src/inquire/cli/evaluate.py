@@ -13,12 +13,14 @@ from inquire.cli._common import friendly_errors
 def evaluate_cmd(
     run: Path = typer.Option(..., "--run", help="A TREC run file or an inquire run parquet."),
     split: str = typer.Option("test", help="Benchmark split: val or test."),
-    k: int = typer.Option(50, "--k", help="Cut-off for AP@k, nDCG@k, P@k, R@k and MRR."),
+    k: int = typer.Option(50, "--k", "-k", help="Cut-off for AP@k, nDCG@k, P@k, R@k and MRR."),
     annotations: Path | None = typer.Option(
         None, help="Local annotations CSV instead of the downloaded one."
     ),
     queries: Path | None = typer.Option(None, help="Local query CSV instead of the split's."),
-    out: Path | None = typer.Option(None, help="Write per_query.csv and summary.json here."),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Write per_query.csv and summary.json here."
+    ),
 ) -> None:
     """Evaluate RUN against the relevance annotations and print the metrics table."""
     from rich.console import Console

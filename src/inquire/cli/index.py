@@ -66,10 +66,10 @@ def list_cmd(
 def recall_cmd(
     embeddings: Path = typer.Option(..., "--embeddings", help="Embedding folder."),
     index: str = typer.Option(..., "--index", help="Index name (see `inquire index list`)."),
-    model: str = typer.Option(..., "--model", help="Text model id, e.g. precomputed:FILE."),
+    model: str = typer.Option(..., "--model", "-m", help="Text model id, e.g. precomputed:FILE."),
     split: str = typer.Option("test", help="Benchmark split whose queries are used."),
     queries: Path | None = typer.Option(None, help="Local query CSV instead of the split's."),
-    k: int = typer.Option(50, "--k", help="Recall@k cut-off."),
+    k: int = typer.Option(50, "--k", "-k", help="Recall@k cut-off."),
     param: list[str] = typer.Option([], "--param", help="Search parameter NAME=VALUE."),
 ) -> None:
     """Recall@k of an index against exact search on the benchmark's queries, and the speed-up."""

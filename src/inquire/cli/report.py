@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -63,13 +64,23 @@ def report_cmd(
     queries: Path | None = typer.Option(None, "--queries", help="Query CSV for query texts."),
 ) -> None:
     """Tabulate RESULTS overall and per group, with bootstrap confidence intervals."""
-    from inquire.errors import UnknownNameError
+    from inquire.errors import InputError, UnknownNameError
     from inquire.report import build_report, compare
     from inquire.report import formats as F
     from inquire.report.plots import png_base64, report_figures, save_figure
 
     if fmt not in _FORMATS:
         raise UnknownNameError("report format", fmt, _FORMATS)
+    if with_compare and len(results) < 2:
+        raise InputError(
+            f"--compare tests pairs of runs but got {len(results)} result folder; pass two or "
+            f"more, or drop --compare"
+        )
+    if with_compare and fmt in ("csv", "latex"):
+        raise InputError(
+            f"--compare adds the paired tests to terminal, markdown and html reports, not to "
+            f"{fmt}; for a {fmt} table of the tests run `inquire compare RESULTS... --format csv`"
+        )
     report = build_report(
         results,
         by=_split(by),
@@ -80,7 +91,7 @@ def report_cmd(
     )
     comparison = (
         compare(results, n_resamples=bootstrap or 10000, seed=seed, queries=queries)
-        if with_compare and len(results) > 1
+        if with_compare
         else None
     )
     figures = {}
@@ -120,7 +131,23 @@ def report_cmd(
         text = F.render_markdown(report, comparison)
     else:
         text = F.render(report, fmt)
+        if comparison is not None:  # terminal text written to --out
+            text += "\n" + _comparison_text(comparison)
     _write(text, out)
+
+
+def _comparison_text(comparison: Any) -> str:
+    """The terminal rendering of a comparison as plain text (for ``--out`` files)."""
+    import io
+
+    from rich.console import Console
+
+    from inquire.report import formats as F
+
+    console = Console(file=io.StringIO(), width=160, record=True, color_system=None)
+    for r in F.comparison_renderables(comparison):
+        console.print(r)
+    return console.export_text()
 
 
 @friendly_errors
@@ -171,14 +198,7 @@ def compare_cmd(
         for r in F.comparison_renderables(comparison):
             console.print(r)
     elif fmt == "terminal":
-        import io
-
-        from rich.console import Console
-
-        console = Console(file=io.StringIO(), width=160, record=True, color_system=None)
-        for r in F.comparison_renderables(comparison):
-            console.print(r)
-        _write(console.export_text(), out)
+        _write(_comparison_text(comparison), out)
     elif fmt == "markdown":
         _write(F.comparison_markdown(comparison) + "\n", out)
     else:

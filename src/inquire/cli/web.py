@@ -28,7 +28,7 @@ def serve_cmd(
         None, "--embeddings", help="Embedding folder: image ids -> paths, and free-text search."
     ),
     model: str | None = typer.Option(
-        None, "--model", help="Text model id for free-text search (needs --embeddings)."
+        None, "--model", "-m", help="Text model id for free-text search (needs --embeddings)."
     ),
     thumb_cache: Path | None = typer.Option(
         None, "--thumb-cache", help="Thumbnail cache folder (default: <cache>/web/thumbs)."

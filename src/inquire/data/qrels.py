@@ -111,7 +111,10 @@ def read_qrels(path: str | os.PathLike[str]) -> Qrels:
         if col in df.columns and not pd.api.types.is_integer_dtype(df[col]):
             text = df[col].astype(str).str.strip()
             bad = np.flatnonzero(~text.str.fullmatch(r"-?\d+(\.0)?").to_numpy(bool))
-            row = int(bad[0]) if len(bad) else 0
+            if not len(bad):  # whole numbers written as floats (e.g. "5.0") are fine
+                df[col] = text.str.removesuffix(".0").astype(np.int64)
+                continue
+            row = int(bad[0])
             value = df[col].iloc[row]
             shown = "an empty cell" if pd.isna(value) else repr(str(value))
             raise InputError(

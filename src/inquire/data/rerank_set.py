@@ -45,6 +45,7 @@ import pyarrow.parquet as pq
 
 from inquire._io import atomic_open, atomic_path
 from inquire.data.qrels import Qrels
+from inquire.data.queries import UNKNOWN_GROUP
 from inquire.errors import InputError, UnknownNameError
 
 log = logging.getLogger(__name__)
@@ -224,7 +225,8 @@ def read_rerank_set(
     )
     qtable["query_id"] = qtable["query_id"].astype(np.int64)
     for col in ("supercategory", "category", "iconic_group"):
-        qtable[col] = qtable[col].fillna("Unknown").replace("", "Unknown").astype(str)
+        # The same rule as read_queries: empty or blank -> the named UNKNOWN_GROUP.
+        qtable[col] = qtable[col].fillna("").astype(str).str.strip().replace("", UNKNOWN_GROUP)
     return RerankSet(candidates=candidates, queries=qtable, paths=resolved)
 
 

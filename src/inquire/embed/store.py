@@ -171,13 +171,11 @@ class EmbeddingStore:
         if missing not in ("raise", "ignore"):
             raise InputError(f"missing must be 'raise' or 'ignore', got {missing!r}")
         if self._path_index is None:
-            keys = pd.Series(_path_key(self.metadata["image_path"]))
+            keys = pd.Series(path_key(self.metadata["image_path"]))
             # Duplicate paths (one image listed twice) resolve to their first row.
             self._path_index = pd.Index(keys[~keys.duplicated()].to_numpy())
             self._path_rows = np.flatnonzero(~keys.duplicated().to_numpy())
-        pos = self._path_index.get_indexer(
-            pd.Index(_path_key(pd.Series(list(paths), dtype=object)))
-        )
+        pos = self._path_index.get_indexer(pd.Index(path_key(pd.Series(list(paths), dtype=object))))
         pos = np.where(pos >= 0, self._path_rows[np.maximum(pos, 0)], -1)
         if missing == "raise" and (pos < 0).any():
             bad = [str(p) for p, q in zip(paths, pos, strict=True) if q < 0]
@@ -230,8 +228,10 @@ def check_unit_norm(x: np.ndarray, what: str, tol: float = 1e-2) -> None:
         )
 
 
-def _path_key(paths: pd.Series) -> np.ndarray:
-    """Paths compared without image extension and leading ``./``, with ``/`` separators."""
-    s = paths.astype(str).str.replace("\\", "/", regex=False).str.removeprefix("./")
+def path_key(paths: pd.Series) -> np.ndarray:
+    """``(n,) object`` keys that join image paths across files: without the image extension
+    and a leading ``./``, with ``/`` separators (INQUIRE's metadata has no ``.jpg``, its
+    annotations do)."""
+    s = paths.astype(str).str.strip().str.replace("\\", "/", regex=False).str.removeprefix("./")
     out = s.str.replace(r"\.(?:jpe?g|png|webp|tiff?|bmp|gif)$", "", regex=True, case=False)
     return out.to_numpy(dtype=object)

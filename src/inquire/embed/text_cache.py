@@ -7,6 +7,7 @@ weights) are never cached: their outputs could change under the same name.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 from collections.abc import Sequence
@@ -56,7 +57,8 @@ def text_embeddings(
         return encoder.encode_text(texts)
     key = (encoder.model_id, encoder.revision, precision)
     db = path or cache_path()
-    with sqlite3.connect(db) as con:
+    # closing(): a connection's own context manager only commits, it never closes.
+    with contextlib.closing(sqlite3.connect(db, timeout=60)) as con, con:
         con.execute(_SCHEMA)
         found: dict[str, np.ndarray] = {}
         unique = list(dict.fromkeys(texts))

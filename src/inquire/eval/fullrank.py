@@ -14,10 +14,10 @@ ranked image keeps a distinct id.
 
 Top-k cache: ``config.cache_dir("topk")/<key>.parquet`` with columns
 ``query_text, k_max, rank, image_id, score`` plus ``<key>.json`` describing the key. The key
-hashes the model id and revision, the embedding folder's identity (resolved path, row count,
-fingerprint of sizes, mtimes and manifest) and the searcher (exact, or index name + its build
-fingerprint + search parameters). An exact search cached for a larger ``k_max`` serves smaller
-ones (the ranking rule is deterministic).
+hashes the model id, revision and precision, the embedding folder's identity (resolved path,
+row count, fingerprint of sizes, mtimes and manifest) and the searcher (exact, or index name +
+its build fingerprint + search parameters). An exact search cached for a larger ``k_max``
+serves smaller ones (the ranking rule is deterministic).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from inquire import config
 from inquire._io import atomic_path, write_json
 from inquire.data.qrels import Qrels
 from inquire.embed.base import Encoder
-from inquire.embed.store import EmbeddingStore
+from inquire.embed.store import EmbeddingStore, path_key
 from inquire.errors import InputError
 from inquire.eval.evaluate import EvalResult, evaluate
 from inquire.run import Run
@@ -66,13 +66,6 @@ def store_has_image_ids(store: EmbeddingStore) -> bool:
     return "image_id" in pq.read_schema(first).names
 
 
-def _path_key(path: str) -> str:
-    p = str(path).strip().replace("\\", "/")
-    if p.startswith("./"):
-        p = p[2:]
-    return p[:-4] if p.lower().endswith(".jpg") else p
-
-
 def _drop_leading(keys: pd.Series, n: int) -> pd.Series:
     """``a/b/c`` -> ``b/c`` for ``n = 1``; keys with no more than ``n`` components -> NaN."""
     if n == 0:
@@ -90,7 +83,7 @@ def image_ids_by_path(store: EmbeddingStore, paths: Mapping[int, str]) -> np.nda
     """``(N,) int64`` benchmark image id of every store row, by matching image paths.
 
     ``paths``: image id -> image path as in INQUIRE's annotations (``train/.../x.jpg``).
-    Store paths are compared without ``.jpg``. When no path matches as it is, the paths are
+    Paths are compared as :func:`~inquire.embed.store.path_key` keys (no extension). When no path matches as it is, the paths are
     aligned on their last components: an embedding of the ``train/`` folder itself records
     ``<taxon dir>/x.jpg`` where the annotations say ``train/<taxon dir>/x.jpg`` (and an
     embedding of the folder above it records one component more). The number of leading
@@ -104,9 +97,9 @@ def image_ids_by_path(store: EmbeddingStore, paths: Mapping[int, str]) -> np.nda
             f"must be matched to the annotations by image_path, but the annotations have no "
             f"image_path column; use INQUIRE's annotations CSV (query_id, image_id, image_path)"
         )
-    store_paths = store.metadata["image_path"].astype(str).map(_path_key)
+    store_paths = pd.Series(path_key(store.metadata["image_path"]), dtype=object)
     ann_ids = np.fromiter(paths.keys(), np.int64, len(paths))
-    ann_paths = pd.Series([_path_key(p) for p in paths.values()], dtype=object)
+    ann_paths = pd.Series(path_key(pd.Series(list(paths.values()), dtype=object)), dtype=object)
 
     def attempt(drop_ann: int, drop_store: int) -> pd.Series:
         ann_keys = _drop_leading(ann_paths, drop_ann)
@@ -198,7 +191,11 @@ def _searcher_identity(index: Any, params: Mapping[str, float] | None) -> dict[s
         "name": index.name,
         "factory": index.info.get("factory"),
         "built_at": index.info.get("built_at"),
-        "params": dict(sorted((params or {}).items())),
+        # what the search will really use: parameters set earlier stay on a faiss index
+        "params": {
+            str(k): float(v)
+            for k, v in sorted({**getattr(index, "params", {}), **(params or {})}.items())
+        },
     }
 
 
@@ -319,6 +316,8 @@ def fullrank_topk(
             {
                 "model_id": encoder.model_id,
                 "revision": getattr(encoder, "revision", ""),
+                # fp16/bf16 text embeddings rank slightly differently from fp32 ones
+                "precision": str(getattr(encoder, "precision", "fp32")),
                 "store": store_identity(store),
                 "searcher": _searcher_identity(index, index_params),
             }
@@ -385,6 +384,7 @@ def evaluate_fullrank(
     encoder: Encoder | None = None,
     device: str = "cpu",
     batch_size: int = 32,
+    precision: str = "fp32",
     config_extra: Mapping[str, Any] | None = None,
     name: str | None = None,
 ) -> tuple[EvalResult, Run]:
@@ -395,7 +395,8 @@ def evaluate_fullrank(
     ``k_max`` (default ``k``) per query, exactly or with the faiss ``index`` of that name,
     evaluates the top ``k`` and, when ``out_dir`` is given, writes ``per_query.csv``,
     ``summary.json`` and ``run.parquet`` there. ``name`` names the run (default
-    ``fullrank:MODEL_ID``). Returns the result and the run.
+    ``fullrank:MODEL_ID``). ``device``, ``precision`` and ``batch_size`` load the text model
+    (unused when ``encoder`` is given). Returns the result and the run.
     """
     from inquire.data.qrels import load_qrels
     from inquire.data.queries import load_queries
@@ -411,7 +412,9 @@ def evaluate_fullrank(
     query_df = load_queries(queries) if isinstance(queries, str) else queries
     qrels = qrels if qrels is not None else load_qrels()
     store = EmbeddingStore(embeddings)
-    enc = encoder or load_encoder(model_id, device=device, batch_size=batch_size)
+    enc = encoder or load_encoder(
+        model_id, device=device, precision=precision, batch_size=batch_size
+    )
     ann = AnnIndex.load(store, index) if index else None
     image_ids = None if store_has_image_ids(store) else image_ids_by_path(store, qrels.paths)
     run = fullrank_topk(

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from inquire._io import write_json
+from inquire._io import atomic_open, write_json
 from inquire.data.rerank_set import RerankSet
 from inquire.errors import InquireError, UnknownNameError
 from inquire.eval.evaluate import EvalResult, evaluate
@@ -110,7 +110,8 @@ class RerankResult:
         self.result.save(out, run=self.run)
         self.result_at_50.save(out / "at50")
         if len(self.failures):
-            self.failures.to_csv(out / FAILURES_FILE, index=False)
+            with atomic_open(out / FAILURES_FILE, "w", encoding="utf-8", newline="") as fh:
+                self.failures.to_csv(fh, index=False)
         return out
 
 

@@ -23,7 +23,7 @@ import logging
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -228,6 +228,9 @@ class AnnIndex:
     info: dict[str, Any]
     index: Any
     path: Path
+    #: Search parameters applied so far. faiss keeps them on the index, so a later search
+    #: without parameters still uses them; caches key on this, not on one call's arguments.
+    params: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def load(cls, store: EmbeddingStore, name: str, mmap: bool = True) -> AnnIndex:
@@ -274,6 +277,7 @@ class AnnIndex:
                     f"index {self.name!r} ({self.info.get('factory')}) has no search parameter "
                     f"{key!r}; IVF indexes take nprobe, HNSW indexes take efSearch"
                 ) from None
+            self.params[str(key)] = float(value)
 
     def search(
         self, queries: np.ndarray, k: int, params: Mapping[str, float] | None = None

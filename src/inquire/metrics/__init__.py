@@ -32,6 +32,14 @@ METRICS: dict[str, tuple[MetricFn, float]] = {
     "trec_ap": (trec_ap_at_k, 100.0),
 }
 DEFAULT_METRICS = ("ap", "ndcg", "mrr", "precision", "recall")
+# How tables, plots and the web page name each metric; MRR carries no cut-off.
+METRIC_LABELS: dict[str, str] = {
+    "ap": "AP",
+    "ndcg": "nDCG",
+    "mrr": "MRR",
+    "precision": "P",
+    "recall": "R",
+}
 
 
 def compute_metrics(
@@ -50,6 +58,12 @@ def compute_metrics(
     return {name: METRICS[name][0](rel, n_rel) for name in metrics}
 
 
+def metric_label(metric: str, k: int | str) -> str:
+    """The header of ``metric`` at cut-off ``k``: ``AP@50``, ``nDCG@50``, ``MRR``."""
+    label = METRIC_LABELS.get(metric, metric)
+    return label if metric == "mrr" else f"{label}@{k}"
+
+
 def scale(metric: str) -> float:
     """The factor a table multiplies ``metric`` by (100 or 1)."""
     if metric not in METRICS:
@@ -60,8 +74,10 @@ def scale(metric: str) -> float:
 __all__ = [
     "DEFAULT_METRICS",
     "METRICS",
+    "METRIC_LABELS",
     "ap_at_k",
     "compute_metrics",
+    "metric_label",
     "ndcg_at_k",
     "precision_at_k",
     "recall_at_k",

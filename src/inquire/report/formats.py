@@ -17,10 +17,9 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from inquire.errors import UnknownNameError
-from inquire.metrics import scale
+from inquire.metrics import metric_label, scale
 from inquire.report.build import LEVEL_TITLES, Report
 from inquire.report.leaderboard import Leaderboard
-from inquire.report.plots import metric_label
 
 if TYPE_CHECKING:
     from rich.console import RenderableType

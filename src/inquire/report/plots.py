@@ -24,7 +24,7 @@ import numpy as np
 from inquire._io import atomic_path
 from inquire.data.qrels import Qrels
 from inquire.errors import InputError
-from inquire.metrics import relevance_matrix, scale
+from inquire.metrics import metric_label, relevance_matrix, scale
 from inquire.run import Run
 
 if TYPE_CHECKING:
@@ -38,13 +38,6 @@ PLOT_FORMATS = ("png", "svg")
 _DPI = 120
 # Colour-blind-safe qualitative palette (Okabe-Ito).
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
-_LABELS = {"ap": "AP", "ndcg": "nDCG", "mrr": "MRR", "precision": "P", "recall": "R"}
-
-
-def metric_label(metric: str, k: int) -> str:
-    """``AP@50``, ``nDCG@50``, ``MRR``, ... as column headers and axis labels."""
-    base = _LABELS.get(metric, metric)
-    return base if metric == "mrr" else f"{base}@{k}"
 
 
 def _figure(width: float, height: float) -> Figure:

@@ -5,9 +5,7 @@ from __future__ import annotations
 from rich.table import Table
 
 from inquire.eval.evaluate import EvalResult
-from inquire.metrics import scale
-
-_LABELS = {"ap": "AP", "ndcg": "nDCG", "mrr": "MRR", "precision": "P", "recall": "R"}
+from inquire.metrics import metric_label, scale
 
 
 def metrics_table(result: EvalResult, by: str = "supercategory", title: str | None = None) -> Table:
@@ -17,8 +15,7 @@ def metrics_table(result: EvalResult, by: str = "supercategory", title: str | No
     table.add_column(by.replace("_", " "), style="bold")
     table.add_column("queries", justify="right")
     for m in result.metrics:
-        label = _LABELS.get(m, m)
-        table.add_column(label if m == "mrr" else f"{label}@{k}", justify="right")
+        table.add_column(metric_label(m, k), justify="right")
     overall = result.aggregate(scaled=True)
     groups = result.aggregate(by, scaled=True)
     for i, (_, row) in enumerate([*overall.iterrows(), *groups.iterrows()]):

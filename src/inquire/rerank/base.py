@@ -45,22 +45,27 @@ class Reranker(Protocol):
 
 
 def load_image(image: ImageLike) -> Any:
-    """An RGB ``PIL.Image`` from a PIL image, a path or encoded bytes."""
+    """An RGB ``PIL.Image`` from a PIL image, a path or encoded bytes.
+
+    Decoded like every image the embedding models see (:func:`inquire.embed.base.open_image`:
+    EXIF orientation applied, transparency over white, 16-bit scaled), so a reranker looks at
+    the same picture as the first stage.
+    """
     from PIL import Image, UnidentifiedImageError
 
+    from inquire.embed.base import open_image
+
     if isinstance(image, Image.Image):
-        return image.convert("RGB") if image.mode != "RGB" else image
+        return open_image(image)
     try:
         if isinstance(image, (bytes, bytearray)):
-            with Image.open(io.BytesIO(image)) as im:
-                return im.convert("RGB")
+            return open_image(bytes(image))
         if isinstance(image, (str, os.PathLike)):
             path = Path(image)
             if not path.is_file():
                 raise InputError(f"image file {str(path)!r} does not exist")
-            with Image.open(path) as im:
-                return im.convert("RGB")
-    except (UnidentifiedImageError, OSError) as exc:
+            return open_image(path)
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise InputError(f"cannot read image {str(image)[:80]!r}: {exc}") from exc
     raise InputError(
         f"cannot use a {type(image).__name__} as an image; give a PIL image, a path or bytes"

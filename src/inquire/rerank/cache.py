@@ -57,8 +57,17 @@ class ModelKey:
 
     @classmethod
     def of(cls, reranker: Reranker) -> ModelKey:
-        """The key part of ``reranker`` (its id, revision and prompt version)."""
-        return cls(reranker.reranker_id, reranker.revision, reranker.prompt_version)
+        """The key part of ``reranker`` (its id, revision and prompt version).
+
+        A local model run at reduced precision (its ``precision`` attribute, e.g. ``bf16``)
+        gives slightly different scores than in fp32, so the precision joins the revision
+        (``REV@bf16``); fp32 keys stay the plain revision.
+        """
+        revision = str(reranker.revision)
+        precision = str(getattr(reranker, "precision", "") or "fp32")
+        if precision != "fp32":
+            revision = f"{revision}@{precision}"
+        return cls(reranker.reranker_id, revision, reranker.prompt_version)
 
 
 class ScoreCache:

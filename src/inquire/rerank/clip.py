@@ -28,6 +28,7 @@ class ClipReranker:
         self.reranker_id = f"clip:{encoder.model_id}"
         self.revision = str(encoder.revision)
         self.prompt_version = PROMPT_VERSION
+        self.precision = str(getattr(encoder, "precision", "fp32"))  # part of the cache key
 
     def score(self, query_text: str, images: Sequence[ImageLike]) -> np.ndarray:
         """``(n,) float64`` cosine similarity of each image with the query."""

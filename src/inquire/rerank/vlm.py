@@ -141,8 +141,6 @@ FAMILIES: dict[str, VLMFamily] = {
     )
 }
 
-_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-
 
 def parse_vlm_id(spec: str) -> tuple[VLMFamily, str]:
     """``'<family>/<model>'`` -> (family row, model path or hub id)."""
@@ -224,11 +222,12 @@ class VLMReranker:
         revision: str | None = None,
         min_mass: float = 0.5,
     ) -> None:
-        import torch
         import transformers
 
-        if precision not in _DTYPES:
-            raise UnknownNameError("precision", precision, _DTYPES)
+        from inquire.embed._torch import check_device, torch_dtype
+
+        dtype = torch_dtype(precision)  # the one precision table, shared with the encoders
+        device = str(check_device(device))  # a missing GPU fails here, clearly
         if batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}")
         self.family = family
@@ -237,6 +236,7 @@ class VLMReranker:
         self.batch_size = batch_size
         self.min_mass = min_mass
         self.device = device
+        self.precision = precision  # part of the cache key (rerank.cache.ModelKey)
         local = Path(model).expanduser()
         kwargs: dict[str, Any] = {}
         if local.is_dir():
@@ -250,9 +250,7 @@ class VLMReranker:
         proc_cls = getattr(transformers, family.processor_class)
         try:
             self.processor = proc_cls.from_pretrained(source, **kwargs)
-            self.model = model_cls.from_pretrained(
-                source, dtype=getattr(torch, _DTYPES[precision]), **kwargs
-            )
+            self.model = model_cls.from_pretrained(source, dtype=dtype, **kwargs)
         except OSError as exc:
             raise InputError(
                 f"cannot load VLM {model!r} ({family.model_class}): {exc}. Give a local folder "

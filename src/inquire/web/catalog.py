@@ -21,21 +21,12 @@ from inquire.data.queries import read_queries
 from inquire.embed.base import Encoder
 from inquire.errors import InputError, UnknownNameError
 from inquire.eval.evaluate import GROUP_COLUMNS, RUN_FILE, EvalResult
-from inquire.metrics import scale
+from inquire.metrics import metric_label, scale
 from inquire.run import Run
 from inquire.web.config import WebConfig
 from inquire.web.images import ImageRoots
 
 log = logging.getLogger(__name__)
-
-METRIC_LABELS = {"ap": "AP", "ndcg": "nDCG", "mrr": "MRR", "precision": "P", "recall": "R"}
-
-
-def metric_label(metric: str, k: int) -> str:
-    """Column header of ``metric`` at cut-off ``k`` (``AP@50``; ``MRR`` has no cut-off)."""
-    label = METRIC_LABELS.get(metric, metric)
-    return label if metric == "mrr" else f"{label}@{k}"
-
 
 def format_metric(metric: str, value: float) -> str:
     """A metric as tables show it: x100 with one decimal, or a 3-decimal fraction."""

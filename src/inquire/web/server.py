@@ -60,11 +60,15 @@ class BackgroundServer:
         deadline = time.monotonic() + self.timeout_s
         while not self.server.started:
             if not self._thread.is_alive():
-                raise InputError(f"the web server could not start on {self.url}")
+                raise InputError(
+                    f"the web server could not start on {self.url}: the port is probably in "
+                    f"use or the address is not this machine's; pick another --port or --host"
+                )
             if time.monotonic() > deadline:
                 self.stop()
                 raise InputError(
-                    f"the web server did not start on {self.url} within {self.timeout_s:.0f} s"
+                    f"the web server did not start on {self.url} within {self.timeout_s:.0f} s; "
+                    f"check that nothing else holds the port, or pass a larger timeout_s"
                 )
             time.sleep(0.02)
         return self

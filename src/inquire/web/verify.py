@@ -22,7 +22,6 @@ SQLite connection, and WAL mode lets readers and one writer work at once.
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import threading
@@ -45,8 +44,11 @@ from inquire.collection.store import (
     records,
 )
 from inquire.collection.verify import Verification, write_table
+from inquire.config import cache_dir
 from inquire.embed.base import Encoder
 from inquire.errors import InquireError, UnknownNameError
+from inquire.web.config import MAX_THUMB_SIZE
+from inquire.web.images import ImageError, ImageRoots, ThumbnailCache, image_format
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -75,6 +77,7 @@ class _Resident:
         self.lock = threading.Lock()
         self.indexes: dict[str, CollectionIndex] = {}
         self.encoders: dict[str, Encoder] = {}
+        self._thumbs: ThumbnailCache | None = None
 
     def collection(self, name: str) -> Collection:
         return open_collection(name, self.root)
@@ -85,6 +88,12 @@ class _Resident:
             if idx is None or idx.generation != coll.generation:
                 idx = self.indexes[coll.name] = coll.index()
             return idx
+
+    def thumbs(self) -> ThumbnailCache:
+        with self.lock:
+            if self._thumbs is None:
+                self._thumbs = ThumbnailCache(cache_dir("web", "thumbs"))
+            return self._thumbs
 
     def encoder(self, model_id: str) -> Encoder:
         with self.lock:
@@ -269,23 +278,27 @@ def make_router(
 
     @r.get("/api/c/{name}/images/{image_id}")
     @_http_errors
-    def image(name: str, image_id: int, size: int = Query(0, ge=0, le=2048)) -> Response:
+    def image(name: str, image_id: int, size: int = Query(0, ge=0, le=MAX_THUMB_SIZE)) -> Response:
         coll = res.collection(name)
-        info = coll.images([image_id])
-        coll.close()
-        path = info["abspath"].iloc[0]
-        if not isinstance(path, str) or not Path(path).is_file():
+        try:
+            info = coll.images([image_id])
+            root = coll.images_root
+        finally:
+            coll.close()
+        rel = info["path"].iloc[0]
+        if not isinstance(rel, str):
             raise HTTPException(404, f"image {image_id} of collection {name!r} has no file")
-        if not size:
-            return Response(Path(path).read_bytes(), media_type=_media(path))
-        from PIL import Image
-
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            im.thumbnail((size, size))
-            buf = io.BytesIO()
-            im.save(buf, format="JPEG", quality=85)
-        return Response(buf.getvalue(), media_type="image/jpeg")
+        try:
+            # The same checks as every other image route: the real path (symlinks resolved)
+            # must lie under the collection's folder and the file must be an image.
+            path = ImageRoots([root]).resolve(rel)
+            if not size:
+                return Response(path.read_bytes(), media_type=image_format(path))
+            # Thumbnails as the main page makes them: upright (EXIF), cached on disk.
+            thumb = res.thumbs().get(path, size)
+        except ImageError as exc:
+            raise HTTPException(exc.status, str(exc)) from None
+        return Response(thumb.read_bytes(), media_type="image/jpeg")
 
     return r
 
@@ -298,17 +311,6 @@ def _page(prefix: str) -> str:
 
     html = (files("inquire.web") / "templates" / "collection_verify.html").read_text("utf-8")
     return html.replace("{{ASSETS}}", f"{prefix}/assets")
-
-
-def _media(path: str) -> str:
-    ext = Path(path).suffix.lower()
-    return {
-        ".png": "image/png",
-        ".webp": "image/webp",
-        ".tif": "image/tiff",
-        ".tiff": "image/tiff",
-        ".bmp": "image/bmp",
-    }.get(ext, "image/jpeg")
 
 
 def make_app(collections_root: str | os.PathLike[str] | None = None) -> FastAPI:
