@@ -124,9 +124,15 @@ def test_demo_end_to_end_and_its_serve_command(
         EvalResult.load(summary.parent)  # every results folder the demo wrote loads
 
     # the printed `inquire serve ...` command starts a working page (served in-process here)
-    serve_lines = [line for line in out.splitlines() if line.startswith("inquire serve ")]
+    # `inquire serve ...`, or `PYTHON -m inquire serve ...` where inquire is not on PATH
+    serve_lines = [
+        line
+        for line in out.splitlines()
+        if line.startswith("inquire serve ") or " -m inquire serve " in line
+    ]
     assert len(serve_lines) == 1, out
-    args = shlex.split(serve_lines[0])[1:]
+    parts = shlex.split(serve_lines[0])
+    args = parts[parts.index("serve") :]
     captured: dict[str, object] = {}
 
     def fake_serve(app_: object, host: str = "127.0.0.1", port: int = 8000, **kw: object) -> None:

@@ -83,7 +83,8 @@ def image_ids_by_path(store: EmbeddingStore, paths: Mapping[int, str]) -> np.nda
     """``(N,) int64`` benchmark image id of every store row, by matching image paths.
 
     ``paths``: image id -> image path as in INQUIRE's annotations (``train/.../x.jpg``).
-    Paths are compared as :func:`~inquire.embed.store.path_key` keys (no extension). When no path matches as it is, the paths are
+    Paths are compared as :func:`~inquire.embed.store.path_key` keys (no extension). When no
+    path matches as it is, the paths are
     aligned on their last components: an embedding of the ``train/`` folder itself records
     ``<taxon dir>/x.jpg`` where the annotations say ``train/<taxon dir>/x.jpg`` (and an
     embedding of the folder above it records one component more). The number of leading

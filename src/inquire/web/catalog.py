@@ -28,6 +28,7 @@ from inquire.web.images import ImageRoots
 
 log = logging.getLogger(__name__)
 
+
 def format_metric(metric: str, value: float) -> str:
     """A metric as tables show it: x100 with one decimal, or a 3-decimal fraction."""
     return f"{value:.3f}" if scale(metric) == 1.0 else f"{value * scale(metric):.1f}"
