@@ -58,7 +58,7 @@ def run_demo(
     )
     res_dir = out / "results" / "fullrank"
     console.print(f"results: {res_dir}")
-    _later_steps(out, res_dir, bench.root, console)
+    _later_steps(out, res_dir, bench.root, console, seed)
     return res_dir
 
 
@@ -72,7 +72,7 @@ def _quiet_model_progress() -> None:
     hf_logging.disable_progress_bar()
 
 
-def _later_steps(out: Path, res_dir: Path, bench_root: Path, console: Console) -> None:
+def _later_steps(out: Path, res_dir: Path, bench_root: Path, console: Console, seed: int) -> None:
     """Embedding, reranking, report and statistics, a photo collection, and the web page."""
     from inquire.collection.demo import demo_collection
     from inquire.embed.demo import demo_embed
@@ -80,8 +80,9 @@ def _later_steps(out: Path, res_dir: Path, bench_root: Path, console: Console) -
     from inquire.rerank.demo import demo_rerank
     from inquire.web.demo import demo_web
 
-    demo_embed(out / "embed", console)
-    demo_rerank(out / "rerank", console)
+    demo_embed(out / "embed", console, seed=seed)
+    demo_rerank(out / "rerank", console, seed=seed)
     demo_report([res_dir], out / "report", console)
-    collection = demo_collection(out / "collection", console)
+    # The collection's default photos (seed 7) show every colour; other seeds draw new ones.
+    collection = demo_collection(out / "collection", console, seed=7 + seed)
     demo_web([res_dir], bench_root, console, collections=collection.parent)

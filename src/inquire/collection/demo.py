@@ -17,11 +17,14 @@ from inquire.collection.verify import Verification
 from inquire.testing.collection_encoder import COLOURS, make_photo_folder
 
 
-def demo_collection(out_dir: str | os.PathLike[str], console: Console | None = None) -> Path:
+def demo_collection(
+    out_dir: str | os.PathLike[str], console: Console | None = None, seed: int = 7
+) -> Path:
     """Write ~100 generated photos (EXIF dates and GPS) under ``out_dir/photos``, build the
     collection ``demo`` under ``out_dir/collections``, run a filtered search, verify its top
     results automatically (a photo is relevant when its colour is the one asked for) and print
-    the results, the survey effort and the monthly trend. Returns the collection folder."""
+    the results, the survey effort and the monthly trend. ``seed`` draws the photos.
+    Returns the collection folder."""
     console = console or Console()
     out = Path(out_dir)
     root = out / "collections"
@@ -33,7 +36,7 @@ def demo_collection(out_dir: str | os.PathLike[str], console: Console | None = N
             title="inquire demo · your own collection",
         )
     )
-    photos = make_photo_folder(out / "photos", n=100, seed=7)
+    photos = make_photo_folder(out / "photos", n=100, seed=seed)
     if "demo" in list_collections(root):
         delete_collection("demo", root)
     coll, stats = create_collection("demo", out / "photos", "toy:colour", root=root)
