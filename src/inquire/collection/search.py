@@ -13,6 +13,7 @@ import logging
 import os
 import warnings
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -281,13 +282,13 @@ def rerank_results(
     for p in paths:
         st = p.stat()
         keys.append(f"file:{p.resolve()}@{st.st_size}:{st.st_mtime_ns}")
-    scores = score_candidates(
-        reranker,
-        text,
-        keys,
-        lambda positions: [paths[i] for i in positions],
-        cache=cache if cache is not None else ScoreCache(),
-    )
+    # A cache opened here is closed here; a caller's cache stays open for its next use.
+    with ExitStack() as stack:
+        if cache is None:
+            cache = stack.enter_context(ScoreCache())
+        scores = score_candidates(
+            reranker, text, keys, lambda positions: [paths[i] for i in positions], cache=cache
+        )
     failed = int(np.isnan(scores).sum())
     if failed:
         log.warning(

@@ -1,0 +1,56 @@
+"""Collection search --rerank: the score cache is closed, reranker options reach the loader."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from inquire.collection import SearchRequest, create_collection, search
+from inquire.testing.collection_encoder import make_photo_folder
+
+
+class _BlueFirst:
+    reranker_id, revision, prompt_version = "test:blue-first", "1", "1"
+
+    def score(self, text: str, images: Any) -> np.ndarray:
+        return np.array([float(np.asarray(Image.open(im))[..., 2].mean()) for im in images])
+
+
+def test_rerank_closes_the_cache_it_opened(tmp_path: Path, monkeypatch) -> None:
+    import inquire.rerank
+    import inquire.rerank.cache as cache_mod
+
+    opened: list[Any] = []
+    closed: list[Any] = []
+
+    class SpyCache(cache_mod.ScoreCache):
+        def __init__(self, *a: Any, **kw: Any) -> None:
+            super().__init__(*a, **kw)
+            opened.append(self)
+
+        def close(self) -> None:
+            closed.append(self)
+            super().close()
+
+    monkeypatch.setattr(cache_mod, "ScoreCache", SpyCache)
+    monkeypatch.setattr(inquire.rerank, "load_reranker", lambda rid, **kw: _BlueFirst())
+    make_photo_folder(tmp_path / "p", n=12, seed=3)
+    coll, _ = create_collection("rc", tmp_path / "p", "toy:colour")
+    out = search(coll, SearchRequest("red", k=4, rerank="blue-first", from_k=8))
+    assert len(out) == 4
+    assert len(opened) == 1 and closed == opened
+
+    # A cache the caller passes in stays open for the caller.
+    from inquire.collection.search import rerank_results, results_frame
+
+    index = coll.index()
+    ids = np.array(index.image_id[:3], np.int64)
+    df = results_frame(index, ids, np.zeros(3, np.float32))
+    with cache_mod.ScoreCache(tmp_path / "mine.sqlite") as mine:
+        closed.clear()
+        rerank_results(df, "red", "blue-first", cache=mine)
+        assert closed == []
+        assert mine.count() == 3
