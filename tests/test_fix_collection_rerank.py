@@ -7,7 +7,9 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from typer.testing import CliRunner
 
+from inquire.cli import app
 from inquire.collection import SearchRequest, create_collection, search
 from inquire.testing.collection_encoder import make_photo_folder
 
@@ -54,3 +56,27 @@ def test_rerank_closes_the_cache_it_opened(tmp_path: Path, monkeypatch) -> None:
         rerank_results(df, "red", "blue-first", cache=mine)
         assert closed == []
         assert mine.count() == 3
+
+
+def test_search_cli_passes_reranker_options_to_the_loader(tmp_path: Path, monkeypatch) -> None:
+    import inquire.rerank
+
+    calls: list[tuple[str, dict[str, Any]]] = []
+
+    def spy(rid: str, **kw: Any) -> _BlueFirst:
+        calls.append((rid, kw))
+        return _BlueFirst()
+
+    monkeypatch.setattr(inquire.rerank, "load_reranker", spy)
+    make_photo_folder(tmp_path / "p", n=10, seed=4)
+    create_collection("ro", tmp_path / "p", "toy:colour")
+    runner = CliRunner()
+    args = ["search", "ro", "red", "-k", "3", "--csv", "--rerank", "clip:x", "--from-k", "6"]
+    res = runner.invoke(
+        app, [*args, "--device", "cuda:1", "--precision", "bf16", "--batch-size", "3"]
+    )
+    assert res.exit_code == 0, res.output
+    assert calls == [("clip:x", {"device": "cuda:1", "precision": "bf16", "batch_size": 3})]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert calls[-1] == ("clip:x", {"device": "cpu", "precision": "fp32", "batch_size": 8})

@@ -250,6 +250,15 @@ def search_cmd(
     like: list[str] = typer.Option([], "--like", help="Example image: id or path; repeatable."),
     rerank: str | None = typer.Option(None, "--rerank", help="Reranker id."),
     from_k: int = typer.Option(200, "--from-k", help="Results the reranker re-orders."),
+    device: str = typer.Option(
+        "cpu", "--device", help="Device of a local reranker: cpu, cuda, cuda:N, mps."
+    ),
+    precision: str = typer.Option(
+        "fp32", "--precision", help="Precision of a local reranker: fp32, bf16, fp16."
+    ),
+    batch_size: int = typer.Option(
+        8, "--batch-size", help="Images per forward pass of a local reranker."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print results as JSON."),
     as_csv: bool = typer.Option(False, "--csv", help="Print results as CSV."),
     copy_to: Path | None = typer.Option(None, "--copy-to", help="Copy result images here."),
@@ -277,6 +286,9 @@ def search_cmd(
         from_k,
         exact=exact,
         nprobe=nprobe,
+        rerank_device=device,
+        rerank_precision=precision,
+        rerank_batch_size=batch_size,
     )
     df = search(coll, req)
     if save:

@@ -175,6 +175,10 @@ class SearchRequest:
     from_k: int = 200
     exact: bool = False  # ignore the collection's faiss index
     nprobe: int | None = None  # IVF lists probed per query (faiss path only)
+    # How a local reranker model runs (see inquire.rerank.RerankOptions).
+    rerank_device: str = "cpu"
+    rerank_precision: str = "fp32"
+    rerank_batch_size: int = 8
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -262,10 +266,19 @@ def results_frame(index: CollectionIndex, ids: np.ndarray, scores: np.ndarray) -
 
 
 def rerank_results(
-    df: pd.DataFrame, text: str, reranker_id: str, cache: ScoreCache | None = None
+    df: pd.DataFrame,
+    text: str,
+    reranker_id: str,
+    cache: ScoreCache | None = None,
+    device: str = "cpu",
+    precision: str = "fp32",
+    batch_size: int = 8,
 ) -> pd.DataFrame:
     """Re-order ``df`` by ``load_reranker(reranker_id).score(text, images)`` (desc, ties by
     the first-stage rank); adds ``rerank_score`` and keeps the first-stage ``score``.
+
+    ``device`` (``cpu``, ``cuda``, ``cuda:N``, ``mps``), ``precision`` (``fp32``, ``bf16``,
+    ``fp16``) and ``batch_size`` (images per forward pass) are how a local model runs.
 
     Scores are cached (default: the shared :class:`~inquire.rerank.cache.ScoreCache`) under
     the file's path, size and modification time, so a changed photo is scored again and two
@@ -276,7 +289,7 @@ def rerank_results(
 
     if not text.strip():
         raise InputError("--rerank needs a text query to score the images against")
-    reranker = load_reranker(reranker_id)
+    reranker = load_reranker(reranker_id, device=device, precision=precision, batch_size=batch_size)
     paths = [Path(p) for p in df["path"]]
     keys = []
     for p in paths:
@@ -323,7 +336,14 @@ def search(
     )[0]
     df = results_frame(index, ids, scores)
     if request.rerank:
-        df = rerank_results(df, request.text, request.rerank)
+        df = rerank_results(
+            df,
+            request.text,
+            request.rerank,
+            device=request.rerank_device,
+            precision=request.rerank_precision,
+            batch_size=request.rerank_batch_size,
+        )
     return df.head(request.k).reset_index(drop=True)
 
 
