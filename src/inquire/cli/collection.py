@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -175,7 +176,9 @@ def info_cmd(name: str = typer.Argument(..., help="Collection.")) -> None:
     console.print(
         {**c.meta(), "counts": c.counts(), "folder": str(c.folder), "faiss_index": faiss_index}
     )
-    searches = Verification(c).searches()
+    with closing(Verification(c)) as v:
+        searches = v.searches()
+    c.close()
     if len(searches):
         console.print(searches.to_string(index=False))
 
@@ -216,7 +219,8 @@ def export_cmd(
     from inquire.collection import open_collection
     from inquire.collection.verify import Verification, write_table
 
-    df = Verification(open_collection(name)).export(search_id, who)
+    with closing(open_collection(name)) as coll, closing(Verification(coll)) as v:
+        df = v.export(search_id, who)
     if only_relevant:
         df = df[df["mark"] == "relevant"]
     write_table(df, out)
@@ -294,7 +298,8 @@ def search_cmd(
     if save:
         from inquire.collection.verify import Verification
 
-        sid = Verification(coll).save_search(req)
+        with closing(Verification(coll)) as v:
+            sid = v.save_search(req)
         typer.echo(f"saved search {sid}", err=True)
     if as_json:
         typer.echo(json.dumps(json.loads(df.to_json(orient="records")), indent=1))
@@ -333,9 +338,10 @@ def trend_cmd(
     from inquire.collection.store import records
     from inquire.collection.verify import Verification
 
-    v = Verification(open_collection(name))
-    req = v.request(search_id)
-    t = v.trend(search_id, by, who)
+    with closing(open_collection(name)) as coll, closing(Verification(coll)) as v:
+        req = v.request(search_id)
+        t = v.trend(search_id, by, who)
+        eff = v.efficiency(search_id, who)
     table = Table(by, "inspected", "positives", "share", "95% CI", title=f"{name}: {req.text}")
     for r in records(t):
         table.add_row(
@@ -347,7 +353,6 @@ def trend_cmd(
         )
     console = _console()
     console.print(table)
-    eff = v.efficiency(search_id, who)
     console.print(
         f"search effort: {eff['inspected']} images inspected (down to rank {eff['deepest_rank']}),"
         f" {eff['positives']} positives found"
