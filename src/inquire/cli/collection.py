@@ -231,7 +231,7 @@ def export_cmd(
 @friendly_errors
 def serve_cmd(
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
-    port: int = typer.Option(8765, help="Port."),
+    port: int = typer.Option(8000, help="Port (the same default as `inquire serve`)."),
 ) -> None:
     """Serve only the verification page (http://HOST:PORT/verify)."""
     import uvicorn
