@@ -478,15 +478,9 @@ def _score_in_threads(
 
 def check_queries(store: EmbeddingStore, queries: np.ndarray) -> np.ndarray:
     """``queries`` as a C-ordered ``(nq, d) float32`` array matching ``store.dim``."""
-    q = np.ascontiguousarray(queries, dtype=np.float32)
-    if q.ndim != 2 or q.shape[1] != store.dim:
-        raise InputError(
-            f"queries have shape {q.shape} but the store at {str(store.root)!r} holds "
-            f"{store.dim}-d embeddings; embed the queries with the model that made the store"
-        )
-    if not np.isfinite(q).all():
-        raise InputError("queries contain NaN or infinite values; check the text encoder output")
-    return q
+    # Scores are inner products, so unnormalised queries are allowed here (they scale each
+    # query's scores, not its ranking).
+    return store.check_queries(queries, "queries", normalized=False)
 
 
 def search(
