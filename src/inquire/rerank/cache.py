@@ -78,6 +78,9 @@ class ScoreCache:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._db = sqlite3.connect(self.path, timeout=timeout_s, isolation_level=None)
+        except sqlite3.DatabaseError as exc:
+            raise self._unusable(exc) from exc
+        try:
             self._db.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = NORMAL")
@@ -86,11 +89,18 @@ class ScoreCache:
                 "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
                 (SCHEMA_VERSION,),
             )
-        except sqlite3.DatabaseError as exc:
-            raise InputError(
-                f"rerank cache {str(self.path)!r} is not a usable SQLite database ({exc}); "
-                f"move it away to start a new cache"
-            ) from exc
+        except BaseException as exc:
+            # No caller can close a cache whose constructor failed: close the connection here.
+            self._db.close()
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise self._unusable(exc) from exc
+            raise
+
+    def _unusable(self, exc: Exception) -> InputError:
+        return InputError(
+            f"rerank cache {str(self.path)!r} is not a usable SQLite database ({exc}); "
+            f"move it away to start a new cache"
+        )
 
     def close(self) -> None:
         """Close the database connection."""
