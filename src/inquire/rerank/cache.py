@@ -17,7 +17,7 @@ import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ import numpy as np
 
 from inquire import config
 from inquire.errors import InputError
+from inquire.rerank.api import Failure
 from inquire.rerank.base import ImageLike, Reranker
 
 log = logging.getLogger(__name__)
@@ -200,7 +201,17 @@ def score_candidates(
             imgs = images(batch)
         else:
             imgs = [images[p] for p in batch]
+        failures = getattr(reranker, "failures", None)
+        seen = len(failures) if isinstance(failures, list) else 0
         scores = np.asarray(reranker.score(query_text, imgs), dtype=np.float64)
+        if isinstance(failures, list):
+            # The scorer saw only this chunk: name its failures by their place in the whole
+            # candidate list and by image id.
+            for j in range(seen, len(failures)):
+                f = failures[j]
+                if isinstance(f, Failure) and 0 <= f.index < len(batch):
+                    pos = batch[f.index]
+                    failures[j] = replace(f, index=pos, image_id=image_ids[pos])
         if scores.shape != (len(batch),):
             raise InputError(
                 f"reranker {reranker.reranker_id!r} returned {scores.shape} scores for "
