@@ -80,16 +80,23 @@ def _scores_dense(index: CollectionIndex, q: np.ndarray) -> np.ndarray:
 
 
 def _topk(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top ``k`` of ``scores (m,)`` with ``ids (m,)``: score desc, id asc; returns positions."""
-    m = len(scores)
-    if m > k:
-        part = np.argpartition(-scores, k - 1)[:k]
-        kth = scores[part].min()
-        cand = np.flatnonzero(scores >= kth)  # all ties with the k-th, so ids decide
+    """Top ``k`` of ``scores (m,)`` with ``ids (m,)``; returns ``(positions, scores)``.
+
+    The rule of :func:`inquire.index.exact.search`: score descending, equal scores by id
+    ascending (``-0.0`` equals ``0.0``), and NaN scores never match (they are left out, so
+    fewer than ``k`` come back when fewer than ``k`` scores are numbers).
+    """
+    numbers = ~np.isnan(scores)
+    idx = np.arange(len(scores)) if numbers.all() else np.flatnonzero(numbers)
+    s, i = scores[idx], ids[idx]
+    if len(s) > k:
+        part = np.argpartition(-s, k - 1)[:k]
+        kth = s[part].min()
+        cand = np.flatnonzero(s >= kth)  # all ties with the k-th, so ids decide
     else:
-        cand = np.arange(m)
-    order = np.lexsort((ids[cand], -scores[cand]))[:k]
-    return cand[order], scores[cand[order]]
+        cand = np.arange(len(s))
+    pos = idx[cand[np.lexsort((i[cand], -s[cand]))[:k]]]
+    return pos, scores[pos]
 
 
 def masked_search(
@@ -104,7 +111,8 @@ def masked_search(
 
     ``queries``: ``(nq, d) float32``; ``mask``: ``(N,) bool`` (None: all valid rows).
     Returns one ``(image_ids (k_i,) int64, scores (k_i,) float32)`` per query, where
-    ``k_i = min(k, rows passing the mask)``, ordered by the ranking rule.
+    ``k_i = min(k, rows passing the mask)`` (rows whose score is NaN never match), ordered
+    by the ranking rule of :func:`inquire.index.exact.search` (score desc, id asc).
 
     When the collection has a faiss index (``index.ann``) and ``exact`` is False, faiss
     searches with the mask as its ID selector (``nprobe`` lists per query for IVF indexes);
@@ -117,6 +125,8 @@ def masked_search(
             f"query shape {q.shape} does not match the collection's {index.store.dim}-d "
             "embeddings; embed queries with the collection's model"
         )
+    if not np.isfinite(q).all():
+        raise InputError("queries contain NaN or infinite values; check the text encoder's output")
     if k < 1:
         raise InputError(f"k must be at least 1, got {k}")
     if nprobe is not None and nprobe < 1:

@@ -353,9 +353,15 @@ class _TopK:
 
 
 def _kth_largest(scores: np.ndarray, k: int) -> np.ndarray:
-    """``(n,)`` the k-th largest value of each row of ``scores (n, b)``, ``b >= k``."""
+    """``(n,)`` the k-th largest number of each row of ``scores (n, b)``, ``b >= k``.
+
+    NaN counts as ``-inf``: np.partition sorts NaN above every number, and a NaN bound
+    would let no candidate of the row through (NaN scores never match, the rest must).
+    """
     b = scores.shape[1]
-    return np.partition(scores, b - k, axis=1)[:, b - k]
+    s = np.where(np.isnan(scores), np.float32(-np.inf), scores)
+    s.partition(b - k, axis=1)
+    return s[:, b - k]
 
 
 def _id_keys(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
