@@ -236,7 +236,7 @@ def test_rerank_reorders_the_first_stage_top(tmp_path: Path, monkeypatch) -> Non
             calls.append((text, len(images)))
             return np.array([float(np.asarray(Image.open(im))[..., 2].mean()) for im in images])
 
-    monkeypatch.setattr(inquire.rerank, "load_reranker", lambda rid: BlueFirst())
+    monkeypatch.setattr(inquire.rerank, "load_reranker", lambda rid, **kw: BlueFirst())
     first = search(coll, SearchRequest("red", k=12))
     out = search(coll, SearchRequest("red", k=5, rerank="blue-first", from_k=12))
     assert calls == [("red", 12)]

@@ -137,7 +137,7 @@ def test_sorted_data_many_candidates_per_block(tmp_path):
 
 def test_bad_input(tmp_path):
     store = EmbeddingStore(write_store(tmp_path / "s", random_unit(20, 8)))
-    with pytest.raises(InputError, match=r"8-d embeddings"):
+    with pytest.raises(InputError, match=r"dimension 5 but .* dimension 8"):
         search(store, np.zeros((2, 5), np.float32), 3)
     with pytest.raises(InputError, match="k must be a positive integer"):
         search(store, np.zeros((2, 8), np.float32), 0)

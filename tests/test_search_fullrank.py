@@ -167,7 +167,7 @@ def test_path_join_errors(tmp_path):
 def test_dimension_mismatch_names_both(bench, tmp_path):
     root = write_store(tmp_path / "emb", random_unit(50, 12))
     queries = read_queries(bench.queries_test)
-    with pytest.raises(InputError, match=r"32 dimensions .* have 12"):
+    with pytest.raises(InputError, match=r"dimension 32 but .* dimension 12"):
         fr.evaluate_fullrank(
             f"precomputed:{bench.text_embeddings}", queries, read_qrels(bench.annotations), root
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -175,7 +176,9 @@ def info_cmd(name: str = typer.Argument(..., help="Collection.")) -> None:
     console.print(
         {**c.meta(), "counts": c.counts(), "folder": str(c.folder), "faiss_index": faiss_index}
     )
-    searches = Verification(c).searches()
+    with closing(Verification(c)) as v:
+        searches = v.searches()
+    c.close()
     if len(searches):
         console.print(searches.to_string(index=False))
 
@@ -216,7 +219,8 @@ def export_cmd(
     from inquire.collection import open_collection
     from inquire.collection.verify import Verification, write_table
 
-    df = Verification(open_collection(name)).export(search_id, who)
+    with closing(open_collection(name)) as coll, closing(Verification(coll)) as v:
+        df = v.export(search_id, who)
     if only_relevant:
         df = df[df["mark"] == "relevant"]
     write_table(df, out)
@@ -227,7 +231,7 @@ def export_cmd(
 @friendly_errors
 def serve_cmd(
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
-    port: int = typer.Option(8765, help="Port."),
+    port: int = typer.Option(8000, help="Port (the same default as `inquire serve`)."),
 ) -> None:
     """Serve only the verification page (http://HOST:PORT/verify)."""
     import uvicorn
@@ -250,6 +254,15 @@ def search_cmd(
     like: list[str] = typer.Option([], "--like", help="Example image: id or path; repeatable."),
     rerank: str | None = typer.Option(None, "--rerank", help="Reranker id."),
     from_k: int = typer.Option(200, "--from-k", help="Results the reranker re-orders."),
+    device: str = typer.Option(
+        "cpu", "--device", help="Device of a local reranker: cpu, cuda, cuda:N, mps."
+    ),
+    precision: str = typer.Option(
+        "fp32", "--precision", help="Precision of a local reranker: fp32, bf16, fp16."
+    ),
+    batch_size: int = typer.Option(
+        8, "--batch-size", help="Images per forward pass of a local reranker."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print results as JSON."),
     as_csv: bool = typer.Option(False, "--csv", help="Print results as CSV."),
     copy_to: Path | None = typer.Option(None, "--copy-to", help="Copy result images here."),
@@ -277,12 +290,16 @@ def search_cmd(
         from_k,
         exact=exact,
         nprobe=nprobe,
+        rerank_device=device,
+        rerank_precision=precision,
+        rerank_batch_size=batch_size,
     )
     df = search(coll, req)
     if save:
         from inquire.collection.verify import Verification
 
-        sid = Verification(coll).save_search(req)
+        with closing(Verification(coll)) as v:
+            sid = v.save_search(req)
         typer.echo(f"saved search {sid}", err=True)
     if as_json:
         typer.echo(json.dumps(json.loads(df.to_json(orient="records")), indent=1))
@@ -321,9 +338,10 @@ def trend_cmd(
     from inquire.collection.store import records
     from inquire.collection.verify import Verification
 
-    v = Verification(open_collection(name))
-    req = v.request(search_id)
-    t = v.trend(search_id, by, who)
+    with closing(open_collection(name)) as coll, closing(Verification(coll)) as v:
+        req = v.request(search_id)
+        t = v.trend(search_id, by, who)
+        eff = v.efficiency(search_id, who)
     table = Table(by, "inspected", "positives", "share", "95% CI", title=f"{name}: {req.text}")
     for r in records(t):
         table.add_row(
@@ -335,7 +353,6 @@ def trend_cmd(
         )
     console = _console()
     console.print(table)
-    eff = v.efficiency(search_id, who)
     console.print(
         f"search effort: {eff['inspected']} images inspected (down to rank {eff['deepest_rank']}),"
         f" {eff['positives']} positives found"

@@ -61,6 +61,12 @@ def report_cmd(
     with_compare: bool = typer.Option(
         False, "--compare", help="Add paired tests of the runs (AP) to the report."
     ),
+    permutations: int = typer.Option(
+        10000,
+        "--permutations",
+        help="--compare: Monte Carlo sign patterns of the randomization test when > 20 "
+        "queries differ.",
+    ),
     queries: Path | None = typer.Option(None, "--queries", help="Query CSV for query texts."),
 ) -> None:
     """Tabulate RESULTS overall and per group, with bootstrap confidence intervals."""
@@ -90,7 +96,7 @@ def report_cmd(
         reference=reference,
     )
     comparison = (
-        compare(results, n_resamples=bootstrap or 10000, seed=seed, queries=queries)
+        compare(results, n_resamples=permutations, seed=seed, queries=queries)
         if with_compare
         else None
     )

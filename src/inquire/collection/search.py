@@ -13,6 +13,7 @@ import logging
 import os
 import warnings
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -79,16 +80,23 @@ def _scores_dense(index: CollectionIndex, q: np.ndarray) -> np.ndarray:
 
 
 def _topk(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top ``k`` of ``scores (m,)`` with ``ids (m,)``: score desc, id asc; returns positions."""
-    m = len(scores)
-    if m > k:
-        part = np.argpartition(-scores, k - 1)[:k]
-        kth = scores[part].min()
-        cand = np.flatnonzero(scores >= kth)  # all ties with the k-th, so ids decide
+    """Top ``k`` of ``scores (m,)`` with ``ids (m,)``; returns ``(positions, scores)``.
+
+    The rule of :func:`inquire.index.exact.search`: score descending, equal scores by id
+    ascending (``-0.0`` equals ``0.0``), and NaN scores never match (they are left out, so
+    fewer than ``k`` come back when fewer than ``k`` scores are numbers).
+    """
+    numbers = ~np.isnan(scores)
+    idx = np.arange(len(scores)) if numbers.all() else np.flatnonzero(numbers)
+    s, i = scores[idx], ids[idx]
+    if len(s) > k:
+        part = np.argpartition(-s, k - 1)[:k]
+        kth = s[part].min()
+        cand = np.flatnonzero(s >= kth)  # all ties with the k-th, so ids decide
     else:
-        cand = np.arange(m)
-    order = np.lexsort((ids[cand], -scores[cand]))[:k]
-    return cand[order], scores[cand[order]]
+        cand = np.arange(len(s))
+    pos = idx[cand[np.lexsort((i[cand], -s[cand]))[:k]]]
+    return pos, scores[pos]
 
 
 def masked_search(
@@ -103,7 +111,8 @@ def masked_search(
 
     ``queries``: ``(nq, d) float32``; ``mask``: ``(N,) bool`` (None: all valid rows).
     Returns one ``(image_ids (k_i,) int64, scores (k_i,) float32)`` per query, where
-    ``k_i = min(k, rows passing the mask)``, ordered by the ranking rule.
+    ``k_i = min(k, rows passing the mask)`` (rows whose score is NaN never match), ordered
+    by the ranking rule of :func:`inquire.index.exact.search` (score desc, id asc).
 
     When the collection has a faiss index (``index.ann``) and ``exact`` is False, faiss
     searches with the mask as its ID selector (``nprobe`` lists per query for IVF indexes);
@@ -116,6 +125,8 @@ def masked_search(
             f"query shape {q.shape} does not match the collection's {index.store.dim}-d "
             "embeddings; embed queries with the collection's model"
         )
+    if not np.isfinite(q).all():
+        raise InputError("queries contain NaN or infinite values; check the text encoder's output")
     if k < 1:
         raise InputError(f"k must be at least 1, got {k}")
     if nprobe is not None and nprobe < 1:
@@ -174,6 +185,10 @@ class SearchRequest:
     from_k: int = 200
     exact: bool = False  # ignore the collection's faiss index
     nprobe: int | None = None  # IVF lists probed per query (faiss path only)
+    # How a local reranker model runs (see inquire.rerank.RerankOptions).
+    rerank_device: str = "cpu"
+    rerank_precision: str = "fp32"
+    rerank_batch_size: int = 8
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -261,10 +276,19 @@ def results_frame(index: CollectionIndex, ids: np.ndarray, scores: np.ndarray) -
 
 
 def rerank_results(
-    df: pd.DataFrame, text: str, reranker_id: str, cache: ScoreCache | None = None
+    df: pd.DataFrame,
+    text: str,
+    reranker_id: str,
+    cache: ScoreCache | None = None,
+    device: str = "cpu",
+    precision: str = "fp32",
+    batch_size: int = 8,
 ) -> pd.DataFrame:
     """Re-order ``df`` by ``load_reranker(reranker_id).score(text, images)`` (desc, ties by
     the first-stage rank); adds ``rerank_score`` and keeps the first-stage ``score``.
+
+    ``device`` (``cpu``, ``cuda``, ``cuda:N``, ``mps``), ``precision`` (``fp32``, ``bf16``,
+    ``fp16``) and ``batch_size`` (images per forward pass) are how a local model runs.
 
     Scores are cached (default: the shared :class:`~inquire.rerank.cache.ScoreCache`) under
     the file's path, size and modification time, so a changed photo is scored again and two
@@ -275,19 +299,19 @@ def rerank_results(
 
     if not text.strip():
         raise InputError("--rerank needs a text query to score the images against")
-    reranker = load_reranker(reranker_id)
+    reranker = load_reranker(reranker_id, device=device, precision=precision, batch_size=batch_size)
     paths = [Path(p) for p in df["path"]]
     keys = []
     for p in paths:
         st = p.stat()
         keys.append(f"file:{p.resolve()}@{st.st_size}:{st.st_mtime_ns}")
-    scores = score_candidates(
-        reranker,
-        text,
-        keys,
-        lambda positions: [paths[i] for i in positions],
-        cache=cache if cache is not None else ScoreCache(),
-    )
+    # A cache opened here is closed here; a caller's cache stays open for its next use.
+    with ExitStack() as stack:
+        if cache is None:
+            cache = stack.enter_context(ScoreCache())
+        scores = score_candidates(
+            reranker, text, keys, lambda positions: [paths[i] for i in positions], cache=cache
+        )
     failed = int(np.isnan(scores).sum())
     if failed:
         log.warning(
@@ -322,7 +346,14 @@ def search(
     )[0]
     df = results_frame(index, ids, scores)
     if request.rerank:
-        df = rerank_results(df, request.text, request.rerank)
+        df = rerank_results(
+            df,
+            request.text,
+            request.rerank,
+            device=request.rerank_device,
+            precision=request.rerank_precision,
+            batch_size=request.rerank_batch_size,
+        )
     return df.head(request.k).reset_index(drop=True)
 
 

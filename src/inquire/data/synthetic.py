@@ -158,15 +158,7 @@ def make_synthetic_benchmark(
         with atomic_path(emb_root / "metadata" / f"metadata_{s}.parquet") as tmp:
             pq.write_table(meta, tmp)
 
-    bench = SyntheticBenchmark(
-        root=root,
-        queries_val=root / "inquire_queries_val.csv",
-        queries_test=root / "inquire_queries_test.csv",
-        annotations=root / "inquire_annotations.csv",
-        embeddings=emb_root,
-        text_embeddings=root / "text_embeddings.parquet",
-        images=root / "images" if write_images else None,
-    )
+    bench = _layout(root, write_images)
     if bench.images is not None:
         _write_images(bench.images, paths, owner, image_size, rng)
     for frame, path in ((val, bench.queries_val), (test, bench.queries_test)):
@@ -192,6 +184,32 @@ def make_synthetic_benchmark(
             f"formats (seed={seed}, n_images={n_images}, dim={dim}). Their metrics say nothing\n"
             "about any real model.\n"
         )
+    return bench
+
+
+def _layout(root: Path, images: bool) -> SyntheticBenchmark:
+    return SyntheticBenchmark(
+        root=root,
+        queries_val=root / "inquire_queries_val.csv",
+        queries_test=root / "inquire_queries_test.csv",
+        annotations=root / "inquire_annotations.csv",
+        embeddings=root / "embeddings",
+        text_embeddings=root / "text_embeddings.parquet",
+        images=root / "images" if images else None,
+    )
+
+
+def find_synthetic_benchmark(root: str | os.PathLike[str]) -> SyntheticBenchmark | None:
+    """The benchmark already written to ``root``, or None when ``root`` does not hold a
+    complete one (``SYNTHETIC.txt``, written last, and every file of the layout)."""
+    r = Path(root)
+    bench = _layout(r, (r / "images").is_dir())
+    files = [r / "SYNTHETIC.txt", bench.queries_val, bench.queries_test, bench.annotations]
+    files.append(bench.text_embeddings)
+    if not all(f.is_file() for f in files):
+        return None
+    if not any((bench.embeddings / "img_emb").glob("img_emb_*.npy")):
+        return None
     return bench
 
 

@@ -518,33 +518,34 @@ def embed_images(
     if batch_size < 1:
         raise InputError(f"batch_size must be a positive integer, got {batch_size}")
     source = open_source(images)
-    encoder = _as_image_encoder(model, device, precision, batch_size)
-    out_path = Path(out).expanduser()
-    writer = ShardWriter(out_path, encoder, source, shard_size, overwrite)
-    todo = writer.todo()
-    n_todo = sum(hi - lo for lo, hi in map(writer.bounds, todo))
-    start = time.perf_counter()
-    with progress_bar(console, disable=not progress) as bar:
-        task = bar.add_task("embed", total=len(source), completed=len(source) - n_todo, rate="")
+    with source:
+        encoder = _as_image_encoder(model, device, precision, batch_size)
+        out_path = Path(out).expanduser()
+        writer = ShardWriter(out_path, encoder, source, shard_size, overwrite)
+        todo = writer.todo()
+        n_todo = sum(hi - lo for lo, hi in map(writer.bounds, todo))
+        start = time.perf_counter()
+        with progress_bar(console, disable=not progress) as bar:
+            task = bar.add_task("embed", total=len(source), completed=len(source) - n_todo, rate="")
 
-        processed = [0]  # items handled by this run (the bar also counts earlier runs)
+            processed = [0]  # items handled by this run (the bar also counts earlier runs)
 
-        def advance(n: int) -> None:
-            processed[0] += n
-            rate = processed[0] / max(time.perf_counter() - start, 1e-9)
-            bar.update(task, advance=n, rate=f"{rate:,.1f} img/s")
+            def advance(n: int) -> None:
+                processed[0] += n
+                rate = processed[0] / max(time.perf_counter() - start, 1e-9)
+                bar.update(task, advance=n, rate=f"{rate:,.1f} img/s")
 
-        if todo:
-            log.info(
-                "embedding %d images (%d shards) of %s with %s",
-                n_todo,
-                len(todo),
-                source.root,
-                encoder.model_id,
-            )
-            ENGINES[engine](encoder, source, writer, batch_size, workers, address, advance)
-    seconds = time.perf_counter() - start
-    writer.finish()
+            if todo:
+                log.info(
+                    "embedding %d images (%d shards) of %s with %s",
+                    n_todo,
+                    len(todo),
+                    source.root,
+                    encoder.model_id,
+                )
+                ENGINES[engine](encoder, source, writer, batch_size, workers, address, advance)
+        seconds = time.perf_counter() - start
+        writer.finish()
     return EmbedSummary(
         out=out_path,
         count=int(writer.manifest["count"]),

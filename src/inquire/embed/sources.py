@@ -21,10 +21,11 @@ import hashlib
 import json
 import os
 import tarfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
@@ -34,6 +35,9 @@ IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".jfif"}
 )
 _COCO_NAMES = ("train.json", "val.json")
+# Serialises the lazy opening of an archive's descriptor, so two threads reading the same
+# source at once cannot both open it (and leak one descriptor).
+_OPEN_LOCK = threading.Lock()
 
 
 @dataclass
@@ -43,6 +47,10 @@ class ImageSource:
     ``paths``: relative image paths (what the metadata's ``image_path`` records);
     ``image_ids``: ``(n,) int64`` or None when the source has no ids;
     ``spans``: ``(n, 2) int64`` byte offset and size of each member (tar sources only).
+
+    A tar source keeps one read-only descriptor per process and reads members with
+    ``os.pread`` (no shared file position), so threads may call :meth:`read` concurrently.
+    :meth:`close` (or ``with source:``) releases the descriptor; a later read reopens it.
     """
 
     kind: str
@@ -50,7 +58,7 @@ class ImageSource:
     paths: list[str]
     image_ids: np.ndarray | None = None
     spans: np.ndarray | None = None
-    _fh: IO[bytes] | None = field(default=None, repr=False, compare=False)
+    _fd: int | None = field(default=None, repr=False, compare=False)
     _pid: int = field(default=-1, repr=False, compare=False)
 
     def __len__(self) -> int:
@@ -58,18 +66,40 @@ class ImageSource:
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_fh"], state["_pid"] = None, -1  # file handles do not cross processes
+        state["_fd"], state["_pid"] = None, -1  # descriptors do not cross processes
         return state
+
+    def __enter__(self) -> ImageSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_fd", None) is not None:
+            self.close()
+
+    def close(self) -> None:
+        """Close the archive descriptor this process opened (a no-op for other kinds)."""
+        with _OPEN_LOCK:
+            fd, self._fd = self._fd, None
+            if fd is not None and self._pid == os.getpid():
+                os.close(fd)
+            self._pid = -1
+
+    def _descriptor(self) -> int:
+        with _OPEN_LOCK:
+            if self._fd is None or self._pid != os.getpid():
+                # A descriptor inherited through fork belongs to the parent: open our own.
+                self._fd, self._pid = os.open(self.root, os.O_RDONLY), os.getpid()
+            return self._fd
 
     def read(self, i: int) -> bytes:
         """The bytes of item ``i`` (raises ``OSError`` when it cannot be read)."""
         if self.spans is None:
             return (self.root / self.paths[i]).read_bytes()
-        if self._fh is None or self._pid != os.getpid():
-            self._fh, self._pid = open(self.root, "rb"), os.getpid()  # noqa: SIM115
         offset, size = (int(v) for v in self.spans[i])
-        self._fh.seek(offset)
-        data = self._fh.read(size)
+        data = _pread_all(self._descriptor(), size, offset)
         if len(data) != size:
             raise OSError(f"archive ended after {len(data)} of {size} bytes")
         return data
@@ -92,6 +122,19 @@ class ImageSource:
             "n_items": len(self),
             "fingerprint": self.fingerprint(),
         }
+
+
+def _pread_all(fd: int, size: int, offset: int) -> bytes:
+    """``size`` bytes at ``offset`` (fewer only at end of file); the file position is untouched."""
+    parts: list[bytes] = []
+    got = 0
+    while got < size:
+        chunk = os.pread(fd, size - got, offset + got)
+        if not chunk:
+            break
+        parts.append(chunk)
+        got += len(chunk)
+    return b"".join(parts)
 
 
 def _is_image(name: str) -> bool:

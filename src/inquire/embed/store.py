@@ -194,16 +194,26 @@ class EmbeddingStore:
             raise InputError(
                 f"{what} have dimension {int(dim)} but the image embeddings in "
                 f"{str(self.root)!r}{origin} have dimension {self.dim}; embed the texts with the "
-                f"model that embedded the images"
+                f"model that embedded the images (see manifest.json), or embed the images again "
+                f"with this model"
             )
 
-    def check_queries(self, queries: np.ndarray, what: str = "text embeddings") -> np.ndarray:
-        """Check ``(nq, d)`` query embeddings against the store; return them as float32."""
-        q = np.asarray(queries, dtype=np.float32)
+    def check_queries(
+        self, queries: np.ndarray, what: str = "text embeddings", normalized: bool = True
+    ) -> np.ndarray:
+        """Check ``(nq, d)`` query embeddings against the store: a matrix of the store's
+        dimension, finite, and (``normalized``) L2-normalised. Returns them as C-ordered
+        ``(nq, d) float32``. The one query check of every search path."""
+        q = np.ascontiguousarray(queries, dtype=np.float32)
         if q.ndim != 2:
             raise InputError(f"{what} must be a (n, d) matrix, got shape {q.shape}")
         self.check_dim(q.shape[1], what)
-        check_unit_norm(q, what)
+        if not np.isfinite(q).all():
+            raise InputError(
+                f"{what} contain NaN or infinite values; check the text encoder's output"
+            )
+        if normalized:
+            check_unit_norm(q, what)
         return q
 
     def check_normalized(self, sample: int = 1024, tol: float = 1e-2) -> None:

@@ -273,12 +273,7 @@ class TopKCache:
 
 def check_dims(encoder: Encoder, store: EmbeddingStore) -> None:
     """Raise when the encoder's embedding size differs from the store's."""
-    if int(encoder.dim) != store.dim:
-        raise InputError(
-            f"model {encoder.model_id!r} embeds texts in {encoder.dim} dimensions but the "
-            f"embeddings in {str(store.root)!r} have {store.dim}; use the model that made them "
-            f"(see their manifest.json) or embed the images with this model"
-        )
+    store.check_dim(encoder.dim, f"text embeddings of model {encoder.model_id!r}")
 
 
 def fullrank_topk(

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import re
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -231,6 +232,10 @@ class AnnIndex:
     #: Search parameters applied so far. faiss keeps them on the index, so a later search
     #: without parameters still uses them; caches key on this, not on one call's arguments.
     params: dict[str, float] = field(default_factory=dict)
+    # faiss keeps search parameters on the shared index object, so setting them and
+    # searching must happen together: a search from another thread with other parameters
+    # in between would otherwise run (or leave the index) with the wrong ones.
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     @classmethod
     def load(cls, store: EmbeddingStore, name: str, mmap: bool = True) -> AnnIndex:
@@ -269,15 +274,16 @@ class AnnIndex:
         """Apply search-time parameters (``nprobe``, ``efSearch``, ...) via ParameterSpace."""
         faiss = _faiss()
         space = faiss.ParameterSpace()
-        for key, value in params.items():
-            try:
-                space.set_index_parameter(self.index, key, value)
-            except RuntimeError:
-                raise InputError(
-                    f"index {self.name!r} ({self.info.get('factory')}) has no search parameter "
-                    f"{key!r}; IVF indexes take nprobe, HNSW indexes take efSearch"
-                ) from None
-            self.params[str(key)] = float(value)
+        with self._lock:
+            for key, value in params.items():
+                try:
+                    space.set_index_parameter(self.index, key, value)
+                except RuntimeError:
+                    raise InputError(
+                        f"index {self.name!r} ({self.info.get('factory')}) has no search "
+                        f"parameter {key!r}; IVF indexes take nprobe, HNSW indexes take efSearch"
+                    ) from None
+                self.params[str(key)] = float(value)
 
     def search(
         self, queries: np.ndarray, k: int, params: Mapping[str, float] | None = None
@@ -285,14 +291,16 @@ class AnnIndex:
         """``scores (nq, k) float32`` descending and image ``ids (nq, k) int64``.
 
         Like exact search: equal scores ordered by id ascending; missing results padded
-        with id ``-1`` and score ``-inf``.
+        with id ``-1`` and score ``-inf``. Safe to call from several threads at once, with
+        different ``params``: each search runs with its own (searches are serialised).
         """
         q = check_queries(self.store, queries)
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise InputError(f"k must be a positive integer, got {k!r}")
-        if params:
-            self.set_params(params)
-        scores, rows = self.index.search(q, int(k))
+        with self._lock:
+            if params:
+                self.set_params(params)
+            scores, rows = self.index.search(q, int(k))
         scores = np.asarray(scores, np.float32)
         rows = np.asarray(rows, np.int64)
         missing = rows < 0

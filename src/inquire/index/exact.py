@@ -353,9 +353,15 @@ class _TopK:
 
 
 def _kth_largest(scores: np.ndarray, k: int) -> np.ndarray:
-    """``(n,)`` the k-th largest value of each row of ``scores (n, b)``, ``b >= k``."""
+    """``(n,)`` the k-th largest number of each row of ``scores (n, b)``, ``b >= k``.
+
+    NaN counts as ``-inf``: np.partition sorts NaN above every number, and a NaN bound
+    would let no candidate of the row through (NaN scores never match, the rest must).
+    """
     b = scores.shape[1]
-    return np.partition(scores, b - k, axis=1)[:, b - k]
+    s = np.where(np.isnan(scores), np.float32(-np.inf), scores)
+    s.partition(b - k, axis=1)
+    return s[:, b - k]
 
 
 def _id_keys(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -478,15 +484,9 @@ def _score_in_threads(
 
 def check_queries(store: EmbeddingStore, queries: np.ndarray) -> np.ndarray:
     """``queries`` as a C-ordered ``(nq, d) float32`` array matching ``store.dim``."""
-    q = np.ascontiguousarray(queries, dtype=np.float32)
-    if q.ndim != 2 or q.shape[1] != store.dim:
-        raise InputError(
-            f"queries have shape {q.shape} but the store at {str(store.root)!r} holds "
-            f"{store.dim}-d embeddings; embed the queries with the model that made the store"
-        )
-    if not np.isfinite(q).all():
-        raise InputError("queries contain NaN or infinite values; check the text encoder output")
-    return q
+    # Scores are inner products, so unnormalised queries are allowed here (they scale each
+    # query's scores, not its ranking).
+    return store.check_queries(queries, "queries", normalized=False)
 
 
 def search(

@@ -15,7 +15,11 @@ from rich.console import Console
 from inquire._io import atomic_open, atomic_path
 from inquire.data.qrels import Qrels, read_qrels
 from inquire.data.queries import read_queries
-from inquire.data.synthetic import SyntheticBenchmark, make_synthetic_benchmark
+from inquire.data.synthetic import (
+    SyntheticBenchmark,
+    find_synthetic_benchmark,
+    make_synthetic_benchmark,
+)
 from inquire.errors import InputError
 from inquire.eval.evaluate import EvalResult
 
@@ -30,12 +34,16 @@ NOISY_RUN = "synthetic-fullrank-noisy-text"
 
 def _benchmark_for(result_dir: Path, result: EvalResult, out_dir: Path) -> SyntheticBenchmark:
     """The synthetic benchmark behind a demo result: the demo's own, or regenerated."""
+    # run_demo writes OUT/benchmark and OUT/results/fullrank: its benchmark is used as it is
+    # (regenerating it with default arguments could differ from how the demo made it). A
+    # benchmark this step generated earlier under out_dir is reused the same way.
+    for root in (result_dir.resolve().parents[1] / "benchmark", out_dir / "benchmark"):
+        found = find_synthetic_benchmark(root)
+        if found is not None:
+            return found
     seed = int(result.config.get("seed", 0))
-    # run_demo writes OUT/benchmark and OUT/results/fullrank; reuse that benchmark if present.
-    candidate = result_dir.resolve().parents[1] / "benchmark"
-    root = candidate if (candidate / "SYNTHETIC.txt").is_file() else out_dir / "benchmark"
-    # Generation is deterministic in the seed, so rewriting an existing one is harmless.
-    return make_synthetic_benchmark(root, seed=seed)
+    log.info("no synthetic benchmark beside %s; generating one (seed %d)", result_dir, seed)
+    return make_synthetic_benchmark(out_dir / "benchmark", seed=seed)
 
 
 def _noisy_run(bench: SyntheticBenchmark, k: int, seed: int, out_dir: Path) -> Path:

@@ -46,11 +46,19 @@ _RETRY_STATUS = {408, 409, 425, 429}
 
 @dataclass(frozen=True)
 class Failure:
-    """A request that failed after all retries."""
+    """A request that failed after all retries.
+
+    ``index``: the candidate's position in the full candidate list. A direct ``score``
+    call records the position within that call; :func:`~inquire.rerank.cache.score_candidates`
+    (which scores a candidate list in chunks, skipping cached ones) rewrites it to the
+    position in its ``image_ids`` and fills ``image_id``, as ``failures.csv`` of
+    ``inquire eval rerank`` reports them.
+    """
 
     query: str
-    index: int  # position of the image in the ``score`` call
+    index: int
     reason: str
+    image_id: Any = None
 
 
 class _Retryable(Exception):

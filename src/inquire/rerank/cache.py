@@ -17,7 +17,7 @@ import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ import numpy as np
 
 from inquire import config
 from inquire.errors import InputError
+from inquire.rerank.api import Failure
 from inquire.rerank.base import ImageLike, Reranker
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,9 @@ class ScoreCache:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._db = sqlite3.connect(self.path, timeout=timeout_s, isolation_level=None)
+        except sqlite3.DatabaseError as exc:
+            raise self._unusable(exc) from exc
+        try:
             self._db.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = NORMAL")
@@ -86,11 +90,18 @@ class ScoreCache:
                 "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
                 (SCHEMA_VERSION,),
             )
-        except sqlite3.DatabaseError as exc:
-            raise InputError(
-                f"rerank cache {str(self.path)!r} is not a usable SQLite database ({exc}); "
-                f"move it away to start a new cache"
-            ) from exc
+        except BaseException as exc:
+            # No caller can close a cache whose constructor failed: close the connection here.
+            self._db.close()
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise self._unusable(exc) from exc
+            raise
+
+    def _unusable(self, exc: Exception) -> InputError:
+        return InputError(
+            f"rerank cache {str(self.path)!r} is not a usable SQLite database ({exc}); "
+            f"move it away to start a new cache"
+        )
 
     def close(self) -> None:
         """Close the database connection."""
@@ -190,7 +201,17 @@ def score_candidates(
             imgs = images(batch)
         else:
             imgs = [images[p] for p in batch]
+        failures = getattr(reranker, "failures", None)
+        seen = len(failures) if isinstance(failures, list) else 0
         scores = np.asarray(reranker.score(query_text, imgs), dtype=np.float64)
+        if isinstance(failures, list):
+            # The scorer saw only this chunk: name its failures by their place in the whole
+            # candidate list and by image id.
+            for j in range(seen, len(failures)):
+                f = failures[j]
+                if isinstance(f, Failure) and 0 <= f.index < len(batch):
+                    pos = batch[f.index]
+                    failures[j] = replace(f, index=pos, image_id=image_ids[pos])
         if scores.shape != (len(batch),):
             raise InputError(
                 f"reranker {reranker.reranker_id!r} returned {scores.shape} scores for "

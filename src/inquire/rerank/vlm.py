@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -177,6 +178,47 @@ def local_fingerprint(folder: Path) -> str:
     return "local-" + h.hexdigest()[:16]
 
 
+_COMMIT_CHARS = frozenset("0123456789abcdef")
+
+
+def _is_commit(text: str) -> bool:
+    return len(text) == 40 and set(text) <= _COMMIT_CHARS
+
+
+def hub_revision(
+    repo: str, revision: str | None = None, cache_dir: str | os.PathLike[str] | None = None
+) -> str:
+    """The commit hash of the cached snapshot of hub model ``repo`` at ``revision``.
+
+    A branch or tag name (default ``main``) is resolved through the local HF cache
+    (``refs/<revision>``, then the ``snapshots/<commit>`` folder), so a cache key names the
+    exact weights rather than a branch that moves. When nothing can be resolved, the name
+    itself is returned with a warning.
+    """
+    rev = revision or "main"
+    if _is_commit(rev):
+        return rev
+    from huggingface_hub import snapshot_download
+
+    cache = Path(cache_dir) if cache_dir is not None else None
+    try:
+        folder = Path(snapshot_download(repo, revision=rev, cache_dir=cache, local_files_only=True))
+    except Exception as exc:  # huggingface_hub raises several types for a missing snapshot
+        log.warning(
+            "cannot resolve revision %r of %s to a commit in the local HF cache (%s); cached "
+            "scores are keyed by %r, which may move",
+            rev,
+            repo,
+            exc,
+            rev,
+        )
+        return rev
+    if _is_commit(folder.name):
+        return folder.name
+    log.warning("snapshot folder %s of %s is not named by a commit; keyed by %r", folder, repo, rev)
+    return rev
+
+
 def token_ids(tokenizer: Any, variants: Sequence[str]) -> list[int]:
     """Ids of the ``variants`` that encode to exactly one token (deduplicated, in order)."""
     ids: list[int] = []
@@ -260,9 +302,8 @@ class VLMReranker:
         if local.is_dir():
             self.revision = local_fingerprint(local)
         else:
-            self.revision = str(
-                getattr(self.model.config, "_commit_hash", None) or revision or "main"
-            )
+            commit = getattr(self.model.config, "_commit_hash", None)
+            self.revision = str(commit) if commit else hub_revision(model, revision)
         tok = self.processor.tokenizer
         tok.padding_side = family.padding_side
         self.yes_ids = token_ids(tok, family.yes)

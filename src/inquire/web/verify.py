@@ -149,8 +149,11 @@ def make_router(
         out = []
         for name in list_collections(res.root):
             c = res.collection(name)
-            out.append({"name": name, "model_id": c.model_id, "images": c.counts().get("ok", 0)})
-            c.close()
+            try:
+                n_ok = c.counts().get("ok", 0)
+                out.append({"name": name, "model_id": c.model_id, "images": n_ok})
+            finally:
+                c.close()
         return out
 
     @r.get("/api/c/{name}/searches")

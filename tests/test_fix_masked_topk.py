@@ -1,0 +1,72 @@
+"""The collection's masked exact top-k applies the same ranking rule as index.exact.search."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inquire.collection import create_collection, masked_search
+from inquire.collection.search import _topk
+from inquire.embed.store import EmbeddingStore
+from inquire.errors import InputError
+from inquire.index.exact import search
+from inquire.testing.collection_encoder import make_photo_folder
+from inquire.testing.search_stores import random_unit, write_store
+
+
+def test_masked_search_with_full_mask_equals_exact_search_on_ties(tmp_path: Path) -> None:
+    folder = tmp_path / "p"
+    make_photo_folder(folder, n=12, seed=11)
+    photos = sorted(p for p in folder.rglob("*") if p.is_file())
+    # Copies have the same pixels, hence the same embedding: many exact score ties.
+    for i, p in enumerate(photos[:6]):
+        for c in range(3):
+            shutil.copy2(p, p.with_name(f"copy{c}_{i}{p.suffix}"))
+    coll, _ = create_collection("ties", folder, "toy:colour")
+    index = coll.index()
+    assert bool(index.valid.all())
+    store: EmbeddingStore = index.store
+    q = random_unit(4, store.dim, seed=5)
+    for k in (1, 5, 13, len(store), len(store) + 4):
+        got = masked_search(index, q, k, mask=np.ones(len(store), bool), exact=True)
+        scores, rows = search(store, q, k)
+        for r, (ids, s) in enumerate(got):
+            keep = rows[r] >= 0  # exact search pads past N with -1
+            want_ids = index.image_id[np.searchsorted(store.ids, rows[r][keep])]
+            np.testing.assert_array_equal(ids, want_ids)
+            np.testing.assert_allclose(s, scores[r][keep], atol=1e-6)
+            # the ties are really there, and they are ordered by id
+            same = np.flatnonzero(np.diff(s) == 0)
+            assert np.all(ids[same] < ids[same + 1])
+
+
+def test_topk_leaves_out_nan_scores_like_exact_search(tmp_path: Path) -> None:
+    vecs = random_unit(40, 8, seed=1)
+    vecs[[3, 17, 18, 30]] = np.nan  # rows whose scores are NaN
+    vecs[20:26] = vecs[5]  # ties
+    ids = np.arange(40, dtype=np.int64)[::-1] * 3 + 7
+    store = EmbeddingStore(write_store(tmp_path / "s", vecs, ids=ids, dtype=np.float32))
+    q = random_unit(3, 8, seed=2)
+    emb = np.asarray(store.rows(np.arange(40)), np.float32)
+    for k in (1, 4, 10, 36, 40):
+        scores, got_ids = search(store, q, k)
+        for r in range(len(q)):
+            pos, s = _topk((emb @ q[r]).astype(np.float32), store.ids, k)
+            keep = got_ids[r] >= 0
+            np.testing.assert_array_equal(store.ids[pos], got_ids[r][keep])
+            np.testing.assert_allclose(s, scores[r][keep], atol=1e-6)
+            assert not np.isnan(s).any() and len(pos) == min(k, 36)
+
+
+def test_masked_search_refuses_nan_queries_like_exact_search(tmp_path: Path) -> None:
+    make_photo_folder(tmp_path / "p", n=4, seed=2)
+    coll, _ = create_collection("nanq", tmp_path / "p", "toy:colour")
+    index = coll.index()
+    bad = np.full((1, index.store.dim), np.nan, np.float32)
+    with pytest.raises(InputError, match="NaN"):
+        masked_search(index, bad, 3, exact=True)
+    with pytest.raises(InputError, match="NaN"):
+        search(index.store, bad, 3)
