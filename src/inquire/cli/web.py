@@ -30,6 +30,11 @@ def serve_cmd(
     model: str | None = typer.Option(
         None, "--model", "-m", help="Text model id for free-text search (needs --embeddings)."
     ),
+    rerank_data: list[Path] = typer.Option(
+        [],
+        "--rerank-data",
+        help="INQUIRE-Rerank parquet file whose images the page may show (repeatable).",
+    ),
     thumb_cache: Path | None = typer.Option(
         None, "--thumb-cache", help="Thumbnail cache folder (default: <cache>/web/thumbs)."
     ),
@@ -56,6 +61,7 @@ def serve_cmd(
         queries=queries,
         embeddings=embeddings,
         model=model,
+        rerank_data=rerank_data,
         thumb_cache=thumb_cache,
         routers=[make_router(collections)],
         nav_links=[("Verify", "/verify")],

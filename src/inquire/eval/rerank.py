@@ -200,7 +200,8 @@ def evaluate_rerank(
         "task": "rerank",
         "ranker": name,
         "seed": seed,
-        "files": [str(p) for p in rerank_set.paths],
+        # absolute, so the web page can serve the candidates' images from these files
+        "files": [str(Path(p).resolve()) for p in rerank_set.paths],
         "R": "relevant candidates in the pool",
         "failures": len(fail_df),
         "excluded_queries_no_relevant": empty,

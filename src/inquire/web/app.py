@@ -39,6 +39,7 @@ from inquire.web.images import (
     check_thumb_size,
     image_format,
 )
+from inquire.web.parquet_images import ParquetImage, ParquetImages
 
 log = logging.getLogger(__name__)
 
@@ -365,18 +366,34 @@ def image_response(thumbs: ThumbnailCache, path: Path, size: int | None) -> File
     return FileResponse(thumbs.get(path, size), media_type="image/jpeg", headers=headers)
 
 
+def parquet_image_response(
+    thumbs: ThumbnailCache, source: ParquetImages, image: ParquetImage, size: int | None
+) -> Response:
+    """An image inside a rerank parquet file, or its cached thumbnail (``size`` px); the
+    bytes are read only when the thumbnail is not cached yet."""
+    headers = {"Cache-Control": "public, max-age=3600"}
+    if size is None:
+        data, media_type = source.read(image)
+        return Response(data, media_type=media_type, headers=headers)
+    thumb = thumbs.get_bytes(image.source_key, lambda: source.read(image)[0], image.name, size)
+    return FileResponse(thumb, media_type="image/jpeg", headers=headers)
+
+
 def _images_router() -> APIRouter:
     router = APIRouter()
 
     @router.get("/images/{image_id}")
-    def image_by_id(request: Request, image_id: str, size: str | None = None) -> FileResponse:
+    def image_by_id(request: Request, image_id: str, size: str | None = None) -> Response:
         ctx = get_context(request)
         try:
             iid = int(image_id)
         except ValueError:
             raise InputError(f"image id must be a whole number, got {image_id!r}") from None
         px = parse_size(size)
-        return image_response(ctx.thumbs, ctx.catalog.images.resolve_id(iid), px)
+        image = ctx.catalog.image(iid)
+        if isinstance(image, ParquetImage):
+            return parquet_image_response(ctx.thumbs, ctx.catalog.parquet_images, image, px)
+        return image_response(ctx.thumbs, image, px)
 
     @router.get("/files/{root}/{path:path}")
     def image_by_path(

@@ -24,7 +24,8 @@ from inquire.eval.evaluate import GROUP_COLUMNS, RUN_FILE, EvalResult
 from inquire.metrics import metric_label, scale
 from inquire.run import Run
 from inquire.web.config import WebConfig
-from inquire.web.images import ImageRoots
+from inquire.web.images import ImageNotFound, ImageRoots
+from inquire.web.parquet_images import ParquetImage, ParquetImages
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +146,10 @@ class Catalog:
                 self.images.add_paths(row_ids, meta["image_path"].astype(str))
         if paths:
             self.images.add_paths(paths.keys(), paths.values())
+        # Last resort for ids the roots cannot resolve: images inside rerank parquet files.
+        self.parquet_images = ParquetImages(
+            list(config.rerank_data) + self._config_files("files", task="rerank")
+        )
         self._encoder: Encoder | None = None
         self._encoder_lock = threading.Lock()
         self._search_cache: OrderedDict[tuple[str, int], list[dict[str, Any]]] = OrderedDict()
@@ -175,17 +180,35 @@ class Catalog:
             log.warning("image ids of the embeddings stay their row numbers: %s", exc)
             return None
 
-    def _config_files(self, key: str) -> list[Path]:
-        """Existing files named by ``config[key]`` in the results (relative to the folder)."""
+    def _config_files(self, key: str, task: str | None = None) -> list[Path]:
+        """Existing files named by ``config[key]`` (a path or a list of paths; relative ones
+        are relative to the folder) in the results (only those of ``task`` when given)."""
         found = []
         for entry in self.runs.values():
+            if task is not None and entry.result.config.get("task") != task:
+                continue
             value = entry.result.config.get(key)
-            if isinstance(value, str) and value:
-                p = Path(value)
-                p = p if p.is_absolute() else entry.path / p
-                if p.is_file():
-                    found.append(p)
+            values = value if isinstance(value, list) else [value]
+            for v in values:
+                if isinstance(v, str) and v:
+                    p = Path(v)
+                    p = p if p.is_absolute() else entry.path / p
+                    if p.is_file():
+                        found.append(p)
+                    elif task is not None:
+                        log.warning("%s names %s, which does not exist", entry.path, v)
         return found
+
+    def image(self, image_id: int) -> Path | ParquetImage:
+        """Image ``image_id``: its real path under an image root, else its place in a
+        registered rerank parquet file; :class:`~inquire.web.images.ImageNotFound` if neither
+        has it. Nothing from the request is a path: only registered files are opened."""
+        try:
+            return self.images.resolve_id(image_id)
+        except ImageNotFound:
+            if not self.parquet_images.files or self.parquet_images.locate(image_id) is None:
+                raise
+        return self.parquet_images.get(image_id)
 
     # --- runs -------------------------------------------------------------------------
     def get_run(self, slug: str) -> RunEntry:

@@ -32,6 +32,8 @@ class WebConfig:
       ``model``, enables free-text search.
     - ``model``: a model id for :func:`inquire.embed.load_encoder` or an ``Encoder`` object;
       it must embed text into the space of ``embeddings``.
+    - ``rerank_data``: INQUIRE-Rerank parquet files whose ``image`` column serves the images
+      the other sources do not have (a rerank result's ``config["files"]`` adds its own).
     - ``thumb_cache``: folder of cached thumbnails (default: ``<cache>/web/thumbs``).
     - ``routers``: extra FastAPI ``APIRouter`` objects included into the app.
     - ``template_dirs``: extra Jinja2 template folders searched before the built-in ones, so
@@ -45,6 +47,7 @@ class WebConfig:
     queries: Sequence[Path] = ()
     embeddings: Path | None = None
     model: str | Encoder | None = None
+    rerank_data: Sequence[Path] = ()
     thumb_cache: Path | None = None
     search_k: int = 50
     max_k: int = 500

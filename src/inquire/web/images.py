@@ -14,11 +14,12 @@ Every file the web app sends goes through :meth:`ImageRoots.resolve`, which
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import re
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -243,15 +244,32 @@ class ThumbnailCache:
         target = self.root / key[:2] / f"{key}.jpg"
         if target.is_file():
             return target
-        self._render(path, size, target)
+        self._render(path, path.name, size, target)
+        return target
+
+    def get_bytes(self, source_key: str, load: Callable[[], bytes], name: str, size: int) -> Path:
+        """The cached thumbnail of an encoded image that is not a file (e.g. a parquet cell).
+
+        ``source_key`` names where the bytes come from and their version (for parquet: real
+        path, mtime, byte size and row); ``load()`` returns the checked bytes and is called
+        only on a cache miss; ``name`` is what error messages call the image.
+        """
+        check_thumb_size(size)
+        raw = f"{THUMB_VERSION}|{source_key}|{size}"
+        key = hashlib.sha256(raw.encode("utf-8")).hexdigest()
+        target = self.root / key[:2] / f"{key}.jpg"
+        if target.is_file():
+            return target
+        self._render(io.BytesIO(load()), name, size, target)
         return target
 
     @staticmethod
-    def _render(path: Path, size: int, target: Path) -> None:
+    def _render(source: Path | io.BytesIO, name: str, size: int, target: Path) -> None:
         from PIL import Image, ImageOps, UnidentifiedImageError
 
+        path = Path(name)  # error messages name the image, never a server path
         try:
-            with Image.open(path) as img:
+            with Image.open(source) as img:
                 img.draft("RGB", (size, size))  # JPEG: decode at reduced scale when possible
                 img = ImageOps.exif_transpose(img)
                 img = img.convert("RGB")
