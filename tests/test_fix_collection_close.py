@@ -61,3 +61,21 @@ def test_trend_and_export_close_what_they_open(tmp_path: Path, monkeypatch) -> N
     res = runner.invoke(cli_app, ["trend", "tc", "--search-id", "zzz"])
     assert res.exit_code == 2 and "unknown search" in res.output
     assert len(opened) == 2 and all(any(o is c for c in closed) for o in opened)
+
+
+def test_search_closes_its_collection(tmp_path: Path, monkeypatch) -> None:
+    make_photo_folder(tmp_path / "p", n=12, seed=5)
+    coll, _ = create_collection("sc", tmp_path / "p", "toy:colour")
+    coll.close()
+    closed: list[Any] = []
+    c_close = Collection.close
+
+    def spy_c_close(self: Collection) -> None:
+        closed.append(self)
+        c_close(self)
+
+    monkeypatch.setattr(Collection, "close", spy_c_close)
+    for extra in ([], ["--json"], ["--taxon", "NoSuchTaxon"]):
+        closed.clear()
+        res = CliRunner().invoke(cli_app, ["search", "sc", "red", "-k", "3", *extra])
+        assert len(closed) == 1, (extra, res.output)  # on success and on a bad filter alike

@@ -280,42 +280,44 @@ def search_cmd(
     from inquire.collection import SearchRequest, open_collection, parse_filters, search
     from inquire.collection.store import records
 
-    coll = open_collection(name)
-    req = SearchRequest(
-        text,
-        tuple(like),
-        parse_filters(taxon, date_from, date_to, bbox, under),
-        k,
-        rerank,
-        from_k,
-        exact=exact,
-        nprobe=nprobe,
-        rerank_device=device,
-        rerank_precision=precision,
-        rerank_batch_size=batch_size,
-    )
-    df = search(coll, req)
-    if save:
-        from inquire.collection.verify import Verification
+    with closing(open_collection(name)) as coll:
+        req = SearchRequest(
+            text,
+            tuple(like),
+            parse_filters(taxon, date_from, date_to, bbox, under),
+            k,
+            rerank,
+            from_k,
+            exact=exact,
+            nprobe=nprobe,
+            rerank_device=device,
+            rerank_precision=precision,
+            rerank_batch_size=batch_size,
+        )
+        df = search(coll, req)
+        if save:
+            from inquire.collection.verify import Verification
 
-        with closing(Verification(coll)) as v:
-            sid = v.save_search(req)
-        typer.echo(f"saved search {sid}", err=True)
-    if as_json:
-        typer.echo(json.dumps(json.loads(df.to_json(orient="records")), indent=1))
-    elif as_csv:
-        typer.echo(df.to_csv(index=False), nl=False)
-    else:
-        _console().print(results_table(df, coll.images_root, f"{name}: {text or '(by example)'}"))
-    if copy_to is not None:
-        copy_to.mkdir(parents=True, exist_ok=True)
-        for r in records(df):
-            shutil.copy2(
-                r["path"], copy_to / f"{r['rank']:04d}_{r['image_id']}{Path(r['path']).suffix}"
+            with closing(Verification(coll)) as v:
+                sid = v.save_search(req)
+            typer.echo(f"saved search {sid}", err=True)
+        if as_json:
+            typer.echo(json.dumps(json.loads(df.to_json(orient="records")), indent=1))
+        elif as_csv:
+            typer.echo(df.to_csv(index=False), nl=False)
+        else:
+            _console().print(
+                results_table(df, coll.images_root, f"{name}: {text or '(by example)'}")
             )
-        with atomic_open(copy_to / "results.csv", "w", encoding="utf-8", newline="") as fh:
-            df.to_csv(fh, index=False)
-        typer.echo(f"copied {len(df)} images to {copy_to}", err=True)
+        if copy_to is not None:
+            copy_to.mkdir(parents=True, exist_ok=True)
+            for r in records(df):
+                shutil.copy2(
+                    r["path"], copy_to / f"{r['rank']:04d}_{r['image_id']}{Path(r['path']).suffix}"
+                )
+            with atomic_open(copy_to / "results.csv", "w", encoding="utf-8", newline="") as fh:
+                df.to_csv(fh, index=False)
+            typer.echo(f"copied {len(df)} images to {copy_to}", err=True)
 
 
 @friendly_errors
