@@ -195,18 +195,27 @@ class ImageRoots:
         return real
 
 
-def image_format(path: Path) -> str:
-    """The media type of the image at ``path`` from its header, or :class:`NotAnImage`."""
+def image_format(source: Path | bytes, name: str | None = None) -> str:
+    """The media type of an image file (``Path``) or encoded image bytes from its header, or
+    :class:`NotAnImage`. ``name`` labels bytes in messages (a file is named by its file name,
+    never its absolute path: Pillow's own message holds that, so it is not passed on)."""
+    import io
+
     from PIL import Image, UnidentifiedImageError
 
+    opened: Path | io.BytesIO
+    if isinstance(source, bytes):
+        label, opened = name or "image", io.BytesIO(source)
+    else:
+        label, opened = repr(source.name), source
     try:
-        with Image.open(path) as img:
+        with Image.open(opened) as img:
             fmt = img.format
     except (UnidentifiedImageError, OSError, ValueError) as exc:
-        # Pillow's message holds the absolute path; the client gets the file name only.
-        raise NotAnImage(f"{path.name!r} is not a readable image ({type(exc).__name__})") from None
+        detail = "" if isinstance(source, bytes) else f" ({type(exc).__name__})"
+        raise NotAnImage(f"{label} is not a readable image{detail}") from None
     if fmt not in MEDIA_TYPES:
-        raise NotAnImage(f"{path.name!r} is a {fmt} image, which the page does not show")
+        raise NotAnImage(f"{label} is a {fmt} image, which the page does not show")
     return MEDIA_TYPES[fmt]
 
 

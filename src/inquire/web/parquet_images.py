@@ -14,7 +14,6 @@ the HF ``Image`` struct ``{bytes, path}``), so a rerank result has no image file
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import threading
@@ -27,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from inquire.errors import InputError
-from inquire.web.images import MEDIA_TYPES, ImageNotFound, NotAnImage
+from inquire.web.images import ImageNotFound, NotAnImage, image_format
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +169,7 @@ class ParquetImages:
                 f"not shown"
             )
         data = bytes(data)
-        return data, bytes_format(data, image.name)
+        return data, image_format(data, image.name)
 
     def _cell(self, fi: int, row: int) -> object:
         """The ``image`` value at ``row`` of file ``fi``, reading only its row group."""
@@ -199,17 +198,3 @@ class ParquetImages:
                 while len(self._groups) > ROW_GROUP_CACHE:
                     self._groups.popitem(last=False)
         return col[row - start].as_py()  # type: ignore[index]
-
-
-def bytes_format(data: bytes, name: str) -> str:
-    """The media type of encoded image ``data`` from its header, or :class:`NotAnImage`."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            fmt = img.format
-    except (UnidentifiedImageError, OSError, ValueError):
-        raise NotAnImage(f"{name} is not a readable image") from None
-    if fmt not in MEDIA_TYPES:
-        raise NotAnImage(f"{name} is a {fmt} image, which the page does not show")
-    return MEDIA_TYPES[fmt]
