@@ -58,14 +58,20 @@ def tiny_tokenizer(
     )
 
 
+# The size every tiny tower shares (vision, Q-Former and language model alike).
+_TINY: dict[str, Any] = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+}
+
+
 def _vision_clip(image_size: int = 32, patch: int = 8) -> Any:
     from transformers import CLIPVisionConfig
 
     return CLIPVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
+        **_TINY,
         image_size=image_size,
         patch_size=patch,
         projection_dim=32,
@@ -77,10 +83,7 @@ def _llama(tok: Any, **kw: Any) -> Any:
 
     return LlamaConfig(
         vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
+        **_TINY,
         num_key_value_heads=2,
         max_position_embeddings=512,
         pad_token_id=tok.pad_token_id,
@@ -181,19 +184,13 @@ def build_paligemma(out: Path) -> Path:
         ["<pad>", "<bos>", "<eos>", "<unk>", "<image>"], extra={"image_token": "<image>"}
     )
     vc = SiglipVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
+        **_TINY,
         image_size=32,
         patch_size=8,
     )
     tc = GemmaConfig(
         vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
+        **_TINY,
         num_key_value_heads=1,
         head_dim=16,
         max_position_embeddings=512,
@@ -247,10 +244,7 @@ def build_idefics3(out: Path) -> Path:
         },
     )
     vc = Idefics3VisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
+        **_TINY,
         image_size=32,
         patch_size=8,
     )
@@ -309,18 +303,12 @@ def build_blip2(out: Path) -> Path:
     # published checkpoints; the model's vocabulary is sized after that.
     proc = Blip2Processor(image_processor=ip, tokenizer=tok, num_query_tokens=4)
     vc = Blip2VisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
+        **_TINY,
         image_size=32,
         patch_size=8,
     )
     qc = Blip2QFormerConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
+        **_TINY,
         encoder_hidden_size=32,
         vocab_size=64,
     )
@@ -352,18 +340,12 @@ def build_instructblip(out: Path) -> Path:
         image_processor=ip, tokenizer=tok, qformer_tokenizer=qtok, num_query_tokens=4
     )
     vc = InstructBlipVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
+        **_TINY,
         image_size=32,
         patch_size=8,
     )
     qc = InstructBlipQFormerConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
+        **_TINY,
         encoder_hidden_size=32,
         vocab_size=len(qtok),
         pad_token_id=qtok.pad_token_id,
