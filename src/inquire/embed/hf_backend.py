@@ -74,7 +74,9 @@ def openai_clip_token_ids(
         )
     out = torch.zeros((len(texts), context_length), dtype=torch.long)
     for i, text in enumerate(texts):
-        body = tokenizer(openai_clean(text), add_special_tokens=False)["input_ids"]
+        # Untruncated on purpose (cut below, as clip.tokenize does); verbose=False silences
+        # the tokenizer's warning about sequences longer than its maximum.
+        body = tokenizer(openai_clean(text), add_special_tokens=False, verbose=False)["input_ids"]
         ids = [sot, *body, eot]
         if len(ids) > context_length:
             ids = ids[:context_length]
@@ -206,7 +208,8 @@ class HFClipEncoder(TorchEncoder):
         if self._text_protocol == "openai_clip":
             # As all_clip did: ids only, no attention mask (CLIP's causal mask and end-token
             # pooling make the padding after the end token irrelevant).
-            ids = openai_clip_token_ids(self._tokenizer, texts, min(self._context, 77))
+            context = min(self._context, OPENAI_CONTEXT_LENGTH)
+            ids = openai_clip_token_ids(self._tokenizer, texts, context)
             return _features(self._model.get_text_features(input_ids=ids.to(self._device)))
         tok = self._tokenizer(
             texts, padding=self._text_protocol, truncation=True, return_tensors="pt"
