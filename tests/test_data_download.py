@@ -64,7 +64,11 @@ def test_registry_has_the_required_artifacts() -> None:
     assert (
         inat.mirror_path == "ml-inat-competition-datasets.s3.amazonaws.com/2024/train.json.tar.gz"
     )
-    hf = "https://huggingface.co/datasets/evendrow/INQUIRE-Rerank/resolve/main/data/"
+    # Pinned to one dataset commit, not the moving main branch.
+    hf = (
+        "https://huggingface.co/datasets/evendrow/INQUIRE-Rerank/resolve/"
+        "e19e265fd92542bc5f839a5777a39942b16c9c33/data/"
+    )
     val = [ARTIFACTS[n].url for n in GROUPS["rerank-val"]]
     assert val == [hf + "validation-00000-of-00001.parquet"]
     n_test = RERANK_SHARDS["test"][1]

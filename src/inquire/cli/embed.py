@@ -62,27 +62,10 @@ def embed_cmd(
 
 @friendly_errors
 def models_cmd() -> None:
-    """List the model backends and INQUIRE's model aliases."""
-    from rich.console import Console
-    from rich.table import Table
+    """List the model backends and INQUIRE's model aliases (with INQUIRE's own ids)."""
+    from inquire.embed.models import describe_models
 
-    from inquire.embed.models import ALIAS_TABLE, BACKENDS
-
-    console = Console()
-    backends = Table(title="Model backends (model id = BACKEND:REST)")
-    backends.add_column("backend", style="bold")
-    backends.add_column("forms")
-    for b in BACKENDS.values():
-        backends.add_row(b.name, b.help)
-    console.print(backends)
-    aliases = Table(title="INQUIRE's models (aliases)")
-    aliases.add_column("alias", style="bold")
-    aliases.add_column("model id", no_wrap=True)
-    aliases.add_column("dim", justify="right")
-    aliases.add_column("model")
-    for a in ALIAS_TABLE:
-        aliases.add_row(a.name, a.model_id, str(a.dim), a.note)
-    console.print(aliases)
+    typer.echo(describe_models(), nl=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -41,6 +41,14 @@ from inquire.collection.ann import check_setting, ensure_index, load_index
 from inquire.collection.embedding import embed_files
 from inquire.collection.metadata import FIELDS, RANKS, InatMetadata, describe
 from inquire.embed.base import Encoder
+from inquire.embed.layout import (
+    EMB_DIR,
+    META_DIR,
+    emb_file_name,
+    list_shards,
+    meta_file_name,
+    shard_numbers,
+)
 from inquire.errors import InputError, UnknownNameError
 
 log = logging.getLogger(__name__)
@@ -536,20 +544,16 @@ def _write_shard(emb_dir: Path, idx: int, vectors: np.ndarray, ids: list[int], p
     import pyarrow.parquet as pq
 
     table = pa.table({"image_path": paths, "image_id": pa.array(ids, pa.int64())})
-    with atomic_path(emb_dir / "metadata" / f"metadata_{idx}.parquet") as tmp:
+    with atomic_path(emb_dir / META_DIR / meta_file_name(idx)) as tmp:
         pq.write_table(table, tmp)
-    with atomic_open(emb_dir / "img_emb" / f"img_emb_{idx}.npy", "wb") as fh:
+    with atomic_open(emb_dir / EMB_DIR / emb_file_name(idx), "wb") as fh:
         np.save(fh, vectors.astype(np.float16))
 
 
 def _next_shard(coll: Collection) -> int:
     row = coll.conn.execute("SELECT MAX(shard) AS m FROM images").fetchone()
     used = [int(row["m"])] if row["m"] is not None else []
-    img_dir = coll.emb_dir / "img_emb"
-    if img_dir.is_dir():
-        used += [
-            int(m.group(1)) for p in img_dir.iterdir() if (m := re.search(r"_(\d+)\.npy$", p.name))
-        ]
+    used += shard_numbers(coll.emb_dir)
     return max(used) + 1 if used else 0
 
 
@@ -606,12 +610,22 @@ def _sync(
     json_ids = {rec["source_id"] for rec in inat.by_key.values()} if inat else set()
     next_id = max([*ids_taken, *json_ids, -1]) + 1
     shard_cache: dict[int, np.ndarray] = {}
+    shard_files: dict[int, Path] = {}
 
     def old_vector(loc: tuple[int, int]) -> np.ndarray:
         if loc[0] not in shard_cache:
-            shard_cache[loc[0]] = np.load(
-                coll.emb_dir / "img_emb" / f"img_emb_{loc[0]}.npy", mmap_mode="r"
-            )
+            if loc[0] not in shard_files:
+                shard_files.update(
+                    (sh.number, sh.embeddings)
+                    for sh in list_shards(coll.emb_dir, require_metadata=False)
+                )
+            if loc[0] not in shard_files:
+                raise InputError(
+                    f"collection {coll.name!r}: its database points at shard {loc[0]}, which "
+                    f"has no file in {str(coll.emb_dir / EMB_DIR)!r}; restore that folder or "
+                    f"create the collection again"
+                )
+            shard_cache[loc[0]] = np.load(shard_files[loc[0]], mmap_mode="r")
         return np.asarray(shard_cache[loc[0]][loc[1]], np.float32)
 
     bar = progress_bar(disable=not progress, label=f"collection {coll.name}")

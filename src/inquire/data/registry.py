@@ -16,6 +16,15 @@ Groups. Multi-file datasets (the INQUIRE-Rerank parquet shards) are groups of ar
 ``fetch_dataset("rerank-test")`` returns the local paths of all of a group's shards.
 The shard counts live in ``RERANK_SHARDS``: if the Hugging Face dataset is re-sharded,
 correcting that one table renames every shard URL.
+
+Pinned revision. INQUIRE-Rerank is fetched from one commit of the Hugging Face dataset,
+``RERANK_REVISION``, through the hub's resolved-file URLs
+``https://huggingface.co/datasets/<id>/resolve/<revision>/<path>``: a later re-upload on the
+dataset's ``main`` branch neither breaks nor silently changes the files. To move to a newer
+upload, take the commit hash from the dataset's "Files and versions" history (or
+``huggingface_hub.HfApi().dataset_info("evendrow/INQUIRE-Rerank").sha``), check the shard
+names and counts of its ``data/`` folder against ``RERANK_SHARDS``, and set
+``RERANK_REVISION`` to it. Cached copies of the old revision stay under their old path.
 """
 
 from __future__ import annotations
@@ -31,13 +40,24 @@ INAT_LICENSE = "iNat terms (non-commercial)"
 RERANK_LICENSE = "CC BY-NC 4.0"
 
 _GITHUB_RAW = "https://raw.githubusercontent.com/inquire-benchmark/INQUIRE/main/data/inquire"
-_HF_RERANK = "https://huggingface.co/datasets/evendrow/INQUIRE-Rerank/resolve/main/data"
+
+RERANK_DATASET = "evendrow/INQUIRE-Rerank"
+# The dataset commit "Upload dataset" (September 2024) that wrote the current validation and
+# test shards; the dataset's later commits (README edits) leave data/ unchanged.
+RERANK_REVISION = "e19e265fd92542bc5f839a5777a39942b16c9c33"
+
+
+def hf_dataset_file_url(dataset: str, revision: str, path: str) -> str:
+    """The hub's resolved-file URL of ``path`` in ``dataset`` at ``revision``."""
+    return f"https://huggingface.co/datasets/{dataset}/resolve/{revision}/{path}"
+
 
 # INQUIRE-Rerank on the Hugging Face hub: split -> (our name, number of parquet shards,
-# approximate size of one shard). Shards are named ``{split}-{i:05d}-of-{n:05d}.parquet``.
+# size of the shards as the hub lists them). Shards are named
+# ``data/{split}-{i:05d}-of-{n:05d}.parquet``.
 RERANK_SHARDS: dict[str, tuple[str, int, str]] = {
-    "validation": ("val", 1, "~360 MB"),
-    "test": ("test", 4, "~380 MB"),
+    "validation": ("val", 1, "362 MB"),
+    "test": ("test", 4, "368-399 MB"),
 }
 # Queries per Rerank split and candidates per query (for checks on the loaded shards).
 RERANK_QUERIES = {"val": 40, "test": 160}
@@ -87,7 +107,11 @@ def _rerank_artifacts() -> list[Artifact]:
             rows.append(
                 Artifact(
                     name=f"rerank-{short}-{i:05d}",
-                    url=f"{_HF_RERANK}/{split}-{i:05d}-of-{n_shards:05d}.parquet",
+                    url=hf_dataset_file_url(
+                        RERANK_DATASET,
+                        RERANK_REVISION,
+                        f"data/{split}-{i:05d}-of-{n_shards:05d}.parquet",
+                    ),
                     license=RERANK_LICENSE,
                     description=(
                         f"INQUIRE-Rerank {split} shard {i + 1}/{n_shards} "
@@ -121,7 +145,9 @@ ARTIFACTS: dict[str, Artifact] = {
             url=f"{_GITHUB_RAW}/inquire_annotations.csv",
             license=INQUIRE_LICENSE,
             description="INQUIRE relevance labels, both splits (~33k pairs)",
-            approx_size="~3 MB",
+            # Over 4 MB (~33k rows of ~135 bytes); the exact size and sha256 are recorded on
+            # the first download (see "Checksums" above).
+            approx_size="~4.5 MB",
         ),
         Artifact(
             name="inat24-train-json",

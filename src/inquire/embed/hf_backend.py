@@ -6,10 +6,19 @@ Forms of the part after ``hf_clip:`` (one row each in ``ID_FORMS``):
   ... through ``AutoModel``), e.g. ``openai/clip-vit-large-patch14``. Files come through the
   Hugging Face cache, so ``HF_HUB_OFFLINE=1`` works once they are there.
 - ``/PATH`` (or ``./PATH``, ``~/PATH``): a folder written by ``save_pretrained``.
+
+INQUIRE loaded its ``hf_clip:`` models through ``all_clip``, and this backend reproduces that
+path for CLIP models: ``CLIPModel`` with the image processor of ``CLIPProcessor`` as
+transformers 4.x loaded it (the PIL implementation; transformers 5 defaults to a torchvision
+one whose resizing differs slightly), texts tokenized like OpenAI's ``clip.tokenize(...,
+truncate=True)`` (see :func:`openai_clip_token_ids`) and passed without an attention mask,
+features L2-normalised in float32. Other model types (SigLIP, ...) use their own tokenizer
+with the padding of ``TEXT_PROTOCOLS``.
 """
 
 from __future__ import annotations
 
+import html
 import logging
 import re
 from collections.abc import Callable
@@ -22,10 +31,59 @@ from inquire.errors import DownloadError, InputError
 
 log = logging.getLogger(__name__)
 
-# model_type -> how texts are padded. SigLIP models were trained on fixed-length padded
-# texts and give different embeddings otherwise; CLIP pools at the end token, so padding to
-# the longest text in the batch is exact and cheaper.
-TEXT_PADDING: dict[str, str] = {"clip": "longest", "siglip": "max_length", "siglip2": "max_length"}
+# model_type -> how texts become token ids. "openai_clip": OpenAI's clip.tokenize protocol
+# (what all_clip, and so INQUIRE, used for every hf_clip model). "max_length" / "longest": the
+# model's own tokenizer with that padding. SigLIP models were trained on fixed-length padded
+# texts and give different embeddings otherwise.
+TEXT_PROTOCOLS: dict[str, str] = {
+    "clip": "openai_clip",
+    "siglip": "max_length",
+    "siglip2": "max_length",
+}
+DEFAULT_TEXT_PROTOCOL = "longest"
+# The image processor implementation: transformers 4.x (INQUIRE used 4.45) loaded the PIL one.
+IMAGE_PROCESSOR_BACKEND = "pil"
+OPENAI_CONTEXT_LENGTH = 77
+
+
+def openai_clean(text: str) -> str:
+    """OpenAI CLIP's text cleaning: ftfy, HTML entities unescaped (twice), whitespace runs
+    collapsed, stripped, lower-cased."""
+    import ftfy
+
+    text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
+    return re.sub(r"\s+", " ", text).strip().lower()
+
+
+def openai_clip_token_ids(
+    tokenizer: Any, texts: list[str], context_length: int = OPENAI_CONTEXT_LENGTH
+) -> Any:
+    """``(n, context_length) int64`` token ids as OpenAI's ``clip.tokenize(texts,
+    truncate=True)`` makes them, with ``tokenizer``'s BPE vocabulary.
+
+    Each text is cleaned (:func:`openai_clean`), wrapped in start/end tokens, cut to
+    ``context_length`` with the end token kept last, and padded with zeros.
+    """
+    import torch
+
+    sot, eot = tokenizer.bos_token_id, tokenizer.eos_token_id
+    if sot is None or eot is None:
+        raise InputError(
+            f"the tokenizer {type(tokenizer).__name__} has no start/end tokens; the OpenAI CLIP "
+            f"text protocol needs <|startoftext|> and <|endoftext|>"
+        )
+    out = torch.zeros((len(texts), context_length), dtype=torch.long)
+    for i, text in enumerate(texts):
+        # Untruncated on purpose (cut below, as clip.tokenize does); verbose=False silences
+        # the tokenizer's warning about sequences longer than its maximum.
+        body = tokenizer(openai_clean(text), add_special_tokens=False, verbose=False)["input_ids"]
+        ids = [sot, *body, eot]
+        if len(ids) > context_length:
+            ids = ids[:context_length]
+            ids[-1] = eot
+        out[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+    return out
+
 
 _WEIGHT_PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors"]
 
@@ -64,6 +122,16 @@ ID_FORMS: list[tuple[str, re.Pattern[str], Callable[[re.Match[str]], Path]]] = [
         _from_hub,
     ),
 ]
+
+
+def _processor_choice() -> dict[str, Any]:
+    """Keyword arguments that select the PIL image processor (transformers 5 names it a
+    backend; 4.x loads it unless ``use_fast`` is set)."""
+    import transformers
+
+    if int(transformers.__version__.split(".")[0]) >= 5:
+        return {"backend": IMAGE_PROCESSOR_BACKEND}
+    return {"use_fast": False}
 
 
 class HFPreprocess:
@@ -113,23 +181,38 @@ class HFClipEncoder(TorchEncoder):
             )
         self._model = model.to(self._device).eval()
         self._tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        processor = AutoImageProcessor.from_pretrained(folder, local_files_only=True)
+        processor = AutoImageProcessor.from_pretrained(
+            folder, local_files_only=True, **_processor_choice()
+        )
         model_type = str(getattr(model.config, "model_type", "clip"))
-        self._padding = TEXT_PADDING.get(model_type, "longest")
+        self._text_protocol = TEXT_PROTOCOLS.get(model_type, DEFAULT_TEXT_PROTOCOL)
+        text_config = getattr(model.config, "text_config", None)
+        self._context = int(
+            getattr(text_config, "max_position_embeddings", OPENAI_CONTEXT_LENGTH)
+            or OPENAI_CONTEXT_LENGTH
+        )
         self.model_id = f"hf_clip:{rest}"
         self.revision = revision_of(weights[0])
         self.preprocess = HFPreprocess(processor)
         self.preprocess_info = {
             "library": "transformers",
             "model_type": model_type,
+            "text_protocol": self._text_protocol,
+            "image_processor": type(processor).__name__,
             "processor": processor.to_dict(),
         }
         with torch.inference_mode():
             self.dim = int(self._text_batch([""]).shape[-1])
 
     def _text_batch(self, texts: list[str]) -> Any:
+        if self._text_protocol == "openai_clip":
+            # As all_clip did: ids only, no attention mask (CLIP's causal mask and end-token
+            # pooling make the padding after the end token irrelevant).
+            context = min(self._context, OPENAI_CONTEXT_LENGTH)
+            ids = openai_clip_token_ids(self._tokenizer, texts, context)
+            return _features(self._model.get_text_features(input_ids=ids.to(self._device)))
         tok = self._tokenizer(
-            texts, padding=self._padding, truncation=True, return_tensors="pt"
+            texts, padding=self._text_protocol, truncation=True, return_tensors="pt"
         ).to(self._device)
         return _features(self._model.get_text_features(**tok))
 

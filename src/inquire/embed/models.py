@@ -1,7 +1,8 @@
 """The model registry: model ids ``backend:rest`` -> encoders.
 
-A backend is a row in ``BACKENDS`` (name -> loader); INQUIRE's short names are rows in
-``ALIASES``. Loaders import their libraries lazily.
+A backend is a row in ``BACKENDS`` (name -> loader); INQUIRE's short names are rows of
+``ALIAS_TABLE`` (alias, model id, INQUIRE's own id, dimension, note). Loaders import their
+libraries lazily.
 """
 
 from __future__ import annotations
@@ -48,6 +49,12 @@ def _hf_clip() -> Loader:
     return HFClipEncoder
 
 
+def _wildclip() -> Loader:
+    from inquire.embed.wildclip_backend import WildClipEncoder
+
+    return WildClipEncoder
+
+
 BACKENDS: dict[str, Backend] = {
     "precomputed": Backend(
         "precomputed",
@@ -68,57 +75,180 @@ BACKENDS: dict[str, Backend] = {
         "hf_clip",
         _hf_clip,
         "transformers CLIPModel/SiglipModel (AutoModel): hf_clip:ORG/NAME[@REVISION], "
-        "hf_clip:/PATH/TO/save_pretrained_folder",
+        "hf_clip:/PATH/TO/save_pretrained_folder; CLIP texts tokenized as OpenAI's "
+        "clip.tokenize",
+    ),
+    "wildclip": Backend(
+        "wildclip",
+        _wildclip,
+        "WildCLIP checkpoints (state_dict, keys model.clip_model.*) over OpenAI ViT-B/16: "
+        "wildclip:NAME (NAME.pth in $INQUIRE_WILDCLIP_DIR), wildclip:/PATH.pth, "
+        "wildclip:BASE@/PATH.pth (BASE: an open_clip id)",
     ),
 }
 
 
 @dataclass(frozen=True)
 class Alias:
-    """One of INQUIRE's short model names and the model it stands for."""
+    """One of INQUIRE's short model names.
+
+    ``model_id`` is what inquire loads; ``upstream_id`` is INQUIRE's own entry for the name
+    (its ``TopKPredictionStore.models`` table, loaded through ``all_clip``). They differ only
+    where today's libraries would build a different model from INQUIRE's string; ``note``
+    says why.
+    """
 
     name: str
     model_id: str
+    upstream_id: str
     dim: int
     note: str
 
 
-# INQUIRE's short model names (the models of its full-rank table). QuickGELU variants for the
-# OpenAI and DFN weights: those models were trained with QuickGELU.
+_OPENAI_QUICKGELU = (
+    "with QuickGELU, as INQUIRE's open_clip built 'openai' weights (open_clip>=2.29 builds "
+    "INQUIRE's id with GELU)"
+)
+
+# INQUIRE's short model names, in the order of its table. Adding a model is adding a row.
 ALIAS_TABLE: list[Alias] = [
-    Alias("vit-b-32", "open_clip:ViT-B-32-quickgelu/openai", 512, "OpenAI CLIP ViT-B/32"),
-    Alias("rn50", "open_clip:RN50-quickgelu/openai", 1024, "OpenAI CLIP ResNet-50"),
-    Alias("rn50x16", "open_clip:RN50x16-quickgelu/openai", 768, "OpenAI CLIP ResNet-50x16"),
-    Alias("vit-b-16", "open_clip:ViT-B-16-quickgelu/openai", 512, "OpenAI CLIP ViT-B/16"),
-    Alias("vit-l-14", "open_clip:ViT-L-14-quickgelu/openai", 768, "OpenAI CLIP ViT-L/14"),
-    Alias("vit-b-16-dfn", "open_clip:ViT-B-16/dfn2b", 512, "DFN-2B ViT-B/16"),
-    Alias("vit-l-14-dfn", "open_clip:ViT-L-14-quickgelu/dfn2b", 768, "DFN-2B ViT-L/14"),
+    Alias(
+        "vit-b-32",
+        "hf_clip:openai/clip-vit-base-patch32",
+        "hf_clip:openai/clip-vit-base-patch32",
+        512,
+        "OpenAI CLIP ViT-B/32 (transformers)",
+    ),
+    Alias(
+        "wildclip-t1",
+        "wildclip:wildclip_vitb16_t1",
+        "wildclip_vitb16_t1",
+        512,
+        "WildCLIP ViT-B/16, T1 (checkpoint file; see docs/embed.md)",
+    ),
+    Alias(
+        "wildclip-t1t7-lwf",
+        "wildclip:wildclip_vitb16_t1t7_lwf",
+        "wildclip_vitb16_t1t7_lwf",
+        512,
+        "WildCLIP ViT-B/16, T1+T7 with LwF (checkpoint file; see docs/embed.md)",
+    ),
+    Alias(
+        "bioclip",
+        "open_clip:hf-hub:imageomics/bioclip",
+        "bioclip",
+        512,
+        "BioCLIP (open_clip hf-hub:imageomics/bioclip)",
+    ),
+    Alias(
+        "rn50",
+        "open_clip:RN50-quickgelu/openai",
+        "open_clip:RN50/openai",
+        1024,
+        f"OpenAI CLIP ResNet-50, {_OPENAI_QUICKGELU}",
+    ),
+    Alias(
+        "rn50x16",
+        "open_clip:RN50x16-quickgelu/openai",
+        "open_clip:RN50x16/openai",
+        768,
+        f"OpenAI CLIP ResNet-50x16, {_OPENAI_QUICKGELU}",
+    ),
+    Alias(
+        "vit-b-16",
+        "hf_clip:openai/clip-vit-base-patch16",
+        "hf_clip:openai/clip-vit-base-patch16",
+        512,
+        "OpenAI CLIP ViT-B/16 (transformers)",
+    ),
+    Alias(
+        "vit-l-14",
+        "hf_clip:openai/clip-vit-large-patch14",
+        "hf_clip:openai/clip-vit-large-patch14",
+        768,
+        "OpenAI CLIP ViT-L/14 (transformers)",
+    ),
+    Alias(
+        "vit-b-16-dfn",
+        "open_clip:ViT-B-16-quickgelu/dfn2b",
+        "open_clip:ViT-B-16/dfn2b",
+        512,
+        "DFN-2B ViT-B/16. The weights were trained with QuickGELU; INQUIRE's id builds the "
+        "GELU architecture (open_clip warns of the mismatch); pass it as a model id to "
+        "reproduce that build",
+    ),
+    Alias(
+        "vit-l-14-dfn",
+        "open_clip:ViT-L-14-quickgelu/dfn2b",
+        "open_clip:ViT-L-14-quickgelu/dfn2b",
+        768,
+        "DFN-2B ViT-L/14",
+    ),
     Alias(
         "vit-h-14-378",
+        "open_clip:ViT-H-14-378-quickgelu/dfn5b",
         "open_clip:ViT-H-14-378-quickgelu/dfn5b",
         1024,
         "DFN-5B ViT-H/14 at 378 px (INQUIRE's default embeddings)",
     ),
-    Alias("siglip-vit-l-16-384", "open_clip:ViT-L-16-SigLIP-384/webli", 1024, "SigLIP ViT-L/16"),
+    Alias(
+        "siglip-vit-l-16-384",
+        "open_clip:ViT-L-16-SigLIP-384/webli",
+        "open_clip:ViT-L-16-SigLIP-384/webli",
+        1024,
+        "SigLIP ViT-L/16 at 384 px",
+    ),
     Alias(
         "siglip-so400m-14-384",
         "open_clip:ViT-SO400M-14-SigLIP-384/webli",
+        "open_clip:ViT-SO400M-14-SigLIP-384/webli",
         1152,
-        "SigLIP SO400M/14",
+        "SigLIP SO400M/14 at 384 px",
     ),
-    Alias("bioclip", "open_clip:hf-hub:imageomics/bioclip", 512, "BioCLIP (tree of life)"),
 ]
 
 ALIASES: dict[str, str] = {a.name: a.model_id for a in ALIAS_TABLE}
+# INQUIRE's ids that are not model ids of ours (no backend prefix) resolve like their alias.
+UPSTREAM_NAMES: dict[str, str] = {
+    a.upstream_id: a.model_id for a in ALIAS_TABLE if ":" not in a.upstream_id
+}
+
+
+def describe_models(width: int = 80) -> str:
+    """The backends and INQUIRE's aliases as plain text, one block per entry, every line
+    at most ``width`` characters (long values wrap; ids are never cut)."""
+    import textwrap
+
+    def field(label: str, value: str) -> list[str]:
+        head = f"  {label:<9} "
+        return textwrap.wrap(
+            value,
+            width,
+            initial_indent=head,
+            subsequent_indent=" " * len(head),
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
+
+    lines = ["Model backends (model id = BACKEND:REST)", ""]
+    for b in BACKENDS.values():
+        lines += [b.name, *field("forms", b.help), ""]
+    lines += ["INQUIRE's models (alias: what inquire loads; INQUIRE's own id)", ""]
+    for a in ALIAS_TABLE:
+        lines += [f"{a.name} ({a.dim}-d)", *field("model id", a.model_id)]
+        lines += [*field("upstream", a.upstream_id), *field("note", a.note), ""]
+    return "\n".join(lines).rstrip() + "\n"
 
 
 def resolve(model_id: str) -> tuple[str, str]:
     """Split ``model_id`` (or an alias) into ``(backend, rest)``; unknown names fail at once."""
-    full = ALIASES.get(model_id, model_id)
+    full = ALIASES.get(model_id) or UPSTREAM_NAMES.get(model_id, model_id)
     backend, sep, rest = full.partition(":")
     if not sep or backend not in BACKENDS:
         raise UnknownNameError(
-            "model", model_id, [*ALIASES, *ALIASES.values(), *(f"{b}:" for b in BACKENDS)]
+            "model",
+            model_id,
+            [*ALIASES, *ALIASES.values(), *UPSTREAM_NAMES, *(f"{b}:" for b in BACKENDS)],
         )
     if not rest:
         raise InputError(f"model id {model_id!r} names backend {backend!r} but no model after ':'")

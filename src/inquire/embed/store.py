@@ -4,6 +4,9 @@
     DIR/metadata/metadata_{i}.parquet    n_i rows: image_path [, image_id]
     DIR/manifest.json                    optional (written by ``inquire embed``)
 
+Shard numbers may be zero-padded (clip-retrieval pads them once there are ten or more
+partitions: ``img_emb_00.npy``); :mod:`inquire.embed.layout` parses and pairs the names.
+
 This is the layout of INQUIRE's published iNat24 embeddings, whose ``image_path`` values have
 no ``.jpg`` suffix and which carry no ``image_id``: rows then get ids 0..N-1 in shard order,
 and :meth:`EmbeddingStore.ids_for_paths` maps paths to them.
@@ -14,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,11 +25,10 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from inquire.embed.layout import list_shards, shard_numbers
 from inquire.errors import InputError
 
 log = logging.getLogger(__name__)
-
-_SHARD_RE = re.compile(r"img_emb_(\d+)\.npy$")
 
 
 class EmbeddingStore:
@@ -44,28 +45,29 @@ class EmbeddingStore:
                 f"{str(self.root)!r} is not an embedding folder: it has no img_emb/ sub-folder "
                 f"(expected the clip-retrieval layout img_emb/img_emb_{{i}}.npy + metadata/)"
             )
-        found = sorted(
-            (int(m.group(1)), p) for p in emb_dir.iterdir() if (m := _SHARD_RE.search(p.name))
-        )
         self.manifest: dict[str, Any] = {}
         man = self.root / "manifest.json"
         if man.is_file():
             self.manifest = json.loads(man.read_text(encoding="utf-8"))
+        committed: list[int] | None = None
         if "shards" in self.manifest:
             # Written by ``inquire embed``: the manifest is the commit record, so a shard file
             # of an interrupted run that the manifest does not list yet is not part of the store.
-            done = {int(sh["index"]) for sh in self.manifest["shards"]}
-            missing = done - {i for i, _ in found}
+            committed = sorted({int(sh["index"]) for sh in self.manifest["shards"]})
+            missing = set(committed) - set(shard_numbers(self.root))
             if missing:
                 raise InputError(
                     f"{str(man)!r} lists shard(s) {sorted(missing)} whose img_emb files are "
                     f"missing; re-run inquire embed on this folder to rebuild them"
                 )
-            found = [(i, p) for i, p in found if i in done]
+        # Padded (clip-retrieval: img_emb_00.npy) and unpadded names, numeric order, each
+        # .npy paired with the metadata file of the same number.
+        found = list_shards(self.root, committed)
         if not found:
             raise InputError(f"{str(emb_dir)!r} holds no img_emb_{{i}}.npy shards")
-        self.shard_paths = [p for _, p in found]
-        self.shard_indices = [i for i, _ in found]
+        self.shard_paths = [sh.embeddings for sh in found]
+        self.shard_indices = [sh.number for sh in found]
+        self.metadata_paths: list[Path] = [sh.metadata for sh in found if sh.metadata]
         self.shards: list[np.ndarray] = [np.load(p, mmap_mode="r") for p in self.shard_paths]
         dims = {s.shape[1] if s.ndim == 2 else -1 for s in self.shards}
         if len(dims) != 1 or -1 in dims:
@@ -91,14 +93,13 @@ class EmbeddingStore:
         """All shards' metadata concatenated (``image_path`` and ``image_id``), row-aligned."""
         if self._meta is None:
             frames = []
-            for idx, shard in zip(self.shard_indices, self.shards, strict=True):
-                path = self.root / "metadata" / f"metadata_{idx}.parquet"
-                if not path.is_file():
-                    raise InputError(f"embedding shard {idx} has no metadata file {str(path)!r}")
+            for path, emb, shard in zip(
+                self.metadata_paths, self.shard_paths, self.shards, strict=True
+            ):
                 df = pq.read_table(path).to_pandas()
                 if len(df) != len(shard):
                     raise InputError(
-                        f"{str(path)!r} has {len(df)} rows but img_emb_{idx}.npy has {len(shard)}"
+                        f"{str(path)!r} has {len(df)} rows but {emb.name} has {len(shard)}"
                     )
                 frames.append(df)
             meta = pd.concat(frames, ignore_index=True)

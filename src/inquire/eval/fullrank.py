@@ -58,12 +58,7 @@ CACHE_VERSION = 1
 
 def store_has_image_ids(store: EmbeddingStore) -> bool:
     """Whether the store's metadata files carry an ``image_id`` column."""
-    first = store.root / "metadata" / f"metadata_{store.shard_indices[0]}.parquet"
-    if not first.is_file():
-        raise InputError(
-            f"embedding shard {store.shard_indices[0]} has no metadata file {str(first)!r}"
-        )
-    return "image_id" in pq.read_schema(first).names
+    return "image_id" in pq.read_schema(store.metadata_paths[0]).names
 
 
 def _drop_leading(keys: pd.Series, n: int) -> pd.Series:

@@ -9,7 +9,11 @@ that loads it through the ordinary registry path (:func:`inquire.embed.load_enco
   (``HF_HOME/hub/models--ORG--NAME/snapshots/<rev>/...`` + ``refs/main``);
 - :func:`make_tiny_hf_clip` -> ``hf_clip:ORG/NAME``: a ``transformers`` ``CLIPModel`` written
   with ``save_pretrained`` into a Hugging Face cache, with a ``CLIPTokenizer`` built from
-  open_clip's shipped BPE vocabulary and a ``CLIPImageProcessor``.
+  open_clip's shipped BPE vocabulary and a ``CLIPImageProcessor``;
+- :func:`make_tiny_wildclip_checkpoint` -> a ``.pth`` file in WildCLIP's format (a PyTorch
+  Lightning checkpoint: CLIP weights under ``state_dict`` with keys prefixed
+  ``model.clip_model.``, plus adapter entries), loaded with ``wildclip:BASE@PATH`` over a
+  tiny open_clip base model.
 
 Hub-cache models load offline only while ``HF_HOME`` points at the folder: set it before
 ``huggingface_hub`` is imported (a subprocess's environment), or wrap the loading in
@@ -83,6 +87,44 @@ def make_tiny_open_clip(folder: str | os.PathLike[str], seed: int = 0) -> str:
     folder = Path(folder).resolve()
     _write_open_clip_folder(folder, seed)
     return f"open_clip:local-dir:{folder}"
+
+
+def make_tiny_wildclip_checkpoint(
+    path: str | os.PathLike[str], seed: int = 1, towers: tuple[str, ...] = ("visual", "text")
+) -> Path:
+    """Write a WildCLIP-format checkpoint of a tiny CLIP (the architecture of
+    :func:`make_tiny_open_clip`) with random weights from ``seed``.
+
+    ``towers`` chooses which weights it holds: ``"visual"`` (keys ``visual.*``) and/or
+    ``"text"`` (every other CLIP weight). Keys are prefixed ``model.clip_model.`` inside
+    ``state_dict``, next to an MLP adapter's ``model.adapter.*`` entries and Lightning's
+    bookkeeping, as WildCLIP's training writes them. Returns ``path``.
+    """
+    import open_clip
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = open_clip.CLIP(**TINY_OPEN_CLIP_CFG)
+        adapter = torch.nn.Linear(TINY_EMBED_DIM, TINY_EMBED_DIM)
+    state: dict[str, Any] = {}
+    for k, v in model.state_dict().items():
+        if ("visual" if k.startswith("visual.") else "text") in towers:
+            state[f"model.clip_model.{k}"] = v.clone()
+    state["model.adapter.alpha"] = torch.tensor([0.7])
+    state["model.adapter.adapter.0.weight"] = adapter.weight.detach().clone()
+    checkpoint = {
+        "epoch": 3,
+        "global_step": 1200,
+        "pytorch-lightning_version": "2.0.0",
+        "state_dict": state,
+        "optimizer_states": [],
+        "lr_schedulers": [],
+    }
+    torch.save(checkpoint, path)
+    return path
 
 
 def _snapshot(hf_home: Path, repo: str, revision: str) -> Path:
