@@ -176,6 +176,15 @@ def test_check_rerank_cache_two_stage_and_k(tmp_path: Path) -> None:
     assert not res[1].within and "k = 50" in res[1].notes[0]  # the at50/ folder is not it
 
 
+def test_check_random_rerank_uses_the_expected_ap(tmp_path: Path) -> None:
+    cfg = {"task": "rerank", "ranker": "random", "expected_random_ap": 0.2304}
+    ap = dict.fromkeys(("overall", *SUPER), 0.21)  # one seeded order
+    (r,) = check_results([_summary_dir(tmp_path, "random", cfg, 100, ap)])
+    assert r.method == "Random" and r.ours["overall"] == pytest.approx(23.04)
+    assert r.diff["overall"] == pytest.approx(0.04) and r.within
+    assert "seeded order scored 21.00" in r.notes[0]
+
+
 def test_check_a_real_evaluate_folder(tmp_path: Path) -> None:
     # A folder written by the library's own evaluate(): four queries, one per supercategory.
     queries = pd.DataFrame(
