@@ -307,3 +307,18 @@ def test_bad_ties_and_scores_are_errors() -> None:
 def test_relevance_matrix_without_scores_is_unchanged() -> None:
     rel = relevance_matrix([np.array([3, 1])], [frozenset({1})], 3)
     assert rel.tolist() == [[0, 1, 0]]
+
+
+def test_precision_recall_curve_is_independent_of_the_order_of_ties() -> None:
+    from inquire.data.qrels import Qrels
+    from inquire.report.plots import mean_pr_curve
+
+    qrels = Qrels({1: frozenset({10, 30})})
+    a = Run({1: ([10, 11, 30], [1.0, 1.0, 0.5])})
+    b = Run({1: ([11, 10, 30], [1.0, 1.0, 0.5])})
+    (ra, pa), (rb, pb) = (mean_pr_curve(r, qrels, [1], 3) for r in (a, b))
+    np.testing.assert_allclose(ra, rb)
+    np.testing.assert_allclose(pa, pb)
+    # expected hits 1/2, 1, 2 at ranks 1..3: P = 1/2, 1/2, 2/3; R = 1/4, 1/2, 1
+    np.testing.assert_allclose(pa, [0.5, 0.5, 2 / 3])
+    np.testing.assert_allclose(ra, [0.25, 0.5, 1.0])
