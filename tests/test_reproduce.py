@@ -183,6 +183,13 @@ def test_check_random_rerank_uses_the_expected_ap(tmp_path: Path) -> None:
     assert r.method == "Random" and r.ours["overall"] == pytest.approx(23.04)
     assert r.diff["overall"] == pytest.approx(0.04) and r.within
     assert "seeded order scored 21.00" in r.notes[0]
+    # The at50/ folder carries the same config but is not comparable: no substitution.
+    (r50,) = check_results([_summary_dir(tmp_path, "random50", cfg, 50, ap)])
+    assert r50.ours["overall"] == pytest.approx(21.0) and not r50.within
+    # clip_score (the pools' given order) is the row of the model that retrieved them
+    clip = {"task": "rerank", "ranker": "clip_score"}
+    (c,) = check_results([_summary_dir(tmp_path, "clip", clip, 100, ap)])
+    assert c.method == "CLIP ViT-H/14-378 (DFN)" and c.task == "rerank"
 
 
 def test_check_a_real_evaluate_folder(tmp_path: Path) -> None:

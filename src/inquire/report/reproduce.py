@@ -44,7 +44,8 @@ class Recipe:
     ``published``: column (``overall`` and supercategories) -> value x100 (``None`` where not
     published). ``commands``: shell lines to run in order (empty when no command evaluates
     the row). ``without_gpu``: an alternative from INQUIRE's released score cache, if any.
-    ``model`` / ``reranker``: what a results folder must name to match this row.
+    ``model`` / ``reranker``: what a results folder must name to match this row (or one of
+    ``also_matches``, e.g. ``clip_score`` for the model that retrieved the Rerank pools).
     """
 
     task: str
@@ -58,6 +59,7 @@ class Recipe:
     reranker: str | None = None
     cached: str | None = None
     from_k: int | None = None
+    also_matches: tuple[str, ...] = ()
 
     @property
     def slug(self) -> str:
@@ -162,6 +164,7 @@ def recipes(task: str | None = None) -> list[Recipe]:
                     reranker=rep.get("reranker"),
                     cached=cache.get("name"),
                     from_k=rep.get("from_k"),
+                    also_matches=tuple(rep.get("also_matches", ())),
                 )
             )
     return out
@@ -261,8 +264,10 @@ def match_recipe(summary: dict[str, Any], candidates: Sequence[Recipe]) -> Recip
         for r in candidates:
             if r.task != "rerank":
                 continue
-            if _canonical_reranker(r.reranker) == ranker or (
-                r.cached is not None and ranker == f"cached:{r.cached}"
+            if (
+                _canonical_reranker(r.reranker) == ranker
+                or (r.cached is not None and ranker == f"cached:{r.cached}")
+                or ranker in r.also_matches
             ):
                 return r
     return None
@@ -323,7 +328,7 @@ def check_results(
             checked.ours[col] = None if val is None else round(val, 4)
             checked.diff[col] = None if val is None or pub is None else round(val - pub, 4)
         expected = cfg.get("expected_random_ap")
-        if recipe.reranker == "random" and expected is not None:
+        if recipe.reranker == "random" and expected is not None and k == int(info["check_k"]):
             # The published random baseline is an expectation, not one seeded order.
             seeded = checked.ours.get("overall")
             val = 100.0 * float(expected)
