@@ -48,9 +48,12 @@ def _brute_ap(ranked_rel: Sequence[int], r: int, k: int) -> float:
 
 
 class OracleReranker:
-    """Knows the answers: scores relevant images 1, others 0 (bytes -> image id lookup)."""
+    """Knows the answers: scores relevant images 1, others 0.
 
-    def __init__(self, relevant_bytes: set[bytes], fail: set[bytes] | None = None) -> None:
+    ``relevant_bytes`` holds image bytes (relevant to every query) or ``(query_text, bytes)``.
+    """
+
+    def __init__(self, relevant_bytes: set[Any], fail: set[bytes] | None = None) -> None:
         self.reranker_id, self.revision, self.prompt_version = "test:oracle", "r", "p"
         self.relevant, self.fail = relevant_bytes, fail or set()
         self.calls = 0
@@ -58,7 +61,12 @@ class OracleReranker:
     def score(self, query_text: str, images: Sequence[Any]) -> np.ndarray:
         self.calls += len(images)
         return np.array(
-            [np.nan if im in self.fail else float(im in self.relevant) for im in images]
+            [
+                np.nan
+                if im in self.fail
+                else float(im in self.relevant or (query_text, im) in self.relevant)
+                for im in images
+            ]
         )
 
 
@@ -199,11 +207,14 @@ def test_random_baseline_is_seeded(synthetic: dict[str, list[Path]]) -> None:
 
 
 def _oracle_for(rs: Any, fail_query: int | None = None, n_fail: int = 0) -> OracleReranker:
-    relevant, fail = set(), set()
+    relevant: set[Any] = set()
+    fail = set()
+    texts = dict(zip(rs.queries["query_id"], rs.queries["query_text"], strict=True))
     for q in rs.query_ids:
         pool = rs.pool(q)
         imgs = rs.images(q)
-        relevant |= {im for im, r in zip(imgs, pool["relevant"], strict=True) if r}
+        # Keyed by query: the same image bytes may be relevant to one query and not another.
+        relevant |= {(texts[q], im) for im, r in zip(imgs, pool["relevant"], strict=True) if r}
         if q == fail_query:
             fail |= set(imgs[:n_fail])
     return OracleReranker(relevant, fail)

@@ -33,6 +33,7 @@ _MODULES = (
     "eval_fullrank",
     "eval_rerank",
     "report",
+    "reproduce",
     "web",
     "collection",
 )

@@ -25,7 +25,7 @@ from inquire._io import atomic_open, write_json
 from inquire.data.qrels import Qrels
 from inquire.data.queries import QUERY_COLUMNS, UNKNOWN_GROUP
 from inquire.errors import InputError
-from inquire.metrics import DEFAULT_METRICS, compute_metrics, relevance_matrix, scale
+from inquire.metrics import DEFAULT_METRICS, compute_metrics, relevance_with_ties, scale
 from inquire.run import Run
 
 log = logging.getLogger(__name__)
@@ -177,6 +177,7 @@ def evaluate(
     A query the run does not cover counts as an empty list (all metrics 0). Run queries not in
     ``queries`` are ignored with a warning. ``n_relevant`` overrides R per query (the Rerank
     task uses the relevant candidates in the pool); by default R = ``qrels.n_relevant``.
+    Items with equal scores are tie groups: no metric depends on their order in the run.
     """
     missing_cols = [c for c in QUERY_COLUMNS if c not in queries.columns]
     if missing_cols:
@@ -194,15 +195,17 @@ def evaluate(
         log.warning(
             "run has no results for %d queries (scored 0), e.g. %s", len(uncovered), uncovered[:5]
         )
-    empty = np.empty(0, np.int64)
+    empty, no_scores = np.empty(0, np.int64), np.empty(0, np.float64)
     ranked = [run[int(q)][0] if int(q) in run else empty for q in qids]
+    scores = [run[int(q)][1] if int(q) in run else no_scores for q in qids]
     relevant = [qrels.get(int(q), frozenset()) for q in qids]
     if n_relevant is None:
         n_rel = np.array([len(s) for s in relevant], dtype=np.int64)
     else:
         n_rel = np.array([n_relevant.get(int(q), 0) for q in qids], dtype=np.int64)
-    rel = relevance_matrix(ranked, relevant, k)
-    values = compute_metrics(rel, n_rel, metrics, query_ids=qids)
+    # Tied scores form groups that every metric reads as a whole (see inquire.metrics).
+    rel, ties = relevance_with_ties(ranked, scores, relevant, k, query_ids=qids)
+    values = compute_metrics(rel, n_rel, metrics, query_ids=qids, ties=ties)
     per_query = pd.DataFrame({"query_id": qids} | values)
     for col in GROUP_COLUMNS:
         # A missing group is a named value (as read_queries makes it): groupby would

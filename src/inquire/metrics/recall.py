@@ -1,13 +1,18 @@
 """Recall at k.
 
-R@k = (sum_{i<=k} rel_i) / R,   R = relevant items in the whole collection
+    R@k = (sum_{i<=k} rel_i) / R,   R = relevant items in the whole collection
+
+A tie group straddling the cut-off counts ``c * m / g`` hits (its expected hits over the
+orders of the group; see :mod:`inquire.metrics.precision`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from inquire.metrics._ties import Ties, expected_relevance
 
-def recall_at_k(rel: np.ndarray, n_rel: np.ndarray) -> np.ndarray:
+
+def recall_at_k(rel: np.ndarray, n_rel: np.ndarray, ties: Ties | None = None) -> np.ndarray:
     """``(nq,)`` R@k for ``rel (nq, k)`` and ``n_rel (nq,)``."""
-    return rel.sum(axis=1) / n_rel
+    return expected_relevance(rel, ties).sum(axis=1) / n_rel

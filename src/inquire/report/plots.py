@@ -24,7 +24,7 @@ import numpy as np
 from inquire._io import atomic_path
 from inquire.data.qrels import Qrels
 from inquire.errors import InputError
-from inquire.metrics import metric_label, relevance_matrix, scale
+from inquire.metrics import expected_relevance, metric_label, relevance_with_ties, scale
 from inquire.run import Run
 
 if TYPE_CHECKING:
@@ -136,16 +136,19 @@ def mean_pr_curve(
     ``R_q(i) = hits_q(i) / R_q`` (``R_q`` relevant images in ``qrels``; a missing item is
     not relevant; queries without relevant images in ``qrels`` are skipped). The curve is
     ``(mean_q R_q(i), mean_q P_q(i))`` for ``i = 1..k``: the average operating point of the
-    system after ``i`` results, not an interpolated curve.
+    system after ``i`` results, not an interpolated curve. Items with equal scores count
+    their expected hits over the orders of the tie (each place of a tie group holds the
+    group's share of relevant items), so the curve does not depend on how ties are ordered.
     Returns ``(recall (k,), precision (k,))`` float64 fractions.
     """
     qids = [int(q) for q in query_ids if qrels.get(int(q))]
     if not qids:
         raise InputError("no query with relevant images to draw a precision-recall curve")
-    empty = np.empty(0, np.int64)
+    empty, no_scores = np.empty(0, np.int64), np.empty(0, np.float64)
     ranked = [run[q][0] if q in run else empty for q in qids]
-    rel = relevance_matrix(ranked, [qrels[q] for q in qids], k)
-    hits = np.cumsum(rel, axis=1)
+    scores = [run[q][1] if q in run else no_scores for q in qids]
+    rel, ties = relevance_with_ties(ranked, scores, [qrels[q] for q in qids], k, np.array(qids))
+    hits = np.cumsum(expected_relevance(rel, ties), axis=1)
     n_rel = np.array([len(qrels[q]) for q in qids], dtype=np.float64)
     precision = hits / np.arange(1, k + 1, dtype=np.float64)
     recall = hits / n_rel[:, None]

@@ -1,0 +1,119 @@
+"""``inquire reproduce``: the command behind every published leaderboard row, and a check."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from inquire.cli._common import friendly_errors
+
+
+@friendly_errors
+def reproduce_cmd(
+    folders: list[Path] = typer.Argument(
+        None, help="With --check: results folders (summary.json from `inquire eval ...`)."
+    ),
+    check: bool = typer.Option(
+        False, "--check", help="Set the FOLDERS' results beside the published numbers."
+    ),
+    task: str | None = typer.Option(None, help="Only this leaderboard: fullrank or rerank."),
+    method: str | None = typer.Option(
+        None, help="With --check: the published row to compare with (default: from the config)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
+    strict: bool = typer.Option(
+        False, "--strict", help="With --check: exit 1 unless every folder is within rounding."
+    ),
+) -> None:
+    """List every published INQUIRE row with the command that reproduces it, or --check results.
+
+    Published values have one decimal: a result reproduces one when it is within 0.05.
+    """
+    from inquire.report.reproduce import (
+        PLACEHOLDERS,
+        ROUNDING,
+        check_results,
+        format_value,
+        recipes,
+        task_info,
+    )
+
+    folders = list(folders or [])
+    if folders and not check:
+        raise typer.BadParameter("give --check to compare results folders", param_hint="FOLDERS")
+    if check and not folders:
+        raise typer.BadParameter("--check needs results folders", param_hint="FOLDERS")
+    if check:
+        results = check_results(folders, method=method)
+        if as_json:
+            typer.echo(json.dumps([r.as_dict() for r in results], indent=2))
+        else:
+            for r in results:
+                head = f"{r.folder}: {r.task} / {r.method or '(no published row)'}, k={r.k}"
+                typer.echo(head)
+                for col, pub in r.published.items():
+                    ours, diff = r.ours.get(col), r.diff.get(col)
+                    typer.echo(
+                        f"  {col:<12} published {format_value(pub):>5}   ours "
+                        f"{format_value(ours, 2):>6}   diff {format_value(diff, 2):>6}"
+                    )
+                verdict = "within" if r.within else "NOT within"
+                typer.echo(f"  {verdict} the published rounding (+-{ROUNDING})")
+                for note in r.notes:
+                    typer.echo(f"  note: {note}")
+        if strict and not all(r.within for r in results):
+            raise typer.Exit(1)
+        return
+    rows = recipes(task)
+    if as_json:
+        typer.echo(
+            json.dumps(
+                [
+                    {
+                        "task": rec.task,
+                        "method": rec.method,
+                        "kind": rec.kind,
+                        "published": rec.published,
+                        "commands": list(rec.commands),
+                        "without_gpu": list(rec.without_gpu),
+                        "note": rec.note,
+                    }
+                    for rec in rows
+                ],
+                indent=2,
+            )
+        )
+        return
+    typer.echo("Paths the commands use (set these environment variables first):")
+    for name, what in PLACEHOLDERS.items():
+        typer.echo(f"  {name:<14} {what}")
+    current = None
+    for rec in rows:
+        if rec.task != current:
+            current = rec.task
+            info = task_info(rec.task)
+            typer.echo(
+                f"\n{info['label']} (published AP@{info['k']} x100; "
+                f"computed at k = {info['check_k']})"
+            )
+        values = ", ".join(
+            f"{c} {format_value(v)}" for c, v in rec.published.items() if v is not None
+        )
+        typer.echo(f"\n  {rec.method}  [{rec.kind}]  {values}")
+        for cmd in rec.commands:
+            typer.echo(f"    {cmd}")
+        if not rec.commands:
+            typer.echo("    (no command)")
+        if rec.without_gpu:
+            typer.echo("    without a GPU, from INQUIRE's released scores:")
+            for cmd in rec.without_gpu:
+                typer.echo(f"    {cmd}")
+        if rec.note:
+            typer.echo(f"    note: {rec.note}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``inquire reproduce``."""
+    app.command("reproduce")(reproduce_cmd)
