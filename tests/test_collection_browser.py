@@ -163,13 +163,13 @@ def _search(pg: Any, server: LiveServer, who: str, text: str) -> str:
 def _server_marks(server: LiveServer, sid: str, who: str) -> dict[int, str]:
     r = httpx.get(f"{server.url}/verify/api/c/walk/searches/{sid}/results?offset=0&limit=100")
     r.raise_for_status()
-    return {
-        it["image_id"]: it["marks"][who] for it in r.json()["results"] if who in it["marks"]
-    }
+    return {it["image_id"]: it["marks"][who] for it in r.json()["results"] if who in it["marks"]}
 
 
 def _ids(pg: Any) -> list[int]:
-    return [int(x) for x in pg.eval_on_selector_all(".result", "els => els.map(e => e.dataset.imageId)")]
+    return [
+        int(x) for x in pg.eval_on_selector_all(".result", "els => els.map(e => e.dataset.imageId)")
+    ]
 
 
 def _all_saved(pg: Any, timeout: float = 20000) -> None:
