@@ -21,16 +21,11 @@ import pandas as pd
 import pytest
 
 from inquire.collection import create_collection
+from inquire.testing.browser import CHROMIUM, VIEWPORTS, layout_problems
+from inquire.testing.browser import CHROMIUM_ARGS as ARGS
 from inquire.testing.collection_encoder import make_photo_folder
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-]
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 TOKEN = "test-csrf-token-1234"
 KEYS = {"1": "relevant", "y": "relevant", "2": "not_relevant", "n": "not_relevant"}
 KEYS |= {"3": "unsure", "u": "unsure", "0": "clear", "x": "clear"}
@@ -339,4 +334,33 @@ def test_mark_from_another_tab_shows_up(browser: Any, server: LiveServer) -> Non
     other.close()
     two.evaluate("() => window.dispatchEvent(new Event('focus'))")
     two.wait_for_function("() => document.querySelector('#r2 .others').textContent.includes('eve')")
+    tab.close()
+
+
+def test_verify_page_fits_phone_and_desktop_screens(browser: Any, server: LiveServer) -> None:
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once, on the main app")
+    ARTIFACTS.mkdir(exist_ok=True)
+    tab = Tab(browser, server)
+    page = tab.page()
+    _search(page, server, "fay", "purple")
+    page.keyboard.press("1")
+    page.wait_for_selector("#r0[data-state='saved']")
+    page.wait_for_selector("#trend svg")
+    problems = {}
+    for size, width, height in VIEWPORTS:
+        page.set_viewport_size({"width": width, "height": height})
+        page.evaluate("() => window.scrollTo(0, 0)")
+        page.screenshot(path=str(ARTIFACTS / f"verify_{size}.png"), full_page=False)
+        m = layout_problems(page)
+        found = []
+        if m["scroll_width"] > m["inner_width"]:
+            found.append(f"overflows sideways: {m['scroll_width']} > {m['inner_width']} px")
+        if size == "phone" and m["small_targets"]:
+            found.append(f"small tap targets: {m['small_targets'][:5]}")
+        if m["image_over_text"]:
+            found.append(f"images over text: {m['image_over_text'][:3]}")
+        if found:
+            problems[size] = found
+    assert problems == {}, problems
     tab.close()

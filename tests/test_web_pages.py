@@ -146,10 +146,10 @@ def test_compare_page_has_holm_corrected_paired_tests(
     assert len(rows) - 1 == len(cmp.pairs) == 5
     for r, want in zip(rows[1:], cmp.pairs.to_dict("records"), strict=True):
         assert r[1:3] == ["exact", "noisy"]
-        assert r[3] == str(len(pd.read_csv(fx.results[0] / "per_query.csv")))
-        assert r[8].rstrip("*") == fmt_p(want["perm_p"])
-        assert r[9] == fmt_p(want["perm_p_holm"])
-        assert r[12] == fmt_p(want["t_p_holm"])
+        assert r[7] == str(len(pd.read_csv(fx.results[0] / "per_query.csv")))
+        assert r[10].rstrip("*") == fmt_p(want["perm_p"])
+        assert r[4] == fmt_p(want["perm_p_holm"])
+        assert r[5] == fmt_p(want["t_p_holm"])
 
     # three runs (two named alike): Holm adjusts each metric's three p-values together
     cfg = WebConfig(results=[*fx.results, fx.results[0]], thumb_cache=tmp_path / "t")
@@ -161,10 +161,10 @@ def test_compare_page_has_holm_corrected_paired_tests(
         ["exact", "exact (2)"],
         ["noisy", "exact (2)"],
     ]
-    p = [float(r[8].rstrip("*")) for r in rows3]
+    p = [float(r[10].rstrip("*")) for r in rows3]
     raw = compare([*fx.results, fx.results[0]], metrics=("ap",)).pairs["perm_p"].to_numpy()
     assert np.allclose(p, raw, atol=1e-4)
-    assert [r[9] for r in rows3] == [fmt_p(x) for x in holm(raw)]
+    assert [r[4] for r in rows3] == [fmt_p(x) for x in holm(raw)]
     # the links name each run's own page, not the first run of that name
     assert 'href="/runs/exact-2"' in html3 and "compare=exact-2" in html3
 
