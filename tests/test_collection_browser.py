@@ -296,6 +296,8 @@ def test_server_gone_and_back(browser: Any, server: LiveServer) -> None:
         page.wait_for_selector("#offline:not([hidden])")
         assert "3 marks are not saved" in page.inner_text("#offline")
         # The banner is on screen wherever the list is scrolled.
+        page.evaluate("() => window.scrollTo(0, document.body.scrollHeight)")
+        assert page.evaluate("() => window.scrollY") > 200
         box = page.locator("#offline").bounding_box()
         assert box is not None and 0 <= box["y"] < 800
         for i in (1, 2, 3):

@@ -494,7 +494,13 @@ class Catalog:
         with self._lock:
             if key in self._reports:
                 return self._reports[key]
-        report = build_report([entry.shown_result], n_resamples=DEFAULT_RESAMPLES, seed=0)
+        columns = entry.result.per_query.columns
+        report = build_report(
+            [entry.shown_result],
+            by=[g for g in GROUP_COLUMNS if g in columns],
+            n_resamples=DEFAULT_RESAMPLES,
+            seed=0,
+        )
         with self._lock:
             self._reports[key] = report
         return report
@@ -523,7 +529,7 @@ class Catalog:
         try:
             report = build_report(
                 [e.shown_result for e in peers],
-                by=("supercategory",),
+                by=[g for g in ("supercategory",) if all(g in e.result.per_query for e in peers)],
                 n_resamples=0,
                 reference=entry.task,
             )
