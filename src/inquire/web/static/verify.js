@@ -269,6 +269,7 @@ function apply(i, value) {
   if (value === "clear") delete it.marks[who()]; else it.marks[who()] = value;
   it.touched = true;
   enqueue({c: S.c, sid: S.sid, image_id: it.image_id, who: who(), mark: value});
+  it.localN = Q.n;
   paint($("r" + i), it);
   return prev;
 }
@@ -302,6 +303,7 @@ function remoteMark(msg) {
 }
 async function resync() {
   if (!S.sid || !S.items.length) return;
+  const startN = Q.n;  // marks made after this are newer than anything the answer can hold
   try {
     for (let off = 0; off < S.items.length; off += 500) {
       const url = `${API}/c/${encodeURIComponent(S.c)}/searches/${S.sid}/results?offset=${off}&limit=${Math.min(500, S.items.length - off)}`;
@@ -310,9 +312,12 @@ async function resync() {
         const i = S.items.findIndex(it => it.image_id === fresh.image_id);
         if (i < 0) continue;
         const it = S.items[i];
-        fresh.touched = it.touched;
+        const mine = it.marks[who()];
         keepLocal(fresh);
         it.marks = fresh.marks;
+        if (it.localN > startN) {
+          if (mine) it.marks[who()] = mine; else delete it.marks[who()];
+        }
         paint($("r" + i), it);
       }
     }
