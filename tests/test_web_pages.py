@@ -287,3 +287,19 @@ def test_labels_that_do_not_reproduce_the_metrics_are_flagged(
     assert len(data["warnings"]) == 1 and "do not reproduce" in data["warnings"][0]
     assert "Warning: the labels shown do not reproduce" in text_of(html)
     assert other["warnings"] == []  # the other queries' labels are the evaluated ones
+
+
+def test_run_page_of_a_result_without_group_columns(fx: WebFixture, tmp_path: Path) -> None:
+    folder = tmp_path / "plain"
+    shutil.copytree(fx.results[0], folder)
+    pq_ = pd.read_csv(folder / "per_query.csv", keep_default_na=False)
+    pq_.drop(columns=["supercategory", "category", "iconic_group"]).to_csv(
+        folder / "per_query.csv", index=False
+    )
+    cfg = WebConfig(results=[folder], thumb_cache=tmp_path / "t")
+    with TestClient(create_app(cfg)) as c:
+        r = c.get("/runs/exact")
+    assert r.status_code == 200
+    group_tables = [t for t in tables(r.text).values() if t and t[0][:2] == ["group", "queries"]]
+    assert len(group_tables) == 1  # overall only
+    assert group_tables[0][1][2].startswith(f"{pq_['ap'].mean() * 100:.1f} [")
