@@ -271,9 +271,19 @@ def test_fast_keys_undo_and_taps(browser: Any, server: LiveServer) -> None:
     page.keyboard.press("2")
     page.wait_for_selector("#r16[data-state='failed']")
     assert ids[16] not in _server_marks(server, sid, "bo")
+    assert page.inner_text("#retry") == "retry 1 failed mark (r)"
     page.unroute("**/marks", refuse)
     page.keyboard.press("r")
     page.wait_for_selector("#r16[data-state='saved']")
+    assert page.locator("#retry").is_hidden()
+    # the same with the button (phones have no r key)
+    page.route("**/marks", refuse)
+    page.click("#r17 .tap button[data-mark='relevant']")
+    page.wait_for_selector("#r17[data-state='failed']")
+    page.unroute("**/marks", refuse)
+    page.click("#retry")
+    page.wait_for_selector("#r17[data-state='saved']")
+    assert _server_marks(server, sid, "bo")[ids[17]] == "relevant"
     assert _server_marks(server, sid, "bo")[ids[16]] == "not_relevant"
     tab.errors.clear()  # the refused request is logged by the browser
     tab.close()

@@ -131,8 +131,14 @@ async function pump() {
       repaint(m);
     }
     showBanner();
+    showRetry();
     refreshSide();
   } finally { Q.busy = false; }
+}
+function showRetry() {
+  const b = $("retry");
+  b.hidden = !Q.failed.length;
+  b.textContent = `retry ${Q.failed.length} failed mark${Q.failed.length === 1 ? "" : "s"} (r)`;
 }
 function repaint(m) {
   if (m.c !== S.c || m.sid !== S.sid) return;
@@ -145,6 +151,7 @@ function retryFailed() {
   Q.failed = [];
   for (const m of again) { delete m.error; Q.pending.push(m); }
   save();
+  showRetry();
   S.items.forEach((it, i) => paint($("r" + i), it));
   pump();
 }
@@ -362,6 +369,7 @@ document.addEventListener("keydown", (ev) => {
   else if (k in KEYS) { markAt(S.cur, KEYS[k]); ev.preventDefault(); }
 });
 $("search").addEventListener("submit", runSearch);
+$("retry").addEventListener("click", retryFailed);
 $("collection").addEventListener("change", () => loadSaved().catch(e => status(e.message, true)));
 $("saved").addEventListener("change", () => {
   const sid = $("saved").value, c = $("collection").value;
@@ -380,6 +388,7 @@ window.addEventListener("online", () => { if (Q.offline) probe(); });
 (async () => {
   $("who").value = localStorage.getItem("inquire_who") || "";
   restore();
+  showRetry();
   if (Q.pending.length) pump();
   try { await loadCollections(); } catch (e) { if (e.network) offline(); status(e.message, true); return; }
   const h = readHash();
