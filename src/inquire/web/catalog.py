@@ -423,7 +423,9 @@ class Catalog:
         groups = {g: rec[g] for g in GROUP_COLUMNS} if rec else {}
         warnings = []
         if judged and rec:
-            warnings += self._metric_mismatch(entry, query_id, ids, good, n_rel or 0, metrics)
+            warnings += self._metric_mismatch(
+                entry, query_id, ids, scores, good, n_rel or 0, metrics
+            )
         if source == "rerank" and self.qrels is not None and query_id in self.qrels:
             ann = self.qrels[query_id]
             differ = sum(1 for it in items if (it["image_id"] in ann) != it["relevant"])
@@ -456,27 +458,41 @@ class Catalog:
         entry: RunEntry,
         query_id: int,
         ids: np.ndarray,
+        scores: np.ndarray,
         relevant: frozenset[int],
         n_rel: int,
         stored: dict[str, float],
     ) -> list[str]:
-        """Recompute the query's metrics at the result's k from the labels shown; a warning
-        when they differ from the stored ones (the labels are not those of the evaluation)."""
-        from inquire.metrics import METRICS, compute_metrics, relevance_matrix
+        """Evaluate the query again at the result's k with the labels shown (through
+        :func:`inquire.eval.evaluate.evaluate`, so with the same rules as the stored numbers,
+        ties included); a warning when the metrics differ from the stored ones (the labels
+        are then not those the run was evaluated with)."""
+        import pandas as pd
 
-        names = [m for m in entry.result.metrics if m in METRICS and m in stored]
+        from inquire.eval.evaluate import evaluate
+
+        names = tuple(m for m in entry.result.metrics if m in stored)
         k = entry.result.k
-        rel = relevance_matrix([ids], [relevant], k)
+        one = pd.DataFrame(
+            {"query_id": [query_id], "query_text": [""]} | {g: [""] for g in GROUP_COLUMNS}
+        )
         try:
-            fresh = compute_metrics(rel, np.array([n_rel]), names)
+            fresh = evaluate(
+                Run({query_id: (ids, scores)}),
+                Qrels({query_id: set(relevant)}),
+                one,
+                k=k,
+                metrics=names,
+                n_relevant={query_id: n_rel},
+            ).per_query.iloc[0]
         except InputError as exc:
             return [f"the labels shown cannot be the ones this run was evaluated with: {exc}"]
-        off = [m for m in names if abs(float(fresh[m][0]) - stored[m]) > 1e-6]
+        off = [m for m in names if abs(float(fresh[m]) - stored[m]) > 1e-6]
         if not off:
             return []
         diffs = ", ".join(
             f"{metric_label(m, k)} stored {format_metric(m, stored[m])}, from these labels "
-            f"{format_metric(m, float(fresh[m][0]))}"
+            f"{format_metric(m, float(fresh[m]))}"
             for m in off
         )
         return [
