@@ -1,4 +1,10 @@
-"""The verification page in a real headless Chromium: mark with the keyboard, reload, export."""
+"""The verification page in a real headless Chromium: keyboard marking (fast keys, undo),
+marks saved in order, the server going away and coming back, marks from another tab, the CSRF
+header on every state-changing request, reload and export.
+
+One browser and one server per page kind for the whole module; each test runs its own search
+(a different text, so a different saved search) in a fresh browser context.
+"""
 
 from __future__ import annotations
 
@@ -6,121 +12,367 @@ import io
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pandas as pd
 import pytest
 
 from inquire.collection import create_collection
+from inquire.testing.browser import CHROMIUM, VIEWPORTS, layout_problems
+from inquire.testing.browser import CHROMIUM_ARGS as ARGS
 from inquire.testing.collection_encoder import make_photo_folder
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+TOKEN = "test-csrf-token-1234"
+KEYS = {"1": "relevant", "y": "relevant", "2": "not_relevant", "n": "not_relevant"}
+KEYS |= {"3": "unsure", "u": "unsure", "0": "clear", "x": "clear"}
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no headless browser at {CHROMIUM}"),
 ]
 
-pytestmark = pytest.mark.browser
+
+class LiveServer:
+    """uvicorn in a thread on a fixed loopback port; can be stopped and started again."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server: Any = None
+        self.kind = ""
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        import uvicorn
+
+        self.server = uvicorn.Server(
+            uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        for _ in range(400):
+            if self.server.started:
+                return
+            time.sleep(0.025)
+        raise RuntimeError("the test server did not start")
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        assert self.thread is not None
+        self.thread.join(timeout=10)
 
 
-def _inquire_serve_app():
-    """The page inside the main web app (`inquire serve`), under its strict CSP."""
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("verify")
+    make_photo_folder(base / "photos", n=40, seed=3)
+    create_collection("walk", base / "photos", "toy:colour", root=base / "collections")
+    return base / "collections"
+
+
+@pytest.fixture(scope="module", params=["inquire-serve", "verify-only"])
+def server(root: Path, request: pytest.FixtureRequest) -> Iterator[LiveServer]:
     from inquire.web.app import create_app
     from inquire.web.config import WebConfig
-    from inquire.web.verify import make_router
+    from inquire.web.verify import make_app, make_router
 
-    return create_app(WebConfig(routers=[make_router()], nav_links=[("Verify", "/verify")]))
-
-
-@pytest.fixture(params=["verify-only", "inquire-serve"])
-def server(tmp_path: Path, request: pytest.FixtureRequest):
-    import uvicorn
-
-    from inquire.web.verify import make_app
-
-    make_photo_folder(tmp_path / "photos", n=40, seed=3)
-    create_collection("walk", tmp_path / "photos", "toy:colour")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(
-        uvicorn.Config(
-            make_app() if request.param == "verify-only" else _inquire_serve_app(),
-            host="127.0.0.1",
-            port=port,
-            log_level="warning",
-        )
-    )
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if srv.started:
-            break
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=10)
+    if request.param == "verify-only":
+        app = make_app(root)
+    else:  # inside the main web app (`inquire serve`), under its strict CSP
+        app = create_app(WebConfig(routers=[make_router(root)], nav_links=[("Verify", "/verify")]))
+    srv = LiveServer(app)
+    srv.kind = request.param
+    srv.start()
+    yield srv
+    srv.stop()
 
 
-def test_mark_reload_and_export_in_a_browser(server: str) -> None:
-    if not CHROMIUM.exists():
-        pytest.skip(f"no headless browser at {CHROMIUM} (install Debian's chromium)")
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        page = browser.new_page()
-        errors: list[str] = []
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on(
-            "response",
-            lambda r: (
-                errors.append(f"{r.status} {r.url}")
-                if r.status >= 400 and not r.url.endswith("/favicon.ico")
-                else None
-            ),
-        )
-        page.goto(f"{server}/verify")
-        page.fill("#who", "ana")
-        page.press("#who", "Tab")
-        page.fill("#query", "red")
-        page.fill("#from", "2019-01-01")
-        page.click("#go")
-        page.wait_for_selector("#r0.current")
-        first = page.get_attribute("#r0", "data-image-id")
-        second = page.get_attribute("#r1", "data-image-id")
-        page.locator("body").click(position={"x": 5, "y": 5})  # keyboard focus off the inputs
-        page.keyboard.press("1")  # relevant, then the cursor moves down
-        page.wait_for_selector("#r0[data-mark='relevant']")
-        page.keyboard.press("n")  # not relevant on the second result
-        page.wait_for_selector("#r1[data-mark='not_relevant']")
-        page.keyboard.press("k")
-        page.keyboard.press("k")
-        assert page.get_attribute("#r0", "class").endswith("current")
-        page.wait_for_function(
-            "() => (document.getElementById('effort') || {}).textContent"
-            "?.includes('2 images inspected')"
-        )
-        assert page.locator("#trend svg").count() == 1
-        # Going down the ranking loads more results.
-        n0 = page.locator(".result").count()
-        for _ in range(n0):
-            page.keyboard.press("j")
-        page.wait_for_function(f"() => document.querySelectorAll('.result').length > {n0}")
+        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        yield b
+        b.close()
 
-        page.reload()  # the URL keeps the search; marks come back from the server
-        page.wait_for_selector("#r1[data-mark='not_relevant']")
-        assert page.get_attribute("#r0", "data-mark") == "relevant"
-        assert page.input_value("#who") == "ana" and page.input_value("#query") == "red"
 
-        href = page.get_attribute("#csv", "href")
-        csv = page.request.get(server + href if href.startswith("/") else href)
-        df = pd.read_csv(io.StringIO(csv.text()))
-        marks = dict(zip(df["image_id"].astype(str), df["mark"], strict=True))
-        assert marks == {first: "relevant", second: "not_relevant"}
-        assert set(df["who"]) == {"ana"}
-        browser.close()
-    errors = [e for e in errors if not e.startswith("Failed to load resource")]
-    assert not errors, errors  # e.g. a script or style refused by the content policy
+class Tab:
+    """A browser context on the page that records errors and state-changing requests."""
+
+    def __init__(self, browser: Any, server: LiveServer) -> None:
+        self.server = server
+        self.context = browser.new_context(viewport={"width": 1280, "height": 800})
+        self.errors: list[str] = []
+        self.writes: list[tuple[str, str | None]] = []
+        self.token = TOKEN
+        self.context.route(f"{server.url}/verify", self._with_token)
+        self.context.on("request", self._record)
+
+    def _with_token(self, route: Any) -> None:
+        # The page reads the token from <meta name="csrf-token">; a server that renders one
+        # keeps its own, otherwise the test adds one.
+        resp = route.fetch()
+        body = resp.text()
+        if 'name="csrf-token"' in body:
+            self.token = body.split('name="csrf-token" content="', 1)[1].split('"', 1)[0]
+        else:
+            body = body.replace("<head>", f'<head><meta name="csrf-token" content="{TOKEN}">', 1)
+        route.fulfill(response=resp, body=body)
+
+    def _record(self, req: Any) -> None:
+        if req.method in ("POST", "PUT", "DELETE", "PATCH"):
+            self.writes.append((req.method, req.headers.get("x-csrf-token")))
+
+    def page(self) -> Any:
+        pg = self.context.new_page()
+        pg.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        pg.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        return pg
+
+    def close(self, allow_network_errors: bool = False) -> None:
+        self.context.close()
+        errors = [e for e in self.errors if not e.startswith("Failed to load resource")]
+        assert not errors, errors  # e.g. a script or style refused by the content policy
+        assert self.writes, "no state-changing request was seen"
+        assert all(tok == self.token for _, tok in self.writes), self.writes
+
+
+def _search(pg: Any, server: LiveServer, who: str, text: str) -> str:
+    pg.goto(f"{server.url}/verify")
+    pg.fill("#who", who)
+    pg.press("#who", "Tab")
+    pg.fill("#query", text)
+    pg.press("#query", "Enter")
+    pg.wait_for_selector("#r0.current")
+    pg.wait_for_function("() => document.activeElement && document.activeElement.id === 'list'")
+    return str(pg.evaluate("() => new URLSearchParams(location.hash.slice(1)).get('s')"))
+
+
+def _server_marks(server: LiveServer, sid: str, who: str) -> dict[int, str]:
+    r = httpx.get(f"{server.url}/verify/api/c/walk/searches/{sid}/results?offset=0&limit=100")
+    r.raise_for_status()
+    return {it["image_id"]: it["marks"][who] for it in r.json()["results"] if who in it["marks"]}
+
+
+def _ids(pg: Any) -> list[int]:
+    return [
+        int(x) for x in pg.eval_on_selector_all(".result", "els => els.map(e => e.dataset.imageId)")
+    ]
+
+
+def _all_saved(pg: Any, timeout: float = 20000) -> None:
+    pg.wait_for_function(
+        "() => !document.querySelector('.result[data-state=pending]')", timeout=timeout
+    )
+
+
+def _simulate(keys: str, n: int) -> tuple[dict[int, str], int]:
+    """Marks (position -> mark) and final cursor a key sequence gives, the page's rules."""
+    marks: dict[int, str] = {}
+    undo: list[tuple[int, str | None]] = []
+    cur = 0
+    for k in keys:
+        if k in KEYS:
+            undo.append((cur, marks.get(cur)))
+            if KEYS[k] == "clear":
+                marks.pop(cur, None)
+            else:
+                marks[cur] = KEYS[k]
+            cur = min(cur + 1, n - 1)
+        elif k == "j":
+            cur = min(cur + 1, n - 1)
+        elif k == "k":
+            cur = max(cur - 1, 0)
+        elif k == "z" and undo:
+            i, prev = undo.pop()
+            if prev is None:
+                marks.pop(i, None)
+            else:
+                marks[i] = prev
+            cur = i
+    return marks, cur
+
+
+def test_mark_reload_and_export_in_a_browser(browser: Any, server: LiveServer) -> None:
+    tab = Tab(browser, server)
+    page = tab.page()
+    sid = _search(page, server, "ana", "red")
+    first, second = _ids(page)[:2]
+    # Focus is on the results after the search: the first key marks the first result.
+    page.keyboard.press("1")
+    page.wait_for_selector("#r0[data-mark='relevant'][data-state='saved']")
+    page.keyboard.press("n")
+    page.wait_for_selector("#r1[data-mark='not_relevant'][data-state='saved']")
+    page.keyboard.press("k")
+    page.keyboard.press("k")
+    assert page.get_attribute("#r0", "class").endswith("current")
+    page.wait_for_function(
+        "() => (document.getElementById('effort') || {}).textContent"
+        "?.includes('2 images inspected')"
+    )
+    assert page.locator("#trend svg").count() == 1
+    # Going down the ranking loads more results.
+    n0 = page.locator(".result").count()
+    for _ in range(n0):
+        page.keyboard.press("j")
+    page.wait_for_function(f"() => document.querySelectorAll('.result').length > {n0}")
+
+    page.reload()  # the URL keeps the search; marks come back from the server
+    page.wait_for_selector("#r1[data-mark='not_relevant']")
+    assert page.get_attribute("#r0", "data-mark") == "relevant"
+    assert page.input_value("#who") == "ana" and page.input_value("#query") == "red"
+
+    href = page.get_attribute("#csv", "href")
+    csv = page.request.get(server.url + href if href.startswith("/") else href)
+    df = pd.read_csv(io.StringIO(csv.text()))
+    marks = dict(zip(df["image_id"].astype(int), df["mark"], strict=True))
+    assert marks == {first: "relevant", second: "not_relevant"}
+    assert set(df["who"]) == {"ana"}
+    assert _server_marks(server, sid, "ana") == marks
+    tab.close()
+
+
+def test_fast_keys_undo_and_taps(browser: Any, server: LiveServer) -> None:
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once, on the main app")
+    tab = Tab(browser, server)
+    page = tab.page()
+    sid = _search(page, server, "bo", "blue")
+    ids = _ids(page)
+    keys = "1n3y2u1x1kkz2j0yzz1n"  # marks, moves, clears, undos; 10 ms apart
+    for k in keys:
+        page.keyboard.press(k)
+        page.wait_for_timeout(10)
+    want, cur = _simulate(keys, len(ids))
+    _all_saved(page)
+    assert page.get_attribute(f"#r{cur}", "class").endswith("current")
+    shown = {i: page.get_attribute(f"#r{i}", "data-mark") for i in range(len(keys))}
+    assert {i: m for i, m in shown.items() if m} == want
+    assert _server_marks(server, sid, "bo") == {ids[i]: m for i, m in want.items()}
+
+    # Tapping the buttons of a result marks that result (phones have no keyboard).
+    page.click("#r15 .tap button[data-mark='unsure']")
+    page.wait_for_selector("#r15[data-mark='unsure'][data-state='saved']")
+    assert _server_marks(server, sid, "bo")[ids[15]] == "unsure"
+
+    # A mark the server refuses shows as failed and is sent again with `r`.
+    def refuse(route: Any) -> None:
+        route.fulfill(status=409, content_type="application/json", body='{"detail": "busy"}')
+
+    page.route("**/marks", refuse)
+    page.click("#r16")
+    page.keyboard.press("2")
+    page.wait_for_selector("#r16[data-state='failed']")
+    assert ids[16] not in _server_marks(server, sid, "bo")
+    assert page.inner_text("#retry") == "retry 1 failed mark (r)"
+    page.unroute("**/marks", refuse)
+    page.keyboard.press("r")
+    page.wait_for_selector("#r16[data-state='saved']")
+    assert page.locator("#retry").is_hidden()
+    # the same with the button (phones have no r key)
+    page.route("**/marks", refuse)
+    page.click("#r17 .tap button[data-mark='relevant']")
+    page.wait_for_selector("#r17[data-state='failed']")
+    page.unroute("**/marks", refuse)
+    page.click("#retry")
+    page.wait_for_selector("#r17[data-state='saved']")
+    assert _server_marks(server, sid, "bo")[ids[17]] == "relevant"
+    assert _server_marks(server, sid, "bo")[ids[16]] == "not_relevant"
+    tab.errors.clear()  # the refused request is logged by the browser
+    tab.close()
+
+
+def test_server_gone_and_back(browser: Any, server: LiveServer) -> None:
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once, on the main app")
+    tab = Tab(browser, server)
+    page = tab.page()
+    sid = _search(page, server, "cy", "green")
+    ids = _ids(page)
+    page.keyboard.press("1")
+    page.wait_for_selector("#r0[data-state='saved']")
+    server.stop()
+    try:
+        for k in "n3y":
+            page.keyboard.press(k)
+            page.wait_for_timeout(10)
+        page.wait_for_selector("#offline:not([hidden])")
+        assert "3 marks are not saved" in page.inner_text("#offline")
+        # The banner is on screen wherever the list is scrolled.
+        page.evaluate("() => window.scrollTo(0, document.body.scrollHeight)")
+        assert page.evaluate("() => window.scrollY") > 200
+        box = page.locator("#offline").bounding_box()
+        assert box is not None and 0 <= box["y"] < 800
+        for i in (1, 2, 3):
+            assert page.get_attribute(f"#r{i}", "data-state") == "pending"
+        assert page.get_attribute("#r4", "class").endswith("current")
+    finally:
+        server.start()
+    page.wait_for_selector("#offline", state="hidden", timeout=20000)
+    _all_saved(page)
+    want = {ids[0]: "relevant", ids[1]: "not_relevant", ids[2]: "unsure", ids[3]: "relevant"}
+    assert _server_marks(server, sid, "cy") == want
+    tab.errors.clear()  # the refused connections while the server was away
+    tab.close()
+
+
+def test_mark_from_another_tab_shows_up(browser: Any, server: LiveServer) -> None:
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once, on the main app")
+    tab = Tab(browser, server)
+    one = tab.page()
+    sid = _search(one, server, "di", "yellow")
+    ids = _ids(one)
+    two = tab.page()
+    two.goto(one.url)
+    two.wait_for_selector("#r0.current")
+    one.keyboard.press("y")
+    two.wait_for_selector("#r0[data-mark='relevant']")  # no reload: the other tab told it
+    # A mark by someone else in another browser shows when the tab gets focus again.
+    other = Tab(browser, server)
+    eve = other.page()
+    assert _search(eve, server, "eve", "yellow") == sid
+    for k in "jjn":
+        eve.keyboard.press(k)
+    eve.wait_for_selector("#r2[data-state='saved']")
+    assert _server_marks(server, sid, "eve") == {ids[2]: "not_relevant"}
+    other.close()
+    two.evaluate("() => window.dispatchEvent(new Event('focus'))")
+    two.wait_for_function("() => document.querySelector('#r2 .others').textContent.includes('eve')")
+    tab.close()
+
+
+def test_verify_page_fits_phone_and_desktop_screens(browser: Any, server: LiveServer) -> None:
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once, on the main app")
+    ARTIFACTS.mkdir(exist_ok=True)
+    tab = Tab(browser, server)
+    page = tab.page()
+    _search(page, server, "fay", "purple")
+    page.keyboard.press("1")
+    page.wait_for_selector("#r0[data-state='saved']")
+    page.wait_for_selector("#trend svg")
+    problems = {}
+    for size, width, height in VIEWPORTS:
+        page.set_viewport_size({"width": width, "height": height})
+        page.evaluate("() => window.scrollTo(0, 0)")
+        page.screenshot(path=str(ARTIFACTS / f"verify_{size}.png"), full_page=False)
+        m = layout_problems(page)
+        found = []
+        if m["scroll_width"] > m["inner_width"]:
+            found.append(f"overflows sideways: {m['scroll_width']} > {m['inner_width']} px")
+        if size == "phone" and m["small_targets"]:
+            found.append(f"small tap targets: {m['small_targets'][:5]}")
+        if m["image_over_text"]:
+            found.append(f"images over text: {m['image_over_text'][:3]}")
+        if found:
+            problems[size] = found
+    assert problems == {}, problems
+    tab.close()

@@ -30,6 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from inquire.config import cache_dir
 from inquire.errors import InputError, InquireError, UnknownNameError
 from inquire.eval.evaluate import GROUP_COLUMNS
+from inquire.report.build import LEVEL_TITLES
 from inquire.web.catalog import Catalog, RunEntry, format_metric, metric_label, parse_k
 from inquire.web.config import DEFAULT_THUMB_SIZE, WebConfig
 from inquire.web.images import (
@@ -131,7 +132,16 @@ def _make_templates(config: WebConfig) -> Any:
         ]
     )
     env = jinja2.Environment(loader=loader, autoescape=jinja2.select_autoescape(["html"]))
-    env.globals.update(metric_label=metric_label, format_metric=format_metric, thumb_url=thumb_url)
+    from inquire.report.formats import fmt_cell, fmt_p, fmt_value
+
+    env.globals.update(
+        metric_label=metric_label,
+        format_metric=format_metric,
+        thumb_url=thumb_url,
+        fmt_cell=fmt_cell,
+        fmt_value=fmt_value,
+        fmt_p=fmt_p,
+    )
     return Jinja2Templates(env=env)
 
 
@@ -222,6 +232,10 @@ def _pages_router() -> APIRouter:
             request,
             "run.html",
             entry=entry,
+            report=ctx.catalog.group_report(entry),
+            level_titles=LEVEL_TITLES,
+            reference=ctx.catalog.reference(entry),
+            group_url=lambda level, group: f"/runs/{slug}?" + urlencode({level: group}),
             rows=rows,
             filters=filters,
             sort=sort,
@@ -259,6 +273,37 @@ def _pages_router() -> APIRouter:
             metrics=list(entry.result.metrics),
             prev_url=f"/runs/{slug}/queries/{prev_q}?{keep}" if prev_q is not None else None,
             next_url=f"/runs/{slug}/queries/{next_q}?{keep}" if next_q is not None else None,
+        )
+
+    @router.get("/compare", response_class=HTMLResponse)
+    def compare_page(request: Request) -> Any:
+        ctx = get_context(request)
+        slugs = request.query_params.getlist("runs")
+        intersect = request.query_params.get("intersect") in ("1", "true", "on")
+        try:
+            cmp = ctx.catalog.compare(slugs, intersect=intersect)
+        except InputError as exc:
+            if intersect or "different queries" not in str(exc):
+                raise
+            # query sets differ: say so, and offer the comparison on the shared queries
+            shared = "/compare?" + urlencode([("runs", s) for s in slugs] + [("intersect", "1")])
+            return ctx.render(
+                request,
+                "error.html",
+                status_code=400,
+                status=400,
+                message=str(exc),
+                link=(shared, "Compare on the shared queries only"),
+            )
+        entries = [ctx.catalog.get_run(s) for s in dict.fromkeys(slugs)]
+        return ctx.render(
+            request,
+            "compare.html",
+            cmp=cmp,
+            entries=entries,
+            # the comparison names runs as unique_names does; the same order as the entries
+            slug_of=dict(zip(cmp.runs, [e.slug for e in entries], strict=True)),
+            intersect=intersect,
         )
 
     @router.get("/search", response_class=HTMLResponse)

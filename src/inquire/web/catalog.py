@@ -4,6 +4,7 @@ free-text search over an embedded collection. No web framework here, so it is te
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import threading
@@ -39,6 +40,13 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "run"
 
 
+def display_name(name: str) -> str:
+    """A run's name as the pages show it: never a path of the server (a TREC tag or a file
+    name given as ``/srv/runs/clip.trec`` shows as ``clip.trec``)."""
+    last = re.split(r"[\\/]+", str(name).strip().rstrip("/\\"))[-1]
+    return last.strip() or "run"
+
+
 @dataclass
 class RunEntry:
     """One evaluation result folder shown by the page; ``slug`` is its id in URLs."""
@@ -49,7 +57,18 @@ class RunEntry:
 
     @property
     def name(self) -> str:
-        return self.result.name
+        """The run's name without any directory part (see :func:`display_name`)."""
+        return display_name(self.result.name)
+
+    @property
+    def task(self) -> str | None:
+        task = self.result.config.get("task")
+        return str(task) if task else None
+
+    @cached_property
+    def shown_result(self) -> EvalResult:
+        """The result under its display name (what reports and comparisons print)."""
+        return dataclasses.replace(self.result, name=self.name)
 
     @cached_property
     def run(self) -> Run | None:
@@ -105,9 +124,10 @@ class Catalog:
         self.runs: dict[str, RunEntry] = {}
         for path in config.results:
             result = EvalResult.load(path)
-            slug, n = _slug(result.name), 2
+            base = _slug(display_name(result.name))
+            slug, n = base, 2
             while slug in self.runs:
-                slug, n = f"{_slug(result.name)}-{n}", n + 1
+                slug, n = f"{base}-{n}", n + 1
             self.runs[slug] = RunEntry(slug, Path(path), result)
 
         query_files = list(config.queries) + self._config_files("queries")
@@ -150,6 +170,10 @@ class Catalog:
         self.parquet_images = ParquetImages(
             list(config.rerank_data) + self._config_files("files", task="rerank")
         )
+        self._lock = threading.Lock()
+        self._rerank_sets: dict[str, Any] = {}
+        # reports, leaderboards and comparisons by key: deterministic (seeded), so kept
+        self._reports: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
         self._encoder: Encoder | None = None
         self._encoder_lock = threading.Lock()
         self._search_cache: OrderedDict[tuple[str, int], list[dict[str, Any]]] = OrderedDict()
@@ -179,6 +203,18 @@ class Catalog:
         except InputError as exc:
             log.warning("image ids of the embeddings stay their row numbers: %s", exc)
             return None
+
+    @staticmethod
+    def _config_files_of(entry: RunEntry, key: str) -> list[Path]:
+        """Existing files named by ``entry``'s ``config[key]`` (relative to its folder)."""
+        value = entry.result.config.get(key)
+        found = []
+        for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, str) and v:
+                p = Path(v) if Path(v).is_absolute() else entry.path / v
+                if p.is_file():
+                    found.append(p)
+        return found
 
     def _config_files(self, key: str, task: str | None = None) -> list[Path]:
         """Existing files named by ``config[key]`` (a path or a list of paths; relative ones
@@ -226,7 +262,7 @@ class Catalog:
             rows.append(
                 {
                     "slug": entry.slug,
-                    "name": res.name,
+                    "name": entry.name,
                     "k": res.k,
                     "n_queries": len(res.per_query),
                     "metrics": entry.overall(),
@@ -260,8 +296,8 @@ class Catalog:
         rows = [
             rec
             | {
-                "text": self.query_text.get(rec["query_id"], ""),
-                "n_relevant": self.n_relevant(rec["query_id"]),
+                "text": self.query_text_of(entry, rec["query_id"]),
+                "n_relevant": self.labels(entry, rec["query_id"])[1],
             }
             for rec in entry.records
             if all(rec[c] == v for c, v in wanted.items())
@@ -288,18 +324,76 @@ class Catalog:
             return None
         return len(self.qrels[query_id])
 
+    def rerank_set(self, entry: RunEntry) -> Any:
+        """The INQUIRE-Rerank set a rerank result was evaluated on (its ``config["files"]``),
+        or None for other results or when the files are gone. Read once per run."""
+        if entry.task != "rerank":
+            return None
+        with self._lock:
+            if entry.slug in self._rerank_sets:
+                return self._rerank_sets[entry.slug]
+        from inquire.data.rerank_set import read_rerank_set
+
+        files = [str(p) for p in self._config_files_of(entry, "files")]
+        rs = None
+        if files:
+            try:
+                rs = read_rerank_set(files, queries=self._query_table())
+            except InputError as exc:
+                log.warning("run %s: cannot read its rerank files: %s", entry.slug, exc)
+        with self._lock:
+            self._rerank_sets[entry.slug] = rs
+        return rs
+
+    def labels(
+        self, entry: RunEntry, query_id: int
+    ) -> tuple[frozenset[int] | None, int | None, str]:
+        """The relevance labels a query page of ``entry`` shows: ``(relevant image ids, R,
+        source)``; ``(None, None, "")`` when nothing judges the query.
+
+        A rerank result uses its own pools (``source="rerank"``: R = relevant candidates in
+        the query's pool, as INQUIRE-Rerank defines it); other results use the annotations
+        (``source="annotations"``: R = relevant images in the whole collection).
+        """
+        rs = self.rerank_set(entry)
+        if rs is not None and query_id in rs.query_ids:
+            pool = rs.pool(query_id)
+            rel = frozenset(int(i) for i in pool.loc[pool["relevant"], "image_id"])
+            return rel, len(rel), "rerank"
+        if self.qrels is not None and query_id in self.qrels:
+            rel = frozenset(self.qrels[query_id])
+            return rel, len(rel), "annotations"
+        return None, None, ""
+
+    def query_text_of(self, entry: RunEntry, query_id: int) -> str:
+        """The text of ``query_id``: from ``entry``'s own rerank files first, then the query
+        files."""
+        rs = self.rerank_set(entry)
+        if rs is not None:
+            texts = dict(
+                zip(rs.queries["query_id"].tolist(), rs.queries["query_text"], strict=True)
+            )
+            if query_id in texts:
+                return str(texts[query_id])
+        return self.query_text.get(query_id, "")
+
     def query_results(
         self, entry: RunEntry, query_id: int, k: int, other: RunEntry | None = None
     ) -> dict[str, Any]:
         """Top ``k`` of ``entry`` for ``query_id``: rank, image id, score, relevance and the
         rank of the same image in ``other`` (None when ``other`` did not retrieve it).
 
-        ``relevant`` is True/False when the query has annotations and None otherwise.
+        ``relevant`` is True/False when the query has labels (see :meth:`labels`) and None
+        otherwise. ``n_retrieved`` is the number of items shown (at most ``k``; fewer when the
+        run retrieved fewer), ``relevant_in_top_k`` how many of them are relevant, and
+        ``n_relevant`` is R. ``warnings`` lists disagreements between the labels shown and
+        the run's stored metrics (or, for a rerank result, the annotations given).
         """
         run = entry.run
         if run is None:
+            # the folder is a server path: the message names the run only
             raise InputError(
-                f"run {entry.slug!r} has no {RUN_FILE} in {str(entry.path)!r}; save the result "
+                f"run {entry.slug!r} has no {RUN_FILE} in its result folder; save the result "
                 f"with its run (EvalResult.save(dir, run=run)) to see its images"
             )
         if query_id not in run:
@@ -309,8 +403,9 @@ class Catalog:
         else:
             ids, scores = run[query_id]
         k = max(1, min(int(k), self.config.max_k))
-        judged = self.qrels is not None and query_id in self.qrels
-        relevant = self.qrels[query_id] if judged and self.qrels is not None else frozenset()
+        relevant, n_rel, source = self.labels(entry, query_id)
+        judged = relevant is not None
+        good = relevant or frozenset()
         other_ranks = other.rank_of.get(query_id, {}) if other is not None else {}
         items = []
         for r, (i, s) in enumerate(zip(ids[:k].tolist(), scores[:k].tolist(), strict=True), 1):
@@ -319,26 +414,193 @@ class Catalog:
                     "rank": r,
                     "image_id": int(i),
                     "score": float(s),
-                    "relevant": (int(i) in relevant) if judged else None,
+                    "relevant": (int(i) in good) if judged else None,
                     "other_rank": other_ranks.get(int(i)) if other is not None else None,
                 }
             )
         rec = entry.record_of.get(query_id)
         metrics = dict(rec["metrics"]) if rec else {}
         groups = {g: rec[g] for g in GROUP_COLUMNS} if rec else {}
+        warnings = []
+        if judged and rec:
+            warnings += self._metric_mismatch(
+                entry, query_id, ids, scores, good, n_rel or 0, metrics
+            )
+        if source == "rerank" and self.qrels is not None and query_id in self.qrels:
+            ann = self.qrels[query_id]
+            differ = sum(1 for it in items if (it["image_id"] in ann) != it["relevant"])
+            if differ:
+                warnings.append(
+                    f"the annotations given label {differ} of these {len(items)} images "
+                    f"differently from this run's rerank file; the marks shown are the rerank "
+                    f"file's (the labels the run was evaluated with)"
+                )
         return {
             "run": entry.slug,
             "query_id": query_id,
-            "text": self.query_text.get(query_id, ""),
+            "text": self.query_text_of(entry, query_id),
             "k": k,
             "judged": judged,
-            "n_relevant": len(relevant) if judged else None,
+            "labels": source or None,
+            "n_relevant": n_rel if judged else None,
+            "n_retrieved": len(items),
+            "n_ranked": len(ids),
             "relevant_in_top_k": sum(1 for it in items if it["relevant"]),
             "metrics": metrics,
             **groups,
             "compare": other.slug if other is not None else None,
+            "warnings": warnings,
             "results": items,
         }
+
+    @staticmethod
+    def _metric_mismatch(
+        entry: RunEntry,
+        query_id: int,
+        ids: np.ndarray,
+        scores: np.ndarray,
+        relevant: frozenset[int],
+        n_rel: int,
+        stored: dict[str, float],
+    ) -> list[str]:
+        """Evaluate the query again at the result's k with the labels shown (through
+        :func:`inquire.eval.evaluate.evaluate`, so with the same rules as the stored numbers,
+        ties included); a warning when the metrics differ from the stored ones (the labels
+        are then not those the run was evaluated with)."""
+        import pandas as pd
+
+        from inquire.eval.evaluate import evaluate
+
+        names = tuple(m for m in entry.result.metrics if m in stored)
+        k = entry.result.k
+        one = pd.DataFrame(
+            {"query_id": [query_id], "query_text": [""]} | {g: [""] for g in GROUP_COLUMNS}
+        )
+        try:
+            fresh = evaluate(
+                Run({query_id: (ids, scores)}),
+                Qrels({query_id: set(relevant)}),
+                one,
+                k=k,
+                metrics=names,
+                n_relevant={query_id: n_rel},
+            ).per_query.iloc[0]
+        except InputError as exc:
+            return [f"the labels shown cannot be the ones this run was evaluated with: {exc}"]
+        off = [m for m in names if abs(float(fresh[m]) - stored[m]) > 1e-6]
+        if not off:
+            return []
+        diffs = ", ".join(
+            f"{metric_label(m, k)} stored {format_metric(m, stored[m])}, from these labels "
+            f"{format_metric(m, float(fresh[m]))}"
+            for m in off
+        )
+        return [
+            f"the labels shown do not reproduce this run's metrics for query {query_id} "
+            f"({diffs}); the run was evaluated with other labels"
+        ]
+
+    # --- reports and comparisons (inquire.report) ---------------------------------------
+    def group_report(self, entry: RunEntry) -> Any:
+        """``inquire report`` of ``entry`` alone: overall and per supercategory / category /
+        iconic group with bootstrap intervals (10,000 resamples, seed 0); computed once."""
+        from inquire.report.build import DEFAULT_RESAMPLES, build_report
+
+        key = ("report", entry.slug)
+        with self._lock:
+            if key in self._reports:
+                return self._reports[key]
+        columns = entry.result.per_query.columns
+        report = build_report(
+            [entry.shown_result],
+            by=[g for g in GROUP_COLUMNS if g in columns],
+            n_resamples=DEFAULT_RESAMPLES,
+            seed=0,
+        )
+        with self._lock:
+            self._reports[key] = report
+        return report
+
+    def reference(self, entry: RunEntry) -> dict[str, Any] | None:
+        """The published leaderboard of ``entry``'s task beside every run of that task and
+        k on this server: ``{"table", "leaderboard", "notes"}`` (see
+        :func:`inquire.report.formats.reference_table`), or None when the task has no
+        published numbers."""
+        from inquire.report.build import build_report
+        from inquire.report.formats import reference_table
+        from inquire.report.leaderboard import leaderboard_tasks
+
+        if entry.task not in leaderboard_tasks():
+            return None
+        key = ("reference", entry.slug)
+        with self._lock:
+            if key in self._reports:
+                return self._reports[key]  # type: ignore[no-any-return]
+        peers = [
+            e
+            for e in self.runs.values()
+            if e.task == entry.task and e.result.k == entry.result.k and "ap" in e.result.metrics
+        ]
+        out: dict[str, Any] | None = None
+        try:
+            report = build_report(
+                [e.shown_result for e in peers],
+                by=[g for g in ("supercategory",) if all(g in e.result.per_query for e in peers)],
+                n_resamples=0,
+                reference=entry.task,
+            )
+        except InputError as exc:
+            log.warning("no leaderboard for run %s: %s", entry.slug, exc)
+        else:
+            table = reference_table(report)
+            if table is not None:
+                mine = table["source"] != "published"
+                # unique_names may have suffixed equal names; rows follow the peers' order
+                table.loc[mine, "slug"] = [e.slug for e in peers][: int(mine.sum())]
+                out = {"table": table, "leaderboard": report.reference, "notes": report.notes}
+        with self._lock:
+            self._reports[key] = out
+        return out
+
+    def compare(self, slugs: Sequence[str], intersect: bool = False) -> Any:
+        """:func:`inquire.report.compare.compare` of the runs ``slugs`` (two or more) on every
+        metric they share, p-values Holm-corrected across the pairs; computed once per
+        selection. ``intersect`` compares on the shared queries when the query sets differ."""
+        from inquire.report.build import common_metrics
+        from inquire.report.compare import compare
+
+        entries = [self.get_run(s) for s in dict.fromkeys(slugs)]
+        if len(entries) < 2:
+            raise InputError(
+                f"choose at least two runs to compare, got {len(entries)}; tick two or more "
+                f"runs on the runs page"
+            )
+        key = ("compare", tuple(e.slug for e in entries), bool(intersect))
+        with self._lock:
+            if key in self._reports:
+                return self._reports[key]
+        results = [e.shown_result for e in entries]
+        metrics = common_metrics(results, [])
+        cmp = compare(
+            results,
+            metrics=metrics,
+            on_mismatch="intersect" if intersect else "error",
+            queries=self._query_table(),
+        )
+        with self._lock:
+            self._reports[key] = cmp
+            while len(self._reports) > 256:
+                self._reports.popitem(last=False)
+        return cmp
+
+    def _query_table(self) -> Any:
+        if not self.query_text:
+            return None
+        import pandas as pd
+
+        return pd.DataFrame(
+            {"query_id": list(self.query_text), "query_text": list(self.query_text.values())}
+        )
 
     # --- free-text search ---------------------------------------------------------------
     @property
