@@ -35,6 +35,7 @@ _MODULES = (
     "report",
     "web",
     "collection",
+    "simulate",
 )
 
 
