@@ -122,7 +122,8 @@ def _mark_from_truth(v: Verification, c, photos, sid: str, upto: int, colour: st
     marked = set()
     for r in v.results(sid, 0, upto).itertuples():
         photo = photos[str((c.images_root / r.path).resolve())]
-        v.mark(sid, int(r.image_id), "ana", "relevant" if photo.colour == colour else "not_relevant")
+        mark = "relevant" if photo.colour == colour else "not_relevant"
+        v.mark(sid, int(r.image_id), "ana", mark)
         marked.add(int(r.image_id))
     return marked
 
@@ -141,7 +142,8 @@ def test_learn_records_a_round_and_never_reshows_marked_images(coll) -> None:
         assert info["n_relevant"] + info["n_not_relevant"] == 10
         after = v.results(sid, 0, 1000)
         # What was shown stays as it was shown.
-        pd.testing.assert_frame_equal(after.head(10)[["rank", "image_id"]], before[["rank", "image_id"]])
+        cols = ["rank", "image_id"]
+        pd.testing.assert_frame_equal(after.head(10)[cols], before[cols])
         assert after["rank"].tolist() == list(range(1, len(after) + 1))
         tail = after[after["rank"] > 12]
         assert len(tail) == 20 and set(tail["round"]) == {1}
@@ -160,9 +162,10 @@ def test_learn_records_a_round_and_never_reshows_marked_images(coll) -> None:
         v.extend(sid, 40, index)
         more = v.results(sid, 32, 100)
         assert set(more["round"]) == {1}
-        assert more["image_id"].tolist() == [
-            int(i) for i in ids[order] if int(i) not in ranked_before
-        ][20:28]
+        assert (
+            more["image_id"].tolist()
+            == [int(i) for i in ids[order] if int(i) not in ranked_before][20:28]
+        )
         rounds = v.rounds(sid)
         assert rounds["round"].tolist() == [1] and rounds["created_by"].tolist() == ["ana"]
         # The feedback list (nothing saved) never holds a marked image either.

@@ -361,9 +361,7 @@ def _feedback_results(coll: Any, search_id: str, k: int, model: str, save: bool)
         f"follows rank {info['after_rank']}",
         err=True,
     )
-    df = results_frame(
-        index, new["image_id"].to_numpy(np.int64), new["score"].to_numpy(np.float32)
-    )
+    df = results_frame(index, new["image_id"].to_numpy(np.int64), new["score"].to_numpy(np.float32))
     df["rank"] = new["rank"].to_numpy()
     return df
 

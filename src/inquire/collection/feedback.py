@@ -93,6 +93,7 @@ def logistic(
     prior = np.concatenate([q, [0.0]])
     reg = np.full(d + 1, lam)
     reg[-1] = 1e-6  # the bias is (almost) free; the tiny term keeps the Hessian invertible
+
     def objective(t: np.ndarray) -> float:
         m = y * (z @ t)
         return float(np.logaddexp(0.0, -m).sum() + 0.5 * (reg * (t - prior) ** 2).sum())

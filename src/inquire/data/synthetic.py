@@ -200,9 +200,7 @@ def make_synthetic_benchmark(
     return bench
 
 
-def _mode_shifts(
-    direction: np.ndarray, n: int, modes: int, rng: np.random.Generator
-) -> np.ndarray:
+def _mode_shifts(direction: np.ndarray, n: int, modes: int, rng: np.random.Generator) -> np.ndarray:
     """``(n, d)`` unit directions of ``n`` relevant images: each in one of 1..``modes``
     modes, a mode leaning away from ``direction`` (unit) with cosine 0.55-0.8."""
     if modes == 1:

@@ -45,9 +45,10 @@ class FeedbackSimulation:
     """Curves of one simulation.
 
     ``static`` / ``feedback``: ``(nq, budget) int64``, positives found after inspecting
-    ``1..budget`` images; ``static_ids`` / ``feedback_ids``: ``(nq, budget) int64`` the image
-    ids in the order they were inspected; ``n_rel``: ``(nq,) int64`` relevant images per query in the whole
-    collection; ``queries``: the query table (``query_id`` first, in the curves' row order).
+    ``1..budget`` images; ``static_ids`` / ``feedback_ids``: ``(nq, budget) int64`` the
+    image ids in the order they were inspected; ``n_rel``: ``(nq,) int64`` relevant images
+    per query in the whole collection; ``queries``: the query table (``query_id`` first, in
+    the curves' row order).
     """
 
     queries: pd.DataFrame
@@ -203,8 +204,7 @@ def simulate_feedback(
         raise InputError(f"budget and batch must be >= 1, got {budget} and {batch}")
     if budget > len(store):
         raise InputError(
-            f"budget {budget} is larger than the collection ({len(store)} images); "
-            "lower --budget"
+            f"budget {budget} is larger than the collection ({len(store)} images); lower --budget"
         )
     from inquire.index.exact import search
 
@@ -215,8 +215,7 @@ def simulate_feedback(
     missing = [int(x) for x in qids if int(x) not in qrels]
     if missing:
         raise InputError(
-            f"queries {missing[:5]} have no relevance labels; use the annotations of this "
-            "query set"
+            f"queries {missing[:5]} have no relevance labels; use the annotations of this query set"
         )
     relevant = [np.fromiter(qrels[int(x)], np.int64) for x in qids]
     n_rel = np.array([len(r) for r in relevant], np.int64)
