@@ -40,13 +40,13 @@ def test_rocchio_by_hand() -> None:
     pos = np.array([[0.0, 2.0, 0.0], [0.0, 0.0, 1.0]])  # normalised: e2, e3
     neg = np.array([[1.0, 1.0, 0.0]])  # normalised: (1, 1, 0) / sqrt 2
     got = feedback_vector(q, pos, neg, "rocchio")
-    want = np.array([1.0, 0.0, 0.0]) + 0.8 * np.array([0.0, 0.5, 0.5])
-    want -= 0.3 * np.array([1.0, 1.0, 0.0]) / np.sqrt(2)
+    want = np.array([1.0, 0.0, 0.0]) + 4 * np.array([0.0, 0.5, 0.5])
+    want -= 0.5 * np.array([1.0, 1.0, 0.0]) / np.sqrt(2)
     np.testing.assert_allclose(got, want / np.linalg.norm(want), atol=1e-6)
     # The raw update, unnormalised, is the formula itself.
     np.testing.assert_allclose(
         rocchio(q, _unit(pos), _unit(neg)),
-        q + 0.8 * _unit(pos).mean(0) - 0.3 * _unit(neg).mean(0),
+        q + 4 * _unit(pos).mean(0) - 0.5 * _unit(neg).mean(0),
     )
 
 
