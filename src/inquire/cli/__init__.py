@@ -36,6 +36,7 @@ _MODULES = (
     "reproduce",
     "web",
     "collection",
+    "simulate",
 )
 
 

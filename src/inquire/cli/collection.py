@@ -10,6 +10,7 @@ from typing import Any
 import typer
 
 from inquire.cli._common import friendly_errors
+from inquire.errors import InputError
 
 collection_app = typer.Typer(
     help="Collections of your own photos: create, update, export verified marks.",
@@ -271,6 +272,15 @@ def search_cmd(
     nprobe: int | None = typer.Option(
         None, "--nprobe", help="IVF lists probed per query (faiss index only; default 64)."
     ),
+    feedback: str | None = typer.Option(
+        None,
+        "--feedback",
+        help="Saved search id: rank the images nobody marked yet by what its marks teach "
+        "(with --save: record it as the search's next ranking round).",
+    ),
+    feedback_model: str = typer.Option(
+        "", "--feedback-model", help="rocchio or logistic (default: rocchio)."
+    ),
 ) -> None:
     """Search a collection by text and/or example images, filters applied inside the search."""
     import json
@@ -280,9 +290,20 @@ def search_cmd(
     from inquire.collection import SearchRequest, open_collection, parse_filters, search
     from inquire.collection.store import records
 
+    if feedback is not None and (text or like or taxon or date_from or date_to or bbox or under):
+        raise InputError(
+            "--feedback re-ranks a saved search: its text, examples and filters come from it; "
+            "drop the query text and filter options"
+        )
     with closing(open_collection(name)) as coll:
+        if feedback is not None:
+            df = _feedback_results(coll, feedback, k, feedback_model, save)
+            text = f"feedback on search {feedback}"
+            save = False
+        else:
+            df = None
         req = SearchRequest(
-            text,
+            "" if df is not None else text,
             tuple(like),
             parse_filters(taxon, date_from, date_to, bbox, under),
             k,
@@ -294,7 +315,8 @@ def search_cmd(
             rerank_precision=precision,
             rerank_batch_size=batch_size,
         )
-        df = search(coll, req)
+        if df is None:
+            df = search(coll, req)
         if save:
             from inquire.collection.verify import Verification
 
@@ -318,6 +340,30 @@ def search_cmd(
             with atomic_open(copy_to / "results.csv", "w", encoding="utf-8", newline="") as fh:
                 df.to_csv(fh, index=False)
             typer.echo(f"copied {len(df)} images to {copy_to}", err=True)
+
+
+def _feedback_results(coll: Any, search_id: str, k: int, model: str, save: bool) -> Any:
+    """The result table of ``inquire search NAME --feedback ID`` (see the option's help)."""
+    import numpy as np
+
+    from inquire.collection.search import results_frame
+    from inquire.collection.verify import Verification
+
+    index = coll.index()
+    with closing(Verification(coll)) as v:
+        if not save:
+            return v.feedback(search_id, index, k, model=model)
+        info = v.learn(search_id, index, model=model, depth=k)
+        new = v.results(search_id, offset=info["after_rank"], limit=k)
+    typer.echo(
+        f"search {search_id}: ranking round {info['round']} ({info['model']}, learnt from "
+        f"{info['n_relevant']} relevant and {info['n_not_relevant']} not relevant marks) "
+        f"follows rank {info['after_rank']}",
+        err=True,
+    )
+    df = results_frame(index, new["image_id"].to_numpy(np.int64), new["score"].to_numpy(np.float32))
+    df["rank"] = new["rank"].to_numpy()
+    return df
 
 
 @friendly_errors

@@ -7,7 +7,16 @@
 - ``results``: the ranking as it was shown (rank, image id, score), extended on demand as
   people go further down (existing ranks never move, even after a collection update);
 - ``marks``: one mark per (search, image, person): ``relevant``, ``not_relevant`` or
-  ``unsure``, with the time it was made (UTC). A new mark by the same person replaces theirs.
+  ``unsure``, with the time it was made (UTC). A new mark by the same person replaces theirs;
+- ``rounds``: each time the ranking learnt from the marks (relevance feedback, see
+  :mod:`inquire.collection.feedback`): the model, the marks it learnt from, the rank after
+  which its ranking starts, and its query vector. Round 0 is the first search; ``results``
+  says which round placed each image.
+
+Learning from the marks (:meth:`Verification.learn`) keeps every result up to the rank the
+person has seen (and every marked one), drops the unmarked results after it, and appends the
+new ranking of the not-yet-ranked images, so what was shown stays as it was shown and the
+inspected images (the marked ones) are never shown again.
 
 Consensus of several people on one image: ``relevant`` if more of them said relevant than not
 relevant, ``not_relevant`` if fewer, otherwise ``unsure``. An image is INSPECTED once anyone
@@ -61,6 +70,13 @@ CREATE TABLE IF NOT EXISTS searches (
 CREATE TABLE IF NOT EXISTS results (
     search_id TEXT NOT NULL, rank INTEGER NOT NULL, image_id INTEGER NOT NULL, score REAL NOT NULL,
     PRIMARY KEY (search_id, rank), UNIQUE (search_id, image_id)
+);
+CREATE TABLE IF NOT EXISTS rounds (
+    search_id TEXT NOT NULL, round INTEGER NOT NULL, after_rank INTEGER NOT NULL,
+    model TEXT NOT NULL, n_relevant INTEGER NOT NULL, n_not_relevant INTEGER NOT NULL,
+    vector BLOB NOT NULL,             -- float32 query vector, L2-normalised
+    created TEXT NOT NULL, created_by TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (search_id, round)
 );
 CREATE TABLE IF NOT EXISTS marks (
     search_id TEXT NOT NULL, image_id INTEGER NOT NULL, who TEXT NOT NULL,
@@ -150,6 +166,14 @@ class Verification:
         self.path = coll.folder / "verify.db"
         self.conn: sqlite3.Connection = connect(self.path)
         self.conn.executescript(SCHEMA)
+        cols = {r[1] for r in self.conn.execute("PRAGMA table_info(results)")}
+        if "round" not in cols:  # databases written before relevance feedback
+            with transaction(self.conn):
+                cols = {r[1] for r in self.conn.execute("PRAGMA table_info(results)")}
+                if "round" not in cols:
+                    self.conn.execute(
+                        "ALTER TABLE results ADD COLUMN round INTEGER NOT NULL DEFAULT 0"
+                    )
 
     def close(self) -> None:
         self.conn.close()
@@ -192,20 +216,20 @@ class Verification:
         self, search_id: str, upto: int, index: CollectionIndex, encoder: Encoder | None = None
     ) -> int:
         """Make sure the ranking of ``search_id`` has at least ``upto`` results (if the
-        collection has that many matches). Returns the number of ranked results."""
+        collection has that many matches). Returns the number of ranked results.
+
+        After a feedback round the ranking goes on with that round's query vector."""
         req = self.request(search_id)
         with transaction(self.conn):  # IMMEDIATE: two people extending do not interleave
-            n = self.conn.execute(
-                "SELECT COUNT(*) FROM results WHERE search_id = ?", (search_id,)
-            ).fetchone()[0]
+            n = self._n_results(search_id)
             if n >= upto:
                 return int(n)
-            have = {
-                int(r[0])
-                for r in self.conn.execute(
-                    "SELECT image_id FROM results WHERE search_id = ?", (search_id,)
-                )
-            }
+            have = self._ranked_ids(search_id)
+            last = self._last_round(search_id)
+            if last is not None:
+                new = self._feedback_tail(index, req, last["vector"], have, upto - n)
+                self._append(search_id, new, int(last["round"]))
+                return n + len(new)
             k = upto
             while True:
                 req.k = k
@@ -215,19 +239,227 @@ class Verification:
                     break
                 k *= 2  # earlier results left the collection: look deeper
             new = new.head(upto - n)
-            self.conn.executemany(
-                "INSERT INTO results (search_id, rank, image_id, score) VALUES (?, ?, ?, ?)",
-                [
-                    (search_id, n + i + 1, int(r["image_id"]), float(r["score"]))
-                    for i, r in enumerate(records(new))
-                ],
-            )
+            self._append(search_id, new, 0)
             return n + len(new)
+
+    def _n_results(self, search_id: str) -> int:
+        row = self.conn.execute(
+            "SELECT COUNT(*), COALESCE(MAX(rank), 0) FROM results WHERE search_id = ?",
+            (search_id,),
+        ).fetchone()
+        return int(row[1])
+
+    def _ranked_ids(self, search_id: str) -> set[int]:
+        return {
+            int(r[0])
+            for r in self.conn.execute(
+                "SELECT image_id FROM results WHERE search_id = ?", (search_id,)
+            )
+        }
+
+    def _append(self, search_id: str, new: pd.DataFrame, round_no: int) -> None:
+        start = self._n_results(search_id)
+        self.conn.executemany(
+            "INSERT INTO results (search_id, rank, image_id, score, round) VALUES (?, ?, ?, ?, ?)",
+            [
+                (search_id, start + i + 1, int(r["image_id"]), float(r["score"]), round_no)
+                for i, r in enumerate(records(new))
+            ],
+        )
+
+    def _last_round(self, search_id: str) -> dict[str, Any] | None:
+        row = self.conn.execute(
+            "SELECT round, model, vector FROM rounds WHERE search_id = ? "
+            "ORDER BY round DESC LIMIT 1",
+            (search_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        return {
+            "round": int(row["round"]),
+            "model": row["model"],
+            "vector": np.frombuffer(row["vector"], np.float32).copy(),
+        }
+
+    @staticmethod
+    def _feedback_tail(
+        index: CollectionIndex,
+        req: SearchRequest,
+        vector: np.ndarray,
+        exclude: set[int],
+        k: int,
+    ) -> pd.DataFrame:
+        """The top ``k`` images by ``vector`` among those passing the search's filters and
+        not in ``exclude``, as a result table."""
+        from inquire.collection.search import masked_search, results_frame
+
+        if vector.shape != (index.store.dim,):
+            raise InputError(
+                f"the saved feedback vector has {vector.shape[0]} dimensions but the "
+                f"collection's embeddings have {index.store.dim}; the collection was re-embedded "
+                "with another model, start a new search"
+            )
+        mask = req.filters.mask(index)
+        if exclude:
+            mask &= ~np.isin(index.image_id, np.fromiter(exclude, np.int64, len(exclude)))
+        if k <= 0:
+            return results_frame(index, np.zeros(0, np.int64), np.zeros(0, np.float32))
+        ids, scores = masked_search(index, vector[None, :], k, mask, exact=True)[0]
+        return results_frame(index, ids, scores)
+
+    def feedback_vector(
+        self,
+        search_id: str,
+        index: CollectionIndex,
+        encoder: Encoder | None = None,
+        model: str = "",
+        who: str | None = None,
+    ) -> tuple[np.ndarray, int, int]:
+        """``(vector (d,) float32, n_relevant, n_not_relevant)``: the query vector ``model``
+        learns from the consensus marks of the search (of one person with ``who``)."""
+        from inquire.collection.feedback import DEFAULT_MODEL, feedback_vector
+        from inquire.collection.search import query_vector
+
+        req = self.request(search_id)
+        if req.text.strip() and encoder is None:
+            from inquire.embed.models import load_encoder
+
+            encoder = load_encoder(index.collection.model_id)
+        q = query_vector(index, encoder, req.text, req.like)
+        c = self.consensus(search_id, who)
+        pos_ids = c.loc[c["label"] == "relevant", "image_id"].to_numpy(np.int64)
+        neg_ids = c.loc[c["label"] == "not_relevant", "image_id"].to_numpy(np.int64)
+
+        def vecs(ids: np.ndarray) -> np.ndarray:
+            rows = index.rows_of(ids.tolist()) if len(ids) else np.zeros(0, np.int64)
+            rows = rows[rows >= 0]  # images that left the collection teach nothing
+            return index.vectors(rows) if len(rows) else np.zeros((0, len(q)), np.float32)
+
+        w = feedback_vector(q, vecs(pos_ids), vecs(neg_ids), model or DEFAULT_MODEL)
+        return w, len(pos_ids), len(neg_ids)
+
+    def feedback(
+        self,
+        search_id: str,
+        index: CollectionIndex,
+        k: int = 50,
+        encoder: Encoder | None = None,
+        model: str = "",
+        who: str | None = None,
+    ) -> pd.DataFrame:
+        """The top ``k`` images that nobody marked yet, ranked by what the marks teach
+        (``model``, see :mod:`inquire.collection.feedback`), with the search's filters.
+        Nothing is saved (see :meth:`learn`)."""
+        if k < 1:
+            raise InputError(f"k must be at least 1, got {k}")
+        w, _, _ = self.feedback_vector(search_id, index, encoder, model, who)
+        marked = {int(x) for x in self.marks(search_id)["image_id"]}
+        df = self._feedback_tail(index, self.request(search_id), w, marked, k)
+        df["rank"] = np.arange(1, len(df) + 1)
+        return df
+
+    def learn(
+        self,
+        search_id: str,
+        index: CollectionIndex,
+        shown: int | None = None,
+        encoder: Encoder | None = None,
+        model: str = "",
+        who: str = "",
+        depth: int = 50,
+    ) -> dict[str, Any]:
+        """Start a new ranking round of ``search_id`` learnt from its marks.
+
+        Results up to rank ``max(shown, deepest marked rank)`` stay as they were shown; the
+        unmarked results after it are dropped (nobody saw them); ``depth`` images ranked by
+        the learnt vector follow. ``shown``: how far the person has looked (default: the
+        deepest marked rank). Returns the round's record (``round``, ``after_rank``,
+        ``model``, ``n_relevant``, ``n_not_relevant``, ``n_results``).
+        """
+        from inquire.collection.feedback import DEFAULT_MODEL, FEEDBACK_MODELS
+
+        model = model or DEFAULT_MODEL
+        if model not in FEEDBACK_MODELS:
+            raise UnknownNameError("feedback model", model, FEEDBACK_MODELS)
+        if shown is not None and (isinstance(shown, bool) or shown < 0 or shown > 10**9):
+            raise InputError(f"shown must be a rank between 0 and 10^9, got {shown}")
+        if depth < 1 or depth > 10_000:
+            raise InputError(f"depth must be between 1 and 10000, got {depth}")
+        w, n_pos, n_neg = self.feedback_vector(search_id, index, encoder, model)
+        if n_pos + n_neg == 0:
+            raise InputError(
+                f"search {search_id!r} has no relevant / not relevant marks yet; mark some "
+                "results before learning from them"
+            )
+        with transaction(self.conn):
+            marked = {int(x) for x in self.marks(search_id)["image_id"]}
+            deepest = self.conn.execute(
+                "SELECT COALESCE(MAX(r.rank), 0) FROM results r JOIN marks m "
+                "ON m.search_id = r.search_id AND m.image_id = r.image_id WHERE r.search_id = ?",
+                (search_id,),
+            ).fetchone()[0]
+            after = max(int(deepest), int(shown or 0))
+            after = min(after, self._n_results(search_id))
+            # Only unmarked results past what was seen go; marked ones never move.
+            dropped = self.conn.execute(
+                "SELECT rank, image_id FROM results WHERE search_id = ? AND rank > ?",
+                (search_id, after),
+            ).fetchall()
+            keep_late = [r for r in dropped if int(r["image_id"]) in marked]
+            if keep_late:  # a mark deeper than "shown": keep everything up to it
+                after = max(int(r["rank"]) for r in keep_late)
+            self.conn.execute(
+                "DELETE FROM results WHERE search_id = ? AND rank > ?", (search_id, after)
+            )
+            round_no = 1 + int(
+                self.conn.execute(
+                    "SELECT COALESCE(MAX(round), 0) FROM rounds WHERE search_id = ?",
+                    (search_id,),
+                ).fetchone()[0]
+            )
+            self.conn.execute(
+                "INSERT INTO rounds (search_id, round, after_rank, model, n_relevant, "
+                "n_not_relevant, vector, created, created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    search_id,
+                    round_no,
+                    after,
+                    model,
+                    n_pos,
+                    n_neg,
+                    np.asarray(w, np.float32).tobytes(),
+                    _now(),
+                    who,
+                ),
+            )
+            req = self.request(search_id)
+            new = self._feedback_tail(index, req, w, self._ranked_ids(search_id), depth)
+            self._append(search_id, new, round_no)
+            n = self._n_results(search_id)
+        return {
+            "round": round_no,
+            "after_rank": after,
+            "model": model,
+            "n_relevant": n_pos,
+            "n_not_relevant": n_neg,
+            "n_results": n,
+        }
+
+    def rounds(self, search_id: str) -> pd.DataFrame:
+        """The ranking rounds of a search: ``round, after_rank, model, n_relevant,
+        n_not_relevant, created, created_by`` (round 0, the first search, is implicit)."""
+        self.request(search_id)
+        return pd.read_sql_query(
+            "SELECT round, after_rank, model, n_relevant, n_not_relevant, created, created_by "
+            "FROM rounds WHERE search_id = ? ORDER BY round",
+            self.conn,
+            params=(search_id,),
+        )
 
     def results(self, search_id: str, offset: int = 0, limit: int = 50) -> pd.DataFrame:
         """Ranked results ``offset .. offset+limit`` with image metadata (no extension)."""
         df = pd.read_sql_query(
-            "SELECT rank, image_id, score FROM results WHERE search_id = ? AND rank > ? "
+            "SELECT rank, image_id, score, round FROM results WHERE search_id = ? AND rank > ? "
             "ORDER BY rank LIMIT ?",
             self.conn,
             params=(search_id, int(offset), int(limit)),

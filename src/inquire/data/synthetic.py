@@ -5,6 +5,14 @@ is neither trivial nor hopeless: each query has a direction in embedding space; 
 images lie near that direction with a per-query difficulty, some near-miss distractors lie
 close to it too, and the query's text embedding is the direction plus noise.
 
+Like real expert queries ("a heron swallowing a fish": many poses, backgrounds, fish), the
+relevant images of a query are not one blob around the text: they form ``modes`` (1 to
+``modes`` per query) whose directions lean away from the query direction by a per-query
+angle (cosine 0.55-0.8), while the near misses sit on the query direction itself. The text
+alone therefore confuses relevant images with near misses; examples of what is relevant tell
+them apart (what relevance feedback can learn). ``modes=1`` gives the older
+single-blob structure.
+
 Layout written to ``out_dir``::
 
     SYNTHETIC.txt                       says that these data are synthetic
@@ -89,9 +97,14 @@ def make_synthetic_benchmark(
     seed: int = 0,
     write_images: bool = False,
     image_size: int = 64,
+    modes: int = 3,
 ) -> SyntheticBenchmark:
     """Write a synthetic benchmark to ``out_dir`` (see module docs); return its paths."""
     rng = np.random.default_rng(seed)
+    # The modes draw from their own stream, so every other random number stays the same.
+    mode_rng = np.random.default_rng([seed, 7])
+    if modes < 1:
+        raise InputError(f"modes must be at least 1, got {modes}")
     if n_images < 200 * (n_val + n_test):
         raise InputError(
             f"n_images={n_images} is too small for {n_val + n_test} queries; use at least "
@@ -134,7 +147,7 @@ def make_synthetic_benchmark(
         rel_rows = free[pos : pos + n_rel]
         near_rows = free[pos + n_rel : pos + n_rel + n_near]
         pos += n_rel + n_near
-        emb[rel_rows] += strength * directions[qi]
+        emb[rel_rows] += strength * _mode_shifts(directions[qi], n_rel, modes, mode_rng)
         emb[near_rows] += near * strength * directions[qi]
         pairs.extend((int(qid), int(image_ids[r])) for r in rel_rows)
         owner[rel_rows] = qi
@@ -185,6 +198,20 @@ def make_synthetic_benchmark(
             "about any real model.\n"
         )
     return bench
+
+
+def _mode_shifts(direction: np.ndarray, n: int, modes: int, rng: np.random.Generator) -> np.ndarray:
+    """``(n, d)`` unit directions of ``n`` relevant images: each in one of 1..``modes``
+    modes, a mode leaning away from ``direction`` (unit) with cosine 0.55-0.8."""
+    if modes == 1:
+        return np.broadcast_to(direction, (n, len(direction)))
+    k = int(rng.integers(1, modes + 1))
+    cos = float(rng.uniform(0.55, 0.8))
+    side = rng.standard_normal((k, len(direction))).astype(np.float32)
+    side -= np.outer(side @ direction, direction)  # orthogonal to the query direction
+    side /= np.linalg.norm(side, axis=1, keepdims=True)
+    dirs = cos * direction + np.sqrt(1.0 - cos * cos) * side
+    return dirs[rng.integers(0, k, n)]
 
 
 def _layout(root: Path, images: bool) -> SyntheticBenchmark:

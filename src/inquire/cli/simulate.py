@@ -1,0 +1,85 @@
+"""``inquire simulate feedback``: positives found per image inspected, with and without
+relevance feedback, by a simulated verifier on a labelled benchmark."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from inquire.cli._common import friendly_errors
+from inquire.errors import InputError
+
+simulate_app = typer.Typer(
+    help="Simulations on labelled benchmarks.", no_args_is_help=True, add_completion=False
+)
+
+
+@simulate_app.command("feedback")
+@friendly_errors
+def feedback_cmd(
+    synthetic: Path | None = typer.Option(
+        None,
+        "--synthetic",
+        help="Folder of a synthetic benchmark (generated there when missing).",
+    ),
+    embeddings: Path | None = typer.Option(
+        None, "--embeddings", help="INQUIRE-Fullrank: the iNat24 embedding folder."
+    ),
+    model: str | None = typer.Option(
+        None, "--model", help="INQUIRE-Fullrank: the embedding model that made --embeddings."
+    ),
+    split: str = typer.Option("test", "--split", help="val or test."),
+    budget: int = typer.Option(200, "--budget", help="Images inspected per query."),
+    batch: int = typer.Option(10, "--batch", help="Images marked between re-rankings."),
+    feedback_model: str = typer.Option(
+        "", "--feedback-model", help="rocchio or logistic (default: rocchio)."
+    ),
+    text_noise: float = typer.Option(
+        0.06, "--text-noise", help="Synthetic only: noise added to the text embeddings."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Synthetic only: seed of a new benchmark."),
+    out: Path | None = typer.Option(
+        None, "--out", help="Folder for curves.parquet, summary.csv, config.json, curve.png."
+    ),
+) -> None:
+    """Simulate a verifier who marks results in batches from the labels; compare the static
+    ranking with re-ranking from the marks (mean positives found, 95% bootstrap intervals)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from inquire.collection.feedback import DEFAULT_MODEL
+    from inquire.eval.feedback import simulate_benchmark, simulate_synthetic
+
+    if (synthetic is None) == (embeddings is None):
+        raise InputError("give either --synthetic DIR or --embeddings DIR --model ID")
+    if out is not None and out.exists() and not out.is_dir():
+        raise InputError(f"--out {str(out)!r} is a file; give a folder name")
+    kwargs = {"budget": budget, "batch": batch, "model": feedback_model or DEFAULT_MODEL}
+    if synthetic is not None:
+        sim = simulate_synthetic(synthetic, split, text_noise, seed, **kwargs)
+    else:
+        if not model:
+            raise InputError("--embeddings needs --model, the embedding model that made it")
+        sim = simulate_benchmark(embeddings, model, split, **kwargs)  # type: ignore[arg-type]
+    summary = sim.summary("supercategory" if "supercategory" in sim.queries else None)
+    table = Table(title=str(sim.config.get("title", "")), title_justify="left")
+    for col in ("group", "n", "inspected", "static [95% CI]", "feedback [95% CI]", "ratio"):
+        table.add_column(col, justify="left" if col == "group" else "right")
+    for r in summary.itertuples():
+        table.add_row(
+            str(r.group),
+            str(r.queries),
+            str(r.inspected),
+            f"{r.static:.1f} [{r.static_lo:.1f}, {r.static_hi:.1f}]",
+            f"{r.feedback:.1f} [{r.feedback_lo:.1f}, {r.feedback_hi:.1f}]",
+            f"{r.ratio:.2f}",
+        )
+    Console().print(table)
+    if out is not None:
+        sim.save(out)
+        typer.echo(f"wrote {out}/summary.csv, curves.parquet, config.json and curve.png")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(simulate_app, name="simulate")
