@@ -56,8 +56,8 @@ def test_every_family_row_has_a_tiny_builder() -> None:
 # INQUIRE's prompts (src/lmm_utils.py get_lmm_prompt), written out by hand for "a fox".
 _A = 'Answer the question with either "Yes" or "No" and nothing else.'
 UPSTREAM_PROMPTS = {
-    "blip2": 'Does this picture show a fox?' + _A + "\nAnswer: ",
-    "instructblip": 'Does this picture show a fox?' + _A + "\nAnswer: ",
+    "blip2": "Does this picture show a fox?" + _A + "\nAnswer: ",
+    "instructblip": "Does this picture show a fox?" + _A + "\nAnswer: ",
     "llava-1.5": "USER: <image>\nDoes this picture show a fox?" + _A + "\nASSISTANT:",
     "llava-1.6-mistral": "[INST] <image>\nDoes this picture show a fox?" + _A + " [/INST]",
     "llava-1.6-34b": (
@@ -176,7 +176,9 @@ def test_first_step_by_hand() -> None:
     assert mass[0] == pytest.approx(1.0, abs=1e-6)
     # row 1: top-2 keeps ids 1 and 2; Yes (id 0) is filtered out -> 0
     assert score[1] == 0.0 and mass[1] == pytest.approx(np.exp(6) / (np.exp(6) + np.exp(4)))
-    both_out = first_step_logprobs(torch.tensor([[0.0, 0.0, 5.0, 5.0]]), FirstStep(0.5, True, "float32"), Config())
+    both_out = first_step_logprobs(
+        torch.tensor([[0.0, 0.0, 5.0, 5.0]]), FirstStep(0.5, True, "float32"), Config()
+    )
     assert _ratio_from_logprobs(both_out, [0], [1], torch.float32)[0][0] == 0.0
 
 
@@ -207,7 +209,9 @@ def test_sum_protocol_batched_score_equals_one_step_generate(
 def test_score_is_yes_over_yes_plus_no_of_the_full_forward(model_dirs: dict[str, Path]) -> None:
     """Brute force: run the model on the full prompt (all positions' logits), softmax, sum the
     probabilities of every Yes and No variant by hand."""
-    reranker = VLMReranker(FAMILIES["llava-1.5"], str(model_dirs["llava-1.5"]), protocol="inquire-sum")
+    reranker = VLMReranker(
+        FAMILIES["llava-1.5"], str(model_dirs["llava-1.5"]), protocol="inquire-sum"
+    )
     image = _images()[0]
     inputs = reranker.inputs(QUERY, [image])
     with torch.no_grad():

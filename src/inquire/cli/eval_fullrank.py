@@ -37,7 +37,9 @@ def fullrank_cmd(
     ),
     from_k: int = typer.Option(100, "--from-k", help="Two-stage: first-stage images reranked."),
     protocol: str = typer.Option(
-        "inquire-2024", "--protocol", help="Two-stage: reranking protocol (inquire-2024, inquire-sum)."
+        "inquire-2024",
+        "--protocol",
+        help="Two-stage: reranking protocol (inquire-2024, inquire-sum).",
     ),
     images: Path | None = typer.Option(
         None, "--images", help="Two-stage: root folder the embeddings' image paths are under."

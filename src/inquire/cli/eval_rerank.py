@@ -193,6 +193,7 @@ def import_cache_cmd(
     model: str | None = typer.Option(
         None,
         "--model",
+        "-m",
         help="The INQUIRE model the cache holds (e.g. llava-hf/llava-1.5-13b-hf); default: "
         "read from INQUIRE's cache file name.",
     ),

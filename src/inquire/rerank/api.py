@@ -189,9 +189,7 @@ class APIReranker:
             choice = payload["choices"][0]
             if self.logprobs:
                 top = choice["logprobs"]["content"][0]["top_logprobs"]
-                score, mass = score_from_top_logprobs(
-                    top, exact=self.protocol_row.api_exact_tokens
-                )
+                score, mass = score_from_top_logprobs(top, exact=self.protocol_row.api_exact_tokens)
                 if mass < 0.5:
                     log.warning(
                         "%s: P(Yes)+P(No)=%.3g; the model is not answering yes/no",

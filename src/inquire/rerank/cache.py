@@ -3,10 +3,11 @@
 Key: ``model id + revision + protocol/prompt template version + query text + image id``;
 value: the score (float). The reranking protocol (``inquire-2024``, ``inquire-sum``) is stored
 as the prefix of the prompt-version column (``inquire-2024/llava-1.5-1``), so one protocol's
-scores never stand in for another's. The database runs in WAL mode with a busy timeout, so several processes can
-read and write one cache at once; every batch is committed as soon as it is scored, so an
-interrupted run resumes where it stopped. Failures (NaN) are never stored, and neither are
-outputs of non-deterministic scorers (``reranker.cacheable`` false, e.g. sampled API calls).
+scores never stand in for another's. The database runs in WAL mode with a busy timeout, so
+several processes can read and write one cache at once; every batch is committed as soon as
+it is scored, so an interrupted run resumes where it stopped. Failures (NaN) are never stored,
+and neither are outputs of non-deterministic scorers (``reranker.cacheable`` false, e.g.
+sampled API calls).
 API keys are never part of a key or a value.
 """
 
@@ -235,8 +236,11 @@ def score_candidates(
             cache.put(
                 key,
                 query_text,
-                {image_ids[p]: s for j, (p, s) in enumerate(zip(batch, scores, strict=True))
-                 if j not in skip},
+                {
+                    image_ids[p]: s
+                    for j, (p, s) in enumerate(zip(batch, scores, strict=True))
+                    if j not in skip
+                },
             )
     return out
 

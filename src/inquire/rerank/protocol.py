@@ -139,7 +139,7 @@ class Protocol:
 # assistant role; the query in quotes for the 34B and the GPT prompts)
 
 _ANSWER = 'Answer the question with either "Yes" or "No" and nothing else.'
-_BLIP = 'Does this picture show {query}?' + _ANSWER + "\nAnswer: "
+_BLIP = "Does this picture show {query}?" + _ANSWER + "\nAnswer: "
 
 UPSTREAM_VLM: dict[str, VLMPrompt] = {
     # BLIP models: RGB conversion; "Yes"/"No" ids are input_ids[0] (T5 appends </s>)
@@ -197,7 +197,7 @@ UPSTREAM_API: tuple[APIPrompt, ...] = (
 _SUM_YES = ("Yes", " Yes", "yes", " yes")
 _SUM_NO = ("No", " No", "no", " no")
 
-QUESTION = 'Does this picture show {query}? ' + _ANSWER
+QUESTION = "Does this picture show {query}? " + _ANSWER
 
 #: family -> (template with {image} and {question}, question); {query} in the question.
 _SUM_TEMPLATES: dict[str, tuple[str, str]] = {
@@ -211,7 +211,10 @@ _SUM_TEMPLATES: dict[str, tuple[str, str]] = {
         QUESTION,
     ),
     # the processor adds <bos> after the image tokens and "\n" after the prefix
-    "paligemma": ("{image}{question}", "Q: Does this picture show {query}? Respond with yes or no.\nA:"),
+    "paligemma": (
+        "{image}{question}",
+        "Q: Does this picture show {query}? Respond with yes or no.\nA:",
+    ),
     "idefics3": ("<|im_start|>User:{image}{question}<end_of_utterance>\nAssistant:", QUESTION),
     "qwen2-vl": (
         "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
@@ -225,7 +228,9 @@ SUM_VLM: dict[str, VLMPrompt] = {
     for fam, (template, question) in _SUM_TEMPLATES.items()
 }
 
-SUM_API: tuple[APIPrompt, ...] = (APIPrompt("api", 'Does this picture show exactly "{query}"? ' + _ANSWER),)
+SUM_API: tuple[APIPrompt, ...] = (
+    APIPrompt("api", 'Does this picture show exactly "{query}"? ' + _ANSWER),
+)
 
 DEFAULT_PROTOCOL = "inquire-2024"
 
@@ -295,7 +300,9 @@ class UpstreamModel:
 
 
 UPSTREAM_MODELS: tuple[UpstreamModel, ...] = (
-    UpstreamModel("Salesforce/blip2-flan-t5-xxl", "vlm:blip2/Salesforce/blip2-flan-t5-xxl", "blip2"),
+    UpstreamModel(
+        "Salesforce/blip2-flan-t5-xxl", "vlm:blip2/Salesforce/blip2-flan-t5-xxl", "blip2"
+    ),
     UpstreamModel(
         "Salesforce/instructblip-flan-t5-xxl",
         "vlm:instructblip/Salesforce/instructblip-flan-t5-xxl",
@@ -304,14 +311,18 @@ UPSTREAM_MODELS: tuple[UpstreamModel, ...] = (
     UpstreamModel(
         "google/paligemma-3b-mix-448", "vlm:paligemma/google/paligemma-3b-mix-448", "paligemma"
     ),
-    UpstreamModel("llava-hf/llava-1.5-13b-hf", "vlm:llava-1.5/llava-hf/llava-1.5-13b-hf", "llava-1.5"),
+    UpstreamModel(
+        "llava-hf/llava-1.5-13b-hf", "vlm:llava-1.5/llava-hf/llava-1.5-13b-hf", "llava-1.5"
+    ),
     UpstreamModel(
         "llava-hf/llava-v1.6-mistral-7b-hf",
         "vlm:llava-1.6-mistral/llava-hf/llava-v1.6-mistral-7b-hf",
         "llava-1.6-mistral",
     ),
     UpstreamModel(
-        "llava-hf/llava-v1.6-34b-hf", "vlm:llava-1.6-34b/llava-hf/llava-v1.6-34b-hf", "llava-1.6-34b"
+        "llava-hf/llava-v1.6-34b-hf",
+        "vlm:llava-1.6-34b/llava-hf/llava-v1.6-34b-hf",
+        "llava-1.6-34b",
     ),
     UpstreamModel(
         "Efficient-Large-Model/VILA1.5-13B", "api:Efficient-Large-Model/VILA1.5-13B", "vila"
@@ -326,7 +337,10 @@ UPSTREAM_MODELS: tuple[UpstreamModel, ...] = (
         aliases=("gpt-4-turbo-2024-04-09",),
     ),
     UpstreamModel(
-        "openai-gpt4o20240806", "api:gpt-4o-2024-08-06", "openai-gpt", aliases=("gpt-4o-2024-08-06",)
+        "openai-gpt4o20240806",
+        "api:gpt-4o-2024-08-06",
+        "openai-gpt",
+        aliases=("gpt-4o-2024-08-06",),
     ),
 )
 
@@ -337,5 +351,7 @@ def upstream_model(name: str) -> UpstreamModel:
         if name in (row.upstream, row.cache_file, row.reranker, *row.aliases):
             return row
     raise UnknownNameError(
-        "INQUIRE model", name, [r.upstream for r in UPSTREAM_MODELS] + [r.cache_file for r in UPSTREAM_MODELS]
+        "INQUIRE model",
+        name,
+        [r.upstream for r in UPSTREAM_MODELS] + [r.cache_file for r in UPSTREAM_MODELS],
     )

@@ -57,11 +57,15 @@ def tiny_tokenizer(
     pad, bos, eos, unk = special_tokens[:4]
     if add == "bos":
         tok.post_processor = processors.TemplateProcessing(
-            single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tok.token_to_id(bos))]
+            single=f"{bos} $A",
+            pair=f"{bos} $A {bos} $B",
+            special_tokens=[(bos, tok.token_to_id(bos))],
         )
     elif add == "eos":
         tok.post_processor = processors.TemplateProcessing(
-            single=f"$A {eos}", pair=f"$A {eos} $B {eos}", special_tokens=[(eos, tok.token_to_id(eos))]
+            single=f"$A {eos}",
+            pair=f"$A {eos} $B {eos}",
+            special_tokens=[(eos, tok.token_to_id(eos))],
         )
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
@@ -157,7 +161,17 @@ def build_llava_next(out: Path) -> Path:
     )
 
     tok = tiny_tokenizer(
-        ["<pad>", "<s>", "</s>", "<unk>", "<image>", "[INST]", "[/INST]", "<|im_start|>", "<|im_end|>"],
+        [
+            "<pad>",
+            "<s>",
+            "</s>",
+            "<unk>",
+            "<image>",
+            "[INST]",
+            "[/INST]",
+            "<|im_start|>",
+            "<|im_end|>",
+        ],
         extra={"image_token": "<image>"},
         add="bos",
     )
