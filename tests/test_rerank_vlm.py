@@ -133,6 +133,27 @@ def test_inquire_2024_scores_equal_upstreams_generate(
     )
 
 
+def test_inquire_2024_repetition_penalty_with_left_padding(
+    model_dirs: dict[str, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A generation config with a repetition penalty: applied over each row's own prompt ids
+    (padding excluded), as generate does for one image; LLaVA-1.6 tiles give rows of
+    different lengths, so the batch is left-padded."""
+    family = "llava-1.6-mistral"
+    with caplog.at_level(logging.WARNING, logger="inquire.rerank.vlm"):
+        reranker = load_reranker(f"vlm:{family}/{model_dirs[family]}", batch_size=3)
+    assert "generation config sets" not in caplog.text  # nothing unreproduced in the tiny one
+    reranker.generation_config.top_k = 0
+    reranker.generation_config.repetition_penalty = 3.0
+    images = _images()
+    assert (reranker.inputs(QUERY, images)["attention_mask"] == 0).any()  # padded
+    scores = reranker.score(QUERY, images)
+    reference = [_upstream_reference(reranker, family, QUERY, im) for im in images]
+    np.testing.assert_allclose(scores, reference, atol=1e-6, rtol=0)
+    reranker.generation_config.repetition_penalty = 1.0
+    assert np.abs(reranker.score(QUERY, images) - scores).max() > 1e-3  # the penalty mattered
+
+
 def test_inquire_2024_token_ids_and_image_handling(model_dirs: dict[str, Path]) -> None:
     llava = load_reranker(f"vlm:llava-1.5/{model_dirs['llava-1.5']}")
     tok = llava.processor.tokenizer
