@@ -328,3 +328,45 @@ def test_bf16_runs_and_stays_close_to_fp32(model_dirs: dict[str, Path]) -> None:
     np.testing.assert_allclose(low, fp32.score(QUERY, images), atol=0.02)
     reference = [bf16.generate_score(QUERY, im) for im in images]
     np.testing.assert_allclose(low, reference, atol=1e-2)
+
+
+def test_first_step_matches_a_numpy_reference_on_random_logits() -> None:
+    """Property: temperature 0.5 + top-k + renormalise, read at one Yes and one No id, equals
+    the obvious numpy computation (float64) on random logits, for any k."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from inquire.rerank.protocol import FirstStep
+    from inquire.rerank.vlm import _ratio_from_logprobs, first_step_logprobs
+
+    @settings(max_examples=60, deadline=None, derandomize=True)
+    @given(
+        seed=st.integers(0, 2**32 - 1),
+        vocab=st.integers(3, 40),
+        top_k=st.integers(0, 45),
+        scale=st.floats(0.1, 8.0),
+    )
+    def check(seed: int, vocab: int, top_k: int, scale: float) -> None:
+        rng = np.random.default_rng(seed)
+        x = rng.normal(0, scale, (2, vocab))
+        yes, no = rng.choice(vocab, 2, replace=False)
+
+        class Config:
+            top_p, repetition_penalty = 1.0, None
+
+        Config.top_k = top_k  # type: ignore[attr-defined]
+        logp = first_step_logprobs(
+            torch.tensor(x, dtype=torch.float32), FirstStep(0.5, True, "float32"), Config()
+        )
+        got, _ = _ratio_from_logprobs(logp, [int(yes)], [int(no)], torch.float32)
+        z = x.astype(np.float32).astype(np.float64) / 0.5
+        for r in range(2):
+            keep = np.ones(vocab, bool)
+            if 0 < top_k < vocab:
+                keep = z[r] >= np.sort(z[r])[::-1][top_k - 1]
+            p = np.where(keep, np.exp(z[r] - z[r].max()), 0.0)
+            p /= p.sum()
+            want = 0.0 if p[yes] + p[no] == 0 else p[yes] / (p[yes] + p[no])
+            assert got[r] == pytest.approx(want, abs=2e-6)
+
+    check()

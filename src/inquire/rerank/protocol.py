@@ -112,7 +112,6 @@ class Protocol:
     api: tuple[APIPrompt, ...]
     api_exact_tokens: bool  # only the tokens "Yes" / "No" count (else case/space-insensitive)
     api_refusal_scores_zero: bool  # HTTP 400 -> 0 (else a recorded failure)
-    api_top_logprobs: int = 20
 
     def vlm_prompt(self, family: str) -> VLMPrompt:
         """The row of ``family``; families this protocol does not cover are refused."""
