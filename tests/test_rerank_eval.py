@@ -502,6 +502,16 @@ def test_cli_api_failures_stop_then_a_rerun_retries_only_them(
         assert len(server.requests) == n_candidates + 3  # only the failures were asked again
     summary = (tmp_path / "api" / "summary.json").read_text()
     assert '"failures": 0' in summary and "sk-fake" not in summary
+    assert '"refused_scored_0": 0' in summary
+    # inquire-2024: two refused requests (HTTP 400) score 0, are counted, and are not cached
+    with FakeOpenAI() as server:
+        args = ["eval", "rerank", "--reranker", "api:fake", "--data", data, "--no-cache"]
+        args += ["--base-url", server.base_url, "--api-key-env", "FAKE_KEY", "--concurrency", "1"]
+        server.script(["400", "400"])
+        third = runner.invoke(app, [*args, "--out", str(tmp_path / "refused")])
+        assert third.exit_code == 0, third.output
+    summary = (tmp_path / "refused" / "summary.json").read_text()
+    assert '"refused_scored_0": 2' in summary and '"protocol": "inquire-2024"' in summary
 
 
 def test_queries_without_relevant_candidates_are_left_out(

@@ -213,6 +213,9 @@ def evaluate_rerank(
         cfg["revision"] = str(reranker.revision)
         cfg["prompt_version"] = str(reranker.prompt_version)
         cfg["protocol"] = getattr(reranker, "protocol", None)
+        refusals = getattr(reranker, "refusals", None)
+        if isinstance(refusals, list):  # API requests refused (HTTP 400) and scored 0
+            cfg["refused_scored_0"] = len(refusals)
     kept = Run({q: run[q] for q in qids}, name=name)
     res = evaluate(kept, qrels, queries, k=POOL_K, config=cfg, n_relevant=n_rel)
     res50 = evaluate(
