@@ -303,3 +303,19 @@ def test_protocol_is_part_of_every_cache_key(tmp_path: Path) -> None:
         assert a.calls == [2] and b.calls == [2]  # b found none of a's scores
         score_candidates(a, "q", [1, 2], [10, 20], cache=cache)
         assert a.calls == [2]
+
+
+def test_upstream_cache_file_names() -> None:
+    """INQUIRE names its caches after the model (``/`` -> ``--``, ``:`` -> ``__``); the one
+    file in its repository is ``cache/llava-hf--llava-1.5-13b-hf--cache.npy``."""
+    from inquire.rerank.protocol import UPSTREAM_MODELS, upstream_model
+
+    assert upstream_model("llava-hf/llava-1.5-13b-hf").cache_file == (
+        "llava-hf--llava-1.5-13b-hf--cache.npy"
+    )
+    gpt = upstream_model("gpt-4o-2024-08-06")
+    assert gpt.cache_file == "openai-gpt4o20240806--nosystem-cache.npy"
+    assert upstream_model(gpt.cache_file) is gpt
+    assert len(UPSTREAM_MODELS) == 10
+    with pytest.raises(KeyError, match="llava-hf/llava-1.5-13b-hf"):
+        upstream_model("llava-hf/llava-1.5-13b")
