@@ -317,5 +317,5 @@ def test_upstream_cache_file_names() -> None:
     assert gpt.cache_file == "openai-gpt4o20240806--nosystem-cache.npy"
     assert upstream_model(gpt.cache_file) is gpt
     assert len(UPSTREAM_MODELS) == 10
-    with pytest.raises(KeyError, match="llava-hf/llava-1.5-13b-hf"):
+    with pytest.raises(KeyError, match=r"llava-hf/llava-1\.5-13b-hf"):
         upstream_model("llava-hf/llava-1.5-13b")
