@@ -472,7 +472,8 @@ def test_cli_imports_an_inquire_cache_file_and_evaluates_it(
     assert pd.read_csv(out / "per_query.csv")["ap"].to_numpy() == pytest.approx(1.0)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["config"]["protocol"] == "inquire-2024"
-    assert summary["name"] == "cached:llava13 [inquire-2024]"
+    assert summary["name"] == "cached:llava13 (inquire-2024)"
+    assert "cached:llava13 (inquire-2024)" in res.output  # the table title names it
     # the scores were imported under inquire-2024: another protocol finds none of them
     other = runner.invoke(app, [*cmd, "--protocol", "inquire-sum"])
     assert other.exit_code == 2 and "could not be scored" in other.output

@@ -46,7 +46,7 @@ def test_two_stage_reranks_the_first_stage_top_k(tmp_path: Path) -> None:
     two = EvalResult.load(out / "two_stage")
     assert two.k == 10
     assert two.config["from_k"] == 20 and two.config["reranker"].startswith("vlm:llava-1.5")
-    assert two.config["protocol"] == "inquire-2024" and "[inquire-2024]" in second.name
+    assert two.config["protocol"] == "inquire-2024" and "(inquire-2024)" in second.name
     # The metrics are the foundation's over the reranked top 10, with R from the annotations.
     qrels = read_qrels(bench.annotations)
     queries = read_queries(bench.queries_test)

@@ -228,10 +228,10 @@ def evaluate_rerank(
 
 def run_label(reranker: Any) -> str:
     """A reranker's run name: its id, with its protocol when it follows one
-    (``vlm:llava-1.5/llava-hf/llava-1.5-13b-hf [inquire-2024]``), so tables and reports
+    (``vlm:llava-1.5/llava-hf/llava-1.5-13b-hf (inquire-2024)``), so tables and reports
     that show run names show the protocol."""
     protocol = getattr(reranker, "protocol", None)
-    return f"{reranker.reranker_id} [{protocol}]" if protocol else str(reranker.reranker_id)
+    return f"{reranker.reranker_id} ({protocol})" if protocol else str(reranker.reranker_id)
 
 
 def _pool_images(rerank_set: RerankSet, query_id: int) -> Callable[[Sequence[int]], list[bytes]]:
