@@ -26,6 +26,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--protocol", default="inquire-2024", help="or inquire-sum")
     args = parser.parse_args()
 
     import logging
@@ -48,7 +49,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = build_tiny_vlm(args.family, Path(tmp) / args.family)
         reranker = load_reranker(
-            f"vlm:{args.family}/{folder}", batch_size=args.batch_size, device=args.device
+            f"vlm:{args.family}/{folder}",
+            batch_size=args.batch_size,
+            device=args.device,
+            protocol=args.protocol,
         )
 
         def batched() -> np.ndarray:
@@ -71,7 +75,7 @@ def main() -> None:
     n = args.images
     print(
         f"family={args.family} images={n} batch_size={args.batch_size} threads={args.threads} "
-        f"device={args.device}"
+        f"device={args.device} protocol={args.protocol}"
     )
     print(f"batched_forward: {t_fast:.4f} s ({1000 * t_fast / n:.2f} ms/image)")
     print(f"generate_per_image: {t_slow:.4f} s ({1000 * t_slow / n:.2f} ms/image)")

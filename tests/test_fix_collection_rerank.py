@@ -72,11 +72,12 @@ def test_search_cli_passes_reranker_options_to_the_loader(tmp_path: Path, monkey
     create_collection("ro", tmp_path / "p", "toy:colour")
     runner = CliRunner()
     args = ["search", "ro", "red", "-k", "3", "--csv", "--rerank", "clip:x", "--from-k", "6"]
-    res = runner.invoke(
-        app, [*args, "--device", "cuda:1", "--precision", "bf16", "--batch-size", "3"]
-    )
+    opts = ["--device", "cuda:1", "--precision", "bf16", "--batch-size", "3"]
+    res = runner.invoke(app, [*args, *opts, "--protocol", "inquire-sum"])
     assert res.exit_code == 0, res.output
-    assert calls == [("clip:x", {"device": "cuda:1", "precision": "bf16", "batch_size": 3})]
+    want = {"device": "cuda:1", "precision": "bf16", "batch_size": 3, "protocol": "inquire-sum"}
+    assert calls == [("clip:x", want)]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
-    assert calls[-1] == ("clip:x", {"device": "cpu", "precision": "fp32", "batch_size": 8})
+    default = {"device": "cpu", "precision": "fp32", "batch_size": 8, "protocol": "inquire-2024"}
+    assert calls[-1] == ("clip:x", default)

@@ -58,9 +58,11 @@ def test_scores_are_p_yes_from_logprobs(server: FakeOpenAI, key: str) -> None:
     assert body["logprobs"] is True and body["top_logprobs"] == 20
     assert body["max_tokens"] == 1 and body["temperature"] == 0.0
     content = body["messages"][0]["content"]
-    assert content[0]["text"] == f'Does this picture show exactly "{QUERY}"? ' + (
+    # INQUIRE's GPT prompt, character for character (a newline after the question)
+    assert content[0]["text"] == f'Does this picture show exactly "{QUERY}"?\n' + (
         'Answer the question with either "Yes" or "No" and nothing else.'
     )
+    assert len(body["messages"]) == 1  # no system message
     assert content[1]["image_url"]["url"].startswith("data:image/jpeg;base64,")
     assert server.requests[0]["headers"]["Authorization"] == f"Bearer {SECRET}"
 
@@ -80,6 +82,68 @@ def test_all_yes_is_one_and_no_yes_is_zero(server: FakeOpenAI, key: str) -> None
     assert _reranker(server, concurrency=1).score(QUERY, [_jpeg(0)])[0] == 1.0
     server.script(["no-yes"])
     assert _reranker(server, concurrency=1).score(QUERY, [_jpeg(0)])[0] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        ("ok", None),  # Yes and No listed: p_yes / (p_yes + p_no)
+        ("all-yes", 1.0),  # Yes without No
+        ("no-yes", 0.0),  # No only
+        ("neither", 0.0),
+        ("lowercase-yes", 0.0),  # "yes" is not "Yes": no Yes listed
+        ("400", 0.0),  # refused
+    ],
+)
+def test_inquire_2024_parsing(server: FakeOpenAI, key: str, reply: str, expected) -> None:
+    server.script([reply])
+    reranker = _reranker(server, concurrency=1)
+    assert reranker.protocol == "inquire-2024"
+    with ScoreCache() as cache:
+        score = score_candidates(reranker, QUERY, [7], [_jpeg(0)], cache=cache)[0]
+        if expected is None:
+            expected = fake_p_yes(_jpeg(0), API_QUESTION.format(query=QUERY))
+        assert score == pytest.approx(expected, abs=1e-12)
+        assert reranker.failures == []
+        # a refusal scores 0 but is asked again next time (never cached)
+        assert cache.count() == (0 if reply == "400" else 1)
+    assert len(reranker.refusals) == (1 if reply == "400" else 0)
+    assert len(server.requests) == 1  # a 400 is not retried
+
+
+@pytest.mark.parametrize(("reply", "failed"), [("lowercase-yes", False), ("400", True)])
+def test_inquire_sum_parsing_differs(server: FakeOpenAI, key: str, reply: str, failed: bool):
+    server.script([reply])
+    reranker = _reranker(server, concurrency=1, protocol="inquire-sum")
+    score = reranker.score(QUERY, [_jpeg(0)])[0]
+    if failed:  # a refused request is a recorded failure, not a 0
+        assert np.isnan(score) and "HTTP 400" in reranker.failures[0].reason
+    else:  # "yes" counts whatever its case
+        prompt = reranker.prompt(QUERY)
+        assert score == pytest.approx(fake_p_yes(_jpeg(0), prompt), abs=1e-12)
+        assert prompt == f'Does this picture show exactly "{QUERY}"? ' + (
+            'Answer the question with either "Yes" or "No" and nothing else.'
+        )
+
+
+def test_vila_rows_send_inquires_vila_prompt(server: FakeOpenAI, key: str) -> None:
+    reranker = _reranker(server)
+    vila = APIReranker(
+        "Efficient-Large-Model/VILA1.5-13B",
+        base_url=server.base_url,
+        api_key_env=KEY_ENV,
+        backoff_s=0.001,
+    )
+    assert vila.prompt_version != reranker.prompt_version
+    vila.score(QUERY, [_jpeg(0)])
+    content = server.requests[-1]["body"]["messages"][0]["content"]
+    # INQUIRE's VILA prompt is "<image>\n Does this picture show ...": the image part goes
+    # where the placeholder stood, first; the text is the rest, character for character.
+    assert content[0]["type"] == "image_url"
+    assert content[1]["text"] == (
+        f" Does this picture show {QUERY}?\n"
+        'Answer the question with either "Yes" or "No" and nothing else.'
+    )
 
 
 def test_top_logprob_arithmetic() -> None:

@@ -245,3 +245,77 @@ def test_cache_files_are_never_pickles(tmp_path: Path) -> None:
     assert raw.startswith(b"SQLite format 3\x00")
     with pytest.raises(pickle.UnpicklingError):
         pickle.loads(raw)
+
+
+def _reply(tokens: dict[str, float]) -> dict[str, Any]:
+    top = [{"token": t, "logprob": float(np.log(p))} for t, p in tokens.items()]
+    return {"choices": [{"logprobs": {"content": [{"token": "x", "top_logprobs": top}]}}]}
+
+
+def test_import_gpt_cache_in_inquires_format(tmp_path: Path) -> None:
+    """INQUIRE's GPT-4o cache: its file name names the model, so prompts match exactly; raw
+    replies are scored from exact Yes/No tokens and a stored HTTP 400 response scores 0."""
+    import requests
+
+    refused = requests.models.Response()
+    refused.status_code = 400
+    prompt = (
+        'Does this picture show exactly "{q}"?\n'
+        'Answer the question with either "Yes" or "No" and nothing else.'
+    )
+    data = {
+        "a.jpg--" + prompt.format(q="a fox"): _reply({"Yes": 0.6, "No": 0.2}),
+        "b.jpg--" + prompt.format(q="a fox"): _reply({"Yes": 0.6}),
+        "c.jpg--" + prompt.format(q="a fox"): _reply({"No": 0.5, "yes": 0.4}),
+        "d.jpg--" + prompt.format(q="a fox"): refused,
+        # "a red fox" contains "a fox", but the exact prompt decides
+        "a.jpg--" + prompt.format(q="a red fox"): _reply({"Yes": 0.1, "No": 0.3}),
+        # not INQUIRE's GPT prompt (a space instead of the newline): not imported
+        "b.jpg--" + prompt.format(q="a red fox").replace("\n", " "): 0.5,
+    }
+    npy = tmp_path / "openai-gpt4o20240806--nosystem-cache.npy"
+    np.save(npy, np.array(data, dtype=object), allow_pickle=True)
+    files = {"x/a.jpg": 1, "x/b.jpg": 2, "x/c.jpg": 3, "x/d.jpg": 4}
+    target = CachedReranker("gpt4o")
+    assert target.protocol == "inquire-2024"
+    with ScoreCache(tmp_path / "c.sqlite") as cache:
+        report = import_inquire_cache(
+            npy, cache, ModelKey.of(target), ["a fox", "a red fox"], files, trust_pickle=True
+        )
+        assert report.model == "openai-gpt4o20240806"
+        assert (report.imported, report.skipped_query, report.refused) == (5, 1, 1)
+        fox = score_candidates(target, "a fox", [1, 2, 3, 4], [None] * 4, cache=cache)
+        np.testing.assert_allclose(fox, [0.75, 1.0, 0.0, 0.0])
+        red = score_candidates(target, "a red fox", [1], [None], cache=cache)
+        assert red[0] == pytest.approx(0.25)
+        # the protocol is part of the key: another protocol finds nothing
+        other = CachedReranker("gpt4o", protocol="inquire-sum")
+        assert cache.count(ModelKey.of(other)) == 0 and cache.count(ModelKey.of(target)) == 5
+        assert ModelKey.of(target).stored_version == "inquire-2024/imported"
+
+
+def test_protocol_is_part_of_every_cache_key(tmp_path: Path) -> None:
+    a, b = CountingReranker(), CountingReranker()
+    a.protocol, b.protocol = "inquire-2024", "inquire-sum"  # type: ignore[attr-defined]
+    with ScoreCache(tmp_path / "c.sqlite") as cache:
+        score_candidates(a, "q", [1, 2], [10, 20], cache=cache)
+        score_candidates(b, "q", [1, 2], [10, 20], cache=cache)
+        assert a.calls == [2] and b.calls == [2]  # b found none of a's scores
+        score_candidates(a, "q", [1, 2], [10, 20], cache=cache)
+        assert a.calls == [2]
+
+
+def test_upstream_cache_file_names() -> None:
+    """INQUIRE names its caches after the model (``/`` -> ``--``, ``:`` -> ``__``); the one
+    file in its repository is ``cache/llava-hf--llava-1.5-13b-hf--cache.npy``."""
+    from inquire.rerank.protocol import UPSTREAM_MODELS, upstream_model
+
+    assert upstream_model("llava-hf/llava-1.5-13b-hf").cache_file == (
+        "llava-hf--llava-1.5-13b-hf--cache.npy"
+    )
+    gpt = upstream_model("gpt-4o-2024-08-06")
+    assert gpt.cache_file == "openai-gpt4o20240806--nosystem-cache.npy"
+    assert upstream_model(gpt.cache_file) is gpt
+    assert len(UPSTREAM_MODELS) == 10
+    with pytest.raises(KeyError, match=r"llava-hf/llava-1\.5-13b-hf"):
+        upstream_model("llava-hf/llava-1.5-13b")

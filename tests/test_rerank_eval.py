@@ -365,8 +365,23 @@ def test_cli_eval_rerank(synthetic: dict[str, list[Path]], tmp_path: Path) -> No
     assert res.exit_code == 0 and "expected AP of a random order" in res.output
     bad = runner.invoke(app, ["eval", "rerank", "--reranker", "vml:x", "--data", data])
     assert bad.exit_code == 2 and "vlm" in bad.output
-    listed = runner.invoke(app, ["rerank", "list"])
+    listed = runner.invoke(app, ["rerank", "list"], env={"COLUMNS": "250"})
     assert listed.exit_code == 0 and "paligemma" in listed.output
+    for upstream in (
+        "Salesforce/blip2-flan-t5-xxl",
+        "Salesforce/instructblip-flan-t5-xxl",
+        "google/paligemma-3b-mix-448",
+        "llava-hf/llava-1.5-13b-hf",
+        "llava-hf/llava-v1.6-mistral-7b-hf",
+        "llava-hf/llava-v1.6-34b-hf",
+        "Efficient-Large-Model/VILA1.5-13B",
+        "Efficient-Large-Model/VILA1.5-40b",
+        "gpt-4-turbo-2024-04-09",
+        "gpt-4o-2024-08-06",
+        "inquire-2024",
+        "inquire-sum",
+    ):
+        assert upstream in listed.output, upstream
 
 
 def test_cli_import_cache_refuses_without_trust(tmp_path: Path) -> None:
@@ -433,6 +448,50 @@ def test_cli_imported_scores_evaluate_without_a_model(
     assert missing.exit_code == 2 and "could not be scored" in missing.output
 
 
+def test_cli_imports_an_inquire_cache_file_and_evaluates_it(
+    synthetic: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    """The documented pair: `rerank import-cache <INQUIRE's llava-1.5-13b cache>` then
+    `eval rerank --reranker cached:NAME`, under the inquire-2024 protocol."""
+    import json
+
+    from inquire.cli import app
+
+    data = str(synthetic["test"][0])
+    rs = read_rerank_set([data])
+    entries = {}
+    for q, text in zip(rs.queries["query_id"], rs.queries["query_text"], strict=True):
+        pool = rs.pool(int(q))
+        # INQUIRE's LLaVA-1.5 prompt, written out (ModelWrapperWithCache key: file--prompt)
+        prompt = (
+            f"USER: <image>\nDoes this picture show {text}?Answer the question with either "
+            '"Yes" or "No" and nothing else.\nASSISTANT:'
+        )
+        for name, rel in zip(pool["file_name"], pool["relevant"], strict=True):
+            entries[f"{name}--{prompt}"] = 0.1 + 0.8 * float(rel)
+    npy = tmp_path / "llava-hf--llava-1.5-13b-hf--cache.npy"
+    np.save(npy, np.array(entries, dtype=object), allow_pickle=True)
+    runner = CliRunner()
+    args = ["rerank", "import-cache", str(npy), "--name", "llava13", "--trust-pickle"]
+    imp = runner.invoke(app, [*args, "--data", data])
+    assert imp.exit_code == 0, imp.output
+    assert f"imported {len(entries)} scores" in imp.output and "inquire-2024" in imp.output
+    out = tmp_path / "res"
+    cmd = ["eval", "rerank", "--reranker", "cached:llava13", "--data", data]
+    res = runner.invoke(app, [*cmd, "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert pd.read_csv(out / "per_query.csv")["ap"].to_numpy() == pytest.approx(1.0)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["config"]["protocol"] == "inquire-2024"
+    assert summary["name"] == "cached:llava13 (inquire-2024)"
+    assert "cached:llava13 (inquire-2024)" in res.output  # the table title names it
+    # the scores were imported under inquire-2024: another protocol finds none of them
+    other = runner.invoke(app, [*cmd, "--protocol", "inquire-sum"])
+    assert other.exit_code == 2 and "could not be scored" in other.output
+    bad = runner.invoke(app, [*cmd, "--protocol", "inquire-2023"])
+    assert bad.exit_code == 2 and "inquire-2024" in bad.output
+
+
 def test_cli_api_failures_stop_then_a_rerun_retries_only_them(
     synthetic: dict[str, list[Path]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -455,6 +514,16 @@ def test_cli_api_failures_stop_then_a_rerun_retries_only_them(
         assert len(server.requests) == n_candidates + 3  # only the failures were asked again
     summary = (tmp_path / "api" / "summary.json").read_text()
     assert '"failures": 0' in summary and "sk-fake" not in summary
+    assert '"refused_scored_0": 0' in summary
+    # inquire-2024: two refused requests (HTTP 400) score 0, are counted, and are not cached
+    with FakeOpenAI() as server:
+        args = ["eval", "rerank", "--reranker", "api:fake", "--data", data, "--no-cache"]
+        args += ["--base-url", server.base_url, "--api-key-env", "FAKE_KEY", "--concurrency", "1"]
+        server.script(["400", "400"])
+        third = runner.invoke(app, [*args, "--out", str(tmp_path / "refused")])
+        assert third.exit_code == 0, third.output
+    summary = (tmp_path / "refused" / "summary.json").read_text()
+    assert '"refused_scored_0": 2' in summary and '"protocol": "inquire-2024"' in summary
 
 
 def test_queries_without_relevant_candidates_are_left_out(

@@ -46,6 +46,7 @@ def test_two_stage_reranks_the_first_stage_top_k(tmp_path: Path) -> None:
     two = EvalResult.load(out / "two_stage")
     assert two.k == 10
     assert two.config["from_k"] == 20 and two.config["reranker"].startswith("vlm:llava-1.5")
+    assert two.config["protocol"] == "inquire-2024" and "(inquire-2024)" in second.name
     # The metrics are the foundation's over the reranked top 10, with R from the annotations.
     qrels = read_qrels(bench.annotations)
     queries = read_queries(bench.queries_test)
@@ -55,6 +56,12 @@ def test_two_stage_reranks_the_first_stage_top_k(tmp_path: Path) -> None:
         hits = sum(int(i) in qrels[int(q)] for i in top)
         got = per_query.loc[per_query["query_id"] == q, "precision"].item()
         assert got == hits / 10
+    # --protocol reaches the reranker, and the results say which protocol scored them
+    out2 = tmp_path / "out2"
+    args2 = [*args[:-1], str(out2), "--protocol", "inquire-sum"]
+    res = CliRunner().invoke(app, args2)
+    assert res.exit_code == 0, res.output
+    assert EvalResult.load(out2 / "two_stage").config["protocol"] == "inquire-sum"
 
 
 def test_rerank_without_images_is_a_clear_error(tmp_path: Path) -> None:

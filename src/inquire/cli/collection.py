@@ -255,6 +255,9 @@ def search_cmd(
     like: list[str] = typer.Option([], "--like", help="Example image: id or path; repeatable."),
     rerank: str | None = typer.Option(None, "--rerank", help="Reranker id."),
     from_k: int = typer.Option(200, "--from-k", help="Results the reranker re-orders."),
+    protocol: str = typer.Option(
+        "inquire-2024", "--protocol", help="Reranking protocol (inquire-2024, inquire-sum)."
+    ),
     device: str = typer.Option(
         "cpu", "--device", help="Device of a local reranker: cpu, cuda, cuda:N, mps."
     ),
@@ -314,6 +317,7 @@ def search_cmd(
             rerank_device=device,
             rerank_precision=precision,
             rerank_batch_size=batch_size,
+            rerank_protocol=protocol,
         )
         if df is None:
             df = search(coll, req)

@@ -36,6 +36,11 @@ def fullrank_cmd(
         help="Two-stage: rerank the top --from-k with this reranker (see `inquire rerank list`).",
     ),
     from_k: int = typer.Option(100, "--from-k", help="Two-stage: first-stage images reranked."),
+    protocol: str = typer.Option(
+        "inquire-2024",
+        "--protocol",
+        help="Two-stage: reranking protocol (inquire-2024, inquire-sum).",
+    ),
     images: Path | None = typer.Option(
         None, "--images", help="Two-stage: root folder the embeddings' image paths are under."
     ),
@@ -105,7 +110,7 @@ def fullrank_cmd(
         with ScoreCache() as cache:
             two = evaluate_two_stage(
                 run,
-                load_reranker(rerank, device=device, precision=precision),
+                load_reranker(rerank, device=device, precision=precision, protocol=protocol),
                 resolve,
                 qrels,
                 query_df,

@@ -8,6 +8,12 @@ from typing import Any
 import typer
 
 from inquire.cli._common import friendly_errors
+from inquire.rerank.protocol import DEFAULT_PROTOCOL
+
+PROTOCOL_HELP = (
+    "Reranking protocol of vlm:/api:/cached: rerankers: inquire-2024 (INQUIRE's prompts and "
+    "scoring) or inquire-sum (see `inquire rerank list`)."
+)
 
 rerank_app = typer.Typer(help="Reranker scores: list rerankers, import score caches.")
 
@@ -78,6 +84,7 @@ def eval_rerank_cmd(
     api_key_env: str = typer.Option("OPENAI_API_KEY", help="Environment variable with the key."),
     concurrency: int = typer.Option(8, help="Concurrent API requests."),
     top_logprobs: int = typer.Option(20, help="top_logprobs asked of the API (0..20)."),
+    protocol: str = typer.Option(DEFAULT_PROTOCOL, "--protocol", help=PROTOCOL_HELP),
     allow_failures: bool = typer.Option(
         False, help="Rank candidates that could not be scored last instead of stopping."
     ),
@@ -103,6 +110,7 @@ def eval_rerank_cmd(
             api_key_env=api_key_env,
             concurrency=concurrency,
             top_logprobs=top_logprobs,
+            protocol=protocol,
         )
         ranker = load_reranker(reranker, opts)
         cache = None if no_cache else ScoreCache()
@@ -132,9 +140,11 @@ def list_cmd() -> None:
     from rich.table import Table
 
     from inquire.eval.rerank import BASELINES
+    from inquire.rerank.protocol import DEFAULT_PROTOCOL, PROTOCOLS, UPSTREAM_MODELS
     from inquire.rerank.registry import KINDS
     from inquire.rerank.vlm import FAMILIES
 
+    console = Console()
     table = Table(title="rerankers")
     for col in ("id", "what", "example"):
         table.add_column(col)
@@ -143,8 +153,26 @@ def list_cmd() -> None:
     for k in KINDS.values():
         table.add_row(f"{k.name}:...", k.help, k.example)
     for f in FAMILIES.values():
-        table.add_row(f"vlm:{f.name}/...", f.model_class, f"vlm:{f.name}/{f.example}")
-    Console().print(table)
+        protocols = ", ".join(p.name for p in PROTOCOLS.values() if f.name in p.vlm)
+        upstream = [m.upstream for m in UPSTREAM_MODELS if m.family == f.name]
+        table.add_row(
+            f"vlm:{f.name}/...",
+            f"{f.model_class}; protocols: {protocols}",
+            "\n".join(f"vlm:{f.name}/{m}" for m in upstream) or f"vlm:{f.name}/{f.example}",
+        )
+    console.print(table)
+    models = Table(title="models INQUIRE evaluated (upstream id -> reranker id here)")
+    for col in ("upstream model", "reranker id", "prompt row", "released cache file"):
+        models.add_column(col)
+    for m in UPSTREAM_MODELS:
+        models.add_row(m.upstream, m.reranker, m.family, m.cache_file)
+    console.print(models)
+    protos = Table(title=f"protocols (--protocol; default {DEFAULT_PROTOCOL})")
+    for col in ("protocol", "what"):
+        protos.add_column(col)
+    for p in PROTOCOLS.values():
+        protos.add_row(p.name, p.help)
+    console.print(protos)
 
 
 @friendly_errors
@@ -162,6 +190,14 @@ def import_cache_cmd(
     prompt_template: str | None = typer.Option(
         None, help="The cache's prompt, with {query} where the query text goes."
     ),
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        "-m",
+        help="The INQUIRE model the cache holds (e.g. llava-hf/llava-1.5-13b-hf); default: "
+        "read from INQUIRE's cache file name.",
+    ),
+    protocol: str = typer.Option(DEFAULT_PROTOCOL, "--protocol", help=PROTOCOL_HELP),
 ) -> None:
     """Import INQUIRE's released scores into the cache, to evaluate them as cached:NAME."""
     from inquire.rerank.cache import (
@@ -177,7 +213,7 @@ def import_cache_cmd(
 
         raise InputError(PICKLE_REFUSAL.format(path=str(npy)))
     rs = _rerank_set(split, data, queries)
-    target = CachedReranker(name)
+    target = CachedReranker(name, protocol=protocol)
     with ScoreCache() as cache:
         report = import_inquire_cache(
             npy,
@@ -187,12 +223,14 @@ def import_cache_cmd(
             rs.file_names(),
             trust_pickle=trust_pickle,
             prompt_template=prompt_template,
+            model=model,
         )
     typer.echo(
         f"imported {report.imported} scores as {target.reranker_id} (skipped: "
         f"{report.skipped_image} unknown images, {report.skipped_query} unknown prompts, "
-        f"{report.skipped_value} non-numeric values); evaluate with "
-        f"`inquire eval rerank --reranker {target.reranker_id}`"
+        f"{report.skipped_value} non-numeric values; {report.refused} refused requests "
+        f"scored 0) under protocol {target.protocol}; evaluate with "
+        f"`inquire eval rerank --reranker {target.reranker_id} --protocol {target.protocol}`"
     )
 
 

@@ -189,6 +189,7 @@ class SearchRequest:
     rerank_device: str = "cpu"
     rerank_precision: str = "fp32"
     rerank_batch_size: int = 8
+    rerank_protocol: str | None = None  # None: the default (inquire.rerank.protocol)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -283,12 +284,14 @@ def rerank_results(
     device: str = "cpu",
     precision: str = "fp32",
     batch_size: int = 8,
+    protocol: str | None = None,
 ) -> pd.DataFrame:
     """Re-order ``df`` by ``load_reranker(reranker_id).score(text, images)`` (desc, ties by
     the first-stage rank); adds ``rerank_score`` and keeps the first-stage ``score``.
 
     ``device`` (``cpu``, ``cuda``, ``cuda:N``, ``mps``), ``precision`` (``fp32``, ``bf16``,
-    ``fp16``) and ``batch_size`` (images per forward pass) are how a local model runs.
+    ``fp16``) and ``batch_size`` (images per forward pass) are how a local model runs;
+    ``protocol`` is the reranking protocol (None: the default, ``inquire-2024``).
 
     Scores are cached (default: the shared :class:`~inquire.rerank.cache.ScoreCache`) under
     the file's path, size and modification time, so a changed photo is scored again and two
@@ -299,7 +302,9 @@ def rerank_results(
 
     if not text.strip():
         raise InputError("--rerank needs a text query to score the images against")
-    reranker = load_reranker(reranker_id, device=device, precision=precision, batch_size=batch_size)
+    reranker = load_reranker(
+        reranker_id, device=device, precision=precision, batch_size=batch_size, protocol=protocol
+    )
     paths = [Path(p) for p in df["path"]]
     keys = []
     for p in paths:
@@ -353,6 +358,7 @@ def search(
             device=request.rerank_device,
             precision=request.rerank_precision,
             batch_size=request.rerank_batch_size,
+            protocol=request.rerank_protocol,
         )
     return df.head(request.k).reset_index(drop=True)
 

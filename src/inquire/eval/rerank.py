@@ -143,7 +143,7 @@ def evaluate_rerank(
         name = baseline.name
     else:
         reranker = ranker
-        name = str(reranker.reranker_id)
+        name = run_label(reranker)
     results: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     failures: list[dict[str, Any]] = []
     qids = rerank_set.query_ids
@@ -209,8 +209,13 @@ def evaluate_rerank(
         **(config or {}),
     }
     if baseline is None:
+        cfg["reranker"] = str(reranker.reranker_id)
         cfg["revision"] = str(reranker.revision)
         cfg["prompt_version"] = str(reranker.prompt_version)
+        cfg["protocol"] = getattr(reranker, "protocol", None)
+        refusals = getattr(reranker, "refusals", None)
+        if isinstance(refusals, list):  # API requests refused (HTTP 400) and scored 0
+            cfg["refused_scored_0"] = len(refusals)
     kept = Run({q: run[q] for q in qids}, name=name)
     res = evaluate(kept, qrels, queries, k=POOL_K, config=cfg, n_relevant=n_rel)
     res50 = evaluate(
@@ -219,6 +224,14 @@ def evaluate_rerank(
     if len(fail_df):
         log.warning("%d candidates failed and were ranked last; result flagged", len(fail_df))
     return RerankResult(res, res50, run, fail_df, expected)
+
+
+def run_label(reranker: Any) -> str:
+    """A reranker's run name: its id, with its protocol when it follows one
+    (``vlm:llava-1.5/llava-hf/llava-1.5-13b-hf (inquire-2024)``), so tables and reports
+    that show run names show the protocol."""
+    protocol = getattr(reranker, "protocol", None)
+    return f"{reranker.reranker_id} ({protocol})" if protocol else str(reranker.reranker_id)
 
 
 def _pool_images(rerank_set: RerankSet, query_id: int) -> Callable[[Sequence[int]], list[bytes]]:

@@ -88,7 +88,9 @@ def rerank_run(
         bad = np.isnan(scores)
         failures.extend({"query_id": q, "image_id": int(i)} for i in ids[bad])
         results[q] = (ids, np.where(bad, -np.inf, scores))
-    name = f"{run.name}+{reranker.reranker_id}@{from_k}"
+    from inquire.eval.rerank import run_label
+
+    name = f"{run.name}+{run_label(reranker)}@{from_k}"
     return Run(results, name=name), pd.DataFrame(failures, columns=["query_id", "image_id"])
 
 
@@ -177,6 +179,7 @@ def evaluate_two_stage(
         "reranker": reranker.reranker_id,
         "revision": reranker.revision,
         "prompt_version": reranker.prompt_version,
+        "protocol": getattr(reranker, "protocol", None),
         "from_k": from_k,
         "failures": len(failures),
     }

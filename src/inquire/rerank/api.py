@@ -1,10 +1,14 @@
 """Rerank with an OpenAI-compatible chat-completions API (OpenAI, vLLM, a local gateway).
 
-Each image is sent as a base64 data URL with the prompt
-``Does this picture show exactly "{query}"?`` + the yes/no instruction, asking for one token
-with ``logprobs`` and ``top_logprobs``. The score is P(Yes) / (P(Yes) + P(No)) summed over the
-top tokens that read "yes" / "no" (case and surrounding spaces ignored); when no "No" is among
-them the score is 1, when no "Yes" is among them it is 0.
+Each image is sent as a base64 data URL with the prompt of the model's row in the reranking
+protocol (:mod:`inquire.rerank.protocol`; under the default ``inquire-2024``, INQUIRE's
+``Does this picture show exactly "{query}"?\\n`` + the yes/no instruction for GPT models and
+its VILA prompt for VILA models), asking for one token with ``logprobs`` and ``top_logprobs``.
+The score is P(Yes) / (P(Yes) + P(No)) over the first token's top tokens: under
+``inquire-2024`` only the tokens ``Yes`` and ``No`` themselves count, under ``inquire-sum``
+any case and surrounding spaces; when no "Yes" is among them the score is 0, when a "Yes" but
+no "No" is, 1. Under ``inquire-2024`` a request the server refuses with HTTP 400 scores 0,
+as INQUIRE scored its refused requests (logged, and not cached, so a rerun asks again).
 
 Requests run concurrently (``concurrency`` at a time) and are retried with exponential
 backoff on 429, 5xx, timeouts, connection errors and malformed replies. A request that still
@@ -31,16 +35,14 @@ import numpy as np
 
 from inquire.errors import InputError
 from inquire.rerank.base import ImageLike, image_bytes
+from inquire.rerank.protocol import PROTOCOLS, Protocol, get_protocol
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
-API_QUESTION = (
-    'Does this picture show exactly "{query}"? Answer the question with either "Yes" or "No" '
-    "and nothing else."
-)
-PROMPT_VERSION = "api-1"
+#: INQUIRE's GPT prompt (the default protocol's fallback API row); ``{query}`` is the query.
+API_QUESTION = PROTOCOLS["inquire-2024"].api_prompt("gpt-4o").text
 _RETRY_STATUS = {408, 409, 425, 429}
 
 
@@ -83,7 +85,7 @@ def score_from_top_logprobs(
             p_yes += p
         elif word == "no":
             p_no += p
-    if p_yes == 0.0:
+    if p_yes == 0.0:  # also when neither answer is listed
         return 0.0, p_no
     if p_no == 0.0:
         return 1.0, p_yes
@@ -106,6 +108,7 @@ class APIReranker:
         max_retries: int = 4,
         backoff_s: float = 1.0,
         max_backoff_s: float = 30.0,
+        protocol: str | Protocol | None = None,
     ) -> None:
         if not model:
             raise InputError("API reranker needs a model name: api:<model>, e.g. api:gpt-4o")
@@ -127,10 +130,14 @@ class APIReranker:
                 f"no API key: set the environment variable {api_key_env} (or name another one "
                 f"with --api-key-env), or point --base-url at a server that needs none"
             )
+        self.protocol_row = get_protocol(protocol)
+        self.protocol = self.protocol_row.name  # part of the cache key (rerank.cache.ModelKey)
+        self.prompt_row = self.protocol_row.api_prompt(model)
         self.reranker_id = f"api:{model}"
         # The server is part of the model's identity: one name can mean different weights.
         self.revision = f"{parsed.netloc}{parsed.path}"
-        self.prompt_version = f"{PROMPT_VERSION}-top{top_logprobs}" if logprobs else PROMPT_VERSION
+        version = f"api-{self.prompt_row.name}-{self.prompt_row.version}"
+        self.prompt_version = f"{version}-top{top_logprobs}" if logprobs else version
         self.concurrency = concurrency
         # images per score() call from the scoring loop: enough to keep every slot busy
         self.chunk_size = 4 * concurrency
@@ -145,28 +152,24 @@ class APIReranker:
         # deterministic and must never be cached as if they were.
         self.cacheable = self.logprobs and temperature == 0.0
         self.failures: list[Failure] = []
+        # Requests refused with HTTP 400 that the protocol scores 0 (INQUIRE's rule).
+        self.refusals: list[Failure] = []
+        # Positions of the last score() call whose score must not be cached (refusals).
+        self.last_uncached: frozenset[int] = frozenset()
 
     def __repr__(self) -> str:  # never shows the key
         return f"APIReranker({self.model!r}, base_url={self.base_url!r})"
 
     def prompt(self, query_text: str) -> str:
         """The text sent with each image."""
-        return API_QUESTION.format(query=query_text)
+        return self.prompt_row.render(query_text)
 
     def _body(self, query_text: str, image: ImageLike) -> dict[str, Any]:
         data, mime = image_bytes(image)
         url = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
         body: dict[str, Any] = {
             "model": self.model,
-            "messages": [
-                {
-                    "role": "user",
-                    "content": [
-                        {"type": "text", "text": self.prompt(query_text)},
-                        {"type": "image_url", "image_url": {"url": url}},
-                    ],
-                }
-            ],
+            "messages": [{"role": "user", "content": self._content(query_text, url)}],
             "max_tokens": 1,
             "temperature": self.temperature,
         }
@@ -175,12 +178,18 @@ class APIReranker:
             body["top_logprobs"] = self.top_logprobs
         return body
 
+    def _content(self, query_text: str, url: str) -> list[dict[str, Any]]:
+        text = {"type": "text", "text": self.prompt(query_text)}
+        image = {"type": "image_url", "image_url": {"url": url}}
+        # A row whose prompt has an image placeholder sends the image where it stood: first.
+        return [image, text] if self.prompt_row.image_placeholder else [text, image]
+
     def _parse(self, payload: Any) -> float:
         try:
             choice = payload["choices"][0]
             if self.logprobs:
                 top = choice["logprobs"]["content"][0]["top_logprobs"]
-                score, mass = score_from_top_logprobs(top)
+                score, mass = score_from_top_logprobs(top, exact=self.protocol_row.api_exact_tokens)
                 if mass < 0.5:
                     log.warning(
                         "%s: P(Yes)+P(No)=%.3g; the model is not answering yes/no",
@@ -210,6 +219,8 @@ class APIReranker:
                         if retry_after and retry_after.replace(".", "", 1).isdigit():
                             wait = min(self.max_backoff_s, float(retry_after))
                         raise _Retryable(f"HTTP {resp.status_code}")
+                    if resp.status_code == 400 and self.protocol_row.api_refusal_scores_zero:
+                        raise _Refused(f"HTTP 400: {resp.text[:200]}")
                     if resp.status_code >= 400:
                         # 400/401/403/404 will not get better by retrying.
                         return self._fail(f"HTTP {resp.status_code}: {resp.text[:200]}")
@@ -243,8 +254,20 @@ class APIReranker:
                 *(self._one(client, sem, b) for b in bodies), return_exceptions=True
             )
         out = np.full(len(images), np.nan, np.float64)
+        uncached = set()
         for i, res in enumerate(results):
-            if isinstance(res, _Failed):
+            if isinstance(res, _Refused):
+                out[i] = 0.0
+                uncached.add(i)
+                self.refusals.append(Failure(query_text, i, str(res)))
+                log.warning(
+                    "%s: request refused for query %r (%s); scored 0 as the %s protocol does",
+                    self.reranker_id,
+                    query_text,
+                    res,
+                    self.protocol,
+                )
+            elif isinstance(res, _Failed):
                 self.failures.append(Failure(query_text, i, str(res)))
                 log.warning(
                     "%s: request failed for query %r: %s", self.reranker_id, query_text, res
@@ -253,10 +276,12 @@ class APIReranker:
                 raise res
             else:
                 out[i] = float(res)
+        self.last_uncached = frozenset(uncached)
         return out
 
     def score(self, query_text: str, images: Sequence[ImageLike]) -> np.ndarray:
         """``(n,) float64`` scores in [0, 1]; NaN for requests that kept failing."""
+        self.last_uncached = frozenset()
         if not images:
             return np.empty(0, np.float64)
         try:
@@ -282,3 +307,7 @@ class APIReranker:
 
 class _Failed(Exception):
     pass
+
+
+class _Refused(Exception):
+    """HTTP 400 under a protocol that scores refusals 0."""

@@ -1,10 +1,13 @@
 """A persistent cache of reranker outputs (SQLite), and import of INQUIRE's released caches.
 
-Key: ``model id + revision + prompt template version + query text + image id``; value: the
-score (float). The database runs in WAL mode with a busy timeout, so several processes can
-read and write one cache at once; every batch is committed as soon as it is scored, so an
-interrupted run resumes where it stopped. Failures (NaN) are never stored, and neither are
-outputs of non-deterministic scorers (``reranker.cacheable`` false, e.g. sampled API calls).
+Key: ``model id + revision + protocol/prompt template version + query text + image id``;
+value: the score (float). The reranking protocol (``inquire-2024``, ``inquire-sum``) is stored
+as the prefix of the prompt-version column (``inquire-2024/llava-1.5-1``), so one protocol's
+scores never stand in for another's. The database runs in WAL mode with a busy timeout, so
+several processes can read and write one cache at once; every batch is committed as soon as
+it is scored, so an interrupted run resumes where it stopped. Failures (NaN) are never stored,
+and neither are outputs of non-deterministic scorers (``reranker.cacheable`` false, e.g.
+sampled API calls).
 API keys are never part of a key or a value.
 """
 
@@ -55,6 +58,13 @@ class ModelKey:
     model: str
     revision: str
     prompt_version: str
+    protocol: str = ""
+
+    @property
+    def stored_version(self) -> str:
+        """The prompt-version column: ``protocol/prompt_version`` (or the version alone for
+        scorers outside any protocol, e.g. CLIP)."""
+        return f"{self.protocol}/{self.prompt_version}" if self.protocol else self.prompt_version
 
     @classmethod
     def of(cls, reranker: Reranker) -> ModelKey:
@@ -68,7 +78,8 @@ class ModelKey:
         precision = str(getattr(reranker, "precision", "") or "fp32")
         if precision != "fp32":
             revision = f"{revision}@{precision}"
-        return cls(reranker.reranker_id, revision, reranker.prompt_version)
+        protocol = str(getattr(reranker, "protocol", "") or "")
+        return cls(reranker.reranker_id, revision, reranker.prompt_version, protocol)
 
 
 class ScoreCache:
@@ -124,7 +135,7 @@ class ScoreCache:
             rows = self._db.execute(
                 "SELECT image_id, score FROM scores WHERE model = ? AND revision = ? AND "
                 f"prompt_version = ? AND query = ? AND image_id IN ({marks})",
-                (key.model, key.revision, key.prompt_version, query, *chunk),
+                (key.model, key.revision, key.stored_version, query, *chunk),
             ).fetchall()
             found.update({str(i): float(s) for i, s in rows})
         return found
@@ -133,7 +144,7 @@ class ScoreCache:
         """Store finite ``scores`` (image id -> score) in one transaction; return how many."""
         now = time.time()
         rows = [
-            (key.model, key.revision, key.prompt_version, query, str(i), float(s), now)
+            (key.model, key.revision, key.stored_version, query, str(i), float(s), now)
             for i, s in scores.items()
             if math.isfinite(float(s))
         ]
@@ -157,7 +168,7 @@ class ScoreCache:
             self._db.execute(
                 "SELECT COUNT(*) FROM scores WHERE model = ? AND revision = ? AND "
                 "prompt_version = ?",
-                (key.model, key.revision, key.prompt_version),
+                (key.model, key.revision, key.stored_version),
             ).fetchone()[0]
         )
 
@@ -219,8 +230,17 @@ def score_candidates(
             )
         out[batch] = scores
         if use_cache and cache is not None:
+            # A scorer may mark scores of this call that are not to be cached (an API
+            # request refused with HTTP 400 scores 0 under inquire-2024, but is asked again).
+            skip = set(getattr(reranker, "last_uncached", ()) or ())
             cache.put(
-                key, query_text, {image_ids[p]: s for p, s in zip(batch, scores, strict=True)}
+                key,
+                query_text,
+                {
+                    image_ids[p]: s
+                    for j, (p, s) in enumerate(zip(batch, scores, strict=True))
+                    if j not in skip
+                },
             )
     return out
 
@@ -241,7 +261,9 @@ class ImportReport:
     imported: int
     skipped_image: int  # image path not in the candidate set
     skipped_query: int  # prompt names no known query
-    skipped_value: int  # value is not a number
+    skipped_value: int  # value is neither a number, a reply with logprobs nor a refusal
+    refused: int = 0  # stored HTTP 400 responses, scored 0 as INQUIRE did
+    model: str | None = None  # the INQUIRE model whose exact prompts were matched
 
 
 def import_inquire_cache(
@@ -252,75 +274,105 @@ def import_inquire_cache(
     image_ids_by_file: Mapping[str, int],
     trust_pickle: bool = False,
     prompt_template: str | None = None,
+    model: str | None = None,
 ) -> ImportReport:
-    """Copy INQUIRE's ``{"{image_path}--{prompt}": score}`` cache into ``cache`` under ``key``.
+    """Copy INQUIRE's ``{"{image_name}--{prompt}": value}`` cache into ``cache`` under ``key``.
 
-    INQUIRE keys are ``inat24_file_name + "--" + the full model-specific prompt``; values are
-    P(Yes)/(P(Yes)+P(No)) floats for open models and raw chat-completions replies for API
-    models (scored here from their ``top_logprobs``).
+    INQUIRE's ``ModelWrapperWithCache`` keys are the image name (``inat24_file_name`` on
+    INQUIRE-Rerank, ``image_path + ".jpg"`` in two-stage runs) + ``"--"`` + the full
+    model-specific prompt of ``get_lmm_prompt``; values are P(Yes)/(P(Yes)+P(No)) floats for
+    open models and raw chat-completions replies for the GPT models (scored here from the
+    first token's ``top_logprobs``, only the tokens ``Yes``/``No``; a stored HTTP 400
+    response scores 0, as INQUIRE's ``convert_gpt_response_to_preds``).
 
-    The prompt is mapped to a query text with ``prompt_template`` (``{query}`` marks the
-    query) when given and matching, else to the longest known query text it contains. The
-    image path is mapped by its file name (the last path component) through
-    ``image_ids_by_file`` (file name -> image id; e.g. from :class:`RerankSet`).
+    Prompts are mapped to query texts exactly when the INQUIRE model is known: ``model`` (an
+    upstream name such as ``llava-hf/llava-1.5-13b-hf``, an alias such as ``gpt-4o-2024-08-06``
+    or the cache's file name), else the file name itself when it is one of INQUIRE's
+    (``llava-hf--llava-1.5-13b-hf--cache.npy``); then every query's upstream prompt is built
+    (:data:`inquire.rerank.protocol.UPSTREAM_MODELS`) and matched character for character.
+    Otherwise ``prompt_template`` (``{query}`` marks the query), else the longest known query
+    text the prompt contains. The image is mapped by its file name (last path component)
+    through ``image_ids_by_file`` (file name -> image id; e.g. from :class:`RerankSet`).
     """
+    from inquire.rerank.protocol import upstream_model
+
     path = Path(npy_path)
     if not trust_pickle:
         raise InputError(PICKLE_REFUSAL.format(path=str(path)))
     if not path.is_file():
         raise InputError(f"score cache {str(path)!r} does not exist")
+    row = None
+    if model is not None:
+        row = upstream_model(model)
+    else:
+        try:
+            row = upstream_model(path.name)
+        except KeyError:
+            row = None
     try:
         obj = np.load(path, allow_pickle=True)
         # np.save of a dict stores a 0-d object array around it
         data = obj.item() if isinstance(obj, np.ndarray) and obj.shape == () else obj
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, ModuleNotFoundError) as exc:
         raise InputError(f"{str(path)!r} is not a readable .npy score cache: {exc}") from exc
     if not isinstance(data, dict):
         raise InputError(
             f"{str(path)!r} holds a {type(data).__name__}; expected a dict keyed "
-            f"'{{image_path}}--{{prompt}}'"
+            f"'{{image_name}}--{{prompt}}'"
         )
     known = sorted({str(q) for q in queries}, key=len, reverse=True)
+    exact = {row.prompt(q): q for q in known} if row is not None else None
     pattern = None
-    if prompt_template:
+    if prompt_template and exact is None:
         before, _, after = prompt_template.partition("{query}")
         pattern = re.compile(re.escape(before) + "(.*)" + re.escape(after), re.DOTALL)
     by_file = {Path(str(f)).name: int(i) for f, i in image_ids_by_file.items()}
     grouped: dict[str, dict[int, float]] = {}
-    skipped_image = skipped_query = skipped_value = 0
+    skipped_image = skipped_query = skipped_value = refused = 0
     for raw_key, value in data.items():
         image_path, sep, prompt = str(raw_key).partition("--")
         image_id = by_file.get(Path(image_path).name) if sep else None
         if image_id is None:
             skipped_image += 1
             continue
-        query = None
-        match = pattern.fullmatch(prompt) if pattern else None
-        if match and match.group(1) in known:
-            query = match.group(1)
+        query: str | None
+        if exact is not None:
+            query = exact.get(prompt)
         else:
-            query = next((q for q in known if q in prompt), None)
+            match = pattern.fullmatch(prompt) if pattern else None
+            if match and match.group(1) in known:
+                query = match.group(1)
+            else:
+                query = next((q for q in known if q in prompt), None)
         if query is None:
             skipped_query += 1
             continue
+        if getattr(value, "status_code", None) == 400:
+            refused += 1
         score = _released_score(value)
-        if score is None:
-            skipped_value += 1
-            continue
-        if not math.isfinite(score):
+        if score is None or not math.isfinite(score):
             skipped_value += 1
             continue
         grouped.setdefault(query, {})[image_id] = score
     imported = sum(cache.put(key, q, scores) for q, scores in grouped.items())
-    report = ImportReport(imported, skipped_image, skipped_query, skipped_value)
+    report = ImportReport(
+        imported,
+        skipped_image,
+        skipped_query,
+        skipped_value,
+        refused,
+        row.upstream if row is not None else None,
+    )
     log.info("imported %s from %s", report, path)
     return report
 
 
 def _released_score(value: Any) -> float | None:
-    """A released cache value as a score: a number (open models) or a chat-completions reply
-    with ``top_logprobs`` (API models, scored as INQUIRE did: exact ``Yes``/``No`` tokens).
-    Anything else (e.g. a stored failed HTTP response) is None."""
+    """A released cache value as a score: a number (open models), a stored HTTP 400 response
+    (0, as INQUIRE scored refusals) or a chat-completions reply with ``top_logprobs`` (API
+    models, scored as INQUIRE did: exact ``Yes``/``No`` tokens). Anything else is None."""
+    if getattr(value, "status_code", None) == 400:
+        return 0.0
     if isinstance(value, dict):
         from inquire.rerank.api import score_from_top_logprobs
 
@@ -329,6 +381,8 @@ def _released_score(value: Any) -> float | None:
             return score_from_top_logprobs(top, exact=True)[0]
         except (KeyError, IndexError, TypeError, ValueError):
             return None
+    if isinstance(value, (bool, str, bytes)):
+        return None
     try:
         return float(value)
     except (TypeError, ValueError):
@@ -338,24 +392,29 @@ def _released_score(value: Any) -> float | None:
 class CachedReranker:
     """Scores only from the cache (e.g. imported INQUIRE outputs); a miss is a failure (NaN).
 
-    Id ``cached:<name>``; entries are stored under revision ``imported`` and prompt version
-    ``imported``.
+    Id ``cached:<name>``; entries are stored under revision ``imported``, prompt version
+    ``imported`` and the protocol (default ``inquire-2024``, the protocol of INQUIRE's
+    released outputs).
     """
 
     cacheable = True
     needs_images = False  # a miss is a failure whatever the image; never read one
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, protocol: str | None = None) -> None:
+        from inquire.rerank.protocol import get_protocol
+
         self.reranker_id = f"cached:{name}"
         self.revision = "imported"
         self.prompt_version = "imported"
+        self.protocol = get_protocol(protocol).name
 
     def score(self, query_text: str, images: Sequence[ImageLike]) -> np.ndarray:
         """Every call means the cache had no entry: all NaN (recorded failures)."""
         log.warning(
-            "%s: %d images for query %r are not in the imported cache",
+            "%s: %d images for query %r are not in the imported cache (protocol %s)",
             self.reranker_id,
             len(images),
             query_text,
+            self.protocol,
         )
         return np.full(len(images), np.nan, np.float64)

@@ -9,7 +9,9 @@ api        ``api:<model>`` (+ ``base_url``)               OpenAI-compatible chat
 cached     ``cached:<name>``                              scores imported into the cache only
 =========  =============================================  ===================================
 
-Loaders import their libraries only when called.
+Loaders import their libraries only when called. ``vlm``, ``api`` and ``cached`` rerankers
+follow a reranking protocol (``RerankOptions.protocol``; default ``inquire-2024``, see
+:mod:`inquire.rerank.protocol`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 from inquire.errors import InputError, UnknownNameError
 from inquire.rerank.base import Reranker
+from inquire.rerank.protocol import DEFAULT_PROTOCOL, get_protocol
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,7 @@ class RerankOptions:
     timeout_s: float = 60.0
     max_retries: int = 4
     revision: str | None = None
+    protocol: str = DEFAULT_PROTOCOL
 
 
 def _clip(rest: str, o: RerankOptions) -> Reranker:
@@ -49,7 +53,12 @@ def _vlm(rest: str, o: RerankOptions) -> Reranker:
     from inquire.rerank.vlm import load_vlm_reranker
 
     return load_vlm_reranker(
-        rest, device=o.device, precision=o.precision, batch_size=o.batch_size, revision=o.revision
+        rest,
+        device=o.device,
+        precision=o.precision,
+        batch_size=o.batch_size,
+        revision=o.revision,
+        protocol=o.protocol,
     )
 
 
@@ -65,13 +74,14 @@ def _api(rest: str, o: RerankOptions) -> Reranker:
         temperature=o.temperature,
         timeout_s=o.timeout_s,
         max_retries=o.max_retries,
+        protocol=o.protocol,
     )
 
 
 def _cached(rest: str, o: RerankOptions) -> Reranker:
     from inquire.rerank.cache import CachedReranker
 
-    return CachedReranker(rest)
+    return CachedReranker(rest, protocol=o.protocol)
 
 
 @dataclass(frozen=True)
@@ -123,6 +133,9 @@ def load_reranker(reranker_id: str, options: RerankOptions | None = None, **kw: 
     if unknown:
         raise InputError(f"unknown reranker option(s) {unknown}; valid: {sorted(valid)}")
     opts = options or RerankOptions()
+    if "protocol" in kw and kw["protocol"] is None:
+        kw = {k: v for k, v in kw.items() if k != "protocol"}
     if kw:
         opts = RerankOptions(**{**opts.__dict__, **kw})
+    get_protocol(opts.protocol)  # an unknown protocol fails here, naming the valid ones
     return kind.loader(rest, opts)

@@ -1,9 +1,11 @@
 """Vision-language model rerankers (transformers): score = P(Yes) / (P(Yes) + P(No)).
 
-The score is read from the next-token distribution after the prompt, in one forward pass per
-batch of images: no sampling and no generate loop. Every supported family is one row of
-:data:`FAMILIES` (loader class, prompt template in the family's chat format, yes/no token
-variants); adding a family is adding a row.
+The score is read from the first answer token's distribution after the prompt, in one forward
+pass per batch of images: no generate loop. Every supported family is one row of
+:data:`FAMILIES` (loader class, processor, how to run one step); the prompt, the answer
+tokens and how the distribution is read come from the reranking protocol
+(:mod:`inquire.rerank.protocol`; default ``inquire-2024``, INQUIRE's own). Adding a family is
+adding a row here and its prompt rows there.
 
 Reranker ids: ``vlm:<family>/<hub model id or local folder>``, e.g.
 ``vlm:llava-1.5/llava-hf/llava-1.5-7b-hf`` or ``vlm:paligemma/./my-checkpoint``.
@@ -21,6 +23,7 @@ all), and only the last position's logits are computed where the model supports
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 from collections.abc import Sequence
@@ -32,42 +35,35 @@ import numpy as np
 
 from inquire.errors import InputError, UnknownNameError
 from inquire.rerank.base import ImageLike, load_image
+from inquire.rerank.protocol import (
+    QUESTION,
+    FirstStep,
+    Protocol,
+    VLMPrompt,
+    get_protocol,
+)
 
 log = logging.getLogger(__name__)
-
-#: The question INQUIRE asks every open VLM; ``{query}`` is the query text.
-QUESTION = (
-    'Does this picture show {query}? Answer the question with either "Yes" or "No" and '
-    "nothing else."
-)
-_YES = ("Yes", " Yes", "yes", " yes")
-_NO = ("No", " No", "no", " no")
 
 
 @dataclass(frozen=True)
 class VLMFamily:
-    """How to load and prompt one family of vision-language models.
+    """How to load one family of vision-language models and run one step of it.
 
-    ``template`` is the full prompt in the family's chat format; ``{image}`` is replaced by the
-    processor's image token and ``{question}`` by :data:`QUESTION` (or ``question``) filled
-    with the query. ``yes``/``no`` are text variants whose single-token encodings count as the
-    answer (variants that are not one token in a model's vocabulary are skipped).
-    ``prompt_version`` is part of every cache key: bump it when the template changes.
+    ``encoder_decoder``: the answer is the first decoder step from ``decoder_start_token_id``
+    (BLIP-2 / InstructBLIP with FLAN-T5), and ``generate`` runs on the language model (whose
+    generation config therefore holds the sampling settings). ``nest_images``: the processor
+    wants one list of images per text.
     """
 
     name: str
     model_class: str
-    template: str
     example: str
-    question: str = QUESTION
     processor_class: str = "AutoProcessor"
-    yes: tuple[str, ...] = _YES
-    no: tuple[str, ...] = _NO
     encoder_decoder: bool = False
     logits_to_keep: bool = True
-    nest_images: bool = False  # the processor wants one list of images per text
+    nest_images: bool = False
     padding_side: str = "left"
-    prompt_version: str = "1"
     processor_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
@@ -77,8 +73,6 @@ FAMILIES: dict[str, VLMFamily] = {
         VLMFamily(
             name="blip2",
             model_class="Blip2ForConditionalGeneration",
-            # The processor inserts the query-token placeholders itself.
-            template="Question: {question} Answer:",
             example="Salesforce/blip2-flan-t5-xxl",
             encoder_decoder=True,
             logits_to_keep=False,
@@ -87,7 +81,6 @@ FAMILIES: dict[str, VLMFamily] = {
         VLMFamily(
             name="instructblip",
             model_class="InstructBlipForConditionalGeneration",
-            template="{question}",
             example="Salesforce/instructblip-flan-t5-xxl",
             encoder_decoder=True,
             logits_to_keep=False,
@@ -96,47 +89,32 @@ FAMILIES: dict[str, VLMFamily] = {
         VLMFamily(
             name="llava-1.5",
             model_class="LlavaForConditionalGeneration",
-            template="USER: {image}\n{question} ASSISTANT:",
-            example="llava-hf/llava-1.5-7b-hf",
+            example="llava-hf/llava-1.5-13b-hf",
         ),
         VLMFamily(
             name="llava-1.6-mistral",
             model_class="LlavaNextForConditionalGeneration",
-            template="[INST] {image}\n{question} [/INST]",
             example="llava-hf/llava-v1.6-mistral-7b-hf",
         ),
         VLMFamily(
             name="llava-1.6-34b",
             model_class="LlavaNextForConditionalGeneration",
-            template=(
-                "<|im_start|>system\nAnswer the questions.<|im_end|><|im_start|>user\n{image}\n"
-                "{question}<|im_end|><|im_start|>assistant\n"
-            ),
             example="llava-hf/llava-v1.6-34b-hf",
         ),
         VLMFamily(
             name="paligemma",
             model_class="PaliGemmaForConditionalGeneration",
-            # The processor adds <bos> after the image tokens and "\n" after the prefix.
-            template="{image}{question}",
-            question="Q: Does this picture show {query}? Respond with yes or no.\nA:",
             example="google/paligemma-3b-mix-448",
         ),
         VLMFamily(
             name="idefics3",
             model_class="Idefics3ForConditionalGeneration",
-            template="<|im_start|>User:{image}{question}<end_of_utterance>\nAssistant:",
             example="HuggingFaceTB/SmolVLM-Instruct",
             nest_images=True,
         ),
         VLMFamily(
             name="qwen2-vl",
             model_class="Qwen2VLForConditionalGeneration",
-            template=(
-                "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
-                "<|vision_start|>{image}<|vision_end|>{question}<|im_end|>\n"
-                "<|im_start|>assistant\n"
-            ),
             example="Qwen/Qwen2-VL-2B-Instruct",
         ),
     )
@@ -229,6 +207,38 @@ def token_ids(tokenizer: Any, variants: Sequence[str]) -> list[int]:
     return ids
 
 
+def answer_token_ids(tokenizer: Any, spec: VLMPrompt, model: str) -> tuple[list[int], list[int]]:
+    """The Yes and No token ids of ``spec`` for ``tokenizer``.
+
+    With ``spec.token_index`` set: ``tokenizer(text).input_ids[index]`` of the first spelling
+    (special tokens included: INQUIRE's choice, e.g. index 1 after Llama's ``<s>``); else every
+    spelling that is a single token.
+    """
+    if spec.token_index is None:
+        yes, no = token_ids(tokenizer, spec.yes), token_ids(tokenizer, spec.no)
+        if not yes or not no:
+            raise InputError(
+                f"model {model!r}: none of the answer variants {spec.yes} / {spec.no} is a "
+                f"single token in its vocabulary; declare the model's own variants in its "
+                f"prompt row"
+            )
+        return yes, no
+    out: list[list[int]] = []
+    for text in (spec.yes[0], spec.no[0]):
+        ids = list(tokenizer(text)["input_ids"])
+        try:
+            out.append([int(ids[spec.token_index])])
+        except IndexError:
+            raise InputError(
+                f"model {model!r}: its tokenizer encodes {text!r} as {ids}, which has no "
+                f"position {spec.token_index} (where INQUIRE reads the answer token); this "
+                f"protocol needs the family's own tokenizer"
+            ) from None
+    if out[0] == out[1]:
+        raise InputError(f"model {model!r}: Yes and No map to the same token id {out[0][0]}")
+    return out[0], out[1]
+
+
 def yes_probability(
     logits: Any, yes_ids: Sequence[int], no_ids: Sequence[int]
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -240,18 +250,151 @@ def yes_probability(
     import torch
 
     logp = torch.log_softmax(logits.double(), dim=-1)
-    lyes = torch.logsumexp(logp[:, list(yes_ids)], dim=-1)
-    lno = torch.logsumexp(logp[:, list(no_ids)], dim=-1)
-    score = torch.sigmoid(lyes - lno)
-    mass = torch.exp(torch.logaddexp(lyes, lno))
+    return _ratio_from_logprobs(logp, yes_ids, no_ids, torch.float64)
+
+
+def _ratio_from_logprobs(
+    logp: Any, yes_ids: Sequence[int], no_ids: Sequence[int], dtype: Any
+) -> tuple[np.ndarray, np.ndarray]:
+    import torch
+
+    if dtype == torch.float64:
+        lyes = torch.logsumexp(logp[:, list(yes_ids)], dim=-1)
+        lno = torch.logsumexp(logp[:, list(no_ids)], dim=-1)
+        score = torch.sigmoid(lyes - lno)
+        # both answers filtered out: no "Yes" at all scores 0 (as INQUIRE's API rule)
+        score = torch.where(torch.isneginf(lyes), torch.zeros_like(score), score)
+        mass = torch.exp(torch.logaddexp(lyes, lno))
+        return score.numpy().astype(np.float64), mass.numpy().astype(np.float64)
+    # INQUIRE's arithmetic: probabilities exponentiated, then p_yes / (p_yes + p_no)
+    probs = logp.exp()
+    p_yes = probs[:, list(yes_ids)].sum(-1)
+    p_no = probs[:, list(no_ids)].sum(-1)
+    mass = p_yes + p_no
+    score = torch.where(mass > 0, p_yes / torch.where(mass > 0, mass, 1), torch.zeros_like(mass))
     return score.numpy().astype(np.float64), mass.numpy().astype(np.float64)
+
+
+# Generation-config settings that change the first step of generate(do_sample=True) and that
+# first_step_logprobs does not reproduce; a model that sets one is scored with a warning.
+_UNREPRODUCED = {
+    "min_p": None,
+    "typical_p": 1.0,
+    "epsilon_cutoff": 0.0,
+    "eta_cutoff": 0.0,
+    "no_repeat_ngram_size": 0,
+    "bad_words_ids": None,
+    "suppress_tokens": None,
+    "begin_suppress_tokens": None,
+    "forced_bos_token_id": None,
+    "sequence_bias": None,
+    "min_new_tokens": None,
+    "encoder_repetition_penalty": 1.0,
+}
+
+
+def unreproduced_settings(generation_config: Any) -> dict[str, Any]:
+    """Settings of ``generation_config`` that :func:`first_step_logprobs` does not apply."""
+    out = {}
+    for name, default in _UNREPRODUCED.items():
+        value = getattr(generation_config, name, default)
+        if value is not None and value != default and not (name == "min_new_tokens" and not value):
+            out[name] = value
+    min_length = getattr(generation_config, "min_length", 0) or 0
+    if min_length > 0:
+        out["min_length"] = min_length
+    return out
+
+
+def first_step_logprobs(
+    logits: Any,
+    step: FirstStep,
+    generation_config: Any = None,
+    input_ids: Any = None,
+    attention_mask: Any = None,
+) -> Any:
+    """``(n, V)`` log-probabilities of the first answer token from its raw ``logits (n, V)``.
+
+    With ``step.sampling_filters`` this is what ``generate(do_sample=True,
+    temperature=step.temperature, renormalize_logits=True)`` reports as its first step's
+    scores: the repetition penalty of ``generation_config`` (over ``input_ids``, the ids
+    generate sees: the prompt, or the decoder start for encoder-decoder models; padding
+    positions of ``attention_mask`` excluded), the temperature, top-k (the config's, default
+    50) and top-p, then log-softmax. Without, a plain log-softmax of ``logits /
+    temperature``. Computed in ``step.dtype``.
+    """
+    import torch
+
+    dtype = torch.float32 if step.dtype == "float32" else torch.float64
+    x = logits.to(dtype)
+    if not step.sampling_filters:
+        return torch.log_softmax(x / step.temperature, dim=-1)
+    from transformers.generation.logits_process import (
+        LogitNormalization,
+        RepetitionPenaltyLogitsProcessor,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    gc = generation_config
+    processors: list[Any] = []
+    penalty = getattr(gc, "repetition_penalty", None)
+    if penalty is not None and penalty != 1.0:
+        processors.append(RepetitionPenaltyLogitsProcessor(float(penalty)))
+    if step.temperature != 1.0:
+        processors.append(TemperatureLogitsWarper(step.temperature))
+    top_k = getattr(gc, "top_k", None)
+    top_k = 50 if top_k is None else int(top_k)  # generate's default when the config is silent
+    if top_k != 0:
+        processors.append(TopKLogitsWarper(top_k=top_k))
+    top_p = getattr(gc, "top_p", None)
+    if top_p is not None and top_p < 1.0:
+        processors.append(TopPLogitsWarper(top_p=float(top_p)))
+    processors.append(LogitNormalization())
+    if input_ids is None:
+        ids = torch.zeros((x.shape[0], 1), dtype=torch.long, device=x.device)
+    else:
+        ids = input_ids
+        if attention_mask is not None and bool((attention_mask == 0).any()):
+            # Left padding: a padding position repeats the row's last (real) token, so the
+            # penalty sees exactly the row's own tokens.
+            ids = torch.where(attention_mask.bool(), ids, ids[:, -1:].expand_as(ids))
+    for proc in processors:
+        x = proc(ids, x)
+    return x
+
+
+def _open_as_is(image: ImageLike) -> Any:
+    """A PIL image as ``PIL.Image.open`` gives it (no EXIF rotation, mode kept)."""
+    from PIL import Image, UnidentifiedImageError
+
+    if isinstance(image, Image.Image):
+        return image
+    try:
+        if isinstance(image, (bytes, bytearray)):
+            return Image.open(io.BytesIO(bytes(image)))
+        if isinstance(image, (str, os.PathLike)):
+            path = Path(image)
+            if not path.is_file():
+                raise InputError(f"image file {str(path)!r} does not exist")
+            return Image.open(path)
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise InputError(f"cannot read image {str(image)[:80]!r}: {exc}") from exc
+    raise InputError(
+        f"cannot use a {type(image).__name__} as an image; give a PIL image, a path or bytes"
+    )
+
+
+_DECODERS = {"inquire": load_image, "pil": _open_as_is}
 
 
 class VLMReranker:
     """A local transformers VLM as a reranker (see module docs).
 
-    ``score(query, images) -> (n,) float64`` in [0, 1]. ``min_mass``: warn when
-    P(Yes)+P(No) falls below it (the model is not answering yes/no).
+    ``score(query, images) -> (n,) float64`` in [0, 1]. ``protocol``: a row of
+    :data:`inquire.rerank.protocol.PROTOCOLS` (default ``inquire-2024``). ``min_mass``: warn
+    when P(Yes)+P(No) falls below it (the model is not answering yes/no).
     """
 
     def __init__(
@@ -263,18 +406,23 @@ class VLMReranker:
         batch_size: int = 8,
         revision: str | None = None,
         min_mass: float = 0.5,
+        protocol: str | Protocol | None = None,
+        prompt: VLMPrompt | None = None,
     ) -> None:
         import transformers
 
         from inquire.embed._torch import check_device, torch_dtype
 
+        self.protocol_row = get_protocol(protocol)
+        self.protocol = self.protocol_row.name  # part of the cache key (rerank.cache.ModelKey)
+        self.spec = prompt or self.protocol_row.vlm_prompt(family.name)
         dtype = torch_dtype(precision)  # the one precision table, shared with the encoders
         device = str(check_device(device))  # a missing GPU fails here, clearly
         if batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}")
         self.family = family
         self.reranker_id = f"vlm:{family.name}/{model}"
-        self.prompt_version = f"{family.name}-{family.prompt_version}"
+        self.prompt_version = f"{family.name}-{self.spec.version}"
         self.batch_size = batch_size
         self.min_mass = min_mass
         self.device = device
@@ -306,28 +454,46 @@ class VLMReranker:
             self.revision = str(commit) if commit else hub_revision(model, revision)
         tok = self.processor.tokenizer
         tok.padding_side = family.padding_side
-        self.yes_ids = token_ids(tok, family.yes)
-        self.no_ids = token_ids(tok, family.no)
-        if not self.yes_ids or not self.no_ids:
-            raise InputError(
-                f"model {model!r}: none of the answer variants {family.yes} / {family.no} is a "
-                f"single token in its vocabulary; declare the model's own variants in its "
-                f"family row"
-            )
+        self.yes_ids, self.no_ids = answer_token_ids(tok, self.spec, model)
         image_token = getattr(self.processor, "image_token", None) or getattr(
             tok, "image_token", ""
         )
         self._image_token = str(image_token or "")
+        step = self.protocol_row.first_step
+        if step.sampling_filters:
+            odd = unreproduced_settings(self.generation_config)
+            if odd:
+                log.warning(
+                    "%s: its generation config sets %s, which generate() would apply and this "
+                    "scorer does not; scores may differ from generate's",
+                    self.reranker_id,
+                    odd,
+                )
+
+    @property
+    def generation_config(self) -> Any:
+        """The generation config ``generate`` reads (the language model's for BLIP-2 and
+        InstructBLIP, whose ``generate`` hands over to it)."""
+        if self.family.encoder_decoder:
+            lm = getattr(self.model, "language_model", None)
+            if lm is not None and getattr(lm, "generation_config", None) is not None:
+                return lm.generation_config
+        return self.model.generation_config
 
     def prompt(self, query_text: str) -> str:
-        """The full prompt for ``query_text`` in this family's chat format."""
-        question = self.family.question.format(query=query_text)
-        return self.family.template.format(image=self._image_token, question=question)
+        """The prompt for ``query_text`` under this reranker's protocol."""
+        return self.spec.render(query_text, self._image_token)
+
+    def prepare_image(self, image: ImageLike) -> Any:
+        """The PIL image handed to the processor (decoded and converted as the protocol says)."""
+        pil = _DECODERS[self.spec.decode](image)
+        return pil.convert("RGB") if self.spec.convert_rgb else pil
 
     def inputs(self, query_text: str, images: Sequence[Any]) -> dict[str, Any]:
         """Processor output for one batch (same prompt for every image), on the device."""
-        prompt = self.prompt(query_text)
-        pil = [load_image(im) for im in images]
+        prefix = self.spec.processor_prefix.replace("{image}", self._image_token)
+        prompt = prefix + self.prompt(query_text)
+        pil = [self.prepare_image(im) for im in images]
         imgs: list[Any] = [[p] for p in pil] if self.family.nest_images else pil
         enc = self.processor(
             images=imgs,
@@ -349,17 +515,19 @@ class VLMReranker:
             out[k] = v
         return out
 
+    def _decoder_ids(self, n: int) -> Any:
+        import torch
+
+        start = self.model.config.text_config.decoder_start_token_id
+        return torch.full((n, 1), int(start), dtype=torch.long, device=self.device)
+
     def next_token_logits(self, inputs: dict[str, Any]) -> Any:
-        """``(n, V)`` float logits of the first answer token, from one forward pass."""
+        """``(n, V)`` float32 logits of the first answer token, from one forward pass."""
         import torch
 
         extra: dict[str, Any] = {}
         if self.family.encoder_decoder:
-            n = inputs["input_ids"].shape[0]
-            start = self.model.config.text_config.decoder_start_token_id
-            extra["decoder_input_ids"] = torch.full(
-                (n, 1), int(start), dtype=torch.long, device=self.device
-            )
+            extra["decoder_input_ids"] = self._decoder_ids(inputs["input_ids"].shape[0])
         if self.family.logits_to_keep:
             extra["logits_to_keep"] = 1
         with torch.inference_mode():
@@ -368,15 +536,29 @@ class VLMReranker:
         # next token for every row.
         return out.logits[:, -1, :].float()
 
+    def answer_logprobs(self, logits: Any, inputs: dict[str, Any]) -> Any:
+        """``(n, V)`` log-probabilities of the first answer token under the protocol."""
+        if self.family.encoder_decoder:
+            ids, mask = self._decoder_ids(logits.shape[0]), None
+        else:
+            ids, mask = inputs.get("input_ids"), inputs.get("attention_mask")
+        return first_step_logprobs(
+            logits, self.protocol_row.first_step, self.generation_config, ids, mask
+        )
+
     def score_with_mass(
         self, query_text: str, images: Sequence[ImageLike]
     ) -> tuple[np.ndarray, np.ndarray]:
         """``(scores (n,), P(Yes)+P(No) (n,))`` float64, batched ``batch_size`` at a time."""
+        import torch
+
+        dtype = torch.float32 if self.protocol_row.first_step.dtype == "float32" else torch.float64
         scores, masses = [], []
         for start in range(0, len(images), self.batch_size):
             batch = images[start : start + self.batch_size]
-            logits = self.next_token_logits(self.inputs(query_text, batch))
-            s, m = yes_probability(logits, self.yes_ids, self.no_ids)
+            inputs = self.inputs(query_text, batch)
+            logp = self.answer_logprobs(self.next_token_logits(inputs), inputs)
+            s, m = _ratio_from_logprobs(logp, self.yes_ids, self.no_ids, dtype)
             scores.append(s)
             masses.append(m)
         if not scores:
@@ -403,21 +585,43 @@ class VLMReranker:
     def generate_score(self, query_text: str, image: ImageLike) -> float:
         """The slow reference: the model's own ``generate`` for one step on one image.
 
-        Reads the first step's scores from ``generate(max_new_tokens=1, output_scores=True)``
-        with greedy decoding; used to check :meth:`score` in tests and benchmarks.
+        Under a protocol with sampling filters (``inquire-2024``) this is INQUIRE's call:
+        ``generate(do_sample=True, temperature=0.5, renormalize_logits=True,
+        output_scores=True, return_dict_in_generate=True, pad_token_id=eos)`` and the first
+        step's scores; otherwise greedy ``generate(max_new_tokens=1, output_scores=True)``.
+        Used to check :meth:`score` in tests and benchmarks.
         """
         import torch
 
+        step = self.protocol_row.first_step
         inputs = self.inputs(query_text, [image])
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": 1,
+            "output_scores": True,
+            "return_dict_in_generate": True,
+        }
+        if step.sampling_filters:
+            kwargs |= {
+                "do_sample": True,
+                "temperature": step.temperature,
+                "renormalize_logits": True,
+                "pad_token_id": self.processor.tokenizer.eos_token_id,
+            }
+        else:
+            kwargs["do_sample"] = False
         with torch.inference_mode():
-            out = self.model.generate(
-                **inputs,
-                max_new_tokens=1,
-                do_sample=False,
-                output_scores=True,
-                return_dict_in_generate=True,
+            out = self.model.generate(**inputs, **kwargs)
+        first = out.scores[0].float()
+        if step.sampling_filters:
+            dtype = torch.float32 if step.dtype == "float32" else torch.float64
+            score, _ = _ratio_from_logprobs(first.to(dtype), self.yes_ids, self.no_ids, dtype)
+        else:
+            score, _ = _ratio_from_logprobs(
+                torch.log_softmax(first.double() / step.temperature, -1),
+                self.yes_ids,
+                self.no_ids,
+                torch.float64,
             )
-        score, _ = yes_probability(out.scores[0].float(), self.yes_ids, self.no_ids)
         return float(score[0])
 
 

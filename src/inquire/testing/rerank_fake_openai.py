@@ -5,8 +5,9 @@ deterministic function of the image bytes and the prompt (:func:`fake_p_yes`), s
 check scores exactly. Replies can be scripted per request, in order: ``"ok"``, ``"429"``,
 ``"500"``, ``"malformed"`` (a body that is not JSON), ``"bad-shape"`` (JSON without
 logprobs), ``"timeout"`` (answers after ``delay_s``), ``"all-yes"`` (no "No" token listed),
-``"no-yes"`` (no "Yes" token listed), ``"401"``. After the script runs out every reply is
-``"ok"``.
+``"no-yes"`` (no "Yes" token listed), ``"neither"`` (neither listed), ``"lowercase-yes"``
+(the Yes token spelt ``yes``), ``"400"`` (a refused request, as for content the API will not
+judge), ``"401"``. After the script runs out every reply is ``"ok"``.
 
     with FakeOpenAI() as server:
         server.script(["429", "ok"])
@@ -121,7 +122,7 @@ class FakeOpenAI:
                 if reply == "timeout":
                     time.sleep(fake.delay_s)
                     reply = "ok"
-                if reply in {"429", "500", "401"}:
+                if reply in {"429", "500", "401", "400"}:
                     headers = {"Retry-After": "0"} if reply == "429" else None
                     self._send(int(reply), b'{"error": {"message": "scripted"}}', headers)
                     return
@@ -144,6 +145,10 @@ class FakeOpenAI:
                     tokens = [(t, p) for t, p in tokens if t != "No"]
                 elif reply == "no-yes":
                     tokens = [(t, p) for t, p in tokens if t != "Yes"]
+                elif reply == "neither":
+                    tokens = [(t, p) for t, p in tokens if t not in ("Yes", "No")]
+                elif reply == "lowercase-yes":
+                    tokens = [("yes" if t == "Yes" else t, p) for t, p in tokens]
                 tokens.sort(key=lambda tp: -tp[1])
                 n_top = int(body.get("top_logprobs", 0))
                 top = [{"token": t, "logprob": math.log(p)} for t, p in tokens[:n_top]]

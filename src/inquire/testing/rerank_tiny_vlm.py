@@ -6,7 +6,9 @@ processor (tokenizer + image processor) into a folder, so the folder loads throu
 random: the scores they give exercise the code, they mean nothing.
 
 Tokenizers are trained in code (byte-level BPE over a small corpus that contains the prompt
-words and ``Yes``/``No``) and wrapped in ``PreTrainedTokenizerFast``.
+words and ``Yes``/``No``) and wrapped in ``PreTrainedTokenizerFast``. Like the tokenizers of
+the published checkpoints, the Llama-style ones put ``<s>`` before every text and the T5-style
+ones ``</s>`` after it (INQUIRE reads its answer token ids at positions that depend on this).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 _CORPUS = [
     'USER: ASSISTANT: Does this picture show a fox? Answer the question with either "Yes" or '
     '"No" and nothing else. Respond with yes or no.',
-    "Q: A: Question: Answer: User: Assistant: system user assistant",
+    "Q: A: Question: Answer: User: Assistant: system user assistant answer questions.",
     "Yes No yes no Yes. No. yes no YES NO",
     " Yes No yes no",
     "a male meadowlark in breeding plumage, a mongoose with mange, a heron carrying food",
@@ -27,14 +29,19 @@ _CORPUS = [
 
 
 def tiny_tokenizer(
-    special_tokens: list[str], vocab_size: int = 400, extra: dict[str, str] | None = None
+    special_tokens: list[str],
+    vocab_size: int = 400,
+    extra: dict[str, str] | None = None,
+    add: str | None = None,
 ) -> Any:
     """A byte-level BPE ``PreTrainedTokenizerFast`` with ``special_tokens`` as single tokens.
 
     The first four special tokens are used as pad, bos, eos and unk. ``extra`` names further
-    special tokens as attributes (e.g. ``{"image_token": "<image>"}``).
+    special tokens as attributes (e.g. ``{"image_token": "<image>"}``). ``add``: ``"bos"``
+    puts the bos token before every encoded text, ``"eos"`` the eos token after it (when
+    special tokens are added), as Llama and T5 tokenizers do.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
@@ -48,6 +55,18 @@ def tiny_tokenizer(
     )
     tok.train_from_iterator(_CORPUS * 20, trainer)
     pad, bos, eos, unk = special_tokens[:4]
+    if add == "bos":
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A",
+            pair=f"{bos} $A {bos} $B",
+            special_tokens=[(bos, tok.token_to_id(bos))],
+        )
+    elif add == "eos":
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"$A {eos}",
+            pair=f"$A {eos} $B {eos}",
+            special_tokens=[(eos, tok.token_to_id(eos))],
+        )
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         pad_token=pad,
@@ -113,7 +132,7 @@ def build_llava(out: Path) -> Path:
     from transformers import LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
 
     tok = tiny_tokenizer(
-        ["<pad>", "<s>", "</s>", "<unk>", "<image>"], extra={"image_token": "<image>"}
+        ["<pad>", "<s>", "</s>", "<unk>", "<image>"], extra={"image_token": "<image>"}, add="bos"
     )
     cfg = LlavaConfig(
         vision_config=_vision_clip(),
@@ -142,8 +161,19 @@ def build_llava_next(out: Path) -> Path:
     )
 
     tok = tiny_tokenizer(
-        ["<pad>", "<s>", "</s>", "<unk>", "<image>", "[INST]", "[/INST]"],
+        [
+            "<pad>",
+            "<s>",
+            "</s>",
+            "<unk>",
+            "<image>",
+            "[INST]",
+            "[/INST]",
+            "<|im_start|>",
+            "<|im_end|>",
+        ],
         extra={"image_token": "<image>"},
+        add="bos",
     )
     pinpoints = [[32, 32], [32, 64], [64, 32]]
     cfg = LlavaNextConfig(
@@ -297,7 +327,7 @@ def build_blip2(out: Path) -> Path:
         BlipImageProcessor,
     )
 
-    tok = tiny_tokenizer(["<pad>", "<s>", "</s>", "<unk>"])
+    tok = tiny_tokenizer(["<pad>", "<s>", "</s>", "<unk>"], add="eos")
     ip = BlipImageProcessor(size={"height": 32, "width": 32})
     # The processor adds the <image> token to a tokenizer that lacks one, as for the
     # published checkpoints; the model's vocabulary is sized after that.
@@ -333,7 +363,7 @@ def build_instructblip(out: Path) -> Path:
         InstructBlipVisionConfig,
     )
 
-    tok = tiny_tokenizer(["<pad>", "<s>", "</s>", "<unk>"])
+    tok = tiny_tokenizer(["<pad>", "<s>", "</s>", "<unk>"], add="eos")
     qtok = tiny_tokenizer(["[PAD]", "[CLS]", "[SEP]", "[UNK]"], vocab_size=300)
     ip = BlipImageProcessor(size={"height": 32, "width": 32})
     proc = InstructBlipProcessor(
