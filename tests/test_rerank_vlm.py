@@ -370,3 +370,14 @@ def test_first_step_matches_a_numpy_reference_on_random_logits() -> None:
             assert got[r] == pytest.approx(want, abs=2e-6)
 
     check()
+
+
+def test_auto_precision_is_inquires_on_a_gpu_and_fp32_on_the_cpu() -> None:
+    from inquire.rerank.vlm import FAMILIES, resolve_precision
+
+    want = {"blip2": "fp32", "instructblip": "fp32", "llava-1.5": "fp16"}
+    want |= {"llava-1.6-mistral": "fp16", "llava-1.6-34b": "fp16", "paligemma": "fp16"}
+    for name, precision in want.items():
+        assert resolve_precision("auto", FAMILIES[name], "cuda:0") == precision
+        assert resolve_precision("auto", FAMILIES[name], "cpu") == "fp32"
+        assert resolve_precision("bf16", FAMILIES[name], "cuda") == "bf16"

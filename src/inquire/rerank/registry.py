@@ -30,7 +30,9 @@ class RerankOptions:
     """Options a loader may use; each kind reads only the fields it needs."""
 
     device: str = "cpu"
-    precision: str = "fp32"
+    # "auto": a VLM's precision in INQUIRE's runs on a GPU (see rerank.vlm.resolve_precision),
+    # float32 for everything else.
+    precision: str = "auto"
     batch_size: int = 8
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
@@ -46,7 +48,8 @@ class RerankOptions:
 def _clip(rest: str, o: RerankOptions) -> Reranker:
     from inquire.rerank.clip import load_clip_reranker
 
-    return load_clip_reranker(rest, device=o.device, precision=o.precision, batch_size=o.batch_size)
+    precision = "fp32" if o.precision == "auto" else o.precision
+    return load_clip_reranker(rest, device=o.device, precision=precision, batch_size=o.batch_size)
 
 
 def _vlm(rest: str, o: RerankOptions) -> Reranker:

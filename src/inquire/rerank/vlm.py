@@ -65,6 +65,10 @@ class VLMFamily:
     nest_images: bool = False
     padding_side: str = "left"
     processor_kwargs: dict[str, Any] = field(default_factory=dict)
+    # The weights' precision in INQUIRE's runs (its lmm_utils loads LLaVA, LLaVA-NeXT and
+    # PaliGemma in float16 and BLIP-2 / InstructBLIP in float32); ``precision="auto"`` uses
+    # it on a GPU.
+    upstream_precision: str = "fp32"
 
 
 FAMILIES: dict[str, VLMFamily] = {
@@ -90,21 +94,25 @@ FAMILIES: dict[str, VLMFamily] = {
             name="llava-1.5",
             model_class="LlavaForConditionalGeneration",
             example="llava-hf/llava-1.5-13b-hf",
+            upstream_precision="fp16",
         ),
         VLMFamily(
             name="llava-1.6-mistral",
             model_class="LlavaNextForConditionalGeneration",
             example="llava-hf/llava-v1.6-mistral-7b-hf",
+            upstream_precision="fp16",
         ),
         VLMFamily(
             name="llava-1.6-34b",
             model_class="LlavaNextForConditionalGeneration",
             example="llava-hf/llava-v1.6-34b-hf",
+            upstream_precision="fp16",
         ),
         VLMFamily(
             name="paligemma",
             model_class="PaliGemmaForConditionalGeneration",
             example="google/paligemma-3b-mix-448",
+            upstream_precision="fp16",
         ),
         VLMFamily(
             name="idefics3",
@@ -119,6 +127,16 @@ FAMILIES: dict[str, VLMFamily] = {
         ),
     )
 }
+
+
+def resolve_precision(precision: str, family: VLMFamily, device: str) -> str:
+    """``precision``, or for ``auto``: the family's precision in INQUIRE's runs
+    (``upstream_precision``) on a CUDA device, float32 elsewhere (half precision on a CPU is
+    slow and, for some kernels, missing; scores then differ from INQUIRE's in the last bits
+    of the float16 arithmetic, see docs/fidelity.md)."""
+    if precision != "auto":
+        return precision
+    return family.upstream_precision if device.startswith("cuda") else "fp32"
 
 
 def parse_vlm_id(spec: str) -> tuple[VLMFamily, str]:
@@ -402,7 +420,7 @@ class VLMReranker:
         family: VLMFamily,
         model: str,
         device: str = "cpu",
-        precision: str = "fp32",
+        precision: str = "auto",
         batch_size: int = 8,
         revision: str | None = None,
         min_mass: float = 0.5,
@@ -416,8 +434,9 @@ class VLMReranker:
         self.protocol_row = get_protocol(protocol)
         self.protocol = self.protocol_row.name  # part of the cache key (rerank.cache.ModelKey)
         self.spec = prompt or self.protocol_row.vlm_prompt(family.name)
-        dtype = torch_dtype(precision)  # the one precision table, shared with the encoders
         device = str(check_device(device))  # a missing GPU fails here, clearly
+        precision = resolve_precision(precision, family, device)
+        dtype = torch_dtype(precision)  # the one precision table, shared with the encoders
         if batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}")
         self.family = family
