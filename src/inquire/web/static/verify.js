@@ -13,6 +13,11 @@ function setWho(v) {
 }
 function status(msg, err) { const s = $("status"); s.textContent = msg; s.className = err ? "err" : ""; }
 async function call(url, opts) {
+  opts = opts || {};
+  if (opts.method && opts.method !== "GET") {  // changes carry the page's CSRF token
+    const m = document.querySelector('meta[name="csrf-token"]');
+    opts.headers = Object.assign({}, opts.headers, {"X-CSRF-Token": m ? m.content : ""});
+  }
   const r = await fetch(url, opts);
   if (!r.ok) { let d = r.statusText; try { d = (await r.json()).detail; } catch (e) {} throw new Error(d); }
   return r;
@@ -62,8 +67,9 @@ async function more() {
   if (S.loading || S.done || !S.sid) return;
   S.loading = true;
   try {
-    const url = `${API}/c/${encodeURIComponent(S.c)}/searches/${S.sid}/results?offset=${S.items.length}&limit=24`;
-    const r = await (await call(url)).json();
+    const url = `${API}/c/${encodeURIComponent(S.c)}/searches/${S.sid}/results`;
+    const r = await (await call(url, {method: "POST", headers: {"content-type": "application/json"},
+      body: JSON.stringify({offset: S.items.length, limit: 24})})).json();
     const q = r.request;
     $("query").value = q.text; $("taxon").value = q.filters.taxa.join(",");
     $("from").value = q.filters.date_from || ""; $("to").value = q.filters.date_to || "";
