@@ -390,6 +390,8 @@ class Verification:
 
 # A spreadsheet runs a cell that starts with one of these as a formula (CSV injection).
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+# RFC 4180 line ends: a cell holding a carriage return is then quoted, not split in two.
+CSV_EOL = "\r\n"
 
 
 def escape_formulas(df: pd.DataFrame) -> pd.DataFrame:
@@ -408,12 +410,12 @@ def escape_formulas(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def table_bytes(df: pd.DataFrame, fmt: str) -> bytes:
-    """``df`` encoded as ``csv`` (UTF-8, formulas escaped: :func:`escape_formulas`) or
-    ``parquet``."""
+    """``df`` encoded as ``csv`` (UTF-8, CRLF line ends, formulas escaped:
+    :func:`escape_formulas`) or ``parquet``."""
     import io
 
     if fmt == "csv":
-        return escape_formulas(df).to_csv(index=False).encode("utf-8")
+        return escape_formulas(df).to_csv(index=False, lineterminator=CSV_EOL).encode("utf-8")
     if fmt == "parquet":
         buf = io.BytesIO()
         df.to_parquet(buf, index=False)
@@ -428,7 +430,7 @@ def write_table(df: pd.DataFrame, out: str | Path) -> Path:
 
     out = Path(out)
     writers = {
-        ".csv": lambda p: escape_formulas(df).to_csv(p, index=False),
+        ".csv": lambda p: escape_formulas(df).to_csv(p, index=False, lineterminator=CSV_EOL),
         ".parquet": lambda p: df.to_parquet(p, index=False),
     }
     if out.suffix.lower() not in writers:
