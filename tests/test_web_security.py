@@ -577,3 +577,73 @@ def test_formula_cells_are_escaped_in_csv_exports(client: TestClient, world, tmp
             assert not cell.lstrip('"').startswith(("=", "+", "@")), line
     parquet = client.get(f"/verify/api/c/walk/searches/{sid}/export.parquet")
     assert pd.read_parquet(io.BytesIO(parquet.content))["query"][0] == evil  # data as is
+
+
+# --- schema fuzz ------------------------------------------------------------------------------
+def _fuzz(app: Any, schema_url: str, pins: dict[str, Any], examples: int) -> list[str]:
+    """Send ``examples`` schema-valid and ``examples`` schema-violating requests per API
+    operation (schemathesis, in process, a fixed seed), as the page would (Host, Origin and
+    token); return the ones answered with a 5xx. ``pins``: path parameters held at real
+    values (a known collection, search or run) so the handlers behind them run too."""
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis.errors import Unsatisfiable
+    from schemathesis import GenerationMode
+
+    schema = schemathesis.openapi.from_asgi(schema_url, app, headers={"host": "127.0.0.1"})
+    headers = {"origin": ORIGIN, "x-csrf-token": guard_of(app).new_token()}
+    failures: list[str] = []
+
+    def checker(op: Any, mode: GenerationMode, pinned: dict[str, Any]) -> Any:
+        @settings(
+            max_examples=examples,
+            derandomize=True,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
+        @given(case=op.as_strategy(generation_mode=mode, path_parameters=pinned or None))
+        def run(case: Any) -> None:
+            r = case.call(base_url=ORIGIN, headers=headers)
+            if r.status_code >= 500:
+                failures.append(
+                    f"{op.label} {mode.value}: {r.status_code} {case.path_parameters} "
+                    f"{case.query} {case.body!r:.200}"
+                )
+
+        return run
+
+    for result in schema.get_all_operations():
+        op = result.ok()
+        names = {p.name for p in op.path_parameters}
+        pinned = {k: v for k, v in pins.items() if k in names}
+        for mode in GenerationMode:
+            try:
+                checker(op, mode, pinned)()
+            except Unsatisfiable:  # nothing to vary (no parameters): nothing to break
+                continue
+    return failures
+
+
+@pytest.mark.slow
+def test_fuzz_of_the_verify_api_finds_no_server_error(app: Any, client: TestClient) -> None:
+    sid = _new_search(client)
+    # Names held at a real collection and search, so every handler runs behind them (the
+    # names themselves are attacked by the named tests above).
+    assert _fuzz(app, "/verify/api/openapi.json", {"name": "walk", "sid": sid}, 4) == []
+
+
+@pytest.mark.slow
+def test_fuzz_of_the_main_api_finds_no_server_error(tmp_path: Path) -> None:
+    from inquire.testing.web_fixtures import build_web_fixture
+
+    fx = build_web_fixture(tmp_path / "fx", n_images=600, n_test=1)
+    app = _main_app(
+        tmp_path,
+        results=fx.results,
+        image_roots=[fx.images],
+        embeddings=fx.bench.embeddings,
+        model=fx.encoder,
+    )
+    slug = page_client(app).get("/api/runs").json()[0]["slug"]
+    assert _fuzz(app, "/api/openapi.json", {"slug": slug}, 4) == []
