@@ -3,18 +3,27 @@
 Mount it in any app (``app.include_router(make_router())``) or serve it alone with
 ``inquire collection serve`` (:func:`make_app`). All routes live under ``/verify``:
 
-    GET  /verify                                        the page
+    GET  /verify                                        the page (with its CSRF token)
     GET  /verify/api/collections                        [{name, model_id, images}]
     GET  /verify/api/c/{name}/searches                  saved searches
     POST /verify/api/c/{name}/searches                  {text, like, taxa, date_from, date_to,
-                                                         bbox, who} -> {search_id, request}
-    GET  /verify/api/c/{name}/searches/{sid}/results?offset&limit   ranked results + marks
+                                                         bbox, under, who}
+                                                        -> {search_id, request, ranked}
+    GET  /verify/api/c/{name}/searches/{sid}/results?offset&limit   results ranked so far
+    POST /verify/api/c/{name}/searches/{sid}/results    {offset, limit}: rank more, that page
     PUT  /verify/api/c/{name}/searches/{sid}/marks      {image_id, who, mark} -> saved at once
     GET  /verify/api/c/{name}/searches/{sid}/summary?who            effort + agreement
     GET  /verify/api/c/{name}/searches/{sid}/trend.svg?by&who       inline SVG chart
     GET  /verify/api/c/{name}/searches/{sid}/efficiency.svg?who
     GET  /verify/api/c/{name}/searches/{sid}/export.{csv|parquet}?who
     GET  /verify/api/c/{name}/images/{image_id}?size    the photo (JPEG thumbnail with size)
+
+No GET changes anything; POST / PUT need the page's Origin and CSRF token, and every route
+a Host naming this server (:mod:`inquire.web.security`). Bodies and parameters are typed and
+bounded (out of range or of the wrong type: 422 with a one-line message). ``like`` takes
+image ids or paths relative to the collection's images folder only, looked up in its
+database: no request makes the server open, decode, embed or test for existence a file
+outside the collection. A search that is refused is not saved.
 
 Handlers are plain functions (FastAPI runs them in threads); each request opens its own
 SQLite connection, and WAL mode lets readers and one writer work at once.
