@@ -497,6 +497,34 @@ def test_slow_headers_and_stalled_bodies_are_cut_off(world) -> None:
             while chunk := s.recv(65536):
                 data += chunk
         assert data.split()[1] == b"408" and b"stalled" in data
+        # A body trickling in a byte at a time is cut off just the same.
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=15) as s:
+            s.sendall(
+                (
+                    f"POST /verify/api/c/walk/searches HTTP/1.1\r\nHost: {host}\r\n"
+                    f"Origin: http://{host}\r\nX-CSRF-Token: {token}\r\n"
+                    "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+                ).encode()
+            )
+            s.settimeout(0.2)
+            data = b""
+            for _ in range(100):  # at most 20 s of trickling
+                try:
+                    s.sendall(b" ")
+                    data += s.recv(65536)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    break
+                if data:
+                    break
+            s.settimeout(15)
+            try:
+                while chunk := s.recv(65536):
+                    data += chunk
+            except OSError:
+                pass
+        assert data.split()[1] == b"408", data
         # A whole request is still answered normally.
         with socket.create_connection(("127.0.0.1", srv.port), timeout=15) as s:
             s.sendall(

@@ -45,6 +45,7 @@ from inquire.web.security import (
     INT64_MIN,
     RequestGuard,
     csrf_token,
+    public_message,
     secure,
     validation_message,
 )
@@ -136,6 +137,7 @@ def create_app(config: WebConfig) -> FastAPI:
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 
     def _error(request: Request, status: int, message: str) -> Response:
+        message = public_message(message)  # never where the server keeps its files
         path = request.url.path
         if path.startswith(("/api/", "/images/", "/files/")):
             return JSONResponse({"error": message}, status_code=status)

@@ -48,7 +48,7 @@ class WebConfig:
       in their ``Host`` header. ``allowed_hosts``: other names clients may use (a proxy's
       public name, a LAN address). See :mod:`inquire.web.security`.
     - ``max_body_bytes`` / ``max_upload_bytes``: largest request body, ordinary and
-      ``multipart/form-data``; ``body_timeout_s``: longest pause while a body arrives.
+      ``multipart/form-data``; ``body_timeout_s``: how long a body may take to arrive.
     """
 
     results: Sequence[Path] = ()

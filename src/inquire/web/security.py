@@ -19,7 +19,8 @@ adds two ASGI middlewares:
      a token the server signed (rendered in each page's ``<meta name="csrf-token">``);
      otherwise 403;
   3. a body larger than ``max_body_bytes`` (``max_upload_bytes`` for multipart uploads) is
-     413, before or while it is read; a body that stalls for ``body_timeout_s`` is 408.
+     413, before or while it is read; a body not complete ``body_timeout_s`` after the app
+     first reads it is 408.
 
 Tokens are ``nonce.signature`` with an HMAC-SHA256 signature under a key made when the app
 is built, so every page gets its own token and no server-side table grows; a restarted server
@@ -363,19 +364,26 @@ class GuardMiddleware:
         return limit
 
     def _limited(self, receive: Receive, limit: int) -> Receive:
+        """``receive`` that counts body bytes against ``limit`` and gives the whole body
+        ``body_timeout_s`` seconds from the first read (a body trickling in byte by byte is
+        cut off as surely as one that stops)."""
         timeout = self.guard.body_timeout_s
         seen = 0
         done = False
+        deadline: float | None = None
 
         async def wrapped() -> Message:
-            nonlocal seen, done
+            nonlocal seen, done, deadline
             if done:  # after the body only a disconnect can come: wait for it as long as needed
                 return await receive()
+            loop = asyncio.get_running_loop()
+            if deadline is None:
+                deadline = loop.time() + timeout
             try:
-                message = await asyncio.wait_for(receive(), timeout)
+                message = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0.0))
             except asyncio.TimeoutError:
                 raise _http_error(
-                    408, f"the request body stalled for {timeout:g} s; send it without pauses"
+                    408, f"the request body did not arrive within {timeout:g} s (it stalled)"
                 ) from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
