@@ -432,23 +432,11 @@ def validation_message(errors: Sequence[dict[str, Any]]) -> str:
     for e in errors[:5]:
         loc = [str(x) for x in e.get("loc", ())]
         where = f"{loc[0]} field {'.'.join(loc[1:])!r}" if len(loc) > 1 else ".".join(loc)
-        got = f" (got {_short(e['input'])})" if "input" in e and loc[:1] != ["body"] else ""
-        if loc[:1] == ["body"] and len(loc) > 1 and "input" in e:
-            got = f" (got {_short(e['input'])})"
+        whole_body = loc == ["body"]  # the value is the whole body: not repeated
+        got = f" (got {_short(e['input'])})" if "input" in e and not whole_body else ""
         parts.append(f"{where or 'request'}: {e.get('msg', 'invalid')}{got}")
     more = f"; and {len(errors) - 5} more" if len(errors) > 5 else ""
     return "; ".join(parts) + more
-
-
-def install_validation_handler(app: Any, key: str = "detail") -> None:
-    """Answer request-validation errors with 422 and ``{key: one-line message}``."""
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Any, exc: RequestValidationError) -> Any:
-        msg = validation_message(list(exc.errors()))
-        return JSONResponse({key: msg, "error" if key == "detail" else "detail": msg}, 422)
 
 
 def secure(app: Any, guard: RequestGuard | None = None) -> RequestGuard:
