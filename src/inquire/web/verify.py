@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -88,6 +89,7 @@ MAX_ITEMS = 50  # examples, taxa or folders in one search
 MAX_OFFSET = 10**9  # results deep into a ranking
 MAX_LIMIT = 500  # results per page
 FIRST_PAGE = 24  # results ranked when a search is made
+_ID_TEXT = re.compile(r"^-?[0-9]{1,40}$")  # ASCII digits only: int() takes other digits too
 
 Id = Annotated[StrictInt, Field(ge=INT64_MIN, le=INT64_MAX)]
 Short = Annotated[str, Field(max_length=MAX_NAME)]
@@ -166,7 +168,7 @@ def example_ids(coll: Collection, like: Any) -> tuple[int, ...]:
             out.append(int(item))
             continue
         text = str(item).strip()
-        if text.lstrip("-").isdigit():
+        if _ID_TEXT.match(text):
             number = int(text)
             if not INT64_MIN <= number <= INT64_MAX:
                 raise InputError(f"example {text[:40]} is out of range; ids are 64-bit integers")
