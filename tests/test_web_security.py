@@ -392,6 +392,9 @@ def test_out_of_range_numbers_and_wrong_types_get_a_clear_4xx(client: TestClient
         ("POST", "/verify/api/c/walk/searches", {"text": "red", "taxa": [1]}, "taxa"),
         ("POST", "/verify/api/c/walk/searches", {"text": "red", "bbox": ["a", 1]}, "bbox"),
         ("POST", "/verify/api/c/walk/searches", {"text": "red", "who": 5}, "who"),
+        ("POST", "/verify/api/c/walk/searches", {"text": "red", "like": [1] * 51}, "like"),
+        ("POST", "/verify/api/c/walk/searches", {"text": "red", "taxa": ["a"] * 51}, "taxa"),
+        ("POST", "/verify/api/c/walk/searches", {"text": "red", "bbox": [0.0] * 5}, "bbox"),
     ]
     for method, url, body, field in cases:
         r = client.request(method, url, json=body)

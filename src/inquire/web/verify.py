@@ -106,12 +106,12 @@ class SearchBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     text: str = Field("", max_length=MAX_TEXT)
-    like: list[Id | Short] | Id | Short | None = Field(None)
-    taxa: list[Short] | Short = Field(default_factory=list)
+    like: Annotated[list[Id | Short], Field(max_length=MAX_ITEMS)] | Id | Short | None = None
+    taxa: Annotated[list[Short], Field(max_length=MAX_ITEMS)] | Short = Field(default_factory=list)
     date_from: Short | None = None
     date_to: Short | None = None
-    bbox: Short | list[float] | None = None
-    under: list[Short] | Short = Field(default_factory=list)
+    bbox: Short | Annotated[list[float], Field(max_length=4)] | None = None
+    under: Annotated[list[Short], Field(max_length=MAX_ITEMS)] | Short = Field(default_factory=list)
     who: Who | None = None
 
 
