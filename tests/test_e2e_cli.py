@@ -144,12 +144,12 @@ def test_demo_end_to_end_and_its_serve_command(
     assert res.exit_code == 0, res.output
     assert captured["host"] == "127.0.0.1"
 
-    from fastapi.testclient import TestClient
+    from inquire.testing.web_client import page_client
 
     qid = int(result.per_query["query_id"].iloc[0])
     queries = read_queries(tmp_path / "demo" / "benchmark" / "inquire_queries_test.csv")
     text = str(queries.set_index("query_id").loc[qid, "query_text"])
-    with TestClient(captured["app"]) as client:  # type: ignore[arg-type]
+    with page_client(captured["app"]) as client:  # type: ignore[arg-type]
         home = client.get("/")
         assert home.status_code == 200 and result.name in home.text
         (run,) = client.get("/api/runs").json()

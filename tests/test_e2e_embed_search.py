@@ -273,8 +273,7 @@ def test_two_stage_clip_reranker_is_consistent_with_the_first_stage(
 
 
 def test_web_search_with_a_real_model_id(world: World, home: Path) -> None:
-    from fastapi.testclient import TestClient
-
+    from inquire.testing.web_client import page_client
     from inquire.web import WebConfig
     from inquire.web.app import create_app
 
@@ -284,7 +283,7 @@ def test_web_search_with_a_real_model_id(world: World, home: Path) -> None:
     text = "a bird perched on a branch"
     enc = load_encoder(world.model)
     want_scores, want_ids = search(EmbeddingStore(world.emb), enc.encode_text([text]), 12)
-    with TestClient(app_) as client:
+    with page_client(app_) as client:
         res = client.get("/api/search", params={"q": text, "k": 12})
         assert res.status_code == 200, res.text
         items = res.json()["results"]
@@ -346,8 +345,7 @@ def test_web_shows_the_right_images_of_a_run_over_a_store_without_ids(
     """A run over a store without image ids speaks the annotations' ids (joined on paths);
     the page must show each id's own image, mark relevance by the annotations, and search
     must name images the same way."""
-    from fastapi.testclient import TestClient
-
+    from inquire.testing.web_client import page_client
     from inquire.web import WebConfig
     from inquire.web.app import create_app
 
@@ -373,7 +371,7 @@ def test_web_shows_the_right_images_of_a_run_over_a_store_without_ids(
         max_k=600,
     )
     qid = int(read_queries(world.bench.queries_val)["query_id"].iloc[0])
-    with TestClient(create_app(config)) as client:
+    with page_client(create_app(config)) as client:
         (run,) = client.get("/api/runs").json()
         grid = client.get(f"/api/runs/{run['slug']}/queries/{qid}", params={"k": 600})
         assert grid.status_code == 200, grid.text

@@ -16,4 +16,5 @@ def test_collection_serve_defaults_to_port_8000(monkeypatch) -> None:
     monkeypatch.setattr(uvicorn, "run", lambda app_, **kw: calls.append(kw))
     res = CliRunner().invoke(app, ["collection", "serve"])
     assert res.exit_code == 0, res.output
-    assert calls == [{"host": "127.0.0.1", "port": 8000}]
+    assert [(c["host"], c["port"]) for c in calls] == [("127.0.0.1", 8000)]
+    assert calls[0]["limit_concurrency"] > 0  # served under the same limits as `inquire serve`

@@ -7,13 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 
 import inquire.rerank.cache as cache_mod
 from inquire.collection import create_collection
 from inquire.collection.store import Collection
 from inquire.errors import InputError
 from inquire.testing.collection_encoder import make_photo_folder
+from inquire.testing.web_client import page_client
 
 
 def _recording_connect(monkeypatch) -> list[sqlite3.Connection]:
@@ -66,7 +66,7 @@ def test_collections_list_closes_a_collection_that_fails(tmp_path: Path, monkeyp
         raise sqlite3.OperationalError("database is locked")
 
     monkeypatch.setattr(Collection, "close", spy_close)
-    client = TestClient(make_app(), raise_server_exceptions=False)
+    client = page_client(make_app(), raise_server_exceptions=False)
     assert client.get("/verify/api/collections").json()[0]["name"] == "wl"
     assert closed == ["wl"]
     monkeypatch.setattr(Collection, "counts", broken_counts)

@@ -262,10 +262,9 @@ def test_one_metric_label_table_serves_tables_plots_and_the_web_page() -> None:
 def test_verify_page_images_stay_under_the_collection_folder(tmp_path: Path) -> None:
     """The verify page's image route resolves files like every other image route: a photo
     replaced by a symlink out of the collection folder, or by a non-image, is refused."""
-    from fastapi.testclient import TestClient
-
     from inquire.collection import create_collection
     from inquire.testing.collection_encoder import make_photo_folder
+    from inquire.testing.web_client import page_client
     from inquire.web.verify import make_app
 
     photos = tmp_path / "photos"
@@ -273,7 +272,7 @@ def test_verify_page_images_stay_under_the_collection_folder(tmp_path: Path) -> 
     coll, _ = create_collection("sym", photos, "toy:colour", root=tmp_path / "cols")
     images = coll.images()
     coll.close()
-    client = TestClient(make_app(tmp_path / "cols"))
+    client = page_client(make_app(tmp_path / "cols"))
     first, second = (int(i) for i in images["image_id"][:2])
     ok = client.get(f"/verify/api/c/sym/images/{first}")
     assert ok.status_code == 200 and ok.headers["content-type"] == "image/jpeg"
@@ -294,10 +293,10 @@ def test_web_page_names_published_embedding_rows_by_their_annotated_ids(tmp_path
     """INQUIRE's published embeddings have no image_id: full-rank runs name their rows by the
     annotations' ids (joined on image_path). The page must do the same, or /images/X shows the
     image of row X and free-text search returns row numbers."""
-    from fastapi.testclient import TestClient
     from PIL import Image
 
     from inquire.testing.search_stores import random_unit, write_store
+    from inquire.testing.web_client import page_client
     from inquire.web.app import create_app
     from inquire.web.config import WebConfig
 
@@ -322,7 +321,7 @@ def test_web_page_names_published_embedding_rows_by_their_annotated_ids(tmp_path
             raise NotImplementedError
 
     config = WebConfig(image_roots=[images], annotations=[ann], embeddings=emb, model=RowEncoder())
-    client = TestClient(create_app(config))
+    client = page_client(create_app(config))
     served = client.get("/images/0")
     assert served.status_code == 200
     expected = (images / "train" / "x" / "r2.jpg").read_bytes()
@@ -508,11 +507,11 @@ def test_topk_cache_keys_the_index_parameters_really_in_use(tmp_path: Path) -> N
 def test_verify_page_thumbnails_are_upright_and_cached(tmp_path: Path) -> None:
     import io
 
-    from fastapi.testclient import TestClient
     from PIL import Image
 
     from inquire.collection import create_collection
     from inquire.config import cache_dir
+    from inquire.testing.web_client import page_client
     from inquire.web.verify import make_app
 
     photos = tmp_path / "photos"
@@ -524,7 +523,7 @@ def test_verify_page_thumbnails_are_upright_and_cached(tmp_path: Path) -> None:
     coll, _ = create_collection("rot", photos, "toy:colour", root=tmp_path / "cols")
     image_id = int(coll.images()["image_id"].iloc[0])
     coll.close()
-    client = TestClient(make_app(tmp_path / "cols"))
+    client = page_client(make_app(tmp_path / "cols"))
     res = client.get(f"/verify/api/c/rot/images/{image_id}?size=32")
     assert res.status_code == 200
     assert Image.open(io.BytesIO(res.content)).size == (16, 32)  # upright, longest side 32

@@ -19,6 +19,7 @@ from inquire.embed.store import EmbeddingStore
 from inquire.errors import InputError, UnknownNameError
 from inquire.index.exact import search
 from inquire.run import Run
+from inquire.testing.web_client import page_client
 from inquire.testing.web_fixtures import WebFixture, build_web_fixture
 from inquire.web.app import WebContext, create_app, get_context
 from inquire.web.catalog import Catalog
@@ -46,7 +47,7 @@ def config(fx: WebFixture, tmp_path_factory: pytest.TempPathFactory) -> WebConfi
 
 @pytest.fixture(scope="module")
 def client(config: WebConfig) -> Iterator[TestClient]:
-    with TestClient(create_app(config)) as c:
+    with page_client(create_app(config)) as c:
         yield c
 
 
@@ -183,7 +184,7 @@ def test_extra_routers_and_templates_plug_in(fx: WebFixture, tmp_path: Path) -> 
         nav_links=[("Extra", "/extra")],
         thumb_cache=tmp_path / "th",
     )
-    with TestClient(create_app(cfg)) as c:
+    with page_client(create_app(cfg)) as c:
         html = c.get("/extra").text
         assert '<p id="x">2 runs</p>' in html and 'href="/extra">Extra</a>' in html
         assert c.get("/search").status_code == 200  # search page says search is off
@@ -269,7 +270,7 @@ def test_result_without_run_file_shows_metrics_only(fx: WebFixture, tmp_path: Pa
     shutil.copytree(fx.results[0], bare)
     (bare / "run.parquet").unlink()
     qid = int(_per_query(fx)["query_id"].iloc[0])
-    with TestClient(create_app(WebConfig(results=[bare], thumb_cache=tmp_path / "th"))) as c:
+    with page_client(create_app(WebConfig(results=[bare], thumb_cache=tmp_path / "th"))) as c:
         assert "no run file" in c.get("/").text
         assert c.get("/runs/exact").status_code == 200
         r = c.get(f"/api/runs/exact/queries/{qid}")

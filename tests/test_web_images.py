@@ -173,7 +173,8 @@ def _raw_get(hostport: str, target: str) -> tuple[int, bytes]:
     """Send ``GET target`` byte for byte (no client-side normalisation of '..' or '%2e')."""
     host, port = hostport.split(":")
     with socket.create_connection((host, int(port)), timeout=10) as s:
-        s.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        head = f"GET {target} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n"
+        s.sendall(head.encode())
         data = b""
         while chunk := s.recv(65536):
             data += chunk

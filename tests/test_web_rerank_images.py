@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from inquire.cli import app as cli_app
 from inquire.data.rerank_set import write_synthetic_rerank_set
 from inquire.errors import InputError
+from inquire.testing.web_client import page_client
 from inquire.web import WebConfig
 from inquire.web.app import create_app
 from inquire.web.parquet_images import ParquetImages
@@ -62,7 +63,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 @pytest.fixture()
 def client(world: dict[str, Any], tmp_path: Path) -> Iterator[TestClient]:
     cfg = WebConfig(results=[world["result"]], thumb_cache=tmp_path / "thumbs")
-    with TestClient(create_app(cfg)) as c:
+    with page_client(create_app(cfg)) as c:
         yield c
 
 
@@ -160,7 +161,7 @@ def test_rerank_data_option_and_bad_files(
     iid = sorted(world["truth"])[3]
     source = started[0].state.inquire.catalog.parquet_images
     assert source._index is None  # the id index is built on the first image request
-    with TestClient(started[0]) as c:
+    with page_client(started[0]) as c:
         got = c.get(f"/images/{iid}")
         assert got.status_code == 200 and got.content == world["truth"][iid]
     assert len(source) == len(world["truth"])
@@ -185,7 +186,7 @@ def test_non_image_bytes_in_the_parquet_are_415(tmp_path: Path) -> None:
     path = tmp_path / "two.parquet"
     pq.write_table(pa.table({"image": images, "inat24_image_id": [5, 6]}), path)
     cfg = WebConfig(rerank_data=[path], thumb_cache=tmp_path / "t")
-    with TestClient(create_app(cfg)) as c:
+    with page_client(create_app(cfg)) as c:
         ok = c.get("/images/5")
         assert ok.status_code == 200 and ok.headers["content-type"] == "image/png"
         for url in ("/images/6", "/images/6?size=64"):

@@ -233,13 +233,18 @@ def export_cmd(
 def serve_cmd(
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     port: int = typer.Option(8000, help="Port (the same default as `inquire serve`)."),
+    allow_host: list[str] = typer.Option(
+        [],
+        "--allow-host",
+        help="Another name clients use to reach the server (repeatable); requests naming "
+        "any other host are refused.",
+    ),
 ) -> None:
     """Serve only the verification page (http://HOST:PORT/verify)."""
-    import uvicorn
-
+    from inquire.web.server import serve
     from inquire.web.verify import make_app
 
-    uvicorn.run(make_app(), host=host, port=port)
+    serve(make_app(host=host, allowed_hosts=allow_host), host=host, port=port)
 
 
 @friendly_errors

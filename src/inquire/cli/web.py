@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import typer
@@ -45,6 +44,12 @@ def serve_cmd(
     ),
     host: str = typer.Option("127.0.0.1", help="Address to bind; the default is loopback only."),
     port: int = typer.Option(8000, help="TCP port."),
+    allow_host: list[str] = typer.Option(
+        [],
+        "--allow-host",
+        help="Another name clients use to reach the server (repeatable); requests naming "
+        "any other host are refused.",
+    ),
 ) -> None:
     """Serve a web page over RESULTS (metrics, top-k images, search) and the Verify page."""
     from rich.console import Console
@@ -65,14 +70,10 @@ def serve_cmd(
         thumb_cache=thumb_cache,
         routers=[make_router(collections)],
         nav_links=[("Verify", "/verify")],
+        host=host,
+        allowed_hosts=allow_host,
     )
     app = create_app(config)
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        logging.getLogger("inquire.web").warning(
-            "serving on %s: the page has no login, so anyone who can reach this address can "
-            "see the results and images",
-            host,
-        )
     Console(stderr=True).print(f"inquire web page: [bold]http://{host}:{port}/[/] (Ctrl+C stops)")
     serve(app, host=host, port=port)
 

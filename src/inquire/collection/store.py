@@ -30,6 +30,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any
 
 import numpy as np
@@ -158,21 +159,35 @@ def file_sha1(path: Path) -> str:
     return h.hexdigest()
 
 
+def inside_root(root_real: Path, path: Path) -> bool:
+    """Whether ``path``, symlinks resolved, lies under ``root_real`` (a real path)."""
+    return Path(os.path.realpath(path)).is_relative_to(root_real)
+
+
 def scan_images(images_root: Path) -> dict[str, tuple[int, int]]:
     """Image files under ``images_root`` (recursively; hidden files and folders skipped).
 
-    Returns ``{relative POSIX path: (size bytes, mtime ns)}`` in sorted path order.
+    Returns ``{relative POSIX path: (size bytes, mtime ns)}`` in sorted path order. Only
+    regular files count; a symlink counts only if its target lies inside the folder too, and
+    symlinked folders are not entered, so nothing outside the folder is ever read (its
+    bytes, its metadata or its size).
     """
     found: dict[str, tuple[int, int]] = {}
-    for dirpath, dirnames, filenames in os.walk(images_root):
+    root_real = Path(os.path.realpath(images_root))
+    for dirpath, dirnames, filenames in os.walk(images_root):  # does not follow links
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for fname in sorted(filenames):
             if fname.startswith(".") or Path(fname).suffix.lower() not in IMAGE_SUFFIXES:
                 continue
             full = Path(dirpath) / fname
+            if full.is_symlink() and not inside_root(root_real, full):
+                log.warning("skipped %s: it links to a file outside the images folder", full)
+                continue
             try:
                 st = full.stat()
             except OSError:  # vanished or a broken link: not part of the collection
+                continue
+            if not S_ISREG(st.st_mode):  # a pipe or device would block or never end
                 continue
             found[full.relative_to(images_root).as_posix()] = (st.st_size, st.st_mtime_ns)
     return dict(sorted(found.items()))
@@ -647,9 +662,13 @@ def _sync(
             touched: list[tuple[int, int, str]] = []
             first_in_chunk: dict[str, int] = {}  # sha1 -> position in rows_out
             copies: list[tuple[int, int]] = []  # (duplicate, original) positions in rows_out
+            root_real = Path(os.path.realpath(root))
             for rel in chunk:
                 size, mtime = files[rel]
                 full = root / rel
+                if not inside_root(root_real, full):  # became a link out since the scan
+                    log.warning("skipped %s: it links outside the images folder", full)
+                    continue
                 try:
                     sha = file_sha1(full)
                 except OSError as exc:

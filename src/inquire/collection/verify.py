@@ -213,13 +213,21 @@ class Verification:
         )
 
     def extend(
-        self, search_id: str, upto: int, index: CollectionIndex, encoder: Encoder | None = None
+        self,
+        search_id: str,
+        upto: int,
+        index: CollectionIndex,
+        encoder: Encoder | None = None,
+        request: SearchRequest | None = None,
     ) -> int:
         """Make sure the ranking of ``search_id`` has at least ``upto`` results (if the
         collection has that many matches). Returns the number of ranked results.
 
-        After a feedback round the ranking goes on with that round's query vector."""
-        req = self.request(search_id)
+        After a feedback round the ranking goes on with that round's query vector.
+
+        ``request``: the saved request in an equivalent form to search with (the web page
+        passes its examples as image ids, so no path is ever looked up); default: as saved."""
+        req = self.request(search_id) if request is None else request
         with transaction(self.conn):  # IMMEDIATE: two people extending do not interleave
             n = self._n_results(search_id)
             if n >= upto:
@@ -612,13 +620,49 @@ class Verification:
         return t[cols].reset_index(drop=True)
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection).
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+# RFC 4180 line ends: a cell holding a carriage return is then quoted, not split in two.
+CSV_EOL = "\r\n"
+
+
+def escape_formulas(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``df`` whose text cells starting with ``=``, ``+``, ``-``, ``@``, a tab or
+    a carriage return get a leading ``'``, so a spreadsheet shows them as text instead of
+    running them. Numbers (negative longitudes included) are left as they are."""
+    out = df.copy()
+    for col in out.columns:
+        if out[col].dtype != object and not pd.api.types.is_string_dtype(out[col]):
+            continue
+        out[col] = [
+            "'" + v if isinstance(v, str) and v.startswith(FORMULA_PREFIXES) else v
+            for v in out[col]
+        ]
+    return out
+
+
+def table_bytes(df: pd.DataFrame, fmt: str) -> bytes:
+    """``df`` encoded as ``csv`` (UTF-8, CRLF line ends, formulas escaped:
+    :func:`escape_formulas`) or ``parquet``."""
+    import io
+
+    if fmt == "csv":
+        return escape_formulas(df).to_csv(index=False, lineterminator=CSV_EOL).encode("utf-8")
+    if fmt == "parquet":
+        buf = io.BytesIO()
+        df.to_parquet(buf, index=False)
+        return buf.getvalue()
+    raise InputError(f"export format {fmt!r} is not csv or parquet")
+
+
 def write_table(df: pd.DataFrame, out: str | Path) -> Path:
-    """Write ``df`` as CSV or parquet (by the suffix of ``out``), atomically."""
+    """Write ``df`` as CSV (formulas escaped: :func:`escape_formulas`) or parquet (by the
+    suffix of ``out``), atomically."""
     from inquire._io import atomic_path
 
     out = Path(out)
     writers = {
-        ".csv": lambda p: df.to_csv(p, index=False),
+        ".csv": lambda p: escape_formulas(df).to_csv(p, index=False, lineterminator=CSV_EOL),
         ".parquet": lambda p: df.to_parquet(p, index=False),
     }
     if out.suffix.lower() not in writers:

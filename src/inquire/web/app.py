@@ -23,9 +23,9 @@ from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from inquire.config import cache_dir
 from inquire.errors import InputError, InquireError, UnknownNameError
@@ -41,6 +41,15 @@ from inquire.web.images import (
     image_format,
 )
 from inquire.web.parquet_images import ParquetImage, ParquetImages
+from inquire.web.security import (
+    INT64_MAX,
+    INT64_MIN,
+    RequestGuard,
+    csrf_token,
+    public_message,
+    secure,
+    validation_message,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,39 +57,6 @@ HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"
 STATIC = HERE / "static"
 GRID_THUMB = DEFAULT_THUMB_SIZE
-
-# Same-origin only: no CDN, no inline script, no framing.
-SECURITY_HEADERS = [
-    (
-        b"content-security-policy",
-        b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-        b"frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
-    ),
-    (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
-]
-
-
-class SecurityHeaders:
-    """ASGI middleware adding :data:`SECURITY_HEADERS` to every HTTP response."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                present = {k.lower() for k, _ in headers}
-                headers.extend(h for h in SECURITY_HEADERS if h[0] not in present)
-                message["headers"] = headers
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
 
 
 @dataclass
@@ -98,6 +74,7 @@ class WebContext:
             "title": self.config.title,
             "nav_links": list(self.config.nav_links),
             "can_search": self.catalog.can_search,
+            "csrf_token": csrf_token(request),
         }
         return self.templates.TemplateResponse(request, name, base | ctx, status_code=status_code)
 
@@ -146,7 +123,18 @@ def _make_templates(config: WebConfig) -> Any:
 
 
 def create_app(config: WebConfig) -> FastAPI:
-    """Build the web app over ``config``; bad folders or files fail here, not on a request."""
+    """Build the web app over ``config``; bad folders or files fail here, not on a request.
+
+    The app answers only requests whose ``Host`` names ``config.host`` (or a loopback name,
+    or one of ``config.allowed_hosts``) and takes state-changing requests only from its own
+    pages (Origin + CSRF token): see :mod:`inquire.web.security`."""
+    guard = RequestGuard(
+        config.host,
+        config.allowed_hosts,
+        config.max_body_bytes,
+        config.max_upload_bytes,
+        config.body_timeout_s,
+    )
     catalog = Catalog(config)
     thumbs = ThumbnailCache(config.thumb_cache or cache_dir("web", "thumbs"))
     ctx = WebContext(config, catalog, thumbs, _make_templates(config))
@@ -155,18 +143,25 @@ def create_app(config: WebConfig) -> FastAPI:
         title=config.title, docs_url=None, redoc_url=None, openapi_url="/api/openapi.json"
     )
     app.state.inquire = ctx
-    app.add_middleware(SecurityHeaders)
+    secure(app, guard)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+
+    def _error(request: Request, status: int, message: str) -> Response:
+        message = public_message(message)  # never where the server keeps its files
+        path = request.url.path
+        if path.startswith(("/api/", "/images/", "/files/")):
+            return JSONResponse({"error": message}, status_code=status)
+        if path.startswith("/verify"):  # the Verify page's API reads "detail", as FastAPI's
+            return JSONResponse({"detail": message, "error": message}, status_code=status)
+        return ctx.render(request, "error.html", status_code=status, message=message, status=status)
 
     @app.exception_handler(InquireError)
     async def _inquire_error(request: Request, exc: InquireError) -> Response:
-        status = _status_of(exc)
-        path = request.url.path
-        if path.startswith(("/api/", "/images/", "/files/")):
-            return JSONResponse({"error": str(exc)}, status_code=status)
-        return ctx.render(
-            request, "error.html", status_code=status, message=str(exc), status=status
-        )
+        return _error(request, _status_of(exc), str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        return _error(request, 422, validation_message(list(exc.errors())))
 
     app.include_router(_pages_router())
     app.include_router(_api_router(), prefix="/api")
@@ -193,11 +188,19 @@ def _other(catalog: Catalog, entry: RunEntry, compare: str | None) -> RunEntry |
     return None
 
 
-def _query_id(value: str) -> int:
+def whole_number(value: str, what: str) -> int:
+    """``value`` as an int64, or :class:`InputError` naming ``what`` and the value."""
     try:
-        return int(value)
+        number = int(value)
     except ValueError:
-        raise InputError(f"query id must be a whole number, got {value!r}") from None
+        raise InputError(f"{what} must be a whole number, got {value[:40]!r}") from None
+    if not INT64_MIN <= number <= INT64_MAX:
+        raise InputError(f"{what} {value[:40]} is out of range; ids are 64-bit integers")
+    return number
+
+
+def _query_id(value: str) -> int:
+    return whole_number(value, "query id")
 
 
 # --- pages ---------------------------------------------------------------------------------
@@ -430,10 +433,7 @@ def _images_router() -> APIRouter:
     @router.get("/images/{image_id}")
     def image_by_id(request: Request, image_id: str, size: str | None = None) -> Response:
         ctx = get_context(request)
-        try:
-            iid = int(image_id)
-        except ValueError:
-            raise InputError(f"image id must be a whole number, got {image_id!r}") from None
+        iid = whole_number(image_id, "image id")
         px = parse_size(size)
         image = ctx.catalog.image(iid)
         if isinstance(image, ParquetImage):

@@ -9,6 +9,11 @@ from typing import Any
 
 from inquire.embed.base import Encoder
 
+# Request limits (bytes, seconds); see inquire.web.security.
+DEFAULT_MAX_BODY_BYTES = 256 * 1024
+DEFAULT_MAX_UPLOAD_BYTES = 16 * 1024 * 1024
+DEFAULT_BODY_TIMEOUT_S = 30.0
+
 # Longest side, in pixels, a thumbnail may be asked for; larger requests get 422.
 MIN_THUMB_SIZE = 16
 MAX_THUMB_SIZE = 1024
@@ -39,6 +44,11 @@ class WebConfig:
     - ``template_dirs``: extra Jinja2 template folders searched before the built-in ones, so
       an extra router can render pages that extend ``base.html``.
     - ``nav_links``: extra ``(label, url)`` entries of the navigation bar.
+    - ``host``: the address the server binds to; requests must name it (or a loopback name)
+      in their ``Host`` header. ``allowed_hosts``: other names clients may use (a proxy's
+      public name, a LAN address). See :mod:`inquire.web.security`.
+    - ``max_body_bytes`` / ``max_upload_bytes``: largest request body, ordinary and
+      ``multipart/form-data``; ``body_timeout_s``: how long a body may take to arrive.
     """
 
     results: Sequence[Path] = ()
@@ -55,3 +65,8 @@ class WebConfig:
     template_dirs: Sequence[Path] = ()
     nav_links: Sequence[tuple[str, str]] = field(default_factory=tuple)
     title: str = "inquire"
+    host: str = "127.0.0.1"
+    allowed_hosts: Sequence[str] = ()
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S

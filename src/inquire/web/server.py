@@ -1,12 +1,22 @@
-"""Running the app with uvicorn: in the foreground (``inquire serve``) or in a background
-thread on a free loopback port (tests, the load benchmark)."""
+"""Running the app with uvicorn: in the foreground (``inquire serve``, ``inquire collection
+serve``) or in a background thread on a free loopback port (tests, the load benchmark).
+
+Both run under :class:`ServerLimits`: at most ``max_connections`` open connections (more
+get 503), a request line and headers that must arrive within ``header_timeout_s`` of the
+connection opening or of the previous response (else the connection is closed, so slow
+clients cannot hold connections open), at most ``max_header_bytes`` of headers, and idle
+keep-alive connections closed after ``keep_alive_s``. Body size and body time-outs are the
+app's (:mod:`inquire.web.security`).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -24,13 +34,86 @@ def free_port(host: str = LOOPBACK) -> int:
         return int(s.getsockname()[1])
 
 
-def serve(app: Any, host: str = LOOPBACK, port: int = 8000, log_level: str = "info") -> None:
-    """Serve ``app`` until interrupted (blocks)."""
+@dataclass(frozen=True)
+class ServerLimits:
+    """Connection-level limits of the HTTP server (counts, bytes, seconds)."""
+
+    max_connections: int = 128
+    header_timeout_s: float = 10.0
+    keep_alive_s: int = 5
+    max_header_bytes: int = 16 * 1024
+    backlog: int = 256
+
+    def uvicorn_options(self) -> dict[str, Any]:
+        """Keyword arguments of ``uvicorn.Config`` that apply these limits."""
+        if self.max_connections < 1 or not self.header_timeout_s > 0 or self.keep_alive_s < 1:
+            raise InputError(f"server limits must be positive, got {self}")
+        return {
+            "http": _header_timeout_protocol(self.header_timeout_s),
+            "limit_concurrency": self.max_connections,
+            "timeout_keep_alive": self.keep_alive_s,
+            "h11_max_incomplete_event_size": self.max_header_bytes,
+            "backlog": self.backlog,
+            "server_header": False,
+        }
+
+
+def _header_timeout_protocol(timeout_s: float) -> type:
+    """uvicorn's h11 protocol, closing a connection whose next request line and headers have
+    not fully arrived ``timeout_s`` seconds after it opened or after its last response."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderTimeoutH11(H11Protocol):
+        _head_timer: asyncio.TimerHandle | None = None
+
+        def _arm(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+            self._head_timer = self.loop.call_later(timeout_s, self._head_timeout)
+
+        def _head_timeout(self) -> None:
+            self._head_timer = None
+            # IDLE: the client has not sent a whole request head yet (a request being
+            # served, or its body arriving, is the app's business).
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                self.transport.close()
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+            super().connection_lost(exc)
+
+    return HeaderTimeoutH11
+
+
+def serve(
+    app: Any,
+    host: str = LOOPBACK,
+    port: int = 8000,
+    log_level: str = "info",
+    limits: ServerLimits | None = None,
+) -> None:
+    """Serve ``app`` until interrupted (blocks); warns when ``host`` is not loopback."""
     import uvicorn
+
+    from inquire.web.security import warn_if_exposed
 
     if not 0 < port < 65536:
         raise InputError(f"port {port} is out of range; use 1..65535")
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    warn_if_exposed(host)
+    opts = (limits or ServerLimits()).uvicorn_options()
+    uvicorn.run(app, host=host, port=port, log_level=log_level, **opts)
 
 
 class BackgroundServer:
@@ -38,14 +121,25 @@ class BackgroundServer:
     a free loopback port, stopped and joined on exit."""
 
     def __init__(
-        self, app: Any, host: str = LOOPBACK, port: int | None = None, timeout_s: float = 20.0
+        self,
+        app: Any,
+        host: str = LOOPBACK,
+        port: int | None = None,
+        timeout_s: float = 20.0,
+        limits: ServerLimits | None = None,
     ) -> None:
         import uvicorn
 
         self.host = host
         self.port = port or free_port(host)
         config = uvicorn.Config(
-            app, host=host, port=self.port, log_level="warning", access_log=False, lifespan="on"
+            app,
+            host=host,
+            port=self.port,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            **(limits or ServerLimits()).uvicorn_options(),
         )
         self.server = uvicorn.Server(config)
         self.timeout_s = timeout_s

@@ -3,18 +3,27 @@
 Mount it in any app (``app.include_router(make_router())``) or serve it alone with
 ``inquire collection serve`` (:func:`make_app`). All routes live under ``/verify``:
 
-    GET  /verify                                        the page
+    GET  /verify                                        the page (with its CSRF token)
     GET  /verify/api/collections                        [{name, model_id, images}]
     GET  /verify/api/c/{name}/searches                  saved searches
     POST /verify/api/c/{name}/searches                  {text, like, taxa, date_from, date_to,
-                                                         bbox, who} -> {search_id, request}
-    GET  /verify/api/c/{name}/searches/{sid}/results?offset&limit   ranked results + marks
+                                                         bbox, under, who}
+                                                        -> {search_id, request, ranked}
+    GET  /verify/api/c/{name}/searches/{sid}/results?offset&limit   results ranked so far
+    POST /verify/api/c/{name}/searches/{sid}/results    {offset, limit}: rank more, that page
     PUT  /verify/api/c/{name}/searches/{sid}/marks      {image_id, who, mark} -> saved at once
     GET  /verify/api/c/{name}/searches/{sid}/summary?who            effort + agreement
     GET  /verify/api/c/{name}/searches/{sid}/trend.svg?by&who       inline SVG chart
     GET  /verify/api/c/{name}/searches/{sid}/efficiency.svg?who
     GET  /verify/api/c/{name}/searches/{sid}/export.{csv|parquet}?who
     GET  /verify/api/c/{name}/images/{image_id}?size    the photo (JPEG thumbnail with size)
+
+No GET changes anything; POST / PUT need the page's Origin and CSRF token, and every route
+a Host naming this server (:mod:`inquire.web.security`). Bodies and parameters are typed and
+bounded (out of range or of the wrong type: 422 with a one-line message). ``like`` takes
+image ids or paths relative to the collection's images folder only, looked up in its
+database: no request makes the server open, decode, embed or test for existence a file
+outside the collection. A search that is refused is not saved.
 
 Handlers are plain functions (FastAPI runs them in threads); each request opens its own
 SQLite connection, and WAL mode lets readers and one writer work at once.
@@ -24,18 +33,22 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import APIRouter, Body, Cookie, FastAPI, HTTPException, Query
-from fastapi.responses import HTMLResponse, Response
+from fastapi import APIRouter, Body, Cookie, Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from inquire.collection.filters import parse_filters
-from inquire.collection.search import SearchRequest
+from inquire.collection.search import SearchRequest, query_vector
 from inquire.collection.store import (
     Collection,
     CollectionIndex,
@@ -43,29 +56,143 @@ from inquire.collection.store import (
     open_collection,
     records,
 )
-from inquire.collection.verify import Verification, write_table
+from inquire.collection.verify import Verification, table_bytes
 from inquire.config import cache_dir
 from inquire.embed.base import Encoder
-from inquire.errors import InquireError, UnknownNameError
+from inquire.errors import InputError, InquireError, UnknownNameError
 from inquire.web.config import MAX_THUMB_SIZE
-from inquire.web.images import ImageError, ImageRoots, ThumbnailCache, image_format
+from inquire.web.images import (
+    BadImagePath,
+    ImageError,
+    ImageRoots,
+    ThumbnailCache,
+    check_relative,
+    image_format,
+)
+from inquire.web.security import (
+    INT64_MAX,
+    INT64_MIN,
+    RequestGuard,
+    check_request,
+    csrf_token,
+    public_message,
+    secure,
+    validation_message,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# Bounds of request values (beyond them a request is refused with 422).
+MAX_TEXT = 2000  # characters of a search text
+MAX_NAME = 200  # characters of a taxon, folder, date or bounding-box string
+MAX_ITEMS = 50  # examples, taxa or folders in one search
+MAX_OFFSET = 10**9  # results deep into a ranking
+MAX_LIMIT = 500  # results per page
+FIRST_PAGE = 24  # results ranked when a search is made
+_ID_TEXT = re.compile(r"^-?[0-9]{1,40}$")  # ASCII digits only: int() takes other digits too
+
+Id = Annotated[StrictInt, Field(ge=INT64_MIN, le=INT64_MAX)]
+Short = Annotated[str, Field(max_length=MAX_NAME)]
+Who = Annotated[str, Field(max_length=64)]
+CollName = Annotated[str, PathParam(max_length=64)]
+SearchId = Annotated[str, PathParam(max_length=64)]
+WhoQuery = Annotated[str | None, Query(max_length=64)]
+
+
+class SearchBody(BaseModel):
+    """``POST .../searches``: what to look for. ``like``: image ids of the collection, or
+    paths relative to its images folder (one, or a list); nothing else is looked up."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field("", max_length=MAX_TEXT)
+    like: Annotated[list[Id | Short], Field(max_length=MAX_ITEMS)] | Id | Short | None = None
+    taxa: Annotated[list[Short], Field(max_length=MAX_ITEMS)] | Short = Field(default_factory=list)
+    date_from: Short | None = None
+    date_to: Short | None = None
+    bbox: Short | Annotated[list[float], Field(max_length=4)] | None = None
+    under: Annotated[list[Short], Field(max_length=MAX_ITEMS)] | Short = Field(default_factory=list)
+    who: Who | None = None
+
+
+class MoreBody(BaseModel):
+    """``POST .../results``: rank results ``offset .. offset+limit`` if not ranked yet."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    offset: StrictInt = Field(0, ge=0, le=MAX_OFFSET)
+    limit: StrictInt = Field(FIRST_PAGE, ge=1, le=MAX_LIMIT)
+
+
+class MarkBody(BaseModel):
+    """``PUT .../marks``: ``who``'s mark on one ranked image (``clear`` removes it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image_id: Id
+    mark: Literal["relevant", "not_relevant", "unsure", "clear"]
+    who: Who | None = None
+
 
 def _http_errors(fn: F) -> F:
-    """InquireError -> HTTP 400 (404 for unknown names) with the message as ``detail``."""
+    """InquireError -> HTTP 400 (404 for unknown names) with the message as ``detail``;
+    quoted server paths in a message are replaced (:func:`public_message`)."""
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except UnknownNameError as exc:
-            raise HTTPException(404, str(exc)) from None
+            raise HTTPException(404, public_message(str(exc))) from None
+        except ImageError as exc:
+            raise HTTPException(exc.status, public_message(str(exc))) from None
         except InquireError as exc:
-            raise HTTPException(400, str(exc)) from None
+            raise HTTPException(400, public_message(str(exc))) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _listed(value: Any) -> list[Any]:
+    if value is None or value == "":
+        return []
+    return list(value) if isinstance(value, list) else [value]
+
+
+def example_ids(coll: Collection, like: Any) -> tuple[int, ...]:
+    """Image ids of the examples ``like`` (ids, digit strings or paths relative to the
+    collection's images folder), looked up in the collection's database only: no file is
+    opened or even tested for existence. Anything else is an :class:`InputError`."""
+    out: list[int] = []
+    for item in _listed(like):
+        if isinstance(item, int):
+            out.append(int(item))
+            continue
+        text = str(item).strip()
+        if _ID_TEXT.match(text):
+            number = int(text)
+            if not INT64_MIN <= number <= INT64_MAX:
+                raise InputError(f"example {text[:40]} is out of range; ids are 64-bit integers")
+            out.append(number)
+            continue
+        try:
+            check_relative(text)
+        except BadImagePath:
+            raise InputError(
+                f"example {text[:100]!r} is not an image id or a path relative to the "
+                f"collection's images folder; give an id shown in the results"
+            ) from None
+        row = coll.conn.execute(
+            "SELECT image_id FROM images WHERE path = ? AND status = 'ok'", (text,)
+        ).fetchone()
+        if row is None:
+            raise InputError(
+                f"example {text[:100]!r} is not a photo of collection {coll.name!r}; give an "
+                "image id shown in the results or a path relative to its images folder"
+            )
+        out.append(int(row["image_id"]))
+    if len(out) > MAX_ITEMS:
+        raise InputError(f"{len(out)} example images; give at most {MAX_ITEMS}")
+    return tuple(out)
 
 
 class _Resident:
@@ -124,20 +251,24 @@ def make_router(
     collections_root: str | os.PathLike[str] | None = None, prefix: str = "/verify"
 ) -> APIRouter:
     """The verification routes for the collections under ``collections_root`` (default: the
-    cache's ``collections`` folder, looked up per request)."""
+    cache's ``collections`` folder, looked up per request).
+
+    Every route checks the request's Host, and state-changing routes its Origin and CSRF
+    token (:func:`inquire.web.security.check_request`), even in an app built without
+    :func:`inquire.web.security.secure`."""
     res = _Resident(Path(collections_root) if collections_root is not None else None)
-    r = APIRouter(prefix=prefix, tags=["verify"])
+    r = APIRouter(prefix=prefix, tags=["verify"], dependencies=[Depends(check_request)])
 
     @r.get("", response_class=HTMLResponse, include_in_schema=False)
     @r.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def page() -> str:
-        return _page(prefix)
+    def page(request: Request) -> str:
+        return _page(prefix, csrf_token(request))
 
     @r.get("/assets/{name}", include_in_schema=False)
     def asset(name: str) -> Response:
         # Script and style are files, not inline, so the pages work under a strict CSP.
         if name not in _ASSETS:
-            raise HTTPException(404, f"no asset {name!r}")
+            raise HTTPException(404, f"no asset {name[:100]!r}")
         from importlib.resources import files
 
         body = (files("inquire.web") / "static" / name).read_bytes()
@@ -158,95 +289,121 @@ def make_router(
 
     @r.get("/api/c/{name}/searches")
     @_http_errors
-    def searches(name: str) -> list[dict[str, Any]]:
+    def searches(name: CollName) -> list[dict[str, Any]]:
         with res.verification(name) as v:
             return [{str(k): x for k, x in row.items()} for row in v.searches().to_dict("records")]
 
     @r.post("/api/c/{name}/searches")
     @_http_errors
     def new_search(
-        name: str,
-        body: dict[str, Any] = Body(...),
-        inquire_who: str | None = Cookie(None),
+        name: CollName,
+        body: SearchBody = Body(...),
+        inquire_who: str | None = Cookie(None, max_length=64),
     ) -> dict[str, Any]:
-        like = body.get("like") or []
-        like = [like] if isinstance(like, (str, int)) else like
         filters = parse_filters(
-            body.get("taxa") or [],
-            body.get("date_from"),
-            body.get("date_to"),
-            body.get("bbox"),
-            body.get("under") or [],
+            _listed(body.taxa), body.date_from, body.date_to, body.bbox, _listed(body.under)
         )
-        req = SearchRequest(
-            str(body.get("text") or ""), tuple(str(x).strip() for x in like), filters
-        )
+        if len(filters.taxa) > MAX_ITEMS or len(filters.under) > MAX_ITEMS:
+            raise InputError(f"too many taxa or folders; give at most {MAX_ITEMS} of each")
         with res.verification(name) as v:
+            req = SearchRequest(body.text, example_ids(v.coll, body.like), filters)
             idx = res.index(v.coll)
             enc = res.encoder(v.coll.model_id)
-            sid = v.save_search(req, str(body.get("who") or inquire_who or ""))
-            n = v.extend(sid, 24, idx, enc)
-            return {"search_id": sid, "request": req.as_dict(), "ranked": n}
+            # Everything that can refuse the request runs before it is saved.
+            query_vector(idx, enc, req.text, req.like)
+            filters.mask(idx)
+            sid = _save_and_rank(v, req, str(body.who or inquire_who or ""), idx, enc)
+            return {"search_id": sid, "request": req.as_dict(), "ranked": _ranked(v, sid)}
+
+    def _page_of(v: Verification, sid: str, offset: int, limit: int) -> dict[str, Any]:
+        req = v.request(sid)
+        df = v.results(sid, offset, limit)
+        marks = v.marks(sid)
+        by_image: dict[int, dict[str, str]] = {}
+        for m in records(marks):
+            by_image.setdefault(int(m["image_id"]), {})[str(m["who"])] = str(m["mark"])
+        items = [
+            {
+                "rank": int(x["rank"]),
+                "image_id": int(x["image_id"]),
+                "score": float(x["score"]),
+                "path": x["path"],
+                "taxon": x["taxon"],
+                "date": x["date"],
+                "status": x["status"],
+                "lat": _clean(x["lat"]),
+                "lon": _clean(x["lon"]),
+                "marks": by_image.get(int(x["image_id"]), {}),
+            }
+            for x in records(df)
+        ]
+        return {
+            "search_id": sid,
+            "request": req.as_dict(),
+            "ranked": _ranked(v, sid),
+            "results": items,
+        }
 
     @r.get("/api/c/{name}/searches/{sid}/results")
     @_http_errors
     def results(
-        name: str, sid: str, offset: int = Query(0, ge=0), limit: int = Query(24, ge=1, le=500)
+        name: CollName,
+        sid: SearchId,
+        offset: int = Query(0, ge=0, le=MAX_OFFSET),
+        limit: int = Query(FIRST_PAGE, ge=1, le=MAX_LIMIT),
     ) -> dict[str, Any]:
+        """The results ranked so far (reading never ranks more: POST does)."""
+        with res.verification(name) as v:
+            return _page_of(v, sid, offset, limit)
+
+    @r.post("/api/c/{name}/searches/{sid}/results")
+    @_http_errors
+    def more_results(name: CollName, sid: SearchId, body: MoreBody = Body(...)) -> dict[str, Any]:
+        """Rank the search down to ``offset + limit`` (if the collection has that many
+        matches) and return that page."""
         with res.verification(name) as v:
             req = v.request(sid)
-            n = v.extend(sid, offset + limit, res.index(v.coll), res.encoder(v.coll.model_id))
-            df = v.results(sid, offset, limit)
-            marks = v.marks(sid)
-            by_image: dict[int, dict[str, str]] = {}
-            for m in records(marks):
-                by_image.setdefault(int(m["image_id"]), {})[str(m["who"])] = str(m["mark"])
-            items = [
-                {
-                    "rank": int(x["rank"]),
-                    "image_id": int(x["image_id"]),
-                    "score": float(x["score"]),
-                    "path": x["path"],
-                    "taxon": x["taxon"],
-                    "date": x["date"],
-                    "status": x["status"],
-                    "lat": _clean(x["lat"]),
-                    "lon": _clean(x["lon"]),
-                    "marks": by_image.get(int(x["image_id"]), {}),
-                }
-                for x in records(df)
-            ]
-            return {"search_id": sid, "request": req.as_dict(), "ranked": n, "results": items}
+            ranked = _ranked(v, sid)
+            if body.offset > ranked:
+                raise InputError(
+                    f"offset {body.offset} is past the {ranked} results ranked so far; "
+                    f"ask for offset {ranked} or less"
+                )
+            if body.offset + body.limit > ranked:
+                req = SearchRequest(req.text, _stored_examples(v.coll, req.like), req.filters)
+                idx = res.index(v.coll)
+                enc = res.encoder(v.coll.model_id)
+                v.extend(sid, body.offset + body.limit, idx, enc, request=req)
+            return _page_of(v, sid, body.offset, body.limit)
 
     @r.put("/api/c/{name}/searches/{sid}/marks")
     @_http_errors
     def put_mark(
-        name: str,
-        sid: str,
-        body: dict[str, Any] = Body(...),
-        inquire_who: str | None = Cookie(None),
+        name: CollName,
+        sid: SearchId,
+        body: MarkBody = Body(...),
+        inquire_who: str | None = Cookie(None, max_length=64),
     ) -> dict[str, Any]:
-        who = str(body.get("who") or inquire_who or "")
-        try:
-            image_id = int(body.get("image_id"))  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            raise HTTPException(
-                400, f"image_id {body.get('image_id')!r} is not an integer"
-            ) from None
+        who = str(body.who or inquire_who or "")
         with res.verification(name) as v:
-            at = v.mark(sid, image_id, who, str(body.get("mark") or ""))
-        return {"ok": True, "image_id": image_id, "who": who, "mark": body.get("mark"), "at": at}
+            at = v.mark(sid, body.image_id, who, body.mark)
+        return {"ok": True, "image_id": body.image_id, "who": who, "mark": body.mark, "at": at}
 
     @r.get("/api/c/{name}/searches/{sid}/summary")
     @_http_errors
-    def summary(name: str, sid: str, who: str | None = None) -> dict[str, Any]:
+    def summary(name: CollName, sid: SearchId, who: WhoQuery = None) -> dict[str, Any]:
         with res.verification(name) as v:
             eff = v.efficiency(sid, who or None)
             return {"efficiency": eff, "agreement": v.agreement(sid)}
 
     @r.get("/api/c/{name}/searches/{sid}/trend.svg")
     @_http_errors
-    def trend_svg(name: str, sid: str, by: str = "month", who: str | None = None) -> Response:
+    def trend_svg(
+        name: CollName,
+        sid: SearchId,
+        by: str = Query("month", max_length=32),
+        who: WhoQuery = None,
+    ) -> Response:
         from inquire.collection.charts import trend_svg as render
 
         with res.verification(name) as v:
@@ -256,7 +413,7 @@ def make_router(
 
     @r.get("/api/c/{name}/searches/{sid}/efficiency.svg")
     @_http_errors
-    def efficiency_svg(name: str, sid: str, who: str | None = None) -> Response:
+    def efficiency_svg(name: CollName, sid: SearchId, who: WhoQuery = None) -> Response:
         from inquire.collection.charts import efficiency_svg as render
 
         with res.verification(name) as v:
@@ -265,23 +422,24 @@ def make_router(
 
     @r.get("/api/c/{name}/searches/{sid}/export.{fmt}")
     @_http_errors
-    def export(name: str, sid: str, fmt: str, who: str | None = None) -> Response:
-        media = {"csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
-        if fmt not in media:
-            raise HTTPException(404, f"export format {fmt!r} is not csv or parquet")
+    def export(
+        name: CollName, sid: SearchId, fmt: Literal["csv", "parquet"], who: WhoQuery = None
+    ) -> Response:
+        """The marks as CSV (cells a spreadsheet would run as formulas are escaped) or
+        parquet, built in memory."""
+        media = {"csv": "text/csv; charset=utf-8", "parquet": "application/vnd.apache.parquet"}
         with res.verification(name) as v:
             df = v.export(sid, who or None)
-            tmp_dir = v.coll.folder / "exports"
-            tmp_dir.mkdir(exist_ok=True)
-            out = write_table(df, tmp_dir / f"{sid}-{threading.get_ident()}.{fmt}")
-        data = out.read_bytes()
-        out.unlink()
         headers = {"content-disposition": f'attachment; filename="{name}-{sid}.{fmt}"'}
-        return Response(data, media_type=media[fmt], headers=headers)
+        return Response(table_bytes(df, fmt), media_type=media[fmt], headers=headers)
 
     @r.get("/api/c/{name}/images/{image_id}")
     @_http_errors
-    def image(name: str, image_id: int, size: int = Query(0, ge=0, le=MAX_THUMB_SIZE)) -> Response:
+    def image(
+        name: CollName,
+        image_id: int = PathParam(..., ge=INT64_MIN, le=INT64_MAX),
+        size: int = Query(0, ge=0, le=MAX_THUMB_SIZE),
+    ) -> Response:
         coll = res.collection(name)
         try:
             info = coll.images([image_id])
@@ -291,34 +449,85 @@ def make_router(
         rel = info["path"].iloc[0]
         if not isinstance(rel, str):
             raise HTTPException(404, f"image {image_id} of collection {name!r} has no file")
-        try:
-            # The same checks as every other image route: the real path (symlinks resolved)
-            # must lie under the collection's folder and the file must be an image.
-            path = ImageRoots([root]).resolve(rel)
-            if not size:
-                return Response(path.read_bytes(), media_type=image_format(path))
-            # Thumbnails as the main page makes them: upright (EXIF), cached on disk.
-            thumb = res.thumbs().get(path, size)
-        except ImageError as exc:
-            raise HTTPException(exc.status, str(exc)) from None
+        # The same checks as every other image route: the real path (symlinks resolved)
+        # must lie under the collection's folder and the file must be an image.
+        path = ImageRoots([root]).resolve(rel)
+        if not size:
+            return Response(path.read_bytes(), media_type=image_format(path))
+        # Thumbnails as the main page makes them: upright (EXIF), cached on disk.
+        thumb = res.thumbs().get(path, size)
         return Response(thumb.read_bytes(), media_type="image/jpeg")
 
     return r
 
 
+def _ranked(v: Verification, sid: str) -> int:
+    row = v.conn.execute("SELECT COUNT(*) FROM results WHERE search_id = ?", (sid,)).fetchone()
+    return int(row[0])
+
+
+def _stored_examples(coll: Collection, like: Any) -> tuple[int, ...]:
+    """The examples of a saved search as ids; a search saved from the command line with a
+    file outside the collection as its example is refused (its path is not repeated)."""
+    try:
+        return example_ids(coll, list(like))
+    except InputError:
+        raise InputError(
+            "this search has an example image outside the collection (saved from the command "
+            "line); rank it further with `inquire search`, or search again on the page"
+        ) from None
+
+
+def _save_and_rank(
+    v: Verification, req: SearchRequest, who: str, idx: CollectionIndex, enc: Encoder
+) -> str:
+    """Save ``req`` and rank its first page; a search that fails to rank and did not exist
+    before is removed again, so a refused search is never left saved."""
+    count = "SELECT COUNT(*) FROM searches"
+    before = int(v.conn.execute(count).fetchone()[0])
+    sid = v.save_search(req, who)
+    is_new = int(v.conn.execute(count).fetchone()[0]) > before
+    try:
+        v.extend(sid, FIRST_PAGE, idx, enc, request=req)
+    except BaseException:
+        if is_new and _ranked(v, sid) == 0:
+            v.conn.execute("DELETE FROM searches WHERE search_id = ?", (sid,))
+        raise
+    return sid
+
+
 _ASSETS = {"verify.js": "text/javascript", "verify.css": "text/css"}
 
 
-def _page(prefix: str) -> str:
+def _page(prefix: str, token: str) -> str:
     from importlib.resources import files
 
     html = (files("inquire.web") / "templates" / "collection_verify.html").read_text("utf-8")
-    return html.replace("{{ASSETS}}", f"{prefix}/assets")
+    return html.replace("{{ASSETS}}", f"{prefix}/assets").replace("{{CSRF}}", token)
 
 
-def make_app(collections_root: str | os.PathLike[str] | None = None) -> FastAPI:
-    """A FastAPI app serving only the verification page (``inquire collection serve``)."""
-    app = FastAPI(title="inquire verify")
+def make_app(
+    collections_root: str | os.PathLike[str] | None = None,
+    host: str = "127.0.0.1",
+    allowed_hosts: Sequence[str] = (),
+    guard: RequestGuard | None = None,
+) -> FastAPI:
+    """A FastAPI app serving only the verification page (``inquire collection serve``),
+    with the same security headers and request guard as :func:`inquire.web.app.create_app`:
+    requests must name ``host`` (or a loopback name, or one of ``allowed_hosts``)."""
+    app = FastAPI(
+        title="inquire verify",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/verify/api/openapi.json",
+    )
+    secure(app, guard or RequestGuard(host, allowed_hosts))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        msg = validation_message(list(exc.errors()))
+        return JSONResponse({"detail": msg, "error": msg}, status_code=422)
+
     app.include_router(make_router(collections_root))
     return app
 

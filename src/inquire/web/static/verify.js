@@ -201,8 +201,9 @@ async function more() {
   S.loading = true;
   try {
     const first = S.items.length === 0;
-    const url = `${API}/c/${encodeURIComponent(S.c)}/searches/${S.sid}/results?offset=${S.items.length}&limit=24`;
-    const r = await (await call(url)).json();
+    // Ranking more results changes the saved search: a POST, like every change.
+    const url = `${API}/c/${encodeURIComponent(S.c)}/searches/${S.sid}/results`;
+    const r = await (await send("POST", url, {offset: S.items.length, limit: 24})).json();
     if (first) {  // fill the form with the search shown, but never overwrite later typing
       const q = r.request;
       $("query").value = q.text; $("taxon").value = q.filters.taxa.join(",");
