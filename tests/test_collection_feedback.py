@@ -283,3 +283,46 @@ def test_simulation_is_reproducible_and_saves(tmp_path: Path) -> None:
     )
     assert res.exit_code == 0, res.output
     assert "feedback" in res.output
+
+
+# -- the verify page's API -----------------------------------------------------------------------
+
+
+def test_page_api_learns_from_marks(coll) -> None:
+    from fastapi.testclient import TestClient
+
+    from inquire.testing.web_client import page_client
+    from inquire.web.verify import make_app
+
+    c, photos = coll
+    client = page_client(make_app())
+    r = client.post("/verify/api/c/birds/searches", json={"text": "red", "who": "ana"})
+    assert r.status_code == 200, r.text
+    sid = r.json()["search_id"]
+    base = f"/verify/api/c/birds/searches/{sid}"
+    page = client.post(f"{base}/results", json={"offset": 0, "limit": 20}).json()
+    assert page["round"] == 0 and {it["round"] for it in page["results"]} == {0}
+    marked = set()
+    for it in page["results"][:8]:
+        photo = photos[str((c.images_root / it["path"]).resolve())]
+        mark = "relevant" if photo.colour == "red" else "not_relevant"
+        body = {"image_id": it["image_id"], "who": "ana", "mark": mark}
+        assert client.put(f"{base}/marks", json=body).status_code == 200
+        marked.add(it["image_id"])
+    r = client.post(f"{base}/learn", json={"shown": 10, "model": "logistic", "depth": 12})
+    assert r.status_code == 200, r.text
+    got = r.json()
+    assert got["round"] == 1 and got["after_rank"] == 10 and got["model"] == "logistic"
+    assert [it["rank"] for it in got["results"]] == list(range(11, 23))
+    assert {it["round"] for it in got["results"]} == {1}
+    assert not ({it["image_id"] for it in got["results"]} & marked)
+    # The page shows which ranking it is, and loading more goes on with it.
+    again = client.get(f"{base}/results?offset=0&limit=50").json()
+    assert again["round"] == 1 and again["round_model"] == "logistic"
+    more = client.post(f"{base}/results", json={"offset": 22, "limit": 5}).json()
+    assert {it["round"] for it in more["results"]} == {1}
+    # A foreign page cannot start a round; bad bodies are 422, not 500.
+    plain = TestClient(make_app(), base_url="http://127.0.0.1")
+    assert plain.post(f"{base}/learn", json={}).status_code == 403
+    for body in ({"model": "svm"}, {"shown": 10**30}, {"shown": 1.5}, {"depth": 0}):
+        assert client.post(f"{base}/learn", json=body).status_code == 422, body

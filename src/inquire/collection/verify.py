@@ -322,13 +322,15 @@ class Verification:
         encoder: Encoder | None = None,
         model: str = "",
         who: str | None = None,
+        request: SearchRequest | None = None,
     ) -> tuple[np.ndarray, int, int]:
         """``(vector (d,) float32, n_relevant, n_not_relevant)``: the query vector ``model``
-        learns from the consensus marks of the search (of one person with ``who``)."""
+        learns from the consensus marks of the search (of one person with ``who``).
+        ``request``: the saved request in an equivalent form (see :meth:`extend`)."""
         from inquire.collection.feedback import DEFAULT_MODEL, feedback_vector
         from inquire.collection.search import query_vector
 
-        req = self.request(search_id)
+        req = self.request(search_id) if request is None else request
         if req.text.strip() and encoder is None:
             from inquire.embed.models import load_encoder
 
@@ -375,6 +377,7 @@ class Verification:
         model: str = "",
         who: str = "",
         depth: int = 50,
+        request: SearchRequest | None = None,
     ) -> dict[str, Any]:
         """Start a new ranking round of ``search_id`` learnt from its marks.
 
@@ -393,7 +396,7 @@ class Verification:
             raise InputError(f"shown must be a rank between 0 and 10^9, got {shown}")
         if depth < 1 or depth > 10_000:
             raise InputError(f"depth must be between 1 and 10000, got {depth}")
-        w, n_pos, n_neg = self.feedback_vector(search_id, index, encoder, model)
+        w, n_pos, n_neg = self.feedback_vector(search_id, index, encoder, model, request=request)
         if n_pos + n_neg == 0:
             raise InputError(
                 f"search {search_id!r} has no relevant / not relevant marks yet; mark some "

@@ -124,6 +124,20 @@ class MoreBody(BaseModel):
     limit: StrictInt = Field(FIRST_PAGE, ge=1, le=MAX_LIMIT)
 
 
+class LearnBody(BaseModel):
+    """``POST .../learn``: start a ranking round learnt from the marks (relevance feedback).
+
+    ``shown``: the results the person has seen (those after it that nobody marked are
+    replaced); ``model``: a row of :data:`inquire.collection.feedback.FEEDBACK_MODELS`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    shown: StrictInt = Field(0, ge=0, le=MAX_OFFSET)
+    model: Literal["rocchio", "logistic"] = "rocchio"
+    who: str | None = Field(None, max_length=64)
+    depth: StrictInt = Field(FIRST_PAGE, ge=1, le=MAX_LIMIT)
+
+
 class MarkBody(BaseModel):
     """``PUT .../marks``: ``who``'s mark on one ranked image (``clear`` removes it)."""
 
@@ -334,14 +348,21 @@ def make_router(
                 "lat": _clean(x["lat"]),
                 "lon": _clean(x["lon"]),
                 "marks": by_image.get(int(x["image_id"]), {}),
+                "round": int(x["round"]),
             }
             for x in records(df)
         ]
+        rounds = v.rounds(sid)
+        last = records(rounds.tail(1))
         return {
             "search_id": sid,
             "request": req.as_dict(),
             "ranked": _ranked(v, sid),
             "results": items,
+            "round": int(last[0]["round"]) if last else 0,
+            "round_model": str(last[0]["model"]) if last else "",
+            "round_relevant": int(last[0]["n_relevant"]) if last else 0,
+            "round_not_relevant": int(last[0]["n_not_relevant"]) if last else 0,
         }
 
     @r.get("/api/c/{name}/searches/{sid}/results")
@@ -375,6 +396,28 @@ def make_router(
                 enc = res.encoder(v.coll.model_id)
                 v.extend(sid, body.offset + body.limit, idx, enc, request=req)
             return _page_of(v, sid, body.offset, body.limit)
+
+    @r.post("/api/c/{name}/searches/{sid}/learn")
+    @_http_errors
+    def learn(
+        name: CollName,
+        sid: SearchId,
+        body: LearnBody = Body(...),
+        inquire_who: str | None = Cookie(None, max_length=64),
+    ) -> dict[str, Any]:
+        """Re-rank what nobody marked yet from the marks; returns the round and the first
+        page of the new ranking (from ``after_rank``)."""
+        who = str(body.who or inquire_who or "")
+        with res.verification(name) as v:
+            req = v.request(sid)
+            req = SearchRequest(req.text, _stored_examples(v.coll, req.like), req.filters)
+            idx = res.index(v.coll)
+            enc = res.encoder(v.coll.model_id)
+            info = v.learn(
+                sid, idx, body.shown, enc, body.model, who, body.depth, request=req
+            )
+            page = _page_of(v, sid, info["after_rank"], body.depth)
+        return {**info, "results": page["results"], "ranked": page["ranked"]}
 
     @r.put("/api/c/{name}/searches/{sid}/marks")
     @_http_errors

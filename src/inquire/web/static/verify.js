@@ -211,6 +211,7 @@ async function more() {
       $("bbox").value = q.filters.bbox ? q.filters.bbox.join(",") : ""; $("like").value = q.like.join(",");
       $("under").value = (q.filters.under || []).join(",");
     }
+    if (first) showRound(r.round || 0, r.round_model || "", r.round_relevant || 0, r.round_not_relevant || 0);
     for (const it of r.results) {
       keepLocal(it);
       S.items.push(it);
@@ -236,7 +237,7 @@ function render(it, i) {
   d.className = "result"; d.id = "r" + i; d.dataset.imageId = it.image_id;
   d.onclick = (ev) => { if (!ev.target.closest("button")) select(i); };
   d.innerHTML = `<img loading="lazy" src="${API}/c/${encodeURIComponent(S.c)}/images/${it.image_id}?size=256" alt="image ${it.image_id}">
-  <div class="meta"><b>#${it.rank}</b> score ${it.score.toFixed(4)} · image ${it.image_id}<br>
+  <div class="meta"><b>#${it.rank}</b> score ${it.score.toFixed(4)} · image ${it.image_id}${it.round ? ` · <span class="round" title="ranked by what the marks taught (round ${it.round})">round ${it.round}</span>` : ""}<br>
   ${esc(it.taxon || "")} ${esc((it.date || "").slice(0, 10))}
   ${it.lat == null ? "" : "· " + it.lat.toFixed(3) + ", " + it.lon.toFixed(3)}<br>
   <span class="path">${esc(it.path || "")}</span><br>
@@ -288,6 +289,28 @@ function markAt(i, value) {
   S.undo.push({i, prev});
   status(`image ${S.items[i].image_id}: ${LABEL[value] || "cleared"}`);
   select(i + 1);
+}
+// Relevance feedback: re-rank what nobody marked yet from the marks (a new ranking round).
+// Results up to the cursor (and every marked one) stay; the rest is replaced.
+async function learn() {
+  if (!S.sid) { status("run or open a search first", true); return; }
+  if (Q.pending.length) { status(`wait: ${Q.pending.length} mark(s) still being saved`, true); pump(); return; }
+  const url = `${API}/c/${encodeURIComponent(S.c)}/searches/${S.sid}/learn`;
+  try {
+    const r = await (await send("POST", url, {shown: S.cur + 1, model: $("fbmodel").value, who: who() || null, depth: 24})).json();
+    const keep = S.items.filter(it => it.rank <= r.after_rank).length;
+    for (let i = keep; i < S.items.length; i++) { const d = $("r" + i); if (d) d.remove(); }
+    S.items.length = keep;
+    S.undo = S.undo.filter(u => u.i < keep);
+    for (const it of r.results) { keepLocal(it); S.items.push(it); $("list").appendChild(render(it, S.items.length - 1)); }
+    S.done = r.results.length < 24;
+    showRound(r.round, r.model, r.n_relevant, r.n_not_relevant);
+    if (keep < S.items.length) select(keep);
+    status(`ranking round ${r.round}: results after #${r.after_rank} re-ranked from ${r.n_relevant} relevant and ${r.n_not_relevant} not relevant marks`);
+  } catch (e) { if (e.network) offline(); status(e.message, true); }
+}
+function showRound(n, model, pos, neg) {
+  $("round").textContent = n ? `ranking: round ${n} (${model}, ${pos} relevant / ${neg} not)` : "ranking: first search";
 }
 function undo() {
   const u = S.undo.pop();
@@ -367,10 +390,12 @@ document.addEventListener("keydown", (ev) => {
   else if (k === "m") { more(); }
   else if (k === "z") { undo(); ev.preventDefault(); }
   else if (k === "r") { retryFailed(); ev.preventDefault(); }
+  else if (k === "l") { learn(); ev.preventDefault(); }
   else if (k in KEYS) { markAt(S.cur, KEYS[k]); ev.preventDefault(); }
 });
 $("search").addEventListener("submit", runSearch);
 $("retry").addEventListener("click", retryFailed);
+$("learn").addEventListener("click", learn);
 $("collection").addEventListener("change", () => loadSaved().catch(e => status(e.message, true)));
 $("saved").addEventListener("change", () => {
   const sid = $("saved").value, c = $("collection").value;
