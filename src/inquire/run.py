@@ -255,7 +255,7 @@ def _checked_frame(df: pd.DataFrame, source: str) -> pd.DataFrame:
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise InputError(
-                f"{source}: row {i + 1} has {col} {df[col].iloc[i]!r}; {col} must be a whole "
+                f"{source}: row {i + 1} has {col} {_shown(df[col].iloc[i])}; {col} must be a whole "
                 f"number (image and query ids are integers)"
             )
         as_num = pd.to_numeric(df[col])
@@ -272,8 +272,14 @@ def _checked_frame(df: pd.DataFrame, source: str) -> pd.DataFrame:
         i = int(np.flatnonzero(bad)[0])
         raise InputError(
             f"{source}: row {i + 1} (query {df['query_id'].iloc[i]}, image "
-            f"{df['image_id'].iloc[i]}) has score {df['score'].iloc[i]!r}; every score must be "
-            f"a finite number"
+            f"{df['image_id'].iloc[i]}) has score {_shown(df['score'].iloc[i])}; every score "
+            f"must be a finite number"
         )
     df["score"] = scores
     return df
+
+
+def _shown(value: object) -> str:
+    """A cell as a message shows it: ``2.5``, ``nan``, ``'x'`` (numpy scalars as Python's)."""
+    item = getattr(value, "item", None)
+    return repr(item() if callable(item) else value)
