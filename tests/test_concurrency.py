@@ -157,6 +157,7 @@ def test_second_collection_update_waits_readers_keep_working(tmp_path: Path) -> 
         coll.close()
 
 
+@pytest.mark.slow  # two processes that each load torch and open_clip
 def test_second_embed_into_one_folder_waits_then_embeds_nothing_twice(tmp_path: Path) -> None:
     pytest.importorskip("open_clip")
     from inquire.testing.embed_images import write_jpegs
@@ -180,7 +181,9 @@ def test_second_embed_into_one_folder_waits_then_embeds_nothing_twice(tmp_path: 
             subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT) for _, fh in errs
         ]
         for path, _ in errs:
-            _wait_for(lambda p=path: b"waiting" in p.read_bytes(), "embed to wait", procs)
+            _wait_for(
+                lambda p=path: b"waiting" in p.read_bytes(), "embed to wait", procs, limit=900
+            )
     finally:
         (flags / "release").touch()
         holder.wait(timeout=60)
