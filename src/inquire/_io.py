@@ -98,8 +98,7 @@ def check_output_folder(path: str | os.PathLike[str], what: str = "--out") -> Pa
         if parent.exists():
             if not parent.is_dir():
                 raise InputError(
-                    f"{what} {str(p)!r} cannot be created: {str(parent)!r} is a file, not a "
-                    f"folder"
+                    f"{what} {str(p)!r} cannot be created: {str(parent)!r} is a file, not a folder"
                 )
             break
     return p
