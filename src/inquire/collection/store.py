@@ -268,16 +268,17 @@ class Collection:
 
         return EmbeddingStore(self.emb_dir)
 
-    def write_rows_snapshot(self, write: bool = True) -> pd.DataFrame:
+    def write_rows_snapshot(self, write: bool = True, store: Any = None) -> pd.DataFrame:
         """Rebuild ``rows.parquet`` (one row per embedding row) from the database; return it.
 
         ``write=False`` only builds it (a reader while another process holds the writer lock
-        must not replace the files that writer is about to write)."""
+        must not replace the files that writer is about to write). ``store``: the embedding
+        store whose rows to describe (default: the shards on disk now)."""
         gen = self.generation
-        if not (self.emb_dir / "img_emb").is_dir():
+        if store is None and not (self.emb_dir / "img_emb").is_dir():
             n, offsets, shard_pos = 0, np.zeros(1, np.int64), {}
         else:
-            store = self.store()
+            store = store if store is not None else self.store()
             n, offsets = len(store), store.offsets
             shard_pos = {s: int(offsets[j]) for j, s in enumerate(store.shard_indices)}
         cols = ", ".join(f'"{c}"' for c in TAXON_COLUMNS)
@@ -323,10 +324,10 @@ class Collection:
         )
         return out
 
-    def _rows_snapshot(self) -> pd.DataFrame:
+    def _rows_snapshot(self, store: Any = None) -> pd.DataFrame:
         """A fresh snapshot, also written to disk unless another process is writing."""
         with try_writer_lock(self.folder) as free:
-            return self.write_rows_snapshot(write=free)
+            return self.write_rows_snapshot(write=free, store=store)
 
     def index(self) -> CollectionIndex:
         """Load the embeddings (memory-mapped) and the filter columns for searching."""
@@ -371,8 +372,9 @@ class CollectionIndex:
         store = coll.store()
         df = pd.read_parquet(coll.rows_path) if rows is None else rows
         if len(df) != len(store) or "folder" not in df.columns:
-            # Shards written since the snapshot (e.g. by an update running now).
-            df = coll._rows_snapshot()
+            # Shards written since the snapshot (e.g. by an update running now): describe
+            # exactly the shards this store holds.
+            df = coll._rows_snapshot(store)
         taxa = {c: pd.Categorical(df[c]) for c in TAXON_COLUMNS}
         return cls(
             coll,
