@@ -369,3 +369,12 @@ def test_import_cache_of_a_damaged_file_is_a_clear_error(
     assert "cache.npy" in msg
     assert ("holds a ndarray" if damage == "not-a-dict" else "is not a readable .npy") in msg
     assert "does not exist" in _error([*args[:2], str(tmp_path / "nope.npy"), *args[3:]])
+
+
+def test_run_that_is_a_folder_or_lacks_a_column_is_named(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    assert "is a folder" in _error(_evaluate(files, tmp_path))
+    pq.write_table(pa.table({"query_id": [1], "image_id": [10]}), tmp_path / "noscore.parquet")
+    msg = _error(_evaluate(files, tmp_path / "noscore.parquet"))
+    assert "noscore.parquet' lacks column(s) ['score']" in msg

@@ -138,7 +138,8 @@ class Run(Mapping[int, tuple[np.ndarray, np.ndarray]]):
         missing = [c for c in ("query_id", "image_id", "score") if c not in df.columns]
         if missing:
             raise InputError(
-                f"run lacks column(s) {missing}; expected {RUN_COLUMNS}, found {list(df.columns)}"
+                f"{source} lacks column(s) {missing}; expected {RUN_COLUMNS}, found "
+                f"{list(df.columns)}"
             )
         df = _checked_frame(df, source)
         if "rank" in df.columns:
@@ -232,6 +233,11 @@ class Run(Mapping[int, tuple[np.ndarray, np.ndarray]]):
         """Read a run: parquet (recognised by its magic bytes, whatever the file name) or
         else a TREC run file."""
         path = Path(path)
+        if path.is_dir():
+            raise InputError(
+                f"run file {str(path)!r} is a folder; pass the run file itself (a results "
+                f"folder holds it as run.parquet)"
+            )
         if not path.is_file():
             raise InputError(f"run file {str(path)!r} does not exist")
         with open(path, "rb") as fh:
