@@ -204,3 +204,25 @@ def test_second_embed_into_one_folder_waits_then_embeds_nothing_twice(tmp_path: 
     assert len(store) == 5 and store.shard_indices == [0, 1, 2]
     assert store.metadata["image_path"].is_unique
     assert np.isfinite(store.rows(np.arange(5))).all()
+
+
+def test_lock_timeout_raises_busy_naming_the_holder(tmp_path: Path) -> None:
+    from inquire.collection import update_collection
+    from inquire.errors import BusyError
+
+    photos = tmp_path / "photos"
+    make_photo_folder(photos, n=2, seed=3)
+    coll, _ = create_collection("c", photos, "toy:colour", workers=0, index="none")
+    coll.close()
+    flags = tmp_path / "flags"
+    flags.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(coll.folder), str(flags)])
+    try:
+        _wait_for(lambda: (flags / "held").exists(), "the lock holder", [holder])
+        with pytest.raises(BusyError, match=rf"process {holder.pid} on .* after 0.2 s"):
+            update_collection("c", workers=0, lock_timeout=0.2)
+    finally:
+        (flags / "release").touch()
+        holder.wait(timeout=60)
+    _, stats = update_collection("c", workers=0, lock_timeout=5)  # free again
+    assert stats.embedded == 0 and stats.unchanged == 2
