@@ -250,16 +250,16 @@ def test_learn_from_marks_key(browser: Any, server: LiveServer) -> None:
     for key in "1n1n":
         page.keyboard.press(key)
     _all_saved(page)
-    before = _ids(page)[:4]
+    before = _ids(page)[:5]  # the four marked and the one under the cursor: all seen
     page.keyboard.press("l")
     page.wait_for_function(
         "() => document.getElementById('round').textContent.includes('round 1')"
     )
     ids = _ids(page)
-    assert ids[:4] == before
-    assert not set(ids[4:]) & set(before)
-    assert page.locator(".result .round").count() == len(ids) - 4
-    assert page.get_attribute("#r4", "class").endswith("current")
+    assert ids[:5] == before
+    assert not set(ids[5:]) & set(before)
+    assert page.locator(".result .round").count() == len(ids) - 5
+    assert page.get_attribute("#r5", "class").endswith("current")
     r = httpx.get(f"{server.url}/verify/api/c/walk/searches/{sid}/results?offset=0&limit=100")
     assert [it["image_id"] for it in r.json()["results"]][: len(ids)] == ids
     tab.close()

@@ -73,7 +73,8 @@ def test_report_formats(synth, tmp_path: Path) -> None:
     assert {p.name for p in plots.iterdir()} >= {"precision_recall.png", "precision_recall.svg"}
 
     # The annotations file named in the results' config is found without --annotations.
-    res = runner.invoke(app, ["report", *args, "-f", "html", "-o", str(html), "--bootstrap", "50"])
+    again = ["report", *args, "-f", "html", "-o", str(html), "--bootstrap", "50", "--overwrite"]
+    res = runner.invoke(app, again)
     assert res.exit_code == 0 and html.read_text().count("data:image/png;base64,") == 3
 
     for fmt, marker in (("markdown", "## Supercategory"), ("latex", r"\toprule")):

@@ -109,9 +109,11 @@ def test_query_ids_come_from_the_query_table_or_a_column(
     ids = dict(zip(table["query_text"], table["query_id"], strict=True))
     assert [ids[t] for t in rs.queries["query_text"]] == rs.query_ids
     assert rs.query_ids != list(range(1, len(rs.queries) + 1))
-    # a table that misses some texts: numbered instead, with a warning
+    # a table that misses some texts: an error, or numbered when asked, with a warning
+    with pytest.raises(InputError, match="--number-queries"):
+        read_rerank_set(synthetic["test"], queries=table.iloc[:1])
     with caplog.at_level("WARNING"):
-        partial = read_rerank_set(synthetic["test"], queries=table.iloc[:1])
+        partial = read_rerank_set(synthetic["test"], queries=table.iloc[:1], number_queries=True)
     assert partial.query_ids == list(range(1, len(rs.queries) + 1))
     assert "not in the given query table" in caplog.text
     # files with a query_id column (include_query_id=True) use it

@@ -79,3 +79,45 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"cannot write {type(obj).__name__} as JSON")
+
+
+def check_output_folder(path: str | os.PathLike[str], what: str = "--out") -> Path:
+    """Fail before any work when ``path``, an output *folder*, names an existing file.
+
+    Returns ``path`` as a :class:`Path`. (A folder, existing or not, is fine.)
+    """
+    from inquire.errors import InputError
+
+    p = Path(path).expanduser()
+    if p.exists() and not p.is_dir():
+        raise InputError(
+            f"{what} {str(p)!r} is an existing file, but it names a folder to write into; "
+            f"choose a new folder name (or move the file away)"
+        )
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(
+                    f"{what} {str(p)!r} cannot be created: {str(parent)!r} is a file, not a folder"
+                )
+            break
+    return p
+
+
+def check_output_file(
+    path: str | os.PathLike[str], overwrite: bool = False, what: str = "--out"
+) -> Path:
+    """Fail before any work when ``path``, an output *file*, already exists (unless
+    ``overwrite``), is a folder, or lies under a file. Returns ``path`` as a :class:`Path`."""
+    from inquire.errors import InputError
+
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise InputError(f"{what} {str(p)!r} is a folder; name the file to write")
+    if p.exists() and not overwrite:
+        raise InputError(
+            f"{what} {str(p)!r} already exists; choose another file name, or pass --overwrite "
+            f"to replace it"
+        )
+    check_output_folder(p.parent, what=f"the folder of {what}")
+    return p

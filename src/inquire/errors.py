@@ -41,3 +41,7 @@ def suggest(name: str, valid: Iterable[str]) -> str:
     """Return ' Did you mean ...?' for close matches of ``name`` in ``valid`` (or '')."""
     close = difflib.get_close_matches(name, list(valid), n=3, cutoff=0.5)
     return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+
+
+class BusyError(InquireError):
+    """Another process is writing to the same folder (an embedding folder, a collection)."""

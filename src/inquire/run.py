@@ -130,13 +130,18 @@ class Run(Mapping[int, tuple[np.ndarray, np.ndarray]]):
         return pd.concat(frames, ignore_index=True)
 
     @classmethod
-    def from_dataframe(cls, df: pd.DataFrame, name: str = "run") -> Run:
-        """From a long frame with ``query_id, image_id, score`` (``rank`` breaks score ties)."""
+    def from_dataframe(cls, df: pd.DataFrame, name: str = "run", source: str = "run") -> Run:
+        """From a long frame with ``query_id, image_id, score`` (``rank`` breaks score ties).
+
+        Ids (and ``rank``) must be whole numbers and scores finite; the first bad row is
+        named (``source`` says where the frame came from, e.g. the file)."""
         missing = [c for c in ("query_id", "image_id", "score") if c not in df.columns]
         if missing:
             raise InputError(
-                f"run lacks column(s) {missing}; expected {RUN_COLUMNS}, found {list(df.columns)}"
+                f"{source} lacks column(s) {missing}; expected {RUN_COLUMNS}, found "
+                f"{list(df.columns)}"
             )
+        df = _checked_frame(df, source)
         if "rank" in df.columns:
             df = df.sort_values(["query_id", "rank"], kind="stable")
         res = {
@@ -167,7 +172,12 @@ class Run(Mapping[int, tuple[np.ndarray, np.ndarray]]):
             ) from exc
         meta = table.schema.metadata or {}
         name = meta.get(b"inquire.run_name", path.stem.encode()).decode()
-        return cls.from_dataframe(table.to_pandas(), name=name)
+        if table.num_rows == 0:
+            raise InputError(
+                f"run file {str(path)!r} has no rows; a run lists, for each query, ranked "
+                f"image ids with scores (columns {RUN_COLUMNS})"
+            )
+        return cls.from_dataframe(table.to_pandas(), name=name, source=f"run file {str(path)!r}")
 
     def save_trec(self, path: str | os.PathLike[str], tag: str | None = None) -> None:
         """Write a TREC run file ``qid Q0 docid rank score tag`` (atomically)."""
@@ -185,7 +195,8 @@ class Run(Mapping[int, tuple[np.ndarray, np.ndarray]]):
         path = Path(path)
         rows: list[tuple[int, int, int, float]] = []
         tag = path.stem
-        with open(path, encoding="utf-8", errors="replace") as fh:
+        # utf-8-sig: a byte-order mark (as some Windows editors write) is not part of qid 1.
+        with open(path, encoding="utf-8-sig", errors="replace") as fh:
             for lineno, line in enumerate(fh, start=1):
                 parts = line.split()
                 if not parts:
@@ -196,12 +207,18 @@ class Run(Mapping[int, tuple[np.ndarray, np.ndarray]]):
                         f"'qid Q0 docid rank score tag', got {len(parts)}: {line.strip()!r}"
                     )
                 try:
-                    rows.append((int(parts[0]), int(parts[2]), int(parts[3]), float(parts[4])))
+                    row = (int(parts[0]), int(parts[2]), int(parts[3]), float(parts[4]))
                 except ValueError:
                     raise InputError(
                         f"{str(path)!r} line {lineno}: qid, docid and rank must be integers and "
                         f"score a number: {line.strip()!r}"
                     ) from None
+                if not np.isfinite(row[3]):
+                    raise InputError(
+                        f"{str(path)!r} line {lineno}: score {parts[4]!r} is not a finite "
+                        f"number; a ranking needs a real-valued score for every item"
+                    )
+                rows.append(row)
                 tag = parts[5]
         if not rows:
             raise InputError(
@@ -209,13 +226,18 @@ class Run(Mapping[int, tuple[np.ndarray, np.ndarray]]):
                 f"'qid Q0 docid rank score tag' or an inquire run parquet"
             )
         df = pd.DataFrame(rows, columns=RUN_COLUMNS)
-        return cls.from_dataframe(df, name=tag)
+        return cls.from_dataframe(df, name=tag, source=f"run file {str(path)!r}")
 
     @classmethod
     def read(cls, path: str | os.PathLike[str]) -> Run:
         """Read a run: parquet (recognised by its magic bytes, whatever the file name) or
         else a TREC run file."""
         path = Path(path)
+        if path.is_dir():
+            raise InputError(
+                f"run file {str(path)!r} is a folder; pass the run file itself (a results "
+                f"folder holds it as run.parquet)"
+            )
         if not path.is_file():
             raise InputError(f"run file {str(path)!r} does not exist")
         with open(path, "rb") as fh:
@@ -223,3 +245,47 @@ class Run(Mapping[int, tuple[np.ndarray, np.ndarray]]):
         if magic == b"PAR1":
             return cls.read_parquet(path)
         return cls.read_trec(path)
+
+
+def _checked_frame(df: pd.DataFrame, source: str) -> pd.DataFrame:
+    """``df`` with ``query_id``/``image_id`` (and ``rank``) as int64 and ``score`` as float64,
+    or an :class:`InputError` naming the first row (counting from 1) whose value is missing,
+    not a whole number (2.5), or (scores) not finite."""
+    df = df.reset_index(drop=True).copy()
+    for col in ("query_id", "image_id", "rank"):
+        if col not in df.columns:
+            continue
+        values = pd.to_numeric(df[col], errors="coerce").to_numpy(np.float64, na_value=np.nan)
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(values) | (values != np.round(values))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise InputError(
+                f"{source}: row {i + 1} has {col} {_shown(df[col].iloc[i])}; {col} must be a whole "
+                f"number (image and query ids are integers)"
+            )
+        as_num = pd.to_numeric(df[col])
+        # Integer columns (or integer text) keep every digit; floats holding whole numbers
+        # (e.g. written by a tool that had a NaN once) are exact up to 2**53.
+        df[col] = (
+            as_num.astype(np.int64)
+            if pd.api.types.is_integer_dtype(as_num.dtype)
+            else values.astype(np.int64)
+        )
+    scores = pd.to_numeric(df["score"], errors="coerce").to_numpy(np.float64, na_value=np.nan)
+    bad = ~np.isfinite(scores)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise InputError(
+            f"{source}: row {i + 1} (query {df['query_id'].iloc[i]}, image "
+            f"{df['image_id'].iloc[i]}) has score {_shown(df['score'].iloc[i])}; every score "
+            f"must be a finite number"
+        )
+    df["score"] = scores
+    return df
+
+
+def _shown(value: object) -> str:
+    """A cell as a message shows it: ``2.5``, ``nan``, ``'x'`` (numpy scalars as Python's)."""
+    item = getattr(value, "item", None)
+    return repr(item() if callable(item) else value)

@@ -215,11 +215,14 @@ def export_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Output .csv or .parquet file."),
     who: str | None = typer.Option(None, "--who", help="Only this person's marks."),
     only_relevant: bool = typer.Option(False, "--relevant", help="Only marks 'relevant'."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
 ) -> None:
     """Export verified marks: image id, path, taxon, date, place, score, rank, mark, who, when."""
+    from inquire._io import check_output_file
     from inquire.collection import open_collection
     from inquire.collection.verify import Verification, write_table
 
+    check_output_file(out, overwrite)
     with closing(open_collection(name)) as coll, closing(Verification(coll)) as v:
         df = v.export(search_id, who)
     if only_relevant:

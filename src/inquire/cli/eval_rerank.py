@@ -48,7 +48,9 @@ def rerank_table(result: Any, title: str) -> Any:
     return table
 
 
-def _rerank_set(split: str, data: list[Path], queries: list[Path]) -> Any:
+def _rerank_set(
+    split: str, data: list[Path], queries: list[Path], number_queries: bool = False
+) -> Any:
     """The local files (``--data``, ids from ``--queries``) or the downloaded split."""
     import pandas as pd
 
@@ -56,7 +58,9 @@ def _rerank_set(split: str, data: list[Path], queries: list[Path]) -> Any:
     from inquire.data.rerank_set import load_rerank_set, read_rerank_set
 
     table = pd.concat([read_queries(q) for q in queries], ignore_index=True) if queries else None
-    return read_rerank_set(data, queries=table) if data else load_rerank_set(split, table)
+    if data:
+        return read_rerank_set(data, queries=table, number_queries=number_queries)
+    return load_rerank_set(split, table, number_queries=number_queries)
 
 
 @friendly_errors
@@ -89,6 +93,11 @@ def eval_rerank_cmd(
         False, help="Rank candidates that could not be scored last instead of stopping."
     ),
     no_cache: bool = typer.Option(False, help="Neither read nor write the score cache."),
+    number_queries: bool = typer.Option(
+        False,
+        "--number-queries",
+        help="Number queries 1..n in file order when the query tables do not match the data.",
+    ),
 ) -> None:
     """Rerank INQUIRE-Rerank's 100 candidates per query and evaluate (AP over the pool, R =
     relevant candidates, plus AP@50)."""
@@ -98,7 +107,7 @@ def eval_rerank_cmd(
     from inquire.rerank import RerankOptions, load_reranker
     from inquire.rerank.cache import ScoreCache
 
-    rs = _rerank_set(split, data, queries)
+    rs = _rerank_set(split, data, queries, number_queries)
     ranker: Any = reranker
     cache = None
     if reranker not in BASELINES:
@@ -200,6 +209,7 @@ def import_cache_cmd(
     protocol: str = typer.Option(DEFAULT_PROTOCOL, "--protocol", help=PROTOCOL_HELP),
 ) -> None:
     """Import INQUIRE's released scores into the cache, to evaluate them as cached:NAME."""
+    from inquire.errors import InputError
     from inquire.rerank.cache import (
         PICKLE_REFUSAL,
         CachedReranker,
@@ -209,10 +219,11 @@ def import_cache_cmd(
     )
 
     if not trust_pickle:  # refuse before downloading anything
-        from inquire.errors import InputError
-
         raise InputError(PICKLE_REFUSAL.format(path=str(npy)))
-    rs = _rerank_set(split, data, queries)
+    if not npy.is_file():
+        raise InputError(f"score cache {str(npy)!r} does not exist")
+    # The cache is keyed by query text, so query ids need not match INQUIRE's here.
+    rs = _rerank_set(split, data, queries, number_queries=True)
     target = CachedReranker(name, protocol=protocol)
     with ScoreCache() as cache:
         report = import_inquire_cache(

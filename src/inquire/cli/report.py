@@ -68,8 +68,10 @@ def report_cmd(
         "queries differ.",
     ),
     queries: Path | None = typer.Option(None, "--queries", help="Query CSV for query texts."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
 ) -> None:
     """Tabulate RESULTS overall and per group, with bootstrap confidence intervals."""
+    from inquire._io import check_output_file, check_output_folder
     from inquire.errors import InputError, UnknownNameError
     from inquire.report import build_report, compare
     from inquire.report import formats as F
@@ -82,6 +84,10 @@ def report_cmd(
             f"--compare tests pairs of runs but got {len(results)} result folder; pass two or "
             f"more, or drop --compare"
         )
+    if out is not None:  # before the bootstrap, not after it
+        check_output_file(out, overwrite)
+    if plots is not None:
+        check_output_folder(plots, "--plots")
     if with_compare and fmt in ("csv", "latex"):
         raise InputError(
             f"--compare adds the paired tests to terminal, markdown and html reports, not to "

@@ -38,6 +38,7 @@ import pandas as pd
 
 from inquire import config
 from inquire._io import atomic_open, atomic_path, write_json
+from inquire._lock import try_writer_lock, writer_lock
 from inquire.collection.ann import check_setting, ensure_index, load_index
 from inquire.collection.embedding import embed_files
 from inquire.collection.metadata import FIELDS, RANKS, InatMetadata, describe
@@ -290,13 +291,17 @@ class Collection:
 
         return EmbeddingStore(self.emb_dir)
 
-    def write_rows_snapshot(self) -> None:
-        """Rebuild ``rows.parquet`` (one row per embedding row) from the database."""
+    def write_rows_snapshot(self, write: bool = True, store: Any = None) -> pd.DataFrame:
+        """Rebuild ``rows.parquet`` (one row per embedding row) from the database; return it.
+
+        ``write=False`` only builds it (a reader while another process holds the writer lock
+        must not replace the files that writer is about to write). ``store``: the embedding
+        store whose rows to describe (default: the shards on disk now)."""
         gen = self.generation
-        if not (self.emb_dir / "img_emb").is_dir():
+        if store is None and not (self.emb_dir / "img_emb").is_dir():
             n, offsets, shard_pos = 0, np.zeros(1, np.int64), {}
         else:
-            store = self.store()
+            store = store if store is not None else self.store()
             n, offsets = len(store), store.offsets
             shard_pos = {s: int(offsets[j]) for j, s in enumerate(store.shard_indices)}
         cols = ", ".join(f'"{c}"' for c in TAXON_COLUMNS)
@@ -326,6 +331,8 @@ class Collection:
         folder = np.full(n, None, object)
         folder[pos] = [p.rpartition("/")[0] for p in df["path"]]
         out["folder"] = pd.Categorical(folder)
+        if not write:
+            return out
         with atomic_path(self.rows_path) as tmp:
             out.to_parquet(tmp, index=False)
         write_json(
@@ -338,6 +345,12 @@ class Collection:
                 **{k: v for k, v in self.meta().items() if k != "generation"},
             },
         )
+        return out
+
+    def _rows_snapshot(self, store: Any = None) -> pd.DataFrame:
+        """A fresh snapshot, also written to disk unless another process is writing."""
+        with try_writer_lock(self.folder) as free:
+            return self.write_rows_snapshot(write=free, store=store)
 
     def index(self) -> CollectionIndex:
         """Load the embeddings (memory-mapped) and the filter columns for searching."""
@@ -345,14 +358,13 @@ class Collection:
         stale = True
         if man.is_file() and self.rows_path.is_file():
             stale = json.loads(man.read_text(encoding="utf-8")).get("generation") != self.generation
-        if stale:
-            self.write_rows_snapshot()
+        rows = self._rows_snapshot() if stale else None
         if not (self.emb_dir / "img_emb").is_dir():
             raise InputError(
                 f"collection {self.name!r} has no embedded images yet; add images to "
                 f"{str(self.images_root)!r} and run `inquire collection update {self.name}`"
             )
-        return CollectionIndex.load(self)
+        return CollectionIndex.load(self, rows)
 
 
 @dataclass
@@ -378,12 +390,14 @@ class CollectionIndex:
     ann: Any = None  # the collection's faiss index (inquire.index.ann.AnnIndex) if current
 
     @classmethod
-    def load(cls, coll: Collection) -> CollectionIndex:
+    def load(cls, coll: Collection, rows: pd.DataFrame | None = None) -> CollectionIndex:
+        """``rows``: a snapshot just built (else ``rows.parquet`` is read)."""
         store = coll.store()
-        df = pd.read_parquet(coll.rows_path)
+        df = pd.read_parquet(coll.rows_path) if rows is None else rows
         if len(df) != len(store) or "folder" not in df.columns:
-            coll.write_rows_snapshot()
-            df = pd.read_parquet(coll.rows_path)
+            # Shards written since the snapshot (e.g. by an update running now): describe
+            # exactly the shards this store holds.
+            df = coll._rows_snapshot(store)
         taxa = {c: pd.Categorical(df[c]) for c in TAXON_COLUMNS}
         return cls(
             coll,
@@ -458,6 +472,7 @@ def create_collection(
     progress: bool = False,
     workers: int = 2,
     index: str = "auto",
+    lock_timeout: float | None = None,
 ) -> tuple[Collection, UpdateStats]:
     """Create collection ``name`` from the image files under ``images`` and embed them.
 
@@ -466,7 +481,8 @@ def create_collection(
     Images are decoded in ``workers`` processes (the embedding pipeline's reader) and encoded
     ``batch_size`` at a time. ``index``: ``"auto"``, ``"none"`` or a faiss factory string
     (see :mod:`inquire.collection.ann`). The work is committed every ``chunk_size`` images,
-    so an interrupted run is resumed by :func:`update_collection`.
+    so an interrupted run is resumed by :func:`update_collection`. ``lock_timeout``: see
+    :func:`update_collection`.
     """
     folder = _collection_folder(name, root)
     images_root = Path(images).expanduser().resolve()
@@ -484,20 +500,25 @@ def create_collection(
     inat = InatMetadata(meta_path) if meta_path is not None else None
     enc = encoder or _load_encoder(model_id, batch_size)
     index_setting = check_setting(index, enc.dim)
-    folder.mkdir(parents=True, exist_ok=True)
-    coll = Collection(folder)
-    with transaction(coll.conn) as conn:
-        coll.set_meta(
-            conn,
-            model_id=enc.model_id,
-            revision=enc.revision,
-            dim=enc.dim,
-            images_root=str(images_root),
-            metadata=str(meta_path) if meta_path else "",
-            generation=0,
-            index=index_setting,
-        )
-    stats = _sync(coll, enc, inat, batch_size, chunk_size, progress, workers)
+    with writer_lock(folder, f"collection {name!r}", lock_timeout):
+        if (folder / "collection.db").is_file():  # created meanwhile by another process
+            raise InputError(
+                f"collection {name!r} was created at {str(folder)!r} by another process "
+                f"meanwhile; run `inquire collection update {name}` to pick up changes"
+            )
+        coll = Collection(folder)
+        with transaction(coll.conn) as conn:
+            coll.set_meta(
+                conn,
+                model_id=enc.model_id,
+                revision=enc.revision,
+                dim=enc.dim,
+                images_root=str(images_root),
+                metadata=str(meta_path) if meta_path else "",
+                generation=0,
+                index=index_setting,
+            )
+        stats = _sync(coll, enc, inat, batch_size, chunk_size, progress, workers)
     return coll, stats
 
 
@@ -513,6 +534,7 @@ def update_collection(
     progress: bool = False,
     workers: int = 2,
     index: str | None = None,
+    lock_timeout: float | None = None,
 ) -> tuple[Collection, UpdateStats]:
     """Bring collection ``name`` up to date with its images folder.
 
@@ -521,8 +543,32 @@ def update_collection(
     sent to the encoder. ``images``/``metadata`` re-point the folder or train.json;
     ``index`` changes the index setting (None keeps it). The faiss index, if any, is rebuilt
     when the embeddings changed.
+
+    A collection has one writer at a time (create, update, compact, delete): while another
+    process writes it, this call waits (a warning names that process; at most
+    ``lock_timeout`` seconds when given, then :class:`~inquire.errors.BusyError`) and then
+    scans the folder afresh, so nothing that process embedded is embedded again. Searches
+    need no lock and keep working during an update.
     """
     coll = open_collection(name, root)
+    with writer_lock(coll.folder, f"collection {name!r}", lock_timeout):
+        return _update_locked(
+            coll, name, images, metadata, encoder, batch_size, chunk_size, progress, workers, index
+        )
+
+
+def _update_locked(
+    coll: Collection,
+    name: str,
+    images: str | os.PathLike[str] | None,
+    metadata: str | os.PathLike[str] | None,
+    encoder: Encoder | None,
+    batch_size: int,
+    chunk_size: int,
+    progress: bool,
+    workers: int,
+    index: str | None,
+) -> tuple[Collection, UpdateStats]:
     meta = coll.meta()
     index_setting = check_setting(index, int(meta["dim"])) if index is not None else None
     with transaction(coll.conn) as conn:
@@ -812,6 +858,11 @@ def compact(name: str, root: str | os.PathLike[str] | None = None) -> int:
     database is updated in the same step, so a failure leaves the old state intact.
     """
     coll = open_collection(name, root)
+    with writer_lock(coll.folder, f"collection {name!r}"):
+        return _compact_locked(coll)
+
+
+def _compact_locked(coll: Collection) -> int:
     if not (coll.emb_dir / "img_emb").is_dir():
         return 0
     index = coll.index()
@@ -851,5 +902,6 @@ def delete_collection(name: str, root: str | os.PathLike[str] | None = None) -> 
     """Remove the collection folder (embeddings, database, marks). Returns the folder."""
     coll = open_collection(name, root)
     coll.close()
-    shutil.rmtree(coll.folder)
+    with writer_lock(coll.folder, f"collection {name!r}"):
+        shutil.rmtree(coll.folder)
     return coll.folder

@@ -161,12 +161,17 @@ class RerankSet:
 
 
 def read_rerank_set(
-    paths: Sequence[str | os.PathLike[str]], queries: pd.DataFrame | None = None
+    paths: Sequence[str | os.PathLike[str]],
+    queries: pd.DataFrame | None = None,
+    number_queries: bool = False,
 ) -> RerankSet:
     """Read INQUIRE-Rerank parquet shards (upstream layout, see module docs).
 
     ``queries`` (optional, ``query_id, query_text, ...``): INQUIRE's query table(s), used to
-    give each query its INQUIRE id when the files carry no ``query_id`` column.
+    give each query its INQUIRE id when the files carry no ``query_id`` column. A text that
+    is not in ``queries`` is an :class:`InputError` (results numbered otherwise would not
+    join with full-rank ones) unless ``number_queries``: then every query is numbered
+    1, 2, ... in file order, with a warning. Without ``queries`` they are numbered too.
     """
     if not paths:
         raise InputError("no INQUIRE-Rerank parquet files given")
@@ -196,7 +201,8 @@ def read_rerank_set(
     if "query_id" in raw.columns and raw["query_id"].notna().all():
         qid = raw["query_id"].astype(np.int64)
     else:
-        qid = raw["query"].map(_query_ids(raw["query"].drop_duplicates().tolist(), queries))
+        texts = raw["query"].drop_duplicates().tolist()
+        qid = raw["query"].map(_query_ids(texts, queries, number_queries))
     candidates = pd.DataFrame(
         {
             "query_id": qid.astype(np.int64),
@@ -230,8 +236,11 @@ def read_rerank_set(
     return RerankSet(candidates=candidates, queries=qtable, paths=resolved)
 
 
-def _query_ids(texts: list[str], queries: pd.DataFrame | None) -> dict[str, int]:
-    """Query text -> id: INQUIRE's ids when every text is in ``queries``, else 1, 2, ..."""
+def _query_ids(
+    texts: list[str], queries: pd.DataFrame | None, number_queries: bool = False
+) -> dict[str, int]:
+    """Query text -> id: INQUIRE's ids when every text is in ``queries``; else an error, or
+    (``number_queries``, or no ``queries`` at all) 1, 2, ... in file order."""
     if queries is not None:
         by_text = {
             str(t).strip(): int(q)
@@ -241,6 +250,14 @@ def _query_ids(texts: list[str], queries: pd.DataFrame | None) -> dict[str, int]
         unmatched = [t for t, q in found.items() if q is None]
         if not unmatched:
             return {t: int(q) for t, q in found.items() if q is not None}
+        if not number_queries:
+            raise InputError(
+                f"{len(unmatched)} of {len(texts)} INQUIRE-Rerank queries are not in the query "
+                f"table (e.g. {unmatched[0]!r}), so their INQUIRE query ids are unknown; pass "
+                f"the query CSV(s) of this split (--queries), or --number-queries to number "
+                f"the queries 1..{len(texts)} in file order (such ids do not join with "
+                f"full-rank results)"
+            )
         log.warning(
             "%d of %d rerank queries are not in the given query table (e.g. %r); numbering "
             "queries 1..%d in file order instead",
@@ -254,12 +271,14 @@ def _query_ids(texts: list[str], queries: pd.DataFrame | None) -> dict[str, int]
     return {t: i for i, t in enumerate(texts, start=1)}
 
 
-def load_rerank_set(split: str, queries: pd.DataFrame | None = None) -> RerankSet:
+def load_rerank_set(
+    split: str, queries: pd.DataFrame | None = None, number_queries: bool = False
+) -> RerankSet:
     """Download (once, via the data registry) and read INQUIRE-Rerank ``split`` (val/test).
 
     Query ids come from ``queries`` when given, else from INQUIRE's query tables (downloaded
-    via :func:`inquire.data.queries.load_queries`; when that fails, queries are numbered in
-    file order and a warning says so).
+    via :func:`inquire.data.queries.load_queries`). When those cannot be had, or do not hold
+    every query, it is an error unless ``number_queries`` (see :func:`read_rerank_set`).
     """
     if split not in SPLITS:
         raise UnknownNameError("INQUIRE-Rerank split", split, SPLITS)
@@ -273,8 +292,14 @@ def load_rerank_set(split: str, queries: pd.DataFrame | None = None) -> RerankSe
         try:
             queries = pd.concat([load_queries("val"), load_queries("test")], ignore_index=True)
         except (InquireError, ImportError) as exc:
+            if not number_queries:
+                raise InputError(
+                    f"cannot load INQUIRE's query tables to give the {split} queries their ids "
+                    f"({exc}); pass --queries with the query CSV(s), or --number-queries to "
+                    f"number the queries in file order"
+                ) from exc
             log.warning("cannot load INQUIRE's query tables (%s); numbering queries", exc)
-    return read_rerank_set(paths, queries=queries)
+    return read_rerank_set(paths, queries=queries, number_queries=number_queries)
 
 
 # --- a synthetic INQUIRE-Rerank set in the upstream layout ---------------------------------

@@ -40,7 +40,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from inquire._io import atomic_open, atomic_path, write_json
+from inquire._io import atomic_open, atomic_path, check_output_folder, write_json
+from inquire._lock import writer_lock
 from inquire.embed._torch import file_sha256
 from inquire.embed.base import ImageEncoder, open_image
 from inquire.embed.sources import ImageSource, open_source
@@ -499,6 +500,7 @@ def embed_images(
     overwrite: bool = False,
     progress: bool = True,
     console: Any = None,
+    lock_timeout: float | None = None,
 ) -> EmbedSummary:
     """Embed every image of ``images`` with ``model`` into ``out`` (see the module docs).
 
@@ -510,6 +512,11 @@ def embed_images(
     (0 decodes in this process); with ``engine="ray"``, the number of encoder actors.
     ``address``: a Ray cluster to join (``engine="ray"`` only). Rerunning the same call
     continues an interrupted run; ``overwrite=True`` starts over.
+
+    ``out`` has one writer at a time: while another process embeds into it, this call waits
+    (a warning says so; at most ``lock_timeout`` seconds when given, then
+    :class:`~inquire.errors.BusyError`) and then continues from what that run committed.
+    ``out`` naming an existing file is an :class:`InputError` before any work.
     """
     if engine not in ENGINES:
         raise UnknownNameError("engine", engine, ENGINES)
@@ -517,35 +524,68 @@ def embed_images(
         raise InputError(f"workers must be >= 0, got {workers}")
     if batch_size < 1:
         raise InputError(f"batch_size must be a positive integer, got {batch_size}")
+    out_path = check_output_folder(out)
     source = open_source(images)
     with source:
         encoder = _as_image_encoder(model, device, precision, batch_size)
-        out_path = Path(out).expanduser()
-        writer = ShardWriter(out_path, encoder, source, shard_size, overwrite)
-        todo = writer.todo()
-        n_todo = sum(hi - lo for lo, hi in map(writer.bounds, todo))
-        start = time.perf_counter()
-        with progress_bar(console, disable=not progress) as bar:
-            task = bar.add_task("embed", total=len(source), completed=len(source) - n_todo, rate="")
+        # One writer per folder: a second run waits here, then resumes from the manifest
+        # the first one left (its shards are skipped, never embedded twice).
+        lock = writer_lock(out_path, f"embedding folder {str(out_path)!r}", lock_timeout)
+        with lock:
+            return _embed_locked(
+                encoder,
+                source,
+                out_path,
+                batch_size,
+                shard_size,
+                workers,
+                engine,
+                address,
+                overwrite,
+                progress,
+                console,
+            )
 
-            processed = [0]  # items handled by this run (the bar also counts earlier runs)
 
-            def advance(n: int) -> None:
-                processed[0] += n
-                rate = processed[0] / max(time.perf_counter() - start, 1e-9)
-                bar.update(task, advance=n, rate=f"{rate:,.1f} img/s")
+def _embed_locked(
+    encoder: ImageEncoder,
+    source: ImageSource,
+    out_path: Path,
+    batch_size: int,
+    shard_size: int,
+    workers: int,
+    engine: str,
+    address: str | None,
+    overwrite: bool,
+    progress: bool,
+    console: Any,
+) -> EmbedSummary:
+    """The body of :func:`embed_images`, run while holding the folder's writer lock."""
+    writer = ShardWriter(out_path, encoder, source, shard_size, overwrite)
+    todo = writer.todo()
+    n_todo = sum(hi - lo for lo, hi in map(writer.bounds, todo))
+    start = time.perf_counter()
+    with progress_bar(console, disable=not progress) as bar:
+        task = bar.add_task("embed", total=len(source), completed=len(source) - n_todo, rate="")
 
-            if todo:
-                log.info(
-                    "embedding %d images (%d shards) of %s with %s",
-                    n_todo,
-                    len(todo),
-                    source.root,
-                    encoder.model_id,
-                )
-                ENGINES[engine](encoder, source, writer, batch_size, workers, address, advance)
-        seconds = time.perf_counter() - start
-        writer.finish()
+        processed = [0]  # items handled by this run (the bar also counts earlier runs)
+
+        def advance(n: int) -> None:
+            processed[0] += n
+            rate = processed[0] / max(time.perf_counter() - start, 1e-9)
+            bar.update(task, advance=n, rate=f"{rate:,.1f} img/s")
+
+        if todo:
+            log.info(
+                "embedding %d images (%d shards) of %s with %s",
+                n_todo,
+                len(todo),
+                source.root,
+                encoder.model_id,
+            )
+            ENGINES[engine](encoder, source, writer, batch_size, workers, address, advance)
+    seconds = time.perf_counter() - start
+    writer.finish()
     return EmbedSummary(
         out=out_path,
         count=int(writer.manifest["count"]),

@@ -48,7 +48,7 @@ class EmbeddingStore:
         self.manifest: dict[str, Any] = {}
         man = self.root / "manifest.json"
         if man.is_file():
-            self.manifest = json.loads(man.read_text(encoding="utf-8"))
+            self.manifest = read_store_manifest(man)
         committed: list[int] | None = None
         if "shards" in self.manifest:
             # Written by ``inquire embed``: the manifest is the commit record, so a shard file
@@ -68,12 +68,8 @@ class EmbeddingStore:
         self.shard_paths = [sh.embeddings for sh in found]
         self.shard_indices = [sh.number for sh in found]
         self.metadata_paths: list[Path] = [sh.metadata for sh in found if sh.metadata]
-        self.shards: list[np.ndarray] = [np.load(p, mmap_mode="r") for p in self.shard_paths]
-        dims = {s.shape[1] if s.ndim == 2 else -1 for s in self.shards}
-        if len(dims) != 1 or -1 in dims:
-            shapes = {p.name: s.shape for p, s in zip(self.shard_paths, self.shards, strict=True)}
-            raise InputError(f"shards of {str(self.root)!r} differ in dimension or rank: {shapes}")
-        self.dim = int(dims.pop())
+        self.shards: list[np.ndarray] = [open_shard(p) for p in self.shard_paths]
+        self.dim = check_shards_agree(self.shard_paths, self.shards)
         self.offsets = np.cumsum([0] + [len(s) for s in self.shards])
         self._meta: pd.DataFrame | None = None
         self._ids: np.ndarray | None = None
@@ -96,12 +92,7 @@ class EmbeddingStore:
             for path, emb, shard in zip(
                 self.metadata_paths, self.shard_paths, self.shards, strict=True
             ):
-                df = pq.read_table(path).to_pandas()
-                if len(df) != len(shard):
-                    raise InputError(
-                        f"{str(path)!r} has {len(df)} rows but {emb.name} has {len(shard)}"
-                    )
-                frames.append(df)
+                frames.append(read_shard_metadata(path, emb, len(shard)))
             meta = pd.concat(frames, ignore_index=True)
             if "image_id" not in meta.columns:
                 meta["image_id"] = np.arange(len(meta), dtype=np.int64)
@@ -227,6 +218,108 @@ class EmbeddingStore:
         check_unit_norm(self.rows(rows), f"image embeddings in {str(self.root)!r}", tol)
 
 
+_FIX = (
+    "it is damaged or was not written completely (an interrupted copy or download?): "
+    "copy or download it again, or re-create the folder with `inquire embed ... --overwrite`"
+)
+SHARD_DTYPES = (np.dtype(np.float16), np.dtype(np.float32))
+
+
+def read_store_manifest(path: Path) -> dict[str, Any]:
+    """The store's ``manifest.json`` as a dict, or an :class:`InputError` naming the file."""
+    try:
+        man = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"{str(path)!r} is not readable JSON ({exc}); {_FIX}") from exc
+    if not isinstance(man, dict) or not isinstance(man.get("shards", []), list):
+        raise InputError(f"{str(path)!r} is not an embedding manifest (a JSON object); {_FIX}")
+    return man
+
+
+def open_shard(path: Path) -> np.ndarray:
+    """Memory-map one ``img_emb_{i}.npy`` shard: a ``(n, d)`` float16 or float32 matrix.
+
+    A zero-byte, truncated or garbage file, or one holding another kind of array, is an
+    :class:`InputError` naming the file and the fix (never numpy's own exception)."""
+    try:
+        size = path.stat().st_size
+        if size == 0:
+            raise InputError(f"embedding shard {str(path)!r} is empty (0 bytes); {_FIX}")
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except InputError:
+        raise
+    except (OSError, ValueError, EOFError) as exc:
+        # numpy says "mmap length is greater than file size" for a truncated file and
+        # "pickled data" / "Failed to interpret" for bytes that are not an .npy file.
+        what = (
+            "is truncated (shorter than its header says)"
+            if "length is greater" in str(exc)
+            else "is not a readable .npy array"
+        )
+        raise InputError(f"embedding shard {str(path)!r} {what}: {exc}; {_FIX}") from None
+    if not isinstance(arr, np.ndarray):  # an .npz archive
+        raise InputError(f"embedding shard {str(path)!r} is not a single .npy array; {_FIX}")
+    if arr.ndim != 2 or arr.dtype not in SHARD_DTYPES:
+        raise InputError(
+            f"embedding shard {str(path)!r} holds a {arr.dtype} array of shape {arr.shape}; an "
+            f"embedding shard is an (n, d) float16 or float32 matrix, one row per image; {_FIX}"
+        )
+    return arr
+
+
+def check_shards_agree(paths: list[Path], shards: list[np.ndarray]) -> int:
+    """The common dimension ``d`` of the shards; an :class:`InputError` naming the first
+    shard whose dimension or dtype differs from the first shard's."""
+    first, ref = paths[0], shards[0]
+    for p, arr in zip(paths[1:], shards[1:], strict=True):
+        if arr.shape[1] != ref.shape[1]:
+            raise InputError(
+                f"embedding shard {str(p)!r} has dimension {arr.shape[1]} but {str(first)!r} "
+                f"has {ref.shape[1]}; the shards of one folder come from one model: move "
+                f"{p.name} (and its metadata file) to the folder of its own model"
+            )
+        if arr.dtype != ref.dtype:
+            raise InputError(
+                f"embedding shard {str(p)!r} is {arr.dtype} but {str(first)!r} is {ref.dtype}; "
+                f"the shards of one folder share one dtype: re-save {p.name} as {ref.dtype} "
+                f"(np.save(path, np.load(path).astype('{ref.dtype}'))) or re-embed the folder"
+            )
+    return int(ref.shape[1])
+
+
+def read_shard_metadata(path: Path, emb_path: Path, n_rows: int) -> pd.DataFrame:
+    """Read ``metadata_{i}.parquet`` of the shard ``emb_path`` (``n_rows`` rows) and check it:
+    readable, an ``image_path`` column, integer ``image_id`` when present, one row per
+    embedding row. Errors name the metadata file."""
+    try:
+        df = pq.read_table(path).to_pandas()
+    except (OSError, ValueError) as exc:  # pyarrow.ArrowInvalid is a ValueError
+        raise InputError(
+            f"metadata file {str(path)!r} is not a readable parquet file: {exc}; {_FIX}"
+        ) from None
+    if "image_path" not in df.columns:
+        raise InputError(
+            f"metadata file {str(path)!r} lacks the column 'image_path' (found "
+            f"{list(df.columns)}); clip-retrieval metadata has image_path [, image_id], one row "
+            f"per row of {emb_path.name}"
+        )
+    if len(df) != n_rows:
+        raise InputError(
+            f"metadata file {str(path)!r} has {len(df)} rows but {str(emb_path)!r} has "
+            f"{n_rows}; the two files of a shard must come from the same run: {_FIX}"
+        )
+    if "image_id" in df.columns:
+        ids = pd.to_numeric(df["image_id"], errors="coerce")
+        bad = ids.isna() | (ids != ids.round())
+        if bad.any():
+            i = int(np.flatnonzero(bad.to_numpy())[0])
+            raise InputError(
+                f"metadata file {str(path)!r}: row {i + 1} has image_id "
+                f"{_shown(df['image_id'].iloc[i])}; image ids must be integers"
+            )
+    return df
+
+
 def check_unit_norm(x: np.ndarray, what: str, tol: float = 1e-2) -> None:
     """Fail with the measured norms when rows of ``x (n, d)`` are not L2-normalised."""
     norms = np.linalg.norm(np.asarray(x, dtype=np.float32), axis=1)
@@ -246,3 +339,9 @@ def path_key(paths: pd.Series) -> np.ndarray:
     s = paths.astype(str).str.strip().str.replace("\\", "/", regex=False).str.removeprefix("./")
     out = s.str.replace(r"\.(?:jpe?g|png|webp|tiff?|bmp|gif)$", "", regex=True, case=False)
     return out.to_numpy(dtype=object)
+
+
+def _shown(value: object) -> str:
+    """A cell as a message shows it (numpy scalars as Python's)."""
+    item = getattr(value, "item", None)
+    return repr(item() if callable(item) else value)

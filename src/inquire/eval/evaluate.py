@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from inquire import __version__
-from inquire._io import atomic_open, write_json
+from inquire._io import atomic_open, check_output_folder, write_json
 from inquire.data.qrels import Qrels
 from inquire.data.queries import QUERY_COLUMNS, UNKNOWN_GROUP
 from inquire.errors import InputError
@@ -112,7 +112,7 @@ class EvalResult:
         - ``summary.json``: :meth:`summary` (config, package version, overall and per group)
         - ``run.parquet``: the run, when given
         """
-        out = Path(out_dir)
+        out = check_output_folder(out_dir, "result folder")
         out.mkdir(parents=True, exist_ok=True)
         with atomic_open(out / PER_QUERY_FILE, "w", encoding="utf-8", newline="") as fh:
             self.per_query.to_csv(fh, index=False)
@@ -163,6 +163,41 @@ def provenance() -> dict[str, Any]:
     return info
 
 
+def check_run_covers_queries(run: Run, query_ids: Sequence[int] | np.ndarray) -> None:
+    """Fail when ``run`` is empty or shares no query id with ``query_ids``.
+
+    Scoring such a run would give a table of zeros that looks like a (very bad) result; it is
+    almost always the wrong split or the wrong query file."""
+    wanted = {int(q) for q in query_ids}
+    if len(run) == 0:
+        raise InputError(
+            f"run {run.name!r} holds no results; nothing to evaluate (check the run file)"
+        )
+    if not wanted & set(run):
+        have, want = sorted(run), sorted(wanted)
+        raise InputError(
+            f"run {run.name!r} shares no query id with the query set: the run has {len(have)} "
+            f"queries (e.g. {have[:5]}), the query set {len(want)} (e.g. {want[:5]}); evaluate "
+            f"it against the split or --queries file it was made for"
+        )
+
+
+def check_queries_match_split(queries: pd.DataFrame, split: str, source: str) -> None:
+    """Fail when the query table ``queries`` (read from ``source``) holds queries that are not
+    in INQUIRE's ``split`` (downloaded once into the cache), instead of silently using one of
+    the two."""
+    from inquire.data.queries import load_queries
+
+    split_ids = set(load_queries(split)["query_id"].astype(int))
+    extra = sorted(set(queries["query_id"].astype(int)) - split_ids)
+    if extra:
+        raise InputError(
+            f"--queries {source!r} and --split {split!r} disagree: {len(extra)} of its "
+            f"{len(queries)} queries (e.g. {extra[:5]}) are not {split} queries; pass only "
+            f"--queries to evaluate on that file, or only --split"
+        )
+
+
 def evaluate(
     run: Run,
     qrels: Qrels,
@@ -175,8 +210,11 @@ def evaluate(
     """Evaluate the top ``k`` of ``run`` for every query in ``queries``.
 
     A query the run does not cover counts as an empty list (all metrics 0). Run queries not in
-    ``queries`` are ignored with a warning. ``n_relevant`` overrides R per query (the Rerank
-    task uses the relevant candidates in the pool); by default R = ``qrels.n_relevant``.
+    ``queries`` are ignored with a warning. A run with no query at all, or none of the query
+    set's (e.g. a run of the val split scored against the test queries), is an
+    :class:`InputError` (see :func:`check_run_covers_queries`). ``n_relevant`` overrides R
+    per query (the Rerank task uses the relevant candidates in the pool); by default
+    R = ``qrels.n_relevant``.
     Items with equal scores are tie groups: no metric depends on their order in the run.
     """
     missing_cols = [c for c in QUERY_COLUMNS if c not in queries.columns]
@@ -185,6 +223,7 @@ def evaluate(
     if len(queries) == 0:
         raise InputError("the query table is empty; evaluate needs at least one query")
     qids = queries["query_id"].to_numpy(np.int64)
+    check_run_covers_queries(run, qids)
     extra = sorted(set(run) - set(qids.tolist()))
     if extra:
         log.warning(

@@ -313,8 +313,11 @@ def import_inquire_cache(
         obj = np.load(path, allow_pickle=True)
         # np.save of a dict stores a 0-d object array around it
         data = obj.item() if isinstance(obj, np.ndarray) and obj.shape == () else obj
-    except (OSError, ValueError, EOFError, ModuleNotFoundError) as exc:
-        raise InputError(f"{str(path)!r} is not a readable .npy score cache: {exc}") from exc
+    except Exception as exc:  # unpickling a damaged file can raise almost any exception type
+        raise InputError(
+            f"{str(path)!r} is not a readable .npy score cache ({type(exc).__name__}: {exc}); "
+            f"it may be truncated or not the released file: download it again"
+        ) from None
     if not isinstance(data, dict):
         raise InputError(
             f"{str(path)!r} holds a {type(data).__name__}; expected a dict keyed "

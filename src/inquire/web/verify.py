@@ -413,9 +413,7 @@ def make_router(
             req = SearchRequest(req.text, _stored_examples(v.coll, req.like), req.filters)
             idx = res.index(v.coll)
             enc = res.encoder(v.coll.model_id)
-            info = v.learn(
-                sid, idx, body.shown, enc, body.model, who, body.depth, request=req
-            )
+            info = v.learn(sid, idx, body.shown, enc, body.model, who, body.depth, request=req)
             page = _page_of(v, sid, info["after_rank"], body.depth)
         return {**info, "results": page["results"], "ranked": page["ranked"]}
 
