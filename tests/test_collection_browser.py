@@ -251,9 +251,12 @@ def test_learn_from_marks_key(browser: Any, server: LiveServer) -> None:
         page.keyboard.press(key)
     _all_saved(page)
     before = _ids(page)[:5]  # the four marked and the one under the cursor: all seen
+    shown_before = page.text_content("#round")  # the search may have rounds already
     page.keyboard.press("l")
     page.wait_for_function(
-        "() => document.getElementById('round').textContent.includes('round 1')"
+        "(t) => document.getElementById('round').textContent.startsWith('ranking: round') "
+        "&& document.getElementById('round').textContent !== t",
+        arg=shown_before,
     )
     ids = _ids(page)
     assert ids[:5] == before

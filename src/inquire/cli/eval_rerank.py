@@ -82,7 +82,10 @@ def eval_rerank_cmd(
     out: Path | None = typer.Option(None, "--out", "-o", help="Write the results folder here."),
     seed: int = typer.Option(0, help="Seed of the random baseline."),
     device: str = typer.Option("cpu", help="torch device for local models."),
-    precision: str = typer.Option("fp32", help="fp32, bf16 or fp16 for local models."),
+    precision: str = typer.Option(
+        "auto",
+        help="fp32, bf16, fp16 or auto (INQUIRE's precision for the model on a GPU, else fp32).",
+    ),
     batch_size: int = typer.Option(8, help="Images per forward pass (local models)."),
     base_url: str | None = typer.Option(None, help="OpenAI-compatible server (api: rerankers)."),
     api_key_env: str = typer.Option("OPENAI_API_KEY", help="Environment variable with the key."),
