@@ -64,25 +64,28 @@ def embed_cmd(
 def models_cmd() -> None:
     """List the model backends and INQUIRE's model aliases."""
     from rich.console import Console
-    from rich.table import Table
 
+    from inquire.cli._render import Col, print_records
     from inquire.embed.models import ALIAS_TABLE, BACKENDS
 
     console = Console()
-    backends = Table(title="Model backends (model id = BACKEND:REST)")
-    backends.add_column("backend", style="bold")
-    backends.add_column("forms")
-    for b in BACKENDS.values():
-        backends.add_row(b.name, b.help)
-    console.print(backends)
-    aliases = Table(title="INQUIRE's models (aliases)")
-    aliases.add_column("alias", style="bold")
-    aliases.add_column("model id", no_wrap=True)
-    aliases.add_column("dim", justify="right")
-    aliases.add_column("model")
-    for a in ALIAS_TABLE:
-        aliases.add_row(a.name, a.model_id, str(a.dim), a.note)
-    console.print(aliases)
+    print_records(
+        console,
+        [Col("backend", keep=True, style="bold"), Col("forms")],
+        [(b.name, b.help) for b in BACKENDS.values()],
+        "Model backends (model id = BACKEND:REST)",
+    )
+    print_records(
+        console,
+        [
+            Col("alias", keep=True, style="bold"),
+            Col("model id", keep=True),
+            Col("dim", justify="right"),
+            Col("model"),
+        ],
+        [(a.name, a.model_id, str(a.dim), a.note) for a in ALIAS_TABLE],
+        "INQUIRE's models (aliases)",
+    )
 
 
 def register(app: typer.Typer) -> None:

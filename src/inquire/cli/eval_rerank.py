@@ -81,7 +81,9 @@ def eval_rerank_cmd(
     allow_failures: bool = typer.Option(
         False, help="Rank candidates that could not be scored last instead of stopping."
     ),
-    no_cache: bool = typer.Option(False, help="Neither read nor write the score cache."),
+    use_cache: bool = typer.Option(
+        True, "--cache/--no-cache", help="Read and write the score cache (--no-cache: neither)."
+    ),
 ) -> None:
     """Rerank INQUIRE-Rerank's 100 candidates per query and evaluate (AP over the pool, R =
     relevant candidates, plus AP@50)."""
@@ -91,6 +93,7 @@ def eval_rerank_cmd(
     from inquire.rerank import RerankOptions, load_reranker
     from inquire.rerank.cache import ScoreCache
 
+    check_reranker_id(reranker)
     rs = _rerank_set(split, data, queries)
     ranker: Any = reranker
     cache = None
@@ -105,7 +108,7 @@ def eval_rerank_cmd(
             top_logprobs=top_logprobs,
         )
         ranker = load_reranker(reranker, opts)
-        cache = None if no_cache else ScoreCache()
+        cache = ScoreCache() if use_cache else None
     cfg = {"split": None if data else split}
     try:
         result = evaluate_rerank(
@@ -129,22 +132,54 @@ def eval_rerank_cmd(
 def list_cmd() -> None:
     """List reranker kinds, VLM families and baselines."""
     from rich.console import Console
-    from rich.table import Table
 
+    from inquire.cli._render import Col, print_records
+
+    print_records(
+        Console(),
+        [Col("id", keep=True, style="bold"), Col("what"), Col("example", keep=True)],
+        reranker_rows(),
+        "rerankers (INQUIRE-Rerank: any id; --rerank of search and eval fullrank: kind:...)",
+    )
+
+
+def reranker_rows() -> list[tuple[str, str, str]]:
+    """``(id, what, example)`` of every baseline, reranker kind and VLM family."""
     from inquire.eval.rerank import BASELINES
     from inquire.rerank.registry import KINDS
     from inquire.rerank.vlm import FAMILIES
 
-    table = Table(title="rerankers")
-    for col in ("id", "what", "example"):
-        table.add_column(col)
-    for b in BASELINES.values():
-        table.add_row(b.name, b.help, b.name)
-    for k in KINDS.values():
-        table.add_row(f"{k.name}:...", k.help, k.example)
-    for f in FAMILIES.values():
-        table.add_row(f"vlm:{f.name}/...", f.model_class, f"vlm:{f.name}/{f.example}")
-    Console().print(table)
+    rows = [(b.name, b.help, b.name) for b in BASELINES.values()]
+    rows += [(f"{k.name}:...", k.help, k.example) for k in KINDS.values()]
+    rows += [
+        (f"vlm:{f.name}/...", f.model_class, f"vlm:{f.name}/{f.example}")
+        for f in FAMILIES.values()
+    ]
+    return rows
+
+
+def check_reranker_id(reranker: str, baselines: bool = True) -> None:
+    """Fail at once, with close matches, on an id that names no baseline or reranker kind.
+
+    Checked before any data is read or downloaded. ``baselines``: whether ``clip_score`` and
+    ``random`` are valid here (INQUIRE-Rerank only: they need the set's given scores).
+    """
+    from inquire.errors import UnknownNameError
+    from inquire.eval.rerank import BASELINES
+    from inquire.rerank.registry import KINDS, parse_reranker_id
+
+    if baselines and reranker in BASELINES:
+        return
+    if ":" not in reranker:
+        valid = [*(BASELINES if baselines else ()), *(f"{k}:" for k in KINDS)]
+        raise UnknownNameError("reranker", reranker, valid)
+    kind, rest = parse_reranker_id(reranker)  # unknown kinds: "did you mean" the right one
+    if kind.name == "vlm":
+        from inquire.rerank.vlm import FAMILIES
+
+        family = rest.partition("/")[0]
+        if family not in FAMILIES:
+            raise UnknownNameError("VLM family", family, FAMILIES)
 
 
 @friendly_errors
