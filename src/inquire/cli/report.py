@@ -114,6 +114,14 @@ def report_cmd(
             None,
         )
         qrels = read_qrels(found) if found else None
+        from inquire.report.build import curve_problems
+
+        for run_name, why in curve_problems(report, found).items():
+            typer.secho(
+                f"warning: no precision-recall curve for run {run_name!r}: {why}",
+                fg=typer.colors.YELLOW,
+                err=True,
+            )
         figures = report_figures(report, qrels)
         if plots is not None:
             plots.mkdir(parents=True, exist_ok=True)

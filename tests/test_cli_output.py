@@ -1,0 +1,214 @@
+"""What the command line prints: whole ids, paths and URLs at 80 columns, readable summaries,
+fast failures without a network, flags that read naturally."""
+
+from __future__ import annotations
+
+import io
+import socket
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+import typer
+from rich.console import Console
+from typer.testing import CliRunner
+
+from inquire.cli import app
+from inquire.cli._render import Col, print_records
+from inquire.errors import DownloadError
+
+NARROW = {"COLUMNS": "80"}
+
+
+def _invoke(args: list[str], **kw: object) -> click.testing.Result:
+    res = CliRunner().invoke(app, args, env=NARROW, **kw)  # type: ignore[arg-type]
+    assert res.exit_code == 0, res.output
+    return res
+
+
+def _no_cut(output: str, strings: list[str]) -> None:
+    assert "…" not in output, output
+    missing = [s for s in strings if s not in output]
+    assert not missing, f"cut or missing: {missing}\n{output}"
+
+
+# ----------------------------------------------------------------- the renderer
+
+
+def test_records_fit_as_a_table_when_they_can_and_vertically_when_not() -> None:
+    cols = [Col("id", keep=True), Col("what"), Col("example", keep=True)]
+    short = [("a", "first thing", "x:a"), ("b", "second", "x:b")]
+    buf = io.StringIO()
+    assert not print_records(Console(file=buf, width=80), cols, short, "t")
+    assert "┃ id" in buf.getvalue()  # a table
+    long = [("vlm:llava-1.6-mistral/...", "a " * 40, "vlm:" + "x" * 70)]
+    buf = io.StringIO()
+    assert print_records(Console(file=buf, width=80), cols, long, "t")
+    _no_cut(buf.getvalue(), ["vlm:llava-1.6-mistral/...", "vlm:" + "x" * 70])
+    # A keep value wider than the terminal is still written whole on one line.
+    assert any(line.strip() == "example: vlm:" + "x" * 70 for line in buf.getvalue().splitlines())
+    with pytest.raises(ValueError, match="2 values for 3 columns"):
+        print_records(Console(file=io.StringIO()), cols, [("a", "b")])
+
+
+def test_extra_columns_and_long_strings_switch_layout_without_cutting() -> None:
+    cols = [Col("alias", keep=True), Col("model id", keep=True), Col("upstream", keep=True)]
+    rows = [
+        (f"alias-{i}", f"open_clip:Model-{i}-quickgelu/tag", f"hf-hub:org/name-{i}" * 2)
+        for i in range(3)
+    ]
+    for width in (40, 80, 120, 200):
+        buf = io.StringIO()
+        print_records(Console(file=buf, width=width), cols, rows)
+        _no_cut(buf.getvalue(), [v for row in rows for v in row])
+
+
+# ----------------------------------------------------------------- listings at 80 columns
+
+
+def test_models_lists_every_alias_and_model_id_whole_at_80_columns() -> None:
+    from inquire.embed.models import ALIAS_TABLE, BACKENDS
+
+    out = _invoke(["models"]).output
+    _no_cut(out, [a.name for a in ALIAS_TABLE] + [a.model_id for a in ALIAS_TABLE])
+    _no_cut(out, list(BACKENDS))
+
+
+def test_rerank_list_shows_baselines_and_whole_ids_at_80_columns() -> None:
+    from inquire.cli.eval_rerank import reranker_rows
+
+    out = _invoke(["rerank", "list"]).output
+    rows = reranker_rows()
+    assert {"clip_score", "random"} <= {r[0] for r in rows}
+    _no_cut(out, [r[0] for r in rows] + [r[2] for r in rows])
+
+
+def test_download_list_shows_whole_urls(monkeypatch: pytest.MonkeyPatch) -> None:
+    from inquire.data.download import source_url
+    from inquire.data.registry import ARTIFACTS, GROUPS
+
+    out = _invoke(["download", "--list"]).output
+    _no_cut(out, [source_url(a) for a in ARTIFACTS.values()] + list(ARTIFACTS) + list(GROUPS))
+    monkeypatch.setenv("INQUIRE_BASE_URL", "http://mirror.example:8080/inquire")
+    out = _invoke(["download", "--list"]).output
+    assert "http://mirror.example:8080/inquire/raw.githubusercontent.com/" in out
+
+
+# ----------------------------------------------------------------- reranker names and flags
+
+
+@pytest.mark.parametrize(
+    ("name", "suggestion"),
+    [("clip_scor", "'clip_score'"), ("randm", "'random'"), ("vllm:x", "'vlm'"), ("vlm", "'vlm:'")],
+)
+def test_unknown_reranker_names_get_suggestions_before_any_data_is_read(
+    name: str, suggestion: str
+) -> None:
+    res = CliRunner().invoke(
+        app, ["eval", "rerank", "--reranker", name, "--data", "/no/such.parquet"], env=NARROW
+    )
+    assert res.exit_code == 2
+    assert f"Did you mean {suggestion}" in res.output and "no/such" not in res.output
+
+
+def test_unknown_vlm_family_is_caught_before_the_data() -> None:
+    res = CliRunner().invoke(
+        app, ["eval", "rerank", "--reranker", "vlm:llava1.5/x", "--data", "/no/such.parquet"]
+    )
+    assert res.exit_code == 2 and "Did you mean 'llava-1.5'" in res.output
+
+
+def _all_options(cmd: Any, path: str = "inquire") -> list[tuple[str, str]]:
+    found = [(path, o) for p in cmd.params for o in [*p.opts, *p.secondary_opts]]
+    if hasattr(cmd, "commands"):  # a group (typer may use its own click classes)
+        for name, sub in cmd.commands.items():
+            found += _all_options(sub, f"{path} {name}")
+    return found
+
+
+def test_no_boolean_flag_reads_as_a_double_negative() -> None:
+    options = _all_options(typer.main.get_command(app))
+    assert len(options) > 50
+    bad = [(c, o) for c, o in options if o.startswith("--no-no-") or o.startswith("--no-dont")]
+    assert not bad, bad
+    assert ("inquire eval rerank", "--cache") in options
+    assert ("inquire eval rerank", "--no-cache") in options
+    assert ("inquire eval fullrank", "--cache") in options
+
+
+# ----------------------------------------------------------------- downloads without a network
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_download_to_a_closed_port_fails_after_one_attempt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from inquire.data import download
+
+    monkeypatch.setenv("INQUIRE_BASE_URL", f"http://127.0.0.1:{_closed_port()}")
+    waits: list[float] = []
+    monkeypatch.setattr(download.time, "sleep", waits.append)
+    res = CliRunner().invoke(app, ["download", "queries-val", "--no-progress"], env=NARROW)
+    assert res.exit_code == 2
+    assert "refused" in res.output and "not retried" in res.output
+    assert "INQUIRE_BASE_URL" in res.output and waits == []
+
+
+def test_dns_failure_fails_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # (5xx answers are still retried: tests/test_data_download.py)
+    from inquire.data import download
+
+    def no_dns(*args: object, **kw: object) -> object:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    waits: list[float] = []
+    monkeypatch.setattr(download.time, "sleep", waits.append)
+    monkeypatch.setenv("INQUIRE_BASE_URL", "http://mirror.invalid")
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    with pytest.raises(DownloadError, match=r"mirror\.invalid could not be resolved.*not retried"):
+        download.fetch("queries-val", progress=False)
+    assert waits == []
+
+
+# ----------------------------------------------------------------- evaluate -> report curves
+
+
+def test_evaluate_out_writes_the_run_and_report_draws_its_curve(tmp_path: Path) -> None:
+    import shutil
+
+    from tests.test_data_evaluate import QRELS, QUERIES, RUN
+
+    queries, ann, run = tmp_path / "q.csv", tmp_path / "ann.csv", tmp_path / "run.trec"
+    QUERIES.to_csv(queries, index=True)
+    QRELS.to_dataframe().to_csv(ann, index=False)
+    RUN.save_trec(run)
+    out = tmp_path / "res"
+    args = ["evaluate", "--run", str(run), "--queries", str(queries), "--annotations", str(ann)]
+    res = _invoke([*args, "--k", "2", "--out", str(out)])
+    assert (out / "run.parquet").is_file() and "run.parquet" in res.output
+    from inquire.run import Run
+
+    assert Run.read(out / "run.parquet")[1][0].tolist() == Run.read(run)[1][0].tolist()
+
+    plots = tmp_path / "plots"
+    res = _invoke(["report", str(out), "--plots", str(plots), "--bootstrap", "0"])
+    assert (plots / "precision_recall.png").is_file()
+    assert "warning" not in res.stderr
+
+    # A result folder without its run: the curve is left out and the report says why.
+    bare = tmp_path / "bare"
+    shutil.copytree(out, bare)
+    (bare / "run.parquet").unlink()
+    res = _invoke(["report", str(bare), "--plots", str(tmp_path / "p2"), "--bootstrap", "0"])
+    assert not (tmp_path / "p2" / "precision_recall.png").exists()
+    assert "no precision-recall curve for run" in res.stderr and "run.parquet" in res.stderr
+    # No relevance labels to be found: said too.
+    ann.unlink()
+    res = _invoke(["report", str(out), "--plots", str(tmp_path / "p3"), "--bootstrap", "0"])
+    assert "--annotations" in res.stderr and "no precision-recall curve" in res.stderr
