@@ -212,3 +212,123 @@ def test_evaluate_out_writes_the_run_and_report_draws_its_curve(tmp_path: Path) 
     ann.unlink()
     res = _invoke(["report", str(out), "--plots", str(tmp_path / "p3"), "--bootstrap", "0"])
     assert "--annotations" in res.stderr and "no precision-recall curve" in res.stderr
+
+
+# ----------------------------------------------------------------- trend charts
+
+
+def test_time_groupings_get_every_period_so_gaps_show() -> None:
+    import pandas as pd
+
+    from inquire.collection.charts import fill_time_gaps
+
+    t = pd.DataFrame(
+        {
+            "group": ["2021-11", "2022-02"],
+            "inspected": [2, 3],
+            "positives": [1, 3],
+            "share": [0.5, 1.0],
+            "ci_low": [0.1, 0.4],
+            "ci_high": [0.9, 1.0],
+        }
+    )
+    t.attrs["undated_inspected"] = 4
+    month = fill_time_gaps(t, "month")
+    assert month["group"].tolist() == ["2021-11", "2021-12", "2022-01", "2022-02"]
+    assert month["inspected"].tolist() == [2, 0, 0, 3]
+    assert month["positives"].tolist() == [1, 0, 0, 3]
+    assert month["share"].isna().tolist() == [False, True, True, False]
+    assert month.attrs["undated_inspected"] == 4
+    year = fill_time_gaps(t.assign(group=["2019", "2022"]), "year")
+    assert year["group"].tolist() == ["2019", "2020", "2021", "2022"]
+    moy = fill_time_gaps(t.assign(group=["03", "11"]), "month-of-year")
+    assert len(moy) == 12 and moy["inspected"].sum() == 5
+    assert fill_time_gaps(t, "taxon") is t
+
+
+def test_trend_figure_has_integer_counts_axis_labels_and_a_legend_off_the_data() -> None:
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from inquire.collection.charts import trend_figure, trend_svg
+
+    t = pd.DataFrame(
+        {
+            "group": ["2021-11", "2022-03"],
+            "inspected": [4, 3],
+            "positives": [1, 3],
+            "share": [0.25, 1.0],
+            "ci_low": [0.05, 0.44],
+            "ci_high": [0.7, 1.0],
+        }
+    )
+    fig = trend_figure(t, "herons", by="month")
+    fig.canvas.draw()
+    ax, ax2 = fig.axes
+    assert ax.get_xlabel() == "month" and ax.get_ylabel() == "verified positives"
+    assert ax2.get_ylabel() == "share of inspected images"
+    ticks = [v for v in ax.get_yticks() if ax.get_ylim()[0] <= v <= ax.get_ylim()[1]]
+    assert ticks and all(float(v).is_integer() for v in ticks)
+    assert [x.get_text() for x in ax.get_xticklabels()][:2] == ["2021-11", "2021-12"]
+    assert len(ax.patches) == 5  # one bar slot per month, 2021-11 .. 2022-03
+    (legend,) = fig.legends
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    box, frame = legend.get_window_extent(renderer), ax.get_window_extent(renderer)
+    assert box.y1 <= frame.y0  # below the axes, clear of every bar and point
+    plt.close(fig)
+    svg = trend_svg(t, "herons", by="month")
+    assert svg.count('class="gap"') == 3 and ">0.5<" not in svg  # whole-number count ticks
+
+
+def test_trend_leaves_out_file_time_dates_and_writes_jpeg(tmp_path: Path) -> None:
+    from datetime import datetime
+
+    from inquire.collection import create_collection
+    from inquire.collection.search import SearchRequest
+    from inquire.collection.verify import Verification
+    from inquire.testing.collection_encoder import write_photo
+
+    photos = tmp_path / "photos"
+    for i, (colour, date) in enumerate(
+        [
+            ("red", datetime(2021, 11, 3)),
+            ("red", datetime(2022, 2, 10)),
+            ("red", datetime(2022, 2, 20)),
+            ("red", None),  # no EXIF date: only a file time
+            ("green", datetime(2021, 12, 1)),
+        ]
+    ):
+        write_photo(photos / f"p{i}.jpg", colour, date=date, seed=i)
+    coll, _ = create_collection("t", photos, "toy:colour")
+    v = Verification(coll)
+    sid = v.save_search(SearchRequest("red"))
+    v.extend(sid, 5, coll.index())
+    paths = {}
+    for r in v.results(sid, 0, 5).to_dict("records"):
+        paths[int(r["image_id"])] = Path(str(r["abspath"])).name
+        mark = "not_relevant" if Path(str(r["abspath"])).name == "p4.jpg" else "relevant"
+        v.mark(sid, int(r["image_id"]), "ana", mark)
+    t = v.trend(sid, "month")
+    v.close()
+    coll.close()
+    assert dict(zip(t["group"], t["positives"], strict=True)) == {
+        "2021-11": 1,
+        "2021-12": 0,
+        "2022-02": 2,
+    }
+    assert (t.attrs["undated_inspected"], t.attrs["undated_positives"]) == (1, 1)
+
+    jpg = tmp_path / "trend.jpg"
+    res = _invoke(["trend", "t", "--search-id", sid, "--by", "month", "--out", str(jpg)])
+    assert jpg.read_bytes()[:3] == b"\xff\xd8\xff"
+    assert "1 inspected image without an EXIF or train.json date left out (1 positive)" in (
+        res.output
+    )
+    res = _invoke(["search", "t", "red", "-k", "5"])
+    assert "(file time)" in res.output  # the stand-in date is flagged where it is shown
+    bad = CliRunner().invoke(app, ["trend", "t", "--search-id", sid, "--out", str(tmp_path / "x.gif")])
+    assert bad.exit_code == 2 and ".png, .jpg" in bad.output
+    assert not (tmp_path / "x.gif").exists()
+    res = _invoke(["collection", "info", "t"])
+    assert "4 EXIF, 1 file time only" in res.output and sid in res.output
+    assert "{" not in res.output  # a summary, not a Python dict

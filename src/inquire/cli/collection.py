@@ -30,7 +30,8 @@ def result_rows(df: Any, images_root: Path | None = None) -> list[tuple[str, ...
     """Search results as strings in :data:`RESULT_COLUMNS` order.
 
     Paths under ``images_root`` are shown relative to it; dates as YYYY-MM-DD (the time of
-    day is in ``--json`` / ``--csv``).
+    day is in ``--json`` / ``--csv``), marked "(file time)" when the photo carries no date
+    and the file's modification time stands in.
     """
     import math
 
@@ -50,7 +51,8 @@ def result_rows(df: Any, images_root: Path | None = None) -> list[tuple[str, ...
                 str(r["image_id"]),
                 path,
                 str(r["taxon"] or ""),
-                str(r["date"] or "")[:10],
+                str(r["date"] or "")[:10]
+                + (" (file time)" if r.get("date_source") == "mtime" else ""),
                 "" if r["lat"] is None or math.isnan(r["lat"]) else f"{r['lat']:.4f}",
                 "" if r["lon"] is None or math.isnan(r["lon"]) else f"{r['lon']:.4f}",
             )
@@ -426,15 +428,24 @@ def trend_cmd(
         help="month, year, month-of-year, taxon, genus, family, order, class or region.",
     ),
     who: str | None = typer.Option(None, "--who", help="Only this person's marks."),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Write the chart as PNG here."),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Write the chart here: .png, .jpg, .svg or .pdf."
+    ),
 ) -> None:
-    """Verified positives per group with their share of inspected images and a 95% CI."""
+    """Verified positives per group with their share of inspected images and a 95% CI.
+
+    Time groupings use the dates photos carry (EXIF or train.json); images dated only by
+    their file time are left out and counted.
+    """
     from rich.table import Table
 
     from inquire.collection import open_collection
-    from inquire.collection.charts import trend_png
+    from inquire.collection.charts import chart_format, trend_chart, undated_note
     from inquire.collection.store import records
     from inquire.collection.verify import Verification
+
+    if out is not None:
+        chart_format(out)  # an unknown suffix fails before any work
 
     with closing(open_collection(name)) as coll, closing(Verification(coll)) as v:
         req = v.request(search_id)
@@ -455,8 +466,11 @@ def trend_cmd(
         f"search effort: {eff['inspected']} images inspected (down to rank {eff['deepest_rank']}),"
         f" {eff['positives']} positives found"
     )
+    note = undated_note(t)
+    if note:
+        console.print(f"[yellow]{note}[/]")
     if out is not None:
-        trend_png(t, out, title=f"{req.text} — verified positives by {by}")
+        trend_chart(t, out, title=f"{req.text} — verified positives by {by}", by=by)
         console.print(f"wrote {out}")
 
 
