@@ -332,3 +332,74 @@ def test_trend_leaves_out_file_time_dates_and_writes_jpeg(tmp_path: Path) -> Non
     res = _invoke(["collection", "info", "t"])
     assert "4 EXIF, 1 file time only" in res.output and sid in res.output
     assert "{" not in res.output  # a summary, not a Python dict
+
+
+# ----------------------------------------------------------------- compare at 80 columns
+
+
+def test_compare_at_80_columns_keeps_run_names_and_numbers_whole(tmp_path: Path) -> None:
+    from inquire.eval import evaluate
+    from inquire.run import Run
+    from tests.test_data_evaluate import QRELS, QUERIES
+
+    names = ["clip-vit-h-14-378-dfn5b-first-stage", "clip-vit-b-32-openai-first-stage-run"]
+    lists = [
+        {1: [10, 11], 2: [20, 98], 3: [30, 31], 4: [40, 97]},
+        {1: [99, 10], 2: [98, 20], 3: [96, 30], 4: [95, 40]},
+    ]
+    dirs = []
+    for name, lst in zip(names, lists, strict=True):
+        run = Run({q: (ids, [0.9, 0.8]) for q, ids in lst.items()}, name=name)
+        dirs.append(evaluate(run, QRELS, QUERIES, k=2).save(tmp_path / name, run=run))
+    res = _invoke(["compare", *map(str, dirs), "--queries", str(_query_csv(tmp_path))])
+    _no_cut(res.output, [*names, "AP@2", "4/0/0", "wins/losses/ties"])
+    assert "A = clip-vit-h-14-378-dfn5b-first-stage" in res.output
+    wide = CliRunner().invoke(app, ["compare", *map(str, dirs)], env={"COLUMNS": "250"})
+    assert wide.exit_code == 0 and "┃ metric" in wide.output  # a table where it fits
+
+
+def _query_csv(tmp_path: Path) -> Path:
+    from tests.test_data_evaluate import QUERIES
+
+    path = tmp_path / "queries.csv"
+    QUERIES.to_csv(path, index=False)
+    return path
+
+
+# ----------------------------------------------------------------- the demo's directions
+
+
+def test_demo_prints_where_outputs_went_and_commands_that_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import shlex
+
+    from inquire.collection.demo import demo_collection
+    from inquire.demo import print_next_commands, print_outputs
+
+    out = tmp_path / "demo out"  # a space: the printed commands must quote it
+    demo_collection(out / "collection", Console(file=io.StringIO()))
+    buf = io.StringIO()
+    console = Console(file=buf, width=80)
+    shown = print_outputs(out, console)
+    cmds = print_next_commands(out, console)
+    text = buf.getvalue()
+    assert shown == [(out / "collection" / "collections" / "demo").resolve()]
+    assert str(shown[0]) in text
+    assert [c for c in cmds if " search demo " in c] and [c for c in cmds if " trend " in c]
+    for cmd in cmds:
+        assert cmd in text  # each printed whole on one line
+        words = shlex.split(cmd)
+        env = {}
+        while "=" in words[0] and not words[0].startswith("-"):
+            key, _, value = words.pop(0).partition("=")
+            env[key] = value
+        args = words[words.index("inquire") + 1 :]
+        monkeypatch.chdir(tmp_path.parent)  # absolute paths: any folder works
+        res = CliRunner().invoke(app, args, env={**NARROW, **env})
+        assert res.exit_code == 0, (cmd, res.output)
+        if args[0] == "search":
+            assert "IMG_" in res.output
+    assert (out / "collection" / "trend.png").is_file()
+    assert os.environ.get("INQUIRE_HOME") != str(out / "collection")

@@ -11,7 +11,7 @@ values written as single lines the terminal may wrap but that copy as one string
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -89,11 +89,13 @@ def print_records(
     title: str | None = None,
     *,
     head: int = 1,
+    head_format: Callable[[Sequence[str]], str] | None = None,
     vertical: bool | None = None,
 ) -> bool:
     """Print ``rows`` (strings, one per column) as a table, or vertically if it cannot fit.
 
-    ``head``: how many leading columns form each record's first line in the vertical layout.
+    ``head``: how many leading columns form each record's first line in the vertical layout
+    (joined by two spaces, or by ``head_format(values)``).
     ``vertical``: force a layout (None: the table when every ``keep`` cell fits whole at the
     console's width). Returns True when the vertical layout was used.
     """
@@ -110,7 +112,7 @@ def print_records(
     elif not vertical:
         console.print(records_table(columns, rows, title))
         return False
-    _print_vertical(console, columns, rows, title, head)
+    _print_vertical(console, columns, rows, title, head, head_format)
     return True
 
 
@@ -120,6 +122,7 @@ def _print_vertical(
     rows: Sequence[Sequence[str]],
     title: str | None,
     head: int,
+    head_format: Callable[[Sequence[str]], str] | None = None,
 ) -> None:
     from rich.padding import Padding
     from rich.text import Text
@@ -134,7 +137,7 @@ def _print_vertical(
     joined = ["  " + " · ".join(f"{c.label} {v}" for c, v in fields) for fields in records]
     one_line = all(len(j) <= console.width and "\n" not in j for j in joined)
     for row, fields, line in zip(rows, records, joined, strict=True):
-        first = "  ".join(v for v in row[:head] if v)
+        first = head_format(row[:head]) if head_format else "  ".join(v for v in row[:head] if v)
         console.print(Text(first, style="bold"), soft_wrap=True)
         if one_line:
             if fields:

@@ -135,8 +135,7 @@ def report_cmd(
         for r in F.terminal_renderables(report):
             console.print(r)
         if comparison is not None:
-            for r in F.comparison_renderables(comparison):
-                console.print(r)
+            print_comparison(console, comparison)
         return
     if fmt == "html":
         embedded = {stem.replace("_", " "): png_base64(fig) for stem, fig in figures.items()}
@@ -148,6 +147,39 @@ def report_cmd(
         if comparison is not None:  # terminal text written to --out
             text += "\n" + _comparison_text(comparison)
     _write(text, out)
+
+
+def print_comparison(console: Any, comparison: Any) -> None:
+    """The paired comparison at the console's width: tables where they fit whole, else one
+    block per row; run names, metrics and numbers are never cut."""
+    from rich.text import Text
+
+    from inquire.cli._render import Col, print_records
+    from inquire.report import formats as F
+
+    header, rows = F._pair_rows(comparison)
+    columns = [Col(h, keep=True, justify="left" if i < 3 else "right") for i, h in enumerate(header)]
+    print_records(
+        console,
+        columns,
+        rows,
+        "Paired comparison",
+        head=3,
+        head_format=lambda v: f"{v[0]}: A = {v[1]}, B = {v[2]}",
+    )
+    for line in F._method_lines(comparison):
+        console.print(Text(line, style="dim"))
+    for key in comparison.top:
+        header, rows = F._top_rows(comparison, key)
+        _, a, b = key
+        title = F._top_title(comparison, key).replace(f": {a} vs {b}", f": A = {a}, B = {b}")
+        # The run names are in the title: the columns are A and B, as in the pair table.
+        named = [*header[:-3], "A", "B", header[-1]]
+        cols = [
+            Col(h, keep=h != "text", justify="right" if i >= len(named) - 3 or i == 0 else "left")
+            for i, h in enumerate(named)
+        ]
+        print_records(console, cols, rows, title)
 
 
 def _comparison_text(comparison: Any) -> str:
@@ -208,9 +240,7 @@ def compare_cmd(
     elif fmt == "terminal" and out is None:
         from rich.console import Console
 
-        console = Console()
-        for r in F.comparison_renderables(comparison):
-            console.print(r)
+        print_comparison(Console(), comparison)
     elif fmt == "terminal":
         _write(_comparison_text(comparison), out)
     elif fmt == "markdown":
