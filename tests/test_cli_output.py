@@ -326,7 +326,9 @@ def test_trend_leaves_out_file_time_dates_and_writes_jpeg(tmp_path: Path) -> Non
     )
     res = _invoke(["search", "t", "red", "-k", "5"])
     assert "(file time)" in res.output  # the stand-in date is flagged where it is shown
-    bad = CliRunner().invoke(app, ["trend", "t", "--search-id", sid, "--out", str(tmp_path / "x.gif")])
+    bad = CliRunner().invoke(
+        app, ["trend", "t", "--search-id", sid, "--out", str(tmp_path / "x.gif")]
+    )
     assert bad.exit_code == 2 and ".png, .jpg" in bad.output
     assert not (tmp_path / "x.gif").exists()
     res = _invoke(["collection", "info", "t"])
@@ -338,9 +340,10 @@ def test_trend_leaves_out_file_time_dates_and_writes_jpeg(tmp_path: Path) -> Non
 
 
 def test_compare_at_80_columns_keeps_run_names_and_numbers_whole(tmp_path: Path) -> None:
+    from tests.test_data_evaluate import QRELS, QUERIES
+
     from inquire.eval import evaluate
     from inquire.run import Run
-    from tests.test_data_evaluate import QRELS, QUERIES
 
     names = ["clip-vit-h-14-378-dfn5b-first-stage", "clip-vit-b-32-openai-first-stage-run"]
     lists = [

@@ -139,8 +139,17 @@ def next_commands(out: str | os.PathLike[str]) -> list[tuple[str, str]]:
     if (fullrank / "run.parquet").is_file() and ann.is_file() and queries.is_file():
         add(
             "score the full-rank run again from its run file",
-            ["evaluate", "--run", str(fullrank / "run.parquet"), "--queries", str(queries)]
-            + ["--annotations", str(ann), "--k", "50"],
+            [
+                "evaluate",
+                "--run",
+                str(fullrank / "run.parquet"),
+                "--queries",
+                str(queries),
+                "--annotations",
+                str(ann),
+                "--k",
+                "50",
+            ],
         )
     if (fullrank / "summary.json").is_file() and (noisy / "summary.json").is_file():
         add(
@@ -161,8 +170,16 @@ def next_commands(out: str | os.PathLike[str]) -> list[tuple[str, str]]:
         if sid is not None:
             add(
                 "chart the verified positives per month",
-                ["trend", "demo", "--search-id", sid, "--by", "month"]
-                + ["--out", str(home / "trend.png")],
+                [
+                    "trend",
+                    "demo",
+                    "--search-id",
+                    sid,
+                    "--by",
+                    "month",
+                    "--out",
+                    str(home / "trend.png"),
+                ],
                 env,
             )
     return cmds
@@ -175,9 +192,11 @@ def _saved_search(home: Path) -> str | None:
     from inquire.collection.store import open_collection
     from inquire.collection.verify import Verification
 
-    with closing(open_collection("demo", home / "collections")) as coll:
-        with closing(Verification(coll)) as v:
-            ids = v.searches()["search_id"].tolist()
+    with (
+        closing(open_collection("demo", home / "collections")) as coll,
+        closing(Verification(coll)) as v,
+    ):
+        ids = v.searches()["search_id"].tolist()
     return str(ids[0]) if ids else None
 
 

@@ -37,7 +37,7 @@ def result_rows(df: Any, images_root: Path | None = None) -> list[tuple[str, ...
 
     from inquire.collection.store import records
 
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for r in records(df):
         path = str(r["path"])
         if images_root is not None:
@@ -170,7 +170,9 @@ def list_cmd() -> None:
                 )
             )
     if not rows:
-        typer.echo("no collections yet; create one with `inquire collection create NAME --images DIR`")
+        typer.echo(
+            "no collections yet; create one with `inquire collection create NAME --images DIR`"
+        )
         return
     print_records(
         _console(),

@@ -152,8 +152,7 @@ def reranker_rows() -> list[tuple[str, str, str]]:
     rows = [(b.name, b.help, b.name) for b in BASELINES.values()]
     rows += [(f"{k.name}:...", k.help, k.example) for k in KINDS.values()]
     rows += [
-        (f"vlm:{f.name}/...", f.model_class, f"vlm:{f.name}/{f.example}")
-        for f in FAMILIES.values()
+        (f"vlm:{f.name}/...", f.model_class, f"vlm:{f.name}/{f.example}") for f in FAMILIES.values()
     ]
     return rows
 

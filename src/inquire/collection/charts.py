@@ -232,9 +232,7 @@ def trend_figure(trend: pd.DataFrame, title: str = "", by: str | None = None) ->
 
     t = fill_time_gaps(trend, by)
     n = len(t)
-    fig, ax = plt.subplots(
-        figsize=(max(6.0, 0.35 * n + 2), 4.6), dpi=120, layout="constrained"
-    )
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.35 * n + 2), 4.6), dpi=120, layout="constrained")
     x = list(range(n))
     ax.bar(x, t["positives"].astype(int), color="#6a9f58", label="verified positives")
     ax.set_ylabel("verified positives")

@@ -323,7 +323,17 @@ class Verification:
         )
         df = counts.merge(ranks, on="image_id", how="left")[cols].sort_values("rank")
         info = self.coll.images(df["image_id"].tolist())
-        for c in ("date", "date_source", "lat", "lon", "taxon", "genus", "family", "order", "class"):
+        for c in (
+            "date",
+            "date_source",
+            "lat",
+            "lon",
+            "taxon",
+            "genus",
+            "family",
+            "order",
+            "class",
+        ):
             df[c] = info[c].to_numpy()
         return df.reset_index(drop=True)
 

@@ -246,4 +246,3 @@ def curve_problems(report: Report, relevance: str | os.PathLike[str] | None) -> 
                 "an annotations file that exists here)"
             )
     return problems
-
