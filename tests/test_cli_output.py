@@ -406,3 +406,27 @@ def test_demo_prints_where_outputs_went_and_commands_that_run(
             assert "IMG_" in res.output
     assert (out / "collection" / "trend.png").is_file()
     assert os.environ.get("INQUIRE_HOME") != str(out / "collection")
+
+
+def test_search_results_keep_long_paths_and_dates_whole_at_80_columns(tmp_path: Path) -> None:
+    from datetime import datetime
+
+    from inquire.collection import create_collection
+    from inquire.testing.collection_encoder import write_photo
+
+    deep = tmp_path / "photos" / "2023 spring walks" / "river meadow north bank" / "day two"
+    rel = []
+    for i, colour in enumerate(("red", "red", "blue")):
+        name = f"IMG_{i:04d}_heron_swallowing_a_fish_{colour}.jpg"
+        write_photo(deep / name, colour, date=datetime(2023, 4, 1 + i), lat=51.5, lon=-0.12)
+        rel.append(str((deep / name).relative_to(tmp_path / "photos")))
+    coll, _ = create_collection("walks", tmp_path / "photos", "toy:colour")
+    coll.close()
+    out = _invoke(["search", "walks", "red", "-k", "3"]).output
+    _no_cut(out, [*rel, "2023-04-01", "2023-04-02", "2023-04-03", "51.5000", "-0.1200"])
+    assert "1. 2023 spring walks/" in out  # one block per result, rank and path first
+    wide = CliRunner().invoke(app, ["search", "walks", "red", "-k", "3"], env={"COLUMNS": "250"})
+    assert wide.exit_code == 0 and "┃ path" in wide.output
+    _no_cut(wide.output, rel)
+    out = _invoke(["collection", "list"]).output
+    _no_cut(out, ["walks", "toy:colour", str(tmp_path / "photos")])

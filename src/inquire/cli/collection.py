@@ -69,7 +69,14 @@ def print_results(console: Any, df: Any, images_root: Path | None = None, title:
     columns = [
         Col(c, keep=c in keep, justify="right" if c in right else "left") for c in RESULT_COLUMNS
     ]
-    print_records(console, columns, result_rows(df, images_root), title or None, head=4)
+    print_records(
+        console,
+        columns,
+        result_rows(df, images_root),
+        title or None,
+        head=4,
+        head_format=lambda v: f"{v[0]}. {v[3]}  (score {v[1]}, image {v[2]})",
+    )
 
 
 _INDEX_HELP = (

@@ -188,7 +188,9 @@ def print_report(console: Any, report: Any) -> None:
         )
     ref = F.reference_table(report)
     if ref is not None and report.reference is not None:
-        cols = [Col(c, keep=True, justify="left" if i < 2 else "right") for i, c in enumerate(ref)]
+        cols = [
+            Col(str(c), keep=True, justify="left" if i < 2 else "right") for i, c in enumerate(ref)
+        ]
         rows = [
             [str(r["source"]), str(r["method"])]
             + [F.fmt_value("ap", r[c]) for c in ref.columns[2:]]
