@@ -359,6 +359,12 @@ def test_compare_at_80_columns_keeps_run_names_and_numbers_whole(tmp_path: Path)
     assert "A = clip-vit-h-14-378-dfn5b-first-stage" in res.output
     wide = CliRunner().invoke(app, ["compare", *map(str, dirs)], env={"COLUMNS": "250"})
     assert wide.exit_code == 0 and "┃ metric" in wide.output  # a table where it fits
+    # The report's tables would crop at 80 columns: one block per group and run instead.
+    res = _invoke(["report", *map(str, dirs), "--bootstrap", "50", "--by", "supercategory"])
+    _no_cut(res.output, [*names, "Behavior", "Species", "AP@2:"])
+    assert f"all · {names[0]} (4 queries)" in res.output
+    wide = CliRunner().invoke(app, ["report", *map(str, dirs)], env={"COLUMNS": "250"})
+    assert wide.exit_code == 0 and "┃ group" in wide.output
 
 
 def _query_csv(tmp_path: Path) -> Path:
