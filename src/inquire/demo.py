@@ -107,9 +107,11 @@ def print_outputs(out: str | os.PathLike[str], console: Console) -> list[Path]:
     """Print where each of the demo's outputs went (absolute paths); return those that exist."""
     root = Path(out).resolve()
     found = [(root / rel, what) for rel, what in OUTPUTS if (root / rel).exists()]
-    console.print(f"[bold]Demo outputs[/] (all under {root}):", soft_wrap=True)
+    from rich.markup import escape
+
+    console.print(f"[bold]Demo outputs[/] (all under {escape(str(root))}):", soft_wrap=True)
     for path, what in found:
-        console.print(f"  {what}:", highlight=False)
+        console.print(f"  {what}:", highlight=False, markup=False)
         console.print(f"    {path}", soft_wrap=True, markup=False, highlight=False)
     return [p for p, _ in found]
 
