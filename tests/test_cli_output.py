@@ -430,7 +430,7 @@ def test_search_results_keep_long_paths_and_dates_whole_at_80_columns(tmp_path: 
     coll.close()
     out = _invoke(["search", "walks", "red", "-k", "3"]).output
     _no_cut(out, [*rel, "2023-04-01", "2023-04-02", "2023-04-03", "51.5000", "-0.1200"])
-    assert "1. 2023 spring walks/" in out  # one block per result, rank and path first
+    assert "rank 1: 2023 spring walks/" in out  # one block per result, rank and path first
     wide = CliRunner().invoke(app, ["search", "walks", "red", "-k", "3"], env={"COLUMNS": "250"})
     assert wide.exit_code == 0 and "┃ path" in wide.output
     _no_cut(wide.output, rel)

@@ -75,7 +75,7 @@ def print_results(console: Any, df: Any, images_root: Path | None = None, title:
         result_rows(df, images_root),
         title or None,
         head=4,
-        head_format=lambda v: f"{v[0]}. {v[3]}  (score {v[1]}, image {v[2]})",
+        head_format=lambda v: f"rank {v[0]}: {v[3]}  (score {v[1]}, image {v[2]})",
     )
 
 
