@@ -220,7 +220,7 @@ def collection_summary(name: str) -> list[str]:
             searches = v.searches()
     setting = meta.get("index", "auto")
     index = (
-        f"faiss {ann['factory']} over {ann['count']:,} rows (built {ann['built_at']}); "
+        f"faiss {ann['factory']} ({ann['count']:,} rows, built {ann['built_at']}); "
         f"setting {setting!r}"
         if ann
         else f"none, searches are exact (setting {setting!r})"
