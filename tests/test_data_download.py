@@ -191,12 +191,17 @@ def test_missing_file_names_the_artifact_url_and_fix(mirror: FixtureServer) -> N
     assert len(mirror.gets()) == 1  # a 404 is not retried
 
 
-def test_unreachable_server_is_a_download_error(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unreachable_server_fails_at_once_without_retries(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     with FixtureServer(Path(".")) as server:
         url = server.url  # a port that is free again once the server stops
     monkeypatch.setenv("INQUIRE_BASE_URL", url)
-    with pytest.raises(DownloadError, match=r"after 2 attempts"):
-        fetch(_artifact(), retries=1, **FAST)
+    waits: list[float] = []
+    monkeypatch.setattr(download.time, "sleep", waits.append)
+    with pytest.raises(DownloadError, match=r"refused.*not retried.*INQUIRE_BASE_URL"):
+        fetch(_artifact(), retries=3, progress=False, backoff_s=30.0)
+    assert waits == []  # one attempt: no backoff waits at all
 
 
 def test_corrupt_cached_file_is_fetched_again(mirror: FixtureServer) -> None:

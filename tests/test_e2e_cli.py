@@ -123,6 +123,25 @@ def test_demo_end_to_end_and_its_serve_command(
     for summary in (tmp_path / "demo").rglob("summary.json"):
         EvalResult.load(summary.parent)  # every results folder the demo wrote loads
 
+    # "Try next": every printed command runs as printed (environment prefix included)
+    lines = out.splitlines()
+    start = lines.index("Try next (each command runs as printed):") + 1
+    tried = []
+    for line in lines[start:]:
+        if not line.startswith("  "):
+            break
+        if not line.startswith("  #"):
+            tried.append(line.strip())
+    assert len(tried) >= 5, out
+    for cmd in tried:
+        words = shlex.split(cmd)
+        env: dict[str, str] = {}
+        while "=" in words[0] and not words[0].startswith("-"):
+            key, _, value = words.pop(0).partition("=")
+            env[key] = value
+        res = CliRunner().invoke(app, words[words.index("inquire") + 1 :], env=env)
+        assert res.exit_code == 0, (cmd, res.output)
+
     # the printed `inquire serve ...` command starts a working page (served in-process here)
     # `inquire serve ...`, or `PYTHON -m inquire serve ...` where inquire is not on PATH
     serve_lines = [

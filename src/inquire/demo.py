@@ -73,7 +73,8 @@ def _quiet_model_progress() -> None:
 
 
 def _later_steps(out: Path, res_dir: Path, bench_root: Path, console: Console, seed: int) -> None:
-    """Embedding, reranking, report and statistics, a photo collection, and the web page."""
+    """Embedding, reranking, report and statistics, a photo collection, where everything
+    went with commands to try, and the web page."""
     from inquire.collection.demo import demo_collection
     from inquire.embed.demo import demo_embed
     from inquire.report.demo import demo_report
@@ -85,4 +86,128 @@ def _later_steps(out: Path, res_dir: Path, bench_root: Path, console: Console, s
     demo_report([res_dir], out / "report", console)
     # The collection's default photos (seed 7) show every colour; other seeds draw new ones.
     collection = demo_collection(out / "collection", console, seed=7 + seed)
-    demo_web([res_dir], bench_root, console, collections=collection.parent)
+    print_outputs(out, console)
+    print_next_commands(out, console)
+    demo_web([res_dir.resolve()], bench_root.resolve(), console, collections=collection.parent)
+
+
+# What the demo writes under its output folder, in the order it runs.
+OUTPUTS = (
+    ("benchmark", "synthetic benchmark: queries, annotations, embeddings, images"),
+    ("results/fullrank", "INQUIRE-Fullrank results: per_query.csv, summary.json, run.parquet"),
+    ("embed/embeddings", "embedding pipeline output (clip-retrieval layout)"),
+    ("rerank/results/rerank", "INQUIRE-Rerank and two-stage results"),
+    ("report/report.html", "HTML report (report.md and plots/ beside it)"),
+    ("report/results/fullrank-noisy-text", "the second run the report compares"),
+    ("collection/collections/demo", "photo collection 'demo' (its photos: collection/photos)"),
+)
+
+
+def print_outputs(out: str | os.PathLike[str], console: Console) -> list[Path]:
+    """Print where each of the demo's outputs went (absolute paths); return those that exist."""
+    root = Path(out).resolve()
+    found = [(root / rel, what) for rel, what in OUTPUTS if (root / rel).exists()]
+    from rich.markup import escape
+
+    console.print(f"[bold]Demo outputs[/] (all under {escape(str(root))}):", soft_wrap=True)
+    for path, what in found:
+        console.print(f"  {what}:", highlight=False, markup=False)
+        console.print(f"    {path}", soft_wrap=True, markup=False, highlight=False)
+    return [p for p, _ in found]
+
+
+def next_commands(out: str | os.PathLike[str]) -> list[tuple[str, str]]:
+    """``(what it does, shell command)`` for commands to try on the demo's outputs.
+
+    Paths are absolute, so the commands work from any folder; the collection commands set
+    ``INQUIRE_HOME`` to the demo's collection folder, where the collection ``demo`` lives
+    (``INQUIRE_HOME/collections/demo``). Only commands whose inputs exist are listed.
+    """
+    import shlex
+
+    from inquire.web.demo import _program
+
+    root = Path(out).resolve()
+    prog = _program()
+    bench, fullrank = root / "benchmark", root / "results" / "fullrank"
+    noisy = root / "report" / "results" / "fullrank-noisy-text"
+    ann, queries = bench / "inquire_annotations.csv", bench / "inquire_queries_test.csv"
+    cmds: list[tuple[str, str]] = []
+
+    def add(what: str, args: list[str], env: dict[str, Path] | None = None) -> None:
+        prefix = [f"{k}={shlex.quote(str(v))}" for k, v in (env or {}).items()]
+        cmds.append((what, " ".join([*prefix, shlex.join([*prog, *args])])))
+
+    if (fullrank / "run.parquet").is_file() and ann.is_file() and queries.is_file():
+        add(
+            "score the full-rank run again from its run file",
+            [
+                "evaluate",
+                "--run",
+                str(fullrank / "run.parquet"),
+                "--queries",
+                str(queries),
+                "--annotations",
+                str(ann),
+                "--k",
+                "50",
+            ],
+        )
+    if (fullrank / "summary.json").is_file() and (noisy / "summary.json").is_file():
+        add(
+            "tabulate both runs per supercategory, with intervals",
+            ["report", str(fullrank), str(noisy), "--by", "supercategory"],
+        )
+        add("paired tests between the two runs", ["compare", str(fullrank), str(noisy)])
+    home = root / "collection"
+    if (home / "collections" / "demo" / "collection.db").is_file():
+        env = {"INQUIRE_HOME": home}
+        add(
+            "search the photo collection",
+            ["search", "demo", "red flowers", "-k", "5", "--from", "2020-01-01"],
+            env,
+        )
+        add("summarise the collection and its saved searches", ["collection", "info", "demo"], env)
+        sid = _saved_search(home)
+        if sid is not None:
+            add(
+                "chart the verified positives per month",
+                [
+                    "trend",
+                    "demo",
+                    "--search-id",
+                    sid,
+                    "--by",
+                    "month",
+                    "--out",
+                    str(home / "trend.png"),
+                ],
+                env,
+            )
+    return cmds
+
+
+def _saved_search(home: Path) -> str | None:
+    """The id of the first saved search of the demo collection under ``home``."""
+    from contextlib import closing
+
+    from inquire.collection.store import open_collection
+    from inquire.collection.verify import Verification
+
+    with (
+        closing(open_collection("demo", home / "collections")) as coll,
+        closing(Verification(coll)) as v,
+    ):
+        ids = v.searches()["search_id"].tolist()
+    return str(ids[0]) if ids else None
+
+
+def print_next_commands(out: str | os.PathLike[str], console: Console) -> list[str]:
+    """Print :func:`next_commands`, each on one unwrapped line; return the commands."""
+    cmds = next_commands(out)
+    if cmds:
+        console.print("[bold]Try next[/] (each command runs as printed):")
+    for what, cmd in cmds:
+        console.print(f"  # {what}", highlight=False, markup=False)
+        console.print(f"  {cmd}", soft_wrap=True, markup=False, highlight=False)
+    return [cmd for _, cmd in cmds]

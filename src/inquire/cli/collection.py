@@ -24,43 +24,60 @@ def _console() -> Any:
     return Console()
 
 
-def results_table(df: Any, images_root: Path | None = None, title: str = "") -> Any:
-    """A rich Table of search results (rank, score, path, taxon, date, lat, lon)."""
-    import math
+RESULT_COLUMNS = ("rank", "score", "image", "path", "taxon", "date", "lat", "lon")
 
-    from rich.table import Table
+
+def result_rows(df: Any, images_root: Path | None = None) -> list[tuple[str, ...]]:
+    """Search results as strings in :data:`RESULT_COLUMNS` order.
+
+    Paths under ``images_root`` are shown relative to it; dates as YYYY-MM-DD (the time of
+    day is in ``--json`` / ``--csv``), marked "(file time)" when the photo carries no date
+    and the file's modification time stands in.
+    """
+    import math
 
     from inquire.collection.store import records
 
-    table = Table(title=title or None)
-    for col, just in (
-        ("rank", "right"),
-        ("score", "right"),
-        ("image", "right"),
-        ("path", "left"),
-        ("taxon", "left"),
-        ("date", "left"),
-        ("lat", "right"),
-        ("lon", "right"),
-    ):
-        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    rows: list[tuple[str, ...]] = []
     for r in records(df):
         path = str(r["path"])
         if images_root is not None:
             with contextlib.suppress(ValueError):  # outside the root: keep it absolute
                 path = str(Path(path).relative_to(images_root))
         score = f"{r['score']:.4f}" + (f" → {r['rerank_score']:.3f}" if "rerank_score" in r else "")
-        table.add_row(
-            str(r["rank"]),
-            score,
-            str(r["image_id"]),
-            path,
-            str(r["taxon"] or ""),
-            str(r["date"] or "")[:10],
-            "" if r["lat"] is None or math.isnan(r["lat"]) else f"{r['lat']:.4f}",
-            "" if r["lon"] is None or math.isnan(r["lon"]) else f"{r['lon']:.4f}",
+        rows.append(
+            (
+                str(r["rank"]),
+                score,
+                str(r["image_id"]),
+                path,
+                str(r["taxon"] or ""),
+                str(r["date"] or "")[:10]
+                + (" (file time)" if r.get("date_source") == "mtime" else ""),
+                "" if r["lat"] is None or math.isnan(r["lat"]) else f"{r['lat']:.4f}",
+                "" if r["lon"] is None or math.isnan(r["lon"]) else f"{r['lon']:.4f}",
+            )
         )
-    return table
+    return rows
+
+
+def print_results(console: Any, df: Any, images_root: Path | None = None, title: str = "") -> None:
+    """Search results as a table, or one block per result when paths do not fit the width."""
+    from inquire.cli._render import Col, print_records
+
+    keep = {"score", "image", "path", "date", "lat", "lon"}
+    right = {"rank", "score", "image", "lat", "lon"}
+    columns = [
+        Col(c, keep=c in keep, justify="right" if c in right else "left") for c in RESULT_COLUMNS
+    ]
+    print_records(
+        console,
+        columns,
+        result_rows(df, images_root),
+        title or None,
+        head=4,
+        head_format=lambda v: f"rank {v[0]}: {v[3]}  (score {v[1]}, image {v[2]})",
+    )
 
 
 _INDEX_HELP = (
@@ -143,45 +160,133 @@ def update_cmd(
 @friendly_errors
 def list_cmd() -> None:
     """List the collections in the cache."""
-    from rich.table import Table
-
+    from inquire.cli._render import Col, print_records
     from inquire.collection import list_collections, open_collection
 
-    table = Table("name", "model", "images", "deleted", "unreadable", "folder")
+    rows = []
     for name in list_collections():
-        c = open_collection(name)
-        n = c.counts()
-        table.add_row(
-            name,
-            c.model_id,
-            str(n.get("ok", 0)),
-            str(n.get("deleted", 0)),
-            str(n.get("unreadable", 0)),
-            str(c.images_root),
+        with closing(open_collection(name)) as c:
+            n = c.counts()
+            rows.append(
+                (
+                    name,
+                    c.model_id,
+                    str(n.get("ok", 0)),
+                    str(n.get("deleted", 0)),
+                    str(n.get("unreadable", 0)),
+                    str(c.images_root),
+                )
+            )
+    if not rows:
+        typer.echo(
+            "no collections yet; create one with `inquire collection create NAME --images DIR`"
         )
-    _console().print(table)
+        return
+    print_records(
+        _console(),
+        [
+            Col("name", keep=True, style="bold"),
+            Col("model", keep=True),
+            Col("images", justify="right"),
+            Col("deleted", justify="right"),
+            Col("unreadable", justify="right"),
+            Col("photos folder", keep=True),
+        ],
+        rows,
+    )
+
+
+_DATE_SOURCES = {"exif": "EXIF", "inat": "train.json", "mtime": "file time only"}
+
+
+def collection_summary(name: str) -> list[str]:
+    """``inquire collection info`` as lines of text: what a person needs to know."""
+    from inquire.collection import open_collection
+    from inquire.collection.ann import index_info
+    from inquire.collection.verify import Verification
+
+    with closing(open_collection(name)) as c:
+        meta = c.meta()
+        n = c.counts()
+        dated = {
+            str(r[0]): int(r[1])
+            for r in c.conn.execute(
+                "SELECT COALESCE(date_source, ''), COUNT(*) FROM images WHERE status = 'ok' "
+                "GROUP BY 1"
+            )
+        }
+        ann = index_info(c)
+        folder = c.folder
+        with closing(Verification(c)) as v:
+            searches = v.searches()
+    setting = meta.get("index", "auto")
+    index = (
+        f"faiss {ann['factory']} ({ann['count']:,} rows, built {ann['built_at']}); "
+        f"setting {setting!r}"
+        if ann
+        else f"none, searches are exact (setting {setting!r})"
+    )
+    dates = ", ".join(
+        f"{k:,} {_DATE_SOURCES.get(src, 'no date') if src else 'no date'}"
+        for src, k in sorted(dated.items(), key=lambda kv: -kv[1])
+    )
+    lines = [
+        f"collection {name}",
+        f"  folder:   {folder}",
+        f"  photos:   {meta.get('images_root', '?')}",
+        f"  model:    {meta.get('model_id', '?')} (revision {meta.get('revision', '?')}, "
+        f"{meta.get('dim', '?')} dimensions)",
+        f"  metadata: {meta.get('metadata') or 'EXIF (no train.json)'}",
+        f"  images:   {n.get('ok', 0):,} searchable, {n.get('deleted', 0):,} deleted, "
+        f"{n.get('unreadable', 0):,} unreadable",
+        f"  dates:    {dates or 'none'}"
+        + (" (file-time dates are left out of trends)" if dated.get("mtime") else ""),
+        f"  index:    {index}",
+        f"  updates:  generation {meta.get('generation', '0')}",
+    ]
+    if not len(searches):
+        lines.append("no saved searches (save one with `inquire search NAME TEXT --save`)")
+        return lines
+    lines.append(f"saved searches ({len(searches)}): export with --search-id ID")
+    for r in searches.to_dict("records"):
+        lines.append(f"  {r['search_id']}  {_describe_request(str(r['request']))}")
+        who = f" by {r['created_by']}" if r["created_by"] else ""
+        lines.append(
+            f"      saved {str(r['created'])[:16].replace('T', ' ')}{who}; "
+            f"{r['n_results']} results ranked, {r['n_marks']} marks"
+        )
+    return lines
+
+
+def _describe_request(request_json: str) -> str:
+    """A saved search request (JSON) in words: the text, examples and filters."""
+    import json
+
+    d = json.loads(request_json)
+    f = d.get("filters", {})
+    parts = [repr(d["text"]) if d.get("text") else "(by example)"]
+    if d.get("like"):
+        parts.append("like " + ", ".join(d["like"]))
+    if f.get("taxa"):
+        parts.append("taxon " + "/".join(f["taxa"]))
+    if f.get("date_from") or f.get("date_to"):
+        parts.append(f"dates {f.get('date_from') or '...'} to {f.get('date_to') or '...'}")
+    if f.get("bbox"):
+        parts.append("bbox " + ",".join(f"{x:g}" for x in f["bbox"]))
+    if f.get("under"):
+        parts.append("under " + ", ".join(f["under"]))
+    return "; ".join(parts)
 
 
 @collection_app.command("info")
 @friendly_errors
 def info_cmd(name: str = typer.Argument(..., help="Collection.")) -> None:
-    """Show a collection's model, counts and saved searches."""
-    from inquire.collection import open_collection
-    from inquire.collection.ann import index_info
-    from inquire.collection.verify import Verification
+    """Show a collection's folders, model, counts, dates, index and saved searches."""
+    from rich.text import Text
 
-    c = open_collection(name)
     console = _console()
-    ann = index_info(c)
-    faiss_index = f"{ann['factory']} ({ann['count']} rows, {ann['built_at']})" if ann else "none"
-    console.print(
-        {**c.meta(), "counts": c.counts(), "folder": str(c.folder), "faiss_index": faiss_index}
-    )
-    with closing(Verification(c)) as v:
-        searches = v.searches()
-    c.close()
-    if len(searches):
-        console.print(searches.to_string(index=False))
+    for line in collection_summary(name):
+        console.print(Text(line), soft_wrap=True)
 
 
 @collection_app.command("compact")
@@ -306,6 +411,10 @@ def search_cmd(
             "--feedback re-ranks a saved search: its text, examples and filters come from it; "
             "drop the query text and filter options"
         )
+    if rerank is not None:
+        from inquire.cli.eval_rerank import check_reranker_id
+
+        check_reranker_id(rerank, baselines=False)
     with closing(open_collection(name)) as coll:
         if feedback is not None:
             df = _feedback_results(coll, feedback, k, feedback_model, save)
@@ -340,9 +449,7 @@ def search_cmd(
         elif as_csv:
             typer.echo(df.to_csv(index=False), nl=False)
         else:
-            _console().print(
-                results_table(df, coll.images_root, f"{name}: {text or '(by example)'}")
-            )
+            print_results(_console(), df, coll.images_root, f"{name}: {text or '(by example)'}")
         if copy_to is not None:
             copy_to.mkdir(parents=True, exist_ok=True)
             for r in records(df):
@@ -388,15 +495,24 @@ def trend_cmd(
         help="month, year, month-of-year, taxon, genus, family, order, class or region.",
     ),
     who: str | None = typer.Option(None, "--who", help="Only this person's marks."),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Write the chart as PNG here."),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Write the chart here: .png, .jpg, .svg or .pdf."
+    ),
 ) -> None:
-    """Verified positives per group with their share of inspected images and a 95% CI."""
+    """Verified positives per group with their share of inspected images and a 95% CI.
+
+    Time groupings use the dates photos carry (EXIF or train.json); images dated only by
+    their file time are left out and counted.
+    """
     from rich.table import Table
 
     from inquire.collection import open_collection
-    from inquire.collection.charts import trend_png
+    from inquire.collection.charts import chart_format, trend_chart, undated_note
     from inquire.collection.store import records
     from inquire.collection.verify import Verification
+
+    if out is not None:
+        chart_format(out)  # an unknown suffix fails before any work
 
     with closing(open_collection(name)) as coll, closing(Verification(coll)) as v:
         req = v.request(search_id)
@@ -417,8 +533,11 @@ def trend_cmd(
         f"search effort: {eff['inspected']} images inspected (down to rank {eff['deepest_rank']}),"
         f" {eff['positives']} positives found"
     )
+    note = undated_note(t)
+    if note:
+        console.print(f"[yellow]{note}[/]")
     if out is not None:
-        trend_png(t, out, title=f"{req.text} — verified positives by {by}")
+        trend_chart(t, out, title=f"{req.text} — verified positives by {by}", by=by)
         console.print(f"wrote {out}")
 
 

@@ -32,7 +32,7 @@ def download_cmd(
 
     console = Console()
     if list_:
-        console.print(_registry_table())
+        _print_registry(console)
         return
     if name is None:
         raise InputError(
@@ -51,29 +51,51 @@ def download_cmd(
         typer.echo(str(download.extract(members[0], force=force, progress=progress)))
 
 
-def _registry_table() -> object:
-    from rich.table import Table
-
-    from inquire.data.download import local_path
+def _print_registry(console: object) -> None:
+    """Every artifact with the URL it is fetched from (the mirror's when INQUIRE_BASE_URL is
+    set), then the groups; vertical when the URLs do not fit the terminal."""
+    from inquire.cli._render import Col, print_records
+    from inquire.config import base_url
+    from inquire.data.download import local_path, source_url
     from inquire.data.registry import ARTIFACTS, GROUPS
 
-    table = Table(title="inquire artifacts (INQUIRE_BASE_URL overrides every host)")
-    table.add_column("name", no_wrap=True, style="bold")
-    for col in ("size", "sha256", "license", "cached", "description"):
-        table.add_column(col, overflow="fold")
+    rows = []
     for art in ARTIFACTS.values():
         size = f"{art.size:,} B" if art.size is not None else art.approx_size or "?"
-        table.add_row(
-            art.name,
-            size,
-            art.sha256[:12] if art.sha256 else "1st use",
-            art.license,
-            "yes" if local_path(art).is_file() else "",
-            art.description,
+        rows.append(
+            (
+                art.name,
+                size,
+                "yes" if local_path(art).is_file() else "no",
+                source_url(art),
+                art.sha256[:12] if art.sha256 else "recorded on 1st download",
+                art.license,
+                art.description,
+            )
         )
-    for group, members in GROUPS.items():
-        table.add_row(group, "", "", "", "", f"group: {', '.join(members)}", style="dim")
-    return table
+    mirror = base_url()
+    print_records(
+        console,
+        [
+            Col("name", keep=True, style="bold"),
+            Col("size"),
+            Col("cached"),
+            Col("url", keep=True),
+            Col("sha256"),
+            Col("license"),
+            Col("description"),
+        ],
+        rows,
+        f"inquire artifacts (from the mirror INQUIRE_BASE_URL={mirror})"
+        if mirror
+        else "inquire artifacts (set INQUIRE_BASE_URL to fetch every one from a mirror)",
+    )
+    print_records(
+        console,
+        [Col("group", keep=True, style="bold"), Col("artifacts", keep=True)],
+        [(group, " ".join(members)) for group, members in GROUPS.items()],
+        "groups (download all their artifacts at once)",
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -29,7 +29,9 @@ def fullrank_cmd(
     out: Path | None = typer.Option(
         None, "--out", "-o", help="Write per_query.csv, summary.json, run.parquet."
     ),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Search again; ignore the cache."),
+    use_cache: bool = typer.Option(
+        True, "--cache/--no-cache", help="Reuse cached search results (--no-cache: search again)."
+    ),
     rerank: str | None = typer.Option(
         None,
         "--rerank",
@@ -70,6 +72,10 @@ def fullrank_cmd(
             "pass --embeddings DIR: a folder of image embeddings in the clip-retrieval layout "
             "(INQUIRE's published iNat24 embeddings or `inquire embed` output) for this model"
         )
+    if rerank is not None:
+        from inquire.cli.eval_rerank import check_reranker_id
+
+        check_reranker_id(rerank, baselines=False)
     if rerank is not None and images is None:
         raise InputError(
             "--rerank needs --images ROOT: the folder the embeddings' image paths are relative "
@@ -88,7 +94,7 @@ def fullrank_cmd(
         index=index,
         index_params=parse_params(param),
         out_dir=out,
-        cache=not no_cache,
+        cache=use_cache,
         device=device,
         precision=precision,
         batch_size=batch_size,

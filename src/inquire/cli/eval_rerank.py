@@ -95,7 +95,9 @@ def eval_rerank_cmd(
     allow_failures: bool = typer.Option(
         False, help="Rank candidates that could not be scored last instead of stopping."
     ),
-    no_cache: bool = typer.Option(False, help="Neither read nor write the score cache."),
+    use_cache: bool = typer.Option(
+        True, "--cache/--no-cache", help="Read and write the score cache (--no-cache: neither)."
+    ),
     number_queries: bool = typer.Option(
         False,
         "--number-queries",
@@ -110,6 +112,7 @@ def eval_rerank_cmd(
     from inquire.rerank import RerankOptions, load_reranker
     from inquire.rerank.cache import ScoreCache
 
+    check_reranker_id(reranker)
     rs = _rerank_set(split, data, queries, number_queries)
     ranker: Any = reranker
     cache = None
@@ -125,7 +128,7 @@ def eval_rerank_cmd(
             protocol=protocol,
         )
         ranker = load_reranker(reranker, opts)
-        cache = None if no_cache else ScoreCache()
+        cache = ScoreCache() if use_cache else None
     cfg = {"split": None if data else split}
     try:
         result = evaluate_rerank(
@@ -147,44 +150,81 @@ def eval_rerank_cmd(
 
 @friendly_errors
 def list_cmd() -> None:
-    """List reranker kinds, VLM families and baselines."""
+    """List baselines, reranker kinds, VLM families, the models INQUIRE evaluated and the
+    scoring protocols."""
     from rich.console import Console
-    from rich.table import Table
 
-    from inquire.eval.rerank import BASELINES
+    from inquire.cli._render import Col, print_records
     from inquire.rerank.protocol import DEFAULT_PROTOCOL, PROTOCOLS, UPSTREAM_MODELS
+
+    console = Console()
+    print_records(
+        console,
+        [Col("id", keep=True, style="bold"), Col("what"), Col("example", keep=True)],
+        reranker_rows(),
+        "rerankers (INQUIRE-Rerank: any id; --rerank of search and eval fullrank: kind:...)",
+    )
+    print_records(
+        console,
+        [
+            Col("upstream model", keep=True, style="bold"),
+            Col("reranker id", keep=True),
+            Col("prompt row"),
+            Col("released cache file", keep=True),
+        ],
+        [(m.upstream, m.reranker, m.family, m.cache_file or "") for m in UPSTREAM_MODELS],
+        "models INQUIRE evaluated (upstream id -> reranker id here)",
+    )
+    print_records(
+        console,
+        [Col("protocol", keep=True, style="bold"), Col("what")],
+        [(p.name, p.help) for p in PROTOCOLS.values()],
+        f"protocols (--protocol; default {DEFAULT_PROTOCOL})",
+    )
+
+
+def reranker_rows() -> list[tuple[str, str, str]]:
+    """``(id, what, example)`` of every baseline, reranker kind and VLM family (a family's
+    examples are the models INQUIRE evaluated with it, else a typical checkpoint)."""
+    from inquire.eval.rerank import BASELINES
+    from inquire.rerank.protocol import PROTOCOLS, UPSTREAM_MODELS
     from inquire.rerank.registry import KINDS
     from inquire.rerank.vlm import FAMILIES
 
-    console = Console()
-    table = Table(title="rerankers")
-    for col in ("id", "what", "example"):
-        table.add_column(col)
-    for b in BASELINES.values():
-        table.add_row(b.name, b.help, b.name)
-    for k in KINDS.values():
-        table.add_row(f"{k.name}:...", k.help, k.example)
+    rows = [(b.name, b.help, b.name) for b in BASELINES.values()]
+    rows += [(f"{k.name}:...", k.help, k.example) for k in KINDS.values()]
     for f in FAMILIES.values():
         protocols = ", ".join(p.name for p in PROTOCOLS.values() if f.name in p.vlm)
         upstream = [m.upstream for m in UPSTREAM_MODELS if m.family == f.name]
-        table.add_row(
-            f"vlm:{f.name}/...",
-            f"{f.model_class}; protocols: {protocols}",
-            "\n".join(f"vlm:{f.name}/{m}" for m in upstream) or f"vlm:{f.name}/{f.example}",
-        )
-    console.print(table)
-    models = Table(title="models INQUIRE evaluated (upstream id -> reranker id here)")
-    for col in ("upstream model", "reranker id", "prompt row", "released cache file"):
-        models.add_column(col)
-    for m in UPSTREAM_MODELS:
-        models.add_row(m.upstream, m.reranker, m.family, m.cache_file)
-    console.print(models)
-    protos = Table(title=f"protocols (--protocol; default {DEFAULT_PROTOCOL})")
-    for col in ("protocol", "what"):
-        protos.add_column(col)
-    for p in PROTOCOLS.values():
-        protos.add_row(p.name, p.help)
-    console.print(protos)
+        examples = [f"vlm:{f.name}/{m}" for m in upstream] or [f"vlm:{f.name}/{f.example}"]
+        for i, ex in enumerate(examples):
+            what = f"{f.model_class}; protocols: {protocols}" if i == 0 else ""
+            rows.append((f"vlm:{f.name}/..." if i == 0 else "", what, ex))
+    return rows
+
+
+def check_reranker_id(reranker: str, baselines: bool = True) -> None:
+    """Fail at once, with close matches, on an id that names no baseline or reranker kind.
+
+    Checked before any data is read or downloaded. ``baselines``: whether ``clip_score`` and
+    ``random`` are valid here (INQUIRE-Rerank only: they need the set's given scores).
+    """
+    from inquire.errors import UnknownNameError
+    from inquire.eval.rerank import BASELINES
+    from inquire.rerank.registry import KINDS, parse_reranker_id
+
+    if baselines and reranker in BASELINES:
+        return
+    if ":" not in reranker:
+        valid = [*(BASELINES if baselines else ()), *(f"{k}:" for k in KINDS)]
+        raise UnknownNameError("reranker", reranker, valid)
+    kind, rest = parse_reranker_id(reranker)  # unknown kinds: "did you mean" the right one
+    if kind.name == "vlm":
+        from inquire.rerank.vlm import FAMILIES
+
+        family = rest.partition("/")[0]
+        if family not in FAMILIES:
+            raise UnknownNameError("VLM family", family, FAMILIES)
 
 
 @friendly_errors

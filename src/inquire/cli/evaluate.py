@@ -21,7 +21,10 @@ def evaluate_cmd(
     ),
     queries: Path | None = typer.Option(None, help="Local query CSV instead of the split's."),
     out: Path | None = typer.Option(
-        None, "--out", "-o", help="Write per_query.csv and summary.json here."
+        None,
+        "--out",
+        "-o",
+        help="Write per_query.csv, summary.json and run.parquet (for `report` curves) here.",
     ),
 ) -> None:
     """Evaluate RUN against the relevance annotations and print the metrics table."""
@@ -58,8 +61,10 @@ def evaluate_cmd(
     )
     Console().print(metrics_table(result))
     if out is not None:
-        result.save(out)
-        typer.echo(f"wrote {out / 'per_query.csv'} and {out / 'summary.json'}")
+        result.save(out, run=the_run)
+        typer.echo(
+            f"wrote {out / 'per_query.csv'}, {out / 'summary.json'} and {out / 'run.parquet'}"
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -120,6 +120,14 @@ def report_cmd(
             None,
         )
         qrels = read_qrels(found) if found else None
+        from inquire.report.build import curve_problems
+
+        for run_name, why in curve_problems(report, found).items():
+            typer.secho(
+                f"warning: no precision-recall curve for run {run_name!r}: {why}",
+                fg=typer.colors.YELLOW,
+                err=True,
+            )
         figures = report_figures(report, qrels)
         if plots is not None:
             plots.mkdir(parents=True, exist_ok=True)
@@ -130,11 +138,9 @@ def report_cmd(
         from rich.console import Console
 
         console = Console()
-        for r in F.terminal_renderables(report):
-            console.print(r)
+        print_report(console, report)
         if comparison is not None:
-            for r in F.comparison_renderables(comparison):
-                console.print(r)
+            print_comparison(console, comparison)
         return
     if fmt == "html":
         embedded = {stem.replace("_", " "): png_base64(fig) for stem, fig in figures.items()}
@@ -146,6 +152,100 @@ def report_cmd(
         if comparison is not None:  # terminal text written to --out
             text += "\n" + _comparison_text(comparison)
     _write(text, out)
+
+
+def print_report(console: Any, report: Any) -> None:
+    """The report's tables at the console's width; where they would crop a column or break
+    a run or group name, one block per (group, run) with a line per metric instead."""
+    import io
+
+    from rich.console import Console
+    from rich.text import Text
+
+    from inquire.cli._render import Col, print_records
+    from inquire.report import formats as F
+    from inquire.report.build import LEVEL_TITLES
+
+    renderables = F.terminal_renderables(report)
+    buf = io.StringIO()
+    probe = Console(file=buf, width=console.width, color_system=None, legacy_windows=False)
+    wide_enough = all(probe.measure(r).minimum <= console.width for r in renderables)
+    for r in renderables:
+        probe.print(r)
+    lines = buf.getvalue().splitlines()
+    names = {str(v) for v in report.table["run"]} | {str(v) for v in report.table["group"]}
+    if wide_enough and all(any(n in line for line in lines) for n in names):
+        for r in renderables:
+            console.print(r)
+        return
+    console.print(Text(report.ci_description, style="dim"))
+    for note in report.notes:
+        console.print(Text(f"note: {note}", style="yellow"))
+    columns = [Col(h, keep=True) for h in F._header(report)]
+    for level in report.levels:
+        print_records(
+            console,
+            columns,
+            F._cells(report, level),
+            f"{LEVEL_TITLES[level]} (k={report.k})",
+            head=3,
+            head_format=lambda v: f"{v[0]} · {v[1]} ({v[2]} queries)",
+            vertical=True,
+        )
+    ref = F.reference_table(report)
+    if ref is not None and report.reference is not None:
+        cols = [
+            Col(str(c), keep=True, justify="left" if i < 2 else "right") for i, c in enumerate(ref)
+        ]
+        rows = [
+            [str(r["source"]), str(r["method"])]
+            + [F.fmt_value("ap", r[c]) for c in ref.columns[2:]]
+            for _, r in ref.iterrows()
+        ]
+        print_records(
+            console,
+            cols,
+            rows,
+            F._reference_title(report, report.reference),
+            head=2,
+            head_format=lambda v: f"{v[1]} ({v[0]})",
+        )
+        console.print(Text(f"source: {report.reference.source}", style="dim"))
+
+
+def print_comparison(console: Any, comparison: Any) -> None:
+    """The paired comparison at the console's width: tables where they fit whole, else one
+    block per row; run names, metrics and numbers are never cut."""
+    from rich.text import Text
+
+    from inquire.cli._render import Col, print_records
+    from inquire.report import formats as F
+
+    header, rows = F._pair_rows(comparison)
+    columns = [
+        Col(h, keep=True, justify="left" if i < 3 else "right") for i, h in enumerate(header)
+    ]
+    print_records(
+        console,
+        columns,
+        rows,
+        "Paired comparison",
+        head=3,
+        head_format=lambda v: f"{v[0]}: A = {v[1]}, B = {v[2]}",
+    )
+    for line in F._method_lines(comparison):
+        console.print(Text(line, style="dim"))
+    for key in comparison.top:
+        header, rows = F._top_rows(comparison, key)
+        _, a, b = key
+        title = F._top_title(comparison, key).replace(f": {a} vs {b}", f": A = {a}, B = {b}")
+        # The run names are in the title: the columns are A and B, as in the pair table.
+        named = [*header[:-3], "A", "B", header[-1]]
+        cols = [
+            Col(h, keep=h != "text", justify="right" if i >= len(named) - 3 or i == 0 else "left")
+            for i, h in enumerate(named)
+        ]
+        print_records(console, cols, rows, title)
 
 
 def _comparison_text(comparison: Any) -> str:
@@ -206,9 +306,7 @@ def compare_cmd(
     elif fmt == "terminal" and out is None:
         from rich.console import Console
 
-        console = Console()
-        for r in F.comparison_renderables(comparison):
-            console.print(r)
+        print_comparison(Console(), comparison)
     elif fmt == "terminal":
         _write(_comparison_text(comparison), out)
     elif fmt == "markdown":

@@ -140,6 +140,10 @@ class Grouping:
     help: str
 
 
+# Where a date comes from when the photo itself says when it was taken; "mtime" (the file's
+# modification time, a fallback of collection metadata) says when it was copied or edited.
+CAMERA_DATE_SOURCES = ("exif", "inat")
+
 GROUPINGS: dict[str, Grouping] = {
     "month": Grouping(lambda d: d["date"].str.slice(0, 7), True, "calendar month YYYY-MM"),
     "year": Grouping(lambda d: d["date"].str.slice(0, 4), True, "year"),
@@ -546,7 +550,7 @@ class Verification:
         m = self.marks(search_id, who)
         cols = ["image_id", "rank", "score", "n_relevant", "n_not_relevant", "n_unsure", "label"]
         if m.empty:
-            return pd.DataFrame(columns=[*cols, "date", "lat", "lon", "taxon"])
+            return pd.DataFrame(columns=[*cols, "date", "date_source", "lat", "lon", "taxon"])
         counts = (
             pd.crosstab(m["image_id"], m["mark"]).reindex(columns=list(MARKS), fill_value=0)
         ).rename(columns={k: f"n_{k}" for k in MARKS})
@@ -562,7 +566,17 @@ class Verification:
         )
         df = counts.merge(ranks, on="image_id", how="left")[cols].sort_values("rank")
         info = self.coll.images(df["image_id"].tolist())
-        for c in ("date", "lat", "lon", "taxon", "genus", "family", "order", "class"):
+        for c in (
+            "date",
+            "date_source",
+            "lat",
+            "lon",
+            "taxon",
+            "genus",
+            "family",
+            "order",
+            "class",
+        ):
             df[c] = info[c].to_numpy()
         return df.reset_index(drop=True)
 
@@ -602,14 +616,30 @@ class Verification:
 
     def trend(self, search_id: str, by: str = "month", who: str | None = None) -> pd.DataFrame:
         """Verified positives per group (``GROUPINGS``): ``group, inspected, positives, share,
-        ci_low, ci_high`` (95% Wilson interval of positives / inspected)."""
+        ci_low, ci_high`` (95% Wilson interval of positives / inspected).
+
+        Time groupings (month, year, month-of-year) use only dates a photo carries (EXIF or
+        train.json): an image dated only by its file time is left out, not put in the month
+        it was copied, and counted in ``attrs["undated_inspected"]`` /
+        ``attrs["undated_positives"]`` of the returned table.
+        """
         if by not in GROUPINGS:
             raise UnknownNameError("trend grouping", by, GROUPINGS)
         c = self.consensus(search_id, who)
         cols = ["group", "inspected", "positives", "share", "ci_low", "ci_high"]
-        if c.empty:
-            return pd.DataFrame(columns=cols)
+        undated = {"undated_inspected": 0, "undated_positives": 0}
         g = GROUPINGS[by]
+        if g.chronological and not c.empty:
+            dated = c["date"].notna() & c["date_source"].isin(CAMERA_DATE_SOURCES)
+            undated = {
+                "undated_inspected": int((~dated).sum()),
+                "undated_positives": int((c.loc[~dated, "label"] == "relevant").sum()),
+            }
+            c = c[dated].copy()
+        if c.empty:
+            empty = pd.DataFrame(columns=cols)
+            empty.attrs.update(undated)
+            return empty
         c["group"] = g.key(c).fillna("unknown").astype(str)
         c["pos"] = (c["label"] == "relevant").astype(int)
         t = c.groupby("group").agg(inspected=("pos", "size"), positives=("pos", "sum"))
@@ -620,7 +650,9 @@ class Verification:
             t = t.sort_values("group")
         else:
             t = t.sort_values(["positives", "group"], ascending=[False, True])
-        return t[cols].reset_index(drop=True)
+        t = t[cols].reset_index(drop=True)
+        t.attrs.update(undated)
+        return t
 
 
 # A spreadsheet runs a cell that starts with one of these as a formula (CSV injection).

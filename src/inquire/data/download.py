@@ -8,8 +8,10 @@
    it was last verified (a file changed since then is always re-hashed).
 2. Otherwise the file is downloaded to ``<file>.part`` beside its final place. An existing
    ``.part`` is resumed with an HTTP ``Range`` request; a server that ignores ``Range``
-   (answers 200) makes the download restart from byte 0. Connection errors, cut-off bodies
-   and 5xx answers are retried with exponential backoff, resuming each time.
+   (answers 200) makes the download restart from byte 0. Timeouts, connections broken
+   mid-answer, cut-off bodies and 5xx answers are retried with exponential backoff, resuming
+   each time. A host that cannot be reached at all (name not resolved, connection refused,
+   no route) fails at once, without retries: waiting would not bring the network back.
 3. The complete ``.part`` is checked against the registry's size/sha256 and only then renamed
    onto the final path; on a mismatch it is deleted and :class:`ChecksumError` is raised.
    Artifacts without a registered checksum record the first download's size and sha256 in
@@ -44,7 +46,7 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 CHUNK = 1 << 20  # bytes per read while hashing or extracting
 NET_CHUNK = 1 << 16  # bytes per network read: what arrived before a cut-off is kept
-RETRIES = 5  # extra attempts after the first, on connection errors and 5xx answers
+RETRIES = 5  # extra attempts after the first, on transient failures (timeouts, 5xx, cut-offs)
 BACKOFF_S = 1.0  # first wait; doubles each retry
 TIMEOUT_S = (10.0, 60.0)  # (connect, read) seconds
 
@@ -88,8 +90,9 @@ def fetch(
 
     ``force`` downloads again even if a verified copy exists. ``rehash`` recomputes the
     sha256 of a cached file even when its size and mtime match the manifest. ``retries`` and
-    ``backoff_s`` control retrying connection errors (waits ``backoff_s * 2**i`` seconds;
-    defaults: the module's ``RETRIES`` and ``BACKOFF_S``).
+    ``backoff_s`` control retrying transient failures (timeouts, broken connections, 5xx;
+    waits ``backoff_s * 2**i`` seconds; defaults: the module's ``RETRIES`` and ``BACKOFF_S``).
+    An unreachable host (DNS failure, connection refused, no route) is not retried.
     Raises :class:`DownloadError` (unreachable, HTTP error) or :class:`ChecksumError`.
     """
     retries = RETRIES if retries is None else retries
@@ -331,6 +334,14 @@ def _download_with_retries(
                 requests.exceptions.ChunkedEncodingError,
                 _Retryable,
             ) as exc:
+                unreachable = _unreachable(exc)
+                if unreachable is not None:
+                    # No server or no network: retrying in seconds would not change that.
+                    raise DownloadError(
+                        f"could not download artifact {art.name!r} from {url}: {unreachable} "
+                        f"(not retried). Check the network, set INQUIRE_BASE_URL to a mirror, "
+                        f"or put the file at {part.with_suffix('')} yourself"
+                    ) from exc
                 # A body cut off mid-way surfaces as ChunkedEncodingError (urllib3 enforces
                 # Content-Length) or as _Retryable; the .part keeps what arrived and the next
                 # attempt resumes from there.
@@ -352,6 +363,46 @@ def _download_with_retries(
                 ) from exc
     finally:
         session.close()
+
+
+def _unreachable(exc: BaseException) -> str | None:
+    """Why the host could not be reached at all, or None for a transient failure.
+
+    A name that does not resolve (DNS) and a refused or impossible connection (no server on
+    the port, no route, no network) fail at once; timeouts, connections broken mid-answer
+    and 5xx answers are transient and retried.
+    """
+    import errno
+    import socket
+    from urllib.parse import urlsplit
+
+    from urllib3.exceptions import NameResolutionError, NewConnectionError
+
+    found: list[BaseException] = []
+    stack: list[object] = [exc]
+    while stack:
+        e = stack.pop()
+        if not isinstance(e, BaseException) or any(e is f for f in found):
+            continue
+        found.append(e)
+        stack += [e.__cause__, e.__context__, getattr(e, "reason", None), *e.args]
+    host = ""
+    for e in found:
+        url = getattr(getattr(e, "request", None), "url", None)
+        if isinstance(url, str):
+            host = urlsplit(url).netloc
+            break
+    where = f" {host}" if host else ""
+    if any(isinstance(e, (NameResolutionError, socket.gaierror)) for e in found):
+        return f"the host name{where} could not be resolved (DNS failure or no network)"
+    if any(isinstance(e, ConnectionRefusedError) for e in found):
+        return f"connection to{where} refused (no server listening there)"
+    unreachable = (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN)
+    if any(isinstance(e, OSError) and e.errno in unreachable for e in found):
+        return f"no route to{where} (no network)"
+    if any(isinstance(e, NewConnectionError) for e in found):
+        return f"could not connect to{where}"
+    return None
 
 
 def _copy_local(art: Artifact, url: str, part: Path) -> None:

@@ -224,3 +224,25 @@ def _row(
         s = scale(m)
         row[m], row[f"{m}_lo"], row[f"{m}_hi"] = mean[i] * s, lo[i] * s, hi[i] * s
     return row
+
+
+def curve_problems(report: Report, relevance: str | os.PathLike[str] | None) -> dict[str, str]:
+    """Why each run of ``report`` that cannot get a precision-recall curve cannot, by run name.
+
+    A curve needs the run's ranked list (``run.parquet`` in its result folder) and the
+    relevance labels (``relevance``: the CSV that will be read, or None when none was given
+    or found). Runs missing from the returned dict can be drawn.
+    """
+    problems = {}
+    for name in report.runs:
+        if name not in report.run_files:
+            problems[name] = (
+                "its result folder has no run.parquet (result folders written by "
+                "`inquire evaluate --out` or `inquire eval ... --out` have one)"
+            )
+        elif relevance is None:
+            problems[name] = (
+                "no relevance labels: pass --annotations FILE.csv (none of the results names "
+                "an annotations file that exists here)"
+            )
+    return problems

@@ -450,7 +450,7 @@ def make_router(
         with res.verification(name) as v:
             t = v.trend(sid, by, who or None)
             title = f"{v.request(sid).text or 'search'}: verified positives by {by}"
-        return Response(render(t, title), media_type="image/svg+xml")
+        return Response(render(t, title, by=by), media_type="image/svg+xml")
 
     @r.get("/api/c/{name}/searches/{sid}/efficiency.svg")
     @_http_errors
