@@ -330,7 +330,7 @@ def test_damaged_metadata_is_named(bench, damage: str, expected: str) -> None:
 
 @pytest.fixture(scope="module")
 def rerank_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Path]]:
-    return write_synthetic_rerank_set(tmp_path_factory.mktemp("rr"), n_val=1, n_test=2, pool=20)
+    return write_synthetic_rerank_set(tmp_path_factory.mktemp("rr"), n_val=1, n_test=3, pool=50)
 
 
 def test_eval_rerank_with_unmatched_query_table_needs_number_queries(
@@ -340,16 +340,20 @@ def test_eval_rerank_with_unmatched_query_table_needs_number_queries(
     table = read_queries(
         rerank_data["test"][0].parent.parent / "benchmark" / "inquire_queries_test.csv"
     )
+    # Pools without a relevant image are left out of the set: use the queries it holds.
+    in_data = table[table["query_text"].isin(set(pd.read_parquet(data)["query"]))]
+    n = len(in_data)
+    assert n >= 2
     partial = tmp_path / "partial.csv"
-    table.iloc[:1].to_csv(partial, index=False)
+    in_data.iloc[:1].to_csv(partial, index=False)
     args = ["eval", "rerank", "--reranker", "clip_score", "--data", data, "--queries", str(partial)]
     out = tmp_path / "res"
     msg = _error([*args, "--out", str(out)])
-    assert "1 of 2 INQUIRE-Rerank queries are not in the query table" in msg
+    assert f"{n - 1} of {n} INQUIRE-Rerank queries are not in the query table" in msg
     assert "--number-queries" in msg and not out.exists()
     res = _invoke([*args, "--number-queries", "--out", str(out)])
     assert res.exit_code == 0, res.output
-    assert pd.read_csv(out / "per_query.csv")["query_id"].tolist() == [1, 2]
+    assert pd.read_csv(out / "per_query.csv")["query_id"].tolist() == list(range(1, n + 1))
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "not-a-dict"])
