@@ -84,11 +84,34 @@ def _later_steps(out: Path, res_dir: Path, bench_root: Path, console: Console, s
     demo_embed(out / "embed", console, seed=seed)
     demo_rerank(out / "rerank", console, seed=seed)
     demo_report([res_dir], out / "report", console)
+    demo_feedback(out / "feedback", bench_root, console)
     # The collection's default photos (seed 7) show every colour; other seeds draw new ones.
     collection = demo_collection(out / "collection", console, seed=7 + seed)
     print_outputs(out, console)
     print_next_commands(out, console)
     demo_web([res_dir.resolve()], bench_root.resolve(), console, collections=collection.parent)
+
+
+def demo_feedback(out: Path, bench_root: Path, console: Console, budget: int = 100) -> Path:
+    """Simulated verification on the synthetic benchmark: positives found per image
+    inspected, static ranking vs relevance feedback; writes ``out`` (curve.png, summary.csv,
+    curves.parquet, config.json) and prints the overall rows."""
+    from inquire.eval.feedback import simulate_synthetic
+
+    console.print(
+        "Relevance feedback: a simulated verifier marks 10 results at a time from the labels; "
+        "the rest is re-ranked from the marks (SYNTHETIC data)"
+    )
+    sim = simulate_synthetic(bench_root, budget=budget, batch=10)
+    sim.save(out)
+    summary = sim.summary(None)
+    for r in summary.itertuples():
+        console.print(
+            f"  after {r.inspected:3d} inspected: {r.static:5.1f} positives static, "
+            f"{r.feedback:5.1f} with feedback ({r.ratio:.2f}x)",
+            highlight=False,
+        )
+    return out
 
 
 # What the demo writes under its output folder, in the order it runs.
@@ -99,6 +122,7 @@ OUTPUTS = (
     ("rerank/results/rerank", "INQUIRE-Rerank and two-stage results"),
     ("report/report.html", "HTML report (report.md and plots/ beside it)"),
     ("report/results/fullrank-noisy-text", "the second run the report compares"),
+    ("feedback/curve.png", "relevance feedback: positives found per image inspected"),
     ("collection/collections/demo", "photo collection 'demo' (its photos: collection/photos)"),
 )
 
@@ -159,6 +183,11 @@ def next_commands(out: str | os.PathLike[str]) -> list[tuple[str, str]]:
             ["report", str(fullrank), str(noisy), "--by", "supercategory"],
         )
         add("paired tests between the two runs", ["compare", str(fullrank), str(noisy)])
+    if (bench / "SYNTHETIC.txt").is_file():
+        add(
+            "simulate a verifier who marks 5 images between re-rankings",
+            ["simulate", "feedback", "--synthetic", str(bench), "--batch", "5", "--budget", "50"],
+        )
     home = root / "collection"
     if (home / "collections" / "demo" / "collection.db").is_file():
         env = {"INQUIRE_HOME": home}
@@ -170,6 +199,11 @@ def next_commands(out: str | os.PathLike[str]) -> list[tuple[str, str]]:
         add("summarise the collection and its saved searches", ["collection", "info", "demo"], env)
         sid = _saved_search(home)
         if sid is not None:
+            add(
+                "re-rank what nobody marked yet from the saved search's marks",
+                ["search", "demo", "--feedback", sid, "-k", "5"],
+                env,
+            )
             add(
                 "chart the verified positives per month",
                 [
