@@ -52,7 +52,9 @@ def test_evaluate_fullrank_matches_brute_force(bench, tmp_path):
     expected = evaluate(ref, qrels, queries, k=50)
     pd.testing.assert_frame_equal(result.per_query, expected.per_query)
     assert result.config["search"] == "exact" and result.config["k_max"] == 100
-    assert result.per_query["ap"].mean() > 0.1  # the synthetic queries are findable
+    # The synthetic queries are findable: far above a random order, whose AP@50 is about
+    # R / N ~ 0.005 here (the text query alone is meant to be weak: see data.synthetic).
+    assert result.per_query["ap"].mean() > 0.02
     saved = EvalResult.load(tmp_path / "out")
     assert saved.k == 50 and len(saved.per_query) == len(queries)
     assert len(Run.read(tmp_path / "out" / "run.parquet")[int(queries["query_id"][0])][0]) == 100

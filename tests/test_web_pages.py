@@ -27,6 +27,7 @@ from inquire.eval.rerank import evaluate_rerank
 from inquire.report import build_report, compare, load_leaderboard
 from inquire.report.formats import fmt_cell, fmt_p, fmt_value
 from inquire.report.stats import holm
+from inquire.testing.web_client import page_client
 from inquire.testing.web_fixtures import WebFixture, build_web_fixture
 from inquire.web.app import create_app
 from inquire.web.config import WebConfig
@@ -89,7 +90,7 @@ def client(fx: WebFixture, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     cfg = WebConfig(
         results=fx.results, image_roots=[fx.images], thumb_cache=tmp_path_factory.mktemp("t")
     )
-    with TestClient(create_app(cfg)) as c:
+    with page_client(create_app(cfg)) as c:
         yield c
 
 
@@ -153,7 +154,7 @@ def test_compare_page_has_holm_corrected_paired_tests(
 
     # three runs (two named alike): Holm adjusts each metric's three p-values together
     cfg = WebConfig(results=[*fx.results, fx.results[0]], thumb_cache=tmp_path / "t")
-    with TestClient(create_app(cfg)) as c:
+    with page_client(create_app(cfg)) as c:
         html3 = c.get("/compare?runs=exact&runs=noisy&runs=exact-2").text
     rows3 = [r for r in tables(html3)["pairs-table"][1:] if r[0] == "AP@50"]
     assert [r[1:3] for r in rows3] == [
@@ -182,7 +183,7 @@ def test_compare_needs_two_runs_and_the_same_queries(
     summary = json.loads((short / "summary.json").read_text())
     (short / "summary.json").write_text(json.dumps(summary | {"name": "short"}))
     cfg = WebConfig(results=[fx.results[0], short], thumb_cache=tmp_path / "t")
-    with TestClient(create_app(cfg)) as c:
+    with page_client(create_app(cfg)) as c:
         r = c.get("/compare?runs=exact&runs=short")
         assert r.status_code == 400 and "different queries" in r.text
         link = unescape(re.search(r'id="error-link" href="([^"]+)"', r.text).group(1))  # type: ignore[union-attr]
@@ -216,7 +217,7 @@ def test_run_names_never_show_server_paths(fx: WebFixture, tmp_path: Path) -> No
     (folder / "summary.json").write_text(json.dumps(summary | {"name": secret}))
     (folder / "run.parquet").unlink()  # the query page must not name the folder either
     cfg = WebConfig(results=[folder], thumb_cache=tmp_path / "t")
-    with TestClient(create_app(cfg)) as c:
+    with page_client(create_app(cfg)) as c:
         pages = [c.get("/"), c.get("/runs/clip-run.trec"), c.get("/api/runs")]
         qid = int(pd.read_csv(folder / "per_query.csv")["query_id"].iloc[0])
         pages.append(c.get(f"/runs/clip-run.trec/queries/{qid}"))
@@ -251,7 +252,7 @@ def test_rerank_result_uses_its_own_pool_labels(
         cfg = WebConfig(
             results=[rerank_world["result"]], annotations=ann_files, thumb_cache=tmp_path / "t"
         )
-        with TestClient(create_app(cfg)) as c:
+        with page_client(create_app(cfg)) as c:
             slug = c.get("/api/runs").json()[0]["slug"]
             html = c.get(f"/runs/{slug}/queries/{qid}?k=10").text
             data = c.get(f"/api/runs/{slug}/queries/{qid}?k=10").json()
@@ -279,7 +280,7 @@ def test_labels_that_do_not_reproduce_the_metrics_are_flagged(
     extra = tmp_path / "extra.csv"  # ... labelled relevant by another annotations file
     pd.DataFrame({"query_id": [qid], "image_id": [wrong]}).to_csv(extra, index=False)
     cfg = WebConfig(results=[fx.results[0]], annotations=[extra], thumb_cache=tmp_path / "t")
-    with TestClient(create_app(cfg)) as c:
+    with page_client(create_app(cfg)) as c:
         data = c.get(f"/api/runs/exact/queries/{qid}").json()
         html = c.get(f"/runs/exact/queries/{qid}").text
         other = c.get(f"/api/runs/exact/queries/{int(ann['query_id'].iloc[-1])}").json()
@@ -297,7 +298,7 @@ def test_run_page_of_a_result_without_group_columns(fx: WebFixture, tmp_path: Pa
         folder / "per_query.csv", index=False
     )
     cfg = WebConfig(results=[folder], thumb_cache=tmp_path / "t")
-    with TestClient(create_app(cfg)) as c:
+    with page_client(create_app(cfg)) as c:
         r = c.get("/runs/exact")
     assert r.status_code == 200
     group_tables = [t for t in tables(r.text).values() if t and t[0][:2] == ["group", "queries"]]

@@ -27,7 +27,10 @@ def feedback_cmd(
         None, "--embeddings", help="INQUIRE-Fullrank: the iNat24 embedding folder."
     ),
     model: str | None = typer.Option(
-        None, "--model", help="INQUIRE-Fullrank: the embedding model that made --embeddings."
+        None,
+        "--model",
+        "-m",
+        help="INQUIRE-Fullrank: the embedding model that made --embeddings.",
     ),
     split: str = typer.Option("test", "--split", help="val or test."),
     budget: int = typer.Option(200, "--budget", help="Images inspected per query."),
@@ -40,7 +43,10 @@ def feedback_cmd(
     ),
     seed: int = typer.Option(0, "--seed", help="Synthetic only: seed of a new benchmark."),
     out: Path | None = typer.Option(
-        None, "--out", help="Folder for curves.parquet, summary.csv, config.json, curve.png."
+        None,
+        "--out",
+        "-o",
+        help="Folder for curves.parquet, summary.csv, config.json, curve.png.",
     ),
 ) -> None:
     """Simulate a verifier who marks results in batches from the labels; compare the static
