@@ -271,6 +271,12 @@ def search_cmd(
     nprobe: int | None = typer.Option(
         None, "--nprobe", help="IVF lists probed per query (faiss index only; default 64)."
     ),
+    screen: str = typer.Option(
+        "auto",
+        "--screen",
+        help="Exact search: auto (bfloat16 screening where this CPU makes it pay), bf16, off. "
+        "Same results either way.",
+    ),
 ) -> None:
     """Search a collection by text and/or example images, filters applied inside the search."""
     import json
@@ -279,7 +285,9 @@ def search_cmd(
     from inquire._io import atomic_open
     from inquire.collection import SearchRequest, open_collection, parse_filters, search
     from inquire.collection.store import records
+    from inquire.index.screen import check_screen
 
+    check_screen(screen)
     with closing(open_collection(name)) as coll:
         req = SearchRequest(
             text,
@@ -290,6 +298,7 @@ def search_cmd(
             from_k,
             exact=exact,
             nprobe=nprobe,
+            screen=screen,
             rerank_device=device,
             rerank_precision=precision,
             rerank_batch_size=batch_size,

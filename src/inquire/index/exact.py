@@ -439,8 +439,9 @@ class _Scorer:
         id_keys: np.ndarray,
         kernels: _Kernels,
         plan: ScreenPlan | None = None,
+        mask: np.ndarray | None = None,
     ) -> None:
-        self.q, self.id_keys, self.kernels = q, id_keys, kernels
+        self.q, self.id_keys, self.kernels, self.mask = q, id_keys, kernels, mask
         self.top = _TopK(q.shape[0], k)
         self.f32 = np.empty((chunk_rows, dim), np.float32)
         self.out = np.empty((q.shape[0], chunk_rows), np.float32)
@@ -477,6 +478,8 @@ class _Scorer:
         s = self.out if rows == len(self.f32) else np.empty((len(self.q), rows), np.float32)
         self.kernels.scores(self.q, data, s)
         first = block.start + lo
+        if self.mask is not None:
+            s[:, ~self.mask[first : first + rows]] = np.nan  # NaN never matches
         self.top.add_block(s, self.id_keys[first : first + rows])
 
     def _screen(self, block: _Block, lo: int, rows: int) -> bool:
@@ -501,6 +504,9 @@ class _Scorer:
         t.matmul(self.q_bf16, xb.T, out=sb)
         s = self.out.reshape(-1)[: nq * rows].reshape(nq, rows)
         t.from_numpy(s).copy_(sb)
+        if self.mask is not None:
+            first = block.start + lo
+            s[:, ~self.mask[first : first + rows]] = np.nan  # never a candidate
         margin = plan.a * (float(norms.max(initial=0.0)) * plan.inflate) + plan.slack
         bound = self.top.threshold.astype(np.float64)
         if rows > k:
@@ -653,6 +659,7 @@ def search(
     threads: int | None = None,
     screen: Screen = "auto",
     stats: SearchStats | None = None,
+    mask: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top ``k`` rows of ``store`` by inner product with each query, exactly.
 
@@ -668,6 +675,7 @@ def search(
     :mod:`inquire.index.screen`); ``"off"`` scores every row in float32; ``"auto"`` (default)
     screens where this CPU's bfloat16 GEMM is measured to be much faster.
     ``stats``: a :class:`SearchStats` to fill in (the path taken, pairs rescored).
+    ``mask``: ``(N,) bool``, rows of the store that may be returned (None: all).
 
     Returns ``scores (nq, k) float32`` descending and ``ids (nq, k) int64`` image ids; equal
     scores are ordered by image id ascending. When ``k > len(store)`` every row is padded
@@ -683,6 +691,13 @@ def search(
         raise InputError(f"block_rows and chunk_rows must be >= 1, got {block_rows}, {chunk_rows}")
     chunk_rows = min(chunk_rows, block_rows)
     screen = check_screen(screen)
+    if mask is not None:
+        mask = np.asarray(mask)
+        if mask.dtype != np.bool_ or mask.shape != (len(store),):
+            raise InputError(
+                f"mask must be a ({len(store)},) bool array (one flag per store row), "
+                f"got {mask.dtype} {mask.shape}"
+            )
     id_keys, sorted_ids = _id_keys(store.ids)
     kernels = _Kernels()
     n_workers = kernels.workers(threads)
@@ -692,7 +707,8 @@ def search(
             screen, q, len(store), k, chunk_rows, store.dtype, kernels._gemm_torch, n_workers
         )
         scorers = [
-            _Scorer(q, k, chunk_rows, store.dim, id_keys, kernels, plan) for _ in range(n_workers)
+            _Scorer(q, k, chunk_rows, store.dim, id_keys, kernels, plan, mask)
+            for _ in range(n_workers)
         ]
         if n_workers == 1:
             for block in _iter_blocks(store, block_rows, prefetch=prefetch):
