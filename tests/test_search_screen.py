@@ -136,9 +136,7 @@ def test_bound_holds_against_float64_and_is_not_vacuous():
     norms = torch.linalg.vector_norm(xt, dim=1, dtype=torch.float32).numpy().astype(np.float64)
     c = scr.U_BF16 / (1 - scr.U_BF16)
     bound = (
-        a[:, None] * norms[None, :] * scr.norm_inflation(d)
-        + c * np.abs(s_hat)
-        + scr.abs_slack(d)
+        a[:, None] * norms[None, :] * scr.norm_inflation(d) + c * np.abs(s_hat) + scr.abs_slack(d)
     )
     err = np.abs(f.astype(np.float64) - s_hat)
     assert (err <= bound).all()
@@ -193,3 +191,39 @@ def test_bad_screen_value_names_the_choices(tmp_path):
     store = EmbeddingStore(write_store(tmp_path / "s", random_unit(10, 8, seed=20)))
     with pytest.raises(InputError, match=r"auto, bf16, off; got 'fast'"):
         search(store, random_unit(1, 8, seed=21), 3, screen="fast")  # type: ignore[arg-type]
+
+
+def test_collection_masked_search_screened(tmp_path, monkeypatch):
+    """The collection's filtered exact search, screened, equals its float32 result."""
+    import importlib
+
+    from inquire.collection import create_collection, masked_search, parse_filters
+    from inquire.testing.collection_encoder import (
+        PixelHashEncoder,
+        make_inat_tree,
+        make_photo_folder,
+    )
+
+    meta = make_inat_tree(tmp_path / "root", per_taxon=6, seed=1)
+    make_photo_folder(tmp_path / "root" / "extra", n=40, seed=2)
+    enc = PixelHashEncoder(dim=16)
+    coll, _ = create_collection("c", tmp_path / "root", enc.model_id, meta, encoder=enc)
+    index = coll.index()
+    q = random_unit(2, 16, seed=22)
+    collection_search = importlib.import_module("inquire.collection.search")  # not the function
+    monkeypatch.setattr(collection_search, "GATHER_BELOW", 0.0)  # the streamed pass always
+    for taxa in ((), ("Aves",)):
+        mask = parse_filters(list(taxa)).mask(index)
+        for k in (1, 5, 200):
+            got = masked_search(index, q, k, mask, screen="bf16")
+            rows = np.flatnonzero(mask & index.valid)
+            vec = np.stack([index.store.row(int(r)) for r in rows]).astype(np.float32)
+            ids = index.image_id[rows]
+            ref_s, ref_i = reference(vec, ids, q, min(k, len(rows)))
+            for r, (g_ids, g_scores) in enumerate(got):
+                np.testing.assert_array_equal(g_ids, ref_i[r])
+                np.testing.assert_allclose(g_scores, ref_s[r], atol=1e-5)
+            off = search(index.store, q, min(k, len(rows)), screen="off", mask=mask & index.valid)
+            for r, (g_ids, g_scores) in enumerate(got):
+                np.testing.assert_array_equal(g_ids, off[1][r][off[1][r] >= 0])
+                np.testing.assert_array_equal(g_scores.view(np.uint32), off[0][r].view(np.uint32))

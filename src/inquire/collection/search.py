@@ -167,14 +167,15 @@ def _exact_search(
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Exact top-``k`` of ``q (nq, d)`` among embedding ``rows`` (ascending, all valid;
     ``mask`` is the same selection as ``(N,) bool``)."""
-    from inquire.index.exact import check_screen
+    from inquire.index.exact import check_screen, screens
 
-    check_screen(screen)
-    if mask is not None and len(rows) >= GATHER_BELOW * len(index):
-        # One streamed pass over the store (bfloat16-screened where that pays).
+    screen = check_screen(screen)
+    dense = len(rows) >= GATHER_BELOW * len(index)
+    if dense and mask is not None and screens(index.store, q, min(k, len(rows)), screen):
+        # Where bfloat16 screening pays: exact search's streamed pass, screened, with the mask.
         from inquire.index.exact import search as exact_search
 
-        s, i = exact_search(index.store, q, min(k, len(rows)), screen=screen, mask=mask)  # type: ignore[arg-type]
+        s, i = exact_search(index.store, q, min(k, len(rows)), screen=screen, mask=mask)
         return [(i[r][i[r] >= 0], s[r][i[r] >= 0]) for r in range(len(q))]
     if len(rows) < GATHER_BELOW * len(index):
         scores = np.empty((len(q), len(rows)), np.float32)

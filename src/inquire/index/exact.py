@@ -732,6 +732,33 @@ def search(
     return scores, ids
 
 
+def screens(
+    store: EmbeddingStore,
+    queries: np.ndarray,
+    k: int,
+    screen: Screen = "auto",
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    threads: int | None = None,
+) -> bool:
+    """Whether :func:`search` with these arguments would screen in bfloat16 (the measured
+    decision of ``"auto"``, cached per process; ``"bf16"`` raises where it cannot)."""
+    q = check_queries(store, queries)
+    kernels = _Kernels()
+    n_workers = kernels.workers(threads)
+    with kernels.single_threaded() if n_workers > 1 else contextlib.nullcontext():
+        plan = plan_screen(
+            check_screen(screen),
+            q,
+            len(store),
+            int(k),
+            chunk_rows,
+            store.dtype,
+            kernels._gemm_torch,
+            n_workers,
+        )
+    return plan is not None
+
+
 def brute_force(
     store: EmbeddingStore, queries: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
