@@ -19,6 +19,10 @@ How it works (all queries at once, one pass over the store):
    single integer partition applies the whole ranking rule, ties included; they are merged
    into the running top ``k`` only when they outnumber it.
 
+4. Optionally (``screen``), rows are first screened by a bfloat16 GEMM with a proven error
+   bound and only those that could reach the top k are scored in float32 (same result, bit
+   for bit): see :mod:`inquire.index.screen`.
+
 Memory: two read buffers (``block_rows`` rows in the store's dtype), one float32 chunk, one
 ``(nq, chunk_rows)`` score chunk and the results; independent of N.
 

@@ -86,7 +86,8 @@ def query_terms(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def norm_inflation(d: int) -> float:
     """Factor that turns a float32-computed row norm into an upper bound of the true norm
     (any order of summing d exact squares, then a rounded square root)."""
-    return (1 + gamma(d)) ** 0.5 * (1 + U_F32) * (1 + 1e-9)
+    # computed sum >= (1 - gamma) * true sum; the square root is rounded to nearest.
+    return 1.0 / ((1 - U_F32) * (1 - gamma(d)) ** 0.5) * (1 + 1e-9)
 
 
 def abs_slack(d: int) -> float:
