@@ -227,3 +227,8 @@ def test_collection_masked_search_screened(tmp_path, monkeypatch):
             for r, (g_ids, g_scores) in enumerate(got):
                 np.testing.assert_array_equal(g_ids, off[1][r][off[1][r] >= 0])
                 np.testing.assert_array_equal(g_scores.view(np.uint32), off[0][r].view(np.uint32))
+
+
+def test_no_probe_where_the_cpu_lists_no_bf16_units(monkeypatch):
+    monkeypatch.setattr(scr, "cpu_has_bf16_units", lambda: False)
+    assert scr.bf16_speedup(7, 1) == 0.0  # a width no other test probes: not cached yet

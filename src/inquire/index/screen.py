@@ -156,16 +156,36 @@ def bf16_accumulates_in_fp32() -> bool:
     return ok
 
 
+def cpu_has_bf16_units() -> bool | None:
+    """Whether the CPU advertises bfloat16 dot-product units (``amx_bf16`` or
+    ``avx512_bf16`` in ``/proc/cpuinfo``); ``None`` where that cannot be read."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"amx_bf16", "avx512_bf16"})
+    except OSError:
+        return None
+    return None
+
+
 def bf16_speedup(d: int, threads: int) -> float:
     """Measured bfloat16 / float32 GEMM throughput ratio on this CPU at width ``d``.
 
-    A small probe first (milliseconds even where bfloat16 is emulated); a larger one only when
-    the small one is promising. Cached per process.
+    0 without a look where the CPU lists no bfloat16 units (torch then emulates bfloat16,
+    always slower). Otherwise a small probe first and a larger one only when the small one is
+    promising. Cached per process.
     """
     key = (d, threads)
     with _lock:
         if key in _speed:
             return _speed[key]
+    if cpu_has_bf16_units() is False:
+        log.info("no bfloat16 units listed in /proc/cpuinfo: no screening")
+        with _lock:
+            _speed[key] = 0.0
+        return 0.0
     import torch
 
     def rate(m: int, n: int, dtype: Any, reps: int) -> float:
@@ -185,7 +205,7 @@ def bf16_speedup(d: int, threads: int) -> float:
     try:
         ratio = rate(32, 256, torch.bfloat16, 2) / rate(32, 256, torch.float32, 2)
         if ratio >= MIN_SPEEDUP / 2:
-            ratio = rate(128, 4096, torch.bfloat16, 3) / rate(128, 4096, torch.float32, 3)
+            ratio = rate(64, 2048, torch.bfloat16, 3) / rate(64, 2048, torch.float32, 3)
     finally:
         torch.set_num_threads(old)
     log.info("bfloat16 / float32 GEMM throughput at d=%d: %.2fx", d, ratio)
