@@ -429,6 +429,8 @@ class SearchStats:
 
 # A chunk with fewer rows than this is scored the float32 way (small GEMMs take other paths).
 _MIN_SCREEN_ROWS = 64
+# Row norms are computed this many rows at a time (torch converts each slice to float32).
+_NORM_ROWS = 1024
 
 
 class _Scorer:
@@ -498,7 +500,11 @@ class _Scorer:
         nq, k, d = len(self.q), self.top.k, self.f32.shape[1]
         src = block.data[lo : lo + rows]
         src_t = t.from_numpy(src)
-        norms = t.linalg.vector_norm(src_t, dim=1, dtype=t.float32).numpy()
+        norms_t = t.empty(rows, dtype=t.float32)
+        for r0 in range(0, rows, _NORM_ROWS):  # torch casts to float32 first: keep that small
+            part = src_t[r0 : r0 + _NORM_ROWS]
+            t.linalg.vector_norm(part, dim=1, dtype=t.float32, out=norms_t[r0 : r0 + len(part)])
+        norms = norms_t.numpy()
         if not np.isfinite(norms).all():
             return False
         # The bfloat16 rows live in the float32 buffer's memory (rescoring reuses it later).
