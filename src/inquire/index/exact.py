@@ -524,7 +524,14 @@ class _Scorer:
             if len(empty):
                 low = lower_bound(_kth_largest(s[empty], k), margin[empty])
                 bound[empty] = np.maximum(bound[empty], low)
-        qr, cols = self.top._candidates(s, upper_inverse(bound, margin))
+        cut = upper_inverse(bound, margin)
+        if np.count_nonzero(s >= cut[:, None]) * 4 > nq * rows:
+            # Early chunks, or k near the chunk size: most rows survive, and the float32 path
+            # (its own k-th-score bound, no screening margin) needs less memory and time.
+            self._score_fp32(block, lo, rows)
+            self.rescored += nq * rows
+            return True
+        qr, cols = self.top._candidates(s, cut)
         counts = np.bincount(qr, minlength=nq)
         heavy = np.flatnonzero(counts > _HEAVY_FACTOR * k)
         if len(heavy) and rows > k:
