@@ -232,3 +232,13 @@ def test_collection_masked_search_screened(tmp_path, monkeypatch):
 def test_no_probe_where_the_cpu_lists_no_bf16_units(monkeypatch):
     monkeypatch.setattr(scr, "cpu_has_bf16_units", lambda: False)
     assert scr.bf16_speedup(7, 1) == 0.0  # a width no other test probes: not cached yet
+
+
+def test_float32_store(tmp_path):
+    x = random_unit(2500, 40, seed=23)
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [1000, 1500], dtype=np.float32))
+    q = random_unit(5, 40, seed=24)
+    s, _i, st = both(store, q, 30, chunk_rows=256, threads=2)
+    ref_s, _ = reference(x, np.arange(2500), q, 30)
+    np.testing.assert_allclose(s, ref_s.astype(np.float32), atol=1e-5, rtol=0)
+    assert st.rescored < 0.5 * 2500 * 5
