@@ -4,17 +4,22 @@ Writes a synthetic float16 store (``--n`` x ``--d``, L2-normalised, clip-retriev
 to disk, then runs each method in its own subprocess (so each has its own peak RSS), all
 reading the same memory-mapped files:
 
-- ``ours``: :func:`inquire.index.exact.search`, all queries at once, streamed by blocks.
+- ``ours``: :func:`inquire.index.exact.search`, all queries at once, streamed by blocks,
+  with ``--screen`` (default ``auto``: bfloat16 screening where this CPU makes it pay).
+- ``float32``: the same search with ``screen="off"`` (every row scored by the float32 GEMM):
+  the ids ``ours`` must reproduce exactly.
 - ``reference``: the original approach, per query: the whole matrix to float32, a
   matrix-vector product, a full argsort, the top k. Timed on ``--reference-queries`` queries
   and extrapolated linearly to all queries (its cost is the same for every query).
 - ``faiss``: ``IndexFlatIP`` over a float32 copy of the store (the copy is timed apart).
-- ``gemm``: float32 GEMM FLOP/s of this machine on the same shapes (in-memory operands);
-  the compute bound of exact search is ``2 * N * d * nq / FLOP/s``.
+- ``gemm``: float32 and bfloat16 GEMM FLOP/s of this machine on the same shapes (in-memory
+  operands); the compute bounds are ``2 * N * d * nq / FLOP/s``.
 
 Usage: ``python benchmarks/exact_search.py [--n 1000000 --d 1024 --queries 250 --k 1000]``.
-The last line reads
-``speedup_vs_reference=X ratio_vs_faiss=Y ratio_to_gemm_bound=Z peak_rss_mb=M``.
+The last two lines read
+``speedup_vs_reference=X ratio_vs_faiss=Y ratio_to_gemm_bound=Z peak_rss_mb=M`` and
+``ratio_to_fp32_bound=X ratio_to_bf16_bound=Y rescored_per_query=Z exact=E`` (E = 1 when
+ours returned the same top-k ids as the float32 path for every query).
 """
 
 from __future__ import annotations
@@ -91,9 +96,11 @@ def make_queries(nq: int, d: int, seed: int) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-def work_ours(store_dir: Path, q: np.ndarray, k: int, repeats: int, out: Path) -> dict:
+def work_ours(
+    store_dir: Path, q: np.ndarray, k: int, repeats: int, out: Path, screen: str = "auto"
+) -> dict:
     from inquire.embed.store import EmbeddingStore
-    from inquire.index.exact import auto_block_rows, search
+    from inquire.index.exact import SearchStats, auto_block_rows, search
 
     store = EmbeddingStore(store_dir)
     _ = store.ids  # metadata read once, outside the timing (a resident store)
@@ -102,15 +109,27 @@ def work_ours(store_dir: Path, q: np.ndarray, k: int, repeats: int, out: Path) -
         import torch  # noqa: F401
 
     before = _rss_mb()
+    calibration = 0.0
+    if screen == "auto":
+        # Measured once per process at first use; timed apart here.
+        from inquire.index.screen import bf16_speedup
+
+        t0 = time.perf_counter()
+        bf16_speedup(store.dim, os.cpu_count() or 1)
+        calibration = time.perf_counter() - t0
     times = []
+    stats = SearchStats()
     for _ in range(repeats):
         t0 = time.perf_counter()
-        _, ids = search(store, q, k)
+        _, ids = search(store, q, k, screen=screen, stats=stats)  # type: ignore[arg-type]
         times.append(time.perf_counter() - t0)
     np.save(out, ids)
     return {
         "seconds": min(times),
         "all_seconds": times,
+        "screen": stats.screen,
+        "rescored_per_query": stats.rescored_per_query,
+        "calibration_seconds": calibration,
         "block_rows": auto_block_rows(store.dim),
         "rss_before_mb": before,
     }
@@ -163,7 +182,8 @@ def work_faiss(store_dir: Path, q: np.ndarray, k: int, repeats: int, out: Path) 
 
 def work_gemm(d: int, nq: int, repeats: int) -> dict:
     """Best float32 GEMM rate of this machine: numpy (OpenBLAS) and torch, the chunk shape
-    exact search uses and a large one; in-memory operands, so no conversion or I/O."""
+    exact search uses and a large one; in-memory operands, so no conversion or I/O. And the
+    bfloat16 rate of torch on the chunk shape (fewer rows where bfloat16 is emulated)."""
     from inquire.index.exact import DEFAULT_CHUNK_ROWS
 
     rng = np.random.default_rng(0)
@@ -190,14 +210,37 @@ def work_gemm(d: int, nq: int, repeats: int) -> dict:
                 gemm(q, b, out)
                 best = min(best, time.perf_counter() - t0)
             rates[f"{lib}:{rows}"] = 2.0 * nq * d * rows / best
-    return {"flops": max(rates.values()), "by_shape": rates}
+    bf16 = 0.0
+    if "torch" in gemms:
+        rows = 1024
+        a = torch.from_numpy(q).to(torch.bfloat16)
+        b16 = torch.randn(rows, d).to(torch.bfloat16)
+        o16 = torch.empty(nq, rows, dtype=torch.bfloat16)
+        torch.matmul(a, b16.T, out=o16)
+        t0 = time.perf_counter()
+        torch.matmul(a, b16.T, out=o16)
+        first = time.perf_counter() - t0
+        if first < 0.05:  # fast: measure on the chunk shape
+            rows = DEFAULT_CHUNK_ROWS
+            b16 = torch.randn(rows, d).to(torch.bfloat16)
+            o16 = torch.empty(nq, rows, dtype=torch.bfloat16)
+            torch.matmul(a, b16.T, out=o16)
+        best = first if rows == 1024 else float("inf")
+        for _ in range(repeats if rows != 1024 else 2):
+            t0 = time.perf_counter()
+            torch.matmul(a, b16.T, out=o16)
+            best = min(best, time.perf_counter() - t0)
+        bf16 = 2.0 * nq * d * rows / best
+    return {"flops": max(rates.values()), "by_shape": rates, "bf16_flops": bf16}
 
 
 def worker_main(args: argparse.Namespace) -> None:
     q = make_queries(args.queries, args.d, args.seed)
     out = Path(args.result)
     if args.worker == "ours":
-        res = work_ours(Path(args.store), q, args.k, args.repeats, out)
+        res = work_ours(Path(args.store), q, args.k, args.repeats, out, args.screen)
+    elif args.worker == "float32":
+        res = work_ours(Path(args.store), q, args.k, args.repeats, out, "off")
     elif args.worker == "reference":
         res = work_reference(Path(args.store), q, args.k, args.reference_queries, out)
     elif args.worker == "faiss":
@@ -232,6 +275,8 @@ def run_worker(name: str, args: argparse.Namespace, store: Path, result: Path, *
         str(args.repeats),
         "--reference-queries",
         str(args.reference_queries),
+        "--screen",
+        args.screen,
     ]
     for key, value in extra.items():
         cmd += [f"--{key.replace('_', '-')}", str(value)]
@@ -259,6 +304,10 @@ def main() -> None:
     )
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--data-dir", type=Path, default=None, help="reuse/keep the store here")
+    p.add_argument(
+        "--screen", default="auto", choices=["auto", "bf16", "off"], help="ours: screening"
+    )
+    p.add_argument("--skip-slow", action="store_true", help="leave out faiss and the reference")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--store", default=None, help=argparse.SUPPRESS)
     p.add_argument("--result", default=None, help=argparse.SUPPRESS)
@@ -276,12 +325,17 @@ def main() -> None:
         tmpd = Path(tmp)
         # The machine is shared: alternate the methods and keep each one's best run, so a
         # burst of outside load does not land on one method only.
-        ours_runs, gemm_runs = [], []
+        ours_runs, gemm_runs, f32_runs = [], [], []
         gemm_runs.append(run_worker("gemm", args, store, tmpd / "gemm.npy"))
         ours_runs.append(run_worker("ours", args, store, tmpd / "ours.npy"))
-        fa = run_worker("faiss", args, store, tmpd / "faiss.npy")
+        f32_runs.append(run_worker("float32", args, store, tmpd / "f32.npy"))
+        if not args.skip_slow:
+            fa = run_worker("faiss", args, store, tmpd / "faiss.npy")
         ours_runs.append(run_worker("ours", args, store, tmpd / "ours.npy"))
+        f32_runs.append(run_worker("float32", args, store, tmpd / "f32.npy"))
         gemm_runs.append(run_worker("gemm", args, store, tmpd / "gemm.npy"))
+        f32 = min(f32_runs, key=lambda r: r["seconds"])
+        f32["peak_rss_mb"] = max(r["peak_rss_mb"] for r in f32_runs)
         ours = min(ours_runs, key=lambda r: r["seconds"])
         ours["peak_rss_mb"] = max(r["peak_rss_mb"] for r in ours_runs)
         gemm = max(gemm_runs, key=lambda r: r["flops"])
@@ -292,12 +346,39 @@ def main() -> None:
             f"read blocks of {ours['block_rows']} rows; {ours['rss_before_mb']:.0f} MiB resident "
             f"before searching: interpreter, numpy, torch, pandas, ids)"
         )
+        print(
+            f"           screen={ours['screen']} (asked {args.screen}), calibration "
+            f"{ours['calibration_seconds']:.2f} s once per process, not counted; "
+            f"{ours['rescored_per_query']:.0f} rows scored in float32 per query"
+        )
+        f32_all = [t for r in f32_runs for t in r["all_seconds"]]
+        print(
+            f"float32:   {f32['seconds']:8.2f} s  peak RSS {f32['peak_rss_mb']:8.0f} MiB  "
+            f"(screen=off; runs {', '.join(f'{t:.2f}' for t in f32_all)} s)"
+        )
         bound = 2.0 * args.n * args.d * args.queries / gemm["flops"]
+        bf16_flops = max(r["bf16_flops"] for r in gemm_runs)
+        bound_bf16 = 2.0 * args.n * args.d * args.queries / max(bf16_flops, 1.0)
         shapes = ", ".join(f"{k} {v / 1e9:.0f}" for k, v in gemm["by_shape"].items())
         print(
             f"gemm:      {gemm['flops'] / 1e9:8.1f} GFLOP/s float32 (best of {shapes}) -> "
             f"compute bound {bound:.2f} s"
         )
+        print(
+            f"           {bf16_flops / 1e9:8.1f} GFLOP/s bfloat16 (torch) -> "
+            f"compute bound {bound_bf16:.2f} s"
+        )
+        ids_ours = np.load(tmpd / "ours.npy")
+        exact = int(np.array_equal(ids_ours, np.load(tmpd / "f32.npy")))
+        summary = (
+            f"ratio_to_fp32_bound={ours['seconds'] / bound:.2f} "
+            f"ratio_to_bf16_bound={ours['seconds'] / bound_bf16:.2f} "
+            f"rescored_per_query={ours['rescored_per_query']:.0f} exact={exact}"
+        )
+        if args.skip_slow:
+            print(f"ours / float32 path: {ours['seconds'] / f32['seconds']:.2f}")
+            print(summary)
+            return
         print(
             f"faiss:     {fa['seconds']:8.2f} s  peak RSS {fa['peak_rss_mb']:8.0f} MiB  "
             f"(float32 copy built in {fa['copy_seconds']:.1f} s, not counted; "
@@ -310,7 +391,6 @@ def main() -> None:
             f"{', '.join(f'{t:.2f}' for t in ref['per_query'])} s each, median used)"
         )
 
-        ids_ours = np.load(tmpd / "ours.npy")
         ids_faiss = np.load(tmpd / "faiss.npy")
         ids_ref = np.load(tmpd / "ref.npy")
         n_ref = len(ids_ref)
@@ -339,6 +419,7 @@ def main() -> None:
             f"speedup_vs_reference={speedup:.1f} ratio_vs_faiss={ratio_faiss:.2f} "
             f"ratio_to_gemm_bound={ratio_bound:.2f} peak_rss_mb={ours['peak_rss_mb']:.0f}"
         )
+        print(summary)
 
 
 if __name__ == "__main__":

@@ -71,3 +71,21 @@ def test_index_build_bad_factory(bench):
         app, ["index", "build", "--embeddings", str(bench.embeddings), "--factory", "Nope12"]
     )
     assert res.exit_code == 2 and "Nope12" in res.output
+
+
+def test_eval_fullrank_screen_option(bench, tmp_path):
+    """--screen bf16 and off give the same metrics; a bad value is a one-line error."""
+    base = [
+        "eval", "fullrank", "--model", f"precomputed:{bench.text_embeddings}",
+        "--embeddings", str(bench.embeddings), "--queries", str(bench.queries_test),
+        "--annotations", str(bench.annotations), "--k", "25", "--no-cache",
+    ]  # fmt: skip
+    runs = {}
+    for screen in ("bf16", "off"):
+        out = tmp_path / screen
+        res = runner.invoke(app, [*base, "--screen", screen, "--out", str(out)])
+        assert res.exit_code == 0, res.output
+        runs[screen] = (out / "per_query.csv").read_text()
+    assert runs["bf16"] == runs["off"]
+    res = runner.invoke(app, [*base, "--screen", "fast"])
+    assert res.exit_code == 2 and "auto, bf16, off; got 'fast'" in res.output

@@ -397,6 +397,12 @@ def search_cmd(
     feedback_model: str = typer.Option(
         "", "--feedback-model", help="rocchio or logistic (default: rocchio)."
     ),
+    screen: str = typer.Option(
+        "auto",
+        "--screen",
+        help="Exact search: auto (bfloat16 screening where this CPU makes it pay), bf16, off. "
+        "Same results either way.",
+    ),
 ) -> None:
     """Search a collection by text and/or example images, filters applied inside the search."""
     import json
@@ -405,6 +411,7 @@ def search_cmd(
     from inquire._io import atomic_open
     from inquire.collection import SearchRequest, open_collection, parse_filters, search
     from inquire.collection.store import records
+    from inquire.index.screen import check_screen
 
     if feedback is not None and (text or like or taxon or date_from or date_to or bbox or under):
         raise InputError(
@@ -415,6 +422,7 @@ def search_cmd(
         from inquire.cli.eval_rerank import check_reranker_id
 
         check_reranker_id(rerank, baselines=False)
+    check_screen(screen)
     with closing(open_collection(name)) as coll:
         if feedback is not None:
             df = _feedback_results(coll, feedback, k, feedback_model, save)
@@ -431,6 +439,7 @@ def search_cmd(
             from_k,
             exact=exact,
             nprobe=nprobe,
+            screen=screen,
             rerank_device=device,
             rerank_precision=precision,
             rerank_batch_size=batch_size,

@@ -56,6 +56,12 @@ def fullrank_cmd(
     allow_failures: bool = typer.Option(
         False, "--allow-failures", help="Two-stage: rank candidates the reranker failed on last."
     ),
+    screen: str = typer.Option(
+        "auto",
+        "--screen",
+        help="Exact search: auto (bfloat16 screening where this CPU makes it pay), bf16, off. "
+        "Same results either way.",
+    ),
 ) -> None:
     """INQUIRE-Fullrank: embed the queries, search every image, print the metrics."""
     from rich.console import Console
@@ -81,6 +87,9 @@ def fullrank_cmd(
             "--rerank needs --images ROOT: the folder the embeddings' image paths are relative "
             "to (for iNat24, the folder that holds train/)"
         )
+    from inquire.index.screen import check_screen
+
+    check_screen(screen)
     query_df = read_queries(queries) if queries else load_queries(split)
     qrels = read_qrels(annotations) if annotations else load_qrels()
     first_k = max(k_max or k, from_k) if rerank is not None else k_max
@@ -98,6 +107,7 @@ def fullrank_cmd(
         device=device,
         precision=precision,
         batch_size=batch_size,
+        screen=screen,
         config_extra={
             "queries": str(queries) if queries else f"inquire:{split}",
             "split": None if queries else split,

@@ -106,6 +106,7 @@ def masked_search(
     mask: np.ndarray | None = None,
     exact: bool = False,
     nprobe: int | None = None,
+    screen: str = "auto",
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Top-``k`` rows among those where ``mask`` is True.
 
@@ -117,7 +118,9 @@ def masked_search(
     When the collection has a faiss index (``index.ann``) and ``exact`` is False, faiss
     searches with the mask as its ID selector (``nprobe`` lists per query for IVF indexes);
     a query for which the probed lists hold fewer than ``k_i`` selected rows is answered
-    exactly instead. Otherwise the search is exact.
+    exactly instead. Otherwise the search is exact; over a large share of the rows it is
+    :func:`inquire.index.exact.search` with the mask, whose ``screen`` ("auto", "bf16",
+    "off") chooses bfloat16 screening (the same result).
     """
     q = np.asarray(queries, np.float32)
     if q.ndim != 2 or q.shape[1] != index.store.dim:
@@ -136,7 +139,7 @@ def masked_search(
     if len(rows) == 0:
         return [(np.zeros(0, np.int64), np.zeros(0, np.float32)) for _ in range(len(q))]
     if index.ann is None or exact:
-        return _exact_search(index, q, k, rows)
+        return _exact_search(index, q, k, rows, screen, mask)
     from inquire.collection.ann import filtered_search
 
     res = filtered_search(index.ann, q, k, mask, nprobe)
@@ -146,7 +149,7 @@ def masked_search(
         hit = res.rows[r] >= 0
         if int(hit.sum()) < want:
             # Too few selected rows in the probed lists: a rare filter, cheap to do exactly.
-            out.append(_exact_search(index, q[r : r + 1], k, rows)[0])
+            out.append(_exact_search(index, q[r : r + 1], k, rows, screen, mask)[0])
             continue
         ids, scores = index.image_id[res.rows[r][hit]], res.scores[r][hit]
         order = np.lexsort((ids, -scores))  # faiss orders ties arbitrarily
@@ -155,9 +158,25 @@ def masked_search(
 
 
 def _exact_search(
-    index: CollectionIndex, q: np.ndarray, k: int, rows: np.ndarray
+    index: CollectionIndex,
+    q: np.ndarray,
+    k: int,
+    rows: np.ndarray,
+    screen: str = "auto",
+    mask: np.ndarray | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Exact top-``k`` of ``q (nq, d)`` among embedding ``rows`` (ascending, all valid)."""
+    """Exact top-``k`` of ``q (nq, d)`` among embedding ``rows`` (ascending, all valid;
+    ``mask`` is the same selection as ``(N,) bool``)."""
+    from inquire.index.exact import check_screen, screens
+
+    screen = check_screen(screen)
+    dense = len(rows) >= GATHER_BELOW * len(index)
+    if dense and mask is not None and screens(index.store, q, min(k, len(rows)), screen):
+        # Where bfloat16 screening pays: exact search's streamed pass, screened, with the mask.
+        from inquire.index.exact import search as exact_search
+
+        s, i = exact_search(index.store, q, min(k, len(rows)), screen=screen, mask=mask)
+        return [(i[r][i[r] >= 0], s[r][i[r] >= 0]) for r in range(len(q))]
     if len(rows) < GATHER_BELOW * len(index):
         scores = np.empty((len(q), len(rows)), np.float32)
         for lo in range(0, len(rows), BLOCK_ROWS):
@@ -185,6 +204,7 @@ class SearchRequest:
     from_k: int = 200
     exact: bool = False  # ignore the collection's faiss index
     nprobe: int | None = None  # IVF lists probed per query (faiss path only)
+    screen: str = "auto"  # bfloat16 screening of exact search: auto, bf16, off (same result)
     # How a local reranker model runs (see inquire.rerank.RerankOptions).
     rerank_device: str = "cpu"
     rerank_precision: str = "fp32"
@@ -347,7 +367,13 @@ def search(
     q = query_vector(index, encoder, request.text, request.like)
     depth = max(request.k, request.from_k) if request.rerank else request.k
     ids, scores = masked_search(
-        index, q[None, :], depth, request.filters.mask(index), request.exact, request.nprobe
+        index,
+        q[None, :],
+        depth,
+        request.filters.mask(index),
+        request.exact,
+        request.nprobe,
+        request.screen,
     )[0]
     df = results_frame(index, ids, scores)
     if request.rerank:

@@ -281,13 +281,15 @@ def fullrank_topk(
     cache: bool = True,
     image_ids: np.ndarray | None = None,
     name: str | None = None,
+    screen: str = "auto",
 ) -> Run:
     """Top ``k_max`` images of ``store`` for every query, as a :class:`Run`.
 
     ``queries``: a frame with ``query_id`` and ``query_text``. ``index``: an
     :class:`~inquire.index.ann.AnnIndex` (with ``index_params``), or ``None`` for exact search.
     Ids in the run are the store's ids, or ``image_ids[row]`` when ``image_ids (N,)`` is
-    given. Only texts missing from the cache are embedded and searched.
+    given. Only texts missing from the cache are embedded and searched. ``screen``: bfloat16
+    screening of exact search (``"auto"``, ``"bf16"``, ``"off"``; the same result).
     """
     from inquire.index.exact import search
 
@@ -324,7 +326,7 @@ def fullrank_topk(
                 f"{len(todo)} texts; expected ({len(todo)}, {store.dim})"
             )
         if index is None:
-            scores, ids = search(store, q, k_max)
+            scores, ids = search(store, q, k_max, screen=screen)  # type: ignore[arg-type]
         else:
             scores, ids = index.search(q, k_max, index_params)
         fresh = {}
@@ -378,6 +380,7 @@ def evaluate_fullrank(
     precision: str = "fp32",
     config_extra: Mapping[str, Any] | None = None,
     name: str | None = None,
+    screen: str = "auto",
 ) -> tuple[EvalResult, Run]:
     """INQUIRE-Fullrank for ``model_id`` over the embeddings in ``embeddings``.
 
@@ -387,7 +390,8 @@ def evaluate_fullrank(
     evaluates the top ``k`` and, when ``out_dir`` is given, writes ``per_query.csv``,
     ``summary.json`` and ``run.parquet`` there. ``name`` names the run (default
     ``fullrank:MODEL_ID``). ``device``, ``precision`` and ``batch_size`` load the text model
-    (unused when ``encoder`` is given). Returns the result and the run.
+    (unused when ``encoder`` is given). ``screen`` is passed to exact search (see
+    :func:`inquire.index.exact.search`). Returns the result and the run.
     """
     from inquire.data.qrels import load_qrels
     from inquire.data.queries import load_queries
@@ -418,6 +422,7 @@ def evaluate_fullrank(
         cache=cache,
         image_ids=image_ids,
         name=name or f"fullrank:{model_id}",
+        screen=screen,
     )
     cfg = {
         "task": "fullrank",

@@ -19,6 +19,10 @@ How it works (all queries at once, one pass over the store):
    single integer partition applies the whole ranking rule, ties included; they are merged
    into the running top ``k`` only when they outnumber it.
 
+4. Optionally (``screen``), rows are first screened by a bfloat16 GEMM with a proven error
+   bound and only those that could reach the top k are scored in float32 (same result, bit
+   for bit): see :mod:`inquire.index.screen`.
+
 Memory: two read buffers (``block_rows`` rows in the store's dtype), one float32 chunk, one
 ``(nq, chunk_rows)`` score chunk and the results; independent of N.
 
@@ -42,6 +46,15 @@ import numpy as np
 
 from inquire.embed.store import EmbeddingStore
 from inquire.errors import InputError
+from inquire.index.screen import (
+    MIN_RESCORE_ROWS,
+    Screen,
+    ScreenPlan,
+    check_screen,
+    lower_bound,
+    plan_screen,
+    upper_inverse,
+)
 
 log = logging.getLogger(__name__)
 
@@ -303,6 +316,22 @@ class _TopK:
             bound[heavy] = np.maximum(bound[heavy], _kth_largest(scores[heavy], k))
             rows, cols = self._candidates(scores, bound)
             counts = np.bincount(rows, minlength=nq)
+        self._push(rows, scores[rows, cols], id_keys[cols], counts)
+
+    def add_pairs(
+        self, rows: np.ndarray, cols: np.ndarray, values: np.ndarray, id_keys: np.ndarray
+    ) -> None:
+        """Offer exact ``values (m,) float32`` of (query ``rows``, block ``cols``) pairs,
+        ``rows`` ascending, for a block of images ``id_keys (b,)``."""
+        keep = values >= self.threshold[rows]  # NaN never passes
+        rows, cols, values = rows[keep], cols[keep], values[keep]
+        self._push(rows, values, id_keys[cols], np.bincount(rows, minlength=self.nq))
+
+    def _push(
+        self, rows: np.ndarray, values: np.ndarray, keys: np.ndarray, counts: np.ndarray
+    ) -> None:
+        """Queue candidates: query ``rows`` (ascending), scores and id keys per candidate."""
+        nq, k = self.nq, self.k
         if len(rows) == 0:
             return
         width = int(counts.max())
@@ -310,7 +339,7 @@ class _TopK:
         np.cumsum(counts[:-1], out=starts[1:])
         pos = np.arange(len(rows)) - starts[rows]
         cand = np.full((nq, width), _PAD, np.uint64)
-        cand[rows, pos] = _encode(scores[rows, cols], id_keys[cols])
+        cand[rows, pos] = _encode(values, keys)
         self._pending.append(cand)
         self._pending_width += width
         if self._pending_width >= k:
@@ -380,6 +409,30 @@ def _id_keys(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     return ranks, ids[order]
 
 
+@dataclass
+class SearchStats:
+    """What one :func:`search` did (filled in when passed as ``stats``)."""
+
+    screen: str = "off"  # the path that ran: "bf16" (screened) or "off" (float32 GEMM)
+    queries: int = 0
+    rows: int = 0  # rows of the store
+    rescored: int = 0  # (query, row) pairs scored in float32 after bfloat16 screening
+    gemm_pairs: int = 0  # (query, row) products the rescoring float32 GEMMs computed
+
+    @property
+    def rescored_per_query(self) -> float:
+        """Pairs scored exactly per query: ``rows`` when nothing was screened."""
+        if self.screen != "bf16":
+            return float(self.rows)
+        return self.rescored / max(self.queries, 1)
+
+
+# A chunk with fewer rows than this is scored the float32 way (small GEMMs take other paths).
+_MIN_SCREEN_ROWS = 64
+# Row norms are computed this many rows at a time (torch converts each slice to float32).
+_NORM_ROWS = 1024
+
+
 class _Scorer:
     """One scoring thread's buffers and running top k."""
 
@@ -391,14 +444,36 @@ class _Scorer:
         dim: int,
         id_keys: np.ndarray,
         kernels: _Kernels,
+        plan: ScreenPlan | None = None,
+        mask: np.ndarray | None = None,
     ) -> None:
-        self.q, self.id_keys, self.kernels = q, id_keys, kernels
+        self.q, self.id_keys, self.kernels, self.mask = q, id_keys, kernels, mask
         self.top = _TopK(q.shape[0], k)
         self.f32 = np.empty((chunk_rows, dim), np.float32)
         self.out = np.empty((q.shape[0], chunk_rows), np.float32)
+        self.plan = plan
+        self.rescored = 0
+        self.gemm_pairs = 0
+        if plan is not None:
+            t = kernels._torch
+            self.q_bf16 = t.from_numpy(plan.q_bf16).view(t.bfloat16)
+            self.s_bf16 = t.empty(q.shape[0] * chunk_rows, dtype=t.bfloat16)
+            nq, g = q.shape[0], plan.group or q.shape[0]
+            # Fresh arrays, like the shapes the plan checked.
+            self.q_groups = {g0: np.array(q[min(g0, nq - g) :][:g]) for g0 in range(0, nq, g)}
 
     def score(self, block: _Block, lo: int, rows: int) -> None:
         """Score ``rows`` rows of ``block`` from ``lo`` and offer them to the top k."""
+        if (
+            self.plan is not None
+            and rows >= _MIN_SCREEN_ROWS
+            and block.data.flags.writeable
+            and self._screen(block, lo, rows)
+        ):
+            return
+        self._score_fp32(block, lo, rows)
+
+    def _score_fp32(self, block: _Block, lo: int, rows: int) -> None:
         src = block.data[lo : lo + rows]
         if src.dtype == np.float32:
             data = src
@@ -409,7 +484,108 @@ class _Scorer:
         s = self.out if rows == len(self.f32) else np.empty((len(self.q), rows), np.float32)
         self.kernels.scores(self.q, data, s)
         first = block.start + lo
+        if self.mask is not None:
+            s[:, ~self.mask[first : first + rows]] = np.nan  # NaN never matches
         self.top.add_block(s, self.id_keys[first : first + rows])
+
+    def _screen(self, block: _Block, lo: int, rows: int) -> bool:
+        """Screen ``rows`` rows in bfloat16, rescore the survivors in float32 and offer them.
+
+        Returns False (nothing done) when a row has a non-finite norm: such a chunk is
+        scored the float32 way. See :mod:`inquire.index.screen` for the bound.
+        """
+        plan = self.plan
+        assert plan is not None
+        t = self.kernels._torch
+        nq, k, d = len(self.q), self.top.k, self.f32.shape[1]
+        src = block.data[lo : lo + rows]
+        src_t = t.from_numpy(src)
+        norms_t = t.empty(rows, dtype=t.float32)
+        for r0 in range(0, rows, _NORM_ROWS):  # torch casts to float32 first: keep that small
+            part = src_t[r0 : r0 + _NORM_ROWS]
+            t.linalg.vector_norm(part, dim=1, dtype=t.float32, out=norms_t[r0 : r0 + len(part)])
+        norms = norms_t.numpy()
+        if not np.isfinite(norms).all():
+            return False
+        # The bfloat16 rows live in the float32 buffer's memory (rescoring reuses it later).
+        xb = t.from_numpy(self.f32.reshape(-1)).view(t.bfloat16)[: rows * d].view(rows, d)
+        xb.copy_(src_t)
+        sb = self.s_bf16[: nq * rows].view(nq, rows)
+        t.matmul(self.q_bf16, xb.T, out=sb)
+        s = self.out.reshape(-1)[: nq * rows].reshape(nq, rows)
+        t.from_numpy(s).copy_(sb)
+        if self.mask is not None:
+            first = block.start + lo
+            s[:, ~self.mask[first : first + rows]] = np.nan  # never a candidate
+        margin = plan.a * (float(norms.max(initial=0.0)) * plan.inflate) + plan.slack
+        bound = self.top.threshold.astype(np.float64)
+        if rows > k:
+            empty = np.flatnonzero(np.isneginf(bound))
+            if len(empty):
+                low = lower_bound(_kth_largest(s[empty], k), margin[empty])
+                bound[empty] = np.maximum(bound[empty], low)
+        cut = upper_inverse(bound, margin)
+        if np.count_nonzero(s >= cut[:, None]) * 4 > nq * rows:
+            # Early chunks, or k near the chunk size: most rows survive, and the float32 path
+            # (its own k-th-score bound, no screening margin) needs less memory and time.
+            self._score_fp32(block, lo, rows)
+            self.rescored += nq * rows
+            return True
+        qr, cols = self.top._candidates(s, cut)
+        counts = np.bincount(qr, minlength=nq)
+        heavy = np.flatnonzero(counts > _HEAVY_FACTOR * k)
+        if len(heavy) and rows > k:
+            low = lower_bound(_kth_largest(s[heavy], k), margin[heavy])
+            bound[heavy] = np.maximum(bound[heavy], low)
+            qr, cols = self.top._candidates(s, upper_inverse(bound, margin))
+        self.rescored += len(qr)
+        if len(qr) == 0:
+            return True
+        values = self._rescore(src, rows, qr, cols)
+        first = block.start + lo
+        self.top.add_pairs(qr, cols, values, self.id_keys[first : first + rows])
+        return True
+
+    def _rescore(self, src: np.ndarray, rows: int, qr: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """float32 scores of the pairs (``qr`` ascending, ``cols``), bit for bit those of the
+        float32 path: float32 GEMMs of ``plan.group`` queries by the rows some of them need
+        (a shape whose scores were checked to match the full GEMM's), or the full GEMM."""
+        plan = self.plan
+        assert plan is not None
+        nq, g = len(self.q), plan.group or len(self.q)
+        starts = np.searchsorted(qr, np.arange(0, nq, g))
+        ends = np.append(starts[1:], len(qr))
+        groups = []
+        work = 0
+        for g0, a, b in zip(range(0, nq, g), starts, ends, strict=True):
+            if a == b:
+                continue
+            need = np.unique(cols[a:b])
+            if len(need) < MIN_RESCORE_ROWS:
+                need = np.union1d(need, np.arange(min(rows, MIN_RESCORE_ROWS)))
+            groups.append((g0, a, b, need))
+            work += g * len(need)
+        if plan.group is None or work * 2 >= nq * rows:
+            # Most of the chunk is needed anyway: the float32 path's own GEMM.
+            data = self.f32[:rows]
+            if src.dtype == np.float32:
+                data = src
+            else:
+                self.kernels.convert(src, data)
+            s = self.out if rows == len(self.f32) else np.empty((nq, rows), np.float32)
+            self.kernels.scores(self.q, data, s)
+            self.gemm_pairs += nq * rows
+            return s[qr, cols]
+        values = np.empty(len(qr), np.float32)
+        for g0, a, b, need in groups:
+            data = self.f32[: len(need)]
+            self.kernels.convert(src[need], data)
+            out = np.empty((g, len(need)), np.float32)
+            self.kernels.scores(self.q_groups[g0], data, out)
+            top_row = min(g0, nq - g)
+            values[a:b] = out[qr[a:b] - top_row, np.searchsorted(need, cols[a:b])]
+            self.gemm_pairs += g * len(need)
+        return values
 
 
 def _score_in_threads(
@@ -498,6 +674,9 @@ def search(
     prefetch: bool = True,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     threads: int | None = None,
+    screen: Screen = "auto",
+    stats: SearchStats | None = None,
+    mask: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top ``k`` rows of ``store`` by inner product with each query, exactly.
 
@@ -508,6 +687,12 @@ def search(
     ``threads``: scoring threads, each owning a core with single-threaded kernels and its
     own top k (default: one per core, at most ``torch.get_num_threads()``; 1 without torch).
     torch's thread count is set to 1 while they run and restored afterwards.
+    ``screen``: ``"bf16"`` screens rows with a bfloat16 GEMM and a proven error bound, then
+    rescores the rows that could reach the top k in float32 (same result, bit for bit; see
+    :mod:`inquire.index.screen`); ``"off"`` scores every row in float32; ``"auto"`` (default)
+    screens where this CPU's bfloat16 GEMM is measured to be much faster.
+    ``stats``: a :class:`SearchStats` to fill in (the path taken, pairs rescored).
+    ``mask``: ``(N,) bool``, rows of the store that may be returned (None: all).
 
     Returns ``scores (nq, k) float32`` descending and ``ids (nq, k) int64`` image ids; equal
     scores are ordered by image id ascending. When ``k > len(store)`` every row is padded
@@ -522,18 +707,38 @@ def search(
     if block_rows < 1 or chunk_rows < 1:
         raise InputError(f"block_rows and chunk_rows must be >= 1, got {block_rows}, {chunk_rows}")
     chunk_rows = min(chunk_rows, block_rows)
+    screen = check_screen(screen)
+    if mask is not None:
+        mask = np.asarray(mask)
+        if mask.dtype != np.bool_ or mask.shape != (len(store),):
+            raise InputError(
+                f"mask must be a ({len(store)},) bool array (one flag per store row), "
+                f"got {mask.dtype} {mask.shape}"
+            )
     id_keys, sorted_ids = _id_keys(store.ids)
     kernels = _Kernels()
     n_workers = kernels.workers(threads)
-    scorers = [_Scorer(q, k, chunk_rows, store.dim, id_keys, kernels) for _ in range(n_workers)]
-    if n_workers == 1:
-        for block in _iter_blocks(store, block_rows, prefetch=prefetch):
-            for lo in range(0, block.rows, chunk_rows):
-                scorers[0].score(block, lo, min(chunk_rows, block.rows - lo))
-            block.release()
-    else:
-        with kernels.single_threaded():
+    with kernels.single_threaded() if n_workers > 1 else contextlib.nullcontext():
+        # Planned under the scoring threads' settings: its checks run the same kernels.
+        plan = plan_screen(
+            screen, q, len(store), k, chunk_rows, store.dtype, kernels._gemm_torch, n_workers
+        )
+        scorers = [
+            _Scorer(q, k, chunk_rows, store.dim, id_keys, kernels, plan, mask)
+            for _ in range(n_workers)
+        ]
+        if n_workers == 1:
+            for block in _iter_blocks(store, block_rows, prefetch=prefetch):
+                for lo in range(0, block.rows, chunk_rows):
+                    scorers[0].score(block, lo, min(chunk_rows, block.rows - lo))
+                block.release()
+        else:
             _score_in_threads(store, block_rows, chunk_rows, prefetch, scorers)
+    if stats is not None:
+        stats.screen = "off" if plan is None else "bf16"
+        stats.queries, stats.rows = len(q), len(store)
+        stats.rescored = sum(sc.rescored for sc in scorers)
+        stats.gemm_pairs = sum(sc.gemm_pairs for sc in scorers)
     top = scorers[0].top
     for other in scorers[1:]:
         top.absorb(other.top)
@@ -542,6 +747,33 @@ def search(
         return scores, keys
     ids = np.where(keys >= 0, sorted_ids[np.maximum(keys, 0)], -1)
     return scores, ids
+
+
+def screens(
+    store: EmbeddingStore,
+    queries: np.ndarray,
+    k: int,
+    screen: Screen = "auto",
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    threads: int | None = None,
+) -> bool:
+    """Whether :func:`search` with these arguments would screen in bfloat16 (the measured
+    decision of ``"auto"``, cached per process; ``"bf16"`` raises where it cannot)."""
+    q = check_queries(store, queries)
+    kernels = _Kernels()
+    n_workers = kernels.workers(threads)
+    with kernels.single_threaded() if n_workers > 1 else contextlib.nullcontext():
+        plan = plan_screen(
+            check_screen(screen),
+            q,
+            len(store),
+            int(k),
+            chunk_rows,
+            store.dtype,
+            kernels._gemm_torch,
+            n_workers,
+        )
+    return plan is not None
 
 
 def brute_force(

@@ -1,0 +1,244 @@
+"""bfloat16 screening of exact search: the same result as the float32 path, bit for bit.
+
+Every screened search is compared with ``screen="off"`` (ids and score bits) and, where the
+data makes float32 arithmetic exact (small integers), with a float64 full sort. The error
+bound itself is checked against float64 on rows built to make bfloat16 rounding maximal.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from inquire.embed.store import EmbeddingStore
+from inquire.errors import InputError
+from inquire.index import screen as scr
+from inquire.index.exact import SearchStats, search
+from inquire.testing.search_stores import random_unit, write_store
+
+torch = pytest.importorskip("torch")
+
+
+def reference(x: np.ndarray, ids: np.ndarray, q: np.ndarray, k: int, mask=None):
+    """float64 scores, full sort by (score desc, id asc), padded when k > rows."""
+    scores = q.astype(np.float64) @ x.astype(np.float64).T
+    keep = np.arange(len(ids)) if mask is None else np.flatnonzero(mask)
+    out_s = np.full((len(q), k), -np.inf)
+    out_i = np.full((len(q), k), -1, np.int64)
+    for r in range(len(q)):
+        order = keep[np.lexsort((ids[keep], -scores[r, keep]))][:k]
+        out_s[r, : len(order)] = scores[r, order]
+        out_i[r, : len(order)] = ids[order]
+    return out_s, out_i
+
+
+def both(store, q, k, **kw):
+    """Screened and float32 searches; asserts they agree bit for bit; returns screened."""
+    s0, i0 = search(store, q, k, screen="off", **kw)
+    st = SearchStats()
+    s1, i1 = search(store, q, k, screen="bf16", stats=st, **kw)
+    assert st.screen == "bf16"
+    np.testing.assert_array_equal(i1, i0)
+    np.testing.assert_array_equal(s1.view(np.uint32), s0.view(np.uint32))
+    return s1, i1, st
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("k", [1, 50, 4000])
+def test_random_data_same_as_float32_path(tmp_path, k, threads):
+    n, d = 3001, 48
+    x = random_unit(n, d, seed=1)
+    ids = np.random.default_rng(2).permutation(10 * n)[:n].astype(np.int64)
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [1400, 1601], ids=ids))
+    q = random_unit(9, d, seed=3)
+    s, i, st = both(store, q, k, block_rows=700, chunk_rows=256, threads=threads)
+    # And the right answer: the float64 top k, up to float32 rounding.
+    ref_s, _ = reference(x.astype(np.float16), ids, q, k)
+    np.testing.assert_allclose(s, ref_s.astype(np.float32), atol=1e-5, rtol=0)
+    if k == 4000:  # k > N: padding, every row rescored
+        assert (i[:, n:] == -1).all() and np.isneginf(s[:, n:]).all()
+    else:  # screening really pruned
+        assert st.rescored < 0.5 * n * len(q)
+
+
+def _integer_near_ties(seed: int, n_tie: int = 400, n_far: int = 1600, d: int = 16):
+    """Rows of small integers (every float32 score exact) whose scores differ by far less
+    than the screening bound: a base row plus +-1 on a few entries, which bfloat16 (8
+    significant bits) cannot see at magnitudes ~1000. Queries are bfloat16-exact integers."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(900, 2000, size=d)
+    tie = base + rng.integers(-1, 2, size=(n_tie, d))
+    far = rng.integers(0, 600, size=(n_far, d))
+    above = base + 40  # a few rows clearly above the cluster
+    x = np.concatenate([far[: n_far // 2], tie, np.repeat(above[None], 5, 0), far[n_far // 2 :]])
+    q = rng.integers(1, 4, size=(6, d)).astype(np.float32)
+    return x.astype(np.float32), q
+
+
+@pytest.mark.parametrize("k", [5, 50, 300, 404])
+def test_adversarial_near_ties_around_kth_score(tmp_path, k):
+    x, q = _integer_near_ties(seed=7)
+    n = len(x)
+    ids = np.random.default_rng(8).permutation(n).astype(np.int64) * 2 + 1
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [900, n - 900], ids=ids))
+    s, i, st = both(store, q, k, block_rows=512, chunk_rows=128, threads=2)
+    ref_s, ref_i = reference(x, ids, q, k)
+    np.testing.assert_array_equal(i, ref_i)
+    np.testing.assert_array_equal(s, ref_s.astype(np.float32))
+    if k > 5:  # the k-th score is inside the cluster, which the bound cannot separate
+        assert st.rescored >= 400 * len(q)
+
+
+def test_duplicated_rows_come_out_in_id_order(tmp_path):
+    rng = np.random.default_rng(9)
+    d = 32
+    x = random_unit(2000, d, seed=10)
+    x[rng.choice(2000, 300, replace=False)] = x[0]  # 301 copies of one vector
+    ids = rng.permutation(2000).astype(np.int64) * 5
+    store = EmbeddingStore(write_store(tmp_path / "s", x, ids=ids))
+    q = np.vstack([x[:1], random_unit(3, d, seed=11)]).astype(np.float32)
+    s, i, _ = both(store, q, 100, chunk_rows=256, threads=1)
+    dup_ids = np.sort(ids[(x == x[0]).all(axis=1)])
+    np.testing.assert_array_equal(i[0], dup_ids[:100])  # ties by id ascending
+    assert len(set(s[0].tolist())) == 1
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_mask_restricts_rows(tmp_path, threads):
+    x, q = _integer_near_ties(seed=12)
+    n = len(x)
+    ids = np.arange(n, dtype=np.int64) * 3
+    mask = np.random.default_rng(13).random(n) < 0.4
+    store = EmbeddingStore(write_store(tmp_path / "s", x, ids=ids))
+    s, i, _ = both(store, q, 60, chunk_rows=128, threads=threads, mask=mask)
+    ref_s, ref_i = reference(x, ids, q, 60, mask=mask)
+    np.testing.assert_array_equal(i, ref_i)
+    np.testing.assert_array_equal(s, ref_s.astype(np.float32))
+    with pytest.raises(InputError, match="mask must be"):
+        search(store, q, 5, mask=mask[:-1])
+
+
+def test_bound_holds_against_float64_and_is_not_vacuous():
+    """|f - s~| <= bound for every pair, f = the float32 GEMM's score, s~ = the bfloat16
+    GEMM's; rows with bfloat16 rounding at its worst (halfway cases) come within 2x of it."""
+    d = 256
+    rng = np.random.default_rng(14)
+    sign = rng.choice([-1.0, 1.0], size=d)
+    halfway = np.float32((1 + 2.0**-8) * 2.0**-4)  # halfway between two bfloat16 numbers
+    q = np.vstack([sign * halfway, random_unit(15, d, seed=15)]).astype(np.float32)
+    worst = np.vstack([sign * halfway, -sign * halfway]).astype(np.float16)
+    x = np.vstack([worst, random_unit(400, d, seed=16).astype(np.float16)])
+    qb, a = scr.query_terms(q)
+    xt = torch.from_numpy(x)
+    s_hat = (torch.from_numpy(qb).view(torch.bfloat16) @ xt.to(torch.bfloat16).T).float().numpy()
+    f = (torch.from_numpy(q) @ xt.float().T).numpy()
+    exact = q.astype(np.float64) @ x.astype(np.float64).T
+    norms = torch.linalg.vector_norm(xt, dim=1, dtype=torch.float32).numpy().astype(np.float64)
+    c = scr.U_BF16 / (1 - scr.U_BF16)
+    bound = (
+        a[:, None] * norms[None, :] * scr.norm_inflation(d) + c * np.abs(s_hat) + scr.abs_slack(d)
+    )
+    err = np.abs(f.astype(np.float64) - s_hat)
+    assert (err <= bound).all()
+    assert np.abs(exact - f).max() < 1e-6  # the float32 path is what the bound is about
+    assert (err / bound).max() > 0.5  # the worst case comes close: the bound is not loose
+    # Screening thresholds are conservative: rows screened below the cut cannot reach t.
+    t = f.max(axis=1).astype(np.float64)
+    margin = a * norms.max() * scr.norm_inflation(d) + scr.abs_slack(d)
+    cut = scr.upper_inverse(t, margin)
+    for r in range(len(q)):
+        below = s_hat[r] < cut[r]
+        assert (f[r][below] < t[r]).all()
+        assert (scr.lower_bound(s_hat[r].astype(np.float32), margin[r]) <= f[r] + 1e-12).all()
+
+
+def test_kernel_accumulates_in_float32():
+    assert scr.bf16_accumulates_in_fp32()
+
+
+def test_auto_screens_only_where_bf16_is_fast(monkeypatch):
+    q = random_unit(4, 32, seed=17)
+    args = dict(n_rows=1_000_000, k=10, chunk_rows=256, store_dtype=np.dtype(np.float16))
+    monkeypatch.setattr(scr, "bf16_speedup", lambda d, threads: 6.0)
+    plan = scr.plan_screen("auto", q, torch_gemm=True, threads=1, **args)
+    assert plan is not None and plan.a.shape == (4,) and (plan.a > 0).all()
+    monkeypatch.setattr(scr, "bf16_speedup", lambda d, threads: 1.2)
+    assert scr.plan_screen("auto", q, torch_gemm=True, threads=1, **args) is None
+    assert scr.plan_screen("off", q, torch_gemm=True, threads=1, **args) is None
+    # Forced: screens even where slow, refuses where it cannot be exact.
+    assert scr.plan_screen("bf16", q, torch_gemm=True, threads=1, **args) is not None
+    with pytest.raises(InputError, match="screen='bf16' is not possible"):
+        scr.plan_screen("bf16", q, torch_gemm=False, threads=1, **args)
+    # Too few rows per result: auto does not bother.
+    monkeypatch.setattr(scr, "bf16_speedup", lambda d, threads: 6.0)
+    small = dict(args, n_rows=50)
+    assert scr.plan_screen("auto", q, torch_gemm=True, threads=1, **small) is None
+
+
+def test_auto_gives_the_float32_result(tmp_path):
+    x = random_unit(1500, 24, seed=18)
+    store = EmbeddingStore(write_store(tmp_path / "s", x))
+    q = random_unit(3, 24, seed=19)
+    s0, i0 = search(store, q, 20, screen="off")
+    st = SearchStats()
+    s1, i1 = search(store, q, 20, screen="auto", stats=st)
+    assert st.screen in ("bf16", "off")
+    np.testing.assert_array_equal(i1, i0)
+    np.testing.assert_array_equal(s1, s0)
+
+
+def test_bad_screen_value_names_the_choices(tmp_path):
+    store = EmbeddingStore(write_store(tmp_path / "s", random_unit(10, 8, seed=20)))
+    with pytest.raises(InputError, match=r"auto, bf16, off; got 'fast'"):
+        search(store, random_unit(1, 8, seed=21), 3, screen="fast")  # type: ignore[arg-type]
+
+
+def test_collection_masked_search_screened(tmp_path, monkeypatch):
+    """The collection's filtered exact search, screened, equals its float32 result."""
+    import importlib
+
+    from inquire.collection import create_collection, masked_search, parse_filters
+    from inquire.testing.collection_encoder import (
+        PixelHashEncoder,
+        make_inat_tree,
+        make_photo_folder,
+    )
+
+    meta = make_inat_tree(tmp_path / "root", per_taxon=6, seed=1)
+    make_photo_folder(tmp_path / "root" / "extra", n=40, seed=2)
+    enc = PixelHashEncoder(dim=16)
+    coll, _ = create_collection("c", tmp_path / "root", enc.model_id, meta, encoder=enc)
+    index = coll.index()
+    q = random_unit(2, 16, seed=22)
+    collection_search = importlib.import_module("inquire.collection.search")  # not the function
+    monkeypatch.setattr(collection_search, "GATHER_BELOW", 0.0)  # the streamed pass always
+    for taxa in ((), ("Aves",)):
+        mask = parse_filters(list(taxa)).mask(index)
+        for k in (1, 5, 200):
+            got = masked_search(index, q, k, mask, screen="bf16")
+            rows = np.flatnonzero(mask & index.valid)
+            vec = np.stack([index.store.row(int(r)) for r in rows]).astype(np.float32)
+            ids = index.image_id[rows]
+            ref_s, ref_i = reference(vec, ids, q, min(k, len(rows)))
+            for r, (g_ids, g_scores) in enumerate(got):
+                np.testing.assert_array_equal(g_ids, ref_i[r])
+                np.testing.assert_allclose(g_scores, ref_s[r], atol=1e-5)
+            off = search(index.store, q, min(k, len(rows)), screen="off", mask=mask & index.valid)
+            for r, (g_ids, g_scores) in enumerate(got):
+                np.testing.assert_array_equal(g_ids, off[1][r][off[1][r] >= 0])
+                np.testing.assert_array_equal(g_scores.view(np.uint32), off[0][r].view(np.uint32))
+
+
+def test_no_probe_where_the_cpu_lists_no_bf16_units(monkeypatch):
+    monkeypatch.setattr(scr, "cpu_has_bf16_units", lambda: False)
+    assert scr.bf16_speedup(7, 1) == 0.0  # a width no other test probes: not cached yet
+
+
+def test_float32_store(tmp_path):
+    x = random_unit(2500, 40, seed=23)
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [1000, 1500], dtype=np.float32))
+    q = random_unit(5, 40, seed=24)
+    s, _i, st = both(store, q, 30, chunk_rows=256, threads=2)
+    ref_s, _ = reference(x, np.arange(2500), q, 30)
+    np.testing.assert_allclose(s, ref_s.astype(np.float32), atol=1e-5, rtol=0)
+    assert st.rescored < 0.5 * 2500 * 5
