@@ -158,6 +158,8 @@ def test_search_errors(mixed) -> None:
         search(index, SearchRequest(""), enc)
     with pytest.raises(InputError, match="neither an image id"):
         search(index, SearchRequest("", like=("no/such/file.jpg",)), enc)
+    with pytest.raises(InputError, match="neither an image id"):  # not a number, not a file
+        search(index, SearchRequest("", like=("--5",)), enc)
     with pytest.raises(InputError, match="not \\(or no longer\\) in collection"):
         search(index, SearchRequest("", like=(999999,)), enc)
     with pytest.raises(UnknownNameError, match="Did you mean 'Aves'"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import warnings
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -270,7 +271,7 @@ def _as_image_id(coll: Collection, item: str | int) -> int | None:
     if isinstance(item, (int, np.integer)):
         return int(item)
     s = str(item).strip()
-    if s.lstrip("-").isdigit() and not Path(s).exists():
+    if re.fullmatch(r"-?[0-9]+", s) and not Path(s).exists():  # not "--5", not "٣"
         return int(s)
     return coll.image_id_for_path(s)
 
