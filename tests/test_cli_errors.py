@@ -4,7 +4,6 @@ written. (Silent wrong results and damaged files become errors.)"""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +19,6 @@ from inquire.data.queries import read_queries
 from inquire.data.rerank_set import write_synthetic_rerank_set
 from inquire.data.synthetic import make_synthetic_benchmark
 from inquire.run import Run
-from inquire.testing.data_mirror import annotations_csv, write_mirror
-from inquire.testing.http_server import FixtureServer
 from inquire.testing.search_stores import random_unit, write_store
 
 QUERIES = pd.DataFrame(
@@ -150,23 +147,11 @@ def test_trec_run_infinite_score_and_byte_order_mark(
     np.testing.assert_allclose(per_query["ap"], [0.5, 0.5])  # 20 found at rank 2
 
 
-@pytest.fixture
-def mirror(real_queries_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator:
-    val = (real_queries_dir / "inquire_queries_val.csv").read_bytes()
-    test = (real_queries_dir / "inquire_queries_test.csv").read_bytes()
-    both = pd.concat(
-        [read_queries(real_queries_dir / f"inquire_queries_{s}.csv") for s in ("val", "test")]
-    )
-    ann = annotations_csv(both, seed=3)
-    root = write_mirror(
-        tmp_path / "mirror", {"queries-val": val, "queries-test": test, "annotations": ann}
-    )
-    with FixtureServer(root) as server:
-        monkeypatch.setenv("INQUIRE_BASE_URL", server.url)
-        yield real_queries_dir
-
-
-def test_split_and_queries_that_disagree_is_an_error(mirror: Path, tmp_path: Path) -> None:
+@pytest.mark.usefixtures("inquire_mirror")
+def test_split_and_queries_that_disagree_is_an_error(
+    real_queries_dir: Path, tmp_path: Path
+) -> None:
+    mirror = real_queries_dir
     val = read_queries(mirror / "inquire_queries_val.csv")
     Run({int(q): ([1], [1.0]) for q in val["query_id"]}).save_trec(tmp_path / "run.trec")
     base = ["evaluate", "--run", str(tmp_path / "run.trec"), "--k", "5"]

@@ -2,37 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from inquire.data import Qrels, load_qrels, load_queries, read_queries
+from inquire.data import Qrels, load_qrels, load_queries
 from inquire.data.qrels import read_qrels
 from inquire.data.queries import QUERY_COLUMNS, UNKNOWN_GROUP
 from inquire.errors import DownloadError, InputError, UnknownNameError
-from inquire.testing.data_mirror import annotations_csv, write_mirror
 from inquire.testing.http_server import FixtureServer
-
-
-@pytest.fixture
-def inquire_mirror(
-    real_queries_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[tuple[FixtureServer, bytes]]:
-    """The real query CSVs and a generated annotations CSV, served in the upstream layout."""
-    val = (real_queries_dir / "inquire_queries_val.csv").read_bytes()
-    test = (real_queries_dir / "inquire_queries_test.csv").read_bytes()
-    both = pd.concat(
-        [read_queries(real_queries_dir / f"inquire_queries_{s}.csv") for s in ("val", "test")]
-    )
-    ann = annotations_csv(both, seed=3)
-    root = write_mirror(
-        tmp_path / "mirror", {"queries-val": val, "queries-test": test, "annotations": ann}
-    )
-    with FixtureServer(root) as server:
-        monkeypatch.setenv("INQUIRE_BASE_URL", server.url)
-        yield server, ann
 
 
 def test_load_queries_and_qrels_through_the_mirror(
