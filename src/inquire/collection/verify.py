@@ -233,7 +233,7 @@ class Verification:
         passes its examples as image ids, so no path is ever looked up); default: as saved."""
         req = self.request(search_id) if request is None else request
         with transaction(self.conn):  # IMMEDIATE: two people extending do not interleave
-            n = self._n_results(search_id)
+            n = self.n_ranked(search_id)
             if n >= upto:
                 return int(n)
             have = self._ranked_ids(search_id)
@@ -254,12 +254,12 @@ class Verification:
             self._append(search_id, new, 0)
             return n + len(new)
 
-    def _n_results(self, search_id: str) -> int:
+    def n_ranked(self, search_id: str) -> int:
+        """How many results the search has ranked so far (ranks are 1..n, never a gap)."""
         row = self.conn.execute(
-            "SELECT COUNT(*), COALESCE(MAX(rank), 0) FROM results WHERE search_id = ?",
-            (search_id,),
+            "SELECT COALESCE(MAX(rank), 0) FROM results WHERE search_id = ?", (search_id,)
         ).fetchone()
-        return int(row[1])
+        return int(row[0])
 
     def _ranked_ids(self, search_id: str) -> set[int]:
         return {
@@ -270,7 +270,7 @@ class Verification:
         }
 
     def _append(self, search_id: str, new: pd.DataFrame, round_no: int) -> None:
-        start = self._n_results(search_id)
+        start = self.n_ranked(search_id)
         self.conn.executemany(
             "INSERT INTO results (search_id, rank, image_id, score, round) VALUES (?, ?, ?, ?, ?)",
             [
@@ -314,8 +314,6 @@ class Verification:
         mask = req.filters.mask(index)
         if exclude:
             mask &= ~np.isin(index.image_id, np.fromiter(exclude, np.int64, len(exclude)))
-        if k <= 0:
-            return results_frame(index, np.zeros(0, np.int64), np.zeros(0, np.float32))
         ids, scores = masked_search(index, vector[None, :], k, mask, exact=True)[0]
         return results_frame(index, ids, scores)
 
@@ -366,9 +364,10 @@ class Verification:
         Nothing is saved (see :meth:`learn`)."""
         if k < 1:
             raise InputError(f"k must be at least 1, got {k}")
-        w, _, _ = self.feedback_vector(search_id, index, encoder, model, who)
+        req = self.request(search_id)
+        w, _, _ = self.feedback_vector(search_id, index, encoder, model, who, req)
         marked = {int(x) for x in self.marks(search_id)["image_id"]}
-        df = self._feedback_tail(index, self.request(search_id), w, marked, k)
+        df = self._feedback_tail(index, req, w, marked, k)
         df["rank"] = np.arange(1, len(df) + 1)
         return df
 
@@ -400,29 +399,22 @@ class Verification:
             raise InputError(f"shown must be a rank between 0 and 10^9, got {shown}")
         if depth < 1 or depth > 10_000:
             raise InputError(f"depth must be between 1 and 10000, got {depth}")
-        w, n_pos, n_neg = self.feedback_vector(search_id, index, encoder, model, request=request)
+        req = self.request(search_id) if request is None else request
+        w, n_pos, n_neg = self.feedback_vector(search_id, index, encoder, model, request=req)
         if n_pos + n_neg == 0:
             raise InputError(
                 f"search {search_id!r} has no relevant / not relevant marks yet; mark some "
                 "results before learning from them"
             )
         with transaction(self.conn):
-            marked = {int(x) for x in self.marks(search_id)["image_id"]}
+            # Every marked result lies at or above the deepest marked rank, so everything
+            # dropped below ``after`` is unmarked: nobody inspected it.
             deepest = self.conn.execute(
                 "SELECT COALESCE(MAX(r.rank), 0) FROM results r JOIN marks m "
                 "ON m.search_id = r.search_id AND m.image_id = r.image_id WHERE r.search_id = ?",
                 (search_id,),
             ).fetchone()[0]
-            after = max(int(deepest), int(shown or 0))
-            after = min(after, self._n_results(search_id))
-            # Only unmarked results past what was seen go; marked ones never move.
-            dropped = self.conn.execute(
-                "SELECT rank, image_id FROM results WHERE search_id = ? AND rank > ?",
-                (search_id, after),
-            ).fetchall()
-            keep_late = [r for r in dropped if int(r["image_id"]) in marked]
-            if keep_late:  # a mark deeper than "shown": keep everything up to it
-                after = max(int(r["rank"]) for r in keep_late)
+            after = min(max(int(deepest), int(shown or 0)), self.n_ranked(search_id))
             self.conn.execute(
                 "DELETE FROM results WHERE search_id = ? AND rank > ?", (search_id, after)
             )
@@ -447,10 +439,9 @@ class Verification:
                     who,
                 ),
             )
-            req = self.request(search_id)
             new = self._feedback_tail(index, req, w, self._ranked_ids(search_id), depth)
             self._append(search_id, new, round_no)
-            n = self._n_results(search_id)
+            n = self.n_ranked(search_id)
         return {
             "round": round_no,
             "after_rank": after,

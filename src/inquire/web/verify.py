@@ -327,7 +327,7 @@ def make_router(
             query_vector(idx, enc, req.text, req.like)
             filters.mask(idx)
             sid = _save_and_rank(v, req, str(body.who or inquire_who or ""), idx, enc)
-            return {"search_id": sid, "request": req.as_dict(), "ranked": _ranked(v, sid)}
+            return {"search_id": sid, "request": req.as_dict(), "ranked": v.n_ranked(sid)}
 
     def _page_of(v: Verification, sid: str, offset: int, limit: int) -> dict[str, Any]:
         req = v.request(sid)
@@ -357,7 +357,7 @@ def make_router(
         return {
             "search_id": sid,
             "request": req.as_dict(),
-            "ranked": _ranked(v, sid),
+            "ranked": v.n_ranked(sid),
             "results": items,
             "round": int(last[0]["round"]) if last else 0,
             "round_model": str(last[0]["model"]) if last else "",
@@ -384,7 +384,7 @@ def make_router(
         matches) and return that page."""
         with res.verification(name) as v:
             req = v.request(sid)
-            ranked = _ranked(v, sid)
+            ranked = v.n_ranked(sid)
             if body.offset > ranked:
                 raise InputError(
                     f"offset {body.offset} is past the {ranked} results ranked so far; "
@@ -502,11 +502,6 @@ def make_router(
     return r
 
 
-def _ranked(v: Verification, sid: str) -> int:
-    row = v.conn.execute("SELECT COUNT(*) FROM results WHERE search_id = ?", (sid,)).fetchone()
-    return int(row[0])
-
-
 def _stored_examples(coll: Collection, like: Any) -> tuple[int, ...]:
     """The examples of a saved search as ids; a search saved from the command line with a
     file outside the collection as its example is refused (its path is not repeated)."""
@@ -531,7 +526,7 @@ def _save_and_rank(
     try:
         v.extend(sid, FIRST_PAGE, idx, enc, request=req)
     except BaseException:
-        if is_new and _ranked(v, sid) == 0:
+        if is_new and v.n_ranked(sid) == 0:
             v.conn.execute("DELETE FROM searches WHERE search_id = ?", (sid,))
         raise
     return sid
