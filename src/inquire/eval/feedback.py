@@ -226,10 +226,16 @@ def simulate_feedback(
     static = np.stack([np.cumsum(np.isin(static_ids[i], relevant[i])) for i in range(len(qids))])
 
     nq = len(qids)
-    shown: list[list[int]] = [[] for _ in range(nq)]
-    labels: list[list[bool]] = [[] for _ in range(nq)]
+    # The first batch is the static ranking's (the top of a search is a prefix of a deeper one).
+    first = min(batch, budget)
+    shown = [[int(x) for x in static_ids[i, :first]] for i in range(nq)]
+    labels = [[bool(x) for x in np.isin(shown[i], relevant[i])] for i in range(nq)]
     w = q.copy()
     while len(shown[0]) < budget:
+        for i in range(nq):
+            lab = np.asarray(labels[i], bool)
+            vecs = store.rows(store.row_of(np.asarray(shown[i], np.int64)))
+            w[i] = feedback_vector(q[i], vecs[lab], vecs[~lab], model)
         take = min(batch, budget - len(shown[0]))
         _, ids = search(store, w, len(shown[0]) + take)
         for i in range(nq):
@@ -237,12 +243,6 @@ def simulate_feedback(
             new = [int(x) for x in ids[i] if x >= 0 and int(x) not in seen][:take]
             shown[i].extend(new)
             labels[i].extend(bool(x) for x in np.isin(new, relevant[i]))
-        if len(shown[0]) >= budget:
-            break
-        for i in range(nq):
-            lab = np.asarray(labels[i], bool)
-            vecs = store.rows(store.row_of(np.asarray(shown[i], np.int64)))
-            w[i] = feedback_vector(q[i], vecs[lab], vecs[~lab], model)
     feedback = np.stack([np.cumsum(np.asarray(labels[i], np.int64)) for i in range(nq)])
     cfg = {"budget": budget, "batch": batch, "model": model, **(config or {})}
     return FeedbackSimulation(
