@@ -326,3 +326,21 @@ def test_page_api_learns_from_marks(coll) -> None:
     assert plain.post(f"{base}/learn", json={}).status_code == 403
     for body in ({"model": "svm"}, {"shown": 10**30}, {"shown": 1.5}, {"depth": 0}):
         assert client.post(f"{base}/learn", json=body).status_code == 422, body
+
+
+def test_simulate_cli_bad_input_is_a_clear_error(tmp_path: Path) -> None:
+    runner = CliRunner()
+    res = runner.invoke(cli_app, ["simulate", "feedback"])
+    assert res.exit_code == 2 and "either --synthetic DIR or --embeddings DIR" in res.output
+    res = runner.invoke(cli_app, ["simulate", "feedback", "--embeddings", str(tmp_path)])
+    assert res.exit_code == 2 and "--embeddings needs --model" in res.output
+    (tmp_path / "file").write_text("x")
+    args = ["simulate", "feedback", "--synthetic", str(tmp_path / "b"), "--out"]
+    res = runner.invoke(cli_app, [*args, str(tmp_path / "file")])
+    assert res.exit_code == 2 and "is a file" in res.output
+    assert not (tmp_path / "b").exists()  # refused before any work
+    res = runner.invoke(
+        cli_app, ["simulate", "feedback", "--synthetic", str(tmp_path / "b"), "--budget", "0"]
+    )
+    assert res.exit_code == 2 and "budget and batch must be >= 1" in res.output
+    assert not (tmp_path / "b").exists()

@@ -59,6 +59,8 @@ def feedback_cmd(
 
     if (synthetic is None) == (embeddings is None):
         raise InputError("give either --synthetic DIR or --embeddings DIR --model ID")
+    if budget < 1 or batch < 1:  # before a benchmark is generated or an encoder loaded
+        raise InputError(f"budget and batch must be >= 1, got {budget} and {batch}")
     if out is not None and out.exists() and not out.is_dir():
         raise InputError(f"--out {str(out)!r} is a file; give a folder name")
     kwargs = {"budget": budget, "batch": batch, "model": feedback_model or DEFAULT_MODEL}

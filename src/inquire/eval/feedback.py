@@ -190,6 +190,7 @@ def simulate_feedback(
     batch: int = 10,
     model: str = DEFAULT_MODEL,
     config: dict[str, Any] | None = None,
+    progress: bool = True,
 ) -> FeedbackSimulation:
     """Simulate a verifier on every query of ``queries`` (see the module docstring).
 
@@ -198,7 +199,8 @@ def simulate_feedback(
     ``queries`` (which needs a ``query_id`` column); ``qrels``: relevant ids per query, in the
     id space of ``store.ids``.
     ``budget``: images inspected per query; ``batch``: images marked between re-rankings.
-    Deterministic: no randomness is involved.
+    Deterministic: no randomness is involved. ``progress``: a bar over the re-ranking
+    rounds (each one exact search over the whole store).
     """
     if model not in FEEDBACK_MODELS:
         raise UnknownNameError("feedback model", model, FEEDBACK_MODELS)
@@ -231,6 +233,12 @@ def simulate_feedback(
     shown = [[int(x) for x in static_ids[i, :first]] for i in range(nq)]
     labels = [[bool(x) for x in np.isin(shown[i], relevant[i])] for i in range(nq)]
     w = q.copy()
+    bar: Any = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        rounds = -(-(budget - first) // batch)  # ceil
+        bar = tqdm(total=rounds, desc=f"feedback rounds ({nq} queries)", unit="round")
     while len(shown[0]) < budget:
         for i in range(nq):
             lab = np.asarray(labels[i], bool)
@@ -243,6 +251,10 @@ def simulate_feedback(
             new = [int(x) for x in ids[i] if x >= 0 and int(x) not in seen][:take]
             shown[i].extend(new)
             labels[i].extend(bool(x) for x in np.isin(new, relevant[i]))
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
     feedback = np.stack([np.cumsum(np.asarray(labels[i], np.int64)) for i in range(nq)])
     cfg = {"budget": budget, "batch": batch, "model": model, **(config or {})}
     return FeedbackSimulation(
