@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 
 from inquire.collection import create_collection
-from inquire.testing.browser import CHROMIUM, VIEWPORTS, layout_problems
+from inquire.testing.browser import CHROMIUM, VIEWPORTS, layout_findings
 from inquire.testing.browser import CHROMIUM_ARGS as ARGS
 from inquire.testing.collection_encoder import make_photo_folder
 
@@ -394,14 +394,7 @@ def test_verify_page_fits_phone_and_desktop_screens(browser: Any, server: LiveSe
         page.set_viewport_size({"width": width, "height": height})
         page.evaluate("() => window.scrollTo(0, 0)")
         page.screenshot(path=str(ARTIFACTS / f"verify_{size}.png"), full_page=False)
-        m = layout_problems(page)
-        found = []
-        if m["scroll_width"] > m["inner_width"]:
-            found.append(f"overflows sideways: {m['scroll_width']} > {m['inner_width']} px")
-        if size == "phone" and m["small_targets"]:
-            found.append(f"small tap targets: {m['small_targets'][:5]}")
-        if m["image_over_text"]:
-            found.append(f"images over text: {m['image_over_text'][:3]}")
+        found = layout_findings(page, phone=size == "phone")
         if found:
             problems[size] = found
     assert problems == {}, problems

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from inquire.testing.browser import CHROMIUM, CHROMIUM_ARGS, VIEWPORTS, layout_problems
+from inquire.testing.browser import CHROMIUM, CHROMIUM_ARGS, VIEWPORTS, layout_findings
 from inquire.testing.web_fixtures import WebFixture, build_web_fixture
 from inquire.web.config import WebConfig
 
@@ -192,14 +192,7 @@ def test_every_page_fits_phone_and_desktop_screens(
             # open every collapsed table so its links are measured too
             pg.evaluate("() => document.querySelectorAll('details').forEach(d => d.open = true)")  # type: ignore[attr-defined]
             pg.screenshot(path=str(ARTIFACTS / f"web_{name}_{size}.png"), full_page=True)  # type: ignore[attr-defined]
-            m = layout_problems(pg)
-            found = []
-            if m["scroll_width"] > m["inner_width"]:
-                found.append(f"overflows sideways: {m['scroll_width']} > {m['inner_width']} px")
-            if size == "phone" and m["small_targets"]:
-                found.append(f"small tap targets: {m['small_targets'][:5]}")
-            if m["image_over_text"]:
-                found.append(f"images over text: {m['image_over_text'][:3]}")
+            found = layout_findings(pg, phone=size == "phone")
             if found:
                 problems[f"{name} @ {size}"] = found
     pg.set_viewport_size({"width": 1280, "height": 900})  # type: ignore[attr-defined]

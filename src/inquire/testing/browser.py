@@ -88,3 +88,17 @@ def layout_problems(page: Any, min_tap: int = MIN_TAP_PX) -> dict[str, Any]:
     """
     result: dict[str, Any] = page.evaluate(_LAYOUT_JS, min_tap)
     return result
+
+
+def layout_findings(page: Any, phone: bool, min_tap: int = MIN_TAP_PX) -> list[str]:
+    """What is wrong with the layout now shown, in words (empty when nothing is): sideways
+    overflow, images over text, and on a phone (``phone``) tap targets under ``min_tap`` px."""
+    m = layout_problems(page, min_tap)
+    found = []
+    if m["scroll_width"] > m["inner_width"]:
+        found.append(f"overflows sideways: {m['scroll_width']} > {m['inner_width']} px")
+    if phone and m["small_targets"]:
+        found.append(f"small tap targets: {m['small_targets'][:5]}")
+    if m["image_over_text"]:
+        found.append(f"images over text: {m['image_over_text'][:3]}")
+    return found
