@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from inquire.embed import EmbeddingStore
-from inquire.embed.layout import list_shards, shard_numbers
+from inquire.embed.folder import list_shards, shard_numbers
 from inquire.errors import InputError
 
 
