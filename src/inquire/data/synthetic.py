@@ -35,11 +35,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from inquire._io import atomic_open, atomic_path
 from inquire.embed.folder import shard_numbers, write_shard
+from inquire.embed.precomputed import write_text_embeddings
 from inquire.errors import InputError
 
 SYNTHETIC_MODEL_ID = "synthetic"
@@ -177,15 +176,9 @@ def make_synthetic_benchmark(
     ann["image_path"] = [path_of[i] + ".jpg" for i in ann["image_id"]]
     with atomic_open(bench.annotations, "w", encoding="utf-8", newline="") as fh:
         ann.to_csv(fh, index=False)
-    text_table = pa.table(
-        {
-            "query_text": queries["query_text"].tolist(),
-            "embedding": list(text.astype(np.float32)),
-            "model_id": [SYNTHETIC_MODEL_ID] * n_queries,
-        }
+    write_text_embeddings(
+        bench.text_embeddings, queries["query_text"].tolist(), text, SYNTHETIC_MODEL_ID
     )
-    with atomic_path(bench.text_embeddings) as tmp:
-        pq.write_table(text_table, tmp)
     with atomic_open(root / "SYNTHETIC.txt", "w", encoding="utf-8") as fh:
         fh.write(
             "These data are SYNTHETIC: random embeddings and made-up queries in INQUIRE's file\n"
