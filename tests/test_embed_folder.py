@@ -159,10 +159,11 @@ def test_write_shard_round_trips_through_the_reader(tmp_path, width):
     assert store.ids.tolist() == ids.tolist()
     assert store.metadata["image_path"].tolist() == paths
     assert np.allclose(store.rows(np.arange(len(x))), x, atol=1e-3)
-    meta = pq.read_schema(folder.shard_paths(tmp_path, 0)[1]) if not width else None
-    if meta is not None:
-        assert str(meta.field("image_path").type) == "string"
-        assert str(meta.field("image_id").type) == "int64"
+    schema = pq.read_schema(store.metadata_paths[0])
+    assert [(f.name, str(f.type)) for f in schema] == [
+        ("image_path", "string"),
+        ("image_id", "int64"),
+    ]
 
 
 def test_write_shard_without_ids_and_as_float32(tmp_path):
