@@ -26,7 +26,8 @@ import numpy as np
 
 
 def build(root: Path, n: int, dim: int, seed: int = 0) -> None:
-    from inquire.collection.store import Collection, _write_shard, transaction
+    from inquire.collection.store import Collection, transaction
+    from inquire.embed.folder import write_shard
 
     folder = root / "synthetic1m"
     if (folder / "manifest.json").is_file():
@@ -54,7 +55,7 @@ def build(root: Path, n: int, dim: int, seed: int = 0) -> None:
         vec /= np.linalg.norm(vec, axis=1, keepdims=True)
         ids = np.arange(lo, lo + m)
         paths = [f"synthetic/{i:07d}.jpg" for i in ids]
-        _write_shard(coll.emb_dir, shard, vec, ids.tolist(), paths)
+        write_shard(coll.emb_dir, shard, vec, paths, ids)
         sp = rng.zipf(1.3, size=m) % n_species
         day0 = np.datetime64("2015-01-01")
         days = rng.integers(0, 3650, size=m)

@@ -22,7 +22,7 @@ from inquire.collection import (
 )
 from inquire.collection import ann as coll_ann
 from inquire.collection.search import masked_search
-from inquire.collection.store import _write_shard
+from inquire.embed.folder import write_shard
 from inquire.errors import InputError
 from inquire.index.ann import recall_at_k
 from inquire.testing.collection_encoder import PixelHashEncoder, make_photo_folder
@@ -137,7 +137,7 @@ def test_index_follows_the_collection(coll_with_ivf, tmp_path, caplog):
     ids, _ = masked_search(index, q, 5, nprobe=NLIST)[0]
     assert gone_id not in ids.tolist() and len(ids) == 5
     # Embeddings changed behind the index's back (an interrupted update): exact search.
-    _write_shard(coll.emb_dir, 99, q, [10**6], ["ghost.jpg"])
+    write_shard(coll.emb_dir, 99, q, ["ghost.jpg"], [10**6])
     with caplog.at_level(logging.WARNING):
         stale = coll.index()
     assert stale.ann is None and "does not match the embeddings" in caplog.text

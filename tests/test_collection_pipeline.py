@@ -13,7 +13,7 @@ from inquire.collection import create_collection, open_collection, update_collec
 from inquire.collection import embedding as coll_embedding
 from inquire.embed import EmbeddingStore, load_encoder
 from inquire.embed.base import open_image
-from inquire.embed.pipeline import decode_batches
+from inquire.embed.reader import decode_batches
 from inquire.embed.sources import ImageSource
 from inquire.testing.collection_encoder import PixelHashEncoder, make_photo_folder
 from inquire.testing.embed_images import ZOO_BAD, ZOO_OK, make_image_zoo, write_jpegs
@@ -31,17 +31,17 @@ def _one_thread():
 @pytest.fixture
 def parallel(monkeypatch):
     """Start decoding workers even for the few images of a test; record each call's workers."""
-    from inquire.embed import pipeline
+    from inquire.embed import reader
 
     monkeypatch.setattr(coll_embedding, "PARALLEL_FROM", 1)
     seen: list[int] = []
-    real = pipeline.decode_batches
+    real = reader.decode_batches
 
     def spy(source, batches, preprocess=None, workers=2, stack=True):
         seen.append(workers)
         return real(source, batches, preprocess, workers, stack)
 
-    monkeypatch.setattr(pipeline, "decode_batches", spy)
+    monkeypatch.setattr(reader, "decode_batches", spy)
     return seen
 
 

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 from inquire.collection.filters import Filters, parse_filters
+from inquire.collection.ingest import UpdateStats, create_collection, update_collection
 from inquire.collection.search import SearchRequest, masked_search, search
 from inquire.collection.store import (
     Collection,
     CollectionIndex,
-    UpdateStats,
     compact,
-    create_collection,
     delete_collection,
     list_collections,
     open_collection,
-    update_collection,
 )
 
 __all__ = [

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from inquire.embed.folder import is_embedding_folder
 from inquire.errors import InputError
 
 if TYPE_CHECKING:
@@ -133,7 +134,7 @@ def ensure_index(
     IVF index has lists; searches are then exact).
     """
     setting = coll.meta().get("index", "auto")
-    if not (coll.emb_dir / "img_emb").is_dir():
+    if not is_embedding_folder(coll.emb_dir):
         return "removed" if remove_index(coll) else "none"
     store = coll.store()
     factory = wanted_factory(setting, len(store))

@@ -11,8 +11,9 @@ from rich.panel import Panel
 from rich.table import Table
 
 from inquire.collection.filters import parse_filters
+from inquire.collection.ingest import create_collection
 from inquire.collection.search import SearchRequest, search
-from inquire.collection.store import create_collection, delete_collection, list_collections
+from inquire.collection.store import delete_collection, list_collections
 from inquire.collection.verify import Verification
 from inquire.testing.collection_encoder import COLOURS, make_photo_folder
 

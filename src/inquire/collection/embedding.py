@@ -2,7 +2,7 @@
 
 :func:`embed_files` is the one place the collection code turns files into vectors. Files are
 read, decoded and preprocessed in parallel worker processes by
-:func:`inquire.embed.pipeline.decode_batches` (the pipeline's own reader: the same image
+:func:`inquire.embed.reader.decode_batches` (the pipeline's own reader: the same image
 opening rules, the same failure reasons), then encoded batch by batch in this process:
 
 - an :class:`~inquire.embed.base.ImageEncoder` (open_clip, hf_clip) gets its ``preprocess``
@@ -54,7 +54,7 @@ def embed_files(
     reasons (n,) str)``: rows of files that cannot be decoded are zero, ``ok`` is False and
     ``reasons`` says why (``""`` for good files).
     """
-    from inquire.embed.pipeline import decode_batches
+    from inquire.embed.reader import decode_batches
     from inquire.embed.sources import ImageSource
 
     if batch_size < 1:

@@ -4,13 +4,15 @@ Layout of ``config.cache_dir("collections", NAME)``::
 
     collection.db                  SQLite (WAL): meta (key/value) and images (one row per file)
     embeddings/img_emb/img_emb_{i}.npy        (n_i, d) float16, L2-normalised rows
-    embeddings/metadata/metadata_{i}.parquet  image_path, image_id (clip-retrieval layout)
+    embeddings/metadata/metadata_{i}.parquet  image_path, image_id (clip-retrieval layout,
+                                              written by inquire.embed.folder.write_shard)
     rows.parquet                   per embedding row: image_id, valid, date, lat, lon, taxonomy
                                    (a snapshot of the database the search reads; rebuilt from
                                    the database whenever its generation is stale)
     manifest.json                  name, model, revision, dim, generation, counts
 
-Updates never rewrite shards: each run appends new shards, and an embedding row is VALID only
+Updates (:mod:`inquire.collection.ingest`: plan / hash / embed / commit) never rewrite
+shards: each run appends new shards, and an embedding row is VALID only
 while the ``images`` row of its file still points at it (``shard``, ``row``). A changed file
 gets a new row in a new shard (its old row becomes invalid); a deleted file is kept in the
 database with status ``deleted`` (so verified marks keep their metadata) and has no valid row.
@@ -19,7 +21,6 @@ database with status ``deleted`` (so verified marks keep their metadata) and has
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -28,7 +29,7 @@ import shutil
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from stat import S_ISREG
 from typing import Any
@@ -37,20 +38,11 @@ import numpy as np
 import pandas as pd
 
 from inquire import config
-from inquire._io import atomic_open, atomic_path, write_json
+from inquire._io import atomic_path, write_json
 from inquire._lock import try_writer_lock, writer_lock
-from inquire.collection.ann import check_setting, ensure_index, load_index
-from inquire.collection.embedding import embed_files
-from inquire.collection.metadata import FIELDS, RANKS, InatMetadata, describe
-from inquire.embed.base import Encoder
-from inquire.embed.layout import (
-    EMB_DIR,
-    META_DIR,
-    emb_file_name,
-    list_shards,
-    meta_file_name,
-    shard_numbers,
-)
+from inquire.collection.ann import ensure_index, load_index
+from inquire.collection.metadata import RANKS
+from inquire.embed import folder as emb_folder
 from inquire.errors import InputError, UnknownNameError
 
 log = logging.getLogger(__name__)
@@ -78,26 +70,6 @@ CREATE TABLE IF NOT EXISTS images (
 );
 CREATE INDEX IF NOT EXISTS images_sha1 ON images (sha1);
 """
-_META_FIELDS = FIELDS  # the metadata columns of the images table
-
-
-@dataclass
-class UpdateStats:
-    """What a create/update run did (counts of files)."""
-
-    added: int = 0
-    changed: int = 0
-    removed: int = 0
-    unchanged: int = 0
-    touched: int = 0  # size or mtime changed but the content hash did not: nothing re-embedded
-    reused: int = 0  # embedding copied from an identical file already embedded
-    embedded: int = 0  # images sent to the encoder
-    unreadable: int = 0
-    shards_written: list[int] = field(default_factory=list)
-    index: str = "none"  # what happened to the faiss index (inquire.collection.ann)
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def records(df: pd.DataFrame) -> list[dict[str, Any]]:
@@ -149,15 +121,6 @@ def transaction(conn: sqlite3.Connection, immediate: bool = True) -> Iterator[sq
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
-
-
-def file_sha1(path: Path) -> str:
-    """SHA-1 of the file's bytes (hex)."""
-    h = hashlib.sha1()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def inside_root(root_real: Path, path: Path) -> bool:
@@ -298,7 +261,7 @@ class Collection:
         must not replace the files that writer is about to write). ``store``: the embedding
         store whose rows to describe (default: the shards on disk now)."""
         gen = self.generation
-        if store is None and not (self.emb_dir / "img_emb").is_dir():
+        if store is None and not emb_folder.is_embedding_folder(self.emb_dir):
             n, offsets, shard_pos = 0, np.zeros(1, np.int64), {}
         else:
             store = store if store is not None else self.store()
@@ -359,7 +322,7 @@ class Collection:
         if man.is_file() and self.rows_path.is_file():
             stale = json.loads(man.read_text(encoding="utf-8")).get("generation") != self.generation
         rows = self._rows_snapshot() if stale else None
-        if not (self.emb_dir / "img_emb").is_dir():
+        if not emb_folder.is_embedding_folder(self.emb_dir):
             raise InputError(
                 f"collection {self.name!r} has no embedded images yet; add images to "
                 f"{str(self.images_root)!r} and run `inquire collection update {self.name}`"
@@ -453,404 +416,6 @@ def open_collection(name: str, root: str | os.PathLike[str] | None = None) -> Co
     return Collection(folder)
 
 
-def _load_encoder(model_id: str, batch_size: int) -> Encoder:
-    from inquire.embed.models import load_encoder
-
-    return load_encoder(model_id, batch_size=batch_size)
-
-
-def create_collection(
-    name: str,
-    images: str | os.PathLike[str],
-    model_id: str,
-    metadata: str | os.PathLike[str] | None = None,
-    *,
-    encoder: Encoder | None = None,
-    root: str | os.PathLike[str] | None = None,
-    batch_size: int = 32,
-    chunk_size: int = 2048,
-    progress: bool = False,
-    workers: int = 2,
-    index: str = "auto",
-    lock_timeout: float | None = None,
-) -> tuple[Collection, UpdateStats]:
-    """Create collection ``name`` from the image files under ``images`` and embed them.
-
-    ``metadata``: an iNat24-style ``train.json`` (else EXIF and file times are used).
-    ``encoder``: an already-loaded encoder (else ``load_encoder(model_id)``).
-    Images are decoded in ``workers`` processes (the embedding pipeline's reader) and encoded
-    ``batch_size`` at a time. ``index``: ``"auto"``, ``"none"`` or a faiss factory string
-    (see :mod:`inquire.collection.ann`). The work is committed every ``chunk_size`` images,
-    so an interrupted run is resumed by :func:`update_collection`. ``lock_timeout``: see
-    :func:`update_collection`.
-    """
-    folder = _collection_folder(name, root)
-    images_root = Path(images).expanduser().resolve()
-    if not images_root.is_dir():
-        raise InputError(
-            f"images folder {str(images_root)!r} does not exist or is not a folder; pass "
-            "--images with the folder that holds the photos"
-        )
-    if (folder / "collection.db").is_file():
-        raise InputError(
-            f"collection {name!r} already exists at {str(folder)!r}; run `inquire collection "
-            f"update {name}` to pick up changes, or `inquire collection delete {name}` first"
-        )
-    meta_path = Path(metadata).expanduser().resolve() if metadata is not None else None
-    inat = InatMetadata(meta_path) if meta_path is not None else None
-    enc = encoder or _load_encoder(model_id, batch_size)
-    index_setting = check_setting(index, enc.dim)
-    with writer_lock(folder, f"collection {name!r}", lock_timeout):
-        if (folder / "collection.db").is_file():  # created meanwhile by another process
-            raise InputError(
-                f"collection {name!r} was created at {str(folder)!r} by another process "
-                f"meanwhile; run `inquire collection update {name}` to pick up changes"
-            )
-        coll = Collection(folder)
-        with transaction(coll.conn) as conn:
-            coll.set_meta(
-                conn,
-                model_id=enc.model_id,
-                revision=enc.revision,
-                dim=enc.dim,
-                images_root=str(images_root),
-                metadata=str(meta_path) if meta_path else "",
-                generation=0,
-                index=index_setting,
-            )
-        stats = _sync(coll, enc, inat, batch_size, chunk_size, progress, workers)
-    return coll, stats
-
-
-def update_collection(
-    name: str,
-    *,
-    images: str | os.PathLike[str] | None = None,
-    metadata: str | os.PathLike[str] | None = None,
-    encoder: Encoder | None = None,
-    root: str | os.PathLike[str] | None = None,
-    batch_size: int = 32,
-    chunk_size: int = 2048,
-    progress: bool = False,
-    workers: int = 2,
-    index: str | None = None,
-    lock_timeout: float | None = None,
-) -> tuple[Collection, UpdateStats]:
-    """Bring collection ``name`` up to date with its images folder.
-
-    New files are embedded; files whose size or mtime changed are hashed and re-embedded only
-    if their content changed; deleted files leave the results. An unchanged file is never
-    sent to the encoder. ``images``/``metadata`` re-point the folder or train.json;
-    ``index`` changes the index setting (None keeps it). The faiss index, if any, is rebuilt
-    when the embeddings changed.
-
-    A collection has one writer at a time (create, update, compact, delete): while another
-    process writes it, this call waits (a warning names that process; at most
-    ``lock_timeout`` seconds when given, then :class:`~inquire.errors.BusyError`) and then
-    scans the folder afresh, so nothing that process embedded is embedded again. Searches
-    need no lock and keep working during an update.
-    """
-    coll = open_collection(name, root)
-    with writer_lock(coll.folder, f"collection {name!r}", lock_timeout):
-        return _update_locked(
-            coll, name, images, metadata, encoder, batch_size, chunk_size, progress, workers, index
-        )
-
-
-def _update_locked(
-    coll: Collection,
-    name: str,
-    images: str | os.PathLike[str] | None,
-    metadata: str | os.PathLike[str] | None,
-    encoder: Encoder | None,
-    batch_size: int,
-    chunk_size: int,
-    progress: bool,
-    workers: int,
-    index: str | None,
-) -> tuple[Collection, UpdateStats]:
-    meta = coll.meta()
-    index_setting = check_setting(index, int(meta["dim"])) if index is not None else None
-    with transaction(coll.conn) as conn:
-        if index_setting is not None:
-            coll.set_meta(conn, index=index_setting)
-        if images is not None:
-            new_root = Path(images).expanduser().resolve()
-            if not new_root.is_dir():
-                raise InputError(f"images folder {str(new_root)!r} does not exist")
-            coll.set_meta(conn, images_root=str(new_root))
-        if metadata is not None:
-            coll.set_meta(conn, metadata=str(Path(metadata).expanduser().resolve()))
-    meta = coll.meta()
-    if not Path(meta["images_root"]).is_dir():
-        raise InputError(
-            f"the images folder of collection {name!r}, {meta['images_root']!r}, is gone; pass "
-            "--images with its new location"
-        )
-    inat = InatMetadata(meta["metadata"]) if meta.get("metadata") else None
-    enc = encoder or _load_encoder(meta["model_id"], batch_size)
-    if (enc.model_id, enc.revision) != (meta["model_id"], meta["revision"]):
-        raise InputError(
-            f"collection {name!r} was embedded with {meta['model_id']} (revision "
-            f"{meta['revision']!r}) but the encoder is {enc.model_id} (revision {enc.revision!r}); "
-            "vectors of two models cannot be mixed: create a new collection for the new model"
-        )
-    stats = _sync(coll, enc, inat, batch_size, chunk_size, progress, workers)
-    return coll, stats
-
-
-def _write_shard(emb_dir: Path, idx: int, vectors: np.ndarray, ids: list[int], paths: list[str]):
-    """Metadata first, then vectors: a shard without its metadata file is never visible."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = pa.table({"image_path": paths, "image_id": pa.array(ids, pa.int64())})
-    with atomic_path(emb_dir / META_DIR / meta_file_name(idx)) as tmp:
-        pq.write_table(table, tmp)
-    with atomic_open(emb_dir / EMB_DIR / emb_file_name(idx), "wb") as fh:
-        np.save(fh, vectors.astype(np.float16))
-
-
-def _next_shard(coll: Collection) -> int:
-    row = coll.conn.execute("SELECT MAX(shard) AS m FROM images").fetchone()
-    used = [int(row["m"])] if row["m"] is not None else []
-    used += shard_numbers(coll.emb_dir)
-    return max(used) + 1 if used else 0
-
-
-def _sync(
-    coll: Collection,
-    enc: Encoder,
-    inat: InatMetadata | None,
-    batch_size: int,
-    chunk_size: int,
-    progress: bool,
-    workers: int,
-) -> UpdateStats:
-    import time
-
-    from inquire.embed.pipeline import progress_bar
-
-    root = coll.images_root
-    stats = UpdateStats()
-    files = scan_images(root)
-    conn = coll.conn
-    known = {
-        r["path"]: dict(r)
-        for r in conn.execute(
-            "SELECT image_id, path, size, mtime_ns, sha1, status, shard, row FROM images"
-        )
-    }
-    todo: list[str] = []  # new, changed or returning files, in path order
-    for rel, stat in files.items():
-        old = known.get(rel)
-        same_stat = old is not None and (old["size"], old["mtime_ns"]) == stat
-        if same_stat and old is not None and old["status"] != "deleted":
-            stats.unchanged += 1
-        else:
-            todo.append(rel)
-    gone = [p for p, r in known.items() if r["status"] != "deleted" and p not in files]
-    if gone:
-        with transaction(conn):
-            conn.executemany(
-                "UPDATE images SET status = 'deleted', shard = NULL, row = NULL, "
-                "updated = strftime('%Y-%m-%dT%H:%M:%SZ', 'now') WHERE path = ?",
-                [(p,) for p in gone],
-            )
-        stats.removed = len(gone)
-    if inat is not None:
-        todo_set = set(todo)
-        _refresh_json_metadata(coll, inat, [p for p in files if p in known and p not in todo_set])
-    # Identical bytes elsewhere in the collection (a moved file, a duplicated frame) reuse
-    # that row's vector instead of calling the encoder.
-    by_hash = {
-        r["sha1"]: (int(r["shard"]), int(r["row"]))
-        for r in conn.execute("SELECT sha1, shard, row FROM images WHERE status = 'ok'")
-    }
-    ids_taken = {int(r["image_id"]) for r in known.values()}
-    json_ids = {rec["source_id"] for rec in inat.by_key.values()} if inat else set()
-    next_id = max([*ids_taken, *json_ids, -1]) + 1
-    shard_cache: dict[int, np.ndarray] = {}
-    shard_files: dict[int, Path] = {}
-
-    def old_vector(loc: tuple[int, int]) -> np.ndarray:
-        if loc[0] not in shard_cache:
-            if loc[0] not in shard_files:
-                shard_files.update(
-                    (sh.number, sh.embeddings)
-                    for sh in list_shards(coll.emb_dir, require_metadata=False)
-                )
-            if loc[0] not in shard_files:
-                raise InputError(
-                    f"collection {coll.name!r}: its database points at shard {loc[0]}, which "
-                    f"has no file in {str(coll.emb_dir / EMB_DIR)!r}; restore that folder or "
-                    f"create the collection again"
-                )
-            shard_cache[loc[0]] = np.load(shard_files[loc[0]], mmap_mode="r")
-        return np.asarray(shard_cache[loc[0]][loc[1]], np.float32)
-
-    bar = progress_bar(disable=not progress, label=f"collection {coll.name}")
-    task = bar.add_task("sync", total=len(todo), rate="")
-    start = time.perf_counter()
-    done = [0]  # files handled by this run: the rate counts encoder work and cheap files alike
-
-    def advance(n: int) -> None:
-        done[0] += n
-        rate = done[0] / max(time.perf_counter() - start, 1e-9)
-        bar.update(task, advance=n, rate=f"{rate:,.1f} img/s")
-
-    with bar:
-        for lo in range(0, len(todo), chunk_size):
-            chunk = todo[lo : lo + chunk_size]
-            rows_out: list[tuple[str, dict[str, Any]]] = []  # (rel, record) for the db
-            vec_rows: list[np.ndarray] = []
-            to_encode: list[int] = []  # positions in rows_out
-            touched: list[tuple[int, int, str]] = []
-            first_in_chunk: dict[str, int] = {}  # sha1 -> position in rows_out
-            copies: list[tuple[int, int]] = []  # (duplicate, original) positions in rows_out
-            root_real = Path(os.path.realpath(root))
-            for rel in chunk:
-                size, mtime = files[rel]
-                full = root / rel
-                if not inside_root(root_real, full):  # became a link out since the scan
-                    log.warning("skipped %s: it links outside the images folder", full)
-                    continue
-                try:
-                    sha = file_sha1(full)
-                except OSError as exc:
-                    log.warning("cannot read %s (%s); skipped", full, exc)
-                    continue
-                old = known.get(rel)
-                if old is not None and old["status"] == "ok" and old["sha1"] == sha:
-                    touched.append((size, mtime, rel))
-                    continue
-                rec = describe(full, rel, mtime, inat)
-                if old is not None:
-                    image_id = int(old["image_id"])
-                    if old["status"] == "deleted":
-                        stats.added += 1
-                    else:
-                        stats.changed += 1
-                else:
-                    src = rec.get("source_id")
-                    if src is not None and int(src) not in ids_taken:
-                        image_id = int(src)
-                    else:
-                        image_id = next_id
-                        next_id += 1
-                    ids_taken.add(image_id)
-                    stats.added += 1
-                rec.update(image_id=image_id, size=size, mtime_ns=mtime, sha1=sha)
-                rows_out.append((rel, rec))
-                if sha in by_hash:
-                    vec_rows.append(old_vector(by_hash[sha]))
-                    stats.reused += 1
-                elif sha in first_in_chunk:  # a duplicate of a file embedded in this same chunk
-                    vec_rows.append(np.zeros(enc.dim, np.float32))
-                    copies.append((len(rows_out) - 1, first_in_chunk[sha]))
-                else:
-                    vec_rows.append(np.zeros(enc.dim, np.float32))
-                    to_encode.append(len(rows_out) - 1)
-                    first_in_chunk[sha] = len(rows_out) - 1
-            if to_encode:
-                vecs, ok, _ = embed_files(
-                    enc,
-                    [rows_out[i][0] for i in to_encode],
-                    batch_size,
-                    workers,
-                    root=root,
-                    advance=advance,
-                )
-                for j, i in enumerate(to_encode):
-                    vec_rows[i] = vecs[j]
-                    if not ok[j]:
-                        rows_out[i][1]["status"] = "unreadable"
-                stats.embedded += int(ok.sum())
-                stats.unreadable += int((~ok).sum())
-            for dup, src in copies:
-                vec_rows[dup] = vec_rows[src]
-                if rows_out[src][1].get("status") == "unreadable":
-                    rows_out[dup][1]["status"] = "unreadable"
-                    stats.unreadable += 1
-                else:
-                    stats.reused += 1
-            keep = [i for i, (_, r) in enumerate(rows_out) if r.get("status") != "unreadable"]
-            shard = -1
-            if keep:
-                shard = _next_shard(coll)
-                _write_shard(
-                    coll.emb_dir,
-                    shard,
-                    np.stack([vec_rows[i] for i in keep]),
-                    [rows_out[i][1]["image_id"] for i in keep],
-                    [rows_out[i][0] for i in keep],
-                )
-                stats.shards_written.append(shard)
-            with transaction(conn):
-                conn.executemany("UPDATE images SET size = ?, mtime_ns = ? WHERE path = ?", touched)
-                pos_in_shard = {i: r for r, i in enumerate(keep)}
-                params = []
-                for i, (rel, rec) in enumerate(rows_out):
-                    status = rec.get("status") or "ok"
-                    loc = (shard, pos_in_shard[i]) if status == "ok" else (None, None)
-                    params.append(
-                        (
-                            rec["image_id"],
-                            rel,
-                            rec["size"],
-                            rec["mtime_ns"],
-                            rec["sha1"],
-                            status,
-                            *loc,
-                            *(rec[f] for f in _META_FIELDS),
-                        )
-                    )
-                    if status == "ok":
-                        by_hash[rec["sha1"]] = (shard, pos_in_shard[i])
-                cols = (
-                    "image_id",
-                    "path",
-                    "size",
-                    "mtime_ns",
-                    "sha1",
-                    "status",
-                    "shard",
-                    "row",
-                    *_META_FIELDS,
-                )
-                quoted = ", ".join(f'"{c}"' for c in cols)
-                updates = ", ".join(f'"{c}" = excluded."{c}"' for c in cols if c != "image_id")
-                conn.executemany(
-                    f"INSERT INTO images ({quoted}) VALUES ({', '.join('?' * len(cols))}) "
-                    f"ON CONFLICT(image_id) DO UPDATE SET {updates}, "
-                    "updated = strftime('%Y-%m-%dT%H:%M:%SZ', 'now')",
-                    params,
-                )
-            stats.touched += len(touched)
-            advance(len(chunk) - len(to_encode))  # files that needed no encoder work
-    with transaction(conn):
-        coll.set_meta(conn, generation=coll.generation + 1)
-    coll.write_rows_snapshot()
-    stats.index = ensure_index(coll)
-    log.info("collection %s: %s", coll.name, stats.as_dict())
-    return stats
-
-
-def _refresh_json_metadata(coll: Collection, inat: InatMetadata, paths: list[str]) -> None:
-    """Apply a new or changed train.json to files that are otherwise unchanged (no embedding
-    work): fields the JSON has replace the stored ones, fields it lacks are kept."""
-    stamp = f"{inat.path}:{inat.path.stat().st_mtime_ns}"
-    if coll.meta().get("metadata_stamp") == stamp:
-        return
-    sets = ", ".join(f'"{f}" = COALESCE(?, "{f}")' for f in _META_FIELDS)
-    params = [
-        (*(rec[f] for f in _META_FIELDS), p) for p in paths if (rec := inat.get(p)) is not None
-    ]
-    with transaction(coll.conn) as conn:
-        conn.executemany(f"UPDATE images SET {sets} WHERE path = ?", params)
-        coll.set_meta(conn, metadata_stamp=stamp)
-
-
 def compact(name: str, root: str | os.PathLike[str] | None = None) -> int:
     """Rewrite the shards of ``name`` keeping only valid rows; returns the rows dropped.
 
@@ -863,7 +428,7 @@ def compact(name: str, root: str | os.PathLike[str] | None = None) -> int:
 
 
 def _compact_locked(coll: Collection) -> int:
-    if not (coll.emb_dir / "img_emb").is_dir():
+    if not emb_folder.is_embedding_folder(coll.emb_dir):
         return 0
     index = coll.index()
     rows = np.flatnonzero(index.valid)
@@ -882,8 +447,8 @@ def _compact_locked(coll: Collection) -> int:
     for s, lo in enumerate(range(0, len(rows), per_shard)):
         part = rows[lo : lo + per_shard]
         pid = ids[lo : lo + per_shard]
-        _write_shard(
-            new_dir, s, index.vectors(part), [int(i) for i in pid], [paths[int(i)] for i in pid]
+        emb_folder.write_shard(
+            new_dir, s, index.vectors(part), [paths[int(i)] for i in pid], [int(i) for i in pid]
         )
         locs += [(s, r, int(i)) for r, i in enumerate(pid)]
     old_dir = coll.folder / "embeddings.old"

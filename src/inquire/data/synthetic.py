@@ -35,10 +35,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from inquire._io import atomic_open, atomic_path
+from inquire.embed.folder import shard_numbers, write_shard
+from inquire.embed.precomputed import write_text_embeddings
 from inquire.errors import InputError
 
 SYNTHETIC_MODEL_ID = "synthetic"
@@ -160,16 +160,10 @@ def make_synthetic_benchmark(
 
     paths = [f"train/synthetic_{int(i)}" for i in image_ids]  # no .jpg, as INQUIRE's metadata
     emb_root = root / "embeddings"
-    (emb_root / "img_emb").mkdir(parents=True, exist_ok=True)
-    (emb_root / "metadata").mkdir(parents=True, exist_ok=True)
     bounds = np.linspace(0, n_images, n_shards + 1).astype(int)
     for s in range(n_shards):
         lo, hi = bounds[s], bounds[s + 1]
-        with atomic_open(emb_root / "img_emb" / f"img_emb_{s}.npy", "wb") as fh:
-            np.save(fh, emb[lo:hi].astype(np.float16))
-        meta = pa.table({"image_path": paths[lo:hi], "image_id": image_ids[lo:hi].astype(np.int64)})
-        with atomic_path(emb_root / "metadata" / f"metadata_{s}.parquet") as tmp:
-            pq.write_table(meta, tmp)
+        write_shard(emb_root, s, emb[lo:hi], paths[lo:hi], image_ids[lo:hi])
 
     bench = _layout(root, write_images)
     if bench.images is not None:
@@ -182,15 +176,9 @@ def make_synthetic_benchmark(
     ann["image_path"] = [path_of[i] + ".jpg" for i in ann["image_id"]]
     with atomic_open(bench.annotations, "w", encoding="utf-8", newline="") as fh:
         ann.to_csv(fh, index=False)
-    text_table = pa.table(
-        {
-            "query_text": queries["query_text"].tolist(),
-            "embedding": list(text.astype(np.float32)),
-            "model_id": [SYNTHETIC_MODEL_ID] * n_queries,
-        }
+    write_text_embeddings(
+        bench.text_embeddings, queries["query_text"].tolist(), text, SYNTHETIC_MODEL_ID
     )
-    with atomic_path(bench.text_embeddings) as tmp:
-        pq.write_table(text_table, tmp)
     with atomic_open(root / "SYNTHETIC.txt", "w", encoding="utf-8") as fh:
         fh.write(
             "These data are SYNTHETIC: random embeddings and made-up queries in INQUIRE's file\n"
@@ -235,7 +223,7 @@ def find_synthetic_benchmark(root: str | os.PathLike[str]) -> SyntheticBenchmark
     files.append(bench.text_embeddings)
     if not all(f.is_file() for f in files):
         return None
-    if not any((bench.embeddings / "img_emb").glob("img_emb_*.npy")):
+    if not shard_numbers(bench.embeddings):
         return None
     return bench
 

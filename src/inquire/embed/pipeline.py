@@ -10,46 +10,48 @@ Output (the clip-retrieval layout of INQUIRE's published embeddings, plus a mani
     OUT/errors.csv                       path, reason: images that could not be decoded
 
 Shard ``i`` always covers input items ``[i * shard_size, (i + 1) * shard_size)`` of the
-source's fixed order (fewer rows when some fail to decode). A shard is written to temporary
-files, renamed into place (metadata first, embeddings second) and only then recorded in the
-manifest, which is the commit: :class:`~inquire.embed.store.EmbeddingStore` reads only the
-shards the manifest lists. A rerun of the same command skips recorded shards and rewrites
-anything else, so an interrupted run ends with exactly the output of an uninterrupted one.
+source's fixed order (fewer rows when some fail to decode). A shard is written by
+:func:`inquire.embed.folder.write_shard` (temporary files renamed into place, metadata first,
+embeddings second) and only then recorded in the manifest, which is the commit:
+:class:`~inquire.embed.store.EmbeddingStore` reads only the shards the manifest lists. A
+rerun of the same command skips recorded shards and rewrites anything else, so an
+interrupted run ends with exactly the output of an uninterrupted one.
 
-Engines (rows of ``ENGINES``): ``local`` decodes in torch DataLoader worker processes and
-encodes in this process; ``ray`` runs the same stages as Ray Data ``map_batches`` over a Ray
-cluster (:mod:`inquire.embed.ray_engine`).
+Engines (rows of ``ENGINES``): ``local`` decodes in torch DataLoader worker processes
+(:mod:`inquire.embed.reader`) and encodes in this process; ``ray`` runs the same stages as
+Ray Data ``map_batches`` over a Ray cluster (:mod:`inquire.embed.ray_engine`). Both hand
+their results to the one :class:`ShardWriter`.
 """
 
 from __future__ import annotations
 
 import csv
-import functools
 import io
 import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
-from inquire._io import atomic_open, atomic_path, check_output_folder, write_json
+from inquire._io import atomic_open, check_output_folder
 from inquire._lock import writer_lock
+from inquire.embed import folder
 from inquire.embed._torch import file_sha256
-from inquire.embed.base import ImageEncoder, open_image
+from inquire.embed.base import ImageEncoder
+from inquire.embed.reader import decode_batches
 from inquire.embed.sources import ImageSource, open_source
 from inquire.errors import InputError, UnknownNameError
 
 log = logging.getLogger(__name__)
 
 MANIFEST_FORMAT = "inquire-embeddings/1"
+ERRORS_CSV = "errors.csv"
 # Manifest fields that must match for a rerun to continue an existing output folder.
 _RESUME_KEYS = (
     "model_id",
@@ -76,28 +78,6 @@ class EmbedSummary:
     @property
     def images_per_s(self) -> float:
         return self.new_images / self.seconds if self.seconds > 0 else 0.0
-
-
-def decode_item(source: ImageSource, preprocess: Any, i: int) -> tuple[Any, str]:
-    """``(tensor (3, H, W) float32, "")`` for item ``i``, or ``(None, reason)`` if it fails."""
-    try:
-        data = source.read(i)
-    except OSError as exc:
-        return None, f"unreadable: {exc}"
-    if not data:
-        return None, "empty file (0 bytes)"
-    from PIL import UnidentifiedImageError
-
-    try:
-        image = open_image(data)
-    except UnidentifiedImageError:
-        return None, "not an image: no image format recognised in the bytes"
-    except Exception as exc:  # Pillow raises many types for bad data
-        return None, f"not a decodable image: {type(exc).__name__}: {exc}"
-    try:
-        return preprocess(image), ""
-    except Exception as exc:
-        return None, f"preprocessing failed: {type(exc).__name__}: {exc}"
 
 
 class ShardWriter:
@@ -135,9 +115,9 @@ class ShardWriter:
         self._seen: dict[int, int] = {}
 
     def _open(self, header: dict[str, Any], overwrite: bool) -> dict[str, Any]:
-        man_path = self.out / "manifest.json"
-        if man_path.is_file() and not overwrite:
-            old = _read_manifest(man_path)
+        man_path = folder.manifest_path(self.out)
+        old = None if overwrite else _read_manifest(self.out)
+        if old is not None:
             # Compared as JSON values (the manifest turned tuples into lists).
             new = json.loads(json.dumps(header, default=str))
             diff = [k for k in _RESUME_KEYS if old.get(k) != new[k]]
@@ -150,10 +130,7 @@ class ShardWriter:
                     f"--out folder, or --overwrite to replace them"
                 )
             for sh in old["shards"]:
-                if (
-                    not (self.out / sh["img_emb"]).is_file()
-                    or not (self.out / sh["metadata"]).is_file()
-                ):
+                if not all(p.is_file() for p in folder.shard_paths(self.out, int(sh["index"]))):
                     raise InputError(
                         f"shard {sh['index']} listed in {str(man_path)!r} is missing its files; "
                         f"pass --overwrite to start {str(self.out)!r} again"
@@ -165,8 +142,8 @@ class ShardWriter:
         else:
             if (
                 not overwrite
-                and (self.out / "img_emb").is_dir()
-                and any((self.out / "img_emb").iterdir())
+                and folder.is_embedding_folder(self.out)
+                and any(folder.emb_dir(self.out).iterdir())
             ):
                 raise InputError(
                     f"{str(self.out)!r} already holds img_emb/ shards but no manifest.json of "
@@ -176,11 +153,7 @@ class ShardWriter:
                 _clear_output(self.out)
             manifest = {**header, "shards": [], "count": 0, "n_errors": 0, "complete": False}
             manifest["created"] = _now()
-        for sub in ("img_emb", "metadata"):
-            (self.out / sub).mkdir(parents=True, exist_ok=True)
-            # Temporary files of a killed run (never renamed into place).
-            for tmp in (self.out / sub).glob(".*.tmp"):
-                tmp.unlink(missing_ok=True)
+        folder.prepare_folder(self.out)
         return manifest
 
     @property
@@ -226,25 +199,23 @@ class ShardWriter:
         order = np.argsort(items, kind="stable")
         items, emb = items[order], emb[order]
         errors = sorted(e for p in parts for e in p[2])
-        columns: dict[str, Any] = {"image_path": [self.source.paths[i] for i in items]}
-        if self.source.image_ids is not None:
-            columns["image_id"] = self.source.image_ids[items].astype(np.int64)
-        table = pa.table(columns, schema=_schema(self.source.image_ids is not None))
-        emb_rel = f"img_emb/img_emb_{shard}.npy"
-        meta_rel = f"metadata/metadata_{shard}.parquet"
-        # Metadata first, embeddings second: stores discover shards by their .npy file.
-        with atomic_path(self.out / meta_rel) as tmp:
-            pq.write_table(table, tmp)
-        with atomic_open(self.out / emb_rel, "wb") as fh:
-            np.save(fh, emb.astype(np.float16))
+        ids = self.source.image_ids
+        emb_path, meta_path = folder.write_shard(
+            self.out,
+            shard,
+            emb,
+            [self.source.paths[i] for i in items],
+            ids[items] if ids is not None else None,
+        )
+        emb_rel, meta_rel = folder.shard_relpaths(shard)
         entry = {
             "index": shard,
             "count": len(items),
             "n_inputs": len(items) + len(errors),
             "img_emb": emb_rel,
             "metadata": meta_rel,
-            "sha256_img_emb": file_sha256(self.out / emb_rel),
-            "sha256_metadata": file_sha256(self.out / meta_rel),
+            "sha256_img_emb": file_sha256(emb_path),
+            "sha256_metadata": file_sha256(meta_path),
             "errors": [[self.source.paths[i], reason] for i, reason in errors],
         }
         shards = [sh for sh in self.manifest["shards"] if int(sh["index"]) != shard]
@@ -263,9 +234,9 @@ class ShardWriter:
         w.writerow(["path", "reason"])
         for sh in m["shards"]:
             w.writerows(sh["errors"])
-        with atomic_open(self.out / "errors.csv", "w", encoding="utf-8", newline="") as fh:
+        with atomic_open(self.out / ERRORS_CSV, "w", encoding="utf-8", newline="") as fh:
             fh.write(buf.getvalue())
-        write_json(self.out / "manifest.json", m)
+        folder.write_manifest(self.out, m)
 
     def finish(self) -> None:
         if self._pending or self.todo():
@@ -273,32 +244,20 @@ class ShardWriter:
         self._write_manifest(complete=True)
 
 
-def _schema(with_ids: bool) -> pa.Schema:
-    fields = [pa.field("image_path", pa.string())]
-    if with_ids:
-        fields.append(pa.field("image_id", pa.int64()))
-    return pa.schema(fields)
-
-
-def _read_manifest(path: Path) -> dict[str, Any]:
-    try:
-        man: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise InputError(f"{str(path)!r} is not valid JSON ({exc}); pass --overwrite") from exc
-    if man.get("format") != MANIFEST_FORMAT:
+def _read_manifest(out: Path) -> dict[str, Any] | None:
+    """The manifest of an earlier ``inquire embed`` into ``out`` (None when there is none)."""
+    man = folder.read_manifest(out, fix="pass --overwrite to start this folder again")
+    if man is not None and man.get("format") != MANIFEST_FORMAT:
         raise InputError(
-            f"{str(path)!r} is not a manifest of inquire embed (format {man.get('format')!r}); "
-            f"choose another --out folder"
+            f"{str(folder.manifest_path(out))!r} is not a manifest of inquire embed (format "
+            f"{man.get('format')!r}); choose another --out folder"
         )
     return man
 
 
 def _clear_output(out: Path) -> None:
-    for sub, pattern in (("img_emb", "img_emb_*.npy"), ("metadata", "metadata_*.parquet")):
-        for p in (out / sub).glob(pattern) if (out / sub).is_dir() else []:
-            p.unlink()
-    for name in ("manifest.json", "errors.csv"):
-        (out / name).unlink(missing_ok=True)
+    folder.remove_shards(out)
+    (out / ERRORS_CSV).unlink(missing_ok=True)
 
 
 def _now() -> str:
@@ -307,80 +266,6 @@ def _now() -> str:
 
 # --------------------------------------------------------------------------------------------
 # The local engine: DataLoader workers decode, this process encodes and writes.
-
-
-def _keep_image(image: Any) -> Any:
-    """The identity ``preprocess``: hand the decoded RGB PIL image on as it is."""
-    return image
-
-
-class _DecodeDataset:
-    """Map-style dataset: item index -> (index, pixels or None, failure reason)."""
-
-    def __init__(self, source: ImageSource, preprocess: Any) -> None:
-        self.source, self.preprocess = source, preprocess
-
-    def __len__(self) -> int:
-        return len(self.source)
-
-    def __getitem__(self, i: int) -> tuple[int, Any, str]:
-        pixels, reason = decode_item(self.source, self.preprocess, i)
-        return i, pixels, reason
-
-
-DecodedBatch = tuple[np.ndarray, Any, list[tuple[int, str]]]
-
-
-def _collate(batch: list[tuple[int, Any, str]], stack: bool = True) -> DecodedBatch:
-    ok = [(i, px) for i, px, _ in batch if px is not None]
-    items = np.array([i for i, _ in ok], dtype=np.int64)
-    pixels: Any = None
-    if ok and stack:
-        import torch
-
-        pixels = torch.stack([px for _, px in ok])
-    elif ok:
-        pixels = [px for _, px in ok]
-    return items, pixels, [(i, r) for i, px, r in batch if px is None]
-
-
-def decode_batches(
-    source: ImageSource,
-    batches: Sequence[Sequence[int]],
-    preprocess: Any = None,
-    workers: int = 2,
-    stack: bool = True,
-) -> Iterator[DecodedBatch]:
-    """Read, decode and preprocess the items of ``source`` in parallel, batch by batch.
-
-    ``batches``: lists of item indices, yielded in this order. Each item is opened with
-    :func:`~inquire.embed.base.open_image` (EXIF orientation, 16-bit, alpha, CMYK handled)
-    and passed through ``preprocess`` (None: keep the RGB PIL image). ``workers``: torch
-    DataLoader worker processes (0 decodes in this process, without torch when
-    ``stack=False``).
-
-    Yields ``(items (b,) int64, pixels, errors)`` per batch: ``items`` the indices that
-    decoded, ``pixels`` a ``(b, 3, H, W)`` tensor when ``stack`` (else a list of ``b``
-    preprocessed images; None when ``b == 0``), ``errors`` ``[(item, reason), ...]`` for the
-    items that could not be decoded (a bad image never stops the run).
-    """
-    prep = preprocess if preprocess is not None else _keep_image
-    collate = functools.partial(_collate, stack=stack)
-    if workers == 0:
-        # Same work as a DataLoader without workers, but needs torch only to stack.
-        for batch in batches:
-            yield collate([(i, *decode_item(source, prep, i)) for i in batch])
-        return
-    from torch.utils.data import DataLoader
-
-    loader: Any = DataLoader(
-        _DecodeDataset(source, prep),  # type: ignore[arg-type]
-        batch_sampler=[list(b) for b in batches],
-        num_workers=workers,
-        collate_fn=collate,
-        prefetch_factor=4,
-    )
-    yield from loader
 
 
 def progress_bar(console: Any = None, disable: bool = False, label: str = "embedding") -> Any:
@@ -453,7 +338,8 @@ def _run_ray(
 ) -> None:
     from inquire.embed.ray_engine import run_ray
 
-    run_ray(encoder, source, writer, batch_size, workers, address, advance)
+    items = [i for s in writer.todo() for i in range(*writer.bounds(s))]
+    run_ray(encoder, source, items, writer.add, batch_size, workers, address, advance)
 
 
 Engine = Callable[

@@ -2,26 +2,26 @@
 
 Reader tasks (``map_batches`` over item indices) read and preprocess images where they run;
 encoder actors (one model each, a GPU each when the encoder runs on CUDA) embed them; the
-driver receives the embeddings and commits shards with the same
-:class:`~inquire.embed.pipeline.ShardWriter` as the local engine, so the output layout,
-manifest and resume behaviour are identical. Ray is an optional extra (``inquire[ray]``).
+driver receives the embeddings and hands them to the caller's ``add`` (in ``inquire embed``,
+the same :class:`~inquire.embed.pipeline.ShardWriter` as the local engine), so the output
+layout, manifest and resume behaviour are identical. The reader stage is
+:func:`inquire.embed.reader.decode_item`, as in the local engine. Ray is an optional extra
+(``inquire[ray]``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
+from inquire.embed.base import ImageEncoder
+from inquire.embed.reader import decode_item
+from inquire.embed.sources import ImageSource
 from inquire.errors import InputError
-
-if TYPE_CHECKING:
-    from inquire.embed.base import ImageEncoder
-    from inquire.embed.pipeline import ShardWriter
-    from inquire.embed.sources import ImageSource
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,6 @@ def _decode_batch(
     batch: dict[str, np.ndarray], source: ImageSource, preprocess: Any, shape: tuple[int, ...]
 ) -> dict[str, np.ndarray]:
     """Reader stage: item indices -> pixels (zeros where decoding failed), ok flags, reasons."""
-    from inquire.embed.pipeline import decode_item
-
     items = batch["item"].astype(np.int64)
     pixels = np.zeros((len(items), *shape), np.float32)
     ok = np.zeros(len(items), bool)
@@ -72,13 +70,19 @@ class _EncodeActor:
 def run_ray(
     encoder: ImageEncoder,
     source: ImageSource,
-    writer: ShardWriter,
+    items: Sequence[int],
+    add: Callable[[np.ndarray, np.ndarray, list[tuple[int, str]]], None],
     batch_size: int,
     workers: int,
     address: str | None,
     advance: Callable[[int], None],
 ) -> None:
-    """Embed the writer's remaining shards on Ray (started locally, or joined at ``address``)."""
+    """Embed the ``items`` of ``source`` on Ray (started locally, or joined at ``address``).
+
+    ``add(items (b,) int64, emb (b, d) float32, errors [(item, reason), ...])`` receives each
+    batch in the order of ``items`` (``emb`` holds the rows of the items that decoded);
+    ``advance(n)`` the number of items it covered.
+    """
     try:
         import ray
         import ray.data
@@ -97,7 +101,6 @@ def run_ray(
         log.warning("Ray is already initialised in this process; ignoring --address %s", address)
     try:
         shape = tuple(encoder.preprocess(Image.new("RGB", (8, 8))).shape)
-        items = [i for s in writer.todo() for i in range(*writer.bounds(s))]
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = True  # shards then complete one after another
         gpu = encoder.device.startswith("cuda")
@@ -130,7 +133,7 @@ def run_ray(
                 for i, r in zip(batch["item"][~ok], batch["reason"][~ok], strict=True)
             ]
             got, emb = np.asarray(batch["item"], np.int64), np.asarray(batch["emb"], np.float32)
-            writer.add(got[ok], emb[ok], errors)
+            add(got[ok], emb[ok], errors)
             advance(len(ok))
     finally:
         if started:

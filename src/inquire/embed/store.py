@@ -5,7 +5,8 @@
     DIR/manifest.json                    optional (written by ``inquire embed``)
 
 Shard numbers may be zero-padded (clip-retrieval pads them once there are ten or more
-partitions: ``img_emb_00.npy``); :mod:`inquire.embed.layout` parses and pairs the names.
+partitions: ``img_emb_00.npy``); :mod:`inquire.embed.folder` owns the names, pairs the files
+and reads the manifest.
 
 This is the layout of INQUIRE's published iNat24 embeddings, whose ``image_path`` values have
 no ``.jpg`` suffix and which carry no ``image_id``: rows then get ids 0..N-1 in shard order,
@@ -14,7 +15,6 @@ and :meth:`EmbeddingStore.ids_for_paths` maps paths to them.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Iterator
@@ -25,7 +25,15 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from inquire.embed.layout import list_shards, shard_numbers
+from inquire.embed.folder import (
+    DAMAGED_FIX,
+    emb_dir,
+    is_embedding_folder,
+    list_shards,
+    manifest_path,
+    read_manifest,
+    shard_numbers,
+)
 from inquire.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -39,16 +47,12 @@ class EmbeddingStore:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
-        emb_dir = self.root / "img_emb"
-        if not emb_dir.is_dir():
+        if not is_embedding_folder(self.root):
             raise InputError(
                 f"{str(self.root)!r} is not an embedding folder: it has no img_emb/ sub-folder "
                 f"(expected the clip-retrieval layout img_emb/img_emb_{{i}}.npy + metadata/)"
             )
-        self.manifest: dict[str, Any] = {}
-        man = self.root / "manifest.json"
-        if man.is_file():
-            self.manifest = read_store_manifest(man)
+        self.manifest: dict[str, Any] = read_manifest(self.root) or {}
         committed: list[int] | None = None
         if "shards" in self.manifest:
             # Written by ``inquire embed``: the manifest is the commit record, so a shard file
@@ -57,14 +61,15 @@ class EmbeddingStore:
             missing = set(committed) - set(shard_numbers(self.root))
             if missing:
                 raise InputError(
-                    f"{str(man)!r} lists shard(s) {sorted(missing)} whose img_emb files are "
-                    f"missing; re-run inquire embed on this folder to rebuild them"
+                    f"{str(manifest_path(self.root))!r} lists shard(s) {sorted(missing)} whose "
+                    f"img_emb files are missing; re-run inquire embed on this folder to rebuild "
+                    f"them"
                 )
         # Padded (clip-retrieval: img_emb_00.npy) and unpadded names, numeric order, each
         # .npy paired with the metadata file of the same number.
         found = list_shards(self.root, committed)
         if not found:
-            raise InputError(f"{str(emb_dir)!r} holds no img_emb_{{i}}.npy shards")
+            raise InputError(f"{str(emb_dir(self.root))!r} holds no img_emb_{{i}}.npy shards")
         self.shard_paths = [sh.embeddings for sh in found]
         self.shard_indices = [sh.number for sh in found]
         self.metadata_paths: list[Path] = [sh.metadata for sh in found if sh.metadata]
@@ -218,22 +223,7 @@ class EmbeddingStore:
         check_unit_norm(self.rows(rows), f"image embeddings in {str(self.root)!r}", tol)
 
 
-_FIX = (
-    "it is damaged or was not written completely (an interrupted copy or download?): "
-    "copy or download it again, or re-create the folder with `inquire embed ... --overwrite`"
-)
 SHARD_DTYPES = (np.dtype(np.float16), np.dtype(np.float32))
-
-
-def read_store_manifest(path: Path) -> dict[str, Any]:
-    """The store's ``manifest.json`` as a dict, or an :class:`InputError` naming the file."""
-    try:
-        man = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise InputError(f"{str(path)!r} is not readable JSON ({exc}); {_FIX}") from exc
-    if not isinstance(man, dict) or not isinstance(man.get("shards", []), list):
-        raise InputError(f"{str(path)!r} is not an embedding manifest (a JSON object); {_FIX}")
-    return man
 
 
 def open_shard(path: Path) -> np.ndarray:
@@ -244,7 +234,7 @@ def open_shard(path: Path) -> np.ndarray:
     try:
         size = path.stat().st_size
         if size == 0:
-            raise InputError(f"embedding shard {str(path)!r} is empty (0 bytes); {_FIX}")
+            raise InputError(f"embedding shard {str(path)!r} is empty (0 bytes); {DAMAGED_FIX}")
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except InputError:
         raise
@@ -256,13 +246,14 @@ def open_shard(path: Path) -> np.ndarray:
             if "length is greater" in str(exc)
             else "is not a readable .npy array"
         )
-        raise InputError(f"embedding shard {str(path)!r} {what}: {exc}; {_FIX}") from None
+        raise InputError(f"embedding shard {str(path)!r} {what}: {exc}; {DAMAGED_FIX}") from None
     if not isinstance(arr, np.ndarray):  # an .npz archive
-        raise InputError(f"embedding shard {str(path)!r} is not a single .npy array; {_FIX}")
+        raise InputError(f"embedding shard {str(path)!r} is not a single .npy array; {DAMAGED_FIX}")
     if arr.ndim != 2 or arr.dtype not in SHARD_DTYPES:
         raise InputError(
             f"embedding shard {str(path)!r} holds a {arr.dtype} array of shape {arr.shape}; an "
-            f"embedding shard is an (n, d) float16 or float32 matrix, one row per image; {_FIX}"
+            f"embedding shard is an (n, d) float16 or float32 matrix, one row per image; "
+            f"{DAMAGED_FIX}"
         )
     return arr
 
@@ -295,7 +286,7 @@ def read_shard_metadata(path: Path, emb_path: Path, n_rows: int) -> pd.DataFrame
         df = pq.read_table(path).to_pandas()
     except (OSError, ValueError) as exc:  # pyarrow.ArrowInvalid is a ValueError
         raise InputError(
-            f"metadata file {str(path)!r} is not a readable parquet file: {exc}; {_FIX}"
+            f"metadata file {str(path)!r} is not a readable parquet file: {exc}; {DAMAGED_FIX}"
         ) from None
     if "image_path" not in df.columns:
         raise InputError(
@@ -306,7 +297,7 @@ def read_shard_metadata(path: Path, emb_path: Path, n_rows: int) -> pd.DataFrame
     if len(df) != n_rows:
         raise InputError(
             f"metadata file {str(path)!r} has {len(df)} rows but {str(emb_path)!r} has "
-            f"{n_rows}; the two files of a shard must come from the same run: {_FIX}"
+            f"{n_rows}; the two files of a shard must come from the same run: {DAMAGED_FIX}"
         )
     if "image_id" in df.columns:
         ids = pd.to_numeric(df["image_id"], errors="coerce")

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from inquire._io import atomic_path, write_json
+from inquire.embed.folder import manifest_path, metadata_files
 from inquire.embed.store import EmbeddingStore
 from inquire.errors import InputError, UnknownNameError
 from inquire.index.exact import check_queries
@@ -66,12 +67,10 @@ def store_fingerprint(store: EmbeddingStore) -> str:
             h.update(fh.read(4096))
             fh.seek(max(0, st.st_size - 4096))
             h.update(fh.read(4096))
-    meta_dir = store.root / "metadata"
-    if meta_dir.is_dir():
-        for path in sorted(meta_dir.glob("metadata_*.parquet")):
-            st = path.stat()
-            h.update(f"|{path.name}:{st.st_size}:{st.st_mtime_ns}".encode())
-    manifest = store.root / "manifest.json"
+    for path in sorted(metadata_files(store.root)):
+        st = path.stat()
+        h.update(f"|{path.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    manifest = manifest_path(store.root)
     if manifest.is_file():
         h.update(manifest.read_bytes())
     return h.hexdigest()[:32]

@@ -1,8 +1,9 @@
 """Embedding stores for search tests, written in the clip-retrieval layout.
 
 ``write_store`` lays out any ``(N, d)`` matrix as ``img_emb/img_emb_{i}.npy`` +
-``metadata/metadata_{i}.parquet`` with chosen shard sizes, ids and paths, including the
-layout of INQUIRE's published embeddings (``image_path`` without ``.jpg``, no ``image_id``).
+``metadata/metadata_{i}.parquet`` (through :func:`inquire.embed.folder.write_shard`, the one
+writer of the layout) with chosen shard sizes, ids and paths, including the layout of
+INQUIRE's published embeddings (``image_path`` without ``.jpg``, no ``image_id``).
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
+
+from inquire.embed.folder import write_shard
 
 
 def write_store(
@@ -38,16 +39,11 @@ def write_store(
         raise ValueError(f"shard sizes {sizes} do not sum to {n} rows")
     ids = np.arange(n, dtype=np.int64) if ids is None else np.asarray(ids, np.int64)
     path_list = list(paths) if paths is not None else [f"train/img_{i}" for i in ids]
-    (root / "img_emb").mkdir(parents=True, exist_ok=True)
-    (root / "metadata").mkdir(parents=True, exist_ok=True)
     lo = 0
     for s, size in enumerate(sizes):
         hi = lo + size
-        np.save(root / "img_emb" / f"img_emb_{s}.npy", np.asarray(vectors[lo:hi], dtype=dtype))
-        cols: dict[str, object] = {"image_path": path_list[lo:hi]}
-        if with_image_id:
-            cols["image_id"] = ids[lo:hi]
-        pq.write_table(pa.table(cols), root / "metadata" / f"metadata_{s}.parquet")
+        shard_ids = ids[lo:hi] if with_image_id else None
+        write_shard(root, s, np.asarray(vectors[lo:hi]), path_list[lo:hi], shard_ids, dtype)
         lo = hi
     return root
 

@@ -10,6 +10,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.panel import Panel
 
+from inquire.embed.folder import is_embedding_folder
+
 DEMO_PORT = 8000
 
 
@@ -41,7 +43,7 @@ def serve_command(
     ):
         if (bench_root / name).is_file():
             args += [flag, str(bench_root / name)]
-    if (bench_root / "embeddings" / "img_emb").is_dir():
+    if is_embedding_folder(bench_root / "embeddings"):
         args += ["--embeddings", str(bench_root / "embeddings")]
         if (bench_root / "text_embeddings.parquet").is_file():
             args += ["--model", f"precomputed:{bench_root / 'text_embeddings.parquet'}"]
