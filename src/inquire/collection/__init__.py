@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from inquire.collection.filters import Filters, parse_filters
-from inquire.collection.search import SearchRequest, masked_search, search
+from inquire.collection.search import CollectionSearcher, SearchRequest, masked_search, search
 from inquire.collection.store import (
     Collection,
     CollectionIndex,
@@ -19,6 +19,7 @@ from inquire.collection.store import (
 __all__ = [
     "Collection",
     "CollectionIndex",
+    "CollectionSearcher",
     "Filters",
     "SearchRequest",
     "UpdateStats",
