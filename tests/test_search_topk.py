@@ -10,6 +10,7 @@ dense, screened, faiss) and a faiss ``Flat`` index all return exactly what
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -75,14 +76,14 @@ def test_bad_arguments_are_named() -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _collection_index(store: EmbeddingStore, image_id: np.ndarray, ann: object) -> object:
+def _collection_index(store: EmbeddingStore, image_id: np.ndarray, ann: Any) -> Any:
     """A collection's search index over ``store`` (no collection folder needed): the rows
     whose ``image_id`` is -1 are invalid (deleted files)."""
     from inquire.collection.store import CollectionIndex
 
     n = len(store)
     return CollectionIndex(
-        collection=None,  # type: ignore[arg-type]
+        collection=None,
         store=store,
         image_id=image_id,
         days=np.zeros(n, np.int32),
@@ -95,7 +96,7 @@ def _collection_index(store: EmbeddingStore, image_id: np.ndarray, ann: object) 
     )
 
 
-def _flat_index(store: EmbeddingStore) -> object:
+def _flat_index(store: EmbeddingStore) -> Any:
     import faiss
 
     from inquire.index.ann import AnnIndex
@@ -116,15 +117,17 @@ def _searchers(store: EmbeddingStore, image_id: np.ndarray) -> dict[str, tuple[S
         "exact": (ExactIndex(store, screen="off", block_rows=128, chunk_rows=64), False),
         "exact bf16": (ExactIndex(store, screen="bf16", block_rows=128, chunk_rows=64), False),
         "exact 2 threads": (ExactIndex(store, screen="off", threads=2, chunk_rows=32), False),
-        "faiss Flat": (flat, False),  # type: ignore[dict-item]
-        "collection exact": (CollectionSearcher(plain, screen="off"), True),  # type: ignore[arg-type]
-        "collection bf16": (CollectionSearcher(plain, exact=True, screen="bf16"), True),  # type: ignore[arg-type]
-        "collection faiss": (CollectionSearcher(with_ann), True),  # type: ignore[arg-type]
+        "faiss Flat": (flat, False),
+        "collection exact": (CollectionSearcher(plain, screen="off"), True),
+        "collection bf16": (CollectionSearcher(plain, exact=True, screen="bf16"), True),
+        "collection faiss": (CollectionSearcher(with_ann), True),
     }
 
 
 @pytest.fixture(scope="module")
-def stores(tmp_path_factory: pytest.TempPathFactory) -> dict[int, tuple[EmbeddingStore, np.ndarray]]:
+def stores(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[int, tuple[EmbeddingStore, np.ndarray]]:
     """Stores of small-integer vectors, by seed: duplicates and zero rows give many ties;
     ids are scattered int64 (some above 2**32, so exact search ranks ids internally)."""
     pytest.importorskip("torch")
@@ -198,7 +201,7 @@ def test_faiss_completes_a_tie_group_at_the_cut(tmp_path: Path) -> None:
     store = EmbeddingStore(write_store(tmp_path / "s", x, ids=ids))
     q = np.ones((2, 4), np.float32)
     flat = _flat_index(store)
-    s, i = flat.search(q, 10)  # type: ignore[attr-defined]
+    s, i = flat.search(q, 10)
     assert i[0].tolist() == sorted(ids[:50].tolist())[:10] and (s == 0.5).all()
     ref_s, ref_i = ExactIndex(store).search(q, 10)
     np.testing.assert_array_equal(i, ref_i)

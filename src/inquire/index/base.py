@@ -45,11 +45,7 @@ def check_mask(mask: object, n: int) -> np.ndarray | None:
     if mask is None:
         return None
     if not isinstance(mask, np.ndarray) or mask.dtype != np.bool_ or mask.shape != (n,):
-        got = (
-            f"{mask.dtype} {mask.shape}"
-            if isinstance(mask, np.ndarray)
-            else type(mask).__name__
-        )
+        got = f"{mask.dtype} {mask.shape}" if isinstance(mask, np.ndarray) else type(mask).__name__
         hint = "; search parameters such as nprobe go in params=" if isinstance(mask, dict) else ""
         raise InputError(
             f"mask must be a ({n},) bool array (one flag per store row), got {got}{hint}"
