@@ -41,6 +41,7 @@ def encode_keys(scores: np.ndarray, id_keys: np.ndarray) -> np.ndarray:
 
 
 def decode_scores(keys: np.ndarray) -> np.ndarray:
+    """float32 scores of :func:`encode_keys` keys; padding keys give ``-inf``."""
     ordered = ~(keys >> _SHIFT).astype(np.uint32)
     bits = np.where(ordered >> np.uint32(31), ordered & np.uint32(0x7FFFFFFF), ~ordered)
     out = bits.view(np.float32).copy()
