@@ -223,3 +223,14 @@ def test_cli_index_exact_and_nprobe(tmp_path: Path):
     assert res.exit_code == 0 and "IVF4,Flat (60 rows" in res.output
     res = runner.invoke(app, ["collection", "update", "cl", "--index", "HNSW-nope"])
     assert res.exit_code == 2 and "not a faiss factory string" in res.output
+
+
+def test_the_index_module_does_not_import_the_store_module() -> None:
+    """collection/store.py uses collection/ann.py; ann.py knows a collection only through
+    its CollectionFiles protocol (no import of store.py, not even for type checking)."""
+    import ast
+
+    tree = ast.parse(Path(coll_ann.__file__).read_text(encoding="utf-8"))
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not {m for m in imported if m and m.startswith("inquire.collection")}, imported
