@@ -161,9 +161,9 @@ def main() -> None:
         times, found = [], []
         for q in queries:
             t0 = time.perf_counter()
-            ids, _ = masked_search(index, q[None], args.k, f.mask(index))[0]
+            _, ids = masked_search(index, q[None], args.k, f.mask(index))
             times.append(time.perf_counter() - t0)
-            found.append(ids.tolist())
+            found.append(ids[0][ids[0] >= 0].tolist())
         results[label] = (int(f.mask(index).sum()), statistics.median(times), found)
     print(f"\nmedian latency over {args.repeats} queries, top-{args.k}, 1 query at a time")
     print(f"{'filter':28s} {'rows kept':>10s} {'exact (s)':>10s} {'naive (s)':>10s} {'ratio':>7s}")
@@ -186,7 +186,7 @@ def main() -> None:
 def faiss_path(root: Path, args, queries: np.ndarray, cases: dict, results: dict) -> None:
     """The faiss index with the filters as an ID selector: latency and recall@k vs exact."""
     from inquire.collection import open_collection
-    from inquire.collection.ann import ensure_index, filtered_search
+    from inquire.collection.ann import ensure_index
     from inquire.collection.search import masked_search
     from inquire.collection.store import transaction
     from inquire.index.ann import recall_at_k
@@ -221,9 +221,9 @@ def faiss_path(root: Path, args, queries: np.ndarray, cases: dict, results: dict
             times, approx = [], []
             for q in queries:
                 t0 = time.perf_counter()
-                ids, _ = masked_search(index, q[None], k, f.mask(index), nprobe=nprobe)[0]
+                _, ids = masked_search(index, q[None], k, f.mask(index), nprobe=nprobe)
                 times.append(time.perf_counter() - t0)
-                approx.append(ids)
+                approx.append(ids[0][ids[0] >= 0])
             a = np.full((len(queries), k), -1, np.int64)
             e = np.full((len(queries), k), -1, np.int64)
             for r, (ai, ei) in enumerate(zip(approx, found, strict=True)):
@@ -231,8 +231,10 @@ def faiss_path(root: Path, args, queries: np.ndarray, cases: dict, results: dict
             rec = recall_at_k(a, e, k)
             t = statistics.median(times)
             # Queries faiss answered with fewer than k selected rows (then searched exactly).
-            short = filtered_search(index.ann, queries, k, f.mask(index) & index.valid, nprobe)
-            n_short = int(((short.rows >= 0).sum(1) < min(k, _kept)).sum())
+            _, short = index.ann.search(
+                queries, k, f.mask(index) & index.valid, params={"nprobe": nprobe}
+            )
+            n_short = int(((short >= 0).sum(1) < min(k, _kept)).sum())
             line += f" {t:16.3f} {rec:10.3f} {n_short:>3d}/{len(queries)}"
             summary.append((label, nprobe, t_exact / t, rec))
         print(line)

@@ -59,14 +59,22 @@ def _masks(index) -> dict[str, np.ndarray | None]:
     }
 
 
+def _lists(result):
+    """``(scores, ids)`` of a search as one ``(ids, scores)`` per query, padding dropped."""
+    scores, ids = result
+    assert scores.shape == ids.shape and scores.dtype == np.float32 and ids.dtype == np.int64
+    assert np.isneginf(scores[ids < 0]).all()
+    return [(i[i >= 0], s[i >= 0]) for s, i in zip(scores, ids, strict=True)]
+
+
 def test_probing_every_list_equals_the_exact_filtered_search(coll_with_ivf):
     coll, _, _ = coll_with_ivf
     index = coll.index()
     assert index.ann is not None and index.ann.index.nlist == NLIST
     q = _queries(6)
     for label, mask in _masks(index).items():
-        approx = masked_search(index, q, 15, mask, nprobe=NLIST)
-        exact = masked_search(index, q, 15, mask, exact=True)
+        approx = _lists(masked_search(index, q, 15, mask, nprobe=NLIST))
+        exact = _lists(masked_search(index, q, 15, mask, exact=True))
         for (ai, asc), (ei, esc) in zip(approx, exact, strict=True):
             assert ai.tolist() == ei.tolist(), label
             np.testing.assert_allclose(asc, esc, atol=1e-5)
@@ -83,10 +91,10 @@ def test_the_filter_is_a_selector_inside_faiss(coll_with_ivf):
     coll, _, _ = coll_with_ivf
     index = coll.index()
     mask = np.random.default_rng(5).random(len(index)) < 0.3
-    res = coll_ann.filtered_search(index.ann, _queries(4), 20, mask, nprobe=NLIST)
+    scores, ids = index.ann.search(_queries(4), 20, mask, params={"nprobe": NLIST})
     # faiss itself returns k hits, all of them selected rows: nothing is dropped afterwards.
-    assert (res.rows >= 0).all() and mask[res.rows].all()
-    assert np.isfinite(res.scores).all()
+    assert (ids >= 0).all() and mask[index.ann.store.row_of(ids.ravel())].all()
+    assert np.isfinite(scores).all()
 
 
 def test_fewer_probes_recall_is_measured_and_results_are_never_short(coll_with_ivf, capsys):
@@ -97,9 +105,9 @@ def test_fewer_probes_recall_is_measured_and_results_are_never_short(coll_with_i
     lines = []
     for label, mask in _masks(index).items():
         sel = index.valid if mask is None else mask & index.valid
-        exact = masked_search(index, q, k, mask, exact=True)
+        exact = _lists(masked_search(index, q, k, mask, exact=True))
         for nprobe in (1, 2, NLIST):
-            approx = masked_search(index, q, k, mask, nprobe=nprobe)
+            approx = _lists(masked_search(index, q, k, mask, nprobe=nprobe))
             for ids, _ in approx:
                 # Filters inside the search: always min(k, selected) hits, all passing it.
                 assert len(ids) == min(k, int(sel.sum()))
@@ -134,14 +142,14 @@ def test_index_follows_the_collection(coll_with_ivf, tmp_path, caplog):
     assert st.removed == 1 and st.index == f"kept IVF{NLIST},Flat"
     index = coll.index()
     q = index.vectors(gone)  # the deleted image's own vector: it would rank first
-    ids, _ = masked_search(index, q, 5, nprobe=NLIST)[0]
+    ids, _ = _lists(masked_search(index, q, 5, nprobe=NLIST))[0]
     assert gone_id not in ids.tolist() and len(ids) == 5
     # Embeddings changed behind the index's back (an interrupted update): exact search.
     write_shard(coll.emb_dir, 99, q, ["ghost.jpg"], [10**6])
     with caplog.at_level(logging.WARNING):
         stale = coll.index()
     assert stale.ann is None and "does not match the embeddings" in caplog.text
-    assert len(masked_search(stale, q, 5)[0][0]) == 5
+    assert len(_lists(masked_search(stale, q, 5))[0][0]) == 5
     (coll.emb_dir / "img_emb" / "img_emb_99.npy").unlink()
     (coll.emb_dir / "metadata" / "metadata_99.parquet").unlink()
     _, st = update_collection("big", encoder=enc)
@@ -175,7 +183,7 @@ def test_index_settings_and_errors(tmp_path):
         index = coll.index()
         mask = np.zeros(len(index), bool)
         mask[::3] = True
-        for ids, _ in masked_search(index, _queries(3), 6, mask):
+        for ids, _ in _lists(masked_search(index, _queries(3), 6, mask)):
             assert len(ids) == 6 and mask[index.rows_of(ids)].all()
     with pytest.raises(InputError, match="nprobe must be at least 1"):
         masked_search(coll.index(), _queries(1), 5, nprobe=0)
@@ -215,3 +223,14 @@ def test_cli_index_exact_and_nprobe(tmp_path: Path):
     assert res.exit_code == 0 and "IVF4,Flat (60 rows" in res.output
     res = runner.invoke(app, ["collection", "update", "cl", "--index", "HNSW-nope"])
     assert res.exit_code == 2 and "not a faiss factory string" in res.output
+
+
+def test_the_index_module_does_not_import_the_store_module() -> None:
+    """collection/store.py uses collection/ann.py; ann.py knows a collection only through
+    its CollectionFiles protocol (no import of store.py, not even for type checking)."""
+    import ast
+
+    tree = ast.parse(Path(coll_ann.__file__).read_text(encoding="utf-8"))
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not {m for m in imported if m and m.startswith("inquire.collection")}, imported

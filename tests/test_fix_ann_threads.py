@@ -21,13 +21,13 @@ def test_concurrent_searches_match_single_threaded_results(tmp_path: Path) -> No
     ix = AnnIndex.load(store, "ivf")
     queries = random_unit(40, 16, seed=2)
     settings = [{"nprobe": 1.0}, {"nprobe": 3.0}, {"nprobe": 16.0}]
-    expected = [ix.search(queries, 25, p) for p in settings]
+    expected = [ix.search(queries, 25, params=p) for p in settings]
     # the settings really give different results, so a mix-up would show
     assert not np.array_equal(expected[0][1], expected[2][1])
 
     jobs = [i % len(settings) for i in range(60)]
     with ThreadPoolExecutor(6) as pool:
-        results = list(pool.map(lambda i: ix.search(queries, 25, settings[i]), jobs))
+        results = list(pool.map(lambda i: ix.search(queries, 25, params=settings[i]), jobs))
     for i, (scores, ids) in zip(jobs, results, strict=True):
         np.testing.assert_array_equal(ids, expected[i][1])
         np.testing.assert_array_equal(scores, expected[i][0])

@@ -1,4 +1,4 @@
-"""The collection's masked exact top-k applies the same ranking rule as index.exact.search."""
+"""The collection's masked exact top-k and ``topk`` apply the ranking rule of exact search."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from inquire.collection import create_collection, masked_search
-from inquire.collection.search import _topk
 from inquire.embed.store import EmbeddingStore
 from inquire.errors import InputError
 from inquire.index.exact import search
+from inquire.index.topk import topk
 from inquire.testing.collection_encoder import make_photo_folder
 from inquire.testing.search_stores import random_unit, write_store
 
@@ -31,13 +31,17 @@ def test_masked_search_with_full_mask_equals_exact_search_on_ties(tmp_path: Path
     store: EmbeddingStore = index.store
     q = random_unit(4, store.dim, seed=5)
     for k in (1, 5, 13, len(store), len(store) + 4):
-        got = masked_search(index, q, k, mask=np.ones(len(store), bool), exact=True)
+        got_s, got_i = masked_search(index, q, k, mask=np.ones(len(store), bool), exact=True)
         scores, rows = search(store, q, k)
-        for r, (ids, s) in enumerate(got):
-            keep = rows[r] >= 0  # exact search pads past N with -1
+        assert got_s.shape == got_i.shape == (len(q), k)  # both pad past N with -1 / -inf
+        for r in range(len(q)):
+            keep = rows[r] >= 0
+            np.testing.assert_array_equal(got_i[r] >= 0, keep)
+            ids, s = got_i[r][keep], got_s[r][keep]
             want_ids = index.image_id[np.searchsorted(store.ids, rows[r][keep])]
             np.testing.assert_array_equal(ids, want_ids)
             np.testing.assert_allclose(s, scores[r][keep], atol=1e-6)
+            assert np.all(np.isneginf(got_s[r][~keep]))
             # the ties are really there, and they are ordered by id
             same = np.flatnonzero(np.diff(s) == 0)
             assert np.all(ids[same] < ids[same + 1])
@@ -53,12 +57,10 @@ def test_topk_leaves_out_nan_scores_like_exact_search(tmp_path: Path) -> None:
     emb = np.asarray(store.rows(np.arange(40)), np.float32)
     for k in (1, 4, 10, 36, 40):
         scores, got_ids = search(store, q, k)
-        for r in range(len(q)):
-            pos, s = _topk((emb @ q[r]).astype(np.float32), store.ids, k)
-            keep = got_ids[r] >= 0
-            np.testing.assert_array_equal(store.ids[pos], got_ids[r][keep])
-            np.testing.assert_allclose(s, scores[r][keep], atol=1e-6)
-            assert not np.isnan(s).any() and len(pos) == min(k, 36)
+        s, i = topk((q @ emb.T).astype(np.float32), store.ids, k)
+        np.testing.assert_array_equal(i, got_ids)
+        np.testing.assert_allclose(s, scores, atol=1e-6)
+        assert not np.isnan(s).any() and int((i >= 0).sum(axis=1).min()) == min(k, 36)
 
 
 def test_masked_search_refuses_nan_queries_like_exact_search(tmp_path: Path) -> None:

@@ -55,8 +55,8 @@ def test_ivf_all_lists_probed_is_exact(store, queries):
     build_index(store, "IVF8,Flat", name="ivf")
     ix = AnnIndex.load(store, "ivf")
     _, ei = search(store, queries, 30)
-    _, few = ix.search(queries, 30, {"nprobe": 1})
-    _, all_lists = ix.search(queries, 30, {"nprobe": 8})
+    _, few = ix.search(queries, 30, params={"nprobe": 1})
+    _, all_lists = ix.search(queries, 30, params={"nprobe": 8})
     assert recall_at_k(all_lists, ei) == 1.0
     assert recall_at_k(few, ei) < 1.0  # one of eight lists misses neighbours on random data
 
@@ -65,16 +65,16 @@ def test_hnsw_and_pq_build_and_search(store, queries):
     build_index(store, "HNSW16", name="hnsw")
     build_index(store, "IVF4,PQ4x4", name="pq", train_size=2000)
     _, ei = search(store, queries, 10)
-    _, hi = AnnIndex.load(store, "hnsw").search(queries, 10, parse_params(["efSearch=256"]))
+    _, hi = AnnIndex.load(store, "hnsw").search(queries, 10, params=parse_params(["efSearch=256"]))
     assert recall_at_k(hi, ei) > 0.9
-    _, pi = AnnIndex.load(store, "pq").search(queries, 10, {"nprobe": 4})
+    _, pi = AnnIndex.load(store, "pq").search(queries, 10, params={"nprobe": 4})
     assert pi.shape == (12, 10) and (pi >= 0).all()
     assert set(list_indexes(store.root)) == {"hnsw", "pq"}
 
 
 def test_results_padded_when_fewer_found(store, queries):
     build_index(store, "IVF8,Flat", name="ivf")
-    s, i = AnnIndex.load(store, "ivf").search(queries, 2900, {"nprobe": 1})
+    s, i = AnnIndex.load(store, "ivf").search(queries, 2900, params={"nprobe": 1})
     assert (i == -1).any() and np.isneginf(s[i == -1]).all()
     assert np.all(np.diff(np.where(np.isneginf(s), -1e9, s), axis=1) <= 0)
 

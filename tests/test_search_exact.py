@@ -169,14 +169,14 @@ def test_truncated_shard_is_reported(tmp_path, threads):
 
 
 def test_brute_force_helper_agrees(tmp_path):
-    """``brute_force`` (the obvious float32 full sort) is a valid reference too."""
-    from inquire.index.exact import brute_force
+    """``brute_force`` (the obvious full sort) is a valid reference too."""
+    from inquire.index.topk import brute_force
 
     x = small_integer_vectors(700, 6, seed=13, levels=1)
     store = EmbeddingStore(write_store(tmp_path / "s", x, [300, 400]))
     q = np.random.default_rng(14).integers(-2, 3, size=(5, 6)).astype(np.float32)
     for k in (1, 40, 800):
-        bs, bi = brute_force(store, q, k)
+        bs, bi = brute_force(q, store.rows(np.arange(len(store))), store.ids, k)
         s, i = search(store, q, k, block_rows=256, chunk_rows=100)
         np.testing.assert_array_equal(i, bi)
         np.testing.assert_array_equal(s, bs)

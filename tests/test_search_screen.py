@@ -193,6 +193,14 @@ def test_bad_screen_value_names_the_choices(tmp_path):
         search(store, random_unit(1, 8, seed=21), 3, screen="fast")  # type: ignore[arg-type]
 
 
+def _lists(result):
+    """``(scores, ids)`` of a search as one ``(ids, scores)`` per query, padding dropped."""
+    scores, ids = result
+    assert scores.shape == ids.shape and scores.dtype == np.float32 and ids.dtype == np.int64
+    assert np.isneginf(scores[ids < 0]).all()
+    return [(i[i >= 0], s[i >= 0]) for s, i in zip(scores, ids, strict=True)]
+
+
 def test_collection_masked_search_screened(tmp_path, monkeypatch):
     """The collection's filtered exact search, screened, equals its float32 result."""
     import importlib
@@ -215,7 +223,7 @@ def test_collection_masked_search_screened(tmp_path, monkeypatch):
     for taxa in ((), ("Aves",)):
         mask = parse_filters(list(taxa)).mask(index)
         for k in (1, 5, 200):
-            got = masked_search(index, q, k, mask, screen="bf16")
+            got = _lists(masked_search(index, q, k, mask, screen="bf16"))
             rows = np.flatnonzero(mask & index.valid)
             vec = np.stack([index.store.row(int(r)) for r in rows]).astype(np.float32)
             ids = index.image_id[rows]

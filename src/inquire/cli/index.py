@@ -80,7 +80,7 @@ def recall_cmd(
     from inquire.embed import EmbeddingStore, load_encoder
     from inquire.eval.fullrank import check_dims
     from inquire.index.ann import AnnIndex, parse_params, recall_at_k
-    from inquire.index.exact import search
+    from inquire.index.exact import ExactIndex
 
     store = EmbeddingStore(embeddings)
     qs = read_queries(queries) if queries else load_queries(split)
@@ -90,12 +90,13 @@ def recall_cmd(
     params = parse_params(param)
     ann = AnnIndex.load(store, index)
     ann.set_params(params)
+    exact = ExactIndex(store)
     # Warm both sides the same way before timing: one query pages in the memory-mapped
     # embeddings (exact) and index (faiss), so neither timing includes first reads from disk.
-    search(store, q[:1], k)
+    exact.search(q[:1], k)
     ann.search(q[:1], k)
     t0 = time.perf_counter()
-    _, exact_ids = search(store, q, k)
+    _, exact_ids = exact.search(q, k)
     t_exact = time.perf_counter() - t0
     t0 = time.perf_counter()
     _, approx_ids = ann.search(q, k)

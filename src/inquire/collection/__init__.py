@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from inquire.collection.filters import Filters, parse_filters
 from inquire.collection.ingest import UpdateStats, create_collection, update_collection
-from inquire.collection.search import SearchRequest, masked_search, search
+from inquire.collection.search import CollectionSearcher, SearchRequest, masked_search, search
 from inquire.collection.store import (
     Collection,
     CollectionIndex,
@@ -17,6 +17,7 @@ from inquire.collection.store import (
 __all__ = [
     "Collection",
     "CollectionIndex",
+    "CollectionSearcher",
     "Filters",
     "SearchRequest",
     "UpdateStats",

@@ -15,9 +15,15 @@ fingerprint says whether it still matches); deletions only change the row-validi
 keep it. A search loads the index only when it matches the store, so an interrupted update
 falls back to exact search until the next update rebuilds it.
 
-Filters are applied inside faiss: the rows passing the filters (and the validity mask) become
-an ``IDSelectorBitmap`` in the ``SearchParameters`` of the call, so faiss only ever scores
-selected rows and returns the top k among them, never a top k that is filtered afterwards.
+Filters are applied inside faiss: the collection's searcher
+(:class:`inquire.collection.search.CollectionSearcher`) passes the rows passing the filters
+(and the validity mask) as the ``mask`` of :meth:`inquire.index.ann.AnnIndex.search`, an
+``IDSelectorBitmap`` in faiss, so faiss only ever scores selected rows and returns the top k
+among them, never a top k that is filtered afterwards.
+
+This module takes any object with a collection's ``name``, ``emb_dir``, ``meta()`` and
+``store()`` (:class:`CollectionFiles`); ``inquire.collection.store`` imports it, not the
+other way round.
 """
 
 from __future__ import annotations
@@ -25,16 +31,13 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-import numpy as np
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from inquire.embed.folder import is_embedding_folder
 from inquire.errors import InputError
 
 if TYPE_CHECKING:
-    from inquire.collection.store import Collection
     from inquire.index.ann import AnnIndex
 
 log = logging.getLogger(__name__)
@@ -48,6 +51,20 @@ DEFAULT_NPROBE = 64
 # k-means training sample (faiss wants >= 39 points per list; more buys little).
 TRAIN_PER_LIST = 64
 SETTINGS = ("auto", "none")
+
+
+class CollectionFiles(Protocol):
+    """What the index needs of a collection (:class:`inquire.collection.store.Collection`)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def emb_dir(self) -> Path: ...
+
+    def meta(self) -> dict[str, str]: ...
+
+    def store(self) -> Any: ...
 
 
 def check_setting(value: str, dim: int | None = None) -> str:
@@ -92,14 +109,14 @@ def wanted_factory(setting: str, n_rows: int) -> str | None:
     return setting
 
 
-def _paths(coll: Collection) -> tuple[Any, Any]:
+def _paths(coll: CollectionFiles) -> tuple[Any, Any]:
     from inquire.index.ann import INDEX_SUFFIX, SIDECAR_SUFFIX, index_dir
 
     folder = index_dir(coll.emb_dir)
     return folder / f"{INDEX_NAME}{INDEX_SUFFIX}", folder / f"{INDEX_NAME}{SIDECAR_SUFFIX}"
 
 
-def remove_index(coll: Collection) -> bool:
+def remove_index(coll: CollectionFiles) -> bool:
     """Delete the collection's index files; True if there were any."""
     found = False
     for p in _paths(coll):
@@ -109,7 +126,7 @@ def remove_index(coll: Collection) -> bool:
     return found
 
 
-def _sidecar(coll: Collection) -> dict[str, Any] | None:
+def _sidecar(coll: CollectionFiles) -> dict[str, Any] | None:
     import json
 
     path, side = _paths(coll)
@@ -119,13 +136,13 @@ def _sidecar(coll: Collection) -> dict[str, Any] | None:
     return info
 
 
-def index_info(coll: Collection) -> dict[str, Any] | None:
+def index_info(coll: CollectionFiles) -> dict[str, Any] | None:
     """The sidecar of the collection's faiss index (factory, count, built_at, ...) or None."""
     return _sidecar(coll)
 
 
 def ensure_index(
-    coll: Collection, progress: Callable[[int, int], None] | None = None, seed: int = 0
+    coll: CollectionFiles, progress: Callable[[int, int], None] | None = None, seed: int = 0
 ) -> str:
     """Build, keep or remove the collection's index so that it matches its setting and store.
 
@@ -176,7 +193,7 @@ def _nlist(factory: str) -> int:
     return int(m.group(1)) if m else 1
 
 
-def load_index(coll: Collection, store: Any) -> AnnIndex | None:
+def load_index(coll: CollectionFiles, store: Any) -> AnnIndex | None:
     """The collection's faiss index if it has one matching ``store``, else None.
 
     A stale index (the store changed since it was built, e.g. an interrupted update) is not
@@ -197,51 +214,3 @@ def load_index(coll: Collection, store: Any) -> AnnIndex | None:
             coll.name,
         )
         return None
-
-
-@dataclass(frozen=True)
-class AnnResult:
-    """Rows (``(nq, k) int64``, -1 padding) and scores (``(nq, k) float32``) from faiss."""
-
-    rows: np.ndarray
-    scores: np.ndarray
-
-
-def _search_params(faiss: Any, index: Any, sel: Any, nprobe: int, k: int) -> Any:
-    """faiss ``SearchParameters`` carrying the selector, for the index type at hand."""
-    if isinstance(index, faiss.IndexPreTransform):
-        return faiss.SearchParametersPreTransform(
-            index_params=_search_params(faiss, faiss.downcast_index(index.index), sel, nprobe, k)
-        )
-    if isinstance(index, faiss.IndexIVF):
-        return faiss.SearchParametersIVF(sel=sel, nprobe=max(1, min(nprobe, index.nlist)))
-    if isinstance(index, faiss.IndexHNSW):
-        return faiss.SearchParametersHNSW(sel=sel, efSearch=max(k, index.hnsw.efSearch))
-    return faiss.SearchParameters(sel=sel)
-
-
-def filtered_search(
-    ann: AnnIndex, queries: np.ndarray, k: int, mask: np.ndarray, nprobe: int | None = None
-) -> AnnResult:
-    """Top ``k`` store rows among those where ``mask (N,) bool`` is True, by faiss.
-
-    The mask travels into faiss as an ``IDSelectorBitmap``: unselected rows are never scored
-    or returned. ``queries``: ``(nq, d) float32``. ``nprobe``: lists probed per query for IVF
-    indexes (default ``DEFAULT_NPROBE``; ``nlist`` probes every list, i.e. exact).
-    """
-    from inquire.index.ann import _faiss
-
-    faiss = _faiss()
-    n = ann.index.ntotal
-    if len(mask) != n:
-        raise InputError(
-            f"the filter mask has {len(mask)} rows but the index holds {n}; run "
-            "`inquire collection update` to rebuild the index"
-        )
-    bitmap = np.packbits(np.asarray(mask, bool), bitorder="little")  # bit i%8 of byte i//8
-    sel = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))
-    params = _search_params(faiss, ann.index, sel, int(nprobe or DEFAULT_NPROBE), k)
-    q = np.ascontiguousarray(queries, dtype=np.float32)
-    scores, rows = ann.index.search(q, int(k), params=params)
-    del sel, bitmap  # kept alive until faiss returned
-    return AnnResult(np.asarray(rows, np.int64), np.asarray(scores, np.float32))

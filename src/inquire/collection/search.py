@@ -1,6 +1,8 @@
 """Search a collection: text, an example image, or both, with filters inside the ranking.
 
-Ranking rule: score descending, ties by image id ascending (the project's one rule).
+Ranking rule: score descending, ties by image id ascending (the project's one rule, applied
+by :mod:`inquire.index.topk`). :class:`CollectionSearcher` is the collection's
+:class:`~inquire.index.base.Searcher`: the filters inside the ranking, faiss or exact behind.
 
 Query + example: the text embedding and each example embedding are L2-normalised, summed and
 normalised again, so every part weighs the same whatever its length; an example that belongs
@@ -22,10 +24,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from inquire.collection.ann import DEFAULT_NPROBE
 from inquire.collection.filters import Filters
 from inquire.collection.store import TAXON_COLUMNS, Collection, CollectionIndex
 from inquire.embed.base import Encoder, l2_normalize
 from inquire.errors import InputError
+from inquire.index.base import check_k, check_mask
+from inquire.index.topk import padded, topk
 
 if TYPE_CHECKING:
     from inquire.rerank.cache import ScoreCache
@@ -80,24 +85,87 @@ def _scores_dense(index: CollectionIndex, q: np.ndarray) -> np.ndarray:
     return out
 
 
-def _topk(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top ``k`` of ``scores (m,)`` with ``ids (m,)``; returns ``(positions, scores)``.
+@dataclass
+class CollectionSearcher:
+    """A collection's filtered search, as a :class:`~inquire.index.base.Searcher`.
 
-    The rule of :func:`inquire.index.exact.search`: score descending, equal scores by id
-    ascending (``-0.0`` equals ``0.0``), and NaN scores never match (they are left out, so
-    fewer than ``k`` come back when fewer than ``k`` scores are numbers).
+    ``search(queries, k, mask)`` returns the top ``k`` among the valid rows where ``mask``
+    (the filters, ``(N,) bool``; None: every valid row) is True, as ``scores (nq, k)
+    float32`` and image ``ids (nq, k) int64`` under the one ranking rule (score desc, id
+    asc; NaN scores never match), padded with id ``-1`` / score ``-inf`` after the
+    ``min(k, rows passing the mask)`` matches.
+
+    With a faiss index (``index.ann``) and ``exact`` False, faiss searches with the mask as
+    its ID selector (``nprobe`` lists per query for IVF indexes, default
+    :data:`~inquire.collection.ann.DEFAULT_NPROBE`); a query for which the probed lists hold
+    fewer selected rows than it should return is answered exactly instead. Otherwise the
+    search is exact: over a small share of the rows, a gather of those rows; over a large
+    share, every row scored (``screen`` "auto", "bf16", "off": exact search's bfloat16
+    screening where it pays, the same result).
     """
-    numbers = ~np.isnan(scores)
-    idx = np.arange(len(scores)) if numbers.all() else np.flatnonzero(numbers)
-    s, i = scores[idx], ids[idx]
-    if len(s) > k:
-        part = np.argpartition(-s, k - 1)[:k]
-        kth = s[part].min()
-        cand = np.flatnonzero(s >= kth)  # all ties with the k-th, so ids decide
-    else:
-        cand = np.arange(len(s))
-    pos = idx[cand[np.lexsort((i[cand], -s[cand]))[:k]]]
-    return pos, scores[pos]
+
+    index: CollectionIndex
+    exact: bool = False
+    nprobe: int | None = None
+    screen: str = "auto"
+
+    def search(
+        self, queries: np.ndarray, k: int, mask: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``k`` of ``queries (nq, d) float32`` among valid rows where ``mask`` allows."""
+        index = self.index
+        q = np.asarray(queries, np.float32)
+        if q.ndim != 2 or q.shape[1] != index.store.dim:
+            raise InputError(
+                f"query shape {q.shape} does not match the collection's {index.store.dim}-d "
+                "embeddings; embed queries with the collection's model"
+            )
+        if not np.isfinite(q).all():
+            raise InputError(
+                "queries contain NaN or infinite values; check the text encoder's output"
+            )
+        k = check_k(k)
+        if self.nprobe is not None and self.nprobe < 1:
+            raise InputError(f"nprobe must be at least 1, got {self.nprobe}")
+        mask = check_mask(mask, len(index.valid))
+        mask = index.valid if mask is None else mask & index.valid
+        rows = np.flatnonzero(mask)
+        if len(rows) == 0 or index.ann is None or self.exact:
+            return self._exact(q, k, rows, mask)
+        ann = index.ann
+        nlist = ann.nlist
+        params = {"nprobe": float(min(self.nprobe or DEFAULT_NPROBE, nlist))} if nlist else None
+        scores, ids = ann.search(q, k, mask, params=params)
+        short = np.flatnonzero((ids >= 0).sum(axis=1) < min(k, len(rows)))
+        if len(short):
+            # Too few selected rows in the probed lists: a rare filter, cheap to do exactly.
+            scores[short], ids[short] = self._exact(q[short], k, rows, mask)
+        return scores, ids
+
+    def _exact(
+        self, q: np.ndarray, k: int, rows: np.ndarray, mask: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top ``k`` of ``q (nq, d)`` among ``rows`` (ascending, all valid; ``mask`` is
+        the same selection as ``(N,) bool``)."""
+        from inquire.index.exact import ExactIndex, check_screen
+
+        index = self.index
+        if len(rows) == 0:
+            return padded(np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64), k)
+        depth = min(k, len(rows))
+        dense = len(rows) >= GATHER_BELOW * len(index)
+        exact = ExactIndex(index.store, screen=check_screen(self.screen))
+        if dense and exact.screens(q, depth):
+            # Where bfloat16 screening pays: exact search's streamed pass, screened, masked.
+            return padded(*exact.search(q, depth, mask), k)
+        if not dense:
+            scores = np.empty((len(q), len(rows)), np.float32)
+            for lo in range(0, len(rows), BLOCK_ROWS):
+                part = rows[lo : lo + BLOCK_ROWS]
+                scores[:, lo : lo + len(part)] = (index.vectors(part) @ q.T).T
+        else:
+            scores = _scores_dense(index, q)[:, rows]
+        return topk(scores, index.image_id[rows], k)
 
 
 def masked_search(
@@ -108,89 +176,13 @@ def masked_search(
     exact: bool = False,
     nprobe: int | None = None,
     screen: str = "auto",
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Top-``k`` rows among those where ``mask`` is True.
+) -> tuple[np.ndarray, np.ndarray]:
+    """``CollectionSearcher(index, exact, nprobe, screen).search(queries, k, mask)``.
 
-    ``queries``: ``(nq, d) float32``; ``mask``: ``(N,) bool`` (None: all valid rows).
-    Returns one ``(image_ids (k_i,) int64, scores (k_i,) float32)`` per query, where
-    ``k_i = min(k, rows passing the mask)`` (rows whose score is NaN never match), ordered
-    by the ranking rule of :func:`inquire.index.exact.search` (score desc, id asc).
-
-    When the collection has a faiss index (``index.ann``) and ``exact`` is False, faiss
-    searches with the mask as its ID selector (``nprobe`` lists per query for IVF indexes);
-    a query for which the probed lists hold fewer than ``k_i`` selected rows is answered
-    exactly instead. Otherwise the search is exact; over a large share of the rows it is
-    :func:`inquire.index.exact.search` with the mask, whose ``screen`` ("auto", "bf16",
-    "off") chooses bfloat16 screening (the same result).
+    Returns ``scores (nq, k) float32`` and image ``ids (nq, k) int64``, padded with
+    ``-inf`` / ``-1`` (see :class:`CollectionSearcher`).
     """
-    q = np.asarray(queries, np.float32)
-    if q.ndim != 2 or q.shape[1] != index.store.dim:
-        raise InputError(
-            f"query shape {q.shape} does not match the collection's {index.store.dim}-d "
-            "embeddings; embed queries with the collection's model"
-        )
-    if not np.isfinite(q).all():
-        raise InputError("queries contain NaN or infinite values; check the text encoder's output")
-    if k < 1:
-        raise InputError(f"k must be at least 1, got {k}")
-    if nprobe is not None and nprobe < 1:
-        raise InputError(f"nprobe must be at least 1, got {nprobe}")
-    mask = index.valid if mask is None else mask & index.valid
-    rows = np.flatnonzero(mask)
-    if len(rows) == 0:
-        return [(np.zeros(0, np.int64), np.zeros(0, np.float32)) for _ in range(len(q))]
-    if index.ann is None or exact:
-        return _exact_search(index, q, k, rows, screen, mask)
-    from inquire.collection.ann import filtered_search
-
-    res = filtered_search(index.ann, q, k, mask, nprobe)
-    want = min(k, len(rows))
-    out: list[tuple[np.ndarray, np.ndarray]] = []
-    for r in range(len(q)):
-        hit = res.rows[r] >= 0
-        if int(hit.sum()) < want:
-            # Too few selected rows in the probed lists: a rare filter, cheap to do exactly.
-            out.append(_exact_search(index, q[r : r + 1], k, rows, screen, mask)[0])
-            continue
-        ids, scores = index.image_id[res.rows[r][hit]], res.scores[r][hit]
-        order = np.lexsort((ids, -scores))  # faiss orders ties arbitrarily
-        out.append((ids[order], scores[order]))
-    return out
-
-
-def _exact_search(
-    index: CollectionIndex,
-    q: np.ndarray,
-    k: int,
-    rows: np.ndarray,
-    screen: str = "auto",
-    mask: np.ndarray | None = None,
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Exact top-``k`` of ``q (nq, d)`` among embedding ``rows`` (ascending, all valid;
-    ``mask`` is the same selection as ``(N,) bool``)."""
-    from inquire.index.exact import check_screen, screens
-
-    screen = check_screen(screen)
-    dense = len(rows) >= GATHER_BELOW * len(index)
-    if dense and mask is not None and screens(index.store, q, min(k, len(rows)), screen):
-        # Where bfloat16 screening pays: exact search's streamed pass, screened, with the mask.
-        from inquire.index.exact import search as exact_search
-
-        s, i = exact_search(index.store, q, min(k, len(rows)), screen=screen, mask=mask)
-        return [(i[r][i[r] >= 0], s[r][i[r] >= 0]) for r in range(len(q))]
-    if len(rows) < GATHER_BELOW * len(index):
-        scores = np.empty((len(q), len(rows)), np.float32)
-        for lo in range(0, len(rows), BLOCK_ROWS):
-            part = rows[lo : lo + BLOCK_ROWS]
-            scores[:, lo : lo + len(part)] = (index.vectors(part) @ q.T).T
-    else:
-        scores = _scores_dense(index, q)[:, rows]
-    ids = index.image_id[rows]
-    out = []
-    for r in range(len(q)):
-        pos, s = _topk(scores[r], ids, k)
-        out.append((ids[pos], s))
-    return out
+    return CollectionSearcher(index, exact, nprobe, screen).search(queries, k, mask)
 
 
 @dataclass
@@ -367,16 +359,10 @@ def search(
         encoder = load_encoder(index.collection.model_id)
     q = query_vector(index, encoder, request.text, request.like)
     depth = max(request.k, request.from_k) if request.rerank else request.k
-    ids, scores = masked_search(
-        index,
-        q[None, :],
-        depth,
-        request.filters.mask(index),
-        request.exact,
-        request.nprobe,
-        request.screen,
-    )[0]
-    df = results_frame(index, ids, scores)
+    searcher = CollectionSearcher(index, request.exact, request.nprobe, request.screen)
+    scores, ids = searcher.search(q[None, :], depth, request.filters.mask(index))
+    keep = ids[0] >= 0
+    df = results_frame(index, ids[0][keep], scores[0][keep])
     if request.rerank:
         df = rerank_results(
             df,

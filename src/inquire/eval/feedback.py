@@ -210,7 +210,7 @@ def simulate_feedback(
         raise InputError(
             f"budget {budget} is larger than the collection ({len(store)} images); lower --budget"
         )
-    from inquire.index.exact import search
+    from inquire.index.exact import ExactIndex
 
     q = np.asarray(query_vectors, np.float32)
     qids = queries["query_id"].to_numpy(np.int64)
@@ -224,7 +224,8 @@ def simulate_feedback(
     relevant = [np.fromiter(qrels[int(x)], np.int64) for x in qids]
     n_rel = np.array([len(r) for r in relevant], np.int64)
 
-    _, static_ids = search(store, q, budget)
+    exact = ExactIndex(store)
+    _, static_ids = exact.search(q, budget)
     static = np.stack([np.cumsum(np.isin(static_ids[i], relevant[i])) for i in range(len(qids))])
 
     nq = len(qids)
@@ -245,7 +246,7 @@ def simulate_feedback(
             vecs = store.rows(store.row_of(np.asarray(shown[i], np.int64)))
             w[i] = feedback_vector(q[i], vecs[lab], vecs[~lab], model)
         take = min(batch, budget - len(shown[0]))
-        _, ids = search(store, w, len(shown[0]) + take)
+        _, ids = exact.search(w, len(shown[0]) + take)
         for i in range(nq):
             seen = set(shown[i])
             new = [int(x) for x in ids[i] if x >= 0 and int(x) not in seen][:take]

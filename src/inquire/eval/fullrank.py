@@ -26,7 +26,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ from inquire.embed.base import Encoder
 from inquire.embed.store import EmbeddingStore, path_key
 from inquire.errors import InputError
 from inquire.eval.evaluate import EvalResult, evaluate
+from inquire.index.base import Searcher
 from inquire.run import Run
 
 log = logging.getLogger(__name__)
@@ -271,6 +272,34 @@ def check_dims(encoder: Encoder, store: EmbeddingStore) -> None:
     store.check_dim(encoder.dim, f"text embeddings of model {encoder.model_id!r}")
 
 
+def search_texts(
+    encoder: Encoder,
+    store: EmbeddingStore,
+    texts: Sequence[str],
+    k: int,
+    searcher: Searcher | None = None,
+    mask: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Embed ``texts`` with ``encoder`` and search ``store`` for each: the text search of
+    ``inquire eval fullrank`` and of the web page.
+
+    ``searcher``: any :class:`~inquire.index.base.Searcher` over ``store`` (default: exact
+    search). Returns ``scores (len(texts), k) float32`` and ``ids (len(texts), k) int64``,
+    padded with ``-inf`` / ``-1``. Raises :class:`InputError` when the encoder's embeddings
+    do not fit the store.
+    """
+    from inquire.index.exact import ExactIndex
+
+    q = np.asarray(encoder.encode_text(list(texts)), dtype=np.float32)
+    if q.shape != (len(texts), store.dim):
+        raise InputError(
+            f"model {encoder.model_id!r} embeds text into {q.shape[-1] if q.ndim else 0} "
+            f"dimensions (shape {q.shape} for {len(texts)} texts) but the embeddings at "
+            f"{str(store.root)!r} have {store.dim}; use the model that embedded them"
+        )
+    return (searcher or ExactIndex(store)).search(q, k, mask)
+
+
 def fullrank_topk(
     encoder: Encoder,
     queries: pd.DataFrame,
@@ -291,7 +320,7 @@ def fullrank_topk(
     given. Only texts missing from the cache are embedded and searched. ``screen``: bfloat16
     screening of exact search (``"auto"``, ``"bf16"``, ``"off"``; the same result).
     """
-    from inquire.index.exact import search
+    from inquire.index.exact import ExactIndex
 
     missing_cols = {"query_id", "query_text"} - set(queries.columns)
     if missing_cols:
@@ -319,16 +348,12 @@ def fullrank_topk(
     todo = [t for t in unique if t not in found]
     log.info("top-%d: %d cached, %d to search", k_max, len(found), len(todo))
     if todo:
-        q = np.asarray(encoder.encode_text(todo), dtype=np.float32)
-        if q.shape != (len(todo), store.dim):
-            raise InputError(
-                f"model {encoder.model_id!r} returned embeddings of shape {q.shape} for "
-                f"{len(todo)} texts; expected ({len(todo)}, {store.dim})"
-            )
+        searcher: Searcher
         if index is None:
-            scores, ids = search(store, q, k_max, screen=screen)  # type: ignore[arg-type]
+            searcher = ExactIndex(store, screen=screen)  # type: ignore[arg-type]
         else:
-            scores, ids = index.search(q, k_max, index_params)
+            searcher = index.with_params(index_params or {})
+        scores, ids = search_texts(encoder, store, todo, k_max, searcher)
         fresh = {}
         for row, text in enumerate(todo):
             keep = ids[row] >= 0

@@ -11,6 +11,10 @@ over a changed store raises :class:`StaleIndexError`. Indexes are read memory-ma
 (``faiss.IO_FLAG_MMAP``) where the index type allows it. Search-time parameters
 (``nprobe``, ``efSearch``, ...) are set through ``faiss.ParameterSpace``.
 
+:class:`AnnIndex` is a :class:`~inquire.index.base.Searcher`: ``search(queries, k, mask)``
+returns ``(scores, ids)`` under the one ranking rule; a mask travels into faiss as an
+``IDSelectorBitmap``, so faiss only scores selected rows (never a top k filtered afterwards).
+
 Approximate results are judged against exact ones: :func:`recall_at_k`.
 """
 
@@ -34,7 +38,9 @@ from inquire._io import atomic_path, write_json
 from inquire.embed.folder import manifest_path, metadata_files
 from inquire.embed.store import EmbeddingStore
 from inquire.errors import InputError, UnknownNameError
+from inquire.index.base import check_mask
 from inquire.index.exact import check_queries
+from inquire.index.topk import check_k, topk
 
 log = logging.getLogger(__name__)
 
@@ -284,31 +290,112 @@ class AnnIndex:
                     ) from None
                 self.params[str(key)] = float(value)
 
+    def with_params(self, params: Mapping[str, float]) -> AnnSearch:
+        """This index as a :class:`~inquire.index.base.Searcher` whose every search applies
+        ``params`` first (under the index's lock, like ``search(..., params=)``)."""
+        return AnnSearch(self, dict(params))
+
+    @property
+    def nlist(self) -> int:
+        """Inverted lists of an IVF index (0 for other index types)."""
+        faiss = _faiss()
+        try:
+            return int(faiss.extract_index_ivf(self.index).nlist)
+        except RuntimeError:
+            return 0
+
     def search(
-        self, queries: np.ndarray, k: int, params: Mapping[str, float] | None = None
+        self,
+        queries: np.ndarray,
+        k: int,
+        mask: np.ndarray | None = None,
+        *,
+        params: Mapping[str, float] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """``scores (nq, k) float32`` descending and image ``ids (nq, k) int64``.
 
-        Like exact search: equal scores ordered by id ascending; missing results padded
-        with id ``-1`` and score ``-inf``. Safe to call from several threads at once, with
-        different ``params``: each search runs with its own (searches are serialised).
+        ``queries``: ``(nq, d) float32``; ``mask``: ``(N,) bool`` store rows that may be
+        returned (None: all), applied inside faiss. ``params`` (``nprobe``, ``efSearch``) are
+        applied first and stay on the index (see :meth:`set_params`).
+
+        The ranking rule of exact search: equal scores ordered by id ascending, and a tie
+        group straddling the k-th place is completed before the cut (faiss is asked for more
+        results until the last one scores below the k-th), so a ``Flat`` index returns exactly
+        what exact search returns. Missing results (too few selected rows in the probed lists)
+        are padded with id ``-1`` and score ``-inf``. Safe to call from several threads at
+        once, with different ``params``: each search runs with its own (searches are
+        serialised).
         """
         q = check_queries(self.store, queries)
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise InputError(f"k must be a positive integer, got {k!r}")
+        k = check_k(k)
+        mask = check_mask(mask, len(self.store))
+        n = int(self.index.ntotal)
+        if mask is not None and len(mask) != n:
+            raise InputError(
+                f"the mask has {len(mask)} rows but index {self.name!r} holds {n}; rebuild it"
+            )
         with self._lock:
             if params:
                 self.set_params(params)
+            # One more than k: a (k+1)-th answer tied with the k-th means the tie group may
+            # go on, and those queries are asked again, twice as deep (the rule needs every
+            # tie to choose by id).
+            width = max(1, min(n, k + 1))
+            scores, rows = self._search_rows(q, width, mask)
+            while width < n:
+                open_ = (rows[:, -1] >= 0) & (scores[:, -1] == scores[:, k - 1])
+                if not open_.any():
+                    break
+                width = min(n, 2 * width)
+                more_s, more_r = self._search_rows(q[open_], width, mask)
+                extra = ((0, 0), (0, width - scores.shape[1]))
+                scores = np.pad(scores, extra, constant_values=-np.inf)
+                rows = np.pad(rows, extra, constant_values=-1)
+                scores[open_], rows[open_] = more_s, more_r
+        ids = np.where(rows < 0, -1, self.store.ids[np.maximum(rows, 0)])
+        return topk(np.where(rows < 0, np.float32(np.nan), scores), ids, k)
+
+    def _search_rows(
+        self, q: np.ndarray, k: int, mask: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """faiss's ``(scores (nq, k) float32, store rows (nq, k) int64)``, -1 for none."""
+        if mask is None:
             scores, rows = self.index.search(q, int(k))
-        scores = np.asarray(scores, np.float32)
-        rows = np.asarray(rows, np.int64)
-        missing = rows < 0
-        ids = np.where(missing, -1, self.store.ids[np.maximum(rows, 0)])
-        scores = np.where(missing, np.float32(-np.inf), scores).astype(np.float32)
-        # faiss orders ties arbitrarily; apply the one ranking rule (padding sorts last).
-        id_key = np.where(missing, np.iinfo(np.int64).max, ids)
-        order = np.lexsort((id_key, -scores), axis=1)
-        return np.take_along_axis(scores, order, 1), np.take_along_axis(ids, order, 1)
+        else:
+            faiss = _faiss()
+            bitmap = np.packbits(mask, bitorder="little")  # bit i%8 of byte i//8 = row i
+            sel = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))
+            sp = _selector_params(faiss, self.index, sel, k)
+            scores, rows = self.index.search(q, int(k), params=sp)
+            del sel, bitmap  # kept alive until faiss returned
+        return np.asarray(scores, np.float32), np.asarray(rows, np.int64)
+
+
+@dataclass(frozen=True)
+class AnnSearch:
+    """An :class:`AnnIndex` with search parameters, as a :class:`~inquire.index.base.Searcher`."""
+
+    ann: AnnIndex
+    params: dict[str, float]
+
+    def search(
+        self, queries: np.ndarray, k: int, mask: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``self.ann.search(queries, k, mask, params=self.params)``."""
+        return self.ann.search(queries, k, mask, params=self.params)
+
+
+def _selector_params(faiss: Any, index: Any, sel: Any, k: int) -> Any:
+    """faiss ``SearchParameters`` carrying ``sel`` and the index's current settings (a
+    ``SearchParameters`` object replaces them for the call: nprobe would fall back to 1)."""
+    if isinstance(index, faiss.IndexPreTransform):
+        inner = _selector_params(faiss, faiss.downcast_index(index.index), sel, k)
+        return faiss.SearchParametersPreTransform(index_params=inner)
+    if isinstance(index, faiss.IndexIVF):
+        return faiss.SearchParametersIVF(sel=sel, nprobe=int(index.nprobe))
+    if isinstance(index, faiss.IndexHNSW):
+        return faiss.SearchParametersHNSW(sel=sel, efSearch=max(k, int(index.hnsw.efSearch)))
+    return faiss.SearchParameters(sel=sel)
 
 
 def recall_at_k(approx_ids: np.ndarray, exact_ids: np.ndarray, k: int | None = None) -> float:

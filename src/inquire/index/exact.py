@@ -26,9 +26,12 @@ How it works (all queries at once, one pass over the store):
 Memory: two read buffers (``block_rows`` rows in the store's dtype), one float32 chunk, one
 ``(nq, chunk_rows)`` score chunk and the results; independent of N.
 
-Result contract: ``scores (nq, k) float32`` descending, ``ids (nq, k) int64`` image ids,
-equal scores ordered by image id ascending. When ``k > N`` the rows are padded with id ``-1``
-and score ``-inf`` (``Run.from_arrays`` drops the padding). NaN scores never match.
+Result contract (:mod:`inquire.index.base`): ``scores (nq, k) float32`` descending, ``ids
+(nq, k) int64`` image ids, equal scores ordered by image id ascending (the selector is
+:class:`inquire.index.topk.TopK`). When fewer than ``k`` rows may be returned the rows are
+padded with id ``-1`` and score ``-inf`` (``Run.from_arrays`` drops the padding). NaN scores
+never match. :class:`ExactIndex` is this search behind the :class:`~inquire.index.base.Searcher`
+protocol; :func:`search` is the same call with the store as first argument.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ import numpy as np
 
 from inquire.embed.store import EmbeddingStore
 from inquire.errors import InputError
+from inquire.index.base import check_mask
 from inquire.index.screen import (
     MIN_RESCORE_ROWS,
     Screen,
@@ -55,6 +59,7 @@ from inquire.index.screen import (
     plan_screen,
     upper_inverse,
 )
+from inquire.index.topk import HEAVY_FACTOR, TopK, check_k, kth_largest, rank_ids
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +72,6 @@ DEFAULT_BLOCK_ROWS: int | None = None
 DEFAULT_CHUNK_ROWS = 8192
 _MIN_BLOCK_ROWS = 1024
 _MAX_BLOCK_ROWS = 1 << 20
-# A query whose candidates in one chunk exceed this many times k gets the chunk's own k-th
-# score as its bound (a linear-time partition) before the candidates are gathered.
-_HEAVY_FACTOR = 4
 
 
 def auto_block_rows(dim: int, itemsize: int = 2, memory_mb: int = DEFAULT_MEMORY_MB) -> int:
@@ -257,158 +259,6 @@ def _prefetched(plan: list[tuple[int, int, int, int]], load: Any, n_slots: int) 
         thread.join()
 
 
-# --------------------------------------------------------------------------------------------
-# Top-k selection on 64-bit keys
-# --------------------------------------------------------------------------------------------
-# A candidate is one uint64: the high 32 bits order scores descending, the low 32 bits hold
-# the image id's rank (ids ascending). One integer sort or partition of keys then applies the
-# whole ranking rule, ties included, ~20x faster than a lexsort on (score, id).
-
-_PAD = np.uint64(0xFFFFFFFFFFFFFFFF)
-_LOW = np.uint64(0xFFFFFFFF)
-_SHIFT = np.uint64(32)
-
-
-def _encode(scores: np.ndarray, id_keys: np.ndarray) -> np.ndarray:
-    """uint64 keys of float32 ``scores`` and ``id_keys`` (< 2**32 - 1), ascending = ranked."""
-    bits = (scores.astype(np.float32) + np.float32(0.0)).view(np.uint32)  # + 0: -0.0 -> +0.0
-    ordered = np.where(bits >> np.uint32(31), ~bits, bits | np.uint32(0x80000000))
-    return ((~ordered).astype(np.uint64) << _SHIFT) | id_keys.astype(np.uint64)
-
-
-def _decode_scores(keys: np.ndarray) -> np.ndarray:
-    ordered = ~(keys >> _SHIFT).astype(np.uint32)
-    bits = np.where(ordered >> np.uint32(31), ordered & np.uint32(0x7FFFFFFF), ~ordered)
-    out = bits.view(np.float32).copy()
-    out[keys == _PAD] = -np.inf
-    return out
-
-
-class _TopK:
-    """Running top ``k`` per query under (score desc, id asc), fed block by block."""
-
-    def __init__(self, nq: int, k: int) -> None:
-        self.nq, self.k = nq, k
-        self.keys = np.full((nq, k), _PAD, np.uint64)  # the best k so far, unordered
-        self.threshold = np.full(nq, -np.inf, np.float32)  # k-th best score so far
-        self._pending: list[np.ndarray] = []  # padded (nq, w) candidate keys
-        self._pending_width = 0
-        self._mask: np.ndarray | None = None  # reused comparison buffer
-
-    def add_block(self, scores: np.ndarray, id_keys: np.ndarray) -> None:
-        """Offer ``scores (nq, b) float32`` of images ``id_keys (b,)``."""
-        nq, b = scores.shape
-        k = self.k
-        bound = self.threshold
-        if b > k:
-            # Queries still filling their top k: bound by the block's own k-th largest score.
-            empty = np.flatnonzero(np.isneginf(bound))
-            if len(empty):
-                bound = bound.copy()
-                bound[empty] = np.maximum(bound[empty], _kth_largest(scores[empty], k))
-        rows, cols = self._candidates(scores, bound)
-        counts = np.bincount(rows, minlength=nq)
-        heavy = np.flatnonzero(counts > _HEAVY_FACTOR * k)
-        if len(heavy) and b > k:
-            # This block beats many kept items (e.g. data sorted by score): cut it to its own
-            # top k (plus ties) first, so the merge stays small.
-            bound = bound.copy()
-            bound[heavy] = np.maximum(bound[heavy], _kth_largest(scores[heavy], k))
-            rows, cols = self._candidates(scores, bound)
-            counts = np.bincount(rows, minlength=nq)
-        self._push(rows, scores[rows, cols], id_keys[cols], counts)
-
-    def add_pairs(
-        self, rows: np.ndarray, cols: np.ndarray, values: np.ndarray, id_keys: np.ndarray
-    ) -> None:
-        """Offer exact ``values (m,) float32`` of (query ``rows``, block ``cols``) pairs,
-        ``rows`` ascending, for a block of images ``id_keys (b,)``."""
-        keep = values >= self.threshold[rows]  # NaN never passes
-        rows, cols, values = rows[keep], cols[keep], values[keep]
-        self._push(rows, values, id_keys[cols], np.bincount(rows, minlength=self.nq))
-
-    def _push(
-        self, rows: np.ndarray, values: np.ndarray, keys: np.ndarray, counts: np.ndarray
-    ) -> None:
-        """Queue candidates: query ``rows`` (ascending), scores and id keys per candidate."""
-        nq, k = self.nq, self.k
-        if len(rows) == 0:
-            return
-        width = int(counts.max())
-        starts = np.zeros(nq, np.int64)
-        np.cumsum(counts[:-1], out=starts[1:])
-        pos = np.arange(len(rows)) - starts[rows]
-        cand = np.full((nq, width), _PAD, np.uint64)
-        cand[rows, pos] = _encode(values, keys)
-        self._pending.append(cand)
-        self._pending_width += width
-        if self._pending_width >= k:
-            self.merge()
-
-    def _candidates(self, scores: np.ndarray, bound: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(rows, cols)`` of ``scores >= bound[row]``, row-major order."""
-        nq, b = scores.shape
-        if self._mask is None or self._mask.size < nq * b:
-            self._mask = np.empty(nq * b, bool)
-        mask = self._mask[: nq * b].reshape(nq, b)
-        np.greater_equal(scores, bound[:, None], out=mask)
-        # flatnonzero on the flat mask is ~15x faster than a 2-d np.nonzero.
-        flat = np.flatnonzero(mask)
-        return np.divmod(flat, b)
-
-    def merge(self) -> None:
-        """Fold pending candidates into the top k and raise the thresholds."""
-        if not self._pending:
-            return
-        keys = np.concatenate([self.keys, *self._pending], axis=1)
-        self._pending, self._pending_width = [], 0
-        self.keys = np.partition(keys, self.k - 1, axis=1)[:, : self.k]
-        self.threshold = _decode_scores(self.keys[:, -1])
-
-    def absorb(self, other: _TopK) -> None:
-        """Fold another running top k (over other rows) into this one."""
-        other.merge()
-        self._pending.append(other.keys)
-        self._pending_width += other.k
-        self.merge()
-
-    def result(self) -> tuple[np.ndarray, np.ndarray]:
-        """``scores (nq, k) float32`` ranked, and the id keys ``(nq, k) int64`` (-1: none)."""
-        self.merge()
-        keys = np.sort(self.keys, axis=1)
-        ids = (keys & _LOW).astype(np.int64)
-        ids[keys == _PAD] = -1
-        return _decode_scores(keys), ids
-
-
-def _kth_largest(scores: np.ndarray, k: int) -> np.ndarray:
-    """``(n,)`` the k-th largest number of each row of ``scores (n, b)``, ``b >= k``.
-
-    NaN counts as ``-inf``: np.partition sorts NaN above every number, and a NaN bound
-    would let no candidate of the row through (NaN scores never match, the rest must).
-    """
-    b = scores.shape[1]
-    s = np.where(np.isnan(scores), np.float32(-np.inf), scores)
-    s.partition(b - k, axis=1)
-    return s[:, b - k]
-
-
-def _id_keys(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """Keys ``(N,) uint32-range int64`` ordered like ``ids``, and how to map keys back.
-
-    Image ids in ``[0, 2**32 - 1)`` are their own keys (``None`` returned); otherwise keys are
-    ranks of the ids, and the sorted ids map ranks back.
-    """
-    if len(ids) == 0 or (ids.min() >= 0 and ids.max() < 0xFFFFFFFF):
-        return ids, None
-    if len(ids) >= 0xFFFFFFFF:
-        raise InputError(f"a store of {len(ids)} rows is too large for exact search")
-    order = np.argsort(ids, kind="stable")
-    ranks = np.empty(len(ids), np.int64)
-    ranks[order] = np.arange(len(ids))
-    return ranks, ids[order]
-
-
 @dataclass
 class SearchStats:
     """What one :func:`search` did (filled in when passed as ``stats``)."""
@@ -448,7 +298,7 @@ class _Scorer:
         mask: np.ndarray | None = None,
     ) -> None:
         self.q, self.id_keys, self.kernels, self.mask = q, id_keys, kernels, mask
-        self.top = _TopK(q.shape[0], k)
+        self.top = TopK(q.shape[0], k)
         self.f32 = np.empty((chunk_rows, dim), np.float32)
         self.out = np.empty((q.shape[0], chunk_rows), np.float32)
         self.plan = plan
@@ -522,7 +372,7 @@ class _Scorer:
         if rows > k:
             empty = np.flatnonzero(np.isneginf(bound))
             if len(empty):
-                low = lower_bound(_kth_largest(s[empty], k), margin[empty])
+                low = lower_bound(kth_largest(s[empty], k), margin[empty])
                 bound[empty] = np.maximum(bound[empty], low)
         cut = upper_inverse(bound, margin)
         if np.count_nonzero(s >= cut[:, None]) * 4 > nq * rows:
@@ -531,13 +381,13 @@ class _Scorer:
             self._score_fp32(block, lo, rows)
             self.rescored += nq * rows
             return True
-        qr, cols = self.top._candidates(s, cut)
+        qr, cols = self.top.candidates(s, cut)
         counts = np.bincount(qr, minlength=nq)
-        heavy = np.flatnonzero(counts > _HEAVY_FACTOR * k)
+        heavy = np.flatnonzero(counts > HEAVY_FACTOR * k)
         if len(heavy) and rows > k:
-            low = lower_bound(_kth_largest(s[heavy], k), margin[heavy])
+            low = lower_bound(kth_largest(s[heavy], k), margin[heavy])
             bound[heavy] = np.maximum(bound[heavy], low)
-            qr, cols = self.top._candidates(s, upper_inverse(bound, margin))
+            qr, cols = self.top.candidates(s, upper_inverse(bound, margin))
         self.rescored += len(qr)
         if len(qr) == 0:
             return True
@@ -695,27 +545,20 @@ def search(
     ``mask``: ``(N,) bool``, rows of the store that may be returned (None: all).
 
     Returns ``scores (nq, k) float32`` descending and ``ids (nq, k) int64`` image ids; equal
-    scores are ordered by image id ascending. When ``k > len(store)`` every row is padded
-    with id ``-1`` and score ``-inf``.
+    scores are ordered by image id ascending. When fewer than ``k`` rows may be returned
+    (``k > len(store)``, a narrow mask, NaN scores) rows are padded with id ``-1`` and score
+    ``-inf``.
     """
     q = check_queries(store, queries)
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise InputError(f"k must be a positive integer, got {k!r}")
-    k = int(k)
+    k = check_k(k)
     if block_rows is None:
         block_rows = auto_block_rows(store.dim, store.dtype.itemsize, memory_mb)
     if block_rows < 1 or chunk_rows < 1:
         raise InputError(f"block_rows and chunk_rows must be >= 1, got {block_rows}, {chunk_rows}")
     chunk_rows = min(chunk_rows, block_rows)
     screen = check_screen(screen)
-    if mask is not None:
-        mask = np.asarray(mask)
-        if mask.dtype != np.bool_ or mask.shape != (len(store),):
-            raise InputError(
-                f"mask must be a ({len(store)},) bool array (one flag per store row), "
-                f"got {mask.dtype} {mask.shape}"
-            )
-    id_keys, sorted_ids = _id_keys(store.ids)
+    mask = check_mask(mask, len(store))
+    id_keys, sorted_ids = rank_ids(store.ids)
     kernels = _Kernels()
     n_workers = kernels.workers(threads)
     with kernels.single_threaded() if n_workers > 1 else contextlib.nullcontext():
@@ -749,6 +592,48 @@ def search(
     return scores, ids
 
 
+@dataclass
+class ExactIndex:
+    """Exact search over ``store`` as a :class:`~inquire.index.base.Searcher`.
+
+    The fields are :func:`search`'s options (``screen``, ``threads``, ``block_rows``,
+    ``memory_mb``, ``prefetch``, ``chunk_rows``); ``stats``, when set, is filled in by each
+    search.
+    """
+
+    store: EmbeddingStore
+    screen: Screen = "auto"
+    threads: int | None = None
+    block_rows: int | None = DEFAULT_BLOCK_ROWS
+    memory_mb: int = DEFAULT_MEMORY_MB
+    prefetch: bool = True
+    chunk_rows: int = DEFAULT_CHUNK_ROWS
+    stats: SearchStats | None = None
+
+    def search(
+        self, queries: np.ndarray, k: int, mask: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``k`` rows (where ``mask (N,) bool`` allows) of ``queries (nq, d) float32``:
+        ``scores (nq, k) float32`` descending, ``ids (nq, k) int64`` (padding -1 / -inf)."""
+        return search(
+            self.store,
+            queries,
+            k,
+            block_rows=self.block_rows,
+            memory_mb=self.memory_mb,
+            prefetch=self.prefetch,
+            chunk_rows=self.chunk_rows,
+            threads=self.threads,
+            screen=self.screen,
+            stats=self.stats,
+            mask=mask,
+        )
+
+    def screens(self, queries: np.ndarray, k: int) -> bool:
+        """Whether a search of ``queries`` for ``k`` would screen in bfloat16."""
+        return screens(self.store, queries, k, self.screen, self.chunk_rows, self.threads)
+
+
 def screens(
     store: EmbeddingStore,
     queries: np.ndarray,
@@ -774,24 +659,3 @@ def screens(
             n_workers,
         )
     return plan is not None
-
-
-def brute_force(
-    store: EmbeddingStore, queries: np.ndarray, k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """The obvious reference: all scores in float32, full sort by (score desc, id asc).
-
-    Holds the whole store as float32; for tests and small stores only.
-    """
-    q = check_queries(store, queries)
-    emb = np.concatenate([np.asarray(s, dtype=np.float32) for s in store.shards])
-    scores = q @ emb.T
-    ids = np.broadcast_to(store.ids, scores.shape)
-    order = np.lexsort((ids, -scores), axis=1)[:, :k]
-    top_s = np.take_along_axis(scores, order, 1).astype(np.float32)
-    top_i = np.take_along_axis(ids, order, 1).astype(np.int64)
-    if top_s.shape[1] < k:
-        pad = k - top_s.shape[1]
-        top_s = np.pad(top_s, ((0, 0), (0, pad)), constant_values=-np.inf)
-        top_i = np.pad(top_i, ((0, 0), (0, pad)), constant_values=-1)
-    return top_s, top_i

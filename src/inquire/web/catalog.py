@@ -642,17 +642,9 @@ class Catalog:
             if key in self._search_cache:
                 self._search_cache.move_to_end(key)
                 return self._search_cache[key]
-        from inquire.index.exact import search
+        from inquire.eval.fullrank import search_texts
 
-        enc = self.encoder()
-        emb = np.asarray(enc.encode_text([text]), dtype=np.float32)
-        if emb.shape != (1, self.store.dim):
-            raise InputError(
-                f"the model {enc.model_id!r} embeds text into {emb.shape[-1]} dimensions but the "
-                f"collection at {str(self.store.root)!r} has {self.store.dim}; use the model that "
-                f"embedded the collection"
-            )
-        scores, ids = search(self.store, emb, k=k)
+        scores, ids = search_texts(self.encoder(), self.store, [text], k)
         if self.row_ids is not None:
             # a store without image ids searches by row; name rows as the runs do
             rows = self.store.row_of(ids.ravel(), missing="ignore").reshape(ids.shape)
