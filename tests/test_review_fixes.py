@@ -445,7 +445,7 @@ def test_rerankers_see_images_decoded_like_the_embedding_models(tmp_path: Path) 
     """EXIF orientation and transparency: the reranker's picture equals the encoder's."""
     from PIL import Image
 
-    from inquire.embed.base import open_image
+    from inquire.embed.images import open_image
     from inquire.rerank.base import load_image
 
     img = Image.new("RGB", (40, 20), "red")

@@ -43,6 +43,7 @@ from inquire.collection.ann import check_setting, ensure_index, load_index
 from inquire.collection.embedding import embed_files
 from inquire.collection.metadata import FIELDS, RANKS, InatMetadata, describe
 from inquire.embed.base import Encoder
+from inquire.embed.images import IMAGE_SUFFIXES
 from inquire.embed.layout import (
     EMB_DIR,
     META_DIR,
@@ -55,7 +56,6 @@ from inquire.errors import InputError, UnknownNameError
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp"})
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 TAXON_COLUMNS = ("taxon", *RANKS)
 NO_DAY = np.iinfo(np.int32).min  # rows without a date never pass a date filter

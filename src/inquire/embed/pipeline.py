@@ -43,7 +43,8 @@ import pyarrow.parquet as pq
 from inquire._io import atomic_open, atomic_path, check_output_folder, write_json
 from inquire._lock import writer_lock
 from inquire.embed._torch import file_sha256
-from inquire.embed.base import ImageEncoder, open_image
+from inquire.embed.base import ImageEncoder
+from inquire.embed.images import open_image
 from inquire.embed.sources import ImageSource, open_source
 from inquire.errors import InputError, UnknownNameError
 
@@ -354,7 +355,7 @@ def decode_batches(
     """Read, decode and preprocess the items of ``source`` in parallel, batch by batch.
 
     ``batches``: lists of item indices, yielded in this order. Each item is opened with
-    :func:`~inquire.embed.base.open_image` (EXIF orientation, 16-bit, alpha, CMYK handled)
+    :func:`~inquire.embed.images.open_image` (EXIF orientation, 16-bit, alpha, CMYK handled)
     and passed through ``preprocess`` (None: keep the RGB PIL image). ``workers``: torch
     DataLoader worker processes (0 decodes in this process, without torch when
     ``stack=False``).

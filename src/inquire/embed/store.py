@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from inquire.embed.images import IMAGE_SUFFIXES
 from inquire.embed.layout import list_shards, shard_numbers
 from inquire.errors import InputError
 
@@ -337,7 +339,8 @@ def path_key(paths: pd.Series) -> np.ndarray:
     and a leading ``./``, with ``/`` separators (INQUIRE's metadata has no ``.jpg``, its
     annotations do)."""
     s = paths.astype(str).str.strip().str.replace("\\", "/", regex=False).str.removeprefix("./")
-    out = s.str.replace(r"\.(?:jpe?g|png|webp|tiff?|bmp|gif)$", "", regex=True, case=False)
+    suffixes = "|".join(re.escape(x) for x in sorted(IMAGE_SUFFIXES))
+    out = s.str.replace(f"(?:{suffixes})$", "", regex=True, case=False)
     return out.to_numpy(dtype=object)
 
 
