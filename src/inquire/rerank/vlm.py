@@ -410,7 +410,7 @@ class VLMReranker:
         from inquire.embed._torch import check_device, torch_dtype
 
         self.protocol_row = get_protocol(protocol)
-        self.protocol = self.protocol_row.name  # part of the cache key (rerank.cache.ModelKey)
+        self.protocol = self.protocol_row.name  # part of the cache key (rerank.cache.reranker_key)
         self.spec = prompt or self.protocol_row.vlm_prompt(family.name)
         device = str(check_device(device))  # a missing GPU fails here, clearly
         precision = resolve_precision(precision, family, device)
@@ -423,7 +423,7 @@ class VLMReranker:
         self.batch_size = batch_size
         self.min_mass = min_mass
         self.device = device
-        self.precision = precision  # part of the cache key (rerank.cache.ModelKey)
+        self.precision = precision  # part of the cache key (rerank.cache.reranker_key)
         local = Path(model).expanduser()
         kwargs: dict[str, Any] = {}
         if local.is_dir():
