@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
 
 from inquire.embed.images import (
@@ -68,6 +70,35 @@ def test_sniff_mime_big_endian_tiff_gif87_and_phone_mpo() -> None:
     buf = io.BytesIO()
     rgb.save(buf, format="MPO", save_all=True, append_images=[rgb])
     assert sniff_mime(buf.getvalue()) == "image/jpeg"
+
+
+SIGNATURES = {
+    b"\xff\xd8\xff": "image/jpeg",
+    b"\x89PNG\r\n\x1a\n": "image/png",
+    b"GIF87a": "image/gif",
+    b"GIF89a": "image/gif",
+    b"II*\x00": "image/tiff",
+    b"MM\x00*": "image/tiff",
+    b"BM": "image/bmp",
+}
+
+
+@given(st.sampled_from(sorted(SIGNATURES)), st.binary(max_size=40))
+def test_sniff_mime_reads_only_the_signature(magic: bytes, tail: bytes) -> None:
+    assert sniff_mime(magic + tail) == SIGNATURES[magic]
+    assert sniff_mime(b"RIFF" + tail[:4].ljust(4, b"\x00") + b"WEBP" + tail) == "image/webp"
+
+
+@given(st.binary(max_size=40))
+def test_sniff_mime_names_a_type_only_for_a_known_signature(data: bytes) -> None:
+    known = any(data.startswith(m) for m in SIGNATURES) or (
+        data[:4] == b"RIFF" and data[8:12] == b"WEBP"
+    )
+    if known:
+        assert sniff_mime(data) in set(SIGNATURES.values()) | {"image/webp"}
+    else:
+        with pytest.raises(UnknownImageFormat):
+            sniff_mime(data)
 
 
 @pytest.mark.parametrize(

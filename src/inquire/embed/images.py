@@ -102,10 +102,11 @@ def open_image(source: Any, *, draft: int | None = None) -> Any:
     """
     from PIL import Image, ImageOps
 
+    opened = None
     if isinstance(source, Image.Image):
         img = source
     else:
-        img = _pil_open(source)
+        img = opened = _pil_open(source)
         try:
             if draft is not None and img.format == "JPEG":
                 img.draft(img.mode, (int(draft), int(draft)))
@@ -126,6 +127,8 @@ def open_image(source: Any, *, draft: int | None = None) -> Any:
         img = Image.alpha_composite(background, img)
     if img.mode != "RGB":
         img = img.convert("RGB")
+    if opened is not None and img is not opened:
+        opened.close()  # multi-frame files (GIF, TIFF, MPO) keep their file open until closed
     return img
 
 
