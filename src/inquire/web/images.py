@@ -209,7 +209,7 @@ def image_format(source: Path | bytes, name: str | None = None) -> str:
         mime = sniff_mime(head, label)
     except UnknownImageFormat:
         raise NotAnImage(
-            f"{label} is not a JPEG, PNG, GIF, TIFF, BMP or WebP image, which the page shows"
+            f"{label} is not an image the page shows (JPEG, PNG, GIF, TIFF, BMP or WebP)"
         ) from None
     try:
         with Image.open(opened):
