@@ -40,7 +40,7 @@ def main() -> None:
     import torch
 
     from inquire.embed import load_encoder
-    from inquire.embed.base import open_image
+    from inquire.embed.images import open_image
     from inquire.embed.pipeline import embed_images
     from inquire.testing.embed_images import write_jpegs
 

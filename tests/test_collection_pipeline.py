@@ -12,7 +12,7 @@ import torch
 from inquire.collection import create_collection, open_collection, update_collection
 from inquire.collection import embedding as coll_embedding
 from inquire.embed import EmbeddingStore, load_encoder
-from inquire.embed.base import open_image
+from inquire.embed.images import open_image
 from inquire.embed.reader import decode_batches
 from inquire.embed.sources import ImageSource
 from inquire.testing.collection_encoder import PixelHashEncoder, make_photo_folder

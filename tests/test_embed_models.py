@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from inquire.embed import load_encoder
-from inquire.embed.base import ImageEncoder, open_image
+from inquire.embed.base import ImageEncoder
+from inquire.embed.images import open_image
 from inquire.embed.models import ALIAS_TABLE, ALIASES, BACKENDS, resolve
 from inquire.embed.text_cache import text_embeddings
 from inquire.errors import DownloadError, InputError, UnknownNameError

@@ -149,7 +149,7 @@ def test_bad_images_are_reported_and_the_rest_embedded(model_id, tmp_path):
     enc = load_encoder(model_id)
     from PIL import Image
 
-    from inquire.embed.base import open_image
+    from inquire.embed.images import open_image
 
     ref = enc.encode_images([open_image(zoo / p) for p in meta["image_path"]])
     np.testing.assert_allclose(emb.astype(np.float32), ref, atol=2e-3)

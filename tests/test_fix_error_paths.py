@@ -25,7 +25,7 @@ def _recording_connect(monkeypatch) -> list[sqlite3.Connection]:
         made.append(conn)
         return conn
 
-    monkeypatch.setattr(cache_mod.sqlite3, "connect", connect)
+    monkeypatch.setattr(sqlite3, "connect", connect)
     return made
 
 

@@ -12,7 +12,7 @@ pytest.importorskip("httpx")
 from PIL import Image
 
 from inquire.rerank.api import APIReranker, Failure
-from inquire.rerank.cache import ModelKey, ScoreCache, score_candidates
+from inquire.rerank.cache import ScoreCache, reranker_key, score_candidates
 from inquire.testing.rerank_fake_openai import FakeOpenAI
 
 KEY_ENV = "INQUIRE_TEST_API_KEY"
@@ -48,7 +48,7 @@ def test_chunked_failures_carry_list_position_and_image_id() -> None:
     images = list(range(10))  # the image of candidate p is p
     scorer = _FailsOn({1, 6, 9})
     with ScoreCache() as cache:
-        cache.put(ModelKey.of(scorer), "q", {ids[0]: 0.5})  # candidate 0 is never scored
+        cache.put(reranker_key(scorer), "q", {ids[0]: 0.5})  # candidate 0 is never scored
         out = score_candidates(scorer, "q", ids, images, cache=cache, chunk=3)
     assert np.flatnonzero(np.isnan(out)).tolist() == [1, 6, 9]
     assert [(f.index, f.image_id) for f in scorer.failures] == [(1, 107), (6, 142), (9, 163)]

@@ -12,12 +12,13 @@ from typing import Any
 import numpy as np
 import pytest
 
+from inquire.cache import OutputKey
 from inquire.errors import InputError
 from inquire.rerank.cache import (
     CachedReranker,
-    ModelKey,
     ScoreCache,
     import_inquire_cache,
+    reranker_key,
     score_candidates,
 )
 
@@ -42,13 +43,14 @@ class CountingReranker:
 
 def test_put_get_round_trip_and_key_parts(tmp_path: Path) -> None:
     with ScoreCache(tmp_path / "c.sqlite") as cache:
-        key = ModelKey("m", "rev1", "v1")
+        key = OutputKey("m", "rev1", protocol="v1")
         assert cache.put(key, "a fox", {1: 0.5, 2: 0.25, 3: float("nan")}) == 2
         assert cache.get(key, "a fox", [1, 2, 3]) == {"1": 0.5, "2": 0.25}
         # every key part matters
-        assert cache.get(ModelKey("m", "rev2", "v1"), "a fox", [1]) == {}
-        assert cache.get(ModelKey("m", "rev1", "v2"), "a fox", [1]) == {}
-        assert cache.get(ModelKey("m2", "rev1", "v1"), "a fox", [1]) == {}
+        assert cache.get(OutputKey("m", "rev2", protocol="v1"), "a fox", [1]) == {}
+        assert cache.get(OutputKey("m", "rev1", protocol="v2"), "a fox", [1]) == {}
+        assert cache.get(OutputKey("m2", "rev1", protocol="v1"), "a fox", [1]) == {}
+        assert cache.get(OutputKey("m", "rev1", "bf16", "v1"), "a fox", [1]) == {}
         assert cache.get(key, "a fox ", [1]) == {}
         assert cache.count() == 2 and cache.count(key) == 2
     # persistent, in WAL mode
@@ -128,7 +130,7 @@ def test_wrong_number_of_scores_is_refused(tmp_path: Path) -> None:
 
 def _writer(path: str, worker: int, n: int, start: Any) -> None:
     with ScoreCache(path, timeout_s=60) as cache:
-        key = ModelKey("m", "r", "p")
+        key = OutputKey("m", "r", protocol="p")
         start.wait(60)  # both processes write at the same time
         for i in range(n):
             # small transactions interleave with the other process's
@@ -149,7 +151,7 @@ def test_two_processes_write_at_once(tmp_path: Path) -> None:
     with ScoreCache(path) as cache:
         # 400 distinct ids per worker, plus one "shared" id per query text
         assert cache.count() == 2 * 400 + 3
-        key = ModelKey("m", "r", "p")
+        key = OutputKey("m", "r", protocol="p")
         got = cache.get(key, "query 0", [f"0-{i}" for i in range(0, 400, 3)])
         assert len(got) == 134
 
@@ -194,7 +196,9 @@ def test_import_refuses_pickles_unless_trusted(tmp_path: Path) -> None:
     _write_inquire_cache(npy)
     with ScoreCache(tmp_path / "c.sqlite") as cache:
         with pytest.raises(InputError, match="--trust-pickle"):
-            import_inquire_cache(npy, cache, ModelKey("cached:x", "imported", "imported"), [], {})
+            import_inquire_cache(
+                npy, cache, OutputKey("cached:x", "imported", protocol="imported"), [], {}
+            )
         assert cache.count() == 0
 
 
@@ -212,7 +216,7 @@ def test_import_maps_paths_and_prompts(tmp_path: Path, template: str | None) -> 
         report = import_inquire_cache(
             npy,
             cache,
-            ModelKey.of(target),
+            reranker_key(target),
             ["a fox", "a red fox"],
             files,
             trust_pickle=True,
@@ -235,12 +239,14 @@ def test_import_rejects_a_file_that_is_not_a_dict(tmp_path: Path) -> None:
     npy = tmp_path / "list.npy"
     np.save(npy, np.array([1, 2, 3]))
     with ScoreCache(tmp_path / "c.sqlite") as cache, pytest.raises(InputError, match="dict"):
-        import_inquire_cache(npy, cache, ModelKey("a", "b", "c"), [], {}, trust_pickle=True)
+        import_inquire_cache(
+            npy, cache, OutputKey("a", "b", protocol="c"), [], {}, trust_pickle=True
+        )
 
 
 def test_cache_files_are_never_pickles(tmp_path: Path) -> None:
     with ScoreCache(tmp_path / "c.sqlite") as cache:
-        cache.put(ModelKey("m", "r", "p"), "q", {1: 0.5})
+        cache.put(OutputKey("m", "r", protocol="p"), "q", {1: 0.5})
     raw = (tmp_path / "c.sqlite").read_bytes()
     assert raw.startswith(b"SQLite format 3\x00")
     with pytest.raises(pickle.UnpicklingError):
@@ -280,7 +286,7 @@ def test_import_gpt_cache_in_inquires_format(tmp_path: Path) -> None:
     assert target.protocol == "inquire-2024"
     with ScoreCache(tmp_path / "c.sqlite") as cache:
         report = import_inquire_cache(
-            npy, cache, ModelKey.of(target), ["a fox", "a red fox"], files, trust_pickle=True
+            npy, cache, reranker_key(target), ["a fox", "a red fox"], files, trust_pickle=True
         )
         assert report.model == "openai-gpt4o20240806"
         assert (report.imported, report.skipped_query, report.refused) == (5, 1, 1)
@@ -290,8 +296,8 @@ def test_import_gpt_cache_in_inquires_format(tmp_path: Path) -> None:
         assert red[0] == pytest.approx(0.25)
         # the protocol is part of the key: another protocol finds nothing
         other = CachedReranker("gpt4o", protocol="inquire-sum")
-        assert cache.count(ModelKey.of(other)) == 0 and cache.count(ModelKey.of(target)) == 5
-        assert ModelKey.of(target).stored_version == "inquire-2024/imported"
+        assert cache.count(reranker_key(other)) == 0 and cache.count(reranker_key(target)) == 5
+        assert reranker_key(target).protocol == "inquire-2024/imported"
 
 
 def test_protocol_is_part_of_every_cache_key(tmp_path: Path) -> None:
@@ -319,3 +325,48 @@ def test_upstream_cache_file_names() -> None:
     assert len(UPSTREAM_MODELS) == 10
     with pytest.raises(KeyError, match=r"llava-hf/llava-1\.5-13b-hf"):
         upstream_model("llava-hf/llava-1.5-13b")
+
+
+def test_version_1_files_are_converted_with_their_precision(tmp_path: Path) -> None:
+    """Version 1 folded the precision into the revision (``REV@bf16``; fp32 plain). Opened
+    now, each row keeps its meaning: the bf16 run's scores serve only bf16 runs."""
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as con:
+        con.executescript(
+            """
+            CREATE TABLE scores (
+                model TEXT NOT NULL, revision TEXT NOT NULL, prompt_version TEXT NOT NULL,
+                query TEXT NOT NULL, image_id TEXT NOT NULL, score REAL NOT NULL,
+                created REAL NOT NULL,
+                PRIMARY KEY (model, revision, prompt_version, query, image_id)
+            ) WITHOUT ROWID;
+            CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+            INSERT INTO meta VALUES ('schema_version', '1');
+            INSERT INTO scores VALUES ('m', 'rev1', 'inquire-2024/p1', 'q', '1', 0.25, 0);
+            INSERT INTO scores VALUES ('m', 'rev1@bf16', 'inquire-2024/p1', 'q', '1', 0.75, 0);
+            """
+        )
+    con.close()
+
+    class Scorer:
+        reranker_id, revision, prompt_version, protocol = "m", "rev1", "p1", "inquire-2024"
+
+        def __init__(self, precision: str | None) -> None:
+            if precision is not None:
+                self.precision = precision
+
+    with ScoreCache(path) as cache:
+        assert cache.get(reranker_key(Scorer(None)), "q", [1]) == {"1": 0.25}
+        assert cache.get(reranker_key(Scorer("fp32")), "q", [1]) == {"1": 0.25}
+        assert cache.get(reranker_key(Scorer("bf16")), "q", [1]) == {"1": 0.75}
+        assert cache.get(reranker_key(Scorer("fp16")), "q", [1]) == {}
+        assert cache.count() == 2
+        version = cache._db.execute("SELECT value FROM meta WHERE key='schema_version'")
+        assert version.fetchone()[0] == "2"
+    with ScoreCache(path) as again:  # opening again changes nothing
+        assert again.count() == 2
+        again._db.execute("UPDATE meta SET value = '9' WHERE key = 'schema_version'")
+    with pytest.raises(InputError, match="schema version 9, newer"):
+        ScoreCache(path)

@@ -36,7 +36,7 @@ def test_text_cache_closes_its_sqlite_connection(tmp_path: Path, monkeypatch) ->
         opened.append(con)
         return con
 
-    monkeypatch.setattr(text_cache.sqlite3, "connect", connect)
+    monkeypatch.setattr(sqlite3, "connect", connect)
     db = tmp_path / "t.sqlite"
     first = text_cache.text_embeddings(_FakeEncoder(), ["a", "bb"], path=db)
     again = text_cache.text_embeddings(_FakeEncoder(), ["bb"], path=db)
@@ -393,7 +393,7 @@ def test_eval_rerank_closes_its_score_cache(tmp_path: Path, monkeypatch) -> None
 
 def test_reranker_scores_are_cached_per_precision(tmp_path: Path) -> None:
     """A bf16 run must not read scores cached by the fp32 run of the same model (or back)."""
-    from inquire.rerank.cache import ModelKey, ScoreCache, score_candidates
+    from inquire.rerank.cache import ScoreCache, reranker_key, score_candidates
 
     class Scorer:
         reranker_id, revision, prompt_version = "test:m", "rev1", "p1"
@@ -407,8 +407,8 @@ def test_reranker_scores_are_cached_per_precision(tmp_path: Path) -> None:
             return np.full(len(images), self.value)
 
     full, half = Scorer("fp32", 0.25), Scorer("bf16", 0.75)
-    assert ModelKey.of(full).revision == "rev1"  # fp32 keys are unchanged
-    assert ModelKey.of(half).revision == "rev1@bf16"
+    assert reranker_key(full).values == ("test:m", "rev1", "fp32", "p1")
+    assert reranker_key(half).values == ("test:m", "rev1", "bf16", "p1")
     with ScoreCache(tmp_path / "s.sqlite") as cache:
         assert score_candidates(full, "q", [1, 2], [None, None], cache=cache).tolist() == [
             0.25, 0.25,
@@ -445,7 +445,7 @@ def test_rerankers_see_images_decoded_like_the_embedding_models(tmp_path: Path) 
     """EXIF orientation and transparency: the reranker's picture equals the encoder's."""
     from PIL import Image
 
-    from inquire.embed.base import open_image
+    from inquire.embed.images import open_image
     from inquire.rerank.base import load_image
 
     img = Image.new("RGB", (40, 20), "red")

@@ -256,9 +256,9 @@ def import_cache_cmd(
     from inquire.rerank.cache import (
         PICKLE_REFUSAL,
         CachedReranker,
-        ModelKey,
         ScoreCache,
         import_inquire_cache,
+        reranker_key,
     )
 
     if not trust_pickle:  # refuse before downloading anything
@@ -272,7 +272,7 @@ def import_cache_cmd(
         report = import_inquire_cache(
             npy,
             cache,
-            ModelKey.of(target),
+            reranker_key(target),
             rs.queries["query_text"].tolist(),
             rs.file_names(),
             trust_pickle=trust_pickle,

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from inquire._lock import writer_lock
+from inquire.cache import transaction
 from inquire.collection.ann import check_setting, ensure_index
 from inquire.collection.embedding import embed_files
 from inquire.collection.metadata import FIELDS, InatMetadata, describe
@@ -48,7 +49,6 @@ from inquire.collection.store import (
     inside_root,
     open_collection,
     scan_images,
-    transaction,
 )
 from inquire.embed import folder as emb_folder
 from inquire.embed.base import Encoder

@@ -27,8 +27,7 @@ import os
 import re
 import shutil
 import sqlite3
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from stat import S_ISREG
@@ -40,14 +39,16 @@ import pandas as pd
 from inquire import config
 from inquire._io import atomic_path, write_json
 from inquire._lock import try_writer_lock, writer_lock
+from inquire.cache import connect as connect_db
+from inquire.cache import transaction
 from inquire.collection.ann import ensure_index, load_index
 from inquire.collection.metadata import RANKS
 from inquire.embed import folder as emb_folder
+from inquire.embed.images import IMAGE_SUFFIXES
 from inquire.errors import InputError, UnknownNameError
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp"})
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 TAXON_COLUMNS = ("taxon", *RANKS)
 NO_DAY = np.iinfo(np.int32).min  # rows without a date never pass a date filter
@@ -102,25 +103,9 @@ def _check_name(name: str) -> str:
 
 
 def connect(path: Path) -> sqlite3.Connection:
-    """A connection in WAL mode that waits for writers instead of failing at once."""
-    conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-    conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA busy_timeout=30000")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    return conn
-
-
-@contextmanager
-def transaction(conn: sqlite3.Connection, immediate: bool = True) -> Iterator[sqlite3.Connection]:
-    """``BEGIN [IMMEDIATE]`` ... ``COMMIT`` (``ROLLBACK`` on error)."""
-    conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
-    try:
-        yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
+    """A collection database (:func:`inquire.cache.connect`: WAL, waits for writers), rows
+    as ``sqlite3.Row``."""
+    return connect_db(path, timeout_s=30, row_factory=sqlite3.Row, what="collection database")
 
 
 def inside_root(root_real: Path, path: Path) -> bool:

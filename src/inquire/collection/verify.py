@@ -38,9 +38,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from inquire.cache import transaction
 from inquire.collection.filters import Filters
 from inquire.collection.search import SearchRequest, search
-from inquire.collection.store import Collection, CollectionIndex, connect, records, transaction
+from inquire.collection.store import Collection, CollectionIndex, connect, records
 from inquire.embed.base import Encoder
 from inquire.errors import InputError, UnknownNameError
 

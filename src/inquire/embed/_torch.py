@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from inquire.embed.base import open_image
+from inquire.embed.images import open_image
 from inquire.errors import InputError, UnknownNameError
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,7 @@
 :class:`~inquire.embed.sources.ImageSource` in torch DataLoader worker processes (or in this
 process), batch by batch; :func:`decode_item` is the work done on one item. ``inquire embed``
 (local and Ray engines) and collections read images through it, so every path uses the same
-opening rules (:func:`~inquire.embed.base.open_image`) and the same failure reasons.
+opening rules (:func:`~inquire.embed.images.open_image`) and the same failure reasons.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from inquire.embed.base import open_image
+from inquire.embed.images import open_image
 from inquire.embed.sources import ImageSource
 
 
@@ -86,7 +86,7 @@ def decode_batches(
     """Read, decode and preprocess the items of ``source`` in parallel, batch by batch.
 
     ``batches``: lists of item indices, yielded in this order. Each item is opened with
-    :func:`~inquire.embed.base.open_image` (EXIF orientation, 16-bit, alpha, CMYK handled)
+    :func:`~inquire.embed.images.open_image` (EXIF orientation, 16-bit, alpha, CMYK handled)
     and passed through ``preprocess`` (None: keep the RGB PIL image). ``workers``: torch
     DataLoader worker processes (0 decodes in this process, without torch when
     ``stack=False``).

@@ -29,11 +29,9 @@ from typing import Any
 
 import numpy as np
 
+from inquire.embed.images import IMAGE_SUFFIXES, is_image_name
 from inquire.errors import InputError
 
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".jfif"}
-)
 _COCO_NAMES = ("train.json", "val.json")
 # Serialises the lazy opening of an archive's descriptor, so two threads reading the same
 # source at once cannot both open it (and leak one descriptor).
@@ -137,10 +135,6 @@ def _pread_all(fd: int, size: int, offset: int) -> bytes:
     return b"".join(parts)
 
 
-def _is_image(name: str) -> bool:
-    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
-
-
 def _coco_json(path: Path) -> Path | None:
     if path.is_file() and path.suffix.lower() == ".json":
         return path
@@ -180,7 +174,7 @@ def _open_inat(path: Path) -> ImageSource:
 def _open_tar(path: Path) -> ImageSource:
     try:
         with tarfile.open(path, "r:") as tf:
-            members = [m for m in tf.getmembers() if m.isfile() and _is_image(m.name)]
+            members = [m for m in tf.getmembers() if m.isfile() and is_image_name(m.name)]
     except tarfile.ReadError as exc:
         raise InputError(
             f"{str(path)!r} is not an uncompressed tar archive ({exc}); images are read by "
@@ -196,7 +190,7 @@ def _open_folder(path: Path) -> ImageSource:
     for dirpath, dirnames, filenames in os.walk(path, followlinks=True):
         dirnames.sort()
         rel = Path(dirpath).relative_to(path)
-        paths.extend((rel / f).as_posix() for f in sorted(filenames) if _is_image(f))
+        paths.extend((rel / f).as_posix() for f in sorted(filenames) if is_image_name(f))
     return ImageSource("folder", path, sorted(paths))
 
 
@@ -219,7 +213,7 @@ def open_source(path: str | os.PathLike[str]) -> ImageSource:
             if not len(source):
                 raise InputError(
                     f"{str(p)!r} ({source.kind}) holds no images with extensions "
-                    f"{sorted(IMAGE_EXTENSIONS)}"
+                    f"{sorted(IMAGE_SUFFIXES)}"
                 )
             return source
     raise InputError(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from inquire.embed.folder import (
     read_manifest,
     shard_numbers,
 )
+from inquire.embed.images import IMAGE_SUFFIXES
 from inquire.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -328,7 +330,8 @@ def path_key(paths: pd.Series) -> np.ndarray:
     and a leading ``./``, with ``/`` separators (INQUIRE's metadata has no ``.jpg``, its
     annotations do)."""
     s = paths.astype(str).str.strip().str.replace("\\", "/", regex=False).str.removeprefix("./")
-    out = s.str.replace(r"\.(?:jpe?g|png|webp|tiff?|bmp|gif)$", "", regex=True, case=False)
+    suffixes = "|".join(re.escape(x) for x in sorted(IMAGE_SUFFIXES))
+    out = s.str.replace(f"(?:{suffixes})$", "", regex=True, case=False)
     return out.to_numpy(dtype=object)
 
 

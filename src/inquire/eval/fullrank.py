@@ -14,16 +14,15 @@ ranked image keeps a distinct id.
 
 Top-k cache: ``config.cache_dir("topk")/<key>.parquet`` with columns
 ``query_text, k_max, rank, image_id, score`` plus ``<key>.json`` describing the key. The key
-hashes the model id, revision and precision, the embedding folder's identity (resolved path,
-row count, fingerprint of sizes, mtimes and manifest) and the searcher (exact, or index name +
-its build fingerprint + search parameters). An exact search cached for a larger ``k_max``
-serves smaller ones (the ranking rule is deterministic).
+is the encoder's :class:`~inquire.cache.OutputKey` (model id, revision, precision) digested
+with the embedding folder's identity (resolved path, row count, fingerprint of sizes, mtimes
+and manifest) and the searcher (exact, or index name + its build fingerprint + search
+parameters). An encoder without a revision is not cached. An exact search cached for a larger
+``k_max`` serves smaller ones (the ranking rule is deterministic).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -37,6 +36,7 @@ import pyarrow.parquet as pq
 
 from inquire import config
 from inquire._io import atomic_path, write_json
+from inquire.cache import KEY_VERSION, OutputKey
 from inquire.data.qrels import Qrels
 from inquire.embed.base import Encoder
 from inquire.embed.store import EmbeddingStore, path_key
@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 
 UNANNOTATED_ID_BASE = 10**12
 CACHE_COLUMNS = ["query_text", "k_max", "rank", "image_id", "score"]
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 # --------------------------------------------------------------------------------------------
@@ -197,13 +197,19 @@ def _searcher_identity(index: Any, params: Mapping[str, float] | None) -> dict[s
 
 
 class TopKCache:
-    """Cached top-k lists of one (model, revision, store, searcher), one parquet file."""
+    """Cached top-k lists of one (model key, store, searcher), one parquet file.
 
-    def __init__(self, key: dict[str, Any], root: Path | None = None) -> None:
-        self.key = {"version": CACHE_VERSION, **key}
-        digest = hashlib.sha256(json.dumps(self.key, sort_keys=True).encode()).hexdigest()[:24]
+    ``key``: the encoder's :class:`~inquire.cache.OutputKey`; ``extra``: what else the lists
+    depend on (the store's identity, the searcher). The file is named by
+    :meth:`OutputKey.digest` of both and :data:`CACHE_VERSION`; a ``.json`` beside it holds
+    them in clear.
+    """
+
+    def __init__(self, key: OutputKey, extra: Mapping[str, Any], root: Path | None = None) -> None:
+        full = {"version": CACHE_VERSION, **extra}
+        self.key = {**key.as_dict(), "key_version": KEY_VERSION, "extra": full}
         folder = root or config.cache_dir("topk")
-        self.path = folder / f"{digest}.parquet"
+        self.path = folder / f"{key.digest(full)}.parquet"
         self._frame: pd.DataFrame | None = None
 
     def _load(self) -> pd.DataFrame:
@@ -252,13 +258,21 @@ class TopKCache:
             )
             for text, (ids, scores) in entries.items()
         ]
-        old = self._load()
-        keep = old[~(old["query_text"].isin(list(entries)) & (old["k_max"] == k_max))]
-        frame = pd.concat([keep, *frames], ignore_index=True) if len(keep) else pd.concat(frames)
-        frame = frame.astype({"k_max": "int64", "rank": "int64", "image_id": "int64"})
-        with atomic_path(self.path) as tmp:
-            pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
-        write_json(self.path.with_suffix(".json"), self.key)
+        from filelock import FileLock
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # One writer at a time, reading what others wrote meanwhile: no lists are lost.
+        with FileLock(f"{self.path}.lock"):
+            self._frame = None
+            old = self._load()
+            keep = old[~(old["query_text"].isin(list(entries)) & (old["k_max"] == k_max))]
+            frame = (
+                pd.concat([keep, *frames], ignore_index=True) if len(keep) else pd.concat(frames)
+            )
+            frame = frame.astype({"k_max": "int64", "rank": "int64", "image_id": "int64"})
+            with atomic_path(self.path) as tmp:
+                pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
+            write_json(self.path.with_suffix(".json"), self.key)
         self._frame = frame.reset_index(drop=True)
 
 
@@ -333,17 +347,10 @@ def fullrank_topk(
     unique = list(dict.fromkeys(texts))
     store_cache = None
     found: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    if cache:
-        store_cache = TopKCache(
-            {
-                "model_id": encoder.model_id,
-                "revision": getattr(encoder, "revision", ""),
-                # fp16/bf16 text embeddings rank slightly differently from fp32 ones
-                "precision": str(getattr(encoder, "precision", "fp32")),
-                "store": store_identity(store),
-                "searcher": _searcher_identity(index, index_params),
-            }
-        )
+    key = OutputKey.of(encoder)  # fp16/bf16 text embeddings rank slightly differently
+    if cache and key.pinned:
+        searcher = _searcher_identity(index, index_params)
+        store_cache = TopKCache(key, {"store": store_identity(store), "searcher": searcher})
         found = store_cache.get(unique, k_max, allow_larger=index is None)
     todo = [t for t in unique if t not in found]
     log.info("top-%d: %d cached, %d to search", k_max, len(found), len(todo))

@@ -131,7 +131,7 @@ class APIReranker:
                 f"with --api-key-env), or point --base-url at a server that needs none"
             )
         self.protocol_row = get_protocol(protocol)
-        self.protocol = self.protocol_row.name  # part of the cache key (rerank.cache.ModelKey)
+        self.protocol = self.protocol_row.name  # part of the cache key (rerank.cache.reranker_key)
         self.prompt_row = self.protocol_row.api_prompt(model)
         self.reranker_id = f"api:{model}"
         # The server is part of the model's identity: one name can mean different weights.

@@ -47,51 +47,76 @@ class Reranker(Protocol):
 def load_image(image: ImageLike) -> Any:
     """An RGB ``PIL.Image`` from a PIL image, a path or encoded bytes.
 
-    Decoded like every image the embedding models see (:func:`inquire.embed.base.open_image`:
+    Decoded like every image the embedding models see (:func:`inquire.embed.images.open_image`:
     EXIF orientation applied, transparency over white, 16-bit scaled), so a reranker looks at
     the same picture as the first stage.
     """
+    from inquire.embed.images import open_image
+
+    return _decode(image, open_image)
+
+
+def load_image_as_stored(image: ImageLike) -> Any:
+    """A PIL image as ``PIL.Image.open`` gives it (no EXIF rotation, mode kept): the ``pil``
+    decoding of a reranking protocol (:func:`inquire.embed.images.open_as_stored`)."""
+    from inquire.embed.images import open_as_stored
+
+    return _decode(image, open_as_stored)
+
+
+def _decode(image: ImageLike, opener: Any) -> Any:
+    """``opener(image)`` with a missing file, unreadable bytes or a wrong type as InputError."""
     from PIL import Image, UnidentifiedImageError
 
-    from inquire.embed.base import open_image
-
     if isinstance(image, Image.Image):
-        return open_image(image)
+        return opener(image)
     try:
         if isinstance(image, (bytes, bytearray)):
-            return open_image(bytes(image))
+            return opener(bytes(image))
         if isinstance(image, (str, os.PathLike)):
             path = Path(image)
             if not path.is_file():
                 raise InputError(f"image file {str(path)!r} does not exist")
-            return open_image(path)
+            return opener(path)
     except (UnidentifiedImageError, OSError, ValueError) as exc:
+        if isinstance(exc, InputError):
+            raise
         raise InputError(f"cannot read image {str(image)[:80]!r}: {exc}") from exc
     raise InputError(
         f"cannot use a {type(image).__name__} as an image; give a PIL image, a path or bytes"
     )
 
 
+# Media types chat-completions APIs accept in an image URL; other files are re-encoded.
+SENT_AS_IS = frozenset({"image/jpeg", "image/png", "image/webp", "image/gif"})
+
+
 def image_bytes(image: ImageLike, fmt: str = "JPEG") -> tuple[bytes, str]:
-    """Encoded bytes and MIME type of ``image`` (files and bytes are passed through)."""
+    """Encoded bytes and media type of ``image`` to send to an API.
+
+    Files and bytes in one of :data:`SENT_AS_IS` are passed through unchanged (their type
+    from :func:`inquire.embed.images.sniff_mime`); other images (TIFF, BMP, PIL images) are
+    decoded with :func:`load_image` and encoded as ``fmt``. Raises InputError for a missing
+    file or bytes that are not a decodable image.
+    """
+    from inquire.embed.images import UnknownImageFormat, sniff_mime
+
+    data: bytes | None = None
     if isinstance(image, (bytes, bytearray)):
-        return bytes(image), _sniff_mime(bytes(image))
-    if isinstance(image, (str, os.PathLike)):
+        data = bytes(image)
+    elif isinstance(image, (str, os.PathLike)):
         path = Path(image)
         if not path.is_file():
             raise InputError(f"image file {str(path)!r} does not exist")
         data = path.read_bytes()
-        return data, _sniff_mime(data)
+    if data is not None:
+        try:
+            mime = sniff_mime(data)
+        except UnknownImageFormat:
+            mime = ""
+        if mime in SENT_AS_IS:
+            return data, mime
+        image = data
     buf = io.BytesIO()
     load_image(image).save(buf, format=fmt)
     return buf.getvalue(), f"image/{fmt.lower()}"
-
-
-def _sniff_mime(data: bytes) -> str:
-    if data[:3] == b"\xff\xd8\xff":
-        return "image/jpeg"
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return "image/png"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    return "image/jpeg"

@@ -1,14 +1,18 @@
 """A persistent cache of reranker outputs (SQLite), and import of INQUIRE's released caches.
 
-Key: ``model id + revision + protocol/prompt template version + query text + image id``;
-value: the score (float). The reranking protocol (``inquire-2024``, ``inquire-sum``) is stored
-as the prefix of the prompt-version column (``inquire-2024/llava-1.5-1``), so one protocol's
-scores never stand in for another's. The database runs in WAL mode with a busy timeout, so
-several processes can read and write one cache at once; every batch is committed as soon as
-it is scored, so an interrupted run resumes where it stopped. Failures (NaN) are never stored,
-and neither are outputs of non-deterministic scorers (``reranker.cacheable`` false, e.g.
-sampled API calls).
+Key: the reranker's :class:`~inquire.cache.OutputKey` (:func:`reranker_key`: model id,
+revision, precision, and as protocol ``protocol/prompt template version``, e.g.
+``inquire-2024/llava-1.5-1``, so one protocol's scores never stand in for another's) + query
+text + image id; value: the score (float). The database is set up by
+:func:`inquire.cache.connect` (WAL mode, busy timeout), so several processes can read and
+write one cache at once; every batch is committed as soon as it is scored, so an interrupted
+run resumes where it stopped. Failures (NaN) are never stored, and neither are outputs of
+non-deterministic scorers (``reranker.cacheable`` false, e.g. sampled API calls).
 API keys are never part of a key or a value.
+
+Schema version 2 keeps the precision in its own column. Version 1 files (precision folded
+into the revision as ``REV@bf16``, fp32 as the plain revision) are converted in place the
+first time they are opened, in one transaction; a file from a newer version is refused.
 """
 
 from __future__ import annotations
@@ -27,6 +31,14 @@ from typing import Any
 import numpy as np
 
 from inquire import config
+from inquire.cache import (
+    OutputKey,
+    canonical_precision,
+    connect,
+    key_columns_sql,
+    key_match_sql,
+    transaction,
+)
 from inquire.errors import InputError
 from inquire.rerank.api import Failure
 from inquire.rerank.base import ImageLike, Reranker
@@ -34,52 +46,37 @@ from inquire.rerank.base import ImageLike, Reranker
 log = logging.getLogger(__name__)
 
 CACHE_FILE = "scores.sqlite"
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = 2
 
-_SCHEMA = """
+_META = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+_SCORES = f"""
 CREATE TABLE IF NOT EXISTS scores (
-    model TEXT NOT NULL,
-    revision TEXT NOT NULL,
-    prompt_version TEXT NOT NULL,
+    {key_columns_sql()},
     query TEXT NOT NULL,
     image_id TEXT NOT NULL,
     score REAL NOT NULL,
     created REAL NOT NULL,
-    PRIMARY KEY (model, revision, prompt_version, query, image_id)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    PRIMARY KEY (model, revision, precision, protocol, query, image_id)
+) WITHOUT ROWID
 """
 
 
-@dataclass(frozen=True)
-class ModelKey:
-    """The model's part of a cache key."""
+def reranker_key(reranker: Reranker) -> OutputKey:
+    """The cache key of ``reranker``: its id, revision and precision (a local model run in
+    bf16 scores slightly differently from fp32; rerankers without a precision count as
+    fp32), and as protocol ``protocol/prompt_version`` (the prompt version alone for scorers
+    outside any protocol, e.g. CLIP)."""
+    protocol = str(getattr(reranker, "protocol", "") or "")
+    version = str(reranker.prompt_version)
+    return OutputKey.of(reranker, f"{protocol}/{version}" if protocol else version)
 
-    model: str
-    revision: str
-    prompt_version: str
-    protocol: str = ""
 
-    @property
-    def stored_version(self) -> str:
-        """The prompt-version column: ``protocol/prompt_version`` (or the version alone for
-        scorers outside any protocol, e.g. CLIP)."""
-        return f"{self.protocol}/{self.prompt_version}" if self.protocol else self.prompt_version
-
-    @classmethod
-    def of(cls, reranker: Reranker) -> ModelKey:
-        """The key part of ``reranker`` (its id, revision and prompt version).
-
-        A local model run at reduced precision (its ``precision`` attribute, e.g. ``bf16``)
-        gives slightly different scores than in fp32, so the precision joins the revision
-        (``REV@bf16``); fp32 keys stay the plain revision.
-        """
-        revision = str(reranker.revision)
-        precision = str(getattr(reranker, "precision", "") or "fp32")
-        if precision != "fp32":
-            revision = f"{revision}@{precision}"
-        protocol = str(getattr(reranker, "protocol", "") or "")
-        return cls(reranker.reranker_id, revision, reranker.prompt_version, protocol)
+def _v1_revision(revision: str, part: int) -> str:
+    """Part 0 (revision) or 1 (precision) of a version-1 revision column (``REV@PREC``)."""
+    rev, sep, precision = revision.rpartition("@")
+    if not sep:
+        return revision if part == 0 else canonical_precision("")
+    return rev if part == 0 else canonical_precision(precision)
 
 
 class ScoreCache:
@@ -87,32 +84,57 @@ class ScoreCache:
 
     def __init__(self, path: str | os.PathLike[str] | None = None, timeout_s: float = 60.0):
         self.path = Path(path) if path is not None else config.cache_dir("rerank") / CACHE_FILE
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = connect(self.path, timeout_s=timeout_s, what="rerank cache")
         try:
-            self._db = sqlite3.connect(self.path, timeout=timeout_s, isolation_level=None)
-        except sqlite3.DatabaseError as exc:
-            raise self._unusable(exc) from exc
-        try:
-            self._db.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute("PRAGMA synchronous = NORMAL")
-            self._db.executescript(_SCHEMA)
+            self._db.execute(_META)
+            self._upgrade()
+            self._db.execute(_SCORES)
             self._db.execute(
                 "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
-                (SCHEMA_VERSION,),
+                (str(SCHEMA_VERSION),),
             )
         except BaseException as exc:
             # No caller can close a cache whose constructor failed: close the connection here.
             self._db.close()
             if isinstance(exc, sqlite3.DatabaseError):
-                raise self._unusable(exc) from exc
+                raise InputError(
+                    f"rerank cache {str(self.path)!r} is not a usable SQLite database ({exc}); "
+                    f"move it away to start a new cache"
+                ) from exc
             raise
 
-    def _unusable(self, exc: Exception) -> InputError:
-        return InputError(
-            f"rerank cache {str(self.path)!r} is not a usable SQLite database ({exc}); "
-            f"move it away to start a new cache"
-        )
+    def _version(self) -> int | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        return int(row[0]) if row is not None else None
+
+    def _upgrade(self) -> None:
+        """Convert a version-1 file in place; refuse a file from a newer version."""
+        version = self._version()
+        if version is not None and version > SCHEMA_VERSION:
+            raise InputError(
+                f"rerank cache {str(self.path)!r} has schema version {version}, newer than this "
+                f"inquire's {SCHEMA_VERSION}; upgrade inquire or pass another cache file"
+            )
+        if version is not None and version >= SCHEMA_VERSION:
+            return
+        with transaction(self._db):
+            cols = {r[1] for r in self._db.execute("PRAGMA table_info(scores)")}
+            if not cols or "precision" in cols:
+                return  # a new file, or another process converted it first
+            self._db.create_function("v1_revision", 2, _v1_revision, deterministic=True)
+            self._db.execute("ALTER TABLE scores RENAME TO scores_v1")
+            self._db.execute(_SCORES)
+            self._db.execute(
+                "INSERT OR REPLACE INTO scores SELECT model, v1_revision(revision, 0), "
+                "v1_revision(revision, 1), prompt_version, query, image_id, score, created "
+                "FROM scores_v1"
+            )
+            self._db.execute("DROP TABLE scores_v1")
+            self._db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
+        log.info("converted rerank cache %s to schema version %d", self.path, SCHEMA_VERSION)
 
     def close(self) -> None:
         """Close the database connection."""
@@ -124,7 +146,7 @@ class ScoreCache:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def get(self, key: ModelKey, query: str, image_ids: Sequence[Any]) -> dict[str, float]:
+    def get(self, key: OutputKey, query: str, image_ids: Sequence[Any]) -> dict[str, float]:
         """Cached scores for ``image_ids`` (keys are the ids as strings); misses are absent."""
         ids = [str(i) for i in image_ids]
         found: dict[str, float] = {}
@@ -133,42 +155,39 @@ class ScoreCache:
             chunk = ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
             rows = self._db.execute(
-                "SELECT image_id, score FROM scores WHERE model = ? AND revision = ? AND "
-                f"prompt_version = ? AND query = ? AND image_id IN ({marks})",
-                (key.model, key.revision, key.stored_version, query, *chunk),
+                f"SELECT image_id, score FROM scores WHERE {key_match_sql()} AND query = ? "
+                f"AND image_id IN ({marks})",
+                (*key.values, query, *chunk),
             ).fetchall()
             found.update({str(i): float(s) for i, s in rows})
         return found
 
-    def put(self, key: ModelKey, query: str, scores: Mapping[Any, float]) -> int:
+    def put(self, key: OutputKey, query: str, scores: Mapping[Any, float]) -> int:
         """Store finite ``scores`` (image id -> score) in one transaction; return how many."""
         now = time.time()
         rows = [
-            (key.model, key.revision, key.stored_version, query, str(i), float(s), now)
+            (*key.values, query, str(i), float(s), now)
             for i, s in scores.items()
             if math.isfinite(float(s))
         ]
         if not rows:
             return 0
-        with self._db:  # BEGIN ... COMMIT (retried by the busy timeout when locked)
-            self._db.execute("BEGIN IMMEDIATE")
+        with transaction(self._db):  # waits for other writers up to the busy timeout
             self._db.executemany(
                 "INSERT OR REPLACE INTO scores "
-                "(model, revision, prompt_version, query, image_id, score, created) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "(model, revision, precision, protocol, query, image_id, score, created) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
         return len(rows)
 
-    def count(self, key: ModelKey | None = None) -> int:
+    def count(self, key: OutputKey | None = None) -> int:
         """Number of stored scores (for one model key, or all)."""
         if key is None:
             return int(self._db.execute("SELECT COUNT(*) FROM scores").fetchone()[0])
         return int(
             self._db.execute(
-                "SELECT COUNT(*) FROM scores WHERE model = ? AND revision = ? AND "
-                "prompt_version = ?",
-                (key.model, key.revision, key.stored_version),
+                f"SELECT COUNT(*) FROM scores WHERE {key_match_sql()}", key.values
             ).fetchone()[0]
         )
 
@@ -187,12 +206,16 @@ def score_candidates(
     stored as soon as it is done (so an interrupted run resumes). ``images`` is either the
     images in ``image_ids`` order or a function from positions to images, called only for the
     positions that must be scored (so a fully cached run never reads an image). NaN marks a
-    failure; failures are not cached.
+    failure; failures are not cached, and nothing is cached for a reranker without a
+    revision (nothing pins its weights).
     """
     n = len(image_ids)
     out = np.full(n, np.nan, np.float64)
+    key = reranker_key(reranker)
     use_cache = cache is not None and bool(getattr(reranker, "cacheable", True))
-    key = ModelKey.of(reranker)
+    if use_cache and not key.pinned:
+        log.info("not caching scores of %s: it has no revision", key.model)
+        use_cache = False
     if use_cache and cache is not None:
         hit = cache.get(key, query_text, image_ids)
         for pos, i in enumerate(image_ids):
@@ -269,7 +292,7 @@ class ImportReport:
 def import_inquire_cache(
     npy_path: str | os.PathLike[str],
     cache: ScoreCache,
-    key: ModelKey,
+    key: OutputKey,
     queries: Iterable[str],
     image_ids_by_file: Mapping[str, int],
     trust_pickle: bool = False,

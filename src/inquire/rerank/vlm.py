@@ -23,7 +23,6 @@ all), and only the last position's logits are computed where the model supports
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import os
 from collections.abc import Sequence
@@ -34,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from inquire.errors import InputError, UnknownNameError
-from inquire.rerank.base import ImageLike, load_image
+from inquire.rerank.base import ImageLike, load_image, load_image_as_stored
 from inquire.rerank.protocol import (
     QUESTION,
     FirstStep,
@@ -383,28 +382,7 @@ def first_step_logprobs(
     return x
 
 
-def _open_as_is(image: ImageLike) -> Any:
-    """A PIL image as ``PIL.Image.open`` gives it (no EXIF rotation, mode kept)."""
-    from PIL import Image, UnidentifiedImageError
-
-    if isinstance(image, Image.Image):
-        return image
-    try:
-        if isinstance(image, (bytes, bytearray)):
-            return Image.open(io.BytesIO(bytes(image)))
-        if isinstance(image, (str, os.PathLike)):
-            path = Path(image)
-            if not path.is_file():
-                raise InputError(f"image file {str(path)!r} does not exist")
-            return Image.open(path)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise InputError(f"cannot read image {str(image)[:80]!r}: {exc}") from exc
-    raise InputError(
-        f"cannot use a {type(image).__name__} as an image; give a PIL image, a path or bytes"
-    )
-
-
-_DECODERS = {"inquire": load_image, "pil": _open_as_is}
+_DECODERS = {"inquire": load_image, "pil": load_image_as_stored}
 
 
 class VLMReranker:
@@ -432,7 +410,7 @@ class VLMReranker:
         from inquire.embed._torch import check_device, torch_dtype
 
         self.protocol_row = get_protocol(protocol)
-        self.protocol = self.protocol_row.name  # part of the cache key (rerank.cache.ModelKey)
+        self.protocol = self.protocol_row.name  # part of the cache key (rerank.cache.reranker_key)
         self.spec = prompt or self.protocol_row.vlm_prompt(family.name)
         device = str(check_device(device))  # a missing GPU fails here, clearly
         precision = resolve_precision(precision, family, device)
@@ -445,7 +423,7 @@ class VLMReranker:
         self.batch_size = batch_size
         self.min_mass = min_mass
         self.device = device
-        self.precision = precision  # part of the cache key (rerank.cache.ModelKey)
+        self.precision = precision  # part of the cache key (rerank.cache.reranker_key)
         local = Path(model).expanduser()
         kwargs: dict[str, Any] = {}
         if local.is_dir():

@@ -26,24 +26,16 @@ import numpy as np
 import pandas as pd
 
 from inquire._io import atomic_path
+from inquire.embed.images import IMAGE_SUFFIXES, SNIFF_BYTES, UnknownImageFormat, sniff_mime
+from inquire.embed.images import open_image as _open_image
 from inquire.errors import InputError
 from inquire.web.config import MAX_THUMB_SIZE, MIN_THUMB_SIZE
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
-# Pillow format name -> media type sent to the browser.
-MEDIA_TYPES = {
-    "JPEG": "image/jpeg",
-    "PNG": "image/png",
-    "WEBP": "image/webp",
-    "GIF": "image/gif",
-    "BMP": "image/bmp",
-    "TIFF": "image/tiff",
-    "MPO": "image/jpeg",  # multi-picture JPEG from phones
-}
-# Bump when the thumbnail recipe changes so old cache entries are not reused.
-THUMB_VERSION = "1"
+# Bump when the thumbnail recipe changes so old cache entries are not reused. 2: decoded by
+# inquire.embed.images.open_image, as the models see images (alpha over white, 16-bit scaled).
+THUMB_VERSION = "2"
 _DRIVE_RE = re.compile(r"^[A-Za-z]:")
 
 
@@ -196,27 +188,36 @@ class ImageRoots:
 
 
 def image_format(source: Path | bytes, name: str | None = None) -> str:
-    """The media type of an image file (``Path``) or encoded image bytes from its header, or
-    :class:`NotAnImage`. ``name`` labels bytes in messages (a file is named by its file name,
-    never its absolute path: Pillow's own message holds that, so it is not passed on)."""
-    import io
-
+    """The media type of an image file (``Path``) or encoded image bytes, or
+    :class:`NotAnImage`: the type from the leading bytes (:func:`inquire.embed.images.sniff_mime`),
+    and Pillow must recognise the header. ``name`` labels bytes in messages (a file is named by
+    its file name, never its absolute path: Pillow's own message holds that, so it is not
+    passed on)."""
     from PIL import Image, UnidentifiedImageError
 
     opened: Path | io.BytesIO
     if isinstance(source, bytes):
-        label, opened = name or "image", io.BytesIO(source)
+        label, opened, head = name or "image", io.BytesIO(source), source[:SNIFF_BYTES]
     else:
         label, opened = repr(source.name), source
+        try:
+            with open(source, "rb") as fh:
+                head = fh.read(SNIFF_BYTES)
+        except OSError as exc:
+            raise NotAnImage(f"{label} is not a readable image ({type(exc).__name__})") from None
     try:
-        with Image.open(opened) as img:
-            fmt = img.format
+        mime = sniff_mime(head, label)
+    except UnknownImageFormat:
+        raise NotAnImage(
+            f"{label} is not an image the page shows (JPEG, PNG, GIF, TIFF, BMP or WebP)"
+        ) from None
+    try:
+        with Image.open(opened):
+            pass
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         detail = "" if isinstance(source, bytes) else f" ({type(exc).__name__})"
         raise NotAnImage(f"{label} is not a readable image{detail}") from None
-    if fmt not in MEDIA_TYPES:
-        raise NotAnImage(f"{label} is a {fmt} image, which the page does not show")
-    return MEDIA_TYPES[fmt]
+    return mime
 
 
 def check_thumb_size(size: int) -> int:
@@ -274,17 +275,16 @@ class ThumbnailCache:
 
     @staticmethod
     def _render(source: Path | io.BytesIO, name: str, size: int, target: Path) -> None:
-        from PIL import Image, ImageOps, UnidentifiedImageError
+        """Decode ``source`` as the models see it (:func:`inquire.embed.images.open_image`,
+        JPEGs drafted at reduced scale), shrink to ``size`` and write a JPEG to ``target``."""
+        from PIL import Image, UnidentifiedImageError
 
         path = Path(name)  # error messages name the image, never a server path
         try:
-            with Image.open(source) as img:
-                img.draft("RGB", (size, size))  # JPEG: decode at reduced scale when possible
-                img = ImageOps.exif_transpose(img)
-                img = img.convert("RGB")
-                img.thumbnail((size, size), Image.Resampling.LANCZOS)
-                with atomic_path(target) as tmp:
-                    img.save(tmp, format="JPEG", quality=85)
+            img = _open_image(source, draft=size)
+            img.thumbnail((size, size), Image.Resampling.LANCZOS)
+            with atomic_path(target) as tmp:
+                img.save(tmp, format="JPEG", quality=85)
         except Image.DecompressionBombError:
             raise NotAnImage(f"{path.name!r} has too many pixels to thumbnail safely") from None
         except (UnidentifiedImageError, OSError, ValueError) as exc:
