@@ -349,8 +349,11 @@ def fullrank_topk(
     found: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     key = OutputKey.of(encoder)  # fp16/bf16 text embeddings rank slightly differently
     if cache and key.pinned:
-        searcher = _searcher_identity(index, index_params)
-        store_cache = TopKCache(key, {"store": store_identity(store), "searcher": searcher})
+        identity = {
+            "store": store_identity(store),
+            "searcher": _searcher_identity(index, index_params),
+        }
+        store_cache = TopKCache(key, identity)
         found = store_cache.get(unique, k_max, allow_larger=index is None)
     todo = [t for t in unique if t not in found]
     log.info("top-%d: %d cached, %d to search", k_max, len(found), len(todo))
