@@ -25,7 +25,10 @@ FAST = {"progress": False, "backoff_s": 0.0}
 
 
 def _artifact(name: str = "fixture-blob", data: bytes = PAYLOAD, **kw: object) -> Artifact:
-    """A test artifact with a known size and checksum, mirrored under example.org."""
+    """A test artifact with a known size and checksum, mirrored under example.org.
+
+    Resumable (the iNat tarball's path) unless ``resumable=False`` (pooch's own downloader).
+    """
     fields: dict[str, object] = {
         "name": name,
         "url": f"https://example.org/files/{name}.bin",
@@ -33,6 +36,7 @@ def _artifact(name: str = "fixture-blob", data: bytes = PAYLOAD, **kw: object) -
         "description": "fixture",
         "size": len(data),
         "sha256": hashlib.sha256(data).hexdigest(),
+        "resumable": True,
     }
     fields.update(kw)
     return Artifact(**fields)  # type: ignore[arg-type]
