@@ -147,7 +147,7 @@ def fetch(
             return _fetch_from_hub(art, art.hub, force=force, progress=progress, rehash=rehash)
         # A static mirror is set, but a copy already in the Hugging Face cache needs none.
         hit = None if force else _hub_cached(art.hub)
-        if hit is not None and _verify_cached(art, hit, rehash, key=_hub_key(art.hub)) is None:
+        if hit is not None and _verify_hub_cached(art, art.hub, hit, rehash) is None:
             return hit
     # One downloader per file: a second process waits here, then finds the file cached.
     with _lock(f"file-{art.mirror_path}"):
@@ -179,13 +179,14 @@ def _download_verified(
     download = _Download(art, url, dest, progress, retries, backoff_s, record)
     for attempt in (1, 2):
         try:
-            pooch.retrieve(
-                url,
-                known_hash=f"sha256:{known}" if known else None,
-                fname=dest.name,
-                path=dest.parent,
-                downloader=download,
-            )
+            with _pooch_log_level():
+                pooch.retrieve(
+                    url,
+                    known_hash=f"sha256:{known}" if known else None,
+                    fname=dest.name,
+                    path=dest.parent,
+                    downloader=download,
+                )
             break
         except (ValueError, _Mismatch) as exc:
             problem = str(exc) if isinstance(exc, _Mismatch) else f"sha256 mismatch: {exc}"
@@ -339,13 +340,16 @@ def _lock(key: str) -> Iterator[None]:
         yield
 
 
-def _verify_cached(art: Artifact, dest: Path, rehash: bool, key: str | None = None) -> str | None:
+def _verify_cached(
+    art: Artifact, dest: Path, rehash: bool, key: str | None = None, etag: str | None = None
+) -> str | None:
     """None if the cached ``dest`` is good, else why not. Never touches the network.
 
-    ``key`` is its manifest entry (default: the artifact's mirror path).
+    ``key`` is its manifest entry (default: the artifact's mirror path); ``etag`` a sha256
+    to expect when neither the registry nor the manifest has one (the hub's, for LFS files).
     """
     key = key or art.mirror_path
-    record = _read_manifest().get(key)
+    record = _read_manifest().get(key) or ({"sha256": etag} if etag else None)
     stat = dest.stat()
     problem = _mismatch(art, stat.st_size, None, record)
     if problem is not None:
@@ -400,6 +404,11 @@ def _hub_etag_sha256(path: Path) -> str | None:
     return None
 
 
+def _verify_hub_cached(art: Artifact, hub: HubFile, path: Path, rehash: bool) -> str | None:
+    """:func:`_verify_cached` for a file in the Hugging Face cache (the ETag as fallback)."""
+    return _verify_cached(art, path, rehash, key=_hub_key(hub), etag=_hub_etag_sha256(path))
+
+
 def _fetch_from_hub(
     art: Artifact, hub: HubFile, *, force: bool, progress: bool, rehash: bool
 ) -> Path:
@@ -420,9 +429,16 @@ def _fetch_from_hub(
     for attempt in (1, 2):
         cached = None if force else _hub_cached(hub)
         if cached is not None and attempt == 1:
-            problem = _verify_cached(art, cached, rehash, key=key)
+            problem = _verify_hub_cached(art, hub, cached, rehash)
             if problem is None:
                 return cached
+            if constants.is_offline_mode():
+                raise DownloadError(
+                    f"artifact {art.name!r}: the copy in the Hugging Face cache ({cached}) does "
+                    f"not verify ({problem}) and HF_HUB_OFFLINE is set, so it cannot be "
+                    f"downloaded again; unset HF_HUB_OFFLINE, or set INQUIRE_BASE_URL to a "
+                    f"mirror that has {art.mirror_path}"
+                )
             log.warning(
                 "%s: %s in the Hugging Face cache is unusable (%s); fetching it again",
                 art.name,
@@ -441,7 +457,7 @@ def _fetch_from_hub(
                 )
             )
         except LocalEntryNotFoundError as exc:
-            offline = constants.HF_HUB_OFFLINE
+            offline = constants.is_offline_mode()
             raise DownloadError(
                 f"artifact {art.name!r} ({where}) is not in the Hugging Face cache "
                 f"({constants.HF_HUB_CACHE}) and "
@@ -500,6 +516,20 @@ def _fetch_from_hub(
 
 
 # ---------------------------------------------------------------- pooch downloads
+
+
+@contextmanager
+def _pooch_log_level() -> Iterator[None]:
+    """pooch logs each download at INFO on its own stderr handler: keep it as quiet as ours."""
+    import pooch
+
+    logger = pooch.get_logger()
+    old = logger.level
+    logger.setLevel(logging.INFO if log.isEnabledFor(logging.INFO) else logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(old)
 
 
 class _Retryable(Exception):
