@@ -33,8 +33,11 @@ def enabled(requested: bool = True) -> bool:
         return False
     if not logging.getLogger("inquire").isEnabledFor(logging.WARNING):
         return False
-    stream = sys.stderr
-    return bool(getattr(stream, "isatty", lambda: False)())
+    return _stderr_is_terminal()
+
+
+def _stderr_is_terminal() -> bool:
+    return bool(getattr(sys.stderr, "isatty", lambda: False)())
 
 
 def _console() -> Any:
