@@ -25,13 +25,14 @@ made for its host.
    no route) fails at once: waiting would not bring the network back. 4xx answers are not
    retried.
 
-Resuming. pooch's HTTP downloader always starts from byte 0 (it has no ``Range`` support),
-which is fine for the query and annotation CSVs (kB to a few MB) but wastes hundreds of MB
-when a 438 MB iNat tarball breaks near its end. Artifacts marked ``resumable`` therefore use
-the small pooch downloader here (``_ResumingDownload``): it keeps ``<file>.part`` between
-attempts and between runs, asks for the rest with ``Range: bytes=N-``, restarts from zero
-when the server ignores ``Range`` or the ``.part`` cannot be continued, and hands the
-complete file to pooch for the checksum and the final move.
+Resuming. pooch's HTTP downloader always starts from byte 0 (it has no ``Range`` support:
+it opens its output for writing and sends a plain GET), which is fine for the query and
+annotation CSVs (kB to a few MB) but wastes hundreds of MB when the 438 MB iNat tarball (or a
+~400 MB Rerank shard taken from ``INQUIRE_BASE_URL``) breaks near its end. For artifacts
+marked ``resumable`` the pooch downloader here (``_Download``, through ``_download_once``)
+keeps ``<file>.part`` between attempts and between runs, asks for the rest with
+``Range: bytes=N-``, restarts from zero when the server ignores ``Range`` or the ``.part``
+cannot be continued, and hands the complete file to pooch for the checksum and the move.
 
 Files live under ``config.cache_dir("downloads")`` at their ``mirror_path``
 (``host/path...``), so the cache folder is itself a valid mirror for ``INQUIRE_BASE_URL``.

@@ -126,6 +126,7 @@ def _rerank_artifacts() -> list[Artifact]:
                     name=f"rerank-{short}-{i:05d}",
                     url=hf_dataset_file_url(RERANK_DATASET, RERANK_REVISION, filename),
                     hub=HubFile(RERANK_DATASET, filename, RERANK_REVISION),
+                    resumable=True,  # ~400 MB: resumed when fetched from INQUIRE_BASE_URL
                     license=RERANK_LICENSE,
                     description=(
                         f"INQUIRE-Rerank {split} shard {i + 1}/{n_shards} "
