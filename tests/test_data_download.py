@@ -607,3 +607,27 @@ def test_hf_endpoint_environment_variable_is_honoured(tmp_path: Path) -> None:
         assert path.read_bytes() == files["rerank-val-00000"]
         assert path.is_relative_to(tmp_path / "hf" / HUB_FOLDER / "snapshots" / REV)
         assert server.gets(get_artifact("rerank-val-00000").mirror_path)
+
+
+def test_a_cache_filled_at_another_revision_is_linked_without_downloading(
+    hub: tuple[FixtureServer, dict[str, bytes]], hub_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A download of the dataset's main branch (a later commit) left the same bytes under
+    # another snapshot. Offline, the error says so; online, the hub client only asks for the
+    # file's ETag and links the pinned revision to the blob already there.
+    from huggingface_hub import constants
+
+    server, files = hub
+    name = GROUPS["rerank-test"][0]
+    _fill_hub_cache(hub_cache, {name: files[name]})
+    other = "0123456789abcdef0123456789abcdef01234567"
+    snapshots = hub_cache / HUB_FOLDER / "snapshots"
+    (snapshots / REV).rename(snapshots / other)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(DownloadError, match=r"other revision\(s\) \(0123456789ab\)"):
+        fetch(name, progress=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    path = fetch(name, progress=False)
+    assert path.read_bytes() == files[name] and path.parent.parent.name == REV
+    requests = [r for r in server.requests if r.path.endswith(".parquet")]
+    assert [r.method for r in requests] == ["HEAD"]  # no GET: no bytes downloaded again

@@ -9,10 +9,12 @@ made for its host.
    verified (a file changed since then is always re-hashed).
 2. INQUIRE-Rerank shards (artifacts with a ``hub`` entry) come through
    ``huggingface_hub.hf_hub_download`` at the pinned revision, into the Hugging Face cache
-   (``HF_HUB_CACHE`` / ``HF_HOME``, default ``~/.cache/huggingface/hub``). A cache filled by
-   ``datasets.load_dataset("evendrow/INQUIRE-Rerank")`` or ``hf download`` is therefore reused
-   as it is; ``HF_ENDPOINT`` (a hub mirror), ``HF_TOKEN`` and ``HF_HUB_OFFLINE`` work as for
-   any hub download, and the hub's own client retries and resumes. After the download the
+   (``HF_HUB_CACHE`` / ``HF_HOME``, default ``~/.cache/huggingface/hub``). Files already in
+   that cache (``hf download``, ``snapshot_download``, other hub clients) are therefore reused:
+   at the pinned commit with no network call, at another commit after one HEAD request (the
+   hub client links unchanged blobs instead of downloading them). ``HF_ENDPOINT`` (a hub
+   mirror), ``HF_TOKEN`` and ``HF_HUB_OFFLINE`` work as for any hub download, and the hub's
+   own client retries and resumes. After the download the
    file's sha256 is checked against the registry, else against the hub's ETag (the sha256 of
    an LFS file), and recorded in the manifest.
 3. The GitHub and iNat files (and every artifact when ``INQUIRE_BASE_URL`` names a static
@@ -397,6 +399,20 @@ def _hub_cached(hub: HubFile) -> Path | None:
     return Path(hit) if isinstance(hit, str) else None
 
 
+def _other_snapshots(hub: HubFile) -> list[str]:
+    """Revisions (short) of the Hugging Face cache that hold ``hub.filename``, not the pinned."""
+    from huggingface_hub import constants
+    from huggingface_hub.file_download import repo_folder_name
+
+    folder = Path(constants.HF_HUB_CACHE) / repo_folder_name(
+        repo_id=hub.repo_id, repo_type=hub.repo_type
+    )
+    found = [
+        p.name for p in sorted((folder / "snapshots").glob("*")) if (p / hub.filename).exists()
+    ]
+    return [rev[:12] for rev in found if rev != hub.revision]
+
+
 def _hub_etag_sha256(path: Path) -> str | None:
     """The sha256 the hub announced for ``path``: its blob's name, the ETag of an LFS file."""
     blob = path.resolve().name
@@ -459,14 +475,23 @@ def _fetch_from_hub(
             )
         except LocalEntryNotFoundError as exc:
             offline = constants.is_offline_mode()
+            why = "HF_HUB_OFFLINE is set" if offline else f"{endpoint} could not be reached"
+            detail = "" if offline else f" ({str(exc).splitlines()[0]})"
+            elsewhere = _other_snapshots(hub)
+            other = (
+                f". The cache holds this file at other revision(s) ({', '.join(elsewhere)}), "
+                f"e.g. from a download of the dataset's main branch: one run with network "
+                f"access links the pinned revision to the same bytes without downloading them "
+                f"again if they are unchanged"
+                if elsewhere
+                else ""
+            )
             raise DownloadError(
                 f"artifact {art.name!r} ({where}) is not in the Hugging Face cache "
-                f"({constants.HF_HUB_CACHE}) and "
-                + ("HF_HUB_OFFLINE is set" if offline else f"{endpoint} could not be reached")
-                + f" ({exc}). Download it once with network access"
-                + (" (unset HF_HUB_OFFLINE)" if offline else "")
-                + ", point HF_ENDPOINT at a hub mirror, or set INQUIRE_BASE_URL to a mirror "
-                f"that has {art.mirror_path}"
+                f"({constants.HF_HUB_CACHE}) and {why}{detail}{other}. Download it once with "
+                f"network access{' (unset HF_HUB_OFFLINE)' if offline else ''}, point "
+                f"HF_ENDPOINT at a hub mirror, or set INQUIRE_BASE_URL to a mirror that has "
+                f"{art.mirror_path}"
             ) from None
         except (GatedRepoError, RepositoryNotFoundError) as exc:
             raise DownloadError(
