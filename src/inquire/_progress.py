@@ -172,17 +172,18 @@ class ByteProgress:
         self.close()
 
 
-def hub_tqdm_class(show: bool = True) -> Any:
+def hub_tqdm_class(show: bool = True, description: str | None = None) -> Any:
     """A ``tqdm_class`` for ``huggingface_hub.hf_hub_download`` that draws with rich.
 
-    The hub's own tqdm bar is disabled; its byte counts go to a :class:`ByteProgress`.
+    The hub's own tqdm bar is disabled; its byte counts go to a :class:`ByteProgress`
+    labelled ``description`` (default: the hub's own label, a shortened file name).
     """
     from huggingface_hub.utils import tqdm as hub_tqdm
 
     class _RichTqdm(hub_tqdm):  # type: ignore[misc, valid-type]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             self._rich = ByteProgress(
-                str(kwargs.get("desc") or "download"),
+                description or str(kwargs.get("desc") or "download"),
                 show=show,
                 initial=int(kwargs.get("initial") or 0),
             )

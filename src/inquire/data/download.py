@@ -470,7 +470,7 @@ def _fetch_from_hub(
                     repo_type=hub.repo_type,
                     revision=hub.revision,
                     force_download=force or attempt == 2 or cached is not None,
-                    tqdm_class=hub_tqdm_class(progress),
+                    tqdm_class=hub_tqdm_class(progress, art.name),
                 )
             )
         except LocalEntryNotFoundError as exc:
