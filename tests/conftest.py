@@ -19,9 +19,13 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
-    """Every test gets its own empty cache folder and no mirror override."""
+    """Every test gets its own empty cache folders (inquire's and the Hugging Face hub's, where
+    INQUIRE-Rerank goes) and no mirror override."""
+    from huggingface_hub import constants as hf_constants
+
     monkeypatch.setenv("INQUIRE_HOME", str(tmp_path_factory.mktemp("inquire_home")))
     monkeypatch.delenv("INQUIRE_BASE_URL", raising=False)
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path_factory.mktemp("hf_hub")))
 
 
 @pytest.fixture

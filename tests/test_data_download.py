@@ -14,7 +14,14 @@ from typer.testing import CliRunner
 from inquire.cli import app
 from inquire.data import download
 from inquire.data.download import extract, fetch, fetch_dataset, local_path, source_url
-from inquire.data.registry import ARTIFACTS, GROUPS, RERANK_SHARDS, Artifact, get_artifact
+from inquire.data.registry import (
+    ARTIFACTS,
+    GROUPS,
+    RERANK_REVISION,
+    RERANK_SHARDS,
+    Artifact,
+    get_artifact,
+)
 from inquire.errors import ChecksumError, DownloadError, InputError, UnknownNameError
 from inquire.testing.data_mirror import tar_gz, write_mirror
 from inquire.testing.http_server import FixtureServer
@@ -25,7 +32,10 @@ FAST = {"progress": False, "backoff_s": 0.0}
 
 
 def _artifact(name: str = "fixture-blob", data: bytes = PAYLOAD, **kw: object) -> Artifact:
-    """A test artifact with a known size and checksum, mirrored under example.org."""
+    """A test artifact with a known size and checksum, mirrored under example.org.
+
+    Resumable (the iNat tarball's path) unless ``resumable=False`` (pooch's own downloader).
+    """
     fields: dict[str, object] = {
         "name": name,
         "url": f"https://example.org/files/{name}.bin",
@@ -33,6 +43,7 @@ def _artifact(name: str = "fixture-blob", data: bytes = PAYLOAD, **kw: object) -
         "description": "fixture",
         "size": len(data),
         "sha256": hashlib.sha256(data).hexdigest(),
+        "resumable": True,
     }
     fields.update(kw)
     return Artifact(**fields)  # type: ignore[arg-type]
@@ -397,3 +408,226 @@ def test_stale_part_that_fails_verification_restarts_once(mirror: FixtureServer)
     part.write_bytes(b"X" * 1000)
     assert fetch(art, **FAST).read_bytes() == PAYLOAD
     assert [r.range for r in mirror.gets()] == ["bytes=1000-", None]
+
+
+# ------------------------------------------------------------------ pooch's own downloader
+
+
+def test_small_files_go_through_pooch_and_are_retried_from_zero(mirror: FixtureServer) -> None:
+    # Not resumable (the CSVs): a cut-off body is downloaded again from byte 0.
+    art = _artifact(resumable=False)
+    mirror.mode, mirror.fail_times = "drop", 2
+    assert fetch(art, **FAST).read_bytes() == PAYLOAD
+    assert [(r.range, r.status) for r in mirror.gets()] == [(None, 200)] * 3
+    mirror.mode, mirror.fail_times = "corrupt", None
+    with pytest.raises(ChecksumError, match=r"'fixture-blob'.*sha256.*expected"):
+        fetch(art, force=True, **FAST)
+    assert list(local_path(art).parent.iterdir()) == []  # pooch's temporary file is gone too
+    mirror.mode = "error"
+    with pytest.raises(DownloadError, match=r"after 2 attempts: 503"):
+        fetch(art, retries=1, **FAST)
+    with pytest.raises(DownloadError, match=r"HTTP 404.*INQUIRE_BASE_URL"):
+        fetch(_artifact("absent", resumable=False), **FAST)
+    assert len(mirror.gets("absent.bin")) == 1
+
+
+def test_backoff_doubles_between_retries(
+    mirror: FixtureServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    waits: list[float] = []
+    monkeypatch.setattr(download.time, "sleep", waits.append)
+    mirror.mode = "error"
+    with pytest.raises(DownloadError, match=r"after 4 attempts"):
+        fetch(_artifact(), retries=3, progress=False, backoff_s=0.5)
+    assert waits == [0.5, 1.0, 2.0]
+
+
+# ------------------------------------------------------------------ the Hugging Face hub
+
+REV = RERANK_REVISION
+HUB_FOLDER = "datasets--evendrow--INQUIRE-Rerank"
+
+
+@pytest.fixture
+def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty Hugging Face cache (what HF_HUB_CACHE names) for this test."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hf-hub"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    return cache
+
+
+@pytest.fixture
+def hub(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hub_cache: Path
+) -> Iterator[tuple[FixtureServer, dict[str, bytes]]]:
+    """A hub endpoint serving the Rerank test shards, as HF_ENDPOINT would set it; online."""
+    from huggingface_hub import constants
+
+    files = {n: f"shard {n} ".encode() * 2000 for n in GROUPS["rerank-test"]}
+    root = write_mirror(tmp_path / "hub-mirror", files)
+    with FixtureServer(root) as server:
+        endpoint = server.url + "/huggingface.co"
+        # What HF_ENDPOINT=<endpoint> sets when huggingface_hub is imported.
+        monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+        monkeypatch.setattr(
+            constants,
+            "HUGGINGFACE_CO_URL_TEMPLATE",
+            endpoint + "/{repo_id}/resolve/{revision}/{filename}",
+        )
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        yield server, files
+
+
+def _fill_hub_cache(cache: Path, files: dict[str, bytes]) -> None:
+    """Write ``files`` (artifact name -> bytes) in the hub cache layout at the pinned
+    revision: blobs named by sha256, snapshot links to them, refs/main -> the revision."""
+    repo = cache / HUB_FOLDER
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(REV)
+    for name, data in files.items():
+        digest = hashlib.sha256(data).hexdigest()
+        blob = repo / "blobs" / digest
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        blob.write_bytes(data)
+        hub_file = get_artifact(name).hub
+        assert hub_file is not None
+        link = repo / "snapshots" / REV / hub_file.filename
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+
+
+def test_rerank_shards_come_through_the_hub_client(
+    hub: tuple[FixtureServer, dict[str, bytes]], hub_cache: Path
+) -> None:
+    server, files = hub
+    paths = fetch_dataset("rerank-test", progress=False)
+    assert [p.read_bytes() for p in paths] == [files[n] for n in GROUPS["rerank-test"]]
+    snapshot = hub_cache / HUB_FOLDER / "snapshots" / REV / "data"
+    assert [p.parent for p in paths] == [snapshot] * len(paths)
+    # Blobs are named by the ETag (sha256), as the hub stores LFS files.
+    for p in paths:
+        assert p.resolve().name == hashlib.sha256(p.read_bytes()).hexdigest()
+    prefix = f"/huggingface.co/datasets/evendrow/INQUIRE-Rerank/resolve/{REV}/data/"
+    gets = server.gets(".parquet")
+    assert len(gets) == len(paths) and all(r.path.startswith(prefix) for r in gets)
+    manifest = json.loads((download.download_dir() / "manifest.json").read_text())
+    keys = [k for k in manifest if k.startswith("hf://datasets/evendrow/INQUIRE-Rerank@")]
+    assert len(keys) == len(paths)
+    # Cached now: no request at all, even with the server gone.
+    server.stop()
+    assert fetch_dataset("rerank-test", progress=False) == paths
+
+
+def test_a_filled_hugging_face_cache_is_used_offline(hub_cache: Path) -> None:
+    # As `datasets.load_dataset("evendrow/INQUIRE-Rerank")` or `hf download` leave it;
+    # HF_HUB_OFFLINE is set in the tests, and no server exists.
+    files = {n: f"cached {n}".encode() for n in GROUPS["rerank-val"]}
+    _fill_hub_cache(hub_cache, files)
+    [path] = fetch_dataset("rerank-val", progress=False)
+    assert (
+        path
+        == hub_cache
+        / HUB_FOLDER
+        / "snapshots"
+        / REV
+        / get_artifact("rerank-val-00000").hub.filename
+    )  # type: ignore[union-attr]
+    assert path.read_bytes() == files["rerank-val-00000"]
+    # A static mirror setting does not send it to the network either.
+    assert download.cached_path("rerank-val-00000") == path
+
+
+def test_a_corrupt_hugging_face_cache_is_not_used(hub_cache: Path) -> None:
+    _fill_hub_cache(hub_cache, {"rerank-val-00000": b"good bytes"})
+    [blob] = (hub_cache / HUB_FOLDER / "blobs").iterdir()
+    blob.write_bytes(b"bad bytes!")  # same size, not the sha256 it is named by
+    with pytest.raises(DownloadError, match=r"rerank-val-00000.*HF_HUB_OFFLINE"):
+        fetch("rerank-val-00000", progress=False)
+
+
+def test_not_cached_while_offline_is_a_clear_error(hub_cache: Path) -> None:
+    with pytest.raises(DownloadError) as info:
+        fetch("rerank-test-00001", progress=False)
+    msg = str(info.value)
+    assert "'rerank-test-00001'" in msg and REV in msg and "HF_HUB_OFFLINE" in msg
+    assert "INQUIRE_BASE_URL" in msg and "HF_ENDPOINT" in msg
+
+
+def test_a_hub_mirror_serving_wrong_bytes_is_a_checksum_error(
+    hub: tuple[FixtureServer, dict[str, bytes]], hub_cache: Path
+) -> None:
+    server, _ = hub
+    server.mode = "corrupt"  # the ETag names the right sha256, the body differs
+    with pytest.raises(ChecksumError, match=r"rerank-test-00000.*expected.*ETag"):
+        fetch("rerank-test-00000", progress=False)
+    snapshot = hub_cache / HUB_FOLDER / "snapshots" / REV
+    assert not any(p.is_file() for p in snapshot.rglob("*"))
+    assert not any((hub_cache / HUB_FOLDER / "blobs").iterdir())
+
+
+def test_static_mirror_still_serves_rerank_shards_but_the_hub_cache_comes_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hub_cache: Path
+) -> None:
+    val = {"rerank-val-00000": b"from the hub cache"}
+    _fill_hub_cache(hub_cache, val)
+    files = {n: f"mirror {n}".encode() for n in (*GROUPS["rerank-val"], *GROUPS["rerank-test"])}
+    with FixtureServer(write_mirror(tmp_path / "m", files)) as server:
+        monkeypatch.setenv("INQUIRE_BASE_URL", server.url)
+        [v] = fetch_dataset("rerank-val", progress=False)
+        assert v.read_bytes() == val["rerank-val-00000"] and server.requests == []
+        t = fetch_dataset("rerank-test", progress=False)
+        assert [p.read_bytes() for p in t] == [files[n] for n in GROUPS["rerank-test"]]
+        assert t[0] == local_path("rerank-test-00000")
+
+
+def test_hf_endpoint_environment_variable_is_honoured(tmp_path: Path) -> None:
+    # In a fresh process, as a user sets it: HF_ENDPOINT and HF_HUB_CACHE from the environment.
+    import subprocess
+    import sys
+
+    files = {"rerank-val-00000": b"served by a hub mirror"}
+    with FixtureServer(write_mirror(tmp_path / "m", files)) as server:
+        env = {
+            **os.environ,
+            "HF_ENDPOINT": server.url + "/huggingface.co",
+            "HF_HUB_CACHE": str(tmp_path / "hf"),
+            "HF_HUB_OFFLINE": "0",
+            "TRANSFORMERS_OFFLINE": "0",
+            "INQUIRE_HOME": str(tmp_path / "home"),
+        }
+        env.pop("INQUIRE_BASE_URL", None)
+        code = "from inquire.data import fetch; print(fetch('rerank-val-00000', progress=False))"
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert out.returncode == 0, out.stderr
+        path = Path(out.stdout.strip().splitlines()[-1])
+        assert path.read_bytes() == files["rerank-val-00000"]
+        assert path.is_relative_to(tmp_path / "hf" / HUB_FOLDER / "snapshots" / REV)
+        assert server.gets(get_artifact("rerank-val-00000").mirror_path)
+
+
+def test_a_cache_filled_at_another_revision_is_linked_without_downloading(
+    hub: tuple[FixtureServer, dict[str, bytes]], hub_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A download of the dataset's main branch (a later commit) left the same bytes under
+    # another snapshot. Offline, the error says so; online, the hub client only asks for the
+    # file's ETag and links the pinned revision to the blob already there.
+    from huggingface_hub import constants
+
+    server, files = hub
+    name = GROUPS["rerank-test"][0]
+    _fill_hub_cache(hub_cache, {name: files[name]})
+    other = "0123456789abcdef0123456789abcdef01234567"
+    snapshots = hub_cache / HUB_FOLDER / "snapshots"
+    (snapshots / REV).rename(snapshots / other)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(DownloadError, match=r"other revision\(s\) \(0123456789ab\)"):
+        fetch(name, progress=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    path = fetch(name, progress=False)
+    assert path.read_bytes() == files[name] and path.parent.parent.name == REV
+    requests = [r for r in server.requests if r.path.endswith(".parquet")]
+    assert [r.method for r in requests] == ["HEAD"]  # no GET: no bytes downloaded again

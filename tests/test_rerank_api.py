@@ -262,3 +262,20 @@ def test_registry_builds_an_api_reranker(server: FakeOpenAI, key: str) -> None:
     assert reranker.reranker_id == "api:fake-model"
     assert reranker.revision.startswith("127.0.0.1:")
     assert reranker.score(QUERY, [_jpeg(5)]).shape == (1,)
+
+
+def test_retry_after_is_honoured_and_backoff_doubles(server: FakeOpenAI, key: str) -> None:
+    # The fake answers 429 with "Retry-After: 0": no wait then, whatever the backoff; the
+    # 500 that follows waits backoff_s * 2 (second retry), jittered into [half, whole].
+    server.script(["429", "500"])
+    reranker = _reranker(server, concurrency=1, backoff_s=4.0)
+    reranker.max_backoff_s = 30.0
+    waits: list[float] = []
+
+    async def record(seconds: float) -> None:
+        waits.append(seconds)
+
+    reranker._sleep = record  # type: ignore[method-assign]
+    score = reranker.score(QUERY, [_jpeg(2)])
+    assert not np.isnan(score[0]) and len(server.requests) == 3
+    assert waits[0] == 0.0 and 4.0 <= waits[1] <= 8.0

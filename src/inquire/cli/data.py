@@ -19,10 +19,12 @@ def download_cmd(
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress."),
 ) -> None:
-    """Download NAME into the cache (INQUIRE_HOME) and print its local path(s).
+    """Download NAME and print its local path(s).
 
-    Files already cached and verified are not downloaded again (no network is used).
-    Set INQUIRE_BASE_URL to fetch every artifact from a mirror.
+    INQUIRE-Rerank shards go to the Hugging Face cache (an existing copy is reused; HF_ENDPOINT
+    and HF_TOKEN apply), everything else to inquire's cache (INQUIRE_HOME). Files already
+    cached and verified are not downloaded again (no network is used). Set INQUIRE_BASE_URL
+    to fetch every artifact from a static mirror.
     """
     from rich.console import Console
 
@@ -56,7 +58,7 @@ def _print_registry(console: object) -> None:
     set), then the groups; vertical when the URLs do not fit the terminal."""
     from inquire.cli._render import Col, print_records
     from inquire.config import base_url
-    from inquire.data.download import local_path, source_url
+    from inquire.data.download import cached_path, source_url
     from inquire.data.registry import ARTIFACTS, GROUPS
 
     rows = []
@@ -66,7 +68,7 @@ def _print_registry(console: object) -> None:
             (
                 art.name,
                 size,
-                "yes" if local_path(art).is_file() else "no",
+                "yes" if cached_path(art) is not None else "no",
                 source_url(art),
                 art.sha256[:12] if art.sha256 else "recorded on 1st download",
                 art.license,

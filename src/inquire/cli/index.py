@@ -27,14 +27,13 @@ def build_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing index."),
 ) -> None:
     """Build a faiss index (inner product) over EMBEDDINGS and save it in EMBEDDINGS/index/."""
-    from rich.progress import Progress
-
+    from inquire._progress import rich_progress
     from inquire.embed.store import EmbeddingStore
     from inquire.index.ann import build_index
 
     store = EmbeddingStore(embeddings)
-    with Progress() as bar:
-        task = bar.add_task(f"adding {len(store):,} vectors", total=len(store))
+    with rich_progress(f"adding {len(store):,} vectors") as bar:
+        task = bar.add_task("vectors", total=len(store), rate="")
         path = build_index(
             store,
             factory,

@@ -18,9 +18,10 @@ The shard counts live in ``RERANK_SHARDS``: if the Hugging Face dataset is re-sh
 correcting that one table renames every shard URL.
 
 Pinned revision. INQUIRE-Rerank is fetched from one commit of the Hugging Face dataset,
-``RERANK_REVISION``, through the hub's resolved-file URLs
-``https://huggingface.co/datasets/<id>/resolve/<revision>/<path>``: a later re-upload on the
-dataset's ``main`` branch neither breaks nor silently changes the files. To move to a newer
+``RERANK_REVISION``, through ``huggingface_hub`` (an artifact's ``hub`` field names the
+repository, file and revision; its ``url`` is the hub's resolved-file URL
+``https://huggingface.co/datasets/<id>/resolve/<revision>/<path>``): a later re-upload on
+the dataset's ``main`` branch neither breaks nor silently changes the files. To move to a newer
 upload, take the commit hash from the dataset's "Files and versions" history (or
 ``huggingface_hub.HfApi().dataset_info("evendrow/INQUIRE-Rerank").sha``), check the shard
 names and counts of its ``data/`` folder against ``RERANK_SHARDS``, and set
@@ -65,6 +66,16 @@ RERANK_CANDIDATES = 100
 
 
 @dataclass(frozen=True)
+class HubFile:
+    """A file of a Hugging Face hub repository at one revision (a full commit hash)."""
+
+    repo_id: str
+    filename: str
+    revision: str
+    repo_type: str = "dataset"
+
+
+@dataclass(frozen=True)
 class Artifact:
     """One downloadable file.
 
@@ -72,6 +83,9 @@ class Artifact:
     (then the first download's values are recorded and enforced afterwards).
     ``approx_size`` is a human hint for listings. ``extract_member`` names the file inside a
     ``.tar.gz`` artifact that :func:`inquire.data.download.extract` unpacks.
+    ``resumable`` marks the very large files whose interrupted downloads are resumed with
+    HTTP ``Range`` requests. ``hub`` names the Hugging Face hub file of an artifact that is
+    downloaded through ``huggingface_hub`` (into the Hugging Face cache).
     """
 
     name: str
@@ -83,6 +97,8 @@ class Artifact:
     approx_size: str = ""
     extract_member: str | None = None
     mirror_path: str = ""
+    resumable: bool = False
+    hub: HubFile | None = None
 
     def __post_init__(self) -> None:
         if not self.mirror_path:
@@ -104,14 +120,13 @@ def _rerank_artifacts() -> list[Artifact]:
     rows = []
     for split, (short, n_shards, approx) in RERANK_SHARDS.items():
         for i in range(n_shards):
+            filename = f"data/{split}-{i:05d}-of-{n_shards:05d}.parquet"
             rows.append(
                 Artifact(
                     name=f"rerank-{short}-{i:05d}",
-                    url=hf_dataset_file_url(
-                        RERANK_DATASET,
-                        RERANK_REVISION,
-                        f"data/{split}-{i:05d}-of-{n_shards:05d}.parquet",
-                    ),
+                    url=hf_dataset_file_url(RERANK_DATASET, RERANK_REVISION, filename),
+                    hub=HubFile(RERANK_DATASET, filename, RERANK_REVISION),
+                    resumable=True,  # ~400 MB: resumed when fetched from INQUIRE_BASE_URL
                     license=RERANK_LICENSE,
                     description=(
                         f"INQUIRE-Rerank {split} shard {i + 1}/{n_shards} "
@@ -156,6 +171,7 @@ ARTIFACTS: dict[str, Artifact] = {
             description="iNat24 metadata: train.json (5M images), tar.gz",
             approx_size="438 MB",
             extract_member="train.json",
+            resumable=True,
         ),
         *_rerank_artifacts(),
     ]

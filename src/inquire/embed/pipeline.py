@@ -273,28 +273,9 @@ def progress_bar(console: Any = None, disable: bool = False, label: str = "embed
 
     Tasks take a ``rate`` field (e.g. ``"12.3 img/s"``), updated by the caller.
     """
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TaskProgressColumn,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from inquire._progress import rich_progress
 
-    return Progress(
-        TextColumn(f"[bold]{label}[/]"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TaskProgressColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console or Console(stderr=True),
-        disable=disable,
-    )
+    return rich_progress(label, console=console, disable=disable)
 
 
 def _shard_batches(writer: ShardWriter, shards: list[int], batch_size: int) -> Iterator[list[int]]:

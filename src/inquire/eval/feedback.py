@@ -234,28 +234,24 @@ def simulate_feedback(
     shown = [[int(x) for x in static_ids[i, :first]] for i in range(nq)]
     labels = [[bool(x) for x in np.isin(shown[i], relevant[i])] for i in range(nq)]
     w = q.copy()
-    bar: Any = None
-    if progress:
-        from tqdm.auto import tqdm
+    from inquire._progress import rich_progress
 
-        rounds = -(-(budget - first) // batch)  # ceil
-        bar = tqdm(total=rounds, desc=f"feedback rounds ({nq} queries)", unit="round")
-    while len(shown[0]) < budget:
-        for i in range(nq):
-            lab = np.asarray(labels[i], bool)
-            vecs = store.rows(store.row_of(np.asarray(shown[i], np.int64)))
-            w[i] = feedback_vector(q[i], vecs[lab], vecs[~lab], model)
-        take = min(batch, budget - len(shown[0]))
-        _, ids = exact.search(w, len(shown[0]) + take)
-        for i in range(nq):
-            seen = set(shown[i])
-            new = [int(x) for x in ids[i] if x >= 0 and int(x) not in seen][:take]
-            shown[i].extend(new)
-            labels[i].extend(bool(x) for x in np.isin(new, relevant[i]))
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+    rounds = -(-(budget - first) // batch)  # ceil
+    with rich_progress(f"feedback rounds ({nq} queries)", disable=not progress) as bar:
+        task = bar.add_task("rounds", total=rounds, rate="")
+        while len(shown[0]) < budget:
+            for i in range(nq):
+                lab = np.asarray(labels[i], bool)
+                vecs = store.rows(store.row_of(np.asarray(shown[i], np.int64)))
+                w[i] = feedback_vector(q[i], vecs[lab], vecs[~lab], model)
+            take = min(batch, budget - len(shown[0]))
+            _, ids = exact.search(w, len(shown[0]) + take)
+            for i in range(nq):
+                seen = set(shown[i])
+                new = [int(x) for x in ids[i] if x >= 0 and int(x) not in seen][:take]
+                shown[i].extend(new)
+                labels[i].extend(bool(x) for x in np.isin(new, relevant[i]))
+            bar.advance(task)
     feedback = np.stack([np.cumsum(np.asarray(labels[i], np.int64)) for i in range(nq)])
     cfg = {"budget": budget, "batch": batch, "model": model, **(config or {})}
     return FeedbackSimulation(

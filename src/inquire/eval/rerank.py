@@ -148,11 +148,11 @@ def evaluate_rerank(
     failures: list[dict[str, Any]] = []
     qids = rerank_set.query_ids
     texts = dict(zip(rerank_set.queries["query_id"], rerank_set.queries["query_text"], strict=True))
-    iterator: Any = qids
-    if progress and baseline is None:
-        from tqdm.auto import tqdm
+    from inquire._progress import progress as progress_bar
 
-        iterator = tqdm(qids, desc=f"rerank {name}", unit="query")
+    iterator = progress_bar(
+        qids, description=f"rerank {name}", unit="query", show=progress and baseline is None
+    )
     for q in iterator:
         pool = rerank_set.pool(q)
         ids = pool["image_id"].to_numpy(np.int64)

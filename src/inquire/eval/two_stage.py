@@ -71,11 +71,11 @@ def rerank_run(
         raise InputError(f"run has queries without text, e.g. {missing[:5]}; pass their texts")
     results: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     failures: list[dict[str, Any]] = []
-    iterator: Any = list(run)
-    if progress:
-        from tqdm.auto import tqdm
+    from inquire._progress import progress as progress_bar
 
-        iterator = tqdm(iterator, desc=f"rerank {reranker.reranker_id}", unit="query")
+    iterator = progress_bar(
+        list(run), description=f"rerank {reranker.reranker_id}", unit="query", show=progress
+    )
     for q in iterator:
         ids = run[q][0][:from_k]
         scores = score_candidates(

@@ -10,8 +10,9 @@ any case and surrounding spaces; when no "Yes" is among them the score is 0, whe
 no "No" is, 1. Under ``inquire-2024`` a request the server refuses with HTTP 400 scores 0,
 as INQUIRE scored its refused requests (logged, and not cached, so a rerun asks again).
 
-Requests run concurrently (``concurrency`` at a time) and are retried with exponential
-backoff on 429, 5xx, timeouts, connection errors and malformed replies. A request that still
+Requests run concurrently (``concurrency`` at a time) and are retried (tenacity) with
+exponential backoff, or the server's ``Retry-After``, on 408/409/425/429, 5xx, timeouts,
+connection errors and malformed replies. A request that still
 fails is a recorded failure: its score is NaN and it is listed in ``failures``; it is never
 turned into a 0 and never cached. The API key is read from the environment
 (``OPENAI_API_KEY`` or the variable named by ``api_key_env``) and is never logged or cached.
@@ -64,7 +65,22 @@ class Failure:
 
 
 class _Retryable(Exception):
-    pass
+    """A failure worth retrying; ``retry_after``: the server's Retry-After, in seconds."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def _reason(exc: BaseException | None) -> str:
+    """The failure reason recorded for a request that kept failing."""
+    import httpx
+
+    if isinstance(exc, httpx.TimeoutException):
+        return "timeout"
+    if isinstance(exc, httpx.TransportError):
+        return f"connection error ({type(exc).__name__})"
+    return str(exc)
 
 
 def score_from_top_logprobs(
@@ -203,42 +219,65 @@ class APIReranker:
             raise _Retryable(f"malformed reply ({type(exc).__name__}: {exc})") from None
 
     async def _one(self, client: Any, sem: asyncio.Semaphore, body: dict[str, Any]) -> float:
+        """One request under the retry policy (tenacity): up to ``max_retries`` retries on
+        429/408/409/425, 5xx, timeouts, connection errors and malformed replies, waiting
+        ``backoff_s * 2**i`` seconds (or the server's ``Retry-After``), capped at
+        ``max_backoff_s``, with jitter; other 4xx answers are not retried."""
         import httpx
+        from tenacity import AsyncRetrying, RetryError, retry_if_exception_type
+        from tenacity import stop_after_attempt as stop_after
 
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
-        last = "no attempt"
-        for attempt in range(self.max_retries + 1):
-            wait = min(self.max_backoff_s, self.backoff_s * 2**attempt)
-            async with sem:
-                try:
-                    resp = await client.post(
-                        f"{self.base_url}/chat/completions", json=body, headers=headers
-                    )
-                    if resp.status_code in _RETRY_STATUS or resp.status_code >= 500:
-                        retry_after = resp.headers.get("retry-after")
-                        if retry_after and retry_after.replace(".", "", 1).isdigit():
-                            wait = min(self.max_backoff_s, float(retry_after))
-                        raise _Retryable(f"HTTP {resp.status_code}")
-                    if resp.status_code == 400 and self.protocol_row.api_refusal_scores_zero:
-                        raise _Refused(f"HTTP 400: {resp.text[:200]}")
-                    if resp.status_code >= 400:
-                        # 400/401/403/404 will not get better by retrying.
-                        return self._fail(f"HTTP {resp.status_code}: {resp.text[:200]}")
-                    try:
-                        payload = resp.json()
-                    except ValueError:
-                        raise _Retryable("malformed JSON") from None
-                    return self._parse(payload)
-                except _Retryable as exc:
-                    last = str(exc)
-                except httpx.TimeoutException:
-                    last = "timeout"
-                except httpx.TransportError as exc:
-                    last = f"connection error ({type(exc).__name__})"
-            if attempt < self.max_retries:
-                # Full jitter keeps many concurrent retries from arriving together.
-                await asyncio.sleep(wait * (0.5 + random.random() / 2))
-        return self._fail(f"{last} after {self.max_retries + 1} attempts")
+        retrying = AsyncRetrying(
+            stop=stop_after(self.max_retries + 1),
+            wait=self._wait,
+            retry=retry_if_exception_type((_Retryable, httpx.TransportError)),
+            sleep=self._sleep,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    # The slot is held for the request only, not while waiting to retry.
+                    async with sem:
+                        resp = await client.post(
+                            f"{self.base_url}/chat/completions", json=body, headers=headers
+                        )
+                    return self._answer(resp)
+        except RetryError as exc:
+            last = exc.last_attempt.exception()
+            return self._fail(f"{_reason(last)} after {self.max_retries + 1} attempts")
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _answer(self, resp: Any) -> float:
+        """The score in one HTTP answer; raises _Retryable, _Refused or _Failed."""
+        if resp.status_code in _RETRY_STATUS or resp.status_code >= 500:
+            retry_after = resp.headers.get("retry-after")
+            seconds = None
+            if retry_after and retry_after.replace(".", "", 1).isdigit():
+                seconds = float(retry_after)
+            raise _Retryable(f"HTTP {resp.status_code}", retry_after=seconds)
+        if resp.status_code == 400 and self.protocol_row.api_refusal_scores_zero:
+            raise _Refused(f"HTTP 400: {resp.text[:200]}")
+        if resp.status_code >= 400:
+            # 400/401/403/404 will not get better by retrying.
+            return self._fail(f"HTTP {resp.status_code}: {resp.text[:200]}")
+        try:
+            payload = resp.json()
+        except ValueError:
+            raise _Retryable("malformed JSON") from None
+        return self._parse(payload)
+
+    def _wait(self, state: Any) -> float:
+        """Seconds before the next attempt: exponential backoff, or the server's
+        ``Retry-After``, capped at ``max_backoff_s``; full jitter in [wait/2, wait] keeps
+        many concurrent retries from arriving together."""
+        exc = state.outcome.exception() if state.outcome is not None else None
+        after = getattr(exc, "retry_after", None)
+        base = after if after is not None else self.backoff_s * 2 ** (state.attempt_number - 1)
+        return float(min(self.max_backoff_s, base) * (0.5 + random.random() / 2))
+
+    async def _sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
 
     def _fail(self, reason: str) -> float:
         raise _Failed(reason)

@@ -12,11 +12,19 @@ responses misbehave before the server turns normal, ``None`` = all of them):
 - ``"ignore-range"``: answers every GET with 200 and the whole file.
 - ``"error"``: answers 503 (a transient server error).
 
+A file under a Hugging Face hub resolve path (``.../resolve/<40-hex commit>/<file>``, e.g.
+``huggingface.co/datasets/<id>/resolve/<rev>/data/x.parquet`` of a mirror folder) is answered
+with the headers ``huggingface_hub.hf_hub_download`` needs: ``X-Repo-Commit`` (the commit in
+the path) and an ``ETag`` that is the file's sha256, as the hub sends for LFS files. So
+``HF_ENDPOINT=<server.url>/huggingface.co`` makes the server a hub mirror.
+
 Every request is logged in ``server.requests`` (method, path, Range header, status).
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,6 +35,7 @@ from urllib.parse import unquote, urlsplit
 from inquire.errors import InputError, InquireError
 
 MODES = ("normal", "drop", "corrupt", "ignore-range", "error")
+_HUB_RESOLVE = re.compile(r"/resolve/([0-9a-f]{40})/")
 
 
 @dataclass(frozen=True)
@@ -140,6 +149,13 @@ def _make_handler(server: FixtureServer) -> type[BaseHTTPRequestHandler]:
                 return None
             return target
 
+        def _hub_headers(self, target: Path) -> None:
+            match = _HUB_RESOLVE.search(urlsplit(self.path).path)
+            if match:
+                digest = hashlib.sha256(target.read_bytes()).hexdigest()
+                self.send_header("X-Repo-Commit", match.group(1))
+                self.send_header("ETag", f'"{digest}"')
+
         def do_HEAD(self) -> None:
             target = self._file()
             status = 200 if target else 404
@@ -148,6 +164,7 @@ def _make_handler(server: FixtureServer) -> type[BaseHTTPRequestHandler]:
             if target:
                 self.send_header("Content-Length", str(target.stat().st_size))
                 self.send_header("Accept-Ranges", "bytes")
+                self._hub_headers(target)
             self.end_headers()
 
         def do_GET(self) -> None:
@@ -180,6 +197,7 @@ def _make_handler(server: FixtureServer) -> type[BaseHTTPRequestHandler]:
             self.send_header("Accept-Ranges", "none" if mode == "ignore-range" else "bytes")
             if status == 206:
                 self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+            self._hub_headers(target)
             self.end_headers()
             if mode == "drop":
                 self.wfile.write(body[: len(body) // 2])
