@@ -78,36 +78,31 @@ def eval_rerank_cmd(
     relevant candidates, plus AP@50)."""
     from rich.console import Console
 
-    from inquire.eval.rerank import BASELINES, evaluate_rerank
+    from inquire.eval.rerank import run_rerank
     from inquire.report.table import rerank_table
-    from inquire.rerank import RerankOptions, load_reranker
-    from inquire.rerank.cache import ScoreCache
+    from inquire.rerank import RerankOptions
 
     check_reranker_id(reranker)
     rs = _rerank_set(split, data, queries, number_queries)
-    ranker: Any = reranker
-    cache = None
-    if reranker not in BASELINES:
-        opts = RerankOptions(
-            device=device,
-            precision=precision,
-            batch_size=batch_size,
-            base_url=base_url,
-            api_key_env=api_key_env,
-            concurrency=concurrency,
-            top_logprobs=top_logprobs,
-            protocol=protocol,
-        )
-        ranker = load_reranker(reranker, opts)
-        cache = ScoreCache() if use_cache else None
-    cfg = {"split": None if data else split}
-    try:
-        result = evaluate_rerank(
-            rs, ranker, seed=seed, cache=cache, allow_failures=allow_failures, config=cfg
-        )
-    finally:
-        if cache is not None:
-            cache.close()
+    opts = RerankOptions(
+        device=device,
+        precision=precision,
+        batch_size=batch_size,
+        base_url=base_url,
+        api_key_env=api_key_env,
+        concurrency=concurrency,
+        top_logprobs=top_logprobs,
+        protocol=protocol,
+    )
+    result = run_rerank(
+        rs,
+        reranker,
+        opts,
+        cache=use_cache,
+        seed=seed,
+        allow_failures=allow_failures,
+        config={"split": None if data else split},
+    )
     console = Console()
     console.print(rerank_table(result, f"INQUIRE-Rerank ({split}): {result.run.name}"))
     if result.expected_random is not None:

@@ -35,7 +35,7 @@ import pandas as pd
 from inquire.data.qrels import Qrels
 from inquire.errors import InputError
 from inquire.eval.evaluate import EvalResult, evaluate
-from inquire.eval.rerank import RerankFailuresError
+from inquire.eval.rerank import RerankFailuresError, open_score_cache
 from inquire.rerank.base import ImageLike, Reranker
 from inquire.run import Run
 
@@ -229,7 +229,6 @@ def run_two_stage(
     from inquire.embed.store import EmbeddingStore
     from inquire.eval.fullrank import run_image_paths
     from inquire.rerank import load_reranker
-    from inquire.rerank.cache import ScoreCache
 
     if k > from_k:  # before any model is loaded
         raise InputError(
@@ -240,14 +239,6 @@ def run_two_stage(
     resolve = image_resolver(run_image_paths(store, qrels), images)
     ranker = load_reranker(reranker, options) if isinstance(reranker, str) else reranker
     with ExitStack() as stack:
-        score_cache: ScoreCache | None
-        if isinstance(cache, ScoreCache):
-            score_cache = cache
-        elif cache is False:
-            score_cache = None
-        else:
-            path = None if cache is True else cache
-            score_cache = stack.enter_context(ScoreCache(path))
         two = evaluate_two_stage(
             first,
             ranker,
@@ -256,7 +247,7 @@ def run_two_stage(
             queries,
             k=k,
             from_k=from_k,
-            cache=score_cache,
+            cache=open_score_cache(stack, cache),
             allow_failures=allow_failures,
             progress=progress,
         )
