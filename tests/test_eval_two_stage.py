@@ -137,3 +137,16 @@ def test_missing_images_folder_names_the_file(setup: dict[str, Any]) -> None:
             first, FileHashReranker(), bench.embeddings, setup["root"] / "nowhere", qrels,
             queries, k=2, from_k=3, cache=False, progress=False,
         )  # fmt: skip
+
+
+def test_bad_output_folder_fails_before_reranking(setup: dict[str, Any]) -> None:
+    bench, queries, qrels, first = setup["bench"], setup["queries"], setup["qrels"], setup["first"]
+    taken = setup["root"] / "a-file"
+    taken.write_text("x", encoding="utf-8")
+    ranker = FileHashReranker()
+    with pytest.raises(InputError, match="existing file"):
+        run_two_stage(
+            first, ranker, bench.embeddings, bench.images, qrels, queries,
+            k=2, from_k=3, cache=False, progress=False, out_dir=taken,
+        )  # fmt: skip
+    assert ranker.scored == []

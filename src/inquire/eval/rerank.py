@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from inquire._io import atomic_open, write_json
+from inquire._io import atomic_open, check_output_folder, write_json
 from inquire.data.rerank_set import RerankSet
 from inquire.errors import InquireError, UnknownNameError
 from inquire.eval.evaluate import EvalResult, evaluate
@@ -262,6 +262,8 @@ def run_rerank(
     """
     from inquire.rerank import load_reranker
 
+    if out_dir is not None:  # an unusable folder fails before the reranking, not after it
+        check_output_folder(out_dir, "result folder")
     ranker: Any = reranker
     use_cache: Any = False
     if not (isinstance(reranker, str) and reranker in BASELINES):

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from inquire._io import check_output_folder
 from inquire.data.qrels import Qrels
 from inquire.errors import InputError
 from inquire.eval.evaluate import EvalResult, evaluate
@@ -235,6 +236,8 @@ def run_two_stage(
             f"k={k} is larger than from_k={from_k}: only the top from_k are reranked; use "
             f"--from-k >= --k"
         )
+    if out_dir is not None:  # an unusable folder fails before the reranking, not after it
+        check_output_folder(out_dir, "result folder")
     store = embeddings if isinstance(embeddings, EmbeddingStore) else EmbeddingStore(embeddings)
     resolve = image_resolver(run_image_paths(store, qrels), images)
     ranker = load_reranker(reranker, options) if isinstance(reranker, str) else reranker
