@@ -383,8 +383,8 @@ def test_demo_prints_where_outputs_went_and_commands_that_run(
     import os
     import shlex
 
-    from inquire.collection.demo import demo_collection
-    from inquire.demo import print_next_commands, print_outputs
+    from inquire.demo.collection import demo_collection
+    from inquire.demo.main import print_next_commands, print_outputs
 
     out = tmp_path / "demo out"  # a space: the printed commands must quote it
     demo_collection(out / "collection", Console(file=io.StringIO()))

@@ -7,7 +7,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from inquire.cli import app
-from inquire.collection.demo import demo_collection
+from inquire.demo.collection import demo_collection
 from inquire.testing.collection_encoder import make_photo_folder, write_photo
 
 

@@ -19,9 +19,9 @@ from inquire.collection import (
     update_collection,
 )
 from inquire.embed import EmbeddingStore, load_encoder
+from inquire.embed.toy_backend import ColourEncoder
 from inquire.errors import InputError, UnknownNameError
 from inquire.testing.collection_encoder import (
-    ColourEncoder,
     PixelHashEncoder,
     make_camera_trap_tree,
     make_inat_tree,

@@ -28,7 +28,7 @@ WRITER = textwrap.dedent(
     import sys, time
     from pathlib import Path
     from inquire.collection import update_collection
-    from inquire.testing.collection_encoder import ColourEncoder
+    from inquire.embed.toy_backend import ColourEncoder
 
     flags = Path(sys.argv[2])
 

@@ -198,3 +198,22 @@ def test_missing_group_values_become_unknown_not_dropped() -> None:
 def test_empty_query_table_is_an_error() -> None:
     with pytest.raises(InputError, match=r"query table is empty"):
         evaluate(RUN, QRELS, QUERIES.iloc[:0], k=2)
+
+
+def test_evaluate_query_ties_by_hand() -> None:
+    from inquire.eval.evaluate import evaluate_query
+
+    # Labels [1, 0], scores tied, R = 1: AP = 1 * (1 / 2) / 1 = 0.5 and nDCG = mean gain 0.5
+    # over the discounts of both places, (0.5 + 0.5 / log2(3)) / 1 = 0.8155, in either order.
+    for ids in ([7, 8], [8, 7]):
+        got = evaluate_query(np.array(ids), np.array([0.5, 0.5]), {7}, k=2, query_id=3)
+        assert got["ap"] == pytest.approx(0.5)
+        assert got["ndcg"] == pytest.approx((0.5 + 0.5 / np.log2(3)), abs=1e-12)
+        assert got["precision"] == pytest.approx(0.5) and got["recall"] == pytest.approx(1.0)
+    # R given explicitly (the Rerank pool's count) and a hit list longer than R is an error
+    # naming the query.
+    got = evaluate_query(np.array([7, 8]), np.array([0.9, 0.1]), {7}, k=2, n_relevant=2)
+    assert got["recall"] == pytest.approx(0.5)
+    with pytest.raises(InputError, match="query 3 has 2 relevant"):
+        evaluate_query(np.array([7, 8]), np.array([0.9, 0.1]), {7, 8}, k=2, n_relevant=1,
+                       query_id=3)  # fmt: skip

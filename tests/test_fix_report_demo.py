@@ -7,7 +7,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import inquire.report.demo as report_demo
+import inquire.demo.report as report_demo
 from inquire.data.synthetic import find_synthetic_benchmark, make_synthetic_benchmark
 
 

@@ -7,21 +7,22 @@ from typing import Any
 
 from typer.testing import CliRunner
 
-import inquire.report
+import inquire.report.write
 from inquire.cli import app
 from inquire.testing.report_results import synthetic_results
 
 
 def test_report_compare_uses_permutations_option(tmp_path: Path, monkeypatch) -> None:
     dirs, _, _ = synthetic_results(tmp_path / "s", noise=(0.0, 0.06))
-    real = inquire.report.compare
+    real = inquire.report.write.compare
     seen: list[int] = []
 
     def spy(*a: Any, **kw: Any) -> Any:
         seen.append(kw["n_resamples"])
         return real(*a, **kw)
 
-    monkeypatch.setattr(inquire.report, "compare", spy)
+    # write_report (what `inquire report` calls) runs the comparison
+    monkeypatch.setattr(inquire.report.write, "compare", spy)
     runner = CliRunner()
     base = ["report", *map(str, dirs), "--compare", "--by", "none", "-f", "markdown"]
     res = runner.invoke(app, [*base, "--bootstrap", "0", "--permutations", "300"])

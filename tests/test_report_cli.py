@@ -114,7 +114,7 @@ def test_cli_errors_are_one_line(synth, tmp_path: Path) -> None:
 
 def test_demo_report(tmp_path: Path) -> None:
     from inquire.demo import run_demo
-    from inquire.report.demo import demo_report
+    from inquire.demo.report import demo_report
 
     quiet = Console(file=io.StringIO(), width=200)
     res_dir = run_demo(tmp_path / "demo", console=quiet)

@@ -15,7 +15,7 @@ pytest.importorskip("transformers")
 def test_demo_rerank(tmp_path: Path) -> None:
     import torch
 
-    from inquire.rerank.demo import demo_rerank
+    from inquire.demo.rerank import demo_rerank
 
     torch.set_num_threads(1)
     buf = io.StringIO()

@@ -239,6 +239,37 @@ def test_a_perfect_reranker_scores_one_and_is_cached(
     assert (out / "per_query.csv").is_file() and (out / "at50" / "summary.json").is_file()
 
 
+def test_run_rerank_loads_caches_and_writes_like_the_parts(
+    synthetic: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    from inquire.eval.rerank import run_rerank
+
+    rs = read_rerank_set(synthetic["test"])
+    oracle = _oracle_for(rs)
+    cache = tmp_path / "cache" / "scores.sqlite"
+    res = run_rerank(rs, oracle, cache=cache, progress=False, out_dir=tmp_path / "out")
+    assert cache.is_file() and oracle.calls == 100 * len(rs.query_ids)
+    again = run_rerank(rs, oracle, cache=cache, progress=False)
+    assert oracle.calls == 100 * len(rs.query_ids)  # the cache file answered
+    want = evaluate_rerank(rs, oracle, cache=None, progress=False)
+    for got in (res, again):
+        assert got.result.per_query["ap"].tolist() == want.result.per_query["ap"].tolist()
+    assert (tmp_path / "out" / "per_query.csv").is_file()
+    # A baseline never opens a cache; an id is loaded through the registry.
+    base = run_rerank(rs, "clip_score", cache=tmp_path / "never.sqlite", progress=False)
+    assert not (tmp_path / "never.sqlite").exists()
+    assert base.result.per_query["ap"].tolist() == (
+        evaluate_rerank(rs, "clip_score", progress=False).result.per_query["ap"].tolist()
+    )
+    with pytest.raises(UnknownNameError):
+        run_rerank(rs, "nosuchkind:x", cache=False, progress=False)
+    # An output folder that is a file fails before anything is scored.
+    (tmp_path / "file").write_text("x", encoding="utf-8")
+    with pytest.raises(InputError, match="existing file"):
+        run_rerank(rs, oracle, cache=False, progress=False, out_dir=tmp_path / "file")
+    assert oracle.calls == 100 * len(rs.query_ids) * 2
+
+
 def test_failures_stop_the_evaluation_or_are_flagged(
     synthetic: dict[str, list[Path]], tmp_path: Path
 ) -> None:

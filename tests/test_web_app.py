@@ -15,6 +15,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from inquire.data.qrels import read_qrels
+from inquire.demo.web import demo_web
 from inquire.embed.store import EmbeddingStore
 from inquire.errors import InputError, UnknownNameError
 from inquire.index.exact import search
@@ -24,7 +25,6 @@ from inquire.testing.web_fixtures import WebFixture, build_web_fixture
 from inquire.web.app import WebContext, create_app, get_context
 from inquire.web.catalog import Catalog
 from inquire.web.config import WebConfig
-from inquire.web.demo import demo_web
 
 WEB_PKG = Path(__file__).resolve().parents[1] / "src" / "inquire" / "web"
 

@@ -201,24 +201,10 @@ _DATE_SOURCES = {"exif": "EXIF", "inat": "train.json", "mtime": "file time only"
 
 def collection_summary(name: str) -> list[str]:
     """``inquire collection info`` as lines of text: what a person needs to know."""
-    from inquire.collection import open_collection
-    from inquire.collection.ann import index_info
-    from inquire.collection.verify import Verification
+    from inquire.collection.info import collection_info
 
-    with closing(open_collection(name)) as c:
-        meta = c.meta()
-        n = c.counts()
-        dated = {
-            str(r[0]): int(r[1])
-            for r in c.conn.execute(
-                "SELECT COALESCE(date_source, ''), COUNT(*) FROM images WHERE status = 'ok' "
-                "GROUP BY 1"
-            )
-        }
-        ann = index_info(c)
-        folder = c.folder
-        with closing(Verification(c)) as v:
-            searches = v.searches()
+    info = collection_info(name)
+    meta, n, ann, searches = info.meta, info.counts, info.index, info.searches
     setting = meta.get("index", "auto")
     index = (
         f"faiss {ann['factory']} ({ann['count']:,} rows, built {ann['built_at']}); "
@@ -228,11 +214,11 @@ def collection_summary(name: str) -> list[str]:
     )
     dates = ", ".join(
         f"{k:,} {_DATE_SOURCES.get(src, 'no date') if src else 'no date'}"
-        for src, k in sorted(dated.items(), key=lambda kv: -kv[1])
+        for src, k in info.date_sources.items()
     )
     lines = [
         f"collection {name}",
-        f"  folder:   {folder}",
+        f"  folder:   {info.folder}",
         f"  photos:   {meta.get('images_root', '?')}",
         f"  model:    {meta.get('model_id', '?')} (revision {meta.get('revision', '?')}, "
         f"{meta.get('dim', '?')} dimensions)",
@@ -240,7 +226,7 @@ def collection_summary(name: str) -> list[str]:
         f"  images:   {n.get('ok', 0):,} searchable, {n.get('deleted', 0):,} deleted, "
         f"{n.get('unreadable', 0):,} unreadable",
         f"  dates:    {dates or 'none'}"
-        + (" (file-time dates are left out of trends)" if dated.get("mtime") else ""),
+        + (" (file-time dates are left out of trends)" if info.date_sources.get("mtime") else ""),
         f"  index:    {index}",
         f"  updates:  generation {meta.get('generation', '0')}",
     ]

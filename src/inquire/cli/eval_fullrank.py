@@ -116,31 +116,26 @@ def fullrank_cmd(
     console = Console()
     console.print(metrics_table(result, title=f"INQUIRE-Fullrank, {model}, k={k}"))
     if rerank is not None and images is not None:
-        from inquire.embed.store import EmbeddingStore
-        from inquire.eval.fullrank import run_image_paths
-        from inquire.eval.two_stage import evaluate_two_stage, image_resolver
-        from inquire.rerank import load_reranker
-        from inquire.rerank.cache import ScoreCache
+        from inquire.eval import run_two_stage
+        from inquire.rerank import RerankOptions
 
-        resolve = image_resolver(run_image_paths(EmbeddingStore(embeddings), qrels), images)
-        with ScoreCache() as cache:
-            two = evaluate_two_stage(
-                run,
-                load_reranker(rerank, device=device, precision=precision, protocol=protocol),
-                resolve,
-                qrels,
-                query_df,
-                k=k,
-                from_k=from_k,
-                cache=cache,
-                allow_failures=allow_failures,
-            )
-        two.result.config["first_stage_model"] = model
+        two = run_two_stage(
+            run,
+            rerank,
+            embeddings,
+            images,
+            qrels,
+            query_df,
+            k=k,
+            from_k=from_k,
+            options=RerankOptions(device=device, precision=precision, protocol=protocol),
+            allow_failures=allow_failures,
+            out_dir=None if out is None else out / "two_stage",
+            config_extra={"first_stage_model": model},
+        )
         console.print(
             metrics_table(two.result, title=f"Two-stage: {model} top-{from_k} -> {rerank}, k={k}")
         )
-        if out is not None:
-            two.result.save(out / "two_stage", run=two.run)
     if out is not None:
         typer.echo(f"wrote {out}")
 

@@ -18,36 +18,6 @@ PROTOCOL_HELP = (
 rerank_app = typer.Typer(help="Reranker scores: list rerankers, import score caches.")
 
 
-def rerank_table(result: Any, title: str) -> Any:
-    """A rich table of a RerankResult: overall row + one per supercategory."""
-    from rich.table import Table
-
-    table = Table(title=title)
-    table.add_column("group", style="bold")
-    table.add_column("queries", justify="right")
-    for label in ("AP (pool)", "AP@50", "nDCG", "MRR", "P@100", "R@100"):
-        table.add_column(label, justify="right")
-    overall = result.result.aggregate(scaled=True)
-    at50 = result.result_at_50.aggregate(scaled=True)
-    groups = result.result.aggregate("supercategory", scaled=True)
-    groups50 = result.result_at_50.aggregate("supercategory", scaled=True)
-    rows = [(overall.iloc[0], at50.iloc[0])]
-    rows += [(groups.iloc[i], groups50.iloc[i]) for i in range(len(groups))]
-    for i, (row, row50) in enumerate(rows):
-        table.add_row(
-            str(row["group"]),
-            str(int(row["n_queries"])),
-            f"{row['ap']:.1f}",
-            f"{row50['ap']:.1f}",
-            f"{row['ndcg']:.1f}",
-            f"{row['mrr']:.3f}",
-            f"{row['precision']:.1f}",
-            f"{row['recall']:.1f}",
-            end_section=i == 0,
-        )
-    return table
-
-
 def _rerank_set(
     split: str, data: list[Path], queries: list[Path], number_queries: bool = False
 ) -> Any:
@@ -108,35 +78,31 @@ def eval_rerank_cmd(
     relevant candidates, plus AP@50)."""
     from rich.console import Console
 
-    from inquire.eval.rerank import BASELINES, evaluate_rerank
-    from inquire.rerank import RerankOptions, load_reranker
-    from inquire.rerank.cache import ScoreCache
+    from inquire.eval.rerank import run_rerank
+    from inquire.report.table import rerank_table
+    from inquire.rerank import RerankOptions
 
     check_reranker_id(reranker)
     rs = _rerank_set(split, data, queries, number_queries)
-    ranker: Any = reranker
-    cache = None
-    if reranker not in BASELINES:
-        opts = RerankOptions(
-            device=device,
-            precision=precision,
-            batch_size=batch_size,
-            base_url=base_url,
-            api_key_env=api_key_env,
-            concurrency=concurrency,
-            top_logprobs=top_logprobs,
-            protocol=protocol,
-        )
-        ranker = load_reranker(reranker, opts)
-        cache = ScoreCache() if use_cache else None
-    cfg = {"split": None if data else split}
-    try:
-        result = evaluate_rerank(
-            rs, ranker, seed=seed, cache=cache, allow_failures=allow_failures, config=cfg
-        )
-    finally:
-        if cache is not None:
-            cache.close()
+    opts = RerankOptions(
+        device=device,
+        precision=precision,
+        batch_size=batch_size,
+        base_url=base_url,
+        api_key_env=api_key_env,
+        concurrency=concurrency,
+        top_logprobs=top_logprobs,
+        protocol=protocol,
+    )
+    result = run_rerank(
+        rs,
+        reranker,
+        opts,
+        cache=use_cache,
+        seed=seed,
+        allow_failures=allow_failures,
+        config={"split": None if data else split},
+    )
     console = Console()
     console.print(rerank_table(result, f"INQUIRE-Rerank ({split}): {result.run.name}"))
     if result.expected_random is not None:

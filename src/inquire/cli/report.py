@@ -9,7 +9,6 @@ import typer
 
 from inquire.cli._common import friendly_errors
 
-_FORMATS = ("terminal", "markdown", "csv", "latex", "html")
 _COMPARE_FORMATS = ("terminal", "markdown", "csv", "json")
 
 
@@ -71,87 +70,39 @@ def report_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
 ) -> None:
     """Tabulate RESULTS overall and per group, with bootstrap confidence intervals."""
-    from inquire._io import check_output_file, check_output_folder
-    from inquire.errors import InputError, UnknownNameError
-    from inquire.report import build_report, compare
-    from inquire.report import formats as F
-    from inquire.report.plots import png_base64, report_figures, save_figure
+    from inquire.report.write import write_report
 
-    if fmt not in _FORMATS:
-        raise UnknownNameError("report format", fmt, _FORMATS)
-    if with_compare and len(results) < 2:
-        raise InputError(
-            f"--compare tests pairs of runs but got {len(results)} result folder; pass two or "
-            f"more, or drop --compare"
-        )
-    if out is not None:  # before the bootstrap, not after it
-        check_output_file(out, overwrite)
-    if plots is not None:
-        check_output_folder(plots, "--plots")
-    if with_compare and fmt in ("csv", "latex"):
-        raise InputError(
-            f"--compare adds the paired tests to terminal, markdown and html reports, not to "
-            f"{fmt}; for a {fmt} table of the tests run `inquire compare RESULTS... --format csv`"
-        )
-    report = build_report(
+    written = write_report(
         results,
+        fmt,
+        out,
         by=_split(by),
         n_resamples=bootstrap,
         seed=seed,
         metrics=_split(metrics) if metrics else None,
         reference=reference,
+        plots=plots,
+        annotations=annotations,
+        with_compare=with_compare,
+        permutations=permutations,
+        queries=queries,
+        overwrite=overwrite,
     )
-    comparison = (
-        compare(results, n_resamples=permutations, seed=seed, queries=queries)
-        if with_compare
-        else None
-    )
-    figures = {}
-    if plots is not None or fmt == "html":
-        from inquire.data.qrels import read_qrels
-
-        # Without --annotations, use a relevance file named in a result's config if it exists.
-        found = annotations or next(
-            (
-                Path(a)
-                for r in report.results
-                if isinstance(a := r.config.get("annotations"), str) and Path(a).is_file()
-            ),
-            None,
-        )
-        qrels = read_qrels(found) if found else None
-        from inquire.report.build import curve_problems
-
-        for run_name, why in curve_problems(report, found).items():
-            typer.secho(
-                f"warning: no precision-recall curve for run {run_name!r}: {why}",
-                fg=typer.colors.YELLOW,
-                err=True,
-            )
-        figures = report_figures(report, qrels)
-        if plots is not None:
-            plots.mkdir(parents=True, exist_ok=True)
-            for stem, fig in figures.items():
-                save_figure(fig, plots / stem)
-            typer.echo(f"wrote {len(figures)} figures (PNG + SVG) to {plots}", err=True)
-    if fmt == "terminal" and out is None:
+    for line in written.warnings:
+        typer.secho(f"warning: {line}", fg=typer.colors.YELLOW, err=True)
+    if plots is not None:
+        typer.echo(f"wrote {len(written.figures)} figures (PNG + SVG) to {plots}", err=True)
+    if written.text is None:  # terminal, no --out: tables at the terminal's width
         from rich.console import Console
 
         console = Console()
-        print_report(console, report)
-        if comparison is not None:
-            print_comparison(console, comparison)
-        return
-    if fmt == "html":
-        embedded = {stem.replace("_", " "): png_base64(fig) for stem, fig in figures.items()}
-        text = F.render_html(report, comparison=comparison, figures=embedded)
-    elif fmt == "markdown":
-        text = F.render_markdown(report, comparison)
+        print_report(console, written.report)
+        if written.comparison is not None:
+            print_comparison(console, written.comparison)
+    elif out is None:
+        typer.echo(written.text, nl=False)
     else:
-        text = F.render(report, fmt)
-        if comparison is not None:  # terminal text written to --out
-            text += "\n" + _comparison_text(comparison)
-    _write(text, out)
+        typer.echo(f"wrote {out}", err=True)
 
 
 def print_report(console: Any, report: Any) -> None:
@@ -248,20 +199,6 @@ def print_comparison(console: Any, comparison: Any) -> None:
         print_records(console, cols, rows, title)
 
 
-def _comparison_text(comparison: Any) -> str:
-    """The terminal rendering of a comparison as plain text (for ``--out`` files)."""
-    import io
-
-    from rich.console import Console
-
-    from inquire.report import formats as F
-
-    console = Console(file=io.StringIO(), width=160, record=True, color_system=None)
-    for r in F.comparison_renderables(comparison):
-        console.print(r)
-    return console.export_text()
-
-
 @friendly_errors
 def compare_cmd(
     results: list[Path] = typer.Argument(..., help="Two or more result folders."),
@@ -308,7 +245,9 @@ def compare_cmd(
 
         print_comparison(Console(), comparison)
     elif fmt == "terminal":
-        _write(_comparison_text(comparison), out)
+        from inquire.report.write import comparison_text
+
+        _write(comparison_text(comparison), out)
     elif fmt == "markdown":
         _write(F.comparison_markdown(comparison) + "\n", out)
     else:

@@ -32,7 +32,7 @@ def _precomputed() -> Loader:
 
 
 def _toy() -> Loader:
-    from inquire.testing.collection_encoder import load_toy
+    from inquire.embed.toy_backend import load_toy
 
     return load_toy
 

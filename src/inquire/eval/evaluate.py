@@ -12,7 +12,7 @@ import logging
 import os
 import platform
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -252,3 +252,32 @@ def evaluate(
         per_query[col] = queries[col].fillna(UNKNOWN_GROUP).to_numpy()
     cfg = {"k": k, "run": run.name, **(config or {}), **provenance()}
     return EvalResult(per_query=per_query, k=k, metrics=tuple(metrics), config=cfg, name=run.name)
+
+
+def evaluate_query(
+    ids: np.ndarray,
+    scores: np.ndarray,
+    relevant: Iterable[int],
+    k: int,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    n_relevant: int | None = None,
+    query_id: int = 0,
+) -> dict[str, float]:
+    """The metrics (fractions) of one ranked list: ``ids`` ``(n,) int`` with ``scores``
+    ``(n,) float``, the ``relevant`` image ids, R = ``n_relevant`` (default: how many
+    relevant ids there are), cut-off ``k``. Same rules as :func:`evaluate`, ties included
+    (it is :func:`evaluate` on a one-query run); bad input raises :class:`InputError`
+    naming ``query_id``."""
+    q = int(query_id)
+    rel = {int(i) for i in relevant}
+    one = pd.DataFrame({"query_id": [q], "query_text": [""]} | {g: [""] for g in GROUP_COLUMNS})
+    result = evaluate(
+        Run({q: (np.asarray(ids), np.asarray(scores))}),
+        Qrels({q: rel}),
+        one,
+        k=k,
+        metrics=metrics,
+        n_relevant={q: len(rel) if n_relevant is None else int(n_relevant)},
+    )
+    row = result.per_query.iloc[0]
+    return {m: float(row[m]) for m in metrics}

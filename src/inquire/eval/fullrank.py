@@ -386,6 +386,18 @@ def fullrank_topk(
 # --------------------------------------------------------------------------------------------
 
 
+def store_image_ids(store: EmbeddingStore, paths: Mapping[int, str]) -> np.ndarray | None:
+    """``(N,) int64`` image id of every store row as full-rank evaluation assigns them, or
+    ``None`` when the store's metadata carries ``image_id`` (its own ids are used).
+
+    ``paths``: image id -> image path of the annotations; rows are joined to them by
+    :func:`image_ids_by_path` (which raises when no annotated path is in the store).
+    """
+    if store_has_image_ids(store):
+        return None
+    return image_ids_by_path(store, paths)
+
+
 def run_image_paths(store: EmbeddingStore, qrels: Qrels) -> dict[int, str]:
     """``image id -> image_path`` for the ids a full-rank run over ``store`` holds.
 
@@ -394,7 +406,8 @@ def run_image_paths(store: EmbeddingStore, qrels: Qrels) -> dict[int, str]:
     files of first-stage candidates for reranking.
     """
     meta_paths = store.metadata["image_path"].astype(str).tolist()
-    ids = store.ids if store_has_image_ids(store) else image_ids_by_path(store, qrels.paths)
+    joined = store_image_ids(store, qrels.paths)
+    ids = store.ids if joined is None else joined
     return {int(i): p for i, p in zip(ids.tolist(), meta_paths, strict=True)}
 
 
@@ -446,7 +459,7 @@ def evaluate_fullrank(
         model_id, device=device, precision=precision, batch_size=batch_size
     )
     ann = AnnIndex.load(store, index) if index else None
-    image_ids = None if store_has_image_ids(store) else image_ids_by_path(store, qrels.paths)
+    image_ids = store_image_ids(store, qrels.paths)
     run = fullrank_topk(
         enc,
         query_df,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from inquire._io import atomic_open, write_json
+from inquire._io import atomic_open, check_output_folder, write_json
 from inquire.data.rerank_set import RerankSet
 from inquire.errors import InquireError, UnknownNameError
 from inquire.eval.evaluate import EvalResult, evaluate
@@ -224,6 +225,63 @@ def evaluate_rerank(
     if len(fail_df):
         log.warning("%d candidates failed and were ranked last; result flagged", len(fail_df))
     return RerankResult(res, res50, run, fail_df, expected)
+
+
+def open_score_cache(stack: ExitStack, cache: Any) -> Any:
+    """The :class:`~inquire.rerank.cache.ScoreCache` a ``cache`` argument names: ``True`` the
+    default cache, ``False``/``None`` none, a path a cache file there (both closed with
+    ``stack``), an open cache as it is (left open)."""
+    from inquire.rerank.cache import ScoreCache
+
+    if isinstance(cache, ScoreCache):
+        return cache
+    if cache is False or cache is None:
+        return None
+    return stack.enter_context(ScoreCache(None if cache is True else cache))
+
+
+def run_rerank(
+    rerank_set: RerankSet,
+    reranker: str | Any,
+    options: Any = None,
+    cache: Any = True,
+    seed: int = 0,
+    allow_failures: bool = False,
+    progress: bool = True,
+    config: dict[str, Any] | None = None,
+    out_dir: str | os.PathLike[str] | None = None,
+) -> RerankResult:
+    """INQUIRE-Rerank end to end (``inquire eval rerank``): load ``reranker`` (a baseline
+    name, a reranker id loaded with ``options``, a
+    :class:`~inquire.rerank.registry.RerankOptions`, or a loaded reranker), score every
+    query's pool through the score cache and evaluate (:func:`evaluate_rerank`).
+
+    ``cache``: ``True`` the default score cache, ``False`` none, a path a cache file there,
+    or an open :class:`~inquire.rerank.cache.ScoreCache` (left open); baselines never use
+    one. With ``out_dir`` the result folder is written there. Returns the result.
+    """
+    from inquire.rerank import load_reranker
+
+    if out_dir is not None:  # an unusable folder fails before the reranking, not after it
+        check_output_folder(out_dir, "result folder")
+    ranker: Any = reranker
+    use_cache: Any = False
+    if not (isinstance(reranker, str) and reranker in BASELINES):
+        ranker = load_reranker(reranker, options) if isinstance(reranker, str) else reranker
+        use_cache = cache
+    with ExitStack() as stack:
+        result = evaluate_rerank(
+            rerank_set,
+            ranker,
+            seed=seed,
+            cache=open_score_cache(stack, use_cache),
+            allow_failures=allow_failures,
+            progress=progress,
+            config=config,
+        )
+    if out_dir is not None:
+        result.save(out_dir)
+    return result
 
 
 def run_label(reranker: Any) -> str:

@@ -1,17 +1,19 @@
 """Two-stage retrieval: rerank the top ``from_k`` of a full-rank run, evaluate the top ``k``.
 
-    from inquire.eval.two_stage import evaluate_two_stage
-    from inquire.rerank import load_reranker
+    from inquire.eval import run_two_stage
+    from inquire.eval.fullrank import evaluate_fullrank
 
-    first = fullrank_topk(...)                       # a Run, e.g. CLIP top-100 per query
-    meta = store.metadata                            # the collection's EmbeddingStore
-    resolve = image_resolver(dict(zip(meta.image_id, meta.image_path)), images_dir)
-    result = evaluate_two_stage(
-        first, load_reranker("vlm:llava-1.5/llava-hf/llava-1.5-7b-hf"),
-        resolve_image=resolve,                       # image id -> path / PIL image / bytes
-        qrels=qrels, queries=queries, k=50, from_k=100, cache=ScoreCache(),
+    _, first = evaluate_fullrank("vit-h-14-378", queries, qrels, "emb/vit-h-14-378", k_max=100)
+    two = run_two_stage(
+        first, "vlm:llava-1.5/llava-hf/llava-1.5-7b-hf",
+        embeddings="emb/vit-h-14-378", images="/data/inat24",   # image files of the candidates
+        qrels=qrels, queries=queries, k=50, from_k=100,         # default score cache
     )
-    result.result.aggregate(scaled=True)
+    two.result.aggregate(scaled=True)
+
+:func:`run_two_stage` is what ``inquire eval fullrank --rerank`` runs; :func:`evaluate_two_stage`
+is the core for callers that resolve images themselves (``image id -> path | PIL image |
+bytes``) and manage the score cache.
 
 Unlike INQUIRE-Rerank, R here is every relevant image of the query in the collection (the
 full-rank definition), so the reranker can only recover what the first stage found.
@@ -21,20 +23,27 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from inquire._io import check_output_folder
 from inquire.data.qrels import Qrels
 from inquire.errors import InputError
 from inquire.eval.evaluate import EvalResult, evaluate
-from inquire.eval.rerank import RerankFailuresError
+from inquire.eval.rerank import RerankFailuresError, open_score_cache
 from inquire.rerank.base import ImageLike, Reranker
 from inquire.run import Run
+
+if TYPE_CHECKING:
+    from inquire.embed.store import EmbeddingStore
+    from inquire.rerank.cache import ScoreCache
+    from inquire.rerank.registry import RerankOptions
 
 log = logging.getLogger(__name__)
 
@@ -185,3 +194,67 @@ def evaluate_two_stage(
     }
     result = evaluate(reranked, qrels, queries, k=k, config=cfg)
     return TwoStageResult(result, reranked, failures)
+
+
+def run_two_stage(
+    first: Run,
+    reranker: str | Reranker,
+    embeddings: str | os.PathLike[str] | EmbeddingStore,
+    images: str | os.PathLike[str],
+    qrels: Qrels,
+    queries: pd.DataFrame,
+    k: int = 50,
+    from_k: int = 100,
+    cache: ScoreCache | str | os.PathLike[str] | bool = True,
+    options: RerankOptions | None = None,
+    allow_failures: bool = False,
+    progress: bool = True,
+    out_dir: str | os.PathLike[str] | None = None,
+    config_extra: Mapping[str, Any] | None = None,
+) -> TwoStageResult:
+    """Two-stage retrieval from a first-stage run over an embedding folder, end to end.
+
+    Finds the image files of ``first``'s candidates from the store's metadata
+    (``embeddings``: a folder in the clip-retrieval layout or an open
+    :class:`~inquire.embed.store.EmbeddingStore`; paths relative to ``images``, ids as
+    full-rank evaluation assigns them, see :func:`inquire.eval.fullrank.run_image_paths`),
+    loads ``reranker`` when it is an id (with ``options``), reranks each query's top
+    ``from_k`` and evaluates the top ``k`` (:func:`evaluate_two_stage`).
+
+    ``cache``: ``True`` the default score cache, ``False`` none, a path a
+    :class:`~inquire.rerank.cache.ScoreCache` file there (both closed on return), or an open
+    cache (left open). ``config_extra`` is merged into the result's config. With ``out_dir``,
+    ``per_query.csv``, ``summary.json`` and ``run.parquet`` (the reranked top ``from_k``) are
+    written there. Returns the :class:`TwoStageResult`.
+    """
+    from inquire.embed.store import EmbeddingStore
+    from inquire.eval.fullrank import run_image_paths
+    from inquire.rerank import load_reranker
+
+    if k > from_k:  # before any model is loaded
+        raise InputError(
+            f"k={k} is larger than from_k={from_k}: only the top from_k are reranked; use "
+            f"--from-k >= --k"
+        )
+    if out_dir is not None:  # an unusable folder fails before the reranking, not after it
+        check_output_folder(out_dir, "result folder")
+    store = embeddings if isinstance(embeddings, EmbeddingStore) else EmbeddingStore(embeddings)
+    resolve = image_resolver(run_image_paths(store, qrels), images)
+    ranker = load_reranker(reranker, options) if isinstance(reranker, str) else reranker
+    with ExitStack() as stack:
+        two = evaluate_two_stage(
+            first,
+            ranker,
+            resolve,
+            qrels,
+            queries,
+            k=k,
+            from_k=from_k,
+            cache=open_score_cache(stack, cache),
+            allow_failures=allow_failures,
+            progress=progress,
+        )
+    two.result.config.update(config_extra or {})
+    if out_dir is not None:
+        two.result.save(out_dir, run=two.run)
+    return two

@@ -155,7 +155,7 @@ def _aligned(
 
 def compare(
     results: Sequence[str | os.PathLike[str] | EvalResult],
-    metrics: Sequence[str] = ("ap",),
+    metrics: Sequence[str] | None = ("ap",),
     n_resamples: int = 10000,
     seed: int = 0,
     on_mismatch: str = "error",
@@ -164,7 +164,8 @@ def compare(
 ) -> Comparison:
     """Compare every pair of ``results`` (at least two) query by query.
 
-    ``metrics``: which per-query metrics to test (default AP). ``n_resamples`` and ``seed``:
+    ``metrics``: which per-query metrics to test (default AP; ``None``: every metric all
+    the runs have). ``n_resamples`` and ``seed``:
     Monte Carlo settings of the randomization test (used when more than 20 queries differ).
     ``on_mismatch``: ``error`` (default) or ``intersect`` when query sets differ.
     ``queries``: a query table or CSV giving query texts for the top-difference lists
@@ -179,6 +180,8 @@ def compare(
     k = check_same_k(res, names)
     notes: list[str] = []
     available = common_metrics(res, notes)
+    if metrics is None:
+        metrics = available
     for m in metrics:
         if m not in available:
             raise UnknownNameError("metric in these results", m, available)

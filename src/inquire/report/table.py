@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.table import Table
 
 from inquire.eval.evaluate import EvalResult
 from inquire.metrics import metric_label, scale
+
+if TYPE_CHECKING:
+    from inquire.eval.rerank import RerankResult
 
 
 def metrics_table(result: EvalResult, by: str = "supercategory", title: str | None = None) -> Table:
@@ -21,4 +26,33 @@ def metrics_table(result: EvalResult, by: str = "supercategory", title: str | No
     for i, (_, row) in enumerate([*overall.iterrows(), *groups.iterrows()]):
         cells = [f"{row[m]:.3f}" if scale(m) == 1.0 else f"{row[m]:.1f}" for m in result.metrics]
         table.add_row(str(row["group"]), str(int(row["n_queries"])), *cells, end_section=i == 0)
+    return table
+
+
+def rerank_table(result: RerankResult, title: str) -> Table:
+    """A rich table of an INQUIRE-Rerank result: overall row + one per supercategory; AP over
+    the pool of 100 and at 50, nDCG, P@100 and R@100 x100, MRR as a fraction."""
+    table = Table(title=title)
+    table.add_column("group", style="bold")
+    table.add_column("queries", justify="right")
+    for label in ("AP (pool)", "AP@50", "nDCG", "MRR", "P@100", "R@100"):
+        table.add_column(label, justify="right")
+    overall = result.result.aggregate(scaled=True)
+    at50 = result.result_at_50.aggregate(scaled=True)
+    groups = result.result.aggregate("supercategory", scaled=True)
+    groups50 = result.result_at_50.aggregate("supercategory", scaled=True)
+    rows = [(overall.iloc[0], at50.iloc[0])]
+    rows += [(groups.iloc[i], groups50.iloc[i]) for i in range(len(groups))]
+    for i, (row, row50) in enumerate(rows):
+        table.add_row(
+            str(row["group"]),
+            str(int(row["n_queries"])),
+            f"{row['ap']:.1f}",
+            f"{row50['ap']:.1f}",
+            f"{row['ndcg']:.1f}",
+            f"{row['mrr']:.3f}",
+            f"{row['precision']:.1f}",
+            f"{row['recall']:.1f}",
+            end_section=i == 0,
+        )
     return table

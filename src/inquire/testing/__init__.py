@@ -1,4 +1,7 @@
-"""Builders for tests and demos: fixture servers, tiny models, synthetic results.
+"""Builders for tests, the demo and benchmarks: fixture servers, tiny models, synthetic data
+and results.
 
-None of this imports pytest; every area's tests may use any of it.
+Only tests, :mod:`inquire.demo` and ``benchmarks/`` import this package; the library, the
+command line and the web page never do. None of it imports pytest; every area's tests may
+use any of it.
 """

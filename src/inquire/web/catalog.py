@@ -192,14 +192,14 @@ class Catalog:
     def _row_ids(store: Any, paths: dict[int, str]) -> np.ndarray | None:
         """Row -> image id the way full-rank evaluation assigns them, for a store without
         ``image_id`` (INQUIRE's published embeddings, a plain folder): rows are joined to the
-        annotations' paths (:func:`inquire.eval.fullrank.image_ids_by_path`), so a run's ids,
+        annotations' paths (:func:`inquire.eval.fullrank.store_image_ids`), so a run's ids,
         the annotations' ids and the search's ids name the same images."""
-        from inquire.eval.fullrank import image_ids_by_path, store_has_image_ids
+        from inquire.eval.fullrank import store_image_ids
 
-        if not paths or store_has_image_ids(store):
+        if not paths:
             return None
         try:
-            return image_ids_by_path(store, paths)
+            return store_image_ids(store, paths)
         except InputError as exc:
             log.warning("image ids of the embeddings stay their row numbers: %s", exc)
             return None
@@ -464,29 +464,19 @@ class Catalog:
         stored: dict[str, float],
     ) -> list[str]:
         """Evaluate the query again at the result's k with the labels shown (through
-        :func:`inquire.eval.evaluate.evaluate`, so with the same rules as the stored numbers,
+        :func:`inquire.eval.evaluate.evaluate_query`, so with the same rules as the stored numbers,
         ties included); a warning when the metrics differ from the stored ones (the labels
         are then not those the run was evaluated with)."""
-        import pandas as pd
-
-        from inquire.eval.evaluate import evaluate
+        from inquire.eval.evaluate import evaluate_query
 
         names = tuple(m for m in entry.result.metrics if m in stored)
-        k = entry.result.k
-        one = pd.DataFrame(
-            {"query_id": [query_id], "query_text": [""]} | {g: [""] for g in GROUP_COLUMNS}
-        )
         try:
-            fresh = evaluate(
-                Run({query_id: (ids, scores)}),
-                Qrels({query_id: set(relevant)}),
-                one,
-                k=k,
-                metrics=names,
-                n_relevant={query_id: n_rel},
-            ).per_query.iloc[0]
+            fresh = evaluate_query(
+                ids, scores, relevant, entry.result.k, names, n_relevant=n_rel, query_id=query_id
+            )
         except InputError as exc:
             return [f"the labels shown cannot be the ones this run was evaluated with: {exc}"]
+        k = entry.result.k
         off = [m for m in names if abs(float(fresh[m]) - stored[m]) > 1e-6]
         if not off:
             return []
@@ -566,7 +556,6 @@ class Catalog:
         """:func:`inquire.report.compare.compare` of the runs ``slugs`` (two or more) on every
         metric they share, p-values Holm-corrected across the pairs; computed once per
         selection. ``intersect`` compares on the shared queries when the query sets differ."""
-        from inquire.report.build import common_metrics
         from inquire.report.compare import compare
 
         entries = [self.get_run(s) for s in dict.fromkeys(slugs)]
@@ -579,11 +568,9 @@ class Catalog:
         with self._lock:
             if key in self._reports:
                 return self._reports[key]
-        results = [e.shown_result for e in entries]
-        metrics = common_metrics(results, [])
         cmp = compare(
-            results,
-            metrics=metrics,
+            [e.shown_result for e in entries],
+            metrics=None,  # every metric the runs share
             on_mismatch="intersect" if intersect else "error",
             queries=self._query_table(),
         )

@@ -22,18 +22,15 @@ def demo_rerank(out_dir: str | os.PathLike[str], console: Any = None, seed: int 
     from rich.console import Console
     from rich.panel import Panel
 
-    from inquire.cli.eval_rerank import rerank_table
     from inquire.data.qrels import read_qrels
     from inquire.data.queries import read_queries
     from inquire.data.rerank_set import read_rerank_set, write_synthetic_rerank_set
-    from inquire.embed import EmbeddingStore, load_encoder
+    from inquire.eval import run_two_stage
+    from inquire.eval.fullrank import evaluate_fullrank
     from inquire.eval.rerank import evaluate_rerank
-    from inquire.eval.two_stage import evaluate_two_stage, image_resolver
-    from inquire.index.exact import search
-    from inquire.report.table import metrics_table
+    from inquire.report.table import metrics_table, rerank_table
     from inquire.rerank import load_reranker
     from inquire.rerank.cache import ScoreCache
-    from inquire.run import Run
     from inquire.testing.rerank_tiny_vlm import build_tiny_vlm
 
     console = console or Console()
@@ -76,22 +73,28 @@ def demo_rerank(out_dir: str | os.PathLike[str], console: Any = None, seed: int 
                 res.save(results / name)
 
             # Two-stage: full-rank top-20 by the synthetic embeddings, reranked.
-            store = EmbeddingStore(bench / "embeddings")
-            enc = load_encoder(f"precomputed:{bench / 'text_embeddings.parquet'}")
-            scores, ids = search(store, enc.encode_text(queries["query_text"].tolist()), k=20)
-            first = Run.from_arrays(queries["query_id"], ids, scores, name="synthetic-fullrank")
-            meta = store.metadata
-            path_of = dict(zip(meta["image_id"].astype(int), meta["image_path"], strict=True))
-            two = evaluate_two_stage(
+            qrels = read_qrels(bench / "inquire_annotations.csv")
+            _, first = evaluate_fullrank(
+                f"precomputed:{bench / 'text_embeddings.parquet'}",
+                queries,
+                qrels,
+                bench / "embeddings",
+                k=20,
+                cache=False,
+                name="synthetic-fullrank",
+            )
+            two = run_two_stage(
                 first,
                 reranker,
-                image_resolver(path_of, bench / "images"),
-                read_qrels(bench / "inquire_annotations.csv"),
+                bench / "embeddings",
+                bench / "images",
+                qrels,
                 queries,
                 k=10,
                 from_k=20,
                 cache=cache,
                 progress=False,
+                out_dir=results / "two-stage",
             )
     finally:
         vlm_log.setLevel(level)
@@ -102,6 +105,5 @@ def demo_rerank(out_dir: str | os.PathLike[str], console: Any = None, seed: int 
             title=f"Two-stage (synthetic): full-rank top-20 reranked by {label}, k=10",
         )
     )
-    two.result.save(results / "two-stage", run=two.run)
     console.print(f"results: {results}")
     return results

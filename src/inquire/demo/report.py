@@ -7,13 +7,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from rich.console import Console
 
-from inquire._io import atomic_open, atomic_path
-from inquire.data.qrels import Qrels, read_qrels
+from inquire._io import atomic_path
+from inquire.data.qrels import read_qrels
 from inquire.data.queries import read_queries
 from inquire.data.synthetic import (
     SyntheticBenchmark,
@@ -48,10 +47,7 @@ def _benchmark_for(result_dir: Path, result: EvalResult, out_dir: Path) -> Synth
 
 def _noisy_run(bench: SyntheticBenchmark, k: int, seed: int, out_dir: Path) -> Path:
     """Evaluate the benchmark again with noisier text embeddings; return the result folder."""
-    from inquire.embed import EmbeddingStore, load_encoder
-    from inquire.eval import evaluate
-    from inquire.index.exact import search
-    from inquire.run import Run
+    from inquire.eval.fullrank import evaluate_fullrank
 
     table = pq.read_table(bench.text_embeddings).to_pandas()
     emb = np.stack(table["embedding"].to_numpy()).astype(np.float64)
@@ -68,40 +64,36 @@ def _noisy_run(bench: SyntheticBenchmark, k: int, seed: int, out_dir: Path) -> P
     )
     with atomic_path(noisy_path) as tmp:
         pq.write_table(out_table, tmp)
-    queries = read_queries(bench.queries_test)
-    qrels = read_qrels(bench.annotations)
-    store = EmbeddingStore(bench.embeddings)
-    encoder = load_encoder(f"precomputed:{noisy_path}")
-    scores, ids = search(store, encoder.encode_text(queries["query_text"].tolist()), k=k)
-    run = Run.from_arrays(queries["query_id"], ids, scores, name=NOISY_RUN)
-    result = evaluate(
-        run,
-        qrels,
-        queries,
+    evaluate_fullrank(
+        f"precomputed:{noisy_path}",
+        read_queries(bench.queries_test),
+        read_qrels(bench.annotations),
+        bench.embeddings,
         k=k,
-        config={
-            "task": "fullrank",
+        out_dir=out_dir / "results" / "fullrank-noisy-text",
+        cache=False,  # regenerated data every run
+        name=NOISY_RUN,
+        config_extra={
             "data": "synthetic",
             "seed": seed,
             "text_noise": TEXT_NOISE,
             "queries": str(bench.queries_test),
         },
     )
-    return result.save(out_dir / "results" / "fullrank-noisy-text", run=run)
+    return out_dir / "results" / "fullrank-noisy-text"
 
 
 def demo_report(
     results_dirs: Sequence[Path], out_dir: Path, console: Console | None = None
 ) -> Path:
     """Write ``out_dir/report.html`` (+ ``report.md`` and ``plots/``) over the demo's results
-    and print a paired comparison of the first two runs; return the HTML path.
+    and print paired comparisons of the runs (AP and nDCG); return the HTML path.
 
     With a single result folder (``run_demo``'s), a second run is made first: the same
     synthetic benchmark searched with noisier text embeddings (:data:`TEXT_NOISE`).
     """
-    from inquire.report import build_report, compare
-    from inquire.report.formats import comparison_renderables, render_html, render_markdown
-    from inquire.report.plots import png_base64, report_figures, save_figure
+    from inquire.report.formats import comparison_renderables
+    from inquire.report.write import write_report
 
     console = console or Console()
     out = Path(out_dir)
@@ -120,30 +112,29 @@ def demo_report(
             )
         console.print("Second run for the comparison: the same search with noisier text embeddings")
         dirs.append(_noisy_run(bench, first.k, int(first.config.get("seed", 0)), out))
-    qrels: Qrels = read_qrels(bench.annotations)
-    queries: pd.DataFrame = read_queries(bench.queries_test)
-
-    report = build_report(dirs, reference="fullrank")
-    comparison = compare(dirs[:2], metrics=("ap", "ndcg"), queries=queries, top_n=5)
-    figures = report_figures(report, qrels)
-    plot_dir = out / "plots"
-    plot_dir.mkdir(parents=True, exist_ok=True)
-    captions = {
-        "supercategory_ap": "AP@k per supercategory with 95% bootstrap intervals",
-        "distribution_ap": "AP@k over queries",
-        "precision_recall": "Precision-recall over ranks, averaged over queries",
-    }
-    embedded = {}
-    for stem, fig in figures.items():
-        save_figure(fig, plot_dir / stem)
-        embedded[captions.get(stem, stem)] = png_base64(fig)
     title = "inquire demo report (SYNTHETIC data)"
-    with atomic_open(out / "report.md", "w", encoding="utf-8") as fh:
-        fh.write(render_markdown(report, comparison))
     html_path = out / "report.html"
-    with atomic_open(html_path, "w", encoding="utf-8") as fh:
-        fh.write(render_html(report, comparison=comparison, figures=embedded, title=title))
-    for renderable in comparison_renderables(comparison):
-        console.print(renderable)
+    written = write_report(
+        dirs,
+        "html",
+        html_path,
+        reference="fullrank",
+        plots=out / "plots",
+        annotations=bench.annotations,
+        with_compare=True,
+        compare_metrics=("ap", "ndcg"),
+        queries=read_queries(bench.queries_test),
+        overwrite=True,
+        also={"markdown": out / "report.md"},
+        title=title,
+        captions={
+            "supercategory_ap": "AP@k per supercategory with 95% bootstrap intervals",
+            "distribution_ap": "AP@k over queries",
+            "precision_recall": "Precision-recall over ranks, averaged over queries",
+        },
+    )
+    if written.comparison is not None:
+        for renderable in comparison_renderables(written.comparison):
+            console.print(renderable)
     console.print(f"report: {html_path}")
     return html_path

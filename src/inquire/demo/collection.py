@@ -15,7 +15,8 @@ from inquire.collection.ingest import create_collection
 from inquire.collection.search import SearchRequest, search
 from inquire.collection.store import delete_collection, list_collections
 from inquire.collection.verify import Verification
-from inquire.testing.collection_encoder import COLOURS, make_photo_folder
+from inquire.embed.toy_backend import COLOURS
+from inquire.testing.collection_encoder import make_photo_folder
 
 
 def demo_collection(

@@ -15,7 +15,7 @@ from inquire.embed.folder import is_embedding_folder
 DEMO_PORT = 8000
 
 
-def _program() -> list[str]:
+def program() -> list[str]:
     """How to run inquire from a shell: ``inquire`` when it is on PATH (an activated
     environment), else this interpreter with ``-m inquire`` (e.g. after ``make demo``)."""
     if shutil.which("inquire"):
@@ -32,7 +32,7 @@ def serve_command(
     """The ``inquire serve ...`` command line over ``results_dirs`` and the synthetic benchmark
     at ``bench_root`` (its images, annotations, query texts, embeddings and text model), with
     the Verify page over ``collections`` when given."""
-    args = [*_program(), "serve", *(str(p) for p in results_dirs)]
+    args = [*program(), "serve", *(str(p) for p in results_dirs)]
     images = bench_root / "images"
     if images.is_dir():
         args += ["--images", str(images)]

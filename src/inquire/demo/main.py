@@ -1,4 +1,4 @@
-"""The offline demo: a synthetic benchmark run through the same code as a real evaluation."""
+"""``run_demo``: every demo step in order, then where the outputs went and commands to try."""
 
 from __future__ import annotations
 
@@ -75,11 +75,12 @@ def _quiet_model_progress() -> None:
 def _later_steps(out: Path, res_dir: Path, bench_root: Path, console: Console, seed: int) -> None:
     """Embedding, reranking, report and statistics, a photo collection, where everything
     went with commands to try, and the web page."""
-    from inquire.collection.demo import demo_collection
-    from inquire.embed.demo import demo_embed
-    from inquire.report.demo import demo_report
-    from inquire.rerank.demo import demo_rerank
-    from inquire.web.demo import demo_web
+    from inquire.demo.collection import demo_collection
+    from inquire.demo.embed import demo_embed
+    from inquire.demo.feedback import demo_feedback
+    from inquire.demo.report import demo_report
+    from inquire.demo.rerank import demo_rerank
+    from inquire.demo.web import demo_web
 
     demo_embed(out / "embed", console, seed=seed)
     demo_rerank(out / "rerank", console, seed=seed)
@@ -90,28 +91,6 @@ def _later_steps(out: Path, res_dir: Path, bench_root: Path, console: Console, s
     print_outputs(out, console)
     print_next_commands(out, console)
     demo_web([res_dir.resolve()], bench_root.resolve(), console, collections=collection.parent)
-
-
-def demo_feedback(out: Path, bench_root: Path, console: Console, budget: int = 100) -> Path:
-    """Simulated verification on the synthetic benchmark: positives found per image
-    inspected, static ranking vs relevance feedback; writes ``out`` (curve.png, summary.csv,
-    curves.parquet, config.json) and prints the overall rows."""
-    from inquire.eval.feedback import simulate_synthetic
-
-    console.print(
-        "Relevance feedback: a simulated verifier marks 10 results at a time from the labels; "
-        "the rest is re-ranked from the marks (SYNTHETIC data)"
-    )
-    sim = simulate_synthetic(bench_root, budget=budget, batch=10)
-    sim.save(out)
-    summary = sim.summary(None)
-    for r in summary.itertuples():
-        console.print(
-            f"  after {r.inspected:3d} inspected: {r.static:5.1f} positives static, "
-            f"{r.feedback:5.1f} with feedback ({r.ratio:.2f}x)",
-            highlight=False,
-        )
-    return out
 
 
 # What the demo writes under its output folder, in the order it runs.
@@ -149,10 +128,10 @@ def next_commands(out: str | os.PathLike[str]) -> list[tuple[str, str]]:
     """
     import shlex
 
-    from inquire.web.demo import _program
+    from inquire.demo.web import program
 
     root = Path(out).resolve()
-    prog = _program()
+    prog = program()
     bench, fullrank = root / "benchmark", root / "results" / "fullrank"
     noisy = root / "report" / "results" / "fullrank-noisy-text"
     ann, queries = bench / "inquire_annotations.csv", bench / "inquire_queries_test.csv"
