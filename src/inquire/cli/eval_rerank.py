@@ -19,13 +19,18 @@ rerank_app = typer.Typer(help="Reranker scores: list rerankers, import score cac
 
 
 def rerank_table(result: Any, title: str) -> Any:
-    """A rich table of a RerankResult: overall row + one per supercategory."""
+    """A rich table of a RerankResult: overall row + one per supercategory; AP over the pool
+    and at 50, then every other metric of the result over the pool."""
     from rich.table import Table
 
+    from inquire.metrics import format_value, get_metric
+
+    metrics = [m for m in result.result.metrics if m != "ap"]
     table = Table(title=title)
     table.add_column("group", style="bold")
     table.add_column("queries", justify="right")
-    for label in ("AP (pool)", "AP@50", "nDCG", "MRR", "P@100", "R@100"):
+    labels = ["AP (pool)", "AP@50"] + [get_metric(m).header(result.result.k) for m in metrics]
+    for label in labels:
         table.add_column(label, justify="right")
     overall = result.result.aggregate(scaled=True)
     at50 = result.result_at_50.aggregate(scaled=True)
@@ -37,12 +42,9 @@ def rerank_table(result: Any, title: str) -> Any:
         table.add_row(
             str(row["group"]),
             str(int(row["n_queries"])),
-            f"{row['ap']:.1f}",
-            f"{row50['ap']:.1f}",
-            f"{row['ndcg']:.1f}",
-            f"{row['mrr']:.3f}",
-            f"{row['precision']:.1f}",
-            f"{row['recall']:.1f}",
+            format_value("ap", row["ap"]),
+            format_value("ap", row50["ap"]),
+            *[format_value(m, row[m]) for m in metrics],
             end_section=i == 0,
         )
     return table

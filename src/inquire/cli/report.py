@@ -9,9 +9,6 @@ import typer
 
 from inquire.cli._common import friendly_errors
 
-_FORMATS = ("terminal", "markdown", "csv", "latex", "html")
-_COMPARE_FORMATS = ("terminal", "markdown", "csv", "json")
-
 
 def _split(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip() and v.strip() != "none"]
@@ -34,7 +31,10 @@ def report_cmd(
         ..., help="Result folders (per_query.csv + summary.json)."
     ),
     fmt: str = typer.Option(
-        "terminal", "--format", "-f", help="terminal, markdown, csv, latex or html."
+        "terminal",
+        "--format",
+        "-f",
+        help="terminal, markdown, csv, latex, html or another registered report format.",
     ),
     out: Path | None = typer.Option(
         None, "--out", "-o", help="Write to this file instead of stdout."
@@ -72,13 +72,12 @@ def report_cmd(
 ) -> None:
     """Tabulate RESULTS overall and per group, with bootstrap confidence intervals."""
     from inquire._io import check_output_file, check_output_folder
-    from inquire.errors import InputError, UnknownNameError
+    from inquire.errors import InputError
     from inquire.report import build_report, compare
     from inquire.report import formats as F
     from inquire.report.plots import png_base64, report_figures, save_figure
 
-    if fmt not in _FORMATS:
-        raise UnknownNameError("report format", fmt, _FORMATS)
+    spec = F.report_format(fmt)
     if with_compare and len(results) < 2:
         raise InputError(
             f"--compare tests pairs of runs but got {len(results)} result folder; pass two or "
@@ -88,11 +87,8 @@ def report_cmd(
         check_output_file(out, overwrite)
     if plots is not None:
         check_output_folder(plots, "--plots")
-    if with_compare and fmt in ("csv", "latex"):
-        raise InputError(
-            f"--compare adds the paired tests to terminal, markdown and html reports, not to "
-            f"{fmt}; for a {fmt} table of the tests run `inquire compare RESULTS... --format csv`"
-        )
+    if with_compare:
+        F.check_comparison_fits(fmt)
     report = build_report(
         results,
         by=_split(by),
@@ -107,7 +103,7 @@ def report_cmd(
         else None
     )
     figures = {}
-    if plots is not None or fmt == "html":
+    if plots is not None or spec.with_figures:
         from inquire.data.qrels import read_qrels
 
         # Without --annotations, use a relevance file named in a result's config if it exists.
@@ -142,16 +138,8 @@ def report_cmd(
         if comparison is not None:
             print_comparison(console, comparison)
         return
-    if fmt == "html":
-        embedded = {stem.replace("_", " "): png_base64(fig) for stem, fig in figures.items()}
-        text = F.render_html(report, comparison=comparison, figures=embedded)
-    elif fmt == "markdown":
-        text = F.render_markdown(report, comparison)
-    else:
-        text = F.render(report, fmt)
-        if comparison is not None:  # terminal text written to --out
-            text += "\n" + _comparison_text(comparison)
-    _write(text, out)
+    embedded = {stem.replace("_", " "): png_base64(fig) for stem, fig in figures.items()}
+    _write(F.render(report, fmt, comparison=comparison, figures=embedded), out)
 
 
 def print_report(console: Any, report: Any) -> None:
@@ -199,7 +187,7 @@ def print_report(console: Any, report: Any) -> None:
         ]
         rows = [
             [str(r["source"]), str(r["method"])]
-            + [F.fmt_value("ap", r[c]) for c in ref.columns[2:]]
+            + [F.fmt_value(report.reference.metric, r[c]) for c in ref.columns[2:]]
             for _, r in ref.iterrows()
         ]
         print_records(
@@ -248,20 +236,6 @@ def print_comparison(console: Any, comparison: Any) -> None:
         print_records(console, cols, rows, title)
 
 
-def _comparison_text(comparison: Any) -> str:
-    """The terminal rendering of a comparison as plain text (for ``--out`` files)."""
-    import io
-
-    from rich.console import Console
-
-    from inquire.report import formats as F
-
-    console = Console(file=io.StringIO(), width=160, record=True, color_system=None)
-    for r in F.comparison_renderables(comparison):
-        console.print(r)
-    return console.export_text()
-
-
 @friendly_errors
 def compare_cmd(
     results: list[Path] = typer.Argument(..., help="Two or more result folders."),
@@ -275,18 +249,24 @@ def compare_cmd(
     ),
     queries: Path | None = typer.Option(None, "--queries", help="Query CSV for query texts."),
     top: int = typer.Option(5, "--top", help="How many most-different queries to list per pair."),
-    fmt: str = typer.Option("terminal", "--format", "-f", help="terminal, markdown, csv or json."),
+    fmt: str = typer.Option(
+        "terminal",
+        "--format",
+        "-f",
+        help="terminal, markdown, csv, json or another registered comparison format.",
+    ),
     out: Path | None = typer.Option(
         None, "--out", "-o", help="Write to this file instead of stdout."
     ),
 ) -> None:
     """Paired tests (randomization and t-test, Holm-corrected) between runs on the same queries."""
-    from inquire.errors import UnknownNameError
+    from inquire.errors import InputError
     from inquire.report import compare
     from inquire.report import formats as F
 
-    if fmt not in _COMPARE_FORMATS:
-        raise UnknownNameError("comparison format", fmt, _COMPARE_FORMATS)
+    spec = F.comparison_format(fmt)
+    if spec.file_only and out is None:
+        raise InputError(f"--format {fmt} writes a file; add --out FILE{spec.suffix}")
     comparison = compare(
         results,
         metrics=_split(metric),
@@ -296,23 +276,12 @@ def compare_cmd(
         queries=queries,
         top_n=top,
     )
-    if fmt == "json":
-        if out is None:
-            from inquire.errors import InputError
-
-            raise InputError("--format json writes a file; add --out FILE.json")
-        comparison.to_json(out)
-        typer.echo(f"wrote {out}", err=True)
-    elif fmt == "terminal" and out is None:
+    if fmt == "terminal" and out is None:
         from rich.console import Console
 
         print_comparison(Console(), comparison)
-    elif fmt == "terminal":
-        _write(_comparison_text(comparison), out)
-    elif fmt == "markdown":
-        _write(F.comparison_markdown(comparison) + "\n", out)
     else:
-        _write(F.comparison_csv(comparison), out)
+        _write(F.render_comparison(comparison, fmt), out)
 
 
 def register(app: typer.Typer) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.table import Table
 
 from inquire.eval.evaluate import EvalResult
-from inquire.metrics import metric_label, scale
+from inquire.metrics import format_value, metric_label
 
 
 def metrics_table(result: EvalResult, by: str = "supercategory", title: str | None = None) -> Table:
@@ -19,6 +19,6 @@ def metrics_table(result: EvalResult, by: str = "supercategory", title: str | No
     overall = result.aggregate(scaled=True)
     groups = result.aggregate(by, scaled=True)
     for i, (_, row) in enumerate([*overall.iterrows(), *groups.iterrows()]):
-        cells = [f"{row[m]:.3f}" if scale(m) == 1.0 else f"{row[m]:.1f}" for m in result.metrics]
+        cells = [format_value(m, row[m]) for m in result.metrics]
         table.add_row(str(row["group"]), str(int(row["n_queries"])), *cells, end_section=i == 0)
     return table
