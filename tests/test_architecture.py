@@ -30,6 +30,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 import inquire
 
 PACKAGE_ROOT = Path(inquire.__file__).resolve().parent
@@ -266,18 +268,23 @@ def stand_in_imports(graph: dict[str, list[Import]]) -> list[Import]:
 
 def test_the_package_has_no_import_cycle() -> None:
     cycles = find_cycles(import_graph())
-    assert not cycles, "import cycles (break each by moving the shared code down a layer):\n" + (
-        "\n".join(describe_cycle(c) for c in cycles)
-    )
+    if cycles:
+        pytest.fail(
+            "import cycles (break each by moving the shared code down a layer):\n"
+            + "\n".join(describe_cycle(c) for c in cycles),
+            pytrace=False,
+        )
 
 
 def test_only_demo_and_testing_import_the_test_stand_ins() -> None:
     bad = stand_in_imports(import_graph())
-    assert not bad, (
-        "production modules import inquire.testing (move the code they need out of testing, "
-        "or the module into inquire.demo):\n"
-        + "\n".join(f"{i.module}:{i.line} imports {i.target}" for i in bad)
-    )
+    if bad:
+        pytest.fail(
+            "production modules import inquire.testing (move the code they need out of "
+            "testing, or the module into inquire.demo):\n"
+            + "\n".join(f"{i.module}:{i.line} imports {i.target}" for i in bad),
+            pytrace=False,
+        )
 
 
 def test_importing_the_library_loads_no_heavy_framework() -> None:
