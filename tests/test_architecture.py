@@ -49,6 +49,7 @@ LIGHT_PACKAGES = (
     "inquire.rerank",
     "inquire.report",
     "inquire.collection",
+    "inquire.web",
     "inquire.cli",
 )
 TESTING = "inquire.testing"
