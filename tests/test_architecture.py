@@ -54,6 +54,9 @@ LIGHT_PACKAGES = (
 )
 TESTING = "inquire.testing"
 MAY_IMPORT_TESTING = ("inquire.testing", "inquire.demo")
+# The front ends, and the packages that may call them (the library never does).
+FRONT_ENDS = ("inquire.cli", "inquire.web")
+MAY_IMPORT_FRONT_ENDS = (*FRONT_ENDS, "inquire.demo", "inquire.testing", "inquire.__main__")
 
 
 @dataclass(frozen=True)
@@ -245,23 +248,35 @@ def describe_cycle(cycle: list[Import]) -> str:
     return " -> ".join(parts)
 
 
+def _within(module: str, packages: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in packages)
+
+
 def stand_in_imports(graph: dict[str, list[Import]]) -> list[Import]:
     """Imports of ``inquire.testing`` by modules that may not use it."""
-
-    def allowed(m: str) -> bool:
-        return any(m == p or m.startswith(p + ".") for p in MAY_IMPORT_TESTING)
 
     seen: set[tuple[str, str, int]] = set()
     out = []
     for m, imps in graph.items():
         for imp in imps:
             key = (m, imp.target, imp.line)
-            if allowed(m) or key in seen:
+            if _within(m, MAY_IMPORT_TESTING) or key in seen:
                 continue
             if imp.target == TESTING or imp.target.startswith(TESTING + "."):
                 seen.add(key)
                 out.append(imp)
     return out
+
+
+def front_end_imports(graph: dict[str, list[Import]]) -> list[Import]:
+    """Imports of ``inquire.cli`` / ``inquire.web`` by library modules."""
+    return [
+        imp
+        for m, imps in graph.items()
+        if not _within(m, MAY_IMPORT_FRONT_ENDS)
+        for imp in imps
+        if _within(imp.target, FRONT_ENDS)
+    ]
 
 
 # ---------------------------------------------------------------------------- the rules
@@ -283,6 +298,17 @@ def test_only_demo_and_testing_import_the_test_stand_ins() -> None:
         pytest.fail(
             "production modules import inquire.testing (move the code they need out of "
             "testing, or the module into inquire.demo):\n"
+            + "\n".join(f"{i.module}:{i.line} imports {i.target}" for i in bad),
+            pytrace=False,
+        )
+
+
+def test_the_library_never_calls_its_front_ends() -> None:
+    bad = front_end_imports(import_graph())
+    if bad:
+        pytest.fail(
+            "library modules import the CLI or the web app (the front ends call the library, "
+            "not the other way round; move the shared code into the library):\n"
             + "\n".join(f"{i.module}:{i.line} imports {i.target}" for i in bad),
             pytrace=False,
         )
@@ -392,4 +418,21 @@ def test_checker_flags_testing_imports_outside_demo_and_testing(tmp_path: Path) 
     assert sorted((i.module, i.target) for i in bad) == [
         ("inquire.report.build", "inquire.testing.fakes"),
         ("inquire.web.app", "inquire.testing.fakes"),
+    ]
+
+
+def test_checker_flags_library_imports_of_the_front_ends(tmp_path: Path) -> None:
+    root = _package(
+        tmp_path,
+        {
+            "__init__.py": "",
+            "cli/__init__.py": "from inquire.report import build\n",
+            "web/app.py": "import inquire.cli\n",
+            "demo/steps.py": "from inquire.cli import __name__ as n\n",
+            "report/build.py": "def f():\n    from inquire.web import app\n",
+        },
+    )
+    bad = front_end_imports(import_graph(root))
+    assert [(i.module, i.target, i.lazy) for i in bad] == [
+        ("inquire.report.build", "inquire.web.app", True)
     ]
