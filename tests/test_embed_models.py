@@ -115,6 +115,46 @@ def test_unknown_model_suggests_close_names():
         load_encoder("open_clip:ViT-B-32/no-such-tag")
 
 
+def test_an_alias_is_one_row(tiny):
+    """A row added to the alias table is loadable by its name and its upstream id, listed by
+    `inquire models` and known to `inquire reproduce`'s published-embeddings rule."""
+    from typer.testing import CliRunner
+
+    from inquire.cli import app
+    from inquire.embed.models import (
+        Alias,
+        published_embeddings,
+        register_alias,
+        unregister_alias,
+    )
+
+    assert published_embeddings() == [
+        "vit-b-16",
+        "vit-l-14",
+        "vit-h-14-378",
+        "siglip-so400m-14-384",
+    ]
+    row = Alias("tiny-test", tiny, "tiny_test_upstream", TINY_EMBED_DIM, "a test row", True)
+    register_alias(row)
+    try:
+        assert resolve("tiny-test") == resolve("tiny_test_upstream") == resolve(tiny)
+        assert load_encoder("tiny_test_upstream").dim == TINY_EMBED_DIM
+        assert published_embeddings()[-1] == "tiny-test"
+        res = CliRunner().invoke(app, ["models"], env={"COLUMNS": "200"})
+        assert (
+            f"tiny-test ({TINY_EMBED_DIM}-d, iNat24 embeddings published by INQUIRE)" in res.output
+        )
+        with pytest.raises(InputError, match="already in use"):
+            register_alias(row)
+    finally:
+        assert unregister_alias("tiny-test") == row
+    assert "tiny-test" not in ALIASES and published_embeddings()[-1] != "tiny-test"
+    with pytest.raises(UnknownNameError):
+        resolve("tiny_test_upstream")
+    with pytest.raises(InputError, match="must be BACKEND:REST"):
+        register_alias(Alias("x", "nobackend/model", "x", 8, ""))
+
+
 def test_tiny_open_clip_matches_open_clip_forward(tiny):
     import open_clip
 

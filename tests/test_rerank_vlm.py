@@ -381,3 +381,30 @@ def test_auto_precision_is_inquires_on_a_gpu_and_fp32_on_the_cpu() -> None:
         assert resolve_precision("auto", FAMILIES[name], "cuda:0") == precision
         assert resolve_precision("auto", FAMILIES[name], "cpu") == "fp32"
         assert resolve_precision("bf16", FAMILIES[name], "cuda") == "bf16"
+
+
+def test_a_family_is_one_row(model_dirs: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A row added to FAMILIES (here a LLaVA checkpoint under a new name and prompt) is all a
+    new family needs: the id parser, the protocols, the loader and `inquire rerank list`."""
+    from dataclasses import replace
+
+    from typer.testing import CliRunner
+
+    from inquire.cli import app
+    from inquire.rerank.families import INQUIRE_SUM
+    from inquire.rerank.protocol import PROTOCOLS
+
+    prompt = VLMPrompt("USER: {image}\nIs this {query}? ASSISTANT:", ("Yes",), ("No",))
+    row = replace(FAMILIES["llava-1.5"], name="llava-test", prompts={INQUIRE_SUM: prompt})
+    monkeypatch.setitem(FAMILIES, "llava-test", row)
+    assert PROTOCOLS[INQUIRE_SUM].vlm["llava-test"] is prompt
+    with pytest.raises(InputError, match="use --protocol inquire-sum"):
+        PROTOCOLS["inquire-2024"].vlm_prompt("llava-test")
+    rr = load_reranker(f"vlm:llava-test/{model_dirs['llava-1.5']}", protocol=INQUIRE_SUM)
+    assert rr.family is row and rr.prompt("a fox") == "USER: <image>\nIs this a fox? ASSISTANT:"
+    images = _images()[:2]
+    scores = rr.score(QUERY, images)
+    assert scores.shape == (2,) and np.all((scores >= 0) & (scores <= 1))
+    assert scores[0] == pytest.approx(rr.generate_score(QUERY, images[0]), abs=1e-5)
+    listing = CliRunner().invoke(app, ["rerank", "list"], env={"COLUMNS": "200"})
+    assert listing.exit_code == 0 and "llava-test" in listing.output

@@ -9,8 +9,6 @@ import typer
 
 from inquire.cli._common import friendly_errors
 
-_COMPARE_FORMATS = ("terminal", "markdown", "csv", "json")
-
 
 def _split(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip() and v.strip() != "none"]
@@ -33,7 +31,10 @@ def report_cmd(
         ..., help="Result folders (per_query.csv + summary.json)."
     ),
     fmt: str = typer.Option(
-        "terminal", "--format", "-f", help="terminal, markdown, csv, latex or html."
+        "terminal",
+        "--format",
+        "-f",
+        help="terminal, markdown, csv, latex, html or another registered report format.",
     ),
     out: Path | None = typer.Option(
         None, "--out", "-o", help="Write to this file instead of stdout."
@@ -150,7 +151,7 @@ def print_report(console: Any, report: Any) -> None:
         ]
         rows = [
             [str(r["source"]), str(r["method"])]
-            + [F.fmt_value("ap", r[c]) for c in ref.columns[2:]]
+            + [F.fmt_value(report.reference.metric, r[c]) for c in ref.columns[2:]]
             for _, r in ref.iterrows()
         ]
         print_records(
@@ -212,18 +213,24 @@ def compare_cmd(
     ),
     queries: Path | None = typer.Option(None, "--queries", help="Query CSV for query texts."),
     top: int = typer.Option(5, "--top", help="How many most-different queries to list per pair."),
-    fmt: str = typer.Option("terminal", "--format", "-f", help="terminal, markdown, csv or json."),
+    fmt: str = typer.Option(
+        "terminal",
+        "--format",
+        "-f",
+        help="terminal, markdown, csv, json or another registered comparison format.",
+    ),
     out: Path | None = typer.Option(
         None, "--out", "-o", help="Write to this file instead of stdout."
     ),
 ) -> None:
     """Paired tests (randomization and t-test, Holm-corrected) between runs on the same queries."""
-    from inquire.errors import UnknownNameError
+    from inquire.errors import InputError
     from inquire.report import compare
     from inquire.report import formats as F
 
-    if fmt not in _COMPARE_FORMATS:
-        raise UnknownNameError("comparison format", fmt, _COMPARE_FORMATS)
+    spec = F.comparison_format(fmt)
+    if spec.file_only and out is None:
+        raise InputError(f"--format {fmt} writes a file; add --out FILE{spec.suffix}")
     comparison = compare(
         results,
         metrics=_split(metric),
@@ -233,25 +240,12 @@ def compare_cmd(
         queries=queries,
         top_n=top,
     )
-    if fmt == "json":
-        if out is None:
-            from inquire.errors import InputError
-
-            raise InputError("--format json writes a file; add --out FILE.json")
-        comparison.to_json(out)
-        typer.echo(f"wrote {out}", err=True)
-    elif fmt == "terminal" and out is None:
+    if fmt == "terminal" and out is None:
         from rich.console import Console
 
         print_comparison(Console(), comparison)
-    elif fmt == "terminal":
-        from inquire.report.write import comparison_text
-
-        _write(comparison_text(comparison), out)
-    elif fmt == "markdown":
-        _write(F.comparison_markdown(comparison) + "\n", out)
     else:
-        _write(F.comparison_csv(comparison), out)
+        _write(F.render_comparison(comparison, fmt), out)
 
 
 def register(app: typer.Typer) -> None:

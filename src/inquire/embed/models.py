@@ -95,7 +95,8 @@ class Alias:
     ``model_id`` is what inquire loads; ``upstream_id`` is INQUIRE's own entry for the name
     (its ``TopKPredictionStore.models`` table, loaded through ``all_clip``). They differ only
     where today's libraries would build a different model from INQUIRE's string; ``note``
-    says why.
+    says why. ``published_embeddings``: INQUIRE publishes iNat24 embeddings of this model
+    (its data/README.md), so ``inquire reproduce`` points at them instead of ``inquire embed``.
     """
 
     name: str
@@ -103,6 +104,7 @@ class Alias:
     upstream_id: str
     dim: int
     note: str
+    published_embeddings: bool = False
 
 
 _OPENAI_QUICKGELU = (
@@ -110,7 +112,9 @@ _OPENAI_QUICKGELU = (
     "INQUIRE's id with GELU)"
 )
 
-# INQUIRE's short model names, in the order of its table. Adding a model is adding a row.
+# INQUIRE's short model names, in the order of its table. Adding a model is adding a row:
+# `inquire models`, model lookup (alias or INQUIRE's own id), `inquire reproduce` and the
+# reports read everything from here (docs/architecture.md, "Add an embedding alias").
 ALIAS_TABLE: list[Alias] = [
     Alias(
         "vit-b-32",
@@ -160,6 +164,7 @@ ALIAS_TABLE: list[Alias] = [
         "hf_clip:openai/clip-vit-base-patch16",
         512,
         "OpenAI CLIP ViT-B/16 (transformers)",
+        published_embeddings=True,
     ),
     Alias(
         "vit-l-14",
@@ -167,6 +172,7 @@ ALIAS_TABLE: list[Alias] = [
         "hf_clip:openai/clip-vit-large-patch14",
         768,
         "OpenAI CLIP ViT-L/14 (transformers)",
+        published_embeddings=True,
     ),
     Alias(
         "vit-b-16-dfn",
@@ -190,6 +196,7 @@ ALIAS_TABLE: list[Alias] = [
         "open_clip:ViT-H-14-378-quickgelu/dfn5b",
         1024,
         "DFN-5B ViT-H/14 at 378 px (INQUIRE's default embeddings)",
+        published_embeddings=True,
     ),
     Alias(
         "siglip-vit-l-16-384",
@@ -204,14 +211,52 @@ ALIAS_TABLE: list[Alias] = [
         "open_clip:ViT-SO400M-14-SigLIP-384/webli",
         1152,
         "SigLIP SO400M/14 at 384 px",
+        published_embeddings=True,
     ),
 ]
 
+# Lookups derived from the table (kept in step by register_alias).
 ALIASES: dict[str, str] = {a.name: a.model_id for a in ALIAS_TABLE}
 # INQUIRE's ids that are not model ids of ours (no backend prefix) resolve like their alias.
 UPSTREAM_NAMES: dict[str, str] = {
     a.upstream_id: a.model_id for a in ALIAS_TABLE if ":" not in a.upstream_id
 }
+
+
+def register_alias(alias: Alias) -> Alias:
+    """Add a row to :data:`ALIAS_TABLE` at run time (and to the lookups derived from it).
+
+    The model id must name a known backend; an alias already in use is an error."""
+    backend, sep, rest = alias.model_id.partition(":")
+    if not sep or backend not in BACKENDS or not rest:
+        raise InputError(
+            f"alias {alias.name!r}: model id {alias.model_id!r} must be BACKEND:REST with "
+            f"BACKEND one of {sorted(BACKENDS)}"
+        )
+    if alias.name in ALIASES or alias.name in UPSTREAM_NAMES:
+        raise InputError(f"model alias {alias.name!r} is already in use")
+    ALIAS_TABLE.append(alias)
+    ALIASES[alias.name] = alias.model_id
+    if ":" not in alias.upstream_id:
+        UPSTREAM_NAMES[alias.upstream_id] = alias.model_id
+    return alias
+
+
+def unregister_alias(name: str) -> Alias:
+    """Remove the row ``name`` added by :func:`register_alias`; return it."""
+    for i, a in enumerate(ALIAS_TABLE):
+        if a.name == name:
+            del ALIAS_TABLE[i]
+            del ALIASES[name]
+            if UPSTREAM_NAMES.get(a.upstream_id) == a.model_id and ":" not in a.upstream_id:
+                del UPSTREAM_NAMES[a.upstream_id]
+            return a
+    raise UnknownNameError("model alias", name, ALIASES)
+
+
+def published_embeddings() -> list[str]:
+    """The aliases whose iNat24 embeddings INQUIRE publishes (``published_embeddings``)."""
+    return [a.name for a in ALIAS_TABLE if a.published_embeddings]
 
 
 def describe_models(width: int = 80) -> str:
@@ -235,7 +280,8 @@ def describe_models(width: int = 80) -> str:
         lines += [b.name, *field("forms", b.help), ""]
     lines += ["INQUIRE's models (alias: what inquire loads; INQUIRE's own id)", ""]
     for a in ALIAS_TABLE:
-        lines += [f"{a.name} ({a.dim}-d)", *field("model id", a.model_id)]
+        published = ", iNat24 embeddings published by INQUIRE" if a.published_embeddings else ""
+        lines += [f"{a.name} ({a.dim}-d{published})", *field("model id", a.model_id)]
         lines += [*field("upstream", a.upstream_id), *field("note", a.note), ""]
     return "\n".join(lines).rstrip() + "\n"
 

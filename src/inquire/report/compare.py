@@ -19,6 +19,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -74,28 +75,29 @@ class Comparison:
             "paired t-test; p-values Holm-adjusted across all pairs of runs per metric."
         )
 
+    def as_dict(self) -> dict[str, Any]:
+        """Pairs, top differences and settings as JSON-ready data."""
+        return {
+            "runs": list(self.runs),
+            "metrics": list(self.metrics),
+            "k": int(self.k),
+            "n_resamples": int(self.n_resamples),
+            "seed": int(self.seed),
+            "method": self.method_description,
+            "notes": list(self.notes),
+            "pairs": json.loads(self.pairs.to_json(orient="records")),
+            "top": [
+                {"metric": m, "run_a": a, "run_b": b}
+                | {"queries": json.loads(df.to_json(orient="records"))}
+                for (m, a, b), df in self.top.items()
+            ],
+        }
+
     def to_json(self, path: str | os.PathLike[str]) -> None:
-        """Write pairs, top differences and settings as JSON (atomically)."""
+        """Write :meth:`as_dict` as indented JSON (atomically)."""
         from inquire._io import write_json
 
-        write_json(
-            Path(path),
-            {
-                "runs": list(self.runs),
-                "metrics": list(self.metrics),
-                "k": self.k,
-                "n_resamples": self.n_resamples,
-                "seed": self.seed,
-                "method": self.method_description,
-                "notes": self.notes,
-                "pairs": json.loads(self.pairs.to_json(orient="records")),
-                "top": [
-                    {"metric": m, "run_a": a, "run_b": b}
-                    | {"queries": json.loads(df.to_json(orient="records"))}
-                    for (m, a, b), df in self.top.items()
-                ],
-            },
-        )
+        write_json(Path(path), self.as_dict())
 
 
 def query_texts(queries: pd.DataFrame | str | os.PathLike[str] | None) -> dict[int, str]:

@@ -1,7 +1,9 @@
 """Render a :class:`~inquire.report.build.Report` (and a comparison) as text.
 
-Formats are rows of :data:`FORMATS` (name -> renderer). Cells read ``mean [lo, hi]`` with the
-bootstrap interval; AP, nDCG, P and R are x100 with one decimal, MRR a fraction with three.
+Formats are rows of :data:`FORMATS` (name -> :class:`ReportFormat`). Cells read
+``mean [lo, hi]`` with the bootstrap interval, each metric on its table scale
+(:class:`inquire.metrics.Metric`: AP, nDCG, P and R x100 with one decimal, MRR a fraction
+with three).
 The CSV is machine-readable instead: one numeric column per mean and bound.
 """
 
@@ -9,15 +11,17 @@ from __future__ import annotations
 
 import html
 import io
+import json
 import math
 import re
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 import pandas as pd
 
-from inquire.errors import UnknownNameError
-from inquire.metrics import metric_label, scale
+from inquire.errors import InputError, UnknownNameError
+from inquire.metrics import format_value, metric_label, scale_note
 from inquire.report.build import LEVEL_TITLES, Report
 from inquire.report.leaderboard import Leaderboard
 
@@ -29,9 +33,7 @@ if TYPE_CHECKING:
 
 def fmt_value(metric: str, value: float) -> str:
     """One number on the table scale: x100 metrics with 1 decimal, fractions with 3."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return f"{value:.3f}" if scale(metric) == 1.0 else f"{value:.1f}"
+    return format_value(metric, value)
 
 
 def fmt_cell(metric: str, mean: float, lo: float, hi: float) -> str:
@@ -135,7 +137,7 @@ def terminal_renderables(report: Report) -> list[RenderableType]:
             table.add_row(
                 r["source"],
                 r["method"],
-                *[fmt_value("ap", r[c]) for c in ref.columns[2:]],
+                *[fmt_value(report.reference.metric, r[c]) for c in ref.columns[2:]],
                 style=style,
             )
         out.append(table)
@@ -186,7 +188,11 @@ def render_markdown(report: Report, comparison: Comparison | None = None) -> str
             "",
         ]
         rows = [
-            [r["source"], r["method"], *[fmt_value("ap", r[c]) for c in ref.columns[2:]]]
+            [
+                r["source"],
+                r["method"],
+                *[fmt_value(report.reference.metric, r[c]) for c in ref.columns[2:]],
+            ]
             for _, r in ref.iterrows()
         ]
         lines += _md_table(list(ref.columns), rows, right_from=2)
@@ -294,7 +300,11 @@ def render_latex(report: Report) -> str:
             f"{_reference_title(report, report.reference)} Source: {report.reference.source}."
         )
         for _, r in ref.iterrows():
-            cells = [r["source"], r["method"], *[fmt_value("ap", r[c]) for c in cols[2:]]]
+            cells = [
+                r["source"],
+                r["method"],
+                *[fmt_value(report.reference.metric, r[c]) for c in cols[2:]],
+            ]
             lines.append(" & ".join(latex_escape(str(c)) for c in cells) + " \\\\")
         lines += [
             "\\bottomrule",
@@ -364,7 +374,7 @@ def render_html(
         f"<title>{e(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{e(title)}</h1>",
         f'<p class="muted">Runs: {e(", ".join(report.runs))}. Cut-off k = {report.k}. '
-        f"AP, nDCG, P and R x100; MRR as a fraction. {e(report.ci_description)}</p>",
+        f"{e(scale_note(report.metrics))}. {e(report.ci_description)}</p>",
     ]
     parts += [f'<p class="note">{e(n)}</p>' for n in report.notes]
     # Figures right after the overall and supercategory tables, before the long ones.
@@ -383,7 +393,11 @@ def render_html(
         parts.append('<h2>Published reference numbers</h2><div class="published">')
         parts.append(f'<p class="muted">{e(_reference_title(report, report.reference))}</p>')
         rows = [
-            [r["source"], r["method"], *[fmt_value("ap", r[c]) for c in ref.columns[2:]]]
+            [
+                r["source"],
+                r["method"],
+                *[fmt_value(report.reference.metric, r[c]) for c in ref.columns[2:]],
+            ]
             for _, r in ref.iterrows()
         ]
         classes = ["mine" if r["source"] == "this report" else "" for _, r in ref.iterrows()]
@@ -543,19 +557,181 @@ def comparison_html(comparison: Comparison) -> str:
     return "\n".join(parts)
 
 
-ReportRenderer = Callable[[Report], str]
-# Output format name -> renderer (text formats for `inquire report --format`).
-FORMATS: dict[str, ReportRenderer] = {
-    "terminal": render_terminal,
-    "markdown": render_markdown,
-    "csv": render_csv,
-    "latex": render_latex,
-    "html": render_html,
-}
+def comparison_text(comparison: Comparison, width: int = 160) -> str:
+    """Plain text of :func:`comparison_renderables` (for ``--out`` files)."""
+    from rich.console import Console
+
+    console = Console(file=io.StringIO(), width=width, record=True, color_system=None)
+    for r in comparison_renderables(comparison):
+        console.print(r)
+    return console.export_text()
 
 
-def render(report: Report, fmt: str) -> str:
-    """Render ``report`` in format ``fmt`` (a key of :data:`FORMATS`)."""
-    if fmt not in FORMATS:
-        raise UnknownNameError("report format", fmt, FORMATS)
-    return FORMATS[fmt](report)
+def comparison_json(comparison: Comparison) -> str:
+    """:meth:`Comparison.as_dict` as indented JSON."""
+    return json.dumps(comparison.as_dict(), indent=2) + "\n"
+
+
+# ---------------------------------------------------------------------------- the registry
+
+ReportRenderer = Callable[["Report", "Comparison | None", "Mapping[str, str] | None", str], str]
+ComparisonRenderer = Callable[["Comparison"], str]
+
+
+@dataclass(frozen=True)
+class ReportFormat:
+    """One output format: the single place a format is declared.
+
+    ``report(report, comparison, figures, title) -> text`` renders a report (``None``: the format
+    is for comparisons only); ``comparison(comparison) -> text`` renders a paired
+    comparison on its own (``None``: reports only). ``with_comparison``: ``report`` can
+    append a comparison; ``with_figures``: it embeds figures (``{caption: base64 PNG}``);
+    ``file_only``: the text is written to a file, not printed (``--out`` required).
+    ``suffix``: the usual file suffix. ``inquire report --format`` and
+    ``inquire compare --format`` offer exactly the registered names.
+    """
+
+    name: str
+    suffix: str
+    report: ReportRenderer | None = None
+    comparison: ComparisonRenderer | None = None
+    with_comparison: bool = False
+    with_figures: bool = False
+    file_only: bool = False
+    description: str = ""
+
+
+def _terminal(
+    report: Report, comparison: Comparison | None, figures: Mapping[str, str] | None, title: str
+) -> str:
+    text = render_terminal(report)
+    return text if comparison is None else text + "\n" + comparison_text(comparison)
+
+
+# Format name -> format. Adding a format: its renderer(s) above and one entry here
+# (docs/architecture.md, "Add a report format").
+FORMATS: dict[str, ReportFormat] = {}
+
+
+def register_format(fmt: ReportFormat, replace: bool = False) -> ReportFormat:
+    """Add ``fmt`` to :data:`FORMATS`; an existing name is an error unless ``replace``."""
+    if not fmt.name or not all(c.isalnum() or c in "-_" for c in fmt.name):
+        raise InputError(f"format name {fmt.name!r} must be letters, digits, '-' or '_'")
+    if fmt.report is None and fmt.comparison is None:
+        raise InputError(f"format {fmt.name!r} renders nothing: give it report= or comparison=")
+    if fmt.name in FORMATS and not replace:
+        raise InputError(f"report format {fmt.name!r} is already registered; pass replace=True")
+    FORMATS[fmt.name] = fmt
+    return fmt
+
+
+def unregister_format(name: str) -> ReportFormat:
+    """Remove the format ``name`` from :data:`FORMATS`; return it."""
+    if name not in FORMATS:
+        raise UnknownNameError("report format", name, FORMATS)
+    return FORMATS.pop(name)
+
+
+for _fmt in (
+    ReportFormat(
+        "terminal",
+        ".txt",
+        _terminal,
+        comparison_text,
+        with_comparison=True,
+        description="rich tables (plain text with --out)",
+    ),
+    ReportFormat(
+        "markdown",
+        ".md",
+        lambda r, c, f, t: render_markdown(r, c),
+        lambda c: comparison_markdown(c) + "\n",
+        with_comparison=True,
+        description="GitHub-flavoured Markdown",
+    ),
+    ReportFormat(
+        "csv",
+        ".csv",
+        lambda r, c, f, t: render_csv(r),
+        comparison_csv,
+        description="one numeric column per mean and bound",
+    ),
+    ReportFormat(
+        "latex", ".tex", lambda r, c, f, t: render_latex(r), description="a booktabs table"
+    ),
+    ReportFormat(
+        "html",
+        ".html",
+        lambda r, c, f, t: render_html(r, comparison=c, figures=f, title=t),
+        with_comparison=True,
+        with_figures=True,
+        description="one self-contained page with figures",
+    ),
+    ReportFormat(
+        "json",
+        ".json",
+        comparison=comparison_json,
+        file_only=True,
+        description="the comparison as JSON",
+    ),
+):
+    register_format(_fmt)
+
+
+def report_formats() -> tuple[str, ...]:
+    """Names of the formats that render a report (``inquire report --format``)."""
+    return tuple(n for n, f in FORMATS.items() if f.report is not None)
+
+
+def comparison_formats() -> tuple[str, ...]:
+    """Names of the formats that render a comparison (``inquire compare --format``)."""
+    return tuple(n for n, f in FORMATS.items() if f.comparison is not None)
+
+
+def report_format(name: str) -> ReportFormat:
+    """The format ``name`` if it renders reports; :class:`UnknownNameError` else."""
+    if name not in report_formats():
+        raise UnknownNameError("report format", name, report_formats())
+    return FORMATS[name]
+
+
+def comparison_format(name: str) -> ReportFormat:
+    """The format ``name`` if it renders comparisons; :class:`UnknownNameError` else."""
+    if name not in comparison_formats():
+        raise UnknownNameError("comparison format", name, comparison_formats())
+    return FORMATS[name]
+
+
+def check_comparison_fits(name: str) -> None:
+    """Fail (before any work) when the report format ``name`` cannot carry a comparison."""
+    if not report_format(name).with_comparison:
+        able = [n for n in report_formats() if FORMATS[n].with_comparison]
+        raise InputError(
+            f"--compare adds the paired tests to {', '.join(able)} reports, not to {name}; for "
+            f"a {name} table of the tests run `inquire compare RESULTS... --format "
+            f"{name if name in comparison_formats() else 'csv'}`"
+        )
+
+
+def render(
+    report: Report,
+    fmt: str,
+    comparison: Comparison | None = None,
+    figures: Mapping[str, str] | None = None,
+    title: str = "Retrieval report",
+) -> str:
+    """Render ``report`` in format ``fmt`` (a report format of :data:`FORMATS`), with
+    ``comparison`` appended and ``figures`` (``{caption: base64 PNG}``) embedded where the
+    format takes them (a comparison it cannot carry is an :class:`InputError`); ``title``
+    heads formats that are whole pages (HTML)."""
+    spec = report_format(fmt)
+    if comparison is not None:
+        check_comparison_fits(fmt)
+    renderer = cast(ReportRenderer, spec.report)  # report_format() checked it is set
+    return renderer(report, comparison, figures if spec.with_figures else None, title)
+
+
+def render_comparison(comparison: Comparison, fmt: str) -> str:
+    """Render ``comparison`` alone in format ``fmt`` (a comparison format of :data:`FORMATS`)."""
+    renderer = cast(ComparisonRenderer, comparison_format(fmt).comparison)
+    return renderer(comparison)

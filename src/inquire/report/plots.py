@@ -82,7 +82,8 @@ def supercategory_bars(report: Report, metric: str = "ap") -> Figure:
             error_kw={"elinewidth": 1.0, "ecolor": "#333333"},
         )
     ax.set_xticks(x, ["Overall" if g == "all" else g for g in groups])
-    ax.set_ylabel(metric_label(metric, report.k) + (" (x100)" if scale(metric) != 1 else ""))
+    s = scale(metric)
+    ax.set_ylabel(metric_label(metric, report.k) + (f" (x{s:g})" if s != 1 else ""))
     whisk = (
         f"whiskers: {report.confidence:.0%} bootstrap CI ({report.n_resamples:,} resamples)"
         if report.n_resamples > 0
@@ -116,7 +117,7 @@ def metric_distribution(report: Report, metric: str = "ap") -> Figure:
         xs = i + 1 + rng.uniform(-0.15, 0.15, size=len(vals))
         ax.scatter(xs, vals, s=10, alpha=0.55, color=_color(i), linewidths=0, zorder=3)
     ax.set_xticks(np.arange(1, len(data) + 1), list(report.runs))
-    ax.set_ylabel(metric_label(metric, report.k) + (" (x100)" if s != 1 else ""))
+    ax.set_ylabel(metric_label(metric, report.k) + (f" (x{s:g})" if s != 1 else ""))
     ax.set_title(
         f"{metric_label(metric, report.k)} over queries, one dot per query\n"
         "box: quartiles, line: median, diamond: mean, whiskers: 1.5 IQR",

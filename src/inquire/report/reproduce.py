@@ -138,7 +138,9 @@ def recipes(task: str | None = None) -> list[Recipe]:
     """One :class:`Recipe` per published row, in leaderboard order (``task`` = one task)."""
     doc = _document()
     split = doc.get("reproduce", {}).get("split", "test")
-    published = doc.get("reproduce", {}).get("published_embeddings", [])
+    from inquire.embed.models import published_embeddings
+
+    published = published_embeddings()
     names = list(doc["tasks"]) if task is None else [task]
     out = []
     for name in names:

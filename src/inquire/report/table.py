@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 
 from inquire.eval.evaluate import EvalResult
-from inquire.metrics import metric_label, scale
+from inquire.metrics import format_value, metric_label
 
 if TYPE_CHECKING:
     from inquire.eval.rerank import RerankResult
@@ -24,18 +24,23 @@ def metrics_table(result: EvalResult, by: str = "supercategory", title: str | No
     overall = result.aggregate(scaled=True)
     groups = result.aggregate(by, scaled=True)
     for i, (_, row) in enumerate([*overall.iterrows(), *groups.iterrows()]):
-        cells = [f"{row[m]:.3f}" if scale(m) == 1.0 else f"{row[m]:.1f}" for m in result.metrics]
+        cells = [format_value(m, row[m]) for m in result.metrics]
         table.add_row(str(row["group"]), str(int(row["n_queries"])), *cells, end_section=i == 0)
     return table
 
 
 def rerank_table(result: RerankResult, title: str) -> Table:
     """A rich table of an INQUIRE-Rerank result: overall row + one per supercategory; AP over
-    the pool of 100 and at 50, nDCG, P@100 and R@100 x100, MRR as a fraction."""
+    the pool and at 50, then every other metric of the result over the pool (each formatted
+    by its :data:`inquire.metrics.METRICS` row)."""
+    from inquire.metrics import format_value, get_metric
+
+    metrics = [m for m in result.result.metrics if m != "ap"]
     table = Table(title=title)
     table.add_column("group", style="bold")
     table.add_column("queries", justify="right")
-    for label in ("AP (pool)", "AP@50", "nDCG", "MRR", "P@100", "R@100"):
+    labels = ["AP (pool)", "AP@50"] + [get_metric(m).header(result.result.k) for m in metrics]
+    for label in labels:
         table.add_column(label, justify="right")
     overall = result.result.aggregate(scaled=True)
     at50 = result.result_at_50.aggregate(scaled=True)
@@ -47,12 +52,9 @@ def rerank_table(result: RerankResult, title: str) -> Table:
         table.add_row(
             str(row["group"]),
             str(int(row["n_queries"])),
-            f"{row['ap']:.1f}",
-            f"{row50['ap']:.1f}",
-            f"{row['ndcg']:.1f}",
-            f"{row['mrr']:.3f}",
-            f"{row['precision']:.1f}",
-            f"{row['recall']:.1f}",
+            format_value("ap", row["ap"]),
+            format_value("ap", row50["ap"]),
+            *[format_value(m, row[m]) for m in metrics],
             end_section=i == 0,
         )
     return table

@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from inquire._io import atomic_open, check_output_file, check_output_folder
-from inquire.errors import InputError, UnknownNameError
+from inquire.errors import InputError
 from inquire.eval.evaluate import GROUP_COLUMNS, EvalResult
+from inquire.report import formats as F
 from inquire.report.build import DEFAULT_RESAMPLES, Report, build_report, curve_problems
 from inquire.report.compare import Comparison, compare
 
@@ -28,8 +29,6 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 log = logging.getLogger(__name__)
-
-REPORT_FORMATS = ("terminal", "markdown", "csv", "latex", "html")
 
 
 @dataclass
@@ -48,11 +47,6 @@ class WrittenReport:
     text: str | None
     files: list[Path] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-
-
-def _check_format(fmt: str) -> None:
-    if fmt not in REPORT_FORMATS:
-        raise UnknownNameError("report format", fmt, REPORT_FORMATS)
 
 
 def write_report(
@@ -79,26 +73,27 @@ def write_report(
 ) -> WrittenReport:
     """Report over result folders (or :class:`EvalResult` objects), rendered and written.
 
-    ``fmt`` (one of :data:`REPORT_FORMATS`) is rendered into ``WrittenReport.text`` and
-    written to ``out`` when given (refused if it exists, unless ``overwrite``); ``also``
-    maps further formats to files (e.g. ``{"markdown": "report.md"}``). ``by``,
-    ``n_resamples``, ``seed``, ``metrics`` and ``reference`` go to
+    ``fmt`` (a report format of :data:`inquire.report.formats.FORMATS`) is rendered into
+    ``WrittenReport.text`` and written to ``out`` when given (refused if it exists, unless
+    ``overwrite``); ``also`` maps further formats to files (e.g. ``{"markdown":
+    "report.md"}``). ``by``, ``n_resamples``, ``seed``, ``metrics`` and ``reference`` go to
     :func:`~inquire.report.build.build_report`. ``with_compare`` adds paired tests of every
     pair of runs (:func:`~inquire.report.compare.compare` with ``compare_metrics``,
     ``permutations`` Monte Carlo sign patterns, ``seed``, ``queries`` for texts,
-    ``top_n`` most different queries) to terminal, Markdown and HTML output.
+    ``top_n`` most different queries) to the formats that carry one (terminal, Markdown,
+    HTML).
 
-    Figures are drawn when ``plots`` (a folder; PNG + SVG per figure) is given or HTML is
-    written (embedded as PNG, captioned by ``captions[stem]``, default the stem). Their
-    precision-recall curves need each run's ``run.parquet`` and relevance labels:
-    ``annotations``, else an annotations CSV named in a result's config that exists.
-    ``title`` heads the HTML page. Every output location is checked before any work.
+    Figures are drawn when ``plots`` (a folder; PNG + SVG per figure) is given or a format
+    that embeds figures (HTML) is written (embedded as PNG, captioned by ``captions[stem]``,
+    default the stem). Their precision-recall curves need each run's ``run.parquet`` and
+    relevance labels: ``annotations``, else an annotations CSV named in a result's config
+    that exists. ``title`` heads the HTML page. Every output location is checked before any
+    work.
     """
     if fmt in (also or {}):
         raise InputError(f"format {fmt!r} is both the main output and in also=; name it once")
     outputs = {fmt: out, **dict(also or {})}
-    for f in outputs:
-        _check_format(f)
+    specs = {f: F.report_format(f) for f in outputs}
     if with_compare and len(results) < 2:
         raise InputError(
             f"--compare tests pairs of runs but got {len(results)} result folder; pass two or "
@@ -109,13 +104,9 @@ def write_report(
             check_output_file(path, overwrite, "--out" if f == fmt else f"{f} output")
     if plots is not None:
         check_output_folder(plots, "--plots")
-    bad = [f for f in outputs if f in ("csv", "latex")]
-    if with_compare and bad:
-        raise InputError(
-            f"--compare adds the paired tests to terminal, markdown and html reports, not to "
-            f"{bad[0]}; for a {bad[0]} table of the tests run `inquire compare RESULTS... "
-            f"--format csv`"
-        )
+    if with_compare:
+        for f in outputs:
+            F.check_comparison_fits(f)
     report = build_report(
         results,
         by=list(by),
@@ -137,7 +128,7 @@ def write_report(
         else None
     )
     written = WrittenReport(report, comparison, {}, None)
-    if plots is not None or "html" in outputs:
+    if plots is not None or any(spec.with_figures for spec in specs.values()):
         written.figures, written.warnings = _figures(report, annotations)
     if plots is not None:
         from inquire.report.plots import save_figure
@@ -194,37 +185,16 @@ def render_report(
     title: str = "Retrieval report",
     captions: Mapping[str, str] | None = None,
 ) -> str:
-    """``report`` (and ``comparison``) as text in ``fmt``; HTML embeds ``figures`` as PNG,
-    each captioned ``captions[stem]`` (default: the stem with spaces)."""
-    from inquire.report import formats as F
-
-    _check_format(fmt)
-    if fmt == "html":
+    """``report`` (and ``comparison``) as text in the report format ``fmt``; formats that
+    embed figures get ``figures`` as PNG, each captioned ``captions[stem]`` (default: the
+    stem with spaces); ``title`` heads whole-page formats."""
+    embedded: dict[str, str] = {}
+    if figures and F.report_format(fmt).with_figures:
         from inquire.report.plots import png_base64
 
         names = captions or {}
         embedded = {
             names.get(stem, stem.replace("_", " ")): png_base64(fig)
-            for stem, fig in (figures or {}).items()
+            for stem, fig in figures.items()
         }
-        return F.render_html(report, comparison=comparison, figures=embedded, title=title)
-    if fmt == "markdown":
-        return F.render_markdown(report, comparison)
-    text = F.render(report, fmt)
-    if comparison is not None:  # terminal text written to a file
-        text += "\n" + comparison_text(comparison)
-    return text
-
-
-def comparison_text(comparison: Comparison, width: int = 160) -> str:
-    """The terminal rendering of a comparison as plain text (for files), ``width`` columns."""
-    import io
-
-    from rich.console import Console
-
-    from inquire.report import formats as F
-
-    console = Console(file=io.StringIO(), width=width, record=True, color_system=None)
-    for r in F.comparison_renderables(comparison):
-        console.print(r)
-    return console.export_text()
+    return F.render(report, fmt, comparison=comparison, figures=embedded, title=title)

@@ -2,7 +2,9 @@
 
 A protocol fixes everything about a VLM or API reranker that changes its numbers: the prompt
 per model family, which tokens count as "Yes" and "No", how the first answer token's
-distribution is read, how the image is prepared and how an API reply is parsed.
+distribution is read, how the image is prepared and how an API reply is parsed. The
+per-family parts (prompt, answer tokens, image decoding) live in each family's row of
+:data:`inquire.rerank.families.FAMILIES`, keyed by protocol name; the rest is here.
 
 ==============  ==========================================================================
 protocol        what
@@ -28,41 +30,17 @@ for the other's.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from inquire.errors import InputError, UnknownNameError
-
-
-@dataclass(frozen=True)
-class VLMPrompt:
-    """The prompt and answer tokens of one model family under one protocol.
-
-    ``text``: the prompt; ``{query}`` is the query text, ``{image}`` the processor's image
-    token. ``processor_prefix`` is prepended before the text goes to the processor (where the
-    processor would otherwise insert the same tokens itself and warn; the token ids are
-    identical). Answer tokens: with ``token_index`` None every spelling in ``yes`` / ``no``
-    that encodes to one token counts (probabilities summed); with an index, the single id
-    ``tokenizer(yes[0]).input_ids[token_index]`` (and likewise for no), exactly as INQUIRE
-    picked them (special tokens included). ``convert_rgb``: ``image.convert('RGB')`` before
-    the processor; ``decode``: ``"inquire"`` (EXIF orientation, transparency over white, RGB,
-    as the embedding models see images) or ``"pil"`` (``PIL.Image.open`` as is, as INQUIRE
-    fed its models).
-    """
-
-    text: str
-    yes: tuple[str, ...]
-    no: tuple[str, ...]
-    token_index: int | None = None
-    processor_prefix: str = ""
-    convert_rgb: bool = False
-    decode: str = "inquire"
-    version: str = "1"
-
-    def render(self, query: str, image_token: str = "") -> str:
-        """The prompt for ``query`` (the image token replaced before the query is inserted,
-        so a query's own braces are never interpreted)."""
-        return self.text.replace("{image}", image_token).replace("{query}", query)
+from inquire.rerank.families import (
+    ANSWER,
+    FAMILIES,
+    INQUIRE_2024,
+    INQUIRE_SUM,
+    VLMPrompt,
+    get_family,
+)
 
 
 @dataclass(frozen=True)
@@ -108,13 +86,19 @@ class Protocol:
     name: str
     help: str
     first_step: FirstStep
-    vlm: Mapping[str, VLMPrompt]
     api: tuple[APIPrompt, ...]
     api_exact_tokens: bool  # only the tokens "Yes" / "No" count (else case/space-insensitive)
     api_refusal_scores_zero: bool  # HTTP 400 -> 0 (else a recorded failure)
 
+    @property
+    def vlm(self) -> dict[str, VLMPrompt]:
+        """``{family: prompt}`` of the VLM families with a prompt under this protocol (read
+        from the family rows, :data:`inquire.rerank.families.FAMILIES`)."""
+        return {n: f.prompts[self.name] for n, f in FAMILIES.items() if self.name in f.prompts}
+
     def vlm_prompt(self, family: str) -> VLMPrompt:
-        """The row of ``family``; families this protocol does not cover are refused."""
+        """The prompt of ``family``; families this protocol does not cover are refused."""
+        get_family(family)  # an unknown family fails naming the known ones
         if family not in self.vlm:
             covering = [p.name for p in PROTOCOLS.values() if family in p.vlm]
             raise InputError(
@@ -133,124 +117,41 @@ class Protocol:
         return next(r for r in self.api if not r.models)
 
 
-# --- inquire-2024: INQUIRE's get_lmm_prompt strings, character for character ---------------
-# (no space after "?" where upstream concatenates string literals; "answer" as the 34B
-# assistant role; the query in quotes for the 34B and the GPT prompts)
-
-_ANSWER = 'Answer the question with either "Yes" or "No" and nothing else.'
-_BLIP = "Does this picture show {query}?" + _ANSWER + "\nAnswer: "
-
-UPSTREAM_VLM: dict[str, VLMPrompt] = {
-    # BLIP models: RGB conversion; "Yes"/"No" ids are input_ids[0] (T5 appends </s>)
-    "blip2": VLMPrompt(_BLIP, ("Yes",), ("No",), token_index=0, convert_rgb=True, decode="pil"),
-    "instructblip": VLMPrompt(
-        _BLIP, ("Yes",), ("No",), token_index=0, convert_rgb=True, decode="pil"
-    ),
-    # Llama / Mistral tokenizers put <s> first: input_ids[1]
-    "llava-1.5": VLMPrompt(
-        "USER: <image>\nDoes this picture show {query}?" + _ANSWER + "\nASSISTANT:",
-        ("Yes",),
-        ("No",),
-        token_index=1,
-        decode="pil",
-    ),
-    "llava-1.6-mistral": VLMPrompt(
-        "[INST] <image>\nDoes this picture show {query}?" + _ANSWER + " [/INST]",
-        ("Yes",),
-        ("No",),
-        token_index=1,
-        decode="pil",
-    ),
-    "llava-1.6-34b": VLMPrompt(
-        "<|im_start|>system\nAnswer the questions.<|im_end|><|im_start|>user\n<image>\n"
-        'Does this picture show "{query}"?Answer the question with either "Yes" or "No".'
-        "<|im_end|><|im_start|>answer\n",
-        (" Yes",),
-        (" No",),
-        token_index=1,
-        decode="pil",
-    ),
-    # The processor puts the image tokens and <bos> before the text and "\n" after it.
-    "paligemma": VLMPrompt(
-        "Q: Does this picture show {query}? Respond with yes or no.\nA:",
-        ("yes",),
-        ("no",),
-        token_index=-1,
-        processor_prefix="{image}",
-        decode="pil",
-    ),
-}
+# --- the API rows; each VLM family's prompts are in its row of inquire.rerank.families ------
+# (INQUIRE's strings character for character under inquire-2024)
 
 UPSTREAM_API: tuple[APIPrompt, ...] = (
     APIPrompt(
         "vila",
-        "<image>\n Does this picture show {query}?\n" + _ANSWER,
+        "<image>\n Does this picture show {query}?\n" + ANSWER,
         models=("Efficient-Large-Model/VILA", "VILA"),
         image_placeholder="<image>\n",
     ),
-    APIPrompt("openai-gpt", 'Does this picture show exactly "{query}"?\n' + _ANSWER),
+    APIPrompt("openai-gpt", 'Does this picture show exactly "{query}"?\n' + ANSWER),
 )
-
-# --- inquire-sum: the family's chat format with INQUIRE's question ------------------------
-
-_SUM_YES = ("Yes", " Yes", "yes", " yes")
-_SUM_NO = ("No", " No", "no", " no")
-
-QUESTION = "Does this picture show {query}? " + _ANSWER
-
-#: family -> (template with {image} and {question}, question); {query} in the question.
-_SUM_TEMPLATES: dict[str, tuple[str, str]] = {
-    "blip2": ("Question: {question} Answer:", QUESTION),
-    "instructblip": ("{question}", QUESTION),
-    "llava-1.5": ("USER: {image}\n{question} ASSISTANT:", QUESTION),
-    "llava-1.6-mistral": ("[INST] {image}\n{question} [/INST]", QUESTION),
-    "llava-1.6-34b": (
-        "<|im_start|>system\nAnswer the questions.<|im_end|><|im_start|>user\n{image}\n"
-        "{question}<|im_end|><|im_start|>assistant\n",
-        QUESTION,
-    ),
-    # the processor adds <bos> after the image tokens and "\n" after the prefix
-    "paligemma": (
-        "{image}{question}",
-        "Q: Does this picture show {query}? Respond with yes or no.\nA:",
-    ),
-    "idefics3": ("<|im_start|>User:{image}{question}<end_of_utterance>\nAssistant:", QUESTION),
-    "qwen2-vl": (
-        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
-        "<|vision_start|>{image}<|vision_end|>{question}<|im_end|>\n<|im_start|>assistant\n",
-        QUESTION,
-    ),
-}
-
-SUM_VLM: dict[str, VLMPrompt] = {
-    fam: VLMPrompt(template.replace("{question}", question), _SUM_YES, _SUM_NO)
-    for fam, (template, question) in _SUM_TEMPLATES.items()
-}
 
 SUM_API: tuple[APIPrompt, ...] = (
-    APIPrompt("api", 'Does this picture show exactly "{query}"? ' + _ANSWER),
+    APIPrompt("api", 'Does this picture show exactly "{query}"? ' + ANSWER),
 )
 
-DEFAULT_PROTOCOL = "inquire-2024"
+DEFAULT_PROTOCOL = INQUIRE_2024
 
 PROTOCOLS: dict[str, Protocol] = {
     p.name: p
     for p in (
         Protocol(
-            "inquire-2024",
+            INQUIRE_2024,
             "INQUIRE's prompts and token choice; first step of generate at temperature 0.5 "
             "with sampling filters, float32",
             FirstStep(temperature=0.5, sampling_filters=True, dtype="float32"),
-            UPSTREAM_VLM,
             UPSTREAM_API,
             api_exact_tokens=True,
             api_refusal_scores_zero=True,
         ),
         Protocol(
-            "inquire-sum",
+            INQUIRE_SUM,
             "family chat formats; all yes/no spellings summed at temperature 1, float64",
             FirstStep(),
-            SUM_VLM,
             SUM_API,
             api_exact_tokens=False,
             api_refusal_scores_zero=False,

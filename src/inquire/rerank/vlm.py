@@ -2,10 +2,10 @@
 
 The score is read from the first answer token's distribution after the prompt, in one forward
 pass per batch of images: no generate loop. Every supported family is one row of
-:data:`FAMILIES` (loader class, processor, how to run one step); the prompt, the answer
-tokens and how the distribution is read come from the reranking protocol
-(:mod:`inquire.rerank.protocol`; default ``inquire-2024``, INQUIRE's own). Adding a family is
-adding a row here and its prompt rows there.
+:data:`inquire.rerank.families.FAMILIES` (loader class, processor, how to run one step, its
+prompt and answer tokens under each protocol); how the distribution is read comes from the
+reranking protocol (:mod:`inquire.rerank.protocol`; default ``inquire-2024``, INQUIRE's own).
+Adding a family is adding a row there.
 
 Reranker ids: ``vlm:<family>/<hub model id or local folder>``, e.g.
 ``vlm:llava-1.5/llava-hf/llava-1.5-7b-hf`` or ``vlm:paligemma/./my-checkpoint``.
@@ -26,7 +26,6 @@ import hashlib
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,98 +33,10 @@ import numpy as np
 
 from inquire.errors import InputError, UnknownNameError
 from inquire.rerank.base import ImageLike, load_image, load_image_as_stored
-from inquire.rerank.protocol import (
-    QUESTION,
-    FirstStep,
-    Protocol,
-    VLMPrompt,
-    get_protocol,
-)
+from inquire.rerank.families import FAMILIES, QUESTION, VLMFamily, VLMPrompt
+from inquire.rerank.protocol import FirstStep, Protocol, get_protocol
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class VLMFamily:
-    """How to load one family of vision-language models and run one step of it.
-
-    ``encoder_decoder``: the answer is the first decoder step from ``decoder_start_token_id``
-    (BLIP-2 / InstructBLIP with FLAN-T5), and ``generate`` runs on the language model (whose
-    generation config therefore holds the sampling settings). ``nest_images``: the processor
-    wants one list of images per text.
-    """
-
-    name: str
-    model_class: str
-    example: str
-    processor_class: str = "AutoProcessor"
-    encoder_decoder: bool = False
-    logits_to_keep: bool = True
-    nest_images: bool = False
-    padding_side: str = "left"
-    processor_kwargs: dict[str, Any] = field(default_factory=dict)
-    # The weights' precision in INQUIRE's runs (its lmm_utils loads LLaVA, LLaVA-NeXT and
-    # PaliGemma in float16 and BLIP-2 / InstructBLIP in float32); ``precision="auto"`` uses
-    # it on a GPU.
-    upstream_precision: str = "fp32"
-
-
-FAMILIES: dict[str, VLMFamily] = {
-    f.name: f
-    for f in (
-        VLMFamily(
-            name="blip2",
-            model_class="Blip2ForConditionalGeneration",
-            example="Salesforce/blip2-flan-t5-xxl",
-            encoder_decoder=True,
-            logits_to_keep=False,
-            padding_side="right",
-        ),
-        VLMFamily(
-            name="instructblip",
-            model_class="InstructBlipForConditionalGeneration",
-            example="Salesforce/instructblip-flan-t5-xxl",
-            encoder_decoder=True,
-            logits_to_keep=False,
-            padding_side="right",
-        ),
-        VLMFamily(
-            name="llava-1.5",
-            model_class="LlavaForConditionalGeneration",
-            example="llava-hf/llava-1.5-13b-hf",
-            upstream_precision="fp16",
-        ),
-        VLMFamily(
-            name="llava-1.6-mistral",
-            model_class="LlavaNextForConditionalGeneration",
-            example="llava-hf/llava-v1.6-mistral-7b-hf",
-            upstream_precision="fp16",
-        ),
-        VLMFamily(
-            name="llava-1.6-34b",
-            model_class="LlavaNextForConditionalGeneration",
-            example="llava-hf/llava-v1.6-34b-hf",
-            upstream_precision="fp16",
-        ),
-        VLMFamily(
-            name="paligemma",
-            model_class="PaliGemmaForConditionalGeneration",
-            example="google/paligemma-3b-mix-448",
-            upstream_precision="fp16",
-        ),
-        VLMFamily(
-            name="idefics3",
-            model_class="Idefics3ForConditionalGeneration",
-            example="HuggingFaceTB/SmolVLM-Instruct",
-            nest_images=True,
-        ),
-        VLMFamily(
-            name="qwen2-vl",
-            model_class="Qwen2VLForConditionalGeneration",
-            example="Qwen/Qwen2-VL-2B-Instruct",
-        ),
-    )
-}
 
 
 def resolve_precision(precision: str, family: VLMFamily, device: str) -> str:

@@ -109,10 +109,12 @@ def _make_templates(config: WebConfig) -> Any:
         ]
     )
     env = jinja2.Environment(loader=loader, autoescape=jinja2.select_autoescape(["html"]))
+    from inquire.metrics import scale_note
     from inquire.report.formats import fmt_cell, fmt_p, fmt_value
 
     env.globals.update(
         metric_label=metric_label,
+        scale_note=scale_note,
         format_metric=format_metric,
         thumb_url=thumb_url,
         fmt_cell=fmt_cell,

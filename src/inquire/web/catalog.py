@@ -22,7 +22,7 @@ from inquire.data.queries import read_queries
 from inquire.embed.base import Encoder
 from inquire.errors import InputError, UnknownNameError
 from inquire.eval.evaluate import GROUP_COLUMNS, RUN_FILE, EvalResult
-from inquire.metrics import metric_label, scale
+from inquire.metrics import format_fraction, metric_label
 from inquire.run import Run
 from inquire.web.config import WebConfig
 from inquire.web.images import ImageNotFound, ImageRoots
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 def format_metric(metric: str, value: float) -> str:
     """A metric as tables show it: x100 with one decimal, or a 3-decimal fraction."""
-    return f"{value:.3f}" if scale(metric) == 1.0 else f"{value * scale(metric):.1f}"
+    return format_fraction(metric, value)
 
 
 def _slug(name: str) -> str:

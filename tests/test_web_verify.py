@@ -1,0 +1,93 @@
+"""The verification page's routes (inquire.web.verify)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from inquire.collection import create_collection
+from inquire.collection.store import Collection
+from inquire.testing.collection_encoder import make_photo_folder
+from inquire.testing.web_client import page_client
+
+
+def test_verify_page_images_stay_under_the_collection_folder(tmp_path: Path) -> None:
+    """The verify page's image route resolves files like every other image route: a photo
+    replaced by a symlink out of the collection folder, or by a non-image, is refused."""
+    from inquire.collection import create_collection
+    from inquire.testing.collection_encoder import make_photo_folder
+    from inquire.testing.web_client import page_client
+    from inquire.web.verify import make_app
+
+    photos = tmp_path / "photos"
+    make_photo_folder(photos, n=4, seed=1)
+    coll, _ = create_collection("sym", photos, "toy:colour", root=tmp_path / "cols")
+    images = coll.images()
+    coll.close()
+    client = page_client(make_app(tmp_path / "cols"))
+    first, second = (int(i) for i in images["image_id"][:2])
+    ok = client.get(f"/verify/api/c/sym/images/{first}")
+    assert ok.status_code == 200 and ok.headers["content-type"] == "image/jpeg"
+    assert client.get(f"/verify/api/c/sym/images/{first}?size=32").status_code == 200
+
+    outside = tmp_path / "outside.jpg"
+    outside.write_bytes(Path(images["abspath"][0]).read_bytes())
+    target = Path(images["abspath"][0])
+    target.unlink()
+    target.symlink_to(outside)
+    assert client.get(f"/verify/api/c/sym/images/{first}").status_code == 403
+
+    Path(images["abspath"][1]).write_text("not an image")
+    assert client.get(f"/verify/api/c/sym/images/{second}").status_code == 415
+
+
+def test_verify_page_thumbnails_are_upright_and_cached(tmp_path: Path) -> None:
+    import io
+
+    from PIL import Image
+
+    from inquire.collection import create_collection
+    from inquire.config import cache_dir
+    from inquire.testing.web_client import page_client
+    from inquire.web.verify import make_app
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    img = Image.new("RGB", (64, 32), "green")
+    exif = img.getexif()
+    exif[0x0112] = 6  # a phone photo taken upright, stored sideways
+    img.save(photos / "phone.jpg", exif=exif.tobytes())
+    coll, _ = create_collection("rot", photos, "toy:colour", root=tmp_path / "cols")
+    image_id = int(coll.images()["image_id"].iloc[0])
+    coll.close()
+    client = page_client(make_app(tmp_path / "cols"))
+    res = client.get(f"/verify/api/c/rot/images/{image_id}?size=32")
+    assert res.status_code == 200
+    assert Image.open(io.BytesIO(res.content)).size == (16, 32)  # upright, longest side 32
+    assert any(cache_dir("web", "thumbs").rglob("*.jpg"))
+    assert client.get(f"/verify/api/c/rot/images/{image_id}?size=4").status_code == 422
+
+
+def test_collections_list_closes_a_collection_that_fails(tmp_path: Path, monkeypatch) -> None:
+    from inquire.web.verify import make_app
+
+    make_photo_folder(tmp_path / "p", n=6, seed=7)
+    create_collection("wl", tmp_path / "p", "toy:colour")
+    closed: list[str] = []
+    real_close = Collection.close
+
+    def spy_close(self: Collection) -> None:
+        closed.append(self.name)
+        real_close(self)
+
+    def broken_counts(self: Collection) -> dict[str, int]:
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(Collection, "close", spy_close)
+    client = page_client(make_app(), raise_server_exceptions=False)
+    assert client.get("/verify/api/collections").json()[0]["name"] == "wl"
+    assert closed == ["wl"]
+    monkeypatch.setattr(Collection, "counts", broken_counts)
+    closed.clear()
+    assert client.get("/verify/api/collections").status_code == 500
+    assert closed == ["wl"]
