@@ -466,7 +466,7 @@ def build_qwen2_vl(out: Path) -> Path:
     return _save(Qwen2VLForConditionalGeneration(cfg).eval(), proc, out)
 
 
-# family name (as in inquire.rerank.vlm.FAMILIES) -> builder
+# family name (as in inquire.rerank.families.FAMILIES) -> builder
 BUILDERS: dict[str, Callable[[Path], Path]] = {
     "llava-1.5": build_llava,
     "llava-1.6-mistral": build_llava_next,
