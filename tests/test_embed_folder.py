@@ -241,3 +241,25 @@ def test_a_damaged_manifest_names_the_file_and_the_fix(tmp_path, text, what):
     (tmp_path / "manifest.json").write_text(text)
     with pytest.raises(InputError, match=rf"manifest\.json' {what}.*start again"):
         folder.read_manifest(tmp_path, fix="start again")
+
+
+def test_image_path_candidates() -> None:
+    # INQUIRE's metadata records iNat24 paths without ".jpg"; named files stay as they are.
+    assert folder.image_path_candidates("train/a") == ("train/a", "train/a.jpg")
+    assert folder.image_path_candidates("train/a.b") == ("train/a.b", "train/a.b.jpg")
+    assert folder.image_path_candidates("x/b.png") == ("x/b.png",)
+    assert folder.image_path_candidates("x/B.JPEG") == ("x/B.JPEG",)
+
+
+def test_two_stage_and_web_images_find_the_same_file(tmp_path: Path) -> None:
+    from inquire.eval.two_stage import image_resolver
+    from inquire.web.images import ImageRoots
+
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "a.jpg").write_bytes(b"x")
+    (tmp_path / "t" / "b.png").write_bytes(b"x")
+    paths = {1: "t/a", 2: "t/a.jpg", 3: "t/b.png"}
+    resolve = image_resolver(paths, tmp_path)
+    roots = ImageRoots([tmp_path])
+    for image_id, rel in paths.items():
+        assert resolve(image_id) == roots.resolve(rel)

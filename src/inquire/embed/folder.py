@@ -26,6 +26,12 @@ replaces; the reverse order would leave a ``.npy`` without metadata, which makes
 folder unreadable until someone removes it. Writers that keep a commit record (the
 manifest of ``inquire embed``, the database of a collection) record a shard only after both
 files are in place, so a resumed run rewrites whatever was not recorded.
+
+**Image paths.** A metadata ``image_path`` is relative to the images folder the embeddings
+were computed from. INQUIRE's published metadata records iNat24 paths without their
+``.jpg`` (``train/<taxon dir>/<uuid>``); :func:`image_path_candidates` is the one rule that
+maps a recorded path to the file names to look for (the web page's image server and the
+two-stage reranker's image lookup both use it).
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from inquire._io import atomic_open, atomic_path, write_json
+from inquire.embed.images import IMAGE_SUFFIXES
 from inquire.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -179,6 +186,22 @@ def list_shards(
             _few(orphans),
         )
     return [Shard(n, p, metas.get(n)) for n, p in embs.items()]
+
+
+# The suffix INQUIRE's metadata leaves off its iNat24 image paths.
+INAT_IMAGE_SUFFIX = ".jpg"
+
+
+def image_path_candidates(image_path: str) -> tuple[str, ...]:
+    """The relative file paths a metadata ``image_path`` may stand for, in the order to try.
+
+    The path as recorded and, when its name has no image suffix (INQUIRE's metadata records
+    ``train/<taxon dir>/<uuid>`` for ``<uuid>.jpg``), the path with ``.jpg`` appended:
+    ``"train/a" -> ("train/a", "train/a.jpg")``, ``"x/b.png" -> ("x/b.png",)``.
+    """
+    if Path(image_path).suffix.lower() in IMAGE_SUFFIXES:
+        return (image_path,)
+    return (image_path, image_path + INAT_IMAGE_SUFFIX)
 
 
 def metadata_table(image_paths: Sequence[str], image_ids: Any = None) -> Any:

@@ -113,17 +113,19 @@ def _resolver(
 
 
 def image_resolver(
-    image_paths: dict[int, str], images_root: str | os.PathLike[str], suffix: str = ".jpg"
+    image_paths: dict[int, str], images_root: str | os.PathLike[str]
 ) -> Callable[[int], Path]:
-    """``image_id -> images_root / (path + suffix)`` for :func:`evaluate_two_stage`.
+    """``image_id -> images_root / path`` for :func:`evaluate_two_stage`.
 
     ``image_paths`` maps ids to paths relative to ``images_root``, e.g. from an embedding
-    store's metadata (``dict(zip(store.metadata.image_id, store.metadata.image_path))``);
-    INQUIRE's metadata paths carry no ``.jpg``, hence ``suffix``: added when the path as
-    recorded is not a file (``inquire embed`` records any image file, ``.png`` or ``.jpeg``
-    included, with its own extension). An id without a path, or a missing file, is an
-    :class:`InputError` naming both.
+    store's metadata (``dict(zip(store.metadata.image_id, store.metadata.image_path))``).
+    The file looked for is the path as recorded, then, for a path without an image suffix
+    (INQUIRE's metadata leaves off ``.jpg``), the path + ``.jpg``
+    (:func:`inquire.embed.folder.image_path_candidates`). An id without a path, or a missing
+    file, is an :class:`InputError` naming both.
     """
+    from inquire.embed.folder import image_path_candidates
+
     root = Path(images_root)
 
     def resolve(image_id: int) -> Path:
@@ -133,15 +135,14 @@ def image_resolver(
                 f"image id {image_id} has no path in the image table; the first stage ranked "
                 f"an image the collection's metadata does not list"
             )
-        path = root / rel
-        if not path.is_file() and not rel.endswith(suffix):
-            path = root / (rel + suffix)
-        if not path.is_file():
-            raise InputError(
-                f"image {image_id}: {str(path)!r} does not exist; point the images folder at "
-                f"the root the metadata paths are relative to"
-            )
-        return path
+        tried = [root / name for name in image_path_candidates(rel)]
+        for path in tried:
+            if path.is_file():
+                return path
+        raise InputError(
+            f"image {image_id}: {' or '.join(repr(str(p)) for p in tried)} does not exist; "
+            f"point the images folder at the root the metadata paths are relative to"
+        )
 
     return resolve
 

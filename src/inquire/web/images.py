@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from inquire._io import atomic_path
+from inquire.embed.folder import image_path_candidates
 from inquire.embed.images import IMAGE_SUFFIXES, SNIFF_BYTES, UnknownImageFormat, sniff_mime
 from inquire.embed.images import open_image as _open_image
 from inquire.errors import InputError
@@ -157,9 +158,7 @@ class ImageRoots:
                 f"image root {root_index} does not exist; "
                 f"roots are numbered 0..{len(self.roots) - 1}"
             )
-        candidates = [parts]
-        if Path(parts[-1]).suffix.lower() not in IMAGE_SUFFIXES:
-            candidates.append((*parts[:-1], parts[-1] + ".jpg"))
+        candidates = [(*parts[:-1], name) for name in image_path_candidates(parts[-1])]
         outside: Path | None = None
         for root in roots:
             for cand in candidates:
