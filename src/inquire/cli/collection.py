@@ -393,7 +393,7 @@ def search_cmd(
             "drop the query text and filter options"
         )
     if rerank is not None:
-        from inquire.cli.eval_rerank import check_reranker_id
+        from inquire.eval.rerank import check_reranker_id
 
         check_reranker_id(rerank, baselines=False)
     check_screen(screen)
