@@ -268,6 +268,38 @@ class Verification:
             self._append(search_id, new, 0)
             return n + len(new)
 
+    def start_search(
+        self,
+        request: SearchRequest,
+        index: CollectionIndex,
+        encoder: Encoder | None = None,
+        who: str = "",
+        first: int = 50,
+    ) -> str:
+        """Save ``request`` (by ``who``) and rank its first ``first`` results; returns the
+        search id.
+
+        Everything that can refuse the request (the query text or examples, the filters)
+        is checked before it is saved, and a search that fails to rank and did not exist
+        before is removed again: a refused search is never left saved. Saving a request
+        that exists returns its id and ranks it no further than it already is.
+        """
+        from inquire.collection.search import query_vector
+
+        query_vector(index, encoder, request.text, request.like)
+        request.filters.mask(index)
+        count = "SELECT COUNT(*) FROM searches"
+        before = int(self.conn.execute(count).fetchone()[0])
+        sid = self.save_search(request, who)
+        is_new = int(self.conn.execute(count).fetchone()[0]) > before
+        try:
+            self.extend(sid, first, index, encoder, request=request)
+        except BaseException:
+            if is_new and self.n_ranked(sid) == 0:
+                self.conn.execute("DELETE FROM searches WHERE search_id = ?", (sid,))
+            raise
+        return sid
+
     def n_ranked(self, search_id: str) -> int:
         """How many results the search has ranked so far (ranks are 1..n, never a gap)."""
         row = self.conn.execute(
