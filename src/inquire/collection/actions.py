@@ -112,7 +112,7 @@ def export_marks(
         df = v.export(search_id, who)
     if only_relevant:
         df = df[df["mark"] == "relevant"]
-    write_table(df, out)
+    write_table(df, Path(out))
     return len(df)
 
 
