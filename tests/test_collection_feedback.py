@@ -344,3 +344,20 @@ def test_simulate_cli_bad_input_is_a_clear_error(tmp_path: Path) -> None:
     )
     assert res.exit_code == 2 and "budget and batch must be >= 1" in res.output
     assert not (tmp_path / "b").exists()
+
+
+def test_run_simulation_is_the_command_in_one_call(tmp_path: Path) -> None:
+    from inquire.eval.feedback import run_simulation
+
+    with pytest.raises(InputError, match="either --synthetic"):
+        run_simulation(tmp_path / "b", tmp_path / "emb")
+    with pytest.raises(InputError, match="needs --model"):
+        run_simulation(embeddings=tmp_path / "emb")
+    with pytest.raises(InputError, match="budget and batch"):
+        run_simulation(tmp_path / "b", batch=0)
+    assert not (tmp_path / "b").exists()  # refused before any work
+    sim, summary = run_simulation(tmp_path / "b", budget=20, model="logistic", out=tmp_path / "o")
+    want = simulate_synthetic(tmp_path / "b", budget=20, batch=10, model="logistic")
+    np.testing.assert_array_equal(sim.feedback_ids, want.feedback_ids)
+    pd.testing.assert_frame_equal(summary, want.summary("supercategory"))
+    assert (tmp_path / "o" / "curves.parquet").is_file() and sim.config["model"] == "logistic"

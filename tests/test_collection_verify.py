@@ -280,3 +280,38 @@ def test_router_serves_collections_from_any_folder(tmp_path: Path) -> None:
     client = page_client(app)
     assert [c["name"] for c in client.get("/verify/api/collections").json()] == ["elsewhere"]
     assert page_client(make_app()).get("/verify/api/collections").json() == []  # the cache
+
+
+def test_start_search_ranks_the_first_page_and_never_leaves_a_refused_search(
+    coll, monkeypatch
+) -> None:
+    from inquire.collection.filters import parse_filters
+    from inquire.collection.search import search
+    from inquire.embed.models import load_encoder
+
+    c, _ = coll
+    index, enc = c.index(), load_encoder("toy:colour")
+    v = Verification(c)
+    try:
+        sid = v.start_search(SearchRequest("red"), index, enc, who="ana", first=12)
+        assert v.n_ranked(sid) == 12 and v.searches()["created_by"].tolist() == ["ana"]
+        ranked = v.results(sid, 0, 12)["image_id"].tolist()
+        assert ranked == search(index, SearchRequest("red", k=12), enc)["image_id"].tolist()
+        # the same request again: the same id, ranked no further
+        assert v.start_search(SearchRequest("red"), index, enc, first=5) == sid
+        assert v.n_ranked(sid) == 12
+        # refused before saving: an example that is not in the collection
+        with pytest.raises(InputError):
+            v.start_search(SearchRequest("", (123456789,)), index, enc)
+        # refused while ranking: the new search is removed again
+        bad = SearchRequest("blue", filters=parse_filters([], "2019-01-01", None, None, []))
+
+        def fail(*a, **kw):
+            raise RuntimeError("ranking failed")
+
+        monkeypatch.setattr(Verification, "extend", fail)
+        with pytest.raises(RuntimeError):
+            v.start_search(bad, index, enc)
+        assert v.searches()["search_id"].tolist() == [sid]
+    finally:
+        v.close()

@@ -631,3 +631,17 @@ def test_a_cache_filled_at_another_revision_is_linked_without_downloading(
     assert path.read_bytes() == files[name] and path.parent.parent.name == REV
     requests = [r for r in server.requests if r.path.endswith(".parquet")]
     assert [r.method for r in requests] == ["HEAD"]  # no GET: no bytes downloaded again
+
+
+def test_fetch_and_extract(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    archive = tar_gz({"train.json": b'{"images": [1]}'})
+    with FixtureServer(write_mirror(tmp_path / "m", {"inat24-train-json": archive})) as server:
+        monkeypatch.setenv("INQUIRE_BASE_URL", server.url)
+        (only,) = download.fetch_and_extract("inat24-train-json", progress=False)
+        assert only.read_bytes() == archive
+        paths = download.fetch_and_extract("inat24-train-json", extract_member=True, progress=False)
+        assert paths[0] == only and paths[1].read_bytes() == b'{"images": [1]}'
+        n_gets = len(server.gets())
+        with pytest.raises(InputError, match="archives: \\['inat24-train-json'\\]"):
+            download.fetch_and_extract("annotations", extract_member=True)
+        assert len(server.gets()) == n_gets  # refused before any download

@@ -217,3 +217,22 @@ def test_evaluate_query_ties_by_hand() -> None:
     with pytest.raises(InputError, match="query 3 has 2 relevant"):
         evaluate_query(np.array([7, 8]), np.array([0.9, 0.1]), {7, 8}, k=2, n_relevant=1,
                        query_id=3)  # fmt: skip
+
+
+def test_evaluate_run_file_reads_evaluates_and_writes(tmp_path: Path) -> None:
+    from inquire.eval.evaluate import evaluate_run_file
+
+    queries, ann, run = tmp_path / "q.csv", tmp_path / "a.csv", tmp_path / "run.trec"
+    QUERIES.to_csv(queries, index=False)
+    QRELS.to_dataframe().to_csv(ann, index=False)
+    RUN.save_trec(run)
+    out = tmp_path / "res"
+    res = evaluate_run_file(run, 2, queries=queries, annotations=ann, out=out)
+    np.testing.assert_allclose(res.per_query["ap"], _result().per_query["ap"])
+    assert res.config["run_file"] == str(run) and res.config["queries"] == str(queries)
+    assert res.config["split"] is None and res.config["annotations"] == str(ann)
+    saved = pd.read_csv(out / "per_query.csv")
+    np.testing.assert_allclose(saved["ap"], [0.5, 0.5, 1.0, 0.0])
+    assert (out / "run.parquet").is_file()
+    with pytest.raises(InputError, match="existing file"):  # checked before the run is read
+        evaluate_run_file(tmp_path / "missing.trec", 2, queries=queries, annotations=ann, out=ann)

@@ -124,3 +124,22 @@ def test_every_format_renders_the_published_reference_and_a_comparison(
     comparison.to_json(tmp_path / "c.json")
     assert render_comparison(comparison, "json") == (tmp_path / "c.json").read_text()
     assert json.loads(render_comparison(comparison, "json"))["runs"] == ["a", "b"]
+
+
+def test_reference_comparison_puts_runs_beside_the_leaderboard() -> None:
+    import pandas as pd
+
+    from inquire.report.formats import reference_comparison, reference_table
+
+    a = make_result("base", {"ap": [0.25, 0.75, 0.5, 0.0]})
+    b = make_result("other", {"ap": [1.0, 0.5, 0.5, 0.5]})
+    ref = reference_comparison([a, b], "fullrank")
+    assert ref is not None and ref.leaderboard.task == "fullrank"
+    want = reference_table(
+        build_report([a, b], by=["supercategory"], n_resamples=0, reference="fullrank")
+    )
+    pd.testing.assert_frame_equal(ref.table, want)
+    mine = ref.table[ref.table["source"] == "this report"]
+    assert mine["method"].tolist() == ["base", "other"]
+    assert mine["overall"].tolist() == pytest.approx([37.5, 62.5])
+    assert reference_comparison([a], "no-such-task") is None

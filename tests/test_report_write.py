@@ -73,3 +73,25 @@ def test_bad_outputs_fail_before_any_work(tmp_path: Path) -> None:
         write_report(_results()[:1], with_compare=True)
     written = write_report(_results(), "markdown", out, n_resamples=0, overwrite=True)
     assert out.read_text(encoding="utf-8") == written.text != "keep me"
+
+
+def test_write_comparison_renders_writes_and_leaves_the_terminal_to_the_caller(
+    tmp_path: Path,
+) -> None:
+    from inquire.report.write import write_comparison
+
+    results = _results()
+    want = compare(results, n_resamples=300, seed=2)
+    shown = write_comparison(results, n_resamples=300, seed=2)
+    assert shown.text is None and shown.comparison.pairs.equals(want.pairs)
+    md = tmp_path / "c.md"
+    written = write_comparison(results, "markdown", md, n_resamples=300, seed=2)
+    assert written.text == F.render_comparison(want, "markdown") == md.read_text(encoding="utf-8")
+    assert write_comparison(results, "csv", n_resamples=300, seed=2).text == F.render_comparison(
+        want, "csv"
+    )
+    with pytest.raises(InputError, match="writes a file"):
+        write_comparison(results, "json")
+    with pytest.raises(UnknownNameError):
+        write_comparison(results, "latex", tmp_path / "c.tex")
+    assert not (tmp_path / "c.tex").exists()

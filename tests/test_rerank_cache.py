@@ -370,3 +370,46 @@ def test_version_1_files_are_converted_with_their_precision(tmp_path: Path) -> N
         again._db.execute("UPDATE meta SET value = '9' WHERE key = 'schema_version'")
     with pytest.raises(InputError, match="schema version 9, newer"):
         ScoreCache(path)
+
+
+def test_import_as_cached_reranker_loads_the_set_only_when_it_may_import(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from inquire.rerank.cache import import_as_cached_reranker
+
+    npy = tmp_path / "llava.npy"
+    _write_inquire_cache(npy)
+    files = {"train/00001_Animalia/aaa.jpg": 11, "train/00002_Animalia/bbb.jpg": 22}
+
+    class _Set:  # the two things of a RerankSet the import reads
+        queries = pd.DataFrame({"query_text": ["a fox", "a red fox"]})
+
+        def file_names(self) -> dict[str, int]:
+            return files
+
+    loads: list[int] = []
+
+    def load() -> Any:
+        loads.append(1)
+        return _Set()
+
+    db = tmp_path / "c.sqlite"
+    with pytest.raises(InputError, match="--trust-pickle"):
+        import_as_cached_reranker(npy, "llava", load, cache_path=db)
+    with pytest.raises(InputError, match="does not exist"):
+        import_as_cached_reranker(tmp_path / "no.npy", "llava", load, trust_pickle=True)
+    assert loads == []
+    report, target = import_as_cached_reranker(
+        npy,
+        "llava",
+        load,
+        "inquire-sum",
+        trust_pickle=True,
+        prompt_template=TEMPLATE,
+        cache_path=db,
+    )
+    assert loads == [1] and target.reranker_id == "cached:llava"
+    assert target.protocol == "inquire-sum" and (report.imported, report.skipped_image) == (3, 2)
+    with ScoreCache(db) as cache:
+        got = score_candidates(target, "a fox", [11, 22], lambda pos: [], cache=cache)
+    np.testing.assert_allclose(got, [0.9, 0.1])

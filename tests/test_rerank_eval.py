@@ -122,6 +122,18 @@ def test_query_ids_come_from_the_query_table_or_a_column(
     assert read_rerank_set(with_ids["test"]).query_ids == rs.query_ids
 
 
+def test_open_rerank_set_reads_local_files_with_query_csvs(
+    synthetic: dict[str, list[Path]],
+) -> None:
+    from inquire.data.rerank_set import open_rerank_set
+
+    csv = synthetic["test"][0].parent.parent / "benchmark" / "inquire_queries_test.csv"
+    rs = open_rerank_set("test", synthetic["test"], [csv])
+    assert rs.query_ids == read_rerank_set(synthetic["test"], queries=read_queries(csv)).query_ids
+    numbered = open_rerank_set("val", synthetic["test"], [], number_queries=True)
+    assert numbered.query_ids == list(range(1, len(rs.queries) + 1))
+
+
 def test_reader_rejects_bad_files(tmp_path: Path, synthetic: dict[str, list[Path]]) -> None:
     with pytest.raises(InputError, match="does not exist"):
         read_rerank_set([tmp_path / "nope.parquet"])

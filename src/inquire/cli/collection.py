@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -161,22 +160,19 @@ def update_cmd(
 def list_cmd() -> None:
     """List the collections in the cache."""
     from inquire.cli._render import Col, print_records
-    from inquire.collection import list_collections, open_collection
+    from inquire.collection.actions import collections_overview
 
-    rows = []
-    for name in list_collections():
-        with closing(open_collection(name)) as c:
-            n = c.counts()
-            rows.append(
-                (
-                    name,
-                    c.model_id,
-                    str(n.get("ok", 0)),
-                    str(n.get("deleted", 0)),
-                    str(n.get("unreadable", 0)),
-                    str(c.images_root),
-                )
-            )
+    rows = [
+        (
+            r["name"],
+            r["model_id"],
+            str(r["ok"]),
+            str(r["deleted"]),
+            str(r["unreadable"]),
+            r["images_root"],
+        )
+        for r in collections_overview().to_dict("records")
+    ]
     if not rows:
         typer.echo(
             "no collections yet; create one with `inquire collection create NAME --images DIR`"
@@ -309,17 +305,10 @@ def export_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
 ) -> None:
     """Export verified marks: image id, path, taxon, date, place, score, rank, mark, who, when."""
-    from inquire._io import check_output_file
-    from inquire.collection import open_collection
-    from inquire.collection.verify import Verification, write_table
+    from inquire.collection.actions import export_marks
 
-    check_output_file(out, overwrite)
-    with closing(open_collection(name)) as coll, closing(Verification(coll)) as v:
-        df = v.export(search_id, who)
-    if only_relevant:
-        df = df[df["mark"] == "relevant"]
-    write_table(df, out)
-    _console().print(f"wrote {len(df)} marks to {out}")
+    n = export_marks(name, search_id, out, who, only_relevant, overwrite)
+    _console().print(f"wrote {n} marks to {out}")
 
 
 @collection_app.command("serve")
@@ -392,11 +381,10 @@ def search_cmd(
 ) -> None:
     """Search a collection by text and/or example images, filters applied inside the search."""
     import json
-    import shutil
 
-    from inquire._io import atomic_open
-    from inquire.collection import SearchRequest, open_collection, parse_filters, search
-    from inquire.collection.store import records
+    from inquire.collection import SearchRequest, parse_filters
+    from inquire.collection.actions import copy_results, feedback_search, search_collection
+    from inquire.collection.verify import results_csv
     from inquire.index.screen import check_screen
 
     if feedback is not None and (text or like or taxon or date_from or date_to or bbox or under):
@@ -405,19 +393,24 @@ def search_cmd(
             "drop the query text and filter options"
         )
     if rerank is not None:
-        from inquire.cli.eval_rerank import check_reranker_id
+        from inquire.eval.rerank import check_reranker_id
 
         check_reranker_id(rerank, baselines=False)
     check_screen(screen)
-    with closing(open_collection(name)) as coll:
-        if feedback is not None:
-            df = _feedback_results(coll, feedback, k, feedback_model, save)
-            text = f"feedback on search {feedback}"
-            save = False
-        else:
-            df = None
+    if feedback is not None:
+        out = feedback_search(name, feedback, k, feedback_model, save)
+        text = f"feedback on search {feedback}"
+        if out.round is not None:
+            info = out.round
+            typer.echo(
+                f"search {feedback}: ranking round {info['round']} ({info['model']}, learnt "
+                f"from {info['n_relevant']} relevant and {info['n_not_relevant']} not relevant "
+                f"marks) follows rank {info['after_rank']}",
+                err=True,
+            )
+    else:
         req = SearchRequest(
-            "" if df is not None else text,
+            text,
             tuple(like),
             parse_filters(taxon, date_from, date_to, bbox, under),
             k,
@@ -431,53 +424,19 @@ def search_cmd(
             rerank_batch_size=batch_size,
             rerank_protocol=protocol,
         )
-        if df is None:
-            df = search(coll, req)
-        if save:
-            from inquire.collection.verify import Verification
-
-            with closing(Verification(coll)) as v:
-                sid = v.save_search(req)
-            typer.echo(f"saved search {sid}", err=True)
-        if as_json:
-            typer.echo(json.dumps(json.loads(df.to_json(orient="records")), indent=1))
-        elif as_csv:
-            typer.echo(df.to_csv(index=False), nl=False)
-        else:
-            print_results(_console(), df, coll.images_root, f"{name}: {text or '(by example)'}")
-        if copy_to is not None:
-            copy_to.mkdir(parents=True, exist_ok=True)
-            for r in records(df):
-                shutil.copy2(
-                    r["path"], copy_to / f"{r['rank']:04d}_{r['image_id']}{Path(r['path']).suffix}"
-                )
-            with atomic_open(copy_to / "results.csv", "w", encoding="utf-8", newline="") as fh:
-                df.to_csv(fh, index=False)
-            typer.echo(f"copied {len(df)} images to {copy_to}", err=True)
-
-
-def _feedback_results(coll: Any, search_id: str, k: int, model: str, save: bool) -> Any:
-    """The result table of ``inquire search NAME --feedback ID`` (see the option's help)."""
-    import numpy as np
-
-    from inquire.collection.search import results_frame
-    from inquire.collection.verify import Verification
-
-    index = coll.index()
-    with closing(Verification(coll)) as v:
-        if not save:
-            return v.feedback(search_id, index, k, model=model)
-        info = v.learn(search_id, index, model=model, depth=k)
-        new = v.results(search_id, offset=info["after_rank"], limit=k)
-    typer.echo(
-        f"search {search_id}: ranking round {info['round']} ({info['model']}, learnt from "
-        f"{info['n_relevant']} relevant and {info['n_not_relevant']} not relevant marks) "
-        f"follows rank {info['after_rank']}",
-        err=True,
-    )
-    df = results_frame(index, new["image_id"].to_numpy(np.int64), new["score"].to_numpy(np.float32))
-    df["rank"] = new["rank"].to_numpy()
-    return df
+        out = search_collection(name, req, save)
+        if out.search_id is not None:
+            typer.echo(f"saved search {out.search_id}", err=True)
+    df = out.results
+    if as_json:
+        typer.echo(json.dumps(json.loads(df.to_json(orient="records")), indent=1))
+    elif as_csv:
+        typer.echo(results_csv(df, eol="\n"), nl=False)
+    else:
+        print_results(_console(), df, out.images_root, f"{name}: {text or '(by example)'}")
+    if copy_to is not None:
+        copy_results(df, copy_to)
+        typer.echo(f"copied {len(df)} images to {copy_to}", err=True)
 
 
 @friendly_errors
@@ -501,18 +460,15 @@ def trend_cmd(
     """
     from rich.table import Table
 
-    from inquire.collection import open_collection
+    from inquire.collection.actions import trend_report
     from inquire.collection.charts import chart_format, trend_chart, undated_note
     from inquire.collection.store import records
-    from inquire.collection.verify import Verification
 
     if out is not None:
         chart_format(out)  # an unknown suffix fails before any work
 
-    with closing(open_collection(name)) as coll, closing(Verification(coll)) as v:
-        req = v.request(search_id)
-        t = v.trend(search_id, by, who)
-        eff = v.efficiency(search_id, who)
+    rep = trend_report(name, search_id, by, who)
+    req, t, eff = rep.request, rep.table, rep.efficiency
     table = Table(by, "inspected", "positives", "share", "95% CI", title=f"{name}: {req.text}")
     for r in records(t):
         table.add_row(

@@ -29,7 +29,6 @@ def download_cmd(
     from rich.console import Console
 
     from inquire.data import download
-    from inquire.data.registry import ARTIFACTS, GROUPS, get_artifact, group_members
     from inquire.errors import InputError
 
     console = Console()
@@ -41,16 +40,10 @@ def download_cmd(
             "name an artifact or group to download (see `inquire download --list`), e.g. "
             "`inquire download annotations`"
         )
-    members = group_members(name)  # unknown names fail here, before any download
-    if extract_ and (name in GROUPS or not get_artifact(name).extract_member):
-        archives = [a.name for a in ARTIFACTS.values() if a.extract_member]
-        raise InputError(
-            f"--extract needs a single archive artifact, not {name!r}; archives: {archives}"
-        )
-    for path in download.fetch_dataset(name, force=force, progress=progress):
+    for path in download.fetch_and_extract(
+        name, extract_member=extract_, force=force, progress=progress
+    ):
         typer.echo(str(path))
-    if extract_:
-        typer.echo(str(download.extract(members[0], force=force, progress=progress)))
 
 
 def _print_registry(console: object) -> None:

@@ -79,7 +79,7 @@ def fullrank_cmd(
             "(INQUIRE's published iNat24 embeddings or `inquire embed` output) for this model"
         )
     if rerank is not None:
-        from inquire.cli.eval_rerank import check_reranker_id
+        from inquire.eval.rerank import check_reranker_id
 
         check_reranker_id(rerank, baselines=False)
     if rerank is not None and images is None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import typer
 
@@ -16,21 +15,6 @@ PROTOCOL_HELP = (
 )
 
 rerank_app = typer.Typer(help="Reranker scores: list rerankers, import score caches.")
-
-
-def _rerank_set(
-    split: str, data: list[Path], queries: list[Path], number_queries: bool = False
-) -> Any:
-    """The local files (``--data``, ids from ``--queries``) or the downloaded split."""
-    import pandas as pd
-
-    from inquire.data.queries import read_queries
-    from inquire.data.rerank_set import load_rerank_set, read_rerank_set
-
-    table = pd.concat([read_queries(q) for q in queries], ignore_index=True) if queries else None
-    if data:
-        return read_rerank_set(data, queries=table, number_queries=number_queries)
-    return load_rerank_set(split, table, number_queries=number_queries)
 
 
 @friendly_errors
@@ -78,12 +62,13 @@ def eval_rerank_cmd(
     relevant candidates, plus AP@50)."""
     from rich.console import Console
 
-    from inquire.eval.rerank import run_rerank
+    from inquire.data.rerank_set import open_rerank_set
+    from inquire.eval.rerank import check_reranker_id, run_rerank
     from inquire.report.table import rerank_table
     from inquire.rerank import RerankOptions
 
     check_reranker_id(reranker)
-    rs = _rerank_set(split, data, queries, number_queries)
+    rs = open_rerank_set(split, data, queries, number_queries)
     opts = RerankOptions(
         device=device,
         precision=precision,
@@ -169,30 +154,6 @@ def reranker_rows() -> list[tuple[str, str, str]]:
     return rows
 
 
-def check_reranker_id(reranker: str, baselines: bool = True) -> None:
-    """Fail at once, with close matches, on an id that names no baseline or reranker kind.
-
-    Checked before any data is read or downloaded. ``baselines``: whether ``clip_score`` and
-    ``random`` are valid here (INQUIRE-Rerank only: they need the set's given scores).
-    """
-    from inquire.errors import UnknownNameError
-    from inquire.eval.rerank import BASELINES
-    from inquire.rerank.registry import KINDS, parse_reranker_id
-
-    if baselines and reranker in BASELINES:
-        return
-    if ":" not in reranker:
-        valid = [*(BASELINES if baselines else ()), *(f"{k}:" for k in KINDS)]
-        raise UnknownNameError("reranker", reranker, valid)
-    kind, rest = parse_reranker_id(reranker)  # unknown kinds: "did you mean" the right one
-    if kind.name == "vlm":
-        from inquire.rerank.vlm import FAMILIES
-
-        family = rest.partition("/")[0]
-        if family not in FAMILIES:
-            raise UnknownNameError("VLM family", family, FAMILIES)
-
-
 @friendly_errors
 def import_cache_cmd(
     npy: Path = typer.Argument(..., help="An INQUIRE LMM score cache (.npy, pickled dict)."),
@@ -218,33 +179,19 @@ def import_cache_cmd(
     protocol: str = typer.Option(DEFAULT_PROTOCOL, "--protocol", help=PROTOCOL_HELP),
 ) -> None:
     """Import INQUIRE's released scores into the cache, to evaluate them as cached:NAME."""
-    from inquire.errors import InputError
-    from inquire.rerank.cache import (
-        PICKLE_REFUSAL,
-        CachedReranker,
-        ScoreCache,
-        import_inquire_cache,
-        reranker_key,
-    )
+    from inquire.data.rerank_set import open_rerank_set
+    from inquire.rerank.cache import import_as_cached_reranker
 
-    if not trust_pickle:  # refuse before downloading anything
-        raise InputError(PICKLE_REFUSAL.format(path=str(npy)))
-    if not npy.is_file():
-        raise InputError(f"score cache {str(npy)!r} does not exist")
     # The cache is keyed by query text, so query ids need not match INQUIRE's here.
-    rs = _rerank_set(split, data, queries, number_queries=True)
-    target = CachedReranker(name, protocol=protocol)
-    with ScoreCache() as cache:
-        report = import_inquire_cache(
-            npy,
-            cache,
-            reranker_key(target),
-            rs.queries["query_text"].tolist(),
-            rs.file_names(),
-            trust_pickle=trust_pickle,
-            prompt_template=prompt_template,
-            model=model,
-        )
+    report, target = import_as_cached_reranker(
+        npy,
+        name,
+        lambda: open_rerank_set(split, data, queries, number_queries=True),
+        protocol=protocol,
+        trust_pickle=trust_pickle,
+        prompt_template=prompt_template,
+        model=model,
+    )
     typer.echo(
         f"imported {report.imported} scores as {target.reranker_id} (skipped: "
         f"{report.skipped_image} unknown images, {report.skipped_query} unknown prompts, "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import typer
@@ -51,12 +50,9 @@ def list_cmd(
     embeddings: Path = typer.Option(..., "--embeddings", help="Embedding folder."),
 ) -> None:
     """List the indexes built for EMBEDDINGS."""
-    import json
+    from inquire.index.ann import index_infos
 
-    from inquire.index.ann import index_dir, list_indexes
-
-    for name in list_indexes(embeddings):
-        info = json.loads((index_dir(embeddings) / f"{name}.json").read_text(encoding="utf-8"))
+    for name, info in index_infos(embeddings).items():
         typer.echo(f"{name}\t{info.get('factory')}\t{info.get('count')} vectors")
 
 
@@ -76,42 +72,26 @@ def recall_cmd(
     from rich.table import Table
 
     from inquire.data.queries import load_queries, read_queries
-    from inquire.embed import EmbeddingStore, load_encoder
-    from inquire.eval.fullrank import check_dims
-    from inquire.index.ann import AnnIndex, parse_params, recall_at_k
-    from inquire.index.exact import ExactIndex
+    from inquire.embed.store import EmbeddingStore
+    from inquire.index.ann import parse_params
+    from inquire.index.recall import measure_recall
 
     store = EmbeddingStore(embeddings)
     qs = read_queries(queries) if queries else load_queries(split)
-    encoder = load_encoder(model)
-    check_dims(encoder, store)
-    q = encoder.encode_text(qs["query_text"].tolist())
-    params = parse_params(param)
-    ann = AnnIndex.load(store, index)
-    ann.set_params(params)
-    exact = ExactIndex(store)
-    # Warm both sides the same way before timing: one query pages in the memory-mapped
-    # embeddings (exact) and index (faiss), so neither timing includes first reads from disk.
-    exact.search(q[:1], k)
-    ann.search(q[:1], k)
-    t0 = time.perf_counter()
-    _, exact_ids = exact.search(q, k)
-    t_exact = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    _, approx_ids = ann.search(q, k)
-    t_ann = time.perf_counter() - t0
-    recall = recall_at_k(approx_ids, exact_ids, k)
-    table = Table(title=f"{index} ({ann.info.get('factory')}) vs exact, {len(qs)} queries")
+    res = measure_recall(
+        store, index, qs["query_text"].tolist(), k, [parse_params(param)], encoder=model
+    )
+    table = Table(title=f"{index} ({res.factory}) vs exact, {res.n_queries} queries")
     for col in ("params", f"recall@{k}", "exact s", "index s", "speed-up"):
         table.add_column(col, justify="right")
-    shown = ", ".join(f"{n}={v:g}" for n, v in params.items()) or "defaults"
-    table.add_row(
-        shown,
-        f"{recall:.4f}",
-        f"{t_exact:.3f}",
-        f"{t_ann:.3f}",
-        f"{t_exact / max(t_ann, 1e-9):.1f}x",
-    )
+    for r in res.table.to_dict("records"):
+        table.add_row(
+            ", ".join(f"{n}={v:g}" for n, v in r["params"].items()) or "defaults",
+            f"{r['recall']:.4f}",
+            f"{r['exact_s']:.3f}",
+            f"{r['index_s']:.3f}",
+            f"{r['speedup']:.1f}x",
+        )
     Console().print(table)
 
 

@@ -14,17 +14,6 @@ def _split(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip() and v.strip() != "none"]
 
 
-def _write(text: str, out: Path | None) -> None:
-    from inquire._io import atomic_open
-
-    if out is None:
-        typer.echo(text, nl=False)
-    else:
-        with atomic_open(out, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        typer.echo(f"wrote {out}", err=True)
-
-
 @friendly_errors
 def report_cmd(
     results: list[Path] = typer.Argument(
@@ -224,28 +213,27 @@ def compare_cmd(
     ),
 ) -> None:
     """Paired tests (randomization and t-test, Holm-corrected) between runs on the same queries."""
-    from inquire.errors import InputError
-    from inquire.report import compare
-    from inquire.report import formats as F
+    from inquire.report.write import write_comparison
 
-    spec = F.comparison_format(fmt)
-    if spec.file_only and out is None:
-        raise InputError(f"--format {fmt} writes a file; add --out FILE{spec.suffix}")
-    comparison = compare(
+    written = write_comparison(
         results,
+        fmt,
+        out,
         metrics=_split(metric),
         n_resamples=permutations,
         seed=seed,
-        on_mismatch="intersect" if intersect else "error",
+        intersect=intersect,
         queries=queries,
         top_n=top,
     )
-    if fmt == "terminal" and out is None:
+    if written.text is None:
         from rich.console import Console
 
-        print_comparison(Console(), comparison)
+        print_comparison(Console(), written.comparison)
+    elif out is None:
+        typer.echo(written.text, nl=False)
     else:
-        _write(F.render_comparison(comparison, fmt), out)
+        typer.echo(f"wrote {out}", err=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -8,7 +8,6 @@ from pathlib import Path
 import typer
 
 from inquire.cli._common import friendly_errors
-from inquire.errors import InputError
 
 simulate_app = typer.Typer(
     help="Simulations on labelled benchmarks.", no_args_is_help=True, add_completion=False
@@ -54,23 +53,20 @@ def feedback_cmd(
     from rich.console import Console
     from rich.table import Table
 
-    from inquire.collection.feedback import DEFAULT_MODEL
-    from inquire.eval.feedback import simulate_benchmark, simulate_synthetic
+    from inquire.eval.feedback import run_simulation
 
-    if (synthetic is None) == (embeddings is None):
-        raise InputError("give either --synthetic DIR or --embeddings DIR --model ID")
-    if budget < 1 or batch < 1:  # before a benchmark is generated or an encoder loaded
-        raise InputError(f"budget and batch must be >= 1, got {budget} and {batch}")
-    if out is not None and out.exists() and not out.is_dir():
-        raise InputError(f"--out {str(out)!r} is a file; give a folder name")
-    kwargs = {"budget": budget, "batch": batch, "model": feedback_model or DEFAULT_MODEL}
-    if synthetic is not None:
-        sim = simulate_synthetic(synthetic, split, text_noise, seed, **kwargs)
-    else:
-        if not model:
-            raise InputError("--embeddings needs --model, the embedding model that made it")
-        sim = simulate_benchmark(embeddings, model, split, **kwargs)  # type: ignore[arg-type]
-    summary = sim.summary("supercategory" if "supercategory" in sim.queries else None)
+    sim, summary = run_simulation(
+        synthetic,
+        embeddings,
+        model,
+        split,
+        budget,
+        batch,
+        feedback_model,
+        text_noise,
+        seed,
+        out,
+    )
     table = Table(title=str(sim.config.get("title", "")), title_justify="left")
     for col in ("group", "n", "inspected", "static [95% CI]", "feedback [95% CI]", "ratio"):
         table.add_column(col, justify="left" if col == "group" else "right")
@@ -85,7 +81,6 @@ def feedback_cmd(
         )
     Console().print(table)
     if out is not None:
-        sim.save(out)
         typer.echo(f"wrote {out}/summary.csv, curves.parquet, config.json and curve.png")
 
 

@@ -160,6 +160,19 @@ GROUPINGS: dict[str, Grouping] = {
 }
 
 
+@dataclass(frozen=True)
+class FeedbackResults:
+    """What :meth:`Verification.feedback_results` returns.
+
+    ``results``: the result table (columns of
+    :func:`~inquire.collection.search.results_frame`); ``round``: the ranking round's record
+    (see :meth:`Verification.learn`) when it was saved, else None.
+    """
+
+    results: pd.DataFrame
+    round: dict[str, Any] | None = None
+
+
 class Verification:
     """Saved searches, rankings and marks of one collection (``verify.db`` in its folder).
 
@@ -254,6 +267,38 @@ class Verification:
             new = new.head(upto - n)
             self._append(search_id, new, 0)
             return n + len(new)
+
+    def start_search(
+        self,
+        request: SearchRequest,
+        index: CollectionIndex,
+        encoder: Encoder | None = None,
+        who: str = "",
+        first: int = 50,
+    ) -> str:
+        """Save ``request`` (by ``who``) and rank its first ``first`` results; returns the
+        search id.
+
+        Everything that can refuse the request (the query text or examples, the filters)
+        is checked before it is saved, and a search that fails to rank and did not exist
+        before is removed again: a refused search is never left saved. Saving a request
+        that exists returns its id and ranks it no further than it already is.
+        """
+        from inquire.collection.search import query_vector
+
+        query_vector(index, encoder, request.text, request.like)
+        request.filters.mask(index)
+        count = "SELECT COUNT(*) FROM searches"
+        before = int(self.conn.execute(count).fetchone()[0])
+        sid = self.save_search(request, who)
+        is_new = int(self.conn.execute(count).fetchone()[0]) > before
+        try:
+            self.extend(sid, first, index, encoder, request=request)
+        except BaseException:
+            if is_new and self.n_ranked(sid) == 0:
+                self.conn.execute("DELETE FROM searches WHERE search_id = ?", (sid,))
+            raise
+        return sid
 
     def n_ranked(self, search_id: str) -> int:
         """How many results the search has ranked so far (ranks are 1..n, never a gap)."""
@@ -372,6 +417,36 @@ class Verification:
         df = self._feedback_tail(index, req, w, marked, k)
         df["rank"] = np.arange(1, len(df) + 1)
         return df
+
+    def feedback_results(
+        self,
+        search_id: str,
+        index: CollectionIndex,
+        k: int = 50,
+        encoder: Encoder | None = None,
+        model: str = "",
+        save: bool = False,
+        who: str = "",
+    ) -> FeedbackResults:
+        """The ``k`` images nobody marked yet, ranked by what the marks of ``search_id``
+        teach (``model``, see :mod:`inquire.collection.feedback`), as a result table.
+
+        ``save=False``: nothing is written (:meth:`feedback`; ranks 1..n). ``save=True``: a
+        new ranking round is recorded (:meth:`learn` with ``depth=k``, by ``who``) and the
+        table holds the round's results with their ranks in the saved search; the round's
+        record comes back too.
+        """
+        from inquire.collection.search import results_frame
+
+        if not save:
+            return FeedbackResults(self.feedback(search_id, index, k, encoder, model))
+        info = self.learn(search_id, index, encoder=encoder, model=model, who=who, depth=k)
+        new = self.results(search_id, offset=info["after_rank"], limit=k)
+        df = results_frame(
+            index, new["image_id"].to_numpy(np.int64), new["score"].to_numpy(np.float32)
+        )
+        df["rank"] = new["rank"].to_numpy()
+        return FeedbackResults(df, info)
 
     def learn(
         self,
@@ -669,13 +744,20 @@ def escape_formulas(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def results_csv(df: pd.DataFrame, eol: str = CSV_EOL) -> str:
+    """``df`` as CSV text with formulas escaped (:func:`escape_formulas`): the one CSV
+    writer of result and mark tables (downloads, files, ``inquire search --csv``).
+    ``eol``: line end, RFC 4180's CRLF by default (``"\\n"`` for a terminal)."""
+    return escape_formulas(df).to_csv(index=False, lineterminator=eol)
+
+
 def table_bytes(df: pd.DataFrame, fmt: str) -> bytes:
     """``df`` encoded as ``csv`` (UTF-8, CRLF line ends, formulas escaped:
     :func:`escape_formulas`) or ``parquet``."""
     import io
 
     if fmt == "csv":
-        return escape_formulas(df).to_csv(index=False, lineterminator=CSV_EOL).encode("utf-8")
+        return results_csv(df).encode("utf-8")
     if fmt == "parquet":
         buf = io.BytesIO()
         df.to_parquet(buf, index=False)
@@ -690,7 +772,7 @@ def write_table(df: pd.DataFrame, out: str | Path) -> Path:
 
     out = Path(out)
     writers = {
-        ".csv": lambda p: escape_formulas(df).to_csv(p, index=False, lineterminator=CSV_EOL),
+        ".csv": lambda p: p.write_text(results_csv(df), encoding="utf-8", newline=""),
         ".parquet": lambda p: df.to_parquet(p, index=False),
     }
     if out.suffix.lower() not in writers:

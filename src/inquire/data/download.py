@@ -223,6 +223,27 @@ def fetch_dataset(group: str, *, force: bool = False, progress: bool = True) -> 
     return [fetch(n, force=force, progress=progress) for n in group_members(group)]
 
 
+def fetch_and_extract(
+    name: str, *, extract_member: bool = False, force: bool = False, progress: bool = True
+) -> list[Path]:
+    """``inquire download NAME``: fetch artifact or group ``name`` (:func:`fetch_dataset`)
+    and, with ``extract_member``, stream its archive's member into the cache
+    (:func:`extract`; a single archive artifact only, checked before any download).
+    Returns the local paths, the extracted file last."""
+    from inquire.data.registry import ARTIFACTS, GROUPS
+
+    members = group_members(name)  # unknown names fail here, before any download
+    if extract_member and (name in GROUPS or not get_artifact(name).extract_member):
+        archives = [a.name for a in ARTIFACTS.values() if a.extract_member]
+        raise InputError(
+            f"--extract needs a single archive artifact, not {name!r}; archives: {archives}"
+        )
+    paths = fetch_dataset(name, force=force, progress=progress)
+    if extract_member:
+        paths.append(extract(members[0], force=force, progress=progress))
+    return paths
+
+
 def extract(
     name: str | Artifact,
     member: str | None = None,

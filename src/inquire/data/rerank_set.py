@@ -302,6 +302,23 @@ def load_rerank_set(
     return read_rerank_set(paths, queries=queries, number_queries=number_queries)
 
 
+def open_rerank_set(
+    split: str = "test",
+    data: Sequence[str | os.PathLike[str]] = (),
+    queries: Sequence[str | os.PathLike[str]] = (),
+    number_queries: bool = False,
+) -> RerankSet:
+    """INQUIRE-Rerank from local parquet files ``data`` (:func:`read_rerank_set`) or, when
+    none are given, the downloaded ``split`` (:func:`load_rerank_set`); query ids come from
+    the query CSV files ``queries`` when given (see ``number_queries`` there)."""
+    from inquire.data.queries import read_queries
+
+    table = pd.concat([read_queries(q) for q in queries], ignore_index=True) if queries else None
+    if data:
+        return read_rerank_set(list(data), queries=table, number_queries=number_queries)
+    return load_rerank_set(split, table, number_queries=number_queries)
+
+
 # --- a synthetic INQUIRE-Rerank set in the upstream layout ---------------------------------
 
 # Arrow types of the published columns (HF "Image" is a struct of bytes and path).

@@ -254,6 +254,52 @@ def evaluate(
     return EvalResult(per_query=per_query, k=k, metrics=tuple(metrics), config=cfg, name=run.name)
 
 
+def evaluate_run_file(
+    run: str | os.PathLike[str],
+    k: int = 50,
+    split: str | None = None,
+    queries: str | os.PathLike[str] | None = None,
+    annotations: str | os.PathLike[str] | None = None,
+    out: str | os.PathLike[str] | None = None,
+) -> EvalResult:
+    """``inquire evaluate``: evaluate the run file ``run`` (TREC or inquire parquet, see
+    :meth:`Run.read <inquire.run.Run.read>`) at ``k``.
+
+    Queries: the CSV ``queries`` when given (checked against ``split`` when both are given:
+    :func:`check_queries_match_split`), else INQUIRE's ``split`` (default ``test``).
+    Labels: the CSV ``annotations``, else INQUIRE's. ``out``: a result folder to write
+    (:meth:`EvalResult.save`, with the run), checked before any work
+    (:func:`~inquire._io.check_output_folder`).
+    """
+    from inquire.data.qrels import load_qrels, read_qrels
+    from inquire.data.queries import load_queries, read_queries
+
+    if out is not None:
+        check_output_folder(out)
+    the_run = Run.read(run)
+    split_name = split or "test"
+    qs = read_queries(queries) if queries else load_queries(split_name)
+    if queries and split:
+        check_queries_match_split(qs, split, str(queries))
+    qrels = read_qrels(annotations) if annotations else load_qrels()
+    result = evaluate(
+        the_run,
+        qrels,
+        qs,
+        k=k,
+        config={
+            "task": "evaluate",
+            "split": split_name if queries is None or split else None,
+            "run_file": str(run),
+            "queries": str(queries) if queries else f"inquire:{split_name}",
+            "annotations": str(annotations) if annotations else "inquire:annotations",
+        },
+    )
+    if out is not None:
+        result.save(out, run=the_run)
+    return result
+
+
 def evaluate_query(
     ids: np.ndarray,
     scores: np.ndarray,

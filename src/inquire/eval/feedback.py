@@ -353,3 +353,42 @@ def simulate_benchmark(
         **kwargs.pop("config", {}),
     }
     return simulate_feedback(store, vectors, queries, qrels, config=config, **kwargs)
+
+
+def run_simulation(
+    synthetic: str | os.PathLike[str] | None = None,
+    embeddings: str | os.PathLike[str] | None = None,
+    model_id: str | None = None,
+    split: str = "test",
+    budget: int = 200,
+    batch: int = 10,
+    model: str = "",
+    text_noise: float = 0.06,
+    seed: int = 0,
+    out: str | os.PathLike[str] | None = None,
+) -> tuple[FeedbackSimulation, pd.DataFrame]:
+    """``inquire simulate feedback``: the simulation on the synthetic benchmark in
+    ``synthetic`` (:func:`simulate_synthetic`, with ``text_noise`` and ``seed``) or on
+    INQUIRE-Fullrank with the embedding folder ``embeddings`` made by ``model_id``
+    (:func:`simulate_benchmark`), one of the two; ``model``: the feedback model (default
+    rocchio). Every argument is checked before a benchmark is generated or an encoder
+    loaded. Writes the folder ``out`` when given (:meth:`FeedbackSimulation.save`).
+    Returns the simulation and its summary (per supercategory when the queries have one).
+    """
+    if (synthetic is None) == (embeddings is None):
+        raise InputError("give either --synthetic DIR or --embeddings DIR --model ID")
+    if budget < 1 or batch < 1:
+        raise InputError(f"budget and batch must be >= 1, got {budget} and {batch}")
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise InputError(f"--out {str(out)!r} is a file; give a folder name")
+    kwargs: dict[str, Any] = {"budget": budget, "batch": batch, "model": model or DEFAULT_MODEL}
+    if synthetic is not None:
+        sim = simulate_synthetic(synthetic, split, text_noise, seed, **kwargs)
+    else:
+        if not model_id:
+            raise InputError("--embeddings needs --model, the embedding model that made it")
+        sim = simulate_benchmark(embeddings, model_id, split, **kwargs)  # type: ignore[arg-type]
+    summary = sim.summary("supercategory" if "supercategory" in sim.queries else None)
+    if out is not None:
+        sim.save(out)
+    return sim, summary

@@ -70,6 +70,30 @@ BASELINES: dict[str, Baseline] = {
 }
 
 
+def check_reranker_id(reranker: str, baselines: bool = True) -> None:
+    """Fail at once, with close matches, on an id that names no baseline or reranker kind
+    (:class:`UnknownNameError`); a ``vlm:`` id must name a known family.
+
+    Meant to run before any data is read or downloaded. ``baselines``: whether
+    ``clip_score`` and ``random`` are valid here (INQUIRE-Rerank only: they need the set's
+    given scores).
+    """
+    from inquire.rerank.registry import KINDS, parse_reranker_id
+
+    if baselines and reranker in BASELINES:
+        return
+    if ":" not in reranker:
+        valid = [*(BASELINES if baselines else ()), *(f"{k}:" for k in KINDS)]
+        raise UnknownNameError("reranker", reranker, valid)
+    kind, rest = parse_reranker_id(reranker)  # unknown kinds: "did you mean" the right one
+    if kind.name == "vlm":
+        from inquire.rerank.vlm import FAMILIES
+
+        family = rest.partition("/")[0]
+        if family not in FAMILIES:
+            raise UnknownNameError("VLM family", family, FAMILIES)
+
+
 def expected_random_ap(n: int, r: int, k: int) -> float:
     """Exact expected INQUIRE AP@k of a uniformly random order of ``n`` items, ``r`` relevant.
 

@@ -102,6 +102,16 @@ def list_indexes(store_root: str | os.PathLike[str]) -> list[str]:
     )
 
 
+def index_infos(store_root: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
+    """The sidecar record (``factory``, ``count``, ``dim``, ...) of every index built for
+    the embedding folder ``store_root``, by name (the order of :func:`list_indexes`)."""
+    folder = index_dir(store_root)
+    return {
+        name: json.loads((folder / f"{name}{SIDECAR_SUFFIX}").read_text(encoding="utf-8"))
+        for name in list_indexes(store_root)
+    }
+
+
 def parse_params(items: Iterable[str] | Mapping[str, Any] | None) -> dict[str, float]:
     """``["nprobe=16", "efSearch=64"]`` (or a mapping) -> ``{"nprobe": 16.0, ...}``."""
     if items is None:

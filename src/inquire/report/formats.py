@@ -14,7 +14,7 @@ import io
 import json
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
@@ -28,6 +28,7 @@ from inquire.report.leaderboard import Leaderboard
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
+    from inquire.eval.evaluate import EvalResult
     from inquire.report.compare import Comparison
 
 
@@ -91,6 +92,39 @@ def reference_table(report: Report) -> pd.DataFrame | None:
     return pd.concat(
         [pub, pd.DataFrame(rows, columns=["source", "method", *cols])], ignore_index=True
     )
+
+
+@dataclass(frozen=True)
+class ReferenceComparison:
+    """Runs beside a task's published leaderboard: ``table`` (:func:`reference_table`, the
+    runs' rows in the order given), ``leaderboard`` and ``notes`` (the report's notes)."""
+
+    table: pd.DataFrame
+    leaderboard: Leaderboard
+    notes: list[str]
+
+
+def reference_comparison(results: Sequence[EvalResult], task: str) -> ReferenceComparison | None:
+    """``results`` (one task's runs) beside the published leaderboard of ``task``
+    (``fullrank``, ``rerank``): a report without resampling, grouped by supercategory when
+    every run has it, as :func:`reference_table`. None when ``task`` has no published
+    numbers or the runs lack the leaderboard's metric. Raises :class:`InputError` when the
+    runs cannot be reported together (see :func:`~inquire.report.build.build_report`)."""
+    from inquire.report.build import build_report
+    from inquire.report.leaderboard import leaderboard_tasks
+
+    if task not in leaderboard_tasks():
+        return None
+    report = build_report(
+        list(results),
+        by=[g for g in ("supercategory",) if all(g in r.per_query for r in results)],
+        n_resamples=0,
+        reference=task,
+    )
+    table = reference_table(report)
+    if table is None or report.reference is None:
+        return None
+    return ReferenceComparison(table, report.reference, list(report.notes))
 
 
 def _reference_title(report: Report, ref: Leaderboard) -> str:

@@ -149,6 +149,54 @@ def write_report(
     return written
 
 
+@dataclass
+class WrittenComparison:
+    """What :func:`write_comparison` made: the ``comparison`` and its ``text`` in the
+    requested format (``None`` for the terminal format without an output file: the caller
+    prints the comparison at its own width)."""
+
+    comparison: Comparison
+    text: str | None
+
+
+def write_comparison(
+    results: Sequence[str | os.PathLike[str] | EvalResult],
+    fmt: str = "terminal",
+    out: str | os.PathLike[str] | None = None,
+    *,
+    metrics: Sequence[str] = ("ap",),
+    n_resamples: int = 10000,
+    seed: int = 0,
+    intersect: bool = False,
+    queries: pd.DataFrame | str | os.PathLike[str] | None = None,
+    top_n: int = 5,
+) -> WrittenComparison:
+    """``inquire compare``: paired tests between runs (:func:`~inquire.report.compare.compare`
+    with ``metrics``, ``n_resamples`` sign patterns, ``seed``, on the shared queries when
+    ``intersect`` else refusing different query sets, ``queries`` for texts, ``top_n``
+    most different queries), rendered in comparison format ``fmt`` and written to ``out``
+    (atomically) when given. A format that only writes files needs ``out``."""
+    spec = F.comparison_format(fmt)
+    if spec.file_only and out is None:
+        raise InputError(f"--format {fmt} writes a file; add --out FILE{spec.suffix}")
+    comparison = compare(
+        results,
+        metrics=list(metrics),
+        n_resamples=n_resamples,
+        seed=seed,
+        on_mismatch="intersect" if intersect else "error",
+        queries=queries,
+        top_n=top_n,
+    )
+    if fmt == "terminal" and out is None:
+        return WrittenComparison(comparison, None)
+    text = F.render_comparison(comparison, fmt)
+    if out is not None:
+        with atomic_open(out, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    return WrittenComparison(comparison, text)
+
+
 def _figures(
     report: Report, annotations: str | os.PathLike[str] | None
 ) -> tuple[dict[str, Figure], list[str]]:

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -42,6 +42,9 @@ from inquire.cache import (
 from inquire.errors import InputError
 from inquire.rerank.api import Failure
 from inquire.rerank.base import ImageLike, Reranker
+
+if TYPE_CHECKING:
+    from inquire.data.rerank_set import RerankSet
 
 log = logging.getLogger(__name__)
 
@@ -444,3 +447,43 @@ class CachedReranker:
             self.protocol,
         )
         return np.full(len(images), np.nan, np.float64)
+
+
+def import_as_cached_reranker(
+    npy_path: str | os.PathLike[str],
+    name: str,
+    rerank_set: RerankSet | Callable[[], RerankSet],
+    protocol: str | None = None,
+    trust_pickle: bool = False,
+    prompt_template: str | None = None,
+    model: str | None = None,
+    cache_path: str | os.PathLike[str] | None = None,
+) -> tuple[ImportReport, CachedReranker]:
+    """``inquire rerank import-cache``: import INQUIRE's released score cache ``npy_path``
+    (:func:`import_inquire_cache`) into the score cache (``cache_path``, default the user
+    cache) as reranker ``cached:<name>`` under ``protocol``.
+
+    ``rerank_set``: the INQUIRE-Rerank set whose candidates the cache scores (file names ->
+    image ids, query texts), or a function loading it, called only after the refusal of an
+    untrusted pickle and the check that ``npy_path`` exists (so nothing is downloaded for a
+    refused import). Returns the import's counts and the reranker to evaluate.
+    """
+    path = Path(npy_path)
+    if not trust_pickle:
+        raise InputError(PICKLE_REFUSAL.format(path=str(path)))
+    if not path.is_file():
+        raise InputError(f"score cache {str(path)!r} does not exist")
+    rs = rerank_set() if callable(rerank_set) else rerank_set
+    target = CachedReranker(name, protocol=protocol)
+    with ScoreCache(cache_path) as cache:
+        report = import_inquire_cache(
+            path,
+            cache,
+            reranker_key(target),
+            rs.queries["query_text"].tolist(),
+            rs.file_names(),
+            trust_pickle=trust_pickle,
+            prompt_template=prompt_template,
+            model=model,
+        )
+    return report, target

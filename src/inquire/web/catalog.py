@@ -516,8 +516,7 @@ class Catalog:
         k on this server: ``{"table", "leaderboard", "notes"}`` (see
         :func:`inquire.report.formats.reference_table`), or None when the task has no
         published numbers."""
-        from inquire.report.build import build_report
-        from inquire.report.formats import reference_table
+        from inquire.report.formats import reference_comparison
         from inquire.report.leaderboard import leaderboard_tasks
 
         if entry.task not in leaderboard_tasks():
@@ -533,21 +532,16 @@ class Catalog:
         ]
         out: dict[str, Any] | None = None
         try:
-            report = build_report(
-                [e.shown_result for e in peers],
-                by=[g for g in ("supercategory",) if all(g in e.result.per_query for e in peers)],
-                n_resamples=0,
-                reference=entry.task,
-            )
+            ref = reference_comparison([e.shown_result for e in peers], entry.task)
         except InputError as exc:
             log.warning("no leaderboard for run %s: %s", entry.slug, exc)
         else:
-            table = reference_table(report)
-            if table is not None:
+            if ref is not None:
+                table = ref.table
                 mine = table["source"] != "published"
                 # unique_names may have suffixed equal names; rows follow the peers' order
                 table.loc[mine, "slug"] = [e.slug for e in peers][: int(mine.sum())]
-                out = {"table": table, "leaderboard": report.reference, "notes": report.notes}
+                out = {"table": table, "leaderboard": ref.leaderboard, "notes": ref.notes}
         with self._lock:
             self._reports[key] = out
         return out

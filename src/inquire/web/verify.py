@@ -48,7 +48,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from inquire.collection.filters import parse_filters
-from inquire.collection.search import SearchRequest, query_vector
+from inquire.collection.search import SearchRequest
 from inquire.collection.store import (
     Collection,
     CollectionIndex,
@@ -323,10 +323,7 @@ def make_router(
             req = SearchRequest(body.text, example_ids(v.coll, body.like), filters)
             idx = res.index(v.coll)
             enc = res.encoder(v.coll.model_id)
-            # Everything that can refuse the request runs before it is saved.
-            query_vector(idx, enc, req.text, req.like)
-            filters.mask(idx)
-            sid = _save_and_rank(v, req, str(body.who or inquire_who or ""), idx, enc)
+            sid = v.start_search(req, idx, enc, str(body.who or inquire_who or ""), FIRST_PAGE)
             return {"search_id": sid, "request": req.as_dict(), "ranked": v.n_ranked(sid)}
 
     def _page_of(v: Verification, sid: str, offset: int, limit: int) -> dict[str, Any]:
@@ -512,24 +509,6 @@ def _stored_examples(coll: Collection, like: Any) -> tuple[int, ...]:
             "this search has an example image outside the collection (saved from the command "
             "line); rank it further with `inquire search`, or search again on the page"
         ) from None
-
-
-def _save_and_rank(
-    v: Verification, req: SearchRequest, who: str, idx: CollectionIndex, enc: Encoder
-) -> str:
-    """Save ``req`` and rank its first page; a search that fails to rank and did not exist
-    before is removed again, so a refused search is never left saved."""
-    count = "SELECT COUNT(*) FROM searches"
-    before = int(v.conn.execute(count).fetchone()[0])
-    sid = v.save_search(req, who)
-    is_new = int(v.conn.execute(count).fetchone()[0]) > before
-    try:
-        v.extend(sid, FIRST_PAGE, idx, enc, request=req)
-    except BaseException:
-        if is_new and v.n_ranked(sid) == 0:
-            v.conn.execute("DELETE FROM searches WHERE search_id = ?", (sid,))
-        raise
-    return sid
 
 
 _ASSETS = {"verify.js": "text/javascript", "verify.css": "text/css"}
