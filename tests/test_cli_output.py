@@ -182,7 +182,7 @@ def test_dns_failure_fails_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_evaluate_out_writes_the_run_and_report_draws_its_curve(tmp_path: Path) -> None:
     import shutil
 
-    from test_data_evaluate import QRELS, QUERIES, RUN
+    from test_eval_evaluate import QRELS, QUERIES, RUN
 
     queries, ann, run = tmp_path / "q.csv", tmp_path / "ann.csv", tmp_path / "run.trec"
     QUERIES.to_csv(queries, index=True)
@@ -342,7 +342,7 @@ def test_trend_leaves_out_file_time_dates_and_writes_jpeg(tmp_path: Path) -> Non
 def test_compare_at_80_columns_keeps_run_names_and_numbers_whole(tmp_path: Path) -> None:
     from inquire.eval import evaluate
     from inquire.run import Run
-    from test_data_evaluate import QRELS, QUERIES
+    from test_eval_evaluate import QRELS, QUERIES
 
     names = ["clip-vit-h-14-378-dfn5b-first-stage", "clip-vit-b-32-openai-first-stage-run"]
     lists = [
@@ -367,7 +367,7 @@ def test_compare_at_80_columns_keeps_run_names_and_numbers_whole(tmp_path: Path)
 
 
 def _query_csv(tmp_path: Path) -> Path:
-    from test_data_evaluate import QUERIES
+    from test_eval_evaluate import QUERIES
 
     path = tmp_path / "queries.csv"
     QUERIES.to_csv(path, index=False)

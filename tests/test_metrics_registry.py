@@ -33,7 +33,7 @@ from inquire.metrics import (
 from inquire.report import build_report
 from inquire.report.formats import render, report_formats
 from inquire.report.table import metrics_table
-from test_data_evaluate import QRELS, QUERIES, RUN
+from test_eval_evaluate import QRELS, QUERIES, RUN
 
 
 def _success(rel: np.ndarray, n_rel: np.ndarray, ties: Ties | None = None) -> np.ndarray:
