@@ -68,23 +68,7 @@ def reproduce_cmd(
         return
     rows = recipes(task)
     if as_json:
-        typer.echo(
-            json.dumps(
-                [
-                    {
-                        "task": rec.task,
-                        "method": rec.method,
-                        "kind": rec.kind,
-                        "published": rec.published,
-                        "commands": list(rec.commands),
-                        "without_gpu": list(rec.without_gpu),
-                        "note": rec.note,
-                    }
-                    for rec in rows
-                ],
-                indent=2,
-            )
-        )
+        typer.echo(json.dumps([rec.as_dict() for rec in rows], indent=2))
         return
     typer.echo("Paths the commands use (set these environment variables first):")
     for name, what in PLACEHOLDERS.items():

@@ -82,8 +82,7 @@ def supercategory_bars(report: Report, metric: str = "ap") -> Figure:
             error_kw={"elinewidth": 1.0, "ecolor": "#333333"},
         )
     ax.set_xticks(x, ["Overall" if g == "all" else g for g in groups])
-    s = scale(metric)
-    ax.set_ylabel(metric_label(metric, report.k) + (f" (x{s:g})" if s != 1 else ""))
+    ax.set_ylabel(_axis_label(metric, report.k))
     whisk = (
         f"whiskers: {report.confidence:.0%} bootstrap CI ({report.n_resamples:,} resamples)"
         if report.n_resamples > 0
@@ -95,6 +94,12 @@ def supercategory_bars(report: Report, metric: str = "ap") -> Figure:
     ax.set_ylim(bottom=0)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     return fig
+
+
+def _axis_label(metric: str, k: int) -> str:
+    """The y-axis label of ``metric`` at cut-off ``k``, with its table scale (``AP@50 (x100)``)."""
+    s = scale(metric)
+    return metric_label(metric, k) + (f" (x{s:g})" if s != 1 else "")
 
 
 def metric_distribution(report: Report, metric: str = "ap") -> Figure:
@@ -117,7 +122,7 @@ def metric_distribution(report: Report, metric: str = "ap") -> Figure:
         xs = i + 1 + rng.uniform(-0.15, 0.15, size=len(vals))
         ax.scatter(xs, vals, s=10, alpha=0.55, color=_color(i), linewidths=0, zorder=3)
     ax.set_xticks(np.arange(1, len(data) + 1), list(report.runs))
-    ax.set_ylabel(metric_label(metric, report.k) + (f" (x{s:g})" if s != 1 else ""))
+    ax.set_ylabel(_axis_label(metric, report.k))
     ax.set_title(
         f"{metric_label(metric, report.k)} over queries, one dot per query\n"
         "box: quartiles, line: median, diamond: mean, whiskers: 1.5 IQR",

@@ -66,6 +66,18 @@ class Recipe:
         """A file-name form of the method: ``clip-vit-h-14-378-dfn``."""
         return _slug(self.method)
 
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (what ``inquire reproduce --json`` prints per row)."""
+        return {
+            "task": self.task,
+            "method": self.method,
+            "kind": self.kind,
+            "published": self.published,
+            "commands": list(self.commands),
+            "without_gpu": list(self.without_gpu),
+            "note": self.note,
+        }
+
 
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-")

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 
 from inquire.eval.evaluate import EvalResult
-from inquire.metrics import format_value, metric_label
+from inquire.metrics import format_value, get_metric, metric_label
 
 if TYPE_CHECKING:
     from inquire.eval.rerank import RerankResult
@@ -33,8 +33,6 @@ def rerank_table(result: RerankResult, title: str) -> Table:
     """A rich table of an INQUIRE-Rerank result: overall row + one per supercategory; AP over
     the pool and at 50, then every other metric of the result over the pool (each formatted
     by its :data:`inquire.metrics.METRICS` row)."""
-    from inquire.metrics import format_value, get_metric
-
     metrics = [m for m in result.result.metrics if m != "ap"]
     table = Table(title=title)
     table.add_column("group", style="bold")

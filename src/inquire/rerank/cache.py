@@ -376,7 +376,7 @@ def import_inquire_cache(
         if query is None:
             skipped_query += 1
             continue
-        if getattr(value, "status_code", None) == 400:
+        if _is_refusal(value):
             refused += 1
         score = _released_score(value)
         if score is None or not math.isfinite(score):
@@ -396,11 +396,16 @@ def import_inquire_cache(
     return report
 
 
+def _is_refusal(value: Any) -> bool:
+    """Whether a released cache value is a stored HTTP 400 response (a refused request)."""
+    return getattr(value, "status_code", None) == 400
+
+
 def _released_score(value: Any) -> float | None:
     """A released cache value as a score: a number (open models), a stored HTTP 400 response
     (0, as INQUIRE scored refusals) or a chat-completions reply with ``top_logprobs`` (API
     models, scored as INQUIRE did: exact ``Yes``/``No`` tokens). Anything else is None."""
-    if getattr(value, "status_code", None) == 400:
+    if _is_refusal(value):
         return 0.0
     if isinstance(value, dict):
         from inquire.rerank.api import score_from_top_logprobs

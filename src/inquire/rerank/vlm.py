@@ -203,6 +203,13 @@ def _ratio_from_logprobs(
     return score.numpy().astype(np.float64), mass.numpy().astype(np.float64)
 
 
+def _torch_dtype(step: FirstStep) -> Any:
+    """The torch dtype of ``step.dtype`` (``float32`` or ``float64``)."""
+    import torch
+
+    return torch.float32 if step.dtype == "float32" else torch.float64
+
+
 # Generation-config settings that change the first step of generate(do_sample=True) and that
 # first_step_logprobs does not reproduce; a model that sets one is scored with a warning.
 _UNREPRODUCED = {
@@ -253,8 +260,7 @@ def first_step_logprobs(
     """
     import torch
 
-    dtype = torch.float32 if step.dtype == "float32" else torch.float64
-    x = logits.to(dtype)
+    x = logits.to(_torch_dtype(step))
     if not step.sampling_filters:
         return torch.log_softmax(x / step.temperature, dim=-1)
     from transformers.generation.logits_process import (
@@ -458,9 +464,7 @@ class VLMReranker:
         self, query_text: str, images: Sequence[ImageLike]
     ) -> tuple[np.ndarray, np.ndarray]:
         """``(scores (n,), P(Yes)+P(No) (n,))`` float64, batched ``batch_size`` at a time."""
-        import torch
-
-        dtype = torch.float32 if self.protocol_row.first_step.dtype == "float32" else torch.float64
+        dtype = _torch_dtype(self.protocol_row.first_step)
         scores, masses = [], []
         for start in range(0, len(images), self.batch_size):
             batch = images[start : start + self.batch_size]
@@ -521,7 +525,7 @@ class VLMReranker:
             out = self.model.generate(**inputs, **kwargs)
         first = out.scores[0].float()
         if step.sampling_filters:
-            dtype = torch.float32 if step.dtype == "float32" else torch.float64
+            dtype = _torch_dtype(step)
             score, _ = _ratio_from_logprobs(first.to(dtype), self.yes_ids, self.no_ids, dtype)
         else:
             score, _ = _ratio_from_logprobs(
