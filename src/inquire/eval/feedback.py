@@ -327,17 +327,17 @@ def simulate_benchmark(
     hold are matched by path like :func:`inquire.eval.fullrank.evaluate_fullrank` does."""
     from inquire.data import load_qrels, load_queries
     from inquire.embed.models import load_encoder
-    from inquire.eval.fullrank import check_dims, image_ids_by_path, store_has_image_ids
+    from inquire.eval.fullrank import check_dims, store_image_ids
 
     store = EmbeddingStore(embeddings)
     queries = load_queries(split)
     qrels: Mapping[int, frozenset[int]] = load_qrels()
     encoder = load_encoder(model_id)
     check_dims(encoder, store)
-    if not store_has_image_ids(store):
-        # INQUIRE's published embeddings carry paths, not ids: translate the labels into the
-        # store's row ids through the same path join as the full-rank evaluation.
-        image_ids = image_ids_by_path(store, qrels.paths)  # type: ignore[attr-defined]
+    # A store without image ids (INQUIRE's published embeddings carry paths): translate the
+    # labels into the store's row ids through the same path join as the full-rank evaluation.
+    image_ids = store_image_ids(store, qrels.paths)  # type: ignore[attr-defined]
+    if image_ids is not None:
         store_ids = store.ids
         qrels = {
             int(q): frozenset(store_ids[np.isin(image_ids, np.fromiter(r, np.int64))].tolist())
