@@ -181,6 +181,11 @@ class FeedbackSimulation:
         return out
 
 
+def _check_budget(budget: int, batch: int) -> None:
+    if budget < 1 or batch < 1:
+        raise InputError(f"budget and batch must be >= 1, got {budget} and {batch}")
+
+
 def simulate_feedback(
     store: EmbeddingStore,
     query_vectors: np.ndarray,
@@ -204,8 +209,7 @@ def simulate_feedback(
     """
     if model not in FEEDBACK_MODELS:
         raise UnknownNameError("feedback model", model, FEEDBACK_MODELS)
-    if budget < 1 or batch < 1:
-        raise InputError(f"budget and batch must be >= 1, got {budget} and {batch}")
+    _check_budget(budget, batch)
     if budget > len(store):
         raise InputError(
             f"budget {budget} is larger than the collection ({len(store)} images); lower --budget"
@@ -377,8 +381,7 @@ def run_simulation(
     """
     if (synthetic is None) == (embeddings is None):
         raise InputError("give either --synthetic DIR or --embeddings DIR --model ID")
-    if budget < 1 or batch < 1:
-        raise InputError(f"budget and batch must be >= 1, got {budget} and {batch}")
+    _check_budget(budget, batch)
     if out is not None and Path(out).exists() and not Path(out).is_dir():
         raise InputError(f"--out {str(out)!r} is a file; give a folder name")
     kwargs: dict[str, Any] = {"budget": budget, "batch": batch, "model": model or DEFAULT_MODEL}
