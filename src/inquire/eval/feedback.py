@@ -181,6 +181,11 @@ class FeedbackSimulation:
         return out
 
 
+def _check_budget(budget: int, batch: int) -> None:
+    if budget < 1 or batch < 1:
+        raise InputError(f"budget and batch must be >= 1, got {budget} and {batch}")
+
+
 def simulate_feedback(
     store: EmbeddingStore,
     query_vectors: np.ndarray,
@@ -204,8 +209,7 @@ def simulate_feedback(
     """
     if model not in FEEDBACK_MODELS:
         raise UnknownNameError("feedback model", model, FEEDBACK_MODELS)
-    if budget < 1 or batch < 1:
-        raise InputError(f"budget and batch must be >= 1, got {budget} and {batch}")
+    _check_budget(budget, batch)
     if budget > len(store):
         raise InputError(
             f"budget {budget} is larger than the collection ({len(store)} images); lower --budget"
@@ -327,17 +331,17 @@ def simulate_benchmark(
     hold are matched by path like :func:`inquire.eval.fullrank.evaluate_fullrank` does."""
     from inquire.data import load_qrels, load_queries
     from inquire.embed.models import load_encoder
-    from inquire.eval.fullrank import check_dims, image_ids_by_path, store_has_image_ids
+    from inquire.eval.fullrank import check_dims, store_image_ids
 
     store = EmbeddingStore(embeddings)
     queries = load_queries(split)
     qrels: Mapping[int, frozenset[int]] = load_qrels()
     encoder = load_encoder(model_id)
     check_dims(encoder, store)
-    if not store_has_image_ids(store):
-        # INQUIRE's published embeddings carry paths, not ids: translate the labels into the
-        # store's row ids through the same path join as the full-rank evaluation.
-        image_ids = image_ids_by_path(store, qrels.paths)  # type: ignore[attr-defined]
+    # A store without image ids (INQUIRE's published embeddings carry paths): translate the
+    # labels into the store's row ids through the same path join as the full-rank evaluation.
+    image_ids = store_image_ids(store, qrels.paths)  # type: ignore[attr-defined]
+    if image_ids is not None:
         store_ids = store.ids
         qrels = {
             int(q): frozenset(store_ids[np.isin(image_ids, np.fromiter(r, np.int64))].tolist())
@@ -377,8 +381,7 @@ def run_simulation(
     """
     if (synthetic is None) == (embeddings is None):
         raise InputError("give either --synthetic DIR or --embeddings DIR --model ID")
-    if budget < 1 or batch < 1:
-        raise InputError(f"budget and batch must be >= 1, got {budget} and {batch}")
+    _check_budget(budget, batch)
     if out is not None and Path(out).exists() and not Path(out).is_dir():
         raise InputError(f"--out {str(out)!r} is a file; give a folder name")
     kwargs: dict[str, Any] = {"budget": budget, "batch": batch, "model": model or DEFAULT_MODEL}

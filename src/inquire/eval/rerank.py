@@ -216,7 +216,7 @@ def evaluate_rerank(
             empty[:10],
         )
         queries = queries[~queries["query_id"].isin(empty)].reset_index(drop=True)
-        qids = [q for q in qids if q not in set(empty)]
+        qids = [q for q in qids if n_rel[q] != 0]
     expected = None
     if baseline is not None and baseline.name == "random":
         sizes = {q: len(rerank_set.pool(q)) for q in qids}

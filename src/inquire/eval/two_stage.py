@@ -147,6 +147,14 @@ def image_resolver(
     return resolve
 
 
+def _check_from_k(k: int, from_k: int) -> None:
+    if k > from_k:
+        raise InputError(
+            f"k={k} is larger than from_k={from_k}: only the top from_k are reranked; use "
+            f"--from-k >= --k"
+        )
+
+
 def evaluate_two_stage(
     run: Run,
     reranker: Reranker,
@@ -167,11 +175,7 @@ def evaluate_two_stage(
     :func:`~inquire.eval.evaluate` needs (``query_id, query_text`` + groups). Candidates that
     could not be scored raise :class:`RerankFailuresError` unless ``allow_failures``.
     """
-    if k > from_k:
-        raise InputError(
-            f"k={k} is larger than from_k={from_k}: only the top from_k are reranked; use "
-            f"--from-k >= --k"
-        )
+    _check_from_k(k, from_k)
     texts = {
         int(q): str(t) for q, t in zip(queries["query_id"], queries["query_text"], strict=True)
     }
@@ -232,11 +236,7 @@ def run_two_stage(
     from inquire.eval.fullrank import run_image_paths
     from inquire.rerank import load_reranker
 
-    if k > from_k:  # before any model is loaded
-        raise InputError(
-            f"k={k} is larger than from_k={from_k}: only the top from_k are reranked; use "
-            f"--from-k >= --k"
-        )
+    _check_from_k(k, from_k)  # before any model is loaded
     if out_dir is not None:  # an unusable folder fails before the reranking, not after it
         check_output_folder(out_dir, "result folder")
     store = embeddings if isinstance(embeddings, EmbeddingStore) else EmbeddingStore(embeddings)
