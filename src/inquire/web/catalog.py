@@ -205,8 +205,9 @@ class Catalog:
             return None
 
     @staticmethod
-    def _config_files_of(entry: RunEntry, key: str) -> list[Path]:
-        """Existing files named by ``entry``'s ``config[key]`` (relative to its folder)."""
+    def _config_files_of(entry: RunEntry, key: str, warn_missing: bool = False) -> list[Path]:
+        """Existing files named by ``entry``'s ``config[key]`` (a path or a list of paths;
+        relative ones are relative to its folder); ``warn_missing`` logs the others."""
         value = entry.result.config.get(key)
         found = []
         for v in value if isinstance(value, list) else [value]:
@@ -214,26 +215,19 @@ class Catalog:
                 p = Path(v) if Path(v).is_absolute() else entry.path / v
                 if p.is_file():
                     found.append(p)
+                elif warn_missing:
+                    log.warning("%s names %s, which does not exist", entry.path, v)
         return found
 
     def _config_files(self, key: str, task: str | None = None) -> list[Path]:
-        """Existing files named by ``config[key]`` (a path or a list of paths; relative ones
-        are relative to the folder) in the results (only those of ``task`` when given)."""
-        found = []
-        for entry in self.runs.values():
-            if task is not None and entry.result.config.get("task") != task:
-                continue
-            value = entry.result.config.get(key)
-            values = value if isinstance(value, list) else [value]
-            for v in values:
-                if isinstance(v, str) and v:
-                    p = Path(v)
-                    p = p if p.is_absolute() else entry.path / p
-                    if p.is_file():
-                        found.append(p)
-                    elif task is not None:
-                        log.warning("%s names %s, which does not exist", entry.path, v)
-        return found
+        """:meth:`_config_files_of` over the results (only those of ``task`` when given, and
+        then a file named but missing is logged)."""
+        return [
+            p
+            for entry in self.runs.values()
+            if task is None or entry.result.config.get("task") == task
+            for p in self._config_files_of(entry, key, warn_missing=task is not None)
+        ]
 
     def image(self, image_id: int) -> Path | ParquetImage:
         """Image ``image_id``: its real path under an image root, else its place in a
