@@ -9,7 +9,7 @@ import logging
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -490,43 +490,44 @@ class Catalog:
         iconic group with bootstrap intervals (10,000 resamples, seed 0); computed once."""
         from inquire.report.build import DEFAULT_RESAMPLES, build_report
 
-        key = ("report", entry.slug)
-        with self._lock:
-            if key in self._reports:
-                return self._reports[key]
         columns = entry.result.per_query.columns
-        report = build_report(
-            [entry.shown_result],
-            by=[g for g in GROUP_COLUMNS if g in columns],
-            n_resamples=DEFAULT_RESAMPLES,
-            seed=0,
+        return self._memo(
+            ("report", entry.slug),
+            lambda: build_report(
+                [entry.shown_result],
+                by=[g for g in GROUP_COLUMNS if g in columns],
+                n_resamples=DEFAULT_RESAMPLES,
+                seed=0,
+            ),
         )
-        with self._lock:
-            self._reports[key] = report
-        return report
 
     def reference(self, entry: RunEntry) -> dict[str, Any] | None:
         """The published leaderboard of ``entry``'s task beside every run of that task and
         k on this server: ``{"table", "leaderboard", "notes"}`` (see
         :func:`inquire.report.formats.reference_table`), or None when the task has no
         published numbers."""
-        from inquire.report.formats import reference_comparison
         from inquire.report.leaderboard import leaderboard_tasks
 
-        if entry.task not in leaderboard_tasks():
+        task = entry.task
+        if task is None or task not in leaderboard_tasks():
             return None
-        key = ("reference", entry.slug)
-        with self._lock:
-            if key in self._reports:
-                return self._reports[key]  # type: ignore[no-any-return]
+        out: dict[str, Any] | None = self._memo(
+            ("reference", entry.slug), lambda: self._reference(entry, task)
+        )
+        return out
+
+    def _reference(self, entry: RunEntry, task: str) -> dict[str, Any] | None:
+        """:meth:`reference` of ``entry``, whose task is ``task``, computed."""
+        from inquire.report.formats import reference_comparison
+
         peers = [
             e
             for e in self.runs.values()
-            if e.task == entry.task and e.result.k == entry.result.k and "ap" in e.result.metrics
+            if e.task == task and e.result.k == entry.result.k and "ap" in e.result.metrics
         ]
         out: dict[str, Any] | None = None
         try:
-            ref = reference_comparison([e.shown_result for e in peers], entry.task)
+            ref = reference_comparison([e.shown_result for e in peers], task)
         except InputError as exc:
             log.warning("no leaderboard for run %s: %s", entry.slug, exc)
         else:
@@ -536,8 +537,6 @@ class Catalog:
                 # unique_names may have suffixed equal names; rows follow the peers' order
                 table.loc[mine, "slug"] = [e.slug for e in peers][: int(mine.sum())]
                 out = {"table": table, "leaderboard": ref.leaderboard, "notes": ref.notes}
-        with self._lock:
-            self._reports[key] = out
         return out
 
     def compare(self, slugs: Sequence[str], intersect: bool = False) -> Any:
@@ -552,21 +551,28 @@ class Catalog:
                 f"choose at least two runs to compare, got {len(entries)}; tick two or more "
                 f"runs on the runs page"
             )
-        key = ("compare", tuple(e.slug for e in entries), bool(intersect))
+        return self._memo(
+            ("compare", tuple(e.slug for e in entries), bool(intersect)),
+            lambda: compare(
+                [e.shown_result for e in entries],
+                metrics=None,  # every metric the runs share
+                on_mismatch="intersect" if intersect else "error",
+                queries=self._query_table(),
+            ),
+        )
+
+    def _memo(self, key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
+        """The report, leaderboard or comparison cached under ``key``, else ``compute()``
+        stored under it (the oldest of more than 256 entries dropped)."""
         with self._lock:
             if key in self._reports:
                 return self._reports[key]
-        cmp = compare(
-            [e.shown_result for e in entries],
-            metrics=None,  # every metric the runs share
-            on_mismatch="intersect" if intersect else "error",
-            queries=self._query_table(),
-        )
+        value = compute()
         with self._lock:
-            self._reports[key] = cmp
+            self._reports[key] = value
             while len(self._reports) > 256:
                 self._reports.popitem(last=False)
-        return cmp
+        return value
 
     def _query_table(self) -> Any:
         if not self.query_text:
