@@ -9,7 +9,7 @@ import logging
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -205,8 +205,9 @@ class Catalog:
             return None
 
     @staticmethod
-    def _config_files_of(entry: RunEntry, key: str) -> list[Path]:
-        """Existing files named by ``entry``'s ``config[key]`` (relative to its folder)."""
+    def _config_files_of(entry: RunEntry, key: str, warn_missing: bool = False) -> list[Path]:
+        """Existing files named by ``entry``'s ``config[key]`` (a path or a list of paths;
+        relative ones are relative to its folder); ``warn_missing`` logs the others."""
         value = entry.result.config.get(key)
         found = []
         for v in value if isinstance(value, list) else [value]:
@@ -214,26 +215,19 @@ class Catalog:
                 p = Path(v) if Path(v).is_absolute() else entry.path / v
                 if p.is_file():
                     found.append(p)
+                elif warn_missing:
+                    log.warning("%s names %s, which does not exist", entry.path, v)
         return found
 
     def _config_files(self, key: str, task: str | None = None) -> list[Path]:
-        """Existing files named by ``config[key]`` (a path or a list of paths; relative ones
-        are relative to the folder) in the results (only those of ``task`` when given)."""
-        found = []
-        for entry in self.runs.values():
-            if task is not None and entry.result.config.get("task") != task:
-                continue
-            value = entry.result.config.get(key)
-            values = value if isinstance(value, list) else [value]
-            for v in values:
-                if isinstance(v, str) and v:
-                    p = Path(v)
-                    p = p if p.is_absolute() else entry.path / p
-                    if p.is_file():
-                        found.append(p)
-                    elif task is not None:
-                        log.warning("%s names %s, which does not exist", entry.path, v)
-        return found
+        """:meth:`_config_files_of` over the results (only those of ``task`` when given, and
+        then a file named but missing is logged)."""
+        return [
+            p
+            for entry in self.runs.values()
+            if task is None or entry.result.config.get("task") == task
+            for p in self._config_files_of(entry, key, warn_missing=task is not None)
+        ]
 
     def image(self, image_id: int) -> Path | ParquetImage:
         """Image ``image_id``: its real path under an image root, else its place in a
@@ -496,43 +490,44 @@ class Catalog:
         iconic group with bootstrap intervals (10,000 resamples, seed 0); computed once."""
         from inquire.report.build import DEFAULT_RESAMPLES, build_report
 
-        key = ("report", entry.slug)
-        with self._lock:
-            if key in self._reports:
-                return self._reports[key]
         columns = entry.result.per_query.columns
-        report = build_report(
-            [entry.shown_result],
-            by=[g for g in GROUP_COLUMNS if g in columns],
-            n_resamples=DEFAULT_RESAMPLES,
-            seed=0,
+        return self._memo(
+            ("report", entry.slug),
+            lambda: build_report(
+                [entry.shown_result],
+                by=[g for g in GROUP_COLUMNS if g in columns],
+                n_resamples=DEFAULT_RESAMPLES,
+                seed=0,
+            ),
         )
-        with self._lock:
-            self._reports[key] = report
-        return report
 
     def reference(self, entry: RunEntry) -> dict[str, Any] | None:
         """The published leaderboard of ``entry``'s task beside every run of that task and
         k on this server: ``{"table", "leaderboard", "notes"}`` (see
         :func:`inquire.report.formats.reference_table`), or None when the task has no
         published numbers."""
-        from inquire.report.formats import reference_comparison
         from inquire.report.leaderboard import leaderboard_tasks
 
-        if entry.task not in leaderboard_tasks():
+        task = entry.task
+        if task is None or task not in leaderboard_tasks():
             return None
-        key = ("reference", entry.slug)
-        with self._lock:
-            if key in self._reports:
-                return self._reports[key]  # type: ignore[no-any-return]
+        out: dict[str, Any] | None = self._memo(
+            ("reference", entry.slug), lambda: self._reference(entry, task)
+        )
+        return out
+
+    def _reference(self, entry: RunEntry, task: str) -> dict[str, Any] | None:
+        """:meth:`reference` of ``entry``, whose task is ``task``, computed."""
+        from inquire.report.formats import reference_comparison
+
         peers = [
             e
             for e in self.runs.values()
-            if e.task == entry.task and e.result.k == entry.result.k and "ap" in e.result.metrics
+            if e.task == task and e.result.k == entry.result.k and "ap" in e.result.metrics
         ]
         out: dict[str, Any] | None = None
         try:
-            ref = reference_comparison([e.shown_result for e in peers], entry.task)
+            ref = reference_comparison([e.shown_result for e in peers], task)
         except InputError as exc:
             log.warning("no leaderboard for run %s: %s", entry.slug, exc)
         else:
@@ -542,8 +537,6 @@ class Catalog:
                 # unique_names may have suffixed equal names; rows follow the peers' order
                 table.loc[mine, "slug"] = [e.slug for e in peers][: int(mine.sum())]
                 out = {"table": table, "leaderboard": ref.leaderboard, "notes": ref.notes}
-        with self._lock:
-            self._reports[key] = out
         return out
 
     def compare(self, slugs: Sequence[str], intersect: bool = False) -> Any:
@@ -558,21 +551,28 @@ class Catalog:
                 f"choose at least two runs to compare, got {len(entries)}; tick two or more "
                 f"runs on the runs page"
             )
-        key = ("compare", tuple(e.slug for e in entries), bool(intersect))
+        return self._memo(
+            ("compare", tuple(e.slug for e in entries), bool(intersect)),
+            lambda: compare(
+                [e.shown_result for e in entries],
+                metrics=None,  # every metric the runs share
+                on_mismatch="intersect" if intersect else "error",
+                queries=self._query_table(),
+            ),
+        )
+
+    def _memo(self, key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
+        """The report, leaderboard or comparison cached under ``key``, else ``compute()``
+        stored under it (the oldest of more than 256 entries dropped)."""
         with self._lock:
             if key in self._reports:
                 return self._reports[key]
-        cmp = compare(
-            [e.shown_result for e in entries],
-            metrics=None,  # every metric the runs share
-            on_mismatch="intersect" if intersect else "error",
-            queries=self._query_table(),
-        )
+        value = compute()
         with self._lock:
-            self._reports[key] = cmp
+            self._reports[key] = value
             while len(self._reports) > 256:
                 self._reports.popitem(last=False)
-        return cmp
+        return value
 
     def _query_table(self) -> Any:
         if not self.query_text:

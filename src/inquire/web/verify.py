@@ -244,6 +244,14 @@ class _Resident:
                 self.encoders[model_id] = load_encoder(model_id)
             return self.encoders[model_id]
 
+    def ranking(
+        self, v: Verification, req: SearchRequest
+    ) -> tuple[SearchRequest, CollectionIndex, Encoder]:
+        """What ranks the saved search ``req`` further: the request with its examples as ids
+        (:func:`_stored_examples`), the collection's index and its encoder."""
+        req = SearchRequest(req.text, _stored_examples(v.coll, req.like), req.filters)
+        return req, self.index(v.coll), self.encoder(v.coll.model_id)
+
     @contextmanager
     def verification(self, name: str) -> Iterator[Verification]:
         coll = self.collection(name)
@@ -388,9 +396,7 @@ def make_router(
                     f"ask for offset {ranked} or less"
                 )
             if body.offset + body.limit > ranked:
-                req = SearchRequest(req.text, _stored_examples(v.coll, req.like), req.filters)
-                idx = res.index(v.coll)
-                enc = res.encoder(v.coll.model_id)
+                req, idx, enc = res.ranking(v, req)
                 v.extend(sid, body.offset + body.limit, idx, enc, request=req)
             return _page_of(v, sid, body.offset, body.limit)
 
@@ -406,10 +412,7 @@ def make_router(
         page of the new ranking (from ``after_rank``)."""
         who = str(body.who or inquire_who or "")
         with res.verification(name) as v:
-            req = v.request(sid)
-            req = SearchRequest(req.text, _stored_examples(v.coll, req.like), req.filters)
-            idx = res.index(v.coll)
-            enc = res.encoder(v.coll.model_id)
+            req, idx, enc = res.ranking(v, v.request(sid))
             info = v.learn(sid, idx, body.shown, enc, body.model, who, body.depth, request=req)
             page = _page_of(v, sid, info["after_rank"], body.depth)
         return {**info, "results": page["results"], "ranked": page["ranked"]}
