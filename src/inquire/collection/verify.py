@@ -349,7 +349,7 @@ class Verification:
     ) -> pd.DataFrame:
         """The top ``k`` images by ``vector`` among those passing the search's filters and
         not in ``exclude``, as a result table."""
-        from inquire.collection.search import CollectionSearcher, results_frame
+        from inquire.collection.search import CollectionSearcher
 
         if vector.shape != (index.store.dim,):
             raise InputError(
@@ -360,9 +360,7 @@ class Verification:
         mask = req.filters.mask(index)
         if exclude:
             mask &= ~np.isin(index.image_id, np.fromiter(exclude, np.int64, len(exclude)))
-        scores, ids = CollectionSearcher(index, exact=True).search(vector[None, :], k, mask)
-        keep = ids[0] >= 0
-        return results_frame(index, ids[0][keep], scores[0][keep])
+        return CollectionSearcher(index, exact=True).results(vector, k, mask)
 
     def feedback_vector(
         self,
