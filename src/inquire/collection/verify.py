@@ -288,10 +288,9 @@ class Verification:
 
         query_vector(index, encoder, request.text, request.like)
         request.filters.mask(index)
-        count = "SELECT COUNT(*) FROM searches"
-        before = int(self.conn.execute(count).fetchone()[0])
+        before = self.conn.total_changes
         sid = self.save_search(request, who)
-        is_new = int(self.conn.execute(count).fetchone()[0]) > before
+        is_new = self.conn.total_changes > before  # its INSERT OR IGNORE added the row
         try:
             self.extend(sid, first, index, encoder, request=request)
         except BaseException:
