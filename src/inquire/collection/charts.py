@@ -273,10 +273,3 @@ def trend_figure(trend: pd.DataFrame, title: str = "", by: str | None = None) ->
     h2, l2 = ax2.get_legend_handles_labels()
     fig.legend(h1 + h2, l1 + l2, loc="outside lower center", ncols=2, fontsize=8, frameon=False)
     return fig
-
-
-def trend_png(
-    trend: pd.DataFrame, out: str | os.PathLike[str], title: str = "", by: str | None = None
-) -> Path:
-    """:func:`trend_chart` (kept under its first name; the format follows ``out``'s suffix)."""
-    return trend_chart(trend, out, title, by)

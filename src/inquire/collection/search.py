@@ -142,6 +142,13 @@ class CollectionSearcher:
             scores[short], ids[short] = self._exact(q[short], k, rows, mask)
         return scores, ids
 
+    def results(self, query: np.ndarray, k: int, mask: np.ndarray | None = None) -> pd.DataFrame:
+        """The top ``k`` of one ``query (d,)`` (:meth:`search`) as a result table
+        (:func:`results_frame`; the padding left out, so ``min(k, matches)`` rows)."""
+        scores, ids = self.search(query[None, :], k, mask)
+        keep = ids[0] >= 0
+        return results_frame(self.index, ids[0][keep], scores[0][keep])
+
     def _exact(
         self, q: np.ndarray, k: int, rows: np.ndarray, mask: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -360,9 +367,7 @@ def search(
     q = query_vector(index, encoder, request.text, request.like)
     depth = max(request.k, request.from_k) if request.rerank else request.k
     searcher = CollectionSearcher(index, request.exact, request.nprobe, request.screen)
-    scores, ids = searcher.search(q[None, :], depth, request.filters.mask(index))
-    keep = ids[0] >= 0
-    df = results_frame(index, ids[0][keep], scores[0][keep])
+    df = searcher.results(q, depth, request.filters.mask(index))
     if request.rerank:
         df = rerank_results(
             df,

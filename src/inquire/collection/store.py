@@ -262,9 +262,10 @@ class Collection:
         days = np.full(n, NO_DAY, np.int32)
         lat = np.full(n, np.nan, np.float32)
         lon = np.full(n, np.nan, np.float32)
-        known = df["shard"].map(shard_pos)
-        df = df[known.notna()]
-        pos = df["shard"].map(shard_pos).to_numpy(np.int64) + df["row"].to_numpy(np.int64)
+        start = df["shard"].map(shard_pos)  # NaN: a shard this store does not hold
+        known = start.notna().to_numpy()
+        df = df[known]
+        pos = start[known].to_numpy(np.int64) + df["row"].to_numpy(np.int64)
         image_id[pos] = df["image_id"].to_numpy(np.int64)
         d = pd.to_datetime(df["date"].str.slice(0, 10), format="%Y-%m-%d", errors="coerce")
         has = d.notna().to_numpy()

@@ -288,10 +288,9 @@ class Verification:
 
         query_vector(index, encoder, request.text, request.like)
         request.filters.mask(index)
-        count = "SELECT COUNT(*) FROM searches"
-        before = int(self.conn.execute(count).fetchone()[0])
+        before = self.conn.total_changes
         sid = self.save_search(request, who)
-        is_new = int(self.conn.execute(count).fetchone()[0]) > before
+        is_new = self.conn.total_changes > before  # its INSERT OR IGNORE added the row
         try:
             self.extend(sid, first, index, encoder, request=request)
         except BaseException:
@@ -349,7 +348,7 @@ class Verification:
     ) -> pd.DataFrame:
         """The top ``k`` images by ``vector`` among those passing the search's filters and
         not in ``exclude``, as a result table."""
-        from inquire.collection.search import CollectionSearcher, results_frame
+        from inquire.collection.search import CollectionSearcher
 
         if vector.shape != (index.store.dim,):
             raise InputError(
@@ -360,9 +359,7 @@ class Verification:
         mask = req.filters.mask(index)
         if exclude:
             mask &= ~np.isin(index.image_id, np.fromiter(exclude, np.int64, len(exclude)))
-        scores, ids = CollectionSearcher(index, exact=True).search(vector[None, :], k, mask)
-        keep = ids[0] >= 0
-        return results_frame(index, ids[0][keep], scores[0][keep])
+        return CollectionSearcher(index, exact=True).results(vector, k, mask)
 
     def feedback_vector(
         self,
