@@ -355,6 +355,8 @@ def test_run_simulation_is_the_command_in_one_call(tmp_path: Path) -> None:
         run_simulation(embeddings=tmp_path / "emb")
     with pytest.raises(InputError, match="budget and batch"):
         run_simulation(tmp_path / "b", batch=0)
+    with pytest.raises(UnknownNameError, match="feedback model"):
+        run_simulation(tmp_path / "b", model="rochio")
     assert not (tmp_path / "b").exists()  # refused before any work
     sim, summary = run_simulation(tmp_path / "b", budget=20, model="logistic", out=tmp_path / "o")
     want = simulate_synthetic(tmp_path / "b", budget=20, batch=10, model="logistic")

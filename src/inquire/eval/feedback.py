@@ -181,7 +181,10 @@ class FeedbackSimulation:
         return out
 
 
-def _check_budget(budget: int, batch: int) -> None:
+def _check_settings(budget: int, batch: int, model: str) -> None:
+    """The simulation settings every entry point checks before any work."""
+    if model not in FEEDBACK_MODELS:
+        raise UnknownNameError("feedback model", model, FEEDBACK_MODELS)
     if budget < 1 or batch < 1:
         raise InputError(f"budget and batch must be >= 1, got {budget} and {batch}")
 
@@ -207,9 +210,7 @@ def simulate_feedback(
     Deterministic: no randomness is involved. ``progress``: a bar over the re-ranking
     rounds (each one exact search over the whole store).
     """
-    if model not in FEEDBACK_MODELS:
-        raise UnknownNameError("feedback model", model, FEEDBACK_MODELS)
-    _check_budget(budget, batch)
+    _check_settings(budget, batch, model)
     if budget > len(store):
         raise InputError(
             f"budget {budget} is larger than the collection ({len(store)} images); lower --budget"
@@ -381,10 +382,11 @@ def run_simulation(
     """
     if (synthetic is None) == (embeddings is None):
         raise InputError("give either --synthetic DIR or --embeddings DIR --model ID")
-    _check_budget(budget, batch)
+    model = model or DEFAULT_MODEL
+    _check_settings(budget, batch, model)
     if out is not None and Path(out).exists() and not Path(out).is_dir():
         raise InputError(f"--out {str(out)!r} is a file; give a folder name")
-    kwargs: dict[str, Any] = {"budget": budget, "batch": batch, "model": model or DEFAULT_MODEL}
+    kwargs: dict[str, Any] = {"budget": budget, "batch": batch, "model": model}
     if synthetic is not None:
         sim = simulate_synthetic(synthetic, split, text_noise, seed, **kwargs)
     else:
