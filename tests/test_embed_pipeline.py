@@ -60,7 +60,7 @@ def test_layout_and_equality_with_single_image_forward(model_id, jpegs, tmp_path
     assert man["model_id"] == model_id and man["revision"] == enc.revision
     assert (man["dim"], man["count"], man["precision"], man["complete"]) == (32, 25, "fp32", True)
     assert man["preprocessing"]["mean"] and "Resize" in man["preprocessing"]["transform"]
-    from inquire.embed._torch import file_sha256
+    from inquire._io import file_sha256
 
     for sh in man["shards"]:
         assert sh["sha256_img_emb"] == file_sha256(out / sh["img_emb"])

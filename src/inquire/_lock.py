@@ -21,6 +21,7 @@ import threading
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from inquire.errors import BusyError
 
@@ -57,7 +58,7 @@ def writer_lock(
     path = Path(folder)
     path.mkdir(parents=True, exist_ok=True)
     key = str(path.resolve())
-    if _HELD.get(key) == threading.get_ident():  # this thread already writes here
+    if _held_here(key):  # this thread already writes here
         yield path
         return
     lock = FileLock(str(path / LOCK_FILE))
@@ -86,13 +87,9 @@ def writer_lock(
                 f"{timeout:g} s; run again when it has finished (lock file "
                 f"{str(path / LOCK_FILE)!r}, released when that process ends)"
             ) from None
-    _HELD[key] = threading.get_ident()
-    try:
+    with _holding(key, lock):
         _write_owner(path)
         yield path
-    finally:
-        _HELD.pop(key, None)
-        lock.release()
 
 
 @contextlib.contextmanager
@@ -106,7 +103,7 @@ def try_writer_lock(folder: str | os.PathLike[str]) -> Iterator[bool]:
 
     path = Path(folder)
     key = str(path.resolve())
-    if _HELD.get(key) == threading.get_ident():
+    if _held_here(key):
         yield True
         return
     lock = FileLock(str(path / LOCK_FILE))
@@ -115,9 +112,21 @@ def try_writer_lock(folder: str | os.PathLike[str]) -> Iterator[bool]:
     except (Timeout, OSError):  # busy, or a read-only folder: read without writing
         yield False
         return
+    with _holding(key, lock):
+        yield True
+
+
+def _held_here(key: str) -> bool:
+    """Whether this thread holds the lock of the folder ``key`` (its resolved path)."""
+    return _HELD.get(key) == threading.get_ident()
+
+
+@contextlib.contextmanager
+def _holding(key: str, lock: Any) -> Iterator[None]:
+    """Record the acquired ``lock`` of folder ``key`` as this thread's; release it after."""
     _HELD[key] = threading.get_ident()
     try:
-        yield True
+        yield
     finally:
         _HELD.pop(key, None)
         lock.release()

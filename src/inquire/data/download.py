@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from inquire import config
-from inquire._io import atomic_path, write_json
+from inquire._io import atomic_path, file_sha256, write_json
 from inquire._progress import ByteProgress, hub_tqdm_class
 from inquire.data.registry import Artifact, HubFile, get_artifact, group_members
 from inquire.errors import ChecksumError, DownloadError, InputError
@@ -209,7 +209,7 @@ def _download_verified(
                 f"or put a good copy at {dest})"
             ) from None
     size = dest.stat().st_size
-    digest = known.lower() if known else _sha256(dest)
+    digest = known.lower() if known else file_sha256(dest, CHUNK)
     _record(art.mirror_path, art, dest, size, digest, url)
     log.info("%s: downloaded %d bytes to %s", art.name, size, dest)
     return dest
@@ -302,14 +302,6 @@ def _resolve(name: str | Artifact) -> Artifact:
     return name if isinstance(name, Artifact) else get_artifact(name)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _mismatch(
     art: Artifact, size: int, digest: str | None, record: dict[str, Any] | None = None
 ) -> str | None:
@@ -386,7 +378,7 @@ def _verify_cached(
     )
     if unchanged and not rehash:
         return None
-    digest = _sha256(dest)
+    digest = file_sha256(dest, CHUNK)
     problem = _mismatch(art, stat.st_size, digest, record)
     if problem is None:
         # A file placed by hand (or changed on disk but still correct): trust and record it.
@@ -535,7 +527,7 @@ def _fetch_from_hub(
                 f"could not download artifact {art.name!r} ({where}) from {endpoint}: {exc}. "
                 f"Check the network or HF_ENDPOINT, or set INQUIRE_BASE_URL to a mirror"
             ) from None
-        size, digest = path.stat().st_size, _sha256(path)
+        size, digest = path.stat().st_size, file_sha256(path, CHUNK)
         want = art.sha256 or _hub_etag_sha256(path)
         problem = _mismatch(art, size, digest)
         if problem is None and want is not None and digest != want.lower():

@@ -39,10 +39,9 @@ from typing import Any
 
 import numpy as np
 
-from inquire._io import atomic_open, check_output_folder
+from inquire._io import atomic_open, check_output_folder, file_sha256
 from inquire._lock import writer_lock
 from inquire.embed import folder
-from inquire.embed._torch import file_sha256
 from inquire.embed.base import ImageEncoder
 from inquire.embed.reader import decode_batches
 from inquire.embed.sources import ImageSource, open_source
