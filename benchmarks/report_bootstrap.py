@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from inquire.report.stats import bootstrap_means
+from inquire.stats import bootstrap_means
 
 N_QUERIES, N_METRICS, N_RESAMPLES, SEED = 250, 5, 10000, 0
 

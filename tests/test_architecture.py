@@ -15,7 +15,12 @@ rules (docs/architecture.md, "Import rules"):
   ``__init__`` first, but counting that would make every package that re-exports its own
   modules a cycle;
 - only ``inquire.testing`` itself and ``inquire.demo`` (the demo steps) may import
-  ``inquire.testing``, at any level (type-only imports included).
+  ``inquire.testing``, at any level (type-only imports included);
+- the same holds one level up: collapsing every module into its top-level package
+  (``inquire.eval.feedback`` -> ``inquire.eval``; a top-level module such as ``inquire.run``
+  is its own unit, and so is ``inquire`` itself), the packages form no cycle either. Package
+  A importing B through one module while B imports A through another is a cycle even when no
+  module cycle exists: the two packages cannot be understood, tested or layered apart.
 """
 
 from __future__ import annotations
@@ -248,6 +253,36 @@ def describe_cycle(cycle: list[Import]) -> str:
     return " -> ".join(parts)
 
 
+def package_of(module: str) -> str:
+    """The top-level unit a module belongs to: ``inquire.eval.feedback`` -> ``inquire.eval``,
+    ``inquire.run`` -> ``inquire.run``, ``inquire`` -> ``inquire``."""
+    return ".".join(module.split(".")[:2])
+
+
+def package_graph(graph: dict[str, list[Import]]) -> dict[str, list[Import]]:
+    """The import graph with every module collapsed into :func:`package_of` it:
+    ``{package: [imports of another package]}``. Each import keeps the module and line that
+    make it (``Import.module``); ``Import.target`` is the imported package."""
+    out: dict[str, list[Import]] = {package_of(m): [] for m in graph}
+    for m, imps in graph.items():
+        for imp in imps:
+            src, dst = package_of(m), package_of(imp.target)
+            if src != dst:
+                out[src].append(Import(imp.module, dst, imp.line, imp.lazy, imp.type_only))
+    return out
+
+
+def describe_package_cycle(cycle: list[Import]) -> str:
+    """``inquire.a -> inquire.b (inquire.a.x:line 3, lazy) -> inquire.a (inquire.b.y:line 9)``:
+    the packages, each step with one import that makes it."""
+    parts = [package_of(cycle[0].module)]
+    for imp in cycle:
+        kind = ", lazy" if imp.lazy else ""
+        kind += ", type-only" if imp.type_only else ""
+        parts.append(f"{imp.target} ({imp.module}:line {imp.line}{kind})")
+    return " -> ".join(parts)
+
+
 def _within(module: str, packages: tuple[str, ...]) -> bool:
     return any(module == p or module.startswith(p + ".") for p in packages)
 
@@ -288,6 +323,17 @@ def test_the_package_has_no_import_cycle() -> None:
         pytest.fail(
             "import cycles (break each by moving the shared code down a layer):\n"
             + "\n".join(describe_cycle(c) for c in cycles),
+            pytrace=False,
+        )
+
+
+def test_the_packages_have_no_import_cycle() -> None:
+    cycles = find_cycles(package_graph(import_graph()))
+    if cycles:
+        pytest.fail(
+            "package import cycles (move what both packages need into a lower package or a "
+            "top-level module, e.g. statistics into inquire.stats):\n"
+            + "\n".join(describe_package_cycle(c) for c in cycles),
             pytrace=False,
         )
 
@@ -396,6 +442,35 @@ def test_checker_reports_each_cycle_with_its_path(tmp_path: Path) -> None:
         "inquire.x.p -> inquire.x.r (inquire.x.p:line 2, lazy) -> inquire.x.p (inquire.x.r:line 1)",
         "inquire.y -> inquire.z (inquire.y:line 1) -> inquire.y (inquire.z:line 1)",
     ]
+
+
+def test_checker_sees_package_cycles_that_no_module_cycle_shows(tmp_path: Path) -> None:
+    root = _package(
+        tmp_path,
+        {
+            "__init__.py": "",
+            "run.py": "",
+            "eval/__init__.py": "",
+            "eval/evaluate.py": "from inquire import run\n",
+            "eval/feedback.py": "def f():\n    from inquire.report.stats import ci\n",
+            "report/__init__.py": "",
+            "report/stats.py": "def ci():\n    pass\n",
+            "report/build.py": "from inquire.eval.evaluate import run\n",
+        },
+    )
+    graph = import_graph(root)
+    assert find_cycles(graph) == []  # no module imports itself through others
+    packages = package_graph(graph)
+    assert sorted(packages) == ["inquire", "inquire.eval", "inquire.report", "inquire.run"]
+    (cycle,) = find_cycles(packages)
+    assert describe_package_cycle(cycle) == (
+        "inquire.eval -> inquire.report (inquire.eval.feedback:line 2, lazy) -> inquire.eval "
+        "(inquire.report.build:line 1)"
+    )
+    # Statistics moved below both packages: no cycle left, and eval -> run is no edge back.
+    (root / "stats.py").write_text("def ci():\n    pass\n")
+    (root / "eval" / "feedback.py").write_text("def f():\n    from inquire.stats import ci\n")
+    assert find_cycles(package_graph(import_graph(root))) == []
 
 
 def test_checker_flags_testing_imports_outside_demo_and_testing(tmp_path: Path) -> None:

@@ -198,7 +198,7 @@ def test_trend_counts_and_intervals(coll) -> None:
     assert t["group"].tolist() == sorted(t["group"])
     region = v.trend(sid, "region")
     assert region["inspected"].sum() == 30 and "unknown" in set(region["group"]) | {"unknown"}
-    assert "<rect" in trend_svg(t, "t") and "no marks yet" in trend_svg(t.head(0), "t")
+    assert "verified positives" in trend_svg(t, "t") and "no marks yet" in trend_svg(t.head(0))
     with pytest.raises(UnknownNameError, match="trend grouping"):
         v.trend(sid, "weekday")
     with pytest.raises(InputError, match="not one of"):

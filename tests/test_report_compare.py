@@ -14,7 +14,7 @@ from scipy import stats as sps
 from inquire.errors import InputError, UnknownNameError
 from inquire.report import compare
 from inquire.report.formats import comparison_csv, comparison_html, comparison_markdown
-from inquire.report.stats import holm
+from inquire.stats import holm
 from inquire.testing.report_results import make_result
 
 A = [0.9, 0.4, 0.7, 0.3, 0.8, 0.5]

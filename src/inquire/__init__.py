@@ -6,6 +6,6 @@ index is used.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from inquire._version import __version__
 
 __all__ = ["__version__"]

@@ -12,7 +12,7 @@ import os
 
 import typer
 
-from inquire import __version__
+from inquire._version import __version__
 
 app = typer.Typer(
     name="inquire",

@@ -1,5 +1,5 @@
-"""Charts of verification results: inline SVG for the web page, PNG/JPEG/SVG/PDF files
-(matplotlib) for ``inquire trend --out``.
+"""Charts of verification results: the trend chart (one matplotlib figure: inline SVG for the
+web page, PNG/JPEG/SVG/PDF files for ``inquire trend --out``) and the search-efficiency curve.
 
 The trend chart shows verified positives per group as bars (left axis, whole counts) and the
 share of inspected images that were positive as points with 95% Wilson intervals (right
@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import math
 import os
-from html import escape
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from inquire._io import atomic_path
-from inquire.collection.store import records
 from inquire.errors import InputError
 
 TIME_GROUPINGS = ("month", "year", "month-of-year")
@@ -78,96 +76,23 @@ def undated_note(trend: pd.DataFrame) -> str:
     )
 
 
-def _count_ticks(ymax: int) -> list[int]:
-    """Whole-number ticks from 0 to at least ``ymax`` (at most ~5 of them)."""
-    step = max(1, math.ceil(ymax / 4))
-    return list(range(0, step * math.ceil(max(ymax, 1) / step) + 1, step))
+def trend_svg(trend: pd.DataFrame, title: str = "", by: str | None = None) -> str:
+    """The chart of :func:`trend_figure` as an ``<svg>`` string for the web page (no scripts,
+    no CDN): the same figure ``inquire trend --out`` writes, drawn by the same code.
 
-
-def trend_svg(
-    trend: pd.DataFrame,
-    title: str = "",
-    width: int = 720,
-    height: int = 300,
-    by: str | None = None,
-) -> str:
-    """An ``<svg>`` string of :meth:`Verification.trend`'s table (no scripts, no CDN).
-
-    ``by``: the grouping; time groupings get every period as a slot (gaps visible).
+    Text stays text (``svg.fonttype`` ``none``; matplotlib escapes it), element ids are
+    salted and the date left out, so the same table gives the same bytes.
     """
-    trend = fill_time_gaps(trend, by)
-    note = undated_note(trend)
-    left, right, top, bottom = 52, 52, 28, 78 + (14 if note else 0)
-    pw, ph = width - left - right, height - top - bottom
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title or "trend")}" '
-        'font-family="sans-serif" font-size="11">',
-        f'<text x="{left}" y="16" font-size="13" font-weight="bold">{escape(title)}</text>',
-        f'<line x1="{left}" y1="{top + ph}" x2="{left + pw}" y2="{top + ph}" stroke="#444"/>',
-    ]
-    n = len(trend)
-    if n == 0:
-        parts.append(f'<text x="{left + 10}" y="{top + ph / 2}">no marks yet</text>')
-        if note:
-            parts.append(f'<text x="{left}" y="{height - 4}">{escape(note)}</text>')
-        return "".join(parts) + "</svg>"
-    ticks = _count_ticks(int(trend["positives"].max()))
-    ymax = ticks[-1]
-    for tick in ticks:
-        y = top + ph - ph * tick / ymax
-        parts.append(
-            f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{tick}</text>'
-            f'<line x1="{left}" y1="{y:.1f}" x2="{left + pw}" y2="{y:.1f}" stroke="#ddd"/>'
-        )
-    for share in (0.0, 0.5, 1.0):
-        y = top + ph - share * ph
-        parts.append(f'<text x="{left + pw + 6}" y="{y + 4:.1f}">{share:.0%}</text>')
-    parts.append(
-        f'<text transform="translate(12,{top + ph / 2}) rotate(-90)" text-anchor="middle" '
-        f'fill="#4d7a40">verified positives</text>'
-        f'<text transform="translate({width - 8},{top + ph / 2}) rotate(90)" '
-        f'text-anchor="middle" fill="#b03a2e">share of inspected</text>'
-    )
-    slot = pw / n
-    bw = max(2.0, slot * 0.6)
-    labels = _slot_labels([str(g) for g in trend["group"]], by)
-    every = max(1, math.ceil(n / 24))
-    for i, r in enumerate(records(trend)):
-        x = left + i * slot + (slot - bw) / 2
-        h = ph * r["positives"] / ymax
-        cx = left + (i + 0.5) * slot
-        label = escape(labels[i])
-        if r["inspected"]:
-            tip = (
-                f"{label}: {r['positives']} of {r['inspected']} inspected ({r['share']:.0%}, "
-                f"95% CI {r['ci_low']:.0%}-{r['ci_high']:.0%})"
-            )
-            y_lo, y_hi, y_p = (top + ph - v * ph for v in (r["ci_low"], r["ci_high"], r["share"]))
-            parts.append(
-                f'<g class="bar"><title>{tip}</title>'
-                f'<rect x="{x:.1f}" y="{top + ph - h:.1f}" width="{bw:.1f}" height="{h:.1f}" '
-                'fill="#6a9f58"/>'
-                f'<line x1="{cx:.1f}" y1="{y_lo:.1f}" x2="{cx:.1f}" y2="{y_hi:.1f}" '
-                'stroke="#b03a2e"/>'
-                f'<circle cx="{cx:.1f}" cy="{y_p:.1f}" r="3" fill="#b03a2e"/></g>'
-            )
-        else:
-            parts.append(f'<g class="gap"><title>{label}: nothing inspected</title></g>')
-        if i % every == 0:
-            parts.append(
-                f'<text transform="translate({cx:.1f},{top + ph + 10}) rotate(40)" '
-                f'font-size="10">{label[:18]}</text>'
-            )
-    legend_y = height - 4 - (14 if note else 0)
-    parts.append(
-        f'<text x="{left}" y="{legend_y}" fill="#4d7a40">bars: verified positives</text>'
-        f'<text x="{left + pw}" y="{legend_y}" text-anchor="end" fill="#b03a2e">'
-        "points: share of inspected, 95% Wilson CI</text>"
-    )
-    if note:
-        parts.append(f'<text x="{left}" y="{height - 4}">{escape(note)}</text>')
-    return "".join(parts) + "</svg>"
+    import io
+
+    import matplotlib
+
+    fig = trend_figure(trend, title, by)
+    buf = io.StringIO()
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "inquire"}):
+        fig.savefig(buf, format="svg", metadata={"Date": None})
+    text = buf.getvalue()
+    return text[text.index("<svg") :]  # inline: no XML prolog or doctype
 
 
 def efficiency_svg(curve: list[tuple[int, int]], width: int = 360, height: int = 220) -> str:
@@ -211,28 +136,29 @@ def trend_chart(
     the axes, clear of the data. Returns ``out``.
     """
     fmt = chart_format(out)
-    import matplotlib.pyplot as plt
-
     fig = trend_figure(trend, title, by)
     out = Path(out)
     with atomic_path(out) as tmp:
         kw = {"pil_kwargs": {"quality": 90}} if fmt == "jpeg" else {}
         fig.savefig(tmp, format=fmt, **kw)
-    plt.close(fig)
     return out
 
 
 def trend_figure(trend: pd.DataFrame, title: str = "", by: str | None = None) -> Any:
-    """The matplotlib ``Figure`` of :func:`trend_chart` (the caller closes it)."""
-    import matplotlib
+    """The matplotlib ``Figure`` of :func:`trend_chart` and :func:`trend_svg`.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Built as a :class:`~matplotlib.figure.Figure` with its own Agg canvas: no pyplot state, no
+    backend switch (a caller's ``matplotlib`` settings stay as they were), nothing to close.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator, PercentFormatter
 
     t = fill_time_gaps(trend, by)
     n = len(t)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.35 * n + 2), 4.6), dpi=120, layout="constrained")
+    fig = Figure(figsize=(max(6.0, 0.35 * n + 2), 4.6), dpi=120, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
     x = list(range(n))
     ax.bar(x, t["positives"].astype(int), color="#6a9f58", label="verified positives")
     ax.set_ylabel("verified positives")

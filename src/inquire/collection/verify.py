@@ -44,6 +44,7 @@ from inquire.collection.search import SearchRequest, search
 from inquire.collection.store import Collection, CollectionIndex, connect, records
 from inquire.embed.base import Encoder
 from inquire.errors import InputError, UnknownNameError
+from inquire.stats import wilson_interval
 
 MARKS = ("relevant", "not_relevant", "unsure")
 EXPORT_COLUMNS = [
@@ -59,7 +60,6 @@ EXPORT_COLUMNS = [
     "who",
     "when",
 ]
-Z95 = 1.959963984540054
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS searches (
@@ -99,24 +99,6 @@ def check_who(who: str) -> str:
             f"user name {who!r} is not usable; give 1-64 printable characters (e.g. your initials)"
         )
     return who
-
-
-def wilson_interval(k: Any, n: Any, z: float = Z95) -> tuple[np.ndarray, np.ndarray]:
-    """Wilson score interval of a binomial proportion ``k / n`` (arrays or scalars).
-
-    ``centre = (p + z²/2n) / (1 + z²/n)``, ``half = z sqrt(p(1-p)/n + z²/4n²) / (1 + z²/n)``;
-    ``n = 0`` gives ``(0, 1)``.
-    """
-    k = np.asarray(k, np.float64)
-    n = np.asarray(n, np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        p = np.where(n > 0, k / n, 0.0)
-        denom = 1 + z * z / n
-        centre = (p + z * z / (2 * n)) / denom
-        half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-        lo = np.where(n > 0, np.clip(centre - half, 0, 1), 0.0)
-        hi = np.where(n > 0, np.clip(centre + half, 0, 1), 1.0)
-    return lo, hi
 
 
 def _region(df: pd.DataFrame, deg: int = 10) -> pd.Series:

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from inquire import __version__
 from inquire._io import atomic_open, check_output_folder, write_json
+from inquire._version import __version__
 from inquire.data.qrels import Qrels
 from inquire.data.queries import QUERY_COLUMNS, UNKNOWN_GROUP
 from inquire.errors import InputError

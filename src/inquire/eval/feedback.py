@@ -10,7 +10,7 @@ and shows the next batch. The static ranking is the first search's order, never 
 For query ``q`` the curve ``found_q(n)`` is the number of relevant images among the first
 ``n`` inspected. The summary reports, per group of queries (e.g. supercategory), the mean of
 ``found_q(n)`` at ``n`` in (25, 50, 100, 200) for both strategies, with percentile bootstrap
-intervals over queries (:func:`inquire.report.stats.bootstrap_ci`), and the ratio of the two
+intervals over queries (:func:`inquire.stats.bootstrap_ci`), and the ratio of the two
 means.
 
 Every round is one exact top-k search for all queries together over the embedding store
@@ -77,7 +77,7 @@ class FeedbackSimulation:
         ``checkpoints``: numbers of images inspected (default :data:`CHECKPOINTS` up to the
         budget, and the budget); those beyond the budget are left out.
         """
-        from inquire.report.stats import bootstrap_ci
+        from inquire.stats import bootstrap_ci
 
         if by is not None and by not in self.queries.columns:
             raise InputError(
@@ -115,15 +115,15 @@ class FeedbackSimulation:
     def plot(self, path: str | os.PathLike[str] | None = None) -> Any:
         """Mean positives found vs images inspected, both strategies, with 95% bootstrap
         bands; saved to ``path`` (PNG/SVG/PDF by suffix) when given. Returns the figure."""
-        import matplotlib
+        # A Figure of its own (no pyplot, no backend switch): the caller's matplotlib state
+        # is left as it was.
+        from matplotlib.figure import Figure
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        from inquire.report.stats import bootstrap_means
+        from inquire.stats import bootstrap_means
 
         x = np.arange(1, self.budget + 1)
-        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        fig = Figure(figsize=(6.4, 4.2))
+        ax = fig.subplots()
         for label, curves, colour in (
             ("static ranking", self.static, "#7f7f7f"),
             (f"feedback ({self.config.get('model', DEFAULT_MODEL)})", self.feedback, "#1f77b4"),

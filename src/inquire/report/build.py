@@ -20,7 +20,7 @@ from inquire.errors import InputError, UnknownNameError
 from inquire.eval.evaluate import GROUP_COLUMNS, RUN_FILE, EvalResult
 from inquire.metrics import scale
 from inquire.report.leaderboard import Leaderboard, load_leaderboard
-from inquire.report.stats import bootstrap_ci
+from inquire.stats import bootstrap_ci
 
 log = logging.getLogger(__name__)
 

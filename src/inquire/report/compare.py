@@ -28,7 +28,7 @@ from inquire.errors import InputError, UnknownNameError
 from inquire.eval.evaluate import GROUP_COLUMNS, EvalResult
 from inquire.metrics import scale
 from inquire.report.build import check_same_k, common_metrics, load_results, unique_names
-from inquire.report.stats import (
+from inquire.stats import (
     EXACT_MAX_N,
     holm,
     paired_permutation_test,

@@ -1,8 +1,11 @@
-"""Statistics over per-query scores: bootstrap intervals and paired significance tests.
+"""Statistics: bootstrap intervals, paired significance tests, Holm's correction and Wilson
+intervals of proportions.
 
-Every function takes per-query values (one number per query, the unit the benchmark samples)
-and is vectorised with numpy. Randomised procedures take an explicit ``seed`` and a stated
-number of resamples, so a report can be reproduced exactly.
+The bootstrap and the paired tests take per-query values (one number per query, the unit the
+benchmark samples); :func:`wilson_interval` takes counts. Everything is vectorised with
+numpy. Randomised procedures take an explicit ``seed`` and a stated number of resamples, so a
+result can be reproduced exactly. Nothing here knows about runs, reports or collections: the
+evaluation, the reports and the verification statistics all build on it.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -22,6 +26,8 @@ _CHUNK_ROWS = 2048
 TIE_TOLERANCE = 1e-12
 # Exact enumeration of 2**n sign patterns up to this many non-zero differences.
 EXACT_MAX_N = 20
+# The standard normal quantile of a two-sided 95% interval.
+Z95 = 1.959963984540054
 
 
 def _as_matrix(values: np.ndarray | Sequence[float]) -> tuple[np.ndarray, bool]:
@@ -237,3 +243,25 @@ def wins_losses_ties(
     wins = int(np.count_nonzero(d > tol))
     losses = int(np.count_nonzero(d < -tol))
     return wins, losses, len(d) - wins - losses
+
+
+def wilson_interval(k: Any, n: Any, z: float = Z95) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score interval of a binomial proportion ``k / n`` (arrays or scalars).
+
+    With ``p = k / n``:
+
+        centre = (p + z²/2n) / (1 + z²/n),   half = z sqrt(p(1-p)/n + z²/4n²) / (1 + z²/n)
+
+    and ``(lo, hi) = (centre - half, centre + half)`` clipped to [0, 1]; ``n = 0`` gives
+    ``(0, 1)``. Returns two float64 arrays of the broadcast shape of ``k`` and ``n``.
+    """
+    k = np.asarray(k, np.float64)
+    n = np.asarray(n, np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = np.where(n > 0, k / n, 0.0)
+        denom = 1 + z * z / n
+        centre = (p + z * z / (2 * n)) / denom
+        half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+        lo = np.where(n > 0, np.clip(centre - half, 0, 1), 0.0)
+        hi = np.where(n > 0, np.clip(centre + half, 0, 1), 1.0)
+    return lo, hi

@@ -9,12 +9,13 @@ import pytest
 from scipy import stats as sps
 
 from inquire.errors import InputError
-from inquire.report.stats import (
+from inquire.stats import (
     bootstrap_ci,
     bootstrap_means,
     holm,
     paired_permutation_test,
     paired_t_test,
+    wilson_interval,
     wins_losses_ties,
 )
 
@@ -141,3 +142,12 @@ def test_holm_hand_computed() -> None:
 
 def test_wins_losses_ties() -> None:
     assert wins_losses_ties([0.5, 0.2, 0.3, 0.9], [0.4, 0.2, 0.6, 0.1]) == (2, 1, 1)
+
+
+def test_wilson_interval_matches_scipy() -> None:
+    for k, n in [(0, 1), (1, 1), (3, 10), (7, 9), (50, 200), (0, 25)]:
+        ci = sps.binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+        lo, hi = wilson_interval(k, n)
+        assert (float(lo), float(hi)) == pytest.approx((ci.low, ci.high), abs=1e-9)
+    lo, hi = wilson_interval(np.array([0, 4]), np.array([0, 4]))  # n = 0: nothing known
+    assert lo.tolist() == [0.0, pytest.approx(0.5101, abs=1e-4)] and hi.tolist() == [1.0, 1.0]
