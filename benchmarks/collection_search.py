@@ -2,8 +2,8 @@
 
 Builds (once, cached under --out) a collection of N random L2-normalised float16 vectors of
 dimension D in the clip-retrieval layout, with a database of dates (2015-2024), taxa (2,000
-species in 40 classes) and coordinates, then times ``masked_search`` (mask built from the
-filters inside the timing) on the resident index, side by side with the obvious method
+species in 40 classes) and coordinates, then times ``CollectionSearcher.search`` (mask built
+from the filters inside the timing) on the resident index, side by side with the obvious method
 (convert the whole matrix to float32, score, mask, full argsort) on the same queries; the
 two must return the same ids. Then builds the collection's faiss index (``--factory``, through
 ``inquire.collection.ann.ensure_index``, cached) and times the faiss path (filters as an
@@ -117,7 +117,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from inquire.collection import open_collection, parse_filters
-    from inquire.collection.search import masked_search
+    from inquire.collection.search import CollectionSearcher
 
     root = args.out / f"n{args.n}-d{args.dim}"
     print(f"building {args.n:,} x {args.dim} float16 collection under {root} (cached) ...")
@@ -145,13 +145,13 @@ def main() -> None:
     queries = rng.standard_normal((args.repeats, index.store.dim)).astype(np.float32)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     t0 = time.perf_counter()
-    masked_search(index, queries[:1], args.k)
+    CollectionSearcher(index).search(queries[:1], args.k)
     print(f"first (cold) query, no filter: {time.perf_counter() - t0:.2f} s (page faults)")
     # A served collection stays resident: warm the page cache until a full pass is steady.
     warm = []
     for _ in range(12):
         t0 = time.perf_counter()
-        masked_search(index, queries[:1], args.k)
+        CollectionSearcher(index).search(queries[:1], args.k)
         warm.append(time.perf_counter() - t0)
         if len(warm) >= 3 and max(warm[-2:]) < 1.3 * min(warm):
             break
@@ -161,7 +161,7 @@ def main() -> None:
         times, found = [], []
         for q in queries:
             t0 = time.perf_counter()
-            _, ids = masked_search(index, q[None], args.k, f.mask(index))
+            _, ids = CollectionSearcher(index).search(q[None], args.k, f.mask(index))
             times.append(time.perf_counter() - t0)
             found.append(ids[0][ids[0] >= 0].tolist())
         results[label] = (int(f.mask(index).sum()), statistics.median(times), found)
@@ -187,7 +187,7 @@ def faiss_path(root: Path, args, queries: np.ndarray, cases: dict, results: dict
     """The faiss index with the filters as an ID selector: latency and recall@k vs exact."""
     from inquire.collection import open_collection
     from inquire.collection.ann import ensure_index
-    from inquire.collection.search import masked_search
+    from inquire.collection.search import CollectionSearcher
     from inquire.collection.store import transaction
     from inquire.index.ann import recall_at_k
 
@@ -204,7 +204,7 @@ def faiss_path(root: Path, args, queries: np.ndarray, cases: dict, results: dict
         raise SystemExit("the faiss index was not loaded")
     probes = [int(x) for x in args.nprobe.split(",")]
     for nprobe in probes:  # warm the memory-mapped inverted lists
-        masked_search(index, queries[:2], args.k, nprobe=nprobe)
+        CollectionSearcher(index, nprobe=nprobe).search(queries[:2], args.k)
     k = args.k
     header = f"{'filter':28s} {'exact (s)':>10s}"
     for nprobe in probes:
@@ -221,7 +221,7 @@ def faiss_path(root: Path, args, queries: np.ndarray, cases: dict, results: dict
             times, approx = [], []
             for q in queries:
                 t0 = time.perf_counter()
-                _, ids = masked_search(index, q[None], k, f.mask(index), nprobe=nprobe)
+                _, ids = CollectionSearcher(index, nprobe=nprobe).search(q[None], k, f.mask(index))
                 times.append(time.perf_counter() - t0)
                 approx.append(ids[0][ids[0] >= 0])
             a = np.full((len(queries), k), -1, np.int64)
@@ -256,7 +256,7 @@ def dense_settings(index, queries: np.ndarray) -> None:
             times = []
             for q in queries[:5]:
                 t0 = time.perf_counter()
-                sm.masked_search(index, q[None], 100)
+                sm.CollectionSearcher(index).search(q[None], 100)
                 times.append(time.perf_counter() - t0)
             t = statistics.median(times)
             base = base or t

@@ -21,7 +21,7 @@ from inquire.collection import (
     update_collection,
 )
 from inquire.collection import ann as coll_ann
-from inquire.collection.search import masked_search
+from inquire.collection.search import CollectionSearcher
 from inquire.embed.folder import write_shard
 from inquire.errors import InputError
 from inquire.index.ann import recall_at_k
@@ -73,8 +73,8 @@ def test_probing_every_list_equals_the_exact_filtered_search(coll_with_ivf):
     assert index.ann is not None and index.ann.index.nlist == NLIST
     q = _queries(6)
     for label, mask in _masks(index).items():
-        approx = _lists(masked_search(index, q, 15, mask, nprobe=NLIST))
-        exact = _lists(masked_search(index, q, 15, mask, exact=True))
+        approx = _lists(CollectionSearcher(index, nprobe=NLIST).search(q, 15, mask))
+        exact = _lists(CollectionSearcher(index, exact=True).search(q, 15, mask))
         for (ai, asc), (ei, esc) in zip(approx, exact, strict=True):
             assert ai.tolist() == ei.tolist(), label
             np.testing.assert_allclose(asc, esc, atol=1e-5)
@@ -105,9 +105,9 @@ def test_fewer_probes_recall_is_measured_and_results_are_never_short(coll_with_i
     lines = []
     for label, mask in _masks(index).items():
         sel = index.valid if mask is None else mask & index.valid
-        exact = _lists(masked_search(index, q, k, mask, exact=True))
+        exact = _lists(CollectionSearcher(index, exact=True).search(q, k, mask))
         for nprobe in (1, 2, NLIST):
-            approx = _lists(masked_search(index, q, k, mask, nprobe=nprobe))
+            approx = _lists(CollectionSearcher(index, nprobe=nprobe).search(q, k, mask))
             for ids, _ in approx:
                 # Filters inside the search: always min(k, selected) hits, all passing it.
                 assert len(ids) == min(k, int(sel.sum()))
@@ -142,14 +142,14 @@ def test_index_follows_the_collection(coll_with_ivf, tmp_path, caplog):
     assert st.removed == 1 and st.index == f"kept IVF{NLIST},Flat"
     index = coll.index()
     q = index.vectors(gone)  # the deleted image's own vector: it would rank first
-    ids, _ = _lists(masked_search(index, q, 5, nprobe=NLIST))[0]
+    ids, _ = _lists(CollectionSearcher(index, nprobe=NLIST).search(q, 5))[0]
     assert gone_id not in ids.tolist() and len(ids) == 5
     # Embeddings changed behind the index's back (an interrupted update): exact search.
     write_shard(coll.emb_dir, 99, q, ["ghost.jpg"], [10**6])
     with caplog.at_level(logging.WARNING):
         stale = coll.index()
     assert stale.ann is None and "does not match the embeddings" in caplog.text
-    assert len(_lists(masked_search(stale, q, 5))[0][0]) == 5
+    assert len(_lists(CollectionSearcher(stale).search(q, 5))[0][0]) == 5
     (coll.emb_dir / "img_emb" / "img_emb_99.npy").unlink()
     (coll.emb_dir / "metadata" / "metadata_99.parquet").unlink()
     _, st = update_collection("big", encoder=enc)
@@ -183,10 +183,10 @@ def test_index_settings_and_errors(tmp_path):
         index = coll.index()
         mask = np.zeros(len(index), bool)
         mask[::3] = True
-        for ids, _ in _lists(masked_search(index, _queries(3), 6, mask)):
+        for ids, _ in _lists(CollectionSearcher(index).search(_queries(3), 6, mask)):
             assert len(ids) == 6 and mask[index.rows_of(ids)].all()
     with pytest.raises(InputError, match="nprobe must be at least 1"):
-        masked_search(coll.index(), _queries(1), 5, nprobe=0)
+        CollectionSearcher(coll.index(), nprobe=0).search(_queries(1), 5)
     assert coll_ann.auto_factory(coll_ann.AUTO_INDEX_ROWS - 1) is None
     assert coll_ann.auto_factory(4_000_000) == "IVF8192,Flat"
     assert coll_ann.auto_factory(coll_ann.AUTO_INDEX_ROWS) == "IVF4096,Flat"

@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 
 from inquire.cli import app
 from inquire.collection import (
+    CollectionSearcher,
     SearchRequest,
     create_collection,
-    masked_search,
     parse_filters,
     search,
 )
@@ -115,13 +115,17 @@ def test_filtered_search_matches_brute_force(mixed, monkeypatch, path: str) -> N
         for k in (1, 5, 200):
             q = rng.standard_normal(16).astype(np.float32)
             q /= np.linalg.norm(q)
-            ids, scores = _lists(masked_search(index, q[None], k, filters.mask(index)))[0]
+            ids, scores = _lists(CollectionSearcher(index).search(q[None], k, filters.mask(index)))[
+                0
+            ]
             ref_ids, ref_scores = brute_force(coll, q, k, **f)
             assert ids.tolist() == ref_ids, (f, k)
             assert np.allclose(scores, ref_scores, atol=1e-5)
     # The filter is applied BEFORE the top-k: a rare taxon still fills k results.
     butterflies = parse_filters(["Danaus"])
-    ids, _ = _lists(masked_search(index, enc.encode_text(["x"]), 6, butterflies.mask(index)))[0]
+    ids, _ = _lists(
+        CollectionSearcher(index).search(enc.encode_text(["x"]), 6, butterflies.mask(index))
+    )[0]
     assert len(ids) == 6
 
 
@@ -154,7 +158,7 @@ def test_search_by_example_and_combined_query(mixed) -> None:
     e /= np.linalg.norm(e)
     q = (t + e) / np.linalg.norm(t + e)
     both = search(index, SearchRequest("orange wings", like=(int(some["image_id"]),), k=5), enc)
-    ids, scores = _lists(masked_search(index, q[None], 5))[0]
+    ids, scores = _lists(CollectionSearcher(index).search(q[None], 5))[0]
     assert both["image_id"].tolist() == ids.tolist()
     assert np.allclose(both["score"], scores)
 
@@ -187,7 +191,7 @@ def test_search_errors(mixed) -> None:
     with pytest.raises(InputError, match="leaves the images folder"):
         parse_filters(under="../elsewhere")
     with pytest.raises(InputError, match="k must be a positive integer"):
-        masked_search(index, enc.encode_text(["a"]), 0)
+        CollectionSearcher(index).search(enc.encode_text(["a"]), 0)
 
 
 def test_cli_search_outputs(tmp_path: Path) -> None:

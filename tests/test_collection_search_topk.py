@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inquire.collection import create_collection, masked_search
+from inquire.collection import CollectionSearcher, create_collection
 from inquire.embed.store import EmbeddingStore
 from inquire.errors import InputError
 from inquire.index.exact import search
@@ -31,7 +31,7 @@ def test_masked_search_with_full_mask_equals_exact_search_on_ties(tmp_path: Path
     store: EmbeddingStore = index.store
     q = random_unit(4, store.dim, seed=5)
     for k in (1, 5, 13, len(store), len(store) + 4):
-        got_s, got_i = masked_search(index, q, k, mask=np.ones(len(store), bool), exact=True)
+        got_s, got_i = CollectionSearcher(index, exact=True).search(q, k, np.ones(len(store), bool))
         scores, rows = search(store, q, k)
         assert got_s.shape == got_i.shape == (len(q), k)  # both pad past N with -1 / -inf
         for r in range(len(q)):
@@ -69,6 +69,6 @@ def test_masked_search_refuses_nan_queries_like_exact_search(tmp_path: Path) -> 
     index = coll.index()
     bad = np.full((1, index.store.dim), np.nan, np.float32)
     with pytest.raises(InputError, match="NaN"):
-        masked_search(index, bad, 3, exact=True)
+        CollectionSearcher(index, exact=True).search(bad, 3)
     with pytest.raises(InputError, match="NaN"):
         search(index.store, bad, 3)

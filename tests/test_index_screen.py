@@ -205,7 +205,7 @@ def test_collection_masked_search_screened(tmp_path, monkeypatch):
     """The collection's filtered exact search, screened, equals its float32 result."""
     import importlib
 
-    from inquire.collection import create_collection, masked_search, parse_filters
+    from inquire.collection import CollectionSearcher, create_collection, parse_filters
     from inquire.testing.collection_encoder import (
         PixelHashEncoder,
         make_inat_tree,
@@ -223,7 +223,7 @@ def test_collection_masked_search_screened(tmp_path, monkeypatch):
     for taxa in ((), ("Aves",)):
         mask = parse_filters(list(taxa)).mask(index)
         for k in (1, 5, 200):
-            got = _lists(masked_search(index, q, k, mask, screen="bf16"))
+            got = _lists(CollectionSearcher(index, screen="bf16").search(q, k, mask))
             rows = np.flatnonzero(mask & index.valid)
             vec = np.stack([index.store.row(int(r)) for r in rows]).astype(np.float32)
             ids = index.image_id[rows]

@@ -24,8 +24,9 @@ from fastapi.testclient import TestClient
 
 from inquire.data.rerank_set import read_rerank_set, write_synthetic_rerank_set
 from inquire.eval.rerank import evaluate_rerank
+from inquire.metrics import format_value
 from inquire.report import build_report, compare, load_leaderboard
-from inquire.report.formats import fmt_cell, fmt_p, fmt_value
+from inquire.report.formats import fmt_cell, fmt_p
 from inquire.stats import holm
 from inquire.testing.web_client import page_client
 from inquire.testing.web_fixtures import WebFixture, build_web_fixture
@@ -130,7 +131,7 @@ def test_run_page_shows_the_published_leaderboard_beside_the_runs(
     assert len(published) == len(lb.table) and len(mine) == 2
     for r, want in zip(published, lb.table.to_dict("records"), strict=True):
         assert r[1] == want["method"]
-        assert r[2:] == [fmt_value("ap", want[c]) for c in lb.columns]
+        assert r[2:] == [format_value("ap", want[c]) for c in lb.columns]
     for r, folder in zip(mine, fx.results, strict=True):
         pq_ = pd.read_csv(folder / "per_query.csv", keep_default_na=False)
         assert r[1] == folder.name

@@ -104,6 +104,7 @@ def print_report(console: Any, report: Any) -> None:
     from rich.text import Text
 
     from inquire.cli._render import Col, print_records
+    from inquire.metrics import format_value
     from inquire.report import formats as F
     from inquire.report.build import LEVEL_TITLES
 
@@ -140,7 +141,7 @@ def print_report(console: Any, report: Any) -> None:
         ]
         rows = [
             [str(r["source"]), str(r["method"])]
-            + [F.fmt_value(report.reference.metric, r[c]) for c in ref.columns[2:]]
+            + [format_value(report.reference.metric, r[c]) for c in ref.columns[2:]]
             for _, r in ref.iterrows()
         ]
         print_records(

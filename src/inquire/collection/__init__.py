@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from inquire.collection.filters import Filters, parse_filters
 from inquire.collection.ingest import UpdateStats, create_collection, update_collection
-from inquire.collection.search import CollectionSearcher, SearchRequest, masked_search, search
+from inquire.collection.search import CollectionSearcher, SearchRequest, search
 from inquire.collection.store import (
     Collection,
     CollectionIndex,
@@ -25,7 +25,6 @@ __all__ = [
     "create_collection",
     "delete_collection",
     "list_collections",
-    "masked_search",
     "open_collection",
     "parse_filters",
     "search",

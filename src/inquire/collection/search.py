@@ -175,23 +175,6 @@ class CollectionSearcher:
         return topk(scores, index.image_id[rows], k)
 
 
-def masked_search(
-    index: CollectionIndex,
-    queries: np.ndarray,
-    k: int,
-    mask: np.ndarray | None = None,
-    exact: bool = False,
-    nprobe: int | None = None,
-    screen: str = "auto",
-) -> tuple[np.ndarray, np.ndarray]:
-    """``CollectionSearcher(index, exact, nprobe, screen).search(queries, k, mask)``.
-
-    Returns ``scores (nq, k) float32`` and image ``ids (nq, k) int64``, padded with
-    ``-inf`` / ``-1`` (see :class:`CollectionSearcher`).
-    """
-    return CollectionSearcher(index, exact, nprobe, screen).search(queries, k, mask)
-
-
 @dataclass
 class SearchRequest:
     """One search: text and/or examples, filters, depth, optional reranking."""

@@ -32,16 +32,11 @@ if TYPE_CHECKING:
     from inquire.report.compare import Comparison
 
 
-def fmt_value(metric: str, value: float) -> str:
-    """One number on the table scale: x100 metrics with 1 decimal, fractions with 3."""
-    return format_value(metric, value)
-
-
 def fmt_cell(metric: str, mean: float, lo: float, hi: float) -> str:
     """``mean [lo, hi]``, or just ``mean`` without an interval."""
     if lo is None or math.isnan(lo):
-        return fmt_value(metric, mean)
-    return f"{fmt_value(metric, mean)} [{fmt_value(metric, lo)}, {fmt_value(metric, hi)}]"
+        return format_value(metric, mean)
+    return f"{format_value(metric, mean)} [{format_value(metric, lo)}, {format_value(metric, hi)}]"
 
 
 def fmt_p(p: float) -> str:
@@ -171,7 +166,7 @@ def terminal_renderables(report: Report) -> list[RenderableType]:
             table.add_row(
                 r["source"],
                 r["method"],
-                *[fmt_value(report.reference.metric, r[c]) for c in ref.columns[2:]],
+                *[format_value(report.reference.metric, r[c]) for c in ref.columns[2:]],
                 style=style,
             )
         out.append(table)
@@ -225,7 +220,7 @@ def render_markdown(report: Report, comparison: Comparison | None = None) -> str
             [
                 r["source"],
                 r["method"],
-                *[fmt_value(report.reference.metric, r[c]) for c in ref.columns[2:]],
+                *[format_value(report.reference.metric, r[c]) for c in ref.columns[2:]],
             ]
             for _, r in ref.iterrows()
         ]
@@ -337,7 +332,7 @@ def render_latex(report: Report) -> str:
             cells = [
                 r["source"],
                 r["method"],
-                *[fmt_value(report.reference.metric, r[c]) for c in cols[2:]],
+                *[format_value(report.reference.metric, r[c]) for c in cols[2:]],
             ]
             lines.append(" & ".join(latex_escape(str(c)) for c in cells) + " \\\\")
         lines += [
@@ -430,7 +425,7 @@ def render_html(
             [
                 r["source"],
                 r["method"],
-                *[fmt_value(report.reference.metric, r[c]) for c in ref.columns[2:]],
+                *[format_value(report.reference.metric, r[c]) for c in ref.columns[2:]],
             ]
             for _, r in ref.iterrows()
         ]
@@ -473,9 +468,9 @@ def _pair_rows(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
                 r["run_a"],
                 r["run_b"],
                 str(int(r["n_queries"])),
-                fmt_value(m, r["mean_a"]),
-                fmt_value(m, r["mean_b"]),
-                ("+" if r["diff"] > 0 else "") + fmt_value(m, r["diff"]),
+                format_value(m, r["mean_a"]),
+                format_value(m, r["mean_b"]),
+                ("+" if r["diff"] > 0 else "") + format_value(m, r["diff"]),
                 f"{int(r['wins'])}/{int(r['losses'])}/{int(r['ties'])}",
                 rand,
                 fmt_p(r["perm_p_holm"]),
@@ -500,9 +495,9 @@ def _top_rows(
             + ([str(r["query_text"])] if "query_text" in df else [])
             + [
                 str(r.get("supercategory", "")),
-                fmt_value(m, r[a]),
-                fmt_value(m, r[b]),
-                ("+" if r["diff"] > 0 else "") + fmt_value(m, r["diff"]),
+                format_value(m, r[a]),
+                format_value(m, r[b]),
+                ("+" if r["diff"] > 0 else "") + format_value(m, r["diff"]),
             ]
         )
     return header, rows

@@ -31,7 +31,7 @@ from inquire.config import cache_dir
 from inquire.errors import InputError, InquireError, UnknownNameError
 from inquire.eval.evaluate import GROUP_COLUMNS
 from inquire.report.build import LEVEL_TITLES
-from inquire.web.catalog import Catalog, RunEntry, format_metric, metric_label, parse_k
+from inquire.web.catalog import Catalog, RunEntry, metric_label, parse_k
 from inquire.web.config import DEFAULT_THUMB_SIZE, WebConfig
 from inquire.web.images import (
     BadThumbSize,
@@ -109,16 +109,16 @@ def _make_templates(config: WebConfig) -> Any:
         ]
     )
     env = jinja2.Environment(loader=loader, autoescape=jinja2.select_autoescape(["html"]))
-    from inquire.metrics import scale_note
-    from inquire.report.formats import fmt_cell, fmt_p, fmt_value
+    from inquire.metrics import format_fraction, format_value, scale_note
+    from inquire.report.formats import fmt_cell, fmt_p
 
     env.globals.update(
         metric_label=metric_label,
         scale_note=scale_note,
-        format_metric=format_metric,
+        format_fraction=format_fraction,
         thumb_url=thumb_url,
         fmt_cell=fmt_cell,
-        fmt_value=fmt_value,
+        format_value=format_value,
         fmt_p=fmt_p,
     )
     return Jinja2Templates(env=env)

@@ -31,11 +31,6 @@ from inquire.web.parquet_images import ParquetImage, ParquetImages
 log = logging.getLogger(__name__)
 
 
-def format_metric(metric: str, value: float) -> str:
-    """A metric as tables show it: x100 with one decimal, or a 3-decimal fraction."""
-    return format_fraction(metric, value)
-
-
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "run"
 
@@ -475,8 +470,8 @@ class Catalog:
         if not off:
             return []
         diffs = ", ".join(
-            f"{metric_label(m, k)} stored {format_metric(m, stored[m])}, from these labels "
-            f"{format_metric(m, float(fresh[m]))}"
+            f"{metric_label(m, k)} stored {format_fraction(m, stored[m])}, from these labels "
+            f"{format_fraction(m, float(fresh[m]))}"
             for m in off
         )
         return [
@@ -655,4 +650,4 @@ def parse_k(value: str | int | None, default: int, max_k: int) -> int:
     return k
 
 
-__all__: Sequence[str] = ["Catalog", "RunEntry", "format_metric", "metric_label", "parse_k"]
+__all__: Sequence[str] = ["Catalog", "RunEntry", "metric_label", "parse_k"]
