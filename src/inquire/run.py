@@ -89,6 +89,48 @@ class Run(Mapping[int, tuple[np.ndarray, np.ndarray]]):
         return f"Run({self.name!r}, {len(self)} queries)"
 
     @classmethod
+    def from_dict(cls, scores: Mapping[int, Mapping[int, float]], name: str = "run") -> Run:
+        """From ``{query_id: {image_id: score}}`` (ranx's and pytrec_eval's shape).
+
+        Ids are integers (``int``, numpy integers, or text of a whole number such as
+        ``"42"``); scores finite numbers, higher ranking first (ties keep the order of the
+        inner mapping, as every ``Run`` does; no metric depends on the order of ties). A
+        query with an empty mapping has an empty list. Bad input is an :class:`InputError`
+        naming the query and image.
+        """
+        if not isinstance(scores, Mapping):
+            raise InputError(
+                f"Run.from_dict expects {{query_id: {{image_id: score}}}}, got "
+                f"{type(scores).__name__}"
+            )
+        res: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for q, items in scores.items():
+            qid = as_id(q, "query id")
+            if not isinstance(items, Mapping):
+                raise InputError(
+                    f"query {qid}: expected a mapping {{image_id: score}}, got "
+                    f"{type(items).__name__}; Run.from_dict reads {{query_id: {{image_id: score}}}}"
+                )
+            ids = np.fromiter((as_id(i, f"query {qid}: image id") for i in items), np.int64)
+            sc = np.empty(len(items), np.float64)
+            for pos, (i, v) in enumerate(items.items()):
+                try:
+                    sc[pos] = float(v)
+                except (TypeError, ValueError):
+                    raise InputError(
+                        f"query {qid}, image {i}: score {v!r} is not a number"
+                    ) from None
+                if not np.isfinite(sc[pos]):
+                    raise InputError(
+                        f"query {qid}, image {i}: score {v!r} is not a finite number; a "
+                        f"ranking needs a real-valued score for every item"
+                    )
+            if qid in res:
+                raise InputError(f"query id {qid} appears twice (as {q!r} and another key)")
+            res[qid] = (ids, sc)
+        return cls(res, name=name)
+
+    @classmethod
     def from_arrays(
         cls, query_ids: Iterable[int], ids: np.ndarray, scores: np.ndarray, name: str = "run"
     ) -> Run:
@@ -245,6 +287,22 @@ class Run(Mapping[int, tuple[np.ndarray, np.ndarray]]):
         if magic == b"PAR1":
             return cls.read_parquet(path)
         return cls.read_trec(path)
+
+
+def as_id(value: object, what: str = "id") -> int:
+    """An image or query id as ``int``: ints, numpy integers and text of a whole number
+    (``"42"``) are ids; anything else (``2.5``, ``True``, ``"a.jpg"``) is an
+    :class:`InputError` naming ``what``."""
+    if isinstance(value, bool):
+        raise InputError(f"{what} {value!r} is not an integer id")
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value.strip())
+    raise InputError(
+        f"{what} {value!r} is not an integer id; images and queries are named by integer ids "
+        f"(INQUIRE's image_id and query_id)"
+    )
 
 
 def _checked_frame(df: pd.DataFrame, source: str) -> pd.DataFrame:

@@ -66,10 +66,8 @@ def fullrank_cmd(
     """INQUIRE-Fullrank: embed the queries, search every image, print the metrics."""
     from rich.console import Console
 
-    from inquire.data.qrels import load_qrels, read_qrels
-    from inquire.data.queries import load_queries, read_queries
     from inquire.errors import InputError
-    from inquire.eval.fullrank import evaluate_fullrank
+    from inquire.eval.two_stage import run_fullrank
     from inquire.index.ann import parse_params
     from inquire.report.table import metrics_table
 
@@ -78,63 +76,38 @@ def fullrank_cmd(
             "pass --embeddings DIR: a folder of image embeddings in the clip-retrieval layout "
             "(INQUIRE's published iNat24 embeddings or `inquire embed` output) for this model"
         )
-    if rerank is not None:
-        from inquire.eval.rerank import check_reranker_id
-
-        check_reranker_id(rerank, baselines=False)
-    if rerank is not None and images is None:
-        raise InputError(
-            "--rerank needs --images ROOT: the folder the embeddings' image paths are relative "
-            "to (for iNat24, the folder that holds train/)"
-        )
-    from inquire.index.screen import check_screen
-
-    check_screen(screen)
-    query_df = read_queries(queries) if queries else load_queries(split)
-    qrels = read_qrels(annotations) if annotations else load_qrels()
-    first_k = max(k_max or k, from_k) if rerank is not None else k_max
-    result, run = evaluate_fullrank(
+    console = Console()
+    result = run_fullrank(
         model,
-        query_df,
-        qrels,
         embeddings,
+        split=split,
+        queries=queries,
+        annotations=annotations,
         k=k,
-        k_max=first_k,
+        k_max=k_max,
         index=index,
         index_params=parse_params(param),
-        out_dir=out,
         cache=use_cache,
         device=device,
         precision=precision,
         batch_size=batch_size,
         screen=screen,
-        config_extra={
-            "queries": str(queries) if queries else f"inquire:{split}",
-            "split": None if queries else split,
-        },
+        rerank=rerank,
+        from_k=from_k,
+        protocol=protocol,
+        images=images,
+        allow_failures=allow_failures,
+        out=out,
+        on_first_stage=lambda first: console.print(
+            metrics_table(first, title=f"INQUIRE-Fullrank, {model}, k={k}")
+        ),
     )
-    console = Console()
-    console.print(metrics_table(result, title=f"INQUIRE-Fullrank, {model}, k={k}"))
-    if rerank is not None and images is not None:
-        from inquire.eval import run_two_stage
-        from inquire.rerank import RerankOptions
-
-        two = run_two_stage(
-            run,
-            rerank,
-            embeddings,
-            images,
-            qrels,
-            query_df,
-            k=k,
-            from_k=from_k,
-            options=RerankOptions(device=device, precision=precision, protocol=protocol),
-            allow_failures=allow_failures,
-            out_dir=None if out is None else out / "two_stage",
-            config_extra={"first_stage_model": model},
-        )
+    if result.two_stage is not None:
         console.print(
-            metrics_table(two.result, title=f"Two-stage: {model} top-{from_k} -> {rerank}, k={k}")
+            metrics_table(
+                result.two_stage.result,
+                title=f"Two-stage: {model} top-{from_k} -> {rerank}, k={k}",
+            )
         )
     if out is not None:
         typer.echo(f"wrote {out}")

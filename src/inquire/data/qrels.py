@@ -1,11 +1,15 @@
 """Relevance judgments (qrels): which images are relevant to which query.
 
 INQUIRE's annotations are binary: a listed (query_id, image_id) pair is relevant, everything
-else is not. ``Qrels`` maps ``query_id -> frozenset of image ids`` (ints).
+else is not. ``Qrels`` maps ``query_id -> frozenset of image ids`` (ints). Graded judgments
+(:meth:`Qrels.from_dict`) are read the way trec_eval reads them at its default level: a grade
+of 1 or more is relevant, 0 or less is judged not relevant; the metrics are binary, so grades
+2, 3, ... count as 1.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -14,6 +18,8 @@ import numpy as np
 import pandas as pd
 
 from inquire.errors import InputError
+
+log = logging.getLogger(__name__)
 
 ANNOTATION_COLUMNS = ["query_id", "image_id"]
 
@@ -33,6 +39,51 @@ class Qrels(Mapping[int, frozenset[int]]):
             int(q): frozenset(int(i) for i in ids) for q, ids in relevant.items()
         }
         self.paths: dict[int, str] = dict(paths or {})
+
+    @classmethod
+    def from_dict(cls, judgments: Mapping[int, Mapping[int, int]]) -> Qrels:
+        """From ``{query_id: {image_id: relevance}}`` (ranx's and pytrec_eval's shape).
+
+        ``relevance`` is a whole number (``bool`` too): 1 or more is relevant, 0 or less
+        judged not relevant (the same as not listed). INQUIRE's labels are binary and so are
+        its metrics: a grade of 2 counts as 1 (a warning says so once). A query whose images
+        are all judged 0 stays in the judgments with R = 0 (:func:`inquire.evaluate` leaves
+        it out: no metric is defined without a relevant image). Ids as in
+        :meth:`inquire.run.Run.from_dict`. Bad input is an :class:`InputError` naming the
+        query and image.
+        """
+        from inquire.run import as_id
+
+        if not isinstance(judgments, Mapping):
+            raise InputError(
+                f"Qrels.from_dict expects {{query_id: {{image_id: relevance}}}}, got "
+                f"{type(judgments).__name__}"
+            )
+        rel: dict[int, set[int]] = {}
+        graded = 0
+        for q, items in judgments.items():
+            qid = as_id(q, "query id")
+            if not isinstance(items, Mapping):
+                raise InputError(
+                    f"query {qid}: expected a mapping {{image_id: relevance}}, got "
+                    f"{type(items).__name__} (e.g. {{42: 1, 43: 0}})"
+                )
+            if qid in rel:
+                raise InputError(f"query id {qid} appears twice (as {q!r} and another key)")
+            rel[qid] = set()
+            for i, v in items.items():
+                image = as_id(i, f"query {qid}: image id")
+                grade = _grade(v, qid, image)
+                if grade >= 1:
+                    rel[qid].add(image)
+                graded += grade > 1
+        if graded:
+            log.warning(
+                "%d judgments have a grade above 1; INQUIRE's metrics are binary, so they count "
+                "as relevant (1)",
+                graded,
+            )
+        return cls(rel)
 
     @classmethod
     def from_pairs(
@@ -95,6 +146,22 @@ class Qrels(Mapping[int, frozenset[int]]):
     def __repr__(self) -> str:
         n = sum(len(s) for s in self._rel.values())
         return f"Qrels({len(self)} queries, {n} relevant pairs)"
+
+
+def _grade(value: object, query_id: int, image_id: int) -> int:
+    """A relevance judgment as an ``int`` (whole numbers and bools), else an InputError."""
+    if isinstance(value, (bool, np.bool_)):
+        return int(value)
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not np.isfinite(number) or number != round(number):
+        raise InputError(
+            f"query {query_id}, image {image_id}: relevance {value!r} is not a whole number; "
+            f"use 1 (relevant) or 0 (not relevant)"
+        )
+    return int(number)
 
 
 def read_qrels(path: str | os.PathLike[str]) -> Qrels:

@@ -47,6 +47,15 @@ class EvalResult:
     config: dict[str, Any] = field(default_factory=dict)
     name: str = "run"
 
+    @property
+    def overall(self) -> dict[str, Any]:
+        """The means over queries as ``summary.json``'s ``overall`` holds them:
+        ``{"n_queries": int, "ap": float, "ndcg": ..., "mrr": ..., "precision": ...,
+        "recall": ...}`` (one key per metric of :attr:`metrics`; fractions in [0, 1])."""
+        return {"n_queries": len(self.per_query)} | {
+            m: float(self.per_query[m].mean()) for m in self.metrics
+        }
+
     def aggregate(self, by: str | None = None, scaled: bool = False) -> pd.DataFrame:
         """Mean of each metric overall (``by=None``, one row 'all') or per ``by`` group.
 
@@ -99,7 +108,7 @@ class EvalResult:
             "k": self.k,
             "metrics": list(self.metrics),
             "n_queries": len(self.per_query),
-            "overall": records(self.aggregate())["all"],
+            "overall": self.overall,
             "by": {g: records(self.aggregate(g)) for g in GROUP_COLUMNS},
             "config": self.config,
         }

@@ -259,3 +259,138 @@ def run_two_stage(
     if out_dir is not None:
         two.result.save(out_dir, run=two.run)
     return two
+
+
+@dataclass
+class FullrankResult:
+    """INQUIRE-Fullrank's evaluation (``first``) and run (``run``, the top ``k_max``), and
+    the two-stage result when a reranker was given (``two_stage``, else ``None``)."""
+
+    first: EvalResult
+    run: Run
+    two_stage: TwoStageResult | None = None
+
+    @property
+    def result(self) -> EvalResult:
+        """The final evaluation: the two-stage one when there is one, else the first stage's."""
+        return self.two_stage.result if self.two_stage is not None else self.first
+
+
+def run_fullrank(
+    model: str,
+    embeddings: str | os.PathLike[str],
+    *,
+    split: str = "test",
+    queries: str | os.PathLike[str] | pd.DataFrame | None = None,
+    annotations: str | os.PathLike[str] | Qrels | None = None,
+    k: int = 50,
+    k_max: int | None = None,
+    index: str | None = None,
+    index_params: Mapping[str, float] | None = None,
+    cache: bool = True,
+    encoder: Any = None,
+    device: str = "cpu",
+    precision: str = "fp32",
+    batch_size: int = 32,
+    screen: str = "auto",
+    rerank: str | Reranker | None = None,
+    from_k: int = 100,
+    protocol: str = "inquire-2024",
+    images: str | os.PathLike[str] | None = None,
+    allow_failures: bool = False,
+    out: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+    on_first_stage: Callable[[EvalResult], None] | None = None,
+) -> FullrankResult:
+    """INQUIRE-Fullrank end to end, optionally followed by two-stage reranking: what
+    ``inquire eval fullrank`` and :func:`inquire.evaluate_fullrank` run.
+
+    Queries are resolved once: the table or query CSV ``queries`` when given, else INQUIRE's
+    ``split`` (downloaded); relevance labels the same way (``annotations``: a :class:`Qrels`,
+    an annotations CSV, or ``None`` for INQUIRE's). ``model`` names the text model (loaded
+    with ``device``, ``precision``, ``batch_size`` unless ``encoder`` is given, whose
+    ``model_id`` it should be). The first stage retrieves the top ``k_max`` (default ``k``;
+    at least ``from_k`` when reranking) exactly or with the faiss ``index`` and evaluates the
+    top ``k`` (:func:`inquire.eval.fullrank.evaluate_fullrank`). With ``rerank`` (a reranker
+    id or a loaded reranker, ``protocol`` for ids), the top ``from_k`` are reranked using the
+    image files under ``images`` and the top ``k`` evaluated again (:func:`run_two_stage`).
+
+    ``out``: the first stage's result folder; the two-stage one goes to ``out/two_stage``.
+    ``on_first_stage(result)`` is called as soon as the first stage is evaluated (the CLI
+    prints its table before reranking starts). Reranker ids, ``screen``, ``k``/``from_k`` and
+    ``out`` are checked before any model is loaded or any data is read.
+    """
+    from inquire.data.qrels import load_qrels, read_qrels
+    from inquire.data.queries import load_queries, read_queries
+    from inquire.eval.fullrank import evaluate_fullrank
+    from inquire.index.screen import check_screen
+
+    if rerank is not None:
+        if isinstance(rerank, str):
+            from inquire.eval.rerank import check_reranker_id
+
+            check_reranker_id(rerank, baselines=False)
+        if images is None:
+            raise InputError(
+                "reranking needs the image folder (--images ROOT, images=ROOT): the folder the "
+                "embeddings' image paths are relative to (for iNat24, the folder that holds "
+                "train/)"
+            )
+        _check_from_k(k, from_k)
+    check_screen(screen)
+    if out is not None:
+        check_output_folder(out, "result folder")
+    if isinstance(queries, pd.DataFrame):
+        query_df, query_source = queries, "table"
+    elif queries is not None:
+        query_df, query_source = read_queries(queries), str(queries)
+    else:
+        query_df, query_source = load_queries(split), f"inquire:{split}"
+    if isinstance(annotations, Qrels):
+        qrels = annotations
+    else:
+        qrels = read_qrels(annotations) if annotations is not None else load_qrels()
+    first_k = max(k_max or k, from_k) if rerank is not None else k_max
+    first, run = evaluate_fullrank(
+        model,
+        query_df,
+        qrels,
+        embeddings,
+        k=k,
+        k_max=first_k,
+        index=index,
+        index_params=index_params,
+        out_dir=out,
+        cache=cache,
+        encoder=encoder,
+        device=device,
+        precision=precision,
+        batch_size=batch_size,
+        screen=screen,
+        config_extra={
+            "queries": query_source,
+            "split": None if queries is not None else split,
+        },
+    )
+    if on_first_stage is not None:
+        on_first_stage(first)
+    if rerank is None or images is None:
+        return FullrankResult(first, run)
+    from inquire.rerank import RerankOptions
+
+    two = run_two_stage(
+        run,
+        rerank,
+        embeddings,
+        images,
+        qrels,
+        query_df,
+        k=k,
+        from_k=from_k,
+        options=RerankOptions(device=device, precision=precision, protocol=protocol),
+        allow_failures=allow_failures,
+        progress=progress,
+        out_dir=None if out is None else Path(out) / "two_stage",
+        config_extra={"first_stage_model": model},
+    )
+    return FullrankResult(first, run, two)
