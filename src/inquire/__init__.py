@@ -1,11 +1,64 @@
 """inquire: expert-level text-to-image retrieval over natural-world image collections.
 
-Nothing heavy is imported here: torch, transformers and faiss load only when a model or an
-index is used.
+The public surface, loaded on first use (``import inquire`` itself imports nothing heavy:
+no numpy, pandas, torch, transformers or faiss)::
+
+    inquire.Run, inquire.Qrels              runs and relevance judgments (from_dict, read)
+    inquire.evaluate(qrels, run, k=50)      -> EvalResult (.overall, .per_query)
+    inquire.evaluate_rerank(model, ...)     INQUIRE-Rerank with your model or a registry id
+    inquire.evaluate_fullrank(model, ...)   INQUIRE-Fullrank with your model or a registry id
+    inquire.EvalResult, inquire.TextImageModel
+    inquire.read_qrels, load_qrels, read_queries, load_queries   INQUIRE's files
+
+See docs/api.md.
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from inquire._version import __version__
 
-__all__ = ["__version__"]
+if TYPE_CHECKING:  # what type checkers see; at run time __getattr__ imports on first use
+    from inquire.api import TextImageModel as TextImageModel
+    from inquire.api import evaluate as evaluate
+    from inquire.api import evaluate_fullrank as evaluate_fullrank
+    from inquire.api import evaluate_rerank as evaluate_rerank
+    from inquire.data.qrels import Qrels as Qrels
+    from inquire.data.qrels import load_qrels as load_qrels
+    from inquire.data.qrels import read_qrels as read_qrels
+    from inquire.data.queries import load_queries as load_queries
+    from inquire.data.queries import read_queries as read_queries
+    from inquire.eval.evaluate import EvalResult as EvalResult
+    from inquire.run import Run as Run
+
+# Public name -> the module that defines it (imported when the name is first used).
+_EXPORTS = {
+    "EvalResult": "inquire.eval.evaluate",
+    "Qrels": "inquire.data.qrels",
+    "Run": "inquire.run",
+    "TextImageModel": "inquire.api",
+    "evaluate": "inquire.api",
+    "evaluate_fullrank": "inquire.api",
+    "evaluate_rerank": "inquire.api",
+    "load_qrels": "inquire.data.qrels",
+    "load_queries": "inquire.data.queries",
+    "read_qrels": "inquire.data.qrels",
+    "read_queries": "inquire.data.queries",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'inquire' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

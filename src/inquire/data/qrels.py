@@ -191,8 +191,14 @@ def read_qrels(path: str | os.PathLike[str]) -> Qrels:
     return Qrels.from_dataframe(df)
 
 
-def load_qrels() -> Qrels:
-    """INQUIRE's relevance annotations (both splits), downloaded into the cache."""
+def load_qrels(split: str | None = None) -> Qrels:
+    """INQUIRE's relevance annotations, downloaded into the cache: both splits, or only the
+    queries of ``split`` (``"val"`` / ``"test"``) when given."""
     from inquire.data.download import fetch
 
-    return read_qrels(fetch("annotations"))
+    qrels = read_qrels(fetch("annotations"))
+    if split is None:
+        return qrels
+    from inquire.data.queries import load_queries
+
+    return qrels.restrict(load_queries(split)["query_id"])

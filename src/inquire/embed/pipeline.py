@@ -297,7 +297,11 @@ def _run_local(
     if address is not None:
         raise InputError("--address joins a Ray cluster; use it with --engine ray")
     batches = list(_shard_batches(writer, writer.todo(), batch_size))
-    for items, pixels, errors in decode_batches(source, batches, encoder.preprocess, workers):
+    # An encoder without its own preprocessing (preprocess None) takes the decoded PIL images.
+    stack = encoder.preprocess is not None
+    for items, pixels, errors in decode_batches(
+        source, batches, encoder.preprocess, workers, stack=stack
+    ):
         emb = (
             encoder.encode_pixels(pixels)
             if pixels is not None

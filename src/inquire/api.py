@@ -1,0 +1,446 @@
+"""The public API: the few names ``import inquire`` exposes (lazily, see ``inquire/__init__``).
+
+    import inquire
+
+    qrels = inquire.Qrels.from_dict({1: {10: 1, 11: 1, 12: 0}})
+    run = inquire.Run.from_dict({1: {10: 0.9, 12: 0.8, 11: 0.7}})
+    inquire.evaluate(qrels, run, k=50).overall    # {'n_queries': 1, 'ap': 0.833, ...}
+
+    inquire.evaluate_rerank(my_model, data="test")              # INQUIRE-Rerank
+    inquire.evaluate_fullrank(my_model, embeddings="emb/")      # INQUIRE-Fullrank
+
+A model is a registry id (a string: ``"vit-b-32"``, ``"open_clip:ViT-B-32/openai"``, see
+``inquire models``) or any object with the two methods of :class:`TextImageModel`. Every
+function returns an :class:`~inquire.eval.evaluate.EvalResult` (``.overall``,
+``.per_query``, ``.aggregate(by)``, ``.save(folder)``). Arguments after the first ones are
+keyword-only. The full surface is documented in docs/api.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import numpy as np
+import pandas as pd
+
+from inquire.data.qrels import Qrels
+from inquire.data.queries import UNKNOWN_GROUP
+from inquire.errors import InputError
+from inquire.eval.evaluate import GROUP_COLUMNS, EvalResult
+from inquire.run import Run
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("val", "test")
+
+
+@runtime_checkable
+class TextImageModel(Protocol):
+    """What a bring-your-own model needs: two methods into one embedding space.
+
+    - ``encode_text(texts: list[str]) -> (n, d)`` array-like of numbers
+    - ``encode_image(images: list[PIL.Image.Image]) -> (n, d)`` array-like (RGB images,
+      EXIF orientation applied; resize and normalise them as your model wants)
+
+    Rows need not be normalised: scores are cosine similarities (rows are L2-normalised
+    here, in float32). Optional attributes: ``model_id`` (names the run; default the class
+    name), ``revision`` (a string that pins the weights: only then are scores and top-k lists
+    cached, keyed by ``model_id`` + ``revision``), ``dim`` (else found by encoding one text).
+    """
+
+    def encode_text(self, texts: list[str]) -> Any: ...
+
+    def encode_image(self, images: list[Image.Image]) -> Any: ...
+
+
+class ModelEncoder:
+    """A :class:`TextImageModel` seen as inquire's encoder (``embed.base.ImageEncoder``):
+    rows checked (``(n, d)``, finite) and L2-normalised, float32.
+
+    ``preprocess`` is ``None``: the embedding pipeline hands decoded RGB PIL images to
+    ``encode_pixels``, which calls the model's ``encode_image``.
+    """
+
+    preprocess = None
+
+    def __init__(self, model: Any) -> None:
+        missing = [
+            m for m in ("encode_text", "encode_image") if not callable(getattr(model, m, None))
+        ]
+        if missing:
+            raise InputError(
+                f"model {type(model).__name__!r} lacks {' and '.join(missing)}: a model is a "
+                f"registry id (a string, see `inquire models`) or an object with "
+                f"encode_text(list[str]) -> (n, d) and encode_image(list[PIL.Image]) -> (n, d)"
+            )
+        self.model = model
+        self.model_id = str(getattr(model, "model_id", None) or type(model).__qualname__)
+        self.revision = str(getattr(model, "revision", None) or "")
+        self.precision = str(getattr(model, "precision", None) or "fp32")
+        self.device = str(getattr(model, "device", None) or "cpu")
+        self.batch_size = int(getattr(model, "batch_size", None) or 32)
+        self.preprocess_info = {"kind": f"{self.model_id}.encode_image (RGB PIL images)"}
+        self._dim: int | None = getattr(model, "dim", None)
+
+    @property
+    def dim(self) -> int:
+        """The embedding size: the model's ``dim``, else that of one encoded text."""
+        if self._dim is None:
+            self._dim = int(self.encode_text(["a photo"]).shape[1])
+        return int(self._dim)
+
+    def _rows(self, out: Any, n: int, what: str) -> np.ndarray:
+        try:
+            x = np.asarray(out, dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            raise InputError(
+                f"{self.model_id}.{what} returned {type(out).__name__}, not an (n, d) array of "
+                f"numbers: {exc}"
+            ) from exc
+        if x.ndim != 2 or x.shape[0] != n or x.shape[1] == 0:
+            raise InputError(
+                f"{self.model_id}.{what} returned shape {x.shape} for {n} inputs; expected "
+                f"({n}, d): one row per input"
+            )
+        if self._dim is not None and x.shape[1] != self._dim:
+            raise InputError(
+                f"{self.model_id}.{what} returned {x.shape[1]} dimensions, {self._dim} before; "
+                f"text and image embeddings must share one space"
+            )
+        if not np.isfinite(x).all():
+            raise InputError(f"{self.model_id}.{what} returned NaN or infinite values")
+        norms = np.linalg.norm(x, axis=1, keepdims=True)
+        return x / np.maximum(norms, np.float32(1e-12))
+
+    def encode_text(self, texts: Sequence[str]) -> np.ndarray:
+        """``(n, d) float32`` L2-normalised text embeddings."""
+        texts = [str(t) for t in texts]
+        return self._rows(self.model.encode_text(texts), len(texts), "encode_text")
+
+    def encode_images(self, images: Sequence[Any]) -> np.ndarray:
+        """``(n, d) float32`` L2-normalised image embeddings of RGB PIL images (paths and
+        bytes are opened first, as every encoder of inquire opens them)."""
+        from PIL import Image as PILImage
+
+        from inquire.rerank.base import load_image
+
+        pil = [im if isinstance(im, PILImage.Image) else load_image(im) for im in images]
+        return self._rows(self.model.encode_image(pil), len(pil), "encode_image")
+
+    def encode_pixels(self, pixels: Sequence[Any]) -> np.ndarray:
+        """The pipeline's model step (``preprocess`` is None: decoded PIL images)."""
+        return self.encode_images(pixels)
+
+
+def _encoder(model: Any) -> tuple[str, Any]:
+    """``(model id, encoder or None)`` of a registry id or a model object."""
+    if isinstance(model, str):
+        return model, None
+    if callable(getattr(model, "encode_images", None)) and getattr(model, "model_id", None):
+        return str(model.model_id), model  # already an inquire encoder
+    enc = ModelEncoder(model)
+    return enc.model_id, enc
+
+
+def _check_k(k: Any, name: str = "k") -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise InputError(f"{name} must be a positive integer, got {k!r}")
+    return int(k)
+
+
+def evaluate(
+    qrels: Qrels,
+    run: Run,
+    *,
+    k: int = 50,
+    metrics: Sequence[str] | str | None = None,
+    groups: pd.DataFrame | None = None,
+) -> EvalResult:
+    """Evaluate the top ``k`` of ``run`` against ``qrels`` (INQUIRE's metric definitions).
+
+    The queries are those of ``qrels`` with at least one relevant image (a query whose
+    judgments are all 0 has no defined AP; it is left out with a warning and listed in
+    ``config["excluded_queries_no_relevant"]``). A query the run does not cover scores 0;
+    run queries without judgments are ignored (both logged). ``metrics``: names of
+    :data:`inquire.metrics.METRICS` (default ap, ndcg, mrr, precision, recall). ``groups``:
+    optional query metadata, a frame with ``query_id`` and any of ``supercategory``,
+    ``category``, ``iconic_group`` (e.g. ``inquire.load_queries("test")``); it only adds
+    those columns to ``per_query`` (queries it lacks are ``Unknown``) for
+    ``result.aggregate(by)``.
+
+    Returns an :class:`EvalResult`: ``.overall`` (``n_queries`` and the mean of each metric,
+    fractions in [0, 1]) and ``.per_query`` (``query_id``, the metrics, the groups).
+    """
+    from inquire.eval.evaluate import evaluate as evaluate_table
+    from inquire.metrics import DEFAULT_METRICS
+
+    if not isinstance(qrels, Qrels):
+        raise InputError(
+            f"qrels must be an inquire.Qrels, got {type(qrels).__name__}; build one with "
+            f"inquire.Qrels.from_dict({{query_id: {{image_id: relevance}}}}) or "
+            f"inquire.read_qrels(csv)"
+        )
+    if not isinstance(run, Run):
+        raise InputError(
+            f"run must be an inquire.Run, got {type(run).__name__}; build one with "
+            f"inquire.Run.from_dict({{query_id: {{image_id: score}}}}) or inquire.Run.read(file)"
+        )
+    k = _check_k(k)
+    chosen = (metrics,) if isinstance(metrics, str) else tuple(metrics or DEFAULT_METRICS)
+    empty = [q for q in qrels if not qrels[q]]
+    qids = [q for q in qrels if qrels[q]]
+    if empty:
+        log.warning(
+            "%d queries have no relevant image in the judgments and are not evaluated: %s",
+            len(empty),
+            empty[:10],
+        )
+    if not qids:
+        raise InputError(
+            f"the judgments list no relevant image for any of their {len(qrels)} queries; "
+            f"a relevance of 1 (or more) marks an image relevant"
+        )
+    table = pd.DataFrame({"query_id": np.asarray(qids, np.int64), "query_text": ""})
+    table = table.join(_group_table(groups, qids))
+    config = {"task": "evaluate", "excluded_queries_no_relevant": empty}
+    return evaluate_table(run, qrels, table, k=k, metrics=chosen, config=config)
+
+
+def _group_table(groups: pd.DataFrame | None, qids: list[int]) -> pd.DataFrame:
+    """The group columns of ``qids`` in order (``Unknown`` where ``groups`` says nothing)."""
+    out = pd.DataFrame({c: [UNKNOWN_GROUP] * len(qids) for c in GROUP_COLUMNS})
+    if groups is None:
+        return out
+    if not isinstance(groups, pd.DataFrame) or "query_id" not in groups.columns:
+        raise InputError(
+            f"groups must be a table (DataFrame) with a query_id column and any of "
+            f"{list(GROUP_COLUMNS)}, e.g. inquire.load_queries('test'); got "
+            f"{type(groups).__name__}"
+        )
+    have = [c for c in GROUP_COLUMNS if c in groups.columns]
+    if not have:
+        raise InputError(
+            f"groups has none of the group columns {list(GROUP_COLUMNS)} (it has "
+            f"{list(groups.columns)})"
+        )
+    ids = pd.to_numeric(groups["query_id"], errors="coerce")
+    if ids.isna().any():
+        raise InputError("groups: every query_id must be an integer")
+    by_id = groups.assign(query_id=ids.astype(np.int64)).drop_duplicates("query_id")
+    by_id = by_id.set_index("query_id")
+    for col in have:
+        values = by_id[col].reindex(qids)
+        out[col] = values.where(values.notna(), UNKNOWN_GROUP).astype(str).to_numpy()
+    return out
+
+
+def _rerank_ranker(model: Any) -> tuple[Any, bool]:
+    """``(ranker for run_rerank, may use the score cache)`` of a model argument."""
+    from inquire.eval.rerank import BASELINES
+    from inquire.rerank.clip import ClipReranker
+    from inquire.rerank.registry import KINDS
+
+    if isinstance(model, str):
+        if model in BASELINES or model.partition(":")[0] in KINDS:
+            return model, True  # a reranker id or a baseline, as `inquire eval rerank` takes
+        return f"clip:{model}", True  # an embedding model: INQUIRE's CLIP reranking
+    _, enc = _encoder(model)
+    return ClipReranker(enc), bool(enc.revision)
+
+
+def evaluate_rerank(
+    model: Any,
+    *,
+    data: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] = "test",
+    queries: str | os.PathLike[str] | pd.DataFrame | None = None,
+    k: int = 100,
+    cache: bool = True,
+    allow_failures: bool = False,
+    device: str = "cpu",
+    precision: str = "fp32",
+    batch_size: int = 32,
+    progress: bool = False,
+) -> EvalResult:
+    """INQUIRE-Rerank: score each query's 100 candidates with ``model``, rank them by score
+    and evaluate the ranking of the pool (R = the relevant candidates in the pool).
+
+    ``model``: an object with ``encode_text`` / ``encode_image`` (:class:`TextImageModel`;
+    score = cosine similarity of the query text and each candidate image), an embedding
+    model id (the same scoring, the registry's ``clip:<id>`` reranker), or any reranker id
+    or baseline of ``inquire rerank list`` (``vlm:...``, ``api:...``, ``clip_score``,
+    ``random``). ``data``: ``"val"`` / ``"test"`` (downloaded once) or local parquet shard(s)
+    in the published layout. ``queries``: query CSV file(s) or a table giving the queries
+    their INQUIRE ids (default: INQUIRE's tables for a split; local files without a
+    ``query_id`` column are numbered 1, 2, ... in file order). ``k``: 100 (the pool:
+    INQUIRE-Rerank's AP) or 50 (AP@50, normalised by min(R, 50)). ``cache``: keep scores in
+    the score cache (only for models with a revision). ``device``, ``precision``,
+    ``batch_size`` load a model given by id.
+    """
+    from inquire.data.queries import read_queries
+    from inquire.data.rerank_set import load_rerank_set, read_rerank_set
+    from inquire.eval.rerank import POOL_K, SHORT_K, run_rerank
+    from inquire.rerank.registry import RerankOptions
+
+    if k not in (POOL_K, SHORT_K) or isinstance(k, bool):
+        raise InputError(
+            f"k must be {POOL_K} (the whole pool, INQUIRE-Rerank's AP) or {SHORT_K} (AP@50), "
+            f"got {k!r}"
+        )
+    ranker, cacheable = _rerank_ranker(model)
+    if isinstance(queries, pd.DataFrame) or queries is None:
+        table = queries
+    else:
+        files = [queries] if isinstance(queries, (str, os.PathLike)) else list(queries)
+        table = pd.concat([read_queries(q) for q in files], ignore_index=True)
+    if isinstance(data, str) and data in SPLITS:
+        rerank_set = load_rerank_set(data, table)
+    else:
+        paths = [data] if isinstance(data, (str, os.PathLike)) else list(data)
+        rerank_set = read_rerank_set(paths, queries=table)
+    options = RerankOptions(device=device, precision=precision, batch_size=batch_size)
+    result = run_rerank(
+        rerank_set,
+        ranker,
+        options=options,
+        cache=cache and cacheable,
+        allow_failures=allow_failures,
+        progress=progress,
+    )
+    return result.result if k == POOL_K else result.result_at_50
+
+
+def _query_table(queries: Any) -> tuple[str, pd.DataFrame | str | os.PathLike[str] | None]:
+    """``(split, queries)`` for :func:`~inquire.eval.two_stage.run_fullrank`."""
+    if isinstance(queries, str) and queries in SPLITS:
+        return queries, None
+    if isinstance(queries, Mapping):
+        from inquire.run import as_id
+
+        ids = [as_id(q, "query id") for q in queries]
+        table = pd.DataFrame({"query_id": np.asarray(ids, np.int64)})
+        table["query_text"] = [str(t) for t in queries.values()]
+        for col in GROUP_COLUMNS:
+            table[col] = UNKNOWN_GROUP
+        return "test", table
+    if isinstance(queries, pd.DataFrame):
+        table = queries.copy()
+        for col in GROUP_COLUMNS:
+            if col not in table.columns:
+                table[col] = UNKNOWN_GROUP
+        return "test", table
+    return "test", queries  # a query CSV
+
+
+def evaluate_fullrank(
+    model: Any,
+    *,
+    embeddings: str | os.PathLike[str] | None = None,
+    images: str | os.PathLike[str] | None = None,
+    queries: str | os.PathLike[str] | pd.DataFrame | Mapping[int, str] = "test",
+    qrels: Qrels | str | os.PathLike[str] | None = None,
+    k: int = 50,
+    k_max: int | None = None,
+    index: str | None = None,
+    rerank: str | None = None,
+    from_k: int = 100,
+    cache: bool = True,
+    out: str | os.PathLike[str] | None = None,
+    device: str = "cpu",
+    precision: str = "fp32",
+    batch_size: int = 32,
+    workers: int = 2,
+    progress: bool = False,
+) -> EvalResult:
+    """INQUIRE-Fullrank: embed each query with ``model``, retrieve the top ``k`` of a whole
+    image collection by cosine similarity, evaluate.
+
+    ``model``: a :class:`TextImageModel` object or a registry model id. The collection is
+    ``embeddings``, a folder of image embeddings made by the same model (clip-retrieval
+    layout: ``img_emb/img_emb_0.npy`` ``(n, d)`` + ``metadata/metadata_0.parquet`` with
+    ``image_path`` and, if the ids are not to be joined on paths, ``image_id``; INQUIRE's
+    published embeddings and ``inquire embed`` output are such folders), or ``images``, an
+    image folder that is embedded with ``model`` first (into a temporary folder; its images
+    get their ids by matching their paths to the judgments' ``image_path``, as INQUIRE's
+    annotations carry). With both, ``images`` is the folder the embeddings' paths are
+    relative to, used by ``rerank``.
+
+    ``queries``: ``"val"`` / ``"test"`` (INQUIRE's, downloaded), a query CSV, a table
+    (``query_id``, ``query_text``, optional groups) or ``{query_id: text}``. ``qrels``: a
+    :class:`Qrels`, an annotations CSV, or ``None`` (INQUIRE's). ``k_max``: images retrieved
+    per query (default ``k``); ``index``: a faiss index of the embeddings (default exact
+    search). ``rerank``: a reranker id (``inquire rerank list``): its reranking of the top
+    ``from_k`` is evaluated instead (two-stage). ``out``: write the result folder(s).
+    ``workers``: image-decoding processes when embedding ``images``.
+    """
+    from inquire.eval.two_stage import run_fullrank
+
+    k = _check_k(k)
+    model_id, encoder = _encoder(model)
+    if embeddings is None and images is None:
+        raise InputError(
+            "pass embeddings=FOLDER (image embeddings of this model in the clip-retrieval "
+            "layout) or images=FOLDER (images to embed with the model first)"
+        )
+    if embeddings is not None and images is not None and rerank is None:
+        raise InputError(
+            "images= with embeddings= is the image folder for rerank=; without a reranker "
+            "pass only one of them"
+        )
+    split, query_arg = _query_table(queries)
+    with ExitStack() as stack:
+        emb = embeddings
+        if emb is None:
+            from inquire.embed.pipeline import embed_images
+
+            emb = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="inquire-emb-")))
+            embed_images(
+                encoder if encoder is not None else model_id,
+                str(images),
+                emb / "embeddings",
+                batch_size=batch_size,
+                workers=workers,
+                device=None if encoder is not None else device,
+                precision=None if encoder is not None else precision,
+                progress=progress,
+            )
+            emb = emb / "embeddings"
+            cache = False  # a temporary folder: nothing to look up again
+        result = run_fullrank(
+            model_id,
+            emb,
+            split=split,
+            queries=query_arg,
+            annotations=qrels,
+            k=k,
+            k_max=k_max,
+            index=index,
+            cache=cache,
+            encoder=encoder,
+            device=device,
+            precision=precision,
+            batch_size=batch_size,
+            rerank=rerank,
+            from_k=from_k,
+            images=images,
+            out=out,
+            progress=progress,
+        )
+    return result.result
+
+
+__all__ = [
+    "ModelEncoder",
+    "TextImageModel",
+    "evaluate",
+    "evaluate_fullrank",
+    "evaluate_rerank",
+]

@@ -1,0 +1,312 @@
+"""The public API of ``import inquire``: lazy exports, ``evaluate`` on hand-computed toy
+runs, ``Run.from_dict`` / ``Qrels.from_dict``, bring-your-own models against the registry
+path, and the README's examples executed as written."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import inquire
+from inquire.errors import InputError
+
+REPO = Path(__file__).resolve().parent.parent
+
+# ------------------------------------------------------------------- the lazy surface
+
+
+def test_import_inquire_loads_nothing_and_every_export_resolves() -> None:
+    code = (
+        "import json, sys\n"
+        "import inquire\n"
+        "before = sorted(m for m in ('numpy', 'pandas', 'pyarrow', 'inquire.api', 'torch')"
+        " if m in sys.modules)\n"
+        "names = {n: getattr(inquire, n).__class__.__name__ for n in inquire.__all__}\n"
+        "print(json.dumps([before, names]))\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(Path(inquire.__file__).resolve().parents[1]))
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    before, names = json.loads(proc.stdout)
+    assert before == []  # `import inquire` imports none of them
+    assert names["Run"] == names["Qrels"] == "ABCMeta" and names["EvalResult"] == "type"
+    assert names["evaluate"] == names["evaluate_rerank"] == "function"
+    assert {"evaluate_fullrank", "load_qrels", "read_queries", "__version__"} <= set(names)
+    assert "evaluate" in dir(inquire)
+    with pytest.raises(AttributeError, match="no attribute 'evalute'"):
+        inquire.evalute  # type: ignore[attr-defined]  # noqa: B018
+
+
+# ------------------------------------------------------------------- evaluate by hand
+
+QRELS = {1: {10: 1, 11: 1, 12: 0}, 2: {20: 1}}
+RUN = {1: {10: 0.9, 12: 0.8, 11: 0.7}, 2: {21: 0.5, 20: 0.4}}
+
+
+def test_evaluate_toy_run_by_hand() -> None:
+    result = inquire.evaluate(inquire.Qrels.from_dict(QRELS), inquire.Run.from_dict(RUN), k=50)
+    # query 1: 10 (rel), 12, 11 (rel); R = 2.  query 2: 21, 20 (rel); R = 1.
+    ap1, ap2 = (1 / 1 + 2 / 3) / 2, (1 / 2) / 1
+    ndcg1 = (1 + 1 / math.log2(4)) / (1 + 1 / math.log2(3))
+    ndcg2 = (1 / math.log2(3)) / 1
+    per_query = result.per_query.set_index("query_id")
+    assert per_query.loc[1, "ap"] == pytest.approx(ap1) and per_query.loc[2, "ap"] == 0.5
+    assert per_query["ndcg"].tolist() == pytest.approx([ndcg1, ndcg2])
+    assert per_query["mrr"].tolist() == [1.0, 0.5]
+    assert per_query["precision"].tolist() == pytest.approx([2 / 50, 1 / 50])
+    assert per_query["recall"].tolist() == [1.0, 1.0]
+    assert result.overall == pytest.approx(
+        {
+            "n_queries": 2,
+            "ap": (ap1 + ap2) / 2,
+            "ndcg": (ndcg1 + ndcg2) / 2,
+            "mrr": 0.75,
+            "precision": 0.03,
+            "recall": 1.0,
+        }
+    )
+    assert list(result.overall) == ["n_queries", "ap", "ndcg", "mrr", "precision", "recall"]
+    assert isinstance(result, inquire.EvalResult)
+
+
+def test_overall_is_what_summary_json_stores(tmp_path: Path) -> None:
+    result = inquire.evaluate(inquire.Qrels.from_dict(QRELS), inquire.Run.from_dict(RUN), k=2)
+    folder = result.save(tmp_path / "res")
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["overall"] == pytest.approx(result.overall)
+    assert inquire.EvalResult.load(folder).overall == pytest.approx(result.overall)
+    # k = 2 cuts query 1 after image 12: AP = (1/1) / min(2, 2), recall 1/2
+    assert result.per_query["ap"].tolist() == [0.5, 0.5]
+    assert result.per_query["recall"].tolist() == [0.5, 1.0]
+
+
+def test_evaluate_ties_missing_queries_metrics_and_groups() -> None:
+    qrels = inquire.Qrels.from_dict({1: {10: 1}, 2: {20: 1}, 3: {30: 0}})
+    # query 1: 10 tied with 11 at the top -> one threshold, as INQUIRE's scikit-learn AP reads
+    # it: 1 relevant of the 2 items scoring >= 0.5, so AP = (1 * 1/2) / min(R = 1, 10) = 0.5
+    run = inquire.Run.from_dict({1: {11: 0.5, 10: 0.5}, 9: {1: 1.0}})
+    groups = pd.DataFrame({"query_id": [2, 1], "supercategory": ["Fungi", "Birds"]})
+    result = inquire.evaluate(qrels, run, k=10, metrics=["ap", "mrr"], groups=groups)
+    per_query = result.per_query.set_index("query_id")
+    assert list(per_query.index) == [1, 2]  # query 3: no relevant image, left out
+    assert result.config["excluded_queries_no_relevant"] == [3]
+    assert per_query.loc[1, "ap"] == pytest.approx(0.5)
+    assert per_query.loc[2, "ap"] == 0.0  # not in the run: an empty list
+    assert result.metrics == ("ap", "mrr") and "ndcg" not in per_query.columns
+    assert per_query["supercategory"].tolist() == ["Birds", "Fungi"]
+    assert per_query["category"].tolist() == ["Unknown", "Unknown"]
+    by = result.aggregate("supercategory").set_index("group")
+    assert by.loc["Birds", "ap"] == pytest.approx(0.5)
+    # The same ranking in the other input order gives the same numbers.
+    swapped = inquire.Run.from_dict({1: {10: 0.5, 11: 0.5}})
+    again = inquire.evaluate(qrels, swapped, k=10, metrics="ap")
+    assert again.per_query["ap"].tolist() == pytest.approx([0.5, 0.0])
+
+
+def test_evaluate_refuses_what_it_cannot_score() -> None:
+    qrels, run = inquire.Qrels.from_dict(QRELS), inquire.Run.from_dict(RUN)
+    with pytest.raises(InputError, match=r"inquire\.Qrels\.from_dict"):
+        inquire.evaluate(QRELS, run)  # type: ignore[arg-type]
+    with pytest.raises(InputError, match=r"inquire\.Run\.from_dict"):
+        inquire.evaluate(qrels, RUN)  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="k must be a positive integer, got 0"):
+        inquire.evaluate(qrels, run, k=0)
+    with pytest.raises(InputError, match="no relevant image for any"):
+        inquire.evaluate(inquire.Qrels.from_dict({1: {10: 0}}), run)
+    with pytest.raises(InputError, match="shares no query id"):
+        inquire.evaluate(qrels, inquire.Run.from_dict({7: {1: 1.0}}))
+    with pytest.raises(InputError, match="group columns"):
+        inquire.evaluate(qrels, run, groups=pd.DataFrame({"query_id": [1], "x": [1]}))
+    with pytest.raises(Exception, match="ndgc"):
+        inquire.evaluate(qrels, run, metrics=["ndgc"])
+    with pytest.raises(TypeError):
+        inquire.evaluate(qrels, run, 50)  # type: ignore[misc]  # k is keyword-only
+
+
+# ------------------------------------------------------------------- from_dict
+
+
+def test_run_from_dict_ranks_and_checks() -> None:
+    run = inquire.Run.from_dict({"3": {np.int64(5): 1, 6: 2.5, "7": 2.5}, 4: {}}, name="mine")
+    ids, scores = run[3]
+    assert ids.tolist() == [6, 7, 5] and scores.tolist() == [2.5, 2.5, 1.0]  # ties: input order
+    assert len(run[4][0]) == 0 and run.name == "mine"
+    for bad, match in [
+        ({1: [10, 11]}, "expected a mapping"),
+        ({1: {10: float("nan")}}, "query 1, image 10: score nan is not a finite number"),
+        ({1: {10: "high"}}, "score 'high' is not a number"),
+        ({1.5: {10: 1.0}}, "query id 1.5 is not an integer id"),
+        ({1: {"a.jpg": 1.0}}, "image id 'a.jpg' is not an integer id"),
+        ({1: {True: 1.0}}, "image id True"),
+        ({1: {10: 1.0}, "1": {11: 1.0}}, "query id 1 appears twice"),
+        ([(1, 10, 1.0)], "expects"),
+    ]:
+        with pytest.raises(InputError, match=re.escape(match)):
+            inquire.Run.from_dict(bad)  # type: ignore[arg-type]
+
+
+def test_qrels_from_dict_reads_grades_as_trec_eval_does(caplog: pytest.LogCaptureFixture) -> None:
+    qrels = inquire.Qrels.from_dict({1: {10: 1, 11: 2, 12: 0, 13: -1, 14: True, 15: 1.0}, 2: {}})
+    assert qrels[1] == {10, 11, 14, 15} and qrels[2] == frozenset()
+    assert "grade above 1" in caplog.text  # 2 counts as 1, and says so
+    for bad, match in [
+        ({1: {10: 0.5}}, "relevance 0.5 is not a whole number"),
+        ({1: {10: "yes"}}, "relevance 'yes'"),
+        ({1: {10: None}}, "relevance None"),
+        ({1: [10, 11]}, "expected a mapping {image_id: relevance}"),
+    ]:
+        with pytest.raises(InputError, match=re.escape(match)):
+            inquire.Qrels.from_dict(bad)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------- the README
+
+
+def _section_blocks(heading: str) -> list[str]:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    start = text.index(f"\n{heading}\n")
+    end = text.find("\n## ", start + 1)
+    return re.findall(r"```python\n(.*?)```", text[start:end], flags=re.S)
+
+
+def test_readme_examples_run_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first, second = _section_blocks("## From Python")
+    code_lines = [ln for ln in first.splitlines() if ln.strip() and not ln.startswith("#")]
+    assert len(code_lines) <= 10
+    monkeypatch.chdir(tmp_path)
+    ns: dict[str, Any] = {"__name__": "__readme__"}
+    exec(compile(first, "README.md (first example)", "exec"), ns)
+    assert ns["result"].overall == pytest.approx(
+        {"n_queries": 2, "ap": 2 / 3, "ndcg": 0.7753, "mrr": 0.75, "precision": 0.03,
+         "recall": 1.0},
+        abs=1e-4,
+    )  # fmt: skip
+    assert (tmp_path / "results" / "toy" / "summary.json").is_file()
+    ns = {"__name__": "__readme__"}
+    exec(compile(second, "README.md (bring your own model)", "exec"), ns)
+    assert ns["result"].overall["ap"] == 0.75
+    assert ns["result"].per_query["ap"].tolist() == [1.0, 0.5]
+
+
+# ------------------------------------------------------------------- your own model
+
+
+class Forward:
+    """A bring-your-own model that only forwards to a registry encoder (two methods)."""
+
+    def __init__(self, encoder: Any) -> None:
+        self.encoder = encoder
+
+    def encode_text(self, texts: list[str]) -> np.ndarray:
+        return self.encoder.encode_text(texts)
+
+    def encode_image(self, images: list[Any]) -> np.ndarray:
+        from PIL import Image
+
+        assert all(isinstance(im, Image.Image) and im.mode == "RGB" for im in images)
+        return self.encoder.encode_images(images) * 3.0  # not normalised: cosine anyway
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    pytest.importorskip("open_clip")
+    from inquire.testing.embed_models import make_tiny_open_clip
+
+    return make_tiny_open_clip(tmp_path_factory.mktemp("tiny-open-clip"))
+
+
+def test_own_model_reranks_like_the_registry_clip_reranker(tiny_model: str, tmp_path: Path) -> None:
+    import torch
+
+    from inquire.data.rerank_set import read_rerank_set, write_synthetic_rerank_set
+    from inquire.embed import load_encoder
+    from inquire.eval.rerank import run_rerank
+
+    torch.set_num_threads(1)
+    paths = write_synthetic_rerank_set(tmp_path / "set", n_val=1, n_test=2, image_size=32)
+    queries = tmp_path / "set" / "benchmark" / "inquire_queries_test.csv"
+    rs = read_rerank_set(paths["test"], queries=pd.read_csv(queries))
+    # The existing path: `inquire eval rerank --reranker clip:<model>`.
+    want = run_rerank(rs, f"clip:{tiny_model}", cache=False, progress=False)
+    by_id = inquire.evaluate_rerank(tiny_model, data=paths["test"], queries=queries, cache=False)
+    own = inquire.evaluate_rerank(
+        Forward(load_encoder(tiny_model)), data=paths["test"], queries=queries
+    )
+    metrics = ["ap", "ndcg", "mrr", "precision", "recall"]
+    expected = want.result.per_query[["query_id", *metrics]]
+    pd.testing.assert_frame_equal(by_id.per_query[["query_id", *metrics]], expected)
+    pd.testing.assert_frame_equal(
+        own.per_query[["query_id", *metrics]], expected, check_exact=False, rtol=1e-12
+    )
+    assert own.k == 100 and len(own.per_query) == 2 and own.config["task"] == "rerank"
+    at50 = inquire.evaluate_rerank(tiny_model, data=paths["test"], queries=queries, k=50)
+    assert at50.per_query["ap"].tolist() == want.result_at_50.per_query["ap"].tolist()
+    with pytest.raises(InputError, match="k must be 100"):
+        inquire.evaluate_rerank(tiny_model, data=paths["test"], k=10)
+    with pytest.raises(InputError, match="lacks encode_text and encode_image"):
+        inquire.evaluate_rerank(object(), data=paths["test"])
+
+    class TextOnly:
+        def encode_text(self, texts: list[str]) -> np.ndarray:
+            return np.ones((len(texts), 2))
+
+    with pytest.raises(InputError, match="'TextOnly' lacks encode_image: a model is"):
+        inquire.evaluate_rerank(TextOnly(), data=paths["test"])
+
+
+def test_own_model_fullrank_over_an_image_folder_equals_the_registry_path(
+    tiny_model: str, tmp_path: Path
+) -> None:
+    import torch
+
+    from inquire.data.synthetic import make_synthetic_benchmark
+    from inquire.embed import load_encoder
+    from inquire.embed.pipeline import embed_images
+
+    torch.set_num_threads(1)
+    bench = make_synthetic_benchmark(
+        tmp_path / "bench", n_images=400, dim=32, n_val=1, n_test=1, n_shards=1,
+        write_images=True, image_size=32,
+    )  # fmt: skip
+    assert bench.images is not None
+    common: dict[str, Any] = {
+        "queries": bench.queries_test,
+        "qrels": bench.annotations,
+        "k": 20,
+        "workers": 0,
+    }
+    # The registry path, step by step: `inquire embed` then `inquire eval fullrank`.
+    embed_images(tiny_model, bench.images, tmp_path / "emb", workers=0, progress=False)
+    want = inquire.evaluate_fullrank(tiny_model, embeddings=tmp_path / "emb", **common)
+    by_id = inquire.evaluate_fullrank(tiny_model, images=bench.images, **common)
+    own = inquire.evaluate_fullrank(
+        Forward(load_encoder(tiny_model)), images=bench.images, **common
+    )
+    cols = ["query_id", "ap", "ndcg", "mrr", "precision", "recall"]
+    pd.testing.assert_frame_equal(by_id.per_query[cols], want.per_query[cols])
+    pd.testing.assert_frame_equal(
+        own.per_query[cols], want.per_query[cols], check_exact=False, rtol=1e-12
+    )
+    assert want.config["image_ids"] == own.config["image_ids"] == "joined on image_path"
+    assert own.config["model_id"] == "Forward"
+    with pytest.raises(InputError, match="embeddings=FOLDER"):
+        inquire.evaluate_fullrank(tiny_model, queries=bench.queries_test)
+    with pytest.raises(InputError, match="returned shape"):
+
+        class Broken(Forward):
+            def encode_text(self, texts: list[str]) -> np.ndarray:
+                return np.zeros((len(texts) + 1, 32))
+
+        inquire.evaluate_fullrank(Broken(None), embeddings=tmp_path / "emb", **common)
