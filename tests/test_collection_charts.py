@@ -49,6 +49,9 @@ def test_page_svg_is_the_file_chart_with_text_escaped(tmp_path: Path) -> None:
     svg = trend_svg(TREND, title, by="month")
     assert "<script" not in svg and "&lt;script&gt;" in svg and "&amp; egrets" in svg
     assert svg == trend_svg(TREND, title, by="month")  # reproducible bytes
+    # The page allows no inline CSS (style-src 'self'): presentation attributes instead.
+    assert "<style" not in svg and ' style="' not in svg
+    assert 'fill="#6a9f58"' in svg and 'stroke-linejoin="round"' in svg.split(">", 1)[0]
     # The file written for `inquire trend --out x.svg` is the same drawing.
     trend_chart(TREND, tmp_path / "t.svg", title, by="month")
     file_svg = (tmp_path / "t.svg").read_text(encoding="utf-8")

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import math
 import os
+import re
+from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +83,9 @@ def trend_svg(trend: pd.DataFrame, title: str = "", by: str | None = None) -> st
     no CDN): the same figure ``inquire trend --out`` writes, drawn by the same code.
 
     Text stays text (``svg.fonttype`` ``none``; matplotlib escapes it), element ids are
-    salted and the date left out, so the same table gives the same bytes.
+    salted and the date left out, so the same table gives the same bytes. The page's content
+    policy allows no inline CSS, so matplotlib's ``style`` attributes and ``<style>`` rule
+    become SVG presentation attributes (:func:`_presentation_attributes`).
     """
     import io
 
@@ -92,7 +96,38 @@ def trend_svg(trend: pd.DataFrame, title: str = "", by: str | None = None) -> st
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "inquire"}):
         fig.savefig(buf, format="svg", metadata={"Date": None})
     text = buf.getvalue()
-    return text[text.index("<svg") :]  # inline: no XML prolog or doctype
+    return _presentation_attributes(text[text.index("<svg") :])  # inline: no XML prolog
+
+
+_STYLE_ATTR = re.compile(r' style="([^"]*)"')
+_STYLE_ELEMENT = re.compile(r"<style[^>]*>(.*?)</style>", re.S)
+_UNIVERSAL_RULE = re.compile(r"^\s*\*\s*\{([^}]*)\}\s*$")
+
+
+def _declarations(css: str) -> str:
+    """``fill: #fff; stroke-width: 0.8`` -> `` fill="#fff" stroke-width="0.8"`` (every
+    property matplotlib writes is also an SVG presentation attribute)."""
+    out = []
+    for decl in css.split(";"):
+        name, sep, value = decl.partition(":")
+        if sep and name.strip():
+            out.append(f' {name.strip()}="{escape(value.strip(), quote=True)}"')
+    return "".join(out)
+
+
+def _presentation_attributes(svg: str) -> str:
+    """matplotlib's SVG without inline CSS: each ``style="..."`` becomes attributes, and its
+    one ``<style>`` rule (``*{stroke-linejoin: round; stroke-linecap: butt}``) becomes
+    attributes of the root, which every element inherits unless it sets its own."""
+    root_attrs = ""
+    for css in _STYLE_ELEMENT.findall(svg):
+        rule = _UNIVERSAL_RULE.match(css)
+        if rule is None:
+            raise ValueError(f"unexpected CSS in matplotlib's SVG: {css[:80]!r}")
+        root_attrs += _declarations(rule.group(1))
+    svg = _STYLE_ELEMENT.sub("", svg)
+    svg = _STYLE_ATTR.sub(lambda m: _declarations(m.group(1)), svg)
+    return svg.replace("<svg ", f"<svg{root_attrs} ", 1)
 
 
 def efficiency_svg(curve: list[tuple[int, int]], width: int = 360, height: int = 220) -> str:
