@@ -89,8 +89,29 @@ def _stats_line(stats: Any) -> str:
     return ", ".join(f"{k} {v}" for k, v in d.items() if k != "shards_written")
 
 
+def _kept(kwargs: dict[str, Any]) -> str:
+    """What an interrupted or failed create/update left, and how to go on."""
+    from inquire.collection.store import open_collection
+    from inquire.errors import UnknownNameError
+
+    name = str(kwargs["name"])
+    try:
+        coll = open_collection(name)
+    except UnknownNameError:
+        return f"nothing was kept; run the same `inquire collection create {name} ...` again"
+    try:
+        n = coll.counts()
+    finally:
+        coll.close()
+    return (
+        f"the {sum(n.values()):,} images committed so far to collection {name!r} are kept "
+        f"({n.get('ok', 0):,} searchable); run `inquire collection update {name}` to resume "
+        "where it stopped (nothing committed is embedded again)"
+    )
+
+
 @collection_app.command("create")
-@friendly_errors
+@friendly_errors(on_stop=_kept, on_interrupt=_kept)
 def create_cmd(
     name: str = typer.Argument(..., help="Name of the new collection."),
     images: Path = typer.Option(
@@ -127,7 +148,7 @@ def create_cmd(
 
 
 @collection_app.command("update")
-@friendly_errors
+@friendly_errors(on_stop=_kept, on_interrupt=_kept)
 def update_cmd(
     name: str = typer.Argument(..., help="Collection to update."),
     images: Path | None = typer.Option(None, "--images", help="New location of the photos."),

@@ -366,6 +366,7 @@ def search(
         encoder = load_encoder(index.collection.model_id)
     q = query_vector(index, encoder, request.text, request.like)
     depth = max(request.k, request.from_k) if request.rerank else request.k
+    depth = min(depth, max(len(index), 1))  # no more results than rows: memory follows them
     searcher = CollectionSearcher(index, request.exact, request.nprobe, request.screen)
     df = searcher.results(q, depth, request.filters.mask(index))
     if request.rerank:

@@ -21,6 +21,7 @@ database with status ``deleted`` (so verified marks keep their metadata) and has
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -78,18 +79,23 @@ def records(df: pd.DataFrame) -> list[dict[str, Any]]:
     return [{str(k): v for k, v in row.items()} for row in df.to_dict("records")]
 
 
-def collections_root(root: str | os.PathLike[str] | None = None) -> Path:
-    """The folder holding all collections (``cache_dir("collections")`` by default)."""
+def collections_root(root: str | os.PathLike[str] | None = None, create: bool = True) -> Path:
+    """The folder holding all collections (``cache_dir("collections")`` by default).
+
+    ``create=False`` (readers): the folder is not created, so a read-only cache works."""
     if root is None:
-        return config.cache_dir("collections")
+        return config.cache_dir("collections") if create else config.cache_path("collections")
     path = Path(root)
-    path.mkdir(parents=True, exist_ok=True)
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
     return path
 
 
 def list_collections(root: str | os.PathLike[str] | None = None) -> list[str]:
-    """Names of the collections under ``root``."""
-    base = collections_root(root)
+    """Names of the collections under ``root`` (none when the folder does not exist yet)."""
+    base = collections_root(root, create=False)
+    if not base.is_dir():
+        return []
     return sorted(p.name for p in base.iterdir() if (p / "collection.db").is_file())
 
 
@@ -102,10 +108,98 @@ def _check_name(name: str) -> str:
     return name
 
 
-def connect(path: Path) -> sqlite3.Connection:
+def connect(path: Path, schema: str | None = None) -> sqlite3.Connection:
     """A collection database (:func:`inquire.cache.connect`: WAL, waits for writers), rows
-    as ``sqlite3.Row``."""
-    return connect_db(path, timeout_s=30, row_factory=sqlite3.Row, what="collection database")
+    as ``sqlite3.Row``; ``schema`` (``CREATE ... IF NOT EXISTS`` statements) is applied.
+
+    When the folder cannot be written (a read-only cache, a read-only mount) the database is
+    opened **read-only** instead (:func:`connect_read_only`): reading works, and a write
+    fails with SQLite's "attempt to write a readonly database", never by calling a good
+    database unusable."""
+    if not _may_write(path):
+        return connect_read_only(path, schema)
+    try:
+        conn = connect_db(path, timeout_s=30, row_factory=sqlite3.Row, what="collection database")
+    except InputError:
+        if folder_writable(path.parent):
+            raise  # a writable folder: the file itself is not a database
+        return connect_read_only(path, schema)
+    if schema:
+        try:
+            conn.executescript(schema)
+        except BaseException:
+            conn.close()
+            raise
+    return conn
+
+
+def _may_write(path: Path) -> bool:
+    """False when the OS says the database or its folder cannot be written (cheap; as root
+    this only catches read-only file systems, :func:`folder_writable` probes for real)."""
+    folder = path.parent
+    if not folder.is_dir():
+        return True  # created by the writer (or refused there, with its own message)
+    if not os.access(folder, os.W_OK):
+        return False
+    return not path.exists() or os.access(path, os.W_OK)
+
+
+def folder_writable(folder: Path) -> bool:
+    """Whether a file can really be created in ``folder`` (a probe file, removed at once)."""
+    import tempfile
+
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe-")
+    except OSError:
+        return False
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
+    return True
+
+
+def connect_read_only(path: Path, schema: str | None = None) -> sqlite3.Connection:
+    """``path`` opened read-only (``PRAGMA query_only``): ``mode=ro`` (which reads a WAL
+    left by a writer), else ``immutable=1`` (a cleanly closed WAL database in a folder where
+    SQLite cannot create its ``-shm`` file). A database that does not exist yet reads as
+    empty: an in-memory one holding ``schema``."""
+    from urllib.parse import quote
+
+    if not path.exists():
+        conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        if schema:
+            conn.executescript(schema)
+    else:
+        conn = None
+        err: Exception | None = None
+        uri = "file:" + quote(str(path.resolve()))
+        for flag in ("mode=ro", "immutable=1"):
+            try:
+                conn = sqlite3.connect(
+                    f"{uri}?{flag}", uri=True, isolation_level=None, check_same_thread=False
+                )
+                conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+                if flag == "immutable=1" and Path(f"{path}-wal").exists():
+                    log.warning(
+                        "%s has unapplied changes in %s-wal that read-only access cannot see",
+                        path,
+                        path,
+                    )
+                break
+            except sqlite3.DatabaseError as exc:
+                if conn is not None:
+                    conn.close()
+                conn = None
+                err = exc
+        if conn is None:
+            raise InputError(
+                f"collection database {str(path)!r} cannot be read ({err}); its folder is "
+                "read-only, so nothing was changed"
+            )
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA query_only = 1")
+    log.info("opened %s read-only: its folder cannot be written", path)
+    return conn
 
 
 def inside_root(root_real: Path, path: Path) -> bool:
@@ -156,8 +250,7 @@ class Collection:
     @property
     def conn(self) -> sqlite3.Connection:
         if self._conn is None:
-            self._conn = connect(self.db_path)
-            self._conn.executescript(SCHEMA)
+            self._conn = connect(self.db_path, SCHEMA)
         return self._conn
 
     def close(self) -> None:
@@ -396,7 +489,7 @@ def _collection_folder(name: str, root: str | os.PathLike[str] | None) -> Path:
 
 def open_collection(name: str, root: str | os.PathLike[str] | None = None) -> Collection:
     """Open the existing collection ``name`` (under ``root`` or the cache)."""
-    folder = _collection_folder(name, root)
+    folder = collections_root(root, create=False) / _check_name(name)
     if not (folder / "collection.db").is_file():
         raise UnknownNameError("collection", name, list_collections(root))
     return Collection(folder)
