@@ -14,9 +14,8 @@ from inquire.cli import app
 from inquire.data import Qrels
 from inquire.errors import InputError
 from inquire.eval.evaluate import evaluate
-from inquire.metrics import METRICS, Metric, compute_metrics, register_metric
+from inquire.metrics import METRICS, Metric, compute_metrics, register_metric, unregister_metric
 from inquire.metrics import relevance_with_ties as rwt
-from inquire.metrics import unregister_metric
 from inquire.run import Run
 
 ALL = ("ap", "ndcg", "mrr", "precision", "recall", "trec_ap")
