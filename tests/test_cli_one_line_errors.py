@@ -56,3 +56,111 @@ def test_a_synthetic_benchmark_resumes_in_its_own_folder(tmp_path: Path) -> None
     empty = tmp_path / "empty"
     empty.mkdir()
     assert make_synthetic_benchmark(empty, seed=1, **SMALL).root == empty
+
+
+# -- search flags ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def coll(tmp_path: Path) -> str:
+    make_photo_folder(tmp_path / "photos", n=8)
+    res = CliRunner().invoke(
+        app,
+        [
+            "collection",
+            "create",
+            "c",
+            "--images",
+            str(tmp_path / "photos"),
+            "-m",
+            "toy:colour",
+            "--workers",
+            "0",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    return "c"
+
+
+def test_search_flag_errors_are_one_line(coll: str, tmp_path: Path) -> None:
+    run = CliRunner().invoke
+    _one_line_error(run(app, ["search", coll, "red", "--json", "--csv"]), "--json and --csv")
+    existing = tmp_path / "results.txt"
+    existing.write_text("keep me")
+    _one_line_error(
+        run(app, ["search", coll, "red", "--copy-to", str(existing)]), "is an existing file"
+    )
+    assert existing.read_text() == "keep me"
+    _one_line_error(run(app, ["search", coll, "red", "--precision", "fp8"]), "fp8", "fp16")
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        pytest.skip("torch is needed to ask for a device")
+    if not torch.cuda.is_available():
+        _one_line_error(run(app, ["search", coll, "red", "--device", "cuda"]), "no CUDA GPU")
+    _one_line_error(run(app, ["search", coll, "red", "--device", "gpu0"]), "not a torch device")
+
+
+def test_bbox_without_gps_says_why_nothing_matched(tmp_path: Path) -> None:
+    from inquire.collection import create_collection
+    from inquire.testing.collection_encoder import write_photo
+
+    for i in range(3):
+        write_photo(tmp_path / "p" / f"{i}.jpg", "red", None, None, None, seed=i)
+    create_collection("nogps", tmp_path / "p", "toy:colour", workers=0)
+    res = CliRunner().invoke(app, ["search", "nogps", "red", "--bbox", "-180,-90,180,90"])
+    assert res.exit_code == 0, res.output
+    assert "none of the 3 photos of collection 'nogps' carries any" in res.output
+
+
+def test_bbox_missing_the_photos_says_how_many_carry_gps(coll: str) -> None:
+    res = CliRunner().invoke(app, ["search", coll, "red", "--bbox", "10,10,10.0001,10.0001"])
+    assert res.exit_code == 0, res.output
+    assert "no results inside --bbox" in res.output and "carry GPS coordinates" in res.output
+
+
+def test_unknown_name_with_nothing_to_choose_from_says_so() -> None:
+    from inquire.errors import UnknownNameError
+
+    msg = str(UnknownNameError("index of 'emb'", "IVF9,Bogus", []))
+    assert "Valid names" not in msg and "There is no index of 'emb' yet." in msg
+
+
+# -- serve --------------------------------------------------------------------------------------
+
+
+def test_serve_on_a_port_in_use_fails_before_printing_a_url(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        for args in (["serve"], ["collection", "serve"]):
+            res = CliRunner().invoke(app, [*args, "--port", str(port)])
+            out = _one_line_error(res, f"port {port} on 127.0.0.1 is already in use", "--port")
+            assert "http://" not in out
+
+
+def test_serve_with_a_missing_collections_folder(tmp_path: Path) -> None:
+    res = CliRunner().invoke(app, ["serve", "--collections", str(tmp_path / "nope")])
+    _one_line_error(res, "--collections", "is not a folder")
+
+
+def test_import_cache_of_a_text_file_is_not_called_a_pickle(tmp_path: Path) -> None:
+    text = tmp_path / "notes.npy"
+    text.write_text("query,image,score\n")
+    res = CliRunner().invoke(app, ["rerank", "import-cache", str(text), "--name", "x"])
+    out = _one_line_error(res, "is not a .npy file")
+    assert "pickle" not in out
+
+
+def test_a_cached_reranker_never_imported_says_to_import_it(tmp_path: Path) -> None:
+    from inquire.data.rerank_set import write_synthetic_rerank_set
+
+    data = write_synthetic_rerank_set(tmp_path / "rr", n_val=1, n_test=2, pool=20)["test"][0]
+    res = CliRunner().invoke(
+        app, ["eval", "rerank", "--reranker", "cached:never", "--data", str(data)]
+    )
+    out = _one_line_error(res, "import-cache", "--name never", "--allow-failures")
+    assert "run again" not in out

@@ -345,10 +345,57 @@ def serve_cmd(
     ),
 ) -> None:
     """Serve only the verification page (http://HOST:PORT/verify)."""
+    from inquire.cli.web import check_port_free
     from inquire.web.server import serve
     from inquire.web.verify import make_app
 
+    check_port_free(host, port)
     serve(make_app(host=host, allowed_hosts=allow_host), host=host, port=port)
+
+
+def check_output_choice(as_json: bool, as_csv: bool) -> None:
+    """--json and --csv are two answers to one question: refuse both at once."""
+    if as_json and as_csv:
+        raise InputError("--json and --csv print the results in two formats; pass only one")
+
+
+def check_device_precision(device: str, precision: str) -> None:
+    """A reranker's --precision must be one inquire knows; a --device other than cpu must
+    exist on this machine (checked now, not when a reranker happens to need it)."""
+    from inquire.embed._torch import PRECISIONS
+
+    if precision not in (*PRECISIONS, "auto"):
+        from inquire.errors import UnknownNameError
+
+        raise UnknownNameError("--precision", precision, [*PRECISIONS, "auto"])
+    if device == "cpu":
+        return
+    try:
+        from inquire.embed._torch import check_device
+    except ImportError:  # pragma: no cover - torch is a dependency
+        raise InputError(f"--device {device!r} needs torch, which is not installed") from None
+    check_device(device)
+
+
+def no_match_note(name: str) -> str:
+    """Why a search with --bbox found nothing: how many photos carry coordinates at all."""
+    from inquire.collection.store import open_collection
+
+    coll = open_collection(name)
+    try:
+        located, total = coll.located_counts()
+    finally:
+        coll.close()
+    if located == 0:
+        return (
+            f"no results: --bbox keeps photos with GPS coordinates, and none of the {total:,} "
+            f"photos of collection {name!r} carries any (EXIF GPS or train.json latitude/"
+            "longitude)"
+        )
+    return (
+        f"no results inside --bbox: {located:,} of the {total:,} photos of collection {name!r} "
+        "carry GPS coordinates, none of them in that box (W,S,E,N in degrees)"
+    )
 
 
 @friendly_errors
@@ -408,6 +455,13 @@ def search_cmd(
     from inquire.collection.verify import results_csv
     from inquire.index.screen import check_screen
 
+    check_output_choice(as_json, as_csv)
+    check_device_precision(device, precision)
+    if copy_to is not None and copy_to.exists() and not copy_to.is_dir():
+        raise InputError(
+            f"--copy-to {str(copy_to)!r} is an existing file; the result images are copied into "
+            "a folder: pass a folder (new or existing)"
+        )
     if feedback is not None and (text or like or taxon or date_from or date_to or bbox or under):
         raise InputError(
             "--feedback re-ranks a saved search: its text, examples and filters come from it; "
@@ -449,6 +503,8 @@ def search_cmd(
         if out.search_id is not None:
             typer.echo(f"saved search {out.search_id}", err=True)
     df = out.results
+    if bbox is not None and not len(df):
+        typer.echo(no_match_note(name), err=True)
     if as_json:
         typer.echo(json.dumps(json.loads(df.to_json(orient="records")), indent=1))
     elif as_csv:

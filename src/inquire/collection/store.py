@@ -285,6 +285,13 @@ class Collection:
         rows = self.conn.execute("SELECT status, COUNT(*) AS n FROM images GROUP BY status")
         return {r["status"]: int(r["n"]) for r in rows}
 
+    def located_counts(self) -> tuple[int, int]:
+        """``(searchable images with coordinates, searchable images)``."""
+        row = self.conn.execute(
+            "SELECT COUNT(*) AS n, COUNT(lat) AS located FROM images WHERE status = 'ok'"
+        ).fetchone()
+        return int(row["located"]), int(row["n"])
+
     # -- images --------------------------------------------------------------------------------
     def images(self, image_ids: Sequence[int] | None = None) -> pd.DataFrame:
         """Rows of the images table (all, or those of ``image_ids``, in that order), with an
