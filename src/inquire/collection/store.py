@@ -31,7 +31,6 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from stat import S_ISREG
 from typing import Any
 
 import numpy as np
@@ -45,7 +44,7 @@ from inquire.cache import transaction
 from inquire.collection.ann import ensure_index, load_index
 from inquire.collection.metadata import RANKS
 from inquire.embed import folder as emb_folder
-from inquire.embed.images import IMAGE_SUFFIXES
+from inquire.embed.sources import scan_image_files
 from inquire.errors import InputError, UnknownNameError
 
 log = logging.getLogger(__name__)
@@ -208,32 +207,11 @@ def inside_root(root_real: Path, path: Path) -> bool:
 
 
 def scan_images(images_root: Path) -> dict[str, tuple[int, int]]:
-    """Image files under ``images_root`` (recursively; hidden files and folders skipped).
-
-    Returns ``{relative POSIX path: (size bytes, mtime ns)}`` in sorted path order. Only
-    regular files count; a symlink counts only if its target lies inside the folder too, and
-    symlinked folders are not entered, so nothing outside the folder is ever read (its
-    bytes, its metadata or its size).
-    """
-    found: dict[str, tuple[int, int]] = {}
-    root_real = Path(os.path.realpath(images_root))
-    for dirpath, dirnames, filenames in os.walk(images_root):  # does not follow links
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for fname in sorted(filenames):
-            if fname.startswith(".") or Path(fname).suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            full = Path(dirpath) / fname
-            if full.is_symlink() and not inside_root(root_real, full):
-                log.warning("skipped %s: it links to a file outside the images folder", full)
-                continue
-            try:
-                st = full.stat()
-            except OSError:  # vanished or a broken link: not part of the collection
-                continue
-            if not S_ISREG(st.st_mode):  # a pipe or device would block or never end
-                continue
-            found[full.relative_to(images_root).as_posix()] = (st.st_size, st.st_mtime_ns)
-    return dict(sorted(found.items()))
+    """Image files under ``images_root``: ``{relative POSIX path: (size bytes, mtime ns)}``
+    in sorted path order, by the one scanning rule shared with ``inquire embed``
+    (:func:`inquire.embed.sources.scan_image_files`: hidden files and folders skipped,
+    regular files only, symlinked folders not entered, no link out of the folder)."""
+    return scan_image_files(images_root)
 
 
 class Collection:
