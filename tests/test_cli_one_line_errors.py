@@ -164,3 +164,20 @@ def test_a_cached_reranker_never_imported_says_to_import_it(tmp_path: Path) -> N
     )
     out = _one_line_error(res, "import-cache", "--name never", "--allow-failures")
     assert "run again" not in out
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["embed", "--model", "toy:colour", "--images", "IMG", "--out", "OUT"],
+        ["eval", "fullrank", "--model", "toy:colour", "--embeddings", "OUT"],
+        ["eval", "rerank", "--reranker", "cached:x"],
+    ],
+)
+def test_every_model_command_refuses_an_unknown_precision_first(
+    tmp_path: Path, args: list[str]
+) -> None:
+    args = [str(tmp_path / a) if a in ("IMG", "OUT") else a for a in args]
+    res = CliRunner().invoke(app, [*args, "--precision", "fp8"])
+    _one_line_error(res, "unknown --precision 'fp8'", "fp16")
+    assert not (tmp_path / "OUT").exists()

@@ -144,3 +144,22 @@ def friendly_errors(
         return wrapper  # type: ignore[return-value]
 
     return decorate(fn) if fn is not None else decorate
+
+
+def check_device_precision(device: str, precision: str) -> None:
+    """A model's --precision must be one inquire knows (or ``auto``); a --device other than
+    cpu must exist on this machine: both checked before any work, not when (or whether) a
+    model happens to read them."""
+    from inquire.embed._torch import PRECISIONS
+    from inquire.errors import InputError, UnknownNameError
+
+    if precision not in (*PRECISIONS, "auto"):
+        raise UnknownNameError("--precision", precision, [*PRECISIONS, "auto"])
+    if device == "cpu":
+        return
+    try:
+        from inquire.embed._torch import check_device
+
+        check_device(device)
+    except ImportError:  # pragma: no cover - torch is a dependency
+        raise InputError(f"--device {device!r} needs torch, which is not installed") from None

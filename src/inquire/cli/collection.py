@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from inquire.cli._common import friendly_errors
+from inquire.cli._common import check_device_precision, friendly_errors
 from inquire.errors import InputError
 
 collection_app = typer.Typer(
@@ -357,24 +357,6 @@ def check_output_choice(as_json: bool, as_csv: bool) -> None:
     """--json and --csv are two answers to one question: refuse both at once."""
     if as_json and as_csv:
         raise InputError("--json and --csv print the results in two formats; pass only one")
-
-
-def check_device_precision(device: str, precision: str) -> None:
-    """A reranker's --precision must be one inquire knows; a --device other than cpu must
-    exist on this machine (checked now, not when a reranker happens to need it)."""
-    from inquire.embed._torch import PRECISIONS
-
-    if precision not in (*PRECISIONS, "auto"):
-        from inquire.errors import UnknownNameError
-
-        raise UnknownNameError("--precision", precision, [*PRECISIONS, "auto"])
-    if device == "cpu":
-        return
-    try:
-        from inquire.embed._torch import check_device
-    except ImportError:  # pragma: no cover - torch is a dependency
-        raise InputError(f"--device {device!r} needs torch, which is not installed") from None
-    check_device(device)
 
 
 def no_match_note(name: str) -> str:
