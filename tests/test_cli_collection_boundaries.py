@@ -442,3 +442,25 @@ def test_every_kind_of_full_disk_is_one_line(exc: BaseException) -> None:
         assert "'/data/x'" in msg  # the folder of the file being written
     else:
         assert os.environ["INQUIRE_HOME"] in msg
+
+
+def test_read_only_connection_sees_what_a_live_writer_left_in_its_wal(tmp_path: Path) -> None:
+    import sqlite3
+
+    from inquire.collection.store import SCHEMA, connect, connect_read_only
+
+    db = tmp_path / "c" / "collection.db"
+    writer = connect(db, SCHEMA)  # WAL mode, held open: the rows live in collection.db-wal
+    writer.execute("INSERT INTO meta VALUES ('model_id', 'm')")
+    assert Path(f"{db}-wal").stat().st_size > 0
+    reader = connect_read_only(db, SCHEMA)
+    try:
+        assert reader.execute("SELECT value FROM meta").fetchone()[0] == "m"
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            reader.execute("INSERT INTO meta VALUES ('x', 'y')")
+    finally:
+        reader.close()
+        writer.close()
+    empty = connect_read_only(tmp_path / "none" / "verify.db", SCHEMA)  # nothing written yet
+    assert empty.execute("SELECT COUNT(*) FROM images").fetchone()[0] == 0
+    assert not (tmp_path / "none").exists()

@@ -164,13 +164,13 @@ def connect_read_only(path: Path, schema: str | None = None) -> sqlite3.Connecti
     empty: an in-memory one holding ``schema``."""
     from urllib.parse import quote
 
+    conn: sqlite3.Connection | None = None
+    err: Exception | None = None
     if not path.exists():
         conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
         if schema:
             conn.executescript(schema)
     else:
-        conn = None
-        err: Exception | None = None
         uri = "file:" + quote(str(path.resolve()))
         for flag in ("mode=ro", "immutable=1"):
             try:
@@ -190,11 +190,11 @@ def connect_read_only(path: Path, schema: str | None = None) -> sqlite3.Connecti
                     conn.close()
                 conn = None
                 err = exc
-        if conn is None:
-            raise InputError(
-                f"collection database {str(path)!r} cannot be read ({err}); its folder is "
-                "read-only, so nothing was changed"
-            )
+    if conn is None:
+        raise InputError(
+            f"collection database {str(path)!r} cannot be read ({err}); its folder is "
+            "read-only, so nothing was changed"
+        )
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA query_only = 1")
     log.info("opened %s read-only: its folder cannot be written", path)
