@@ -140,8 +140,12 @@ def demo_report(
 
         for i, renderable in enumerate(comparison_renderables(written.comparison)):
             if isinstance(renderable, Table):  # whole numbers, or one record per block
-                # The first table is the pair tests: metric, A and B head each record.
-                print_table(console, renderable, head=3 if i == 0 else 1)
+                # The first table is the pair tests: metric, A and B head each record; the
+                # others list queries, each headed by its id.
+                if i == 0:
+                    print_table(console, renderable, head=3)
+                else:
+                    print_table(console, renderable, head_format=lambda v: f"query {v[0]}")
             else:
                 console.print(renderable)
     console.print(f"report: {html_path}")
