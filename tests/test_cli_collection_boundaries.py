@@ -264,6 +264,25 @@ def test_search_with_a_k_of_a_trillion_returns_every_photo(tmp_path: Path) -> No
     assert [r["rank"] for r in json.loads(res.stdout)] == list(range(1, 10))
 
 
+def test_feedback_search_with_a_k_of_a_trillion(tmp_path: Path) -> None:
+    from inquire.collection.verify import Verification
+
+    make_photo_folder(tmp_path / "photos", n=9)
+    _create("c", tmp_path / "photos")
+    res = CliRunner().invoke(app, ["search", "c", "red", "-k", "3", "--save", "--json"])
+    assert res.exit_code == 0, res.output
+    coll = open_collection("c")
+    v = Verification(coll)
+    sid = v.searches()["search_id"].iloc[0]
+    v.extend(sid, 3, coll.index())
+    v.mark(sid, int(v.results(sid)["image_id"].iloc[0]), "ana", "relevant")
+    v.close()
+    coll.close()
+    res = CliRunner().invoke(app, ["search", "c", "--feedback", sid, "-k", str(10**12), "--json"])
+    assert res.exit_code == 0, res.output
+    assert len(json.loads(res.stdout)) == 8  # every photo nobody marked yet
+
+
 # -- a moved file -------------------------------------------------------------------------------
 
 
