@@ -68,6 +68,8 @@ def test_search_cli_passes_reranker_options_to_the_loader(tmp_path: Path, monkey
         return _BlueFirst()
 
     monkeypatch.setattr(inquire.rerank, "load_reranker", spy)
+    # The CLI checks that --device exists before any work; this machine may have no GPU.
+    monkeypatch.setattr("inquire.embed._torch.check_device", lambda device: device)
     make_photo_folder(tmp_path / "p", n=10, seed=4)
     create_collection("ro", tmp_path / "p", "toy:colour")
     runner = CliRunner()

@@ -4,6 +4,7 @@ tar and iNat-style inputs, and the Ray engine."""
 from __future__ import annotations
 
 import json
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -232,9 +233,9 @@ def test_ray_engine_equals_local(model_id, jpegs, tmp_path):
     ray = pytest.importorskip("ray")
     zoo = make_image_zoo(jpegs.parent / "ray_zoo" / "zoo", n_good=1)
     src = tmp_path / "src"
-    src.mkdir()
-    (src / "jpegs").symlink_to(jpegs, target_is_directory=True)
-    (src / "zoo").symlink_to(zoo, target_is_directory=True)
+    src.mkdir()  # copies: symlinked folders are not entered (one scanning rule)
+    shutil.copytree(jpegs, src / "jpegs")
+    shutil.copytree(zoo, src / "zoo")
     local, remote = tmp_path / "local", tmp_path / "ray"
     embed_images(model_id, src, local, batch_size=4, shard_size=8, workers=0, progress=False)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)

@@ -23,7 +23,8 @@ class UnknownNameError(InquireError, KeyError):
         close = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         shown = ", ".join(valid[:30]) + (" ..." if len(valid) > 30 else "")
-        super().__init__(f"unknown {kind} {name!r}.{hint} Valid names: {shown}")
+        listed = f" Valid names: {shown}" if valid else f" There is no {kind} yet."
+        super().__init__(f"unknown {kind} {name!r}.{hint}{listed}")
 
     def __str__(self) -> str:  # KeyError would otherwise repr() the message
         return str(self.args[0])

@@ -69,10 +69,13 @@ for _name in _MODULES:
 
 def main() -> None:
     """Console entry point: run the app, turning inquire's errors into one clear line."""
-    from inquire.errors import InquireError
+    from inquire.cli._common import error_message
 
     try:
         app()
-    except InquireError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    except Exception as exc:
+        msg = error_message(exc)
+        if msg is None:
+            raise
+        typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
         raise SystemExit(2) from None

@@ -1,30 +1,165 @@
-"""Helpers shared by the CLI modules."""
+"""Helpers shared by the CLI modules: one place that turns failures into one-line messages.
+
+:func:`error_message` is the rule, used by :func:`friendly_errors` (every command) and by
+``main()``: inquire's own errors are printed as they are; a full disk (``ENOSPC``,
+``EDQUOT``, or numpy's short write "N requested and M written"), a folder that cannot be
+written (``EACCES``, ``EPERM``, ``EROFS``, SQLite's read-only database) and SQLite's "database
+or disk is full" become one line naming the folder and what to do. Anything else is a bug
+and keeps its traceback.
+"""
 
 from __future__ import annotations
 
+import errno
+import re
+import sqlite3
 from collections.abc import Callable
 from functools import wraps
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any, TypeVar, overload
 
 import typer
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# (kwargs of the command) -> a sentence on what was kept and how to go on, or "".
+Hint = Callable[[dict[str, Any]], str]
 
-def friendly_errors(fn: F) -> F:
-    """Turn an :class:`~inquire.errors.InquireError` into a red one-line message and exit 2.
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+_NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+_SHORT_WRITE = re.compile(r"\d+ requested and \d+ written")  # numpy's tofile on a full disk
+_FULL_TEXT = ("no space left on device", "disk quota exceeded", "database or disk is full")
 
-    (``main()`` does this too; the decorator makes it hold under typer's test runner.)
+
+def _home() -> str:
+    from inquire import config
+
+    return str(config.home_path())
+
+
+def _folder_of(exc: BaseException) -> str:
+    """The folder a failed write was aimed at (the file's folder, else the cache root)."""
+    name = getattr(exc, "filename", None)
+    if name:
+        p = Path(str(name))
+        return str(p if p.is_dir() else p.parent)
+    return _home()
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says the disk (or the user's quota) is full."""
+    if isinstance(exc, OSError) and exc.errno in _FULL:
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, OSError | sqlite3.OperationalError) and (
+        any(t in text for t in _FULL_TEXT) or bool(_SHORT_WRITE.search(text))
+    )
+
+
+def not_writable(exc: BaseException) -> bool:
+    """Whether ``exc`` says a file or folder cannot be written (permissions, read-only)."""
+    if isinstance(exc, sqlite3.OperationalError):
+        return "readonly database" in str(exc)
+    return isinstance(exc, PermissionError) or (
+        isinstance(exc, OSError) and exc.errno in _NOT_WRITABLE
+    )
+
+
+def error_message(exc: BaseException, hint: str = "") -> str | None:
+    """The one-line message for ``exc``, or None when it is not a user's problem (a bug)."""
+    from inquire.errors import InquireError
+
+    tail = f"; {hint}" if hint else ""
+    if isinstance(exc, InquireError):
+        return f"{exc}"
+    if disk_full(exc):
+        return (
+            f"the disk is full: no space left to write in {_folder_of(exc)!r} ({exc}); free some "
+            f"space there{tail or ' and run the command again'}"
+        )
+    if not_writable(exc):
+        what = getattr(exc, "filename", None)
+        where = repr(str(what)) if what else f"the cache folder {_home()!r}"
+        return (
+            f"cannot write {where}: it is not writable ({getattr(exc, 'strerror', None) or exc});"
+            f" commands that only read work there, this one must write: make it writable or set "
+            f"INQUIRE_HOME to a folder you can write"
+        )
+    return None
+
+
+def _said(hint: Hint | None, kwargs: dict[str, Any]) -> str:
+    """``hint(kwargs)``, or "" when there is none or it fails (the first error matters)."""
+    if hint is None:
+        return ""
+    try:
+        return hint(kwargs)
+    except Exception:
+        return ""
+
+
+@overload
+def friendly_errors(fn: F) -> F: ...
+
+
+@overload
+def friendly_errors(
+    fn: None = None, *, on_stop: Hint | None = None, on_interrupt: Hint | None = None
+) -> Callable[[F], F]: ...
+
+
+def friendly_errors(
+    fn: Any = None, *, on_stop: Hint | None = None, on_interrupt: Hint | None = None
+) -> Any:
+    """Turn an :class:`~inquire.errors.InquireError`, a full disk or an unwritable folder into
+    a red one-line message and exit 2 (see :func:`error_message`).
+
+    ``on_stop(kwargs)``: a sentence added to the disk-full message (what was kept, how to
+    resume). ``on_interrupt(kwargs)``: when given, Ctrl-C prints "interrupted: " and that
+    sentence and exits 130. (``main()`` handles errors too; the decorator makes it hold under
+    typer's test runner.)
     """
 
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from inquire.errors import InquireError
+    def decorate(func: F) -> F:
+        @wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return func(*args, **kwargs)
+            except KeyboardInterrupt:
+                if on_interrupt is None:
+                    raise
+                said = _said(on_interrupt, kwargs) or "nothing more to say"
+                typer.secho(f"interrupted: {said}", fg=typer.colors.YELLOW, err=True)
+                raise typer.Exit(130) from None
+            except (typer.Exit, typer.Abort):
+                raise
+            except Exception as exc:
+                hint = _said(on_stop, kwargs) if disk_full(exc) else ""
+                msg = error_message(exc, hint)
+                if msg is None:
+                    raise
+                typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
+                raise typer.Exit(2) from None
 
-        try:
-            return fn(*args, **kwargs)
-        except InquireError as exc:
-            typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-            raise typer.Exit(2) from None
+        return wrapper  # type: ignore[return-value]
 
-    return wrapper  # type: ignore[return-value]
+    return decorate(fn) if fn is not None else decorate
+
+
+def check_device_precision(device: str, precision: str) -> None:
+    """A model's --precision must be one inquire knows (or ``auto``); a --device other than
+    cpu must exist on this machine: both checked before any work, not when (or whether) a
+    model happens to read them."""
+    from inquire.embed._torch import PRECISIONS
+    from inquire.errors import InputError, UnknownNameError
+
+    if precision not in (*PRECISIONS, "auto"):
+        raise UnknownNameError("--precision", precision, [*PRECISIONS, "auto"])
+    if device == "cpu":
+        return
+    try:
+        from inquire.embed._torch import check_device
+
+        check_device(device)
+    except ImportError:  # pragma: no cover - torch is a dependency
+        raise InputError(f"--device {device!r} needs torch, which is not installed") from None

@@ -149,3 +149,33 @@ def _print_vertical(
                 console.print(Text("  ") + text, soft_wrap=True)
             else:
                 console.print(Padding(text, (0, 0, 0, 2), expand=False))
+
+
+def print_table(
+    console: Any,
+    table: Any,
+    head: int = 1,
+    head_format: Callable[[Sequence[str]], str] | None = None,
+) -> bool:
+    """Print a rich ``Table`` whole, or vertically (:func:`print_records`) when a cell would
+    have to be cut or broken to fit: a number folded over two lines (``11.`` / ``0``) reads
+    as two numbers. Columns with a ``max_width`` (free text) may wrap; every other cell is
+    kept whole. ``head`` / ``head_format``: as :func:`print_records`. Returns True when the
+    vertical layout was used."""
+    from rich.text import Text
+
+    def plain(cell: Any) -> str:
+        return cell.plain if isinstance(cell, Text) else str(cell)
+
+    columns = [
+        Col(
+            plain(c.header),
+            keep=c.max_width is None,
+            justify=c.justify if c.justify in ("left", "right", "center") else "left",
+        )
+        for c in table.columns
+    ]
+    cells = [[plain(x) for x in c._cells] for c in table.columns]
+    rows = [tuple(col[i] for col in cells) for i in range(table.row_count)]
+    title = plain(table.title) if table.title is not None else None
+    return print_records(console, columns, rows, title, head=head, head_format=head_format)

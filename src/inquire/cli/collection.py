@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from inquire.cli._common import friendly_errors
+from inquire.cli._common import check_device_precision, friendly_errors
 from inquire.errors import InputError
 
 collection_app = typer.Typer(
@@ -89,8 +89,29 @@ def _stats_line(stats: Any) -> str:
     return ", ".join(f"{k} {v}" for k, v in d.items() if k != "shards_written")
 
 
+def _kept(kwargs: dict[str, Any]) -> str:
+    """What an interrupted or failed create/update left, and how to go on."""
+    from inquire.collection.store import open_collection
+    from inquire.errors import UnknownNameError
+
+    name = str(kwargs["name"])
+    try:
+        coll = open_collection(name)
+    except UnknownNameError:
+        return f"nothing was kept; run the same `inquire collection create {name} ...` again"
+    try:
+        n = coll.counts()
+    finally:
+        coll.close()
+    return (
+        f"the {sum(n.values()):,} images committed so far to collection {name!r} are kept "
+        f"({n.get('ok', 0):,} searchable); run `inquire collection update {name}` to resume "
+        "where it stopped (nothing committed is embedded again)"
+    )
+
+
 @collection_app.command("create")
-@friendly_errors
+@friendly_errors(on_stop=_kept, on_interrupt=_kept)
 def create_cmd(
     name: str = typer.Argument(..., help="Name of the new collection."),
     images: Path = typer.Option(
@@ -127,7 +148,7 @@ def create_cmd(
 
 
 @collection_app.command("update")
-@friendly_errors
+@friendly_errors(on_stop=_kept, on_interrupt=_kept)
 def update_cmd(
     name: str = typer.Argument(..., help="Collection to update."),
     images: Path | None = typer.Option(None, "--images", help="New location of the photos."),
@@ -324,10 +345,39 @@ def serve_cmd(
     ),
 ) -> None:
     """Serve only the verification page (http://HOST:PORT/verify)."""
+    from inquire.cli.web import check_port_free
     from inquire.web.server import serve
     from inquire.web.verify import make_app
 
+    check_port_free(host, port)
     serve(make_app(host=host, allowed_hosts=allow_host), host=host, port=port)
+
+
+def check_output_choice(as_json: bool, as_csv: bool) -> None:
+    """--json and --csv are two answers to one question: refuse both at once."""
+    if as_json and as_csv:
+        raise InputError("--json and --csv print the results in two formats; pass only one")
+
+
+def no_match_note(name: str) -> str:
+    """Why a search with --bbox found nothing: how many photos carry coordinates at all."""
+    from inquire.collection.store import open_collection
+
+    coll = open_collection(name)
+    try:
+        located, total = coll.located_counts()
+    finally:
+        coll.close()
+    if located == 0:
+        return (
+            f"no results: --bbox keeps photos with GPS coordinates, and none of the {total:,} "
+            f"photos of collection {name!r} carries any (EXIF GPS or train.json latitude/"
+            "longitude)"
+        )
+    return (
+        f"no results inside --bbox: {located:,} of the {total:,} photos of collection {name!r} "
+        "carry GPS coordinates, none of them in that box (W,S,E,N in degrees)"
+    )
 
 
 @friendly_errors
@@ -387,6 +437,13 @@ def search_cmd(
     from inquire.collection.verify import results_csv
     from inquire.index.screen import check_screen
 
+    check_output_choice(as_json, as_csv)
+    check_device_precision(device, precision)
+    if copy_to is not None and copy_to.exists() and not copy_to.is_dir():
+        raise InputError(
+            f"--copy-to {str(copy_to)!r} is an existing file; the result images are copied into "
+            "a folder: pass a folder (new or existing)"
+        )
     if feedback is not None and (text or like or taxon or date_from or date_to or bbox or under):
         raise InputError(
             "--feedback re-ranks a saved search: its text, examples and filters come from it; "
@@ -428,6 +485,8 @@ def search_cmd(
         if out.search_id is not None:
             typer.echo(f"saved search {out.search_id}", err=True)
     df = out.results
+    if bbox is not None and not len(df):
+        typer.echo(no_match_note(name), err=True)
     if as_json:
         typer.echo(json.dumps(json.loads(df.to_json(orient="records")), indent=1))
     elif as_csv:

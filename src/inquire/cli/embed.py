@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from inquire.cli._common import friendly_errors
+from inquire.cli._common import check_device_precision, friendly_errors
 
 
 @friendly_errors
@@ -32,6 +32,7 @@ def embed_cmd(
 
     from inquire.embed.pipeline import embed_images
 
+    check_device_precision(device, precision)
     console = Console(stderr=True)
     summary = embed_images(
         model,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from inquire.cli._common import friendly_errors
+from inquire.cli._common import check_device_precision, friendly_errors
 
 
 @friendly_errors
@@ -71,6 +71,7 @@ def fullrank_cmd(
     from inquire.index.ann import parse_params
     from inquire.report.table import metrics_table
 
+    check_device_precision(device, precision)
     if embeddings is None:
         raise InputError(
             "pass --embeddings DIR: a folder of image embeddings in the clip-retrieval layout "

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from inquire.cli._common import friendly_errors
+from inquire.cli._common import check_device_precision, friendly_errors
 from inquire.rerank.protocol import DEFAULT_PROTOCOL
 
 PROTOCOL_HELP = (
@@ -68,6 +68,7 @@ def eval_rerank_cmd(
     from inquire.rerank import RerankOptions
 
     check_reranker_id(reranker)
+    check_device_precision(device, precision)
     rs = open_rerank_set(split, data, queries, number_queries)
     opts = RerankOptions(
         device=device,

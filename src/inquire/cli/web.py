@@ -7,6 +7,33 @@ from pathlib import Path
 import typer
 
 from inquire.cli._common import friendly_errors
+from inquire.errors import InputError
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail before the URL is printed when ``host:port`` cannot be listened on (in use, or
+    an address this machine does not have)."""
+    import errno
+    import socket
+
+    if not 0 < port < 65536:
+        raise InputError(f"--port {port} is out of range; use 1..65535")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise InputError(f"--host {host!r} is not an address of this machine ({exc})") from None
+    family, _, _, _, addr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does
+        try:
+            sock.bind(addr)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise InputError(
+                    f"port {port} on {host} is already in use (another server is listening "
+                    f"there); stop it or pass --port with a free port"
+                ) from None
+            raise InputError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
 
 
 @friendly_errors
@@ -59,6 +86,11 @@ def serve_cmd(
     from inquire.web.server import serve
     from inquire.web.verify import make_router
 
+    if collections is not None and not collections.is_dir():
+        raise InputError(
+            f"--collections {str(collections)!r} is not a folder; pass the folder that holds "
+            "the collections (by default the cache's, see `inquire collection list`)"
+        )
     config = WebConfig(
         results=list(results or []),
         image_roots=images,
@@ -74,6 +106,7 @@ def serve_cmd(
         allowed_hosts=allow_host,
     )
     app = create_app(config)
+    check_port_free(host, port)
     Console(stderr=True).print(f"inquire web page: [bold]http://{host}:{port}/[/] (Ctrl+C stops)")
     serve(app, host=host, port=port)
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -427,11 +428,13 @@ def sync(
     stats = UpdateStats()
     plan = plan_sync(coll)
     stats.unchanged = len(plan.unchanged)
+    # Read the embedded hashes before the removals: a file moved (or renamed) since the last
+    # run is "gone" at its old path and new at its new one, and its vector is reused.
+    state = IngestState.start(coll, plan, inat)
     commit_removals(coll, plan.gone)
     stats.removed = len(plan.gone)
     if inat is not None:
         _refresh_json_metadata(coll, inat, plan.unchanged)
-    state = IngestState.start(coll, plan, inat)
     old_rows = ShardRows(coll)
 
     bar = progress_bar(disable=not progress, label=f"collection {coll.name}")
@@ -486,6 +489,7 @@ def create_collection(
     so an interrupted run is resumed by :func:`update_collection`. ``lock_timeout``: see
     :func:`update_collection`.
     """
+    check_work_sizes(batch_size, workers, chunk_size)
     folder = _collection_folder(name, root)
     images_root = Path(images).expanduser().resolve()
     if not images_root.is_dir():
@@ -509,19 +513,52 @@ def create_collection(
                 f"meanwhile; run `inquire collection update {name}` to pick up changes"
             )
         coll = Collection(folder)
-        with transaction(coll.conn) as conn:
-            coll.set_meta(
-                conn,
-                model_id=enc.model_id,
-                revision=enc.revision,
-                dim=enc.dim,
-                images_root=str(images_root),
-                metadata=str(meta_path) if meta_path else "",
-                generation=0,
-                index=index_setting,
-            )
-        stats = sync(coll, enc, inat, batch_size, chunk_size, progress, workers)
+        try:
+            with transaction(coll.conn) as conn:
+                coll.set_meta(
+                    conn,
+                    model_id=enc.model_id,
+                    revision=enc.revision,
+                    dim=enc.dim,
+                    images_root=str(images_root),
+                    metadata=str(meta_path) if meta_path else "",
+                    generation=0,
+                    index=index_setting,
+                )
+            stats = sync(coll, enc, inat, batch_size, chunk_size, progress, workers)
+        except BaseException:
+            _remove_if_empty(coll)
+            raise
     return coll, stats
+
+
+def check_work_sizes(batch_size: int, workers: int, chunk_size: int) -> None:
+    """Refuse batch, worker and chunk counts no run could use, before anything is written."""
+    for flag, value, low in (
+        ("--batch-size", batch_size, 1),
+        ("--workers", workers, 0),
+        ("chunk_size", chunk_size, 1),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise InputError(
+                f"{flag} {value!r} is not allowed: expected a whole number >= {low}"
+                + (" (0: decode in this process)" if flag == "--workers" else "")
+            )
+
+
+def _remove_if_empty(coll: Collection) -> None:
+    """Undo a create that failed before any image was committed: remove its folder, so a
+    retry starts afresh (a create that committed images is kept: ``update`` resumes it)."""
+    try:
+        row = coll.conn.execute("SELECT COUNT(*) AS n FROM images").fetchone()
+        empty = int(row["n"]) == 0
+    except Exception:  # the database itself failed (disk full, ...): nothing to keep
+        empty = True
+    if not empty:
+        return
+    coll.close()
+    shutil.rmtree(coll.folder, ignore_errors=True)
+    log.info("removed the empty collection folder %s after a failed create", coll.folder)
 
 
 def update_collection(
@@ -552,6 +589,7 @@ def update_collection(
     scans the folder afresh, so nothing that process embedded is embedded again. Searches
     need no lock and keep working during an update.
     """
+    check_work_sizes(batch_size, workers, chunk_size)
     coll = open_collection(name, root)
     with writer_lock(coll.folder, f"collection {name!r}", lock_timeout):
         return _update_locked(

@@ -145,6 +145,8 @@ class CollectionSearcher:
     def results(self, query: np.ndarray, k: int, mask: np.ndarray | None = None) -> pd.DataFrame:
         """The top ``k`` of one ``query (d,)`` (:meth:`search`) as a result table
         (:func:`results_frame`; the padding left out, so ``min(k, matches)`` rows)."""
+        # No more results than rows: memory follows the collection, not k.
+        k = min(check_k(k), max(len(self.index), 1))
         scores, ids = self.search(query[None, :], k, mask)
         keep = ids[0] >= 0
         return results_frame(self.index, ids[0][keep], scores[0][keep])

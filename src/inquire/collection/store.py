@@ -21,6 +21,7 @@ database with status ``deleted`` (so verified marks keep their metadata) and has
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -30,7 +31,6 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from stat import S_ISREG
 from typing import Any
 
 import numpy as np
@@ -44,7 +44,7 @@ from inquire.cache import transaction
 from inquire.collection.ann import ensure_index, load_index
 from inquire.collection.metadata import RANKS
 from inquire.embed import folder as emb_folder
-from inquire.embed.images import IMAGE_SUFFIXES
+from inquire.embed.sources import scan_image_files
 from inquire.errors import InputError, UnknownNameError
 
 log = logging.getLogger(__name__)
@@ -78,18 +78,23 @@ def records(df: pd.DataFrame) -> list[dict[str, Any]]:
     return [{str(k): v for k, v in row.items()} for row in df.to_dict("records")]
 
 
-def collections_root(root: str | os.PathLike[str] | None = None) -> Path:
-    """The folder holding all collections (``cache_dir("collections")`` by default)."""
+def collections_root(root: str | os.PathLike[str] | None = None, create: bool = True) -> Path:
+    """The folder holding all collections (``cache_dir("collections")`` by default).
+
+    ``create=False`` (readers): the folder is not created, so a read-only cache works."""
     if root is None:
-        return config.cache_dir("collections")
+        return config.cache_dir("collections") if create else config.cache_path("collections")
     path = Path(root)
-    path.mkdir(parents=True, exist_ok=True)
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
     return path
 
 
 def list_collections(root: str | os.PathLike[str] | None = None) -> list[str]:
-    """Names of the collections under ``root``."""
-    base = collections_root(root)
+    """Names of the collections under ``root`` (none when the folder does not exist yet)."""
+    base = collections_root(root, create=False)
+    if not base.is_dir():
+        return []
     return sorted(p.name for p in base.iterdir() if (p / "collection.db").is_file())
 
 
@@ -102,10 +107,98 @@ def _check_name(name: str) -> str:
     return name
 
 
-def connect(path: Path) -> sqlite3.Connection:
+def connect(path: Path, schema: str | None = None) -> sqlite3.Connection:
     """A collection database (:func:`inquire.cache.connect`: WAL, waits for writers), rows
-    as ``sqlite3.Row``."""
-    return connect_db(path, timeout_s=30, row_factory=sqlite3.Row, what="collection database")
+    as ``sqlite3.Row``; ``schema`` (``CREATE ... IF NOT EXISTS`` statements) is applied.
+
+    When the folder cannot be written (a read-only cache, a read-only mount) the database is
+    opened **read-only** instead (:func:`connect_read_only`): reading works, and a write
+    fails with SQLite's "attempt to write a readonly database", never by calling a good
+    database unusable."""
+    if not _may_write(path):
+        return connect_read_only(path, schema)
+    try:
+        conn = connect_db(path, timeout_s=30, row_factory=sqlite3.Row, what="collection database")
+    except InputError:
+        if folder_writable(path.parent):
+            raise  # a writable folder: the file itself is not a database
+        return connect_read_only(path, schema)
+    if schema:
+        try:
+            conn.executescript(schema)
+        except BaseException:
+            conn.close()
+            raise
+    return conn
+
+
+def _may_write(path: Path) -> bool:
+    """False when the OS says the database or its folder cannot be written (cheap; as root
+    this only catches read-only file systems, :func:`folder_writable` probes for real)."""
+    folder = path.parent
+    if not folder.is_dir():
+        return True  # created by the writer (or refused there, with its own message)
+    if not os.access(folder, os.W_OK):
+        return False
+    return not path.exists() or os.access(path, os.W_OK)
+
+
+def folder_writable(folder: Path) -> bool:
+    """Whether a file can really be created in ``folder`` (a probe file, removed at once)."""
+    import tempfile
+
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe-")
+    except OSError:
+        return False
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
+    return True
+
+
+def connect_read_only(path: Path, schema: str | None = None) -> sqlite3.Connection:
+    """``path`` opened read-only (``PRAGMA query_only``): ``mode=ro`` (which reads a WAL
+    left by a writer), else ``immutable=1`` (a cleanly closed WAL database in a folder where
+    SQLite cannot create its ``-shm`` file). A database that does not exist yet reads as
+    empty: an in-memory one holding ``schema``."""
+    from urllib.parse import quote
+
+    conn: sqlite3.Connection | None = None
+    err: Exception | None = None
+    if not path.exists():
+        conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        if schema:
+            conn.executescript(schema)
+    else:
+        uri = "file:" + quote(str(path.resolve()))
+        for flag in ("mode=ro", "immutable=1"):
+            try:
+                conn = sqlite3.connect(
+                    f"{uri}?{flag}", uri=True, isolation_level=None, check_same_thread=False
+                )
+                conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+                if flag == "immutable=1" and Path(f"{path}-wal").exists():
+                    log.warning(
+                        "%s has unapplied changes in %s-wal that read-only access cannot see",
+                        path,
+                        path,
+                    )
+                break
+            except sqlite3.DatabaseError as exc:
+                if conn is not None:
+                    conn.close()
+                conn = None
+                err = exc
+    if conn is None:
+        raise InputError(
+            f"collection database {str(path)!r} cannot be read ({err}); its folder is "
+            "read-only, so nothing was changed"
+        )
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA query_only = 1")
+    log.info("opened %s read-only: its folder cannot be written", path)
+    return conn
 
 
 def inside_root(root_real: Path, path: Path) -> bool:
@@ -114,32 +207,11 @@ def inside_root(root_real: Path, path: Path) -> bool:
 
 
 def scan_images(images_root: Path) -> dict[str, tuple[int, int]]:
-    """Image files under ``images_root`` (recursively; hidden files and folders skipped).
-
-    Returns ``{relative POSIX path: (size bytes, mtime ns)}`` in sorted path order. Only
-    regular files count; a symlink counts only if its target lies inside the folder too, and
-    symlinked folders are not entered, so nothing outside the folder is ever read (its
-    bytes, its metadata or its size).
-    """
-    found: dict[str, tuple[int, int]] = {}
-    root_real = Path(os.path.realpath(images_root))
-    for dirpath, dirnames, filenames in os.walk(images_root):  # does not follow links
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for fname in sorted(filenames):
-            if fname.startswith(".") or Path(fname).suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            full = Path(dirpath) / fname
-            if full.is_symlink() and not inside_root(root_real, full):
-                log.warning("skipped %s: it links to a file outside the images folder", full)
-                continue
-            try:
-                st = full.stat()
-            except OSError:  # vanished or a broken link: not part of the collection
-                continue
-            if not S_ISREG(st.st_mode):  # a pipe or device would block or never end
-                continue
-            found[full.relative_to(images_root).as_posix()] = (st.st_size, st.st_mtime_ns)
-    return dict(sorted(found.items()))
+    """Image files under ``images_root``: ``{relative POSIX path: (size bytes, mtime ns)}``
+    in sorted path order, by the one scanning rule shared with ``inquire embed``
+    (:func:`inquire.embed.sources.scan_image_files`: hidden files and folders skipped,
+    regular files only, symlinked folders not entered, no link out of the folder)."""
+    return scan_image_files(images_root)
 
 
 class Collection:
@@ -156,8 +228,7 @@ class Collection:
     @property
     def conn(self) -> sqlite3.Connection:
         if self._conn is None:
-            self._conn = connect(self.db_path)
-            self._conn.executescript(SCHEMA)
+            self._conn = connect(self.db_path, SCHEMA)
         return self._conn
 
     def close(self) -> None:
@@ -191,6 +262,13 @@ class Collection:
     def counts(self) -> dict[str, int]:
         rows = self.conn.execute("SELECT status, COUNT(*) AS n FROM images GROUP BY status")
         return {r["status"]: int(r["n"]) for r in rows}
+
+    def located_counts(self) -> tuple[int, int]:
+        """``(searchable images with coordinates, searchable images)``."""
+        row = self.conn.execute(
+            "SELECT COUNT(*) AS n, COUNT(lat) AS located FROM images WHERE status = 'ok'"
+        ).fetchone()
+        return int(row["located"]), int(row["n"])
 
     # -- images --------------------------------------------------------------------------------
     def images(self, image_ids: Sequence[int] | None = None) -> pd.DataFrame:
@@ -396,7 +474,7 @@ def _collection_folder(name: str, root: str | os.PathLike[str] | None) -> Path:
 
 def open_collection(name: str, root: str | os.PathLike[str] | None = None) -> Collection:
     """Open the existing collection ``name`` (under ``root`` or the cache)."""
-    folder = _collection_folder(name, root)
+    folder = collections_root(root, create=False) / _check_name(name)
     if not (folder / "collection.db").is_file():
         raise UnknownNameError("collection", name, list_collections(root))
     return Collection(folder)

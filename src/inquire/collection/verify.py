@@ -164,10 +164,10 @@ class Verification:
     def __init__(self, coll: Collection) -> None:
         self.coll = coll
         self.path = coll.folder / "verify.db"
-        self.conn: sqlite3.Connection = connect(self.path)
-        self.conn.executescript(SCHEMA)
+        self.conn: sqlite3.Connection = connect(self.path, SCHEMA)  # read-only if it must
         cols = {r[1] for r in self.conn.execute("PRAGMA table_info(results)")}
-        if "round" not in cols:  # databases written before relevance feedback
+        read_only = bool(self.conn.execute("PRAGMA query_only").fetchone()[0])
+        if "round" not in cols and not read_only:  # written before relevance feedback
             with transaction(self.conn):
                 cols = {r[1] for r in self.conn.execute("PRAGMA table_info(results)")}
                 if "round" not in cols:

@@ -111,6 +111,7 @@ def make_synthetic_benchmark(
             f"{200 * (n_val + n_test)} (each query takes up to 180 relevant and near-miss images)"
         )
     root = Path(out_dir)
+    check_synthetic_target(root)
     root.mkdir(parents=True, exist_ok=True)
     n_queries = n_val + n_test
 
@@ -212,6 +213,43 @@ def _layout(root: Path, images: bool) -> SyntheticBenchmark:
         text_embeddings=root / "text_embeddings.parquet",
         images=root / "images" if images else None,
     )
+
+
+def _layout_names() -> set[str]:
+    """The names a synthetic benchmark writes at the top of its folder."""
+    bench = _layout(Path("."), True)
+    names = {
+        Path(p).name
+        for p in (bench.queries_val, bench.queries_test, bench.annotations, bench.text_embeddings)
+    }
+    return names | {"embeddings", "images", "SYNTHETIC.txt"}
+
+
+def check_synthetic_target(root: Path) -> None:
+    """Refuse to write a benchmark into a folder that holds anything else (a photo folder, a
+    project): only a missing or empty folder, or one holding (part of) a synthetic benchmark's
+    own files (a run interrupted before ``SYNTHETIC.txt``), is written to."""
+    if not root.exists():
+        return
+    if not root.is_dir():
+        raise InputError(
+            f"{str(root)!r} is a file; a synthetic benchmark is written to a folder: pass a "
+            "new folder name"
+        )
+    own = _layout_names()
+    # Temporary files of an interrupted atomic write (".NAME.XXXX.tmp") are the benchmark's.
+    foreign = sorted(
+        p.name
+        for p in root.iterdir()
+        if p.name not in own
+        and not (p.name.endswith(".tmp") and any(p.name.startswith(f".{n}.") for n in own))
+    )
+    if foreign:
+        shown = ", ".join(repr(n) for n in foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+        raise InputError(
+            f"{str(root)!r} is not empty and not a synthetic benchmark (it holds {shown}); "
+            "nothing was written there: pass a new or empty folder for the synthetic benchmark"
+        )
 
 
 def find_synthetic_benchmark(root: str | os.PathLike[str]) -> SyntheticBenchmark | None:

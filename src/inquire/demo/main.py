@@ -22,9 +22,7 @@ def run_demo(
     """Generate the synthetic benchmark under ``out_dir``, evaluate full-rank retrieval on it,
     print the tables and return the results folder."""
     if console is None:
-        console = Console()
-        if not console.is_terminal:  # piped or logged: keep wide tables readable
-            console = Console(width=150)
+        console = demo_console()
     _quiet_model_progress()
     out = Path(out_dir)
     console.print(
@@ -60,6 +58,15 @@ def run_demo(
     console.print(f"results: {res_dir}")
     _later_steps(out, res_dir, bench.root, console, seed)
     return res_dir
+
+
+def demo_console() -> Console:
+    """The demo's console: the terminal's width; piped or logged, ``COLUMNS`` when set (the
+    reader's width, read by rich), else 150 columns (wide enough for every table)."""
+    console = Console()
+    if not console.is_terminal and not os.environ.get("COLUMNS"):
+        console = Console(width=150)
+    return console
 
 
 def _quiet_model_progress() -> None:

@@ -134,7 +134,19 @@ def demo_report(
         },
     )
     if written.comparison is not None:
-        for renderable in comparison_renderables(written.comparison):
-            console.print(renderable)
+        from rich.table import Table
+
+        from inquire.cli._render import print_table
+
+        for i, renderable in enumerate(comparison_renderables(written.comparison)):
+            if isinstance(renderable, Table):  # whole numbers, or one record per block
+                # The first table is the pair tests: metric, A and B head each record; the
+                # others list queries, each headed by its id.
+                if i == 0:
+                    print_table(console, renderable, head=3)
+                else:
+                    print_table(console, renderable, head_format=lambda v: f"query {v[0]}")
+            else:
+                console.print(renderable)
     console.print(f"report: {html_path}")
     return html_path

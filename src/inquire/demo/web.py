@@ -32,6 +32,10 @@ def serve_command(
     """The ``inquire serve ...`` command line over ``results_dirs`` and the synthetic benchmark
     at ``bench_root`` (its images, annotations, query texts, embeddings and text model), with
     the Verify page over ``collections`` when given."""
+    # Absolute paths: the command must work from any folder, not only the one the demo ran in.
+    results_dirs = [Path(p).resolve() for p in results_dirs]
+    bench_root = Path(bench_root).resolve()
+    collections = Path(collections).resolve() if collections is not None else None
     args = [*program(), "serve", *(str(p) for p in results_dirs)]
     images = bench_root / "images"
     if images.is_dir():

@@ -12,14 +12,18 @@ Kinds (rows of ``SOURCE_KINDS``, tried in order):
   or a folder holding ``train.json``/``val.json``. ``file_name`` is relative to the JSON's
   folder; ids come from the JSON.
 - ``tar``: an uncompressed ``.tar`` archive; members with an image extension, archive order.
-- ``folder``: every file with an image extension under PATH, sorted by relative path.
+- ``folder``: every image file under PATH by the rule of :func:`scan_image_files` (the one a
+  collection uses: hidden files and symlinked folders skipped, no link out of the folder),
+  sorted by relative path.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import stat
 import tarfile
 import threading
 from collections.abc import Callable
@@ -31,6 +35,8 @@ import numpy as np
 
 from inquire.embed.images import IMAGE_SUFFIXES, is_image_name
 from inquire.errors import InputError
+
+log = logging.getLogger(__name__)
 
 _COCO_NAMES = ("train.json", "val.json")
 # Serialises the lazy opening of an archive's descriptor, so two threads reading the same
@@ -184,14 +190,41 @@ def _open_tar(path: Path) -> ImageSource:
     return ImageSource("tar", path, [m.name for m in members], None, spans)
 
 
+def scan_image_files(root: str | os.PathLike[str]) -> dict[str, tuple[int, int]]:
+    """The image files of a folder tree: THE scanning rule of ``inquire embed`` and of a
+    collection (:func:`inquire.collection.store.scan_images`).
+
+    Returns ``{relative POSIX path: (size bytes, mtime ns)}`` in sorted path order. Files
+    with an image extension (:data:`IMAGE_SUFFIXES`, any case) count; hidden files and
+    folders (names starting with ``.``) are skipped; only regular files count (a pipe or
+    device would block or never end); a symlinked file counts only if its target lies inside
+    the folder too, and symlinked folders are not entered, so nothing outside the folder is
+    ever read and no file is listed twice.
+    """
+    base = Path(root)
+    found: dict[str, tuple[int, int]] = {}
+    root_real = Path(os.path.realpath(base))
+    for dirpath, dirnames, filenames in os.walk(base):  # does not follow links
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for fname in sorted(filenames):
+            if fname.startswith(".") or not is_image_name(fname):
+                continue
+            full = Path(dirpath) / fname
+            if full.is_symlink() and not Path(os.path.realpath(full)).is_relative_to(root_real):
+                log.warning("skipped %s: it links to a file outside the images folder", full)
+                continue
+            try:
+                st = full.stat()
+            except OSError:  # vanished or a broken link
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            found[full.relative_to(base).as_posix()] = (st.st_size, st.st_mtime_ns)
+    return dict(sorted(found.items()))
+
+
 def _open_folder(path: Path) -> ImageSource:
-    paths: list[str] = []
-    # Symlinked sub-folders are followed: image trees are often assembled from links.
-    for dirpath, dirnames, filenames in os.walk(path, followlinks=True):
-        dirnames.sort()
-        rel = Path(dirpath).relative_to(path)
-        paths.extend((rel / f).as_posix() for f in sorted(filenames) if is_image_name(f))
-    return ImageSource("folder", path, sorted(paths))
+    return ImageSource("folder", path, list(scan_image_files(path)))
 
 
 # (kind, detect(path), open(path)); the first kind whose detector accepts PATH is used.

@@ -251,9 +251,7 @@ def evaluate(
         n_rel = np.array([len(s) for s in relevant], dtype=np.int64)
     else:
         n_rel = np.array([n_relevant.get(int(q), 0) for q in qids], dtype=np.int64)
-    # Tied scores form groups that every metric reads as a whole (see inquire.metrics).
-    rel, ties = relevance_with_ties(ranked, scores, relevant, k, query_ids=qids)
-    values = compute_metrics(rel, n_rel, metrics, query_ids=qids, ties=ties)
+    values = _metrics_at(k, ranked, scores, relevant, n_rel, metrics, qids)
     per_query = pd.DataFrame({"query_id": qids} | values)
     for col in GROUP_COLUMNS:
         # A missing group is a named value (as read_queries makes it): groupby would
@@ -261,6 +259,50 @@ def evaluate(
         per_query[col] = queries[col].fillna(UNKNOWN_GROUP).to_numpy()
     cfg = {"k": k, "run": run.name, **(config or {}), **provenance()}
     return EvalResult(per_query=per_query, k=k, metrics=tuple(metrics), config=cfg, name=run.name)
+
+
+# Metrics whose value at a cut-off k beyond every ranking and every R equals their value at
+# max(longest ranking, largest R): the places past the list hold no hit and min(R, k) = R
+# (AP's and nDCG's normalisation), so a matrix that wide gives the same numbers.
+_WIDTH_FREE = frozenset({"ap", "ndcg", "mrr", "recall", "trec_ap"})
+# Largest relevance matrix (cells, queries x k) built for a metric outside these rules.
+MAX_CELLS = 50_000_000
+
+
+def _metrics_at(
+    k: int,
+    ranked: list[np.ndarray],
+    scores: list[np.ndarray],
+    relevant: list[frozenset[int]],
+    n_rel: np.ndarray,
+    metrics: Sequence[str],
+    qids: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """``{metric: (nq,) fractions}`` at cut-off ``k``, in memory that follows the input.
+
+    The relevance matrix is ``(nq, min(k, W))`` with ``W = max(longest ranking, largest R,
+    1)``: a cut-off past every list and every R changes no hit, so the INQUIRE metrics keep
+    their meaning exactly (AP@k still divides by min(R, k), which is R there), and P@k, the
+    one that divides by k itself, is scaled by ``W / k``. Another metric needs the full
+    width, which is refused beyond :data:`MAX_CELLS` cells.
+    """
+    longest = max((len(r) for r in ranked), default=0)
+    width = min(k, max(longest, int(n_rel.max(initial=0)), 1))
+    odd = [m for m in metrics if m not in _WIDTH_FREE and m != "precision"]
+    if width < k and odd:
+        if len(qids) * k > MAX_CELLS:
+            raise InputError(
+                f"--k {k:,} is too large for metric(s) {odd}: they need a {len(qids):,} x "
+                f"{k:,} matrix; use a k of at most {max(MAX_CELLS // len(qids), 1):,} (the "
+                f"longest ranking holds {longest:,} results)"
+            )
+        width = k
+    # Tied scores form groups that every metric reads as a whole (see inquire.metrics).
+    rel, ties = relevance_with_ties(ranked, scores, relevant, width, query_ids=qids)
+    values = compute_metrics(rel, n_rel, metrics, query_ids=qids, ties=ties)
+    if width < k and "precision" in values:
+        values["precision"] = values["precision"] * (width / k)  # P@k = hits / k
+    return values
 
 
 def evaluate_run_file(

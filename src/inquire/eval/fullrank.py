@@ -62,6 +62,26 @@ def store_has_image_ids(store: EmbeddingStore) -> bool:
     return "image_id" in pq.read_schema(store.metadata_paths[0]).names
 
 
+def check_unique_ids(store: EmbeddingStore) -> None:
+    """A benchmark store lists each image once: a repeated ``image_id`` in its metadata is an
+    :class:`InputError` naming the metadata file(s) (not the run the search would make)."""
+    if not store_has_image_ids(store):
+        return
+    ids = store.ids
+    uniq, counts = np.unique(ids, return_counts=True)
+    if (counts == 1).all():
+        return
+    dup = int(uniq[counts > 1][0])
+    rows = np.flatnonzero(ids == dup)
+    shard = np.searchsorted(store.offsets, rows, side="right") - 1
+    files = sorted({str(store.metadata_paths[int(s)]) for s in shard})
+    raise InputError(
+        f"the embedding metadata lists image_id {dup} {len(rows)} times (in "
+        f"{', '.join(repr(f) for f in files)}; {int((counts > 1).sum())} id(s) repeated in "
+        f"all): each image must have one id; fix or regenerate those metadata files"
+    )
+
+
 def _drop_leading(keys: pd.Series, n: int) -> pd.Series:
     """``a/b/c`` -> ``b/c`` for ``n = 1``; keys with no more than ``n`` components -> NaN."""
     if n == 0:
@@ -455,6 +475,7 @@ def evaluate_fullrank(
     query_df = load_queries(queries) if isinstance(queries, str) else queries
     qrels = qrels if qrels is not None else load_qrels()
     store = EmbeddingStore(embeddings)
+    check_unique_ids(store)
     enc = encoder or load_encoder(
         model_id, device=device, precision=precision, batch_size=batch_size
     )

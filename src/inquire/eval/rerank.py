@@ -195,12 +195,15 @@ def evaluate_rerank(
         results[q] = (ids, scores)
     fail_df = pd.DataFrame(failures, columns=["query_id", "image_id", "query_text"])
     if len(fail_df) and not allow_failures:
+        # A reranker that cannot compute scores itself says what would help instead.
+        retry = getattr(reranker, "failure_hint", None) or (
+            "run again to retry only those (scored candidates are cached)"
+        )
         raise RerankFailuresError(
             f"{len(fail_df)} of {len(rerank_set.candidates)} candidates could not be scored by "
             f"{name!r} (in {fail_df['query_id'].nunique()} queries, e.g. query "
-            f"{int(fail_df['query_id'].iloc[0])}); run again to retry only those (scored "
-            f"candidates are cached), or pass --allow-failures to rank them last and flag the "
-            f"result"
+            f"{int(fail_df['query_id'].iloc[0])}); {retry}, or pass --allow-failures to rank "
+            f"them last and flag the result"
         )
     run = Run(results, name=name)
     n_rel = rerank_set.n_relevant()

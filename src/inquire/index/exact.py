@@ -304,6 +304,7 @@ class _Scorer:
         self.plan = plan
         self.rescored = 0
         self.gemm_pairs = 0
+        self.nonfinite: list[int] = []  # store rows holding NaN / inf (never returned)
         if plan is not None:
             t = kernels._torch
             self.q_bf16 = t.from_numpy(plan.q_bf16).view(t.bfloat16)
@@ -334,6 +335,11 @@ class _Scorer:
         s = self.out if rows == len(self.f32) else np.empty((len(self.q), rows), np.float32)
         self.kernels.scores(self.q, data, s)
         first = block.start + lo
+        # A row holding NaN or inf scores non-finite for every query (the queries are
+        # checked finite): it can never be returned, which the search reports.
+        bad = np.flatnonzero(~np.isfinite(s[0])) if len(s) else np.zeros(0, np.int64)
+        if len(bad):
+            self.nonfinite.extend((first + bad).tolist())
         if self.mask is not None:
             s[:, ~self.mask[first : first + rows]] = np.nan  # NaN never matches
         self.top.add_block(s, self.id_keys[first : first + rows])
@@ -582,6 +588,7 @@ def search(
         stats.queries, stats.rows = len(q), len(store)
         stats.rescored = sum(sc.rescored for sc in scorers)
         stats.gemm_pairs = sum(sc.gemm_pairs for sc in scorers)
+    _report_nonfinite(store, sorted(r for sc in scorers for r in sc.nonfinite))
     top = scorers[0].top
     for other in scorers[1:]:
         top.absorb(other.top)
@@ -590,6 +597,21 @@ def search(
         return scores, keys
     ids = np.where(keys >= 0, sorted_ids[np.maximum(keys, 0)], -1)
     return scores, ids
+
+
+def _report_nonfinite(store: EmbeddingStore, rows: list[int]) -> None:
+    """Say how many rows of ``store`` hold NaN or infinite values, and which image ids."""
+    if not rows:
+        return
+    ids = store.ids[np.asarray(rows[:10], np.int64)].tolist()
+    log.warning(
+        "%d embedding row(s) of %s hold NaN or infinite values and can never be returned: "
+        "image id(s) %s%s; embed those images again",
+        len(rows),
+        store.root,
+        ", ".join(str(i) for i in ids),
+        " ..." if len(rows) > 10 else "",
+    )
 
 
 @dataclass

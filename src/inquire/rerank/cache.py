@@ -280,6 +280,21 @@ PICKLE_REFUSAL = (
 )
 
 
+def check_npy_file(path: Path) -> None:
+    """Refuse a missing file, or one that is not a ``.npy`` file at all (by its magic bytes),
+    before a pickle is even mentioned."""
+    if not path.is_file():
+        raise InputError(f"score cache {str(path)!r} does not exist")
+    with open(path, "rb") as fh:
+        magic = fh.read(6)
+    if magic != b"\x93NUMPY":
+        raise InputError(
+            f"{str(path)!r} is not a .npy file (it does not start with numpy's header); "
+            "INQUIRE's released score caches are .npy files such as "
+            "'llava-hf--llava-1.5-13b-hf--cache.npy': check the path"
+        )
+
+
 @dataclass(frozen=True)
 class ImportReport:
     """What :func:`import_inquire_cache` did."""
@@ -323,10 +338,9 @@ def import_inquire_cache(
     from inquire.rerank.protocol import upstream_model
 
     path = Path(npy_path)
+    check_npy_file(path)
     if not trust_pickle:
         raise InputError(PICKLE_REFUSAL.format(path=str(path)))
-    if not path.is_file():
-        raise InputError(f"score cache {str(path)!r} does not exist")
     row = None
     if model is not None:
         row = upstream_model(model)
@@ -438,6 +452,12 @@ class CachedReranker:
         from inquire.rerank.protocol import get_protocol
 
         self.reranker_id = f"cached:{name}"
+        # Running again cannot help: a miss is an output nobody imported.
+        self.failure_hint = (
+            f"the score cache holds no imported score for them: import INQUIRE's outputs first "
+            f"with `inquire rerank import-cache FILE.npy --name {name}` (same --protocol), as "
+            f"`inquire rerank import-cache --help` describes"
+        )
         self.revision = "imported"
         self.prompt_version = "imported"
         self.protocol = get_protocol(protocol).name
@@ -474,10 +494,9 @@ def import_as_cached_reranker(
     refused import). Returns the import's counts and the reranker to evaluate.
     """
     path = Path(npy_path)
+    check_npy_file(path)
     if not trust_pickle:
         raise InputError(PICKLE_REFUSAL.format(path=str(path)))
-    if not path.is_file():
-        raise InputError(f"score cache {str(path)!r} does not exist")
     rs = rerank_set() if callable(rerank_set) else rerank_set
     target = CachedReranker(name, protocol=protocol)
     with ScoreCache(cache_path) as cache:
