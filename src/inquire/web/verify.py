@@ -514,7 +514,11 @@ def _stored_examples(coll: Collection, like: Any) -> tuple[int, ...]:
         ) from None
 
 
-_ASSETS = {"verify.js": "text/javascript", "verify.css": "text/css"}
+_ASSETS = {
+    "verify.js": "text/javascript",
+    "keyqueue.js": "text/javascript",
+    "verify.css": "text/css",
+}
 
 
 def _page(prefix: str, token: str) -> str:
