@@ -138,7 +138,9 @@ def create_app(config: WebConfig) -> FastAPI:
         config.body_timeout_s,
     )
     catalog = Catalog(config)
-    thumbs = ThumbnailCache(config.thumb_cache or cache_dir("web", "thumbs"))
+    thumbs = ThumbnailCache(
+        config.thumb_cache or cache_dir("web", "thumbs"), config.thumb_cache_bytes
+    )
     ctx = WebContext(config, catalog, thumbs, _make_templates(config))
     # No Swagger UI: it loads its scripts from a CDN, which the page never does.
     app = FastAPI(
