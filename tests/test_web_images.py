@@ -264,8 +264,10 @@ def test_every_size_of_one_photo_makes_at_most_one_file_per_snapped_size(tmp_pat
 
 
 def test_thumbnail_cache_one_past_its_cap_drops_the_least_recently_used(tmp_path: Path) -> None:
-    srcs = [_jpeg(tmp_path / "img" / f"{i}.jpg", size=(64, 64), color=c) for i, c in
-            enumerate(["red", "green", "blue", "white", "black"])]
+    srcs = [
+        _jpeg(tmp_path / "img" / f"{i}.jpg", size=(64, 64), color=c)
+        for i, c in enumerate(["red", "green", "blue", "white", "black"])
+    ]
     probe = ThumbnailCache(tmp_path / "probe")
     sizes = [probe.get(s, 64).stat().st_size for s in srcs]
     cap = sum(sizes[:3])  # exactly three thumbnails fit

@@ -13,6 +13,7 @@ Every file the web app sends goes through :meth:`ImageRoots.resolve`, which
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
@@ -287,10 +288,9 @@ class ThumbnailCache:
             files = self._index()
             if target in files:
                 files.move_to_end(target)
-            try:  # the access time says when it was last used; its mtime stays as written
+            # the access time says when it was last used; its mtime stays as written
+            with contextlib.suppress(OSError):
                 os.utime(target, ns=(time.time_ns(), target.stat().st_mtime_ns))
-            except OSError:
-                pass
 
     def _added(self, target: Path) -> None:
         """Count a new file and delete the least recently used ones beyond ``max_bytes``."""
