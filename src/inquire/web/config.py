@@ -13,6 +13,7 @@ from inquire.embed.base import Encoder
 DEFAULT_MAX_BODY_BYTES = 256 * 1024
 DEFAULT_MAX_UPLOAD_BYTES = 16 * 1024 * 1024
 DEFAULT_BODY_TIMEOUT_S = 30.0
+DEFAULT_MAX_HEADER_BYTES = 16 * 1024  # request line (target) and headers together
 
 # Longest side, in pixels, a thumbnail may be asked for; larger requests get 422.
 MIN_THUMB_SIZE = 16
