@@ -4,11 +4,13 @@ serve``) or in a background thread on a free loopback port (tests, the load benc
 Both run under :class:`ServerLimits`: at most ``max_connections`` open connections (more
 get 503), at most ``max_connections_per_client`` from one client address (more are answered
 503 and closed at once, so one client holding idle sockets cannot lock others out), idle
-keep-alive connections closed early when the server is three quarters full, a request line and headers that must arrive within ``header_timeout_s`` of the
-connection opening or of the previous response (else the connection is closed, so slow
-clients cannot hold connections open), at most ``max_header_bytes`` of headers, and idle
-keep-alive connections closed after ``keep_alive_s``. Body size and body time-outs are the
-app's (:mod:`inquire.web.security`).
+connections closed early once three quarters of the connections are open, a request line
+and headers that must arrive within ``header_timeout_s`` of the connection opening or of the
+previous response (else the connection is closed, so slow clients cannot hold connections
+open), at most ``max_header_bytes`` of headers, and idle keep-alive connections closed after
+``keep_alive_s``. Behind a reverse proxy every client has the proxy's address: raise
+``max_connections_per_client`` there. Body size and body time-outs are the app's
+(:mod:`inquire.web.security`).
 """
 
 from __future__ import annotations
