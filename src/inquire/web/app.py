@@ -322,7 +322,7 @@ def _pages_router() -> APIRouter:
             try:
                 results = ctx.catalog.search(q, kk)
             except InputError as exc:  # shown above the form, so the user can fix the text
-                error, status = str(exc), 400
+                error, status = public_message(str(exc)), 400
         examples = sorted(ctx.catalog.query_text.values())[:500]
         return ctx.render(
             request,

@@ -74,9 +74,13 @@ class BadThumbSize(ImageError):
     status = 422
 
 
-def check_relative(rel: str) -> tuple[str, ...]:
-    """The components of ``rel`` if it is a plain relative path, else :class:`BadImagePath`."""
-    if not rel or "\x00" in rel or "\\" in rel or rel.startswith("/") or _DRIVE_RE.match(rel):
+def check_relative(rel: str, backslash: bool = False) -> tuple[str, ...]:
+    """The components of ``rel`` if it is a plain relative path, else :class:`BadImagePath`.
+
+    ``backslash``: allow ``\\`` as part of a file name (paths the server recorded itself,
+    from a POSIX folder); a path from a request never has one."""
+    bad_slash = "\\" in rel and not (backslash and os.sep == "/")
+    if not rel or "\x00" in rel or bad_slash or rel.startswith("/") or _DRIVE_RE.match(rel):
         raise BadImagePath(
             f"image path {rel!r} is not a plain relative path; give a path relative to an "
             f"image root, with '/' separators and no '..'"
@@ -148,13 +152,15 @@ class ImageRoots:
             )
         return self.resolve(rel)
 
-    def resolve(self, rel: str, root_index: int | None = None) -> Path:
+    def resolve(self, rel: str, root_index: int | None = None, stored: bool = False) -> Path:
         """The real path of ``rel`` under the roots (or only root ``root_index``).
 
         A path without an image suffix is tried with ``.jpg`` appended as well. Raises an
-        :class:`ImageError` subclass; never returns a path outside a root.
+        :class:`ImageError` subclass; never returns a path outside a root. ``stored``: ``rel``
+        was recorded by the server (a collection's database), so a backslash in it is part of
+        a file name, not a separator.
         """
-        parts = check_relative(rel)
+        parts = check_relative(rel, backslash=stored)
         if not self.roots:
             raise ImageNotFound("no image roots are configured; start the server with --images")
         if root_index is None:
