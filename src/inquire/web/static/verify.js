@@ -507,6 +507,8 @@ if (channel) channel.onmessage = (ev) => remoteMark(ev.data);
 document.addEventListener("visibilitychange", () => { if (document.visibilityState === "visible") resync(); });
 window.addEventListener("focus", resync);
 window.addEventListener("online", () => { if (Q.offline) probe(); });
+// Charts are drawn at their box's width: draw them again when the window changes size.
+window.addEventListener("resize", () => { clearTimeout(S.resized); S.resized = setTimeout(refreshSide, 250); });
 
 (async () => {
   $("who").value = localStorage.getItem("inquire_who") || "";
