@@ -172,7 +172,7 @@ def server(world: dict[str, Path], roots: ImageRoots) -> Iterator[str]:
 def _raw_get(hostport: str, target: str) -> tuple[int, bytes]:
     """Send ``GET target`` byte for byte (no client-side normalisation of '..' or '%2e')."""
     host, port = hostport.split(":")
-    with socket.create_connection((host, int(port)), timeout=10) as s:
+    with socket.create_connection((host, int(port)), timeout=120) as s:
         head = f"GET {target} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n"
         s.sendall(head.encode())
         data = b""
