@@ -327,7 +327,7 @@ def make_router(
     def new_search(
         name: CollName,
         body: SearchBody = Body(...),
-        inquire_who: str | None = Cookie(None, max_length=200),
+        inquire_who: str | None = Cookie(None, max_length=1024),
     ) -> dict[str, Any]:
         filters = parse_filters(
             _listed(body.taxa), body.date_from, body.date_to, body.bbox, _listed(body.under)
@@ -416,7 +416,7 @@ def make_router(
         name: CollName,
         sid: SearchId,
         body: LearnBody = Body(...),
-        inquire_who: str | None = Cookie(None, max_length=200),
+        inquire_who: str | None = Cookie(None, max_length=1024),
     ) -> dict[str, Any]:
         """Re-rank what nobody marked yet from the marks; returns the round and the first
         page of the new ranking (from ``after_rank``)."""
@@ -433,7 +433,7 @@ def make_router(
         name: CollName,
         sid: SearchId,
         body: MarkBody = Body(...),
-        inquire_who: str | None = Cookie(None, max_length=200),
+        inquire_who: str | None = Cookie(None, max_length=1024),
     ) -> dict[str, Any]:
         who = body.who or _cookie_who(inquire_who)
         with res.verification(name) as v:
