@@ -202,7 +202,7 @@ class BackgroundServer:
         app: Any,
         host: str = LOOPBACK,
         port: int | None = None,
-        timeout_s: float = 20.0,
+        timeout_s: float = 120.0,
         limits: ServerLimits | None = None,
     ) -> None:
         import uvicorn
