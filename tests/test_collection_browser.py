@@ -1,14 +1,17 @@
-"""The verification page in a real headless Chromium: keyboard marking (fast keys, undo),
-marks saved in order, the server going away and coming back, marks from another tab, the CSRF
-header on every state-changing request, reload and export.
+"""The verification page in a real headless Chromium: keyboard marking (fast keys, undo,
+keys across page loads), marks saved in order, the server going away and coming back, marks
+from another tab, the CSRF header on every state-changing request, reload and export, links
+and names that try to inject HTML, phone width with long texts.
 
 One browser and one server per page kind for the whole module; each test runs its own search
-(a different text, so a different saved search) in a fresh browser context.
+(a different text, so a different saved search) in a fresh browser context. Every wait is for
+a condition, with a generous limit (WAIT_MS), so a busy machine makes a test slow, not red.
 """
 
 from __future__ import annotations
 
 import io
+import random
 import socket
 import threading
 import time
@@ -27,6 +30,7 @@ from inquire.testing.collection_encoder import make_photo_folder
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 TOKEN = "test-csrf-token-1234"
+WAIT_MS = 180_000  # the longest any condition is waited for (a busy machine is slow)
 KEYS = {"1": "relevant", "y": "relevant", "2": "not_relevant", "n": "not_relevant"}
 KEYS |= {"3": "unsure", "u": "unsure", "0": "clear", "x": "clear"}
 
@@ -57,7 +61,8 @@ class LiveServer:
         )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
-        for _ in range(400):
+        deadline = time.monotonic() + WAIT_MS / 1000
+        while time.monotonic() < deadline:
             if self.server.started:
                 return
             time.sleep(0.025)
@@ -66,13 +71,13 @@ class LiveServer:
     def stop(self) -> None:
         self.server.should_exit = True
         assert self.thread is not None
-        self.thread.join(timeout=10)
+        self.thread.join(timeout=WAIT_MS / 1000)
 
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("verify")
-    make_photo_folder(base / "photos", n=40, seed=3)
+    make_photo_folder(base / "photos", n=60, seed=3)  # three pages of results: 24, 24, 12
     create_collection("walk", base / "photos", "toy:colour", root=base / "collections")
     return base / "collections"
 
@@ -134,6 +139,7 @@ class Tab:
 
     def page(self) -> Any:
         pg = self.context.new_page()
+        pg.set_default_timeout(WAIT_MS)
         pg.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
         pg.on("pageerror", lambda exc: self.errors.append(str(exc)))
         return pg
@@ -169,7 +175,7 @@ def _ids(pg: Any) -> list[int]:
     ]
 
 
-def _all_saved(pg: Any, timeout: float = 20000) -> None:
+def _all_saved(pg: Any, timeout: float = WAIT_MS) -> None:
     pg.wait_for_function(
         "() => !document.querySelector('.result[data-state=pending]')", timeout=timeout
     )
@@ -225,10 +231,15 @@ def test_mark_reload_and_export_in_a_browser(browser: Any, server: LiveServer) -
     for _ in range(n0):
         page.keyboard.press("j")
     page.wait_for_function(f"() => document.querySelectorAll('.result').length > {n0}")
+    page.wait_for_selector(f"#r{n0}.current")  # the last key moved past the first page
+    shown = page.locator(".result").count()
 
     page.reload()  # the URL keeps the search; marks come back from the server
     page.wait_for_selector("#r1[data-mark='not_relevant']")
     assert page.get_attribute("#r0", "data-mark") == "relevant"
+    # as many results as were shown come back, the cursor where it was
+    page.wait_for_selector(f"#r{n0}.current")
+    assert page.locator(".result").count() >= shown > n0
     assert page.input_value("#who") == "ana" and page.input_value("#query") == "red"
 
     href = page.get_attribute("#csv", "href")
@@ -345,7 +356,7 @@ def test_server_gone_and_back(browser: Any, server: LiveServer) -> None:
         assert page.get_attribute("#r4", "class").endswith("current")
     finally:
         server.start()
-    page.wait_for_selector("#offline", state="hidden", timeout=20000)
+    page.wait_for_selector("#offline", state="hidden")
     _all_saved(page)
     want = {ids[0]: "relevant", ids[1]: "not_relevant", ids[2]: "unsure", ids[3]: "relevant"}
     assert _server_marks(server, sid, "cy") == want
@@ -380,12 +391,16 @@ def test_mark_from_another_tab_shows_up(browser: Any, server: LiveServer) -> Non
 
 
 def test_verify_page_fits_phone_and_desktop_screens(browser: Any, server: LiveServer) -> None:
+    """At 390 px and 1280 px: no sideways scrolling with a long name, a long search text (an
+    unbroken 150-character word) and long saved searches, tap targets of 40 px on the phone,
+    and chart text of at least 11 px on screen."""
     if server.kind != "inquire-serve":
         pytest.skip("runs once, on the main app")
     ARTIFACTS.mkdir(exist_ok=True)
     tab = Tab(browser, server)
     page = tab.page()
-    _search(page, server, "fay", "purple")
+    long_text = "purple " + "x" * 150 + " flowers beside a path " * 8
+    _search(page, server, "Fay-" + "y" * 60, long_text)
     page.keyboard.press("1")
     page.wait_for_selector("#r0[data-state='saved']")
     page.wait_for_selector("#trend svg")
@@ -393,9 +408,156 @@ def test_verify_page_fits_phone_and_desktop_screens(browser: Any, server: LiveSe
     for size, width, height in VIEWPORTS:
         page.set_viewport_size({"width": width, "height": height})
         page.evaluate("() => window.scrollTo(0, 0)")
+        # the charts are drawn again for the new width: wait until their text is >= 11 px
+        page.wait_for_function(
+            f"() => {{ const px = ({_CHART_TEXT_PX})(); "
+            "return px.length > 0 && Math.min(...px) >= 10.99; }"
+        )
         page.screenshot(path=str(ARTIFACTS / f"verify_{size}.png"), full_page=False)
         found = layout_findings(page, phone=size == "phone")
         if found:
             problems[size] = found
     assert problems == {}, problems
     tab.close()
+
+
+def _ranking(server: LiveServer, sid: str) -> list[int]:
+    r = httpx.get(f"{server.url}/verify/api/c/walk/searches/{sid}/results?offset=0&limit=500")
+    r.raise_for_status()
+    return [it["image_id"] for it in r.json()["results"]]
+
+
+def _wait_for_marks(server: LiveServer, sid: str, who: str, want: dict[int, str]) -> None:
+    """Poll the server until ``who``'s marks equal ``want`` (or WAIT_MS passed), then compare."""
+    deadline = time.monotonic() + WAIT_MS / 1000
+    got = _server_marks(server, sid, who)
+    while got != want and time.monotonic() < deadline:
+        time.sleep(0.2)
+        got = _server_marks(server, sid, who)
+    assert got == want
+
+
+def test_fast_keys_across_page_loads(browser: Any, server: LiveServer) -> None:
+    """30 marks 10 ms apart from rank 1 (the first page holds 24), then random keys running
+    down through every page to the end of the ranking: every key applies, in order, to the
+    result it was meant for, as a simulation of the same keys on a fully loaded list says."""
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once, on the main app")
+    tab = Tab(browser, server)
+    page = tab.page()
+    sid = _search(page, server, "gus", "orange")
+    assert page.locator(".result").count() == 24
+    keys = "".join("1n3"[i % 3] for i in range(30))
+    for k in keys:
+        page.keyboard.press(k)
+        page.wait_for_timeout(10)  # the pace of a fast typist, not a wait for anything
+    ids = _ranking(server, sid)
+    want, cur = _simulate(keys, 60)
+    page.wait_for_selector(f"#r{cur}.current")
+    _all_saved(page)
+    ids = _ranking(server, sid)
+    _wait_for_marks(server, sid, "gus", {ids[i]: m for i, m in want.items()})
+
+    rng = random.Random(20)
+    for n_keys in (70, 90):
+        tab2 = Tab(browser, server)
+        pg = tab2.page()
+        text = f"orange {n_keys}"
+        sid = _search(pg, server, "gus", text)
+        # mostly marks and moves down, some moves up, clears and undos: past 24, 48 and 60
+        keys = "".join(rng.choice("123nyu0xjjjjjjkz") for _ in range(n_keys))
+        for k in keys:
+            pg.keyboard.press(k)
+            pg.wait_for_timeout(10)
+        want, cur = _simulate(keys, 60)
+        pg.wait_for_selector(f"#r{cur}.current")
+        _all_saved(pg)
+        ids = _ranking(server, sid)
+        assert len(ids) == 60
+        _wait_for_marks(server, sid, "gus", {ids[i]: m for i, m in want.items()})
+        shown = {i: pg.get_attribute(f"#r{i}", "data-mark") for i in range(60)}
+        assert {i: m for i, m in shown.items() if m} == want, keys
+        tab2.close()
+    tab.close()
+
+
+INJECTED = "#evil, #evil2, meta[http-equiv]"
+
+
+def test_crafted_links_and_names_inject_no_html(browser: Any, server: LiveServer) -> None:
+    """A link whose fragment carries markup (the search id and collection name reach the
+    exports box and requests) and names and search texts holding markup are shown as text:
+    no element is injected and the page never navigates away."""
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once, on the main app")
+    from urllib.parse import quote
+
+    evil = (
+        '"><meta http-equiv="refresh" content="0;url=http://evil.example/">'
+        '<a id="evil" href="http://evil.example/">Download CSV</a><img id="evil2" src=x>'
+    )
+    tab = Tab(browser, server)
+    page = tab.page()
+    text = '<i id="inj2">cyan</i>'
+    sid = _search(page, server, '<b id="inj">ivy</b>', text)
+    page.keyboard.press("1")
+    page.wait_for_selector("#r0[data-state='saved']")
+    page.wait_for_function("() => document.getElementById('csv')")
+    for crafted in (f"{sid}/summary?x=1&{evil}#", evil, f"{sid}{evil}"):
+        pg = tab.page()
+        pg.goto(f"{server.url}/verify#c=walk&s={quote(crafted, safe='')}")
+        pg.wait_for_function("() => document.getElementById('status').className === 'err'")
+        pg.wait_for_load_state("networkidle")
+        assert pg.url.startswith(server.url + "/verify")
+        assert (
+            pg.evaluate("() => document.querySelectorAll('#evil, #evil2, meta[http-equiv]').length")
+            == 0
+        )
+        assert pg.locator("#csv").count() == 0
+        pg.close()
+    pg = tab.page()
+    pg.goto(f"{server.url}/verify#c={quote('walk' + evil, safe='')}&s={sid}")
+    pg.wait_for_function("() => document.getElementById('status').className === 'err'")
+    assert (
+        pg.evaluate("() => document.querySelectorAll('#evil, #evil2, meta[http-equiv]').length")
+        == 0
+    )
+    # Names and texts holding markup are text: in the results, the saved list, the summary.
+    other = Tab(browser, server)
+    eve = other.page()
+    eve.goto(page.url)
+    eve.wait_for_selector("#r0.current")
+    eve.fill("#who", '<b id="inj3">eve</b>')
+    eve.press("#who", "Tab")
+    eve.focus("#list")
+    eve.keyboard.press("n")
+    eve.wait_for_selector("#r0[data-state='saved']")
+    other.close()
+    page.evaluate("() => window.dispatchEvent(new Event('focus'))")
+    page.wait_for_function(
+        "() => document.querySelector('#r0 .others').textContent.includes('<b id=\"inj3\">eve</b>')"
+    )
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#saved option')]"
+        ".some(o => o.textContent.includes('<i id=\"inj2\">'))"
+    )
+    page.wait_for_function(
+        "() => document.getElementById('summary').textContent.includes('<b id=\"inj\">ivy</b>')"
+    )
+    assert page.evaluate("() => document.querySelectorAll('#inj, #inj2, #inj3').length") == 0
+    assert page.url.startswith(server.url + "/verify")
+    tab.errors.clear()  # the crafted links' refused requests are logged by the browser
+    tab.close()
+
+
+_CHART_TEXT_PX = """() => {
+  const out = [];
+  for (const svg of document.querySelectorAll('aside svg')) {
+    const scale = svg.getBoundingClientRect().width / svg.width.baseVal.value;
+    for (const t of svg.querySelectorAll('text')) {
+      if (!t.textContent.trim()) continue;
+      out.push(parseFloat(getComputedStyle(t).fontSize) * scale);
+    }
+  }
+  return out;
+}"""

@@ -8,6 +8,8 @@ text. The screenshots go to test-artifacts/. Nothing is downloaded: the browser 
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +20,8 @@ from inquire.testing.web_fixtures import WebFixture, build_web_fixture
 from inquire.web.config import WebConfig
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+WAIT_MS = 180_000  # the longest any condition is waited for (a busy machine is slow)
+SERVERS: list[str] = []  # further servers of this module the page may contact
 
 pytestmark = [
     pytest.mark.browser,
@@ -60,7 +64,7 @@ def page(base_url: str) -> Iterator[object]:
 
         def guard(route: object) -> None:
             url = route.request.url  # type: ignore[attr-defined]
-            if url.startswith(base_url):
+            if url.startswith((base_url, *SERVERS)):
                 route.continue_()  # type: ignore[attr-defined]
             else:
                 outside.append(url)
@@ -68,6 +72,7 @@ def page(base_url: str) -> Iterator[object]:
 
         context.route("**/*", guard)
         pg = context.new_page()
+        pg.set_default_timeout(WAIT_MS)
         errors: list[str] = []
         pg.on("pageerror", lambda exc: errors.append(str(exc)))
         # the error page is a 404 on purpose; any other console error fails the module
@@ -93,7 +98,8 @@ def _images_loaded(page: object) -> tuple[int, int]:
         "() => document.querySelectorAll('#grid img').forEach(i => i.loading = 'eager')"
     )
     pg.wait_for_function(  # type: ignore[attr-defined]
-        "() => [...document.querySelectorAll('#grid img')].every(i => i.complete)", timeout=20000
+        "() => [...document.querySelectorAll('#grid img')].every(i => i.complete)",
+        timeout=WAIT_MS,
     )
     return tuple(
         pg.evaluate(  # type: ignore[attr-defined]
@@ -197,3 +203,109 @@ def test_every_page_fits_phone_and_desktop_screens(
                 problems[f"{name} @ {size}"] = found
     pg.set_viewport_size({"width": 1280, "height": 900})  # type: ignore[attr-defined]
     assert problems == {}, problems
+
+
+# Names as long as real ones get (53-64 characters) and far longer, one without any break.
+LONG_NAMES = [
+    "clip-vit-large-patch14-336-openai-fullrank-inat24-2026-12-07-v3",
+    "siglip2-so400m-" + "x" * 185,
+]
+
+
+@pytest.fixture(scope="module")
+def long_url(fx: WebFixture, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The app over copies of the two runs named LONG_NAMES, whose queries have long texts."""
+    import pandas as pd
+
+    from inquire.web.app import create_app
+    from inquire.web.server import BackgroundServer
+
+    base = tmp_path_factory.mktemp("longnames")
+    queries = pd.read_csv(fx.bench.queries_test)
+    queries["query_text"] = [
+        f"{t} photographed at dawn near the {'northern' * 12} ridge, " + "seen from afar " * 10
+        for t in queries["query_text"]
+    ]
+    qfile = base / "queries.csv"
+    queries.to_csv(qfile, index=False)
+    results = []
+    for src, name in zip(fx.results, LONG_NAMES, strict=True):
+        dst = base / name[:100]
+        shutil.copytree(src, dst)
+        summary = json.loads((dst / "summary.json").read_text())
+        summary["name"] = name
+        summary["config"]["queries"] = str(qfile)
+        (dst / "summary.json").write_text(json.dumps(summary))
+        results.append(dst)
+    config = WebConfig(
+        results=results,
+        image_roots=[fx.images],
+        embeddings=fx.bench.embeddings,
+        model=fx.encoder,
+        thumb_cache=base / "thumbs",
+    )
+    with BackgroundServer(create_app(config)) as srv:
+        SERVERS.append(srv.url + "/")
+        yield srv.url
+
+
+_TABLE_CUES = """() => [...document.querySelectorAll('.table-wrap')]
+  .filter(w => w.scrollWidth > w.clientWidth + 1)
+  .map(w => {
+    const hint = w.previousElementSibling;
+    const shown = hint && hint.classList.contains('scroll-hint') && !hint.hidden
+      && hint.getBoundingClientRect().height > 0;
+    return {table: (w.querySelector('table') || {}).id || '?', cue: !!shown,
+            scrolls: getComputedStyle(w).overflowX};
+  })"""
+
+
+def test_long_run_names_and_query_texts_fit_a_phone(
+    page: object, long_url: str, fx: WebFixture
+) -> None:
+    """At 390 px no page is wider than the screen with run names of 64 and 200 characters and
+    long query texts (the "compare with" select once sized itself to its longest option);
+    tables wider than the screen scroll inside their box and say so."""
+    import pandas as pd
+
+    pg = page
+    ARTIFACTS.mkdir(exist_ok=True)
+    pg.goto(long_url + "/")  # type: ignore[attr-defined]
+    slugs = pg.eval_on_selector_all(  # type: ignore[attr-defined]
+        "input[name=runs]", "els => els.map(e => e.value)"
+    )
+    assert len(slugs) == 2
+    qid = int(pd.read_csv(fx.results[0] / "per_query.csv")["query_id"].iloc[0])
+    long_q = "a " + "puffin" * 40 + " carrying food " * 6
+    pages = {
+        "runs": "/",
+        "run": f"/runs/{slugs[0]}",
+        "run_other": f"/runs/{slugs[1]}",
+        "query": f"/runs/{slugs[0]}/queries/{qid}",
+        "query_other": f"/runs/{slugs[1]}/queries/{qid}?compare={slugs[0]}",
+        "search": f"/search?q={long_q}",
+        "compare": f"/compare?runs={slugs[0]}&runs={slugs[1]}",
+        "error": f"/runs/{'no-such-run' * 20}",
+    }
+    pg.set_viewport_size({"width": 390, "height": 844})  # type: ignore[attr-defined]
+    problems: dict[str, object] = {}
+    cues: dict[str, object] = {}
+    try:
+        for name, url in pages.items():
+            pg.goto(long_url + url)  # type: ignore[attr-defined]
+            pg.evaluate("() => document.querySelectorAll('details').forEach(d => d.open = true)")  # type: ignore[attr-defined]
+            if pg.locator("#grid").count():  # type: ignore[attr-defined]
+                _images_loaded(pg)
+            pg.screenshot(path=str(ARTIFACTS / f"web_long_{name}_phone.png"), full_page=True)  # type: ignore[attr-defined]
+            found = layout_findings(pg, phone=True)
+            if found:
+                problems[name] = found
+            wide = pg.evaluate(_TABLE_CUES)  # type: ignore[attr-defined]
+            if any(not w["cue"] or w["scrolls"] not in ("auto", "scroll") for w in wide):
+                cues[name] = wide
+            if name in ("run", "compare", "runs"):  # these tables are wider than a phone
+                assert wide, f"{name}: expected a table wider than 390 px"
+    finally:
+        pg.set_viewport_size({"width": 1280, "height": 900})  # type: ignore[attr-defined]
+    assert problems == {}, problems
+    assert cues == {}, cues

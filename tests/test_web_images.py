@@ -172,7 +172,7 @@ def server(world: dict[str, Path], roots: ImageRoots) -> Iterator[str]:
 def _raw_get(hostport: str, target: str) -> tuple[int, bytes]:
     """Send ``GET target`` byte for byte (no client-side normalisation of '..' or '%2e')."""
     host, port = hostport.split(":")
-    with socket.create_connection((host, int(port)), timeout=10) as s:
+    with socket.create_connection((host, int(port)), timeout=120) as s:
         head = f"GET {target} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n"
         s.sendall(head.encode())
         data = b""
@@ -241,3 +241,60 @@ def test_http_error_statuses_are_specific(server: str) -> None:
     assert _raw_get(server, "/images/999")[0] == 404
     assert _raw_get(server, "/files/0/notes.txt")[0] == 415
     assert _raw_get(server, "/images/1?size=99999")[0] == 422
+
+
+# --- thumbnail sizes and the cache's bound ---------------------------------------------------
+def test_every_size_of_one_photo_makes_at_most_one_file_per_snapped_size(tmp_path: Path) -> None:
+    """A page asking for each of 16..1024 px (an <img> loop on a foreign site) makes no more
+    files than there are snapped sizes, and each answer is no smaller than asked."""
+    from inquire.web.config import THUMB_SIZES
+    from inquire.web.images import snap_thumb_size
+
+    src = _jpeg(tmp_path / "img" / "big.jpg", size=(1200, 900))
+    cache = ThumbnailCache(tmp_path / "thumbs")
+    for size in range(16, 1025, 4):
+        want = snap_thumb_size(size)
+        assert want >= size and want in THUMB_SIZES
+        assert want == min(s for s in THUMB_SIZES if s >= size)
+        with Image.open(cache.get(src, size)) as im:
+            assert max(im.size) == want
+    files = list((tmp_path / "thumbs").rglob("*.jpg"))
+    assert len(files) == len(THUMB_SIZES)
+    assert cache.total_bytes() == sum(p.stat().st_size for p in files)
+
+
+def test_thumbnail_cache_one_past_its_cap_drops_the_least_recently_used(tmp_path: Path) -> None:
+    srcs = [
+        _jpeg(tmp_path / "img" / f"{i}.jpg", size=(64, 64), color=c)
+        for i, c in enumerate(["red", "green", "blue", "white", "black"])
+    ]
+    probe = ThumbnailCache(tmp_path / "probe")
+    sizes = [probe.get(s, 64).stat().st_size for s in srcs]
+    cap = sum(sizes[:3])  # exactly three thumbnails fit
+    cache = ThumbnailCache(tmp_path / "thumbs", max_bytes=cap)
+    t = [cache.get(s, 64) for s in srcs[:3]]
+    assert all(p.is_file() for p in t) and cache.total_bytes() == cap
+    cache.get(srcs[0], 64)  # used again: now the most recent
+    t3 = cache.get(srcs[3], 64)  # one past the cap
+    assert t3.is_file() and t[0].is_file() and not t[1].exists()
+    assert cache.total_bytes() <= cap
+    on_disk = sum(p.stat().st_size for p in (tmp_path / "thumbs").rglob("*.jpg"))
+    assert on_disk == cache.total_bytes()
+    # A new process over the same folder counts what is there and keeps the bound.
+    again = ThumbnailCache(tmp_path / "thumbs", max_bytes=cap)
+    assert again.total_bytes() == on_disk
+    again.get(srcs[4], 64)
+    assert sum(p.stat().st_size for p in (tmp_path / "thumbs").rglob("*.jpg")) <= cap
+    with pytest.raises(InputError, match="positive"):
+        ThumbnailCache(tmp_path / "x", max_bytes=0)
+
+
+def test_http_thumbnail_sizes_are_snapped(server: str, world: dict[str, Path]) -> None:
+    from inquire.web.config import THUMB_SIZES
+
+    before = set((world["base"] / "th").rglob("*.jpg"))
+    for size in range(16, 1025, 5):  # ~200 sizes of one photo
+        status, body = _raw_get(server, f"/images/2?size={size}")
+        assert status == 200 and body.startswith(b"\xff\xd8")
+    made = set((world["base"] / "th").rglob("*.jpg")) - before
+    assert len(made) <= len(THUMB_SIZES)

@@ -20,4 +20,4 @@ def test_web_server_on_a_busy_port_says_how_to_fix_it() -> None:
         busy.listen()
         port = busy.getsockname()[1]
         with pytest.raises(InputError, match="another --port"):
-            BackgroundServer(FastAPI(), port=port, timeout_s=10).start()
+            BackgroundServer(FastAPI(), port=port, timeout_s=120).start()

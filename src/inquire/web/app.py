@@ -138,7 +138,9 @@ def create_app(config: WebConfig) -> FastAPI:
         config.body_timeout_s,
     )
     catalog = Catalog(config)
-    thumbs = ThumbnailCache(config.thumb_cache or cache_dir("web", "thumbs"))
+    thumbs = ThumbnailCache(
+        config.thumb_cache or cache_dir("web", "thumbs"), config.thumb_cache_bytes
+    )
     ctx = WebContext(config, catalog, thumbs, _make_templates(config))
     # No Swagger UI: it loads its scripts from a CDN, which the page never does.
     app = FastAPI(
@@ -320,7 +322,7 @@ def _pages_router() -> APIRouter:
             try:
                 results = ctx.catalog.search(q, kk)
             except InputError as exc:  # shown above the form, so the user can fix the text
-                error, status = str(exc), 400
+                error, status = public_message(str(exc)), 400
         examples = sorted(ctx.catalog.query_text.values())[:500]
         return ctx.render(
             request,

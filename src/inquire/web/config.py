@@ -13,11 +13,17 @@ from inquire.embed.base import Encoder
 DEFAULT_MAX_BODY_BYTES = 256 * 1024
 DEFAULT_MAX_UPLOAD_BYTES = 16 * 1024 * 1024
 DEFAULT_BODY_TIMEOUT_S = 30.0
+DEFAULT_MAX_HEADER_BYTES = 16 * 1024  # request line (target) and headers together
 
 # Longest side, in pixels, a thumbnail may be asked for; larger requests get 422.
 MIN_THUMB_SIZE = 16
 MAX_THUMB_SIZE = 1024
 DEFAULT_THUMB_SIZE = 256
+# The edge lengths thumbnails are made at: a request is answered with the smallest of these
+# at least as large as asked, so no page can make the server write one file per size.
+THUMB_SIZES = (32, 64, 128, 256, 512, 1024)
+# The thumbnail cache's size on disk (bytes); beyond it the least recently used go.
+DEFAULT_THUMB_CACHE_BYTES = 256 * 1024 * 1024
 
 
 @dataclass
@@ -39,7 +45,8 @@ class WebConfig:
       it must embed text into the space of ``embeddings``.
     - ``rerank_data``: INQUIRE-Rerank parquet files whose ``image`` column serves the images
       the other sources do not have (a rerank result's ``config["files"]`` adds its own).
-    - ``thumb_cache``: folder of cached thumbnails (default: ``<cache>/web/thumbs``).
+    - ``thumb_cache``: folder of cached thumbnails (default: ``<cache>/web/thumbs``);
+      ``thumb_cache_bytes``: its largest size on disk (least recently used go first).
     - ``routers``: extra FastAPI ``APIRouter`` objects included into the app.
     - ``template_dirs``: extra Jinja2 template folders searched before the built-in ones, so
       an extra router can render pages that extend ``base.html``.
@@ -59,6 +66,7 @@ class WebConfig:
     model: str | Encoder | None = None
     rerank_data: Sequence[Path] = ()
     thumb_cache: Path | None = None
+    thumb_cache_bytes: int = DEFAULT_THUMB_CACHE_BYTES
     search_k: int = 50
     max_k: int = 500
     routers: Sequence[Any] = ()

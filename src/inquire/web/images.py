@@ -13,12 +13,15 @@ Every file the web app sends goes through :meth:`ImageRoots.resolve`, which
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
 import os
 import re
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -30,7 +33,12 @@ from inquire.embed.folder import image_path_candidates
 from inquire.embed.images import IMAGE_SUFFIXES, SNIFF_BYTES, UnknownImageFormat, sniff_mime
 from inquire.embed.images import open_image as _open_image
 from inquire.errors import InputError
-from inquire.web.config import MAX_THUMB_SIZE, MIN_THUMB_SIZE
+from inquire.web.config import (
+    DEFAULT_THUMB_CACHE_BYTES,
+    MAX_THUMB_SIZE,
+    MIN_THUMB_SIZE,
+    THUMB_SIZES,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +74,13 @@ class BadThumbSize(ImageError):
     status = 422
 
 
-def check_relative(rel: str) -> tuple[str, ...]:
-    """The components of ``rel`` if it is a plain relative path, else :class:`BadImagePath`."""
-    if not rel or "\x00" in rel or "\\" in rel or rel.startswith("/") or _DRIVE_RE.match(rel):
+def check_relative(rel: str, backslash: bool = False) -> tuple[str, ...]:
+    """The components of ``rel`` if it is a plain relative path, else :class:`BadImagePath`.
+
+    ``backslash``: allow ``\\`` as part of a file name (paths the server recorded itself,
+    from a POSIX folder); a path from a request never has one."""
+    bad_slash = "\\" in rel and not (backslash and os.sep == "/")
+    if not rel or "\x00" in rel or bad_slash or rel.startswith("/") or _DRIVE_RE.match(rel):
         raise BadImagePath(
             f"image path {rel!r} is not a plain relative path; give a path relative to an "
             f"image root, with '/' separators and no '..'"
@@ -140,13 +152,15 @@ class ImageRoots:
             )
         return self.resolve(rel)
 
-    def resolve(self, rel: str, root_index: int | None = None) -> Path:
+    def resolve(self, rel: str, root_index: int | None = None, stored: bool = False) -> Path:
         """The real path of ``rel`` under the roots (or only root ``root_index``).
 
         A path without an image suffix is tried with ``.jpg`` appended as well. Raises an
-        :class:`ImageError` subclass; never returns a path outside a root.
+        :class:`ImageError` subclass; never returns a path outside a root. ``stored``: ``rel``
+        was recorded by the server (a collection's database), so a backslash in it is part of
+        a file name, not a separator.
         """
-        parts = check_relative(rel)
+        parts = check_relative(rel, backslash=stored)
         if not self.roots:
             raise ImageNotFound("no image roots are configured; start the server with --images")
         if root_index is None:
@@ -228,17 +242,87 @@ def check_thumb_size(size: int) -> int:
     return size
 
 
+def snap_thumb_size(size: int) -> int:
+    """The edge length a thumbnail of ``size`` px is made at: the smallest of
+    :data:`~inquire.web.config.THUMB_SIZES` at least ``size`` (after :func:`check_thumb_size`)."""
+    check_thumb_size(size)
+    return next(s for s in THUMB_SIZES if s >= size)
+
+
 class ThumbnailCache:
     """JPEG thumbnails on disk, keyed by the image's real path, mtime, byte size and the edge
     length, so a changed image gets a new thumbnail.
+
+    Sizes are snapped (:func:`snap_thumb_size`), so at most ``len(THUMB_SIZES)`` files exist
+    per image, and the cache holds at most ``max_bytes``: after a write, the least recently
+    used thumbnails (by access time, set on each use) are deleted until it
+    fits again. Thumbnails of other processes sharing the folder are counted when this one
+    starts.
 
     Layout: ``root/<key[:2]>/<key>.jpg``; each file is written atomically (temp + rename), so
     concurrent requests for one thumbnail at worst both render it.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, max_bytes: int = DEFAULT_THUMB_CACHE_BYTES) -> None:
+        if max_bytes < 1:
+            raise InputError(f"thumbnail cache size must be positive, got {max_bytes} bytes")
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self.max_bytes = int(max_bytes)
+        self._lock = threading.Lock()
+        self._files: OrderedDict[Path, int] | None = None  # oldest use first
+        self._total = 0
+
+    def _index(self) -> OrderedDict[Path, int]:
+        """The cache's files and sizes, least recently used first (read from disk once)."""
+        if self._files is None:
+            found = []
+            for p in self.root.glob("*/*.jpg"):
+                try:
+                    st = p.stat()
+                except OSError:
+                    continue
+                found.append((max(st.st_atime_ns, st.st_mtime_ns), p, st.st_size))
+            found.sort()
+            self._files = OrderedDict((p, n) for _, p, n in found)
+            self._total = sum(n for _, _, n in found)
+        return self._files
+
+    def _used(self, target: Path) -> None:
+        """Mark ``target`` as just used (it is then the last to go)."""
+        with self._lock:
+            files = self._index()
+            if target in files:
+                files.move_to_end(target)
+            # the access time says when it was last used; its mtime stays as written
+            with contextlib.suppress(OSError):
+                os.utime(target, ns=(time.time_ns(), target.stat().st_mtime_ns))
+
+    def _added(self, target: Path) -> None:
+        """Count a new file and delete the least recently used ones beyond ``max_bytes``."""
+        with self._lock:
+            files = self._index()
+            try:
+                size = target.stat().st_size
+            except OSError:
+                return
+            self._total += size - files.pop(target, 0)
+            files[target] = size
+            while self._total > self.max_bytes and len(files) > 1:
+                old, n = files.popitem(last=False)
+                self._total -= n
+                try:
+                    old.unlink()
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    log.warning("could not delete an old thumbnail (%s)", type(exc).__name__)
+
+    def total_bytes(self) -> int:
+        """Bytes of thumbnails this cache counts now."""
+        with self._lock:
+            self._index()
+            return self._total
 
     def key(self, path: Path, size: int) -> str:
         """The cache key of ``path`` at edge length ``size`` (hex sha256)."""
@@ -247,13 +331,16 @@ class ThumbnailCache:
         return hashlib.sha256(raw.encode("utf-8")).hexdigest()
 
     def get(self, path: Path, size: int) -> Path:
-        """The cached thumbnail of ``path`` (longest side at most ``size`` px), made if needed."""
-        check_thumb_size(size)
+        """The cached thumbnail of ``path`` (longest side at most ``snap_thumb_size(size)``
+        px), made if needed."""
+        size = snap_thumb_size(size)
         key = self.key(path, size)
         target = self.root / key[:2] / f"{key}.jpg"
         if target.is_file():
+            self._used(target)
             return target
         self._render(path, path.name, size, target)
+        self._added(target)
         return target
 
     def get_bytes(self, source_key: str, load: Callable[[], bytes], name: str, size: int) -> Path:
@@ -263,13 +350,15 @@ class ThumbnailCache:
         path, mtime, byte size and row); ``load()`` returns the checked bytes and is called
         only on a cache miss; ``name`` is what error messages call the image.
         """
-        check_thumb_size(size)
+        size = snap_thumb_size(size)
         raw = f"{THUMB_VERSION}|{source_key}|{size}"
         key = hashlib.sha256(raw.encode("utf-8")).hexdigest()
         target = self.root / key[:2] / f"{key}.jpg"
         if target.is_file():
+            self._used(target)
             return target
         self._render(io.BytesIO(load()), name, size, target)
+        self._added(target)
         return target
 
     @staticmethod

@@ -18,9 +18,14 @@ adds two ASGI middlewares:
      itself: an ``Origin`` equal to ``scheme://Host`` and an ``X-CSRF-Token`` header holding
      a token the server signed (rendered in each page's ``<meta name="csrf-token">``);
      otherwise 403;
-  3. a body larger than ``max_body_bytes`` (``max_upload_bytes`` for multipart uploads) is
+  3. a request line and headers over ``max_header_bytes`` together are 431; a
+     ``multipart/form-data`` body sent to a route that takes no form or upload is 415, before
+     any of it is read;
+  4. a body larger than ``max_body_bytes`` (``max_upload_bytes`` for multipart uploads) is
      413, before or while it is read; a body not complete ``body_timeout_s`` after the app
      first reads it is 408.
+
+HTML pages (they carry a CSRF token) are sent with ``Cache-Control: no-store``.
 
 Tokens are ``nonce.signature`` with an HMAC-SHA256 signature under a key made when the app
 is built, so every page gets its own token and no server-side table grows; a restarted server
@@ -37,6 +42,7 @@ import hashlib
 import hmac
 import ipaddress
 import logging
+import os
 import re
 import secrets
 import socket
@@ -49,6 +55,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from inquire.web.config import (
     DEFAULT_BODY_TIMEOUT_S,
     DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_HEADER_BYTES,
     DEFAULT_MAX_UPLOAD_BYTES,
 )
 
@@ -132,7 +139,8 @@ class RequestGuard:
       reverse proxy's public name, a LAN address);
     - ``max_body_bytes`` / ``max_upload_bytes``: the largest request body (bytes) accepted
       for ordinary and for ``multipart/form-data`` requests;
-    - ``body_timeout_s``: how long (seconds) the server waits for each part of a body.
+    - ``body_timeout_s``: how long (seconds) the server waits for each part of a body;
+    - ``max_header_bytes``: the largest request target plus headers (bytes).
     """
 
     def __init__(
@@ -142,14 +150,22 @@ class RequestGuard:
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
         body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
+        max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
     ) -> None:
         from inquire.errors import InputError
 
-        if max_body_bytes < 1 or max_upload_bytes < 1 or not body_timeout_s > 0:
+        if (
+            max_body_bytes < 1
+            or max_upload_bytes < 1
+            or not body_timeout_s > 0
+            or max_header_bytes < 1
+        ):
             raise InputError(
                 f"request limits must be positive, got max_body_bytes={max_body_bytes}, "
-                f"max_upload_bytes={max_upload_bytes}, body_timeout_s={body_timeout_s}"
+                f"max_upload_bytes={max_upload_bytes}, body_timeout_s={body_timeout_s}, "
+                f"max_header_bytes={max_header_bytes}"
             )
+        self.max_header_bytes = int(max_header_bytes)
         self.host = host
         self.max_body_bytes = int(max_body_bytes)
         self.max_upload_bytes = int(max_upload_bytes)
@@ -283,6 +299,10 @@ class SecurityHeaders:
                 headers = list(message.get("headers", []))
                 present = {k.lower() for k, _ in headers}
                 headers.extend(h for h in SECURITY_HEADERS if h[0] not in present)
+                ctype = next((v for k, v in headers if k.lower() == b"content-type"), b"")
+                if ctype.lower().startswith(b"text/html") and b"cache-control" not in present:
+                    # a page carries a CSRF token: no cache may keep or replay it
+                    headers.append((b"cache-control", b"no-store"))
                 message["headers"] = headers
             await send(message)
 
@@ -353,8 +373,23 @@ class GuardMiddleware:
         )
         if refusal is not None:
             raise _Refused(*refusal)
+        size = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+        size += sum(len(k) + len(v) + 4 for k, v in scope.get("headers", []))
+        if size > g.max_header_bytes:
+            raise _Refused(
+                431,
+                f"request headers of {size:,} bytes are larger than {g.max_header_bytes:,} "
+                "bytes; send fewer or shorter headers (cookies) and a shorter URL",
+            )
         ctype = headers.get("content-type", "").lower()
-        limit = g.max_upload_bytes if ctype.startswith("multipart/") else g.max_body_bytes
+        multipart = ctype.startswith("multipart/")
+        if multipart and not _takes_form(scope):
+            raise _Refused(
+                415,
+                f"{str(scope.get('path', ''))[:100]!r} takes no upload or form; send JSON "
+                "(content-type application/json)",
+            )
+        limit = g.max_upload_bytes if multipart else g.max_body_bytes
         length = headers.get("content-length")
         if length is not None:
             if not length.strip().isdigit():
@@ -395,6 +430,44 @@ class GuardMiddleware:
             return message
 
         return wrapped
+
+
+_FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+
+
+def _form_routes(app: Any) -> list[tuple[str, re.Pattern[str]]]:
+    """``(METHOD, path pattern)`` of the app's operations that read a form or an upload, from
+    its OpenAPI schema (kept on ``app.state``); a route left out of the schema takes none."""
+    state = getattr(app, "state", None)
+    found = getattr(state, "web_form_routes", None) if state is not None else None
+    if found is not None:
+        return found  # type: ignore[no-any-return]
+    found = []
+    try:
+        paths = app.openapi().get("paths", {})
+    except Exception as exc:  # no schema: no route takes a form
+        log.warning("no OpenAPI schema to find upload routes (%s)", type(exc).__name__)
+        paths = {}
+    for template, ops in paths.items():
+        for method, op in ops.items():
+            content = (op.get("requestBody") or {}).get("content", {})
+            if any(t in content for t in _FORM_TYPES):
+                pattern = re.sub(
+                    r"\\\{([^}:]+)(:path)?\\\}",
+                    lambda m: ".+" if m.group(2) else "[^/]+",
+                    re.escape(template),
+                )
+                found.append((method.upper(), re.compile(pattern + "$")))
+    if state is not None:
+        state.web_form_routes = found
+    return found
+
+
+def _takes_form(scope: Scope) -> bool:
+    """Whether the route ``scope`` goes to reads a form or an upload (FastAPI ``Form`` /
+    ``File`` parameters), decided before any of the body is read."""
+    method, path = str(scope.get("method", "")).upper(), str(scope.get("path", ""))
+    return any(m == method and p.match(path) for m, p in _form_routes(scope.get("app")))
 
 
 def _too_large(limit: int) -> str:
@@ -451,9 +524,22 @@ def secure(app: Any, guard: RequestGuard | None = None) -> RequestGuard:
 
 # A quoted absolute path ('/home/x', "C:\\data", '~/photos') inside an error message.
 _QUOTED_PATH = re.compile(r"""(['"])(?:/|~|[A-Za-z]:[\\/]|\\\\)[^'"]*\1""")
+# An unquoted absolute path, alone or after a prefix such as "precomputed:" or "file:".
+_BARE_PATH = re.compile(r"""(?<![\w.~/-])(/[^\s'"<>(),;]+)""")
+
+
+def _server_path(text: str) -> bool:
+    """Whether an unquoted ``/a/b...`` is a path on this machine (its first folder exists:
+    ``/home``, ``/tmp``, ``/srv``, ...), not a URL path such as ``/verify/api``."""
+    first = text.lstrip("/").split("/", 1)[0]
+    return bool(first) and os.path.isdir("/" + first)
 
 
 def public_message(message: str) -> str:
-    """``message`` with every quoted absolute path replaced by ``'<server path>'``, so an
-    error sent to a client never tells where the server keeps its files."""
-    return _QUOTED_PATH.sub("'<server path>'", message)
+    """``message`` with every quoted absolute path replaced by ``'<server path>'`` and every
+    unquoted one (``precomputed:/srv/x.parquet``) by ``<server path>``, so an error sent to a
+    client never tells where the server keeps its files."""
+    message = _QUOTED_PATH.sub("'<server path>'", message)
+    return _BARE_PATH.sub(
+        lambda m: "<server path>" if _server_path(m.group(1)) else m.group(1), message
+    )

@@ -31,6 +31,7 @@ SQLite connection, and WAL mode lets readers and one writer work at once.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -89,6 +90,7 @@ MAX_ITEMS = 50  # examples, taxa or folders in one search
 MAX_OFFSET = 10**9  # results deep into a ranking
 MAX_LIMIT = 500  # results per page
 FIRST_PAGE = 24  # results ranked when a search is made
+MIN_CHART_WIDTH, MAX_CHART_WIDTH = 280, 960  # px
 _ID_TEXT = re.compile(r"^-?[0-9]{1,40}$")  # ASCII digits only: int() takes other digits too
 
 Id = Annotated[StrictInt, Field(ge=INT64_MIN, le=INT64_MAX)]
@@ -313,14 +315,19 @@ def make_router(
     @_http_errors
     def searches(name: CollName) -> list[dict[str, Any]]:
         with res.verification(name) as v:
-            return [{str(k): x for k, x in row.items()} for row in v.searches().to_dict("records")]
+            rows = [{str(k): x for k, x in row.items()} for row in v.searches().to_dict("records")]
+            for row in rows:  # examples saved from the command line may be server paths
+                req = json.loads(row["request"])
+                req["like"] = _public_examples(v.coll, req.get("like") or [])
+                row["request"] = json.dumps(req)
+            return rows
 
     @r.post("/api/c/{name}/searches")
     @_http_errors
     def new_search(
         name: CollName,
         body: SearchBody = Body(...),
-        inquire_who: str | None = Cookie(None, max_length=64),
+        inquire_who: str | None = Cookie(None, max_length=1024),
     ) -> dict[str, Any]:
         filters = parse_filters(
             _listed(body.taxa), body.date_from, body.date_to, body.bbox, _listed(body.under)
@@ -331,7 +338,8 @@ def make_router(
             req = SearchRequest(body.text, example_ids(v.coll, body.like), filters)
             idx = res.index(v.coll)
             enc = res.encoder(v.coll.model_id)
-            sid = v.start_search(req, idx, enc, str(body.who or inquire_who or ""), FIRST_PAGE)
+            who = body.who or _cookie_who(inquire_who)
+            sid = v.start_search(req, idx, enc, who, FIRST_PAGE)
             return {"search_id": sid, "request": req.as_dict(), "ranked": v.n_ranked(sid)}
 
     def _page_of(v: Verification, sid: str, offset: int, limit: int) -> dict[str, Any]:
@@ -359,9 +367,11 @@ def make_router(
         ]
         rounds = v.rounds(sid)
         last = records(rounds.tail(1))
+        request = req.as_dict()
+        request["like"] = _public_examples(v.coll, request["like"])
         return {
             "search_id": sid,
-            "request": req.as_dict(),
+            "request": request,
             "ranked": v.n_ranked(sid),
             "results": items,
             "round": int(last[0]["round"]) if last else 0,
@@ -406,11 +416,11 @@ def make_router(
         name: CollName,
         sid: SearchId,
         body: LearnBody = Body(...),
-        inquire_who: str | None = Cookie(None, max_length=64),
+        inquire_who: str | None = Cookie(None, max_length=1024),
     ) -> dict[str, Any]:
         """Re-rank what nobody marked yet from the marks; returns the round and the first
         page of the new ranking (from ``after_rank``)."""
-        who = str(body.who or inquire_who or "")
+        who = body.who or _cookie_who(inquire_who)
         with res.verification(name) as v:
             req, idx, enc = res.ranking(v, v.request(sid))
             info = v.learn(sid, idx, body.shown, enc, body.model, who, body.depth, request=req)
@@ -423,9 +433,9 @@ def make_router(
         name: CollName,
         sid: SearchId,
         body: MarkBody = Body(...),
-        inquire_who: str | None = Cookie(None, max_length=64),
+        inquire_who: str | None = Cookie(None, max_length=1024),
     ) -> dict[str, Any]:
-        who = str(body.who or inquire_who or "")
+        who = body.who or _cookie_who(inquire_who)
         with res.verification(name) as v:
             at = v.mark(sid, body.image_id, who, body.mark)
         return {"ok": True, "image_id": body.image_id, "who": who, "mark": body.mark, "at": at}
@@ -444,22 +454,30 @@ def make_router(
         sid: SearchId,
         by: str = Query("month", max_length=32),
         who: WhoQuery = None,
+        width: int = Query(720, ge=MIN_CHART_WIDTH, le=MAX_CHART_WIDTH),
     ) -> Response:
+        """The trend chart, ``width`` px wide (the page asks for its box's width, so the
+        chart's text is drawn at its own size, never shrunk)."""
         from inquire.collection.charts import trend_svg as render
 
         with res.verification(name) as v:
             t = v.trend(sid, by, who or None)
             title = f"{v.request(sid).text or 'search'}: verified positives by {by}"
-        return Response(render(t, title, by=by), media_type="image/svg+xml")
+        return Response(render(t, title, width=width, by=by), media_type="image/svg+xml")
 
     @r.get("/api/c/{name}/searches/{sid}/efficiency.svg")
     @_http_errors
-    def efficiency_svg(name: CollName, sid: SearchId, who: WhoQuery = None) -> Response:
+    def efficiency_svg(
+        name: CollName,
+        sid: SearchId,
+        who: WhoQuery = None,
+        width: int = Query(360, ge=MIN_CHART_WIDTH, le=MAX_CHART_WIDTH),
+    ) -> Response:
         from inquire.collection.charts import efficiency_svg as render
 
         with res.verification(name) as v:
             curve = v.efficiency(sid, who or None)["curve"]
-        return Response(render(curve), media_type="image/svg+xml")
+        return Response(render(curve, width=width), media_type="image/svg+xml")
 
     @r.get("/api/c/{name}/searches/{sid}/export.{fmt}")
     @_http_errors
@@ -470,7 +488,7 @@ def make_router(
         parquet, built in memory."""
         media = {"csv": "text/csv; charset=utf-8", "parquet": "application/vnd.apache.parquet"}
         with res.verification(name) as v:
-            df = v.export(sid, who or None)
+            df = _relative_paths(v.coll, v.export(sid, who or None))
         headers = {"content-disposition": f'attachment; filename="{name}-{sid}.{fmt}"'}
         return Response(table_bytes(df, fmt), media_type=media[fmt], headers=headers)
 
@@ -491,8 +509,9 @@ def make_router(
         if not isinstance(rel, str):
             raise HTTPException(404, f"image {image_id} of collection {name!r} has no file")
         # The same checks as every other image route: the real path (symlinks resolved)
-        # must lie under the collection's folder and the file must be an image.
-        path = ImageRoots([root]).resolve(rel)
+        # must lie under the collection's folder and the file must be an image. The path
+        # comes from the collection's database, so a backslash is part of a file name.
+        path = ImageRoots([root]).resolve(rel, stored=True)
         if not size:
             return Response(path.read_bytes(), media_type=image_format(path))
         # Thumbnails as the main page makes them: upright (EXIF), cached on disk.
@@ -500,6 +519,48 @@ def make_router(
         return Response(thumb.read_bytes(), media_type="image/jpeg")
 
     return r
+
+
+def _cookie_who(value: str | None) -> str:
+    """The name in the ``inquire_who`` cookie: the page writes it percent-encoded
+    (``encodeURIComponent``), so ``Jos%C3%A9`` is ``José``; at most 64 characters."""
+    from urllib.parse import unquote
+
+    who = unquote(value or "", errors="replace").strip()
+    if len(who) > 64:
+        raise InputError(
+            f"the name in the inquire_who cookie has {len(who)} characters; use 64 or fewer"
+        )
+    return who
+
+
+def _public_examples(coll: Collection, like: Sequence[Any]) -> list[str]:
+    """A saved search's examples as a client may see them: ids as they are, paths relative to
+    the collection's images folder; a file outside it (saved from the command line) by its
+    file name only."""
+    root = Path(coll.images_root)
+    out = []
+    for item in like:
+        text = str(item)
+        if not os.path.isabs(text):
+            out.append(text)
+            continue
+        p = Path(text)
+        try:
+            out.append(p.relative_to(root).as_posix())
+        except ValueError:
+            out.append(f"(outside the collection) {p.name}")
+    return out
+
+
+def _relative_paths(coll: Collection, df: Any) -> Any:
+    """An export with its ``path`` column relative to the collection's images folder (the
+    library's export names absolute paths, for the command line)."""
+    if len(df):
+        info = coll.images([int(i) for i in df["image_id"]])
+        df = df.copy()
+        df["path"] = info["path"].to_numpy()
+    return df
 
 
 def _stored_examples(coll: Collection, like: Any) -> tuple[int, ...]:
@@ -514,7 +575,11 @@ def _stored_examples(coll: Collection, like: Any) -> tuple[int, ...]:
         ) from None
 
 
-_ASSETS = {"verify.js": "text/javascript", "verify.css": "text/css"}
+_ASSETS = {
+    "verify.js": "text/javascript",
+    "keyqueue.js": "text/javascript",
+    "verify.css": "text/css",
+}
 
 
 def _page(prefix: str, token: str) -> str:

@@ -2,8 +2,12 @@
 // The verification page. Marks are queued: a key press marks the image under the cursor at
 // that moment and moves the cursor at once; the queue sends the marks to the server one after
 // the other, in key order, and keeps them (also in localStorage) until the server has them.
+// Key presses, taps and clicks on results go through a KeyQueue (keyqueue.js): each applies,
+// in order, to the result it was meant for, also when that result is still loading.
+// No value from the URL, the server or the user is ever parsed as HTML: elements are built
+// with h() and text goes in as text (charts are parsed as SVG, see svgInto).
 const API = window.location.pathname.replace(/\/$/, "") + "/api";
-const S = {c: null, sid: null, items: [], cur: -1, done: false, loading: false, seq: 0, undo: []};
+const S = {c: null, sid: null, items: [], done: false, loading: null, seq: 0, gen: 0, failedAt: -Infinity, retry: null};
 const $ = (id) => document.getElementById(id);
 const LABEL = {relevant: "relevant", not_relevant: "not relevant", unsure: "unsure"};
 const KEYS = {"1": "relevant", "y": "relevant", "2": "not_relevant", "n": "not_relevant",
@@ -14,6 +18,8 @@ const TAB = sessionStorage.getItem("inquire_tab") || Math.random().toString(36).
 sessionStorage.setItem("inquire_tab", TAB);
 const STORE = "inquire_verify_queue:" + TAB;
 const RETRY_MS = 1500;
+const PAGE = 24;            // results per load
+const MAX_RESTORE = 2000;   // results shown again at most after a reload
 // Q.pending: marks not yet on the server, in key order; Q.failed: refused by the server
 // (4xx), kept for a retry (`r`); Q.latest: key -> number of the newest mark of that key.
 const Q = {pending: [], failed: [], latest: {}, n: 0, busy: false, offline: false, timer: null};
@@ -25,7 +31,40 @@ function setWho(v) {
   document.cookie = "inquire_who=" + encodeURIComponent(v) + ";path=/;max-age=31536000;SameSite=Lax";
 }
 function status(msg, err) { const s = $("status"); s.textContent = msg; s.className = err ? "err" : ""; }
-function esc(s) { return String(s == null ? "" : s).replace(/[&<>"]/g, c => ({"&":"&amp;","<":"&lt;",">":"&gt;",'"':"&quot;"}[c])); }
+// An element with attributes and children (strings become text nodes, never markup).
+function h(tag, attrs, ...kids) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v == null || v === false) continue;
+    if (k === "class") e.className = v; else e.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const k of kids.flat()) if (k != null && k !== false) e.append(k instanceof Node ? k : String(k));
+  return e;
+}
+// A chart from the server (SVG text) into box: parsed as XML, only an <svg> root is taken,
+// without scripts, foreign HTML or event attributes.
+function svgInto(box, text) {
+  const doc = new DOMParser().parseFromString(text, "image/svg+xml");
+  const svg = doc.documentElement;
+  if (!svg || svg.localName !== "svg" || doc.getElementsByTagName("parsererror").length) { box.replaceChildren(); return; }
+  for (const bad of svg.querySelectorAll("script, foreignObject")) bad.remove();
+  for (const el of [svg, ...svg.querySelectorAll("*")]) {
+    for (const a of [...el.attributes]) if (/^on/i.test(a.name) || /^\s*javascript:/i.test(a.value)) el.removeAttribute(a.name);
+  }
+  box.replaceChildren(document.importNode(svg, true));
+}
+function q(sid) { return encodeURIComponent(sid); }
+// How many results of a search were shown (kept across reloads, so they show again).
+function shownKey(c, sid) { return `inquire_shown:${c}|${sid}`; }
+function shownBefore(c, sid) {
+  try { return JSON.parse(localStorage.getItem(shownKey(c, sid)) || "null") || {n: 0, cur: 0}; }
+  catch (e) { return {n: 0, cur: 0}; }
+}
+function rememberShown() {
+  if (!S.sid) return;
+  const had = shownBefore(S.c, S.sid);
+  localStorage.setItem(shownKey(S.c, S.sid), JSON.stringify({n: Math.max(had.n || 0, S.items.length), cur: KQ.cur}));
+}
 
 // --- requests -----------------------------------------------------------------------------
 // A failed request throws an Error with .network (no answer at all) or .status (HTTP code).
@@ -157,20 +196,23 @@ function retryFailed() {
 }
 
 // --- searches -----------------------------------------------------------------------------
+function options(sel, items) { sel.replaceChildren(...items.map(([v, t]) => h("option", {value: v}, t))); }
 async function loadCollections() {
   const cs = await (await call(API + "/collections")).json();
-  $("collection").innerHTML = cs.map(c => `<option value="${esc(c.name)}">${esc(c.name)} (${c.images})</option>`).join("");
+  options($("collection"), cs.map(c => [c.name, `${c.name} (${c.images})`]));
 }
 async function loadSaved() {
   const c = $("collection").value;
   if (!c) return;
   const ss = await (await call(`${API}/c/${encodeURIComponent(c)}/searches`)).json();
-  $("saved").innerHTML = '<option value="">saved searches…</option>' + ss.map(s => {
-    const q = JSON.parse(s.request);
-    return `<option value="${esc(s.search_id)}">${esc(q.text || "(by example)")} · ${s.n_marks} marks</option>`;
-  }).join("");
+  options($("saved"), [["", "saved searches…"], ...ss.map(s => {
+    let text = "";
+    try { text = JSON.parse(s.request).text; } catch (e) { text = ""; }
+    return [s.search_id, `${text || "(by example)"} · ${s.n_marks} marks`];
+  })]);
 }
 function readHash() { return Object.fromEntries(new URLSearchParams(location.hash.slice(1))); }
+function setHash(c, sid) { location.hash = new URLSearchParams({c: c, s: sid}).toString(); }
 
 async function runSearch(ev) {
   if (ev) ev.preventDefault();
@@ -181,46 +223,74 @@ async function runSearch(ev) {
     like: $("like").value ? $("like").value.split(",") : [], who: who()};
   try {
     const r = await (await send("POST", `${API}/c/${encodeURIComponent(S.c)}/searches`, body)).json();
-    location.hash = `c=${encodeURIComponent(S.c)}&s=${r.search_id}`;
+    setHash(S.c, r.search_id);
     await openSearch(S.c, r.search_id);
     await loadSaved();
   } catch (e) { if (e.network) offline(); status(e.message, true); }
 }
 
 async function openSearch(c, sid) {
-  S.c = c; S.sid = sid; S.items = []; S.cur = -1; S.done = false; S.undo = [];
-  $("list").innerHTML = "";
-  await more();
-  if (S.items.length) select(0);
+  S.c = c; S.sid = sid; S.items = []; S.done = false; S.loading = null; S.gen++;
+  KQ.reset();
+  $("list").replaceChildren();
+  // After a reload, as many results as were shown before come back, the cursor where it was.
+  const before = shownBefore(c, sid);
+  await more(Math.min(Math.max(PAGE, before.n || 0), MAX_RESTORE));
+  if (before.cur > 0 && before.cur < S.items.length) KQ.push({op: "goto", i: before.cur});
   $("list").focus({preventScroll: true});  // so the first key press marks the first result
   refreshSide();
 }
 
-async function more() {
-  if (S.loading || S.done || !S.sid) return;
-  S.loading = true;
+// Load `want` more results (pages of at most 500). Resolves when they are shown; a call
+// while a load is under way waits for that load instead.
+function more(want) {
+  if (S.loading) return S.loading;
+  if (S.done || !S.sid) return Promise.resolve();
+  if (Date.now() < S.failedAt + RETRY_MS) {  // the last load failed: try again a little later
+    if (!S.retry) S.retry = setTimeout(() => { S.retry = null; more(want); }, RETRY_MS);
+    return Promise.resolve();
+  }
+  const gen = S.gen;
+  S.loading = (async () => {
+    try {
+      let left = want || PAGE;
+      while (left > 0 && !S.done && gen === S.gen) {
+        const limit = Math.min(left, 500);
+        const got = await morePage(limit, gen);
+        if (got < 0) { S.failedAt = Date.now(); break; }
+        left -= limit;
+      }
+    } finally {
+      if (gen === S.gen) { S.loading = null; KQ.arrived(S.items.length, S.done); showWaiting(); }
+    }
+  })();
+  return S.loading;
+}
+async function morePage(limit, gen) {
   try {
     const first = S.items.length === 0;
     // Ranking more results changes the saved search: a POST, like every change.
-    const url = `${API}/c/${encodeURIComponent(S.c)}/searches/${S.sid}/results`;
-    const r = await (await send("POST", url, {offset: S.items.length, limit: 24})).json();
+    const url = `${API}/c/${encodeURIComponent(S.c)}/searches/${q(S.sid)}/results`;
+    const r = await (await send("POST", url, {offset: S.items.length, limit: limit})).json();
+    if (gen !== S.gen) return -1;  // another search was opened meanwhile
     if (first) {  // fill the form with the search shown, but never overwrite later typing
-      const q = r.request;
-      $("query").value = q.text; $("taxon").value = q.filters.taxa.join(",");
-      $("from").value = q.filters.date_from || ""; $("to").value = q.filters.date_to || "";
-      $("bbox").value = q.filters.bbox ? q.filters.bbox.join(",") : ""; $("like").value = q.like.join(",");
-      $("under").value = (q.filters.under || []).join(",");
+      const rq = r.request;
+      $("query").value = rq.text; $("taxon").value = rq.filters.taxa.join(",");
+      $("from").value = rq.filters.date_from || ""; $("to").value = rq.filters.date_to || "";
+      $("bbox").value = rq.filters.bbox ? rq.filters.bbox.join(",") : ""; $("like").value = rq.like.join(",");
+      $("under").value = (rq.filters.under || []).join(",");
+      showRound(r.round || 0, r.round_model || "", r.round_relevant || 0, r.round_not_relevant || 0);
     }
-    if (first) showRound(r.round || 0, r.round_model || "", r.round_relevant || 0, r.round_not_relevant || 0);
     for (const it of r.results) {
       keepLocal(it);
       S.items.push(it);
       $("list").appendChild(render(it, S.items.length - 1));
     }
-    if (r.results.length < 24) S.done = true;
+    if (r.results.length < limit) S.done = true;
+    rememberShown();
     status(`${S.items.length} results shown` + (S.done ? " (end of ranking)" : ""));
-  } catch (e) { if (e.network) offline(); status(e.message, true); }
-  S.loading = false;
+    return r.results.length;
+  } catch (e) { if (e.network) offline(); status(e.message, true); return -1; }
 }
 // Marks still queued here are newer than what the server answered: show them instead.
 function keepLocal(it) {
@@ -232,20 +302,27 @@ function keepLocal(it) {
   }
 }
 
+function num(x, digits) { return typeof x === "number" ? x.toFixed(digits) : ""; }
 function render(it, i) {
-  const d = document.createElement("div");
-  d.className = "result"; d.id = "r" + i; d.dataset.imageId = it.image_id;
-  d.onclick = (ev) => { if (!ev.target.closest("button")) select(i); };
-  d.innerHTML = `<img loading="lazy" src="${API}/c/${encodeURIComponent(S.c)}/images/${it.image_id}?size=256" alt="image ${it.image_id}">
-  <div class="meta"><b>#${it.rank}</b> score ${it.score.toFixed(4)} · image ${it.image_id}${it.round ? ` · <span class="round" title="ranked by what the marks taught (round ${it.round})">round ${it.round}</span>` : ""}<br>
-  ${esc(it.taxon || "")} ${esc((it.date || "").slice(0, 10))}
-  ${it.lat == null ? "" : "· " + it.lat.toFixed(3) + ", " + it.lon.toFixed(3)}<br>
-  <span class="path">${esc(it.path || "")}</span><br>
-  mine: <span class="mark mine"></span> <span class="state"></span> <span class="others"></span>
-  <div class="tap"><button type="button" data-mark="relevant" title="relevant (1 or y)">&#10003; relevant</button>
-  <button type="button" data-mark="not_relevant" title="not relevant (2 or n)">&#10007; not</button>
-  <button type="button" data-mark="unsure" title="unsure (3 or u)">? unsure</button></div></div>`;
-  d.querySelectorAll(".tap button").forEach(b => b.addEventListener("click", () => markAt(i, b.dataset.mark)));
+  const url = `${API}/c/${encodeURIComponent(S.c)}/images/${encodeURIComponent(it.image_id)}?size=256`;
+  const tap = (mark, title, label) => h("button", {type: "button", "data-mark": mark, title: title}, label);
+  const d = h("div", {class: "result", id: "r" + i, "data-image-id": it.image_id},
+    h("img", {loading: "lazy", src: url, alt: `image ${it.image_id}`}),
+    h("div", {class: "meta"},
+      h("b", null, `#${it.rank}`), ` score ${num(it.score, 4)} · image ${it.image_id}`,
+      it.round ? [" · ", h("span", {class: "round", title: `ranked by what the marks taught (round ${it.round})`}, `round ${it.round}`)] : null,
+      h("br"), `${it.taxon || ""} ${String(it.date || "").slice(0, 10)} `,
+      it.lat == null ? "" : `· ${num(it.lat, 3)}, ${num(it.lon, 3)}`, h("br"),
+      h("span", {class: "path"}, it.path || ""), h("br"),
+      "mine: ", h("span", {class: "mark mine"}), " ", h("span", {class: "state"}), " ", h("span", {class: "others"}),
+      h("div", {class: "tap"},
+        tap("relevant", "relevant (1 or y)", "\u2713 relevant"),
+        tap("not_relevant", "not relevant (2 or n)", "\u2717 not"),
+        tap("unsure", "unsure (3 or u)", "? unsure"))));
+  d.onclick = (ev) => { if (!ev.target.closest("button")) KQ.push({op: "goto", i}); };
+  d.querySelectorAll(".tap button").forEach(b => b.addEventListener("click", () => {
+    if (needWho()) KQ.push({op: "markAt", i, value: b.dataset.mark});
+  }));
   paint(d, it);
   return d;
 }
@@ -261,17 +338,19 @@ function paint(d, it) {
   s.className = "state" + (st ? " s-" + st : "");
   s.textContent = {pending: "saving…", failed: "not saved", saved: "saved", "": ""}[st];
   s.title = st === "failed" ? "the server refused this mark; press r to retry" : "";
-  d.querySelector(".others").innerHTML = Object.entries(it.marks).filter(([w]) => w !== who())
-    .map(([w, v]) => `<span class="m-${v}">${esc(w)}: ${LABEL[v]}</span>`).join("");
+  d.querySelector(".others").replaceChildren(...Object.entries(it.marks).filter(([w]) => w !== who())
+    .map(([w, v]) => h("span", {class: "m-" + (LABEL[v] ? v : "unknown")}, `${w}: ${LABEL[v] || v}`)));
 }
+// The cursor: shown on result i (the key queue decides where it is).
 function select(i) {
   if (i < 0 || i >= S.items.length) return;
-  if (S.cur >= 0) $("r" + S.cur).classList.remove("current");
-  S.cur = i; const d = $("r" + i); d.classList.add("current");
+  for (const old of document.querySelectorAll(".result.current")) old.classList.remove("current");
+  const d = $("r" + i); d.classList.add("current");
   d.scrollIntoView({block: "nearest"});
+  rememberShown();
   if (i >= S.items.length - 3) more();
 }
-// Mark item i now (locally at once, on the server through the queue).
+// Mark item i now (locally at once, on the server through the queue); returns its previous mark.
 function apply(i, value) {
   const it = S.items[i];
   const prev = it.marks[who()] || "clear";
@@ -282,42 +361,49 @@ function apply(i, value) {
   paint($("r" + i), it);
   return prev;
 }
-function markAt(i, value) {
-  if (i < 0 || i >= S.items.length) return;
-  if (!who()) { status("type your name first (top left)", true); $("who").focus(); return; }
-  const prev = apply(i, value);
-  S.undo.push({i, prev});
-  status(`image ${S.items[i].image_id}: ${LABEL[value] || "cleared"}`);
-  select(i + 1);
+function needWho() {
+  if (who()) return true;
+  status("type your name first (top left)", true); $("who").focus();
+  return false;
+}
+const KQ = new KeyQueue({
+  mark(i, value) {
+    const prev = apply(i, value);
+    status(`image ${S.items[i].image_id}: ${LABEL[value] || "cleared"}`);
+    return prev;
+  },
+  select: select,
+  more() { more(); },
+  undone(u) {
+    if (!u) status("nothing to undo");
+    else status(`undone: image ${S.items[u.i].image_id} is ${LABEL[u.prev] || "unmarked"} again`);
+  },
+});
+// Keys waiting for results that are still loading: said in the status line.
+function showWaiting() {
+  if (KQ.waiting()) status(`${KQ.queue.length} key${KQ.queue.length > 1 ? "s" : ""} waiting for more results…`);
 }
 // Relevance feedback: re-rank what nobody marked yet from the marks (a new ranking round).
 // Results up to the cursor (and every marked one) stay; the rest is replaced.
 async function learn() {
   if (!S.sid) { status("run or open a search first", true); return; }
+  if (KQ.waiting() || S.loading) { status("wait: results are still loading", true); return; }
   if (Q.pending.length) { status(`wait: ${Q.pending.length} mark(s) still being saved`, true); pump(); return; }
-  const url = `${API}/c/${encodeURIComponent(S.c)}/searches/${S.sid}/learn`;
+  const url = `${API}/c/${encodeURIComponent(S.c)}/searches/${q(S.sid)}/learn`;
   try {
-    const r = await (await send("POST", url, {shown: S.cur + 1, model: $("fbmodel").value, who: who() || null, depth: 24})).json();
+    const r = await (await send("POST", url, {shown: KQ.cur + 1, model: $("fbmodel").value, who: who() || null, depth: PAGE})).json();
     const keep = S.items.filter(it => it.rank <= r.after_rank).length;
     for (let i = keep; i < S.items.length; i++) { const d = $("r" + i); if (d) d.remove(); }
     S.items.length = keep;
-    S.undo = S.undo.filter(u => u.i < keep);
     for (const it of r.results) { keepLocal(it); S.items.push(it); $("list").appendChild(render(it, S.items.length - 1)); }
-    S.done = r.results.length < 24;
+    S.done = r.results.length < PAGE;
     showRound(r.round, r.model, r.n_relevant, r.n_not_relevant);
-    if (keep < S.items.length) select(keep);
+    KQ.relearn(keep, S.items.length, S.done);
     status(`ranking round ${r.round}: results after #${r.after_rank} re-ranked from ${r.n_relevant} relevant and ${r.n_not_relevant} not relevant marks`);
   } catch (e) { if (e.network) offline(); status(e.message, true); }
 }
 function showRound(n, model, pos, neg) {
   $("round").textContent = n ? `ranking: round ${n} (${model}, ${pos} relevant / ${neg} not)` : "ranking: first search";
-}
-function undo() {
-  const u = S.undo.pop();
-  if (!u) { status("nothing to undo"); return; }
-  apply(u.i, u.prev);
-  select(u.i);
-  status(`undone: image ${S.items[u.i].image_id} is ${LABEL[u.prev] || "unmarked"} again`);
 }
 
 // Marks made elsewhere (another tab, another person): from the channel at once, and from the
@@ -337,7 +423,7 @@ async function resync() {
   const startN = Q.n;  // marks made after this are newer than anything the answer can hold
   try {
     for (let off = 0; off < S.items.length; off += 500) {
-      const url = `${API}/c/${encodeURIComponent(S.c)}/searches/${S.sid}/results?offset=${off}&limit=${Math.min(500, S.items.length - off)}`;
+      const url = `${API}/c/${encodeURIComponent(S.c)}/searches/${q(S.sid)}/results?offset=${off}&limit=${Math.min(500, S.items.length - off)}`;
       const r = await (await call(url)).json();
       for (const fresh of r.results) {
         const i = S.items.findIndex(it => it.image_id === fresh.image_id);
@@ -356,28 +442,37 @@ async function resync() {
   } catch (e) { if (e.network) offline(); }
 }
 
+// The width a chart is drawn at: its box's, so its text is drawn at its own size (never shrunk).
+function chartWidth(box) { return Math.max(280, Math.min(960, Math.floor(box.clientWidth || 360))); }
 async function refreshSide() {
   if (!S.sid) return;
-  const base = `${API}/c/${encodeURIComponent(S.c)}/searches/${S.sid}`;
+  const base = `${API}/c/${encodeURIComponent(S.c)}/searches/${q(S.sid)}`;
   const w = $("mine").checked ? "&who=" + encodeURIComponent(who()) : "";
+  const by = encodeURIComponent($("by").value);
   const my = ++S.seq;  // an older refresh finishing late must not overwrite a newer one
   try {
     const s = await (await call(`${base}/summary?x=1${w}`)).json();
-    const svg = await (await call(`${base}/trend.svg?by=${$("by").value}${w}`)).text();
-    const eff = await (await call(`${base}/efficiency.svg?x=1${w}`)).text();
+    const svg = await (await call(`${base}/trend.svg?by=${by}&width=${chartWidth($("trend"))}${w}`)).text();
+    const eff = await (await call(`${base}/efficiency.svg?width=${chartWidth($("effsvg"))}${w}`)).text();
     if (my !== S.seq) return;
     const e = s.efficiency, a = s.agreement;
-    $("summary").innerHTML = `<h3>Survey effort</h3><p id="effort">${e.inspected} images inspected
-      (down to rank ${e.deepest_rank}), <b>${e.positives}</b> positives found` +
-      (e.inspected ? ` (${(100 * e.positives / e.inspected).toFixed(1)}%)` : "") + `</p>
-      <h3>People</h3><p>` + Object.entries(a.people).map(([p, c]) =>
-      `${esc(p)}: ${c.relevant} relevant, ${c.not_relevant} not, ${c.unsure} unsure`).join("<br>") +
-      `</p><p>${a.images_marked_by_several} images marked by several people` +
-      (a.agreement == null ? "" : `, all agree on ${(100 * a.agreement).toFixed(0)}%`) + "</p>";
-    $("trend").innerHTML = svg;
-    $("effsvg").innerHTML = eff;
-    $("exports").innerHTML = `Export marks: <a id="csv" href="${base}/export.csv?x=1${w}">CSV</a> ·
-      <a href="${base}/export.parquet?x=1${w}">parquet</a>`;
+    const people = [];
+    for (const [p, c] of Object.entries(a.people)) {
+      if (people.length) people.push(h("br"));
+      people.push(`${p}: ${c.relevant} relevant, ${c.not_relevant} not, ${c.unsure} unsure`);
+    }
+    $("summary").replaceChildren(
+      h("h3", null, "Survey effort"),
+      h("p", {id: "effort"}, `${e.inspected} images inspected (down to rank ${e.deepest_rank}), `,
+        h("b", null, String(e.positives)), " positives found",
+        e.inspected ? ` (${(100 * e.positives / e.inspected).toFixed(1)}%)` : ""),
+      h("h3", null, "People"), h("p", null, people),
+      h("p", null, `${a.images_marked_by_several} images marked by several people` +
+        (a.agreement == null ? "" : `, all agree on ${(100 * a.agreement).toFixed(0)}%`)));
+    svgInto($("trend"), svg);
+    svgInto($("effsvg"), eff);
+    $("exports").replaceChildren("Export marks: ", h("a", {id: "csv", href: `${base}/export.csv?x=1${w}`}, "CSV"),
+      " · ", h("a", {href: `${base}/export.parquet?x=1${w}`}, "parquet"));
   } catch (e) { if (e.network) offline(); else status(e.message, true); }
 }
 
@@ -385,13 +480,15 @@ document.addEventListener("keydown", (ev) => {
   const tag = ev.target.tagName;
   if (tag === "INPUT" || tag === "SELECT" || tag === "TEXTAREA" || ev.ctrlKey || ev.metaKey || ev.altKey) return;
   const k = ev.key;
-  if (k === "j" || k === "ArrowDown") { select(S.cur + 1); ev.preventDefault(); }
-  else if (k === "k" || k === "ArrowUp") { select(S.cur - 1); ev.preventDefault(); }
+  if (k === "j" || k === "ArrowDown") { KQ.push({op: "down"}); ev.preventDefault(); }
+  else if (k === "k" || k === "ArrowUp") { KQ.push({op: "up"}); ev.preventDefault(); }
   else if (k === "m") { more(); }
-  else if (k === "z") { undo(); ev.preventDefault(); }
+  else if (k === "z") { KQ.push({op: "undo"}); ev.preventDefault(); }
   else if (k === "r") { retryFailed(); ev.preventDefault(); }
   else if (k === "l") { learn(); ev.preventDefault(); }
-  else if (k in KEYS) { markAt(S.cur, KEYS[k]); ev.preventDefault(); }
+  else if (k in KEYS) { if (needWho()) KQ.push({op: "mark", value: KEYS[k]}); ev.preventDefault(); }
+  else return;
+  showWaiting();
 });
 $("search").addEventListener("submit", runSearch);
 $("retry").addEventListener("click", retryFailed);
@@ -400,7 +497,7 @@ $("collection").addEventListener("change", () => loadSaved().catch(e => status(e
 $("saved").addEventListener("change", () => {
   const sid = $("saved").value, c = $("collection").value;
   if (!sid) return;
-  location.hash = `c=${encodeURIComponent(c)}&s=${sid}`;
+  setHash(c, sid);
   openSearch(c, sid);
 });
 $("by").addEventListener("change", refreshSide);
@@ -410,6 +507,8 @@ if (channel) channel.onmessage = (ev) => remoteMark(ev.data);
 document.addEventListener("visibilitychange", () => { if (document.visibilityState === "visible") resync(); });
 window.addEventListener("focus", resync);
 window.addEventListener("online", () => { if (Q.offline) probe(); });
+// Charts are drawn at their box's width: draw them again when the window changes size.
+window.addEventListener("resize", () => { clearTimeout(S.resized); S.resized = setTimeout(refreshSide, 250); });
 
 (async () => {
   $("who").value = localStorage.getItem("inquire_who") || "";
@@ -417,8 +516,8 @@ window.addEventListener("online", () => { if (Q.offline) probe(); });
   showRetry();
   if (Q.pending.length) pump();
   try { await loadCollections(); } catch (e) { if (e.network) offline(); status(e.message, true); return; }
-  const h = readHash();
-  if (h.c) $("collection").value = h.c;
+  const hs = readHash();
+  if (hs.c) $("collection").value = hs.c;
   await loadSaved().catch(e => status(e.message, true));
-  if (h.c && h.s) await openSearch(h.c, h.s);
+  if (hs.c && hs.s) await openSearch(hs.c, hs.s);
 })();
