@@ -67,6 +67,7 @@ CREATE TABLE IF NOT EXISTS images (
     date TEXT, date_source TEXT, lat REAL, lon REAL,
     taxon_id INTEGER, taxon TEXT, kingdom TEXT, phylum TEXT, class TEXT, "order" TEXT,
     family TEXT, genus TEXT, taxon_source TEXT,
+    coord_uncertainty_m REAL, license TEXT, rights_holder TEXT,
     updated TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))
 );
 CREATE INDEX IF NOT EXISTS images_sha1 ON images (sha1);
@@ -142,6 +143,22 @@ def scan_images(images_root: Path) -> dict[str, tuple[int, int]]:
     return dict(sorted(found.items()))
 
 
+# Columns added to ``images`` after its first release: (name, SQL type).
+_LATER_COLUMNS = (("coord_uncertainty_m", "REAL"), ("license", "TEXT"), ("rights_holder", "TEXT"))
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    """Give a database written before a column existed that column (empty)."""
+    have = {r[1] for r in conn.execute("PRAGMA table_info(images)")}
+    if all(name in have for name, _ in _LATER_COLUMNS):
+        return
+    with transaction(conn):  # IMMEDIATE: two processes opening it at once add each once
+        have = {r[1] for r in conn.execute("PRAGMA table_info(images)")}
+        for name, kind in _LATER_COLUMNS:
+            if name not in have:
+                conn.execute(f'ALTER TABLE images ADD COLUMN "{name}" {kind}')
+
+
 class Collection:
     """An existing collection folder. Use :func:`open_collection` or :func:`create_collection`."""
 
@@ -158,6 +175,7 @@ class Collection:
         if self._conn is None:
             self._conn = connect(self.db_path)
             self._conn.executescript(SCHEMA)
+            _add_missing_columns(self._conn)
         return self._conn
 
     def close(self) -> None:
@@ -196,8 +214,10 @@ class Collection:
     def images(self, image_ids: Sequence[int] | None = None) -> pd.DataFrame:
         """Rows of the images table (all, or those of ``image_ids``, in that order), with an
         absolute ``abspath`` column."""
-        cols = "image_id, path, status, date, date_source, lat, lon, taxon_id, " + ", ".join(
-            f'"{c}"' for c in TAXON_COLUMNS
+        cols = (
+            "image_id, path, status, date, date_source, lat, lon, taxon_id, "
+            + ", ".join(f'"{c}"' for c in TAXON_COLUMNS)
+            + ", source_id, coord_uncertainty_m, license, rights_holder"
         )
         if image_ids is None:
             df = pd.read_sql_query(f"SELECT {cols} FROM images ORDER BY image_id", self.conn)

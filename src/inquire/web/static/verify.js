@@ -377,7 +377,9 @@ async function refreshSide() {
     $("trend").innerHTML = svg;
     $("effsvg").innerHTML = eff;
     $("exports").innerHTML = `Export marks: <a id="csv" href="${base}/export.csv?x=1${w}">CSV</a> ·
-      <a href="${base}/export.parquet?x=1${w}">parquet</a>`;
+      <a href="${base}/export.parquet?x=1${w}">parquet</a> ·
+      <a id="inquire-search" href="${base}/export/inquire-search?x=1${w}">INQUIRE-Search CSV</a> ·
+      <a id="dwca" href="${base}/export/dwca?x=1${w}">Darwin Core (GBIF)</a>`;
   } catch (e) { if (e.network) offline(); else status(e.message, true); }
 }
 
