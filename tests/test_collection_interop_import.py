@@ -159,3 +159,20 @@ def test_bad_files_and_arguments_change_nothing(verified: VerifiedSearch, tmp_pa
         ],
     )
     assert res.exit_code == 2 and "maybe" in res.output and "Traceback" not in res.output
+
+
+@pytest.mark.parametrize("sep", [";", "\t"])
+def test_semicolon_and_tab_separated_files(
+    verified: VerifiedSearch, tmp_path: Path, sep: str
+) -> None:
+    """A spreadsheet saved where the decimal mark is a comma writes ``;`` (as one of
+    INQUIRE-Search's own case-study files is): read by its header line."""
+    data = json.loads(verified.train_json.read_text(encoding="utf-8"))
+    inat = {img["id"] for img in data["images"]}
+    a, b = [verified.images[r] for r in sorted(verified.images) if verified.images[r] in inat][:2]
+    f = tmp_path / "semi.csv"
+    rows = [["photo_id", "species", "marked", "latitude"], [a, "x", 1, "42,5"], [b, "y", 0, ""]]
+    f.write_text("\r\n".join(sep.join(map(str, r)) for r in rows) + "\r\n", encoding="utf-8")
+    res = import_marks(verified.name, f, "eve", search_id=verified.search_id)
+    assert _marks(verified.name, verified.search_id, "eve") == {a: "relevant", b: "not_relevant"}
+    assert (res.marked, res.relevant, res.rows) == (2, 1, 2)

@@ -82,12 +82,24 @@ def inquire_search_bytes(table: pd.DataFrame) -> bytes:
     return results_csv(inquire_search_frame(table)).encode("utf-8")
 
 
+def _separator(text: str) -> str:
+    """The field separator of ``text``: ``,``, or ``;`` / a tab when the header line names
+    photo_id and marked only when split by that (a spreadsheet saved in a locale whose
+    decimal mark is a comma writes ``;``; one of INQUIRE-Search's case-study files has it)."""
+    header = text.split("\n", 1)[0].rstrip("\r")
+    for sep in (",", ";", "\t"):
+        if {"photo_id", "marked"} <= {c.strip().strip('"') for c in header.split(sep)}:
+            return sep
+    return ","
+
+
 def read_inquire_search(path: str | Path) -> pd.DataFrame:
     """Read an INQUIRE-Search export: ``row`` (its data row, 1 = the first after the header),
     ``photo_id`` (int64, or -1 where the row's id is not an iNaturalist photo id),
     ``photo_id_text`` (as written) and ``marked`` (bool), in file order.
 
-    Needs the columns ``photo_id`` and ``marked`` (others are ignored); ``marked`` may be
+    Needs the columns ``photo_id`` and ``marked`` (others are ignored), separated by commas
+    (or semicolons or tabs, found from the header line); ``marked`` may be
     ``1``/``0``, ``TRUE``/``FALSE`` or ``yes``/``no``, as INQUIRE-Search's Data_README allows.
     A missing file, a file that is not UTF-8 CSV, a missing column or any other ``marked``
     value is an :class:`InputError` naming the file, the row and the value.
@@ -102,7 +114,7 @@ def read_inquire_search(path: str | Path) -> pd.DataFrame:
         raise InputError(f"{str(p)!r} is larger than {MAX_IMPORT_BYTES >> 20} MiB; split it")
     try:
         text = p.read_bytes().decode("utf-8-sig")
-        df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+        df = pd.read_csv(io.StringIO(text), sep=_separator(text), dtype=str, keep_default_na=False)
     except UnicodeDecodeError as exc:
         raise InputError(f"{str(p)!r} is not UTF-8 text ({exc}); save it as UTF-8 CSV") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
