@@ -135,6 +135,8 @@ def test_bad_files_and_arguments_change_nothing(verified: VerifiedSearch, tmp_pa
     (tmp_path / "latin1.csv").write_bytes("photo_id,marked,species\n1,1,Zo\xeb\n".encode("latin-1"))
     cases.append((tmp_path / "latin1.csv", {"query": "q"}, "not UTF-8"))
     cases.append((good, {"query": "red"}, "already has a saved search"))
+    (tmp_path / "none.csv").write_text("photo_id,marked\n999999999,1\nlocal:3,0\n")
+    cases.append((tmp_path / "none.csv", {"query": "q"}, "none of the 2 rows"))
     for file, kw, msg in cases:
         with pytest.raises(InputError, match=msg):
             import_marks(name, file, "eve", **kw)

@@ -123,6 +123,13 @@ def import_marks(
                 _mark_all(v, sid, onto, who)
         else:
             assert query is not None
+            if matched.empty:
+                raise InputError(
+                    f"none of the {len(rows)} rows of {str(file)!r} names a photo of collection "
+                    f"{name!r} by its iNaturalist photo id, so there is nothing to rank or mark; "
+                    "import into a collection built from the same photos (e.g. iNat24 with its "
+                    "train.json)"
+                )
             request = SearchRequest(query)
             index = coll.index()
             emb_rows = index.rows_of(matched["image_id"].to_numpy(np.int64))
