@@ -279,6 +279,48 @@ def test_two_exports_at_once_write_whole_files(verified: VerifiedSearch, tmp_pat
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
+def test_two_export_processes_and_a_marking_process_at_once(
+    verified: VerifiedSearch, tmp_path: Path
+) -> None:
+    """Two `inquire collection export` processes write one file while a third process
+    marks: both finish, and the file is one whole export (the marks before or after)."""
+    import sys
+
+    out = tmp_path / "same.csv"
+    cmd = [sys.executable, "-m", "inquire", "collection", "export", verified.name]
+    cmd += ["--search-id", verified.search_id, "--format", "inquire-search"]
+    cmd += ["--out", str(out), "--overwrite"]
+    marker = (
+        "import sys\n"
+        "from contextlib import closing\n"
+        "from inquire.collection import open_collection\n"
+        "from inquire.collection.verify import Verification\n"
+        "with closing(open_collection(sys.argv[1])) as c, closing(Verification(c)) as v:\n"
+        "    for i in sys.argv[3:]:\n"
+        "        v.mark(sys.argv[2], int(i), 'cy', 'relevant')\n"
+    )
+    late = [str(verified.images[r]) for r in (10, 11, 12)]  # nobody marked these yet
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in "ab"]
+    procs.append(
+        subprocess.Popen(
+            [sys.executable, "-c", marker, verified.name, verified.search_id, *late],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+    )
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err.decode()
+    got = _read(out)
+    before = _expected(verified)  # cy's marks at ranks 10-12 aside, nothing changes
+    assert len(got) == 55
+    # cy marks ranks 10, 11, 12 in that order; an export reads one snapshot of the marks
+    assert got["marked"].astype(int).tolist()[9:12] in ([0, 0, 0], [1, 0, 0], [1, 1, 0], [1, 1, 1])
+    keep = [i for i in range(55) if i not in (9, 10, 11)]
+    _check_rows(got.iloc[keep], [before[i] for i in keep])
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
 @contextmanager
 def _unwritable(folder: Path):
     """``folder`` made unwritable (mode 0555; as root, also immutable where chattr works)."""

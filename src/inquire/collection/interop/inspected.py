@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from inquire.cache import transaction
 from inquire.collection.verify import CAMERA_DATE_SOURCES, MARKS, Verification
 from inquire.errors import InputError
 
@@ -84,22 +85,11 @@ def inspected_results(
     time is known. ``relevant_by``: the people whose mark was relevant, sorted, joined by
     ``" | "``; ``last_relevant_at``: the latest of those marks (UTC, ISO 8601).
     """
-    v.request(search_id)  # an unknown search id -> its own error
     depth = check_depth(depth)
-    marks = v.marks(search_id, who)
-    if depth is None:
-        row = v.conn.execute(
-            "SELECT COALESCE(MAX(r.rank), 0) FROM results r JOIN marks m ON "
-            "m.search_id = r.search_id AND m.image_id = r.image_id WHERE r.search_id = ?"
-            + (" AND m.who = ?" if who else ""),
-            (search_id, who) if who else (search_id,),
-        ).fetchone()
-        depth = int(row[0])
-    ranks = pd.read_sql_query(
-        "SELECT rank, image_id, score FROM results WHERE search_id = ? AND rank <= ? ORDER BY rank",
-        v.conn,
-        params=(search_id, int(depth)),
-    )
+    # One read snapshot of marks and ranking (WAL): marks made meanwhile are in or out whole.
+    with transaction(v.conn, immediate=False):
+        v.request(search_id)  # an unknown search id -> its own error
+        marks, ranks = _marks_and_ranks(v, search_id, who, depth)
     info = v.coll.images(ranks["image_id"].tolist())
     df = ranks.copy()
     for c in (
@@ -143,6 +133,28 @@ def inspected_results(
     df["relevant_by"] = df["relevant_by"].fillna("")
     df["last_relevant_at"] = df["last_relevant_at"].fillna("")
     return df[list(COLUMNS)].reset_index(drop=True)
+
+
+def _marks_and_ranks(
+    v: Verification, search_id: str, who: str | None, depth: int | None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The marks (``who``'s, or all) and the ranking ``rank, image_id, score`` down to
+    ``depth`` (default: the deepest marked rank)."""
+    marks = v.marks(search_id, who)
+    if depth is None:
+        row = v.conn.execute(
+            "SELECT COALESCE(MAX(r.rank), 0) FROM results r JOIN marks m ON "
+            "m.search_id = r.search_id AND m.image_id = r.image_id WHERE r.search_id = ?"
+            + (" AND m.who = ?" if who else ""),
+            (search_id, who) if who else (search_id,),
+        ).fetchone()
+        depth = int(row[0])
+    ranks = pd.read_sql_query(
+        "SELECT rank, image_id, score FROM results WHERE search_id = ? AND rank <= ? ORDER BY rank",
+        v.conn,
+        params=(search_id, int(depth)),
+    )
+    return marks, ranks
 
 
 def _mark_counts(marks: pd.DataFrame) -> pd.DataFrame:
