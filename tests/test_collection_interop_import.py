@@ -178,3 +178,28 @@ def test_semicolon_and_tab_separated_files(
     res = import_marks(verified.name, f, "eve", search_id=verified.search_id)
     assert _marks(verified.name, verified.search_id, "eve") == {a: "relevant", b: "not_relevant"}
     assert (res.marked, res.relevant, res.rows) == (2, 1, 2)
+
+
+def test_rows_with_more_fields_than_the_header_are_refused_not_shifted(
+    verified: VerifiedSearch, tmp_path: Path
+) -> None:
+    """Left to itself pandas reads a file whose data rows have one field more than its header
+    with the first field as a row label, so ``1006,1,0`` would load as photo 1 marked 0. Such
+    a file is refused; a header whose first column has no name (as pandas' ``to_csv`` writes
+    it: one of INQUIRE-Search's case-study files starts ``,Unnamed: 0,photo_id``), a byte
+    order mark and CRLF line ends read as they should."""
+    data = json.loads(verified.train_json.read_text(encoding="utf-8"))
+    inat = {img["id"] for img in data["images"]}
+    a, b = [verified.images[r] for r in sorted(verified.images) if verified.images[r] in inat][:2]
+    shifted = tmp_path / "shifted.csv"
+    shifted.write_text(f"photo_id,marked\n{a},1,0\n{b},0,1\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"data row 1 has more fields than its header.*photo_id"):
+        import_marks(verified.name, shifted, "eve", search_id=verified.search_id)
+    assert _marks(verified.name, verified.search_id, "eve") == {}
+    unnamed = tmp_path / "unnamed.csv"
+    unnamed.write_bytes(
+        f"\ufeff,Unnamed: 0,photo_id,species,marked\r\n0,7,{a},x,1\r\n1,8,{b},y,0\r\n".encode()
+    )
+    res = import_marks(verified.name, unnamed, "eve", search_id=verified.search_id)
+    assert _marks(verified.name, verified.search_id, "eve") == {a: "relevant", b: "not_relevant"}
+    assert (res.rows, res.relevant, res.not_relevant) == (2, 1, 1)

@@ -29,8 +29,10 @@ RFC 4180 quoting, text cells a spreadsheet would run as formulas prefixed with `
 
 from __future__ import annotations
 
+import csv
 import io
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -114,9 +116,23 @@ def read_inquire_search(path: str | Path) -> pd.DataFrame:
         raise InputError(f"{str(p)!r} is larger than {MAX_IMPORT_BYTES >> 20} MiB; split it")
     try:
         text = p.read_bytes().decode("utf-8-sig")
-        df = pd.read_csv(io.StringIO(text), sep=_separator(text), dtype=str, keep_default_na=False)
+        sep = _separator(text)
+        # index_col=False: left to itself pandas takes a first data row with more fields
+        # than the header names for a row label and shifts every column by one, reading
+        # "1006,1,0" as photo_id 1, marked 0. The warning it gives instead is an error here.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            df = pd.read_csv(
+                io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, index_col=False
+            )
     except UnicodeDecodeError as exc:
         raise InputError(f"{str(p)!r} is not UTF-8 text ({exc}); save it as UTF-8 CSV") from None
+    except pd.errors.ParserWarning:
+        head = next(csv.reader(io.StringIO(text, newline=""), delimiter=sep), [])
+        raise InputError(
+            f"{str(p)!r} data row 1 has more fields than its header line names "
+            f"({len(head)}: {', '.join(head)}); give every column a name in the header line"
+        ) from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise InputError(f"{str(p)!r} is not a readable CSV file: {exc}") from None
     df.columns = [str(c).strip() for c in df.columns]
