@@ -9,7 +9,9 @@ import xml.etree.ElementTree as ET
 import zipfile
 from contextlib import closing
 from pathlib import Path
+from urllib.parse import quote
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -252,3 +254,43 @@ def test_empty_search_and_page_export(verified: VerifiedSearch, tmp_path: Path) 
             assert a.read(member) == b.read(member)
     more = client.get(f"{base}/export/dwca?unverified=true")
     assert len(more.content) > len(r.content)
+
+
+def test_numbers_controls_and_media_url_at_their_edges(verified: VerifiedSearch) -> None:
+    """Values at the edges of what GBIF reads: a coordinate near 0 in decimal form (never
+    ``1e-05``), an uncertainty of 0 left empty (Darwin Core: zero is not a valid value), NUL
+    and other control characters in a taxon or the query turned to spaces (one line of text
+    per field), and a ``--media-url`` without a trailing slash still a folder."""
+    from inquire.collection.interop.dwca import dwca_bytes
+    from inquire.collection.interop.inspected import inspected_results
+
+    with closing(open_collection(verified.name)) as c, closing(Verification(c)) as v:
+        table = inspected_results(v, verified.search_id)
+    rel = table.index[(table["label"] == "relevant") & table["taxon"].notna()]
+    a, b = rel[0], rel[1]
+    table.loc[a, ["lat", "lon", "coord_uncertainty_m"]] = [1e-05, -2.5e-07, 0.0]
+    table.loc[b, ["coord_uncertainty_m", "taxon"]] = [1e20, "Corvus\x00corax\x1b\x85\u2028x"]
+    table["inat_photo_id"] = table["inat_photo_id"].astype("Int64")
+    table.loc[b, "inat_photo_id"] = pd.NA
+    query = "red\x01\x7f & <b> ]]>"
+    exp = dwca_bytes(table, "inat", verified.search_id, query, media_base_url="https://e.org/p")
+    with zipfile.ZipFile(io.BytesIO(exp.data)) as zf:
+        text = zf.read("occurrence.txt").decode("utf-8")
+        eml = ET.fromstring(zf.read("eml.xml"))  # still well-formed
+    assert not any((ord(ch) < 32 and ch not in "\t\n") or 0x7F <= ord(ch) <= 0x9F for ch in text)
+    header = text.split("\n")[0].split("\t")
+    rows = {
+        int(d["catalogNumber"]): d
+        for d in (
+            dict(zip(header, line.split("\t"), strict=True)) for line in text.split("\n")[1:-1]
+        )
+    }
+    da, db = rows[int(table.loc[a, "image_id"])], rows[int(table.loc[b, "image_id"])]
+    assert (da["decimalLatitude"], da["decimalLongitude"]) == ("0.00001", "-0.00000025")
+    assert da["coordinateUncertaintyInMeters"] == ""
+    assert db["coordinateUncertaintyInMeters"] == "1" + "0" * 20
+    assert db["scientificName"] == "Corvus corax   x"
+    assert db["associatedMedia"] == "https://e.org/p/" + quote(str(table.loc[b, "path"]))
+    assert "red   & <b> ]]>" in db["occurrenceRemarks"]
+    box = eml.find("dataset/coverage/geographicCoverage/boundingCoordinates")
+    assert box is not None and "e" not in "".join(x.text or "" for x in box)

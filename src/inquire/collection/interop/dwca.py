@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import uuid
 import xml.etree.ElementTree as ET
 import zipfile
@@ -31,6 +32,7 @@ from datetime import date, datetime, timezone
 from typing import Any
 from urllib.parse import quote
 
+import numpy as np
 import pandas as pd
 
 from inquire.collection.interop.inspected import INAT_PHOTO_URL
@@ -69,6 +71,10 @@ TERMS: tuple[tuple[str, str], ...] = (
     ("occurrenceRemarks", DWC + "occurrenceRemarks"),
 )
 
+# Tabs, line breaks and every other control character (C0, DEL, C1; NUL would end a C
+# reader's string): a field of the tab-separated core file holds one line of plain text.
+_BREAKS = re.compile("\r\n|[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
 NUMERIC = ("catalogNumber", "decimalLatitude", "decimalLongitude", "coordinateUncertaintyInMeters")
 
 
@@ -83,21 +89,22 @@ class DwcaExport:
 
 
 def _number(x: Any) -> str:
-    """A float as the shortest text that reads back the same; NaN/None as empty."""
+    """A float as the shortest decimal text that reads back the same, never in exponent
+    form (a latitude of 1e-05 is written 0.00001: Darwin Core asks for decimal degrees);
+    NaN/None as empty."""
     if x is None or (isinstance(x, float) and math.isnan(x)) or x is pd.NA:
         return ""
     f = float(x)
-    return str(int(f)) if f.is_integer() and abs(f) < 1e15 else repr(f)
+    if f.is_integer() and abs(f) < 1e15:
+        return str(int(f))
+    return str(np.format_float_positional(f, trim="-"))
 
 
 def _text(x: Any) -> str:
     """A value as one line of text: None/NaN empty, tabs and line breaks as spaces."""
     if x is None or x is pd.NA or (isinstance(x, float) and math.isnan(x)):
         return ""
-    s = str(x)
-    for ch in ("\t", "\r\n", "\r", "\n", "\x0b", "\x0c", "\x85", "\u2028", "\u2029"):
-        s = s.replace(ch, " ")
-    return s
+    return _BREAKS.sub(" ", str(x))
 
 
 def occurrence_frame(
@@ -130,7 +137,9 @@ def occurrence_frame(
             else ""
         )
         if not media and isinstance(r["path"], str):
-            media = (media_base_url or "") + (quote(r["path"]) if media_base_url else r["path"])
+            media = (
+                media_base_url.rstrip("/") + "/" + quote(r["path"]) if media_base_url else r["path"]
+            )
         out.append(
             {
                 "occurrenceID": f"inquire:{collection}:{int(r['image_id'])}",
@@ -140,8 +149,11 @@ def occurrence_frame(
                 "decimalLatitude": _number(r["lat"]) if has_xy else "",
                 "decimalLongitude": _number(r["lon"]) if has_xy else "",
                 "geodeticDatum": "WGS84" if has_xy else "",
+                # Darwin Core: "Zero is not a valid value for this term".
                 "coordinateUncertaintyInMeters": (
-                    _number(r["coord_uncertainty_m"]) if has_xy else ""
+                    _number(r["coord_uncertainty_m"])
+                    if has_xy and r["coord_uncertainty_m"] > 0
+                    else ""
                 ),
                 "scientificName": _text(r["taxon"]),
                 **{k: _text(r[k]) for k in ("kingdom", "phylum", "class", "order", "family")},
