@@ -468,10 +468,12 @@ def make_router(
         name: CollName, sid: SearchId, fmt: Literal["csv", "parquet"], who: WhoQuery = None
     ) -> Response:
         """The marks as CSV (cells a spreadsheet would run as formulas are escaped) or
-        parquet, built in memory."""
+        parquet, built in memory. ``path`` is relative to the collection's images folder:
+        no server path reaches a client."""
         media = {"csv": "text/csv; charset=utf-8", "parquet": "application/vnd.apache.parquet"}
         with res.verification(name) as v:
             df = v.export(sid, who or None)
+            df["path"] = v.coll.images(df["image_id"].tolist())["path"].to_numpy()
         headers = {"content-disposition": f'attachment; filename="{name}-{sid}.{fmt}"'}
         return Response(table_bytes(df, fmt), media_type=media[fmt], headers=headers)
 
