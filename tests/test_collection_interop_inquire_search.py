@@ -387,3 +387,27 @@ def test_unwritable_folder_and_bad_options_are_one_line_errors(
         assert res.exit_code == 2 and msg in res.output, (extra, res.output)
         assert "Traceback" not in res.output
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_control_characters_in_a_taxon_keep_every_row_in_r(
+    verified: VerifiedSearch, tmp_path: Path
+) -> None:
+    """A NUL in one cell makes R's read.csv warn "embedded nulls" and return no rows at all;
+    the export writes it as a space, and R reads every row with the other control
+    characters and line breaks as they were."""
+    from inquire.collection.interop.inquire_search import inquire_search_bytes
+    from inquire.collection.interop.inspected import inspected_results
+
+    with closing(open_collection(verified.name)) as c, closing(Verification(c)) as v:
+        table = inspected_results(v, verified.search_id)
+    named = table.index[table["taxon"].notna()]
+    table.loc[named[0], "taxon"] = "Corvus\x00corax"
+    table.loc[named[1], "taxon"] = "Pica\x1b\x7f\npica"
+    out = tmp_path / "ctl.csv"
+    out.write_bytes(inquire_search_bytes(table))
+    assert b"\x00" not in out.read_bytes()
+    stats, parsed = _run_r(out, 0, tmp_path)
+    assert stats["total"] == len(table) == len(parsed)
+    assert stats["ones"] == int((table["label"] == "relevant").sum())
+    assert parsed["species"][named[0]] == "Corvus corax"
+    assert parsed["species"][named[1]] == "Pica\x1b\x7f\npica"

@@ -11,7 +11,8 @@ inspected_results` (rank order, down to the deepest mark):
 
 - ``photo_id``: the iNaturalist photo id when known, else ``local:<image_id>`` (the
   collection's own id; the prefix keeps it from being taken for an iNaturalist id);
-- ``species``: the photo's taxon (scientific name), empty when unknown;
+- ``species``: the photo's taxon (scientific name), empty when unknown (a NUL in it, which
+  would make R's ``read.csv`` drop every row, becomes a space);
 - ``marked``: ``1`` when the marks' consensus is relevant, else ``0`` — results marked not
   relevant, unsure, disputed (as many relevant as not relevant marks) and results nobody
   marked above the deepest mark are all ``0``, as INQUIRE-Search writes ``0`` for every
@@ -68,7 +69,11 @@ def inquire_search_frame(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "photo_id": pd.Series(photo_id, index=table.index, dtype=object),
-            "species": table["taxon"].astype(object).where(table["taxon"].notna(), ""),
+            # A NUL in a cell makes R's read.csv drop every row of the file: a space instead.
+            "species": table["taxon"]
+            .astype(object)
+            .where(table["taxon"].notna(), "")
+            .map(lambda s: str(s).replace("\x00", " ")),
             "marked": (table["label"] == "relevant").astype("int64"),
             "inat_url": pd.Series(url, index=table.index, dtype=object),
             "latitude": table["lat"].astype("float64"),
