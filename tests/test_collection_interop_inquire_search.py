@@ -411,3 +411,27 @@ def test_control_characters_in_a_taxon_keep_every_row_in_r(
     assert stats["ones"] == int((table["label"] == "relevant").sum())
     assert parsed["species"][named[0]] == "Corvus corax"
     assert parsed["species"][named[1]] == "Pica\x1b\x7f\npica"
+
+
+def test_an_export_with_nothing_inspected_says_why(
+    verified: VerifiedSearch, tmp_path: Path
+) -> None:
+    """A --who name nobody used on the search (a typo) gives a header-only file and a line
+    saying so, instead of a silently empty export; --depth N exports N results."""
+    base = ["collection", "export", verified.name, "--search-id", verified.search_id]
+    fmt = ["--format", "inquire-search"]
+    typo = CliRunner().invoke(
+        cli_app, [*base, *fmt, "--who", "Ana", "--out", str(tmp_path / "a.csv")]
+    )
+    assert typo.exit_code == 0, typo.output
+    assert "nothing inspected: no marks by 'Ana'" in typo.output and "--depth N" in typo.output
+    assert len(_read(tmp_path / "a.csv")) == 0
+    ok = CliRunner().invoke(
+        cli_app, [*base, *fmt, "--who", "ana", "--out", str(tmp_path / "b.csv")]
+    )
+    assert ok.exit_code == 0 and "nothing inspected" not in ok.output
+    deep = CliRunner().invoke(
+        cli_app, [*base, *fmt, "--who", "Ana", "--depth", "3", "--out", str(tmp_path / "c.csv")]
+    )
+    assert deep.exit_code == 0 and "nothing inspected" not in deep.output
+    assert len(_read(tmp_path / "c.csv")) == 3

@@ -47,6 +47,13 @@ def export_format_cmd(
         f"wrote {res.rows} {what} to {out} ({res.inspected} results down to the deepest "
         f"{'requested rank' if depth else 'mark'}, {res.positives} verified relevant)"
     )
+    if not res.inspected and not depth:
+        typer.echo(
+            f"nothing inspected: {'no marks by ' + repr(who) if who else 'nobody has marked'} "
+            f"on search {search_id}; mark results on the verification page first, check the "
+            "--who name, or pass --depth N to export the first N ranked results",
+            err=True,
+        )
     if res.without_taxon:
         typer.echo(
             f"left out {res.without_taxon} verified photos without a taxon (an occurrence "
