@@ -101,7 +101,8 @@ def _number(x: Any) -> str:
 
 
 def _text(x: Any) -> str:
-    """A value as one line of text: None/NaN empty, tabs and line breaks as spaces."""
+    """A value as one line of text: None/NaN empty, tabs, line breaks and other control
+    characters as spaces."""
     if x is None or x is pd.NA or (isinstance(x, float) and math.isnan(x)):
         return ""
     return _BREAKS.sub(" ", str(x))
