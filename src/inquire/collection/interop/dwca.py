@@ -14,7 +14,8 @@ Results marked not relevant, unsure or disputed are never written; neither are p
 without a taxon (an occurrence needs a scientific name: they are counted in
 :attr:`DwcaExport.without_taxon`).
 
-Tabs and line breaks inside a value become spaces (the file encloses no fields); text cells
+Tabs, line breaks and other control characters inside a value become spaces (the file
+encloses no fields); numbers are written in decimal form, never as ``1e-05``; text cells
 a spreadsheet would run as formulas get a leading ``'``
 (:func:`~inquire.collection.verify.escape_formulas`).
 """
