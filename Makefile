@@ -6,12 +6,12 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 TORCH_PIN = torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test install lint typecheck pytest browser clean
+.PHONY: demo test install lint typecheck pytest browser rscript clean
 
 demo: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 $(BIN)/inquire demo
 
-test: $(VENV)/.installed browser lint typecheck pytest
+test: $(VENV)/.installed browser rscript lint typecheck pytest
 
 install: $(VENV)/.installed
 
@@ -27,6 +27,13 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 		|| echo "chromium not installed: browser tests will be skipped"; }
+
+# Rscript for the check that INQUIRE-Search's case-study computations read our export
+# (Debian's r-base-core; the test skips without it).
+rscript:
+	@command -v Rscript >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends r-base-core >/dev/null) \
+		|| echo "Rscript not installed: the R export check will be skipped"; }
 
 lint:
 	$(BIN)/ruff check src tests benchmarks

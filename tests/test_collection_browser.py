@@ -249,6 +249,15 @@ def test_mark_reload_and_export_in_a_browser(browser: Any, server: LiveServer) -
     assert marks == {first: "relevant", second: "not_relevant"}
     assert set(df["who"]) == {"ana"}
     assert _server_marks(server, sid, "ana") == marks
+    # the files other tools read are linked beside it (docs/interop.md)
+    bodies = {}
+    for link, kind in (("#inquire-search", "text/csv"), ("#dwca", "application/zip")):
+        href = page.get_attribute(link, "href")
+        got = page.request.get(server.url + href if href.startswith("/") else href)
+        assert got.ok and got.headers["content-type"].startswith(kind)
+        bodies[link] = got.body()
+    rows = pd.read_csv(io.BytesIO(bodies["#inquire-search"]), dtype=str)
+    assert rows["marked"].tolist() == ["1", "0"]  # rank 1 relevant, rank 2 not
     tab.close()
 
 

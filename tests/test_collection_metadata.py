@@ -79,3 +79,20 @@ def test_bad_metadata_files_are_clear_errors(tmp_path: Path) -> None:
     (tmp_path / "noimages.json").write_text('{"annotations": []}')
     with pytest.raises(InputError, match="no 'images' list"):
         InatMetadata(tmp_path / "noimages.json")
+
+
+def test_train_json_licence_holder_and_location_uncertainty(tmp_path: Path) -> None:
+    meta_path = make_inat_tree(tmp_path / "inat", per_taxon=3)
+    data = json.loads(meta_path.read_text())
+    imgs = data["images"]
+    imgs[0]["location_uncertainty"] = -5  # not a distance
+    imgs[1]["location_uncertainty"] = None
+    imgs[2]["license"] = "   "
+    imgs[3]["latitude"] = None  # no place, so no uncertainty of it
+    meta_path.write_text(json.dumps(data))
+    inat = InatMetadata(meta_path)
+    recs = [inat.get(img["file_name"]) for img in imgs]
+    assert [r["coord_uncertainty_m"] for r in recs[:5]] == [None, None, 10.0, None, 10.0]
+    assert recs[1]["license"] == imgs[1]["license"] and recs[1]["rights_holder"] == "observer 1"
+    assert recs[0]["license"] is None and recs[0]["rights_holder"] is None  # not in the JSON
+    assert recs[2]["license"] is None  # blank

@@ -226,3 +226,33 @@ def test_update_with_a_train_json_adds_metadata_without_re_embedding(tmp_path: P
         coll, SearchRequest("red", k=50, filters=parse_filters([], "2018-01-01", "2018-01-31"))
     )
     assert len(jan) == 1
+
+
+def test_train_json_licence_holder_and_uncertainty_are_kept_and_old_databases_gain_them(
+    tmp_path: Path,
+) -> None:
+    import json
+    import sqlite3
+
+    meta = make_inat_tree(tmp_path / "inat", per_taxon=3)
+    coll, _ = create_collection("lic", tmp_path / "inat", "toy:colour", metadata=meta)
+    imgs = coll.images().set_index("image_id")
+    coll.close()
+    for img in json.loads(meta.read_text(encoding="utf-8"))["images"]:
+        row = imgs.loc[img["id"]]
+        assert row["source_id"] == img["id"] and row["coord_uncertainty_m"] == 10
+        for col in ("license", "rights_holder"):
+            assert (row[col] if isinstance(row[col], str) else None) == img.get(col)
+    assert imgs["license"].isna().any() and imgs["license"].notna().any()
+    # a database written before these columns existed gets them, empty, when opened
+    db = coll.db_path
+    with sqlite3.connect(db) as conn:
+        for col in ("coord_uncertainty_m", "license", "rights_holder"):
+            conn.execute(f'ALTER TABLE images DROP COLUMN "{col}"')
+    old = open_collection("lic")
+    try:
+        again = old.images()
+        assert again["license"].isna().all() and len(again) == len(imgs)
+        assert len(search(old, SearchRequest("blue", k=5))) == 5
+    finally:
+        old.close()

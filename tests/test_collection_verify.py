@@ -90,6 +90,7 @@ def test_marks_through_the_page_api_survive_a_restart_and_export(coll) -> None:
         # the page's export names the image relative to the collection's images folder
         assert not Path(by_id.loc[image_id, "path"]).is_absolute()
         assert (c.images_root / by_id.loc[image_id, "path"]).is_file()
+    assert str(c.images_root) not in csv.text
     pq = restarted.get(f"/verify/api/c/birds/searches/{sid}/export.parquet")
     want = Verification(c).export(sid)
     want["path"] = c.images(want["image_id"].tolist())["path"].to_numpy()

@@ -36,6 +36,7 @@ _MODULES = (
     "reproduce",
     "web",
     "collection",
+    "collection_interop",
     "simulate",
 )
 

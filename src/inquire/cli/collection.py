@@ -324,9 +324,53 @@ def export_cmd(
     who: str | None = typer.Option(None, "--who", help="Only this person's marks."),
     only_relevant: bool = typer.Option(False, "--relevant", help="Only marks 'relevant'."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
+    fmt: str = typer.Option(
+        "",
+        "--format",
+        "-f",
+        help="inquire-search (INQUIRE-Search's CSV) or dwca (Darwin Core Archive for GBIF); "
+        "default: these columns, as .csv or .parquet by the --out suffix.",
+    ),
+    depth: int | None = typer.Option(
+        None, "--depth", help="--format: ranks to export (default: down to the deepest mark)."
+    ),
+    unverified: bool = typer.Option(
+        False, "--unverified", help="dwca: also the results nobody marked (MachineObservation)."
+    ),
+    media_url: str | None = typer.Option(
+        None, "--media-url", help="dwca: URL the photo folder is published at (associatedMedia)."
+    ),
+    inat_ids: bool = typer.Option(
+        True, "--inat-ids/--no-inat-ids", help="train.json ids are iNaturalist photo ids (iNat24)."
+    ),
 ) -> None:
-    """Export verified marks: image id, path, taxon, date, place, score, rank, mark, who, when."""
+    """Export verified marks: image id, path, taxon, date, place, score, rank, mark, who, when.
+
+    With --format, a file other tools read (docs/interop.md)."""
     from inquire.collection.actions import export_marks
+
+    if not fmt and (depth is not None or unverified or media_url or not inat_ids):
+        raise InputError(
+            "--depth, --unverified, --media-url and --no-inat-ids go with --format "
+            "inquire-search or --format dwca"
+        )
+    if fmt:
+        from inquire.cli.collection_interop import export_format_cmd
+
+        export_format_cmd(
+            name,
+            search_id,
+            out,
+            fmt,
+            who,
+            only_relevant,
+            overwrite,
+            depth,
+            unverified,
+            media_url,
+            inat_ids,
+        )
+        return
 
     n = export_marks(name, search_id, out, who, only_relevant, overwrite)
     _console().print(f"wrote {n} marks to {out}")

@@ -4,7 +4,9 @@ Every record has the same fields (:data:`FIELDS`); ``date_source`` says where th
 from (``inat``, ``exif`` or ``mtime``) and ``taxon_source`` where the taxonomy came from
 (``inat`` for train.json, ``folder`` for an iNat24 class folder name, empty when unknown).
 Dates are ISO strings ``YYYY-MM-DDTHH:MM:SS`` (local camera time for EXIF, UTC for the file
-time); coordinates are decimal degrees, south and west negative.
+time); coordinates are decimal degrees, south and west negative. ``coord_uncertainty_m``
+(metres), ``license`` and ``rights_holder`` come from train.json only (its
+``location_uncertainty``, ``license`` and ``rights_holder``), else they are unset.
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ FIELDS = (
     "taxon",
     *RANKS,
     "taxon_source",
+    "coord_uncertainty_m",
+    "license",
+    "rights_holder",
 )
 
 _EXIF_IFD, _GPS_IFD = 0x8769, 0x8825
@@ -87,6 +92,10 @@ class InatMetadata:
             if date:
                 rec["date"], rec["date_source"] = date, "inat"
             rec["lat"], rec["lon"] = _coords(img.get("latitude"), img.get("longitude"))
+            if rec["lat"] is not None:
+                rec["coord_uncertainty_m"] = _metres(img.get("location_uncertainty"))
+            rec["license"] = _text(img.get("license"))
+            rec["rights_holder"] = _text(img.get("rights_holder"))
             cat = cats.get(cat_of.get(img["id"]))
             if cat is not None:
                 rec["taxon_id"] = int(cat["id"])
@@ -137,6 +146,22 @@ def _coords(lat: Any, lon: Any) -> tuple[float | None, float | None]:
     if not (math.isfinite(la) and math.isfinite(lo) and -90 <= la <= 90 and -180 <= lo <= 180):
         return None, None
     return la, lo
+
+
+def _metres(value: Any) -> float | None:
+    """A non-negative, finite distance in metres, or None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        m = float(value)
+    except (TypeError, ValueError):
+        return None
+    return m if math.isfinite(m) and m >= 0 else None
+
+
+def _text(value: Any) -> str | None:
+    """A non-empty string with surrounding spaces removed, or None."""
+    return (value.strip() or None) if isinstance(value, str) else None
 
 
 def _dms_to_degrees(dms: Any, ref: Any) -> float | None:

@@ -67,6 +67,7 @@ CREATE TABLE IF NOT EXISTS images (
     date TEXT, date_source TEXT, lat REAL, lon REAL,
     taxon_id INTEGER, taxon TEXT, kingdom TEXT, phylum TEXT, class TEXT, "order" TEXT,
     family TEXT, genus TEXT, taxon_source TEXT,
+    coord_uncertainty_m REAL, license TEXT, rights_holder TEXT,
     updated TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))
 );
 CREATE INDEX IF NOT EXISTS images_sha1 ON images (sha1);
@@ -214,6 +215,22 @@ def scan_images(images_root: Path) -> dict[str, tuple[int, int]]:
     return scan_image_files(images_root)
 
 
+# Columns added to ``images`` after its first release: (name, SQL type).
+_LATER_COLUMNS = (("coord_uncertainty_m", "REAL"), ("license", "TEXT"), ("rights_holder", "TEXT"))
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    """Give a database written before a column existed that column (empty)."""
+    have = {r[1] for r in conn.execute("PRAGMA table_info(images)")}
+    if all(name in have for name, _ in _LATER_COLUMNS):
+        return
+    with transaction(conn):  # IMMEDIATE: two processes opening it at once add each once
+        have = {r[1] for r in conn.execute("PRAGMA table_info(images)")}
+        for name, kind in _LATER_COLUMNS:
+            if name not in have:
+                conn.execute(f'ALTER TABLE images ADD COLUMN "{name}" {kind}')
+
+
 class Collection:
     """An existing collection folder. Use :func:`open_collection` or :func:`create_collection`."""
 
@@ -229,6 +246,8 @@ class Collection:
     def conn(self) -> sqlite3.Connection:
         if self._conn is None:
             self._conn = connect(self.db_path, SCHEMA)
+            if not self._conn.execute("PRAGMA query_only").fetchone()[0]:
+                _add_missing_columns(self._conn)
         return self._conn
 
     def close(self) -> None:
@@ -270,12 +289,21 @@ class Collection:
         ).fetchone()
         return int(row["located"]), int(row["n"])
 
+    def _later_column_sql(self) -> list[str]:
+        """The columns added after the first release, as select terms: a database opened
+        read-only before it gained one reads that column as empty."""
+        have = {r[1] for r in self.conn.execute("PRAGMA table_info(images)")}
+        return [c if c in have else f"NULL AS {c}" for c, _ in _LATER_COLUMNS]
+
     # -- images --------------------------------------------------------------------------------
     def images(self, image_ids: Sequence[int] | None = None) -> pd.DataFrame:
         """Rows of the images table (all, or those of ``image_ids``, in that order), with an
         absolute ``abspath`` column."""
-        cols = "image_id, path, status, date, date_source, lat, lon, taxon_id, " + ", ".join(
-            f'"{c}"' for c in TAXON_COLUMNS
+        cols = (
+            "image_id, path, status, date, date_source, lat, lon, taxon_id, "
+            + ", ".join(f'"{c}"' for c in TAXON_COLUMNS)
+            + ", source_id, "
+            + ", ".join(self._later_column_sql())
         )
         if image_ids is None:
             df = pd.read_sql_query(f"SELECT {cols} FROM images ORDER BY image_id", self.conn)

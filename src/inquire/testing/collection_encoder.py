@@ -200,6 +200,15 @@ def make_inat_tree(
                     "latitude": round(float(rng.uniform(-40, 60)), 4),
                     "longitude": round(float(rng.uniform(-120, 150)), 4),
                     "location_uncertainty": 10,
+                    # as iNat's train.json: a licence URL and a rights holder (not on all)
+                    **(
+                        {
+                            "license": "http://creativecommons.org/licenses/by-nc/4.0/",
+                            "rights_holder": f"observer {j}",
+                        }
+                        if j % 3
+                        else {}
+                    ),
                 }
             )
             annotations.append({"id": image_id, "image_id": image_id, "category_id": cat_id})

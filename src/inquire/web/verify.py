@@ -16,6 +16,7 @@ Mount it in any app (``app.include_router(make_router())``) or serve it alone wi
     GET  /verify/api/c/{name}/searches/{sid}/trend.svg?by&who       inline SVG chart
     GET  /verify/api/c/{name}/searches/{sid}/efficiency.svg?who
     GET  /verify/api/c/{name}/searches/{sid}/export.{csv|parquet}?who
+    GET  /verify/api/c/{name}/searches/{sid}/export/{inquire-search|dwca}?who&unverified
     GET  /verify/api/c/{name}/images/{image_id}?size    the photo (JPEG thumbnail with size)
 
 No GET changes anything; POST / PUT need the page's Origin and CSRF token, and every route
@@ -485,12 +486,30 @@ def make_router(
         name: CollName, sid: SearchId, fmt: Literal["csv", "parquet"], who: WhoQuery = None
     ) -> Response:
         """The marks as CSV (cells a spreadsheet would run as formulas are escaped) or
-        parquet, built in memory."""
+        parquet, built in memory. ``path`` is relative to the collection's images folder:
+        no server path reaches a client."""
         media = {"csv": "text/csv; charset=utf-8", "parquet": "application/vnd.apache.parquet"}
         with res.verification(name) as v:
             df = _relative_paths(v.coll, v.export(sid, who or None))
         headers = {"content-disposition": f'attachment; filename="{name}-{sid}.{fmt}"'}
         return Response(table_bytes(df, fmt), media_type=media[fmt], headers=headers)
+
+    @r.get("/api/c/{name}/searches/{sid}/export/{fmt}")
+    @_http_errors
+    def export_for_tool(
+        name: CollName,
+        sid: SearchId,
+        fmt: Literal["inquire-search", "dwca"],
+        who: WhoQuery = None,
+        unverified: bool = False,
+    ) -> Response:
+        """INQUIRE-Search's CSV or a Darwin Core Archive (docs/interop.md), built in memory."""
+        from inquire.collection.interop.exports import ExportOptions, build_export
+
+        with res.verification(name) as v:
+            f = build_export(v, sid, fmt, ExportOptions(who or None, unverified=unverified))
+        headers = {"content-disposition": f'attachment; filename="{f.filename}"'}
+        return Response(f.data, media_type=f.media_type, headers=headers)
 
     @r.get("/api/c/{name}/images/{image_id}")
     @_http_errors

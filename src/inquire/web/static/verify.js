@@ -472,7 +472,9 @@ async function refreshSide() {
     svgInto($("trend"), svg);
     svgInto($("effsvg"), eff);
     $("exports").replaceChildren("Export marks: ", h("a", {id: "csv", href: `${base}/export.csv?x=1${w}`}, "CSV"),
-      " · ", h("a", {href: `${base}/export.parquet?x=1${w}`}, "parquet"));
+      " · ", h("a", {href: `${base}/export.parquet?x=1${w}`}, "parquet"),
+      " · ", h("a", {id: "inquire-search", href: `${base}/export/inquire-search?x=1${w}`}, "INQUIRE-Search CSV"),
+      " · ", h("a", {id: "dwca", href: `${base}/export/dwca?x=1${w}`}, "Darwin Core (GBIF)"));
   } catch (e) { if (e.network) offline(); else status(e.message, true); }
 }
 
