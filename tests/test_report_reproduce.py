@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import shlex
 from pathlib import Path
 from typing import Any
@@ -42,47 +43,87 @@ def test_every_published_row_is_listed_with_its_numbers() -> None:
         for _, row in board.table.iterrows():
             assert f"  {row['method']}  [{row['kind']}]" in res.output
             assert f"overall {row['overall']:.1f}" in res.output
-    # The released LLaVA-1.5-13B cache: import-cache, then eval rerank --reranker cached:NAME
-    assert "inquire rerank import-cache $INQUIRE_REPO/cache/llava-hf--llava-1.5-13b-hf" in (
-        res.output
-    )
-    assert "inquire eval rerank --reranker cached:llava-1.5-13b --split test" in res.output
+    # The released LLaVA-1.5-13B cache: imported and evaluated by one command
+    assert (
+        "inquire eval rerank --reranker cached:llava-1.5-13b --import-cache "
+        "$INQUIRE_REPO/cache/llava-hf--llava-1.5-13b-hf--cache.npy --trust-pickle --split test"
+    ) in res.output
+    assert "rerank import-cache" not in res.output
+    # every row with a command says which folder to check
+    gpt = "results/two-stage/clip-vit-h-14-378-dfn-top-100-gpt-4o/two_stage"
+    assert f"check: inquire reproduce --check {gpt}\n" in res.output
 
 
-def _click_command(path: list[str]) -> Any:
+def _leaf_command(words: list[str]) -> tuple[Any, list[str]]:
+    """The real click command a command line names, and its arguments."""
     cmd: Any = typer.main.get_command(app)
-    for name in path:
-        commands = getattr(cmd, "commands", None)
-        assert commands is not None, f"{path}: not a command group"
-        assert name in commands, f"no command {' '.join(path)}"
-        cmd = commands[name]
-    return cmd
+    rest = list(words)
+    while getattr(cmd, "commands", None) is not None:
+        assert rest and rest[0] in cmd.commands, f"no command {words}"
+        cmd = cmd.commands[rest.pop(0)]
+    return cmd, rest
+
+
+def _model_loads_offline(model_id: str) -> None:
+    """``model_id`` (an alias or id a recipe names) resolves to a model that loads: a
+    backend, and a pretrained entry open_clip knows, a hub id, or a WildCLIP checkpoint name
+    of INQUIRE's; never a placeholder path."""
+    import open_clip
+
+    from inquire.embed.models import ALIAS_TABLE
+    from inquire.embed.wildclip_backend import ID_FORMS
+
+    assert "$" not in model_id, model_id
+    backend, rest = resolve(model_id)
+    if backend == "open_clip":
+        if rest.startswith("hf-hub:"):
+            assert re.fullmatch(r"hf-hub:[\w.-]+/[\w.-]+", rest), model_id
+            return
+        arch, _, tag = rest.partition("/")
+        assert arch in open_clip.list_models(), model_id
+        assert open_clip.get_pretrained_cfg(arch, tag), f"open_clip has no {arch}/{tag}"
+    elif backend == "hf_clip":
+        assert re.fullmatch(r"[\w.-]+/[\w.-]+", rest), model_id
+    elif backend == "wildclip":
+        form = next(f for f, pattern, _ in ID_FORMS if pattern.match(rest))
+        assert form == "NAME", model_id  # WildCLIP's own format, by the name INQUIRE used
+        assert rest in {a.upstream_id for a in ALIAS_TABLE}, model_id
+    else:
+        raise AssertionError(f"{model_id}: backend {backend} cannot load a published model")
+
+
+def _reranker_loads_offline(reranker: str, words: list[str]) -> None:
+    from inquire.rerank.protocol import UPSTREAM_MODELS, upstream_model
+
+    if reranker in BASELINES:
+        return
+    kind, spec = parse_reranker_id(reranker)
+    if kind.name == "clip":
+        _model_loads_offline(spec)
+    elif kind.name == "vlm":
+        parse_vlm_id(spec)
+    elif kind.name == "api" and "--base-url" not in words:
+        # a provider's model: the dated id INQUIRE used, never an alias the provider moves
+        assert reranker in {m.reranker for m in UPSTREAM_MODELS}, reranker
+    elif kind.name == "cached":
+        # imported and evaluated at once, from a file whose name says the model
+        file = words[words.index("--import-cache") + 1]
+        assert upstream_model(Path(file).name).reranker
 
 
 def _check_command_line(line: str) -> None:
-    """Every option of ``line`` exists on the real command, and ids parse."""
+    """``line`` parses with the real typer app (every option exists, values convert,
+    nothing required is missing) and every model or reranker it names resolves offline."""
     words = shlex.split(line)
     assert words[0] == "inquire"
-    path, rest = [], words[1:]
-    while rest and not rest[0].startswith("-") and len(path) < 2:
-        cmd = _click_command([*path, rest[0]])
-        path.append(rest.pop(0))
-        if getattr(cmd, "commands", None) is None:
-            break
-    cmd = _click_command(path)
-    known = {o for p in cmd.params for o in [*p.opts, *p.secondary_opts]}
-    opts = {w for w in rest if w.startswith("--")}
-    assert opts <= known, (line, opts - known)
-    values = dict(itertools.pairwise(rest))
+    cmd, args = _leaf_command(words[1:])
+    cmd.make_context(words[1], list(args))  # raises on an unknown option or a bad value
+    values = dict(itertools.pairwise(args))
     if "--model" in values:
-        resolve(values["--model"])
+        _model_loads_offline(values["--model"])
     for key in ("--reranker", "--rerank"):
-        if key in values and values[key] not in BASELINES:
-            kind, spec = parse_reranker_id(values[key])
-            if kind.name == "vlm":
-                parse_vlm_id(spec)
-            if kind.name == "clip":
-                resolve(spec)
+        if key in values:
+            _reranker_loads_offline(values[key], args)
 
 
 def test_every_command_is_accepted_by_the_real_cli() -> None:
@@ -97,83 +138,231 @@ def test_every_command_is_accepted_by_the_real_cli() -> None:
             n_commands += 1
         if not row["commands"]:
             assert row["note"], row["method"]  # a row without a command says why
+        else:
+            assert row["check"], row["method"]
     assert n_commands > 40
 
 
-def _summary_dir(tmp: Path, name: str, config: dict[str, Any], k: int, ap: dict[str, float]):
-    """A results folder by hand: summary.json with overall and per-supercategory AP."""
+def test_the_checker_of_commands_can_fail() -> None:
+    """The offline resolution refuses what the old recipes named."""
+    bad = [
+        "inquire eval rerank --reranker api:gpt-4o --split test --out x",  # undated alias
+        "inquire eval fullrank --model open_clip:ViT-B-16@$WILDCLIP_T1 --embeddings e --out x",
+        "inquire eval fullrank --model open_clip:ViT-B-16/no-such-tag --embeddings e --out x",
+        "inquire eval rerank --reranker clip_score --split test --no-such-flag",
+        "inquire eval rerank --reranker clip_score --concurrency many",
+        "inquire eval rerank --split test",  # --reranker is required
+    ]
+    for line in bad:
+        with pytest.raises((AssertionError, typer.TyperException)):
+            _check_command_line(line)
+
+
+def test_recipes_name_the_models_inquire_used() -> None:
+    rows = {(r.task, r.method): r for r in recipes()}
+    gpt_rows = [r for r in rows.values() if "GPT-4o" in r.method]
+    assert len(gpt_rows) == 2
+    for r in gpt_rows:
+        assert r.reranker == "api:gpt-4o-2024-08-06"
+        assert any(
+            "--reranker api:gpt-4o-2024-08-06" in c or "--rerank api:gpt-4o-2024-08-06" in c
+            for c in r.commands
+        )
+    for task in ("fullrank", "rerank"):
+        dfn = rows[(task, "CLIP ViT-B/16 (DFN)")]
+        assert "open_clip:ViT-B-16/dfn2b" in (dfn.model or dfn.reranker or "")
+        assert dfn.note and "QuickGELU" in dfn.note
+        for method, alias in (
+            ("WildCLIP-t1", "wildclip-t1"),
+            ("WildCLIP-t1t7-lwf", "wildclip-t1t7-lwf"),
+        ):
+            wild = rows[(task, method)]
+            assert (wild.model or wild.reranker) in (alias, f"clip:{alias}")
+            assert resolve(alias)[0] == "wildclip"
+
+
+N_QUERIES = {"fullrank": 200, "rerank": 160}  # the published test split, per task
+
+
+def _summary_dir(
+    tmp: Path,
+    name: str,
+    config: dict[str, Any],
+    k: int,
+    ap: dict[str, float],
+    n: int | None = None,
+) -> Path:
+    """A results folder by hand: summary.json with overall and per-supercategory AP, on the
+    whole test split of its task unless ``n`` says otherwise."""
     out = tmp / name
     out.mkdir()
+    config = {"split": "test", **config}
+    n = n if n is not None else N_QUERIES["rerank" if config["task"] == "rerank" else "fullrank"]
     summary = {
         "name": name,
         "k": k,
         "metrics": ["ap"],
-        "n_queries": 200,
-        "overall": {"n_queries": 200, "ap": ap["overall"]},
-        "by": {"supercategory": {c: {"n_queries": 50, "ap": ap[c]} for c in SUPER}},
+        "n_queries": n,
+        "overall": {"n_queries": n, "ap": ap["overall"]},
+        "by": {"supercategory": {c: {"n_queries": n // 4, "ap": ap[c]} for c in SUPER}},
         "config": config,
     }
     (out / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
     return out
 
 
-def _published(task: str, method: str) -> dict[str, float]:
+def _published(task: str, method: str, shift: float = 0.0) -> dict[str, float]:
+    """The published values of a row as fractions, each ``shift`` (x100 units) off."""
     t = load_leaderboard(task).table.set_index("method")
-    return {c: float(t.loc[method, c]) for c in ("overall", *SUPER)}
+    return {c: (float(t.loc[method, c]) + shift) / 100 for c in ("overall", *SUPER)}
 
 
 def test_check_within_and_outside_the_published_rounding(tmp_path: Path) -> None:
-    pub = _published("fullrank", "CLIP ViT-H/14-378 (DFN)")
     cfg = {"task": "fullrank", "model_id": "vit-h-14-378", "split": "test"}
     # 0.04 above every published value: within; 0.06 above overall: not within.
-    near = {c: (v + 0.04) / 100 for c, v in pub.items()}
-    far = near | {"overall": (pub["overall"] + 0.06) / 100}
+    near = _published("fullrank", "CLIP ViT-H/14-378 (DFN)", 0.04)
+    far = near | {"overall": near["overall"] + 0.0002}
     a = _summary_dir(tmp_path, "near", cfg, 50, near)
     # the full model id matches its alias's row too
     b = _summary_dir(
         tmp_path, "far", cfg | {"model_id": "open_clip:ViT-H-14-378-quickgelu/dfn5b"}, 50, far
     )
     res = _invoke("reproduce", "--check", str(a), str(b), "--json")
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 1, res.output  # one folder does not reproduce its row
     got = json.loads(res.output)
     assert [g["method"] for g in got] == ["CLIP ViT-H/14-378 (DFN)"] * 2
+    assert [g["status"] for g in got] == ["reproduces", "differs"]
     assert got[0]["within_rounding"] is True and got[1]["within_rounding"] is False
     assert got[0]["diff"]["overall"] == pytest.approx(0.04)
     assert got[1]["diff"]["overall"] == pytest.approx(0.06)
     assert got[0]["published"]["overall"] == 35.6
     text = _invoke("reproduce", "--check", str(a))
-    assert "within the published rounding" in text.output and "NOT" not in text.output
-    assert _invoke("reproduce", "--check", str(a), str(b), "--strict").exit_code == 1
-    assert _invoke("reproduce", "--check", str(a), "--strict").exit_code == 0
+    assert text.exit_code == 0, text.output
+    assert "REPRODUCES" in text.output and "1 of 1 folders reproduce" in text.output
+    text = _invoke("reproduce", "--check", str(a), str(b))
+    assert text.exit_code == 1 and "DIFFERS" in text.output and "1 of 2 folders" in text.output
+    report = _invoke("reproduce", "--check", str(a), str(b), "--report-only")
+    assert report.exit_code == 0 and "DIFFERS" in report.output
+
+
+def test_a_subset_of_the_split_is_not_a_reproduction(tmp_path: Path) -> None:
+    """Values equal to the published ones on 4 of the 200 queries: the count is named."""
+    cfg = {"task": "fullrank", "model_id": "vit-h-14-378"}
+    exact = _published("fullrank", "CLIP ViT-H/14-378 (DFN)")
+    sub = _summary_dir(tmp_path, "subset", cfg, 50, exact, n=4)
+    (r,) = check_results([sub])
+    assert r.method == "CLIP ViT-H/14-378 (DFN)" and r.status == "not comparable"
+    assert not r.within and r.diff["overall"] == pytest.approx(0.0)
+    assert any("4 of the 200 queries" in n and "subset" in n for n in r.notes), r.notes
+    # more queries than the split has is not it either; other split named as the split
+    more = _summary_dir(tmp_path, "more", cfg, 50, exact, n=250)
+    val = _summary_dir(tmp_path, "val", cfg | {"split": "val"}, 50, exact, n=200)
+    nosplit = _summary_dir(tmp_path, "local", cfg | {"split": None}, 50, exact)
+    rm, rv, rl = check_results([more, val, nosplit])
+    assert rm.status == "not comparable" and any("250 of the 200" in n for n in rm.notes)
+    assert rv.status == "not comparable" and any("split 'val'" in n for n in rv.notes)
+    # a folder made from local files (no split recorded) is judged by its query count
+    assert rl.status == "reproduces" and any("does not record its split" in n for n in rl.notes)
+    res = _invoke("reproduce", "--check", str(sub))
+    assert res.exit_code == 1 and "NOT COMPARABLE" in res.output and "4 of the 200" in res.output
 
 
 def test_check_rerank_cache_two_stage_and_k(tmp_path: Path) -> None:
-    pub = _published("rerank", "LLaVA-1.5-13b")
-    exact = {c: v / 100 for c, v in pub.items()}
-    cached = _summary_dir(
-        tmp_path, "cached", {"task": "rerank", "ranker": "cached:llava-1.5-13b"}, 100, exact
-    )
-    at50 = _summary_dir(
-        tmp_path, "at50", {"task": "rerank", "ranker": "cached:llava-1.5-13b"}, 50, exact
-    )
+    exact = _published("rerank", "LLaVA-1.5-13b")
+    # the run name carries the protocol; the config names model and protocol apart
+    cfg = {
+        "task": "rerank",
+        "ranker": "cached:llava-1.5-13b (inquire-2024)",
+        "reranker": "cached:llava-1.5-13b",
+        "protocol": "inquire-2024",
+        "candidates_per_query": 100,
+    }
+    cached = _summary_dir(tmp_path, "cached", cfg, 100, exact)
+    at50 = _summary_dir(tmp_path, "at50", cfg, 50, exact)
+    # an old folder with only the run name: model and protocol read from it
+    old = _summary_dir(
+        tmp_path, "old", {"task": "rerank", "ranker": "cached:llava-1.5-13b (inquire-2024)"}, 100,
+        exact,
+    )  # fmt: skip
+    small = _summary_dir(tmp_path, "small", cfg | {"candidates_per_query": 20}, 100, exact)
     gpt = _published("fullrank", "CLIP ViT-H/14-378 (DFN) top 100 -> GPT-4o")
-    two = _summary_dir(
-        tmp_path,
-        "two",
-        {
-            "task": "fullrank-two-stage",
-            "reranker": "api:gpt-4o",
-            "first_stage_model": "vit-h-14-378",
-            "from_k": 100,
-        },
-        50,
-        {c: v / 100 for c, v in gpt.items()},
+    two_cfg = {
+        "task": "fullrank-two-stage",
+        "reranker": "api:gpt-4o-2024-08-06",
+        "protocol": "inquire-2024",
+        "first_stage_model": "vit-h-14-378",
+        "from_k": 100,
+    }
+    two = _summary_dir(tmp_path, "two", two_cfg, 50, gpt)
+    two50 = _summary_dir(tmp_path, "two50", two_cfg | {"from_k": 50}, 50, gpt)
+    other_first = _summary_dir(tmp_path, "first", two_cfg | {"first_stage_model": "rn50"}, 50, gpt)
+    failed = _summary_dir(tmp_path, "failed", two_cfg | {"failures": 3}, 50, gpt)
+    res = check_results([cached, at50, old, small, two, two50, other_first, failed])
+    assert [r.method for r in res[:4]] == ["LLaVA-1.5-13b"] * 4
+    assert res[4].method == "CLIP ViT-H/14-378 (DFN) top 100 -> GPT-4o"
+    assert [r.status for r in res] == [
+        "reproduces",
+        "not comparable",  # the at50/ folder is not it
+        "reproduces",
+        "not comparable",
+        "reproduces",
+        "not comparable",
+        "no published row",  # the row's reranker, but after another first stage
+        "not comparable",
+    ]
+    assert "k = 50" in res[1].notes[0]
+    assert any("20 candidates per query" in n for n in res[3].notes)
+    assert any("top 50 of the first stage" in n for n in res[5].notes)
+    assert any("could not be scored" in n for n in res[7].notes)
+
+
+def test_other_protocols_and_other_builds_are_named_never_matched(tmp_path: Path) -> None:
+    gpt = _published("rerank", "GPT-4o")
+
+    def api(name: str, model: str, protocol: str) -> Path:
+        # what `eval rerank --reranker api:MODEL --protocol PROTOCOL` records
+        cfg = {
+            "task": "rerank",
+            "ranker": f"api:{model} ({protocol})",
+            "reranker": f"api:{model}",
+            "protocol": protocol,
+            "candidates_per_query": 100,
+        }
+        return _summary_dir(tmp_path, name, cfg, 100, gpt)
+
+    dated = api("dated", "gpt-4o-2024-08-06", "inquire-2024")
+    summed = api("sum", "gpt-4o-2024-08-06", "inquire-sum")
+    alias = api("alias", "gpt-4o", "inquire-2024")
+    dfn = _published("fullrank", "CLIP ViT-B/16 (DFN)")
+    quick = _summary_dir(
+        tmp_path, "quick", {"task": "fullrank", "model_id": "vit-b-16-dfn"}, 50, dfn
     )
-    res = check_results([cached, at50, two])
-    assert [r.method for r in res[:2]] == ["LLaVA-1.5-13b", "LLaVA-1.5-13b"]
-    assert res[2].method == "CLIP ViT-H/14-378 (DFN) top 100 -> GPT-4o"
-    assert res[0].within and res[2].within
-    assert not res[1].within and "k = 50" in res[1].notes[0]  # the at50/ folder is not it
+    gelu = _summary_dir(
+        tmp_path, "gelu", {"task": "fullrank", "model_id": "open_clip:ViT-B-16/dfn2b"}, 50, dfn
+    )
+    unknown_cfg = {"task": "fullrank", "model_id": "toy:colour"}
+    unknown = _summary_dir(tmp_path, "unknown", unknown_cfg, 50, dfn)
+    res = check_results([dated, summed, alias, quick, gelu, unknown])
+    assert [r.status for r in res] == [
+        "reproduces",
+        "other protocol",
+        "no published row",
+        "no published row",
+        "reproduces",
+        "no published row",
+    ]
+    assert res[0].method == "GPT-4o" and res[4].method == "CLIP ViT-B/16 (DFN)"
+    assert res[1].method is None and res[1].protocol == "inquire-sum"
+    assert "inquire-sum" in res[1].notes[0] and "'GPT-4o'" in res[1].notes[0]
+    assert "another build" in res[2].notes[0] and "gpt-4o-2024-08-06" in res[2].notes[0]
+    assert "another build" in res[3].notes[0] and "GELU" in res[3].notes[0]
+    assert "no published row matches" in res[5].notes[0]
+    text = _invoke("reproduce", "--check", str(summed))
+    assert text.exit_code == 1 and "OTHER PROTOCOL" in text.output
+    assert "made with api:gpt-4o-2024-08-06 (inquire-sum)" in text.output
+    # --method cannot make another protocol's folder count either
+    (forced,) = check_results([summed], method="GPT-4o")
+    assert forced.status == "other protocol" and not forced.within
 
 
 def test_check_random_rerank_uses_the_expected_ap(tmp_path: Path) -> None:
@@ -217,12 +406,12 @@ def test_check_a_real_evaluate_folder(tmp_path: Path) -> None:
     cfg = {"task": "fullrank", "model_id": "bioclip", "split": "test"}
     folder = evaluate(run, qrels, queries, k=50, config=cfg).save(tmp_path / "bioclip")
     (r,) = check_results([folder])
-    assert r.method == "BioCLIP" and r.k == 50
+    assert r.method == "BioCLIP" and r.k == 50 and r.n_queries == 4
     assert r.ours["overall"] == pytest.approx(100 * 1.5 / 4)
     assert r.ours["Appearance"] == pytest.approx(100.0)
     assert r.diff["overall"] == pytest.approx(37.5 - 3.6)
     assert r.diff["Behavior"] == pytest.approx(50.0 - 0.5)
-    assert not r.within
+    assert not r.within and r.status == "not comparable"  # 4 of 200 queries
     # The same folder on the val split is named as not comparable.
     cfg_val = cfg | {"split": "val"}
     folder_val = evaluate(run, qrels, queries, k=50, config=cfg_val).save(tmp_path / "val")
@@ -243,8 +432,14 @@ def test_check_errors_are_one_line(tmp_path: Path) -> None:
     res = _invoke("reproduce", "--check", str(good), "--method", "BioClip")
     assert res.exit_code == 2 and "Did you mean 'BioCLIP'" in res.output
     res = _invoke("reproduce", "--check", str(good))  # model 'x' matches no row
-    assert res.exit_code == 0 and "no published row matches" in res.output
+    assert res.exit_code == 1 and "no published row matches" in res.output
+    assert "NO PUBLISHED ROW" in res.output
     res = _invoke("reproduce", "--check", str(good), "--method", "BioCLIP", "--json")
     assert json.loads(res.output)[0]["method"] == "BioCLIP"
     assert _invoke("reproduce", str(good)).exit_code == 2  # folders need --check
     assert _invoke("reproduce", "--task", "fullrnk").exit_code == 2
+    # a two-stage output folder points at its two_stage/ result
+    (tmp_path / "ts" / "two_stage").mkdir(parents=True)
+    (tmp_path / "ts" / "two_stage" / "summary.json").write_text("{}", encoding="utf-8")
+    res = _invoke("reproduce", "--check", str(tmp_path / "ts"))
+    assert res.exit_code == 2 and "two_stage" in res.output

@@ -43,6 +43,12 @@ def fullrank_cmd(
         "--protocol",
         help="Two-stage: reranking protocol (inquire-2024, inquire-sum).",
     ),
+    base_url: str | None = typer.Option(
+        None, "--base-url", help="Two-stage: OpenAI-compatible server of an api: reranker."
+    ),
+    api_key_env: str = typer.Option(
+        "OPENAI_API_KEY", "--api-key-env", help="Two-stage: environment variable with the key."
+    ),
     images: Path | None = typer.Option(
         None, "--images", help="Two-stage: root folder the embeddings' image paths are under."
     ),
@@ -69,7 +75,7 @@ def fullrank_cmd(
     from inquire.data.qrels import load_qrels, read_qrels
     from inquire.data.queries import load_queries, read_queries
     from inquire.errors import InputError
-    from inquire.eval.fullrank import evaluate_fullrank
+    from inquire.eval.fullrank import data_files, evaluate_fullrank
     from inquire.index.ann import parse_params
     from inquire.report.table import metrics_table
 
@@ -92,6 +98,8 @@ def fullrank_cmd(
     check_screen(screen)
     query_df = read_queries(queries) if queries else load_queries(split)
     qrels = read_qrels(annotations) if annotations else load_qrels()
+    # the files read, so reports and the web page find the labels (precision-recall curves)
+    files = {"split": None if queries else split, **data_files(split, queries, annotations)}
     first_k = max(k_max or k, from_k) if rerank is not None else k_max
     result, run = evaluate_fullrank(
         model,
@@ -108,10 +116,7 @@ def fullrank_cmd(
         precision=precision,
         batch_size=batch_size,
         screen=screen,
-        config_extra={
-            "queries": str(queries) if queries else f"inquire:{split}",
-            "split": None if queries else split,
-        },
+        config_extra=files,
     )
     console = Console()
     console.print(metrics_table(result, title=f"INQUIRE-Fullrank, {model}, k={k}"))
@@ -128,10 +133,16 @@ def fullrank_cmd(
             query_df,
             k=k,
             from_k=from_k,
-            options=RerankOptions(device=device, precision=precision, protocol=protocol),
+            options=RerankOptions(
+                device=device,
+                precision=precision,
+                protocol=protocol,
+                base_url=base_url,
+                api_key_env=api_key_env,
+            ),
             allow_failures=allow_failures,
             out_dir=None if out is None else out / "two_stage",
-            config_extra={"first_stage_model": model},
+            config_extra={"first_stage_model": model, **files},
         )
         console.print(
             metrics_table(two.result, title=f"Two-stage: {model} top-{from_k} -> {rerank}, k={k}")
