@@ -79,8 +79,9 @@ def reproduce_cmd(
         typer.echo(json.dumps([rec.as_dict() for rec in rows], indent=2))
         return
     typer.echo("Paths the commands use (set these environment variables first):")
+    width = max(map(len, PLACEHOLDERS))
     for name, what in PLACEHOLDERS.items():
-        typer.echo(f"  {name:<14} {what}")
+        typer.echo(f"  {name:<{width}} {what}")
     current = None
     for rec in rows:
         if rec.task != current:
