@@ -443,3 +443,196 @@ def test_check_errors_are_one_line(tmp_path: Path) -> None:
     (tmp_path / "ts" / "two_stage" / "summary.json").write_text("{}", encoding="utf-8")
     res = _invoke("reproduce", "--check", str(tmp_path / "ts"))
     assert res.exit_code == 2 and "two_stage" in res.output
+
+
+def _strict_json(text: str) -> Any:
+    """JSON as the standard defines it: NaN and Infinity are refused."""
+
+    def refuse(name: str) -> Any:
+        raise ValueError(f"{name} in --json output")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def _vit_h(tmp: Path, name: str, edit: Any = None, n: int = 200) -> Path:
+    """A whole-split CLIP ViT-H/14-378 folder with the published values, then ``edit``ed."""
+    cfg = {"task": "fullrank", "model_id": "vit-h-14-378"}
+    folder = _summary_dir(tmp, name, cfg, 50, _published("fullrank", "CLIP ViT-H/14-378 (DFN)"), n)
+    if edit is not None:
+        path = folder / "summary.json"
+        summary = json.loads(path.read_text(encoding="utf-8"))
+        edit(summary)
+        path.write_text(json.dumps(summary), encoding="utf-8")
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("edit", "named"),
+    [
+        (lambda s: s.update(k="fifty"), "'k' is 'fifty'"),
+        (lambda s: s.update(k=50.5), "'k' is 50.5"),  # never truncated to 50
+        (lambda s: s.update(k=True), "'k' is True"),
+        (lambda s: s.update(n_queries=199.7), "'n_queries' is 199.7"),
+        (lambda s: s.update(overall=0.356), "'overall' is a float"),
+        (lambda s: s.update(config=["fullrank"]), "'config' is a list"),
+        (lambda s: s["overall"].update(ap="35.6"), "'overall' 'ap' is '35.6'"),
+        (lambda s: s["overall"].update(ap=1e308), "'overall' 'ap' is 1e+308"),
+        (lambda s: s["overall"].update(ap=35.6), "'overall' 'ap' is 35.6"),  # x100 by hand
+        (lambda s: s["by"].update(supercategory=3), "'supercategory' is 3"),
+        (lambda s: s["config"].update(failures="none"), "config 'failures' is 'none'"),
+        (lambda s: s["config"].update(model_id=["vit-h-14-378"]), "config 'model_id' is"),
+    ],
+)
+def test_hand_edited_summaries_are_named_not_crashed(tmp_path: Path, edit: Any, named: str):
+    """A summary with a wrong type or value is reported in one line that names the key and
+    the value, beside the folders that could be read; the exit status is 2 and --json stays
+    JSON."""
+    good = _vit_h(tmp_path, "good")
+    bad = _vit_h(tmp_path, "bad", edit)
+    res = _invoke("reproduce", "--check", str(good), str(bad), "--json")
+    assert res.exit_code == 2, res.output
+    got = _strict_json(res.stdout)
+    assert [g["status"] for g in got] == ["reproduces", "unreadable"]
+    assert named in got[1]["notes"][0] and str(bad) in got[1]["notes"][0]
+    text = _invoke("reproduce", "--check", str(good), str(bad))
+    assert text.exit_code == 2 and "Traceback" not in text.output
+    assert "REPRODUCES" in text.output and f"{bad}: UNREADABLE: " in text.output
+    assert "1 of 2 folders reproduce" in text.output
+    # --report-only does not hide a folder that could not be read
+    assert _invoke("reproduce", "--check", str(good), str(bad), "--report-only").exit_code == 2
+
+
+def test_nan_and_infinity_in_a_summary_are_refused(tmp_path: Path) -> None:
+    """Python's json writes NaN / Infinity; they are not JSON and never reach --json."""
+    for i, constant in enumerate(("NaN", "Infinity", "-Infinity")):
+        folder = _vit_h(tmp_path, f"c{i}")
+        path = folder / "summary.json"
+        text = path.read_text(encoding="utf-8")
+        ap = json.loads(text)["overall"]["ap"]
+        path.write_text(text.replace(f'"ap": {ap}', f'"ap": {constant}', 1), encoding="utf-8")
+        res = _invoke("reproduce", "--check", str(folder), "--json")
+        assert res.exit_code == 2
+        (got,) = _strict_json(res.stdout)
+        assert (
+            got["status"] == "unreadable" and f"{constant} is not a JSON value" in got["notes"][0]
+        )
+
+
+@pytest.mark.parametrize(
+    ("shift", "status"),
+    [
+        (0.05, "reproduces"),  # exactly half a unit of the last published decimal
+        (-0.05, "reproduces"),
+        (0.0499999, "reproduces"),
+        (-0.0499999, "reproduces"),
+        (0.050004, "differs"),  # was rounded to 0.05 before the comparison and passed
+        (-0.050004, "differs"),
+        (0.0501, "differs"),
+    ],
+)
+def test_the_rounding_edge_on_both_sides(tmp_path: Path, shift: float, status: str) -> None:
+    pub = _published("fullrank", "CLIP ViT-H/14-378 (DFN)")
+    folder = _vit_h(
+        tmp_path, "edge", lambda s: s["overall"].update(ap=pub["overall"] + shift / 100)
+    )
+    (r,) = check_results([folder])
+    assert r.status == status, (shift, r.diff, r.notes)
+    assert r.diff["overall"] == pytest.approx(shift, abs=1e-6)
+    if status == "differs":
+        assert any("beyond the published rounding" in n and "overall" in n for n in r.notes)
+
+
+def test_paths_that_are_not_results_folders(tmp_path: Path) -> None:
+    good = _vit_h(tmp_path, "good")
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    (tmp_path / "file.txt").write_text("x", encoding="utf-8")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    inner = _vit_h(tmp_path, "inner")
+    (inner / "summary.json").unlink()
+    (inner / "summary.json").symlink_to(inner / "summary.json")  # a loop inside the folder
+    cases = {
+        tmp_path / "missing": "does not exist",
+        tmp_path / "file.txt": "is a file, not a results folder",
+        loop: "symbolic link to nothing (or a link loop)",
+        empty: "has no summary.json",
+        inner: "cannot be read",
+    }
+    res = _invoke("reproduce", "--check", str(good), *map(str, cases), "--json")
+    assert res.exit_code == 2, res.output
+    got = _strict_json(res.stdout)
+    assert got[0]["status"] == "reproduces"
+    for entry, (path, why) in zip(got[1:], cases.items(), strict=True):
+        assert entry["status"] == "unreadable" and why in entry["notes"][0], entry
+        assert str(path) in entry["notes"][0]
+    # the summary.json itself stands for its folder (`--check results/*/summary.json`)
+    (r,) = check_results([good / "summary.json"])
+    assert r.status == "reproduces" and r.folder == str(good)
+
+
+def test_many_folders_exit_status(tmp_path: Path) -> None:
+    pub = _published("fullrank", "CLIP ViT-H/14-378 (DFN)")
+    good = _vit_h(tmp_path, "good")
+    far = _vit_h(tmp_path, "far", lambda s: s["overall"].update(ap=pub["overall"] + 0.01))
+    sub = _vit_h(tmp_path, "sub", n=159)
+    assert _invoke("reproduce", "--check", str(good), str(good)).exit_code == 0
+    res = _invoke("reproduce", "--check", str(good), str(far), str(sub))
+    assert res.exit_code == 1 and "1 of 3 folders reproduce" in res.output
+    assert res.output.count("DIFFERS") == 1 and res.output.count("NOT COMPARABLE") == 1
+    assert "159 of the 200 queries" in res.output
+
+
+def test_per_query_table_with_a_duplicate_query(tmp_path: Path) -> None:
+    """199 distinct queries, one of them twice, counted as 200 by a hand-made summary."""
+    folder = _vit_h(tmp_path, "dup")
+    ids = [*range(1, 200), 7]
+    (folder / "per_query.csv").write_text(
+        "query_id,ap\n" + "".join(f"{q},0.5\n" for q in ids), encoding="utf-8"
+    )
+    (r,) = check_results([folder])
+    assert r.status == "not comparable"
+    assert any("more than once" in n and "'7'" in n and "199 distinct" in n for n in r.notes)
+    (folder / "per_query.csv").write_text(
+        "query_id,ap\n" + "".join(f"{q},0.5\n" for q in range(1, 160)), encoding="utf-8"
+    )
+    (r,) = check_results([folder])
+    assert r.status == "not comparable"
+    assert any("per_query.csv has 159 queries, the summary says 200" in n for n in r.notes)
+    (folder / "per_query.csv").write_text(
+        "query_id,ap\n" + "".join(f"{q},0.5\n" for q in range(1, 201)), encoding="utf-8"
+    )
+    assert check_results([folder])[0].status == "reproduces"
+
+
+def test_method_cannot_make_another_rows_model_count(tmp_path: Path) -> None:
+    """--method names the row to compare with; a folder made with another published row's
+    model is not a reproduction of it, whatever its numbers."""
+    bio_numbers = _published("fullrank", "BioCLIP")
+    cfg = {"task": "fullrank", "model_id": "vit-h-14-378"}
+    folder = _summary_dir(tmp_path, "vith", cfg, 50, bio_numbers)
+    (r,) = check_results([folder], method="BioCLIP")
+    assert r.method == "BioCLIP" and r.status == "not comparable"
+    assert any("'CLIP ViT-H/14-378 (DFN)'" in n for n in r.notes)
+    # a model no row names is compared, with a note
+    mine = _summary_dir(tmp_path, "mine", cfg | {"model_id": "my-checkpoint"}, 50, bio_numbers)
+    (m,) = check_results([mine], method="BioCLIP")
+    assert m.status == "reproduces" and any("as --method says" in n for n in m.notes)
+
+
+def test_a_published_zero_missing_from_the_summary_is_named(tmp_path: Path) -> None:
+    """The Random Fullrank row publishes 0.0 everywhere: a missing value is still missing."""
+    folder = _summary_dir(
+        tmp_path,
+        "random",
+        {"task": "fullrank", "model_id": "random"},
+        50,
+        dict.fromkeys(("overall", *SUPER), 0.0),
+    )
+    path = folder / "summary.json"
+    summary = json.loads(path.read_text(encoding="utf-8"))
+    del summary["by"]["supercategory"]["Species"]
+    path.write_text(json.dumps(summary), encoding="utf-8")
+    (r,) = check_results([folder], method="Random")
+    assert r.published["Species"] == 0.0 and r.ours["Species"] is None
+    assert not r.within and any("no value for ['Species']" in n for n in r.notes)

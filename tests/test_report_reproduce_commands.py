@@ -46,6 +46,10 @@ def _patch(folder: Path, task: str, method: str, shift: float, n: int, **config:
         summary["by"]["supercategory"][c]["ap"] = (float(row[c]) + shift) / 100
     summary["config"].update({"split": "test", **config})
     path.write_text(json.dumps(summary), encoding="utf-8")
+    # the per-query table lists as many distinct queries (--check compares the two)
+    per_query = pd.read_csv(folder / "per_query.csv")
+    rows = per_query.iloc[np.arange(n) % len(per_query)].assign(query_id=np.arange(1, n + 1))
+    rows.to_csv(folder / "per_query.csv", index=False)
 
 
 def _check(*folders: Path) -> tuple[int, list[dict[str, Any]]]:

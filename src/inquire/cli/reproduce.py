@@ -26,19 +26,22 @@ def reproduce_cmd(
     report_only: bool = typer.Option(
         False,
         "--report-only",
-        help="With --check: exit 0 even when a folder does not reproduce its row.",
+        help="With --check: exit 0 even when a folder does not reproduce its row (a folder "
+        "that cannot be read still exits 2).",
     ),
 ) -> None:
     """List every published INQUIRE row with the command that reproduces it, or --check results.
 
     Published values have one decimal: a result reproduces one when it was made as the row was
-    (model, protocol, whole split, k, pool) and is within 0.05. --check exits 1 unless every
-    folder reproduces its row (--report-only: always 0).
+    (model, protocol, whole split, k, pool) and is within 0.05. --check reports every folder,
+    then exits 2 if one could not be read (no summary.json, not a result summary), else 1
+    unless every folder reproduces its row (--report-only: 0).
     """
     from inquire.report.reproduce import (
         PLACEHOLDERS,
         REPRODUCES,
         ROUNDING,
+        UNREADABLE,
         all_reproduce,
         check_results,
         format_value,
@@ -57,6 +60,9 @@ def reproduce_cmd(
             typer.echo(json.dumps([r.as_dict() for r in results], indent=2))
         else:
             for r in results:
+                if r.status == UNREADABLE:
+                    typer.secho(f"{r.folder}: UNREADABLE: {r.notes[0]}", fg="red", err=True)
+                    continue
                 made = r.model + (f" ({r.protocol})" if r.protocol else "") if r.model else "?"
                 head = f"{r.folder}: {r.task} / {r.method or '(no published row)'}, k={r.k}"
                 typer.echo(f"{head}, {r.n_queries} queries, made with {made}")
@@ -71,6 +77,8 @@ def reproduce_cmd(
                     typer.echo(f"  note: {note}")
             n_ok = sum(r.status == REPRODUCES for r in results)
             typer.echo(f"{n_ok} of {len(results)} folders reproduce their published row")
+        if any(r.status == UNREADABLE for r in results):
+            raise typer.Exit(2)
         if not report_only and not all_reproduce(results):
             raise typer.Exit(1)
         return
@@ -116,6 +124,7 @@ _VERDICTS = {
     "not comparable": "NOT COMPARABLE: not made as the published row was (see the notes)",
     "other protocol": "OTHER PROTOCOL: the row's model under another rerank protocol; not compared",
     "no published row": "NO PUBLISHED ROW matches this folder",
+    "unreadable": "UNREADABLE: not a results folder (see the note)",
 }
 
 

@@ -23,6 +23,7 @@ and every published value is within the published rounding: values have one deci
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -38,6 +39,7 @@ from inquire.report.leaderboard import _document
 ROUNDING = 0.05  # half a unit of the published last decimal
 _EPS = 1e-9  # float noise on the boundary (35.65 - 35.6 is 0.05000000000000071)
 SUMMARY_FILE = "summary.json"
+PER_QUERY_FILE = "per_query.csv"
 TWO_STAGE_FOLDER = "two_stage"  # where `eval fullrank --rerank --out OUT` writes the result
 # The environment variables the commands use for the user's own paths.
 PLACEHOLDERS = {
@@ -55,7 +57,8 @@ DIFFERS = "differs"  # made as the row was, a value beyond the rounding
 NOT_COMPARABLE = "not comparable"  # other split, subset, k, pool, failures
 OTHER_PROTOCOL = "other protocol"  # the row's model under another rerank protocol
 NO_ROW = "no published row"
-STATUSES = (REPRODUCES, DIFFERS, NOT_COMPARABLE, OTHER_PROTOCOL, NO_ROW)
+UNREADABLE = "unreadable"  # no summary.json, or one that is not an inquire result summary
+STATUSES = (REPRODUCES, DIFFERS, NOT_COMPARABLE, OTHER_PROTOCOL, NO_ROW, UNREADABLE)
 # Reranker kinds whose scores depend on the rerank protocol.
 _PROTOCOL_KINDS = ("vlm:", "api:", "cached:")
 
@@ -295,29 +298,69 @@ class Made:
 def made_from(summary: Mapping[str, Any]) -> Made:
     """The :class:`Made` of a result summary (what :func:`read_summary` returns)."""
     cfg = summary.get("config") or {}
-    task = str(cfg.get("task") or "")
-    model = cfg.get("model_id") if task == "fullrank" else cfg.get("first_stage_model")
+    if not isinstance(cfg, Mapping):
+        raise InputError(f"'config' is a {type(cfg).__name__}; expected an object")
+
+    def text(key: str) -> str | None:
+        value = cfg.get(key)
+        if value is None or isinstance(value, str):
+            return value
+        raise InputError(f"config {key!r} is {value!r}; expected a string")
+
+    task = text("task") or ""
+    model = text("model_id") if task == "fullrank" else text("first_stage_model")
     reranker: str | None = None
-    protocol = cfg.get("protocol")
+    protocol = text("protocol")
     if task == "rerank":
-        ranker, suffix = _split_protocol(str(cfg.get("ranker") or ""))
-        reranker = cfg.get("reranker") or ranker or None
+        ranker, suffix = _split_protocol(text("ranker") or "")
+        reranker = text("reranker") or ranker or None
         protocol = protocol or suffix
     elif task == "fullrank-two-stage":
-        reranker = cfg.get("reranker")
-    n = summary.get("n_queries")
+        reranker = text("reranker")
     pool = cfg.get("candidates_per_query")
+    if isinstance(pool, list):
+        pool = [_integer(v, "config 'candidates_per_query'") for v in pool]
+    elif pool is not None:
+        pool = _integer(pool, "config 'candidates_per_query'")
     return Made(
         task=task,
         model=model,
         reranker=reranker,
         protocol=protocol,
-        split=cfg.get("split"),
-        n_queries=None if n is None else int(n),
-        from_k=cfg.get("from_k"),
+        split=text("split"),
+        n_queries=_integer(summary.get("n_queries"), "'n_queries'", optional=True),
+        from_k=_integer(cfg.get("from_k"), "config 'from_k'", optional=True),
         pool=pool,
-        failures=int(cfg.get("failures") or 0),
+        failures=_integer(cfg.get("failures"), "config 'failures'", optional=True) or 0,
     )
+
+
+def _integer(value: Any, what: str, optional: bool = False) -> Any:
+    """``value`` as an int: a JSON integer (or a float with an integral value); ``None`` when
+    ``optional`` and absent. Anything else (a string, a bool, 50.5, NaN) is an
+    :class:`InputError` naming ``what``."""
+    if value is None and optional:
+        return None
+    if (
+        isinstance(value, float)
+        and math.isfinite(value)
+        and value.is_integer()
+        and abs(value) < 2**53
+    ):
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise InputError(f"{what} is {value!r}; expected a whole number")
+
+
+def _metric(value: Any, where: str) -> float:
+    """A metric value of a summary: a finite number in [0, 1] (AP and the others are
+    fractions), else an :class:`InputError` naming ``where``."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        x = float(value)
+        if math.isfinite(x) and 0.0 <= x <= 1.0:
+            return x
+    raise InputError(f"{where} is {value!r}; expected a number between 0 and 1 (a fraction)")
 
 
 def _row_task(made: Made) -> str:
@@ -417,34 +460,78 @@ class Checked:
 
 def read_summary(folder: str | os.PathLike[str]) -> dict[str, Any]:
     """``summary.json`` of a results folder written by ``inquire evaluate`` / ``eval ...``."""
-    path = Path(folder) / SUMMARY_FILE
-    if not path.is_file():
-        hint = ""
-        if (Path(folder) / TWO_STAGE_FOLDER / SUMMARY_FILE).is_file():
-            hint = f" (its two-stage result is {str(Path(folder) / TWO_STAGE_FOLDER)!r})"
-        raise InputError(
-            f"{str(folder)!r} has no {SUMMARY_FILE}{hint}; pass folders written by `inquire eval "
-            f"fullrank --out`, `inquire eval rerank --out` or `inquire evaluate --out`"
-        )
+    folder = Path(folder)
+    written_by = (
+        "pass folders written by `inquire eval fullrank --out`, `inquire eval rerank --out` or "
+        "`inquire evaluate --out`"
+    )
     try:
-        summary: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{str(path)!r} is not a readable summary: {exc}") from exc
+        is_dir = folder.is_dir()
+        if not is_dir and folder.name == SUMMARY_FILE and folder.is_file():
+            folder, is_dir = folder.parent, True  # the summary itself: its folder is meant
+        exists = is_dir or folder.exists()
+    except OSError as exc:  # a symlink loop, a name too long, ...
+        raise InputError(f"{str(folder)!r} cannot be read ({exc}); {written_by}") from None
+    if not exists:
+        if os.path.lexists(folder):
+            raise InputError(
+                f"{str(folder)!r} is a symbolic link to nothing (or a link loop); {written_by}"
+            )
+        raise InputError(f"{str(folder)!r} does not exist; {written_by}")
+    if not is_dir:
+        raise InputError(f"{str(folder)!r} is a file, not a results folder; {written_by}")
+    path = folder / SUMMARY_FILE
+    try:
+        raw = path.read_bytes()
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        hint = ""
+        if (folder / TWO_STAGE_FOLDER / SUMMARY_FILE).is_file():
+            hint = f" (its two-stage result is {str(folder / TWO_STAGE_FOLDER)!r})"
+        raise InputError(f"{str(folder)!r} has no {SUMMARY_FILE}{hint}; {written_by}") from None
+    except OSError as exc:
+        raise InputError(f"{str(path)!r} cannot be read ({exc})") from None
+
+    def no_constant(name: str) -> Any:  # NaN / Infinity are not JSON
+        raise ValueError(f"{name} is not a JSON value")
+
+    try:
+        summary: dict[str, Any] = json.loads(raw.decode("utf-8"), parse_constant=no_constant)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"{str(path)!r} is not a readable summary: {exc}") from None
     if not isinstance(summary, dict) or "overall" not in summary or "k" not in summary:
         raise InputError(f"{str(path)!r} lacks 'overall' or 'k': not an inquire result summary")
+    for key in ("overall", "by", "config"):
+        value = summary.get(key)
+        if not isinstance(value, dict) and (key == "overall" or value is not None):
+            raise InputError(
+                f"{str(path)!r}: {key!r} is a {type(value).__name__}; expected an object (an "
+                f"inquire result summary)"
+            )
     return summary
 
 
 def _compare_values(
     checked: Checked, recipe: Recipe, summary: Mapping[str, Any], metric: str
-) -> None:
+) -> dict[str, float | None]:
+    """Fill ``checked``'s published, ours and diff (rounded for display); return the exact
+    differences, which decide the verdict (a rounded 0.05004 would pass as 0.05)."""
     by_super = (summary.get("by") or {}).get("supercategory") or {}
+    if not isinstance(by_super, Mapping):
+        raise InputError(f"'by' 'supercategory' is {by_super!r}; expected an object")
+    exact: dict[str, float | None] = {}
     for col, pub in recipe.published.items():
         src = summary["overall"] if col == "overall" else by_super.get(col)
-        val = None if src is None or metric not in src else 100.0 * float(src[metric])
+        if src is not None and not isinstance(src, Mapping):
+            raise InputError(f"the {col!r} entry is {src!r}; expected an object")
+        val = None
+        if src is not None and metric in src:
+            val = 100.0 * _metric(src[metric], f"{col!r} {metric!r}")
         checked.published[col] = pub
         checked.ours[col] = None if val is None else round(val, 4)
-        checked.diff[col] = None if val is None or pub is None else round(val - pub, 4)
+        diff = None if val is None or pub is None else val - pub
+        exact[col] = diff
+        checked.diff[col] = None if diff is None else round(diff, 6)
+    return exact
 
 
 def _differences(made: Made, recipe: Recipe, k: int, info: Mapping[str, Any]) -> list[str]:
@@ -502,88 +589,154 @@ def check_results(
         raise UnknownNameError("published method", method, sorted({r.method for r in every}))
     out = []
     for folder in folders:
-        summary = read_summary(folder)
-        made = made_from(summary)
-        if method is not None:
-            task = _row_task(made)
-            rows = [r for r in every if r.method == method and r.task == task] or [
-                r for r in every if r.method == method
-            ]
-            recipe: Recipe | None = rows[0]
-        else:
-            recipe = next((r for r in every if _same_row(made, r)), None)
-        k = int(summary["k"])
-        checked = Checked(
-            folder=str(folder),
-            task=recipe.task if recipe else _row_task(made),
-            method=recipe.method if recipe else None,
-            k=k,
-            n_queries=made.n_queries,
-            model=made.what,
-            protocol=made.protocol,
-        )
-        out.append(checked)
-        if recipe is None:
-            other = _other_build(made, every)
-            if other is not None:
-                row, why = other
-                checked.notes.append(
-                    f"{made.what!r} is another build than the published row {row.method!r} "
-                    f"({row.reranker or row.model}): {why}"
-                )
-            else:
-                checked.notes.append(
-                    f"no published row matches task {made.task!r} with {made.what!r}; name the "
-                    f"row with --method"
-                )
-            continue
-        wanted = published_protocol()
-        uses_protocol = str(recipe.reranker or "").startswith(_PROTOCOL_KINDS)
-        if uses_protocol and made.protocol is not None and made.protocol != wanted:
-            checked.status = OTHER_PROTOCOL
-            checked.method = None
-            checked.notes.append(
-                f"made under rerank protocol {made.protocol!r}; the published row "
-                f"{recipe.method!r} was made under {wanted!r}, so this folder is not compared "
-                f"with it"
-            )
-            continue
-        info = task_info(recipe.task)
-        _compare_values(checked, recipe, summary, info["metric"])
-        cfg = summary.get("config") or {}
-        expected = cfg.get("expected_random_ap")
-        if recipe.reranker == "random" and expected is not None and k == int(info["check_k"]):
-            # The published random baseline is an expectation, not one seeded order.
-            seeded = checked.ours.get("overall")
-            val = 100.0 * float(expected)
-            checked.ours["overall"] = round(val, 4)
-            pub = recipe.published.get("overall")
-            checked.diff["overall"] = None if pub is None else round(val - pub, 4)
-            checked.notes.append(
-                f"overall is the expected AP of a random order; the seeded order scored "
-                f"{format_value(seeded, 2)}"
-            )
-        if uses_protocol and made.protocol is None:
-            checked.notes.append(f"the folder does not record its protocol; assumed {wanted!r}")
-        if made.split is None:
-            checked.notes.append(
-                "the folder does not record its split (made from local files): judged by its "
-                "query count"
-            )
-        differences = _differences(made, recipe, k, info)
-        checked.notes.extend(differences)
-        missing = [c for c, v in checked.ours.items() if v is None and recipe.published[c]]
-        if missing:
-            checked.notes.append(f"no value for {missing} in the summary")
-        within = not missing and all(
-            d is None or abs(d) <= ROUNDING + _EPS for d in checked.diff.values()
-        )
-        if differences:
-            checked.status = NOT_COMPARABLE
-        else:
-            checked.status = REPRODUCES if within else DIFFERS
-        checked.within = checked.status == REPRODUCES
+        try:
+            out.append(_check_one(folder, method, every))
+        except InputError as exc:
+            # one unreadable folder is reported in its place; the others are still checked
+            why = str(exc) if str(folder) in str(exc) else f"{str(folder)!r}: {exc}"
+            unread = Checked(folder=str(folder), task="?", method=None, k=None, n_queries=None)
+            unread.status, unread.notes = UNREADABLE, [why]
+            out.append(unread)
     return out
+
+
+def _per_query_ids(folder: Path) -> list[str] | None:
+    """The query ids listed in the folder's ``per_query.csv`` (``None`` when it has none)."""
+    path = folder / PER_QUERY_FILE
+    if not path.is_file():
+        return None
+    try:
+        with path.open(encoding="utf-8", newline="") as fh:
+            rows = csv.DictReader(fh)
+            if "query_id" not in (rows.fieldnames or ()):
+                raise InputError(f"{str(path)!r} has no 'query_id' column")
+            return [str(row["query_id"]).strip() for row in rows]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"{str(path)!r} cannot be read ({exc})") from None
+
+
+def _query_list_differences(folder: Path, n_queries: int | None) -> list[str]:
+    """What the folder's per-query table says against its summary: a query evaluated twice
+    (the summary's count would then overstate the queries covered), or another count."""
+    ids = _per_query_ids(folder)
+    if ids is None:
+        return []
+    out = []
+    dup = sorted({q for q in ids if ids.count(q) > 1}) if len(set(ids)) < len(ids) else []
+    if dup:
+        out.append(
+            f"{PER_QUERY_FILE} lists {len(dup)} query id(s) more than once (e.g. {dup[:3]}): "
+            f"{len(set(ids))} distinct queries, not {len(ids)}"
+        )
+    if n_queries is not None and len(ids) != n_queries:
+        out.append(f"{PER_QUERY_FILE} has {len(ids)} queries, the summary says {n_queries}")
+    return out
+
+
+def _check_one(
+    folder: str | os.PathLike[str], method: str | None, every: Sequence[Recipe]
+) -> Checked:
+    """:func:`check_results` for one folder (an :class:`InputError` when it cannot be read)."""
+    summary = read_summary(folder)
+    if Path(folder).name == SUMMARY_FILE and Path(folder).is_file():
+        folder = Path(folder).parent
+    made = made_from(summary)
+    auto = next((r for r in every if _same_row(made, r)), None)
+    if method is not None:
+        task = _row_task(made)
+        rows = [r for r in every if r.method == method and r.task == task] or [
+            r for r in every if r.method == method
+        ]
+        recipe: Recipe | None = rows[0]
+    else:
+        recipe = auto
+    k = _integer(summary["k"], "'k'")
+    checked = Checked(
+        folder=str(folder),
+        task=recipe.task if recipe else _row_task(made),
+        method=recipe.method if recipe else None,
+        k=k,
+        n_queries=made.n_queries,
+        model=made.what,
+        protocol=made.protocol,
+    )
+    if recipe is None:
+        other = _other_build(made, every)
+        if other is not None:
+            row, why = other
+            checked.notes.append(
+                f"{made.what!r} is another build than the published row {row.method!r} "
+                f"({row.reranker or row.model}): {why}"
+            )
+        else:
+            checked.notes.append(
+                f"no published row matches task {made.task!r} with {made.what!r}; name the "
+                f"row with --method"
+            )
+        return checked
+    wanted = published_protocol()
+    uses_protocol = str(recipe.reranker or "").startswith(_PROTOCOL_KINDS)
+    if uses_protocol and made.protocol is not None and made.protocol != wanted:
+        checked.status = OTHER_PROTOCOL
+        checked.method = None
+        checked.notes.append(
+            f"made under rerank protocol {made.protocol!r}; the published row "
+            f"{recipe.method!r} was made under {wanted!r}, so this folder is not compared "
+            f"with it"
+        )
+        return checked
+    info = task_info(recipe.task)
+    exact = _compare_values(checked, recipe, summary, info["metric"])
+    cfg = summary.get("config") or {}
+    expected = cfg.get("expected_random_ap")
+    if recipe.reranker == "random" and expected is not None and k == int(info["check_k"]):
+        # The published random baseline is an expectation, not one seeded order.
+        seeded = checked.ours.get("overall")
+        val = 100.0 * _metric(expected, "config 'expected_random_ap'")
+        checked.ours["overall"] = round(val, 4)
+        pub = recipe.published.get("overall")
+        exact["overall"] = None if pub is None else val - pub
+        checked.diff["overall"] = None if pub is None else round(val - pub, 6)
+        checked.notes.append(
+            f"overall is the expected AP of a random order; the seeded order scored "
+            f"{format_value(seeded, 2)}"
+        )
+    if uses_protocol and made.protocol is None:
+        checked.notes.append(f"the folder does not record its protocol; assumed {wanted!r}")
+    if made.split is None:
+        checked.notes.append(
+            "the folder does not record its split (made from local files): judged by its "
+            "query count"
+        )
+    differences = _differences(made, recipe, k, info)
+    if method is not None and auto is not None and auto is not recipe:
+        differences.append(
+            f"made with {made.what!r}, the model of the published row {auto.method!r}, not of "
+            f"{recipe.method!r}"
+        )
+    elif method is not None and auto is None:
+        checked.notes.append(
+            f"{made.what!r} is not the row's model as inquire names it; compared with "
+            f"{recipe.method!r} as --method says"
+        )
+    differences += _query_list_differences(Path(folder), made.n_queries)
+    checked.notes.extend(differences)
+    missing = [c for c, v in checked.ours.items() if v is None and recipe.published[c] is not None]
+    if missing:
+        checked.notes.append(f"no value for {missing} in the summary")
+    # the exact differences decide: a rounded 0.05004 must not pass as 0.05
+    within = not missing and all(d is None or abs(d) <= ROUNDING + _EPS for d in exact.values())
+    beyond = [
+        f"{c} {round(d, 6):+}" for c, d in exact.items() if d is not None and abs(d) > ROUNDING + _EPS
+    ]
+    if beyond:
+        checked.notes.append(f"beyond the published rounding (+-{ROUNDING}): {', '.join(beyond)}")
+    if differences:
+        checked.status = NOT_COMPARABLE
+    else:
+        checked.status = REPRODUCES if within else DIFFERS
+    checked.within = checked.status == REPRODUCES
+    return checked
 
 
 def all_reproduce(checked: Sequence[Checked]) -> bool:
