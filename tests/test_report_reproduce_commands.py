@@ -286,3 +286,55 @@ def test_two_stage_api_reranker_takes_a_server(tmp_path: Path, monkeypatch: pyte
     assert cfg["annotations"] == str(Path(bench.annotations).resolve())
     (made,) = check_results([out / "two_stage"])
     assert made.status == "no published row"  # another first stage than the row's
+
+
+def test_import_cache_refuses_what_is_not_a_released_cache(
+    rerank_data: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A text file, an empty file, a pickle of another shape, a dict that matches no
+    candidate, a folder: one line each, no result folder, no score stored."""
+    from inquire.rerank.cache import ScoreCache
+
+    monkeypatch.setenv("INQUIRE_HOME", str(tmp_path / "home"))
+    data, _ = rerank_data
+    text = tmp_path / "notes.npy"
+    text.write_text("scores: see the paper\n", encoding="utf-8")
+    empty = tmp_path / "empty.npy"
+    empty.write_bytes(b"")
+    array = tmp_path / "array.npy"
+    np.save(array, np.zeros((3, 4)))
+    nomatch = tmp_path / "nomatch.npy"
+    np.save(nomatch, np.array({"elsewhere.jpg--Is this a bird?": 0.9}, dtype=object))
+    cases = [
+        (text, "is not a readable .npy score cache"),
+        (empty, "is not a readable .npy score cache"),
+        (array, "holds a ndarray; expected a dict"),
+        (nomatch, "no score in"),
+        (tmp_path, "is a folder; pass the released .npy file"),
+    ]
+    for i, (path, why) in enumerate(cases):
+        out = tmp_path / f"out{i}"
+        args = ["eval", "rerank", "--reranker", "cached:x", "--data", data]
+        args += ["--import-cache", str(path), "--trust-pickle", "--out", str(out)]
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2 and why in res.output, (path, res.output)
+        assert len(res.output.strip().splitlines()) == 1 and "Traceback" not in res.output
+        assert not out.exists()
+    with ScoreCache() as cache:
+        assert cache.count() == 0  # nothing half-imported
+    # untrusted: refused before the Rerank split is read (or downloaded: there is no data)
+    res = runner.invoke(
+        app,
+        [
+            "eval",
+            "rerank",
+            "--reranker",
+            "cached:x",
+            "--split",
+            "test",
+            "--import-cache",
+            str(text),
+        ],
+    )
+    assert res.exit_code == 2 and "--trust-pickle" in res.output, res.output
+    assert len(res.output.strip().splitlines()) == 1

@@ -78,6 +78,7 @@ def eval_rerank_cmd(
     from inquire.errors import InputError
     from inquire.eval.rerank import (
         QUERY_ID_SOURCES,
+        check_import_file,
         check_reranker_id,
         import_and_evaluate,
         run_rerank,
@@ -97,6 +98,7 @@ def eval_rerank_cmd(
                 "--import-cache stores the imported scores in the score cache and evaluates "
                 "them from there: drop --no-cache"
             )
+        check_import_file(import_cache, trust_pickle)  # before reading (or downloading) data
     elif trust_pickle:
         raise InputError("--trust-pickle only applies to --import-cache FILE")
     rs = open_rerank_set(split, data, queries, number_queries)

@@ -323,6 +323,24 @@ def run_rerank(
     return result
 
 
+def check_import_file(npy_path: str | os.PathLike[str], trust_pickle: bool) -> Path:
+    """Refuse an import before any work (reading or downloading the Rerank data): an untrusted
+    pickle (``trust_pickle`` false), or ``npy_path`` that is not a file. Returns the path."""
+    from inquire.rerank.cache import PICKLE_REFUSAL
+
+    path = Path(npy_path)
+    if not trust_pickle:
+        raise InputError(PICKLE_REFUSAL.format(path=str(path)))
+    if path.is_dir():
+        raise InputError(
+            f"score cache {str(path)!r} is a folder; pass the released .npy file itself "
+            f"(e.g. cache/llava-hf--llava-1.5-13b-hf--cache.npy in INQUIRE's repository)"
+        )
+    if not path.is_file():
+        raise InputError(f"score cache {str(path)!r} does not exist")
+    return path
+
+
 def import_and_evaluate(
     rerank_set: RerankSet,
     npy_path: str | os.PathLike[str],
@@ -355,6 +373,7 @@ def import_and_evaluate(
             "importing a score cache needs the score cache: drop --no-cache (or pass a cache "
             "file) to evaluate imported scores"
         )
+    check_import_file(npy_path, trust_pickle)
     if out_dir is not None:  # an unusable folder fails before the import, not after it
         check_output_folder(out_dir, "result folder")
     report, target = import_as_cached_reranker(
@@ -368,6 +387,15 @@ def import_and_evaluate(
         cache_path=None if cache is True else cache,
     )
     log.info("imported %d scores from %s as %s", report.imported, npy_path, target.reranker_id)
+    if report.imported == 0:
+        # nothing to evaluate: say why here, not as "every candidate failed" afterwards
+        raise InputError(
+            f"no score in {str(npy_path)!r} matches the candidates: "
+            f"{report.skipped_image} entries name an image not in the pools, "
+            f"{report.skipped_query} a prompt that names no query, {report.skipped_value} hold "
+            f"no score; pass INQUIRE's released cache (a dict keyed "
+            f"'{{image_name}}--{{prompt}}') for the same Rerank split"
+        )
     imported = {
         "file": str(Path(npy_path).resolve()),
         "imported": report.imported,

@@ -727,7 +727,9 @@ def _check_one(
     # the exact differences decide: a rounded 0.05004 must not pass as 0.05
     within = not missing and all(d is None or abs(d) <= ROUNDING + _EPS for d in exact.values())
     beyond = [
-        f"{c} {round(d, 6):+}" for c, d in exact.items() if d is not None and abs(d) > ROUNDING + _EPS
+        f"{c} {round(d, 6):+}"
+        for c, d in exact.items()
+        if d is not None and abs(d) > ROUNDING + _EPS
     ]
     if beyond:
         checked.notes.append(f"beyond the published rounding (+-{ROUNDING}): {', '.join(beyond)}")
