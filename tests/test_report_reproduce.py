@@ -636,3 +636,15 @@ def test_a_published_zero_missing_from_the_summary_is_named(tmp_path: Path) -> N
     (r,) = check_results([folder], method="Random")
     assert r.published["Species"] == 0.0 and r.ours["Species"] is None
     assert not r.within and any("no value for ['Species']" in n for n in r.notes)
+
+
+def test_two_stage_folder_that_does_not_record_its_pool_or_first_stage(tmp_path: Path) -> None:
+    gpt = _published("fullrank", "CLIP ViT-H/14-378 (DFN) top 100 -> GPT-4o")
+    cfg = {"task": "fullrank-two-stage", "reranker": "api:gpt-4o-2024-08-06"}
+    (r,) = check_results([_summary_dir(tmp_path, "bare", cfg, 50, gpt)])
+    assert r.method == "CLIP ViT-H/14-378 (DFN) top 100 -> GPT-4o"
+    assert r.status == "not comparable"
+    assert any("does not record how many first-stage results" in n for n in r.notes)
+    assert any("does not record its first stage; assumed 'vit-h-14-378'" in n for n in r.notes)
+    (ok,) = check_results([_summary_dir(tmp_path, "k", cfg | {"from_k": 100}, 50, gpt)])
+    assert ok.status == "reproduces" and any("first stage" in n for n in ok.notes)

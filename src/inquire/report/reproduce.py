@@ -551,7 +551,12 @@ def _differences(made: Made, recipe: Recipe, k: int, info: Mapping[str, Any]) ->
             f"published row is the whole split" + (f" ({what})" if what else "")
         )
     if recipe.from_k is not None:
-        if made.from_k != recipe.from_k:
+        if made.from_k is None:
+            out.append(
+                f"pool: the folder does not record how many first-stage results were reranked; "
+                f"the row reranks the top {recipe.from_k}"
+            )
+        elif made.from_k != recipe.from_k:
             out.append(
                 f"pool: the top {made.from_k} of the first stage were reranked; the row reranks "
                 f"the top {recipe.from_k}"
@@ -700,6 +705,10 @@ def _check_one(
         checked.notes.append(
             f"overall is the expected AP of a random order; the seeded order scored "
             f"{format_value(seeded, 2)}"
+        )
+    if recipe.from_k is not None and made.model is None:
+        checked.notes.append(
+            f"the folder does not record its first stage; assumed {recipe.model!r} (the row's)"
         )
     if uses_protocol and made.protocol is None:
         checked.notes.append(f"the folder does not record its protocol; assumed {wanted!r}")
