@@ -648,3 +648,23 @@ def test_two_stage_folder_that_does_not_record_its_pool_or_first_stage(tmp_path:
     assert any("does not record its first stage; assumed 'vit-h-14-378'" in n for n in r.notes)
     (ok,) = check_results([_summary_dir(tmp_path, "k", cfg | {"from_k": 100}, 50, gpt)])
     assert ok.status == "reproduces" and any("first stage" in n for n in ok.notes)
+
+
+def test_a_folder_that_cannot_be_read_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Permission denied (simulated: the tests may run as root, who reads everything)."""
+    good, locked = _vit_h(tmp_path, "good"), _vit_h(tmp_path, "locked")
+    real = Path.read_bytes
+
+    def read_bytes(self: Path) -> bytes:
+        if self.parent == locked:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    res = _invoke("reproduce", "--check", str(good), str(locked), "--json")
+    assert res.exit_code == 2
+    got = _strict_json(res.stdout)
+    assert [g["status"] for g in got] == ["reproduces", "unreadable"]
+    assert "cannot be read" in got[1]["notes"][0] and "Permission denied" in got[1]["notes"][0]
