@@ -497,7 +497,7 @@ def test_hand_edited_summaries_are_named_not_crashed(tmp_path: Path, edit: Any, 
     text = _invoke("reproduce", "--check", str(good), str(bad))
     assert text.exit_code == 2 and "Traceback" not in text.output
     assert "REPRODUCES" in text.output and f"{bad}: UNREADABLE: " in text.output
-    assert "1 of 2 folders reproduce" in text.output
+    assert "1 of 2 folders reproduce their published row; 1 could not be read" in text.output
     # --report-only does not hide a folder that could not be read
     assert _invoke("reproduce", "--check", str(good), str(bad), "--report-only").exit_code == 2
 

@@ -76,7 +76,9 @@ def reproduce_cmd(
                 for note in r.notes:
                     typer.echo(f"  note: {note}")
             n_ok = sum(r.status == REPRODUCES for r in results)
-            typer.echo(f"{n_ok} of {len(results)} folders reproduce their published row")
+            n_bad = sum(r.status == UNREADABLE for r in results)
+            unread = f"; {n_bad} could not be read" if n_bad else ""
+            typer.echo(f"{n_ok} of {len(results)} folders reproduce their published row{unread}")
         if any(r.status == UNREADABLE for r in results):
             raise typer.Exit(2)
         if not report_only and not all_reproduce(results):
