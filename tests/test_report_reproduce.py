@@ -668,3 +668,14 @@ def test_a_folder_that_cannot_be_read_is_named(
     got = _strict_json(res.stdout)
     assert [g["status"] for g in got] == ["reproduces", "unreadable"]
     assert "cannot be read" in got[1]["notes"][0] and "Permission denied" in got[1]["notes"][0]
+
+
+def test_an_evaluate_folder_names_no_model(tmp_path: Path) -> None:
+    """`inquire evaluate --out` records the run file, not the model: --method names the row."""
+    exact = _published("fullrank", "BioCLIP")
+    folder = _summary_dir(tmp_path, "ev", {"task": "evaluate", "run_file": "r.trec"}, 50, exact)
+    (r,) = check_results([folder])
+    assert r.status == "no published row" and "does not record its model" in r.notes[0]
+    (m,) = check_results([folder], method="BioCLIP")
+    assert m.status == "reproduces"
+    assert any("does not record its model; compared with 'BioCLIP'" in n for n in m.notes)

@@ -673,6 +673,11 @@ def _check_one(
                 f"{made.what!r} is another build than the published row {row.method!r} "
                 f"({row.reranker or row.model}): {why}"
             )
+        elif made.model is None and made.reranker is None:
+            checked.notes.append(
+                f"the folder (task {made.task!r}) does not record its model, so no published "
+                f"row can be found from it; name the row with --method"
+            )
         else:
             checked.notes.append(
                 f"no published row matches task {made.task!r} with {made.what!r}; name the "
@@ -724,10 +729,12 @@ def _check_one(
             f"{recipe.method!r}"
         )
     elif method is not None and auto is None:
-        checked.notes.append(
-            f"{made.what!r} is not the row's model as inquire names it; compared with "
-            f"{recipe.method!r} as --method says"
+        what = (
+            "the folder does not record its model"
+            if made.model is None and made.reranker is None
+            else f"{made.what!r} is not the row's model as inquire names it"
         )
+        checked.notes.append(f"{what}; compared with {recipe.method!r} as --method says")
     differences += _query_list_differences(Path(folder), made.n_queries)
     checked.notes.extend(differences)
     missing = [c for c, v in checked.ours.items() if v is None and recipe.published[c] is not None]
