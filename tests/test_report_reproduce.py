@@ -504,6 +504,11 @@ def test_hand_edited_summaries_are_named_not_crashed(tmp_path: Path, edit: Any, 
 
 def test_nan_and_infinity_in_a_summary_are_refused(tmp_path: Path) -> None:
     """Python's json writes NaN / Infinity; they are not JSON and never reach --json."""
+    deep = tmp_path / "deep"
+    deep.mkdir()
+    (deep / "summary.json").write_text("[" * 100_000 + "]" * 100_000, encoding="utf-8")
+    (got,) = check_results([deep])
+    assert got.status == "unreadable" and "is not a readable summary" in got.notes[0]
     for i, constant in enumerate(("NaN", "Infinity", "-Infinity")):
         folder = _vit_h(tmp_path, f"c{i}")
         path = folder / "summary.json"

@@ -496,7 +496,7 @@ def read_summary(folder: str | os.PathLike[str]) -> dict[str, Any]:
 
     try:
         summary: dict[str, Any] = json.loads(raw.decode("utf-8"), parse_constant=no_constant)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # nested past any summary
         raise InputError(f"{str(path)!r} is not a readable summary: {exc}") from None
     if not isinstance(summary, dict) or "overall" not in summary or "k" not in summary:
         raise InputError(f"{str(path)!r} lacks 'overall' or 'k': not an inquire result summary")
