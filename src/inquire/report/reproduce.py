@@ -28,6 +28,7 @@ import json
 import math
 import os
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -627,7 +628,7 @@ def _query_list_differences(folder: Path, n_queries: int | None) -> list[str]:
     if ids is None:
         return []
     out = []
-    dup = sorted({q for q in ids if ids.count(q) > 1}) if len(set(ids)) < len(ids) else []
+    dup = sorted(q for q, n in Counter(ids).items() if n > 1)
     if dup:
         out.append(
             f"{PER_QUERY_FILE} lists {len(dup)} query id(s) more than once (e.g. {dup[:3]}): "
