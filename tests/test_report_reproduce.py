@@ -684,3 +684,26 @@ def test_an_evaluate_folder_names_no_model(tmp_path: Path) -> None:
     (m,) = check_results([folder], method="BioCLIP")
     assert m.status == "reproduces"
     assert any("does not record its model; compared with 'BioCLIP'" in n for n in m.notes)
+
+
+def test_an_approximate_index_is_not_the_published_search(tmp_path: Path) -> None:
+    exact = _published("fullrank", "CLIP ViT-H/14-378 (DFN)")
+    cfg = {"task": "fullrank", "model_id": "vit-h-14-378", "search": "exact"}
+    ivf = cfg | {"search": "index:ivf (IVF1024,Flat)"}
+    a = _summary_dir(tmp_path, "exact", cfg, 50, exact)
+    b = _summary_dir(tmp_path, "ivf", ivf, 50, exact)
+    ra, rb = check_results([a, b])
+    assert ra.status == "reproduces"
+    assert rb.status == "not comparable" and any("IVF1024" in n for n in rb.notes)
+    # a two-stage result: its first stage is the folder above it
+    gpt = _published("fullrank", "CLIP ViT-H/14-378 (DFN) top 100 -> GPT-4o")
+    two_cfg = {
+        "task": "fullrank-two-stage",
+        "reranker": "api:gpt-4o-2024-08-06",
+        "first_stage_model": "vit-h-14-378",
+        "from_k": 100,
+    }
+    for first, status in ((a, "reproduces"), (b, "not comparable")):
+        two = _summary_dir(first, "two_stage", two_cfg, 50, gpt)
+        (r,) = check_results([two])
+        assert r.status == status, r.notes

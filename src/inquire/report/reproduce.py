@@ -639,6 +639,25 @@ def _query_list_differences(folder: Path, n_queries: int | None) -> list[str]:
     return out
 
 
+def _search_differences(folder: Path, summary: Mapping[str, Any], recipe: Recipe) -> list[str]:
+    """An approximate index is another computation than INQUIRE's exhaustive search (its
+    ``NaiveKNNIndex``: every image scored). A two-stage folder's first stage is read from the
+    folder above it (``eval fullrank --rerank --out OUT`` writes OUT and OUT/two_stage)."""
+    if recipe.task != "fullrank":
+        return []
+    cfg = summary.get("config") or {}
+    if recipe.from_k is not None and folder.name == TWO_STAGE_FOLDER:
+        try:
+            above = json.loads((folder.parent / SUMMARY_FILE).read_text(encoding="utf-8"))
+            cfg = above.get("config") or {} if isinstance(above, dict) else {}
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+            cfg = {}
+    search = cfg.get("search") if isinstance(cfg, Mapping) else None
+    if search is None or search == "exact":
+        return []
+    return [f"search: {search}; INQUIRE scored every image (exact search): run without --index"]
+
+
 def _check_one(
     folder: str | os.PathLike[str], method: str | None, every: Sequence[Recipe]
 ) -> Checked:
@@ -737,6 +756,7 @@ def _check_one(
         )
         checked.notes.append(f"{what}; compared with {recipe.method!r} as --method says")
     differences += _query_list_differences(Path(folder), made.n_queries)
+    differences += _search_differences(Path(folder), summary, recipe)
     checked.notes.extend(differences)
     missing = [c for c, v in checked.ours.items() if v is None and recipe.published[c] is not None]
     if missing:
