@@ -707,3 +707,28 @@ def test_an_approximate_index_is_not_the_published_search(tmp_path: Path) -> Non
         two = _summary_dir(first, "two_stage", two_cfg, 50, gpt)
         (r,) = check_results([two])
         assert r.status == status, r.notes
+
+
+def test_imported_caches_and_served_api_models_find_their_row(tmp_path: Path) -> None:
+    """The VILA rows say: serve VILA (any organisation prefix the server uses), or import
+    INQUIRE's VILA cache under any cached: name; both find the VILA row."""
+    vila13 = _published("rerank", "VILA1.5-13B")
+    base = {"task": "rerank", "protocol": "inquire-2024", "candidates_per_query": 100}
+    imported = base | {
+        "reranker": "cached:my-vila",
+        "imported_cache": {"file": "x.npy", "model": "Efficient-Large-Model/VILA1.5-13B"},
+    }
+    served = base | {"reranker": "api:Efficient-Large-Model/VILA1.5-13B"}
+    unknown = base | {"reranker": "cached:my-vila"}  # imported from a file of unknown model
+    gpt_cache = base | {
+        "reranker": "cached:gpt",
+        "imported_cache": {"file": "y.npy", "model": "openai-gpt4o20240806"},
+    }
+    folders = [
+        _summary_dir(tmp_path, name, cfg, 100, vila13)
+        for name, cfg in (("imp", imported), ("srv", served), ("unk", unknown))
+    ]
+    folders.append(_summary_dir(tmp_path, "gpt", gpt_cache, 100, _published("rerank", "GPT-4o")))
+    res = check_results(folders)
+    assert [r.method for r in res] == ["VILA1.5-13B", "VILA1.5-13B", None, "GPT-4o"]
+    assert [r.status for r in res] == ["reproduces", "reproduces", "no published row", "reproduces"]

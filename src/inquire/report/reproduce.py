@@ -289,6 +289,7 @@ class Made:
     from_k: int | None
     pool: int | list[int] | None
     failures: int
+    imported_model: str | None = None  # the upstream model of an imported score cache
 
     @property
     def what(self) -> str:
@@ -333,7 +334,39 @@ def made_from(summary: Mapping[str, Any]) -> Made:
         from_k=_integer(cfg.get("from_k"), "config 'from_k'", optional=True),
         pool=pool,
         failures=_integer(cfg.get("failures"), "config 'failures'", optional=True) or 0,
+        imported_model=_imported_model(cfg),
     )
+
+
+def _imported_model(cfg: Mapping[str, Any]) -> str | None:
+    """The reranker id of the upstream model whose released cache a ``cached:`` folder
+    imported (``eval rerank --import-cache``, read from the file's name), if known."""
+    imported = cfg.get("imported_cache")
+    model = imported.get("model") if isinstance(imported, Mapping) else None
+    if not isinstance(model, str):
+        return None
+    from inquire.rerank.protocol import upstream_model
+
+    try:
+        return upstream_model(model).reranker
+    except UnknownNameError:
+        return None
+
+
+def _api_name(reranker: str | None) -> str | None:
+    """An API model as servers name it, without the organisation and case
+    (``api:Efficient-Large-Model/VILA1.5-13B`` -> ``vila1.5-13b``); ``None`` for others."""
+    if not reranker or not reranker.startswith("api:"):
+        return None
+    return reranker[len("api:") :].rsplit("/", 1)[-1].lower()
+
+
+def _same_reranker(row: str | None, made: str | None) -> bool:
+    """The row's reranker and a folder's: the same id, or the same served API model."""
+    if row is None or made is None:
+        return False
+    a, b = _canonical_reranker(row), _canonical_reranker(made)
+    return a == b or (_api_name(a) is not None and _api_name(a) == _api_name(b))
 
 
 def _integer(value: Any, what: str, optional: bool = False) -> Any:
@@ -380,15 +413,20 @@ def _same_row(made: Made, r: Recipe) -> bool:
         return (
             r.task == "fullrank"
             and r.reranker is not None
-            and _canonical_reranker(r.reranker) == _canonical_reranker(made.reranker)
+            and _same_reranker(r.reranker, made.reranker)
             and (made.model is None or _canonical_model(r.model) == _canonical_model(made.model))
         )
     if made.task == "rerank":
         ranker = _canonical_reranker(made.reranker)
         return r.task == "rerank" and (
-            _canonical_reranker(r.reranker) == ranker
+            _same_reranker(r.reranker, made.reranker)
             or (r.cached is not None and ranker == f"cached:{r.cached}")
             or ranker in r.also_matches
+            # INQUIRE's released cache of the row's model, imported under any cached: name
+            or (
+                str(ranker).startswith("cached:")
+                and _same_reranker(r.reranker, made.imported_model)
+            )
         )
     return False
 
