@@ -43,6 +43,12 @@ def fullrank_cmd(
         "--protocol",
         help="Two-stage: reranking protocol (inquire-2024, inquire-sum).",
     ),
+    base_url: str | None = typer.Option(
+        None, "--base-url", help="Two-stage: OpenAI-compatible server of an api: reranker."
+    ),
+    api_key_env: str = typer.Option(
+        "OPENAI_API_KEY", "--api-key-env", help="Two-stage: environment variable with the key."
+    ),
     images: Path | None = typer.Option(
         None, "--images", help="Two-stage: root folder the embeddings' image paths are under."
     ),
@@ -96,6 +102,8 @@ def fullrank_cmd(
         rerank=rerank,
         from_k=from_k,
         protocol=protocol,
+        base_url=base_url,
+        api_key_env=api_key_env,
         images=images,
         allow_failures=allow_failures,
         out=out,

@@ -57,18 +57,51 @@ def eval_rerank_cmd(
         "--number-queries",
         help="Number queries 1..n in file order when the query tables do not match the data.",
     ),
+    import_cache: Path | None = typer.Option(
+        None,
+        "--import-cache",
+        help="With --reranker cached:NAME: first import this INQUIRE model-output cache (.npy, "
+        "e.g. cache/llava-hf--llava-1.5-13b-hf--cache.npy of INQUIRE's repository) as NAME.",
+    ),
+    trust_pickle: bool = typer.Option(
+        False,
+        "--trust-pickle",
+        help="With --import-cache: allow loading the pickle (it can run code: trust it).",
+    ),
 ) -> None:
     """Rerank INQUIRE-Rerank's 100 candidates per query and evaluate (AP over the pool, R =
-    relevant candidates, plus AP@50)."""
+    relevant candidates, plus AP@50). With --import-cache, INQUIRE's released scores are
+    imported and evaluated in one step."""
     from rich.console import Console
 
-    from inquire.data.rerank_set import open_rerank_set
-    from inquire.eval.rerank import check_reranker_id, run_rerank
+    from inquire.data.rerank_set import QUERY_IDS_NUMBERED, open_rerank_set
+    from inquire.errors import InputError
+    from inquire.eval.rerank import (
+        QUERY_ID_SOURCES,
+        check_import_file,
+        check_reranker_id,
+        import_and_evaluate,
+        run_rerank,
+    )
     from inquire.report.table import rerank_table
     from inquire.rerank import RerankOptions
 
     check_reranker_id(reranker)
     check_device_precision(device, precision)
+    if import_cache is not None:
+        if not reranker.startswith("cached:") or not reranker[len("cached:") :]:
+            raise InputError(
+                f"--import-cache imports scores as a cached:NAME reranker, but --reranker is "
+                f"{reranker!r}; pass --reranker cached:NAME (e.g. cached:llava-1.5-13b)"
+            )
+        if not use_cache:
+            raise InputError(
+                "--import-cache stores the imported scores in the score cache and evaluates "
+                "them from there: drop --no-cache"
+            )
+        check_import_file(import_cache, trust_pickle)  # before reading (or downloading) data
+    elif trust_pickle:
+        raise InputError("--trust-pickle only applies to --import-cache FILE")
     rs = open_rerank_set(split, data, queries, number_queries)
     opts = RerankOptions(
         device=device,
@@ -80,23 +113,46 @@ def eval_rerank_cmd(
         top_logprobs=top_logprobs,
         protocol=protocol,
     )
-    result = run_rerank(
-        rs,
-        reranker,
-        opts,
-        cache=use_cache,
-        seed=seed,
-        allow_failures=allow_failures,
-        config={"split": None if data else split},
-    )
+    config = {"split": None if data else split}
+    if import_cache is not None:
+        result = import_and_evaluate(
+            rs,
+            import_cache,
+            reranker[len("cached:") :],
+            trust_pickle=trust_pickle,
+            protocol=protocol,
+            allow_failures=allow_failures,
+            config=config,
+            out_dir=out,
+        )
+    else:
+        result = run_rerank(
+            rs,
+            reranker,
+            opts,
+            cache=use_cache,
+            seed=seed,
+            allow_failures=allow_failures,
+            config=config,
+            out_dir=out,
+        )
     console = Console()
+    if import_cache is not None:
+        imp = result.result.config["imported_cache"]
+        typer.echo(
+            f"imported {imp['imported']} scores from {import_cache} as {reranker} (skipped: "
+            f"{imp['skipped_image']} unknown images, {imp['skipped_query']} unknown prompts, "
+            f"{imp['skipped_value']} non-numeric values; {imp['refused_scored_0']} refused "
+            f"requests scored 0) under protocol {protocol}"
+        )
+    if rs.query_ids_from == QUERY_IDS_NUMBERED:
+        typer.echo(f"note: query ids {QUERY_ID_SOURCES[QUERY_IDS_NUMBERED]}; pass --queries CSV")
     console.print(rerank_table(result, f"INQUIRE-Rerank ({split}): {result.run.name}"))
     if result.expected_random is not None:
         console.print(f"expected AP of a random order: {100 * result.expected_random:.1f}")
     if len(result.failures):
         console.print(f"[red]{len(result.failures)} candidates failed and were ranked last[/]")
     if out is not None:
-        result.save(out)
         typer.echo(f"results: {out}")
 
 

@@ -23,17 +23,26 @@ def reproduce_cmd(
         None, help="With --check: the published row to compare with (default: from the config)."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
-    strict: bool = typer.Option(
-        False, "--strict", help="With --check: exit 1 unless every folder is within rounding."
+    report_only: bool = typer.Option(
+        False,
+        "--report-only",
+        help="With --check: exit 0 even when a folder does not reproduce its row (a folder "
+        "that cannot be read still exits 2).",
     ),
 ) -> None:
     """List every published INQUIRE row with the command that reproduces it, or --check results.
 
-    Published values have one decimal: a result reproduces one when it is within 0.05.
+    Published values have one decimal: a result reproduces one when it was made as the row was
+    (model, protocol, whole split, k, pool) and is within 0.05. --check reports every folder,
+    then exits 2 if one could not be read (no summary.json, not a result summary), else 1
+    unless every folder reproduces its row (--report-only: 0).
     """
     from inquire.report.reproduce import (
         PLACEHOLDERS,
+        REPRODUCES,
         ROUNDING,
+        UNREADABLE,
+        all_reproduce,
         check_results,
         format_value,
         recipes,
@@ -51,19 +60,28 @@ def reproduce_cmd(
             typer.echo(json.dumps([r.as_dict() for r in results], indent=2))
         else:
             for r in results:
+                if r.status == UNREADABLE:
+                    typer.secho(f"{r.folder}: UNREADABLE: {r.notes[0]}", fg="red", err=True)
+                    continue
+                made = r.model + (f" ({r.protocol})" if r.protocol else "") if r.model else "?"
                 head = f"{r.folder}: {r.task} / {r.method or '(no published row)'}, k={r.k}"
-                typer.echo(head)
+                typer.echo(f"{head}, {r.n_queries} queries, made with {made}")
                 for col, pub in r.published.items():
                     ours, diff = r.ours.get(col), r.diff.get(col)
                     typer.echo(
                         f"  {col:<12} published {format_value(pub):>5}   ours "
                         f"{format_value(ours, 2):>6}   diff {format_value(diff, 2):>6}"
                     )
-                verdict = "within" if r.within else "NOT within"
-                typer.echo(f"  {verdict} the published rounding (+-{ROUNDING})")
+                typer.echo(f"  {_VERDICTS[r.status].format(rounding=ROUNDING)}")
                 for note in r.notes:
                     typer.echo(f"  note: {note}")
-        if strict and not all(r.within for r in results):
+            n_ok = sum(r.status == REPRODUCES for r in results)
+            n_bad = sum(r.status == UNREADABLE for r in results)
+            unread = f"; {n_bad} could not be read" if n_bad else ""
+            typer.echo(f"{n_ok} of {len(results)} folders reproduce their published row{unread}")
+        if any(r.status == UNREADABLE for r in results):
+            raise typer.Exit(2)
+        if not report_only and not all_reproduce(results):
             raise typer.Exit(1)
         return
     rows = recipes(task)
@@ -71,8 +89,9 @@ def reproduce_cmd(
         typer.echo(json.dumps([rec.as_dict() for rec in rows], indent=2))
         return
     typer.echo("Paths the commands use (set these environment variables first):")
+    width = max(map(len, PLACEHOLDERS))
     for name, what in PLACEHOLDERS.items():
-        typer.echo(f"  {name:<14} {what}")
+        typer.echo(f"  {name:<{width}} {what}")
     current = None
     for rec in rows:
         if rec.task != current:
@@ -94,8 +113,21 @@ def reproduce_cmd(
             typer.echo("    without a GPU, from INQUIRE's released scores:")
             for cmd in rec.without_gpu:
                 typer.echo(f"    {cmd}")
+        for folder in rec.check:
+            typer.echo(f"    check: inquire reproduce --check {folder}")
         if rec.note:
             typer.echo(f"    note: {rec.note}")
+
+
+_VERDICTS = {
+    "reproduces": "REPRODUCES: made as the row was, every value within the published rounding "
+    "(+-{rounding})",
+    "differs": "DIFFERS: made as the row was, but NOT within the published rounding (+-{rounding})",
+    "not comparable": "NOT COMPARABLE: not made as the published row was (see the notes)",
+    "other protocol": "OTHER PROTOCOL: the row's model under another rerank protocol; not compared",
+    "no published row": "NO PUBLISHED ROW matches this folder",
+    "unreadable": "UNREADABLE: not a results folder (see the note)",
+}
 
 
 def register(app: typer.Typer) -> None:

@@ -74,6 +74,10 @@ UPSTREAM_COLUMNS = (
     "rights_holder",
 )
 SPLITS = {"val": "rerank-val", "test": "rerank-test"}
+# RerankSet.query_ids_from: a query_id column of the files, INQUIRE's query table, or 1..n
+QUERY_IDS_FROM_DATA = "data"
+QUERY_IDS_FROM_TABLE = "query table"
+QUERY_IDS_NUMBERED = "numbered"
 CANDIDATES_PER_QUERY = 100
 
 
@@ -90,6 +94,8 @@ class RerankSet:
     candidates: pd.DataFrame
     queries: pd.DataFrame
     paths: tuple[Path, ...]
+    # Where the query ids come from: QUERY_IDS_FROM_DATA, _FROM_TABLE or _NUMBERED.
+    query_ids_from: str = "data"
 
     def __post_init__(self) -> None:
         self._groups: dict[int, pd.DataFrame] = {
@@ -200,9 +206,16 @@ def read_rerank_set(
     raw = pd.concat(frames, ignore_index=True)
     if "query_id" in raw.columns and raw["query_id"].notna().all():
         qid = raw["query_id"].astype(np.int64)
+        source = QUERY_IDS_FROM_DATA
     else:
         texts = raw["query"].drop_duplicates().tolist()
-        qid = raw["query"].map(_query_ids(texts, queries, number_queries))
+        ids = _query_ids(texts, queries, number_queries)
+        qid = raw["query"].map(ids)
+        # _query_ids numbers the queries when there is no table or a text is not in it
+        numbered = queries is None or any(
+            str(t).strip() not in _table_texts(queries) for t in texts
+        )
+        source = QUERY_IDS_NUMBERED if numbered else QUERY_IDS_FROM_TABLE
     candidates = pd.DataFrame(
         {
             "query_id": qid.astype(np.int64),
@@ -233,7 +246,11 @@ def read_rerank_set(
     for col in ("supercategory", "category", "iconic_group"):
         # The same rule as read_queries: empty or blank -> the named UNKNOWN_GROUP.
         qtable[col] = qtable[col].fillna("").astype(str).str.strip().replace("", UNKNOWN_GROUP)
-    return RerankSet(candidates=candidates, queries=qtable, paths=resolved)
+    return RerankSet(candidates=candidates, queries=qtable, paths=resolved, query_ids_from=source)
+
+
+def _table_texts(queries: pd.DataFrame) -> set[str]:
+    return {str(t).strip() for t in queries["query_text"]}
 
 
 def _query_ids(

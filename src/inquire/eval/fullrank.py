@@ -431,6 +431,28 @@ def run_image_paths(store: EmbeddingStore, qrels: Qrels) -> dict[int, str]:
     return {int(i): p for i, p in zip(ids.tolist(), meta_paths, strict=True)}
 
 
+def data_files(
+    split: str | None,
+    queries: str | os.PathLike[str] | None = None,
+    annotations: str | os.PathLike[str] | None = None,
+) -> dict[str, str]:
+    """The query and annotations files an evaluation reads, as absolute paths for its config:
+    ``queries`` / ``annotations`` when given, else INQUIRE's downloaded files of ``split``
+    (fetched from the data cache). Reports and the web page read the relevance labels from
+    the ``annotations`` a result's config names, to draw precision-recall curves."""
+    from inquire.data.download import fetch
+
+    out = {}
+    if queries is not None:
+        out["queries"] = str(Path(queries).resolve())
+    elif split is not None:
+        out["queries"] = str(fetch(f"queries-{split}").resolve())
+    out["annotations"] = str(
+        Path(annotations).resolve() if annotations is not None else fetch("annotations").resolve()
+    )
+    return out
+
+
 def evaluate_fullrank(
     model_id: str,
     queries: str | pd.DataFrame,
@@ -473,6 +495,8 @@ def evaluate_fullrank(
         raise InputError(f"k_max ({k_max}) must be at least k ({k}) to evaluate the top {k}")
     split = queries if isinstance(queries, str) else None
     query_df = load_queries(queries) if isinstance(queries, str) else queries
+    # INQUIRE's files when they are what is read here (else the caller names its own)
+    files = data_files(split) if split is not None and qrels is None else {}
     qrels = qrels if qrels is not None else load_qrels()
     store = EmbeddingStore(embeddings)
     check_unique_ids(store)
@@ -504,6 +528,7 @@ def evaluate_fullrank(
         "search": "exact" if ann is None else f"index:{ann.name} ({ann.info.get('factory')})",
         "index_params": dict(index_params or {}),
         "image_ids": "metadata" if image_ids is None else "joined on image_path",
+        **files,
         **dict(config_extra or {}),
     }
     result = evaluate(run, qrels, query_df, k=k, config=cfg)

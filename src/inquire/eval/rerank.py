@@ -27,7 +27,7 @@ import pandas as pd
 
 from inquire._io import atomic_open, check_output_folder, write_json
 from inquire.data.rerank_set import RerankSet
-from inquire.errors import InquireError, UnknownNameError
+from inquire.errors import InputError, InquireError, UnknownNameError
 from inquire.eval.evaluate import EvalResult, evaluate
 from inquire.run import Run
 
@@ -36,6 +36,13 @@ log = logging.getLogger(__name__)
 POOL_K = 100
 SHORT_K = 50
 FAILURES_FILE = "failures.csv"
+# How a rerank set's query ids were obtained (RerankSet.query_ids_from), as the result says.
+QUERY_ID_SOURCES = {
+    "data": "the query_id column of the data",
+    "query table": "INQUIRE's query table, matched on the query text",
+    "numbered": "numbered 1..n in file order (the data carry no query_id and no query table "
+    "was given): ids do not join with INQUIRE's, and the seeded random baseline differs",
+}
 
 
 class RerankFailuresError(InquireError):
@@ -224,10 +231,18 @@ def evaluate_rerank(
     if baseline is not None and baseline.name == "random":
         sizes = {q: len(rerank_set.pool(q)) for q in qids}
         expected = float(np.mean([expected_random_ap(sizes[q], n_rel[q], POOL_K) for q in qids]))
+    sizes_all = sorted({len(rerank_set.pool(q)) for q in rerank_set.query_ids})
     cfg = {
         "task": "rerank",
         "ranker": name,
         "seed": seed,
+        # one number when every pool has the same size, else [smallest, largest]
+        "candidates_per_query": (
+            sizes_all[0] if len(sizes_all) == 1 else [sizes_all[0], sizes_all[-1]]
+        ),
+        "query_ids": QUERY_ID_SOURCES.get(
+            rerank_set.query_ids_from, str(rerank_set.query_ids_from)
+        ),
         # absolute, so the web page can serve the candidates' images from these files
         "files": [str(Path(p).resolve()) for p in rerank_set.paths],
         "R": "relevant candidates in the pool",
@@ -309,6 +324,99 @@ def run_rerank(
     if out_dir is not None:
         result.save(out_dir)
     return result
+
+
+def check_import_file(npy_path: str | os.PathLike[str], trust_pickle: bool) -> Path:
+    """Refuse an import before any work (reading or downloading the Rerank data): an untrusted
+    pickle (``trust_pickle`` false), or ``npy_path`` that is not a file. Returns the path."""
+    from inquire.rerank.cache import PICKLE_REFUSAL
+
+    path = Path(npy_path)
+    if not trust_pickle:
+        raise InputError(PICKLE_REFUSAL.format(path=str(path)))
+    if path.is_dir():
+        raise InputError(
+            f"score cache {str(path)!r} is a folder; pass the released .npy file itself "
+            f"(e.g. cache/llava-hf--llava-1.5-13b-hf--cache.npy in INQUIRE's repository)"
+        )
+    if not path.is_file():
+        raise InputError(f"score cache {str(path)!r} does not exist")
+    return path
+
+
+def import_and_evaluate(
+    rerank_set: RerankSet,
+    npy_path: str | os.PathLike[str],
+    name: str,
+    *,
+    trust_pickle: bool = False,
+    protocol: str | None = None,
+    model: str | None = None,
+    prompt_template: str | None = None,
+    cache: Any = True,
+    allow_failures: bool = False,
+    progress: bool = True,
+    config: dict[str, Any] | None = None,
+    out_dir: str | os.PathLike[str] | None = None,
+) -> RerankResult:
+    """Import INQUIRE's released model-output cache ``npy_path`` as reranker
+    ``cached:<name>`` and evaluate it on ``rerank_set``, in one step (``inquire eval rerank
+    --reranker cached:NAME --import-cache FILE``).
+
+    The import is :func:`inquire.rerank.cache.import_as_cached_reranker` (a pickle: refused
+    unless ``trust_pickle``; ``model`` / ``prompt_template`` map its prompts to queries) into
+    ``cache`` (``True``: the default score cache; a path: a cache file there), under
+    ``protocol``; the evaluation is :func:`run_rerank` reading the same cache. The result's
+    config records the file and the import's counts (``imported_cache``).
+    """
+    from inquire.rerank.cache import import_as_cached_reranker
+
+    if cache is False or cache is None:
+        raise InputError(
+            "importing a score cache needs the score cache: drop --no-cache (or pass a cache "
+            "file) to evaluate imported scores"
+        )
+    check_import_file(npy_path, trust_pickle)
+    if out_dir is not None:  # an unusable folder fails before the import, not after it
+        check_output_folder(out_dir, "result folder")
+    report, target = import_as_cached_reranker(
+        npy_path,
+        name,
+        rerank_set,
+        protocol=protocol,
+        trust_pickle=trust_pickle,
+        prompt_template=prompt_template,
+        model=model,
+        cache_path=None if cache is True else cache,
+    )
+    log.info("imported %d scores from %s as %s", report.imported, npy_path, target.reranker_id)
+    if report.imported == 0:
+        # nothing to evaluate: say why here, not as "every candidate failed" afterwards
+        raise InputError(
+            f"no score in {str(npy_path)!r} matches the candidates: "
+            f"{report.skipped_image} entries name an image not in the pools, "
+            f"{report.skipped_query} a prompt that names no query, {report.skipped_value} hold "
+            f"no score; pass INQUIRE's released cache (a dict keyed "
+            f"'{{image_name}}--{{prompt}}') for the same Rerank split"
+        )
+    imported = {
+        "file": str(Path(npy_path).resolve()),
+        "imported": report.imported,
+        "skipped_image": report.skipped_image,
+        "skipped_query": report.skipped_query,
+        "skipped_value": report.skipped_value,
+        "refused_scored_0": report.refused,
+        "model": report.model,
+    }
+    return run_rerank(
+        rerank_set,
+        target,
+        cache=cache,
+        allow_failures=allow_failures,
+        progress=progress,
+        config={**(config or {}), "imported_cache": imported},
+        out_dir=out_dir,
+    )
 
 
 def run_label(reranker: Any) -> str:

@@ -296,6 +296,8 @@ def run_fullrank(
     rerank: str | Reranker | None = None,
     from_k: int = 100,
     protocol: str = "inquire-2024",
+    base_url: str | None = None,
+    api_key_env: str = "OPENAI_API_KEY",
     images: str | os.PathLike[str] | None = None,
     allow_failures: bool = False,
     out: str | os.PathLike[str] | None = None,
@@ -312,7 +314,8 @@ def run_fullrank(
     ``model_id`` it should be). The first stage retrieves the top ``k_max`` (default ``k``;
     at least ``from_k`` when reranking) exactly or with the faiss ``index`` and evaluates the
     top ``k`` (:func:`inquire.eval.fullrank.evaluate_fullrank`). With ``rerank`` (a reranker
-    id or a loaded reranker, ``protocol`` for ids), the top ``from_k`` are reranked using the
+    id or a loaded reranker, ``protocol`` for ids; ``base_url`` / ``api_key_env`` for an
+    ``api:`` reranker's server), the top ``from_k`` are reranked using the
     image files under ``images`` and the top ``k`` evaluated again (:func:`run_two_stage`).
 
     ``out``: the first stage's result folder; the two-stage one goes to ``out/two_stage``.
@@ -322,7 +325,7 @@ def run_fullrank(
     """
     from inquire.data.qrels import load_qrels, read_qrels
     from inquire.data.queries import load_queries, read_queries
-    from inquire.eval.fullrank import evaluate_fullrank
+    from inquire.eval.fullrank import data_files, evaluate_fullrank
     from inquire.index.screen import check_screen
 
     if rerank is not None:
@@ -350,6 +353,21 @@ def run_fullrank(
         qrels = annotations
     else:
         qrels = read_qrels(annotations) if annotations is not None else load_qrels()
+    # the files read, so reports and the web page find the labels (precision-recall curves)
+    files: dict[str, Any] = {
+        "queries": query_source,
+        "split": None if queries is not None else split,
+    }
+    if not isinstance(queries, pd.DataFrame) and not isinstance(annotations, Qrels):
+        files.update(
+            data_files(
+                files["split"],
+                None if queries is None else queries,
+                None if annotations is None else annotations,
+            )
+        )
+    elif annotations is not None and not isinstance(annotations, Qrels):
+        files["annotations"] = str(Path(annotations).resolve())
     first_k = max(k_max or k, from_k) if rerank is not None else k_max
     first, run = evaluate_fullrank(
         model,
@@ -367,10 +385,7 @@ def run_fullrank(
         precision=precision,
         batch_size=batch_size,
         screen=screen,
-        config_extra={
-            "queries": query_source,
-            "split": None if queries is not None else split,
-        },
+        config_extra=files,
     )
     if on_first_stage is not None:
         on_first_stage(first)
@@ -387,10 +402,16 @@ def run_fullrank(
         query_df,
         k=k,
         from_k=from_k,
-        options=RerankOptions(device=device, precision=precision, protocol=protocol),
+        options=RerankOptions(
+            device=device,
+            precision=precision,
+            protocol=protocol,
+            base_url=base_url,
+            api_key_env=api_key_env,
+        ),
         allow_failures=allow_failures,
         progress=progress,
         out_dir=None if out is None else Path(out) / "two_stage",
-        config_extra={"first_stage_model": model},
+        config_extra={"first_stage_model": model, **files},
     )
     return FullrankResult(first, run, two)

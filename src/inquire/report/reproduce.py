@@ -2,22 +2,34 @@
 
 Every row of ``leaderboard.json`` (the single source of the published numbers) carries a
 ``reproduce`` entry: the embedding model (Fullrank), the reranker (Rerank, two-stage), an
-OpenAI-compatible server when the model has no local class (VILA), and INQUIRE's released
-score cache where one exists. :func:`recipes` turns them into the exact ``inquire`` commands;
-:func:`check_results` sets result folders written by ``inquire eval ...`` beside the
-published numbers.
+OpenAI-compatible server when the model has no local class (VILA), INQUIRE's released
+score cache where one exists, and the ids of other builds of the same model that do not give
+the published numbers (``other_builds``). :func:`recipes` turns them into the exact
+``inquire`` commands; :func:`check_results` sets result folders written by those commands
+beside the published numbers.
 
-Published values have one decimal, so a result reproduces a value when
+A folder reproduces a row when it was made the way the row was (:func:`check_results`):
+
+- the same model, and for a large multimodal model the same rerank protocol (the default,
+  ``inquire-2024``); model and protocol are separate fields of the folder's config;
+- the whole published split (its split and its number of queries), the published k, and for
+  two-stage rows the same first stage and pool (``from_k``); a Rerank folder's pools hold the
+  published 100 candidates;
+- no candidate left unscored;
+
+and every published value is within the published rounding: values have one decimal, so
 ``|ours x 100 - published| <= 0.05`` (:data:`ROUNDING`).
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
 import re
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,13 +40,28 @@ from inquire.report.leaderboard import _document
 ROUNDING = 0.05  # half a unit of the published last decimal
 _EPS = 1e-9  # float noise on the boundary (35.65 - 35.6 is 0.05000000000000071)
 SUMMARY_FILE = "summary.json"
+PER_QUERY_FILE = "per_query.csv"
+TWO_STAGE_FOLDER = "two_stage"  # where `eval fullrank --rerank --out OUT` writes the result
 # The environment variables the commands use for the user's own paths.
 PLACEHOLDERS = {
     "$INAT24": "the iNat24 folder (holding train/)",
     "$EMB": "a folder for embeddings (INQUIRE's published ones unpacked, or `inquire embed`)",
     "$INQUIRE_REPO": "a clone of github.com/inquire-benchmark/INQUIRE (its score caches)",
     "$VILA_URL": "an OpenAI-compatible server running VILA (e.g. http://localhost:8000/v1)",
+    "$INQUIRE_WILDCLIP_DIR": "read by inquire: the folder holding WildCLIP's checkpoints "
+    "(wildclip_vitb16_t1.pth, wildclip_vitb16_t1t7_lwf.pth)",
 }
+
+# What a check concluded about one folder (Checked.status).
+REPRODUCES = "reproduces"
+DIFFERS = "differs"  # made as the row was, a value beyond the rounding
+NOT_COMPARABLE = "not comparable"  # other split, subset, k, pool, failures
+OTHER_PROTOCOL = "other protocol"  # the row's model under another rerank protocol
+NO_ROW = "no published row"
+UNREADABLE = "unreadable"  # no summary.json, or one that is not an inquire result summary
+STATUSES = (REPRODUCES, DIFFERS, NOT_COMPARABLE, OTHER_PROTOCOL, NO_ROW, UNREADABLE)
+# Reranker kinds whose scores depend on the rerank protocol.
+_PROTOCOL_KINDS = ("vlm:", "api:", "cached:")
 
 
 @dataclass(frozen=True)
@@ -44,8 +71,11 @@ class Recipe:
     ``published``: column (``overall`` and supercategories) -> value x100 (``None`` where not
     published). ``commands``: shell lines to run in order (empty when no command evaluates
     the row). ``without_gpu``: an alternative from INQUIRE's released score cache, if any.
+    ``check``: the results folder the commands write, to pass to ``inquire reproduce --check``.
     ``model`` / ``reranker``: what a results folder must name to match this row (or one of
-    ``also_matches``, e.g. ``clip_score`` for the model that retrieved the Rerank pools).
+    ``also_matches``, e.g. ``clip_score`` for the model that retrieved the Rerank pools);
+    ``other_builds``: ids of other builds of the model, which do not give the published
+    numbers, and why.
     """
 
     task: str
@@ -60,6 +90,8 @@ class Recipe:
     cached: str | None = None
     from_k: int | None = None
     also_matches: tuple[str, ...] = ()
+    other_builds: tuple[tuple[str, str], ...] = ()
+    check: tuple[str, ...] = ()
 
     @property
     def slug(self) -> str:
@@ -75,6 +107,7 @@ class Recipe:
             "published": self.published,
             "commands": list(self.commands),
             "without_gpu": list(self.without_gpu),
+            "check": list(self.check),
             "note": self.note,
         }
 
@@ -89,10 +122,11 @@ def _device(reranker: str) -> str:
 
 def _fullrank_commands(
     method: str, rep: dict[str, Any], split: str, published: Sequence[str]
-) -> tuple[str, ...]:
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The commands of a Fullrank row and the folder they write."""
     model = rep.get("model")
     if model is None:
-        return ()
+        return (), ()
     slug = _slug(method)
     emb = f"$EMB/{model if model in published else _slug(model)}"
     cmds = []
@@ -102,39 +136,43 @@ def _fullrank_commands(
         )
     reranker = rep.get("reranker")
     if reranker is None:
+        out = f"results/fullrank/{slug}"
         cmds.append(
             f"inquire eval fullrank --model {model} --embeddings {emb} --split {split} --k 50 "
-            f"--out results/fullrank/{slug}"
+            f"--out {out}"
         )
-    else:
-        cmds.append(
-            f"inquire eval fullrank --model {model} --embeddings {emb} --split {split} --k 50 "
-            f"--k-max {rep['from_k']} --rerank {reranker} --from-k {rep['from_k']} "
-            f"--images $INAT24{_device(reranker)} --out results/two-stage/{slug}"
-        )
-    return tuple(cmds)
+        return tuple(cmds), (out,)
+    out = f"results/two-stage/{slug}"
+    server = " --base-url $VILA_URL" if rep.get("server") else ""
+    cmds.append(
+        f"inquire eval fullrank --model {model} --embeddings {emb} --split {split} --k 50 "
+        f"--k-max {rep['from_k']} --rerank {reranker} --from-k {rep['from_k']} "
+        f"--images $INAT24{_device(reranker)}{server} --out {out}"
+    )
+    return tuple(cmds), (f"{out}/{TWO_STAGE_FOLDER}",)
 
 
 def _rerank_commands(
     method: str, rep: dict[str, Any], split: str
-) -> tuple[tuple[str, ...], tuple[str, ...]]:
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """The commands of a Rerank row, the released-cache alternative, the folders written."""
     reranker = rep["reranker"]
     slug = _slug(method)
     server = " --base-url $VILA_URL" if rep.get("server") else ""
+    out = f"results/rerank/{slug}"
     main = (
         f"inquire eval rerank --reranker {reranker} --split {split}{_device(reranker)}{server} "
-        f"--out results/rerank/{slug}",
+        f"--out {out}",
     )
     cache = rep.get("cache")
     if not cache:
-        return main, ()
+        return main, (), (out,)
+    # One command: import INQUIRE's released outputs into the score cache, then evaluate.
     alt = (
-        f"inquire rerank import-cache $INQUIRE_REPO/{cache['file']} --name {cache['name']} "
-        f"--trust-pickle --split {split}",
-        f"inquire eval rerank --reranker cached:{cache['name']} --split {split} "
-        f"--out results/rerank/{slug}-cached",
+        f"inquire eval rerank --reranker cached:{cache['name']} --import-cache "
+        f"$INQUIRE_REPO/{cache['file']} --trust-pickle --split {split} --out {out}-cached",
     )
-    return main, alt
+    return main, alt, (out, f"{out}-cached")
 
 
 def task_info(task: str) -> dict[str, Any]:
@@ -146,10 +184,33 @@ def task_info(task: str) -> dict[str, Any]:
     return info
 
 
+def _reproduce_doc() -> dict[str, Any]:
+    rep: dict[str, Any] = _document().get("reproduce", {})
+    return rep
+
+
+def published_split() -> str:
+    """The split the published numbers are on (``test``)."""
+    return str(_reproduce_doc().get("split", "test"))
+
+
+def published_protocol() -> str:
+    """The rerank protocol the published LMM rows were made under (``inquire-2024``)."""
+    from inquire.rerank.protocol import DEFAULT_PROTOCOL
+
+    return str(_reproduce_doc().get("protocol", DEFAULT_PROTOCOL))
+
+
+def expected_queries(task: str, split: str) -> int | None:
+    """How many queries a whole ``split`` of ``task`` (fullrank / rerank) has."""
+    n = _reproduce_doc().get("queries", {}).get(task, {}).get(split)
+    return None if n is None else int(n)
+
+
 def recipes(task: str | None = None) -> list[Recipe]:
     """One :class:`Recipe` per published row, in leaderboard order (``task`` = one task)."""
     doc = _document()
-    split = doc.get("reproduce", {}).get("split", "test")
+    split = published_split()
     from inquire.embed.models import published_embeddings
 
     published = published_embeddings()
@@ -161,9 +222,9 @@ def recipes(task: str | None = None) -> list[Recipe]:
             rep = row.get("reproduce", {})
             without_gpu: tuple[str, ...] = ()
             if name == "rerank":
-                commands, without_gpu = _rerank_commands(row["method"], rep, split)
+                commands, without_gpu, check = _rerank_commands(row["method"], rep, split)
             else:
-                commands = _fullrank_commands(row["method"], rep, split, published)
+                commands, check = _fullrank_commands(row["method"], rep, split, published)
             cache = rep.get("cache") or {}
             out.append(
                 Recipe(
@@ -179,18 +240,20 @@ def recipes(task: str | None = None) -> list[Recipe]:
                     cached=cache.get("name"),
                     from_k=rep.get("from_k"),
                     also_matches=tuple(rep.get("also_matches", ())),
+                    other_builds=tuple((rep.get("other_builds") or {}).items()),
+                    check=check,
                 )
             )
     return out
 
 
 def _canonical_model(model_id: str | None) -> str | None:
-    """An alias and the model id it stands for compare equal."""
+    """An alias (or INQUIRE's own id) and the model id it stands for compare equal."""
     if model_id is None:
         return None
-    from inquire.embed.models import ALIASES
+    from inquire.embed.models import ALIASES, UPSTREAM_NAMES
 
-    return ALIASES.get(model_id, model_id)
+    return ALIASES.get(model_id) or UPSTREAM_NAMES.get(model_id, model_id)
 
 
 def _canonical_reranker(reranker_id: str | None) -> str | None:
@@ -201,13 +264,204 @@ def _canonical_reranker(reranker_id: str | None) -> str | None:
     return reranker_id
 
 
+def _split_protocol(ranker: str) -> tuple[str, str | None]:
+    """``"api:gpt-4o-2024-08-06 (inquire-2024)"`` -> ``("api:gpt-4o-2024-08-06",
+    "inquire-2024")``: the run name of a reranker that follows a protocol carries it."""
+    m = re.fullmatch(r"(?P<id>.+?) \((?P<protocol>[\w.-]+)\)", ranker)
+    return (m.group("id"), m.group("protocol")) if m else (ranker, None)
+
+
+@dataclass(frozen=True)
+class Made:
+    """How a results folder was made, read from its ``summary.json`` config.
+
+    ``model``: the embedding model (Fullrank) or the first stage (two-stage); ``reranker``:
+    the reranker id without its protocol, or a baseline name; ``protocol``: the rerank
+    protocol (``None`` for CLIP scorers and baselines, or when not recorded).
+    """
+
+    task: str  # fullrank | fullrank-two-stage | rerank
+    model: str | None
+    reranker: str | None
+    protocol: str | None
+    split: str | None
+    n_queries: int | None
+    from_k: int | None
+    pool: int | list[int] | None
+    failures: int
+    imported_model: str | None = None  # the upstream model of an imported score cache
+
+    @property
+    def what(self) -> str:
+        """The model or reranker, as the folder names it."""
+        return str(self.reranker or self.model or "?")
+
+
+def made_from(summary: Mapping[str, Any]) -> Made:
+    """The :class:`Made` of a result summary (what :func:`read_summary` returns)."""
+    cfg = summary.get("config") or {}
+    if not isinstance(cfg, Mapping):
+        raise InputError(f"'config' is a {type(cfg).__name__}; expected an object")
+
+    def text(key: str) -> str | None:
+        value = cfg.get(key)
+        if value is None or isinstance(value, str):
+            return value
+        raise InputError(f"config {key!r} is {value!r}; expected a string")
+
+    task = text("task") or ""
+    model = text("model_id") if task == "fullrank" else text("first_stage_model")
+    reranker: str | None = None
+    protocol = text("protocol")
+    if task == "rerank":
+        ranker, suffix = _split_protocol(text("ranker") or "")
+        reranker = text("reranker") or ranker or None
+        protocol = protocol or suffix
+    elif task == "fullrank-two-stage":
+        reranker = text("reranker")
+    pool = cfg.get("candidates_per_query")
+    if isinstance(pool, list):
+        pool = [_integer(v, "config 'candidates_per_query'") for v in pool]
+    elif pool is not None:
+        pool = _integer(pool, "config 'candidates_per_query'")
+    return Made(
+        task=task,
+        model=model,
+        reranker=reranker,
+        protocol=protocol,
+        split=text("split"),
+        n_queries=_integer(summary.get("n_queries"), "'n_queries'", optional=True),
+        from_k=_integer(cfg.get("from_k"), "config 'from_k'", optional=True),
+        pool=pool,
+        failures=_integer(cfg.get("failures"), "config 'failures'", optional=True) or 0,
+        imported_model=_imported_model(cfg),
+    )
+
+
+def _imported_model(cfg: Mapping[str, Any]) -> str | None:
+    """The reranker id of the upstream model whose released cache a ``cached:`` folder
+    imported (``eval rerank --import-cache``, read from the file's name), if known."""
+    imported = cfg.get("imported_cache")
+    model = imported.get("model") if isinstance(imported, Mapping) else None
+    if not isinstance(model, str):
+        return None
+    from inquire.rerank.protocol import upstream_model
+
+    try:
+        return upstream_model(model).reranker
+    except UnknownNameError:
+        return None
+
+
+def _api_name(reranker: str | None) -> str | None:
+    """An API model as servers name it, without the organisation and case
+    (``api:Efficient-Large-Model/VILA1.5-13B`` -> ``vila1.5-13b``); ``None`` for others."""
+    if not reranker or not reranker.startswith("api:"):
+        return None
+    return reranker[len("api:") :].rsplit("/", 1)[-1].lower()
+
+
+def _same_reranker(row: str | None, made: str | None) -> bool:
+    """The row's reranker and a folder's: the same id, or the same served API model."""
+    if row is None or made is None:
+        return False
+    a, b = _canonical_reranker(row), _canonical_reranker(made)
+    return a == b or (_api_name(a) is not None and _api_name(a) == _api_name(b))
+
+
+def _integer(value: Any, what: str, optional: bool = False) -> Any:
+    """``value`` as an int: a JSON integer (or a float with an integral value); ``None`` when
+    ``optional`` and absent. Anything else (a string, a bool, 50.5, NaN) is an
+    :class:`InputError` naming ``what``."""
+    if value is None and optional:
+        return None
+    if (
+        isinstance(value, float)
+        and math.isfinite(value)
+        and value.is_integer()
+        and abs(value) < 2**53
+    ):
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise InputError(f"{what} is {value!r}; expected a whole number")
+
+
+def _metric(value: Any, where: str) -> float:
+    """A metric value of a summary: a finite number in [0, 1] (AP and the others are
+    fractions), else an :class:`InputError` naming ``where``."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        x = float(value)
+        if math.isfinite(x) and 0.0 <= x <= 1.0:
+            return x
+    raise InputError(f"{where} is {value!r}; expected a number between 0 and 1 (a fraction)")
+
+
+def _row_task(made: Made) -> str:
+    return "rerank" if made.task == "rerank" else "fullrank"
+
+
+def _same_row(made: Made, r: Recipe) -> bool:
+    """Whether ``made`` names the model (and first stage) of row ``r``."""
+    if made.task == "fullrank":
+        return (
+            r.task == "fullrank"
+            and r.reranker is None
+            and (_canonical_model(r.model) == _canonical_model(made.model))
+        )
+    if made.task == "fullrank-two-stage":
+        return (
+            r.task == "fullrank"
+            and r.reranker is not None
+            and _same_reranker(r.reranker, made.reranker)
+            and (made.model is None or _canonical_model(r.model) == _canonical_model(made.model))
+        )
+    if made.task == "rerank":
+        ranker = _canonical_reranker(made.reranker)
+        return r.task == "rerank" and (
+            _same_reranker(r.reranker, made.reranker)
+            or (r.cached is not None and ranker == f"cached:{r.cached}")
+            or ranker in r.also_matches
+            # INQUIRE's released cache of the row's model, imported under any cached: name
+            or (
+                str(ranker).startswith("cached:")
+                and _same_reranker(r.reranker, made.imported_model)
+            )
+        )
+    return False
+
+
+def _other_build(made: Made, candidates: Sequence[Recipe]) -> tuple[Recipe, str] | None:
+    """The row whose model ``made`` names in another build, and why that build differs."""
+    mine = made.reranker if made.task != "fullrank" else made.model
+    canon = _canonical_reranker(mine) if made.task != "fullrank" else _canonical_model(mine)
+    for r in candidates:
+        if r.task != _row_task(made) or (made.task == "fullrank") != (r.reranker is None):
+            continue
+        for other, why in r.other_builds:
+            theirs = (
+                _canonical_reranker(other) if made.task != "fullrank" else _canonical_model(other)
+            )
+            if theirs == canon:
+                return r, why
+    return None
+
+
+def match_recipe(summary: dict[str, Any], candidates: Sequence[Recipe]) -> Recipe | None:
+    """The published row whose model a result summary names (from its config; the protocol
+    is not looked at here, see :func:`check_results`); ``None`` if none."""
+    made = made_from(summary)
+    return next((r for r in candidates if _same_row(made, r)), None)
+
+
 @dataclass
 class Checked:
     """One results folder set beside its published row.
 
-    ``ours`` and ``diff`` are x100 per column (``diff = ours - published``); ``within`` is
-    true when every published column is within :data:`ROUNDING`; ``notes`` say why a folder
-    is not comparable (other split, other k, ...), in which case ``within`` is ``False``.
+    ``ours`` and ``diff`` are x100 per column (``diff = ours - published``). ``status`` is
+    one of :data:`STATUSES`; ``within`` is true only when the folder reproduces the row
+    (made as the row was, every published column within :data:`ROUNDING`); ``notes`` say
+    what differs (other split, a subset of the queries, other k, other protocol, ...).
     """
 
     folder: str
@@ -220,6 +474,9 @@ class Checked:
     diff: dict[str, float | None] = field(default_factory=dict)
     within: bool = False
     notes: list[str] = field(default_factory=list)
+    status: str = NO_ROW
+    model: str | None = None
+    protocol: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -227,6 +484,9 @@ class Checked:
             "folder": self.folder,
             "task": self.task,
             "method": self.method,
+            "status": self.status,
+            "model": self.model,
+            "protocol": self.protocol,
             "k": self.k,
             "n_queries": self.n_queries,
             "published": self.published,
@@ -239,57 +499,121 @@ class Checked:
 
 def read_summary(folder: str | os.PathLike[str]) -> dict[str, Any]:
     """``summary.json`` of a results folder written by ``inquire evaluate`` / ``eval ...``."""
-    path = Path(folder) / SUMMARY_FILE
-    if not path.is_file():
-        raise InputError(
-            f"{str(folder)!r} has no {SUMMARY_FILE}; pass folders written by `inquire eval "
-            f"fullrank --out`, `inquire eval rerank --out` or `inquire evaluate --out`"
-        )
+    folder = Path(folder)
+    written_by = (
+        "pass folders written by `inquire eval fullrank --out`, `inquire eval rerank --out` or "
+        "`inquire evaluate --out`"
+    )
     try:
-        summary: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{str(path)!r} is not a readable summary: {exc}") from exc
+        is_dir = folder.is_dir()
+        if not is_dir and folder.name == SUMMARY_FILE and folder.is_file():
+            folder, is_dir = folder.parent, True  # the summary itself: its folder is meant
+        exists = is_dir or folder.exists()
+    except OSError as exc:  # a symlink loop, a name too long, ...
+        raise InputError(f"{str(folder)!r} cannot be read ({exc}); {written_by}") from None
+    if not exists:
+        if os.path.lexists(folder):
+            raise InputError(
+                f"{str(folder)!r} is a symbolic link to nothing (or a link loop); {written_by}"
+            )
+        raise InputError(f"{str(folder)!r} does not exist; {written_by}")
+    if not is_dir:
+        raise InputError(f"{str(folder)!r} is a file, not a results folder; {written_by}")
+    path = folder / SUMMARY_FILE
+    try:
+        raw = path.read_bytes()
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        hint = ""
+        if (folder / TWO_STAGE_FOLDER / SUMMARY_FILE).is_file():
+            hint = f" (its two-stage result is {str(folder / TWO_STAGE_FOLDER)!r})"
+        raise InputError(f"{str(folder)!r} has no {SUMMARY_FILE}{hint}; {written_by}") from None
+    except OSError as exc:
+        raise InputError(f"{str(path)!r} cannot be read ({exc})") from None
+
+    def no_constant(name: str) -> Any:  # NaN / Infinity are not JSON
+        raise ValueError(f"{name} is not a JSON value")
+
+    try:
+        summary: dict[str, Any] = json.loads(raw.decode("utf-8"), parse_constant=no_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # nested past any summary
+        raise InputError(f"{str(path)!r} is not a readable summary: {exc}") from None
     if not isinstance(summary, dict) or "overall" not in summary or "k" not in summary:
         raise InputError(f"{str(path)!r} lacks 'overall' or 'k': not an inquire result summary")
+    for key in ("overall", "by", "config"):
+        value = summary.get(key)
+        if not isinstance(value, dict) and (key == "overall" or value is not None):
+            raise InputError(
+                f"{str(path)!r}: {key!r} is a {type(value).__name__}; expected an object (an "
+                f"inquire result summary)"
+            )
     return summary
 
 
-def match_recipe(summary: dict[str, Any], candidates: Sequence[Recipe]) -> Recipe | None:
-    """The published row a result summary reproduces, from its config; ``None`` if none."""
-    cfg = summary.get("config") or {}
-    task = cfg.get("task")
-    if task == "fullrank":
-        model = _canonical_model(cfg.get("model_id"))
-        for r in candidates:
-            if r.task == "fullrank" and r.reranker is None and _canonical_model(r.model) == model:
-                return r
-    elif task == "fullrank-two-stage":
-        reranker = _canonical_reranker(cfg.get("reranker"))
-        first = _canonical_model(cfg.get("first_stage_model"))
-        for r in candidates:
-            if r.task != "fullrank" or r.reranker is None:
-                continue
-            if _canonical_reranker(r.reranker) == reranker and (
-                first is None or _canonical_model(r.model) == first
-            ):
-                return r
-    elif task == "rerank":
-        ranker = _canonical_reranker(cfg.get("ranker"))
-        for r in candidates:
-            if r.task != "rerank":
-                continue
-            if (
-                _canonical_reranker(r.reranker) == ranker
-                or (r.cached is not None and ranker == f"cached:{r.cached}")
-                or ranker in r.also_matches
-            ):
-                return r
-    return None
+def _compare_values(
+    checked: Checked, recipe: Recipe, summary: Mapping[str, Any], metric: str
+) -> dict[str, float | None]:
+    """Fill ``checked``'s published, ours and diff (rounded for display); return the exact
+    differences, which decide the verdict (a rounded 0.05004 would pass as 0.05)."""
+    by_super = (summary.get("by") or {}).get("supercategory") or {}
+    if not isinstance(by_super, Mapping):
+        raise InputError(f"'by' 'supercategory' is {by_super!r}; expected an object")
+    exact: dict[str, float | None] = {}
+    for col, pub in recipe.published.items():
+        src = summary["overall"] if col == "overall" else by_super.get(col)
+        if src is not None and not isinstance(src, Mapping):
+            raise InputError(f"the {col!r} entry is {src!r}; expected an object")
+        val = None
+        if src is not None and metric in src:
+            val = 100.0 * _metric(src[metric], f"{col!r} {metric!r}")
+        checked.published[col] = pub
+        checked.ours[col] = None if val is None else round(val, 4)
+        diff = None if val is None or pub is None else val - pub
+        exact[col] = diff
+        checked.diff[col] = None if diff is None else round(diff, 6)
+    return exact
 
 
-def _task_of(summary: dict[str, Any]) -> str:
-    task = (summary.get("config") or {}).get("task", "")
-    return "rerank" if task == "rerank" else "fullrank"
+def _differences(made: Made, recipe: Recipe, k: int, info: Mapping[str, Any]) -> list[str]:
+    """Why a folder is not made the way ``recipe``'s row was (empty: it is)."""
+    out = []
+    if k != int(info["check_k"]):
+        out.append(f"k = {k}, but the published numbers are at k = {info['check_k']}")
+    want = published_split()
+    if made.split is not None and made.split != want:
+        out.append(f"split {made.split!r}; the published numbers are on the {want!r} split")
+    n_want = expected_queries(recipe.task, want)
+    if n_want is not None and made.n_queries != n_want:
+        n = "an unknown number" if made.n_queries is None else str(made.n_queries)
+        what = "a subset of it is not a reproduction" if (made.n_queries or 0) < n_want else ""
+        out.append(
+            f"query count: {n} of the {n_want} queries of the {want!r} split were evaluated; a "
+            f"published row is the whole split" + (f" ({what})" if what else "")
+        )
+    if recipe.from_k is not None:
+        if made.from_k is None:
+            out.append(
+                f"pool: the folder does not record how many first-stage results were reranked; "
+                f"the row reranks the top {recipe.from_k}"
+            )
+        elif made.from_k != recipe.from_k:
+            out.append(
+                f"pool: the top {made.from_k} of the first stage were reranked; the row reranks "
+                f"the top {recipe.from_k}"
+            )
+        if made.model is not None and _canonical_model(made.model) != _canonical_model(
+            recipe.model
+        ):
+            out.append(f"first stage {made.model!r}; the row's is {recipe.model!r}")
+    if recipe.task == "rerank":
+        pool = int(_reproduce_doc().get("pool", 100))
+        if made.pool is not None and made.pool != pool:
+            out.append(f"pool: {made.pool} candidates per query; the published pools hold {pool}")
+    if made.failures:
+        out.append(
+            f"{made.failures} candidates could not be scored and were ranked last "
+            f"(--allow-failures): not the published computation"
+        )
+    return out
 
 
 def check_results(
@@ -298,82 +622,203 @@ def check_results(
     """Set each results folder beside the published row it reproduces.
 
     The row is found from the folder's ``summary.json`` config (task, model, reranker), or
-    is ``method`` (a published method name) when given. Values compared: ``overall`` and
-    the four supercategories of the task's metric (AP), x100.
+    is ``method`` (a published method name) when given. A folder whose model is the row's
+    under another rerank protocol, or another build of the row's model, is reported as such
+    and never matched; a matched folder made on another split, a subset of the queries, at
+    another k or pool is ``not comparable`` (its notes say which). Values compared:
+    ``overall`` and the four supercategories of the task's metric (AP), x100.
     """
     every = recipes()
     if method is not None and not any(r.method == method for r in every):
         raise UnknownNameError("published method", method, sorted({r.method for r in every}))
     out = []
     for folder in folders:
-        summary = read_summary(folder)
-        cfg = summary.get("config") or {}
-        if method is not None:
-            task = _task_of(summary)
-            rows = [r for r in every if r.method == method and r.task == task] or [
-                r for r in every if r.method == method
-            ]
-            recipe: Recipe | None = rows[0]
-        else:
-            recipe = match_recipe(summary, every)
-        k = int(summary["k"])
-        checked = Checked(
-            folder=str(folder),
-            task=recipe.task if recipe else _task_of(summary),
-            method=recipe.method if recipe else None,
-            k=k,
-            n_queries=summary.get("n_queries"),
+        try:
+            out.append(_check_one(folder, method, every))
+        except InputError as exc:
+            # one unreadable folder is reported in its place; the others are still checked
+            why = str(exc) if str(folder) in str(exc) else f"{str(folder)!r}: {exc}"
+            unread = Checked(folder=str(folder), task="?", method=None, k=None, n_queries=None)
+            unread.status, unread.notes = UNREADABLE, [why]
+            out.append(unread)
+    return out
+
+
+def _per_query_ids(folder: Path) -> list[str] | None:
+    """The query ids listed in the folder's ``per_query.csv`` (``None`` when it has none)."""
+    path = folder / PER_QUERY_FILE
+    if not path.is_file():
+        return None
+    try:
+        with path.open(encoding="utf-8", newline="") as fh:
+            rows = csv.DictReader(fh)
+            if "query_id" not in (rows.fieldnames or ()):
+                raise InputError(f"{str(path)!r} has no 'query_id' column")
+            return [str(row["query_id"]).strip() for row in rows]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"{str(path)!r} cannot be read ({exc})") from None
+
+
+def _query_list_differences(folder: Path, n_queries: int | None) -> list[str]:
+    """What the folder's per-query table says against its summary: a query evaluated twice
+    (the summary's count would then overstate the queries covered), or another count."""
+    ids = _per_query_ids(folder)
+    if ids is None:
+        return []
+    out = []
+    dup = sorted(q for q, n in Counter(ids).items() if n > 1)
+    if dup:
+        out.append(
+            f"{PER_QUERY_FILE} lists {len(dup)} query id(s) more than once (e.g. {dup[:3]}): "
+            f"{len(set(ids))} distinct queries, not {len(ids)}"
         )
-        out.append(checked)
-        if recipe is None:
-            what = cfg.get("model_id") or cfg.get("reranker") or cfg.get("ranker") or "?"
+    if n_queries is not None and len(ids) != n_queries:
+        out.append(f"{PER_QUERY_FILE} has {len(ids)} queries, the summary says {n_queries}")
+    return out
+
+
+def _search_differences(folder: Path, summary: Mapping[str, Any], recipe: Recipe) -> list[str]:
+    """An approximate index is another computation than INQUIRE's exhaustive search (its
+    ``NaiveKNNIndex``: every image scored). A two-stage folder's first stage is read from the
+    folder above it (``eval fullrank --rerank --out OUT`` writes OUT and OUT/two_stage)."""
+    if recipe.task != "fullrank":
+        return []
+    cfg = summary.get("config") or {}
+    if recipe.from_k is not None and folder.name == TWO_STAGE_FOLDER:
+        try:
+            above = json.loads((folder.parent / SUMMARY_FILE).read_text(encoding="utf-8"))
+            cfg = above.get("config") or {} if isinstance(above, dict) else {}
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+            cfg = {}
+    search = cfg.get("search") if isinstance(cfg, Mapping) else None
+    if search is None or search == "exact":
+        return []
+    return [f"search: {search}; INQUIRE scored every image (exact search): run without --index"]
+
+
+def _check_one(
+    folder: str | os.PathLike[str], method: str | None, every: Sequence[Recipe]
+) -> Checked:
+    """:func:`check_results` for one folder (an :class:`InputError` when it cannot be read)."""
+    summary = read_summary(folder)
+    if Path(folder).name == SUMMARY_FILE and Path(folder).is_file():
+        folder = Path(folder).parent
+    made = made_from(summary)
+    auto = next((r for r in every if _same_row(made, r)), None)
+    if method is not None:
+        task = _row_task(made)
+        rows = [r for r in every if r.method == method and r.task == task] or [
+            r for r in every if r.method == method
+        ]
+        recipe: Recipe | None = rows[0]
+    else:
+        recipe = auto
+    k = _integer(summary["k"], "'k'")
+    checked = Checked(
+        folder=str(folder),
+        task=recipe.task if recipe else _row_task(made),
+        method=recipe.method if recipe else None,
+        k=k,
+        n_queries=made.n_queries,
+        model=made.what,
+        protocol=made.protocol,
+    )
+    if recipe is None:
+        other = _other_build(made, every)
+        if other is not None:
+            row, why = other
             checked.notes.append(
-                f"no published row matches task {cfg.get('task')!r} with {what!r}; name the "
+                f"{made.what!r} is another build than the published row {row.method!r} "
+                f"({row.reranker or row.model}): {why}"
+            )
+        elif made.model is None and made.reranker is None:
+            checked.notes.append(
+                f"the folder (task {made.task!r}) does not record its model, so no published "
+                f"row can be found from it; name the row with --method"
+            )
+        else:
+            checked.notes.append(
+                f"no published row matches task {made.task!r} with {made.what!r}; name the "
                 f"row with --method"
             )
-            continue
-        info = task_info(recipe.task)
-        metric = info["metric"]
-        by_super = (summary.get("by") or {}).get("supercategory") or {}
-        for col, pub in recipe.published.items():
-            src = summary["overall"] if col == "overall" else by_super.get(col)
-            val = None if src is None or metric not in src else 100.0 * float(src[metric])
-            checked.published[col] = pub
-            checked.ours[col] = None if val is None else round(val, 4)
-            checked.diff[col] = None if val is None or pub is None else round(val - pub, 4)
-        expected = cfg.get("expected_random_ap")
-        if recipe.reranker == "random" and expected is not None and k == int(info["check_k"]):
-            # The published random baseline is an expectation, not one seeded order.
-            seeded = checked.ours.get("overall")
-            val = 100.0 * float(expected)
-            checked.ours["overall"] = round(val, 4)
-            pub = recipe.published.get("overall")
-            checked.diff["overall"] = None if pub is None else round(val - pub, 4)
-            checked.notes.append(
-                f"overall is the expected AP of a random order; the seeded order scored "
-                f"{format_value(seeded, 2)}"
-            )
-        comparable = True
-        if k != int(info["check_k"]):
-            comparable = False
-            checked.notes.append(f"k = {k}, but the published numbers are at k = {info['check_k']}")
-        split = cfg.get("split")
-        want_split = _document().get("reproduce", {}).get("split", "test")
-        if split is not None and split != want_split:
-            comparable = False
-            checked.notes.append(f"split {split!r}; the published numbers are on {want_split!r}")
-        if recipe.from_k is not None and cfg.get("from_k") not in (None, recipe.from_k):
-            comparable = False
-            checked.notes.append(f"from_k = {cfg.get('from_k')}, published with {recipe.from_k}")
-        missing = [c for c, v in checked.ours.items() if v is None and recipe.published[c]]
-        if missing:
-            checked.notes.append(f"no value for {missing} in the summary")
-        checked.within = (
-            comparable
-            and not missing
-            and all(d is None or abs(d) <= ROUNDING + _EPS for d in checked.diff.values())
+        return checked
+    wanted = published_protocol()
+    uses_protocol = str(recipe.reranker or "").startswith(_PROTOCOL_KINDS)
+    if uses_protocol and made.protocol is not None and made.protocol != wanted:
+        checked.status = OTHER_PROTOCOL
+        checked.method = None
+        checked.notes.append(
+            f"made under rerank protocol {made.protocol!r}; the published row "
+            f"{recipe.method!r} was made under {wanted!r}, so this folder is not compared "
+            f"with it"
         )
-    return out
+        return checked
+    info = task_info(recipe.task)
+    exact = _compare_values(checked, recipe, summary, info["metric"])
+    cfg = summary.get("config") or {}
+    expected = cfg.get("expected_random_ap")
+    if recipe.reranker == "random" and expected is not None and k == int(info["check_k"]):
+        # The published random baseline is an expectation, not one seeded order.
+        seeded = checked.ours.get("overall")
+        val = 100.0 * _metric(expected, "config 'expected_random_ap'")
+        checked.ours["overall"] = round(val, 4)
+        pub = recipe.published.get("overall")
+        exact["overall"] = None if pub is None else val - pub
+        checked.diff["overall"] = None if pub is None else round(val - pub, 6)
+        checked.notes.append(
+            f"overall is the expected AP of a random order; the seeded order scored "
+            f"{format_value(seeded, 2)}"
+        )
+    if recipe.from_k is not None and made.model is None:
+        checked.notes.append(
+            f"the folder does not record its first stage; assumed {recipe.model!r} (the row's)"
+        )
+    if uses_protocol and made.protocol is None:
+        checked.notes.append(f"the folder does not record its protocol; assumed {wanted!r}")
+    if made.split is None:
+        checked.notes.append(
+            "the folder does not record its split (made from local files): judged by its "
+            "query count"
+        )
+    differences = _differences(made, recipe, k, info)
+    if method is not None and auto is not None and auto is not recipe:
+        differences.append(
+            f"made with {made.what!r}, the model of the published row {auto.method!r}, not of "
+            f"{recipe.method!r}"
+        )
+    elif method is not None and auto is None:
+        what = (
+            "the folder does not record its model"
+            if made.model is None and made.reranker is None
+            else f"{made.what!r} is not the row's model as inquire names it"
+        )
+        checked.notes.append(f"{what}; compared with {recipe.method!r} as --method says")
+    differences += _query_list_differences(Path(folder), made.n_queries)
+    differences += _search_differences(Path(folder), summary, recipe)
+    checked.notes.extend(differences)
+    missing = [c for c, v in checked.ours.items() if v is None and recipe.published[c] is not None]
+    if missing:
+        checked.notes.append(f"no value for {missing} in the summary")
+    # the exact differences decide: a rounded 0.05004 must not pass as 0.05
+    within = not missing and all(d is None or abs(d) <= ROUNDING + _EPS for d in exact.values())
+    beyond = [
+        f"{c} {round(d, 6):+}"
+        for c, d in exact.items()
+        if d is not None and abs(d) > ROUNDING + _EPS
+    ]
+    if beyond:
+        checked.notes.append(f"beyond the published rounding (+-{ROUNDING}): {', '.join(beyond)}")
+    if differences:
+        checked.status = NOT_COMPARABLE
+    else:
+        checked.status = REPRODUCES if within else DIFFERS
+    checked.within = checked.status == REPRODUCES
+    return checked
+
+
+def all_reproduce(checked: Sequence[Checked]) -> bool:
+    """Whether every checked folder reproduces its row (what ``--check``'s exit status says)."""
+    return bool(checked) and all(c.status == REPRODUCES for c in checked)
 
 
 def format_value(value: float | None, digits: int = 1) -> str:
