@@ -7,7 +7,7 @@ import io
 import numpy as np
 import pytest
 
-pytest.importorskip("httpx")
+pytest.importorskip("openai")
 
 from PIL import Image
 
@@ -63,7 +63,6 @@ def test_api_failures_through_score_candidates(monkeypatch) -> None:
             api_key_env=KEY_ENV,
             concurrency=1,
             max_retries=0,
-            backoff_s=0.001,
         )
         # concurrency 1 scores chunks of 4: the sixth candidate is the second of chunk two
         server.script(["ok"] * 5 + ["401"])
