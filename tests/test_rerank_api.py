@@ -196,6 +196,22 @@ def test_a_request_that_keeps_failing_is_a_recorded_failure(server: FakeOpenAI, 
         assert len(server.requests) == n + 1 and not np.isnan(again).any()
 
 
+def test_http_errors_and_malformed_replies_share_one_retry_budget(
+    server: FakeOpenAI, key: str
+) -> None:
+    server.retry_after_ms = 1
+    # max_retries=3: four tries in all, so the fifth reply (ok) is never asked for
+    server.script(["500", "malformed", "500", "malformed"])
+    reranker = _reranker(server, concurrency=1)
+    assert np.isnan(reranker.score(QUERY, [_jpeg(0)])[0])
+    assert len(server.requests) == 4
+    reason = reranker.failures[0].reason
+    assert reason.startswith("malformed reply") and reason.endswith("after 4 attempts")
+    server.script(["malformed", "500", "ok"])  # within the budget: scored
+    assert not np.isnan(reranker.score(QUERY, [_jpeg(0)])[0])
+    assert len(server.requests) == 7 and len(reranker.failures) == 1
+
+
 def test_client_errors_are_not_retried(server: FakeOpenAI, key: str) -> None:
     server.script(["401"])
     reranker = _reranker(server, concurrency=1)
