@@ -21,10 +21,12 @@ at most 120 s, else exponential backoff with jitter (0.5 s doubling, at most 8 s
 that asks for a longer wait is not retried. A malformed reply (not JSON, no logprobs) is asked
 again here, within the same budget of ``max_retries + 1`` attempts per request. A request
 that still fails is a recorded failure: its score is NaN and it is listed in ``failures``
-with the reason; it is never turned into a 0 and never cached. The API key is read from the
-environment (``OPENAI_API_KEY`` or the variable named by ``api_key_env``) and is never
-logged, cached or shown in a failure reason; without a key no ``Authorization`` header is
-sent.
+with the reason; it is never turned into a 0 and never cached. A reply body is read within
+``timeout_s`` in all and up to ``MAX_REPLY_BYTES``; redirects are not followed (the failure
+names the new address). The API key is read from the environment (``OPENAI_API_KEY`` or the
+variable named by ``api_key_env``) and is never logged, cached or shown in a failure reason
+(wherever a server echoes it); without a key no ``Authorization`` header is sent, and a
+``base_url`` carrying credentials is refused.
 """
 
 from __future__ import annotations
@@ -32,14 +34,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextvars
+import functools
 import importlib.util
 import json
 import logging
 import math
 import os
 import random
+import re
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
@@ -60,6 +65,12 @@ API_QUESTION = PROTOCOLS["inquire-2024"].api_prompt("gpt-4o").text
 # (0.5 s doubling, at most 8 s, minus up to 25 % jitter), which covers HTTP errors only.
 _MALFORMED_WAIT_S = 0.5
 _MALFORMED_MAX_WAIT_S = 8.0
+#: The largest reply body read (a one-token chat completion with 20 top tokens is a few KiB);
+#: a larger one is not read further and the attempt fails, so a hostile or broken server
+#: cannot fill the memory.
+MAX_REPLY_BYTES = 4 * 1024 * 1024
+#: The longest failure reason kept (a server chooses much of its text).
+_MAX_REASON_CHARS = 300
 
 # HTTP requests sent for the request being scored in this asyncio task (the client's retries
 # included), counted by an httpx event hook; each request runs in its own task and context.
@@ -70,6 +81,46 @@ async def _count_attempt(request: Any) -> None:
     counter = _ATTEMPTS.get(None)
     if counter is not None:
         counter[0] += 1
+
+
+class _ReplyTooLarge(Exception):
+    """A reply body over MAX_REPLY_BYTES."""
+
+
+@functools.cache
+def _bounded_body_type(httpx_module: str) -> type:
+    """The reply body stream type for the HTTP library the openai client runs on (``httpx``,
+    or ``httpx2`` in recent releases), named by the module of a response it returned."""
+    httpx = importlib.import_module(httpx_module)
+
+    class _BoundedBody(httpx.AsyncByteStream):  # type: ignore[name-defined]
+        """A reply body stream that stops at ``max_bytes`` and at ``timeout_s`` in all.
+
+        httpx's read timeout bounds each read, not the whole body, so a server that sends a
+        byte every few seconds would otherwise keep an attempt open for ever."""
+
+        def __init__(self, stream: Any, request: Any, timeout_s: float, max_bytes: int) -> None:
+            self._stream, self._request = stream, request
+            self._timeout_s, self._max_bytes = timeout_s, max_bytes
+            self._deadline = time.monotonic() + timeout_s
+
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            size = 0
+            async for chunk in self._stream:
+                size += len(chunk)
+                if size > self._max_bytes:
+                    raise _ReplyTooLarge(f"reply body over {self._max_bytes} bytes")
+                if time.monotonic() > self._deadline:
+                    raise httpx.ReadTimeout(
+                        f"reply body not complete within {self._timeout_s:g} s",
+                        request=self._request,
+                    )
+                yield chunk
+
+        async def aclose(self) -> None:
+            await self._stream.aclose()
+
+    return _BoundedBody
 
 
 @dataclass(frozen=True)
@@ -176,6 +227,12 @@ class APIReranker:
                 f"--base-url {self.base_url!r} is not an http(s) URL; e.g. "
                 f"http://127.0.0.1:8000/v1 for a local vLLM server"
             )
+        if parsed.username is not None or parsed.password is not None:
+            raise InputError(
+                "--base-url must not carry credentials (user:password@): they would be "
+                "recorded with the results and the cache; put the key in the environment "
+                f"variable {api_key_env} instead"
+            )
         self._api_key = os.environ.get(api_key_env, "")
         if not self._api_key and self.base_url == DEFAULT_BASE_URL:
             raise InputError(
@@ -242,6 +299,12 @@ class APIReranker:
             if self.logprobs:
                 top = choice.logprobs.content[0].top_logprobs
                 items = [{"token": t.token, "logprob": t.logprob} for t in top]
+                for item in items:  # JSON numbers and strings only: no "-0.5", true or null
+                    lp = item["logprob"]
+                    if not isinstance(item["token"], str):
+                        raise TypeError(f"token {item['token']!r} is not a string")
+                    if isinstance(lp, bool) or not isinstance(lp, int | float):
+                        raise TypeError(f"log-probability {lp!r} is not a number")
                 score, mass = score_from_top_logprobs(
                     items, exact=self.protocol_row.api_exact_tokens
                 )
@@ -284,14 +347,34 @@ class APIReranker:
                     f"timed out: no answer within timeout_s={self.timeout_s:g} s"
                     f"{_after(attempts[0])}; raise timeout_s for a slow server"
                 ) from None
+            except _ReplyTooLarge:
+                raise _Failed(
+                    f"reply larger than {MAX_REPLY_BYTES} bytes, not a chat completion"
+                    f"{_after(attempts[0])}"
+                ) from None
             except openai.APIConnectionError as exc:
                 cause = type(exc.__cause__ or exc).__name__
                 raise _Failed(f"connection error ({cause}){_after(attempts[0])}") from None
             except openai.APIStatusError as exc:
-                detail = self._redact(str(exc.message))[:200]
-                if exc.status_code == 400 and self.protocol_row.api_refusal_scores_zero:
+                # the client's message is "Error code: <status> - <body>"; the status is ours
+                # redacted before any cut, which could split the key
+                message = self._redact(str(exc.message))
+                detail = re.sub(r"^Error code: \d+( - )?", "", message)[:200]
+                status = exc.status_code
+                if status == 400 and self.protocol_row.api_refusal_scores_zero:
                     raise _Refused(f"HTTP 400: {detail}") from None
-                raise _Failed(f"HTTP {exc.status_code}: {detail}{_after(attempts[0])}") from None
+                headers = exc.response.headers
+                if 300 <= status < 400:
+                    where = self._redact(headers.get("location", ""))[:200]
+                    detail = (
+                        f"redirected to {where!r}, not followed "
+                        f"(the request carries the API key and the image); point --base-url "
+                        f"at the server itself"
+                    )
+                elif "retry-after" in headers and status in {429, 503}:
+                    wait = self._redact(headers["retry-after"])[:40]
+                    detail = f"{detail} (the server asked to wait Retry-After: {wait!r})".strip()
+                raise _Failed(f"HTTP {status}: {detail}{_after(attempts[0])}") from None
             malformed += 1
             wait = min(_MALFORMED_MAX_WAIT_S, _MALFORMED_WAIT_S * 2 ** (malformed - 1))
             await asyncio.sleep(wait * (1 - 0.25 * random.random()))
@@ -300,16 +383,29 @@ class APIReranker:
         """``text`` without the API key (a server may echo what it was sent)."""
         return text.replace(self._api_key, "<api key>") if self._api_key else text
 
+    async def _bound_body(self, response: Any) -> None:
+        """httpx response hook: the body is read within timeout_s and MAX_REPLY_BYTES."""
+        library = type(response).__module__.split(".")[0]
+        response.stream = _bounded_body_type(library)(
+            response.stream, response.request, self.timeout_s, MAX_REPLY_BYTES
+        )
+
     def _client(self) -> Any:
         import openai
 
+        http_client = openai.DefaultAsyncHttpxClient(
+            event_hooks={"request": [_count_attempt], "response": [self._bound_body]},
+            # A redirect would re-send the image (and, to the same host, the key) to where
+            # the server points; it is reported as a failure that names the new address.
+            follow_redirects=False,
+        )
         return openai.AsyncOpenAI(
             # With no key a placeholder satisfies the client; _one then omits the header.
             api_key=self._api_key or "no-key",
             base_url=self.base_url,
             timeout=self.timeout_s,
             max_retries=self.max_retries,
-            http_client=openai.DefaultAsyncHttpxClient(event_hooks={"request": [_count_attempt]}),
+            http_client=http_client,
         )
 
     async def _score_all(self, query_text: str, images: Sequence[ImageLike]) -> np.ndarray:
@@ -322,6 +418,10 @@ class APIReranker:
         out = np.full(len(images), np.nan, np.float64)
         uncached = set()
         for i, res in enumerate(results):
+            if isinstance(res, _Failed | _Refused):
+                # A server chooses much of a reason's text: it may echo the key anywhere
+                # (a message, a token, a header), or be long.
+                res = type(res)(self._redact(str(res))[:_MAX_REASON_CHARS])
             if isinstance(res, _Refused):
                 out[i] = 0.0
                 uncached.add(i)
