@@ -213,10 +213,11 @@ def test_http_errors_and_malformed_replies_share_one_retry_budget(
 
 
 def test_client_errors_are_not_retried(server: FakeOpenAI, key: str) -> None:
-    server.script(["401"])
+    server.script(["401", "ok"])
     reranker = _reranker(server, concurrency=1)
-    assert np.isnan(reranker.score(QUERY, [_jpeg(0)])[0])
-    assert len(server.requests) == 1 and "HTTP 401" in reranker.failures[0].reason
+    out = reranker.score(QUERY, [_jpeg(0), _jpeg(1)])
+    assert np.isnan(out[0]) and not np.isnan(out[1])
+    assert len(server.requests) == 2 and "HTTP 401" in reranker.failures[0].reason
 
 
 def test_concurrency_is_limited(key: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,7 +20,7 @@ pytest.importorskip("openai")
 from PIL import Image
 
 from inquire.errors import InputError
-from inquire.rerank.api import MAX_REPLY_BYTES, APIReranker
+from inquire.rerank.api import MAX_REPLY_BYTES, APIReranker, APISetupError
 
 KEY_ENV = "INQUIRE_TEST_API_KEY"
 SECRET = "sk-test-SECRET-0123456789abcdef"
@@ -103,9 +104,15 @@ def _image() -> bytes:
     return buf.getvalue()
 
 
-def _score(server: _Server, **kw: Any) -> tuple[float, APIReranker]:
+def _score(server: _Server, setup_error: bool = False, **kw: Any) -> tuple[float, APIReranker]:
+    """One image scored; ``setup_error``: its failure is one that stops the run."""
     opts = {"api_key_env": KEY_ENV, "max_retries": 0, "timeout_s": 5.0, **kw}
     reranker = APIReranker("m", base_url=server.base_url, **opts)
+    if setup_error:
+        with pytest.raises(APISetupError) as err:
+            reranker.score("q", [_image()])
+        assert reranker.failures[0].reason in str(err.value)
+        return math.nan, reranker
     return float(reranker.score("q", [_image()])[0]), reranker
 
 
@@ -149,7 +156,7 @@ def test_redirects_are_not_followed(serve) -> None:
     elsewhere = serve(lambda h: _send(h, 200, _completion([{"token": "Yes", "logprob": 0.0}])))
     target = f"{elsewhere.base_url}/chat/completions"
     server = serve(lambda h: _send(h, 307, b"", {"Location": target}))
-    score, reranker = _score(server, max_retries=2)
+    score, reranker = _score(server, setup_error=True, max_retries=2)
     assert np.isnan(score) and elsewhere.hits == 0 and server.hits == 1
     reason = reranker.failures[0].reason
     assert reason.startswith("HTTP 307: redirected to") and target in reason
@@ -178,7 +185,7 @@ def test_key_echoed_past_the_cut_of_a_long_message_is_not_half_kept(serve) -> No
         message = "x" * 190 + h.headers["Authorization"]
         _send(h, 401, json.dumps({"error": {"message": message}}).encode())
 
-    _, reranker = _score(serve(echo))
+    _, reranker = _score(serve(echo), setup_error=True)
     reason = reranker.failures[0].reason
     assert reason.startswith("HTTP 401: xxx") and SECRET[:8] not in reason
 
@@ -203,3 +210,36 @@ def test_credentials_in_base_url_are_refused(url: str) -> None:
     with pytest.raises(InputError, match="must not carry credentials") as err:
         APIReranker("m", base_url=url, api_key_env=KEY_ENV)
     assert "pw" not in str(err.value) and "sk-abc" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("statuses", "stops"),
+    [
+        ([401, 401, 401], True),  # a wrong key: every request gets the same answer
+        ([404, 403, 401], True),
+        ([401, 401, 200], False),  # one success: a flaky gateway, the run goes on
+        ([401, 401, 500], False),  # a server error is not about the set-up
+    ],
+)
+def test_a_call_whose_every_request_is_refused_for_its_set_up_stops(
+    serve, statuses: list[int], stops: bool
+) -> None:
+    replies = iter(statuses)
+    ok = _completion([{"token": "Yes", "logprob": -1.0}, {"token": "No", "logprob": -1.0}])
+
+    def reply(h: BaseHTTPRequestHandler) -> None:
+        status = next(replies)
+        _send(h, status, ok if status == 200 else b'{"error": {"message": "no"}}')
+
+    server = serve(reply)
+    reranker = APIReranker(
+        "m", base_url=server.base_url, api_key_env=KEY_ENV, max_retries=0, concurrency=1
+    )
+    images = [_image()] * 3
+    if stops:
+        with pytest.raises(APISetupError, match=f"all 3 requests failed.*\\${KEY_ENV}"):
+            reranker.score("q", images)
+    else:
+        out = reranker.score("q", images)
+        assert np.isnan(out).sum() == 3 - statuses.count(200)
+    assert server.hits == 3 and len(reranker.failures) == 3 - statuses.count(200)

@@ -233,6 +233,7 @@ class APIReranker:
                 "recorded with the results and the cache; put the key in the environment "
                 f"variable {api_key_env} instead"
             )
+        self.api_key_env = api_key_env
         self._api_key = os.environ.get(api_key_env, "")
         if not self._api_key and self.base_url == DEFAULT_BASE_URL:
             raise InputError(
@@ -417,6 +418,7 @@ class APIReranker:
             )
         out = np.full(len(images), np.nan, np.float64)
         uncached = set()
+        first_failure = len(self.failures)
         for i, res in enumerate(results):
             if isinstance(res, _Failed | _Refused):
                 # A server chooses much of a reason's text: it may echo the key anywhere
@@ -443,7 +445,21 @@ class APIReranker:
             else:
                 out[i] = float(res)
         self.last_uncached = frozenset(uncached)
+        self._stop_if_misconfigured(self.failures[first_failure:], len(images))
         return out
+
+    def _stop_if_misconfigured(self, failed: list[Failure], n: int) -> None:
+        """Raise when every request of a score() call failed with a status that is about the
+        set-up, not the request: a wrong key (401/403), model or path (404), or a redirect.
+        Going on would send every remaining image (thousands in a benchmark) to the same
+        answer, each logged; one success in the call and the run goes on as before."""
+        if len(failed) < n or not all(_SETUP_STATUS.match(f.reason) for f in failed):
+            return
+        raise APISetupError(
+            f"{self.reranker_id} at {self.base_url}: all {n} requests failed, e.g. "
+            f"{failed[0].reason}; check the key in ${self.api_key_env}, the model name and "
+            f"--base-url (an OpenAI-compatible server's ends in /v1)"
+        )
 
     def score(self, query_text: str, images: Sequence[ImageLike]) -> np.ndarray:
         """``(n,) float64`` scores in [0, 1]; NaN for requests that kept failing."""
@@ -469,6 +485,14 @@ class APIReranker:
         if "err" in box:
             raise box["err"]
         return np.asarray(box["out"], np.float64)
+
+
+class APISetupError(InputError):
+    """Every request of a call failed with 401/403/404 or a redirect: the key, model name or
+    base URL is wrong, so the run stops instead of sending every image to the same answer."""
+
+
+_SETUP_STATUS = re.compile(r"HTTP (401|403|404|30[1278]):")
 
 
 def _after(attempts: int) -> str:
