@@ -243,3 +243,27 @@ def test_a_call_whose_every_request_is_refused_for_its_set_up_stops(
         out = reranker.score("q", images)
         assert np.isnan(out).sum() == 3 - statuses.count(200)
     assert server.hits == 3 and len(reranker.failures) == 3 - statuses.count(200)
+
+
+@pytest.mark.parametrize("bad", ["sk-abc\n", " sk-abc", "sk-ab c", "sk-é", "sk-\x7f"])
+def test_a_key_with_whitespace_or_non_ascii_is_refused_without_showing_it(
+    monkeypatch: pytest.MonkeyPatch, bad: str
+) -> None:
+    """Such a key failed every request as a 'connection error' (retried), or crashed."""
+    monkeypatch.setenv(KEY_ENV, bad)
+    with pytest.raises(InputError, match=f"API key in \\${KEY_ENV} has a space") as err:
+        APIReranker("m", base_url="http://127.0.0.1:9/v1", api_key_env=KEY_ENV)
+    assert "sk-" not in str(err.value)
+
+
+def test_a_printable_ascii_key_is_sent_as_it_is(serve, monkeypatch: pytest.MonkeyPatch) -> None:
+    key = "".join(chr(c) for c in range(0x21, 0x7F))  # every printable ASCII character
+    monkeypatch.setenv(KEY_ENV, key)
+    seen: list[str] = []
+
+    def reply(h: BaseHTTPRequestHandler) -> None:
+        seen.append(h.headers["Authorization"])
+        _send(h, 200, _completion([{"token": "Yes", "logprob": -1.0}]))
+
+    score, _ = _score(serve(reply))
+    assert score == 1.0 and seen == [f"Bearer {key}"]

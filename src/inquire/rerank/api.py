@@ -235,6 +235,13 @@ class APIReranker:
             )
         self.api_key_env = api_key_env
         self._api_key = os.environ.get(api_key_env, "")
+        bad = [i for i, c in enumerate(self._api_key) if not "!" <= c <= "~"]
+        if bad:  # would fail every request in the HTTP library, or crash it; never shown
+            raise InputError(
+                f"the API key in ${api_key_env} has a space, line break or non-ASCII character "
+                f"(at position {bad[0]} of {len(self._api_key)}); a key is one word of "
+                f"printable ASCII: set the variable again without it"
+            )
         if not self._api_key and self.base_url == DEFAULT_BASE_URL:
             raise InputError(
                 f"no API key: set the environment variable {api_key_env} (or name another one "
