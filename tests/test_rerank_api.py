@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import io
 import logging
+import math
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-pytest.importorskip("httpx")
+pytest.importorskip("openai")
 
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
 
 from inquire.errors import InputError
@@ -44,7 +49,7 @@ def key(monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 def _reranker(server: FakeOpenAI, **kw) -> APIReranker:
-    opts = {"api_key_env": KEY_ENV, "backoff_s": 0.001, "max_retries": 3, "timeout_s": 5.0}
+    opts = {"api_key_env": KEY_ENV, "max_retries": 3, "timeout_s": 5.0}
     return APIReranker("fake-model", base_url=server.base_url, **{**opts, **kw})
 
 
@@ -64,7 +69,7 @@ def test_scores_are_p_yes_from_logprobs(server: FakeOpenAI, key: str) -> None:
     )
     assert len(body["messages"]) == 1  # no system message
     assert content[1]["image_url"]["url"].startswith("data:image/jpeg;base64,")
-    assert server.requests[0]["headers"]["Authorization"] == f"Bearer {SECRET}"
+    assert server.requests[0]["headers"]["authorization"] == f"Bearer {SECRET}"
 
 
 def test_pil_images_and_paths_are_sent_too(server: FakeOpenAI, key: str, tmp_path: Path) -> None:
@@ -132,7 +137,6 @@ def test_vila_rows_send_inquires_vila_prompt(server: FakeOpenAI, key: str) -> No
         "Efficient-Large-Model/VILA1.5-13B",
         base_url=server.base_url,
         api_key_env=KEY_ENV,
-        backoff_s=0.001,
     )
     assert vila.prompt_version != reranker.prompt_version
     vila.score(QUERY, [_jpeg(0)])
@@ -171,12 +175,15 @@ def test_transient_faults_are_retried(server: FakeOpenAI, key: str, fault: str) 
 
 
 def test_a_request_that_keeps_failing_is_a_recorded_failure(server: FakeOpenAI, key: str) -> None:
+    server.retry_after_ms = 1  # the client waits what the server asks: keep the test quick
     server.script(["500"] * 4)  # max_retries=3: four attempts, all fail
     reranker = _reranker(server, concurrency=1)
     scores = reranker.score(QUERY, [_jpeg(0)])
     assert np.isnan(scores[0]) and len(server.requests) == 4
     assert len(reranker.failures) == 1
-    assert reranker.failures[0].index == 0 and "HTTP 500" in reranker.failures[0].reason
+    assert reranker.failures[0].index == 0
+    assert reranker.failures[0].reason.startswith("HTTP 500: ")
+    assert reranker.failures[0].reason.endswith("after 4 attempts")
     # and a failure is never cached: the next run asks again
     with ScoreCache() as cache:
         server.script(["500"] * 4)
@@ -189,11 +196,28 @@ def test_a_request_that_keeps_failing_is_a_recorded_failure(server: FakeOpenAI, 
         assert len(server.requests) == n + 1 and not np.isnan(again).any()
 
 
-def test_client_errors_are_not_retried(server: FakeOpenAI, key: str) -> None:
-    server.script(["401"])
+def test_http_errors_and_malformed_replies_share_one_retry_budget(
+    server: FakeOpenAI, key: str
+) -> None:
+    server.retry_after_ms = 1
+    # max_retries=3: four tries in all, so the fifth reply (ok) is never asked for
+    server.script(["500", "malformed", "500", "malformed"])
     reranker = _reranker(server, concurrency=1)
     assert np.isnan(reranker.score(QUERY, [_jpeg(0)])[0])
-    assert len(server.requests) == 1 and "HTTP 401" in reranker.failures[0].reason
+    assert len(server.requests) == 4
+    reason = reranker.failures[0].reason
+    assert reason.startswith("malformed reply") and reason.endswith("after 4 attempts")
+    server.script(["malformed", "500", "ok"])  # within the budget: scored
+    assert not np.isnan(reranker.score(QUERY, [_jpeg(0)])[0])
+    assert len(server.requests) == 7 and len(reranker.failures) == 1
+
+
+def test_client_errors_are_not_retried(server: FakeOpenAI, key: str) -> None:
+    server.script(["401", "ok"])
+    reranker = _reranker(server, concurrency=1)
+    out = reranker.score(QUERY, [_jpeg(0), _jpeg(1)])
+    assert np.isnan(out[0]) and not np.isnan(out[1])
+    assert len(server.requests) == 2 and "HTTP 401" in reranker.failures[0].reason
 
 
 def test_concurrency_is_limited(key: str) -> None:
@@ -222,13 +246,22 @@ def test_scoring_loop_gives_the_api_chunks_that_fill_every_slot(
 def test_key_is_never_logged_shown_or_cached(
     server: FakeOpenAI, key: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    server.script(["500"] * 4)
-    with caplog.at_level(logging.DEBUG):
+    server.retry_after_ms = 1
+    # a failing request, a gateway that repeats the key in its error, and a good one
+    server.script(["500"] * 4 + ["401-echo"])
+    with caplog.at_level(logging.DEBUG):  # every logger: ours, openai's, httpx's
         reranker = _reranker(server, concurrency=1)
         with ScoreCache() as cache:
-            score_candidates(reranker, QUERY, [1, 2], [_jpeg(0), _jpeg(1)], cache=cache)
+            ids, images = [1, 2, 3], [_jpeg(0), _jpeg(1), _jpeg(2)]
+            out = score_candidates(reranker, QUERY, ids, images, cache=cache)
             db = cache.path
+    assert np.isnan(out[:2]).all() and not np.isnan(out[2])
+    assert server.requests[0]["headers"]["authorization"] == f"Bearer {SECRET}"
+    echoed = reranker.failures[1].reason
+    assert echoed.startswith("HTTP 401") and "Bearer <api key>" in echoed
+    assert "POST" in caplog.text  # the client's own request log was captured
     assert SECRET not in caplog.text
+    assert all(SECRET not in f.reason for f in reranker.failures)
     assert SECRET not in repr(reranker)
     assert SECRET not in reranker.reranker_id + reranker.revision + reranker.prompt_version
     for f in db.parent.iterdir():
@@ -264,18 +297,144 @@ def test_registry_builds_an_api_reranker(server: FakeOpenAI, key: str) -> None:
     assert reranker.score(QUERY, [_jpeg(5)]).shape == (1,)
 
 
-def test_retry_after_is_honoured_and_backoff_doubles(server: FakeOpenAI, key: str) -> None:
-    # The fake answers 429 with "Retry-After: 0": no wait then, whatever the backoff; the
-    # 500 that follows waits backoff_s * 2 (second retry), jittered into [half, whole].
-    server.script(["429", "500"])
-    reranker = _reranker(server, concurrency=1, backoff_s=4.0)
-    reranker.max_backoff_s = 30.0
-    waits: list[float] = []
+def test_retry_after_is_honoured(key: str) -> None:
+    # The client's own first backoff is at most 0.5 s: only the header explains a longer gap.
+    with FakeOpenAI(retry_after="1") as server:
+        server.script(["429"])
+        reranker = _reranker(server, concurrency=1)
+        score = reranker.score(QUERY, [_jpeg(2)])
+    assert not np.isnan(score[0]) and reranker.failures == []
+    assert [r["reply"] for r in server.requests] == ["429", "ok"]
+    assert server.requests[1]["at"] - server.requests[0]["at"] >= 0.99
 
-    async def record(seconds: float) -> None:
-        waits.append(seconds)
 
-    reranker._sleep = record  # type: ignore[method-assign]
-    score = reranker.score(QUERY, [_jpeg(2)])
-    assert not np.isnan(score[0]) and len(server.requests) == 3
-    assert waits[0] == 0.0 and 4.0 <= waits[1] <= 8.0
+def test_a_retry_after_beyond_two_minutes_is_a_failure_not_a_wait(key: str) -> None:
+    with FakeOpenAI(retry_after="600") as server:
+        server.script(["429"])
+        reranker = _reranker(server, concurrency=1)
+        score = reranker.score(QUERY, [_jpeg(2)])
+    assert np.isnan(score[0]) and len(server.requests) == 1
+    assert reranker.failures[0].reason.startswith("HTTP 429")
+
+
+def _wait_until(condition: Callable[[], bool], limit_s: float = 30.0) -> None:
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not reached within {limit_s} s")
+        time.sleep(0.01)
+
+
+@pytest.mark.timeout(120)
+def test_a_server_slower_than_the_timeout_is_a_clean_failure(key: str) -> None:
+    # The server would answer after 30 s; the client gives each attempt 0.2 s. Stopping the
+    # server wakes its slow replies, so the test ends as soon as the client has given up.
+    with FakeOpenAI(delay_s=30.0) as slow:
+        slow.script(["timeout", "timeout"])
+        reranker = _reranker(slow, concurrency=1, timeout_s=0.2, max_retries=1)
+        with ScoreCache() as cache:
+            out = score_candidates(reranker, QUERY, [4], [_jpeg(4)], cache=cache)
+            assert cache.count() == 0  # a failure is never cached
+        assert np.isnan(out[0]) and len(slow.requests) == 2
+    _wait_until(lambda: slow.in_flight == 0)  # the slow replies ended with the server
+    (failure,) = reranker.failures
+    assert failure.reason == (
+        "timed out: no answer within timeout_s=0.2 s after 2 attempts; "
+        "raise timeout_s for a slow server"
+    )
+    assert (failure.index, failure.image_id) == (0, 4)
+
+
+def test_without_a_key_no_authorization_header_is_sent(
+    server: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-not-for-this-server")
+    score = _reranker(server).score(QUERY, [_jpeg(0)])
+    assert not np.isnan(score[0])
+    assert "authorization" not in server.requests[0]["headers"]
+
+
+def _upstream_score(top: list[dict]) -> float:
+    """INQUIRE's rule for one API reply (convert_gpt_response_to_preds), restated: exact
+    tokens, listed-or-not decides 0 and 1, else exp, sum and divide in float64."""
+    yes = [lp["logprob"] for lp in top if lp["token"] == "Yes"]
+    no = [lp["logprob"] for lp in top if lp["token"] == "No"]
+    if not yes:
+        return 0.0
+    if not no:
+        return 1.0
+    p_yes, p_no = np.exp(yes).sum(), np.exp(no).sum()
+    with np.errstate(invalid="ignore"):
+        return float(p_yes / (p_yes + p_no))
+
+
+def _top(*pairs: tuple[str, float]) -> list[dict]:
+    return [{"token": t, "logprob": lp} for t, lp in pairs]
+
+
+@pytest.mark.parametrize(
+    ("top", "upstream", "ours"),
+    [
+        # listed at a floor value: upstream looks at presence, and so do we
+        (_top(("Yes", -9999.0), (" maybe", -0.1)), 1.0, 1.0),
+        (_top(("No", -9999.0), ("Perhaps", -0.1)), 0.0, 0.0),
+        (_top(("Yes", -9999.0), ("No", -0.1)), 0.0, 0.0),
+        (_top(("Yes", -0.1), ("No", -9999.0)), 1.0, 1.0),
+        # both underflow: upstream divides 0 by 0; log space gives the exact ratio
+        (_top(("Yes", -9999.0), ("No", -10000.0)), math.nan, 1 / (1 + math.exp(-1.0))),
+        (_top(("Yes", -10000.0), ("No", -9999.0)), math.nan, 1 / (1 + math.exp(1.0))),
+        (_top(("Yes", -9999.0), ("No", -9999.0)), math.nan, 0.5),
+        (_top(("Yes", -math.inf), ("No", -math.inf)), math.nan, 0.5),
+        (_top(("Yes", -800.0), ("Yes", -800.0), ("No", -800.0)), math.nan, 2 / 3),
+    ],
+)
+def test_presence_decides_and_underflow_is_exact(top, upstream: float, ours: float) -> None:
+    expected_upstream = _upstream_score(top)
+    assert expected_upstream == upstream or (math.isnan(upstream) and math.isnan(expected_upstream))
+    assert score_from_top_logprobs(top, exact=True)[0] == pytest.approx(ours, rel=1e-12, abs=0)
+    assert score_from_top_logprobs(top, exact=False)[0] == pytest.approx(ours, rel=1e-12, abs=0)
+
+
+def test_a_logprob_that_is_not_one_is_refused() -> None:
+    for bad in (math.nan, math.inf):
+        with pytest.raises(ValueError, match="log-probability"):
+            score_from_top_logprobs(_top(("Yes", bad), ("No", -1.0)))
+
+
+_TOKENS = st.sampled_from(["Yes", "No", "yes", " No", "Maybe", "Yes "])
+
+
+@given(
+    st.lists(st.tuples(_TOKENS, st.floats(min_value=-30.0, max_value=0.0)), min_size=0, max_size=20)
+)
+def test_ordinary_replies_score_as_upstream(pairs: list[tuple[str, float]]) -> None:
+    top = _top(*pairs)
+    upstream = _upstream_score(top)  # finite: probabilities above e^-30 never underflow
+    assert score_from_top_logprobs(top, exact=True)[0] == pytest.approx(
+        upstream, rel=1e-12, abs=1e-15
+    )
+
+
+@given(
+    st.lists(
+        st.tuples(_TOKENS, st.floats(min_value=-1e4, max_value=-800.0)), min_size=1, max_size=8
+    )
+)
+def test_floor_values_always_give_a_score_in_0_1(pairs: list[tuple[str, float]]) -> None:
+    top = _top(*pairs)
+    score = score_from_top_logprobs(top, exact=True)[0]
+    assert 0.0 <= score <= 1.0
+    upstream = _upstream_score(top)
+    if not math.isnan(upstream):  # only where Yes or No is missing: then equal
+        assert score == upstream
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"), [("floor-yes", 1.0), ("floor-both", 0.7310585786300049)]
+)
+def test_floor_values_from_a_server(server: FakeOpenAI, key: str, reply: str, expected: float):
+    server.script([reply])
+    reranker = _reranker(server, concurrency=1)
+    assert reranker.score(QUERY, [_jpeg(0)])[0] == pytest.approx(expected, rel=1e-12)
+    assert reranker.failures == []

@@ -7,11 +7,11 @@ import io
 import numpy as np
 import pytest
 
-pytest.importorskip("httpx")
+pytest.importorskip("openai")
 
 from PIL import Image
 
-from inquire.rerank.api import APIReranker, Failure
+from inquire.rerank.api import APIReranker, APISetupError, Failure
 from inquire.rerank.cache import ScoreCache, reranker_key, score_candidates
 from inquire.testing.rerank_fake_openai import FakeOpenAI
 
@@ -63,7 +63,6 @@ def test_api_failures_through_score_candidates(monkeypatch) -> None:
             api_key_env=KEY_ENV,
             concurrency=1,
             max_retries=0,
-            backoff_s=0.001,
         )
         # concurrency 1 scores chunks of 4: the sixth candidate is the second of chunk two
         server.script(["ok"] * 5 + ["401"])
@@ -73,3 +72,32 @@ def test_api_failures_through_score_candidates(monkeypatch) -> None:
     assert len(reranker.failures) == 1
     f = reranker.failures[0]
     assert (f.index, f.image_id) == (5, 506) and "HTTP 401" in f.reason
+
+
+def test_cached_scores_are_kept_apart_by_server_and_model_and_reused_after_a_stop(
+    monkeypatch, tmp_path
+) -> None:
+    """Same server and model: read from the cache. Another server (the same model name may
+    be other weights) or another model: asked again. A run stopped by a failing batch keeps
+    what it scored; the rerun asks only for the rest."""
+    monkeypatch.setenv(KEY_ENV, "sk-test")
+    ids = list(range(40))  # two batches of 32 and 8
+    images = [_jpeg(i) for i in ids]
+    with FakeOpenAI() as one, FakeOpenAI() as two, ScoreCache(tmp_path / "s.sqlite") as cache:
+
+        def run(server: FakeOpenAI, model: str = "fake-model") -> np.ndarray:
+            reranker = APIReranker(model, base_url=server.base_url, api_key_env=KEY_ENV)
+            return score_candidates(reranker, "q", ids, images, cache=cache)
+
+        one.script(["ok"] * 32 + ["401"] * 8)  # a key revoked half-way
+        with pytest.raises(APISetupError):
+            run(one)
+        first = len(one.requests)
+        assert first == 40
+        scores = run(one)  # the rerun asks only for the batch that failed
+        assert len(one.requests) == first + 8 and not np.isnan(scores).any()
+        assert len(run(one)) == 40 and len(one.requests) == first + 8  # all cached now
+        np.testing.assert_array_equal(run(two), scores)  # same fake model, asked again
+        assert len(two.requests) == 40
+        run(one, model="other-model")
+        assert len(one.requests) == first + 8 + 40

@@ -6,28 +6,45 @@ protocol (:mod:`inquire.rerank.protocol`; under the default ``inquire-2024``, IN
 its VILA prompt for VILA models), asking for one token with ``logprobs`` and ``top_logprobs``.
 The score is P(Yes) / (P(Yes) + P(No)) over the first token's top tokens: under
 ``inquire-2024`` only the tokens ``Yes`` and ``No`` themselves count, under ``inquire-sum``
-any case and surrounding spaces; when no "Yes" is among them the score is 0, when a "Yes" but
-no "No" is, 1. Under ``inquire-2024`` a request the server refuses with HTTP 400 scores 0,
-as INQUIRE scored its refused requests (logged, and not cached, so a rerun asks again).
+any case and surrounding spaces. Which tokens are *listed* decides, as in INQUIRE's
+``convert_gpt_response_to_preds``: no "Yes" listed scores 0, a "Yes" but no "No" scores 1,
+whatever their log-probabilities; when both are listed the ratio is computed in log space
+(:func:`score_from_top_logprobs`), so floor values such as -9999 do not underflow. Under
+``inquire-2024`` a request the server refuses with HTTP 400 scores 0, as INQUIRE scored its
+refused requests (logged, counted in ``refusals``, and not cached, so a rerun asks again).
 
-Requests run concurrently (``concurrency`` at a time) and are retried (tenacity) with
-exponential backoff, or the server's ``Retry-After``, on 408/409/425/429, 5xx, timeouts,
-connection errors and malformed replies. A request that still
-fails is a recorded failure: its score is NaN and it is listed in ``failures``; it is never
-turned into a 0 and never cached. The API key is read from the environment
-(``OPENAI_API_KEY`` or the variable named by ``api_key_env``) and is never logged or cached.
+Requests go through the official ``openai`` client (``AsyncOpenAI``; ``base_url`` for any
+compatible server), ``concurrency`` at a time, each attempt limited to ``timeout_s``
+seconds. The client retries 408/409/429, 5xx, timeouts and connection errors up to
+``max_retries`` times, waiting the server's ``Retry-After`` (or ``retry-after-ms``) when it is
+at most 120 s, else exponential backoff with jitter (0.5 s doubling, at most 8 s); a server
+that asks for a longer wait is not retried. A malformed reply (not JSON, no logprobs) is asked
+again here, within the same budget of ``max_retries + 1`` attempts per request. A request
+that still fails is a recorded failure: its score is NaN and it is listed in ``failures``
+with the reason; it is never turned into a 0 and never cached. A reply body is read within
+``timeout_s`` in all and up to ``MAX_REPLY_BYTES``; redirects are not followed (the failure
+names the new address). The API key is read from the environment (``OPENAI_API_KEY`` or the
+variable named by ``api_key_env``) and is never logged, cached or shown in a failure reason
+(wherever a server echoes it); without a key no ``Authorization`` header is sent, and a
+``base_url`` carrying credentials is refused.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextvars
+import functools
+import importlib.util
+import json
 import logging
 import math
 import os
 import random
+import re
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
@@ -44,7 +61,66 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 #: INQUIRE's GPT prompt (the default protocol's fallback API row); ``{query}`` is the query.
 API_QUESTION = PROTOCOLS["inquire-2024"].api_prompt("gpt-4o").text
-_RETRY_STATUS = {408, 409, 425, 429}
+# Waits before asking again after a malformed reply: the client's own backoff policy
+# (0.5 s doubling, at most 8 s, minus up to 25 % jitter), which covers HTTP errors only.
+_MALFORMED_WAIT_S = 0.5
+_MALFORMED_MAX_WAIT_S = 8.0
+#: The largest reply body read (a one-token chat completion with 20 top tokens is a few KiB);
+#: a larger one is not read further and the attempt fails, so a hostile or broken server
+#: cannot fill the memory.
+MAX_REPLY_BYTES = 4 * 1024 * 1024
+#: The longest failure reason kept (a server chooses much of its text).
+_MAX_REASON_CHARS = 300
+
+# HTTP requests sent for the request being scored in this asyncio task (the client's retries
+# included), counted by an httpx event hook; each request runs in its own task and context.
+_ATTEMPTS: contextvars.ContextVar[list[int]] = contextvars.ContextVar("inquire_api_attempts")
+
+
+async def _count_attempt(request: Any) -> None:
+    counter = _ATTEMPTS.get(None)
+    if counter is not None:
+        counter[0] += 1
+
+
+class _ReplyTooLarge(Exception):
+    """A reply body over MAX_REPLY_BYTES."""
+
+
+@functools.cache
+def _bounded_body_type(httpx_module: str) -> type:
+    """The reply body stream type for the HTTP library the openai client runs on (``httpx``,
+    or ``httpx2`` in recent releases), named by the module of a response it returned."""
+    httpx = importlib.import_module(httpx_module)
+
+    class _BoundedBody(httpx.AsyncByteStream):  # type: ignore[name-defined]
+        """A reply body stream that stops at ``max_bytes`` and at ``timeout_s`` in all.
+
+        httpx's read timeout bounds each read, not the whole body, so a server that sends a
+        byte every few seconds would otherwise keep an attempt open for ever."""
+
+        def __init__(self, stream: Any, request: Any, timeout_s: float, max_bytes: int) -> None:
+            self._stream, self._request = stream, request
+            self._timeout_s, self._max_bytes = timeout_s, max_bytes
+            self._deadline = time.monotonic() + timeout_s
+
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            size = 0
+            async for chunk in self._stream:
+                size += len(chunk)
+                if size > self._max_bytes:
+                    raise _ReplyTooLarge(f"reply body over {self._max_bytes} bytes")
+                if time.monotonic() > self._deadline:
+                    raise httpx.ReadTimeout(
+                        f"reply body not complete within {self._timeout_s:g} s",
+                        request=self._request,
+                    )
+                yield chunk
+
+        async def aclose(self) -> None:
+            await self._stream.aclose()
+
+    return _BoundedBody
 
 
 @dataclass(frozen=True)
@@ -64,23 +140,11 @@ class Failure:
     image_id: Any = None
 
 
-class _Retryable(Exception):
-    """A failure worth retrying; ``retry_after``: the server's Retry-After, in seconds."""
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-def _reason(exc: BaseException | None) -> str:
-    """The failure reason recorded for a request that kept failing."""
-    import httpx
-
-    if isinstance(exc, httpx.TimeoutException):
-        return "timeout"
-    if isinstance(exc, httpx.TransportError):
-        return f"connection error ({type(exc).__name__})"
-    return str(exc)
+def _logsumexp(values: list[float]) -> float:
+    top = max(values)
+    if top == -math.inf:
+        return -math.inf
+    return top + math.log(math.fsum(math.exp(v - top) for v in values))
 
 
 def score_from_top_logprobs(
@@ -88,24 +152,43 @@ def score_from_top_logprobs(
 ) -> tuple[float, float]:
     """``(score, P(Yes)+P(No))`` from one position's ``top_logprobs`` list.
 
-    All-Yes (no "No" token listed) gives 1, no "Yes" listed gives 0. Tokens count as an
-    answer whatever their case and surrounding spaces; ``exact`` counts only the tokens
-    ``Yes`` and ``No`` themselves (how INQUIRE scored its released API outputs).
+    Tokens count as an answer whatever their case and surrounding spaces; ``exact`` counts
+    only the tokens ``Yes`` and ``No`` themselves (how INQUIRE scored its API outputs).
+    Whether a token is *listed* decides, as in INQUIRE's ``convert_gpt_response_to_preds``:
+    no "Yes" listed gives 0 and a "Yes" without a "No" gives 1, whatever the log-probabilities
+    (a "Yes" listed at -9999 scores 1). With both listed the score is
+    p_yes / (p_yes + p_no) = 1 / (1 + exp(lse_no - lse_yes)), where lse_* is the log of the
+    summed probabilities of that answer's tokens (log-sum-exp): the same number INQUIRE
+    computes whenever its exp-then-divide is finite, and a number where both probabilities
+    underflow to 0 and INQUIRE's division gives NaN (docs/fidelity.md); equal log-probabilities,
+    -inf included, give 0.5. The second value, the plain sum of probabilities, is only used to
+    warn about models that are not answering yes/no. Raises ValueError for a log-probability
+    that is NaN or +inf (not a log-probability).
     """
-    p_yes = p_no = 0.0
+    yes: list[float] = []
+    no: list[float] = []
     for item in top:
         token = str(item.get("token", ""))
         word = {"Yes": "yes", "No": "no"}.get(token, "") if exact else token.strip().lower()
-        p = math.exp(float(item["logprob"]))
+        logprob = float(item["logprob"])
+        if math.isnan(logprob) or logprob == math.inf:
+            raise ValueError(f"log-probability {logprob} of token {token!r}")
         if word == "yes":
-            p_yes += p
+            yes.append(logprob)
         elif word == "no":
-            p_no += p
-    if p_yes == 0.0:  # also when neither answer is listed
-        return 0.0, p_no
-    if p_no == 0.0:
-        return 1.0, p_yes
-    return p_yes / (p_yes + p_no), p_yes + p_no
+            no.append(logprob)
+    mass = math.fsum(math.exp(lp) for lp in yes + no)
+    if not yes:  # also when neither answer is listed
+        return 0.0, mass
+    if not no:
+        return 1.0, mass
+    lse_yes, lse_no = _logsumexp(yes), _logsumexp(no)
+    if lse_yes == lse_no:  # equal evidence, both -inf included (their difference is NaN)
+        return 0.5, mass
+    diff = lse_no - lse_yes
+    # the logistic function written so that exp never overflows
+    score = 1.0 / (1.0 + math.exp(diff)) if diff <= 0 else math.exp(-diff) / (1.0 + math.exp(-diff))
+    return score, mass
 
 
 class APIReranker:
@@ -122,8 +205,6 @@ class APIReranker:
         temperature: float = 0.0,
         timeout_s: float = 60.0,
         max_retries: int = 4,
-        backoff_s: float = 1.0,
-        max_backoff_s: float = 30.0,
         protocol: str | Protocol | None = None,
     ) -> None:
         if not model:
@@ -132,6 +213,12 @@ class APIReranker:
             raise InputError(f"concurrency must be >= 1, got {concurrency}")
         if not 0 <= top_logprobs <= 20:
             raise InputError(f"top_logprobs must be in 0..20 (the API's range), got {top_logprobs}")
+        if not timeout_s > 0:
+            raise InputError(f"timeout_s must be > 0 seconds, got {timeout_s}")
+        if max_retries < 0:
+            raise InputError(f"max_retries must be >= 0, got {max_retries}")
+        if importlib.util.find_spec("openai") is None:
+            raise InputError("api: rerankers need the openai package: pip install 'inquire[api]'")
         self.model = model
         self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
         parsed = urlparse(self.base_url)
@@ -140,7 +227,21 @@ class APIReranker:
                 f"--base-url {self.base_url!r} is not an http(s) URL; e.g. "
                 f"http://127.0.0.1:8000/v1 for a local vLLM server"
             )
+        if parsed.username is not None or parsed.password is not None:
+            raise InputError(
+                "--base-url must not carry credentials (user:password@): they would be "
+                "recorded with the results and the cache; put the key in the environment "
+                f"variable {api_key_env} instead"
+            )
+        self.api_key_env = api_key_env
         self._api_key = os.environ.get(api_key_env, "")
+        bad = [i for i, c in enumerate(self._api_key) if not "!" <= c <= "~"]
+        if bad:  # would fail every request in the HTTP library, or crash it; never shown
+            raise InputError(
+                f"the API key in ${api_key_env} has a space, line break or non-ASCII character "
+                f"(at position {bad[0]} of {len(self._api_key)}); a key is one word of "
+                f"printable ASCII: set the variable again without it"
+            )
         if not self._api_key and self.base_url == DEFAULT_BASE_URL:
             raise InputError(
                 f"no API key: set the environment variable {api_key_env} (or name another one "
@@ -162,8 +263,6 @@ class APIReranker:
         self.temperature = temperature
         self.timeout_s = timeout_s
         self.max_retries = max_retries
-        self.backoff_s = backoff_s
-        self.max_backoff_s = max_backoff_s
         # Sampled answers (temperature > 0, or scored from the text alone) are not
         # deterministic and must never be cached as if they were.
         self.cacheable = self.logprobs and temperature == 0.0
@@ -200,12 +299,23 @@ class APIReranker:
         # A row whose prompt has an image placeholder sends the image where it stood: first.
         return [image, text] if self.prompt_row.image_placeholder else [text, image]
 
-    def _parse(self, payload: Any) -> float:
+    def _parse(self, completion: Any) -> float:
+        """The score in one chat completion (the client's typed object, built without
+        validation, so a reply of the wrong shape surfaces here); raises _Malformed."""
         try:
-            choice = payload["choices"][0]
+            choice = completion.choices[0]
             if self.logprobs:
-                top = choice["logprobs"]["content"][0]["top_logprobs"]
-                score, mass = score_from_top_logprobs(top, exact=self.protocol_row.api_exact_tokens)
+                top = choice.logprobs.content[0].top_logprobs
+                items = [{"token": t.token, "logprob": t.logprob} for t in top]
+                for item in items:  # JSON numbers and strings only: no "-0.5", true or null
+                    lp = item["logprob"]
+                    if not isinstance(item["token"], str):
+                        raise TypeError(f"token {item['token']!r} is not a string")
+                    if isinstance(lp, bool) or not isinstance(lp, int | float):
+                        raise TypeError(f"log-probability {lp!r} is not a number")
+                score, mass = score_from_top_logprobs(
+                    items, exact=self.protocol_row.api_exact_tokens
+                )
                 if mass < 0.5:
                     log.warning(
                         "%s: P(Yes)+P(No)=%.3g; the model is not answering yes/no",
@@ -213,88 +323,114 @@ class APIReranker:
                         mass,
                     )
                 return score
-            text = str(choice["message"]["content"]).strip().lower()
+            text = str(choice.message.content).strip().lower()
             return 1.0 if text.startswith("yes") else 0.0
-        except (KeyError, IndexError, TypeError, ValueError) as exc:
-            raise _Retryable(f"malformed reply ({type(exc).__name__}: {exc})") from None
+        except (AttributeError, KeyError, IndexError, TypeError, ValueError) as exc:
+            raise _Malformed(f"malformed reply ({type(exc).__name__}: {exc})") from None
 
     async def _one(self, client: Any, sem: asyncio.Semaphore, body: dict[str, Any]) -> float:
-        """One request under the retry policy (tenacity): up to ``max_retries`` retries on
-        429/408/409/425, 5xx, timeouts, connection errors and malformed replies, waiting
-        ``backoff_s * 2**i`` seconds (or the server's ``Retry-After``), capped at
-        ``max_backoff_s``, with jitter; other 4xx answers are not retried."""
-        import httpx
-        from tenacity import AsyncRetrying, RetryError, retry_if_exception_type
-        from tenacity import stop_after_attempt as stop_after
+        """One request: the client retries HTTP errors, timeouts and connection errors; a
+        malformed reply is asked again here; all within ``max_retries + 1`` attempts.
+        Returns the score or raises _Refused / _Failed."""
+        import openai
 
-        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
-        retrying = AsyncRetrying(
-            stop=stop_after(self.max_retries + 1),
-            wait=self._wait,
-            retry=retry_if_exception_type((_Retryable, httpx.TransportError)),
-            sleep=self._sleep,
+        attempts = [0]  # HTTP requests sent for this one, counted by _count_attempt
+        _ATTEMPTS.set(attempts)
+        budget = self.max_retries + 1
+        extra = {} if self._api_key else {"extra_headers": {"Authorization": openai.Omit()}}
+        malformed = 0
+        while True:
+            left = budget - attempts[0] - 1  # retries the client may still take
+            call = client if attempts[0] == 0 else client.with_options(max_retries=left)
+            try:
+                async with sem:
+                    completion = await call.chat.completions.create(**body, **extra)
+                return self._parse(completion)
+            except (_Malformed, json.JSONDecodeError, openai.APIResponseValidationError) as exc:
+                reason = str(exc) if isinstance(exc, _Malformed) else f"malformed reply ({exc})"
+                if attempts[0] >= budget:
+                    raise _Failed(f"{reason}{_after(attempts[0])}") from None
+            except openai.APITimeoutError:
+                raise _Failed(
+                    f"timed out: no answer within timeout_s={self.timeout_s:g} s"
+                    f"{_after(attempts[0])}; raise timeout_s for a slow server"
+                ) from None
+            except _ReplyTooLarge:
+                raise _Failed(
+                    f"reply larger than {MAX_REPLY_BYTES} bytes, not a chat completion"
+                    f"{_after(attempts[0])}"
+                ) from None
+            except openai.APIConnectionError as exc:
+                cause = type(exc.__cause__ or exc).__name__
+                raise _Failed(f"connection error ({cause}){_after(attempts[0])}") from None
+            except openai.APIStatusError as exc:
+                # the client's message is "Error code: <status> - <body>"; the status is ours
+                # redacted before any cut, which could split the key
+                message = self._redact(str(exc.message))
+                detail = re.sub(r"^Error code: \d+( - )?", "", message)[:200]
+                status = exc.status_code
+                if status == 400 and self.protocol_row.api_refusal_scores_zero:
+                    raise _Refused(f"HTTP 400: {detail}") from None
+                headers = exc.response.headers
+                if 300 <= status < 400:
+                    where = self._redact(headers.get("location", ""))[:200]
+                    detail = (
+                        f"redirected to {where!r}, not followed "
+                        f"(the request carries the API key and the image); point --base-url "
+                        f"at the server itself"
+                    )
+                elif "retry-after" in headers and status in {429, 503}:
+                    wait = self._redact(headers["retry-after"])[:40]
+                    detail = f"{detail} (the server asked to wait Retry-After: {wait!r})".strip()
+                raise _Failed(f"HTTP {status}: {detail}{_after(attempts[0])}") from None
+            malformed += 1
+            wait = min(_MALFORMED_MAX_WAIT_S, _MALFORMED_WAIT_S * 2 ** (malformed - 1))
+            await asyncio.sleep(wait * (1 - 0.25 * random.random()))
+
+    def _redact(self, text: str) -> str:
+        """``text`` without the API key (a server may echo what it was sent)."""
+        return text.replace(self._api_key, "<api key>") if self._api_key else text
+
+    async def _bound_body(self, response: Any) -> None:
+        """httpx response hook: the body is read within timeout_s and MAX_REPLY_BYTES."""
+        library = type(response).__module__.split(".")[0]
+        response.stream = _bounded_body_type(library)(
+            response.stream, response.request, self.timeout_s, MAX_REPLY_BYTES
         )
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    # The slot is held for the request only, not while waiting to retry.
-                    async with sem:
-                        resp = await client.post(
-                            f"{self.base_url}/chat/completions", json=body, headers=headers
-                        )
-                    return self._answer(resp)
-        except RetryError as exc:
-            last = exc.last_attempt.exception()
-            return self._fail(f"{_reason(last)} after {self.max_retries + 1} attempts")
-        raise AssertionError("unreachable")  # pragma: no cover
 
-    def _answer(self, resp: Any) -> float:
-        """The score in one HTTP answer; raises _Retryable, _Refused or _Failed."""
-        if resp.status_code in _RETRY_STATUS or resp.status_code >= 500:
-            retry_after = resp.headers.get("retry-after")
-            seconds = None
-            if retry_after and retry_after.replace(".", "", 1).isdigit():
-                seconds = float(retry_after)
-            raise _Retryable(f"HTTP {resp.status_code}", retry_after=seconds)
-        if resp.status_code == 400 and self.protocol_row.api_refusal_scores_zero:
-            raise _Refused(f"HTTP 400: {resp.text[:200]}")
-        if resp.status_code >= 400:
-            # 400/401/403/404 will not get better by retrying.
-            return self._fail(f"HTTP {resp.status_code}: {resp.text[:200]}")
-        try:
-            payload = resp.json()
-        except ValueError:
-            raise _Retryable("malformed JSON") from None
-        return self._parse(payload)
+    def _client(self) -> Any:
+        import openai
 
-    def _wait(self, state: Any) -> float:
-        """Seconds before the next attempt: exponential backoff, or the server's
-        ``Retry-After``, capped at ``max_backoff_s``; full jitter in [wait/2, wait] keeps
-        many concurrent retries from arriving together."""
-        exc = state.outcome.exception() if state.outcome is not None else None
-        after = getattr(exc, "retry_after", None)
-        base = after if after is not None else self.backoff_s * 2 ** (state.attempt_number - 1)
-        return float(min(self.max_backoff_s, base) * (0.5 + random.random() / 2))
-
-    async def _sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
-
-    def _fail(self, reason: str) -> float:
-        raise _Failed(reason)
+        http_client = openai.DefaultAsyncHttpxClient(
+            event_hooks={"request": [_count_attempt], "response": [self._bound_body]},
+            # A redirect would re-send the image (and, to the same host, the key) to where
+            # the server points; it is reported as a failure that names the new address.
+            follow_redirects=False,
+        )
+        return openai.AsyncOpenAI(
+            # With no key a placeholder satisfies the client; _one then omits the header.
+            api_key=self._api_key or "no-key",
+            base_url=self.base_url,
+            timeout=self.timeout_s,
+            max_retries=self.max_retries,
+            http_client=http_client,
+        )
 
     async def _score_all(self, query_text: str, images: Sequence[ImageLike]) -> np.ndarray:
-        import httpx
-
         sem = asyncio.Semaphore(self.concurrency)
         bodies = [self._body(query_text, im) for im in images]
-        limits = httpx.Limits(max_connections=self.concurrency)
-        async with httpx.AsyncClient(timeout=self.timeout_s, limits=limits) as client:
+        async with self._client() as client:
             results = await asyncio.gather(
                 *(self._one(client, sem, b) for b in bodies), return_exceptions=True
             )
         out = np.full(len(images), np.nan, np.float64)
         uncached = set()
+        first_failure = len(self.failures)
         for i, res in enumerate(results):
+            if isinstance(res, _Failed | _Refused):
+                # A server chooses much of a reason's text: it may echo the key anywhere
+                # (a message, a token, a header), or be long.
+                res = type(res)(self._redact(str(res))[:_MAX_REASON_CHARS])
             if isinstance(res, _Refused):
                 out[i] = 0.0
                 uncached.add(i)
@@ -316,7 +452,21 @@ class APIReranker:
             else:
                 out[i] = float(res)
         self.last_uncached = frozenset(uncached)
+        self._stop_if_misconfigured(self.failures[first_failure:], len(images))
         return out
+
+    def _stop_if_misconfigured(self, failed: list[Failure], n: int) -> None:
+        """Raise when every request of a score() call failed with a status that is about the
+        set-up, not the request: a wrong key (401/403), model or path (404), or a redirect.
+        Going on would send every remaining image (thousands in a benchmark) to the same
+        answer, each logged; one success in the call and the run goes on as before."""
+        if len(failed) < n or not all(_SETUP_STATUS.match(f.reason) for f in failed):
+            return
+        raise APISetupError(
+            f"{self.reranker_id} at {self.base_url}: all {n} requests failed, e.g. "
+            f"{failed[0].reason}; check the key in ${self.api_key_env}, the model name and "
+            f"--base-url (an OpenAI-compatible server's ends in /v1)"
+        )
 
     def score(self, query_text: str, images: Sequence[ImageLike]) -> np.ndarray:
         """``(n,) float64`` scores in [0, 1]; NaN for requests that kept failing."""
@@ -344,8 +494,24 @@ class APIReranker:
         return np.asarray(box["out"], np.float64)
 
 
+class APISetupError(InputError):
+    """Every request of a call failed with 401/403/404 or a redirect: the key, model name or
+    base URL is wrong, so the run stops instead of sending every image to the same answer."""
+
+
+_SETUP_STATUS = re.compile(r"HTTP (401|403|404|30[1278]):")
+
+
+def _after(attempts: int) -> str:
+    return f" after {attempts} attempts" if attempts > 1 else ""
+
+
 class _Failed(Exception):
-    pass
+    """A request that failed for good; the message is the recorded reason."""
+
+
+class _Malformed(Exception):
+    """A reply that is not a chat completion with the expected logprobs."""
 
 
 class _Refused(Exception):

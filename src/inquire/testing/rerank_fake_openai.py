@@ -4,10 +4,19 @@ It answers ``POST /v1/chat/completions`` with one token and ``top_logprobs``. P(
 deterministic function of the image bytes and the prompt (:func:`fake_p_yes`), so tests can
 check scores exactly. Replies can be scripted per request, in order: ``"ok"``, ``"429"``,
 ``"500"``, ``"malformed"`` (a body that is not JSON), ``"bad-shape"`` (JSON without
-logprobs), ``"timeout"`` (answers after ``delay_s``), ``"all-yes"`` (no "No" token listed),
+logprobs), ``"timeout"`` (answers after ``delay_s``, or at once when the server stops, so a
+slow reply never outlives a test), ``"all-yes"`` (no "No" token listed),
 ``"no-yes"`` (no "Yes" token listed), ``"neither"`` (neither listed), ``"lowercase-yes"``
-(the Yes token spelt ``yes``), ``"400"`` (a refused request, as for content the API will not
-judge), ``"401"``. After the script runs out every reply is ``"ok"``.
+(the Yes token spelt ``yes``), ``"floor-yes"`` (Yes listed at log-probability -9999, no No:
+the floor value some compatible servers report), ``"floor-both"`` (Yes at -9999, No at
+-10000), ``"400"`` (a refused request, as for content the API will not
+judge), ``"401"``, ``"401-echo"`` (a 401 whose message repeats the Authorization header it
+got, as some gateways do). After the script runs out every reply is ``"ok"``.
+
+A 429 carries ``Retry-After: <retry_after>`` (``"0"`` unless set: no wait asked);
+``retry_after_ms``, when set, adds ``retry-after-ms`` to every 429 and 500 (the OpenAI
+client's millisecond header, which keeps tests of many retries quick). Each recorded request
+has its arrival time (``"at"``, ``time.monotonic()``).
 
     with FakeOpenAI() as server:
         server.script(["429", "ok"])
@@ -46,10 +55,20 @@ class FakeOpenAI:
     #: Fraction of the top-token mass the fake model puts on Yes + No.
     YES_NO_MASS = 0.9
 
-    def __init__(self, delay_s: float = 2.0, latency_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        delay_s: float = 2.0,
+        latency_s: float = 0.0,
+        retry_after: str = "0",
+        retry_after_ms: int | None = None,
+    ) -> None:
         self.delay_s = delay_s
         self.latency_s = latency_s  # added to every reply (to observe concurrency)
-        self.requests: list[dict[str, Any]] = []  # {"body": ..., "headers": ..., "reply": ...}
+        self.retry_after = retry_after
+        self.retry_after_ms = retry_after_ms
+        # {"body": ..., "headers": {lower-case name: value}, "reply": ..., "at": monotonic s}
+        self.requests: list[dict[str, Any]] = []
+        self._stopping = threading.Event()  # wakes slow replies when the server stops
         self._script: deque[str] = deque()
         self.in_flight = 0
         self.max_in_flight = 0  # the most requests handled at once
@@ -77,6 +96,7 @@ class FakeOpenAI:
     def start(self) -> FakeOpenAI:
         """Start serving on a random free port in a daemon thread."""
         fake = self
+        self._stopping.clear()
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
@@ -102,6 +122,8 @@ class FakeOpenAI:
                         fake.in_flight -= 1
 
             def _post(self) -> None:
+                at = time.monotonic()
+                received = {k.lower(): v for k, v in self.headers.items()}
                 length = int(self.headers.get("Content-Length", 0))
                 raw = self.rfile.read(length)
                 reply = fake._next_reply()
@@ -112,7 +134,7 @@ class FakeOpenAI:
                     return
                 with fake._lock:
                     fake.requests.append(
-                        {"body": body, "headers": dict(self.headers), "reply": reply}
+                        {"body": body, "headers": received, "reply": reply, "at": at}
                     )
                 if not self.path.endswith("/chat/completions"):
                     self._send(404, b'{"error": "not found"}')
@@ -120,11 +142,18 @@ class FakeOpenAI:
                 if fake.latency_s:
                     time.sleep(fake.latency_s)
                 if reply == "timeout":
-                    time.sleep(fake.delay_s)
+                    fake._stopping.wait(fake.delay_s)
                     reply = "ok"
                 if reply in {"429", "500", "401", "400"}:
-                    headers = {"Retry-After": "0"} if reply == "429" else None
+                    headers = {"Retry-After": fake.retry_after} if reply == "429" else {}
+                    if fake.retry_after_ms is not None and reply in {"429", "500"}:
+                        headers["retry-after-ms"] = str(fake.retry_after_ms)
                     self._send(int(reply), b'{"error": {"message": "scripted"}}', headers)
+                    return
+                if reply == "401-echo":
+                    sent = self.headers.get("Authorization", "")
+                    message = {"error": {"message": f"invalid credentials: {sent}"}}
+                    self._send(401, json.dumps(message).encode())
                     return
                 if reply == "malformed":
                     self._send(200, b'{"choices": [ {"logprobs": ')
@@ -149,9 +178,14 @@ class FakeOpenAI:
                     tokens = [(t, p) for t, p in tokens if t not in ("Yes", "No")]
                 elif reply == "lowercase-yes":
                     tokens = [("yes" if t == "Yes" else t, p) for t, p in tokens]
+                floors = {"floor-yes": {"Yes": -9999.0}, "floor-both": {"Yes": -9999.0, "No": -1e4}}
+                floor = floors.get(reply, {})
+                if floor:  # the floored tokens are listed last, after the real ones
+                    tokens = [(t, p) for t, p in tokens if t not in ("Yes", "No")]
                 tokens.sort(key=lambda tp: -tp[1])
                 n_top = int(body.get("top_logprobs", 0))
                 top = [{"token": t, "logprob": math.log(p)} for t, p in tokens[:n_top]]
+                top += [{"token": t, "logprob": lp} for t, lp in floor.items()]
                 payload = {
                     "id": "fake",
                     "object": "chat.completion",
@@ -187,6 +221,7 @@ class FakeOpenAI:
 
     def stop(self) -> None:
         """Stop serving and free the port."""
+        self._stopping.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()

@@ -1,0 +1,269 @@
+"""The API reranker against a hostile or broken server: a body that never ends, a huge body,
+redirects, a key echoed where a reason picks it up, credentials in the URL, odd types."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("openai")
+
+from PIL import Image
+
+from inquire.errors import InputError
+from inquire.rerank.api import MAX_REPLY_BYTES, APIReranker, APISetupError
+
+KEY_ENV = "INQUIRE_TEST_API_KEY"
+SECRET = "sk-test-SECRET-0123456789abcdef"
+
+Handler = Callable[[BaseHTTPRequestHandler], None]
+
+
+class _Server:
+    """A loopback server whose every request is answered by ``handler``."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.hits = 0
+        self.stop = threading.Event()  # ends replies that would otherwise go on
+        outer = self
+
+        class H(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                outer.hits += 1
+                with contextlib.suppress(OSError):  # a client that gave up (endless replies)
+                    handler(self)
+
+        self._srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self._srv.daemon_threads = True
+        self._srv.handle_error = lambda *a: None  # type: ignore[method-assign]
+        threading.Thread(target=self._srv.serve_forever, daemon=True).start()
+        self.base_url = f"http://127.0.0.1:{self._srv.server_address[1]}/v1"
+
+    def close(self) -> None:
+        self.stop.set()
+        self._srv.shutdown()
+        self._srv.server_close()
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[Handler], _Server]]:
+    servers: list[_Server] = []
+
+    def start(handler: Handler) -> _Server:
+        servers.append(_Server(handler))
+        return servers[-1]
+
+    yield start
+    for s in servers:
+        s.close()
+
+
+@pytest.fixture(autouse=True)
+def key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(KEY_ENV, SECRET)
+
+
+def _send(h: BaseHTTPRequestHandler, status: int, body: bytes, headers: dict | None = None):
+    h.send_response(status)
+    h.send_header("Content-Type", "application/json")
+    h.send_header("Content-Length", str(len(body)))
+    for k, v in (headers or {}).items():
+        h.send_header(k, v)
+    h.end_headers()
+    h.wfile.write(body)
+
+
+def _completion(top: Any) -> bytes:
+    choice = {
+        "index": 0,
+        "message": {"role": "assistant", "content": "Yes"},
+        "logprobs": {"content": [{"token": "Yes", "logprob": -0.1, "top_logprobs": top}]},
+        "finish_reason": "length",
+    }
+    return json.dumps({"id": "x", "object": "chat.completion", "choices": [choice]}).encode()
+
+
+def _image() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def _score(server: _Server, setup_error: bool = False, **kw: Any) -> tuple[float, APIReranker]:
+    """One image scored; ``setup_error``: its failure is one that stops the run."""
+    opts = {"api_key_env": KEY_ENV, "max_retries": 0, "timeout_s": 5.0, **kw}
+    reranker = APIReranker("m", base_url=server.base_url, **opts)
+    if setup_error:
+        with pytest.raises(APISetupError) as err:
+            reranker.score("q", [_image()])
+        assert reranker.failures[0].reason in str(err.value)
+        return math.nan, reranker
+    return float(reranker.score("q", [_image()])[0]), reranker
+
+
+def test_a_body_that_never_ends_times_out(serve) -> None:
+    """httpx's read timeout is per read: a byte every 0.1 s must still end the attempt."""
+
+    def drip(h: BaseHTTPRequestHandler) -> None:
+        h.send_response(200)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(10**9))
+        h.end_headers()
+        for _ in range(300):  # 30 s, then the connection is closed short of its length
+            if server.stop.wait(0.1):
+                break
+            h.wfile.write(b" ")
+            h.wfile.flush()
+        h.close_connection = True
+
+    server = serve(drip)
+    score, reranker = _score(server, timeout_s=1.0)
+    assert np.isnan(score)
+    assert "timed out" in reranker.failures[0].reason
+
+
+@pytest.mark.parametrize("extra", [0, 1])
+def test_reply_size_limit_at_its_boundary(serve, extra: int) -> None:
+    """A valid completion padded to exactly MAX_REPLY_BYTES is read; one byte more is not."""
+    body = _completion([{"token": "Yes", "logprob": -1.0}, {"token": "No", "logprob": -1.0}])
+    padded = body + b" " * (MAX_REPLY_BYTES - len(body) + extra)
+    server = serve(lambda h: _send(h, 200, padded))
+    score, reranker = _score(server, max_retries=2)
+    if extra == 0:
+        assert score == 0.5 and not reranker.failures
+    else:
+        assert np.isnan(score)
+        assert reranker.failures[0].reason.startswith(f"reply larger than {MAX_REPLY_BYTES}")
+        assert server.hits == 1  # a reply that large is not asked for again
+
+
+def test_redirects_are_not_followed(serve) -> None:
+    elsewhere = serve(lambda h: _send(h, 200, _completion([{"token": "Yes", "logprob": 0.0}])))
+    target = f"{elsewhere.base_url}/chat/completions"
+    server = serve(lambda h: _send(h, 307, b"", {"Location": target}))
+    score, reranker = _score(server, setup_error=True, max_retries=2)
+    assert np.isnan(score) and elsewhere.hits == 0 and server.hits == 1
+    reason = reranker.failures[0].reason
+    assert reason.startswith("HTTP 307: redirected to") and target in reason
+    assert "--base-url" in reason
+
+
+@pytest.mark.parametrize("where", ["token", "logprob"])
+def test_key_echoed_in_a_token_or_logprob_never_reaches_a_reason(serve, where: str) -> None:
+    def echo(h: BaseHTTPRequestHandler) -> None:
+        auth = h.headers["Authorization"]
+        item = {"token": auth, "logprob": float("nan")}
+        if where == "logprob":
+            item = {"token": "Yes", "logprob": auth}
+        _send(h, 200, _completion([item]))
+
+    score, reranker = _score(serve(echo))
+    reason = reranker.failures[0].reason
+    assert np.isnan(score) and reason.startswith("malformed reply") and "<api key>" in reason
+    assert SECRET[:8] not in reason
+
+
+def test_key_echoed_past_the_cut_of_a_long_message_is_not_half_kept(serve) -> None:
+    """The message is redacted before it is cut, so the cut cannot split the key."""
+
+    def echo(h: BaseHTTPRequestHandler) -> None:
+        message = "x" * 190 + h.headers["Authorization"]
+        _send(h, 401, json.dumps({"error": {"message": message}}).encode())
+
+    _, reranker = _score(serve(echo), setup_error=True)
+    reason = reranker.failures[0].reason
+    assert reason.startswith("HTTP 401: xxx") and SECRET[:8] not in reason
+
+
+def test_a_long_retry_after_is_named_in_the_reason(serve) -> None:
+    server = serve(lambda h: _send(h, 429, b"{}", {"Retry-After": "99999"}))
+    score, reranker = _score(server, max_retries=3)
+    assert np.isnan(score) and server.hits == 1  # longer than the client waits: not retried
+    assert "Retry-After: '99999'" in reranker.failures[0].reason
+
+
+def test_a_token_that_is_not_a_string_is_malformed(serve) -> None:
+    server = serve(lambda h: _send(h, 200, _completion([{"token": None, "logprob": -0.1}])))
+    score, reranker = _score(server)
+    assert np.isnan(score) and "malformed reply" in reranker.failures[0].reason
+
+
+@pytest.mark.parametrize(
+    "url", ["http://user:pw@127.0.0.1:8000/v1", "https://:sk-abc@api.example.org/v1"]
+)
+def test_credentials_in_base_url_are_refused(url: str) -> None:
+    with pytest.raises(InputError, match="must not carry credentials") as err:
+        APIReranker("m", base_url=url, api_key_env=KEY_ENV)
+    assert "pw" not in str(err.value) and "sk-abc" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("statuses", "stops"),
+    [
+        ([401, 401, 401], True),  # a wrong key: every request gets the same answer
+        ([404, 403, 401], True),
+        ([401, 401, 200], False),  # one success: a flaky gateway, the run goes on
+        ([401, 401, 500], False),  # a server error is not about the set-up
+    ],
+)
+def test_a_call_whose_every_request_is_refused_for_its_set_up_stops(
+    serve, statuses: list[int], stops: bool
+) -> None:
+    replies = iter(statuses)
+    ok = _completion([{"token": "Yes", "logprob": -1.0}, {"token": "No", "logprob": -1.0}])
+
+    def reply(h: BaseHTTPRequestHandler) -> None:
+        status = next(replies)
+        _send(h, status, ok if status == 200 else b'{"error": {"message": "no"}}')
+
+    server = serve(reply)
+    reranker = APIReranker(
+        "m", base_url=server.base_url, api_key_env=KEY_ENV, max_retries=0, concurrency=1
+    )
+    images = [_image()] * 3
+    if stops:
+        with pytest.raises(APISetupError, match=f"all 3 requests failed.*\\${KEY_ENV}"):
+            reranker.score("q", images)
+    else:
+        out = reranker.score("q", images)
+        assert np.isnan(out).sum() == 3 - statuses.count(200)
+    assert server.hits == 3 and len(reranker.failures) == 3 - statuses.count(200)
+
+
+@pytest.mark.parametrize("bad", ["sk-abc\n", " sk-abc", "sk-ab c", "sk-é", "sk-\x7f"])
+def test_a_key_with_whitespace_or_non_ascii_is_refused_without_showing_it(
+    monkeypatch: pytest.MonkeyPatch, bad: str
+) -> None:
+    """Such a key failed every request as a 'connection error' (retried), or crashed."""
+    monkeypatch.setenv(KEY_ENV, bad)
+    with pytest.raises(InputError, match=f"API key in \\${KEY_ENV} has a space") as err:
+        APIReranker("m", base_url="http://127.0.0.1:9/v1", api_key_env=KEY_ENV)
+    assert "sk-" not in str(err.value)
+
+
+def test_a_printable_ascii_key_is_sent_as_it_is(serve, monkeypatch: pytest.MonkeyPatch) -> None:
+    key = "".join(chr(c) for c in range(0x21, 0x7F))  # every printable ASCII character
+    monkeypatch.setenv(KEY_ENV, key)
+    seen: list[str] = []
+
+    def reply(h: BaseHTTPRequestHandler) -> None:
+        seen.append(h.headers["Authorization"])
+        _send(h, 200, _completion([{"token": "Yes", "logprob": -1.0}]))
+
+    score, _ = _score(serve(reply))
+    assert score == 1.0 and seen == [f"Bearer {key}"]
