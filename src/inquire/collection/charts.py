@@ -78,7 +78,9 @@ def undated_note(trend: pd.DataFrame) -> str:
     )
 
 
-def trend_svg(trend: pd.DataFrame, title: str = "", by: str | None = None) -> str:
+def trend_svg(
+    trend: pd.DataFrame, title: str = "", by: str | None = None, *, width: int | None = None
+) -> str:
     """The chart of :func:`trend_figure` as an ``<svg>`` string for the web page (no scripts,
     no CDN): the same figure ``inquire trend --out`` writes, drawn by the same code.
 
@@ -86,17 +88,31 @@ def trend_svg(trend: pd.DataFrame, title: str = "", by: str | None = None) -> st
     salted and the date left out, so the same table gives the same bytes. The page's content
     policy allows no inline CSS, so matplotlib's ``style`` attributes and ``<style>`` rule
     become SVG presentation attributes (:func:`_presentation_attributes`).
+
+    ``width``: the box the page draws it in, in px. The figure is then laid out at that width
+    (one SVG unit per px) with no text under 11 px, so the chart is never shrunk to fit a
+    phone's screen; without it, the size of ``inquire trend --out``.
     """
     import io
 
     import matplotlib
 
-    fig = trend_figure(trend, title, by)
+    rc: dict[str, Any] = {"svg.fonttype": "none", "svg.hashsalt": "inquire"}
+    if width is not None:
+        rc["font.size"] = 11  # axis labels and numbers too: no text under 11 px on the page
     buf = io.StringIO()
-    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "inquire"}):
+    with matplotlib.rc_context(rc):
+        fig = trend_figure(trend, title, by, width=width)
         fig.savefig(buf, format="svg", metadata={"Date": None})
     text = buf.getvalue()
-    return _presentation_attributes(text[text.index("<svg") :])  # inline: no XML prolog
+    svg = _presentation_attributes(text[text.index("<svg") :])  # inline: no XML prolog
+    if width is not None:  # one unit per px, as laid out (matplotlib writes points)
+        svg = re.sub(
+            r'^(<svg[^>]*?) width="([\d.]+)pt" height="([\d.]+)pt"',
+            r'\1 width="\2" height="\3"',
+            svg,
+        )
+    return svg
 
 
 _STYLE_ATTR = re.compile(r' style="([^"]*)"')
@@ -179,11 +195,15 @@ def trend_chart(
     return out
 
 
-def trend_figure(trend: pd.DataFrame, title: str = "", by: str | None = None) -> Any:
+def trend_figure(
+    trend: pd.DataFrame, title: str = "", by: str | None = None, *, width: int | None = None
+) -> Any:
     """The matplotlib ``Figure`` of :func:`trend_chart` and :func:`trend_svg`.
 
     Built as a :class:`~matplotlib.figure.Figure` with its own Agg canvas: no pyplot state, no
     backend switch (a caller's ``matplotlib`` settings stay as they were), nothing to close.
+    ``width`` (px, for the page: see :func:`trend_svg`) sets the figure's width at 72 dpi,
+    so one point is one px, and raises every text to at least 11 px.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -191,7 +211,13 @@ def trend_figure(trend: pd.DataFrame, title: str = "", by: str | None = None) ->
 
     t = fill_time_gaps(trend, by)
     n = len(t)
-    fig = Figure(figsize=(max(6.0, 0.35 * n + 2), 4.6), dpi=120, layout="constrained")
+    if width is None:
+        fig = Figure(figsize=(max(6.0, 0.35 * n + 2), 4.6), dpi=120, layout="constrained")
+        small, medium = 8, 10
+    else:
+        fig = Figure(figsize=(width / 72, 330 / 72), dpi=72, layout="constrained")
+        small = medium = 11
+        every_max = max(4, width // 40)  # tick labels that fit the width
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     x = list(range(n))
@@ -202,8 +228,8 @@ def trend_figure(trend: pd.DataFrame, title: str = "", by: str | None = None) ->
     top = int(t["positives"].max()) if n else 0
     ax.set_ylim(0, max(1, top) * 1.1)
     labels = _slot_labels([str(g) for g in t["group"]], by)
-    every = max(1, math.ceil(n / 30))
-    ax.set_xticks(x[::every], labels[::every], rotation=45, ha="right", fontsize=8)
+    every = max(1, math.ceil(n / (30 if width is None else every_max)))
+    ax.set_xticks(x[::every], labels[::every], rotation=45, ha="right", fontsize=small)
     ax.set_xlim(-0.6, max(n, 1) - 0.4)
     ax2 = ax.twinx()
     seen = t[t["inspected"] > 0]
@@ -227,10 +253,10 @@ def trend_figure(trend: pd.DataFrame, title: str = "", by: str | None = None) ->
     ax2.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax2.set_ylabel("share of inspected images")
     note = undated_note(t)
-    ax.set_title((title or "verified positives") + (f"\n{note}" if note else ""), fontsize=10)
+    ax.set_title((title or "verified positives") + (f"\n{note}" if note else ""), fontsize=medium)
     if n == 0:
         ax.text(0.5, 0.5, "no marks yet", ha="center", va="center", transform=ax.transAxes)
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
-    fig.legend(h1 + h2, l1 + l2, loc="outside lower center", ncols=2, fontsize=8, frameon=False)
+    fig.legend(h1 + h2, l1 + l2, loc="outside lower center", ncols=2, fontsize=small, frameon=False)
     return fig
