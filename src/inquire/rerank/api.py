@@ -425,7 +425,7 @@ class APIReranker:
             )
         out = np.full(len(images), np.nan, np.float64)
         uncached = set()
-        first_failure = len(self.failures)
+        first_failure, first_refusal = len(self.failures), len(self.refusals)
         for i, res in enumerate(results):
             if isinstance(res, _Failed | _Refused):
                 # A server chooses much of a reason's text: it may echo the key anywhere
@@ -453,7 +453,22 @@ class APIReranker:
                 out[i] = float(res)
         self.last_uncached = frozenset(uncached)
         self._stop_if_misconfigured(self.failures[first_failure:], len(images))
+        self._stop_if_all_refused(self.refusals[first_refusal:], len(images))
         return out
+
+    def _stop_if_all_refused(self, refused: list[Failure], n: int) -> None:
+        """Raise when every request of a call of at least _MIN_ALL_REFUSED was refused: INQUIRE
+        scored the odd refused image 0, but a server that refuses every image is not set up
+        for this (a model without image input, or one that does not take logprobs), and
+        scoring them all 0 would report a random order as a result."""
+        if n < _MIN_ALL_REFUSED or len(refused) < n:
+            return
+        raise APISetupError(
+            f"{self.reranker_id} at {self.base_url}: all {n} requests were refused, e.g. "
+            f"{refused[0].reason}; the server or model does not take these requests (an "
+            f"image, logprobs, top_logprobs={self.top_logprobs}?); scoring them all 0 "
+            f"would rank at random"
+        )
 
     def _stop_if_misconfigured(self, failed: list[Failure], n: int) -> None:
         """Raise when every request of a score() call failed with a status that is about the
@@ -499,6 +514,9 @@ class APISetupError(InputError):
     base URL is wrong, so the run stops instead of sending every image to the same answer."""
 
 
+#: The fewest requests in one call that, all refused, stop the run (a query's last few
+#: uncached candidates may all be images the API will not judge).
+_MIN_ALL_REFUSED = 8
 _SETUP_STATUS = re.compile(r"HTTP (401|403|404|30[1278]):")
 
 
