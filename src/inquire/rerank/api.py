@@ -23,7 +23,10 @@ again here, within the same budget of ``max_retries + 1`` attempts per request. 
 that still fails is a recorded failure: its score is NaN and it is listed in ``failures``
 with the reason; it is never turned into a 0 and never cached. A reply body is read within
 ``timeout_s`` in all and up to ``MAX_REPLY_BYTES``; redirects are not followed (the failure
-names the new address). The API key is read from the environment (``OPENAI_API_KEY`` or the
+names the new address). When every request of a call fails with 401/403/404 or a redirect,
+or (8 or more) is refused with HTTP 400, the server is not set up for this and
+:class:`APISetupError` stops the run rather than send every image to the same answer. The
+API key is read from the environment (``OPENAI_API_KEY`` or the
 variable named by ``api_key_env``) and is never logged, cached or shown in a failure reason
 (wherever a server echoes it); without a key no ``Authorization`` header is sent, and a
 ``base_url`` carrying credentials is refused.
@@ -307,7 +310,9 @@ class APIReranker:
             if self.logprobs:
                 top = choice.logprobs.content[0].top_logprobs
                 items = [{"token": t.token, "logprob": t.logprob} for t in top]
-                for item in items:  # JSON numbers and strings only: no "-0.5", true or null
+                # a token must be a string and a log-probability a number (the client has
+                # already turned numeric strings such as "-0.5" and booleans into floats)
+                for item in items:
                     lp = item["logprob"]
                     if not isinstance(item["token"], str):
                         raise TypeError(f"token {item['token']!r} is not a string")
