@@ -292,3 +292,18 @@ def test_a_call_whose_every_request_is_refused_stops(serve, n: int, n_ok: int, s
     else:
         out = reranker.score("q", images)
         assert (out == 0).sum() == n and len(reranker.refusals) == n
+
+
+def test_no_server_listening_stops_the_run() -> None:
+    """Connection refused for a whole call (after the client's retries): the server is not up,
+    and going on would wait out every image's retries."""
+    import socket
+
+    with socket.socket() as sock:  # a port that was free a moment ago, now closed
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    reranker = APIReranker(
+        "m", base_url=f"http://127.0.0.1:{port}/v1", api_key_env=KEY_ENV, max_retries=0
+    )
+    with pytest.raises(APISetupError, match=r"all 2 requests failed.*ConnectError.*server is up"):
+        reranker.score("q", [_image(), _image()])

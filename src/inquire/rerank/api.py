@@ -23,11 +23,11 @@ again here, within the same budget of ``max_retries + 1`` attempts per request. 
 that still fails is a recorded failure: its score is NaN and it is listed in ``failures``
 with the reason; it is never turned into a 0 and never cached. A reply body is read within
 ``timeout_s`` in all and up to ``MAX_REPLY_BYTES``; redirects are not followed (the failure
-names the new address). When every request of a call fails with 401/403/404 or a redirect,
-or (8 or more) is refused with HTTP 400, the server is not set up for this and
-:class:`APISetupError` stops the run rather than send every image to the same answer. The
-API key is read from the environment (``OPENAI_API_KEY`` or the
-variable named by ``api_key_env``) and is never logged, cached or shown in a failure reason
+names the new address). When every request of a call fails with 401/403/404, a redirect or
+a refused connection, or (8 or more) is refused with HTTP 400, the server is not set up for
+this and :class:`APISetupError` stops the run rather than send every image to the same
+answer. The API key is read from the environment (``OPENAI_API_KEY`` or the variable named
+by ``api_key_env``) and is never logged, cached or shown in a failure reason
 (wherever a server echoes it); without a key no ``Authorization`` header is sent, and a
 ``base_url`` carrying credentials is refused.
 """
@@ -477,15 +477,17 @@ class APIReranker:
 
     def _stop_if_misconfigured(self, failed: list[Failure], n: int) -> None:
         """Raise when every request of a score() call failed with a status that is about the
-        set-up, not the request: a wrong key (401/403), model or path (404), or a redirect.
+        set-up, not the request: a wrong key (401/403), model or path (404), a redirect, or
+        no server listening (connection refused, after the client's retries).
         Going on would send every remaining image (thousands in a benchmark) to the same
         answer, each logged; one success in the call and the run goes on as before."""
         if len(failed) < n or not all(_SETUP_STATUS.match(f.reason) for f in failed):
             return
         raise APISetupError(
             f"{self.reranker_id} at {self.base_url}: all {n} requests failed, e.g. "
-            f"{failed[0].reason}; check the key in ${self.api_key_env}, the model name and "
-            f"--base-url (an OpenAI-compatible server's ends in /v1)"
+            f"{failed[0].reason}; check that the server is up, the key in "
+            f"${self.api_key_env}, the model name and --base-url (an OpenAI-compatible "
+            f"server's ends in /v1)"
         )
 
     def score(self, query_text: str, images: Sequence[ImageLike]) -> np.ndarray:
@@ -522,7 +524,7 @@ class APISetupError(InputError):
 #: The fewest requests in one call that, all refused, stop the run (a query's last few
 #: uncached candidates may all be images the API will not judge).
 _MIN_ALL_REFUSED = 8
-_SETUP_STATUS = re.compile(r"HTTP (401|403|404|30[1278]):")
+_SETUP_STATUS = re.compile(r"HTTP (401|403|404|30[1278]):|connection error \(ConnectError\)")
 
 
 def _after(attempts: int) -> str:
