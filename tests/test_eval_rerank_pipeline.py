@@ -567,6 +567,7 @@ def test_cli_api_failures_stop_then_a_rerun_retries_only_them(
         server.script(["400", "400"])
         third = runner.invoke(app, [*args, "--out", str(tmp_path / "refused")])
         assert third.exit_code == 0, third.output
+        assert "2 API requests were refused (HTTP 400) and scored 0" in third.output
     summary = (tmp_path / "refused" / "summary.json").read_text()
     assert '"refused_scored_0": 2' in summary and '"protocol": "inquire-2024"' in summary
 

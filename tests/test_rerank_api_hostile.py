@@ -267,3 +267,43 @@ def test_a_printable_ascii_key_is_sent_as_it_is(serve, monkeypatch: pytest.Monke
 
     score, _ = _score(serve(reply))
     assert score == 1.0 and seen == [f"Bearer {key}"]
+
+
+@pytest.mark.parametrize(("n", "n_ok", "stops"), [(8, 0, True), (7, 0, False), (8, 1, False)])
+def test_a_call_whose_every_request_is_refused_stops(serve, n: int, n_ok: int, stops: bool) -> None:
+    """INQUIRE scores the odd refused (HTTP 400) image 0; a server refusing a whole batch of
+    8 or more is not set up for the task, and all zeros would be a random ranking."""
+    replies = iter([200] * n_ok + [400] * n)
+    ok = _completion([{"token": "Yes", "logprob": -1.0}, {"token": "No", "logprob": -1.0}])
+
+    def reply(h: BaseHTTPRequestHandler) -> None:
+        status = next(replies)
+        message = b'{"error": {"message": "this model does not take image input"}}'
+        _send(h, status, ok if status == 200 else message)
+
+    server = serve(reply)
+    reranker = APIReranker(
+        "m", base_url=server.base_url, api_key_env=KEY_ENV, max_retries=0, concurrency=1
+    )
+    images = [_image()] * (n if stops else n + n_ok)
+    if stops:
+        with pytest.raises(APISetupError, match=r"all 8 requests were refused.*image input"):
+            reranker.score("q", images)
+    else:
+        out = reranker.score("q", images)
+        assert (out == 0).sum() == n and len(reranker.refusals) == n
+
+
+def test_no_server_listening_stops_the_run() -> None:
+    """Connection refused for a whole call (after the client's retries): the server is not up,
+    and going on would wait out every image's retries."""
+    import socket
+
+    with socket.socket() as sock:  # a port that was free a moment ago, now closed
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    reranker = APIReranker(
+        "m", base_url=f"http://127.0.0.1:{port}/v1", api_key_env=KEY_ENV, max_retries=0
+    )
+    with pytest.raises(APISetupError, match=r"all 2 requests failed.*ConnectError.*server is up"):
+        reranker.score("q", [_image(), _image()])

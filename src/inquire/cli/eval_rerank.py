@@ -152,6 +152,11 @@ def eval_rerank_cmd(
         console.print(f"expected AP of a random order: {100 * result.expected_random:.1f}")
     if len(result.failures):
         console.print(f"[red]{len(result.failures)} candidates failed and were ranked last[/]")
+    if refused := result.result.config.get("refused_scored_0"):
+        console.print(
+            f"[yellow]{refused} API requests were refused (HTTP 400) and scored 0, as "
+            f"{result.result.config.get('protocol')} scores refusals[/]"
+        )
     if out is not None:
         typer.echo(f"results: {out}")
 

@@ -23,8 +23,11 @@ again here, within the same budget of ``max_retries + 1`` attempts per request. 
 that still fails is a recorded failure: its score is NaN and it is listed in ``failures``
 with the reason; it is never turned into a 0 and never cached. A reply body is read within
 ``timeout_s`` in all and up to ``MAX_REPLY_BYTES``; redirects are not followed (the failure
-names the new address). The API key is read from the environment (``OPENAI_API_KEY`` or the
-variable named by ``api_key_env``) and is never logged, cached or shown in a failure reason
+names the new address). When every request of a call fails with 401/403/404, a redirect or
+a refused connection, or (8 or more) is refused with HTTP 400, the server is not set up for
+this and :class:`APISetupError` stops the run rather than send every image to the same
+answer. The API key is read from the environment (``OPENAI_API_KEY`` or the variable named
+by ``api_key_env``) and is never logged, cached or shown in a failure reason
 (wherever a server echoes it); without a key no ``Authorization`` header is sent, and a
 ``base_url`` carrying credentials is refused.
 """
@@ -307,7 +310,9 @@ class APIReranker:
             if self.logprobs:
                 top = choice.logprobs.content[0].top_logprobs
                 items = [{"token": t.token, "logprob": t.logprob} for t in top]
-                for item in items:  # JSON numbers and strings only: no "-0.5", true or null
+                # a token must be a string and a log-probability a number (the client has
+                # already turned numeric strings such as "-0.5" and booleans into floats)
+                for item in items:
                     lp = item["logprob"]
                     if not isinstance(item["token"], str):
                         raise TypeError(f"token {item['token']!r} is not a string")
@@ -425,7 +430,7 @@ class APIReranker:
             )
         out = np.full(len(images), np.nan, np.float64)
         uncached = set()
-        first_failure = len(self.failures)
+        first_failure, first_refusal = len(self.failures), len(self.refusals)
         for i, res in enumerate(results):
             if isinstance(res, _Failed | _Refused):
                 # A server chooses much of a reason's text: it may echo the key anywhere
@@ -453,19 +458,36 @@ class APIReranker:
                 out[i] = float(res)
         self.last_uncached = frozenset(uncached)
         self._stop_if_misconfigured(self.failures[first_failure:], len(images))
+        self._stop_if_all_refused(self.refusals[first_refusal:], len(images))
         return out
+
+    def _stop_if_all_refused(self, refused: list[Failure], n: int) -> None:
+        """Raise when every request of a call of at least _MIN_ALL_REFUSED was refused: INQUIRE
+        scored the odd refused image 0, but a server that refuses every image is not set up
+        for this (a model without image input, or one that does not take logprobs), and
+        scoring them all 0 would report a random order as a result."""
+        if n < _MIN_ALL_REFUSED or len(refused) < n:
+            return
+        raise APISetupError(
+            f"{self.reranker_id} at {self.base_url}: all {n} requests were refused, e.g. "
+            f"{refused[0].reason}; the server or model does not take these requests (an "
+            f"image, logprobs, top_logprobs={self.top_logprobs}?); scoring them all 0 "
+            f"would rank at random"
+        )
 
     def _stop_if_misconfigured(self, failed: list[Failure], n: int) -> None:
         """Raise when every request of a score() call failed with a status that is about the
-        set-up, not the request: a wrong key (401/403), model or path (404), or a redirect.
+        set-up, not the request: a wrong key (401/403), model or path (404), a redirect, or
+        no server listening (connection refused, after the client's retries).
         Going on would send every remaining image (thousands in a benchmark) to the same
         answer, each logged; one success in the call and the run goes on as before."""
         if len(failed) < n or not all(_SETUP_STATUS.match(f.reason) for f in failed):
             return
         raise APISetupError(
             f"{self.reranker_id} at {self.base_url}: all {n} requests failed, e.g. "
-            f"{failed[0].reason}; check the key in ${self.api_key_env}, the model name and "
-            f"--base-url (an OpenAI-compatible server's ends in /v1)"
+            f"{failed[0].reason}; check that the server is up, the key in "
+            f"${self.api_key_env}, the model name and --base-url (an OpenAI-compatible "
+            f"server's ends in /v1)"
         )
 
     def score(self, query_text: str, images: Sequence[ImageLike]) -> np.ndarray:
@@ -499,7 +521,10 @@ class APISetupError(InputError):
     base URL is wrong, so the run stops instead of sending every image to the same answer."""
 
 
-_SETUP_STATUS = re.compile(r"HTTP (401|403|404|30[1278]):")
+#: The fewest requests in one call that, all refused, stop the run (a query's last few
+#: uncached candidates may all be images the API will not judge).
+_MIN_ALL_REFUSED = 8
+_SETUP_STATUS = re.compile(r"HTTP (401|403|404|30[1278]):|connection error \(ConnectError\)")
 
 
 def _after(attempts: int) -> str:
