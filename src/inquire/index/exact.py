@@ -296,12 +296,35 @@ _POOL_CAP_EXTRA = 4096
 _RESCORE_ELEMENTS = 1 << 23
 
 
-def _gather(store: EmbeddingStore, rows: np.ndarray) -> np.ndarray:
-    """``(m, d)`` rows of ``store`` (its dtype) at global ``rows`` (any order)."""
-    out = np.empty((len(rows), store.dim), store.dtype)
+# Per process: an upper bound of the largest row norm of each chunk of the stores searched,
+# keyed by the shard files (path, size, mtime) and the chunk's rows, so a resident store's
+# norms are computed once. Cleared when it grows past _NORMS_MAX entries.
+_norms: dict[tuple[Any, ...], float] = {}
+_norms_lock = threading.Lock()
+_NORMS_MAX = 1 << 20
+
+
+def _store_key(store: EmbeddingStore) -> tuple[Any, ...] | None:
+    """Identity of the store's shard files (None when a shard is not a file)."""
+    try:
+        return tuple(
+            (str(p), st.st_size, st.st_mtime_ns)
+            for p, st in ((p, os.stat(p)) for p in store.shard_paths)
+        )
+    except (OSError, AttributeError, TypeError):
+        return None
+
+
+def _gather(store: EmbeddingStore, rows: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``out[:len(rows)] (m, d)`` (the store's dtype) filled with the store's global ``rows``."""
+    out = out[: len(rows)]
     if len(rows) == 0:
         return out
     shard_of = np.searchsorted(store.offsets, rows, side="right") - 1
+    if shard_of[0] == shard_of[-1] and (shard_of == shard_of[0]).all():
+        s = int(shard_of[0])
+        np.take(store.shards[s], rows - int(store.offsets[s]), axis=0, out=out)
+        return out
     for s in np.unique(shard_of):
         sel = shard_of == s
         out[sel] = store.shards[int(s)][rows[sel] - int(store.offsets[s])]
@@ -309,20 +332,27 @@ def _gather(store: EmbeddingStore, rows: np.ndarray) -> np.ndarray:
 
 
 def _rescore(
-    store: EmbeddingStore, q: np.ndarray, qr: np.ndarray, rows: np.ndarray, kernels: _Kernels
+    store: EmbeddingStore,
+    q: np.ndarray,
+    qr: np.ndarray,
+    rows: np.ndarray,
+    kernels: _Kernels,
+    max_norm: float | None = None,
 ) -> np.ndarray:
     """Exact scores ``(m,) float32`` (:func:`inquire.index.score.exact_scores`) of the pairs
     (query ``qr``, global row ``rows``), ``qr`` ascending; rows read from the store in
-    batches."""
+    batches. ``max_norm``: an upper bound of the rows' norms, if known."""
     out = np.empty(len(qr), np.float32)
     step = max(1, _RESCORE_ELEMENTS // max(store.dim, 1))
-    buf = np.empty((min(step, len(qr)), store.dim), np.float32)
+    raw = np.empty((min(step, len(qr)), store.dim), store.dtype)
+    buf = raw if store.dtype == np.float32 else np.empty(raw.shape, np.float32)
     for a in range(0, len(qr), step):
         b = min(a + step, len(qr))
-        x = _gather(store, rows[a:b])
+        x = _gather(store, rows[a:b], raw)
         x32 = buf[: b - a]
-        kernels.convert(x, x32)
-        out[a:b] = exact_scores(q, qr[a:b], x32)
+        if x32 is not x:
+            kernels.convert(x, x32)
+        out[a:b] = exact_scores(q, qr[a:b], x32, max_norm)
     return out
 
 
@@ -360,6 +390,8 @@ class _Scorer:
         self.rescored = 0
         self.gemm_seconds = 0.0
         self.chunks = {"bf16": 0, "fp32": 0}
+        self.max_norm = 0.0  # upper bound of the norms of every pooled row
+        self.store_key = _store_key(store)
         if bound.q_bf16 is not None:
             t = kernels._torch
             self.q_bf16 = t.from_numpy(bound.q_bf16).view(t.bfloat16)
@@ -375,11 +407,21 @@ class _Scorer:
         else:
             data = self.f32[:rows]
             self.kernels.convert(src, data)
-        norm = self._max_norm(data)
         first = block.start + lo
+        key = None if self.store_key is None else (self.store_key, first, rows)
+        with _norms_lock:
+            norm = _norms.get(key) if key is not None else None
+        if norm is None:
+            norm = self._max_norm(data)
+            if key is not None:
+                with _norms_lock:
+                    if len(_norms) >= _NORMS_MAX:
+                        _norms.clear()
+                    _norms[key] = norm
         if not np.isfinite(norm):  # a row with inf/NaN: no bound; score the chunk exactly
             self._score_exactly(data, first)
             return
+        self.max_norm = max(self.max_norm, norm)
         if method == "bf16" and self.bound.q_bf16 is not None and rows >= _MIN_SCREEN_ROWS:
             s, margin, c = self._approx_bf16(data, norm)
             self.chunks["bf16"] += 1
@@ -455,7 +497,8 @@ class _Scorer:
     def _flush(self, queries: np.ndarray) -> None:
         """Give the pooled rows of ``queries`` their exact scores now (bounded memory)."""
         qr, rows = self.pool.take(queries)
-        self.add_exact(qr, rows, _rescore(self.store, self.q, qr, rows, self.kernels))
+        values = _rescore(self.store, self.q, qr, rows, self.kernels, self.max_norm)
+        self.add_exact(qr, rows, values)
 
     def add_exact(self, qr: np.ndarray, rows: np.ndarray, values: np.ndarray) -> None:
         """Offer exact ``values`` of pairs (query ``qr`` ascending, global ``rows``)."""
@@ -482,11 +525,13 @@ class _Scorer:
             self.top.absorb(other.top)
             self.pool.absorb(other.pool)
             self.rescored += other.rescored
+            self.max_norm = max(self.max_norm, other.max_norm)
         self.top.merge()
         self.pool.raise_floor(self.top.threshold)
         qr, rows = self.pool.take()
         if len(qr):
-            self.add_exact(qr, rows, _rescore(self.store, self.q, qr, rows, self.kernels))
+            values = _rescore(self.store, self.q, qr, rows, self.kernels, self.max_norm)
+            self.add_exact(qr, rows, values)
         return self.top.result()
 
 

@@ -103,8 +103,9 @@ class CandidatePool:
             kth = np.partition(keys, self.k - 1, axis=1)[:, self.k - 1]
             uk = decode_scores(kth).astype(np.float64)  # padding: -inf
             self.raise_floor(round_down(uk - self.delta))
-        scores = decode_scores(keys)
-        drop = (keys == _PAD) | ~(scores >= self.floor[:, None])
+        # Keys ascend as scores descend: a score >= floor is a key <= floor's largest key
+        # (padding is the largest key of all).
+        drop = keys > encode_keys(self.floor, np.full(self.nq, _LOW, np.uint64))[:, None]
         counts = width - drop.sum(axis=1)
         w = int(counts.max(initial=0))
         if w == 0:
@@ -131,8 +132,8 @@ class CandidatePool:
         return (self.keys != _PAD).sum(axis=1)
 
     def take(self, queries: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Remove and return the entries of ``queries`` (default all) as ``(qr, rows)``, query
-        ascending, rows ascending within a query."""
+        """Remove and return the entries of ``queries`` (default all, ascending) as ``(qr,
+        rows)``, query ascending."""
         self.merge()
         keys = self.keys if queries is None else self.keys[queries]
         sel = keys != _PAD
@@ -143,5 +144,4 @@ class CandidatePool:
             self.keys = np.full((self.nq, 0), _PAD, np.uint64)
         else:
             self.keys[queries] = _PAD
-        order = np.lexsort((rows, qr))
-        return qr[order].astype(np.int64), rows[order]
+        return qr.astype(np.int64), rows  # row-major: queries ascending
