@@ -163,3 +163,23 @@ def test_non_finite_rows(tmp_path):
         np.testing.assert_array_equal(i, bi)
         np.testing.assert_array_equal(s.view(np.uint32), bs.view(np.uint32))
         assert (i[:, 0] == store.ids[400]).all() and (i[:, -1] == -1).all()
+
+
+def test_candidate_pool_by_hand():
+    """k = 2, one query: the floor is the 2nd largest upper bound minus the widest interval;
+    rows whose upper bound falls below it leave; take() empties the pool."""
+    from inquire.index.pool import CandidatePool
+
+    pool = CandidatePool(1, 2)
+    qr = np.zeros(4, np.int64)
+    upper = np.array([1.0, 0.9, 0.5, 0.85], np.float32)
+    pool.push(qr, np.array([10, 11, 12, 13]), upper, np.full(4, 0.1))
+    assert pool.sizes().tolist() == [3]  # floor 0.9 - 0.1 = 0.8 (rounded down): 0.5 leaves
+    assert 0.79 < float(pool.floor[0]) <= 0.8
+    pool.raise_floor(np.array([0.95], np.float32))
+    qs, rows = pool.take()
+    assert qs.tolist() == [0] and rows.tolist() == [10]
+    assert pool.sizes().tolist() == [0]
+    # Rows whose upper bound is below the floor never enter.
+    pool.push(np.zeros(1, np.int64), np.array([5]), np.array([0.5], np.float32), np.ones(1))
+    assert pool.sizes().tolist() == [0]

@@ -157,7 +157,7 @@ def test_kernel_accumulates_in_float32():
 
 
 def test_auto_plan(monkeypatch):
-    """"auto" never screens where it cannot pay or has measured a loss; "bf16" is forced."""
+    """ "auto" never screens where it cannot pay or has measured a loss; "bf16" is forced."""
     q = random_unit(4, 32, seed=17)
     args = dict(n_rows=1_000_000, k=10, chunk_rows=256, store_dtype=np.dtype(np.float16))
     monkeypatch.setattr(scr, "_choices", {})

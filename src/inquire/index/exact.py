@@ -1,37 +1,50 @@
 """Exact top-k inner-product search over an :class:`~inquire.embed.EmbeddingStore`.
 
+**The exact score** of a row for a query is their real inner product rounded once to float32
+(:mod:`inquire.index.score`): it does not depend on the call's shape, the CPU, the BLAS or
+the thread count, and every path below returns exactly it.
+
 How it works (all queries at once, one pass over the store):
 
 1. The store is read in blocks of rows that never cross a shard boundary. A reader thread
    reads the next block's bytes straight from the shard file (``os.preadv`` into one of two
    reused buffers: the pages stay in the OS cache and out of this process's resident memory)
-   while the caller's thread scores the current one.
-2. Each block is scored in chunks of ``chunk_rows`` rows: float16 -> float32 into one reused
-   buffer (torch's ``copy_`` when torch is installed, ~10x faster than numpy's ``astype``),
-   then one float32 GEMM ``queries @ chunk.T -> (nq, chunk_rows)`` into a reused output,
-   using both cores. Float32 inputs and accumulation: no reduced precision anywhere.
-3. Selection without sorting: each query keeps its best ``k`` so far and their ``k``-th score
-   ``t``. Only chunk scores ``>= t`` can enter the top ``k``; after the first chunks this is
-   a tiny fraction, found by one vectorised comparison. While a query holds fewer than ``k``
-   items (or a chunk beats an unusual number of them) the chunk's own ``k``-th largest score
-   (``np.partition``, linear time) bounds the candidates instead. Candidates are packed into
-   one uint64 key each (score order in the high half, image-id order in the low half), so a
-   single integer partition applies the whole ranking rule, ties included; they are merged
-   into the running top ``k`` only when they outnumber it.
+   while the scoring threads work on the current one.
+2. **Approximate every row.** Each block is cut into chunks of ``chunk_rows`` rows: float16
+   -> float32 into one reused buffer (torch's ``copy_`` when torch is installed, ~10x faster
+   than numpy's ``astype``), then one GEMM ``queries @ chunk.T -> (nq, chunk_rows)``: float32
+   (``screen="off"``) or bfloat16 (``screen="bf16"``, see :mod:`inquire.index.screen`). Each
+   approximate score ``s~`` comes with a proven interval around the exact score: ``|exact -
+   s~| <= a(q) max||x|| (+ c|s~| for bfloat16)``, one margin per query and chunk (the chunk's
+   largest row norm, computed once per resident store).
+3. **Keep only what may reach the top k.** Each query's :class:`~inquire.index.pool.
+   CandidatePool` holds the rows whose upper bound reaches its floor, a proven lower bound of
+   the k-th exact score; one vectorised comparison per chunk finds them (after the first
+   chunks a tiny fraction), and the floor rises as the pool fills (its k-th upper bound minus
+   the widest interval). While a query has no floor yet, or a chunk beats an unusual number
+   of pooled rows, the chunk's own k-th approximate score (``np.partition``, linear time)
+   gives one.
+4. **Rescore the survivors exactly**, at the end, gathered per query (float64, rounded once:
+   :func:`inquire.index.score.exact_scores`), and select them with
+   :class:`inquire.index.topk.TopK` under the one ranking rule. With the float32 bound the
+   pool ends with about ``k`` rows plus the few within twice the margin of the k-th score; a
+   pool that grows past ``4 k + 4096`` rows (near ties the bound cannot separate) is rescored
+   at once, so memory stays bounded.
 
-4. Optionally (``screen``), rows are first screened by a bfloat16 GEMM with a proven error
-   bound and only those that could reach the top k are scored in float32 (same result, bit
-   for bit): see :mod:`inquire.index.screen`.
+Both approximations therefore return the same ids and scores, bit for bit, on every CPU.
+``screen="auto"`` (default) takes the float32 GEMM unless the CPU lists bfloat16 units and a
+timed trial on the search's first chunks finds bfloat16 faster (:class:`_Chooser`).
 
-Memory: two read buffers (``block_rows`` rows in the store's dtype), one float32 chunk, one
-``(nq, chunk_rows)`` score chunk and the results; independent of N.
+Memory: the read buffers, per scoring thread one float32 chunk and one ``(nq, chunk_rows)``
+score chunk, the pools (about ``k`` keys per query) and the results; independent of N.
 
 Result contract (:mod:`inquire.index.base`): ``scores (nq, k) float32`` descending, ``ids
-(nq, k) int64`` image ids, equal scores ordered by image id ascending (the selector is
-:class:`inquire.index.topk.TopK`). When fewer than ``k`` rows may be returned the rows are
-padded with id ``-1`` and score ``-inf`` (``Run.from_arrays`` drops the padding). NaN scores
-never match. :class:`ExactIndex` is this search behind the :class:`~inquire.index.base.Searcher`
-protocol; :func:`search` is the same call with the store as first argument.
+(nq, k) int64`` image ids, equal scores ordered by image id ascending. When fewer than ``k``
+rows may be returned the rows are padded with id ``-1`` and score ``-inf``
+(``Run.from_arrays`` drops the padding). NaN scores never match; a chunk holding a row with
+an infinite or NaN value has no bound and is scored exactly pair by pair.
+:class:`ExactIndex` is this search behind the :class:`~inquire.index.base.Searcher` protocol;
+:func:`search` is the same call with the store as first argument.
 """
 
 from __future__ import annotations
@@ -689,20 +702,21 @@ def search(
 
     ``queries``: ``(nq, d) float32`` (L2-normalised for cosine similarity).
     ``block_rows``: rows read at a time (default: two staging buffers of ~``memory_mb`` MiB).
-    ``chunk_rows``: rows converted to float32 and scored by one GEMM.
+    ``chunk_rows``: rows converted to float32 and approximated by one GEMM.
     ``prefetch``: read the next block on a second thread while scoring this one.
     ``threads``: scoring threads, each owning a core with single-threaded kernels and its
     own top k (default: one per core, at most ``torch.get_num_threads()``; 1 without torch).
     torch's thread count is set to 1 while they run and restored afterwards.
-    ``screen``: ``"bf16"`` screens rows with a bfloat16 GEMM and a proven error bound, then
-    rescores the rows that could reach the top k in float32 (same result, bit for bit; see
-    :mod:`inquire.index.screen`); ``"off"`` scores every row in float32; ``"auto"`` (default)
-    screens where this CPU's bfloat16 GEMM is measured to be much faster.
-    ``stats``: a :class:`SearchStats` to fill in (the path taken, pairs rescored).
+    ``screen``: how rows are approximated before the rows that could reach the top k are
+    given their exact score: ``"off"`` by the float32 GEMM, ``"bf16"`` by a bfloat16 GEMM
+    (a wider bound; see :mod:`inquire.index.screen`), ``"auto"`` (default) by bfloat16 only
+    where it is measured faster on this search's first chunks. The result is the same.
+    ``stats``: a :class:`SearchStats` to fill in (the path taken, pairs rescored, timings).
     ``mask``: ``(N,) bool``, rows of the store that may be returned (None: all).
 
-    Returns ``scores (nq, k) float32`` descending and ``ids (nq, k) int64`` image ids; equal
-    scores are ordered by image id ascending. When fewer than ``k`` rows may be returned
+    Returns ``scores (nq, k) float32`` descending (each the exact score: the real inner
+    product rounded once to float32) and ``ids (nq, k) int64`` image ids; equal scores are
+    ordered by image id ascending. When fewer than ``k`` rows may be returned
     (``k > len(store)``, a narrow mask, NaN scores) rows are padded with id ``-1`` and score
     ``-inf``.
     """

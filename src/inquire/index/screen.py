@@ -1,28 +1,34 @@
-"""Low-precision screening for exact search: a bfloat16 GEMM with a proven error bound.
+"""The error bounds of exact search's approximations, and when it screens in bfloat16.
 
-Exact search scores every row with a float32 GEMM. Where the CPU multiplies bfloat16 much
-faster than float32 (AMX, AVX512-BF16), a bfloat16 GEMM can *screen* the rows instead: every
-screened score ``s~`` lies within a proven distance ``B`` of the float32 score ``f`` that
-exact search would compute, so a row whose ``s~ + B`` is below a lower bound on the k-th
-float32 score can never reach the top k. The surviving rows are rescored with the float32
-GEMM of exact search and selected as before, so the result is the exact one: the same ids,
-the same scores bit for bit, the same tie rule. The proof is in ``docs/search.md``; in short,
-for a query ``q`` (float32) and a row ``x`` (float16 or float32), with ``u = 2**-8`` (unit
-roundoff of bfloat16), ``g = gamma(d) = d * 2**-24 / (1 - d * 2**-24)``:
+Exact search approximates every row's score with a GEMM, keeps the rows whose proven upper
+bound can still reach the k-th exact score, and gives only those their exact score (the real
+inner product rounded once to float32, :mod:`inquire.index.score`). Two approximations, each
+with a proven bound on ``|s - s~|``, ``s`` the real inner product, ``s~`` the GEMM's value,
+for a query ``q`` (float32) and a row ``x`` (float16 or float32) of width ``d``:
 
-    |f - s~| <= ||x|| * a(q) + u / (1 - u) * |s~| + eps
-    a(q) = u ||q|| + (1 + u) ||q - bf16(q)|| + g ((1 + u)(||q|| + ||q - bf16(q)||) + ||q||)
+- **float32 GEMM** (``screen="off"``): any float32 dot product, any order, FMA or not:
+  ``|s - s~| <= g ||q|| ||x||`` with ``g = gamma(d) = d 2**-24 / (1 - d 2**-24)``.
+- **bfloat16 GEMM** (``screen="bf16"``), where the CPU multiplies bfloat16 much faster (AMX,
+  AVX512-BF16), with ``u = 2**-8`` (unit roundoff of bfloat16):
 
-(rounding of the row; rounding of the query; float32 accumulation of the bfloat16 GEMM; the
-float32 accumulation of exact search itself; the bfloat16 rounding of the GEMM's output;
-``eps`` covers flushed subnormals). The bound assumes the bfloat16 GEMM multiplies exactly
-and accumulates in float32 (true of oneDNN/AMX and of torch's own CPU kernels); a self-check
-at first use refuses a kernel that accumulates in lower precision.
+      |s - s~| <= ||x|| * a(q) + u / (1 - u) * |s~| + eps
+      a(q) = u ||q|| + (1 + u) ||q - bf16(q)|| + g ((1 + u)(||q|| + ||q - bf16(q)||) + ||q||)
 
-Whether screening is used (``screen="auto"``) is measured once per process: the bfloat16
-GEMM must be several times faster than the float32 one, and the float32 GEMM must give every
-score the same bits whatever the number of rows and queries in the call (rescoring a few rows
-must reproduce the full pass). Otherwise exact search runs its float32 path unchanged.
+  (rounding of the row; rounding of the query; float32 accumulation of the bfloat16 GEMM;
+  a float32 GEMM's own error, kept so the bound also covers it; the bfloat16 rounding of the
+  GEMM's output; ``eps`` covers flushed subnormals). It assumes the bfloat16 GEMM multiplies
+  exactly and accumulates in float32 (true of oneDNN/AMX and of torch's own CPU kernels); a
+  self-check at first use refuses a kernel that accumulates in lower precision.
+
+``||x||`` is bounded per chunk by its largest row norm (computed in float32, inflated). The
+proof is in ``docs/search.md``. Both paths rescore their survivors the same way, so they
+return the same ids and scores bit for bit.
+
+``screen="auto"`` (:func:`plan_screen`) takes the float32 GEMM where bfloat16 cannot be used
+or cannot pay (no bfloat16 units listed by the CPU, a store of few chunks), and otherwise
+times both on the search's own first chunks (:data:`clock`, replaceable), screening only
+where bfloat16 is at most ``AUTO_MARGIN`` times the float32 time; the choice is remembered
+per process for that search's shape.
 """
 
 from __future__ import annotations
