@@ -344,6 +344,43 @@ def _gather(store: EmbeddingStore, rows: np.ndarray, out: np.ndarray) -> np.ndar
     return out
 
 
+def _mapping(shard: np.ndarray) -> Any:
+    """The ``mmap`` behind a memory-mapped shard, or None."""
+    m = getattr(shard, "_mmap", None)
+    return m if m is not None and hasattr(m, "madvise") else None
+
+
+@contextlib.contextmanager
+def _random_access(store: EmbeddingStore) -> Iterator[Callable[[], None]]:
+    """Random row reads from the memory-mapped shards without growing this process's
+    resident memory: no fault-around while reading (``MADV_RANDOM``), and the pages read are
+    unmapped again by the callable yielded (``MADV_DONTNEED``: on a read-only file mapping it
+    only drops this process's page-table entries; the data stays in the OS cache)."""
+    import mmap
+
+    maps = [m for m in (_mapping(s) for s in store.shards) if m is not None]
+    advise = hasattr(mmap, "MADV_RANDOM") and hasattr(mmap, "MADV_DONTNEED")
+
+    def drop() -> None:
+        if advise:
+            for m in maps:
+                with contextlib.suppress(OSError, ValueError):
+                    m.madvise(mmap.MADV_DONTNEED)
+
+    if advise:
+        for m in maps:
+            with contextlib.suppress(OSError, ValueError):
+                m.madvise(mmap.MADV_RANDOM)
+    try:
+        yield drop
+    finally:
+        drop()
+        if advise:
+            for m in maps:
+                with contextlib.suppress(OSError, ValueError):
+                    m.madvise(mmap.MADV_NORMAL)
+
+
 def _rescore(
     store: EmbeddingStore,
     q: np.ndarray,
@@ -359,13 +396,15 @@ def _rescore(
     step = max(1, _RESCORE_ELEMENTS // max(store.dim, 1))
     raw = np.empty((min(step, len(qr)), store.dim), store.dtype)
     buf = raw if store.dtype == np.float32 else np.empty(raw.shape, np.float32)
-    for a in range(0, len(qr), step):
-        b = min(a + step, len(qr))
-        x = _gather(store, rows[a:b], raw)
-        x32 = buf[: b - a]
-        if x32 is not x:
-            kernels.convert(x, x32)
-        out[a:b] = exact_scores(q, qr[a:b], x32, max_norm)
+    with _random_access(store) as drop:
+        for a in range(0, len(qr), step):
+            b = min(a + step, len(qr))
+            x = _gather(store, rows[a:b], raw)
+            drop()
+            x32 = buf[: b - a]
+            if x32 is not x:
+                kernels.convert(x, x32)
+            out[a:b] = exact_scores(q, qr[a:b], x32, max_norm)
     return out
 
 
@@ -415,15 +454,24 @@ class _Scorer:
         """Approximate ``rows`` rows of ``block`` from ``lo`` (``method`` "bf16" or "fp32")
         and put the rows that may reach the top k into the pool."""
         src = block.data[lo : lo + rows]
-        if src.dtype == np.float32:
-            data = src
-        else:
-            data = self.f32[:rows]
-            self.kernels.convert(src, data)
         first = block.start + lo
         key = None if self.store_key is None else (self.store_key, first, rows)
         with _norms_lock:
             norm = _norms.get(key) if key is not None else None
+        bf16 = (
+            method == "bf16"
+            and self.bound.q_bf16 is not None
+            and rows >= _MIN_SCREEN_ROWS
+            and src.flags.writeable
+        )
+        if bf16 and norm is not None and np.isfinite(norm):
+            # The norm is known: the stored rows go to bfloat16 directly (one conversion).
+            data = src
+        elif src.dtype == np.float32:
+            data = src
+        else:
+            data = self.f32[:rows]
+            self.kernels.convert(src, data)
         if norm is None:
             norm = self._max_norm(data)
             if key is not None:
@@ -435,7 +483,7 @@ class _Scorer:
             self._score_exactly(data, first)
             return
         self.max_norm = max(self.max_norm, norm)
-        if method == "bf16" and self.bound.q_bf16 is not None and rows >= _MIN_SCREEN_ROWS:
+        if bf16:
             s, margin, c = self._approx_bf16(data, norm)
             self.chunks["bf16"] += 1
         else:
@@ -462,6 +510,7 @@ class _Scorer:
         return s, self.bound.a32 * norm + self.bound.slack, 0.0
 
     def _approx_bf16(self, data: np.ndarray, norm: float) -> tuple[np.ndarray, np.ndarray, float]:
+        """``data (rows, d)`` float16 or float32 (writeable), screened by the bfloat16 GEMM."""
         t = self.kernels._torch
         nq, rows = len(self.q), len(data)
         xb = self.x_bf16[:rows]
