@@ -5,9 +5,9 @@ to disk, then runs each method in its own subprocess (so each has its own peak R
 reading the same memory-mapped files:
 
 - ``ours``: :func:`inquire.index.exact.search`, all queries at once, streamed by blocks,
-  with ``--screen`` (default ``auto``: bfloat16 screening where this CPU makes it pay).
-- ``float32``: the same search with ``screen="off"`` (every row scored by the float32 GEMM):
-  the ids ``ours`` must reproduce exactly.
+  with ``--screen`` (default ``auto``: bfloat16 screening where it is measured faster).
+- ``float32``: the same search with ``screen="off"`` (every row approximated by the float32
+  GEMM, candidates rescored exactly): the ids and scores ``ours`` must reproduce exactly.
 - ``reference``: the original approach, per query: the whole matrix to float32, a
   matrix-vector product, a full argsort, the top k. Timed on ``--reference-queries`` queries
   and extrapolated linearly to all queries (its cost is the same for every query).
@@ -15,11 +15,21 @@ reading the same memory-mapped files:
 - ``gemm``: float32 and bfloat16 GEMM FLOP/s of this machine on the same shapes (in-memory
   operands); the compute bounds are ``2 * N * d * nq / FLOP/s``.
 
+- ``bf16``: the search with ``screen="bf16"`` forced (on ``--bf16-n`` rows, default ``--n``):
+  its time minus the time inside the bfloat16 GEMM (per thread) is the screening overhead,
+  compared with the float32 GEMM of the same rows (the larger of its time in the same
+  process, just before, and the probe's compute bound).
+- ``check``: the first ``--check-queries`` queries of each search against a float64 brute
+  force (every row scored in float64, the best ``k + 64`` given their correctly rounded
+  float32 score, ranked by score desc, id asc).
+
 Usage: ``python benchmarks/exact_search.py [--n 1000000 --d 1024 --queries 250 --k 1000]``.
 The last two lines read
 ``speedup_vs_reference=X ratio_vs_faiss=Y ratio_to_gemm_bound=Z peak_rss_mb=M`` and
-``ratio_to_fp32_bound=X ratio_to_bf16_bound=Y rescored_per_query=Z exact=E`` (E = 1 when
-ours returned the same top-k ids as the float32 path for every query).
+``ratio_to_fp32_bound=X ratio_to_bf16_bound=Y rescored_per_query=Z exact=E auto_over_off=A
+screen_other_over_fp32_bound=O`` (E = 1 when ours (auto) returned the float32 path's ids and
+score bits for every query, and ours, the float32 path and the forced screen matched the
+float64 brute force; A = ours / float32 path; O as under ``bf16``).
 """
 
 from __future__ import annotations
@@ -109,30 +119,53 @@ def work_ours(
         import torch  # noqa: F401
 
     before = _rss_mb()
-    calibration = 0.0
-    if screen == "auto":
-        # Measured once per process at first use; timed apart here.
-        from inquire.index.screen import bf16_speedup
-
-        t0 = time.perf_counter()
-        bf16_speedup(store.dim, os.cpu_count() or 1)
-        calibration = time.perf_counter() - t0
-    times = []
-    stats = SearchStats()
+    times, runs = [], []
+    scores = ids = None
     for _ in range(repeats):
+        stats = SearchStats()
         t0 = time.perf_counter()
-        _, ids = search(store, q, k, screen=screen, stats=stats)  # type: ignore[arg-type]
+        scores, ids = search(store, q, k, screen=screen, stats=stats)  # type: ignore[arg-type]
         times.append(time.perf_counter() - t0)
+        runs.append(stats)
     np.save(out, ids)
+    np.save(out.with_suffix(".scores.npy"), scores)
+    best = runs[int(np.argmin(times))]
     return {
         "seconds": min(times),
         "all_seconds": times,
-        "screen": stats.screen,
-        "rescored_per_query": stats.rescored_per_query,
-        "calibration_seconds": calibration,
+        "screen": best.screen,
+        "trial": runs[0].trial,  # the first search timed both paths ("auto")
+        "rescored_per_query": best.rescored_per_query,
+        "gemm_seconds": best.gemm_seconds,
+        "threads": best.threads,
         "block_rows": auto_block_rows(store.dim),
         "rss_before_mb": before,
     }
+
+
+def check_exact(store_dir: Path, q: np.ndarray, k: int, ids: np.ndarray, scores: np.ndarray) -> int:
+    """1 when ``ids``/``scores`` of the first queries equal a float64 brute force: every row
+    scored in float64, the best ``k + 64`` given their correctly rounded float32 score
+    (:func:`inquire.index.score.exact_score`), ranked by (score desc, id asc)."""
+    from inquire.embed.store import EmbeddingStore
+    from inquire.index.score import exact_score
+
+    store = EmbeddingStore(store_dir)
+    q64 = q.astype(np.float64)
+    s64 = np.empty((len(q), len(store)), np.float64)
+    for start, block in store.iter_blocks(16384):
+        s64[:, start : start + len(block)] = q64 @ np.asarray(block, np.float64).T
+    all_ids = store.ids
+    for r in range(len(q)):
+        near = np.argpartition(-s64[r], min(k + 64, len(store) - 1))[: k + 64]
+        exact = np.array([exact_score(q[r], store.row(int(j))) for j in near], np.float32)
+        order = np.lexsort((all_ids[near], -exact.astype(np.float64)))[:k]
+        if not (
+            np.array_equal(all_ids[near][order], ids[r])
+            and np.array_equal(exact[order].view(np.uint32), scores[r].view(np.uint32))
+        ):
+            return 0
+    return 1
 
 
 def work_reference(store_dir: Path, q: np.ndarray, k: int, n_ref: int, out: Path) -> dict:
@@ -241,6 +274,18 @@ def worker_main(args: argparse.Namespace) -> None:
         res = work_ours(Path(args.store), q, args.k, args.repeats, out, args.screen)
     elif args.worker == "float32":
         res = work_ours(Path(args.store), q, args.k, args.repeats, out, "off")
+    elif args.worker == "bf16":
+        # The float32 path in the same process first: its GEMM time is the side-by-side
+        # denominator of the screening overhead (the machine's load changes between processes).
+        off = work_ours(Path(args.store), q, args.k, 1, out.with_name("b16_off.npy"), "off")
+        res = work_ours(Path(args.store), q, args.k, 1, out, "bf16")
+        res["off_gemm_seconds"] = off["gemm_seconds"] / off["threads"]
+        res["off_seconds"] = off["seconds"]
+    elif args.worker == "check":
+        ids = np.load(args.result)
+        scores = np.load(Path(args.result).with_suffix(".scores.npy"))
+        n = args.check_queries
+        res = {"exact": check_exact(Path(args.store), q[:n], args.k, ids[:n], scores[:n])}
     elif args.worker == "reference":
         res = work_reference(Path(args.store), q, args.k, args.reference_queries, out)
     elif args.worker == "faiss":
@@ -275,6 +320,8 @@ def run_worker(name: str, args: argparse.Namespace, store: Path, result: Path, *
         str(args.repeats),
         "--reference-queries",
         str(args.reference_queries),
+        "--check-queries",
+        str(args.check_queries),
         "--screen",
         args.screen,
     ]
@@ -308,6 +355,16 @@ def main() -> None:
         "--screen", default="auto", choices=["auto", "bf16", "off"], help="ours: screening"
     )
     p.add_argument("--skip-slow", action="store_true", help="leave out faiss and the reference")
+    p.add_argument(
+        "--check-queries", type=int, default=5, help="queries checked against float64 brute force"
+    )
+    p.add_argument(
+        "--bf16-n",
+        type=int,
+        default=None,
+        help="rows of the store the forced-screening run uses (default --n; smaller where the "
+        "CPU emulates bfloat16: the phase ratio does not depend on N)",
+    )
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--store", default=None, help=argparse.SUPPRESS)
     p.add_argument("--result", default=None, help=argparse.SUPPRESS)
@@ -321,7 +378,7 @@ def main() -> None:
         t0 = time.perf_counter()
         write_store(store, args.n, args.d, args.seed)
         print(f"store: {args.n:,} x {args.d} float16 at {store} ({time.perf_counter() - t0:.1f} s)")
-        print(f"queries: {args.queries}, k: {args.k}, threads: {args.threads}")
+        print(f"queries: {args.queries}, k: {args.k}, threads: {args.threads}, cpu: {cpu_name()}")
         tmpd = Path(tmp)
         # The machine is shared: alternate the methods and keep each one's best run, so a
         # burst of outside load does not land on one method only.
@@ -331,9 +388,12 @@ def main() -> None:
         f32_runs.append(run_worker("float32", args, store, tmpd / "f32.npy"))
         if not args.skip_slow:
             fa = run_worker("faiss", args, store, tmpd / "faiss.npy")
-        ours_runs.append(run_worker("ours", args, store, tmpd / "ours.npy"))
         f32_runs.append(run_worker("float32", args, store, tmpd / "f32.npy"))
+        ours_runs.append(run_worker("ours", args, store, tmpd / "ours.npy"))
         gemm_runs.append(run_worker("gemm", args, store, tmpd / "gemm.npy"))
+        if not args.skip_slow:
+            fa2 = run_worker("faiss", args, store, tmpd / "faiss.npy")
+            fa = min(fa, fa2, key=lambda r: r["seconds"])
         f32 = min(f32_runs, key=lambda r: r["seconds"])
         f32["peak_rss_mb"] = max(r["peak_rss_mb"] for r in f32_runs)
         ours = min(ours_runs, key=lambda r: r["seconds"])
@@ -342,19 +402,22 @@ def main() -> None:
         all_ours = [t for r in ours_runs for t in r["all_seconds"]]
         print(
             f"ours:      {ours['seconds']:8.2f} s  peak RSS {ours['peak_rss_mb']:8.0f} MiB  "
-            f"(best of {', '.join(f'{t:.2f}' for t in all_ours)} s; "
-            f"read blocks of {ours['block_rows']} rows; {ours['rss_before_mb']:.0f} MiB resident "
-            f"before searching: interpreter, numpy, torch, pandas, ids)"
+            f"(best of {', '.join(f'{t:.2f}' for t in all_ours)} s; the first of each process "
+            f"includes auto's trial where it runs; read blocks of {ours['block_rows']} rows; "
+            f"{ours['rss_before_mb']:.0f} MiB resident before searching)"
         )
         print(
-            f"           screen={ours['screen']} (asked {args.screen}), calibration "
-            f"{ours['calibration_seconds']:.2f} s once per process, not counted; "
-            f"{ours['rescored_per_query']:.0f} rows scored in float32 per query"
+            f"           screen={ours['screen']} (asked {args.screen}; trial: "
+            f"{ours_runs[0]['trial']}); {ours['rescored_per_query']:.0f} rows per query given "
+            f"their exact score ({100 * ours['rescored_per_query'] / args.n:.3f}% of rows)"
         )
         f32_all = [t for r in f32_runs for t in r["all_seconds"]]
         print(
             f"float32:   {f32['seconds']:8.2f} s  peak RSS {f32['peak_rss_mb']:8.0f} MiB  "
-            f"(screen=off; runs {', '.join(f'{t:.2f}' for t in f32_all)} s)"
+            f"(screen=off; runs {', '.join(f'{t:.2f}' for t in f32_all)} s; GEMM "
+            f"{f32['gemm_seconds'] / f32['threads']:.2f} s per thread, the rest "
+            f"{f32['seconds'] - f32['gemm_seconds'] / f32['threads']:.2f} s; "
+            f"{f32['rescored_per_query']:.0f} rescored per query)"
         )
         bound = 2.0 * args.n * args.d * args.queries / gemm["flops"]
         bf16_flops = max(r["bf16_flops"] for r in gemm_runs)
@@ -368,15 +431,58 @@ def main() -> None:
             f"           {bf16_flops / 1e9:8.1f} GFLOP/s bfloat16 (torch) -> "
             f"compute bound {bound_bf16:.2f} s"
         )
+        # Forced screening: its phases other than the bfloat16 GEMM, against the float32
+        # bound of the same rows (on a smaller store where bfloat16 is emulated).
+        n_b = args.bf16_n or args.n
+        store_b = store
+        if n_b != args.n:
+            store_b = (
+                Path(tmp) / "store_bf16"
+                if args.data_dir is None
+                else store.with_name(store.name + f"_{n_b}")
+            )
+            write_store(store_b, n_b, args.d, args.seed)
+        args_b = argparse.Namespace(**{**vars(args), "n": n_b})
+        b16 = run_worker("bf16", args_b, store_b, tmpd / "b16.npy")
+        bound_b = 2.0 * n_b * args.d * args.queries / gemm["flops"]
+        other = b16["seconds"] - b16["gemm_seconds"] / b16["threads"]
+        # The float32 GEMM of the same rows, timed in the same process just before: the
+        # float32 bound as this run's load allowed (the probe's bound, measured minutes
+        # apart on a shared machine, is printed too).
+        fp32_side = max(b16["off_gemm_seconds"], bound_b)
+        screen_other = other / fp32_side
+        print(
+            f"bf16:      {b16['seconds']:8.2f} s  (screen=bf16 forced, {n_b:,} rows: bfloat16 "
+            f"GEMM {b16['gemm_seconds'] / b16['threads']:.2f} s per thread, everything else "
+            f"{other:.2f} s = {screen_other:.3f}x the float32 GEMM of these rows timed in the "
+            f"same process ({b16['off_gemm_seconds']:.2f} s; the probe's bound {bound_b:.2f} s "
+            f"gives {other / bound_b:.3f}x); {b16['rescored_per_query']:.0f} rescored per "
+            f"query; float32 path {b16['off_seconds']:.2f} s)"
+        )
         ids_ours = np.load(tmpd / "ours.npy")
-        exact = int(np.array_equal(ids_ours, np.load(tmpd / "f32.npy")))
+        same_f32 = np.array_equal(ids_ours, np.load(tmpd / "f32.npy")) and np.array_equal(
+            np.load(tmpd / "ours.scores.npy").view(np.uint32),
+            np.load(tmpd / "f32.scores.npy").view(np.uint32),
+        )
+        checks = [
+            run_worker("check", args, store, tmpd / "ours.npy")["exact"],
+            run_worker("check", args, store, tmpd / "f32.npy")["exact"],
+            run_worker("check", args_b, store_b, tmpd / "b16.npy")["exact"],
+        ]
+        exact = int(same_f32 and all(checks))
+        print(
+            f"exact: auto == float32 path bit for bit: {same_f32}; first {args.check_queries} "
+            f"queries == float64 brute force (auto, float32, bf16): {checks}"
+        )
+        auto_over_off = ours["seconds"] / f32["seconds"]
         summary = (
             f"ratio_to_fp32_bound={ours['seconds'] / bound:.2f} "
             f"ratio_to_bf16_bound={ours['seconds'] / bound_bf16:.2f} "
-            f"rescored_per_query={ours['rescored_per_query']:.0f} exact={exact}"
+            f"rescored_per_query={ours['rescored_per_query']:.0f} exact={exact} "
+            f"auto_over_off={auto_over_off:.2f} screen_other_over_fp32_bound={screen_other:.3f}"
         )
         if args.skip_slow:
-            print(f"ours / float32 path: {ours['seconds'] / f32['seconds']:.2f}")
+            print(f"ours / float32 path: {auto_over_off:.2f}")
             print(summary)
             return
         print(
@@ -420,6 +526,19 @@ def main() -> None:
             f"ratio_to_gemm_bound={ratio_bound:.2f} peak_rss_mb={ours['peak_rss_mb']:.0f}"
         )
         print(summary)
+
+
+def cpu_name() -> str:
+    """The CPU model and its bfloat16 units, from /proc/cpuinfo (for the record)."""
+    name, flags = "unknown CPU", set()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and name == "unknown CPU":
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+    units = sorted(flags & {"amx_bf16", "avx512_bf16", "avx512f", "avx2"})
+    return f"{name} ({', '.join(units) or 'no AVX2/AVX512/AMX flags'})"
 
 
 if __name__ == "__main__":

@@ -156,23 +156,89 @@ def test_kernel_accumulates_in_float32():
     assert scr.bf16_accumulates_in_fp32()
 
 
-def test_auto_screens_only_where_bf16_is_fast(monkeypatch):
+def test_auto_plan(monkeypatch):
+    """ "auto" never screens where it cannot pay or has measured a loss; "bf16" is forced."""
     q = random_unit(4, 32, seed=17)
     args = dict(n_rows=1_000_000, k=10, chunk_rows=256, store_dtype=np.dtype(np.float16))
-    monkeypatch.setattr(scr, "bf16_speedup", lambda d, threads: 6.0)
-    plan = scr.plan_screen("auto", q, torch_gemm=True, threads=1, **args)
-    assert plan is not None and plan.a.shape == (4,) and (plan.a > 0).all()
-    monkeypatch.setattr(scr, "bf16_speedup", lambda d, threads: 1.2)
-    assert scr.plan_screen("auto", q, torch_gemm=True, threads=1, **args) is None
-    assert scr.plan_screen("off", q, torch_gemm=True, threads=1, **args) is None
-    # Forced: screens even where slow, refuses where it cannot be exact.
-    assert scr.plan_screen("bf16", q, torch_gemm=True, threads=1, **args) is not None
+    monkeypatch.setattr(scr, "_choices", {})
+    monkeypatch.setattr(scr, "cpu_has_bf16_units", lambda: True)
+    plan = scr.plan_screen("auto", q, has_torch=True, threads=1, **args)
+    assert plan.method is None and plan.key is not None  # a timed trial decides
+    assert plan.bounds.a_bf16 is not None and (plan.bounds.a_bf16 > plan.bounds.a32).all()
+    scr.remember_choice(plan.key, "fp32")
+    assert scr.plan_screen("auto", q, has_torch=True, threads=1, **args).method == "fp32"
+    scr.remember_choice(plan.key, "bf16")
+    assert scr.plan_screen("auto", q, has_torch=True, threads=1, **args).method == "bf16"
+    assert scr.plan_screen("off", q, has_torch=True, threads=1, **args).method == "fp32"
+    # No bfloat16 units listed: float32 without a trial; forced: screens anyway.
+    monkeypatch.setattr(scr, "_choices", {})
+    monkeypatch.setattr(scr, "cpu_has_bf16_units", lambda: False)
+    assert scr.plan_screen("auto", q, has_torch=True, threads=1, **args).method == "fp32"
+    assert scr.plan_screen("bf16", q, has_torch=True, threads=1, **args).method == "bf16"
     with pytest.raises(InputError, match="screen='bf16' is not possible"):
-        scr.plan_screen("bf16", q, torch_gemm=False, threads=1, **args)
-    # Too few rows per result: auto does not bother.
-    monkeypatch.setattr(scr, "bf16_speedup", lambda d, threads: 6.0)
-    small = dict(args, n_rows=50)
-    assert scr.plan_screen("auto", q, torch_gemm=True, threads=1, **small) is None
+        scr.plan_screen("bf16", q, has_torch=False, threads=1, **args)
+    # Too few rows per result or chunks for a trial: auto does not bother.
+    monkeypatch.setattr(scr, "cpu_has_bf16_units", lambda: True)
+    small = dict(args, n_rows=15 * 256)
+    assert scr.plan_screen("auto", q, has_torch=True, threads=1, **small).method == "fp32"
+
+
+def _timed_paths(monkeypatch, bf16_cost: float, fp32_cost: float) -> None:
+    """Make the approximating GEMMs cost fixed times on a fake clock (no real timing)."""
+    from inquire.index import exact
+
+    now = [0.0]
+    monkeypatch.setattr(scr, "clock", lambda: now[0])
+    monkeypatch.setattr(scr, "_choices", {})
+    monkeypatch.setattr(scr, "cpu_has_bf16_units", lambda: True)
+    bf16, fp32 = exact._Scorer._approx_bf16, exact._Scorer._approx_fp32
+
+    def slow_bf16(self, *a):
+        now[0] += bf16_cost
+        return bf16(self, *a)
+
+    def slow_fp32(self, *a):
+        now[0] += fp32_cost
+        return fp32(self, *a)
+
+    monkeypatch.setattr(exact._Scorer, "_approx_bf16", slow_bf16)
+    monkeypatch.setattr(exact._Scorer, "_approx_fp32", slow_fp32)
+
+
+@pytest.mark.parametrize("bf16_cost,want", [(5.0, "off"), (0.95, "off"), (0.5, "bf16")])
+def test_auto_trial_takes_the_faster_path(tmp_path, monkeypatch, bf16_cost, want):
+    """A screen made slower (or not clearly faster) than float32 is not used; a faster one
+    is; either way the result is the float32 path's, and the choice is remembered."""
+    _timed_paths(monkeypatch, bf16_cost=bf16_cost, fp32_cost=1.0)
+    n, d = 64 * 32, 24
+    x = random_unit(n, d, seed=30)
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [1024, 1024]))
+    q = random_unit(5, d, seed=31)
+    off = search(store, q, 20, screen="off", chunk_rows=64, threads=1)
+    st = SearchStats()
+    got = search(store, q, 20, screen="auto", chunk_rows=64, threads=1, stats=st)
+    assert st.trial and st.screen == want
+    trial_bf16 = 3  # the trial's bfloat16 chunks (one warm-up, two timed)
+    assert st.chunks_bf16 == (trial_bf16 if want == "off" else 32 - 3)
+    np.testing.assert_array_equal(got[1], off[1])
+    np.testing.assert_array_equal(got[0].view(np.uint32), off[0].view(np.uint32))
+    st2 = SearchStats()
+    again = search(store, q, 20, screen="auto", chunk_rows=64, threads=1, stats=st2)
+    assert not st2.trial and st2.chunks_bf16 == (0 if want == "off" else 32)
+    np.testing.assert_array_equal(again[1], off[1])
+
+
+def test_auto_trial_with_two_threads_gives_the_same_result(tmp_path, monkeypatch):
+    _timed_paths(monkeypatch, bf16_cost=0.5, fp32_cost=1.0)
+    x = random_unit(64 * 40, 16, seed=32)
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [1000, 1560]))
+    q = random_unit(3, 16, seed=33)
+    off = search(store, q, 30, screen="off", chunk_rows=64, threads=2)
+    st = SearchStats()
+    got = search(store, q, 30, screen="auto", chunk_rows=64, threads=2, stats=st)
+    assert st.trial and st.chunks_bf16 >= 3
+    np.testing.assert_array_equal(got[1], off[1])
+    np.testing.assert_array_equal(got[0].view(np.uint32), off[0].view(np.uint32))
 
 
 def test_auto_gives_the_float32_result(tmp_path):
@@ -235,11 +301,6 @@ def test_collection_masked_search_screened(tmp_path, monkeypatch):
             for r, (g_ids, g_scores) in enumerate(got):
                 np.testing.assert_array_equal(g_ids, off[1][r][off[1][r] >= 0])
                 np.testing.assert_array_equal(g_scores.view(np.uint32), off[0][r].view(np.uint32))
-
-
-def test_no_probe_where_the_cpu_lists_no_bf16_units(monkeypatch):
-    monkeypatch.setattr(scr, "cpu_has_bf16_units", lambda: False)
-    assert scr.bf16_speedup(7, 1) == 0.0  # a width no other test probes: not cached yet
 
 
 def test_float32_store(tmp_path):

@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 
 UNANNOTATED_ID_BASE = 10**12
 CACHE_COLUMNS = ["query_text", "k_max", "rank", "image_id", "score"]
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 3: exact scores are the rounded true inner product (index.score)
 
 
 # --------------------------------------------------------------------------------------------

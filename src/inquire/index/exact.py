@@ -1,37 +1,50 @@
 """Exact top-k inner-product search over an :class:`~inquire.embed.EmbeddingStore`.
 
+**The exact score** of a row for a query is their real inner product rounded once to float32
+(:mod:`inquire.index.score`): it does not depend on the call's shape, the CPU, the BLAS or
+the thread count, and every path below returns exactly it.
+
 How it works (all queries at once, one pass over the store):
 
 1. The store is read in blocks of rows that never cross a shard boundary. A reader thread
    reads the next block's bytes straight from the shard file (``os.preadv`` into one of two
    reused buffers: the pages stay in the OS cache and out of this process's resident memory)
-   while the caller's thread scores the current one.
-2. Each block is scored in chunks of ``chunk_rows`` rows: float16 -> float32 into one reused
-   buffer (torch's ``copy_`` when torch is installed, ~10x faster than numpy's ``astype``),
-   then one float32 GEMM ``queries @ chunk.T -> (nq, chunk_rows)`` into a reused output,
-   using both cores. Float32 inputs and accumulation: no reduced precision anywhere.
-3. Selection without sorting: each query keeps its best ``k`` so far and their ``k``-th score
-   ``t``. Only chunk scores ``>= t`` can enter the top ``k``; after the first chunks this is
-   a tiny fraction, found by one vectorised comparison. While a query holds fewer than ``k``
-   items (or a chunk beats an unusual number of them) the chunk's own ``k``-th largest score
-   (``np.partition``, linear time) bounds the candidates instead. Candidates are packed into
-   one uint64 key each (score order in the high half, image-id order in the low half), so a
-   single integer partition applies the whole ranking rule, ties included; they are merged
-   into the running top ``k`` only when they outnumber it.
+   while the scoring threads work on the current one.
+2. **Approximate every row.** Each block is cut into chunks of ``chunk_rows`` rows: float16
+   -> float32 into one reused buffer (torch's ``copy_`` when torch is installed, ~10x faster
+   than numpy's ``astype``), then one GEMM ``queries @ chunk.T -> (nq, chunk_rows)``: float32
+   (``screen="off"``) or bfloat16 (``screen="bf16"``, see :mod:`inquire.index.screen`). Each
+   approximate score ``s~`` comes with a proven interval around the exact score: ``|exact -
+   s~| <= a(q) max||x|| (+ c|s~| for bfloat16)``, one margin per query and chunk (the chunk's
+   largest row norm, computed once per resident store).
+3. **Keep only what may reach the top k.** Each query's :class:`~inquire.index.pool.
+   CandidatePool` holds the rows whose upper bound reaches its floor, a proven lower bound of
+   the k-th exact score; one vectorised comparison per chunk finds them (after the first
+   chunks a tiny fraction), and the floor rises as the pool fills (its k-th upper bound minus
+   the widest interval). While a query has no floor yet, or a chunk beats an unusual number
+   of pooled rows, the chunk's own k-th approximate score (``np.partition``, linear time)
+   gives one.
+4. **Rescore the survivors exactly**, at the end, gathered per query (float64, rounded once:
+   :func:`inquire.index.score.exact_scores`), and select them with
+   :class:`inquire.index.topk.TopK` under the one ranking rule. With the float32 bound the
+   pool ends with about ``k`` rows plus the few within twice the margin of the k-th score; a
+   pool that grows past ``4 k + 4096`` rows (near ties the bound cannot separate) is rescored
+   at once, so memory stays bounded.
 
-4. Optionally (``screen``), rows are first screened by a bfloat16 GEMM with a proven error
-   bound and only those that could reach the top k are scored in float32 (same result, bit
-   for bit): see :mod:`inquire.index.screen`.
+Both approximations therefore return the same ids and scores, bit for bit, on every CPU.
+``screen="auto"`` (default) takes the float32 GEMM unless the CPU lists bfloat16 units and a
+timed trial on the search's first chunks finds bfloat16 faster (:class:`_Chooser`).
 
-Memory: two read buffers (``block_rows`` rows in the store's dtype), one float32 chunk, one
-``(nq, chunk_rows)`` score chunk and the results; independent of N.
+Memory: the read buffers, per scoring thread one float32 chunk and one ``(nq, chunk_rows)``
+score chunk, the pools (about ``k`` keys per query) and the results; independent of N.
 
 Result contract (:mod:`inquire.index.base`): ``scores (nq, k) float32`` descending, ``ids
-(nq, k) int64`` image ids, equal scores ordered by image id ascending (the selector is
-:class:`inquire.index.topk.TopK`). When fewer than ``k`` rows may be returned the rows are
-padded with id ``-1`` and score ``-inf`` (``Run.from_arrays`` drops the padding). NaN scores
-never match. :class:`ExactIndex` is this search behind the :class:`~inquire.index.base.Searcher`
-protocol; :func:`search` is the same call with the store as first argument.
+(nq, k) int64`` image ids, equal scores ordered by image id ascending. When fewer than ``k``
+rows may be returned the rows are padded with id ``-1`` and score ``-inf``
+(``Run.from_arrays`` drops the padding). NaN scores never match; a chunk holding a row with
+an infinite or NaN value has no bound and is scored exactly pair by pair.
+:class:`ExactIndex` is this search behind the :class:`~inquire.index.base.Searcher` protocol;
+:func:`search` is the same call with the store as first argument.
 """
 
 from __future__ import annotations
@@ -40,6 +53,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from queue import Queue
@@ -49,15 +63,19 @@ import numpy as np
 
 from inquire.embed.store import EmbeddingStore
 from inquire.errors import InputError
+from inquire.index import screen as screen_mod
 from inquire.index.base import check_mask
+from inquire.index.pool import CandidatePool, round_down, round_up
+from inquire.index.score import exact_scores
 from inquire.index.screen import (
-    MIN_RESCORE_ROWS,
+    AUTO_MARGIN,
+    C_BF16,
+    Bounds,
     Screen,
-    ScreenPlan,
     check_screen,
     lower_bound,
     plan_screen,
-    upper_inverse,
+    remember_choice,
 )
 from inquire.index.topk import HEAVY_FACTOR, TopK, check_k, kth_largest, rank_ids
 
@@ -263,185 +281,384 @@ def _prefetched(plan: list[tuple[int, int, int, int]], load: Any, n_slots: int) 
 class SearchStats:
     """What one :func:`search` did (filled in when passed as ``stats``)."""
 
-    screen: str = "off"  # the path that ran: "bf16" (screened) or "off" (float32 GEMM)
+    screen: str = "off"  # the path that scored most chunks: "bf16" (screened) or "off" (float32)
     queries: int = 0
     rows: int = 0  # rows of the store
-    rescored: int = 0  # (query, row) pairs scored in float32 after bfloat16 screening
-    gemm_pairs: int = 0  # (query, row) products the rescoring float32 GEMMs computed
+    rescored: int = 0  # (query, row) pairs given their exact score (float64, rounded once)
+    chunks_bf16: int = 0  # chunks approximated by the bfloat16 GEMM
+    chunks_fp32: int = 0  # chunks approximated by the float32 GEMM
+    trial: bool = False  # "auto" timed both paths on this search's first chunks
+    gemm_seconds: float = 0.0  # time inside the approximating GEMMs, summed over threads
+    seconds: float = 0.0  # wall time of the whole search
+    threads: int = 1  # scoring threads
 
     @property
     def rescored_per_query(self) -> float:
-        """Pairs scored exactly per query: ``rows`` when nothing was screened."""
-        if self.screen != "bf16":
-            return float(self.rows)
+        """Rows given their exact score per query (both paths rescore their candidates)."""
         return self.rescored / max(self.queries, 1)
 
 
-# A chunk with fewer rows than this is scored the float32 way (small GEMMs take other paths).
+# A chunk with fewer rows than this is approximated the float32 way (small bfloat16 GEMMs take
+# other code paths and gain nothing).
 _MIN_SCREEN_ROWS = 64
-# Row norms are computed this many rows at a time (torch converts each slice to float32).
-_NORM_ROWS = 1024
+# A query whose pool grows past this many times k (plus a constant) is rescored at once: the
+# pool's memory stays bounded even where the bound cannot separate many rows (near ties).
+_POOL_CAP_FACTOR = 4
+_POOL_CAP_EXTRA = 4096
+# Rows gathered and converted per rescoring batch (times d elements: ~32 MiB of float32 at d=1024).
+_RESCORE_ELEMENTS = 1 << 23
+
+
+# Per process: an upper bound of the largest row norm of each chunk of the stores searched,
+# keyed by the shard files (path, size, mtime) and the chunk's rows, so a resident store's
+# norms are computed once. Cleared when it grows past _NORMS_MAX entries.
+_norms: dict[tuple[Any, ...], float] = {}
+_norms_lock = threading.Lock()
+_NORMS_MAX = 1 << 20
+
+
+def _store_key(store: EmbeddingStore) -> tuple[Any, ...] | None:
+    """Identity of the store's shard files (None when a shard is not a file)."""
+    try:
+        return tuple(
+            (str(p), st.st_size, st.st_mtime_ns)
+            for p, st in ((p, os.stat(p)) for p in store.shard_paths)
+        )
+    except (OSError, AttributeError, TypeError):
+        return None
+
+
+def _gather(store: EmbeddingStore, rows: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``out[:len(rows)] (m, d)`` (the store's dtype) filled with the store's global ``rows``."""
+    out = out[: len(rows)]
+    if len(rows) == 0:
+        return out
+    shard_of = np.searchsorted(store.offsets, rows, side="right") - 1
+    if shard_of[0] == shard_of[-1] and (shard_of == shard_of[0]).all():
+        s = int(shard_of[0])
+        np.take(store.shards[s], rows - int(store.offsets[s]), axis=0, out=out)
+        return out
+    for s in np.unique(shard_of):
+        sel = shard_of == s
+        out[sel] = store.shards[int(s)][rows[sel] - int(store.offsets[s])]
+    return out
+
+
+def _mapping(shard: np.ndarray) -> Any:
+    """The ``mmap`` behind a memory-mapped shard, or None."""
+    m = getattr(shard, "_mmap", None)
+    return m if m is not None and hasattr(m, "madvise") else None
+
+
+@contextlib.contextmanager
+def _random_access(store: EmbeddingStore) -> Iterator[Callable[[], None]]:
+    """Random row reads from the memory-mapped shards without growing this process's
+    resident memory: no fault-around while reading (``MADV_RANDOM``), and the pages read are
+    unmapped again by the callable yielded (``MADV_DONTNEED``: on a read-only file mapping it
+    only drops this process's page-table entries; the data stays in the OS cache)."""
+    import mmap
+
+    maps = [m for m in (_mapping(s) for s in store.shards) if m is not None]
+    advise = hasattr(mmap, "MADV_RANDOM") and hasattr(mmap, "MADV_DONTNEED")
+
+    def drop() -> None:
+        if advise:
+            for m in maps:
+                with contextlib.suppress(OSError, ValueError):
+                    m.madvise(mmap.MADV_DONTNEED)
+
+    if advise:
+        for m in maps:
+            with contextlib.suppress(OSError, ValueError):
+                m.madvise(mmap.MADV_RANDOM)
+    try:
+        yield drop
+    finally:
+        drop()
+        if advise:
+            for m in maps:
+                with contextlib.suppress(OSError, ValueError):
+                    m.madvise(mmap.MADV_NORMAL)
+
+
+def _rescore(
+    store: EmbeddingStore,
+    q: np.ndarray,
+    qr: np.ndarray,
+    rows: np.ndarray,
+    kernels: _Kernels,
+    max_norm: float | None = None,
+) -> np.ndarray:
+    """Exact scores ``(m,) float32`` (:func:`inquire.index.score.exact_scores`) of the pairs
+    (query ``qr``, global row ``rows``), ``qr`` ascending; rows read from the store in
+    batches. ``max_norm``: an upper bound of the rows' norms, if known."""
+    out = np.empty(len(qr), np.float32)
+    step = max(1, _RESCORE_ELEMENTS // max(store.dim, 1))
+    raw = np.empty((min(step, len(qr)), store.dim), store.dtype)
+    buf = raw if store.dtype == np.float32 else np.empty(raw.shape, np.float32)
+    with _random_access(store) as drop:
+        for a in range(0, len(qr), step):
+            b = min(a + step, len(qr))
+            x = _gather(store, rows[a:b], raw)
+            drop()
+            x32 = buf[: b - a]
+            if x32 is not x:
+                kernels.convert(x, x32)
+            out[a:b] = exact_scores(q, qr[a:b], x32, max_norm)
+    return out
+
+
+def _cut_below(floor: np.ndarray, margin: np.ndarray, c: float) -> np.ndarray:
+    """``(nq,) float32``: approximate scores below it have ``upper < floor`` (``upper(s) = s +
+    c|s| + margin``, increasing in ``s``); rounded down, ``-inf`` where ``floor`` is."""
+    v = floor.astype(np.float64) - margin
+    with np.errstate(invalid="ignore"):
+        s = np.where(v >= 0, v / (1 + c), v / (1 - c))
+    return round_down(s)
 
 
 class _Scorer:
-    """One scoring thread's buffers and running top k."""
+    """One scoring thread's buffers, candidate pool and exact top k."""
 
     def __init__(
         self,
+        store: EmbeddingStore,
         q: np.ndarray,
         k: int,
         chunk_rows: int,
-        dim: int,
         id_keys: np.ndarray,
         kernels: _Kernels,
-        plan: ScreenPlan | None = None,
+        bound: Bounds,
         mask: np.ndarray | None = None,
     ) -> None:
-        self.q, self.id_keys, self.kernels, self.mask = q, id_keys, kernels, mask
-        self.top = TopK(q.shape[0], k)
+        self.store, self.q, self.id_keys, self.kernels, self.mask = store, q, id_keys, kernels, mask
+        self.bound = bound
+        nq, dim = q.shape
+        self.top = TopK(nq, k)  # rows already given their exact score
+        self.pool = CandidatePool(nq, k)  # rows that may still reach the top k
+        self.cap = _POOL_CAP_FACTOR * k + _POOL_CAP_EXTRA
         self.f32 = np.empty((chunk_rows, dim), np.float32)
-        self.out = np.empty((q.shape[0], chunk_rows), np.float32)
-        self.plan = plan
+        self.out = np.empty((nq, chunk_rows), np.float32)
         self.rescored = 0
-        self.gemm_pairs = 0
         self.nonfinite: list[int] = []  # store rows holding NaN / inf (never returned)
-        if plan is not None:
+        self.gemm_seconds = 0.0
+        self.chunks = {"bf16": 0, "fp32": 0}
+        self.max_norm = 0.0  # upper bound of the norms of every pooled row
+        self.store_key = _store_key(store)
+        if bound.q_bf16 is not None:
             t = kernels._torch
-            self.q_bf16 = t.from_numpy(plan.q_bf16).view(t.bfloat16)
-            self.s_bf16 = t.empty(q.shape[0] * chunk_rows, dtype=t.bfloat16)
-            nq, g = q.shape[0], plan.group or q.shape[0]
-            # Fresh arrays, like the shapes the plan checked.
-            self.q_groups = {g0: np.array(q[min(g0, nq - g) :][:g]) for g0 in range(0, nq, g)}
+            self.q_bf16 = t.from_numpy(bound.q_bf16).view(t.bfloat16)
+            self.x_bf16 = t.empty((chunk_rows, dim), dtype=t.bfloat16)
+            self.s_bf16 = t.empty(nq * chunk_rows, dtype=t.bfloat16)
 
-    def score(self, block: _Block, lo: int, rows: int) -> None:
-        """Score ``rows`` rows of ``block`` from ``lo`` and offer them to the top k."""
-        if (
-            self.plan is not None
-            and rows >= _MIN_SCREEN_ROWS
-            and block.data.flags.writeable
-            and self._screen(block, lo, rows)
-        ):
-            return
-        self._score_fp32(block, lo, rows)
-
-    def _score_fp32(self, block: _Block, lo: int, rows: int) -> None:
+    def score(self, block: _Block, lo: int, rows: int, method: str = "fp32") -> None:
+        """Approximate ``rows`` rows of ``block`` from ``lo`` (``method`` "bf16" or "fp32")
+        and put the rows that may reach the top k into the pool."""
         src = block.data[lo : lo + rows]
-        if src.dtype == np.float32:
+        first = block.start + lo
+        key = None if self.store_key is None else (self.store_key, first, rows)
+        with _norms_lock:
+            norm = _norms.get(key) if key is not None else None
+        bf16 = (
+            method == "bf16"
+            and self.bound.q_bf16 is not None
+            and rows >= _MIN_SCREEN_ROWS
+            and src.flags.writeable
+        )
+        if bf16 and norm is not None and np.isfinite(norm):
+            # The norm is known: the stored rows go to bfloat16 directly (one conversion).
+            data = src
+        elif src.dtype == np.float32:
             data = src
         else:
             data = self.f32[:rows]
             self.kernels.convert(src, data)
+        if norm is None:
+            norm = self._max_norm(data)
+            if key is not None:
+                with _norms_lock:
+                    if len(_norms) >= _NORMS_MAX:
+                        _norms.clear()
+                    _norms[key] = norm
+        if not np.isfinite(norm):  # a row with inf/NaN: no bound; score the chunk exactly
+            self._score_exactly(data, first)
+            return
+        self.max_norm = max(self.max_norm, norm)
+        if bf16:
+            s, margin, c = self._approx_bf16(data, norm)
+            self.chunks["bf16"] += 1
+        else:
+            s, margin, c = self._approx_fp32(data, norm)
+            self.chunks["fp32"] += 1
+        self._offer(s, margin, c, first)
+
+    def _max_norm(self, data: np.ndarray) -> float:
+        """An upper bound of the largest row norm of ``data (rows, d) float32``."""
+        t = self.kernels._torch
+        if t is not None:
+            n = float(t.linalg.vector_norm(t.from_numpy(data), dim=1).max())
+        else:
+            n = float(np.sqrt(np.einsum("ij,ij->i", data, data).max(initial=0.0)))
+        return n * self.bound.inflate
+
+    def _approx_fp32(self, data: np.ndarray, norm: float) -> tuple[np.ndarray, np.ndarray, float]:
+        rows = len(data)
         # A contiguous output: numpy hands strided `out=` arrays to BLAS via a temporary.
         s = self.out if rows == len(self.f32) else np.empty((len(self.q), rows), np.float32)
+        t0 = time.perf_counter()
         self.kernels.scores(self.q, data, s)
-        first = block.start + lo
-        # A row holding NaN or inf scores non-finite for every query (the queries are
-        # checked finite): it can never be returned, which the search reports.
-        bad = np.flatnonzero(~np.isfinite(s[0])) if len(s) else np.zeros(0, np.int64)
-        if len(bad):
-            self.nonfinite.extend((first + bad).tolist())
-        if self.mask is not None:
-            s[:, ~self.mask[first : first + rows]] = np.nan  # NaN never matches
-        self.top.add_block(s, self.id_keys[first : first + rows])
+        self.gemm_seconds += time.perf_counter() - t0
+        return s, self.bound.a32 * norm + self.bound.slack, 0.0
 
-    def _screen(self, block: _Block, lo: int, rows: int) -> bool:
-        """Screen ``rows`` rows in bfloat16, rescore the survivors in float32 and offer them.
-
-        Returns False (nothing done) when a row has a non-finite norm: such a chunk is
-        scored the float32 way. See :mod:`inquire.index.screen` for the bound.
-        """
-        plan = self.plan
-        assert plan is not None
+    def _approx_bf16(self, data: np.ndarray, norm: float) -> tuple[np.ndarray, np.ndarray, float]:
+        """``data (rows, d)`` float16 or float32 (writeable), screened by the bfloat16 GEMM."""
         t = self.kernels._torch
-        nq, k, d = len(self.q), self.top.k, self.f32.shape[1]
-        src = block.data[lo : lo + rows]
-        src_t = t.from_numpy(src)
-        norms_t = t.empty(rows, dtype=t.float32)
-        for r0 in range(0, rows, _NORM_ROWS):  # torch casts to float32 first: keep that small
-            part = src_t[r0 : r0 + _NORM_ROWS]
-            t.linalg.vector_norm(part, dim=1, dtype=t.float32, out=norms_t[r0 : r0 + len(part)])
-        norms = norms_t.numpy()
-        if not np.isfinite(norms).all():
-            return False
-        # The bfloat16 rows live in the float32 buffer's memory (rescoring reuses it later).
-        xb = t.from_numpy(self.f32.reshape(-1)).view(t.bfloat16)[: rows * d].view(rows, d)
-        xb.copy_(src_t)
+        nq, rows = len(self.q), len(data)
+        xb = self.x_bf16[:rows]
+        xb.copy_(t.from_numpy(data))
         sb = self.s_bf16[: nq * rows].view(nq, rows)
+        t0 = time.perf_counter()
         t.matmul(self.q_bf16, xb.T, out=sb)
+        self.gemm_seconds += time.perf_counter() - t0
         s = self.out.reshape(-1)[: nq * rows].reshape(nq, rows)
         t.from_numpy(s).copy_(sb)
+        assert self.bound.a_bf16 is not None
+        return s, self.bound.a_bf16 * norm + self.bound.slack, C_BF16
+
+    def _offer(self, s: np.ndarray, margin: np.ndarray, c: float, first: int) -> None:
+        """Pool the rows of ``s (nq, rows)`` (approximate scores, ``|exact - s| <= c|s| +
+        margin``) whose upper bound reaches the pool's floor."""
+        nq, rows = s.shape
+        k, pool = self.top.k, self.pool
         if self.mask is not None:
-            first = block.start + lo
             s[:, ~self.mask[first : first + rows]] = np.nan  # never a candidate
-        margin = plan.a * (float(norms.max(initial=0.0)) * plan.inflate) + plan.slack
-        bound = self.top.threshold.astype(np.float64)
         if rows > k:
-            empty = np.flatnonzero(np.isneginf(bound))
+            # Queries without a proven floor yet: the chunk's own k-th approximate score (k
+            # rows of the chunk have exact scores at least its lower bound).
+            empty = np.flatnonzero(np.isneginf(pool.floor))
             if len(empty):
-                low = lower_bound(kth_largest(s[empty], k), margin[empty])
-                bound[empty] = np.maximum(bound[empty], low)
-        cut = upper_inverse(bound, margin)
-        if np.count_nonzero(s >= cut[:, None]) * 4 > nq * rows:
-            # Early chunks, or k near the chunk size: most rows survive, and the float32 path
-            # (its own k-th-score bound, no screening margin) needs less memory and time.
-            self._score_fp32(block, lo, rows)
-            self.rescored += nq * rows
-            return True
-        qr, cols = self.top.candidates(s, cut)
+                low = lower_bound(kth_largest(s[empty], k), margin[empty], c)
+                pool.raise_floor(round_down(low), empty)
+        qr, cols = self.top.candidates(s, _cut_below(pool.floor, margin, c))
         counts = np.bincount(qr, minlength=nq)
         heavy = np.flatnonzero(counts > HEAVY_FACTOR * k)
         if len(heavy) and rows > k:
-            low = lower_bound(kth_largest(s[heavy], k), margin[heavy])
-            bound[heavy] = np.maximum(bound[heavy], low)
-            qr, cols = self.top.candidates(s, upper_inverse(bound, margin))
-        self.rescored += len(qr)
+            # This chunk beats many pooled rows (e.g. rows sorted by score): its own k-th.
+            low = lower_bound(kth_largest(s[heavy], k), margin[heavy], c)
+            pool.raise_floor(round_down(low), heavy)
+            qr, cols = self.top.candidates(s, _cut_below(pool.floor, margin, c))
         if len(qr) == 0:
-            return True
-        values = self._rescore(src, rows, qr, cols)
-        first = block.start + lo
-        self.top.add_pairs(qr, cols, values, self.id_keys[first : first + rows])
-        return True
+            return
+        v = s[qr, cols].astype(np.float64)
+        spread = c * np.abs(v) + margin[qr]
+        upper = round_up(v + spread)
+        lower = round_down(v - spread)
+        pool.push(qr, first + cols, upper, upper.astype(np.float64) - lower)
+        if pool.keys.shape[1] > self.cap:
+            self._flush(np.flatnonzero(pool.sizes() > self.cap // 2))
 
-    def _rescore(self, src: np.ndarray, rows: int, qr: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        """float32 scores of the pairs (``qr`` ascending, ``cols``), bit for bit those of the
-        float32 path: float32 GEMMs of ``plan.group`` queries by the rows some of them need
-        (a shape whose scores were checked to match the full GEMM's), or the full GEMM."""
-        plan = self.plan
-        assert plan is not None
-        nq, g = len(self.q), plan.group or len(self.q)
-        starts = np.searchsorted(qr, np.arange(0, nq, g))
-        ends = np.append(starts[1:], len(qr))
-        groups = []
-        work = 0
-        for g0, a, b in zip(range(0, nq, g), starts, ends, strict=True):
-            if a == b:
-                continue
-            need = np.unique(cols[a:b])
-            if len(need) < MIN_RESCORE_ROWS:
-                need = np.union1d(need, np.arange(min(rows, MIN_RESCORE_ROWS)))
-            groups.append((g0, a, b, need))
-            work += g * len(need)
-        if plan.group is None or work * 2 >= nq * rows:
-            # Most of the chunk is needed anyway: the float32 path's own GEMM.
-            data = self.f32[:rows]
-            if src.dtype == np.float32:
-                data = src
-            else:
-                self.kernels.convert(src, data)
-            s = self.out if rows == len(self.f32) else np.empty((nq, rows), np.float32)
-            self.kernels.scores(self.q, data, s)
-            self.gemm_pairs += nq * rows
-            return s[qr, cols]
-        values = np.empty(len(qr), np.float32)
-        for g0, a, b, need in groups:
-            data = self.f32[: len(need)]
-            self.kernels.convert(src[need], data)
-            out = np.empty((g, len(need)), np.float32)
-            self.kernels.scores(self.q_groups[g0], data, out)
-            top_row = min(g0, nq - g)
-            values[a:b] = out[qr[a:b] - top_row, np.searchsorted(need, cols[a:b])]
-            self.gemm_pairs += g * len(need)
-        return values
+    def _flush(self, queries: np.ndarray) -> None:
+        """Give the pooled rows of ``queries`` their exact scores now (bounded memory)."""
+        qr, rows = self.pool.take(queries)
+        values = _rescore(self.store, self.q, qr, rows, self.kernels, self.max_norm)
+        self.add_exact(qr, rows, values)
+
+    def add_exact(self, qr: np.ndarray, rows: np.ndarray, values: np.ndarray) -> None:
+        """Offer exact ``values`` of pairs (query ``qr`` ascending, global ``rows``)."""
+        self.rescored += len(qr)
+        self.top.add_pairs(qr, rows, values, self.id_keys)
+        self.top.merge()
+        self.pool.raise_floor(self.top.threshold)
+
+    def _score_exactly(self, data: np.ndarray, first: int) -> None:
+        """Exact scores of every (query, row) of a chunk with a non-finite row."""
+        nq, rows = len(self.q), len(data)
+        # A row holding NaN or inf scores non-finite for every query (the queries are
+        # checked finite): it can never be returned, which the search reports.
+        bad = np.flatnonzero(~np.isfinite(data).all(axis=1))
+        self.nonfinite.extend((first + bad).tolist())
+        cols = np.arange(rows)
+        for r in range(nq):
+            qr = np.full(rows, r, np.int64)
+            values = exact_scores(self.q, qr, data)
+            if self.mask is not None:
+                values[~self.mask[first : first + rows]] = np.nan
+            self.add_exact(qr, first + cols, values)
+
+    def finish(self, others: list[_Scorer]) -> tuple[np.ndarray, np.ndarray]:
+        """Fold the other threads' pools and top k into this one, rescore what the pool
+        holds, and return the result keys (:meth:`TopK.result`)."""
+        for other in others:
+            self.top.absorb(other.top)
+            self.pool.absorb(other.pool)
+            self.rescored += other.rescored
+            self.max_norm = max(self.max_norm, other.max_norm)
+        self.top.merge()
+        self.pool.raise_floor(self.top.threshold)
+        qr, rows = self.pool.take()
+        if len(qr):
+            values = _rescore(self.store, self.q, qr, rows, self.kernels, self.max_norm)
+            self.add_exact(qr, rows, values)
+        return self.top.result()
+
+
+class _Chooser:
+    """Which approximation each chunk gets: fixed ("fp32", "bf16"), or for ``"auto"`` where
+    screening is possible, a timed trial on this search's first chunks (both paths, the same
+    number of rows, warm-ups untimed; the result counts either way), then the faster path
+    (bfloat16 only if at most ``AUTO_MARGIN`` times the float32 time). The decision is kept per
+    process for the search's shape (:func:`inquire.index.screen.remember_choice`)."""
+
+    # Warm-up of each path, then both paths twice in ABBA order.
+    TRIAL = ("fp32", "bf16", "bf16", "fp32", "fp32", "bf16")
+    TIMED_FROM = 2
+
+    def __init__(self, fixed: str | None, key: tuple[Any, ...] | None = None) -> None:
+        self.decided = fixed
+        self.key = key
+        self._next = 0
+        self._times: dict[str, list[float]] = {"fp32": [], "bf16": []}
+        self._lock = threading.Lock()
+        self.trial = fixed is None
+
+    def next(self) -> tuple[str, int | None]:
+        """``(method, trial slot or None)`` for the next chunk."""
+        with self._lock:
+            if self.decided is not None:
+                return self.decided, None
+            if self._next < len(self.TRIAL):
+                slot = self._next
+                self._next += 1
+                return self.TRIAL[slot], slot
+            return "fp32", None  # trial chunks still running on another thread
+
+    def report(self, slot: int, seconds: float) -> None:
+        """The trial chunk ``slot`` took ``seconds`` (of :func:`screen.clock`)."""
+        with self._lock:
+            if slot >= self.TIMED_FROM:
+                self._times[self.TRIAL[slot]].append(seconds)
+            timed = len(self.TRIAL) - self.TIMED_FROM
+            if self.decided is None and sum(map(len, self._times.values())) == timed:
+                bf16, fp32 = min(self._times["bf16"]), min(self._times["fp32"])
+                self.decided = "bf16" if bf16 <= AUTO_MARGIN * fp32 else "fp32"
+                log.info(
+                    "screen=auto: bfloat16 chunk %.4f s, float32 chunk %.4f s: %s",
+                    bf16,
+                    fp32,
+                    self.decided,
+                )
+                if self.key is not None:
+                    remember_choice(self.key, self.decided)
+
+    def run(self, scorer: _Scorer, block: _Block, lo: int, rows: int) -> None:
+        """Score one chunk with the chosen method, timing it while on trial."""
+        method, slot = self.next()
+        if slot is None:
+            scorer.score(block, lo, rows, method)
+            return
+        t0 = screen_mod.clock()
+        scorer.score(block, lo, rows, method)
+        self.report(slot, screen_mod.clock() - t0)
 
 
 def _score_in_threads(
@@ -450,6 +667,7 @@ def _score_in_threads(
     chunk_rows: int,
     prefetch: bool,
     scorers: list[_Scorer],
+    chooser: _Chooser,
 ) -> None:
     """Chunks of every block go to the scorers' threads through one queue; a block's buffer
     goes back to the reader when its last chunk is done."""
@@ -461,7 +679,7 @@ def _score_in_threads(
             block, lo, rows, done = task
             try:
                 if not errors:
-                    scorer.score(block, lo, rows)
+                    chooser.run(scorer, block, lo, rows)
             except BaseException as exc:  # re-raised by the caller once all threads stop
                 errors.append(exc)
             finally:
@@ -538,23 +756,25 @@ def search(
 
     ``queries``: ``(nq, d) float32`` (L2-normalised for cosine similarity).
     ``block_rows``: rows read at a time (default: two staging buffers of ~``memory_mb`` MiB).
-    ``chunk_rows``: rows converted to float32 and scored by one GEMM.
+    ``chunk_rows``: rows converted to float32 and approximated by one GEMM.
     ``prefetch``: read the next block on a second thread while scoring this one.
     ``threads``: scoring threads, each owning a core with single-threaded kernels and its
     own top k (default: one per core, at most ``torch.get_num_threads()``; 1 without torch).
     torch's thread count is set to 1 while they run and restored afterwards.
-    ``screen``: ``"bf16"`` screens rows with a bfloat16 GEMM and a proven error bound, then
-    rescores the rows that could reach the top k in float32 (same result, bit for bit; see
-    :mod:`inquire.index.screen`); ``"off"`` scores every row in float32; ``"auto"`` (default)
-    screens where this CPU's bfloat16 GEMM is measured to be much faster.
-    ``stats``: a :class:`SearchStats` to fill in (the path taken, pairs rescored).
+    ``screen``: how rows are approximated before the rows that could reach the top k are
+    given their exact score: ``"off"`` by the float32 GEMM, ``"bf16"`` by a bfloat16 GEMM
+    (a wider bound; see :mod:`inquire.index.screen`), ``"auto"`` (default) by bfloat16 only
+    where it is measured faster on this search's first chunks. The result is the same.
+    ``stats``: a :class:`SearchStats` to fill in (the path taken, pairs rescored, timings).
     ``mask``: ``(N,) bool``, rows of the store that may be returned (None: all).
 
-    Returns ``scores (nq, k) float32`` descending and ``ids (nq, k) int64`` image ids; equal
-    scores are ordered by image id ascending. When fewer than ``k`` rows may be returned
+    Returns ``scores (nq, k) float32`` descending (each the exact score: the real inner
+    product rounded once to float32) and ``ids (nq, k) int64`` image ids; equal scores are
+    ordered by image id ascending. When fewer than ``k`` rows may be returned
     (``k > len(store)``, a narrow mask, NaN scores) rows are padded with id ``-1`` and score
     ``-inf``.
     """
+    started = time.perf_counter()
     q = check_queries(store, queries)
     k = check_k(k)
     if block_rows is None:
@@ -568,31 +788,42 @@ def search(
     kernels = _Kernels()
     n_workers = kernels.workers(threads)
     with kernels.single_threaded() if n_workers > 1 else contextlib.nullcontext():
-        # Planned under the scoring threads' settings: its checks run the same kernels.
         plan = plan_screen(
-            screen, q, len(store), k, chunk_rows, store.dtype, kernels._gemm_torch, n_workers
+            screen,
+            q,
+            len(store),
+            k,
+            chunk_rows,
+            store.dtype,
+            kernels._torch is not None,
+            n_workers,
+            mask is not None,
         )
+        chooser = _Chooser(plan.method, plan.key)
         scorers = [
-            _Scorer(q, k, chunk_rows, store.dim, id_keys, kernels, plan, mask)
+            _Scorer(store, q, k, chunk_rows, id_keys, kernels, plan.bounds, mask)
             for _ in range(n_workers)
         ]
         if n_workers == 1:
             for block in _iter_blocks(store, block_rows, prefetch=prefetch):
                 for lo in range(0, block.rows, chunk_rows):
-                    scorers[0].score(block, lo, min(chunk_rows, block.rows - lo))
+                    chooser.run(scorers[0], block, lo, min(chunk_rows, block.rows - lo))
                 block.release()
         else:
-            _score_in_threads(store, block_rows, chunk_rows, prefetch, scorers)
-    if stats is not None:
-        stats.screen = "off" if plan is None else "bf16"
-        stats.queries, stats.rows = len(q), len(store)
-        stats.rescored = sum(sc.rescored for sc in scorers)
-        stats.gemm_pairs = sum(sc.gemm_pairs for sc in scorers)
+            _score_in_threads(store, block_rows, chunk_rows, prefetch, scorers, chooser)
+    scores, keys = scorers[0].finish(scorers[1:])
     _report_nonfinite(store, sorted(r for sc in scorers for r in sc.nonfinite))
-    top = scorers[0].top
-    for other in scorers[1:]:
-        top.absorb(other.top)
-    scores, keys = top.result()
+    if stats is not None:
+        n_bf16 = sum(sc.chunks["bf16"] for sc in scorers)
+        n_fp32 = sum(sc.chunks["fp32"] for sc in scorers)
+        stats.screen = "bf16" if n_bf16 > n_fp32 else "off"
+        stats.queries, stats.rows = len(q), len(store)
+        stats.rescored = scorers[0].rescored
+        stats.chunks_bf16, stats.chunks_fp32 = n_bf16, n_fp32
+        stats.trial = chooser.trial
+        stats.gemm_seconds = sum(sc.gemm_seconds for sc in scorers)
+        stats.threads = n_workers
+        stats.seconds = time.perf_counter() - started
     if sorted_ids is None:
         return scores, keys
     ids = np.where(keys >= 0, sorted_ids[np.maximum(keys, 0)], -1)
@@ -664,20 +895,19 @@ def screens(
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     threads: int | None = None,
 ) -> bool:
-    """Whether :func:`search` with these arguments would screen in bfloat16 (the measured
-    decision of ``"auto"``, cached per process; ``"bf16"`` raises where it cannot)."""
+    """Whether :func:`search` with these arguments would screen in bfloat16 (``"auto"``: or
+    time it against float32 on its first chunks; ``"bf16"`` raises where it cannot)."""
     q = check_queries(store, queries)
     kernels = _Kernels()
     n_workers = kernels.workers(threads)
-    with kernels.single_threaded() if n_workers > 1 else contextlib.nullcontext():
-        plan = plan_screen(
-            check_screen(screen),
-            q,
-            len(store),
-            int(k),
-            chunk_rows,
-            store.dtype,
-            kernels._gemm_torch,
-            n_workers,
-        )
-    return plan is not None
+    plan = plan_screen(
+        check_screen(screen),
+        q,
+        len(store),
+        int(k),
+        chunk_rows,
+        store.dtype,
+        kernels._torch is not None,
+        n_workers,
+    )
+    return plan.method != "fp32"

@@ -1,36 +1,42 @@
-"""Low-precision screening for exact search: a bfloat16 GEMM with a proven error bound.
+"""The error bounds of exact search's approximations, and when it screens in bfloat16.
 
-Exact search scores every row with a float32 GEMM. Where the CPU multiplies bfloat16 much
-faster than float32 (AMX, AVX512-BF16), a bfloat16 GEMM can *screen* the rows instead: every
-screened score ``s~`` lies within a proven distance ``B`` of the float32 score ``f`` that
-exact search would compute, so a row whose ``s~ + B`` is below a lower bound on the k-th
-float32 score can never reach the top k. The surviving rows are rescored with the float32
-GEMM of exact search and selected as before, so the result is the exact one: the same ids,
-the same scores bit for bit, the same tie rule. The proof is in ``docs/search.md``; in short,
-for a query ``q`` (float32) and a row ``x`` (float16 or float32), with ``u = 2**-8`` (unit
-roundoff of bfloat16), ``g = gamma(d) = d * 2**-24 / (1 - d * 2**-24)``:
+Exact search approximates every row's score with a GEMM, keeps the rows whose proven upper
+bound can still reach the k-th exact score, and gives only those their exact score (the real
+inner product rounded once to float32, :mod:`inquire.index.score`). Two approximations, each
+with a proven bound on ``|s - s~|``, ``s`` the real inner product, ``s~`` the GEMM's value,
+for a query ``q`` (float32) and a row ``x`` (float16 or float32) of width ``d``:
 
-    |f - s~| <= ||x|| * a(q) + u / (1 - u) * |s~| + eps
-    a(q) = u ||q|| + (1 + u) ||q - bf16(q)|| + g ((1 + u)(||q|| + ||q - bf16(q)||) + ||q||)
+- **float32 GEMM** (``screen="off"``): any float32 dot product, any order, FMA or not:
+  ``|s - s~| <= g ||q|| ||x||`` with ``g = gamma(d) = d 2**-24 / (1 - d 2**-24)``.
+- **bfloat16 GEMM** (``screen="bf16"``), where the CPU multiplies bfloat16 much faster (AMX,
+  AVX512-BF16), with ``u = 2**-8`` (unit roundoff of bfloat16):
 
-(rounding of the row; rounding of the query; float32 accumulation of the bfloat16 GEMM; the
-float32 accumulation of exact search itself; the bfloat16 rounding of the GEMM's output;
-``eps`` covers flushed subnormals). The bound assumes the bfloat16 GEMM multiplies exactly
-and accumulates in float32 (true of oneDNN/AMX and of torch's own CPU kernels); a self-check
-at first use refuses a kernel that accumulates in lower precision.
+      |s - s~| <= ||x|| * a(q) + u / (1 - u) * |s~| + eps
+      a(q) = u ||q|| + (1 + u) ||q - bf16(q)|| + g ((1 + u)(||q|| + ||q - bf16(q)||) + ||q||)
 
-Whether screening is used (``screen="auto"``) is measured once per process: the bfloat16
-GEMM must be several times faster than the float32 one, and the float32 GEMM must give every
-score the same bits whatever the number of rows and queries in the call (rescoring a few rows
-must reproduce the full pass). Otherwise exact search runs its float32 path unchanged.
+  (rounding of the row; rounding of the query; float32 accumulation of the bfloat16 GEMM;
+  a float32 GEMM's own error, kept so the bound also covers it; the bfloat16 rounding of the
+  GEMM's output; ``eps`` covers flushed subnormals). It assumes the bfloat16 GEMM multiplies
+  exactly and accumulates in float32 (true of oneDNN/AMX and of torch's own CPU kernels); a
+  self-check at first use refuses a kernel that accumulates in lower precision.
+
+``||x||`` is bounded per chunk by its largest row norm (computed in float32, inflated). The
+proof is in ``docs/search.md``. Both paths rescore their survivors the same way, so they
+return the same ids and scores bit for bit.
+
+``screen="auto"`` (:func:`plan_screen`) takes the float32 GEMM where bfloat16 cannot be used
+or cannot pay (no bfloat16 units listed by the CPU, a store of few chunks), and otherwise
+times both on the search's own first chunks (:data:`clock`, replaceable), screening only
+where bfloat16 is at most ``AUTO_MARGIN`` times the float32 time; the choice is remembered
+per process for that search's shape.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -46,11 +52,12 @@ SCREENS: tuple[str, ...] = ("auto", "bf16", "off")
 #: Unit roundoff of bfloat16 (8 significant bits) and of float32 (24 bits).
 U_BF16 = 2.0**-8
 U_F32 = 2.0**-24
-#: bfloat16 must screen at least this many times faster than float32 GEMM for "auto".
-MIN_SPEEDUP = 3.0
-#: Rescoring GEMMs get at least this many rows (small row counts take other kernel paths).
-MIN_RESCORE_ROWS = 16
-_GROUP_SIZES = (8, 16, 32, 64)
+#: ``c`` of the bfloat16 bound: the GEMM's output is rounded to bfloat16.
+C_BF16 = U_BF16 / (1 - U_BF16)
+#: "auto" screens only where a bfloat16 chunk takes at most this share of a float32 chunk's time.
+AUTO_MARGIN = 0.9
+#: "auto" considers screening only for stores of at least this many chunks (the trial uses 6).
+MIN_TRIAL_CHUNKS = 16
 
 
 def check_screen(screen: str) -> Screen:
@@ -114,21 +121,35 @@ def upper_inverse(t: np.ndarray, margin: np.ndarray) -> np.ndarray:
     return out
 
 
-def lower_bound(s: np.ndarray, margin: np.ndarray) -> np.ndarray:
-    """Lower bound of the float32 score of a row screened at ``s`` (``(nq,) float32``)."""
-    c = U_BF16 / (1 - U_BF16)
+def lower_bound(s: np.ndarray, margin: np.ndarray, c: float = C_BF16) -> np.ndarray:
+    """Lower bound ``s - c|s| - margin`` (float64) of the exact score of a row approximated
+    at ``s`` (``(nq,) float32``)."""
     s64 = s.astype(np.float64)
-    return s64 - c * np.abs(s64) - margin
+    return s64 - (c * np.abs(s64) if c else 0.0) - margin  # (0 * inf would be NaN)
 
 
 # --------------------------------------------------------------------------------------------
-# Calibration: once per process
+# Checks and choices: once per process
 # --------------------------------------------------------------------------------------------
 
 _lock = threading.Lock()
-_speed: dict[tuple[int, int], float] = {}
-_group: dict[tuple[int, int, int], int | None] = {}
 _accum_ok: list[bool] = []
+_choices: dict[tuple[Any, ...], str] = {}
+
+#: The clock that times ``"auto"``'s trial chunks (replaceable, e.g. by tests).
+clock: Callable[[], float] = time.perf_counter
+
+
+def remember_choice(key: tuple[Any, ...], method: str) -> None:
+    """Keep ``"auto"``'s measured choice (``"bf16"`` or ``"fp32"``) for searches of ``key``."""
+    with _lock:
+        _choices[key] = method
+
+
+def recalled_choice(key: tuple[Any, ...]) -> str | None:
+    """The choice remembered for ``key``, or None (then the next search measures)."""
+    with _lock:
+        return _choices.get(key)
 
 
 def bf16_accumulates_in_fp32() -> bool:
@@ -170,106 +191,41 @@ def cpu_has_bf16_units() -> bool | None:
     return None
 
 
-def bf16_speedup(d: int, threads: int) -> float:
-    """Measured bfloat16 / float32 GEMM throughput ratio on this CPU at width ``d``.
+@dataclass
+class Bounds:
+    """Per-query terms of the proven error bounds of both approximations (see module doc).
 
-    0 without a look where the CPU lists no bfloat16 units (torch then emulates bfloat16,
-    always slower). Otherwise a small probe first and a larger one only when the small one is
-    promising. Cached per process.
-    """
-    key = (d, threads)
-    with _lock:
-        if key in _speed:
-            return _speed[key]
-    if cpu_has_bf16_units() is False:
-        log.info("no bfloat16 units listed in /proc/cpuinfo: no screening")
-        with _lock:
-            _speed[key] = 0.0
-        return 0.0
-    import torch
+    ``|exact - s~| <= a * max||x|| + slack`` for the float32 GEMM's ``s~`` (``a = a32``) and
+    ``|exact - s~| <= a_bf16 * max||x|| + C_BF16 |s~| + slack`` for the bfloat16 GEMM's, with
+    ``max||x||`` an upper bound of the chunk's largest row norm (times ``inflate``)."""
 
-    def rate(m: int, n: int, dtype: Any, reps: int) -> float:
-        a = torch.randn(m, d).to(dtype)
-        b = torch.randn(n, d).to(dtype)
-        out = torch.empty(m, n, dtype=dtype)
-        torch.matmul(a, b.T, out=out)
-        best = math.inf
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            torch.matmul(a, b.T, out=out)
-            best = min(best, time.perf_counter() - t0)
-        return 2.0 * m * n * d / max(best, 1e-9)
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(max(1, threads))
-    try:
-        ratio = rate(32, 256, torch.bfloat16, 2) / rate(32, 256, torch.float32, 2)
-        if ratio >= MIN_SPEEDUP / 2:
-            ratio = rate(64, 2048, torch.bfloat16, 3) / rate(64, 2048, torch.float32, 3)
-    finally:
-        torch.set_num_threads(old)
-    log.info("bfloat16 / float32 GEMM throughput at d=%d: %.2fx", d, ratio)
-    with _lock:
-        _speed[key] = ratio
-    return ratio
+    a32: np.ndarray  # (nq,) float64
+    inflate: float  # row-norm inflation factor (a float32-computed norm -> an upper bound)
+    slack: float  # absolute slack
+    q_bf16: np.ndarray | None = None  # (nq, d) int16 bfloat16 bits; None: no bfloat16 path
+    a_bf16: np.ndarray | None = None  # (nq,) float64
 
 
-def rescore_group_size(nq: int, d: int, chunk_rows: int) -> int | None:
-    """Smallest number of queries per rescoring GEMM whose float32 scores equal, bit for
-    bit, those of the full ``(nq, d) @ (chunk_rows, d).T`` GEMM of exact search (for row
-    counts from ``MIN_RESCORE_ROWS`` up); ``None`` when no size does. Cached per process.
-
-    Run with the thread settings of the search (torch single-threaded per scoring thread).
-    """
-    key = (nq, d, chunk_rows)
-    with _lock:
-        if key in _group:
-            return _group[key]
-    import torch
-
-    rng = np.random.default_rng(12345)
-    q = rng.standard_normal((nq, d)).astype(np.float32)
-    x = rng.standard_normal((chunk_rows, d)).astype(np.float16).astype(np.float32)
-    full = np.empty((nq, chunk_rows), np.float32)
-    torch.matmul(torch.from_numpy(q), torch.from_numpy(x).T, out=torch.from_numpy(full))
-    found: int | None = None
-    sizes = [g for g in _GROUP_SIZES if g < nq] + [nq]
-    for g in sizes:
-        ok = True
-        for n in sorted({MIN_RESCORE_ROWS, 17, 33, 100, 257, min(1000, chunk_rows)}):
-            if n > chunk_rows:
-                continue
-            rows = np.sort(rng.choice(chunk_rows, n, replace=False))
-            qs = rng.choice(nq, g, replace=nq < g)
-            got = np.empty((g, n), np.float32)
-            torch.matmul(
-                torch.from_numpy(np.ascontiguousarray(q[qs])),
-                torch.from_numpy(np.ascontiguousarray(x[rows])).T,
-                out=torch.from_numpy(got),
-            )
-            if not np.array_equal(got.view(np.uint32), full[np.ix_(qs, rows)].view(np.uint32)):
-                ok = False
-                break
-        if ok:
-            found = g
-            break
-    if found is None:
-        log.info("float32 GEMM scores depend on the call's shape here: full-chunk rescoring")
-    with _lock:
-        _group[key] = found
-    return found
+def bounds(q: np.ndarray, bf16: bool) -> Bounds:
+    """The bound terms for queries ``q (nq, d) float32`` (bfloat16 terms only if ``bf16``)."""
+    d = q.shape[1]
+    # Any float32 dot product, any order, FMA or not: |f - s| <= gamma_d sum|q_i x_i|
+    # <= gamma_d ||q|| ||x||; float64 norms are off by ~d 2**-53 relative: inflate.
+    a32 = gamma(d) * np.linalg.norm(q.astype(np.float64), axis=1) * (1 + 1e-9)
+    out = Bounds(a32, norm_inflation(d), abs_slack(d))
+    if bf16:
+        out.q_bf16, out.a_bf16 = query_terms(q)
+    return out
 
 
 @dataclass
 class ScreenPlan:
-    """What a screened search needs: the bfloat16 queries, the per-query bound terms and the
-    query-group size of rescoring GEMMs."""
+    """How a search approximates its chunks: ``method`` "fp32" or "bf16" for every chunk, or
+    None for ``"auto"``'s timed trial (whose choice is remembered under ``key``)."""
 
-    q_bf16: np.ndarray  # (nq, d) int16: bfloat16 bit patterns of the queries
-    a: np.ndarray  # (nq,) float64 per-query bound terms a(q)
-    group: int | None  # queries per rescoring GEMM; None: full-chunk GEMMs only
-    inflate: float  # row-norm inflation factor
-    slack: float  # absolute slack
+    bounds: Bounds
+    method: str | None
+    key: tuple[Any, ...] | None = None
 
 
 def plan_screen(
@@ -279,46 +235,47 @@ def plan_screen(
     k: int,
     chunk_rows: int,
     store_dtype: np.dtype,
-    torch_gemm: bool,
+    has_torch: bool,
     threads: int,
-) -> ScreenPlan | None:
-    """Decide whether this search screens in bfloat16; ``None`` for the float32 path.
+    masked: bool = False,
+) -> ScreenPlan:
+    """Decide how this search approximates its rows before the exact rescoring.
 
-    ``"off"``: never. ``"bf16"``: always where it can be exact (torch's float32 GEMM in use,
-    float16/float32 store, float32-accumulating bfloat16 kernel, shape-independent float32
-    scores), else :class:`~inquire.errors.InputError`. ``"auto"``: as ``"bf16"`` when also
-    the bfloat16 GEMM is at least ``MIN_SPEEDUP`` times faster here and the store has many
-    more rows than ``k``; otherwise the float32 path, silently.
+    ``"off"``: the float32 GEMM. ``"bf16"``: the bfloat16 GEMM where its bound holds (torch
+    present, float16/float32 store, finite queries, a float32-accumulating kernel), else
+    :class:`~inquire.errors.InputError`. ``"auto"``: the float32 GEMM where bfloat16 cannot
+    run, where the store has too few rows per result or chunks for a trial, or where the CPU
+    lists no bfloat16 units (``/proc/cpuinfo``: torch would emulate it, always slower);
+    otherwise the choice remembered for this shape, or a timed trial on the first chunks.
     """
-    if screen == "off":
-        return None
+    screen = check_screen(screen)
     forced = screen == "bf16"
 
-    def no(reason: str) -> ScreenPlan | None:
+    def fp32(reason: str) -> ScreenPlan:
         if forced:
             raise InputError(f"screen='bf16' is not possible here: {reason}; use screen='auto'")
-        log.debug("no bfloat16 screening: %s", reason)
-        return None
+        if screen == "auto":
+            log.debug("no bfloat16 screening: %s", reason)
+        return ScreenPlan(bounds(q, False), "fp32")
 
-    if not torch_gemm:
-        return no(
-            "exact search does not use torch's float32 GEMM (torch missing, or its "
-            "float32 matmul precision is not 'highest')"
-        )
+    if screen == "off":
+        return fp32("screen='off'")
+    if not has_torch:
+        return fp32("torch is not installed")
     if store_dtype not in (np.float16, np.float32):
-        return no(f"the store holds {store_dtype}, not float16/float32")
+        return fp32(f"the store holds {store_dtype}, not float16/float32")
     if not np.isfinite(q).all() or float(np.abs(q).max(initial=0.0)) > 1e30:
-        return no("queries have non-finite or huge values")
+        return fp32("queries have non-finite or huge values")
+    key: tuple[Any, ...] | None = None
     if not forced:
-        if n_rows < 8 * k or n_rows < 4 * chunk_rows:
-            return no("too few rows per result for screening to pay")
-        if bf16_speedup(q.shape[1], threads) < MIN_SPEEDUP:
-            return no("bfloat16 GEMM is not fast enough on this CPU")
+        if n_rows < 8 * k or n_rows < MIN_TRIAL_CHUNKS * chunk_rows:
+            return fp32("too few rows per result or chunks for screening to pay")
+        if cpu_has_bf16_units() is False:
+            return fp32("the CPU lists no bfloat16 units (torch would emulate bfloat16)")
+        key = (q.shape, k, chunk_rows, str(np.dtype(store_dtype)), threads, masked)
+        if recalled_choice(key) == "fp32":
+            return fp32("measured slower for this shape earlier in this process")
     if not bf16_accumulates_in_fp32():
-        return no("torch's bfloat16 matmul does not accumulate in float32 on this CPU")
-    # None: scores depend on the GEMM's shape here, so chunks with survivors are rescored by
-    # the float32 path's own full-chunk GEMM (bit-identical by construction, less saving).
-    group = rescore_group_size(q.shape[0], q.shape[1], chunk_rows)
-    qb, a = query_terms(q)
-    d = q.shape[1]
-    return ScreenPlan(qb, a, group, norm_inflation(d), abs_slack(d))
+        return fp32("torch's bfloat16 matmul does not accumulate in float32 on this CPU")
+    method = "bf16" if forced or (key is not None and recalled_choice(key) == "bf16") else None
+    return ScreenPlan(bounds(q, True), method, key)

@@ -12,8 +12,8 @@ Three tools, one rule:
   partition applies the whole rule, ties included (~20x faster than a lexsort on (score, id)).
 - :func:`topk`: the same rule over candidates already in memory (a few thousand scores per
   query: a filtered gather, faiss's answers).
-- :func:`brute_force`: the slow obvious reference (every score, a full Python sort), which tests
-  hold every searcher to.
+- :func:`brute_force`: the slow obvious reference (every exact score, a full Python sort), which
+  tests hold every searcher to.
 """
 
 from __future__ import annotations
@@ -240,13 +240,17 @@ def brute_force(
     """The slow obvious reference: every score, one full sort by (score desc, id asc).
 
     ``queries (nq, d)``, ``vectors (N, d)``, ``ids (N,) int64``, ``mask (N,) bool`` (rows that
-    may be returned; None: all). Each score is the float64 dot product rounded to float32;
-    rows are ranked by that float32 value. Returns ``scores (nq, k) float32`` and ``ids (nq,
-    k) int64`` padded with ``-inf`` / ``PAD_ID``. For tests and small arrays only.
+    may be returned; None: all). Each score is the exact score of exact search
+    (:func:`inquire.index.score.exact_score`: the real inner product of the float32 query and
+    the float32 row, rounded once to float32); rows are ranked by that float32 value. Returns
+    ``scores (nq, k) float32`` and ``ids (nq, k) int64`` padded with ``-inf`` / ``PAD_ID``.
+    For tests and small arrays only.
     """
+    from inquire.index.score import exact_score
+
     k = check_k(k)
-    q = np.asarray(queries, np.float64)
-    x = np.asarray(vectors, np.float64)
+    q = np.asarray(queries, np.float32)
+    x = np.asarray(vectors, np.float32)
     id_list = [int(v) for v in np.asarray(ids, np.int64)]
     allowed = [True] * len(id_list) if mask is None else [bool(v) for v in mask]
     out_s = np.full((len(q), k), -np.inf, np.float32)
@@ -254,7 +258,7 @@ def brute_force(
     for r in range(len(q)):
         items = []
         for row in range(len(x)):
-            score = float(np.float32(np.dot(q[r], x[row])))
+            score = float(exact_score(q[r], x[row]))
             if allowed[row] and score == score:  # NaN never matches
                 items.append((score + 0.0, id_list[row]))
         items.sort(key=lambda t: (-t[0], t[1]))
