@@ -71,8 +71,12 @@ class Qrels(Mapping[int, frozenset[int]]):
             if qid in rel:
                 raise InputError(f"query id {qid} appears twice (as {q!r} and another key)")
             rel[qid] = set()
+            seen: set[int] = set()
             for i, v in items.items():
                 image = as_id(i, f"query {qid}: image id")
+                if image in seen:  # e.g. 10 and "10": two judgments of one image
+                    raise InputError(f"query {qid}: image id {image} is judged twice (as {i!r})")
+                seen.add(image)
                 grade = _grade(v, qid, image)
                 if grade >= 1:
                     rel[qid].add(image)

@@ -25,7 +25,13 @@ from inquire._version import __version__
 from inquire.data.qrels import Qrels
 from inquire.data.queries import QUERY_COLUMNS, UNKNOWN_GROUP
 from inquire.errors import InputError
-from inquire.metrics import DEFAULT_METRICS, compute_metrics, relevance_with_ties, scale
+from inquire.metrics import (
+    DEFAULT_METRICS,
+    compute_metrics,
+    expected_relevance,
+    relevance_with_ties,
+    scale,
+)
 from inquire.run import Run
 
 log = logging.getLogger(__name__)
@@ -252,8 +258,12 @@ def evaluate(
     else:
         n_rel = np.array([n_relevant.get(int(q), 0) for q in qids], dtype=np.int64)
     # Tied scores form groups that every metric reads as a whole (see inquire.metrics).
-    rel, ties = relevance_with_ties(ranked, scores, relevant, k, query_ids=qids)
+    width = _matrix_width(k, ranked, n_rel, metrics)
+    rel, ties = relevance_with_ties(ranked, scores, relevant, width, query_ids=qids)
     values = compute_metrics(rel, n_rel, metrics, query_ids=qids, ties=ties)
+    if width < k and "precision" in values:
+        # P@k = hits / k: the hits of the narrower matrix are all the hits.
+        values["precision"] = expected_relevance(rel, ties).sum(axis=1) / k
     per_query = pd.DataFrame({"query_id": qids} | values)
     for col in GROUP_COLUMNS:
         # A missing group is a named value (as read_queries makes it): groupby would
@@ -261,6 +271,25 @@ def evaluate(
         per_query[col] = queries[col].fillna(UNKNOWN_GROUP).to_numpy()
     cfg = {"k": k, "run": run.name, **(config or {}), **provenance()}
     return EvalResult(per_query=per_query, k=k, metrics=tuple(metrics), config=cfg, name=run.name)
+
+
+# Metrics whose value at cut-off k is their value on a matrix of any width w with
+# max(list length, R) <= w <= k: the places after w are padding (not relevant, untied), and
+# min(R, w) = min(R, k). Precision divides by the width and is rescaled by w / k.
+_WIDTH_FREE = frozenset({"ap", "ndcg", "mrr", "recall", "trec_ap", "precision"})
+
+
+def _matrix_width(
+    k: int, ranked: Sequence[np.ndarray], n_rel: np.ndarray, metrics: Sequence[str]
+) -> int:
+    """The width of the relevance matrix: ``k``, or less when every list and every R is
+    shorter, so that memory follows the input rather than ``k`` (``k=10**12`` scores the
+    same as ``k`` = the longest list, but for precision's denominator). Metrics registered
+    elsewhere get the full ``k``."""
+    if not set(metrics) <= _WIDTH_FREE:
+        return k
+    longest = max((len(ids) for ids in ranked), default=0)
+    return int(min(k, max(longest, int(n_rel.max(initial=0)), 1)))
 
 
 def evaluate_run_file(
