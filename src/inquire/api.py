@@ -211,9 +211,11 @@ def evaluate(
     The queries are those of ``qrels`` with at least one relevant image (a query whose
     judgments are all 0 has no defined AP; it is left out with a warning and listed in
     ``config["excluded_queries_no_relevant"]``). A query the run does not cover scores 0;
-    run queries without judgments are ignored (both logged). ``metrics``: names of
-    :data:`inquire.metrics.METRICS` (default ap, ndcg, mrr, precision, recall). ``groups``:
-    optional query metadata, a frame with ``query_id`` and any of ``supercategory``,
+    run queries without judgments are ignored (both logged). ``k``: any positive integer
+    (memory follows the lists, not ``k``). ``metrics``: names of
+    :data:`inquire.metrics.METRICS` (default ap, ndcg, mrr, precision, recall; the cut-off
+    is ``k``, never part of a name: ``"ndcg@10"`` is refused with a pointer to ``k=10``).
+    ``groups``: optional query metadata, a frame with ``query_id`` and any of ``supercategory``,
     ``category``, ``iconic_group`` (e.g. ``inquire.load_queries("test")``); it only adds
     those columns to ``per_query`` (queries it lacks are ``Unknown``) for
     ``result.aggregate(by)``.
@@ -368,7 +370,8 @@ def evaluate_rerank(
     model id (the same scoring, the registry's ``clip:<id>`` reranker), or any reranker id
     or baseline of ``inquire rerank list`` (``vlm:...``, ``api:...``, ``clip_score``,
     ``random``). ``data``: ``"val"`` / ``"test"`` (downloaded once) or local parquet shard(s)
-    in the published layout. ``queries``: query CSV file(s) or a table giving the queries
+    in the published layout (a file, a list of files or a folder of ``*.parquet``).
+    ``queries``: query CSV file(s), a table or ``{query_id: text}`` giving the queries
     their INQUIRE ids (default: INQUIRE's tables for a split; local files without a
     ``query_id`` column are numbered 1, 2, ... in file order). ``k``: 100 (the pool:
     INQUIRE-Rerank's AP) or 50 (AP@50, normalised by min(R, 50)). ``cache``: keep scores in
