@@ -584,3 +584,16 @@ def test_rerank_data_is_a_split_a_file_a_folder_or_files(tmp_path: Path) -> None
             inquire.evaluate_rerank("clip_score", data=data, queries=queries)  # type: ignore[arg-type]
     with pytest.raises(InputError, match=r"queries must be a query CSV .* got int"):
         inquire.evaluate_rerank("clip_score", data=folder, queries=5)  # type: ignore[arg-type]
+
+
+def test_images_without_judged_paths_is_refused_before_embedding(tmp_path: Path) -> None:
+    calls: list[int] = []
+
+    def make(n: int) -> np.ndarray:
+        calls.append(n)
+        return np.ones((n, 2))
+
+    qrels = inquire.Qrels.from_dict({1: {10: 1}})  # no image paths to join the files on
+    with pytest.raises(InputError, match="these judgments have none: pass Qrels"):
+        inquire.evaluate_fullrank(Returns(make), images=tmp_path, queries={1: "x"}, qrels=qrels)
+    assert calls == []  # nothing was embedded

@@ -582,6 +582,14 @@ def evaluate_fullrank(
         )
     split, query_arg = _query_table(queries)
     _check_qrels_arg(qrels)
+    if embeddings is None and isinstance(qrels, Qrels) and not qrels.paths:
+        # Checked before embedding a whole folder: the images' ids come from these paths.
+        raise InputError(
+            "images= gives the images ids by matching their paths to the judgments' image "
+            "paths, and these judgments have none: pass Qrels(relevant, paths={image_id: "
+            "path relative to the folder}), an annotations CSV with image_path, or "
+            "embeddings= whose metadata carries image_id"
+        )
     with ExitStack() as stack:
         emb = embeddings
         if emb is None:
