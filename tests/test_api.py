@@ -597,3 +597,17 @@ def test_images_without_judged_paths_is_refused_before_embedding(tmp_path: Path)
     with pytest.raises(InputError, match="these judgments have none: pass Qrels"):
         inquire.evaluate_fullrank(Returns(make), images=tmp_path, queries={1: "x"}, qrels=qrels)
     assert calls == []  # nothing was embedded
+
+
+def test_load_qrels_refuses_a_misspelt_split_before_downloading(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import inquire.data.download as download
+    from inquire.errors import UnknownNameError
+
+    def no_download(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("nothing is downloaded for a split that does not exist")
+
+    monkeypatch.setattr(download, "fetch", no_download)
+    with pytest.raises(UnknownNameError, match=r"unknown split 'tset'\. Did you mean 'test'"):
+        inquire.load_qrels("tset")

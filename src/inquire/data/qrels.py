@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from inquire.errors import InputError
+from inquire.errors import InputError, UnknownNameError
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +199,10 @@ def load_qrels(split: str | None = None) -> Qrels:
     """INQUIRE's relevance annotations, downloaded into the cache: both splits, or only the
     queries of ``split`` (``"val"`` / ``"test"``) when given."""
     from inquire.data.download import fetch
+    from inquire.data.queries import SPLITS
 
+    if split is not None and split not in SPLITS:  # before a download, not after it
+        raise UnknownNameError("split", split, SPLITS)
     qrels = read_qrels(fetch("annotations"))
     if split is None:
         return qrels
