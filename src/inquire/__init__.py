@@ -10,7 +10,8 @@ no numpy, pandas, torch, transformers or faiss)::
     inquire.EvalResult, inquire.TextImageModel
     inquire.read_qrels, load_qrels, read_queries, load_queries   INQUIRE's files
 
-See docs/api.md.
+Submodules (``inquire.eval``, ``inquire.stats``, ...) also load on first use; a name that
+does not exist suggests close ones. See docs/api.md.
 """
 
 from __future__ import annotations
@@ -65,7 +66,9 @@ def __getattr__(name: str) -> Any:
         value = getattr(importlib.import_module(module), name)
         globals()[name] = value  # later lookups skip __getattr__
         return value
-    if not name.startswith("_") and name in _submodules():
+    if name.startswith("_"):  # __wrapped__, __test__, ...: asked by tools, not people
+        raise AttributeError(f"module 'inquire' has no attribute {name!r}", name=name)
+    if name in _submodules():
         # `inquire.stats` works without `import inquire.stats`, as `numpy.linalg` does; the
         # import system binds the submodule here, so this runs once per submodule.
         return importlib.import_module(f"{__name__}.{name}")
