@@ -582,8 +582,9 @@ def test_rerank_data_is_a_split_a_file_a_folder_or_files(tmp_path: Path) -> None
     ]:
         with pytest.raises(InputError, match=match):
             inquire.evaluate_rerank("clip_score", data=data, queries=queries)  # type: ignore[arg-type]
-    with pytest.raises(InputError, match=r"queries must be a query CSV .* got int"):
-        inquire.evaluate_rerank("clip_score", data=folder, queries=5)  # type: ignore[arg-type]
+    for bad in (5, []):
+        with pytest.raises(InputError, match=r"queries must be a query CSV .* got (int|list)"):
+            inquire.evaluate_rerank("clip_score", data=folder, queries=bad)  # type: ignore[arg-type]
 
 
 def test_images_without_judged_paths_is_refused_before_embedding(tmp_path: Path) -> None:

@@ -418,8 +418,10 @@ def evaluate_rerank(
 
 
 def _is_path_list(value: Any) -> bool:
-    return isinstance(value, (list, tuple)) and all(
-        isinstance(v, (str, os.PathLike)) for v in value
+    return (
+        isinstance(value, (list, tuple))
+        and len(value) > 0
+        and all(isinstance(v, (str, os.PathLike)) for v in value)
     )
 
 
