@@ -612,3 +612,15 @@ def test_load_qrels_refuses_a_misspelt_split_before_downloading(
     monkeypatch.setattr(download, "fetch", no_download)
     with pytest.raises(UnknownNameError, match=r"unknown split 'tset'\. Did you mean 'test'"):
         inquire.load_qrels("tset")
+
+
+def test_whole_tie_groups_inside_the_top_k_count_exactly() -> None:
+    # 3 relevant among 10 tied items, all inside the top 10: every order finds all 3, so
+    # recall is exactly 1 and P@10 exactly 0.3 (summing 3/10 ten times gives 0.9999...).
+    qrels = inquire.Qrels.from_dict({1: dict.fromkeys(range(3), 1)})
+    run = inquire.Run.from_dict({1: dict.fromkeys(range(10), 0.5)})
+    per_query = inquire.evaluate(qrels, run, k=10).per_query
+    assert per_query["recall"].tolist() == [1.0] and per_query["precision"].tolist() == [0.3]
+    # Straddling the cut-off, the group is averaged: 5 of its 10 places inside -> 1.5 hits
+    at5 = inquire.evaluate(qrels, run, k=5).per_query
+    assert at5["recall"].tolist() == [0.5] and at5["precision"].tolist() == [0.3]

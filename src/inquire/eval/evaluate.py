@@ -28,7 +28,7 @@ from inquire.errors import InputError
 from inquire.metrics import (
     DEFAULT_METRICS,
     compute_metrics,
-    expected_relevance,
+    expected_hits,
     relevance_with_ties,
     scale,
 )
@@ -263,7 +263,7 @@ def evaluate(
     values = compute_metrics(rel, n_rel, metrics, query_ids=qids, ties=ties)
     if width < k and "precision" in values:
         # P@k = hits / k: the hits of the narrower matrix are all the hits.
-        values["precision"] = expected_relevance(rel, ties).sum(axis=1) / k
+        values["precision"] = expected_hits(rel, ties) / k
     per_query = pd.DataFrame({"query_id": qids} | values)
     for col in GROUP_COLUMNS:
         # A missing group is a named value (as read_queries makes it): groupby would
