@@ -10,12 +10,14 @@ no numpy, pandas, torch, transformers or faiss)::
     inquire.EvalResult, inquire.TextImageModel
     inquire.read_qrels, load_qrels, read_queries, load_queries   INQUIRE's files
 
-See docs/api.md.
+Submodules (``inquire.eval``, ``inquire.stats``, ...) also load on first use; a name that
+does not exist suggests close ones. See docs/api.md.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import TYPE_CHECKING, Any
 
 from inquire._version import __version__
@@ -51,14 +53,40 @@ _EXPORTS = {
 __all__ = ["__version__", *_EXPORTS]
 
 
+def _submodules() -> list[str]:
+    """The public modules and packages of inquire (``inquire.eval``, ``inquire.stats``, ...)."""
+    import pkgutil
+
+    return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+
+
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'inquire' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later lookups skip __getattr__
-    return value
+    if module is not None:
+        value = getattr(importlib.import_module(module), name)
+        globals()[name] = value  # later lookups skip __getattr__
+        return value
+    if name.startswith("_"):  # __wrapped__, __test__, ...: asked by tools, not people
+        raise AttributeError(f"module 'inquire' has no attribute {name!r}", name=name)
+    if name in _submodules():
+        # `inquire.stats` works without `import inquire.stats`, as `numpy.linalg` does; the
+        # import system binds the submodule here, so this runs once per submodule.
+        return importlib.import_module(f"{__name__}.{name}")
+    import difflib
+
+    close = difflib.get_close_matches(name, [*_EXPORTS, *_submodules()], n=3, cutoff=0.6)
+    lowered = [n for n in (*_EXPORTS, *_submodules()) if n.lower() == name.lower()]
+    hints = list(dict.fromkeys([*lowered, *close]))
+    hint = f"; did you mean {', '.join(f'inquire.{h}' for h in hints)}?" if hints else ""
+    raise AttributeError(
+        f"module 'inquire' has no attribute {name!r}{hint} (the public names: "
+        f"{', '.join(sorted(_EXPORTS))}; see help(inquire))",
+        name=name,
+        obj=sys.modules[__name__],
+    )
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_EXPORTS})
+    """The public names and submodules (what tab completion offers), and the dunders."""
+    dunders = [n for n in globals() if n.startswith("__") and n.endswith("__")]
+    return sorted({*dunders, *_EXPORTS, *_submodules()})

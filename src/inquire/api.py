@@ -73,6 +73,11 @@ class ModelEncoder:
     preprocess = None
 
     def __init__(self, model: Any) -> None:
+        if isinstance(model, type):
+            raise InputError(
+                f"model is the class {model.__name__!r}, not an instance of it; pass "
+                f"{model.__name__}() (an object whose encode_text / encode_image are called)"
+            )
         missing = [
             m for m in ("encode_text", "encode_image") if not callable(getattr(model, m, None))
         ]
@@ -89,7 +94,15 @@ class ModelEncoder:
         self.device = str(getattr(model, "device", None) or "cpu")
         self.batch_size = int(getattr(model, "batch_size", None) or 32)
         self.preprocess_info = {"kind": f"{self.model_id}.encode_image (RGB PIL images)"}
-        self._dim: int | None = getattr(model, "dim", None)
+        dim = getattr(model, "dim", None)
+        if dim is not None and (
+            isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1
+        ):
+            raise InputError(
+                f"{self.model_id}.dim is {dim!r}; it must be the embedding size, a positive "
+                f"integer (or leave it out: it is then found by encoding one text)"
+            )
+        self._dim: int | None = None if dim is None else int(dim)
 
     @property
     def dim(self) -> int:
@@ -99,27 +112,50 @@ class ModelEncoder:
         return int(self._dim)
 
     def _rows(self, out: Any, n: int, what: str) -> np.ndarray:
+        kind = type(out).__name__
+        if callable(getattr(out, "detach", None)) and callable(getattr(out, "cpu", None)):
+            # A torch tensor (any device or dtype, with or without grad), read without
+            # importing torch: bfloat16 and CUDA tensors have no direct numpy view.
+            out = out.detach().cpu().float().numpy()
         try:
-            x = np.asarray(out, dtype=np.float32)
+            x = np.asarray(out)
+            if np.iscomplexobj(x):
+                raise TypeError("complex values have no cosine similarity here")
+            # float64 first: normalising before the cast keeps rows of large values finite.
+            x = np.asarray(x, dtype=np.float64)
         except (TypeError, ValueError) as exc:
             raise InputError(
-                f"{self.model_id}.{what} returned {type(out).__name__}, not an (n, d) array of "
+                f"{self.model_id}.{what} returned {kind}, not an (n, d) array of real "
                 f"numbers: {exc}"
             ) from exc
         if x.ndim != 2 or x.shape[0] != n or x.shape[1] == 0:
             raise InputError(
-                f"{self.model_id}.{what} returned shape {x.shape} for {n} inputs; expected "
-                f"({n}, d): one row per input"
+                f"{self.model_id}.{what} returned {kind} of shape {x.shape} for {n} inputs; "
+                f"expected ({n}, d): one row per input"
             )
         if self._dim is not None and x.shape[1] != self._dim:
             raise InputError(
-                f"{self.model_id}.{what} returned {x.shape[1]} dimensions, {self._dim} before; "
-                f"text and image embeddings must share one space"
+                f"{self.model_id}.{what} returned {x.shape[1]} dimensions where {self._dim} "
+                f"were expected (the model's dim, or its earlier outputs); text and image "
+                f"embeddings must share one space"
             )
-        if not np.isfinite(x).all():
-            raise InputError(f"{self.model_id}.{what} returned NaN or infinite values")
-        norms = np.linalg.norm(x, axis=1, keepdims=True)
-        return x / np.maximum(norms, np.float32(1e-12))
+        bad = ~np.isfinite(x).all(axis=1)
+        if bad.any():
+            raise InputError(
+                f"{self.model_id}.{what} returned NaN or infinite values (row "
+                f"{int(np.flatnonzero(bad)[0])} of {n})"
+            )
+        # Scaled by the largest entry first, so that squaring cannot overflow (1e300) or
+        # underflow (1e-300) on the way to the norm.
+        peak = np.abs(x).max(axis=1, keepdims=True)
+        zero = np.flatnonzero(peak[:, 0] == 0)
+        if len(zero):
+            raise InputError(
+                f"{self.model_id}.{what} returned an all-zero row (row {int(zero[0])} of {n}): "
+                f"a zero vector has no direction, so its cosine similarity is undefined"
+            )
+        x = x / peak
+        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
     def encode_text(self, texts: Sequence[str]) -> np.ndarray:
         """``(n, d) float32`` L2-normalised text embeddings."""
@@ -145,8 +181,13 @@ def _encoder(model: Any) -> tuple[str, Any]:
     """``(model id, encoder or None)`` of a registry id or a model object."""
     if isinstance(model, str):
         return model, None
-    if callable(getattr(model, "encode_images", None)) and getattr(model, "model_id", None):
-        return str(model.model_id), model  # already an inquire encoder
+    if (
+        not callable(getattr(model, "encode_image", None))
+        and callable(getattr(model, "encode_images", None))
+        and callable(getattr(model, "encode_pixels", None))
+        and getattr(model, "model_id", None)
+    ):
+        return str(model.model_id), model  # already an inquire encoder (embed.base)
     enc = ModelEncoder(model)
     return enc.model_id, enc
 
@@ -170,9 +211,11 @@ def evaluate(
     The queries are those of ``qrels`` with at least one relevant image (a query whose
     judgments are all 0 has no defined AP; it is left out with a warning and listed in
     ``config["excluded_queries_no_relevant"]``). A query the run does not cover scores 0;
-    run queries without judgments are ignored (both logged). ``metrics``: names of
-    :data:`inquire.metrics.METRICS` (default ap, ndcg, mrr, precision, recall). ``groups``:
-    optional query metadata, a frame with ``query_id`` and any of ``supercategory``,
+    run queries without judgments are ignored (both logged). ``k``: any positive integer
+    (memory follows the lists, not ``k``). ``metrics``: names of
+    :data:`inquire.metrics.METRICS` (default ap, ndcg, mrr, precision, recall; the cut-off
+    is ``k``, never part of a name: ``"ndcg@10"`` is refused with a pointer to ``k=10``).
+    ``groups``: optional query metadata, a frame with ``query_id`` and any of ``supercategory``,
     ``category``, ``iconic_group`` (e.g. ``inquire.load_queries("test")``); it only adds
     those columns to ``per_query`` (queries it lacks are ``Unknown``) for
     ``result.aggregate(by)``.
@@ -195,7 +238,7 @@ def evaluate(
             f"inquire.Run.from_dict({{query_id: {{image_id: score}}}}) or inquire.Run.read(file)"
         )
     k = _check_k(k)
-    chosen = (metrics,) if isinstance(metrics, str) else tuple(metrics or DEFAULT_METRICS)
+    chosen = DEFAULT_METRICS if metrics is None else _metric_names(metrics, k)
     empty = [q for q in qrels if not qrels[q]]
     qids = [q for q in qrels if qrels[q]]
     if empty:
@@ -213,6 +256,55 @@ def evaluate(
     table = table.join(_group_table(groups, qids))
     config = {"task": "evaluate", "excluded_queries_no_relevant": empty}
     return evaluate_table(run, qrels, table, k=k, metrics=chosen, config=config)
+
+
+# Names other tools give these metrics (trec_eval, ranx, ir_measures), for the error hint.
+_METRIC_ALIASES = {
+    "map": "trec_ap",
+    "average_precision": "ap",
+    "ndcg_cut": "ndcg",
+    "p": "precision",
+    "r": "recall",
+    "rr": "mrr",
+    "recip_rank": "mrr",
+}
+
+
+def _metric_names(metrics: Sequence[str] | str, k: int) -> tuple[str, ...]:
+    """``metrics`` as registered names, in order, each once; an unknown name is an
+    :class:`~inquire.errors.UnknownNameError` that says what the name is called here."""
+    import re
+
+    from inquire.errors import UnknownNameError
+    from inquire.metrics import METRICS
+
+    names = [metrics] if isinstance(metrics, str) else list(metrics)
+    if not names:
+        raise InputError(
+            f"metrics is empty; name at least one of {sorted(METRICS)} (or pass metrics=None "
+            f"for the default set)"
+        )
+    for name in names:
+        if not isinstance(name, str):
+            raise InputError(f"metric names are strings; got {name!r} in metrics={metrics!r}")
+        if name in METRICS:
+            continue
+        error = UnknownNameError("metric", name, METRICS)
+        # "ndcg@10", "P_5", "ndcg_cut.10", "map_cut_100": a name and a cut-off
+        match = re.fullmatch(r"(.+?)(?:_cut)?[@_.](\d+)", name)
+        base, cut = (match.group(1), match.group(2)) if match else (name, "")
+        key = base.lower()
+        known = key if key in METRICS else _METRIC_ALIASES.get(key)
+        if known is not None:
+            hint = f"unknown metric {name!r}: inquire names it {known!r}"
+            if known == "trec_ap":
+                hint += " (trec_eval's MAP, over R; INQUIRE's AP@k, 'ap', is over min(R, k))"
+            if cut:
+                hint += f"; the cut-off is not part of the name: pass k={int(cut)}"
+                hint += f" (this call has k={k})" if int(cut) != k else " (as this call does)"
+            error.args = (f"{hint}. Valid names: {', '.join(sorted(METRICS))}",)
+        raise error
+    return tuple(dict.fromkeys(names))
 
 
 def _group_table(groups: pd.DataFrame | None, qids: list[int]) -> pd.DataFrame:
@@ -278,7 +370,8 @@ def evaluate_rerank(
     model id (the same scoring, the registry's ``clip:<id>`` reranker), or any reranker id
     or baseline of ``inquire rerank list`` (``vlm:...``, ``api:...``, ``clip_score``,
     ``random``). ``data``: ``"val"`` / ``"test"`` (downloaded once) or local parquet shard(s)
-    in the published layout. ``queries``: query CSV file(s) or a table giving the queries
+    in the published layout (a file, a list of files or a folder of ``*.parquet``).
+    ``queries``: query CSV file(s), a table or ``{query_id: text}`` giving the queries
     their INQUIRE ids (default: INQUIRE's tables for a split; local files without a
     ``query_id`` column are numbered 1, 2, ... in file order). ``k``: 100 (the pool:
     INQUIRE-Rerank's AP) or 50 (AP@50, normalised by min(R, 50)). ``cache``: keep scores in
@@ -296,16 +389,22 @@ def evaluate_rerank(
             f"got {k!r}"
         )
     ranker, cacheable = _rerank_ranker(model)
-    if isinstance(queries, pd.DataFrame) or queries is None:
-        table = queries
-    else:
+    if queries is None:
+        table = None
+    elif isinstance(queries, (pd.DataFrame, Mapping)):
+        table = _query_frame(queries)
+    elif isinstance(queries, (str, os.PathLike)) or _is_path_list(queries):
         files = [queries] if isinstance(queries, (str, os.PathLike)) else list(queries)
         table = pd.concat([read_queries(q) for q in files], ignore_index=True)
+    else:
+        raise InputError(
+            f"queries must be a query CSV (or a list of them), a table with query_id and "
+            f"query_text, or {{query_id: text}}; got {type(queries).__name__}"
+        )
     if isinstance(data, str) and data in SPLITS:
         rerank_set = load_rerank_set(data, table)
     else:
-        paths = [data] if isinstance(data, (str, os.PathLike)) else list(data)
-        rerank_set = read_rerank_set(paths, queries=table)
+        rerank_set = read_rerank_set(_rerank_files(data), queries=table)
     options = RerankOptions(device=device, precision=precision, batch_size=batch_size)
     result = run_rerank(
         rerank_set,
@@ -318,26 +417,114 @@ def evaluate_rerank(
     return result.result if k == POOL_K else result.result_at_50
 
 
+def _is_path_list(value: Any) -> bool:
+    return (
+        isinstance(value, (list, tuple))
+        and len(value) > 0
+        and all(isinstance(v, (str, os.PathLike)) for v in value)
+    )
+
+
+def _not_a_split(value: str, what: str) -> None:
+    """Refuse ``value``, neither a split nor an existing path, suggesting a split when it
+    looks like a misspelt one (``"tset"``, ``"Test"``)."""
+    from inquire.errors import suggest
+
+    lowered = value.strip().lower()
+    hint = f" Did you mean {lowered!r}?" if lowered in SPLITS else suggest(lowered, SPLITS)
+    raise InputError(
+        f"{what} {value!r} is neither a split ({' or '.join(repr(s) for s in SPLITS)}) nor an "
+        f"existing file.{hint}"
+    )
+
+
+def _rerank_files(data: Any) -> list[Path]:
+    """The parquet shard(s) ``data`` names: a file, a folder of ``*.parquet`` or a list."""
+    if isinstance(data, (str, os.PathLike)):
+        path = Path(data)
+        if path.is_dir():
+            files = sorted(path.glob("*.parquet"))
+            if not files:
+                raise InputError(
+                    f"data folder {str(path)!r} holds no *.parquet file; pass 'val', 'test' or "
+                    f"INQUIRE-Rerank parquet shard(s)"
+                )
+            return files
+        if isinstance(data, str) and not path.exists() and not path.suffix:
+            _not_a_split(data, "data")
+        return [path]
+    if _is_path_list(data):
+        return [Path(p) for p in data]
+    raise InputError(
+        f"data must be 'val', 'test', a parquet file, a folder of them or a list of files; got "
+        f"{type(data).__name__}"
+    )
+
+
+def _query_frame(queries: pd.DataFrame | Mapping[Any, Any]) -> pd.DataFrame:
+    """A query table (``query_id``, ``query_text``, the group columns) from a table or from
+    ``{query_id: text}``, checked: integer ids, each once, and texts that are non-empty."""
+    from inquire.run import as_id
+
+    if isinstance(queries, Mapping):
+        table = pd.DataFrame(
+            {
+                "query_id": [as_id(q, "query id") for q in queries],
+                "query_text": list(queries.values()),
+            }
+        )
+    else:
+        missing = [c for c in ("query_id", "query_text") if c not in queries.columns]
+        if missing:
+            raise InputError(
+                f"the query table lacks column(s) {missing}; it needs query_id and query_text "
+                f"(found {list(queries.columns)})"
+            )
+        table = queries.copy()
+        table["query_id"] = [as_id(q, "query id") for q in table["query_id"]]
+    if len(table) == 0:
+        raise InputError("no queries given; pass at least one {query_id: text}")
+    table["query_id"] = table["query_id"].astype(np.int64)
+    twice = table["query_id"][table["query_id"].duplicated()]
+    if len(twice):
+        raise InputError(f"query id {int(twice.iloc[0])} appears more than once in the queries")
+    for qid, text in zip(table["query_id"], table["query_text"], strict=True):
+        if not isinstance(text, str) or not text.strip():
+            raise InputError(
+                f"query {int(qid)}: the query text is {text!r}; every query needs a non-empty "
+                f"text to embed"
+            )
+    for col in GROUP_COLUMNS:
+        if col not in table.columns:
+            table[col] = UNKNOWN_GROUP
+    return table
+
+
 def _query_table(queries: Any) -> tuple[str, pd.DataFrame | str | os.PathLike[str] | None]:
     """``(split, queries)`` for :func:`~inquire.eval.two_stage.run_fullrank`."""
     if isinstance(queries, str) and queries in SPLITS:
         return queries, None
-    if isinstance(queries, Mapping):
-        from inquire.run import as_id
+    if isinstance(queries, (Mapping, pd.DataFrame)):
+        return "test", _query_frame(queries)
+    if isinstance(queries, (str, os.PathLike)):
+        path = Path(queries)
+        if isinstance(queries, str) and not path.exists() and not path.suffix:
+            _not_a_split(queries, "queries")
+        return "test", queries  # a query CSV
+    raise InputError(
+        f"queries must be 'val', 'test', a query CSV, a table with query_id and query_text, "
+        f"or {{query_id: text}}; got {type(queries).__name__}"
+    )
 
-        ids = [as_id(q, "query id") for q in queries]
-        table = pd.DataFrame({"query_id": np.asarray(ids, np.int64)})
-        table["query_text"] = [str(t) for t in queries.values()]
-        for col in GROUP_COLUMNS:
-            table[col] = UNKNOWN_GROUP
-        return "test", table
-    if isinstance(queries, pd.DataFrame):
-        table = queries.copy()
-        for col in GROUP_COLUMNS:
-            if col not in table.columns:
-                table[col] = UNKNOWN_GROUP
-        return "test", table
-    return "test", queries  # a query CSV
+
+def _check_qrels_arg(qrels: Any) -> None:
+    if qrels is None or isinstance(qrels, (Qrels, str, os.PathLike)):
+        return
+    raise InputError(
+        f"qrels must be an inquire.Qrels, an annotations CSV or None (INQUIRE's); got "
+        f"{type(qrels).__name__}; build one with inquire.Qrels.from_dict({{query_id: "
+        f"{{image_id: relevance}}}})"
+    )
 
 
 def evaluate_fullrank(
@@ -396,6 +583,15 @@ def evaluate_fullrank(
             "pass only one of them"
         )
     split, query_arg = _query_table(queries)
+    _check_qrels_arg(qrels)
+    if embeddings is None and isinstance(qrels, Qrels) and not qrels.paths:
+        # Checked before embedding a whole folder: the images' ids come from these paths.
+        raise InputError(
+            "images= gives the images ids by matching their paths to the judgments' image "
+            "paths, and these judgments have none: pass Qrels(relevant, paths={image_id: "
+            "path relative to the folder}), an annotations CSV with image_path, or "
+            "embeddings= whose metadata carries image_id"
+        )
     with ExitStack() as stack:
         emb = embeddings
         if emb is None:

@@ -27,6 +27,7 @@ from inquire._io import atomic_open, atomic_path
 from inquire.errors import InputError
 
 RUN_COLUMNS = ["query_id", "image_id", "rank", "score"]
+_INT64_MIN, _INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
 
 
 def rank_order(scores: np.ndarray, query_id: int | None = None) -> np.ndarray:
@@ -295,10 +296,18 @@ def as_id(value: object, what: str = "id") -> int:
     :class:`InputError` naming ``what``."""
     if isinstance(value, bool):
         raise InputError(f"{what} {value!r} is not an integer id")
+    number: int | None = None
     if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value.strip())
+        number = int(value)
+    elif isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        number = int(value.strip())
+    if number is not None:
+        if not _INT64_MIN <= number <= _INT64_MAX:
+            raise InputError(
+                f"{what} {value!r} does not fit a 64-bit integer; ids are stored as int64 "
+                f"(between {_INT64_MIN} and {_INT64_MAX})"
+            )
+        return number
     raise InputError(
         f"{what} {value!r} is not an integer id; images and queries are named by integer ids "
         f"(INQUIRE's image_id and query_id)"

@@ -97,11 +97,12 @@ def trend_svg(
 
     import matplotlib
 
-    rc: dict[str, Any] = {"svg.fonttype": "none", "svg.hashsalt": "inquire"}
-    if width is not None:
-        rc["font.size"] = 11  # axis labels and numbers too: no text under 11 px on the page
+    # For the page, axis labels and numbers too: no text under 11 px.
+    size = 11 if width is not None else matplotlib.rcParams["font.size"]
     buf = io.StringIO()
-    with matplotlib.rc_context(rc):
+    with matplotlib.rc_context(
+        {"svg.fonttype": "none", "svg.hashsalt": "inquire", "font.size": size}
+    ):
         fig = trend_figure(trend, title, by, width=width)
         fig.savefig(buf, format="svg", metadata={"Date": None})
     text = buf.getvalue()

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from inquire.errors import InputError
+from inquire.errors import InputError, UnknownNameError
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +71,12 @@ class Qrels(Mapping[int, frozenset[int]]):
             if qid in rel:
                 raise InputError(f"query id {qid} appears twice (as {q!r} and another key)")
             rel[qid] = set()
+            seen: set[int] = set()
             for i, v in items.items():
                 image = as_id(i, f"query {qid}: image id")
+                if image in seen:  # e.g. 10 and "10": two judgments of one image
+                    raise InputError(f"query {qid}: image id {image} is judged twice (as {i!r})")
+                seen.add(image)
                 grade = _grade(v, qid, image)
                 if grade >= 1:
                     rel[qid].add(image)
@@ -195,7 +199,10 @@ def load_qrels(split: str | None = None) -> Qrels:
     """INQUIRE's relevance annotations, downloaded into the cache: both splits, or only the
     queries of ``split`` (``"val"`` / ``"test"``) when given."""
     from inquire.data.download import fetch
+    from inquire.data.queries import SPLITS
 
+    if split is not None and split not in SPLITS:  # before a download, not after it
+        raise UnknownNameError("split", split, SPLITS)
     qrels = read_qrels(fetch("annotations"))
     if split is None:
         return qrels

@@ -25,7 +25,13 @@ from inquire._version import __version__
 from inquire.data.qrels import Qrels
 from inquire.data.queries import QUERY_COLUMNS, UNKNOWN_GROUP
 from inquire.errors import InputError
-from inquire.metrics import DEFAULT_METRICS, compute_metrics, relevance_with_ties, scale
+from inquire.metrics import (
+    DEFAULT_METRICS,
+    compute_metrics,
+    expected_hits,
+    relevance_with_ties,
+    scale,
+)
 from inquire.run import Run
 
 log = logging.getLogger(__name__)
@@ -283,7 +289,7 @@ def _metrics_at(
     The relevance matrix is ``(nq, min(k, W))`` with ``W = max(longest ranking, largest R,
     1)``: a cut-off past every list and every R changes no hit, so the INQUIRE metrics keep
     their meaning exactly (AP@k still divides by min(R, k), which is R there), and P@k, the
-    one that divides by k itself, is scaled by ``W / k``. Another metric needs the full
+    one that divides by k itself, is the hits over ``k``. Another metric needs the full
     width, which is refused beyond :data:`MAX_CELLS` cells.
     """
     longest = max((len(r) for r in ranked), default=0)
@@ -301,7 +307,8 @@ def _metrics_at(
     rel, ties = relevance_with_ties(ranked, scores, relevant, width, query_ids=qids)
     values = compute_metrics(rel, n_rel, metrics, query_ids=qids, ties=ties)
     if width < k and "precision" in values:
-        values["precision"] = values["precision"] * (width / k)  # P@k = hits / k
+        # P@k = hits / k: the hits of the narrower matrix are all the hits (counted exactly)
+        values["precision"] = expected_hits(rel, ties) / k
     return values
 
 

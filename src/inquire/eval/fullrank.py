@@ -361,7 +361,9 @@ def fullrank_topk(
         raise InputError(f"query table lacks column(s) {sorted(missing_cols)}")
     if isinstance(k_max, bool) or not isinstance(k_max, (int, np.integer)) or k_max < 1:
         raise InputError(f"k_max must be a positive integer, got {k_max!r}")
-    k_max = int(k_max)
+    # No list can be longer than the collection: searching for more would only allocate
+    # (nq, k_max) padding (k_max=10**12 asks for terabytes).
+    k_max = min(int(k_max), max(len(store), 1))
     check_dims(encoder, store)
     texts = [str(t) for t in queries["query_text"]]
     unique = list(dict.fromkeys(texts))

@@ -21,7 +21,7 @@ import numpy as np
 
 from inquire.errors import InputError, UnknownNameError
 from inquire.metrics._matrix import check, relevance_matrix, relevance_with_ties
-from inquire.metrics._ties import Ties, expected_relevance
+from inquire.metrics._ties import Ties, expected_hits, expected_relevance
 from inquire.metrics.ap import ap_at_k, trec_ap_at_k
 from inquire.metrics.mrr import reciprocal_rank
 from inquire.metrics.ndcg import ndcg_at_k
@@ -189,6 +189,7 @@ __all__ = [
     "Ties",
     "ap_at_k",
     "compute_metrics",
+    "expected_hits",
     "expected_relevance",
     "format_fraction",
     "format_value",

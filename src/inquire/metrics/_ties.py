@@ -142,3 +142,24 @@ def expected_relevance(rel: np.ndarray, ties: Ties | None = None) -> np.ndarray:
         return rel
     st = group_stats(rel, ties)
     return st.n_rel / st.size
+
+
+def expected_hits(rel: np.ndarray, ties: Ties | None = None) -> np.ndarray:
+    """``(nq,)`` float64: the expected number of relevant items in the top k over the orders
+    of the tied items, ``expected_relevance(rel, ties).sum(axis=1)`` computed exactly.
+
+    Only a group straddling the cut-off changes the count (a group wholly inside the top k
+    brings all its ``m`` relevant items in whatever its order); it brings ``c m / g`` instead
+    of the relevant items its ``c`` places hold in ``rel``. Summing ``m / g`` place by place
+    would give 0.9999999999999999 for a recall that is exactly 1.
+    """
+    rel = np.asarray(rel, dtype=np.float64)
+    hits = rel.sum(axis=1)
+    if ties is None or not (ties.tail_size > 0).any():
+        return hits
+    last = ties.group == ties.group[:, -1:]
+    c = last.sum(axis=1).astype(np.float64)
+    inside = (rel * last).sum(axis=1)
+    g = c + ties.tail_size
+    m = inside + ties.tail_rel
+    return np.where(ties.tail_size > 0, hits - inside + c * m / g, hits)

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from inquire.metrics._ties import Ties, expected_relevance
+from inquire.metrics._ties import Ties, expected_hits
 
 
 def precision_at_k(rel: np.ndarray, n_rel: np.ndarray, ties: Ties | None = None) -> np.ndarray:
     """``(nq,)`` P@k for ``rel (nq, k)``; k is the matrix width."""
-    return expected_relevance(rel, ties).sum(axis=1) / rel.shape[1]
+    return expected_hits(rel, ties) / rel.shape[1]

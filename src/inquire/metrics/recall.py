@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from inquire.metrics._ties import Ties, expected_relevance
+from inquire.metrics._ties import Ties, expected_hits
 
 
 def recall_at_k(rel: np.ndarray, n_rel: np.ndarray, ties: Ties | None = None) -> np.ndarray:
     """``(nq,)`` R@k for ``rel (nq, k)`` and ``n_rel (nq,)``."""
-    return expected_relevance(rel, ties).sum(axis=1) / n_rel
+    return expected_hits(rel, ties) / n_rel
