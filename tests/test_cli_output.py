@@ -14,8 +14,8 @@ import typer
 from rich.console import Console
 from typer.testing import CliRunner
 
+from inquire._render import Col, print_records
 from inquire.cli import app
-from inquire.cli._render import Col, print_records
 from inquire.errors import DownloadError
 
 NARROW = {"COLUMNS": "80"}

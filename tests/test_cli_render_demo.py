@@ -11,7 +11,7 @@ import pytest
 from rich.console import Console
 from rich.table import Table
 
-from inquire.cli._render import print_table
+from inquire._render import print_table
 
 
 def _pair_table() -> Table:

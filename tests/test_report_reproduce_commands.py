@@ -306,8 +306,8 @@ def test_import_cache_refuses_what_is_not_a_released_cache(
     nomatch = tmp_path / "nomatch.npy"
     np.save(nomatch, np.array({"elsewhere.jpg--Is this a bird?": 0.9}, dtype=object))
     cases = [
-        (text, "is not a readable .npy score cache"),
-        (empty, "is not a readable .npy score cache"),
+        (text, "is not a .npy file"),
+        (empty, "is not a .npy file"),
         (array, "holds a ndarray; expected a dict"),
         (nomatch, "no score in"),
         (tmp_path, "is a folder; pass the released .npy file"),

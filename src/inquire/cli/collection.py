@@ -62,7 +62,7 @@ def result_rows(df: Any, images_root: Path | None = None) -> list[tuple[str, ...
 
 def print_results(console: Any, df: Any, images_root: Path | None = None, title: str = "") -> None:
     """Search results as a table, or one block per result when paths do not fit the width."""
-    from inquire.cli._render import Col, print_records
+    from inquire._render import Col, print_records
 
     keep = {"score", "image", "path", "date", "lat", "lon"}
     right = {"rank", "score", "image", "lat", "lon"}
@@ -180,7 +180,7 @@ def update_cmd(
 @friendly_errors
 def list_cmd() -> None:
     """List the collections in the cache."""
-    from inquire.cli._render import Col, print_records
+    from inquire._render import Col, print_records
     from inquire.collection.actions import collections_overview
 
     rows = [

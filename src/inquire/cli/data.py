@@ -49,7 +49,7 @@ def download_cmd(
 def _print_registry(console: object) -> None:
     """Every artifact with the URL it is fetched from (the mirror's when INQUIRE_BASE_URL is
     set), then the groups; vertical when the URLs do not fit the terminal."""
-    from inquire.cli._render import Col, print_records
+    from inquire._render import Col, print_records
     from inquire.config import base_url
     from inquire.data.download import cached_path, source_url
     from inquire.data.registry import ARTIFACTS, GROUPS

@@ -167,7 +167,7 @@ def list_cmd() -> None:
     scoring protocols."""
     from rich.console import Console
 
-    from inquire.cli._render import Col, print_records
+    from inquire._render import Col, print_records
     from inquire.rerank.protocol import DEFAULT_PROTOCOL, PROTOCOLS, UPSTREAM_MODELS
 
     console = Console()

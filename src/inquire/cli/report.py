@@ -103,7 +103,7 @@ def print_report(console: Any, report: Any) -> None:
     from rich.console import Console
     from rich.text import Text
 
-    from inquire.cli._render import Col, print_records
+    from inquire._render import Col, print_records
     from inquire.metrics import format_value
     from inquire.report import formats as F
     from inquire.report.build import LEVEL_TITLES
@@ -160,7 +160,7 @@ def print_comparison(console: Any, comparison: Any) -> None:
     block per row; run names, metrics and numbers are never cut."""
     from rich.text import Text
 
-    from inquire.cli._render import Col, print_records
+    from inquire._render import Col, print_records
     from inquire.report import formats as F
 
     header, rows = F._pair_rows(comparison)

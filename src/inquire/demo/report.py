@@ -136,7 +136,7 @@ def demo_report(
     if written.comparison is not None:
         from rich.table import Table
 
-        from inquire.cli._render import print_table
+        from inquire._render import print_table
 
         for i, renderable in enumerate(comparison_renderables(written.comparison)):
             if isinstance(renderable, Table):  # whole numbers, or one record per block
