@@ -264,6 +264,7 @@ class Manifest:
     partitions: list[PartitionInfo] = field(default_factory=list)
     trained_on: int = 0
     recall: dict[str, Any] = field(default_factory=dict)
+    shards: list[list[Any]] = field(default_factory=list)  # covered shards: name, rows, mtime
     format: int = FORMAT
 
     @property
@@ -289,6 +290,37 @@ class Manifest:
             partitions=[PartitionInfo(**p) for p in d["partitions"]],
             trained_on=int(d.get("trained_on", 0)),
             recall=dict(d.get("recall") or {}),
+            shards=[list(x) for x in d.get("shards") or []],
+        )
+
+
+def shard_signature(store: Any, rows: int) -> list[list[Any]]:
+    """``[name, rows, mtime_ns]`` of the store's shards holding rows ``[0, rows)``: tells
+    whether those rows are still the rows the index was built from (compaction rewrites
+    them)."""
+    out: list[list[Any]] = []
+    for path, lo, hi in zip(store.shard_paths, store.offsets[:-1], store.offsets[1:], strict=True):
+        if int(lo) >= rows:
+            break
+        out.append([path.name, int(hi - lo), path.stat().st_mtime_ns])
+    return out
+
+
+class StaleScaleIndexError(InputError):
+    """The store's rows are no longer the rows the index was built from."""
+
+
+def check_current(store: Any, man: Manifest) -> None:
+    """:class:`StaleScaleIndexError` unless ``store``'s first rows are the indexed rows."""
+    if (
+        man.dim != store.dim
+        or man.rows > len(store)
+        or (man.shards and shard_signature(store, man.rows) != man.shards)
+    ):
+        raise StaleScaleIndexError(
+            f"the index covers {man.rows} rows of {man.dim}-d vectors that the store "
+            f"({len(store)} rows, {store.dim}-d) no longer holds as they were (rewritten or "
+            "compacted shards): rebuild the index"
         )
 
 
@@ -554,8 +586,15 @@ class ScaleIndex:
     store: RowSource
     folder: Path
     manifest: Manifest
-    ids: np.ndarray
+    row_ids: np.ndarray | None
     backend: Backend
+
+    @property
+    def ids(self) -> np.ndarray:
+        """``(N,) int64`` image id of each store row (read from the store when not given)."""
+        if self.row_ids is None:
+            self.row_ids = np.asarray(cast(Any, self.store).ids, np.int64)
+        return self.row_ids
 
     @classmethod
     def open(
@@ -568,16 +607,17 @@ class ScaleIndex:
         man = read_manifest(folder)
         if man is None:
             raise InputError(f"{str(folder)!r} holds no partitioned index (no {MANIFEST})")
-        if man.dim != store.dim or man.rows > len(store):
-            raise InputError(
-                f"the index in {str(folder)!r} covers {man.rows} rows of {man.dim}-d vectors; "
-                f"the store has {len(store)} rows of {store.dim}-d: rebuild the index"
+        if hasattr(store, "shard_paths"):
+            check_current(store, man)
+        elif man.dim != store.dim or man.rows > len(store):
+            raise StaleScaleIndexError(
+                f"the index covers {man.rows} rows of {man.dim}-d vectors; the store has "
+                f"{len(store)} rows of {store.dim}-d: rebuild the index"
             )
-        if ids is None:
-            ids = np.asarray(cast(Any, store).ids, np.int64)
         if backend is None:
             backend = LocalBackend(store, folder, man)
-        return cls(store, Path(folder), man, np.asarray(ids, np.int64), backend)
+        row_ids = None if ids is None else np.asarray(ids, np.int64)
+        return cls(store, Path(folder), man, row_ids, backend)
 
     def route(self, k: int, mask: np.ndarray | None, nprobe: int | None = None) -> Route:
         n = self.manifest.rows
@@ -591,12 +631,16 @@ class ScaleIndex:
         mask: np.ndarray | None = None,
         nprobe: int | None = None,
         exact: bool = False,
+        ids: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top ``k`` of ``queries (nq, d) float32`` among rows where ``mask (N,) bool`` is
         True (None: all), as ``scores (nq, k) float32`` (exact scores) and image ``ids (nq,
         k) int64``, padded with ``-inf`` / ``-1``. Rows past the index (added to the store
-        since it was last updated) are searched exactly. ``exact``: force the exact route."""
+        since it was last updated) are searched exactly. ``exact``: force the exact route.
+        ``ids (N,) int64``: image id per row for this search (default :attr:`ids`)."""
         k = check_k(k)
+        if mask is not None and len(mask) != len(self.store):
+            raise InputError(f"mask of {len(mask)} rows for a store of {len(self.store)} rows")
         q = np.ascontiguousarray(queries, np.float32)
         if q.ndim != 2 or q.shape[1] != self.manifest.dim:
             raise InputError(f"queries of shape {q.shape}; expected (nq, {self.manifest.dim})")
@@ -604,7 +648,11 @@ class ScaleIndex:
         route = self.route(k, mask, nprobe)
         if exact:
             route = replace(route, exact=True)
-        masks = [None if mask is None else mask[p.lo : p.hi] for p in self.manifest.partitions]
+        # Every indexed row selected: no selector (faiss then skips a bitmap test per code).
+        part_mask = None if mask is None or mask[:n_index].all() else mask
+        masks = [
+            None if part_mask is None else part_mask[p.lo : p.hi] for p in self.manifest.partitions
+        ]
         partials = self.backend.search(q, k, masks, route) if masks else []
         tail = len(self.store) - n_index
         if tail > 0:  # rows not in any partition yet: exact
@@ -614,7 +662,7 @@ class ScaleIndex:
             partials = [*partials, exact_over_rows(self.store, q, rows, k)]
         if not partials:
             return padded(np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64), k)
-        return merge(partials, self.ids, len(q), k)
+        return merge(partials, self.ids if ids is None else ids, len(q), k)
 
     def index_bytes(self) -> int:
         """Bytes of the index files on disk (codes, ids, centroids, manifest)."""
@@ -685,11 +733,8 @@ def build(
             f"the index in {str(folder)!r} was built with {_build_keys(man.settings)}, not "
             f"{_build_keys(settings)}; rebuild it to change how it is built"
         )
-    if man is not None and man.rows > len(store):
-        raise InputError(
-            f"the index covers {man.rows} rows but the store has {len(store)} (the shards were "
-            "rewritten, e.g. compacted): rebuild the index"
-        )
+    if man is not None:
+        check_current(store, man)
     if man is None:
         if rebuild and folder.is_dir():
             for p in folder.glob("*.faiss"):
@@ -731,8 +776,10 @@ def build(
             run_local(str(store.root), str(folder), [part], existing, advance)
             plan_done.append(part)
             man.partitions = parts + plan_done
+            man.shards = shard_signature(store, man.rows)
             write_manifest(folder, man)
     man.partitions = parts + plan_done
+    man.shards = shard_signature(store, man.rows)
     write_manifest(folder, man)
     return man
 

@@ -21,6 +21,7 @@ memory; every chunk is generated from its own seed, so any chunk can be recreate
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,19 +49,35 @@ class ClusterSpec:
 
     def model(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(centres (C, d), directions (C, rank, d) float32, weights (C,), homes (C, 2))``."""
-        rng = np.random.default_rng(self.seed)
-        c = rng.standard_normal((self.clusters, self.d)).astype(np.float32)
-        c /= np.linalg.norm(c, axis=1, keepdims=True)
-        u = rng.standard_normal((self.clusters, self.rank, self.d)).astype(np.float32)
-        u /= np.linalg.norm(u, axis=2, keepdims=True)
-        scales = self.spread * 2.0 ** (-np.arange(self.rank) / 2.0)
-        u *= scales[None, :, None].astype(np.float32)
-        w = rng.lognormal(0.0, 1.0, self.clusters)
-        w /= w.sum()
-        homes = np.column_stack(
-            [rng.uniform(-60, 70, self.clusters), rng.uniform(-180, 180, self.clusters)]
-        )
-        return c, u, w, homes
+        return _model(self)
+
+
+def _mix(c: np.ndarray, u: np.ndarray, cl: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """``c[cl] + z @ u[cl]`` cluster by cluster (never a ``(n, rank, d)`` temporary)."""
+    x = c[cl].copy()
+    order = np.argsort(cl, kind="stable")
+    bounds = np.flatnonzero(np.diff(cl[order])) + 1
+    for group in np.split(order, bounds):
+        if len(group):
+            x[group] += z[group] @ u[cl[group[0]]]
+    return x
+
+
+@functools.lru_cache(maxsize=4)
+def _model(spec: ClusterSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(spec.seed)
+    c = rng.standard_normal((spec.clusters, spec.d)).astype(np.float32)
+    c /= np.linalg.norm(c, axis=1, keepdims=True)
+    u = rng.standard_normal((spec.clusters, spec.rank, spec.d)).astype(np.float32)
+    u /= np.linalg.norm(u, axis=2, keepdims=True)
+    scales = spec.spread * 2.0 ** (-np.arange(spec.rank) / 2.0)
+    u *= scales[None, :, None].astype(np.float32)
+    w = rng.lognormal(0.0, 1.0, spec.clusters)
+    w /= w.sum()
+    homes = np.column_stack(
+        [rng.uniform(-60, 70, spec.clusters), rng.uniform(-180, 180, spec.clusters)]
+    )
+    return c, u, w, homes
 
 
 def generate_chunk(spec: ClusterSpec, chunk: int, n: int) -> tuple[np.ndarray, pd.DataFrame]:
@@ -72,7 +89,7 @@ def generate_chunk(spec: ClusterSpec, chunk: int, n: int) -> tuple[np.ndarray, p
     rng = np.random.default_rng([spec.seed, chunk])
     cl = rng.choice(spec.clusters, size=n, p=w)
     z = rng.standard_normal((n, spec.rank)).astype(np.float32)
-    x = c[cl] + np.einsum("nr,nrd->nd", z, u[cl])
+    x = _mix(c, u, cl, z)
     x += spec.noise * rng.standard_normal((n, spec.d)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     meta = pd.DataFrame(
@@ -117,7 +134,7 @@ def queries(spec: ClusterSpec, nq: int, seed: int = 1, offset: float = 1.0) -> n
     rng = np.random.default_rng([spec.seed, 10_000 + seed])
     cl = rng.choice(spec.clusters, size=nq, p=w)
     z = offset * rng.standard_normal((nq, spec.rank)).astype(np.float32)
-    q = c[cl] + np.einsum("nr,nrd->nd", z, u[cl])
+    q = _mix(c, u, cl, z)
     q += offset * spec.noise * rng.standard_normal((nq, spec.d)).astype(np.float32)
     q /= np.linalg.norm(q, axis=1, keepdims=True)
     return q.astype(np.float32)
