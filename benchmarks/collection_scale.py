@@ -2,12 +2,12 @@
 
 Generates (once, cached under --out) a clustered collection of N x D float16 rows written in
 100k-row shards straight to disk (:mod:`inquire.testing.clustered`: a mixture of N / 1000
-anisotropic Gaussian clusters (1,000 at 1M rows; iNaturalist has ~30k photos per species
-on average, so this is harder, not easier) on the unit sphere, log-normal cluster sizes, 16 stretched
-directions per cluster with scales 0.35 * 2**(-i/2), noise 0.025, 4 taxa per cluster, dates
-uniform over 10 years, coordinates around each cluster's home), with filters selecting about
-100%, 1% (a date window: rows everywhere), 0.1% (a few taxa: one region of the space) and
-0.01% (a season in one region of the map) of the rows. Then:
+anisotropic Gaussian clusters (1,000 at 1M rows; iNaturalist has ~30k photos per species on
+average, so this is harder, not easier) on the unit sphere, log-normal cluster sizes, 16
+stretched directions per cluster with scales 0.35 * 2**(-i/2), noise 0.025, 4 taxa per
+cluster, dates uniform over 10 years, coordinates around each cluster's home), with filters
+selecting about 100%, 1% (a date window: rows everywhere), 0.1% (a few taxa: one region of
+the space) and 0.01% (a season in one region of the map) of the rows. Then:
 
 1. builds the partitioned index (``inquire.index.ivfpq``; timed);
 2. computes the exact top 100 of every query under every filter (the index's exact route,
