@@ -30,6 +30,7 @@ from inquire.collection.store import TAXON_COLUMNS, Collection, CollectionIndex
 from inquire.embed.base import Encoder, l2_normalize
 from inquire.errors import InputError
 from inquire.index.base import check_k, check_mask
+from inquire.index.ivfpq import ScaleIndex
 from inquire.index.topk import padded, topk
 
 if TYPE_CHECKING:
@@ -137,7 +138,7 @@ class CollectionSearcher:
         if len(rows) == 0 or index.ann is None or self.exact:
             return self._exact(q, k, rows, mask)
         ann = index.ann
-        if hasattr(ann, "manifest"):
+        if isinstance(ann, ScaleIndex):
             # The partitioned IVF-PQ index (setting "scale"): its own router (exact over a
             # small selection, faiss with the selection inside otherwise) and exact scores.
             scores, ids = ann.search(q, k, mask, nprobe=self.nprobe, ids=index.image_id)
