@@ -77,23 +77,29 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-def _namespace_problem() -> str | None:
+_NAMESPACE = ["unshare", "--net", "--pid", "--fork", "--mount-proc"]
+
+
+def _namespace_command() -> tuple[list[str] | None, str]:
+    """The unshare prefix that works here (as root, or as a user mapped to root in a new
+    user namespace), or None and why not."""
     import shutil
     import subprocess
 
     if shutil.which("unshare") is None or shutil.which("ip") is None:
-        return "needs unshare and ip (util-linux, iproute2) to run Ray in a private network"
-    probe = subprocess.run(
-        ["unshare", "--net", "--pid", "--fork", "--mount-proc", "ip", "link", "set", "lo", "up"],
-        capture_output=True,
-        text=True,
-    )
-    if probe.returncode:
-        return (
-            "Ray tests run only in a private network namespace, and unshare is not permitted "
-            f"here ({probe.stderr.strip() or probe.returncode}); run them as root"
+        return None, "needs unshare and ip (util-linux, iproute2) to run Ray in a private network"
+    why = ""
+    for prefix in (_NAMESPACE, [*_NAMESPACE, "--user", "--map-root-user"]):
+        probe = subprocess.run(
+            [*prefix, "ip", "link", "set", "lo", "up"], capture_output=True, text=True
         )
-    return None
+        if probe.returncode == 0:
+            return prefix, ""
+        why = probe.stderr.strip() or str(probe.returncode)
+    return None, (
+        "Ray tests run only in a private network namespace, and unshare is not permitted "
+        f"here ({why}); run them as root or allow unprivileged user namespaces"
+    )
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -108,15 +114,15 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     import subprocess
     import sys
 
-    problem = _namespace_problem()
-    if problem:
+    prefix, problem = _namespace_command()
+    if prefix is None:
         pytest.skip(problem)
     env = {**os.environ, INSIDE_NAMESPACE: "1", "RAY_AUTH_MODE": "disabled"}
     pytest_cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x"]
     pytest_cmd.append(pyfuncitem.nodeid)
     script = "ip link set lo up && exec " + shlex.join(pytest_cmd)
     proc = subprocess.run(
-        ["unshare", "--net", "--pid", "--fork", "--mount-proc", "bash", "-c", script],
+        [*prefix, "bash", "-c", script],
         cwd=str(pyfuncitem.config.rootpath),
         env=env,
         capture_output=True,
