@@ -150,7 +150,8 @@ def test_router_and_widening():
     assert ivfpq.choose_route(man, 1000, 900, 100_000, None).exact  # k above the threshold
     r = ivfpq.choose_route(man, 10, 100_000, 100_000, None)
     assert (r.exact, r.nprobe, r.candidates) == (False, 16, 10 * man.settings.rescore)
-    assert ivfpq.choose_route(man, 10, 1_000, 100_000, None).nprobe == 160  # 16 / sqrt(1%)
+    assert ivfpq.choose_route(man, 10, 50_000, 100_000, None).nprobe == 32  # 16 / 50%
+    assert ivfpq.choose_route(man, 10, 10_000, 100_000, None).nprobe == 160  # 16 / 10%
     assert ivfpq.choose_route(man, 10, 600, 10**9, None).nprobe == 256  # capped at nlist
     assert ivfpq.widened_nprobe(16, 256, 0.0) == 256
 
