@@ -56,3 +56,36 @@ def test_ray_build_and_search_equal_one_process(ray_two_nodes, tmp_path):
         np.testing.assert_array_equal(full[1], exact[1])
     finally:
         served.close()
+
+
+@pytest.mark.slow
+@pytest.mark.private_network
+def test_cli_index_with_ray_data_tasks(ray_two_nodes, tmp_path):
+    """`inquire collection index NAME --ray ADDRESS`: partitions encoded as Ray Data tasks on
+    the cluster; searches equal exact search under exhaustive settings."""
+    from typer.testing import CliRunner
+
+    from inquire.cli import app
+    from inquire.collection import create_collection
+    from inquire.collection.search import masked_search
+    from inquire.testing.collection_encoder import PixelHashEncoder, make_photo_folder
+
+    make_photo_folder(tmp_path / "p", n=300)
+    enc = PixelHashEncoder(dim=16)
+    coll, _ = create_collection(
+        "big", tmp_path / "p", enc.model_id, encoder=enc, index="none", chunk_size=100
+    )
+    address = ray_two_nodes.get_runtime_context().gcs_address
+    args = ["collection", "index", "big", "--nlist", "8", "--pq-m", "4"]
+    res = CliRunner().invoke(
+        app, [*args, "--partition-rows", "100", "--nprobe", "8", "--ray", address]
+    )
+    assert res.exit_code == 0, res.output
+    assert "3 partitions, 300 rows" in res.output
+    index = coll.index()
+    assert isinstance(index.ann, ivfpq.ScaleIndex)
+    q = np.random.default_rng(0).standard_normal((4, 16)).astype(np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    a = masked_search(index, q, 20)
+    e = masked_search(index, q, 20, exact=True)
+    np.testing.assert_array_equal(a[1], e[1])

@@ -546,7 +546,8 @@ def index_cmd(
 
         from inquire.index.ray_serve import run_ray
 
-        ray.init(address=ray_address, log_to_driver=False)
+        if not ray.is_initialized():
+            ray.init(address=ray_address, log_to_driver=False)
         runner = run_ray
     console = _console()
     with rich_progress("encoding", disable=not enabled()) as bar:
