@@ -513,15 +513,20 @@ def trend_cmd(
 @friendly_errors
 def index_cmd(
     name: str = typer.Argument(..., help="Collection."),
-    nlist: int | None = typer.Option(None, help="IVF lists [default: sqrt(rows), 64..4096]."),
+    nlist: int | None = typer.Option(None, help="IVF lists (default: sqrt(rows), 64..4096)."),
     pq_m: int | None = typer.Option(
-        None, "--pq-m", help="PQ bytes per photo, must divide the dim [default: 64]."
+        None, "--pq-m", help="PQ bytes per photo, must divide the dim (default: 64)."
     ),
-    partition_rows: int | None = typer.Option(None, help="Rows per partition [5000000]."),
-    nprobe: int | None = typer.Option(None, help="Lists probed per query [32; widened]."),
-    rescore: int | None = typer.Option(None, help="Candidates per result rescored [10]."),
+    partition_rows: int | None = typer.Option(None, help="Rows per partition (default: 5000000)."),
+    nprobe: int | None = typer.Option(
+        None, help="Lists probed per query (default: 32; widened under filters)."
+    ),
+    rescore: int | None = typer.Option(
+        None, help="Candidates per result rescored exactly (default: 10)."
+    ),
     exact_below: int | None = typer.Option(
-        None, help="Filters selecting at most this many photos are searched exactly [50000]."
+        None,
+        help="Filters selecting at most this many photos are searched exactly (default: 50000).",
     ),
     rebuild: bool = typer.Option(False, "--rebuild", help="Retrain and re-encode everything."),
     off: bool = typer.Option(False, "--off", help="Remove the index (back to 'auto')."),
