@@ -229,6 +229,7 @@ def test_cli_embed_and_models(model_id, jpegs, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.private_network
 def test_ray_engine_equals_local(model_id, jpegs, tmp_path):
     ray = pytest.importorskip("ray")
     zoo = make_image_zoo(jpegs.parent / "ray_zoo" / "zoo", n_good=1)

@@ -8,7 +8,10 @@ its ``index`` setting (collection meta), one of:
 - ``"auto"`` (default): an ``IVF{nlist},Flat`` index once the store holds at least
   ``AUTO_INDEX_ROWS`` rows (``nlist`` the power of two nearest ``4 * sqrt(rows)``), none below;
 - ``"none"``: never an index (exact search only);
-- a faiss factory string such as ``"IVF4096,Flat"`` or ``"HNSW32"``.
+- a faiss factory string such as ``"IVF4096,Flat"`` or ``"HNSW32"``;
+- ``"scale"``: the partitioned IVF-PQ index with exact rescoring
+  (:mod:`inquire.index.ivfpq`; the functions at the end of this module), set by
+  ``inquire collection index NAME``; updates append to it instead of rebuilding it.
 
 Every create/update/compact that changes the store rebuilds the index (the sidecar's store
 fingerprint says whether it still matches); deletions only change the row-validity mask and
@@ -32,13 +35,12 @@ import logging
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
+
+import numpy as np
 
 from inquire.embed.folder import is_embedding_folder
 from inquire.errors import InputError
-
-if TYPE_CHECKING:
-    from inquire.index.ann import AnnIndex
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,7 @@ AUTO_INDEX_ROWS = 2_000_000
 DEFAULT_NPROBE = 64
 # k-means training sample (faiss wants >= 39 points per list; more buys little).
 TRAIN_PER_LIST = 64
-SETTINGS = ("auto", "none")
+SETTINGS = ("auto", "none", "scale")
 
 
 class CollectionFiles(Protocol):
@@ -151,6 +153,13 @@ def ensure_index(
     IVF index has lists; searches are then exact).
     """
     setting = coll.meta().get("index", "auto")
+    if setting == SCALE_SETTING:
+        remove_index(coll)
+        if not is_embedding_folder(coll.emb_dir):
+            return "none"
+        return extend_scale_index(coll, progress)
+    if has_scale_index(coll):  # the setting moved away from "scale"
+        remove_scale_index(coll)
     if not is_embedding_folder(coll.emb_dir):
         return "removed" if remove_index(coll) else "none"
     store = coll.store()
@@ -193,12 +202,16 @@ def _nlist(factory: str) -> int:
     return int(m.group(1)) if m else 1
 
 
-def load_index(coll: CollectionFiles, store: Any) -> AnnIndex | None:
-    """The collection's faiss index if it has one matching ``store``, else None.
+def load_index(coll: CollectionFiles, store: Any) -> Any:
+    """The collection's index if it has one matching ``store``, else None: an
+    :class:`~inquire.index.ann.AnnIndex`, or a :class:`~inquire.index.ivfpq.ScaleIndex`
+    where the setting is ``"scale"``.
 
     A stale index (the store changed since it was built, e.g. an interrupted update) is not
     used: searches are exact until ``inquire collection update`` rebuilds it.
     """
+    if coll.meta().get("index") == SCALE_SETTING:
+        return load_scale_index(coll, store)
     if _sidecar(coll) is None:
         return None
     from inquire.index.ann import AnnIndex, StaleIndexError
@@ -214,3 +227,120 @@ def load_index(coll: CollectionFiles, store: Any) -> AnnIndex | None:
             coll.name,
         )
         return None
+
+
+# -- the partitioned IVF-PQ index (setting "scale") -------------------------------------------
+# Where it lives, how updates extend it, how searches load it, what ``collection info`` shows
+# (the index itself: inquire.index.ivfpq). Updates append the codes of new rows (the last
+# partition grows, then new partitions open); deletions are the validity mask; a compaction
+# rewrites the shards, so the index is rebuilt with its own settings (compaction asks for it).
+
+SCALE_SETTING = "scale"
+SCALE_FOLDER = "scale_index"
+RECALL_K = 100
+RECALL_QUERIES = 50
+
+
+def scale_dir(coll: Any) -> Path:
+    """The collection's partitioned-index folder."""
+    return Path(coll.emb_dir).parent / SCALE_FOLDER
+
+
+def has_scale_index(coll: Any) -> bool:
+    from inquire.index.ivfpq import MANIFEST
+
+    return (scale_dir(coll) / MANIFEST).is_file()
+
+
+def extend_scale_index(coll: Any, progress: Callable[[int, int], None] | None = None) -> str:
+    """Bring the index up to the store: append new rows, or rebuild after a compaction.
+
+    Returns what happened, for the update's summary."""
+    from inquire.index import ivfpq
+
+    folder = scale_dir(coll)
+    man = ivfpq.read_manifest(folder)
+    if man is None:
+        return f"not built: run `inquire collection index {coll.name}` (searches are exact)"
+    store = coll.store()
+    before = man.rows
+    try:
+        man = ivfpq.build(store, folder, progress=progress)
+    except ivfpq.StaleScaleIndexError:
+        log.info("collection %s: shards rewritten; rebuilding its scale index", coll.name)
+        man = ivfpq.build(store, folder, man.settings, rebuild=True, progress=progress)
+        return f"rebuilt {man.factory} ({len(man.partitions)} partitions, {man.rows:,} rows)"
+    if man.rows == before:
+        return f"kept {man.factory} ({len(man.partitions)} partitions)"
+    added = man.rows - before
+    return f"extended {man.factory} by {added:,} rows ({len(man.partitions)} partitions)"
+
+
+def load_scale_index(coll: Any, store: Any) -> Any:
+    """The collection's :class:`~inquire.index.ivfpq.ScaleIndex` over ``store``, or None
+    when it has none or it no longer matches the shards (searches are then exact)."""
+    if not has_scale_index(coll):
+        return None
+    from inquire.index.ivfpq import ScaleIndex, StaleScaleIndexError
+
+    try:
+        return ScaleIndex.open(store, scale_dir(coll))
+    except StaleScaleIndexError as exc:
+        log.warning("collection %s: %s; searching exactly until it is updated", coll.name, exc)
+        return None
+
+
+def remove_scale_index(coll: Any) -> bool:
+    import shutil
+
+    folder = scale_dir(coll)
+    if folder.is_dir():
+        shutil.rmtree(folder)
+        return True
+    return False
+
+
+def measure_recall(scale: Any, valid: np.ndarray, ids: np.ndarray, seed: int = 0) -> dict[str, Any]:
+    """recall@100 of the index's search against its exact route, unfiltered and under a
+    random 1% selection, on ``RECALL_QUERIES`` stored rows (perturbed) used as queries."""
+    from inquire.index.ann import recall_at_k
+
+    rows = np.flatnonzero(valid)
+    if len(rows) == 0:
+        return {}
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(rows, size=min(RECALL_QUERIES, len(rows)), replace=False)
+    from inquire.index.ivfpq import gather
+
+    q = gather(scale.store, np.sort(pick)).astype(np.float32)
+    q += rng.normal(0, 0.05, q.shape).astype(np.float32)  # beside the photos, not on them
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    out: dict[str, Any] = {"k": RECALL_K, "queries": len(q)}
+    one_pct = valid & (rng.random(len(valid)) < 0.01)
+    for name, mask in (("unfiltered", valid), ("filter_1pct", one_pct)):
+        _, approx = scale.search(q, RECALL_K, mask, ids=ids)
+        _, exact = scale.search(q, RECALL_K, mask, ids=ids, exact=True)
+        out[name] = round(float(recall_at_k(approx, exact, RECALL_K)), 4)
+        out[f"{name}_route"] = "exact" if scale.route(RECALL_K, mask).exact else "ivf"
+    return out
+
+
+def scale_info(coll: Any) -> dict[str, Any] | None:
+    """What ``collection info`` shows of the index: kind, partitions, rows, bytes per photo
+    (index files on disk / rows indexed), settings and the recall measured at build time."""
+    from inquire.index.ivfpq import read_manifest
+
+    folder = scale_dir(coll)
+    man = read_manifest(folder) if folder.is_dir() else None
+    if man is None:
+        return None
+    size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+    return {
+        "kind": f"partitioned {man.factory} + exact rescoring",
+        "partitions": len(man.partitions),
+        "rows": man.rows,
+        "index_bytes": size,
+        "bytes_per_photo": round(size / max(man.rows, 1), 1),
+        "settings": dict(man.settings.__dict__),
+        "recall": dict(man.recall),
+    }

@@ -30,11 +30,14 @@ class CollectionInfo:
     date_sources: dict[str, int]
     index: dict[str, Any] | None
     searches: pd.DataFrame
+    #: The partitioned IVF-PQ index (setting "scale"): kind, partitions, rows, index_bytes,
+    #: bytes_per_photo, settings, recall (:func:`inquire.collection.ann.scale_info`).
+    scale: dict[str, Any] | None = None
 
 
 def collection_info(name: str, root: str | os.PathLike[str] | None = None) -> CollectionInfo:
     """Read the state of the collection ``name`` (under ``root`` or the cache); read-only."""
-    from inquire.collection.ann import index_info
+    from inquire.collection.ann import index_info, scale_info
     from inquire.collection.store import open_collection
     from inquire.collection.verify import Verification
 
@@ -49,6 +52,7 @@ def collection_info(name: str, root: str | os.PathLike[str] | None = None) -> Co
             )
         }
         ann = index_info(c)
+        scale = scale_info(c)
         folder = c.folder
         with closing(Verification(c)) as v:
             searches = v.searches()
@@ -60,4 +64,5 @@ def collection_info(name: str, root: str | os.PathLike[str] | None = None) -> Co
         dict(sorted(dated.items(), key=lambda kv: -kv[1])),
         ann,
         searches,
+        scale,
     )

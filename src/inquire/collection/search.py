@@ -30,6 +30,7 @@ from inquire.collection.store import TAXON_COLUMNS, Collection, CollectionIndex
 from inquire.embed.base import Encoder, l2_normalize
 from inquire.errors import InputError
 from inquire.index.base import check_k, check_mask
+from inquire.index.ivfpq import ScaleIndex
 from inquire.index.topk import padded, topk
 
 if TYPE_CHECKING:
@@ -95,7 +96,11 @@ class CollectionSearcher:
     asc; NaN scores never match), padded with id ``-1`` / score ``-inf`` after the
     ``min(k, rows passing the mask)`` matches.
 
-    With a faiss index (``index.ann``) and ``exact`` False, faiss searches with the mask as
+    With the partitioned IVF-PQ index (setting ``"scale"``, :mod:`inquire.index.ivfpq`) and
+    ``exact`` False, it answers: exact over a selection of at most its ``exact_below`` rows,
+    else ``k x rescore`` faiss candidates (the selection inside faiss, ``nprobe`` widened as
+    the selected share falls) rescored exactly, so every score returned is exact. With a
+    single faiss index (``index.ann``) and ``exact`` False, faiss searches with the mask as
     its ID selector (``nprobe`` lists per query for IVF indexes, default
     :data:`~inquire.collection.ann.DEFAULT_NPROBE`); a query for which the probed lists hold
     fewer selected rows than it should return is answered exactly instead. Otherwise the
@@ -133,6 +138,11 @@ class CollectionSearcher:
         if len(rows) == 0 or index.ann is None or self.exact:
             return self._exact(q, k, rows, mask)
         ann = index.ann
+        if isinstance(ann, ScaleIndex):
+            # The partitioned IVF-PQ index (setting "scale"): its own router (exact over a
+            # small selection, faiss with the selection inside otherwise) and exact scores.
+            scores, ids = ann.search(q, k, mask, nprobe=self.nprobe, ids=index.image_id)
+            return scores, ids
         nlist = ann.nlist
         params = {"nprobe": float(min(self.nprobe or DEFAULT_NPROBE, nlist))} if nlist else None
         scores, ids = ann.search(q, k, mask, params=params)

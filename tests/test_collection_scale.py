@@ -1,0 +1,132 @@
+"""A collection on the partitioned IVF-PQ index: indexed, updated, searched, shown."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from inquire.cli import app
+from inquire.collection import SearchRequest, compact, create_collection, search, update_collection
+from inquire.collection.ann import scale_dir
+from inquire.collection.info import collection_info
+from inquire.collection.scale import index_collection
+from inquire.collection.search import masked_search
+from inquire.errors import InputError
+from inquire.index import ivfpq
+from inquire.testing.collection_encoder import PixelHashEncoder, make_photo_folder
+
+pytest.importorskip("faiss")
+
+# Partitions of 100 rows and 10 x 20 candidates: every selected row of a partition is
+# rescored, and nprobe = nlist probes every list, so results must equal exact search.
+OPTS = {"nlist": 8, "pq_m": 4, "partition_rows": 100, "exact_below": 0, "nprobe": 8}
+
+
+@pytest.fixture
+def coll(tmp_path):
+    make_photo_folder(tmp_path / "p", n=300)
+    enc = PixelHashEncoder(dim=16)
+    c, _ = create_collection(
+        "big", tmp_path / "p", enc.model_id, encoder=enc, index="none", chunk_size=100
+    )
+    return c, enc, tmp_path / "p"
+
+
+def _q(seed: int = 3, n: int = 5) -> np.ndarray:
+    q = np.random.default_rng(seed).standard_normal((n, 16)).astype(np.float32)
+    return q / np.linalg.norm(q, axis=1, keepdims=True)
+
+
+def _same_as_exact(index, k=20) -> None:
+    rng = np.random.default_rng(1)
+    for mask in (None, rng.random(len(index)) < 0.5, rng.random(len(index)) < 0.03):
+        a_s, a_i = masked_search(index, _q(), k, mask)
+        e_s, e_i = masked_search(index, _q(), k, mask, exact=True)
+        np.testing.assert_array_equal(a_i, e_i)
+        np.testing.assert_allclose(a_s, e_s, atol=1e-6)
+
+
+def test_index_update_delete_compact_keep_exact_results(coll):
+    c, enc, photos = coll
+    info = index_collection("big", options=OPTS)
+    assert info is not None and info["partitions"] == 3 and info["rows"] == 300
+    assert info["recall"]["unfiltered"] == 1.0 and info["bytes_per_photo"] > 0
+    assert c.meta()["index"] == "scale"
+    index = c.index()
+    assert isinstance(index.ann, ivfpq.ScaleIndex)
+    _same_as_exact(index)
+    # New photos: codes appended (the last partition grows, then a new one), no retraining.
+    trained = (scale_dir(c) / ivfpq.TRAINED).read_bytes()
+    make_photo_folder(photos / "more", n=150, seed=7)
+    _, st = update_collection("big", encoder=enc, chunk_size=100)
+    assert st.index.startswith("extended IVF8,PQ4x8 by 150 rows"), st.index
+    assert (scale_dir(c) / ivfpq.TRAINED).read_bytes() == trained
+    index = c.index()
+    assert index.ann.manifest.rows == 450
+    _same_as_exact(index)
+    # Deleted photos: gone from every result through the validity mask.
+    shutil.rmtree(photos / "more")
+    update_collection("big", encoder=enc)
+    index = c.index()
+    gone = set(index.image_id[300:].tolist()) | {-1}
+    assert int(index.valid.sum()) == 300
+    df = search(index, SearchRequest(like=[int(index.image_id[0])], k=300, nprobe=8))
+    assert len(df) == 300 and not gone & set(df["image_id"])
+    _same_as_exact(index)
+    # Compaction rewrites the shards: the index is rebuilt with its own settings.
+    assert compact("big") == 150
+    index = c.index()
+    assert isinstance(index.ann, ivfpq.ScaleIndex) and index.ann.manifest.rows == 300
+    assert index.ann.manifest.settings.nlist == 8
+    _same_as_exact(index)
+
+
+def test_cli_index_info_search_and_resume(coll, monkeypatch):
+    runner = CliRunner()
+    args = ["collection", "index", "big", "--nlist", "8", "--pq-m", "4", "--partition-rows", "100"]
+    # Interrupted after the first partition: a rerun resumes and finishes.
+    real = ivfpq.encode_partition
+    calls = {"n": 0}
+
+    def flaky(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(ivfpq, "encode_partition", flaky)
+    res = runner.invoke(app, args)
+    assert res.exit_code != 0
+    assert [p.number for p in ivfpq.read_manifest(scale_dir(coll[0])).partitions] == [0]
+    res = runner.invoke(app, ["collection", "index", "big"])  # the index's own settings
+    assert res.exit_code == 0, res.output
+    assert "3 partitions, 300 rows" in res.output and "bytes/photo" in res.output
+    res = runner.invoke(app, ["collection", "info", "big"])
+    assert res.exit_code == 0 and "partitioned IVF8,PQ4x8" in res.output
+    assert "recall@100 unfiltered" in res.output
+    out = {}
+    for opts in ([], ["--exact"]):
+        res = runner.invoke(app, ["search", "big", "--like", "3", "-k", "30", "--json", *opts])
+        assert res.exit_code == 0, res.output
+        out[bool(opts)] = [r["image_id"] for r in json.loads(res.stdout)]
+    assert out[False] == out[True] and len(out[True]) == 30
+    # Changing how it is built needs --rebuild; a bad pq_m names the choices.
+    res = runner.invoke(app, ["collection", "index", "big", "--nlist", "16"])
+    assert res.exit_code != 0 and "rebuild" in res.output
+    res = runner.invoke(app, ["collection", "index", "big", "--rebuild", "--pq-m", "5"])
+    assert res.exit_code != 0 and "pq_m 5 does not divide" in res.output
+    res = runner.invoke(app, ["collection", "index", "big", "--off"])
+    assert res.exit_code == 0 and "removed" in res.output
+    assert collection_info("big").scale is None
+
+
+def test_too_small_collection_is_refused(tmp_path):
+    make_photo_folder(tmp_path / "p", n=30)
+    enc = PixelHashEncoder(dim=16)
+    create_collection("tiny", tmp_path / "p", enc.model_id, encoder=enc, index="none")
+    with pytest.raises(InputError, match="needs at least 256 rows"):
+        index_collection("tiny", options={"nlist": 8, "pq_m": 4})
