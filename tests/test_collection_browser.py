@@ -10,6 +10,7 @@ a condition, with a generous limit (WAIT_MS), so a busy machine makes a test slo
 
 from __future__ import annotations
 
+import functools
 import io
 import random
 import socket
@@ -479,6 +480,56 @@ def test_fast_keys_across_page_loads(browser: Any, server: LiveServer) -> None:
         assert {i: m for i, m in shown.items() if m} == want, keys
         tab2.close()
     tab.close()
+
+
+def test_keys_wait_through_failed_loads(browser: Any, server: LiveServer) -> None:
+    """Keys pressed past the loaded results while "more" fails stay queued and the page says
+    why: a server error (500) is tried again by itself, a refusal (404) waits for the m key;
+    once a load succeeds every key applies, in order, to the result it was meant for."""
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once, on the main app")
+    posts: list[str] = []
+
+    for status_code, value, text in ((500, "unsure", "olive 500"), (404, "relevant", "olive 404")):
+        tab = Tab(browser, server)
+        page = tab.page()
+        sid = _search(page, server, "hal", text)
+        assert page.locator(".result").count() == 24
+
+        def refuse(route: Any, code: int = status_code) -> None:
+            if route.request.method == "POST":
+                posts.append(route.request.url)
+                route.fulfill(
+                    status=code, content_type="application/json", body='{"detail": "boom"}'
+                )
+            else:
+                route.continue_()
+
+        refuse_this = functools.partial(refuse, code=status_code)
+
+        page.route("**/results", refuse_this)
+        key = {"unsure": "3", "relevant": "1"}[value]
+        for _ in range(30):  # the first page holds 24: six marks wait for the next
+            page.keyboard.press(key)
+        again = "trying again" if status_code >= 500 else "press m to try again"
+        page.wait_for_function(
+            "(again) => { const s = document.getElementById('status');"
+            " const t = s.textContent; return s.className === 'err'"
+            " && t.includes('could not load more results: boom')"
+            " && t.includes('keys waiting') && t.includes(again); }",
+            arg=again,
+        )
+        _all_saved(page)
+        assert page.locator(".result").count() == 24  # nothing applied past the loaded ones
+        page.unroute("**/results", refuse_this)
+        if status_code < 500:
+            page.keyboard.press("m")  # a refusal is not tried again until asked
+        page.wait_for_selector("#r30.current")
+        _all_saved(page)
+        ids = _ranking(server, sid)
+        _wait_for_marks(server, sid, "hal", {ids[i]: value for i in range(30)})
+        tab.close()
+    assert posts, "no load was refused"
 
 
 INJECTED = "#evil, #evil2, meta[http-equiv]"

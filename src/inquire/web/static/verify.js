@@ -7,7 +7,7 @@
 // No value from the URL, the server or the user is ever parsed as HTML: elements are built
 // with h() and text goes in as text (charts are parsed as SVG, see svgInto).
 const API = window.location.pathname.replace(/\/$/, "") + "/api";
-const S = {c: null, sid: null, items: [], done: false, loading: null, seq: 0, gen: 0, failedAt: -Infinity, retry: null};
+const S = {c: null, sid: null, items: [], done: false, loading: null, seq: 0, gen: 0, failedAt: -Infinity, retry: null, loadError: null};
 const $ = (id) => document.getElementById(id);
 const LABEL = {relevant: "relevant", not_relevant: "not relevant", unsure: "unsure"};
 const KEYS = {"1": "relevant", "y": "relevant", "2": "not_relevant", "n": "not_relevant",
@@ -230,7 +230,7 @@ async function runSearch(ev) {
 }
 
 async function openSearch(c, sid) {
-  S.c = c; S.sid = sid; S.items = []; S.done = false; S.loading = null; S.gen++;
+  S.c = c; S.sid = sid; S.items = []; S.done = false; S.loading = null; S.loadError = null; S.gen++;
   KQ.reset();
   $("list").replaceChildren();
   // After a reload, as many results as were shown before come back, the cursor where it was.
@@ -242,11 +242,14 @@ async function openSearch(c, sid) {
 }
 
 // Load `want` more results (pages of at most 500). Resolves when they are shown; a call
-// while a load is under way waits for that load instead.
-function more(want) {
+// while a load is under way waits for that load instead. After a failed load the next try
+// comes a little later (server errors, no answer) or, when the server refused the request
+// (4xx: it would refuse it again), only when the user asks (`force`: the m key).
+function more(want, force) {
   if (S.loading) return S.loading;
   if (S.done || !S.sid) return Promise.resolve();
-  if (Date.now() < S.failedAt + RETRY_MS) {  // the last load failed: try again a little later
+  if (S.loadError && !S.loadError.retry && !force) return Promise.resolve();
+  if (!force && Date.now() < S.failedAt + RETRY_MS) {  // the last load failed: try again a little later
     if (!S.retry) S.retry = setTimeout(() => { S.retry = null; more(want); }, RETRY_MS);
     return Promise.resolve();
   }
@@ -273,6 +276,7 @@ async function morePage(limit, gen) {
     const url = `${API}/c/${encodeURIComponent(S.c)}/searches/${q(S.sid)}/results`;
     const r = await (await send("POST", url, {offset: S.items.length, limit: limit})).json();
     if (gen !== S.gen) return -1;  // another search was opened meanwhile
+    S.loadError = null;
     if (first) {  // fill the form with the search shown, but never overwrite later typing
       const rq = r.request;
       $("query").value = rq.text; $("taxon").value = rq.filters.taxa.join(",");
@@ -290,7 +294,12 @@ async function morePage(limit, gen) {
     rememberShown();
     status(`${S.items.length} results shown` + (S.done ? " (end of ranking)" : ""));
     return r.results.length;
-  } catch (e) { if (e.network) offline(); status(e.message, true); return -1; }
+  } catch (e) {
+    if (gen === S.gen) S.loadError = {message: e.message, retry: retryable(e)};
+    if (e.network) offline();
+    status(e.message, true);
+    return -1;
+  }
 }
 // Marks still queued here are newer than what the server answered: show them instead.
 function keepLocal(it) {
@@ -380,8 +389,15 @@ const KQ = new KeyQueue({
   },
 });
 // Keys waiting for results that are still loading: said in the status line.
+// A failed load is said too (the keys stay queued and apply once results come), with what
+// happens next: another try by itself, or none until the m key.
 function showWaiting() {
-  if (KQ.waiting()) status(`${KQ.queue.length} key${KQ.queue.length > 1 ? "s" : ""} waiting for more results…`);
+  if (!KQ.waiting()) return;
+  const n = `${KQ.queue.length} key${KQ.queue.length > 1 ? "s" : ""} waiting for more results`;
+  const e = S.loadError;
+  if (!e) { status(n + "…"); return; }
+  status(`could not load more results: ${e.message}; ${n}, ` +
+    (e.retry ? "trying again…" : "press m to try again"), true);
 }
 // Relevance feedback: re-rank what nobody marked yet from the marks (a new ranking round).
 // Results up to the cursor (and every marked one) stay; the rest is replaced.
@@ -482,7 +498,7 @@ document.addEventListener("keydown", (ev) => {
   const k = ev.key;
   if (k === "j" || k === "ArrowDown") { KQ.push({op: "down"}); ev.preventDefault(); }
   else if (k === "k" || k === "ArrowUp") { KQ.push({op: "up"}); ev.preventDefault(); }
-  else if (k === "m") { more(); }
+  else if (k === "m") { more(undefined, true); }
   else if (k === "z") { KQ.push({op: "undo"}); ev.preventDefault(); }
   else if (k === "r") { retryFailed(); ev.preventDefault(); }
   else if (k === "l") { learn(); ev.preventDefault(); }
