@@ -391,6 +391,39 @@ def test_mark_from_another_tab_shows_up(browser: Any, server: LiveServer) -> Non
     tab.close()
 
 
+def test_two_tabs_marking_the_same_results_end_showing_what_is_saved(
+    browser: Any, server: LiveServer
+) -> None:
+    """Two tabs of one person give conflicting marks to the same ten results, key for key:
+    whichever mark the server saved last, both tabs end up showing it (a message from the
+    other tab arriving after this tab's own answer must not leave a stale mark on screen)."""
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once, on the main app")
+    tab = Tab(browser, server)
+    one = tab.page()
+    sid = _search(one, server, "ida", "teal")
+    two = tab.page()
+    two.goto(one.url)
+    two.wait_for_selector("#r0.current")
+    two.focus("#list")
+    for i in range(10):
+        one.keyboard.press("1" if i % 2 else "2")
+        two.keyboard.press("2" if i % 2 else "1")
+    for pg in (one, two):
+        _all_saved(pg)
+    ids = _ids(one)
+    saved = _server_marks(server, sid, "ida")
+    assert set(saved) == set(ids[:10])
+    want = [saved[i] for i in ids[:10]]
+    for pg in (one, two):
+        pg.wait_for_function(
+            "(want) => want.every((m, i) => document.getElementById('r' + i).dataset.mark === m)",
+            arg=want,
+        )
+    assert _server_marks(server, sid, "ida") == saved  # reading never wrote
+    tab.close()
+
+
 def test_verify_page_fits_phone_and_desktop_screens(browser: Any, server: LiveServer) -> None:
     """At 390 px and 1280 px: no sideways scrolling with a long name, a long search text (an
     unbroken 150-character word) and long saved searches, tap targets of 40 px on the phone,

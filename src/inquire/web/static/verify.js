@@ -7,7 +7,8 @@
 // No value from the URL, the server or the user is ever parsed as HTML: elements are built
 // with h() and text goes in as text (charts are parsed as SVG, see svgInto).
 const API = window.location.pathname.replace(/\/$/, "") + "/api";
-const S = {c: null, sid: null, items: [], done: false, loading: null, seq: 0, gen: 0, failedAt: -Infinity, retry: null, loadError: null};
+const S = {c: null, sid: null, items: [], done: false, loading: null, seq: 0, gen: 0, failedAt: -Infinity, retry: null, loadError: null,
+           shared: false, syncSeq: 0, resyncTimer: null};
 const $ = (id) => document.getElementById(id);
 const LABEL = {relevant: "relevant", not_relevant: "not relevant", unsure: "unsure"};
 const KEYS = {"1": "relevant", "y": "relevant", "2": "not_relevant", "n": "not_relevant",
@@ -172,6 +173,7 @@ async function pump() {
     showBanner();
     showRetry();
     refreshSide();
+    if (S.shared) laterResync();  // another tab marks this search too: read what was saved
   } finally { Q.busy = false; }
 }
 function showRetry() {
@@ -230,7 +232,7 @@ async function runSearch(ev) {
 }
 
 async function openSearch(c, sid) {
-  S.c = c; S.sid = sid; S.items = []; S.done = false; S.loading = null; S.loadError = null; S.gen++;
+  S.c = c; S.sid = sid; S.items = []; S.done = false; S.loading = null; S.loadError = null; S.shared = false; S.gen++;
   KQ.reset();
   $("list").replaceChildren();
   // After a reload, as many results as were shown before come back, the cursor where it was.
@@ -424,8 +426,13 @@ function showRound(n, model, pos, neg) {
 
 // Marks made elsewhere (another tab, another person): from the channel at once, and from the
 // server when the page becomes visible again. Marks still queued here are never overwritten.
+// Messages can arrive out of the server's order (another tab's answer came before ours, its
+// message after), so once another tab marks this search, the marks are read again from the
+// server a moment after the last mark of either tab: every tab ends showing what is saved.
 function remoteMark(msg) {
   if (msg.c !== S.c || msg.sid !== S.sid) return;
+  S.shared = true;
+  laterResync();
   const i = S.items.findIndex(it => it.image_id === msg.image_id);
   if (i < 0) return;
   const it = S.items[i];
@@ -434,13 +441,16 @@ function remoteMark(msg) {
   paint($("r" + i), it);
   refreshSide();
 }
+function laterResync() { clearTimeout(S.resyncTimer); S.resyncTimer = setTimeout(resync, 300); }
 async function resync() {
   if (!S.sid || !S.items.length) return;
   const startN = Q.n;  // marks made after this are newer than anything the answer can hold
+  const my = ++S.syncSeq;  // an older read answering late must not undo a newer one
   try {
     for (let off = 0; off < S.items.length; off += 500) {
       const url = `${API}/c/${encodeURIComponent(S.c)}/searches/${q(S.sid)}/results?offset=${off}&limit=${Math.min(500, S.items.length - off)}`;
       const r = await (await call(url)).json();
+      if (my !== S.syncSeq) return;
       for (const fresh of r.results) {
         const i = S.items.findIndex(it => it.image_id === fresh.image_id);
         if (i < 0) continue;
