@@ -98,12 +98,20 @@ def trend_svg(
     trend = fill_time_gaps(trend, by)
     note = undated_note(trend)
     left, right, top, bottom = 52, 52, 28, 78 + (14 if note else 0)
-    pw, ph = width - left - right, height - top - bottom
+    pw = width - left - right
+    # A narrow chart (a phone) stacks the two legend lines instead of overlapping them, and a
+    # title longer than the chart is cut (with "…"): text is about 0.62 em per character.
+    legend = ("bars: verified positives", "points: share of inspected, 95% Wilson CI")
+    stacked = sum(len(t) for t in legend) * 11 * 0.62 + 16 > pw
+    bottom += 14 if stacked else 0
+    fits = max(1, int((width - left) / (13 * 0.62)))
+    shown = title if len(title) <= fits else title[: fits - 1] + "…"
+    ph = height - top - bottom
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title or "trend")}" '
         'font-family="sans-serif" font-size="11">',
-        f'<text x="{left}" y="16" font-size="13" font-weight="bold">{escape(title)}</text>',
+        f'<text x="{left}" y="16" font-size="13" font-weight="bold">{escape(shown)}</text>',
         f'<line x1="{left}" y1="{top + ph}" x2="{left + pw}" y2="{top + ph}" stroke="#444"/>',
     ]
     n = len(trend)
@@ -160,10 +168,14 @@ def trend_svg(
                 f'font-size="10">{label[:18]}</text>'
             )
     legend_y = height - 4 - (14 if note else 0)
+    second = (
+        f'<text x="{left}" y="{legend_y}" fill="#b03a2e">'
+        if stacked
+        else f'<text x="{left + pw}" y="{legend_y}" text-anchor="end" fill="#b03a2e">'
+    )
     parts.append(
-        f'<text x="{left}" y="{legend_y}" fill="#4d7a40">bars: verified positives</text>'
-        f'<text x="{left + pw}" y="{legend_y}" text-anchor="end" fill="#b03a2e">'
-        "points: share of inspected, 95% Wilson CI</text>"
+        f'<text x="{left}" y="{legend_y - (14 if stacked else 0)}" fill="#4d7a40">'
+        f"{legend[0]}</text>{second}{legend[1]}</text>"
     )
     if note:
         parts.append(f'<text x="{left}" y="{height - 4}">{escape(note)}</text>')
