@@ -391,6 +391,29 @@ def test_mark_from_another_tab_shows_up(browser: Any, server: LiveServer) -> Non
     tab.close()
 
 
+def test_a_link_to_another_search_opens_it_without_a_reload(
+    browser: Any, server: LiveServer
+) -> None:
+    """Pasting a link to another search into an open Verify tab changes only the fragment:
+    the page opens that search (its text and results), and keys mark its results."""
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once, on the main app")
+    tab = Tab(browser, server)
+    page = tab.page()
+    first = _search(page, server, "ike", "navy")
+    second = _search(page, server, "ike", "lime")
+    assert first != second
+    page.goto(f"{server.url}/verify#c=walk&s={first}")  # same document: a hash change only
+    page.wait_for_function("() => document.getElementById('query').value === 'navy'")
+    page.wait_for_selector("#r0.current")
+    page.focus("#list")
+    page.keyboard.press("1")
+    page.wait_for_selector("#r0[data-state='saved']")
+    assert _server_marks(server, first, "ike") == {_ranking(server, first)[0]: "relevant"}
+    assert _server_marks(server, second, "ike") == {}
+    tab.close()
+
+
 def test_two_tabs_marking_the_same_results_end_showing_what_is_saved(
     browser: Any, server: LiveServer
 ) -> None:

@@ -533,6 +533,14 @@ if (channel) channel.onmessage = (ev) => remoteMark(ev.data);
 document.addEventListener("visibilitychange", () => { if (document.visibilityState === "visible") resync(); });
 window.addEventListener("focus", resync);
 window.addEventListener("online", () => { if (Q.offline) probe(); });
+// A link to another search pasted into this tab's address bar changes only the fragment
+// (no reload): open the search it names.
+window.addEventListener("hashchange", () => {
+  const hs = readHash();
+  if (!hs.c || !hs.s || (hs.c === S.c && hs.s === S.sid)) return;
+  $("collection").value = hs.c;
+  openSearch(hs.c, hs.s);
+});
 // Charts are drawn at their box's width: draw them again when the window changes size.
 window.addEventListener("resize", () => { clearTimeout(S.resized); S.resized = setTimeout(refreshSide, 250); });
 
