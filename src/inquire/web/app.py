@@ -446,9 +446,7 @@ def _images_router() -> APIRouter:
         return image_response(ctx.thumbs, image, px)
 
     @router.get("/files/{root}/{path:path}")
-    def image_by_path(
-        request: Request, root: int, path: str, size: str | None = None
-    ) -> Response:
+    def image_by_path(request: Request, root: int, path: str, size: str | None = None) -> Response:
         ctx = get_context(request)
         px = parse_size(size)
         return image_response(ctx.thumbs, ctx.catalog.images.resolve(path, root_index=root), px)
