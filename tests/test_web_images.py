@@ -289,6 +289,41 @@ def test_thumbnail_cache_one_past_its_cap_drops_the_least_recently_used(tmp_path
         ThumbnailCache(tmp_path / "x", max_bytes=0)
 
 
+def test_thumbnails_read_while_others_delete_them_to_make_room(tmp_path: Path) -> None:
+    """Two caches over one folder (two servers) with room for a few thumbnails, 16 threads
+    asking for 40 photos at every size: each one deletes the other's files to make room,
+    yet every read gives a whole JPEG of its snapped size (a file deleted between making it
+    and reading it is made again), as made alone by a fresh cache."""
+    import io
+    import random
+    from concurrent.futures import ThreadPoolExecutor
+
+    from inquire.web.config import THUMB_SIZES
+
+    colors = ["red", "green", "blue", "white", "black", "yellow", "cyan", "magenta"]
+    srcs = [
+        _jpeg(tmp_path / "img" / f"{i}.jpg", size=(300 + i, 200), color=colors[i % 8])
+        for i in range(40)
+    ]
+    caches = [ThumbnailCache(tmp_path / "shared", max_bytes=20_000) for _ in range(2)]
+
+    def job(i: int) -> tuple[int, int, bytes]:
+        rng = random.Random(i)
+        j, size = rng.randrange(len(srcs)), rng.choice(THUMB_SIZES)
+        return j, size, caches[i % 2].read(srcs[j], size)
+
+    with ThreadPoolExecutor(16) as pool:
+        got = list(pool.map(job, range(1500)))
+    alone = ThumbnailCache(tmp_path / "alone")
+    for j, size, data in got[:200]:
+        with Image.open(io.BytesIO(data)) as im:
+            assert im.format == "JPEG" and max(im.size) == min(size, 300 + j)
+        assert data == alone.read(srcs[j], size)
+    for c in caches:  # each keeps its own bound; together at most twice the cap
+        assert c.total_bytes() <= 20_000
+    assert sum(p.stat().st_size for p in (tmp_path / "shared").rglob("*.jpg")) <= 40_000
+
+
 def test_http_thumbnail_sizes_are_snapped(server: str, world: dict[str, Path]) -> None:
     from inquire.web.config import THUMB_SIZES
 

@@ -254,10 +254,21 @@ def trend_figure(
     ax2.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax2.set_ylabel("share of inspected images")
     note = undated_note(t)
-    ax.set_title((title or "verified positives") + (f"\n{note}" if note else ""), fontsize=medium)
+    heading = title or "verified positives"
+    if width is not None:  # a title wider than the chart is cut (text ~0.62 em a character)
+        fits = max(8, int(width / (medium * 0.62)))
+        heading = heading if len(heading) <= fits else heading[: fits - 1] + "…"
+    ax.set_title(heading + (f"\n{note}" if note else ""), fontsize=medium)
     if n == 0:
         ax.text(0.5, 0.5, "no marks yet", ha="center", va="center", transform=ax.transAxes)
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
-    fig.legend(h1 + h2, l1 + l2, loc="outside lower center", ncols=2, fontsize=small, frameon=False)
+    fig.legend(
+        h1 + h2,
+        l1 + l2,
+        loc="outside lower center",
+        ncols=2 if width is None or width >= 640 else 1,  # a phone: one entry a line
+        fontsize=small,
+        frameon=False,
+    )
     return fig

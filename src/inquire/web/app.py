@@ -409,13 +409,14 @@ def parse_size(value: str | None) -> int | None:
     return check_thumb_size(size)
 
 
-def image_response(thumbs: ThumbnailCache, path: Path, size: int | None) -> FileResponse:
+def image_response(thumbs: ThumbnailCache, path: Path, size: int | None) -> Response:
     """The image at ``path`` (already resolved under a root), or its cached thumbnail with
     longest side ``size`` px. Extra routers serving their own collections use this too."""
     headers = {"Cache-Control": "public, max-age=3600"}
     if size is None:
         return FileResponse(path, media_type=image_format(path), headers=headers)
-    return FileResponse(thumbs.get(path, size), media_type="image/jpeg", headers=headers)
+    # the bytes, not the file: it may be deleted to make room before a FileResponse reads it
+    return Response(thumbs.read(path, size), media_type="image/jpeg", headers=headers)
 
 
 def parquet_image_response(
@@ -427,8 +428,8 @@ def parquet_image_response(
     if size is None:
         data, media_type = source.read(image)
         return Response(data, media_type=media_type, headers=headers)
-    thumb = thumbs.get_bytes(image.source_key, lambda: source.read(image)[0], image.name, size)
-    return FileResponse(thumb, media_type="image/jpeg", headers=headers)
+    thumb = thumbs.read_bytes(image.source_key, lambda: source.read(image)[0], image.name, size)
+    return Response(thumb, media_type="image/jpeg", headers=headers)
 
 
 def _images_router() -> APIRouter:
@@ -445,9 +446,7 @@ def _images_router() -> APIRouter:
         return image_response(ctx.thumbs, image, px)
 
     @router.get("/files/{root}/{path:path}")
-    def image_by_path(
-        request: Request, root: int, path: str, size: str | None = None
-    ) -> FileResponse:
+    def image_by_path(request: Request, root: int, path: str, size: str | None = None) -> Response:
         ctx = get_context(request)
         px = parse_size(size)
         return image_response(ctx.thumbs, ctx.catalog.images.resolve(path, root_index=root), px)

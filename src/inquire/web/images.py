@@ -249,6 +249,9 @@ def snap_thumb_size(size: int) -> int:
     return next(s for s in THUMB_SIZES if s >= size)
 
 
+READ_TRIES = 5  # makes of one thumbnail at most, when others keep deleting it
+
+
 class ThumbnailCache:
     """JPEG thumbnails on disk, keyed by the image's real path, mtime, byte size and the edge
     length, so a changed image gets a new thumbnail.
@@ -257,7 +260,9 @@ class ThumbnailCache:
     per image, and the cache holds at most ``max_bytes``: after a write, the least recently
     used thumbnails (by access time, set on each use) are deleted until it
     fits again. Thumbnails of other processes sharing the folder are counted when this one
-    starts.
+    starts (each process keeps its own bound, so ``n`` of them hold at most ``n`` times
+    ``max_bytes``); use :meth:`read` / :meth:`read_bytes` to send one, since another process
+    may delete the file to make room at any time.
 
     Layout: ``root/<key[:2]>/<key>.jpg``; each file is written atomically (temp + rename), so
     concurrent requests for one thumbnail at worst both render it.
@@ -342,6 +347,30 @@ class ThumbnailCache:
         self._render(path, path.name, size, target)
         self._added(target)
         return target
+
+    def read(self, path: Path, size: int) -> bytes:
+        """The bytes of :meth:`get`'s thumbnail. Another thread, or another process sharing
+        the folder, may delete the file between the two (it makes room for its own): then
+        it is made again, a few times at most."""
+        return self._read(lambda: self.get(path, size))
+
+    def read_bytes(self, source_key: str, load: Callable[[], bytes], name: str, size: int) -> bytes:
+        """The bytes of :meth:`get_bytes`'s thumbnail, made again if deleted meanwhile."""
+        return self._read(lambda: self.get_bytes(source_key, load, name, size))
+
+    def _read(self, get: Callable[[], Path]) -> bytes:
+        for _ in range(READ_TRIES):
+            target = get()
+            try:
+                return target.read_bytes()
+            except FileNotFoundError:  # deleted to make room since get() saw or wrote it
+                with self._lock:
+                    self._total -= self._index().pop(target, 0)
+        raise InputError(
+            f"the thumbnail cache at {self.root.name!r} is too small: thumbnails were deleted "
+            f"{READ_TRIES} times before they could be sent; give it more than "
+            f"{self.max_bytes:,} bytes"
+        )
 
     def get_bytes(self, source_key: str, load: Callable[[], bytes], name: str, size: int) -> Path:
         """The cached thumbnail of an encoded image that is not a file (e.g. a parquet cell).

@@ -534,8 +534,7 @@ def make_router(
         if not size:
             return Response(path.read_bytes(), media_type=image_format(path))
         # Thumbnails as the main page makes them: upright (EXIF), cached on disk.
-        thumb = res.thumbs().get(path, size)
-        return Response(thumb.read_bytes(), media_type="image/jpeg")
+        return Response(res.thumbs().read(path, size), media_type="image/jpeg")
 
     return r
 

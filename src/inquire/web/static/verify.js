@@ -7,7 +7,8 @@
 // No value from the URL, the server or the user is ever parsed as HTML: elements are built
 // with h() and text goes in as text (charts are parsed as SVG, see svgInto).
 const API = window.location.pathname.replace(/\/$/, "") + "/api";
-const S = {c: null, sid: null, items: [], done: false, loading: null, seq: 0, gen: 0, failedAt: -Infinity, retry: null};
+const S = {c: null, sid: null, items: [], done: false, loading: null, seq: 0, gen: 0, failedAt: -Infinity, retry: null, loadError: null,
+           shared: false, syncSeq: 0, resyncTimer: null};
 const $ = (id) => document.getElementById(id);
 const LABEL = {relevant: "relevant", not_relevant: "not relevant", unsure: "unsure"};
 const KEYS = {"1": "relevant", "y": "relevant", "2": "not_relevant", "n": "not_relevant",
@@ -172,6 +173,7 @@ async function pump() {
     showBanner();
     showRetry();
     refreshSide();
+    if (S.shared) laterResync();  // another tab marks this search too: read what was saved
   } finally { Q.busy = false; }
 }
 function showRetry() {
@@ -230,7 +232,7 @@ async function runSearch(ev) {
 }
 
 async function openSearch(c, sid) {
-  S.c = c; S.sid = sid; S.items = []; S.done = false; S.loading = null; S.gen++;
+  S.c = c; S.sid = sid; S.items = []; S.done = false; S.loading = null; S.loadError = null; S.shared = false; S.gen++;
   KQ.reset();
   $("list").replaceChildren();
   // After a reload, as many results as were shown before come back, the cursor where it was.
@@ -242,11 +244,14 @@ async function openSearch(c, sid) {
 }
 
 // Load `want` more results (pages of at most 500). Resolves when they are shown; a call
-// while a load is under way waits for that load instead.
-function more(want) {
+// while a load is under way waits for that load instead. After a failed load the next try
+// comes a little later (server errors, no answer) or, when the server refused the request
+// (4xx: it would refuse it again), only when the user asks (`force`: the m key).
+function more(want, force) {
   if (S.loading) return S.loading;
   if (S.done || !S.sid) return Promise.resolve();
-  if (Date.now() < S.failedAt + RETRY_MS) {  // the last load failed: try again a little later
+  if (S.loadError && !S.loadError.retry && !force) return Promise.resolve();
+  if (!force && Date.now() < S.failedAt + RETRY_MS) {  // the last load failed: try again a little later
     if (!S.retry) S.retry = setTimeout(() => { S.retry = null; more(want); }, RETRY_MS);
     return Promise.resolve();
   }
@@ -273,6 +278,7 @@ async function morePage(limit, gen) {
     const url = `${API}/c/${encodeURIComponent(S.c)}/searches/${q(S.sid)}/results`;
     const r = await (await send("POST", url, {offset: S.items.length, limit: limit})).json();
     if (gen !== S.gen) return -1;  // another search was opened meanwhile
+    S.loadError = null;
     if (first) {  // fill the form with the search shown, but never overwrite later typing
       const rq = r.request;
       $("query").value = rq.text; $("taxon").value = rq.filters.taxa.join(",");
@@ -290,7 +296,12 @@ async function morePage(limit, gen) {
     rememberShown();
     status(`${S.items.length} results shown` + (S.done ? " (end of ranking)" : ""));
     return r.results.length;
-  } catch (e) { if (e.network) offline(); status(e.message, true); return -1; }
+  } catch (e) {
+    if (gen === S.gen) S.loadError = {message: e.message, retry: retryable(e)};
+    if (e.network) offline();
+    status(e.message, true);
+    return -1;
+  }
 }
 // Marks still queued here are newer than what the server answered: show them instead.
 function keepLocal(it) {
@@ -380,8 +391,15 @@ const KQ = new KeyQueue({
   },
 });
 // Keys waiting for results that are still loading: said in the status line.
+// A failed load is said too (the keys stay queued and apply once results come), with what
+// happens next: another try by itself, or none until the m key.
 function showWaiting() {
-  if (KQ.waiting()) status(`${KQ.queue.length} key${KQ.queue.length > 1 ? "s" : ""} waiting for more results…`);
+  if (!KQ.waiting()) return;
+  const n = `${KQ.queue.length} key${KQ.queue.length > 1 ? "s" : ""} waiting for more results`;
+  const e = S.loadError;
+  if (!e) { status(n + "…"); return; }
+  status(`could not load more results: ${e.message}; ${n}, ` +
+    (e.retry ? "trying again…" : "press m to try again"), true);
 }
 // Relevance feedback: re-rank what nobody marked yet from the marks (a new ranking round).
 // Results up to the cursor (and every marked one) stay; the rest is replaced.
@@ -408,8 +426,13 @@ function showRound(n, model, pos, neg) {
 
 // Marks made elsewhere (another tab, another person): from the channel at once, and from the
 // server when the page becomes visible again. Marks still queued here are never overwritten.
+// Messages can arrive out of the server's order (another tab's answer came before ours, its
+// message after), so once another tab marks this search, the marks are read again from the
+// server a moment after the last mark of either tab: every tab ends showing what is saved.
 function remoteMark(msg) {
   if (msg.c !== S.c || msg.sid !== S.sid) return;
+  S.shared = true;
+  laterResync();
   const i = S.items.findIndex(it => it.image_id === msg.image_id);
   if (i < 0) return;
   const it = S.items[i];
@@ -418,13 +441,16 @@ function remoteMark(msg) {
   paint($("r" + i), it);
   refreshSide();
 }
+function laterResync() { clearTimeout(S.resyncTimer); S.resyncTimer = setTimeout(resync, 300); }
 async function resync() {
   if (!S.sid || !S.items.length) return;
   const startN = Q.n;  // marks made after this are newer than anything the answer can hold
+  const my = ++S.syncSeq;  // an older read answering late must not undo a newer one
   try {
     for (let off = 0; off < S.items.length; off += 500) {
       const url = `${API}/c/${encodeURIComponent(S.c)}/searches/${q(S.sid)}/results?offset=${off}&limit=${Math.min(500, S.items.length - off)}`;
       const r = await (await call(url)).json();
+      if (my !== S.syncSeq) return;
       for (const fresh of r.results) {
         const i = S.items.findIndex(it => it.image_id === fresh.image_id);
         if (i < 0) continue;
@@ -484,7 +510,7 @@ document.addEventListener("keydown", (ev) => {
   const k = ev.key;
   if (k === "j" || k === "ArrowDown") { KQ.push({op: "down"}); ev.preventDefault(); }
   else if (k === "k" || k === "ArrowUp") { KQ.push({op: "up"}); ev.preventDefault(); }
-  else if (k === "m") { more(); }
+  else if (k === "m") { more(undefined, true); }
   else if (k === "z") { KQ.push({op: "undo"}); ev.preventDefault(); }
   else if (k === "r") { retryFailed(); ev.preventDefault(); }
   else if (k === "l") { learn(); ev.preventDefault(); }
@@ -509,6 +535,14 @@ if (channel) channel.onmessage = (ev) => remoteMark(ev.data);
 document.addEventListener("visibilitychange", () => { if (document.visibilityState === "visible") resync(); });
 window.addEventListener("focus", resync);
 window.addEventListener("online", () => { if (Q.offline) probe(); });
+// A link to another search pasted into this tab's address bar changes only the fragment
+// (no reload): open the search it names.
+window.addEventListener("hashchange", () => {
+  const hs = readHash();
+  if (!hs.c || !hs.s || (hs.c === S.c && hs.s === S.sid)) return;
+  $("collection").value = hs.c;
+  openSearch(hs.c, hs.s);
+});
 // Charts are drawn at their box's width: draw them again when the window changes size.
 window.addEventListener("resize", () => { clearTimeout(S.resized); S.resized = setTimeout(refreshSide, 250); });
 
