@@ -14,7 +14,7 @@ from inquire.collection import SearchRequest, compact, create_collection, search
 from inquire.collection.ann import scale_dir
 from inquire.collection.info import collection_info
 from inquire.collection.scale import index_collection
-from inquire.collection.search import masked_search
+from inquire.collection.search import CollectionSearcher
 from inquire.errors import InputError
 from inquire.index import ivfpq
 from inquire.testing.collection_encoder import PixelHashEncoder, make_photo_folder
@@ -44,8 +44,8 @@ def _q(seed: int = 3, n: int = 5) -> np.ndarray:
 def _same_as_exact(index, k=20) -> None:
     rng = np.random.default_rng(1)
     for mask in (None, rng.random(len(index)) < 0.5, rng.random(len(index)) < 0.03):
-        a_s, a_i = masked_search(index, _q(), k, mask)
-        e_s, e_i = masked_search(index, _q(), k, mask, exact=True)
+        a_s, a_i = CollectionSearcher(index).search(_q(), k, mask)
+        e_s, e_i = CollectionSearcher(index, exact=True).search(_q(), k, mask)
         np.testing.assert_array_equal(a_i, e_i)
         np.testing.assert_allclose(a_s, e_s, atol=1e-6)
 

@@ -67,7 +67,7 @@ def test_cli_index_with_ray_data_tasks(ray_two_nodes, tmp_path):
 
     from inquire.cli import app
     from inquire.collection import create_collection
-    from inquire.collection.search import masked_search
+    from inquire.collection.search import CollectionSearcher
     from inquire.testing.collection_encoder import PixelHashEncoder, make_photo_folder
 
     make_photo_folder(tmp_path / "p", n=300)
@@ -86,6 +86,6 @@ def test_cli_index_with_ray_data_tasks(ray_two_nodes, tmp_path):
     assert isinstance(index.ann, ivfpq.ScaleIndex)
     q = np.random.default_rng(0).standard_normal((4, 16)).astype(np.float32)
     q /= np.linalg.norm(q, axis=1, keepdims=True)
-    a = masked_search(index, q, 20)
-    e = masked_search(index, q, 20, exact=True)
+    a = CollectionSearcher(index).search(q, 20)
+    e = CollectionSearcher(index, exact=True).search(q, 20)
     np.testing.assert_array_equal(a[1], e[1])
