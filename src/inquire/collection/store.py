@@ -22,6 +22,7 @@ database with status ``deleted`` (so verified marks keep their metadata) and has
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -255,6 +256,12 @@ class Collection:
             self._conn.close()
             self._conn = None
 
+    def __enter__(self) -> Collection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # -- meta ----------------------------------------------------------------------------------
     def meta(self) -> dict[str, str]:
         return {r["key"]: r["value"] for r in self.conn.execute("SELECT key, value FROM meta")}
@@ -466,6 +473,16 @@ class CollectionIndex:
             coll.generation,
             load_index(coll, store),
         )
+
+    def bound_to(self, coll: Collection) -> CollectionIndex:
+        """This index reading image metadata through ``coll`` (the caller's own connection):
+        a shallow copy sharing the arrays and the store. An index kept between requests or
+        threads is handed out this way, so no connection is ever shared."""
+        if coll.folder != self.collection.folder:
+            raise InputError(
+                f"the index of collection {self.collection.name!r} cannot search {coll.name!r}"
+            )
+        return dataclasses.replace(self, collection=coll)
 
     @property
     def valid(self) -> np.ndarray:

@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -46,7 +47,15 @@ from inquire.embed.base import Encoder
 from inquire.errors import InputError, UnknownNameError
 from inquire.stats import wilson_interval
 
+log = logging.getLogger(__name__)
+S = TypeVar("S")
+P = TypeVar("P")
+R = TypeVar("R")
+
 MARKS = ("relevant", "not_relevant", "unsure")
+# How often a ranking computed outside the write lock is computed again because the search
+# changed meanwhile, before it is computed with the lock held.
+COMPUTE_ATTEMPTS = 3
 EXPORT_COLUMNS = [
     "image_id",
     "path",
@@ -178,6 +187,12 @@ class Verification:
     def close(self) -> None:
         self.conn.close()
 
+    def __enter__(self) -> Verification:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # -- searches ------------------------------------------------------------------------------
     def save_search(self, request: SearchRequest, who: str = "") -> str:
         """Record ``request`` and return its id (the same request always gets the same id)."""
@@ -228,16 +243,21 @@ class Verification:
         ``request``: the saved request in an equivalent form to search with (the web page
         passes its examples as image ids, so no path is ever looked up); default: as saved."""
         req = self.request(search_id) if request is None else request
-        with transaction(self.conn):  # IMMEDIATE: two people extending do not interleave
-            n = self.n_ranked(search_id)
+
+        def read() -> tuple[int, int]:
+            last = self.conn.execute(
+                "SELECT COALESCE(MAX(round), 0) FROM rounds WHERE search_id = ?", (search_id,)
+            ).fetchone()[0]
+            return self.n_ranked(search_id), int(last)
+
+        def compute(state: tuple[int, int]) -> pd.DataFrame:
+            n = state[0]
             if n >= upto:
-                return int(n)
+                return pd.DataFrame({"image_id": [], "score": []})
             have = self._ranked_ids(search_id)
             last = self._last_round(search_id)
             if last is not None:
-                new = self._feedback_tail(index, req, last["vector"], have, upto - n)
-                self._append(search_id, new, int(last["round"]))
-                return n + len(new)
+                return self._feedback_tail(index, req, last["vector"], have, upto - n)
             k = upto
             while True:
                 req.k = k
@@ -246,9 +266,39 @@ class Verification:
                 if n + len(new) >= upto or len(df) < k:
                     break
                 k *= 2  # earlier results left the collection: look deeper
-            new = new.head(upto - n)
-            self._append(search_id, new, 0)
-            return n + len(new)
+            return new.head(upto - n)
+
+        def write(state: tuple[int, int], new: pd.DataFrame) -> int:
+            self._append(search_id, new, state[1])
+            return state[0] + len(new)
+
+        n, _ = read()
+        if n >= upto:
+            return n
+        return self._compute_then_write(read, compute, write)
+
+    def _compute_then_write(
+        self,
+        read: Callable[[], S],
+        compute: Callable[[S], P],
+        write: Callable[[S, P], R],
+    ) -> R:
+        """``write(state, compute(state))`` where ``state = read()``, with the write lock
+        held only for ``write``: ``compute`` (text encoding, top-k, model loading) runs on a
+        snapshot, and the write happens only if ``read()`` still gives the same state under
+        the lock; otherwise it is computed again from the new state. After
+        :data:`COMPUTE_ATTEMPTS` changed states in a row it is computed under the lock."""
+        for _ in range(COMPUTE_ATTEMPTS):
+            with transaction(self.conn, immediate=False):  # a consistent snapshot
+                state = read()
+            plan = compute(state)
+            with transaction(self.conn):  # IMMEDIATE: check and insert
+                if read() == state:
+                    return write(state, plan)
+            log.info("verify.db changed while ranking; ranking again")
+        with transaction(self.conn):
+            state = read()
+            return write(state, compute(state))
 
     def start_search(
         self,
@@ -456,13 +506,8 @@ class Verification:
         if depth < 1 or depth > 10_000:
             raise InputError(f"depth must be between 1 and 10000, got {depth}")
         req = self.request(search_id) if request is None else request
-        w, n_pos, n_neg = self.feedback_vector(search_id, index, encoder, model, request=req)
-        if n_pos + n_neg == 0:
-            raise InputError(
-                f"search {search_id!r} has no relevant / not relevant marks yet; mark some "
-                "results before learning from them"
-            )
-        with transaction(self.conn):
+
+        def read() -> tuple[int, int, int]:
             # Every marked result lies at or above the deepest marked rank, so everything
             # dropped below ``after`` is unmarked: nobody inspected it.
             deepest = self.conn.execute(
@@ -470,15 +515,38 @@ class Verification:
                 "ON m.search_id = r.search_id AND m.image_id = r.image_id WHERE r.search_id = ?",
                 (search_id,),
             ).fetchone()[0]
-            after = min(max(int(deepest), int(shown or 0)), self.n_ranked(search_id))
+            last = self.conn.execute(
+                "SELECT COALESCE(MAX(round), 0) FROM rounds WHERE search_id = ?", (search_id,)
+            ).fetchone()[0]
+            return self.n_ranked(search_id), int(last), int(deepest)
+
+        def compute(state: tuple[int, int, int]) -> tuple[np.ndarray, int, int, pd.DataFrame]:
+            n, _, deepest = state
+            w, n_pos, n_neg = self.feedback_vector(search_id, index, encoder, model, request=req)
+            if n_pos + n_neg == 0:
+                raise InputError(
+                    f"search {search_id!r} has no relevant / not relevant marks yet; mark some "
+                    "results before learning from them"
+                )
+            after = min(max(deepest, int(shown or 0)), n)
+            kept = {
+                int(r[0])
+                for r in self.conn.execute(
+                    "SELECT image_id FROM results WHERE search_id = ? AND rank <= ?",
+                    (search_id, after),
+                )
+            }
+            return w, n_pos, n_neg, self._feedback_tail(index, req, w, kept, depth)
+
+        def write(
+            state: tuple[int, int, int], plan: tuple[np.ndarray, int, int, pd.DataFrame]
+        ) -> dict[str, Any]:
+            n, last, deepest = state
+            w, n_pos, n_neg, new = plan
+            after = min(max(deepest, int(shown or 0)), n)
+            round_no = last + 1
             self.conn.execute(
                 "DELETE FROM results WHERE search_id = ? AND rank > ?", (search_id, after)
-            )
-            round_no = 1 + int(
-                self.conn.execute(
-                    "SELECT COALESCE(MAX(round), 0) FROM rounds WHERE search_id = ?",
-                    (search_id,),
-                ).fetchone()[0]
             )
             self.conn.execute(
                 "INSERT INTO rounds (search_id, round, after_rank, model, n_relevant, "
@@ -495,17 +563,17 @@ class Verification:
                     who,
                 ),
             )
-            new = self._feedback_tail(index, req, w, self._ranked_ids(search_id), depth)
             self._append(search_id, new, round_no)
-            n = self.n_ranked(search_id)
-        return {
-            "round": round_no,
-            "after_rank": after,
-            "model": model,
-            "n_relevant": n_pos,
-            "n_not_relevant": n_neg,
-            "n_results": n,
-        }
+            return {
+                "round": round_no,
+                "after_rank": after,
+                "model": model,
+                "n_relevant": n_pos,
+                "n_not_relevant": n_neg,
+                "n_results": self.n_ranked(search_id),
+            }
+
+        return self._compute_then_write(read, compute, write)
 
     def rounds(self, search_id: str) -> pd.DataFrame:
         """The ranking rounds of a search: ``round, after_rank, model, n_relevant,

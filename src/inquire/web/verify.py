@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from fastapi import APIRouter, Body, Cookie, Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
@@ -212,40 +212,78 @@ def example_ids(coll: Collection, like: Any) -> tuple[int, ...]:
     return tuple(out)
 
 
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class _Loaded(Generic[K, V]):
+    """Values loaded once per key and kept: a short lock guards the table, and a lock per
+    key guards its loading, so loading one value (a model, an index) never holds up
+    requests for another, and two requests for the same key load it once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values: dict[K, V] = {}
+        self._loading: dict[K, threading.Lock] = {}
+
+    def get(self, key: K, load: Callable[[], V], drop: Callable[[K], bool] | None = None) -> V:
+        """The value of ``key``, loaded with ``load()`` the first time; once loaded, the
+        other keys for which ``drop(key)`` is true are forgotten (e.g. stale generations)."""
+        with self._lock:
+            if key in self._values:
+                return self._values[key]
+            key_lock = self._loading.setdefault(key, threading.Lock())
+        with key_lock:
+            with self._lock:
+                if key in self._values:
+                    return self._values[key]
+            value = load()
+            with self._lock:
+                self._values[key] = value
+                self._loading.pop(key, None)
+                for other in [k for k in self._values if k != key and drop and drop(k)]:
+                    del self._values[other]
+            return value
+
+
 class _Resident:
-    """Search indexes and encoders kept in memory between requests, reloaded when the
-    collection's generation changes (after ``inquire collection update``)."""
+    """Search indexes and encoders kept in memory between requests.
+
+    Indexes are kept by (collection folder, generation), so a collection update loads a
+    new one; a kept index holds no database connection: each request gets it bound to its
+    own :class:`Collection` (:meth:`CollectionIndex.bound_to`), whose connection the request
+    opens and closes. Indexes, encoders and the thumbnail cache have separate locks."""
 
     def __init__(self, root: Path | None) -> None:
         self.root = root
-        self.lock = threading.Lock()
-        self.indexes: dict[str, CollectionIndex] = {}
-        self.encoders: dict[str, Encoder] = {}
-        self._thumbs: ThumbnailCache | None = None
+        self.indexes: _Loaded[tuple[str, int], CollectionIndex] = _Loaded()
+        self.encoders: _Loaded[str, Encoder] = _Loaded()
+        self._thumbs: _Loaded[str, ThumbnailCache] = _Loaded()
 
     def collection(self, name: str) -> Collection:
         return open_collection(name, self.root)
 
     def index(self, coll: Collection) -> CollectionIndex:
-        with self.lock:
-            idx = self.indexes.get(coll.name)
-            if idx is None or idx.generation != coll.generation:
-                idx = self.indexes[coll.name] = coll.index()
-            return idx
+        folder = str(coll.folder)
+
+        def load() -> CollectionIndex:
+            with Collection(coll.folder) as own:  # closed once loaded: nothing shared
+                return own.index()
+
+        key = (folder, coll.generation)
+        idx = self.indexes.get(key, load, drop=lambda k: k[0] == folder)
+        return idx.bound_to(coll)
 
     def thumbs(self) -> ThumbnailCache:
-        with self.lock:
-            if self._thumbs is None:
-                self._thumbs = ThumbnailCache(cache_dir("web", "thumbs"))
-            return self._thumbs
+        return self._thumbs.get("thumbs", lambda: ThumbnailCache(cache_dir("web", "thumbs")))
 
     def encoder(self, model_id: str) -> Encoder:
-        with self.lock:
-            if model_id not in self.encoders:
-                from inquire.embed.models import load_encoder
+        def load() -> Encoder:
+            from inquire.embed.models import load_encoder
 
-                self.encoders[model_id] = load_encoder(model_id)
-            return self.encoders[model_id]
+            return load_encoder(model_id)
+
+        return self.encoders.get(model_id, load)
 
     def ranking(
         self, v: Verification, req: SearchRequest
@@ -257,13 +295,8 @@ class _Resident:
 
     @contextmanager
     def verification(self, name: str) -> Iterator[Verification]:
-        coll = self.collection(name)
-        v = Verification(coll)
-        try:
+        with self.collection(name) as coll, Verification(coll) as v:
             yield v
-        finally:
-            v.close()
-            coll.close()
 
 
 def _clean(value: Any) -> Any:
@@ -304,12 +337,9 @@ def make_router(
     def collections() -> list[dict[str, Any]]:
         out = []
         for name in list_collections(res.root):
-            c = res.collection(name)
-            try:
+            with res.collection(name) as c:
                 n_ok = c.counts().get("ok", 0)
                 out.append({"name": name, "model_id": c.model_id, "images": n_ok})
-            finally:
-                c.close()
         return out
 
     @r.get("/api/c/{name}/searches")
@@ -518,12 +548,9 @@ def make_router(
         image_id: int = PathParam(..., ge=INT64_MIN, le=INT64_MAX),
         size: int = Query(0, ge=0, le=MAX_THUMB_SIZE),
     ) -> Response:
-        coll = res.collection(name)
-        try:
+        with res.collection(name) as coll:
             info = coll.images([image_id])
             root = coll.images_root
-        finally:
-            coll.close()
         rel = info["path"].iloc[0]
         if not isinstance(rel, str):
             raise HTTPException(404, f"image {image_id} of collection {name!r} has no file")
