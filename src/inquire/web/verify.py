@@ -454,7 +454,18 @@ def make_router(
         who = body.who or _cookie_who(inquire_who)
         with res.verification(name) as v:
             req, idx, enc = res.ranking(v, v.request(sid))
-            info = v.learn(sid, idx, body.shown, enc, body.model, who, body.depth, request=req)
+            fb = v.feedback(
+                sid,
+                idx,
+                body.depth,
+                encoder=enc,
+                model=body.model,
+                save=True,
+                who=who,
+                shown=body.shown,
+                request=req,
+            )
+            info = fb.round or {}
             page = _page_of(v, sid, info["after_rank"], body.depth)
         return {**info, "results": page["results"], "ranked": page["ranked"]}
 
