@@ -41,7 +41,7 @@ from inquire import config
 from inquire._io import atomic_path, write_json
 from inquire._lock import try_writer_lock, writer_lock
 from inquire.cache import connect as connect_db
-from inquire.cache import transaction
+from inquire.cache import migrate, transaction
 from inquire.collection.ann import ensure_index, load_index
 from inquire.collection.metadata import RANKS
 from inquire.embed import folder as emb_folder
@@ -220,16 +220,16 @@ def scan_images(images_root: Path) -> dict[str, tuple[int, int]]:
 _LATER_COLUMNS = (("coord_uncertainty_m", "REAL"), ("license", "TEXT"), ("rights_holder", "TEXT"))
 
 
-def _add_missing_columns(conn: sqlite3.Connection) -> None:
+def _add_later_columns(conn: sqlite3.Connection) -> None:
     """Give a database written before a column existed that column (empty)."""
     have = {r[1] for r in conn.execute("PRAGMA table_info(images)")}
-    if all(name in have for name, _ in _LATER_COLUMNS):
-        return
-    with transaction(conn):  # IMMEDIATE: two processes opening it at once add each once
-        have = {r[1] for r in conn.execute("PRAGMA table_info(images)")}
-        for name, kind in _LATER_COLUMNS:
-            if name not in have:
-                conn.execute(f'ALTER TABLE images ADD COLUMN "{name}" {kind}')
+    for name, kind in _LATER_COLUMNS:
+        if name not in have:
+            conn.execute(f'ALTER TABLE images ADD COLUMN "{name}" {kind}')
+
+
+# The upgrades of collection.db, in order (PRAGMA user_version = how many were applied).
+MIGRATIONS = (_add_later_columns,)
 
 
 class Collection:
@@ -246,9 +246,13 @@ class Collection:
     @property
     def conn(self) -> sqlite3.Connection:
         if self._conn is None:
-            self._conn = connect(self.db_path, SCHEMA)
-            if not self._conn.execute("PRAGMA query_only").fetchone()[0]:
-                _add_missing_columns(self._conn)
+            conn = connect(self.db_path, SCHEMA)
+            try:  # a read-only database is read as it is (see _later_column_sql)
+                migrate(conn, MIGRATIONS, f"collection database {str(self.db_path)!r}")
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
         return self._conn
 
     def close(self) -> None:
