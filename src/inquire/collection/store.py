@@ -345,6 +345,11 @@ class Collection:
                 return None
         else:
             rel = p.as_posix()
+        return self.image_id_of_relative(rel)
+
+    def image_id_of_relative(self, rel: str) -> int | None:
+        """The id of the searchable image stored at ``rel`` ('/'-separated, relative to the
+        images root), looked up in the database only: no file is opened or tested."""
         row = self.conn.execute(
             "SELECT image_id FROM images WHERE path = ? AND status = 'ok'", (rel,)
         ).fetchone()

@@ -49,23 +49,22 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
+from inquire.collection.actions import collections_overview
 from inquire.collection.filters import parse_filters
 from inquire.collection.search import SearchRequest
 from inquire.collection.store import (
     Collection,
     CollectionIndex,
-    list_collections,
     open_collection,
     records,
 )
 from inquire.collection.verify import Verification, table_bytes
 from inquire.config import cache_dir
 from inquire.embed.base import Encoder
-from inquire.errors import InputError, InquireError, UnknownNameError
+from inquire.errors import InputError, InquireError
 from inquire.web.config import MAX_THUMB_SIZE
 from inquire.web.images import (
     BadImagePath,
-    ImageError,
     ImageRoots,
     ThumbnailCache,
     check_relative,
@@ -77,6 +76,7 @@ from inquire.web.security import (
     RequestGuard,
     check_request,
     csrf_token,
+    error_status,
     public_message,
     secure,
     validation_message,
@@ -152,19 +152,16 @@ class MarkBody(BaseModel):
 
 
 def _http_errors(fn: F) -> F:
-    """InquireError -> HTTP 400 (404 for unknown names) with the message as ``detail``;
-    quoted server paths in a message are replaced (:func:`public_message`)."""
+    """InquireError -> HTTPException with the status of :func:`error_status` and the
+    message as ``detail``, server paths replaced (:func:`public_message`). A decorator, not
+    an exception handler, because a router mounted in another app brings no handlers."""
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except UnknownNameError as exc:
-            raise HTTPException(404, public_message(str(exc))) from None
-        except ImageError as exc:
-            raise HTTPException(exc.status, public_message(str(exc))) from None
         except InquireError as exc:
-            raise HTTPException(400, public_message(str(exc))) from None
+            raise HTTPException(error_status(exc), public_message(str(exc))) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -198,15 +195,13 @@ def example_ids(coll: Collection, like: Any) -> tuple[int, ...]:
                 f"example {text[:100]!r} is not an image id or a path relative to the "
                 f"collection's images folder; give an id shown in the results"
             ) from None
-        row = coll.conn.execute(
-            "SELECT image_id FROM images WHERE path = ? AND status = 'ok'", (text,)
-        ).fetchone()
-        if row is None:
+        image_id = coll.image_id_of_relative(text)
+        if image_id is None:
             raise InputError(
                 f"example {text[:100]!r} is not a photo of collection {coll.name!r}; give an "
                 "image id shown in the results or a path relative to its images folder"
             )
-        out.append(int(row["image_id"]))
+        out.append(image_id)
     if len(out) > MAX_ITEMS:
         raise InputError(f"{len(out)} example images; give at most {MAX_ITEMS}")
     return tuple(out)
@@ -335,12 +330,11 @@ def make_router(
     @r.get("/api/collections")
     @_http_errors
     def collections() -> list[dict[str, Any]]:
-        out = []
-        for name in list_collections(res.root):
-            with res.collection(name) as c:
-                n_ok = c.counts().get("ok", 0)
-                out.append({"name": name, "model_id": c.model_id, "images": n_ok})
-        return out
+        table = collections_overview(res.root)  # no images_root: no server path leaves
+        return [
+            {"name": r["name"], "model_id": r["model_id"], "images": int(r["ok"])}
+            for r in records(table)
+        ]
 
     @r.get("/api/c/{name}/searches")
     @_http_errors
