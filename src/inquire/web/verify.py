@@ -36,12 +36,10 @@ import json
 import math
 import os
 import re
-import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Body, Cookie, Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
@@ -55,21 +53,19 @@ from inquire.collection.search import SearchRequest
 from inquire.collection.store import (
     Collection,
     CollectionIndex,
-    open_collection,
     records,
 )
 from inquire.collection.verify import Verification, table_bytes
-from inquire.config import cache_dir
 from inquire.embed.base import Encoder
 from inquire.errors import InputError, InquireError
 from inquire.web.config import MAX_THUMB_SIZE
 from inquire.web.images import (
     BadImagePath,
     ImageRoots,
-    ThumbnailCache,
     check_relative,
     image_format,
 )
+from inquire.web.resident import Resident
 from inquire.web.security import (
     INT64_MAX,
     INT64_MIN,
@@ -207,91 +203,13 @@ def example_ids(coll: Collection, like: Any) -> tuple[int, ...]:
     return tuple(out)
 
 
-K = TypeVar("K")
-V = TypeVar("V")
-
-
-class _Loaded(Generic[K, V]):
-    """Values loaded once per key and kept: a short lock guards the table, and a lock per
-    key guards its loading, so loading one value (a model, an index) never holds up
-    requests for another, and two requests for the same key load it once."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._values: dict[K, V] = {}
-        self._loading: dict[K, threading.Lock] = {}
-
-    def get(self, key: K, load: Callable[[], V], drop: Callable[[K], bool] | None = None) -> V:
-        """The value of ``key``, loaded with ``load()`` the first time; once loaded, the
-        other keys for which ``drop(key)`` is true are forgotten (e.g. stale generations)."""
-        with self._lock:
-            if key in self._values:
-                return self._values[key]
-            key_lock = self._loading.setdefault(key, threading.Lock())
-        with key_lock:
-            with self._lock:
-                if key in self._values:
-                    return self._values[key]
-            value = load()
-            with self._lock:
-                self._values[key] = value
-                self._loading.pop(key, None)
-                for other in [k for k in self._values if k != key and drop and drop(k)]:
-                    del self._values[other]
-            return value
-
-
-class _Resident:
-    """Search indexes and encoders kept in memory between requests.
-
-    Indexes are kept by (collection folder, generation), so a collection update loads a
-    new one; a kept index holds no database connection: each request gets it bound to its
-    own :class:`Collection` (:meth:`CollectionIndex.bound_to`), whose connection the request
-    opens and closes. Indexes, encoders and the thumbnail cache have separate locks."""
-
-    def __init__(self, root: Path | None) -> None:
-        self.root = root
-        self.indexes: _Loaded[tuple[str, int], CollectionIndex] = _Loaded()
-        self.encoders: _Loaded[str, Encoder] = _Loaded()
-        self._thumbs: _Loaded[str, ThumbnailCache] = _Loaded()
-
-    def collection(self, name: str) -> Collection:
-        return open_collection(name, self.root)
-
-    def index(self, coll: Collection) -> CollectionIndex:
-        folder = str(coll.folder)
-
-        def load() -> CollectionIndex:
-            with Collection(coll.folder) as own:  # closed once loaded: nothing shared
-                return own.index()
-
-        key = (folder, coll.generation)
-        idx = self.indexes.get(key, load, drop=lambda k: k[0] == folder)
-        return idx.bound_to(coll)
-
-    def thumbs(self) -> ThumbnailCache:
-        return self._thumbs.get("thumbs", lambda: ThumbnailCache(cache_dir("web", "thumbs")))
-
-    def encoder(self, model_id: str) -> Encoder:
-        def load() -> Encoder:
-            from inquire.embed.models import load_encoder
-
-            return load_encoder(model_id)
-
-        return self.encoders.get(model_id, load)
-
-    def ranking(
-        self, v: Verification, req: SearchRequest
-    ) -> tuple[SearchRequest, CollectionIndex, Encoder]:
-        """What ranks the saved search ``req`` further: the request with its examples as ids
-        (:func:`_stored_examples`), the collection's index and its encoder."""
-        req = SearchRequest(req.text, _stored_examples(v.coll, req.like), req.filters)
-        return req, self.index(v.coll), self.encoder(v.coll.model_id)
-
-    @contextmanager
-    def verification(self, name: str) -> Iterator[Verification]:
-        with self.collection(name) as coll, Verification(coll) as v:
-            yield v
+def _ranking(
+    res: Resident, v: Verification, req: SearchRequest
+) -> tuple[SearchRequest, CollectionIndex, Encoder]:
+    """What ranks the saved search ``req`` further: the request with its examples as ids
+    (:func:`_stored_examples`), the collection's index and its encoder."""
+    req = SearchRequest(req.text, _stored_examples(v.coll, req.like), req.filters)
+    return req, res.index(v.coll), res.encoder(v.coll.model_id)
 
 
 def _clean(value: Any) -> Any:
@@ -309,7 +227,7 @@ def make_router(
     Every route checks the request's Host, and state-changing routes its Origin and CSRF
     token (:func:`inquire.web.security.check_request`), even in an app built without
     :func:`inquire.web.security.secure`."""
-    res = _Resident(Path(collections_root) if collections_root is not None else None)
+    res = Resident(Path(collections_root) if collections_root is not None else None)
     r = APIRouter(prefix=prefix, tags=["verify"], dependencies=[Depends(check_request)])
 
     @r.get("", response_class=HTMLResponse, include_in_schema=False)
@@ -431,7 +349,7 @@ def make_router(
                     f"ask for offset {ranked} or less"
                 )
             if body.offset + body.limit > ranked:
-                req, idx, enc = res.ranking(v, req)
+                req, idx, enc = _ranking(res, v, req)
                 v.extend(sid, body.offset + body.limit, idx, enc, request=req)
             return _page_of(v, sid, body.offset, body.limit)
 
@@ -447,7 +365,7 @@ def make_router(
         page of the new ranking (from ``after_rank``)."""
         who = body.who or _cookie_who(inquire_who)
         with res.verification(name) as v:
-            req, idx, enc = res.ranking(v, v.request(sid))
+            req, idx, enc = _ranking(res, v, v.request(sid))
             fb = v.feedback(
                 sid,
                 idx,
