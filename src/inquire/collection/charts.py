@@ -101,7 +101,7 @@ def trend_svg(
     if width is not None:
         rc["font.size"] = 11  # axis labels and numbers too: no text under 11 px on the page
     buf = io.StringIO()
-    with matplotlib.rc_context(rc):
+    with matplotlib.rc_context(rc):  # type: ignore[arg-type]  # keys typed as Literal there
         fig = trend_figure(trend, title, by, width=width)
         fig.savefig(buf, format="svg", metadata={"Date": None})
     text = buf.getvalue()
