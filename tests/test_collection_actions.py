@@ -67,7 +67,7 @@ def test_feedback_search_without_and_with_save(birds) -> None:
     sid = _saved_and_marked(birds)
     out = feedback_search(birds, sid, 5)
     with closing(open_collection(birds)) as c, closing(Verification(c)) as v:
-        want = v.feedback(sid, c.index(), 5)
+        want = v.feedback(sid, c.index(), 5).results
         assert v.rounds(sid).empty  # nothing saved
     pd.testing.assert_frame_equal(out.results, want)
     assert out.round is None and out.results["rank"].tolist() == [1, 2, 3, 4, 5]

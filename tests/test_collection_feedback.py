@@ -137,7 +137,9 @@ def test_learn_records_a_round_and_never_reshows_marked_images(coll) -> None:
         v.extend(sid, 30, index)
         marked = _mark_from_truth(v, c, photos, sid, 10, "red")
         before = v.results(sid, 0, 10)
-        info = v.learn(sid, index, shown=12, depth=20, who="ana")
+        fb = v.feedback(sid, index, 20, shown=12, save=True, who="ana")
+        info = fb.round
+        assert info is not None
         assert info["round"] == 1 and info["after_rank"] == 12
         assert info["n_relevant"] + info["n_not_relevant"] == 10
         after = v.results(sid, 0, 1000)
@@ -150,7 +152,10 @@ def test_learn_records_a_round_and_never_reshows_marked_images(coll) -> None:
         assert not (set(tail["image_id"]) & marked)
         assert after["image_id"].is_unique
         # The tail is the feedback ranking of the images not yet ranked, exactly.
-        w, _, _ = v.feedback_vector(sid, index)
+        w = np.frombuffer(
+            v.conn.execute("SELECT vector FROM rounds WHERE search_id = ?", (sid,)).fetchone()[0],
+            np.float32,
+        )
         ranked_before = set(after[after["rank"] <= 12]["image_id"])
         ids = index.image_id[index.valid]
         vecs = index.vectors(np.flatnonzero(index.valid))
@@ -169,7 +174,7 @@ def test_learn_records_a_round_and_never_reshows_marked_images(coll) -> None:
         rounds = v.rounds(sid)
         assert rounds["round"].tolist() == [1] and rounds["created_by"].tolist() == ["ana"]
         # The feedback list (nothing saved) never holds a marked image either.
-        fb = v.feedback(sid, index, k=15)
+        fb = v.feedback(sid, index, k=15).results
         assert not (set(fb["image_id"]) & marked) and fb["rank"].tolist() == list(range(1, 16))
     finally:
         v.close()
@@ -184,15 +189,15 @@ def test_learn_keeps_filters_and_needs_marks(coll) -> None:
         sid = v.save_search(req)
         v.extend(sid, 20, index)
         with pytest.raises(InputError, match="no relevant"):
-            v.learn(sid, index)
+            v.feedback(sid, index, save=True)
         _mark_from_truth(v, c, photos, sid, 8, "red")
-        v.learn(sid, index, depth=30)
+        v.feedback(sid, index, 30, save=True)
         res = v.results(sid, 0, 1000)
         assert (res["date"].dropna() >= "2019-01-01").all()
         allowed = set(index.image_id[req.filters.mask(index)].tolist())
         assert set(res["image_id"]) <= allowed
         with pytest.raises(UnknownNameError):
-            v.learn(sid, index, model="nope")
+            v.feedback(sid, index, model="nope", save=True)
     finally:
         v.close()
 

@@ -249,6 +249,7 @@ def test_train_json_licence_holder_and_uncertainty_are_kept_and_old_databases_ga
     with sqlite3.connect(db) as conn:
         for col in ("coord_uncertainty_m", "license", "rights_holder"):
             conn.execute(f'ALTER TABLE images DROP COLUMN "{col}"')
+        conn.execute("PRAGMA user_version = 0")  # as written before versions were counted
     old = open_collection("lic")
     try:
         again = old.images()

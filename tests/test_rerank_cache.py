@@ -367,7 +367,14 @@ def test_version_1_files_are_converted_with_their_precision(tmp_path: Path) -> N
         assert version.fetchone()[0] == "2"
     with ScoreCache(path) as again:  # opening again changes nothing
         assert again.count() == 2
-        again._db.execute("UPDATE meta SET value = '9' WHERE key = 'schema_version'")
+        assert again._db.execute("PRAGMA user_version").fetchone()[0] == 1
+        again._db.execute("PRAGMA user_version = 9")  # written by a newer inquire
+    with pytest.raises(InputError, match="schema version 9, newer"):
+        ScoreCache(path)
+    with sqlite3.connect(path) as con:  # an unversioned file whose meta names a newer layout
+        con.execute("PRAGMA user_version = 0")
+        con.execute("UPDATE meta SET value = '9' WHERE key = 'schema_version'")
+    con.close()
     with pytest.raises(InputError, match="schema version 9, newer"):
         ScoreCache(path)
 

@@ -13,6 +13,7 @@ weights, so its outputs could change under the same name.
 writer), a busy timeout (writers wait instead of failing), ``synchronous=NORMAL``,
 autocommit mode with explicit :func:`transaction` blocks, usable from any thread; the parent
 folder is created; a file that is not a database is an :class:`~inquire.errors.InputError`.
+:func:`migrate` is the one schema upgrade: ``PRAGMA user_version`` counts the steps applied.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import hashlib
 import json
 import os
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -173,3 +174,34 @@ def transaction(conn: sqlite3.Connection, immediate: bool = True) -> Iterator[sq
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+def migrate(
+    conn: sqlite3.Connection,
+    steps: Sequence[Callable[[sqlite3.Connection], None]],
+    what: str = "database",
+) -> int:
+    """Bring the database of ``conn`` up to ``len(steps)``: ``PRAGMA user_version`` is the
+    number of steps already applied; the missing ones run in order, in one write
+    transaction, and the version is set with them (two processes opening an old file at
+    once apply each step once). Steps must also hold for a file written before versions
+    were counted (version 0): e.g. add a column only if it is missing.
+
+    A read-only connection (``PRAGMA query_only``) is never migrated: its readers must cope
+    with the old layout. A file of a newer version is an InputError. Returns the version
+    the database is at."""
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if version > len(steps):
+        raise InputError(
+            f"{what} has schema version {version}, newer than this inquire's {len(steps)}; "
+            "upgrade inquire to use it"
+        )
+    if version == len(steps) or conn.execute("PRAGMA query_only").fetchone()[0]:
+        return version
+    with transaction(conn):
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        for step in steps[version:]:
+            step(conn)
+        if version < len(steps):
+            conn.execute(f"PRAGMA user_version = {len(steps)}")
+    return len(steps)

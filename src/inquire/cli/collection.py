@@ -99,10 +99,8 @@ def _kept(kwargs: dict[str, Any]) -> str:
         coll = open_collection(name)
     except UnknownNameError:
         return f"nothing was kept; run the same `inquire collection create {name} ...` again"
-    try:
+    with coll:
         n = coll.counts()
-    finally:
-        coll.close()
     return (
         f"the {sum(n.values()):,} images committed so far to collection {name!r} are kept "
         f"({n.get('ok', 0):,} searchable); run `inquire collection update {name}` to resume "
@@ -424,11 +422,8 @@ def no_match_note(name: str) -> str:
     """Why a search with --bbox found nothing: how many photos carry coordinates at all."""
     from inquire.collection.store import open_collection
 
-    coll = open_collection(name)
-    try:
+    with open_collection(name) as coll:
         located, total = coll.located_counts()
-    finally:
-        coll.close()
     if located == 0:
         return (
             f"no results: --bbox keeps photos with GPS coordinates, and none of the {total:,} "

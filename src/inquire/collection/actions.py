@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,11 +51,11 @@ def search_collection(
     examples, reranking: :func:`~inquire.collection.search.search`); with ``save`` the
     request is saved for verification afterwards (by ``who``), so a refused search is
     never saved."""
-    with closing(open_collection(name, root)) as coll:
+    with open_collection(name, root) as coll:
         df = search(coll, request)
         sid = None
         if save:
-            with closing(Verification(coll)) as v:
+            with Verification(coll) as v:
                 sid = v.save_search(request, who)
         return SearchOutcome(df, coll.images_root, sid)
 
@@ -73,9 +72,9 @@ def feedback_search(
     """``inquire search NAME --feedback ID``: the ``k`` images nobody marked yet in saved
     search ``search_id``, ranked by what its marks teach (``model``: rocchio, logistic);
     with ``save`` recorded as the search's next ranking round
-    (:meth:`~inquire.collection.verify.Verification.feedback_results`)."""
-    with closing(open_collection(name, root)) as coll, closing(Verification(coll)) as v:
-        fb = v.feedback_results(search_id, coll.index(), k, model=model, save=save, who=who)
+    (:meth:`~inquire.collection.verify.Verification.feedback`)."""
+    with open_collection(name, root) as coll, Verification(coll) as v:
+        fb = v.feedback(search_id, coll.index(), k, model=model, save=save, who=who)
         return SearchOutcome(fb.results, coll.images_root, round=fb.round)
 
 
@@ -108,7 +107,7 @@ def export_marks(
     from inquire._io import check_output_file
 
     check_output_file(out, overwrite)
-    with closing(open_collection(name, root)) as coll, closing(Verification(coll)) as v:
+    with open_collection(name, root) as coll, Verification(coll) as v:
         df = v.export(search_id, who)
     if only_relevant:
         df = df[df["mark"] == "relevant"]
@@ -136,7 +135,7 @@ def trend_report(
 ) -> TrendReport:
     """Verified positives of saved search ``search_id`` per group ``by`` (month, year,
     taxon, region, ...) with the search effort, from everyone's marks or ``who``'s."""
-    with closing(open_collection(name, root)) as coll, closing(Verification(coll)) as v:
+    with open_collection(name, root) as coll, Verification(coll) as v:
         req = v.request(search_id)
         return TrendReport(req, v.trend(search_id, by, who), v.efficiency(search_id, who))
 
@@ -146,7 +145,7 @@ def collections_overview(root: str | os.PathLike[str] | None = None) -> pd.DataF
     images_root`` (image counts by status, the photo folder)."""
     rows = []
     for name in list_collections(root):
-        with closing(open_collection(name, root)) as c:
+        with open_collection(name, root) as c:
             n = c.counts()
             rows.append(
                 {

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +40,7 @@ def collection_info(name: str, root: str | os.PathLike[str] | None = None) -> Co
     from inquire.collection.store import open_collection
     from inquire.collection.verify import Verification
 
-    with closing(open_collection(name, root)) as c:
+    with open_collection(name, root) as c:
         meta = c.meta()
         counts = c.counts()
         dated = {
@@ -54,7 +53,7 @@ def collection_info(name: str, root: str | os.PathLike[str] | None = None) -> Co
         ann = index_info(c)
         scale = scale_info(c)
         folder = c.folder
-        with closing(Verification(c)) as v:
+        with Verification(c) as v:
             searches = v.searches()
     return CollectionInfo(
         name,

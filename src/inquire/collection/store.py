@@ -22,6 +22,7 @@ database with status ``deleted`` (so verified marks keep their metadata) and has
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -40,7 +41,7 @@ from inquire import config
 from inquire._io import atomic_path, write_json
 from inquire._lock import try_writer_lock, writer_lock
 from inquire.cache import connect as connect_db
-from inquire.cache import transaction
+from inquire.cache import migrate, transaction
 from inquire.collection.ann import ensure_index, load_index
 from inquire.collection.metadata import RANKS
 from inquire.embed import folder as emb_folder
@@ -219,16 +220,16 @@ def scan_images(images_root: Path) -> dict[str, tuple[int, int]]:
 _LATER_COLUMNS = (("coord_uncertainty_m", "REAL"), ("license", "TEXT"), ("rights_holder", "TEXT"))
 
 
-def _add_missing_columns(conn: sqlite3.Connection) -> None:
+def _add_later_columns(conn: sqlite3.Connection) -> None:
     """Give a database written before a column existed that column (empty)."""
     have = {r[1] for r in conn.execute("PRAGMA table_info(images)")}
-    if all(name in have for name, _ in _LATER_COLUMNS):
-        return
-    with transaction(conn):  # IMMEDIATE: two processes opening it at once add each once
-        have = {r[1] for r in conn.execute("PRAGMA table_info(images)")}
-        for name, kind in _LATER_COLUMNS:
-            if name not in have:
-                conn.execute(f'ALTER TABLE images ADD COLUMN "{name}" {kind}')
+    for name, kind in _LATER_COLUMNS:
+        if name not in have:
+            conn.execute(f'ALTER TABLE images ADD COLUMN "{name}" {kind}')
+
+
+# The upgrades of collection.db, in order (PRAGMA user_version = how many were applied).
+MIGRATIONS = (_add_later_columns,)
 
 
 class Collection:
@@ -245,15 +246,25 @@ class Collection:
     @property
     def conn(self) -> sqlite3.Connection:
         if self._conn is None:
-            self._conn = connect(self.db_path, SCHEMA)
-            if not self._conn.execute("PRAGMA query_only").fetchone()[0]:
-                _add_missing_columns(self._conn)
+            conn = connect(self.db_path, SCHEMA)
+            try:  # a read-only database is read as it is (see _later_column_sql)
+                migrate(conn, MIGRATIONS, f"collection database {str(self.db_path)!r}")
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
         return self._conn
 
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+    def __enter__(self) -> Collection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- meta ----------------------------------------------------------------------------------
     def meta(self) -> dict[str, str]:
@@ -334,6 +345,11 @@ class Collection:
                 return None
         else:
             rel = p.as_posix()
+        return self.image_id_of_relative(rel)
+
+    def image_id_of_relative(self, rel: str) -> int | None:
+        """The id of the searchable image stored at ``rel`` ('/'-separated, relative to the
+        images root), looked up in the database only: no file is opened or tested."""
         row = self.conn.execute(
             "SELECT image_id FROM images WHERE path = ? AND status = 'ok'", (rel,)
         ).fetchone()
@@ -466,6 +482,16 @@ class CollectionIndex:
             coll.generation,
             load_index(coll, store),
         )
+
+    def bound_to(self, coll: Collection) -> CollectionIndex:
+        """This index reading image metadata through ``coll`` (the caller's own connection):
+        a shallow copy sharing the arrays and the store. An index kept between requests or
+        threads is handed out this way, so no connection is ever shared."""
+        if coll.folder != self.collection.folder:
+            raise InputError(
+                f"the index of collection {self.collection.name!r} cannot search {coll.name!r}"
+            )
+        return dataclasses.replace(self, collection=coll)
 
     @property
     def valid(self) -> np.ndarray:

@@ -7,20 +7,29 @@ vector as raw little-endian bytes. Encoders with an empty revision (nothing to p
 weights) are never cached: their outputs could change under the same name.
 
 Rows of the earlier table ``text_emb`` (keyed with an empty precision for encoders that
-declare none) are not read; those embeddings are computed again once.
+declare none) are not read; those embeddings are computed again once. The file's layout is
+versioned like every SQLite file of inquire (:func:`inquire.cache.migrate`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from inquire import config
-from inquire.cache import OutputKey, connect, key_columns_sql, key_match_sql, transaction
+from inquire.cache import (
+    OutputKey,
+    connect,
+    key_columns_sql,
+    key_match_sql,
+    migrate,
+    transaction,
+)
 from inquire.embed.base import Encoder
 from inquire.errors import InputError
 
@@ -36,6 +45,15 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     PRIMARY KEY (model, revision, precision, protocol, text)
 ) WITHOUT ROWID
 """
+
+
+def _create_table(con: sqlite3.Connection) -> None:
+    con.execute(_SCHEMA)
+
+
+# The upgrades of the cache file, in order (PRAGMA user_version = how many were applied,
+# :func:`inquire.cache.migrate`): 1 creates the current table.
+MIGRATIONS = (_create_table,)
 
 
 def cache_path() -> Path:
@@ -62,7 +80,7 @@ def text_embeddings(
         return encoder.encode_text(texts)
     db = path or cache_path()
     with contextlib.closing(connect(db, what="text-embedding cache")) as con:
-        con.execute(_SCHEMA)
+        migrate(con, MIGRATIONS, f"text-embedding cache {str(db)!r}")
         found: dict[str, np.ndarray] = {}
         unique = list(dict.fromkeys(texts))
         for lo in range(0, len(unique), 500):  # SQLite limits the number of parameters

@@ -10,9 +10,11 @@ run resumes where it stopped. Failures (NaN) are never stored, and neither are o
 non-deterministic scorers (``reranker.cacheable`` false, e.g. sampled API calls).
 API keys are never part of a key or a value.
 
-Schema version 2 keeps the precision in its own column. Version 1 files (precision folded
+Layout version 2 keeps the precision in its own column. Version 1 files (precision folded
 into the revision as ``REV@bf16``, fp32 as the plain revision) are converted in place the
-first time they are opened, in one transaction; a file from a newer version is refused.
+first time they are opened, by the one migration scheme of every SQLite file
+(:func:`inquire.cache.migrate`, ``PRAGMA user_version``); a file from a newer version is
+refused. ``meta.schema_version`` still says 2, for earlier versions of inquire.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from inquire.cache import (
     connect,
     key_columns_sql,
     key_match_sql,
+    migrate,
     transaction,
 )
 from inquire.errors import InputError
@@ -82,6 +85,40 @@ def _v1_revision(revision: str, part: int) -> str:
     return rev if part == 0 else canonical_precision(precision)
 
 
+def _layout_2(db: sqlite3.Connection) -> None:
+    """Migration 1: the version-2 layout (precision in its own column). A file from before
+    user_version was counted is either new, already version 2 (``meta.schema_version``), or
+    version 1, converted here; a ``meta.schema_version`` above 2 is refused."""
+    db.execute(_META)
+    row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    if row is not None and int(row[0]) > SCHEMA_VERSION:
+        raise InputError(
+            f"rerank cache has schema version {row[0]}, newer than this inquire's "
+            f"{SCHEMA_VERSION}; upgrade inquire or pass another cache file"
+        )
+    cols = {r[1] for r in db.execute("PRAGMA table_info(scores)")}
+    if cols and "precision" not in cols:
+        db.create_function("v1_revision", 2, _v1_revision, deterministic=True)
+        db.execute("ALTER TABLE scores RENAME TO scores_v1")
+        db.execute(_SCORES)
+        db.execute(
+            "INSERT OR REPLACE INTO scores SELECT model, v1_revision(revision, 0), "
+            "v1_revision(revision, 1), prompt_version, query, image_id, score, created "
+            "FROM scores_v1"
+        )
+        db.execute("DROP TABLE scores_v1")
+        log.info("converted a rerank cache to schema version %d", SCHEMA_VERSION)
+    db.execute(_SCORES)
+    db.execute(
+        "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+        (str(SCHEMA_VERSION),),
+    )
+
+
+# The upgrades of a rerank cache, in order (PRAGMA user_version = how many were applied).
+MIGRATIONS = (_layout_2,)
+
+
 class ScoreCache:
     """Scores in one SQLite file (default ``config.cache_dir('rerank')/scores.sqlite``)."""
 
@@ -89,13 +126,7 @@ class ScoreCache:
         self.path = Path(path) if path is not None else config.cache_dir("rerank") / CACHE_FILE
         self._db = connect(self.path, timeout_s=timeout_s, what="rerank cache")
         try:
-            self._db.execute(_META)
-            self._upgrade()
-            self._db.execute(_SCORES)
-            self._db.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
-                (str(SCHEMA_VERSION),),
-            )
+            migrate(self._db, MIGRATIONS, f"rerank cache {str(self.path)!r}")
         except BaseException as exc:
             # No caller can close a cache whose constructor failed: close the connection here.
             self._db.close()
@@ -105,39 +136,6 @@ class ScoreCache:
                     f"move it away to start a new cache"
                 ) from exc
             raise
-
-    def _version(self) -> int | None:
-        row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        return int(row[0]) if row is not None else None
-
-    def _upgrade(self) -> None:
-        """Convert a version-1 file in place; refuse a file from a newer version."""
-        version = self._version()
-        if version is not None and version > SCHEMA_VERSION:
-            raise InputError(
-                f"rerank cache {str(self.path)!r} has schema version {version}, newer than this "
-                f"inquire's {SCHEMA_VERSION}; upgrade inquire or pass another cache file"
-            )
-        if version is not None and version >= SCHEMA_VERSION:
-            return
-        with transaction(self._db):
-            cols = {r[1] for r in self._db.execute("PRAGMA table_info(scores)")}
-            if not cols or "precision" in cols:
-                return  # a new file, or another process converted it first
-            self._db.create_function("v1_revision", 2, _v1_revision, deterministic=True)
-            self._db.execute("ALTER TABLE scores RENAME TO scores_v1")
-            self._db.execute(_SCORES)
-            self._db.execute(
-                "INSERT OR REPLACE INTO scores SELECT model, v1_revision(revision, 0), "
-                "v1_revision(revision, 1), prompt_version, query, image_id, score, created "
-                "FROM scores_v1"
-            )
-            self._db.execute("DROP TABLE scores_v1")
-            self._db.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
-                (str(SCHEMA_VERSION),),
-            )
-        log.info("converted rerank cache %s to schema version %d", self.path, SCHEMA_VERSION)
 
     def close(self) -> None:
         """Close the database connection."""

@@ -28,14 +28,13 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from inquire.config import cache_dir
-from inquire.errors import InputError, InquireError, UnknownNameError
+from inquire.errors import InputError, InquireError
 from inquire.eval.evaluate import GROUP_COLUMNS
 from inquire.report.build import LEVEL_TITLES
 from inquire.web.catalog import Catalog, RunEntry, metric_label, parse_k
 from inquire.web.config import DEFAULT_THUMB_SIZE, WebConfig
 from inquire.web.images import (
     BadThumbSize,
-    ImageError,
     ThumbnailCache,
     check_thumb_size,
     image_format,
@@ -46,6 +45,7 @@ from inquire.web.security import (
     INT64_MIN,
     RequestGuard,
     csrf_token,
+    error_status,
     public_message,
     secure,
     validation_message,
@@ -88,14 +88,6 @@ def get_context(request: Request) -> WebContext:
 def thumb_url(image_id: int, size: int = GRID_THUMB) -> str:
     """URL of the thumbnail of ``image_id``."""
     return f"/images/{int(image_id)}?size={int(size)}"
-
-
-def _status_of(exc: InquireError) -> int:
-    if isinstance(exc, ImageError):
-        return exc.status
-    if isinstance(exc, UnknownNameError):
-        return 404
-    return 400
 
 
 def _make_templates(config: WebConfig) -> Any:
@@ -161,7 +153,7 @@ def create_app(config: WebConfig) -> FastAPI:
 
     @app.exception_handler(InquireError)
     async def _inquire_error(request: Request, exc: InquireError) -> Response:
-        return _error(request, _status_of(exc), str(exc))
+        return _error(request, error_status(exc), str(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:

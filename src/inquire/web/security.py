@@ -535,6 +535,19 @@ def _server_path(text: str) -> bool:
     return bool(first) and os.path.isdir("/" + first)
 
 
+def error_status(exc: Exception) -> int:
+    """The one mapping of library errors to HTTP statuses: an unknown name (collection,
+    search, run, ...) is 404, an error that carries its own ``status`` (refused image
+    requests) that one, any other :class:`~inquire.errors.InquireError` 400."""
+    from inquire.errors import UnknownNameError
+
+    if isinstance(getattr(exc, "status", None), int):
+        return int(getattr(exc, "status"))  # noqa: B009 - typed by the check above
+    if isinstance(exc, UnknownNameError):
+        return 404
+    return 400
+
+
 def public_message(message: str) -> str:
     """``message`` with every quoted absolute path replaced by ``'<server path>'`` and every
     unquoted one (``precomputed:/srv/x.parquet``) by ``<server path>``, so an error sent to a

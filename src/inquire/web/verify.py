@@ -36,9 +36,7 @@ import json
 import math
 import os
 import re
-import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -49,34 +47,32 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
+from inquire.collection.actions import collections_overview
 from inquire.collection.filters import parse_filters
 from inquire.collection.search import SearchRequest
 from inquire.collection.store import (
     Collection,
     CollectionIndex,
-    list_collections,
-    open_collection,
     records,
 )
 from inquire.collection.verify import Verification, table_bytes
-from inquire.config import cache_dir
 from inquire.embed.base import Encoder
-from inquire.errors import InputError, InquireError, UnknownNameError
+from inquire.errors import InputError, InquireError
 from inquire.web.config import MAX_THUMB_SIZE
 from inquire.web.images import (
     BadImagePath,
-    ImageError,
     ImageRoots,
-    ThumbnailCache,
     check_relative,
     image_format,
 )
+from inquire.web.resident import Resident
 from inquire.web.security import (
     INT64_MAX,
     INT64_MIN,
     RequestGuard,
     check_request,
     csrf_token,
+    error_status,
     public_message,
     secure,
     validation_message,
@@ -152,19 +148,16 @@ class MarkBody(BaseModel):
 
 
 def _http_errors(fn: F) -> F:
-    """InquireError -> HTTP 400 (404 for unknown names) with the message as ``detail``;
-    quoted server paths in a message are replaced (:func:`public_message`)."""
+    """InquireError -> HTTPException with the status of :func:`error_status` and the
+    message as ``detail``, server paths replaced (:func:`public_message`). A decorator, not
+    an exception handler, because a router mounted in another app brings no handlers."""
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except UnknownNameError as exc:
-            raise HTTPException(404, public_message(str(exc))) from None
-        except ImageError as exc:
-            raise HTTPException(exc.status, public_message(str(exc))) from None
         except InquireError as exc:
-            raise HTTPException(400, public_message(str(exc))) from None
+            raise HTTPException(error_status(exc), public_message(str(exc))) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -198,72 +191,25 @@ def example_ids(coll: Collection, like: Any) -> tuple[int, ...]:
                 f"example {text[:100]!r} is not an image id or a path relative to the "
                 f"collection's images folder; give an id shown in the results"
             ) from None
-        row = coll.conn.execute(
-            "SELECT image_id FROM images WHERE path = ? AND status = 'ok'", (text,)
-        ).fetchone()
-        if row is None:
+        image_id = coll.image_id_of_relative(text)
+        if image_id is None:
             raise InputError(
                 f"example {text[:100]!r} is not a photo of collection {coll.name!r}; give an "
                 "image id shown in the results or a path relative to its images folder"
             )
-        out.append(int(row["image_id"]))
+        out.append(image_id)
     if len(out) > MAX_ITEMS:
         raise InputError(f"{len(out)} example images; give at most {MAX_ITEMS}")
     return tuple(out)
 
 
-class _Resident:
-    """Search indexes and encoders kept in memory between requests, reloaded when the
-    collection's generation changes (after ``inquire collection update``)."""
-
-    def __init__(self, root: Path | None) -> None:
-        self.root = root
-        self.lock = threading.Lock()
-        self.indexes: dict[str, CollectionIndex] = {}
-        self.encoders: dict[str, Encoder] = {}
-        self._thumbs: ThumbnailCache | None = None
-
-    def collection(self, name: str) -> Collection:
-        return open_collection(name, self.root)
-
-    def index(self, coll: Collection) -> CollectionIndex:
-        with self.lock:
-            idx = self.indexes.get(coll.name)
-            if idx is None or idx.generation != coll.generation:
-                idx = self.indexes[coll.name] = coll.index()
-            return idx
-
-    def thumbs(self) -> ThumbnailCache:
-        with self.lock:
-            if self._thumbs is None:
-                self._thumbs = ThumbnailCache(cache_dir("web", "thumbs"))
-            return self._thumbs
-
-    def encoder(self, model_id: str) -> Encoder:
-        with self.lock:
-            if model_id not in self.encoders:
-                from inquire.embed.models import load_encoder
-
-                self.encoders[model_id] = load_encoder(model_id)
-            return self.encoders[model_id]
-
-    def ranking(
-        self, v: Verification, req: SearchRequest
-    ) -> tuple[SearchRequest, CollectionIndex, Encoder]:
-        """What ranks the saved search ``req`` further: the request with its examples as ids
-        (:func:`_stored_examples`), the collection's index and its encoder."""
-        req = SearchRequest(req.text, _stored_examples(v.coll, req.like), req.filters)
-        return req, self.index(v.coll), self.encoder(v.coll.model_id)
-
-    @contextmanager
-    def verification(self, name: str) -> Iterator[Verification]:
-        coll = self.collection(name)
-        v = Verification(coll)
-        try:
-            yield v
-        finally:
-            v.close()
-            coll.close()
+def _ranking(
+    res: Resident, v: Verification, req: SearchRequest
+) -> tuple[SearchRequest, CollectionIndex, Encoder]:
+    """What ranks the saved search ``req`` further: the request with its examples as ids
+    (:func:`_stored_examples`), the collection's index and its encoder."""
+    req = SearchRequest(req.text, _stored_examples(v.coll, req.like), req.filters)
+    return req, res.index(v.coll), res.encoder(v.coll.model_id)
 
 
 def _clean(value: Any) -> Any:
@@ -281,7 +227,7 @@ def make_router(
     Every route checks the request's Host, and state-changing routes its Origin and CSRF
     token (:func:`inquire.web.security.check_request`), even in an app built without
     :func:`inquire.web.security.secure`."""
-    res = _Resident(Path(collections_root) if collections_root is not None else None)
+    res = Resident(Path(collections_root) if collections_root is not None else None)
     r = APIRouter(prefix=prefix, tags=["verify"], dependencies=[Depends(check_request)])
 
     @r.get("", response_class=HTMLResponse, include_in_schema=False)
@@ -302,15 +248,11 @@ def make_router(
     @r.get("/api/collections")
     @_http_errors
     def collections() -> list[dict[str, Any]]:
-        out = []
-        for name in list_collections(res.root):
-            c = res.collection(name)
-            try:
-                n_ok = c.counts().get("ok", 0)
-                out.append({"name": name, "model_id": c.model_id, "images": n_ok})
-            finally:
-                c.close()
-        return out
+        table = collections_overview(res.root)  # no images_root: no server path leaves
+        return [
+            {"name": r["name"], "model_id": r["model_id"], "images": int(r["ok"])}
+            for r in records(table)
+        ]
 
     @r.get("/api/c/{name}/searches")
     @_http_errors
@@ -407,7 +349,7 @@ def make_router(
                     f"ask for offset {ranked} or less"
                 )
             if body.offset + body.limit > ranked:
-                req, idx, enc = res.ranking(v, req)
+                req, idx, enc = _ranking(res, v, req)
                 v.extend(sid, body.offset + body.limit, idx, enc, request=req)
             return _page_of(v, sid, body.offset, body.limit)
 
@@ -423,8 +365,19 @@ def make_router(
         page of the new ranking (from ``after_rank``)."""
         who = body.who or _cookie_who(inquire_who)
         with res.verification(name) as v:
-            req, idx, enc = res.ranking(v, v.request(sid))
-            info = v.learn(sid, idx, body.shown, enc, body.model, who, body.depth, request=req)
+            req, idx, enc = _ranking(res, v, v.request(sid))
+            fb = v.feedback(
+                sid,
+                idx,
+                body.depth,
+                encoder=enc,
+                model=body.model,
+                save=True,
+                who=who,
+                shown=body.shown,
+                request=req,
+            )
+            info = fb.round or {}
             page = _page_of(v, sid, info["after_rank"], body.depth)
         return {**info, "results": page["results"], "ranked": page["ranked"]}
 
@@ -518,12 +471,9 @@ def make_router(
         image_id: int = PathParam(..., ge=INT64_MIN, le=INT64_MAX),
         size: int = Query(0, ge=0, le=MAX_THUMB_SIZE),
     ) -> Response:
-        coll = res.collection(name)
-        try:
+        with res.collection(name) as coll:
             info = coll.images([image_id])
             root = coll.images_root
-        finally:
-            coll.close()
         rel = info["path"].iloc[0]
         if not isinstance(rel, str):
             raise HTTPException(404, f"image {image_id} of collection {name!r} has no file")

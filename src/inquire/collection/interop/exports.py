@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,7 +147,7 @@ def export_search(
 
     export_format(fmt)
     out = check_output_file(out, overwrite)
-    with closing(open_collection(name, root)) as coll, closing(Verification(coll)) as v:
+    with open_collection(name, root) as coll, Verification(coll) as v:
         result = build_export(v, search_id, fmt, options)
     try:
         with atomic_path(out) as tmp:

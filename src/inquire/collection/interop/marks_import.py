@@ -22,7 +22,6 @@ Everything is written in one transaction: a failed import leaves no search and n
 from __future__ import annotations
 
 import os
-from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,7 +103,7 @@ def import_marks(
     not_inat = len(rows) - len(inat)
     dup = inat["photo_id"].duplicated(keep="first")
     inat = inat[~dup]
-    with closing(open_collection(name, root)) as coll, closing(Verification(coll)) as v:
+    with open_collection(name, root) as coll, Verification(coll) as v:
         ids = photos_by_inat_id(coll, [int(x) for x in inat["photo_id"]])
         image_id = inat["photo_id"].map(ids)
         matched = inat.assign(image_id=image_id)[image_id.notna()]
