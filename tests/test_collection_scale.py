@@ -130,3 +130,64 @@ def test_too_small_collection_is_refused(tmp_path):
     create_collection("tiny", tmp_path / "p", enc.model_id, encoder=enc, index="none")
     with pytest.raises(InputError, match="needs at least 256 rows"):
         index_collection("tiny", options={"nlist": 8, "pq_m": 4})
+
+
+@pytest.mark.parametrize(
+    ("file", "damage"),
+    [
+        ("part_1.faiss", lambda b: b[: len(b) // 2]),  # truncated
+        ("part_1.faiss", lambda b: b""),  # empty
+        ("part_1.faiss", None),  # missing
+        ("manifest.json", lambda b: b[: len(b) // 2]),  # truncated JSON
+        ("manifest.json", lambda b: b"{}"),  # not a manifest
+    ],
+)
+def test_damaged_index_files_fall_back_to_exact_with_one_line_errors(coll, file, damage):
+    c = coll[0]
+    index_collection("big", options=OPTS)
+    path = scale_dir(c) / file
+    if damage is None:
+        path.unlink()
+    else:
+        path.write_bytes(damage(path.read_bytes()))
+    # Searching (CLI and page) goes on, exactly; nothing raises.
+    index = c.index()
+    assert index.ann is None
+    exact = masked_search(index, _q(), 20, None, exact=True)
+    np.testing.assert_array_equal(masked_search(index, _q(), 20, None)[1], exact[1])
+    runner = CliRunner()
+    res = runner.invoke(app, ["collection", "info", "big"])
+    assert res.exit_code == 0 and res.exception is None, res.output
+    if file == "manifest.json":
+        assert "partitioned index unusable" in res.output and "--rebuild" in res.output
+        # Extending needs a rebuild: the command says so in one line, an update reports it.
+        res = runner.invoke(app, ["collection", "index", "big"])
+        assert res.exit_code != 0 and isinstance(res.exception, SystemExit | None)
+        assert "unreadable" in res.output and "--rebuild" in res.output
+        make_photo_folder(coll[2] / "more", n=3, seed=9)
+        _, st = update_collection("big", encoder=coll[1])
+        assert st.index.startswith("not extended, the index is unreadable"), st.index
+    res = runner.invoke(app, ["collection", "index", "big", "--rebuild", *_opt_args()])
+    assert res.exit_code == 0, res.output
+    index = c.index()
+    assert isinstance(index.ann, ivfpq.ScaleIndex)
+    np.testing.assert_array_equal(masked_search(index, _q(), 20, None)[1], exact[1])
+
+
+def _opt_args() -> list[str]:
+    return ["--nlist", "8", "--pq-m", "4", "--partition-rows", "100", "--exact-below", "0"]
+
+
+def test_partition_file_of_another_dimension_is_refused(coll, tmp_path):
+    c = coll[0]
+    index_collection("big", options=OPTS)
+    import faiss
+
+    other = faiss.index_factory(32, "IVF8,PQ4x8", faiss.METRIC_INNER_PRODUCT)
+    x = np.random.default_rng(0).standard_normal((400, 32)).astype(np.float32)
+    other.train(x)
+    other.add_with_ids(x[:100], np.arange(100))
+    faiss.write_index(other, str(scale_dir(c) / "part_0.faiss"))
+    with pytest.raises(ivfpq.BrokenScaleIndexError, match="32-d codes"):
+        ivfpq.ScaleIndex.open(c.store(), scale_dir(c))
+    assert c.index().ann is None  # searches are exact

@@ -65,7 +65,10 @@ def index_collection(
             if cindex.valid.sum() == 0:
                 raise InputError(f"collection {name!r} has no searchable images to index")
             folder = scale_dir(coll)
-            man = None if rebuild else ivfpq.read_manifest(folder)
+            try:
+                man = None if rebuild else ivfpq.read_manifest(folder)
+            except ivfpq.BrokenScaleIndexError as exc:
+                raise InputError(f"{exc} (add --rebuild)") from None
             base = man.settings if man is not None else ivfpq.ScaleSettings()
             try:
                 settings = replace(base, **(options or {})).check(cindex.store.dim)
@@ -82,6 +85,11 @@ def index_collection(
                 )
             except ivfpq.StaleScaleIndexError as exc:
                 raise InputError(f"{exc} (add --rebuild)") from None
+            except RuntimeError as exc:  # faiss could not read the partition being extended
+                raise InputError(
+                    f"the index in {str(folder)!r} has an unreadable partition file "
+                    f"({ivfpq._faiss_reason(exc)}); add --rebuild"
+                ) from None
             with transaction(coll.conn) as conn:
                 coll.set_meta(conn, index=SCALE_SETTING)
             remove_index(coll)  # the partitioned index replaces a single faiss index

@@ -282,8 +282,8 @@ class Manifest:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Manifest:
         if d.get("format") != FORMAT:
-            raise InputError(
-                f"index manifest format {d.get('format')!r} is not {FORMAT}; rebuild the index"
+            raise BrokenScaleIndexError(
+                f"manifest format {d.get('format')!r}, this version reads {FORMAT}"
             )
         return cls(
             dim=int(d["dim"]),
@@ -313,6 +313,10 @@ class StaleScaleIndexError(InputError):
     """The store's rows are no longer the rows the index was built from."""
 
 
+class BrokenScaleIndexError(InputError):
+    """An index file (manifest or partition) is missing, truncated or not an index."""
+
+
 def check_current(store: Any, man: Manifest) -> None:
     """:class:`StaleScaleIndexError` unless ``store``'s first rows are the indexed rows."""
     if (
@@ -332,7 +336,13 @@ def read_manifest(folder: str | os.PathLike[str]) -> Manifest | None:
     path = Path(folder) / MANIFEST
     if not path.is_file():
         return None
-    return Manifest.from_json(json.loads(path.read_text(encoding="utf-8")))
+    try:
+        return Manifest.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeError) as exc:
+        raise BrokenScaleIndexError(
+            f"index manifest {str(path)!r} is unreadable ({type(exc).__name__}: "
+            f"{str(exc)[:120]}); rebuild the index"
+        ) from None
 
 
 def write_manifest(folder: str | os.PathLike[str], man: Manifest) -> None:
@@ -461,10 +471,24 @@ class Partition:
         self.store, self.info = store, info
         path = Path(folder) / info.file
         try:
-            self.index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
-        except RuntimeError:  # an index type faiss cannot map: read it whole
-            self.index = faiss.read_index(str(path))
-        self.ivf = faiss.extract_index_ivf(self.index)
+            try:
+                self.index = faiss.read_index(
+                    str(path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY
+                )
+            except RuntimeError:  # an index type faiss cannot map: read it whole
+                self.index = faiss.read_index(str(path))
+            self.ivf = faiss.extract_index_ivf(self.index)
+        except RuntimeError as exc:
+            raise BrokenScaleIndexError(
+                f"partition file {str(path)!r} is missing or unreadable "
+                f"({_faiss_reason(exc)}); rebuild the index"
+            ) from None
+        if int(self.ivf.d) != int(store.dim) or int(self.index.ntotal) < info.hi - info.lo:
+            raise BrokenScaleIndexError(
+                f"partition file {str(path)!r} holds {int(self.index.ntotal)} rows of "
+                f"{int(self.ivf.d)}-d codes, not rows {info.lo}..{info.hi} of {store.dim}-d; "
+                "rebuild the index"
+            )
         self._lock = threading.Lock()
 
     def code_bytes(self) -> int:
@@ -497,7 +521,7 @@ class Partition:
                 _, local = self.index.search(q32, cand, params=params)
         else:
             bitmap = np.packbits(mask, bitorder="little")
-            sel = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bitmap))
+            sel = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))  # n: bytes
             params = faiss.SearchParametersIVF(sel=sel, nprobe=nprobe)
             with self._lock:
                 _, local = self.index.search(q32, cand, params=params)
@@ -521,6 +545,12 @@ class Partition:
             for i, res in zip(short, fixed, strict=True):
                 out[i] = res
         return out
+
+
+def _faiss_reason(exc: BaseException) -> str:
+    """The last line of a faiss error, without its C++ location."""
+    text = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    return text.split("failed: ")[-1][:160]
 
 
 def merge(
@@ -740,6 +770,9 @@ def build(
         check_current(store, man)
     if man is None:
         if rebuild and folder.is_dir():
+            # The manifest first: a rebuild killed from here on leaves no manifest naming
+            # deleted partitions (searches are exact until the rebuild is run again).
+            (folder / MANIFEST).unlink(missing_ok=True)
             for p in folder.glob("*.faiss"):
                 p.unlink()
         man = train(store, folder, settings or ScaleSettings(), seed=seed)
