@@ -171,6 +171,7 @@ def test_damaged_index_files_fall_back_to_exact_with_one_line_errors(coll, file,
     assert res.exit_code == 0, res.output
     index = c.index()
     assert isinstance(index.ann, ivfpq.ScaleIndex)
+    exact = masked_search(index, _q(), 20, None, exact=True)
     np.testing.assert_array_equal(masked_search(index, _q(), 20, None)[1], exact[1])
 
 
