@@ -192,3 +192,58 @@ def test_partition_file_of_another_dimension_is_refused(coll, tmp_path):
     with pytest.raises(ivfpq.BrokenScaleIndexError, match="32-d codes"):
         ivfpq.ScaleIndex.open(c.store(), scale_dir(c))
     assert c.index().ann is None  # searches are exact
+
+
+_KILLED_CHILD = """
+import sys, time
+from pathlib import Path
+import faiss
+from inquire.collection.scale import index_collection
+marker = Path(sys.argv[1])
+real = faiss.write_index
+
+def slow_write(index, path):
+    real(index, path)
+    if "part_1" in path:  # partition 1 half-way: its temporary file is written, not renamed
+        marker.write_text("in write")
+        time.sleep(600)
+
+faiss.write_index = slow_write
+index_collection("big", options=dict(nlist=8, pq_m=4, partition_rows=100, exact_below=0))
+"""
+
+
+def test_build_killed_mid_write_resumes_to_the_uninterrupted_index(coll, tmp_path):
+    """SIGKILL while partition 1 is being written, then run again: the same files as a
+    build never interrupted, no temporary file left, bytes per photo counts index files."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    c = coll[0]
+    marker = tmp_path / "marker"
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_CHILD, str(marker)], env=os.environ)
+    try:
+        deadline = time.monotonic() + 300
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.exists(), "the child never reached the partition write"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    folder = scale_dir(c)
+    assert [p.number for p in ivfpq.read_manifest(folder).partitions] == [0]
+    assert list(folder.glob(".*.tmp")), "the kill should have left a temporary file"
+    (folder / ".part_9.faiss.stale.tmp").write_bytes(b"x" * 10_000)  # another dead write
+    info = index_collection("big", options=OPTS)  # resume
+    assert info is not None and info["partitions"] == 3
+    assert not list(folder.glob(".*.tmp"))
+    resumed = {p.name: p.read_bytes() for p in folder.glob("*.faiss")}
+    own = sum(map(len, resumed.values())) + (folder / ivfpq.MANIFEST).stat().st_size
+    assert info["index_bytes"] == own
+    index_collection("big", options=OPTS, rebuild=True)
+    fresh = {p.name: p.read_bytes() for p in folder.glob("*.faiss")}
+    assert resumed == fresh and len(fresh) == 4

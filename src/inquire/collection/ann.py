@@ -344,7 +344,7 @@ def measure_recall(scale: Any, valid: np.ndarray, ids: np.ndarray, seed: int = 0
 def scale_info(coll: Any) -> dict[str, Any] | None:
     """What ``collection info`` shows of the index: kind, partitions, rows, bytes per photo
     (index files on disk / rows indexed), settings and the recall measured at build time."""
-    from inquire.index.ivfpq import read_manifest
+    from inquire.index.ivfpq import index_file_bytes, read_manifest
 
     folder = scale_dir(coll)
     try:
@@ -353,7 +353,7 @@ def scale_info(coll: Any) -> dict[str, Any] | None:
         return {"error": f"{exc} (`inquire collection index {coll.name} --rebuild`)"}
     if man is None:
         return None
-    size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+    size = index_file_bytes(folder)
     return {
         "kind": f"partitioned {man.factory} + exact rescoring",
         "partitions": len(man.partitions),

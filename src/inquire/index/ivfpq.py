@@ -345,6 +345,16 @@ def read_manifest(folder: str | os.PathLike[str]) -> Manifest | None:
         ) from None
 
 
+def index_file_bytes(folder: str | os.PathLike[str]) -> int:
+    """Bytes of the index's own files in ``folder``: manifest, quantizer, partitions (not
+    the temporary file of a write in progress or killed)."""
+    return sum(
+        p.stat().st_size
+        for p in Path(folder).iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.name.endswith((".faiss", ".json"))
+    )
+
+
 def write_manifest(folder: str | os.PathLike[str], man: Manifest) -> None:
     write_json(Path(folder) / MANIFEST, man.as_json())
 
@@ -699,7 +709,7 @@ class ScaleIndex:
 
     def index_bytes(self) -> int:
         """Bytes of the index files on disk (codes, ids, centroids, manifest)."""
-        return sum(p.stat().st_size for p in self.folder.iterdir() if p.is_file())
+        return index_file_bytes(self.folder)
 
     def close(self) -> None:
         self.backend.close()
@@ -756,6 +766,10 @@ def build(
     as Ray Data tasks in parallel). ``progress(done_rows, total_rows)``.
     """
     folder = Path(folder)
+    # Temporary files of a build that was killed (SIGKILL, power loss) while writing; the
+    # caller is the collection's one writer, so none of them is being written now.
+    for tmp in folder.glob(".*.tmp") if folder.is_dir() else []:
+        tmp.unlink(missing_ok=True)
     man = None if rebuild else read_manifest(folder)
     if (
         man is not None
