@@ -247,3 +247,12 @@ def test_build_killed_mid_write_resumes_to_the_uninterrupted_index(coll, tmp_pat
     index_collection("big", options=OPTS, rebuild=True)
     fresh = {p.name: p.read_bytes() for p in folder.glob("*.faiss")}
     assert resumed == fresh and len(fresh) == 4
+
+
+def test_nlist_above_the_photo_count_names_the_limit(coll):
+    with pytest.raises(InputError, match=r"needs at least 512 rows.*at most 300"):
+        index_collection("big", options={"nlist": 512, "pq_m": 4})
+    assert not (scale_dir(coll[0]) / ivfpq.MANIFEST).exists()
+    res = CliRunner().invoke(app, ["collection", "index", "big", "--nlist", "512", "--pq-m", "4"])
+    assert res.exit_code != 0 and "smaller nlist" in res.output
+    assert isinstance(res.exception, SystemExit)  # a one-line error, no traceback

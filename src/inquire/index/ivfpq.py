@@ -370,11 +370,15 @@ def train(
     settings = settings.check(store.dim)
     n = len(store)
     nlist = settings.nlist or default_nlist(n)
-    need = max(nlist, 256)
-    if n < need:
+    if n < 256:  # 2**8 centroids per PQ sub-quantizer, whatever nlist is
         raise InputError(
-            f"an IVF-PQ index with {nlist} lists needs at least {need} rows to train, the store "
-            f"has {n}; use exact search or a smaller nlist"
+            f"an IVF-PQ index needs at least 256 rows to train its codebooks, the store has "
+            f"{n}; searches this small are exact without an index"
+        )
+    if n < nlist:
+        raise InputError(
+            f"an IVF-PQ index with {nlist} lists needs at least {nlist} rows to train, the "
+            f"store has {n}; use a smaller nlist (at most {n}) or exact search"
         )
     size = min(n, settings.train_size or max(64 * nlist, 20_000))
     rng = np.random.default_rng(seed)
