@@ -130,3 +130,132 @@ def test_too_small_collection_is_refused(tmp_path):
     create_collection("tiny", tmp_path / "p", enc.model_id, encoder=enc, index="none")
     with pytest.raises(InputError, match="needs at least 256 rows"):
         index_collection("tiny", options={"nlist": 8, "pq_m": 4})
+
+
+@pytest.mark.parametrize(
+    ("file", "damage"),
+    [
+        ("part_1.faiss", lambda b: b[: len(b) // 2]),  # truncated
+        ("part_1.faiss", lambda b: b""),  # empty
+        ("part_1.faiss", None),  # missing
+        ("manifest.json", lambda b: b[: len(b) // 2]),  # truncated JSON
+        ("manifest.json", lambda b: b"{}"),  # not a manifest
+    ],
+)
+def test_damaged_index_files_fall_back_to_exact_with_one_line_errors(coll, file, damage):
+    c = coll[0]
+    index_collection("big", options=OPTS)
+    path = scale_dir(c) / file
+    if damage is None:
+        path.unlink()
+    else:
+        path.write_bytes(damage(path.read_bytes()))
+    # Searching (CLI and page) goes on, exactly; nothing raises.
+    index = c.index()
+    assert index.ann is None
+    exact = masked_search(index, _q(), 20, None, exact=True)
+    np.testing.assert_array_equal(masked_search(index, _q(), 20, None)[1], exact[1])
+    runner = CliRunner()
+    res = runner.invoke(app, ["collection", "info", "big"])
+    assert res.exit_code == 0 and res.exception is None, res.output
+    if file == "manifest.json":
+        assert "partitioned index unusable" in res.output and "--rebuild" in res.output
+        # Extending needs a rebuild: the command says so in one line, an update reports it.
+        res = runner.invoke(app, ["collection", "index", "big"])
+        assert res.exit_code != 0 and isinstance(res.exception, SystemExit | None)
+        assert "unreadable" in res.output and "--rebuild" in res.output
+        make_photo_folder(coll[2] / "more", n=3, seed=9)
+        _, st = update_collection("big", encoder=coll[1])
+        assert st.index.startswith("not extended, the index is unreadable"), st.index
+    # --rebuild keeps the index's own settings where the manifest is still readable.
+    args = [] if file.startswith("part") else _opt_args()
+    res = runner.invoke(app, ["collection", "index", "big", "--rebuild", *args])
+    assert res.exit_code == 0, res.output
+    assert ivfpq.read_manifest(scale_dir(c)).settings == ivfpq.ScaleSettings(**OPTS)
+    index = c.index()
+    assert isinstance(index.ann, ivfpq.ScaleIndex)
+    exact = masked_search(index, _q(), 20, None, exact=True)
+    np.testing.assert_array_equal(masked_search(index, _q(), 20, None)[1], exact[1])
+
+
+def _opt_args() -> list[str]:
+    return [f"--{key.replace('_', '-')}={value}" for key, value in OPTS.items()]
+
+
+def test_partition_file_of_another_dimension_is_refused(coll, tmp_path):
+    c = coll[0]
+    index_collection("big", options=OPTS)
+    import faiss
+
+    other = faiss.index_factory(32, "IVF8,PQ4x8", faiss.METRIC_INNER_PRODUCT)
+    x = np.random.default_rng(0).standard_normal((400, 32)).astype(np.float32)
+    other.train(x)
+    other.add_with_ids(x[:100], np.arange(100))
+    faiss.write_index(other, str(scale_dir(c) / "part_0.faiss"))
+    with pytest.raises(ivfpq.BrokenScaleIndexError, match="32-d codes"):
+        ivfpq.ScaleIndex.open(c.store(), scale_dir(c))
+    assert c.index().ann is None  # searches are exact
+
+
+_KILLED_CHILD = """
+import sys, time
+from pathlib import Path
+import faiss
+from inquire.collection.scale import index_collection
+marker = Path(sys.argv[1])
+real = faiss.write_index
+
+def slow_write(index, path):
+    real(index, path)
+    if "part_1" in path:  # partition 1 half-way: its temporary file is written, not renamed
+        marker.write_text("in write")
+        time.sleep(600)
+
+faiss.write_index = slow_write
+index_collection("big", options=dict(nlist=8, pq_m=4, partition_rows=100, exact_below=0))
+"""
+
+
+def test_build_killed_mid_write_resumes_to_the_uninterrupted_index(coll, tmp_path):
+    """SIGKILL while partition 1 is being written, then run again: the same files as a
+    build never interrupted, no temporary file left, bytes per photo counts index files."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    c = coll[0]
+    marker = tmp_path / "marker"
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_CHILD, str(marker)], env=os.environ)
+    try:
+        deadline = time.monotonic() + 300
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.exists(), "the child never reached the partition write"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    folder = scale_dir(c)
+    assert [p.number for p in ivfpq.read_manifest(folder).partitions] == [0]
+    assert list(folder.glob(".*.tmp")), "the kill should have left a temporary file"
+    (folder / ".part_9.faiss.stale.tmp").write_bytes(b"x" * 10_000)  # another dead write
+    info = index_collection("big", options=OPTS)  # resume
+    assert info is not None and info["partitions"] == 3
+    assert not list(folder.glob(".*.tmp"))
+    resumed = {p.name: p.read_bytes() for p in folder.glob("*.faiss")}
+    own = sum(map(len, resumed.values())) + (folder / ivfpq.MANIFEST).stat().st_size
+    assert info["index_bytes"] == own
+    index_collection("big", options=OPTS, rebuild=True)
+    fresh = {p.name: p.read_bytes() for p in folder.glob("*.faiss")}
+    assert resumed == fresh and len(fresh) == 4
+
+
+def test_nlist_above_the_photo_count_names_the_limit(coll):
+    with pytest.raises(InputError, match=r"needs at least 512 rows.*at most 300"):
+        index_collection("big", options={"nlist": 512, "pq_m": 4})
+    assert not (scale_dir(coll[0]) / ivfpq.MANIFEST).exists()
+    res = CliRunner().invoke(app, ["collection", "index", "big", "--nlist", "512", "--pq-m", "4"])
+    assert res.exit_code != 0 and "smaller nlist" in res.output
+    assert isinstance(res.exception, SystemExit)  # a one-line error, no traceback

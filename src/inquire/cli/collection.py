@@ -263,9 +263,11 @@ def collection_summary(name: str) -> list[str]:
 
 def _scale_line(sc: dict[str, Any]) -> str:
     """The partitioned index in one line: kind, partitions, bytes per photo, recall."""
+    if "error" in sc:
+        return f"partitioned index unusable, searches are exact: {sc['error']}"
     rec = sc.get("recall") or {}
     measured = ", ".join(
-        f"{label} {rec[key]:.3f}"
+        f"{label} {rec[key]:.3f}" + (" (exact route)" if rec.get(f"{key}_route") == "exact" else "")
         for key, label in (("unfiltered", "unfiltered"), ("filter_1pct", "1% filter"))
         if key in rec
     )

@@ -259,13 +259,21 @@ def extend_scale_index(coll: Any, progress: Callable[[int, int], None] | None = 
     from inquire.index import ivfpq
 
     folder = scale_dir(coll)
-    man = ivfpq.read_manifest(folder)
+    broken = f"run `inquire collection index {coll.name} --rebuild` (searches are exact)"
+    try:
+        man = ivfpq.read_manifest(folder)
+    except InputError as exc:
+        log.warning("collection %s: %s", coll.name, exc)
+        return f"not extended, the index is unreadable: {broken}"
     if man is None:
         return f"not built: run `inquire collection index {coll.name}` (searches are exact)"
     store = coll.store()
     before = man.rows
     try:
         man = ivfpq.build(store, folder, progress=progress)
+    except RuntimeError as exc:  # faiss could not read the partition being extended
+        log.warning("collection %s: index not extended (%s)", coll.name, exc)
+        return f"not extended, a partition file is unreadable: {broken}"
     except ivfpq.StaleScaleIndexError:
         log.info("collection %s: shards rewritten; rebuilding its scale index", coll.name)
         man = ivfpq.build(store, folder, man.settings, rebuild=True, progress=progress)
@@ -287,6 +295,14 @@ def load_scale_index(coll: Any, store: Any) -> Any:
         return ScaleIndex.open(store, scale_dir(coll))
     except StaleScaleIndexError as exc:
         log.warning("collection %s: %s; searching exactly until it is updated", coll.name, exc)
+        return None
+    except InputError as exc:  # a missing, truncated or foreign index file
+        log.warning(
+            "collection %s: %s; searching exactly until `inquire collection index %s --rebuild`",
+            coll.name,
+            exc,
+            coll.name,
+        )
         return None
 
 
@@ -328,13 +344,16 @@ def measure_recall(scale: Any, valid: np.ndarray, ids: np.ndarray, seed: int = 0
 def scale_info(coll: Any) -> dict[str, Any] | None:
     """What ``collection info`` shows of the index: kind, partitions, rows, bytes per photo
     (index files on disk / rows indexed), settings and the recall measured at build time."""
-    from inquire.index.ivfpq import read_manifest
+    from inquire.index.ivfpq import index_file_bytes, read_manifest
 
     folder = scale_dir(coll)
-    man = read_manifest(folder) if folder.is_dir() else None
+    try:
+        man = read_manifest(folder) if folder.is_dir() else None
+    except InputError as exc:
+        return {"error": f"{exc} (`inquire collection index {coll.name} --rebuild`)"}
     if man is None:
         return None
-    size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+    size = index_file_bytes(folder)
     return {
         "kind": f"partitioned {man.factory} + exact rescoring",
         "partitions": len(man.partitions),

@@ -43,9 +43,9 @@ def index_collection(
 
     ``options``: :class:`~inquire.index.ivfpq.ScaleSettings` fields to set (``nlist``,
     ``pq_m``, ``partition_rows``, ``nprobe``, ``rescore``, ``exact_below``); the rest keep the
-    index's own values (or the defaults for a new index); changing how it is built
-    (``nlist``, ``pq_m``, ``partition_rows``) needs ``rebuild``; ``rebuild``: retrain and
-    re-encode everything; ``off``: remove the index and go back to the ``auto`` setting;
+    index's own values (or the defaults for a new index), a rebuild included; changing how it
+    is built (``nlist``, ``pq_m``, ``partition_rows``) needs ``rebuild``; ``rebuild``: retrain
+    and re-encode everything; ``off``: remove the index and go back to the ``auto`` setting;
     ``runner``: how partitions are encoded (:func:`inquire.index.ray_serve.run_ray`: Ray
     Data tasks). An interrupted build resumes where it stopped when run again. Measures
     recall@100 against exact search and records it. Returns
@@ -65,7 +65,12 @@ def index_collection(
             if cindex.valid.sum() == 0:
                 raise InputError(f"collection {name!r} has no searchable images to index")
             folder = scale_dir(coll)
-            man = None if rebuild else ivfpq.read_manifest(folder)
+            try:
+                man = ivfpq.read_manifest(folder)  # its settings are kept by a rebuild too
+            except ivfpq.BrokenScaleIndexError as exc:
+                if not rebuild:
+                    raise InputError(f"{exc} (add --rebuild)") from None
+                man = None  # unreadable: rebuilt with the defaults and the options given
             base = man.settings if man is not None else ivfpq.ScaleSettings()
             try:
                 settings = replace(base, **(options or {})).check(cindex.store.dim)
@@ -82,6 +87,11 @@ def index_collection(
                 )
             except ivfpq.StaleScaleIndexError as exc:
                 raise InputError(f"{exc} (add --rebuild)") from None
+            except RuntimeError as exc:  # faiss could not read the partition being extended
+                raise InputError(
+                    f"the index in {str(folder)!r} has an unreadable partition file "
+                    f"({ivfpq._faiss_reason(exc)}); add --rebuild"
+                ) from None
             with transaction(coll.conn) as conn:
                 coll.set_meta(conn, index=SCALE_SETTING)
             remove_index(coll)  # the partitioned index replaces a single faiss index

@@ -282,8 +282,8 @@ class Manifest:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Manifest:
         if d.get("format") != FORMAT:
-            raise InputError(
-                f"index manifest format {d.get('format')!r} is not {FORMAT}; rebuild the index"
+            raise BrokenScaleIndexError(
+                f"manifest format {d.get('format')!r}, this version reads {FORMAT}"
             )
         return cls(
             dim=int(d["dim"]),
@@ -313,6 +313,10 @@ class StaleScaleIndexError(InputError):
     """The store's rows are no longer the rows the index was built from."""
 
 
+class BrokenScaleIndexError(InputError):
+    """An index file (manifest or partition) is missing, truncated or not an index."""
+
+
 def check_current(store: Any, man: Manifest) -> None:
     """:class:`StaleScaleIndexError` unless ``store``'s first rows are the indexed rows."""
     if (
@@ -332,7 +336,23 @@ def read_manifest(folder: str | os.PathLike[str]) -> Manifest | None:
     path = Path(folder) / MANIFEST
     if not path.is_file():
         return None
-    return Manifest.from_json(json.loads(path.read_text(encoding="utf-8")))
+    try:
+        return Manifest.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeError) as exc:
+        raise BrokenScaleIndexError(
+            f"index manifest {str(path)!r} is unreadable ({type(exc).__name__}: "
+            f"{str(exc)[:120]}); rebuild the index"
+        ) from None
+
+
+def index_file_bytes(folder: str | os.PathLike[str]) -> int:
+    """Bytes of the index's own files in ``folder``: manifest, quantizer, partitions (not
+    the temporary file of a write in progress or killed)."""
+    return sum(
+        p.stat().st_size
+        for p in Path(folder).iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.name.endswith((".faiss", ".json"))
+    )
 
 
 def write_manifest(folder: str | os.PathLike[str], man: Manifest) -> None:
@@ -350,11 +370,15 @@ def train(
     settings = settings.check(store.dim)
     n = len(store)
     nlist = settings.nlist or default_nlist(n)
-    need = max(nlist, 256)
-    if n < need:
+    if n < 256:  # 2**8 centroids per PQ sub-quantizer, whatever nlist is
         raise InputError(
-            f"an IVF-PQ index with {nlist} lists needs at least {need} rows to train, the store "
-            f"has {n}; use exact search or a smaller nlist"
+            f"an IVF-PQ index needs at least 256 rows to train its codebooks, the store has "
+            f"{n}; searches this small are exact without an index"
+        )
+    if n < nlist:
+        raise InputError(
+            f"an IVF-PQ index with {nlist} lists needs at least {nlist} rows to train, the "
+            f"store has {n}; use a smaller nlist (at most {n}) or exact search"
         )
     size = min(n, settings.train_size or max(64 * nlist, 20_000))
     rng = np.random.default_rng(seed)
@@ -461,10 +485,24 @@ class Partition:
         self.store, self.info = store, info
         path = Path(folder) / info.file
         try:
-            self.index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
-        except RuntimeError:  # an index type faiss cannot map: read it whole
-            self.index = faiss.read_index(str(path))
-        self.ivf = faiss.extract_index_ivf(self.index)
+            try:
+                self.index = faiss.read_index(
+                    str(path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY
+                )
+            except RuntimeError:  # an index type faiss cannot map: read it whole
+                self.index = faiss.read_index(str(path))
+            self.ivf = faiss.extract_index_ivf(self.index)
+        except RuntimeError as exc:
+            raise BrokenScaleIndexError(
+                f"partition file {str(path)!r} is missing or unreadable "
+                f"({_faiss_reason(exc)}); rebuild the index"
+            ) from None
+        if int(self.ivf.d) != int(store.dim) or int(self.index.ntotal) < info.hi - info.lo:
+            raise BrokenScaleIndexError(
+                f"partition file {str(path)!r} holds {int(self.index.ntotal)} rows of "
+                f"{int(self.ivf.d)}-d codes, not rows {info.lo}..{info.hi} of {store.dim}-d; "
+                "rebuild the index"
+            )
         self._lock = threading.Lock()
 
     def code_bytes(self) -> int:
@@ -497,7 +535,7 @@ class Partition:
                 _, local = self.index.search(q32, cand, params=params)
         else:
             bitmap = np.packbits(mask, bitorder="little")
-            sel = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bitmap))
+            sel = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))  # n: bytes
             params = faiss.SearchParametersIVF(sel=sel, nprobe=nprobe)
             with self._lock:
                 _, local = self.index.search(q32, cand, params=params)
@@ -521,6 +559,12 @@ class Partition:
             for i, res in zip(short, fixed, strict=True):
                 out[i] = res
         return out
+
+
+def _faiss_reason(exc: BaseException) -> str:
+    """The last line of a faiss error, without its C++ location."""
+    text = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    return text.split("failed: ")[-1][:160]
 
 
 def merge(
@@ -669,7 +713,7 @@ class ScaleIndex:
 
     def index_bytes(self) -> int:
         """Bytes of the index files on disk (codes, ids, centroids, manifest)."""
-        return sum(p.stat().st_size for p in self.folder.iterdir() if p.is_file())
+        return index_file_bytes(self.folder)
 
     def close(self) -> None:
         self.backend.close()
@@ -726,6 +770,10 @@ def build(
     as Ray Data tasks in parallel). ``progress(done_rows, total_rows)``.
     """
     folder = Path(folder)
+    # Temporary files of a build that was killed (SIGKILL, power loss) while writing; the
+    # caller is the collection's one writer, so none of them is being written now.
+    for tmp in folder.glob(".*.tmp") if folder.is_dir() else []:
+        tmp.unlink(missing_ok=True)
     man = None if rebuild else read_manifest(folder)
     if (
         man is not None
@@ -740,6 +788,9 @@ def build(
         check_current(store, man)
     if man is None:
         if rebuild and folder.is_dir():
+            # The manifest first: a rebuild killed from here on leaves no manifest naming
+            # deleted partitions (searches are exact until the rebuild is run again).
+            (folder / MANIFEST).unlink(missing_ok=True)
             for p in folder.glob("*.faiss"):
                 p.unlink()
         man = train(store, folder, settings or ScaleSettings(), seed=seed)
