@@ -153,8 +153,8 @@ def test_damaged_index_files_fall_back_to_exact_with_one_line_errors(coll, file,
     # Searching (CLI and page) goes on, exactly; nothing raises.
     index = c.index()
     assert index.ann is None
-    exact = masked_search(index, _q(), 20, None, exact=True)
-    np.testing.assert_array_equal(masked_search(index, _q(), 20, None)[1], exact[1])
+    exact = CollectionSearcher(index, exact=True).search(_q(), 20)
+    np.testing.assert_array_equal(CollectionSearcher(index).search(_q(), 20)[1], exact[1])
     runner = CliRunner()
     res = runner.invoke(app, ["collection", "info", "big"])
     assert res.exit_code == 0 and res.exception is None, res.output
@@ -174,8 +174,8 @@ def test_damaged_index_files_fall_back_to_exact_with_one_line_errors(coll, file,
     assert ivfpq.read_manifest(scale_dir(c)).settings == ivfpq.ScaleSettings(**OPTS)
     index = c.index()
     assert isinstance(index.ann, ivfpq.ScaleIndex)
-    exact = masked_search(index, _q(), 20, None, exact=True)
-    np.testing.assert_array_equal(masked_search(index, _q(), 20, None)[1], exact[1])
+    exact = CollectionSearcher(index, exact=True).search(_q(), 20)
+    np.testing.assert_array_equal(CollectionSearcher(index).search(_q(), 20)[1], exact[1])
 
 
 def _opt_args() -> list[str]:
