@@ -361,7 +361,9 @@ def fullrank_topk(
         raise InputError(f"query table lacks column(s) {sorted(missing_cols)}")
     if isinstance(k_max, bool) or not isinstance(k_max, (int, np.integer)) or k_max < 1:
         raise InputError(f"k_max must be a positive integer, got {k_max!r}")
-    k_max = int(k_max)
+    # Never more than the store holds: the top k_max of N rows is the top N, and asking the
+    # search for more would allocate (queries x k_max) of padding (k = 10**12: terabytes).
+    k_max = max(1, min(int(k_max), len(store)))
     check_dims(encoder, store)
     texts = [str(t) for t in queries["query_text"]]
     unique = list(dict.fromkeys(texts))
