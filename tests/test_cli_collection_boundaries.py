@@ -335,7 +335,9 @@ main()
 """
 
 
-def _interrupt(tmp_path: Path, n_fast: int, args: list[str]) -> tuple[int, str]:
+def _interrupt(
+    tmp_path: Path, n_fast: int, args: list[str], signals: tuple[int, ...] = (signal.SIGINT,)
+) -> tuple[int, str]:
     driver = tmp_path / f"driver_{n_fast}.py"
     driver.write_text(textwrap.dedent(_DRIVER.replace("{n_fast}", str(n_fast))))
     flag = tmp_path / f"flag_{n_fast}"
@@ -351,7 +353,8 @@ def _interrupt(tmp_path: Path, n_fast: int, args: list[str]) -> tuple[int, str]:
         assert proc.poll() is None, proc.communicate()[0]
         assert time.monotonic() < deadline, "the run never reached its second batch"
         time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
+    for sig in signals:  # sent back to back: the second lands while the first is handled
+        proc.send_signal(sig)
     out, _ = proc.communicate(timeout=300)
     return proc.returncode, out
 
@@ -380,6 +383,44 @@ def test_ctrl_c_says_what_was_kept_and_update_resumes(tmp_path: Path) -> None:
     _, stats = update_collection("c", encoder=enc, workers=0)
     assert stats.unchanged == 4 and enc.n_images_encoded == 3
     assert open_collection("c").counts() == {"ok": 7}
+
+
+@pytest.mark.parametrize(
+    ("signals", "rc", "word"),
+    [
+        ((signal.SIGTERM,), 143, "terminated"),
+        ((signal.SIGINT, signal.SIGINT, signal.SIGINT), 130, "interrupted"),
+        ((signal.SIGTERM, signal.SIGINT, signal.SIGTERM), None, None),  # whichever is first
+    ],
+)
+def test_sigterm_and_repeated_ctrl_c_say_what_was_kept_once(
+    tmp_path: Path, signals: tuple[int, ...], rc: int | None, word: str | None
+) -> None:
+    """`kill PID` used to end create silently (-15); Ctrl-C pressed again while the first is
+    handled could end in a traceback. Both now stop once, say what was kept, and resume."""
+    make_photo_folder(tmp_path / "photos", n=7)
+    args = [
+        "collection",
+        "create",
+        "c",
+        "--images",
+        str(tmp_path / "photos"),
+        "-m",
+        "x",
+        "--workers",
+        "0",
+        "--batch-size",
+        "1",
+    ]
+    got, out = _interrupt(tmp_path, 4, args, signals)
+    assert got == rc if rc is not None else got in (130, 143), out
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out and "ignored" not in out
+    said = "the 4 images committed so far to collection 'c' are kept"
+    words = [word] if word is not None else ["interrupted", "terminated"]
+    assert sum(out.count(f"{w}: {said}") for w in words) == 1, out
+    enc = PixelHashEncoder()
+    _, stats = update_collection("c", encoder=enc, workers=0)
+    assert stats.unchanged == 4 and enc.n_images_encoded == 3
 
 
 def test_ctrl_c_before_anything_was_committed_leaves_nothing(tmp_path: Path) -> None:

@@ -181,3 +181,30 @@ def test_every_model_command_refuses_an_unknown_precision_first(
     res = CliRunner().invoke(app, [*args, "--precision", "fp8"])
     _one_line_error(res, "unknown --precision 'fp8'", "fp16")
     assert not (tmp_path / "OUT").exists()
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_embed_stopped_says_how_many_embeddings_were_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overwrite: bool
+) -> None:
+    """Ctrl-C during `inquire embed` exited 130 without a word; it now says what OUT holds and
+    that the same command resumes (without --overwrite, which would start over)."""
+    import numpy as np
+
+    import inquire.embed.pipeline as pipeline
+    from inquire.testing.search_stores import write_store
+
+    out = write_store(tmp_path / "emb", np.eye(5, 8, dtype=np.float32))
+    make_photo_folder(tmp_path / "photos", n=2)
+
+    def stopped(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "embed_images", stopped)
+    args = ["embed", "-m", "toy:colour", "--images", str(tmp_path / "photos"), "--out", str(out)]
+    res = CliRunner().invoke(app, [*args, *(["--overwrite"] if overwrite else [])])
+    assert res.exit_code == 130, res.output
+    assert f"interrupted: the 5 embeddings committed so far to {str(out)!r} are kept" in res.output
+    assert ("without --overwrite" in res.output) == overwrite
+    res = CliRunner().invoke(app, [*args[:-1], str(tmp_path / "nothing")])
+    assert res.exit_code == 130 and "the 0 embeddings committed so far" in res.output

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import errno
 import re
+import signal
 import sqlite3
+import threading
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
@@ -98,6 +100,49 @@ def _said(hint: Hint | None, kwargs: dict[str, Any]) -> str:
         return ""
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill PID``), raised where Ctrl-C would be so that it stops the same way."""
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _ignore(signum: int, frame: Any) -> None:
+    """A Python-level no-op, not SIG_IGN: a signal already pending when the handler changes
+    would otherwise raise "Signal N ignored due to race condition"."""
+
+
+def _stop(signum: int, frame: Any) -> None:
+    """The first Ctrl-C or SIGTERM stops the command; any further one is ignored from then on,
+    so the clean-up and the sentence on what was kept are never cut short by a traceback."""
+    for s in _STOP_SIGNALS:
+        signal.signal(s, _ignore)
+    raise _Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def _catch_stop_signals(enabled: bool) -> dict[int, Any] | None:
+    """While a command runs (main thread only), Ctrl-C and SIGTERM stop it the same way: one
+    clean-up, one sentence on what was kept. Returns the handlers to put back, or None."""
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        return None
+    before = {s: signal.getsignal(s) for s in _STOP_SIGNALS}
+    for s in _STOP_SIGNALS:
+        signal.signal(s, _stop)
+    return before
+
+
+def _restore_signals(before: dict[int, Any] | None) -> None:
+    for s, handler in (before or {}).items():
+        signal.signal(s, handler)
+
+
+def ignore_stop_signals() -> None:
+    """From here on a Ctrl-C or SIGTERM is ignored (the process is exiting after one)."""
+    if threading.current_thread() is threading.main_thread():
+        for s in _STOP_SIGNALS:
+            signal.signal(s, _ignore)
+
+
 @overload
 def friendly_errors(fn: F) -> F: ...
 
@@ -116,21 +161,24 @@ def friendly_errors(
 
     ``on_stop(kwargs)``: a sentence added to the disk-full message (what was kept, how to
     resume). ``on_interrupt(kwargs)``: when given, Ctrl-C prints "interrupted: " and that
-    sentence and exits 130. (``main()`` handles errors too; the decorator makes it hold under
-    typer's test runner.)
+    sentence and exits 130; SIGTERM prints "terminated: " and the same sentence and exits 143
+    (a second signal while the sentence is written is ignored). (``main()`` handles errors too;
+    the decorator makes it hold under typer's test runner.)
     """
 
     def decorate(func: F) -> F:
         @wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            handlers = _catch_stop_signals(on_interrupt is not None)
             try:
                 return func(*args, **kwargs)
-            except KeyboardInterrupt:
+            except KeyboardInterrupt as stop:
                 if on_interrupt is None:
                     raise
                 said = _said(on_interrupt, kwargs) or "nothing more to say"
-                typer.secho(f"interrupted: {said}", fg=typer.colors.YELLOW, err=True)
-                raise typer.Exit(130) from None
+                how = "terminated" if isinstance(stop, _Terminated) else "interrupted"
+                typer.secho(f"{how}: {said}", fg=typer.colors.YELLOW, err=True)
+                raise typer.Exit(143 if isinstance(stop, _Terminated) else 130) from None
             except (typer.Exit, typer.Abort):
                 raise
             except Exception as exc:
@@ -140,6 +188,8 @@ def friendly_errors(
                     raise
                 typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
                 raise typer.Exit(2) from None
+            finally:
+                _restore_signals(handlers)
 
         return wrapper  # type: ignore[return-value]
 
