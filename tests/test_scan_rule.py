@@ -78,6 +78,6 @@ def test_names_that_are_not_utf8_are_skipped_with_a_warning_and_the_rest_ingeste
     warned = caplog.text
     assert "bad\\udcff\\udcfe.jpg" in warned and "d\\udce9" in warned and "UTF-8" in warned
     assert len(open_source(root)) == 3
-    coll, stats = create_collection("u", root, "x", encoder=PixelHashEncoder(), workers=0)
+    _, stats = create_collection("u", root, "x", encoder=PixelHashEncoder(), workers=0)
     assert stats.added == 3
     assert open_collection("u").counts() == {"ok": 3}
