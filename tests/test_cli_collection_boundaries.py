@@ -524,3 +524,32 @@ def test_read_only_connection_sees_what_a_live_writer_left_in_its_wal(tmp_path: 
     empty = connect_read_only(tmp_path / "none" / "verify.db", SCHEMA)  # nothing written yet
     assert empty.execute("SELECT COUNT(*) FROM images").fetchone()[0] == 0
     assert not (tmp_path / "none").exists()
+
+
+@needs_mounts
+def test_full_disk_under_out_names_the_out_folder_not_the_cache(tmp_path: Path) -> None:
+    """`inquire embed --out FULL` said 'no space left to write in <INQUIRE_HOME>' (its error
+    names no file): the folder that is full is OUT; then the same command resumes."""
+    from inquire.testing.embed_models import make_tiny_open_clip
+
+    model = make_tiny_open_clip(tmp_path / "model")
+    make_photo_folder(tmp_path / "photos", n=60)
+    full = tmp_path / "full"
+    full.mkdir()
+    out = full / "emb"
+    args = ["embed", "-m", model, "--images", str(tmp_path / "photos"), "--out", str(out)]
+    args += ["--workers", "0", "--shard-size", "10"]
+    results = _in_namespace(
+        f"mount -t tmpfs -o size=24k tmpfs '{full}'",
+        [args, ["sh", f"mount -o remount,size=8m '{full}'"], args],
+        Path(os.environ["INQUIRE_HOME"]),
+        tmp_path / "out",
+    )
+    (rc, said), _, (rc2, said2) = results
+    assert rc == 2, said
+    assert "Traceback" not in said
+    line = said.strip().splitlines()[-1]
+    assert f"no space left to write in {str(out)!r}" in " ".join(said.split()), said
+    assert "run the same command to resume" in " ".join(said.split()), line
+    assert rc2 == 0, said2
+    assert "60 embeddings" in said2

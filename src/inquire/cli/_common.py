@@ -39,13 +39,25 @@ def _home() -> str:
     return str(config.home_path())
 
 
-def _folder_of(exc: BaseException) -> str:
-    """The folder a failed write was aimed at (the file's folder, else the cache root)."""
+def _folder_of(exc: BaseException, out: Path | None = None) -> str:
+    """The folder a failed write was aimed at: the file's folder when the error names it, else
+    the command's ``--out`` folder (``out``), else the cache root."""
     name = getattr(exc, "filename", None)
     if name:
         p = Path(str(name))
         return str(p if p.is_dir() else p.parent)
+    if out is not None and not isinstance(exc, sqlite3.Error):  # the database is in the cache
+        return str(out)
     return _home()
+
+
+def _out_folder(kwargs: dict[str, Any]) -> Path | None:
+    """The folder a command writes its output to (its ``--out``: a folder, or a file's folder),
+    or None when it has none (it writes in the cache)."""
+    out = kwargs.get("out")
+    if not isinstance(out, Path):
+        return None
+    return out if out.is_dir() or not out.suffix else out.parent
 
 
 def disk_full(exc: BaseException) -> bool:
@@ -67,8 +79,10 @@ def not_writable(exc: BaseException) -> bool:
     )
 
 
-def error_message(exc: BaseException, hint: str = "") -> str | None:
-    """The one-line message for ``exc``, or None when it is not a user's problem (a bug)."""
+def error_message(exc: BaseException, hint: str = "", out: Path | None = None) -> str | None:
+    """The one-line message for ``exc``, or None when it is not a user's problem (a bug).
+    ``out``: the folder the command writes its output to (named when a full disk's error
+    does not say which file it was writing)."""
     from inquire.errors import InquireError
 
     tail = f"; {hint}" if hint else ""
@@ -76,8 +90,8 @@ def error_message(exc: BaseException, hint: str = "") -> str | None:
         return f"{exc}"
     if disk_full(exc):
         return (
-            f"the disk is full: no space left to write in {_folder_of(exc)!r} ({exc}); free some "
-            f"space there{tail or ' and run the command again'}"
+            f"the disk is full: no space left to write in {_folder_of(exc, out)!r} ({exc}); free "
+            f"some space there{tail or ' and run the command again'}"
         )
     if not_writable(exc):
         what = getattr(exc, "filename", None)
@@ -183,7 +197,7 @@ def friendly_errors(
                 raise
             except Exception as exc:
                 hint = _said(on_stop, kwargs) if disk_full(exc) else ""
-                msg = error_message(exc, hint)
+                msg = error_message(exc, hint, _out_folder(kwargs))
                 if msg is None:
                     raise
                 typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
