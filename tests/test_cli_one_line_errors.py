@@ -208,3 +208,38 @@ def test_embed_stopped_says_how_many_embeddings_were_kept(
     assert ("without --overwrite" in res.output) == overwrite
     res = CliRunner().invoke(app, [*args[:-1], str(tmp_path / "nothing")])
     assert res.exit_code == 130 and "the 0 embeddings committed so far" in res.output
+
+
+def test_no_color_drops_the_colour_codes_of_error_lines() -> None:
+    """Rich's tables obeyed NO_COLOR but the red 'error:' line kept its escape codes."""
+    args = ["search", "no-such-collection", "red"]
+    coloured = CliRunner().invoke(app, args, env={"NO_COLOR": ""}, color=True)
+    assert coloured.exit_code == 2 and "\x1b[31merror: unknown collection" in coloured.output
+    plain = CliRunner().invoke(app, args, env={"NO_COLOR": "1"}, color=True)
+    assert plain.exit_code == 2, plain.output
+    assert plain.output.startswith("error: unknown collection 'no-such-collection'")
+    assert "\x1b[" not in plain.output
+
+
+def test_filters_that_keep_nothing_say_so_instead_of_an_empty_table(tmp_path: Path) -> None:
+    make_photo_folder(tmp_path / "photos", n=8)
+    made = CliRunner().invoke(
+        app,
+        [
+            "collection",
+            "create",
+            "f",
+            "--images",
+            str(tmp_path / "photos"),
+            "-m",
+            "toy:colour",
+            "--workers",
+            "0",
+        ],
+    )
+    assert made.exit_code == 0, made.output
+    res = CliRunner().invoke(app, ["search", "f", "red", "-k", "3", "--from", "2999-01-01"])
+    assert res.exit_code == 0, res.output
+    assert "no results: no photo of collection 'f' passes --from '2999-01-01'" in res.output
+    res = CliRunner().invoke(app, ["search", "f", "red", "-k", "3", "--from", "1900-01-01"])
+    assert res.exit_code == 0 and "no results" not in res.output

@@ -69,7 +69,7 @@ for _name in _MODULES:
 
 def main() -> None:
     """Console entry point: run the app, turning inquire's errors into one clear line."""
-    from inquire.cli._common import error_message, ignore_stop_signals
+    from inquire.cli._common import error_message, ignore_stop_signals, say
 
     try:
         app()
@@ -81,5 +81,5 @@ def main() -> None:
         msg = error_message(exc)
         if msg is None:
             raise
-        typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
+        say(f"error: {msg}", typer.colors.RED)
         raise SystemExit(2) from None

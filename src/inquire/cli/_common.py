@@ -11,6 +11,7 @@ and keeps its traceback.
 from __future__ import annotations
 
 import errno
+import os
 import re
 import signal
 import sqlite3
@@ -104,6 +105,15 @@ def error_message(exc: BaseException, hint: str = "", out: Path | None = None) -
     return None
 
 
+def say(text: str, colour: str) -> None:
+    """``text`` on stderr in ``colour``, or plain where NO_COLOR is set (https://no-color.org:
+    present and not empty), as rich's tables already are."""
+    if os.environ.get("NO_COLOR"):
+        typer.echo(text, err=True)
+    else:
+        typer.secho(text, fg=colour, err=True)
+
+
 def _said(hint: Hint | None, kwargs: dict[str, Any]) -> str:
     """``hint(kwargs)``, or "" when there is none or it fails (the first error matters)."""
     if hint is None:
@@ -191,7 +201,7 @@ def friendly_errors(
                     raise
                 said = _said(on_interrupt, kwargs) or "nothing more to say"
                 how = "terminated" if isinstance(stop, _Terminated) else "interrupted"
-                typer.secho(f"{how}: {said}", fg=typer.colors.YELLOW, err=True)
+                say(f"{how}: {said}", typer.colors.YELLOW)
                 raise typer.Exit(143 if isinstance(stop, _Terminated) else 130) from None
             except (typer.Exit, typer.Abort):
                 raise
@@ -200,7 +210,7 @@ def friendly_errors(
                 msg = error_message(exc, hint, _out_folder(kwargs))
                 if msg is None:
                     raise
-                typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
+                say(f"error: {msg}", typer.colors.RED)
                 raise typer.Exit(2) from None
             finally:
                 _restore_signals(handlers)

@@ -487,6 +487,14 @@ def search_cmd(
     df = out.results
     if bbox is not None and not len(df):
         typer.echo(no_match_note(name), err=True)
+    elif not len(df) and (taxon or date_from or date_to or under):
+        given = [*(("--taxon", t) for t in taxon), ("--from", date_from), ("--to", date_to)]
+        given += [("--under", u) for u in under]
+        said = " ".join(f"{flag} {value!r}" for flag, value in given if value)
+        typer.echo(
+            f"no results: no photo of collection {name!r} passes {said}; loosen or drop it",
+            err=True,
+        )
     if as_json:
         typer.echo(json.dumps(json.loads(df.to_json(orient="records")), indent=1))
     elif as_csv:
