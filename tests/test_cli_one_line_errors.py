@@ -243,3 +243,31 @@ def test_filters_that_keep_nothing_say_so_instead_of_an_empty_table(tmp_path: Pa
     assert "no results: no photo of collection 'f' passes --from '2999-01-01'" in res.output
     res = CliRunner().invoke(app, ["search", "f", "red", "-k", "3", "--from", "1900-01-01"])
     assert res.exit_code == 0 and "no results" not in res.output
+
+
+@pytest.mark.parametrize("columns", ["60", "250"])
+def test_a_newline_in_a_file_name_cannot_forge_a_line_of_results(
+    tmp_path: Path, columns: str
+) -> None:
+    make_photo_folder(tmp_path / "photos", n=3)
+    first = sorted((tmp_path / "photos").rglob("*.jpg"))[0]
+    first.rename(tmp_path / "photos" / "a\nrank 1: fake.jpg")
+    made = CliRunner().invoke(
+        app,
+        [
+            "collection",
+            "create",
+            "nl",
+            "--images",
+            str(tmp_path / "photos"),
+            "-m",
+            "toy:colour",
+            "--workers",
+            "0",
+        ],
+    )
+    assert made.exit_code == 0, made.output
+    res = CliRunner().invoke(app, ["search", "nl", "red", "-k", "3"], env={"COLUMNS": columns})
+    assert res.exit_code == 0, res.output
+    assert "a\\nrank 1: fake.jpg" in res.output
+    assert not any(line.lstrip("│ ").startswith("rank 1: fake") for line in res.output.splitlines())

@@ -144,7 +144,7 @@ def _stop(signum: int, frame: Any) -> None:
     raise _Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
-def _catch_stop_signals(enabled: bool) -> dict[int, Any] | None:
+def _catch_stop_signals(enabled: bool) -> dict[signal.Signals, Any] | None:
     """While a command runs (main thread only), Ctrl-C and SIGTERM stop it the same way: one
     clean-up, one sentence on what was kept. Returns the handlers to put back, or None."""
     if not enabled or threading.current_thread() is not threading.main_thread():
@@ -155,7 +155,7 @@ def _catch_stop_signals(enabled: bool) -> dict[int, Any] | None:
     return before
 
 
-def _restore_signals(before: dict[int, Any] | None) -> None:
+def _restore_signals(before: dict[signal.Signals, Any] | None) -> None:
     for s, handler in (before or {}).items():
         signal.signal(s, handler)
 
