@@ -271,3 +271,22 @@ def test_a_newline_in_a_file_name_cannot_forge_a_line_of_results(
     assert res.exit_code == 0, res.output
     assert "a\\nrank 1: fake.jpg" in res.output
     assert not any(line.lstrip("│ ").startswith("rank 1: fake") for line in res.output.splitlines())
+
+
+def test_simulate_feedback_stopped_says_what_was_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C in `simulate feedback` exited 130 without a word."""
+    import inquire.eval.feedback as feedback
+
+    def stopped(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(feedback, "run_simulation", stopped)
+    bench = tmp_path / "bench"
+    res = CliRunner().invoke(app, ["simulate", "feedback", "--synthetic", str(bench)])
+    assert res.exit_code == 130, res.output
+    assert f"interrupted: the synthetic benchmark in {str(bench)!r} was not finished" in res.output
+    make_synthetic_benchmark(bench, n_images=400, dim=8, n_val=1, n_test=1)
+    res = CliRunner().invoke(app, ["simulate", "feedback", "--synthetic", str(bench)])
+    assert res.exit_code == 130 and "is complete and kept" in res.output
