@@ -553,3 +553,28 @@ def test_full_disk_under_out_names_the_out_folder_not_the_cache(tmp_path: Path) 
     assert "run the same command to resume" in " ".join(said.split()), line
     assert rc2 == 0, said2
     assert "60 embeddings" in said2
+
+
+@needs_mounts
+def test_an_unwritable_out_is_named_as_the_out_not_the_cache(tmp_path: Path) -> None:
+    """`collection export --out` into a read-only folder named a hidden temp file and told the
+    user to set INQUIRE_HOME, which would not help: it now names --out's folder."""
+    make_photo_folder(tmp_path / "photos", n=4)
+    _create("walks", tmp_path / "photos")
+    res = CliRunner().invoke(app, ["search", "walks", "red", "-k", "2", "--save"])
+    assert res.exit_code == 0, res.output
+    search_id = res.output.split("saved search ")[1].split()[0]
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    results = _in_namespace(
+        f"mount --bind '{ro}' '{ro}' && mount -o remount,bind,ro '{ro}'",
+        [["collection", "export", "walks", "--search-id", search_id, "--out", str(ro / "m.csv")]],
+        Path(os.environ["INQUIRE_HOME"]),
+        tmp_path / "out",
+    )
+    rc, said = results[0]
+    said = " ".join(said.split())
+    assert rc == 2, said
+    assert f"cannot write in {str(ro)!r}: it is not writable" in said
+    assert "choose an --out you can write" in said and "INQUIRE_HOME" not in said
+    assert ".tmp" not in said and not list(ro.iterdir())

@@ -96,6 +96,11 @@ def error_message(exc: BaseException, hint: str = "", out: Path | None = None) -
         )
     if not_writable(exc):
         what = getattr(exc, "filename", None)
+        if what and out is not None and Path(str(what)).resolve().is_relative_to(out.resolve()):
+            return (  # the command's own --out, not the cache: INQUIRE_HOME would not help
+                f"cannot write in {str(out)!r}: it is not writable "
+                f"({getattr(exc, 'strerror', None) or exc}); choose an --out you can write"
+            )
         where = repr(str(what)) if what else f"the cache folder {_home()!r}"
         return (
             f"cannot write {where}: it is not writable ({getattr(exc, 'strerror', None) or exc});"
