@@ -335,7 +335,9 @@ main()
 """
 
 
-def _interrupt(tmp_path: Path, n_fast: int, args: list[str]) -> tuple[int, str]:
+def _interrupt(
+    tmp_path: Path, n_fast: int, args: list[str], signals: tuple[int, ...] = (signal.SIGINT,)
+) -> tuple[int, str]:
     driver = tmp_path / f"driver_{n_fast}.py"
     driver.write_text(textwrap.dedent(_DRIVER.replace("{n_fast}", str(n_fast))))
     flag = tmp_path / f"flag_{n_fast}"
@@ -351,7 +353,8 @@ def _interrupt(tmp_path: Path, n_fast: int, args: list[str]) -> tuple[int, str]:
         assert proc.poll() is None, proc.communicate()[0]
         assert time.monotonic() < deadline, "the run never reached its second batch"
         time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
+    for sig in signals:  # sent back to back: the second lands while the first is handled
+        proc.send_signal(sig)
     out, _ = proc.communicate(timeout=300)
     return proc.returncode, out
 
@@ -380,6 +383,44 @@ def test_ctrl_c_says_what_was_kept_and_update_resumes(tmp_path: Path) -> None:
     _, stats = update_collection("c", encoder=enc, workers=0)
     assert stats.unchanged == 4 and enc.n_images_encoded == 3
     assert open_collection("c").counts() == {"ok": 7}
+
+
+@pytest.mark.parametrize(
+    ("signals", "rc", "word"),
+    [
+        ((signal.SIGTERM,), 143, "terminated"),
+        ((signal.SIGINT, signal.SIGINT, signal.SIGINT), 130, "interrupted"),
+        ((signal.SIGTERM, signal.SIGINT, signal.SIGTERM), None, None),  # whichever is first
+    ],
+)
+def test_sigterm_and_repeated_ctrl_c_say_what_was_kept_once(
+    tmp_path: Path, signals: tuple[int, ...], rc: int | None, word: str | None
+) -> None:
+    """`kill PID` used to end create silently (-15); Ctrl-C pressed again while the first is
+    handled could end in a traceback. Both now stop once, say what was kept, and resume."""
+    make_photo_folder(tmp_path / "photos", n=7)
+    args = [
+        "collection",
+        "create",
+        "c",
+        "--images",
+        str(tmp_path / "photos"),
+        "-m",
+        "x",
+        "--workers",
+        "0",
+        "--batch-size",
+        "1",
+    ]
+    got, out = _interrupt(tmp_path, 4, args, signals)
+    assert got == rc if rc is not None else got in (130, 143), out
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out and "ignored" not in out
+    said = "the 4 images committed so far to collection 'c' are kept"
+    words = [word] if word is not None else ["interrupted", "terminated"]
+    assert sum(out.count(f"{w}: {said}") for w in words) == 1, out
+    enc = PixelHashEncoder()
+    _, stats = update_collection("c", encoder=enc, workers=0)
+    assert stats.unchanged == 4 and enc.n_images_encoded == 3
 
 
 def test_ctrl_c_before_anything_was_committed_leaves_nothing(tmp_path: Path) -> None:
@@ -483,3 +524,57 @@ def test_read_only_connection_sees_what_a_live_writer_left_in_its_wal(tmp_path: 
     empty = connect_read_only(tmp_path / "none" / "verify.db", SCHEMA)  # nothing written yet
     assert empty.execute("SELECT COUNT(*) FROM images").fetchone()[0] == 0
     assert not (tmp_path / "none").exists()
+
+
+@needs_mounts
+def test_full_disk_under_out_names_the_out_folder_not_the_cache(tmp_path: Path) -> None:
+    """`inquire embed --out FULL` said 'no space left to write in <INQUIRE_HOME>' (its error
+    names no file): the folder that is full is OUT; then the same command resumes."""
+    from inquire.testing.embed_models import make_tiny_open_clip
+
+    model = make_tiny_open_clip(tmp_path / "model")
+    make_photo_folder(tmp_path / "photos", n=60)
+    full = tmp_path / "full"
+    full.mkdir()
+    out = full / "emb"
+    args = ["embed", "-m", model, "--images", str(tmp_path / "photos"), "--out", str(out)]
+    args += ["--workers", "0", "--shard-size", "10"]
+    results = _in_namespace(
+        f"mount -t tmpfs -o size=24k tmpfs '{full}'",
+        [args, ["sh", f"mount -o remount,size=8m '{full}'"], args],
+        Path(os.environ["INQUIRE_HOME"]),
+        tmp_path / "out",
+    )
+    (rc, said), _, (rc2, said2) = results
+    assert rc == 2, said
+    assert "Traceback" not in said
+    line = said.strip().splitlines()[-1]
+    assert f"no space left to write in {str(out)!r}" in " ".join(said.split()), said
+    assert "run the same command to resume" in " ".join(said.split()), line
+    assert rc2 == 0, said2
+    assert "60 embeddings" in said2
+
+
+@needs_mounts
+def test_an_unwritable_out_is_named_as_the_out_not_the_cache(tmp_path: Path) -> None:
+    """`collection export --out` into a read-only folder named a hidden temp file and told the
+    user to set INQUIRE_HOME, which would not help: it now names --out's folder."""
+    make_photo_folder(tmp_path / "photos", n=4)
+    _create("walks", tmp_path / "photos")
+    res = CliRunner().invoke(app, ["search", "walks", "red", "-k", "2", "--save"])
+    assert res.exit_code == 0, res.output
+    search_id = res.output.split("saved search ")[1].split()[0]
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    results = _in_namespace(
+        f"mount --bind '{ro}' '{ro}' && mount -o remount,bind,ro '{ro}'",
+        [["collection", "export", "walks", "--search-id", search_id, "--out", str(ro / "m.csv")]],
+        Path(os.environ["INQUIRE_HOME"]),
+        tmp_path / "out",
+    )
+    rc, said = results[0]
+    said = " ".join(said.split())
+    assert rc == 2, said
+    assert f"cannot write in {str(ro)!r}: it is not writable" in said
+    assert "choose an --out you can write" in said and "INQUIRE_HOME" not in said
+    assert ".tmp" not in said and not list(ro.iterdir())

@@ -181,3 +181,112 @@ def test_every_model_command_refuses_an_unknown_precision_first(
     res = CliRunner().invoke(app, [*args, "--precision", "fp8"])
     _one_line_error(res, "unknown --precision 'fp8'", "fp16")
     assert not (tmp_path / "OUT").exists()
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_embed_stopped_says_how_many_embeddings_were_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overwrite: bool
+) -> None:
+    """Ctrl-C during `inquire embed` exited 130 without a word; it now says what OUT holds and
+    that the same command resumes (without --overwrite, which would start over)."""
+    import numpy as np
+
+    import inquire.embed.pipeline as pipeline
+    from inquire.testing.search_stores import write_store
+
+    out = write_store(tmp_path / "emb", np.eye(5, 8, dtype=np.float32))
+    make_photo_folder(tmp_path / "photos", n=2)
+
+    def stopped(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "embed_images", stopped)
+    args = ["embed", "-m", "toy:colour", "--images", str(tmp_path / "photos"), "--out", str(out)]
+    res = CliRunner().invoke(app, [*args, *(["--overwrite"] if overwrite else [])])
+    assert res.exit_code == 130, res.output
+    assert f"interrupted: the 5 embeddings committed so far to {str(out)!r} are kept" in res.output
+    assert ("without --overwrite" in res.output) == overwrite
+    res = CliRunner().invoke(app, [*args[:-1], str(tmp_path / "nothing")])
+    assert res.exit_code == 130 and "the 0 embeddings committed so far" in res.output
+
+
+def test_no_color_drops_the_colour_codes_of_error_lines() -> None:
+    """Rich's tables obeyed NO_COLOR but the red 'error:' line kept its escape codes."""
+    args = ["search", "no-such-collection", "red"]
+    coloured = CliRunner().invoke(app, args, env={"NO_COLOR": ""}, color=True)
+    assert coloured.exit_code == 2 and "\x1b[31merror: unknown collection" in coloured.output
+    plain = CliRunner().invoke(app, args, env={"NO_COLOR": "1"}, color=True)
+    assert plain.exit_code == 2, plain.output
+    assert plain.output.startswith("error: unknown collection 'no-such-collection'")
+    assert "\x1b[" not in plain.output
+
+
+def test_filters_that_keep_nothing_say_so_instead_of_an_empty_table(tmp_path: Path) -> None:
+    make_photo_folder(tmp_path / "photos", n=8)
+    made = CliRunner().invoke(
+        app,
+        [
+            "collection",
+            "create",
+            "f",
+            "--images",
+            str(tmp_path / "photos"),
+            "-m",
+            "toy:colour",
+            "--workers",
+            "0",
+        ],
+    )
+    assert made.exit_code == 0, made.output
+    res = CliRunner().invoke(app, ["search", "f", "red", "-k", "3", "--from", "2999-01-01"])
+    assert res.exit_code == 0, res.output
+    assert "no results: no photo of collection 'f' passes --from '2999-01-01'" in res.output
+    res = CliRunner().invoke(app, ["search", "f", "red", "-k", "3", "--from", "1900-01-01"])
+    assert res.exit_code == 0 and "no results" not in res.output
+
+
+@pytest.mark.parametrize("columns", ["60", "250"])
+def test_a_newline_in_a_file_name_cannot_forge_a_line_of_results(
+    tmp_path: Path, columns: str
+) -> None:
+    make_photo_folder(tmp_path / "photos", n=3)
+    first = sorted((tmp_path / "photos").rglob("*.jpg"))[0]
+    first.rename(tmp_path / "photos" / "a\nrank 1: fake.jpg")
+    made = CliRunner().invoke(
+        app,
+        [
+            "collection",
+            "create",
+            "nl",
+            "--images",
+            str(tmp_path / "photos"),
+            "-m",
+            "toy:colour",
+            "--workers",
+            "0",
+        ],
+    )
+    assert made.exit_code == 0, made.output
+    res = CliRunner().invoke(app, ["search", "nl", "red", "-k", "3"], env={"COLUMNS": columns})
+    assert res.exit_code == 0, res.output
+    assert "a\\nrank 1: fake.jpg" in res.output
+    assert not any(line.lstrip("│ ").startswith("rank 1: fake") for line in res.output.splitlines())
+
+
+def test_simulate_feedback_stopped_says_what_was_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C in `simulate feedback` exited 130 without a word."""
+    import inquire.eval.feedback as feedback
+
+    def stopped(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(feedback, "run_simulation", stopped)
+    bench = tmp_path / "bench"
+    res = CliRunner().invoke(app, ["simulate", "feedback", "--synthetic", str(bench)])
+    assert res.exit_code == 130, res.output
+    assert f"interrupted: the synthetic benchmark in {str(bench)!r} was not finished" in res.output
+    make_synthetic_benchmark(bench, n_images=400, dim=8, n_val=1, n_test=1)
+    res = CliRunner().invoke(app, ["simulate", "feedback", "--synthetic", str(bench)])
+    assert res.exit_code == 130 and "is complete and kept" in res.output

@@ -116,3 +116,69 @@ def test_cli_evaluate_with_a_k_of_a_trillion(tmp_path: Path) -> None:
     )
     assert res.exit_code == 0, res.output
     assert "k=1000000000000" in res.output
+
+
+@pytest.mark.parametrize("use_index", [False, True])
+def test_fullrank_topk_with_k_far_past_the_store_returns_every_row_once(
+    tmp_path: Path, use_index: bool
+) -> None:
+    """`eval fullrank --k 10**12` searched for (queries x 10**12) rows of padding (a 291 TiB
+    MemoryError); the top 10**12 of N rows is the top N, the same lists as k = N."""
+    from inquire.data.queries import read_queries
+    from inquire.data.synthetic import make_synthetic_benchmark
+    from inquire.embed import EmbeddingStore, load_encoder
+    from inquire.eval.fullrank import fullrank_topk
+    from inquire.index.ann import AnnIndex, build_index
+
+    bench = make_synthetic_benchmark(tmp_path / "b", n_images=400, dim=16, n_val=1, n_test=1)
+    queries = read_queries(bench.queries_test)
+    store = EmbeddingStore(bench.embeddings)
+    enc = load_encoder(f"precomputed:{bench.text_embeddings}")
+    ix = None
+    if use_index:
+        build_index(store, "IVF4,Flat", name="ivf")
+        ix = AnnIndex.load(store, "ivf")
+    params = {"nprobe": 4} if use_index else None
+    n = len(store)
+    tracemalloc.start()
+    try:
+        huge = fullrank_topk(enc, queries, store, 10**12, index=ix, index_params=params)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 200 * 2**20
+    exact = fullrank_topk(enc, queries, store, n, index=ix, index_params=params, cache=False)
+    for qid in queries["query_id"]:
+        ids_h, sc_h = huge[int(qid)]
+        ids_n, sc_n = exact[int(qid)]
+        assert len(ids_h) == n == len(set(np.asarray(ids_h).tolist()))
+        np.testing.assert_array_equal(ids_h, ids_n)
+        np.testing.assert_array_equal(sc_h, sc_n)
+    with pytest.raises(InputError, match="k_max must be a positive integer"):
+        fullrank_topk(enc, queries, store, 0)
+
+
+def test_eval_fullrank_cli_with_k_far_past_the_store(tmp_path: Path) -> None:
+    from inquire.data.synthetic import make_synthetic_benchmark
+
+    b = make_synthetic_benchmark(tmp_path / "b", n_images=400, dim=16, n_val=1, n_test=1)
+    res = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "fullrank",
+            "--model",
+            f"precomputed:{b.text_embeddings}",
+            "--embeddings",
+            str(b.embeddings),
+            "--queries",
+            str(b.queries_test),
+            "--annotations",
+            str(b.annotations),
+            "--k",
+            str(10**12),
+            "--no-cache",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "Traceback" not in res.output

@@ -70,13 +70,17 @@ for _name in _MODULES:
 
 def main() -> None:
     """Console entry point: run the app, turning inquire's errors into one clear line."""
-    from inquire.cli._common import error_message
+    from inquire.cli._common import error_message, ignore_stop_signals, say
 
     try:
         app()
+    except SystemExit as stop:
+        if stop.code in (130, 143):  # stopped by a signal: a second one must not traceback
+            ignore_stop_signals()
+        raise
     except Exception as exc:
         msg = error_message(exc)
         if msg is None:
             raise
-        typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
+        say(f"error: {msg}", typer.colors.RED)
         raise SystemExit(2) from None

@@ -11,8 +11,11 @@ and keeps its traceback.
 from __future__ import annotations
 
 import errno
+import os
 import re
+import signal
 import sqlite3
+import threading
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
@@ -37,13 +40,25 @@ def _home() -> str:
     return str(config.home_path())
 
 
-def _folder_of(exc: BaseException) -> str:
-    """The folder a failed write was aimed at (the file's folder, else the cache root)."""
+def _folder_of(exc: BaseException, out: Path | None = None) -> str:
+    """The folder a failed write was aimed at: the file's folder when the error names it, else
+    the command's ``--out`` folder (``out``), else the cache root."""
     name = getattr(exc, "filename", None)
     if name:
         p = Path(str(name))
         return str(p if p.is_dir() else p.parent)
+    if out is not None and not isinstance(exc, sqlite3.Error):  # the database is in the cache
+        return str(out)
     return _home()
+
+
+def _out_folder(kwargs: dict[str, Any]) -> Path | None:
+    """The folder a command writes its output to (its ``--out``: a folder, or a file's folder),
+    or None when it has none (it writes in the cache)."""
+    out = kwargs.get("out")
+    if not isinstance(out, Path):
+        return None
+    return out if out.is_dir() or not out.suffix else out.parent
 
 
 def disk_full(exc: BaseException) -> bool:
@@ -65,8 +80,10 @@ def not_writable(exc: BaseException) -> bool:
     )
 
 
-def error_message(exc: BaseException, hint: str = "") -> str | None:
-    """The one-line message for ``exc``, or None when it is not a user's problem (a bug)."""
+def error_message(exc: BaseException, hint: str = "", out: Path | None = None) -> str | None:
+    """The one-line message for ``exc``, or None when it is not a user's problem (a bug).
+    ``out``: the folder the command writes its output to (named when a full disk's error
+    does not say which file it was writing)."""
     from inquire.errors import InquireError
 
     tail = f"; {hint}" if hint else ""
@@ -74,11 +91,16 @@ def error_message(exc: BaseException, hint: str = "") -> str | None:
         return f"{exc}"
     if disk_full(exc):
         return (
-            f"the disk is full: no space left to write in {_folder_of(exc)!r} ({exc}); free some "
-            f"space there{tail or ' and run the command again'}"
+            f"the disk is full: no space left to write in {_folder_of(exc, out)!r} ({exc}); free "
+            f"some space there{tail or ' and run the command again'}"
         )
     if not_writable(exc):
         what = getattr(exc, "filename", None)
+        if what and out is not None and Path(str(what)).resolve().is_relative_to(out.resolve()):
+            return (  # the command's own --out, not the cache: INQUIRE_HOME would not help
+                f"cannot write in {str(out)!r}: it is not writable "
+                f"({getattr(exc, 'strerror', None) or exc}); choose an --out you can write"
+            )
         where = repr(str(what)) if what else f"the cache folder {_home()!r}"
         return (
             f"cannot write {where}: it is not writable ({getattr(exc, 'strerror', None) or exc});"
@@ -86,6 +108,15 @@ def error_message(exc: BaseException, hint: str = "") -> str | None:
             f"INQUIRE_HOME to a folder you can write"
         )
     return None
+
+
+def say(text: str, colour: str) -> None:
+    """``text`` on stderr in ``colour``, or plain where NO_COLOR is set (https://no-color.org:
+    present and not empty), as rich's tables already are."""
+    if os.environ.get("NO_COLOR"):
+        typer.echo(text, err=True)
+    else:
+        typer.secho(text, fg=colour, err=True)
 
 
 def _said(hint: Hint | None, kwargs: dict[str, Any]) -> str:
@@ -96,6 +127,49 @@ def _said(hint: Hint | None, kwargs: dict[str, Any]) -> str:
         return hint(kwargs)
     except Exception:
         return ""
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill PID``), raised where Ctrl-C would be so that it stops the same way."""
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _ignore(signum: int, frame: Any) -> None:
+    """A Python-level no-op, not SIG_IGN: a signal already pending when the handler changes
+    would otherwise raise "Signal N ignored due to race condition"."""
+
+
+def _stop(signum: int, frame: Any) -> None:
+    """The first Ctrl-C or SIGTERM stops the command; any further one is ignored from then on,
+    so the clean-up and the sentence on what was kept are never cut short by a traceback."""
+    for s in _STOP_SIGNALS:
+        signal.signal(s, _ignore)
+    raise _Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def _catch_stop_signals(enabled: bool) -> dict[signal.Signals, Any] | None:
+    """While a command runs (main thread only), Ctrl-C and SIGTERM stop it the same way: one
+    clean-up, one sentence on what was kept. Returns the handlers to put back, or None."""
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        return None
+    before = {s: signal.getsignal(s) for s in _STOP_SIGNALS}
+    for s in _STOP_SIGNALS:
+        signal.signal(s, _stop)
+    return before
+
+
+def _restore_signals(before: dict[signal.Signals, Any] | None) -> None:
+    for s, handler in (before or {}).items():
+        signal.signal(s, handler)
+
+
+def ignore_stop_signals() -> None:
+    """From here on a Ctrl-C or SIGTERM is ignored (the process is exiting after one)."""
+    if threading.current_thread() is threading.main_thread():
+        for s in _STOP_SIGNALS:
+            signal.signal(s, _ignore)
 
 
 @overload
@@ -116,30 +190,35 @@ def friendly_errors(
 
     ``on_stop(kwargs)``: a sentence added to the disk-full message (what was kept, how to
     resume). ``on_interrupt(kwargs)``: when given, Ctrl-C prints "interrupted: " and that
-    sentence and exits 130. (``main()`` handles errors too; the decorator makes it hold under
-    typer's test runner.)
+    sentence and exits 130; SIGTERM prints "terminated: " and the same sentence and exits 143
+    (a second signal while the sentence is written is ignored). (``main()`` handles errors too;
+    the decorator makes it hold under typer's test runner.)
     """
 
     def decorate(func: F) -> F:
         @wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            handlers = _catch_stop_signals(on_interrupt is not None)
             try:
                 return func(*args, **kwargs)
-            except KeyboardInterrupt:
+            except KeyboardInterrupt as stop:
                 if on_interrupt is None:
                     raise
                 said = _said(on_interrupt, kwargs) or "nothing more to say"
-                typer.secho(f"interrupted: {said}", fg=typer.colors.YELLOW, err=True)
-                raise typer.Exit(130) from None
+                how = "terminated" if isinstance(stop, _Terminated) else "interrupted"
+                say(f"{how}: {said}", typer.colors.YELLOW)
+                raise typer.Exit(143 if isinstance(stop, _Terminated) else 130) from None
             except (typer.Exit, typer.Abort):
                 raise
             except Exception as exc:
                 hint = _said(on_stop, kwargs) if disk_full(exc) else ""
-                msg = error_message(exc, hint)
+                msg = error_message(exc, hint, _out_folder(kwargs))
                 if msg is None:
                     raise
-                typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
+                say(f"error: {msg}", typer.colors.RED)
                 raise typer.Exit(2) from None
+            finally:
+                _restore_signals(handlers)
 
         return wrapper  # type: ignore[return-value]
 

@@ -37,6 +37,10 @@ def result_rows(df: Any, images_root: Path | None = None) -> list[tuple[str, ...
 
     from inquire.collection.store import records
 
+    def shown(text: str) -> str:
+        # A newline or other control character in a file name would forge a line of output.
+        return text if text.isprintable() else repr(text)[1:-1]
+
     rows: list[tuple[str, ...]] = []
     for r in records(df):
         path = str(r["path"])
@@ -49,8 +53,8 @@ def result_rows(df: Any, images_root: Path | None = None) -> list[tuple[str, ...
                 str(r["rank"]),
                 score,
                 str(r["image_id"]),
-                path,
-                str(r["taxon"] or ""),
+                shown(path),
+                shown(str(r["taxon"] or "")),
                 str(r["date"] or "")[:10]
                 + (" (file time)" if r.get("date_source") == "mtime" else ""),
                 "" if r["lat"] is None or math.isnan(r["lat"]) else f"{r['lat']:.4f}",
@@ -545,6 +549,14 @@ def search_cmd(
     df = out.results
     if bbox is not None and not len(df):
         typer.echo(no_match_note(name), err=True)
+    elif not len(df) and (taxon or date_from or date_to or under):
+        given = [*(("--taxon", t) for t in taxon), ("--from", date_from), ("--to", date_to)]
+        given += [("--under", u) for u in under]
+        said = " ".join(f"{flag} {value!r}" for flag, value in given if value)
+        typer.echo(
+            f"no results: no photo of collection {name!r} passes {said}; loosen or drop it",
+            err=True,
+        )
     if as_json:
         typer.echo(json.dumps(json.loads(df.to_json(orient="records")), indent=1))
     elif as_csv:

@@ -3,13 +3,30 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from inquire.cli._common import check_device_precision, friendly_errors
 
 
-@friendly_errors
+def _embedded_kept(kwargs: dict[str, Any]) -> str:
+    """What an interrupted or failed ``inquire embed`` left in OUT, and how to go on."""
+    from inquire.embed.store import EmbeddingStore
+
+    out = Path(kwargs["out"])
+    try:
+        n = len(EmbeddingStore(out))
+    except Exception:  # nothing committed yet (no manifest, no shard)
+        n = 0
+    again = "the same command" + (" without --overwrite" if kwargs.get("overwrite") else "")
+    return (
+        f"the {n:,} embeddings committed so far to {str(out)!r} are kept; run {again} to "
+        "resume where it stopped (committed images are not embedded again)"
+    )
+
+
+@friendly_errors(on_stop=_embedded_kept, on_interrupt=_embedded_kept)
 def embed_cmd(
     model: str = typer.Option(..., "--model", "-m", help="Model id or alias (see inquire models)."),
     images: Path = typer.Option(

@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from inquire.cli._common import friendly_errors
+from inquire.cli._common import friendly_errors, say
 
 
 def _split(value: str) -> list[str]:
@@ -79,7 +79,7 @@ def report_cmd(
         overwrite=overwrite,
     )
     for line in written.warnings:
-        typer.secho(f"warning: {line}", fg=typer.colors.YELLOW, err=True)
+        say(f"warning: {line}", typer.colors.YELLOW)
     if plots is not None:
         typer.echo(f"wrote {len(written.figures)} figures (PNG + SVG) to {plots}", err=True)
     if written.text is None:  # terminal, no --out: tables at the terminal's width

@@ -4,6 +4,7 @@ relevance feedback, by a simulated verifier on a labelled benchmark."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -14,8 +15,25 @@ simulate_app = typer.Typer(
 )
 
 
+def _simulation_kept(kwargs: dict[str, Any]) -> str:
+    """What an interrupted ``simulate feedback`` kept, and how to go on."""
+    synthetic = kwargs.get("synthetic")
+    if synthetic is None:
+        return "nothing was written (results are written at the end); run the same command again"
+    folder = Path(synthetic)
+    if (folder / "SYNTHETIC.txt").is_file():
+        return (
+            f"the synthetic benchmark in {str(folder)!r} is complete and kept; run the same "
+            "command again to simulate on it (results are written at the end)"
+        )
+    return (
+        f"the synthetic benchmark in {str(folder)!r} was not finished; run the same command "
+        "again to finish it and simulate"
+    )
+
+
 @simulate_app.command("feedback")
-@friendly_errors
+@friendly_errors(on_interrupt=_simulation_kept)
 def feedback_cmd(
     synthetic: Path | None = typer.Option(
         None,

@@ -190,6 +190,20 @@ def _open_tar(path: Path) -> ImageSource:
     return ImageSource("tar", path, [m.name for m in members], None, spans)
 
 
+def _utf8_name(path: Path) -> bool:
+    """Whether ``path``'s name is valid UTF-8 (a name from another system's encoding holds
+    bytes that no metadata file or database can store as text); warns and says how to fix."""
+    try:
+        path.name.encode("utf-8")
+    except UnicodeEncodeError:
+        log.warning(
+            "skipped %s: its name is not valid UTF-8; rename it (e.g. `convmv -f latin1 -t utf8`)",
+            ascii(str(path)),
+        )
+        return False
+    return True
+
+
 def scan_image_files(root: str | os.PathLike[str]) -> dict[str, tuple[int, int]]:
     """The image files of a folder tree: THE scanning rule of ``inquire embed`` and of a
     collection (:func:`inquire.collection.store.scan_images`).
@@ -199,15 +213,20 @@ def scan_image_files(root: str | os.PathLike[str]) -> dict[str, tuple[int, int]]
     folders (names starting with ``.``) are skipped; only regular files count (a pipe or
     device would block or never end); a symlinked file counts only if its target lies inside
     the folder too, and symlinked folders are not entered, so nothing outside the folder is
-    ever read and no file is listed twice.
+    ever read and no file is listed twice. A file or folder whose name is not valid UTF-8 is
+    skipped with a warning that names it (it could not be stored as text).
     """
     base = Path(root)
     found: dict[str, tuple[int, int]] = {}
     root_real = Path(os.path.realpath(base))
     for dirpath, dirnames, filenames in os.walk(base):  # does not follow links
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        dirnames[:] = sorted(
+            d for d in dirnames if not d.startswith(".") and _utf8_name(Path(dirpath) / d)
+        )
         for fname in sorted(filenames):
             if fname.startswith(".") or not is_image_name(fname):
+                continue
+            if not _utf8_name(Path(dirpath) / fname):
                 continue
             full = Path(dirpath) / fname
             if full.is_symlink() and not Path(os.path.realpath(full)).is_relative_to(root_real):
