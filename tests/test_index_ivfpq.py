@@ -240,3 +240,15 @@ def test_index_files_are_memory_mapped_and_small(small_store, tmp_path):
         invlists = faiss.downcast_InvertedLists(faiss.extract_index_ivf(p.index).invlists)
         assert isinstance(invlists, faiss.OnDiskInvertedLists)  # codes read from the file
     assert Path(tmp_path / "idx" / "part_0.faiss").is_file()
+
+
+@pytest.mark.parametrize(
+    ("dim", "named"), [(11, "1, 11"), (100, "1, 2, 4, 5, 10, 20, 25, 50, 100")]
+)
+def test_a_pq_size_that_does_not_divide_an_odd_dimension_names_its_divisors(
+    dim: int, named: str
+) -> None:
+    """No usual PQ size divides 11 or 100: the message names the sizes that do."""
+    with pytest.raises(InputError, match=f"one of {named} "):
+        ivfpq.ScaleSettings(pq_m=64).check(dim)
+    assert ivfpq.ScaleSettings(pq_m=11).check(11).pq_m == 11

@@ -101,10 +101,12 @@ class ScaleSettings:
             if int(getattr(self, name)) < 0:
                 raise InputError(f"{name} must be 0 or more, got {getattr(self, name)}")
         if dim is not None and dim % self.pq_m:
-            divisors = [m for m in (8, 16, 32, 48, 64, 96, 128) if dim % m == 0]
+            usual = [m for m in (8, 16, 32, 48, 64, 96, 128) if dim % m == 0]
+            # no usual size divides an odd dimension: name the divisors it has
+            divisors = usual or [m for m in range(1, min(dim, 128) + 1) if dim % m == 0]
             raise InputError(
-                f"pq_m {self.pq_m} does not divide the embedding dimension {dim}; pick one of "
-                f"{divisors}"
+                f"pq_m {self.pq_m} does not divide the embedding dimension {dim}; pass "
+                f"--pq-m with one of {', '.join(map(str, divisors))} (bytes per photo)"
             )
         return self
 
