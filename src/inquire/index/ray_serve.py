@@ -120,10 +120,19 @@ class RayBackend:
         self, store_root: str | os.PathLike[str], folder: str | os.PathLike[str], man: Manifest
     ) -> None:
         ray = _ray()
-        actor = ray.remote(num_cpus=0, scheduling_strategy="SPREAD")(_PartitionServer)
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        actor = ray.remote(num_cpus=0)(_PartitionServer)
+        # Round robin over the live nodes: Ray's "SPREAD" is a preference that can still put
+        # every actor on one node. Soft, so a partition still loads when its node is gone.
+        nodes = sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
         self.actors = [
-            actor.remote(os.fspath(store_root), os.fspath(folder), asdict(p))
-            for p in man.partitions
+            actor.options(
+                scheduling_strategy=NodeAffinitySchedulingStrategy(nodes[i % len(nodes)], soft=True)
+                if nodes
+                else "SPREAD"
+            ).remote(os.fspath(store_root), os.fspath(folder), asdict(p))
+            for i, p in enumerate(man.partitions)
         ]
 
     def search(
