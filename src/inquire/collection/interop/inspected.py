@@ -92,25 +92,9 @@ def inspected_results(
         marks, ranks = _marks_and_ranks(v, search_id, who, depth)
     info = v.coll.images(ranks["image_id"].tolist())
     df = ranks.copy()
-    for c in (
-        "path",
-        "status",
-        "taxon",
-        "kingdom",
-        "phylum",
-        "class",
-        "order",
-        "family",
-        "genus",
-        "date",
-        "date_source",
-        "lat",
-        "lon",
-        "coord_uncertainty_m",
-        "license",
-        "rights_holder",
-    ):
-        df[c] = info[c].to_numpy()
+    for c in COLUMNS:  # the photo's own columns, as the images table has them
+        if c in info.columns and c not in df.columns:
+            df[c] = info[c].to_numpy()
     df["lat"] = pd.to_numeric(df["lat"], errors="coerce").astype("float64")
     df["lon"] = pd.to_numeric(df["lon"], errors="coerce").astype("float64")
     df["coord_uncertainty_m"] = pd.to_numeric(df["coord_uncertainty_m"], errors="coerce")
