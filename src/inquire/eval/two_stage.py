@@ -359,13 +359,7 @@ def run_fullrank(
         "split": None if queries is not None else split,
     }
     if not isinstance(queries, pd.DataFrame) and not isinstance(annotations, Qrels):
-        files.update(
-            data_files(
-                files["split"],
-                None if queries is None else queries,
-                None if annotations is None else annotations,
-            )
-        )
+        files.update(data_files(files["split"], queries, annotations))
     elif annotations is not None and not isinstance(annotations, Qrels):
         files["annotations"] = str(Path(annotations).resolve())
     first_k = max(k_max or k, from_k) if rerank is not None else k_max
