@@ -54,6 +54,14 @@ def test_ray_build_and_search_equal_one_process(ray_two_nodes, tmp_path):
         exact = one.search(q, 50, exact=True)
         full = served.search(q, 50, nprobe=64)
         np.testing.assert_array_equal(full[1], exact[1])
+        # A lost actor (its node gone, or killed) is started again and the search still
+        # answers in full, equal to one process.
+        ray_two_nodes.kill(served.backend.actors[1])
+        again = served.search(q, 50, nprobe=64)
+        np.testing.assert_array_equal(again[1], exact[1])
+        np.testing.assert_array_equal(again[0], full[0])
+        assert served.backend.restarts == 1
+        assert len(set(served.backend.nodes())) == 2
     finally:
         served.close()
 

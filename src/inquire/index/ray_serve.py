@@ -17,6 +17,7 @@ Ray is imported when a function here is first called, never at import.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Callable
@@ -114,37 +115,89 @@ class _PartitionServer:
 
 
 class RayBackend:
-    """One Ray actor per partition (spread over the cluster's nodes)."""
+    """One Ray actor per partition, placed round robin over the cluster's live nodes.
+
+    Placement is a hard node affinity: Ray's soft affinity (and "SPREAD") are preferences
+    that were seen to put every actor on one node of two. An actor whose node is gone (or
+    that died) is started again on a live node when a search reaches it, and that
+    partition's search is sent once more; a search fails only when no node can hold it.
+    """
 
     def __init__(
         self, store_root: str | os.PathLike[str], folder: str | os.PathLike[str], man: Manifest
     ) -> None:
         ray = _ray()
+        self._remote = ray.remote(num_cpus=0)(_PartitionServer)
+        self._args = (os.fspath(store_root), os.fspath(folder))
+        self._parts = list(man.partitions)
+        nodes = self._live_nodes()
+        self.actors = [
+            self._start(p, nodes[i % len(nodes)] if nodes else None)
+            for i, p in enumerate(self._parts)
+        ]
+        self.restarts = 0
+
+    @staticmethod
+    def _live_nodes() -> list[str]:
+        ray = _ray()
+        return sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
+
+    def _start(self, part: PartitionInfo, node: str | None) -> Any:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        actor = ray.remote(num_cpus=0)(_PartitionServer)
-        # Round robin over the live nodes: Ray's "SPREAD" is a preference that can still put
-        # every actor on one node. Soft, so a partition still loads when its node is gone.
-        nodes = sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
-        self.actors = [
-            actor.options(
-                scheduling_strategy=NodeAffinitySchedulingStrategy(nodes[i % len(nodes)], soft=True)
-                if nodes
-                else "SPREAD"
-            ).remote(os.fspath(store_root), os.fspath(folder), asdict(p))
-            for i, p in enumerate(man.partitions)
-        ]
+        strategy: Any = (
+            "SPREAD" if node is None else NodeAffinitySchedulingStrategy(node, soft=False)
+        )
+        return self._remote.options(scheduling_strategy=strategy).remote(*self._args, asdict(part))
+
+    def _restart(self, i: int) -> None:
+        """Start partition ``i``'s actor again on the live node holding fewest actors."""
+        ray = _ray()
+        with contextlib.suppress(Exception):  # already gone
+            ray.kill(self.actors[i])
+        nodes = self._live_nodes()
+        if not nodes:
+            raise RuntimeError("no live Ray node is left to serve the index on")
+        held: dict[str, int] = dict.fromkeys(nodes, 0)
+        for j, a in enumerate(self.actors):
+            if j == i:
+                continue
+            try:
+                where = str(ray.get(a.node.remote(), timeout=30))
+            except Exception:  # another dead actor: it holds nothing
+                continue
+            held[where] = held.get(where, 0) + 1
+        node = min(nodes, key=lambda n: (held.get(n, 0), n))
+        log.warning("partition %d's Ray actor was lost; starting it on node %s", i, node)
+        self.actors[i] = self._start(self._parts[i], node)
+        self.restarts += 1
 
     def search(
         self, queries: np.ndarray, k: int, masks: list[np.ndarray | None], route: Route
     ) -> list[list[tuple[np.ndarray, np.ndarray]]]:
         ray = _ray()
+        from ray.exceptions import RayActorError
+
         q = ray.put(np.ascontiguousarray(queries, np.float32))
-        calls = []
-        for a, m in zip(self.actors, masks, strict=True):
-            bits = None if m is None else np.packbits(m, bitorder="little")
-            calls.append(a.search.remote(q, k, bits, 0 if m is None else len(m), route))
-        return list(ray.get(calls))
+        packed = [
+            (None, 0) if m is None else (np.packbits(m, bitorder="little"), len(m)) for m in masks
+        ]
+        if len(packed) != len(self.actors):
+            raise ValueError(f"{len(masks)} masks for {len(self.actors)} partitions")
+
+        def call(i: int) -> Any:
+            bits, n = packed[i]
+            return self.actors[i].search.remote(q, k, bits, n, route)
+
+        calls = [call(i) for i in range(len(self.actors))]
+        out: list[list[tuple[np.ndarray, np.ndarray]]] = []
+        for i, ref in enumerate(calls):
+            try:
+                out.append(ray.get(ref))
+            except RayActorError:
+                self._restart(i)
+                out.append(ray.get(call(i)))
+        return out
 
     def nodes(self) -> list[str]:
         """The node id each partition's actor runs on."""
