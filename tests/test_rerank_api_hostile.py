@@ -307,3 +307,91 @@ def test_no_server_listening_stops_the_run() -> None:
     )
     with pytest.raises(APISetupError, match=r"all 2 requests failed.*ConnectError.*server is up"):
         reranker.score("q", [_image(), _image()])
+
+
+def _gzip(data: bytes) -> bytes:
+    import gzip
+
+    return gzip.compress(data, compresslevel=9)
+
+
+@pytest.mark.parametrize("extra", [0, 1])
+def test_a_compressed_reply_is_limited_by_what_it_decompresses_to(serve, extra: int) -> None:
+    """A gzip reply is counted after decompression: exactly MAX_REPLY_BYTES decoded is read,
+    one byte more is not (its compressed size is a few KiB either way)."""
+    body = _completion([{"token": "Yes", "logprob": -1.0}, {"token": "No", "logprob": -1.0}])
+    padded = _gzip(body + b" " * (MAX_REPLY_BYTES - len(body) + extra))
+    assert len(padded) < 64 * 1024
+    asked: list[str | None] = []
+
+    def reply(h: BaseHTTPRequestHandler) -> None:
+        asked.append(h.headers.get("Accept-Encoding"))
+        _send(h, 200, padded, {"Content-Encoding": "gzip"})
+
+    server = serve(reply)
+    score, reranker = _score(server, max_retries=2)
+    assert asked[0] == "gzip, deflate"
+    if extra == 0:
+        assert score == 0.5 and not reranker.failures
+    else:
+        assert np.isnan(score)
+        assert reranker.failures[0].reason.startswith(f"reply larger than {MAX_REPLY_BYTES}")
+        assert server.hits == 1
+
+
+def test_a_gzip_bomb_is_not_decompressed_whole(serve) -> None:
+    """A gigabyte of zeros compressed to ~1 MB: refused after reading past the limit, without
+    the memory the whole body would take."""
+    import resource
+    import zlib
+
+    comp = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    block = b"\0" * (1 << 20)
+    bomb = b"".join(comp.compress(block) for _ in range(1024)) + comp.flush()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    server = serve(lambda h: _send(h, 200, bomb, {"Content-Encoding": "gzip"}))
+    score, reranker = _score(server)
+    assert np.isnan(score)
+    assert reranker.failures[0].reason.startswith(f"reply larger than {MAX_REPLY_BYTES}")
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown_kib < 256 * 1024  # far below the 1 GiB the body decompresses to
+
+
+@pytest.mark.parametrize("wrapped", [True, False])
+def test_deflate_replies_are_read_zlib_wrapped_or_raw(serve, wrapped: bool) -> None:
+    import zlib
+
+    body = _completion([{"token": "Yes", "logprob": -1.0}, {"token": "No", "logprob": -2.0}])
+    comp = zlib.compressobj(6, zlib.DEFLATED, zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
+    data = comp.compress(body) + comp.flush()
+    server = serve(lambda h: _send(h, 200, data, {"Content-Encoding": "deflate"}))
+    score, reranker = _score(server)
+    assert not reranker.failures
+    assert score == pytest.approx(1 / (1 + math.exp(-1.0)))
+
+
+@pytest.mark.parametrize(
+    ("encoding", "body", "reason"),
+    [
+        ("br", b"\x1b\x00", "a reply compressed as 'br'"),
+        ("gzip", b"not gzip at all", "a gzip body that does not decode"),
+        ("gzip", b"", None),
+        ("gzip", None, "a gzip body that ends early"),
+        ("gzip", "trailing", "bytes after the end of a gzip body"),
+    ],
+)
+def test_a_reply_in_an_encoding_not_asked_for_or_broken_fails_with_a_reason(
+    serve, encoding: str, body: Any, reason: str | None
+) -> None:
+    full = _gzip(_completion([{"token": "Yes", "logprob": -1.0}]))
+    if body is None:
+        body = full[: len(full) // 2]
+    elif body == "trailing":
+        body = full + b"junk"
+    server = serve(lambda h: _send(h, 200, body, {"Content-Encoding": encoding}))
+    score, reranker = _score(server)
+    assert np.isnan(score)
+    if reason is None:  # an empty body: no JSON, reported as malformed
+        assert reranker.failures[0].reason.startswith("malformed reply")
+    else:
+        assert reranker.failures[0].reason.startswith(reason), reranker.failures[0].reason

@@ -47,6 +47,7 @@ import random
 import re
 import threading
 import time
+import zlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -80,6 +81,11 @@ _MAX_REASON_CHARS = 300
 _ATTEMPTS: contextvars.ContextVar[list[int]] = contextvars.ContextVar("inquire_api_attempts")
 
 
+async def _ask_encoding(request: Any) -> None:
+    """httpx request hook: ask only for the compressions decoded here within the limit."""
+    request.headers["Accept-Encoding"] = _ACCEPT_ENCODING
+
+
 async def _count_attempt(request: Any) -> None:
     counter = _ATTEMPTS.get(None)
     if counter is not None:
@@ -87,7 +93,18 @@ async def _count_attempt(request: Any) -> None:
 
 
 class _ReplyTooLarge(Exception):
-    """A reply body over MAX_REPLY_BYTES."""
+    """A reply body over MAX_REPLY_BYTES (counted after decompression)."""
+
+
+class _ReplyEncoding(Exception):
+    """A reply compressed in a way that was not asked for."""
+
+
+#: The reply encodings asked for (``Accept-Encoding``) and decoded here, within the size
+#: limit: a compressed reply is counted by what it decompresses to (a few KiB of gzip can
+#: expand to gigabytes). The value is the ``zlib`` window for the format.
+_ENCODINGS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": 0}
+_ACCEPT_ENCODING = "gzip, deflate"
 
 
 @functools.cache
@@ -97,33 +114,90 @@ def _bounded_body_type(httpx_module: str) -> type:
     httpx = importlib.import_module(httpx_module)
 
     class _BoundedBody(httpx.AsyncByteStream):  # type: ignore[name-defined]
-        """A reply body stream that stops at ``max_bytes`` and at ``timeout_s`` in all.
+        """A reply body stream that stops at ``max_bytes`` of decoded body and at
+        ``timeout_s`` in all, decompressing ``encoding`` (a key of ``_ENCODINGS``) itself.
 
         httpx's read timeout bounds each read, not the whole body, so a server that sends a
-        byte every few seconds would otherwise keep an attempt open for ever."""
+        byte every few seconds would otherwise keep an attempt open for ever; and httpx
+        decodes a compressed body without a limit."""
 
-        def __init__(self, stream: Any, request: Any, timeout_s: float, max_bytes: int) -> None:
+        def __init__(
+            self,
+            stream: Any,
+            request: Any,
+            timeout_s: float,
+            max_bytes: int,
+            encoding: str | None = None,
+        ) -> None:
             self._stream, self._request = stream, request
             self._timeout_s, self._max_bytes = timeout_s, max_bytes
             self._deadline = time.monotonic() + timeout_s
+            self._encoding = encoding
+            self._decoder: Any = None
+
+        def _decode(self, chunk: bytes, room: int) -> bytes:
+            """At most ``room`` bytes decoded from ``chunk`` (more pending means too large)."""
+            if self._decoder is None:
+                wbits = _ENCODINGS[self._encoding or ""]
+                if wbits == 0:  # "deflate": zlib-wrapped as the RFC says, or raw as some send
+                    raw = len(chunk) > 0 and (chunk[0] & 0x0F) != 8
+                    wbits = -zlib.MAX_WBITS if raw else zlib.MAX_WBITS
+                self._decoder = zlib.decompressobj(wbits)
+            out = bytes(self._decoder.decompress(chunk, room))
+            if self._decoder.unconsumed_tail:
+                out += b"\0"  # output was cut at ``room``: the body is over the limit
+            return out
 
         async def __aiter__(self) -> AsyncIterator[bytes]:
             size = 0
-            async for chunk in self._stream:
-                size += len(chunk)
-                if size > self._max_bytes:
-                    raise _ReplyTooLarge(f"reply body over {self._max_bytes} bytes")
+            async for raw in self._stream:
                 if time.monotonic() > self._deadline:
                     raise httpx.ReadTimeout(
                         f"reply body not complete within {self._timeout_s:g} s",
                         request=self._request,
                     )
+                try:
+                    chunk = (
+                        raw
+                        if self._encoding is None
+                        else self._decode(raw, self._max_bytes - size + 1)
+                    )
+                except zlib.error as exc:
+                    raise _ReplyEncoding(
+                        f"a {self._encoding} body that does not decode ({exc})"
+                    ) from None
+                size += len(chunk)
+                if size > self._max_bytes:
+                    raise _ReplyTooLarge(f"reply body over {self._max_bytes} bytes")
                 yield chunk
+            if self._decoder is not None:
+                if not self._decoder.eof:
+                    raise _ReplyEncoding(f"a {self._encoding} body that ends early")
+                if self._decoder.unused_data:
+                    raise _ReplyEncoding(f"bytes after the end of a {self._encoding} body")
 
         async def aclose(self) -> None:
             await self._stream.aclose()
 
     return _BoundedBody
+
+
+@functools.cache
+def _refused_body_type(httpx_module: str) -> type:
+    """A reply body stream that refuses a compression that was not asked for."""
+    httpx = importlib.import_module(httpx_module)
+
+    class _RefusedBody(httpx.AsyncByteStream):  # type: ignore[name-defined]
+        def __init__(self, encoding: str) -> None:
+            self._encoding = encoding
+
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            raise _ReplyEncoding(
+                f"a reply compressed as {self._encoding!r}, not one of {_ACCEPT_ENCODING}"
+            )
+            yield b""  # pragma: no cover - makes this an async generator
+
+    return _RefusedBody
 
 
 @dataclass(frozen=True)
@@ -360,6 +434,8 @@ class APIReranker:
                     f"timed out: no answer within timeout_s={self.timeout_s:g} s"
                     f"{_after(attempts[0])}; raise timeout_s for a slow server"
                 ) from None
+            except _ReplyEncoding as exc:
+                raise _Failed(f"{str(exc)[:200]}{_after(attempts[0])}") from None
             except _ReplyTooLarge:
                 raise _Failed(
                     f"reply larger than {MAX_REPLY_BYTES} bytes, not a chat completion"
@@ -399,15 +475,28 @@ class APIReranker:
     async def _bound_body(self, response: Any) -> None:
         """httpx response hook: the body is read within timeout_s and MAX_REPLY_BYTES."""
         library = type(response).__module__.split(".")[0]
+        encoding = response.headers.get("content-encoding", "").strip().lower()
+        if encoding in ("", "identity"):
+            decode = None
+        elif encoding in _ENCODINGS:
+            decode = encoding  # decoded here, within the limit; httpx must not decode again
+            del response.headers["content-encoding"]
+        else:
+            # Read nothing of it: the status and headers still reach the error handling.
+            response.stream = _refused_body_type(library)(encoding[:40])
+            return
         response.stream = _bounded_body_type(library)(
-            response.stream, response.request, self.timeout_s, MAX_REPLY_BYTES
+            response.stream, response.request, self.timeout_s, MAX_REPLY_BYTES, decode
         )
 
     def _client(self) -> Any:
         import openai
 
         http_client = openai.DefaultAsyncHttpxClient(
-            event_hooks={"request": [_count_attempt], "response": [self._bound_body]},
+            event_hooks={
+                "request": [_ask_encoding, _count_attempt],
+                "response": [self._bound_body],
+            },
             # A redirect would re-send the image (and, to the same host, the key) to where
             # the server points; it is reported as a failure that names the new address.
             follow_redirects=False,
