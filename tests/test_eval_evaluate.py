@@ -105,6 +105,40 @@ def test_save_and_load(tmp_path: Path) -> None:
         EvalResult.load(tmp_path)
 
 
+@pytest.mark.parametrize("fails", ["run", "summary"])
+def test_a_save_that_fails_midway_leaves_the_folder_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fails: str
+) -> None:
+    """A full disk while writing the second result: every file is still the first result's
+    (no new tables beside an old summary), and no temporary file is left behind."""
+    import errno
+    import importlib
+
+    # (``inquire.eval.evaluate`` the attribute is the function; the module is imported.)
+    evaluate_module = importlib.import_module("inquire.eval.evaluate")
+
+    out = tmp_path / "out"
+    _result().save(out, run=RUN)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    second = evaluate(RUN, QRELS, QUERIES, k=1, config={"model": "other"})
+
+    def full_disk(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    if fails == "run":
+        monkeypatch.setattr(Run, "save_parquet", full_disk)
+    else:
+        monkeypatch.setattr(evaluate_module, "write_json", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        second.save(out, run=RUN)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    monkeypatch.undo()
+    second.save(out, run=RUN)
+    assert json.loads((out / "summary.json").read_text())["k"] == 1
+    assert pd.read_csv(out / "aggregates.csv")["mrr"].iloc[0] == pytest.approx(0.5)  # 0.625 at k=2
+    assert sorted(p.name for p in out.iterdir()) == sorted(before)
+
+
 def test_query_without_annotations_is_an_error_naming_it() -> None:
     qrels = Qrels({1: {10, 11}, 2: {20}, 3: {30, 31, 32}})  # query 4 unannotated
     with pytest.raises(InputError, match=r"query 4 has R = 0"):

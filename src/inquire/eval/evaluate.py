@@ -7,6 +7,7 @@ plain means over queries: overall and per group.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from inquire._io import atomic_open, check_output_folder, write_json
+from inquire._io import atomic_path, check_output_folder, write_json
 from inquire._version import __version__
 from inquire.data.qrels import Qrels
 from inquire.data.queries import QUERY_COLUMNS, UNKNOWN_GROUP
@@ -120,22 +121,32 @@ class EvalResult:
         }
 
     def save(self, out_dir: str | os.PathLike[str], run: Run | None = None) -> Path:
-        """Write the result folder atomically, file by file; return it.
+        """Write the result folder; return it.
 
         - ``per_query.csv``: ``query_id``, the metrics (fractions), the three group columns
         - ``aggregates.csv``: :meth:`aggregates` (fractions)
         - ``summary.json``: :meth:`summary` (config, package version, overall and per group)
         - ``run.parquet``: the run, when given
+
+        Every file is written to a temporary file first and only then are they renamed into
+        place (``summary.json`` last), so a failure while writing (a full disk, an
+        interruption) leaves the folder as it was, never new tables beside an old summary.
         """
         out = check_output_folder(out_dir, "result folder")
         out.mkdir(parents=True, exist_ok=True)
-        with atomic_open(out / PER_QUERY_FILE, "w", encoding="utf-8", newline="") as fh:
-            self.per_query.to_csv(fh, index=False)
-        with atomic_open(out / AGGREGATES_FILE, "w", encoding="utf-8", newline="") as fh:
-            self.aggregates().to_csv(fh, index=False)
-        if run is not None:
-            run.save_parquet(out / RUN_FILE)
-        write_json(out / SUMMARY_FILE, self.summary())
+        with contextlib.ExitStack() as stack:
+            # Renamed in the reverse order of entering: the summary last.
+            summary = stack.enter_context(atomic_path(out / SUMMARY_FILE))
+            run_tmp = None if run is None else stack.enter_context(atomic_path(out / RUN_FILE))
+            aggregates = stack.enter_context(atomic_path(out / AGGREGATES_FILE))
+            per_query = stack.enter_context(atomic_path(out / PER_QUERY_FILE))
+            with open(per_query, "w", encoding="utf-8", newline="") as fh:
+                self.per_query.to_csv(fh, index=False)
+            with open(aggregates, "w", encoding="utf-8", newline="") as fh:
+                self.aggregates().to_csv(fh, index=False)
+            if run is not None and run_tmp is not None:
+                run.save_parquet(run_tmp)
+            write_json(summary, self.summary())
         return out
 
     @classmethod
