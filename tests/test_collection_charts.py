@@ -58,3 +58,33 @@ def test_page_svg_is_the_file_chart_with_text_escaped(tmp_path: Path) -> None:
     assert file_svg.count('<g id="patch_') == svg.count('<g id="patch_') > 3  # frame + bars
     # Every month from the first to the last one has its slot (a gap shows as no bar).
     assert "2021-12" in svg and "no marks yet" in trend_svg(TREND.head(0))
+
+
+def test_every_slot_of_the_page_chart_has_its_numbers_as_a_tooltip() -> None:
+    import re
+
+    svg = trend_svg(TREND, "herons", by="month", width=360)
+    tips = re.findall(r'<g id="inquire-trend-slot-(\d+)"><title>([^<]*)</title>', svg)
+    assert tips == [
+        ("0", "2021-11: 1 positive of 4 inspected (25%; 95% CI 5%-70%)"),
+        ("1", "2021-12: no inspected images"),  # a gap: no bar, still a tooltip
+        ("2", "2022-01: 3 positives of 3 inspected (100%; 95% CI 44%-100%)"),
+    ]
+    # One more slot than a page of tick labels: every slot keeps its tooltip.
+    long = pd.DataFrame(
+        {
+            "group": [f"{y}-{m:02d}" for y in (2019, 2020, 2021) for m in range(1, 13)],
+            "inspected": [2] * 36,
+            "positives": [1] * 36,
+            "share": [0.5] * 36,
+            "ci_low": [0.09] * 36,
+            "ci_high": [0.91] * 36,
+        }
+    )
+    svg = trend_svg(long, by="month", width=320)
+    assert len(re.findall(r'<g id="inquire-trend-slot-\d+"><title>', svg)) == 36
+    # Group names are data: escaped in the tooltip, never markup.
+    odd = TREND.assign(group=['Ardea <b>alba</b> & "co"', "x"])
+    svg = trend_svg(odd, by="taxon", width=360)
+    assert "<b>" not in svg
+    assert '<title>Ardea &lt;b&gt;alba&lt;/b&gt; &amp; "co": 1 positive of 4' in svg

@@ -78,20 +78,56 @@ def undated_note(trend: pd.DataFrame) -> str:
     )
 
 
+_SLOT_ID = "inquire-trend-slot-{}"
+
+
+def slot_tooltips(trend: pd.DataFrame, by: str | None = None) -> list[str]:
+    """One line per slot of the chart (after :func:`fill_time_gaps`), shown when the pointer
+    is over the slot on the page: ``"2021-05: 12 positives of 40 inspected (30%; 95% CI
+    18-45%)"`` or ``"2021-06: no inspected images"``."""
+    t = fill_time_gaps(trend, by)
+    out = []
+    for label, (_, row) in zip(
+        _slot_labels([str(g) for g in t["group"]], by), t.iterrows(), strict=True
+    ):
+        seen, pos = int(row["inspected"]), int(row["positives"])
+        if seen == 0:
+            out.append(f"{label}: no inspected images")
+            continue
+        text = f"{label}: {pos} positive{'s' if pos != 1 else ''} of {seen} inspected"
+        share, lo, hi = (float(row[c]) for c in ("share", "ci_low", "ci_high"))
+        if math.isfinite(share):
+            text += f" ({share:.0%}"
+            if math.isfinite(lo) and math.isfinite(hi):
+                text += f"; 95% CI {lo:.0%}-{hi:.0%}"
+            text += ")"
+        out.append(text)
+    return out
+
+
+def _add_tooltips(svg: str, tips: list[str]) -> str:
+    """A ``<title>`` (the browser's tooltip) in each slot's group of :func:`trend_figure`."""
+    for i, tip in enumerate(tips):
+        opening = f'<g id="{_SLOT_ID.format(i)}">'
+        svg = svg.replace(opening, f"{opening}<title>{escape(tip, quote=False)}</title>", 1)
+    return svg
+
+
 def trend_svg(
     trend: pd.DataFrame, title: str = "", by: str | None = None, *, width: int | None = None
 ) -> str:
     """The chart of :func:`trend_figure` as an ``<svg>`` string for the web page (no scripts,
-    no CDN): the same figure ``inquire trend --out`` writes, drawn by the same code.
+        no CDN): the same figure ``inquire trend --out`` writes, drawn by the same code. Each
+    slot carries its numbers as a tooltip (:func:`slot_tooltips`).
 
-    Text stays text (``svg.fonttype`` ``none``; matplotlib escapes it), element ids are
-    salted and the date left out, so the same table gives the same bytes. The page's content
-    policy allows no inline CSS, so matplotlib's ``style`` attributes and ``<style>`` rule
-    become SVG presentation attributes (:func:`_presentation_attributes`).
+        Text stays text (``svg.fonttype`` ``none``; matplotlib escapes it), element ids are
+        salted and the date left out, so the same table gives the same bytes. The page's content
+        policy allows no inline CSS, so matplotlib's ``style`` attributes and ``<style>`` rule
+        become SVG presentation attributes (:func:`_presentation_attributes`).
 
-    ``width``: the box the page draws it in, in px. The figure is then laid out at that width
-    (one SVG unit per px) with no text under 11 px, so the chart is never shrunk to fit a
-    phone's screen; without it, the size of ``inquire trend --out``.
+        ``width``: the box the page draws it in, in px. The figure is then laid out at that width
+        (one SVG unit per px) with no text under 11 px, so the chart is never shrunk to fit a
+        phone's screen; without it, the size of ``inquire trend --out``.
     """
     import io
 
@@ -107,6 +143,7 @@ def trend_svg(
         fig.savefig(buf, format="svg", metadata={"Date": None})
     text = buf.getvalue()
     svg = _presentation_attributes(text[text.index("<svg") :])  # inline: no XML prolog
+    svg = _add_tooltips(svg, slot_tooltips(trend, by))
     if width is not None:  # one unit per px, as laid out (matplotlib writes points)
         svg = re.sub(
             r'^(<svg[^>]*?) width="([\d.]+)pt" height="([\d.]+)pt"',
@@ -251,6 +288,10 @@ def trend_figure(
         label="share of inspected images (95% Wilson CI)",
     )
     ax2.set_ylim(0, 1.05)  # a point at 100% stays inside the frame
+    # One invisible box per slot, over everything: on the page it carries the slot's
+    # tooltip (a <title>, see trend_svg), so a month with no bar can be pointed at too.
+    for i in x:
+        ax2.axvspan(i - 0.5, i + 0.5, alpha=0, zorder=10, gid=_SLOT_ID.format(i))
     ax2.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax2.set_ylabel("share of inspected images")
     note = undated_note(t)
