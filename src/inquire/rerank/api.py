@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextvars
 import functools
 import importlib.util
 import json
@@ -46,9 +45,7 @@ import os
 import random
 import re
 import threading
-import time
-import zlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
@@ -56,6 +53,15 @@ from urllib.parse import urlparse
 import numpy as np
 
 from inquire.errors import InputError
+from inquire.rerank.api_reply import (
+    ATTEMPTS,
+    MAX_REPLY_BYTES,
+    ReplyEncoding,
+    ReplyTooLarge,
+    ask_encoding,
+    bound_body,
+    count_attempt,
+)
 from inquire.rerank.base import ImageLike, image_bytes
 from inquire.rerank.protocol import PROTOCOLS, Protocol, get_protocol
 
@@ -69,135 +75,8 @@ API_QUESTION = PROTOCOLS["inquire-2024"].api_prompt("gpt-4o").text
 # (0.5 s doubling, at most 8 s, minus up to 25 % jitter), which covers HTTP errors only.
 _MALFORMED_WAIT_S = 0.5
 _MALFORMED_MAX_WAIT_S = 8.0
-#: The largest reply body read (a one-token chat completion with 20 top tokens is a few KiB);
-#: a larger one is not read further and the attempt fails, so a hostile or broken server
-#: cannot fill the memory.
-MAX_REPLY_BYTES = 4 * 1024 * 1024
 #: The longest failure reason kept (a server chooses much of its text).
 _MAX_REASON_CHARS = 300
-
-# HTTP requests sent for the request being scored in this asyncio task (the client's retries
-# included), counted by an httpx event hook; each request runs in its own task and context.
-_ATTEMPTS: contextvars.ContextVar[list[int]] = contextvars.ContextVar("inquire_api_attempts")
-
-
-async def _ask_encoding(request: Any) -> None:
-    """httpx request hook: ask only for the compressions decoded here within the limit."""
-    request.headers["Accept-Encoding"] = _ACCEPT_ENCODING
-
-
-async def _count_attempt(request: Any) -> None:
-    counter = _ATTEMPTS.get(None)
-    if counter is not None:
-        counter[0] += 1
-
-
-class _ReplyTooLarge(Exception):
-    """A reply body over MAX_REPLY_BYTES (counted after decompression)."""
-
-
-class _ReplyEncoding(Exception):
-    """A reply compressed in a way that was not asked for."""
-
-
-#: The reply encodings asked for (``Accept-Encoding``) and decoded here, within the size
-#: limit: a compressed reply is counted by what it decompresses to (a few KiB of gzip can
-#: expand to gigabytes). The value is the ``zlib`` window for the format.
-_ENCODINGS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": 0}
-_ACCEPT_ENCODING = "gzip, deflate"
-
-
-@functools.cache
-def _bounded_body_type(httpx_module: str) -> type:
-    """The reply body stream type for the HTTP library the openai client runs on (``httpx``,
-    or ``httpx2`` in recent releases), named by the module of a response it returned."""
-    httpx = importlib.import_module(httpx_module)
-
-    class _BoundedBody(httpx.AsyncByteStream):  # type: ignore[name-defined]
-        """A reply body stream that stops at ``max_bytes`` of decoded body and at
-        ``timeout_s`` in all, decompressing ``encoding`` (a key of ``_ENCODINGS``) itself.
-
-        httpx's read timeout bounds each read, not the whole body, so a server that sends a
-        byte every few seconds would otherwise keep an attempt open for ever; and httpx
-        decodes a compressed body without a limit."""
-
-        def __init__(
-            self,
-            stream: Any,
-            request: Any,
-            timeout_s: float,
-            max_bytes: int,
-            encoding: str | None = None,
-        ) -> None:
-            self._stream, self._request = stream, request
-            self._timeout_s, self._max_bytes = timeout_s, max_bytes
-            self._deadline = time.monotonic() + timeout_s
-            self._encoding = encoding
-            self._decoder: Any = None
-
-        def _decode(self, chunk: bytes, room: int) -> bytes:
-            """At most ``room`` bytes decoded from ``chunk`` (more pending means too large)."""
-            if self._decoder is None:
-                wbits = _ENCODINGS[self._encoding or ""]
-                if wbits == 0:  # "deflate": zlib-wrapped as the RFC says, or raw as some send
-                    raw = len(chunk) > 0 and (chunk[0] & 0x0F) != 8
-                    wbits = -zlib.MAX_WBITS if raw else zlib.MAX_WBITS
-                self._decoder = zlib.decompressobj(wbits)
-            out = bytes(self._decoder.decompress(chunk, room))
-            if self._decoder.unconsumed_tail:
-                out += b"\0"  # output was cut at ``room``: the body is over the limit
-            return out
-
-        async def __aiter__(self) -> AsyncIterator[bytes]:
-            size = 0
-            async for raw in self._stream:
-                if time.monotonic() > self._deadline:
-                    raise httpx.ReadTimeout(
-                        f"reply body not complete within {self._timeout_s:g} s",
-                        request=self._request,
-                    )
-                try:
-                    chunk = (
-                        raw
-                        if self._encoding is None
-                        else self._decode(raw, self._max_bytes - size + 1)
-                    )
-                except zlib.error as exc:
-                    raise _ReplyEncoding(
-                        f"a {self._encoding} body that does not decode ({exc})"
-                    ) from None
-                size += len(chunk)
-                if size > self._max_bytes:
-                    raise _ReplyTooLarge(f"reply body over {self._max_bytes} bytes")
-                yield chunk
-            if self._decoder is not None:
-                if not self._decoder.eof:
-                    raise _ReplyEncoding(f"a {self._encoding} body that ends early")
-                if self._decoder.unused_data:
-                    raise _ReplyEncoding(f"bytes after the end of a {self._encoding} body")
-
-        async def aclose(self) -> None:
-            await self._stream.aclose()
-
-    return _BoundedBody
-
-
-@functools.cache
-def _refused_body_type(httpx_module: str) -> type:
-    """A reply body stream that refuses a compression that was not asked for."""
-    httpx = importlib.import_module(httpx_module)
-
-    class _RefusedBody(httpx.AsyncByteStream):  # type: ignore[name-defined]
-        def __init__(self, encoding: str) -> None:
-            self._encoding = encoding
-
-        async def __aiter__(self) -> AsyncIterator[bytes]:
-            raise _ReplyEncoding(
-                f"a reply compressed as {self._encoding!r}, not one of {_ACCEPT_ENCODING}"
-            )
-            yield b""  # pragma: no cover - makes this an async generator
-
-    return _RefusedBody
 
 
 @dataclass(frozen=True)
@@ -413,8 +292,8 @@ class APIReranker:
         Returns the score or raises _Refused / _Failed."""
         import openai
 
-        attempts = [0]  # HTTP requests sent for this one, counted by _count_attempt
-        _ATTEMPTS.set(attempts)
+        attempts = [0]  # HTTP requests sent for this one, counted by count_attempt
+        ATTEMPTS.set(attempts)
         budget = self.max_retries + 1
         extra = {} if self._api_key else {"extra_headers": {"Authorization": openai.Omit()}}
         malformed = 0
@@ -434,9 +313,9 @@ class APIReranker:
                     f"timed out: no answer within timeout_s={self.timeout_s:g} s"
                     f"{_after(attempts[0])}; raise timeout_s for a slow server"
                 ) from None
-            except _ReplyEncoding as exc:
+            except ReplyEncoding as exc:
                 raise _Failed(f"{str(exc)[:200]}{_after(attempts[0])}") from None
-            except _ReplyTooLarge:
+            except ReplyTooLarge:
                 raise _Failed(
                     f"reply larger than {MAX_REPLY_BYTES} bytes, not a chat completion"
                     f"{_after(attempts[0])}"
@@ -472,30 +351,13 @@ class APIReranker:
         """``text`` without the API key (a server may echo what it was sent)."""
         return text.replace(self._api_key, "<api key>") if self._api_key else text
 
-    async def _bound_body(self, response: Any) -> None:
-        """httpx response hook: the body is read within timeout_s and MAX_REPLY_BYTES."""
-        library = type(response).__module__.split(".")[0]
-        encoding = response.headers.get("content-encoding", "").strip().lower()
-        if encoding in ("", "identity"):
-            decode = None
-        elif encoding in _ENCODINGS:
-            decode = encoding  # decoded here, within the limit; httpx must not decode again
-            del response.headers["content-encoding"]
-        else:
-            # Read nothing of it: the status and headers still reach the error handling.
-            response.stream = _refused_body_type(library)(encoding[:40])
-            return
-        response.stream = _bounded_body_type(library)(
-            response.stream, response.request, self.timeout_s, MAX_REPLY_BYTES, decode
-        )
-
     def _client(self) -> Any:
         import openai
 
         http_client = openai.DefaultAsyncHttpxClient(
             event_hooks={
-                "request": [_ask_encoding, _count_attempt],
-                "response": [self._bound_body],
+                "request": [ask_encoding, count_attempt],
+                "response": [functools.partial(bound_body, timeout_s=self.timeout_s)],
             },
             # A redirect would re-send the image (and, to the same host, the key) to where
             # the server points; it is reported as a failure that names the new address.
