@@ -1,6 +1,6 @@
-"""Read a results folder as the reproduction check needs it: its ``summary.json``, checked
-to be an inquire result summary, how it was made (:class:`Made`, from the summary's config),
-and the query ids of its ``per_query.csv``.
+"""Read a results folder: its ``summary.json``, checked to be an inquire result summary, how
+the results were made (:class:`Made`: model, reranker, protocol, split, pool, from the
+summary's config), and the query ids of its ``per_query.csv``.
 """
 
 from __future__ import annotations
