@@ -149,11 +149,11 @@ def _closed_port() -> int:
 def test_download_to_a_closed_port_fails_after_one_attempt(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from inquire.data import download
+    from inquire.data import download_http
 
     monkeypatch.setenv("INQUIRE_BASE_URL", f"http://127.0.0.1:{_closed_port()}")
     waits: list[float] = []
-    monkeypatch.setattr(download.time, "sleep", waits.append)
+    monkeypatch.setattr(download_http.time, "sleep", waits.append)
     res = CliRunner().invoke(app, ["download", "queries-val", "--no-progress"], env=NARROW)
     assert res.exit_code == 2
     assert "refused" in res.output and "not retried" in res.output
@@ -162,13 +162,13 @@ def test_download_to_a_closed_port_fails_after_one_attempt(
 
 def test_dns_failure_fails_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     # (5xx answers are still retried: tests/test_data_download.py)
-    from inquire.data import download
+    from inquire.data import download, download_http
 
     def no_dns(*args: object, **kw: object) -> object:
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
 
     waits: list[float] = []
-    monkeypatch.setattr(download.time, "sleep", waits.append)
+    monkeypatch.setattr(download_http.time, "sleep", waits.append)
     monkeypatch.setenv("INQUIRE_BASE_URL", "http://mirror.invalid")
     monkeypatch.setattr(socket, "getaddrinfo", no_dns)
     with pytest.raises(DownloadError, match=r"mirror\.invalid could not be resolved.*not retried"):

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from inquire.cli import app
-from inquire.data import download
+from inquire.data import download, download_cache, download_http
 from inquire.data.download import extract, fetch, fetch_dataset, local_path, source_url
 from inquire.data.registry import (
     ARTIFACTS,
@@ -118,7 +118,7 @@ def test_happy_path_through_the_mirror(mirror: FixtureServer) -> None:
     assert not path.with_name(path.name + ".part").exists()
     [req] = mirror.gets()
     assert req.path == "/" + art.mirror_path and req.range is None and req.status == 200
-    manifest = json.loads((download.download_dir() / "manifest.json").read_text())
+    manifest = json.loads((download_cache.download_dir() / "manifest.json").read_text())
     assert manifest[art.mirror_path]["sha256"] == art.sha256
     # Second call: cached, no request at all.
     assert fetch(art, **FAST) == path
@@ -181,7 +181,7 @@ def test_wrong_bytes_raise_checksum_error_and_leave_nothing(mirror: FixtureServe
     assert source_url(art) in str(info.value)
     folder = local_path(art).parent
     assert list(folder.iterdir()) == []  # neither the file nor a .part
-    assert not (download.download_dir() / "manifest.json").exists()
+    assert not (download_cache.download_dir() / "manifest.json").exists()
 
 
 def test_wrong_size_is_a_checksum_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -209,7 +209,7 @@ def test_unreachable_server_fails_at_once_without_retries(
         url = server.url  # a port that is free again once the server stops
     monkeypatch.setenv("INQUIRE_BASE_URL", url)
     waits: list[float] = []
-    monkeypatch.setattr(download.time, "sleep", waits.append)
+    monkeypatch.setattr(download_http.time, "sleep", waits.append)
     with pytest.raises(DownloadError, match=r"refused.*not retried.*INQUIRE_BASE_URL"):
         fetch(_artifact(), retries=3, progress=False, backoff_s=30.0)
     assert waits == []  # one attempt: no backoff waits at all
@@ -240,7 +240,7 @@ def test_unknown_checksum_is_recorded_then_enforced(
     with FixtureServer(write_mirror(tmp_path / "m", {art: PAYLOAD})) as server:
         monkeypatch.setenv("INQUIRE_BASE_URL", server.url)
         path = fetch(art, **FAST)
-        record = json.loads((download.download_dir() / "manifest.json").read_text())
+        record = json.loads((download_cache.download_dir() / "manifest.json").read_text())
         assert record[art.mirror_path]["sha256"] == hashlib.sha256(PAYLOAD).hexdigest()
         assert record[art.mirror_path]["size"] == len(PAYLOAD)
         # Flip a byte without changing the size: the recorded sha256 catches it.
@@ -356,7 +356,7 @@ def test_concurrent_fetches_download_once(mirror: FixtureServer) -> None:
         paths = list(pool.map(lambda _: fetch(art, **FAST), range(4)))
     assert len(set(paths)) == 1 and paths[0].read_bytes() == PAYLOAD
     assert len(mirror.gets()) == 1
-    manifest = json.loads((download.download_dir() / "manifest.json").read_text())
+    manifest = json.loads((download_cache.download_dir() / "manifest.json").read_text())
     assert list(manifest) == [art.mirror_path]
 
 
@@ -435,7 +435,7 @@ def test_backoff_doubles_between_retries(
     mirror: FixtureServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     waits: list[float] = []
-    monkeypatch.setattr(download.time, "sleep", waits.append)
+    monkeypatch.setattr(download_http.time, "sleep", waits.append)
     mirror.mode = "error"
     with pytest.raises(DownloadError, match=r"after 4 attempts"):
         fetch(_artifact(), retries=3, progress=False, backoff_s=0.5)
@@ -512,7 +512,7 @@ def test_rerank_shards_come_through_the_hub_client(
     prefix = f"/huggingface.co/datasets/evendrow/INQUIRE-Rerank/resolve/{REV}/data/"
     gets = server.gets(".parquet")
     assert len(gets) == len(paths) and all(r.path.startswith(prefix) for r in gets)
-    manifest = json.loads((download.download_dir() / "manifest.json").read_text())
+    manifest = json.loads((download_cache.download_dir() / "manifest.json").read_text())
     keys = [k for k in manifest if k.startswith("hf://datasets/evendrow/INQUIRE-Rerank@")]
     assert len(keys) == len(paths)
     # Cached now: no request at all, even with the server gone.

@@ -12,12 +12,12 @@ import pytest
 
 from inquire.errors import InputError, UnknownNameError
 from inquire.report import build_report, load_leaderboard
-from inquire.report.formats import (
-    fmt_cell,
+from inquire.report.cells import fmt_cell
+from inquire.report.formats import render
+from inquire.report.render_html import render_html
+from inquire.report.render_text import (
     latex_escape,
-    render,
     render_csv,
-    render_html,
     render_latex,
     render_markdown,
     render_terminal,

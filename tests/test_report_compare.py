@@ -13,7 +13,8 @@ from scipy import stats as sps
 
 from inquire.errors import InputError, UnknownNameError
 from inquire.report import compare
-from inquire.report.formats import comparison_csv, comparison_html, comparison_markdown
+from inquire.report.render_html import comparison_html
+from inquire.report.render_text import comparison_csv, comparison_markdown
 from inquire.stats import holm
 from inquire.testing.report_results import make_result
 
@@ -115,7 +116,7 @@ def test_monte_carlo_used_for_many_queries() -> None:
 def test_real_query_texts_and_supercategories(real_queries_dir: Path) -> None:
     from inquire.data.queries import read_queries
     from inquire.report import build_report
-    from inquire.report.formats import reference_table
+    from inquire.report.reference import reference_table
 
     qs = read_queries(real_queries_dir / "inquire_queries_test.csv")
     rng = np.random.default_rng(0)

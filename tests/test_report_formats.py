@@ -129,7 +129,7 @@ def test_every_format_renders_the_published_reference_and_a_comparison(
 def test_reference_comparison_puts_runs_beside_the_leaderboard() -> None:
     import pandas as pd
 
-    from inquire.report.formats import reference_comparison, reference_table
+    from inquire.report.reference import reference_comparison, reference_table
 
     a = make_result("base", {"ap": [0.25, 0.75, 0.5, 0.0]})
     b = make_result("other", {"ap": [1.0, 0.5, 0.5, 0.5]})

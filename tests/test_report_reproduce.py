@@ -21,7 +21,8 @@ from inquire.embed.models import resolve
 from inquire.eval import evaluate
 from inquire.eval.rerank import BASELINES
 from inquire.report.leaderboard import load_leaderboard
-from inquire.report.reproduce import check_results, recipes
+from inquire.report.recipes import recipes
+from inquire.report.reproduce import check_results
 from inquire.rerank.registry import parse_reranker_id
 from inquire.rerank.vlm import parse_vlm_id
 from inquire.run import Run

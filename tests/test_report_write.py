@@ -10,6 +10,7 @@ import pytest
 from inquire.errors import InputError, UnknownNameError
 from inquire.report import build_report, compare, write_report
 from inquire.report import formats as F
+from inquire.report.render_text import render_markdown
 from inquire.testing.report_results import make_result
 
 
@@ -36,7 +37,7 @@ def test_files_equal_the_pieces_rendered_by_hand(tmp_path: Path) -> None:
     )
     report = build_report(results, n_resamples=200, seed=3)
     comparison = compare(results, n_resamples=500, seed=3)
-    want = F.render_markdown(report, comparison)
+    want = render_markdown(report, comparison)
     assert md.read_text(encoding="utf-8") == want == written.text
     page = html.read_text(encoding="utf-8")
     assert "<title>My title</title>" in page and page.count("data:image/png;base64,") == 2

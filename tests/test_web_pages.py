@@ -26,7 +26,7 @@ from inquire.data.rerank_set import read_rerank_set, write_synthetic_rerank_set
 from inquire.eval.rerank import evaluate_rerank
 from inquire.metrics import format_value
 from inquire.report import build_report, compare, load_leaderboard
-from inquire.report.formats import fmt_cell, fmt_p
+from inquire.report.cells import fmt_cell, fmt_p
 from inquire.stats import holm
 from inquire.testing.web_client import page_client
 from inquire.testing.web_fixtures import WebFixture, build_web_fixture

@@ -105,10 +105,12 @@ def print_report(console: Any, report: Any) -> None:
 
     from inquire._render import Col, print_records
     from inquire.metrics import format_value
-    from inquire.report import formats as F
     from inquire.report.build import LEVEL_TITLES
+    from inquire.report.cells import report_header, report_rows
+    from inquire.report.reference import reference_table, reference_title
+    from inquire.report.render_text import terminal_renderables
 
-    renderables = F.terminal_renderables(report)
+    renderables = terminal_renderables(report)
     buf = io.StringIO()
     probe = Console(file=buf, width=console.width, color_system=None, legacy_windows=False)
     wide_enough = all(probe.measure(r).minimum <= console.width for r in renderables)
@@ -123,18 +125,18 @@ def print_report(console: Any, report: Any) -> None:
     console.print(Text(report.ci_description, style="dim"))
     for note in report.notes:
         console.print(Text(f"note: {note}", style="yellow"))
-    columns = [Col(h, keep=True) for h in F._header(report)]
+    columns = [Col(h, keep=True) for h in report_header(report)]
     for level in report.levels:
         print_records(
             console,
             columns,
-            F._cells(report, level),
+            report_rows(report, level),
             f"{LEVEL_TITLES[level]} (k={report.k})",
             head=3,
             head_format=lambda v: f"{v[0]} · {v[1]} ({v[2]} queries)",
             vertical=True,
         )
-    ref = F.reference_table(report)
+    ref = reference_table(report)
     if ref is not None and report.reference is not None:
         cols = [
             Col(str(c), keep=True, justify="left" if i < 2 else "right") for i, c in enumerate(ref)
@@ -148,7 +150,7 @@ def print_report(console: Any, report: Any) -> None:
             console,
             cols,
             rows,
-            F._reference_title(report, report.reference),
+            reference_title(report, report.reference),
             head=2,
             head_format=lambda v: f"{v[1]} ({v[0]})",
         )
@@ -161,9 +163,9 @@ def print_comparison(console: Any, comparison: Any) -> None:
     from rich.text import Text
 
     from inquire._render import Col, print_records
-    from inquire.report import formats as F
+    from inquire.report.cells import method_lines, pair_rows, top_rows, top_title
 
-    header, rows = F._pair_rows(comparison)
+    header, rows = pair_rows(comparison)
     columns = [
         Col(h, keep=True, justify="left" if i < 3 else "right") for i, h in enumerate(header)
     ]
@@ -175,12 +177,12 @@ def print_comparison(console: Any, comparison: Any) -> None:
         head=3,
         head_format=lambda v: f"{v[0]}: A = {v[1]}, B = {v[2]}",
     )
-    for line in F._method_lines(comparison):
+    for line in method_lines(comparison):
         console.print(Text(line, style="dim"))
     for key in comparison.top:
-        header, rows = F._top_rows(comparison, key)
+        header, rows = top_rows(comparison, key)
         _, a, b = key
-        title = F._top_title(comparison, key).replace(f": {a} vs {b}", f": A = {a}, B = {b}")
+        title = top_title(comparison, key).replace(f": {a} vs {b}", f": A = {a}, B = {b}")
         # The run names are in the title: the columns are A and B, as in the pair table.
         named = [*header[:-3], "A", "B", header[-1]]
         cols = [

@@ -37,16 +37,14 @@ def reproduce_cmd(
     then exits 2 if one could not be read (no summary.json, not a result summary), else 1
     unless every folder reproduces its row (--report-only: 0).
     """
+    from inquire.report.recipes import PLACEHOLDERS, recipes, task_info
     from inquire.report.reproduce import (
-        PLACEHOLDERS,
         REPRODUCES,
         ROUNDING,
         UNREADABLE,
         all_reproduce,
         check_results,
         format_value,
-        recipes,
-        task_info,
     )
 
     folders = list(folders or [])

@@ -1,9 +1,9 @@
 """A small synthetic benchmark in INQUIRE's formats, generated in code.
 
-Used by the offline demo and the tests. Everything is random but structured so that retrieval
-is neither trivial nor hopeless: each query has a direction in embedding space; its relevant
-images lie near that direction with a per-query difficulty, some near-miss distractors lie
-close to it too, and the query's text embedding is the direction plus noise.
+Everything is random but structured so that retrieval is neither trivial nor hopeless: each
+query has a direction in embedding space; its relevant images lie near that direction with a
+per-query difficulty, some near-miss distractors lie close to it too, and the query's text
+embedding is the direction plus noise.
 
 Like real expert queries ("a heron swallowing a fish": many poses, backgrounds, fish), the
 relevant images of a query are not one blob around the text: they form ``modes`` (1 to

@@ -92,7 +92,7 @@ def demo_report(
     With a single result folder (``run_demo``'s), a second run is made first: the same
     synthetic benchmark searched with noisier text embeddings (:data:`TEXT_NOISE`).
     """
-    from inquire.report.formats import comparison_renderables
+    from inquire.report.render_text import comparison_renderables
     from inquire.report.write import write_report
 
     console = console or Console()

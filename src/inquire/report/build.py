@@ -1,7 +1,7 @@
 """Build a report: every run's metrics overall and per group, with bootstrap intervals.
 
 A :class:`Report` is data (a pandas table plus the settings that produced it); the
-renderers in :mod:`inquire.report.formats` turn it into terminal, Markdown, CSV, LaTeX or
+formats of :mod:`inquire.report.formats` turn it into terminal, Markdown, CSV, LaTeX or
 HTML text. Values are on the scale INQUIRE reports: AP, nDCG, P and R x100, MRR a fraction.
 """
 

@@ -1,12 +1,4 @@
-"""Reproduce the published INQUIRE leaderboards: one recipe per row, and a check of results.
-
-Every row of ``leaderboard.json`` (the single source of the published numbers) carries a
-``reproduce`` entry: the embedding model (Fullrank), the reranker (Rerank, two-stage), an
-OpenAI-compatible server when the model has no local class (VILA), INQUIRE's released
-score cache where one exists, and the ids of other builds of the same model that do not give
-the published numbers (``other_builds``). :func:`recipes` turns them into the exact
-``inquire`` commands; :func:`check_results` sets result folders written by those commands
-beside the published numbers.
+"""Check results folders against the published INQUIRE leaderboards.
 
 A folder reproduces a row when it was made the way the row was (:func:`check_results`):
 
@@ -18,16 +10,15 @@ A folder reproduces a row when it was made the way the row was (:func:`check_res
 - no candidate left unscored;
 
 and every published value is within the published rounding: values have one decimal, so
-``|ours x 100 - published| <= 0.05`` (:data:`ROUNDING`).
+``|ours x 100 - published| <= 0.05`` (:data:`ROUNDING`). The rows and their commands are
+:mod:`inquire.report.recipes`; reading a folder is :mod:`inquire.report.result_folder`.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
-import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,23 +26,29 @@ from pathlib import Path
 from typing import Any
 
 from inquire.errors import InputError, UnknownNameError
-from inquire.report.leaderboard import _document
+from inquire.report.recipes import (
+    Recipe,
+    expected_queries,
+    published_pool,
+    published_protocol,
+    published_split,
+    recipes,
+    task_info,
+)
+from inquire.report.result_folder import (
+    PER_QUERY_FILE,
+    SUMMARY_FILE,
+    TWO_STAGE_FOLDER,
+    Made,
+    fraction,
+    made_from,
+    per_query_ids,
+    read_summary,
+    whole_number,
+)
 
 ROUNDING = 0.05  # half a unit of the published last decimal
 _EPS = 1e-9  # float noise on the boundary (35.65 - 35.6 is 0.05000000000000071)
-SUMMARY_FILE = "summary.json"
-PER_QUERY_FILE = "per_query.csv"
-TWO_STAGE_FOLDER = "two_stage"  # where `eval fullrank --rerank --out OUT` writes the result
-# The environment variables the commands use for the user's own paths.
-PLACEHOLDERS = {
-    "$INAT24": "the iNat24 folder (holding train/)",
-    "$EMB": "a folder for embeddings (INQUIRE's published ones unpacked, or `inquire embed`)",
-    "$INQUIRE_REPO": "a clone of github.com/inquire-benchmark/INQUIRE (its score caches)",
-    "$VILA_URL": "an OpenAI-compatible server running VILA (e.g. http://localhost:8000/v1)",
-    "$INQUIRE_WILDCLIP_DIR": "read by inquire: the folder holding WildCLIP's checkpoints "
-    "(wildclip_vitb16_t1.pth, wildclip_vitb16_t1t7_lwf.pth)",
-}
-
 # What a check concluded about one folder (Checked.status).
 REPRODUCES = "reproduces"
 DIFFERS = "differs"  # made as the row was, a value beyond the rounding
@@ -62,189 +59,6 @@ UNREADABLE = "unreadable"  # no summary.json, or one that is not an inquire resu
 STATUSES = (REPRODUCES, DIFFERS, NOT_COMPARABLE, OTHER_PROTOCOL, NO_ROW, UNREADABLE)
 # Reranker kinds whose scores depend on the rerank protocol.
 _PROTOCOL_KINDS = ("vlm:", "api:", "cached:")
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """How one published row is reproduced.
-
-    ``published``: column (``overall`` and supercategories) -> value x100 (``None`` where not
-    published). ``commands``: shell lines to run in order (empty when no command evaluates
-    the row). ``without_gpu``: an alternative from INQUIRE's released score cache, if any.
-    ``check``: the results folder the commands write, to pass to ``inquire reproduce --check``.
-    ``model`` / ``reranker``: what a results folder must name to match this row (or one of
-    ``also_matches``, e.g. ``clip_score`` for the model that retrieved the Rerank pools);
-    ``other_builds``: ids of other builds of the model, which do not give the published
-    numbers, and why.
-    """
-
-    task: str
-    method: str
-    kind: str
-    published: dict[str, float | None]
-    commands: tuple[str, ...]
-    without_gpu: tuple[str, ...] = ()
-    note: str | None = None
-    model: str | None = None
-    reranker: str | None = None
-    cached: str | None = None
-    from_k: int | None = None
-    also_matches: tuple[str, ...] = ()
-    other_builds: tuple[tuple[str, str], ...] = ()
-    check: tuple[str, ...] = ()
-
-    @property
-    def slug(self) -> str:
-        """A file-name form of the method: ``clip-vit-h-14-378-dfn``."""
-        return _slug(self.method)
-
-    def as_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (what ``inquire reproduce --json`` prints per row)."""
-        return {
-            "task": self.task,
-            "method": self.method,
-            "kind": self.kind,
-            "published": self.published,
-            "commands": list(self.commands),
-            "without_gpu": list(self.without_gpu),
-            "check": list(self.check),
-            "note": self.note,
-        }
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-")
-
-
-def _device(reranker: str) -> str:
-    return " --device cuda" if reranker.startswith(("vlm:", "clip:")) else ""
-
-
-def _fullrank_commands(
-    method: str, rep: dict[str, Any], split: str, published: Sequence[str]
-) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The commands of a Fullrank row and the folder they write."""
-    model = rep.get("model")
-    if model is None:
-        return (), ()
-    slug = _slug(method)
-    emb = f"$EMB/{model if model in published else _slug(model)}"
-    cmds = []
-    if model not in published:
-        cmds.append(
-            f"inquire embed --model {model} --images $INAT24/train --out {emb} --device cuda"
-        )
-    reranker = rep.get("reranker")
-    if reranker is None:
-        out = f"results/fullrank/{slug}"
-        cmds.append(
-            f"inquire eval fullrank --model {model} --embeddings {emb} --split {split} --k 50 "
-            f"--out {out}"
-        )
-        return tuple(cmds), (out,)
-    out = f"results/two-stage/{slug}"
-    server = " --base-url $VILA_URL" if rep.get("server") else ""
-    cmds.append(
-        f"inquire eval fullrank --model {model} --embeddings {emb} --split {split} --k 50 "
-        f"--k-max {rep['from_k']} --rerank {reranker} --from-k {rep['from_k']} "
-        f"--images $INAT24{_device(reranker)}{server} --out {out}"
-    )
-    return tuple(cmds), (f"{out}/{TWO_STAGE_FOLDER}",)
-
-
-def _rerank_commands(
-    method: str, rep: dict[str, Any], split: str
-) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
-    """The commands of a Rerank row, the released-cache alternative, the folders written."""
-    reranker = rep["reranker"]
-    slug = _slug(method)
-    server = " --base-url $VILA_URL" if rep.get("server") else ""
-    out = f"results/rerank/{slug}"
-    main = (
-        f"inquire eval rerank --reranker {reranker} --split {split}{_device(reranker)}{server} "
-        f"--out {out}",
-    )
-    cache = rep.get("cache")
-    if not cache:
-        return main, (), (out,)
-    # One command: import INQUIRE's released outputs into the score cache, then evaluate.
-    alt = (
-        f"inquire eval rerank --reranker cached:{cache['name']} --import-cache "
-        f"$INQUIRE_REPO/{cache['file']} --trust-pickle --split {split} --out {out}-cached",
-    )
-    return main, alt, (out, f"{out}-cached")
-
-
-def task_info(task: str) -> dict[str, Any]:
-    """The leaderboard entry of ``task`` (``fullrank`` or ``rerank``), rows included."""
-    tasks = _document()["tasks"]
-    if task not in tasks:
-        raise UnknownNameError("leaderboard task", task, tasks)
-    info: dict[str, Any] = tasks[task]
-    return info
-
-
-def _reproduce_doc() -> dict[str, Any]:
-    rep: dict[str, Any] = _document().get("reproduce", {})
-    return rep
-
-
-def published_split() -> str:
-    """The split the published numbers are on (``test``)."""
-    return str(_reproduce_doc().get("split", "test"))
-
-
-def published_protocol() -> str:
-    """The rerank protocol the published LMM rows were made under (``inquire-2024``)."""
-    from inquire.rerank.protocol import DEFAULT_PROTOCOL
-
-    return str(_reproduce_doc().get("protocol", DEFAULT_PROTOCOL))
-
-
-def expected_queries(task: str, split: str) -> int | None:
-    """How many queries a whole ``split`` of ``task`` (fullrank / rerank) has."""
-    n = _reproduce_doc().get("queries", {}).get(task, {}).get(split)
-    return None if n is None else int(n)
-
-
-def recipes(task: str | None = None) -> list[Recipe]:
-    """One :class:`Recipe` per published row, in leaderboard order (``task`` = one task)."""
-    doc = _document()
-    split = published_split()
-    from inquire.embed.models import published_embeddings
-
-    published = published_embeddings()
-    names = list(doc["tasks"]) if task is None else [task]
-    out = []
-    for name in names:
-        info = task_info(name)
-        for row in info["rows"]:
-            rep = row.get("reproduce", {})
-            without_gpu: tuple[str, ...] = ()
-            if name == "rerank":
-                commands, without_gpu, check = _rerank_commands(row["method"], rep, split)
-            else:
-                commands, check = _fullrank_commands(row["method"], rep, split, published)
-            cache = rep.get("cache") or {}
-            out.append(
-                Recipe(
-                    task=name,
-                    method=row["method"],
-                    kind=row["kind"],
-                    published={c: row.get(c) for c in info["columns"]},
-                    commands=commands,
-                    without_gpu=without_gpu,
-                    note=rep.get("note"),
-                    model=rep.get("model"),
-                    reranker=rep.get("reranker"),
-                    cached=cache.get("name"),
-                    from_k=rep.get("from_k"),
-                    also_matches=tuple(rep.get("also_matches", ())),
-                    other_builds=tuple((rep.get("other_builds") or {}).items()),
-                    check=check,
-                )
-            )
-    return out
 
 
 def _canonical_model(model_id: str | None) -> str | None:
@@ -264,95 +78,6 @@ def _canonical_reranker(reranker_id: str | None) -> str | None:
     return reranker_id
 
 
-def _split_protocol(ranker: str) -> tuple[str, str | None]:
-    """``"api:gpt-4o-2024-08-06 (inquire-2024)"`` -> ``("api:gpt-4o-2024-08-06",
-    "inquire-2024")``: the run name of a reranker that follows a protocol carries it."""
-    m = re.fullmatch(r"(?P<id>.+?) \((?P<protocol>[\w.-]+)\)", ranker)
-    return (m.group("id"), m.group("protocol")) if m else (ranker, None)
-
-
-@dataclass(frozen=True)
-class Made:
-    """How a results folder was made, read from its ``summary.json`` config.
-
-    ``model``: the embedding model (Fullrank) or the first stage (two-stage); ``reranker``:
-    the reranker id without its protocol, or a baseline name; ``protocol``: the rerank
-    protocol (``None`` for CLIP scorers and baselines, or when not recorded).
-    """
-
-    task: str  # fullrank | fullrank-two-stage | rerank
-    model: str | None
-    reranker: str | None
-    protocol: str | None
-    split: str | None
-    n_queries: int | None
-    from_k: int | None
-    pool: int | list[int] | None
-    failures: int
-    imported_model: str | None = None  # the upstream model of an imported score cache
-
-    @property
-    def what(self) -> str:
-        """The model or reranker, as the folder names it."""
-        return str(self.reranker or self.model or "?")
-
-
-def made_from(summary: Mapping[str, Any]) -> Made:
-    """The :class:`Made` of a result summary (what :func:`read_summary` returns)."""
-    cfg = summary.get("config") or {}
-    if not isinstance(cfg, Mapping):
-        raise InputError(f"'config' is a {type(cfg).__name__}; expected an object")
-
-    def text(key: str) -> str | None:
-        value = cfg.get(key)
-        if value is None or isinstance(value, str):
-            return value
-        raise InputError(f"config {key!r} is {value!r}; expected a string")
-
-    task = text("task") or ""
-    model = text("model_id") if task == "fullrank" else text("first_stage_model")
-    reranker: str | None = None
-    protocol = text("protocol")
-    if task == "rerank":
-        ranker, suffix = _split_protocol(text("ranker") or "")
-        reranker = text("reranker") or ranker or None
-        protocol = protocol or suffix
-    elif task == "fullrank-two-stage":
-        reranker = text("reranker")
-    pool = cfg.get("candidates_per_query")
-    if isinstance(pool, list):
-        pool = [_integer(v, "config 'candidates_per_query'") for v in pool]
-    elif pool is not None:
-        pool = _integer(pool, "config 'candidates_per_query'")
-    return Made(
-        task=task,
-        model=model,
-        reranker=reranker,
-        protocol=protocol,
-        split=text("split"),
-        n_queries=_integer(summary.get("n_queries"), "'n_queries'", optional=True),
-        from_k=_integer(cfg.get("from_k"), "config 'from_k'", optional=True),
-        pool=pool,
-        failures=_integer(cfg.get("failures"), "config 'failures'", optional=True) or 0,
-        imported_model=_imported_model(cfg),
-    )
-
-
-def _imported_model(cfg: Mapping[str, Any]) -> str | None:
-    """The reranker id of the upstream model whose released cache a ``cached:`` folder
-    imported (``eval rerank --import-cache``, read from the file's name), if known."""
-    imported = cfg.get("imported_cache")
-    model = imported.get("model") if isinstance(imported, Mapping) else None
-    if not isinstance(model, str):
-        return None
-    from inquire.rerank.protocol import upstream_model
-
-    try:
-        return upstream_model(model).reranker
-    except UnknownNameError:
-        return None
-
-
 def _api_name(reranker: str | None) -> str | None:
     """An API model as servers name it, without the organisation and case
     (``api:Efficient-Large-Model/VILA1.5-13B`` -> ``vila1.5-13b``); ``None`` for others."""
@@ -367,34 +92,6 @@ def _same_reranker(row: str | None, made: str | None) -> bool:
         return False
     a, b = _canonical_reranker(row), _canonical_reranker(made)
     return a == b or (_api_name(a) is not None and _api_name(a) == _api_name(b))
-
-
-def _integer(value: Any, what: str, optional: bool = False) -> Any:
-    """``value`` as an int: a JSON integer (or a float with an integral value); ``None`` when
-    ``optional`` and absent. Anything else (a string, a bool, 50.5, NaN) is an
-    :class:`InputError` naming ``what``."""
-    if value is None and optional:
-        return None
-    if (
-        isinstance(value, float)
-        and math.isfinite(value)
-        and value.is_integer()
-        and abs(value) < 2**53
-    ):
-        return int(value)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    raise InputError(f"{what} is {value!r}; expected a whole number")
-
-
-def _metric(value: Any, where: str) -> float:
-    """A metric value of a summary: a finite number in [0, 1] (AP and the others are
-    fractions), else an :class:`InputError` naming ``where``."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        x = float(value)
-        if math.isfinite(x) and 0.0 <= x <= 1.0:
-            return x
-    raise InputError(f"{where} is {value!r}; expected a number between 0 and 1 (a fraction)")
 
 
 def _row_task(made: Made) -> str:
@@ -497,58 +194,6 @@ class Checked:
         }
 
 
-def read_summary(folder: str | os.PathLike[str]) -> dict[str, Any]:
-    """``summary.json`` of a results folder written by ``inquire evaluate`` / ``eval ...``."""
-    folder = Path(folder)
-    written_by = (
-        "pass folders written by `inquire eval fullrank --out`, `inquire eval rerank --out` or "
-        "`inquire evaluate --out`"
-    )
-    try:
-        is_dir = folder.is_dir()
-        if not is_dir and folder.name == SUMMARY_FILE and folder.is_file():
-            folder, is_dir = folder.parent, True  # the summary itself: its folder is meant
-        exists = is_dir or folder.exists()
-    except OSError as exc:  # a symlink loop, a name too long, ...
-        raise InputError(f"{str(folder)!r} cannot be read ({exc}); {written_by}") from None
-    if not exists:
-        if os.path.lexists(folder):
-            raise InputError(
-                f"{str(folder)!r} is a symbolic link to nothing (or a link loop); {written_by}"
-            )
-        raise InputError(f"{str(folder)!r} does not exist; {written_by}")
-    if not is_dir:
-        raise InputError(f"{str(folder)!r} is a file, not a results folder; {written_by}")
-    path = folder / SUMMARY_FILE
-    try:
-        raw = path.read_bytes()
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-        hint = ""
-        if (folder / TWO_STAGE_FOLDER / SUMMARY_FILE).is_file():
-            hint = f" (its two-stage result is {str(folder / TWO_STAGE_FOLDER)!r})"
-        raise InputError(f"{str(folder)!r} has no {SUMMARY_FILE}{hint}; {written_by}") from None
-    except OSError as exc:
-        raise InputError(f"{str(path)!r} cannot be read ({exc})") from None
-
-    def no_constant(name: str) -> Any:  # NaN / Infinity are not JSON
-        raise ValueError(f"{name} is not a JSON value")
-
-    try:
-        summary: dict[str, Any] = json.loads(raw.decode("utf-8"), parse_constant=no_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # nested past any summary
-        raise InputError(f"{str(path)!r} is not a readable summary: {exc}") from None
-    if not isinstance(summary, dict) or "overall" not in summary or "k" not in summary:
-        raise InputError(f"{str(path)!r} lacks 'overall' or 'k': not an inquire result summary")
-    for key in ("overall", "by", "config"):
-        value = summary.get(key)
-        if not isinstance(value, dict) and (key == "overall" or value is not None):
-            raise InputError(
-                f"{str(path)!r}: {key!r} is a {type(value).__name__}; expected an object (an "
-                f"inquire result summary)"
-            )
-    return summary
-
-
 def _compare_values(
     checked: Checked, recipe: Recipe, summary: Mapping[str, Any], metric: str
 ) -> dict[str, float | None]:
@@ -564,7 +209,7 @@ def _compare_values(
             raise InputError(f"the {col!r} entry is {src!r}; expected an object")
         val = None
         if src is not None and metric in src:
-            val = 100.0 * _metric(src[metric], f"{col!r} {metric!r}")
+            val = 100.0 * fraction(src[metric], f"{col!r} {metric!r}")
         checked.published[col] = pub
         checked.ours[col] = None if val is None else round(val, 4)
         diff = None if val is None or pub is None else val - pub
@@ -605,7 +250,7 @@ def _differences(made: Made, recipe: Recipe, k: int, info: Mapping[str, Any]) ->
         ):
             out.append(f"first stage {made.model!r}; the row's is {recipe.model!r}")
     if recipe.task == "rerank":
-        pool = int(_reproduce_doc().get("pool", 100))
+        pool = published_pool()
         if made.pool is not None and made.pool != pool:
             out.append(f"pool: {made.pool} candidates per query; the published pools hold {pool}")
     if made.failures:
@@ -644,25 +289,10 @@ def check_results(
     return out
 
 
-def _per_query_ids(folder: Path) -> list[str] | None:
-    """The query ids listed in the folder's ``per_query.csv`` (``None`` when it has none)."""
-    path = folder / PER_QUERY_FILE
-    if not path.is_file():
-        return None
-    try:
-        with path.open(encoding="utf-8", newline="") as fh:
-            rows = csv.DictReader(fh)
-            if "query_id" not in (rows.fieldnames or ()):
-                raise InputError(f"{str(path)!r} has no 'query_id' column")
-            return [str(row["query_id"]).strip() for row in rows]
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise InputError(f"{str(path)!r} cannot be read ({exc})") from None
-
-
 def _query_list_differences(folder: Path, n_queries: int | None) -> list[str]:
     """What the folder's per-query table says against its summary: a query evaluated twice
     (the summary's count would then overstate the queries covered), or another count."""
-    ids = _per_query_ids(folder)
+    ids = per_query_ids(folder)
     if ids is None:
         return []
     out = []
@@ -713,7 +343,7 @@ def _check_one(
         recipe: Recipe | None = rows[0]
     else:
         recipe = auto
-    k = _integer(summary["k"], "'k'")
+    k = whole_number(summary["k"], "'k'")
     checked = Checked(
         folder=str(folder),
         task=recipe.task if recipe else _row_task(made),
@@ -760,7 +390,7 @@ def _check_one(
     if recipe.reranker == "random" and expected is not None and k == int(info["check_k"]):
         # The published random baseline is an expectation, not one seeded order.
         seeded = checked.ours.get("overall")
-        val = 100.0 * _metric(expected, "config 'expected_random_ap'")
+        val = 100.0 * fraction(expected, "config 'expected_random_ap'")
         checked.ours["overall"] = round(val, 4)
         pub = recipe.published.get("overall")
         exact["overall"] = None if pub is None else val - pub

@@ -1,7 +1,6 @@
 """Write a report end to end: tables with intervals, paired tests, figures, rendered files.
 
-:func:`write_report` is what ``inquire report`` runs and what the offline demo uses for its
-HTML report: it builds the :class:`~inquire.report.build.Report`, optionally the
+:func:`write_report` builds the :class:`~inquire.report.build.Report`, optionally the
 :class:`~inquire.report.compare.Comparison` of the runs, draws the figures (precision-recall
 curves when relevance labels are known), writes PNG + SVG figures and the report in one or
 more formats, and returns everything it made. Every file is written atomically.

@@ -102,7 +102,7 @@ def _make_templates(config: WebConfig) -> Any:
     )
     env = jinja2.Environment(loader=loader, autoescape=jinja2.select_autoescape(["html"]))
     from inquire.metrics import format_fraction, format_value, scale_note
-    from inquire.report.formats import fmt_cell, fmt_p
+    from inquire.report.cells import fmt_cell, fmt_p
 
     env.globals.update(
         metric_label=metric_label,

@@ -499,7 +499,7 @@ class Catalog:
     def reference(self, entry: RunEntry) -> dict[str, Any] | None:
         """The published leaderboard of ``entry``'s task beside every run of that task and
         k on this server: ``{"table", "leaderboard", "notes"}`` (see
-        :func:`inquire.report.formats.reference_table`), or None when the task has no
+        :func:`inquire.report.reference.reference_table`), or None when the task has no
         published numbers."""
         from inquire.report.leaderboard import leaderboard_tasks
 
@@ -513,7 +513,7 @@ class Catalog:
 
     def _reference(self, entry: RunEntry, task: str) -> dict[str, Any] | None:
         """:meth:`reference` of ``entry``, whose task is ``task``, computed."""
-        from inquire.report.formats import reference_comparison
+        from inquire.report.reference import reference_comparison
 
         peers = [
             e
