@@ -464,7 +464,7 @@ def test_model_outputs_are_read_or_refused_by_name() -> None:
     import torch
     from PIL import Image
 
-    from inquire.api import ModelEncoder
+    from inquire.model import ModelEncoder
 
     images = [Image.new("RGB", (4, 4))] * 2
     readable = {
@@ -508,7 +508,7 @@ def test_model_outputs_are_read_or_refused_by_name() -> None:
 
 
 def test_a_model_with_encode_image_is_wrapped_even_with_an_encode_images_method() -> None:
-    from inquire.api import ModelEncoder, _encoder
+    from inquire.model import ModelEncoder, as_encoder
 
     class Both(Returns):
         model_id = "both"
@@ -516,7 +516,7 @@ def test_a_model_with_encode_image_is_wrapped_even_with_an_encode_images_method(
         def encode_images(self, paths: list[str]) -> Any:  # its own, for file paths
             raise AssertionError("inquire must call encode_image")
 
-    model_id, enc = _encoder(Both(lambda n: np.ones((n, 2))))
+    model_id, enc = as_encoder(Both(lambda n: np.ones((n, 2))))
     assert model_id == "both" and isinstance(enc, ModelEncoder)
 
 

@@ -312,7 +312,7 @@ _DRIVER = """
 import functools, sys, time
 from pathlib import Path
 import inquire.collection as col
-import inquire.collection.ingest as ing
+import inquire.collection.build as build
 from inquire.testing.collection_encoder import PixelHashEncoder
 
 FLAG = Path(sys.argv[1])
@@ -326,7 +326,7 @@ class Stalls(PixelHashEncoder):
                 time.sleep(0.05)
         return super().encode_images(images)
 
-ing._load_encoder = lambda model_id, batch_size: Stalls()
+build._load_encoder = lambda model_id, batch_size: Stalls()
 col.create_collection = functools.partial(col.create_collection, chunk_size=2)
 col.update_collection = functools.partial(col.update_collection, chunk_size=2)
 sys.argv = ["inquire", *sys.argv[2:]]

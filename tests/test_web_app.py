@@ -142,8 +142,17 @@ def test_bad_requests_get_specific_errors(client: TestClient, fx: WebFixture) ->
     assert r.status_code == 404 and "unknown run &#39;nope&#39;" in r.text
     r = client.get("/api/runs/exact/queries/123456789")
     assert r.status_code == 404 and "123456789" in r.json()["error"]
-    assert client.get(f"/api/runs/exact/queries/{qid}", params={"k": "0"}).status_code == 400
-    assert client.get(f"/api/runs/exact/queries/{qid}", params={"k": "x"}).status_code == 400
+    # a parameter of the wrong type or out of bounds: 422, naming it and what it should be
+    for k, expected in (("0", "greater than or equal to 1"), ("x", "valid integer")):
+        r = client.get(f"/api/runs/exact/queries/{qid}", params={"k": k})
+        assert r.status_code == 422 and "'k'" in r.json()["error"] and expected in r.json()["error"]
+    r = client.get(f"/api/runs/exact/queries/{qid}", params={"k": "100000"})
+    assert r.status_code == 422 and "less than or equal to 500" in r.json()["error"]
+    r = client.get(f"/runs/exact/queries/{qid}", params={"k": "<b>7</b>"})
+    assert r.status_code == 422 and "&lt;b&gt;7" in r.text and "<b>7" not in r.text
+    r = client.get("/api/runs/exact/queries/<i>1")
+    assert r.status_code == 422 and "'query_id'" in r.json()["error"]
+    assert client.get(f"/runs/exact/queries/{qid}", params={"k": ""}).status_code == 200
     assert (
         client.get(f"/api/runs/exact/queries/{qid}", params={"compare": "nop"}).status_code == 404
     )

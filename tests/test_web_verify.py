@@ -91,3 +91,37 @@ def test_collections_list_closes_a_collection_that_fails(tmp_path: Path, monkeyp
     closed.clear()
     assert client.get("/verify/api/collections").status_code == 500
     assert closed == ["wl"]
+
+
+def test_verify_app_answers_every_error_in_one_shape(tmp_path: Path) -> None:
+    """Bad parameters (422, naming the parameter and its bound), unknown names and routes
+    (404) and library refusals all answer ``{"error", "detail"}`` with one message, as the
+    main app's JSON routes do; the page is rendered with its CSRF token and asset folder."""
+    import re
+
+    from inquire.web.verify import make_app
+
+    make_photo_folder(tmp_path / "p", n=3, seed=2)
+    coll, _ = create_collection("shape", tmp_path / "p", "toy:colour", root=tmp_path / "cols")
+    image_id = int(coll.images()["image_id"].iloc[0])
+    coll.close()
+    client = page_client(make_app(tmp_path / "cols"))
+    api = "/verify/api/c/shape"
+    cases = {
+        f"{api}/images/{image_id}?size=5000": (422, "'size'", "less than or equal to 1024"),
+        f"{api}/images/<b>1": (422, "'image_id'", "valid integer"),
+        f"{api}/images/{image_id}?size=4": (422, "thumbnail size 4", "16..1024"),
+        "/verify/api/c/nosuch/searches": (404, "nosuch", ""),
+        "/verify/api/nothing-here": (404, "Not Found", ""),
+    }
+    for url, (status, name, expected) in cases.items():
+        r = client.get(url)
+        body = r.json()
+        assert r.status_code == status, (url, r.status_code, body)
+        assert set(body) == {"error", "detail"} and body["error"] == body["detail"], url
+        assert name in body["error"] and expected in body["error"], (url, body)
+        assert str(tmp_path) not in r.text
+    page = client.get("/verify").text
+    token = re.search(r'<meta name="csrf-token" content="([^"]+)">', page)
+    assert token and client.app.state.web_guard.token_ok(token.group(1))
+    assert 'href="/verify/assets/verify.css"' in page and "{{" not in page

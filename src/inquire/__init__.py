@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 from inquire._version import __version__
 
 if TYPE_CHECKING:  # what type checkers see; at run time __getattr__ imports on first use
-    from inquire.api import TextImageModel as TextImageModel
     from inquire.api import evaluate as evaluate
     from inquire.api import evaluate_fullrank as evaluate_fullrank
     from inquire.api import evaluate_rerank as evaluate_rerank
@@ -33,6 +32,7 @@ if TYPE_CHECKING:  # what type checkers see; at run time __getattr__ imports on 
     from inquire.data.queries import load_queries as load_queries
     from inquire.data.queries import read_queries as read_queries
     from inquire.eval.evaluate import EvalResult as EvalResult
+    from inquire.model import TextImageModel as TextImageModel
     from inquire.run import Run as Run
 
 # Public name -> the module that defines it (imported when the name is first used).
@@ -40,7 +40,7 @@ _EXPORTS = {
     "EvalResult": "inquire.eval.evaluate",
     "Qrels": "inquire.data.qrels",
     "Run": "inquire.run",
-    "TextImageModel": "inquire.api",
+    "TextImageModel": "inquire.model",
     "evaluate": "inquire.api",
     "evaluate_fullrank": "inquire.api",
     "evaluate_rerank": "inquire.api",

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from inquire.collection.build import create_collection, update_collection
 from inquire.collection.filters import Filters, parse_filters
-from inquire.collection.ingest import UpdateStats, create_collection, update_collection
+from inquire.collection.ingest import UpdateStats
 from inquire.collection.search import CollectionSearcher, SearchRequest, search
 from inquire.collection.store import (
     Collection,

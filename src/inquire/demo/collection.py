@@ -10,8 +10,8 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
+from inquire.collection.build import create_collection
 from inquire.collection.filters import parse_filters
-from inquire.collection.ingest import create_collection
 from inquire.collection.search import SearchRequest, search
 from inquire.collection.store import delete_collection, list_collections
 from inquire.collection.verify import Verification

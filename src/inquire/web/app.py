@@ -19,36 +19,33 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import Path as PathParam
+from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
+from pydantic import BeforeValidator, Field
 
 from inquire.config import cache_dir
-from inquire.errors import InputError, InquireError
+from inquire.errors import InputError
 from inquire.eval.evaluate import GROUP_COLUMNS
+from inquire.metrics import metric_label
 from inquire.report.build import LEVEL_TITLES
-from inquire.web.catalog import Catalog, RunEntry, metric_label, parse_k
-from inquire.web.config import DEFAULT_THUMB_SIZE, WebConfig
-from inquire.web.images import (
-    BadThumbSize,
-    ThumbnailCache,
-    check_thumb_size,
-    image_format,
-)
+from inquire.web.catalog import Catalog
+from inquire.web.config import DEFAULT_THUMB_SIZE, MAX_THUMB_SIZE, MIN_THUMB_SIZE, WebConfig
+from inquire.web.errors import install_error_handlers, invalid_parameter
+from inquire.web.images import ThumbnailCache, image_format
 from inquire.web.parquet_images import ParquetImage, ParquetImages
+from inquire.web.runs import RunEntry
 from inquire.web.security import (
     INT64_MAX,
     INT64_MIN,
     RequestGuard,
     csrf_token,
-    error_status,
     public_message,
     secure,
-    validation_message,
 )
 
 log = logging.getLogger(__name__)
@@ -142,23 +139,13 @@ def create_app(config: WebConfig) -> FastAPI:
     secure(app, guard)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 
-    def _error(request: Request, status: int, message: str) -> Response:
-        message = public_message(message)  # never where the server keeps its files
-        path = request.url.path
-        if path.startswith(("/api/", "/images/", "/files/")):
-            return JSONResponse({"error": message}, status_code=status)
-        if path.startswith("/verify"):  # the Verify page's API reads "detail", as FastAPI's
-            return JSONResponse({"detail": message, "error": message}, status_code=status)
-        return ctx.render(request, "error.html", status_code=status, message=message, status=status)
+    def _error_page(request: Request, status: int, message: str) -> Response:
+        page: Response = ctx.render(
+            request, "error.html", status_code=status, message=message, status=status
+        )
+        return page
 
-    @app.exception_handler(InquireError)
-    async def _inquire_error(request: Request, exc: InquireError) -> Response:
-        return _error(request, error_status(exc), str(exc))
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
-        return _error(request, 422, validation_message(list(exc.errors())))
-
+    install_error_handlers(app, _error_page)
     app.include_router(_pages_router())
     app.include_router(_api_router(), prefix="/api")
     app.include_router(_images_router())
@@ -167,9 +154,65 @@ def create_app(config: WebConfig) -> FastAPI:
     return app
 
 
-# --- shared request parsing ----------------------------------------------------------------
-def _filters(request: Request) -> dict[str, str | None]:
-    return {g: (request.query_params.get(g) or None) for g in GROUP_COLUMNS}
+# --- request parameters --------------------------------------------------------------------
+# Every parameter is typed and bounded here; a request that does not fit is answered 422 by
+# the one handler of inquire.web.errors. What only the library can judge (a known run, a
+# column to sort by, the search text) is its InputError: 400, or 404 for an unknown name.
+MAX_NAME = 200  # characters of a run name, group value or column name
+
+
+def _blank_is_none(value: Any) -> Any:
+    """An empty form field (``?k=``) is the parameter left out."""
+    return None if value == "" else value
+
+
+Name = Annotated[str, PathParam(max_length=MAX_NAME, description="a run's name, as listed")]
+QueryId = Annotated[
+    int, PathParam(ge=INT64_MIN, le=INT64_MAX, description="a query id (64-bit integer)")
+]
+ImageId = Annotated[
+    int, PathParam(ge=INT64_MIN, le=INT64_MAX, description="an image id (64-bit integer)")
+]
+Cutoff = Annotated[
+    Annotated[int, Field(ge=1)] | None,
+    BeforeValidator(_blank_is_none),
+    Query(description="how many results: 1 to the server's max_k (default 500)"),
+]
+Other = Annotated[
+    str | None,
+    Query(
+        max_length=MAX_NAME,
+        description="the run to compare with; empty: none; left out: the first other run",
+    ),
+]
+Size = Annotated[
+    Annotated[int, Field(ge=MIN_THUMB_SIZE, le=MAX_THUMB_SIZE)] | None,
+    BeforeValidator(_blank_is_none),
+    Query(description="longest side of a thumbnail in pixels; left out: the image itself"),
+]
+Text = Annotated[str, Field(max_length=MAX_NAME)]
+Sort = Annotated[Text | None, BeforeValidator(_blank_is_none), Query()]
+Group = Annotated[Text | None, BeforeValidator(_blank_is_none), Query()]
+
+
+def _filters(
+    supercategory: Group = None, category: Group = None, iconic_group: Group = None
+) -> dict[str, str | None]:
+    """The group filters of a query list, keyed as :data:`GROUP_COLUMNS`."""
+    return dict(zip(GROUP_COLUMNS, (supercategory, category, iconic_group), strict=True))
+
+
+Filters = Annotated[dict[str, str | None], Depends(_filters)]
+
+
+def cut_off(k: int | None, default: int, max_k: int) -> int:
+    """``k`` (already at least 1), or ``default`` when left out; above the configured
+    ``max_k`` it is refused as FastAPI refuses any parameter out of bounds (422)."""
+    if k is None:
+        return default
+    if k > max_k:
+        raise invalid_parameter("query", "k", f"Input should be less than or equal to {max_k}", k)
+    return k
 
 
 def _other(catalog: Catalog, entry: RunEntry, compare: str | None) -> RunEntry | None:
@@ -182,21 +225,6 @@ def _other(catalog: Catalog, entry: RunEntry, compare: str | None) -> RunEntry |
         if other.slug != entry.slug and other.run is not None:
             return other
     return None
-
-
-def whole_number(value: str, what: str) -> int:
-    """``value`` as an int64, or :class:`InputError` naming ``what`` and the value."""
-    try:
-        number = int(value)
-    except ValueError:
-        raise InputError(f"{what} must be a whole number, got {value[:40]!r}") from None
-    if not INT64_MIN <= number <= INT64_MAX:
-        raise InputError(f"{what} {value[:40]} is out of range; ids are 64-bit integers")
-    return number
-
-
-def _query_id(value: str) -> int:
-    return whole_number(value, "query id")
 
 
 # --- pages ---------------------------------------------------------------------------------
@@ -216,11 +244,9 @@ def _pages_router() -> APIRouter:
         )
 
     @router.get("/runs/{slug}", response_class=HTMLResponse)
-    def run_page(request: Request, slug: str) -> Any:
+    def run_page(request: Request, slug: Name, filters: Filters, sort: Sort = None) -> Any:
         ctx = get_context(request)
         entry = ctx.catalog.get_run(slug)
-        filters = _filters(request)
-        sort = request.query_params.get("sort") or None
         rows = ctx.catalog.queries_table(entry, filters, sort)
         keep = {g: v for g, v in filters.items() if v}
         sort_urls = {
@@ -247,19 +273,14 @@ def _pages_router() -> APIRouter:
 
     @router.get("/runs/{slug}/queries/{query_id}", response_class=HTMLResponse)
     def query_page(
-        request: Request,
-        slug: str,
-        query_id: str,
-        k: str | None = None,
-        compare: str | None = None,
+        request: Request, slug: Name, query_id: QueryId, k: Cutoff = None, compare: Other = None
     ) -> Any:
         ctx = get_context(request)
         entry = ctx.catalog.get_run(slug)
         other = _other(ctx.catalog, entry, compare)
-        kk = parse_k(k, entry.result.k, ctx.config.max_k)
-        qid = _query_id(query_id)
-        data = ctx.catalog.query_results(entry, qid, kk, other)
-        prev_q, next_q = ctx.catalog.neighbours(entry, qid)
+        kk = cut_off(k, entry.result.k, ctx.config.max_k)
+        data = ctx.catalog.query_results(entry, query_id, kk, other)
+        prev_q, next_q = ctx.catalog.neighbours(entry, query_id)
         keep = urlencode({"k": kk, "compare": other.slug if other is not None else ""})
         others = [e for e in ctx.catalog.runs.values() if e.slug != slug]
         return ctx.render(
@@ -275,10 +296,18 @@ def _pages_router() -> APIRouter:
         )
 
     @router.get("/compare", response_class=HTMLResponse)
-    def compare_page(request: Request) -> Any:
+    def compare_page(
+        request: Request,
+        runs: Annotated[
+            list[Annotated[str, Query(max_length=MAX_NAME)]],
+            Query(max_length=100, description="the runs to compare (two or more)"),
+        ] = [],  # noqa: B006 - FastAPI copies the default
+        intersect: Annotated[
+            bool, Query(description="compare on the queries every run has")
+        ] = False,
+    ) -> Any:
         ctx = get_context(request)
-        slugs = request.query_params.getlist("runs")
-        intersect = request.query_params.get("intersect") in ("1", "true", "on")
+        slugs = runs
         try:
             cmp = ctx.catalog.compare(slugs, intersect=intersect)
         except InputError as exc:
@@ -306,9 +335,9 @@ def _pages_router() -> APIRouter:
         )
 
     @router.get("/search", response_class=HTMLResponse)
-    def search_page(request: Request, q: str = "", k: str | None = None) -> Any:
+    def search_page(request: Request, q: str = "", k: Cutoff = None) -> Any:
         ctx = get_context(request)
-        kk = parse_k(k, ctx.config.search_k, ctx.config.max_k)
+        kk = cut_off(k, ctx.config.search_k, ctx.config.max_k)
         results, error, status = None, None, 200
         if q.strip() and ctx.catalog.can_search:
             try:
@@ -349,34 +378,28 @@ def _api_router() -> APIRouter:
         return get_context(request).catalog.runs_table()
 
     @router.get("/runs/{slug}/queries")
-    def api_queries(request: Request, slug: str) -> list[dict[str, Any]]:
+    def api_queries(
+        request: Request, slug: Name, filters: Filters, sort: Sort = None
+    ) -> list[dict[str, Any]]:
         ctx = get_context(request)
-        return ctx.catalog.queries_table(
-            ctx.catalog.get_run(slug), _filters(request), request.query_params.get("sort") or None
-        )
+        return ctx.catalog.queries_table(ctx.catalog.get_run(slug), filters, sort)
 
     @router.get("/runs/{slug}/queries/{query_id}")
     def api_query(
-        request: Request,
-        slug: str,
-        query_id: str,
-        k: str | None = None,
-        compare: str | None = None,
+        request: Request, slug: Name, query_id: QueryId, k: Cutoff = None, compare: Other = None
     ) -> dict[str, Any]:
         ctx = get_context(request)
         entry = ctx.catalog.get_run(slug)
-        kk = parse_k(k, entry.result.k, ctx.config.max_k)
-        data = ctx.catalog.query_results(
-            entry, _query_id(query_id), kk, _other(ctx.catalog, entry, compare)
-        )
+        kk = cut_off(k, entry.result.k, ctx.config.max_k)
+        data = ctx.catalog.query_results(entry, query_id, kk, _other(ctx.catalog, entry, compare))
         for item in data["results"]:
             item["thumb_url"] = thumb_url(item["image_id"])
         return data
 
     @router.get("/search")
-    def api_search(request: Request, q: str = "", k: str | None = None) -> dict[str, Any]:
+    def api_search(request: Request, q: str = "", k: Cutoff = None) -> dict[str, Any]:
         ctx = get_context(request)
-        kk = parse_k(k, ctx.config.search_k, ctx.config.max_k)
+        kk = cut_off(k, ctx.config.search_k, ctx.config.max_k)
         items = ctx.catalog.search(q, kk)
         return {
             "q": q,
@@ -388,19 +411,6 @@ def _api_router() -> APIRouter:
 
 
 # --- images --------------------------------------------------------------------------------
-def parse_size(value: str | None) -> int | None:
-    """A thumbnail size from a query parameter (None = the full image), or 422."""
-    if value is None:
-        return None
-    try:
-        size = int(value)
-    except ValueError:
-        raise BadThumbSize(
-            f"thumbnail size must be a whole number of pixels, got {value!r}"
-        ) from None
-    return check_thumb_size(size)
-
-
 def image_response(thumbs: ThumbnailCache, path: Path, size: int | None) -> Response:
     """The image at ``path`` (already resolved under a root), or its cached thumbnail with
     longest side ``size`` px. Extra routers serving their own collections use this too."""
@@ -428,19 +438,22 @@ def _images_router() -> APIRouter:
     router = APIRouter()
 
     @router.get("/images/{image_id}")
-    def image_by_id(request: Request, image_id: str, size: str | None = None) -> Response:
+    def image_by_id(request: Request, image_id: ImageId, size: Size = None) -> Response:
         ctx = get_context(request)
-        iid = whole_number(image_id, "image id")
-        px = parse_size(size)
-        image = ctx.catalog.image(iid)
+        image = ctx.catalog.image(image_id)
         if isinstance(image, ParquetImage):
-            return parquet_image_response(ctx.thumbs, ctx.catalog.parquet_images, image, px)
-        return image_response(ctx.thumbs, image, px)
+            return parquet_image_response(ctx.thumbs, ctx.catalog.parquet_images, image, size)
+        return image_response(ctx.thumbs, image, size)
 
     @router.get("/files/{root}/{path:path}")
-    def image_by_path(request: Request, root: int, path: str, size: str | None = None) -> Response:
+    def image_by_path(
+        request: Request,
+        root: Annotated[int, PathParam(ge=0, le=INT64_MAX, description="an image root's number")],
+        path: str,
+        size: Size = None,
+    ) -> Response:
         ctx = get_context(request)
-        px = parse_size(size)
-        return image_response(ctx.thumbs, ctx.catalog.images.resolve(path, root_index=root), px)
+        resolved = ctx.catalog.images.resolve(path, root_index=root)
+        return image_response(ctx.thumbs, resolved, size)
 
     return router

@@ -1,17 +1,14 @@
-"""The data behind the pages: evaluation runs, query texts, relevance labels, image paths and
-free-text search over an embedded collection. No web framework here, so it is testable alone.
+"""The data behind the pages: evaluation runs (each a :class:`~inquire.web.runs.RunEntry`),
+query texts, relevance labels, image paths and free-text search over an embedded collection.
+No web framework here, so it is testable alone.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -23,92 +20,12 @@ from inquire.embed.base import Encoder
 from inquire.errors import InputError, UnknownNameError
 from inquire.eval.evaluate import GROUP_COLUMNS, RUN_FILE, EvalResult
 from inquire.metrics import format_fraction, metric_label
-from inquire.run import Run
 from inquire.web.config import WebConfig
 from inquire.web.images import ImageNotFound, ImageRoots
 from inquire.web.parquet_images import ParquetImage, ParquetImages
+from inquire.web.runs import RunEntry, display_name, slug_of
 
 log = logging.getLogger(__name__)
-
-
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "run"
-
-
-def display_name(name: str) -> str:
-    """A run's name as the pages show it: never a path of the server (a TREC tag or a file
-    name given as ``/srv/runs/clip.trec`` shows as ``clip.trec``)."""
-    last = re.split(r"[\\/]+", str(name).strip().rstrip("/\\"))[-1]
-    return last.strip() or "run"
-
-
-@dataclass
-class RunEntry:
-    """One evaluation result folder shown by the page; ``slug`` is its id in URLs."""
-
-    slug: str
-    path: Path
-    result: EvalResult
-
-    @property
-    def name(self) -> str:
-        """The run's name without any directory part (see :func:`display_name`)."""
-        return display_name(self.result.name)
-
-    @property
-    def task(self) -> str | None:
-        task = self.result.config.get("task")
-        return str(task) if task else None
-
-    @cached_property
-    def shown_result(self) -> EvalResult:
-        """The result under its display name (what reports and comparisons print)."""
-        return dataclasses.replace(self.result, name=self.name)
-
-    @cached_property
-    def run(self) -> Run | None:
-        """The ranked lists (``run.parquet``), or None when the folder has none."""
-        path = self.path / RUN_FILE
-        return Run.read_parquet(path) if path.is_file() else None
-
-    @cached_property
-    def rank_of(self) -> dict[int, dict[int, int]]:
-        """query_id -> image_id -> 1-based rank in this run."""
-        run = self.run
-        if run is None:
-            return {}
-        return {
-            q: {int(i): r for r, i in enumerate(ids.tolist(), start=1)}
-            for q, (ids, _) in run.items()
-        }
-
-    @cached_property
-    def _overall(self) -> dict[str, float]:
-        row = self.result.aggregate().iloc[0]
-        return {m: float(row[m]) for m in self.result.metrics}
-
-    def overall(self) -> dict[str, float]:
-        """Mean of each metric over all queries (fractions)."""
-        return dict(self._overall)
-
-    @cached_property
-    def records(self) -> list[dict[str, Any]]:
-        """``per_query`` as plain dicts (query_id int, groups str, metrics float), file order;
-        read on every page view, so converted from pandas once."""
-        out = []
-        for rec in self.result.per_query.to_dict("records"):
-            out.append(
-                {
-                    "query_id": int(rec["query_id"]),
-                    **{g: str(rec.get(g, "")) for g in GROUP_COLUMNS},
-                    "metrics": {m: float(rec[m]) for m in self.result.metrics},
-                }
-            )
-        return out
-
-    @cached_property
-    def record_of(self) -> dict[int, dict[str, Any]]:
-        return {r["query_id"]: r for r in self.records}
 
 
 class Catalog:
@@ -119,7 +36,7 @@ class Catalog:
         self.runs: dict[str, RunEntry] = {}
         for path in config.results:
             result = EvalResult.load(path)
-            base = _slug(display_name(result.name))
+            base = slug_of(display_name(result.name))
             slug, n = base, 2
             while slug in self.runs:
                 slug, n = f"{base}-{n}", n + 1
@@ -637,17 +554,4 @@ class Catalog:
         return items
 
 
-def parse_k(value: str | int | None, default: int, max_k: int) -> int:
-    """A positive cut-off from a query parameter, or :class:`InputError` naming the value."""
-    if value is None or value == "":
-        return default
-    try:
-        k = int(value)
-    except (TypeError, ValueError):
-        raise InputError(f"k must be a whole number, got {value!r}") from None
-    if not 1 <= k <= max_k:
-        raise InputError(f"k must be between 1 and {max_k}, got {k}")
-    return k
-
-
-__all__: Sequence[str] = ["Catalog", "RunEntry", "metric_label", "parse_k"]
+__all__: Sequence[str] = ["Catalog"]

@@ -37,14 +37,13 @@ import math
 import os
 import re
 from collections.abc import Callable, Sequence
-from functools import wraps
+from functools import lru_cache, wraps
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Body, Cookie, Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from inquire.collection.actions import collections_overview
@@ -59,6 +58,7 @@ from inquire.collection.verify import Verification, table_bytes
 from inquire.embed.base import Encoder
 from inquire.errors import InputError, InquireError
 from inquire.web.config import MAX_THUMB_SIZE
+from inquire.web.errors import install_error_handlers
 from inquire.web.images import (
     BadImagePath,
     ImageRoots,
@@ -75,7 +75,6 @@ from inquire.web.security import (
     error_status,
     public_message,
     secure,
-    validation_message,
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -550,11 +549,21 @@ _ASSETS = {
 }
 
 
-def _page(prefix: str, token: str) -> str:
-    from importlib.resources import files
+@lru_cache(maxsize=1)
+def _page_template() -> Any:
+    import jinja2
 
-    html = (files("inquire.web") / "templates" / "collection_verify.html").read_text("utf-8")
-    return html.replace("{{ASSETS}}", f"{prefix}/assets").replace("{{CSRF}}", token)
+    templates = Path(__file__).resolve().parent / "templates"
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates)), autoescape=jinja2.select_autoescape()
+    )
+    return env.get_template("collection_verify.html")
+
+
+def _page(prefix: str, token: str) -> str:
+    """The page, rendered by Jinja2 with autoescape as every page of the main app."""
+    html: str = _page_template().render(assets=f"{prefix}/assets", csrf_token=token)
+    return html
 
 
 def make_app(
@@ -574,11 +583,7 @@ def make_app(
     )
     secure(app, guard or RequestGuard(host, allowed_hosts))
 
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
-        msg = validation_message(list(exc.errors()))
-        return JSONResponse({"detail": msg, "error": msg}, status_code=422)
-
+    install_error_handlers(app)
     app.include_router(make_router(collections_root))
     return app
 
