@@ -16,7 +16,7 @@ from inquire.collection.info import collection_info
 from inquire.collection.scale import index_collection
 from inquire.collection.search import CollectionSearcher
 from inquire.errors import InputError
-from inquire.index import ivfpq
+from inquire.index import ivfpq, ivfpq_build
 from inquire.testing.collection_encoder import PixelHashEncoder, make_photo_folder
 
 pytest.importorskip("faiss")
@@ -98,7 +98,7 @@ def test_cli_index_info_search_and_resume(coll, monkeypatch):
             raise KeyboardInterrupt
         return real(*a, **kw)
 
-    monkeypatch.setattr(ivfpq, "encode_partition", flaky)
+    monkeypatch.setattr(ivfpq_build, "encode_partition", flaky)
     res = runner.invoke(app, args)
     assert res.exit_code != 0
     assert [p.number for p in ivfpq.read_manifest(scale_dir(coll[0])).partitions] == [0]
