@@ -336,14 +336,22 @@ def serve_cmd(
         help="Another name clients use to reach the server (repeatable); requests naming "
         "any other host are refused.",
     ),
+    ray_address: str | None = typer.Option(
+        None,
+        "--ray",
+        help="Serve partitioned indexes from Ray actors (one per partition) on the Ray cluster "
+        "at this address (HOST:PORT); stopped with the server.",
+    ),
 ) -> None:
     """Serve only the verification page (http://HOST:PORT/verify)."""
     from inquire.cli.web import check_port_free
+    from inquire.collection.scale import index_served
     from inquire.web.server import serve
     from inquire.web.verify import make_app
 
     check_port_free(host, port)
-    serve(make_app(host=host, allowed_hosts=allow_host), host=host, port=port)
+    with index_served(ray_address):
+        serve(make_app(host=host, allowed_hosts=allow_host), host=host, port=port)
 
 
 collection_app.command("index")(index_cmd)

@@ -19,18 +19,30 @@ def _console() -> Any:
 
 
 def scale_line(sc: dict[str, Any]) -> str:
-    """The partitioned index in one line: kind, partitions, bytes per photo, recall."""
+    """The partitioned index in one line: kind, partitions, bytes per photo, and the recall
+    measured when it was built or extended: of a search (the router) and, where the router
+    answers exactly, of the IVF route alone at the configured nprobe."""
     if "error" in sc:
         return f"partitioned index unusable, searches are exact: {sc['error']}"
     rec = sc.get("recall") or {}
+    nprobe = rec.get("nprobe", (sc.get("settings") or {}).get("nprobe", "?"))
+
+    def one(key: str, label: str) -> str:
+        ivf = rec.get(f"{key}_ivf")
+        ivf_text = "IVF route not measured" if ivf is None else f"IVF route alone {ivf:.3f}"
+        if rec.get(f"{key}_route") == "exact":
+            return f"{label} {rec[key]:.3f} (exact route; {ivf_text} at nprobe {nprobe})"
+        return f"{label} {rec[key]:.3f} (IVF route, nprobe {nprobe})"
+
     measured = ", ".join(
-        f"{label} {rec[key]:.3f}" + (" (exact route)" if rec.get(f"{key}_route") == "exact" else "")
+        one(key, label)
         for key, label in (("unfiltered", "unfiltered"), ("filter_1pct", "1% filter"))
         if key in rec
     )
+    at = f" over {rec['rows']:,} rows" if "rows" in rec else ""
     return (
         f"{sc['kind']}: {sc['partitions']} partitions, {sc['rows']:,} rows, "
-        f"{sc['bytes_per_photo']:.1f} bytes/photo; recall@{rec.get('k', 100)} "
+        f"{sc['bytes_per_photo']:.1f} bytes/photo; recall@{rec.get('k', 100)}{at} "
         f"{measured or 'not measured'}; setting 'scale'"
     )
 
@@ -62,24 +74,33 @@ def index_cmd(
     """Build or extend the partitioned IVF-PQ index (exact rescoring); rerun to resume.
 
     Options left out keep the index's own settings (or the defaults for a new index)."""
-    from inquire._progress import enabled, rich_progress
-    from inquire.collection.scale import index_collection
-
     given = {
         "nlist": nlist, "pq_m": pq_m, "partition_rows": partition_rows, "nprobe": nprobe,
         "rescore": rescore, "exact_below": exact_below,
     }  # fmt: skip
     options = {k: v for k, v in given.items() if v is not None}
-    runner = None
     if ray_address:
-        import ray
-
+        from inquire.collection.scale import ray_connection
         from inquire.index.ray_serve import run_ray
 
-        if not ray.is_initialized():
-            ray.init(address=ray_address, log_to_driver=False)
-        runner = run_ray
+        with ray_connection(ray_address):
+            sc = _index(name, options, rebuild, off, run_ray)
+    else:
+        sc = _index(name, options, rebuild, off, None)
     console = _console()
+    if sc is None:
+        console.print(f"[green]removed[/] the partitioned index of {name!r}; setting 'auto'")
+        return
+    from rich.text import Text
+
+    console.print(Text(f"indexed {name!r}: {scale_line(sc)}"), soft_wrap=True)
+
+
+def _index(name: str, options: dict[str, int], rebuild: bool, off: bool, runner: Any) -> Any:
+    """:func:`~inquire.collection.scale.index_collection` with a progress bar."""
+    from inquire._progress import enabled, rich_progress
+    from inquire.collection.scale import index_collection
+
     with rich_progress("encoding", disable=not enabled()) as bar:
         task = bar.add_task("encoding", total=None, rate="")
 
@@ -90,9 +111,4 @@ def index_cmd(
             name, options=options, rebuild=rebuild, off=off,
             runner=runner, progress=progress,
         )  # fmt: skip
-    if sc is None:
-        console.print(f"[green]removed[/] the partitioned index of {name!r}; setting 'auto'")
-        return
-    from rich.text import Text
-
-    console.print(Text(f"indexed {name!r}: {scale_line(sc)}"), soft_wrap=True)
+    return sc

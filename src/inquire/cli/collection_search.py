@@ -154,6 +154,12 @@ def search_cmd(
         help="Exact search: auto (bfloat16 screening where this CPU makes it pay), bf16, off. "
         "Same results either way.",
     ),
+    ray_address: str | None = typer.Option(
+        None,
+        "--ray",
+        help="Serve the partitioned index from one Ray actor per partition on the Ray cluster "
+        "at this address (HOST:PORT); the same results as in this process.",
+    ),
 ) -> None:
     """Search a collection by text and/or example images, filters applied inside the search."""
     import json
@@ -180,36 +186,47 @@ def search_cmd(
 
         check_reranker_id(rerank, baselines=False)
     check_screen(screen)
-    if feedback is not None:
-        out = feedback_search(name, feedback, k, feedback_model, save)
-        text = f"feedback on search {feedback}"
-        if out.round is not None:
-            info = out.round
+    from inquire.collection.scale import index_served
+
+    with index_served(ray_address, name) as served:
+        if feedback is not None:
+            out = feedback_search(name, feedback, k, feedback_model, save)
+            text = f"feedback on search {feedback}"
+            if out.round is not None:
+                info = out.round
+                typer.echo(
+                    f"search {feedback}: ranking round {info['round']} ({info['model']}, learnt "
+                    f"from {info['n_relevant']} relevant and {info['n_not_relevant']} not relevant "
+                    f"marks) follows rank {info['after_rank']}",
+                    err=True,
+                )
+        else:
+            req = SearchRequest(
+                text,
+                tuple(like),
+                parse_filters(taxon, date_from, date_to, bbox, under),
+                k,
+                rerank,
+                from_k,
+                exact=exact,
+                nprobe=nprobe,
+                screen=screen,
+                rerank_device=device,
+                rerank_precision=precision,
+                rerank_batch_size=batch_size,
+                rerank_protocol=protocol,
+            )
+            out = search_collection(name, req, save)
+            if out.search_id is not None:
+                typer.echo(f"saved search {out.search_id}", err=True)
+        if served is not None:
             typer.echo(
-                f"search {feedback}: ranking round {info['round']} ({info['model']}, learnt "
-                f"from {info['n_relevant']} relevant and {info['n_not_relevant']} not relevant "
-                f"marks) follows rank {info['after_rank']}",
+                f"index served by {served.actors()} Ray actors on {served.nodes()} nodes"
+                if served.actors()
+                else f"the partitioned index of {name!r} was not used (stale or unreadable, "
+                "see the warning above): searched in this process",
                 err=True,
             )
-    else:
-        req = SearchRequest(
-            text,
-            tuple(like),
-            parse_filters(taxon, date_from, date_to, bbox, under),
-            k,
-            rerank,
-            from_k,
-            exact=exact,
-            nprobe=nprobe,
-            screen=screen,
-            rerank_device=device,
-            rerank_precision=precision,
-            rerank_batch_size=batch_size,
-            rerank_protocol=protocol,
-        )
-        out = search_collection(name, req, save)
-        if out.search_id is not None:
-            typer.echo(f"saved search {out.search_id}", err=True)
     df = out.results
     if bbox is not None and not len(df):
         typer.echo(no_match_note(name), err=True)

@@ -12,7 +12,8 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol, cast
@@ -66,10 +67,21 @@ class Route:
     candidates: int  # faiss results per query (k x rescore)
 
 
-def choose_route(man: Manifest, k: int, selected: int, total: int, nprobe: int | None) -> Route:
-    """The router: exact over the selection when it is small, IVF with a widened nprobe else."""
+def choose_route(
+    man: Manifest,
+    k: int,
+    selected: int,
+    total: int,
+    nprobe: int | None,
+    exact_below: int | None = None,
+) -> Route:
+    """The router: exact over the selection when it is small, IVF with a widened nprobe else.
+
+    ``exact_below``: the threshold in place of the manifest's (0: the IVF route whenever the
+    selection holds more than ``k`` rows, as the recall measurement asks)."""
     s = man.settings
-    if selected <= max(s.exact_below, k):
+    below = s.exact_below if exact_below is None else exact_below
+    if selected <= max(below, k):
         return Route(True, 0, 0)
     base = min(man.nlist, nprobe or s.nprobe)
     share = selected / max(total, 1)
@@ -220,6 +232,29 @@ class LocalBackend:
         self.parts = []
 
 
+BackendFactory = Callable[[RowSource, Path, Manifest], Backend]
+_factory: list[BackendFactory] = []  # the active one, if any (process-wide: a server's threads)
+_factory_lock = threading.Lock()
+
+
+@contextmanager
+def backend_factory(factory: BackendFactory) -> Iterator[None]:
+    """Inside the block, :meth:`ScaleIndex.open` without a ``backend`` serves the index with
+    ``factory(store, folder, manifest)`` (e.g. Ray actors) instead of :class:`LocalBackend`.
+
+    Process-wide, so an index opened by any thread (a web server's requests) gets it; one
+    factory at a time. The factory owns what it starts: closing it is the caller's job."""
+    with _factory_lock:
+        if _factory:
+            raise RuntimeError("another index backend is already active in this process")
+        _factory.append(factory)
+    try:
+        yield
+    finally:
+        with _factory_lock:
+            _factory.clear()
+
+
 @dataclass
 class ScaleIndex:
     """A partitioned IVF-PQ index over a store, searched under the one ranking rule.
@@ -261,14 +296,26 @@ class ScaleIndex:
                 f"{len(store)} rows of {store.dim}-d: rebuild the index"
             )
         if backend is None:
-            backend = LocalBackend(store, folder, man)
+            factory = _factory[0] if _factory else None
+            backend = (
+                LocalBackend(store, folder, man)
+                if factory is None
+                else factory(store, Path(folder), man)
+            )
         row_ids = None if ids is None else np.asarray(ids, np.int64)
         return cls(store, Path(folder), man, row_ids, backend)
 
-    def route(self, k: int, mask: np.ndarray | None, nprobe: int | None = None) -> Route:
+    def route(
+        self,
+        k: int,
+        mask: np.ndarray | None,
+        nprobe: int | None = None,
+        exact_below: int | None = None,
+    ) -> Route:
+        """How a search of ``k`` under ``mask`` is answered (:func:`choose_route`)."""
         n = self.manifest.rows
         selected = n if mask is None else int(np.count_nonzero(mask[:n]))
-        return choose_route(self.manifest, k, selected, n, nprobe)
+        return choose_route(self.manifest, k, selected, n, nprobe, exact_below)
 
     def search(
         self,
@@ -278,11 +325,13 @@ class ScaleIndex:
         nprobe: int | None = None,
         exact: bool = False,
         ids: np.ndarray | None = None,
+        ivf: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top ``k`` of ``queries (nq, d) float32`` among rows where ``mask (N,) bool`` is
         True (None: all), as ``scores (nq, k) float32`` (exact scores) and image ``ids (nq,
         k) int64``, padded with ``-inf`` / ``-1``. Rows past the index (added to the store
-        since it was last updated) are searched exactly. ``exact``: force the exact route.
+        since it was last updated) are searched exactly. ``exact``: force the exact route;
+        ``ivf``: the IVF route even for a selection under ``exact_below`` rows.
         ``ids (N,) int64``: image id per row for this search (default :attr:`ids`)."""
         k = check_k(k)
         if mask is not None and len(mask) != len(self.store):
@@ -291,7 +340,7 @@ class ScaleIndex:
         if q.ndim != 2 or q.shape[1] != self.manifest.dim:
             raise InputError(f"queries of shape {q.shape}; expected (nq, {self.manifest.dim})")
         n_index = self.manifest.rows
-        route = self.route(k, mask, nprobe)
+        route = self.route(k, mask, nprobe, 0 if ivf else None)
         if exact:
             route = replace(route, exact=True)
         # Every indexed row selected: no selector (faiss then skips a bitmap test per code).
@@ -316,3 +365,58 @@ class ScaleIndex:
 
     def close(self) -> None:
         self.backend.close()
+
+
+# -- measured recall ---------------------------------------------------------------------------
+
+RECALL_K = 100
+RECALL_QUERIES = 50
+
+
+def measure_recall(
+    scale: ScaleIndex,
+    valid: np.ndarray,
+    ids: np.ndarray,
+    seed: int = 0,
+    k: int = RECALL_K,
+    n_queries: int = RECALL_QUERIES,
+) -> dict[str, Any]:
+    """recall@``k`` against exact search, of what a search gets and of the IVF route alone.
+
+    Queries: ``n_queries`` valid rows of the store (``valid (N,) bool``), moved a little off
+    the photos (Gaussian noise, sigma 0.05, renormalised). For the unfiltered search and for a
+    random 1% selection: ``{name}`` is the recall of the search as the router answers it,
+    ``{name}_route`` which route that is ("exact" below ``exact_below`` selected rows, else
+    "ivf"), and ``{name}_ivf`` the recall of the IVF route forced at the configured
+    ``nprobe`` (widened under the filter), which below the threshold the router does not
+    take, so a small collection reports what its index would do. Also records ``k``,
+    ``queries``, ``rows``, ``nprobe`` and ``rescore``. ``ids (N,) int64``: image id per row.
+    """
+    from inquire.index.ann import recall_at_k
+
+    rows = np.flatnonzero(valid)
+    if len(rows) == 0:
+        return {}
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(rows, size=min(n_queries, len(rows)), replace=False)
+    q = gather(scale.store, np.sort(pick)).astype(np.float32)
+    q += rng.normal(0, 0.05, q.shape).astype(np.float32)  # beside the photos, not on them
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    s = scale.manifest.settings
+    out: dict[str, Any] = {
+        "k": k,
+        "queries": len(q),
+        "rows": scale.manifest.rows,
+        "nprobe": s.nprobe,
+        "rescore": s.rescore,
+    }
+    one_pct = valid & (rng.random(len(valid)) < 0.01)
+    for name, mask in (("unfiltered", valid), ("filter_1pct", one_pct)):
+        _, exact = scale.search(q, k, mask, ids=ids, exact=True)
+        _, routed = scale.search(q, k, mask, ids=ids)
+        is_exact = scale.route(k, mask).exact
+        _, ivf = scale.search(q, k, mask, ids=ids, ivf=True) if is_exact else (None, routed)
+        out[name] = round(float(recall_at_k(routed, exact, k)), 4)
+        out[f"{name}_route"] = "exact" if is_exact else "ivf"
+        out[f"{name}_ivf"] = round(float(recall_at_k(ivf, exact, k)), 4)
+    return out
