@@ -121,6 +121,22 @@ def test_search_and_page_on_ray_equal_one_process(ray_two_nodes, indexed, monkey
         assert len(json.loads(local.stdout)) == 60 or extra
         _wait_no_actors(ray)
 
+    # The command as a user runs it, in its own process: it connects to the cluster itself
+    # (ray.init), serves, and leaves no actor behind when it exits.
+    import subprocess
+
+    args = ["search", "big", "--like", "1", "--like", "7", "-k", "60", "--json"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "inquire", *args, "--ray", address],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "index served by 3 Ray actors on 2 nodes" in proc.stderr
+    assert json.loads(proc.stdout) == json.loads(runner.invoke(app, args).stdout)
+    _wait_no_actors(ray)
+
     # The library the CLI calls: bit for bit, filtered or not.
     from inquire.collection.store import open_collection
 
