@@ -67,6 +67,8 @@ def test_index_update_delete_compact_keep_exact_results(coll):
     assert (scale_dir(c) / ivfpq.TRAINED).read_bytes() == trained
     index = c.index()
     assert index.ann.manifest.rows == 450
+    rec = ivfpq.read_manifest(scale_dir(c)).recall  # measured again over the grown index
+    assert rec["rows"] == 450 and rec["unfiltered"] == rec["unfiltered_ivf"] == 1.0, rec
     _same_as_exact(index)
     # Deleted photos: gone from every result through the validity mask.
     shutil.rmtree(photos / "more")

@@ -273,10 +273,12 @@ def extend_scale_index(coll: Any, progress: Callable[[int, int], None] | None = 
     except ivfpq.StaleScaleIndexError:
         log.info("collection %s: shards rewritten; rebuilding its scale index", coll.name)
         man = ivfpq.build(store, folder, man.settings, rebuild=True, progress=progress)
+        ivfpq.record_recall(store, folder)  # over the store's rows (no validity mask here)
         return f"rebuilt {man.factory} ({len(man.partitions)} partitions, {man.rows:,} rows)"
     if man.rows == before:
         return f"kept {man.factory} ({len(man.partitions)} partitions)"
     added = man.rows - before
+    ivfpq.record_recall(store, folder)  # over the store's rows (no validity mask here)
     return f"extended {man.factory} by {added:,} rows ({len(man.partitions)} partitions)"
 
 

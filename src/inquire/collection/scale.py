@@ -105,15 +105,8 @@ def index_collection(
                 coll.set_meta(conn, index=SCALE_SETTING)
             remove_index(coll)  # the partitioned index replaces a single faiss index
             # Measured in this process whatever serves searches: the same results (tested).
-            local = ivfpq.LocalBackend(cindex.store, folder, built)
-            scale = ivfpq.ScaleIndex.open(cindex.store, folder, cindex.image_id, local)
-            try:
-                man = scale.manifest
-                man.recall = ivfpq.measure_recall(scale, cindex.valid, cindex.image_id)
-                ivfpq.write_manifest(folder, man)
-            finally:
-                scale.close()
-            log.info("collection %s: index recall %s", name, man.recall)
+            recall = ivfpq.record_recall(cindex.store, folder, cindex.valid, cindex.image_id)
+            log.info("collection %s: index of %d rows, recall %s", name, built.rows, recall)
             return scale_info(coll)
     finally:
         coll.close()

@@ -89,6 +89,7 @@ from inquire.index.ivfpq_search import (
     choose_route,
     measure_recall,
     merge,
+    record_recall,
     widened_nprobe,
 )
 
@@ -129,6 +130,7 @@ __all__ = [
     "merge",
     "plan_partitions",
     "read_manifest",
+    "record_recall",
     "run_local",
     "screen_margin",
     "shard_signature",

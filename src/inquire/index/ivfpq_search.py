@@ -31,6 +31,7 @@ from inquire.index.ivfpq_manifest import (
     check_current,
     index_file_bytes,
     read_manifest,
+    write_manifest,
 )
 from inquire.index.topk import check_k, padded, topk
 
@@ -420,3 +421,27 @@ def measure_recall(
         out[f"{name}_route"] = "exact" if is_exact else "ivf"
         out[f"{name}_ivf"] = round(float(recall_at_k(ivf, exact, k)), 4)
     return out
+
+
+def record_recall(
+    store: RowSource,
+    folder: str | os.PathLike[str],
+    valid: np.ndarray | None = None,
+    ids: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Measure the index in ``folder`` in this process (:func:`measure_recall`) and store
+    the figures in its manifest; returns them.
+
+    ``valid (N,) bool``: the rows queries are drawn from and searched (None: every store
+    row); ``ids (N,) int64``: image id per row (None: the store's own)."""
+    man = read_manifest(folder)
+    if man is None:
+        raise InputError(f"{str(folder)!r} holds no partitioned index (no {MANIFEST})")
+    scale = ScaleIndex.open(store, folder, ids, LocalBackend(store, folder, man))
+    try:
+        rows = np.ones(len(store), bool) if valid is None else valid
+        man.recall = measure_recall(scale, rows, scale.ids if ids is None else ids)
+        write_manifest(folder, man)
+    finally:
+        scale.close()
+    return man.recall
