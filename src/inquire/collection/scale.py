@@ -147,10 +147,11 @@ def connect_ray(address: str, timeout: float = RAY_CONNECT_TIMEOUT_S) -> bool:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
             pass
     except OSError as exc:
+        why = f"no answer within {timeout:g} s" if isinstance(exc, TimeoutError) else None
         raise InputError(
-            f"the Ray cluster at {address!r} is unreachable ({exc.strerror or exc or 'timed out'},"
-            f" waited {timeout:g} s); check the address (`ray status` on the head node) and "
-            "that this machine can reach it"
+            f"the Ray cluster at {address!r} is unreachable ({why or exc.strerror or exc}); "
+            "check the address (`ray status` on the head node) and that this machine can "
+            "reach it"
         ) from None
     try:
         ray.init(address=address, log_to_driver=False)
