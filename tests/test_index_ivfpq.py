@@ -13,7 +13,7 @@ import pytest
 
 from inquire.embed.store import EmbeddingStore
 from inquire.errors import InputError
-from inquire.index import ivfpq
+from inquire.index import ivfpq, ivfpq_build
 from inquire.index.ann import recall_at_k
 from inquire.index.topk import brute_force
 from inquire.testing.clustered import ClusterSpec, queries, selectivity_masks, write_clustered
@@ -202,7 +202,7 @@ def test_interrupted_build_resumes(small_store, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(ivfpq, "encode_partition", flaky)
+    monkeypatch.setattr(ivfpq_build, "encode_partition", flaky)
     with pytest.raises(KeyboardInterrupt):
         ivfpq.build(small_store, tmp_path / "idx", SMALL)
     man = ivfpq.read_manifest(tmp_path / "idx")

@@ -77,6 +77,12 @@ def serve_cmd(
         help="Another name clients use to reach the server (repeatable); requests naming "
         "any other host are refused.",
     ),
+    ray_address: str | None = typer.Option(
+        None,
+        "--ray",
+        help="Verify page: serve partitioned indexes from Ray actors on the Ray cluster at this "
+        "address (HOST:PORT); stopped with the server.",
+    ),
 ) -> None:
     """Serve a web page over RESULTS (metrics, top-k images, search) and the Verify page."""
     from rich.console import Console
@@ -105,10 +111,15 @@ def serve_cmd(
         host=host,
         allowed_hosts=allow_host,
     )
+    from inquire.collection.scale import index_served
+
     app = create_app(config)
     check_port_free(host, port)
-    Console(stderr=True).print(f"inquire web page: [bold]http://{host}:{port}/[/] (Ctrl+C stops)")
-    serve(app, host=host, port=port)
+    with index_served(ray_address):
+        Console(stderr=True).print(
+            f"inquire web page: [bold]http://{host}:{port}/[/] (Ctrl+C stops)"
+        )
+        serve(app, host=host, port=port)
 
 
 def register(app: typer.Typer) -> None:

@@ -37,8 +37,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
-
 from inquire.embed.folder import is_embedding_folder
 from inquire.errors import InputError
 
@@ -237,8 +235,6 @@ def load_index(coll: CollectionFiles, store: Any) -> Any:
 
 SCALE_SETTING = "scale"
 SCALE_FOLDER = "scale_index"
-RECALL_K = 100
-RECALL_QUERIES = 50
 
 
 def scale_dir(coll: Any) -> Path:
@@ -277,10 +273,12 @@ def extend_scale_index(coll: Any, progress: Callable[[int, int], None] | None = 
     except ivfpq.StaleScaleIndexError:
         log.info("collection %s: shards rewritten; rebuilding its scale index", coll.name)
         man = ivfpq.build(store, folder, man.settings, rebuild=True, progress=progress)
+        ivfpq.record_recall(store, folder)  # over the store's rows (no validity mask here)
         return f"rebuilt {man.factory} ({len(man.partitions)} partitions, {man.rows:,} rows)"
     if man.rows == before:
         return f"kept {man.factory} ({len(man.partitions)} partitions)"
     added = man.rows - before
+    ivfpq.record_recall(store, folder)  # over the store's rows (no validity mask here)
     return f"extended {man.factory} by {added:,} rows ({len(man.partitions)} partitions)"
 
 
@@ -314,31 +312,6 @@ def remove_scale_index(coll: Any) -> bool:
         shutil.rmtree(folder)
         return True
     return False
-
-
-def measure_recall(scale: Any, valid: np.ndarray, ids: np.ndarray, seed: int = 0) -> dict[str, Any]:
-    """recall@100 of the index's search against its exact route, unfiltered and under a
-    random 1% selection, on ``RECALL_QUERIES`` stored rows (perturbed) used as queries."""
-    from inquire.index.ann import recall_at_k
-
-    rows = np.flatnonzero(valid)
-    if len(rows) == 0:
-        return {}
-    rng = np.random.default_rng(seed)
-    pick = rng.choice(rows, size=min(RECALL_QUERIES, len(rows)), replace=False)
-    from inquire.index.ivfpq import gather
-
-    q = gather(scale.store, np.sort(pick)).astype(np.float32)
-    q += rng.normal(0, 0.05, q.shape).astype(np.float32)  # beside the photos, not on them
-    q /= np.linalg.norm(q, axis=1, keepdims=True)
-    out: dict[str, Any] = {"k": RECALL_K, "queries": len(q)}
-    one_pct = valid & (rng.random(len(valid)) < 0.01)
-    for name, mask in (("unfiltered", valid), ("filter_1pct", one_pct)):
-        _, approx = scale.search(q, RECALL_K, mask, ids=ids)
-        _, exact = scale.search(q, RECALL_K, mask, ids=ids, exact=True)
-        out[name] = round(float(recall_at_k(approx, exact, RECALL_K)), 4)
-        out[f"{name}_route"] = "exact" if scale.route(RECALL_K, mask).exact else "ivf"
-    return out
 
 
 def scale_info(coll: Any) -> dict[str, Any] | None:

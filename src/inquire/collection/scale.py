@@ -1,22 +1,29 @@
-"""``inquire collection index NAME``: build, extend or remove a collection's partitioned index.
+"""A collection's partitioned index: build it, and choose where it is served from.
 
-One library call, :func:`index_collection`; the index itself is :mod:`inquire.index.ivfpq`
-and its place in the collection the end of :mod:`inquire.collection.ann`.
+- :func:`index_collection` is ``inquire collection index NAME``: build, extend or remove the
+  index and measure its recall (the index itself: :mod:`inquire.index.ivfpq`; its place in the
+  collection: the end of :mod:`inquire.collection.ann`).
+- :func:`index_served` is ``--ray ADDRESS`` of ``inquire search`` and of the servers: inside
+  it, every partitioned index a search opens is served by one Ray actor per partition
+  (:class:`inquire.index.ray_serve.RayBackend`); without an address, in this process.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
-from dataclasses import replace
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from inquire._lock import writer_lock
 from inquire.cache import transaction
 from inquire.collection.ann import (
     SCALE_SETTING,
-    measure_recall,
+    has_scale_index,
     remove_index,
     remove_scale_index,
     scale_dir,
@@ -48,7 +55,9 @@ def index_collection(
     and re-encode everything; ``off``: remove the index and go back to the ``auto`` setting;
     ``runner``: how partitions are encoded (:func:`inquire.index.ray_serve.run_ray`: Ray
     Data tasks). An interrupted build resumes where it stopped when run again. Measures
-    recall@100 against exact search and records it. Returns
+    recall@100 against exact search, of the router and of the IVF route alone at the
+    configured ``nprobe`` (:func:`inquire.index.ivfpq.measure_recall`), and records it in the
+    index's manifest. Returns
     :func:`inquire.collection.ann.scale_info` (None after ``off``).
     """
     from inquire.index import ivfpq
@@ -77,7 +86,7 @@ def index_collection(
             except TypeError as exc:
                 raise InputError(f"unknown index option: {exc}") from None
             try:
-                ivfpq.build(
+                built = ivfpq.build(
                     cindex.store,
                     folder,
                     settings,
@@ -95,14 +104,167 @@ def index_collection(
             with transaction(coll.conn) as conn:
                 coll.set_meta(conn, index=SCALE_SETTING)
             remove_index(coll)  # the partitioned index replaces a single faiss index
-            scale = ivfpq.ScaleIndex.open(cindex.store, folder, ids=cindex.image_id)
-            try:
-                man = scale.manifest
-                man.recall = measure_recall(scale, cindex.valid, cindex.image_id)
-                ivfpq.write_manifest(folder, man)
-            finally:
-                scale.close()
-            log.info("collection %s: index recall %s", name, man.recall)
+            # Measured in this process whatever serves searches: the same results (tested).
+            recall = ivfpq.record_recall(cindex.store, folder, cindex.valid, cindex.image_id)
+            log.info("collection %s: index of %d rows, recall %s", name, built.rows, recall)
             return scale_info(coll)
     finally:
         coll.close()
+
+
+# -- where searches find the index: this process, or Ray actors ---------------------------------
+
+RAY_CONNECT_TIMEOUT_S = 10.0
+
+
+def connect_ray(address: str, timeout: float = RAY_CONNECT_TIMEOUT_S) -> bool:
+    """Connect this process to the Ray cluster at ``address`` (``HOST:PORT`` of its head
+    node, or ``ray://HOST:PORT``). Returns True if this call connected (the caller then
+    disconnects), False if Ray was connected already.
+
+    :class:`~inquire.errors.InputError` when Ray is not installed, the address is not
+    ``HOST:PORT``, or nothing answers there within ``timeout`` seconds (checked before Ray
+    is asked, so an unreachable address never hangs)."""
+    try:
+        import ray
+    except ImportError:
+        raise InputError(
+            "--ray needs Ray, which is not installed: pip install 'ray[data]' (or leave "
+            "--ray out to search in this process)"
+        ) from None
+    if ray.is_initialized():
+        return False
+    import socket
+
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InputError(
+            f"--ray {address!r} is not a Ray address; expected HOST:PORT of the cluster's head "
+            "node (the address `ray start --head` prints, e.g. 10.0.0.5:6379)"
+        )
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        why = f"no answer within {timeout:g} s" if isinstance(exc, TimeoutError) else None
+        raise InputError(
+            f"the Ray cluster at {address!r} is unreachable ({why or exc.strerror or exc}); "
+            "check the address (`ray status` on the head node) and that this machine can "
+            "reach it"
+        ) from None
+    try:
+        ray.init(address=address, log_to_driver=False)
+    except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError...
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise InputError(f"cannot join the Ray cluster at {address!r}: {first}") from None
+    return True
+
+
+@contextmanager
+def ray_connection(address: str, timeout: float = RAY_CONNECT_TIMEOUT_S) -> Iterator[None]:
+    """This process connected to the Ray cluster at ``address`` inside the block
+    (:func:`connect_ray`), disconnected on leaving if the block connected it."""
+    connected = connect_ray(address, timeout)
+    try:
+        yield
+    finally:
+        if connected:
+            import ray
+
+            ray.shutdown()
+
+
+@dataclass
+class RayServing:
+    """The Ray actors serving the partitioned indexes opened inside :func:`index_served`.
+
+    One :class:`~inquire.index.ray_serve.RayBackend` per index folder, started when a
+    search first opens that index and reused by later opens of the same index (a server
+    loads an index again after each update); an index whose partitions changed gets new
+    actors and the old ones are stopped. :meth:`close` stops them all."""
+
+    backends: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # folder: (key, backend)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __call__(self, store: Any, folder: Path, man: Any) -> Any:
+        from inquire.index.ray_serve import RayBackend
+
+        key = (str(store.root), [(p.number, p.lo, p.hi) for p in man.partitions], man.shards)
+        with self._lock:
+            held = self.backends.get(str(folder))
+            if held is not None and held[0] == key:
+                return _Borrowed(held[1])
+            if held is not None:
+                held[1].close()
+            backend = RayBackend(store.root, folder, man)
+            self.backends[str(folder)] = (key, backend)
+            log.info("index %s: %d partitions served by Ray actors", folder, len(man.partitions))
+            return _Borrowed(backend)
+
+    def actors(self) -> int:
+        """Actors serving now."""
+        return sum(len(b.actors) for _, b in self.backends.values())
+
+    def nodes(self) -> int:
+        """Ray nodes the actors run on."""
+        return len({n for _, b in self.backends.values() for n in b.nodes()})
+
+    def close(self) -> None:
+        with self._lock:
+            for _, backend in self.backends.values():
+                backend.close()
+            self.backends.clear()
+
+
+class _Borrowed:
+    """A served backend handed to one :class:`~inquire.index.ivfpq.ScaleIndex`: searches go
+    to it, closing the index leaves it to its :class:`RayServing`."""
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+
+    def search(self, *args: Any, **kwargs: Any) -> Any:
+        return self.backend.search(*args, **kwargs)
+
+    def close(self) -> None:
+        pass
+
+
+@contextmanager
+def index_served(
+    ray_address: str | None,
+    collection: str | None = None,
+    root: str | os.PathLike[str] | None = None,
+    timeout: float = RAY_CONNECT_TIMEOUT_S,
+) -> Iterator[RayServing | None]:
+    """Searches inside the block find partitioned indexes served by Ray actors on the
+    cluster at ``ray_address`` (one actor per partition, :class:`RayServing`), or in this
+    process when ``ray_address`` is None (yields None). The results are the same either way.
+
+    ``collection``: the collection the block searches; it must have a partitioned index
+    (:class:`~inquire.errors.InputError` naming the command that builds it). On leaving,
+    the actors are stopped and Ray disconnected if this call connected it."""
+    if not ray_address:
+        yield None
+        return
+    if collection is not None:
+        coll = open_collection(collection, root)
+        try:
+            if coll.meta().get("index") != SCALE_SETTING or not has_scale_index(coll):
+                raise InputError(
+                    f"collection {collection!r} has no partitioned index for Ray to serve; "
+                    f"build it with `inquire collection index {collection}` (or leave --ray "
+                    "out)"
+                )
+        finally:
+            coll.close()
+    from inquire.index.ivfpq import backend_factory
+
+    with ray_connection(ray_address, timeout):
+        serving = RayServing()
+        try:
+            with backend_factory(serving):
+                yield serving
+        finally:
+            serving.close()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
@@ -130,12 +131,15 @@ class RayBackend:
         self._remote = ray.remote(num_cpus=0)(_PartitionServer)
         self._args = (os.fspath(store_root), os.fspath(folder))
         self._parts = list(man.partitions)
+        # Actors are named (``ray list actors`` shows what serves what):
+        # inquire-index-{token}-p{partition}-{start}, unique per backend and start.
+        self.name = f"inquire-index-{uuid.uuid4().hex[:8]}"
+        self.restarts = 0
         nodes = self._live_nodes()
         self.actors = [
             self._start(p, nodes[i % len(nodes)] if nodes else None)
             for i, p in enumerate(self._parts)
         ]
-        self.restarts = 0
 
     @staticmethod
     def _live_nodes() -> list[str]:
@@ -148,7 +152,10 @@ class RayBackend:
         strategy: Any = (
             "SPREAD" if node is None else NodeAffinitySchedulingStrategy(node, soft=False)
         )
-        return self._remote.options(scheduling_strategy=strategy).remote(*self._args, asdict(part))
+        name = f"{self.name}-p{part.number}-{self.restarts}"
+        return self._remote.options(name=name, scheduling_strategy=strategy).remote(
+            *self._args, asdict(part)
+        )
 
     def _restart(self, i: int) -> None:
         """Start partition ``i``'s actor again on the live node holding fewest actors."""
