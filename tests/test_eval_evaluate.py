@@ -321,3 +321,19 @@ def test_two_saves_into_one_folder_at_once_leave_one_whole_result(
         "run.parquet",
         "summary.json",
     ]
+
+
+def test_a_folder_that_cannot_be_read_but_written_is_still_saved_into(tmp_path: Path) -> None:
+    """The lock on the folder needs it open for reading; a write-only folder goes without."""
+    import os
+
+    out = tmp_path / "out"
+    out.mkdir()
+    out.chmod(0o300)
+    try:
+        if os.access(out, os.R_OK):
+            pytest.skip("running as a user who reads any folder (root)")
+        _result().save(out, run=RUN)
+    finally:
+        out.chmod(0o700)
+    assert EvalResult.load(out).k == 2

@@ -186,15 +186,21 @@ def _removed_on_success(path: Path) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _folder_lock(folder: Path) -> Iterator[None]:
-    """An exclusive ``flock`` on ``folder`` for the block (none where the OS has no flock)."""
+    """An exclusive ``flock`` on ``folder`` for the block; none where it cannot be had (no
+    flock on Windows, a folder that cannot be opened for reading, a file system without
+    locks), and the save goes on as before."""
     try:
         import fcntl
-    except ImportError:  # Windows
+
+        fd = os.open(folder, os.O_RDONLY)
+    except (ImportError, OSError):
         yield
         return
-    fd = os.open(folder, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            log.debug("no lock on %s (%s); saving without one", folder, exc)
         yield
     finally:
         os.close(fd)  # releases the lock
