@@ -477,3 +477,34 @@ def test_raw_deflate_whose_first_byte_looks_like_a_zlib_header_is_read(serve, ch
     score, reranker = _score(serve(reply))
     assert not reranker.failures, reranker.failures
     assert score == pytest.approx(1 / (1 + math.exp(-1.0)))
+
+
+@pytest.mark.parametrize(
+    ("header", "reason"),
+    [
+        ("GZIP", None),
+        (" gzip ", None),
+        ("x-gzip", None),
+        ("gzip, gzip", "a reply compressed as 'gzip, gzip'"),  # twice: not decoded twice
+        ("identity, gzip", "a reply compressed as 'identity, gzip'"),
+    ],
+)
+def test_content_encoding_spellings(serve, header: str, reason: str | None) -> None:
+    body = _gzip(_completion([{"token": "Yes", "logprob": -1.0}, {"token": "No", "logprob": -1.0}]))
+    server = serve(lambda h: _send(h, 200, body, {"Content-Encoding": header}))
+    score, reranker = _score(server)
+    if reason is None:
+        assert score == 0.5 and not reranker.failures
+    else:
+        assert np.isnan(score) and reranker.failures[0].reason.startswith(reason)
+
+
+def test_concatenated_gzip_members_are_refused_not_half_read(serve) -> None:
+    """RFC 1952 allows several members; a reply is one (httpx reads only the first). The
+    second is reported, not silently dropped."""
+    body = _completion([{"token": "Yes", "logprob": -1.0}])
+    data = _gzip(body[:10]) + _gzip(body[10:])
+    server = serve(lambda h: _send(h, 200, data, {"Content-Encoding": "gzip"}))
+    score, reranker = _score(server)
+    assert np.isnan(score)
+    assert reranker.failures[0].reason.startswith("bytes after the end of a gzip body")
