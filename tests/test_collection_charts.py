@@ -88,3 +88,44 @@ def test_every_slot_of_the_page_chart_has_its_numbers_as_a_tooltip() -> None:
     svg = trend_svg(odd, by="taxon", width=360)
     assert "<b>" not in svg
     assert '<title>Ardea &lt;b&gt;alba&lt;/b&gt; &amp; "co": 1 positive of 4' in svg
+
+
+def test_hostile_group_names_keep_the_page_chart_a_well_formed_svg() -> None:
+    """Group names come from the user's metadata: markup, the slot's own id, characters XML
+    cannot hold (the page's parser would show no chart at all) and a very long name."""
+    import re
+    import warnings
+    import xml.etree.ElementTree as ET
+
+    names = [
+        '<g id="inquire-trend-slot-1"><script>x</script>',
+        'a "quoted" & <b>]]>\nname',
+        "bell\x07tab\x0bnul\x00",
+        "x" * 1000,
+    ]
+    n = len(names)
+    trend = pd.DataFrame(
+        {
+            "group": names,
+            "inspected": [2] * n,
+            "positives": [1] * n,
+            "share": [0.5] * n,
+            "ci_low": [0.1] * n,
+            "ci_high": [0.9] * n,
+        }
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a squeezed layout warns: the long name is cut
+        svg = trend_svg(trend, "herons\x0c", by="site", width=480)
+    root = ET.fromstring(svg)  # well-formed: the page's DOMParser takes it
+    assert "<script" not in svg
+    ns = "{http://www.w3.org/2000/svg}"
+    slots = {
+        g.get("id"): g for g in root.iter(f"{ns}g") if "inquire-trend-slot" in (g.get("id") or "")
+    }
+    assert sorted(slots) == [f"inquire-trend-slot-{i}" for i in range(n)]
+    tips = [slots[f"inquire-trend-slot-{i}"].find(f"{ns}title").text for i in range(n)]
+    assert tips[0].startswith(names[0]) and tips[1].startswith(names[1])
+    assert tips[2].startswith("bell\ufffdtab\ufffdnul\ufffd:")
+    assert len(tips[3]) < 400 and tips[3].startswith("x" * 299 + "…")
+    assert re.search(">x{39}…<", svg)  # the tick label, cut

@@ -270,3 +270,70 @@ def test_evaluate_run_file_reads_evaluates_and_writes(tmp_path: Path) -> None:
     assert (out / "run.parquet").is_file()
     with pytest.raises(InputError, match="existing file"):  # checked before the run is read
         evaluate_run_file(tmp_path / "missing.trec", 2, queries=queries, annotations=ann, out=ann)
+
+
+def test_a_save_without_a_run_removes_an_older_results_run(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    _result().save(out, run=RUN)
+    second = evaluate(RUN, QRELS, QUERIES, k=1, config={"model": "other"})
+    second.save(out)  # no run: the first result's run.parquet is not this result's
+    assert sorted(p.name for p in out.iterdir()) == [
+        "aggregates.csv",
+        "per_query.csv",
+        "summary.json",
+    ]
+    assert EvalResult.load(out).k == 1
+
+
+def test_two_saves_into_one_folder_at_once_leave_one_whole_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second save runs while the first is between its renames: without taking turns the
+    folder ended with one result's tables beside the other's summary."""
+    import os
+    import threading
+
+    out = tmp_path / "out"
+    first = _result()  # k=2
+    second = evaluate(RUN, QRELS, QUERIES, k=1, config={"model": "other"})
+    assert not first.per_query.equals(second.per_query)
+    real_replace = os.replace
+    main = threading.current_thread()
+    other = threading.Thread(target=second.save, args=(out,), kwargs={"run": RUN})
+
+    def replace(src: str, dst: str) -> None:
+        real_replace(src, dst)
+        if threading.current_thread() is main and Path(dst).name == "per_query.csv":
+            other.start()  # the first save has renamed one file of four into place
+            other.join(timeout=3)  # a save that does not wait for the first ends in this time
+
+    monkeypatch.setattr(os, "replace", replace)
+    first.save(out, run=RUN)
+    other.join(timeout=60)
+    assert not other.is_alive()
+    back = EvalResult.load(out)
+    whole = second if back.k == 1 else first
+    pd.testing.assert_frame_equal(back.per_query, whole.per_query)
+    pd.testing.assert_frame_equal(pd.read_csv(out / "aggregates.csv"), whole.aggregates())
+    assert sorted(p.name for p in out.iterdir()) == [
+        "aggregates.csv",
+        "per_query.csv",
+        "run.parquet",
+        "summary.json",
+    ]
+
+
+def test_a_folder_that_cannot_be_read_but_written_is_still_saved_into(tmp_path: Path) -> None:
+    """The lock on the folder needs it open for reading; a write-only folder goes without."""
+    import os
+
+    out = tmp_path / "out"
+    out.mkdir()
+    out.chmod(0o300)
+    try:
+        if os.access(out, os.R_OK):
+            pytest.skip("running as a user who reads any folder (root)")
+        _result().save(out, run=RUN)
+    finally:
+        out.chmod(0o700)
+    assert EvalResult.load(out).k == 2

@@ -27,3 +27,17 @@ def test_atomic_writes_get_the_permissions_of_a_plain_open(tmp_path: Path, mask:
     assert want == 0o666 & ~mask
     for name in ("a.csv", "b.json"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == want, name
+
+
+@pytest.mark.parametrize("name", ["a" * 250 + ".json", "é" * 125 + ".csv"])
+def test_atomic_open_writes_a_file_whose_name_is_near_the_longest_allowed(
+    tmp_path: Path, name: str
+) -> None:
+    """A 255-byte file name is valid; its temporary file's name (prefix and suffix added)
+    must still fit, not fail with 'File name too long'."""
+    from inquire._io import atomic_open
+
+    assert len(name.encode()) >= 250
+    with atomic_open(tmp_path / name) as fh:
+        fh.write("x")
+    assert [p.name for p in tmp_path.iterdir()] == [name]

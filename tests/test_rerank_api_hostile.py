@@ -395,3 +395,116 @@ def test_a_reply_in_an_encoding_not_asked_for_or_broken_fails_with_a_reason(
         assert reranker.failures[0].reason.startswith("malformed reply")
     else:
         assert reranker.failures[0].reason.startswith(reason), reranker.failures[0].reason
+
+
+@pytest.mark.parametrize(
+    ("status", "encoding", "body", "retried"),
+    [
+        (401, "br", b"\x1b\x00", False),  # a wrong key: its status, not the encoding
+        (500, "br", b"\x1b\x00", True),  # a server error is still asked again
+        (500, "gzip", b"not gzip at all", True),
+        (503, "gzip", "bomb", True),
+    ],
+)
+def test_an_error_reply_in_an_odd_encoding_still_reports_its_status(
+    serve, status: int, encoding: str, body: Any, retried: bool
+) -> None:
+    """The body of an error reply only feeds the reason: an encoding not asked for, one that
+    does not decode or one over the limit must not hide the status (nor stop the retries)."""
+    if body == "bomb":
+        body = _gzip(b'{"error": {"message": "busy"}}' + b" " * (2 * MAX_REPLY_BYTES))
+    server = serve(lambda h: _send(h, status, body, {"Content-Encoding": encoding}))
+    # a wrong key stops the run, as it does with a plain body
+    score, reranker = _score(server, setup_error=status == 401, max_retries=2)
+    assert np.isnan(score)
+    assert reranker.failures[0].reason.startswith(f"HTTP {status}:"), reranker.failures[0]
+    if encoding == "br":
+        assert "(a body compressed as 'br', not read)" in reranker.failures[0].reason
+    assert server.hits == (3 if retried else 1)
+
+
+def test_bytes_after_the_end_of_a_gzip_body_are_not_kept(serve) -> None:
+    """A small gzip body followed by an endless stream of bytes: refused at the first bytes
+    past its end, not kept (undecoded, so uncounted) until the timeout."""
+    full = _gzip(_completion([{"token": "Yes", "logprob": -1.0}]))
+
+    def reply(h: BaseHTTPRequestHandler) -> None:
+        h.send_response(200)
+        h.send_header("Content-Encoding", "gzip")
+        h.send_header("Content-Length", str(10**12))
+        h.end_headers()
+        h.wfile.write(full)
+        junk = b"\0" * 65536
+        while not server.stop.is_set():
+            h.wfile.write(junk)
+        h.close_connection = True
+
+    server = serve(reply)
+    score, reranker = _score(server, timeout_s=30.0)
+    assert np.isnan(score)
+    assert reranker.failures[0].reason.startswith("bytes after the end of a gzip body")
+
+
+def _raw_stored_deflate(data: bytes, pad: int) -> bytes:
+    """Raw deflate: one stored block (its header byte's padding bits set to ``pad``), then an
+    empty final block."""
+    n = len(data)
+    head = bytes([pad << 3]) + n.to_bytes(2, "little") + (n ^ 0xFFFF).to_bytes(2, "little")
+    return head + data + b"\x01\x00\x00\xff\xff"
+
+
+@pytest.mark.parametrize("chunk", [1, 1 << 20])
+def test_raw_deflate_whose_first_byte_looks_like_a_zlib_header_is_read(serve, chunk: int) -> None:
+    """A raw stream starting 0x08 (a stored block with a padding bit set) has the first
+    nibble of a zlib header, but not its check: it is read as raw, byte by byte too."""
+    import zlib
+
+    body = _completion([{"token": "Yes", "logprob": -1.0}, {"token": "No", "logprob": -2.0}])
+    data = _raw_stored_deflate(body, 1)
+    assert data[0] & 0x0F == 8 and zlib.decompress(data, -zlib.MAX_WBITS) == body
+
+    def reply(h: BaseHTTPRequestHandler) -> None:
+        h.send_response(200)
+        h.send_header("Content-Encoding", "deflate")
+        h.send_header("Transfer-Encoding", "chunked")
+        h.end_headers()
+        for i in range(0, len(data), chunk):
+            part = data[i : i + chunk]
+            h.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+            h.wfile.flush()
+        h.wfile.write(b"0\r\n\r\n")
+
+    score, reranker = _score(serve(reply))
+    assert not reranker.failures, reranker.failures
+    assert score == pytest.approx(1 / (1 + math.exp(-1.0)))
+
+
+@pytest.mark.parametrize(
+    ("header", "reason"),
+    [
+        ("GZIP", None),
+        (" gzip ", None),
+        ("x-gzip", None),
+        ("gzip, gzip", "a reply compressed as 'gzip, gzip'"),  # twice: not decoded twice
+        ("identity, gzip", "a reply compressed as 'identity, gzip'"),
+    ],
+)
+def test_content_encoding_spellings(serve, header: str, reason: str | None) -> None:
+    body = _gzip(_completion([{"token": "Yes", "logprob": -1.0}, {"token": "No", "logprob": -1.0}]))
+    server = serve(lambda h: _send(h, 200, body, {"Content-Encoding": header}))
+    score, reranker = _score(server)
+    if reason is None:
+        assert score == 0.5 and not reranker.failures
+    else:
+        assert np.isnan(score) and reranker.failures[0].reason.startswith(reason)
+
+
+def test_concatenated_gzip_members_are_refused_not_half_read(serve) -> None:
+    """RFC 1952 allows several members; a reply is one (httpx reads only the first). The
+    second is reported, not silently dropped."""
+    body = _completion([{"token": "Yes", "logprob": -1.0}])
+    data = _gzip(body[:10]) + _gzip(body[10:])
+    server = serve(lambda h: _send(h, 200, data, {"Content-Encoding": "gzip"}))
+    score, reranker = _score(server)
+    assert np.isnan(score)
+    assert reranker.failures[0].reason.startswith("bytes after the end of a gzip body")

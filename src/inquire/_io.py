@@ -24,7 +24,11 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # The temporary name adds ~14 bytes: cut a long name's share so it fits NAME_MAX (255).
+    stem = path.name
+    while len(os.fsencode(stem)) > 200:
+        stem = stem[:-1]
+    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=".tmp", dir=path.parent)
     # mkstemp creates the file private (0600); give the final file the permissions a plain
     # open() would, so results written here are as readable as any other file.
     if hasattr(os, "fchmod"):  # POSIX only; Windows has no such mode bits

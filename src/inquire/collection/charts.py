@@ -60,10 +60,28 @@ def fill_time_gaps(trend: pd.DataFrame, by: str | None) -> pd.DataFrame:
     return out
 
 
-def _slot_labels(groups: list[str], by: str | None) -> list[str]:
+# Characters XML 1.0 does not allow (a chart with one is not an SVG the page can parse, so it
+# would show nothing), and lone surrogates (which cannot be written as UTF-8 at all).
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+#: The longest group name drawn under the axis (a longer one is cut with "…"; the slot's
+#: tooltip keeps up to _MAX_TIP_LABEL of it): a very long name would squeeze the plot away.
+_MAX_TICK_LABEL = 40
+_MAX_TIP_LABEL = 300
+
+
+def _drawable(text: str, limit: int | None = None) -> str:
+    """``text`` as chart text: characters XML cannot hold replaced by U+FFFD, cut at
+    ``limit`` characters."""
+    text = _NOT_XML.sub("\ufffd", text)
+    return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _slot_labels(groups: list[str], by: str | None, limit: int | None = None) -> list[str]:
     if by == "month-of-year":
-        return [MONTH_NAMES[int(g) - 1] if g.isdigit() and 1 <= int(g) <= 12 else g for g in groups]
-    return groups
+        groups = [
+            MONTH_NAMES[int(g) - 1] if g.isdigit() and 1 <= int(g) <= 12 else g for g in groups
+        ]
+    return [_drawable(g, limit) for g in groups]
 
 
 def undated_note(trend: pd.DataFrame) -> str:
@@ -88,7 +106,7 @@ def slot_tooltips(trend: pd.DataFrame, by: str | None = None) -> list[str]:
     t = fill_time_gaps(trend, by)
     out = []
     for label, (_, row) in zip(
-        _slot_labels([str(g) for g in t["group"]], by), t.iterrows(), strict=True
+        _slot_labels([str(g) for g in t["group"]], by, _MAX_TIP_LABEL), t.iterrows(), strict=True
     ):
         seen, pos = int(row["inspected"]), int(row["positives"])
         if seen == 0:
@@ -106,28 +124,37 @@ def slot_tooltips(trend: pd.DataFrame, by: str | None = None) -> list[str]:
 
 
 def _add_tooltips(svg: str, tips: list[str]) -> str:
-    """A ``<title>`` (the browser's tooltip) in each slot's group of :func:`trend_figure`."""
-    for i, tip in enumerate(tips):
-        opening = f'<g id="{_SLOT_ID.format(i)}">'
-        svg = svg.replace(opening, f"{opening}<title>{escape(tip, quote=False)}</title>", 1)
-    return svg
+    """A ``<title>`` (the browser's tooltip) in each slot's group of :func:`trend_figure`.
+
+    One pass over the SVG (one replacement per slot was quadratic: seconds for a few
+    thousand groups). Text in the SVG is escaped, so only the slots' own groups match."""
+    slot = re.compile('<g id="' + re.escape(_SLOT_ID).replace(r"\{\}", r"(\d+)") + '">')
+
+    def titled(m: re.Match[str]) -> str:
+        i = int(m.group(1))
+        return m.group(0) + (
+            f"<title>{escape(tips[i], quote=False)}</title>" if i < len(tips) else ""
+        )
+
+    return slot.sub(titled, svg)
 
 
 def trend_svg(
     trend: pd.DataFrame, title: str = "", by: str | None = None, *, width: int | None = None
 ) -> str:
     """The chart of :func:`trend_figure` as an ``<svg>`` string for the web page (no scripts,
-        no CDN): the same figure ``inquire trend --out`` writes, drawn by the same code. Each
+    no CDN): the same figure ``inquire trend --out`` writes, drawn by the same code. Each
     slot carries its numbers as a tooltip (:func:`slot_tooltips`).
 
-        Text stays text (``svg.fonttype`` ``none``; matplotlib escapes it), element ids are
-        salted and the date left out, so the same table gives the same bytes. The page's content
-        policy allows no inline CSS, so matplotlib's ``style`` attributes and ``<style>`` rule
-        become SVG presentation attributes (:func:`_presentation_attributes`).
+    Text stays text (``svg.fonttype`` ``none``; matplotlib escapes it; characters XML cannot
+    hold become U+FFFD), element ids are salted and the date left out, so the same table
+    gives the same bytes. The page's content policy allows no inline CSS, so matplotlib's
+    ``style`` attributes and ``<style>`` rule become SVG presentation attributes
+    (:func:`_presentation_attributes`).
 
-        ``width``: the box the page draws it in, in px. The figure is then laid out at that width
-        (one SVG unit per px) with no text under 11 px, so the chart is never shrunk to fit a
-        phone's screen; without it, the size of ``inquire trend --out``.
+    ``width``: the box the page draws it in, in px. The figure is then laid out at that width
+    (one SVG unit per px) with no text under 11 px, so the chart is never shrunk to fit a
+    phone's screen; without it, the size of ``inquire trend --out``.
     """
     import io
 
@@ -265,7 +292,7 @@ def trend_figure(
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     top = int(t["positives"].max()) if n else 0
     ax.set_ylim(0, max(1, top) * 1.1)
-    labels = _slot_labels([str(g) for g in t["group"]], by)
+    labels = _slot_labels([str(g) for g in t["group"]], by, _MAX_TICK_LABEL)
     every = max(1, math.ceil(n / (30 if width is None else every_max)))
     ax.set_xticks(x[::every], labels[::every], rotation=45, ha="right", fontsize=small)
     ax.set_xlim(-0.6, max(n, 1) - 0.4)
@@ -295,7 +322,7 @@ def trend_figure(
     ax2.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax2.set_ylabel("share of inspected images")
     note = undated_note(t)
-    heading = title or "verified positives"
+    heading = _drawable(title) or "verified positives"
     if width is not None:  # a title wider than the chart is cut (text ~0.62 em a character)
         fits = max(8, int(width / (medium * 0.62)))
         heading = heading if len(heading) <= fits else heading[: fits - 1] + "…"

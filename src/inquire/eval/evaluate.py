@@ -13,7 +13,7 @@ import logging
 import os
 import platform
 import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,14 +130,21 @@ class EvalResult:
 
         Every file is written to a temporary file first and only then are they renamed into
         place (``summary.json`` last), so a failure while writing (a full disk, an
-        interruption) leaves the folder as it was, never new tables beside an old summary.
+        interruption) leaves the folder as it was, never new tables beside an old summary. A
+        ``run.parquet`` of an earlier result is removed when no run is given (before the
+        summary is renamed). Two saves into the same folder at once take turns (a lock on the
+        folder, where the OS has ``flock``), so the folder holds one whole result.
         """
         out = check_output_folder(out_dir, "result folder")
         out.mkdir(parents=True, exist_ok=True)
-        with contextlib.ExitStack() as stack:
+        with _folder_lock(out), contextlib.ExitStack() as stack:
             # Renamed in the reverse order of entering: the summary last.
             summary = stack.enter_context(atomic_path(out / SUMMARY_FILE))
-            run_tmp = None if run is None else stack.enter_context(atomic_path(out / RUN_FILE))
+            if run is None:  # an older result's run must not stay beside this summary
+                stack.enter_context(_removed_on_success(out / RUN_FILE))
+                run_tmp = None
+            else:
+                run_tmp = stack.enter_context(atomic_path(out / RUN_FILE))
             aggregates = stack.enter_context(atomic_path(out / AGGREGATES_FILE))
             per_query = stack.enter_context(atomic_path(out / PER_QUERY_FILE))
             with open(per_query, "w", encoding="utf-8", newline="") as fh:
@@ -168,6 +175,35 @@ class EvalResult:
             config=summary.get("config", {}),
             name=summary.get("name", out.name),
         )
+
+
+@contextlib.contextmanager
+def _removed_on_success(path: Path) -> Iterator[None]:
+    """Remove ``path`` (if there) when the block ends without an error."""
+    yield
+    path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``folder`` for the block; none where it cannot be had (no
+    flock on Windows, a folder that cannot be opened for reading, a file system without
+    locks), and the save goes on as before."""
+    try:
+        import fcntl
+
+        fd = os.open(folder, os.O_RDONLY)
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            log.debug("no lock on %s (%s); saving without one", folder, exc)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def provenance() -> dict[str, Any]:

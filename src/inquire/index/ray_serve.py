@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict
@@ -30,6 +31,10 @@ import numpy as np
 from inquire.index.ivfpq import Manifest, PartitionInfo, Route
 
 log = logging.getLogger(__name__)
+
+#: Times one search starts a partition's actor again before it fails (the restarted actor's
+#: node can be lost too).
+RESTARTS_PER_SEARCH = 3
 
 
 def _ray() -> Any:
@@ -120,8 +125,10 @@ class RayBackend:
 
     Placement is a hard node affinity: Ray's soft affinity (and "SPREAD") are preferences
     that were seen to put every actor on one node of two. An actor whose node is gone (or
-    that died) is started again on a live node when a search reaches it, and that
-    partition's search is sent once more; a search fails only when no node can hold it.
+    that died, or could not be placed) is started again on a live node when a search reaches
+    it, and that partition's search is sent once more (up to ``RESTARTS_PER_SEARCH`` times);
+    a search fails only when no node can hold it. Searches may run from several threads at
+    once: an actor lost to all of them is started again once.
     """
 
     def __init__(
@@ -135,11 +142,13 @@ class RayBackend:
         # inquire-index-{token}-p{partition}-{start}, unique per backend and start.
         self.name = f"inquire-index-{uuid.uuid4().hex[:8]}"
         self.restarts = 0
+        self._lock = threading.Lock()  # held while an actor is started again
         nodes = self._live_nodes()
-        self.actors = [
-            self._start(p, nodes[i % len(nodes)] if nodes else None)
-            for i, p in enumerate(self._parts)
+        # The node each actor is pinned to (None: placed by Ray, no node was listed).
+        self._where: list[str | None] = [
+            nodes[i % len(nodes)] if nodes else None for i in range(len(self._parts))
         ]
+        self.actors = [self._start(p, w) for p, w in zip(self._parts, self._where, strict=True)]
 
     @staticmethod
     def _live_nodes() -> list[str]:
@@ -157,33 +166,33 @@ class RayBackend:
             *self._args, asdict(part)
         )
 
-    def _restart(self, i: int) -> None:
-        """Start partition ``i``'s actor again on the live node holding fewest actors."""
+    def _restart(self, i: int, lost: Any) -> None:
+        """Start partition ``i``'s actor again on the live node holding fewest actors, unless
+        another search has already replaced ``lost`` (the actor that failed)."""
         ray = _ray()
-        with contextlib.suppress(Exception):  # already gone
-            ray.kill(self.actors[i])
-        nodes = self._live_nodes()
-        if not nodes:
-            raise RuntimeError("no live Ray node is left to serve the index on")
-        held: dict[str, int] = dict.fromkeys(nodes, 0)
-        for j, a in enumerate(self.actors):
-            if j == i:
-                continue
-            try:
-                where = str(ray.get(a.node.remote(), timeout=30))
-            except Exception:  # another dead actor: it holds nothing
-                continue
-            held[where] = held.get(where, 0) + 1
-        node = min(nodes, key=lambda n: (held.get(n, 0), n))
-        log.warning("partition %d's Ray actor was lost; starting it on node %s", i, node)
-        self.actors[i] = self._start(self._parts[i], node)
-        self.restarts += 1
+        with self._lock:
+            if self.actors[i] is not lost:
+                return
+            with contextlib.suppress(Exception):  # already gone
+                ray.kill(lost)
+            nodes = self._live_nodes()
+            if not nodes:
+                raise RuntimeError("no live Ray node is left to serve the index on")
+            held: dict[str, int] = dict.fromkeys(nodes, 0)
+            for j, where in enumerate(self._where):
+                if j != i and where in held:
+                    held[where] += 1
+            node = min(nodes, key=lambda n: (held[n], n))
+            log.warning("partition %d's Ray actor was lost; starting it on node %s", i, node)
+            self.restarts += 1  # first: the new actor's name must differ from the lost one's
+            self.actors[i] = self._start(self._parts[i], node)
+            self._where[i] = node
 
     def search(
         self, queries: np.ndarray, k: int, masks: list[np.ndarray | None], route: Route
     ) -> list[list[tuple[np.ndarray, np.ndarray]]]:
         ray = _ray()
-        from ray.exceptions import RayActorError
+        from ray.exceptions import ActorUnschedulableError, RayActorError
 
         q = ray.put(np.ascontiguousarray(queries, np.float32))
         packed = [
@@ -192,18 +201,23 @@ class RayBackend:
         if len(packed) != len(self.actors):
             raise ValueError(f"{len(masks)} masks for {len(self.actors)} partitions")
 
-        def call(i: int) -> Any:
+        def call(i: int) -> tuple[Any, Any]:
             bits, n = packed[i]
-            return self.actors[i].search.remote(q, k, bits, n, route)
+            actor = self.actors[i]
+            return actor, actor.search.remote(q, k, bits, n, route)
 
         calls = [call(i) for i in range(len(self.actors))]
         out: list[list[tuple[np.ndarray, np.ndarray]]] = []
-        for i, ref in enumerate(calls):
-            try:
-                out.append(ray.get(ref))
-            except RayActorError:
-                self._restart(i)
-                out.append(ray.get(call(i)))
+        for i, (actor, ref) in enumerate(calls):
+            for restarts in range(RESTARTS_PER_SEARCH + 1):
+                try:
+                    out.append(ray.get(ref))
+                    break
+                except (RayActorError, ActorUnschedulableError):
+                    if restarts == RESTARTS_PER_SEARCH:
+                        raise
+                    self._restart(i, actor)
+                    actor, ref = call(i)
         return out
 
     def nodes(self) -> list[str]:
