@@ -111,21 +111,35 @@ def open_copy(store: EmbeddingStore) -> Bf16Copy | None:
                 shards.append(np.zeros(shard.shape, np.uint16))
                 norms.append(np.zeros(0, np.float32))
                 continue
-            data_name, norms_name = _names(path, shard_key(path, shard))
-            data = np.load(folder / data_name, mmap_mode="r", allow_pickle=False)
-            nrm = np.load(folder / norms_name, mmap_mode="r", allow_pickle=False)
-            if (
-                data.dtype != np.uint16
-                or data.shape != shard.shape
-                or nrm.dtype != np.float32
-                or nrm.shape != (len(shard),)
-            ):
+            found = _open_shard(folder, path, shard, shard_key(path, shard))
+            if found is None:
                 return None
-            shards.append(data)
-            norms.append(nrm)
-    except (OSError, ValueError, EOFError):
+            shards.append(found[0])
+            norms.append(found[1])
+    except OSError:  # a shard file vanished
         return None
     return Bf16Copy(folder, shards, np.concatenate(norms) if norms else np.zeros(0, np.float32))
+
+
+def _open_shard(
+    folder: Path, path: Path, shard: np.ndarray, key: str
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Shard ``path``'s copy under ``key``, memory-mapped, or None (missing, truncated, of
+    another shape or dtype)."""
+    data_name, norms_name = _names(path, key)
+    try:
+        data = np.load(folder / data_name, mmap_mode="r", allow_pickle=False)
+        nrm = np.load(folder / norms_name, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
+    if (
+        data.dtype != np.uint16
+        or data.shape != shard.shape
+        or nrm.dtype != np.float32
+        or nrm.shape != (len(shard),)
+    ):
+        return None
+    return data, nrm
 
 
 def _to_bf16_bits(x: np.ndarray, torch: object) -> tuple[np.ndarray, np.ndarray]:
@@ -203,9 +217,8 @@ def build_copy(
         if len(shard) == 0:
             continue
         key = shard_key(path, shard)
-        data_name, norms_name = _names(path, key)
         with FileLock(str(folder / f".{path.stem}.lock")):
-            if not ((folder / data_name).is_file() and (folder / norms_name).is_file()):
+            if _open_shard(folder, path, shard, key) is None:
                 log.info("writing the bfloat16 copy of %s (%d rows)", path.name, len(shard))
                 _write_shard(folder, path, shard, key, torch)
         done += len(shard)

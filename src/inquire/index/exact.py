@@ -622,7 +622,8 @@ class _Scorer:
         """Exact scores of every (query, row) of a chunk with a non-finite row."""
         nq, rows = len(self.q), len(data)
         # A row holding NaN or inf scores non-finite for every query (the queries are
-        # checked finite): it can never be returned, which the search reports.
+        # checked finite): NaN is never returned, +-inf ranks first or last, as in
+        # brute_force; the search reports such rows.
         bad = np.flatnonzero(~np.isfinite(data).all(axis=1))
         self.nonfinite.extend((first + bad).tolist())
         cols = np.arange(rows)
@@ -901,7 +902,8 @@ def _report_nonfinite(store: EmbeddingStore, rows: list[int]) -> None:
         return
     ids = store.ids[np.asarray(rows[:10], np.int64)].tolist()
     log.warning(
-        "%d embedding row(s) of %s hold NaN or infinite values and can never be returned: "
+        "%d embedding row(s) of %s hold NaN or infinite values (their scores are NaN, never "
+        "returned, or +-inf, ranked first or last): "
         "image id(s) %s%s; embed those images again",
         len(rows),
         store.root,
