@@ -77,6 +77,14 @@ def test_copy_with_ties(tmp_path, threads):
     assert st.bf16_copy
 
 
+def test_float32_store(tmp_path):
+    x = random_unit(2100, 24, seed=7)
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [1000, 1100], dtype=np.float32))
+    assert store.dtype == np.float32
+    st = all_paths(store, random_unit(4, 24, seed=8), 30, block_rows=512, chunk_rows=200)
+    assert st.bf16_copy
+
+
 def test_empty_store(tmp_path):
     x = np.zeros((0, 8), np.float32)
     store = EmbeddingStore(write_store(tmp_path / "s", x, [0]))

@@ -403,21 +403,34 @@ def _rescore(
     max_norm: float | None = None,
 ) -> np.ndarray:
     """Exact scores ``(m,) float32`` (:func:`inquire.index.score.exact_scores`) of the pairs
-    (query ``qr``, global row ``rows``), ``qr`` ascending; rows read from the store in
-    batches. ``max_norm``: an upper bound of the rows' norms, if known."""
+    (query ``qr``, global row ``rows``), ``qr`` ascending. ``max_norm``: an upper bound of
+    the rows' norms, if known.
+
+    Each distinct row is read from the store once, in row order, however many queries kept
+    it (with a wide bound one row survives for several queries): batches of distinct rows
+    are gathered from the memory-mapped shards and converted to float32, then every pair of
+    the batch is scored from memory."""
     out = np.empty(len(qr), np.float32)
+    if len(qr) == 0:
+        return out
     step = max(1, _RESCORE_ELEMENTS // max(store.dim, 1))
-    raw = np.empty((min(step, len(qr)), store.dim), store.dtype)
+    order = np.argsort(rows, kind="stable")  # pairs by row
+    uniq, first = np.unique(rows[order], return_index=True)
+    first = np.append(first, len(order))
+    raw = np.empty((min(step, len(uniq)), store.dim), store.dtype)
     buf = raw if store.dtype == np.float32 else np.empty(raw.shape, np.float32)
     with _random_access(store) as drop:
-        for a in range(0, len(qr), step):
-            b = min(a + step, len(qr))
-            x = _gather(store, rows[a:b], raw)
+        for a in range(0, len(uniq), step):
+            b = min(a + step, len(uniq))
+            x = _gather(store, uniq[a:b], raw)
             drop()
             x32 = buf[: b - a]
             if x32 is not x:
                 kernels.convert(x, x32)
-            out[a:b] = exact_scores(q, qr[a:b], x32, max_norm)
+            pairs = order[first[a] : first[b]]
+            pairs = pairs[np.argsort(qr[pairs], kind="stable")]  # queries ascending
+            local = np.searchsorted(uniq[a:b], rows[pairs])
+            out[pairs] = exact_scores(q, qr[pairs], x32, max_norm, index=local)
     return out
 
 
