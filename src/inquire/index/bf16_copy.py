@@ -37,6 +37,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -145,10 +146,10 @@ def _open_shard(
 def _to_bf16_bits(x: np.ndarray, torch: object) -> tuple[np.ndarray, np.ndarray]:
     """``(bfloat16 bits (b, d) uint16, norms (b,) float32)`` of ``x`` (float16/float32 rows),
     rounded the way the search's conversion rounds (torch: to nearest, ties to even)."""
-    t = torch
-    x32 = t.from_numpy(np.array(x, np.float32))  # type: ignore[attr-defined]  (a writable copy)
-    norms = t.linalg.vector_norm(x32, dim=1).numpy()  # type: ignore[attr-defined]
-    bits = x32.to(t.bfloat16).view(t.int16).numpy().view(np.uint16)  # type: ignore[attr-defined]
+    t: Any = torch
+    x32 = t.from_numpy(np.array(x, np.float32))  # a writable float32 copy
+    norms = t.linalg.vector_norm(x32, dim=1).numpy()
+    bits = x32.to(t.bfloat16).view(t.int16).numpy().view(np.uint16)
     return bits, norms.astype(np.float32, copy=False)
 
 
