@@ -443,7 +443,17 @@ def _slice_rows(store: EmbeddingStore, first: int, rows: int) -> np.ndarray:
 
 def _cut_below(floor: np.ndarray, margin: np.ndarray, c: float) -> np.ndarray:
     """``(nq,) float32``: approximate scores below it have ``upper < floor`` (``upper(s) = s +
-    c|s| + margin``, increasing in ``s``); rounded down, ``-inf`` where ``floor`` is."""
+    c|s| + margin``, increasing in ``s``); rounded down, ``-inf`` where ``floor`` is.
+
+    One threshold per query and chunk, not a bound per score: ``margin_q = a(q) max||x|| +
+    e`` takes the chunk's largest row norm, so it bounds every row of the chunk, and the
+    chunk needs one comparison ``s~ >= cut_q`` per score. With ``F = floor``, ``v = F -
+    margin`` and ``0 <= c < 1``, ``upper`` is strictly increasing and the smallest ``s`` with
+    ``upper(s) >= F`` is: for ``v >= 0``, ``v / (1 + c)`` (a negative ``s`` has ``upper(s) <
+    margin <= F``; for ``s >= 0``, ``s (1 + c) >= v``); for ``v < 0``, ``v / (1 - c)`` (``s (1 -
+    c) >= v`` for negative ``s``; every ``s >= 0`` has ``upper >= margin > F``). The float64
+    value is off by a few float64 units at most, so :func:`round_down` (one float32 step
+    below the nearest float32) keeps every ``s~`` with ``upper(s~) >= F``."""
     v = floor.astype(np.float64) - margin
     with np.errstate(invalid="ignore"):
         s = np.where(v >= 0, v / (1 + c), v / (1 - c))
