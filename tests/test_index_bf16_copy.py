@@ -214,9 +214,14 @@ def test_full_disk_falls_back_and_leaves_no_temporary_file(tmp_path, monkeypatch
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(bc.os, "fsync", full)
+    writes = []
+    write_shard_ = bc._write_shard
+    monkeypatch.setattr(bc, "_write_shard", lambda *a: writes.append(1) or write_shard_(*a))
     store = EmbeddingStore(root)
     st = all_paths(store, random_unit(3, 16, seed=2), 10, block_rows=256, chunk_rows=128)
-    assert not st.bf16_copy
+    assert not st.bf16_copy and len(writes) == 1
+    search(store, random_unit(3, 16, seed=2), 10, screen="bf16", block_rows=256, chunk_rows=128)
+    assert len(writes) == 1  # the next search did not try to write again
     assert list(bc.copy_dir(root).glob("*.npy")) == []
     assert list(bc.copy_dir(root).glob(".*.tmp")) == []
 

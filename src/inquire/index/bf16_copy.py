@@ -231,14 +231,17 @@ def build_copy(
 def ensure_copy(store: EmbeddingStore, build: bool) -> Bf16Copy | None:
     """The current bfloat16 copy of ``store``; built first where missing or stale when
     ``build``. None where there is none and it cannot be built: the reason is logged once
-    per folder, and the search converts each chunk instead."""
+    per folder, and the search converts each chunk instead. A folder where building failed
+    is not tried again by this process (a full disk would fail again after writing)."""
     found = open_copy(store)
-    if found is not None or not build:
+    key = str(store.root)
+    with _warned_lock:
+        failed_before = key in _warned
+    if found is not None or not build or failed_before:
         return found
     try:
         build_copy(store)
     except (OSError, InputError) as exc:
-        key = str(store.root)
         with _warned_lock:
             first = key not in _warned
             _warned.add(key)
