@@ -20,6 +20,7 @@ from inquire.embed.folder import write_shard
 from inquire.embed.store import EmbeddingStore
 from inquire.errors import InputError
 from inquire.index import bf16_copy as bc
+from inquire.index import screen as scr
 from inquire.index.exact import SearchStats, search
 from inquire.index.topk import brute_force
 from inquire.testing.search_stores import random_unit, small_integer_vectors, write_store
@@ -107,8 +108,41 @@ def test_copy_holds_torch_rounding_and_norms(tmp_path):
         want = torch.from_numpy(np.array(shard)).to(torch.bfloat16).view(torch.int16)
         np.testing.assert_array_equal(bits, want.numpy().view(np.uint16))
     x16 = np.concatenate([np.asarray(s, np.float32) for s in store.shards])
-    np.testing.assert_allclose(copy.norms, np.linalg.norm(x16, axis=1), rtol=1e-6)
-    assert copy.max_norm(0, 300) == pytest.approx(float(np.linalg.norm(x16[:300], axis=1).max()))
+    xb = torch.from_numpy(x16).to(torch.bfloat16).float().numpy()
+    np.testing.assert_allclose(copy.norms[:, 0], np.linalg.norm(x16, axis=1), rtol=1e-6)
+    np.testing.assert_allclose(copy.norms[:, 1], np.linalg.norm(x16 - xb, axis=1), rtol=1e-6)
+    top = copy.max_norms(0, 300)
+    assert top[0] == pytest.approx(float(np.linalg.norm(x16[:300], axis=1).max()))
+    assert top[1] == pytest.approx(float(np.linalg.norm(x16[:300] - xb[:300], axis=1).max()))
+
+
+def test_row_error_bound_holds_and_is_narrower():
+    """With each row's rounding error known, ``|f - s~| <= a_row r_x + a_rest ||x|| + c|s~| +
+    e`` holds for every pair (f: the real inner product in float64), comes close on rows at
+    bfloat16's worst rounding (halfway cases), and is much narrower on random rows."""
+    d = 256
+    rng = np.random.default_rng(14)
+    sign = rng.choice([-1.0, 1.0], size=d)
+    halfway = np.float32((1 + 2.0**-8) * 2.0**-4)  # halfway between two bfloat16 numbers
+    q = np.vstack([sign * halfway, random_unit(15, d, seed=15)]).astype(np.float32)
+    worst = np.vstack([sign * halfway, -sign * halfway]).astype(np.float16)
+    x = np.vstack([worst, random_unit(400, d, seed=16).astype(np.float16)])
+    bits, norms = bc._to_bf16_bits(x, torch)
+    b = scr.bounds(q, True)
+    qb = torch.from_numpy(b.q_bf16).view(torch.bfloat16)
+    xb = torch.from_numpy(bits.view(np.int16)).view(torch.bfloat16)
+    s_hat = (qb @ xb.T).float().numpy().astype(np.float64)
+    exact = q.astype(np.float64) @ x.astype(np.float64).T
+    nrm = norms[:, 0].astype(np.float64) * b.inflate
+    err = norms[:, 1].astype(np.float64) * b.inflate + scr.row_error_slack(d)
+    bound = b.a_row[:, None] * err + b.a_rest[:, None] * nrm + scr.C_BF16 * np.abs(s_hat)
+    bound += b.slack
+    gap = np.abs(exact - s_hat)
+    assert (gap <= bound).all()
+    assert (gap / bound).max() > 0.5  # not loose where rounding is at its worst
+    old = b.a_bf16[:, None] * nrm + scr.C_BF16 * np.abs(s_hat) + b.slack
+    assert (bound <= old * (1 + 1e-6)).all()
+    assert np.median(norms[2:, 1] / (scr.U_BF16 * norms[2:, 0])) < 0.6  # random rows: narrower
 
 
 def _shard_files(root: Path) -> list[str]:

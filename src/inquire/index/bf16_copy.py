@@ -3,14 +3,16 @@
 bfloat16 screening (:mod:`inquire.index.screen`) multiplies bfloat16 rows; without a copy
 every screened search converts every float16 row to bfloat16 and computes every chunk's
 largest row norm again. The copy holds, per shard, the rows already rounded to bfloat16
-(round to nearest even, exactly what the per-chunk conversion gives) and each row's L2 norm
-(computed in float32 from the stored row, as the search computes it), so the screened path
-reads bfloat16 blocks straight from disk.
+(round to nearest even, exactly what the per-chunk conversion gives), each row's L2 norm
+(computed in float32 from the stored row, as the search computes it) and the L2 norm of its
+bfloat16 rounding error (the differences ``x - bf16(x)`` are exact in float32), so the
+screened path reads bfloat16 blocks straight from disk and can use the narrower bound of
+:func:`inquire.index.screen.split_terms`.
 
 Layout, beside the shards::
 
     DIR/img_emb_bf16/img_emb_{i}.{key}.bf16.npy    (n_i, d) uint16: bfloat16 bits of each row
-    DIR/img_emb_bf16/img_emb_{i}.{key}.norms.npy   (n_i,) float32: the row's norm (float32 sum)
+    DIR/img_emb_bf16/img_emb_{i}.{key}.norms.npy   (n_i, 2) float32: per row ||x||, ||x - bf16(x)||
 
 ``key`` is a digest of the source shard's identity: its file name, size, modification and
 change times (``st_ctime`` cannot be set back by a program), inode, dtype and shape, and its
@@ -49,7 +51,7 @@ log = logging.getLogger(__name__)
 #: Sub-folder of the embedding folder that holds the copy.
 FOLDER = "img_emb_bf16"
 #: Bumped when the file format or the rounding changes (old copies are then ignored).
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _ROWS_PER_WRITE = 16384
 
 _warned: set[str] = set()
@@ -83,20 +85,21 @@ def _names(path: Path, key: str) -> tuple[str, str]:
 @dataclass
 class Bf16Copy:
     """An opened, current bfloat16 copy of a store: ``shards[i]`` ``(n_i, d) uint16``
-    memory-mapped (bfloat16 bits of shard ``i``'s rows) and ``norms`` ``(N,) float32`` (the
-    float32-computed L2 norm of every row, global row order)."""
+    memory-mapped (bfloat16 bits of shard ``i``'s rows) and ``norms`` ``(N, 2) float32``
+    (per row, global row order, the float32-computed ``||x||`` and ``||x - bf16(x)||``)."""
 
     root: Path
     shards: list[np.ndarray]
     norms: np.ndarray
 
-    def max_norm(self, first: int, rows: int) -> float:
-        """The largest float32-computed norm of global rows ``first .. first + rows``
-        (NaN or inf where a row holds NaN or inf)."""
+    def max_norms(self, first: int, rows: int) -> tuple[float, float]:
+        """The largest float32-computed ``||x||`` and ``||x - bf16(x)||`` of global rows
+        ``first .. first + rows`` (NaN or inf where a row holds NaN or inf)."""
         part = self.norms[first : first + rows]
         if np.isnan(part).any():
-            return float("nan")
-        return float(part.max(initial=0.0))
+            return float("nan"), float("nan")
+        top = part.max(axis=0, initial=0.0)
+        return float(top[0]), float(top[1])
 
 
 def open_copy(store: EmbeddingStore) -> Bf16Copy | None:
@@ -110,7 +113,7 @@ def open_copy(store: EmbeddingStore) -> Bf16Copy | None:
         for path, shard in zip(store.shard_paths, store.shards, strict=True):
             if len(shard) == 0:  # nothing to read: no files
                 shards.append(np.zeros(shard.shape, np.uint16))
-                norms.append(np.zeros(0, np.float32))
+                norms.append(np.zeros((0, 2), np.float32))
                 continue
             found = _open_shard(folder, path, shard, shard_key(path, shard))
             if found is None:
@@ -119,7 +122,7 @@ def open_copy(store: EmbeddingStore) -> Bf16Copy | None:
             norms.append(found[1])
     except OSError:  # a shard file vanished
         return None
-    return Bf16Copy(folder, shards, np.concatenate(norms) if norms else np.zeros(0, np.float32))
+    return Bf16Copy(folder, shards, np.concatenate(norms))
 
 
 def _open_shard(
@@ -137,19 +140,24 @@ def _open_shard(
         data.dtype != np.uint16
         or data.shape != shard.shape
         or nrm.dtype != np.float32
-        or nrm.shape != (len(shard),)
+        or nrm.shape != (len(shard), 2)
     ):
         return None
     return data, nrm
 
 
 def _to_bf16_bits(x: np.ndarray, torch: object) -> tuple[np.ndarray, np.ndarray]:
-    """``(bfloat16 bits (b, d) uint16, norms (b,) float32)`` of ``x`` (float16/float32 rows),
-    rounded the way the search's conversion rounds (torch: to nearest, ties to even)."""
+    """``(bfloat16 bits (b, d) uint16, norms (b, 2) float32)`` of ``x`` (float16/float32
+    rows), rounded the way the search's conversion rounds (torch: to nearest, ties to even);
+    ``norms[:, 0] = ||x||``, ``norms[:, 1] = ||x - bf16(x)||`` (differences exact in float32),
+    both summed in float32 (the search inflates them to upper bounds)."""
     t: Any = torch
     x32 = t.from_numpy(np.array(x, np.float32))  # a writable float32 copy
-    norms = t.linalg.vector_norm(x32, dim=1).numpy()
-    bits = x32.to(t.bfloat16).view(t.int16).numpy().view(np.uint16)
+    xb = x32.to(t.bfloat16)
+    norms = t.stack(
+        [t.linalg.vector_norm(x32, dim=1), t.linalg.vector_norm(x32 - xb.float(), dim=1)], dim=1
+    ).numpy()
+    bits = xb.view(t.int16).numpy().view(np.uint16)
     return bits, norms.astype(np.float32, copy=False)
 
 
@@ -159,7 +167,7 @@ def _write_shard(folder: Path, path: Path, shard: np.ndarray, key: str, torch: o
     n, d = shard.shape
     tmp_data = folder / f".{data_name}.{os.getpid()}.{threading.get_ident()}.tmp"
     tmp_norms = folder / f".{norms_name}.{os.getpid()}.{threading.get_ident()}.tmp"
-    norms = np.empty(n, np.float32)
+    norms = np.empty((n, 2), np.float32)
     try:
         # Plain writes, not a writable memory map: a full disk is then an OSError here, not
         # a SIGBUS later.

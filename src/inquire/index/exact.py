@@ -77,6 +77,7 @@ from inquire.index.screen import (
     lower_bound,
     plan_screen,
     remember_choice,
+    row_error_slack,
 )
 from inquire.index.topk import HEAVY_FACTOR, TopK, check_k, kth_largest, rank_ids
 
@@ -543,18 +544,26 @@ class _Scorer:
 
     def _score_copy(self, bits: np.ndarray, first: int) -> None:
         """Screen ``bits (rows, d)``, the bfloat16 copy of global rows ``first ..``: no
-        conversion, the norm from the copy (it is the float32-computed norm of the stored
-        rows, as :meth:`_max_norm` computes it, so the same inflation bounds it)."""
+        conversion; the norms from the copy. ``||x||`` there is the float32-computed norm
+        of the stored rows, as :meth:`_max_norm` computes it, so the same inflation bounds
+        it; ``||x - bf16(x)||`` is a float32-computed norm of exact differences, bounded the
+        same way plus :func:`~inquire.index.screen.row_error_slack` for squares that
+        underflow. The margin is then ``a_row max||x - bf16(x)|| + a_rest max||x|| + e``
+        (:func:`~inquire.index.screen.split_terms`): not wider than ``a(q) max||x|| + e``
+        but for that underflow slack (``||q|| sqrt(d) 2**-62``)."""
         assert self.copy is not None
         rows = len(bits)
-        norm = self.copy.max_norm(first, rows)
-        if not np.isfinite(norm):  # a row with inf/NaN: score the stored rows exactly
+        norm, err = self.copy.max_norms(first, rows)
+        if not (np.isfinite(norm) and np.isfinite(err)):  # inf/NaN: score the rows exactly
             self._score_exactly(_slice_rows(self.store, first, rows), first)
             return
         norm *= self.bound.inflate
+        err = err * self.bound.inflate + row_error_slack(self.q.shape[1])
         self.max_norm = max(self.max_norm, norm)
         t = self.kernels._torch
-        s, margin, c = self._approx_bf16(t.from_numpy(bits).view(t.bfloat16), norm)
+        s, _, c = self._approx_bf16(t.from_numpy(bits).view(t.bfloat16), norm)
+        assert self.bound.a_row is not None and self.bound.a_rest is not None
+        margin = self.bound.a_row * err + self.bound.a_rest * norm + self.bound.slack
         self.chunks["bf16"] += 1
         self._offer(s, margin, c, first)
 
