@@ -20,9 +20,11 @@ for a query ``q`` (float32) and a row ``x`` (float16 or float32) of width ``d``:
   exactly and accumulates in float32 (true of oneDNN/AMX and of torch's own CPU kernels); a
   self-check at first use refuses a kernel that accumulates in lower precision.
 
-``||x||`` is bounded per chunk by its largest row norm (computed in float32, inflated). The
-proof is in ``docs/search.md``. Both paths rescore their survivors the same way, so they
-return the same ids and scores bit for bit.
+``||x||`` is bounded per chunk by its largest row norm (computed in float32, inflated).
+Chunks read from the store's bfloat16 copy (:mod:`inquire.index.bf16_copy`) know each row's
+own rounding error ``||x - bf16(x)||`` and use it in place of ``u ||x||`` in the first term
+(:func:`split_terms`). The proof is in ``docs/search.md``. Both paths rescore their
+survivors the same way, so they return the same ids and scores bit for bit.
 
 ``screen="auto"`` (:func:`plan_screen`) takes the float32 GEMM where bfloat16 cannot be used
 or cannot pay (no bfloat16 units listed by the CPU, a store of few chunks), and otherwise
