@@ -212,6 +212,16 @@ def test_resumes_with_the_missing_shard_only(tmp_path, caplog):
     assert bc.open_copy(store) is not None
 
 
+def test_a_killed_build_leaves_nothing_behind_after_the_next(tmp_path):
+    root = write_store(tmp_path / "s", random_unit(300, 8, seed=1), [300])
+    bc.copy_dir(root).mkdir()
+    stale = bc.copy_dir(root) / ".img_emb_0.abc.bf16.npy.999.1.tmp"
+    stale.write_bytes(b"half")
+    assert bc.open_copy(EmbeddingStore(root)) is None
+    bc.build_copy(EmbeddingStore(root))
+    assert not stale.exists() and bc.open_copy(EmbeddingStore(root)) is not None
+
+
 def test_a_truncated_copy_is_ignored_and_rebuilt(tmp_path):
     root = write_store(tmp_path / "s", random_unit(600, 8, seed=1), [600])
     store = EmbeddingStore(root)

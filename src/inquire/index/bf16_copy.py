@@ -227,6 +227,11 @@ def build_copy(
             continue
         key = shard_key(path, shard)
         with FileLock(str(folder / f".{path.stem}.lock")):
+            # Under the lock no one else writes this shard: temporary files are left over
+            # from a build that was killed.
+            for tmp in folder.glob(f".{path.stem}.*.tmp"):
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
             if _open_shard(folder, path, shard, key) is None:
                 log.info("writing the bfloat16 copy of %s (%d rows)", path.name, len(shard))
                 _write_shard(folder, path, shard, key, torch)
