@@ -57,7 +57,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from queue import Queue
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -65,6 +65,7 @@ from inquire.embed.store import EmbeddingStore
 from inquire.errors import InputError
 from inquire.index import screen as screen_mod
 from inquire.index.base import check_mask
+from inquire.index.bf16_copy import Bf16Copy, ensure_copy
 from inquire.index.pool import CandidatePool, round_down, round_up
 from inquire.index.score import exact_scores
 from inquire.index.screen import (
@@ -76,6 +77,7 @@ from inquire.index.screen import (
     lower_bound,
     plan_screen,
     remember_choice,
+    row_error_slack,
 )
 from inquire.index.topk import HEAVY_FACTOR, TopK, check_k, kth_largest, rank_ids
 
@@ -89,6 +91,9 @@ DEFAULT_BLOCK_ROWS: int | None = None
 #: the GEMM reads it, large enough for the GEMM to run at full speed (measured: 8192 at d=1024).
 DEFAULT_CHUNK_ROWS = 8192
 _MIN_BLOCK_ROWS = 1024
+#: ``search(bf16_copy=)``: build and read the store's bfloat16 copy, read it only, or never.
+Bf16CopyMode = Literal["auto", "use", "off"]
+BF16_COPY_MODES: tuple[str, ...] = ("auto", "use", "off")
 _MAX_BLOCK_ROWS = 1 << 20
 
 
@@ -186,9 +191,16 @@ class _Kernels:
 
 
 def _iter_blocks(
-    store: EmbeddingStore, block_rows: int, prefetch: bool = True, n_slots: int = 2
+    store: EmbeddingStore,
+    block_rows: int,
+    prefetch: bool = True,
+    n_slots: int = 2,
+    shards: list[np.ndarray] | None = None,
 ) -> Iterator[_Block]:
     """Yield every block of ``store`` in its stored dtype; the consumer calls ``release``.
+
+    ``shards``: read these arrays instead of the store's (the same rows in another dtype:
+    the bfloat16 copy, :mod:`inquire.index.bf16_copy`).
 
     Blocks never cross a shard boundary. With ``prefetch`` a reader thread fills up to
     ``n_slots`` buffers ahead; it only moves bytes (``preadv`` into a reused buffer, or a copy
@@ -196,18 +208,19 @@ def _iter_blocks(
     buffer is reused: each block must be finished before the next is requested.
     """
     d = store.dim
+    shards = store.shards if shards is None else shards
     n_slots = max(2, n_slots) if prefetch else 1
-    stage = [np.empty((block_rows, d), store.dtype) for _ in range(n_slots)]
+    stage = [np.empty((block_rows, d), shards[0].dtype) for _ in range(n_slots)]
     plan = [
         (int(base + lo), s_idx, lo, min(block_rows, len(shard) - lo))
-        for s_idx, (shard, base) in enumerate(zip(store.shards, store.offsets[:-1], strict=True))
+        for s_idx, (shard, base) in enumerate(zip(shards, store.offsets[:-1], strict=True))
         for lo in range(0, len(shard), block_rows)
     ]
-    sources = [_file_source(s) for s in store.shards]
+    sources = [_file_source(s) for s in shards]
     fds: dict[int, int] = {}
 
     def load(slot: int, s_idx: int, lo: int, rows: int) -> np.ndarray:
-        shard, src = store.shards[s_idx], sources[s_idx]
+        shard, src = shards[s_idx], sources[s_idx]
         buf = stage[slot][:rows]
         if src is None:
             np.copyto(buf, shard[lo : lo + rows], casting="unsafe")
@@ -291,6 +304,7 @@ class SearchStats:
     gemm_seconds: float = 0.0  # time inside the approximating GEMMs, summed over threads
     seconds: float = 0.0  # wall time of the whole search
     threads: int = 1  # scoring threads
+    bf16_copy: bool = False  # screened blocks were read from the store's bfloat16 copy
 
     @property
     def rescored_per_query(self) -> float:
@@ -390,27 +404,57 @@ def _rescore(
     max_norm: float | None = None,
 ) -> np.ndarray:
     """Exact scores ``(m,) float32`` (:func:`inquire.index.score.exact_scores`) of the pairs
-    (query ``qr``, global row ``rows``), ``qr`` ascending; rows read from the store in
-    batches. ``max_norm``: an upper bound of the rows' norms, if known."""
+    (query ``qr``, global row ``rows``), ``qr`` ascending. ``max_norm``: an upper bound of
+    the rows' norms, if known.
+
+    Each distinct row is read from the store once, in row order, however many queries kept
+    it (with a wide bound one row survives for several queries): batches of distinct rows
+    are gathered from the memory-mapped shards and converted to float32, then every pair of
+    the batch is scored from memory."""
     out = np.empty(len(qr), np.float32)
+    if len(qr) == 0:
+        return out
     step = max(1, _RESCORE_ELEMENTS // max(store.dim, 1))
-    raw = np.empty((min(step, len(qr)), store.dim), store.dtype)
+    order = np.argsort(rows, kind="stable")  # pairs by row
+    uniq, first = np.unique(rows[order], return_index=True)
+    first = np.append(first, len(order))
+    raw = np.empty((min(step, len(uniq)), store.dim), store.dtype)
     buf = raw if store.dtype == np.float32 else np.empty(raw.shape, np.float32)
     with _random_access(store) as drop:
-        for a in range(0, len(qr), step):
-            b = min(a + step, len(qr))
-            x = _gather(store, rows[a:b], raw)
+        for a in range(0, len(uniq), step):
+            b = min(a + step, len(uniq))
+            x = _gather(store, uniq[a:b], raw)
             drop()
             x32 = buf[: b - a]
             if x32 is not x:
                 kernels.convert(x, x32)
-            out[a:b] = exact_scores(q, qr[a:b], x32, max_norm)
+            pairs = order[first[a] : first[b]]
+            pairs = pairs[np.argsort(qr[pairs], kind="stable")]  # queries ascending
+            local = np.searchsorted(uniq[a:b], rows[pairs])
+            out[pairs] = exact_scores(q, qr[pairs], x32, max_norm, index=local)
     return out
+
+
+def _slice_rows(store: EmbeddingStore, first: int, rows: int) -> np.ndarray:
+    """``(rows, d) float32``: the stored global rows ``first .. first + rows`` (one shard)."""
+    s = int(np.searchsorted(store.offsets, first, side="right") - 1)
+    lo = first - int(store.offsets[s])
+    return np.asarray(store.shards[s][lo : lo + rows], np.float32)
 
 
 def _cut_below(floor: np.ndarray, margin: np.ndarray, c: float) -> np.ndarray:
     """``(nq,) float32``: approximate scores below it have ``upper < floor`` (``upper(s) = s +
-    c|s| + margin``, increasing in ``s``); rounded down, ``-inf`` where ``floor`` is."""
+    c|s| + margin``, increasing in ``s``); rounded down, ``-inf`` where ``floor`` is.
+
+    One threshold per query and chunk, not a bound per score: ``margin_q = a(q) max||x|| +
+    e`` takes the chunk's largest row norm, so it bounds every row of the chunk, and the
+    chunk needs one comparison ``s~ >= cut_q`` per score. With ``F = floor``, ``v = F -
+    margin`` and ``0 <= c < 1``, ``upper`` is strictly increasing and the smallest ``s`` with
+    ``upper(s) >= F`` is: for ``v >= 0``, ``v / (1 + c)`` (a negative ``s`` has ``upper(s) <
+    margin <= F``; for ``s >= 0``, ``s (1 + c) >= v``); for ``v < 0``, ``v / (1 - c)`` (``s (1 -
+    c) >= v`` for negative ``s``; every ``s >= 0`` has ``upper >= margin > F``). The float64
+    value is off by a few float64 units at most, so :func:`round_down` (one float32 step
+    below the nearest float32) keeps every ``s~`` with ``upper(s~) >= F``."""
     v = floor.astype(np.float64) - margin
     with np.errstate(invalid="ignore"):
         s = np.where(v >= 0, v / (1 + c), v / (1 - c))
@@ -430,9 +474,11 @@ class _Scorer:
         kernels: _Kernels,
         bound: Bounds,
         mask: np.ndarray | None = None,
+        copy: Bf16Copy | None = None,
     ) -> None:
         self.store, self.q, self.id_keys, self.kernels, self.mask = store, q, id_keys, kernels, mask
         self.bound = bound
+        self.copy = copy  # blocks of uint16 (bfloat16 bits) come from it, with row norms
         nq, dim = q.shape
         self.top = TopK(nq, k)  # rows already given their exact score
         self.pool = CandidatePool(nq, k)  # rows that may still reach the top k
@@ -448,7 +494,8 @@ class _Scorer:
         if bound.q_bf16 is not None:
             t = kernels._torch
             self.q_bf16 = t.from_numpy(bound.q_bf16).view(t.bfloat16)
-            self.x_bf16 = t.empty((chunk_rows, dim), dtype=t.bfloat16)
+            if copy is None:
+                self.x_bf16 = t.empty((chunk_rows, dim), dtype=t.bfloat16)
             self.s_bf16 = t.empty(nq * chunk_rows, dtype=t.bfloat16)
 
     def score(self, block: _Block, lo: int, rows: int, method: str = "fp32") -> None:
@@ -456,6 +503,9 @@ class _Scorer:
         and put the rows that may reach the top k into the pool."""
         src = block.data[lo : lo + rows]
         first = block.start + lo
+        if src.dtype == np.uint16:
+            self._score_copy(src, first)
+            return
         key = None if self.store_key is None else (self.store_key, first, rows)
         with _norms_lock:
             norm = _norms.get(key) if key is not None else None
@@ -492,6 +542,31 @@ class _Scorer:
             self.chunks["fp32"] += 1
         self._offer(s, margin, c, first)
 
+    def _score_copy(self, bits: np.ndarray, first: int) -> None:
+        """Screen ``bits (rows, d)``, the bfloat16 copy of global rows ``first ..``: no
+        conversion; the norms from the copy. ``||x||`` there is the float32-computed norm
+        of the stored rows, as :meth:`_max_norm` computes it, so the same inflation bounds
+        it; ``||x - bf16(x)||`` is a float32-computed norm of exact differences, bounded the
+        same way plus :func:`~inquire.index.screen.row_error_slack` for squares that
+        underflow. The margin is then ``a_row max||x - bf16(x)|| + a_rest max||x|| + e``
+        (:func:`~inquire.index.screen.split_terms`): not wider than ``a(q) max||x|| + e``
+        but for that underflow slack (``||q|| sqrt(d) 2**-62``)."""
+        assert self.copy is not None
+        rows = len(bits)
+        norm, err = self.copy.max_norms(first, rows)
+        if not (np.isfinite(norm) and np.isfinite(err)):  # inf/NaN: score the rows exactly
+            self._score_exactly(_slice_rows(self.store, first, rows), first)
+            return
+        norm *= self.bound.inflate
+        err = err * self.bound.inflate + row_error_slack(self.q.shape[1])
+        self.max_norm = max(self.max_norm, norm)
+        t = self.kernels._torch
+        s, _, c = self._approx_bf16(t.from_numpy(bits).view(t.bfloat16), norm)
+        assert self.bound.a_row is not None and self.bound.a_rest is not None
+        margin = self.bound.a_row * err + self.bound.a_rest * norm + self.bound.slack
+        self.chunks["bf16"] += 1
+        self._offer(s, margin, c, first)
+
     def _max_norm(self, data: np.ndarray) -> float:
         """An upper bound of the largest row norm of ``data (rows, d) float32``."""
         t = self.kernels._torch
@@ -510,12 +585,17 @@ class _Scorer:
         self.gemm_seconds += time.perf_counter() - t0
         return s, self.bound.a32 * norm + self.bound.slack, 0.0
 
-    def _approx_bf16(self, data: np.ndarray, norm: float) -> tuple[np.ndarray, np.ndarray, float]:
-        """``data (rows, d)`` float16 or float32 (writeable), screened by the bfloat16 GEMM."""
+    def _approx_bf16(self, data: Any, norm: float) -> tuple[np.ndarray, np.ndarray, float]:
+        """``data (rows, d)``: float16 or float32 rows (writeable numpy, converted into the
+        reused bfloat16 buffer), or a bfloat16 torch tensor (used as it is), screened by the
+        bfloat16 GEMM."""
         t = self.kernels._torch
         nq, rows = len(self.q), len(data)
-        xb = self.x_bf16[:rows]
-        xb.copy_(t.from_numpy(data))
+        if isinstance(data, np.ndarray):
+            xb = self.x_bf16[:rows]
+            xb.copy_(t.from_numpy(data))
+        else:
+            xb = data
         sb = self.s_bf16[: nq * rows].view(nq, rows)
         t0 = time.perf_counter()
         t.matmul(self.q_bf16, xb.T, out=sb)
@@ -574,7 +654,8 @@ class _Scorer:
         """Exact scores of every (query, row) of a chunk with a non-finite row."""
         nq, rows = len(self.q), len(data)
         # A row holding NaN or inf scores non-finite for every query (the queries are
-        # checked finite): it can never be returned, which the search reports.
+        # checked finite): NaN is never returned, +-inf ranks first or last, as in
+        # brute_force; the search reports such rows.
         bad = np.flatnonzero(~np.isfinite(data).all(axis=1))
         self.nonfinite.extend((first + bad).tolist())
         cols = np.arange(rows)
@@ -668,6 +749,7 @@ def _score_in_threads(
     prefetch: bool,
     scorers: list[_Scorer],
     chooser: _Chooser,
+    shards: list[np.ndarray] | None = None,
 ) -> None:
     """Chunks of every block go to the scorers' threads through one queue; a block's buffer
     goes back to the reader when its last chunk is done."""
@@ -693,7 +775,7 @@ def _score_in_threads(
         t.start()
     try:
         # Three buffers: one being read while the threads finish one block and start the next.
-        for block in _iter_blocks(store, block_rows, prefetch=prefetch, n_slots=3):
+        for block in _iter_blocks(store, block_rows, prefetch=prefetch, n_slots=3, shards=shards):
             starts = range(0, block.rows, chunk_rows)
             finished = threading.Semaphore(0)
             left = [len(starts)]
@@ -751,6 +833,7 @@ def search(
     screen: Screen = "auto",
     stats: SearchStats | None = None,
     mask: np.ndarray | None = None,
+    bf16_copy: Bf16CopyMode = "auto",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top ``k`` rows of ``store`` by inner product with each query, exactly.
 
@@ -767,6 +850,12 @@ def search(
     where it is measured faster on this search's first chunks. The result is the same.
     ``stats``: a :class:`SearchStats` to fill in (the path taken, pairs rescored, timings).
     ``mask``: ``(N,) bool``, rows of the store that may be returned (None: all).
+    ``bf16_copy``: where every chunk is screened in bfloat16 (``screen="bf16"``, or ``"auto"``
+    after it measured bfloat16 faster for this shape), read the store's bfloat16 copy
+    (:mod:`inquire.index.bf16_copy`) instead of converting each chunk: ``"auto"`` (default)
+    builds it first where it is missing or stale (once; where it cannot be written, the search
+    converts each chunk and logs why once), ``"use"`` reads it only if it exists and is
+    current, ``"off"`` never reads it. The result is the same.
 
     Returns ``scores (nq, k) float32`` descending (each the exact score: the real inner
     product rounded once to float32) and ``ids (nq, k) int64`` image ids; equal scores are
@@ -784,6 +873,10 @@ def search(
     chunk_rows = min(chunk_rows, block_rows)
     screen = check_screen(screen)
     mask = check_mask(mask, len(store))
+    if bf16_copy not in BF16_COPY_MODES:
+        raise InputError(
+            f"bf16_copy must be one of {', '.join(BF16_COPY_MODES)}; got {bf16_copy!r}"
+        )
     id_keys, sorted_ids = rank_ids(store.ids)
     kernels = _Kernels()
     n_workers = kernels.workers(threads)
@@ -800,17 +893,21 @@ def search(
             mask is not None,
         )
         chooser = _Chooser(plan.method, plan.key)
+        copy = None
+        if plan.method == "bf16" and bf16_copy != "off" and len(store):
+            copy = ensure_copy(store, build=bf16_copy == "auto")
+        shards = None if copy is None else copy.shards
         scorers = [
-            _Scorer(store, q, k, chunk_rows, id_keys, kernels, plan.bounds, mask)
+            _Scorer(store, q, k, chunk_rows, id_keys, kernels, plan.bounds, mask, copy)
             for _ in range(n_workers)
         ]
         if n_workers == 1:
-            for block in _iter_blocks(store, block_rows, prefetch=prefetch):
+            for block in _iter_blocks(store, block_rows, prefetch=prefetch, shards=shards):
                 for lo in range(0, block.rows, chunk_rows):
                     chooser.run(scorers[0], block, lo, min(chunk_rows, block.rows - lo))
                 block.release()
         else:
-            _score_in_threads(store, block_rows, chunk_rows, prefetch, scorers, chooser)
+            _score_in_threads(store, block_rows, chunk_rows, prefetch, scorers, chooser, shards)
     scores, keys = scorers[0].finish(scorers[1:])
     _report_nonfinite(store, sorted(r for sc in scorers for r in sc.nonfinite))
     if stats is not None:
@@ -823,6 +920,7 @@ def search(
         stats.trial = chooser.trial
         stats.gemm_seconds = sum(sc.gemm_seconds for sc in scorers)
         stats.threads = n_workers
+        stats.bf16_copy = copy is not None
         stats.seconds = time.perf_counter() - started
     if sorted_ids is None:
         return scores, keys
@@ -836,7 +934,8 @@ def _report_nonfinite(store: EmbeddingStore, rows: list[int]) -> None:
         return
     ids = store.ids[np.asarray(rows[:10], np.int64)].tolist()
     log.warning(
-        "%d embedding row(s) of %s hold NaN or infinite values and can never be returned: "
+        "%d embedding row(s) of %s hold NaN or infinite values (their scores are NaN, never "
+        "returned, or +-inf, ranked first or last): "
         "image id(s) %s%s; embed those images again",
         len(rows),
         store.root,
@@ -850,8 +949,8 @@ class ExactIndex:
     """Exact search over ``store`` as a :class:`~inquire.index.base.Searcher`.
 
     The fields are :func:`search`'s options (``screen``, ``threads``, ``block_rows``,
-    ``memory_mb``, ``prefetch``, ``chunk_rows``); ``stats``, when set, is filled in by each
-    search.
+    ``memory_mb``, ``prefetch``, ``chunk_rows``, ``bf16_copy``); ``stats``, when set, is
+    filled in by each search.
     """
 
     store: EmbeddingStore
@@ -862,6 +961,7 @@ class ExactIndex:
     prefetch: bool = True
     chunk_rows: int = DEFAULT_CHUNK_ROWS
     stats: SearchStats | None = None
+    bf16_copy: Bf16CopyMode = "auto"
 
     def search(
         self, queries: np.ndarray, k: int, mask: np.ndarray | None = None
@@ -880,6 +980,7 @@ class ExactIndex:
             screen=self.screen,
             stats=self.stats,
             mask=mask,
+            bf16_copy=self.bf16_copy,
         )
 
     def screens(self, queries: np.ndarray, k: int) -> bool:

@@ -61,16 +61,22 @@ _PIECE_ROWS = 256
 
 
 def exact_scores(
-    q: np.ndarray, qr: np.ndarray, x: np.ndarray, max_norm: float | None = None
+    q: np.ndarray,
+    qr: np.ndarray,
+    x: np.ndarray,
+    max_norm: float | None = None,
+    index: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Exact scores ``(m,) float32`` of pairs (query ``qr[j]``, row ``x[j]``).
+    """Exact scores ``(m,) float32`` of pairs (query ``qr[j]``, row ``x[j]``), or row
+    ``x[index[j]]`` when ``index (m,)`` is given (rows shared by several pairs).
 
     ``q``: ``(nq, d) float32`` queries; ``qr``: ``(m,)`` query of each pair, ascending;
-    ``x``: ``(m, d)`` float16/float32 rows (float32 is fastest); ``max_norm``: an upper bound
-    of every row's L2 norm (None: each pair's own ``sum |q_i x_i|`` is computed). Each value is
-    :func:`exact_score` of its pair, bit for bit.
+    ``x``: ``(m, d)`` (or ``(rows, d)`` with ``index``) float16/float32 rows (float32 is
+    fastest); ``max_norm``: an upper bound of every row's L2 norm (None: each pair's own
+    ``sum |q_i x_i|`` is computed). Each value is :func:`exact_score` of its pair, bit for bit.
     """
-    m, d = x.shape
+    m = len(qr) if index is not None else len(x)
+    d = x.shape[1]
     out = np.empty(m, np.float32)
     if m == 0:
         return out
@@ -88,7 +94,7 @@ def exact_scores(
         for a in range(int(starts[r]), int(starts[r + 1]), _PIECE_ROWS):
             b = min(a + _PIECE_ROWS, int(starts[r + 1]))
             x64 = buf[: b - a]
-            np.copyto(x64, x[a:b])
+            np.copyto(x64, x[a:b] if index is None else x[index[a:b]])
             np.matmul(x64, q64[r], out=s[a:b])
             if max_norm is None:
                 np.abs(x64, out=x64)
@@ -103,5 +109,5 @@ def exact_scores(
     ok = lo32 == hi32  # NaN and intervals that straddle a rounding boundary fail
     out[ok] = lo32[ok]
     for j in np.flatnonzero(~ok):
-        out[j] = exact_score(q[qr[j]], x[j])
+        out[j] = exact_score(q[qr[j]], x[j] if index is None else x[index[j]])
     return out

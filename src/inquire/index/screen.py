@@ -20,9 +20,11 @@ for a query ``q`` (float32) and a row ``x`` (float16 or float32) of width ``d``:
   exactly and accumulates in float32 (true of oneDNN/AMX and of torch's own CPU kernels); a
   self-check at first use refuses a kernel that accumulates in lower precision.
 
-``||x||`` is bounded per chunk by its largest row norm (computed in float32, inflated). The
-proof is in ``docs/search.md``. Both paths rescore their survivors the same way, so they
-return the same ids and scores bit for bit.
+``||x||`` is bounded per chunk by its largest row norm (computed in float32, inflated).
+Chunks read from the store's bfloat16 copy (:mod:`inquire.index.bf16_copy`) know each row's
+own rounding error ``||x - bf16(x)||`` and use it in place of ``u ||x||`` in the first term
+(:func:`split_terms`). The proof is in ``docs/search.md``. Both paths rescore their
+survivors the same way, so they return the same ids and scores bit for bit.
 
 ``screen="auto"`` (:func:`plan_screen`) takes the float32 GEMM where bfloat16 cannot be used
 or cannot pay (no bfloat16 units listed by the CPU, a store of few chunks), and otherwise
@@ -204,6 +206,48 @@ class Bounds:
     slack: float  # absolute slack
     q_bf16: np.ndarray | None = None  # (nq, d) int16 bfloat16 bits; None: no bfloat16 path
     a_bf16: np.ndarray | None = None  # (nq,) float64
+    # The same bound with each row's own rounding error known (the bfloat16 copy stores
+    # ||x - bf16(x)||): ``a_row * max||x - bf16(x)|| + a_rest * max||x||`` replaces
+    # ``a_bf16 * max||x||`` (see :func:`split_terms`).
+    a_row: np.ndarray | None = None  # (nq,) float64
+    a_rest: np.ndarray | None = None  # (nq,) float64
+
+
+def split_terms(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(a_row, a_rest)``, each ``(nq,) float64`` rounded up: the bfloat16 bound for a row
+    whose rounding error ``r_x >= ||x - bf16(x)||`` is known,
+
+        |s - s~| <= a_row r_x + a_rest ||x|| + c |s~| + eps,
+        a_row = ||q||,  a_rest = (1 + u) r_q + g ((1 + u)(||q|| + r_q) + ||q||).
+
+    Arithmetic (notation of the module doc, ``x~ = bf16(x)``, ``q~ = bf16(q)``): ``s - p =
+    q.(x - x~) + (q - q~).x~``, so ``|s - p| <= ||q|| r_x + r_q ||x~||`` and ``||x~|| <=
+    (1 + u)||x||``; the float32 accumulation and the output rounding are bounded as before.
+    Since ``||x - x~|| <= u ||x||`` always, this is never wider than ``a(q) ||x||`` and is
+    narrower by the share of ``u ||q|| ||x||`` the row's actual rounding does not use (rounding
+    errors of a real row are far from all maximal: ~0.4x here)."""
+    q64 = q.astype(np.float64)
+    qb = _bf16_round(q).astype(np.float64)
+    nq_ = np.linalg.norm(q64, axis=1)
+    rq = np.linalg.norm(q64 - qb, axis=1)
+    g = gamma(q.shape[1])
+    a_rest = (1 + U_BF16) * rq + g * ((1 + U_BF16) * (nq_ + rq) + nq_)
+    return nq_ * (1 + 1e-9), a_rest * (1 + 1e-9)
+
+
+def _bf16_round(q: np.ndarray) -> np.ndarray:
+    """``q (nq, d) float32`` rounded to bfloat16 by torch, as float32."""
+    import torch
+
+    qt = torch.from_numpy(np.ascontiguousarray(q, np.float32))
+    return qt.to(torch.bfloat16).to(torch.float32).numpy()
+
+
+def row_error_slack(d: int) -> float:
+    """Added to a row's inflated float32-computed ``||x - bf16(x)||``: squares of differences
+    below ``2**-63`` may underflow in float32 (each then adds less than ``2**-126`` to the
+    sum), and ``sqrt(a + b) <= sqrt(a) + sqrt(b)``, so ``sqrt(d) 2**-63``, doubled."""
+    return float(np.sqrt(d)) * 2.0**-62
 
 
 def bounds(q: np.ndarray, bf16: bool) -> Bounds:
@@ -215,6 +259,7 @@ def bounds(q: np.ndarray, bf16: bool) -> Bounds:
     out = Bounds(a32, norm_inflation(d), abs_slack(d))
     if bf16:
         out.q_bf16, out.a_bf16 = query_terms(q)
+        out.a_row, out.a_rest = split_terms(q)
     return out
 
 

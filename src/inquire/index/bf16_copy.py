@@ -1,0 +1,277 @@
+"""A derived bfloat16 copy of an embedding store, built once beside it like a cache.
+
+bfloat16 screening (:mod:`inquire.index.screen`) multiplies bfloat16 rows; without a copy
+every screened search converts every float16 row to bfloat16 and computes every chunk's
+largest row norm again. The copy holds, per shard, the rows already rounded to bfloat16
+(round to nearest even, exactly what the per-chunk conversion gives), each row's L2 norm
+(computed in float32 from the stored row, as the search computes it) and the L2 norm of its
+bfloat16 rounding error (the differences ``x - bf16(x)`` are exact in float32), so the
+screened path reads bfloat16 blocks straight from disk and can use the narrower bound of
+:func:`inquire.index.screen.split_terms`.
+
+Layout, beside the shards::
+
+    DIR/img_emb_bf16/img_emb_{i}.{key}.bf16.npy    (n_i, d) uint16: bfloat16 bits of each row
+    DIR/img_emb_bf16/img_emb_{i}.{key}.norms.npy   (n_i, 2) float32: per row ||x||, ||x - bf16(x)||
+
+``key`` is a digest of the source shard's identity: its file name, size, modification and
+change times (``st_ctime`` cannot be set back by a program), inode, dtype and shape, and its
+first and last 4 KiB. A shard that is replaced, rewritten or added gets another key, so a
+stale copy is never read: it is ignored and, when the copy is built again, replaced. Each
+shard's pair of files is written to temporary files and renamed into place (norms first; a
+copy counts only when both files exist under the current key), under a per-shard file lock
+(``filelock``), so two processes building at once do not both do the work and a reader never
+sees half a file; an interrupted build resumes with the shards still missing.
+
+Nothing here is needed for a correct search: where the copy is missing, stale or cannot be
+written (read-only folder, full disk), the search converts each chunk as before and says so
+once per folder in the log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inquire.embed.store import EmbeddingStore
+from inquire.errors import InputError
+
+log = logging.getLogger(__name__)
+
+#: Sub-folder of the embedding folder that holds the copy.
+FOLDER = "img_emb_bf16"
+#: Bumped when the file format or the rounding changes (old copies are then ignored).
+FORMAT_VERSION = 2
+_ROWS_PER_WRITE = 16384
+
+_warned: set[str] = set()
+_warned_lock = threading.Lock()
+
+
+def copy_dir(store_root: str | os.PathLike[str]) -> Path:
+    """Where the bfloat16 copy of the embedding folder ``store_root`` lives."""
+    return Path(store_root) / FOLDER
+
+
+def shard_key(path: Path, shard: np.ndarray) -> str:
+    """A digest of the shard file's identity (see the module doc); 16 hex digits."""
+    st = path.stat()
+    h = hashlib.sha256()
+    h.update(
+        f"v{FORMAT_VERSION}|{path.name}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|"
+        f"{st.st_ino}|{shard.dtype.str}|{shard.shape}".encode()
+    )
+    with open(path, "rb") as fh:
+        h.update(fh.read(4096))
+        fh.seek(max(0, st.st_size - 4096))
+        h.update(fh.read(4096))
+    return h.hexdigest()[:16]
+
+
+def _names(path: Path, key: str) -> tuple[str, str]:
+    return f"{path.stem}.{key}.bf16.npy", f"{path.stem}.{key}.norms.npy"
+
+
+@dataclass
+class Bf16Copy:
+    """An opened, current bfloat16 copy of a store: ``shards[i]`` ``(n_i, d) uint16``
+    memory-mapped (bfloat16 bits of shard ``i``'s rows) and ``norms`` ``(N, 2) float32``
+    (per row, global row order, the float32-computed ``||x||`` and ``||x - bf16(x)||``)."""
+
+    root: Path
+    shards: list[np.ndarray]
+    norms: np.ndarray
+
+    def max_norms(self, first: int, rows: int) -> tuple[float, float]:
+        """The largest float32-computed ``||x||`` and ``||x - bf16(x)||`` of global rows
+        ``first .. first + rows`` (NaN or inf where a row holds NaN or inf)."""
+        part = self.norms[first : first + rows]
+        if np.isnan(part).any():
+            return float("nan"), float("nan")
+        top = part.max(axis=0, initial=0.0)
+        return float(top[0]), float(top[1])
+
+
+def open_copy(store: EmbeddingStore) -> Bf16Copy | None:
+    """The store's bfloat16 copy when one exists for every shard as the shards are now,
+    else None (missing, stale or unreadable: never an error)."""
+    folder = copy_dir(store.root)
+    if not folder.is_dir():
+        return None
+    shards, norms = [], []
+    try:
+        for path, shard in zip(store.shard_paths, store.shards, strict=True):
+            if len(shard) == 0:  # nothing to read: no files
+                shards.append(np.zeros(shard.shape, np.uint16))
+                norms.append(np.zeros((0, 2), np.float32))
+                continue
+            found = _open_shard(folder, path, shard, shard_key(path, shard))
+            if found is None:
+                return None
+            shards.append(found[0])
+            norms.append(found[1])
+    except OSError:  # a shard file vanished
+        return None
+    return Bf16Copy(folder, shards, np.concatenate(norms))
+
+
+def _open_shard(
+    folder: Path, path: Path, shard: np.ndarray, key: str
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Shard ``path``'s copy under ``key``, memory-mapped, or None (missing, truncated, of
+    another shape or dtype)."""
+    data_name, norms_name = _names(path, key)
+    try:
+        data = np.load(folder / data_name, mmap_mode="r", allow_pickle=False)
+        nrm = np.load(folder / norms_name, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
+    if (
+        data.dtype != np.uint16
+        or data.shape != shard.shape
+        or nrm.dtype != np.float32
+        or nrm.shape != (len(shard), 2)
+    ):
+        return None
+    return data, nrm
+
+
+def _to_bf16_bits(x: np.ndarray, torch: object) -> tuple[np.ndarray, np.ndarray]:
+    """``(bfloat16 bits (b, d) uint16, norms (b, 2) float32)`` of ``x`` (float16/float32
+    rows), rounded the way the search's conversion rounds (torch: to nearest, ties to even);
+    ``norms[:, 0] = ||x||``, ``norms[:, 1] = ||x - bf16(x)||`` (differences exact in float32),
+    both summed in float32 (the search inflates them to upper bounds)."""
+    t: Any = torch
+    x32 = t.from_numpy(np.array(x, np.float32))  # a writable float32 copy
+    xb = x32.to(t.bfloat16)
+    norms = t.stack(
+        [t.linalg.vector_norm(x32, dim=1), t.linalg.vector_norm(x32 - xb.float(), dim=1)], dim=1
+    ).numpy()
+    bits = xb.view(t.int16).numpy().view(np.uint16)
+    return bits, norms.astype(np.float32, copy=False)
+
+
+def _write_shard(folder: Path, path: Path, shard: np.ndarray, key: str, torch: object) -> None:
+    """Write shard ``path``'s copy under ``key`` (temporary files, renamed into place)."""
+    data_name, norms_name = _names(path, key)
+    n, d = shard.shape
+    tmp_data = folder / f".{data_name}.{os.getpid()}.{threading.get_ident()}.tmp"
+    tmp_norms = folder / f".{norms_name}.{os.getpid()}.{threading.get_ident()}.tmp"
+    norms = np.empty((n, 2), np.float32)
+    try:
+        # Plain writes, not a writable memory map: a full disk is then an OSError here, not
+        # a SIGBUS later.
+        with open(tmp_data, "wb") as fh:
+            header = {"descr": np.dtype(np.uint16).str, "fortran_order": False, "shape": (n, d)}
+            np.lib.format.write_array_header_1_0(fh, header)  # type: ignore[no-untyped-call]
+            for lo in range(0, n, _ROWS_PER_WRITE):
+                bits, nrm = _to_bf16_bits(shard[lo : lo + _ROWS_PER_WRITE], torch)
+                fh.write(bits.tobytes())
+                norms[lo : lo + len(nrm)] = nrm
+            fh.flush()
+            os.fsync(fh.fileno())
+        with open(tmp_norms, "wb") as fh:
+            np.save(fh, norms)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if shard_key(path, shard) != key:  # the shard changed while it was read
+            raise OSError(f"{path} changed while its bfloat16 copy was built")
+        os.replace(tmp_norms, folder / norms_name)
+        os.replace(tmp_data, folder / data_name)
+    finally:
+        for tmp in (tmp_data, tmp_norms):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+    # Copies of earlier versions of this shard are stale for good.
+    for old in folder.glob(f"{path.stem}.*.npy"):
+        if old.name not in (data_name, norms_name):
+            with contextlib.suppress(OSError):
+                old.unlink()
+
+
+def build_copy(
+    store: EmbeddingStore,
+    progress: Callable[[int, int], None] | None = None,
+) -> Path:
+    """Build (or complete) the bfloat16 copy of ``store`` in ``DIR/img_emb_bf16/`` and return
+    that folder. Shards whose copy is current are skipped, so this is cheap to call again and
+    resumes an interrupted build. ``progress(rows_done, rows_total)`` is called per shard.
+
+    Raises :class:`~inquire.errors.InputError` without torch or for a store that is not
+    float16/float32, and ``OSError`` where the folder cannot be written (read-only, full)."""
+    try:
+        import torch
+    except ImportError:
+        raise InputError(
+            "building a bfloat16 copy needs torch; install it (pip install torch)"
+        ) from None
+    if store.dtype not in (np.float16, np.float32):
+        raise InputError(f"a bfloat16 copy needs a float16/float32 store, not {store.dtype}")
+    from filelock import FileLock
+
+    folder = copy_dir(store.root)
+    folder.mkdir(exist_ok=True)
+    done = 0
+    for path, shard in zip(store.shard_paths, store.shards, strict=True):
+        if len(shard) == 0:
+            continue
+        key = shard_key(path, shard)
+        with FileLock(str(folder / f".{path.stem}.lock")):
+            # Under the lock no one else writes this shard: temporary files are left over
+            # from a build that was killed.
+            for tmp in folder.glob(f".{path.stem}.*.tmp"):
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+            if _open_shard(folder, path, shard, key) is None:
+                log.info("writing the bfloat16 copy of %s (%d rows)", path.name, len(shard))
+                _write_shard(folder, path, shard, key, torch)
+        done += len(shard)
+        if progress is not None:
+            progress(done, len(store))
+    return folder
+
+
+def ensure_copy(store: EmbeddingStore, build: bool) -> Bf16Copy | None:
+    """The current bfloat16 copy of ``store``; built first where missing or stale when
+    ``build``. None where there is none and it cannot be built: the reason is logged once
+    per folder, and the search converts each chunk instead. A folder where building failed
+    is not tried again by this process (a full disk would fail again after writing)."""
+    found = open_copy(store)
+    key = str(store.root)
+    with _warned_lock:
+        failed_before = key in _warned
+    if found is not None or not build or failed_before:
+        return found
+    try:
+        build_copy(store)
+    except (OSError, InputError) as exc:
+        with _warned_lock:
+            first = key not in _warned
+            _warned.add(key)
+        if first:
+            log.warning(
+                "no bfloat16 copy of %s (%s); screening converts each chunk instead",
+                store.root,
+                exc,
+            )
+        return None
+    return open_copy(store)
+
+
+def remove_copy(store_root: str | os.PathLike[str]) -> bool:
+    """Delete the bfloat16 copy of the embedding folder ``store_root``; False if none."""
+    folder = copy_dir(store_root)
+    if not folder.is_dir():
+        return False
+    shutil.rmtree(folder)
+    return True

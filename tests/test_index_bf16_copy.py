@@ -1,0 +1,334 @@
+"""The bfloat16 copy of a store: the same search result with and without it, never stale.
+
+Every case compares, ids and score bits: screened with the copy == screened converting each
+chunk == the float32 path == ``brute_force`` (each score the real inner product rounded once
+to float32, one Python sort by score desc, id asc).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import multiprocessing
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inquire.embed.folder import write_shard
+from inquire.embed.store import EmbeddingStore
+from inquire.errors import InputError
+from inquire.index import bf16_copy as bc
+from inquire.index import screen as scr
+from inquire.index.exact import SearchStats, search
+from inquire.index.topk import brute_force
+from inquire.testing.search_stores import random_unit, small_integer_vectors, write_store
+
+torch = pytest.importorskip("torch")
+
+
+def all_paths(store: EmbeddingStore, q: np.ndarray, k: int, **kw):
+    """Screened with the copy, screened without it, float32, brute force: all equal, bit for
+    bit. Returns the stats of the screened search that used the copy."""
+    with_copy = SearchStats()
+    s1, i1 = search(store, q, k, screen="bf16", bf16_copy="auto", stats=with_copy, **kw)
+    without = SearchStats()
+    s2, i2 = search(store, q, k, screen="bf16", bf16_copy="off", stats=without, **kw)
+    s3, i3 = search(store, q, k, screen="off", **kw)
+    x = np.concatenate([np.asarray(sh, np.float32) for sh in store.shards])
+    s4, i4 = brute_force(q, x, store.ids, k)
+    assert not without.bf16_copy
+    for s, i in ((s2, i2), (s3, i3), (s4, i4)):
+        np.testing.assert_array_equal(i1, i)
+        np.testing.assert_array_equal(s1.view(np.uint32), np.asarray(s, np.float32).view(np.uint32))
+    return with_copy
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize(
+    "sizes,k,block_rows,chunk_rows",
+    [
+        ([3001], 50, 700, 256),  # rows not a multiple of the block or chunk
+        ([400, 1, 999, 1601], 7, 512, 300),  # uneven shards, a 1-row shard
+        ([1500, 1501], 5000, 1024, 8192),  # k larger than the rows: padding
+        ([1], 3, 700, 256),  # one row
+    ],
+)
+def test_copy_gives_the_same_result(tmp_path, sizes, k, block_rows, chunk_rows, threads):
+    n, d = sum(sizes), 40
+    x = random_unit(n, d, seed=1)
+    ids = np.random.default_rng(2).permutation(10 * n)[:n].astype(np.int64)
+    store = EmbeddingStore(write_store(tmp_path / "s", x, sizes, ids=ids))
+    q = random_unit(6, d, seed=3)
+    st = all_paths(store, q, k, block_rows=block_rows, chunk_rows=chunk_rows, threads=threads)
+    assert st.bf16_copy and st.chunks_fp32 == 0
+    assert bc.open_copy(store) is not None
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_copy_with_ties(tmp_path, threads):
+    # Small integers / 8: thousands of exact ties, ordered by id; duplicated rows too.
+    x = small_integer_vectors(2500, 16, seed=4)
+    x[1000:1100] = x[5]
+    ids = np.random.default_rng(5).permutation(2500).astype(np.int64)
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [1200, 1300], ids=ids))
+    q = np.random.default_rng(6).integers(-2, 3, size=(5, 16)).astype(np.float32)
+    st = all_paths(store, q, 300, block_rows=600, chunk_rows=256, threads=threads)
+    assert st.bf16_copy
+
+
+def test_float32_store(tmp_path):
+    x = random_unit(2100, 24, seed=7)
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [1000, 1100], dtype=np.float32))
+    assert store.dtype == np.float32
+    st = all_paths(store, random_unit(4, 24, seed=8), 30, block_rows=512, chunk_rows=200)
+    assert st.bf16_copy
+
+
+def test_empty_store(tmp_path):
+    x = np.zeros((0, 8), np.float32)
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [0]))
+    assert len(store) == 0
+    q = random_unit(2, 8, seed=1)
+    for mode in ("auto", "use", "off"):
+        st = SearchStats()
+        s, i = search(store, q, 4, screen="bf16", bf16_copy=mode, stats=st)
+        assert (i == -1).all() and np.isneginf(s).all()
+        assert not st.bf16_copy
+
+
+def test_copy_holds_torch_rounding_and_norms(tmp_path):
+    x = random_unit(700, 24, seed=2) * np.float32(3.0)
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [300, 400]))
+    bc.build_copy(store)
+    copy = bc.open_copy(store)
+    assert copy is not None
+    for shard, bits in zip(store.shards, copy.shards, strict=True):
+        want = torch.from_numpy(np.array(shard)).to(torch.bfloat16).view(torch.int16)
+        np.testing.assert_array_equal(bits, want.numpy().view(np.uint16))
+    x16 = np.concatenate([np.asarray(s, np.float32) for s in store.shards])
+    xb = torch.from_numpy(x16).to(torch.bfloat16).float().numpy()
+    np.testing.assert_allclose(copy.norms[:, 0], np.linalg.norm(x16, axis=1), rtol=1e-6)
+    np.testing.assert_allclose(copy.norms[:, 1], np.linalg.norm(x16 - xb, axis=1), rtol=1e-6)
+    top = copy.max_norms(0, 300)
+    assert top[0] == pytest.approx(float(np.linalg.norm(x16[:300], axis=1).max()))
+    assert top[1] == pytest.approx(float(np.linalg.norm(x16[:300] - xb[:300], axis=1).max()))
+
+
+def test_row_error_bound_holds_and_is_narrower():
+    """With each row's rounding error known, ``|f - s~| <= a_row r_x + a_rest ||x|| + c|s~| +
+    e`` holds for every pair (f: the real inner product in float64), comes close on rows at
+    bfloat16's worst rounding (halfway cases), and is much narrower on random rows."""
+    d = 256
+    rng = np.random.default_rng(14)
+    sign = rng.choice([-1.0, 1.0], size=d)
+    halfway = np.float32((1 + 2.0**-8) * 2.0**-4)  # halfway between two bfloat16 numbers
+    q = np.vstack([sign * halfway, random_unit(15, d, seed=15)]).astype(np.float32)
+    worst = np.vstack([sign * halfway, -sign * halfway]).astype(np.float16)
+    x = np.vstack([worst, random_unit(400, d, seed=16).astype(np.float16)])
+    bits, norms = bc._to_bf16_bits(x, torch)
+    b = scr.bounds(q, True)
+    qb = torch.from_numpy(b.q_bf16).view(torch.bfloat16)
+    xb = torch.from_numpy(bits.view(np.int16)).view(torch.bfloat16)
+    s_hat = (qb @ xb.T).float().numpy().astype(np.float64)
+    exact = q.astype(np.float64) @ x.astype(np.float64).T
+    nrm = norms[:, 0].astype(np.float64) * b.inflate
+    err = norms[:, 1].astype(np.float64) * b.inflate + scr.row_error_slack(d)
+    bound = b.a_row[:, None] * err + b.a_rest[:, None] * nrm + scr.C_BF16 * np.abs(s_hat)
+    bound += b.slack
+    gap = np.abs(exact - s_hat)
+    assert (gap <= bound).all()
+    assert (gap / bound).max() > 0.5  # not loose where rounding is at its worst
+    old = b.a_bf16[:, None] * nrm + scr.C_BF16 * np.abs(s_hat) + b.slack
+    assert (bound <= old * (1 + 1e-6)).all()
+    assert np.median(norms[2:, 1] / (scr.U_BF16 * norms[2:, 0])) < 0.6  # random rows: narrower
+
+
+def _shard_files(root: Path) -> list[str]:
+    return sorted(p.name for p in bc.copy_dir(root).glob("*.npy"))
+
+
+def test_a_replaced_shard_is_never_read_stale(tmp_path):
+    d = 32
+    root = write_store(tmp_path / "s", random_unit(2000, d, seed=1), [1000, 1000])
+    q = random_unit(4, d, seed=3)
+    store = EmbeddingStore(root)
+    search(store, q, 20, screen="bf16", bf16_copy="auto")
+    before = _shard_files(root)
+    assert len(before) == 4
+    # Replace shard 1 with other rows of the same shape, and set its times back.
+    shard1 = store.shard_paths[1]
+    st = shard1.stat()
+    np.save(shard1, random_unit(1000, d, seed=9).astype(np.float16))
+    os.utime(shard1, ns=(st.st_atime_ns, st.st_mtime_ns))
+    store2 = EmbeddingStore(root)
+    assert bc.open_copy(store2) is None  # shard 1's copy is stale: the copy is not used
+    stats = SearchStats()
+    search(store2, q, 20, screen="bf16", bf16_copy="use", stats=stats)
+    assert not stats.bf16_copy
+    all_paths(store2, q, 20, block_rows=512, chunk_rows=256)  # rebuilds shard 1 only
+    after = _shard_files(root)
+    assert len(after) == 4
+    assert [n for n in after if n.startswith("img_emb_0.")] == [
+        n for n in before if n.startswith("img_emb_0.")
+    ]
+    assert set(n for n in after if n.startswith("img_emb_1.")).isdisjoint(before)
+
+
+def test_an_added_shard_is_built_alone(tmp_path):
+    d = 16
+    x = random_unit(1500, d, seed=1)
+    root = write_store(tmp_path / "s", x[:1000], [1000])
+    store = EmbeddingStore(root)
+    bc.build_copy(store)
+    first = bc.copy_dir(root) / _shard_files(root)[0]
+    ino = first.stat().st_ino
+    paths = [f"train/img_{i}" for i in range(1000, 1500)]
+    write_shard(root, 1, x[1000:], paths, np.arange(1000, 1500), np.float16)
+    store2 = EmbeddingStore(root)
+    assert len(store2) == 1500
+    assert bc.open_copy(store2) is None
+    all_paths(store2, random_unit(3, d, seed=2), 10, block_rows=512, chunk_rows=128)
+    assert bc.open_copy(store2) is not None
+    assert first.stat().st_ino == ino  # shard 0's copy was kept as it was
+
+
+def test_resumes_with_the_missing_shard_only(tmp_path, caplog):
+    root = write_store(tmp_path / "s", random_unit(900, 8, seed=1), [300, 300, 300])
+    store = EmbeddingStore(root)
+    bc.build_copy(store)
+    kept = {n: (bc.copy_dir(root) / n).stat().st_ino for n in _shard_files(root)}
+    for p in bc.copy_dir(root).glob("img_emb_1.*"):
+        p.unlink()
+    with caplog.at_level(logging.INFO, logger="inquire.index.bf16_copy"):
+        bc.build_copy(store)
+    assert [r.getMessage() for r in caplog.records if "writing" in r.getMessage()] == [
+        "writing the bfloat16 copy of img_emb_1.npy (300 rows)"
+    ]
+    for name, ino in kept.items():
+        if not name.startswith("img_emb_1."):
+            assert (bc.copy_dir(root) / name).stat().st_ino == ino
+    assert bc.open_copy(store) is not None
+
+
+def test_a_killed_build_leaves_nothing_behind_after_the_next(tmp_path):
+    root = write_store(tmp_path / "s", random_unit(300, 8, seed=1), [300])
+    bc.copy_dir(root).mkdir()
+    stale = bc.copy_dir(root) / ".img_emb_0.abc.bf16.npy.999.1.tmp"
+    stale.write_bytes(b"half")
+    assert bc.open_copy(EmbeddingStore(root)) is None
+    bc.build_copy(EmbeddingStore(root))
+    assert not stale.exists() and bc.open_copy(EmbeddingStore(root)) is not None
+
+
+def test_a_truncated_copy_is_ignored_and_rebuilt(tmp_path):
+    root = write_store(tmp_path / "s", random_unit(600, 8, seed=1), [600])
+    store = EmbeddingStore(root)
+    bc.build_copy(store)
+    data = next(bc.copy_dir(root).glob("*.bf16.npy"))
+    data.write_bytes(data.read_bytes()[:-10])
+    assert bc.open_copy(store) is None
+    bc.build_copy(store)
+    assert bc.open_copy(store) is not None
+
+
+def test_unwritable_folder_falls_back_and_says_so_once(tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr(bc, "_warned", set())
+    x = random_unit(1200, 16, seed=1)
+    root = write_store(tmp_path / "s", x, [1200])
+    (root / bc.FOLDER).write_text("not a folder")  # mkdir fails, even as root
+    store = EmbeddingStore(root)
+    q = random_unit(3, 16, seed=2)
+    with caplog.at_level(logging.WARNING, logger="inquire.index.bf16_copy"):
+        st = all_paths(store, q, 10, block_rows=512, chunk_rows=128)
+        st2 = all_paths(store, q, 10, block_rows=512, chunk_rows=128)
+    assert not st.bf16_copy and not st2.bf16_copy and st.chunks_bf16 > 0
+    warnings = [r for r in caplog.records if "no bfloat16 copy" in r.getMessage()]
+    assert len(warnings) == 1
+    with pytest.raises(OSError):
+        bc.build_copy(store)  # built on purpose: the error is the caller's to see
+
+
+def test_full_disk_falls_back_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(bc, "_warned", set())
+    root = write_store(tmp_path / "s", random_unit(1000, 16, seed=1), [500, 500])
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(bc.os, "fsync", full)
+    writes = []
+    write_shard_ = bc._write_shard
+    monkeypatch.setattr(bc, "_write_shard", lambda *a: writes.append(1) or write_shard_(*a))
+    store = EmbeddingStore(root)
+    st = all_paths(store, random_unit(3, 16, seed=2), 10, block_rows=256, chunk_rows=128)
+    assert not st.bf16_copy and len(writes) == 1
+    search(store, random_unit(3, 16, seed=2), 10, screen="bf16", block_rows=256, chunk_rows=128)
+    assert len(writes) == 1  # the next search did not try to write again
+    assert list(bc.copy_dir(root).glob("*.npy")) == []
+    assert list(bc.copy_dir(root).glob(".*.tmp")) == []
+
+
+def _build_in_child(root: str, barrier) -> None:  # type: ignore[no-untyped-def]
+    barrier.wait(timeout=120)
+    bc.build_copy(EmbeddingStore(root))
+
+
+def test_two_processes_build_at_once(tmp_path):
+    root = write_store(tmp_path / "s", random_unit(20000, 64, seed=1), [10000, 10000])
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(2)
+    procs = [ctx.Process(target=_build_in_child, args=(str(root), barrier)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=300)
+        assert p.exitcode == 0
+    store = EmbeddingStore(root)
+    copy = bc.open_copy(store)
+    assert copy is not None
+    assert len(_shard_files(root)) == 4
+    assert list(bc.copy_dir(root).glob(".*.tmp")) == []
+    want = torch.from_numpy(np.array(store.shards[1])).to(torch.bfloat16).view(torch.int16)
+    np.testing.assert_array_equal(copy.shards[1], want.numpy().view(np.uint16))
+
+
+def test_nonfinite_rows_with_the_copy(tmp_path):
+    x = random_unit(1000, 16, seed=1)
+    x[10, 3] = np.inf
+    x[700, 0] = np.nan
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [1000]))
+    q = random_unit(3, 16, seed=2)
+    s1, i1 = search(store, q, 20, screen="bf16", bf16_copy="auto", block_rows=512, chunk_rows=128)
+    s2, i2 = search(store, q, 20, screen="off", block_rows=512, chunk_rows=128)
+    np.testing.assert_array_equal(i1, i2)
+    np.testing.assert_array_equal(s1.view(np.uint32), s2.view(np.uint32))
+    x16 = np.asarray(store.shards[0], np.float32)
+    s3, i3 = brute_force(q, x16, store.ids, 20)
+    np.testing.assert_array_equal(i1, i3)
+    np.testing.assert_array_equal(s1.view(np.uint32), s3.view(np.uint32))
+    assert 700 not in i1  # NaN scores never match
+
+
+def test_use_reads_only_an_existing_copy_and_remove(tmp_path):
+    root = write_store(tmp_path / "s", random_unit(500, 8, seed=1), [500])
+    store = EmbeddingStore(root)
+    q = random_unit(2, 8, seed=2)
+    st = SearchStats()
+    search(store, q, 5, screen="bf16", bf16_copy="use", stats=st)
+    assert not st.bf16_copy and not bc.copy_dir(root).exists()
+    search(store, q, 5, screen="off", bf16_copy="auto")  # not screened: nothing built
+    assert not bc.copy_dir(root).exists()
+    bc.build_copy(store)
+    search(store, q, 5, screen="bf16", bf16_copy="use", stats=st)
+    assert st.bf16_copy
+    assert bc.remove_copy(root) is True
+    assert not bc.copy_dir(root).exists()
+    assert bc.remove_copy(root) is False
+
+
+def test_bad_mode(tmp_path):
+    store = EmbeddingStore(write_store(tmp_path / "s", random_unit(10, 4, seed=1)))
+    with pytest.raises(InputError, match="bf16_copy must be one of auto, use, off; got 'yes'"):
+        search(store, random_unit(1, 4), 2, bf16_copy="yes")  # type: ignore[arg-type]
