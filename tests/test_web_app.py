@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Iterator
+from html import unescape as html_unescape
 from pathlib import Path
 
 import pandas as pd
@@ -325,3 +326,56 @@ def test_real_inquire_query_file_gives_query_texts(real_queries_dir: Path) -> No
 def test_no_swagger_ui_from_a_cdn(client: TestClient) -> None:
     assert client.get("/api/docs").status_code == 404
     assert client.get("/api/openapi.json").json()["paths"]
+
+
+def test_a_method_not_allowed_names_the_allowed_ones_on_pages_too(client: TestClient) -> None:
+    """405 carries ``Allow`` (RFC 9110) whichever shape answers it: JSON for the API, the
+    error page for a page."""
+    for method, url, shape in (
+        ("OPTIONS", "/", "text/html"),
+        ("POST", "/search", "text/html"),
+        ("DELETE", "/api/runs", "application/json"),
+    ):
+        r = client.request(method, url)
+        assert r.status_code == 405, (method, url, r.status_code)
+        assert r.headers["content-type"].startswith(shape), (url, r.headers["content-type"])
+        assert r.headers.get("allow") == "GET", (method, url, dict(r.headers))
+
+
+def _docs_status_table() -> dict[int, str]:
+    """Status -> example message of the error table in docs/web.md (rows with one)."""
+    text = (WEB_PKG.parents[2] / "docs" / "web.md").read_text(encoding="utf-8")
+    table = text.split("| status | when | example message |", 1)[1].split("\n\n", 1)[0]
+    rows: dict[int, str] = {}
+    for line in table.strip().splitlines()[1:]:
+        status, _when, example = (c.strip() for c in line.strip("|").rsplit("|", 2))
+        if example:
+            rows[int(status)] = example.strip("`")
+    return rows
+
+
+def test_the_status_table_of_the_docs_is_what_the_server_answers(
+    client: TestClient, fx: WebFixture
+) -> None:
+    """Each example message of docs/web.md's error table is what the server answers, with
+    the status the table gives it, on the JSON API and (where a page can fail so) on a page.
+    The search page answers blank text with its empty form, not with an error."""
+    qid = int(_per_query(fx)["query_id"].iloc[0])
+    requests = {  # requests that should answer each row's example
+        422: [f"/api/runs/exact/queries/{qid}?k=501", f"/runs/exact/queries/{qid}?k=501"],
+        400: ["/api/search?q=%20"],
+        404: ["/api/runs/nope/queries", "/runs/nope"],
+    }
+    rows = _docs_status_table()
+    assert set(rows) == set(requests), rows
+    for status, example in rows.items():
+        for url in requests[status]:
+            r = client.get(url)
+            assert r.status_code == status, (url, r.status_code, status)
+            if url.startswith("/api/"):
+                shown = r.json()["error"]
+            else:
+                found = re.search(r'id="error-message">([^<]*)<', r.text)
+                assert found, (url, r.text)
+                shown = html_unescape(found.group(1))
+            assert shown.startswith(example), (url, shown, example)

@@ -47,7 +47,9 @@ def error_response(
     route; server paths in ``message`` are replaced."""
     message = public_message(message)
     if page is not None and not request.url.path.startswith(JSON_PREFIXES):
-        return page(request, status, message)
+        response = page(request, status, message)
+        response.headers.update(headers or {})  # a 405 page names the allowed methods too
+        return response
     return JSONResponse({"error": message, "detail": message}, status_code=status, headers=headers)
 
 
