@@ -379,3 +379,21 @@ def test_the_status_table_of_the_docs_is_what_the_server_answers(
                 assert found, (url, r.text)
                 shown = html_unescape(found.group(1))
             assert shown.startswith(example), (url, shown, example)
+
+
+def test_head_is_answered_wherever_get_is(client: TestClient, fx: WebFixture) -> None:
+    """HEAD gets GET's status and headers without the body (``curl -I``, link checkers), on
+    pages, the API and images; a route that takes no GET still answers 405."""
+    qid = int(_per_query(fx)["query_id"].iloc[0])
+    image_id = client.get(f"/api/runs/exact/queries/{qid}").json()["results"][0]["image_id"]
+    for url in ("/", f"/runs/exact/queries/{qid}", "/api/health", f"/images/{image_id}?size=32"):
+        get, head = client.get(url), client.head(url)
+        assert head.status_code == get.status_code == 200, (url, head.status_code)
+        assert head.headers["content-type"] == get.headers["content-type"], url
+        assert head.headers["content-length"] == get.headers["content-length"], url
+        assert head.content == b"" and get.content, url
+        assert "default-src 'self'" in head.headers["content-security-policy"], url
+    missing = client.head("/runs/nope")
+    assert missing.status_code == 404 and missing.content == b""
+    assert client.head("/api/runs/exact/queries/<i>").status_code == 422
+
