@@ -397,3 +397,30 @@ def test_head_is_answered_wherever_get_is(client: TestClient, fx: WebFixture) ->
     assert missing.status_code == 404 and missing.content == b""
     assert client.head("/api/runs/exact/queries/<i>").status_code == 422
 
+
+def test_errors_repeat_only_the_start_of_a_long_value(fx: WebFixture, tmp_path: Path) -> None:
+    """A 12 KB image path (under the header limit) is named by its first 100 characters, and
+    any message longer than ``MAX_MESSAGE`` is cut, on the API and on an error page alike."""
+    from inquire.web.errors import MAX_MESSAGE
+
+    router = APIRouter()
+
+    @router.get("/api/long")
+    @router.get("/long")
+    def long() -> None:
+        raise InputError("refused " + "z" * 50_000)
+
+    cfg = WebConfig(image_roots=[fx.images], routers=[router], thumb_cache=tmp_path / "th")
+    with page_client(create_app(cfg)) as c:
+        for name in ("a" * 12_000 + ".jpg", "sub/" + "b" * 12_000, "x\\" + "c" * 12_000):
+            r = c.get(f"/files/0/{name}")
+            assert r.status_code in (400, 404), (name[:10], r.status_code)
+            message = r.json()["error"]
+            assert len(message) < 400 and name[2:100] in message, message[:200]
+            assert "<server path>" not in message, message
+            assert "12,00" in message, message  # says how long the value was
+        api, page = c.get("/api/long"), c.get("/long")
+        assert api.status_code == page.status_code == 400
+        assert len(api.json()["error"]) == MAX_MESSAGE
+        assert api.json()["error"].endswith("(50,008 characters in all)")
+        assert "z" * (MAX_MESSAGE - 100) in page.text and len(page.text) < MAX_MESSAGE + 3000

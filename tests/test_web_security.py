@@ -422,6 +422,8 @@ def test_errors_never_reveal_server_paths(client: TestClient, world, tmp_path: P
         shutil.rmtree(world["cols"] / "empty")
     msg = public_message("x 'C:\\data\\a.jpg' and \"/srv/x y\" and '~/p' but 'rel/a.jpg'")
     assert msg == "x '<server path>' and '<server path>' and '<server path>' but 'rel/a.jpg'"
+    assert public_message("use '/' separators, not \"\\\"") == "use '/' separators, not \"\\\""
+    assert public_message("'/' or '/srv/a'") == "'/' or '<server path>'"
 
 
 # --- headers, docs, limits ----------------------------------------------------------------------

@@ -545,8 +545,9 @@ def secure(app: Any, guard: RequestGuard | None = None) -> RequestGuard:
     return guard
 
 
-# A quoted absolute path ('/home/x', "C:\\data", '~/photos') inside an error message.
-_QUOTED_PATH = re.compile(r"""(['"])(?:/|~|[A-Za-z]:[\\/]|\\\\)[^'"]*\1""")
+# A quoted absolute path ('/home/x', "C:\\data", '~/photos') inside an error message; a
+# lone '/' (a message naming the separator) tells nothing and stays.
+_QUOTED_PATH = re.compile(r"""(['"])(?:/(?!\1)|~|[A-Za-z]:[\\/]|\\\\)[^'"]*\1""")
 # An unquoted absolute path, alone or after a prefix such as "precomputed:" or "file:".
 _BARE_PATH = re.compile(r"""(?<![\w.~/-])(/[^\s'"<>(),;]+)""")
 
