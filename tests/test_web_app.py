@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Iterator
+from html import unescape as html_unescape
 from pathlib import Path
 
 import pandas as pd
@@ -325,3 +326,101 @@ def test_real_inquire_query_file_gives_query_texts(real_queries_dir: Path) -> No
 def test_no_swagger_ui_from_a_cdn(client: TestClient) -> None:
     assert client.get("/api/docs").status_code == 404
     assert client.get("/api/openapi.json").json()["paths"]
+
+
+def test_a_method_not_allowed_names_the_allowed_ones_on_pages_too(client: TestClient) -> None:
+    """405 carries ``Allow`` (RFC 9110) whichever shape answers it: JSON for the API, the
+    error page for a page."""
+    for method, url, shape in (
+        ("OPTIONS", "/", "text/html"),
+        ("POST", "/search", "text/html"),
+        ("DELETE", "/api/runs", "application/json"),
+    ):
+        r = client.request(method, url)
+        assert r.status_code == 405, (method, url, r.status_code)
+        assert r.headers["content-type"].startswith(shape), (url, r.headers["content-type"])
+        assert r.headers.get("allow") == "GET", (method, url, dict(r.headers))
+
+
+def _docs_status_table() -> dict[int, str]:
+    """Status -> example message of the error table in docs/web.md (rows with one)."""
+    text = (WEB_PKG.parents[2] / "docs" / "web.md").read_text(encoding="utf-8")
+    table = text.split("| status | when | example message |", 1)[1].split("\n\n", 1)[0]
+    rows: dict[int, str] = {}
+    for line in table.strip().splitlines()[1:]:
+        status, _when, example = (c.strip() for c in line.strip("|").rsplit("|", 2))
+        if example:
+            rows[int(status)] = example.strip("`")
+    return rows
+
+
+def test_the_status_table_of_the_docs_is_what_the_server_answers(
+    client: TestClient, fx: WebFixture
+) -> None:
+    """Each example message of docs/web.md's error table is what the server answers, with
+    the status the table gives it, on the JSON API and (where a page can fail so) on a page.
+    The search page answers blank text with its empty form, not with an error."""
+    qid = int(_per_query(fx)["query_id"].iloc[0])
+    requests = {  # requests that should answer each row's example
+        422: [f"/api/runs/exact/queries/{qid}?k=501", f"/runs/exact/queries/{qid}?k=501"],
+        400: ["/api/search?q=%20"],
+        404: ["/api/runs/nope/queries", "/runs/nope"],
+    }
+    rows = _docs_status_table()
+    assert set(rows) == set(requests), rows
+    for status, example in rows.items():
+        for url in requests[status]:
+            r = client.get(url)
+            assert r.status_code == status, (url, r.status_code, status)
+            if url.startswith("/api/"):
+                shown = r.json()["error"]
+            else:
+                found = re.search(r'id="error-message">([^<]*)<', r.text)
+                assert found, (url, r.text)
+                shown = html_unescape(found.group(1))
+            assert shown.startswith(example), (url, shown, example)
+
+
+def test_head_is_answered_wherever_get_is(client: TestClient, fx: WebFixture) -> None:
+    """HEAD gets GET's status and headers without the body (``curl -I``, link checkers), on
+    pages, the API and images; a route that takes no GET still answers 405."""
+    qid = int(_per_query(fx)["query_id"].iloc[0])
+    image_id = client.get(f"/api/runs/exact/queries/{qid}").json()["results"][0]["image_id"]
+    for url in ("/", f"/runs/exact/queries/{qid}", "/api/health", f"/images/{image_id}?size=32"):
+        get, head = client.get(url), client.head(url)
+        assert head.status_code == get.status_code == 200, (url, head.status_code)
+        assert head.headers["content-type"] == get.headers["content-type"], url
+        assert head.headers["content-length"] == get.headers["content-length"], url
+        assert head.content == b"" and get.content, url
+        assert "default-src 'self'" in head.headers["content-security-policy"], url
+    missing = client.head("/runs/nope")
+    assert missing.status_code == 404 and missing.content == b""
+    assert client.head("/api/runs/exact/queries/<i>").status_code == 422
+
+
+def test_errors_repeat_only_the_start_of_a_long_value(fx: WebFixture, tmp_path: Path) -> None:
+    """A 12 KB image path (under the header limit) is named by its first 100 characters, and
+    any message longer than ``MAX_MESSAGE`` is cut, on the API and on an error page alike."""
+    from inquire.web.errors import MAX_MESSAGE
+
+    router = APIRouter()
+
+    @router.get("/api/long")
+    @router.get("/long")
+    def long() -> None:
+        raise InputError("refused " + "z" * 50_000)
+
+    cfg = WebConfig(image_roots=[fx.images], routers=[router], thumb_cache=tmp_path / "th")
+    with page_client(create_app(cfg)) as c:
+        for name in ("a" * 12_000 + ".jpg", "sub/" + "b" * 12_000, "x\\" + "c" * 12_000):
+            r = c.get(f"/files/0/{name}")
+            assert r.status_code in (400, 404), (name[:10], r.status_code)
+            message = r.json()["error"]
+            assert len(message) < 400 and name[2:100] in message, message[:200]
+            assert "<server path>" not in message, message
+            assert "12,00" in message, message  # says how long the value was
+        api, page = c.get("/api/long"), c.get("/long")
+        assert api.status_code == page.status_code == 400
+        assert len(api.json()["error"]) == MAX_MESSAGE
+        assert api.json()["error"].endswith("(50,008 characters in all)")
+        assert "z" * (MAX_MESSAGE - 100) in page.text and len(page.text) < MAX_MESSAGE + 3000

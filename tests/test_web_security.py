@@ -422,6 +422,8 @@ def test_errors_never_reveal_server_paths(client: TestClient, world, tmp_path: P
         shutil.rmtree(world["cols"] / "empty")
     msg = public_message("x 'C:\\data\\a.jpg' and \"/srv/x y\" and '~/p' but 'rel/a.jpg'")
     assert msg == "x '<server path>' and '<server path>' and '<server path>' but 'rel/a.jpg'"
+    assert public_message("use '/' separators, not \"\\\"") == "use '/' separators, not \"\\\""
+    assert public_message("'/' or '/srv/a'") == "'/' or '<server path>'"
 
 
 # --- headers, docs, limits ----------------------------------------------------------------------
@@ -614,11 +616,28 @@ def test_formula_cells_are_escaped_in_csv_exports(client: TestClient, world, tmp
 
 
 # --- schema fuzz ------------------------------------------------------------------------------
+def _error_shape_ok(case: Any, r: Any) -> bool:
+    """Whether an error answer has the shape of its route: ``{"error", "detail"}`` with one
+    message on JSON routes, the error page on pages (the request guard's refusals, before
+    any route, are JSON everywhere)."""
+    from inquire.web.errors import JSON_PREFIXES
+
+    ctype = r.headers.get("content-type") or ""
+    ctype = ctype[0] if isinstance(ctype, list) else ctype
+    if case.formatted_path.startswith(JSON_PREFIXES) or r.status_code in (408, 413, 415, 431):
+        if not ctype.startswith("application/json"):
+            return False
+        body = r.json()
+        return set(body) == {"error", "detail"} and body["error"] == body["detail"]
+    return ctype.startswith("text/html") and 'id="error-message"' in r.text
+
+
 def _fuzz(app: Any, schema_url: str, pins: dict[str, Any], examples: int) -> list[str]:
     """Send ``examples`` schema-valid and ``examples`` schema-violating requests per API
     operation (schemathesis, in process, a fixed seed), as the page would (Host, Origin and
-    token); return the ones answered with a 5xx. ``pins``: path parameters held at real
-    values (a known collection, search or run) so the handlers behind them run too."""
+    token); return the ones answered with a 5xx or with an error not in its route's shape.
+    ``pins``: path parameters held at real values (a known collection, search or run) so the
+    handlers behind them run too."""
     import schemathesis
     from hypothesis import HealthCheck, given, settings
     from hypothesis.errors import Unsatisfiable
@@ -639,7 +658,7 @@ def _fuzz(app: Any, schema_url: str, pins: dict[str, Any], examples: int) -> lis
         @given(case=op.as_strategy(generation_mode=mode, path_parameters=pinned or None))
         def run(case: Any) -> None:
             r = case.call(base_url=ORIGIN, headers=headers)
-            if r.status_code >= 500:
+            if r.status_code >= 500 or (r.status_code >= 400 and not _error_shape_ok(case, r)):
                 failures.append(
                     f"{op.label} {mode.value}: {r.status_code} {case.path_parameters} "
                     f"{case.query} {case.body!r:.200}"

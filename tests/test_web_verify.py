@@ -125,3 +125,6 @@ def test_verify_app_answers_every_error_in_one_shape(tmp_path: Path) -> None:
     token = re.search(r'<meta name="csrf-token" content="([^"]+)">', page)
     assert token and client.app.state.web_guard.token_ok(token.group(1))
     assert 'href="/verify/assets/verify.css"' in page and "{{" not in page
+    head = client.head("/verify")  # HEAD as GET, without the body
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-type"].startswith("text/html")

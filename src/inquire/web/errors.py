@@ -32,6 +32,10 @@ from inquire.web.security import error_status, public_message, validation_messag
 #: Paths answered in JSON; anything else gets the app's error page, when it has one.
 JSON_PREFIXES = ("/api/", "/images/", "/files/", "/verify")
 
+#: Characters of an error message sent to a client; a longer one (a library message that
+#: repeats a long value) is cut, so no request makes the server echo kilobytes back.
+MAX_MESSAGE = 2000
+
 #: ``page(request, status, message)``: an error page of the app (HTML).
 ErrorPage = Callable[[Request, int, str], Response]
 
@@ -44,10 +48,15 @@ def error_response(
     headers: Mapping[str, str] | None = None,
 ) -> Response:
     """The answer to a failed request: ``{"error", "detail"}`` JSON, or ``page`` for a page
-    route; server paths in ``message`` are replaced."""
+    route; server paths in ``message`` are replaced and a long one is cut
+    (:data:`MAX_MESSAGE`)."""
     message = public_message(message)
+    if len(message) > MAX_MESSAGE:
+        message = message[: MAX_MESSAGE - 30] + f"... ({len(message):,} characters in all)"
     if page is not None and not request.url.path.startswith(JSON_PREFIXES):
-        return page(request, status, message)
+        response = page(request, status, message)
+        response.headers.update(headers or {})  # a 405 page names the allowed methods too
+        return response
     return JSONResponse({"error": message, "detail": message}, status_code=status, headers=headers)
 
 

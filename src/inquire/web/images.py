@@ -74,6 +74,12 @@ class BadThumbSize(ImageError):
     status = 422
 
 
+def shown(text: str, limit: int = 100) -> str:
+    """``repr(text)`` for a message, cut after ``limit`` characters: a request's path may be
+    kilobytes long, and an error repeats only its start."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text):,} chars)"
+
+
 def check_relative(rel: str, backslash: bool = False) -> tuple[str, ...]:
     """The components of ``rel`` if it is a plain relative path, else :class:`BadImagePath`.
 
@@ -82,13 +88,13 @@ def check_relative(rel: str, backslash: bool = False) -> tuple[str, ...]:
     bad_slash = "\\" in rel and not (backslash and os.sep == "/")
     if not rel or "\x00" in rel or bad_slash or rel.startswith("/") or _DRIVE_RE.match(rel):
         raise BadImagePath(
-            f"image path {rel!r} is not a plain relative path; give a path relative to an "
+            f"image path {shown(rel)} is not a plain relative path; give a path relative to an "
             f"image root, with '/' separators and no '..'"
         )
     parts = tuple(rel.split("/"))
     if any(p in ("", ".", "..") for p in parts):
         raise BadImagePath(
-            f"image path {rel!r} has an empty, '.' or '..' component; give a path relative to "
+            f"image path {shown(rel)} has an empty, '.' or '..' component; give a path relative to "
             f"an image root without them"
         )
     return parts
@@ -188,14 +194,16 @@ class ImageRoots:
                 return self._check_image(real, rel)
         if outside is not None:
             log.warning("refused %s: it resolves outside its image root", outside)
-            raise OutsideRoot(f"image path {rel!r} resolves outside the configured image roots")
-        raise ImageNotFound(f"image {rel!r} is not under any configured image root")
+            raise OutsideRoot(
+                f"image path {shown(rel)} resolves outside the configured image roots"
+            )
+        raise ImageNotFound(f"image {shown(rel)} is not under any configured image root")
 
     @staticmethod
     def _check_image(real: Path, rel: str) -> Path:
         if real.suffix.lower() not in IMAGE_SUFFIXES:
             raise NotAnImage(
-                f"{rel!r} is not an image file; allowed suffixes: {sorted(IMAGE_SUFFIXES)}"
+                f"{shown(rel)} is not an image file; allowed suffixes: {sorted(IMAGE_SUFFIXES)}"
             )
         return real
 

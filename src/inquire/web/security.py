@@ -1,7 +1,7 @@
 """What makes the web apps safe to expose: response headers, a request guard and its errors.
 
 Every app (``inquire serve`` and ``inquire collection serve``) installs :func:`secure`, which
-adds two ASGI middlewares:
+adds two ASGI middlewares (and :class:`HeadAsGet`: HEAD is answered wherever GET is):
 
 - :class:`SecurityHeaders`: a strict Content-Security-Policy (same origin only, no inline
   script, no framing), ``X-Content-Type-Options: nosniff`` and ``Referrer-Policy:
@@ -309,6 +309,27 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+class HeadAsGet:
+    """ASGI middleware answering ``HEAD`` as the app answers ``GET``, without the body
+    (RFC 9110: a server supports HEAD wherever it supports GET). FastAPI routes take only
+    the methods they name, so without this ``curl -I`` or a link checker gets 405."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, send_headers_only)
+
+
 class _Refused(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -513,17 +534,20 @@ def validation_message(errors: Sequence[dict[str, Any]]) -> str:
 
 
 def secure(app: Any, guard: RequestGuard | None = None) -> RequestGuard:
-    """Install :class:`SecurityHeaders` and :class:`GuardMiddleware` (outermost) on ``app``
+    """Install :class:`HeadAsGet`, :class:`SecurityHeaders` and :class:`GuardMiddleware`
+    (outermost) on ``app``
     and keep the guard as ``app.state.web_guard``. Returns the guard."""
     guard = guard or RequestGuard()
     app.state.web_guard = guard
+    app.add_middleware(HeadAsGet)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(GuardMiddleware, guard=guard)  # added last = runs first
     return guard
 
 
-# A quoted absolute path ('/home/x', "C:\\data", '~/photos') inside an error message.
-_QUOTED_PATH = re.compile(r"""(['"])(?:/|~|[A-Za-z]:[\\/]|\\\\)[^'"]*\1""")
+# A quoted absolute path ('/home/x', "C:\\data", '~/photos') inside an error message; a
+# lone '/' (a message naming the separator) tells nothing and stays.
+_QUOTED_PATH = re.compile(r"""(['"])(?:/(?!\1)|~|[A-Za-z]:[\\/]|\\\\)[^'"]*\1""")
 # An unquoted absolute path, alone or after a prefix such as "precomputed:" or "file:".
 _BARE_PATH = re.compile(r"""(?<![\w.~/-])(/[^\s'"<>(),;]+)""")
 
