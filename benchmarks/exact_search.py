@@ -120,7 +120,8 @@ def work_ours(
     bf16_copy: str = "off",
 ) -> dict:
     from inquire.embed.store import EmbeddingStore
-    from inquire.index.exact import SearchStats, auto_block_rows, search
+    from inquire.index.blocks import auto_block_rows
+    from inquire.index.exact import SearchStats, search
 
     store = EmbeddingStore(store_dir)
     _ = store.ids  # metadata read once, outside the timing (a resident store)

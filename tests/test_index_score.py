@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from inquire.embed.store import EmbeddingStore
-from inquire.index import exact
+from inquire.index import scorer
 from inquire.index.exact import SearchStats, search
 from inquire.index.score import exact_score, exact_scores
 from inquire.index.topk import brute_force
@@ -131,8 +131,8 @@ def test_masked_and_float32_store(tmp_path):
 def test_a_full_pool_is_rescored_early(tmp_path, monkeypatch):
     """Near ties the bound cannot separate: with a tiny pool cap the pool is rescored while
     the pass goes on; the result does not change."""
-    monkeypatch.setattr(exact, "_POOL_CAP_FACTOR", 1)
-    monkeypatch.setattr(exact, "_POOL_CAP_EXTRA", 0)
+    monkeypatch.setattr(scorer, "_POOL_CAP_FACTOR", 1)
+    monkeypatch.setattr(scorer, "_POOL_CAP_EXTRA", 0)
     rng = np.random.default_rng(8)
     d = 16
     base = rng.standard_normal(d).astype(np.float32)

@@ -185,13 +185,13 @@ def test_auto_plan(monkeypatch):
 
 def _timed_paths(monkeypatch, bf16_cost: float, fp32_cost: float) -> None:
     """Make the approximating GEMMs cost fixed times on a fake clock (no real timing)."""
-    from inquire.index import exact
+    from inquire.index.scorer import Scorer
 
     now = [0.0]
     monkeypatch.setattr(scr, "clock", lambda: now[0])
     monkeypatch.setattr(scr, "_choices", {})
     monkeypatch.setattr(scr, "cpu_has_bf16_units", lambda: True)
-    bf16, fp32 = exact._Scorer._approx_bf16, exact._Scorer._approx_fp32
+    bf16, fp32 = Scorer._approx_bf16, Scorer._approx_fp32
 
     def slow_bf16(self, *a):
         now[0] += bf16_cost
@@ -201,8 +201,8 @@ def _timed_paths(monkeypatch, bf16_cost: float, fp32_cost: float) -> None:
         now[0] += fp32_cost
         return fp32(self, *a)
 
-    monkeypatch.setattr(exact._Scorer, "_approx_bf16", slow_bf16)
-    monkeypatch.setattr(exact._Scorer, "_approx_fp32", slow_fp32)
+    monkeypatch.setattr(Scorer, "_approx_bf16", slow_bf16)
+    monkeypatch.setattr(Scorer, "_approx_fp32", slow_fp32)
 
 
 @pytest.mark.parametrize("bf16_cost,want", [(5.0, "off"), (0.95, "off"), (0.5, "bf16")])

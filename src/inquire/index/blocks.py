@@ -1,0 +1,155 @@
+"""Sequential reading of an embedding store's shards in blocks of rows that never cross a
+shard boundary: ``os.preadv`` into reused staging buffers (the pages stay in the OS cache,
+out of this process's resident memory), optionally filled ahead by a reader thread."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from queue import Queue
+from typing import Any
+
+import numpy as np
+
+from inquire.embed.store import EmbeddingStore
+from inquire.errors import InputError
+
+#: Budget of two of the reader's staging buffers when ``block_rows`` is not given (MiB).
+DEFAULT_MEMORY_MB = 256
+_MIN_BLOCK_ROWS = 1024
+_MAX_BLOCK_ROWS = 1 << 20
+
+
+def auto_block_rows(dim: int, itemsize: int = 2, memory_mb: int = DEFAULT_MEMORY_MB) -> int:
+    """Rows per read block so that two staging buffers take about ``memory_mb`` MiB.
+
+    (With several scoring threads the reader keeps three buffers in flight: 1.5x that.)
+    """
+    rows = (memory_mb << 20) // (2 * itemsize * max(dim, 1))
+    rows = max(_MIN_BLOCK_ROWS, min(_MAX_BLOCK_ROWS, int(rows)))
+    return rows - rows % _MIN_BLOCK_ROWS
+
+
+@dataclass
+class Block:
+    start: int  # global row of the first row
+    rows: int
+    data: np.ndarray  # (rows, d) float16/float32 view into a reused staging buffer
+    release: Callable[[], None]  # hands the buffer back to the reader; call when done
+
+
+def _file_source(shard: np.ndarray) -> tuple[str, int] | None:
+    """``(filename, byte offset)`` when ``shard`` is a C-ordered memmap readable with pread."""
+    filename = getattr(shard, "filename", None)
+    offset = getattr(shard, "offset", None)
+    if (
+        not isinstance(shard, np.memmap)
+        or filename is None
+        or offset is None
+        or not shard.flags.c_contiguous
+        or not hasattr(os, "preadv")
+    ):
+        return None
+    return str(filename), int(offset)
+
+
+def iter_blocks(
+    store: EmbeddingStore,
+    block_rows: int,
+    prefetch: bool = True,
+    n_slots: int = 2,
+    shards: list[np.ndarray] | None = None,
+) -> Iterator[Block]:
+    """Yield every block of ``store`` in its stored dtype; the consumer calls ``release``.
+
+    ``shards``: read these arrays instead of the store's (the same rows in another dtype:
+    the bfloat16 copy, :mod:`inquire.index.bf16_copy`).
+
+    Blocks never cross a shard boundary. With ``prefetch`` a reader thread fills up to
+    ``n_slots`` buffers ahead; it only moves bytes (``preadv`` into a reused buffer, or a copy
+    for in-memory shards), so compute stays on the scoring threads. Without ``prefetch`` one
+    buffer is reused: each block must be finished before the next is requested.
+    """
+    d = store.dim
+    shards = store.shards if shards is None else shards
+    n_slots = max(2, n_slots) if prefetch else 1
+    stage = [np.empty((block_rows, d), shards[0].dtype) for _ in range(n_slots)]
+    plan = [
+        (int(base + lo), s_idx, lo, min(block_rows, len(shard) - lo))
+        for s_idx, (shard, base) in enumerate(zip(shards, store.offsets[:-1], strict=True))
+        for lo in range(0, len(shard), block_rows)
+    ]
+    sources = [_file_source(s) for s in shards]
+    fds: dict[int, int] = {}
+
+    def load(slot: int, s_idx: int, lo: int, rows: int) -> np.ndarray:
+        shard, src = shards[s_idx], sources[s_idx]
+        buf = stage[slot][:rows]
+        if src is None:
+            np.copyto(buf, shard[lo : lo + rows], casting="unsafe")
+            return buf
+        fd = fds.get(s_idx)
+        if fd is None:
+            fd = fds[s_idx] = os.open(src[0], os.O_RDONLY)
+        want, done = buf.nbytes, 0
+        view = memoryview(buf).cast("B")  # type: ignore[arg-type]
+        while done < want:  # preadv may return short counts on large reads
+            got = os.preadv(fd, [view[done:]], src[1] + lo * d * buf.itemsize + done)
+            if got <= 0:
+                raise InputError(
+                    f"embedding shard {src[0]!r} is shorter than its header says "
+                    f"(read {done} of {want} bytes at row {lo}); the file is truncated"
+                )
+            done += got
+        return buf
+
+    try:
+        if not prefetch:
+            for start, s_idx, lo, rows in plan:
+                yield Block(start, rows, load(0, s_idx, lo, rows), lambda: None)
+            return
+        yield from _prefetched(plan, load, n_slots)
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+
+
+def _releaser(free: Queue[int], slot: int) -> Callable[[], None]:
+    return lambda: free.put(slot)
+
+
+def _prefetched(plan: list[tuple[int, int, int, int]], load: Any, n_slots: int) -> Iterator[Block]:
+    free: Queue[int] = Queue()
+    ready: Queue[Block | BaseException | None] = Queue()
+    for slot in range(n_slots):
+        free.put(slot)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for start, s_idx, lo, rows in plan:
+                slot = free.get()
+                if stop.is_set():
+                    return
+                data = load(slot, s_idx, lo, rows)
+                ready.put(Block(start, rows, data, _releaser(free, slot)))
+            ready.put(None)
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            ready.put(exc)
+
+    thread = threading.Thread(target=produce, name="inquire-block-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = ready.get()
+            if item is None:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        free.put(0)  # wake a reader waiting for a slot so it sees `stop`
+        thread.join()

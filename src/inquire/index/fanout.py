@@ -1,0 +1,147 @@
+"""How the exact search's chunks are scored: the choice of approximation per chunk (fixed, or
+for ``screen="auto"`` a timed trial of both on the first chunks) and the fan-out of the
+chunks of every block to the scoring threads."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from queue import Queue
+from typing import Any
+
+import numpy as np
+
+from inquire.embed.store import EmbeddingStore
+from inquire.index import screen as screen_mod
+from inquire.index.blocks import Block, iter_blocks
+from inquire.index.scorer import Scorer
+from inquire.index.screen import AUTO_MARGIN, remember_choice
+
+log = logging.getLogger(__name__)
+
+
+class Chooser:
+    """Which approximation each chunk gets: fixed ("fp32", "bf16"), or for ``"auto"`` where
+    screening is possible, a timed trial on this search's first chunks (both paths, the same
+    number of rows, warm-ups untimed; the result counts either way), then the faster path
+    (bfloat16 only if at most ``AUTO_MARGIN`` times the float32 time). The decision is kept per
+    process for the search's shape (:func:`inquire.index.screen.remember_choice`)."""
+
+    # Warm-up of each path, then both paths twice in ABBA order.
+    TRIAL = ("fp32", "bf16", "bf16", "fp32", "fp32", "bf16")
+    TIMED_FROM = 2
+
+    def __init__(self, fixed: str | None, key: tuple[Any, ...] | None = None) -> None:
+        self.decided = fixed
+        self.key = key
+        self._next = 0
+        self._times: dict[str, list[float]] = {"fp32": [], "bf16": []}
+        self._lock = threading.Lock()
+        self.trial = fixed is None
+
+    def next(self) -> tuple[str, int | None]:
+        """``(method, trial slot or None)`` for the next chunk."""
+        with self._lock:
+            if self.decided is not None:
+                return self.decided, None
+            if self._next < len(self.TRIAL):
+                slot = self._next
+                self._next += 1
+                return self.TRIAL[slot], slot
+            return "fp32", None  # trial chunks still running on another thread
+
+    def report(self, slot: int, seconds: float) -> None:
+        """The trial chunk ``slot`` took ``seconds`` (of :func:`screen.clock`)."""
+        with self._lock:
+            if slot >= self.TIMED_FROM:
+                self._times[self.TRIAL[slot]].append(seconds)
+            timed = len(self.TRIAL) - self.TIMED_FROM
+            if self.decided is None and sum(map(len, self._times.values())) == timed:
+                bf16, fp32 = min(self._times["bf16"]), min(self._times["fp32"])
+                self.decided = "bf16" if bf16 <= AUTO_MARGIN * fp32 else "fp32"
+                log.info(
+                    "screen=auto: bfloat16 chunk %.4f s, float32 chunk %.4f s: %s",
+                    bf16,
+                    fp32,
+                    self.decided,
+                )
+                if self.key is not None:
+                    remember_choice(self.key, self.decided)
+
+    def run(self, scorer: Scorer, block: Block, lo: int, rows: int) -> None:
+        """Score one chunk with the chosen method, timing it while on trial."""
+        method, slot = self.next()
+        if slot is None:
+            scorer.score(block, lo, rows, method)
+            return
+        t0 = screen_mod.clock()
+        scorer.score(block, lo, rows, method)
+        self.report(slot, screen_mod.clock() - t0)
+
+
+def score_in_threads(
+    store: EmbeddingStore,
+    block_rows: int,
+    chunk_rows: int,
+    prefetch: bool,
+    scorers: list[Scorer],
+    chooser: Chooser,
+    shards: list[np.ndarray] | None = None,
+) -> None:
+    """Chunks of every block go to the scorers' threads through one queue; a block's buffer
+    goes back to the reader when its last chunk is done."""
+    tasks: Queue[tuple[Block, int, int, Callable[[], None]] | None] = Queue()
+    errors: list[BaseException] = []
+
+    def work(scorer: Scorer) -> None:
+        while (task := tasks.get()) is not None:
+            block, lo, rows, done = task
+            try:
+                if not errors:
+                    chooser.run(scorer, block, lo, rows)
+            except BaseException as exc:  # re-raised by the caller once all threads stop
+                errors.append(exc)
+            finally:
+                done()
+
+    threads = [
+        threading.Thread(target=work, args=(sc,), name=f"inquire-scorer-{i}", daemon=True)
+        for i, sc in enumerate(scorers)
+    ]
+    for t in threads:
+        t.start()
+    try:
+        # Three buffers: one being read while the threads finish one block and start the next.
+        for block in iter_blocks(store, block_rows, prefetch=prefetch, n_slots=3, shards=shards):
+            starts = range(0, block.rows, chunk_rows)
+            finished = threading.Semaphore(0)
+            left = [len(starts)]
+            lock = threading.Lock()
+
+            def done(
+                block: Block = block,
+                left: list[int] = left,
+                lock: Any = lock,
+                finished: Any = finished,
+            ) -> None:
+                with lock:
+                    left[0] -= 1
+                    last = left[0] == 0
+                if last:
+                    block.release()
+                    finished.release()
+
+            for lo in starts:
+                tasks.put((block, lo, min(chunk_rows, block.rows - lo), done))
+            if not prefetch:
+                finished.acquire()  # one buffer only: finish this block before reading on
+            if errors:
+                break
+    finally:
+        for _ in threads:
+            tasks.put(None)
+        for t in threads:
+            t.join()
+    if errors:
+        raise errors[0]

@@ -1,0 +1,297 @@
+"""One scoring thread of the exact search: approximate each chunk (float32 GEMM, or bfloat16
+screening), keep in a candidate pool the rows whose proven upper bound may reach the top k,
+and give the survivors their exact scores."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from inquire.embed.store import EmbeddingStore
+from inquire.index.bf16_copy import Bf16Copy
+from inquire.index.blocks import Block
+from inquire.index.kernels import Kernels
+from inquire.index.pool import CandidatePool, round_down, round_up
+from inquire.index.rescore import rescore
+from inquire.index.score import exact_scores
+from inquire.index.screen import C_BF16, Bounds, lower_bound, row_error_slack
+from inquire.index.topk import HEAVY_FACTOR, TopK, kth_largest
+
+# A chunk with fewer rows than this is approximated the float32 way (small bfloat16 GEMMs take
+# other code paths and gain nothing).
+_MIN_SCREEN_ROWS = 64
+# A query whose pool grows past this many times k (plus a constant) is rescored at once: the
+# pool's memory stays bounded even where the bound cannot separate many rows (near ties).
+_POOL_CAP_FACTOR = 4
+_POOL_CAP_EXTRA = 4096
+
+
+# Per process: an upper bound of the largest row norm of each chunk of the stores searched,
+# keyed by the shard files (path, size, mtime) and the chunk's rows, so a resident store's
+# norms are computed once. Cleared when it grows past _NORMS_MAX entries.
+_norms: dict[tuple[Any, ...], float] = {}
+_norms_lock = threading.Lock()
+_NORMS_MAX = 1 << 20
+
+
+def _store_key(store: EmbeddingStore) -> tuple[Any, ...] | None:
+    """Identity of the store's shard files (None when a shard is not a file)."""
+    try:
+        return tuple(
+            (str(p), st.st_size, st.st_mtime_ns)
+            for p, st in ((p, os.stat(p)) for p in store.shard_paths)
+        )
+    except (OSError, AttributeError, TypeError):
+        return None
+
+
+def _slice_rows(store: EmbeddingStore, first: int, rows: int) -> np.ndarray:
+    """``(rows, d) float32``: the stored global rows ``first .. first + rows`` (one shard)."""
+    s = int(np.searchsorted(store.offsets, first, side="right") - 1)
+    lo = first - int(store.offsets[s])
+    return np.asarray(store.shards[s][lo : lo + rows], np.float32)
+
+
+def _cut_below(floor: np.ndarray, margin: np.ndarray, c: float) -> np.ndarray:
+    """``(nq,) float32``: approximate scores below it have ``upper < floor`` (``upper(s) = s +
+    c|s| + margin``, increasing in ``s``); rounded down, ``-inf`` where ``floor`` is.
+
+    One threshold per query and chunk, not a bound per score: ``margin_q = a(q) max||x|| +
+    e`` takes the chunk's largest row norm, so it bounds every row of the chunk, and the
+    chunk needs one comparison ``s~ >= cut_q`` per score. With ``F = floor``, ``v = F -
+    margin`` and ``0 <= c < 1``, ``upper`` is strictly increasing and the smallest ``s`` with
+    ``upper(s) >= F`` is: for ``v >= 0``, ``v / (1 + c)`` (a negative ``s`` has ``upper(s) <
+    margin <= F``; for ``s >= 0``, ``s (1 + c) >= v``); for ``v < 0``, ``v / (1 - c)`` (``s (1 -
+    c) >= v`` for negative ``s``; every ``s >= 0`` has ``upper >= margin > F``). The float64
+    value is off by a few float64 units at most, so :func:`round_down` (one float32 step
+    below the nearest float32) keeps every ``s~`` with ``upper(s~) >= F``."""
+    v = floor.astype(np.float64) - margin
+    with np.errstate(invalid="ignore"):
+        s = np.where(v >= 0, v / (1 + c), v / (1 - c))
+    return round_down(s)
+
+
+class Scorer:
+    """One scoring thread's buffers, candidate pool and exact top k."""
+
+    def __init__(
+        self,
+        store: EmbeddingStore,
+        q: np.ndarray,
+        k: int,
+        chunk_rows: int,
+        id_keys: np.ndarray,
+        kernels: Kernels,
+        bound: Bounds,
+        mask: np.ndarray | None = None,
+        copy: Bf16Copy | None = None,
+    ) -> None:
+        self.store, self.q, self.id_keys, self.kernels, self.mask = store, q, id_keys, kernels, mask
+        self.bound = bound
+        self.copy = copy  # blocks of uint16 (bfloat16 bits) come from it, with row norms
+        nq, dim = q.shape
+        self.top = TopK(nq, k)  # rows already given their exact score
+        self.pool = CandidatePool(nq, k)  # rows that may still reach the top k
+        self.cap = _POOL_CAP_FACTOR * k + _POOL_CAP_EXTRA
+        self.f32 = np.empty((chunk_rows, dim), np.float32)
+        self.out = np.empty((nq, chunk_rows), np.float32)
+        self.rescored = 0
+        self.nonfinite: list[int] = []  # store rows holding NaN / inf (never returned)
+        self.gemm_seconds = 0.0
+        self.chunks = {"bf16": 0, "fp32": 0}
+        self.max_norm = 0.0  # upper bound of the norms of every pooled row
+        self.store_key = _store_key(store)
+        if bound.q_bf16 is not None:
+            t = kernels.torch
+            self.q_bf16 = t.from_numpy(bound.q_bf16).view(t.bfloat16)
+            if copy is None:
+                self.x_bf16 = t.empty((chunk_rows, dim), dtype=t.bfloat16)
+            self.s_bf16 = t.empty(nq * chunk_rows, dtype=t.bfloat16)
+
+    def score(self, block: Block, lo: int, rows: int, method: str = "fp32") -> None:
+        """Approximate ``rows`` rows of ``block`` from ``lo`` (``method`` "bf16" or "fp32")
+        and put the rows that may reach the top k into the pool."""
+        src = block.data[lo : lo + rows]
+        first = block.start + lo
+        if src.dtype == np.uint16:
+            self._score_copy(src, first)
+            return
+        key = None if self.store_key is None else (self.store_key, first, rows)
+        with _norms_lock:
+            norm = _norms.get(key) if key is not None else None
+        bf16 = (
+            method == "bf16"
+            and self.bound.q_bf16 is not None
+            and rows >= _MIN_SCREEN_ROWS
+            and src.flags.writeable
+        )
+        if bf16 and norm is not None and np.isfinite(norm):
+            # The norm is known: the stored rows go to bfloat16 directly (one conversion).
+            data = src
+        elif src.dtype == np.float32:
+            data = src
+        else:
+            data = self.f32[:rows]
+            self.kernels.convert(src, data)
+        if norm is None:
+            norm = self._max_norm(data)
+            if key is not None:
+                with _norms_lock:
+                    if len(_norms) >= _NORMS_MAX:
+                        _norms.clear()
+                    _norms[key] = norm
+        if not np.isfinite(norm):  # a row with inf/NaN: no bound; score the chunk exactly
+            self._score_exactly(data, first)
+            return
+        self.max_norm = max(self.max_norm, norm)
+        if bf16:
+            s, margin, c = self._approx_bf16(data, norm)
+            self.chunks["bf16"] += 1
+        else:
+            s, margin, c = self._approx_fp32(data, norm)
+            self.chunks["fp32"] += 1
+        self._offer(s, margin, c, first)
+
+    def _score_copy(self, bits: np.ndarray, first: int) -> None:
+        """Screen ``bits (rows, d)``, the bfloat16 copy of global rows ``first ..``: no
+        conversion; the norms from the copy. ``||x||`` there is the float32-computed norm
+        of the stored rows, as :meth:`_max_norm` computes it, so the same inflation bounds
+        it; ``||x - bf16(x)||`` is a float32-computed norm of exact differences, bounded the
+        same way plus :func:`~inquire.index.screen.row_error_slack` for squares that
+        underflow. The margin is then ``a_row max||x - bf16(x)|| + a_rest max||x|| + e``
+        (:func:`~inquire.index.screen.split_terms`): not wider than ``a(q) max||x|| + e``
+        but for that underflow slack (``||q|| sqrt(d) 2**-62``)."""
+        assert self.copy is not None
+        rows = len(bits)
+        norm, err = self.copy.max_norms(first, rows)
+        if not (np.isfinite(norm) and np.isfinite(err)):  # inf/NaN: score the rows exactly
+            self._score_exactly(_slice_rows(self.store, first, rows), first)
+            return
+        norm *= self.bound.inflate
+        err = err * self.bound.inflate + row_error_slack(self.q.shape[1])
+        self.max_norm = max(self.max_norm, norm)
+        t = self.kernels.torch
+        s, _, c = self._approx_bf16(t.from_numpy(bits).view(t.bfloat16), norm)
+        assert self.bound.a_row is not None and self.bound.a_rest is not None
+        margin = self.bound.a_row * err + self.bound.a_rest * norm + self.bound.slack
+        self.chunks["bf16"] += 1
+        self._offer(s, margin, c, first)
+
+    def _max_norm(self, data: np.ndarray) -> float:
+        """An upper bound of the largest row norm of ``data (rows, d) float32``."""
+        t = self.kernels.torch
+        if t is not None:
+            n = float(t.linalg.vector_norm(t.from_numpy(data), dim=1).max())
+        else:
+            n = float(np.sqrt(np.einsum("ij,ij->i", data, data).max(initial=0.0)))
+        return n * self.bound.inflate
+
+    def _approx_fp32(self, data: np.ndarray, norm: float) -> tuple[np.ndarray, np.ndarray, float]:
+        rows = len(data)
+        # A contiguous output: numpy hands strided `out=` arrays to BLAS via a temporary.
+        s = self.out if rows == len(self.f32) else np.empty((len(self.q), rows), np.float32)
+        t0 = time.perf_counter()
+        self.kernels.scores(self.q, data, s)
+        self.gemm_seconds += time.perf_counter() - t0
+        return s, self.bound.a32 * norm + self.bound.slack, 0.0
+
+    def _approx_bf16(self, data: Any, norm: float) -> tuple[np.ndarray, np.ndarray, float]:
+        """``data (rows, d)``: float16 or float32 rows (writeable numpy, converted into the
+        reused bfloat16 buffer), or a bfloat16 torch tensor (used as it is), screened by the
+        bfloat16 GEMM."""
+        t = self.kernels.torch
+        nq, rows = len(self.q), len(data)
+        if isinstance(data, np.ndarray):
+            xb = self.x_bf16[:rows]
+            xb.copy_(t.from_numpy(data))
+        else:
+            xb = data
+        sb = self.s_bf16[: nq * rows].view(nq, rows)
+        t0 = time.perf_counter()
+        t.matmul(self.q_bf16, xb.T, out=sb)
+        self.gemm_seconds += time.perf_counter() - t0
+        s = self.out.reshape(-1)[: nq * rows].reshape(nq, rows)
+        t.from_numpy(s).copy_(sb)
+        assert self.bound.a_bf16 is not None
+        return s, self.bound.a_bf16 * norm + self.bound.slack, C_BF16
+
+    def _offer(self, s: np.ndarray, margin: np.ndarray, c: float, first: int) -> None:
+        """Pool the rows of ``s (nq, rows)`` (approximate scores, ``|exact - s| <= c|s| +
+        margin``) whose upper bound reaches the pool's floor."""
+        nq, rows = s.shape
+        k, pool = self.top.k, self.pool
+        if self.mask is not None:
+            s[:, ~self.mask[first : first + rows]] = np.nan  # never a candidate
+        if rows > k:
+            # Queries without a proven floor yet: the chunk's own k-th approximate score (k
+            # rows of the chunk have exact scores at least its lower bound).
+            empty = np.flatnonzero(np.isneginf(pool.floor))
+            if len(empty):
+                low = lower_bound(kth_largest(s[empty], k), margin[empty], c)
+                pool.raise_floor(round_down(low), empty)
+        qr, cols = self.top.candidates(s, _cut_below(pool.floor, margin, c))
+        counts = np.bincount(qr, minlength=nq)
+        heavy = np.flatnonzero(counts > HEAVY_FACTOR * k)
+        if len(heavy) and rows > k:
+            # This chunk beats many pooled rows (e.g. rows sorted by score): its own k-th.
+            low = lower_bound(kth_largest(s[heavy], k), margin[heavy], c)
+            pool.raise_floor(round_down(low), heavy)
+            qr, cols = self.top.candidates(s, _cut_below(pool.floor, margin, c))
+        if len(qr) == 0:
+            return
+        v = s[qr, cols].astype(np.float64)
+        spread = c * np.abs(v) + margin[qr]
+        upper = round_up(v + spread)
+        lower = round_down(v - spread)
+        pool.push(qr, first + cols, upper, upper.astype(np.float64) - lower)
+        if pool.keys.shape[1] > self.cap:
+            self._flush(np.flatnonzero(pool.sizes() > self.cap // 2))
+
+    def _flush(self, queries: np.ndarray) -> None:
+        """Give the pooled rows of ``queries`` their exact scores now (bounded memory)."""
+        qr, rows = self.pool.take(queries)
+        values = rescore(self.store, self.q, qr, rows, self.kernels, self.max_norm)
+        self.add_exact(qr, rows, values)
+
+    def add_exact(self, qr: np.ndarray, rows: np.ndarray, values: np.ndarray) -> None:
+        """Offer exact ``values`` of pairs (query ``qr`` ascending, global ``rows``)."""
+        self.rescored += len(qr)
+        self.top.add_pairs(qr, rows, values, self.id_keys)
+        self.top.merge()
+        self.pool.raise_floor(self.top.threshold)
+
+    def _score_exactly(self, data: np.ndarray, first: int) -> None:
+        """Exact scores of every (query, row) of a chunk with a non-finite row."""
+        nq, rows = len(self.q), len(data)
+        # A row holding NaN or inf scores non-finite for every query (the queries are
+        # checked finite): NaN is never returned, +-inf ranks first or last, as in
+        # brute_force; the search reports such rows.
+        bad = np.flatnonzero(~np.isfinite(data).all(axis=1))
+        self.nonfinite.extend((first + bad).tolist())
+        cols = np.arange(rows)
+        for r in range(nq):
+            qr = np.full(rows, r, np.int64)
+            values = exact_scores(self.q, qr, data)
+            if self.mask is not None:
+                values[~self.mask[first : first + rows]] = np.nan
+            self.add_exact(qr, first + cols, values)
+
+    def finish(self, others: list[Scorer]) -> tuple[np.ndarray, np.ndarray]:
+        """Fold the other threads' pools and top k into this one, rescore what the pool
+        holds, and return the result keys (:meth:`TopK.result`)."""
+        for other in others:
+            self.top.absorb(other.top)
+            self.pool.absorb(other.pool)
+            self.rescored += other.rescored
+            self.max_norm = max(self.max_norm, other.max_norm)
+        self.top.merge()
+        self.pool.raise_floor(self.top.threshold)
+        qr, rows = self.pool.take()
+        if len(qr):
+            values = rescore(self.store, self.q, qr, rows, self.kernels, self.max_norm)
+            self.add_exact(qr, rows, values)
+        return self.top.result()
