@@ -13,6 +13,7 @@ import math
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -117,6 +118,11 @@ class Partition:
             )
         self._lock = threading.Lock()
 
+    def _rows(self, selected: np.ndarray | None) -> np.ndarray:
+        """The store rows an exact pass over this partition scores (made only when one runs:
+        a partition of millions of rows would otherwise cost an array per search)."""
+        return np.arange(self.info.lo, self.info.hi) if selected is None else selected
+
     def code_bytes(self) -> int:
         """Bytes of codes and ids this partition keeps."""
         return int(self.index.ntotal) * (int(self.ivf.code_size) + 8)
@@ -134,9 +140,8 @@ class Partition:
         nq = len(queries)
         if n_sel == 0:
             return [(np.zeros(0, np.int64), np.zeros(0, np.float32)) for _ in range(nq)]
-        rows_all = np.arange(lo, hi) if sel_rows is None else sel_rows
         if route.exact:
-            return exact_over_rows(self.store, queries, rows_all, k)
+            return exact_over_rows(self.store, queries, self._rows(sel_rows), k)
         faiss = _faiss()
         q32 = np.ascontiguousarray(queries, np.float32)
         nprobe = min(route.nprobe, int(self.ivf.nlist))
@@ -167,7 +172,7 @@ class Partition:
             s_best, r_best = _best(exact, rows, k)
             out.append((r_best, s_best))
         if short:
-            fixed = exact_over_rows(self.store, q32[short], rows_all, k)
+            fixed = exact_over_rows(self.store, q32[short], self._rows(sel_rows), k)
             for i, res in zip(short, fixed, strict=True):
                 out[i] = res
         return out
@@ -215,8 +220,24 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
+_POOL: list[ThreadPoolExecutor] = []  # the partition threads, made on first use
+_POOL_LOCK = threading.Lock()
+
+
+def _partition_pool() -> ThreadPoolExecutor:
+    """One pool per process for searching partitions side by side (faiss and the memory-mapped
+    reads release the GIL), as many threads as cores (at most 8)."""
+    with _POOL_LOCK:
+        if not _POOL:
+            workers = max(1, min(8, os.cpu_count() or 1))
+            _POOL.append(ThreadPoolExecutor(workers, thread_name_prefix="inquire-partition"))
+        return _POOL[0]
+
+
 class LocalBackend:
-    """Every partition loaded in this process, searched one after the other."""
+    """Every partition loaded in this process; a search runs them side by side in threads
+    (each partition's faiss index is searched under its own lock) and returns the partials in
+    partition order, so results do not depend on which finished first."""
 
     def __init__(self, store: RowSource, folder: str | os.PathLike[str], man: Manifest):
         self.parts = [Partition(store, folder, p) for p in man.partitions]
@@ -224,7 +245,12 @@ class LocalBackend:
     def search(
         self, queries: np.ndarray, k: int, masks: list[np.ndarray | None], route: Route
     ) -> list[list[tuple[np.ndarray, np.ndarray]]]:
-        return [p.search(queries, k, m, route) for p, m in zip(self.parts, masks, strict=True)]
+        pairs = list(zip(self.parts, masks, strict=True))
+        if len(pairs) <= 1 or (os.cpu_count() or 1) <= 1:
+            return [p.search(queries, k, m, route) for p, m in pairs]
+        pool = _partition_pool()
+        futures = [pool.submit(p.search, queries, k, m, route) for p, m in pairs]
+        return [f.result() for f in futures]
 
     def code_bytes(self) -> int:
         return sum(p.code_bytes() for p in self.parts)
