@@ -152,7 +152,19 @@ def test_router_and_widening():
     assert (r.exact, r.nprobe, r.candidates) == (False, 16, 10 * man.settings.rescore)
     assert ivfpq.choose_route(man, 10, 50_000, 100_000, None).nprobe == 32  # 16 / 50%
     assert ivfpq.choose_route(man, 10, 10_000, 100_000, None).nprobe == 160  # 16 / 10%
-    assert ivfpq.choose_route(man, 10, 600, 10**9, None).nprobe == 256  # capped at nlist
+    # Widened to every list of 10**9 rows: the IVF route would scan them all, so the 600
+    # selected rows are searched exactly; the threshold given alone (as the recall
+    # measurement does) takes the IVF route, capped at nlist.
+    assert ivfpq.choose_route(man, 10, 600, 10**9, None).exact
+    assert ivfpq.choose_route(man, 10, 600, 10**9, None, exact_below=500).nprobe == 256
+    # The cost rule at its boundary: 100,000 rows, nprobe 16 of 256 widened by 1/share.
+    # 4,000 selected: nprobe 256 (all 100k codes) >= 4,000 x 40 rows' cost? 160k > 100k: IVF.
+    assert not ivfpq.choose_route(man, 10, 4_000, 100_000, None).exact
+    # 2,500 selected: 2,500 x 40 = 100k <= 100k codes scanned: exact.
+    assert ivfpq.choose_route(man, 10, 2_500, 100_000, None).exact
+    assert not ivfpq.choose_route(man, 10, 2_501, 100_000, None).exact
+    off = ivfpq.Manifest(64, 256, "IVF256,PQ8x8", ivfpq.ScaleSettings(nprobe=16, exact_below=0))
+    assert not ivfpq.choose_route(off, 10, 600, 10**9, None).exact  # 0 in the settings: IVF
     assert ivfpq.widened_nprobe(16, 256, 0.0) == 256
 
 
