@@ -132,33 +132,52 @@ def connect_ray(address: str, timeout: float = RAY_CONNECT_TIMEOUT_S) -> bool:
             "--ray needs Ray, which is not installed: pip install 'ray[data]' (or leave "
             "--ray out to search in this process)"
         ) from None
-    if ray.is_initialized():
-        return False
     import socket
 
-    hostport = address.split("://", 1)[-1]
+    shown = _shown(address)
+    scheme, sep, hostport = address.rpartition("://")
     host, _, port = hostport.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    # ASCII digits only: "²".isdigit() is True and int("²") fails.
+    if (
+        (sep and scheme != "ray")
+        or not host
+        or not (port.isascii() and port.isdigit())
+        or not 0 < int(port) < 65536
+        or not host.isprintable()
+        or host != host.strip()
+    ):
         raise InputError(
-            f"--ray {address!r} is not a Ray address; expected HOST:PORT of the cluster's head "
-            "node (the address `ray start --head` prints, e.g. 10.0.0.5:6379)"
+            f"--ray {shown} is not a Ray address; expected HOST:PORT of the cluster's head "
+            "node (the address `ray start --head` prints, e.g. 10.0.0.5:6379) or "
+            "ray://HOST:PORT"
         )
+    if ray.is_initialized():
+        return False
     try:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
             pass
-    except OSError as exc:
-        why = f"no answer within {timeout:g} s" if isinstance(exc, TimeoutError) else None
+    except (OSError, UnicodeError) as exc:  # UnicodeError: a host name label over 63 bytes
+        if isinstance(exc, TimeoutError):
+            why = f"no answer within {timeout:g} s"
+        else:
+            why = getattr(exc, "strerror", None) or str(exc)
         raise InputError(
-            f"the Ray cluster at {address!r} is unreachable ({why or exc.strerror or exc}); "
-            "check the address (`ray status` on the head node) and that this machine can "
-            "reach it"
+            f"the Ray cluster at {shown} is unreachable ({why}); check the address "
+            "(`ray status` on the head node) and that this machine can reach it"
         ) from None
     try:
         ray.init(address=address, log_to_driver=False)
     except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError...
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise InputError(f"cannot join the Ray cluster at {address!r}: {first}") from None
+        raise InputError(f"cannot join the Ray cluster at {shown}: {first}") from None
     return True
+
+
+def _shown(address: str, limit: int = 100) -> str:
+    """``address`` quoted for a message, cut to its first ``limit`` characters."""
+    if len(address) <= limit:
+        return repr(address)
+    return f"{address[:limit]!r}... ({len(address):,} characters)"
 
 
 @contextmanager
@@ -245,7 +264,7 @@ def index_served(
     ``collection``: the collection the block searches; it must have a partitioned index
     (:class:`~inquire.errors.InputError` naming the command that builds it). On leaving,
     the actors are stopped and Ray disconnected if this call connected it."""
-    if not ray_address:
+    if ray_address is None:
         yield None
         return
     if collection is not None:
