@@ -10,9 +10,11 @@
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -201,29 +203,63 @@ class RayServing:
     One :class:`~inquire.index.ray_serve.RayBackend` per index folder, started when a
     search first opens that index and reused by later opens of the same index (a server
     loads an index again after each update); an index whose partitions changed gets new
-    actors and the old ones are stopped. :meth:`close` stops them all."""
+    actors, and the old ones are stopped once no index opened on them is left (closed or
+    garbage collected), so a search still running on the old index is not cut off.
+    :meth:`close` stops them all."""
 
     backends: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # folder: (key, backend)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    #: Live borrowers per backend (by id), replaced backends waiting for their last one, and
+    #: backends whose borrowers went away since (appended from finalizers, without the lock).
+    _borrows: dict[int, int] = field(default_factory=dict)
+    _retired: list[Any] = field(default_factory=list)
+    _returned: collections.deque[Any] = field(default_factory=collections.deque)
 
     def __call__(self, store: Any, folder: Path, man: Any) -> Any:
         from inquire.index.ray_serve import RayBackend
 
         key = (str(store.root), [(p.number, p.lo, p.hi) for p in man.partitions], man.shards)
         with self._lock:
+            self._settle()
             held = self.backends.get(str(folder))
             if held is not None and held[0] == key:
-                return _Borrowed(held[1])
+                return self._lend(held[1])
             if held is not None:
-                held[1].close()
+                del self.backends[str(folder)]
+                if self._borrows.get(id(held[1]), 0):
+                    self._retired.append(held[1])
+                else:
+                    held[1].close()
             backend = RayBackend(store.root, folder, man)
             self.backends[str(folder)] = (key, backend)
             log.info("index %s: %d partitions served by Ray actors", folder, len(man.partitions))
-            return _Borrowed(backend)
+            return self._lend(backend)
+
+    def _lend(self, backend: Any) -> _Borrowed:
+        self._borrows[id(backend)] = self._borrows.get(id(backend), 0) + 1
+        return _Borrowed(backend, self._returned)
+
+    def _settle(self) -> None:
+        """Count returned borrows; stop replaced backends no index uses any more (locked)."""
+        while self._returned:
+            backend = self._returned.popleft()
+            left = self._borrows.get(id(backend), 0) - 1
+            if left > 0:
+                self._borrows[id(backend)] = left
+                continue
+            self._borrows.pop(id(backend), None)
+            for i, old in enumerate(self._retired):
+                if old is backend:
+                    del self._retired[i]
+                    old.close()
+                    break
 
     def actors(self) -> int:
-        """Actors serving now."""
-        return sum(len(b.actors) for _, b in self.backends.values())
+        """Actors serving now (replaced ones still in use included)."""
+        with self._lock:
+            self._settle()
+            live = [b for _, b in self.backends.values()] + self._retired
+        return sum(len(b.actors) for b in live)
 
     def nodes(self) -> int:
         """Ray nodes the actors run on."""
@@ -231,23 +267,28 @@ class RayServing:
 
     def close(self) -> None:
         with self._lock:
-            for _, backend in self.backends.values():
+            for backend in [b for _, b in self.backends.values()] + self._retired:
                 backend.close()
             self.backends.clear()
+            self._retired.clear()
+            self._borrows.clear()
+            self._returned.clear()
 
 
 class _Borrowed:
     """A served backend handed to one :class:`~inquire.index.ivfpq.ScaleIndex`: searches go
-    to it, closing the index leaves it to its :class:`RayServing`."""
+    to it; closing the index (or its garbage collection) returns it to its
+    :class:`RayServing`, which stops a replaced backend after its last borrower."""
 
-    def __init__(self, backend: Any) -> None:
+    def __init__(self, backend: Any, returned: collections.deque[Any]) -> None:
         self.backend = backend
+        self._done = weakref.finalize(self, returned.append, backend)
 
     def search(self, *args: Any, **kwargs: Any) -> Any:
         return self.backend.search(*args, **kwargs)
 
     def close(self) -> None:
-        pass
+        self._done()  # once: a later call or the finalizer does nothing
 
 
 @contextmanager
