@@ -87,6 +87,52 @@ def test_ray_errors_are_one_line(indexed, monkeypatch):
     assert res.exit_code == 0, res.output
 
 
+@pytest.mark.parametrize(
+    "address",
+    [
+        ":",
+        "host:",
+        ":99999",
+        "127.0.0.1:0",
+        "127.0.0.1:65536",
+        "[::1]:x",
+        "auto",
+        "",
+        "127.0.0.1:\u00b2",  # superscript two: str.isdigit() says yes, int() fails
+        "127.0.0.1:\uff16\uff13\uff17\uff19",  # full-width digits
+        "http://127.0.0.1:6379",  # a URL of another scheme
+        " 127.0.0.1:6379",
+        "127.0.0.1\x00:6379",
+    ],
+)
+def test_a_bad_ray_address_is_named_before_anything_is_asked(address, monkeypatch):
+    from inquire.collection import scale
+    from inquire.errors import InputError
+
+    def no_socket(*args, **kwargs):
+        raise AssertionError("a malformed address reached the network")
+
+    monkeypatch.setattr(socket, "create_connection", no_socket)
+    with pytest.raises(InputError, match="is not a Ray address") as err:
+        scale.connect_ray(address, timeout=1)
+    assert repr(address) in str(err.value) and "ray://HOST:PORT" in str(err.value)
+    # Never searched in this process instead.
+    with pytest.raises(InputError, match="is not a Ray address"), index_served(address):
+        pass
+
+
+def test_a_very_long_ray_address_fails_in_a_short_line():
+    from inquire.collection import scale
+    from inquire.errors import InputError
+
+    # A host name label over 63 bytes fails in the idna codec (UnicodeError) before any
+    # lookup; the address is cut in the message.
+    address = "x" * 300_000 + ":6379"
+    with pytest.raises(InputError, match="is unreachable") as err:
+        scale.connect_ray(address, timeout=1)
+    assert len(str(err.value)) < 600 and "300,005 characters" in str(err.value)
+
+
 def _named_actors(ray) -> list[str]:
     return [
         a["name"]

@@ -332,3 +332,90 @@ def test_bad_mode(tmp_path):
     store = EmbeddingStore(write_store(tmp_path / "s", random_unit(10, 4, seed=1)))
     with pytest.raises(InputError, match="bf16_copy must be one of auto, use, off; got 'yes'"):
         search(store, random_unit(1, 4), 2, bf16_copy="yes")  # type: ignore[arg-type]
+
+
+def _top_rows(store: EmbeddingStore, q: np.ndarray, k: int) -> np.ndarray:
+    x = np.concatenate([np.asarray(sh, np.float32) for sh in store.shards])
+    return brute_force(q, x, store.ids, k)[1]
+
+
+def test_a_corrupted_copy_of_the_same_size_never_drops_a_true_row(tmp_path, caplog):
+    # Zeroed bfloat16 bits of the true best row (same file size, shard untouched): trusted,
+    # the screen would drop that row; the copy must be refused instead.
+    x = random_unit(2000, 16, seed=1)
+    root = write_store(tmp_path / "s", x, [2000])
+    store = EmbeddingStore(root)
+    q = random_unit(1, 16, seed=2)
+    want = _top_rows(store, q, 3)
+    bc.build_copy(store)
+    data = next(bc.copy_dir(root).glob("*.bf16.npy"))
+    bits = np.load(data, mmap_mode="r+")
+    bits[int(want[0, 0])] = 0
+    bits.flush()
+    del bits
+    with caplog.at_level(logging.WARNING, logger="inquire.index.bf16_copy"):
+        assert bc.open_copy(store) is None
+    assert any("does not match its digest" in r.getMessage() for r in caplog.records)
+    st = SearchStats()
+    _, got = search(store, q, 3, screen="bf16", bf16_copy="use", stats=st)
+    assert not st.bf16_copy
+    np.testing.assert_array_equal(got, want)
+    all_paths(store, q, 3)  # auto builds a good copy again and uses it
+    assert bc.open_copy(store) is not None
+
+
+def test_a_corrupted_error_norm_is_refused(tmp_path):
+    root = write_store(tmp_path / "s", random_unit(500, 8, seed=1), [500])
+    store = EmbeddingStore(root)
+    bc.build_copy(store)
+    norms = next(bc.copy_dir(root).glob("*.norms.npy"))
+    arr = np.load(norms, mmap_mode="r+")
+    arr[:, 1] = 0  # a narrower bound than the rows' real rounding error
+    arr.flush()
+    del arr
+    assert bc.open_copy(store) is None
+
+
+def test_a_linked_copy_folder_is_neither_read_nor_written(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    x = random_unit(1500, 16, seed=1)
+    root = write_store(tmp_path / "s", x, [1500])
+    store = EmbeddingStore(root)
+    (root / bc.FOLDER).symlink_to(elsewhere, target_is_directory=True)
+    q = random_unit(2, 16, seed=2)
+    st = all_paths(store, q, 5, block_rows=512, chunk_rows=128)
+    assert not st.bf16_copy and list(elsewhere.iterdir()) == []
+    with pytest.raises(OSError, match="not a folder of its own"):
+        bc.build_copy(store)
+    assert list(elsewhere.iterdir()) == []
+    assert bc.remove_copy(root) is False and elsewhere.is_dir()
+
+
+def test_a_linked_copy_folder_with_a_planted_copy_is_not_read(tmp_path):
+    # A good copy built elsewhere, then linked in: not read (it is not the store's folder).
+    root = write_store(tmp_path / "s", random_unit(400, 8, seed=1), [400])
+    store = EmbeddingStore(root)
+    bc.build_copy(store)
+    bc.copy_dir(root).rename(tmp_path / "moved")
+    (root / bc.FOLDER).symlink_to(tmp_path / "moved", target_is_directory=True)
+    assert bc.open_copy(store) is None
+
+
+def test_planted_links_in_the_copy_folder_write_nothing_outside(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    root = write_store(tmp_path / "s", random_unit(400, 8, seed=1), [400])
+    store = EmbeddingStore(root)
+    folder = bc.copy_dir(root)
+    folder.mkdir()
+    key = bc.shard_key(store.shard_paths[0], store.shards[0])
+    data_name, norms_name = bc._names(store.shard_paths[0], key)
+    for name in (data_name, norms_name, bc._sum_name(store.shard_paths[0], key), ".img_emb_0.lock"):
+        (folder / name).symlink_to(victim)
+    assert bc.open_copy(store) is None  # links are not copy files
+    bc.build_copy(store)
+    assert victim.read_text() == "keep me"
+    assert bc.open_copy(store) is not None
+    for name in (data_name, norms_name):
+        assert not (folder / name).is_symlink()

@@ -10,9 +10,11 @@
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -132,33 +134,52 @@ def connect_ray(address: str, timeout: float = RAY_CONNECT_TIMEOUT_S) -> bool:
             "--ray needs Ray, which is not installed: pip install 'ray[data]' (or leave "
             "--ray out to search in this process)"
         ) from None
-    if ray.is_initialized():
-        return False
     import socket
 
-    hostport = address.split("://", 1)[-1]
+    shown = _shown(address)
+    scheme, sep, hostport = address.rpartition("://")
     host, _, port = hostport.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    # ASCII digits only: "²".isdigit() is True and int("²") fails.
+    if (
+        (sep and scheme != "ray")
+        or not host
+        or not (port.isascii() and port.isdigit())
+        or not 0 < int(port) < 65536
+        or not host.isprintable()
+        or host != host.strip()
+    ):
         raise InputError(
-            f"--ray {address!r} is not a Ray address; expected HOST:PORT of the cluster's head "
-            "node (the address `ray start --head` prints, e.g. 10.0.0.5:6379)"
+            f"--ray {shown} is not a Ray address; expected HOST:PORT of the cluster's head "
+            "node (the address `ray start --head` prints, e.g. 10.0.0.5:6379) or "
+            "ray://HOST:PORT"
         )
+    if ray.is_initialized():
+        return False
     try:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
             pass
-    except OSError as exc:
-        why = f"no answer within {timeout:g} s" if isinstance(exc, TimeoutError) else None
+    except (OSError, UnicodeError) as exc:  # UnicodeError: a host name label over 63 bytes
+        if isinstance(exc, TimeoutError):
+            why = f"no answer within {timeout:g} s"
+        else:
+            why = getattr(exc, "strerror", None) or str(exc)
         raise InputError(
-            f"the Ray cluster at {address!r} is unreachable ({why or exc.strerror or exc}); "
-            "check the address (`ray status` on the head node) and that this machine can "
-            "reach it"
+            f"the Ray cluster at {shown} is unreachable ({why}); check the address "
+            "(`ray status` on the head node) and that this machine can reach it"
         ) from None
     try:
         ray.init(address=address, log_to_driver=False)
     except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError...
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise InputError(f"cannot join the Ray cluster at {address!r}: {first}") from None
+        raise InputError(f"cannot join the Ray cluster at {shown}: {first}") from None
     return True
+
+
+def _shown(address: str, limit: int = 100) -> str:
+    """``address`` quoted for a message, cut to its first ``limit`` characters."""
+    if len(address) <= limit:
+        return repr(address)
+    return f"{address[:limit]!r}... ({len(address):,} characters)"
 
 
 @contextmanager
@@ -182,29 +203,63 @@ class RayServing:
     One :class:`~inquire.index.ray_serve.RayBackend` per index folder, started when a
     search first opens that index and reused by later opens of the same index (a server
     loads an index again after each update); an index whose partitions changed gets new
-    actors and the old ones are stopped. :meth:`close` stops them all."""
+    actors, and the old ones are stopped once no index opened on them is left (closed or
+    garbage collected), so a search still running on the old index is not cut off.
+    :meth:`close` stops them all."""
 
     backends: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # folder: (key, backend)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    #: Live borrowers per backend (by id), replaced backends waiting for their last one, and
+    #: backends whose borrowers went away since (appended from finalizers, without the lock).
+    _borrows: dict[int, int] = field(default_factory=dict)
+    _retired: list[Any] = field(default_factory=list)
+    _returned: collections.deque[Any] = field(default_factory=collections.deque)
 
     def __call__(self, store: Any, folder: Path, man: Any) -> Any:
         from inquire.index.ray_serve import RayBackend
 
         key = (str(store.root), [(p.number, p.lo, p.hi) for p in man.partitions], man.shards)
         with self._lock:
+            self._settle()
             held = self.backends.get(str(folder))
             if held is not None and held[0] == key:
-                return _Borrowed(held[1])
+                return self._lend(held[1])
             if held is not None:
-                held[1].close()
+                del self.backends[str(folder)]
+                if self._borrows.get(id(held[1]), 0):
+                    self._retired.append(held[1])
+                else:
+                    held[1].close()
             backend = RayBackend(store.root, folder, man)
             self.backends[str(folder)] = (key, backend)
             log.info("index %s: %d partitions served by Ray actors", folder, len(man.partitions))
-            return _Borrowed(backend)
+            return self._lend(backend)
+
+    def _lend(self, backend: Any) -> _Borrowed:
+        self._borrows[id(backend)] = self._borrows.get(id(backend), 0) + 1
+        return _Borrowed(backend, self._returned)
+
+    def _settle(self) -> None:
+        """Count returned borrows; stop replaced backends no index uses any more (locked)."""
+        while self._returned:
+            backend = self._returned.popleft()
+            left = self._borrows.get(id(backend), 0) - 1
+            if left > 0:
+                self._borrows[id(backend)] = left
+                continue
+            self._borrows.pop(id(backend), None)
+            for i, old in enumerate(self._retired):
+                if old is backend:
+                    del self._retired[i]
+                    old.close()
+                    break
 
     def actors(self) -> int:
-        """Actors serving now."""
-        return sum(len(b.actors) for _, b in self.backends.values())
+        """Actors serving now (replaced ones still in use included)."""
+        with self._lock:
+            self._settle()
+            live = [b for _, b in self.backends.values()] + self._retired
+        return sum(len(b.actors) for b in live)
 
     def nodes(self) -> int:
         """Ray nodes the actors run on."""
@@ -212,23 +267,28 @@ class RayServing:
 
     def close(self) -> None:
         with self._lock:
-            for _, backend in self.backends.values():
+            for backend in [b for _, b in self.backends.values()] + self._retired:
                 backend.close()
             self.backends.clear()
+            self._retired.clear()
+            self._borrows.clear()
+            self._returned.clear()
 
 
 class _Borrowed:
     """A served backend handed to one :class:`~inquire.index.ivfpq.ScaleIndex`: searches go
-    to it, closing the index leaves it to its :class:`RayServing`."""
+    to it; closing the index (or its garbage collection) returns it to its
+    :class:`RayServing`, which stops a replaced backend after its last borrower."""
 
-    def __init__(self, backend: Any) -> None:
+    def __init__(self, backend: Any, returned: collections.deque[Any]) -> None:
         self.backend = backend
+        self._done = weakref.finalize(self, returned.append, backend)
 
     def search(self, *args: Any, **kwargs: Any) -> Any:
         return self.backend.search(*args, **kwargs)
 
     def close(self) -> None:
-        pass
+        self._done()  # once: a later call or the finalizer does nothing
 
 
 @contextmanager
@@ -245,7 +305,7 @@ def index_served(
     ``collection``: the collection the block searches; it must have a partitioned index
     (:class:`~inquire.errors.InputError` naming the command that builds it). On leaving,
     the actors are stopped and Ray disconnected if this call connected it."""
-    if not ray_address:
+    if ray_address is None:
         yield None
         return
     if collection is not None:

@@ -13,15 +13,24 @@ Layout, beside the shards::
 
     DIR/img_emb_bf16/img_emb_{i}.{key}.bf16.npy    (n_i, d) uint16: bfloat16 bits of each row
     DIR/img_emb_bf16/img_emb_{i}.{key}.norms.npy   (n_i, 2) float32: per row ||x||, ||x - bf16(x)||
+    DIR/img_emb_bf16/img_emb_{i}.{key}.sha256      SHA-256 of the two files above, in that order
 
 ``key`` is a digest of the source shard's identity: its file name, size, modification and
 change times (``st_ctime`` cannot be set back by a program), inode, dtype and shape, and its
 first and last 4 KiB. A shard that is replaced, rewritten or added gets another key, so a
 stale copy is never read: it is ignored and, when the copy is built again, replaced. Each
-shard's pair of files is written to temporary files and renamed into place (norms first; a
-copy counts only when both files exist under the current key), under a per-shard file lock
-(``filelock``), so two processes building at once do not both do the work and a reader never
-sees half a file; an interrupted build resumes with the shards still missing.
+shard's three files are written to temporary files and renamed into place (digest, norms,
+then rows; a copy counts only when all three exist under the current key), under a
+per-shard file lock (``filelock``), so two processes building at once do not both do the work
+and a reader never sees half a file; an interrupted build resumes with the shards still missing.
+
+The screening bound trusts the copy (a flipped bit in a bfloat16 row or a smaller stored
+error norm could screen out a true top-k row), so a copy is used only after its files hash to
+the stored SHA-256: once per process and file version (size, modification and change times,
+inode), a full read of the copy. The folder and every file in it must be what they seem:
+where ``img_emb_bf16`` or a copy file is a symbolic link or not a plain folder/file, the copy
+is not read and nothing is written (files are created with ``O_EXCL | O_NOFOLLOW``), so files
+planted there cannot make a build write outside the folder.
 
 Nothing here is needed for a correct search: where the copy is missing, stale or cannot be
 written (read-only folder, full disk), the search converts each chunk as before and says so
@@ -35,6 +44,7 @@ import hashlib
 import logging
 import os
 import shutil
+import stat
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,11 +61,14 @@ log = logging.getLogger(__name__)
 #: Sub-folder of the embedding folder that holds the copy.
 FOLDER = "img_emb_bf16"
 #: Bumped when the file format or the rounding changes (old copies are then ignored).
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 _ROWS_PER_WRITE = 16384
 
 _warned: set[str] = set()
 _warned_lock = threading.Lock()
+#: Copy files whose content was checked against their digest, by file identity.
+_verified: set[tuple[str, tuple[int, ...]]] = set()
+_HASH_BYTES = 1 << 22
 
 
 def copy_dir(store_root: str | os.PathLike[str]) -> Path:
@@ -82,6 +95,66 @@ def _names(path: Path, key: str) -> tuple[str, str]:
     return f"{path.stem}.{key}.bf16.npy", f"{path.stem}.{key}.norms.npy"
 
 
+def _sum_name(path: Path, key: str) -> str:
+    return f"{path.stem}.{key}.sha256"
+
+
+def _real_folder(folder: Path) -> bool:
+    """True where ``folder`` is a folder itself, not a symbolic link or anything else."""
+    try:
+        return stat.S_ISDIR(os.lstat(folder).st_mode)
+    except OSError:
+        return False
+
+
+def _identity(path: Path) -> tuple[int, ...] | None:
+    """``path``'s identity when it is a plain file (not a link), else None."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+
+
+def _digest(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(fd, "rb") as fh:
+            while block := fh.read(_HASH_BYTES):
+                h.update(block)
+    return h.hexdigest()
+
+
+def _verified_files(data: Path, norms: Path, sums: Path) -> bool:
+    """True where the three copy files are plain files and the first two hash to the digest
+    stored in the third (checked once per process and file version)."""
+    ids = [_identity(p) for p in (data, norms, sums)]
+    if any(i is None for i in ids):
+        return False
+    key = (str(data), tuple(v for i in ids for v in (i or ())))
+    if key in _verified:
+        return True
+    try:
+        want = sums.read_text(encoding="ascii").strip()
+        ok = _digest([data, norms]) == want
+    except (OSError, ValueError):
+        return False
+    if not ok:
+        log.warning("the bfloat16 copy %s does not match its digest; not used", data.name)
+        return False
+    _verified.add(key)
+    return True
+
+
+def _create(path: Path) -> Any:
+    """A new file at ``path`` opened for writing; never follows or replaces what is there."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    return os.fdopen(os.open(path, flags, 0o644), "wb")
+
+
 @dataclass
 class Bf16Copy:
     """An opened, current bfloat16 copy of a store: ``shards[i]`` ``(n_i, d) uint16``
@@ -106,7 +179,7 @@ def open_copy(store: EmbeddingStore) -> Bf16Copy | None:
     """The store's bfloat16 copy when one exists for every shard as the shards are now,
     else None (missing, stale or unreadable: never an error)."""
     folder = copy_dir(store.root)
-    if not folder.is_dir():
+    if not _real_folder(folder):
         return None
     shards, norms = [], []
     try:
@@ -131,6 +204,8 @@ def _open_shard(
     """Shard ``path``'s copy under ``key``, memory-mapped, or None (missing, truncated, of
     another shape or dtype)."""
     data_name, norms_name = _names(path, key)
+    if not _verified_files(folder / data_name, folder / norms_name, folder / _sum_name(path, key)):
+        return None
     try:
         data = np.load(folder / data_name, mmap_mode="r", allow_pickle=False)
         nrm = np.load(folder / norms_name, mmap_mode="r", allow_pickle=False)
@@ -167,11 +242,13 @@ def _write_shard(folder: Path, path: Path, shard: np.ndarray, key: str, torch: o
     n, d = shard.shape
     tmp_data = folder / f".{data_name}.{os.getpid()}.{threading.get_ident()}.tmp"
     tmp_norms = folder / f".{norms_name}.{os.getpid()}.{threading.get_ident()}.tmp"
+    sum_name = _sum_name(path, key)
+    tmp_sum = folder / f".{sum_name}.{os.getpid()}.{threading.get_ident()}.tmp"
     norms = np.empty((n, 2), np.float32)
     try:
         # Plain writes, not a writable memory map: a full disk is then an OSError here, not
         # a SIGBUS later.
-        with open(tmp_data, "wb") as fh:
+        with _create(tmp_data) as fh:
             header = {"descr": np.dtype(np.uint16).str, "fortran_order": False, "shape": (n, d)}
             np.lib.format.write_array_header_1_0(fh, header)  # type: ignore[no-untyped-call]
             for lo in range(0, n, _ROWS_PER_WRITE):
@@ -180,21 +257,26 @@ def _write_shard(folder: Path, path: Path, shard: np.ndarray, key: str, torch: o
                 norms[lo : lo + len(nrm)] = nrm
             fh.flush()
             os.fsync(fh.fileno())
-        with open(tmp_norms, "wb") as fh:
+        with _create(tmp_norms) as fh:
             np.save(fh, norms)
+            fh.flush()
+            os.fsync(fh.fileno())
+        with _create(tmp_sum) as fh:
+            fh.write(_digest([tmp_data, tmp_norms]).encode("ascii"))
             fh.flush()
             os.fsync(fh.fileno())
         if shard_key(path, shard) != key:  # the shard changed while it was read
             raise OSError(f"{path} changed while its bfloat16 copy was built")
+        os.replace(tmp_sum, folder / sum_name)
         os.replace(tmp_norms, folder / norms_name)
         os.replace(tmp_data, folder / data_name)
     finally:
-        for tmp in (tmp_data, tmp_norms):
+        for tmp in (tmp_data, tmp_norms, tmp_sum):
             with contextlib.suppress(OSError):
                 tmp.unlink()
     # Copies of earlier versions of this shard are stale for good.
-    for old in folder.glob(f"{path.stem}.*.npy"):
-        if old.name not in (data_name, norms_name):
+    for old in folder.glob(f"{path.stem}.*"):
+        if old.name not in (data_name, norms_name, sum_name):
             with contextlib.suppress(OSError):
                 old.unlink()
 
@@ -220,13 +302,19 @@ def build_copy(
     from filelock import FileLock
 
     folder = copy_dir(store.root)
-    folder.mkdir(exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        folder.mkdir()
+    if not _real_folder(folder):
+        raise OSError(f"{folder} is not a folder of its own (a link or a file); not written")
     done = 0
     for path, shard in zip(store.shard_paths, store.shards, strict=True):
         if len(shard) == 0:
             continue
         key = shard_key(path, shard)
-        with FileLock(str(folder / f".{path.stem}.lock")):
+        lock = folder / f".{path.stem}.lock"
+        if lock.is_symlink():  # planted: locking would open (and truncate) its target
+            lock.unlink()
+        with FileLock(str(lock)):
             # Under the lock no one else writes this shard: temporary files are left over
             # from a build that was killed.
             for tmp in folder.glob(f".{path.stem}.*.tmp"):
@@ -271,7 +359,7 @@ def ensure_copy(store: EmbeddingStore, build: bool) -> Bf16Copy | None:
 def remove_copy(store_root: str | os.PathLike[str]) -> bool:
     """Delete the bfloat16 copy of the embedding folder ``store_root``; False if none."""
     folder = copy_dir(store_root)
-    if not folder.is_dir():
+    if not _real_folder(folder):
         return False
     shutil.rmtree(folder)
     return True

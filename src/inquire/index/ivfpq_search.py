@@ -432,8 +432,10 @@ def measure_recall(
     ``{name}_route`` which route that is ("exact" below ``exact_below`` selected rows, else
     "ivf"), and ``{name}_ivf`` the recall of the IVF route forced at the configured
     ``nprobe`` (widened under the filter), which below the threshold the router does not
-    take, so a small collection reports what its index would do. Also records ``k``,
-    ``queries``, ``rows``, ``nprobe`` and ``rescore``. ``ids (N,) int64``: image id per row.
+    take, so a small collection reports what its index would do. A selection with no rows
+    (the 1% of a small collection, or every photo deleted) is left out, not reported as 0.
+    Also records ``k``, ``queries``, ``rows``, ``nprobe`` and ``rescore``. ``ids (N,) int64``:
+    image id per row.
     """
     from inquire.index.ann import recall_at_k
 
@@ -455,6 +457,8 @@ def measure_recall(
     }
     one_pct = valid & (rng.random(len(valid)) < 0.01)
     for name, mask in (("unfiltered", valid), ("filter_1pct", one_pct)):
+        if not mask.any():  # no row selected (a small collection): nothing to measure, and
+            continue  # recall_at_k would call it 0 even on the exact route
         _, exact = scale.search(q, k, mask, ids=ids, exact=True)
         _, routed = scale.search(q, k, mask, ids=ids)
         is_exact = scale.route(k, mask).exact
@@ -472,7 +476,8 @@ def record_recall(
     ids: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Measure the index in ``folder`` in this process (:func:`measure_recall`) and store
-    the figures in its manifest; returns them.
+    the figures in its manifest; returns them. A manifest that cannot be rewritten (read-only
+    folder) is logged, not raised: the index itself is complete.
 
     ``valid (N,) bool``: the rows queries are drawn from and searched (None: every store
     row); ``ids (N,) int64``: image id per row (None: the store's own)."""
@@ -483,7 +488,10 @@ def record_recall(
     try:
         rows = np.ones(len(store), bool) if valid is None else valid
         man.recall = measure_recall(scale, rows, scale.ids if ids is None else ids)
-        write_manifest(folder, man)
     finally:
         scale.close()
+    try:
+        write_manifest(folder, man)
+    except OSError as exc:  # a read-only index folder: the index is fine, the figure unsaved
+        log.warning("recall of the index in %s not recorded (%s)", folder, exc)
     return man.recall
