@@ -167,3 +167,26 @@ def test_two_searches_that_lose_the_same_actor_start_it_again_once(fake) -> None
     assert not errors and results == [[0, 1, 2, 3]] * 2
     assert backend.restarts == 1
     assert sum(a.part["number"] == 2 for a in ray.started) == 2  # the first, one restart
+
+
+def test_actors_started_before_an_interruption_are_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C (or an error) while the actors start: those already started are stopped, so a
+    library user's cluster is not left holding them."""
+    ray = _Ray()
+    monkeypatch.setattr(ray_serve, "_ray", lambda: ray)
+    started = {"n": 0}
+    real = RayBackend._start
+
+    def interrupted(self: RayBackend, part: Any, node: Any) -> Any:
+        if started["n"] == 2:
+            raise KeyboardInterrupt
+        started["n"] += 1
+        return real(self, part, node)
+
+    monkeypatch.setattr(RayBackend, "_start", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        man = Manifest.__new__(Manifest)
+        parts = [PartitionInfo(i, 10 * i, 10 * i + 10) for i in range(3)]
+        object.__setattr__(man, "partitions", parts)
+        RayBackend("store", "folder", man)
+    assert len(ray.started) == 2 and all(a.dead for a in ray.started)

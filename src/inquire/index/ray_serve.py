@@ -148,7 +148,13 @@ class RayBackend:
         self._where: list[str | None] = [
             nodes[i % len(nodes)] if nodes else None for i in range(len(self._parts))
         ]
-        self.actors = [self._start(p, w) for p, w in zip(self._parts, self._where, strict=True)]
+        self.actors: list[Any] = []
+        try:
+            for p, w in zip(self._parts, self._where, strict=True):
+                self.actors.append(self._start(p, w))
+        except BaseException:  # an error or Ctrl-C part-way: stop the actors already started
+            self.close()
+            raise
 
     @staticmethod
     def _live_nodes() -> list[str]:
