@@ -264,3 +264,28 @@ def test_a_pq_size_that_does_not_divide_an_odd_dimension_names_its_divisors(
     with pytest.raises(InputError, match=f"one of {named} "):
         ivfpq.ScaleSettings(pq_m=64).check(dim)
     assert ivfpq.ScaleSettings(pq_m=11).check(11).pq_m == 11
+
+
+def test_the_shards_are_advised_random_access_and_results_do_not_change(small_store):
+    """Opening a partition advises MADV_RANDOM on every memory-mapped shard (no read-ahead
+    around scattered row reads); gathered rows are the rows."""
+    import mmap
+
+    from inquire.index.ivfpq_exact import advise_random, gather
+
+    store = small_store
+    x = _all_rows(store)
+    calls: list[int] = []
+
+    class _Map:
+        def madvise(self, advice: int) -> None:
+            calls.append(advice)
+
+    class _Shard:
+        _mmap = _Map()
+
+    fake = type("S", (), {"shards": [_Shard(), _Shard(), object()], "offsets": None, "dim": D})
+    assert advise_random(fake) == 2 and calls == [mmap.MADV_RANDOM] * 2
+    assert advise_random(store) == len(store.shards) == 6  # real memory maps accept it
+    rows = np.array([2999, 0, 1500, 999, 1000, 500])
+    np.testing.assert_array_equal(gather(store, rows), x[rows])

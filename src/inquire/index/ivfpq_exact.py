@@ -42,6 +42,31 @@ class RowSource(Protocol):
     def __len__(self) -> int: ...
 
 
+def advise_random(store: RowSource) -> int:
+    """Tell the kernel the store's memory-mapped shards are read at random rows
+    (``MADV_RANDOM``): no read-ahead around each row read. The partitioned index only ever
+    gathers scattered rows (its candidates, a filter's selection); with read-ahead each
+    1-2 KiB row read pulls in far more, which under a memory limit that the shards do not
+    fit evicts what the next row needs (measured at 10M rows in 4 GiB: ~1.8 GB/s of reads for
+    a few MB of rows). Sequential readers of the same store (exact search) read with
+    ``preadv``, not through these maps. Returns how many maps were advised."""
+    import mmap
+
+    if not hasattr(mmap, "MADV_RANDOM"):
+        return 0
+    n = 0
+    for shard in store.shards:
+        m = getattr(shard, "_mmap", None)
+        if m is None or not hasattr(m, "madvise"):
+            continue
+        try:
+            m.madvise(mmap.MADV_RANDOM)
+            n += 1
+        except (OSError, ValueError):  # a closed map or a kernel without the advice
+            continue
+    return n
+
+
 def gather(store: RowSource, rows: np.ndarray) -> np.ndarray:
     """``(len(rows), d)`` rows of the store, in the order given, in the store's dtype."""
     rows = np.asarray(rows, np.int64)

@@ -22,7 +22,14 @@ from typing import Any, Protocol, cast
 import numpy as np
 
 from inquire.errors import InputError
-from inquire.index.ivfpq_exact import RowSource, _best, exact_over_rows, exact_scores, gather
+from inquire.index.ivfpq_exact import (
+    RowSource,
+    _best,
+    advise_random,
+    exact_over_rows,
+    exact_scores,
+    gather,
+)
 from inquire.index.ivfpq_manifest import (
     MANIFEST,
     BrokenScaleIndexError,
@@ -126,6 +133,7 @@ class Partition:
                 f"partition file {str(path)!r} is missing or unreadable "
                 f"({_faiss_reason(exc)}); rebuild the index"
             ) from None
+        advise_random(store)  # rows are only ever gathered at random
         if int(self.ivf.d) != int(store.dim) or int(self.index.ntotal) < info.hi - info.lo:
             raise BrokenScaleIndexError(
                 f"partition file {str(path)!r} holds {int(self.index.ntotal)} rows of "
