@@ -262,7 +262,7 @@ function more(want, force) {
       while (left > 0 && !S.done && gen === S.gen) {
         const limit = Math.min(left, 500);
         const got = await morePage(limit, gen);
-        if (got < 0) { S.failedAt = Date.now(); break; }
+        if (got < 0) { if (gen === S.gen) S.failedAt = Date.now(); break; }  // not when superseded
         left -= limit;
       }
     } finally {
