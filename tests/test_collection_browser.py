@@ -10,6 +10,7 @@ a condition, with a generous limit (WAIT_MS), so a busy machine makes a test slo
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import random
@@ -400,6 +401,30 @@ def test_mark_from_another_tab_shows_up(browser: Any, server: LiveServer) -> Non
     tab.close()
 
 
+_PAGE_STATE = """() => ({sid: S.sid, gen: S.gen, loading: !!S.loading, done: S.done,
+  items: S.items.length, loadError: S.loadError, sinceFailed: Date.now() - S.failedAt,
+  retry: !!S.retry, hash: location.hash, query: document.getElementById('query').value,
+  cur: KQ.cur, loaded: KQ.loaded, queued: KQ.queue.length, pending: Q.pending.length,
+  failed: Q.failed.length, offline: Q.offline,
+  shown: document.getElementById('list').children.length,
+  current: document.querySelectorAll('.result.current').length,
+  r0: (document.getElementById('r0') || {dataset: {}}).dataset.state})"""
+
+
+@contextlib.contextmanager
+def _state_on_timeout(page: Any, what: str) -> Iterator[None]:
+    """A wait that times out fails with the page's own state in the message (a rare timeout
+    here could not be explained without it)."""
+    try:
+        yield
+    except Exception as exc:
+        try:
+            state = page.evaluate(_PAGE_STATE)
+        except Exception as inner:  # the page itself is gone
+            state = f"(page state unreadable: {inner})"
+        raise AssertionError(f"waiting for {what}: {exc}\npage state: {state}") from exc
+
+
 def test_a_link_to_another_search_opens_it_without_a_reload(
     browser: Any, server: LiveServer
 ) -> None:
@@ -413,11 +438,13 @@ def test_a_link_to_another_search_opens_it_without_a_reload(
     second = _search(page, server, "ike", "lime")
     assert first != second
     page.goto(f"{server.url}/verify#c=walk&s={first}")  # same document: a hash change only
-    page.wait_for_function("() => document.getElementById('query').value === 'navy'")
-    page.wait_for_selector("#r0.current")
+    with _state_on_timeout(page, "the hash change opens the first search"):
+        page.wait_for_function("() => document.getElementById('query').value === 'navy'")
+        page.wait_for_selector("#r0.current")
     page.focus("#list")
     page.keyboard.press("1")
-    page.wait_for_selector("#r0[data-state='saved']")
+    with _state_on_timeout(page, "the key marks the first result"):
+        page.wait_for_selector("#r0[data-state='saved']")
     assert _server_marks(server, first, "ike") == {_ranking(server, first)[0]: "relevant"}
     assert _server_marks(server, second, "ike") == {}
     tab.close()
