@@ -52,13 +52,12 @@ def advise_random(store: RowSource) -> int:
     ``preadv``, not through these maps. Returns how many maps were advised."""
     import mmap
 
+    from inquire.index.rescore import shard_mapping
+
     if not hasattr(mmap, "MADV_RANDOM"):
         return 0
     n = 0
-    for shard in store.shards:
-        m = getattr(shard, "_mmap", None)
-        if m is None or not hasattr(m, "madvise"):
-            continue
+    for m in filter(None, (shard_mapping(s) for s in store.shards)):
         try:
             m.madvise(mmap.MADV_RANDOM)
             n += 1

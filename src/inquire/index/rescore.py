@@ -34,7 +34,7 @@ def _gather(store: EmbeddingStore, rows: np.ndarray, out: np.ndarray) -> np.ndar
     return out
 
 
-def _mapping(shard: np.ndarray) -> Any:
+def shard_mapping(shard: Any) -> Any:
     """The ``mmap`` behind a memory-mapped shard, or None."""
     m = getattr(shard, "_mmap", None)
     return m if m is not None and hasattr(m, "madvise") else None
@@ -48,7 +48,7 @@ def _random_access(store: EmbeddingStore) -> Iterator[Callable[[], None]]:
     only drops this process's page-table entries; the data stays in the OS cache)."""
     import mmap
 
-    maps = [m for m in (_mapping(s) for s in store.shards) if m is not None]
+    maps = [m for m in (shard_mapping(s) for s in store.shards) if m is not None]
     advise = hasattr(mmap, "MADV_RANDOM") and hasattr(mmap, "MADV_DONTNEED")
 
     def drop() -> None:
