@@ -67,8 +67,8 @@ from inquire.index.bf16_copy import ensure_copy
 from inquire.index.blocks import DEFAULT_MEMORY_MB, auto_block_rows, iter_blocks
 from inquire.index.fanout import Chooser, score_in_threads
 from inquire.index.kernels import Kernels
-from inquire.index.scorer import Scorer
-from inquire.index.screen import Screen, check_screen, plan_screen
+from inquire.index.scorer import Scorer, SharedFloor
+from inquire.index.screen import MIN_TRIAL_CHUNKS, Screen, check_screen, plan_screen
 from inquire.index.topk import check_k, rank_ids
 
 log = logging.getLogger(__name__)
@@ -98,6 +98,7 @@ class SearchStats:
     seconds: float = 0.0  # wall time of the whole search
     threads: int = 1  # scoring threads
     bf16_copy: bool = False  # screened blocks were read from the store's bfloat16 copy
+    fp32_gemm: str = "torch"  # who ran the float32 GEMM: "torch" or "numpy" (faster here)
 
     @property
     def rescored_per_query(self) -> float:
@@ -184,12 +185,15 @@ def search(
             mask is not None,
         )
         chooser = Chooser(plan.method, plan.key)
+        if n_workers > 1 and plan.method != "bf16" and len(store) >= MIN_TRIAL_CHUNKS * chunk_rows:
+            kernels.choose_gemm(len(q), store.dim, chunk_rows)
         copy = None
         if plan.method == "bf16" and bf16_copy != "off" and len(store):
             copy = ensure_copy(store, build=bf16_copy == "auto")
         shards = None if copy is None else copy.shards
+        shared = SharedFloor(len(q)) if n_workers > 1 else None
         scorers = [
-            Scorer(store, q, k, chunk_rows, id_keys, kernels, plan.bounds, mask, copy)
+            Scorer(store, q, k, chunk_rows, id_keys, kernels, plan.bounds, mask, copy, shared)
             for _ in range(n_workers)
         ]
         if n_workers == 1:
@@ -199,7 +203,7 @@ def search(
                 block.release()
         else:
             score_in_threads(store, block_rows, chunk_rows, prefetch, scorers, chooser, shards)
-    scores, keys = scorers[0].finish(scorers[1:])
+        scores, keys = scorers[0].finish(scorers[1:], threads=n_workers)
     _report_nonfinite(store, sorted(r for sc in scorers for r in sc.nonfinite))
     if stats is not None:
         n_bf16 = sum(sc.chunks["bf16"] for sc in scorers)
@@ -212,6 +216,7 @@ def search(
         stats.gemm_seconds = sum(sc.gemm_seconds for sc in scorers)
         stats.threads = n_workers
         stats.bf16_copy = copy is not None
+        stats.fp32_gemm = "numpy" if kernels.blas_gemm or kernels.torch is None else "torch"
         stats.seconds = time.perf_counter() - started
     if sorted_ids is None:
         return scores, keys

@@ -1,25 +1,31 @@
 """Exact scores of (query, row) pairs whose rows are read at random from a store's
-memory-mapped shards: each distinct row read once, in row order, without growing this
-process's resident memory."""
+memory-mapped shards, by query, on several threads, without growing this process's resident
+memory."""
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
 from inquire.embed.store import EmbeddingStore
 from inquire.index.kernels import Kernels
-from inquire.index.score import exact_scores
+from inquire.index.score import exact_score, gamma64, round_once
 
-# Rows gathered and converted per rescoring batch (times d elements: ~32 MiB of float32 at d=1024).
-_RESCORE_ELEMENTS = 1 << 23
+# Elements of one piece of rows converted to float64 and multiplied (256 x 1024 x 8 bytes =
+# 2 MiB: stays in cache).
+_PIECE_ELEMENTS = 1 << 18
+# Rows read by one thread between two drops of the pages mapped meanwhile.
+_DROP_ROWS = 1 << 14
 
 
 def _gather(store: EmbeddingStore, rows: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """``out[:len(rows)] (m, d)`` (the store's dtype) filled with the store's global ``rows``."""
+    """``out[:len(rows)] (m, d)`` (the store's dtype) filled with the store's global ``rows``
+    (fastest when ``rows`` ascend: each shard's rows are then one run)."""
     out = out[: len(rows)]
     if len(rows) == 0:
         return out
@@ -27,6 +33,12 @@ def _gather(store: EmbeddingStore, rows: np.ndarray, out: np.ndarray) -> np.ndar
     if shard_of[0] == shard_of[-1] and (shard_of == shard_of[0]).all():
         s = int(shard_of[0])
         np.take(store.shards[s], rows - int(store.offsets[s]), axis=0, out=out)
+        return out
+    if (np.diff(shard_of) >= 0).all():  # one run per shard
+        cuts = np.flatnonzero(np.diff(shard_of)) + 1
+        for a, b in zip([0, *cuts.tolist()], [*cuts.tolist(), len(rows)], strict=True):
+            s = int(shard_of[a])
+            np.take(store.shards[s], rows[a:b] - int(store.offsets[s]), axis=0, out=out[a:b])
         return out
     for s in np.unique(shard_of):
         sel = shard_of == s
@@ -71,6 +83,71 @@ def _random_access(store: EmbeddingStore) -> Iterator[Callable[[], None]]:
                     m.madvise(mmap.MADV_NORMAL)
 
 
+def _split(qr: np.ndarray, parts: int) -> list[tuple[int, int]]:
+    """``parts`` ranges of about equal size over the pairs, cut where the query changes."""
+    m = len(qr)
+    cuts = [0]
+    for i in range(1, parts):
+        c = int(np.searchsorted(qr, qr[min(m - 1, i * m // parts)], side="left"))
+        if c > cuts[-1]:
+            cuts.append(c)
+    cuts.append(m)
+    return [(a, b) for a, b in itertools.pairwise(cuts) if b > a]
+
+
+def _dots(
+    store: EmbeddingStore,
+    q64: np.ndarray,
+    qr: np.ndarray,
+    rows: np.ndarray,
+    s: np.ndarray,
+    err: np.ndarray,
+    kernels: Kernels,
+    bound: np.ndarray | None,
+    drop: Callable[[], None],
+) -> None:
+    """Float64 inner products ``s`` of the pairs (query ``qr`` ascending, global ``rows``) and
+    their error bounds ``err`` (``bound[r]`` per query, or each pair's own ``sum |q_i x_i|``
+    times ``gamma_d``): per query, pieces of its rows gathered from the shards, converted to
+    float64 (through float32, torch's fast path, where torch is installed) and multiplied."""
+    t = kernels.torch
+    d = store.dim
+    piece = max(1, min(_PIECE_ELEMENTS // max(d, 1), len(rows)))
+    raw = np.empty((piece, d), store.dtype)
+    x64 = np.empty((piece, d), np.float64)
+    tmp = np.empty(piece, np.float64)
+    x32 = None if store.dtype == np.float32 else np.empty((piece, d), np.float32)
+    g = gamma64(d)
+    starts = np.searchsorted(qr, np.arange(len(q64) + 1))
+    read = 0
+    for r in np.flatnonzero(np.diff(starts)):
+        a0, b0 = int(starts[r]), int(starts[r + 1])
+        for a in range(a0, b0, piece):
+            b = min(a + piece, b0)
+            n = b - a
+            perm = np.argsort(rows[a:b], kind="stable")  # ascending rows: one run per shard
+            x = _gather(store, rows[a:b][perm], raw)
+            at = a + perm
+            if t is not None and x32 is not None:
+                t.from_numpy(x32[:n]).copy_(t.from_numpy(x))  # float16 -> float32: exact
+                t.from_numpy(x64[:n]).copy_(t.from_numpy(x32[:n]))
+                t.mv(t.from_numpy(x64[:n]), t.from_numpy(q64[r]), out=t.from_numpy(tmp[:n]))
+            else:
+                np.copyto(x64[:n], x)
+                np.matmul(x64[:n], q64[r], out=tmp[:n])
+            s[at] = tmp[:n]
+            if bound is not None:
+                err[a:b] = bound[r]
+            else:
+                np.abs(x64[:n], out=x64[:n])
+                np.matmul(x64[:n], np.abs(q64[r]), out=tmp[:n])
+                err[at] = tmp[:n] * (g * (1 + 4 * g))
+            read += n
+            if read >= _DROP_ROWS:
+                drop()
+                read = 0
+
+
 def rescore(
     store: EmbeddingStore,
     q: np.ndarray,
@@ -78,34 +155,42 @@ def rescore(
     rows: np.ndarray,
     kernels: Kernels,
     max_norm: float | None = None,
+    threads: int = 1,
 ) -> np.ndarray:
-    """Exact scores ``(m,) float32`` (:func:`inquire.index.score.exact_scores`) of the pairs
-    (query ``qr``, global row ``rows``), ``qr`` ascending. ``max_norm``: an upper bound of
-    the rows' norms, if known.
+    """Exact scores ``(m,) float32`` (:func:`inquire.index.score.exact_score`, bit for bit) of
+    the pairs (query ``qr``, global row ``rows``), ``qr`` ascending. ``max_norm``: an upper
+    bound of the rows' norms, if known. ``threads``: threads sharing the work (by query);
+    torch's own thread count should then be 1.
 
-    Each distinct row is read from the store once, in row order, however many queries kept
-    it (with a wide bound one row survives for several queries): batches of distinct rows
-    are gathered from the memory-mapped shards and converted to float32, then every pair of
-    the batch is scored from memory."""
-    out = np.empty(len(qr), np.float32)
-    if len(qr) == 0:
-        return out
-    step = max(1, _RESCORE_ELEMENTS // max(store.dim, 1))
-    order = np.argsort(rows, kind="stable")  # pairs by row
-    uniq, first = np.unique(rows[order], return_index=True)
-    first = np.append(first, len(order))
-    raw = np.empty((min(step, len(uniq)), store.dim), store.dtype)
-    buf = raw if store.dtype == np.float32 else np.empty(raw.shape, np.float32)
+    Per query, its rows are gathered from the memory-mapped shards in pieces that stay in
+    cache, converted to float64 and multiplied with the query (:func:`_dots`); each float64
+    value is then rounded once to float32 with a proven error bound
+    (:func:`inquire.index.score.round_once`), the rare undecided pair exactly."""
+    m = len(qr)
+    if m == 0:
+        return np.empty(0, np.float32)
+    q64 = np.asarray(q, np.float32).astype(np.float64)
+    g = gamma64(store.dim)
+    bound = None
+    if max_norm is not None:
+        # |s - sum| <= gamma_d ||q|| max_norm; the float64 evaluation of the bound may be low
+        # by ~gamma_d relative: inflate.
+        bound = g * np.linalg.norm(q64, axis=1) * (1 + 4 * g) * max_norm
+    s = np.empty(m, np.float64)
+    err = np.empty(m, np.float64)
+    parts = _split(qr, max(1, int(threads)))
     with _random_access(store) as drop:
-        for a in range(0, len(uniq), step):
-            b = min(a + step, len(uniq))
-            x = _gather(store, uniq[a:b], raw)
-            drop()
-            x32 = buf[: b - a]
-            if x32 is not x:
-                kernels.convert(x, x32)
-            pairs = order[first[a] : first[b]]
-            pairs = pairs[np.argsort(qr[pairs], kind="stable")]  # queries ascending
-            local = np.searchsorted(uniq[a:b], rows[pairs])
-            out[pairs] = exact_scores(q, qr[pairs], x32, max_norm, index=local)
-    return out
+        jobs = [
+            (store, q64, qr[a:b], rows[a:b], s[a:b], err[a:b], kernels, bound, drop)
+            for a, b in parts
+        ]
+        if len(jobs) == 1:
+            _dots(*jobs[0])
+        else:
+            with ThreadPoolExecutor(len(jobs), thread_name_prefix="inquire-rescore") as pool:
+                for f in [pool.submit(_dots, *job) for job in jobs]:
+                    f.result()
+    one = np.empty((1, store.dim), store.dtype)
+    return round_once(
+        s, err, lambda j: exact_score(q[qr[j]], _gather(store, rows[j : j + 1], one)[0])
+    )

@@ -24,6 +24,7 @@ Two ways to compute it:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -56,6 +57,12 @@ def exact_score(q: np.ndarray, x: np.ndarray) -> np.float32:
     return hi if rest > 0 else lo
 
 
+def gamma64(d: int) -> float:
+    """``gamma_d`` of float64: ``|s - sum| <= gamma64(d) sum |q_i x_i|`` for any float64 sum
+    of ``d`` products of float32 numbers (the products are exact), any order."""
+    return d * U_F64 / (1 - d * U_F64)
+
+
 #: Rows converted to float64 at a time (stays in cache: 256 x 1024 x 8 bytes = 2 MiB).
 _PIECE_ROWS = 256
 
@@ -77,14 +84,13 @@ def exact_scores(
     """
     m = len(qr) if index is not None else len(x)
     d = x.shape[1]
-    out = np.empty(m, np.float32)
     if m == 0:
-        return out
+        return np.empty(0, np.float32)
     q64 = np.asarray(q, np.float32).astype(np.float64)
     # |s - sum| <= gamma_d * sum|q_i x_i| <= gamma_d ||q|| max_norm; the float64 evaluation of
     # the bound itself may be low by ~gamma_d relative: inflate, and add the smallest normal
     # number against underflow.
-    g = d * U_F64 / (1 - d * U_F64)
+    g = gamma64(d)
     qn = np.linalg.norm(q64, axis=1) * (1 + 4 * g)
     starts = np.searchsorted(qr, np.arange(len(q) + 1))
     s = np.empty(m, np.float64)
@@ -102,12 +108,23 @@ def exact_scores(
                 err[a:b] *= g * (1 + 4 * g)
             else:
                 err[a:b] = g * qn[r] * max_norm
-    err += 2.0**-1000
+    return round_once(
+        s, err, lambda j: exact_score(q[qr[j]], x[j] if index is None else x[index[j]])
+    )
+
+
+def round_once(s: np.ndarray, err: np.ndarray, exact: Callable[[int], np.float32]) -> np.ndarray:
+    """``(m,) float32``: each float64 value ``s`` (``|s - sum| <= err``, ``err`` rounded up)
+    rounded to the float32 its exact sum rounds to: where both ends of the interval round to
+    the same float32, that one (rounding is monotonic); else ``exact(j)``, pair ``j``
+    computed the slow exact way (:func:`exact_score`). ``err`` is modified."""
+    out = np.empty(len(s), np.float32)
+    err += 2.0**-1000  # the smallest normal numbers against underflow of the bound
     with np.errstate(invalid="ignore", over="ignore"):
         lo32 = np.nextafter(s - err, -np.inf).astype(np.float32)
         hi32 = np.nextafter(s + err, np.inf).astype(np.float32)
     ok = lo32 == hi32  # NaN and intervals that straddle a rounding boundary fail
     out[ok] = lo32[ok]
     for j in np.flatnonzero(~ok):
-        out[j] = exact_score(q[qr[j]], x[j] if index is None else x[index[j]])
+        out[j] = exact(int(j))
     return out

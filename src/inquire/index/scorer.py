@@ -75,6 +75,23 @@ def _cut_below(floor: np.ndarray, margin: np.ndarray, c: float) -> np.ndarray:
     return round_down(s)
 
 
+class SharedFloor:
+    """The highest pool floor of the scoring threads, per query: each floor is a proven lower
+    bound of the k-th exact score over the whole store (k rows seen by that thread reach it),
+    so every thread may drop rows below any of them."""
+
+    def __init__(self, nq: int) -> None:
+        self.values = np.full(nq, -np.inf, np.float32)
+        self._lock = threading.Lock()
+
+    def exchange(self, pool: CandidatePool) -> None:
+        """Publish ``pool``'s floor and raise it to the highest floor published."""
+        with self._lock:
+            np.fmax(self.values, pool.floor, out=self.values)  # a NaN floor is ignored
+            best = self.values.copy()
+        pool.raise_floor(best)
+
+
 class Scorer:
     """One scoring thread's buffers, candidate pool and exact top k."""
 
@@ -89,8 +106,10 @@ class Scorer:
         bound: Bounds,
         mask: np.ndarray | None = None,
         copy: Bf16Copy | None = None,
+        shared: SharedFloor | None = None,
     ) -> None:
         self.store, self.q, self.id_keys, self.kernels, self.mask = store, q, id_keys, kernels, mask
+        self.shared = shared  # the floor shared with the other scoring threads
         self.bound = bound
         self.copy = copy  # blocks of uint16 (bfloat16 bits) come from it, with row norms
         nq, dim = q.shape
@@ -224,6 +243,8 @@ class Scorer:
         margin``) whose upper bound reaches the pool's floor."""
         nq, rows = s.shape
         k, pool = self.top.k, self.pool
+        if self.shared is not None:
+            self.shared.exchange(pool)
         if self.mask is not None:
             s[:, ~self.mask[first : first + rows]] = np.nan  # never a candidate
         if rows > k:
@@ -280,9 +301,9 @@ class Scorer:
                 values[~self.mask[first : first + rows]] = np.nan
             self.add_exact(qr, first + cols, values)
 
-    def finish(self, others: list[Scorer]) -> tuple[np.ndarray, np.ndarray]:
+    def finish(self, others: list[Scorer], threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Fold the other threads' pools and top k into this one, rescore what the pool
-        holds, and return the result keys (:meth:`TopK.result`)."""
+        holds (on ``threads`` threads), and return the result keys (:meth:`TopK.result`)."""
         for other in others:
             self.top.absorb(other.top)
             self.pool.absorb(other.pool)
@@ -292,6 +313,6 @@ class Scorer:
         self.pool.raise_floor(self.top.threshold)
         qr, rows = self.pool.take()
         if len(qr):
-            values = rescore(self.store, self.q, qr, rows, self.kernels, self.max_norm)
+            values = rescore(self.store, self.q, qr, rows, self.kernels, self.max_norm, threads)
             self.add_exact(qr, rows, values)
         return self.top.result()

@@ -1,0 +1,135 @@
+"""The float32 GEMM's choice (torch or numpy's BLAS, timed once per process), one BLAS thread
+per scoring thread, and the floor the scoring threads share: the result never changes."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from inquire.embed.store import EmbeddingStore
+from inquire.index import kernels as kernels_mod
+from inquire.index.exact import SearchStats, search
+from inquire.index.pool import CandidatePool
+from inquire.index.scorer import SharedFloor
+from inquire.index.topk import brute_force as _brute_force
+from inquire.testing.search_stores import random_unit, write_store
+
+torch = pytest.importorskip("torch")
+threadpoolctl = pytest.importorskip("threadpoolctl")
+
+
+def brute_force(store: EmbeddingStore, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    rows = np.concatenate([np.asarray(s, np.float32) for s in store.shards])
+    return _brute_force(q, rows, store.ids, k)
+
+
+def _blas_threads() -> list[int]:
+    return [p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
+
+
+@pytest.mark.parametrize("blas_faster", [True, False])
+def test_either_gemm_gives_the_brute_force_result(tmp_path, monkeypatch, blas_faster):
+    # 16 chunks or more: the search times the two GEMMs; here the timing is replaced by the
+    # answer, so both ways run, and both must equal brute force bit for bit.
+    x = random_unit(3300, 24, seed=1)
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [1000, 2300]))
+    q = random_unit(9, 24, seed=2)
+    chunk = 200
+    monkeypatch.setattr(kernels_mod, "_blas_faster", {(9, 24, chunk): blas_faster})
+    st = SearchStats()
+    s, i = search(store, q, 40, threads=2, chunk_rows=chunk, screen="off", stats=st)
+    assert st.fp32_gemm == ("numpy" if blas_faster else "torch")
+    ws, wi = brute_force(store, q, 40)
+    np.testing.assert_array_equal(i, wi)
+    np.testing.assert_array_equal(s.view(np.uint32), ws.view(np.uint32))
+
+
+def test_choice_is_timed_once_per_shape_and_kept(monkeypatch):
+    monkeypatch.setattr(kernels_mod, "_blas_faster", {})
+    k = kernels_mod.Kernels()
+    with k.single_threaded():
+        first = k.choose_gemm(3, 16, 64)
+        assert kernels_mod._blas_faster == {(3, 16, 64): first}
+        kernels_mod._blas_faster[(3, 16, 64)] = not first  # kept, not timed again
+        assert kernels_mod.Kernels().choose_gemm(3, 16, 64) is (not first)
+
+
+def test_precision_below_highest_never_uses_torch_gemm(monkeypatch):
+    monkeypatch.setattr(kernels_mod, "_blas_faster", {})
+    old = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("medium")
+    try:
+        k = kernels_mod.Kernels()
+        assert k.workers(2) == 1 and k.choose_gemm(3, 16, 64) is False
+        assert kernels_mod._blas_faster == {}  # nothing timed: numpy is the only float32 GEMM
+    finally:
+        torch.set_float32_matmul_precision(old)
+
+
+def test_single_threaded_limits_blas_and_torch_and_restores():
+    before_blas, before_torch = _blas_threads(), torch.get_num_threads()
+    k = kernels_mod.Kernels()
+    with k.single_threaded():
+        assert torch.get_num_threads() == 1
+        assert all(n == 1 for n in _blas_threads())
+    assert _blas_threads() == before_blas and torch.get_num_threads() == before_torch
+    with pytest.raises(RuntimeError), k.single_threaded():
+        raise RuntimeError("restored on errors too")
+    assert _blas_threads() == before_blas and torch.get_num_threads() == before_torch
+
+
+def test_shared_floor_only_rises_both_ways():
+    shared = SharedFloor(3)
+    a, b = CandidatePool(3, 2), CandidatePool(3, 2)
+    a.raise_floor(np.array([0.5, -np.inf, 0.1], np.float32))
+    b.raise_floor(np.array([0.2, 0.3, np.nan], np.float32))  # NaN never lowers a floor
+    shared.exchange(a)
+    shared.exchange(b)
+    shared.exchange(a)
+    np.testing.assert_array_equal(b.floor[:2], np.float32([0.5, 0.3]))
+    np.testing.assert_array_equal(a.floor[:2], np.float32([0.5, 0.3]))
+    assert a.floor[2] == np.float32(0.1)
+
+
+def test_many_threads_sharing_a_floor_equal_brute_force(tmp_path):
+    # Sorted rows: every chunk beats the last, so floors move all the time while 4 threads
+    # exchange them; ties at the k-th score (duplicated rows) must still be exact.
+    base = random_unit(600, 16, seed=3)
+    x = np.concatenate([base, base[:200]])
+    order = np.argsort(x @ random_unit(1, 16, seed=4)[0])
+    store = EmbeddingStore(write_store(tmp_path / "s", x[order], [300, 500]))
+    q = np.concatenate([random_unit(1, 16, seed=4), random_unit(5, 16, seed=5)])
+    ws, wi = brute_force(store, q, 25)
+    for screen in ("off", "bf16"):
+        s, i = search(store, q, 25, threads=4, chunk_rows=64, block_rows=256, screen=screen)
+        np.testing.assert_array_equal(i, wi)
+        np.testing.assert_array_equal(s.view(np.uint32), ws.view(np.uint32))
+
+
+def test_concurrent_searches_from_threads_agree(tmp_path):
+    # Two searches at once in one process: torch's and BLAS's thread settings are process-wide;
+    # each search must still return the brute-force result.
+    store = EmbeddingStore(write_store(tmp_path / "s", random_unit(2500, 16, seed=6), [2500]))
+    q = random_unit(6, 16, seed=7)
+    ws, wi = brute_force(store, q, 30)
+    results: list[tuple[np.ndarray, np.ndarray]] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            for _ in range(3):
+                results.append(search(store, q, 30, threads=2, chunk_rows=128))
+        except BaseException as exc:
+            errors.append(exc)
+
+    ts = [threading.Thread(target=run) for _ in range(3)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not errors and len(results) == 9
+    for s, i in results:
+        np.testing.assert_array_equal(i, wi)
+        np.testing.assert_array_equal(s.view(np.uint32), ws.view(np.uint32))
