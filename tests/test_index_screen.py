@@ -218,8 +218,11 @@ def test_auto_trial_takes_the_faster_path(tmp_path, monkeypatch, bf16_cost, want
     st = SearchStats()
     got = search(store, q, 20, screen="auto", chunk_rows=64, threads=1, stats=st)
     assert st.trial and st.screen == want
-    trial_bf16 = 3  # the trial's bfloat16 chunks (one warm-up, two timed)
-    assert st.chunks_bf16 == (trial_bf16 if want == "off" else 32 - 3)
+    from inquire.index.fanout import Chooser
+
+    trial_bf16 = Chooser.TRIAL.count("bf16")  # one warm-up, two timed
+    assert trial_bf16 == 3 and Chooser.TRIAL[: Chooser.SKIP] == ("fp32",) * Chooser.SKIP
+    assert st.chunks_bf16 == (trial_bf16 if want == "off" else 32 - Chooser.TRIAL.count("fp32"))
     np.testing.assert_array_equal(got[1], off[1])
     np.testing.assert_array_equal(got[0].view(np.uint32), off[0].view(np.uint32))
     st2 = SearchStats()

@@ -203,6 +203,9 @@ def search(
                 block.release()
         else:
             score_in_threads(store, block_rows, chunk_rows, prefetch, scorers, chooser, shards)
+    # The survivors' exact scores, on the scoring threads' cores (torch's small conversions
+    # there run fastest single-threaded, even where the GEMMs used torch's own threads).
+    with kernels.single_threaded() if kernels.torch is not None else contextlib.nullcontext():
         scores, keys = scorers[0].finish(scorers[1:], threads=n_workers)
     _report_nonfinite(store, sorted(r for sc in scorers for r in sc.nonfinite))
     if stats is not None:

@@ -23,14 +23,19 @@ log = logging.getLogger(__name__)
 
 class Chooser:
     """Which approximation each chunk gets: fixed ("fp32", "bf16"), or for ``"auto"`` where
-    screening is possible, a timed trial on this search's first chunks (both paths, the same
-    number of rows, warm-ups untimed; the result counts either way), then the faster path
+    screening is possible, a timed trial on this search's first chunks after ``SKIP`` (both
+    paths, the same number of rows, warm-ups untimed; the result counts either way), then the
+    faster path
     (bfloat16 only if at most ``AUTO_MARGIN`` times the float32 time). The decision is kept per
     process for the search's shape (:func:`inquire.index.screen.remember_choice`)."""
 
-    # Warm-up of each path, then both paths twice in ABBA order.
-    TRIAL = ("fp32", "bf16", "bf16", "fp32", "fp32", "bf16")
-    TIMED_FROM = 2
+    # The search's first chunks go the float32 way untimed: their rows flood the candidate
+    # pools (no floor yet), a start-up cost that would swamp the GEMMs' difference (measured:
+    # a bfloat16 GEMM ~4x faster than float32 was rejected when timed on chunks 3-6). Then a
+    # warm-up of each path, and both paths twice in ABBA order.
+    SKIP = 8
+    TRIAL = ("fp32",) * SKIP + ("fp32", "bf16", "bf16", "fp32", "fp32", "bf16")
+    TIMED_FROM = SKIP + 2
 
     def __init__(self, fixed: str | None, key: tuple[Any, ...] | None = None) -> None:
         self.decided = fixed

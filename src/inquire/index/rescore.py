@@ -1,6 +1,6 @@
 """Exact scores of (query, row) pairs whose rows are read at random from a store's
-memory-mapped shards, by query, on several threads, without growing this process's resident
-memory."""
+memory-mapped shards: each distinct row read once, in row order, on several threads, without
+growing this process's resident memory."""
 
 from __future__ import annotations
 
@@ -16,11 +16,12 @@ from inquire.embed.store import EmbeddingStore
 from inquire.index.kernels import Kernels
 from inquire.index.score import exact_score, gamma64, round_once
 
-# Elements of one piece of rows converted to float64 and multiplied (256 x 1024 x 8 bytes =
-# 2 MiB: stays in cache).
+# Elements of one batch of distinct rows read at a time by one thread (32 MiB of float16 at
+# d = 1024), and of one piece of them converted to float64 and multiplied (2 MiB: in cache).
+_BATCH_ELEMENTS = 1 << 24
 _PIECE_ELEMENTS = 1 << 18
-# Rows read by one thread between two drops of the pages mapped meanwhile.
-_DROP_ROWS = 1 << 14
+# Rows read at a time for the pairs settled the slow exact way.
+_SLOW_ROWS = 16
 
 
 def _gather(store: EmbeddingStore, rows: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -52,100 +53,140 @@ def shard_mapping(shard: Any) -> Any:
     return m if m is not None and hasattr(m, "madvise") else None
 
 
+def _row_span(store: EmbeddingStore, s: int, m: Any, lo: int, hi: int) -> tuple[int, int] | None:
+    """Page-aligned ``(start, length)`` in the mapping ``m`` of shard ``s`` covering its local
+    rows ``lo .. hi - 1``, or None where the array's place in the mapping is not known."""
+    import mmap
+
+    shard = store.shards[s]
+    offset = getattr(shard, "offset", None)
+    if not isinstance(offset, int):
+        return None
+    row_bytes = store.dim * store.dtype.itemsize
+    at = offset % mmap.ALLOCATIONGRANULARITY  # numpy maps from the granule below the offset
+    start = (at + lo * row_bytes) // mmap.PAGESIZE * mmap.PAGESIZE
+    end = min(len(m), -(-(at + hi * row_bytes) // mmap.PAGESIZE) * mmap.PAGESIZE)
+    return (start, end - start) if end > start else None
+
+
 @contextlib.contextmanager
-def _random_access(store: EmbeddingStore) -> Iterator[Callable[[], None]]:
+def _random_access(store: EmbeddingStore) -> Iterator[Callable[..., None]]:
     """Random row reads from the memory-mapped shards without growing this process's
     resident memory: no fault-around while reading (``MADV_RANDOM``), and the pages read are
     unmapped again by the callable yielded (``MADV_DONTNEED``: on a read-only file mapping it
-    only drops this process's page-table entries; the data stays in the OS cache)."""
+    only drops this process's page-table entries; the data stays in the OS cache). Called
+    with global rows ``lo, hi`` it drops only the pages of rows ``lo .. hi - 1`` (so threads
+    reading other rows keep theirs); without, every page."""
     import mmap
 
-    maps = [m for m in (shard_mapping(s) for s in store.shards) if m is not None]
+    maps = [shard_mapping(s) for s in store.shards]
     advise = hasattr(mmap, "MADV_RANDOM") and hasattr(mmap, "MADV_DONTNEED")
 
-    def drop() -> None:
-        if advise:
-            for m in maps:
-                with contextlib.suppress(OSError, ValueError):
+    def drop(lo: int | None = None, hi: int | None = None) -> None:
+        if not advise:
+            return
+        for s, m in enumerate(maps):
+            if m is None:
+                continue
+            span = None
+            if lo is not None and hi is not None:
+                a = max(lo, int(store.offsets[s])) - int(store.offsets[s])
+                b = min(hi, int(store.offsets[s + 1])) - int(store.offsets[s])
+                if b <= a:
+                    continue  # no row of this shard
+                span = _row_span(store, s, m, a, b)
+            with contextlib.suppress(OSError, ValueError):
+                if span is None:
                     m.madvise(mmap.MADV_DONTNEED)
+                else:
+                    m.madvise(mmap.MADV_DONTNEED, *span)
 
     if advise:
         for m in maps:
-            with contextlib.suppress(OSError, ValueError):
-                m.madvise(mmap.MADV_RANDOM)
+            if m is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    m.madvise(mmap.MADV_RANDOM)
     try:
         yield drop
     finally:
         drop()
         if advise:
             for m in maps:
-                with contextlib.suppress(OSError, ValueError):
-                    m.madvise(mmap.MADV_NORMAL)
+                if m is not None:
+                    with contextlib.suppress(OSError, ValueError):
+                        m.madvise(mmap.MADV_NORMAL)
 
 
-def _split(qr: np.ndarray, parts: int) -> list[tuple[int, int]]:
-    """``parts`` ranges of about equal size over the pairs, cut where the query changes."""
-    m = len(qr)
-    cuts = [0]
-    for i in range(1, parts):
-        c = int(np.searchsorted(qr, qr[min(m - 1, i * m // parts)], side="left"))
-        if c > cuts[-1]:
-            cuts.append(c)
-    cuts.append(m)
-    return [(a, b) for a, b in itertools.pairwise(cuts) if b > a]
+def _batches(n_rows: int, step: int, threads: int) -> list[tuple[int, int]]:
+    """Ranges of at most ``step`` distinct rows, at least ``threads`` of them when there are
+    that many rows (so every thread has work)."""
+    step = max(1, min(step, -(-n_rows // max(threads, 1))))
+    return [(a, min(a + step, n_rows)) for a in range(0, n_rows, step)]
 
 
-def _dots(
+class _Worker:
+    """One thread's buffers: a batch of distinct rows as stored, and one piece of them in
+    float32 and float64."""
+
+    def __init__(self, store: EmbeddingStore, batch: int, piece: int) -> None:
+        d = store.dim
+        self.raw = np.empty((batch, d), store.dtype)
+        self.piece = piece
+        self.xs = np.empty((piece, d), store.dtype)
+        self.x32 = None if store.dtype == np.float32 else np.empty((piece, d), np.float32)
+        self.x64 = np.empty((piece, d), np.float64)
+        self.tmp = np.empty(piece, np.float64)
+
+
+def _batch_dots(
     store: EmbeddingStore,
     q64: np.ndarray,
     qr: np.ndarray,
     rows: np.ndarray,
+    uniq: np.ndarray,
+    pairs: np.ndarray,
     s: np.ndarray,
     err: np.ndarray,
     kernels: Kernels,
     bound: np.ndarray | None,
-    drop: Callable[[], None],
+    w: _Worker,
 ) -> None:
-    """Float64 inner products ``s`` of the pairs (query ``qr`` ascending, global ``rows``) and
-    their error bounds ``err`` (``bound[r]`` per query, or each pair's own ``sum |q_i x_i|``
-    times ``gamma_d``): per query, pieces of its rows gathered from the shards, converted to
-    float64 (through float32, torch's fast path, where torch is installed) and multiplied."""
+    """Float64 inner products ``s[pairs]`` and their error bounds ``err[pairs]`` of the pairs
+    ``pairs`` (indices into ``qr``/``rows``), whose rows are the distinct ascending ``uniq``:
+    the rows are read once (one run per shard), then per query, pieces of its rows are
+    converted to float64 (through float32, torch's fast path, where torch is installed) and
+    multiplied with the query. ``err`` is ``bound[r]`` per query, or each pair's own ``sum
+    |q_i x_i|`` times ``gamma_d`` (rounded up)."""
     t = kernels.torch
-    d = store.dim
-    piece = max(1, min(_PIECE_ELEMENTS // max(d, 1), len(rows)))
-    raw = np.empty((piece, d), store.dtype)
-    x64 = np.empty((piece, d), np.float64)
-    tmp = np.empty(piece, np.float64)
-    x32 = None if store.dtype == np.float32 else np.empty((piece, d), np.float32)
-    g = gamma64(d)
-    starts = np.searchsorted(qr, np.arange(len(q64) + 1))
-    read = 0
-    for r in np.flatnonzero(np.diff(starts)):
-        a0, b0 = int(starts[r]), int(starts[r + 1])
-        for a in range(a0, b0, piece):
-            b = min(a + piece, b0)
-            n = b - a
-            perm = np.argsort(rows[a:b], kind="stable")  # ascending rows: one run per shard
-            x = _gather(store, rows[a:b][perm], raw)
-            at = a + perm
-            if t is not None and x32 is not None:
-                t.from_numpy(x32[:n]).copy_(t.from_numpy(x))  # float16 -> float32: exact
-                t.from_numpy(x64[:n]).copy_(t.from_numpy(x32[:n]))
-                t.mv(t.from_numpy(x64[:n]), t.from_numpy(q64[r]), out=t.from_numpy(tmp[:n]))
+    x = _gather(store, uniq, w.raw)
+    pairs = pairs[np.argsort(qr[pairs], kind="stable")]  # by query
+    local = np.searchsorted(uniq, rows[pairs])
+    pq = qr[pairs]
+    cuts = np.flatnonzero(np.diff(pq)) + 1
+    g = gamma64(store.dim)
+    for lo0, hi0 in itertools.pairwise([0, *cuts.tolist(), len(pairs)]):
+        r = int(pq[lo0])
+        for lo in range(lo0, hi0, w.piece):
+            hi = min(lo + w.piece, hi0)
+            n = hi - lo
+            at = pairs[lo:hi]
+            xs = np.take(x, local[lo:hi], axis=0, out=w.xs[:n])
+            x64, tmp = w.x64[:n], w.tmp[:n]
+            if t is not None and w.x32 is not None:
+                x32 = w.x32[:n]
+                t.from_numpy(x32).copy_(t.from_numpy(xs))  # float16 -> float32: exact
+                t.from_numpy(x64).copy_(t.from_numpy(x32))
+                t.mv(t.from_numpy(x64), t.from_numpy(q64[r]), out=t.from_numpy(tmp))
             else:
-                np.copyto(x64[:n], x)
-                np.matmul(x64[:n], q64[r], out=tmp[:n])
-            s[at] = tmp[:n]
+                np.copyto(x64, xs)
+                np.matmul(x64, q64[r], out=tmp)
+            s[at] = tmp
             if bound is not None:
-                err[a:b] = bound[r]
+                err[at] = bound[r]
             else:
-                np.abs(x64[:n], out=x64[:n])
-                np.matmul(x64[:n], np.abs(q64[r]), out=tmp[:n])
-                err[at] = tmp[:n] * (g * (1 + 4 * g))
-            read += n
-            if read >= _DROP_ROWS:
-                drop()
-                read = 0
+                np.abs(x64, out=x64)
+                np.matmul(x64, np.abs(q64[r]), out=tmp)
+                err[at] = tmp * (g * (1 + 4 * g))
 
 
 def rescore(
@@ -158,39 +199,70 @@ def rescore(
     threads: int = 1,
 ) -> np.ndarray:
     """Exact scores ``(m,) float32`` (:func:`inquire.index.score.exact_score`, bit for bit) of
-    the pairs (query ``qr``, global row ``rows``), ``qr`` ascending. ``max_norm``: an upper
-    bound of the rows' norms, if known. ``threads``: threads sharing the work (by query);
-    torch's own thread count should then be 1.
+    the pairs (query ``qr``, global row ``rows``). ``max_norm``: an upper bound of the rows'
+    norms, if known. ``threads``: threads sharing the work; torch's own thread count should
+    then be 1.
 
-    Per query, its rows are gathered from the memory-mapped shards in pieces that stay in
-    cache, converted to float64 and multiplied with the query (:func:`_dots`); each float64
-    value is then rounded once to float32 with a proven error bound
-    (:func:`inquire.index.score.round_once`), the rare undecided pair exactly."""
+    The distinct rows are read in ascending order, in batches of ~32 MiB, each row once however
+    many queries kept it; the pages each batch mapped are dropped after it (random reads of a
+    memory map would otherwise leave the store resident in this process: the OS maps whole
+    large pages on each touch). Within a batch, per query, its rows are converted to float64
+    and multiplied with the query (:func:`_batch_dots`); each float64 value is then rounded
+    once to float32 with a proven error bound (:func:`inquire.index.score.round_once`), the
+    rare undecided pair exactly."""
     m = len(qr)
     if m == 0:
         return np.empty(0, np.float32)
+    d = store.dim
     q64 = np.asarray(q, np.float32).astype(np.float64)
-    g = gamma64(store.dim)
+    g = gamma64(d)
     bound = None
     if max_norm is not None:
         # |s - sum| <= gamma_d ||q|| max_norm; the float64 evaluation of the bound may be low
         # by ~gamma_d relative: inflate.
         bound = g * np.linalg.norm(q64, axis=1) * (1 + 4 * g) * max_norm
+    order = np.argsort(rows, kind="stable")  # pairs by row
+    uniq, first = np.unique(rows[order], return_index=True)
+    first = np.append(first, m)
+    threads = max(1, int(threads))
+    batches = _batches(len(uniq), max(1, _BATCH_ELEMENTS // max(d, 1)), threads)
+    n_workers = min(threads, len(batches))
+    step = max(b - a for a, b in batches)
+    piece = max(1, min(_PIECE_ELEMENTS // max(d, 1), m))
     s = np.empty(m, np.float64)
     err = np.empty(m, np.float64)
-    parts = _split(qr, max(1, int(threads)))
     with _random_access(store) as drop:
-        jobs = [
-            (store, q64, qr[a:b], rows[a:b], s[a:b], err[a:b], kernels, bound, drop)
-            for a, b in parts
-        ]
-        if len(jobs) == 1:
-            _dots(*jobs[0])
+
+        def run(w: _Worker, mine: list[tuple[int, int]]) -> None:
+            for a, b in mine:
+                pairs = order[first[a] : first[b]]
+                _batch_dots(store, q64, qr, rows, uniq[a:b], pairs, s, err, kernels, bound, w)
+                drop(int(uniq[a]), int(uniq[b - 1]) + 1)  # this batch's pages only
+
+        workers = [_Worker(store, step, piece) for _ in range(n_workers)]
+        if n_workers == 1:
+            run(workers[0], batches)
         else:
-            with ThreadPoolExecutor(len(jobs), thread_name_prefix="inquire-rescore") as pool:
-                for f in [pool.submit(_dots, *job) for job in jobs]:
+            with ThreadPoolExecutor(n_workers, thread_name_prefix="inquire-rescore") as pool:
+                futures = [
+                    pool.submit(run, w, batches[i::n_workers]) for i, w in enumerate(workers)
+                ]
+                for f in futures:
                     f.result()
-    one = np.empty((1, store.dim), store.dtype)
-    return round_once(
-        s, err, lambda j: exact_score(q[qr[j]], _gather(store, rows[j : j + 1], one)[0])
-    )
+        del workers
+
+        def slow(js: np.ndarray) -> np.ndarray:
+            # The rare pairs a float64 value cannot settle, by row, a few rows at a time (each
+            # row read maps a large page: dropped before the next few).
+            by_row = js[np.argsort(rows[js], kind="stable")]
+            got = np.empty(len(qr), np.float32)
+            buf = np.empty((_SLOW_ROWS, d), store.dtype)
+            for a in range(0, len(by_row), _SLOW_ROWS):
+                part = by_row[a : a + _SLOW_ROWS]
+                x = _gather(store, rows[part], buf)
+                drop(int(rows[part[0]]), int(rows[part[-1]]) + 1)
+                for i, j in enumerate(part):
+                    got[j] = exact_score(q[qr[j]], x[i])
+            return got[js]
+
+        return round_once(s, err, slow)

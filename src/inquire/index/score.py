@@ -108,16 +108,22 @@ def exact_scores(
                 err[a:b] *= g * (1 + 4 * g)
             else:
                 err[a:b] = g * qn[r] * max_norm
-    return round_once(
-        s, err, lambda j: exact_score(q[qr[j]], x[j] if index is None else x[index[j]])
-    )
+
+    def slow(js: np.ndarray) -> np.ndarray:
+        at = js if index is None else index[js]
+        return np.array([exact_score(q[qr[j]], x[i]) for j, i in zip(js, at, strict=True)])
+
+    return round_once(s, err, slow)
 
 
-def round_once(s: np.ndarray, err: np.ndarray, exact: Callable[[int], np.float32]) -> np.ndarray:
+def round_once(
+    s: np.ndarray, err: np.ndarray, exact: Callable[[np.ndarray], np.ndarray]
+) -> np.ndarray:
     """``(m,) float32``: each float64 value ``s`` (``|s - sum| <= err``, ``err`` rounded up)
     rounded to the float32 its exact sum rounds to: where both ends of the interval round to
-    the same float32, that one (rounding is monotonic); else ``exact(j)``, pair ``j``
-    computed the slow exact way (:func:`exact_score`). ``err`` is modified."""
+    the same float32, that one (rounding is monotonic); else ``exact(js)`` for the indices
+    ``js`` of those pairs (computed the slow exact way, :func:`exact_score`). ``err`` is
+    modified."""
     out = np.empty(len(s), np.float32)
     err += 2.0**-1000  # the smallest normal numbers against underflow of the bound
     with np.errstate(invalid="ignore", over="ignore"):
@@ -125,6 +131,7 @@ def round_once(s: np.ndarray, err: np.ndarray, exact: Callable[[int], np.float32
         hi32 = np.nextafter(s + err, np.inf).astype(np.float32)
     ok = lo32 == hi32  # NaN and intervals that straddle a rounding boundary fail
     out[ok] = lo32[ok]
-    for j in np.flatnonzero(~ok):
-        out[j] = exact(int(j))
+    undecided = np.flatnonzero(~ok)
+    if len(undecided):
+        out[undecided] = exact(undecided)
     return out

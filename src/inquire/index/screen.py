@@ -58,7 +58,8 @@ U_F32 = 2.0**-24
 C_BF16 = U_BF16 / (1 - U_BF16)
 #: "auto" screens only where a bfloat16 chunk takes at most this share of a float32 chunk's time.
 AUTO_MARGIN = 0.9
-#: "auto" considers screening only for stores of at least this many chunks (the trial uses 6).
+#: "auto" considers screening only for stores of at least this many chunks (the trial uses
+#: the 14 first: 8 skipped, then 6).
 MIN_TRIAL_CHUNKS = 16
 
 
