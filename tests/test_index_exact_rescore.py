@@ -55,3 +55,76 @@ def test_split_cuts_only_between_queries():
         assert all(b > a for a, b in ranges) and len(ranges) <= parts
         for (_, b), (a2, _) in itertools.pairwise(ranges):
             assert b == a2 and qr[b - 1] != qr[b]
+
+
+F32_MAX = float(np.finfo(np.float32).max)
+
+
+def _overflow_rows() -> tuple[np.ndarray, np.ndarray]:
+    """Rows whose exact score for the query ``(1, 1, 1, 0)`` lies at the float32 overflow
+    threshold ``2**128 - 2**103`` (halfway between the largest float32 and ``2**128``) or
+    within a float64 rounding of it, and the scores they round to."""
+    h = 2.0**103
+    x = np.array(
+        [
+            [F32_MAX, h, -(2.0**-60), 0],  # just below: the largest float32
+            [F32_MAX, h, 2.0**-60, 0],  # just above: inf
+            [F32_MAX, h, 0, 0],  # exactly halfway: to even, inf
+            [-F32_MAX, -h, 2.0**-60, 0],  # the same below zero
+            [-F32_MAX, -h, -(2.0**-60), 0],
+        ],
+        np.float32,
+    )
+    want = np.array([F32_MAX, np.inf, np.inf, -F32_MAX, -np.inf], np.float32)
+    return x, want
+
+
+def test_exact_score_at_the_float32_overflow_threshold():
+    # The float64 sum of the first row is the threshold itself, the exact sum a hair below:
+    # the float32 it rounds to is the largest finite one, not inf.
+    x, want = _overflow_rows()
+    q = np.array([1, 1, 1, 0], np.float32)
+    got = np.array([exact_score(q, row) for row in x])
+    np.testing.assert_array_equal(got, want)
+    qr = np.zeros(len(x), np.int64)
+    for max_norm in (None, 1e39):
+        np.testing.assert_array_equal(exact_scores(q[None], qr, x, max_norm), want)
+
+
+def test_rescore_and_search_at_the_float32_overflow_threshold(tmp_path):
+    from inquire.index.exact import search
+
+    x, want = _overflow_rows()
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [2, 3], dtype=np.float32))
+    q = np.array([[1, 1, 1, 0]], np.float32)
+    qr = np.zeros(len(x), np.int64)
+    rows = np.arange(len(x))
+    for max_norm in (None, 1e39):
+        got = rescore.rescore(store, q, qr, rows, Kernels(), max_norm)
+        np.testing.assert_array_equal(got, want)
+    s, i = search(store, q, 5, threads=1, screen="off")
+    order = np.lexsort((np.arange(5), -want))
+    np.testing.assert_array_equal(i[0], order)
+    np.testing.assert_array_equal(s[0], want[order])
+
+
+def test_rescore_of_zero_and_tiny_scores_is_exact_score_bit_for_bit(tmp_path):
+    # A zero row for a query with negative entries: the float64 sum is 0 exactly, its
+    # interval [-2**-1000, 2**-1000] rounds to -0.0 at one end and 0.0 at the other, which
+    # compare equal; exact_score gives 0.0. Tiny negative sums round to -0.0 in both.
+    x = np.zeros((4, 8), np.float32)
+    x[1, 0] = 2.0**-140  # times -2**-100: -2**-240, rounds to -0.0
+    x[2, :2] = [2.0**-149, -(2.0**-149)]  # products cancel: exactly 0
+    x[3, :] = 1e-45
+    q = np.full((2, 8), -1.0, np.float32)
+    q[:, 0] = -(2.0**-100)
+    q[1] = np.abs(q[1])
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [4], dtype=np.float32))
+    qr = np.repeat(np.arange(2), 4)
+    rows = np.tile(np.arange(4), 2)
+    want = np.array([exact_score(q[r], x[j]) for r, j in zip(qr, rows, strict=True)])
+    for max_norm in (None, 1.0):
+        got = rescore.rescore(store, q, qr, rows, Kernels(), max_norm)
+        np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+        got = exact_scores(q, qr, x[rows], max_norm)
+        np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
