@@ -128,3 +128,56 @@ def test_rescore_of_zero_and_tiny_scores_is_exact_score_bit_for_bit(tmp_path):
         np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
         got = exact_scores(q, qr, x[rows], max_norm)
         np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+@pytest.mark.parametrize("with_torch", [True, False])
+@pytest.mark.parametrize("known_norm", [False, True])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_rescore_of_awkward_rows_and_pairs(
+    tmp_path, monkeypatch, dtype, with_torch, known_norm, threads
+):
+    # Exact float32 midpoints that float64 rounding lands on (1 + 2**-24 + 2**-80 is above
+    # the midpoint between 1 and 1 + 2**-23, its float64 sum is the midpoint), huge rows
+    # (scores over the largest float32), NaN and inf rows, zero and subnormal rows, 1-row
+    # shards; pairs: queries without pairs, rows repeated within a query, one query only.
+    monkeypatch.setattr(rescore, "_PIECE_ELEMENTS", 3 * 8)
+    monkeypatch.setattr(rescore, "_DROP_ROWS", 2)
+    x = random_unit(20, 8, seed=6)
+    x[0, :3] = [1, 2.0**-24, 2.0**-80]
+    x[1, :3] = [1, 2.0**-24, -(2.0**-80)]
+    x[2, :3] = [1, 2.0**-24, 0]
+    x[3] = 1e30 if dtype == np.float32 else 6e4
+    x[4, 5] = np.nan
+    x[5, 1] = np.inf
+    x[6] = 0
+    x[7] = 2.0**-140 if dtype == np.float32 else 2.0**-20
+    x[8, :2] = 3e38 if dtype == np.float32 else 6e4
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [1, 1, 5, 1, 12], dtype=dtype))
+    xs = np.concatenate([np.asarray(s, np.float32) for s in store.shards])
+    q = random_unit(5, 8, seed=7)
+    q[0, :3] = 1
+    q[0, 3:] = 0
+    q[3] = -q[3]
+    kernels = Kernels()
+    if not with_torch:
+        kernels.torch = None
+    finite = np.isfinite(xs).all(axis=1)
+    norm = float(np.linalg.norm(xs[finite].astype(np.float64), axis=1).max()) * 1.01
+    rng = np.random.default_rng(8)
+    for qr, rows in [
+        (np.sort(rng.choice([0, 3, 4], 70)), rng.integers(0, 20, 70)),
+        (np.zeros(1, np.int64), np.zeros(1, np.int64)),
+        (np.full(40, 3), np.tile(np.arange(20), 2)),
+    ]:
+        pairs = list(zip(qr, rows, strict=True))
+        if known_norm:  # the bound covers finite rows only
+            keep = finite[rows]
+            qr, rows = qr[keep], rows[keep]
+            pairs = list(zip(qr, rows, strict=True))
+        got = rescore.rescore(store, q, qr, rows, kernels, norm if known_norm else None, threads)
+        want = np.array([exact_score(q[r], xs[j]) for r, j in pairs], np.float32)
+        np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+    if dtype == np.float32:  # the midpoint cases are what they claim
+        assert exact_score(q[0], xs[0]) == np.float32(1 + 2.0**-23)
+        assert exact_score(q[0], xs[1]) == exact_score(q[0], xs[2]) == np.float32(1)
