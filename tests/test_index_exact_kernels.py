@@ -183,7 +183,7 @@ def test_interleaved_single_threaded_sections_restore_blas_and_torch():
         assert torch_threads_in_a_new_thread() == wanted_torch
     finally:
         blas.restore_original_limits()
-        threadpoolctl.OpenBLASController.clear_controlling_thread(force=True)
+        kernels_mod._blas_control()  # main took control of BLAS above: give it up
         torch.set_num_threads(before_torch)
     assert _blas_threads() == before_blas and torch_threads_in_a_new_thread() == before_new
 
