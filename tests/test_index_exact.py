@@ -180,3 +180,28 @@ def test_brute_force_helper_agrees(tmp_path):
         s, i = search(store, q, k, block_rows=256, chunk_rows=100)
         np.testing.assert_array_equal(i, bi)
         np.testing.assert_array_equal(s, bs)
+
+
+@pytest.mark.parametrize("screen", ["off", "bf16"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_float32_gemm_overflow_of_finite_rows_is_exact(tmp_path, threads, screen):
+    from inquire.index.topk import brute_force
+
+    # Unnormalised queries are allowed. Rows 0 and 1 sum 2e38 + 2e38 (over the largest
+    # float32) before the -2e38 terms: the GEMM overflows, the exact scores are 0 and 2e38.
+    # Forced bfloat16 screening takes queries up to 1e30 only: there the rows are larger.
+    big = 1e38 if screen == "off" else 1e29
+    q = np.full((1, 4), big, np.float32)
+    x = np.full((8, 4), 0.1, np.float32)
+    x[0] = [2, 2, -2, -2]
+    x[1] = [2, 2, -2, 0]
+    x[2] = [2.5, 0, 0, 0]
+    x *= np.float32(1e38 / big)
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [8], dtype=np.float32))
+    ws, wi = brute_force(q, x, store.ids, 3)
+    assert wi[0].tolist() == [2, 1, 3]
+    if screen == "bf16":
+        pytest.importorskip("torch")
+    s, i = search(store, q, 3, threads=threads, chunk_rows=8, screen=screen)
+    np.testing.assert_array_equal(i, wi)
+    np.testing.assert_array_equal(s.view(np.uint32), ws.view(np.uint32))

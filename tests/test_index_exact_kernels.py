@@ -133,3 +133,72 @@ def test_concurrent_searches_from_threads_agree(tmp_path):
     for s, i in results:
         np.testing.assert_array_equal(i, wi)
         np.testing.assert_array_equal(s.view(np.uint32), ws.view(np.uint32))
+
+
+def test_interleaved_single_threaded_sections_restore_blas_and_torch():
+    # Two searches at once, the first to start ends first: A in, B in, A out, B out. Each
+    # section saved the thread counts it found on entry, so B (which found A's 1) restored 1:
+    # numpy's BLAS stayed single-threaded for the rest of the process, and so did torch in
+    # every thread started afterwards.
+    def torch_threads_in_a_new_thread() -> int:
+        seen: list[int] = []
+        t = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+        t.start()
+        t.join()
+        return seen[0]
+
+    before_blas = _blas_threads()
+    before_torch, before_new = torch.get_num_threads(), torch_threads_in_a_new_thread()
+    torch.set_num_threads(max(2, before_torch))  # a count a leaked 1 can be told from
+    blas = threadpoolctl.threadpool_limits(max(2, *before_blas), user_api="blas")
+    try:
+        wanted_blas, wanted_torch = _blas_threads(), torch.get_num_threads()
+        k = kernels_mod.Kernels()
+        a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+        inside: list[tuple[list[int], int]] = []
+
+        def a() -> None:
+            with k.single_threaded():
+                a_in.set()
+                assert b_in.wait(30)
+            a_out.set()
+
+        def b() -> None:
+            assert a_in.wait(30)
+            with k.single_threaded():
+                b_in.set()
+                assert a_out.wait(30)
+                inside.append((_blas_threads(), torch.get_num_threads()))
+
+        ta, tb = threading.Thread(target=a), threading.Thread(target=b)
+        ta.start()
+        tb.start()
+        ta.join()
+        tb.join()
+        # B's section still runs single-threaded after A's ended ...
+        assert inside == [([1] * len(wanted_blas), 1)]
+        # ... and once both ended, the counts are the ones before either began.
+        assert _blas_threads() == wanted_blas
+        assert torch.get_num_threads() == wanted_torch
+        assert torch_threads_in_a_new_thread() == wanted_torch
+    finally:
+        blas.restore_original_limits()
+        kernels_mod._blas_control()  # main took control of BLAS above: give it up
+        torch.set_num_threads(before_torch)
+    assert _blas_threads() == before_blas and torch_threads_in_a_new_thread() == before_new
+
+
+def test_stats_name_numpy_when_precision_keeps_torch_off_the_gemm(tmp_path):
+    store = EmbeddingStore(write_store(tmp_path / "s", random_unit(300, 16, seed=8), [300]))
+    q = random_unit(3, 16, seed=9)
+    old = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("medium")
+    try:
+        st = SearchStats()
+        s, i = search(store, q, 5, threads=2, chunk_rows=64, screen="off", stats=st)
+    finally:
+        torch.set_float32_matmul_precision(old)
+    ws, wi = brute_force(store, q, 5)
+    np.testing.assert_array_equal(i, wi)
+    np.testing.assert_array_equal(s.view(np.uint32), ws.view(np.uint32))
+    assert st.fp32_gemm == "numpy"

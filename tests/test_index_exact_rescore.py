@@ -70,3 +70,130 @@ def test_pairs_in_any_order_and_queries_without_pairs(tmp_path):
     for threads in (1, 4):
         got = rescore.rescore(store, q, qr, rows, Kernels(), None, threads)
         np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+F32_MAX = float(np.finfo(np.float32).max)
+
+
+def _overflow_rows() -> tuple[np.ndarray, np.ndarray]:
+    """Rows whose exact score for the query ``(1, 1, 1, 0)`` lies at the float32 overflow
+    threshold ``2**128 - 2**103`` (halfway between the largest float32 and ``2**128``) or
+    within a float64 rounding of it, and the scores they round to."""
+    h = 2.0**103
+    x = np.array(
+        [
+            [F32_MAX, h, -(2.0**-60), 0],  # just below: the largest float32
+            [F32_MAX, h, 2.0**-60, 0],  # just above: inf
+            [F32_MAX, h, 0, 0],  # exactly halfway: to even, inf
+            [-F32_MAX, -h, 2.0**-60, 0],  # the same below zero
+            [-F32_MAX, -h, -(2.0**-60), 0],
+        ],
+        np.float32,
+    )
+    want = np.array([F32_MAX, np.inf, np.inf, -F32_MAX, -np.inf], np.float32)
+    return x, want
+
+
+def test_exact_score_at_the_float32_overflow_threshold():
+    # The float64 sum of the first row is the threshold itself, the exact sum a hair below:
+    # the float32 it rounds to is the largest finite one, not inf.
+    x, want = _overflow_rows()
+    q = np.array([1, 1, 1, 0], np.float32)
+    got = np.array([exact_score(q, row) for row in x])
+    np.testing.assert_array_equal(got, want)
+    qr = np.zeros(len(x), np.int64)
+    for max_norm in (None, 1e39):
+        np.testing.assert_array_equal(exact_scores(q[None], qr, x, max_norm), want)
+
+
+def test_rescore_and_search_at_the_float32_overflow_threshold(tmp_path):
+    from inquire.index.exact import search
+
+    x, want = _overflow_rows()
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [2, 3], dtype=np.float32))
+    q = np.array([[1, 1, 1, 0]], np.float32)
+    qr = np.zeros(len(x), np.int64)
+    rows = np.arange(len(x))
+    for max_norm in (None, 1e39):
+        got = rescore.rescore(store, q, qr, rows, Kernels(), max_norm)
+        np.testing.assert_array_equal(got, want)
+    s, i = search(store, q, 5, threads=1, screen="off")
+    order = np.lexsort((np.arange(5), -want))
+    np.testing.assert_array_equal(i[0], order)
+    np.testing.assert_array_equal(s[0], want[order])
+
+
+def test_rescore_of_zero_and_tiny_scores_is_exact_score_bit_for_bit(tmp_path):
+    # A zero row for a query with negative entries: the float64 sum is 0 exactly, its
+    # interval [-2**-1000, 2**-1000] rounds to -0.0 at one end and 0.0 at the other, which
+    # compare equal; exact_score gives 0.0. Tiny negative sums round to -0.0 in both.
+    x = np.zeros((4, 8), np.float32)
+    x[1, 0] = 2.0**-140  # times -2**-100: -2**-240, rounds to -0.0
+    x[2, :2] = [2.0**-149, -(2.0**-149)]  # products cancel: exactly 0
+    x[3, :] = 1e-45
+    q = np.full((2, 8), -1.0, np.float32)
+    q[:, 0] = -(2.0**-100)
+    q[1] = np.abs(q[1])
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [4], dtype=np.float32))
+    qr = np.repeat(np.arange(2), 4)
+    rows = np.tile(np.arange(4), 2)
+    want = np.array([exact_score(q[r], x[j]) for r, j in zip(qr, rows, strict=True)])
+    for max_norm in (None, 1.0):
+        got = rescore.rescore(store, q, qr, rows, Kernels(), max_norm)
+        np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+        got = exact_scores(q, qr, x[rows], max_norm)
+        np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+@pytest.mark.parametrize("with_torch", [True, False])
+@pytest.mark.parametrize("known_norm", [False, True])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_rescore_of_awkward_rows_and_pairs(
+    tmp_path, monkeypatch, dtype, with_torch, known_norm, threads
+):
+    # Exact float32 midpoints that float64 rounding lands on (1 + 2**-24 + 2**-80 is above
+    # the midpoint between 1 and 1 + 2**-23, its float64 sum is the midpoint), huge rows
+    # (scores over the largest float32), NaN and inf rows, zero and subnormal rows, 1-row
+    # shards; pairs: queries without pairs, rows repeated within a query, one query only.
+    monkeypatch.setattr(rescore, "_PIECE_ELEMENTS", 3 * 8)
+    monkeypatch.setattr(rescore, "_BATCH_ELEMENTS", 4 * 8)
+    monkeypatch.setattr(rescore, "_SLOW_ROWS", 2)
+    x = random_unit(20, 8, seed=6)
+    x[0, :3] = [1, 2.0**-24, 2.0**-80]
+    x[1, :3] = [1, 2.0**-24, -(2.0**-80)]
+    x[2, :3] = [1, 2.0**-24, 0]
+    x[3] = 1e30 if dtype == np.float32 else 6e4
+    x[4, 5] = np.nan
+    x[5, 1] = np.inf
+    x[6] = 0
+    x[7] = 2.0**-140 if dtype == np.float32 else 2.0**-20
+    x[8, :2] = 3e38 if dtype == np.float32 else 6e4
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [1, 1, 5, 1, 12], dtype=dtype))
+    xs = np.concatenate([np.asarray(s, np.float32) for s in store.shards])
+    q = random_unit(5, 8, seed=7)
+    q[0, :3] = 1
+    q[0, 3:] = 0
+    q[3] = -q[3]
+    kernels = Kernels()
+    if not with_torch:
+        kernels.torch = None
+    finite = np.isfinite(xs).all(axis=1)
+    norm = float(np.linalg.norm(xs[finite].astype(np.float64), axis=1).max()) * 1.01
+    rng = np.random.default_rng(8)
+    for qr, rows in [
+        (np.sort(rng.choice([0, 3, 4], 70)), rng.integers(0, 20, 70)),
+        (np.zeros(1, np.int64), np.zeros(1, np.int64)),
+        (np.full(40, 3), np.tile(np.arange(20), 2)),
+    ]:
+        pairs = list(zip(qr, rows, strict=True))
+        if known_norm:  # the bound covers finite rows only
+            keep = finite[rows]
+            qr, rows = qr[keep], rows[keep]
+            pairs = list(zip(qr, rows, strict=True))
+        got = rescore.rescore(store, q, qr, rows, kernels, norm if known_norm else None, threads)
+        want = np.array([exact_score(q[r], xs[j]) for r, j in pairs], np.float32)
+        np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+    if dtype == np.float32:  # the midpoint cases are what they claim
+        assert exact_score(q[0], xs[0]) == np.float32(1 + 2.0**-23)
+        assert exact_score(q[0], xs[1]) == exact_score(q[0], xs[2]) == np.float32(1)

@@ -219,7 +219,7 @@ def search(
         stats.gemm_seconds = sum(sc.gemm_seconds for sc in scorers)
         stats.threads = n_workers
         stats.bf16_copy = copy is not None
-        stats.fp32_gemm = "numpy" if kernels.blas_gemm or kernels.torch is None else "torch"
+        stats.fp32_gemm = kernels.fp32_gemm
         stats.seconds = time.perf_counter() - started
     if sorted_ids is None:
         return scores, keys

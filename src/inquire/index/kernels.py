@@ -17,6 +17,44 @@ import numpy as np
 _blas_faster: dict[tuple[int, int, int], bool] = {}
 _blas_lock = threading.Lock()
 
+# The single-threaded sections open now (several searches may run at once): the first to
+# open saves the process's thread counts, the last to close restores them.
+_sections_lock = threading.Lock()
+_sections = 0
+_saved_torch = 0  # torch's thread count before the first open section
+_blas_limits: Any = None  # threadpoolctl's limiter of the open sections (restores BLAS)
+
+
+def _blas_control() -> None:
+    """Make the calling thread the one whose BLAS thread limits take effect: threadpoolctl
+    (recent versions) lets a single thread set OpenBLAS's process-wide count and silently ignores
+    the others (while that thread lives), so a search from a second thread would neither
+    limit BLAS nor restore it."""
+    import threadpoolctl
+
+    clear = getattr(
+        getattr(threadpoolctl, "OpenBLASController", None), "clear_controlling_thread", None
+    )
+    if clear is not None:
+        clear(force=True)
+
+
+def _limit_blas() -> Any:
+    """numpy's BLAS limited to one thread; returns what :func:`_restore_blas` undoes."""
+    from threadpoolctl import threadpool_limits
+
+    _blas_control()
+    return threadpool_limits(1, user_api="blas")
+
+
+def _restore_blas(limits: Any) -> None:
+    """Undo :func:`_limit_blas` (from any thread), leaving no thread in control of BLAS."""
+    _blas_control()
+    try:
+        limits.restore_original_limits()
+    finally:
+        _blas_control()
+
 
 class Kernels:
     """float16 -> float32 conversion and the float32 GEMM, via torch when available.
@@ -39,6 +77,11 @@ class Kernels:
         )
         self.blas_gemm = False  # the float32 GEMM by numpy's BLAS (see choose_gemm)
 
+    @property
+    def fp32_gemm(self) -> str:
+        """Who runs the float32 GEMM: ``"torch"`` or ``"numpy"`` (its BLAS)."""
+        return "torch" if self._gemm_torch and not self.blas_gemm else "numpy"
+
     def workers(self, requested: int | None) -> int:
         """Scoring threads: one per core when torch runs the kernels, else one (numpy's
         OpenBLAS then threads each GEMM itself)."""
@@ -51,16 +94,39 @@ class Kernels:
     @contextlib.contextmanager
     def single_threaded(self) -> Iterator[None]:
         """Each scoring thread owns one core: torch's kernels and numpy's BLAS run in the
-        calling thread (both restored afterwards)."""
-        from threadpoolctl import threadpool_limits
+        calling thread (both restored afterwards).
 
-        old = self.torch.get_num_threads()
-        self.torch.set_num_threads(1)
+        Both counts outlive a section: BLAS's is process-wide, torch's is per thread and
+        process-wide (threads read it when they first run torch). With several sections open
+        at once (concurrent searches), the first to open saves them and the last to close
+        restores them, whatever the order in which they close (each section's own thread
+        gets back the torch count it had before any section was open)."""
+        global _sections, _saved_torch, _blas_limits
+        t = self.torch
+        with _sections_lock:
+            # get_num_threads first: a thread new to torch takes the process-wide count at its
+            # first torch call, which would undo a set_num_threads made before it.
+            own = t.get_num_threads()
+            if _sections == 0:
+                _saved_torch = own
+                _blas_limits = _limit_blas()
+            _sections += 1
+            old = own if _sections == 1 else _saved_torch
+            t.set_num_threads(1)
         try:
-            with threadpool_limits(1, user_api="blas"):
-                yield
+            yield
         finally:
-            self.torch.set_num_threads(old)
+            with _sections_lock:
+                _sections -= 1
+                try:
+                    if _sections == 0:
+                        # The last one out leaves torch's process-wide count (read by threads
+                        # started afterwards) as the first one in found it.
+                        old = _saved_torch
+                        limits, _blas_limits = _blas_limits, None
+                        _restore_blas(limits)
+                finally:
+                    t.set_num_threads(old)
 
     def choose_gemm(self, nq: int, d: int, rows: int) -> bool:
         """Run the float32 GEMM by numpy's BLAS where it is faster than torch's on this CPU for

@@ -30,6 +30,9 @@ import numpy as np
 
 #: Unit roundoff of float64.
 U_F64 = 2.0**-53
+#: The largest float32, and where rounding to float32 overflows (halfway to 2**128).
+F32_MAX = float(np.finfo(np.float32).max)
+_F32_OVERFLOW = 2.0**128 - 2.0**103
 
 
 def exact_score(q: np.ndarray, x: np.ndarray) -> np.float32:
@@ -41,13 +44,20 @@ def exact_score(q: np.ndarray, x: np.ndarray) -> np.float32:
             return np.float32(p.sum())  # NaN, or an infinity the float32 sum keeps too
     terms = p.tolist()
     f = math.fsum(terms)  # the exact sum, rounded once to float64
-    r = np.float32(f)
+    with np.errstate(over="ignore"):
+        r = np.float32(f)
     if not math.isfinite(f) or float(r) == f:
         return r
     # f lies between two float32 numbers; double rounding can only err when f is their
     # midpoint exactly (then the exact sum may lie on either side of it).
-    other = np.nextafter(r, np.float32(np.inf) if f > float(r) else np.float32(-np.inf))
-    mid = (float(r) + float(other)) / 2  # exact in float64 (one more bit than float32)
+    if math.isinf(r):
+        # f overflowed float32: it is at least the threshold (halfway between the largest
+        # float32 and 2**128, where rounding turns to inf), the exact sum maybe a hair below.
+        other = np.float32(math.copysign(F32_MAX, f))
+        mid = math.copysign(_F32_OVERFLOW, f)
+    else:
+        other = np.nextafter(r, np.float32(np.inf) if f > float(r) else np.float32(-np.inf))
+        mid = (float(r) + float(other)) / 2  # exact in float64 (one more bit than float32)
     if f != mid:
         return r
     rest = math.fsum([*terms, -mid])  # the sign of exact sum - mid
@@ -129,7 +139,9 @@ def round_once(
     with np.errstate(invalid="ignore", over="ignore"):
         lo32 = np.nextafter(s - err, -np.inf).astype(np.float32)
         hi32 = np.nextafter(s + err, np.inf).astype(np.float32)
-    ok = lo32 == hi32  # NaN and intervals that straddle a rounding boundary fail
+    # NaN and intervals that straddle a rounding boundary fail, and so do those rounding to
+    # -0.0 at one end and 0.0 at the other (the sign of a zero is decided too).
+    ok = (lo32 == hi32) & (np.signbit(lo32) == np.signbit(hi32))
     out[ok] = lo32[ok]
     undecided = np.flatnonzero(~ok)
     if len(undecided):

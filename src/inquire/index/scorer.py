@@ -24,6 +24,9 @@ from inquire.index.topk import HEAVY_FACTOR, TopK, kth_largest
 # A chunk with fewer rows than this is approximated the float32 way (small bfloat16 GEMMs take
 # other code paths and gain nothing).
 _MIN_SCREEN_ROWS = 64
+# Chunks whose ||q|| max||x|| is below this cannot overflow float32 in any GEMM (a quarter of
+# the largest float32: room for the rounding of partial sums, bfloat16 inputs and output).
+_OVERFLOW_SAFE = float(np.finfo(np.float32).max) / 4
 # A query whose pool grows past this many times k (plus a constant) is rescored at once: the
 # pool's memory stays bounded even where the bound cannot separate many rows (near ties).
 _POOL_CAP_FACTOR = 4
@@ -123,6 +126,8 @@ class Scorer:
         self.gemm_seconds = 0.0
         self.chunks = {"bf16": 0, "fp32": 0}
         self.max_norm = 0.0  # upper bound of the norms of every pooled row
+        # A chunk whose largest row norm times this may overflow float32 in a GEMM.
+        self.q_norm = float(np.linalg.norm(q.astype(np.float64), axis=1).max(initial=0.0))
         self.store_key = _store_key(store)
         if bound.q_bf16 is not None:
             t = kernels.torch
@@ -173,6 +178,9 @@ class Scorer:
         else:
             s, margin, c = self._approx_fp32(data, norm)
             self.chunks["fp32"] += 1
+        if self._overflowed(s, norm):
+            self._score_exactly(data, first)
+            return
         self._offer(s, margin, c, first)
 
     def _score_copy(self, bits: np.ndarray, first: int) -> None:
@@ -198,7 +206,19 @@ class Scorer:
         assert self.bound.a_row is not None and self.bound.a_rest is not None
         margin = self.bound.a_row * err + self.bound.a_rest * norm + self.bound.slack
         self.chunks["bf16"] += 1
+        if self._overflowed(s, norm):
+            self._score_exactly(_slice_rows(self.store, first, rows), first)
+            return
         self._offer(s, margin, c, first)
+
+    def _overflowed(self, s: np.ndarray, norm: float) -> bool:
+        """Whether the GEMM may have overflowed (a partial sum past the largest float32: the
+        bounds then do not hold) and did: a non-finite approximation of finite rows. Every
+        partial sum is at most ``||q|| ||x||`` (plus rounding), so a chunk far below the
+        largest float32 is never checked."""
+        if self.q_norm * norm < _OVERFLOW_SAFE:
+            return False
+        return not bool(np.isfinite(s).all())
 
     def _max_norm(self, data: np.ndarray) -> float:
         """An upper bound of the largest row norm of ``data (rows, d) float32``."""
