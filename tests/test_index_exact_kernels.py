@@ -37,7 +37,9 @@ def test_either_gemm_gives_the_brute_force_result(tmp_path, monkeypatch, blas_fa
     store = EmbeddingStore(write_store(tmp_path / "s", x, [1000, 2300]))
     q = random_unit(9, 24, seed=2)
     chunk = 200
-    monkeypatch.setattr(kernels_mod, "_blas_faster", {(9, 24, chunk): blas_faster})
+    monkeypatch.setattr(
+        kernels_mod, "_blas_faster", {kernels_mod.gemm_key(9, 24, chunk): blas_faster}
+    )
     st = SearchStats()
     s, i = search(store, q, 40, threads=2, chunk_rows=chunk, screen="off", stats=st)
     assert st.fp32_gemm == ("numpy" if blas_faster else "torch")
@@ -51,9 +53,23 @@ def test_choice_is_timed_once_per_shape_and_kept(monkeypatch):
     k = kernels_mod.Kernels()
     with k.single_threaded():
         first = k.choose_gemm(3, 16, 64)
-        assert kernels_mod._blas_faster == {(3, 16, 64): first}
-        kernels_mod._blas_faster[(3, 16, 64)] = not first  # kept, not timed again
+        assert kernels_mod._blas_faster == {kernels_mod.gemm_key(3, 16, 64): first}
+        kernels_mod._blas_faster[kernels_mod.gemm_key(3, 16, 64)] = not first  # kept
         assert kernels_mod.Kernels().choose_gemm(3, 16, 64) is (not first)
+        # 2 and 3 queries share a key (a power of two); 4 does not, nor another chunk.
+        assert kernels_mod.gemm_key(2, 16, 64) == kernels_mod.gemm_key(3, 16, 64)
+        assert kernels_mod.gemm_key(4, 16, 64) != kernels_mod.gemm_key(3, 16, 64)
+        assert kernels_mod.gemm_key(3, 16, 65) != kernels_mod.gemm_key(3, 16, 64)
+
+
+def test_choice_cache_is_bounded(monkeypatch):
+    monkeypatch.setattr(kernels_mod, "_blas_faster", {})
+    monkeypatch.setattr(kernels_mod, "_BLAS_KEYS_MAX", 3)
+    k = kernels_mod.Kernels()
+    with k.single_threaded():
+        for rows in range(8, 8 + 7):
+            k.choose_gemm(2, 8, rows)
+            assert len(kernels_mod._blas_faster) <= 3
 
 
 def test_precision_below_highest_never_uses_torch_gemm(monkeypatch):

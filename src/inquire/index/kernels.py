@@ -16,6 +16,14 @@ import numpy as np
 # Per process: whether numpy's BLAS ran the float32 GEMM faster than torch, per shape.
 _blas_faster: dict[tuple[int, int, int], bool] = {}
 _blas_lock = threading.Lock()
+_BLAS_KEYS_MAX = 1024
+
+
+def gemm_key(nq: int, d: int, rows: int) -> tuple[int, int, int]:
+    """The shapes one timing of :meth:`Kernels.choose_gemm` stands for: the same width and
+    chunk, query counts within a power of two (a server's many batch sizes time a few)."""
+    return (int(nq).bit_length(), int(d), int(rows))
+
 
 # The single-threaded sections open now (several searches may run at once): the first to
 # open saves the process's thread counts, the last to close restores them.
@@ -131,10 +139,11 @@ class Kernels:
     def choose_gemm(self, nq: int, d: int, rows: int) -> bool:
         """Run the float32 GEMM by numpy's BLAS where it is faster than torch's on this CPU for
         ``(nq, d) @ (rows, d).T`` (one thread each, best of two after a warm-up; remembered
-        per process). Call inside :meth:`single_threaded`. Returns :attr:`blas_gemm`."""
+        per process for shapes of the same :func:`gemm_key`). Call inside
+        :meth:`single_threaded`. Returns :attr:`blas_gemm`."""
         if not self._gemm_torch:
             return self.blas_gemm
-        key = (nq, d, rows)
+        key = gemm_key(nq, d, rows)
         with _blas_lock:
             known = _blas_faster.get(key)
         if known is None:
@@ -156,6 +165,8 @@ class Kernels:
                         best[name] = min(best[name], time.perf_counter() - t0)
             known = best["blas"] < best["torch"]
             with _blas_lock:
+                if len(_blas_faster) >= _BLAS_KEYS_MAX:
+                    _blas_faster.clear()
                 _blas_faster[key] = known
         self.blas_gemm = known
         return known
