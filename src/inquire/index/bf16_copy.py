@@ -42,6 +42,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import mmap
 import os
 import shutil
 import stat
@@ -55,6 +56,7 @@ import numpy as np
 
 from inquire.embed.store import EmbeddingStore
 from inquire.errors import InputError
+from inquire.index.rescore import shard_mapping
 
 log = logging.getLogger(__name__)
 
@@ -251,10 +253,15 @@ def _write_shard(folder: Path, path: Path, shard: np.ndarray, key: str, torch: o
         with _create(tmp_data) as fh:
             header = {"descr": np.dtype(np.uint16).str, "fortran_order": False, "shape": (n, d)}
             np.lib.format.write_array_header_1_0(fh, header)  # type: ignore[no-untyped-call]
+            mapping = shard_mapping(shard)
             for lo in range(0, n, _ROWS_PER_WRITE):
                 bits, nrm = _to_bf16_bits(shard[lo : lo + _ROWS_PER_WRITE], torch)
                 fh.write(bits.tobytes())
                 norms[lo : lo + len(nrm)] = nrm
+                if mapping is not None and hasattr(mmap, "MADV_DONTNEED"):
+                    # The rows read stay in the OS cache, not in this process's memory.
+                    with contextlib.suppress(OSError, ValueError):
+                        mapping.madvise(mmap.MADV_DONTNEED)
             fh.flush()
             os.fsync(fh.fileno())
         with _create(tmp_norms) as fh:
