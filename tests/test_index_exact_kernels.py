@@ -218,3 +218,47 @@ def test_stats_name_numpy_when_precision_keeps_torch_off_the_gemm(tmp_path):
     np.testing.assert_array_equal(i, wi)
     np.testing.assert_array_equal(s.view(np.uint32), ws.view(np.uint32))
     assert st.fp32_gemm == "numpy"
+
+
+@pytest.mark.parametrize("screen", ["off", "bf16"])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("k", [1, 40, 250, 400])
+def test_first_chunks_held_back_give_the_brute_force_result(tmp_path, screen, threads, k):
+    # 7 chunks of 64 rows over 3 threads: some threads keep all their chunks until finish
+    # (fewer than four), k above and below the held-back rows; a mask that drops most rows.
+    x = random_unit(7 * 64 - 5, 12, seed=21)
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [100, 343]))
+    q = random_unit(4, 12, seed=22)
+    mask = np.random.default_rng(23).random(len(x)) < 0.3
+    for m in (None, mask):
+        s, i = search(store, q, k, threads=threads, chunk_rows=64, screen=screen, mask=m)
+        rows = np.concatenate([np.asarray(sh, np.float32) for sh in store.shards])
+        ws, wi = _brute_force(q, rows, store.ids, k, mask=m)
+        np.testing.assert_array_equal(i, wi)
+        np.testing.assert_array_equal(s.view(np.uint32), ws.view(np.uint32))
+
+
+def test_holding_back_the_first_chunks_pushes_fewer_candidates(tmp_path, monkeypatch):
+    from inquire.index import scorer as scorer_mod
+    from inquire.index.pool import CandidatePool
+
+    x = random_unit(40 * 64, 16, seed=24)
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [len(x)]))
+    q = random_unit(6, 16, seed=25)
+    pushed = [0]
+    push = CandidatePool.push
+
+    def counting(self, qr, *a):
+        pushed[0] += len(qr)
+        return push(self, qr, *a)
+
+    monkeypatch.setattr(CandidatePool, "push", counting)
+    counts, results = {}, {}
+    for held in (0, 4):
+        monkeypatch.setattr(scorer_mod, "_DEFER_CHUNKS", held)
+        pushed[0] = 0
+        results[held] = search(store, q, 50, threads=1, chunk_rows=64, screen="off")
+        counts[held] = pushed[0]
+    assert counts[4] < 0.7 * counts[0]
+    np.testing.assert_array_equal(results[0][1], results[4][1])
+    np.testing.assert_array_equal(results[0][0].view(np.uint32), results[4][0].view(np.uint32))
