@@ -82,6 +82,23 @@ def _row_span(store: EmbeddingStore, s: int, m: Any, lo: int, hi: int) -> tuple[
     return (start, end - start) if end > start else None
 
 
+def drop_rows(store: EmbeddingStore, s: int, lo: int, hi: int) -> None:
+    """Unmap from this process the large pages of shard ``s``'s local rows ``lo .. hi - 1``
+    (``MADV_DONTNEED``: on a read-only file mapping it only drops this process's page-table
+    entries; the data stays in the OS cache). Nothing where the shard is not a memory map."""
+    import mmap
+
+    m = shard_mapping(store.shards[s])
+    if m is None or not hasattr(mmap, "MADV_DONTNEED") or hi <= lo:
+        return
+    span = _row_span(store, s, m, lo, hi)
+    with contextlib.suppress(OSError, ValueError):
+        if span is None:
+            m.madvise(mmap.MADV_DONTNEED)
+        else:
+            m.madvise(mmap.MADV_DONTNEED, *span)
+
+
 @contextlib.contextmanager
 def _random_access(store: EmbeddingStore) -> Iterator[Callable[..., None]]:
     """Random row reads from the memory-mapped shards without growing this process's
@@ -99,21 +116,23 @@ def _random_access(store: EmbeddingStore) -> Iterator[Callable[..., None]]:
     def drop(lo: int | None = None, hi: int | None = None) -> None:
         if not advise:
             return
-        for s, m in enumerate(maps):
-            if m is None:
-                continue
-            span = None
-            if lo is not None and hi is not None:
-                a = max(lo, int(store.offsets[s])) - int(store.offsets[s])
-                b = min(hi, int(store.offsets[s + 1])) - int(store.offsets[s])
-                if b <= a:
-                    continue  # no row of this shard
-                span = _row_span(store, s, m, a, b)
-            with contextlib.suppress(OSError, ValueError):
-                if span is None:
-                    m.madvise(mmap.MADV_DONTNEED)
-                else:
-                    m.madvise(mmap.MADV_DONTNEED, *span)
+        if lo is None or hi is None:
+            for m in maps:
+                if m is not None:
+                    with contextlib.suppress(OSError, ValueError):
+                        m.madvise(mmap.MADV_DONTNEED)
+            return
+        if hi <= lo:
+            return
+        # The shards holding rows lo .. hi - 1 only (empty shards among them drop nothing).
+        s0 = int(np.searchsorted(store.offsets, lo, side="right")) - 1
+        s1 = int(np.searchsorted(store.offsets, hi - 1, side="right")) - 1
+        for s in range(max(s0, 0), min(s1, len(maps) - 1) + 1):
+            if maps[s] is not None:
+                first = int(store.offsets[s])
+                a = max(lo, first) - first
+                b = min(hi, int(store.offsets[s + 1])) - first
+                drop_rows(store, s, a, b)
 
     if advise:
         for m in maps:
