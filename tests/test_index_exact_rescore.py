@@ -284,3 +284,46 @@ def test_row_span_covers_the_rows_in_whole_large_pages(tmp_path, dtype, offset, 
         assert start <= at + lo * row_bytes and at + hi * row_bytes <= start + length
         assert start == 0 or (base + start) % page == 0
         assert start + length == len(m) or (base + start + length) % page == 0
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_rescore_windows_across_empty_and_one_row_shards(tmp_path, monkeypatch, dtype):
+    # Windows of 7 rows and batches of 5 rows: windows and batches end inside shards, at
+    # empty shards and 1-row shards; every page dropped belongs to a shard that has rows.
+    monkeypatch.setattr(rescore, "_BATCH_ELEMENTS", 16 * 5)
+    monkeypatch.setattr(rescore, "_WINDOW_BYTES", 16 * 7 * np.dtype(dtype).itemsize)
+    x = random_unit(300, 16, seed=3)
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [1, 0, 150, 0, 1, 148], dtype=dtype))
+    xs = store.rows(np.arange(300)).astype(np.float32)
+    rng = np.random.default_rng(1)
+    q = random_unit(3, 16, seed=4)
+    qr, rows = rng.integers(0, 3, 500), rng.integers(0, 300, 500)
+    want = np.array([exact_score(q[r], xs[j]) for r, j in zip(qr, rows, strict=True)])
+    for threads in (1, 3):
+        got = rescore.rescore(store, q, qr, rows, Kernels(), None, threads)
+        np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+def test_an_error_in_a_rescoring_thread_comes_back_and_stops_every_thread(tmp_path, monkeypatch):
+    import threading
+
+    monkeypatch.setattr(rescore, "_BATCH_ELEMENTS", 16 * 5)
+    store = EmbeddingStore(write_store(tmp_path / "s", random_unit(300, 16, seed=3), [100, 200]))
+    q = random_unit(3, 16, seed=4)
+    rng = np.random.default_rng(1)
+    qr, rows = rng.integers(0, 3, 500), rng.integers(0, 300, 500)
+    dots, calls = rescore._batch_dots, [0]
+    lock = threading.Lock()
+
+    def failing(*a: object) -> None:
+        with lock:
+            calls[0] += 1
+            fail = calls[0] == 2
+        if fail:
+            raise RuntimeError("bad row")
+        dots(*a)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(rescore, "_batch_dots", failing)
+    with pytest.raises(RuntimeError, match="bad row"):
+        rescore.rescore(store, q, qr, rows, Kernels(), None, 3)
+    assert not [t for t in threading.enumerate() if t.name.startswith("inquire-rescore")]
