@@ -257,23 +257,26 @@ def test_rescore_of_sparse_rows_never_maps_the_whole_store(tmp_path, monkeypatch
 @pytest.mark.parametrize("dtype", [np.float16, np.float32])
 @pytest.mark.parametrize("offset", [0, 128, 4096 + 80, 3 * 65536 + 16, (2 << 20) - 64])
 @pytest.mark.parametrize("d", [3, 256])
-def test_row_span_covers_the_rows_in_whole_large_pages(tmp_path, dtype, offset, d):
-    # A shard at any offset in its file: the span dropped holds every byte of the rows (found
-    # from the array's own address in the mapping), is page-aligned, inside the mapping, and
-    # made of whole large pages of the file (what one touch maps), clipped to the mapping.
+@pytest.mark.parametrize("first", [0, 7])
+def test_row_span_covers_the_rows_in_whole_large_pages(tmp_path, dtype, offset, d, first):
+    # A shard at any offset in its file (and a view of one from row ``first``: it keeps its
+    # parent's offset): the span dropped holds every byte of the rows (found from the array's
+    # own address in the mapping), is page-aligned, inside the mapping, and made of whole
+    # large pages of the file (what one touch maps), clipped to the mapping.
     import mmap
 
     n = 3000
     path = tmp_path / "shard.bin"
     with open(path, "wb") as f:
         f.write(b"\0" * offset)
-        f.write(np.ones((n, d), dtype).tobytes())
-    shard = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=(n, d))
+        f.write(np.ones((n + first, d), dtype).tobytes())
+    shard = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=(n + first, d))[first:]
     store = SimpleNamespace(shards=[shard], dim=d, dtype=np.dtype(dtype))
     m = rescore.shard_mapping(shard)
     assert m is not None
     at = shard.ctypes.data - np.frombuffer(m, np.uint8).ctypes.data
-    base = offset - at  # the mapping's first byte in the file
+    base = offset - offset % mmap.ALLOCATIONGRANULARITY  # the mapping's first byte in the file
+    assert base + at == offset + first * d * np.dtype(dtype).itemsize
     row_bytes = d * np.dtype(dtype).itemsize
     page = rescore._LARGE_PAGE
     for lo, hi in [(0, 1), (0, n), (n - 1, n), (17, 18), (1000, 2500), (5, 6)]:

@@ -64,21 +64,34 @@ def shard_mapping(shard: Any) -> Any:
 
 def _row_span(store: EmbeddingStore, s: int, m: Any, lo: int, hi: int) -> tuple[int, int] | None:
     """Page-aligned ``(start, length)`` in the mapping ``m`` of shard ``s`` covering its local
-    rows ``lo .. hi - 1``, or None where the array's place in the mapping is not known."""
+    rows ``lo .. hi - 1`` in whole large pages of the file, or None where the array's place in
+    the mapping or the file is not known."""
     import mmap
 
     shard = store.shards[s]
     offset = getattr(shard, "offset", None)
-    if not isinstance(offset, int):
-        return None
     row_bytes = store.dim * store.dtype.itemsize
-    at = offset % mmap.ALLOCATIONGRANULARITY  # numpy maps from the granule below the offset
-    base = offset - at  # the mapping's first byte in the file
+    stride = shard.strides[0] if shard.ndim == 2 else 0
+    if not isinstance(offset, int) or stride < row_bytes or hi <= lo:
+        return None
+    # The mapping starts at the granule below the memmap's offset (numpy maps from there);
+    # the rows start where the array's data is in it (read from the addresses: a view of the
+    # memmap keeps its parent's offset).
+    base = offset - offset % mmap.ALLOCATIONGRANULARITY  # the mapping's first byte in the file
+    try:
+        view = np.frombuffer(m, np.uint8)
+    except (TypeError, ValueError, BufferError):  # closed
+        return None
+    at = int(shard.__array_interface__["data"][0]) - int(view.ctypes.data)
+    del view
+    first, last = at + lo * stride, at + (hi - 1) * stride + row_bytes
+    if first < 0 or last > len(m):
+        return None
     page = max(_LARGE_PAGE, mmap.PAGESIZE)
     # Rounded out to whole large pages of the file (what one touch maps), then clipped to
     # the mapping; its start stays page-aligned (``base`` is).
-    start = max(0, (base + at + lo * row_bytes) // page * page - base)
-    end = min(len(m), -(-(base + at + hi * row_bytes) // page) * page - base)
+    start = max(0, (base + first) // page * page - base)
+    end = min(len(m), -(-(base + last) // page) * page - base)
     return (start, end - start) if end > start else None
 
 
