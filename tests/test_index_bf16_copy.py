@@ -474,3 +474,37 @@ def test_chunks_with_nonfinite_rows_read_from_the_store_leave_it_unmapped(tmp_pa
     s2, i2 = search(store, q, 3, screen="off", chunk_rows=chunk, threads=1)
     np.testing.assert_array_equal(i, i2)
     np.testing.assert_array_equal(s.view(np.uint32), s2.view(np.uint32))
+
+
+def test_building_the_copy_leaves_the_store_unmapped(tmp_path, monkeypatch):
+    # The build reads every row of the store through its memory map: the pages of each block
+    # are unmapped after it, so this process never holds more than a block or so of them.
+    if _rss_file() is None:
+        pytest.skip("no RssFile in /proc/self/status")
+    n, d = 200_000, 256
+    rng = np.random.default_rng(5)
+    x = np.empty((n, d), np.float16)
+    for a in range(0, n, 20_000):
+        x[a : a + 20_000] = rng.standard_normal((20_000, d), dtype=np.float32) / 16
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [n // 2, n // 2]))
+    del x
+    small = EmbeddingStore(write_store(tmp_path / "small", random_unit(100, d, seed=6)))
+    bc.build_copy(small)  # imports
+    peak = [0]
+    to_bits = bc._to_bf16_bits
+
+    def measured(x: np.ndarray, t: object) -> tuple[np.ndarray, np.ndarray]:
+        out = to_bits(x, t)
+        peak[0] = max(peak[0], _rss_file() or 0)
+        return out
+
+    monkeypatch.setattr(bc, "_to_bf16_bits", measured)
+    before = _rss_file() or 0
+    bc.build_copy(store)
+    after = _rss_file() or 0
+    block = bc._ROWS_PER_WRITE * d * 2
+    allowed = 2 * block + (8 << 20)  # a block, the next one read ahead, large pages
+    assert allowed < n * d * 2 // 2
+    assert peak[0] - before <= allowed, (peak[0] - before) / 2**20
+    assert after - before <= 8 << 20, (after - before) / 2**20
+    assert bc.open_copy(store) is not None
