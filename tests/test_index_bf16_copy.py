@@ -450,8 +450,10 @@ def test_chunks_with_nonfinite_rows_read_from_the_store_leave_it_unmapped(tmp_pa
     del x
     q = random_unit(1, d, seed=4)
     kw = {"screen": "bf16", "bf16_copy": "auto", "chunk_rows": chunk, "threads": 1}
-    small = EmbeddingStore(write_store(tmp_path / "small", random_unit(300, d, seed=5)))
-    search(small, q, 3, **{**kw, "chunk_rows": 100})  # imports
+    few = random_unit(300, d, seed=5)
+    few[::100, 0] = np.nan
+    small = EmbeddingStore(write_store(tmp_path / "small", few))
+    search(small, q, 3, **{**kw, "chunk_rows": 100})  # imports, the same code paths
     bc.build_copy(store)
     peak = [0]
     exactly = Scorer._score_exactly

@@ -230,7 +230,7 @@ def test_rescore_of_sparse_rows_never_maps_the_whole_store(tmp_path, monkeypatch
     rows = rng.choice(n, 20_000, replace=False)
     qr = np.sort(rng.integers(0, 4, len(rows)))
     kernels = Kernels()
-    rescore.rescore(store, q, qr[:3], rows[:3], kernels, None, threads)  # imports, warm-up
+    rescore.rescore(store, q, qr, rows, kernels, None, threads)  # imports, code paths
     peak = [0]
     gather = rescore._gather
 
