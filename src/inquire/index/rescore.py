@@ -217,10 +217,10 @@ def _batch_dots(
     """Float64 inner products ``s[pairs]`` and their error bounds ``err[pairs]`` of the pairs
     ``pairs`` (indices into ``qr``/``rows``), whose rows are the distinct ascending ``uniq``:
     the rows are read once (a window at a time, each window's pages dropped by ``drop``:
-    :func:`_read`), then per query, pieces of its rows are
-    converted to float64 (through float32, torch's fast path, where torch is installed) and
-    multiplied with the query. ``err`` is ``bound[r]`` per query, or each pair's own ``sum
-    |q_i x_i|`` times ``gamma_d`` (rounded up)."""
+    :func:`_read`), then per query, pieces of its rows are converted to float64 (through
+    float32, torch's fast path, where torch is installed) and multiplied with the query.
+    ``err`` is ``bound[r]`` per query, or each pair's own ``sum |q_i x_i|`` times ``gamma_d``
+    (rounded up)."""
     t = kernels.torch
     x = _read(store, uniq, w.raw, drop)
     pairs = pairs[np.argsort(qr[pairs], kind="stable")]  # by query
