@@ -11,6 +11,7 @@ import errno
 import logging
 import multiprocessing
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -419,3 +420,93 @@ def test_planted_links_in_the_copy_folder_write_nothing_outside(tmp_path):
     assert bc.open_copy(store) is not None
     for name in (data_name, norms_name):
         assert not (folder / name).is_symlink()
+
+
+def _rss_file() -> int | None:
+    """This process's resident file pages (bytes), or None where /proc does not say."""
+    try:
+        text = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    found = re.search(r"^RssFile:\s+(\d+) kB", text, re.MULTILINE)
+    return None if found is None else int(found.group(1)) * 1024
+
+
+def test_chunks_with_nonfinite_rows_read_from_the_store_leave_it_unmapped(tmp_path, monkeypatch):
+    # With the copy, a chunk holding a NaN row is scored exactly from the store's own rows,
+    # read from its memory map: the pages read stayed mapped, so a store with a NaN row in
+    # every chunk ended the scan with the whole store resident in this process.
+    if _rss_file() is None:
+        pytest.skip("no RssFile in /proc/self/status")
+    from inquire.index.scorer import Scorer
+
+    n, d, chunk = 100_000, 256, 4096
+    rng = np.random.default_rng(3)
+    x = np.empty((n, d), np.float16)
+    for a in range(0, n, 20_000):
+        x[a : a + 20_000] = rng.standard_normal((20_000, d), dtype=np.float32) / 16
+    x[::chunk, 0] = np.nan  # one NaN row per chunk
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [n]))
+    del x
+    q = random_unit(1, d, seed=4)
+    kw = {"screen": "bf16", "bf16_copy": "auto", "chunk_rows": chunk, "threads": 1}
+    few = random_unit(300, d, seed=5)
+    few[::100, 0] = np.nan
+    small = EmbeddingStore(write_store(tmp_path / "small", few))
+    search(small, q, 3, **{**kw, "chunk_rows": 100})  # imports, the same code paths
+    bc.build_copy(store)
+    peak = [0]
+    exactly = Scorer._score_exactly
+
+    def measured(self: Scorer, data: np.ndarray, first: int) -> None:
+        peak[0] = max(peak[0], _rss_file() or 0)
+        exactly(self, data, first)
+
+    monkeypatch.setattr(Scorer, "_score_exactly", measured)
+    before = _rss_file() or 0
+    stats = SearchStats()
+    s, i = search(store, q, 3, stats=stats, **kw)
+    after = _rss_file() or 0
+    assert stats.bf16_copy and stats.chunks_bf16 == 0  # every chunk scored exactly
+    store_bytes = n * d * 2
+    allowed = 16 << 20  # a chunk (2 MiB) and its large pages, with room
+    assert allowed < store_bytes // 2
+    assert peak[0] - before <= allowed, (peak[0] - before) / 2**20
+    assert after - before <= allowed, (after - before) / 2**20
+    s2, i2 = search(store, q, 3, screen="off", chunk_rows=chunk, threads=1)
+    np.testing.assert_array_equal(i, i2)
+    np.testing.assert_array_equal(s.view(np.uint32), s2.view(np.uint32))
+
+
+def test_building_the_copy_leaves_the_store_unmapped(tmp_path, monkeypatch):
+    # The build reads every row of the store through its memory map: the pages of each block
+    # are unmapped after it, so this process never holds more than a block or so of them.
+    if _rss_file() is None:
+        pytest.skip("no RssFile in /proc/self/status")
+    n, d = 200_000, 256
+    rng = np.random.default_rng(5)
+    x = np.empty((n, d), np.float16)
+    for a in range(0, n, 20_000):
+        x[a : a + 20_000] = rng.standard_normal((20_000, d), dtype=np.float32) / 16
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [n // 2, n // 2]))
+    del x
+    small = EmbeddingStore(write_store(tmp_path / "small", random_unit(100, d, seed=6)))
+    bc.build_copy(small)  # imports
+    peak = [0]
+    to_bits = bc._to_bf16_bits
+
+    def measured(x: np.ndarray, t: object) -> tuple[np.ndarray, np.ndarray]:
+        out = to_bits(x, t)
+        peak[0] = max(peak[0], _rss_file() or 0)
+        return out
+
+    monkeypatch.setattr(bc, "_to_bf16_bits", measured)
+    before = _rss_file() or 0
+    bc.build_copy(store)
+    after = _rss_file() or 0
+    block = bc._ROWS_PER_WRITE * d * 2
+    allowed = 2 * block + (8 << 20)  # a block, the next one read ahead, large pages
+    assert allowed < n * d * 2 // 2
+    assert peak[0] - before <= allowed, (peak[0] - before) / 2**20
+    assert after - before <= 8 << 20, (after - before) / 2**20
+    assert bc.open_copy(store) is not None

@@ -4,6 +4,9 @@ pair by pair."""
 from __future__ import annotations
 
 import itertools
+import re
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -197,3 +200,133 @@ def test_rescore_of_awkward_rows_and_pairs(
     if dtype == np.float32:  # the midpoint cases are what they claim
         assert exact_score(q[0], xs[0]) == np.float32(1 + 2.0**-23)
         assert exact_score(q[0], xs[1]) == exact_score(q[0], xs[2]) == np.float32(1)
+
+
+def _rss_file() -> int | None:
+    """This process's resident file pages (bytes), or None where /proc does not say."""
+    try:
+        text = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    found = re.search(r"^RssFile:\s+(\d+) kB", text, re.MULTILINE)
+    return None if found is None else int(found.group(1)) * 1024
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_rescore_of_sparse_rows_never_maps_the_whole_store(tmp_path, monkeypatch, threads):
+    # 20k random rows of a 100 MiB store: each batch's rows spread over the whole store, and
+    # the OS maps a large page per touch. Reading a batch's rows at once (then dropping its
+    # pages) mapped every page of the store first: resident memory grew with the store.
+    if _rss_file() is None:
+        pytest.skip("no RssFile in /proc/self/status")
+    n, d = 200_000, 256
+    rng = np.random.default_rng(9)
+    x = np.empty((n, d), np.float16)
+    for a in range(0, n, 20_000):
+        x[a : a + 20_000] = rng.standard_normal((20_000, d), dtype=np.float32) / 16
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [n]))
+    del x
+    q = random_unit(4, d, seed=10)
+    rows = rng.choice(n, 20_000, replace=False)
+    qr = np.sort(rng.integers(0, 4, len(rows)))
+    kernels = Kernels()
+    rescore.rescore(store, q, qr, rows, kernels, None, threads)  # imports, code paths
+    peak = [0]
+    gather = rescore._gather
+
+    def measured(*args: object) -> np.ndarray:
+        out = gather(*args)  # type: ignore[arg-type]
+        peak[0] = max(peak[0], _rss_file() or 0)
+        return out
+
+    monkeypatch.setattr(rescore, "_gather", measured)
+    before = _rss_file() or 0
+    got = rescore.rescore(store, q, qr, rows, kernels, None, threads)
+    after = _rss_file() or 0
+    store_bytes = n * d * 2
+    allowed = threads * (12 << 20) + (4 << 20)  # per thread a window and two large pages
+    assert allowed < store_bytes // 2
+    assert peak[0] - before <= allowed, (peak[0] - before) / 2**20
+    assert after - before <= 4 << 20
+    sample = np.argsort(rows)[:500]
+    xs = np.asarray(store.shards[0][rows[sample]], np.float32)
+    want = np.array([exact_score(q[qr[j]], xs[i]) for i, j in enumerate(sample)], np.float32)
+    np.testing.assert_array_equal(got[sample].view(np.uint32), want.view(np.uint32))
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+@pytest.mark.parametrize("offset", [0, 128, 4096 + 80, 3 * 65536 + 16, (2 << 20) - 64])
+@pytest.mark.parametrize("d", [3, 256])
+@pytest.mark.parametrize("first", [0, 7])
+def test_row_span_covers_the_rows_in_whole_large_pages(tmp_path, dtype, offset, d, first):
+    # A shard at any offset in its file (and a view of one from row ``first``: it keeps its
+    # parent's offset): the span dropped holds every byte of the rows (found from the array's
+    # own address in the mapping), is page-aligned, inside the mapping, and made of whole
+    # large pages of the file (what one touch maps), clipped to the mapping.
+    import mmap
+
+    n = 3000
+    path = tmp_path / "shard.bin"
+    with open(path, "wb") as f:
+        f.write(b"\0" * offset)
+        f.write(np.ones((n + first, d), dtype).tobytes())
+    shard = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=(n + first, d))[first:]
+    store = SimpleNamespace(shards=[shard], dim=d, dtype=np.dtype(dtype))
+    m = rescore.shard_mapping(shard)
+    assert m is not None
+    at = shard.ctypes.data - np.frombuffer(m, np.uint8).ctypes.data
+    base = offset - offset % mmap.ALLOCATIONGRANULARITY  # the mapping's first byte in the file
+    assert base + at == offset + first * d * np.dtype(dtype).itemsize
+    row_bytes = d * np.dtype(dtype).itemsize
+    page = rescore._LARGE_PAGE
+    for lo, hi in [(0, 1), (0, n), (n - 1, n), (17, 18), (1000, 2500), (5, 6)]:
+        span = rescore._row_span(store, 0, m, lo, hi)  # type: ignore[arg-type]
+        assert span is not None
+        start, length = span
+        assert start % mmap.PAGESIZE == 0 and start >= 0 and start + length <= len(m)
+        assert start <= at + lo * row_bytes and at + hi * row_bytes <= start + length
+        assert start == 0 or (base + start) % page == 0
+        assert start + length == len(m) or (base + start + length) % page == 0
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_rescore_windows_across_empty_and_one_row_shards(tmp_path, monkeypatch, dtype):
+    # Windows of 7 rows and batches of 5 rows: windows and batches end inside shards, at
+    # empty shards and 1-row shards; every page dropped belongs to a shard that has rows.
+    monkeypatch.setattr(rescore, "_BATCH_ELEMENTS", 16 * 5)
+    monkeypatch.setattr(rescore, "_WINDOW_BYTES", 16 * 7 * np.dtype(dtype).itemsize)
+    x = random_unit(300, 16, seed=3)
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [1, 0, 150, 0, 1, 148], dtype=dtype))
+    xs = store.rows(np.arange(300)).astype(np.float32)
+    rng = np.random.default_rng(1)
+    q = random_unit(3, 16, seed=4)
+    qr, rows = rng.integers(0, 3, 500), rng.integers(0, 300, 500)
+    want = np.array([exact_score(q[r], xs[j]) for r, j in zip(qr, rows, strict=True)])
+    for threads in (1, 3):
+        got = rescore.rescore(store, q, qr, rows, Kernels(), None, threads)
+        np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+def test_an_error_in_a_rescoring_thread_comes_back_and_stops_every_thread(tmp_path, monkeypatch):
+    import threading
+
+    monkeypatch.setattr(rescore, "_BATCH_ELEMENTS", 16 * 5)
+    store = EmbeddingStore(write_store(tmp_path / "s", random_unit(300, 16, seed=3), [100, 200]))
+    q = random_unit(3, 16, seed=4)
+    rng = np.random.default_rng(1)
+    qr, rows = rng.integers(0, 3, 500), rng.integers(0, 300, 500)
+    dots, calls = rescore._batch_dots, [0]
+    lock = threading.Lock()
+
+    def failing(*a: object) -> None:
+        with lock:
+            calls[0] += 1
+            fail = calls[0] == 2
+        if fail:
+            raise RuntimeError("bad row")
+        dots(*a)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(rescore, "_batch_dots", failing)
+    with pytest.raises(RuntimeError, match="bad row"):
+        rescore.rescore(store, q, qr, rows, Kernels(), None, 3)
+    assert not [t for t in threading.enumerate() if t.name.startswith("inquire-rescore")]

@@ -314,3 +314,43 @@ def test_float32_store(tmp_path):
     ref_s, _ = reference(x, np.arange(2500), q, 30)
     np.testing.assert_allclose(s, ref_s.astype(np.float32), atol=1e-5, rtol=0)
     assert st.rescored < 0.5 * 2500 * 5
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_auto_trial_on_exactly_16_chunks_and_interrupted(tmp_path, monkeypatch, threads):
+    # 16 chunks: the SKIP float32 chunks, then the whole trial, then 2 chunks after it. A
+    # trial chunk that fails: the error comes back, no scoring thread is left running, no
+    # choice is remembered, and the next search (not failing) gives the float32 result.
+    import threading
+
+    from inquire.index.fanout import Chooser
+    from inquire.index.scorer import Scorer
+
+    _timed_paths(monkeypatch, bf16_cost=0.5, fp32_cost=1.0)
+    assert len(Chooser.TRIAL) <= scr.MIN_TRIAL_CHUNKS == 16
+    x = random_unit(16 * 64, 16, seed=40)
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [16 * 64]))
+    q = random_unit(3, 16, seed=41)
+    off = search(store, q, 30, screen="off", chunk_rows=64, threads=threads)
+    score, calls = Scorer.score, [0]
+
+    def failing(self, *a, **kw):
+        calls[0] += 1
+        if calls[0] == Chooser.SKIP + 2:  # a timed trial chunk
+            raise RuntimeError("disk gone")
+        return score(self, *a, **kw)
+
+    monkeypatch.setattr(Scorer, "score", failing)
+    with pytest.raises(RuntimeError, match="disk gone"):
+        search(store, q, 30, screen="auto", chunk_rows=64, block_rows=128, threads=threads)
+    assert not [t for t in threading.enumerate() if t.name.startswith("inquire-")]
+    assert scr._choices == {}
+    monkeypatch.setattr(Scorer, "score", score)
+    st = SearchStats()
+    got = search(store, q, 30, screen="auto", chunk_rows=64, threads=threads, stats=st)
+    assert st.trial and st.chunks_bf16 + st.chunks_fp32 == 16
+    # bfloat16 measured faster: the 2 chunks after the trial screen (one thread: in order).
+    assert st.chunks_bf16 == 5 if threads == 1 else st.chunks_bf16 >= 3
+    assert len(scr._choices) == 1
+    np.testing.assert_array_equal(got[1], off[1])
+    np.testing.assert_array_equal(got[0].view(np.uint32), off[0].view(np.uint32))

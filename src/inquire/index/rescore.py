@@ -22,6 +22,15 @@ _BATCH_ELEMENTS = 1 << 24
 _PIECE_ELEMENTS = 1 << 18
 # Rows read at a time for the pairs settled the slow exact way.
 _SLOW_ROWS = 16
+# Bytes of the store one thread maps at a time while gathering a batch's rows: the rows of a
+# batch are sparse and may span the whole store, so they are read a window at a time and
+# each window's pages dropped before the next (a batch's pages all at once would map every
+# page of the store the rows touch, however few the rows).
+_WINDOW_BYTES = 8 << 20
+# Pages dropped are whole large pages: the OS maps a whole folio (up to 2 MiB, aligned in the
+# file) on one touch, and dropping only the pages of the rows read would leave the rest of it
+# mapped.
+_LARGE_PAGE = 2 << 20
 
 
 def _gather(store: EmbeddingStore, rows: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -55,18 +64,52 @@ def shard_mapping(shard: Any) -> Any:
 
 def _row_span(store: EmbeddingStore, s: int, m: Any, lo: int, hi: int) -> tuple[int, int] | None:
     """Page-aligned ``(start, length)`` in the mapping ``m`` of shard ``s`` covering its local
-    rows ``lo .. hi - 1``, or None where the array's place in the mapping is not known."""
+    rows ``lo .. hi - 1`` in whole large pages of the file, or None where the array's place in
+    the mapping or the file is not known."""
     import mmap
 
     shard = store.shards[s]
     offset = getattr(shard, "offset", None)
-    if not isinstance(offset, int):
-        return None
     row_bytes = store.dim * store.dtype.itemsize
-    at = offset % mmap.ALLOCATIONGRANULARITY  # numpy maps from the granule below the offset
-    start = (at + lo * row_bytes) // mmap.PAGESIZE * mmap.PAGESIZE
-    end = min(len(m), -(-(at + hi * row_bytes) // mmap.PAGESIZE) * mmap.PAGESIZE)
+    stride = shard.strides[0] if shard.ndim == 2 else 0
+    if not isinstance(offset, int) or stride < row_bytes or hi <= lo:
+        return None
+    # The mapping starts at the granule below the memmap's offset (numpy maps from there);
+    # the rows start where the array's data is in it (read from the addresses: a view of the
+    # memmap keeps its parent's offset).
+    base = offset - offset % mmap.ALLOCATIONGRANULARITY  # the mapping's first byte in the file
+    try:
+        view = np.frombuffer(m, np.uint8)
+    except (TypeError, ValueError, BufferError):  # closed
+        return None
+    at = int(shard.__array_interface__["data"][0]) - int(view.ctypes.data)
+    del view
+    first, last = at + lo * stride, at + (hi - 1) * stride + row_bytes
+    if first < 0 or last > len(m):
+        return None
+    page = max(_LARGE_PAGE, mmap.PAGESIZE)
+    # Rounded out to whole large pages of the file (what one touch maps), then clipped to
+    # the mapping; its start stays page-aligned (``base`` is).
+    start = max(0, (base + first) // page * page - base)
+    end = min(len(m), -(-(base + last) // page) * page - base)
     return (start, end - start) if end > start else None
+
+
+def drop_rows(store: EmbeddingStore, s: int, lo: int, hi: int) -> None:
+    """Unmap from this process the large pages of shard ``s``'s local rows ``lo .. hi - 1``
+    (``MADV_DONTNEED``: on a read-only file mapping it only drops this process's page-table
+    entries; the data stays in the OS cache). Nothing where the shard is not a memory map."""
+    import mmap
+
+    m = shard_mapping(store.shards[s])
+    if m is None or not hasattr(mmap, "MADV_DONTNEED") or hi <= lo:
+        return
+    span = _row_span(store, s, m, lo, hi)
+    with contextlib.suppress(OSError, ValueError):
+        if span is None:
+            m.madvise(mmap.MADV_DONTNEED)
+        else:
+            m.madvise(mmap.MADV_DONTNEED, *span)
 
 
 @contextlib.contextmanager
@@ -75,8 +118,9 @@ def _random_access(store: EmbeddingStore) -> Iterator[Callable[..., None]]:
     resident memory: no fault-around while reading (``MADV_RANDOM``), and the pages read are
     unmapped again by the callable yielded (``MADV_DONTNEED``: on a read-only file mapping it
     only drops this process's page-table entries; the data stays in the OS cache). Called
-    with global rows ``lo, hi`` it drops only the pages of rows ``lo .. hi - 1`` (so threads
-    reading other rows keep theirs); without, every page."""
+    with global rows ``lo, hi`` it drops the large pages holding rows ``lo .. hi - 1`` (so
+    threads reading rows further away keep theirs; one reading a row nearby maps it again);
+    without, every page."""
     import mmap
 
     maps = [shard_mapping(s) for s in store.shards]
@@ -85,21 +129,23 @@ def _random_access(store: EmbeddingStore) -> Iterator[Callable[..., None]]:
     def drop(lo: int | None = None, hi: int | None = None) -> None:
         if not advise:
             return
-        for s, m in enumerate(maps):
-            if m is None:
-                continue
-            span = None
-            if lo is not None and hi is not None:
-                a = max(lo, int(store.offsets[s])) - int(store.offsets[s])
-                b = min(hi, int(store.offsets[s + 1])) - int(store.offsets[s])
-                if b <= a:
-                    continue  # no row of this shard
-                span = _row_span(store, s, m, a, b)
-            with contextlib.suppress(OSError, ValueError):
-                if span is None:
-                    m.madvise(mmap.MADV_DONTNEED)
-                else:
-                    m.madvise(mmap.MADV_DONTNEED, *span)
+        if lo is None or hi is None:
+            for m in maps:
+                if m is not None:
+                    with contextlib.suppress(OSError, ValueError):
+                        m.madvise(mmap.MADV_DONTNEED)
+            return
+        if hi <= lo:
+            return
+        # The shards holding rows lo .. hi - 1 only (empty shards among them drop nothing).
+        s0 = int(np.searchsorted(store.offsets, lo, side="right")) - 1
+        s1 = int(np.searchsorted(store.offsets, hi - 1, side="right")) - 1
+        for s in range(max(s0, 0), min(s1, len(maps) - 1) + 1):
+            if maps[s] is not None:
+                first = int(store.offsets[s])
+                a = max(lo, first) - first
+                b = min(hi, int(store.offsets[s + 1])) - first
+                drop_rows(store, s, a, b)
 
     if advise:
         for m in maps:
@@ -115,6 +161,22 @@ def _random_access(store: EmbeddingStore) -> Iterator[Callable[..., None]]:
                 if m is not None:
                     with contextlib.suppress(OSError, ValueError):
                         m.madvise(mmap.MADV_NORMAL)
+
+
+def _read(
+    store: EmbeddingStore, rows: np.ndarray, out: np.ndarray, drop: Callable[..., None]
+) -> np.ndarray:
+    """:func:`_gather` of the ascending global ``rows``, a window of ``_WINDOW_BYTES`` of the
+    store at a time, each window's pages dropped (``drop``) before the next is read."""
+    out = out[: len(rows)]
+    if len(rows) == 0:
+        return out
+    span = max(1, _WINDOW_BYTES // max(store.dim * store.dtype.itemsize, 1))
+    cuts = np.flatnonzero(np.diff(rows // span)) + 1
+    for a, b in itertools.pairwise([0, *cuts.tolist(), len(rows)]):
+        _gather(store, rows[a:b], out[a:b])
+        drop(int(rows[a]), int(rows[b - 1]) + 1)
+    return out
 
 
 def _batches(n_rows: int, step: int, threads: int) -> list[tuple[int, int]]:
@@ -150,15 +212,17 @@ def _batch_dots(
     kernels: Kernels,
     bound: np.ndarray | None,
     w: _Worker,
+    drop: Callable[..., None],
 ) -> None:
     """Float64 inner products ``s[pairs]`` and their error bounds ``err[pairs]`` of the pairs
     ``pairs`` (indices into ``qr``/``rows``), whose rows are the distinct ascending ``uniq``:
-    the rows are read once (one run per shard), then per query, pieces of its rows are
-    converted to float64 (through float32, torch's fast path, where torch is installed) and
-    multiplied with the query. ``err`` is ``bound[r]`` per query, or each pair's own ``sum
-    |q_i x_i|`` times ``gamma_d`` (rounded up)."""
+    the rows are read once (a window at a time, each window's pages dropped by ``drop``:
+    :func:`_read`), then per query, pieces of its rows are converted to float64 (through
+    float32, torch's fast path, where torch is installed) and multiplied with the query.
+    ``err`` is ``bound[r]`` per query, or each pair's own ``sum |q_i x_i|`` times ``gamma_d``
+    (rounded up)."""
     t = kernels.torch
-    x = _gather(store, uniq, w.raw)
+    x = _read(store, uniq, w.raw, drop)
     pairs = pairs[np.argsort(qr[pairs], kind="stable")]  # by query
     local = np.searchsorted(uniq, rows[pairs])
     pq = qr[pairs]
@@ -204,12 +268,13 @@ def rescore(
     then be 1.
 
     The distinct rows are read in ascending order, in batches of ~32 MiB, each row once however
-    many queries kept it; the pages each batch mapped are dropped after it (random reads of a
-    memory map would otherwise leave the store resident in this process: the OS maps whole
-    large pages on each touch). Within a batch, per query, its rows are converted to float64
-    and multiplied with the query (:func:`_batch_dots`); each float64 value is then rounded
-    once to float32 with a proven error bound (:func:`inquire.index.score.round_once`), the
-    rare undecided pair exactly."""
+    many queries kept it; a batch's rows (sparse: they may span the whole store) are read a
+    window of ~8 MiB of the store at a time, the large pages each window mapped dropped before
+    the next (random reads of a memory map would otherwise leave the store resident in this
+    process: the OS maps whole large pages on each touch). Within a batch, per query, its rows
+    are converted to float64 and multiplied with the query (:func:`_batch_dots`); each float64
+    value is then rounded once to float32 with a proven error bound
+    (:func:`inquire.index.score.round_once`), the rare undecided pair exactly."""
     m = len(qr)
     if m == 0:
         return np.empty(0, np.float32)
@@ -236,8 +301,7 @@ def rescore(
         def run(w: _Worker, mine: list[tuple[int, int]]) -> None:
             for a, b in mine:
                 pairs = order[first[a] : first[b]]
-                _batch_dots(store, q64, qr, rows, uniq[a:b], pairs, s, err, kernels, bound, w)
-                drop(int(uniq[a]), int(uniq[b - 1]) + 1)  # this batch's pages only
+                _batch_dots(store, q64, qr, rows, uniq[a:b], pairs, s, err, kernels, bound, w, drop)
 
         workers = [_Worker(store, step, piece) for _ in range(n_workers)]
         if n_workers == 1:

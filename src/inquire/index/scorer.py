@@ -16,7 +16,7 @@ from inquire.index.bf16_copy import Bf16Copy
 from inquire.index.blocks import Block
 from inquire.index.kernels import Kernels
 from inquire.index.pool import CandidatePool, round_down, round_up
-from inquire.index.rescore import rescore
+from inquire.index.rescore import drop_rows, rescore
 from inquire.index.score import exact_scores
 from inquire.index.screen import C_BF16, Bounds, lower_bound, row_error_slack
 from inquire.index.topk import HEAVY_FACTOR, TopK, kth_largest
@@ -55,10 +55,14 @@ def _store_key(store: EmbeddingStore) -> tuple[Any, ...] | None:
 
 
 def _slice_rows(store: EmbeddingStore, first: int, rows: int) -> np.ndarray:
-    """``(rows, d) float32``: the stored global rows ``first .. first + rows`` (one shard)."""
+    """``(rows, d) float32``: a copy of the stored global rows ``first .. first + rows`` (one
+    shard), read from its memory map, whose pages are then unmapped again (else every chunk
+    read this way would stay resident in this process)."""
     s = int(np.searchsorted(store.offsets, first, side="right") - 1)
     lo = first - int(store.offsets[s])
-    return np.asarray(store.shards[s][lo : lo + rows], np.float32)
+    out = np.array(store.shards[s][lo : lo + rows], np.float32)
+    drop_rows(store, s, lo, lo + rows)
+    return out
 
 
 def _cut_below(floor: np.ndarray, margin: np.ndarray, c: float) -> np.ndarray:
