@@ -27,8 +27,6 @@ _MIN_SCREEN_ROWS = 64
 # Chunks whose ||q|| max||x|| is below this cannot overflow float32 in any GEMM (a quarter of
 # the largest float32: room for the rounding of partial sums, bfloat16 inputs and output).
 _OVERFLOW_SAFE = float(np.finfo(np.float32).max) / 4
-# A scoring thread's first chunks whose offers wait for one floor from all of them.
-_DEFER_CHUNKS = 4
 # A query whose pool grows past this many times k (plus a constant) is rescored at once: the
 # pool's memory stays bounded even where the bound cannot separate many rows (near ties).
 _POOL_CAP_FACTOR = 4
@@ -125,10 +123,6 @@ class Scorer:
         self.top = TopK(nq, k)  # rows already given their exact score
         self.pool = CandidatePool(nq, k)  # rows that may still reach the top k
         self.cap = _POOL_CAP_FACTOR * k + _POOL_CAP_EXTRA
-        # The thread's first chunks wait here (copies of their approximate scores) until one
-        # floor from all of them is known (see _defer).
-        self._deferred: list[tuple[np.ndarray, np.ndarray, float, int]] = []
-        self._defer_left = _DEFER_CHUNKS
         self.f32 = np.empty((chunk_rows, dim), np.float32)
         self.out = np.empty((nq, chunk_rows), np.float32)
         self.rescored = 0
@@ -191,7 +185,7 @@ class Scorer:
         if self._overflowed(s, norm):
             self._score_exactly(data, first)
             return
-        self._defer(s, margin, c, first)
+        self._offer(s, margin, c, first)
 
     def _score_copy(self, bits: np.ndarray, first: int) -> None:
         """Screen ``bits (rows, d)``, the bfloat16 copy of global rows ``first ..``: no
@@ -219,7 +213,7 @@ class Scorer:
         if self._overflowed(s, norm):
             self._score_exactly(_slice_rows(self.store, first, rows), first)
             return
-        self._defer(s, margin, c, first)
+        self._offer(s, margin, c, first)
 
     def _overflowed(self, s: np.ndarray, norm: float) -> bool:
         """Whether the GEMM may have overflowed (a partial sum past the largest float32: the
@@ -267,43 +261,6 @@ class Scorer:
         t.from_numpy(s).copy_(sb)
         assert self.bound.a_bf16 is not None
         return s, self.bound.a_bf16 * norm + self.bound.slack, C_BF16
-
-    def _defer(self, s: np.ndarray, margin: np.ndarray, c: float, first: int) -> None:
-        """Offer a chunk's approximate scores, or keep a copy while this thread is in its first
-        ``_DEFER_CHUNKS`` chunks and some query has no floor yet. Offered one by one, the first
-        chunks push most of their rows into the pools (a chunk's own k-th score is a low
-        floor: 1000 of 8192 rows is the 12% quantile), which cost more than all later chunks
-        together; kept, they are offered at :meth:`release` under one floor from all of them."""
-        if self._defer_left > 0 and np.isneginf(self.pool.floor).any():
-            kept = s.copy()
-            if self.mask is not None:
-                kept[:, ~self.mask[first : first + kept.shape[1]]] = np.nan  # never candidates
-            self._deferred.append((kept, margin, c, first))
-            self._defer_left -= 1
-            if self._defer_left == 0:
-                self.release()
-            return
-        self.release()
-        self._offer(s, margin, c, first)
-
-    def release(self) -> None:
-        """Offer the kept chunks, after raising the floor to the lower bound of the k-th largest
-        approximate score over all of them (k of their rows have exact scores at least that:
-        each row's exact score is within its chunk's margin of ``s``, and ``s - c|s|`` rises
-        with ``s``). Nothing is kept afterwards."""
-        self._defer_left = 0
-        if not self._deferred:
-            return
-        items, self._deferred = self._deferred, []
-        k = self.top.k
-        if sum(item[0].shape[1] for item in items) > k:
-            every = np.concatenate([item[0] for item in items], axis=1)
-            margin = np.max(np.stack([item[1] for item in items]), axis=0)
-            c = max(item[2] for item in items)
-            self.pool.raise_floor(round_down(lower_bound(kth_largest(every, k), margin, c)))
-            del every
-        for kept, margin, c, first in items:
-            self._offer(kept, margin, c, first)
 
     def _offer(self, s: np.ndarray, margin: np.ndarray, c: float, first: int) -> None:
         """Pool the rows of ``s (nq, rows)`` (approximate scores, ``|exact - s| <= c|s| +
@@ -371,8 +328,6 @@ class Scorer:
     def finish(self, others: list[Scorer], threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Fold the other threads' pools and top k into this one, rescore what the pool
         holds (on ``threads`` threads), and return the result keys (:meth:`TopK.result`)."""
-        for sc in (self, *others):
-            sc.release()  # chunks a thread still kept (it scored fewer than _DEFER_CHUNKS)
         for other in others:
             self.top.absorb(other.top)
             self.pool.absorb(other.pool)
