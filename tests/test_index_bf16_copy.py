@@ -11,7 +11,6 @@ import errno
 import logging
 import multiprocessing
 import os
-import re
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,12 @@ from inquire.index import bf16_copy as bc
 from inquire.index import screen as scr
 from inquire.index.exact import SearchStats, search
 from inquire.index.topk import brute_force
-from inquire.testing.search_stores import random_unit, small_integer_vectors, write_store
+from inquire.testing.search_stores import (
+    random_unit,
+    rss_file_bytes,
+    small_integer_vectors,
+    write_store,
+)
 
 torch = pytest.importorskip("torch")
 
@@ -422,21 +426,11 @@ def test_planted_links_in_the_copy_folder_write_nothing_outside(tmp_path):
         assert not (folder / name).is_symlink()
 
 
-def _rss_file() -> int | None:
-    """This process's resident file pages (bytes), or None where /proc does not say."""
-    try:
-        text = Path("/proc/self/status").read_text()
-    except OSError:
-        return None
-    found = re.search(r"^RssFile:\s+(\d+) kB", text, re.MULTILINE)
-    return None if found is None else int(found.group(1)) * 1024
-
-
 def test_chunks_with_nonfinite_rows_read_from_the_store_leave_it_unmapped(tmp_path, monkeypatch):
     # With the copy, a chunk holding a NaN row is scored exactly from the store's own rows,
     # read from its memory map: the pages read stayed mapped, so a store with a NaN row in
     # every chunk ended the scan with the whole store resident in this process.
-    if _rss_file() is None:
+    if rss_file_bytes() is None:
         pytest.skip("no RssFile in /proc/self/status")
     from inquire.index.scorer import Scorer
 
@@ -459,14 +453,14 @@ def test_chunks_with_nonfinite_rows_read_from_the_store_leave_it_unmapped(tmp_pa
     exactly = Scorer._score_exactly
 
     def measured(self: Scorer, data: np.ndarray, first: int) -> None:
-        peak[0] = max(peak[0], _rss_file() or 0)
+        peak[0] = max(peak[0], rss_file_bytes() or 0)
         exactly(self, data, first)
 
     monkeypatch.setattr(Scorer, "_score_exactly", measured)
-    before = _rss_file() or 0
+    before = rss_file_bytes() or 0
     stats = SearchStats()
     s, i = search(store, q, 3, stats=stats, **kw)
-    after = _rss_file() or 0
+    after = rss_file_bytes() or 0
     assert stats.bf16_copy and stats.chunks_bf16 == 0  # every chunk scored exactly
     store_bytes = n * d * 2
     allowed = 16 << 20  # a chunk (2 MiB) and its large pages, with room
@@ -481,7 +475,7 @@ def test_chunks_with_nonfinite_rows_read_from_the_store_leave_it_unmapped(tmp_pa
 def test_building_the_copy_leaves_the_store_unmapped(tmp_path, monkeypatch):
     # The build reads every row of the store through its memory map: the pages of each block
     # are unmapped after it, so this process never holds more than a block or so of them.
-    if _rss_file() is None:
+    if rss_file_bytes() is None:
         pytest.skip("no RssFile in /proc/self/status")
     n, d = 200_000, 256
     rng = np.random.default_rng(5)
@@ -497,13 +491,13 @@ def test_building_the_copy_leaves_the_store_unmapped(tmp_path, monkeypatch):
 
     def measured(x: np.ndarray, t: object) -> tuple[np.ndarray, np.ndarray]:
         out = to_bits(x, t)
-        peak[0] = max(peak[0], _rss_file() or 0)
+        peak[0] = max(peak[0], rss_file_bytes() or 0)
         return out
 
     monkeypatch.setattr(bc, "_to_bf16_bits", measured)
-    before = _rss_file() or 0
+    before = rss_file_bytes() or 0
     bc.build_copy(store)
-    after = _rss_file() or 0
+    after = rss_file_bytes() or 0
     block = bc._ROWS_PER_WRITE * d * 2
     allowed = 2 * block + (8 << 20)  # a block, the next one read ahead, large pages
     assert allowed < n * d * 2 // 2

@@ -4,8 +4,6 @@ pair by pair."""
 from __future__ import annotations
 
 import itertools
-import re
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -15,7 +13,7 @@ from inquire.embed.store import EmbeddingStore
 from inquire.index import rescore
 from inquire.index.kernels import Kernels
 from inquire.index.score import exact_score, exact_scores
-from inquire.testing.search_stores import random_unit, write_store
+from inquire.testing.search_stores import random_unit, rss_file_bytes, write_store
 
 
 def test_exact_scores_with_shared_rows_equal_pair_by_pair():
@@ -202,22 +200,12 @@ def test_rescore_of_awkward_rows_and_pairs(
         assert exact_score(q[0], xs[1]) == exact_score(q[0], xs[2]) == np.float32(1)
 
 
-def _rss_file() -> int | None:
-    """This process's resident file pages (bytes), or None where /proc does not say."""
-    try:
-        text = Path("/proc/self/status").read_text()
-    except OSError:
-        return None
-    found = re.search(r"^RssFile:\s+(\d+) kB", text, re.MULTILINE)
-    return None if found is None else int(found.group(1)) * 1024
-
-
 @pytest.mark.parametrize("threads", [1, 2])
 def test_rescore_of_sparse_rows_never_maps_the_whole_store(tmp_path, monkeypatch, threads):
     # 20k random rows of a 100 MiB store: each batch's rows spread over the whole store, and
     # the OS maps a large page per touch. Reading a batch's rows at once (then dropping its
     # pages) mapped every page of the store first: resident memory grew with the store.
-    if _rss_file() is None:
+    if rss_file_bytes() is None:
         pytest.skip("no RssFile in /proc/self/status")
     n, d = 200_000, 256
     rng = np.random.default_rng(9)
@@ -236,13 +224,13 @@ def test_rescore_of_sparse_rows_never_maps_the_whole_store(tmp_path, monkeypatch
 
     def measured(*args: object) -> np.ndarray:
         out = gather(*args)  # type: ignore[arg-type]
-        peak[0] = max(peak[0], _rss_file() or 0)
+        peak[0] = max(peak[0], rss_file_bytes() or 0)
         return out
 
     monkeypatch.setattr(rescore, "_gather", measured)
-    before = _rss_file() or 0
+    before = rss_file_bytes() or 0
     got = rescore.rescore(store, q, qr, rows, kernels, None, threads)
-    after = _rss_file() or 0
+    after = rss_file_bytes() or 0
     store_bytes = n * d * 2
     allowed = threads * (12 << 20) + (4 << 20)  # per thread a window and two large pages
     assert allowed < store_bytes // 2

@@ -60,3 +60,17 @@ def small_integer_vectors(n: int, d: int, seed: int = 0, levels: int = 3) -> np.
     summation order, so many exact ties occur and results are reproducible bit for bit."""
     rng = np.random.default_rng(seed)
     return rng.integers(-levels, levels + 1, size=(n, d)).astype(np.float32) / 8.0
+
+
+def rss_file_bytes() -> int | None:
+    """This process's resident file pages (bytes: ``RssFile`` of /proc/self/status, pages
+    of memory-mapped files such as a store's shards), or None where /proc does not say."""
+    import re
+    from pathlib import Path
+
+    try:
+        text = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    found = re.search(r"^RssFile:\s+(\d+) kB", text, re.MULTILINE)
+    return None if found is None else int(found.group(1)) * 1024
