@@ -24,6 +24,7 @@ from inquire.index import screen as scr
 from inquire.index.exact import SearchStats, search
 from inquire.index.topk import brute_force
 from inquire.testing.search_stores import (
+    large_store,
     random_unit,
     rss_file_bytes,
     small_integer_vectors,
@@ -478,12 +479,7 @@ def test_building_the_copy_leaves_the_store_unmapped(tmp_path, monkeypatch):
     if rss_file_bytes() is None:
         pytest.skip("no RssFile in /proc/self/status")
     n, d = 200_000, 256
-    rng = np.random.default_rng(5)
-    x = np.empty((n, d), np.float16)
-    for a in range(0, n, 20_000):
-        x[a : a + 20_000] = rng.standard_normal((20_000, d), dtype=np.float32) / 16
-    store = EmbeddingStore(write_store(tmp_path / "s", x, [n // 2, n // 2]))
-    del x
+    store = EmbeddingStore(large_store(tmp_path / "s", n, d, [n // 2, n // 2], seed=5))
     small = EmbeddingStore(write_store(tmp_path / "small", random_unit(100, d, seed=6)))
     bc.build_copy(small)  # imports
     peak = [0]

@@ -13,7 +13,7 @@ from inquire.embed.store import EmbeddingStore
 from inquire.index import rescore
 from inquire.index.kernels import Kernels
 from inquire.index.score import exact_score, exact_scores
-from inquire.testing.search_stores import random_unit, rss_file_bytes, write_store
+from inquire.testing.search_stores import large_store, random_unit, rss_file_bytes, write_store
 
 
 def test_exact_scores_with_shared_rows_equal_pair_by_pair():
@@ -208,12 +208,8 @@ def test_rescore_of_sparse_rows_never_maps_the_whole_store(tmp_path, monkeypatch
     if rss_file_bytes() is None:
         pytest.skip("no RssFile in /proc/self/status")
     n, d = 200_000, 256
-    rng = np.random.default_rng(9)
-    x = np.empty((n, d), np.float16)
-    for a in range(0, n, 20_000):
-        x[a : a + 20_000] = rng.standard_normal((20_000, d), dtype=np.float32) / 16
-    store = EmbeddingStore(write_store(tmp_path / "s", x, [n]))
-    del x
+    store = EmbeddingStore(large_store(tmp_path / "s", n, d, [n], seed=9))
+    rng = np.random.default_rng(9 + 1)
     q = random_unit(4, d, seed=10)
     rows = rng.choice(n, 20_000, replace=False)
     qr = np.sort(rng.integers(0, 4, len(rows)))

@@ -74,3 +74,14 @@ def rss_file_bytes() -> int | None:
         return None
     found = re.search(r"^RssFile:\s+(\d+) kB", text, re.MULTILINE)
     return None if found is None else int(found.group(1)) * 1024
+
+
+def large_store(path: Path, n: int, d: int, sizes: list[int], seed: int = 0) -> Path:
+    """A float16 store of ``n`` random rows of width ``d`` (norms ~``sqrt(d) / 16``) in shards
+    of ``sizes`` rows, written 20,000 rows at a time (no float32 copy of it all at once)."""
+    rng = np.random.default_rng(seed)
+    x = np.empty((n, d), np.float16)
+    for a in range(0, n, 20_000):
+        b = min(a + 20_000, n)
+        x[a:b] = rng.standard_normal((b - a, d), dtype=np.float32) / 16
+    return write_store(path, x, sizes)
