@@ -26,8 +26,8 @@ How it works (all queries at once, one pass over the store):
    the widest interval). While a query has no floor yet, or a chunk beats an unusual number
    of pooled rows, the chunk's own k-th approximate score (``np.partition``, linear time)
    gives one.
-4. **Rescore the survivors exactly** at the end (:mod:`inquire.index.rescore`), gathered per
-   query (float64, rounded once: :func:`inquire.index.score.exact_scores`), and select them
+4. **Rescore the survivors exactly** at the end (:mod:`inquire.index.rescore`: each distinct
+   row read once, on every scoring thread; float64, rounded once), and select them
    with :class:`inquire.index.topk.TopK` under the one ranking rule. With the float32 bound the
    pool ends with about ``k`` rows plus the few within twice the margin of the k-th score; a
    pool that grows past ``4 k + 4096`` rows (near ties the bound cannot separate) is rescored
