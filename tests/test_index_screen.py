@@ -341,9 +341,10 @@ def test_auto_trial_on_exactly_16_chunks_and_interrupted(tmp_path, monkeypatch, 
         return score(self, *a, **kw)
 
     monkeypatch.setattr(Scorer, "score", failing)
+    before = set(threading.enumerate())  # (other tests' pools may hold inquire- threads)
     with pytest.raises(RuntimeError, match="disk gone"):
         search(store, q, 30, screen="auto", chunk_rows=64, block_rows=128, threads=threads)
-    assert not [t for t in threading.enumerate() if t.name.startswith("inquire-")]
+    assert not [t for t in set(threading.enumerate()) - before if t.name.startswith("inquire-")]
     assert scr._choices == {}
     monkeypatch.setattr(Scorer, "score", score)
     st = SearchStats()
