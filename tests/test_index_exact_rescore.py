@@ -314,3 +314,35 @@ def test_an_error_in_a_rescoring_thread_comes_back_and_stops_every_thread(tmp_pa
     with pytest.raises(RuntimeError, match="bad row"):
         rescore.rescore(store, q, qr, rows, Kernels(), None, 3)
     assert not [t for t in threading.enumerate() if t.name.startswith("inquire-rescore")]
+
+
+def test_after_an_error_the_other_rescoring_threads_stop_at_their_next_batch(tmp_path, monkeypatch):
+    import threading
+
+    monkeypatch.setattr(rescore, "_BATCH_ELEMENTS", 16 * 4)  # 4 rows a batch: many batches
+    store = EmbeddingStore(write_store(tmp_path / "s", random_unit(400, 16, seed=5), [400]))
+    q = random_unit(2, 16, seed=6)
+    rows = np.arange(400)
+    qr = np.zeros(400, np.int64)
+    dots = rescore._batch_dots
+    failed = threading.Event()
+    calls: list[str] = []
+    lock = threading.Lock()
+
+    def failing(*a: object) -> None:
+        name = threading.current_thread().name
+        with lock:
+            calls.append(name)
+            first = len(calls) == 1
+        if first:
+            failed.set()
+            raise RuntimeError("bad row")
+        failed.wait(timeout=60)  # the others start their first batch only after the error
+        dots(*a)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(rescore, "_batch_dots", failing)
+    with pytest.raises(RuntimeError, match="bad row"):
+        rescore.rescore(store, q, qr, rows, Kernels(), None, 3)
+    # 100 batches over 3 threads: the failing one, and at most one more batch per other thread
+    # (the one it was in when the error came).
+    assert len(calls) <= 3

@@ -355,3 +355,16 @@ def test_auto_trial_on_exactly_16_chunks_and_interrupted(tmp_path, monkeypatch, 
     assert len(scr._choices) == 1
     np.testing.assert_array_equal(got[1], off[1])
     np.testing.assert_array_equal(got[0].view(np.uint32), off[0].view(np.uint32))
+
+
+def test_chunks_shorter_than_the_chunk_size_take_no_trial_slot():
+    from inquire.index.fanout import Chooser
+
+    ch = Chooser(None, ("shape",), chunk_rows=64)
+    assert ch.next(10) == ("fp32", None)  # a shard's short last chunk: float32, untimed
+    assert ch.next(63) == ("fp32", None)
+    assert ch.next(64) == (Chooser.TRIAL[0], 0)
+    assert ch.next(10) == ("fp32", None)
+    assert ch.next(64) == (Chooser.TRIAL[1], 1)
+    decided = Chooser("bf16", None, chunk_rows=64)
+    assert decided.next(10) == ("bf16", None)  # once decided, every chunk takes the choice

@@ -184,7 +184,7 @@ def search(
             n_workers,
             mask is not None,
         )
-        chooser = Chooser(plan.method, plan.key)
+        chooser = Chooser(plan.method, plan.key, chunk_rows)
         if n_workers > 1 and plan.method != "bf16" and len(store) >= MIN_TRIAL_CHUNKS * chunk_rows:
             kernels.choose_gemm(len(q), store.dim, chunk_rows)
         copy = None

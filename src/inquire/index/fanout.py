@@ -37,19 +37,25 @@ class Chooser:
     TRIAL = ("fp32",) * SKIP + ("fp32", "bf16", "bf16", "fp32", "fp32", "bf16")
     TIMED_FROM = SKIP + 2
 
-    def __init__(self, fixed: str | None, key: tuple[Any, ...] | None = None) -> None:
+    def __init__(
+        self, fixed: str | None, key: tuple[Any, ...] | None = None, chunk_rows: int = 0
+    ) -> None:
         self.decided = fixed
         self.key = key
+        self.chunk_rows = chunk_rows  # shorter chunks (a shard's or block's last) take no slot
         self._next = 0
         self._times: dict[str, list[float]] = {"fp32": [], "bf16": []}
         self._lock = threading.Lock()
         self.trial = fixed is None
 
-    def next(self) -> tuple[str, int | None]:
-        """``(method, trial slot or None)`` for the next chunk."""
+    def next(self, rows: int | None = None) -> tuple[str, int | None]:
+        """``(method, trial slot or None)`` for the next chunk (of ``rows`` rows: one shorter
+        than ``chunk_rows`` is never a trial chunk, whose times must compare like with like)."""
         with self._lock:
             if self.decided is not None:
                 return self.decided, None
+            if rows is not None and rows < self.chunk_rows:
+                return "fp32", None
             if self._next < len(self.TRIAL):
                 slot = self._next
                 self._next += 1
@@ -76,7 +82,7 @@ class Chooser:
 
     def run(self, scorer: Scorer, block: Block, lo: int, rows: int) -> None:
         """Score one chunk with the chosen method, timing it while on trial."""
-        method, slot = self.next()
+        method, slot = self.next(rows)
         if slot is None:
             scorer.score(block, lo, rows, method)
             return

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -297,11 +298,20 @@ def rescore(
     s = np.empty(m, np.float64)
     err = np.empty(m, np.float64)
     with _random_access(store) as drop:
+        failed = threading.Event()  # a thread's error: the others stop at their next batch
 
         def run(w: _Worker, mine: list[tuple[int, int]]) -> None:
-            for a, b in mine:
-                pairs = order[first[a] : first[b]]
-                _batch_dots(store, q64, qr, rows, uniq[a:b], pairs, s, err, kernels, bound, w, drop)
+            try:
+                for a, b in mine:
+                    if failed.is_set():
+                        return
+                    pairs = order[first[a] : first[b]]
+                    _batch_dots(
+                        store, q64, qr, rows, uniq[a:b], pairs, s, err, kernels, bound, w, drop
+                    )
+            except BaseException:
+                failed.set()
+                raise
 
         workers = [_Worker(store, step, piece) for _ in range(n_workers)]
         if n_workers == 1:
