@@ -154,3 +154,44 @@ def test_text_cache_misses_on_revision_and_precision_and_skips_unpinned(tmp_path
     text_embeddings(unpinned, ["a"], path=tmp_path / "u.sqlite")
     text_embeddings(unpinned, ["a"], path=tmp_path / "u.sqlite")
     assert unpinned.calls == [["a"], ["a"]] and not (tmp_path / "u.sqlite").exists()
+
+
+def test_many_connections_opening_a_new_file_at_once_all_get_wal(tmp_path):
+    # Switching a new file to WAL from several connections at once: SQLite answers "database
+    # is locked" at once to some of them (its busy handler does not wait on that lock
+    # upgrade); connect must wait its timeout instead of calling the file unusable.
+    import sqlite3
+    import threading
+
+    from inquire.cache import connect
+
+    for round_ in range(40):
+        path = tmp_path / f"new{round_}.db"
+        n = 4
+        barrier = threading.Barrier(n)
+        errors: list[BaseException] = []
+        modes: list[str] = []
+
+        def run(path=path, barrier=barrier, errors=errors, modes=modes) -> None:
+            try:
+                barrier.wait(30)
+                conn = connect(path, timeout_s=30)
+                try:
+                    modes.append(conn.execute("PRAGMA journal_mode").fetchone()[0])
+                finally:
+                    conn.close()
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run) for _ in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors, errors
+        assert modes == ["wal"] * n
+        check = sqlite3.connect(path)
+        try:
+            assert check.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        finally:
+            check.close()

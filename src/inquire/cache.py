@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -153,7 +154,7 @@ def connect(
         if row_factory is not None:
             conn.row_factory = row_factory
         conn.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
-        conn.execute("PRAGMA journal_mode = WAL")
+        _set_wal(conn, timeout_s)
         conn.execute("PRAGMA synchronous = NORMAL")
     except BaseException as exc:
         conn.close()  # no caller holds it yet
@@ -161,6 +162,26 @@ def connect(
             raise unusable(exc) from exc
         raise
     return conn
+
+
+def _set_wal(conn: sqlite3.Connection, timeout_s: float) -> None:
+    """``PRAGMA journal_mode = WAL``, retried while the file is locked: two connections
+    switching a new file to WAL at once can get "database is locked" at once, without
+    SQLite's busy handler waiting (it would deadlock on the lock upgrade), so this waits up
+    to ``timeout_s`` in short, growing steps."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.002
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            if time.monotonic() >= deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
 
 
 @contextmanager
