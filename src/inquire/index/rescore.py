@@ -15,7 +15,7 @@ import numpy as np
 
 from inquire.embed.store import EmbeddingStore
 from inquire.index.kernels import Kernels
-from inquire.index.score import exact_score, gamma64, round_once
+from inquire.index.score import exact_score, norm_bounds, round_once, row_bounds
 
 # Elements of one batch of distinct rows read at a time by one thread (32 MiB of float16 at
 # d = 1024), and of one piece of them converted to float64 and multiplied (2 MiB: in cache).
@@ -35,25 +35,17 @@ _LARGE_PAGE = 2 << 20
 
 
 def _gather(store: EmbeddingStore, rows: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """``out[:len(rows)] (m, d)`` (the store's dtype) filled with the store's global ``rows``
-    (fastest when ``rows`` ascend: each shard's rows are then one run)."""
+    """``out[:len(rows)] (m, d)`` (the store's dtype) filled with the store's global ``rows``,
+    one ``np.take`` per run of rows in one shard (one run per shard when ``rows`` ascend, as
+    every caller's do)."""
     out = out[: len(rows)]
     if len(rows) == 0:
         return out
     shard_of = np.searchsorted(store.offsets, rows, side="right") - 1
-    if shard_of[0] == shard_of[-1] and (shard_of == shard_of[0]).all():
-        s = int(shard_of[0])
-        np.take(store.shards[s], rows - int(store.offsets[s]), axis=0, out=out)
-        return out
-    if (np.diff(shard_of) >= 0).all():  # one run per shard
-        cuts = np.flatnonzero(np.diff(shard_of)) + 1
-        for a, b in zip([0, *cuts.tolist()], [*cuts.tolist(), len(rows)], strict=True):
-            s = int(shard_of[a])
-            np.take(store.shards[s], rows[a:b] - int(store.offsets[s]), axis=0, out=out[a:b])
-        return out
-    for s in np.unique(shard_of):
-        sel = shard_of == s
-        out[sel] = store.shards[int(s)][rows[sel] - int(store.offsets[s])]
+    cuts = np.flatnonzero(np.diff(shard_of)) + 1
+    for a, b in itertools.pairwise([0, *cuts.tolist(), len(rows)]):
+        s = int(shard_of[a])
+        np.take(store.shards[s], rows[a:b] - int(store.offsets[s]), axis=0, out=out[a:b])
     return out
 
 
@@ -228,7 +220,6 @@ def _batch_dots(
     local = np.searchsorted(uniq, rows[pairs])
     pq = qr[pairs]
     cuts = np.flatnonzero(np.diff(pq)) + 1
-    g = gamma64(store.dim)
     for lo0, hi0 in itertools.pairwise([0, *cuts.tolist(), len(pairs)]):
         r = int(pq[lo0])
         for lo in range(lo0, hi0, w.piece):
@@ -249,9 +240,8 @@ def _batch_dots(
             if bound is not None:
                 err[at] = bound[r]
             else:
-                np.abs(x64, out=x64)
-                np.matmul(x64, np.abs(q64[r]), out=tmp)
-                err[at] = tmp * (g * (1 + 4 * g))
+                row_bounds(x64, q64[r], tmp)
+                err[at] = tmp
 
 
 def rescore(
@@ -281,12 +271,7 @@ def rescore(
         return np.empty(0, np.float32)
     d = store.dim
     q64 = np.asarray(q, np.float32).astype(np.float64)
-    g = gamma64(d)
-    bound = None
-    if max_norm is not None:
-        # |s - sum| <= gamma_d ||q|| max_norm; the float64 evaluation of the bound may be low
-        # by ~gamma_d relative: inflate.
-        bound = g * np.linalg.norm(q64, axis=1) * (1 + 4 * g) * max_norm
+    bound = norm_bounds(q64, max_norm)
     order = np.argsort(rows, kind="stable")  # pairs by row
     uniq, first = np.unique(rows[order], return_index=True)
     first = np.append(first, m)
@@ -328,15 +313,15 @@ def rescore(
         def slow(js: np.ndarray) -> np.ndarray:
             # The rare pairs a float64 value cannot settle, by row, a few rows at a time (each
             # row read maps a large page: dropped before the next few).
-            by_row = js[np.argsort(rows[js], kind="stable")]
-            got = np.empty(len(qr), np.float32)
+            by_row = np.argsort(rows[js], kind="stable")  # positions in js
+            got = np.empty(len(js), np.float32)
             buf = np.empty((_SLOW_ROWS, d), store.dtype)
             for a in range(0, len(by_row), _SLOW_ROWS):
                 part = by_row[a : a + _SLOW_ROWS]
-                x = _gather(store, rows[part], buf)
-                drop(int(rows[part[0]]), int(rows[part[-1]]) + 1)
-                for i, j in enumerate(part):
-                    got[j] = exact_score(q[qr[j]], x[i])
-            return got[js]
+                x = _gather(store, rows[js[part]], buf)
+                drop(int(rows[js[part[0]]]), int(rows[js[part[-1]]]) + 1)
+                for i, p in enumerate(part):
+                    got[p] = exact_score(q[qr[js[p]]], x[i])
+            return got
 
         return round_once(s, err, slow)

@@ -73,6 +73,27 @@ def gamma64(d: int) -> float:
     return d * U_F64 / (1 - d * U_F64)
 
 
+def norm_bounds(q64: np.ndarray, max_norm: float | None) -> np.ndarray | None:
+    """``(nq,)``: per query, a bound of ``|s - sum|`` for a float64 dot product ``s`` with any
+    row of norm at most ``max_norm`` (``gamma_d ||q|| max_norm``: ``sum |q_i x_i| <= ||q||
+    ||x||``), inflated for the float64 evaluation of the bound itself (low by ~``gamma_d``
+    relative); None without ``max_norm``."""
+    if max_norm is None:
+        return None
+    g = gamma64(q64.shape[1])
+    return g * np.linalg.norm(q64, axis=1) * (1 + 4 * g) * max_norm
+
+
+def row_bounds(x64: np.ndarray, q64r: np.ndarray, out: np.ndarray) -> None:
+    """``out (n,)``: each row's own bound ``gamma_d sum |q_i x_i|`` of ``|s - sum|`` for rows
+    ``x64 (n, d) float64`` and one query ``q64r (d,)``, inflated like :func:`norm_bounds`.
+    ``x64`` is overwritten (by its absolute values)."""
+    g = gamma64(x64.shape[1])
+    np.abs(x64, out=x64)
+    np.matmul(x64, np.abs(q64r), out=out)
+    out *= g * (1 + 4 * g)
+
+
 #: Rows converted to float64 at a time (stays in cache: 256 x 1024 x 8 bytes = 2 MiB).
 _PIECE_ROWS = 256
 
@@ -97,11 +118,7 @@ def exact_scores(
     if m == 0:
         return np.empty(0, np.float32)
     q64 = np.asarray(q, np.float32).astype(np.float64)
-    # |s - sum| <= gamma_d * sum|q_i x_i| <= gamma_d ||q|| max_norm; the float64 evaluation of
-    # the bound itself may be low by ~gamma_d relative: inflate, and add the smallest normal
-    # number against underflow.
-    g = gamma64(d)
-    qn = np.linalg.norm(q64, axis=1) * (1 + 4 * g)
+    bound = norm_bounds(q64, max_norm)
     starts = np.searchsorted(qr, np.arange(len(q) + 1))
     s = np.empty(m, np.float64)
     err = np.empty(m, np.float64)
@@ -112,12 +129,10 @@ def exact_scores(
             x64 = buf[: b - a]
             np.copyto(x64, x[a:b] if index is None else x[index[a:b]])
             np.matmul(x64, q64[r], out=s[a:b])
-            if max_norm is None:
-                np.abs(x64, out=x64)
-                np.matmul(x64, np.abs(q64[r]), out=err[a:b])
-                err[a:b] *= g * (1 + 4 * g)
+            if bound is None:
+                row_bounds(x64, q64[r], err[a:b])
             else:
-                err[a:b] = g * qn[r] * max_norm
+                err[a:b] = bound[r]
 
     def slow(js: np.ndarray) -> np.ndarray:
         at = js if index is None else index[js]
