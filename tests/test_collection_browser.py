@@ -730,3 +730,72 @@ _CHART_TEXT_PX = """() => {
   }
   return out;
 }"""
+
+
+def test_a_search_sent_before_the_collections_arrive_waits_for_them(
+    browser: Any, server: LiveServer
+) -> None:
+    """The form can be filled and sent before the page's list of collections has arrived (a
+    slow server, a busy machine): the search waits for the list and then runs in the chosen
+    collection, instead of failing with no collection named."""
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once, on the main app")
+    tab = Tab(browser, server)
+    page = tab.page()
+    held: list[Any] = []
+
+    def hold(route: Any) -> None:  # the first answer waits until the test lets it go
+        if held:
+            route.continue_()
+        else:
+            held.append(route)
+
+    page.route("**/verify/api/collections", hold)
+    page.goto(f"{server.url}/verify")
+    page.wait_for_function("() => document.readyState === 'complete'")
+    assert page.evaluate("() => document.getElementById('collection').options.length") == 0
+    page.fill("#who", "jo")
+    page.press("#who", "Tab")
+    page.fill("#query", "plum")
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while not held and time.monotonic() < deadline:  # the request is held, not answered
+        page.wait_for_timeout(20)
+    assert held, "the page did not ask for its collections"
+    page.press("#query", "Enter")  # the submit handler has run: no collection is known yet
+    held[0].continue_()
+    with _state_on_timeout(page, "the search runs once the collections arrive"):
+        page.wait_for_selector("#r0.current")
+    assert page.evaluate("() => new URLSearchParams(location.hash.slice(1)).get('c')") == "walk"
+    assert page.get_attribute("#status", "class") != "err", page.inner_text("#status")
+    page.keyboard.press("1")
+    page.wait_for_selector("#r0[data-state='saved']")
+    tab.close()
+
+
+def test_with_no_collection_a_search_says_how_to_make_one(
+    browser: Any, server: LiveServer, tmp_path: Path
+) -> None:
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once, on the main app")
+    from inquire.web.verify import make_app
+
+    (tmp_path / "empty").mkdir()
+    empty = LiveServer(make_app(tmp_path / "empty"))
+    empty.start()
+    try:
+        tab = Tab(browser, empty)
+        page = tab.page()
+        page.goto(f"{empty.url}/verify")
+        page.fill("#who", "jo")
+        page.press("#who", "Tab")
+        page.fill("#query", "plum")
+        page.press("#query", "Enter")
+        page.wait_for_function(
+            "() => document.getElementById('status').className === 'err' && document"
+            ".getElementById('status').textContent.includes('inquire collection create')"
+        )
+        assert tab.writes == []  # nothing was sent for a collection that is not there
+        tab.context.close()
+        assert not tab.errors, tab.errors
+    finally:
+        empty.stop()

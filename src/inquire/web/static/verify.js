@@ -203,6 +203,14 @@ async function loadCollections() {
   const cs = await (await call(API + "/collections")).json();
   options($("collection"), cs.map(c => [c.name, `${c.name} (${c.images})`]));
 }
+// The list of collections, loaded once; a search sent before it has arrived (a slow server)
+// waits for it, and one sent after it failed asks again.
+let collectionsLoad = null;
+function collectionsReady() {
+  if ($("collection").options.length) return Promise.resolve();
+  if (!collectionsLoad) collectionsLoad = loadCollections().finally(() => { collectionsLoad = null; });
+  return collectionsLoad;
+}
 async function loadSaved() {
   const c = $("collection").value;
   if (!c) return;
@@ -218,6 +226,11 @@ function setHash(c, sid) { location.hash = new URLSearchParams({c: c, s: sid}).t
 
 async function runSearch(ev) {
   if (ev) ev.preventDefault();
+  try { await collectionsReady(); } catch (e) { if (e.network) offline(); status(e.message, true); return; }
+  if (!$("collection").value) {
+    status("There is no collection to search yet: make one with `inquire collection create`.", true);
+    return;
+  }
   S.c = $("collection").value;
   const body = {text: $("query").value, taxa: $("taxon").value ? $("taxon").value.split(",") : [],
     date_from: $("from").value || null, date_to: $("to").value || null, bbox: $("bbox").value || null,
@@ -551,7 +564,7 @@ window.addEventListener("resize", () => { clearTimeout(S.resized); S.resized = s
   restore();
   showRetry();
   if (Q.pending.length) pump();
-  try { await loadCollections(); } catch (e) { if (e.network) offline(); status(e.message, true); return; }
+  try { await collectionsReady(); } catch (e) { if (e.network) offline(); status(e.message, true); return; }
   const hs = readHash();
   if (hs.c) $("collection").value = hs.c;
   await loadSaved().catch(e => status(e.message, true));
