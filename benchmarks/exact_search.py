@@ -254,9 +254,10 @@ def work_faiss(store_dir: Path, q: np.ndarray, k: int, repeats: int, out: Path) 
 
 
 def work_gemm(d: int, nq: int, repeats: int) -> dict:
-    """Best float32 GEMM rate of this machine: numpy (OpenBLAS) and torch, the chunk shape
-    exact search uses and a large one; in-memory operands, so no conversion or I/O. And the
-    bfloat16 rate of torch on the chunk shape (fewer rows where bfloat16 is emulated)."""
+    """Best float32 GEMM rate of this machine: numpy (OpenBLAS), torch (MKL) and oneDNN
+    (through torch, where it passes the search's self-check), the chunk shape exact search
+    uses and a large one; in-memory operands, so no conversion or I/O. And the bfloat16 rate
+    of torch on the chunk shape (fewer rows where bfloat16 is emulated)."""
     from inquire.index.exact import DEFAULT_CHUNK_ROWS
 
     rng = np.random.default_rng(0)
@@ -269,6 +270,14 @@ def work_gemm(d: int, nq: int, repeats: int) -> dict:
             torch.matmul(torch.from_numpy(a), torch.from_numpy(b).T, out=torch.from_numpy(out))
 
         gemms["torch"] = torch_gemm
+        from inquire.index.kernels import _onednn_gemm, onednn_gemm_ok
+
+        if onednn_gemm_ok(torch):
+
+            def onednn_gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+                _onednn_gemm(torch, torch.from_numpy(a), torch.from_numpy(b))
+
+            gemms["onednn"] = onednn_gemm
     except ImportError:
         pass
     rates = {}

@@ -1,5 +1,6 @@
-"""The float32 GEMM's choice (torch or numpy's BLAS, timed once per process), one BLAS thread
-per scoring thread, and the floor the scoring threads share: the result never changes."""
+"""The float32 GEMM's choice (oneDNN, torch or numpy's BLAS, timed once per process), one
+BLAS thread per scoring thread, and the floor the scoring threads share: the result never
+changes."""
 
 from __future__ import annotations
 
@@ -29,57 +30,147 @@ def _blas_threads() -> list[int]:
     return [p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
 
 
-@pytest.mark.parametrize("blas_faster", [True, False])
-def test_either_gemm_gives_the_brute_force_result(tmp_path, monkeypatch, blas_faster):
-    # 16 chunks or more: the search times the two GEMMs; here the timing is replaced by the
-    # answer, so both ways run, and both must equal brute force bit for bit.
+@pytest.mark.parametrize("gemm", kernels_mod.GEMMS)
+def test_every_gemm_gives_the_brute_force_result(tmp_path, monkeypatch, gemm):
+    # 16 chunks or more: the search times the GEMMs; here the timing is replaced by the
+    # answer, so each runs, and each must equal brute force bit for bit.
+    if gemm not in kernels_mod.Kernels().candidates():
+        pytest.skip(f"{gemm} cannot run the float32 GEMM here")
     x = random_unit(3300, 24, seed=1)
     store = EmbeddingStore(write_store(tmp_path / "s", x, [1000, 2300]))
     q = random_unit(9, 24, seed=2)
     chunk = 200
-    monkeypatch.setattr(
-        kernels_mod, "_blas_faster", {kernels_mod.gemm_key(9, 24, chunk): blas_faster}
-    )
+    monkeypatch.setattr(kernels_mod, "_fastest", {kernels_mod.gemm_key(9, 24, chunk): gemm})
     st = SearchStats()
     s, i = search(store, q, 40, threads=2, chunk_rows=chunk, screen="off", stats=st)
-    assert st.fp32_gemm == ("numpy" if blas_faster else "torch")
+    assert st.fp32_gemm == gemm
     ws, wi = brute_force(store, q, 40)
     np.testing.assert_array_equal(i, wi)
     np.testing.assert_array_equal(s.view(np.uint32), ws.view(np.uint32))
 
 
-def test_choice_is_timed_once_per_shape_and_kept(monkeypatch):
-    monkeypatch.setattr(kernels_mod, "_blas_faster", {})
+def test_onednn_runs_here():
+    # torch's CPU wheels ship oneDNN: where it is missing or refused, say so loudly (the
+    # float32 path would lose its fastest GEMM on AVX-512 CPUs without a failing test).
+    assert kernels_mod.onednn_gemm_ok(torch), "oneDNN's float32 GEMM was refused here"
+
+
+@pytest.mark.parametrize(("nq", "rows", "d"), [(1, 1, 1), (3, 1, 5), (1, 7, 3), (17, 300, 77)])
+def test_each_gemm_is_a_float32_product_of_any_shape(nq, rows, d):
+    # The fast GEMMs against the slow obvious float64 product, within float32's own bound.
+    rng = np.random.default_rng(nq * rows * d)
+    q = rng.standard_normal((nq, d)).astype(np.float32)
+    x = rng.standard_normal((rows, d)).astype(np.float32)
+    exact = q.astype(np.float64) @ x.astype(np.float64).T
+    g = d * 2.0**-24 / (1 - d * 2.0**-24)
+    limit = g * np.outer(np.linalg.norm(q, axis=1), np.linalg.norm(x, axis=1)) * 1.001 + 1e-30
     k = kernels_mod.Kernels()
+    for gemm in k.candidates():
+        k.gemm = gemm
+        out = np.full((nq, rows), np.nan, np.float32)
+        got = k.scores(q, x, out)
+        assert got.shape == (nq, rows) and got.dtype == np.float32, gemm
+        assert (np.abs(got - exact) <= limit).all(), gemm
+
+
+def _fake_onednn(kind):
+    real = kernels_mod._onednn_gemm
+
+    def fake(t, q, x):
+        if kind == "bf16":  # rounds its inputs, like a bfloat16 or TF32 precision setting
+            return real(t, q.to(t.bfloat16).float(), x.to(t.bfloat16).float())
+        if kind == "transposed":
+            return real(t, q, x).T.contiguous()
+        raise RuntimeError("mkldnn: unsupported input")
+
+    return fake
+
+
+@pytest.mark.parametrize("kind", ["bf16", "transposed", "raises"])
+def test_a_onednn_gemm_failing_its_self_check_is_never_used(monkeypatch, kind):
+    monkeypatch.setattr(kernels_mod, "_onednn_checked", {})
+    monkeypatch.setattr(kernels_mod, "_fastest", {})
+    monkeypatch.setattr(kernels_mod, "_onednn_gemm", _fake_onednn(kind))
+    assert kernels_mod.onednn_gemm_ok(torch) is False
+    k = kernels_mod.Kernels()
+    assert "onednn" not in k.candidates()
+    with k.single_threaded():
+        assert k.choose_gemm(3, 16, 64) in ("numpy", "torch")
+
+
+@pytest.mark.parametrize("setting", ["bf16", "tf32"])
+def test_a_reduced_onednn_precision_setting_keeps_torch_off_the_gemm(
+    tmp_path, monkeypatch, setting
+):
+    # torch's new per-backend setting: its float32 matmuls (MKL's and oneDNN's) may then
+    # round inputs, and torch's old getter raises; the search stays exact with numpy's BLAS.
+    mk = getattr(torch.backends.mkldnn, "matmul", None)
+    if mk is None or not hasattr(mk, "fp32_precision"):
+        pytest.skip("this torch has no oneDNN precision setting")
+    monkeypatch.setattr(kernels_mod, "_onednn_checked", {})
+    monkeypatch.setattr(kernels_mod, "_fastest", {})
+    store = EmbeddingStore(write_store(tmp_path / "s", random_unit(3300, 24, seed=6), [3300]))
+    q = random_unit(9, 24, seed=7)
+    old = mk.fp32_precision
+    mk.fp32_precision = setting
+    try:
+        assert kernels_mod.onednn_gemm_ok(torch) is False
+        assert kernels_mod.Kernels().candidates() == ("numpy",)
+        st = SearchStats()
+        s, i = search(store, q, 40, threads=2, chunk_rows=200, screen="off", stats=st)
+    finally:
+        mk.fp32_precision = old
+    assert st.fp32_gemm == "numpy"
+    ws, wi = brute_force(store, q, 40)
+    np.testing.assert_array_equal(i, wi)
+    np.testing.assert_array_equal(s.view(np.uint32), ws.view(np.uint32))
+    assert kernels_mod.onednn_gemm_ok(torch) is True
+
+
+def test_choice_is_timed_once_per_shape_and_kept(monkeypatch):
+    monkeypatch.setattr(kernels_mod, "_fastest", {})
+    k = kernels_mod.Kernels()
+    names = k.candidates()
     with k.single_threaded():
         first = k.choose_gemm(3, 16, 64)
-        assert kernels_mod._blas_faster == {kernels_mod.gemm_key(3, 16, 64): first}
-        kernels_mod._blas_faster[kernels_mod.gemm_key(3, 16, 64)] = not first  # kept
-        assert kernels_mod.Kernels().choose_gemm(3, 16, 64) is (not first)
+        assert first in names and k.fp32_gemm == first
+        assert kernels_mod._fastest == {kernels_mod.gemm_key(3, 16, 64): first}
+        other = next(n for n in names if n != first)
+        kernels_mod._fastest[kernels_mod.gemm_key(3, 16, 64)] = other  # kept
+        assert kernels_mod.Kernels().choose_gemm(3, 16, 64) == other
         # 2 and 3 queries share a key (a power of two); 4 does not, nor another chunk.
         assert kernels_mod.gemm_key(2, 16, 64) == kernels_mod.gemm_key(3, 16, 64)
         assert kernels_mod.gemm_key(4, 16, 64) != kernels_mod.gemm_key(3, 16, 64)
         assert kernels_mod.gemm_key(3, 16, 65) != kernels_mod.gemm_key(3, 16, 64)
 
 
+def test_a_remembered_choice_that_cannot_run_now_is_timed_again(monkeypatch):
+    monkeypatch.setattr(kernels_mod, "_fastest", {kernels_mod.gemm_key(3, 16, 64): "onednn"})
+    monkeypatch.setattr(kernels_mod, "onednn_gemm_ok", lambda t: False)
+    k = kernels_mod.Kernels()
+    with k.single_threaded():
+        assert k.choose_gemm(3, 16, 64) in ("numpy", "torch")
+
+
 def test_choice_cache_is_bounded(monkeypatch):
-    monkeypatch.setattr(kernels_mod, "_blas_faster", {})
-    monkeypatch.setattr(kernels_mod, "_BLAS_KEYS_MAX", 3)
+    monkeypatch.setattr(kernels_mod, "_fastest", {})
+    monkeypatch.setattr(kernels_mod, "_FASTEST_KEYS_MAX", 3)
     k = kernels_mod.Kernels()
     with k.single_threaded():
         for rows in range(8, 8 + 7):
             k.choose_gemm(2, 8, rows)
-            assert len(kernels_mod._blas_faster) <= 3
+            assert len(kernels_mod._fastest) <= 3
 
 
 def test_precision_below_highest_never_uses_torch_gemm(monkeypatch):
-    monkeypatch.setattr(kernels_mod, "_blas_faster", {})
+    monkeypatch.setattr(kernels_mod, "_fastest", {})
     old = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision("medium")
     try:
         k = kernels_mod.Kernels()
-        assert k.workers(2) == 1 and k.choose_gemm(3, 16, 64) is False
-        assert kernels_mod._blas_faster == {}  # nothing timed: numpy is the only float32 GEMM
+        assert k.candidates() == ("numpy",) and not kernels_mod.onednn_gemm_ok(torch)
+        assert k.workers(2) == 1 and k.choose_gemm(3, 16, 64) == "numpy"
+        assert kernels_mod._fastest == {}  # nothing timed: numpy is the only float32 GEMM
     finally:
         torch.set_float32_matmul_precision(old)
 

@@ -98,7 +98,7 @@ class SearchStats:
     seconds: float = 0.0  # wall time of the whole search
     threads: int = 1  # scoring threads
     bf16_copy: bool = False  # screened blocks were read from the store's bfloat16 copy
-    fp32_gemm: str = "torch"  # who ran the float32 GEMM: "torch" or "numpy" (faster here)
+    fp32_gemm: str = "torch"  # who ran the float32 GEMM: "torch", "numpy" or "onednn"
 
     @property
     def rescored_per_query(self) -> float:

@@ -1,6 +1,16 @@
 """The float16 -> float32 conversion and the float32 GEMM of the exact search, run by torch
-when it is installed and by numpy otherwise; where both can run the GEMM, the faster one on
-this CPU for the search's shape (timed once per process)."""
+when it is installed and by numpy otherwise; where several can run the GEMM, the fastest on
+this CPU for the search's shape (timed once per process).
+
+Three float32 GEMMs may run: numpy's BLAS (OpenBLAS in numpy's wheels), torch's ``matmul``
+(MKL in torch's wheels) and oneDNN's inner-product primitive through torch
+(``torch.ops.mkldnn._linear_pointwise``, the op torch's own compiler uses for linear layers).
+BLAS libraries pick their kernels by CPU vendor and model: on an AMD EPYC with AVX-512, the
+two BLAS libraries ran ~120 GFLOP/s per core while oneDNN, which picks by instruction set,
+ran ~245 (``benchmarks/exact_search.py`` prints the rates it measured). oneDNN is used only
+where a self-check (:func:`onednn_gemm_ok`) finds it multiplies in float32: its inputs are
+not rounded to bfloat16 or TF32 (torch's matmul precision settings could allow that).
+"""
 
 from __future__ import annotations
 
@@ -13,10 +23,15 @@ from typing import Any
 
 import numpy as np
 
-# Per process: whether numpy's BLAS ran the float32 GEMM faster than torch, per shape.
-_blas_faster: dict[tuple[int, int, int], bool] = {}
-_blas_lock = threading.Lock()
-_BLAS_KEYS_MAX = 1024
+#: The float32 GEMMs, in the order they are preferred when timed equal.
+GEMMS = ("onednn", "numpy", "torch")
+
+# Per process: the fastest float32 GEMM measured, per shape (gemm_key).
+_fastest: dict[tuple[int, int, int], str] = {}
+_fastest_lock = threading.Lock()
+_FASTEST_KEYS_MAX = 1024
+# Per process: whether oneDNN's GEMM passed its self-check, per precision setting of torch.
+_onednn_checked: dict[tuple[str, str], bool] = {}
 
 
 def gemm_key(nq: int, d: int, rows: int) -> tuple[int, int, int]:
@@ -64,13 +79,99 @@ def _restore_blas(limits: Any) -> None:
         _blas_control()
 
 
+def _precision(torch: Any) -> tuple[str, str]:
+    """torch's float32 matmul precision settings: the global one (``"mixed"`` where torch
+    refuses to name it, after its old and new settings were both used) and oneDNN's own
+    (torch routes float32 matmuls to oneDNN in bfloat16 or TF32 where it allows that)."""
+    try:
+        glob = str(torch.get_float32_matmul_precision())
+    except RuntimeError:
+        glob = "mixed"
+    mkldnn = getattr(getattr(torch.backends, "mkldnn", None), "matmul", None)
+    return glob, str(getattr(mkldnn, "fp32_precision", "none"))
+
+
+def fp32_settings_ok(torch: Any) -> bool:
+    """Whether torch's settings keep its float32 GEMMs in float32: ``"highest"``, and oneDNN's
+    own setting ``"ieee"`` or unset."""
+    glob, onednn = _precision(torch)
+    return glob == "highest" and onednn in ("none", "ieee")
+
+
+def _onednn_op(torch: Any) -> Any:
+    """oneDNN's inner product through torch, or None where this torch has none."""
+    try:
+        if not torch.backends.mkldnn.is_available():
+            return None
+        return torch.ops.mkldnn._linear_pointwise
+    except (AttributeError, RuntimeError):
+        return None
+
+
+def _onednn_gemm(torch: Any, q: Any, x: Any) -> Any:
+    """``q (nq, d) @ x (rows, d).T`` as a new ``(nq, rows)`` float32 tensor, by oneDNN."""
+    return _onednn_op(torch)(q, x, None, "none", [], "")
+
+
+def _onednn_self_check(torch: Any) -> bool:
+    """Whether oneDNN's GEMM returns float32 sums of unrounded float32 products, right shape.
+
+    Rows of ``m (1 + 2**-16)`` (``m`` = 1..4) against queries of ones, 32 terms: every
+    partial sum, in any order, is exact in float32 (at most 23 significant bits), so the
+    result is ``32 m (1 + 2**-16)`` exactly; inputs rounded to bfloat16, TF32 or float16 lose
+    the ``2**-16`` and give ``32 m``. Then random rows of an odd shape against the float64
+    product, within the float32 bound ``gamma_d ||q|| ||x||``.
+    """
+    d = 32
+    x = torch.arange(1, 5, dtype=torch.float64)[:, None] * (1 + 2.0**-16) * torch.ones(d)
+    q = torch.ones((3, d), dtype=torch.float64)
+    got = _onednn_gemm(torch, q.float(), x.float().contiguous())
+    want = (q @ x.T).float()
+    if got.dtype != torch.float32 or tuple(got.shape) != (3, 4) or not got.is_contiguous():
+        return False
+    if not torch.equal(got, want):
+        return False
+    gen = torch.Generator().manual_seed(0)
+    d = 77
+    q = torch.randn((5, d), generator=gen)
+    x = torch.randn((131, d), generator=gen)
+    got = _onednn_gemm(torch, q, x).double()
+    exact = q.double() @ x.double().T
+    g = d * 2.0**-24 / (1 - d * 2.0**-24)
+    limit = g * torch.linalg.vector_norm(q.double(), dim=1)[:, None]
+    limit = limit * torch.linalg.vector_norm(x.double(), dim=1)[None, :] * (1 + 1e-9)
+    return tuple(got.shape) == (5, 131) and bool(((got - exact).abs() <= limit).all())
+
+
+def onednn_gemm_ok(torch: Any) -> bool:
+    """Whether oneDNN's float32 GEMM may run here: torch has it, the precision settings keep
+    float32 (``"highest"``; oneDNN's own ``"ieee"`` or unset) and its self-check passed (once
+    per process and setting)."""
+    if not fp32_settings_ok(torch):
+        return False
+    settings = _precision(torch)
+    with _fastest_lock:
+        known = _onednn_checked.get(settings)
+    if known is None:
+        if _onednn_op(torch) is None:
+            known = False
+        else:
+            try:
+                known = _onednn_self_check(torch)
+            except Exception:  # an op that exists but refuses these inputs: not used
+                known = False
+        with _fastest_lock:
+            _onednn_checked[settings] = known
+    return known
+
+
 class Kernels:
     """float16 -> float32 conversion and the float32 GEMM, via torch when available.
 
-    torch's ``copy_`` converts ~10x faster than numpy's ``astype``, and running the GEMM in
-    torch's thread pool too keeps conversion and GEMM from fighting over the two cores with a
-    second (OpenBLAS) pool. The GEMM stays float32: torch is used only while its float32
-    matmul precision is "highest" (other settings may round inputs to bfloat16).
+    torch's ``copy_`` converts ~10x faster than numpy's ``astype``. The GEMM stays float32:
+    torch's GEMMs are used only while its float32 matmul precision is "highest" (other
+    settings may round inputs to bfloat16), and oneDNN's only after its self-check; where
+    several may run, :meth:`choose_gemm` takes the fastest.
     """
 
     def __init__(self) -> None:
@@ -80,15 +181,22 @@ class Kernels:
             self.torch: Any = None
         else:
             self.torch = torch
-        self._gemm_torch = (
-            self.torch is not None and self.torch.get_float32_matmul_precision() == "highest"
-        )
-        self.blas_gemm = False  # the float32 GEMM by numpy's BLAS (see choose_gemm)
+        self._gemm_torch = self.torch is not None and fp32_settings_ok(self.torch)
+        #: Who runs the float32 GEMM: "torch", "numpy" (its BLAS) or "onednn" (choose_gemm).
+        self.gemm = "torch" if self._gemm_torch else "numpy"
 
     @property
     def fp32_gemm(self) -> str:
-        """Who runs the float32 GEMM: ``"torch"`` or ``"numpy"`` (its BLAS)."""
-        return "torch" if self._gemm_torch and not self.blas_gemm else "numpy"
+        """Who runs the float32 GEMM: ``"torch"``, ``"numpy"`` (its BLAS) or ``"onednn"``."""
+        return self.gemm
+
+    def candidates(self) -> tuple[str, ...]:
+        """The float32 GEMMs that may run here (in :data:`GEMMS` order)."""
+        if not self._gemm_torch:
+            return ("numpy",)
+        if onednn_gemm_ok(self.torch):
+            return GEMMS
+        return ("numpy", "torch")
 
     def workers(self, requested: int | None) -> int:
         """Scoring threads: one per core when torch runs the kernels, else one (numpy's
@@ -136,39 +244,37 @@ class Kernels:
                 finally:
                     t.set_num_threads(old)
 
-    def choose_gemm(self, nq: int, d: int, rows: int) -> bool:
-        """Run the float32 GEMM by numpy's BLAS where it is faster than torch's on this CPU for
-        ``(nq, d) @ (rows, d).T`` (one thread each, best of two after a warm-up; remembered
-        per process for shapes of the same :func:`gemm_key`). Call inside
-        :meth:`single_threaded`. Returns :attr:`blas_gemm`."""
-        if not self._gemm_torch:
-            return self.blas_gemm
+    def choose_gemm(self, nq: int, d: int, rows: int) -> str:
+        """Run the float32 GEMM by the fastest of :meth:`candidates` on this CPU for ``(nq,
+        d) @ (rows, d).T`` (one thread each, best of two after a warm-up; remembered per
+        process for shapes of the same :func:`gemm_key`). Call inside
+        :meth:`single_threaded`. Returns :attr:`gemm`."""
+        names = self.candidates()
+        if len(names) == 1:
+            self.gemm = names[0]
+            return self.gemm
         key = gemm_key(nq, d, rows)
-        with _blas_lock:
-            known = _blas_faster.get(key)
-        if known is None:
-            t = self.torch
+        with _fastest_lock:
+            known = _fastest.get(key)
+        if known is None or known not in names:
             rng = np.random.default_rng(0)
             q = rng.standard_normal((nq, d), dtype=np.float32)
             x = rng.standard_normal((rows, d), dtype=np.float32)
             out = np.empty((nq, rows), np.float32)
-            tq, tx, to = t.from_numpy(q), t.from_numpy(x), t.from_numpy(out)
-            best = {"blas": float("inf"), "torch": float("inf")}
+            best = dict.fromkeys(names, float("inf"))
             for i in range(3):
-                for name in ("blas", "torch"):
+                for name in names:
+                    self.gemm = name
                     t0 = time.perf_counter()
-                    if name == "blas":
-                        np.matmul(q, x.T, out=out)
-                    else:
-                        t.matmul(tq, tx.T, out=to)
+                    self.scores(q, x, out)
                     if i:  # the first of each is a warm-up
                         best[name] = min(best[name], time.perf_counter() - t0)
-            known = best["blas"] < best["torch"]
-            with _blas_lock:
-                if len(_blas_faster) >= _BLAS_KEYS_MAX:
-                    _blas_faster.clear()
-                _blas_faster[key] = known
-        self.blas_gemm = known
+            known = min(names, key=lambda n: best[n])  # ties: the first in GEMMS order
+            with _fastest_lock:
+                if len(_fastest) >= _FASTEST_KEYS_MAX:
+                    _fastest.clear()
+                _fastest[key] = known
+        self.gemm = known
         return known
 
     def convert(self, src: np.ndarray, dst: np.ndarray) -> None:
@@ -178,10 +284,14 @@ class Kernels:
         else:
             np.copyto(dst, src, casting="unsafe")
 
-    def scores(self, q: np.ndarray, data: np.ndarray, out: np.ndarray) -> None:
-        """``out (nq, b) = q (nq, d) @ data (b, d).T`` in float32."""
-        if self._gemm_torch and not self.blas_gemm and data.flags.writeable:
+    def scores(self, q: np.ndarray, data: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """``q (nq, d) @ data (b, d).T`` in float32: in ``out (nq, b)``, or in a new array
+        (oneDNN writes its own); returns the array that holds it."""
+        if self.gemm != "numpy" and self._gemm_torch and data.flags.writeable:
             t = self.torch
+            if self.gemm == "onednn":
+                return _onednn_gemm(t, t.from_numpy(q), t.from_numpy(data)).numpy()
             t.matmul(t.from_numpy(q), t.from_numpy(data).T, out=t.from_numpy(out))
-        else:
-            np.matmul(q, data.T, out=out)
+            return out
+        np.matmul(q, data.T, out=out)
+        return out

@@ -238,7 +238,7 @@ class Scorer:
         # A contiguous output: numpy hands strided `out=` arrays to BLAS via a temporary.
         s = self.out if rows == len(self.f32) else np.empty((len(self.q), rows), np.float32)
         t0 = time.perf_counter()
-        self.kernels.scores(self.q, data, s)
+        s = self.kernels.scores(self.q, data, s)  # in `s` or in a new array (oneDNN)
         self.gemm_seconds += time.perf_counter() - t0
         return s, self.bound.a32 * norm + self.bound.slack, 0.0
 
