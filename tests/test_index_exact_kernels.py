@@ -309,3 +309,19 @@ def test_stats_name_numpy_when_precision_keeps_torch_off_the_gemm(tmp_path):
     np.testing.assert_array_equal(i, wi)
     np.testing.assert_array_equal(s.view(np.uint32), ws.view(np.uint32))
     assert st.fp32_gemm == "numpy"
+
+
+def test_one_scoring_thread_times_the_gemms_on_their_own_threads(tmp_path, monkeypatch):
+    monkeypatch.setattr(kernels_mod, "_fastest", {})
+    x = random_unit(3300, 24, seed=1)
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [1000, 2300]))
+    q = random_unit(9, 24, seed=2)
+    st = SearchStats()
+    s, i = search(store, q, 40, threads=1, chunk_rows=200, screen="off", stats=st)
+    key = kernels_mod.gemm_key(9, 24, 200, torch.get_num_threads())
+    assert list(kernels_mod._fastest) == [key]
+    assert st.threads == 1 and st.fp32_gemm == kernels_mod._fastest[key]
+    ws, wi = brute_force(store, q, 40)
+    np.testing.assert_array_equal(i, wi)
+    np.testing.assert_array_equal(s.view(np.uint32), ws.view(np.uint32))
+    assert kernels_mod.gemm_key(9, 24, 200, 3) != kernels_mod.gemm_key(9, 24, 200)

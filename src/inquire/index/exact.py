@@ -185,8 +185,9 @@ def search(
             mask is not None,
         )
         chooser = Chooser(plan.method, plan.key, chunk_rows)
-        if n_workers > 1 and plan.method != "bf16" and len(store) >= MIN_TRIAL_CHUNKS * chunk_rows:
-            kernels.choose_gemm(len(q), store.dim, chunk_rows)
+        if plan.method != "bf16" and len(store) >= MIN_TRIAL_CHUNKS * chunk_rows:
+            # One scoring thread: the GEMMs run on torch's (or BLAS's) own threads, timed so.
+            kernels.choose_gemm(len(q), store.dim, chunk_rows, pooled=n_workers == 1)
         copy = None
         if plan.method == "bf16" and bf16_copy != "off" and len(store):
             copy = ensure_copy(store, build=bf16_copy == "auto")

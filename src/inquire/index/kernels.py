@@ -27,17 +27,19 @@ import numpy as np
 GEMMS = ("onednn", "numpy", "torch")
 
 # Per process: the fastest float32 GEMM measured, per shape (gemm_key).
-_fastest: dict[tuple[int, int, int], str] = {}
+_fastest: dict[tuple[int, ...], str] = {}
 _fastest_lock = threading.Lock()
 _FASTEST_KEYS_MAX = 1024
 # Per process: whether oneDNN's GEMM passed its self-check, per precision setting of torch.
 _onednn_checked: dict[tuple[str, str], bool] = {}
 
 
-def gemm_key(nq: int, d: int, rows: int) -> tuple[int, int, int]:
+def gemm_key(nq: int, d: int, rows: int, threads: int = 1) -> tuple[int, ...]:
     """The shapes one timing of :meth:`Kernels.choose_gemm` stands for: the same width and
-    chunk, query counts within a power of two (a server's many batch sizes time a few)."""
-    return (int(nq).bit_length(), int(d), int(rows))
+    chunk, query counts within a power of two (a server's many batch sizes time a few), on
+    one thread (a scoring thread's) or on the libraries' own ``threads``."""
+    key: tuple[int, ...] = (int(nq).bit_length(), int(d), int(rows))
+    return key if threads == 1 else (*key, int(threads))
 
 
 # The single-threaded sections open now (several searches may run at once): the first to
@@ -244,16 +246,16 @@ class Kernels:
                 finally:
                     t.set_num_threads(old)
 
-    def choose_gemm(self, nq: int, d: int, rows: int) -> str:
+    def choose_gemm(self, nq: int, d: int, rows: int, pooled: bool = False) -> str:
         """Run the float32 GEMM by the fastest of :meth:`candidates` on this CPU for ``(nq,
-        d) @ (rows, d).T`` (one thread each, best of two after a warm-up; remembered per
-        process for shapes of the same :func:`gemm_key`). Call inside
-        :meth:`single_threaded`. Returns :attr:`gemm`."""
+        d) @ (rows, d).T`` (best of two after a warm-up; remembered per process for shapes
+        of the same :func:`gemm_key`): one thread each inside :meth:`single_threaded`, or,
+        ``pooled``, on the libraries' own threads (torch's count). Returns :attr:`gemm`."""
         names = self.candidates()
         if len(names) == 1:
             self.gemm = names[0]
             return self.gemm
-        key = gemm_key(nq, d, rows)
+        key = gemm_key(nq, d, rows, self.torch.get_num_threads() if pooled else 1)
         with _fastest_lock:
             known = _fastest.get(key)
         if known is None or known not in names:
