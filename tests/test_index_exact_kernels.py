@@ -325,3 +325,21 @@ def test_one_scoring_thread_times_the_gemms_on_their_own_threads(tmp_path, monke
     np.testing.assert_array_equal(i, wi)
     np.testing.assert_array_equal(s.view(np.uint32), ws.view(np.uint32))
     assert kernels_mod.gemm_key(9, 24, 200, 3) != kernels_mod.gemm_key(9, 24, 200)
+
+
+def test_timing_a_huge_batch_multiplies_only_a_slice_of_it(monkeypatch):
+    monkeypatch.setattr(kernels_mod, "_fastest", {})
+    monkeypatch.setattr(kernels_mod, "_TIMED_QUERIES", 4)
+    shapes = []
+    real = kernels_mod.Kernels.scores
+
+    def spy(self, q, data, out):
+        shapes.append(q.shape)
+        return real(self, q, data, out)
+
+    monkeypatch.setattr(kernels_mod.Kernels, "scores", spy)
+    k = kernels_mod.Kernels()
+    with k.single_threaded():
+        k.choose_gemm(100, 16, 64)
+    assert shapes and set(shapes) == {(4, 16)}
+    assert list(kernels_mod._fastest) == [kernels_mod.gemm_key(100, 16, 64)]
