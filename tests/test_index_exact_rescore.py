@@ -216,14 +216,14 @@ def test_rescore_of_sparse_rows_never_maps_the_whole_store(tmp_path, monkeypatch
     kernels = Kernels()
     rescore.rescore(store, q, qr, rows, kernels, None, threads)  # imports, code paths
     peak = [0]
-    gather = rescore._gather
+    gather = rescore.gather_ascending
 
     def measured(*args: object) -> np.ndarray:
         out = gather(*args)  # type: ignore[arg-type]
         peak[0] = max(peak[0], rss_file_bytes() or 0)
         return out
 
-    monkeypatch.setattr(rescore, "_gather", measured)
+    monkeypatch.setattr(rescore, "gather_ascending", measured)
     before = rss_file_bytes() or 0
     got = rescore.rescore(store, q, qr, rows, kernels, None, threads)
     after = rss_file_bytes() or 0

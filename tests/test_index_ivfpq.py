@@ -289,3 +289,9 @@ def test_the_shards_are_advised_random_access_and_results_do_not_change(small_st
     assert advise_random(store) == len(store.shards) == 6  # real memory maps accept it
     rows = np.array([2999, 0, 1500, 999, 1000, 500])
     np.testing.assert_array_equal(gather(store, rows), x[rows])
+    # any order, repeats, every shard, none
+    rows = np.random.default_rng(0).integers(0, len(store), 500)
+    np.testing.assert_array_equal(
+        gather(store, np.concatenate([rows, rows[::-1]])), x[[*rows, *rows[::-1]]]
+    )
+    assert gather(store, np.zeros(0, np.int64)).shape == (0, D)

@@ -67,17 +67,17 @@ def advise_random(store: RowSource) -> int:
 
 
 def gather(store: RowSource, rows: np.ndarray) -> np.ndarray:
-    """``(len(rows), d)`` rows of the store, in the order given, in the store's dtype."""
+    """``(len(rows), d)`` rows of the store, in the order given, in the store's dtype (read
+    in ascending order: forward through the memory maps, :func:`~inquire.index.rescore.
+    gather_ascending`)."""
+    from inquire.index.rescore import gather_ascending
+
     rows = np.asarray(rows, np.int64)
     out = np.empty((len(rows), store.dim), store.shards[0].dtype)
     if len(rows) == 0:
         return out
-    shard_of = np.searchsorted(store.offsets, rows, side="right") - 1
-    for s in np.unique(shard_of):
-        sel = np.flatnonzero(shard_of == s)
-        local = rows[sel] - int(store.offsets[s])
-        order = np.argsort(local, kind="stable")  # forward reads through the memory map
-        out[sel[order]] = store.shards[int(s)][local[order]]
+    order = np.argsort(rows, kind="stable")
+    out[order] = gather_ascending(store, rows[order], np.empty_like(out))
     return out
 
 

@@ -34,10 +34,10 @@ _WINDOW_BYTES = 8 << 20
 _LARGE_PAGE = 2 << 20
 
 
-def _gather(store: EmbeddingStore, rows: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """``out[:len(rows)] (m, d)`` (the store's dtype) filled with the store's global ``rows``,
-    one ``np.take`` per run of rows in one shard (one run per shard when ``rows`` ascend, as
-    every caller's do)."""
+def gather_ascending(store: Any, rows: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``out[:len(rows)] (m, d)`` (the store's dtype) filled with the store's global ``rows``
+    (ascending: one ``np.take`` per shard; the order of reads through the memory maps).
+    ``store``: anything with ``offsets`` and ``shards`` (an :class:`EmbeddingStore`)."""
     out = out[: len(rows)]
     if len(rows) == 0:
         return out
@@ -159,7 +159,7 @@ def _random_access(store: EmbeddingStore) -> Iterator[Callable[..., None]]:
 def _read(
     store: EmbeddingStore, rows: np.ndarray, out: np.ndarray, drop: Callable[..., None]
 ) -> np.ndarray:
-    """:func:`_gather` of the ascending global ``rows``, a window of ``_WINDOW_BYTES`` of the
+    """:func:`gather_ascending` of the ascending global ``rows``, a window of ``_WINDOW_BYTES`` of the
     store at a time, each window's pages dropped (``drop``) before the next is read."""
     out = out[: len(rows)]
     if len(rows) == 0:
@@ -167,7 +167,7 @@ def _read(
     span = max(1, _WINDOW_BYTES // max(store.dim * store.dtype.itemsize, 1))
     cuts = np.flatnonzero(np.diff(rows // span)) + 1
     for a, b in itertools.pairwise([0, *cuts.tolist(), len(rows)]):
-        _gather(store, rows[a:b], out[a:b])
+        gather_ascending(store, rows[a:b], out[a:b])
         drop(int(rows[a]), int(rows[b - 1]) + 1)
     return out
 
@@ -318,7 +318,7 @@ def rescore(
             buf = np.empty((_SLOW_ROWS, d), store.dtype)
             for a in range(0, len(by_row), _SLOW_ROWS):
                 part = by_row[a : a + _SLOW_ROWS]
-                x = _gather(store, rows[js[part]], buf)
+                x = gather_ascending(store, rows[js[part]], buf)
                 drop(int(rows[js[part[0]]]), int(rows[js[part[-1]]]) + 1)
                 for i, p in enumerate(part):
                     got[p] = exact_score(q[qr[js[p]]], x[i])
