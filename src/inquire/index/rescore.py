@@ -159,8 +159,9 @@ def _random_access(store: EmbeddingStore) -> Iterator[Callable[..., None]]:
 def _read(
     store: EmbeddingStore, rows: np.ndarray, out: np.ndarray, drop: Callable[..., None]
 ) -> np.ndarray:
-    """:func:`gather_ascending` of the ascending global ``rows``, a window of ``_WINDOW_BYTES`` of the
-    store at a time, each window's pages dropped (``drop``) before the next is read."""
+    """:func:`gather_ascending` of the ascending global ``rows``, a window of
+    ``_WINDOW_BYTES`` of the store at a time, each window's pages dropped (``drop``) before
+    the next is read."""
     out = out[: len(rows)]
     if len(rows) == 0:
         return out
