@@ -343,3 +343,19 @@ def test_timing_a_huge_batch_multiplies_only_a_slice_of_it(monkeypatch):
         k.choose_gemm(100, 16, 64)
     assert shapes and set(shapes) == {(4, 16)}
     assert list(kernels_mod._fastest) == [kernels_mod.gemm_key(100, 16, 64)]
+
+
+@pytest.mark.parametrize("screen", ["off", "bf16"])
+def test_read_only_queries_are_searched_without_warnings(tmp_path, screen):
+    import warnings
+
+    store = EmbeddingStore(write_store(tmp_path / "s", random_unit(3300, 24, seed=1), [3300]))
+    q = random_unit(9, 24, seed=2)
+    q.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch's "non-writable array" warning would raise
+        s, i = search(store, q, 40, threads=2, chunk_rows=200, screen=screen)
+    ws, wi = brute_force(store, q, 40)
+    np.testing.assert_array_equal(i, wi)
+    np.testing.assert_array_equal(s.view(np.uint32), ws.view(np.uint32))
+    assert not q.flags.writeable  # the caller's array is left as it was

@@ -107,10 +107,13 @@ class SearchStats:
 
 
 def check_queries(store: EmbeddingStore, queries: np.ndarray) -> np.ndarray:
-    """``queries`` as a C-ordered ``(nq, d) float32`` array matching ``store.dim``."""
+    """``queries`` as a C-ordered, writeable ``(nq, d) float32`` array matching
+    ``store.dim`` (a copy where the caller's is read-only: torch reads it without copying,
+    and warns about read-only arrays)."""
     # Scores are inner products, so unnormalised queries are allowed here (they scale each
     # query's scores, not its ranking).
-    return store.check_queries(queries, "queries", normalized=False)
+    q = store.check_queries(queries, "queries", normalized=False)
+    return q if q.flags.writeable else q.copy()
 
 
 def search(
