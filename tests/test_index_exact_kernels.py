@@ -471,3 +471,26 @@ def test_shape_probes_pass_float32_gemms_and_catch_any_rounding(monkeypatch, nq,
         monkeypatch.setattr(kernels_mod, "_gemm_shapes", {})
         monkeypatch.setattr(kernels_mod, "_onednn_gemm", fake)
         assert not kernels_mod.gemm_shape_ok(torch, "onednn", nq, d, rows), name
+
+
+def test_read_only_queries_never_reach_torch(tmp_path, monkeypatch):
+    # torch warns (once per process) that writing to a tensor made from a read-only array is
+    # undefined: the search hands torch only arrays it may write.
+    store = EmbeddingStore(write_store(tmp_path / "s", random_unit(3300, 24, seed=1), [3300]))
+    q = random_unit(9, 24, seed=2)
+    q.setflags(write=False)
+    seen: list[bool] = []
+    real = torch.from_numpy
+
+    def spy(a):
+        seen.append(a.flags.writeable)
+        return real(a)
+
+    monkeypatch.setattr(torch, "from_numpy", spy)
+    ws, wi = brute_force(store, q, 40)
+    for gemm in kernels_mod.Kernels().candidates():
+        monkeypatch.setattr(kernels_mod, "_fastest", {kernels_mod.gemm_key(9, 24, 200): gemm})
+        s, i = search(store, q, 40, threads=2, chunk_rows=200, screen="off")
+        np.testing.assert_array_equal(i, wi)
+        np.testing.assert_array_equal(s.view(np.uint32), ws.view(np.uint32))
+    assert seen and all(seen)

@@ -157,6 +157,8 @@ def search(
     """
     started = time.perf_counter()
     q = check_queries(store, queries)
+    if not q.flags.writeable:  # torch warns on tensors made from read-only arrays
+        q = q.copy()
     k = check_k(k)
     if block_rows is None:
         block_rows = auto_block_rows(store.dim, store.dtype.itemsize, memory_mb)
