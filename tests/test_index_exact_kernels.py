@@ -494,3 +494,29 @@ def test_read_only_queries_never_reach_torch(tmp_path, monkeypatch):
         np.testing.assert_array_equal(i, wi)
         np.testing.assert_array_equal(s.view(np.uint32), ws.view(np.uint32))
     assert seen and all(seen)
+
+
+def test_tf32_for_cuda_alone_keeps_torch_on_the_cpu_gemm(tmp_path, monkeypatch):
+    # TF32 for CUDA's matmuls by torch's new setting (a text encoder on the GPU beside the
+    # index): torch's old getter then raises, but CPU matmuls stay float32, and so do torch's
+    # float32 GEMMs here (each shape is still checked by its exact products).
+    cuda = getattr(getattr(torch.backends, "cuda", None), "matmul", None)
+    mk = getattr(torch.backends.mkldnn, "matmul", None)
+    if not hasattr(cuda, "fp32_precision") or not hasattr(mk, "fp32_precision"):
+        pytest.skip("this torch has no per-backend precision settings")
+    monkeypatch.setattr(kernels_mod, "_fastest", {})
+    store = EmbeddingStore(write_store(tmp_path / "s", random_unit(3300, 24, seed=6), [3300]))
+    q = random_unit(9, 24, seed=7)
+    old, old_mk = cuda.fp32_precision, mk.fp32_precision
+    cuda.fp32_precision = "tf32"
+    try:
+        assert "torch" in kernels_mod.Kernels().candidates()
+        s, i = search(store, q, 40, threads=2, chunk_rows=200, screen="off")
+        mk.fp32_precision = "bf16"  # and oneDNN's own setting still counts
+        assert kernels_mod.Kernels().candidates() == ("numpy",)
+    finally:
+        mk.fp32_precision = old_mk
+        cuda.fp32_precision = old
+    ws, wi = brute_force(store, q, 40)
+    np.testing.assert_array_equal(i, wi)
+    np.testing.assert_array_equal(s.view(np.uint32), ws.view(np.uint32))

@@ -36,8 +36,9 @@ _FASTEST_KEYS_MAX = 1024
 # Per process: whether oneDNN's GEMM passed its self-check, per precision setting of torch.
 _onednn_checked: dict[tuple[str, str], bool] = {}
 # Per process: whether torch's GEMMs gave the exact products of the probes (_probes), per
-# GEMM, shape and torch thread count (libraries pick kernels, even precisions, by shape).
-_gemm_shapes: dict[tuple[int, ...], bool] = {}
+# GEMM, shape, torch thread count and precision setting (libraries pick kernels, even
+# precisions, by shape).
+_gemm_shapes: dict[tuple[Any, ...], bool] = {}
 _GEMM_SHAPES_MAX = 4096
 
 
@@ -101,10 +102,22 @@ def _precision(torch: Any) -> tuple[str, str]:
 
 
 def fp32_settings_ok(torch: Any) -> bool:
-    """Whether torch's settings keep its float32 GEMMs in float32: ``"highest"``, and oneDNN's
-    own setting ``"ieee"`` or unset."""
+    """Whether torch's settings keep its float32 GEMMs in float32: oneDNN's own setting
+    ``"ieee"`` or unset, and the global one ``"highest"``. Where torch refuses to name the
+    global one (its old and new settings were both used: TF32 for CUDA alone, say), the
+    settings oneDNN's inherits from (oneDNN's and torch's for every backend) must be
+    ``"ieee"`` or unset: torch's CPU matmuls follow oneDNN's (the old setting writes it)."""
     glob, onednn = _precision(torch)
-    return glob == "highest" and onednn in ("none", "ieee")
+    if onednn not in ("none", "ieee"):
+        return False
+    if glob != "mixed":
+        return glob == "highest"
+    backends = torch.backends
+    parents = (
+        getattr(backends.mkldnn, "fp32_precision", None),
+        getattr(backends, "fp32_precision", None),
+    )
+    return all(str(p) in ("none", "ieee") for p in parents)
 
 
 def _onednn_enabled(torch: Any) -> bool:
@@ -222,7 +235,8 @@ def gemm_shape_ok(torch: Any, gemm: str, nq: int, d: int, rows: int) -> bool:
     mode allows (``ONEDNN_DEFAULT_FPMATH_MODE``), and torch's matmul calls oneDNN for some
     shapes on some CPUs; the self-check's small shapes cannot show either. Checked once per
     process, GEMM and shape."""
-    key = (GEMMS.index(gemm), int(nq), int(d), int(rows), int(torch.get_num_threads()))
+    threads = int(torch.get_num_threads())
+    key = (GEMMS.index(gemm), int(nq), int(d), int(rows), threads, *_precision(torch))
     with _fastest_lock:
         known = _gemm_shapes.get(key)
     if known is None:
