@@ -5,6 +5,7 @@ changes."""
 from __future__ import annotations
 
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -518,5 +519,23 @@ def test_tf32_for_cuda_alone_keeps_torch_on_the_cpu_gemm(tmp_path, monkeypatch):
         mk.fp32_precision = old_mk
         cuda.fp32_precision = old
     ws, wi = brute_force(store, q, 40)
+    np.testing.assert_array_equal(i, wi)
+    np.testing.assert_array_equal(s.view(np.uint32), ws.view(np.uint32))
+
+
+@pytest.mark.parametrize("gemm", kernels_mod.GEMMS)
+def test_a_gemm_overflowing_float32_warns_nothing(tmp_path, monkeypatch, gemm):
+    # Scores past the largest float32 overflow the GEMM: the search sees it and scores those
+    # rows exactly, so numpy's "overflow encountered in matmul" would only mislead.
+    if gemm not in kernels_mod.Kernels().candidates():
+        pytest.skip(f"{gemm} cannot run the float32 GEMM here")
+    x = random_unit(3300, 8, seed=3) * 60000
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [3300]))
+    q = random_unit(3, 8, seed=4) * np.float32(1e34)
+    monkeypatch.setattr(kernels_mod, "_fastest", {kernels_mod.gemm_key(3, 8, 200): gemm})
+    ws, wi = brute_force(store, q, 10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        s, i = search(store, q, 10, threads=2, chunk_rows=200, screen="off")
     np.testing.assert_array_equal(i, wi)
     np.testing.assert_array_equal(s.view(np.uint32), ws.view(np.uint32))

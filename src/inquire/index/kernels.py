@@ -402,5 +402,8 @@ class Kernels:
             got = _torch_gemm(t, gemm, q, data, out)
             if torch_gemm_ok(t, gemm):
                 return got
-        np.matmul(q, data.T, out=out)
+        # Scores past the largest float32 overflow here; the search sees them (non-finite
+        # scores of finite rows) and scores those rows exactly: numpy's warning would mislead.
+        with np.errstate(over="ignore", invalid="ignore"):
+            np.matmul(q, data.T, out=out)
         return out
