@@ -5,6 +5,7 @@ changes."""
 from __future__ import annotations
 
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -359,3 +360,216 @@ def test_read_only_queries_are_searched_without_warnings(tmp_path, screen):
     np.testing.assert_array_equal(i, wi)
     np.testing.assert_array_equal(s.view(np.uint32), ws.view(np.uint32))
     assert not q.flags.writeable  # the caller's array is left as it was
+
+
+def _bf16_trap(n: int, d: int, first_a: int) -> tuple[np.ndarray, np.ndarray]:
+    """A store where inputs rounded to bfloat16 reverse the ranking, and queries of 1/8.
+
+    Every row from ``first_a`` on that is a multiple of 97 holds ``a = 1 + 2**-8 - 2**-10``
+    (bfloat16 rounds it down to 1), every other row ``b = 1 + 2**-8 + 2**-10`` (rounded up to
+    1 + 2**-7) in its first half and 1 in the rest: exactly, ``a`` rows score ``8 a`` and the
+    others less, rounded the others score ``2**-5`` more, thousands of times the float32
+    bound (all values exact in float16 and float32)."""
+    a, b = 1 + 2.0**-8 - 2.0**-10, 1 + 2.0**-8 + 2.0**-10
+    x = np.ones((n, d), np.float32)
+    x[:, : d // 2] = b
+    rows = np.arange(first_a, n)
+    x[rows[rows % 97 == 0]] = a
+    return x, np.full((2, d), 0.125, np.float32)
+
+
+def _rounds_like_onednn(t, q, x):
+    """oneDNN's float32 GEMM on a CPU where torch's oneDNN setting ``"bf16"`` (passed on as
+    oneDNN's fpmath mode) makes it round its inputs to bfloat16 (AMX CPUs)."""
+    if torch.backends.mkldnn.matmul.fp32_precision == "bf16":
+        q, x = q.to(t.bfloat16).float(), x.to(t.bfloat16).float()
+    return t.ops.mkldnn._linear_pointwise(q, x, None, "none", [], "")
+
+
+@pytest.mark.parametrize("gemm", ["onednn", "torch"])
+def test_precision_set_to_bf16_during_a_search_leaves_it_exact(tmp_path, monkeypatch, gemm):
+    # Another thread sets torch's oneDNN precision to bf16 while a search runs (a model
+    # loaded beside the index, say): torch's GEMMs then round their inputs on CPUs with
+    # AMX. The search read the setting when it began; it must not keep using them.
+    mk = getattr(torch.backends.mkldnn, "matmul", None)
+    if mk is None or not hasattr(mk, "fp32_precision"):
+        pytest.skip("this torch has no oneDNN precision setting")
+    if gemm not in kernels_mod.Kernels().candidates():
+        pytest.skip(f"{gemm} cannot run the float32 GEMM here")
+    x, q = _bf16_trap(2048, 64, 1024)
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [1000, 1048]))
+    ws, wi = brute_force(store, q, 3)
+    chunk = 64
+    monkeypatch.setattr(kernels_mod, "_fastest", {kernels_mod.gemm_key(2, 64, chunk): gemm})
+    monkeypatch.setattr(kernels_mod, "_onednn_checked", {kernels_mod._precision(torch): True})
+    old = mk.fp32_precision
+
+    def set_bf16_once_searching(a, b):
+        if a.data_ptr() == q.ctypes.data:  # the search's queries: it has begun
+            mk.fp32_precision = "bf16"
+
+    real_matmul = torch.matmul
+
+    def fake_onednn(t, a, b):
+        set_bf16_once_searching(a, b)
+        return _rounds_like_onednn(t, a, b)
+
+    def fake_matmul(a, b, out=None):
+        set_bf16_once_searching(a, b)
+        if mk.fp32_precision == "bf16" and a.dtype == torch.float32:
+            a, b = a.to(torch.bfloat16).float(), b.to(torch.bfloat16).float()
+        return real_matmul(a, b, out=out)
+
+    monkeypatch.setattr(kernels_mod, "_onednn_gemm", fake_onednn)
+    monkeypatch.setattr(torch, "matmul", fake_matmul)
+    try:
+        st = SearchStats()
+        s, i = search(store, q, 3, threads=2, chunk_rows=chunk, screen="off", stats=st)
+    finally:
+        mk.fp32_precision = old
+    assert mk.fp32_precision == old
+    np.testing.assert_array_equal(i, wi)
+    np.testing.assert_array_equal(s.view(np.uint32), ws.view(np.uint32))
+
+
+@pytest.mark.parametrize("gemm", ["onednn", "torch"])
+def test_a_gemm_rounding_only_large_shapes_is_never_used(tmp_path, monkeypatch, gemm):
+    # Libraries pick their kernels by shape: oneDNN with a reduced fpmath mode (set by
+    # ONEDNN_DEFAULT_FPMATH_MODE, say), or torch's matmul where it calls oneDNN for large
+    # shapes only (AArch64), may round inputs for the search's chunk and not for the small
+    # self-check. Such a GEMM must still never decide a result.
+    if gemm not in kernels_mod.Kernels().candidates():
+        pytest.skip(f"{gemm} cannot run the float32 GEMM here")
+    real_onednn, real_matmul = kernels_mod._onednn_gemm, torch.matmul
+
+    def large_rounds(t, a, b):
+        if b.shape[0] >= 200:
+            a, b = a.to(t.bfloat16).float(), b.to(t.bfloat16).float()
+        return real_onednn(t, a, b)
+
+    def large_rounds_matmul(a, b, out=None):
+        if b.shape[1] >= 200 and a.dtype == torch.float32:
+            a, b = a.to(torch.bfloat16).float(), b.to(torch.bfloat16).float()
+        return real_matmul(a, b, out=out)
+
+    monkeypatch.setattr(kernels_mod, "_onednn_checked", {})
+    monkeypatch.setattr(kernels_mod, "_gemm_shapes", {})
+    if gemm == "onednn":
+        monkeypatch.setattr(kernels_mod, "_onednn_gemm", large_rounds)
+    else:
+        monkeypatch.setattr(torch, "matmul", large_rounds_matmul)
+    assert kernels_mod.onednn_gemm_ok(torch)  # the small self-check cannot see it
+    x, q = _bf16_trap(4096, 64, 2000)
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [4096]))
+    ws, wi = brute_force(store, q, 3)
+    chunk = 256
+    for threads in (2, 1):
+        n = 1 if threads == 2 else torch.get_num_threads()
+        key = kernels_mod.gemm_key(2, 64, chunk, n)
+        monkeypatch.setattr(kernels_mod, "_fastest", {key: gemm})
+        s, i = search(store, q, 3, threads=threads, chunk_rows=chunk, screen="off")
+        np.testing.assert_array_equal(i, wi)
+        np.testing.assert_array_equal(s.view(np.uint32), ws.view(np.uint32))
+        # Timed afresh, it is not chosen either.
+        monkeypatch.setattr(kernels_mod, "_fastest", {})
+        st = SearchStats()
+        s, i = search(store, q, 3, threads=threads, chunk_rows=chunk, screen="off", stats=st)
+        assert st.fp32_gemm != gemm
+        np.testing.assert_array_equal(i, wi)
+        np.testing.assert_array_equal(s.view(np.uint32), ws.view(np.uint32))
+
+
+def test_onednn_disabled_in_torch_is_never_used(monkeypatch):
+    monkeypatch.setattr(kernels_mod, "_onednn_checked", {})
+    monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)
+    assert not kernels_mod.onednn_gemm_ok(torch)
+    assert "onednn" not in kernels_mod.Kernels().candidates()
+
+
+@pytest.mark.parametrize(("nq", "d", "rows"), [(1, 1, 1), (3, 3, 5), (2, 1025, 77), (17, 200, 300)])
+def test_shape_probes_pass_float32_gemms_and_catch_any_rounding(monkeypatch, nq, d, rows):
+    monkeypatch.setattr(kernels_mod, "_gemm_shapes", {})
+    pairs, want = kernels_mod._probes(nq, d, rows)
+    for q, x in pairs:  # numpy's float32 GEMM, and float64, give them exactly
+        np.testing.assert_array_equal(np.matmul(q, x.T), want)
+        np.testing.assert_array_equal((q.astype(np.float64) @ x.T.astype(np.float64)), want)
+    for gemm in ("onednn", "torch"):
+        if gemm in kernels_mod.Kernels().candidates():
+            assert kernels_mod.gemm_shape_ok(torch, gemm, nq, d, rows), gemm
+    real = kernels_mod._onednn_gemm
+    fakes = {
+        "query": lambda t, a, b: real(t, a.to(t.bfloat16).float(), b),
+        "row": lambda t, a, b: real(t, a, b.half().float()),
+        "sum": lambda t, a, b: real(t, a, b).to(t.bfloat16).float(),
+    }
+    for name, fake in fakes.items():
+        monkeypatch.setattr(kernels_mod, "_gemm_shapes", {})
+        monkeypatch.setattr(kernels_mod, "_onednn_gemm", fake)
+        assert not kernels_mod.gemm_shape_ok(torch, "onednn", nq, d, rows), name
+
+
+def test_read_only_queries_never_reach_torch(tmp_path, monkeypatch):
+    # torch warns (once per process) that writing to a tensor made from a read-only array is
+    # undefined: the search hands torch only arrays it may write.
+    store = EmbeddingStore(write_store(tmp_path / "s", random_unit(3300, 24, seed=1), [3300]))
+    q = random_unit(9, 24, seed=2)
+    q.setflags(write=False)
+    seen: list[bool] = []
+    real = torch.from_numpy
+
+    def spy(a):
+        seen.append(a.flags.writeable)
+        return real(a)
+
+    monkeypatch.setattr(torch, "from_numpy", spy)
+    ws, wi = brute_force(store, q, 40)
+    for gemm in kernels_mod.Kernels().candidates():
+        monkeypatch.setattr(kernels_mod, "_fastest", {kernels_mod.gemm_key(9, 24, 200): gemm})
+        s, i = search(store, q, 40, threads=2, chunk_rows=200, screen="off")
+        np.testing.assert_array_equal(i, wi)
+        np.testing.assert_array_equal(s.view(np.uint32), ws.view(np.uint32))
+    assert seen and all(seen)
+
+
+def test_tf32_for_cuda_alone_keeps_torch_on_the_cpu_gemm(tmp_path, monkeypatch):
+    # TF32 for CUDA's matmuls by torch's new setting (a text encoder on the GPU beside the
+    # index): torch's old getter then raises, but CPU matmuls stay float32, and so do torch's
+    # float32 GEMMs here (each shape is still checked by its exact products).
+    cuda = getattr(getattr(torch.backends, "cuda", None), "matmul", None)
+    mk = getattr(torch.backends.mkldnn, "matmul", None)
+    if not hasattr(cuda, "fp32_precision") or not hasattr(mk, "fp32_precision"):
+        pytest.skip("this torch has no per-backend precision settings")
+    monkeypatch.setattr(kernels_mod, "_fastest", {})
+    store = EmbeddingStore(write_store(tmp_path / "s", random_unit(3300, 24, seed=6), [3300]))
+    q = random_unit(9, 24, seed=7)
+    old, old_mk = cuda.fp32_precision, mk.fp32_precision
+    cuda.fp32_precision = "tf32"
+    try:
+        assert "torch" in kernels_mod.Kernels().candidates()
+        s, i = search(store, q, 40, threads=2, chunk_rows=200, screen="off")
+        mk.fp32_precision = "bf16"  # and oneDNN's own setting still counts
+        assert kernels_mod.Kernels().candidates() == ("numpy",)
+    finally:
+        mk.fp32_precision = old_mk
+        cuda.fp32_precision = old
+    ws, wi = brute_force(store, q, 40)
+    np.testing.assert_array_equal(i, wi)
+    np.testing.assert_array_equal(s.view(np.uint32), ws.view(np.uint32))
+
+
+@pytest.mark.parametrize("gemm", kernels_mod.GEMMS)
+def test_a_gemm_overflowing_float32_warns_nothing(tmp_path, monkeypatch, gemm):
+    # Scores past the largest float32 overflow the GEMM: the search sees it and scores those
+    # rows exactly, so numpy's "overflow encountered in matmul" would only mislead.
+    if gemm not in kernels_mod.Kernels().candidates():
+        pytest.skip(f"{gemm} cannot run the float32 GEMM here")
+    x = random_unit(3300, 8, seed=3) * 60000
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [3300]))
+    q = random_unit(3, 8, seed=4) * np.float32(1e34)
+    monkeypatch.setattr(kernels_mod, "_fastest", {kernels_mod.gemm_key(3, 8, 200): gemm})
+    ws, wi = brute_force(store, q, 10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        s, i = search(store, q, 10, threads=2, chunk_rows=200, screen="off")
+    np.testing.assert_array_equal(i, wi)
+    np.testing.assert_array_equal(s.view(np.uint32), ws.view(np.uint32))

@@ -39,7 +39,8 @@ timed trial on the search's first chunks finds bfloat16 faster
 (:class:`~inquire.index.fanout.Chooser`).
 
 Memory: the read buffers, per scoring thread one float32 chunk and one ``(nq, chunk_rows)``
-score chunk, the pools (about ``k`` keys per query) and the results; independent of N.
+score chunk (two while oneDNN runs the float32 GEMM: it writes each chunk's scores anew),
+the pools (about ``k`` keys per query) and the results; independent of N.
 
 Result contract (:mod:`inquire.index.base`): ``scores (nq, k) float32`` descending, ``ids
 (nq, k) int64`` image ids, equal scores ordered by image id ascending. When fewer than ``k``

@@ -15,6 +15,7 @@ not rounded to bfloat16 or TF32 (torch's matmul precision settings could allow t
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import time
@@ -22,6 +23,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 #: The float32 GEMMs, in the order they are preferred when timed equal.
 GEMMS = ("onednn", "numpy", "torch")
@@ -33,6 +36,11 @@ _FASTEST_KEYS_MAX = 1024
 _TIMED_QUERIES = 1024
 # Per process: whether oneDNN's GEMM passed its self-check, per precision setting of torch.
 _onednn_checked: dict[tuple[str, str], bool] = {}
+# Per process: whether torch's GEMMs gave the exact products of the probes (_probes), per
+# GEMM, shape, torch thread count and precision setting (libraries pick kernels, even
+# precisions, by shape).
+_gemm_shapes: dict[tuple[Any, ...], bool] = {}
+_GEMM_SHAPES_MAX = 4096
 
 
 def gemm_key(nq: int, d: int, rows: int, threads: int = 1) -> tuple[int, ...]:
@@ -95,10 +103,33 @@ def _precision(torch: Any) -> tuple[str, str]:
 
 
 def fp32_settings_ok(torch: Any) -> bool:
-    """Whether torch's settings keep its float32 GEMMs in float32: ``"highest"``, and oneDNN's
-    own setting ``"ieee"`` or unset."""
+    """Whether torch's settings keep its float32 GEMMs in float32: oneDNN's own setting
+    ``"ieee"`` or unset, and the global one ``"highest"``. Where torch refuses to name the
+    global one (its old and new settings were both used: TF32 for CUDA alone, say), the
+    settings oneDNN's inherits from (oneDNN's and torch's for every backend) must be
+    ``"ieee"`` or unset: torch's CPU matmuls follow oneDNN's (the old setting writes it)."""
     glob, onednn = _precision(torch)
-    return glob == "highest" and onednn in ("none", "ieee")
+    if onednn not in ("none", "ieee"):
+        return False
+    if glob != "mixed":
+        return glob == "highest"
+    backends = torch.backends
+    parents = (
+        getattr(backends.mkldnn, "fp32_precision", None),
+        getattr(backends, "fp32_precision", None),
+    )
+    return all(str(p) in ("none", "ieee") for p in parents)
+
+
+def _onednn_enabled(torch: Any) -> bool:
+    """Whether torch may use oneDNN (``torch.backends.mkldnn.enabled``, a user's switch)."""
+    return bool(getattr(getattr(torch.backends, "mkldnn", None), "enabled", False))
+
+
+def torch_gemm_ok(torch: Any, gemm: str) -> bool:
+    """Whether torch's float32 GEMM ``gemm`` ("torch" or "onednn") may run now: read before
+    and after each GEMM, since another thread may change torch's settings during a search."""
+    return fp32_settings_ok(torch) and (gemm != "onednn" or _onednn_enabled(torch))
 
 
 def _onednn_op(torch: Any) -> Any:
@@ -150,7 +181,7 @@ def onednn_gemm_ok(torch: Any) -> bool:
     """Whether oneDNN's float32 GEMM may run here: torch has it, the precision settings keep
     float32 (``"highest"``; oneDNN's own ``"ieee"`` or unset) and its self-check passed (once
     per process and setting)."""
-    if not fp32_settings_ok(torch):
+    if not torch_gemm_ok(torch, "onednn"):
         return False
     settings = _precision(torch)
     with _fastest_lock:
@@ -165,6 +196,74 @@ def onednn_gemm_ok(torch: Any) -> bool:
                 known = False
         with _fastest_lock:
             _onednn_checked[settings] = known
+    return known
+
+
+_C = np.float32(1 + 2.0**-16)
+
+
+def _probes(nq: int, d: int, rows: int) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
+    """Two GEMMs of shape ``(nq, d) @ (rows, d).T`` that every float32 GEMM computes exactly,
+    and their product: signs (at most 127 of them per query row, the first and last column
+    among them) against signs, one side times ``c = 1 + 2**-16``. Each product is ``+-c``,
+    each partial sum ``m c`` with ``|m| <= 127`` (at most 24 significant bits), so any order
+    and FMA give it exactly; inputs (either side) or sums rounded to bfloat16, TF32 or
+    float16 lose the ``2**-16``."""
+    rng = np.random.default_rng(0)
+    sq = np.zeros((nq, d), np.float32)
+    nnz = min(d, 127)
+    # nnz distinct columns spread over the row from a random start; then the first and last
+    cols = (rng.integers(0, d, size=(nq, 1)) + np.arange(nnz) * (d // nnz)) % d
+    cols[:, 0], cols[:, -1] = 0, d - 1
+    sq[np.arange(nq)[:, None], cols] = rng.choice(np.array([-1, 1], np.float32), size=(nq, nnz))
+    sx = rng.choice(np.array([-1, 1], np.float32), size=(rows, d))
+    want = np.matmul(sq, sx.T) * _C  # integers of at most 127: exact in any float32 GEMM
+    return [(sq, sx * _C), (sq * _C, sx)], want
+
+
+def _torch_gemm(torch: Any, gemm: str, q: np.ndarray, x: np.ndarray, out: np.ndarray) -> Any:
+    """``q @ x.T`` by torch's ``gemm`` ("torch": in ``out``; "onednn": a new array)."""
+    if gemm == "onednn":
+        return _onednn_gemm(torch, torch.from_numpy(q), torch.from_numpy(x)).numpy()
+    torch.matmul(torch.from_numpy(q), torch.from_numpy(x).T, out=torch.from_numpy(out))
+    return out
+
+
+def gemm_shape_ok(torch: Any, gemm: str, nq: int, d: int, rows: int) -> bool:
+    """Whether torch's float32 GEMM ``gemm`` ("torch" or "onednn") of this shape (on torch's
+    present thread count) multiplies in float32, as the exact products of :func:`_probes`
+    show. Libraries pick their kernels by shape: oneDNN its precision too where an fpmath
+    mode allows (``ONEDNN_DEFAULT_FPMATH_MODE``), and torch's matmul calls oneDNN for some
+    shapes on some CPUs; the self-check's small shapes cannot show either. Checked once per
+    process, GEMM and shape."""
+    threads = int(torch.get_num_threads())
+    key = (GEMMS.index(gemm), int(nq), int(d), int(rows), threads, *_precision(torch))
+    with _fastest_lock:
+        known = _gemm_shapes.get(key)
+    if known is None:
+        try:
+            pairs, want = _probes(nq, d, rows)
+            known = True
+            for q, x in pairs:
+                got = _torch_gemm(torch, gemm, q, x, np.full_like(want, np.nan))
+                known = known and got.dtype == np.float32 and got.shape == want.shape
+                known = known and bool(np.array_equal(got, want))
+        except Exception:  # an op that refuses these inputs: not used
+            known = False
+        if not known:
+            log.warning(
+                "torch's float32 GEMM %r of shape (%d, %d) @ (%d, %d).T does not multiply in "
+                "float32 here; numpy's BLAS runs it",
+                gemm,
+                nq,
+                d,
+                rows,
+                d,
+            )
+        with _fastest_lock:
+            if len(_gemm_shapes) >= _GEMM_SHAPES_MAX:
+                _gemm_shapes.clear()
+            _gemm_shapes[key] = known
     return known
 
 
@@ -253,6 +352,7 @@ class Kernels:
         of the same :func:`gemm_key`): one thread each inside :meth:`single_threaded`, or,
         ``pooled``, on the libraries' own threads (torch's count). Returns :attr:`gemm`."""
         names = self.candidates()
+        names = tuple(n for n in names if n == "numpy" or gemm_shape_ok(self.torch, n, nq, d, rows))
         if len(names) == 1:
             self.gemm = names[0]
             return self.gemm
@@ -292,11 +392,21 @@ class Kernels:
     def scores(self, q: np.ndarray, data: np.ndarray, out: np.ndarray) -> np.ndarray:
         """``q (nq, d) @ data (b, d).T`` in float32: in ``out (nq, b)``, or in a new array
         (oneDNN writes its own); returns the array that holds it."""
-        if self.gemm != "numpy" and self._gemm_torch and data.flags.writeable:
-            t = self.torch
-            if self.gemm == "onednn":
-                return _onednn_gemm(t, t.from_numpy(q), t.from_numpy(data)).numpy()
-            t.matmul(t.from_numpy(q), t.from_numpy(data).T, out=t.from_numpy(out))
-            return out
-        np.matmul(q, data.T, out=out)
+        gemm, t = self.gemm, self.torch
+        # torch's settings are read again around each GEMM: another thread may have reduced
+        # its precision since the search began (the GEMM is then redone by numpy's BLAS).
+        if (
+            gemm != "numpy"
+            and self._gemm_torch
+            and data.flags.writeable
+            and torch_gemm_ok(t, gemm)
+            and gemm_shape_ok(t, gemm, len(q), q.shape[1], len(data))
+        ):
+            got = _torch_gemm(t, gemm, q, data, out)
+            if torch_gemm_ok(t, gemm):
+                return got
+        # Scores past the largest float32 overflow here; the search sees them (non-finite
+        # scores of finite rows) and scores those rows exactly: numpy's warning would mislead.
+        with np.errstate(over="ignore", invalid="ignore"):
+            np.matmul(q, data.T, out=out)
         return out
