@@ -799,3 +799,173 @@ def test_with_no_collection_a_search_says_how_to_make_one(
         assert not tab.errors, tab.errors
     finally:
         empty.stop()
+
+
+# Every body the page has read (fetch's json() or text() resolved), by URL: a test waits for
+# the page to have read an answer it held; what the page does with it follows in the same turn.
+_COUNT_READS = """(() => {
+  window.__read = [];
+  for (const name of ["json", "text"]) {
+    const orig = Response.prototype[name];
+    Response.prototype[name] = function () {
+      const url = this.url;
+      return orig.call(this).then(v => { window.__read.push(url); return v; });
+    };
+  }
+})();"""
+
+
+def _hold_first(page: Any, pattern: str, method: str = "GET") -> list[Any]:
+    """Hold the first ``method`` request to ``pattern`` (the list fills with it) until the
+    test calls ``continue_()`` on it; every other request goes through."""
+    held: list[Any] = []
+
+    def hold(route: Any) -> None:
+        if held or route.request.method != method:
+            route.continue_()
+        else:
+            held.append(route)
+
+    page.route(pattern, hold)
+    return held
+
+
+def _wait_held(page: Any, held: list[Any]) -> None:
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while not held and time.monotonic() < deadline:  # polls the route handler, not a timing
+        page.wait_for_timeout(20)
+    assert held, "the page did not send the request the test holds"
+
+
+def test_a_linked_search_opened_late_does_not_replace_the_one_the_user_sent(
+    browser: Any, server: LiveServer
+) -> None:
+    """A link to a search is opened on a slow server and, before the page got to the linked
+    search, the user sends a search of their own: the page shows theirs, also when the linked
+    one would be ready after it (the page must not switch to a search nobody asked for)."""
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once, on the main app")
+    tab = Tab(browser, server)
+    linked = _search(tab.page(), server, "kim", "coral")
+    page = tab.page()
+    held = _hold_first(page, "**/verify/api/c/walk/searches")  # the saved list: the page waits
+    page.goto(f"{server.url}/verify#c=walk&s={linked}")
+    _wait_held(page, held)
+    page.fill("#who", "kim")
+    page.press("#who", "Tab")
+    page.fill("#query", "sand")
+    page.press("#query", "Enter")
+    page.wait_for_function(
+        "() => document.getElementById('query').value === 'sand'"
+        " && document.querySelector('#r0.current')"
+        " && document.getElementById('saved').options.length > 1"
+    )
+    mine = page.evaluate("() => new URLSearchParams(location.hash.slice(1)).get('s')")
+    assert mine != linked
+    # the saved list the page asked for first arrives now; mark the list to see it replaced
+    page.evaluate(
+        "() => document.getElementById('saved').append(Object.assign("
+        "document.createElement('option'), {id: 'marker'}))"
+    )
+    held[0].continue_()
+    page.wait_for_function("() => !document.getElementById('marker')")
+    with _state_on_timeout(page, "the user's search stays"):
+        assert page.evaluate("() => S.sid") == mine
+        page.wait_for_selector("#r0.current")
+    assert page.input_value("#query") == "sand"
+    tab.close()
+
+
+def test_a_search_left_while_loading_does_not_move_the_cursor_of_the_next(
+    browser: Any, server: LiveServer
+) -> None:
+    """A search whose results are slow to come is left for another (the user sends a new
+    one): when the first one's results come at last, the cursor of the search now shown
+    stays where it is (the first search's remembered cursor is not applied to it)."""
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once, on the main app")
+    tab = Tab(browser, server)
+    one = tab.page()
+    slow = _search(one, server, "lia", "rust")
+    for _ in range(5):
+        one.keyboard.press("j")
+    one.wait_for_selector("#r5.current")  # remembered: this search comes back at result 5
+    page = tab.page()
+    page.add_init_script(_COUNT_READS)
+    held = _hold_first(page, f"**/searches/{slow}/results", method="POST")
+    page.goto(f"{server.url}/verify#c=walk&s={slow}")
+    _wait_held(page, held)
+    page.fill("#who", "lia")
+    page.press("#who", "Tab")
+    page.fill("#query", "slate")
+    page.press("#query", "Enter")
+    page.wait_for_function(
+        "() => document.getElementById('query').value === 'slate'"
+        " && document.querySelector('#r0.current')"
+    )
+    held[0].continue_()
+    page.wait_for_function(
+        "(sid) => window.__read.some(u => u.endsWith('/searches/' + sid + '/results'))", arg=slow
+    )
+    with _state_on_timeout(page, "the cursor stays on the first result"):
+        assert page.evaluate("() => document.querySelector('.result.current').id") == "r0"
+        assert page.evaluate("() => new URLSearchParams(location.hash.slice(1)).get('s')") != slow
+    tab.close()
+
+
+def test_a_link_opened_while_the_server_is_away_opens_once_it_is_back(
+    browser: Any, server: LiveServer
+) -> None:
+    """The list of collections gets no answer (the server restarts): the page says so, tries
+    again, and once the server answers it fills the lists and opens the linked search, as if
+    the first request had been answered."""
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once, on the main app")
+    tab = Tab(browser, server)
+    linked = _search(tab.page(), server, "max", "amber")
+    page = tab.page()
+    failed: list[str] = []
+
+    def no_answer(route: Any) -> None:
+        if failed:
+            route.continue_()
+        else:
+            failed.append(route.request.url)
+            route.abort("connectionrefused")
+
+    page.route("**/verify/api/collections", no_answer)
+    page.goto(f"{server.url}/verify#c=walk&s={linked}")
+    with _state_on_timeout(page, "the linked search opens once the server answers"):
+        page.wait_for_selector("#r0.current")
+    assert failed
+    assert page.input_value("#query") == "amber"
+    page.wait_for_selector("#offline", state="hidden")
+    page.wait_for_function("() => document.getElementById('saved').options.length > 1")
+    tab.errors.clear()  # the refused request is logged by the browser
+    tab.close()
+
+
+def test_a_link_naming_an_unknown_collection_leaves_the_search_form_usable(
+    browser: Any, server: LiveServer
+) -> None:
+    """A link to a collection that is not there (renamed, removed, mistyped) says so; a search
+    sent after it runs in a collection that is there, instead of being told that there is no
+    collection at all."""
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once, on the main app")
+    tab = Tab(browser, server)
+    page = tab.page()
+    page.goto(f"{server.url}/verify#c=gone&s=abc")
+    page.wait_for_function("() => document.getElementById('status').className === 'err'")
+    assert page.input_value("#collection") == "walk"
+    page.fill("#who", "ned")
+    page.press("#who", "Tab")
+    page.fill("#query", "mint")
+    page.press("#query", "Enter")
+    page.wait_for_function(
+        "() => document.querySelector('#r0.current')"
+        " || document.getElementById('status').textContent.includes('collection create')"
+    )
+    assert page.locator("#r0.current").count() == 1, page.inner_text("#status")
+    tab.errors.clear()  # the refused request for the unknown collection
+    tab.close()

@@ -8,7 +8,9 @@
 // with h() and text goes in as text (charts are parsed as SVG, see svgInto).
 const API = window.location.pathname.replace(/\/$/, "") + "/api";
 const S = {c: null, sid: null, items: [], done: false, loading: null, seq: 0, gen: 0, failedAt: -Infinity, retry: null, loadError: null,
-           shared: false, syncSeq: 0, resyncTimer: null};
+           shared: false, syncSeq: 0, resyncTimer: null, asked: 0};
+// S.asked: how many searches were asked for (sent, picked from the saved list, linked); an
+// answer for an older one than the last is dropped, so the page shows the one asked last.
 const $ = (id) => document.getElementById(id);
 const LABEL = {relevant: "relevant", not_relevant: "not relevant", unsure: "unsure"};
 const KEYS = {"1": "relevant", "y": "relevant", "2": "not_relevant", "n": "not_relevant",
@@ -104,6 +106,7 @@ function online() {
   Q.offline = false;
   showBanner();
   status(Q.pending.length ? "server is back; sending your marks" : "server is back");
+  if (!$("collection").options.length) start();  // the page's first requests got no answer
 }
 function showBanner() {
   const b = $("offline");
@@ -211,6 +214,12 @@ function collectionsReady() {
   if (!collectionsLoad) collectionsLoad = loadCollections().finally(() => { collectionsLoad = null; });
   return collectionsLoad;
 }
+// Show collection c when the list has it (a link may name one that is not there: the select
+// then keeps a collection that is).
+function chooseCollection(c) {
+  const sel = $("collection");
+  if ([...sel.options].some(o => o.value === c)) sel.value = c;
+}
 async function loadSaved() {
   const c = $("collection").value;
   if (!c) return;
@@ -226,31 +235,36 @@ function setHash(c, sid) { location.hash = new URLSearchParams({c: c, s: sid}).t
 
 async function runSearch(ev) {
   if (ev) ev.preventDefault();
+  const my = ++S.asked;
   try { await collectionsReady(); } catch (e) { if (e.network) offline(); status(e.message, true); return; }
-  if (!$("collection").value) {
+  if (my !== S.asked) return;  // sent again meanwhile: the newer one runs
+  const c = $("collection").value;
+  if (!c) {
     status("There is no collection to search yet: make one with `inquire collection create`.", true);
     return;
   }
-  S.c = $("collection").value;
   const body = {text: $("query").value, taxa: $("taxon").value ? $("taxon").value.split(",") : [],
     date_from: $("from").value || null, date_to: $("to").value || null, bbox: $("bbox").value || null,
     under: $("under").value ? $("under").value.split(",") : [],
     like: $("like").value ? $("like").value.split(",") : [], who: who()};
   try {
-    const r = await (await send("POST", `${API}/c/${encodeURIComponent(S.c)}/searches`, body)).json();
-    setHash(S.c, r.search_id);
-    await openSearch(S.c, r.search_id);
+    const r = await (await send("POST", `${API}/c/${encodeURIComponent(c)}/searches`, body)).json();
+    if (my !== S.asked) return;  // another search was asked for while this one was made
+    setHash(c, r.search_id);
+    await openSearch(c, r.search_id);
     await loadSaved();
-  } catch (e) { if (e.network) offline(); status(e.message, true); }
+  } catch (e) { if (e.network) offline(); if (my === S.asked) status(e.message, true); }
 }
 
 async function openSearch(c, sid) {
-  S.c = c; S.sid = sid; S.items = []; S.done = false; S.loading = null; S.loadError = null; S.shared = false; S.gen++;
+  S.c = c; S.sid = sid; S.items = []; S.done = false; S.loading = null; S.loadError = null; S.shared = false;
+  const gen = ++S.gen;
   KQ.reset();
   $("list").replaceChildren();
   // After a reload, as many results as were shown before come back, the cursor where it was.
   const before = shownBefore(c, sid);
   await more(Math.min(Math.max(PAGE, before.n || 0), MAX_RESTORE));
+  if (gen !== S.gen) return;  // another search was opened meanwhile: this one is gone
   if (before.cur > 0 && before.cur < S.items.length) KQ.push({op: "goto", i: before.cur});
   $("list").focus({preventScroll: true});  // so the first key press marks the first result
   refreshSide();
@@ -538,6 +552,7 @@ $("collection").addEventListener("change", () => loadSaved().catch(e => status(e
 $("saved").addEventListener("change", () => {
   const sid = $("saved").value, c = $("collection").value;
   if (!sid) return;
+  S.asked++;
   setHash(c, sid);
   openSearch(c, sid);
 });
@@ -553,20 +568,25 @@ window.addEventListener("online", () => { if (Q.offline) probe(); });
 window.addEventListener("hashchange", () => {
   const hs = readHash();
   if (!hs.c || !hs.s || (hs.c === S.c && hs.s === S.sid)) return;
-  $("collection").value = hs.c;
+  S.asked++;
+  chooseCollection(hs.c);
   openSearch(hs.c, hs.s);
 });
 // Charts are drawn at their box's width: draw them again when the window changes size.
 window.addEventListener("resize", () => { clearTimeout(S.resized); S.resized = setTimeout(refreshSide, 250); });
 
-(async () => {
-  $("who").value = localStorage.getItem("inquire_who") || "";
-  restore();
-  showRetry();
-  if (Q.pending.length) pump();
+// The lists and the search the link names. Run at load and again when the server comes
+// back after the first requests got no answer. The linked search opens only while no other
+// search was asked for (a search sent while the lists load is the one shown).
+async function start() {
   try { await collectionsReady(); } catch (e) { if (e.network) offline(); status(e.message, true); return; }
   const hs = readHash();
-  if (hs.c) $("collection").value = hs.c;
+  if (hs.c) chooseCollection(hs.c);  // a search sent meanwhile runs in it too (none was chosen)
   await loadSaved().catch(e => status(e.message, true));
-  if (hs.c && hs.s) await openSearch(hs.c, hs.s);
-})();
+  if (hs.c && hs.s && !S.asked) { S.asked++; await openSearch(hs.c, hs.s); }
+}
+$("who").value = localStorage.getItem("inquire_who") || "";
+restore();
+showRetry();
+if (Q.pending.length) pump();
+start();
