@@ -220,10 +220,15 @@ function chooseCollection(c) {
   const sel = $("collection");
   if ([...sel.options].some(o => o.value === c)) sel.value = c;
 }
+// The saved searches of the collection chosen. An answer for a collection no longer chosen
+// (the user switched while it came) or older than a newer one is dropped.
+let savedSeq = 0;
 async function loadSaved() {
   const c = $("collection").value;
   if (!c) return;
+  const my = ++savedSeq;
   const ss = await (await call(`${API}/c/${encodeURIComponent(c)}/searches`)).json();
+  if (my !== savedSeq || c !== $("collection").value) return;
   options($("saved"), [["", "saved searches…"], ...ss.map(s => {
     let text = "";
     try { text = JSON.parse(s.request).text; } catch (e) { text = ""; }
@@ -435,8 +440,10 @@ async function learn() {
   if (KQ.waiting() || S.loading) { status("wait: results are still loading", true); return; }
   if (Q.pending.length) { status(`wait: ${Q.pending.length} mark(s) still being saved`, true); pump(); return; }
   const url = `${API}/c/${encodeURIComponent(S.c)}/searches/${q(S.sid)}/learn`;
+  const gen = S.gen;
   try {
     const r = await (await send("POST", url, {shown: KQ.cur + 1, model: $("fbmodel").value, who: who() || null, depth: PAGE})).json();
+    if (gen !== S.gen) return;  // another search was opened meanwhile: the round is not for it
     const keep = S.items.filter(it => it.rank <= r.after_rank).length;
     for (let i = keep; i < S.items.length; i++) { const d = $("r" + i); if (d) d.remove(); }
     S.items.length = keep;
@@ -445,7 +452,7 @@ async function learn() {
     showRound(r.round, r.model, r.n_relevant, r.n_not_relevant);
     KQ.relearn(keep, S.items.length, S.done);
     status(`ranking round ${r.round}: results after #${r.after_rank} re-ranked from ${r.n_relevant} relevant and ${r.n_not_relevant} not relevant marks`);
-  } catch (e) { if (e.network) offline(); status(e.message, true); }
+  } catch (e) { if (e.network) offline(); if (gen === S.gen) status(e.message, true); }
 }
 function showRound(n, model, pos, neg) {
   $("round").textContent = n ? `ranking: round ${n} (${model}, ${pos} relevant / ${neg} not)` : "ranking: first search";
@@ -473,11 +480,12 @@ async function resync() {
   if (!S.sid || !S.items.length) return;
   const startN = Q.n;  // marks made after this are newer than anything the answer can hold
   const my = ++S.syncSeq;  // an older read answering late must not undo a newer one
+  const gen = S.gen, base = `${API}/c/${encodeURIComponent(S.c)}/searches/${q(S.sid)}`;
   try {
     for (let off = 0; off < S.items.length; off += 500) {
-      const url = `${API}/c/${encodeURIComponent(S.c)}/searches/${q(S.sid)}/results?offset=${off}&limit=${Math.min(500, S.items.length - off)}`;
+      const url = `${base}/results?offset=${off}&limit=${Math.min(500, S.items.length - off)}`;
       const r = await (await call(url)).json();
-      if (my !== S.syncSeq) return;
+      if (my !== S.syncSeq || gen !== S.gen) return;  // marks belong to a search: not another's
       for (const fresh of r.results) {
         const i = S.items.findIndex(it => it.image_id === fresh.image_id);
         if (i < 0) continue;
@@ -585,7 +593,9 @@ async function start() {
   await loadSaved().catch(e => status(e.message, true));
   if (hs.c && hs.s && !S.asked) { S.asked++; await openSearch(hs.c, hs.s); }
 }
-$("who").value = localStorage.getItem("inquire_who") || "";
+// A name typed before this script ran (a slow server shows the form first) is kept.
+if (!who()) $("who").value = localStorage.getItem("inquire_who") || "";
+$("go").disabled = false;  // the form is sent by runSearch only: before it, Enter does nothing
 restore();
 showRetry();
 if (Q.pending.length) pump();
