@@ -918,9 +918,9 @@ def test_a_search_left_while_loading_does_not_move_the_cursor_of_the_next(
 def test_a_link_opened_while_the_server_is_away_opens_once_it_is_back(
     browser: Any, server: LiveServer
 ) -> None:
-    """The list of collections gets no answer (the server restarts): the page says so, tries
-    again, and once the server answers it fills the lists and opens the linked search, as if
-    the first request had been answered."""
+    """The list of collections and the linked search's results get no answer (the server
+    restarts): the page says so, tries again, and once the server answers it fills the lists
+    and shows the linked search, as if the first requests had been answered."""
     if server.kind != "inquire-serve":
         pytest.skip("runs once, on the main app")
     tab = Tab(browser, server)
@@ -936,7 +936,10 @@ def test_a_link_opened_while_the_server_is_away_opens_once_it_is_back(
             route.abort("connectionrefused")
 
     page.route("**/verify/api/collections", no_answer)
+    lost = _hold_first(page, f"**/searches/{linked}/results", method="POST")
     page.goto(f"{server.url}/verify#c=walk&s={linked}")
+    _wait_held(page, lost)
+    lost[0].abort("connectionrefused")  # the linked search's first results get none either
     with _state_on_timeout(page, "the linked search opens once the server answers"):
         page.wait_for_selector("#r0.current")
     assert failed
@@ -1227,4 +1230,28 @@ def test_a_ranking_round_that_comes_after_another_search_opened_is_not_applied_t
     assert _ids(page) == ids
     assert page.locator(".result .round").count() == 0
     assert page.text_content("#round") == "ranking: first search"
+    tab.close()
+
+
+def test_a_key_pressed_while_a_linked_search_opens_marks_its_first_result(
+    browser: Any, server: LiveServer
+) -> None:
+    """Keys pressed before a search's results are there wait for them (keyqueue.js); for a
+    link, also while the page's lists (collections, saved searches) are still loading."""
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once, on the main app")
+    tab = Tab(browser, server)
+    linked = _search(tab.page(), server, "vic", "lemon")
+    page = tab.page()
+    held = _hold_first(page, "**/verify/api/collections")
+    page.goto(f"{server.url}/verify#c=walk&s={linked}")
+    _wait_held(page, held)
+    page.keyboard.press("1")
+    held[0].continue_()
+    with _state_on_timeout(page, "the linked search's results"):
+        page.wait_for_selector(".result.current")  # queued keys apply in the same turn as this
+    assert page.get_attribute("#r0", "data-mark") == "relevant"
+    assert page.evaluate("() => document.querySelector('.result.current').id") == "r1"
+    page.wait_for_selector("#r0[data-state='saved']")
+    page.wait_for_function("() => document.getElementById('saved').options.length > 1")
     tab.close()

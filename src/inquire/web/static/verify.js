@@ -107,6 +107,7 @@ function online() {
   showBanner();
   status(Q.pending.length ? "server is back; sending your marks" : "server is back");
   if (!$("collection").options.length) start();  // the page's first requests got no answer
+  if (S.sid && !S.items.length && S.loadError && S.loadError.retry) openSearch(S.c, S.sid);  // nor its search
 }
 function showBanner() {
   const b = $("offline");
@@ -583,15 +584,17 @@ window.addEventListener("hashchange", () => {
 // Charts are drawn at their box's width: draw them again when the window changes size.
 window.addEventListener("resize", () => { clearTimeout(S.resized); S.resized = setTimeout(refreshSide, 250); });
 
-// The lists and the search the link names. Run at load and again when the server comes
-// back after the first requests got no answer. The linked search opens only while no other
-// search was asked for (a search sent while the lists load is the one shown).
+// The search the link names and the lists. Run at load and again when the server comes
+// back after the first requests got no answer. The linked search opens at once (it needs no
+// list; keys pressed meanwhile wait for its results), and only while no other search was asked
+// for (a search sent while the lists load is the one shown).
 async function start() {
-  try { await collectionsReady(); } catch (e) { if (e.network) offline(); status(e.message, true); return; }
   const hs = readHash();
-  if (hs.c) chooseCollection(hs.c);  // a search sent meanwhile runs in it too (none was chosen)
+  if (hs.c && hs.s && !S.asked) { S.asked++; openSearch(hs.c, hs.s); }
+  try { await collectionsReady(); } catch (e) { if (e.network) offline(); status(e.message, true); return; }
+  const now = readHash();  // a search sent or a link pasted meanwhile names its collection
+  if (now.c) chooseCollection(now.c);  // a search sent meanwhile runs in it too (none was chosen)
   await loadSaved().catch(e => status(e.message, true));
-  if (hs.c && hs.s && !S.asked) { S.asked++; await openSearch(hs.c, hs.s); }
 }
 // A name typed before this script ran (a slow server shows the form first) is kept.
 if (!who()) $("who").value = localStorage.getItem("inquire_who") || "";
