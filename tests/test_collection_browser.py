@@ -1255,3 +1255,55 @@ def test_a_key_pressed_while_a_linked_search_opens_marks_its_first_result(
     page.wait_for_selector("#r0[data-state='saved']")
     page.wait_for_function("() => document.getElementById('saved').options.length > 1")
     tab.close()
+
+
+def test_a_key_waiting_for_a_failed_first_page_applies_when_a_retry_brings_it(
+    browser: Any, server: LiveServer
+) -> None:
+    """A linked search's first results get no answer; a key pressed then waits and the page
+    tries again; the answer of that try is the first the server gives after its absence:
+    the results show and the key marks the first one (the search is not opened afresh,
+    which would drop the key)."""
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once, on the main app")
+    tab = Tab(browser, server)
+    linked = _search(tab.page(), server, "wes", "peach")
+    page = tab.page()
+    tries: list[Any] = []
+    lists: list[Any] = []
+
+    def results(route: Any) -> None:  # the first two tries are held
+        if route.request.method != "POST" or len(tries) >= 2:
+            route.continue_()
+        else:
+            tries.append(route)
+
+    def collections(route: Any) -> None:  # the page's list; then its check whether the server
+        lists.append(route)  # is back is held: no other answer ends the absence
+        if len(lists) == 1:
+            route.continue_()
+
+    page.route(f"**/searches/{linked}/results", results)
+    page.route("**/verify/api/collections", collections)
+    page.route(f"**/searches/{linked}/summary*", lambda route: route.abort("connectionrefused"))
+    page.goto(f"{server.url}/verify#c=walk&s={linked}")
+    _wait_held(page, tries)
+    page.wait_for_function("() => document.getElementById('saved').options.length > 1")
+    tries[0].abort("connectionrefused")  # the server is away (the lists came before)
+    page.wait_for_function("() => S.loadError && S.loadError.retry && !S.loading")
+    page.keyboard.press("1")
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while len(tries) < 2 and time.monotonic() < deadline:  # polls the route handler
+        page.wait_for_timeout(20)
+    assert len(tries) == 2, "the page did not try again"
+    page.unroute(f"**/searches/{linked}/summary*")
+    tries[1].continue_()
+    with _state_on_timeout(page, "the results of the second try"):
+        page.wait_for_selector(".result.current")
+    assert page.get_attribute("#r0", "data-mark") == "relevant"
+    assert page.evaluate("() => document.querySelector('.result.current').id") == "r1"
+    page.wait_for_selector("#r0[data-state='saved']")
+    for route in lists[1:]:
+        route.continue_()
+    tab.errors.clear()  # the refused requests are logged by the browser
+    tab.close()

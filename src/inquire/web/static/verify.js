@@ -107,7 +107,8 @@ function online() {
   showBanner();
   status(Q.pending.length ? "server is back; sending your marks" : "server is back");
   if (!$("collection").options.length) start();  // the page's first requests got no answer
-  if (S.sid && !S.items.length && S.loadError && S.loadError.retry) openSearch(S.c, S.sid);  // nor its search
+  // nor its search (unless a load or a retry of it is under way: that one goes on)
+  if (S.sid && !S.items.length && S.loadError && S.loadError.retry && !S.loading && !S.retry) openSearch(S.c, S.sid);
 }
 function showBanner() {
   const b = $("offline");
