@@ -1307,3 +1307,45 @@ def test_a_key_waiting_for_a_failed_first_page_applies_when_a_retry_brings_it(
         route.continue_()
     tab.errors.clear()  # the refused requests are logged by the browser
     tab.close()
+
+
+def test_a_new_search_loads_at_once_after_a_failed_load_of_the_last(
+    browser: Any, server: LiveServer
+) -> None:
+    """A load of more results fails (the page waits a moment before trying that search
+    again); a new search sent then loads its results at once, not after that moment (the
+    page's clock is held still: a wait for it would never end)."""
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once, on the main app")
+    tab = Tab(browser, server)
+    page = tab.page()
+    page.clock.install()
+    _search(page, server, "xan", "mauve")
+
+    def refuse(route: Any) -> None:
+        if route.request.method == "POST":
+            route.fulfill(status=500, content_type="application/json", body='{"detail": "boom"}')
+        else:
+            route.continue_()
+
+    page.route("**/results", refuse)
+    page.keyboard.press("m")  # load more: refused
+    page.wait_for_function(
+        "() => S.loadError && S.loadError.message === 'boom' && !S.loading", polling=50
+    )
+    gen = page.evaluate("() => S.gen")
+    page.clock.pause_at(page.evaluate("() => Date.now()") / 1000 + 0.05)  # seconds
+    page.unroute("**/results", refuse)
+    page.fill("#query", "olive grey")
+    page.press("#query", "Enter")
+    page.wait_for_function(
+        "(gen) => S.gen > gen && (document.querySelector('#r0.current') || S.retry)",
+        arg=gen,
+        polling=50,
+    )
+    with _state_on_timeout(page, "the new search's results"):
+        assert page.locator("#r0.current").count() == 1
+    assert page.input_value("#query") == "olive grey"
+    page.clock.resume()
+    tab.errors.clear()  # the refused request is logged by the browser
+    tab.close()

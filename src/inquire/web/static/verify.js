@@ -265,6 +265,7 @@ async function runSearch(ev) {
 
 async function openSearch(c, sid) {
   S.c = c; S.sid = sid; S.items = []; S.done = false; S.loading = null; S.loadError = null; S.shared = false;
+  S.failedAt = -Infinity; clearTimeout(S.retry); S.retry = null;  // another search's failed load: not this one's
   const gen = ++S.gen;
   KQ.reset();
   $("list").replaceChildren();
