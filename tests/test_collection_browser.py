@@ -14,6 +14,7 @@ import contextlib
 import functools
 import io
 import random
+import re
 import socket
 import threading
 import time
@@ -799,3 +800,552 @@ def test_with_no_collection_a_search_says_how_to_make_one(
         assert not tab.errors, tab.errors
     finally:
         empty.stop()
+
+
+# The page counts the answers it has read (json() or text() resolved) that a test held and then
+# let go (_release marks them with a header): a test waits for the page to have read the answer
+# it held; what the page does with it follows in the same turn, before the test looks.
+_COUNT_READS = """(() => {
+  window.__heldRead = 0;
+  for (const name of ["json", "text"]) {
+    const orig = Response.prototype[name];
+    Response.prototype[name] = function () {
+      const held = this.headers.get("x-test-held");
+      return orig.call(this).then(v => { if (held) window.__heldRead++; return v; });
+    };
+  }
+})();"""
+
+
+def _release(page: Any, route: Any) -> None:
+    """Let a held request go, and wait until the page has read its answer."""
+    n = int(page.evaluate("() => window.__heldRead"))
+    resp = route.fetch()
+    route.fulfill(response=resp, headers={**resp.headers, "x-test-held": "1"})
+    page.wait_for_function("(n) => window.__heldRead > n", arg=n)
+
+
+def _hold_first(page: Any, pattern: Any, method: str = "GET") -> list[Any]:
+    """Hold the first ``method`` request to ``pattern`` (the list fills with it) until the
+    test calls ``continue_()`` on it; every other request goes through."""
+    held: list[Any] = []
+
+    def hold(route: Any) -> None:
+        if held or route.request.method != method:
+            route.continue_()
+        else:
+            held.append(route)
+
+    page.route(pattern, hold)
+    return held
+
+
+def _wait_held(page: Any, held: list[Any]) -> None:
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while not held and time.monotonic() < deadline:  # polls the route handler, not a timing
+        page.wait_for_timeout(20)
+    assert held, "the page did not send the request the test holds"
+
+
+def test_a_linked_search_opened_late_does_not_replace_the_one_the_user_sent(
+    browser: Any, server: LiveServer
+) -> None:
+    """A link to a search is opened on a slow server and, before the page got to the linked
+    search, the user sends a search of their own: the page shows theirs, also when the linked
+    one would be ready after it (the page must not switch to a search nobody asked for)."""
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once, on the main app")
+    tab = Tab(browser, server)
+    linked = _search(tab.page(), server, "kim", "coral")
+    page = tab.page()
+    page.add_init_script(_COUNT_READS)
+    held = _hold_first(page, "**/verify/api/c/walk/searches")  # the saved list: the page waits
+    page.goto(f"{server.url}/verify#c=walk&s={linked}")
+    _wait_held(page, held)
+    page.fill("#who", "kim")
+    page.press("#who", "Tab")
+    page.fill("#query", "sand")
+    page.press("#query", "Enter")
+    page.wait_for_function(
+        "() => document.getElementById('query').value === 'sand'"
+        " && document.querySelector('#r0.current')"
+        " && document.getElementById('saved').options.length > 1"
+    )
+    mine = page.evaluate("() => new URLSearchParams(location.hash.slice(1)).get('s')")
+    assert mine != linked
+    _release(page, held[0])  # the saved list the page asked for first arrives now
+    with _state_on_timeout(page, "the user's search stays"):
+        assert page.evaluate("() => S.sid") == mine
+        page.wait_for_selector("#r0.current")
+    assert page.input_value("#query") == "sand"
+    tab.close()
+
+
+def test_a_search_left_while_loading_does_not_move_the_cursor_of_the_next(
+    browser: Any, server: LiveServer
+) -> None:
+    """A search whose results are slow to come is left for another (the user sends a new
+    one): when the first one's results come at last, the cursor of the search now shown
+    stays where it is (the first search's remembered cursor is not applied to it)."""
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once, on the main app")
+    tab = Tab(browser, server)
+    one = tab.page()
+    slow = _search(one, server, "lia", "rust")
+    for _ in range(5):
+        one.keyboard.press("j")
+    one.wait_for_selector("#r5.current")  # remembered: this search comes back at result 5
+    page = tab.page()
+    page.add_init_script(_COUNT_READS)
+    held = _hold_first(page, f"**/searches/{slow}/results", method="POST")
+    page.goto(f"{server.url}/verify#c=walk&s={slow}")
+    _wait_held(page, held)
+    page.fill("#who", "lia")
+    page.press("#who", "Tab")
+    page.fill("#query", "slate")
+    page.press("#query", "Enter")
+    page.wait_for_function(
+        "() => document.getElementById('query').value === 'slate'"
+        " && document.querySelector('#r0.current')"
+    )
+    _release(page, held[0])
+    with _state_on_timeout(page, "the cursor stays on the first result"):
+        assert page.evaluate("() => document.querySelector('.result.current').id") == "r0"
+        assert page.evaluate("() => new URLSearchParams(location.hash.slice(1)).get('s')") != slow
+    tab.close()
+
+
+def test_a_link_opened_while_the_server_is_away_opens_once_it_is_back(
+    browser: Any, server: LiveServer
+) -> None:
+    """The list of collections and the linked search's results get no answer (the server
+    restarts): the page says so, tries again, and once the server answers it fills the lists
+    and shows the linked search, as if the first requests had been answered."""
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once, on the main app")
+    tab = Tab(browser, server)
+    linked = _search(tab.page(), server, "max", "amber")
+    page = tab.page()
+    failed: list[str] = []
+
+    def no_answer(route: Any) -> None:
+        if failed:
+            route.continue_()
+        else:
+            failed.append(route.request.url)
+            route.abort("connectionrefused")
+
+    page.route("**/verify/api/collections", no_answer)
+    lost = _hold_first(page, f"**/searches/{linked}/results", method="POST")
+    page.goto(f"{server.url}/verify#c=walk&s={linked}")
+    _wait_held(page, lost)
+    lost[0].abort("connectionrefused")  # the linked search's first results get none either
+    with _state_on_timeout(page, "the linked search opens once the server answers"):
+        page.wait_for_selector("#r0.current")
+    assert failed
+    assert page.input_value("#query") == "amber"
+    page.wait_for_selector("#offline", state="hidden")
+    page.wait_for_function("() => document.getElementById('saved').options.length > 1")
+    tab.errors.clear()  # the refused request is logged by the browser
+    tab.close()
+
+
+def test_a_link_naming_an_unknown_collection_leaves_the_search_form_usable(
+    browser: Any, server: LiveServer
+) -> None:
+    """A link to a collection that is not there (renamed, removed, mistyped) says so; a search
+    sent after it runs in a collection that is there, instead of being told that there is no
+    collection at all."""
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once, on the main app")
+    tab = Tab(browser, server)
+    page = tab.page()
+    page.goto(f"{server.url}/verify#c=gone&s=abc")
+    page.wait_for_function("() => document.getElementById('status').className === 'err'")
+    assert page.input_value("#collection") == "walk"
+    page.fill("#who", "ned")
+    page.press("#who", "Tab")
+    page.fill("#query", "mint")
+    page.press("#query", "Enter")
+    page.wait_for_function(
+        "() => document.querySelector('#r0.current')"
+        " || document.getElementById('status').textContent.includes('collection create')"
+    )
+    assert page.locator("#r0.current").count() == 1, page.inner_text("#status")
+    tab.errors.clear()  # the refused request for the unknown collection
+    tab.close()
+
+
+def test_a_search_sent_twice_shows_the_last_one_sent(browser: Any, server: LiveServer) -> None:
+    """Enter, then a changed text and Enter again before the first search was made: when the
+    first answer comes after the second, the page still shows the second (the last asked)."""
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once, on the main app")
+    tab = Tab(browser, server)
+    page = tab.page()
+    page.add_init_script(_COUNT_READS)
+    held = _hold_first(page, "**/verify/api/c/walk/searches", method="POST")
+    page.goto(f"{server.url}/verify")
+    page.fill("#who", "oli")
+    page.press("#who", "Tab")
+    page.fill("#query", "wheat")
+    page.press("#query", "Enter")
+    _wait_held(page, held)
+    page.fill("#query", "ochre")
+    page.press("#query", "Enter")
+    page.wait_for_function(
+        "() => document.querySelector('#r0.current') && location.hash.includes('s=')"
+    )
+    second = page.evaluate("() => new URLSearchParams(location.hash.slice(1)).get('s')")
+    assert page.input_value("#query") == "ochre"
+    _release(page, held[0])
+    with _state_on_timeout(page, "the second search stays"):
+        assert page.evaluate("() => new URLSearchParams(location.hash.slice(1)).get('s')") == second
+        assert page.evaluate("() => S.sid") == second
+        page.wait_for_selector("#r0.current")
+    assert page.input_value("#query") == "ochre"
+    tab.close()
+
+
+def test_a_search_after_the_collections_failed_asks_for_them_again(
+    browser: Any, server: LiveServer
+) -> None:
+    """The list of collections is refused once (a server error): the page says so, and a
+    search sent after it asks for the list again and runs."""
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once, on the main app")
+    tab = Tab(browser, server)
+    page = tab.page()
+    refused: list[str] = []
+
+    def refuse_once(route: Any) -> None:
+        if refused:
+            route.continue_()
+        else:
+            refused.append(route.request.url)
+            route.fulfill(status=500, content_type="application/json", body='{"detail": "boom"}')
+
+    page.route("**/verify/api/collections", refuse_once)
+    page.goto(f"{server.url}/verify")
+    page.wait_for_function(
+        "() => document.getElementById('status').className === 'err'"
+        " && document.getElementById('status').textContent === 'boom'"
+    )
+    page.fill("#who", "pia")
+    page.press("#who", "Tab")
+    page.fill("#query", "rose")
+    page.press("#query", "Enter")
+    with _state_on_timeout(page, "the search runs once the list is there"):
+        page.wait_for_selector("#r0.current")
+    assert page.input_value("#collection") == "walk"
+    page.wait_for_function("() => document.getElementById('saved').options.length > 1")
+    tab.errors.clear()  # the refused request is logged by the browser
+    tab.close()
+
+
+@pytest.fixture()
+def two_collections(tmp_path: Path) -> Iterator[LiveServer]:
+    """A verify-only server with two small collections, alpha and beta."""
+    from inquire.web.verify import make_app
+
+    for i, name in enumerate(("alpha", "beta")):
+        make_photo_folder(tmp_path / name, n=30, seed=10 + i)
+        create_collection(name, tmp_path / name, "toy:colour", root=tmp_path / "collections")
+    srv = LiveServer(make_app(tmp_path / "collections"))
+    srv.kind = "verify-only"
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def _search_in(pg: Any, collection: str, text: str) -> str:
+    pg.select_option("#collection", collection)
+    pg.fill("#query", text)
+    pg.press("#query", "Enter")
+    pg.wait_for_function(
+        "(t) => document.getElementById('query').value === t"
+        " && new URLSearchParams(location.hash.slice(1)).get('c') === document"
+        ".getElementById('collection').value && document.querySelector('#r0.current')",
+        arg=text,
+    )
+    return str(pg.evaluate("() => new URLSearchParams(location.hash.slice(1)).get('s')"))
+
+
+def test_switching_collections_shows_the_saved_searches_of_the_one_chosen(
+    browser: Any, server: LiveServer, two_collections: LiveServer
+) -> None:
+    """The saved searches of the first collection arrive late, after the user switched to the
+    second one and its list came: the saved list stays the second collection's (picking from
+    it opens a search of the collection shown)."""
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once")
+    srv = two_collections
+    tab = Tab(browser, srv)
+    maker = tab.page()
+    maker.goto(f"{srv.url}/verify")
+    maker.fill("#who", "quin")
+    maker.press("#who", "Tab")
+    in_beta = _search_in(maker, "beta", "beta things")
+    _search_in(maker, "alpha", "alpha things")
+    page = tab.page()
+    page.add_init_script(_COUNT_READS)
+    held = _hold_first(page, "**/verify/api/c/alpha/searches")
+    page.goto(f"{srv.url}/verify")
+    _wait_held(page, held)
+    page.select_option("#collection", "beta")
+    page.wait_for_function("() => document.getElementById('saved').options.length > 1")
+    _release(page, held[0])
+    saved = page.eval_on_selector_all("#saved option", "os => os.map(o => o.value)")
+    assert saved == ["", in_beta], saved
+    tab.close()
+
+
+def test_a_mark_made_while_a_new_search_is_sent_goes_to_the_search_shown(
+    browser: Any, server: LiveServer, two_collections: LiveServer
+) -> None:
+    """A search of alpha is shown; the user picks beta and sends a new search, and while it is
+    being made marks a result still shown: the mark is saved for the alpha search it was made
+    on (not sent for that search under beta's name)."""
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once")
+    srv = two_collections
+    tab = Tab(browser, srv)
+    page = tab.page()
+    page.goto(f"{srv.url}/verify")
+    page.fill("#who", "ray")
+    page.press("#who", "Tab")
+    in_alpha = _search_in(page, "alpha", "alpha view")
+    held = _hold_first(page, "**/verify/api/c/beta/searches", method="POST")
+    page.select_option("#collection", "beta")
+    page.fill("#query", "beta view")
+    page.press("#query", "Enter")
+    _wait_held(page, held)
+    page.click("#r0")
+    page.keyboard.press("1")
+    page.wait_for_function(
+        "() => ['saved', 'failed'].includes(document.getElementById('r0').dataset.state)"
+    )
+    assert page.get_attribute("#r0", "data-state") == "saved", page.inner_text("#status")
+    r = httpx.get(f"{srv.url}/verify/api/c/alpha/searches/{in_alpha}/results?offset=0&limit=1")
+    assert r.json()["results"][0]["marks"] == {"ray": "relevant"}
+    held[0].continue_()
+    page.wait_for_function("() => new URLSearchParams(location.hash.slice(1)).get('c') === 'beta'")
+    page.wait_for_selector("#r0.current")
+    tab.close()
+
+
+def _hold_script(page: Any) -> list[Any]:
+    held: list[Any] = []
+    page.route("**/assets/verify.js", lambda route: held.append(route))
+    return held
+
+
+def test_a_name_typed_before_the_page_script_ran_is_kept(browser: Any, server: LiveServer) -> None:
+    """The page shows its form before its script has loaded (a slow server): a name typed
+    then is kept when the script starts (not replaced by the one saved last time, or by
+    nothing), and Enter then does not reload the page (losing what was typed)."""
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once, on the main app")
+    tab = Tab(browser, server)
+    page = tab.page()
+    held = _hold_script(page)
+    page.goto(f"{server.url}/verify", wait_until="commit")
+    _wait_held(page, held)
+    page.wait_for_selector("#query")
+    page.fill("#who", "sam")
+    page.fill("#query", "lilac")
+    page.press("#query", "Enter")  # the script is not there yet: nothing can run the search
+    assert page.url == f"{server.url}/verify"
+    held[0].continue_()
+    page.wait_for_function("() => document.getElementById('collection').options.length > 0")
+    assert page.url == f"{server.url}/verify"
+    assert page.input_value("#who") == "sam"
+    assert page.input_value("#query") == "lilac"
+    page.press("#query", "Enter")
+    page.wait_for_selector("#r0.current")
+    tab.close()
+
+
+def test_marks_read_for_a_search_left_meanwhile_are_not_shown_on_the_next(
+    browser: Any, server: LiveServer
+) -> None:
+    """The page reads a search's marks again when it gets focus; when that answer comes after
+    the user opened another search, the marks are not put on the other search's results
+    (the same images, but marks belong to a search)."""
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once, on the main app")
+    tab = Tab(browser, server)
+    page = tab.page()
+    page.add_init_script(_COUNT_READS)
+    first = _search(page, server, "tom", "scarlet")
+    for _ in range(10):
+        page.keyboard.press("1")
+    _all_saved(page)
+    part = f"/searches/{first}/results?"
+    held = _hold_first(page, re.compile(re.escape(part)))
+    page.evaluate("() => window.dispatchEvent(new Event('focus'))")
+    _wait_held(page, held)
+    page.fill("#query", "indigo")
+    page.press("#query", "Enter")
+    page.wait_for_function(
+        "(sid) => document.getElementById('query').value === 'indigo'"
+        " && document.querySelector('#r0.current')"
+        " && new URLSearchParams(location.hash.slice(1)).get('s') !== sid",
+        arg=first,
+    )
+    marked = set(_ranking(server, first)[:10])
+    assert marked & set(_ids(page)), "the test needs images shown in both searches"
+    _release(page, held[0])
+    with _state_on_timeout(page, "no mark on the new search"):
+        assert page.locator(".result[data-mark='relevant']").count() == 0
+    tab.close()
+
+
+def test_a_ranking_round_that_comes_after_another_search_opened_is_not_applied_to_it(
+    browser: Any, server: LiveServer
+) -> None:
+    """`l` asks for a ranking round (it can take a while); the user sends another search
+    meanwhile: the round's answer is for the first search and leaves the new one's results
+    as they are."""
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once, on the main app")
+    tab = Tab(browser, server)
+    page = tab.page()
+    page.add_init_script(_COUNT_READS)
+    _search(page, server, "uma", "sienna")
+    for key in "1n1n":
+        page.keyboard.press(key)
+    _all_saved(page)
+    held = _hold_first(page, "**/learn", method="POST")
+    page.keyboard.press("l")
+    _wait_held(page, held)
+    page.fill("#query", "cobalt")
+    page.press("#query", "Enter")
+    page.wait_for_function(
+        "() => document.getElementById('query').value === 'cobalt'"
+        " && document.querySelector('#r0.current')"
+    )
+    ids = _ids(page)
+    _release(page, held[0])
+    assert _ids(page) == ids
+    assert page.locator(".result .round").count() == 0
+    assert page.text_content("#round") == "ranking: first search"
+    tab.close()
+
+
+def test_a_key_pressed_while_a_linked_search_opens_marks_its_first_result(
+    browser: Any, server: LiveServer
+) -> None:
+    """Keys pressed before a search's results are there wait for them (keyqueue.js); for a
+    link, also while the page's lists (collections, saved searches) are still loading."""
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once, on the main app")
+    tab = Tab(browser, server)
+    linked = _search(tab.page(), server, "vic", "lemon")
+    page = tab.page()
+    held = _hold_first(page, "**/verify/api/collections")
+    page.goto(f"{server.url}/verify#c=walk&s={linked}")
+    _wait_held(page, held)
+    page.keyboard.press("1")
+    held[0].continue_()
+    with _state_on_timeout(page, "the linked search's results"):
+        page.wait_for_selector(".result.current")  # queued keys apply in the same turn as this
+    assert page.get_attribute("#r0", "data-mark") == "relevant"
+    assert page.evaluate("() => document.querySelector('.result.current').id") == "r1"
+    page.wait_for_selector("#r0[data-state='saved']")
+    page.wait_for_function("() => document.getElementById('saved').options.length > 1")
+    tab.close()
+
+
+def test_a_key_waiting_for_a_failed_first_page_applies_when_a_retry_brings_it(
+    browser: Any, server: LiveServer
+) -> None:
+    """A linked search's first results get no answer; a key pressed then waits and the page
+    tries again; the answer of that try is the first the server gives after its absence:
+    the results show and the key marks the first one (the search is not opened afresh,
+    which would drop the key)."""
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once, on the main app")
+    tab = Tab(browser, server)
+    linked = _search(tab.page(), server, "wes", "peach")
+    page = tab.page()
+    tries: list[Any] = []
+    lists: list[Any] = []
+
+    def results(route: Any) -> None:  # the first two tries are held
+        if route.request.method != "POST" or len(tries) >= 2:
+            route.continue_()
+        else:
+            tries.append(route)
+
+    def collections(route: Any) -> None:  # the page's list; then its check whether the server
+        lists.append(route)  # is back is held: no other answer ends the absence
+        if len(lists) == 1:
+            route.continue_()
+
+    page.route(f"**/searches/{linked}/results", results)
+    page.route("**/verify/api/collections", collections)
+    page.route(f"**/searches/{linked}/summary*", lambda route: route.abort("connectionrefused"))
+    page.goto(f"{server.url}/verify#c=walk&s={linked}")
+    _wait_held(page, tries)
+    page.wait_for_function("() => document.getElementById('saved').options.length > 1")
+    tries[0].abort("connectionrefused")  # the server is away (the lists came before)
+    page.wait_for_function("() => S.loadError && S.loadError.retry && !S.loading")
+    page.keyboard.press("1")
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while len(tries) < 2 and time.monotonic() < deadline:  # polls the route handler
+        page.wait_for_timeout(20)
+    assert len(tries) == 2, "the page did not try again"
+    page.unroute(f"**/searches/{linked}/summary*")
+    tries[1].continue_()
+    with _state_on_timeout(page, "the results of the second try"):
+        page.wait_for_selector(".result.current")
+    assert page.get_attribute("#r0", "data-mark") == "relevant"
+    assert page.evaluate("() => document.querySelector('.result.current').id") == "r1"
+    page.wait_for_selector("#r0[data-state='saved']")
+    for route in lists[1:]:
+        route.continue_()
+    tab.errors.clear()  # the refused requests are logged by the browser
+    tab.close()
+
+
+def test_a_new_search_loads_at_once_after_a_failed_load_of_the_last(
+    browser: Any, server: LiveServer
+) -> None:
+    """A load of more results fails (the page waits a moment before trying that search
+    again); a new search sent then loads its results at once, not after that moment (the
+    page's clock is held still: a wait for it would never end)."""
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once, on the main app")
+    tab = Tab(browser, server)
+    page = tab.page()
+    page.clock.install()
+    _search(page, server, "xan", "mauve")
+
+    def refuse(route: Any) -> None:
+        if route.request.method == "POST":
+            route.fulfill(status=500, content_type="application/json", body='{"detail": "boom"}')
+        else:
+            route.continue_()
+
+    page.route("**/results", refuse)
+    page.keyboard.press("m")  # load more: refused
+    page.wait_for_function(
+        "() => S.loadError && S.loadError.message === 'boom' && !S.loading", polling=50
+    )
+    gen = page.evaluate("() => S.gen")
+    page.clock.pause_at(page.evaluate("() => Date.now()") / 1000 + 0.05)  # seconds
+    page.unroute("**/results", refuse)
+    page.fill("#query", "olive grey")
+    page.press("#query", "Enter")
+    page.wait_for_function(
+        "(gen) => S.gen > gen && (document.querySelector('#r0.current') || S.retry)",
+        arg=gen,
+        polling=50,
+    )
+    with _state_on_timeout(page, "the new search's results"):
+        assert page.locator("#r0.current").count() == 1
+    assert page.input_value("#query") == "olive grey"
+    page.clock.resume()
+    tab.errors.clear()  # the refused request is logged by the browser
+    tab.close()

@@ -8,7 +8,9 @@
 // with h() and text goes in as text (charts are parsed as SVG, see svgInto).
 const API = window.location.pathname.replace(/\/$/, "") + "/api";
 const S = {c: null, sid: null, items: [], done: false, loading: null, seq: 0, gen: 0, failedAt: -Infinity, retry: null, loadError: null,
-           shared: false, syncSeq: 0, resyncTimer: null};
+           shared: false, syncSeq: 0, resyncTimer: null, asked: 0};
+// S.asked: how many searches were asked for (sent, picked from the saved list, linked); an
+// answer for an older one than the last is dropped, so the page shows the one asked last.
 const $ = (id) => document.getElementById(id);
 const LABEL = {relevant: "relevant", not_relevant: "not relevant", unsure: "unsure"};
 const KEYS = {"1": "relevant", "y": "relevant", "2": "not_relevant", "n": "not_relevant",
@@ -104,6 +106,9 @@ function online() {
   Q.offline = false;
   showBanner();
   status(Q.pending.length ? "server is back; sending your marks" : "server is back");
+  if (!$("collection").options.length) start();  // the page's first requests got no answer
+  // nor its search (unless a load or a retry of it is under way: that one goes on)
+  if (S.sid && !S.items.length && S.loadError && S.loadError.retry && !S.loading && !S.retry) openSearch(S.c, S.sid);
 }
 function showBanner() {
   const b = $("offline");
@@ -211,10 +216,21 @@ function collectionsReady() {
   if (!collectionsLoad) collectionsLoad = loadCollections().finally(() => { collectionsLoad = null; });
   return collectionsLoad;
 }
+// Show collection c when the list has it (a link may name one that is not there: the select
+// then keeps a collection that is).
+function chooseCollection(c) {
+  const sel = $("collection");
+  if ([...sel.options].some(o => o.value === c)) sel.value = c;
+}
+// The saved searches of the collection chosen. An answer for a collection no longer chosen
+// (the user switched while it came) or older than a newer one is dropped.
+let savedSeq = 0;
 async function loadSaved() {
   const c = $("collection").value;
   if (!c) return;
+  const my = ++savedSeq;
   const ss = await (await call(`${API}/c/${encodeURIComponent(c)}/searches`)).json();
+  if (my !== savedSeq || c !== $("collection").value) return;
   options($("saved"), [["", "saved searches…"], ...ss.map(s => {
     let text = "";
     try { text = JSON.parse(s.request).text; } catch (e) { text = ""; }
@@ -226,31 +242,37 @@ function setHash(c, sid) { location.hash = new URLSearchParams({c: c, s: sid}).t
 
 async function runSearch(ev) {
   if (ev) ev.preventDefault();
+  const my = ++S.asked;
   try { await collectionsReady(); } catch (e) { if (e.network) offline(); status(e.message, true); return; }
-  if (!$("collection").value) {
+  if (my !== S.asked) return;  // sent again meanwhile: the newer one runs
+  const c = $("collection").value;
+  if (!c) {
     status("There is no collection to search yet: make one with `inquire collection create`.", true);
     return;
   }
-  S.c = $("collection").value;
   const body = {text: $("query").value, taxa: $("taxon").value ? $("taxon").value.split(",") : [],
     date_from: $("from").value || null, date_to: $("to").value || null, bbox: $("bbox").value || null,
     under: $("under").value ? $("under").value.split(",") : [],
     like: $("like").value ? $("like").value.split(",") : [], who: who()};
   try {
-    const r = await (await send("POST", `${API}/c/${encodeURIComponent(S.c)}/searches`, body)).json();
-    setHash(S.c, r.search_id);
-    await openSearch(S.c, r.search_id);
+    const r = await (await send("POST", `${API}/c/${encodeURIComponent(c)}/searches`, body)).json();
+    if (my !== S.asked) return;  // another search was asked for while this one was made
+    setHash(c, r.search_id);
+    await openSearch(c, r.search_id);
     await loadSaved();
-  } catch (e) { if (e.network) offline(); status(e.message, true); }
+  } catch (e) { if (e.network) offline(); if (my === S.asked) status(e.message, true); }
 }
 
 async function openSearch(c, sid) {
-  S.c = c; S.sid = sid; S.items = []; S.done = false; S.loading = null; S.loadError = null; S.shared = false; S.gen++;
+  S.c = c; S.sid = sid; S.items = []; S.done = false; S.loading = null; S.loadError = null; S.shared = false;
+  S.failedAt = -Infinity; clearTimeout(S.retry); S.retry = null;  // another search's failed load: not this one's
+  const gen = ++S.gen;
   KQ.reset();
   $("list").replaceChildren();
   // After a reload, as many results as were shown before come back, the cursor where it was.
   const before = shownBefore(c, sid);
   await more(Math.min(Math.max(PAGE, before.n || 0), MAX_RESTORE));
+  if (gen !== S.gen) return;  // another search was opened meanwhile: this one is gone
   if (before.cur > 0 && before.cur < S.items.length) KQ.push({op: "goto", i: before.cur});
   $("list").focus({preventScroll: true});  // so the first key press marks the first result
   refreshSide();
@@ -421,8 +443,10 @@ async function learn() {
   if (KQ.waiting() || S.loading) { status("wait: results are still loading", true); return; }
   if (Q.pending.length) { status(`wait: ${Q.pending.length} mark(s) still being saved`, true); pump(); return; }
   const url = `${API}/c/${encodeURIComponent(S.c)}/searches/${q(S.sid)}/learn`;
+  const gen = S.gen;
   try {
     const r = await (await send("POST", url, {shown: KQ.cur + 1, model: $("fbmodel").value, who: who() || null, depth: PAGE})).json();
+    if (gen !== S.gen) return;  // another search was opened meanwhile: the round is not for it
     const keep = S.items.filter(it => it.rank <= r.after_rank).length;
     for (let i = keep; i < S.items.length; i++) { const d = $("r" + i); if (d) d.remove(); }
     S.items.length = keep;
@@ -431,7 +455,7 @@ async function learn() {
     showRound(r.round, r.model, r.n_relevant, r.n_not_relevant);
     KQ.relearn(keep, S.items.length, S.done);
     status(`ranking round ${r.round}: results after #${r.after_rank} re-ranked from ${r.n_relevant} relevant and ${r.n_not_relevant} not relevant marks`);
-  } catch (e) { if (e.network) offline(); status(e.message, true); }
+  } catch (e) { if (e.network) offline(); if (gen === S.gen) status(e.message, true); }
 }
 function showRound(n, model, pos, neg) {
   $("round").textContent = n ? `ranking: round ${n} (${model}, ${pos} relevant / ${neg} not)` : "ranking: first search";
@@ -459,11 +483,12 @@ async function resync() {
   if (!S.sid || !S.items.length) return;
   const startN = Q.n;  // marks made after this are newer than anything the answer can hold
   const my = ++S.syncSeq;  // an older read answering late must not undo a newer one
+  const gen = S.gen, base = `${API}/c/${encodeURIComponent(S.c)}/searches/${q(S.sid)}`;
   try {
     for (let off = 0; off < S.items.length; off += 500) {
-      const url = `${API}/c/${encodeURIComponent(S.c)}/searches/${q(S.sid)}/results?offset=${off}&limit=${Math.min(500, S.items.length - off)}`;
+      const url = `${base}/results?offset=${off}&limit=${Math.min(500, S.items.length - off)}`;
       const r = await (await call(url)).json();
-      if (my !== S.syncSeq) return;
+      if (my !== S.syncSeq || gen !== S.gen) return;  // marks belong to a search: not another's
       for (const fresh of r.results) {
         const i = S.items.findIndex(it => it.image_id === fresh.image_id);
         if (i < 0) continue;
@@ -538,6 +563,7 @@ $("collection").addEventListener("change", () => loadSaved().catch(e => status(e
 $("saved").addEventListener("change", () => {
   const sid = $("saved").value, c = $("collection").value;
   if (!sid) return;
+  S.asked++;
   setHash(c, sid);
   openSearch(c, sid);
 });
@@ -553,20 +579,29 @@ window.addEventListener("online", () => { if (Q.offline) probe(); });
 window.addEventListener("hashchange", () => {
   const hs = readHash();
   if (!hs.c || !hs.s || (hs.c === S.c && hs.s === S.sid)) return;
-  $("collection").value = hs.c;
+  S.asked++;
+  chooseCollection(hs.c);
   openSearch(hs.c, hs.s);
 });
 // Charts are drawn at their box's width: draw them again when the window changes size.
 window.addEventListener("resize", () => { clearTimeout(S.resized); S.resized = setTimeout(refreshSide, 250); });
 
-(async () => {
-  $("who").value = localStorage.getItem("inquire_who") || "";
-  restore();
-  showRetry();
-  if (Q.pending.length) pump();
-  try { await collectionsReady(); } catch (e) { if (e.network) offline(); status(e.message, true); return; }
+// The search the link names and the lists. Run at load and again when the server comes
+// back after the first requests got no answer. The linked search opens at once (it needs no
+// list; keys pressed meanwhile wait for its results), and only while no other search was asked
+// for (a search sent while the lists load is the one shown).
+async function start() {
   const hs = readHash();
-  if (hs.c) $("collection").value = hs.c;
+  if (hs.c && hs.s && !S.asked) { S.asked++; openSearch(hs.c, hs.s); }
+  try { await collectionsReady(); } catch (e) { if (e.network) offline(); status(e.message, true); return; }
+  const now = readHash();  // a search sent or a link pasted meanwhile names its collection
+  if (now.c) chooseCollection(now.c);  // a search sent meanwhile runs in it too (none was chosen)
   await loadSaved().catch(e => status(e.message, true));
-  if (hs.c && hs.s) await openSearch(hs.c, hs.s);
-})();
+}
+// A name typed before this script ran (a slow server shows the form first) is kept.
+if (!who()) $("who").value = localStorage.getItem("inquire_who") || "";
+$("go").disabled = false;  // the form is sent by runSearch only: before it, Enter does nothing
+restore();
+showRetry();
+if (Q.pending.length) pump();
+start();
