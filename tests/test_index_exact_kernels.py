@@ -44,7 +44,7 @@ def test_every_gemm_gives_the_brute_force_result(tmp_path, monkeypatch, gemm):
     monkeypatch.setattr(kernels_mod, "_fastest", {kernels_mod.gemm_key(9, 24, chunk): gemm})
     st = SearchStats()
     s, i = search(store, q, 40, threads=2, chunk_rows=chunk, screen="off", stats=st)
-    assert st.fp32_gemm == gemm
+    assert st.fp32_gemm == gemm and st.fp32_fallbacks == 0
     ws, wi = brute_force(store, q, 40)
     np.testing.assert_array_equal(i, wi)
     np.testing.assert_array_equal(s.view(np.uint32), ws.view(np.uint32))
@@ -430,6 +430,7 @@ def test_precision_set_to_bf16_during_a_search_leaves_it_exact(tmp_path, monkeyp
     assert mk.fp32_precision == old
     np.testing.assert_array_equal(i, wi)
     np.testing.assert_array_equal(s.view(np.uint32), ws.view(np.uint32))
+    assert st.fp32_gemm == gemm and st.fp32_fallbacks > 0  # the stats say numpy stepped in
 
 
 @pytest.mark.parametrize("gemm", ["onednn", "torch"])

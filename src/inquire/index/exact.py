@@ -100,6 +100,7 @@ class SearchStats:
     threads: int = 1  # scoring threads
     bf16_copy: bool = False  # screened blocks were read from the store's bfloat16 copy
     fp32_gemm: str = "torch"  # who ran the float32 GEMM: "torch", "numpy" or "onednn"
+    fp32_fallbacks: int = 0  # float32 GEMMs numpy's BLAS ran instead (see Kernels.fallbacks)
 
     @property
     def rescored_per_query(self) -> float:
@@ -225,6 +226,7 @@ def search(
         stats.threads = n_workers
         stats.bf16_copy = copy is not None
         stats.fp32_gemm = kernels.fp32_gemm
+        stats.fp32_fallbacks = kernels.fallbacks
         stats.seconds = time.perf_counter() - started
     if sorted_ids is None:
         return scores, keys

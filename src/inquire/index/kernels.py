@@ -286,6 +286,10 @@ class Kernels:
         self._gemm_torch = self.torch is not None and fp32_settings_ok(self.torch)
         #: Who runs the float32 GEMM: "torch", "numpy" (its BLAS) or "onednn" (choose_gemm).
         self.gemm = "torch" if self._gemm_torch else "numpy"
+        #: GEMMs numpy's BLAS ran in place of :attr:`gemm` (torch's settings or a shape's
+        #: check refused it), counted over every thread using these kernels.
+        self.fallbacks = 0
+        self._count_lock = threading.Lock()
 
     @property
     def fp32_gemm(self) -> str:
@@ -405,6 +409,9 @@ class Kernels:
             got = _torch_gemm(t, gemm, q, data, out)
             if torch_gemm_ok(t, gemm):
                 return got
+        if gemm != "numpy":
+            with self._count_lock:
+                self.fallbacks += 1
         # Scores past the largest float32 overflow here; the search sees them (non-finite
         # scores of finite rows) and scores those rows exactly: numpy's warning would mislead.
         with np.errstate(over="ignore", invalid="ignore"):
