@@ -1349,3 +1349,42 @@ def test_a_new_search_loads_at_once_after_a_failed_load_of_the_last(
     page.clock.resume()
     tab.errors.clear()  # the refused request is logged by the browser
     tab.close()
+
+
+def test_typing_while_a_linked_search_opens_stays_typing(browser: Any, server: LiveServer) -> None:
+    """A link opens its search at once, on a slow server maybe while the user already types a
+    search of their own: when the linked results arrive, the field keeps the focus and the
+    text typed (the linked search's text does not replace it, and the rest of the word does
+    not become marks on the results)."""
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once, on the main app")
+    tab = Tab(browser, server)
+    linked = _search(tab.page(), server, "yul", "khaki")
+    page = tab.page()
+    page.add_init_script(_COUNT_READS)
+    held = _hold_first(page, f"**/searches/{linked}/results", method="POST")
+    page.goto(f"{server.url}/verify#c=walk&s={linked}")
+    _wait_held(page, held)
+    page.fill("#who", "yul")
+    page.click("#query")
+    page.keyboard.type("sun")
+    _release(page, held[0])  # the linked results arrive while the user types
+    page.keyboard.type("ny")
+    with _state_on_timeout(page, "the linked results, the field still typed in"):
+        page.wait_for_selector(".result.current")
+        assert page.evaluate("() => document.querySelector('.result.current').id") == "r0"
+        assert page.input_value("#query") == "sunny"
+        assert page.evaluate("() => document.activeElement.id") == "query"
+        assert page.locator(".result[data-mark='']").count() == 24  # no mark was made
+    assert _server_marks(server, linked, "yul") == {}
+    page.press("#query", "Enter")  # the search typed runs, and keys then mark its results
+    page.wait_for_function(
+        "(sid) => document.querySelector('#r0.current')"
+        " && new URLSearchParams(location.hash.slice(1)).get('s') !== sid"
+        " && document.activeElement.id === 'list'",
+        arg=linked,
+    )
+    assert page.input_value("#query") == "sunny"
+    page.keyboard.press("1")
+    page.wait_for_selector("#r0[data-state='saved']")
+    tab.close()

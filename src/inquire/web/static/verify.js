@@ -8,9 +8,14 @@
 // with h() and text goes in as text (charts are parsed as SVG, see svgInto).
 const API = window.location.pathname.replace(/\/$/, "") + "/api";
 const S = {c: null, sid: null, items: [], done: false, loading: null, seq: 0, gen: 0, failedAt: -Infinity, retry: null, loadError: null,
-           shared: false, syncSeq: 0, resyncTimer: null, asked: 0};
+           shared: false, syncSeq: 0, resyncTimer: null, asked: 0, edits: 0, formEdits: 0, askedAt: null};
 // S.asked: how many searches were asked for (sent, picked from the saved list, linked); an
 // answer for an older one than the last is dropped, so the page shows the one asked last.
+// S.edits / S.formEdits: how often the user typed in a field (any / the search form), and
+// S.askedAt what they were, and which element had the focus, when the last search was asked:
+// typing since then means the user is busy in a field (a link opens at once, maybe while they
+// type), so the results leave the form's text and the focus alone (a letter meant for a
+// field must not become a mark).
 const $ = (id) => document.getElementById(id);
 const LABEL = {relevant: "relevant", not_relevant: "not relevant", unsure: "unsure"};
 const KEYS = {"1": "relevant", "y": "relevant", "2": "not_relevant", "n": "not_relevant",
@@ -237,12 +242,20 @@ async function loadSaved() {
     return [s.search_id, `${text || "(by example)"} · ${s.n_marks} marks`];
   })]);
 }
+function ask() {
+  S.askedAt = {edits: S.edits, formEdits: S.formEdits, focus: document.activeElement};
+  return ++S.asked;
+}
+function typedSinceAsked(form) {
+  const a = S.askedAt;
+  return !!a && (form ? S.formEdits !== a.formEdits : S.edits !== a.edits);
+}
 function readHash() { return Object.fromEntries(new URLSearchParams(location.hash.slice(1))); }
 function setHash(c, sid) { location.hash = new URLSearchParams({c: c, s: sid}).toString(); }
 
 async function runSearch(ev) {
   if (ev) ev.preventDefault();
-  const my = ++S.asked;
+  const my = ask();
   try { await collectionsReady(); } catch (e) { if (e.network) offline(); status(e.message, true); return; }
   if (my !== S.asked) return;  // sent again meanwhile: the newer one runs
   const c = $("collection").value;
@@ -274,7 +287,11 @@ async function openSearch(c, sid) {
   await more(Math.min(Math.max(PAGE, before.n || 0), MAX_RESTORE));
   if (gen !== S.gen) return;  // another search was opened meanwhile: this one is gone
   if (before.cur > 0 && before.cur < S.items.length) KQ.push({op: "goto", i: before.cur});
-  $("list").focus({preventScroll: true});  // so the first key press marks the first result
+  // So the first key press marks the first result; not while the user is busy in a field.
+  const a = document.activeElement;
+  if (!typedSinceAsked(false) && (!a || a === document.body || a === $("list") || a === (S.askedAt || {}).focus)) {
+    $("list").focus({preventScroll: true});
+  }
   refreshSide();
 }
 
@@ -314,14 +331,14 @@ async function morePage(limit, gen) {
     const r = await (await send("POST", url, {offset: S.items.length, limit: limit})).json();
     if (gen !== S.gen) return -1;  // another search was opened meanwhile
     S.loadError = null;
-    if (first) {  // fill the form with the search shown, but never overwrite later typing
+    if (first && !typedSinceAsked(true)) {  // fill the form with the search shown, but never overwrite later typing
       const rq = r.request;
       $("query").value = rq.text; $("taxon").value = rq.filters.taxa.join(",");
       $("from").value = rq.filters.date_from || ""; $("to").value = rq.filters.date_to || "";
       $("bbox").value = rq.filters.bbox ? rq.filters.bbox.join(",") : ""; $("like").value = rq.like.join(",");
       $("under").value = (rq.filters.under || []).join(",");
-      showRound(r.round || 0, r.round_model || "", r.round_relevant || 0, r.round_not_relevant || 0);
     }
+    if (first) showRound(r.round || 0, r.round_model || "", r.round_relevant || 0, r.round_not_relevant || 0);
     for (const it of r.results) {
       keepLocal(it);
       S.items.push(it);
@@ -563,13 +580,17 @@ $("collection").addEventListener("change", () => loadSaved().catch(e => status(e
 $("saved").addEventListener("change", () => {
   const sid = $("saved").value, c = $("collection").value;
   if (!sid) return;
-  S.asked++;
+  ask();
   setHash(c, sid);
   openSearch(c, sid);
 });
 $("by").addEventListener("change", refreshSide);
 $("mine").addEventListener("change", refreshSide);
 $("who").addEventListener("change", () => { setWho(who()); S.items.forEach((it, i) => paint($("r" + i), it)); refreshSide(); });
+document.addEventListener("input", (ev) => {
+  S.edits++;
+  if (ev.target && ev.target.closest && ev.target.closest("#search")) S.formEdits++;
+}, true);
 if (channel) channel.onmessage = (ev) => remoteMark(ev.data);
 document.addEventListener("visibilitychange", () => { if (document.visibilityState === "visible") resync(); });
 window.addEventListener("focus", resync);
@@ -579,7 +600,7 @@ window.addEventListener("online", () => { if (Q.offline) probe(); });
 window.addEventListener("hashchange", () => {
   const hs = readHash();
   if (!hs.c || !hs.s || (hs.c === S.c && hs.s === S.sid)) return;
-  S.asked++;
+  ask();
   chooseCollection(hs.c);
   openSearch(hs.c, hs.s);
 });
@@ -592,7 +613,7 @@ window.addEventListener("resize", () => { clearTimeout(S.resized); S.resized = s
 // for (a search sent while the lists load is the one shown).
 async function start() {
   const hs = readHash();
-  if (hs.c && hs.s && !S.asked) { S.asked++; openSearch(hs.c, hs.s); }
+  if (hs.c && hs.s && !S.asked) { ask(); openSearch(hs.c, hs.s); }
   try { await collectionsReady(); } catch (e) { if (e.network) offline(); status(e.message, true); return; }
   const now = readHash();  // a search sent or a link pasted meanwhile names its collection
   if (now.c) chooseCollection(now.c);  // a search sent meanwhile runs in it too (none was chosen)
