@@ -1388,3 +1388,39 @@ def test_typing_while_a_linked_search_opens_stays_typing(browser: Any, server: L
     page.keyboard.press("1")
     page.wait_for_selector("#r0[data-state='saved']")
     tab.close()
+
+
+def test_back_to_a_search_of_another_collection_shows_that_collections_saved_searches(
+    browser: Any, server: LiveServer, two_collections: LiveServer
+) -> None:
+    """A search of alpha, then one of beta; the browser's Back opens the alpha search again
+    (its collection chosen): the saved searches listed are alpha's too, so a search picked
+    from them is one of the collection shown (not a beta search id sent under alpha's name)."""
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once")
+    srv = two_collections
+    tab = Tab(browser, srv)
+    page = tab.page()
+    page.goto(f"{srv.url}/verify")
+    page.fill("#who", "zoe")
+    page.press("#who", "Tab")
+    in_alpha = _search_in(page, "alpha", "alpha back")
+    in_beta = _search_in(page, "beta", "beta back")
+    page.wait_for_function(
+        "(sid) => [...document.querySelectorAll('#saved option')].some(o => o.value === sid)",
+        arg=in_beta,
+    )
+    page.go_back()
+    page.wait_for_function(
+        "() => document.getElementById('query').value === 'alpha back'"
+        " && document.querySelector('#r0.current')"
+    )
+    assert page.input_value("#collection") == "alpha"
+    with _state_on_timeout(page, "alpha's saved searches"):
+        page.wait_for_function(
+            "(sid) => [...document.querySelectorAll('#saved option')].some(o => o.value === sid)",
+            arg=in_alpha,
+        )
+    saved = page.eval_on_selector_all("#saved option", "os => os.map(o => o.value)")
+    assert saved == ["", in_alpha], saved
+    tab.close()

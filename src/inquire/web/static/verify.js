@@ -601,8 +601,12 @@ window.addEventListener("hashchange", () => {
   const hs = readHash();
   if (!hs.c || !hs.s || (hs.c === S.c && hs.s === S.sid)) return;
   ask();
+  const was = $("collection").value;
   chooseCollection(hs.c);
   openSearch(hs.c, hs.s);
+  // Back / Forward / a link to a search of another collection: list that collection's saved
+  // searches (a search picked from the list is one of the collection chosen).
+  if ($("collection").value !== was) loadSaved().catch(e => status(e.message, true));
 });
 // Charts are drawn at their box's width: draw them again when the window changes size.
 window.addEventListener("resize", () => { clearTimeout(S.resized); S.resized = setTimeout(refreshSide, 250); });
