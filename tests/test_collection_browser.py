@@ -1424,3 +1424,66 @@ def test_back_to_a_search_of_another_collection_shows_that_collections_saved_sea
     saved = page.eval_on_selector_all("#saved option", "os => os.map(o => o.value)")
     assert saved == ["", in_alpha], saved
     tab.close()
+
+
+def test_a_failed_load_of_a_search_left_meanwhile_is_not_reported_on_the_next(
+    browser: Any, server: LiveServer
+) -> None:
+    """More results of a search are asked for (m) and are slow; the user sends another search
+    and it shows; then the first load fails: the error is the first search's, and the status
+    line of the search shown does not report it."""
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once, on the main app")
+    tab = Tab(browser, server)
+    page = tab.page()
+    page.add_init_script(_COUNT_READS)
+    first = _search(page, server, "abe", "teal")
+    held = _hold_first(page, "**/results", method="POST")
+    page.keyboard.press("m")
+    _wait_held(page, held)
+    page.fill("#query", "navy blue")
+    page.press("#query", "Enter")
+    page.wait_for_function(
+        "(sid) => S.sid !== sid && document.querySelector('#r0.current')"
+        " && document.getElementById('status').textContent.includes('results shown')",
+        arg=first,
+    )
+    n = int(page.evaluate("() => window.__heldRead"))
+    held[0].fulfill(
+        status=500,
+        content_type="application/json",
+        body='{"detail": "boom"}',
+        headers={"x-test-held": "1"},
+    )
+    page.wait_for_function("(n) => window.__heldRead > n", arg=n)
+    assert page.get_attribute("#status", "class") != "err", page.inner_text("#status")
+    assert "boom" not in page.inner_text("#status")
+    tab.errors.clear()  # the refused request is logged by the browser
+    tab.close()
+
+
+def test_a_search_that_fails_to_open_shows_no_summary_or_exports_of_the_one_before(
+    browser: Any, server: LiveServer
+) -> None:
+    """A search with marks shows its summary, charts and export links; a link to a search
+    that cannot be opened (gone, mistyped) empties them: they would describe (and download)
+    the search before, not the one the page names."""
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once, on the main app")
+    tab = Tab(browser, server)
+    page = tab.page()
+    _search(page, server, "bea", "plum red")
+    page.keyboard.press("1")
+    _all_saved(page)
+    page.wait_for_function("() => document.getElementById('csv')")
+    page.goto(f"{server.url}/verify#c=walk&s=notasearch")  # same document: a hash change only
+    page.wait_for_function(
+        "() => S.sid === 'notasearch' && S.loadError"
+        " && document.getElementById('status').className === 'err'"
+    )
+    with _state_on_timeout(page, "no summary of the search before"):
+        assert page.locator("#csv").count() == 0
+        assert page.inner_text("#summary") == ""
+        assert page.locator("#trend svg, #effsvg svg").count() == 0
+    tab.errors.clear()  # the refused request is logged by the browser
+    tab.close()

@@ -282,6 +282,11 @@ async function openSearch(c, sid) {
   const gen = ++S.gen;
   KQ.reset();
   $("list").replaceChildren();
+  // The summary, charts and export links were the search's before: gone, and one of that
+  // search answering late is dropped (this one's come once its results are there).
+  S.seq++;
+  for (const id of ["summary", "trend", "effsvg", "exports"]) $(id).replaceChildren();
+  showRound(0);
   // After a reload, as many results as were shown before come back, the cursor where it was.
   const before = shownBefore(c, sid);
   await more(Math.min(Math.max(PAGE, before.n || 0), MAX_RESTORE));
@@ -349,8 +354,9 @@ async function morePage(limit, gen) {
     status(`${S.items.length} results shown` + (S.done ? " (end of ranking)" : ""));
     return r.results.length;
   } catch (e) {
-    if (gen === S.gen) S.loadError = {message: e.message, retry: retryable(e)};
     if (e.network) offline();
+    if (gen !== S.gen) return -1;  // a search no longer shown: its error is not this one's
+    S.loadError = {message: e.message, retry: retryable(e)};
     status(e.message, true);
     return -1;
   }
@@ -556,7 +562,7 @@ async function refreshSide() {
       " · ", h("a", {href: `${base}/export.parquet?x=1${w}`}, "parquet"),
       " · ", h("a", {id: "inquire-search", href: `${base}/export/inquire-search?x=1${w}`}, "INQUIRE-Search CSV"),
       " · ", h("a", {id: "dwca", href: `${base}/export/dwca?x=1${w}`}, "Darwin Core (GBIF)"));
-  } catch (e) { if (e.network) offline(); else status(e.message, true); }
+  } catch (e) { if (e.network) offline(); else if (my === S.seq) status(e.message, true); }
 }
 
 document.addEventListener("keydown", (ev) => {
