@@ -1487,3 +1487,48 @@ def test_a_search_that_fails_to_open_shows_no_summary_or_exports_of_the_one_befo
         assert page.locator("#trend svg, #effsvg svg").count() == 0
     tab.errors.clear()  # the refused request is logged by the browser
     tab.close()
+
+
+def test_a_refusal_after_the_server_was_away_ends_the_offline_banner(
+    browser: Any, server: LiveServer
+) -> None:
+    """The tab is reloaded while the server is away, with a mark not saved yet: the mark and
+    the list of collections get no answer (the banner says so, the page tries again); the
+    next try of the mark is answered with a refusal (a restarted server refuses the page's
+    old CSRF token). The server answers, so the banner that says it does not goes, and the
+    page asks for its list again (it said "Retrying…" while nothing was tried again, and the
+    list of collections stayed empty)."""
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once, on the main app")
+    tab = Tab(browser, server)
+    page = tab.page()
+    _search(page, server, "cal", "azure")
+    puts: list[str] = []
+    lists: list[str] = []
+
+    def mark(route: Any) -> None:  # no answer while the tab is open and after the reload;
+        puts.append(route.request.url)  # then a refusal
+        if len(puts) <= 2:
+            route.abort("connectionrefused")
+        else:
+            route.fulfill(status=403, content_type="application/json", body='{"detail": "nope"}')
+
+    def collections(route: Any) -> None:  # no answer to the reloaded page's first request
+        lists.append(route.request.url)
+        if len(lists) == 1:
+            route.abort("connectionrefused")
+        else:
+            route.continue_()
+
+    page.route("**/marks", mark)
+    page.keyboard.press("1")
+    page.wait_for_selector("#offline:not([hidden])")
+    page.route("**/verify/api/collections", collections)
+    page.goto(f"{server.url}/verify")  # the unsaved mark is kept by the tab
+    page.wait_for_selector("#retry:not([hidden])")  # refused: the banner is drawn in this turn
+    with _state_on_timeout(page, "no offline banner"):
+        assert page.locator("#offline").is_hidden(), page.inner_text("#offline")
+        page.wait_for_function("() => document.getElementById('collection').options.length > 0")
+    assert "nope" in page.inner_text("#status")
+    tab.errors.clear()  # the refused requests are logged by the browser
+    tab.close()

@@ -80,12 +80,14 @@ async function call(url, opts) {
   let r;
   try { r = await fetch(url, Object.assign({credentials: "same-origin"}, opts)); }
   catch (e) { const err = new Error("the server does not answer"); err.network = true; throw err; }
+  // Any answer but a server error means the server is there, a refusal too (a restarted
+  // server refuses the page's old token): the page stops saying it does not answer.
+  if (Q.offline && r.status < 500) online();
   if (!r.ok) {
     let d = r.statusText;
     try { const j = await r.json(); d = j.detail || j.error || d; } catch (e) { /* not JSON */ }
     const err = new Error(typeof d === "string" ? d : JSON.stringify(d)); err.status = r.status; throw err;
   }
-  if (Q.offline) online();
   return r;
 }
 function csrfToken() {
