@@ -1532,3 +1532,32 @@ def test_a_refusal_after_the_server_was_away_ends_the_offline_banner(
     assert "nope" in page.inner_text("#status")
     tab.errors.clear()  # the refused requests are logged by the browser
     tab.close()
+
+
+def test_while_a_collections_saved_searches_load_the_others_are_not_offered(
+    browser: Any, server: LiveServer, two_collections: LiveServer
+) -> None:
+    """The user switches from alpha to beta; until beta's saved searches arrive the list
+    offers none (not alpha's: one picked then would be opened under beta's name)."""
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once")
+    srv = two_collections
+    tab = Tab(browser, srv)
+    page = tab.page()
+    page.goto(f"{srv.url}/verify")
+    page.fill("#who", "ada")
+    page.press("#who", "Tab")
+    _search_in(page, "beta", "beta wait")
+    in_alpha = _search_in(page, "alpha", "alpha wait")
+    page.wait_for_function(
+        "(sid) => [...document.querySelectorAll('#saved option')].some(o => o.value === sid)",
+        arg=in_alpha,
+    )
+    held = _hold_first(page, "**/verify/api/c/beta/searches")
+    page.select_option("#collection", "beta")
+    _wait_held(page, held)
+    saved = page.eval_on_selector_all("#saved option", "os => os.map(o => o.value)")
+    assert saved == [""], saved
+    held[0].continue_()
+    page.wait_for_function("() => document.getElementById('saved').options.length > 1")
+    tab.close()

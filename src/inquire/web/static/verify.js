@@ -236,6 +236,8 @@ async function loadSaved() {
   const c = $("collection").value;
   if (!c) return;
   const my = ++savedSeq;
+  const sel = $("saved");  // another collection's list is not offered while this one's loads
+  if (sel.dataset.c !== c) { options(sel, [["", "saved searches…"]]); sel.dataset.c = c; }
   const ss = await (await call(`${API}/c/${encodeURIComponent(c)}/searches`)).json();
   if (my !== savedSeq || c !== $("collection").value) return;
   options($("saved"), [["", "saved searches…"], ...ss.map(s => {
