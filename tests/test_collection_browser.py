@@ -1561,3 +1561,31 @@ def test_while_a_collections_saved_searches_load_the_others_are_not_offered(
     held[0].continue_()
     page.wait_for_function("() => document.getElementById('saved').options.length > 1")
     tab.close()
+
+
+def test_a_search_sent_while_the_server_is_away_runs_once_it_is_back(
+    browser: Any, server: LiveServer
+) -> None:
+    """A search is sent while the page's list of collections is on its way and the server
+    goes away (the list gets no answer): the page says so, and once the server answers again
+    the search runs (it was asked for; it is not dropped)."""
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once, on the main app")
+    tab = Tab(browser, server)
+    page = tab.page()
+    held = _hold_first(page, "**/verify/api/collections")
+    page.goto(f"{server.url}/verify")
+    _wait_held(page, held)
+    page.fill("#who", "bo")
+    page.press("#who", "Tab")
+    page.fill("#query", "fern")
+    page.press("#query", "Enter")  # waits for the list
+    held[0].abort("connectionrefused")
+    with _state_on_timeout(page, "the search runs once the server is back"):
+        page.wait_for_selector("#r0.current")
+    assert page.input_value("#query") == "fern"
+    page.wait_for_selector("#offline", state="hidden")
+    page.keyboard.press("1")
+    page.wait_for_selector("#r0[data-state='saved']")
+    tab.errors.clear()  # the refused request is logged by the browser
+    tab.close()

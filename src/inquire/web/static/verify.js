@@ -8,7 +8,7 @@
 // with h() and text goes in as text (charts are parsed as SVG, see svgInto).
 const API = window.location.pathname.replace(/\/$/, "") + "/api";
 const S = {c: null, sid: null, items: [], done: false, loading: null, seq: 0, gen: 0, failedAt: -Infinity, retry: null, loadError: null,
-           shared: false, syncSeq: 0, resyncTimer: null, asked: 0, edits: 0, formEdits: 0, askedAt: null};
+           shared: false, syncSeq: 0, resyncTimer: null, asked: 0, resend: 0, edits: 0, formEdits: 0, askedAt: null};
 // S.asked: how many searches were asked for (sent, picked from the saved list, linked); an
 // answer for an older one than the last is dropped, so the page shows the one asked last.
 // S.edits / S.formEdits: how often the user typed in a field (any / the search form), and
@@ -114,6 +114,8 @@ function online() {
   showBanner();
   status(Q.pending.length ? "server is back; sending your marks" : "server is back");
   if (!$("collection").options.length) start();  // the page's first requests got no answer
+  // a search that got no answer, unless another was asked for or the form changed since
+  if (S.resend) { const again = S.resend === S.asked && !typedSinceAsked(true); S.resend = 0; if (again) runSearch(); }
   // nor its search (unless a load or a retry of it is under way: that one goes on)
   if (S.sid && !S.items.length && S.loadError && S.loadError.retry && !S.loading && !S.retry) openSearch(S.c, S.sid);
 }
@@ -260,7 +262,12 @@ function setHash(c, sid) { location.hash = new URLSearchParams({c: c, s: sid}).t
 async function runSearch(ev) {
   if (ev) ev.preventDefault();
   const my = ask();
-  try { await collectionsReady(); } catch (e) { if (e.network) offline(); status(e.message, true); return; }
+  // A search that got no answer (the lists, or the search itself) is sent again once the
+  // server is back (online()), unless another was asked for meanwhile.
+  try { await collectionsReady(); } catch (e) {
+    if (e.network) { S.resend = my; offline(); }
+    status(e.message, true); return;
+  }
   if (my !== S.asked) return;  // sent again meanwhile: the newer one runs
   const c = $("collection").value;
   if (!c) {
@@ -271,13 +278,19 @@ async function runSearch(ev) {
     date_from: $("from").value || null, date_to: $("to").value || null, bbox: $("bbox").value || null,
     under: $("under").value ? $("under").value.split(",") : [],
     like: $("like").value ? $("like").value.split(",") : [], who: who()};
+  let made = false;
   try {
     const r = await (await send("POST", `${API}/c/${encodeURIComponent(c)}/searches`, body)).json();
+    made = true;
     if (my !== S.asked) return;  // another search was asked for while this one was made
     setHash(c, r.search_id);
     await openSearch(c, r.search_id);
     await loadSaved();
-  } catch (e) { if (e.network) offline(); if (my === S.asked) status(e.message, true); }
+  } catch (e) {
+    if (e.network && my === S.asked && !made) S.resend = my;  // not made: sent again
+    if (e.network) offline();
+    if (my === S.asked) status(e.message, true);
+  }
 }
 
 async function openSearch(c, sid) {
