@@ -1349,3 +1349,243 @@ def test_a_new_search_loads_at_once_after_a_failed_load_of_the_last(
     page.clock.resume()
     tab.errors.clear()  # the refused request is logged by the browser
     tab.close()
+
+
+def test_typing_while_a_linked_search_opens_stays_typing(browser: Any, server: LiveServer) -> None:
+    """A link opens its search at once, on a slow server maybe while the user already types a
+    search of their own: when the linked results arrive, the field keeps the focus and the
+    text typed (the linked search's text does not replace it, and the rest of the word does
+    not become marks on the results)."""
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once, on the main app")
+    tab = Tab(browser, server)
+    linked = _search(tab.page(), server, "yul", "khaki")
+    page = tab.page()
+    page.add_init_script(_COUNT_READS)
+    held = _hold_first(page, f"**/searches/{linked}/results", method="POST")
+    page.goto(f"{server.url}/verify#c=walk&s={linked}")
+    _wait_held(page, held)
+    page.fill("#who", "yul")
+    page.click("#query")
+    page.keyboard.type("sun")
+    _release(page, held[0])  # the linked results arrive while the user types
+    page.keyboard.type("ny")
+    with _state_on_timeout(page, "the linked results, the field still typed in"):
+        page.wait_for_selector(".result.current")
+        assert page.evaluate("() => document.querySelector('.result.current').id") == "r0"
+        assert page.input_value("#query") == "sunny"
+        assert page.evaluate("() => document.activeElement.id") == "query"
+        assert page.locator(".result[data-mark='']").count() == 24  # no mark was made
+    assert _server_marks(server, linked, "yul") == {}
+    page.press("#query", "Enter")  # the search typed runs, and keys then mark its results
+    page.wait_for_function(
+        "(sid) => document.querySelector('#r0.current')"
+        " && new URLSearchParams(location.hash.slice(1)).get('s') !== sid"
+        " && document.activeElement.id === 'list'",
+        arg=linked,
+    )
+    assert page.input_value("#query") == "sunny"
+    page.keyboard.press("1")
+    page.wait_for_selector("#r0[data-state='saved']")
+    tab.close()
+
+
+def test_back_to_a_search_of_another_collection_shows_that_collections_saved_searches(
+    browser: Any, server: LiveServer, two_collections: LiveServer
+) -> None:
+    """A search of alpha, then one of beta; the browser's Back opens the alpha search again
+    (its collection chosen): the saved searches listed are alpha's too, so a search picked
+    from them is one of the collection shown (not a beta search id sent under alpha's name)."""
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once")
+    srv = two_collections
+    tab = Tab(browser, srv)
+    page = tab.page()
+    page.goto(f"{srv.url}/verify")
+    page.fill("#who", "zoe")
+    page.press("#who", "Tab")
+    in_alpha = _search_in(page, "alpha", "alpha back")
+    in_beta = _search_in(page, "beta", "beta back")
+    page.wait_for_function(
+        "(sid) => [...document.querySelectorAll('#saved option')].some(o => o.value === sid)",
+        arg=in_beta,
+    )
+    page.go_back()
+    page.wait_for_function(
+        "() => document.getElementById('query').value === 'alpha back'"
+        " && document.querySelector('#r0.current')"
+    )
+    assert page.input_value("#collection") == "alpha"
+    with _state_on_timeout(page, "alpha's saved searches"):
+        page.wait_for_function(
+            "(sid) => [...document.querySelectorAll('#saved option')].some(o => o.value === sid)",
+            arg=in_alpha,
+        )
+    saved = page.eval_on_selector_all("#saved option", "os => os.map(o => o.value)")
+    assert saved == ["", in_alpha], saved
+    tab.close()
+
+
+def test_a_failed_load_of_a_search_left_meanwhile_is_not_reported_on_the_next(
+    browser: Any, server: LiveServer
+) -> None:
+    """More results of a search are asked for (m) and are slow; the user sends another search
+    and it shows; then the first load fails: the error is the first search's, and the status
+    line of the search shown does not report it."""
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once, on the main app")
+    tab = Tab(browser, server)
+    page = tab.page()
+    page.add_init_script(_COUNT_READS)
+    first = _search(page, server, "abe", "teal")
+    held = _hold_first(page, "**/results", method="POST")
+    page.keyboard.press("m")
+    _wait_held(page, held)
+    page.fill("#query", "navy blue")
+    page.press("#query", "Enter")
+    page.wait_for_function(
+        "(sid) => S.sid !== sid && document.querySelector('#r0.current')"
+        " && document.getElementById('status').textContent.includes('results shown')",
+        arg=first,
+    )
+    n = int(page.evaluate("() => window.__heldRead"))
+    held[0].fulfill(
+        status=500,
+        content_type="application/json",
+        body='{"detail": "boom"}',
+        headers={"x-test-held": "1"},
+    )
+    page.wait_for_function("(n) => window.__heldRead > n", arg=n)
+    assert page.get_attribute("#status", "class") != "err", page.inner_text("#status")
+    assert "boom" not in page.inner_text("#status")
+    tab.errors.clear()  # the refused request is logged by the browser
+    tab.close()
+
+
+def test_a_search_that_fails_to_open_shows_no_summary_or_exports_of_the_one_before(
+    browser: Any, server: LiveServer
+) -> None:
+    """A search with marks shows its summary, charts and export links; a link to a search
+    that cannot be opened (gone, mistyped) empties them: they would describe (and download)
+    the search before, not the one the page names."""
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once, on the main app")
+    tab = Tab(browser, server)
+    page = tab.page()
+    _search(page, server, "bea", "plum red")
+    page.keyboard.press("1")
+    _all_saved(page)
+    page.wait_for_function("() => document.getElementById('csv')")
+    page.goto(f"{server.url}/verify#c=walk&s=notasearch")  # same document: a hash change only
+    page.wait_for_function(
+        "() => S.sid === 'notasearch' && S.loadError"
+        " && document.getElementById('status').className === 'err'"
+    )
+    with _state_on_timeout(page, "no summary of the search before"):
+        assert page.locator("#csv").count() == 0
+        assert page.inner_text("#summary") == ""
+        assert page.locator("#trend svg, #effsvg svg").count() == 0
+    tab.errors.clear()  # the refused request is logged by the browser
+    tab.close()
+
+
+def test_a_refusal_after_the_server_was_away_ends_the_offline_banner(
+    browser: Any, server: LiveServer
+) -> None:
+    """The tab is reloaded while the server is away, with a mark not saved yet: the mark and
+    the list of collections get no answer (the banner says so, the page tries again); the
+    next try of the mark is answered with a refusal (a restarted server refuses the page's
+    old CSRF token). The server answers, so the banner that says it does not goes, and the
+    page asks for its list again (it said "Retrying…" while nothing was tried again, and the
+    list of collections stayed empty)."""
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once, on the main app")
+    tab = Tab(browser, server)
+    page = tab.page()
+    _search(page, server, "cal", "azure")
+    puts: list[str] = []
+    lists: list[str] = []
+
+    def mark(route: Any) -> None:  # no answer while the tab is open and after the reload;
+        puts.append(route.request.url)  # then a refusal
+        if len(puts) <= 2:
+            route.abort("connectionrefused")
+        else:
+            route.fulfill(status=403, content_type="application/json", body='{"detail": "nope"}')
+
+    def collections(route: Any) -> None:  # no answer to the reloaded page's first request
+        lists.append(route.request.url)
+        if len(lists) == 1:
+            route.abort("connectionrefused")
+        else:
+            route.continue_()
+
+    page.route("**/marks", mark)
+    page.keyboard.press("1")
+    page.wait_for_selector("#offline:not([hidden])")
+    page.route("**/verify/api/collections", collections)
+    page.goto(f"{server.url}/verify")  # the unsaved mark is kept by the tab
+    page.wait_for_selector("#retry:not([hidden])")  # refused: the banner is drawn in this turn
+    with _state_on_timeout(page, "no offline banner"):
+        assert page.locator("#offline").is_hidden(), page.inner_text("#offline")
+        page.wait_for_function("() => document.getElementById('collection').options.length > 0")
+    assert "nope" in page.inner_text("#status")
+    tab.errors.clear()  # the refused requests are logged by the browser
+    tab.close()
+
+
+def test_while_a_collections_saved_searches_load_the_others_are_not_offered(
+    browser: Any, server: LiveServer, two_collections: LiveServer
+) -> None:
+    """The user switches from alpha to beta; until beta's saved searches arrive the list
+    offers none (not alpha's: one picked then would be opened under beta's name)."""
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once")
+    srv = two_collections
+    tab = Tab(browser, srv)
+    page = tab.page()
+    page.goto(f"{srv.url}/verify")
+    page.fill("#who", "ada")
+    page.press("#who", "Tab")
+    _search_in(page, "beta", "beta wait")
+    in_alpha = _search_in(page, "alpha", "alpha wait")
+    page.wait_for_function(
+        "(sid) => [...document.querySelectorAll('#saved option')].some(o => o.value === sid)",
+        arg=in_alpha,
+    )
+    held = _hold_first(page, "**/verify/api/c/beta/searches")
+    page.select_option("#collection", "beta")
+    _wait_held(page, held)
+    saved = page.eval_on_selector_all("#saved option", "os => os.map(o => o.value)")
+    assert saved == [""], saved
+    held[0].continue_()
+    page.wait_for_function("() => document.getElementById('saved').options.length > 1")
+    tab.close()
+
+
+def test_a_search_sent_while_the_server_is_away_runs_once_it_is_back(
+    browser: Any, server: LiveServer
+) -> None:
+    """A search is sent while the page's list of collections is on its way and the server
+    goes away (the list gets no answer): the page says so, and once the server answers again
+    the search runs (it was asked for; it is not dropped)."""
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once, on the main app")
+    tab = Tab(browser, server)
+    page = tab.page()
+    held = _hold_first(page, "**/verify/api/collections")
+    page.goto(f"{server.url}/verify")
+    _wait_held(page, held)
+    page.fill("#who", "bo")
+    page.press("#who", "Tab")
+    page.fill("#query", "fern")
+    page.press("#query", "Enter")  # waits for the list
+    held[0].abort("connectionrefused")
+    with _state_on_timeout(page, "the search runs once the server is back"):
+        page.wait_for_selector("#r0.current")
+    assert page.input_value("#query") == "fern"
+    page.wait_for_selector("#offline", state="hidden")
+    page.keyboard.press("1")
+    page.wait_for_selector("#r0[data-state='saved']")
+    tab.errors.clear()  # the refused request is logged by the browser
+    tab.close()

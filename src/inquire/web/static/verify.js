@@ -8,9 +8,14 @@
 // with h() and text goes in as text (charts are parsed as SVG, see svgInto).
 const API = window.location.pathname.replace(/\/$/, "") + "/api";
 const S = {c: null, sid: null, items: [], done: false, loading: null, seq: 0, gen: 0, failedAt: -Infinity, retry: null, loadError: null,
-           shared: false, syncSeq: 0, resyncTimer: null, asked: 0};
+           shared: false, syncSeq: 0, resyncTimer: null, asked: 0, resend: 0, edits: 0, formEdits: 0, askedAt: null};
 // S.asked: how many searches were asked for (sent, picked from the saved list, linked); an
 // answer for an older one than the last is dropped, so the page shows the one asked last.
+// S.edits / S.formEdits: how often the user typed in a field (any / the search form), and
+// S.askedAt what they were, and which element had the focus, when the last search was asked:
+// typing since then means the user is busy in a field (a link opens at once, maybe while they
+// type), so the results leave the form's text and the focus alone (a letter meant for a
+// field must not become a mark).
 const $ = (id) => document.getElementById(id);
 const LABEL = {relevant: "relevant", not_relevant: "not relevant", unsure: "unsure"};
 const KEYS = {"1": "relevant", "y": "relevant", "2": "not_relevant", "n": "not_relevant",
@@ -75,12 +80,14 @@ async function call(url, opts) {
   let r;
   try { r = await fetch(url, Object.assign({credentials: "same-origin"}, opts)); }
   catch (e) { const err = new Error("the server does not answer"); err.network = true; throw err; }
+  // Any answer but a server error means the server is there, a refusal too (a restarted
+  // server refuses the page's old token): the page stops saying it does not answer.
+  if (Q.offline && r.status < 500) online();
   if (!r.ok) {
     let d = r.statusText;
     try { const j = await r.json(); d = j.detail || j.error || d; } catch (e) { /* not JSON */ }
     const err = new Error(typeof d === "string" ? d : JSON.stringify(d)); err.status = r.status; throw err;
   }
-  if (Q.offline) online();
   return r;
 }
 function csrfToken() {
@@ -107,6 +114,8 @@ function online() {
   showBanner();
   status(Q.pending.length ? "server is back; sending your marks" : "server is back");
   if (!$("collection").options.length) start();  // the page's first requests got no answer
+  // a search that got no answer, unless another was asked for or the form changed since
+  if (S.resend) { const again = S.resend === S.asked && !typedSinceAsked(true); S.resend = 0; if (again) runSearch(); }
   // nor its search (unless a load or a retry of it is under way: that one goes on)
   if (S.sid && !S.items.length && S.loadError && S.loadError.retry && !S.loading && !S.retry) openSearch(S.c, S.sid);
 }
@@ -229,6 +238,8 @@ async function loadSaved() {
   const c = $("collection").value;
   if (!c) return;
   const my = ++savedSeq;
+  const sel = $("saved");  // another collection's list is not offered while this one's loads
+  if (sel.dataset.c !== c) { options(sel, [["", "saved searches…"]]); sel.dataset.c = c; }
   const ss = await (await call(`${API}/c/${encodeURIComponent(c)}/searches`)).json();
   if (my !== savedSeq || c !== $("collection").value) return;
   options($("saved"), [["", "saved searches…"], ...ss.map(s => {
@@ -237,13 +248,26 @@ async function loadSaved() {
     return [s.search_id, `${text || "(by example)"} · ${s.n_marks} marks`];
   })]);
 }
+function ask() {
+  S.askedAt = {edits: S.edits, formEdits: S.formEdits, focus: document.activeElement};
+  return ++S.asked;
+}
+function typedSinceAsked(form) {
+  const a = S.askedAt;
+  return !!a && (form ? S.formEdits !== a.formEdits : S.edits !== a.edits);
+}
 function readHash() { return Object.fromEntries(new URLSearchParams(location.hash.slice(1))); }
 function setHash(c, sid) { location.hash = new URLSearchParams({c: c, s: sid}).toString(); }
 
 async function runSearch(ev) {
   if (ev) ev.preventDefault();
-  const my = ++S.asked;
-  try { await collectionsReady(); } catch (e) { if (e.network) offline(); status(e.message, true); return; }
+  const my = ask();
+  // A search that got no answer (the lists, or the search itself) is sent again once the
+  // server is back (online()), unless another was asked for meanwhile.
+  try { await collectionsReady(); } catch (e) {
+    if (e.network) { S.resend = my; offline(); }
+    status(e.message, true); return;
+  }
   if (my !== S.asked) return;  // sent again meanwhile: the newer one runs
   const c = $("collection").value;
   if (!c) {
@@ -254,13 +278,19 @@ async function runSearch(ev) {
     date_from: $("from").value || null, date_to: $("to").value || null, bbox: $("bbox").value || null,
     under: $("under").value ? $("under").value.split(",") : [],
     like: $("like").value ? $("like").value.split(",") : [], who: who()};
+  let made = false;
   try {
     const r = await (await send("POST", `${API}/c/${encodeURIComponent(c)}/searches`, body)).json();
+    made = true;
     if (my !== S.asked) return;  // another search was asked for while this one was made
     setHash(c, r.search_id);
     await openSearch(c, r.search_id);
     await loadSaved();
-  } catch (e) { if (e.network) offline(); if (my === S.asked) status(e.message, true); }
+  } catch (e) {
+    if (e.network && my === S.asked && !made) S.resend = my;  // not made: sent again
+    if (e.network) offline();
+    if (my === S.asked) status(e.message, true);
+  }
 }
 
 async function openSearch(c, sid) {
@@ -269,12 +299,21 @@ async function openSearch(c, sid) {
   const gen = ++S.gen;
   KQ.reset();
   $("list").replaceChildren();
+  // The summary, charts and export links were the search's before: gone, and one of that
+  // search answering late is dropped (this one's come once its results are there).
+  S.seq++;
+  for (const id of ["summary", "trend", "effsvg", "exports"]) $(id).replaceChildren();
+  showRound(0);
   // After a reload, as many results as were shown before come back, the cursor where it was.
   const before = shownBefore(c, sid);
   await more(Math.min(Math.max(PAGE, before.n || 0), MAX_RESTORE));
   if (gen !== S.gen) return;  // another search was opened meanwhile: this one is gone
   if (before.cur > 0 && before.cur < S.items.length) KQ.push({op: "goto", i: before.cur});
-  $("list").focus({preventScroll: true});  // so the first key press marks the first result
+  // So the first key press marks the first result; not while the user is busy in a field.
+  const a = document.activeElement;
+  if (!typedSinceAsked(false) && (!a || a === document.body || a === $("list") || a === (S.askedAt || {}).focus)) {
+    $("list").focus({preventScroll: true});
+  }
   refreshSide();
 }
 
@@ -314,14 +353,14 @@ async function morePage(limit, gen) {
     const r = await (await send("POST", url, {offset: S.items.length, limit: limit})).json();
     if (gen !== S.gen) return -1;  // another search was opened meanwhile
     S.loadError = null;
-    if (first) {  // fill the form with the search shown, but never overwrite later typing
+    if (first && !typedSinceAsked(true)) {  // fill the form with the search shown, but never overwrite later typing
       const rq = r.request;
       $("query").value = rq.text; $("taxon").value = rq.filters.taxa.join(",");
       $("from").value = rq.filters.date_from || ""; $("to").value = rq.filters.date_to || "";
       $("bbox").value = rq.filters.bbox ? rq.filters.bbox.join(",") : ""; $("like").value = rq.like.join(",");
       $("under").value = (rq.filters.under || []).join(",");
-      showRound(r.round || 0, r.round_model || "", r.round_relevant || 0, r.round_not_relevant || 0);
     }
+    if (first) showRound(r.round || 0, r.round_model || "", r.round_relevant || 0, r.round_not_relevant || 0);
     for (const it of r.results) {
       keepLocal(it);
       S.items.push(it);
@@ -332,8 +371,9 @@ async function morePage(limit, gen) {
     status(`${S.items.length} results shown` + (S.done ? " (end of ranking)" : ""));
     return r.results.length;
   } catch (e) {
-    if (gen === S.gen) S.loadError = {message: e.message, retry: retryable(e)};
     if (e.network) offline();
+    if (gen !== S.gen) return -1;  // a search no longer shown: its error is not this one's
+    S.loadError = {message: e.message, retry: retryable(e)};
     status(e.message, true);
     return -1;
   }
@@ -539,7 +579,7 @@ async function refreshSide() {
       " · ", h("a", {href: `${base}/export.parquet?x=1${w}`}, "parquet"),
       " · ", h("a", {id: "inquire-search", href: `${base}/export/inquire-search?x=1${w}`}, "INQUIRE-Search CSV"),
       " · ", h("a", {id: "dwca", href: `${base}/export/dwca?x=1${w}`}, "Darwin Core (GBIF)"));
-  } catch (e) { if (e.network) offline(); else status(e.message, true); }
+  } catch (e) { if (e.network) offline(); else if (my === S.seq) status(e.message, true); }
 }
 
 document.addEventListener("keydown", (ev) => {
@@ -563,13 +603,17 @@ $("collection").addEventListener("change", () => loadSaved().catch(e => status(e
 $("saved").addEventListener("change", () => {
   const sid = $("saved").value, c = $("collection").value;
   if (!sid) return;
-  S.asked++;
+  ask();
   setHash(c, sid);
   openSearch(c, sid);
 });
 $("by").addEventListener("change", refreshSide);
 $("mine").addEventListener("change", refreshSide);
 $("who").addEventListener("change", () => { setWho(who()); S.items.forEach((it, i) => paint($("r" + i), it)); refreshSide(); });
+document.addEventListener("input", (ev) => {
+  S.edits++;
+  if (ev.target && ev.target.closest && ev.target.closest("#search")) S.formEdits++;
+}, true);
 if (channel) channel.onmessage = (ev) => remoteMark(ev.data);
 document.addEventListener("visibilitychange", () => { if (document.visibilityState === "visible") resync(); });
 window.addEventListener("focus", resync);
@@ -579,9 +623,13 @@ window.addEventListener("online", () => { if (Q.offline) probe(); });
 window.addEventListener("hashchange", () => {
   const hs = readHash();
   if (!hs.c || !hs.s || (hs.c === S.c && hs.s === S.sid)) return;
-  S.asked++;
+  ask();
+  const was = $("collection").value;
   chooseCollection(hs.c);
   openSearch(hs.c, hs.s);
+  // Back / Forward / a link to a search of another collection: list that collection's saved
+  // searches (a search picked from the list is one of the collection chosen).
+  if ($("collection").value !== was) loadSaved().catch(e => status(e.message, true));
 });
 // Charts are drawn at their box's width: draw them again when the window changes size.
 window.addEventListener("resize", () => { clearTimeout(S.resized); S.resized = setTimeout(refreshSide, 250); });
@@ -592,7 +640,7 @@ window.addEventListener("resize", () => { clearTimeout(S.resized); S.resized = s
 // for (a search sent while the lists load is the one shown).
 async function start() {
   const hs = readHash();
-  if (hs.c && hs.s && !S.asked) { S.asked++; openSearch(hs.c, hs.s); }
+  if (hs.c && hs.s && !S.asked) { ask(); openSearch(hs.c, hs.s); }
   try { await collectionsReady(); } catch (e) { if (e.network) offline(); status(e.message, true); return; }
   const now = readHash();  // a search sent or a link pasted meanwhile names its collection
   if (now.c) chooseCollection(now.c);  // a search sent meanwhile runs in it too (none was chosen)
