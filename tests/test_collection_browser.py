@@ -155,12 +155,24 @@ class Tab:
         assert all(tok in self.tokens for _, tok in self.writes), self.writes
 
 
-def _search(pg: Any, server: LiveServer, who: str, text: str) -> str:
+def _open_as(pg: Any, server: LiveServer, who: str) -> None:
+    """Open the page and type a name in it."""
     pg.goto(f"{server.url}/verify")
+    pg.fill("#who", who)
+    pg.press("#who", "Tab")
+
+
+def _send(pg: Any, who: str, text: str) -> None:
+    """Type a name and a search text in the form and send it (Enter)."""
     pg.fill("#who", who)
     pg.press("#who", "Tab")
     pg.fill("#query", text)
     pg.press("#query", "Enter")
+
+
+def _search(pg: Any, server: LiveServer, who: str, text: str) -> str:
+    pg.goto(f"{server.url}/verify")
+    _send(pg, who, text)
     pg.wait_for_selector("#r0.current")
     pg.wait_for_function("() => document.activeElement && document.activeElement.id === 'list'")
     return str(pg.evaluate("() => new URLSearchParams(location.hash.slice(1)).get('s')"))
@@ -787,10 +799,7 @@ def test_with_no_collection_a_search_says_how_to_make_one(
         tab = Tab(browser, empty)
         page = tab.page()
         page.goto(f"{empty.url}/verify")
-        page.fill("#who", "jo")
-        page.press("#who", "Tab")
-        page.fill("#query", "plum")
-        page.press("#query", "Enter")
+        _send(page, "jo", "plum")
         page.wait_for_function(
             "() => document.getElementById('status').className === 'err' && document"
             ".getElementById('status').textContent.includes('inquire collection create')"
@@ -862,10 +871,7 @@ def test_a_linked_search_opened_late_does_not_replace_the_one_the_user_sent(
     held = _hold_first(page, "**/verify/api/c/walk/searches")  # the saved list: the page waits
     page.goto(f"{server.url}/verify#c=walk&s={linked}")
     _wait_held(page, held)
-    page.fill("#who", "kim")
-    page.press("#who", "Tab")
-    page.fill("#query", "sand")
-    page.press("#query", "Enter")
+    _send(page, "kim", "sand")
     page.wait_for_function(
         "() => document.getElementById('query').value === 'sand'"
         " && document.querySelector('#r0.current')"
@@ -900,10 +906,7 @@ def test_a_search_left_while_loading_does_not_move_the_cursor_of_the_next(
     held = _hold_first(page, f"**/searches/{slow}/results", method="POST")
     page.goto(f"{server.url}/verify#c=walk&s={slow}")
     _wait_held(page, held)
-    page.fill("#who", "lia")
-    page.press("#who", "Tab")
-    page.fill("#query", "slate")
-    page.press("#query", "Enter")
+    _send(page, "lia", "slate")
     page.wait_for_function(
         "() => document.getElementById('query').value === 'slate'"
         " && document.querySelector('#r0.current')"
@@ -963,10 +966,7 @@ def test_a_link_naming_an_unknown_collection_leaves_the_search_form_usable(
     page.goto(f"{server.url}/verify#c=gone&s=abc")
     page.wait_for_function("() => document.getElementById('status').className === 'err'")
     assert page.input_value("#collection") == "walk"
-    page.fill("#who", "ned")
-    page.press("#who", "Tab")
-    page.fill("#query", "mint")
-    page.press("#query", "Enter")
+    _send(page, "ned", "mint")
     page.wait_for_function(
         "() => document.querySelector('#r0.current')"
         " || document.getElementById('status').textContent.includes('collection create')"
@@ -986,10 +986,7 @@ def test_a_search_sent_twice_shows_the_last_one_sent(browser: Any, server: LiveS
     page.add_init_script(_COUNT_READS)
     held = _hold_first(page, "**/verify/api/c/walk/searches", method="POST")
     page.goto(f"{server.url}/verify")
-    page.fill("#who", "oli")
-    page.press("#who", "Tab")
-    page.fill("#query", "wheat")
-    page.press("#query", "Enter")
+    _send(page, "oli", "wheat")
     _wait_held(page, held)
     page.fill("#query", "ochre")
     page.press("#query", "Enter")
@@ -1031,10 +1028,7 @@ def test_a_search_after_the_collections_failed_asks_for_them_again(
         "() => document.getElementById('status').className === 'err'"
         " && document.getElementById('status').textContent === 'boom'"
     )
-    page.fill("#who", "pia")
-    page.press("#who", "Tab")
-    page.fill("#query", "rose")
-    page.press("#query", "Enter")
+    _send(page, "pia", "rose")
     with _state_on_timeout(page, "the search runs once the list is there"):
         page.wait_for_selector("#r0.current")
     assert page.input_value("#collection") == "walk"
@@ -1082,9 +1076,7 @@ def test_switching_collections_shows_the_saved_searches_of_the_one_chosen(
     srv = two_collections
     tab = Tab(browser, srv)
     maker = tab.page()
-    maker.goto(f"{srv.url}/verify")
-    maker.fill("#who", "quin")
-    maker.press("#who", "Tab")
+    _open_as(maker, srv, "quin")
     in_beta = _search_in(maker, "beta", "beta things")
     _search_in(maker, "alpha", "alpha things")
     page = tab.page()
@@ -1111,9 +1103,7 @@ def test_a_mark_made_while_a_new_search_is_sent_goes_to_the_search_shown(
     srv = two_collections
     tab = Tab(browser, srv)
     page = tab.page()
-    page.goto(f"{srv.url}/verify")
-    page.fill("#who", "ray")
-    page.press("#who", "Tab")
+    _open_as(page, srv, "ray")
     in_alpha = _search_in(page, "alpha", "alpha view")
     held = _hold_first(page, "**/verify/api/c/beta/searches", method="POST")
     page.select_option("#collection", "beta")
@@ -1401,9 +1391,7 @@ def test_back_to_a_search_of_another_collection_shows_that_collections_saved_sea
     srv = two_collections
     tab = Tab(browser, srv)
     page = tab.page()
-    page.goto(f"{srv.url}/verify")
-    page.fill("#who", "zoe")
-    page.press("#who", "Tab")
+    _open_as(page, srv, "zoe")
     in_alpha = _search_in(page, "alpha", "alpha back")
     in_beta = _search_in(page, "beta", "beta back")
     page.wait_for_function(
@@ -1544,9 +1532,7 @@ def test_while_a_collections_saved_searches_load_the_others_are_not_offered(
     srv = two_collections
     tab = Tab(browser, srv)
     page = tab.page()
-    page.goto(f"{srv.url}/verify")
-    page.fill("#who", "ada")
-    page.press("#who", "Tab")
+    _open_as(page, srv, "ada")
     _search_in(page, "beta", "beta wait")
     in_alpha = _search_in(page, "alpha", "alpha wait")
     page.wait_for_function(
@@ -1576,10 +1562,7 @@ def test_a_search_sent_while_the_server_is_away_runs_once_it_is_back(
     held = _hold_first(page, "**/verify/api/collections")
     page.goto(f"{server.url}/verify")
     _wait_held(page, held)
-    page.fill("#who", "bo")
-    page.press("#who", "Tab")
-    page.fill("#query", "fern")
-    page.press("#query", "Enter")  # waits for the list
+    _send(page, "bo", "fern")  # waits for the list
     held[0].abort("connectionrefused")
     with _state_on_timeout(page, "the search runs once the server is back"):
         page.wait_for_selector("#r0.current")
