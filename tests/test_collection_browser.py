@@ -123,6 +123,7 @@ class Tab:
         self.tokens = {TOKEN}  # every token a page was served with (each page gets its own)
         self.context.route(f"{server.url}/verify", self._with_token)
         self.context.on("request", self._record)
+        self.context.route(f"{server.url}/verify/api/token", self._fresh_token)
 
     def _with_token(self, route: Any) -> None:
         # The page reads the token from <meta name="csrf-token">; a server that renders one
@@ -135,6 +136,12 @@ class Tab:
         else:
             body = body.replace("<head>", f'<head><meta name="csrf-token" content="{TOKEN}">', 1)
         route.fulfill(response=resp, body=body)
+
+    def _fresh_token(self, route: Any) -> None:
+        # A token the page asks for afresh (the server no longer knew its own) is one too.
+        resp = route.fetch()
+        self.tokens.add(resp.json()["token"])
+        route.fulfill(response=resp)
 
     def _record(self, req: Any) -> None:
         if req.method in ("POST", "PUT", "DELETE", "PATCH"):
@@ -1570,5 +1577,35 @@ def test_a_search_sent_while_the_server_is_away_runs_once_it_is_back(
     page.wait_for_selector("#offline", state="hidden")
     page.keyboard.press("1")
     page.wait_for_selector("#r0[data-state='saved']")
+    tab.errors.clear()  # the refused request is logged by the browser
+    tab.close()
+
+
+def test_a_token_the_server_no_longer_knows_is_replaced_and_the_mark_saved(
+    browser: Any, server: LiveServer
+) -> None:
+    """The server was restarted while the page stayed open (its CSRF key is made per
+    process): the page's token is refused, so the page asks for a fresh one and the mark is
+    saved, with no reload."""
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once, on the main app")
+    import secrets
+
+    from inquire.web.security import guard_of
+
+    tab = Tab(browser, server)
+    page = tab.page()
+    sid = _search(page, server, "uma", "peach")
+    ids = _ids(page)
+    page.keyboard.press("1")
+    page.wait_for_selector("#r0[data-state='saved']")
+    before = set(tab.tokens)
+    guard_of(server.app)._key = secrets.token_bytes(32)  # as a restarted server's
+    page.keyboard.press("n")
+    with _state_on_timeout(page, "the mark is sent again with a fresh token"):
+        page.wait_for_selector("#r1[data-state='saved']")
+    assert _server_marks(server, sid, "uma") == {ids[0]: "relevant", ids[1]: "not_relevant"}
+    assert tab.tokens - before, "no fresh token was asked for"
+    assert page.locator("#offline").is_hidden()
     tab.errors.clear()  # the refused request is logged by the browser
     tab.close()

@@ -128,3 +128,26 @@ def test_verify_app_answers_every_error_in_one_shape(tmp_path: Path) -> None:
     head = client.head("/verify")  # HEAD as GET, without the body
     assert head.status_code == 200 and head.content == b""
     assert head.headers["content-type"].startswith("text/html")
+
+
+def test_a_fresh_token_is_given_only_to_this_server_and_never_cached(tmp_path: Path) -> None:
+    """``/verify/api/token``: what a page whose token the server no longer knows (it was
+    restarted) asks for. It is a token of this server, made anew each time, never cached,
+    readable by no other origin (no CORS headers), and refused to a foreign Host."""
+    from fastapi.testclient import TestClient
+
+    from inquire.web.security import guard_of
+    from inquire.web.verify import make_app
+
+    (tmp_path / "cols").mkdir()
+    app = make_app(tmp_path / "cols")
+    client = page_client(app)
+    one = client.get("/verify/api/token", headers={"origin": "http://evil.example"})
+    two = client.get("/verify/api/token")
+    assert one.status_code == two.status_code == 200
+    assert one.headers["cache-control"] == "no-store"
+    assert not any(h.startswith("access-control-") for h in one.headers)
+    tokens = [one.json()["token"], two.json()["token"]]
+    assert tokens[0] != tokens[1] and all(guard_of(app).token_ok(t) for t in tokens)
+    foreign = TestClient(app, base_url="http://evil.example")
+    assert foreign.get("/verify/api/token").status_code == 400

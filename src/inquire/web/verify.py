@@ -244,6 +244,14 @@ def make_router(
         body = (files("inquire.web") / "static" / name).read_bytes()
         return Response(body, media_type=_ASSETS[name])
 
+    @r.get("/api/token", include_in_schema=False)
+    def token(request: Request) -> Response:
+        # A fresh CSRF token for a page whose token this server no longer knows (it was
+        # restarted). Like the page itself, only a page of this origin can read it (no CORS
+        # headers are ever sent), and a foreign Host is refused (check_request).
+        body = json.dumps({"token": csrf_token(request)})
+        return Response(body, media_type="application/json", headers={"cache-control": "no-store"})
+
     @r.get("/api/collections")
     @_http_errors
     def collections() -> list[dict[str, Any]]:

@@ -95,11 +95,27 @@ function csrfToken() {
   return m ? m.getAttribute("content") : null;
 }
 // Every state-changing request (POST, PUT, DELETE) goes through here: it carries the CSRF token.
-function send(method, url, body) {
+// A server that no longer knows the page's token (it was restarted) refuses it: the page asks
+// for a fresh one and sends the request once more.
+async function send(method, url, body) {
+  try { return await sendOnce(method, url, body); }
+  catch (e) {
+    if (e.status !== 403 || !/X-CSRF-Token/.test(e.message)) throw e;
+    await freshToken();
+    return sendOnce(method, url, body);
+  }
+}
+function sendOnce(method, url, body) {
   const headers = {"content-type": "application/json"};
   const token = csrfToken();
   if (token) headers["X-CSRF-Token"] = token;
   return call(url, {method, headers, body: JSON.stringify(body)});
+}
+async function freshToken() {
+  const r = await (await call(API + "/token")).json();
+  let m = document.querySelector('meta[name="csrf-token"]');
+  if (!m) { m = document.createElement("meta"); m.setAttribute("name", "csrf-token"); document.head.appendChild(m); }
+  m.setAttribute("content", String(r.token));
 }
 function retryable(e) { return e.network || (e.status >= 500) || e.status === 429; }
 
