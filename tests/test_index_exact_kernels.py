@@ -90,6 +90,7 @@ def _fake_onednn(kind):
 @pytest.mark.parametrize("kind", ["bf16", "transposed", "raises"])
 def test_a_onednn_gemm_failing_its_self_check_is_never_used(monkeypatch, kind):
     monkeypatch.setattr(kernels_mod, "_onednn_checked", {})
+    monkeypatch.setattr(kernels_mod, "_gemm_shapes", {})
     monkeypatch.setattr(kernels_mod, "_fastest", {})
     monkeypatch.setattr(kernels_mod, "_onednn_gemm", _fake_onednn(kind))
     assert kernels_mod.onednn_gemm_ok(torch) is False

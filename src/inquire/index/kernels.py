@@ -148,22 +148,10 @@ def _onednn_gemm(torch: Any, q: Any, x: Any) -> Any:
 
 
 def _onednn_self_check(torch: Any) -> bool:
-    """Whether oneDNN's GEMM returns float32 sums of unrounded float32 products, right shape.
-
-    Rows of ``m (1 + 2**-16)`` (``m`` = 1..4) against queries of ones, 32 terms: every
-    partial sum, in any order, is exact in float32 (at most 23 significant bits), so the
-    result is ``32 m (1 + 2**-16)`` exactly; inputs rounded to bfloat16, TF32 or float16 lose
-    the ``2**-16`` and give ``32 m``. Then random rows of an odd shape against the float64
-    product, within the float32 bound ``gamma_d ||q|| ||x||``.
-    """
-    d = 32
-    x = torch.arange(1, 5, dtype=torch.float64)[:, None] * (1 + 2.0**-16) * torch.ones(d)
-    q = torch.ones((3, d), dtype=torch.float64)
-    got = _onednn_gemm(torch, q.float(), x.float().contiguous())
-    want = (q @ x.T).float()
-    if got.dtype != torch.float32 or tuple(got.shape) != (3, 4) or not got.is_contiguous():
-        return False
-    if not torch.equal(got, want):
+    """Whether oneDNN's GEMM returns float32 sums of unrounded float32 products, right shape:
+    the exact products of :func:`gemm_shape_ok` on a small shape, then random rows of an odd
+    shape against the float64 product, within the float32 bound ``gamma_d ||q|| ||x||``."""
+    if not gemm_shape_ok(torch, "onednn", 3, 32, 4):
         return False
     gen = torch.Generator().manual_seed(0)
     d = 77
@@ -247,6 +235,7 @@ def gemm_shape_ok(torch: Any, gemm: str, nq: int, d: int, rows: int) -> bool:
             for q, x in pairs:
                 got = _torch_gemm(torch, gemm, q, x, np.full_like(want, np.nan))
                 known = known and got.dtype == np.float32 and got.shape == want.shape
+                known = known and bool(got.flags.c_contiguous)
                 known = known and bool(np.array_equal(got, want))
         except Exception:  # an op that refuses these inputs: not used
             known = False
