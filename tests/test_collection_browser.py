@@ -185,6 +185,12 @@ def _search(pg: Any, server: LiveServer, who: str, text: str) -> str:
     return str(pg.evaluate("() => new URLSearchParams(location.hash.slice(1)).get('s')"))
 
 
+def _mark_first(pg: Any) -> None:
+    """Mark the first result relevant (the key `1`) and wait until the server has it."""
+    pg.keyboard.press("1")
+    pg.wait_for_selector("#r0[data-state='saved']")
+
+
 def _server_marks(server: LiveServer, sid: str, who: str) -> dict[int, str]:
     r = httpx.get(f"{server.url}/verify/api/c/walk/searches/{sid}/results?offset=0&limit=100")
     r.raise_for_status()
@@ -368,8 +374,7 @@ def test_server_gone_and_back(browser: Any, server: LiveServer) -> None:
     page = tab.page()
     sid = _search(page, server, "cy", "green")
     ids = _ids(page)
-    page.keyboard.press("1")
-    page.wait_for_selector("#r0[data-state='saved']")
+    _mark_first(page)
     server.stop()
     try:
         for k in "n3y":
@@ -537,8 +542,7 @@ def test_verify_page_fits_phone_and_desktop_screens(browser: Any, server: LiveSe
     page = tab.page()
     long_text = "purple " + "x" * 150 + " flowers beside a path " * 8
     _search(page, server, "Fay-" + "y" * 60, long_text)
-    page.keyboard.press("1")
-    page.wait_for_selector("#r0[data-state='saved']")
+    _mark_first(page)
     page.wait_for_selector("#trend svg")
     problems = {}
     for size, width, height in VIEWPORTS:
@@ -689,8 +693,7 @@ def test_crafted_links_and_names_inject_no_html(browser: Any, server: LiveServer
     page = tab.page()
     text = '<i id="inj2">cyan</i>'
     sid = _search(page, server, '<b id="inj">ivy</b>', text)
-    page.keyboard.press("1")
-    page.wait_for_selector("#r0[data-state='saved']")
+    _mark_first(page)
     page.wait_for_function("() => document.getElementById('csv')")
     for crafted in (f"{sid}/summary?x=1&{evil}#", evil, f"{sid}{evil}"):
         pg = tab.page()
@@ -787,8 +790,7 @@ def test_a_search_sent_before_the_collections_arrive_waits_for_them(
         page.wait_for_selector("#r0.current")
     assert page.evaluate("() => new URLSearchParams(location.hash.slice(1)).get('c')") == "walk"
     assert page.get_attribute("#status", "class") != "err", page.inner_text("#status")
-    page.keyboard.press("1")
-    page.wait_for_selector("#r0[data-state='saved']")
+    _mark_first(page)
     tab.close()
 
 
@@ -1382,8 +1384,7 @@ def test_typing_while_a_linked_search_opens_stays_typing(browser: Any, server: L
         arg=linked,
     )
     assert page.input_value("#query") == "sunny"
-    page.keyboard.press("1")
-    page.wait_for_selector("#r0[data-state='saved']")
+    _mark_first(page)
     tab.close()
 
 
@@ -1575,8 +1576,7 @@ def test_a_search_sent_while_the_server_is_away_runs_once_it_is_back(
         page.wait_for_selector("#r0.current")
     assert page.input_value("#query") == "fern"
     page.wait_for_selector("#offline", state="hidden")
-    page.keyboard.press("1")
-    page.wait_for_selector("#r0[data-state='saved']")
+    _mark_first(page)
     tab.errors.clear()  # the refused request is logged by the browser
     tab.close()
 
@@ -1597,8 +1597,7 @@ def test_a_token_the_server_no_longer_knows_is_replaced_and_the_mark_saved(
     page = tab.page()
     sid = _search(page, server, "uma", "peach")
     ids = _ids(page)
-    page.keyboard.press("1")
-    page.wait_for_selector("#r0[data-state='saved']")
+    _mark_first(page)
     before = set(tab.tokens)
     guard_of(server.app)._key = secrets.token_bytes(32)  # as a restarted server's
     page.keyboard.press("n")
