@@ -159,7 +159,9 @@ def _onednn_self_check(torch: Any) -> bool:
     x = torch.randn((131, d), generator=gen)
     got = _onednn_gemm(torch, q, x).double()
     exact = q.double() @ x.double().T
-    g = d * 2.0**-24 / (1 - d * 2.0**-24)
+    from inquire.index.screen import gamma
+
+    g = gamma(d)
     limit = g * torch.linalg.vector_norm(q.double(), dim=1)[:, None]
     limit = limit * torch.linalg.vector_norm(x.double(), dim=1)[None, :] * (1 + 1e-9)
     return tuple(got.shape) == (5, 131) and bool(((got - exact).abs() <= limit).all())
