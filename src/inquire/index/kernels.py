@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from inquire.index.screen import gamma
+
 log = logging.getLogger(__name__)
 
 #: The float32 GEMMs, in the order they are preferred when timed equal.
@@ -159,8 +161,6 @@ def _onednn_self_check(torch: Any) -> bool:
     x = torch.randn((131, d), generator=gen)
     got = _onednn_gemm(torch, q, x).double()
     exact = q.double() @ x.double().T
-    from inquire.index.screen import gamma
-
     g = gamma(d)
     limit = g * torch.linalg.vector_norm(q.double(), dim=1)[:, None]
     limit = limit * torch.linalg.vector_norm(x.double(), dim=1)[None, :] * (1 + 1e-9)
