@@ -368,3 +368,56 @@ def test_chunks_shorter_than_the_chunk_size_take_no_trial_slot():
     assert ch.next(64) == (Chooser.TRIAL[1], 1)
     decided = Chooser("bf16", None, chunk_rows=64)
     assert decided.next(10) == ("bf16", None)  # once decided, every chunk takes the choice
+
+
+def test_pool_take_best_takes_the_largest_upper_bounds_per_query():
+    from inquire.index.pool import CandidatePool
+
+    pool = CandidatePool(3, 10)  # k above every query's size: the pool drops nothing
+    rng = np.random.default_rng(31)
+    # Query 0: 6 rows, query 1: 1 row, query 2: none.
+    qr = np.array([0] * 6 + [1])
+    rows = np.array([10, 11, 12, 13, 14, 15, 20])
+    upper = rng.permutation(np.float32([0.1, 0.5, 0.3, 0.9, 0.2, 0.7, 0.4]))
+    pool.push(qr, rows, upper, np.zeros(7))
+    got_q, got_r = pool.take_best(3)
+    want0 = rows[:6][np.argsort(-upper[:6])[:3]]
+    assert got_q.tolist() == [0, 0, 0, 1]
+    assert sorted(got_r[:3].tolist()) == sorted(want0.tolist()) and got_r[3] == 20
+    rest_q, rest_r = pool.take()
+    assert rest_q.tolist() == [0, 0, 0]
+    assert sorted(rest_r.tolist()) == sorted(set(rows[:6].tolist()) - set(want0.tolist()))
+    assert [len(a) for a in pool.take_best(5)] == [0, 0]  # empty pool
+    # Fewer entries than n everywhere: everything is taken.
+    pool.push(np.array([2, 2]), np.array([7, 8]), np.float32([0.3, 0.2]), np.zeros(2))
+    q2, r2 = pool.take_best(4)
+    assert q2.tolist() == [2, 2] and sorted(r2.tolist()) == [7, 8]
+    assert pool.take()[0].size == 0
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_two_stage_rescoring_reads_fewer_rows_and_gives_the_same_result(
+    tmp_path, monkeypatch, threads
+):
+    from inquire.index import scorer
+
+    # A wide bound (bfloat16 at d = 64 over near-equal scores) leaves many more than k rows
+    # per query at the end: the k best by upper bound first, then only what reaches their
+    # k-th exact score.
+    n, d, k = 6000, 64, 40
+    rng = np.random.default_rng(32)
+    x = (random_unit(1, d, seed=33) + 0.02 * rng.standard_normal((n, d))).astype(np.float32)
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [2500, n - 2500]))
+    q = random_unit(5, d, seed=34)
+    kw = dict(k=k, chunk_rows=512, block_rows=1024, threads=threads, screen="bf16")
+    one, two = SearchStats(), SearchStats()
+    monkeypatch.setattr(scorer, "_TWO_STAGE_WIDTH", float("inf"))
+    s1, i1 = search(store, q, stats=one, **kw)
+    monkeypatch.undo()
+    s2, i2 = search(store, q, stats=two, **kw)
+    np.testing.assert_array_equal(i2, i1)
+    np.testing.assert_array_equal(s2.view(np.uint32), s1.view(np.uint32))
+    ref_s, ref_i = reference(x.astype(np.float16), np.arange(n), q, k)
+    np.testing.assert_array_equal(i2, ref_i)
+    assert one.rescored > 1.25 * k * len(q)  # one stage: the whole wide pool
+    assert two.rescored < 0.8 * one.rescored

@@ -131,6 +131,22 @@ class CandidatePool:
         self.merge()
         return (self.keys != _PAD).sum(axis=1)
 
+    def take_best(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Remove and return, per query, the ``n`` entries of largest ``upper`` (all of a
+        query that holds at most ``n``) as ``(qr, rows)``, query ascending."""
+        self.merge()
+        width = self.keys.shape[1]
+        if n <= 0 or width == 0:
+            return np.empty(0, np.int64), np.empty(0, np.int64)
+        if width <= n:
+            return self.take()
+        # Keys ascend as ``upper`` descends: a query's n best are its n smallest keys.
+        keys = np.partition(self.keys, n - 1, axis=1)
+        best, self.keys = keys[:, :n], np.ascontiguousarray(keys[:, n:])
+        sel = best != _PAD
+        qr, _ = np.nonzero(sel)
+        return qr.astype(np.int64), (best[sel] & _LOW).astype(np.int64)
+
     def take(self, queries: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Remove and return the entries of ``queries`` (default all, ascending) as ``(qr,
         rows)``, query ascending."""

@@ -31,6 +31,9 @@ _OVERFLOW_SAFE = float(np.finfo(np.float32).max) / 4
 # pool's memory stays bounded even where the bound cannot separate many rows (near ties).
 _POOL_CAP_FACTOR = 4
 _POOL_CAP_EXTRA = 4096
+# At the end, a pool holding more than this many times k rows for some query is rescored in
+# two stages (:meth:`Scorer.finish`).
+_TWO_STAGE_WIDTH = 1.25
 
 
 # Per process: an upper bound of the largest row norm of each chunk of the stores searched,
@@ -298,9 +301,7 @@ class Scorer:
 
     def _flush(self, queries: np.ndarray) -> None:
         """Give the pooled rows of ``queries`` their exact scores now (bounded memory)."""
-        qr, rows = self.pool.take(queries)
-        values = rescore(self.store, self.q, qr, rows, self.kernels, self.max_norm)
-        self.add_exact(qr, rows, values)
+        self._rescore(*self.pool.take(queries), 1)
 
     def add_exact(self, qr: np.ndarray, rows: np.ndarray, values: np.ndarray) -> None:
         """Offer exact ``values`` of pairs (query ``qr`` ascending, global ``rows``)."""
@@ -335,8 +336,18 @@ class Scorer:
             self.max_norm = max(self.max_norm, other.max_norm)
         self.top.merge()
         self.pool.raise_floor(self.top.threshold)
-        qr, rows = self.pool.take()
+        k = self.top.k
+        if (self.pool.sizes() > _TWO_STAGE_WIDTH * k).any():
+            # In two stages where the pool holds many more rows than k for a query (a wide
+            # bound): the k rows of largest upper bound first; the k-th exact score among
+            # them is a floor that drops most of the rest unread.
+            self._rescore(*self.pool.take_best(k), threads)
+            self.pool.merge()  # the new floor drops what cannot reach it
+        self._rescore(*self.pool.take(), threads)
+        return self.top.result()
+
+    def _rescore(self, qr: np.ndarray, rows: np.ndarray, threads: int) -> None:
+        """Give the pairs (query ``qr`` ascending, global ``rows``) their exact scores."""
         if len(qr):
             values = rescore(self.store, self.q, qr, rows, self.kernels, self.max_norm, threads)
             self.add_exact(qr, rows, values)
-        return self.top.result()
