@@ -419,5 +419,6 @@ def test_two_stage_rescoring_reads_fewer_rows_and_gives_the_same_result(
     np.testing.assert_array_equal(s2.view(np.uint32), s1.view(np.uint32))
     ref_s, ref_i = reference(x.astype(np.float16), np.arange(n), q, k)
     np.testing.assert_array_equal(i2, ref_i)
+    np.testing.assert_allclose(s2, ref_s.astype(np.float32), rtol=0, atol=1e-6)
     assert one.rescored > 1.25 * k * len(q)  # one stage: the whole wide pool
     assert two.rescored < 0.8 * one.rescored
