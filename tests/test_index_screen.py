@@ -422,3 +422,84 @@ def test_two_stage_rescoring_reads_fewer_rows_and_gives_the_same_result(
     np.testing.assert_allclose(s2, ref_s.astype(np.float32), rtol=0, atol=1e-6)
     assert one.rescored > 1.25 * k * len(q)  # one stage: the whole wide pool
     assert two.rescored < 0.8 * one.rescored
+
+
+def test_auto_trial_leaves_out_conversions_the_bf16_copy_spares(tmp_path, monkeypatch):
+    """Converting chunks to bfloat16 makes screening slower than float32 here, reading the
+    store's bfloat16 copy (no conversions) faster: the trial times what the search will run."""
+    from inquire.index import bf16_copy as bc
+    from inquire.index.scorer import Scorer
+
+    _timed_paths(monkeypatch, bf16_cost=0.5, fp32_cost=1.0)
+    t = [0.0]
+    base = scr.clock  # _timed_paths' fake clock, advanced further by each conversion
+    monkeypatch.setattr(scr, "clock", lambda: base() + t[0])
+    to_bf16 = Scorer._to_bf16
+
+    def slow_conversion(self, data):
+        t[0] += 0.6  # a conversion costs 0.6 float32 GEMMs
+        return to_bf16(self, data)
+
+    monkeypatch.setattr(Scorer, "_to_bf16", slow_conversion)
+    n, d = 64 * 32, 24
+    x = random_unit(n, d, seed=50)
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [1024, 1024]))
+    q = random_unit(4, d, seed=51)
+    off = search(store, q, 20, screen="off", chunk_rows=64, threads=1)
+
+    def run(copy):
+        st = SearchStats()
+        kw = dict(screen="auto", chunk_rows=64, threads=1, bf16_copy=copy, stats=st)
+        got = search(store, q, 20, **kw)
+        np.testing.assert_array_equal(got[1], off[1])
+        np.testing.assert_array_equal(got[0].view(np.uint32), off[0].view(np.uint32))
+        return st
+
+    # No copy will be read: bfloat16 with its conversions (1.1) loses to float32 (1.0).
+    st = run("off")
+    assert st.trial and st.screen == "off"
+    st = run("use")  # reads a copy only if one exists: none does
+    assert not st.trial and st.screen == "off"  # the same shape: remembered
+    assert bc.open_copy(store) is None
+    # The copy will be built: bfloat16 without conversions (0.5) wins; the search after the
+    # trial builds the copy and reads it.
+    st = run("auto")
+    assert st.trial and st.screen == "bf16" and not st.bf16_copy
+    st = run("auto")
+    assert not st.trial and st.screen == "bf16" and st.bf16_copy
+    st = run("use")  # now it exists
+    assert not st.trial and st.screen == "bf16" and st.bf16_copy
+
+
+def test_auto_trial_counts_conversions_where_the_copy_cannot_be_built(tmp_path, monkeypatch):
+    from inquire.index import bf16_copy as bc
+    from inquire.index.scorer import Scorer
+
+    _timed_paths(monkeypatch, bf16_cost=0.5, fp32_cost=1.0)
+    t = [0.0]
+    base = scr.clock
+    monkeypatch.setattr(scr, "clock", lambda: base() + t[0])
+    to_bf16 = Scorer._to_bf16
+
+    def slow_conversion(self, data):
+        t[0] += 0.6
+        return to_bf16(self, data)
+
+    monkeypatch.setattr(Scorer, "_to_bf16", slow_conversion)
+
+    def no_room(store, progress=None):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(bc, "build_copy", no_room)
+    monkeypatch.setattr(bc, "_warned", set())
+    n, d = 64 * 32, 24
+    store = EmbeddingStore(write_store(tmp_path / "s", random_unit(n, d, seed=52), [n]))
+    q = random_unit(4, d, seed=53)
+    first, second, third = SearchStats(), SearchStats(), SearchStats()
+    search(store, q, 20, screen="auto", chunk_rows=64, threads=1, stats=first)
+    assert first.trial and first.screen == "bf16"  # expecting a copy
+    search(store, q, 20, screen="auto", chunk_rows=64, threads=1, stats=second)
+    assert not second.bf16_copy  # building it failed: converted
+    # From now on no copy is expected: a new trial, with the conversions, picks float32.
+    search(store, q, 20, screen="auto", chunk_rows=64, threads=1, stats=third)
+    assert third.trial and third.screen == "off"

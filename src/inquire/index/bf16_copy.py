@@ -363,6 +363,16 @@ def ensure_copy(store: EmbeddingStore, build: bool) -> Bf16Copy | None:
     return open_copy(store)
 
 
+def copy_expected(store: EmbeddingStore, build: bool) -> bool:
+    """Whether screening ``store`` would read its bfloat16 copy: it exists and is current,
+    or ``build`` and building it has not failed in this process."""
+    if build:
+        with _warned_lock:
+            if str(store.root) not in _warned:
+                return True
+    return open_copy(store) is not None
+
+
 def remove_copy(store_root: str | os.PathLike[str]) -> bool:
     """Delete the bfloat16 copy of the embedding folder ``store_root``; False if none."""
     folder = copy_dir(store_root)

@@ -64,7 +64,7 @@ import numpy as np
 from inquire.embed.store import EmbeddingStore
 from inquire.errors import InputError
 from inquire.index.base import check_mask
-from inquire.index.bf16_copy import ensure_copy
+from inquire.index.bf16_copy import copy_expected, ensure_copy
 from inquire.index.blocks import DEFAULT_MEMORY_MB, auto_block_rows, iter_blocks
 from inquire.index.fanout import Chooser, score_in_threads
 from inquire.index.kernels import Kernels
@@ -177,6 +177,13 @@ def search(
     id_keys, sorted_ids = rank_ids(store.ids)
     kernels = Kernels()
     n_workers = kernels.workers(threads)
+    # Whether screening would read the bfloat16 copy ("auto" times its trial accordingly).
+    copy_ahead = (
+        screen == "auto"
+        and bf16_copy != "off"
+        and len(store) > 0
+        and copy_expected(store, build=bf16_copy == "auto")
+    )
     with kernels.single_threaded() if n_workers > 1 else contextlib.nullcontext():
         plan = plan_screen(
             screen,
@@ -188,8 +195,9 @@ def search(
             kernels.torch is not None,
             n_workers,
             mask is not None,
+            copy=copy_ahead,
         )
-        chooser = Chooser(plan.method, plan.key, chunk_rows)
+        chooser = Chooser(plan.method, plan.key, chunk_rows, copy_ahead)
         if plan.method != "bf16" and len(store) >= MIN_TRIAL_CHUNKS * chunk_rows:
             # One scoring thread: the GEMMs run on torch's (or BLAS's) own threads, timed so.
             kernels.choose_gemm(len(q), store.dim, chunk_rows, pooled=n_workers == 1)

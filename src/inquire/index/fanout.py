@@ -38,9 +38,16 @@ class Chooser:
     TIMED_FROM = SKIP + 2
 
     def __init__(
-        self, fixed: str | None, key: tuple[Any, ...] | None = None, chunk_rows: int = 0
+        self,
+        fixed: str | None,
+        key: tuple[Any, ...] | None = None,
+        chunk_rows: int = 0,
+        copy_ahead: bool = False,
     ) -> None:
         self.decided = fixed
+        # Screening will read the store's bfloat16 copy (it exists, or is built once bfloat16
+        # is chosen): its trial chunks, converted here, are timed without the conversions.
+        self.copy_ahead = copy_ahead
         self.key = key
         self.chunk_rows = chunk_rows  # shorter chunks (a shard's or block's last) take no slot
         self._next = 0
@@ -86,9 +93,16 @@ class Chooser:
         if slot is None:
             scorer.score(block, lo, rows, method)
             return
+        norms, spares = scorer.norm_seconds, scorer.copy_spares
         t0 = screen_mod.clock()
         scorer.score(block, lo, rows, method)
-        self.report(slot, screen_mod.clock() - t0)
+        seconds = screen_mod.clock() - t0
+        # Work later searches skip: row norms (computed once per process and chunk) and,
+        # where the copy will be read, the conversions to bfloat16.
+        seconds -= scorer.norm_seconds - norms
+        if method == "bf16" and self.copy_ahead:
+            seconds -= scorer.copy_spares - spares
+        self.report(slot, max(seconds, 0.0))
 
 
 def score_in_threads(

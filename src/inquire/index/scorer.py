@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from inquire.embed.store import EmbeddingStore
+from inquire.index import screen as screen_mod
 from inquire.index.bf16_copy import Bf16Copy
 from inquire.index.blocks import Block
 from inquire.index.kernels import Kernels
@@ -131,6 +132,12 @@ class Scorer:
         self.rescored = 0
         self.nonfinite: list[int] = []  # store rows holding NaN / inf (never returned)
         self.gemm_seconds = 0.0
+        # Time of the work a later search does not repeat: the first computation of chunks'
+        # row norms (kept per process), and for chunks screened by conversion, the
+        # conversions that reading the store's bfloat16 copy spares (``"auto"``'s trial
+        # leaves them out where the copy will be read: :class:`~inquire.index.fanout.Chooser`).
+        self.norm_seconds = 0.0
+        self.copy_spares = 0.0
         self.chunks = {"bf16": 0, "fp32": 0}
         self.max_norm = 0.0  # upper bound of the norms of every pooled row
         # A chunk whose largest row norm times this may overflow float32 in a GEMM.
@@ -160,6 +167,7 @@ class Scorer:
             and rows >= _MIN_SCREEN_ROWS
             and src.flags.writeable
         )
+        t0 = screen_mod.clock()
         if bf16 and norm is not None and np.isfinite(norm):
             # The norm is known: the stored rows go to bfloat16 directly (one conversion).
             data = src
@@ -168,8 +176,12 @@ class Scorer:
         else:
             data = self.f32[:rows]
             self.kernels.convert(src, data)
+        if bf16:
+            self.copy_spares += screen_mod.clock() - t0
         if norm is None:
+            t0 = screen_mod.clock()
             norm = self._max_norm(data)
+            self.norm_seconds += screen_mod.clock() - t0
             if key is not None:
                 with _norms_lock:
                     if len(_norms) >= _NORMS_MAX:
@@ -252,8 +264,9 @@ class Scorer:
         t = self.kernels.torch
         nq, rows = len(self.q), len(data)
         if isinstance(data, np.ndarray):
-            xb = self.x_bf16[:rows]
-            xb.copy_(t.from_numpy(data))
+            t0 = screen_mod.clock()
+            xb = self._to_bf16(data)
+            self.copy_spares += screen_mod.clock() - t0
         else:
             xb = data
         sb = self.s_bf16[: nq * rows].view(nq, rows)
@@ -264,6 +277,12 @@ class Scorer:
         t.from_numpy(s).copy_(sb)
         assert self.bound.a_bf16 is not None
         return s, self.bound.a_bf16 * norm + self.bound.slack, C_BF16
+
+    def _to_bf16(self, data: np.ndarray) -> Any:
+        """``data (rows, d)`` float16/float32 rounded to bfloat16 in the reused buffer."""
+        xb = self.x_bf16[: len(data)]
+        xb.copy_(self.kernels.torch.from_numpy(data))
+        return xb
 
     def _offer(self, s: np.ndarray, margin: np.ndarray, c: float, first: int) -> None:
         """Pool the rows of ``s (nq, rows)`` (approximate scores, ``|exact - s| <= c|s| +

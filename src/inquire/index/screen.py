@@ -30,7 +30,9 @@ survivors the same way, so they return the same ids and scores bit for bit.
 or cannot pay (no bfloat16 units listed by the CPU, a store of few chunks), and otherwise
 times both on the search's own first chunks (:data:`clock`, replaceable), screening only
 where bfloat16 is at most ``AUTO_MARGIN`` times the float32 time; the choice is remembered
-per process for that search's shape.
+per process for that search's shape. Each path is timed as later searches run it: without
+the first computation of row norms and, where the store's bfloat16 copy will be read,
+without the conversions to bfloat16 (:class:`inquire.index.fanout.Chooser`).
 """
 
 from __future__ import annotations
@@ -284,6 +286,7 @@ def plan_screen(
     has_torch: bool,
     threads: int,
     masked: bool = False,
+    copy: bool = False,
 ) -> ScreenPlan:
     """Decide how this search approximates its rows before the exact rescoring.
 
@@ -293,6 +296,8 @@ def plan_screen(
     run, where the store has too few rows per result or chunks for a trial, or where the CPU
     lists no bfloat16 units (``/proc/cpuinfo``: torch would emulate it, always slower);
     otherwise the choice remembered for this shape, or a timed trial on the first chunks.
+    ``copy``: screening would read the store's bfloat16 copy (the trial then times bfloat16
+    without its conversions); part of the shape a choice is remembered for.
     """
     screen = check_screen(screen)
     forced = screen == "bf16"
@@ -318,7 +323,7 @@ def plan_screen(
             return fp32("too few rows per result or chunks for screening to pay")
         if cpu_has_bf16_units() is False:
             return fp32("the CPU lists no bfloat16 units (torch would emulate bfloat16)")
-        key = (q.shape, k, chunk_rows, str(np.dtype(store_dtype)), threads, masked)
+        key = (q.shape, k, chunk_rows, str(np.dtype(store_dtype)), threads, masked, copy)
         if recalled_choice(key) == "fp32":
             return fp32("measured slower for this shape earlier in this process")
     if not bf16_accumulates_in_fp32():
