@@ -500,3 +500,125 @@ def test_building_the_copy_leaves_the_store_unmapped(tmp_path, monkeypatch):
     assert peak[0] - before <= allowed, (peak[0] - before) / 2**20
     assert after - before <= 8 << 20, (after - before) / 2**20
     assert bc.open_copy(store) is not None
+
+
+def _digests(monkeypatch) -> list[int]:
+    """Count the full reads that check copy files against their digest."""
+    calls = [0]
+    digest = bc._digest
+
+    def counted(paths):
+        calls[0] += 1
+        return digest(paths)
+
+    monkeypatch.setattr(bc, "_digest", counted)
+    return calls
+
+
+def test_a_checked_copy_is_not_read_again_by_the_next_process(tmp_path, monkeypatch):
+    root = write_store(tmp_path / "s", random_unit(600, 8, seed=1), [300, 300])
+    store = EmbeddingStore(root)
+    bc.build_copy(store)
+    calls = _digests(monkeypatch)
+    monkeypatch.setattr(bc, "_verified", set())  # a new process
+    assert bc.open_copy(store) is not None
+    assert calls[0] == 2  # one check per shard, recorded
+    markers = sorted(p.name for p in bc.copy_dir(root).glob(".*.verified"))
+    assert len(markers) == 2
+    monkeypatch.setattr(bc, "_verified", set())  # the next process
+    assert bc.open_copy(store) is not None
+    assert calls[0] == 2
+    q = random_unit(2, 8, seed=2)
+    st = all_paths(store, q, 5, block_rows=128, chunk_rows=64)
+    assert st.bf16_copy and calls[0] == 2
+
+
+def test_a_copy_changed_after_its_check_is_checked_again_and_refused(tmp_path, monkeypatch):
+    import time
+
+    x = random_unit(2000, 16, seed=3)
+    root = write_store(tmp_path / "s", x, [2000])
+    store = EmbeddingStore(root)
+    q = random_unit(1, 16, seed=4)
+    want = _top_rows(store, q, 3)
+    bc.build_copy(store)
+    assert bc.open_copy(store) is not None  # checked and recorded
+    data = next(bc.copy_dir(root).glob("*.bf16.npy"))
+    before = os.stat(data)
+    # Changed in place (same file, same size): its change time moves on. Wait until the
+    # clock the file system stamps with has moved past the check's stamp.
+    deadline = time.monotonic() + 10
+    while True:
+        bits = np.load(data, mmap_mode="r+")
+        bits[int(want[0, 0])] = 0
+        bits.flush()
+        del bits
+        if os.stat(data).st_ctime_ns != before.st_ctime_ns or time.monotonic() > deadline:
+            break
+        os.utime(data)  # touch again: the next write lands on a later tick
+    assert os.stat(data).st_ctime_ns != before.st_ctime_ns
+    calls = _digests(monkeypatch)
+    monkeypatch.setattr(bc, "_verified", set())
+    assert bc.open_copy(store) is None and calls[0] == 1
+    _, got = search(store, q, 3, screen="bf16", bf16_copy="use")
+    np.testing.assert_array_equal(got, want)
+
+
+def test_a_replaced_copy_file_is_checked_again(tmp_path, monkeypatch):
+    root = write_store(tmp_path / "s", random_unit(500, 8, seed=5), [500])
+    store = EmbeddingStore(root)
+    bc.build_copy(store)
+    assert bc.open_copy(store) is not None
+    norms = next(bc.copy_dir(root).glob("*.norms.npy"))
+    arr = np.load(norms)
+    arr[:, 1] = 0  # a narrower bound than the rows' real rounding error
+    np.save(tmp_path / "planted.npy", arr)
+    os.replace(tmp_path / "planted.npy", norms)  # another file (inode) in its place
+    calls = _digests(monkeypatch)
+    monkeypatch.setattr(bc, "_verified", set())
+    assert bc.open_copy(store) is None and calls[0] == 1
+
+
+def test_a_bad_or_linked_marker_is_ignored(tmp_path, monkeypatch):
+    root = write_store(tmp_path / "s", random_unit(400, 8, seed=6), [400])
+    store = EmbeddingStore(root)
+    bc.build_copy(store)
+    assert bc.open_copy(store) is not None
+    marker = next(bc.copy_dir(root).glob(".*.verified"))
+    good = marker.read_text()
+    calls = _digests(monkeypatch)
+    for bad in ("not numbers", "", "1 2 3", "\xff"):
+        marker.write_bytes(bad.encode("latin-1"))
+        monkeypatch.setattr(bc, "_verified", set())
+        assert bc.open_copy(store) is not None  # checked again, recorded again
+        assert marker.read_text() == good
+    n = calls[0]
+    assert n == 4
+    # A link in the marker's place (even to a file with the right text) is not read.
+    (tmp_path / "elsewhere").write_text(good)
+    marker.unlink()
+    marker.symlink_to(tmp_path / "elsewhere")
+    monkeypatch.setattr(bc, "_verified", set())
+    assert bc.open_copy(store) is not None and calls[0] == n + 1
+    assert (tmp_path / "elsewhere").read_text() == good  # the link was replaced, not followed
+    assert not marker.is_symlink()
+
+
+def test_an_unrecordable_check_still_opens_the_copy(tmp_path, monkeypatch):
+    root = write_store(tmp_path / "s", random_unit(400, 8, seed=7), [400])
+    store = EmbeddingStore(root)
+    bc.build_copy(store)
+    create = bc._create
+
+    def full(path):
+        if path.name.endswith(".tmp") and ".verified." in path.name:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return create(path)
+
+    monkeypatch.setattr(bc, "_create", full)
+    calls = _digests(monkeypatch)
+    for _ in range(2):
+        monkeypatch.setattr(bc, "_verified", set())
+        assert bc.open_copy(store) is not None
+    assert calls[0] == 2  # nothing recorded: each process checks
+    assert not list(bc.copy_dir(root).glob(".*verified*"))

@@ -26,8 +26,12 @@ and a reader never sees half a file; an interrupted build resumes with the shard
 
 The screening bound trusts the copy (a flipped bit in a bfloat16 row or a smaller stored
 error norm could screen out a true top-k row), so a copy is used only after its files hash to
-the stored SHA-256: once per process and file version (size, modification and change times,
-inode), a full read of the copy. The folder and every file in it must be what they seem:
+the stored SHA-256: once per file version (size, modification and change times, inode,
+device), a full read of the copy. A check that passed is recorded beside the digest
+(``.img_emb_{i}.{key}.sha256.verified``: the three files' versions), so later processes
+skip the read (~0.5 s per GiB) while the files are those versions; any write to a file
+changes its change time, and a marker that does not match, or is not a plain file, is
+ignored. The folder and every file in it must be what they seem:
 where ``img_emb_bf16`` or a copy file is a symbolic link or not a plain folder/file, the copy
 is not read and nothing is written (files are created with ``O_EXCL | O_NOFOLLOW``), so files
 planted there cannot make a build write outside the folder.
@@ -136,8 +140,12 @@ def _verified_files(data: Path, norms: Path, sums: Path) -> bool:
     ids = [_identity(p) for p in (data, norms, sums)]
     if any(i is None for i in ids):
         return False
-    key = (str(data), tuple(v for i in ids for v in (i or ())))
+    versions = tuple(v for i in ids for v in (i or ()))
+    key = (str(data), versions)
     if key in _verified:
+        return True
+    if _read_marker(sums) == versions:  # checked by an earlier process
+        _verified.add(key)
         return True
     try:
         want = sums.read_text(encoding="ascii").strip()
@@ -148,7 +156,44 @@ def _verified_files(data: Path, norms: Path, sums: Path) -> bool:
         log.warning("the bfloat16 copy %s does not match its digest; not used", data.name)
         return False
     _verified.add(key)
+    _write_marker(sums, versions)
     return True
+
+
+def _marker(sums: Path) -> Path:
+    """The file recording the versions at which a shard's copy matched its digest."""
+    return sums.with_name(f".{sums.name}.verified")
+
+
+def _read_marker(sums: Path) -> tuple[int, ...] | None:
+    """The file versions recorded by :func:`_write_marker`, or None (missing, not a plain
+    file, unreadable, malformed)."""
+    path = _marker(sums)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                return None
+            text = fh.read(4096).decode("ascii")
+        return tuple(int(v) for v in text.split())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+
+
+def _write_marker(sums: Path, versions: tuple[int, ...]) -> None:
+    """Record that the copy files matched their digest at ``versions`` (best effort: a
+    read-only folder only means the next process checks again)."""
+    path = _marker(sums)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with _create(tmp) as fh:
+            fh.write(" ".join(map(str, versions)).encode("ascii"))
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.debug("could not record the check of %s: %s", sums.name, exc)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 def _create(path: Path) -> Any:
@@ -282,8 +327,8 @@ def _write_shard(folder: Path, path: Path, shard: np.ndarray, key: str, torch: o
             with contextlib.suppress(OSError):
                 tmp.unlink()
     # Copies of earlier versions of this shard are stale for good.
-    for old in folder.glob(f"{path.stem}.*"):
-        if old.name not in (data_name, norms_name, sum_name):
+    for old in [*folder.glob(f"{path.stem}.*"), *folder.glob(f".{path.stem}.*.verified")]:
+        if old.name not in (data_name, norms_name, sum_name, _marker(folder / sum_name).name):
             with contextlib.suppress(OSError):
                 old.unlink()
 
