@@ -205,10 +205,18 @@ def _probes(nq: int, d: int, rows: int) -> tuple[list[tuple[np.ndarray, np.ndarr
     # nnz distinct columns spread over the row from a random start; then the first and last
     cols = (rng.integers(0, d, size=(nq, 1)) + np.arange(nnz) * (d // nnz)) % d
     cols[:, 0], cols[:, -1] = 0, d - 1
-    sq[np.arange(nq)[:, None], cols] = rng.choice(np.array([-1, 1], np.float32), size=(nq, nnz))
-    sx = rng.choice(np.array([-1, 1], np.float32), size=(rows, d))
+    sq[np.arange(nq)[:, None], cols] = _signs(rng, (nq, nnz))
+    sx = _signs(rng, (rows, d))
     want = np.matmul(sq, sx.T) * _C  # integers of at most 127: exact in any float32 GEMM
     return [(sq, sx * _C), (sq * _C, sx)], want
+
+
+def _signs(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    """Random ``-1.0``/``+1.0`` (float32) of ``shape``."""
+    out = rng.integers(0, 2, size=shape, dtype=np.int8).astype(np.float32)
+    out *= 2
+    out -= 1
+    return out
 
 
 def _torch_gemm(torch: Any, gemm: str, q: np.ndarray, x: np.ndarray, out: np.ndarray) -> Any:
