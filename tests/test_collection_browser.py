@@ -1232,6 +1232,48 @@ def test_a_ranking_round_that_comes_after_another_search_opened_is_not_applied_t
     tab.close()
 
 
+def test_more_results_asked_during_a_ranking_round_wait_for_it(
+    browser: Any, server: LiveServer
+) -> None:
+    """`m` (or the cursor reaching the end) while a ranking round is under way: the round
+    replaces the results after the cursor, so no page of more results loads meanwhile (its
+    offset would be the old list's, its results appended to the new one: duplicates)."""
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once, on the main app")
+    tab = Tab(browser, server)
+    page = tab.page()
+    page.add_init_script(_COUNT_READS)
+    sid = _search(page, server, "ida", "olive")
+    for key in "1n1n":
+        page.keyboard.press(key)
+    _all_saved(page)
+    held_round = _hold_first(page, "**/learn", method="POST")
+    held_more = _hold_first(page, "**/results", method="POST")
+    page.keyboard.press("l")
+    _wait_held(page, held_round)
+    page.keyboard.press("m")
+    _release(page, held_round[0])
+    page.wait_for_function(
+        "() => document.getElementById('round').textContent.startsWith('ranking: round')"
+    )
+    page.unroute("**/results")  # later pages go through
+    if held_more:  # a page asked for before the round's answer came: the round went first
+        _release(page, held_more[0])
+    ids = _ids(page)
+    assert len(ids) == len(set(ids)), ids
+    r = httpx.get(f"{server.url}/verify/api/c/walk/searches/{sid}/results?offset=0&limit=100")
+    assert [it["image_id"] for it in r.json()["results"]][: len(ids)] == ids
+    # And more results load normally afterwards.
+    n = len(ids)
+    page.keyboard.press("m")
+    page.wait_for_function("(n) => document.querySelectorAll('.result').length > n", arg=n)
+    ids = _ids(page)
+    assert len(ids) == len(set(ids))
+    r = httpx.get(f"{server.url}/verify/api/c/walk/searches/{sid}/results?offset=0&limit=100")
+    assert [it["image_id"] for it in r.json()["results"]][: len(ids)] == ids
+    tab.close()
+
+
 def test_a_key_pressed_while_a_linked_search_opens_marks_its_first_result(
     browser: Any, server: LiveServer
 ) -> None:

@@ -500,18 +500,33 @@ async function learn() {
   if (Q.pending.length) { status(`wait: ${Q.pending.length} mark(s) still being saved`, true); pump(); return; }
   const url = `${API}/c/${encodeURIComponent(S.c)}/searches/${q(S.sid)}/learn`;
   const gen = S.gen;
-  try {
-    const r = await (await send("POST", url, {shown: KQ.cur + 1, model: $("fbmodel").value, who: who() || null, depth: PAGE})).json();
-    if (gen !== S.gen) return;  // another search was opened meanwhile: the round is not for it
-    const keep = S.items.filter(it => it.rank <= r.after_rank).length;
-    for (let i = keep; i < S.items.length; i++) { const d = $("r" + i); if (d) d.remove(); }
-    S.items.length = keep;
-    for (const it of r.results) { keepLocal(it); S.items.push(it); $("list").appendChild(render(it, S.items.length - 1)); }
-    S.done = r.results.length < PAGE;
-    showRound(r.round, r.model, r.n_relevant, r.n_not_relevant);
-    KQ.relearn(keep, S.items.length, S.done);
-    status(`ranking round ${r.round}: results after #${r.after_rank} re-ranked from ${r.n_relevant} relevant and ${r.n_not_relevant} not relevant marks`);
-  } catch (e) { if (e.network) offline(); if (gen === S.gen) status(e.message, true); }
+  // The round replaces the results after the cursor: no page of more results may load
+  // meanwhile (its offset would be the old list's, its results appended to the new one), so
+  // the round holds the loading slot; more() waits for it.
+  const job = Promise.resolve().then(async () => {
+    let ok = false;
+    try {
+      const r = await (await send("POST", url, {shown: KQ.cur + 1, model: $("fbmodel").value, who: who() || null, depth: PAGE})).json();
+      if (gen !== S.gen) return;  // another search was opened meanwhile: the round is not for it
+      const keep = S.items.filter(it => it.rank <= r.after_rank).length;
+      for (let i = keep; i < S.items.length; i++) { const d = $("r" + i); if (d) d.remove(); }
+      S.items.length = keep;
+      for (const it of r.results) { keepLocal(it); S.items.push(it); $("list").appendChild(render(it, S.items.length - 1)); }
+      S.done = r.results.length < PAGE;
+      showRound(r.round, r.model, r.n_relevant, r.n_not_relevant);
+      if (S.loading === job) S.loading = null;  // before the key queue asks for more
+      ok = true;
+      KQ.relearn(keep, S.items.length, S.done);
+      status(`ranking round ${r.round}: results after #${r.after_rank} re-ranked from ${r.n_relevant} relevant and ${r.n_not_relevant} not relevant marks`);
+    } catch (e) { if (e.network) offline(); if (gen === S.gen) status(e.message, true); }
+    finally {
+      if (S.loading === job) S.loading = null;
+      // Keys that waited for more results while the round ran go on (they may load more now).
+      if (!ok && gen === S.gen) { KQ.arrived(S.items.length, S.done); showWaiting(); }
+    }
+  });
+  S.loading = job;
+  return job;
 }
 function showRound(n, model, pos, neg) {
   $("round").textContent = n ? `ranking: round ${n} (${model}, ${pos} relevant / ${neg} not)` : "ranking: first search";
