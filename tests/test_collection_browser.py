@@ -1274,6 +1274,27 @@ def test_more_results_asked_during_a_ranking_round_wait_for_it(
     tab.close()
 
 
+def test_back_to_the_page_without_a_search_shows_none_and_forward_shows_it_again(
+    browser: Any, server: LiveServer
+) -> None:
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once, on the main app")
+    tab = Tab(browser, server)
+    page = tab.page()
+    sid = _search(page, server, "eve", "plum")
+    page.go_back()  # the page as it was opened: no fragment
+    page.wait_for_function(
+        "() => !location.hash && !document.querySelector('.result')"
+        " && document.getElementById('status').textContent === 'no search shown'"
+    )
+    page.keyboard.press("1")  # no result, so no mark
+    page.go_forward()
+    page.wait_for_selector("#r0.current")
+    assert page.evaluate("() => new URLSearchParams(location.hash.slice(1)).get('s')") == sid
+    assert page.get_attribute("#r0", "data-mark") in (None, "")
+    tab.close()
+
+
 def test_a_key_pressed_while_a_linked_search_opens_marks_its_first_result(
     browser: Any, server: LiveServer
 ) -> None:

@@ -309,7 +309,8 @@ async function runSearch(ev) {
   }
 }
 
-async function openSearch(c, sid) {
+// Forget the search shown (its results, loads, summary): late answers for it are dropped.
+function closeSearch(c, sid) {
   S.c = c; S.sid = sid; S.items = []; S.done = false; S.loading = null; S.loadError = null; S.shared = false;
   S.failedAt = -Infinity; clearTimeout(S.retry); S.retry = null;  // another search's failed load: not this one's
   const gen = ++S.gen;
@@ -320,6 +321,11 @@ async function openSearch(c, sid) {
   S.seq++;
   for (const id of ["summary", "trend", "effsvg", "exports"]) $(id).replaceChildren();
   showRound(0);
+  if (!sid) status("no search shown");
+  return gen;
+}
+async function openSearch(c, sid) {
+  const gen = closeSearch(c, sid);
   // After a reload, as many results as were shown before come back, the cursor where it was.
   const before = shownBefore(c, sid);
   await more(Math.min(Math.max(PAGE, before.n || 0), MAX_RESTORE));
@@ -653,7 +659,11 @@ window.addEventListener("online", () => { if (Q.offline) probe(); });
 // (no reload): open the search it names.
 window.addEventListener("hashchange", () => {
   const hs = readHash();
-  if (!hs.c || !hs.s || (hs.c === S.c && hs.s === S.sid)) return;
+  if (!hs.c || !hs.s) {  // Back to the page as it was opened, with no search: none is shown
+    if (S.sid) { ask(); closeSearch(null, null); }
+    return;
+  }
+  if (hs.c === S.c && hs.s === S.sid) return;
   ask();
   const was = $("collection").value;
   chooseCollection(hs.c);
