@@ -499,7 +499,9 @@ def test_auto_trial_counts_conversions_where_the_copy_cannot_be_built(tmp_path, 
     search(store, q, 20, screen="auto", chunk_rows=64, threads=1, stats=first)
     assert first.trial and first.screen == "bf16"  # expecting a copy
     search(store, q, 20, screen="auto", chunk_rows=64, threads=1, stats=second)
-    assert not second.bf16_copy  # building it failed: converted
-    # From now on no copy is expected: a new trial, with the conversions, picks float32.
+    # Building it failed: this search converts, so it does not follow the choice made for
+    # a copy; a new trial, with the conversions, picks float32.
+    assert not second.bf16_copy
+    assert second.trial and second.screen == "off"
     search(store, q, 20, screen="auto", chunk_rows=64, threads=1, stats=third)
-    assert third.trial and third.screen == "off"
+    assert not third.trial and third.screen == "off"  # remembered for a converting search

@@ -69,7 +69,13 @@ from inquire.index.blocks import DEFAULT_MEMORY_MB, auto_block_rows, iter_blocks
 from inquire.index.fanout import Chooser, score_in_threads
 from inquire.index.kernels import Kernels
 from inquire.index.scorer import Scorer, SharedFloor
-from inquire.index.screen import MIN_TRIAL_CHUNKS, Screen, check_screen, plan_screen
+from inquire.index.screen import (
+    MIN_TRIAL_CHUNKS,
+    Screen,
+    ScreenPlan,
+    check_screen,
+    plan_screen,
+)
 from inquire.index.topk import check_k, rank_ids
 
 log = logging.getLogger(__name__)
@@ -185,25 +191,34 @@ def search(
         and copy_expected(store, build=bf16_copy == "auto")
     )
     with kernels.single_threaded() if n_workers > 1 else contextlib.nullcontext():
-        plan = plan_screen(
-            screen,
-            q,
-            len(store),
-            k,
-            chunk_rows,
-            store.dtype,
-            kernels.torch is not None,
-            n_workers,
-            mask is not None,
-            copy=copy_ahead,
-        )
+
+        def plan_for(copy_ahead: bool) -> ScreenPlan:
+            return plan_screen(
+                screen,
+                q,
+                len(store),
+                k,
+                chunk_rows,
+                store.dtype,
+                kernels.torch is not None,
+                n_workers,
+                mask is not None,
+                copy=copy_ahead,
+            )
+
+        plan = plan_for(copy_ahead)
+        copy = None
+        if plan.method == "bf16" and bf16_copy != "off" and len(store):
+            copy = ensure_copy(store, build=bf16_copy == "auto")
+            if copy is None and copy_ahead:
+                # "auto" chose bfloat16 for this shape timed without conversions, but the
+                # copy could not be built after all: decide again as a converting search.
+                copy_ahead = False
+                plan = plan_for(copy_ahead)
         chooser = Chooser(plan.method, plan.key, chunk_rows, copy_ahead)
         if plan.method != "bf16" and len(store) >= MIN_TRIAL_CHUNKS * chunk_rows:
             # One scoring thread: the GEMMs run on torch's (or BLAS's) own threads, timed so.
             kernels.choose_gemm(len(q), store.dim, chunk_rows, pooled=n_workers == 1)
-        copy = None
-        if plan.method == "bf16" and bf16_copy != "off" and len(store):
-            copy = ensure_copy(store, build=bf16_copy == "auto")
         shards = None if copy is None else copy.shards
         shared = SharedFloor(len(q)) if n_workers > 1 else None
         scorers = [
