@@ -56,6 +56,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -183,16 +184,19 @@ def search(
     id_keys, sorted_ids = rank_ids(store.ids)
     kernels = Kernels()
     n_workers = kernels.workers(threads)
-    # Whether screening would read the bfloat16 copy ("auto" times its trial accordingly).
-    copy_ahead = (
-        screen == "auto"
-        and bf16_copy != "off"
-        and len(store) > 0
-        and copy_expected(store, build=bf16_copy == "auto")
-    )
+
+    def copy_ahead() -> bool:
+        """Whether screening would read the bfloat16 copy ("auto" times its trial so); asked
+        only where "auto" may screen (it may check the copy's digest: a full read)."""
+        return (
+            bf16_copy != "off"
+            and len(store) > 0
+            and copy_expected(store, build=bf16_copy == "auto")
+        )
+
     with kernels.single_threaded() if n_workers > 1 else contextlib.nullcontext():
 
-        def plan_for(copy_ahead: bool) -> ScreenPlan:
+        def plan_for(copy_ahead: bool | Callable[[], bool]) -> ScreenPlan:
             return plan_screen(
                 screen,
                 q,
@@ -206,16 +210,15 @@ def search(
                 copy=copy_ahead,
             )
 
-        plan = plan_for(copy_ahead)
+        plan = plan_for(copy_ahead if screen == "auto" else False)
         copy = None
         if plan.method == "bf16" and bf16_copy != "off" and len(store):
             copy = ensure_copy(store, build=bf16_copy == "auto")
-            if copy is None and copy_ahead:
+            if copy is None and plan.copy:
                 # "auto" chose bfloat16 for this shape timed without conversions, but the
                 # copy could not be built after all: decide again as a converting search.
-                copy_ahead = False
-                plan = plan_for(copy_ahead)
-        chooser = Chooser(plan.method, plan.key, chunk_rows, copy_ahead)
+                plan = plan_for(False)
+        chooser = Chooser(plan.method, plan.key, chunk_rows, plan.copy)
         if plan.method != "bf16" and len(store) >= MIN_TRIAL_CHUNKS * chunk_rows:
             # One scoring thread: the GEMMs run on torch's (or BLAS's) own threads, timed so.
             kernels.choose_gemm(len(q), store.dim, chunk_rows, pooled=n_workers == 1)
