@@ -505,3 +505,21 @@ def test_auto_trial_counts_conversions_where_the_copy_cannot_be_built(tmp_path, 
     assert second.trial and second.screen == "off"
     search(store, q, 20, screen="auto", chunk_rows=64, threads=1, stats=third)
     assert not third.trial and third.screen == "off"  # remembered for a converting search
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_screens_answers_for_the_search_it_is_asked_about(tmp_path, monkeypatch, masked):
+    """``screens`` recalls the choice a search of the same shape made: with a mask (the
+    collection's masked exact search) and the bfloat16 copy expected as the search does."""
+    from inquire.index.exact import ExactIndex
+
+    _timed_paths(monkeypatch, bf16_cost=5.0, fp32_cost=1.0)
+    n, d = 64 * 32, 24
+    store = EmbeddingStore(write_store(tmp_path / "s", random_unit(n, d, seed=54), [n]))
+    q = random_unit(4, d, seed=55)
+    mask = np.ones(n, bool) if masked else None
+    index = ExactIndex(store, chunk_rows=64, threads=1, stats=SearchStats())
+    assert index.screens(q, 20, mask)  # not measured yet: a trial would decide
+    index.search(q, 20, mask)
+    assert index.stats is not None and index.stats.trial and index.stats.screen == "off"
+    assert not index.screens(q, 20, mask)  # measured slower for this search: float32

@@ -184,16 +184,7 @@ def search(
     id_keys, sorted_ids = rank_ids(store.ids)
     kernels = Kernels()
     n_workers = kernels.workers(threads)
-
-    def copy_ahead() -> bool:
-        """Whether screening would read the bfloat16 copy ("auto" times its trial so); asked
-        only where "auto" may screen (it may check the copy's digest: a full read)."""
-        return (
-            bf16_copy != "off"
-            and len(store) > 0
-            and copy_expected(store, build=bf16_copy == "auto")
-        )
-
+    copy_ahead = _copy_ahead(store, bf16_copy)
     with kernels.single_threaded() if n_workers > 1 else contextlib.nullcontext():
 
         def plan_for(copy_ahead: bool | Callable[[], bool]) -> ScreenPlan:
@@ -260,6 +251,21 @@ def search(
     return scores, ids
 
 
+def _copy_ahead(store: EmbeddingStore, bf16_copy: str) -> Callable[[], bool]:
+    """Whether screening would read the bfloat16 copy ("auto" times its trial so), for
+    :func:`~inquire.index.screen.plan_screen` to ask only where "auto" may screen (it may
+    check the copy's digest: a full read)."""
+
+    def expected() -> bool:
+        return (
+            bf16_copy != "off"
+            and len(store) > 0
+            and copy_expected(store, build=bf16_copy == "auto")
+        )
+
+    return expected
+
+
 def _report_nonfinite(store: EmbeddingStore, rows: list[int]) -> None:
     """Say how many rows of ``store`` hold NaN or infinite values, and which image ids."""
     if not rows:
@@ -315,9 +321,19 @@ class ExactIndex:
             bf16_copy=self.bf16_copy,
         )
 
-    def screens(self, queries: np.ndarray, k: int) -> bool:
-        """Whether a search of ``queries`` for ``k`` would screen in bfloat16."""
-        return screens(self.store, queries, k, self.screen, self.chunk_rows, self.threads)
+    def screens(self, queries: np.ndarray, k: int, mask: np.ndarray | None = None) -> bool:
+        """Whether a search of ``queries`` for ``k`` (where ``mask`` allows) would screen in
+        bfloat16."""
+        return screens(
+            self.store,
+            queries,
+            k,
+            self.screen,
+            self.chunk_rows,
+            self.threads,
+            mask=mask,
+            bf16_copy=self.bf16_copy,
+        )
 
 
 def screens(
@@ -327,20 +343,26 @@ def screens(
     screen: Screen = "auto",
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     threads: int | None = None,
+    mask: np.ndarray | None = None,
+    bf16_copy: Bf16CopyMode = "auto",
 ) -> bool:
     """Whether :func:`search` with these arguments would screen in bfloat16 (``"auto"``: or
-    time it against float32 on its first chunks; ``"bf16"`` raises where it cannot)."""
+    time it against float32 on its first chunks; ``"bf16"`` raises where it cannot). The
+    choice "auto" remembers depends on ``mask`` (whether there is one) and ``bf16_copy`` too."""
     q = check_queries(store, queries)
+    screen = check_screen(screen)
     kernels = Kernels()
     n_workers = kernels.workers(threads)
     plan = plan_screen(
-        check_screen(screen),
+        screen,
         q,
         len(store),
-        int(k),
+        check_k(k),
         chunk_rows,
         store.dtype,
         kernels.torch is not None,
         n_workers,
+        mask is not None,
+        copy=_copy_ahead(store, bf16_copy) if screen == "auto" else False,
     )
     return plan.method != "fp32"
