@@ -38,8 +38,11 @@ _TWO_STAGE_WIDTH = 1.25
 
 
 # Per process: an upper bound of the largest row norm of each chunk of the stores searched,
-# keyed by the shard files (path, size, mtime) and the chunk's rows, so a resident store's
-# norms are computed once. Cleared when it grows past _NORMS_MAX entries.
+# keyed by the shard files (path, size, modification and change times, inode, device) and
+# the chunk's rows, so a resident store's norms are computed once. The change time and inode
+# tell a shard replaced or rewritten with its old size and modification time (``rsync -t``,
+# ``cp -p``, a restore: a stale norm would narrow the bound below the true error). Cleared
+# when it grows past _NORMS_MAX entries.
 _norms: dict[tuple[Any, ...], float] = {}
 _norms_lock = threading.Lock()
 _NORMS_MAX = 1 << 20
@@ -49,7 +52,7 @@ def _store_key(store: EmbeddingStore) -> tuple[Any, ...] | None:
     """Identity of the store's shard files (None when a shard is not a file)."""
     try:
         return tuple(
-            (str(p), st.st_size, st.st_mtime_ns)
+            (str(p), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
             for p, st in ((p, os.stat(p)) for p in store.shard_paths)
         )
     except (OSError, AttributeError, TypeError):
