@@ -11,6 +11,7 @@ import errno
 import logging
 import multiprocessing
 import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -622,3 +623,48 @@ def test_an_unrecordable_check_still_opens_the_copy(tmp_path, monkeypatch):
         assert bc.open_copy(store) is not None
     assert calls[0] == 2  # nothing recorded: each process checks
     assert not list(bc.copy_dir(root).glob(".*verified*"))
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_a_fifo_in_the_markers_place_does_not_block(tmp_path, monkeypatch):
+    import threading
+
+    root = write_store(tmp_path / "s", random_unit(300, 8, seed=8), [300])
+    store = EmbeddingStore(root)
+    bc.build_copy(store)
+    assert bc.open_copy(store) is not None
+    marker = next(bc.copy_dir(root).glob(".*.verified"))
+    marker.unlink()
+    os.mkfifo(marker)  # opening it for reading would wait for a writer
+    monkeypatch.setattr(bc, "_verified", set())  # a new process
+    calls = _digests(monkeypatch)
+    got: list[object] = []
+    reader = threading.Thread(target=lambda: got.append(bc.open_copy(store)), daemon=True)
+    reader.start()
+    reader.join(timeout=60)
+    if reader.is_alive():  # blocked: a writer opening the FIFO releases it
+        os.close(os.open(marker, os.O_WRONLY | os.O_NONBLOCK))
+        reader.join()
+        pytest.fail("reading the marker blocked on a FIFO")
+    assert got[0] is not None and calls[0] == 1  # not trusted: checked by its digest
+    assert stat.S_ISREG(os.lstat(marker).st_mode)  # recorded in a plain file in its place
+
+
+def test_auto_checks_the_copy_only_where_it_may_screen(tmp_path, monkeypatch):
+    """A search that "auto" runs in float32 for reasons the copy does not change (here: too
+    few rows per result) never reads the copy, so it does not check its digest either."""
+    root = write_store(tmp_path / "s", random_unit(400, 8, seed=9), [400])
+    store = EmbeddingStore(root)
+    bc.build_copy(store)
+    for marker in bc.copy_dir(root).glob(".*.verified"):
+        marker.unlink()
+    monkeypatch.setattr(bc, "_verified", set())  # a new process: a check is a full read
+    calls = _digests(monkeypatch)
+    q = random_unit(2, 8, seed=10)
+    want = brute_force(q, np.asarray(store.shards[0], np.float32), store.ids, 100)
+    for copy in ("use", "auto"):
+        st = SearchStats()
+        got = search(store, q, 100, screen="auto", bf16_copy=copy, chunk_rows=64, stats=st)
+        np.testing.assert_array_equal(got[1], want[1])
+        assert st.screen == "off" and not st.trial and not st.bf16_copy
+    assert calls[0] == 0

@@ -205,3 +205,32 @@ def test_float32_gemm_overflow_of_finite_rows_is_exact(tmp_path, threads, screen
     s, i = search(store, q, 3, threads=threads, chunk_rows=8, screen=screen)
     np.testing.assert_array_equal(i, wi)
     np.testing.assert_array_equal(s.view(np.uint32), ws.view(np.uint32))
+
+
+def test_a_shard_replaced_with_its_old_size_and_mtime_is_not_taken_for_the_old(tmp_path):
+    """The row norms kept per process belong to the shard file searched: a shard replaced
+    by one of the same size with its modification time set back (``rsync -t``, ``cp -p``,
+    a restore) has its norms computed again. With the old, 4096x smaller norms the float32
+    bound would be too narrow and near ties would come out in the wrong order."""
+    import os
+
+    from inquire.index.topk import brute_force
+
+    n, d = 2000, 256
+    rng = np.random.default_rng(0)
+    base = random_unit(1, d, seed=1)
+    near = (base + rng.standard_normal((n, d)).astype(np.float32) * 3e-7).astype(np.float32)
+    root = write_store(tmp_path / "s", near / np.float32(4096), [n], dtype=np.float32)
+    shard = next((root / "img_emb").glob("*.npy"))
+    before = os.stat(shard)
+    q = (random_unit(15, d, seed=2) * 0.01 + base).astype(np.float32)
+    search(EmbeddingStore(root), q, 3, screen="off", threads=1)  # norms kept
+    np.save(tmp_path / "new.npy", near)
+    os.replace(tmp_path / "new.npy", shard)
+    os.utime(shard, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert os.stat(shard).st_size == before.st_size
+    store = EmbeddingStore(root)
+    want = brute_force(q, np.asarray(store.shards[0]), store.ids, 3)
+    got = search(store, q, 3, screen="off", threads=1)
+    np.testing.assert_array_equal(got[1], want[1])
+    np.testing.assert_array_equal(got[0], want[0])

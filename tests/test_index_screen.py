@@ -499,7 +499,67 @@ def test_auto_trial_counts_conversions_where_the_copy_cannot_be_built(tmp_path, 
     search(store, q, 20, screen="auto", chunk_rows=64, threads=1, stats=first)
     assert first.trial and first.screen == "bf16"  # expecting a copy
     search(store, q, 20, screen="auto", chunk_rows=64, threads=1, stats=second)
-    assert not second.bf16_copy  # building it failed: converted
-    # From now on no copy is expected: a new trial, with the conversions, picks float32.
+    # Building it failed: this search converts, so it does not follow the choice made for
+    # a copy; a new trial, with the conversions, picks float32.
+    assert not second.bf16_copy
+    assert second.trial and second.screen == "off"
     search(store, q, 20, screen="auto", chunk_rows=64, threads=1, stats=third)
-    assert third.trial and third.screen == "off"
+    assert not third.trial and third.screen == "off"  # remembered for a converting search
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_screens_answers_for_the_search_it_is_asked_about(tmp_path, monkeypatch, masked):
+    """``screens`` recalls the choice a search of the same shape made: with a mask (the
+    collection's masked exact search) and the bfloat16 copy expected as the search does."""
+    from inquire.index.exact import ExactIndex
+
+    _timed_paths(monkeypatch, bf16_cost=5.0, fp32_cost=1.0)
+    n, d = 64 * 32, 24
+    store = EmbeddingStore(write_store(tmp_path / "s", random_unit(n, d, seed=54), [n]))
+    q = random_unit(4, d, seed=55)
+    mask = np.ones(n, bool) if masked else None
+    index = ExactIndex(store, chunk_rows=64, threads=1, stats=SearchStats())
+    assert index.screens(q, 20, mask)  # not measured yet: a trial would decide
+    index.search(q, 20, mask)
+    assert index.stats is not None and index.stats.trial and index.stats.screen == "off"
+    assert not index.screens(q, 20, mask)  # measured slower for this search: float32
+
+
+def test_auto_trial_leaves_out_the_conversion_only_the_first_norms_need(tmp_path, monkeypatch):
+    """Without a copy, a screened chunk whose norm is not known yet is converted to float32
+    for the norm, then to bfloat16; later searches know the norm and convert once, straight
+    to bfloat16. The trial times the one conversion: bfloat16 (one conversion 0.5 + GEMM
+    0.5) beats float32 (conversion 1.0 + GEMM 0.8)."""
+    from inquire.index.kernels import Kernels
+    from inquire.index.scorer import Scorer
+
+    _timed_paths(monkeypatch, bf16_cost=0.5, fp32_cost=0.8)
+    t = [0.0]
+    base = scr.clock
+    monkeypatch.setattr(scr, "clock", lambda: base() + t[0])
+    convert, to_bf16 = Kernels.convert, Scorer._to_bf16
+
+    def slow_convert(self, src, dst):
+        t[0] += 1.0
+        return convert(self, src, dst)
+
+    def slow_to_bf16(self, data):
+        t[0] += 0.5
+        return to_bf16(self, data)
+
+    monkeypatch.setattr(Kernels, "convert", slow_convert)
+    monkeypatch.setattr(Scorer, "_to_bf16", slow_to_bf16)
+    n, d = 64 * 32, 24
+    store = EmbeddingStore(write_store(tmp_path / "s", random_unit(n, d, seed=56), [n]))
+    q = random_unit(4, d, seed=57)
+    runs = []
+    for trial in (True, False):  # the first search of this store: no norm known yet
+        st = SearchStats()
+        runs.append(
+            search(store, q, 20, screen="auto", chunk_rows=64, threads=1, bf16_copy="off", stats=st)
+        )
+        assert st.trial is trial and st.screen == "bf16"
+    off = search(store, q, 20, screen="off", chunk_rows=64, threads=1)
+    for got in runs:
+        np.testing.assert_array_equal(got[1], off[1])
+        np.testing.assert_array_equal(got[0].view(np.uint32), off[0].view(np.uint32))

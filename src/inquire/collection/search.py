@@ -174,7 +174,7 @@ class CollectionSearcher:
         depth = min(k, len(rows))
         dense = len(rows) >= GATHER_BELOW * len(index)
         exact = ExactIndex(index.store, screen=check_screen(self.screen))
-        if dense and exact.screens(q, depth):
+        if dense and exact.screens(q, depth, mask):
             # Where bfloat16 screening pays: exact search's streamed pass, screened, masked.
             return padded(*exact.search(q, depth, mask), k)
         if not dense:

@@ -169,8 +169,11 @@ def _read_marker(sums: Path) -> tuple[int, ...] | None:
     """The file versions recorded by :func:`_write_marker`, or None (missing, not a plain
     file, unreadable, malformed)."""
     path = _marker(sums)
+    # Non-blocking: a FIFO planted in the marker's place opens at once (and is then refused
+    # as not a plain file) rather than waiting forever for a writer.
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        fd = os.open(path, flags)
         with os.fdopen(fd, "rb") as fh:
             if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
                 return None

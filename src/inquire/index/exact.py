@@ -56,6 +56,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -69,7 +70,13 @@ from inquire.index.blocks import DEFAULT_MEMORY_MB, auto_block_rows, iter_blocks
 from inquire.index.fanout import Chooser, score_in_threads
 from inquire.index.kernels import Kernels
 from inquire.index.scorer import Scorer, SharedFloor
-from inquire.index.screen import MIN_TRIAL_CHUNKS, Screen, check_screen, plan_screen
+from inquire.index.screen import (
+    MIN_TRIAL_CHUNKS,
+    Screen,
+    ScreenPlan,
+    check_screen,
+    plan_screen,
+)
 from inquire.index.topk import check_k, rank_ids
 
 log = logging.getLogger(__name__)
@@ -177,33 +184,35 @@ def search(
     id_keys, sorted_ids = rank_ids(store.ids)
     kernels = Kernels()
     n_workers = kernels.workers(threads)
-    # Whether screening would read the bfloat16 copy ("auto" times its trial accordingly).
-    copy_ahead = (
-        screen == "auto"
-        and bf16_copy != "off"
-        and len(store) > 0
-        and copy_expected(store, build=bf16_copy == "auto")
-    )
+    copy_ahead = _copy_ahead(store, bf16_copy)
     with kernels.single_threaded() if n_workers > 1 else contextlib.nullcontext():
-        plan = plan_screen(
-            screen,
-            q,
-            len(store),
-            k,
-            chunk_rows,
-            store.dtype,
-            kernels.torch is not None,
-            n_workers,
-            mask is not None,
-            copy=copy_ahead,
-        )
-        chooser = Chooser(plan.method, plan.key, chunk_rows, copy_ahead)
-        if plan.method != "bf16" and len(store) >= MIN_TRIAL_CHUNKS * chunk_rows:
-            # One scoring thread: the GEMMs run on torch's (or BLAS's) own threads, timed so.
-            kernels.choose_gemm(len(q), store.dim, chunk_rows, pooled=n_workers == 1)
+
+        def plan_for(copy_ahead: bool | Callable[[], bool]) -> ScreenPlan:
+            return plan_screen(
+                screen,
+                q,
+                len(store),
+                k,
+                chunk_rows,
+                store.dtype,
+                kernels.torch is not None,
+                n_workers,
+                mask is not None,
+                copy=copy_ahead,
+            )
+
+        plan = plan_for(copy_ahead if screen == "auto" else False)
         copy = None
         if plan.method == "bf16" and bf16_copy != "off" and len(store):
             copy = ensure_copy(store, build=bf16_copy == "auto")
+            if copy is None and plan.copy:
+                # "auto" chose bfloat16 for this shape timed without conversions, but the
+                # copy could not be built after all: decide again as a converting search.
+                plan = plan_for(False)
+        chooser = Chooser(plan.method, plan.key, chunk_rows, plan.copy)
+        if plan.method != "bf16" and len(store) >= MIN_TRIAL_CHUNKS * chunk_rows:
+            # One scoring thread: the GEMMs run on torch's (or BLAS's) own threads, timed so.
+            kernels.choose_gemm(len(q), store.dim, chunk_rows, pooled=n_workers == 1)
         shards = None if copy is None else copy.shards
         shared = SharedFloor(len(q)) if n_workers > 1 else None
         scorers = [
@@ -240,6 +249,21 @@ def search(
         return scores, keys
     ids = np.where(keys >= 0, sorted_ids[np.maximum(keys, 0)], -1)
     return scores, ids
+
+
+def _copy_ahead(store: EmbeddingStore, bf16_copy: str) -> Callable[[], bool]:
+    """Whether screening would read the bfloat16 copy ("auto" times its trial so), for
+    :func:`~inquire.index.screen.plan_screen` to ask only where "auto" may screen (it may
+    check the copy's digest: a full read)."""
+
+    def expected() -> bool:
+        return (
+            bf16_copy != "off"
+            and len(store) > 0
+            and copy_expected(store, build=bf16_copy == "auto")
+        )
+
+    return expected
 
 
 def _report_nonfinite(store: EmbeddingStore, rows: list[int]) -> None:
@@ -297,9 +321,19 @@ class ExactIndex:
             bf16_copy=self.bf16_copy,
         )
 
-    def screens(self, queries: np.ndarray, k: int) -> bool:
-        """Whether a search of ``queries`` for ``k`` would screen in bfloat16."""
-        return screens(self.store, queries, k, self.screen, self.chunk_rows, self.threads)
+    def screens(self, queries: np.ndarray, k: int, mask: np.ndarray | None = None) -> bool:
+        """Whether a search of ``queries`` for ``k`` (where ``mask`` allows) would screen in
+        bfloat16."""
+        return screens(
+            self.store,
+            queries,
+            k,
+            self.screen,
+            self.chunk_rows,
+            self.threads,
+            mask=mask,
+            bf16_copy=self.bf16_copy,
+        )
 
 
 def screens(
@@ -309,20 +343,26 @@ def screens(
     screen: Screen = "auto",
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     threads: int | None = None,
+    mask: np.ndarray | None = None,
+    bf16_copy: Bf16CopyMode = "auto",
 ) -> bool:
     """Whether :func:`search` with these arguments would screen in bfloat16 (``"auto"``: or
-    time it against float32 on its first chunks; ``"bf16"`` raises where it cannot)."""
+    time it against float32 on its first chunks; ``"bf16"`` raises where it cannot). The
+    choice "auto" remembers depends on ``mask`` (whether there is one) and ``bf16_copy`` too."""
     q = check_queries(store, queries)
+    screen = check_screen(screen)
     kernels = Kernels()
     n_workers = kernels.workers(threads)
     plan = plan_screen(
-        check_screen(screen),
+        screen,
         q,
         len(store),
-        int(k),
+        check_k(k),
         chunk_rows,
         store.dtype,
         kernels.torch is not None,
         n_workers,
+        mask is not None,
+        copy=_copy_ahead(store, bf16_copy) if screen == "auto" else False,
     )
     return plan.method != "fp32"

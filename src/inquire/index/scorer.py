@@ -38,8 +38,11 @@ _TWO_STAGE_WIDTH = 1.25
 
 
 # Per process: an upper bound of the largest row norm of each chunk of the stores searched,
-# keyed by the shard files (path, size, mtime) and the chunk's rows, so a resident store's
-# norms are computed once. Cleared when it grows past _NORMS_MAX entries.
+# keyed by the shard files (path, size, modification and change times, inode, device) and
+# the chunk's rows, so a resident store's norms are computed once. The change time and inode
+# tell a shard replaced or rewritten with its old size and modification time (``rsync -t``,
+# ``cp -p``, a restore: a stale norm would narrow the bound below the true error). Cleared
+# when it grows past _NORMS_MAX entries.
 _norms: dict[tuple[Any, ...], float] = {}
 _norms_lock = threading.Lock()
 _NORMS_MAX = 1 << 20
@@ -49,7 +52,7 @@ def _store_key(store: EmbeddingStore) -> tuple[Any, ...] | None:
     """Identity of the store's shard files (None when a shard is not a file)."""
     try:
         return tuple(
-            (str(p), st.st_size, st.st_mtime_ns)
+            (str(p), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
             for p, st in ((p, os.stat(p)) for p in store.shard_paths)
         )
     except (OSError, AttributeError, TypeError):
@@ -133,9 +136,11 @@ class Scorer:
         self.nonfinite: list[int] = []  # store rows holding NaN / inf (never returned)
         self.gemm_seconds = 0.0
         # Time of the work a later search does not repeat: the first computation of chunks'
-        # row norms (kept per process), and for chunks screened by conversion, the
-        # conversions that reading the store's bfloat16 copy spares (``"auto"``'s trial
-        # leaves them out where the copy will be read: :class:`~inquire.index.fanout.Chooser`).
+        # row norms (kept per process; on the screened path with the conversion to float32
+        # it needs, where later searches convert straight to bfloat16), and for chunks
+        # screened by conversion, the conversions that reading the store's bfloat16 copy
+        # spares (``"auto"``'s trial leaves them out where the copy will be read:
+        # :class:`~inquire.index.fanout.Chooser`).
         self.norm_seconds = 0.0
         self.copy_spares = 0.0
         self.chunks = {"bf16": 0, "fp32": 0}
@@ -177,7 +182,12 @@ class Scorer:
             data = self.f32[:rows]
             self.kernels.convert(src, data)
         if bf16:
-            self.copy_spares += screen_mod.clock() - t0
+            if norm is None and key is not None:
+                # Converted to float32 for the first norm only: later searches know the
+                # norm and go to bfloat16 straight from the stored rows.
+                self.norm_seconds += screen_mod.clock() - t0
+            else:
+                self.copy_spares += screen_mod.clock() - t0
         if norm is None:
             t0 = screen_mod.clock()
             norm = self._max_norm(data)

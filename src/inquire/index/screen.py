@@ -274,6 +274,7 @@ class ScreenPlan:
     bounds: Bounds
     method: str | None
     key: tuple[Any, ...] | None = None
+    copy: bool = False  # the plan expects screening to read the store's bfloat16 copy
 
 
 def plan_screen(
@@ -286,7 +287,7 @@ def plan_screen(
     has_torch: bool,
     threads: int,
     masked: bool = False,
-    copy: bool = False,
+    copy: bool | Callable[[], bool] = False,
 ) -> ScreenPlan:
     """Decide how this search approximates its rows before the exact rescoring.
 
@@ -297,7 +298,8 @@ def plan_screen(
     lists no bfloat16 units (``/proc/cpuinfo``: torch would emulate it, always slower);
     otherwise the choice remembered for this shape, or a timed trial on the first chunks.
     ``copy``: screening would read the store's bfloat16 copy (the trial then times bfloat16
-    without its conversions); part of the shape a choice is remembered for.
+    without its conversions); part of the shape a choice is remembered for. A callable is
+    asked only where the choice depends on it (it may read the copy: a digest check).
     """
     screen = check_screen(screen)
     forced = screen == "bf16"
@@ -323,10 +325,11 @@ def plan_screen(
             return fp32("too few rows per result or chunks for screening to pay")
         if cpu_has_bf16_units() is False:
             return fp32("the CPU lists no bfloat16 units (torch would emulate bfloat16)")
-        key = (q.shape, k, chunk_rows, str(np.dtype(store_dtype)), threads, masked, copy)
+        expect = bool(copy()) if callable(copy) else bool(copy)
+        key = (q.shape, k, chunk_rows, str(np.dtype(store_dtype)), threads, masked, expect)
         if recalled_choice(key) == "fp32":
             return fp32("measured slower for this shape earlier in this process")
     if not bf16_accumulates_in_fp32():
         return fp32("torch's bfloat16 matmul does not accumulate in float32 on this CPU")
     method = "bf16" if forced or (key is not None and recalled_choice(key) == "bf16") else None
-    return ScreenPlan(bounds(q, True), method, key)
+    return ScreenPlan(bounds(q, True), method, key, bool(key is not None and key[-1]))
