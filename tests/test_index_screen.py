@@ -563,3 +563,15 @@ def test_auto_trial_leaves_out_the_conversion_only_the_first_norms_need(tmp_path
     for got in runs:
         np.testing.assert_array_equal(got[1], off[1])
         np.testing.assert_array_equal(got[0].view(np.uint32), off[0].view(np.uint32))
+
+
+def test_remembered_choices_stay_bounded(monkeypatch):
+    monkeypatch.setattr(scr, "_choices", {})
+    monkeypatch.setattr(scr, "_CHOICES_MAX", 3)
+    for n in range(3):
+        scr.remember_choice(("shape", n), "bf16")
+    scr.remember_choice(("shape", 0), "fp32")  # a known shape: updated, nothing forgotten
+    assert len(scr._choices) == 3 and scr.recalled_choice(("shape", 0)) == "fp32"
+    scr.remember_choice(("shape", 3), "bf16")  # one more: the old ones are forgotten
+    assert scr._choices == {("shape", 3): "bf16"}
+    assert scr.recalled_choice(("shape", 1)) is None

@@ -140,6 +140,9 @@ def lower_bound(s: np.ndarray, margin: np.ndarray, c: float = C_BF16) -> np.ndar
 _lock = threading.Lock()
 _accum_ok: list[bool] = []
 _choices: dict[tuple[Any, ...], str] = {}
+#: Remembered choices kept at most (a server sees many query counts); then forgotten, and the
+#: next search of each shape measures again.
+_CHOICES_MAX = 4096
 
 #: The clock that times ``"auto"``'s trial chunks (replaceable, e.g. by tests).
 clock: Callable[[], float] = time.perf_counter
@@ -148,6 +151,8 @@ clock: Callable[[], float] = time.perf_counter
 def remember_choice(key: tuple[Any, ...], method: str) -> None:
     """Keep ``"auto"``'s measured choice (``"bf16"`` or ``"fp32"``) for searches of ``key``."""
     with _lock:
+        if key not in _choices and len(_choices) >= _CHOICES_MAX:
+            _choices.clear()
         _choices[key] = method
 
 
