@@ -7,6 +7,8 @@ bound itself is checked against float64 on rows built to make bfloat16 rounding 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -575,3 +577,40 @@ def test_remembered_choices_stay_bounded(monkeypatch):
     scr.remember_choice(("shape", 3), "bf16")  # one more: the old ones are forgotten
     assert scr._choices == {("shape", 3): "bf16"}
     assert scr.recalled_choice(("shape", 1)) is None
+
+
+def test_auto_trial_counts_conversions_where_the_folder_is_read_only(tmp_path, monkeypatch):
+    """A store folder this process may not write (checked with ``os.access``: as root every
+    folder is writable, so the check is replaced here) gets no copy: the trial times the
+    conversions from the start."""
+    from inquire.index import bf16_copy as bc
+    from inquire.index.scorer import Scorer
+
+    _timed_paths(monkeypatch, bf16_cost=0.5, fp32_cost=1.0)
+    t = [0.0]
+    base = scr.clock
+    monkeypatch.setattr(scr, "clock", lambda: base() + t[0])
+    to_bf16 = Scorer._to_bf16
+
+    def slow_conversion(self, data):
+        t[0] += 0.6
+        return to_bf16(self, data)
+
+    monkeypatch.setattr(Scorer, "_to_bf16", slow_conversion)
+    monkeypatch.setattr(bc, "_warned", set())
+    n, d = 64 * 32, 24
+    root = write_store(tmp_path / "s", random_unit(n, d, seed=54), [n])
+    store = EmbeddingStore(root)
+    real_access = bc.os.access
+    monkeypatch.setattr(
+        bc.os, "access", lambda p, mode: Path(p) != Path(root) and real_access(p, mode)
+    )
+    assert not bc.copy_expected(store, build=True)
+    st = SearchStats()
+    search(store, q := random_unit(4, d, seed=55), 20, screen="auto", chunk_rows=64, stats=st)
+    assert st.trial and st.screen == "off"
+    monkeypatch.setattr(bc.os, "access", real_access)  # writable again: a copy is expected
+    assert bc.copy_expected(store, build=True)
+    st = SearchStats()
+    search(store, q, 20, screen="auto", chunk_rows=64, threads=1, stats=st)
+    assert st.trial and st.screen == "bf16"

@@ -413,12 +413,21 @@ def ensure_copy(store: EmbeddingStore, build: bool) -> Bf16Copy | None:
 
 def copy_expected(store: EmbeddingStore, build: bool) -> bool:
     """Whether screening ``store`` would read its bfloat16 copy: it exists and is current,
-    or ``build`` and building it has not failed in this process."""
+    or ``build``, building it has not failed in this process and the folder it goes into
+    looks writable (a read-only store folder: the build would fail)."""
     if build:
         with _warned_lock:
-            if str(store.root) not in _warned:
-                return True
+            failed = str(store.root) in _warned
+        if not failed and _looks_writable(store.root):
+            return True
     return open_copy(store) is not None
+
+
+def _looks_writable(store_root: Path) -> bool:
+    """Whether this process may write the copy folder (or create it in ``store_root``)."""
+    folder = copy_dir(store_root)
+    target = folder if _real_folder(folder) else Path(store_root)
+    return os.access(target, os.W_OK | os.X_OK)
 
 
 def remove_copy(store_root: str | os.PathLike[str]) -> bool:
