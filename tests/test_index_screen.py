@@ -424,6 +424,7 @@ def test_two_stage_rescoring_reads_fewer_rows_and_gives_the_same_result(
     np.testing.assert_allclose(s2, ref_s.astype(np.float32), rtol=0, atol=1e-6)
     assert one.rescored > 1.25 * k * len(q)  # one stage: the whole wide pool
     assert two.rescored < 0.8 * one.rescored
+    assert 0 < two.rescore_seconds <= two.seconds  # the final rescoring's share of the time
 
 
 def test_auto_trial_leaves_out_conversions_the_bf16_copy_spares(tmp_path, monkeypatch):

@@ -104,6 +104,7 @@ class SearchStats:
     trial: bool = False  # "auto" timed both paths on this search's first chunks
     gemm_seconds: float = 0.0  # time inside the approximating GEMMs, summed over threads
     seconds: float = 0.0  # wall time of the whole search
+    rescore_seconds: float = 0.0  # wall time of the final exact rescoring (after the scan)
     threads: int = 1  # scoring threads
     bf16_copy: bool = False  # screened blocks were read from the store's bfloat16 copy
     fp32_gemm: str = "torch"  # who ran the float32 GEMM: "torch", "numpy" or "onednn"
@@ -228,8 +229,10 @@ def search(
             score_in_threads(store, block_rows, chunk_rows, prefetch, scorers, chooser, shards)
     # The survivors' exact scores, on the scoring threads' cores (torch's small conversions
     # there run fastest single-threaded, even where the GEMMs used torch's own threads).
+    finished = time.perf_counter()
     with kernels.single_threaded() if kernels.torch is not None else contextlib.nullcontext():
         scores, keys = scorers[0].finish(scorers[1:], threads=n_workers)
+    finished = time.perf_counter() - finished
     _report_nonfinite(store, sorted(r for sc in scorers for r in sc.nonfinite))
     if stats is not None:
         n_bf16 = sum(sc.chunks["bf16"] for sc in scorers)
@@ -245,6 +248,7 @@ def search(
         stats.fp32_gemm = kernels.fp32_gemm
         stats.fp32_fallbacks = kernels.fallbacks
         stats.seconds = time.perf_counter() - started
+        stats.rescore_seconds = finished
     if sorted_ids is None:
         return scores, keys
     ids = np.where(keys >= 0, sorted_ids[np.maximum(keys, 0)], -1)
