@@ -207,6 +207,23 @@ def _timed_paths(monkeypatch, bf16_cost: float, fp32_cost: float) -> None:
     monkeypatch.setattr(Scorer, "_approx_fp32", slow_fp32)
 
 
+def _slow_conversions(monkeypatch, cost: float = 0.6) -> None:
+    """On :func:`_timed_paths`' fake clock (call it first), each conversion of a chunk to
+    bfloat16 costs ``cost`` float32 GEMMs."""
+    from inquire.index.scorer import Scorer
+
+    t = [0.0]
+    base = scr.clock
+    monkeypatch.setattr(scr, "clock", lambda: base() + t[0])
+    to_bf16 = Scorer._to_bf16
+
+    def slow_conversion(self, data):
+        t[0] += cost
+        return to_bf16(self, data)
+
+    monkeypatch.setattr(Scorer, "_to_bf16", slow_conversion)
+
+
 @pytest.mark.parametrize("bf16_cost,want", [(5.0, "off"), (0.95, "off"), (0.5, "bf16")])
 def test_auto_trial_takes_the_faster_path(tmp_path, monkeypatch, bf16_cost, want):
     """A screen made slower (or not clearly faster) than float32 is not used; a faster one
@@ -431,19 +448,9 @@ def test_auto_trial_leaves_out_conversions_the_bf16_copy_spares(tmp_path, monkey
     """Converting chunks to bfloat16 makes screening slower than float32 here, reading the
     store's bfloat16 copy (no conversions) faster: the trial times what the search will run."""
     from inquire.index import bf16_copy as bc
-    from inquire.index.scorer import Scorer
 
     _timed_paths(monkeypatch, bf16_cost=0.5, fp32_cost=1.0)
-    t = [0.0]
-    base = scr.clock  # _timed_paths' fake clock, advanced further by each conversion
-    monkeypatch.setattr(scr, "clock", lambda: base() + t[0])
-    to_bf16 = Scorer._to_bf16
-
-    def slow_conversion(self, data):
-        t[0] += 0.6  # a conversion costs 0.6 float32 GEMMs
-        return to_bf16(self, data)
-
-    monkeypatch.setattr(Scorer, "_to_bf16", slow_conversion)
+    _slow_conversions(monkeypatch)  # 0.6 float32 GEMMs per conversion
     n, d = 64 * 32, 24
     x = random_unit(n, d, seed=50)
     store = EmbeddingStore(write_store(tmp_path / "s", x, [1024, 1024]))
@@ -476,19 +483,9 @@ def test_auto_trial_leaves_out_conversions_the_bf16_copy_spares(tmp_path, monkey
 
 def test_auto_trial_counts_conversions_where_the_copy_cannot_be_built(tmp_path, monkeypatch):
     from inquire.index import bf16_copy as bc
-    from inquire.index.scorer import Scorer
 
     _timed_paths(monkeypatch, bf16_cost=0.5, fp32_cost=1.0)
-    t = [0.0]
-    base = scr.clock
-    monkeypatch.setattr(scr, "clock", lambda: base() + t[0])
-    to_bf16 = Scorer._to_bf16
-
-    def slow_conversion(self, data):
-        t[0] += 0.6
-        return to_bf16(self, data)
-
-    monkeypatch.setattr(Scorer, "_to_bf16", slow_conversion)
+    _slow_conversions(monkeypatch)  # 0.6 float32 GEMMs per conversion
 
     def no_room(store, progress=None):
         raise OSError(28, "No space left on device")
@@ -585,19 +582,9 @@ def test_auto_trial_counts_conversions_where_the_folder_is_read_only(tmp_path, m
     folder is writable, so the check is replaced here) gets no copy: the trial times the
     conversions from the start."""
     from inquire.index import bf16_copy as bc
-    from inquire.index.scorer import Scorer
 
     _timed_paths(monkeypatch, bf16_cost=0.5, fp32_cost=1.0)
-    t = [0.0]
-    base = scr.clock
-    monkeypatch.setattr(scr, "clock", lambda: base() + t[0])
-    to_bf16 = Scorer._to_bf16
-
-    def slow_conversion(self, data):
-        t[0] += 0.6
-        return to_bf16(self, data)
-
-    monkeypatch.setattr(Scorer, "_to_bf16", slow_conversion)
+    _slow_conversions(monkeypatch)  # 0.6 float32 GEMMs per conversion
     monkeypatch.setattr(bc, "_warned", set())
     n, d = 64 * 32, 24
     root = write_store(tmp_path / "s", random_unit(n, d, seed=54), [n])
