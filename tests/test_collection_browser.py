@@ -1046,6 +1046,48 @@ def test_a_search_after_the_collections_failed_asks_for_them_again(
     tab.close()
 
 
+@pytest.mark.parametrize("failure", ["server error", "no answer", "no answer, then an error"])
+def test_the_list_of_collections_is_asked_again_by_itself_after_a_failure(
+    browser: Any, server: LiveServer, failure: str
+) -> None:
+    """The page's first requests for its list of collections fail (a server error, or no
+    answer at all): the page says so and asks again by itself, a little later (never at once:
+    a server that answers with errors is asked later and later), until the list arrives; the
+    user does not have to send a search for it."""
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once, on the main app")
+    tab = Tab(browser, server)
+    page = tab.page()
+    asked: list[float] = []
+
+    def fail_twice(route: Any) -> None:
+        asked.append(time.monotonic())
+        if len(asked) > 2:
+            route.continue_()
+        elif failure == "server error" or (failure.endswith("error") and len(asked) == 2):
+            route.fulfill(status=500, content_type="application/json", body='{"detail": "boom"}')
+        else:
+            route.abort("connectionrefused")
+
+    page.route("**/verify/api/collections", fail_twice)
+    page.goto(f"{server.url}/verify")
+    with _state_on_timeout(page, "the list of collections, asked for again"):
+        page.wait_for_function("() => document.getElementById('collection').options.length > 0")
+        page.wait_for_function("() => document.getElementById('saved').options.length > 0")
+        page.wait_for_selector("#offline", state="hidden")
+    assert page.input_value("#collection") == "walk"
+    assert len(asked) >= 3, asked
+    gaps = [asked[1] - asked[0], asked[2] - asked[1]]
+    assert min(gaps) >= 0.8 * 1.5, gaps  # RETRY_MS apart at least
+    if failure == "server error":  # the second wait is longer
+        assert gaps[1] >= 0.8 * 3.0, gaps
+    tab.errors.clear()  # the failed requests are logged by the browser
+    _send(page, "ola", "teal")
+    page.wait_for_selector("#r0.current")
+    _mark_first(page)
+    tab.close()
+
+
 @pytest.fixture()
 def two_collections(tmp_path: Path) -> Iterator[LiveServer]:
     """A verify-only server with two small collections, alpha and beta."""
