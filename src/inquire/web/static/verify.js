@@ -30,7 +30,8 @@ const PAGE = 24;            // results per load
 const MAX_RESTORE = 2000;   // results shown again at most after a reload
 // Q.pending: marks not yet on the server, in key order; Q.failed: refused by the server
 // (4xx), kept for a retry (`r`); Q.latest: key -> number of the newest mark of that key.
-const Q = {pending: [], failed: [], latest: {}, n: 0, busy: false, offline: false, timer: null};
+// Q.errors: how many tries in a row the server answered with an error (5xx, 429).
+const Q = {pending: [], failed: [], latest: {}, n: 0, busy: false, offline: false, timer: null, errors: 0};
 const channel = "BroadcastChannel" in window ? new BroadcastChannel("inquire-verify") : null;
 
 function who() { return $("who").value.trim(); }
@@ -120,13 +121,19 @@ async function freshToken() {
 function retryable(e) { return e.network || (e.status >= 500) || e.status === 429; }
 
 // --- offline banner -----------------------------------------------------------------------
-function offline() {
+// The server does not answer (no e, or e.network), or answers a retryable request with an error
+// (e: 5xx, 429): the page tries again a little later: every RETRY_MS while there is no answer
+// (a try costs the server nothing), later and later while it answers with errors (each try
+// is work for a server in trouble: 1.5 s, 3 s, 6 s, … at most 24 s).
+function offline(e) {
   Q.offline = true;
+  Q.errors = e && !e.network ? Q.errors + 1 : 0;
   showBanner();
-  if (!Q.timer) Q.timer = setTimeout(probe, RETRY_MS);
+  if (!Q.timer) Q.timer = setTimeout(probe, RETRY_MS * Math.min(2 ** Math.max(Q.errors - 1, 0), 16));
 }
 function online() {
   Q.offline = false;
+  Q.errors = 0;
   showBanner();
   status(Q.pending.length ? "server is back; sending your marks" : "server is back");
   if (!$("collection").options.length) start();  // the page's first requests got no answer
@@ -139,7 +146,7 @@ function showBanner() {
   const b = $("offline");
   if (!Q.offline) { b.hidden = true; return; }
   const n = Q.pending.length;
-  b.textContent = "The server does not answer. " + (n ? `${n} mark${n > 1 ? "s are" : " is"} not saved yet: ` +
+  b.textContent = (Q.errors ? "The server answers with errors. " : "The server does not answer. ") + (n ? `${n} mark${n > 1 ? "s are" : " is"} not saved yet: ` +
     "they are kept in this browser and sent when it is back." : "Retrying…");
   b.hidden = false;
 }
@@ -147,7 +154,7 @@ async function probe() {
   Q.timer = null;
   if (Q.pending.length) { pump(); return; }
   try { await call(API + "/collections"); resync(); }
-  catch (e) { if (e.network) offline(); }
+  catch (e) { if (retryable(e)) offline(e); }  // still away, or still in trouble: again later
 }
 
 // --- the mark queue -----------------------------------------------------------------------
@@ -190,7 +197,7 @@ async function pump() {
         await send("PUT", `${API}/c/${encodeURIComponent(m.c)}/searches/${encodeURIComponent(m.sid)}/marks`,
           {image_id: m.image_id, who: m.who, mark: m.mark});
       } catch (e) {
-        if (retryable(e)) { offline(); return; }
+        if (retryable(e)) { offline(e); return; }
         m.error = e.message;
         Q.failed.push(m);
         status(`not saved: image ${m.image_id} ${m.mark}: ${e.message} (press r to retry)`, true);
@@ -682,7 +689,8 @@ window.addEventListener("resize", () => { clearTimeout(S.resized); S.resized = s
 async function start() {
   const hs = readHash();
   if (hs.c && hs.s && !S.asked) { ask(); openSearch(hs.c, hs.s); }
-  try { await collectionsReady(); } catch (e) { if (e.network) offline(); status(e.message, true); return; }
+  // No list (no answer, or a server error): asked for again later (probe(), then online()).
+  try { await collectionsReady(); } catch (e) { if (retryable(e)) offline(e); status(e.message, true); return; }
   const now = readHash();  // a search sent or a link pasted meanwhile names its collection
   if (now.c) chooseCollection(now.c);  // a search sent meanwhile runs in it too (none was chosen)
   await loadSaved().catch(e => status(e.message, true));
