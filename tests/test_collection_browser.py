@@ -1316,6 +1316,97 @@ def test_more_results_asked_during_a_ranking_round_wait_for_it(
     tab.close()
 
 
+def test_a_ranking_round_after_a_deeper_mark_from_another_tab_shows_every_kept_result(
+    browser: Any, server: LiveServer
+) -> None:
+    """Another person (another tab) marked result #30 of a search this page shows 24 results
+    of: a ranking round keeps every result down to the deepest mark, so the page shows the
+    kept ones it had not loaded (#25 to #30) before the new ones: none missing, none twice
+    (it appended the new ones after its 24: six missing, and the next page, loaded at the
+    server's offset, repeated new ones)."""
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once, on the main app")
+    tab = Tab(browser, server)
+    page = tab.page()
+    sid = _search(page, server, "kim", "khaki")
+    _mark_first(page)
+    other = tab.page()
+    other.goto(f"{server.url}/verify#c=walk&s={sid}")
+    other.fill("#who", "lee")
+    other.press("#who", "Tab")
+    other.wait_for_selector(".result.current")  # where this browser's cursor was: #r1
+    other.keyboard.press("m")
+    other.click("#r29 .tap button[data-mark=not_relevant]")
+    other.wait_for_selector("#r29[data-state='saved']")
+    other.close()
+    assert len(_ids(page)) == 24
+    page.keyboard.press("l")
+    with _state_on_timeout(page, "the round and the kept results"):
+        page.wait_for_function(
+            "() => document.getElementById('round').textContent.startsWith('ranking: round')"
+            " && !S.loading && document.querySelectorAll('.result').length >= 30"
+        )
+    r = httpx.get(f"{server.url}/verify/api/c/walk/searches/{sid}/results?offset=0&limit=100")
+    ranked = [it["image_id"] for it in r.json()["results"]]
+    ids = _ids(page)
+    assert ids == ranked[: len(ids)], (ids, ranked)
+    n = len(ids)
+    page.keyboard.press("m")
+    page.wait_for_function("(n) => document.querySelectorAll('.result').length > n", arg=n)
+    page.wait_for_function("() => !S.loading")
+    r = httpx.get(f"{server.url}/verify/api/c/walk/searches/{sid}/results?offset=0&limit=100")
+    ranked = [it["image_id"] for it in r.json()["results"]]
+    ids = _ids(page)
+    assert ids == ranked[: len(ids)], (ids, ranked)
+    tab.close()
+
+
+def test_keys_pressed_while_a_ranking_round_runs_apply_to_the_new_ranking(
+    browser: Any, server: LiveServer
+) -> None:
+    """Keys pressed while a ranking round runs wait for it and apply to the results it
+    shows (the cursor on the first new one): a mark made meanwhile on a result after the
+    cursor, one the round replaces, was sent for an image the server no longer ranks (it
+    refused it: "not saved"), and a tap on such a result is dropped."""
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once, on the main app")
+    tab = Tab(browser, server)
+    page = tab.page()
+    sid = _search(page, server, "ned", "maroon")
+    for key in "1n":
+        page.keyboard.press(key)
+    _all_saved(page)
+    old = _ids(page)
+    held: list[Any] = []
+
+    def hold(route: Any) -> None:  # the server makes the round; its answer waits
+        held.append((route, route.fetch()))
+
+    page.route("**/learn", hold)
+    page.keyboard.press("l")
+    _wait_held(page, held)
+    page.keyboard.press("j")
+    page.keyboard.press("y")
+    page.click("#r6 .tap button[data-mark=unsure]")  # a result the round replaces
+    route, resp = held[0]
+    route.fulfill(response=resp)
+    with _state_on_timeout(page, "the round, then the keys"):
+        page.wait_for_function(
+            "() => document.getElementById('round').textContent.startsWith('ranking: round')"
+            " && !KQ.queue.length && !Q.pending.length && !Q.busy"
+        )
+    ids = _ids(page)
+    assert ids[:3] == old[:3]
+    assert page.evaluate("() => Q.failed.length") == 0, page.inner_text("#status")
+    assert page.get_attribute("#r5", "class").endswith("current")
+    assert _server_marks(server, sid, "ned") == {
+        old[0]: "relevant",
+        old[1]: "not_relevant",
+        ids[4]: "relevant",
+    }
+    tab.close()
+
+
 def test_back_to_the_page_without_a_search_shows_none_and_forward_shows_it_again(
     browser: Any, server: LiveServer
 ) -> None:
