@@ -499,7 +499,9 @@ const KQ = new KeyQueue({
 // happens next: another try by itself, or none until the m key.
 function showWaiting() {
   if (!KQ.waiting()) return;
-  const n = `${KQ.queue.length} key${KQ.queue.length > 1 ? "s" : ""} waiting for more results`;
+  const keys = `${KQ.queue.length} key${KQ.queue.length > 1 ? "s" : ""} waiting for`;
+  if (KQ.held) { status(`${keys} the ranking round…`); return; }
+  const n = `${keys} more results`;
   const e = S.loadError;
   if (!e) { status(n + "…"); return; }
   status(`could not load more results: ${e.message}; ${n}, ` +
@@ -515,22 +517,30 @@ async function learn() {
   const gen = S.gen;
   // The round replaces the results after the cursor: no page of more results may load
   // meanwhile (its offset would be the old list's, its results appended to the new one), so
-  // the round holds the loading slot; more() waits for it.
+  // the round holds the loading slot; more() waits for it. Keys pressed meanwhile wait for
+  // it too, and apply to the results it shows (a mark on a result it replaces would be
+  // refused: the server no longer ranks that image).
+  KQ.hold();
   const job = Promise.resolve().then(async () => {
     let ok = false;
     try {
       const r = await (await send("POST", url, {shown: KQ.cur + 1, model: $("fbmodel").value, who: who() || null, depth: PAGE})).json();
       if (gen !== S.gen) return;  // another search was opened meanwhile: the round is not for it
       const keep = S.items.filter(it => it.rank <= r.after_rank).length;
+      // The round keeps every result down to after_rank: the deepest mark, maybe another
+      // person's on a result this page has not loaded yet. Those come first, loaded as more
+      // results (the server's list from `keep` on), then the new ones.
+      const whole = (keep ? S.items[keep - 1].rank : 0) === r.after_rank;
       for (let i = keep; i < S.items.length; i++) { const d = $("r" + i); if (d) d.remove(); }
       S.items.length = keep;
-      for (const it of r.results) { keepLocal(it); S.items.push(it); $("list").appendChild(render(it, S.items.length - 1)); }
-      S.done = r.results.length < PAGE;
+      if (whole) for (const it of r.results) { keepLocal(it); S.items.push(it); $("list").appendChild(render(it, S.items.length - 1)); }
+      S.done = whole && r.results.length < PAGE;
       showRound(r.round, r.model, r.n_relevant, r.n_not_relevant);
       if (S.loading === job) S.loading = null;  // before the key queue asks for more
       ok = true;
-      KQ.relearn(keep, S.items.length, S.done);
       status(`ranking round ${r.round}: results after #${r.after_rank} re-ranked from ${r.n_relevant} relevant and ${r.n_not_relevant} not relevant marks`);
+      KQ.relearn(keep, S.items.length, S.done);
+      if (!whole) more();
     } catch (e) { if (e.network) offline(); if (gen === S.gen) status(e.message, true); }
     finally {
       if (S.loading === job) S.loading = null;
