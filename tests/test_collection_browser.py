@@ -1407,6 +1407,66 @@ def test_keys_pressed_while_a_ranking_round_runs_apply_to_the_new_ranking(
     tab.close()
 
 
+@pytest.mark.parametrize("failure", ["answer lost", "server error"])
+def test_a_ranking_round_that_gets_no_answer_is_shown_if_the_server_made_it(
+    browser: Any, server: LiveServer, failure: str
+) -> None:
+    """The server makes a ranking round but its answer is lost (the connection drops): the
+    page asks the server which round the search is at and shows the round (it kept showing
+    the old results after the cursor: more results then loaded at the server's offset
+    repeated some, and a mark on an old result could be refused). A round the server did
+    not make (a server error) leaves the results as they were, and says so after the keys
+    pressed meanwhile have applied to them."""
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once, on the main app")
+    tab = Tab(browser, server)
+    page = tab.page()
+    sid = _search(page, server, "una", "ochre" if failure == "answer lost" else "umber")
+    for key in "1n":
+        page.keyboard.press(key)
+    _all_saved(page)
+    old = _ids(page)
+    held = _hold_first(page, "**/learn", method="POST")
+    page.keyboard.press("l")
+    _wait_held(page, held)
+    page.keyboard.press("j")  # keys pressed while the round runs
+    page.keyboard.press("y")
+    if failure == "answer lost":
+        held[0].fetch()  # the server makes the round
+        held[0].abort("connectionreset")
+    else:
+        held[0].fulfill(status=500, content_type="application/json", body='{"detail": "boom"}')
+    with _state_on_timeout(page, "the round's outcome, then the keys"):
+        page.wait_for_function("() => !S.loading && !KQ.queue.length && !Q.pending.length")
+        page.wait_for_selector("#offline", state="hidden")
+    assert page.evaluate("() => Q.failed.length") == 0, page.inner_text("#status")
+    ids = _ids(page)
+    r = httpx.get(f"{server.url}/verify/api/c/walk/searches/{sid}/results?offset=0&limit=100")
+    ranked = [it["image_id"] for it in r.json()["results"]]
+    assert ids == ranked[: len(ids)], (ids, ranked)
+    marks = _server_marks(server, sid, "una")
+    if failure == "answer lost":
+        assert page.text_content("#round").startswith("ranking: round")
+        assert ids[:3] == old[:3] and ids[3:] != old[3:]
+        assert marks == {old[0]: "relevant", old[1]: "not_relevant", ids[4]: "relevant"}
+    else:
+        assert page.text_content("#round") == "ranking: first search"
+        assert ids[:24] == old
+        assert marks == {old[0]: "relevant", old[1]: "not_relevant", old[3]: "relevant"}
+        assert "boom" in page.inner_text("#status")
+    n = len(ids)
+    page.keyboard.press("m")
+    page.wait_for_function(
+        "(n) => !S.loading && document.querySelectorAll('.result').length > n", arg=n
+    )
+    r = httpx.get(f"{server.url}/verify/api/c/walk/searches/{sid}/results?offset=0&limit=100")
+    ranked = [it["image_id"] for it in r.json()["results"]]
+    ids = _ids(page)
+    assert ids == ranked[: len(ids)], (ids, ranked)
+    tab.errors.clear()  # the failed request is logged by the browser
+    tab.close()
+
+
 def test_back_to_the_page_without_a_search_shows_none_and_forward_shows_it_again(
     browser: Any, server: LiveServer
 ) -> None:
