@@ -7,7 +7,7 @@
 // No value from the URL, the server or the user is ever parsed as HTML: elements are built
 // with h() and text goes in as text (charts are parsed as SVG, see svgInto).
 const API = window.location.pathname.replace(/\/$/, "") + "/api";
-const S = {c: null, sid: null, items: [], done: false, loading: null, seq: 0, gen: 0, failedAt: -Infinity, retry: null, loadError: null,
+const S = {c: null, sid: null, items: [], done: false, loading: null, round: 0, seq: 0, gen: 0, failedAt: -Infinity, retry: null, loadError: null,
            shared: false, syncSeq: 0, resyncTimer: null, asked: 0, resend: 0, edits: 0, formEdits: 0, askedAt: null};
 // S.asked: how many searches were asked for (sent, picked from the saved list, linked); an
 // answer for an older one than the last is dropped, so the page shows the one asked last.
@@ -522,36 +522,69 @@ async function learn() {
   // refused: the server no longer ranks that image).
   KQ.hold();
   const job = Promise.resolve().then(async () => {
-    let ok = false;
+    let r = null, err = null;
     try {
-      const r = await (await send("POST", url, {shown: KQ.cur + 1, model: $("fbmodel").value, who: who() || null, depth: PAGE})).json();
-      if (gen !== S.gen) return;  // another search was opened meanwhile: the round is not for it
-      const keep = S.items.filter(it => it.rank <= r.after_rank).length;
-      // The round keeps every result down to after_rank: the deepest mark, maybe another
-      // person's on a result this page has not loaded yet. Those come first, loaded as more
-      // results (the server's list from `keep` on), then the new ones.
-      const whole = (keep ? S.items[keep - 1].rank : 0) === r.after_rank;
-      for (let i = keep; i < S.items.length; i++) { const d = $("r" + i); if (d) d.remove(); }
-      S.items.length = keep;
-      if (whole) for (const it of r.results) { keepLocal(it); S.items.push(it); $("list").appendChild(render(it, S.items.length - 1)); }
-      S.done = whole && r.results.length < PAGE;
-      showRound(r.round, r.model, r.n_relevant, r.n_not_relevant);
-      if (S.loading === job) S.loading = null;  // before the key queue asks for more
-      ok = true;
-      status(`ranking round ${r.round}: results after #${r.after_rank} re-ranked from ${r.n_relevant} relevant and ${r.n_not_relevant} not relevant marks`);
-      KQ.relearn(keep, S.items.length, S.done);
-      if (!whole) more();
-    } catch (e) { if (e.network) offline(); if (gen === S.gen) status(e.message, true); }
-    finally {
-      if (S.loading === job) S.loading = null;
-      // Keys that waited for more results while the round ran go on (they may load more now).
-      if (!ok && gen === S.gen) { KQ.arrived(S.items.length, S.done); showWaiting(); }
+      r = await (await send("POST", url, {shown: KQ.cur + 1, model: $("fbmodel").value, who: who() || null, depth: PAGE})).json();
+    } catch (e) {
+      if (e.network) offline();
+      err = e;
+      // No answer, or a server error: the server may have made the round all the same (its
+      // answer was lost). The page asks which round the search is at before it goes on.
+      if (retryable(e) && gen === S.gen) {
+        status(`ranking round: ${e.message}; asking the server whether it was made…`, true);
+        r = await roundMade(gen);
+      }
     }
+    if (gen !== S.gen) return;  // another search was opened meanwhile: the round is not for it
+    if (S.loading === job) S.loading = null;  // before the key queue asks for more
+    if (r) { showNewRound(r); return; }
+    // Not made: keys that waited for the round go on, on the results shown (they may load
+    // more now); then the page says the round failed.
+    KQ.arrived(S.items.length, S.done);
+    status(`ranking round not made: ${err.message} (press l to try again)`, true);
   });
   S.loading = job;
   return job;
 }
+// The round the server made: the results after its after_rank are replaced by its own.
+function showNewRound(r) {
+  const keep = S.items.filter(it => it.rank <= r.after_rank).length;
+  // The round keeps every result down to after_rank: the deepest mark, maybe another
+  // person's on a result this page has not loaded yet. Those come first, loaded as more
+  // results (the server's list from `keep` on), then the new ones.
+  const whole = (keep ? S.items[keep - 1].rank : 0) === r.after_rank;
+  for (let i = keep; i < S.items.length; i++) { const d = $("r" + i); if (d) d.remove(); }
+  S.items.length = keep;
+  if (whole) for (const it of r.results) { keepLocal(it); S.items.push(it); $("list").appendChild(render(it, S.items.length - 1)); }
+  S.done = whole && r.results.length < PAGE;
+  showRound(r.round, r.model, r.n_relevant, r.n_not_relevant);
+  status(`ranking round ${r.round}: results after #${r.after_rank} re-ranked from ${r.n_relevant} relevant and ${r.n_not_relevant} not relevant marks`);
+  KQ.relearn(keep, S.items.length, S.done);
+  if (!whole) more();
+}
+// Whether the server made a ranking round of the search shown after the page's (asked until
+// it answers, every RETRY_MS): the round, in learn's answer's form, or null (not made, a
+// refusal, or another search opened meanwhile). The round's results are those of its number.
+async function roundMade(gen) {
+  const base = `${API}/c/${encodeURIComponent(S.c)}/searches/${q(S.sid)}`;
+  for (;;) {
+    try {
+      const p = await (await call(`${base}/results?offset=0&limit=${Math.min(S.items.length + PAGE, 500)}`)).json();
+      if (gen !== S.gen || !((p.round || 0) > S.round)) return null;
+      const i = p.results.findIndex(it => it.round === p.round);
+      const last = p.results.length ? p.results[p.results.length - 1].rank : 0;
+      return {round: p.round, model: p.round_model, n_relevant: p.round_relevant, n_not_relevant: p.round_not_relevant,
+              after_rank: i >= 0 ? p.results[i].rank - 1 : last, results: i >= 0 ? p.results.slice(i, i + PAGE) : []};
+    } catch (e) {
+      if (e.network) offline();
+      if (!retryable(e) || gen !== S.gen) return null;
+    }
+    await new Promise(ok => setTimeout(ok, RETRY_MS));
+    if (gen !== S.gen) return null;
+  }
+}
 function showRound(n, model, pos, neg) {
+  S.round = n || 0;
   $("round").textContent = n ? `ranking: round ${n} (${model}, ${pos} relevant / ${neg} not)` : "ranking: first search";
 }
 
