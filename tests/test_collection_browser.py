@@ -974,6 +974,8 @@ def test_a_link_naming_an_unknown_collection_leaves_the_search_form_usable(
     page = tab.page()
     page.goto(f"{server.url}/verify#c=gone&s=abc")
     page.wait_for_function("() => document.getElementById('status').className === 'err'")
+    # The refusal of the link can come before the list of collections (two requests at once).
+    page.wait_for_function("() => document.getElementById('collection').options.length > 0")
     assert page.input_value("#collection") == "walk"
     _send(page, "ned", "mint")
     page.wait_for_function(
