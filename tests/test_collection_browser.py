@@ -1490,6 +1490,31 @@ def test_back_to_the_page_without_a_search_shows_none_and_forward_shows_it_again
     tab.close()
 
 
+def test_keys_pressed_with_no_search_shown_say_so_and_wait_for_nothing(
+    browser: Any, server: LiveServer
+) -> None:
+    """Back to the page as it was opened (no search shown): a mark or a move has no result to
+    apply to; the page says so (it said the keys were waiting for more results, which no
+    search would bring)."""
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once, on the main app")
+    tab = Tab(browser, server)
+    page = tab.page()
+    _search(page, server, "oli", "sienna")
+    page.go_back()
+    page.wait_for_function(
+        "() => document.getElementById('status').textContent === 'no search shown'"
+    )
+    for key in "1j":
+        page.keyboard.press(key)
+    assert page.evaluate("() => KQ.queue.length") == 0
+    assert page.inner_text("#status").startswith("no search shown"), page.inner_text("#status")
+    page.go_forward()  # the search shown again takes keys again
+    page.wait_for_selector("#r0.current")
+    _mark_first(page)
+    tab.close()
+
+
 def test_a_key_pressed_while_a_linked_search_opens_marks_its_first_result(
     browser: Any, server: LiveServer
 ) -> None:
