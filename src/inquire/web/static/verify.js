@@ -673,6 +673,12 @@ document.addEventListener("keydown", (ev) => {
   const tag = ev.target.tagName;
   if (tag === "INPUT" || tag === "SELECT" || tag === "TEXTAREA" || ev.ctrlKey || ev.metaKey || ev.altKey) return;
   const k = ev.key;
+  // No search shown (none sent yet, or Back to the page as it was opened): a move or a mark
+  // has no result to apply to, and no results will come for it (a search opened next
+  // starts with no keys waiting).
+  if (!S.sid && (k in KEYS || ["j", "k", "ArrowDown", "ArrowUp", "z", "m"].includes(k))) {
+    status("no search shown: send a search or pick a saved one", true); ev.preventDefault(); return;
+  }
   if (k === "j" || k === "ArrowDown") { KQ.push({op: "down"}); ev.preventDefault(); }
   else if (k === "k" || k === "ArrowUp") { KQ.push({op: "up"}); ev.preventDefault(); }
   else if (k === "m") { more(undefined, true); }
