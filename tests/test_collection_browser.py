@@ -1469,6 +1469,53 @@ def test_a_ranking_round_that_gets_no_answer_is_shown_if_the_server_made_it(
     tab.close()
 
 
+def test_a_ranking_round_made_after_its_search_was_opened_again_is_shown(
+    browser: Any, server: LiveServer
+) -> None:
+    """Back and Forward while a ranking round runs: the search opens again with the results
+    the server had then, and the server makes the round after that. The round's answer, for
+    the search as it was before, is not applied to the search opened again, which showed the
+    results the round replaced (more results then repeated some of the round's). The page
+    reads the search again."""
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once, on the main app")
+    tab = Tab(browser, server)
+    page = tab.page()
+    page.add_init_script(_COUNT_READS)
+    sid = _search(page, server, "gus", "cyan")
+    for key in "1n":
+        page.keyboard.press(key)
+    _all_saved(page)
+    held = _hold_first(page, "**/learn", method="POST")
+    page.keyboard.press("l")
+    _wait_held(page, held)
+    page.go_back()
+    page.wait_for_function("() => !location.hash && !document.querySelector('.result')")
+    page.go_forward()
+    page.wait_for_selector(".result.current")
+    page.wait_for_function("() => !S.loading")
+    _release(page, held[0])  # the server makes the round now
+    with _state_on_timeout(page, "the round shown"):
+        page.wait_for_function(
+            "() => document.getElementById('round').textContent.startsWith('ranking: round')"
+            " && !S.loading && document.querySelector('.result.current')"
+        )
+    r = httpx.get(f"{server.url}/verify/api/c/walk/searches/{sid}/results?offset=0&limit=100")
+    ranked = [it["image_id"] for it in r.json()["results"]]
+    ids = _ids(page)
+    assert ids == ranked[: len(ids)], (ids, ranked)
+    n = len(ids)
+    page.keyboard.press("m")
+    page.wait_for_function(
+        "(n) => !S.loading && document.querySelectorAll('.result').length > n", arg=n
+    )
+    r = httpx.get(f"{server.url}/verify/api/c/walk/searches/{sid}/results?offset=0&limit=100")
+    ranked = [it["image_id"] for it in r.json()["results"]]
+    ids = _ids(page)
+    assert ids == ranked[: len(ids)], (ids, ranked)
+    tab.close()
+
+
 def test_back_to_the_page_without_a_search_shows_none_and_forward_shows_it_again(
     browser: Any, server: LiveServer
 ) -> None:
