@@ -513,7 +513,7 @@ async function learn() {
   if (!S.sid) { status("run or open a search first", true); return; }
   if (KQ.waiting() || S.loading) { status("wait: results are still loading", true); return; }
   if (Q.pending.length) { status(`wait: ${Q.pending.length} mark(s) still being saved`, true); pump(); return; }
-  const url = `${API}/c/${encodeURIComponent(S.c)}/searches/${q(S.sid)}/learn`;
+  const c = S.c, sid = S.sid, url = `${API}/c/${encodeURIComponent(c)}/searches/${q(sid)}/learn`;
   const gen = S.gen;
   // The round replaces the results after the cursor: no page of more results may load
   // meanwhile (its offset would be the old list's, its results appended to the new one), so
@@ -535,7 +535,12 @@ async function learn() {
         r = await roundMade(gen);
       }
     }
-    if (gen !== S.gen) return;  // another search was opened meanwhile: the round is not for it
+    if (gen !== S.gen) {  // another search was opened meanwhile: the round is not for it
+      // unless it is this search again (Back, then Forward), read before the server made the
+      // round: it shows the results the round replaced, so it is read again.
+      if (r && S.c === c && S.sid === sid && S.round < r.round) openSearch(c, sid);
+      return;
+    }
     if (S.loading === job) S.loading = null;  // before the key queue asks for more
     if (r) { showNewRound(r); return; }
     // Not made: keys that waited for the round go on, on the results shown (they may load
