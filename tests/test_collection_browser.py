@@ -974,6 +974,8 @@ def test_a_link_naming_an_unknown_collection_leaves_the_search_form_usable(
     page = tab.page()
     page.goto(f"{server.url}/verify#c=gone&s=abc")
     page.wait_for_function("() => document.getElementById('status').className === 'err'")
+    # The refusal of the link can come before the list of collections (two requests at once).
+    page.wait_for_function("() => document.getElementById('collection').options.length > 0")
     assert page.input_value("#collection") == "walk"
     _send(page, "ned", "mint")
     page.wait_for_function(
@@ -1043,6 +1045,48 @@ def test_a_search_after_the_collections_failed_asks_for_them_again(
     assert page.input_value("#collection") == "walk"
     page.wait_for_function("() => document.getElementById('saved').options.length > 1")
     tab.errors.clear()  # the refused request is logged by the browser
+    tab.close()
+
+
+@pytest.mark.parametrize("failure", ["server error", "no answer", "no answer, then an error"])
+def test_the_list_of_collections_is_asked_again_by_itself_after_a_failure(
+    browser: Any, server: LiveServer, failure: str
+) -> None:
+    """The page's first requests for its list of collections fail (a server error, or no
+    answer at all): the page says so and asks again by itself, a little later (never at once:
+    a server that answers with errors is asked later and later), until the list arrives; the
+    user does not have to send a search for it."""
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once, on the main app")
+    tab = Tab(browser, server)
+    page = tab.page()
+    asked: list[float] = []
+
+    def fail_twice(route: Any) -> None:
+        asked.append(time.monotonic())
+        if len(asked) > 2:
+            route.continue_()
+        elif failure == "server error" or (failure.endswith("error") and len(asked) == 2):
+            route.fulfill(status=500, content_type="application/json", body='{"detail": "boom"}')
+        else:
+            route.abort("connectionrefused")
+
+    page.route("**/verify/api/collections", fail_twice)
+    page.goto(f"{server.url}/verify")
+    with _state_on_timeout(page, "the list of collections, asked for again"):
+        page.wait_for_function("() => document.getElementById('collection').options.length > 0")
+        page.wait_for_function("() => document.getElementById('saved').options.length > 0")
+        page.wait_for_selector("#offline", state="hidden")
+    assert page.input_value("#collection") == "walk"
+    assert len(asked) >= 3, asked
+    gaps = [asked[1] - asked[0], asked[2] - asked[1]]
+    assert min(gaps) >= 0.8 * 1.5, gaps  # RETRY_MS apart at least
+    if failure == "server error":  # the second wait is longer
+        assert gaps[1] >= 0.8 * 3.0, gaps
+    tab.errors.clear()  # the failed requests are logged by the browser
+    _send(page, "ola", "teal")
+    page.wait_for_selector("#r0.current")
+    _mark_first(page)
     tab.close()
 
 
@@ -1274,6 +1318,204 @@ def test_more_results_asked_during_a_ranking_round_wait_for_it(
     tab.close()
 
 
+def test_a_ranking_round_after_a_deeper_mark_from_another_tab_shows_every_kept_result(
+    browser: Any, server: LiveServer
+) -> None:
+    """Another person (another tab) marked result #30 of a search this page shows 24 results
+    of: a ranking round keeps every result down to the deepest mark, so the page shows the
+    kept ones it had not loaded (#25 to #30) before the new ones: none missing, none twice
+    (it appended the new ones after its 24: six missing, and the next page, loaded at the
+    server's offset, repeated new ones)."""
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once, on the main app")
+    tab = Tab(browser, server)
+    page = tab.page()
+    sid = _search(page, server, "kim", "khaki")
+    _mark_first(page)
+    other = tab.page()
+    other.goto(f"{server.url}/verify#c=walk&s={sid}")
+    other.fill("#who", "lee")
+    other.press("#who", "Tab")
+    other.wait_for_selector(".result.current")  # where this browser's cursor was: #r1
+    other.keyboard.press("m")
+    other.click("#r29 .tap button[data-mark=not_relevant]")
+    other.wait_for_selector("#r29[data-state='saved']")
+    other.close()
+    assert len(_ids(page)) == 24
+    page.keyboard.press("l")
+    with _state_on_timeout(page, "the round and the kept results"):
+        page.wait_for_function(
+            "() => document.getElementById('round').textContent.startsWith('ranking: round')"
+            " && !S.loading && document.querySelectorAll('.result').length >= 30"
+        )
+    r = httpx.get(f"{server.url}/verify/api/c/walk/searches/{sid}/results?offset=0&limit=100")
+    ranked = [it["image_id"] for it in r.json()["results"]]
+    ids = _ids(page)
+    assert ids == ranked[: len(ids)], (ids, ranked)
+    n = len(ids)
+    page.keyboard.press("m")
+    page.wait_for_function("(n) => document.querySelectorAll('.result').length > n", arg=n)
+    page.wait_for_function("() => !S.loading")
+    r = httpx.get(f"{server.url}/verify/api/c/walk/searches/{sid}/results?offset=0&limit=100")
+    ranked = [it["image_id"] for it in r.json()["results"]]
+    ids = _ids(page)
+    assert ids == ranked[: len(ids)], (ids, ranked)
+    tab.close()
+
+
+def test_keys_pressed_while_a_ranking_round_runs_apply_to_the_new_ranking(
+    browser: Any, server: LiveServer
+) -> None:
+    """Keys pressed while a ranking round runs wait for it and apply to the results it
+    shows (the cursor on the first new one): a mark made meanwhile on a result after the
+    cursor, one the round replaces, was sent for an image the server no longer ranks (it
+    refused it: "not saved"), and a tap on such a result is dropped."""
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once, on the main app")
+    tab = Tab(browser, server)
+    page = tab.page()
+    sid = _search(page, server, "ned", "maroon")
+    for key in "1n":
+        page.keyboard.press(key)
+    _all_saved(page)
+    old = _ids(page)
+    held: list[Any] = []
+
+    def hold(route: Any) -> None:  # the server makes the round; its answer waits
+        held.append((route, route.fetch()))
+
+    page.route("**/learn", hold)
+    page.keyboard.press("l")
+    _wait_held(page, held)
+    page.keyboard.press("j")
+    page.keyboard.press("y")
+    page.click("#r6 .tap button[data-mark=unsure]")  # a result the round replaces
+    route, resp = held[0]
+    route.fulfill(response=resp)
+    with _state_on_timeout(page, "the round, then the keys"):
+        page.wait_for_function(
+            "() => document.getElementById('round').textContent.startsWith('ranking: round')"
+            " && !KQ.queue.length && !Q.pending.length && !Q.busy"
+        )
+    ids = _ids(page)
+    assert ids[:3] == old[:3]
+    assert page.evaluate("() => Q.failed.length") == 0, page.inner_text("#status")
+    assert page.get_attribute("#r5", "class").endswith("current")
+    assert _server_marks(server, sid, "ned") == {
+        old[0]: "relevant",
+        old[1]: "not_relevant",
+        ids[4]: "relevant",
+    }
+    tab.close()
+
+
+@pytest.mark.parametrize("failure", ["answer lost", "server error"])
+def test_a_ranking_round_that_gets_no_answer_is_shown_if_the_server_made_it(
+    browser: Any, server: LiveServer, failure: str
+) -> None:
+    """The server makes a ranking round but its answer is lost (the connection drops): the
+    page asks the server which round the search is at and shows the round (it kept showing
+    the old results after the cursor: more results then loaded at the server's offset
+    repeated some, and a mark on an old result could be refused). A round the server did
+    not make (a server error) leaves the results as they were, and says so after the keys
+    pressed meanwhile have applied to them."""
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once, on the main app")
+    tab = Tab(browser, server)
+    page = tab.page()
+    sid = _search(page, server, "una", "ochre" if failure == "answer lost" else "umber")
+    for key in "1n":
+        page.keyboard.press(key)
+    _all_saved(page)
+    old = _ids(page)
+    held = _hold_first(page, "**/learn", method="POST")
+    page.keyboard.press("l")
+    _wait_held(page, held)
+    page.keyboard.press("j")  # keys pressed while the round runs
+    page.keyboard.press("y")
+    if failure == "answer lost":
+        held[0].fetch()  # the server makes the round
+        held[0].abort("connectionreset")
+    else:
+        held[0].fulfill(status=500, content_type="application/json", body='{"detail": "boom"}')
+    with _state_on_timeout(page, "the round's outcome, then the keys"):
+        page.wait_for_function("() => !S.loading && !KQ.queue.length && !Q.pending.length")
+        page.wait_for_selector("#offline", state="hidden")
+    assert page.evaluate("() => Q.failed.length") == 0, page.inner_text("#status")
+    ids = _ids(page)
+    r = httpx.get(f"{server.url}/verify/api/c/walk/searches/{sid}/results?offset=0&limit=100")
+    ranked = [it["image_id"] for it in r.json()["results"]]
+    assert ids == ranked[: len(ids)], (ids, ranked)
+    marks = _server_marks(server, sid, "una")
+    if failure == "answer lost":
+        assert page.text_content("#round").startswith("ranking: round")
+        assert ids[:3] == old[:3] and ids[3:] != old[3:]
+        assert marks == {old[0]: "relevant", old[1]: "not_relevant", ids[4]: "relevant"}
+    else:
+        assert page.text_content("#round") == "ranking: first search"
+        assert ids[:24] == old
+        assert marks == {old[0]: "relevant", old[1]: "not_relevant", old[3]: "relevant"}
+        assert "boom" in page.inner_text("#status")
+    n = len(ids)
+    page.keyboard.press("m")
+    page.wait_for_function(
+        "(n) => !S.loading && document.querySelectorAll('.result').length > n", arg=n
+    )
+    r = httpx.get(f"{server.url}/verify/api/c/walk/searches/{sid}/results?offset=0&limit=100")
+    ranked = [it["image_id"] for it in r.json()["results"]]
+    ids = _ids(page)
+    assert ids == ranked[: len(ids)], (ids, ranked)
+    tab.errors.clear()  # the failed request is logged by the browser
+    tab.close()
+
+
+def test_a_ranking_round_made_after_its_search_was_opened_again_is_shown(
+    browser: Any, server: LiveServer
+) -> None:
+    """Back and Forward while a ranking round runs: the search opens again with the results
+    the server had then, and the server makes the round after that. The round's answer, for
+    the search as it was before, is not applied to the search opened again, which showed the
+    results the round replaced (more results then repeated some of the round's). The page
+    reads the search again."""
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once, on the main app")
+    tab = Tab(browser, server)
+    page = tab.page()
+    page.add_init_script(_COUNT_READS)
+    sid = _search(page, server, "gus", "cyan")
+    for key in "1n":
+        page.keyboard.press(key)
+    _all_saved(page)
+    held = _hold_first(page, "**/learn", method="POST")
+    page.keyboard.press("l")
+    _wait_held(page, held)
+    page.go_back()
+    page.wait_for_function("() => !location.hash && !document.querySelector('.result')")
+    page.go_forward()
+    page.wait_for_selector(".result.current")
+    page.wait_for_function("() => !S.loading")
+    _release(page, held[0])  # the server makes the round now
+    with _state_on_timeout(page, "the round shown"):
+        page.wait_for_function(
+            "() => document.getElementById('round').textContent.startsWith('ranking: round')"
+            " && !S.loading && document.querySelector('.result.current')"
+        )
+    r = httpx.get(f"{server.url}/verify/api/c/walk/searches/{sid}/results?offset=0&limit=100")
+    ranked = [it["image_id"] for it in r.json()["results"]]
+    ids = _ids(page)
+    assert ids == ranked[: len(ids)], (ids, ranked)
+    n = len(ids)
+    page.keyboard.press("m")
+    page.wait_for_function(
+        "(n) => !S.loading && document.querySelectorAll('.result').length > n", arg=n
+    )
+    r = httpx.get(f"{server.url}/verify/api/c/walk/searches/{sid}/results?offset=0&limit=100")
+    ranked = [it["image_id"] for it in r.json()["results"]]
+    ids = _ids(page)
+    assert ids == ranked[: len(ids)], (ids, ranked)
+    tab.close()
+
+
 def test_back_to_the_page_without_a_search_shows_none_and_forward_shows_it_again(
     browser: Any, server: LiveServer
 ) -> None:
@@ -1292,6 +1534,31 @@ def test_back_to_the_page_without_a_search_shows_none_and_forward_shows_it_again
     page.wait_for_selector("#r0.current")
     assert page.evaluate("() => new URLSearchParams(location.hash.slice(1)).get('s')") == sid
     assert page.get_attribute("#r0", "data-mark") in (None, "")
+    tab.close()
+
+
+def test_keys_pressed_with_no_search_shown_say_so_and_wait_for_nothing(
+    browser: Any, server: LiveServer
+) -> None:
+    """Back to the page as it was opened (no search shown): a mark or a move has no result to
+    apply to; the page says so (it said the keys were waiting for more results, which no
+    search would bring)."""
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once, on the main app")
+    tab = Tab(browser, server)
+    page = tab.page()
+    _search(page, server, "oli", "sienna")
+    page.go_back()
+    page.wait_for_function(
+        "() => document.getElementById('status').textContent === 'no search shown'"
+    )
+    for key in "1j":
+        page.keyboard.press(key)
+    assert page.evaluate("() => KQ.queue.length") == 0
+    assert page.inner_text("#status").startswith("no search shown"), page.inner_text("#status")
+    page.go_forward()  # the search shown again takes keys again
+    page.wait_for_selector("#r0.current")
+    _mark_first(page)
     tab.close()
 
 
@@ -1548,6 +1815,18 @@ def test_a_search_that_fails_to_open_shows_no_summary_or_exports_of_the_one_befo
     tab.close()
 
 
+# Every request of a page load carries the load's own id (header x-test-load).
+_MARK_LOAD = """(() => {
+  const load = Math.random().toString(36).slice(2);
+  const orig = window.fetch;
+  window.fetch = (url, opts) => {
+    const o = Object.assign({}, opts);
+    o.headers = Object.assign({}, o.headers, {"x-test-load": load});
+    return orig(url, o);
+  };
+})();"""
+
+
 def test_a_refusal_after_the_server_was_away_ends_the_offline_banner(
     browser: Any, server: LiveServer
 ) -> None:
@@ -1561,13 +1840,18 @@ def test_a_refusal_after_the_server_was_away_ends_the_offline_banner(
         pytest.skip("runs once, on the main app")
     tab = Tab(browser, server)
     page = tab.page()
+    # Each load of the page marks its requests, so the first page's own tries (it tries
+    # again every RETRY_MS: on a busy machine one can come before the reload) are told apart
+    # from the reloaded page's.
+    page.add_init_script(_MARK_LOAD)
     _search(page, server, "cal", "azure")
     puts: list[str] = []
     lists: list[str] = []
 
     def mark(route: Any) -> None:  # no answer while the tab is open and after the reload;
-        puts.append(route.request.url)  # then a refusal
-        if len(puts) <= 2:
+        load = route.request.headers.get("x-test-load")  # then a refusal
+        puts.append(load)
+        if len(puts) == 1 or load == puts[0] or puts.count(load) == 1:
             route.abort("connectionrefused")
         else:
             route.fulfill(status=403, content_type="application/json", body='{"detail": "nope"}')

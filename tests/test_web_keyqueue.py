@@ -212,3 +212,33 @@ def test_thirty_fast_keys_across_two_loads() -> None:
     state = Node.send({"op": "arrived", "n": 48, "done": False})
     assert {int(k): v for k, v in state["marks"].items()} == dict(enumerate(values))
     assert state["cur"] == 30 and state["waiting"] == 0
+
+
+def test_keys_during_a_ranking_round_wait_and_apply_to_its_results() -> None:
+    """A ranking round replaces the results after the cursor: keys pressed while it runs
+    wait, then apply to the results it shows (the cursor on its first new one); a tap on a
+    result it replaced is dropped, one on a kept result applies; a failed round (arrived)
+    lets them apply to the results as they were."""
+    Node.send({"op": "reset"})
+    Node.send({"op": "arrived", "n": 24, "done": False})
+    for v in ["relevant", "not_relevant"]:
+        Node.send({"op": "push", "action": {"op": "mark", "value": v}})
+    Node.send({"op": "hold"})
+    Node.send({"op": "push", "action": {"op": "down"}})
+    Node.send({"op": "push", "action": {"op": "mark", "value": "unsure"}})
+    Node.send({"op": "push", "action": {"op": "markAt", "i": 6, "value": "relevant"}})
+    state = Node.send({"op": "push", "action": {"op": "markAt", "i": 0, "value": "clear"}})
+    assert state["waiting"] == 4 and state["cur"] == 2
+    assert state["marks"] == {"0": "relevant", "1": "not_relevant"}
+    state = Node.send({"op": "relearn", "keep": 3, "n": 27, "done": False})
+    assert state["waiting"] == 0
+    assert state["marks"] == {"1": "not_relevant", "4": "unsure"}
+    assert state["cur"] == 1  # the tap on #0 moves the cursor there, and on
+    Node.send({"op": "reset"})
+    Node.send({"op": "arrived", "n": 24, "done": False})
+    Node.send({"op": "hold"})
+    Node.send({"op": "push", "action": {"op": "down"}})
+    state = Node.send({"op": "push", "action": {"op": "mark", "value": "relevant"}})
+    assert state["waiting"] == 2 and state["cur"] == 0
+    state = Node.send({"op": "arrived", "n": 24, "done": False})
+    assert state["marks"] == {"1": "relevant"} and state["cur"] == 2 and state["waiting"] == 0

@@ -27,21 +27,31 @@
     this.done = false;   // true once the ranking has no more results
     this.queue = [];     // actions not applied yet, in key order
     this.undo = [];      // {i, prev} of applied marks, newest last
+    this.held = false;   // a ranking round runs: every action waits for its results
   };
+  // A ranking round starts: it replaces the results after the cursor, so every action from
+  // now on waits for it (relearn) and applies to the results it shows; or for arrived() when
+  // it fails.
+  KeyQueue.prototype.hold = function () { this.held = true; };
   KeyQueue.prototype.push = function (action) {
     this.queue.push(action);
     this.drain();
   };
   // More results arrived: `loaded` results in all, `done` when the ranking has no more.
   KeyQueue.prototype.arrived = function (loaded, done) {
+    this.held = false;
     this.loaded = loaded;
     this.done = !!done;
     if (this.cur < 0 && loaded > 0) { this.cur = 0; this.host.select(0); }
     this.drain();
   };
   // After a ranking round: results from `keep` on were replaced; `loaded` results in all.
+  // Taps and clicks that waited for the round were on results it replaced (from keep on):
+  // they are dropped (another result is there now).
   KeyQueue.prototype.relearn = function (keep, loaded, done) {
+    this.held = false;
     this.undo = this.undo.filter(function (u) { return u.i < keep; });
+    this.queue = this.queue.filter(function (a) { return !((a.op === "markAt" || a.op === "goto") && a.i >= keep); });
     this.loaded = loaded;
     this.done = !!done;
     if (keep < loaded) { this.cur = keep; this.host.select(keep); }
@@ -55,6 +65,7 @@
   // that is not loaded yet (then ask for more and wait).
   KeyQueue.prototype.drain = function () {
     while (this.queue.length) {
+      if (this.held) return;  // a ranking round runs: relearn() goes on
       const a = this.queue[0];
       if (this.cur < 0) {  // nothing loaded yet: every action waits for the first results
         if (this.done) { this.queue.length = 0; return; }

@@ -7,7 +7,7 @@
 // No value from the URL, the server or the user is ever parsed as HTML: elements are built
 // with h() and text goes in as text (charts are parsed as SVG, see svgInto).
 const API = window.location.pathname.replace(/\/$/, "") + "/api";
-const S = {c: null, sid: null, items: [], done: false, loading: null, seq: 0, gen: 0, failedAt: -Infinity, retry: null, loadError: null,
+const S = {c: null, sid: null, items: [], done: false, loading: null, round: 0, seq: 0, gen: 0, failedAt: -Infinity, retry: null, loadError: null,
            shared: false, syncSeq: 0, resyncTimer: null, asked: 0, resend: 0, edits: 0, formEdits: 0, askedAt: null};
 // S.asked: how many searches were asked for (sent, picked from the saved list, linked); an
 // answer for an older one than the last is dropped, so the page shows the one asked last.
@@ -30,7 +30,8 @@ const PAGE = 24;            // results per load
 const MAX_RESTORE = 2000;   // results shown again at most after a reload
 // Q.pending: marks not yet on the server, in key order; Q.failed: refused by the server
 // (4xx), kept for a retry (`r`); Q.latest: key -> number of the newest mark of that key.
-const Q = {pending: [], failed: [], latest: {}, n: 0, busy: false, offline: false, timer: null};
+// Q.errors: how many tries in a row the server answered with an error (5xx, 429).
+const Q = {pending: [], failed: [], latest: {}, n: 0, busy: false, offline: false, timer: null, errors: 0};
 const channel = "BroadcastChannel" in window ? new BroadcastChannel("inquire-verify") : null;
 
 function who() { return $("who").value.trim(); }
@@ -120,13 +121,19 @@ async function freshToken() {
 function retryable(e) { return e.network || (e.status >= 500) || e.status === 429; }
 
 // --- offline banner -----------------------------------------------------------------------
-function offline() {
+// The server does not answer (no e, or e.network), or answers a retryable request with an error
+// (e: 5xx, 429): the page tries again a little later: every RETRY_MS while there is no answer
+// (a try costs the server nothing), later and later while it answers with errors (each try
+// is work for a server in trouble: 1.5 s, 3 s, 6 s, … at most 24 s).
+function offline(e) {
   Q.offline = true;
+  Q.errors = e && !e.network ? Q.errors + 1 : 0;
   showBanner();
-  if (!Q.timer) Q.timer = setTimeout(probe, RETRY_MS);
+  if (!Q.timer) Q.timer = setTimeout(probe, RETRY_MS * Math.min(2 ** Math.max(Q.errors - 1, 0), 16));
 }
 function online() {
   Q.offline = false;
+  Q.errors = 0;
   showBanner();
   status(Q.pending.length ? "server is back; sending your marks" : "server is back");
   if (!$("collection").options.length) start();  // the page's first requests got no answer
@@ -139,7 +146,7 @@ function showBanner() {
   const b = $("offline");
   if (!Q.offline) { b.hidden = true; return; }
   const n = Q.pending.length;
-  b.textContent = "The server does not answer. " + (n ? `${n} mark${n > 1 ? "s are" : " is"} not saved yet: ` +
+  b.textContent = (Q.errors ? "The server answers with errors. " : "The server does not answer. ") + (n ? `${n} mark${n > 1 ? "s are" : " is"} not saved yet: ` +
     "they are kept in this browser and sent when it is back." : "Retrying…");
   b.hidden = false;
 }
@@ -147,7 +154,7 @@ async function probe() {
   Q.timer = null;
   if (Q.pending.length) { pump(); return; }
   try { await call(API + "/collections"); resync(); }
-  catch (e) { if (e.network) offline(); }
+  catch (e) { if (retryable(e)) offline(e); }  // still away, or still in trouble: again later
 }
 
 // --- the mark queue -----------------------------------------------------------------------
@@ -190,7 +197,7 @@ async function pump() {
         await send("PUT", `${API}/c/${encodeURIComponent(m.c)}/searches/${encodeURIComponent(m.sid)}/marks`,
           {image_id: m.image_id, who: m.who, mark: m.mark});
       } catch (e) {
-        if (retryable(e)) { offline(); return; }
+        if (retryable(e)) { offline(e); return; }
         m.error = e.message;
         Q.failed.push(m);
         status(`not saved: image ${m.image_id} ${m.mark}: ${e.message} (press r to retry)`, true);
@@ -492,7 +499,9 @@ const KQ = new KeyQueue({
 // happens next: another try by itself, or none until the m key.
 function showWaiting() {
   if (!KQ.waiting()) return;
-  const n = `${KQ.queue.length} key${KQ.queue.length > 1 ? "s" : ""} waiting for more results`;
+  const keys = `${KQ.queue.length} key${KQ.queue.length > 1 ? "s" : ""} waiting for`;
+  if (KQ.held) { status(`${keys} the ranking round…`); return; }
+  const n = `${keys} more results`;
   const e = S.loadError;
   if (!e) { status(n + "…"); return; }
   status(`could not load more results: ${e.message}; ${n}, ` +
@@ -504,37 +513,83 @@ async function learn() {
   if (!S.sid) { status("run or open a search first", true); return; }
   if (KQ.waiting() || S.loading) { status("wait: results are still loading", true); return; }
   if (Q.pending.length) { status(`wait: ${Q.pending.length} mark(s) still being saved`, true); pump(); return; }
-  const url = `${API}/c/${encodeURIComponent(S.c)}/searches/${q(S.sid)}/learn`;
+  const c = S.c, sid = S.sid, url = `${API}/c/${encodeURIComponent(c)}/searches/${q(sid)}/learn`;
   const gen = S.gen;
   // The round replaces the results after the cursor: no page of more results may load
   // meanwhile (its offset would be the old list's, its results appended to the new one), so
-  // the round holds the loading slot; more() waits for it.
+  // the round holds the loading slot; more() waits for it. Keys pressed meanwhile wait for
+  // it too, and apply to the results it shows (a mark on a result it replaces would be
+  // refused: the server no longer ranks that image).
+  KQ.hold();
   const job = Promise.resolve().then(async () => {
-    let ok = false;
+    let r = null, err = null;
     try {
-      const r = await (await send("POST", url, {shown: KQ.cur + 1, model: $("fbmodel").value, who: who() || null, depth: PAGE})).json();
-      if (gen !== S.gen) return;  // another search was opened meanwhile: the round is not for it
-      const keep = S.items.filter(it => it.rank <= r.after_rank).length;
-      for (let i = keep; i < S.items.length; i++) { const d = $("r" + i); if (d) d.remove(); }
-      S.items.length = keep;
-      for (const it of r.results) { keepLocal(it); S.items.push(it); $("list").appendChild(render(it, S.items.length - 1)); }
-      S.done = r.results.length < PAGE;
-      showRound(r.round, r.model, r.n_relevant, r.n_not_relevant);
-      if (S.loading === job) S.loading = null;  // before the key queue asks for more
-      ok = true;
-      KQ.relearn(keep, S.items.length, S.done);
-      status(`ranking round ${r.round}: results after #${r.after_rank} re-ranked from ${r.n_relevant} relevant and ${r.n_not_relevant} not relevant marks`);
-    } catch (e) { if (e.network) offline(); if (gen === S.gen) status(e.message, true); }
-    finally {
-      if (S.loading === job) S.loading = null;
-      // Keys that waited for more results while the round ran go on (they may load more now).
-      if (!ok && gen === S.gen) { KQ.arrived(S.items.length, S.done); showWaiting(); }
+      r = await (await send("POST", url, {shown: KQ.cur + 1, model: $("fbmodel").value, who: who() || null, depth: PAGE})).json();
+    } catch (e) {
+      if (e.network) offline();
+      err = e;
+      // No answer, or a server error: the server may have made the round all the same (its
+      // answer was lost). The page asks which round the search is at before it goes on.
+      if (retryable(e) && gen === S.gen) {
+        status(`ranking round: ${e.message}; asking the server whether it was made…`, true);
+        r = await roundMade(gen);
+      }
     }
+    if (gen !== S.gen) {  // another search was opened meanwhile: the round is not for it
+      // unless it is this search again (Back, then Forward), read before the server made the
+      // round: it shows the results the round replaced, so it is read again.
+      if (r && S.c === c && S.sid === sid && S.round < r.round) openSearch(c, sid);
+      return;
+    }
+    if (S.loading === job) S.loading = null;  // before the key queue asks for more
+    if (r) { showNewRound(r); return; }
+    // Not made: keys that waited for the round go on, on the results shown (they may load
+    // more now); then the page says the round failed.
+    KQ.arrived(S.items.length, S.done);
+    status(`ranking round not made: ${err.message} (press l to try again)`, true);
   });
   S.loading = job;
   return job;
 }
+// The round the server made: the results after its after_rank are replaced by its own.
+function showNewRound(r) {
+  const keep = S.items.filter(it => it.rank <= r.after_rank).length;
+  // The round keeps every result down to after_rank: the deepest mark, maybe another
+  // person's on a result this page has not loaded yet. Those come first, loaded as more
+  // results (the server's list from `keep` on), then the new ones.
+  const whole = (keep ? S.items[keep - 1].rank : 0) === r.after_rank;
+  for (let i = keep; i < S.items.length; i++) { const d = $("r" + i); if (d) d.remove(); }
+  S.items.length = keep;
+  if (whole) for (const it of r.results) { keepLocal(it); S.items.push(it); $("list").appendChild(render(it, S.items.length - 1)); }
+  S.done = whole && r.results.length < PAGE;
+  showRound(r.round, r.model, r.n_relevant, r.n_not_relevant);
+  status(`ranking round ${r.round}: results after #${r.after_rank} re-ranked from ${r.n_relevant} relevant and ${r.n_not_relevant} not relevant marks`);
+  KQ.relearn(keep, S.items.length, S.done);
+  if (!whole) more();
+}
+// Whether the server made a ranking round of the search shown after the page's (asked until
+// it answers, every RETRY_MS): the round, in learn's answer's form, or null (not made, a
+// refusal, or another search opened meanwhile). The round's results are those of its number.
+async function roundMade(gen) {
+  const base = `${API}/c/${encodeURIComponent(S.c)}/searches/${q(S.sid)}`;
+  for (;;) {
+    try {
+      const p = await (await call(`${base}/results?offset=0&limit=${Math.min(S.items.length + PAGE, 500)}`)).json();
+      if (gen !== S.gen || !((p.round || 0) > S.round)) return null;
+      const i = p.results.findIndex(it => it.round === p.round);
+      const last = p.results.length ? p.results[p.results.length - 1].rank : 0;
+      return {round: p.round, model: p.round_model, n_relevant: p.round_relevant, n_not_relevant: p.round_not_relevant,
+              after_rank: i >= 0 ? p.results[i].rank - 1 : last, results: i >= 0 ? p.results.slice(i, i + PAGE) : []};
+    } catch (e) {
+      if (e.network) offline();
+      if (!retryable(e) || gen !== S.gen) return null;
+    }
+    await new Promise(ok => setTimeout(ok, RETRY_MS));
+    if (gen !== S.gen) return null;
+  }
+}
 function showRound(n, model, pos, neg) {
+  S.round = n || 0;
   $("round").textContent = n ? `ranking: round ${n} (${model}, ${pos} relevant / ${neg} not)` : "ranking: first search";
 }
 
@@ -623,6 +678,12 @@ document.addEventListener("keydown", (ev) => {
   const tag = ev.target.tagName;
   if (tag === "INPUT" || tag === "SELECT" || tag === "TEXTAREA" || ev.ctrlKey || ev.metaKey || ev.altKey) return;
   const k = ev.key;
+  // No search shown (none sent yet, or Back to the page as it was opened): a move or a mark
+  // has no result to apply to, and no results will come for it (a search opened next
+  // starts with no keys waiting).
+  if (!S.sid && (k in KEYS || ["j", "k", "ArrowDown", "ArrowUp", "z", "m"].includes(k))) {
+    status("no search shown: send a search or pick a saved one", true); ev.preventDefault(); return;
+  }
   if (k === "j" || k === "ArrowDown") { KQ.push({op: "down"}); ev.preventDefault(); }
   else if (k === "k" || k === "ArrowUp") { KQ.push({op: "up"}); ev.preventDefault(); }
   else if (k === "m") { more(undefined, true); }
@@ -682,7 +743,8 @@ window.addEventListener("resize", () => { clearTimeout(S.resized); S.resized = s
 async function start() {
   const hs = readHash();
   if (hs.c && hs.s && !S.asked) { ask(); openSearch(hs.c, hs.s); }
-  try { await collectionsReady(); } catch (e) { if (e.network) offline(); status(e.message, true); return; }
+  // No list (no answer, or a server error): asked for again later (probe(), then online()).
+  try { await collectionsReady(); } catch (e) { if (retryable(e)) offline(e); status(e.message, true); return; }
   const now = readHash();  // a search sent or a link pasted meanwhile names its collection
   if (now.c) chooseCollection(now.c);  // a search sent meanwhile runs in it too (none was chosen)
   await loadSaved().catch(e => status(e.message, true));
