@@ -1537,6 +1537,33 @@ def test_back_to_the_page_without_a_search_shows_none_and_forward_shows_it_again
     tab.close()
 
 
+def test_back_from_a_saved_search_to_no_search_clears_the_saved_list_choice(
+    browser: Any, server: LiveServer
+) -> None:
+    """A search picked from the saved list, then Back to the page as it was opened: the list
+    shows its placeholder again, so picking the same search opens it (a select whose value
+    does not change fires no change event in a browser)."""
+    if server.kind != "inquire-serve":
+        pytest.skip("runs once, on the main app")
+    tab = Tab(browser, server)
+    sid = _search(tab.page(), server, "fay", "teal")
+    page = tab.page()
+    _open_as(page, server, "fay")
+    page.wait_for_selector(f"#saved option[value='{sid}']", state="attached")
+    page.select_option("#saved", sid)
+    page.wait_for_selector("#r0.current")
+    page.go_back()
+    page.wait_for_function(
+        "() => !location.hash && document.getElementById('status').textContent === "
+        "'no search shown'"
+    )
+    assert page.eval_on_selector("#saved", "el => el.value") == ""
+    page.select_option("#saved", sid)
+    page.wait_for_selector("#r0.current")
+    assert page.evaluate("() => new URLSearchParams(location.hash.slice(1)).get('s')") == sid
+    tab.close()
+
+
 def test_keys_pressed_with_no_search_shown_say_so_and_wait_for_nothing(
     browser: Any, server: LiveServer
 ) -> None:

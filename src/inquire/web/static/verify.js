@@ -328,7 +328,10 @@ function closeSearch(c, sid) {
   S.seq++;
   for (const id of ["summary", "trend", "effsvg", "exports"]) $(id).replaceChildren();
   showRound(0);
-  if (!sid) status("no search shown");
+  if (!sid) {
+    status("no search shown");
+    $("saved").value = "";  // so picking the closed search from the list opens it again
+  }
   return gen;
 }
 async function openSearch(c, sid) {
