@@ -203,6 +203,27 @@ def _ids(pg: Any) -> list[int]:
     ]
 
 
+def _shows_server_ranking(pg: Any, server: LiveServer, sid: str) -> list[int]:
+    """The page's results: distinct, and the first ones of the server's ranking of ``sid``."""
+    ids = _ids(pg)
+    r = httpx.get(f"{server.url}/verify/api/c/walk/searches/{sid}/results?offset=0&limit=100")
+    r.raise_for_status()
+    ranked = [it["image_id"] for it in r.json()["results"]]
+    assert len(ids) == len(set(ids)), ids
+    assert ids == ranked[: len(ids)], (ids, ranked)
+    return ids
+
+
+def _more_shows_server_ranking(pg: Any, server: LiveServer, sid: str) -> list[int]:
+    """``m`` loads more results; then :func:`_shows_server_ranking`."""
+    n = len(_ids(pg))
+    pg.keyboard.press("m")
+    pg.wait_for_function(
+        "(n) => !S.loading && document.querySelectorAll('.result').length > n", arg=n
+    )
+    return _shows_server_ranking(pg, server, sid)
+
+
 def _all_saved(pg: Any, timeout: float = WAIT_MS) -> None:
     pg.wait_for_function(
         "() => !document.querySelector('.result[data-state=pending]')", timeout=timeout
@@ -1303,18 +1324,8 @@ def test_more_results_asked_during_a_ranking_round_wait_for_it(
     page.unroute("**/results")  # later pages go through
     if held_more:  # a page asked for before the round's answer came: the round went first
         _release(page, held_more[0])
-    ids = _ids(page)
-    assert len(ids) == len(set(ids)), ids
-    r = httpx.get(f"{server.url}/verify/api/c/walk/searches/{sid}/results?offset=0&limit=100")
-    assert [it["image_id"] for it in r.json()["results"]][: len(ids)] == ids
-    # And more results load normally afterwards.
-    n = len(ids)
-    page.keyboard.press("m")
-    page.wait_for_function("(n) => document.querySelectorAll('.result').length > n", arg=n)
-    ids = _ids(page)
-    assert len(ids) == len(set(ids))
-    r = httpx.get(f"{server.url}/verify/api/c/walk/searches/{sid}/results?offset=0&limit=100")
-    assert [it["image_id"] for it in r.json()["results"]][: len(ids)] == ids
+    _shows_server_ranking(page, server, sid)
+    _more_shows_server_ranking(page, server, sid)  # and more results load normally afterwards
     tab.close()
 
 
@@ -1348,18 +1359,8 @@ def test_a_ranking_round_after_a_deeper_mark_from_another_tab_shows_every_kept_r
             "() => document.getElementById('round').textContent.startsWith('ranking: round')"
             " && !S.loading && document.querySelectorAll('.result').length >= 30"
         )
-    r = httpx.get(f"{server.url}/verify/api/c/walk/searches/{sid}/results?offset=0&limit=100")
-    ranked = [it["image_id"] for it in r.json()["results"]]
-    ids = _ids(page)
-    assert ids == ranked[: len(ids)], (ids, ranked)
-    n = len(ids)
-    page.keyboard.press("m")
-    page.wait_for_function("(n) => document.querySelectorAll('.result').length > n", arg=n)
-    page.wait_for_function("() => !S.loading")
-    r = httpx.get(f"{server.url}/verify/api/c/walk/searches/{sid}/results?offset=0&limit=100")
-    ranked = [it["image_id"] for it in r.json()["results"]]
-    ids = _ids(page)
-    assert ids == ranked[: len(ids)], (ids, ranked)
+    _shows_server_ranking(page, server, sid)
+    _more_shows_server_ranking(page, server, sid)
     tab.close()
 
 
@@ -1442,10 +1443,7 @@ def test_a_ranking_round_that_gets_no_answer_is_shown_if_the_server_made_it(
         page.wait_for_function("() => !S.loading && !KQ.queue.length && !Q.pending.length")
         page.wait_for_selector("#offline", state="hidden")
     assert page.evaluate("() => Q.failed.length") == 0, page.inner_text("#status")
-    ids = _ids(page)
-    r = httpx.get(f"{server.url}/verify/api/c/walk/searches/{sid}/results?offset=0&limit=100")
-    ranked = [it["image_id"] for it in r.json()["results"]]
-    assert ids == ranked[: len(ids)], (ids, ranked)
+    ids = _shows_server_ranking(page, server, sid)
     marks = _server_marks(server, sid, "una")
     if failure == "answer lost":
         assert page.text_content("#round").startswith("ranking: round")
@@ -1456,15 +1454,7 @@ def test_a_ranking_round_that_gets_no_answer_is_shown_if_the_server_made_it(
         assert ids[:24] == old
         assert marks == {old[0]: "relevant", old[1]: "not_relevant", old[3]: "relevant"}
         assert "boom" in page.inner_text("#status")
-    n = len(ids)
-    page.keyboard.press("m")
-    page.wait_for_function(
-        "(n) => !S.loading && document.querySelectorAll('.result').length > n", arg=n
-    )
-    r = httpx.get(f"{server.url}/verify/api/c/walk/searches/{sid}/results?offset=0&limit=100")
-    ranked = [it["image_id"] for it in r.json()["results"]]
-    ids = _ids(page)
-    assert ids == ranked[: len(ids)], (ids, ranked)
+    _more_shows_server_ranking(page, server, sid)
     tab.errors.clear()  # the failed request is logged by the browser
     tab.close()
 
@@ -1500,19 +1490,8 @@ def test_a_ranking_round_made_after_its_search_was_opened_again_is_shown(
             "() => document.getElementById('round').textContent.startsWith('ranking: round')"
             " && !S.loading && document.querySelector('.result.current')"
         )
-    r = httpx.get(f"{server.url}/verify/api/c/walk/searches/{sid}/results?offset=0&limit=100")
-    ranked = [it["image_id"] for it in r.json()["results"]]
-    ids = _ids(page)
-    assert ids == ranked[: len(ids)], (ids, ranked)
-    n = len(ids)
-    page.keyboard.press("m")
-    page.wait_for_function(
-        "(n) => !S.loading && document.querySelectorAll('.result').length > n", arg=n
-    )
-    r = httpx.get(f"{server.url}/verify/api/c/walk/searches/{sid}/results?offset=0&limit=100")
-    ranked = [it["image_id"] for it in r.json()["results"]]
-    ids = _ids(page)
-    assert ids == ranked[: len(ids)], (ids, ranked)
+    _shows_server_ranking(page, server, sid)
+    _more_shows_server_ranking(page, server, sid)
     tab.close()
 
 
