@@ -185,7 +185,6 @@ def search(
     id_keys, sorted_ids = rank_ids(store.ids)
     kernels = Kernels()
     n_workers = kernels.workers(threads)
-    copy_ahead = _copy_ahead(store, bf16_copy)
     with kernels.single_threaded() if n_workers > 1 else contextlib.nullcontext():
 
         def plan_for(copy_ahead: bool | Callable[[], bool]) -> ScreenPlan:
@@ -202,7 +201,7 @@ def search(
                 copy=copy_ahead,
             )
 
-        plan = plan_for(copy_ahead if screen == "auto" else False)
+        plan = plan_for(_copy_ahead(store, bf16_copy))  # asked only where "auto" may screen
         copy = None
         if plan.method == "bf16" and bf16_copy != "off" and len(store):
             copy = ensure_copy(store, build=bf16_copy == "auto")
@@ -367,6 +366,6 @@ def screens(
         kernels.torch is not None,
         n_workers,
         mask is not None,
-        copy=_copy_ahead(store, bf16_copy) if screen == "auto" else False,
+        copy=_copy_ahead(store, bf16_copy),
     )
     return plan.method != "fp32"

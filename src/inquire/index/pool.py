@@ -143,21 +143,25 @@ class CandidatePool:
         # Keys ascend as ``upper`` descends: a query's n best are its n smallest keys.
         keys = np.partition(self.keys, n - 1, axis=1)
         best, self.keys = keys[:, :n], np.ascontiguousarray(keys[:, n:])
-        sel = best != _PAD
-        qr, _ = np.nonzero(sel)
-        return qr.astype(np.int64), (best[sel] & _LOW).astype(np.int64)
+        return _pairs(best)
 
     def take(self, queries: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Remove and return the entries of ``queries`` (default all, ascending) as ``(qr,
         rows)``, query ascending."""
         self.merge()
         keys = self.keys if queries is None else self.keys[queries]
-        sel = keys != _PAD
-        r_local, _ = np.nonzero(sel)
-        qr = r_local if queries is None else np.asarray(queries)[r_local]
-        rows = (keys[sel] & _LOW).astype(np.int64)
+        r_local, rows = _pairs(keys)
+        qr = r_local if queries is None else np.asarray(queries, np.int64)[r_local]
         if queries is None:
             self.keys = np.full((self.nq, 0), _PAD, np.uint64)
         else:
             self.keys[queries] = _PAD
-        return qr.astype(np.int64), rows  # row-major: queries ascending
+        return qr, rows
+
+
+def _pairs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(row of keys, global row)`` int64 of the entries of ``keys (nq, w)`` that are not
+    padding, row-major (queries ascending)."""
+    sel = keys != _PAD
+    r, _ = np.nonzero(sel)
+    return r.astype(np.int64), (keys[sel] & _LOW).astype(np.int64)

@@ -325,6 +325,7 @@ def plan_screen(
     if not np.isfinite(q).all() or float(np.abs(q).max(initial=0.0)) > 1e30:
         return fp32("queries have non-finite or huge values")
     key: tuple[Any, ...] | None = None
+    expect = False  # the copy: asked only below, where the choice depends on it
     if not forced:
         if n_rows < 8 * k or n_rows < MIN_TRIAL_CHUNKS * chunk_rows:
             return fp32("too few rows per result or chunks for screening to pay")
@@ -337,4 +338,4 @@ def plan_screen(
     if not bf16_accumulates_in_fp32():
         return fp32("torch's bfloat16 matmul does not accumulate in float32 on this CPU")
     method = "bf16" if forced or (key is not None and recalled_choice(key) == "bf16") else None
-    return ScreenPlan(bounds(q, True), method, key, bool(key is not None and key[-1]))
+    return ScreenPlan(bounds(q, True), method, key, expect)
