@@ -203,6 +203,16 @@ def _ids(pg: Any) -> list[int]:
     ]
 
 
+def _round_shown(pg: Any, also: str = "true", what: str = "the ranking round shown") -> None:
+    """Wait until the page shows a ranking round and the JavaScript condition ``also`` holds
+    (the page's state on timeout)."""
+    with _state_on_timeout(pg, what):
+        pg.wait_for_function(
+            "() => document.getElementById('round').textContent.startsWith('ranking: round')"
+            f" && ({also})"
+        )
+
+
 def _shows_server_ranking(pg: Any, server: LiveServer, sid: str) -> list[int]:
     """The page's results: distinct, and the first ones of the server's ranking of ``sid``."""
     ids = _ids(pg)
@@ -1318,9 +1328,7 @@ def test_more_results_asked_during_a_ranking_round_wait_for_it(
     _wait_held(page, held_round)
     page.keyboard.press("m")
     _release(page, held_round[0])
-    page.wait_for_function(
-        "() => document.getElementById('round').textContent.startsWith('ranking: round')"
-    )
+    _round_shown(page)
     page.unroute("**/results")  # later pages go through
     if held_more:  # a page asked for before the round's answer came: the round went first
         _release(page, held_more[0])
@@ -1354,11 +1362,11 @@ def test_a_ranking_round_after_a_deeper_mark_from_another_tab_shows_every_kept_r
     other.close()
     assert len(_ids(page)) == 24
     page.keyboard.press("l")
-    with _state_on_timeout(page, "the round and the kept results"):
-        page.wait_for_function(
-            "() => document.getElementById('round').textContent.startsWith('ranking: round')"
-            " && !S.loading && document.querySelectorAll('.result').length >= 30"
-        )
+    _round_shown(
+        page,
+        "!S.loading && document.querySelectorAll('.result').length >= 30",
+        "the round and the kept results",
+    )
     _shows_server_ranking(page, server, sid)
     _more_shows_server_ranking(page, server, sid)
     tab.close()
@@ -1393,11 +1401,9 @@ def test_keys_pressed_while_a_ranking_round_runs_apply_to_the_new_ranking(
     page.click("#r6 .tap button[data-mark=unsure]")  # a result the round replaces
     route, resp = held[0]
     route.fulfill(response=resp)
-    with _state_on_timeout(page, "the round, then the keys"):
-        page.wait_for_function(
-            "() => document.getElementById('round').textContent.startsWith('ranking: round')"
-            " && !KQ.queue.length && !Q.pending.length && !Q.busy"
-        )
+    _round_shown(
+        page, "!KQ.queue.length && !Q.pending.length && !Q.busy", "the round, then the keys"
+    )
     ids = _ids(page)
     assert ids[:3] == old[:3]
     assert page.evaluate("() => Q.failed.length") == 0, page.inner_text("#status")
@@ -1485,11 +1491,7 @@ def test_a_ranking_round_made_after_its_search_was_opened_again_is_shown(
     page.wait_for_selector(".result.current")
     page.wait_for_function("() => !S.loading")
     _release(page, held[0])  # the server makes the round now
-    with _state_on_timeout(page, "the round shown"):
-        page.wait_for_function(
-            "() => document.getElementById('round').textContent.startsWith('ranking: round')"
-            " && !S.loading && document.querySelector('.result.current')"
-        )
+    _round_shown(page, "!S.loading && !!document.querySelector('.result.current')")
     _shows_server_ranking(page, server, sid)
     _more_shows_server_ranking(page, server, sid)
     tab.close()
