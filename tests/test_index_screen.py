@@ -158,6 +158,100 @@ def test_kernel_accumulates_in_float32():
     assert scr.bf16_accumulates_in_fp32()
 
 
+def test_kernel_adds_the_shift_before_rounding():
+    assert scr.shift_rounds_once()
+
+
+def test_shifted_bound_holds_against_float64():
+    """``p~ = bf16(q~.x~ - t)`` (addmm, one rounding): ``|s - (p~ + t)| <= a(q) ||x|| +
+    gamma(d + 1) |t| + c |p~| + eps`` for every pair, rows at their worst bfloat16 rounding
+    included, with shifts near the scores, far from them, zero and negative."""
+    d = 256
+    rng = np.random.default_rng(140)
+    sign = rng.choice([-1.0, 1.0], size=d)
+    halfway = np.float32((1 + 2.0**-8) * 2.0**-4)
+    q = np.vstack([sign * halfway, random_unit(15, d, seed=141)]).astype(np.float32)
+    worst = np.vstack([sign * halfway, -sign * halfway]).astype(np.float16)
+    x = np.vstack([worst, random_unit(400, d, seed=142).astype(np.float16)])
+    x[2:40] = (q[1:2] + 0.01 * rng.standard_normal((38, d))).astype(np.float16)  # large scores
+    qb, a = scr.query_terms(q)
+    xt = torch.from_numpy(x)
+    exact = q.astype(np.float64) @ x.astype(np.float64).T
+    norms = torch.linalg.vector_norm(xt, dim=1, dtype=torch.float32).numpy().astype(np.float64)
+    c = scr.U_BF16 / (1 - scr.U_BF16)
+    top = exact.max(axis=1)
+    for floor in (top, 0.9 * top, np.zeros(len(q)), -top, 3.0 * top):
+        t = scr.shift_terms(floor.astype(np.float32))
+        bias = torch.from_numpy(-t).to(torch.bfloat16)[:, None]
+        assert np.array_equal(bias.float().numpy()[:, 0], -t)  # t is a bfloat16 number
+        p = torch.addmm(bias, torch.from_numpy(qb).view(torch.bfloat16), xt.to(torch.bfloat16).T)
+        p = p.float().numpy().astype(np.float64)
+        bound = (
+            a[:, None] * norms[None, :] * scr.norm_inflation(d)
+            + scr.gamma(d + 1) * np.abs(t.astype(np.float64))[:, None]
+            + c * np.abs(p)
+            + scr.abs_slack(d)
+        )
+        err = np.abs(exact - (p + t.astype(np.float64)[:, None]))
+        assert (err <= bound).all()
+    # Near the floor the shifted output's rounding is far below the unshifted one's.
+    t = scr.shift_terms(top.astype(np.float32))
+    assert (np.abs(t - top) <= 2.0**-8 * np.abs(top)).all()
+
+
+def _double_rounding_addmm(monkeypatch):
+    """torch.addmm as a kernel that rounds the product to bfloat16 before adding the bias."""
+    real = torch.addmm
+
+    def addmm(bias, a, b, out=None, **kw):
+        got = (torch.matmul(a, b) + bias).to(a.dtype)  # matmul already rounded: twice
+        if out is None:
+            return got
+        return out.copy_(got)
+
+    monkeypatch.setattr(torch, "addmm", addmm)
+    return real
+
+
+def test_a_kernel_that_rounds_twice_gets_no_shift_and_the_same_result(tmp_path, monkeypatch):
+    monkeypatch.setattr(scr, "_shift_ok", [])
+    _double_rounding_addmm(monkeypatch)
+    assert not scr.shift_rounds_once()
+    q = random_unit(6, 32, seed=143)
+    assert scr.bounds(q, True).shift is False
+    n, d = 3000, 32
+    x = random_unit(n, d, seed=144)
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [n]))
+    qs = random_unit(6, d, seed=145)
+    s, i, _ = both(store, qs, 30, chunk_rows=256, block_rows=1024)
+    ref_s, ref_i = reference(x.astype(np.float16), np.arange(n), qs, 30)
+    np.testing.assert_array_equal(i, ref_i)
+    np.testing.assert_allclose(s, ref_s.astype(np.float32), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_shift_keeps_fewer_rows_where_scores_are_large(tmp_path, monkeypatch, threads):
+    """Rows close to the queries (scores ~0.95): the unshifted bound's output term ``c |s~|``
+    is ~0.004, the shifted one's ``c |p~|`` near the floor almost 0; the pool keeps fewer
+    rows, and both give the float32 path's result, which is the float64 top k."""
+    n, d, k = 6000, 64, 40
+    rng = np.random.default_rng(146)
+    q = random_unit(4, d, seed=147)
+    x = q[rng.integers(0, 4, n)] + 0.03 * rng.standard_normal((n, d))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [2500, n - 2500]))
+    kw = dict(chunk_rows=512, block_rows=1024, threads=threads)
+    s1, i1, shifted = both(store, q, k, **kw)
+    monkeypatch.setattr(scr, "_shift_ok", [False])
+    s0, i0, plain = both(store, q, k, **kw)
+    np.testing.assert_array_equal(i1, i0)
+    np.testing.assert_array_equal(s1.view(np.uint32), s0.view(np.uint32))
+    ref_s, ref_i = reference(x.astype(np.float16), np.arange(n), q, k)
+    np.testing.assert_array_equal(i1, ref_i)
+    np.testing.assert_allclose(s1, ref_s.astype(np.float32), rtol=0, atol=1e-6)
+    assert shifted.rescored < 0.9 * plain.rescored
+
+
 def test_auto_plan(monkeypatch):
     """ "auto" never screens where it cannot pay or has measured a loss; "bf16" is forced."""
     q = random_unit(4, 32, seed=17)

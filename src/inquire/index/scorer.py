@@ -19,7 +19,14 @@ from inquire.index.kernels import Kernels
 from inquire.index.pool import CandidatePool, round_down, round_up
 from inquire.index.rescore import drop_rows, rescore
 from inquire.index.score import exact_scores
-from inquire.index.screen import C_BF16, Bounds, lower_bound, row_error_slack
+from inquire.index.screen import (
+    C_BF16,
+    Bounds,
+    gamma,
+    lower_bound,
+    row_error_slack,
+    shift_terms,
+)
 from inquire.index.topk import HEAVY_FACTOR, TopK, kth_largest
 
 # A chunk with fewer rows than this is approximated the float32 way (small bfloat16 GEMMs take
@@ -198,15 +205,15 @@ class Scorer:
             return
         self.max_norm = max(self.max_norm, norm)
         if bf16:
-            s, margin, c = self._approx_bf16(data, norm)
+            s, margin, c, shift = self._approx_bf16(data, norm)
             self.chunks["bf16"] += 1
         else:
-            s, margin, c = self._approx_fp32(data, norm)
+            s, margin, c, shift = self._approx_fp32(data, norm)
             self.chunks["fp32"] += 1
-        if self._overflowed(s, norm):
+        if self._overflowed(s, norm, shift):
             self._score_exactly(data, first)
             return
-        self._offer(s, margin, c, first)
+        self._offer(s, margin, c, first, shift)
 
     def _score_copy(self, bits: np.ndarray, first: int) -> None:
         """Screen ``bits (rows, d)``, the bfloat16 copy of global rows ``first ..``: no
@@ -227,21 +234,23 @@ class Scorer:
         err = err * self.bound.inflate + row_error_slack(self.q.shape[1])
         self.max_norm = max(self.max_norm, norm)
         t = self.kernels.torch
-        s, _, c = self._approx_bf16(t.from_numpy(bits).view(t.bfloat16), norm)
+        s, _, c, shift = self._approx_bf16(t.from_numpy(bits).view(t.bfloat16), norm)
         assert self.bound.a_row is not None and self.bound.a_rest is not None
         margin = self.bound.a_row * err + self.bound.a_rest * norm + self.bound.slack
+        margin = margin + self._shift_slack(shift)
         self.chunks["bf16"] += 1
-        if self._overflowed(s, norm):
+        if self._overflowed(s, norm, shift):
             self._score_exactly(_slice_rows(self.store, first, rows), first)
             return
-        self._offer(s, margin, c, first)
+        self._offer(s, margin, c, first, shift)
 
-    def _overflowed(self, s: np.ndarray, norm: float) -> bool:
+    def _overflowed(self, s: np.ndarray, norm: float, shift: np.ndarray | None = None) -> bool:
         """Whether the GEMM may have overflowed (a partial sum past the largest float32: the
         bounds then do not hold) and did: a non-finite approximation of finite rows. Every
-        partial sum is at most ``||q|| ||x||`` (plus rounding), so a chunk far below the
-        largest float32 is never checked."""
-        if self.q_norm * norm < _OVERFLOW_SAFE:
+        partial sum is at most ``||q|| ||x||`` (plus the shift's ``|t|``, plus rounding), so a
+        chunk far below the largest float32 is never checked."""
+        extra = 0.0 if shift is None or not len(shift) else float(np.abs(shift).max())
+        if self.q_norm * norm + extra < _OVERFLOW_SAFE:
             return False
         return not bool(np.isfinite(s).all())
 
@@ -254,19 +263,27 @@ class Scorer:
             n = float(np.sqrt(np.einsum("ij,ij->i", data, data).max(initial=0.0)))
         return n * self.bound.inflate
 
-    def _approx_fp32(self, data: np.ndarray, norm: float) -> tuple[np.ndarray, np.ndarray, float]:
+    def _approx_fp32(
+        self, data: np.ndarray, norm: float
+    ) -> tuple[np.ndarray, np.ndarray, float, np.ndarray | None]:
         rows = len(data)
         # A contiguous output: numpy hands strided `out=` arrays to BLAS via a temporary.
         s = self.out if rows == len(self.f32) else np.empty((len(self.q), rows), np.float32)
         t0 = time.perf_counter()
         s = self.kernels.scores(self.q, data, s)  # in `s` or in a new array (oneDNN)
         self.gemm_seconds += time.perf_counter() - t0
-        return s, self.bound.a32 * norm + self.bound.slack, 0.0
+        return s, self.bound.a32 * norm + self.bound.slack, 0.0, None
 
-    def _approx_bf16(self, data: Any, norm: float) -> tuple[np.ndarray, np.ndarray, float]:
+    def _approx_bf16(
+        self, data: Any, norm: float
+    ) -> tuple[np.ndarray, np.ndarray, float, np.ndarray | None]:
         """``data (rows, d)``: float16 or float32 rows (writeable numpy, converted into the
         reused bfloat16 buffer), or a bfloat16 torch tensor (used as it is), screened by the
-        bfloat16 GEMM."""
+        bfloat16 GEMM. Returns ``(p~, margin, c, t)``: ``p~ (nq, rows)`` approximates the
+        scores minus the shift ``t (nq,) float64`` (None: no shift), ``|s - (p~ + t)| <= c
+        |p~| + margin`` (:func:`~inquire.index.screen.shift_terms`). The shift is each
+        query's floor rounded to bfloat16, so the output's rounding, relative to ``|p~|``,
+        is small for the rows near the floor."""
         t = self.kernels.torch
         nq, rows = len(self.q), len(data)
         if isinstance(data, np.ndarray):
@@ -276,13 +293,30 @@ class Scorer:
         else:
             xb = data
         sb = self.s_bf16[: nq * rows].view(nq, rows)
+        shift = None
+        if self.bound.shift:
+            if self.shared is not None:
+                self.shared.exchange(self.pool)
+            shift32 = shift_terms(self.pool.floor)
+            bias = t.from_numpy(-shift32).to(t.bfloat16)[:, None]  # exact: t is bfloat16
+            shift = shift32.astype(np.float64)
         t0 = time.perf_counter()
-        t.matmul(self.q_bf16, xb.T, out=sb)
+        if shift is None:
+            t.matmul(self.q_bf16, xb.T, out=sb)
+        else:
+            t.addmm(bias, self.q_bf16, xb.T, out=sb)
         self.gemm_seconds += time.perf_counter() - t0
         s = self.out.reshape(-1)[: nq * rows].reshape(nq, rows)
         t.from_numpy(s).copy_(sb)
         assert self.bound.a_bf16 is not None
-        return s, self.bound.a_bf16 * norm + self.bound.slack, C_BF16
+        margin = self.bound.a_bf16 * norm + self.bound.slack + self._shift_slack(shift)
+        return s, margin, C_BF16, shift
+
+    def _shift_slack(self, shift: np.ndarray | None) -> np.ndarray | float:
+        """The shift's share of the float32 accumulation error: ``gamma(d + 1) |t|``."""
+        if shift is None:
+            return 0.0
+        return gamma(self.q.shape[1] + 1) * np.abs(shift) * (1 + 1e-9)
 
     def _to_bf16(self, data: np.ndarray) -> Any:
         """``data (rows, d)`` float16/float32 rounded to bfloat16 in the reused buffer."""
@@ -290,11 +324,27 @@ class Scorer:
         xb.copy_(self.kernels.torch.from_numpy(data))
         return xb
 
-    def _offer(self, s: np.ndarray, margin: np.ndarray, c: float, first: int) -> None:
-        """Pool the rows of ``s (nq, rows)`` (approximate scores, ``|exact - s| <= c|s| +
-        margin``) whose upper bound reaches the pool's floor."""
+    def _offer(
+        self,
+        s: np.ndarray,
+        margin: np.ndarray,
+        c: float,
+        first: int,
+        shift: np.ndarray | None = None,
+    ) -> None:
+        """Pool the rows of ``s (nq, rows)`` (approximate scores less ``shift (nq,)``, if
+        given: ``|exact - shift - s| <= c|s| + margin``) whose upper bound reaches the pool's
+        floor."""
         nq, rows = s.shape
         k, pool = self.top.k, self.pool
+        zero = np.zeros(nq) if shift is None else shift
+
+        def cut() -> np.ndarray:
+            # The floor where s lives: shifted by t (exact in float64: t is the floor rounded
+            # to bfloat16; a few float64 units at worst, which _cut_below's rounding covers).
+            floor = pool.floor if shift is None else pool.floor.astype(np.float64) - shift
+            return _cut_below(floor, margin, c)
+
         if self.shared is not None:
             self.shared.exchange(pool)
         if self.mask is not None:
@@ -304,20 +354,21 @@ class Scorer:
             # rows of the chunk have exact scores at least its lower bound).
             empty = np.flatnonzero(np.isneginf(pool.floor))
             if len(empty):
-                low = lower_bound(kth_largest(s[empty], k), margin[empty], c)
+                low = lower_bound(kth_largest(s[empty], k), margin[empty], c) + zero[empty]
                 pool.raise_floor(round_down(low), empty)
-        qr, cols = self.top.candidates(s, _cut_below(pool.floor, margin, c))
+        qr, cols = self.top.candidates(s, cut())
         counts = np.bincount(qr, minlength=nq)
         heavy = np.flatnonzero(counts > HEAVY_FACTOR * k)
         if len(heavy) and rows > k:
             # This chunk beats many pooled rows (e.g. rows sorted by score): its own k-th.
-            low = lower_bound(kth_largest(s[heavy], k), margin[heavy], c)
+            low = lower_bound(kth_largest(s[heavy], k), margin[heavy], c) + zero[heavy]
             pool.raise_floor(round_down(low), heavy)
-            qr, cols = self.top.candidates(s, _cut_below(pool.floor, margin, c))
+            qr, cols = self.top.candidates(s, cut())
         if len(qr) == 0:
             return
-        v = s[qr, cols].astype(np.float64)
-        spread = c * np.abs(v) + margin[qr]
+        p = s[qr, cols].astype(np.float64)
+        spread = c * np.abs(p) + margin[qr]
+        v = p if shift is None else p + shift[qr]
         upper = round_up(v + spread)
         lower = round_down(v - spread)
         pool.push(qr, first + cols, upper, upper.astype(np.float64) - lower)

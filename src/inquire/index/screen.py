@@ -20,6 +20,9 @@ for a query ``q`` (float32) and a row ``x`` (float16 or float32) of width ``d``:
   exactly and accumulates in float32 (true of oneDNN/AMX and of torch's own CPU kernels); a
   self-check at first use refuses a kernel that accumulates in lower precision.
 
+Each bfloat16 GEMM is shifted by the queries' floors (``addmm``: :func:`shift_terms`), so
+the output's rounding is relative to the score minus the floor, small where it matters.
+
 ``||x||`` is bounded per chunk by its largest row norm (computed in float32, inflated).
 Chunks read from the store's bfloat16 copy (:mod:`inquire.index.bf16_copy`) know each row's
 own rounding error ``||x - bf16(x)||`` and use it in place of ``u ||x||`` in the first term
@@ -89,7 +92,7 @@ def query_terms(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     nq_ = np.linalg.norm(q64, axis=1)
     rq = np.linalg.norm(q64 - qb64, axis=1)
     d = q.shape[1]
-    g = gamma(d)
+    g = gamma(d + 1)  # d products and the shift (:func:`shift_rounds_once`)
     a = U_BF16 * nq_ + (1 + U_BF16) * rq + g * ((1 + U_BF16) * (nq_ + rq) + nq_)
     # float64 norms are off by ~d * 2**-53 relative: inflate generously.
     return qb.contiguous().view(torch.int16).numpy(), a * (1 + 1e-9)
@@ -187,6 +190,57 @@ def bf16_accumulates_in_fp32() -> bool:
     return ok
 
 
+_shift_ok: list[bool] = []
+
+
+def shift_rounds_once() -> bool:
+    """Whether torch's bfloat16 ``addmm(bias, q, x.T)`` on this CPU adds the bias to the
+    float32 accumulator and rounds the sum once to bfloat16 (oneDNN's and torch's own CPU
+    kernels do), so the shifted screen (:func:`shift_terms`) holds.
+
+    ``1 + j 2**-10`` (``j`` 1 to 3, by query) shifted by ``-1`` is ``j 2**-10`` when rounded
+    once; rounding to bfloat16 before the shift (ulp ``2**-7`` at 1) would give 0. Checked
+    at a few shapes (kernels are chosen by shape).
+    """
+    with _lock:
+        if _shift_ok:
+            return _shift_ok[0]
+    import torch
+
+    ok = True
+    for nq, rows, d in ((1, 8, 3), (4, 64, 1025), (32, 512, 64), (128, 1024, 256)):
+        j = torch.arange(nq, dtype=torch.float32) % 3 + 1
+        q = torch.zeros((nq, d), dtype=torch.bfloat16)
+        x = torch.zeros((rows, d), dtype=torch.bfloat16)
+        q[:, 0], q[:, d - 1], x[:, 0], x[:, d - 1] = 1.0, j * 2.0**-10, 1.0, 1.0
+        bias = torch.full((nq, 1), -1.0, dtype=torch.bfloat16)
+        want = (j * 2.0**-10)[:, None].expand(nq, rows)
+        out = torch.empty((nq, rows), dtype=torch.bfloat16)
+        torch.addmm(bias, q, x.T, out=out)
+        ok = ok and bool(torch.equal(out.float(), want))
+    with _lock:
+        _shift_ok[:] = [ok]
+    if not ok:
+        log.info("torch's bfloat16 addmm rounds before adding the bias here; unshifted screen")
+    return ok
+
+
+def shift_terms(floor: np.ndarray) -> np.ndarray:
+    """``(nq,) float32`` bfloat16 numbers near ``floor`` (0 where it is not finite or huge):
+    per query, the shift ``t`` of the next bfloat16 GEMM, which returns ``p~ = bf16(q~.x~ -
+    t)`` (``addmm``, the bias added to the float32 accumulator, one rounding).
+
+    The output rounding then costs ``c |p~|``, small for the rows whose score is near the
+    floor (the only rows it can decide), instead of ``c |s~|``: with ``s~ = p~ + t``,
+    ``|s - s~| <= a(q) ||x|| + gamma(d + 1) |t| + c |p~| + eps`` (the accumulation now sums
+    ``d + 1`` terms: ``gamma(d + 1)`` in ``a(q)``, and ``|t|`` besides ``sum |q~_i x~_i|``).
+    Any ``t`` keeps the bound; a ``t`` near the floor makes it narrow."""
+    import torch
+
+    f = np.where(np.isfinite(floor) & (np.abs(floor) < 1e30), floor, 0.0).astype(np.float32)
+    return torch.from_numpy(f).to(torch.bfloat16).to(torch.float32).numpy()
+
+
 def cpu_has_bf16_units() -> bool | None:
     """Whether the CPU advertises bfloat16 dot-product units (``amx_bf16`` or
     ``avx512_bf16`` in ``/proc/cpuinfo``); ``None`` where that cannot be read."""
@@ -219,6 +273,8 @@ class Bounds:
     # ``a_bf16 * max||x||`` (see :func:`split_terms`).
     a_row: np.ndarray | None = None  # (nq,) float64
     a_rest: np.ndarray | None = None  # (nq,) float64
+    # Shift each bfloat16 GEMM by the queries' floors (:func:`shift_terms`).
+    shift: bool = False
 
 
 def split_terms(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -238,7 +294,7 @@ def split_terms(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     qb = _bf16_round(q).astype(np.float64)
     nq_ = np.linalg.norm(q64, axis=1)
     rq = np.linalg.norm(q64 - qb, axis=1)
-    g = gamma(q.shape[1])
+    g = gamma(q.shape[1] + 1)  # d products and the shift (:func:`shift_rounds_once`)
     a_rest = (1 + U_BF16) * rq + g * ((1 + U_BF16) * (nq_ + rq) + nq_)
     return nq_ * (1 + 1e-9), a_rest * (1 + 1e-9)
 
@@ -268,6 +324,7 @@ def bounds(q: np.ndarray, bf16: bool) -> Bounds:
     if bf16:
         out.q_bf16, out.a_bf16 = query_terms(q)
         out.a_row, out.a_rest = split_terms(q)
+        out.shift = shift_rounds_once()
     return out
 
 
