@@ -177,6 +177,9 @@ def work_ours(
         "screen": best.screen,
         "trial": first.get("first_trial", runs[0].trial),  # a search timed both paths
         "rescored_per_query": best.rescored_per_query,
+        "pooled_per_query": best.pooled / max(best.queries, 1),
+        "guessed": best.guessed,
+        "searched_again": best.searched_again,
         "bf16_copy": best.bf16_copy,
         "gemm_seconds": best.gemm_seconds,
         "rescore_seconds": best.rescore_seconds,
@@ -509,7 +512,10 @@ def main() -> None:
         print(
             f"           screen={ours['screen']} (asked {args.screen}; trial: "
             f"{ours_runs[0]['trial']}); {ours['rescored_per_query']:.0f} rows per query given "
-            f"their exact score ({100 * ours['rescored_per_query'] / args.n:.3f}% of rows)"
+            f"their exact score ({100 * ours['rescored_per_query'] / args.n:.3f}% of rows); "
+            f"{ours['pooled_per_query']:.0f} candidates pooled per query; guessed floor for "
+            f"{ours['guessed']} of {args.queries} queries ({ours['searched_again']} searched "
+            "again)"
         )
         f32_all = [t for r in f32_runs for t in r["all_seconds"]]
         print(

@@ -55,6 +55,38 @@ def _file_source(shard: np.ndarray) -> tuple[str, int] | None:
     return str(filename), int(offset)
 
 
+def _pread_rows(fd: int, src: tuple[str, int], lo: int, buf: np.ndarray) -> np.ndarray:
+    """Fill ``buf (rows, d)`` with the shard's rows from ``lo`` (``src``: its file name and
+    data offset, :func:`_file_source`; ``fd`` open on it); a short file is an InputError."""
+    want, done = buf.nbytes, 0
+    row_bytes = buf.nbytes // max(len(buf), 1)
+    view = memoryview(buf).cast("B")  # type: ignore[arg-type]
+    while done < want:  # preadv may return short counts on large reads
+        got = os.preadv(fd, [view[done:]], src[1] + lo * row_bytes + done)
+        if got <= 0:
+            raise InputError(
+                f"embedding shard {src[0]!r} is shorter than its header says "
+                f"(read {done} of {want} bytes at row {lo}); the file is truncated"
+            )
+        done += got
+    return buf
+
+
+def read_rows(shard: np.ndarray, lo: int, out: np.ndarray) -> np.ndarray:
+    """``out (rows, d)`` (the shard's dtype) filled with ``shard``'s rows from ``lo``: read
+    from its file (the pages stay out of this process; a truncated file is an InputError,
+    where the memory map would fault), or copied where the shard is not a file."""
+    src = _file_source(shard)
+    if src is None:
+        np.copyto(out, shard[lo : lo + len(out)], casting="unsafe")
+        return out
+    fd = os.open(src[0], os.O_RDONLY)
+    try:
+        return _pread_rows(fd, src, lo, out)
+    finally:
+        os.close(fd)
+
+
 def iter_blocks(
     store: EmbeddingStore,
     block_rows: int,
@@ -93,17 +125,7 @@ def iter_blocks(
         fd = fds.get(s_idx)
         if fd is None:
             fd = fds[s_idx] = os.open(src[0], os.O_RDONLY)
-        want, done = buf.nbytes, 0
-        view = memoryview(buf).cast("B")  # type: ignore[arg-type]
-        while done < want:  # preadv may return short counts on large reads
-            got = os.preadv(fd, [view[done:]], src[1] + lo * d * buf.itemsize + done)
-            if got <= 0:
-                raise InputError(
-                    f"embedding shard {src[0]!r} is shorter than its header says "
-                    f"(read {done} of {want} bytes at row {lo}); the file is truncated"
-                )
-            done += got
-        return buf
+        return _pread_rows(fd, src, lo, buf)
 
     try:
         if not prefetch:

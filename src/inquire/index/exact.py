@@ -25,7 +25,9 @@ How it works (all queries at once, one pass over the store):
    chunks a tiny fraction), and the floor rises as the pool fills (its k-th upper bound minus
    the widest interval). While a query has no floor yet, or a chunk beats an unusual number
    of pooled rows, the chunk's own k-th approximate score (``np.partition``, linear time)
-   gives one.
+   gives one. The floors start at a guess from a sample of the store
+   (:mod:`inquire.index.speculate`), checked at the end: a query whose k-th exact score is
+   below its guess is searched again without one.
 4. **Rescore the survivors exactly** at the end (:mod:`inquire.index.rescore`: each distinct
    row read once, on every scoring thread; float64, rounded once), and select them
    with :class:`inquire.index.topk.TopK` under the one ranking rule. With the float32 bound the
@@ -77,6 +79,7 @@ from inquire.index.screen import (
     check_screen,
     plan_screen,
 )
+from inquire.index.speculate import failed, guess_floor
 from inquire.index.topk import check_k, rank_ids
 
 log = logging.getLogger(__name__)
@@ -107,6 +110,9 @@ class SearchStats:
     rescore_seconds: float = 0.0  # wall time of the final exact rescoring (after the scan)
     threads: int = 1  # scoring threads
     bf16_copy: bool = False  # screened blocks were read from the store's bfloat16 copy
+    pooled: int = 0  # (query, row) candidates offered to the pools while scanning
+    guessed: int = 0  # queries searched from a guessed floor (inquire.index.speculate)
+    searched_again: int = 0  # of those, queries whose guess failed: searched again without
     fp32_gemm: str = "torch"  # who ran the float32 GEMM: "torch", "numpy" or "onednn"
     fp32_fallbacks: int = 0  # float32 GEMMs numpy's BLAS ran instead (see Kernels.fallbacks)
 
@@ -182,9 +188,36 @@ def search(
         raise InputError(
             f"bf16_copy must be one of {', '.join(BF16_COPY_MODES)}; got {bf16_copy!r}"
         )
+    scores, ids = _search(
+        store, q, k, block_rows, prefetch, chunk_rows, threads, screen, stats, mask, bf16_copy
+    )
+    if stats is not None:
+        stats.seconds = time.perf_counter() - started
+    return scores, ids
+
+
+def _search(
+    store: EmbeddingStore,
+    q: np.ndarray,
+    k: int,
+    block_rows: int,
+    prefetch: bool,
+    chunk_rows: int,
+    threads: int | None,
+    screen: Screen,
+    stats: SearchStats | None,
+    mask: np.ndarray | None,
+    bf16_copy: Bf16CopyMode,
+    guess: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`search` of checked arguments; ``guess``: start from a guessed floor
+    (:mod:`inquire.index.speculate`), searching again the queries it fails."""
+    started = time.perf_counter()
     id_keys, sorted_ids = rank_ids(store.ids)
     kernels = Kernels()
     n_workers = kernels.workers(threads)
+    # A guessed floor, from a sample scored before the scoring threads take torch's cores.
+    floor = guess_floor(store, q, k, kernels, mask) if guess and len(store) else None
     with kernels.single_threaded() if n_workers > 1 else contextlib.nullcontext():
 
         def plan_for(copy_ahead: bool | Callable[[], bool]) -> ScreenPlan:
@@ -216,7 +249,9 @@ def search(
         shards = None if copy is None else copy.shards
         shared = SharedFloor(len(q)) if n_workers > 1 else None
         scorers = [
-            Scorer(store, q, k, chunk_rows, id_keys, kernels, plan.bounds, mask, copy, shared)
+            Scorer(
+                store, q, k, chunk_rows, id_keys, kernels, plan.bounds, mask, copy, shared, floor
+            )
             for _ in range(n_workers)
         ]
         if n_workers == 1:
@@ -239,6 +274,7 @@ def search(
         stats.screen = "bf16" if n_bf16 > n_fp32 else "off"
         stats.queries, stats.rows = len(q), len(store)
         stats.rescored = scorers[0].rescored
+        stats.pooled = sum(sc.pooled for sc in scorers)
         stats.chunks_bf16, stats.chunks_fp32 = n_bf16, n_fp32
         stats.trial = chooser.trial
         stats.gemm_seconds = sum(sc.gemm_seconds for sc in scorers)
@@ -248,9 +284,41 @@ def search(
         stats.fp32_fallbacks = kernels.fallbacks
         stats.seconds = time.perf_counter() - started
         stats.rescore_seconds = finished
-    if sorted_ids is None:
-        return scores, keys
-    ids = np.where(keys >= 0, sorted_ids[np.maximum(keys, 0)], -1)
+        stats.guessed = 0 if floor is None else int(np.count_nonzero(~np.isneginf(floor)))
+        stats.searched_again = 0
+    ids = keys if sorted_ids is None else np.where(keys >= 0, sorted_ids[np.maximum(keys, 0)], -1)
+    if floor is not None:
+        again = failed(scores, floor)
+        if len(again):
+            # The guess was above the k-th exact score found: those queries' results may
+            # miss rows the guess left out. Searched again without a guess.
+            log.info(
+                "guessed floor too high for %d of %d queries; searching them again",
+                len(again),
+                len(q),
+            )
+            sub = None if stats is None else SearchStats()
+            s2, i2 = _search(
+                store,
+                q[again],
+                k,
+                block_rows,
+                prefetch,
+                chunk_rows,
+                threads,
+                screen,
+                sub,
+                mask,
+                bf16_copy,
+                guess=False,
+            )
+            scores[again], ids[again] = s2, i2
+            if stats is not None and sub is not None:
+                stats.searched_again = len(again)
+                stats.rescored += sub.rescored
+                stats.pooled += sub.pooled
+                stats.gemm_seconds += sub.gemm_seconds
+                stats.rescore_seconds += sub.rescore_seconds
     return scores, ids
 
 

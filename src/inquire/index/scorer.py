@@ -128,6 +128,7 @@ class Scorer:
         mask: np.ndarray | None = None,
         copy: Bf16Copy | None = None,
         shared: SharedFloor | None = None,
+        floor: np.ndarray | None = None,
     ) -> None:
         self.store, self.q, self.id_keys, self.kernels, self.mask = store, q, id_keys, kernels, mask
         self.shared = shared  # the floor shared with the other scoring threads
@@ -136,10 +137,14 @@ class Scorer:
         nq, dim = q.shape
         self.top = TopK(nq, k)  # rows already given their exact score
         self.pool = CandidatePool(nq, k)  # rows that may still reach the top k
+        if floor is not None:
+            # A guessed floor (:mod:`inquire.index.speculate`), checked after the search.
+            self.pool.raise_floor(floor)
         self.cap = _POOL_CAP_FACTOR * k + _POOL_CAP_EXTRA
         self.f32 = np.empty((chunk_rows, dim), np.float32)
         self.out = np.empty((nq, chunk_rows), np.float32)
         self.rescored = 0
+        self.pooled = 0  # candidates offered to the pool (each may be dropped again later)
         self.nonfinite: list[int] = []  # store rows holding NaN / inf (never returned)
         self.gemm_seconds = 0.0
         # Time of the work a later search does not repeat: the first computation of chunks'
@@ -371,6 +376,7 @@ class Scorer:
         v = p if shift is None else p + shift[qr]
         upper = round_up(v + spread)
         lower = round_down(v - spread)
+        self.pooled += len(qr)
         pool.push(qr, first + cols, upper, upper.astype(np.float64) - lower)
         if pool.keys.shape[1] > self.cap:
             self._flush(np.flatnonzero(pool.sizes() > self.cap // 2))

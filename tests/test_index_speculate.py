@@ -1,0 +1,202 @@
+"""Exact search from a guessed floor: fewer candidates pooled, the same result bit for bit,
+and a guess that turns out too high searched again (:mod:`inquire.index.speculate`)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from inquire.embed.store import EmbeddingStore
+from inquire.index import exact as exact_mod
+from inquire.index import speculate as spec
+from inquire.index.exact import SearchStats, search
+from inquire.testing.search_stores import random_unit, write_store
+
+
+def _no_guess(*_a, **_k):
+    return None
+
+
+def guessed_and_not(store, q, k, monkeypatch, **kw):
+    """The search with its guess and without; asserts the same ids and score bits; returns
+    (scores, ids, stats with, stats without)."""
+    st = SearchStats()
+    s, i = search(store, q, k, stats=st, **kw)
+    with monkeypatch.context() as m:
+        m.setattr(exact_mod, "guess_floor", _no_guess)
+        st0 = SearchStats()
+        s0, i0 = search(store, q, k, stats=st0, **kw)
+    np.testing.assert_array_equal(i, i0)
+    np.testing.assert_array_equal(s.view(np.uint32), s0.view(np.uint32))
+    assert st0.guessed == 0 and st0.searched_again == 0
+    return s, i, st, st0
+
+
+def float64_top(x: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
+    """Ids of the float64 top k (ties by id), for data without near-ties."""
+    scores = q.astype(np.float64) @ x.astype(np.float64).T
+    return np.stack([np.lexsort((np.arange(len(x)), -row))[:k] for row in scores])
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("screen", ["off", "bf16"])
+def test_guess_pools_fewer_candidates_and_changes_nothing(tmp_path, monkeypatch, threads, screen):
+    if screen == "bf16":
+        pytest.importorskip("torch")
+    n, d, k = 40_000, 16, 20
+    x = random_unit(n, d, seed=1)
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [15_000, 25_000]))
+    q = random_unit(6, d, seed=2)
+    kw = dict(chunk_rows=512, block_rows=4096, threads=threads, screen=screen)
+    _, i, st, st0 = guessed_and_not(store, q, k, monkeypatch, **kw)
+    np.testing.assert_array_equal(i, float64_top(x.astype(np.float16), q, k))
+    assert st.guessed == len(q) and st.searched_again == 0
+    assert st.pooled < 0.5 * st0.pooled  # the guess is near the k-th score from the start
+
+
+def test_a_guess_too_high_is_searched_again(tmp_path, monkeypatch):
+    """Queries 0 and 2 get a guess above their k-th score (rows they need are left out):
+    searched again without it; query 1 has no guess, query 3 a correct one."""
+    n, d, k = 20_000, 16, 10
+    x = random_unit(n, d, seed=3)
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [n]))
+    q = random_unit(4, d, seed=4)
+    want_s, want_i = search(store, q, k, chunk_rows=512)
+    kth = want_s[:, -1]
+    guess = np.array([kth[0] + 0.05, -np.inf, kth[2] + 1e-6, kth[3] - 0.01], np.float32)
+    monkeypatch.setattr(exact_mod, "guess_floor", lambda *a, **kw: guess.copy())
+    st = SearchStats()
+    s, i = search(store, q, k, chunk_rows=512, stats=st)
+    np.testing.assert_array_equal(i, want_i)
+    np.testing.assert_array_equal(s.view(np.uint32), want_s.view(np.uint32))
+    assert st.guessed == 3 and st.searched_again == 2
+    assert st.queries == 4 and st.seconds > 0
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_guess_at_the_kth_score_keeps_every_tie(tmp_path, monkeypatch, threads):
+    """Many rows share the k-th score (duplicates with different ids): a guess equal to it
+    leaves none of them out, and they come out in id order."""
+    n, d, k = 20_000, 16, 30
+    rng = np.random.default_rng(5)
+    x = random_unit(n, d, seed=6)
+    q = random_unit(2, d, seed=7)
+    x[rng.choice(n, 200, replace=False)] = x[int(np.argmax(x @ q[0]))]  # 200 copies of the best
+    ids = rng.permutation(5 * n)[:n].astype(np.int64)
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [n], ids=ids))
+    with monkeypatch.context() as m:
+        m.setattr(exact_mod, "guess_floor", _no_guess)
+        want_s, want_i = search(store, q, k, chunk_rows=512, threads=threads)
+    assert want_s[0, 0] == want_s[0, -1]  # query 0's top k: all tied
+    guess = want_s[:, -1].copy()
+    monkeypatch.setattr(exact_mod, "guess_floor", lambda *a, **kw: guess.copy())
+    st = SearchStats()
+    s, i = search(store, q, k, chunk_rows=512, threads=threads, stats=st)
+    np.testing.assert_array_equal(i, want_i)
+    np.testing.assert_array_equal(s.view(np.uint32), want_s.view(np.uint32))
+    assert st.searched_again == 0
+    assert (np.diff(i[0]) > 0).all()  # ties by image id
+
+
+def test_guess_with_a_mask(tmp_path, monkeypatch):
+    n, d, k = 40_000, 16, 15
+    x = random_unit(n, d, seed=8)
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [n]))
+    q = random_unit(5, d, seed=9)
+    mask = np.zeros(n, bool)
+    mask[::3] = True
+    _, i, st, _ = guessed_and_not(store, q, k, monkeypatch, chunk_rows=512, mask=mask)
+    assert st.guessed == len(q) and st.searched_again == 0
+    assert mask[i].all()
+    # The guess counts only allowed rows: its sample's allowed share matches the mask's.
+    guess = spec.guess_floor(store, q, k, exact_mod.Kernels(), mask)
+    assert guess is not None and (guess <= search(store, q, k, mask=mask)[0][:, -1]).all()
+    # Too few allowed rows for a sample to pay: no guess.
+    few = np.zeros(n, bool)
+    few[:200] = True
+    _, _, st, _ = guessed_and_not(store, q, k, monkeypatch, chunk_rows=512, mask=few)
+    assert st.guessed == 0
+
+
+def test_guess_with_non_finite_rows(tmp_path, monkeypatch):
+    """Rows of NaN (never returned) and of +inf (first or last, by the query's sign) in the
+    sample: the guess ignores NaN, and an infinite guess is no guess."""
+    n, d, k = 20_000, 8, 5
+    x = random_unit(n, d, seed=10)
+    q = np.abs(random_unit(3, d, seed=11))  # positive queries: a +inf row scores +inf
+    q[2] = -q[2]  # ... and -inf for this one
+    slices = spec._slices(EmbeddingStore(write_store(tmp_path / "t", x, [n])), n // 16)
+    hit = [lo + 1 for _, lo, _ in slices[::4]]  # inside sampled slices
+    x[hit[: len(hit) // 2]] = np.nan
+    x[hit[len(hit) // 2 :]] = np.inf
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [n]))
+    guess = spec.guess_floor(store, q, k, exact_mod.Kernels())
+    assert guess is not None and not np.isnan(guess).any()
+    assert np.isneginf(guess[:2]).all() and np.isfinite(guess[2])  # +inf sampled: no guess
+    s, i, st, _ = guessed_and_not(store, q, k, monkeypatch, chunk_rows=512)
+    assert st.guessed == 1 and st.searched_again == 0
+    inf_rows = sorted(hit[len(hit) // 2 :])
+    assert np.isposinf(s[:2]).all() and i[0].tolist() == inf_rows[:k]  # +inf first, by id
+    assert not set(i[2].tolist()) & set(hit)  # -inf and NaN rows: last, never
+
+
+def test_store_sorted_by_score(tmp_path, monkeypatch):
+    """Rows sorted by the first query's score (best last): the evenly spread sample still
+    guesses below the k-th score."""
+    n, d, k = 40_000, 16, 50
+    x = random_unit(n, d, seed=12)
+    q = random_unit(3, d, seed=13)
+    x = x[np.argsort(x @ q[0], kind="stable")]
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [10_000, 30_000]))
+    _, i, st, st0 = guessed_and_not(store, q, k, monkeypatch, chunk_rows=512, threads=2)
+    assert st.searched_again == 0 and st.pooled < st0.pooled
+    np.testing.assert_array_equal(i, float64_top(x.astype(np.float16), q, k))
+
+
+def test_no_guess_where_the_store_is_small(tmp_path, monkeypatch):
+    n, d = 3000, 16
+    store = EmbeddingStore(write_store(tmp_path / "s", random_unit(n, d, seed=14), [n]))
+    q = random_unit(2, d, seed=15)
+    for k in (1, 200, 5000):  # 3000 rows: a sample of 187; k too large for 16x
+        _, _, st, _ = guessed_and_not(store, q, k, monkeypatch, chunk_rows=256)
+        assert st.guessed == (2 if k == 1 else 0)
+
+
+def test_slices_stay_inside_shards_and_spread_over_the_store(tmp_path):
+    sizes = [37] * 40 + [5000, 1, 0, 2000]
+    n = sum(sizes)
+    store = EmbeddingStore(write_store(tmp_path / "s", random_unit(n, 4, seed=16), sizes))
+    for want in (spec.SLICES, 1000, 8192):
+        parts = spec._slices(store, want)
+        assert len(parts) <= spec.SLICES
+        starts = []
+        for s, lo, hi in parts:
+            assert 0 <= lo < hi <= len(store.shards[s])
+            starts.append(int(store.offsets[s]) + lo)
+        assert starts == sorted(starts)
+        assert starts[0] < n / spec.SLICES and starts[-1] > n - 2 * n / spec.SLICES
+
+
+def test_failed_names_the_queries_the_result_does_not_prove():
+    scores = np.array([[3, 2, 1], [3, 2, -np.inf], [5, 5, 5], [1, 1, 0.5]], np.float32)
+    guess = np.array([1, 0, 5, -np.inf], np.float32)
+    assert spec.failed(scores, guess).tolist() == [1]  # padding below a finite guess
+    assert spec.failed(scores, np.full(4, 4.0, np.float32)).tolist() == [0, 1, 3]
+
+
+def test_a_sample_holding_all_the_best_rows_guesses_too_high(tmp_path, monkeypatch):
+    """An adversarial layout: the only rows close to query 0 sit exactly where the sample
+    reads. Its guess (the j-th best sampled) is then above the store's k-th score: query 0
+    is searched again, the others are not, and the result is the same."""
+    n, d, k = 20_000, 16, 10
+    rng = np.random.default_rng(17)
+    q = random_unit(3, d, seed=18)
+    x = random_unit(n, d, seed=19) * 0.1
+    probe = EmbeddingStore(write_store(tmp_path / "t", x, [n]))
+    for s, lo, hi in spec._slices(probe, min(spec.SAMPLE_ROWS, n // spec.MIN_RATIO)):
+        first = int(probe.offsets[s]) + lo
+        x[first : first + hi - lo] = q[0] + 0.01 * rng.standard_normal((hi - lo, d))
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [n]))
+    _, i, st, _ = guessed_and_not(store, q, k, monkeypatch, chunk_rows=512)
+    assert st.searched_again >= 1
+    np.testing.assert_array_equal(i, float64_top(x.astype(np.float16), q, k))
