@@ -704,3 +704,47 @@ def test_auto_trial_counts_conversions_where_the_folder_is_read_only(tmp_path, m
     st = SearchStats()
     search(store, q, 20, screen="auto", chunk_rows=64, threads=1, stats=st)
     assert st.trial and st.screen == "bf16"
+
+
+_TRUNCATED_SEARCH = """
+import sys
+import numpy as np
+from inquire.embed.store import EmbeddingStore
+from inquire.errors import InputError
+from inquire.index.exact import search
+from inquire.testing.search_stores import random_unit, write_store
+
+root = write_store(sys.argv[1], random_unit(6000, 16, seed=1), [2000, 4000])
+store = EmbeddingStore(root)
+shard = root / "img_emb" / "img_emb_1.npy"
+with open(shard, "r+b") as fh:  # cut the file after the store mapped it
+    fh.truncate(shard.stat().st_size - int(sys.argv[2]))
+try:
+    search(store, random_unit(2, 16, seed=2), 5, screen="bf16", chunk_rows=256, threads=1)
+except InputError as exc:
+    print("InputError:", exc)
+else:
+    print("no error")
+"""
+
+
+@pytest.mark.parametrize("cut", [4, 20_000])
+def test_truncated_shard_is_reported_when_the_bf16_copy_is_built(tmp_path, cut):
+    """Screening with ``bf16_copy="auto"`` builds the store's bfloat16 copy from the shards'
+    memory maps: a shard cut after the store mapped it is the reader's InputError, not a
+    SIGBUS (whole pages missing) nor a silent result from zeros read past the end (a few
+    bytes missing). In a child process, so that a crash fails only this test."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    done = subprocess.run(
+        [sys.executable, "-c", _TRUNCATED_SEARCH, str(tmp_path / "s"), str(cut)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "InputError:" in done.stdout and "truncated" in done.stdout, done.stdout

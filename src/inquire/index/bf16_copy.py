@@ -344,8 +344,9 @@ def build_copy(
     that folder. Shards whose copy is current are skipped, so this is cheap to call again and
     resumes an interrupted build. ``progress(rows_done, rows_total)`` is called per shard.
 
-    Raises :class:`~inquire.errors.InputError` without torch or for a store that is not
-    float16/float32, and ``OSError`` where the folder cannot be written (read-only, full)."""
+    Raises :class:`~inquire.errors.InputError` without torch, for a store that is not
+    float16/float32 or a shard file shorter than its header says, and ``OSError`` where the
+    folder cannot be written (read-only, full)."""
     try:
         import torch
     except ImportError:
@@ -376,12 +377,28 @@ def build_copy(
                 with contextlib.suppress(OSError):
                     tmp.unlink()
             if _open_shard(folder, path, shard, key) is None:
+                _check_length(path, shard)
                 log.info("writing the bfloat16 copy of %s (%d rows)", path.name, len(shard))
                 _write_shard(folder, path, shard, key, torch)
         done += len(shard)
         if progress is not None:
             progress(done, len(store))
     return folder
+
+
+def _check_length(path: Path, shard: np.ndarray) -> None:
+    """Raise :class:`~inquire.errors.InputError` where the shard file is shorter than its
+    header says (cut after the store mapped it): reading its memory map past the end would
+    kill the process (SIGBUS) or, within the last page, read zeros."""
+    offset = getattr(shard, "offset", None)
+    if not isinstance(shard, np.memmap) or offset is None:
+        return
+    size = path.stat().st_size
+    if size < int(offset) + shard.nbytes:
+        raise InputError(
+            f"embedding shard {str(path)!r} is shorter than its header says ({size} of "
+            f"{int(offset) + shard.nbytes} bytes); the file is truncated"
+        )
 
 
 def ensure_copy(store: EmbeddingStore, build: bool) -> Bf16Copy | None:
