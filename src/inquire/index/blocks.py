@@ -72,19 +72,30 @@ def _pread_rows(fd: int, src: tuple[str, int], lo: int, buf: np.ndarray) -> np.n
     return buf
 
 
-def read_rows(shard: np.ndarray, lo: int, out: np.ndarray) -> np.ndarray:
-    """``out (rows, d)`` (the shard's dtype) filled with ``shard``'s rows from ``lo``: read
-    from its file (the pages stay out of this process; a truncated file is an InputError,
-    where the memory map would fault), or copied where the shard is not a file."""
-    src = _file_source(shard)
-    if src is None:
-        np.copyto(out, shard[lo : lo + len(out)], casting="unsafe")
-        return out
-    fd = os.open(src[0], os.O_RDONLY)
+def read_slices(
+    shards: list[np.ndarray], slices: list[tuple[int, int, int]], out: np.ndarray
+) -> np.ndarray:
+    """``out (rows, d)`` (the shards' dtype) filled with the rows of ``slices`` (``(shard,
+    lo, hi)`` local row ranges), one after another: read from the shard files, each opened
+    once (the pages stay out of this process; a truncated file is an InputError, where the
+    memory map would fault), or copied where a shard is not a file."""
+    fds: dict[int, int] = {}
     try:
-        return _pread_rows(fd, src, lo, out)
+        at = 0
+        for s, lo, hi in slices:
+            buf = out[at : at + hi - lo]
+            src = _file_source(shards[s])
+            if src is None:
+                np.copyto(buf, shards[s][lo:hi], casting="unsafe")
+            else:
+                if s not in fds:
+                    fds[s] = os.open(src[0], os.O_RDONLY)
+                _pread_rows(fds[s], src, lo, buf)
+            at += hi - lo
+        return out
     finally:
-        os.close(fd)
+        for fd in fds.values():
+            os.close(fd)
 
 
 def iter_blocks(

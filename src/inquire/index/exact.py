@@ -189,7 +189,18 @@ def search(
             f"bf16_copy must be one of {', '.join(BF16_COPY_MODES)}; got {bf16_copy!r}"
         )
     scores, ids = _search(
-        store, q, k, block_rows, prefetch, chunk_rows, threads, screen, stats, mask, bf16_copy
+        store,
+        q,
+        k,
+        block_rows,
+        prefetch,
+        chunk_rows,
+        threads,
+        screen,
+        stats,
+        mask,
+        bf16_copy,
+        memory_mb,
     )
     if stats is not None:
         stats.seconds = time.perf_counter() - started
@@ -208,6 +219,7 @@ def _search(
     stats: SearchStats | None,
     mask: np.ndarray | None,
     bf16_copy: Bf16CopyMode,
+    memory_mb: int = DEFAULT_MEMORY_MB,
     guess: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`search` of checked arguments; ``guess``: start from a guessed floor
@@ -217,7 +229,7 @@ def _search(
     kernels = Kernels()
     n_workers = kernels.workers(threads)
     # A guessed floor, from a sample scored before the scoring threads take torch's cores.
-    floor = guess_floor(store, q, k, kernels, mask) if guess and len(store) else None
+    floor = guess_floor(store, q, k, kernels, mask, memory_mb) if guess and len(store) else None
     with kernels.single_threaded() if n_workers > 1 else contextlib.nullcontext():
 
         def plan_for(copy_ahead: bool | Callable[[], bool]) -> ScreenPlan:
@@ -310,6 +322,7 @@ def _search(
                 sub,
                 mask,
                 bf16_copy,
+                memory_mb,
                 guess=False,
             )
             scores[again], ids[again] = s2, i2
