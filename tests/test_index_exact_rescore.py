@@ -346,3 +346,34 @@ def test_after_an_error_the_other_rescoring_threads_stop_at_their_next_batch(tmp
     # 100 batches over 3 threads: the failing one, and at most one more batch per other thread
     # (the one it was in when the error came).
     assert len(calls) <= 3
+
+
+@pytest.mark.parametrize("threads", [2, 4])
+def test_a_read_error_stops_the_pipeline_and_is_raised(tmp_path, monkeypatch, threads):
+    """With several threads, one reads the batches and the others compute: an error while
+    reading (a shard cut, say) reaches the caller, and every thread stops."""
+    import threading
+
+    monkeypatch.setattr(rescore, "_BATCH_ELEMENTS", 16 * 4)  # 4 rows a batch: many batches
+    store = EmbeddingStore(write_store(tmp_path / "s", random_unit(400, 16, seed=7), [400]))
+    q = random_unit(2, 16, seed=8)
+    rows = np.arange(400)
+    qr = np.zeros(400, np.int64)
+    read, calls = rescore._read, [0]
+
+    def failing(*a: object) -> np.ndarray:
+        calls[0] += 1  # one reading thread: no lock needed
+        if calls[0] == 5:
+            raise OSError("read failed")
+        return read(*a)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(rescore, "_read", failing)
+    with pytest.raises(OSError, match="read failed"):
+        rescore.rescore(store, q, qr, rows, Kernels(), None, threads)
+    assert calls[0] == 5  # nothing read after the error
+    assert not [t for t in threading.enumerate() if t.name.startswith("inquire-rescore")]
+    monkeypatch.undo()
+    got = rescore.rescore(store, q, qr, rows, Kernels(), None, threads)  # and it works again
+    xs = np.asarray(store.shards[0][:], np.float32)
+    want = np.array([exact_score(q[0], xs[r]) for r in rows], np.float32)
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))

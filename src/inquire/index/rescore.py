@@ -1,6 +1,6 @@
 """Exact scores of (query, row) pairs whose rows are read at random from a store's
-memory-mapped shards: each distinct row read once, in row order, on several threads, without
-growing this process's resident memory."""
+memory-mapped shards: each distinct row read once, in row order, by one thread while others
+compute, without growing this process's resident memory."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import itertools
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from queue import Queue
 from typing import Any
 
 import numpy as np
@@ -195,7 +196,7 @@ class _Worker:
 
 
 def _batch_dots(
-    store: EmbeddingStore,
+    x: np.ndarray,
     q64: np.ndarray,
     qr: np.ndarray,
     rows: np.ndarray,
@@ -206,17 +207,14 @@ def _batch_dots(
     kernels: Kernels,
     bound: np.ndarray | None,
     w: _Worker,
-    drop: Callable[..., None],
 ) -> None:
     """Float64 inner products ``s[pairs]`` and their error bounds ``err[pairs]`` of the pairs
-    ``pairs`` (indices into ``qr``/``rows``), whose rows are the distinct ascending ``uniq``:
-    the rows are read once (a window at a time, each window's pages dropped by ``drop``:
-    :func:`_read`), then per query, pieces of its rows are converted to float64 (through
-    float32, torch's fast path, where torch is installed) and multiplied with the query.
-    ``err`` is ``bound[r]`` per query, or each pair's own ``sum |q_i x_i|`` times ``gamma_d``
-    (rounded up)."""
+    ``pairs`` (indices into ``qr``/``rows``), whose rows are the distinct ascending ``uniq``,
+    read into ``x`` (:func:`_read`): per query, pieces of its rows are converted to float64
+    (through float32, torch's fast path, where torch is installed) and multiplied with the
+    query. ``err`` is ``bound[r]`` per query, or each pair's own ``sum |q_i x_i|`` times
+    ``gamma_d`` (rounded up)."""
     t = kernels.torch
-    x = _read(store, uniq, w.raw, drop)
     # By query, each query's rows still ascending (a stable sort; on 16-bit keys numpy's
     # stable sort is a radix sort, several times faster than on int64).
     key = qr[pairs]
@@ -250,6 +248,63 @@ def _batch_dots(
                 err[at] = tmp
 
 
+def _pipelined(
+    store: EmbeddingStore,
+    batches: list[tuple[int, int]],
+    step: int,
+    piece: int,
+    threads: int,
+    drop: Callable[..., None],
+    uniq: np.ndarray,
+    dots: Callable[[np.ndarray, int, int, _Worker], None],
+) -> None:
+    """Run ``dots(x, a, b, worker)`` on every batch ``(a, b)`` of distinct rows ``uniq[a:b]``,
+    read into ``x``: one thread reads the batches in order (the only thread touching the
+    memory maps: page faults and unmapping from several threads of one process contend),
+    ``threads - 1`` compute, through ``threads + 1`` reused buffers. An error on any thread
+    stops the others and is raised here."""
+    free: Queue[np.ndarray] = Queue()
+    for _ in range(threads + 1):
+        free.put(np.empty((step, store.dim), store.dtype))
+    ready: Queue[tuple[int, int, np.ndarray, np.ndarray] | None] = Queue()
+    failed = threading.Event()
+    errors: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            for a, b in batches:
+                buf = free.get()
+                if failed.is_set():
+                    return
+                ready.put((a, b, buf, _read(store, uniq[a:b], buf, drop)))
+        except BaseException as exc:
+            errors.append(exc)
+            failed.set()
+        finally:
+            for _ in range(threads - 1):
+                ready.put(None)  # each compute thread stops at its None
+
+    def compute() -> None:
+        w = _Worker(store, 1, piece)
+        while (item := ready.get()) is not None:
+            a, b, buf, x = item
+            try:
+                if not failed.is_set():
+                    dots(x, a, b, w)
+            except BaseException as exc:
+                errors.append(exc)
+                failed.set()
+            finally:
+                free.put(buf)
+
+    with ThreadPoolExecutor(threads, thread_name_prefix="inquire-rescore") as pool:
+        futures = [pool.submit(read)] + [pool.submit(compute) for _ in range(threads - 1)]
+        for f in futures:
+            f.result()
+    if errors:
+        raise errors[0]
+
+
 def rescore(
     store: EmbeddingStore,
     q: np.ndarray,
@@ -261,7 +316,8 @@ def rescore(
 ) -> np.ndarray:
     """Exact scores ``(m,) float32`` (:func:`inquire.index.score.exact_score`, bit for bit) of
     the pairs (query ``qr``, global row ``rows``). ``max_norm``: an upper bound of the rows'
-    norms, if known. ``threads``: threads sharing the work; torch's own thread count should
+    norms, if known. ``threads``: threads sharing the work (with two or more, one reads the
+    batches and the others compute: :func:`_pipelined`); torch's own thread count should
     then be 1.
 
     The distinct rows are read in ascending order, in batches of ~32 MiB, each row once however
@@ -293,32 +349,36 @@ def rescore(
     s = np.empty(m, np.float64)
     err = np.empty(m, np.float64)
     with _random_access(store) as drop:
-        failed = threading.Event()  # a thread's error: the others stop at their next batch
-
-        def run(w: _Worker, mine: list[tuple[int, int]]) -> None:
-            try:
-                for a, b in mine:
-                    if failed.is_set():
-                        return
-                    pairs = order[first[a] : first[b]]
-                    _batch_dots(
-                        store, q64, qr, rows, uniq[a:b], pairs, s, err, kernels, bound, w, drop
-                    )
-            except BaseException:
-                failed.set()
-                raise
-
-        workers = [_Worker(store, step, piece) for _ in range(n_workers)]
         if n_workers == 1:
-            run(workers[0], batches)
+            w = _Worker(store, step, piece)
+            for a, b in batches:
+                x = _read(store, uniq[a:b], w.raw, drop)
+                pairs = order[first[a] : first[b]]
+                _batch_dots(x, q64, qr, rows, uniq[a:b], pairs, s, err, kernels, bound, w)
+            del w
         else:
-            with ThreadPoolExecutor(n_workers, thread_name_prefix="inquire-rescore") as pool:
-                futures = [
-                    pool.submit(run, w, batches[i::n_workers]) for i, w in enumerate(workers)
-                ]
-                for f in futures:
-                    f.result()
-        del workers
+            _pipelined(
+                store,
+                batches,
+                step,
+                piece,
+                n_workers,
+                drop,
+                uniq,
+                lambda x, a, b, w: _batch_dots(
+                    x,
+                    q64,
+                    qr,
+                    rows,
+                    uniq[a:b],
+                    order[first[a] : first[b]],
+                    s,
+                    err,
+                    kernels,
+                    bound,
+                    w,
+                ),
+            )
 
         def slow(js: np.ndarray) -> np.ndarray:
             # The rare pairs a float64 value cannot settle, by row, a few rows at a time (each
