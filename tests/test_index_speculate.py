@@ -43,7 +43,7 @@ def float64_top(x: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
 def test_guess_pools_fewer_candidates_and_changes_nothing(tmp_path, monkeypatch, threads, screen):
     if screen == "bf16":
         pytest.importorskip("torch")
-    n, d, k = 40_000, 16, 20
+    n, d, k = 40_000, 16, 64
     x = random_unit(n, d, seed=1)
     store = EmbeddingStore(write_store(tmp_path / "s", x, [15_000, 25_000]))
     q = random_unit(6, d, seed=2)
@@ -99,7 +99,7 @@ def test_a_guess_at_the_kth_score_keeps_every_tie(tmp_path, monkeypatch, threads
 
 
 def test_guess_with_a_mask(tmp_path, monkeypatch):
-    n, d, k = 40_000, 16, 15
+    n, d, k = 40_000, 16, 48
     x = random_unit(n, d, seed=8)
     store = EmbeddingStore(write_store(tmp_path / "s", x, [n]))
     q = random_unit(5, d, seed=9)
@@ -121,7 +121,7 @@ def test_guess_with_a_mask(tmp_path, monkeypatch):
 def test_guess_with_non_finite_rows(tmp_path, monkeypatch):
     """Rows of NaN (never returned) and of +inf (first or last, by the query's sign) in the
     sample: the guess ignores NaN, and an infinite guess is no guess."""
-    n, d, k = 20_000, 8, 5
+    n, d, k = 20_000, 8, 40
     x = random_unit(n, d, seed=10)
     q = np.abs(random_unit(3, d, seed=11))  # positive queries: a +inf row scores +inf
     q[2] = -q[2]  # ... and -inf for this one
@@ -136,7 +136,9 @@ def test_guess_with_non_finite_rows(tmp_path, monkeypatch):
     s, i, st, _ = guessed_and_not(store, q, k, monkeypatch, chunk_rows=512)
     assert st.guessed == 1 and st.searched_again == 0
     inf_rows = sorted(hit[len(hit) // 2 :])
-    assert np.isposinf(s[:2]).all() and i[0].tolist() == inf_rows[:k]  # +inf first, by id
+    top = len(inf_rows)  # +inf first, by id, then the finite scores
+    assert np.isposinf(s[:2, :top]).all() and i[0, :top].tolist() == inf_rows
+    assert np.isfinite(s[:2, top:]).all()
     assert not set(i[2].tolist()) & set(hit)  # -inf and NaN rows: last, never
 
 
@@ -157,9 +159,12 @@ def test_no_guess_where_the_store_is_small(tmp_path, monkeypatch):
     n, d = 3000, 16
     store = EmbeddingStore(write_store(tmp_path / "s", random_unit(n, d, seed=14), [n]))
     q = random_unit(2, d, seed=15)
-    for k in (1, 200, 5000):  # 3000 rows: a sample of 187; k too large for 16x
+    # 3000 rows: a sample of at most 187. k = 40: it holds 2.5 of the top k on average, a
+    # guess; k = 10: 0.6, no guess (the pools' own floor does as well); k = 200: the store is
+    # under 16 k rows; k > N.
+    for k, guessed in ((40, 2), (10, 0), (200, 0), (5000, 0)):
         _, _, st, _ = guessed_and_not(store, q, k, monkeypatch, chunk_rows=256)
-        assert st.guessed == (2 if k == 1 else 0)
+        assert st.guessed == guessed
 
 
 def test_slices_stay_inside_shards_and_spread_over_the_store(tmp_path):
@@ -189,7 +194,7 @@ def test_a_sample_holding_all_the_best_rows_guesses_too_high(tmp_path, monkeypat
     """An adversarial layout: the only rows close to query 0 sit exactly where the sample
     reads. Its guess (the j-th best sampled) is then above the store's k-th score: query 0
     is searched again, the others are not, and the result is the same."""
-    n, d, k = 20_000, 16, 10
+    n, d, k = 20_000, 16, 40
     rng = np.random.default_rng(17)
     q = random_unit(3, d, seed=18)
     x = random_unit(n, d, seed=19) * 0.1
@@ -221,7 +226,7 @@ def test_a_store_ordered_by_cluster_is_rarely_searched_again(tmp_path, monkeypat
 def test_the_sample_keeps_to_the_memory_budget(tmp_path, monkeypatch):
     """The sample's rows (stored and float32) take at most memory_mb / 4: a wide store gets
     a smaller sample, and a budget too small for 64 rows gets no guess."""
-    n, d, k = 20_000, 512, 5
+    n, d, k = 20_000, 512, 600
     store = EmbeddingStore(write_store(tmp_path / "s", random_unit(n, d, seed=23), [n]))
     q = random_unit(2, d, seed=24)
     seen = []
@@ -232,7 +237,8 @@ def test_the_sample_keeps_to_the_memory_budget(tmp_path, monkeypatch):
         return real(shards, parts, out)
 
     monkeypatch.setattr(spec, "read_slices", counting)
-    for mb, rows in ((256, n // spec.MIN_RATIO), (1, (1 << 20) // 4 // (d * 6))):
+    # 256 MiB: the sample holds TARGET_HITS rows of the top k on average; 1 MiB: 85 rows.
+    for mb, rows in ((256, -(-spec.TARGET_HITS * n // k)), (1, (1 << 20) // 4 // (d * 6))):
         assert spec.guess_floor(store, q, k, exact_mod.Kernels(), memory_mb=mb) is not None
         assert seen[-1] <= rows and seen[-1] >= 0.9 * rows
     monkeypatch.undo()
