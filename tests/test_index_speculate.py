@@ -252,3 +252,27 @@ def test_the_sample_keeps_to_the_memory_budget(tmp_path, monkeypatch):
         spec.guess_floor(store, random_unit(2, wide, seed=26), k, exact_mod.Kernels(), memory_mb=1)
         is None
     )
+
+
+def test_the_sampled_scores_keep_to_the_memory_budget_for_many_queries(tmp_path, monkeypatch):
+    """The sample's scores (queries x sampled rows, float32) are computed a group of queries
+    at a time within memory_mb / 4: 2000 queries over 8192 sampled rows took 64 MiB at
+    once whatever memory_mb (here 8 MiB)."""
+    import tracemalloc
+
+    n, d, k = 150_000, 16, 200
+    store = EmbeddingStore(write_store(tmp_path / "s", random_unit(n, d, seed=27), [n]))
+    q = random_unit(2000, d, seed=28)
+    kernels = exact_mod.Kernels()
+    wide = spec.guess_floor(store, q, k, kernels, memory_mb=4096)
+    tracemalloc.start()
+    try:
+        guess = spec.guess_floor(store, q, k, kernels, memory_mb=8)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert guess is not None and wide is not None and np.isfinite(guess).all()
+    assert peak <= 8 << 20
+    np.testing.assert_allclose(guess, wide, rtol=0, atol=1e-5)  # the same sample
+    _, _, st, _ = guessed_and_not(store, q[:50], k, monkeypatch, chunk_rows=2048, memory_mb=1)
+    assert st.guessed == 50
