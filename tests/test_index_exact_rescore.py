@@ -377,3 +377,106 @@ def test_a_read_error_stops_the_pipeline_and_is_raised(tmp_path, monkeypatch, th
     xs = np.asarray(store.shards[0][:], np.float32)
     want = np.array([exact_score(q[0], xs[r]) for r in rows], np.float32)
     np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_a_compute_thread_that_cannot_start_stops_the_pipeline(tmp_path, monkeypatch, threads):
+    """A compute thread whose buffers cannot be allocated (out of memory) raises at once:
+    the reader, waiting for buffers only compute threads hand back, must not be left
+    waiting (it was: every buffer ended in the queue of a thread that had gone)."""
+    import threading
+
+    monkeypatch.setattr(rescore, "_BATCH_ELEMENTS", 16 * 4)  # 4 rows a batch: many batches
+    store = EmbeddingStore(write_store(tmp_path / "s", random_unit(400, 16, seed=9), [400]))
+    q = random_unit(2, 16, seed=10)
+    rows, qr = np.arange(400), np.zeros(400, np.int64)
+    worker = rescore._Worker
+    made = [0]
+    lock = threading.Lock()
+
+    def failing(*a: object) -> object:
+        with lock:
+            made[0] += 1
+            first = made[0] == 1
+        if first:
+            raise MemoryError("no room for the buffers")
+        return worker(*a)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(rescore, "_Worker", failing)
+    got: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            rescore.rescore(store, q, qr, rows, Kernels(), None, threads)
+        except BaseException as exc:
+            got.append(exc)
+
+    caller = threading.Thread(target=call, daemon=True)
+    caller.start()
+    caller.join(timeout=60)
+    assert not caller.is_alive(), "the rescoring pipeline hangs"
+    assert len(got) == 1 and isinstance(got[0], MemoryError)
+    assert not [t for t in threading.enumerate() if t.name.startswith("inquire-rescore")]
+
+
+def test_an_interrupt_while_waiting_stops_the_rescoring_threads(tmp_path, monkeypatch):
+    """A KeyboardInterrupt in the calling thread while it waits for the pipeline: the threads
+    stop at their next batch (the pool's exit waits for them) instead of rescoring every
+    remaining batch first."""
+    import threading
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(rescore, "_BATCH_ELEMENTS", 16 * 4)  # 4 rows a batch: 100 batches
+    store = EmbeddingStore(write_store(tmp_path / "s", random_unit(400, 16, seed=11), [400]))
+    q = random_unit(2, 16, seed=12)
+    rows, qr = np.arange(400), np.zeros(400, np.int64)
+    events: list[threading.Event] = []
+
+    class Recorded(threading.Event):
+        def __init__(self) -> None:
+            super().__init__()
+            events.append(self)
+
+    monkeypatch.setattr(
+        rescore, "threading", SimpleNamespace(Event=Recorded, Thread=threading.Thread)
+    )
+    calls = [0]
+    lock = threading.Lock()
+    dots = rescore._batch_dots
+
+    timed_out = [False]
+
+    def slow(*a: object) -> None:
+        with lock:
+            calls[0] += 1
+        # A batch waits for the pipeline's stop flag (set once the caller is interrupted);
+        # where nothing sets it, the first wait times out and every batch is computed.
+        if not timed_out[0] and not events[-1].wait(timeout=5):
+            timed_out[0] = True
+        dots(*a)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(rescore, "_batch_dots", slow)
+    waits = [0]
+
+    real_pool = rescore.ThreadPoolExecutor
+
+    class Pool(real_pool):  # type: ignore[misc, valid-type]
+        def submit(self, fn, *a, **k):  # type: ignore[no-untyped-def]
+            # A future whose result() is interrupted (Ctrl-C while the caller waits).
+            f = super().submit(fn, *a, **k)
+            real_result = f.result
+
+            def result(timeout: float | None = None) -> object:
+                waits[0] += 1
+                if waits[0] == 1:
+                    raise KeyboardInterrupt
+                return real_result(timeout)
+
+            f.result = result  # type: ignore[method-assign]
+            return f
+
+    monkeypatch.setattr(rescore, "ThreadPoolExecutor", Pool)
+    with pytest.raises(KeyboardInterrupt):
+        rescore.rescore(store, q, qr, rows, Kernels(), None, 3)
+    assert not [t for t in threading.enumerate() if t.name.startswith("inquire-rescore")]
+    assert calls[0] <= 10  # of 100 batches: those in flight when the interrupt came

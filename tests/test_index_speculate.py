@@ -252,3 +252,54 @@ def test_the_sample_keeps_to_the_memory_budget(tmp_path, monkeypatch):
         spec.guess_floor(store, random_unit(2, wide, seed=26), k, exact_mod.Kernels(), memory_mb=1)
         is None
     )
+
+
+def test_the_sampled_scores_keep_to_the_memory_budget_for_many_queries(tmp_path, monkeypatch):
+    """The sample's scores (queries x sampled rows, float32) are computed a group of queries
+    at a time within memory_mb / 4: 2000 queries over 8192 sampled rows took 64 MiB at
+    once whatever memory_mb (here 8 MiB)."""
+    import tracemalloc
+
+    n, d, k = 150_000, 16, 200
+    store = EmbeddingStore(write_store(tmp_path / "s", random_unit(n, d, seed=27), [n]))
+    q = random_unit(2000, d, seed=28)
+    kernels = exact_mod.Kernels()
+    wide = spec.guess_floor(store, q, k, kernels, memory_mb=4096)
+    tracemalloc.start()
+    try:
+        guess = spec.guess_floor(store, q, k, kernels, memory_mb=8)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert guess is not None and wide is not None and np.isfinite(guess).all()
+    assert peak <= 8 << 20
+    np.testing.assert_allclose(guess, wide, rtol=0, atol=1e-5)  # the same sample
+    _, _, st, _ = guessed_and_not(store, q[:50], k, monkeypatch, chunk_rows=2048, memory_mb=1)
+    assert st.guessed == 50
+
+
+@pytest.mark.parametrize("screen", ["off", "bf16"])
+def test_stats_of_queries_searched_again_count_both_passes(tmp_path, monkeypatch, screen):
+    """Every guess fails: the queries are searched twice, and the stats count the chunks
+    of both passes (as they count the pairs pooled and rescored and the GEMM time)."""
+    if screen == "bf16":
+        pytest.importorskip("torch")
+    n, d, k = 20_000, 16, 10
+    store = EmbeddingStore(write_store(tmp_path / "s", random_unit(n, d, seed=29), [n]))
+    q = random_unit(3, d, seed=30)
+    kw = dict(chunk_rows=512, block_rows=4096, screen=screen, threads=1)
+    st0 = SearchStats()
+    want_s, want_i = search(store, q, k, stats=st0, **kw)
+    monkeypatch.setattr(exact_mod, "guess_floor", lambda *a, **_: np.full(3, 5.0, np.float32))
+    st = SearchStats()
+    s, i = search(store, q, k, stats=st, **kw)
+    np.testing.assert_array_equal(i, want_i)
+    np.testing.assert_array_equal(s.view(np.uint32), want_s.view(np.uint32))
+    assert st.guessed == 3 and st.searched_again == 3
+    chunks = -(-n // 512)
+    assert st.chunks_bf16 + st.chunks_fp32 == 2 * chunks
+    assert st0.chunks_bf16 + st0.chunks_fp32 == chunks
+    assert st.screen == st0.screen == screen
+    assert st.rescored == st0.rescored and st.pooled == st0.pooled  # the first pass: nothing
+    _, i2 = search(store, q, k, stats=None, **kw)
+    np.testing.assert_array_equal(i2, want_i)

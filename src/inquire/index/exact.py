@@ -332,6 +332,10 @@ def _search(
                 stats.pooled += sub.pooled
                 stats.gemm_seconds += sub.gemm_seconds
                 stats.rescore_seconds += sub.rescore_seconds
+                stats.chunks_bf16 += sub.chunks_bf16  # the second pass's chunks too
+                stats.chunks_fp32 += sub.chunks_fp32
+                stats.fp32_fallbacks += sub.fp32_fallbacks
+                stats.screen = "bf16" if stats.chunks_bf16 > stats.chunks_fp32 else "off"
     return scores, ids
 
 

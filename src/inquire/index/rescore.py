@@ -285,11 +285,18 @@ def _pipelined(
                 ready.put(None)  # each compute thread stops at its None
 
     def compute() -> None:
-        w = _Worker(store, 1, piece)
+        w: _Worker | None = None
+        try:
+            w = _Worker(store, 1, piece)
+        except BaseException as exc:  # out of memory: the others stop; this one drains
+            errors.append(exc)
+            failed.set()
+        # Every item is taken and its buffer handed back, whatever failed: the reader waits
+        # for free buffers, and each compute thread must reach its None.
         while (item := ready.get()) is not None:
             a, b, buf, x = item
             try:
-                if not failed.is_set():
+                if w is not None and not failed.is_set():
                     dots(x, a, b, w)
             except BaseException as exc:
                 errors.append(exc)
@@ -299,8 +306,14 @@ def _pipelined(
 
     with ThreadPoolExecutor(threads, thread_name_prefix="inquire-rescore") as pool:
         futures = [pool.submit(read)] + [pool.submit(compute) for _ in range(threads - 1)]
-        for f in futures:
-            f.result()
+        try:
+            for f in futures:
+                f.result()
+        except BaseException:
+            # Interrupted here (KeyboardInterrupt while waiting): the threads stop at their
+            # next batch rather than rescoring every batch before the pool's exit returns.
+            failed.set()
+            raise
     if errors:
         raise errors[0]
 

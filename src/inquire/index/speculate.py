@@ -122,18 +122,24 @@ def guess_floor(
         x = np.empty(raw.shape, np.float32)
         kernels.convert(raw, x)
     del raw
-    # numpy's BLAS, whatever torch's settings: a guess needs no proven precision, and the
-    # search's own GEMMs keep their checks.
-    with np.errstate(all="ignore"):
-        sample = np.matmul(q, x.T)
-    del x
-    sample[np.isnan(sample)] = -np.inf  # NaN is never returned
-    sample[:, ~allow] = -np.inf
     j = math.ceil(m + 4 * math.sqrt(m) + 4)
-    if j > sample.shape[1]:
+    if j > len(x):
         return None
-    sample.partition(sample.shape[1] - j, axis=1)  # in place: the j-th largest at n - j
-    guess = sample[:, sample.shape[1] - j]
+    # The sampled scores a group of queries at a time, within the same share of memory_mb
+    # as the rows (all queries at once would take nq x sampled floats, whatever memory_mb).
+    group = max(1, (max(int(memory_mb), 1) << 20) // MEMORY_SHARE // (4 * len(x)))
+    guess = np.empty(len(q), np.float32)
+    for a in range(0, len(q), group):
+        # numpy's BLAS, whatever torch's settings: a guess needs no proven precision, and the
+        # search's own GEMMs keep their checks.
+        with np.errstate(all="ignore"):
+            sample = np.matmul(q[a : a + group], x.T)
+        sample[np.isnan(sample)] = -np.inf  # NaN is never returned
+        sample[:, ~allow] = -np.inf
+        sample.partition(sample.shape[1] - j, axis=1)  # in place: the j-th largest at n - j
+        guess[a : a + group] = sample[:, sample.shape[1] - j]
+        del sample
+    del x
     return np.where(np.isfinite(guess), guess, np.float32(-np.inf)).astype(np.float32)
 
 
