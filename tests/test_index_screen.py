@@ -229,6 +229,46 @@ def test_a_kernel_that_rounds_twice_gets_no_shift_and_the_same_result(tmp_path, 
     np.testing.assert_allclose(s, ref_s.astype(np.float32), rtol=0, atol=1e-6)
 
 
+def test_a_kernel_that_rounds_twice_at_one_shape_gets_no_shift_there(tmp_path, monkeypatch):
+    """A kernel chosen by shape (as oneDNN's AMX kernels are) that rounds before the bias
+    only at GEMMs of more than 2000 rows: the checks at first use pass (their shapes are
+    smaller), the check at the search's own chunk shape does not, and those chunks are
+    screened unshifted (the 1000-row tail chunk keeps its shift); the result is the same."""
+    real = torch.addmm
+    shifted_rows: list[int] = []
+
+    def by_shape(bias, a, b, out=None, **kw):
+        if b.shape[1] > 2000:
+            got = (torch.matmul(a, b) + bias).to(a.dtype)  # rounded twice
+            return got if out is None else out.copy_(got)
+        return real(bias, a, b, out=out, **kw)
+
+    monkeypatch.setattr(scr, "_shift_ok", [])
+    monkeypatch.setattr(scr, "_shift_shapes", {})
+    monkeypatch.setattr(torch, "addmm", by_shape)
+    assert scr.shift_rounds_once()
+    assert not scr.shift_rounds_once_at(6, 4096, 32) and scr.shift_rounds_once_at(6, 1000, 32)
+    from inquire.index import scorer
+
+    offer = scorer.Scorer._offer
+
+    def recording(self, s, margin, c, first, shift=None):
+        if shift is not None:
+            shifted_rows.append(s.shape[1])
+        return offer(self, s, margin, c, first, shift)
+
+    monkeypatch.setattr(scorer.Scorer, "_offer", recording)
+    n, d = 4096 * 8 + 1000, 32
+    x = random_unit(n, d, seed=148)
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [n]))
+    q = random_unit(6, d, seed=149)
+    s, i, st = both(store, q, 40, chunk_rows=4096, block_rows=4096 * 8, threads=1)
+    assert st.chunks_bf16 == 9 and shifted_rows == [1000]
+    ref_s, ref_i = reference(x.astype(np.float16), np.arange(n), q, 40)
+    np.testing.assert_array_equal(i, ref_i)
+    np.testing.assert_allclose(s, ref_s.astype(np.float32), rtol=0, atol=1e-6)
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_shift_keeps_fewer_rows_where_scores_are_large(tmp_path, monkeypatch, threads):
     """Rows close to the queries (scores ~0.95): the unshifted bound's output term ``c |s~|``

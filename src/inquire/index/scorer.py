@@ -25,6 +25,7 @@ from inquire.index.screen import (
     gamma,
     lower_bound,
     row_error_slack,
+    shift_rounds_once_at,
     shift_terms,
 )
 from inquire.index.topk import HEAVY_FACTOR, TopK, kth_largest
@@ -299,7 +300,7 @@ class Scorer:
             xb = data
         sb = self.s_bf16[: nq * rows].view(nq, rows)
         shift = None
-        if self.bound.shift:
+        if self.bound.shift and shift_rounds_once_at(nq, rows, self.q.shape[1]):
             if self.shared is not None:
                 self.shared.exchange(self.pool)
             shift32 = shift_terms(self.pool.floor)

@@ -193,6 +193,21 @@ def bf16_accumulates_in_fp32() -> bool:
 _shift_ok: list[bool] = []
 
 
+def _shift_probe(nq: int, rows: int, d: int) -> bool:
+    """One check of :func:`shift_rounds_once` at the GEMM shape ``(nq, d) @ (rows, d).T``."""
+    import torch
+
+    j = torch.arange(nq, dtype=torch.float32) % 3 + 1
+    q = torch.zeros((nq, d), dtype=torch.bfloat16)
+    x = torch.zeros((rows, d), dtype=torch.bfloat16)
+    q[:, 0], q[:, d - 1], x[:, 0], x[:, d - 1] = 1.0, j * 2.0**-10, 1.0, 1.0
+    bias = torch.full((nq,), -1.0, dtype=torch.bfloat16)[:, None]  # as the search passes it
+    want = (j * 2.0**-10)[:, None].expand(nq, rows)
+    out = torch.empty((nq, rows), dtype=torch.bfloat16)
+    torch.addmm(bias, q, x.T, out=out)
+    return bool(torch.equal(out.float(), want))
+
+
 def shift_rounds_once() -> bool:
     """Whether torch's bfloat16 ``addmm(bias, q, x.T)`` on this CPU adds the bias to the
     float32 accumulator and rounds the sum once to bfloat16 (oneDNN's and torch's own CPU
@@ -200,28 +215,45 @@ def shift_rounds_once() -> bool:
 
     ``1 + j 2**-10`` (``j`` 1 to 3, by query) shifted by ``-1`` is ``j 2**-10`` when rounded
     once; rounding to bfloat16 before the shift (ulp ``2**-7`` at 1) would give 0. Checked
-    at a few shapes (kernels are chosen by shape).
+    at a few shapes here, once per process; each search's own GEMM shapes are checked too
+    (:func:`shift_rounds_once_at`: kernels are chosen by shape).
     """
     with _lock:
         if _shift_ok:
             return _shift_ok[0]
-    import torch
-
     ok = True
     for nq, rows, d in ((1, 8, 3), (4, 64, 1025), (32, 512, 64), (128, 1024, 256)):
-        j = torch.arange(nq, dtype=torch.float32) % 3 + 1
-        q = torch.zeros((nq, d), dtype=torch.bfloat16)
-        x = torch.zeros((rows, d), dtype=torch.bfloat16)
-        q[:, 0], q[:, d - 1], x[:, 0], x[:, d - 1] = 1.0, j * 2.0**-10, 1.0, 1.0
-        bias = torch.full((nq, 1), -1.0, dtype=torch.bfloat16)
-        want = (j * 2.0**-10)[:, None].expand(nq, rows)
-        out = torch.empty((nq, rows), dtype=torch.bfloat16)
-        torch.addmm(bias, q, x.T, out=out)
-        ok = ok and bool(torch.equal(out.float(), want))
+        ok = ok and _shift_probe(nq, rows, d)
     with _lock:
         _shift_ok[:] = [ok]
     if not ok:
         log.info("torch's bfloat16 addmm rounds before adding the bias here; unshifted screen")
+    return ok
+
+
+_shift_shapes: dict[tuple[int, int, int, int], bool] = {}
+#: Shapes whose check is remembered at most (then forgotten, and checked again).
+_SHIFT_SHAPES_MAX = 1024
+
+
+def shift_rounds_once_at(nq: int, rows: int, d: int) -> bool:
+    """:func:`shift_rounds_once`'s check at the search's own GEMM shape ``(nq, d) @ (rows,
+    d).T`` and torch's thread count (oneDNN picks kernels, AMX or not, by shape), once per
+    process and shape; a shape that fails is screened without the shift."""
+    import torch
+
+    key = (nq, rows, d, torch.get_num_threads())
+    with _lock:
+        got = _shift_shapes.get(key)
+    if got is not None:
+        return got
+    ok = _shift_probe(nq, rows, d)
+    with _lock:
+        if key not in _shift_shapes and len(_shift_shapes) >= _SHIFT_SHAPES_MAX:
+            _shift_shapes.clear()
+        _shift_shapes[key] = ok
+    if not ok:
+        log.info("torch's bfloat16 addmm rounds before adding the bias at %s; unshifted", key)
     return ok
 
 
