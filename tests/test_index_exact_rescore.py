@@ -438,7 +438,9 @@ def test_an_interrupt_while_waiting_stops_the_rescoring_threads(tmp_path, monkey
             events.append(self)
 
     monkeypatch.setattr(
-        rescore, "threading", SimpleNamespace(Event=Recorded, Thread=threading.Thread)
+        rescore,
+        "threading",
+        SimpleNamespace(Event=Recorded, Thread=threading.Thread, Lock=threading.Lock),
     )
     calls = [0]
     lock = threading.Lock()
