@@ -182,12 +182,11 @@ def _batches(n_rows: int, step: int, threads: int) -> list[tuple[int, int]]:
 
 
 class _Worker:
-    """One thread's buffers: a batch of distinct rows as stored, and one piece of them in
-    float32 and float64."""
+    """One computing thread's buffers: a piece of a batch's rows as stored, in float32 and
+    in float64."""
 
-    def __init__(self, store: EmbeddingStore, batch: int, piece: int) -> None:
+    def __init__(self, store: EmbeddingStore, piece: int) -> None:
         d = store.dim
-        self.raw = np.empty((batch, d), store.dtype)
         self.piece = piece
         self.xs = np.empty((piece, d), store.dtype)
         self.x32 = None if store.dtype == np.float32 else np.empty((piece, d), np.float32)
@@ -297,7 +296,7 @@ def _pipelined(
     def compute() -> None:
         w: _Worker | None = None
         try:
-            w = _Worker(store, 1, piece)
+            w = _Worker(store, piece)
         except BaseException as exc:  # out of memory: the others stop; this one drains
             errors.append(exc)
             failed.set()
@@ -372,37 +371,20 @@ def rescore(
     piece = max(1, min(_PIECE_ELEMENTS // max(d, 1), m))
     s = np.empty(m, np.float64)
     err = np.empty(m, np.float64)
+
+    def dots(x: np.ndarray, a: int, b: int, w: _Worker) -> None:
+        # The batch of distinct rows uniq[a:b], read into x, and their pairs.
+        pairs = order[first[a] : first[b]]
+        _batch_dots(x, q64, qr, rows, uniq[a:b], pairs, s, err, kernels, bound, w)
+
     with _random_access(store) as drop:
         if n_workers == 1:
-            w = _Worker(store, step, piece)
+            raw, w = np.empty((step, d), store.dtype), _Worker(store, piece)
             for a, b in batches:
-                x = _read(store, uniq[a:b], w.raw, drop)
-                pairs = order[first[a] : first[b]]
-                _batch_dots(x, q64, qr, rows, uniq[a:b], pairs, s, err, kernels, bound, w)
-            del w
+                dots(_read(store, uniq[a:b], raw, drop), a, b, w)
+            del raw, w
         else:
-            _pipelined(
-                store,
-                batches,
-                step,
-                piece,
-                n_workers,
-                drop,
-                uniq,
-                lambda x, a, b, w: _batch_dots(
-                    x,
-                    q64,
-                    qr,
-                    rows,
-                    uniq[a:b],
-                    order[first[a] : first[b]],
-                    s,
-                    err,
-                    kernels,
-                    bound,
-                    w,
-                ),
-            )
+            _pipelined(store, batches, step, piece, n_workers, drop, uniq, dots)
 
         def slow(js: np.ndarray) -> np.ndarray:
             # The rare pairs a float64 value cannot settle, by row, a few rows at a time (each

@@ -343,13 +343,12 @@ class Scorer:
         floor."""
         nq, rows = s.shape
         k, pool = self.top.k, self.pool
-        zero = np.zeros(nq) if shift is None else shift
+        t = np.zeros(nq) if shift is None else shift
 
         def cut() -> np.ndarray:
             # The floor where s lives: shifted by t (exact in float64: t is the floor rounded
             # to bfloat16; a few float64 units at worst, which _cut_below's rounding covers).
-            floor = pool.floor if shift is None else pool.floor.astype(np.float64) - shift
-            return _cut_below(floor, margin, c)
+            return _cut_below(pool.floor.astype(np.float64) - t, margin, c)
 
         if self.shared is not None:
             self.shared.exchange(pool)
@@ -360,21 +359,21 @@ class Scorer:
             # rows of the chunk have exact scores at least its lower bound).
             empty = np.flatnonzero(np.isneginf(pool.floor))
             if len(empty):
-                low = lower_bound(kth_largest(s[empty], k), margin[empty], c) + zero[empty]
+                low = lower_bound(kth_largest(s[empty], k), margin[empty], c) + t[empty]
                 pool.raise_floor(round_down(low), empty)
         qr, cols = self.top.candidates(s, cut())
         counts = np.bincount(qr, minlength=nq)
         heavy = np.flatnonzero(counts > HEAVY_FACTOR * k)
         if len(heavy) and rows > k:
             # This chunk beats many pooled rows (e.g. rows sorted by score): its own k-th.
-            low = lower_bound(kth_largest(s[heavy], k), margin[heavy], c) + zero[heavy]
+            low = lower_bound(kth_largest(s[heavy], k), margin[heavy], c) + t[heavy]
             pool.raise_floor(round_down(low), heavy)
             qr, cols = self.top.candidates(s, cut())
         if len(qr) == 0:
             return
         p = s[qr, cols].astype(np.float64)
         spread = c * np.abs(p) + margin[qr]
-        v = p if shift is None else p + shift[qr]
+        v = p + t[qr]
         upper = round_up(v + spread)
         lower = round_down(v - spread)
         self.pooled += len(qr)

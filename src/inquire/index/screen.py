@@ -267,10 +267,8 @@ def shift_terms(floor: np.ndarray) -> np.ndarray:
     ``|s - s~| <= a(q) ||x|| + gamma(d + 1) |t| + c |p~| + eps`` (the accumulation now sums
     ``d + 1`` terms: ``gamma(d + 1)`` in ``a(q)``, and ``|t|`` besides ``sum |q~_i x~_i|``).
     Any ``t`` keeps the bound; a ``t`` near the floor makes it narrow."""
-    import torch
-
     f = np.where(np.isfinite(floor) & (np.abs(floor) < 1e30), floor, 0.0).astype(np.float32)
-    return torch.from_numpy(f).to(torch.bfloat16).to(torch.float32).numpy()
+    return _bf16_round(f)
 
 
 def cpu_has_bf16_units() -> bool | None:
@@ -332,7 +330,7 @@ def split_terms(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _bf16_round(q: np.ndarray) -> np.ndarray:
-    """``q (nq, d) float32`` rounded to bfloat16 by torch, as float32."""
+    """``q`` (float32, any shape) rounded to bfloat16 by torch, as float32."""
     import torch
 
     qt = torch.from_numpy(np.ascontiguousarray(q, np.float32))

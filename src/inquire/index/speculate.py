@@ -89,10 +89,10 @@ def guess_floor(
     allowed rows are too few for a sample to pay (see module). The sample's rows take at
     most ``memory_mb / MEMORY_SHARE`` MiB (stored and in float32)."""
     allowed = len(store) if mask is None else int(np.count_nonzero(mask))
+    if allowed < MIN_RATIO * k:  # k >= 1: no allowed rows is no guess
+        return None
     row_bytes = store.dim * (store.dtype.itemsize + 4)
     budget = (max(int(memory_mb), 1) << 20) // MEMORY_SHARE // max(row_bytes, 1)
-    if allowed < MIN_RATIO * k or allowed == 0:
-        return None
     # Allowed rows wanted in the sample; the slices cover all rows, so where a mask allows a
     # share of them, that many more are read (at most SAMPLE_ROWS and the memory budget).
     want = min(SAMPLE_ROWS, allowed // MIN_RATIO, -(-TARGET_HITS * allowed // k))
