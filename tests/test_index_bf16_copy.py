@@ -346,20 +346,32 @@ def _top_rows(store: EmbeddingStore, q: np.ndarray, k: int) -> np.ndarray:
     return brute_force(q, x, store.ids, k)[1]
 
 
+def _store_with_copy(
+    tmp_path: Path, seed: int
+) -> tuple[EmbeddingStore, np.ndarray, np.ndarray, Path]:
+    """A 2000 x 16 store with its bfloat16 copy built: ``(store, one query, its true top 3
+    rows, the copy's rows file)``."""
+    root = write_store(tmp_path / "s", random_unit(2000, 16, seed=seed), [2000])
+    store = EmbeddingStore(root)
+    q = random_unit(1, 16, seed=seed + 1)
+    want = _top_rows(store, q, 3)
+    bc.build_copy(store)
+    return store, q, want, next(bc.copy_dir(root).glob("*.bf16.npy"))
+
+
+def _zero_copy_row(data: Path, row: int) -> None:
+    """Zero one row's bfloat16 bits in the copy file ``data``, in place (same size)."""
+    bits = np.load(data, mmap_mode="r+")
+    bits[row] = 0
+    bits.flush()
+    del bits
+
+
 def test_a_corrupted_copy_of_the_same_size_never_drops_a_true_row(tmp_path, caplog):
     # Zeroed bfloat16 bits of the true best row (same file size, shard untouched): trusted,
     # the screen would drop that row; the copy must be refused instead.
-    x = random_unit(2000, 16, seed=1)
-    root = write_store(tmp_path / "s", x, [2000])
-    store = EmbeddingStore(root)
-    q = random_unit(1, 16, seed=2)
-    want = _top_rows(store, q, 3)
-    bc.build_copy(store)
-    data = next(bc.copy_dir(root).glob("*.bf16.npy"))
-    bits = np.load(data, mmap_mode="r+")
-    bits[int(want[0, 0])] = 0
-    bits.flush()
-    del bits
+    store, q, want, data = _store_with_copy(tmp_path, seed=1)
+    _zero_copy_row(data, int(want[0, 0]))
     with caplog.at_level(logging.WARNING, logger="inquire.index.bf16_copy"):
         assert bc.open_copy(store) is None
     assert any("does not match its digest" in r.getMessage() for r in caplog.records)
@@ -537,23 +549,14 @@ def test_a_checked_copy_is_not_read_again_by_the_next_process(tmp_path, monkeypa
 def test_a_copy_changed_after_its_check_is_checked_again_and_refused(tmp_path, monkeypatch):
     import time
 
-    x = random_unit(2000, 16, seed=3)
-    root = write_store(tmp_path / "s", x, [2000])
-    store = EmbeddingStore(root)
-    q = random_unit(1, 16, seed=4)
-    want = _top_rows(store, q, 3)
-    bc.build_copy(store)
+    store, q, want, data = _store_with_copy(tmp_path, seed=3)
     assert bc.open_copy(store) is not None  # checked and recorded
-    data = next(bc.copy_dir(root).glob("*.bf16.npy"))
     before = os.stat(data)
     # Changed in place (same file, same size): its change time moves on. Wait until the
     # clock the file system stamps with has moved past the check's stamp.
     deadline = time.monotonic() + 10
     while True:
-        bits = np.load(data, mmap_mode="r+")
-        bits[int(want[0, 0])] = 0
-        bits.flush()
-        del bits
+        _zero_copy_row(data, int(want[0, 0]))
         if os.stat(data).st_ctime_ns != before.st_ctime_ns or time.monotonic() > deadline:
             break
         os.utime(data)  # touch again: the next write lands on a later tick
