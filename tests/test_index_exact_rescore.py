@@ -215,21 +215,23 @@ def test_rescore_of_sparse_rows_never_maps_the_whole_store(tmp_path, monkeypatch
     qr = np.sort(rng.integers(0, 4, len(rows)))
     kernels = Kernels()
     rescore.rescore(store, q, qr, rows, kernels, None, threads)  # imports, code paths
-    peak = [0]
-    gather = rescore.gather_ascending
+    peak, calls = [0], [0]
+    read = rescore._read
 
     def measured(*args: object) -> np.ndarray:
-        out = gather(*args)  # type: ignore[arg-type]
+        out = read(*args)  # type: ignore[arg-type]
         peak[0] = max(peak[0], rss_file_bytes() or 0)
+        calls[0] += 1
         return out
 
-    monkeypatch.setattr(rescore, "gather_ascending", measured)
+    monkeypatch.setattr(rescore, "_read", measured)
     before = rss_file_bytes() or 0
     got = rescore.rescore(store, q, qr, rows, kernels, None, threads)
     after = rss_file_bytes() or 0
     store_bytes = n * d * 2
     allowed = threads * (12 << 20) + (4 << 20)  # per thread a window and two large pages
     assert allowed < store_bytes // 2
+    assert calls[0] > 0
     assert peak[0] - before <= allowed, (peak[0] - before) / 2**20
     assert after - before <= 4 << 20
     sample = np.argsort(rows)[:500]
@@ -482,3 +484,120 @@ def test_an_interrupt_while_waiting_stops_the_rescoring_threads(tmp_path, monkey
         rescore.rescore(store, q, qr, rows, Kernels(), None, 3)
     assert not [t for t in threading.enumerate() if t.name.startswith("inquire-rescore")]
     assert calls[0] <= 10  # of 100 batches: those in flight when the interrupt came
+
+
+def _reader_case(tmp_path, dtype, span: int, monkeypatch) -> tuple[EmbeddingStore, np.ndarray]:
+    """A store of 4 shards (one empty, one of 1 row) read through windows of ``span`` rows."""
+    d = 8
+    monkeypatch.setattr(rescore, "_WINDOW_BYTES", span * d * np.dtype(dtype).itemsize)
+    x = random_unit(1 + 200 + 97, d, seed=21)
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [1, 0, 200, 97], dtype=dtype))
+    return store, np.asarray(store.rows(np.arange(len(x))))
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_reader_runs_end_at_gaps_windows_and_shards_and_read_what_was_asked(
+    tmp_path, monkeypatch, dtype
+):
+    # Gaps of exactly _GAP_ROWS and one more, runs exactly a window long and one row past,
+    # repeated rows, each shard's first and last rows; every read checked against the array,
+    # and every preadv checked to stay within one window and one shard.
+    from inquire.index import blocks
+
+    span = 40
+    store, want = _reader_case(tmp_path, dtype, span, monkeypatch)
+    g = rescore._GAP_ROWS
+    cases = [
+        np.array([0, 1, 200, 201, 297]),  # shard edges (shard 1 is empty)
+        np.array([1, 1 + g, 1 + 2 * g + 1]),  # gaps of g and g + 1
+        np.arange(1, 1 + span),  # one window, consecutive
+        np.arange(1, 2 + span),  # a row past it
+        np.array([5, 5, 5, 9, 9, 150]),  # repeats
+        np.arange(0, 298),  # every row
+        np.arange(0, 298, 3),
+        np.array([297]),
+        np.array([], np.int64),
+    ]
+    spans: list[int] = []
+    pread = blocks._pread_rows
+
+    def counted(fd: int, src: tuple[str, int], lo: int, buf: np.ndarray) -> np.ndarray:
+        spans.append(len(buf))
+        return pread(fd, src, lo, buf)
+
+    monkeypatch.setattr(rescore, "_pread_rows", counted)
+    reader = rescore._Reader(store)
+    assert reader.span == span and not reader.mapped
+    try:
+        stage = reader.stage()
+        for rows in cases:
+            out = np.full((len(rows) + 3, store.dim), np.nan, store.dtype)
+            got = rescore._read(reader, rows, out, stage)
+            assert got.shape == (len(rows), store.dim)
+            np.testing.assert_array_equal(got, want[rows])
+            assert np.isnan(out[len(rows) :]).all()  # nothing written past the rows
+    finally:
+        reader.close()
+    assert spans and max(spans) <= span
+    # Sparse rows are read a row at a time, not a window at a time.
+    spans.clear()
+    reader = rescore._Reader(store)
+    try:
+        rows = np.array([1, 1 + g + 1, 1 + 2 * (g + 1)])
+        rescore._read(reader, rows, np.empty((3, store.dim), store.dtype), reader.stage())
+    finally:
+        reader.close()
+    assert spans == [1, 1, 1]
+
+
+def test_reader_mixes_file_shards_with_shards_in_memory(tmp_path, monkeypatch):
+    # A shard that is not a file (an array in memory) is read through the array; the files'
+    # descriptors are closed after the rescoring.
+    store, want = _reader_case(tmp_path, np.float16, 16, monkeypatch)
+    store.shards[2] = np.array(store.shards[2])  # in memory
+    reader = rescore._Reader(store)
+    assert reader.mapped == [2]
+    rows = np.arange(0, 298, 2)
+    try:
+        got = rescore._read(reader, rows, np.empty((len(rows), 8), np.float16), reader.stage())
+        np.testing.assert_array_equal(got, want[rows])
+        assert len(reader._fds) == 2  # shards 0 and 3
+        fds = list(reader._fds.values())
+    finally:
+        reader.close()
+    import os
+
+    for fd in fds:
+        with pytest.raises(OSError):
+            os.fstat(fd)
+    q = random_unit(2, 8, seed=5)
+    qr = np.repeat([0, 1], len(rows))
+    both = np.concatenate([rows, rows])
+    got = rescore.rescore(store, q, qr, both, Kernels(), None, 2)
+    xs = want.astype(np.float32)
+    expected = np.array([exact_score(q[r], xs[j]) for r, j in zip(qr, both, strict=True)])
+    np.testing.assert_array_equal(got.view(np.uint32), expected.astype(np.float32).view(np.uint32))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_rescoring_a_shard_cut_short_after_opening_is_a_clear_error(tmp_path, threads):
+    # The file shrinks under an open store (a copy still being written over it): reading the
+    # rows past its end is an InputError naming the file, not a crash of the process.
+    from inquire.errors import InputError
+
+    x = random_unit(400, 16, seed=3)
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [100, 300]))
+    _ = store.shards
+    path = store.shard_paths[1]
+    with open(path, "r+b") as f:
+        f.truncate(path.stat().st_size - 50 * 16 * 2)
+    q = random_unit(2, 16, seed=4)
+    rows = np.arange(0, 400, 3)
+    qr = np.zeros(len(rows), np.int64)
+    with pytest.raises(InputError, match="truncated"):
+        rescore.rescore(store, q, qr, rows, Kernels(), None, threads)
+    ok = rows < 300  # rows before the cut still read
+    got = rescore.rescore(store, q, qr[ok], rows[ok], Kernels(), None, threads)
+    xs = np.asarray(store.rows(rows[ok]), np.float32)
+    expected = np.array([exact_score(q[0], v) for v in xs], np.float32)
+    np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32))

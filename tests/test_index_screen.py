@@ -788,3 +788,75 @@ def test_truncated_shard_is_reported_when_the_bf16_copy_is_built(tmp_path, cut):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "InputError:" in done.stdout and "truncated" in done.stdout, done.stdout
+
+
+def _all_bf16_but_nan() -> np.ndarray:
+    bits = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16)
+    return bits[~np.isnan(scr.bf16_values(bits))]
+
+
+def test_bf16_values_are_the_bits_widened():
+    bits = _all_bf16_but_nan()
+    want = torch.from_numpy(bits.view(np.int16).copy()).view(torch.bfloat16).float().numpy()
+    np.testing.assert_array_equal(scr.bf16_values(bits).view(np.uint32), want.view(np.uint32))
+    assert scr.bf16_finite(bits[np.isfinite(scr.bf16_values(bits))])
+    assert not scr.bf16_finite(np.array([0x3F80, 0x7F80], np.uint16))  # +inf
+    assert not scr.bf16_finite(np.array([0xFF80], np.uint16))  # -inf
+    assert not scr.bf16_finite(np.array([0x7FC1], np.uint16))  # NaN
+
+
+def _cuts() -> np.ndarray:
+    """Cuts at, just above and just below every kind of bfloat16 value, and the edges."""
+    values = scr.bf16_values(_all_bf16_but_nan())
+    rng = np.random.default_rng(0)
+    picked = values[rng.choice(len(values), 600, replace=False)]
+    picked = np.concatenate(
+        [picked, np.float32([0.0, -0.0, np.inf, -np.inf, 1e-45, -1e-45, 3.4e38, -3.4e38])]
+    )
+    with np.errstate(over="ignore"):
+        up = np.nextafter(picked, np.float32(np.inf))
+        down = np.nextafter(picked, np.float32(-np.inf))
+    halfway = picked + np.float32(0.0)
+    halfway = (halfway.view(np.uint32) | np.uint32(0x8000)).view(np.float32)
+    cuts = np.concatenate([picked, up, down, halfway]).astype(np.float32)
+    return cuts[~np.isnan(cuts)]
+
+
+def test_bf16_cut_keys_select_exactly_the_values_at_least_the_cut():
+    # Every bfloat16 value but NaN against cuts on, beside and between bfloat16 values
+    # (+-0, subnormals, +-inf, the largest finite): the 16-bit comparison keeps exactly the
+    # values the float32 comparison keeps.
+    from inquire.index.topk import TopK
+
+    bits = _all_bf16_but_nan()
+    values = scr.bf16_values(bits)
+    cuts = _cuts()
+    for part in np.array_split(cuts, 8):
+        positive, key = scr.bf16_cut_keys(part)
+        grid = np.broadcast_to(bits, (len(part), len(bits)))
+        got = np.zeros(grid.shape, bool)
+        rows, cols = TopK(len(part), 1).candidates_bf16(np.ascontiguousarray(grid), positive, key)
+        got[rows, cols] = True
+        want = values[None, :] >= part[:, None]
+        bad = np.argwhere(got != want)
+        assert not len(bad), [(float(part[i]), float(values[j])) for i, j in bad[:5]]
+
+
+@pytest.mark.parametrize("kinds", ["positive", "negative", "mixed"])
+def test_candidates_bf16_matches_candidates_of_the_float32_values(kinds):
+    # All cuts positive, all not, and mixed (each a different branch), on GEMM-like scores.
+    from inquire.index.topk import TopK
+
+    rng = np.random.default_rng(3)
+    s = rng.standard_normal((7, 300)).astype(np.float32) / 8
+    bits = (torch.from_numpy(s).to(torch.bfloat16).view(torch.int16).numpy()).view(np.uint16)
+    cut = np.abs(rng.standard_normal(7).astype(np.float32)) / 16
+    if kinds == "negative":
+        cut = -cut
+    elif kinds == "mixed":
+        cut[::2] *= -1
+        cut[1] = 0.0
+    got = TopK(7, 5).candidates_bf16(bits, *scr.bf16_cut_keys(cut))
+    want = TopK(7, 5).candidates(scr.bf16_values(bits), cut)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])

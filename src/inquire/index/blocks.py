@@ -18,16 +18,23 @@ from inquire.errors import InputError
 
 #: Budget of two of the reader's staging buffers when ``block_rows`` is not given (MiB).
 DEFAULT_MEMORY_MB = 256
+#: Bytes of one read block when ``block_rows`` is not given: the reader's buffers (three with
+#: several scoring threads) then fit in a CPU's last-level cache, where the GEMMs find the
+#: rows ``preadv`` just wrote. Measured side by side at 1M x 1024 float16, 250 queries, top
+#: 1000, 2 cores (32 MiB of L3): searches reading the bfloat16 copy took 1.34 s in blocks of
+#: 8 MiB against 1.79 s in blocks of 128 MiB (medians of 7); float32 searches 1.77-1.79 s
+#: against 2.08 s.
+CACHE_BLOCK_BYTES = 8 << 20
 _MIN_BLOCK_ROWS = 1024
 _MAX_BLOCK_ROWS = 1 << 20
 
 
 def auto_block_rows(dim: int, itemsize: int = 2, memory_mb: int = DEFAULT_MEMORY_MB) -> int:
-    """Rows per read block so that two staging buffers take about ``memory_mb`` MiB.
-
-    (With several scoring threads the reader keeps three buffers in flight: 1.5x that.)
-    """
-    rows = (memory_mb << 20) // (2 * itemsize * max(dim, 1))
+    """Rows per read block: ``CACHE_BLOCK_BYTES`` of rows, fewer where two staging buffers
+    would take more than ``memory_mb`` MiB (with several scoring threads the reader keeps
+    three buffers in flight: 1.5x that); a multiple of 1024 rows, at least 1024."""
+    row_bytes = itemsize * max(dim, 1)
+    rows = min((memory_mb << 20) // (2 * row_bytes), CACHE_BLOCK_BYTES // row_bytes)
     rows = max(_MIN_BLOCK_ROWS, min(_MAX_BLOCK_ROWS, int(rows)))
     return rows - rows % _MIN_BLOCK_ROWS
 

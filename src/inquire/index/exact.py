@@ -8,9 +8,11 @@ How it works (all queries at once, one pass over the store):
 
 1. The store is read in blocks of rows that never cross a shard boundary
    (:mod:`inquire.index.blocks`). A reader thread reads the next block's bytes straight from
-   the shard file (``os.preadv`` into one of two reused buffers: the pages stay in the OS
+   the shard file (``os.preadv`` into one of a few reused buffers: the pages stay in the OS
    cache and out of this process's resident memory) while the scoring threads work on the
-   current one (:mod:`inquire.index.fanout`).
+   current one (:mod:`inquire.index.fanout`). Blocks are ~8 MiB by default, so the buffers
+   fit in the CPU's last-level cache and the GEMMs read the rows from there
+   (:data:`inquire.index.blocks.CACHE_BLOCK_BYTES`).
 2. **Approximate every row** (:mod:`inquire.index.scorer`). Each block is cut into chunks of
    ``chunk_rows`` rows: float16 -> float32 into one reused buffer (torch's ``copy_`` when
    torch is installed, ~10x faster than numpy's ``astype``; :mod:`inquire.index.kernels`),
@@ -29,7 +31,7 @@ How it works (all queries at once, one pass over the store):
    (:mod:`inquire.index.speculate`), checked at the end: a query whose k-th exact score is
    below its guess is searched again without one.
 4. **Rescore the survivors exactly** at the end (:mod:`inquire.index.rescore`: each distinct
-   row read once, on every scoring thread; float64, rounded once), and select them
+   row read once, with ``preadv``, on every scoring thread; float64, rounded once), and select them
    with :class:`inquire.index.topk.TopK` under the one ranking rule. With the float32 bound the
    pool ends with about ``k`` rows plus the few within twice the margin of the k-th score; a
    pool that grows past ``4 k + 4096`` rows (near ties the bound cannot separate) is rescored
@@ -149,7 +151,8 @@ def search(
     """Top ``k`` rows of ``store`` by inner product with each query, exactly.
 
     ``queries``: ``(nq, d) float32`` (L2-normalised for cosine similarity).
-    ``block_rows``: rows read at a time (default: two staging buffers of ~``memory_mb`` MiB).
+    ``block_rows``: rows read at a time (default: ~8 MiB of rows, fewer where two staging
+    buffers would take more than ``memory_mb`` MiB).
     ``chunk_rows``: rows converted to float32 and approximated by one GEMM.
     ``prefetch``: read the next block on a second thread while scoring this one.
     ``threads``: scoring threads, each owning a core with single-threaded kernels and its

@@ -22,6 +22,9 @@ from inquire.index.score import exact_scores
 from inquire.index.screen import (
     C_BF16,
     Bounds,
+    bf16_cut_keys,
+    bf16_finite,
+    bf16_values,
     gamma,
     lower_bound,
     row_error_slack,
@@ -258,6 +261,8 @@ class Scorer:
         extra = 0.0 if shift is None or not len(shift) else float(np.abs(shift).max())
         if self.q_norm * norm + extra < _OVERFLOW_SAFE:
             return False
+        if s.dtype == np.uint16:  # bfloat16 bits
+            return not bf16_finite(s)
         return not bool(np.isfinite(s).all())
 
     def _max_norm(self, data: np.ndarray) -> float:
@@ -285,8 +290,9 @@ class Scorer:
     ) -> tuple[np.ndarray, np.ndarray, float, np.ndarray | None]:
         """``data (rows, d)``: float16 or float32 rows (writeable numpy, converted into the
         reused bfloat16 buffer), or a bfloat16 torch tensor (used as it is), screened by the
-        bfloat16 GEMM. Returns ``(p~, margin, c, t)``: ``p~ (nq, rows)`` approximates the
-        scores minus the shift ``t (nq,) float64`` (None: no shift), ``|s - (p~ + t)| <= c
+        bfloat16 GEMM. Returns ``(p~, margin, c, t)``: ``p~ (nq, rows)`` (the bits of the
+        bfloat16 GEMM's output, uint16: a view of a reused buffer) approximates the scores
+        minus the shift ``t (nq,) float64`` (None: no shift), ``|s - (p~ + t)| <= c
         |p~| + margin`` (:func:`~inquire.index.screen.shift_terms`). The shift is each
         query's floor rounded to bfloat16, so the output's rounding, relative to ``|p~|``,
         is small for the rows near the floor."""
@@ -312,8 +318,9 @@ class Scorer:
         else:
             t.addmm(bias, self.q_bf16, xb.T, out=sb)
         self.gemm_seconds += time.perf_counter() - t0
-        s = self.out.reshape(-1)[: nq * rows].reshape(nq, rows)
-        t.from_numpy(s).copy_(sb)
+        # The scores stay bfloat16: compared as 16-bit integers (:meth:`TopK.candidates_bf16`),
+        # only the candidates' values widened to float32.
+        s = sb.view(t.int16).numpy().view(np.uint16)
         assert self.bound.a_bf16 is not None
         margin = self.bound.a_bf16 * norm + self.bound.slack + self._shift_slack(shift)
         return s, margin, C_BF16, shift
@@ -339,39 +346,57 @@ class Scorer:
         shift: np.ndarray | None = None,
     ) -> None:
         """Pool the rows of ``s (nq, rows)`` (approximate scores less ``shift (nq,)``, if
-        given: ``|exact - shift - s| <= c|s| + margin``) whose upper bound reaches the pool's
-        floor."""
+        given: ``|exact - shift - s| <= c|s| + margin``; float32, or bfloat16 bits as uint16)
+        whose upper bound reaches the pool's floor."""
         nq, rows = s.shape
         k, pool = self.top.k, self.pool
         t = np.zeros(nq) if shift is None else shift
+        bits = s.dtype == np.uint16
+        allowed = None if self.mask is None else self.mask[first : first + rows]
 
         def cut() -> np.ndarray:
             # The floor where s lives: shifted by t (exact in float64: t is the floor rounded
             # to bfloat16; a few float64 units at worst, which _cut_below's rounding covers).
             return _cut_below(pool.floor.astype(np.float64) - t, margin, c)
 
+        def values(queries: np.ndarray) -> np.ndarray:
+            # float32 scores of these queries' rows, NaN where the mask bars a row.
+            got = bf16_values(s[queries]) if bits else s[queries]
+            if bits and allowed is not None:
+                got[:, ~allowed] = np.nan
+            return got
+
+        def candidates() -> tuple[np.ndarray, np.ndarray]:
+            if not bits:
+                return self.top.candidates(s, cut())
+            qr, cols = self.top.candidates_bf16(s, *bf16_cut_keys(cut()))
+            if allowed is not None:
+                keep = allowed[cols]
+                qr, cols = qr[keep], cols[keep]
+            return qr, cols
+
         if self.shared is not None:
             self.shared.exchange(pool)
-        if self.mask is not None:
-            s[:, ~self.mask[first : first + rows]] = np.nan  # never a candidate
+        if allowed is not None and not bits:
+            s[:, ~allowed] = np.nan  # never a candidate
         if rows > k:
             # Queries without a proven floor yet: the chunk's own k-th approximate score (k
             # rows of the chunk have exact scores at least its lower bound).
             empty = np.flatnonzero(np.isneginf(pool.floor))
             if len(empty):
-                low = lower_bound(kth_largest(s[empty], k), margin[empty], c) + t[empty]
+                low = lower_bound(kth_largest(values(empty), k), margin[empty], c) + t[empty]
                 pool.raise_floor(round_down(low), empty)
-        qr, cols = self.top.candidates(s, cut())
+        qr, cols = candidates()
         counts = np.bincount(qr, minlength=nq)
         heavy = np.flatnonzero(counts > HEAVY_FACTOR * k)
         if len(heavy) and rows > k:
             # This chunk beats many pooled rows (e.g. rows sorted by score): its own k-th.
-            low = lower_bound(kth_largest(s[heavy], k), margin[heavy], c) + t[heavy]
+            low = lower_bound(kth_largest(values(heavy), k), margin[heavy], c) + t[heavy]
             pool.raise_floor(round_down(low), heavy)
-            qr, cols = self.top.candidates(s, cut())
+            qr, cols = candidates()
         if len(qr) == 0:
             return
-        p = s[qr, cols].astype(np.float64)
+        p = (bf16_values(s[qr, cols]) if bits else s[qr, cols]).astype(np.float64)
         spread = c * np.abs(p) + margin[qr]
         v = p + t[qr]
         upper = round_up(v + spread)

@@ -337,6 +337,37 @@ def _bf16_round(q: np.ndarray) -> np.ndarray:
     return qt.to(torch.bfloat16).to(torch.float32).numpy()
 
 
+def bf16_values(bits: np.ndarray) -> np.ndarray:
+    """float32 values (exact) of bfloat16 ``bits`` (uint16, any shape)."""
+    return (np.asarray(bits, np.uint16).astype(np.uint32) << np.uint32(16)).view(np.float32)
+
+
+def bf16_finite(bits: np.ndarray) -> bool:
+    """Whether every bfloat16 of ``bits`` (uint16) is finite (exponent bits not all ones)."""
+    return not bool((np.bitwise_and(bits, np.uint16(0x7F80)) == np.uint16(0x7F80)).any())
+
+
+def bf16_cut_keys(cut: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For float32 ``cut (n,)`` (not NaN), ``(positive (n,) bool, key (n,) uint16)`` such that
+    a bfloat16 ``v`` with bits ``b`` (uint16), not NaN, has ``v >= cut`` exactly when
+    ``int16(b) >= int16(key)`` where ``positive``, else ``b <= key`` (unsigned).
+
+    ``key`` holds the bits of the smallest bfloat16 ``>= cut`` (``v >= cut`` iff ``v >=`` it,
+    ``v`` being a bfloat16): a float32's top 16 bits truncate its magnitude, so for ``cut >
+    0`` one more unit where any lower bit is set, for ``cut <= 0`` the top bits themselves
+    (and ``-0``'s for ``+0``). Positive bfloat16 bits read as int16 ascend with the value and
+    negative ones are below zero; as uint16, every non-negative value (``+0 .. +inf``) is below
+    ``0x8000`` and a negative value's bits grow with its magnitude, so for a key of ``-0`` or
+    below, ``b <= key`` holds for exactly the values at least the key's."""
+    u = np.ascontiguousarray(cut, np.float32).view(np.uint32)
+    positive = np.asarray(cut, np.float32) > 0
+    top = (u >> np.uint32(16)).astype(np.uint32)
+    up = positive & ((u & np.uint32(0xFFFF)) != 0)
+    key = top + up.astype(np.uint32)
+    key = np.where(positive, key, np.maximum(key, np.uint32(0x8000)))
+    return positive, key.astype(np.uint16)
+
+
 def row_error_slack(d: int) -> float:
     """Added to a row's inflated float32-computed ``||x - bf16(x)||``: squares of differences
     below ``2**-63`` may underflow in float32 (each then adds less than ``2**-126`` to the

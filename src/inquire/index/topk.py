@@ -121,6 +121,27 @@ class TopK:
         flat = np.flatnonzero(mask)
         return np.divmod(flat, b)
 
+    def candidates_bf16(
+        self, bits: np.ndarray, positive: np.ndarray, key: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`candidates` of bfloat16 scores ``bits (nq, b) uint16`` (none NaN) against
+        the bounds of :func:`inquire.index.screen.bf16_cut_keys` (``positive``, ``key``): one
+        comparison of the 16-bit values, no float32 copy of the scores."""
+        nq, b = bits.shape
+        if self._mask is None or self._mask.size < nq * b:
+            self._mask = np.empty(nq * b, bool)
+        mask = self._mask[: nq * b].reshape(nq, b)
+        if not positive.any():
+            np.less_equal(bits, key[:, None], out=mask)
+        elif positive.all():
+            np.greater_equal(bits.view(np.int16), key.view(np.int16)[:, None], out=mask)
+        else:
+            np.less_equal(bits, key[:, None], out=mask)
+            pos = np.flatnonzero(positive)
+            mask[pos] = bits[pos].view(np.int16) >= key[pos].view(np.int16)[:, None]
+        flat = np.flatnonzero(mask)
+        return np.divmod(flat, b)
+
     def merge(self) -> None:
         """Fold pending candidates into the top k and raise the thresholds."""
         if not self._pending:
