@@ -601,3 +601,28 @@ def test_rescoring_a_shard_cut_short_after_opening_is_a_clear_error(tmp_path, th
     xs = np.asarray(store.rows(rows[ok]), np.float32)
     expected = np.array([exact_score(q[0], v) for v in xs], np.float32)
     np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32))
+
+
+@pytest.mark.parametrize("screen", ["off", "bf16"])
+def test_a_shard_file_replaced_after_opening_is_a_clear_error(tmp_path, screen):
+    # A shard renamed over (same size, other rows) while a store is open: the scan and the
+    # rescoring read the files again by path; they refuse the new file rather than mix its
+    # rows with the ones mapped, and a store opened again reads the new file.
+    import os
+
+    from inquire.errors import InputError
+    from inquire.index.exact import search
+
+    x = random_unit(3000, 16, seed=3)
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [1000, 2000]))
+    q = random_unit(4, 16, seed=4)
+    path = store.shard_paths[1]
+    other = write_store(tmp_path / "t", random_unit(3000, 16, seed=5), [1000, 2000])
+    os.replace(EmbeddingStore(other).shard_paths[1], path)
+    with pytest.raises(InputError, match="replaced after the store was opened"):
+        search(store, q, 10, screen=screen, bf16_copy="off", threads=1)
+    with pytest.raises(InputError, match="replaced after the store was opened"):
+        rescore.rescore(store, q, np.zeros(3, np.int64), np.array([5, 1500, 2999]), Kernels())
+    again = EmbeddingStore(tmp_path / "s")
+    scores, _ = search(again, q, 10, screen=screen, bf16_copy="off", threads=1)
+    assert np.isfinite(scores).all()

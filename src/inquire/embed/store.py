@@ -75,7 +75,18 @@ class EmbeddingStore:
         self.shard_paths = [sh.embeddings for sh in found]
         self.shard_indices = [sh.number for sh in found]
         self.metadata_paths: list[Path] = [sh.metadata for sh in found if sh.metadata]
-        self.shards: list[np.ndarray] = [open_shard(p) for p in self.shard_paths]
+        # Each shard file's (device, inode), taken just before it is mapped: readers that
+        # open the files again by path (``preadv``) check they read the files mapped here
+        # (:func:`inquire.index.blocks.open_shard_file`).
+        self.shard_files: list[tuple[int, int] | None] = []
+        self.shards: list[np.ndarray] = []
+        for p in self.shard_paths:
+            try:
+                st = p.stat()
+                self.shard_files.append((st.st_dev, st.st_ino))
+            except OSError:
+                self.shard_files.append(None)  # open_shard says what is wrong
+            self.shards.append(open_shard(p))
         self.dim = check_shards_agree(self.shard_paths, self.shards)
         self.offsets = np.cumsum([0] + [len(s) for s in self.shards])
         self._meta: pd.DataFrame | None = None

@@ -62,6 +62,38 @@ def _file_source(shard: np.ndarray) -> tuple[str, int] | None:
     return str(filename), int(offset)
 
 
+def shard_identity(
+    store: EmbeddingStore, shards: list[np.ndarray], s: int
+) -> tuple[int, int] | None:
+    """``(device, inode)`` of shard ``s``'s file when the store was opened, where ``shards``
+    are the store's own (:attr:`EmbeddingStore.shard_files`); else None."""
+    files = getattr(store, "shard_files", None)
+    if files is None or shards is not getattr(store, "shards", None) or s >= len(files):
+        return None
+    ident = files[s]
+    return None if ident is None else (int(ident[0]), int(ident[1]))
+
+
+def open_shard_file(src: tuple[str, int], expect: tuple[int, int] | None) -> int:
+    """A descriptor open on a shard's file (``src``: :func:`_file_source`) for ``preadv``,
+    checked to be the file the store opened (``expect``: its device and inode, or None): a
+    shard file replaced since (a rename over it) is an InputError, not rows read from another
+    file than the ones read through the store's memory map."""
+    fd = os.open(src[0], os.O_RDONLY)
+    try:
+        st = os.fstat(fd)
+        if expect is not None and expect != (st.st_dev, st.st_ino):
+            raise InputError(
+                f"embedding shard {src[0]!r} was replaced after the store was opened; open "
+                f"the store again (a new EmbeddingStore, or restart the server) to read the "
+                f"new file"
+            )
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def _pread_rows(fd: int, src: tuple[str, int], lo: int, buf: np.ndarray) -> np.ndarray:
     """Fill ``buf (rows, d)`` with the shard's rows from ``lo`` (``src``: its file name and
     data offset, :func:`_file_source`; ``fd`` open on it); a short file is an InputError."""
@@ -80,12 +112,14 @@ def _pread_rows(fd: int, src: tuple[str, int], lo: int, buf: np.ndarray) -> np.n
 
 
 def read_slices(
-    shards: list[np.ndarray], slices: list[tuple[int, int, int]], out: np.ndarray
+    store: EmbeddingStore, slices: list[tuple[int, int, int]], out: np.ndarray
 ) -> np.ndarray:
-    """``out (rows, d)`` (the shards' dtype) filled with the rows of ``slices`` (``(shard,
+    """``out (rows, d)`` (the store's dtype) filled with the rows of ``slices`` (``(shard,
     lo, hi)`` local row ranges), one after another: read from the shard files, each opened
     once (the pages stay out of this process; a truncated file is an InputError, where the
-    memory map would fault), or copied where a shard is not a file."""
+    memory map would fault; a replaced one too), or copied where a shard is not a file."""
+    shards = store.shards
+    identity = [shard_identity(store, shards, s) for s in range(len(shards))]
     fds: dict[int, int] = {}
     try:
         at = 0
@@ -96,7 +130,7 @@ def read_slices(
                 np.copyto(buf, shards[s][lo:hi], casting="unsafe")
             else:
                 if s not in fds:
-                    fds[s] = os.open(src[0], os.O_RDONLY)
+                    fds[s] = open_shard_file(src, identity[s])
                 _pread_rows(fds[s], src, lo, buf)
             at += hi - lo
         return out
@@ -142,7 +176,7 @@ def iter_blocks(
             return buf
         fd = fds.get(s_idx)
         if fd is None:
-            fd = fds[s_idx] = os.open(src[0], os.O_RDONLY)
+            fd = fds[s_idx] = open_shard_file(src, shard_identity(store, shards, s_idx))
         return _pread_rows(fd, src, lo, buf)
 
     try:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from inquire.embed.store import EmbeddingStore
-from inquire.index.blocks import _file_source, _pread_rows
+from inquire.index.blocks import _file_source, _pread_rows, open_shard_file, shard_identity
 from inquire.index.kernels import Kernels
 from inquire.index.score import exact_score, norm_bounds, round_once, row_bounds
 
@@ -192,7 +192,8 @@ class _Reader:
             if fd is None:
                 src = self.sources[s]
                 assert src is not None
-                fd = self._fds[s] = os.open(src[0], os.O_RDONLY)
+                expect = shard_identity(self.store, self.store.shards, s)
+                fd = self._fds[s] = open_shard_file(src, expect)
             return fd
 
     def close(self) -> None:

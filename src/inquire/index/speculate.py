@@ -102,7 +102,7 @@ def guess_floor(
     parts = _slices(store, n)
     raw = np.empty((sum(hi - lo for _, lo, hi in parts), store.dim), store.dtype)
     try:
-        read_slices(store.shards, parts, raw)
+        read_slices(store, parts, raw)
     except (InputError, OSError):
         return None  # the search itself reports an unreadable shard
     allow = np.ones(len(raw), bool)
