@@ -601,3 +601,40 @@ def test_rescoring_a_shard_cut_short_after_opening_is_a_clear_error(tmp_path, th
     xs = np.asarray(store.rows(rows[ok]), np.float32)
     expected = np.array([exact_score(q[0], v) for v in xs], np.float32)
     np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32))
+
+
+@pytest.mark.parametrize("threads", [1, 2, 4])
+def test_rescoring_holds_one_shard_file_open_per_reading_thread(tmp_path, monkeypatch, threads):
+    # A store of many shards already holds a descriptor per shard (its memory maps) and, while
+    # the scan runs, its reader another per shard: a rescoring mid-scan (a pool flushed) that
+    # kept every shard file it read open ran out of descriptors (under `ulimit -n 230`, 100
+    # shards of identical rows, k = 1: EMFILE, where reading through the maps did not).
+    import os
+    from pathlib import Path
+
+    fd_dir = Path("/proc/self/fd")
+    if not fd_dir.is_dir():
+        pytest.skip("needs /proc/self/fd")
+    n_shards, per, d = 60, 40, 8
+    x = random_unit(n_shards * per, d, seed=31)
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [per] * n_shards))
+    q = random_unit(2, d, seed=32)
+    rows = np.arange(0, n_shards * per, 7)
+    qr = np.sort(np.random.default_rng(33).integers(0, 2, len(rows)))
+    rescore.rescore(store, q, qr, rows, Kernels(), None, threads)  # imports, code paths
+    peak = [0]
+    pread = rescore._pread_rows
+
+    def counted(fd: int, src: tuple[str, int], lo: int, buf: np.ndarray) -> np.ndarray:
+        peak[0] = max(peak[0], len(os.listdir(fd_dir)) - 1)  # less listdir's own
+        return pread(fd, src, lo, buf)
+
+    monkeypatch.setattr(rescore, "_pread_rows", counted)
+    before = len(os.listdir(fd_dir))
+    got = rescore.rescore(store, q, qr, rows, Kernels(), None, threads)
+    readers = max(1, threads // 2) if threads > 1 else 1
+    assert peak[0] - before <= readers, peak[0] - before
+    assert len(os.listdir(fd_dir)) == before
+    xs = np.asarray(store.rows(rows), np.float32)
+    expected = np.array([exact_score(q[r], v) for r, v in zip(qr, xs, strict=True)], np.float32)
+    np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32))
