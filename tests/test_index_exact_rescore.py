@@ -528,46 +528,44 @@ def test_reader_runs_end_at_gaps_windows_and_shards_and_read_what_was_asked(
     monkeypatch.setattr(rescore, "_pread_rows", counted)
     reader = rescore._Reader(store)
     assert reader.span == span and not reader.mapped
-    try:
-        stage = reader.stage()
-        for rows in cases:
-            out = np.full((len(rows) + 3, store.dim), np.nan, store.dtype)
-            got = rescore._read(reader, rows, out, stage)
-            assert got.shape == (len(rows), store.dim)
-            np.testing.assert_array_equal(got, want[rows])
-            assert np.isnan(out[len(rows) :]).all()  # nothing written past the rows
-    finally:
-        reader.close()
+    stage = reader.stage()
+    for rows in cases:
+        out = np.full((len(rows) + 3, store.dim), np.nan, store.dtype)
+        got = rescore._read(reader, rows, out, stage)
+        assert got.shape == (len(rows), store.dim)
+        np.testing.assert_array_equal(got, want[rows])
+        assert np.isnan(out[len(rows) :]).all()  # nothing written past the rows
     assert spans and max(spans) <= span
     # Sparse rows are read a row at a time, not a window at a time.
     spans.clear()
-    reader = rescore._Reader(store)
-    try:
-        rows = np.array([1, 1 + g + 1, 1 + 2 * (g + 1)])
-        rescore._read(reader, rows, np.empty((3, store.dim), store.dtype), reader.stage())
-    finally:
-        reader.close()
+    rows = np.array([1, 1 + g + 1, 1 + 2 * (g + 1)])
+    rescore._read(reader, rows, np.empty((3, store.dim), store.dtype), reader.stage())
     assert spans == [1, 1, 1]
 
 
 def test_reader_mixes_file_shards_with_shards_in_memory(tmp_path, monkeypatch):
-    # A shard that is not a file (an array in memory) is read through the array; the files'
-    # descriptors are closed after the rescoring.
+    # A shard that is not a file (an array in memory) is read through the array; the files
+    # read (shards 0 and 3) are opened and closed again.
+    import os
+
     store, want = _reader_case(tmp_path, np.float16, 16, monkeypatch)
     store.shards[2] = np.array(store.shards[2])  # in memory
     reader = rescore._Reader(store)
     assert reader.mapped == [2]
     rows = np.arange(0, 298, 2)
-    try:
-        got = rescore._read(reader, rows, np.empty((len(rows), 8), np.float16), reader.stage())
-        np.testing.assert_array_equal(got, want[rows])
-        assert len(reader._fds) == 2  # shards 0 and 3
-        fds = list(reader._fds.values())
-    finally:
-        reader.close()
-    import os
+    opened: list[int] = []
+    real_open = os.open
 
-    for fd in fds:
+    def counted_open(path: str, flags: int) -> int:
+        opened.append(fd := real_open(path, flags))
+        return fd
+
+    with monkeypatch.context() as mp:
+        mp.setattr(rescore.os, "open", counted_open)
+        got = rescore._read(reader, rows, np.empty((len(rows), 8), np.float16), reader.stage())
+    np.testing.assert_array_equal(got, want[rows])
+    assert len(opened) == 2  # shards 0 and 3
+    for fd in opened:
         with pytest.raises(OSError):
             os.fstat(fd)
     q = random_unit(2, 8, seed=5)
