@@ -636,3 +636,23 @@ def test_rescoring_holds_one_shard_file_open_per_reading_thread(tmp_path, monkey
     xs = np.asarray(store.rows(rows), np.float32)
     expected = np.array([exact_score(q[r], v) for r, v in zip(qr, xs, strict=True)], np.float32)
     np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32))
+
+
+@pytest.mark.parametrize("screen", ["off", "bf16"])
+def test_a_shard_file_deleted_under_an_open_store_is_a_clear_error(tmp_path, screen):
+    # The store mapped the file; the search reads it by name (the scan's and the rescoring's
+    # preadv): a file gone since is an InputError naming it, not a bare FileNotFoundError.
+    import os
+
+    from inquire.errors import InputError
+    from inquire.index.exact import search
+
+    x = random_unit(600, 16, seed=3)
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [200, 400]))
+    os.unlink(store.shard_paths[1])
+    q = random_unit(2, 16, seed=4)
+    with pytest.raises(InputError, match="img_emb_1"):
+        search(store, q, 5, screen=screen, bf16_copy="off")
+    rows = np.arange(0, 600, 5)
+    with pytest.raises(InputError, match="img_emb_1"):
+        rescore.rescore(store, q, np.zeros(len(rows), np.int64), rows, Kernels(), None, 2)
