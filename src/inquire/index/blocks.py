@@ -62,6 +62,18 @@ def _file_source(shard: np.ndarray) -> tuple[str, int] | None:
     return str(filename), int(offset)
 
 
+def open_source(src: tuple[str, int]) -> int:
+    """A descriptor open for reading on the shard file of ``src`` (:func:`_file_source`); a
+    file gone since the store mapped it (deleted, unreadable) is an InputError."""
+    try:
+        return os.open(src[0], os.O_RDONLY)
+    except OSError as exc:
+        raise InputError(
+            f"embedding shard {src[0]!r} cannot be read ({exc.strerror or exc}); it was "
+            f"removed or changed since the store was opened: open the store again"
+        ) from None
+
+
 def _pread_rows(fd: int, src: tuple[str, int], lo: int, buf: np.ndarray) -> np.ndarray:
     """Fill ``buf (rows, d)`` with the shard's rows from ``lo`` (``src``: its file name and
     data offset, :func:`_file_source`; ``fd`` open on it); a short file is an InputError."""
@@ -96,7 +108,7 @@ def read_slices(
                 np.copyto(buf, shards[s][lo:hi], casting="unsafe")
             else:
                 if s not in fds:
-                    fds[s] = os.open(src[0], os.O_RDONLY)
+                    fds[s] = open_source(src)
                 _pread_rows(fds[s], src, lo, buf)
             at += hi - lo
         return out
@@ -142,7 +154,7 @@ def iter_blocks(
             return buf
         fd = fds.get(s_idx)
         if fd is None:
-            fd = fds[s_idx] = os.open(src[0], os.O_RDONLY)
+            fd = fds[s_idx] = open_source(src)
         return _pread_rows(fd, src, lo, buf)
 
     try:

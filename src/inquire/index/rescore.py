@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from inquire.embed.store import EmbeddingStore
-from inquire.index.blocks import _file_source, _pread_rows
+from inquire.index.blocks import _file_source, _pread_rows, open_source
 from inquire.index.kernels import Kernels
 from inquire.index.score import exact_score, norm_bounds, round_once, row_bounds
 
@@ -218,7 +218,7 @@ class _Reader:
                     if fd >= 0:
                         os.close(fd)
                         fd = -1
-                    fd, fd_shard = os.open(src[0], os.O_RDONLY), s
+                    fd, fd_shard = open_source(src), s
                 if hi - lo == b - a and repeats[b - 1] == repeats[a]:  # straight into place
                     _pread_rows(fd, src, lo, out[a:b])
                 else:
