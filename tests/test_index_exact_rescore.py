@@ -656,3 +656,29 @@ def test_a_shard_file_deleted_under_an_open_store_is_a_clear_error(tmp_path, scr
     rows = np.arange(0, 600, 5)
     with pytest.raises(InputError, match="img_emb_1"):
         rescore.rescore(store, q, np.zeros(len(rows), np.int64), rows, Kernels(), None, 2)
+
+
+@pytest.mark.parametrize("screen", ["off", "bf16"])
+def test_a_shard_file_replaced_under_an_open_store_is_a_clear_error(tmp_path, screen):
+    # Another file renamed over a shard the store mapped (the folder embedded again while a
+    # server keeps the store open): read by name, its rows would be searched under the old
+    # file's ids and offsets, silently. An InputError asks to open the store again.
+    import os
+
+    from inquire.errors import InputError
+    from inquire.index.exact import search
+
+    x = random_unit(600, 16, seed=3)
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [200, 400]))
+    other = EmbeddingStore(write_store(tmp_path / "o", random_unit(400, 16, seed=9), [400]))
+    os.replace(other.shard_paths[0], store.shard_paths[1])
+    q = random_unit(2, 16, seed=4)
+    with pytest.raises(InputError, match=r"img_emb_1.*open the store again"):
+        search(store, q, 5, screen=screen, bf16_copy="off")
+    rows = np.arange(0, 600, 5)
+    with pytest.raises(InputError, match=r"img_emb_1.*open the store again"):
+        rescore.rescore(store, q, np.zeros(len(rows), np.int64), rows, Kernels(), None, 2)
+    fresh = EmbeddingStore(store.root)  # opened again: searched as it now is
+    got = search(fresh, q, 5, screen=screen, bf16_copy="off")
+    want = search(fresh, q, 5, screen="off", bf16_copy="off")
+    np.testing.assert_array_equal(got[1], want[1])
