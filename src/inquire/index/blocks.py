@@ -62,16 +62,27 @@ def _file_source(shard: np.ndarray) -> tuple[str, int] | None:
     return str(filename), int(offset)
 
 
-def open_source(src: tuple[str, int]) -> int:
+def open_source(src: tuple[str, int], expect: tuple[int, int] | None = None) -> int:
     """A descriptor open for reading on the shard file of ``src`` (:func:`_file_source`); a
-    file gone since the store mapped it (deleted, unreadable) is an InputError."""
+    file gone since the store mapped it (deleted, unreadable) or, where ``expect`` (its
+    ``(device, inode)`` when mapped: ``EmbeddingStore.shard_files``) is given, another file
+    renamed over it, is an InputError: its rows are not the rows the store's ids describe."""
     try:
-        return os.open(src[0], os.O_RDONLY)
+        fd = os.open(src[0], os.O_RDONLY)
     except OSError as exc:
         raise InputError(
             f"embedding shard {src[0]!r} cannot be read ({exc.strerror or exc}); it was "
             f"removed or changed since the store was opened: open the store again"
         ) from None
+    if expect is not None:
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != tuple(expect):
+            os.close(fd)
+            raise InputError(
+                f"embedding shard {src[0]!r} was replaced by another file since the store "
+                f"was opened: open the store again"
+            )
+    return fd
 
 
 def _pread_rows(fd: int, src: tuple[str, int], lo: int, buf: np.ndarray) -> np.ndarray:
@@ -144,6 +155,8 @@ def iter_blocks(
         for lo in range(0, len(shard), block_rows)
     ]
     sources = [_file_source(s) for s in shards]
+    # The store's own shard files are checked to be the files it mapped (not a copy's).
+    mapped = getattr(store, "shard_files", None) if shards is store.shards else None
     fds: dict[int, int] = {}
 
     def load(slot: int, s_idx: int, lo: int, rows: int) -> np.ndarray:
@@ -154,7 +167,7 @@ def iter_blocks(
             return buf
         fd = fds.get(s_idx)
         if fd is None:
-            fd = fds[s_idx] = open_source(src)
+            fd = fds[s_idx] = open_source(src, None if mapped is None else mapped[s_idx])
         return _pread_rows(fd, src, lo, buf)
 
     try:

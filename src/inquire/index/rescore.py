@@ -179,6 +179,9 @@ class _Reader:
         ]
         self.span = max(1, _WINDOW_BYTES // max(store.dim * store.dtype.itemsize, 1))
         self.mapped = [s for s, src in enumerate(self.sources) if src is None]
+        # The files the store mapped (``(device, inode)``): another file renamed over one is
+        # an InputError (:func:`~inquire.index.blocks.open_source`).
+        self.files: list[tuple[int, int]] | None = getattr(store, "shard_files", None)
         self.drop: Callable[..., None] = lambda *a: None
 
     def stage(self) -> np.ndarray:
@@ -218,7 +221,8 @@ class _Reader:
                     if fd >= 0:
                         os.close(fd)
                         fd = -1
-                    fd, fd_shard = open_source(src), s
+                    expect = None if self.files is None else self.files[s]
+                    fd, fd_shard = open_source(src, expect), s
                 if hi - lo == b - a and repeats[b - 1] == repeats[a]:  # straight into place
                     _pread_rows(fd, src, lo, out[a:b])
                 else:
