@@ -7,6 +7,7 @@ to float32, one Python sort by score desc, id asc).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import multiprocessing
@@ -671,3 +672,19 @@ def test_auto_checks_the_copy_only_where_it_may_screen(tmp_path, monkeypatch):
         np.testing.assert_array_equal(got[1], want[1])
         assert st.screen == "off" and not st.trial and not st.bf16_copy
     assert calls[0] == 0
+
+
+def test_a_shard_replaced_under_an_open_store_never_leaves_a_wrong_copy(tmp_path):
+    # The shard file is replaced (a new file renamed over it: another inode) while a store
+    # still maps the old one. A copy built from that store's map holds the old rows; keyed by
+    # the new file, later stores would read it as current and screen the new rows with the
+    # old rows' bits and norms.
+    d = 16
+    root = write_store(tmp_path / "s", random_unit(2000, d, seed=1), [1000, 1000])
+    q = random_unit(4, d, seed=3)
+    store = EmbeddingStore(root)
+    other = write_store(tmp_path / "o", random_unit(1000, d, seed=9), [1000])
+    os.replace(EmbeddingStore(other).shard_paths[0], store.shard_paths[1])
+    with contextlib.suppress(InputError):
+        search(store, q, 20, screen="bf16", bf16_copy="auto")
+    all_paths(EmbeddingStore(root), q, 20, block_rows=512, chunk_rows=256)

@@ -528,46 +528,44 @@ def test_reader_runs_end_at_gaps_windows_and_shards_and_read_what_was_asked(
     monkeypatch.setattr(rescore, "_pread_rows", counted)
     reader = rescore._Reader(store)
     assert reader.span == span and not reader.mapped
-    try:
-        stage = reader.stage()
-        for rows in cases:
-            out = np.full((len(rows) + 3, store.dim), np.nan, store.dtype)
-            got = rescore._read(reader, rows, out, stage)
-            assert got.shape == (len(rows), store.dim)
-            np.testing.assert_array_equal(got, want[rows])
-            assert np.isnan(out[len(rows) :]).all()  # nothing written past the rows
-    finally:
-        reader.close()
+    stage = reader.stage()
+    for rows in cases:
+        out = np.full((len(rows) + 3, store.dim), np.nan, store.dtype)
+        got = rescore._read(reader, rows, out, stage)
+        assert got.shape == (len(rows), store.dim)
+        np.testing.assert_array_equal(got, want[rows])
+        assert np.isnan(out[len(rows) :]).all()  # nothing written past the rows
     assert spans and max(spans) <= span
     # Sparse rows are read a row at a time, not a window at a time.
     spans.clear()
-    reader = rescore._Reader(store)
-    try:
-        rows = np.array([1, 1 + g + 1, 1 + 2 * (g + 1)])
-        rescore._read(reader, rows, np.empty((3, store.dim), store.dtype), reader.stage())
-    finally:
-        reader.close()
+    rows = np.array([1, 1 + g + 1, 1 + 2 * (g + 1)])
+    rescore._read(reader, rows, np.empty((3, store.dim), store.dtype), reader.stage())
     assert spans == [1, 1, 1]
 
 
 def test_reader_mixes_file_shards_with_shards_in_memory(tmp_path, monkeypatch):
-    # A shard that is not a file (an array in memory) is read through the array; the files'
-    # descriptors are closed after the rescoring.
+    # A shard that is not a file (an array in memory) is read through the array; the files
+    # read (shards 0 and 3) are opened and closed again.
+    import os
+
     store, want = _reader_case(tmp_path, np.float16, 16, monkeypatch)
     store.shards[2] = np.array(store.shards[2])  # in memory
     reader = rescore._Reader(store)
     assert reader.mapped == [2]
     rows = np.arange(0, 298, 2)
-    try:
-        got = rescore._read(reader, rows, np.empty((len(rows), 8), np.float16), reader.stage())
-        np.testing.assert_array_equal(got, want[rows])
-        assert len(reader._fds) == 2  # shards 0 and 3
-        fds = list(reader._fds.values())
-    finally:
-        reader.close()
-    import os
+    opened: list[int] = []
+    real_open = os.open
 
-    for fd in fds:
+    def counted_open(path: str, flags: int) -> int:
+        opened.append(fd := real_open(path, flags))
+        return fd
+
+    with monkeypatch.context() as mp:
+        mp.setattr(rescore.os, "open", counted_open)
+        got = rescore._read(reader, rows, np.empty((len(rows), 8), np.float16), reader.stage())
+    np.testing.assert_array_equal(got, want[rows])
+    assert len(opened) == 2  # shards 0 and 3
+    for fd in opened:
         with pytest.raises(OSError):
             os.fstat(fd)
     q = random_unit(2, 8, seed=5)
@@ -603,26 +601,103 @@ def test_rescoring_a_shard_cut_short_after_opening_is_a_clear_error(tmp_path, th
     np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32))
 
 
+@pytest.mark.parametrize("threads", [1, 2, 4])
+def test_rescoring_holds_one_shard_file_open_per_reading_thread(tmp_path, monkeypatch, threads):
+    # A store of many shards already holds a descriptor per shard (its memory maps) and, while
+    # the scan runs, its reader another per shard: a rescoring mid-scan (a pool flushed) that
+    # kept every shard file it read open ran out of descriptors (under `ulimit -n 230`, 100
+    # shards of identical rows, k = 1: EMFILE, where reading through the maps did not).
+    import os
+    from pathlib import Path
+
+    fd_dir = Path("/proc/self/fd")
+    if not fd_dir.is_dir():
+        pytest.skip("needs /proc/self/fd")
+    n_shards, per, d = 60, 40, 8
+    x = random_unit(n_shards * per, d, seed=31)
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [per] * n_shards))
+    q = random_unit(2, d, seed=32)
+    rows = np.arange(0, n_shards * per, 7)
+    qr = np.sort(np.random.default_rng(33).integers(0, 2, len(rows)))
+    rescore.rescore(store, q, qr, rows, Kernels(), None, threads)  # imports, code paths
+    peak = [0]
+    pread = rescore._pread_rows
+
+    def counted(fd: int, src: tuple[str, int], lo: int, buf: np.ndarray) -> np.ndarray:
+        peak[0] = max(peak[0], len(os.listdir(fd_dir)) - 1)  # less listdir's own
+        return pread(fd, src, lo, buf)
+
+    monkeypatch.setattr(rescore, "_pread_rows", counted)
+    before = len(os.listdir(fd_dir))
+    got = rescore.rescore(store, q, qr, rows, Kernels(), None, threads)
+    readers = max(1, threads // 2) if threads > 1 else 1
+    assert peak[0] - before <= readers, peak[0] - before
+    assert len(os.listdir(fd_dir)) == before
+    xs = np.asarray(store.rows(rows), np.float32)
+    expected = np.array([exact_score(q[r], v) for r, v in zip(qr, xs, strict=True)], np.float32)
+    np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32))
+
+
 @pytest.mark.parametrize("screen", ["off", "bf16"])
-def test_a_shard_file_replaced_after_opening_is_a_clear_error(tmp_path, screen):
-    # A shard renamed over (same size, other rows) while a store is open: the scan and the
-    # rescoring read the files again by path; they refuse the new file rather than mix its
-    # rows with the ones mapped, and a store opened again reads the new file.
+def test_a_shard_file_deleted_under_an_open_store_is_a_clear_error(tmp_path, screen):
+    # The store mapped the file; the search reads it by name (the scan's and the rescoring's
+    # preadv): a file gone since is an InputError naming it, not a bare FileNotFoundError.
     import os
 
     from inquire.errors import InputError
     from inquire.index.exact import search
 
-    x = random_unit(3000, 16, seed=3)
-    store = EmbeddingStore(write_store(tmp_path / "s", x, [1000, 2000]))
-    q = random_unit(4, 16, seed=4)
-    path = store.shard_paths[1]
-    other = write_store(tmp_path / "t", random_unit(3000, 16, seed=5), [1000, 2000])
-    os.replace(EmbeddingStore(other).shard_paths[1], path)
-    with pytest.raises(InputError, match="replaced after the store was opened"):
-        search(store, q, 10, screen=screen, bf16_copy="off", threads=1)
-    with pytest.raises(InputError, match="replaced after the store was opened"):
-        rescore.rescore(store, q, np.zeros(3, np.int64), np.array([5, 1500, 2999]), Kernels())
-    again = EmbeddingStore(tmp_path / "s")
-    scores, _ = search(again, q, 10, screen=screen, bf16_copy="off", threads=1)
-    assert np.isfinite(scores).all()
+    x = random_unit(600, 16, seed=3)
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [200, 400]))
+    os.unlink(store.shard_paths[1])
+    q = random_unit(2, 16, seed=4)
+    with pytest.raises(InputError, match="img_emb_1"):
+        search(store, q, 5, screen=screen, bf16_copy="off")
+    rows = np.arange(0, 600, 5)
+    with pytest.raises(InputError, match="img_emb_1"):
+        rescore.rescore(store, q, np.zeros(len(rows), np.int64), rows, Kernels(), None, 2)
+
+
+@pytest.mark.parametrize("screen", ["off", "bf16"])
+def test_a_shard_file_replaced_under_an_open_store_is_a_clear_error(tmp_path, screen):
+    # Another file renamed over a shard the store mapped (the folder embedded again while a
+    # server keeps the store open): read by name, its rows would be searched under the old
+    # file's ids and offsets, silently. An InputError asks to open the store again.
+    import os
+
+    from inquire.errors import InputError
+    from inquire.index.exact import search
+
+    x = random_unit(600, 16, seed=3)
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [200, 400]))
+    other = EmbeddingStore(write_store(tmp_path / "o", random_unit(400, 16, seed=9), [400]))
+    os.replace(other.shard_paths[0], store.shard_paths[1])
+    q = random_unit(2, 16, seed=4)
+    with pytest.raises(InputError, match=r"img_emb_1.*open the store again"):
+        search(store, q, 5, screen=screen, bf16_copy="off")
+    rows = np.arange(0, 600, 5)
+    with pytest.raises(InputError, match=r"img_emb_1.*open the store again"):
+        rescore.rescore(store, q, np.zeros(len(rows), np.int64), rows, Kernels(), None, 2)
+    fresh = EmbeddingStore(store.root)  # opened again: searched as it now is
+    got = search(fresh, q, 5, screen=screen, bf16_copy="off")
+    want = search(fresh, q, 5, screen="off", bf16_copy="off")
+    np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_the_guess_sample_refuses_a_shard_file_replaced_under_an_open_store(tmp_path):
+    # The guessed floor's sample reads slices of the shard files by name too.
+    import os
+
+    from inquire.errors import InputError
+    from inquire.index.blocks import read_slices
+
+    x = random_unit(600, 16, seed=3)
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [200, 400]))
+    out = np.empty((10, 16), np.float16)
+    read_slices(store, [(0, 0, 5), (1, 395, 400)], out)
+    np.testing.assert_array_equal(out, np.concatenate([store.shards[0][:5], store.shards[1][395:]]))
+    other = EmbeddingStore(write_store(tmp_path / "o", random_unit(400, 16, seed=9), [400]))
+    os.replace(other.shard_paths[0], store.shard_paths[1])
+    read_slices(store, [(0, 0, 5)], out)  # the shard left alone still reads
+    with pytest.raises(InputError, match=r"img_emb_1.*open the store again"):
+        read_slices(store, [(0, 0, 5), (1, 0, 5)], out)

@@ -75,18 +75,10 @@ class EmbeddingStore:
         self.shard_paths = [sh.embeddings for sh in found]
         self.shard_indices = [sh.number for sh in found]
         self.metadata_paths: list[Path] = [sh.metadata for sh in found if sh.metadata]
-        # Each shard file's (device, inode), taken just before it is mapped: readers that
-        # open the files again by path (``preadv``) check they read the files mapped here
-        # (:func:`inquire.index.blocks.open_shard_file`).
-        self.shard_files: list[tuple[int, int] | None] = []
-        self.shards: list[np.ndarray] = []
-        for p in self.shard_paths:
-            try:
-                st = p.stat()
-                self.shard_files.append((st.st_dev, st.st_ino))
-            except OSError:
-                self.shard_files.append(None)  # open_shard says what is wrong
-            self.shards.append(open_shard(p))
+        # Each shard file's (device, inode) before it is mapped: a file renamed over it later is
+        # another file, which the map does not show (:meth:`replaced`).
+        self.shard_files = [_file_id(p) for p in self.shard_paths]
+        self.shards: list[np.ndarray] = [open_shard(p) for p in self.shard_paths]
         self.dim = check_shards_agree(self.shard_paths, self.shards)
         self.offsets = np.cumsum([0] + [len(s) for s in self.shards])
         self._meta: pd.DataFrame | None = None
@@ -94,6 +86,14 @@ class EmbeddingStore:
         self._row_index: tuple[np.ndarray, np.ndarray] | None = None
         self._path_index: pd.Index | None = None
         self._path_rows = np.zeros(0, np.int64)
+
+    def replaced(self, s: int) -> bool:
+        """Whether shard ``s``'s file is gone or another file (renamed over it) since this
+        store mapped it: the map still holds the earlier file's rows."""
+        try:
+            return _file_id(self.shard_paths[s]) != self.shard_files[s]
+        except OSError:
+            return True
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
@@ -237,6 +237,12 @@ class EmbeddingStore:
 
 
 SHARD_DTYPES = (np.dtype(np.float16), np.dtype(np.float32))
+
+
+def _file_id(path: Path) -> tuple[int, int]:
+    """``(device, inode)`` of the file at ``path``: an OSError where there is none."""
+    st = path.stat()
+    return st.st_dev, st.st_ino
 
 
 def open_shard(path: Path) -> np.ndarray:

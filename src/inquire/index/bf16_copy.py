@@ -363,7 +363,7 @@ def build_copy(
     if not _real_folder(folder):
         raise OSError(f"{folder} is not a folder of its own (a link or a file); not written")
     done = 0
-    for path, shard in zip(store.shard_paths, store.shards, strict=True):
+    for s, (path, shard) in enumerate(zip(store.shard_paths, store.shards, strict=True)):
         if len(shard) == 0:
             continue
         key = shard_key(path, shard)
@@ -378,12 +378,25 @@ def build_copy(
                     tmp.unlink()
             if _open_shard(folder, path, shard, key) is None:
                 _check_length(path, shard)
+                _check_mapped(store, s, path)
                 log.info("writing the bfloat16 copy of %s (%d rows)", path.name, len(shard))
                 _write_shard(folder, path, shard, key, torch)
         done += len(shard)
         if progress is not None:
             progress(done, len(store))
     return folder
+
+
+def _check_mapped(store: EmbeddingStore, s: int, path: Path) -> None:
+    """Raise :class:`~inquire.errors.InputError` where shard ``s``'s file was replaced since
+    ``store`` mapped it: a copy of the mapped rows, keyed by the file now at ``path``, would
+    be read as that file's copy by every later search."""
+    replaced = getattr(store, "replaced", None)
+    if replaced is not None and replaced(s):
+        raise InputError(
+            f"embedding shard {str(path)!r} was replaced since the store was opened (the "
+            f"store still reads the earlier file); open the store again"
+        )
 
 
 def _check_length(path: Path, shard: np.ndarray) -> None:

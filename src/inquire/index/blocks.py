@@ -62,35 +62,26 @@ def _file_source(shard: np.ndarray) -> tuple[str, int] | None:
     return str(filename), int(offset)
 
 
-def shard_identity(
-    store: EmbeddingStore, shards: list[np.ndarray], s: int
-) -> tuple[int, int] | None:
-    """``(device, inode)`` of shard ``s``'s file when the store was opened, where ``shards``
-    are the store's own (:attr:`EmbeddingStore.shard_files`); else None."""
-    files = getattr(store, "shard_files", None)
-    if files is None or shards is not getattr(store, "shards", None) or s >= len(files):
-        return None
-    ident = files[s]
-    return None if ident is None else (int(ident[0]), int(ident[1]))
-
-
-def open_shard_file(src: tuple[str, int], expect: tuple[int, int] | None) -> int:
-    """A descriptor open on a shard's file (``src``: :func:`_file_source`) for ``preadv``,
-    checked to be the file the store opened (``expect``: its device and inode, or None): a
-    shard file replaced since (a rename over it) is an InputError, not rows read from another
-    file than the ones read through the store's memory map."""
-    fd = os.open(src[0], os.O_RDONLY)
+def open_source(src: tuple[str, int], expect: tuple[int, int] | None = None) -> int:
+    """A descriptor open for reading on the shard file of ``src`` (:func:`_file_source`); a
+    file gone since the store mapped it (deleted, unreadable) or, where ``expect`` (its
+    ``(device, inode)`` when mapped: ``EmbeddingStore.shard_files``) is given, another file
+    renamed over it, is an InputError: its rows are not the rows the store's ids describe."""
     try:
+        fd = os.open(src[0], os.O_RDONLY)
+    except OSError as exc:
+        raise InputError(
+            f"embedding shard {src[0]!r} cannot be read ({exc.strerror or exc}); it was "
+            f"removed or changed since the store was opened: open the store again"
+        ) from None
+    if expect is not None:
         st = os.fstat(fd)
-        if expect is not None and expect != (st.st_dev, st.st_ino):
+        if (st.st_dev, st.st_ino) != tuple(expect):
+            os.close(fd)
             raise InputError(
-                f"embedding shard {src[0]!r} was replaced after the store was opened; open "
-                f"the store again (a new EmbeddingStore, or restart the server) to read the "
-                f"new file"
+                f"embedding shard {src[0]!r} was replaced by another file since the store "
+                f"was opened: open the store again"
             )
-    except BaseException:
-        os.close(fd)
-        raise
     return fd
 
 
@@ -114,12 +105,13 @@ def _pread_rows(fd: int, src: tuple[str, int], lo: int, buf: np.ndarray) -> np.n
 def read_slices(
     store: EmbeddingStore, slices: list[tuple[int, int, int]], out: np.ndarray
 ) -> np.ndarray:
-    """``out (rows, d)`` (the store's dtype) filled with the rows of ``slices`` (``(shard,
-    lo, hi)`` local row ranges), one after another: read from the shard files, each opened
-    once (the pages stay out of this process; a truncated file is an InputError, where the
-    memory map would fault; a replaced one too), or copied where a shard is not a file."""
+    """``out (rows, d)`` (the store's dtype) filled with the rows of the store's ``slices``
+    (``(shard, lo, hi)`` local row ranges), one after another: read from the shard files,
+    each opened once (the pages stay out of this process; a truncated file is an InputError,
+    where the memory map would fault; so is a file replaced since the store mapped it), or
+    copied where a shard is not a file."""
     shards = store.shards
-    identity = [shard_identity(store, shards, s) for s in range(len(shards))]
+    mapped = getattr(store, "shard_files", None)
     fds: dict[int, int] = {}
     try:
         at = 0
@@ -130,7 +122,7 @@ def read_slices(
                 np.copyto(buf, shards[s][lo:hi], casting="unsafe")
             else:
                 if s not in fds:
-                    fds[s] = open_shard_file(src, identity[s])
+                    fds[s] = open_source(src, None if mapped is None else mapped[s])
                 _pread_rows(fds[s], src, lo, buf)
             at += hi - lo
         return out
@@ -166,6 +158,8 @@ def iter_blocks(
         for lo in range(0, len(shard), block_rows)
     ]
     sources = [_file_source(s) for s in shards]
+    # The store's own shard files are checked to be the files it mapped (not a copy's).
+    mapped = getattr(store, "shard_files", None) if shards is store.shards else None
     fds: dict[int, int] = {}
 
     def load(slot: int, s_idx: int, lo: int, rows: int) -> np.ndarray:
@@ -176,7 +170,7 @@ def iter_blocks(
             return buf
         fd = fds.get(s_idx)
         if fd is None:
-            fd = fds[s_idx] = open_shard_file(src, shard_identity(store, shards, s_idx))
+            fd = fds[s_idx] = open_source(src, None if mapped is None else mapped[s_idx])
         return _pread_rows(fd, src, lo, buf)
 
     try:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from inquire.embed.store import EmbeddingStore
-from inquire.index.blocks import _file_source, _pread_rows, open_shard_file, shard_identity
+from inquire.index.blocks import _file_source, _pread_rows, open_source
 from inquire.index.kernels import Kernels
 from inquire.index.score import exact_score, norm_bounds, round_once, row_bounds
 
@@ -168,7 +168,8 @@ class _Reader:
     this process; a truncated file is an InputError, where a memory map would fault), or,
     where a shard is not a file (an array in memory, a strided view), through the array, a
     window at a time, its pages dropped before the next (``drop``, :func:`_random_access`).
-    Threads may share one reader: each passes its own staging buffer (:meth:`stage`)."""
+    Threads may share one reader: each passes its own staging buffer (:meth:`stage`); each
+    call of :meth:`read` opens the shard files it reads one at a time and closes them."""
 
     def __init__(self, store: EmbeddingStore) -> None:
         self.store = store
@@ -178,29 +179,14 @@ class _Reader:
         ]
         self.span = max(1, _WINDOW_BYTES // max(store.dim * store.dtype.itemsize, 1))
         self.mapped = [s for s, src in enumerate(self.sources) if src is None]
+        # The files the store mapped (``(device, inode)``): another file renamed over one is
+        # an InputError (:func:`~inquire.index.blocks.open_source`).
+        self.files: list[tuple[int, int]] | None = getattr(store, "shard_files", None)
         self.drop: Callable[..., None] = lambda *a: None
-        self._fds: dict[int, int] = {}
-        self._lock = threading.Lock()
 
     def stage(self) -> np.ndarray:
         """A staging buffer for one thread's reads."""
         return np.empty((self.span, self.store.dim), self.store.dtype)
-
-    def _fd(self, s: int) -> int:
-        with self._lock:
-            fd = self._fds.get(s)
-            if fd is None:
-                src = self.sources[s]
-                assert src is not None
-                expect = shard_identity(self.store, self.store.shards, s)
-                fd = self._fds[s] = open_shard_file(src, expect)
-            return fd
-
-    def close(self) -> None:
-        with self._lock:
-            for fd in self._fds.values():
-                os.close(fd)
-            self._fds.clear()
 
     def read(self, rows: np.ndarray, out: np.ndarray, stage: np.ndarray) -> np.ndarray:
         """``out[:len(rows)]`` filled with the store's ascending global ``rows`` (repeats
@@ -219,17 +205,32 @@ class _Reader:
         # Repeats before each row: a run is consecutive rows only without them (a repeat
         # and a gap could make up its length).
         repeats = np.concatenate(([0], np.cumsum(np.diff(local) == 0)))
-        for a, b in itertools.pairwise([0, *cuts.tolist(), len(rows)]):
-            s, lo, hi = int(shard[a]), int(local[a]), int(local[b - 1]) + 1
-            src = self.sources[s]
-            if src is None:
-                np.take(store.shards[s], local[a:b], axis=0, out=out[a:b])
-                self.drop(int(rows[a]), int(rows[b - 1]) + 1)
-            elif hi - lo == b - a and repeats[b - 1] == repeats[a]:  # straight into place
-                _pread_rows(self._fd(s), src, lo, out[a:b])
-            else:
-                got = _pread_rows(self._fd(s), src, lo, stage[: hi - lo])
-                np.take(got, local[a:b] - lo, axis=0, out=out[a:b])
+        # One shard file open at a time, closed before the next (the rows ascend): a store of
+        # many shards already holds a descriptor per shard for its memory maps, and a scan
+        # under way another per shard; one more per shard here could exceed ``ulimit -n``.
+        fd, fd_shard = -1, -1
+        try:
+            for a, b in itertools.pairwise([0, *cuts.tolist(), len(rows)]):
+                s, lo, hi = int(shard[a]), int(local[a]), int(local[b - 1]) + 1
+                src = self.sources[s]
+                if src is None:
+                    np.take(store.shards[s], local[a:b], axis=0, out=out[a:b])
+                    self.drop(int(rows[a]), int(rows[b - 1]) + 1)
+                    continue
+                if s != fd_shard:
+                    if fd >= 0:
+                        os.close(fd)
+                        fd = -1
+                    expect = None if self.files is None else self.files[s]
+                    fd, fd_shard = open_source(src, expect), s
+                if hi - lo == b - a and repeats[b - 1] == repeats[a]:  # straight into place
+                    _pread_rows(fd, src, lo, out[a:b])
+                else:
+                    got = _pread_rows(fd, src, lo, stage[: hi - lo])
+                    np.take(got, local[a:b] - lo, axis=0, out=out[a:b])
+        finally:
+            if fd >= 0:
+                os.close(fd)
         return out
 
 
@@ -443,31 +444,28 @@ def rescore(
         _batch_dots(x, q64, qr, rows, uniq[a:b], pairs, s, err, kernels, bound, w)
 
     reader = _Reader(store)
-    try:
-        with _random_access(store, reader.mapped) as drop:
-            reader.drop = drop
-            if n_workers == 1:
-                raw, w = np.empty((step, d), store.dtype), _Worker(store, piece)
-                stage = reader.stage()
-                for a, b in batches:
-                    dots(_read(reader, uniq[a:b], raw, stage), a, b, w)
-                del raw, w, stage
-            else:
-                _pipelined(store, batches, step, piece, n_workers, reader, uniq, dots)
+    with _random_access(store, reader.mapped) as drop:
+        reader.drop = drop
+        if n_workers == 1:
+            raw, w = np.empty((step, d), store.dtype), _Worker(store, piece)
+            stage = reader.stage()
+            for a, b in batches:
+                dots(_read(reader, uniq[a:b], raw, stage), a, b, w)
+            del raw, w, stage
+        else:
+            _pipelined(store, batches, step, piece, n_workers, reader, uniq, dots)
 
-            def slow(js: np.ndarray) -> np.ndarray:
-                # The rare pairs a float64 value cannot settle, by row, a few rows at a time.
-                by_row = np.argsort(rows[js], kind="stable")  # positions in js
-                got = np.empty(len(js), np.float32)
-                buf = np.empty((_SLOW_ROWS, d), store.dtype)
-                stage = reader.stage()
-                for a in range(0, len(by_row), _SLOW_ROWS):
-                    part = by_row[a : a + _SLOW_ROWS]
-                    x = _read(reader, rows[js[part]], buf, stage)
-                    for i, p in enumerate(part):
-                        got[p] = exact_score(q[qr[js[p]]], x[i])
-                return got
+        def slow(js: np.ndarray) -> np.ndarray:
+            # The rare pairs a float64 value cannot settle, by row, a few rows at a time.
+            by_row = np.argsort(rows[js], kind="stable")  # positions in js
+            got = np.empty(len(js), np.float32)
+            buf = np.empty((_SLOW_ROWS, d), store.dtype)
+            stage = reader.stage()
+            for a in range(0, len(by_row), _SLOW_ROWS):
+                part = by_row[a : a + _SLOW_ROWS]
+                x = _read(reader, rows[js[part]], buf, stage)
+                for i, p in enumerate(part):
+                    got[p] = exact_score(q[qr[js[p]]], x[i])
+            return got
 
-            return round_once(s, err, slow)
-    finally:
-        reader.close()
+        return round_once(s, err, slow)
