@@ -360,16 +360,18 @@ class Scorer:
             return _cut_below(pool.floor.astype(np.float64) - t, margin, c)
 
         def values(queries: np.ndarray) -> np.ndarray:
-            # float32 scores of these queries' rows, NaN where the mask bars a row.
+            # float32 scores of these queries' rows (a copy), NaN where the mask bars a row.
             got = bf16_values(s[queries]) if bits else s[queries]
-            if bits and allowed is not None:
+            if allowed is not None:
                 got[:, ~allowed] = np.nan
             return got
 
         def candidates() -> tuple[np.ndarray, np.ndarray]:
-            if not bits:
-                return self.top.candidates(s, cut())
-            qr, cols = self.top.candidates_bf16(s, *bf16_cut_keys(cut()))
+            # Rows the mask bars are never candidates.
+            if bits:
+                qr, cols = self.top.candidates_bf16(s, *bf16_cut_keys(cut()))
+            else:
+                qr, cols = self.top.candidates(s, cut())
             if allowed is not None:
                 keep = allowed[cols]
                 qr, cols = qr[keep], cols[keep]
@@ -377,8 +379,6 @@ class Scorer:
 
         if self.shared is not None:
             self.shared.exchange(pool)
-        if allowed is not None and not bits:
-            s[:, ~allowed] = np.nan  # never a candidate
         if rows > k:
             # Queries without a proven floor yet: the chunk's own k-th approximate score (k
             # rows of the chunk have exact scores at least its lower bound).

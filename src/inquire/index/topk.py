@@ -113,13 +113,17 @@ class TopK:
     def candidates(self, scores: np.ndarray, bound: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(rows, cols)`` of ``scores >= bound[row]``, row-major order."""
         nq, b = scores.shape
-        if self._mask is None or self._mask.size < nq * b:
-            self._mask = np.empty(nq * b, bool)
-        mask = self._mask[: nq * b].reshape(nq, b)
+        mask = self._compare_buffer(nq, b)
         np.greater_equal(scores, bound[:, None], out=mask)
         # flatnonzero on the flat mask is ~15x faster than a 2-d np.nonzero.
         flat = np.flatnonzero(mask)
         return np.divmod(flat, b)
+
+    def _compare_buffer(self, nq: int, b: int) -> np.ndarray:
+        """The reused ``(nq, b) bool`` comparison buffer."""
+        if self._mask is None or self._mask.size < nq * b:
+            self._mask = np.empty(nq * b, bool)
+        return self._mask[: nq * b].reshape(nq, b)
 
     def candidates_bf16(
         self, bits: np.ndarray, positive: np.ndarray, key: np.ndarray
@@ -128,9 +132,7 @@ class TopK:
         the bounds of :func:`inquire.index.screen.bf16_cut_keys` (``positive``, ``key``): one
         comparison of the 16-bit values, no float32 copy of the scores."""
         nq, b = bits.shape
-        if self._mask is None or self._mask.size < nq * b:
-            self._mask = np.empty(nq * b, bool)
-        mask = self._mask[: nq * b].reshape(nq, b)
+        mask = self._compare_buffer(nq, b)
         if not positive.any():
             np.less_equal(bits, key[:, None], out=mask)
         elif positive.all():
