@@ -85,6 +85,13 @@ def open_source(src: tuple[str, int], expect: tuple[int, int] | None = None) -> 
     return fd
 
 
+def mapped_file(store: Any, s: int) -> tuple[int, int] | None:
+    """The ``(device, inode)`` of shard ``s``'s file when ``store`` mapped it
+    (``EmbeddingStore.shard_files``), for :func:`open_source`; None where not recorded."""
+    files = getattr(store, "shard_files", None)
+    return None if files is None else files[s]
+
+
 def _pread_rows(fd: int, src: tuple[str, int], lo: int, buf: np.ndarray) -> np.ndarray:
     """Fill ``buf (rows, d)`` with the shard's rows from ``lo`` (``src``: its file name and
     data offset, :func:`_file_source`; ``fd`` open on it); a short file is an InputError."""
@@ -111,7 +118,6 @@ def read_slices(
     where the memory map would fault; so is a file replaced since the store mapped it), or
     copied where a shard is not a file."""
     shards = store.shards
-    mapped = getattr(store, "shard_files", None)
     fds: dict[int, int] = {}
     try:
         at = 0
@@ -122,7 +128,7 @@ def read_slices(
                 np.copyto(buf, shards[s][lo:hi], casting="unsafe")
             else:
                 if s not in fds:
-                    fds[s] = open_source(src, None if mapped is None else mapped[s])
+                    fds[s] = open_source(src, mapped_file(store, s))
                 _pread_rows(fds[s], src, lo, buf)
             at += hi - lo
         return out
@@ -159,7 +165,7 @@ def iter_blocks(
     ]
     sources = [_file_source(s) for s in shards]
     # The store's own shard files are checked to be the files it mapped (not a copy's).
-    mapped = getattr(store, "shard_files", None) if shards is store.shards else None
+    own = shards is store.shards
     fds: dict[int, int] = {}
 
     def load(slot: int, s_idx: int, lo: int, rows: int) -> np.ndarray:
@@ -170,7 +176,7 @@ def iter_blocks(
             return buf
         fd = fds.get(s_idx)
         if fd is None:
-            fd = fds[s_idx] = open_source(src, None if mapped is None else mapped[s_idx])
+            fd = fds[s_idx] = open_source(src, mapped_file(store, s_idx) if own else None)
         return _pread_rows(fd, src, lo, buf)
 
     try:

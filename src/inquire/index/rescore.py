@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from inquire.embed.store import EmbeddingStore
-from inquire.index.blocks import _file_source, _pread_rows, open_source
+from inquire.index.blocks import _file_source, _pread_rows, mapped_file, open_source
 from inquire.index.kernels import Kernels
 from inquire.index.score import exact_score, norm_bounds, round_once, row_bounds
 
@@ -174,14 +174,10 @@ class _Reader:
     def __init__(self, store: EmbeddingStore) -> None:
         self.store = store
         self.sources = [
-            src if shard.dtype == store.dtype else None
-            for shard, src in ((sh, _file_source(sh)) for sh in store.shards)
+            _file_source(sh) if sh.dtype == store.dtype else None for sh in store.shards
         ]
         self.span = max(1, _WINDOW_BYTES // max(store.dim * store.dtype.itemsize, 1))
         self.mapped = [s for s, src in enumerate(self.sources) if src is None]
-        # The files the store mapped (``(device, inode)``): another file renamed over one is
-        # an InputError (:func:`~inquire.index.blocks.open_source`).
-        self.files: list[tuple[int, int]] | None = getattr(store, "shard_files", None)
         self.drop: Callable[..., None] = lambda *a: None
 
     def stage(self) -> np.ndarray:
@@ -221,8 +217,8 @@ class _Reader:
                     if fd >= 0:
                         os.close(fd)
                         fd = -1
-                    expect = None if self.files is None else self.files[s]
-                    fd, fd_shard = open_source(src, expect), s
+                    # Another file renamed over the one the store mapped: an InputError.
+                    fd, fd_shard = open_source(src, mapped_file(store, s)), s
                 if hi - lo == b - a and repeats[b - 1] == repeats[a]:  # straight into place
                     _pread_rows(fd, src, lo, out[a:b])
                 else:
@@ -324,10 +320,10 @@ def _pipelined(
 ) -> None:
     """Run ``dots(x, a, b, worker)`` on every batch ``(a, b)`` of distinct rows ``uniq[a:b]``,
     read into ``x`` by ``reader``: half the threads (at least one) read the batches, the
-    others compute, through ``threads + 1`` reused buffers (reading through a memory map,
-    page faults and unmapping from several threads of one process contend; with many cores
-    a single reader would hold the others up). An error on any thread stops the others and
-    is raised here."""
+    others compute, through ``threads + 1`` reused buffers (with many cores a single reader
+    would hold the others up; on two cores, reading by ``preadv``, this split and both
+    threads reading and computing took the same time). An error on any thread stops the
+    others and is raised here."""
     readers = max(1, threads // 2)
     computers = threads - readers
     free: Queue[np.ndarray] = Queue()
