@@ -4,7 +4,9 @@ pair by pair."""
 from __future__ import annotations
 
 import itertools
+import threading
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -293,6 +295,23 @@ def test_rescore_windows_across_empty_and_one_row_shards(tmp_path, monkeypatch, 
         np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
 
 
+class _FailsAt:
+    """A stand-in for ``fn`` that raises ``exc`` on its ``at``-th call and calls through
+    otherwise; ``calls`` counts the calls, across threads."""
+
+    def __init__(self, fn: Any, at: int, exc: BaseException) -> None:
+        self.fn, self.at, self.exc, self.calls = fn, at, exc, 0
+        self._lock = threading.Lock()
+
+    def __call__(self, *a: object) -> Any:
+        with self._lock:
+            self.calls += 1
+            fail = self.calls == self.at
+        if fail:
+            raise self.exc
+        return self.fn(*a)
+
+
 def test_an_error_in_a_rescoring_thread_comes_back_and_stops_every_thread(tmp_path, monkeypatch):
     import threading
 
@@ -301,17 +320,7 @@ def test_an_error_in_a_rescoring_thread_comes_back_and_stops_every_thread(tmp_pa
     q = random_unit(3, 16, seed=4)
     rng = np.random.default_rng(1)
     qr, rows = rng.integers(0, 3, 500), rng.integers(0, 300, 500)
-    dots, calls = rescore._batch_dots, [0]
-    lock = threading.Lock()
-
-    def failing(*a: object) -> None:
-        with lock:
-            calls[0] += 1
-            fail = calls[0] == 2
-        if fail:
-            raise RuntimeError("bad row")
-        dots(*a)  # type: ignore[arg-type]
-
+    failing = _FailsAt(rescore._batch_dots, 2, RuntimeError("bad row"))
     monkeypatch.setattr(rescore, "_batch_dots", failing)
     with pytest.raises(RuntimeError, match="bad row"):
         rescore.rescore(store, q, qr, rows, Kernels(), None, 3)
@@ -361,18 +370,11 @@ def test_a_read_error_stops_the_pipeline_and_is_raised(tmp_path, monkeypatch, th
     q = random_unit(2, 16, seed=8)
     rows = np.arange(400)
     qr = np.zeros(400, np.int64)
-    read, calls = rescore._read, [0]
-
-    def failing(*a: object) -> np.ndarray:
-        calls[0] += 1  # one reading thread: no lock needed
-        if calls[0] == 5:
-            raise OSError("read failed")
-        return read(*a)  # type: ignore[arg-type]
-
+    failing = _FailsAt(rescore._read, 5, OSError("read failed"))
     monkeypatch.setattr(rescore, "_read", failing)
     with pytest.raises(OSError, match="read failed"):
         rescore.rescore(store, q, qr, rows, Kernels(), None, threads)
-    assert calls[0] == 5  # nothing read after the error
+    assert failing.calls == 5  # nothing read after the error
     assert not [t for t in threading.enumerate() if t.name.startswith("inquire-rescore")]
     monkeypatch.undo()
     got = rescore.rescore(store, q, qr, rows, Kernels(), None, threads)  # and it works again
@@ -392,18 +394,7 @@ def test_a_compute_thread_that_cannot_start_stops_the_pipeline(tmp_path, monkeyp
     store = EmbeddingStore(write_store(tmp_path / "s", random_unit(400, 16, seed=9), [400]))
     q = random_unit(2, 16, seed=10)
     rows, qr = np.arange(400), np.zeros(400, np.int64)
-    worker = rescore._Worker
-    made = [0]
-    lock = threading.Lock()
-
-    def failing(*a: object) -> object:
-        with lock:
-            made[0] += 1
-            first = made[0] == 1
-        if first:
-            raise MemoryError("no room for the buffers")
-        return worker(*a)  # type: ignore[arg-type]
-
+    failing = _FailsAt(rescore._Worker, 1, MemoryError("no room for the buffers"))
     monkeypatch.setattr(rescore, "_Worker", failing)
     got: list[BaseException] = []
 
