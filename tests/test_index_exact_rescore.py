@@ -374,7 +374,10 @@ def test_a_read_error_stops_the_pipeline_and_is_raised(tmp_path, monkeypatch, th
     monkeypatch.setattr(rescore, "_read", failing)
     with pytest.raises(OSError, match="read failed"):
         rescore.rescore(store, q, qr, rows, Kernels(), None, threads)
-    assert failing.calls == 5  # nothing read after the error
+    # Nothing read after the error, but for a read another reading thread had begun (with 4
+    # threads, 2 read: one may pass its check of the error just before the failing read).
+    readers = max(1, threads // 2)
+    assert 5 <= failing.calls <= 5 + readers - 1
     assert not [t for t in threading.enumerate() if t.name.startswith("inquire-rescore")]
     monkeypatch.undo()
     got = rescore.rescore(store, q, qr, rows, Kernels(), None, threads)  # and it works again
