@@ -23,7 +23,7 @@ DEFAULT_MEMORY_MB = 256
 #: rows ``preadv`` just wrote. Measured side by side at 1M x 1024 float16, 250 queries, top
 #: 1000, 2 cores (32 MiB of L3): searches reading the bfloat16 copy took 1.34 s in blocks of
 #: 8 MiB against 1.79 s in blocks of 128 MiB (medians of 7); float32 searches 1.77-1.79 s
-#: against 2.08 s.
+#: against 2.08 s. ``benchmarks/exact_search_parts.py`` prints the ratio (``block_ratio``).
 CACHE_BLOCK_BYTES = 8 << 20
 _MIN_BLOCK_ROWS = 1024
 _MAX_BLOCK_ROWS = 1 << 20
