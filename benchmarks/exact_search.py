@@ -52,6 +52,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -101,6 +102,30 @@ def write_store(root: Path, n: int, d: int, seed: int) -> None:
         table = pa.table({"image_path": [f"train/img_{i}" for i in ids], "image_id": ids})
         pq.write_table(table, root / "metadata" / f"metadata_{s}.parquet")
     stamp.write_text(json.dumps(want))
+
+
+def side_by_side_args(doc: str | None) -> argparse.ArgumentParser:
+    """The arguments shared by the scripts that compare two ways of the exact search in one
+    process (``exact_search_guess.py``, ``exact_search_parts.py``)."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--n", type=int, default=200_000)
+    p.add_argument("--d", type=int, default=1024)
+    p.add_argument("--queries", type=int, default=250)
+    p.add_argument("--k", type=int, default=1000)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--data-dir", type=Path, default=None, help="reuse (or write) the store here")
+    return p
+
+
+def open_store(root: Path, n: int, d: int) -> Any:
+    """The synthetic store at ``root`` (written first where missing), its ids read (a
+    resident store)."""
+    from inquire.embed.store import EmbeddingStore
+
+    write_store(root, n, d, seed=0)
+    store = EmbeddingStore(root)
+    _ = store.ids
+    return store
 
 
 def make_queries(nq: int, d: int, seed: int) -> np.ndarray:

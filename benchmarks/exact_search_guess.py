@@ -14,7 +14,6 @@ candidates pooled per query and best wall time; E = 1 when the results were equa
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
@@ -25,30 +24,20 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from exact_search import make_queries, write_store
+from exact_search import make_queries, open_store, side_by_side_args
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--n", type=int, default=200_000)
-    p.add_argument("--d", type=int, default=1024)
-    p.add_argument("--queries", type=int, default=250)
-    p.add_argument("--k", type=int, default=1000)
-    p.add_argument("--repeats", type=int, default=3)
+    p = side_by_side_args(__doc__)
     p.add_argument("--screen", default="auto", choices=["auto", "bf16", "off"])
     p.add_argument("--bf16-copy", default="auto", choices=["auto", "use", "off"])
-    p.add_argument("--data-dir", type=Path, default=None, help="reuse (or write) the store here")
     args = p.parse_args()
 
-    from inquire.embed.store import EmbeddingStore
     from inquire.index import speculate
     from inquire.index.exact import SearchStats, search
 
     with tempfile.TemporaryDirectory(prefix="inquire-bench-") as tmp:
-        root = args.data_dir or Path(tmp) / "store"
-        write_store(root, args.n, args.d, seed=0)
-        store = EmbeddingStore(root)
-        _ = store.ids
+        store = open_store(args.data_dir or Path(tmp) / "store", args.n, args.d)
         q = make_queries(args.queries, store.dim, 1)
         kw = dict(screen=args.screen, bf16_copy=args.bf16_copy)
         search(store, q, args.k, **kw)  # untimed: auto's trial, the copy, the norms

@@ -20,7 +20,6 @@ and score bits).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
@@ -33,7 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from exact_search import make_queries, write_store
+from exact_search import make_queries, open_store, side_by_side_args
 
 
 def _ab(
@@ -56,18 +55,10 @@ def _ab(
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--n", type=int, default=200_000)
-    p.add_argument("--d", type=int, default=1024)
-    p.add_argument("--queries", type=int, default=250)
-    p.add_argument("--k", type=int, default=1000)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--data-dir", type=Path, default=None, help="reuse (or write) the store here")
-    args = p.parse_args()
+    args = side_by_side_args(__doc__).parse_args()
 
     import torch
 
-    from inquire.embed.store import EmbeddingStore
     from inquire.index import rescore as rescore_mod
     from inquire.index import scorer as scorer_mod
     from inquire.index.bf16_copy import build_copy
@@ -75,10 +66,7 @@ def main() -> None:
     from inquire.index.kernels import Kernels
 
     with tempfile.TemporaryDirectory(prefix="inquire-bench-") as tmp:
-        root = args.data_dir or Path(tmp) / "store"
-        write_store(root, args.n, args.d, seed=0)
-        store = EmbeddingStore(root)
-        _ = store.ids
+        store = open_store(args.data_dir or Path(tmp) / "store", args.n, args.d)
         build_copy(store)
         q = make_queries(args.queries, store.dim, 1)
 
