@@ -79,6 +79,7 @@ from inquire.index.screen import (
     Screen,
     ScreenPlan,
     check_screen,
+    keep_choice,
     plan_screen,
 )
 from inquire.index.speculate import failed, guess_floor
@@ -276,6 +277,8 @@ def _search(
                 block.release()
         else:
             score_in_threads(store, block_rows, chunk_rows, prefetch, scorers, chooser, shards)
+    if chooser.trial and chooser.decided is not None and chooser.key is not None:
+        keep_choice(chooser.key, chooser.decided)  # for later processes on this machine too
     # The survivors' exact scores, on the scoring threads' cores (torch's small conversions
     # there run fastest single-threaded, even where the GEMMs used torch's own threads).
     finished = time.perf_counter()

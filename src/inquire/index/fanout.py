@@ -27,7 +27,9 @@ class Chooser:
     paths, the same number of rows, warm-ups untimed; the result counts either way), then the
     faster path
     (bfloat16 only if at most ``AUTO_MARGIN`` times the float32 time). The decision is kept per
-    process for the search's shape (:func:`inquire.index.screen.remember_choice`)."""
+    process for the search's shape (:func:`inquire.index.screen.remember_choice`), and once the
+    search has finished, on disk for later processes (:func:`~inquire.index.screen.
+    keep_choice`)."""
 
     # The search's first chunks go the float32 way untimed: their rows flood the candidate
     # pools (no floor yet), a start-up cost that would swamp the GEMMs' difference (measured:

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from inquire.index import tuning
 from inquire.index.screen import gamma
 
 log = logging.getLogger(__name__)
@@ -352,7 +353,8 @@ class Kernels:
     def choose_gemm(self, nq: int, d: int, rows: int, pooled: bool = False) -> str:
         """Run the float32 GEMM by the fastest of :meth:`candidates` on this CPU for ``(nq,
         d) @ (rows, d).T`` (best of two after a warm-up; remembered per process for shapes
-        of the same :func:`gemm_key`): one thread each inside :meth:`single_threaded`, or,
+        of the same :func:`gemm_key`, and on disk for later processes on this machine:
+        :mod:`inquire.index.tuning`): one thread each inside :meth:`single_threaded`, or,
         ``pooled``, on the libraries' own threads (torch's count). Returns :attr:`gemm`."""
         names = self.candidates()
         names = tuple(n for n in names if n == "numpy" or gemm_shape_ok(self.torch, n, nq, d, rows))
@@ -362,6 +364,14 @@ class Kernels:
         key = gemm_key(nq, d, rows, self.torch.get_num_threads() if pooled else 1)
         with _fastest_lock:
             known = _fastest.get(key)
+        # What an earlier process on this machine measured (:mod:`inquire.index.tuning`), for
+        # the same candidates.
+        disk_key = (*key, *names)
+        if known is None:
+            known = tuning.recall("gemm", disk_key)
+            if known in names:
+                with _fastest_lock:
+                    _fastest.setdefault(key, known)
         if known is None or known not in names:
             rng = np.random.default_rng(0)
             # Timed on at most _TIMED_QUERIES queries: a huge batch's timing would allocate
@@ -382,6 +392,7 @@ class Kernels:
                 if len(_fastest) >= _FASTEST_KEYS_MAX:
                     _fastest.clear()
                 _fastest[key] = known
+            tuning.keep("gemm", disk_key, known)
         self.gemm = known
         return known
 

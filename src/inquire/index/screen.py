@@ -33,7 +33,8 @@ survivors the same way, so they return the same ids and scores bit for bit.
 or cannot pay (no bfloat16 units listed by the CPU, a store of few chunks), and otherwise
 times both on the search's own first chunks (:data:`clock`, replaceable), screening only
 where bfloat16 is at most ``AUTO_MARGIN`` times the float32 time; the choice is remembered
-per process for that search's shape. Each path is timed as later searches run it: without
+for that search's shape, in the process and on disk for later processes on this machine
+(:mod:`inquire.index.tuning`). Each path is timed as later searches run it: without
 the first computation of row norms and, where the store's bfloat16 copy will be read,
 without the conversions to bfloat16 (:class:`inquire.index.fanout.Chooser`).
 """
@@ -50,6 +51,7 @@ from typing import Any, Literal
 import numpy as np
 
 from inquire.errors import InputError
+from inquire.index import tuning
 
 log = logging.getLogger(__name__)
 
@@ -160,9 +162,22 @@ def remember_choice(key: tuple[Any, ...], method: str) -> None:
 
 
 def recalled_choice(key: tuple[Any, ...]) -> str | None:
-    """The choice remembered for ``key``, or None (then the next search measures)."""
+    """The choice remembered for ``key`` in this process, else the one an earlier process on
+    this machine kept (:mod:`inquire.index.tuning`), or None (then the next search measures)."""
     with _lock:
-        return _choices.get(key)
+        got = _choices.get(key)
+    if got is None:
+        kept = tuning.recall("screen", key)
+        if kept in ("bf16", "fp32"):
+            remember_choice(key, kept)
+            got = kept
+    return got
+
+
+def keep_choice(key: tuple[Any, ...], method: str) -> None:
+    """Keep ``"auto"``'s measured choice for later processes on this machine too."""
+    remember_choice(key, method)
+    tuning.keep("screen", key, method)
 
 
 def bf16_accumulates_in_fp32() -> bool:
@@ -452,7 +467,7 @@ def plan_screen(
         expect = bool(copy()) if callable(copy) else bool(copy)
         key = (q.shape, k, chunk_rows, str(np.dtype(store_dtype)), threads, masked, expect)
         if recalled_choice(key) == "fp32":
-            return fp32("measured slower for this shape earlier in this process")
+            return fp32("measured slower for this shape earlier (in this process or on disk)")
     if not bf16_accumulates_in_fp32():
         return fp32("torch's bfloat16 matmul does not accumulate in float32 on this CPU")
     method = "bf16" if forced or (key is not None and recalled_choice(key) == "bf16") else None
