@@ -9,6 +9,8 @@ reading the same memory-mapped files:
   the default ``bf16_copy="auto"``. Each process first runs one search untimed (its time is
   printed: it holds auto's trial), then builds the store's bfloat16 copy where that search
   chose to screen (once, like an index; its time printed apart), then times ``--repeats``.
+  Every process measures its own choices (``INQUIRE_TUNING=off`` unless set: a choice an
+  earlier run kept on disk would skip the trial; ``first_search.py`` measures that).
 - ``float32``: the same search with ``screen="off"`` (every row approximated by the float32
   GEMM, candidates rescored exactly): the ids and scores ``ours`` must reproduce exactly.
 - ``reference``: the original approach, per query: the whole matrix to float32, a
@@ -490,6 +492,8 @@ def main() -> None:
     p.add_argument("--store", default=None, help=argparse.SUPPRESS)
     p.add_argument("--result", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
+    # Each worker measures its own choices (a kept one would skip the trial); inherited.
+    os.environ.setdefault("INQUIRE_TUNING", "off")
     if args.worker:
         worker_main(args)
         return
