@@ -43,8 +43,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from inquire.testing.clustered import ClusterSpec
 
 K = 100
 
@@ -77,7 +83,7 @@ def _memory_limit_gib() -> float:
     return float("inf")
 
 
-def generate(out: Path, n: int, d: int) -> tuple[object, object]:
+def generate(out: Path, n: int, d: int) -> tuple[ClusterSpec, pd.DataFrame]:
     import pandas as pd
 
     from inquire.testing.clustered import ClusterSpec, write_clustered
@@ -112,9 +118,12 @@ def _searches(idx, q, masks, k=K, **kw):
 def baseline(idx, q, masks, k=K):
     """INQUIRE-Search style: each partition's faiss IVF-PQ, nprobe=1, selector, no rescoring;
     the partitions' faiss lists merged by faiss's own scores."""
-    import faiss
-
+    from inquire.index.ann import _faiss
     from inquire.index.topk import topk
+
+    # As in inquire.index: faiss's stubs lack the keyword constructors of its
+    # SearchParameters (added at run time), so faiss is used untyped.
+    faiss = _faiss()
 
     out = {}
     for name, m in masks.items():
@@ -156,6 +165,8 @@ def ray_check(out: Path, args) -> None:
     spec, meta = generate(out, args.n, args.d)
     store = EmbeddingStore(out / "emb")
     man = ivfpq.read_manifest(out / "index")
+    if man is None:
+        raise SystemExit(f"no index in {out / 'index'}: the main run builds it first")
     q = queries(spec, min(args.queries, 20))
     masks = {k: (None if v.all() else v) for k, v in selectivity_masks(meta).items()}
     one = ivfpq.ScaleIndex.open(store, out / "index")

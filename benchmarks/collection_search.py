@@ -246,13 +246,15 @@ def dense_settings(index, queries: np.ndarray) -> None:
     """The unfiltered dense pass with other block sizes and torch thread counts, side by side."""
     import importlib
 
+    # The module (``inquire.collection.search`` the attribute is the search function); its
+    # settings are set through its namespace (a ModuleType has no typed attributes to assign).
     sm = importlib.import_module("inquire.collection.search")
     chosen = (sm.DENSE_BLOCK_ROWS, sm.DENSE_THREADS)
     print("\nunfiltered dense pass, median of 5 (block rows x torch threads)")
     base = None
     try:
         for rows, threads in [chosen, (65536, 1), (4096, 2), (65536, 2)]:
-            sm.DENSE_BLOCK_ROWS, sm.DENSE_THREADS = rows, threads
+            vars(sm).update(DENSE_BLOCK_ROWS=rows, DENSE_THREADS=threads)
             times = []
             for q in queries[:5]:
                 t0 = time.perf_counter()
@@ -262,7 +264,7 @@ def dense_settings(index, queries: np.ndarray) -> None:
             base = base or t
             print(f"  {rows:6d} x {threads}: {t:.3f} s ({t / base:.1f}x the chosen setting)")
     finally:
-        sm.DENSE_BLOCK_ROWS, sm.DENSE_THREADS = chosen
+        vars(sm).update(DENSE_BLOCK_ROWS=chosen[0], DENSE_THREADS=chosen[1])
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ def main() -> None:
     import torch
 
     from inquire.embed import load_encoder
+    from inquire.embed.base import ImageEncoder
     from inquire.embed.images import open_image
     from inquire.embed.pipeline import embed_images
     from inquire.testing.embed_images import write_jpegs
@@ -48,6 +49,11 @@ def main() -> None:
         root = Path(tmp)
         files = write_jpegs(root / "images", args.n_images, size=args.image_size)
         encoder = load_encoder(args.model, batch_size=args.batch_size)
+        if not isinstance(encoder, ImageEncoder):  # the model alone is timed: encode_pixels
+            raise SystemExit(
+                f"{args.model!r} lacks preprocess/encode_pixels; use an open_clip: or hf_clip: "
+                "model"
+            )
         print(
             f"model {encoder.model_id}, dim {encoder.dim}, torch threads {torch.get_num_threads()}"
         )

@@ -54,9 +54,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from inquire.index.exact import Bf16CopyMode
+    from inquire.index.screen import Screen
 
 SHARD_ROWS = 250_000
 # Run from a checkout without installing: the package lives in ../src.
@@ -147,8 +151,8 @@ def work_ours(
     k: int,
     repeats: int,
     out: Path,
-    screen: str = "auto",
-    bf16_copy: str = "off",
+    screen: Screen = "auto",
+    bf16_copy: Bf16CopyMode = "off",
     warm_up: bool = False,
 ) -> dict:
     from inquire.embed.store import EmbeddingStore
@@ -172,8 +176,8 @@ def work_ours(
         # With the timed runs' bf16_copy: auto remembers its choice per shape, and whether
         # the copy will be read is part of the shape (its trial converts either way: the
         # copy is opened only once bfloat16 is chosen, so this search never builds it).
-        warm_copy = bf16_copy if screen == "auto" else "off"
-        search(store, q, k, screen=screen, stats=st, bf16_copy=warm_copy)  # type: ignore[arg-type]
+        warm_copy: Bf16CopyMode = bf16_copy if screen == "auto" else "off"
+        search(store, q, k, screen=screen, stats=st, bf16_copy=warm_copy)
         first = {"first_seconds": time.perf_counter() - t0, "first_trial": st.trial}
         if st.screen == "bf16" and bf16_copy != "off" and open_copy(store) is None:
             t0 = time.perf_counter()
@@ -181,20 +185,16 @@ def work_ours(
             first["copy_build_seconds"] = time.perf_counter() - t0
     before = _rss_mb()
     times, runs = [], []
-    scores = ids = None
+    found: tuple[np.ndarray, np.ndarray] | None = None
     for _ in range(repeats):
         stats = SearchStats()
         t0 = time.perf_counter()
-        scores, ids = search(
-            store,
-            q,
-            k,
-            screen=screen,  # type: ignore[arg-type]
-            stats=stats,
-            bf16_copy=bf16_copy,  # type: ignore[arg-type]
-        )
+        found = search(store, q, k, screen=screen, stats=stats, bf16_copy=bf16_copy)
         times.append(time.perf_counter() - t0)
         runs.append(stats)
+    if found is None:
+        raise SystemExit(f"--repeats must be at least 1 (got {repeats})")
+    scores, ids = found
     np.save(out, ids)
     np.save(out.with_suffix(".scores.npy"), scores)
     best = runs[int(np.argmin(times))]
@@ -685,7 +685,8 @@ def main() -> None:
 
 def cpu_name() -> str:
     """The CPU model and its bfloat16 units, from /proc/cpuinfo (for the record)."""
-    name, flags = "unknown CPU", set()
+    name = "unknown CPU"
+    flags: set[str] = set()
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name") and name == "unknown CPU":
