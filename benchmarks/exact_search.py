@@ -110,14 +110,20 @@ def write_store(root: Path, n: int, d: int, seed: int) -> None:
     stamp.write_text(json.dumps(want))
 
 
+def add_search_args(p: argparse.ArgumentParser) -> None:
+    """``--d``, ``--queries`` and ``--k``: the row width, the number of queries and the top k,
+    with the same defaults in every exact-search benchmark."""
+    p.add_argument("--d", type=int, default=1024)
+    p.add_argument("--queries", type=int, default=250)
+    p.add_argument("--k", type=int, default=1000)
+
+
 def side_by_side_args(doc: str | None) -> argparse.ArgumentParser:
     """The arguments shared by the scripts that compare two ways of the exact search in one
     process (``exact_search_guess.py``, ``exact_search_parts.py``)."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--n", type=int, default=200_000)
-    p.add_argument("--d", type=int, default=1024)
-    p.add_argument("--queries", type=int, default=250)
-    p.add_argument("--k", type=int, default=1000)
+    add_search_args(p)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--data-dir", type=Path, default=None, help="reuse (or write) the store here")
     return p
@@ -458,10 +464,9 @@ def run_worker(name: str, args: argparse.Namespace, store: Path, result: Path, *
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    # --n, --repeats and --data-dir differ from side_by_side_args's (defaults, help): own ones.
     p.add_argument("--n", type=int, default=1_000_000)
-    p.add_argument("--d", type=int, default=1024)
-    p.add_argument("--queries", type=int, default=250)
-    p.add_argument("--k", type=int, default=1000)
+    add_search_args(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeats", type=int, default=2, help="timed runs of ours/faiss (best)")
     p.add_argument(
