@@ -244,6 +244,25 @@ def test_a_later_search_takes_the_kept_choice_without_a_trial(
     assert st3.trial
 
 
+@pytest.mark.parametrize("bf16_cost,want", [(0.85, "bf16"), (0.95, "off")])
+def test_a_near_call_is_not_kept(tmp_path, monkeypatch, bf16_cost, want):
+    pytest.importorskip("torch")
+    _fake_clock(monkeypatch, bf16_cost)
+    x = random_unit(64 * 32, 24, seed=30)
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [2048]))
+    q = random_unit(5, 24, seed=31)
+    st = SearchStats()
+    search(store, q, 20, screen="auto", chunk_rows=64, threads=1, stats=st)
+    assert st.trial and st.screen == want
+    key = next(iter(scr._choices))
+    assert scr.recalled_choice(key) == ("bf16" if want == "bf16" else "fp32")  # this process
+    assert tuning.recall("screen", key) is None  # not later ones
+    _new_process(monkeypatch)
+    st2 = SearchStats()
+    search(store, q, 20, screen="auto", chunk_rows=64, threads=1, stats=st2)
+    assert st2.trial
+
+
 def test_a_kept_value_that_is_not_a_choice_is_measured_again(tmp_path, monkeypatch):
     pytest.importorskip("torch")
     _fake_clock(monkeypatch, 0.5)

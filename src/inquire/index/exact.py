@@ -277,8 +277,9 @@ def _search(
                 block.release()
         else:
             score_in_threads(store, block_rows, chunk_rows, prefetch, scorers, chooser, shards)
-    if chooser.trial and chooser.decided is not None and chooser.key is not None:
-        keep_choice(chooser.key, chooser.decided)  # for later processes on this machine too
+    if chooser.decided is not None and chooser.key is not None and chooser.clear:
+        # For later processes on this machine too (a near call is measured again there).
+        keep_choice(chooser.key, chooser.decided)
     # The survivors' exact scores, on the scoring threads' cores (torch's small conversions
     # there run fastest single-threaded, even where the GEMMs used torch's own threads).
     finished = time.perf_counter()

@@ -16,7 +16,7 @@ from inquire.embed.store import EmbeddingStore
 from inquire.index import screen as screen_mod
 from inquire.index.blocks import Block, iter_blocks
 from inquire.index.scorer import Scorer
-from inquire.index.screen import AUTO_MARGIN, remember_choice
+from inquire.index.screen import AUTO_MARGIN, KEEP_BAND, remember_choice
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +28,8 @@ class Chooser:
     faster path
     (bfloat16 only if at most ``AUTO_MARGIN`` times the float32 time). The decision is kept per
     process for the search's shape (:func:`inquire.index.screen.remember_choice`), and once the
-    search has finished, on disk for later processes (:func:`~inquire.index.screen.
-    keep_choice`)."""
+    search has finished, where the trial was clear (:attr:`clear`), on disk for later
+    processes (:func:`~inquire.index.screen.keep_choice`)."""
 
     # The search's first chunks go the float32 way untimed: their rows flood the candidate
     # pools (no floor yet), a start-up cost that would swamp the GEMMs' difference (measured:
@@ -54,6 +54,8 @@ class Chooser:
         self.chunk_rows = chunk_rows  # shorter chunks (a shard's or block's last) take no slot
         self._next = 0
         self._times: dict[str, list[float]] = {"fp32": [], "bf16": []}
+        # The trial's best bfloat16 time over its best float32 time, once decided.
+        self.ratio: float | None = None
         self._lock = threading.Lock()
         self.trial = fixed is None
 
@@ -79,6 +81,7 @@ class Chooser:
             timed = len(self.TRIAL) - self.TIMED_FROM
             if self.decided is None and sum(map(len, self._times.values())) == timed:
                 bf16, fp32 = min(self._times["bf16"]), min(self._times["fp32"])
+                self.ratio = bf16 / fp32 if fp32 > 0 else float("inf")
                 self.decided = "bf16" if bf16 <= AUTO_MARGIN * fp32 else "fp32"
                 log.info(
                     "screen=auto: bfloat16 chunk %.4f s, float32 chunk %.4f s: %s",
@@ -88,6 +91,13 @@ class Chooser:
                 )
                 if self.key is not None:
                     remember_choice(self.key, self.decided)
+
+    @property
+    def clear(self) -> bool:
+        """Whether this search's trial decided by a clear margin (``KEEP_BAND`` either side
+        of ``AUTO_MARGIN``): only such a choice is kept for later processes."""
+        r = self.ratio
+        return r is not None and abs(r - AUTO_MARGIN) >= KEEP_BAND
 
     def run(self, scorer: Scorer, block: Block, lo: int, rows: int) -> None:
         """Score one chunk with the chosen method, timing it while on trial."""

@@ -65,6 +65,10 @@ U_F32 = 2.0**-24
 C_BF16 = U_BF16 / (1 - U_BF16)
 #: "auto" screens only where a bfloat16 chunk takes at most this share of a float32 chunk's time.
 AUTO_MARGIN = 0.9
+#: A choice is kept on disk for later processes only where the trial was clear: bfloat16 at
+#: most ``AUTO_MARGIN - KEEP_BAND`` or at least ``AUTO_MARGIN + KEEP_BAND`` times float32
+#: (a near call, e.g. on a busy machine, is measured again by the next process).
+KEEP_BAND = 0.1
 #: "auto" considers screening only for stores of at least this many chunks (the trial uses
 #: the 14 first: 8 skipped, then 6).
 MIN_TRIAL_CHUNKS = 16
