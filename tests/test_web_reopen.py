@@ -299,3 +299,43 @@ def test_searches_arriving_together_after_a_change_open_the_folder_once(
     for reply in replies:
         assert reply.status_code == 200, reply.text
         assert _same(_found(reply.json()["results"]), second)
+
+
+def test_rows_named_by_the_annotations_follow_the_new_metadata(tmp_path: Path) -> None:
+    """INQUIRE's layout (no image_id: rows take the annotations' ids, joined on the paths):
+    written again with the rows in another order, each row keeps the id of its path."""
+    root = tmp_path / "emb"
+    vecs = random_unit(6, D, seed=7)
+    paths = [f"train/x/r{i}" for i in range(6)]
+    ann = tmp_path / "ann.csv"
+    ann.write_text(
+        "query_id,image_id,image_path\n"
+        + "".join(f"1,{100 + i},{p}.jpg\n" for i, p in enumerate(paths))
+    )
+    scores = vecs.astype(np.float16).astype(np.float32) @ QUERY
+    want = [(100 + int(i), float(scores[i])) for i in np.argsort(-scores, kind="stable")[:K]]
+    write_store(root, vecs, [3, 3], paths=paths, with_image_id=False)
+    app = create_app(WebConfig(embeddings=root, model=_Encoder(), annotations=[ann]))
+    client = page_client(app)
+    assert _same(_found(_search(client).json()["results"]), want)
+
+    order = [4, 2, 0, 5, 1, 3]
+    write_store(root, vecs[order], [2, 4], paths=[paths[i] for i in order], with_image_id=False)
+    catalog = app.state.inquire.catalog
+    assert _same(_found(_search(client).json()["results"]), want)
+    assert catalog.row_ids is not None
+    assert catalog.row_ids.tolist() == [100 + i for i in order]
+
+
+def test_a_metadata_file_removed_is_a_clear_error_until_it_is_back(tmp_path: Path) -> None:
+    root = tmp_path / "emb"
+    first = _write(root, seed=1, sizes=[6, 7], first_id=0)
+    app, _ = _app(root)
+    client = page_client(app, raise_server_exceptions=False)
+    assert _same(_found(_search(client).json()["results"]), first)
+    (meta_dir(root) / "metadata_1.parquet").unlink()
+    reply = _search(client)
+    assert reply.status_code == 400
+    assert "no metadata file of the same shard number" in reply.json()["detail"]
+    again = _write(root, seed=6, sizes=[6, 7], first_id=60)
+    assert _same(_found(_search(client).json()["results"]), again)
