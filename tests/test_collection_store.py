@@ -257,3 +257,45 @@ def test_train_json_licence_holder_and_uncertainty_are_kept_and_old_databases_ga
         assert len(search(old, SearchRequest("blue", k=5))) == 5
     finally:
         old.close()
+
+
+def test_an_index_loaded_while_a_compaction_commits_never_names_wrong_images(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """compact swaps the new shards in before its database transaction commits: a reader
+    loading the index in between (another process, a server's first request) saw the new
+    shards with the old rows' positions, every valid row under another image's id. It is
+    now a clear error; before the swap and after the commit the index is whole."""
+    from inquire.collection import store as cs
+    from inquire.collection.store import Collection
+
+    photos = make_photo_folder(tmp_path / "p", n=12)
+    enc = PixelHashEncoder()
+    coll, _ = create_collection("c", tmp_path / "p", "toy:colour", encoder=enc)
+    for i in range(1, 6):
+        write_photo(photos[i].path, "blue", seed=100 + i)
+    update_collection("c", encoder=enc)
+    real_replace = os.replace
+    seen: dict[str, object] = {}
+
+    def replace_then_read(src: object, dst: object) -> None:
+        real_replace(src, dst)  # type: ignore[arg-type]
+        if Path(str(dst)) == coll.emb_dir:  # the new shards are in; the commit is not
+            with Collection(coll.folder) as other:
+                try:
+                    idx = other.index()
+                except InputError as exc:
+                    seen["error"] = str(exc)
+                else:
+                    valid = idx.valid
+                    seen["wrong"] = int((idx.image_id[valid] != idx.store.ids[valid]).sum())
+
+    monkeypatch.setattr(cs.os, "replace", replace_then_read)
+    assert compact("c") == 5
+    monkeypatch.setattr(cs.os, "replace", real_replace)
+    assert "wrong" not in seen, seen
+    assert "is being rewritten by another process" in str(seen["error"])
+    with Collection(coll.folder) as fresh:
+        after = fresh.index()
+    assert len(after) == 12 and bool(after.valid.all())
+    assert after.image_id.tolist() == after.store.ids.tolist()

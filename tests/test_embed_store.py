@@ -12,6 +12,7 @@ import pytest
 
 from inquire.embed import EmbeddingStore
 from inquire.errors import InputError
+from inquire.testing.search_stores import random_unit, write_store
 
 
 def _inquire_layout(root: Path, sizes=(5, 4), dim=8, seed=0) -> np.ndarray:
@@ -92,3 +93,69 @@ def test_manifest_is_the_commit_record(tmp_path):
     (tmp_path / "img_emb" / "img_emb_1.npy").unlink()
     with pytest.raises(InputError, match=r"lists shard\(s\) \[1\]"):
         EmbeddingStore(tmp_path)
+
+
+def test_folder_state_changes_with_every_kind_of_rewrite(tmp_path):
+    """folder_state tells the folder a store opened from the folder after a shard was
+    added, removed or renamed over, or the manifest written; listing it again without a
+    change gives the same value."""
+    from inquire.embed.folder import emb_dir, folder_state, write_manifest, write_shard
+
+    write_store(tmp_path, random_unit(6, 4), [3, 3])
+    before = folder_state(tmp_path)
+    assert folder_state(tmp_path) == before
+    states = [before]
+    write_shard(tmp_path, 1, random_unit(3, 4, seed=1), ["a", "b", "c"], [7, 8, 9])  # replaced
+    states.append(folder_state(tmp_path))
+    write_shard(tmp_path, 2, random_unit(2, 4, seed=2), ["d", "e"], [10, 11])  # added
+    states.append(folder_state(tmp_path))
+    (emb_dir(tmp_path) / "img_emb_2.npy").unlink()  # removed
+    states.append(folder_state(tmp_path))
+    write_manifest(tmp_path, {"shards": [{"index": 0}, {"index": 1}]})
+    states.append(folder_state(tmp_path))
+    assert len(set(states)) == len(states)
+    assert folder_state(tmp_path / "nothing") != folder_state(tmp_path)
+
+
+def test_open_settled_opens_again_a_folder_written_while_it_was_opened(tmp_path, monkeypatch):
+    """A writer renaming new shard files in while the store is being opened: the store
+    opened then may hold the old embeddings with the new metadata (read after them). The
+    folder is opened again; the store returned holds the folder as it is, with its state."""
+    import inquire.embed.store as store_mod
+    from inquire.embed.folder import folder_state
+
+    write_store(tmp_path, random_unit(4, 4), [2, 2])
+    calls = [0]
+
+    def rewritten_on_second_look(root):
+        calls[0] += 1
+        if calls[0] == 2:  # after the first opening, before its check
+            write_store(root, random_unit(4, 4, seed=5), [2, 2], ids=np.arange(50, 54))
+        return folder_state(root)
+
+    monkeypatch.setattr(store_mod, "folder_state", rewritten_on_second_look)
+    store, state = store_mod.open_settled(tmp_path)
+    assert store.ids.tolist() == [50, 51, 52, 53]
+    np.testing.assert_allclose(
+        store.rows([0, 1, 2, 3]), random_unit(4, 4, seed=5).astype(np.float16), rtol=1e-3
+    )
+    assert state == folder_state(tmp_path)
+    assert calls[0] == 4
+
+
+def test_open_settled_gives_up_on_a_folder_that_keeps_changing(tmp_path, monkeypatch):
+    import inquire.embed.store as store_mod
+
+    write_store(tmp_path, random_unit(4, 4), [2, 2])
+    states = iter(range(100))
+    monkeypatch.setattr(store_mod, "folder_state", lambda root: next(states))
+    with pytest.raises(InputError, match="changed each of the 3 times it was opened"):
+        store_mod.open_settled(tmp_path)
+
+
+def test_open_settled_reports_a_folder_that_cannot_be_opened(tmp_path):
+    from inquire.embed.store import open_settled
+
+    (tmp_path / "img_emb").mkdir()
+    with pytest.raises(InputError, match="holds no img_emb"):
+        open_settled(tmp_path)

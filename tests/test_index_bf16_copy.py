@@ -688,3 +688,46 @@ def test_a_shard_replaced_under_an_open_store_never_leaves_a_wrong_copy(tmp_path
     with contextlib.suppress(InputError):
         search(store, q, 20, screen="bf16", bf16_copy="auto")
     all_paths(EmbeddingStore(root), q, 20, block_rows=512, chunk_rows=256)
+
+
+def test_a_store_whose_shard_was_replaced_never_reads_the_new_files_copy(tmp_path):
+    # A long-lived store (the web page's) still maps the old file of shard 1 when a new
+    # file is renamed over it and a fresh store builds the copy of the new file. The copy's
+    # key is computed from the file now at the path: the old store must not screen its rows
+    # with the new file's bits and norms. Here the old shard 1 holds the rows nearest the
+    # queries and the new one the farthest: screened with the new bits, shard 1 would be
+    # dropped whole, its rows never read (so never found replaced), the top rows lost.
+    d = 16
+    q = random_unit(1, d, seed=3)
+    near = random_unit(1000, d, seed=2) * 0.2 + q
+    x = np.vstack([random_unit(1000, d, seed=1), near / np.linalg.norm(near, axis=1)[:, None]])
+    root = write_store(tmp_path / "s", x, [1000, 1000])
+    old = EmbeddingStore(root)
+    want = brute_force(q, old.rows(np.arange(len(old))), old.ids, 20)
+    assert (want[1] >= 1000).all()  # the top rows are the old shard 1's
+    far = x[1000:] * -1
+    write_shard(root, 1, far, [f"n{i}" for i in range(1000)], np.arange(1000, 2000))
+    new = EmbeddingStore(root)
+    bc.build_copy(new)
+    assert bc.open_copy(new) is not None
+    assert bc.open_copy(old) is None  # shard 1's copy is the new file's, not the old map's
+    for screen in ("bf16", "auto", "off"):
+        try:
+            got = search(old, q, 20, screen=screen, bf16_copy="use")
+        except InputError as exc:
+            assert "open the store again" in str(exc)
+        else:  # the old files' rows, under their ids
+            np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_the_chunk_norms_of_a_store_whose_shard_was_replaced_are_not_shared(tmp_path):
+    # The per-process chunk norms are keyed by the files at the shards' paths: a store
+    # still mapping the file a new one was renamed over must not find the new file's.
+    from inquire.index.scorer import _store_key
+
+    root = write_store(tmp_path / "s", random_unit(20, 8, seed=1), [10, 10])
+    old = EmbeddingStore(root)
+    assert _store_key(old) is not None
+    write_shard(root, 1, random_unit(10, 8, seed=2), [f"n{i}" for i in range(10)], None)
+    assert _store_key(old) is None
+    assert _store_key(EmbeddingStore(root)) is not None

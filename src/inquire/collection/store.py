@@ -469,6 +469,17 @@ class CollectionIndex:
             # Shards written since the snapshot (e.g. by an update running now): describe
             # exactly the shards this store holds.
             df = coll._rows_snapshot(store)
+        if not _rows_match(store, df["image_id"].to_numpy(np.int64)):
+            # The snapshot names other images than the shards' metadata: the shards were
+            # replaced after it was taken (a compaction swaps them in before its database
+            # commit is visible). Once more from the database as it is now.
+            df = coll._rows_snapshot(store)
+            if not _rows_match(store, df["image_id"].to_numpy(np.int64)):
+                raise InputError(
+                    f"collection {coll.name!r} is being rewritten by another process (its "
+                    f"embeddings and its database disagree: a compaction is committing); "
+                    f"search again when it has finished"
+                )
         taxa = {c: pd.Categorical(df[c]) for c in TAXON_COLUMNS}
         return cls(
             coll,
@@ -520,6 +531,30 @@ class CollectionIndex:
             sel = np.flatnonzero(shard_of == s)
             out[sel] = self.store.shards[s][rows[sel] - offsets[s]]
         return out
+
+
+def _rows_match(store: Any, image_id: np.ndarray) -> bool:
+    """Whether every valid row of ``image_id`` (a snapshot's per-row ids, -1 invalid) is the
+    image the shard's metadata says that row embeds (each shard is written with its rows'
+    ``image_id``). Shards without valid rows, or whose metadata has no ``image_id``, are not
+    read; only the ``image_id`` column is."""
+    import pyarrow.parquet as pq
+
+    offsets = store.offsets
+    for s, path in enumerate(store.metadata_paths):
+        mine = image_id[int(offsets[s]) : int(offsets[s + 1])]
+        valid = mine >= 0
+        if not valid.any():
+            continue
+        try:
+            if "image_id" not in pq.read_schema(path).names:
+                continue
+            written = pq.read_table(path, columns=["image_id"]).column(0).to_numpy()
+        except (OSError, ValueError):
+            return False  # replaced or removed while read: not these shards' metadata
+        if len(written) != len(mine) or (np.asarray(written, np.int64)[valid] != mine[valid]).any():
+            return False
+    return True
 
 
 def _collection_folder(name: str, root: str | os.PathLike[str] | None) -> Path:

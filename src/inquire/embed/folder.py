@@ -146,6 +146,38 @@ def metadata_files(root: str | os.PathLike[str]) -> list[Path]:
     return list(_numbered(meta_dir(root), _META_RE).values())
 
 
+def folder_state(root: str | os.PathLike[str]) -> tuple[tuple[Any, ...], ...]:
+    """What a reader of ``root`` would find there now, as a comparable value: the name,
+    device, inode, size and modification and change times of every shard file (embeddings
+    and metadata) and of the manifest. A shard added, removed, or replaced (renamed over:
+    another inode) or rewritten in place changes it; a long-lived reader compares it with
+    the value it took when it opened the folder to notice a new ``inquire embed``. One
+    directory listing and one ``stat`` per file: cheap beside a search."""
+    root = Path(root)
+    out: list[tuple[Any, ...]] = []
+    for folder, pattern in ((emb_dir(root), _EMB_RE), (meta_dir(root), _META_RE)):
+        try:
+            names = sorted(os.listdir(folder))
+        except OSError:
+            out.append((folder.name, None))  # no folder (or unreadable): no shards there
+            continue
+        for name in names:
+            if pattern.match(name):
+                out.append(_file_state(folder / name, f"{folder.name}/{name}"))
+    out.append(_file_state(manifest_path(root), MANIFEST))
+    return tuple(out)
+
+
+def _file_state(path: Path, name: str) -> tuple[Any, ...]:
+    """``(name, device, inode, size, mtime_ns, ctime_ns)`` of ``path``; ``(name, None)``
+    where there is no file (removed since the folder was listed)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return (name, None)
+    return (name, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 def list_shards(
     root: str | os.PathLike[str],
     numbers: Sequence[int] | None = None,

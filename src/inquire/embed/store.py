@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 from inquire.embed.folder import (
     DAMAGED_FIX,
     emb_dir,
+    folder_state,
     is_embedding_folder,
     list_shards,
     manifest_path,
@@ -234,6 +235,41 @@ class EmbeddingStore:
         n = len(self)
         rows = np.unique(np.linspace(0, n - 1, min(sample, n)).astype(np.int64))
         check_unit_norm(self.rows(rows), f"image embeddings in {str(self.root)!r}", tol)
+
+
+#: Times :func:`open_settled` opens a folder that changes while it is opened.
+SETTLE_TRIES = 3
+
+
+def open_settled(
+    root: str | os.PathLike[str], tries: int = SETTLE_TRIES
+) -> tuple[EmbeddingStore, tuple[tuple[Any, ...], ...]]:
+    """The store at ``root``, its metadata read, and the folder's state it holds
+    (:func:`~inquire.embed.folder.folder_state`), for a reader that keeps a store and opens
+    it again when the folder changes (the web page's search).
+
+    The state is taken before and after the opening and the two agree, so no shard file
+    was added, removed or replaced while the store mapped the embeddings and read the
+    metadata (one read lazily later could come from a newer file than the rows mapped). A
+    folder that changes while it is opened (a writer renaming its files) is opened again,
+    ``tries`` times in all; an opening that fails while the folder changes too (a shard
+    half written) counts as such a try. A folder still changing is an InputError."""
+    for _ in range(max(1, tries)):
+        before = folder_state(root)
+        try:
+            store = EmbeddingStore(root)
+            store.metadata  # noqa: B018 - read now, from the files just mapped
+        except InputError:
+            if folder_state(root) == before:
+                raise  # the folder as it stands is unreadable
+            continue
+        if folder_state(root) == before:
+            return store, before
+    raise InputError(
+        f"the embedding folder {str(Path(root))!r} changed each of the {max(1, tries)} times "
+        f"it was opened: a writer (inquire embed) is replacing its files; try again when it "
+        f"has finished"
+    )
 
 
 SHARD_DTYPES = (np.dtype(np.float16), np.dtype(np.float32))

@@ -82,15 +82,25 @@ def copy_dir(store_root: str | os.PathLike[str]) -> Path:
     return Path(store_root) / FOLDER
 
 
-def shard_key(path: Path, shard: np.ndarray) -> str:
-    """A digest of the shard file's identity (see the module doc); 16 hex digits."""
-    st = path.stat()
-    h = hashlib.sha256()
-    h.update(
-        f"v{FORMAT_VERSION}|{path.name}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|"
-        f"{st.st_ino}|{shard.dtype.str}|{shard.shape}".encode()
-    )
+class ShardReplaced(OSError):
+    """The file at a shard's path is not the one the store mapped (:func:`shard_key`)."""
+
+
+def shard_key(path: Path, shard: np.ndarray, expect: tuple[int, int] | None = None) -> str:
+    """A digest of the shard file's identity (see the module doc); 16 hex digits.
+
+    ``expect``: the ``(device, inode)`` of the file the store mapped
+    (``EmbeddingStore.shard_files``); another file at ``path`` (renamed over it since) is
+    :class:`ShardReplaced`: its key names that file's copy, not the mapped rows'."""
     with open(path, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if expect is not None and (st.st_dev, st.st_ino) != tuple(expect):
+            raise ShardReplaced(f"{path} is not the file the store mapped")
+        h = hashlib.sha256()
+        h.update(
+            f"v{FORMAT_VERSION}|{path.name}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|"
+            f"{st.st_ino}|{shard.dtype.str}|{shard.shape}".encode()
+        )
         h.update(fh.read(4096))
         fh.seek(max(0, st.st_size - 4096))
         h.update(fh.read(4096))
@@ -227,23 +237,27 @@ class Bf16Copy:
 
 def open_copy(store: EmbeddingStore) -> Bf16Copy | None:
     """The store's bfloat16 copy when one exists for every shard as the shards are now,
-    else None (missing, stale or unreadable: never an error)."""
+    else None (missing, stale or unreadable: never an error). Also None where a shard file
+    was replaced since the store mapped it: the copy keyed by the file now at its path holds
+    that file's rows, and screening the mapped rows with them could drop true top rows."""
     folder = copy_dir(store.root)
     if not _real_folder(folder):
         return None
+    files = getattr(store, "shard_files", None)
     shards, norms = [], []
     try:
-        for path, shard in zip(store.shard_paths, store.shards, strict=True):
+        for s, (path, shard) in enumerate(zip(store.shard_paths, store.shards, strict=True)):
             if len(shard) == 0:  # nothing to read: no files
                 shards.append(np.zeros(shard.shape, np.uint16))
                 norms.append(np.zeros((0, 2), np.float32))
                 continue
-            found = _open_shard(folder, path, shard, shard_key(path, shard))
+            key = shard_key(path, shard, None if files is None else files[s])
+            found = _open_shard(folder, path, shard, key)
             if found is None:
                 return None
             shards.append(found[0])
             norms.append(found[1])
-    except OSError:  # a shard file vanished
+    except OSError:  # a shard file vanished or was replaced (ShardReplaced)
         return None
     return Bf16Copy(folder, shards, np.concatenate(norms))
 

@@ -60,14 +60,19 @@ _NORMS_MAX = 1 << 20
 
 
 def _store_key(store: EmbeddingStore) -> tuple[Any, ...] | None:
-    """Identity of the store's shard files (None when a shard is not a file)."""
+    """Identity of the store's shard files (None when a shard is not a file, or is not the
+    file the store mapped: one renamed over it since, whose norms are not the mapped rows')."""
     try:
-        return tuple(
+        key = tuple(
             (str(p), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
             for p, st in ((p, os.stat(p)) for p in store.shard_paths)
         )
     except (OSError, AttributeError, TypeError):
         return None
+    mapped = getattr(store, "shard_files", None)
+    if mapped is not None and [(k[5], k[4]) for k in key] != [tuple(m) for m in mapped]:
+        return None
+    return key
 
 
 def _slice_rows(store: EmbeddingStore, first: int, rows: int) -> np.ndarray:

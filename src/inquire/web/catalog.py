@@ -9,8 +9,9 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,6 +25,9 @@ from inquire.web.config import WebConfig
 from inquire.web.images import ImageNotFound, ImageRoots
 from inquire.web.parquet_images import ParquetImage, ParquetImages
 from inquire.web.runs import RunEntry, display_name, slug_of
+
+if TYPE_CHECKING:
+    from inquire.embed.store import EmbeddingStore
 
 log = logging.getLogger(__name__)
 
@@ -61,22 +65,16 @@ class Catalog:
         if ann_files:
             self.qrels = Qrels(rel, paths)
 
-        self.store = None
-        # Image id of every store row as the runs know it (None: the store's own ids).
-        self.row_ids: np.ndarray | None = None
-        if config.embeddings is not None:
-            from inquire.embed.store import EmbeddingStore
-
-            self.store = EmbeddingStore(config.embeddings)
-            self.row_ids = self._row_ids(self.store, paths)
+        # The embeddings as opened (store, its row ids, its image paths, its search answers),
+        # opened again when the folder changes (:meth:`_current`).
+        self._ann_paths = paths
+        self._opened: _Opened | None = None
+        self._reopen_lock = threading.Lock()
         self.images = ImageRoots(list(config.image_roots))
-        # Embedding metadata first (it covers the whole collection), then the annotations.
-        if self.store is not None and config.image_roots:
-            meta = self.store.metadata
-            if "image_path" in meta.columns:
-                row_ids = self.store.ids if self.row_ids is None else self.row_ids
-                self.images.add_paths(row_ids, meta["image_path"].astype(str))
-        if paths:
+        if config.embeddings is not None:
+            self._opened = self._open()
+            self.images = self._opened.images
+        elif paths:
             self.images.add_paths(paths.keys(), paths.values())
         # Last resort for ids the roots cannot resolve: images inside rerank parquet files.
         self.parquet_images = ParquetImages(
@@ -88,13 +86,12 @@ class Catalog:
         self._reports: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
         self._encoder: Encoder | None = None
         self._encoder_lock = threading.Lock()
-        self._search_cache: OrderedDict[tuple[str, int], list[dict[str, Any]]] = OrderedDict()
         self._search_lock = threading.Lock()
         if isinstance(config.model, str):
             from inquire.embed.models import resolve
 
             resolve(config.model)  # unknown model ids fail at start-up, not on first search
-        if config.model is not None and self.store is None:
+        if config.model is not None and self._opened is None:
             raise InputError(
                 "a text model was given but no embeddings folder; pass --embeddings DIR with "
                 "the collection embedded by that model"
@@ -115,6 +112,60 @@ class Catalog:
         except InputError as exc:
             log.warning("image ids of the embeddings stay their row numbers: %s", exc)
             return None
+
+    # --- the embeddings, opened again when the folder changes ----------------------------
+    @property
+    def store(self) -> EmbeddingStore | None:
+        """The embedding store as last opened (None without ``--embeddings``)."""
+        return None if self._opened is None else self._opened.store
+
+    @property
+    def row_ids(self) -> np.ndarray | None:
+        """Image id of every row of :attr:`store` as the runs know it (None: the store's own
+        ids)."""
+        return None if self._opened is None else self._opened.row_ids
+
+    def _open(self) -> _Opened:
+        """Open the embeddings folder and derive everything the pages read from it."""
+        from inquire.embed.store import open_settled
+
+        assert self.config.embeddings is not None
+        store, state = open_settled(self.config.embeddings)
+        row_ids = self._row_ids(store, self._ann_paths)
+        images = ImageRoots(list(self.config.image_roots))
+        # Embedding metadata first (it covers the whole collection), then the annotations.
+        if self.config.image_roots:
+            meta = store.metadata
+            if "image_path" in meta.columns:
+                ids = store.ids if row_ids is None else row_ids
+                images.add_paths(ids, meta["image_path"].astype(str))
+        if self._ann_paths:
+            images.add_paths(self._ann_paths.keys(), self._ann_paths.values())
+        return _Opened(store, state, row_ids, images)
+
+    def _current(self) -> _Opened | None:
+        """The embeddings as they are in the folder now: the opened ones while the folder
+        is as it was when they were opened, else the folder opened again (once, under a
+        lock, however many requests notice the change; each later request then uses the
+        new one). A folder that cannot be opened now (a shard removed, a manifest listing a
+        missing shard, emptied) is the opening's InputError, and the next request tries
+        again: nothing is answered from files that are no longer there."""
+        from inquire.embed.folder import folder_state
+
+        opened = self._opened
+        if opened is None or self.config.embeddings is None:
+            return opened
+        if folder_state(self.config.embeddings) == opened.state:
+            return opened
+        with self._reopen_lock:
+            opened = self._opened
+            assert opened is not None
+            if folder_state(self.config.embeddings) != opened.state:
+                log.info("the embeddings folder changed since it was opened: opening it again")
+                opened = self._open()
+                self._opened = opened
+                self.images = opened.images
+            return opened
 
     @staticmethod
     def _config_files_of(entry: RunEntry, key: str, warn_missing: bool = False) -> list[Path]:
@@ -498,7 +549,7 @@ class Catalog:
     # --- free-text search ---------------------------------------------------------------
     @property
     def can_search(self) -> bool:
-        return self.store is not None and self.config.model is not None
+        return self._opened is not None and self.config.model is not None
 
     def encoder(self) -> Encoder:
         """The text encoder, loaded on first use (loading a model can take seconds)."""
@@ -518,40 +569,79 @@ class Catalog:
     def search(self, text: str, k: int) -> list[dict[str, Any]]:
         """Top ``k`` images of the embedded collection for ``text``: rank, image_id, score.
 
-        Answers are kept in a small LRU (the encoder and exact search are deterministic).
-        """
+        Searches the embeddings folder as it is now (:meth:`_current`): a new ``inquire
+        embed`` into it while the server runs is opened again, with its own ids and image
+        paths, by the next search."""
         text = text.strip()
         if not text:
             raise InputError("the search text is empty; type what the images should show")
         if len(text) > 1000:
             raise InputError(f"the search text has {len(text)} characters; use at most 1000")
-        if self.store is None or self.config.model is None:
+        if self._opened is None or self.config.model is None:
             raise InputError(
                 "free-text search is off: start the server with --embeddings DIR --model ID"
             )
         k = max(1, min(int(k), self.config.max_k))
+        from inquire.embed.folder import folder_state
+
+        opened = self._current()
+        assert opened is not None and self.config.embeddings is not None
+        try:
+            return self._search(opened, text, k)
+        except InputError:
+            # A search on files replaced or removed while it ran (the scan reads them by
+            # name) stops with an InputError: search the folder as it is now, once.
+            if folder_state(self.config.embeddings) == opened.state:
+                raise
+        opened = self._current()
+        assert opened is not None
+        return self._search(opened, text, k)
+
+    def _search(self, opened: _Opened, text: str, k: int) -> list[dict[str, Any]]:
+        """:meth:`search` in the embeddings ``opened``: its store, its row ids, its answers
+        (kept in a small LRU of that opening: the encoder and exact search are
+        deterministic)."""
         key = (text, k)
         with self._search_lock:
-            if key in self._search_cache:
-                self._search_cache.move_to_end(key)
-                return self._search_cache[key]
+            if key in opened.answers:
+                opened.answers.move_to_end(key)
+                return opened.answers[key]
         from inquire.eval.fullrank import search_texts
 
-        scores, ids = search_texts(self.encoder(), self.store, [text], k)
-        if self.row_ids is not None:
+        store, row_ids = opened.store, opened.row_ids
+        scores, ids = search_texts(self.encoder(), store, [text], k)
+        if row_ids is not None:
             # a store without image ids searches by row; name rows as the runs do
-            rows = self.store.row_of(ids.ravel(), missing="ignore").reshape(ids.shape)
-            ids = np.where(rows >= 0, self.row_ids[np.maximum(rows, 0)], -1)
+            rows = store.row_of(ids.ravel(), missing="ignore").reshape(ids.shape)
+            ids = np.where(rows >= 0, row_ids[np.maximum(rows, 0)], -1)
         items = [
             {"rank": r, "image_id": int(i), "score": float(s)}
             for r, (i, s) in enumerate(zip(ids[0].tolist(), scores[0].tolist(), strict=True), 1)
             if i >= 0
         ]
         with self._search_lock:
-            self._search_cache[key] = items
-            while len(self._search_cache) > 256:
-                self._search_cache.popitem(last=False)
+            opened.answers[key] = items
+            while len(opened.answers) > 256:
+                opened.answers.popitem(last=False)
         return items
+
+
+@dataclass
+class _Opened:
+    """One opening of the embeddings folder and everything derived from it, replaced as a
+    whole when the folder changes: a search that began on it finishes on it (or stops
+    with the InputError of a file gone), so its ids, paths and answers never mix with
+    another opening's."""
+
+    store: EmbeddingStore
+    #: :func:`~inquire.embed.folder.folder_state` of the folder the store holds
+    state: tuple[tuple[Any, ...], ...]
+    #: image id of every row as the runs know it (None: the store's own ids)
+    row_ids: np.ndarray | None
+    #: image id -> path: the store's metadata, then the annotations
+    images: ImageRoots
+    #: search answers by (text, k), guarded by the catalog's search lock
+    answers: OrderedDict[tuple[str, int], list[dict[str, Any]]] = field(default_factory=OrderedDict)
 
 
 __all__: Sequence[str] = ["Catalog"]
