@@ -12,10 +12,42 @@ import numpy as np
 import pytest
 
 from inquire.embed.store import EmbeddingStore
-from inquire.index import rescore
+from inquire.index import fused, rescore
 from inquire.index.kernels import Kernels
 from inquire.index.score import exact_score, exact_scores
 from inquire.testing.search_stores import large_store, random_unit, rss_file_bytes, write_store
+
+
+@pytest.fixture(autouse=True)
+def _without_the_kernel_unless_asked(request, monkeypatch):
+    """The rescoring without the compiled kernel (:mod:`inquire.index.fused`), except in
+    tests that take ``rescore_path``: those run both ways."""
+    if "rescore_path" not in request.fixturenames:
+        monkeypatch.setenv(fused.ENV_NUMBA, "off")
+
+
+@pytest.fixture(params=["numpy", "fused"])
+def rescore_path(request, monkeypatch):
+    """Each way of the rescoring: without the compiled kernel, or with it (loaded first,
+    used at any size); yields the calls of the kernel, checked made where it runs."""
+    calls = [0]
+    if request.param == "numpy":
+        monkeypatch.setenv(fused.ENV_NUMBA, "off")
+        yield request.param
+        return
+    monkeypatch.delenv(fused.ENV_NUMBA, raising=False)
+    if fused.loaded(wait=True) is None:
+        pytest.skip("numba is not installed: no compiled kernel")
+    monkeypatch.setattr(rescore, "FUSED_WAIT_ELEMENTS", 0)
+    dots = fused.pair_dots
+
+    def counted(*a: Any) -> None:
+        calls[0] += 1
+        dots(*a)
+
+    monkeypatch.setattr(fused, "pair_dots", counted)
+    yield request.param
+    assert calls[0] > 0, "the compiled kernel never ran"
 
 
 def test_exact_scores_with_shared_rows_equal_pair_by_pair():
@@ -31,11 +63,14 @@ def test_exact_scores_with_shared_rows_equal_pair_by_pair():
 
 @pytest.mark.parametrize("threads", [1, 2, 3, 7])
 @pytest.mark.parametrize("known_norm", [False, True])
-def test_rescore_across_shards_pieces_and_threads(tmp_path, monkeypatch, threads, known_norm):
+def test_rescore_across_shards_pieces_and_threads(
+    tmp_path, monkeypatch, threads, known_norm, rescore_path
+):
     # Tiny batches and pieces: a batch's rows cross shard boundaries, a query's rows in a
     # batch cross pieces; rows repeat across queries; more threads than batches at the end.
     monkeypatch.setattr(rescore, "_BATCH_ELEMENTS", 37 * 16)
     monkeypatch.setattr(rescore, "_PIECE_ELEMENTS", 7 * 16)
+    monkeypatch.setattr(rescore, "_MAP_BYTES", 11 * 16 * 2)  # the kernel's windows: 11 rows
     x = random_unit(500, 16, seed=3)
     store = EmbeddingStore(write_store(tmp_path / "s", x, [120, 1, 379]))
     q = random_unit(6, 16, seed=4)
@@ -62,7 +97,7 @@ def test_batches_cover_every_row_once_and_feed_every_thread(threads):
             assert len(got) >= min(threads, n_rows)
 
 
-def test_pairs_in_any_order_and_queries_without_pairs(tmp_path):
+def test_pairs_in_any_order_and_queries_without_pairs(tmp_path, rescore_path):
     x = random_unit(50, 8, seed=6)
     store = EmbeddingStore(write_store(tmp_path / "s", x, [20, 30]))
     q = random_unit(9, 8, seed=7)
@@ -153,7 +188,7 @@ def test_rescore_of_zero_and_tiny_scores_is_exact_score_bit_for_bit(tmp_path):
 @pytest.mark.parametrize("known_norm", [False, True])
 @pytest.mark.parametrize("threads", [1, 3])
 def test_rescore_of_awkward_rows_and_pairs(
-    tmp_path, monkeypatch, dtype, with_torch, known_norm, threads
+    tmp_path, monkeypatch, dtype, with_torch, known_norm, threads, rescore_path
 ):
     # Exact float32 midpoints that float64 rounding lands on (1 + 2**-24 + 2**-80 is above
     # the midpoint between 1 and 1 + 2**-23, its float64 sum is the midpoint), huge rows
@@ -162,6 +197,7 @@ def test_rescore_of_awkward_rows_and_pairs(
     monkeypatch.setattr(rescore, "_PIECE_ELEMENTS", 3 * 8)
     monkeypatch.setattr(rescore, "_BATCH_ELEMENTS", 4 * 8)
     monkeypatch.setattr(rescore, "_SLOW_ROWS", 2)
+    monkeypatch.setattr(rescore, "_MAP_BYTES", 3 * 8 * np.dtype(dtype).itemsize)
     x = random_unit(20, 8, seed=6)
     x[0, :3] = [1, 2.0**-24, 2.0**-80]
     x[1, :3] = [1, 2.0**-24, -(2.0**-80)]
@@ -278,11 +314,14 @@ def test_row_span_covers_the_rows_in_whole_large_pages(tmp_path, dtype, offset, 
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32])
-def test_rescore_windows_across_empty_and_one_row_shards(tmp_path, monkeypatch, dtype):
+def test_rescore_windows_across_empty_and_one_row_shards(
+    tmp_path, monkeypatch, dtype, rescore_path
+):
     # Windows of 7 rows and batches of 5 rows: windows and batches end inside shards, at
     # empty shards and 1-row shards; every page dropped belongs to a shard that has rows.
     monkeypatch.setattr(rescore, "_BATCH_ELEMENTS", 16 * 5)
     monkeypatch.setattr(rescore, "_WINDOW_BYTES", 16 * 7 * np.dtype(dtype).itemsize)
+    monkeypatch.setattr(rescore, "_MAP_BYTES", 16 * 7 * np.dtype(dtype).itemsize)
     x = random_unit(300, 16, seed=3)
     store = EmbeddingStore(write_store(tmp_path / "s", x, [1, 0, 150, 0, 1, 148], dtype=dtype))
     xs = store.rows(np.arange(300)).astype(np.float32)
@@ -572,7 +611,9 @@ def test_reader_mixes_file_shards_with_shards_in_memory(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_rescoring_a_shard_cut_short_after_opening_is_a_clear_error(tmp_path, threads):
+def test_rescoring_a_shard_cut_short_after_opening_is_a_clear_error(
+    tmp_path, threads, rescore_path
+):
     # The file shrinks under an open store (a copy still being written over it): reading the
     # rows past its end is an InputError naming the file, not a crash of the process.
     from inquire.errors import InputError
@@ -633,7 +674,7 @@ def test_rescoring_holds_one_shard_file_open_per_reading_thread(tmp_path, monkey
 
 
 @pytest.mark.parametrize("screen", ["off", "bf16"])
-def test_a_shard_file_deleted_under_an_open_store_is_a_clear_error(tmp_path, screen):
+def test_a_shard_file_deleted_under_an_open_store_is_a_clear_error(tmp_path, screen, rescore_path):
     # The store mapped the file; the search reads it by name (the scan's and the rescoring's
     # preadv): a file gone since is an InputError naming it, not a bare FileNotFoundError.
     import os
@@ -653,7 +694,7 @@ def test_a_shard_file_deleted_under_an_open_store_is_a_clear_error(tmp_path, scr
 
 
 @pytest.mark.parametrize("screen", ["off", "bf16"])
-def test_a_shard_file_replaced_under_an_open_store_is_a_clear_error(tmp_path, screen):
+def test_a_shard_file_replaced_under_an_open_store_is_a_clear_error(tmp_path, screen, rescore_path):
     # Another file renamed over a shard the store mapped (the folder embedded again while a
     # server keeps the store open): read by name, its rows would be searched under the old
     # file's ids and offsets, silently. An InputError asks to open the store again.

@@ -1,6 +1,15 @@
-"""Exact scores of (query, row) pairs whose rows are read at random from a store's shards:
-each distinct row read once, in row order, by some threads while others compute, without
-growing this process's resident memory."""
+"""Exact scores of (query, row) pairs whose rows are read at random from a store's shards,
+without growing this process's resident memory by more than a window per thread.
+
+Two ways, the same float32 results bit for bit:
+
+- with the compiled kernel (:mod:`inquire.index.fused`, where numba is installed and loaded):
+  the pairs in row order, each shard file mapped read-only a window of ~8 MiB at a time, the
+  kernel reading each wanted row in place (no copy) and computing its float64 products;
+  windows shared out to the threads;
+- without it: each distinct row read once, in row order, with ``preadv`` by some threads while
+  others convert each query's rows to float64 and multiply them (:func:`_batch_dots`).
+"""
 
 from __future__ import annotations
 
@@ -16,9 +25,11 @@ from typing import Any
 import numpy as np
 
 from inquire.embed.store import EmbeddingStore
+from inquire.errors import InputError
+from inquire.index import fused
 from inquire.index.blocks import _file_source, _pread_rows, mapped_file, open_source
 from inquire.index.kernels import Kernels
-from inquire.index.score import exact_score, norm_bounds, round_once, row_bounds
+from inquire.index.score import exact_score, gamma64, norm_bounds, round_once, row_bounds
 
 # Elements of one batch of distinct rows read at a time by one thread (32 MiB of float16 at
 # d = 1024), and of one piece of them converted to float64 and multiplied (2 MiB: in cache).
@@ -36,6 +47,13 @@ _WINDOW_BYTES = 4 << 20
 # to 50% of a store's rows wanted, this read beats gathering through the memory map at every
 # density: 0.42 against 0.62 us a row at 50%, 3.0 against 5.5 at 1%).
 _GAP_ROWS = 32
+# Bytes of a shard file mapped at a time by the compiled kernel's rescoring (one window per
+# thread at once; unmapped after).
+_MAP_BYTES = 8 << 20
+#: Pairs x width from which a rescoring waits for the compiled kernel to load (~0.3-0.7 s per
+#: process) rather than run without it (~0.6 us a pair more at d = 1024); a search that
+#: will rescore many pairs starts loading it while it scans (:func:`fused.start_loading`).
+FUSED_WAIT_ELEMENTS = 1 << 29
 # Pages dropped are whole large pages: the OS maps a whole folio (up to 2 MiB, aligned in the
 # file) on one touch, and dropping only the pages of the rows read would leave the rest of it
 # mapped.
@@ -404,7 +422,9 @@ def rescore(
     batches and the others compute: :func:`_pipelined`); torch's own thread count should
     then be 1.
 
-    The distinct rows are read in ascending order, in batches of ~32 MiB, each row once however
+    With the compiled kernel loaded (:func:`inquire.index.fused.loaded`; waited for only
+    where ``m * d >= FUSED_WAIT_ELEMENTS``), the pairs go to :func:`_fused_dots`. Otherwise:
+    the distinct rows are read in ascending order, in batches of ~32 MiB, each row once however
     many queries kept it; a batch's rows (sparse: they may span the whole store) are read from
     the shard files with ``preadv``, a run of nearby rows at a time through a staging buffer
     of at most ~4 MiB (:class:`_Reader`: nothing of the store is mapped into this process;
@@ -422,6 +442,19 @@ def rescore(
     # Pairs by row (the order of one row's pairs does not matter: an unstable sort, ~5x
     # faster), then each distinct row's first pair.
     order = np.argsort(rows)
+    kern = None
+    if store.dtype in (np.float16, np.float32):
+        kern = fused.loaded(wait=m * d >= FUSED_WAIT_ELEMENTS)
+    if kern is not None:
+        reader = _Reader(store)
+        with _random_access(store, reader.mapped) as drop:
+            reader.drop = drop
+            s, err = _fused_dots(store, q, qr, rows, order, bound, kern, threads, reader, drop)
+
+            def slow_fused(js: np.ndarray) -> np.ndarray:
+                return _slow_scores(store, q, qr, rows, reader, js)
+
+            return round_once(s, err, slow_fused)
     by_row = rows[order]
     first = np.flatnonzero(np.concatenate(([True], by_row[1:] != by_row[:-1])))
     uniq = by_row[first]
@@ -452,16 +485,130 @@ def rescore(
             _pipelined(store, batches, step, piece, n_workers, reader, uniq, dots)
 
         def slow(js: np.ndarray) -> np.ndarray:
-            # The rare pairs a float64 value cannot settle, by row, a few rows at a time.
-            by_row = np.argsort(rows[js], kind="stable")  # positions in js
-            got = np.empty(len(js), np.float32)
-            buf = np.empty((_SLOW_ROWS, d), store.dtype)
-            stage = reader.stage()
-            for a in range(0, len(by_row), _SLOW_ROWS):
-                part = by_row[a : a + _SLOW_ROWS]
-                x = _read(reader, rows[js[part]], buf, stage)
-                for i, p in enumerate(part):
-                    got[p] = exact_score(q[qr[js[p]]], x[i])
-            return got
+            return _slow_scores(store, q, qr, rows, reader, js)
 
         return round_once(s, err, slow)
+
+
+def _slow_scores(
+    store: EmbeddingStore,
+    q: np.ndarray,
+    qr: np.ndarray,
+    rows: np.ndarray,
+    reader: _Reader,
+    js: np.ndarray,
+) -> np.ndarray:
+    """Exact scores of the pairs ``js`` a float64 value cannot settle (rare), by row, a few
+    rows at a time (:func:`inquire.index.score.exact_score`)."""
+    by_row = np.argsort(rows[js], kind="stable")  # positions in js
+    got = np.empty(len(js), np.float32)
+    buf = np.empty((_SLOW_ROWS, store.dim), store.dtype)
+    stage = reader.stage()
+    for a in range(0, len(by_row), _SLOW_ROWS):
+        part = by_row[a : a + _SLOW_ROWS]
+        x = _read(reader, rows[js[part]], buf, stage)
+        for i, p in enumerate(part):
+            got[p] = exact_score(q[qr[js[p]]], x[i])
+    return got
+
+
+def _fused_dots(
+    store: EmbeddingStore,
+    q: np.ndarray,
+    qr: np.ndarray,
+    rows: np.ndarray,
+    order: np.ndarray,
+    bound: np.ndarray | None,
+    kern: tuple[Callable[..., None], Callable[..., None]],
+    threads: int,
+    reader: _Reader,
+    drop: Callable[..., None],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Float64 inner products ``s (m,)`` of the pairs and their error bounds ``err (m,)``
+    (as :func:`_batch_dots`), by the compiled kernel (:mod:`inquire.index.fused`) reading
+    the rows in place, in row order: each shard file a window of ~``_MAP_BYTES`` at a time,
+    mapped read-only and unmapped after (resident memory grows by at most a window per
+    thread; the file is checked to be the one the store mapped, and long enough, before
+    each window), or, where a shard is not a file, the array itself (its pages dropped
+    after, as :class:`_Reader` does). Windows are shared out to ``threads`` threads."""
+    import mmap
+
+    m, d = len(qr), store.dim
+    q32 = np.ascontiguousarray(q, np.float32)
+    by_row = rows[order]
+    qp = np.ascontiguousarray(qr[order], np.int64)
+    shard = np.searchsorted(store.offsets, by_row, side="right") - 1
+    local = by_row - store.offsets[shard]
+    row_bytes = d * store.dtype.itemsize
+    span = max(1, _MAP_BYTES // row_bytes)
+    cuts = np.flatnonzero((np.diff(shard) != 0) | (np.diff(local // span) != 0)) + 1
+    tasks = list(itertools.pairwise([0, *cuts.tolist(), m]))
+    out = np.empty(m, np.float64)
+    absout = None if bound is not None else np.empty(m, np.float64)
+    gran = mmap.ALLOCATIONGRANULARITY
+
+    def run(a: int, b: int, files: dict[int, int]) -> None:
+        s, lo, hi = int(shard[a]), int(local[a]), int(local[b - 1]) + 1
+        src = reader.sources[s]
+        at = local[a:b] - lo
+        part = None if absout is None else absout[a:b]
+        if src is None:  # not a file: the array itself
+            fused.pair_dots(kern, store.shards[s][lo:hi], at, qp[a:b], q32, out[a:b], part)
+            drop(int(by_row[a]), int(by_row[b - 1]) + 1)
+            return
+        if s not in files:
+            for fd in files.values():
+                os.close(fd)
+            files.clear()
+            # Another file renamed over the one the store mapped: an InputError.
+            files[s] = open_source(src, mapped_file(store, s))
+        fd = files[s]
+        first, end = src[1] + lo * row_bytes, src[1] + hi * row_bytes
+        if os.fstat(fd).st_size < end:
+            raise InputError(
+                f"embedding shard {src[0]!r} is shorter than its header says (row {hi - 1} "
+                f"ends at byte {end}); the file is truncated"
+            )
+        base = first - first % gran
+        with mmap.mmap(fd, end - base, offset=base, access=mmap.ACCESS_READ) as mm:
+            x = np.frombuffer(mm, store.dtype, (hi - lo) * d, first - base).reshape(hi - lo, d)
+            try:
+                fused.pair_dots(kern, x, at, qp[a:b], q32, out[a:b], part)
+            finally:
+                del x  # before the map closes
+
+    def work(mine: list[tuple[int, int]]) -> None:
+        files: dict[int, int] = {}
+        try:
+            for a, b in mine:
+                if failed.is_set():
+                    return
+                run(a, b, files)
+        except BaseException:
+            failed.set()
+            raise
+        finally:
+            for fd in files.values():
+                os.close(fd)
+
+    failed = threading.Event()
+    n = max(1, min(int(threads), len(tasks)))
+    if n == 1:
+        work(tasks)
+    else:
+        # Contiguous runs of windows per thread: each thread keeps one shard file open.
+        size = -(-len(tasks) // n)
+        with ThreadPoolExecutor(n, thread_name_prefix="inquire-rescore") as pool:
+            futures = [pool.submit(work, tasks[i : i + size]) for i in range(0, len(tasks), size)]
+            for f in futures:
+                f.result()
+    s = np.empty(m, np.float64)
+    err = np.empty(m, np.float64)
+    s[order] = out
+    if bound is not None:
+        err[order] = bound[qp]
+    else:
+        assert absout is not None
+        g = gamma64(d)
+        err[order] = absout * (g * (1 + 4 * g))
+    return s, err

@@ -1,0 +1,228 @@
+"""The rescoring's compiled kernel (:mod:`inquire.index.fused`): every float16 value, the
+search with and without it, its mapped windows, and running without numba."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from inquire.embed.store import EmbeddingStore
+from inquire.index import fused, rescore
+from inquire.index.exact import search
+from inquire.index.kernels import Kernels
+from inquire.index.score import exact_score, gamma64
+from inquire.testing.search_stores import large_store, random_unit, rss_file_bytes, write_store
+
+
+@pytest.fixture
+def kern(monkeypatch):
+    monkeypatch.delenv(fused.ENV_NUMBA, raising=False)
+    got = fused.loaded(wait=True)
+    if got is None:
+        pytest.skip("numba is not installed: no compiled kernel")
+    return got
+
+
+def _exact_sum(q: np.ndarray, x: np.ndarray) -> float:
+    return math.fsum((q.astype(np.float64) * x.astype(np.float64)).tolist())
+
+
+def test_every_float16_value_converts_exactly(kern):
+    # All 65,536 bit patterns, 1024 to a row: each row against one-hot queries reads back
+    # each value exactly (a float16 times 1.0 is exact in float64); rows holding an infinity
+    # or NaN are NaN.
+    bits = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).reshape(64, 1024)
+    x = bits.view(np.float16)
+    special = ((bits & 0x7C00) == 0x7C00).any(axis=1)
+    assert special.sum() == 2  # the rows of +-inf and NaN patterns (exponent 31)
+    d = x.shape[1]
+    cols = np.array([0, 1, 2, 511, 512, 1000, 1023])
+    q = np.zeros((len(cols), d), np.float32)
+    q[np.arange(len(cols)), cols] = 1.0
+    rows = np.repeat(np.arange(64), len(cols))
+    qp = np.tile(np.arange(len(cols)), 64)
+    out, absout = np.empty(len(rows)), np.empty(len(rows))
+    fused.pair_dots(kern, x, rows, qp, q, out, absout)
+    want = x[rows, cols[qp]].astype(np.float64)
+    finite = ~special[rows]
+    np.testing.assert_array_equal(out[finite], want[finite])
+    np.testing.assert_array_equal(absout[finite], np.abs(want[finite]))
+    assert np.isnan(out[~finite]).all()
+    # (A zero's sign is not the kernel's to decide: the rounding settles sums near zero the
+    # slow exact way, inquire.index.score.round_once.)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_sums_are_within_the_bound_of_the_exact_sum(kern, dtype):
+    rng = np.random.default_rng(1)
+    d = 1000  # not a multiple of any vector width
+    x = (rng.standard_normal((50, d)) * rng.choice([1e-6, 1e-2, 1.0], (50, 1))).astype(dtype)
+    x[3, :7] = 0
+    x[4] = np.float16(2.0**-24) if dtype == np.float16 else 2.0**-140  # subnormal rows
+    q = rng.standard_normal((5, d)).astype(np.float32)
+    q[1, ::2] = 0
+    rows, qp = rng.integers(0, 50, 300), rng.integers(0, 5, 300)
+    out, absout = np.empty(300), np.empty(300)
+    fused.pair_dots(kern, x, rows, qp, q, out, absout)
+    g = gamma64(d)
+    for j in range(300):
+        exact = _exact_sum(q[qp[j]], x[rows[j]])
+        tot = math.fsum(np.abs(q[qp[j]].astype(np.float64) * x[rows[j]].astype(np.float64)))
+        assert abs(out[j] - exact) <= g * tot * (1 + 4 * g) + 2.0**-1000
+        assert abs(absout[j] - tot) <= g * tot * (1 + 4 * g)
+
+
+def test_other_types_and_strided_rows_are_taken(kern):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((20, 33))
+    q = rng.standard_normal((2, 33)).astype(np.float32)
+    rows, qp = np.arange(20), np.zeros(20, np.int64)
+    out = np.empty(20)
+    fused.pair_dots(kern, x, rows, qp, q, out)  # float64: as float32
+    want = x.astype(np.float32).astype(np.float64) @ q[0].astype(np.float64)
+    np.testing.assert_allclose(out, want, rtol=1e-12)
+    wide = np.zeros((20, 66), np.float16)
+    wide[:, ::2] = x
+    fused.pair_dots(kern, wide[:, ::2], rows, qp, q, out)  # strided: copied
+    want = wide[:, ::2].astype(np.float64) @ q[0].astype(np.float64)
+    np.testing.assert_allclose(out, want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+@pytest.mark.parametrize("threads", [1, 2, 5])
+def test_search_with_and_without_the_kernel_is_the_same(
+    tmp_path, monkeypatch, kern, dtype, threads
+):
+    monkeypatch.setattr(rescore, "FUSED_WAIT_ELEMENTS", 0)
+    monkeypatch.setattr(rescore, "_MAP_BYTES", 4096 * 3)  # windows of a few rows
+    x = random_unit(6000, 48, seed=3)
+    x[17] = 0
+    x[18, 3] = np.inf
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [100, 0, 1, 2899, 3000], dtype=dtype))
+    q = random_unit(7, 48, seed=4)
+    calls = [0]
+    dots = fused.pair_dots
+
+    def counted(*a):
+        calls[0] += 1
+        dots(*a)
+
+    monkeypatch.setattr(fused, "pair_dots", counted)
+    for screen in ("off", "bf16"):
+        got = search(store, q, 50, screen=screen, threads=threads, bf16_copy="off")
+        assert calls[0] > 0
+        monkeypatch.setenv(fused.ENV_NUMBA, "off")
+        calls[0] = 0
+        want = search(store, q, 50, screen=screen, threads=threads, bf16_copy="off")
+        assert calls[0] == 0
+        monkeypatch.delenv(fused.ENV_NUMBA)
+        np.testing.assert_array_equal(got[1], want[1])
+        np.testing.assert_array_equal(got[0].view(np.uint32), want[0].view(np.uint32))
+
+
+def test_rescoring_from_arrays_in_memory(kern, monkeypatch):
+    # Shards that are not files (a store of arrays): the kernel reads the arrays.
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(rescore, "FUSED_WAIT_ELEMENTS", 0)
+    x = random_unit(300, 16, seed=5).astype(np.float16)
+    shards = [x[:120], x[120:120], x[120:]]
+    store = SimpleNamespace(
+        shards=shards,
+        offsets=np.array([0, 120, 120, 300]),
+        dim=16,
+        dtype=np.dtype(np.float16),
+        root=None,
+    )
+    q = random_unit(3, 16, seed=6)
+    rng = np.random.default_rng(7)
+    qr, rows = rng.integers(0, 3, 200), rng.integers(0, 300, 200)
+    got = rescore.rescore(store, q, qr, rows, Kernels(), None, 2)  # type: ignore[arg-type]
+    want = np.array([exact_score(q[r], x[j]) for r, j in zip(qr, rows, strict=True)])
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_mapped_windows_never_map_the_whole_store(tmp_path, monkeypatch, kern, threads):
+    # 20k random rows of a 100 MiB store: the kernel maps a window of the file at a time and
+    # unmaps it before the next; resident file pages grow by about a window per thread.
+    if rss_file_bytes() is None:
+        pytest.skip("no RssFile in /proc/self/status")
+    monkeypatch.setattr(rescore, "FUSED_WAIT_ELEMENTS", 0)
+    n, d = 200_000, 256
+    store = EmbeddingStore(large_store(tmp_path / "s", n, d, [n], seed=9))
+    rng = np.random.default_rng(10)
+    q = random_unit(4, d, seed=10)
+    rows = rng.choice(n, 20_000, replace=False)
+    qr = np.sort(rng.integers(0, 4, len(rows)))
+    rescore.rescore(store, q, qr, rows, Kernels(), None, threads)  # code paths
+    peak, calls = [0], [0]
+    dots = fused.pair_dots
+
+    def measured(*a):
+        dots(*a)
+        peak[0] = max(peak[0], rss_file_bytes() or 0)
+        calls[0] += 1
+
+    monkeypatch.setattr(fused, "pair_dots", measured)
+    before = rss_file_bytes() or 0
+    got = rescore.rescore(store, q, qr, rows, Kernels(), None, threads)
+    after = rss_file_bytes() or 0
+    allowed = threads * (rescore._MAP_BYTES + (4 << 20)) + (4 << 20)
+    assert allowed < n * d * 2 // 2
+    assert calls[0] >= n * d * 2 // rescore._MAP_BYTES  # one call per window at least
+    assert peak[0] - before <= allowed, (peak[0] - before) / 2**20
+    assert after - before <= 4 << 20
+    sample = np.argsort(rows)[:300]
+    xs = np.asarray(store.shards[0][rows[sample]], np.float32)
+    want = np.array([exact_score(q[qr[j]], xs[i]) for i, j in enumerate(sample)], np.float32)
+    np.testing.assert_array_equal(got[sample].view(np.uint32), want.view(np.uint32))
+
+
+def test_without_numba_the_rescoring_runs_without_the_kernel(tmp_path, monkeypatch):
+    monkeypatch.setattr(fused, "_state", {})
+    monkeypatch.setattr(fused, "_numba_installed", lambda: False)
+    assert fused.loaded(wait=True) is None
+    fused.start_loading()  # nothing to start
+    assert fused._state == {"failed": "numba is not installed"}
+    x = random_unit(500, 16, seed=3)
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [500]))
+    q = random_unit(2, 16, seed=4)
+    monkeypatch.setattr(rescore, "FUSED_WAIT_ELEMENTS", 0)
+    rows = np.arange(0, 500, 3)
+    got = rescore.rescore(store, q, np.zeros(len(rows), np.int64), rows, Kernels(), None, 2)
+    want = np.array([exact_score(q[0], np.asarray(store.shards[0][r], np.float32)) for r in rows])
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+def test_a_kernel_that_fails_to_build_is_never_used(monkeypatch):
+    monkeypatch.setattr(fused, "_state", {})
+
+    def broken():
+        raise RuntimeError("LLVM is unhappy")
+
+    monkeypatch.setattr(fused, "_build", broken)
+    assert fused.loaded(wait=True) is None
+    assert "LLVM is unhappy" in fused._state["failed"]
+    assert fused.loaded(wait=True) is None  # not tried again
+
+
+def test_loading_once_in_the_background(monkeypatch, kern):
+    monkeypatch.setattr(fused, "_state", {})
+    builds = [0]
+    build = fused._build
+
+    def counted():
+        builds[0] += 1
+        return build()
+
+    monkeypatch.setattr(fused, "_build", counted)
+    assert fused.loaded() is None  # not started, not waited for
+    fused.start_loading()
+    fused.start_loading()
+    assert fused.loaded(wait=True) is not None
+    assert fused.loaded() is not None and builds == [1]
+    monkeypatch.setenv(fused.ENV_NUMBA, "off")
+    assert fused.loaded(wait=True) is None
