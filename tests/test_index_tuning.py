@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -363,3 +365,113 @@ def test_the_float32_gemm_choice_is_kept_for_the_same_candidates(monkeypatch):
     with k.single_threaded():
         again = kernels_mod.Kernels().choose_gemm(3, 16, 64)
     assert again in names and timed and tuning.recall("gemm", disk_key) == again
+
+
+# -- files that are not ours, through the search too ------------------------------------------
+
+
+def _own_and_other(key: tuple, own: dict, other: dict) -> bytes:
+    entries = {tuning.entry_key("gemm", key): own, "another key": other}
+    return json.dumps({"entries": entries}).encode()
+
+
+_NOW = time.time()
+_TAMPERED = {
+    # json.loads raises RecursionError (not a ValueError) on deep nesting.
+    "nested": b"[" * 100_000 + b"]" * 100_000,
+    "nested entry": b'{"entries": {"x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}",
+    # A time too large for a float: time.time() - at raises OverflowError.
+    "huge own time": _own_and_other(
+        ("k",), {"value": "torch", "at": 10**400}, {"value": "x", "at": _NOW}
+    ),
+    "huge other time": _own_and_other(
+        ("k",), {"value": "torch", "at": _NOW}, {"value": "x", "at": 10**400}
+    ),
+    "bool time": _own_and_other(("k",), {"value": "torch", "at": True}, {"value": "x", "at": 1}),
+}
+
+
+@pytest.mark.parametrize("name", list(_TAMPERED))
+def test_tampered_content_costs_only_the_measurement(name):
+    key = ("k",)
+    path = tuning.tuning_path()
+    path.parent.mkdir(parents=True)
+    path.write_bytes(_TAMPERED[name])
+    got = tuning.recall("gemm", key)
+    assert got is None or (name == "huge other time" and got == "torch")
+    assert tuning.keep("gemm", key, "numpy")  # replaced by a whole file of ours
+    assert tuning.recall("gemm", key) == "numpy"
+    entries = json.loads(path.read_text())["entries"]
+    assert all(isinstance(e["value"], str) and type(e["at"]) is float for e in entries.values())
+
+
+def _unblock_fifo_reader(path: Path) -> None:
+    """Open ``path`` (a FIFO) for writing without blocking, releasing a reader stuck in its
+    open(); no-op if nobody reads it."""
+    with contextlib.suppress(OSError):
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+
+
+@pytest.mark.parametrize("kind", ["fifo", "fifo behind a symlink", "directory"])
+def test_a_special_file_in_its_place_costs_only_the_measurement(tmp_path, kind):
+    key = ("k",)
+    path = tuning.tuning_path()
+    path.parent.mkdir(parents=True)
+    if kind == "directory":
+        path.mkdir()
+    else:
+        fifo = path if kind == "fifo" else tmp_path / "fifo"
+        os.mkfifo(fifo)
+        if fifo != path:
+            path.symlink_to(fifo)
+    got: list = []
+    reader = threading.Thread(target=lambda: got.append(tuning.recall("gemm", key)), daemon=True)
+    reader.start()
+    reader.join(timeout=30)
+    if reader.is_alive():  # stuck opening the FIFO: release it, then fail
+        _unblock_fifo_reader(path)
+        reader.join(timeout=60)
+        pytest.fail("recall() blocked opening a FIFO in the tuning file's place")
+    assert got == [None]
+    # A write replaces what is there (a directory cannot be replaced: not written).
+    assert tuning.keep("gemm", key, "numpy") is (kind != "directory")
+    assert tuning.recall("gemm", key) == ("numpy" if kind != "directory" else None)
+
+
+@pytest.mark.parametrize("name", ["nested", "huge other time", "fifo"])
+def test_a_search_over_a_tampered_file_equals_screen_off(tmp_path, monkeypatch, name):
+    """Through the search: auto's result equals screen="off" bit for bit, nothing raised."""
+    pytest.importorskip("torch")
+    _fake_clock(monkeypatch, 0.5)
+    x = random_unit(64 * 32, 24, seed=30)
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [1024, 1024]))
+    q = random_unit(5, 24, seed=31)
+    off = search(store, q, 20, screen="off", chunk_rows=64, threads=1)
+    path = tuning.tuning_path()
+    path.parent.mkdir(parents=True, exist_ok=True)  # the "off" search kept its GEMM there
+    path.unlink(missing_ok=True)
+    if name == "fifo":
+        os.mkfifo(path)
+    else:
+        path.write_bytes(_TAMPERED[name])
+    got: list = []
+    st = SearchStats()
+
+    def run() -> None:
+        try:
+            got.append(search(store, q, 20, screen="auto", chunk_rows=64, threads=1, stats=st))
+        except BaseException as exc:  # reported below
+            got.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    if worker.is_alive():
+        _unblock_fifo_reader(path)
+        worker.join(timeout=120)
+        pytest.fail("the search blocked on the tuning file")
+    assert not isinstance(got[0], BaseException), repr(got[0])
+    assert st.trial and st.screen == "bf16"
+    np.testing.assert_array_equal(got[0][1], off[1])
+    np.testing.assert_array_equal(got[0][0].view(np.uint32), off[0].view(np.uint32))
+    assert tuning.recall("screen", next(iter(scr._choices))) == "bf16"  # kept after all
