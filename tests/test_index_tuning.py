@@ -475,3 +475,45 @@ def test_a_search_over_a_tampered_file_equals_screen_off(tmp_path, monkeypatch, 
     np.testing.assert_array_equal(got[0][1], off[1])
     np.testing.assert_array_equal(got[0][0].view(np.uint32), off[0].view(np.uint32))
     assert tuning.recall("screen", next(iter(scr._choices))) == "bf16"  # kept after all
+
+
+_STUCK_WRITER = textwrap.dedent(
+    """
+    import pathlib, sys
+    from inquire.index import tuning
+    def stuck(self, *a, **kw):  # the temporary file exists, the lock is held: wait to be killed
+        print("writing", flush=True)
+        sys.stdin.read()
+    pathlib.Path.write_text = stuck
+    tuning.keep("gemm", ("killed",), "numpy")
+    """
+)
+
+
+def test_a_writer_killed_mid_write_leaves_nothing_behind_for_long(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    for _ in range(2):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _STUCK_WRITER],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert proc.stdout.readline().strip() == "writing"
+        finally:
+            proc.kill()
+            proc.wait(timeout=60)
+    folder = tuning.tuning_path().parent
+    # The second writer removed what the first left; its own is left.
+    assert len(list(folder.glob(".*.tmp"))) == 1
+    assert tuning.keep("gemm", ("next",), "numpy")  # their lock died with them
+    assert tuning.recall("gemm", ("next",)) == "numpy"
+    assert tuning.recall("gemm", ("killed",)) is None
+    # Under the lock no other writer is at work: their temporary files went with this write.
+    assert not list(folder.glob(".*.tmp"))
+    # Other files in the folder are not ours to remove.
+    (folder / ".other.json.x.tmp").write_text("{}")
+    assert tuning.keep("gemm", ("next",), "numpy")
+    assert (folder / ".other.json.x.tmp").exists()

@@ -23,7 +23,8 @@ in ``INQUIRE_HOME/tuning/<machine>.json`` as data: ``{"entries": {key: {"value":
 - ``INQUIRE_TUNING=off`` keeps choices per process only (nothing read or written).
 - Writes take a lock beside the file (``filelock``; a second process waits at most
   :data:`LOCK_TIMEOUT_S`, then skips its write), re-read the file, and rename a complete new
-  file into place: a reader sees the old file or the new one, never a mix. A folder that
+  file into place: a reader sees the old file or the new one, never a mix (a writer killed
+  mid-write leaves its temporary file, removed by the next write). A folder that
   cannot be written, or a file that is not ours (unreadable, not a regular file, not JSON or
   nested too deeply, too large, values of the wrong kind), costs only the measurement: it is
   never an error, nor a wait.
@@ -33,6 +34,8 @@ in ``INQUIRE_HOME/tuning/<machine>.json`` as data: ``{"entries": {key: {"value":
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import hashlib
 import json
 import logging
@@ -163,6 +166,7 @@ def keep(kind: str, key: tuple[Any, ...], value: str) -> bool:
             if len(fresh) > MAX_ENTRIES:
                 newest = sorted(fresh, key=lambda k: fresh[k]["at"])[-MAX_ENTRIES:]
                 fresh = {k: fresh[k] for k in newest}
+            _remove_leftovers(path)
             with atomic_path(path) as tmp:
                 tmp.write_text(json.dumps({"entries": fresh}, indent=0), encoding="utf-8")
     except (OSError, Timeout) as exc:
@@ -171,6 +175,18 @@ def keep(kind: str, key: tuple[Any, ...], value: str) -> bool:
     with _lock:
         _loaded.pop(path, None)
     return True
+
+
+def _remove_leftovers(path: Path) -> None:
+    """Remove the temporary files of writers of ``path`` killed mid-write
+    (:func:`~inquire._io.atomic_path`'s ``.<name>.<random>.tmp``). Called under the lock:
+    writers write only while holding it, so no other writer's file is there."""
+    try:
+        for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+    except OSError:
+        pass
 
 
 def _fresh(entry: Any, now: float) -> tuple[str, float] | None:
