@@ -517,3 +517,72 @@ def test_a_writer_killed_mid_write_leaves_nothing_behind_for_long(tmp_path):
     (folder / ".other.json.x.tmp").write_text("{}")
     assert tuning.keep("gemm", ("next",), "numpy")
     assert (folder / ".other.json.x.tmp").exists()
+
+
+@pytest.mark.parametrize(
+    "masked,dtype,threads", [(False, np.float16, 1), (True, np.float16, 2), (True, np.float32, 1)]
+)
+def test_a_hand_written_choice_is_applied_only_where_it_may_run(
+    tmp_path, monkeypatch, masked, dtype, threads
+):
+    """A kept "bf16" (written by hand: no trial, real clock) screens only the shape it names,
+    never where the CPU lists no bfloat16 units; every result equals screen="off" bit for
+    bit."""
+    pytest.importorskip("torch")
+    monkeypatch.setattr(scr, "cpu_has_bf16_units", lambda: True)
+    x = random_unit(64 * 32, 24, seed=30)
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [1024, 1024], dtype=dtype))
+    q = random_unit(5, 24, seed=31)
+    mask = np.arange(len(x)) % 3 != 0 if masked else None
+    kw = dict(chunk_rows=64, threads=threads, mask=mask)
+    off = search(store, q, 20, screen="off", **kw)
+    workers = kernels_mod.Kernels().workers(threads)
+    key = (q.shape, 20, 64, str(np.dtype(dtype)), workers, masked, True)
+    tuning.keep("screen", key, "bf16")
+    for other in (
+        (q.shape, 20, 64, str(np.dtype(dtype)), workers, not masked, True),
+        (q.shape, 20, 64, str(np.dtype(dtype)), workers + 1, masked, True),
+        ((6, 24), 20, 64, str(np.dtype(dtype)), workers, masked, True),
+    ):
+        tuning.keep("screen", other, "fp32")  # other shapes' choices do not apply here
+
+    def check(**more) -> SearchStats:
+        _new_process(monkeypatch)
+        st = SearchStats()
+        got = search(store, q, 20, screen="auto", stats=st, **kw, **more)
+        np.testing.assert_array_equal(got[1], off[1])
+        np.testing.assert_array_equal(got[0].view(np.uint32), off[0].view(np.uint32))
+        return st
+
+    st = check()
+    assert not st.trial and st.screen == "bf16" and st.chunks_fp32 == 0
+    # The copy that would be read cannot be: another shape (expect=False), measured anew.
+    monkeypatch.setattr(scr, "clock", lambda: 0.0)  # a tie: float32
+    st = check(bf16_copy="off")
+    assert st.trial
+    # No bfloat16 units listed: the kept choice is not even looked at.
+    monkeypatch.setattr(scr, "cpu_has_bf16_units", lambda: False)
+    st = check()
+    assert not st.trial and st.screen == "off" and st.chunks_bf16 == 0
+
+
+def test_a_kept_torch_gemm_is_not_used_below_highest_precision(monkeypatch):
+    torch = pytest.importorskip("torch")
+    k = kernels_mod.Kernels()
+    names = k.candidates()
+    if "torch" not in names:
+        pytest.skip("torch's float32 GEMM does not run here")
+    tuning.keep("gemm", (*kernels_mod.gemm_key(3, 16, 64), *names), "torch")
+    old = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("medium")  # torch may round to bfloat16 now
+    try:
+        _new_process(monkeypatch)
+        k = kernels_mod.Kernels()
+        with k.single_threaded():
+            assert k.choose_gemm(3, 16, 64) == "numpy"
+    finally:
+        torch.set_float32_matmul_precision(old)
+    _new_process(monkeypatch)
+    k = kernels_mod.Kernels()
+    with k.single_threaded():
+        assert k.choose_gemm(3, 16, 64) == "torch"  # back at "highest": the kept choice
