@@ -586,3 +586,24 @@ def test_a_kept_torch_gemm_is_not_used_below_highest_precision(monkeypatch):
     k = kernels_mod.Kernels()
     with k.single_threaded():
         assert k.choose_gemm(3, 16, 64) == "torch"  # back at "highest": the kept choice
+
+
+def test_a_home_that_cannot_be_resolved_is_not_an_error(tmp_path, monkeypatch, caplog):
+    """INQUIRE_HOME naming an unknown user's home: pathlib's expanduser raises RuntimeError. A
+    search never needed the cache before its choices were kept there: it must not fail now."""
+    monkeypatch.setenv("INQUIRE_HOME", "~inquire-no-such-user-8d1c/cache")
+    with caplog.at_level("INFO", logger="inquire.index.tuning"):
+        assert tuning.recall("gemm", (1,)) is None
+        assert tuning.keep("gemm", (1,), "numpy") is False
+    assert any("not kept" in r.getMessage() for r in caplog.records)
+    pytest.importorskip("torch")
+    _fake_clock(monkeypatch, 0.5)
+    x = random_unit(64 * 32, 24, seed=30)
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [1024, 1024]))
+    q = random_unit(5, 24, seed=31)
+    off = search(store, q, 20, screen="off", chunk_rows=64, threads=1)
+    st = SearchStats()
+    got = search(store, q, 20, screen="auto", chunk_rows=64, threads=1, stats=st)
+    assert st.trial and st.screen == "bf16"
+    np.testing.assert_array_equal(got[1], off[1])
+    np.testing.assert_array_equal(got[0].view(np.uint32), off[0].view(np.uint32))

@@ -128,6 +128,17 @@ def tuning_path() -> Path:
     return home_path() / "tuning" / f"{machine_id()}.json"
 
 
+def _path() -> Path | None:
+    """:func:`tuning_path`, or None where ``INQUIRE_HOME`` cannot be resolved (``~user`` of
+    an unknown user: pathlib raises RuntimeError); a search needs no cache, so that costs
+    only the measurement (logged once)."""
+    try:
+        return tuning_path()
+    except (RuntimeError, OSError, ValueError) as exc:
+        _warn_once("home", f"measured choices are not kept: the cache folder is unknown ({exc})")
+        return None
+
+
 def entry_key(kind: str, key: tuple[Any, ...]) -> str:
     """The file's name for ``key`` of ``kind`` (``"gemm"``, ``"screen"``): JSON of both."""
     return json.dumps([kind, key], separators=(",", ":"), default=str)
@@ -136,9 +147,10 @@ def entry_key(kind: str, key: tuple[Any, ...]) -> str:
 def recall(kind: str, key: tuple[Any, ...]) -> str | None:
     """The value kept for ``key`` of ``kind`` on this machine, or None (nothing kept, kept
     longer ago than :data:`MAX_AGE_S`, or keeping disabled)."""
-    if not enabled():
+    path = _path() if enabled() else None
+    if path is None:
         return None
-    got = _fresh(_entries(tuning_path()).get(entry_key(kind, key)), time.time())
+    got = _fresh(_entries(path).get(entry_key(kind, key)), time.time())
     return None if got is None else got[0]
 
 
@@ -146,11 +158,11 @@ def keep(kind: str, key: tuple[Any, ...], value: str) -> bool:
     """Keep ``value`` for ``key`` of ``kind`` on this machine; whether it was written (never
     raises: a folder that cannot be written, or a writer holding the lock for longer than
     :data:`LOCK_TIMEOUT_S`, only leaves it unwritten)."""
-    if not enabled():
+    path = _path() if enabled() else None
+    if path is None:
         return False
     from filelock import FileLock, Timeout
 
-    path = tuning_path()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(path) + ".lock", timeout=LOCK_TIMEOUT_S):
