@@ -588,10 +588,23 @@ def test_a_kept_torch_gemm_is_not_used_below_highest_precision(monkeypatch):
         assert k.choose_gemm(3, 16, 64) == "torch"  # back at "highest": the kept choice
 
 
-def test_a_home_that_cannot_be_resolved_is_not_an_error(tmp_path, monkeypatch, caplog):
-    """INQUIRE_HOME naming an unknown user's home: pathlib's expanduser raises RuntimeError. A
-    search never needed the cache before its choices were kept there: it must not fail now."""
-    monkeypatch.setenv("INQUIRE_HOME", "~inquire-no-such-user-8d1c/cache")
+@pytest.mark.parametrize("case", ["unknown user", "no home"])
+def test_a_home_that_cannot_be_resolved_is_not_an_error(tmp_path, monkeypatch, caplog, case):
+    """INQUIRE_HOME naming an unknown user's home (pathlib's expanduser raises RuntimeError),
+    or no INQUIRE_HOME in a container's process of an arbitrary uid without HOME (no passwd
+    entry: platformdirs raises RuntimeError). A search never needed the cache before its
+    choices were kept there: it must not fail now."""
+    if case == "unknown user":
+        monkeypatch.setenv("INQUIRE_HOME", "~inquire-no-such-user-8d1c/cache")
+    else:
+        import pwd
+
+        def no_entry(uid):
+            raise KeyError(f"getpwuid(): uid not found: {uid}")
+
+        for name in ("INQUIRE_HOME", "XDG_CACHE_HOME", "HOME"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setattr(pwd, "getpwuid", no_entry)
     with caplog.at_level("INFO", logger="inquire.index.tuning"):
         assert tuning.recall("gemm", (1,)) is None
         assert tuning.keep("gemm", (1,), "numpy") is False
