@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -382,3 +384,258 @@ def test_the_float32_gemm_choice_is_kept_for_the_same_candidates(monkeypatch):
     with k.single_threaded():
         again = kernels_mod.Kernels().choose_gemm(3, 16, 64)
     assert again in names and timed and tuning.recall("gemm", disk_key) == again
+
+
+# -- files that are not ours, through the search too ------------------------------------------
+
+
+def _own_and_other(key: tuple, own: dict, other: dict) -> bytes:
+    entries = {tuning.entry_key("gemm", key): own, "another key": other}
+    return json.dumps({"entries": entries}).encode()
+
+
+_NOW = time.time()
+_TAMPERED = {
+    # json.loads raises RecursionError (not a ValueError) on deep nesting.
+    "nested": b"[" * 100_000 + b"]" * 100_000,
+    "nested entry": b'{"entries": {"x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}",
+    # A time too large for a float: time.time() - at raises OverflowError.
+    "huge own time": _own_and_other(
+        ("k",), {"value": "torch", "at": 10**400}, {"value": "x", "at": _NOW}
+    ),
+    "huge other time": _own_and_other(
+        ("k",), {"value": "torch", "at": _NOW}, {"value": "x", "at": 10**400}
+    ),
+    "bool time": _own_and_other(("k",), {"value": "torch", "at": True}, {"value": "x", "at": 1}),
+}
+
+
+@pytest.mark.parametrize("name", list(_TAMPERED))
+def test_tampered_content_costs_only_the_measurement(name):
+    key = ("k",)
+    path = tuning.tuning_path()
+    path.parent.mkdir(parents=True)
+    path.write_bytes(_TAMPERED[name])
+    got = tuning.recall("gemm", key)
+    assert got is None or (name == "huge other time" and got == "torch")
+    assert tuning.keep("gemm", key, "numpy")  # replaced by a whole file of ours
+    assert tuning.recall("gemm", key) == "numpy"
+    entries = json.loads(path.read_text())["entries"]
+    assert all(isinstance(e["value"], str) and type(e["at"]) is float for e in entries.values())
+
+
+def _unblock_fifo_reader(path: Path) -> None:
+    """Open ``path`` (a FIFO) for writing without blocking, releasing a reader stuck in its
+    open(); no-op if nobody reads it."""
+    with contextlib.suppress(OSError):
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+
+
+@pytest.mark.parametrize("kind", ["fifo", "fifo behind a symlink", "directory"])
+def test_a_special_file_in_its_place_costs_only_the_measurement(tmp_path, kind):
+    key = ("k",)
+    path = tuning.tuning_path()
+    path.parent.mkdir(parents=True)
+    if kind == "directory":
+        path.mkdir()
+    else:
+        fifo = path if kind == "fifo" else tmp_path / "fifo"
+        os.mkfifo(fifo)
+        if fifo != path:
+            path.symlink_to(fifo)
+    got: list = []
+    reader = threading.Thread(target=lambda: got.append(tuning.recall("gemm", key)), daemon=True)
+    reader.start()
+    reader.join(timeout=30)
+    if reader.is_alive():  # stuck opening the FIFO: release it, then fail
+        _unblock_fifo_reader(path)
+        reader.join(timeout=60)
+        pytest.fail("recall() blocked opening a FIFO in the tuning file's place")
+    assert got == [None]
+    # A write replaces what is there (a directory cannot be replaced: not written).
+    assert tuning.keep("gemm", key, "numpy") is (kind != "directory")
+    assert tuning.recall("gemm", key) == ("numpy" if kind != "directory" else None)
+
+
+@pytest.mark.parametrize("name", ["nested", "huge other time", "fifo"])
+def test_a_search_over_a_tampered_file_equals_screen_off(tmp_path, monkeypatch, name):
+    """Through the search: auto's result equals screen="off" bit for bit, nothing raised."""
+    pytest.importorskip("torch")
+    _fake_clock(monkeypatch, 0.5)
+    x = random_unit(64 * 32, 24, seed=30)
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [1024, 1024]))
+    q = random_unit(5, 24, seed=31)
+    off = search(store, q, 20, screen="off", chunk_rows=64, threads=1)
+    path = tuning.tuning_path()
+    path.parent.mkdir(parents=True, exist_ok=True)  # the "off" search kept its GEMM there
+    path.unlink(missing_ok=True)
+    if name == "fifo":
+        os.mkfifo(path)
+    else:
+        path.write_bytes(_TAMPERED[name])
+    got: list = []
+    st = SearchStats()
+
+    def run() -> None:
+        try:
+            got.append(search(store, q, 20, screen="auto", chunk_rows=64, threads=1, stats=st))
+        except BaseException as exc:  # reported below
+            got.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    if worker.is_alive():
+        _unblock_fifo_reader(path)
+        worker.join(timeout=120)
+        pytest.fail("the search blocked on the tuning file")
+    assert not isinstance(got[0], BaseException), repr(got[0])
+    assert st.trial and st.screen == "bf16"
+    np.testing.assert_array_equal(got[0][1], off[1])
+    np.testing.assert_array_equal(got[0][0].view(np.uint32), off[0].view(np.uint32))
+    assert tuning.recall("screen", next(iter(scr._choices))) == "bf16"  # kept after all
+
+
+_STUCK_WRITER = textwrap.dedent(
+    """
+    import pathlib, sys
+    from inquire.index import tuning
+    def stuck(self, *a, **kw):  # the temporary file exists, the lock is held: wait to be killed
+        print("writing", flush=True)
+        sys.stdin.read()
+    pathlib.Path.write_text = stuck
+    tuning.keep("gemm", ("killed",), "numpy")
+    """
+)
+
+
+def test_a_writer_killed_mid_write_leaves_nothing_behind_for_long(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    for _ in range(2):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _STUCK_WRITER],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert proc.stdout.readline().strip() == "writing"
+        finally:
+            proc.kill()
+            proc.wait(timeout=60)
+    folder = tuning.tuning_path().parent
+    # The second writer removed what the first left; its own is left.
+    assert len(list(folder.glob(".*.tmp"))) == 1
+    assert tuning.keep("gemm", ("next",), "numpy")  # their lock died with them
+    assert tuning.recall("gemm", ("next",)) == "numpy"
+    assert tuning.recall("gemm", ("killed",)) is None
+    # Under the lock no other writer is at work: their temporary files went with this write.
+    assert not list(folder.glob(".*.tmp"))
+    # Other files in the folder are not ours to remove.
+    (folder / ".other.json.x.tmp").write_text("{}")
+    assert tuning.keep("gemm", ("next",), "numpy")
+    assert (folder / ".other.json.x.tmp").exists()
+
+
+@pytest.mark.parametrize(
+    "masked,dtype,threads", [(False, np.float16, 1), (True, np.float16, 2), (True, np.float32, 1)]
+)
+def test_a_hand_written_choice_is_applied_only_where_it_may_run(
+    tmp_path, monkeypatch, masked, dtype, threads
+):
+    """A kept "bf16" (written by hand: no trial, real clock) screens only the shape it names,
+    never where the CPU lists no bfloat16 units; every result equals screen="off" bit for
+    bit."""
+    pytest.importorskip("torch")
+    monkeypatch.setattr(scr, "cpu_has_bf16_units", lambda: True)
+    x = random_unit(64 * 32, 24, seed=30)
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [1024, 1024], dtype=dtype))
+    q = random_unit(5, 24, seed=31)
+    mask = np.arange(len(x)) % 3 != 0 if masked else None
+    kw = dict(chunk_rows=64, threads=threads, mask=mask)
+    off = search(store, q, 20, screen="off", **kw)
+    workers = kernels_mod.Kernels().workers(threads)
+    key = (q.shape, 20, 64, str(np.dtype(dtype)), workers, masked, True)
+    tuning.keep("screen", key, "bf16")
+    for other in (
+        (q.shape, 20, 64, str(np.dtype(dtype)), workers, not masked, True),
+        (q.shape, 20, 64, str(np.dtype(dtype)), workers + 1, masked, True),
+        ((6, 24), 20, 64, str(np.dtype(dtype)), workers, masked, True),
+    ):
+        tuning.keep("screen", other, "fp32")  # other shapes' choices do not apply here
+
+    def check(**more) -> SearchStats:
+        _new_process(monkeypatch)
+        st = SearchStats()
+        got = search(store, q, 20, screen="auto", stats=st, **kw, **more)
+        np.testing.assert_array_equal(got[1], off[1])
+        np.testing.assert_array_equal(got[0].view(np.uint32), off[0].view(np.uint32))
+        return st
+
+    st = check()
+    assert not st.trial and st.screen == "bf16" and st.chunks_fp32 == 0
+    # The copy that would be read cannot be: another shape (expect=False), measured anew.
+    monkeypatch.setattr(scr, "clock", lambda: 0.0)  # a tie: float32
+    st = check(bf16_copy="off")
+    assert st.trial
+    # No bfloat16 units listed: the kept choice is not even looked at.
+    monkeypatch.setattr(scr, "cpu_has_bf16_units", lambda: False)
+    st = check()
+    assert not st.trial and st.screen == "off" and st.chunks_bf16 == 0
+
+
+def test_a_kept_torch_gemm_is_not_used_below_highest_precision(monkeypatch):
+    torch = pytest.importorskip("torch")
+    k = kernels_mod.Kernels()
+    names = k.candidates()
+    if "torch" not in names:
+        pytest.skip("torch's float32 GEMM does not run here")
+    tuning.keep("gemm", (*kernels_mod.gemm_key(3, 16, 64), *names), "torch")
+    old = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("medium")  # torch may round to bfloat16 now
+    try:
+        _new_process(monkeypatch)
+        k = kernels_mod.Kernels()
+        with k.single_threaded():
+            assert k.choose_gemm(3, 16, 64) == "numpy"
+    finally:
+        torch.set_float32_matmul_precision(old)
+    _new_process(monkeypatch)
+    k = kernels_mod.Kernels()
+    with k.single_threaded():
+        assert k.choose_gemm(3, 16, 64) == "torch"  # back at "highest": the kept choice
+
+
+@pytest.mark.parametrize("case", ["unknown user", "no home"])
+def test_a_home_that_cannot_be_resolved_is_not_an_error(tmp_path, monkeypatch, caplog, case):
+    """INQUIRE_HOME naming an unknown user's home (pathlib's expanduser raises RuntimeError),
+    or no INQUIRE_HOME in a container's process of an arbitrary uid without HOME (no passwd
+    entry: platformdirs raises RuntimeError). A search never needed the cache before its
+    choices were kept there: it must not fail now."""
+    if case == "unknown user":
+        monkeypatch.setenv("INQUIRE_HOME", "~inquire-no-such-user-8d1c/cache")
+    else:
+        import pwd
+
+        def no_entry(uid):
+            raise KeyError(f"getpwuid(): uid not found: {uid}")
+
+        for name in ("INQUIRE_HOME", "XDG_CACHE_HOME", "HOME"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setattr(pwd, "getpwuid", no_entry)
+    with caplog.at_level("INFO", logger="inquire.index.tuning"):
+        assert tuning.recall("gemm", (1,)) is None
+        assert tuning.keep("gemm", (1,), "numpy") is False
+    assert any("not kept" in r.getMessage() for r in caplog.records)
+    pytest.importorskip("torch")
+    _fake_clock(monkeypatch, 0.5)
+    x = random_unit(64 * 32, 24, seed=30)
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [1024, 1024]))
+    q = random_unit(5, 24, seed=31)
+    off = search(store, q, 20, screen="off", chunk_rows=64, threads=1)
+    st = SearchStats()
+    got = search(store, q, 20, screen="auto", chunk_rows=64, threads=1, stats=st)
+    assert st.trial and st.screen == "bf16"
+    np.testing.assert_array_equal(got[1], off[1])
+    np.testing.assert_array_equal(got[0].view(np.uint32), off[0].view(np.uint32))

@@ -23,20 +23,25 @@ in ``INQUIRE_HOME/tuning/<machine>.json`` as data: ``{"entries": {key: {"value":
 - ``INQUIRE_TUNING=off`` keeps choices per process only (nothing read or written).
 - Writes take a lock beside the file (``filelock``; a second process waits at most
   :data:`LOCK_TIMEOUT_S`, then skips its write), re-read the file, and rename a complete new
-  file into place: a reader sees the old file or the new one, never a mix. A folder that
-  cannot be written, or a file that is not ours (unreadable, not JSON, too large, values of
-  the wrong kind), costs only the measurement: it is never an error.
+  file into place: a reader sees the old file or the new one, never a mix (a writer killed
+  mid-write leaves its temporary file, removed by the next write). A folder that
+  cannot be written, or a file that is not ours (unreadable, not a regular file, not JSON or
+  nested too deeply, too large, values of the wrong kind), costs only the measurement: it is
+  never an error, nor a wait.
 - Values are checked by the caller against what may run now (a GEMM that is no longer
   available is measured again).
 """
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import hashlib
 import json
 import logging
 import os
 import platform
+import stat
 import threading
 import time
 from pathlib import Path
@@ -54,6 +59,9 @@ MAX_AGE_S = 7 * 24 * 3600.0
 MAX_ENTRIES = 512
 #: A file larger than this is not read (it is not one of ours; the next write replaces it).
 MAX_FILE_BYTES = 1 << 20
+# Longer values or keys than ours are not carried over by a write (not ours).
+_MAX_VALUE_CHARS = 64
+_MAX_KEY_CHARS = 4096
 #: How long a writer waits for another process's write before skipping its own.
 LOCK_TIMEOUT_S = 2.0
 #: Environment variables that change which kernels oneDNN, MKL or torch may use.
@@ -120,6 +128,17 @@ def tuning_path() -> Path:
     return home_path() / "tuning" / f"{machine_id()}.json"
 
 
+def _path() -> Path | None:
+    """:func:`tuning_path`, or None where ``INQUIRE_HOME`` cannot be resolved (``~user`` of
+    an unknown user: pathlib raises RuntimeError); a search needs no cache, so that costs
+    only the measurement (logged once)."""
+    try:
+        return tuning_path()
+    except (RuntimeError, OSError, ValueError) as exc:
+        _warn_once("home", f"measured choices are not kept: the cache folder is unknown ({exc})")
+        return None
+
+
 def entry_key(kind: str, key: tuple[Any, ...]) -> str:
     """The file's name for ``key`` of ``kind`` (``"gemm"``, ``"screen"``): JSON of both."""
     return json.dumps([kind, key], separators=(",", ":"), default=str)
@@ -128,44 +147,38 @@ def entry_key(kind: str, key: tuple[Any, ...]) -> str:
 def recall(kind: str, key: tuple[Any, ...]) -> str | None:
     """The value kept for ``key`` of ``kind`` on this machine, or None (nothing kept, kept
     longer ago than :data:`MAX_AGE_S`, or keeping disabled)."""
-    if not enabled():
+    path = _path() if enabled() else None
+    if path is None:
         return None
-    entry = _entries(tuning_path()).get(entry_key(kind, key))
-    if not isinstance(entry, dict):
-        return None
-    value, at = entry.get("value"), entry.get("at")
-    if not isinstance(value, str) or not isinstance(at, (int, float)):
-        return None
-    if not 0 <= time.time() - at <= MAX_AGE_S:  # old, or from a clock set back: measure again
-        return None
-    return value
+    got = _fresh(_entries(path).get(entry_key(kind, key)), time.time())
+    return None if got is None else got[0]
 
 
 def keep(kind: str, key: tuple[Any, ...], value: str) -> bool:
     """Keep ``value`` for ``key`` of ``kind`` on this machine; whether it was written (never
     raises: a folder that cannot be written, or a writer holding the lock for longer than
     :data:`LOCK_TIMEOUT_S`, only leaves it unwritten)."""
-    if not enabled():
+    path = _path() if enabled() else None
+    if path is None:
         return False
     from filelock import FileLock, Timeout
 
-    path = tuning_path()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(path) + ".lock", timeout=LOCK_TIMEOUT_S):
-            entries = dict(_entries(path, fresh=True))
             now = time.time()
-            entries[entry_key(kind, key)] = {"value": value, "at": now}
-            fresh = {
-                k: e
-                for k, e in entries.items()
-                if isinstance(e, dict)
-                and isinstance(e.get("at"), (int, float))
-                and 0 <= now - e["at"] <= MAX_AGE_S
-            }
+            # Only well-formed fresh entries are carried over, rewritten as ours: whatever
+            # else a hand-edited file held (other fields, huge keys) is dropped.
+            fresh: dict[str, dict[str, Any]] = {}
+            for k, e in _entries(path, fresh=True).items():
+                got = _fresh(e, now)
+                if got is not None and len(k) <= _MAX_KEY_CHARS:
+                    fresh[k] = {"value": got[0], "at": got[1]}
+            fresh[entry_key(kind, key)] = {"value": value, "at": now}
             if len(fresh) > MAX_ENTRIES:
                 newest = sorted(fresh, key=lambda k: fresh[k]["at"])[-MAX_ENTRIES:]
                 fresh = {k: fresh[k] for k in newest}
+            _remove_leftovers(path)
             with atomic_path(path) as tmp:
                 tmp.write_text(json.dumps({"entries": fresh}, indent=0), encoding="utf-8")
     except (OSError, Timeout) as exc:
@@ -176,12 +189,46 @@ def keep(kind: str, key: tuple[Any, ...], value: str) -> bool:
     return True
 
 
+def _remove_leftovers(path: Path) -> None:
+    """Remove the temporary files of writers of ``path`` killed mid-write
+    (:func:`~inquire._io.atomic_path`'s ``.<name>.<random>.tmp``). Called under the lock:
+    writers write only while holding it, so no other writer's file is there."""
+    try:
+        for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+    except OSError:
+        pass
+
+
+def _fresh(entry: Any, now: float) -> tuple[str, float] | None:
+    """``entry``'s value and time where it is one of ours (a short string, a finite time: not
+    a bool, nor an integer too large for a float) written in the last :data:`MAX_AGE_S`, else
+    None (also for a time in the future: the clock was set back)."""
+    if not isinstance(entry, dict):
+        return None
+    value, at = entry.get("value"), entry.get("at")
+    if not isinstance(value, str) or len(value) > _MAX_VALUE_CHARS:
+        return None
+    if isinstance(at, bool) or not isinstance(at, (int, float)):
+        return None
+    try:
+        at = float(at)  # an integer of 400 digits is valid JSON
+    except OverflowError:
+        return None
+    if not 0 <= now - at <= MAX_AGE_S:  # NaN is neither
+        return None
+    return value, at
+
+
 def _entries(path: Path, fresh: bool = False) -> dict[str, Any]:
     """The file's entries (empty where it is missing or not ours); re-read only when its
     size, time or inode changed, or ``fresh``."""
     try:
         st = path.stat()
     except OSError:
+        return {}
+    if not stat.S_ISREG(st.st_mode):  # a FIFO would block the open, a device never end
         return {}
     stamp = (st.st_size, st.st_mtime_ns, st.st_ino)
     if not fresh:
@@ -192,10 +239,14 @@ def _entries(path: Path, fresh: bool = False) -> dict[str, Any]:
     entries: dict[str, Any] = {}
     if st.st_size <= MAX_FILE_BYTES:
         try:
-            with open(path, "rb") as fh:
+            # Without waiting where a FIFO took the file's place since the stat.
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+            with os.fdopen(fd, "rb") as fh:
+                if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                    raise OSError(f"{path} is not a file")
                 raw = fh.read(MAX_FILE_BYTES + 1)  # it may have grown since the stat
             data = json.loads(raw) if len(raw) <= MAX_FILE_BYTES else None
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):  # RecursionError: nested too deep
             data = None
         if isinstance(data, dict) and isinstance(data.get("entries"), dict):
             entries = data["entries"]
