@@ -15,7 +15,7 @@ in ``INQUIRE_HOME/tuning/<machine>.json`` as data: ``{"entries": {key: {"value":
 "at": unix seconds}}}``.
 
 - ``<machine>`` is a digest of what the timings depend on: the CPU's model name and flags,
-  the cores this process may use, the torch and numpy versions, and the environment
+  the cores this process may use, the inquire, torch and numpy versions, and the environment
   variables that cap oneDNN's or MKL's instruction sets. A home folder shared by several
   machines (NFS) keeps one file per machine.
 - An entry older than :data:`MAX_AGE_S` (7 days) is measured again, so a choice measured on
@@ -116,6 +116,9 @@ def machine_id() -> str:
     except ImportError:
         facts["torch"] = None
     facts["env"] = {k: os.environ[k] for k in _KERNEL_ENV if k in os.environ}
+    from inquire._version import __version__
+
+    facts["inquire"] = __version__  # a new version may time its paths differently
     digest = hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
     with _lock:
         if not _machine:
