@@ -1,5 +1,5 @@
-"""Three parts of the screened exact search against the way each was done before, side by
-side in one process (ABAB, ``--repeats`` each: the machine's load changes):
+"""Parts of the screened exact search against the way each was done before, side by side in
+one process (ABAB, ``--repeats`` each: the machine's load changes):
 
 - ``block``: read blocks of the default size (~8 MiB, ``blocks.CACHE_BLOCK_BYTES``) against
   blocks of 65,536 rows (the earlier default at d = 1024: 128 MiB);
@@ -7,23 +7,29 @@ side in one process (ABAB, ``--repeats`` each: the machine's load changes):
   of them compared as float32 (the earlier way, restored here by handing ``_offer`` that copy);
 - ``rescore_read``: the final rescoring's rows read with ``preadv`` runs against gathered
   through the memory map, window by window, pages dropped (the earlier way, which shards that
-  are not files still take), on the pairs a search rescored.
+  are not files still take), on the pairs a search rescored (both without the compiled
+  kernel);
+- ``kernel``: the whole search with the final rescoring's compiled kernel
+  (:mod:`inquire.index.fused`, loaded first) against without it (``INQUIRE_NUMBA=off``), where
+  numba is installed.
 
 Every search screens in bfloat16 reading the store's bfloat16 copy (built once, untimed).
 Writes (or reuses) the same synthetic float16 store as ``exact_search.py``.
 
 Usage: ``python benchmarks/exact_search_parts.py [--data-dir DIR] [--n 200000 --k 1000]``.
-The last line reads ``block_ratio=B compare_ratio=C rescore_read_ratio=R same=E`` (each: the
-current way's best time / the earlier way's; E = 1 when every pair of results was equal, ids
-and score bits).
+The last line reads ``block_ratio=B compare_ratio=C rescore_read_ratio=R kernel_ratio=K
+same=E`` (each: the current way's best time / the earlier way's; E = 1 when every pair of
+results was equal, ids and score bits).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,17 +60,35 @@ def _ab(
     return times[0], times[1], same
 
 
+@contextlib.contextmanager
+def _numba_off(name: str) -> Iterator[None]:
+    """The compiled rescoring kernel turned off (``name``: its variable) for the block."""
+    old = os.environ.get(name)
+    os.environ[name] = "off"
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = old
+
+
 def main() -> None:
     args = side_by_side_args(__doc__).parse_args()
 
     import torch
 
+    from inquire.index import fused
     from inquire.index import rescore as rescore_mod
     from inquire.index import scorer as scorer_mod
     from inquire.index.bf16_copy import build_copy
     from inquire.index.exact import search
     from inquire.index.kernels import Kernels
 
+    # The compiled rescoring kernel loaded before anything is timed (every part runs with it
+    # where numba is installed, except where turned off).
+    has_kernel = fused.loaded(wait=True) is not None
     with tempfile.TemporaryDirectory(prefix="inquire-bench-") as tmp:
         store = open_store(args.data_dir or Path(tmp) / "store", args.n, args.d)
         build_copy(store)
@@ -74,9 +98,11 @@ def main() -> None:
         pairs: list[tuple[np.ndarray, np.ndarray, float | None]] = []
         rescore_fn = scorer_mod.rescore
 
-        def capture(st: Any, qq: Any, qr: Any, rows: Any, kern: Any, mn: Any, th: int) -> Any:
+        def capture(
+            st: Any, qq: Any, qr: Any, rows: Any, kern: Any, mn: Any, th: int, *rest: Any
+        ) -> Any:
             pairs.append((qr.copy(), rows.copy(), mn))
-            return rescore_fn(st, qq, qr, rows, kern, mn, th)
+            return rescore_fn(st, qq, qr, rows, kern, mn, th, *rest)
 
         scorer_mod.rescore = capture  # type: ignore[assignment]
         try:
@@ -131,15 +157,27 @@ def main() -> None:
         torch_threads = torch.get_num_threads()
         torch.set_num_threads(1)  # as the search runs the rescoring
         try:
-            results["rescore_read"] = _ab(args.repeats, rescored, through_map)
+            with _numba_off(fused.ENV_NUMBA):  # both reads, without the compiled kernel
+                results["rescore_read"] = _ab(args.repeats, rescored, through_map)
         finally:
             torch.set_num_threads(torch_threads)
+
+        if has_kernel:
+
+            def without_kernel() -> tuple[np.ndarray, np.ndarray]:
+                with _numba_off(fused.ENV_NUMBA):
+                    return screened()
+
+            results["kernel"] = _ab(args.repeats, screened, without_kernel)
+        else:
+            print("kernel: numba is not installed; not measured")
 
     n_pairs = sum(len(qr) for qr, _, _ in pairs)
     labels = {
         "block": ("8 MiB blocks", "65,536-row blocks"),
         "compare": ("16-bit compare", "float32 copy"),
         "rescore_read": (f"preadv ({n_pairs:,} pairs)", "memory map"),
+        "kernel": ("compiled rescoring kernel", "without it"),
     }
     for name, (now, before, same) in results.items():
         print(

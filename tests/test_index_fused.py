@@ -10,7 +10,7 @@ import pytest
 
 from inquire.embed.store import EmbeddingStore
 from inquire.index import fused, rescore
-from inquire.index.exact import search
+from inquire.index.exact import SearchStats, search
 from inquire.index.kernels import Kernels
 from inquire.index.score import exact_score, gamma64
 from inquire.testing.search_stores import large_store, random_unit, rss_file_bytes, write_store
@@ -111,12 +111,14 @@ def test_search_with_and_without_the_kernel_is_the_same(
 
     monkeypatch.setattr(fused, "pair_dots", counted)
     for screen in ("off", "bf16"):
-        got = search(store, q, 50, screen=screen, threads=threads, bf16_copy="off")
-        assert calls[0] > 0
+        st = SearchStats()
+        got = search(store, q, 50, screen=screen, threads=threads, bf16_copy="off", stats=st)
+        assert calls[0] > 0 and 0 < st.rescored_fused <= st.rescored  # (NaN chunks: exactly)
         monkeypatch.setenv(fused.ENV_NUMBA, "off")
         calls[0] = 0
-        want = search(store, q, 50, screen=screen, threads=threads, bf16_copy="off")
-        assert calls[0] == 0
+        st = SearchStats()
+        want = search(store, q, 50, screen=screen, threads=threads, bf16_copy="off", stats=st)
+        assert calls[0] == 0 and st.rescored_fused == 0 < st.rescored
         monkeypatch.delenv(fused.ENV_NUMBA)
         np.testing.assert_array_equal(got[1], want[1])
         np.testing.assert_array_equal(got[0].view(np.uint32), want[0].view(np.uint32))

@@ -123,6 +123,7 @@ class SearchStats:
     searched_again: int = 0  # of those, queries whose guess failed: searched again without
     fp32_gemm: str = "torch"  # who ran the float32 GEMM: "torch", "numpy" or "onednn"
     fp32_fallbacks: int = 0  # float32 GEMMs numpy's BLAS ran instead (see Kernels.fallbacks)
+    rescored_fused: int = 0  # of the pairs rescored, those by the compiled kernel (fused)
 
     @property
     def rescored_per_query(self) -> float:
@@ -310,6 +311,7 @@ def _search(
         stats.fp32_fallbacks = kernels.fallbacks
         stats.seconds = time.perf_counter() - started
         stats.rescore_seconds = finished
+        stats.rescored_fused = sum(sc.rescored_fused for sc in scorers)
         stats.guessed = 0 if floor is None else int(np.count_nonzero(~np.isneginf(floor)))
         stats.searched_again = 0
     ids = keys if sorted_ids is None else np.where(keys >= 0, sorted_ids[np.maximum(keys, 0)], -1)
@@ -346,6 +348,7 @@ def _search(
                 stats.pooled += sub.pooled
                 stats.gemm_seconds += sub.gemm_seconds
                 stats.rescore_seconds += sub.rescore_seconds
+                stats.rescored_fused += sub.rescored_fused
                 stats.chunks_bf16 += sub.chunks_bf16  # the second pass's chunks too
                 stats.chunks_fp32 += sub.chunks_fp32
                 stats.fp32_fallbacks += sub.fp32_fallbacks

@@ -415,9 +415,11 @@ def rescore(
     kernels: Kernels,
     max_norm: float | None = None,
     threads: int = 1,
+    used: list[str] | None = None,
 ) -> np.ndarray:
     """Exact scores ``(m,) float32`` (:func:`inquire.index.score.exact_score`, bit for bit) of
-    the pairs (query ``qr``, global row ``rows``). ``max_norm``: an upper bound of the rows'
+    the pairs (query ``qr``, global row ``rows``). ``used``: gets ``"fused"`` or ``"numpy"``
+    appended (which way ran). ``max_norm``: an upper bound of the rows'
     norms, if known. ``threads``: threads sharing the work (with two or more, half read the
     batches and the others compute: :func:`_pipelined`); torch's own thread count should
     then be 1.
@@ -445,6 +447,8 @@ def rescore(
     kern = None
     if store.dtype in (np.float16, np.float32):
         kern = fused.loaded(wait=m * d >= FUSED_WAIT_ELEMENTS)
+    if used is not None:
+        used.append("numpy" if kern is None else "fused")
     if kern is not None:
         reader = _Reader(store)
         with _random_access(store, reader.mapped) as drop:

@@ -153,6 +153,7 @@ class Scorer:
         self.f32 = np.empty((chunk_rows, dim), np.float32)
         self.out = np.empty((nq, chunk_rows), np.float32)
         self.rescored = 0
+        self.rescored_fused = 0  # of them, by the compiled kernel (inquire.index.fused)
         self.pooled = 0  # candidates offered to the pool (each may be dropped again later)
         self.nonfinite: list[int] = []  # store rows holding NaN / inf (never returned)
         self.gemm_seconds = 0.0
@@ -445,6 +446,7 @@ class Scorer:
             self.top.absorb(other.top)
             self.pool.absorb(other.pool)
             self.rescored += other.rescored
+            self.rescored_fused += other.rescored_fused
             self.max_norm = max(self.max_norm, other.max_norm)
         self.top.merge()
         self.pool.raise_floor(self.top.threshold)
@@ -461,5 +463,10 @@ class Scorer:
     def _rescore(self, qr: np.ndarray, rows: np.ndarray, threads: int) -> None:
         """Give the pairs (query ``qr`` ascending, global ``rows``) their exact scores."""
         if len(qr):
-            values = rescore(self.store, self.q, qr, rows, self.kernels, self.max_norm, threads)
+            used: list[str] = []
+            values = rescore(
+                self.store, self.q, qr, rows, self.kernels, self.max_norm, threads, used
+            )
+            if used == ["fused"]:
+                self.rescored_fused += len(qr)
             self.add_exact(qr, rows, values)
