@@ -4,6 +4,7 @@ search with and without it, its mapped windows, and running without numba."""
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -228,3 +229,41 @@ def test_loading_once_in_the_background(monkeypatch, kern):
     assert fused.loaded() is not None and builds == [1]
     monkeypatch.setenv(fused.ENV_NUMBA, "off")
     assert fused.loaded(wait=True) is None
+
+
+@pytest.mark.parametrize("threads", [1, 2, 4])
+def test_one_shard_file_open_per_thread(tmp_path, monkeypatch, kern, threads):
+    # 60 shards: each thread keeps the file of the window it maps open, and closes it before
+    # opening the next shard's (a store already holds a descriptor per shard for its maps).
+    import os
+    from pathlib import Path
+
+    fd_dir = Path("/proc/self/fd")
+    if not fd_dir.is_dir():
+        pytest.skip("needs /proc/self/fd")
+    monkeypatch.setattr(rescore, "FUSED_WAIT_ELEMENTS", 0)
+    n_shards, per, d = 60, 40, 8
+    x = random_unit(n_shards * per, d, seed=31)
+    store = EmbeddingStore(write_store(tmp_path / "s", x, [per] * n_shards))
+    q = random_unit(2, d, seed=32)
+    rows = np.arange(0, n_shards * per, 7)
+    qr = np.sort(np.random.default_rng(33).integers(0, 2, len(rows)))
+    rescore.rescore(store, q, qr, rows, Kernels(), None, threads)  # code paths
+    peak = [0]
+    dots = fused.pair_dots
+    lock = threading.Lock()
+
+    def counted(*a):
+        with lock:  # one listing at a time: each opens a descriptor of its own
+            peak[0] = max(peak[0], len(os.listdir(fd_dir)) - 1)  # less listdir's own
+        dots(*a)
+
+    monkeypatch.setattr(fused, "pair_dots", counted)
+    before = len(os.listdir(fd_dir))
+    got = rescore.rescore(store, q, qr, rows, Kernels(), None, threads)
+    # Per thread: the shard file, and the duplicate Python's mmap keeps while it is mapped.
+    assert 0 < peak[0] - before <= 2 * threads, peak[0] - before
+    assert len(os.listdir(fd_dir)) == before
+    xs = np.asarray(store.rows(rows), np.float32)
+    want = np.array([exact_score(q[r], v) for r, v in zip(qr, xs, strict=True)], np.float32)
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
