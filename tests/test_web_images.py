@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -322,6 +322,53 @@ def test_thumbnails_read_while_others_delete_them_to_make_room(tmp_path: Path) -
     for c in caches:  # each keeps its own bound; together at most twice the cap
         assert c.total_bytes() <= 20_000
     assert sum(p.stat().st_size for p in (tmp_path / "shared").rglob("*.jpg")) <= 40_000
+
+
+def test_thumbnail_made_again_by_another_thread_while_a_read_fails_stays_counted(
+    tmp_path: Path,
+) -> None:
+    """One interleaving of the test above, in order: a read finds its thumbnail deleted (another
+    server made room), another thread of the same cache makes it again and counts it, and
+    only then does the failed read take the lock to forget the file. It must not forget the
+    new file: counted by no cache, it would never be deleted, and the folder would grow past
+    the caches' bounds."""
+    import threading
+
+    src = _jpeg(tmp_path / "img" / "a.jpg", size=(300, 200))
+    cache = ThumbnailCache(tmp_path / "thumbs", max_bytes=20_000)
+
+    class HookedLock:
+        """The cache's lock, running ``hook`` (once) just before it is next taken."""
+
+        def __init__(self) -> None:
+            self.lock = threading.Lock()
+            self.hook: Callable[[], object] | None = None
+
+        def __enter__(self) -> None:
+            hook, self.hook = self.hook, None
+            if hook is not None:
+                hook()
+            self.lock.acquire()
+
+        def __exit__(self, *exc: object) -> None:
+            self.lock.release()
+
+    lock = HookedLock()
+    cache._lock = lock  # type: ignore[assignment]
+    gets = []
+
+    def get() -> Path:
+        target = cache.get(src, 64)
+        if not gets:  # the first time: deleted before it is read, made again once that fails
+            target.unlink()
+            lock.hook = lambda: cache.get(src, 64)
+        gets.append(target)
+        return target
+
+    data = cache._read(get)
+    assert len(gets) == 2 and gets[0] == gets[1] and lock.hook is None
+    assert data == gets[0].read_bytes()
+    assert cache.total_bytes() == gets[0].stat().st_size  # still counted, so still bounded
 
 
 def test_http_thumbnail_sizes_are_snapped(server: str, world: dict[str, Path]) -> None:

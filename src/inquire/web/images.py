@@ -373,7 +373,11 @@ class ThumbnailCache:
                 return target.read_bytes()
             except FileNotFoundError:  # deleted to make room since get() saw or wrote it
                 with self._lock:
-                    self._total -= self._index().pop(target, 0)
+                    # Forget it only while it is still gone: another thread of this cache may
+                    # have made it again since (and counted it in _added); forgetting that
+                    # file would leave it on disk counted by no cache, beyond max_bytes.
+                    if not os.path.lexists(target):
+                        self._total -= self._index().pop(target, 0)
         raise InputError(
             f"the thumbnail cache at {self.root.name!r} is too small: thumbnails were deleted "
             f"{READ_TRIES} times before they could be sent; give it more than "
