@@ -20,11 +20,15 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
     """Every test gets its own empty cache folders (inquire's and the Hugging Face hub's, where
-    INQUIRE-Rerank goes) and no mirror override."""
+    INQUIRE-Rerank goes), no mirror override, and no compiled rescoring kernel unless asked."""
     from huggingface_hub import constants as hf_constants
 
     monkeypatch.setenv("INQUIRE_HOME", str(tmp_path_factory.mktemp("inquire_home")))
     monkeypatch.delenv("INQUIRE_BASE_URL", raising=False)
+    # The rescoring's compiled kernel only where a test asks for it (tests/test_index_fused.py,
+    # the `rescore_path` fixture): once loaded in the process it would change how later
+    # tests rescore (one stage instead of two), whichever test happened to load it.
+    monkeypatch.setenv("INQUIRE_NUMBA", "off")
     monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path_factory.mktemp("hf_hub")))
 
 

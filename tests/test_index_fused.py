@@ -4,7 +4,6 @@ search with and without it, its mapped windows, and running without numba."""
 from __future__ import annotations
 
 import math
-import threading
 
 import numpy as np
 import pytest
@@ -14,7 +13,7 @@ from inquire.index import fused, rescore
 from inquire.index.exact import SearchStats, search
 from inquire.index.kernels import Kernels
 from inquire.index.score import exact_score, gamma64
-from inquire.testing.search_stores import large_store, random_unit, rss_file_bytes, write_store
+from inquire.testing.search_stores import random_unit, write_store
 
 
 @pytest.fixture
@@ -97,7 +96,7 @@ def test_search_with_and_without_the_kernel_is_the_same(
     tmp_path, monkeypatch, kern, dtype, threads
 ):
     monkeypatch.setattr(rescore, "FUSED_WAIT_ELEMENTS", 0)
-    monkeypatch.setattr(rescore, "_MAP_BYTES", 4096 * 3)  # windows of a few rows
+    monkeypatch.setattr(rescore, "_BATCH_ELEMENTS", 48 * 37)  # batches of a few rows
     x = random_unit(6000, 48, seed=3)
     x[17] = 0
     x[18, 3] = np.inf
@@ -147,44 +146,8 @@ def test_rescoring_from_arrays_in_memory(kern, monkeypatch):
     np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
 
 
-@pytest.mark.parametrize("threads", [1, 2])
-def test_the_mapped_windows_never_map_the_whole_store(tmp_path, monkeypatch, kern, threads):
-    # 20k random rows of a 100 MiB store: the kernel maps a window of the file at a time and
-    # unmaps it before the next; resident file pages grow by about a window per thread.
-    if rss_file_bytes() is None:
-        pytest.skip("no RssFile in /proc/self/status")
-    monkeypatch.setattr(rescore, "FUSED_WAIT_ELEMENTS", 0)
-    n, d = 200_000, 256
-    store = EmbeddingStore(large_store(tmp_path / "s", n, d, [n], seed=9))
-    rng = np.random.default_rng(10)
-    q = random_unit(4, d, seed=10)
-    rows = rng.choice(n, 20_000, replace=False)
-    qr = np.sort(rng.integers(0, 4, len(rows)))
-    rescore.rescore(store, q, qr, rows, Kernels(), None, threads)  # code paths
-    peak, calls = [0], [0]
-    dots = fused.pair_dots
-
-    def measured(*a):
-        dots(*a)
-        peak[0] = max(peak[0], rss_file_bytes() or 0)
-        calls[0] += 1
-
-    monkeypatch.setattr(fused, "pair_dots", measured)
-    before = rss_file_bytes() or 0
-    got = rescore.rescore(store, q, qr, rows, Kernels(), None, threads)
-    after = rss_file_bytes() or 0
-    allowed = threads * (rescore._MAP_BYTES + (4 << 20)) + (4 << 20)
-    assert allowed < n * d * 2 // 2
-    assert calls[0] >= n * d * 2 // rescore._MAP_BYTES  # one call per window at least
-    assert peak[0] - before <= allowed, (peak[0] - before) / 2**20
-    assert after - before <= 4 << 20
-    sample = np.argsort(rows)[:300]
-    xs = np.asarray(store.shards[0][rows[sample]], np.float32)
-    want = np.array([exact_score(q[qr[j]], xs[i]) for i, j in enumerate(sample)], np.float32)
-    np.testing.assert_array_equal(got[sample].view(np.uint32), want.view(np.uint32))
-
-
 def test_without_numba_the_rescoring_runs_without_the_kernel(tmp_path, monkeypatch):
+    monkeypatch.delenv(fused.ENV_NUMBA, raising=False)
     monkeypatch.setattr(fused, "_state", {})
     monkeypatch.setattr(fused, "_numba_installed", lambda: False)
     assert fused.loaded(wait=True) is None
@@ -201,6 +164,7 @@ def test_without_numba_the_rescoring_runs_without_the_kernel(tmp_path, monkeypat
 
 
 def test_a_kernel_that_fails_to_build_is_never_used(monkeypatch):
+    monkeypatch.delenv(fused.ENV_NUMBA, raising=False)
     monkeypatch.setattr(fused, "_state", {})
 
     def broken():
@@ -229,41 +193,3 @@ def test_loading_once_in_the_background(monkeypatch, kern):
     assert fused.loaded() is not None and builds == [1]
     monkeypatch.setenv(fused.ENV_NUMBA, "off")
     assert fused.loaded(wait=True) is None
-
-
-@pytest.mark.parametrize("threads", [1, 2, 4])
-def test_one_shard_file_open_per_thread(tmp_path, monkeypatch, kern, threads):
-    # 60 shards: each thread keeps the file of the window it maps open, and closes it before
-    # opening the next shard's (a store already holds a descriptor per shard for its maps).
-    import os
-    from pathlib import Path
-
-    fd_dir = Path("/proc/self/fd")
-    if not fd_dir.is_dir():
-        pytest.skip("needs /proc/self/fd")
-    monkeypatch.setattr(rescore, "FUSED_WAIT_ELEMENTS", 0)
-    n_shards, per, d = 60, 40, 8
-    x = random_unit(n_shards * per, d, seed=31)
-    store = EmbeddingStore(write_store(tmp_path / "s", x, [per] * n_shards))
-    q = random_unit(2, d, seed=32)
-    rows = np.arange(0, n_shards * per, 7)
-    qr = np.sort(np.random.default_rng(33).integers(0, 2, len(rows)))
-    rescore.rescore(store, q, qr, rows, Kernels(), None, threads)  # code paths
-    peak = [0]
-    dots = fused.pair_dots
-    lock = threading.Lock()
-
-    def counted(*a):
-        with lock:  # one listing at a time: each opens a descriptor of its own
-            peak[0] = max(peak[0], len(os.listdir(fd_dir)) - 1)  # less listdir's own
-        dots(*a)
-
-    monkeypatch.setattr(fused, "pair_dots", counted)
-    before = len(os.listdir(fd_dir))
-    got = rescore.rescore(store, q, qr, rows, Kernels(), None, threads)
-    # Per thread: the shard file, and the duplicate Python's mmap keeps while it is mapped.
-    assert 0 < peak[0] - before <= 2 * threads, peak[0] - before
-    assert len(os.listdir(fd_dir)) == before
-    xs = np.asarray(store.rows(rows), np.float32)
-    want = np.array([exact_score(q[r], v) for r, v in zip(qr, xs, strict=True)], np.float32)
-    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))

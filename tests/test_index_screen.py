@@ -564,9 +564,10 @@ def test_two_stage_rescoring_reads_fewer_rows_and_gives_the_same_result(
     q = random_unit(5, d, seed=34)
     kw = dict(k=k, chunk_rows=512, block_rows=1024, threads=threads, screen="bf16")
     one, two = SearchStats(), SearchStats()
+    width = scorer._TWO_STAGE_WIDTH
     monkeypatch.setattr(scorer, "_TWO_STAGE_WIDTH", float("inf"))
     s1, i1 = search(store, q, stats=one, **kw)
-    monkeypatch.undo()
+    monkeypatch.setattr(scorer, "_TWO_STAGE_WIDTH", width)  # (not undo(): conftest's settings)
     s2, i2 = search(store, q, stats=two, **kw)
     np.testing.assert_array_equal(i2, i1)
     np.testing.assert_array_equal(s2.view(np.uint32), s1.view(np.uint32))

@@ -1,14 +1,13 @@
-"""Exact scores of (query, row) pairs whose rows are read at random from a store's shards,
-without growing this process's resident memory by more than a window per thread.
+"""Exact scores of (query, row) pairs whose rows are read at random from a store's shards:
+each distinct row read once, in row order, with ``preadv`` (nothing of the store mapped into
+this process), then each pair's float64 inner product, the same float32 results bit for bit
+either way:
 
-Two ways, the same float32 results bit for bit:
-
-- with the compiled kernel (:mod:`inquire.index.fused`, where numba is installed and loaded):
-  the pairs in row order, each shard file mapped read-only a window of ~8 MiB at a time, the
-  kernel reading each wanted row in place (no copy) and computing its float64 products;
-  windows shared out to the threads;
-- without it: each distinct row read once, in row order, with ``preadv`` by some threads while
-  others convert each query's rows to float64 and multiply them (:func:`_batch_dots`).
+- with the compiled kernel (:mod:`inquire.index.fused`, where numba is installed and loaded),
+  each thread reads a batch and runs the kernel over it: the pairs in row order, each row
+  converted and multiplied in registers;
+- without it, half the threads read while the others convert each query's rows to float64
+  and multiply them (:func:`_batch_dots`).
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ import contextlib
 import itertools
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from queue import Queue
 from typing import Any
@@ -25,7 +24,6 @@ from typing import Any
 import numpy as np
 
 from inquire.embed.store import EmbeddingStore
-from inquire.errors import InputError
 from inquire.index import fused
 from inquire.index.blocks import _file_source, _pread_rows, mapped_file, open_source
 from inquire.index.kernels import Kernels
@@ -47,9 +45,6 @@ _WINDOW_BYTES = 4 << 20
 # to 50% of a store's rows wanted, this read beats gathering through the memory map at every
 # density: 0.42 against 0.62 us a row at 50%, 3.0 against 5.5 at 1%).
 _GAP_ROWS = 32
-# Bytes of a shard file mapped at a time by the compiled kernel's rescoring (one window per
-# thread at once; unmapped after).
-_MAP_BYTES = 8 << 20
 #: Pairs x width from which a rescoring waits for the compiled kernel to load (~0.3-0.7 s per
 #: process) rather than run without it (~0.6 us a pair more at d = 1024); a search that
 #: will rescore many pairs starts loading it while it scans (:func:`fused.start_loading`).
@@ -210,12 +205,7 @@ class _Reader:
         if len(rows) == 0:
             return out
         store = self.store
-        shard = np.searchsorted(store.offsets, rows, side="right") - 1
-        local = rows - store.offsets[shard]
-        filed = np.array([src is not None for src in self.sources])[shard]
-        ends = (np.diff(shard) != 0) | (np.diff(local // self.span) != 0)
-        ends |= (np.diff(local) > _GAP_ROWS) & filed[1:]
-        cuts = np.flatnonzero(ends) + 1
+        shard, local, cuts = self._segments(rows)
         # Repeats before each row: a run is consecutive rows only without them (a repeat
         # and a gap could make up its length).
         repeats = np.concatenate(([0], np.cumsum(np.diff(local) == 0)))
@@ -246,6 +236,50 @@ class _Reader:
             if fd >= 0:
                 os.close(fd)
         return out
+
+    def _segments(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(shard, local, cuts)`` of the ascending global ``rows``: each row's shard and row
+        in it, and where a run ends (see :meth:`read`)."""
+        store = self.store
+        shard = np.searchsorted(store.offsets, rows, side="right") - 1
+        local = rows - store.offsets[shard]
+        filed = np.array([src is not None for src in self.sources])[shard]
+        ends = (np.diff(shard) != 0) | (np.diff(local // self.span) != 0)
+        ends |= (np.diff(local) > _GAP_ROWS) & filed[1:]
+        return shard, local, np.flatnonzero(ends) + 1
+
+    def runs(
+        self, rows: np.ndarray, stage: np.ndarray
+    ) -> Generator[tuple[int, int, np.ndarray, int], None, None]:
+        """The runs of the ascending global ``rows`` (as :meth:`read` reads them), each as
+        ``(a, b, x, start)``: ``rows[a:b]`` lie in ``x``, the store's rows from global row
+        ``start`` on, read into ``stage`` (valid until the next run), or, where the shard is
+        not a file, a slice of the array (its pages dropped once the next run is asked for).
+        Close the iterator when stopping early (its shard file stays open until then)."""
+        if len(rows) == 0:
+            return
+        store = self.store
+        shard, local, cuts = self._segments(rows)
+        fd, fd_shard = -1, -1
+        try:
+            for a, b in itertools.pairwise([0, *cuts.tolist(), len(rows)]):
+                s, lo, hi = int(shard[a]), int(local[a]), int(local[b - 1]) + 1
+                start = int(store.offsets[s]) + lo
+                src = self.sources[s]
+                if src is None:
+                    yield a, b, store.shards[s][lo:hi], start
+                    self.drop(start, start + hi - lo)
+                    continue
+                if s != fd_shard:
+                    if fd >= 0:
+                        os.close(fd)
+                        fd = -1
+                    # Another file renamed over the one the store mapped: an InputError.
+                    fd, fd_shard = open_source(src, mapped_file(store, s)), s
+                yield a, b, _pread_rows(fd, src, lo, stage[: hi - lo]), start
+        finally:
+            if fd >= 0:
+                os.close(fd)
 
 
 def _read(reader: _Reader, rows: np.ndarray, out: np.ndarray, stage: np.ndarray) -> np.ndarray:
@@ -407,6 +441,50 @@ def _pipelined(
         raise errors[0]
 
 
+def _each_reads(
+    batches: list[tuple[int, int]],
+    threads: int,
+    reader: _Reader,
+    work_on: Callable[[int, int, np.ndarray], None],
+) -> None:
+    """Run ``work_on(a, b, stage)`` on every batch on ``threads`` threads (one when 1), each
+    with its own staging buffer, reading and computing (with the compiled kernel the products
+    take less time than the reads: a thread that only computed would mostly wait). Batches
+    are taken in order from a shared counter; an error on any thread stops the others at
+    their next batch and is raised here."""
+    lock = threading.Lock()
+    nxt = [0]
+    failed = threading.Event()
+
+    def work() -> None:
+        stage = reader.stage()
+        while not failed.is_set():
+            with lock:
+                i = nxt[0]
+                nxt[0] += 1
+            if i >= len(batches):
+                return
+            try:
+                work_on(*batches[i], stage)
+            except BaseException:
+                failed.set()
+                raise
+
+    if threads == 1:
+        work()
+        return
+    with ThreadPoolExecutor(threads, thread_name_prefix="inquire-rescore") as pool:
+        futures = [pool.submit(work) for _ in range(threads)]
+        try:
+            errors = [f.exception() for f in futures]
+        except BaseException:
+            failed.set()  # interrupted while waiting: the threads stop at their next batch
+            raise
+    for exc in errors:
+        if exc is not None:
+            raise exc
+
+
 def rescore(
     store: EmbeddingStore,
     q: np.ndarray,
@@ -424,17 +502,19 @@ def rescore(
     batches and the others compute: :func:`_pipelined`); torch's own thread count should
     then be 1.
 
-    With the compiled kernel loaded (:func:`inquire.index.fused.loaded`; waited for only
-    where ``m * d >= FUSED_WAIT_ELEMENTS``), the pairs go to :func:`_fused_dots`. Otherwise:
-    the distinct rows are read in ascending order, in batches of ~32 MiB, each row once however
+    The distinct rows are read in ascending order, in batches of ~32 MiB, each row once however
     many queries kept it; a batch's rows (sparse: they may span the whole store) are read from
     the shard files with ``preadv``, a run of nearby rows at a time through a staging buffer
     of at most ~4 MiB (:class:`_Reader`: nothing of the store is mapped into this process;
     gathering through the memory map, each touch maps a large page, which must be unmapped
-    again, and cost more at every density measured). Within a batch, per query, its rows
-    are converted to float64 and multiplied with the query (:func:`_batch_dots`); each float64
-    value is then rounded once to float32 with a proven error bound
-    (:func:`inquire.index.score.round_once`), the rare undecided pair exactly."""
+    again, and cost more at every density measured). Within a batch, with the compiled
+    kernel loaded (:func:`inquire.index.fused.loaded`, waited for only where ``m * d >=
+    FUSED_WAIT_ELEMENTS``), its pairs in row order go through the kernel, each thread reading
+    and computing its own batches (:func:`_each_reads`); without it, per query, its rows are
+    converted to float64 and multiplied with the query (:func:`_batch_dots`), half the threads
+    reading (:func:`_pipelined`). Each float64 value is then rounded once to float32 with a
+    proven error bound (:func:`inquire.index.score.round_once`), the rare undecided pair
+    exactly."""
     m = len(qr)
     if m == 0:
         return np.empty(0, np.float32)
@@ -449,16 +529,6 @@ def rescore(
         kern = fused.loaded(wait=m * d >= FUSED_WAIT_ELEMENTS)
     if used is not None:
         used.append("numpy" if kern is None else "fused")
-    if kern is not None:
-        reader = _Reader(store)
-        with _random_access(store, reader.mapped) as drop:
-            reader.drop = drop
-            s, err = _fused_dots(store, q, qr, rows, order, bound, kern, threads, reader, drop)
-
-            def slow_fused(js: np.ndarray) -> np.ndarray:
-                return _slow_scores(store, q, qr, rows, reader, js)
-
-            return round_once(s, err, slow_fused)
     by_row = rows[order]
     first = np.flatnonzero(np.concatenate(([True], by_row[1:] != by_row[:-1])))
     uniq = by_row[first]
@@ -470,16 +540,36 @@ def rescore(
     piece = max(1, min(_PIECE_ELEMENTS // max(d, 1), m))
     s = np.empty(m, np.float64)
     err = np.empty(m, np.float64)
+    q32 = np.ascontiguousarray(q, np.float32)
+    g = gamma64(d) * (1 + 4 * gamma64(d))
 
     def dots(x: np.ndarray, a: int, b: int, w: _Worker) -> None:
         # The batch of distinct rows uniq[a:b], read into x, and their pairs.
         pairs = order[first[a] : first[b]]
         _batch_dots(x, q64, qr, rows, uniq[a:b], pairs, s, err, kernels, bound, w)
 
+    def kernel_dots(a: int, b: int, stage: np.ndarray) -> None:
+        # The pairs of the distinct rows uniq[a:b], run by run as read: the compiled kernel
+        # reads each run's rows where preadv left them (in cache), in row order.
+        assert kern is not None
+        with contextlib.closing(reader.runs(uniq[a:b], stage)) as runs:
+            for ra, rb, x, start in runs:
+                pa, pb = int(first[a + ra]), int(first[a + rb])
+                pairs = order[pa:pb]
+                local = by_row[pa:pb] - start
+                qp = np.ascontiguousarray(qr[pairs], np.int64)
+                out = np.empty(pb - pa, np.float64)
+                tot = None if bound is not None else np.empty(pb - pa, np.float64)
+                fused.pair_dots(kern, x, local, qp, q32, out, tot)
+                s[pairs] = out
+                err[pairs] = bound[qp] if bound is not None else tot * g  # type: ignore[operator]
+
     reader = _Reader(store)
     with _random_access(store, reader.mapped) as drop:
         reader.drop = drop
-        if n_workers == 1:
+        if kern is not None:
+            _each_reads(batches, n_workers, reader, kernel_dots)
+        elif n_workers == 1:
             raw, w = np.empty((step, d), store.dtype), _Worker(store, piece)
             stage = reader.stage()
             for a, b in batches:
@@ -514,105 +604,3 @@ def _slow_scores(
         for i, p in enumerate(part):
             got[p] = exact_score(q[qr[js[p]]], x[i])
     return got
-
-
-def _fused_dots(
-    store: EmbeddingStore,
-    q: np.ndarray,
-    qr: np.ndarray,
-    rows: np.ndarray,
-    order: np.ndarray,
-    bound: np.ndarray | None,
-    kern: tuple[Callable[..., None], Callable[..., None]],
-    threads: int,
-    reader: _Reader,
-    drop: Callable[..., None],
-) -> tuple[np.ndarray, np.ndarray]:
-    """Float64 inner products ``s (m,)`` of the pairs and their error bounds ``err (m,)``
-    (as :func:`_batch_dots`), by the compiled kernel (:mod:`inquire.index.fused`) reading
-    the rows in place, in row order: each shard file a window of ~``_MAP_BYTES`` at a time,
-    mapped read-only and unmapped after (resident memory grows by at most a window per
-    thread; the file is checked to be the one the store mapped, and long enough, before
-    each window), or, where a shard is not a file, the array itself (its pages dropped
-    after, as :class:`_Reader` does). Windows are shared out to ``threads`` threads."""
-    import mmap
-
-    m, d = len(qr), store.dim
-    q32 = np.ascontiguousarray(q, np.float32)
-    by_row = rows[order]
-    qp = np.ascontiguousarray(qr[order], np.int64)
-    shard = np.searchsorted(store.offsets, by_row, side="right") - 1
-    local = by_row - store.offsets[shard]
-    row_bytes = d * store.dtype.itemsize
-    span = max(1, _MAP_BYTES // row_bytes)
-    cuts = np.flatnonzero((np.diff(shard) != 0) | (np.diff(local // span) != 0)) + 1
-    tasks = list(itertools.pairwise([0, *cuts.tolist(), m]))
-    out = np.empty(m, np.float64)
-    absout = None if bound is not None else np.empty(m, np.float64)
-    gran = mmap.ALLOCATIONGRANULARITY
-
-    def run(a: int, b: int, files: dict[int, int]) -> None:
-        s, lo, hi = int(shard[a]), int(local[a]), int(local[b - 1]) + 1
-        src = reader.sources[s]
-        at = local[a:b] - lo
-        part = None if absout is None else absout[a:b]
-        if src is None:  # not a file: the array itself
-            fused.pair_dots(kern, store.shards[s][lo:hi], at, qp[a:b], q32, out[a:b], part)
-            drop(int(by_row[a]), int(by_row[b - 1]) + 1)
-            return
-        if s not in files:
-            for fd in files.values():
-                os.close(fd)
-            files.clear()
-            # Another file renamed over the one the store mapped: an InputError.
-            files[s] = open_source(src, mapped_file(store, s))
-        fd = files[s]
-        first, end = src[1] + lo * row_bytes, src[1] + hi * row_bytes
-        if os.fstat(fd).st_size < end:
-            raise InputError(
-                f"embedding shard {src[0]!r} is shorter than its header says (row {hi - 1} "
-                f"ends at byte {end}); the file is truncated"
-            )
-        base = first - first % gran
-        with mmap.mmap(fd, end - base, offset=base, access=mmap.ACCESS_READ) as mm:
-            x = np.frombuffer(mm, store.dtype, (hi - lo) * d, first - base).reshape(hi - lo, d)
-            try:
-                fused.pair_dots(kern, x, at, qp[a:b], q32, out[a:b], part)
-            finally:
-                del x  # before the map closes
-
-    def work(mine: list[tuple[int, int]]) -> None:
-        files: dict[int, int] = {}
-        try:
-            for a, b in mine:
-                if failed.is_set():
-                    return
-                run(a, b, files)
-        except BaseException:
-            failed.set()
-            raise
-        finally:
-            for fd in files.values():
-                os.close(fd)
-
-    failed = threading.Event()
-    n = max(1, min(int(threads), len(tasks)))
-    if n == 1:
-        work(tasks)
-    else:
-        # Contiguous runs of windows per thread: each thread keeps one shard file open.
-        size = -(-len(tasks) // n)
-        with ThreadPoolExecutor(n, thread_name_prefix="inquire-rescore") as pool:
-            futures = [pool.submit(work, tasks[i : i + size]) for i in range(0, len(tasks), size)]
-            for f in futures:
-                f.result()
-    s = np.empty(m, np.float64)
-    err = np.empty(m, np.float64)
-    s[order] = out
-    if bound is not None:
-        err[order] = bound[qp]
-    else:
-        assert absout is not None
-        g = gamma64(d)
-        err[order] = absout * (g * (1 + 4 * g))
-    return s, err
