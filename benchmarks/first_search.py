@@ -11,7 +11,9 @@ load changes):
   its chunks (what every command-line search did before choices were kept);
 - ``off_kept`` and ``auto_kept``: the same, with the choices one earlier untimed process kept
   in a scratch ``INQUIRE_HOME`` (the bfloat16 copy is read from the first chunk where
-  ``auto`` kept bfloat16).
+  ``auto`` kept bfloat16; a second untimed process builds it where it is missing);
+- ``auto_kept_nokernel``: ``auto_kept`` without the rescoring's compiled kernel
+  (``INQUIRE_NUMBA=off``): a search of this size loads it in the background while it scans.
 
 Each process times its search alone (torch imported, the store opened and its ids read
 first, as a CLI does before it searches) and saves its ids and score bits; all must be
@@ -19,7 +21,8 @@ equal.
 
 Usage: ``python benchmarks/first_search.py [--data-dir DIR] [--n 200000 --repeats 3]``.
 The last line reads ``auto_kept_over_off_kept=A auto_kept_over_auto=B auto_over_off=C
-same=E`` (medians of wall time; E = 1 when every process returned the same ids and scores).
+kernel_ratio=K same=E`` (medians of wall time; K: ``auto_kept`` over ``auto_kept_nokernel``;
+E = 1 when every process returned the same ids and scores).
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from exact_search import make_queries, open_store, side_by_side_args
 
 SRC = Path(__file__).resolve().parent.parent / "src"
 
-WAYS = ("off", "auto", "off_kept", "auto_kept")
+WAYS = ("off", "auto", "off_kept", "auto_kept", "auto_kept_nokernel")
 
 _ONE = """
 import json, sys, time
@@ -62,6 +65,9 @@ print(json.dumps({"s": seconds, "screen": st.screen, "trial": st.trial, "copy": 
 
 def run_one(folder: Path, qfile: Path, k: int, way: str, home: Path, out: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": str(SRC), "INQUIRE_HOME": str(home)}
+    if way.endswith("_nokernel"):
+        env["INQUIRE_NUMBA"] = "off"
+        way = way.removesuffix("_nokernel")
     if not way.endswith("_kept"):
         env["INQUIRE_TUNING"] = "off"
     screen = way.removesuffix("_kept")
@@ -85,9 +91,9 @@ def main() -> None:
         qfile = t / "q.npy"
         np.save(qfile, make_queries(args.queries, args.d, 0))
         home = t / "home"
-        # One untimed process per way keeps its choices (and builds the bfloat16 copy where
-        # auto chose it), as an earlier command on this machine would have.
-        for way in ("off_kept", "auto_kept"):
+        # Untimed processes keep their choices (the second auto one builds the bfloat16 copy
+        # where auto chose it), as earlier commands on this machine would have.
+        for way in ("off_kept", "auto_kept", "auto_kept"):
             run_one(folder, qfile, args.k, way, home, t / "warm.npy")
         times: dict[str, list[float]] = {w: [] for w in WAYS}
         first: np.ndarray | None = None
@@ -111,7 +117,8 @@ def main() -> None:
         print(
             f"auto_kept_over_off_kept={med['auto_kept'] / med['off_kept']:.3f} "
             f"auto_kept_over_auto={med['auto_kept'] / med['auto']:.3f} "
-            f"auto_over_off={med['auto'] / med['off']:.3f} same={int(same)}"
+            f"auto_over_off={med['auto'] / med['off']:.3f} "
+            f"kernel_ratio={med['auto_kept'] / med['auto_kept_nokernel']:.3f} same={int(same)}"
         )
 
 
