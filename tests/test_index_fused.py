@@ -193,3 +193,36 @@ def test_loading_once_in_the_background(monkeypatch, kern):
     assert fused.loaded() is not None and builds == [1]
     monkeypatch.setenv(fused.ENV_NUMBA, "off")
     assert fused.loaded(wait=True) is None
+
+
+def test_float16_subnormals_in_flush_denormal_mode(kern, tmp_path, monkeypatch):
+    # torch.set_flush_denormal(True) sets the CPU to read float32 subnormals as zero (DAZ;
+    # threads started later inherit it): a float16 subnormal must not go through one. Before
+    # the fix the kernel read 3 * 2**-24 as 0 and the rescoring returned 1.0 for a sum of
+    # 1 + 3 * 2**-24 (exactly 1 + 2**-22 once rounded, halfway and to even).
+    torch = pytest.importorskip("torch")
+    monkeypatch.setattr(rescore, "FUSED_WAIT_ELEMENTS", 0)
+    x = np.zeros((40, 5), np.float16)
+    x[:, 0] = np.float16(3 * 2.0**-24)
+    x[:, 1] = 1.0
+    x[1::2, 0] *= -1
+    x[:, 2] = np.float16(2.0**-24) * np.arange(40)  # every small subnormal
+    x[:, 3] = np.float16(2.0**-14) - np.float16(2.0**-24)  # the largest subnormal
+    q = np.ones((2, 5), np.float32)
+    q[1, 2] = 0.5
+    path = write_store(tmp_path / "s", x.astype(np.float32), [40], dtype=np.float16)
+    store = EmbeddingStore(path)
+    qr, rows = np.repeat([0, 1], 40), np.tile(np.arange(40), 2)
+    want = np.array([exact_score(q[r], x[j]) for r, j in zip(qr, rows, strict=True)])
+    if not torch.set_flush_denormal(True):
+        pytest.skip("this CPU cannot flush denormals")
+    try:
+        assert np.float32(np.float16(2.0**-24)) != 0  # numpy's float16 conversion is unaffected
+        out = np.empty(len(rows))
+        fused.pair_dots(kern, x, rows, qr, q, out)
+        np.testing.assert_array_equal(out, (x[rows].astype(np.float64) * q[qr]).sum(axis=1))
+        for threads in (1, 2):
+            got = rescore.rescore(store, q, qr, rows, Kernels(), None, threads)
+            np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+    finally:
+        torch.set_flush_denormal(False)

@@ -15,11 +15,13 @@ multiply-adds, whose products are exact anyway). Any order of ``d`` exact terms 
 most ``gamma_d(2**-53) sum |q_i x_i|``, the bound :func:`inquire.index.score.round_once`
 takes, so the rescoring's float32 results are the same bits as without the kernel.
 
-float16 values are converted by their bits: ``(h & 0x7fff) << 13`` read as a float32 is the
-magnitude times ``2**-112`` for every finite float16 (normal or subnormal), the sign bit
-moves to bit 31, and the sum is scaled back by ``2**112`` once (exact: a power of two, far
-from overflow). A row holding an infinity or NaN gives NaN, which the rescoring settles the
-slow exact way (:func:`inquire.index.score.exact_score`).
+float16 values are converted by their bits, never through a float32 subnormal (a thread in
+flush-denormal mode, ``torch.set_flush_denormal(True)``, reads those as zero): a normal
+float16's ``(h & 0x7fff) << 13`` plus ``112 << 23`` is the float32 of its magnitude; a
+subnormal (or zero) one's plus ``113 << 23`` is ``2**-14`` more, subtracted again (exact:
+``m 2**-24`` with ``m < 1024`` is a normal float32); the sign bit then negates it. A row
+holding an infinity or NaN gives NaN, which the rescoring settles the slow exact way
+(:func:`inquire.index.score.exact_score`).
 
 **Cost of numba.** ``import numba`` and loading the cached kernels take ~0.3-0.5 s per
 process (compiling them the first time on a machine, ~1-2 s, is cached in numba's cache
@@ -58,17 +60,22 @@ def enabled() -> bool:
 def _dots16(xbits, local, qp, q, out, absout, want_abs):  # type: ignore[no-untyped-def]
     """The float16 kernel (compiled by :func:`_build`): rows as their 16-bit patterns."""
     d = xbits.shape[1]
-    buf = np.empty(d, np.uint32)
-    fb = buf.view(np.float32)
+    fb = np.empty(d, np.float32)
     for p in range(local.shape[0]):
         row = xbits[local[p]]
         special = np.uint32(0)
         for i in range(d):
             h = np.uint32(row[i])
-            special |= np.uint32((h & np.uint32(0x7C00)) == np.uint32(0x7C00))
-            buf[i] = ((h & np.uint32(0x7FFF)) << np.uint32(13)) | (
-                (h & np.uint32(0x8000)) << np.uint32(16)
+            mag = h & np.uint32(0x7FFF)
+            special |= np.uint32(mag >= np.uint32(0x7C00))
+            sub = mag < np.uint32(0x0400)
+            bits = np.uint32(
+                (mag << np.uint32(13)) + (np.uint32(0x38800000) if sub else np.uint32(0x38000000))
             )
+            f = np.float32(bits.view(np.float32)) - (
+                np.float32(2.0**-14) if sub else np.float32(0.0)
+            )
+            fb[i] = np.float32(-f) if h & np.uint32(0x8000) else np.float32(f)
         qq = q[qp[p]]
         acc = 0.0
         for i in range(d):
@@ -76,12 +83,12 @@ def _dots16(xbits, local, qp, q, out, absout, want_abs):  # type: ignore[no-unty
         if special:
             out[p] = np.nan
         else:
-            out[p] = acc * 5.192296858534828e33  # 2**112
+            out[p] = acc
         if want_abs:
             tot = 0.0
             for i in range(d):
                 tot += abs(np.float64(fb[i])) * abs(np.float64(qq[i]))
-            absout[p] = tot * 5.192296858534828e33
+            absout[p] = tot
 
 
 def _dots32(x, local, qp, q, out, absout, want_abs):  # type: ignore[no-untyped-def]
