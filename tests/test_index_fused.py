@@ -4,6 +4,8 @@ search with and without it, its mapped windows, and running without numba."""
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -226,3 +228,58 @@ def test_float16_subnormals_in_flush_denormal_mode(kern, tmp_path, monkeypatch):
             np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
     finally:
         torch.set_flush_denormal(False)
+
+
+_FORK_SCRIPT = """
+import os, signal, sys, threading
+sys.path.insert(0, sys.argv[1])
+os.environ.pop("INQUIRE_NUMBA", None)
+from inquire.index import fused
+
+# A module the loader imports (as it imports numba), which blocks until the fork begins:
+# this test's own fork hook, registered after inquire's and so run before it, lets it go.
+started, go = threading.Event(), threading.Event()
+with open(os.path.join(sys.argv[2], "slow_import_mod.py"), "w") as f:
+    f.write("import __main__\\n__main__.started.set()\\n__main__.go.wait()\\n")
+sys.path.insert(0, sys.argv[2])
+
+def build():
+    import slow_import_mod  # noqa: F401
+    return ("k16", "k32")
+
+fused._build = build
+fused._numba_installed = lambda: True
+os.register_at_fork(before=go.set)
+fused.start_loading()
+started.wait()
+pid = os.fork()
+if pid == 0:
+    signal.alarm(20)  # a child stuck on the import lock is killed, and the test fails
+    import slow_import_mod  # noqa: F401
+    os._exit(0)
+_, status = os.waitpid(pid, 0)
+print("child", "ok" if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 else status)
+print("kernels", fused.loaded(wait=True))
+"""
+
+
+def test_a_fork_while_the_kernel_loads_waits_for_it(tmp_path):
+    # A process forking (multiprocessing, a DataLoader's workers) while the loading thread
+    # imports numba: the child inherited the module locks of the imports under way, held by
+    # a thread that does not exist there, and hung forever importing any of those modules
+    # (numba itself: by umap, librosa, ...). The fork now waits for the loading to end.
+    import subprocess
+    import sys
+
+    script = tmp_path / "fork.py"
+    script.write_text(_FORK_SCRIPT)
+    src = str(Path(fused.__file__).resolve().parents[2])
+    proc = subprocess.run(
+        [sys.executable, str(script), src, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": src},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[:2] == ["child ok", "kernels ('k16', 'k32')"], proc.stdout

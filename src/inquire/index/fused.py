@@ -175,6 +175,35 @@ def loaded(wait: bool = False) -> tuple[Callable[..., None], Callable[..., None]
         return _state.get("kernels")
 
 
+#: Seconds a fork waits at most for the loading thread to end (:func:`_before_fork`).
+FORK_WAIT_S = 60.0
+
+
+def _before_fork() -> None:
+    """Before this process forks: wait for the loading thread to end. A child forked while
+    it imports numba (and the modules numba imports) inherits those modules' import locks,
+    held by a thread that does not exist in the child: the child then hangs for ever on
+    importing any of them (numba itself, by another library; multiprocessing's and
+    DataLoader's workers are forked)."""
+    with _lock:
+        t = _state.get("thread")
+    if t is not None and t is not threading.current_thread() and t.is_alive():
+        t.join(FORK_WAIT_S)
+
+
+def _after_fork_in_child() -> None:
+    """In a forked child: a fresh lock (the parent's may have been held by another thread
+    at the fork), and no loading thread (it did not follow into this process): where the
+    parent had not finished loading, the child may load the kernels itself."""
+    global _lock
+    _lock = threading.Lock()
+    _state.pop("thread", None)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
+
+
 def _numba_installed() -> bool:
     import importlib.util
 
