@@ -283,3 +283,55 @@ def test_a_fork_while_the_kernel_loads_waits_for_it(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split("\n")[:2] == ["child ok", "kernels ('k16', 'k32')"], proc.stdout
+
+
+def test_waiting_for_the_kernel_while_another_thread_starts_loading_it(monkeypatch):
+    # Two searches at once (a web server's requests): one starts the loading thread while
+    # the other waits for the kernel. The thread was published before it was started, and
+    # the waiting one could join it unstarted: RuntimeError("cannot join thread before it
+    # is started") out of the search.
+    import linecache
+    import sys
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    monkeypatch.delenv(fused.ENV_NUMBA, raising=False)
+    monkeypatch.setattr(fused, "_state", {})
+    monkeypatch.setattr(fused, "_numba_installed", lambda: True)
+    monkeypatch.setattr(fused, "_build", lambda: ("k16", "k32"))
+    got: list[object] = []
+
+    def wait_for_kernel() -> None:
+        try:
+            got.append(fused.loaded(wait=True))
+        except BaseException as exc:
+            got.append(exc)
+
+    waiter = threading.Thread(target=wait_for_kernel)
+
+    class SlowStart(threading.Thread):
+        def start(self) -> None:
+            # Another thread waits for the kernel before this one is started; this one
+            # starts once that one has failed or is blocked in loaded() on the lock.
+            waiter.start()
+            while waiter.is_alive():
+                frame = sys._current_frames().get(waiter.ident or 0)
+                code = None if frame is None else frame.f_code
+                if code is fused.loaded.__code__ and frame is not None:
+                    line = linecache.getline(code.co_filename, frame.f_lineno)
+                    if "_lock" in line:  # blocked on it
+                        break
+                time.sleep(0.001)
+            super().start()
+
+    monkeypatch.setattr(
+        fused,
+        "threading",
+        SimpleNamespace(
+            Thread=SlowStart, Lock=threading.Lock, current_thread=threading.current_thread
+        ),
+    )
+    fused.start_loading()
+    waiter.join()
+    assert got == [("k16", "k32")]

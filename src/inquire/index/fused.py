@@ -150,9 +150,16 @@ def start_loading() -> None:
         if not _numba_installed():
             _state["failed"] = "numba is not installed"
             return
+        # Started before it is published, under the lock: a thread waiting in loaded() must
+        # never find it unstarted (join would raise). A thread that cannot start (a limit
+        # on threads): no kernel.
         t = threading.Thread(target=_load, name="inquire-numba-load", daemon=True)
+        try:
+            t.start()
+        except RuntimeError as exc:
+            _state["failed"] = f"the loading thread cannot start: {exc}"
+            return
         _state["thread"] = t
-    t.start()
 
 
 def loaded(wait: bool = False) -> tuple[Callable[..., None], Callable[..., None]] | None:
