@@ -335,3 +335,20 @@ def test_waiting_for_the_kernel_while_another_thread_starts_loading_it(monkeypat
     fused.start_loading()
     waiter.join()
     assert got == [("k16", "k32")]
+
+
+def test_the_kernel_compiles_where_numba_cannot_cache_it(kern, monkeypatch):
+    # A read-only install without a writable cache folder (a container's read-only root,
+    # HOME not writable, NUMBA_CACHE_DIR read-only): numba's cache=True raised "cannot
+    # cache function '_dots16': no locator available" and the kernel was never used, only
+    # logged at debug level. Compiled without the cache instead (each process).
+    caching = pytest.importorskip("numba.core.caching")
+    monkeypatch.setattr(caching.CacheImpl, "_locator_classes", [])
+    monkeypatch.setattr(fused, "_state", {})
+    got = fused.loaded(wait=True)
+    assert got is not None, fused._state.get("failed")
+    x = np.arange(12, dtype=np.float16).reshape(3, 4)
+    q = np.ones((1, 4), np.float32)
+    out = np.empty(3)
+    fused.pair_dots(got, x, np.arange(3), np.zeros(3, np.int64), q, out)
+    assert out.tolist() == [6.0, 22.0, 38.0]

@@ -25,8 +25,9 @@ holding an infinity or NaN gives NaN, which the rescoring settles the slow exact
 
 **Cost of numba.** ``import numba`` and loading the cached kernels take ~0.3-0.5 s per
 process (compiling them the first time on a machine, ~1-2 s, is cached in numba's cache
-folder). A search that will rescore many pairs starts that in a background thread
-(:func:`start_loading`) while it scans; the rescoring uses the kernel only when it is loaded
+folder; where no cache folder is writable, each process compiles them). A search that
+will rescore many pairs starts that in a background thread (:func:`start_loading`) while it
+scans; the rescoring uses the kernel only when it is loaded
 or the rescoring is large enough to wait for it (:func:`loaded`), else the passes above.
 ``INQUIRE_NUMBA=off`` never uses it.
 """
@@ -113,8 +114,18 @@ def _build() -> tuple[Callable[..., None], Callable[..., None]]:
     case, so the first real call does not pay for it."""
     import numba
 
-    jit = numba.njit(cache=True, nogil=True, boundscheck=False, fastmath={"reassoc", "contract"})
-    dots16, dots32 = jit(_dots16), jit(_dots32)
+    def jit(cache: bool) -> Any:
+        return numba.njit(
+            cache=cache, nogil=True, boundscheck=False, fastmath={"reassoc", "contract"}
+        )
+
+    try:
+        dots16, dots32 = jit(True)(_dots16), jit(True)(_dots32)
+    except RuntimeError as exc:
+        # No writable cache folder (a read-only install, HOME and NUMBA_CACHE_DIR not
+        # writable): compiled in each process instead (~1-2 s, in the loading thread).
+        log.debug("the rescoring's compiled kernel cannot be cached: %s", exc)
+        dots16, dots32 = jit(False)(_dots16), jit(False)(_dots32)
     q = np.ones((1, 4), np.float32)
     out, absout = np.empty(1), np.empty(1)
     one, zero = np.ones(1, np.int64), np.zeros(1, np.int64)
