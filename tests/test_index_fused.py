@@ -3,12 +3,16 @@ search with and without it, its mapped windows, and running without numba."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from inquire.embed.store import EmbeddingStore
 from inquire.index import fused, rescore
@@ -352,3 +356,68 @@ def test_the_kernel_compiles_where_numba_cannot_cache_it(kern, monkeypatch):
     out = np.empty(3)
     fused.pair_dots(got, x, np.arange(3), np.zeros(3, np.int64), q, out)
     assert out.tolist() == [6.0, 22.0, 38.0]
+
+
+def _array_store(x: np.ndarray, sizes: list[int]) -> Any:
+    from types import SimpleNamespace
+
+    cuts = np.cumsum([0, *sizes])
+    return SimpleNamespace(
+        shards=[x[a:b] for a, b in itertools.pairwise(cuts)],
+        offsets=cuts,
+        dim=x.shape[1],
+        dtype=x.dtype,
+        root=None,
+    )
+
+
+@st.composite
+def _rescorings(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Rows of any float16 bit pattern or float32 value (subnormals, +-0, the largest,
+    inf/NaN), queries of any finite float32 (subnormal to huge), and pairs of them."""
+    d = draw(st.integers(1, 40))
+    n = draw(st.integers(1, 12))
+    if draw(st.booleans()):
+        pattern = st.one_of(
+            st.integers(0, 0xFFFF),
+            st.integers(0, 0x03FF) | st.integers(0x8000, 0x83FF),  # subnormals, zeros
+            st.sampled_from([0x7BFF, 0xFBFF, 0x0400, 0x8400, 0x7C00, 0x7E00]),
+        )
+        bits = draw(st.lists(pattern, min_size=n * d, max_size=n * d))
+        x = np.array(bits, np.uint16).view(np.float16).reshape(n, d)
+    else:
+        value = st.floats(width=32, allow_nan=True, allow_infinity=True) | st.sampled_from(
+            [0.0, -0.0, 2.0**-149, -(2.0**-149), float(np.finfo(np.float32).max)]
+        )
+        x = np.array(draw(st.lists(value, min_size=n * d, max_size=n * d)), np.float32)
+        x = x.reshape(n, d)
+    nq = draw(st.integers(1, 3))
+    qv = st.floats(width=32, allow_nan=False, allow_infinity=False) | st.sampled_from(
+        [1.0, -1.0, 0.5, 2.0**-149, 2.0**-126, 3.0 * 2**-24]
+    )
+    q = np.array(draw(st.lists(qv, min_size=nq * d, max_size=nq * d)), np.float32)
+    m = draw(st.integers(1, 30))
+    qr = np.sort(np.array(draw(st.lists(st.integers(0, nq - 1), min_size=m, max_size=m))))
+    rows = np.array(draw(st.lists(st.integers(0, n - 1), min_size=m, max_size=m)))
+    return x, q.reshape(nq, d), qr.astype(np.int64), rows.astype(np.int64)
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(case=_rescorings(), threads=st.sampled_from([1, 2]))
+def test_rescoring_with_the_kernel_is_the_exact_score(kern, monkeypatch, case, threads):
+    monkeypatch.setattr(rescore, "FUSED_WAIT_ELEMENTS", 0)
+    x, q, qr, rows = case
+    store = _array_store(x, [len(x) // 2, len(x) - len(x) // 2])
+    with np.errstate(all="ignore"):
+        want = np.array([exact_score(q[r], x[j]) for r, j in zip(qr, rows, strict=True)])
+        x64 = x.astype(np.float64)
+        norm = float(np.sqrt((x64 * x64).sum(axis=1)).max()) * (1 + 2.0**-40)
+        for max_norm in (None, norm if math.isfinite(norm) else None):
+            used: list[str] = []
+            got = rescore.rescore(store, q, qr, rows, Kernels(), max_norm, threads, used)
+            assert used == ["fused"]
+            np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
