@@ -421,3 +421,32 @@ def test_rescoring_with_the_kernel_is_the_exact_score(kern, monkeypatch, case, t
             got = rescore.rescore(store, q, qr, rows, Kernels(), max_norm, threads, used)
             assert used == ["fused"]
             np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_shards_that_are_views_into_a_memory_map(tmp_path, monkeypatch, dtype):
+    # A shard that is a view starting past its file's first row (``np.load(p, mmap_mode="r")
+    # [100:300]``) keeps its parent's ``offset``: read by preadv from that offset, its rows
+    # were the file's first rows (both ways, with and without the kernel, the scan's reads
+    # too: blocks._file_source).
+    from inquire.index.blocks import read_slices
+
+    monkeypatch.setattr(rescore, "FUSED_WAIT_ELEMENTS", 0)
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((500, 9)).astype(dtype)
+    np.save(tmp_path / "x.npy", x)
+    mm = np.load(tmp_path / "x.npy", mmap_mode="r")
+    shards = [mm[100:300], mm[450:], mm[:0], mm[7:8]]
+    rows_of = np.concatenate([np.arange(100, 300), np.arange(450, 500), [7]])
+    store = _array_store(x, [200, 50, 0, 1])
+    store.shards = shards
+    q = rng.standard_normal((2, 9)).astype(np.float32)
+    qr, rows = np.repeat([0, 1], 251), np.tile(np.arange(251), 2)
+    want = np.array([exact_score(q[r], x[rows_of[j]]) for r, j in zip(qr, rows, strict=True)])
+    for numba in ("on", "off"):
+        monkeypatch.setenv(fused.ENV_NUMBA, numba)
+        got = rescore.rescore(store, q, qr, rows, Kernels(), None, 2)
+        np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+    out = np.empty((251, 9), dtype)
+    read_slices(store, [(0, 0, 200), (1, 0, 50), (3, 0, 1)], out)
+    np.testing.assert_array_equal(out, x[rows_of])
