@@ -450,3 +450,25 @@ def test_shards_that_are_views_into_a_memory_map(tmp_path, monkeypatch, dtype):
     out = np.empty((251, 9), dtype)
     read_slices(store, [(0, 0, 200), (1, 0, 50), (3, 0, 1)], out)
     np.testing.assert_array_equal(out, x[rows_of])
+
+
+def test_the_kernel_compiles_where_numba_cannot_read_its_cache(kern, monkeypatch):
+    # A cache file numba cannot read (garbled: UnicodeDecodeError, truncated:
+    # UnpicklingError, both seen) failed the loading in every process on
+    # that machine, the kernel never used until someone cleared numba's cache folder.
+    # Compiled without the cache instead.
+    import pickle
+
+    caching = pytest.importorskip("numba.core.caching")
+
+    def unreadable(self, sig, target_context):
+        raise pickle.UnpicklingError("pickle data was truncated")
+
+    monkeypatch.setattr(caching.Cache, "load_overload", unreadable)
+    monkeypatch.setattr(fused, "_state", {})
+    got = fused.loaded(wait=True)
+    assert got is not None, fused._state.get("failed")
+    out = np.empty(1)
+    x = np.full((1, 3), -2, np.float32)
+    fused.pair_dots(got, x, np.zeros(1, np.int64), np.zeros(1, np.int64), -x, out)
+    assert out.tolist() == [-12.0]

@@ -111,21 +111,22 @@ def _dots32(x, local, qp, q, out, absout, want_abs):  # type: ignore[no-untyped-
 
 def _build() -> tuple[Callable[..., None], Callable[..., None]]:
     """Compile (or load from numba's cache) the two kernels and run each once on a tiny
-    case, so the first real call does not pay for it."""
+    case, so the first real call does not pay for it. Where numba cannot cache them (no
+    writable cache folder: a read-only install, HOME and NUMBA_CACHE_DIR not writable) or
+    cannot read its cache (a garbled or truncated file), they are compiled without it, in
+    each process (~1-2 s, in the loading thread)."""
+    try:
+        return _compiled(cache=True)
+    except Exception as exc:
+        log.debug("the rescoring's compiled kernel is not cached: %s", exc)
+        return _compiled(cache=False)
+
+
+def _compiled(cache: bool) -> tuple[Callable[..., None], Callable[..., None]]:
     import numba
 
-    def jit(cache: bool) -> Any:
-        return numba.njit(
-            cache=cache, nogil=True, boundscheck=False, fastmath={"reassoc", "contract"}
-        )
-
-    try:
-        dots16, dots32 = jit(True)(_dots16), jit(True)(_dots32)
-    except RuntimeError as exc:
-        # No writable cache folder (a read-only install, HOME and NUMBA_CACHE_DIR not
-        # writable): compiled in each process instead (~1-2 s, in the loading thread).
-        log.debug("the rescoring's compiled kernel cannot be cached: %s", exc)
-        dots16, dots32 = jit(False)(_dots16), jit(False)(_dots32)
+    jit = numba.njit(cache=cache, nogil=True, boundscheck=False, fastmath={"reassoc", "contract"})
+    dots16, dots32 = jit(_dots16), jit(_dots32)
     q = np.ones((1, 4), np.float32)
     out, absout = np.empty(1), np.empty(1)
     one, zero = np.ones(1, np.int64), np.zeros(1, np.int64)
