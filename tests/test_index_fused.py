@@ -253,25 +253,36 @@ def build():
 
 fused._build = build
 fused._numba_installed = lambda: True
-os.register_at_fork(before=go.set)
+impatient = sys.argv[3] == "impatient"
+if impatient:
+    fused.FORK_WAIT_S = 0.0  # the fork does not wait: the loading is still under way
+else:
+    os.register_at_fork(before=go.set)
 fused.start_loading()
 started.wait()
 pid = os.fork()
 if pid == 0:
     signal.alarm(20)  # a child stuck on the import lock is killed, and the test fails
-    import slow_import_mod  # noqa: F401
+    if impatient:
+        assert fused.loaded(wait=True) is None  # no loading of its own (it would hang)
+    else:
+        import slow_import_mod  # noqa: F401
     os._exit(0)
+go.set()
 _, status = os.waitpid(pid, 0)
 print("child", "ok" if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 else status)
 print("kernels", fused.loaded(wait=True))
 """
 
 
-def test_a_fork_while_the_kernel_loads_waits_for_it(tmp_path):
+@pytest.mark.parametrize("wait", ["patient", "impatient"])
+def test_a_fork_while_the_kernel_loads_waits_for_it(tmp_path, wait):
     # A process forking (multiprocessing, a DataLoader's workers) while the loading thread
     # imports numba: the child inherited the module locks of the imports under way, held by
     # a thread that does not exist there, and hung forever importing any of those modules
-    # (numba itself: by umap, librosa, ...). The fork now waits for the loading to end.
+    # (numba itself: by umap, librosa, ...). The fork now waits for the loading to end;
+    # past FORK_WAIT_S ("impatient"), the child runs without the kernel rather than load
+    # it again (its own import would hang on those locks).
     import subprocess
     import sys
 
@@ -279,7 +290,7 @@ def test_a_fork_while_the_kernel_loads_waits_for_it(tmp_path):
     script.write_text(_FORK_SCRIPT)
     src = str(Path(fused.__file__).resolve().parents[2])
     proc = subprocess.run(
-        [sys.executable, str(script), src, str(tmp_path)],
+        [sys.executable, str(script), src, str(tmp_path), wait],
         capture_output=True,
         text=True,
         timeout=300,

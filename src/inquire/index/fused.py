@@ -212,11 +212,13 @@ def _before_fork() -> None:
 
 def _after_fork_in_child() -> None:
     """In a forked child: a fresh lock (the parent's may have been held by another thread
-    at the fork), and no loading thread (it did not follow into this process): where the
-    parent had not finished loading, the child may load the kernels itself."""
+    at the fork), and no loading thread (it did not follow into this process)."""
     global _lock
     _lock = threading.Lock()
-    _state.pop("thread", None)
+    if _state.pop("thread", None) is not None and "kernels" not in _state:
+        # Forked while the parent still loaded them (past FORK_WAIT_S): its imports under way
+        # would hang this process's own, so this process runs without the kernel.
+        _state.setdefault("failed", "forked while the kernel was loading")
 
 
 if hasattr(os, "register_at_fork"):
