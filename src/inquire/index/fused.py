@@ -25,11 +25,11 @@ holding an infinity or NaN gives NaN, which the rescoring settles the slow exact
 
 **Cost of numba.** ``import numba`` and loading the cached kernels take ~0.3-0.5 s per
 process (compiling them the first time on a machine, ~1-2 s, is cached in numba's cache
-folder; where no cache folder is writable, each process compiles them). A search that
+folder; where none is writable or readable, each process compiles them). A search that
 will rescore many pairs starts that in a background thread (:func:`start_loading`) while it
-scans; the rescoring uses the kernel only when it is loaded
-or the rescoring is large enough to wait for it (:func:`loaded`), else the passes above.
-``INQUIRE_NUMBA=off`` never uses it.
+scans; the rescoring uses the kernel only when it is loaded or the rescoring is large enough
+to wait for it (:func:`loaded`), else the passes above. ``INQUIRE_NUMBA=off`` never uses it.
+A fork waits for the loading thread to end (:func:`_before_fork`).
 """
 
 from __future__ import annotations
