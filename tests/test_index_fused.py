@@ -3,10 +3,16 @@ search with and without it, its mapped windows, and running without numba."""
 
 from __future__ import annotations
 
+import itertools
 import math
+import os
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from inquire.embed.store import EmbeddingStore
 from inquire.index import fused, rescore
@@ -193,3 +199,287 @@ def test_loading_once_in_the_background(monkeypatch, kern):
     assert fused.loaded() is not None and builds == [1]
     monkeypatch.setenv(fused.ENV_NUMBA, "off")
     assert fused.loaded(wait=True) is None
+
+
+def test_float16_subnormals_in_flush_denormal_mode(kern, tmp_path, monkeypatch):
+    # torch.set_flush_denormal(True) sets the CPU to read float32 subnormals as zero (DAZ;
+    # threads started later inherit it): a float16 subnormal must not go through one. Before
+    # the fix the kernel read 3 * 2**-24 as 0 and the rescoring returned 1.0 for a sum of
+    # 1 + 3 * 2**-24 (exactly 1 + 2**-22 once rounded, halfway and to even).
+    torch = pytest.importorskip("torch")
+    monkeypatch.setattr(rescore, "FUSED_WAIT_ELEMENTS", 0)
+    x = np.zeros((40, 5), np.float16)
+    x[:, 0] = np.float16(3 * 2.0**-24)
+    x[:, 1] = 1.0
+    x[1::2, 0] *= -1
+    x[:, 2] = np.float16(2.0**-24) * np.arange(40)  # every small subnormal
+    x[:, 3] = np.float16(2.0**-14) - np.float16(2.0**-24)  # the largest subnormal
+    q = np.ones((2, 5), np.float32)
+    q[1, 2] = 0.5
+    path = write_store(tmp_path / "s", x.astype(np.float32), [40], dtype=np.float16)
+    store = EmbeddingStore(path)
+    qr, rows = np.repeat([0, 1], 40), np.tile(np.arange(40), 2)
+    want = np.array([exact_score(q[r], x[j]) for r, j in zip(qr, rows, strict=True)])
+    if not torch.set_flush_denormal(True):
+        pytest.skip("this CPU cannot flush denormals")
+    try:
+        assert np.float32(np.float16(2.0**-24)) != 0  # numpy's float16 conversion is unaffected
+        out = np.empty(len(rows))
+        fused.pair_dots(kern, x, rows, qr, q, out)
+        np.testing.assert_array_equal(out, (x[rows].astype(np.float64) * q[qr]).sum(axis=1))
+        for threads in (1, 2):
+            got = rescore.rescore(store, q, qr, rows, Kernels(), None, threads)
+            np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+    finally:
+        torch.set_flush_denormal(False)
+
+
+_FORK_SCRIPT = """
+import os, signal, sys, threading
+sys.path.insert(0, sys.argv[1])
+os.environ.pop("INQUIRE_NUMBA", None)
+from inquire.index import fused
+
+# A module the loader imports (as it imports numba), which blocks until the fork begins:
+# this test's own fork hook, registered after inquire's and so run before it, lets it go.
+started, go = threading.Event(), threading.Event()
+with open(os.path.join(sys.argv[2], "slow_import_mod.py"), "w") as f:
+    f.write("import __main__\\n__main__.started.set()\\n__main__.go.wait()\\n")
+sys.path.insert(0, sys.argv[2])
+
+def build():
+    import slow_import_mod  # noqa: F401
+    return ("k16", "k32")
+
+fused._build = build
+fused._numba_installed = lambda: True
+impatient = sys.argv[3] == "impatient"
+if impatient:
+    fused.FORK_WAIT_S = 0.0  # the fork does not wait: the loading is still under way
+else:
+    os.register_at_fork(before=go.set)
+fused.start_loading()
+started.wait()
+pid = os.fork()
+if pid == 0:
+    signal.alarm(20)  # a child stuck on the import lock is killed, and the test fails
+    if impatient:
+        assert fused.loaded(wait=True) is None  # no loading of its own (it would hang)
+    else:
+        import slow_import_mod  # noqa: F401
+    os._exit(0)
+go.set()
+_, status = os.waitpid(pid, 0)
+print("child", "ok" if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 else status)
+print("kernels", fused.loaded(wait=True))
+"""
+
+
+@pytest.mark.parametrize("wait", ["patient", "impatient"])
+def test_a_fork_while_the_kernel_loads_waits_for_it(tmp_path, wait):
+    # A process forking (multiprocessing, a DataLoader's workers) while the loading thread
+    # imports numba: the child inherited the module locks of the imports under way, held by
+    # a thread that does not exist there, and hung forever importing any of those modules
+    # (numba itself: by umap, librosa, ...). The fork now waits for the loading to end;
+    # past FORK_WAIT_S ("impatient"), the child runs without the kernel rather than load
+    # it again (its own import would hang on those locks).
+    import subprocess
+    import sys
+
+    script = tmp_path / "fork.py"
+    script.write_text(_FORK_SCRIPT)
+    src = str(Path(fused.__file__).resolve().parents[2])
+    proc = subprocess.run(
+        [sys.executable, str(script), src, str(tmp_path), wait],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": src},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[:2] == ["child ok", "kernels ('k16', 'k32')"], proc.stdout
+
+
+def test_waiting_for_the_kernel_while_another_thread_starts_loading_it(monkeypatch):
+    # Two searches at once (a web server's requests): one starts the loading thread while
+    # the other waits for the kernel. The thread was published before it was started, and
+    # the waiting one could join it unstarted: RuntimeError("cannot join thread before it
+    # is started") out of the search.
+    import linecache
+    import sys
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    monkeypatch.delenv(fused.ENV_NUMBA, raising=False)
+    monkeypatch.setattr(fused, "_state", {})
+    monkeypatch.setattr(fused, "_numba_installed", lambda: True)
+    monkeypatch.setattr(fused, "_build", lambda: ("k16", "k32"))
+    got: list[object] = []
+
+    def wait_for_kernel() -> None:
+        try:
+            got.append(fused.loaded(wait=True))
+        except BaseException as exc:
+            got.append(exc)
+
+    waiter = threading.Thread(target=wait_for_kernel)
+
+    class SlowStart(threading.Thread):
+        def start(self) -> None:
+            # Another thread waits for the kernel before this one is started; this one
+            # starts once that one has failed or is blocked in loaded() on the lock.
+            waiter.start()
+            while waiter.is_alive():
+                frame = sys._current_frames().get(waiter.ident or 0)
+                code = None if frame is None else frame.f_code
+                if code is fused.loaded.__code__ and frame is not None:
+                    line = linecache.getline(code.co_filename, frame.f_lineno)
+                    if "_lock" in line:  # blocked on it
+                        break
+                time.sleep(0.001)
+            super().start()
+
+    monkeypatch.setattr(
+        fused,
+        "threading",
+        SimpleNamespace(
+            Thread=SlowStart, Lock=threading.Lock, current_thread=threading.current_thread
+        ),
+    )
+    fused.start_loading()
+    waiter.join()
+    assert got == [("k16", "k32")]
+
+
+def test_the_kernel_compiles_where_numba_cannot_cache_it(kern, monkeypatch):
+    # A read-only install without a writable cache folder (a container's read-only root,
+    # HOME not writable, NUMBA_CACHE_DIR read-only): numba's cache=True raised "cannot
+    # cache function '_dots16': no locator available" and the kernel was never used, only
+    # logged at debug level. Compiled without the cache instead (each process).
+    caching = pytest.importorskip("numba.core.caching")
+    monkeypatch.setattr(caching.CacheImpl, "_locator_classes", [])
+    monkeypatch.setattr(fused, "_state", {})
+    got = fused.loaded(wait=True)
+    assert got is not None, fused._state.get("failed")
+    x = np.arange(12, dtype=np.float16).reshape(3, 4)
+    q = np.ones((1, 4), np.float32)
+    out = np.empty(3)
+    fused.pair_dots(got, x, np.arange(3), np.zeros(3, np.int64), q, out)
+    assert out.tolist() == [6.0, 22.0, 38.0]
+
+
+def _array_store(x: np.ndarray, sizes: list[int]) -> Any:
+    from types import SimpleNamespace
+
+    cuts = np.cumsum([0, *sizes])
+    return SimpleNamespace(
+        shards=[x[a:b] for a, b in itertools.pairwise(cuts)],
+        offsets=cuts,
+        dim=x.shape[1],
+        dtype=x.dtype,
+        root=None,
+    )
+
+
+@st.composite
+def _rescorings(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Rows of any float16 bit pattern or float32 value (subnormals, +-0, the largest,
+    inf/NaN), queries of any finite float32 (subnormal to huge), and pairs of them."""
+    d = draw(st.integers(1, 40))
+    n = draw(st.integers(1, 12))
+    if draw(st.booleans()):
+        pattern = st.one_of(
+            st.integers(0, 0xFFFF),
+            st.integers(0, 0x03FF) | st.integers(0x8000, 0x83FF),  # subnormals, zeros
+            st.sampled_from([0x7BFF, 0xFBFF, 0x0400, 0x8400, 0x7C00, 0x7E00]),
+        )
+        bits = draw(st.lists(pattern, min_size=n * d, max_size=n * d))
+        x = np.array(bits, np.uint16).view(np.float16).reshape(n, d)
+    else:
+        value = st.floats(width=32, allow_nan=True, allow_infinity=True) | st.sampled_from(
+            [0.0, -0.0, 2.0**-149, -(2.0**-149), float(np.finfo(np.float32).max)]
+        )
+        x = np.array(draw(st.lists(value, min_size=n * d, max_size=n * d)), np.float32)
+        x = x.reshape(n, d)
+    nq = draw(st.integers(1, 3))
+    qv = st.floats(width=32, allow_nan=False, allow_infinity=False) | st.sampled_from(
+        [1.0, -1.0, 0.5, 2.0**-149, 2.0**-126, 3.0 * 2**-24]
+    )
+    q = np.array(draw(st.lists(qv, min_size=nq * d, max_size=nq * d)), np.float32)
+    m = draw(st.integers(1, 30))
+    qr = np.sort(np.array(draw(st.lists(st.integers(0, nq - 1), min_size=m, max_size=m))))
+    rows = np.array(draw(st.lists(st.integers(0, n - 1), min_size=m, max_size=m)))
+    return x, q.reshape(nq, d), qr.astype(np.int64), rows.astype(np.int64)
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(case=_rescorings(), threads=st.sampled_from([1, 2]))
+def test_rescoring_with_the_kernel_is_the_exact_score(kern, monkeypatch, case, threads):
+    monkeypatch.setattr(rescore, "FUSED_WAIT_ELEMENTS", 0)
+    x, q, qr, rows = case
+    store = _array_store(x, [len(x) // 2, len(x) - len(x) // 2])
+    with np.errstate(all="ignore"):
+        want = np.array([exact_score(q[r], x[j]) for r, j in zip(qr, rows, strict=True)])
+        x64 = x.astype(np.float64)
+        norm = float(np.sqrt((x64 * x64).sum(axis=1)).max()) * (1 + 2.0**-40)
+        for max_norm in (None, norm if math.isfinite(norm) else None):
+            used: list[str] = []
+            got = rescore.rescore(store, q, qr, rows, Kernels(), max_norm, threads, used)
+            assert used == ["fused"]
+            np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_shards_that_are_views_into_a_memory_map(tmp_path, monkeypatch, dtype):
+    # A shard that is a view starting past its file's first row (``np.load(p, mmap_mode="r")
+    # [100:300]``) keeps its parent's ``offset``: read by preadv from that offset, its rows
+    # were the file's first rows (both ways, with and without the kernel, the scan's reads
+    # too: blocks._file_source).
+    from inquire.index.blocks import read_slices
+
+    monkeypatch.setattr(rescore, "FUSED_WAIT_ELEMENTS", 0)
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((500, 9)).astype(dtype)
+    np.save(tmp_path / "x.npy", x)
+    mm = np.load(tmp_path / "x.npy", mmap_mode="r")
+    shards = [mm[100:300], mm[450:], mm[:0], mm[7:8]]
+    rows_of = np.concatenate([np.arange(100, 300), np.arange(450, 500), [7]])
+    store = _array_store(x, [200, 50, 0, 1])
+    store.shards = shards
+    q = rng.standard_normal((2, 9)).astype(np.float32)
+    qr, rows = np.repeat([0, 1], 251), np.tile(np.arange(251), 2)
+    want = np.array([exact_score(q[r], x[rows_of[j]]) for r, j in zip(qr, rows, strict=True)])
+    for numba in ("on", "off"):
+        monkeypatch.setenv(fused.ENV_NUMBA, numba)
+        got = rescore.rescore(store, q, qr, rows, Kernels(), None, 2)
+        np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+    out = np.empty((251, 9), dtype)
+    read_slices(store, [(0, 0, 200), (1, 0, 50), (3, 0, 1)], out)
+    np.testing.assert_array_equal(out, x[rows_of])
+
+
+def test_the_kernel_compiles_where_numba_cannot_read_its_cache(kern, monkeypatch):
+    # A cache file numba cannot read (garbled: UnicodeDecodeError, truncated:
+    # UnpicklingError, both seen) failed the loading in every process on
+    # that machine, the kernel never used until someone cleared numba's cache folder.
+    # Compiled without the cache instead.
+    import pickle
+
+    caching = pytest.importorskip("numba.core.caching")
+
+    def unreadable(self, sig, target_context):
+        raise pickle.UnpicklingError("pickle data was truncated")
+
+    monkeypatch.setattr(caching.Cache, "load_overload", unreadable)
+    monkeypatch.setattr(fused, "_state", {})
+    got = fused.loaded(wait=True)
+    assert got is not None, fused._state.get("failed")
+    out = np.empty(1)
+    x = np.full((1, 3), -2, np.float32)
+    fused.pair_dots(got, x, np.zeros(1, np.int64), np.zeros(1, np.int64), -x, out)
+    assert out.tolist() == [-12.0]

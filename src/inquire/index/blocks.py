@@ -59,7 +59,23 @@ def _file_source(shard: np.ndarray) -> tuple[str, int] | None:
         or not hasattr(os, "preadv")
     ):
         return None
-    return str(filename), int(offset)
+    # A view keeps its parent's ``offset`` (``np.load(p, mmap_mode="r")[100:]``): where its
+    # data lies in the file is read from the addresses (numpy maps the file from the
+    # allocation granule below ``offset``).
+    m = getattr(shard, "_mmap", None)
+    if m is None:
+        return str(filename), int(offset)
+    import mmap
+
+    try:
+        base = np.frombuffer(m, np.uint8)
+    except (TypeError, ValueError, BufferError):  # closed
+        return None
+    at = int(shard.__array_interface__["data"][0]) - int(base.ctypes.data)
+    del base
+    if not 0 <= at <= len(m):
+        return None
+    return str(filename), int(offset) - int(offset) % mmap.ALLOCATIONGRANULARITY + at
 
 
 def open_source(src: tuple[str, int], expect: tuple[int, int] | None = None) -> int:

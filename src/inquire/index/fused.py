@@ -4,9 +4,9 @@ straight from the stored row, compiled by ``numba`` where it is installed.
 Without it, :mod:`inquire.index.rescore` gathers each query's rows, converts them to float32,
 then to float64, and multiplies them with the query: four passes over every element, at
 ~0.4 ns an element on one core (measured at d=1024, rows in cache). This kernel reads each
-row once, in row order, converts in registers and accumulates in float64: ~0.08-0.11 ns an
-element, and it needs no copy of the rows at all (:func:`inquire.index.rescore.rescore` runs
-it on windows of the shard files mapped read-only).
+row once, in row order, converts in registers and accumulates in float64: ~0.1-0.2 ns an
+element on rows in cache (:func:`inquire.index.rescore.rescore` runs it on each ``preadv``
+run right after reading it).
 
 **Exactness.** Every product of a float16 or float32 row value with a float32 query value is
 exact in float64 (at most 24 + 24 significant bits); the kernel sums the ``d`` products in
@@ -15,18 +15,21 @@ multiply-adds, whose products are exact anyway). Any order of ``d`` exact terms 
 most ``gamma_d(2**-53) sum |q_i x_i|``, the bound :func:`inquire.index.score.round_once`
 takes, so the rescoring's float32 results are the same bits as without the kernel.
 
-float16 values are converted by their bits: ``(h & 0x7fff) << 13`` read as a float32 is the
-magnitude times ``2**-112`` for every finite float16 (normal or subnormal), the sign bit
-moves to bit 31, and the sum is scaled back by ``2**112`` once (exact: a power of two, far
-from overflow). A row holding an infinity or NaN gives NaN, which the rescoring settles the
-slow exact way (:func:`inquire.index.score.exact_score`).
+float16 values are converted by their bits, never through a float32 subnormal (a thread in
+flush-denormal mode, ``torch.set_flush_denormal(True)``, reads those as zero): a normal
+float16's ``(h & 0x7fff) << 13`` plus ``112 << 23`` is the float32 of its magnitude; a
+subnormal (or zero) one's plus ``113 << 23`` is ``2**-14`` more, subtracted again (exact:
+``m 2**-24`` with ``m < 1024`` is a normal float32); the sign bit then negates it. A row
+holding an infinity or NaN gives NaN, which the rescoring settles the slow exact way
+(:func:`inquire.index.score.exact_score`).
 
 **Cost of numba.** ``import numba`` and loading the cached kernels take ~0.3-0.5 s per
 process (compiling them the first time on a machine, ~1-2 s, is cached in numba's cache
-folder). A search that will rescore many pairs starts that in a background thread
-(:func:`start_loading`) while it scans; the rescoring uses the kernel only when it is loaded
-or the rescoring is large enough to wait for it (:func:`loaded`), else the passes above.
-``INQUIRE_NUMBA=off`` never uses it.
+folder; where none is writable or readable, each process compiles them). A search that
+will rescore many pairs starts that in a background thread (:func:`start_loading`) while it
+scans; the rescoring uses the kernel only when it is loaded or the rescoring is large enough
+to wait for it (:func:`loaded`), else the passes above. ``INQUIRE_NUMBA=off`` never uses it.
+A fork waits for the loading thread to end (:func:`_before_fork`).
 """
 
 from __future__ import annotations
@@ -58,17 +61,22 @@ def enabled() -> bool:
 def _dots16(xbits, local, qp, q, out, absout, want_abs):  # type: ignore[no-untyped-def]
     """The float16 kernel (compiled by :func:`_build`): rows as their 16-bit patterns."""
     d = xbits.shape[1]
-    buf = np.empty(d, np.uint32)
-    fb = buf.view(np.float32)
+    fb = np.empty(d, np.float32)
     for p in range(local.shape[0]):
         row = xbits[local[p]]
         special = np.uint32(0)
         for i in range(d):
             h = np.uint32(row[i])
-            special |= np.uint32((h & np.uint32(0x7C00)) == np.uint32(0x7C00))
-            buf[i] = ((h & np.uint32(0x7FFF)) << np.uint32(13)) | (
-                (h & np.uint32(0x8000)) << np.uint32(16)
+            mag = h & np.uint32(0x7FFF)
+            special |= np.uint32(mag >= np.uint32(0x7C00))
+            sub = mag < np.uint32(0x0400)
+            bits = np.uint32(
+                (mag << np.uint32(13)) + (np.uint32(0x38800000) if sub else np.uint32(0x38000000))
             )
+            f = np.float32(bits.view(np.float32)) - (
+                np.float32(2.0**-14) if sub else np.float32(0.0)
+            )
+            fb[i] = np.float32(-f) if h & np.uint32(0x8000) else np.float32(f)
         qq = q[qp[p]]
         acc = 0.0
         for i in range(d):
@@ -76,12 +84,12 @@ def _dots16(xbits, local, qp, q, out, absout, want_abs):  # type: ignore[no-unty
         if special:
             out[p] = np.nan
         else:
-            out[p] = acc * 5.192296858534828e33  # 2**112
+            out[p] = acc
         if want_abs:
             tot = 0.0
             for i in range(d):
                 tot += abs(np.float64(fb[i])) * abs(np.float64(qq[i]))
-            absout[p] = tot * 5.192296858534828e33
+            absout[p] = tot
 
 
 def _dots32(x, local, qp, q, out, absout, want_abs):  # type: ignore[no-untyped-def]
@@ -103,10 +111,21 @@ def _dots32(x, local, qp, q, out, absout, want_abs):  # type: ignore[no-untyped-
 
 def _build() -> tuple[Callable[..., None], Callable[..., None]]:
     """Compile (or load from numba's cache) the two kernels and run each once on a tiny
-    case, so the first real call does not pay for it."""
+    case, so the first real call does not pay for it. Where numba cannot cache them (no
+    writable cache folder: a read-only install, HOME and NUMBA_CACHE_DIR not writable) or
+    cannot read its cache (a garbled or truncated file), they are compiled without it, in
+    each process (~1-2 s, in the loading thread)."""
+    try:
+        return _compiled(cache=True)
+    except Exception as exc:
+        log.debug("the rescoring's compiled kernel is not cached: %s", exc)
+        return _compiled(cache=False)
+
+
+def _compiled(cache: bool) -> tuple[Callable[..., None], Callable[..., None]]:
     import numba
 
-    jit = numba.njit(cache=True, nogil=True, boundscheck=False, fastmath={"reassoc", "contract"})
+    jit = numba.njit(cache=cache, nogil=True, boundscheck=False, fastmath={"reassoc", "contract"})
     dots16, dots32 = jit(_dots16), jit(_dots32)
     q = np.ones((1, 4), np.float32)
     out, absout = np.empty(1), np.empty(1)
@@ -143,9 +162,16 @@ def start_loading() -> None:
         if not _numba_installed():
             _state["failed"] = "numba is not installed"
             return
+        # Started before it is published, under the lock: a thread waiting in loaded() must
+        # never find it unstarted (join would raise). A thread that cannot start (a limit
+        # on threads): no kernel.
         t = threading.Thread(target=_load, name="inquire-numba-load", daemon=True)
+        try:
+            t.start()
+        except RuntimeError as exc:
+            _state["failed"] = f"the loading thread cannot start: {exc}"
+            return
         _state["thread"] = t
-    t.start()
 
 
 def loaded(wait: bool = False) -> tuple[Callable[..., None], Callable[..., None]] | None:
@@ -166,6 +192,37 @@ def loaded(wait: bool = False) -> tuple[Callable[..., None], Callable[..., None]
         thread.join()
     with _lock:
         return _state.get("kernels")
+
+
+#: Seconds a fork waits at most for the loading thread to end (:func:`_before_fork`).
+FORK_WAIT_S = 60.0
+
+
+def _before_fork() -> None:
+    """Before this process forks: wait for the loading thread to end. A child forked while
+    it imports numba (and the modules numba imports) inherits those modules' import locks,
+    held by a thread that does not exist in the child: the child then hangs for ever on
+    importing any of them (numba itself, by another library; multiprocessing's and
+    DataLoader's workers are forked)."""
+    with _lock:
+        t = _state.get("thread")
+    if t is not None and t is not threading.current_thread() and t.is_alive():
+        t.join(FORK_WAIT_S)
+
+
+def _after_fork_in_child() -> None:
+    """In a forked child: a fresh lock (the parent's may have been held by another thread
+    at the fork), and no loading thread (it did not follow into this process)."""
+    global _lock
+    _lock = threading.Lock()
+    if _state.pop("thread", None) is not None and "kernels" not in _state:
+        # Forked while the parent still loaded them (past FORK_WAIT_S): its imports under way
+        # would hang this process's own, so this process runs without the kernel.
+        _state.setdefault("failed", "forked while the kernel was loading")
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
 
 
 def _numba_installed() -> bool:

@@ -457,18 +457,18 @@ def _each_reads(
     failed = threading.Event()
 
     def work() -> None:
-        stage = reader.stage()
-        while not failed.is_set():
-            with lock:
-                i = nxt[0]
-                nxt[0] += 1
-            if i >= len(batches):
-                return
-            try:
+        try:
+            stage = reader.stage()
+            while not failed.is_set():
+                with lock:
+                    i = nxt[0]
+                    nxt[0] += 1
+                if i >= len(batches):
+                    return
                 work_on(*batches[i], stage)
-            except BaseException:
-                failed.set()
-                raise
+        except BaseException:  # (out of memory for the stage too): the others stop
+            failed.set()
+            raise
 
     if threads == 1:
         work()
