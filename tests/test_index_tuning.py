@@ -22,6 +22,7 @@ from inquire.index import screen as scr
 from inquire.index import tuning
 from inquire.index.exact import SearchStats, search
 from inquire.testing.search_stores import random_unit, write_store
+from test_index_screen import _timed_paths
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -199,23 +200,7 @@ def test_machine_id_follows_what_timings_depend_on(monkeypatch):
 
 def _fake_clock(monkeypatch, bf16_cost: float) -> None:
     """bfloat16 chunks cost ``bf16_cost`` float32 chunks on a fake clock (no real timing)."""
-    from inquire.index.scorer import Scorer
-
-    now = [0.0]
-    monkeypatch.setattr(scr, "clock", lambda: now[0])
-    monkeypatch.setattr(scr, "cpu_has_bf16_units", lambda: True)
-    bf16, fp32 = Scorer._approx_bf16, Scorer._approx_fp32
-
-    def slow_bf16(self, *a):
-        now[0] += bf16_cost
-        return bf16(self, *a)
-
-    def slow_fp32(self, *a):
-        now[0] += 1.0
-        return fp32(self, *a)
-
-    monkeypatch.setattr(Scorer, "_approx_bf16", slow_bf16)
-    monkeypatch.setattr(Scorer, "_approx_fp32", slow_fp32)
+    _timed_paths(monkeypatch, bf16_cost=bf16_cost, fp32_cost=1.0)
 
 
 @pytest.mark.parametrize("bf16_cost,want", [(0.5, "bf16"), (3.0, "off")])

@@ -205,36 +205,21 @@ class _Reader:
         if len(rows) == 0:
             return out
         store = self.store
-        shard, local, cuts = self._segments(rows)
         # Repeats before each row: a run is consecutive rows only without them (a repeat
         # and a gap could make up its length).
+        local = rows - store.offsets[np.searchsorted(store.offsets, rows, side="right") - 1]
         repeats = np.concatenate(([0], np.cumsum(np.diff(local) == 0)))
-        # One shard file open at a time, closed before the next (the rows ascend): a store of
-        # many shards already holds a descriptor per shard for its memory maps, and a scan
-        # under way another per shard; one more per shard here could exceed ``ulimit -n``.
-        fd, fd_shard = -1, -1
-        try:
-            for a, b in itertools.pairwise([0, *cuts.tolist(), len(rows)]):
-                s, lo, hi = int(shard[a]), int(local[a]), int(local[b - 1]) + 1
+        with contextlib.closing(self._open_runs(rows)) as runs:
+            for a, b, s, lo, hi, fd in runs:
                 src = self.sources[s]
                 if src is None:
                     np.take(store.shards[s], local[a:b], axis=0, out=out[a:b])
                     self.drop(int(rows[a]), int(rows[b - 1]) + 1)
-                    continue
-                if s != fd_shard:
-                    if fd >= 0:
-                        os.close(fd)
-                        fd = -1
-                    # Another file renamed over the one the store mapped: an InputError.
-                    fd, fd_shard = open_source(src, mapped_file(store, s)), s
-                if hi - lo == b - a and repeats[b - 1] == repeats[a]:  # straight into place
+                elif hi - lo == b - a and repeats[b - 1] == repeats[a]:  # straight into place
                     _pread_rows(fd, src, lo, out[a:b])
                 else:
                     got = _pread_rows(fd, src, lo, stage[: hi - lo])
                     np.take(got, local[a:b] - lo, axis=0, out=out[a:b])
-        finally:
-            if fd >= 0:
-                os.close(fd)
         return out
 
     def _segments(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -259,24 +244,38 @@ class _Reader:
         if len(rows) == 0:
             return
         store = self.store
-        shard, local, cuts = self._segments(rows)
-        fd, fd_shard = -1, -1
-        try:
-            for a, b in itertools.pairwise([0, *cuts.tolist(), len(rows)]):
-                s, lo, hi = int(shard[a]), int(local[a]), int(local[b - 1]) + 1
+        with contextlib.closing(self._open_runs(rows)) as runs:
+            for a, b, s, lo, hi, fd in runs:
                 start = int(store.offsets[s]) + lo
                 src = self.sources[s]
                 if src is None:
                     yield a, b, store.shards[s][lo:hi], start
                     self.drop(start, start + hi - lo)
-                    continue
-                if s != fd_shard:
+                else:
+                    yield a, b, _pread_rows(fd, src, lo, stage[: hi - lo]), start
+
+    def _open_runs(
+        self, rows: np.ndarray
+    ) -> Generator[tuple[int, int, int, int, int, int], None, None]:
+        """The runs of the ascending global ``rows`` as ``(a, b, shard, lo, hi, fd)``:
+        ``rows[a:b]`` lie in the shard's local rows ``lo .. hi - 1``; ``fd`` is open on the
+        shard's file (-1 where the shard is not a file). One shard file open at a time,
+        closed before the next (the rows ascend): a store of many shards already holds a
+        descriptor per shard for its memory maps, and a scan under way another per shard;
+        one more per shard here could exceed ``ulimit -n``."""
+        shard, local, cuts = self._segments(rows)
+        fd, fd_shard = -1, -1
+        try:
+            for a, b in itertools.pairwise([0, *cuts.tolist(), len(rows)]):
+                s, lo, hi = int(shard[a]), int(local[a]), int(local[b - 1]) + 1
+                src = self.sources[s]
+                if src is not None and s != fd_shard:
                     if fd >= 0:
                         os.close(fd)
                         fd = -1
                     # Another file renamed over the one the store mapped: an InputError.
-                    fd, fd_shard = open_source(src, mapped_file(store, s)), s
-                yield a, b, _pread_rows(fd, src, lo, stage[: hi - lo]), start
+                    fd, fd_shard = open_source(src, mapped_file(self.store, s)), s
+                yield a, b, s, lo, hi, (fd if src is not None else -1)
         finally:
             if fd >= 0:
                 os.close(fd)
