@@ -624,3 +624,15 @@ def test_a_home_that_cannot_be_resolved_is_not_an_error(tmp_path, monkeypatch, c
     assert st.trial and st.screen == "bf16"
     np.testing.assert_array_equal(got[1], off[1])
     np.testing.assert_array_equal(got[0].view(np.uint32), off[0].view(np.uint32))
+
+
+def test_numpy_integers_key_as_plain_ints(monkeypatch):
+    monkeypatch.setattr(scr, "cpu_has_bf16_units", lambda: True)
+    q = random_unit(4, 32, seed=17)
+    args = dict(n_rows=1_000_000, store_dtype=np.dtype(np.float16), has_torch=True)
+    a = scr.plan_screen("auto", q, k=10, chunk_rows=256, threads=1, **args)
+    b = scr.plan_screen(
+        "auto", q, k=np.int64(10), chunk_rows=np.int32(256), threads=np.int64(1), **args
+    )
+    assert a.key == b.key
+    assert tuning.entry_key("screen", a.key) == tuning.entry_key("screen", b.key)

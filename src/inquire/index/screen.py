@@ -469,7 +469,16 @@ def plan_screen(
         if cpu_has_bf16_units() is False:
             return fp32("the CPU lists no bfloat16 units (torch would emulate bfloat16)")
         expect = bool(copy()) if callable(copy) else bool(copy)
-        key = (q.shape, k, chunk_rows, str(np.dtype(store_dtype)), threads, masked, expect)
+        # Plain Python values (a numpy integer would key apart from the same int on disk).
+        key = (
+            tuple(int(n) for n in q.shape),
+            int(k),
+            int(chunk_rows),
+            str(np.dtype(store_dtype)),
+            int(threads),
+            bool(masked),
+            expect,
+        )
         if recalled_choice(key) == "fp32":
             return fp32("measured slower for this shape earlier (in this process or on disk)")
     if not bf16_accumulates_in_fp32():
