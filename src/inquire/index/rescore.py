@@ -205,11 +205,12 @@ class _Reader:
         if len(rows) == 0:
             return out
         store = self.store
+        segments = self._segments(rows)
+        local = segments[1]
         # Repeats before each row: a run is consecutive rows only without them (a repeat
         # and a gap could make up its length).
-        local = rows - store.offsets[np.searchsorted(store.offsets, rows, side="right") - 1]
         repeats = np.concatenate(([0], np.cumsum(np.diff(local) == 0)))
-        with contextlib.closing(self._open_runs(rows)) as runs:
+        with contextlib.closing(self._open_runs(*segments)) as runs:
             for a, b, s, lo, hi, fd in runs:
                 src = self.sources[s]
                 if src is None:
@@ -244,7 +245,7 @@ class _Reader:
         if len(rows) == 0:
             return
         store = self.store
-        with contextlib.closing(self._open_runs(rows)) as runs:
+        with contextlib.closing(self._open_runs(*self._segments(rows))) as runs:
             for a, b, s, lo, hi, fd in runs:
                 start = int(store.offsets[s]) + lo
                 src = self.sources[s]
@@ -255,18 +256,17 @@ class _Reader:
                     yield a, b, _pread_rows(fd, src, lo, stage[: hi - lo]), start
 
     def _open_runs(
-        self, rows: np.ndarray
+        self, shard: np.ndarray, local: np.ndarray, cuts: np.ndarray
     ) -> Generator[tuple[int, int, int, int, int, int], None, None]:
-        """The runs of the ascending global ``rows`` as ``(a, b, shard, lo, hi, fd)``:
-        ``rows[a:b]`` lie in the shard's local rows ``lo .. hi - 1``; ``fd`` is open on the
-        shard's file (-1 where the shard is not a file). One shard file open at a time,
+        """The runs of ascending global rows (their :meth:`_segments`) as ``(a, b, shard,
+        lo, hi, fd)``: rows ``a:b`` lie in the shard's local rows ``lo .. hi - 1``; ``fd`` is
+        open on the shard's file (-1 where the shard is not a file). One shard file open at a time,
         closed before the next (the rows ascend): a store of many shards already holds a
         descriptor per shard for its memory maps, and a scan under way another per shard;
         one more per shard here could exceed ``ulimit -n``."""
-        shard, local, cuts = self._segments(rows)
         fd, fd_shard = -1, -1
         try:
-            for a, b in itertools.pairwise([0, *cuts.tolist(), len(rows)]):
+            for a, b in itertools.pairwise([0, *cuts.tolist(), len(local)]):
                 s, lo, hi = int(shard[a]), int(local[a]), int(local[b - 1]) + 1
                 src = self.sources[s]
                 if src is not None and s != fd_shard:
@@ -484,6 +484,16 @@ def _each_reads(
             raise exc
 
 
+def kernel_for(
+    store: EmbeddingStore, wait: bool = False
+) -> tuple[Callable[..., None], Callable[..., None]] | None:
+    """The compiled kernel (:func:`inquire.index.fused.loaded`) where it can rescore
+    ``store`` (float16 or float32 rows) and is loaded (``wait``: loaded first), else None."""
+    if store.dtype not in (np.float16, np.float32):
+        return None
+    return fused.loaded(wait=wait)
+
+
 def rescore(
     store: EmbeddingStore,
     q: np.ndarray,
@@ -497,9 +507,9 @@ def rescore(
     """Exact scores ``(m,) float32`` (:func:`inquire.index.score.exact_score`, bit for bit) of
     the pairs (query ``qr``, global row ``rows``). ``used``: gets ``"fused"`` or ``"numpy"``
     appended (which way ran). ``max_norm``: an upper bound of the rows'
-    norms, if known. ``threads``: threads sharing the work (with two or more, half read the
-    batches and the others compute: :func:`_pipelined`); torch's own thread count should
-    then be 1.
+    norms, if known. ``threads``: threads sharing the work (with the compiled kernel each
+    reads and computes; without it, with two or more, half read the batches and the others
+    compute: :func:`_pipelined`); torch's own thread count should then be 1.
 
     The distinct rows are read in ascending order, in batches of ~32 MiB, each row once however
     many queries kept it; a batch's rows (sparse: they may span the whole store) are read from
@@ -523,9 +533,7 @@ def rescore(
     # Pairs by row (the order of one row's pairs does not matter: an unstable sort, ~5x
     # faster), then each distinct row's first pair.
     order = np.argsort(rows)
-    kern = None
-    if store.dtype in (np.float16, np.float32):
-        kern = fused.loaded(wait=m * d >= FUSED_WAIT_ELEMENTS)
+    kern = kernel_for(store, wait=m * d >= FUSED_WAIT_ELEMENTS)
     if used is not None:
         used.append("numpy" if kern is None else "fused")
     by_row = rows[order]

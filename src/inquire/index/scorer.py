@@ -12,13 +12,12 @@ from typing import Any
 import numpy as np
 
 from inquire.embed.store import EmbeddingStore
-from inquire.index import fused
 from inquire.index import screen as screen_mod
 from inquire.index.bf16_copy import Bf16Copy
 from inquire.index.blocks import Block
 from inquire.index.kernels import Kernels
 from inquire.index.pool import CandidatePool, round_down, round_up
-from inquire.index.rescore import drop_rows, rescore
+from inquire.index.rescore import drop_rows, kernel_for, rescore
 from inquire.index.score import exact_scores
 from inquire.index.screen import (
     C_BF16,
@@ -455,8 +454,7 @@ class Scorer:
         # With the compiled kernel (inquire.index.fused) the products cost less than reading
         # the rows: one pass over the store for every pooled pair beats two passes for fewer
         # (measured at 1M x 1024, top 1000: 0.17-0.22 s against 0.22-0.24 s).
-        kernel = fused.loaded() is not None and self.store.dtype in (np.float16, np.float32)
-        if not kernel and (self.pool.sizes() > _TWO_STAGE_WIDTH * k).any():
+        if kernel_for(self.store) is None and (self.pool.sizes() > _TWO_STAGE_WIDTH * k).any():
             # In two stages where the pool holds many more rows than k for a query (a wide
             # bound): the k rows of largest upper bound first; the k-th exact score among
             # them is a floor that drops most of the rest unread.

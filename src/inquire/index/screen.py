@@ -462,6 +462,7 @@ def plan_screen(
     if not np.isfinite(q).all() or float(np.abs(q).max(initial=0.0)) > 1e30:
         return fp32("queries have non-finite or huge values")
     key: tuple[Any, ...] | None = None
+    recalled: str | None = None
     expect = False  # the copy: asked only below, where the choice depends on it
     if not forced:
         if n_rows < 8 * k or n_rows < MIN_TRIAL_CHUNKS * chunk_rows:
@@ -479,9 +480,10 @@ def plan_screen(
             bool(masked),
             expect,
         )
-        if recalled_choice(key) == "fp32":
+        recalled = recalled_choice(key)
+        if recalled == "fp32":
             return fp32("measured slower for this shape earlier (in this process or on disk)")
     if not bf16_accumulates_in_fp32():
         return fp32("torch's bfloat16 matmul does not accumulate in float32 on this CPU")
-    method = "bf16" if forced or (key is not None and recalled_choice(key) == "bf16") else None
+    method = "bf16" if forced or recalled == "bf16" else None
     return ScreenPlan(bounds(q, True), method, key, expect)
