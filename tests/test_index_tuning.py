@@ -12,6 +12,7 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -198,6 +199,15 @@ def test_machine_id_follows_what_timings_depend_on(monkeypatch):
 # -- through the search -----------------------------------------------------------------------
 
 
+def _trial_case(
+    tmp_path: Path, shards: list[int], dtype: Any = np.float16
+) -> tuple[Path, EmbeddingStore, np.ndarray]:
+    """A store of 32 chunks of 64 rows (an auto trial's worth) in ``shards``, and 5 queries:
+    ``(folder, store, queries)``."""
+    folder = write_store(tmp_path / "s", random_unit(64 * 32, 24, seed=30), shards, dtype=dtype)
+    return folder, EmbeddingStore(folder), random_unit(5, 24, seed=31)
+
+
 def _fake_clock(monkeypatch, bf16_cost: float) -> None:
     """bfloat16 chunks cost ``bf16_cost`` float32 chunks on a fake clock (no real timing)."""
     _timed_paths(monkeypatch, bf16_cost=bf16_cost, fp32_cost=1.0)
@@ -209,9 +219,7 @@ def test_a_later_search_takes_the_kept_choice_without_a_trial(
 ):
     pytest.importorskip("torch")
     _fake_clock(monkeypatch, bf16_cost)
-    x = random_unit(64 * 32, 24, seed=30)
-    store = EmbeddingStore(write_store(tmp_path / "s", x, [1024, 1024]))
-    q = random_unit(5, 24, seed=31)
+    _, store, q = _trial_case(tmp_path, [1024, 1024])
     off = search(store, q, 20, screen="off", chunk_rows=64, threads=1)
     st = SearchStats()
     search(store, q, 20, screen="auto", chunk_rows=64, threads=1, stats=st)
@@ -235,9 +243,7 @@ def test_a_later_search_takes_the_kept_choice_without_a_trial(
 def test_a_near_call_is_not_kept(tmp_path, monkeypatch, bf16_cost, want):
     pytest.importorskip("torch")
     _fake_clock(monkeypatch, bf16_cost)
-    x = random_unit(64 * 32, 24, seed=30)
-    store = EmbeddingStore(write_store(tmp_path / "s", x, [2048]))
-    q = random_unit(5, 24, seed=31)
+    _, store, q = _trial_case(tmp_path, [2048])
     st = SearchStats()
     search(store, q, 20, screen="auto", chunk_rows=64, threads=1, stats=st)
     assert st.trial and st.screen == want
@@ -253,9 +259,7 @@ def test_a_near_call_is_not_kept(tmp_path, monkeypatch, bf16_cost, want):
 def test_a_kept_value_that_is_not_a_choice_is_measured_again(tmp_path, monkeypatch):
     pytest.importorskip("torch")
     _fake_clock(monkeypatch, 0.5)
-    x = random_unit(64 * 32, 24, seed=30)
-    store = EmbeddingStore(write_store(tmp_path / "s", x, [2048]))
-    q = random_unit(5, 24, seed=31)
+    _, store, q = _trial_case(tmp_path, [2048])
     search(store, q, 20, screen="auto", chunk_rows=64, threads=1)
     path = tuning.tuning_path()
     data = json.loads(path.read_text())
@@ -274,9 +278,7 @@ def test_a_failed_search_keeps_nothing(tmp_path, monkeypatch):
     from inquire.index.scorer import Scorer
 
     _fake_clock(monkeypatch, 0.5)
-    x = random_unit(64 * 32, 24, seed=30)
-    store = EmbeddingStore(write_store(tmp_path / "s", x, [2048]))
-    q = random_unit(5, 24, seed=31)
+    _, store, q = _trial_case(tmp_path, [2048])
     score, calls = Scorer.score, [0]
 
     def failing(self, *a, **kw):
@@ -314,10 +316,7 @@ _SECOND = textwrap.dedent(
 def test_a_second_process_reads_the_first_ones_choice(tmp_path, monkeypatch):
     pytest.importorskip("torch")
     _fake_clock(monkeypatch, 0.5)
-    x = random_unit(64 * 32, 24, seed=30)
-    folder = write_store(tmp_path / "s", x, [1024, 1024])
-    store = EmbeddingStore(folder)
-    q = random_unit(5, 24, seed=31)
+    folder, store, q = _trial_case(tmp_path, [1024, 1024])
     np.save(tmp_path / "q.npy", q)
     st = SearchStats()
     _, want = search(store, q, 20, screen="auto", chunk_rows=64, threads=1, stats=st)
@@ -447,9 +446,7 @@ def test_a_search_over_a_tampered_file_equals_screen_off(tmp_path, monkeypatch, 
     """Through the search: auto's result equals screen="off" bit for bit, nothing raised."""
     pytest.importorskip("torch")
     _fake_clock(monkeypatch, 0.5)
-    x = random_unit(64 * 32, 24, seed=30)
-    store = EmbeddingStore(write_store(tmp_path / "s", x, [1024, 1024]))
-    q = random_unit(5, 24, seed=31)
+    _, store, q = _trial_case(tmp_path, [1024, 1024])
     off = search(store, q, 20, screen="off", chunk_rows=64, threads=1)
     path = tuning.tuning_path()
     path.parent.mkdir(parents=True, exist_ok=True)  # the "off" search kept its GEMM there
@@ -534,10 +531,8 @@ def test_a_hand_written_choice_is_applied_only_where_it_may_run(
     bit."""
     pytest.importorskip("torch")
     monkeypatch.setattr(scr, "cpu_has_bf16_units", lambda: True)
-    x = random_unit(64 * 32, 24, seed=30)
-    store = EmbeddingStore(write_store(tmp_path / "s", x, [1024, 1024], dtype=dtype))
-    q = random_unit(5, 24, seed=31)
-    mask = np.arange(len(x)) % 3 != 0 if masked else None
+    _, store, q = _trial_case(tmp_path, [1024, 1024], dtype=dtype)
+    mask = np.arange(len(store)) % 3 != 0 if masked else None
     kw = dict(chunk_rows=64, threads=threads, mask=mask)
     off = search(store, q, 20, screen="off", **kw)
     workers = kernels_mod.Kernels().workers(threads)
@@ -615,9 +610,7 @@ def test_a_home_that_cannot_be_resolved_is_not_an_error(tmp_path, monkeypatch, c
     assert any("not kept" in r.getMessage() for r in caplog.records)
     pytest.importorskip("torch")
     _fake_clock(monkeypatch, 0.5)
-    x = random_unit(64 * 32, 24, seed=30)
-    store = EmbeddingStore(write_store(tmp_path / "s", x, [1024, 1024]))
-    q = random_unit(5, 24, seed=31)
+    _, store, q = _trial_case(tmp_path, [1024, 1024])
     off = search(store, q, 20, screen="off", chunk_rows=64, threads=1)
     st = SearchStats()
     got = search(store, q, 20, screen="auto", chunk_rows=64, threads=1, stats=st)
